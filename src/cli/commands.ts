@@ -1,0 +1,4 @@
+/** The registry of top-level subcommands, in the order `vqalab --help` lists them. */
+import type { Command } from './command.js';
+
+export const commands: Command[] = [];

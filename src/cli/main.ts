@@ -1,0 +1,57 @@
+/** Entry point of the `vqalab` CLI: finds the subcommand, handles --help and --version, maps errors to exit codes. */
+import { readFileSync } from 'node:fs';
+import { UsageError, wantsHelp } from './command.js';
+import { commands } from './commands.js';
+
+export function packageVersion(): string {
+  const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string };
+  return pkg.version;
+}
+
+function topUsage(): string {
+  const width = Math.max(...commands.map((c) => c.name.length), 8);
+  const lines = commands.map((c) => `  ${c.name.padEnd(width)}  ${c.summary}`);
+  return [
+    'Usage: vqalab <command> [options]',
+    '',
+    'GRPO reinforcement learning of vision-language models on VQA, from TypeScript.',
+    '',
+    'Commands:',
+    ...lines,
+    '',
+    'Run "vqalab <command> --help" for the options of one command.',
+    '',
+  ].join('\n');
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const [name, ...rest] = argv;
+  if (name === undefined || name === '-h' || name === '--help' || name === 'help') {
+    process.stdout.write(topUsage());
+    return name === undefined ? 2 : 0;
+  }
+  if (name === '--version' || name === '-v') {
+    process.stdout.write(`${packageVersion()}\n`);
+    return 0;
+  }
+  const command = commands.find((c) => c.name === name);
+  if (!command) {
+    process.stderr.write(`vqalab: unknown command "${name}"\n\n${topUsage()}`);
+    return 2;
+  }
+  // Nested commands (data convert, kernel install, ...) handle their own --help, so that
+  // `vqalab data convert --help` shows the nested usage rather than the group's.
+  if (wantsHelp(rest) && !/^\s*Commands:/m.test(command.usage)) {
+    process.stdout.write(command.usage);
+    return 0;
+  }
+  try {
+    return await command.run(rest);
+  } catch (err) {
+    if (err instanceof UsageError) {
+      process.stderr.write(`vqalab ${name}: ${err.message}\n`);
+      return err.exitCode;
+    }
+    throw err;
+  }
+}

@@ -1,0 +1,130 @@
+/**
+ * The display contract: the JSON payload of each vendor MIME type. One Jupyter display_data
+ * carries the vendor type (rendered by the JupyterLab extension and the HTML report) plus
+ * `text/html` and `text/plain` fallbacks (and `image/png` where the image is the point), so viewers
+ * without the extension still show something useful.
+ *
+ * Versioned: a breaking change to a payload gets a new MIME type (`.v2+json`), never a silent edit.
+ */
+
+export const MIME = {
+  sample: 'application/vnd.vqalab.sample.v1+json',
+  group: 'application/vnd.vqalab.group.v1+json',
+  rewards: 'application/vnd.vqalab.rewards.v1+json',
+  metrics: 'application/vnd.vqalab.metrics.v1+json',
+  dataset: 'application/vnd.vqalab.dataset.v1+json',
+} as const;
+
+export type VendorMime = (typeof MIME)[keyof typeof MIME];
+
+/** A Jupyter MIME bundle: MIME type → data (string for text types, JSON for vendor types). */
+export type MimeBundle = Record<string, unknown>;
+
+/** An image embedded in a payload. `src` is a data: URL (PNG or JPEG), so payloads are self-contained. */
+export interface ImageRef {
+  src: string;
+  width: number;
+  height: number;
+  alt: string;
+}
+
+export interface RewardScore {
+  /** The reward's name, e.g. "vqaAccuracy". */
+  name: string;
+  /** null when the reward failed for this completion (see `error`). */
+  score: number | null;
+  parts?: Record<string, number>;
+  error?: string;
+}
+
+export interface SamplePayload {
+  id: string;
+  question: string;
+  images: ImageRef[];
+  /** The annotators' answers (10 for VQAv2), as given; the renderer counts duplicates. */
+  answers: string[];
+  answerType?: string;
+  questionType?: string;
+  prediction?: string;
+  rewards?: RewardScore[];
+}
+
+export interface GroupCompletion {
+  text: string;
+  /** Total reward (sum of the rewards' weighted scores), used for sorting. */
+  reward: number | null;
+  rewards?: RewardScore[];
+  advantage: number;
+  /** Completion length in tokens. */
+  length: number;
+  /** Decoded tokens and their log-probs under the policy, for hover; same length when present. */
+  tokens?: string[];
+  tokenLogprobs?: number[];
+  /** Fraction of this completion's tokens whose ratio was clipped in the update (0 if none). */
+  clippedFraction?: number;
+  finishReason?: string;
+}
+
+export interface GroupPayload {
+  step?: number;
+  sample: SamplePayload;
+  completions: GroupCompletion[];
+}
+
+export interface RewardTableRow {
+  sampleId: string;
+  question: string;
+  completion: string;
+  /** Completions of one prompt share a group id (zero-variance groups are found per group). */
+  groupId?: string;
+  /** Reward name → score (null when it failed). */
+  scores: Record<string, number | null>;
+  parts?: Record<string, Record<string, number>>;
+  /** Spread of the rewards' scores on this row (max − min of the normalised scores); high = disagreement. */
+  disagreement: number;
+}
+
+export interface RewardTablePayload {
+  rewards: string[];
+  rows: RewardTableRow[];
+  stats: {
+    mean: Record<string, number>;
+    std: Record<string, number>;
+    /** Pearson correlation, `correlation[i][j]` between rewards[i] and rewards[j]; null when undefined. */
+    correlation: (number | null)[][];
+    /** Per reward: fraction of groups whose scores all tie (they teach GRPO nothing). */
+    zeroVarianceGroupFraction: Record<string, number>;
+  };
+}
+
+/** One point of a run's metrics; `step` is always present, other keys as logged (see the trainer's metric names). */
+export interface MetricsPoint {
+  step: number;
+  [metric: string]: number;
+}
+
+export interface MetricsRun {
+  name: string;
+  points: MetricsPoint[];
+}
+
+export interface MetricsPayload {
+  runs: MetricsRun[];
+  /** Metrics to plot, in panel order; default: all numeric keys. */
+  keys?: string[];
+  /** Present while training: drives the progress bar. */
+  progress?: { step: number; total: number; elapsedSeconds: number; etaSeconds: number | null; status: 'running' | 'done' | 'stopped' | 'error' };
+  /** The newest group, shown under the plot on a live dashboard. */
+  latestGroup?: GroupPayload;
+}
+
+export interface DatasetPayload {
+  name: string;
+  fingerprint: string;
+  total: number;
+  /** A window of samples (thumbnails) the browser pages through; `offset` is the first one's index. */
+  offset: number;
+  samples: SamplePayload[];
+  answerTypes: Record<string, number>;
+  questionTypes: Record<string, number>;
+}
