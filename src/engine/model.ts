@@ -164,8 +164,9 @@ class CpuEngineModel implements EngineModel {
     if (!lora) return Promise.reject(nativeError(new Error('saveAdapter needs a model loaded with options.lora'), stack));
     return this.run(stack, async () => {
       mkdirSync(dir, { recursive: true });
-      const internal = this.namingScheme === 'internal';
-      await this.nm.saveLora(path.join(dir, 'adapter_model.safetensors'), internal);
+      // PEFT (0.21, on transformers 5) names adapters by the model's internal module paths
+      // (base_model.model.model.language_model.layers.*), whatever the checkpoint's own names.
+      await this.nm.saveLora(path.join(dir, 'adapter_model.safetensors'), true);
       const adapterConfig = {
         peft_type: 'LORA',
         task_type: 'CAUSAL_LM',
