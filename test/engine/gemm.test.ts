@@ -66,3 +66,21 @@ test('sgemm: a row of C does not depend on the other rows or on the thread count
     a._threads(threads);
   }
 });
+
+test('thread pool: resizing between jobs never replays an old job (regression)', () => {
+  const a = native();
+  const threads = a._threads();
+  const r = rng(13);
+  const A = randn(64 * 64, r), want = new Float32Array(64 * 64);
+  a._sgemm(false, true, 64, 64, 64, 1, A, 64, A, 64, 0, want, 64);
+  try {
+    for (let k = 0; k < 40; k++) {
+      assert.equal(a._threads(1 + (k % 4)), 1 + (k % 4));
+      const C = new Float32Array(64 * 64);
+      a._sgemm(false, true, 64, 64, 64, 1, A, 64, A, 64, 0, C, 64);
+      assert.deepEqual(C, want);
+    }
+  } finally {
+    a._threads(threads);
+  }
+});
