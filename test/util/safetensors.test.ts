@@ -123,3 +123,23 @@ test('writer validates its arguments with exact messages', async () => {
     /Expected one of F64, F32, .* for tensors\["t"\]\.dtype but received "X" of type string/);
   assert.deepEqual(readdirSync(path.dirname(file)), []);
 });
+
+test('reads a file written by the safetensors library itself (torch tensors, metadata)', async () => {
+  const dir = path.resolve('test/fixtures/safetensors');
+  const expected = JSON.parse(readFileSync(path.join(dir, 'reference.json'), 'utf8')) as Record<string, { dtype: string; shape: number[]; values: (number | string)[] }>;
+  const f = await SafetensorsFile.open(path.join(dir, 'reference.safetensors'));
+  try {
+    assert.deepEqual(f.metadata, { format: 'pt', made_by: 'safetensors.torch' });
+    assert.deepEqual(f.names().sort(), Object.keys(expected).sort());
+    const dtypes: Record<string, string> = { float32: 'F32', float16: 'F16', bfloat16: 'BF16', int32: 'I32', int64: 'I64', uint8: 'U8', float64: 'F64' };
+    for (const [name, e] of Object.entries(expected)) {
+      const t = await f.read(name);
+      assert.equal(t.dtype, dtypes[e.dtype], name);
+      assert.deepEqual(t.shape, e.shape, name);
+      if (t.dtype === 'I64') assert.deepEqual([...t.data as BigInt64Array].map(String), e.values, name);
+      else assert.deepEqual([...toFloat32(t)], (e.values as number[]).map(Math.fround), name);
+    }
+  } finally {
+    await f.close();
+  }
+});
