@@ -1,2 +1,10 @@
 /** The vqalab runtime: what a notebook cell or a script imports. Knows nothing about Jupyter. */
 export * as validate from './util/validate.js';
+// Rewards: everything under `rewards`; the common ones also flat (format and max only under `rewards`).
+export * as rewards from './reward/index.js';
+export {
+  brevity, completionsFrom, defineReward, exactMatch, gate, llmJudge, numeric, rewardLab, RewardTable, scoreGroups, similarity,
+  vqaAccuracy, weighted,
+} from './reward/index.js';
+export type { RewardBreakdown, RewardContext, RewardFn, RewardValue } from './reward/index.js';
+export * as vqaEval from './eval/index.js';
