@@ -4,3 +4,11 @@ export { synthVocabulary, synthTokens } from './data/synth-vocab.js';
 export * as safetensors from './util/safetensors.js';
 export * as vision from './vision/qwen2vl.js';
 export * as parity from './parity/run.js';
+// Rewards: everything under `rewards`; the common ones also flat (format and max only under `rewards`).
+export * as rewards from './reward/index.js';
+export {
+  brevity, completionsFrom, defineReward, exactMatch, gate, llmJudge, numeric, rewardLab, RewardTable, scoreGroups, similarity,
+  vqaAccuracy, weighted,
+} from './reward/index.js';
+export type { RewardBreakdown, RewardContext, RewardFn, RewardValue } from './reward/index.js';
+export * as vqaEval from './eval/index.js';

@@ -1,5 +1,9 @@
-/** The registry of top-level subcommands, in the order `vqalab --help` lists them. */
+/** The registry of top-level subcommands, in the order `vqalab --help` lists them. One per line, for clean merges. */
 import type { Command } from './command.js';
 import { checkParityCommand } from './check-parity.js';
+import { evalCommand } from './eval.js';
 
-export const commands: Command[] = [checkParityCommand];
+export const commands: Command[] = [
+  evalCommand,
+  checkParityCommand,
+];
