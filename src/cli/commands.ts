@@ -1,4 +1,5 @@
 /** The registry of top-level subcommands, in the order `vqalab --help` lists them. */
 import type { Command } from './command.js';
+import { labCommand } from './lab.js';
 
-export const commands: Command[] = [];
+export const commands: Command[] = [labCommand];

@@ -12,3 +12,4 @@ export type { DisplaySink, DisplayOptions } from './output.js';
 export { WIDGETS, renderHtml, renderError, staticHtml, reportOutputHtml, isVendorMime, PayloadError, VQA_CSS } from './render/index.js';
 export type { RenderOptions } from './render/index.js';
 export { plotlyFigure, smooth, metricKeys } from './render/metrics.js';
+export { pageScript, pageScriptPath, plotlyScript, plotlyScriptPath } from './assets.js';
