@@ -5,6 +5,7 @@
  * plotly.js (window.Plotly) before this bundle for interactive plots; without it the static SVG
  * panels stay.
  */
+import { PayloadError } from '../../src/display/render/check.js';
 import { Mounted } from './hydrate.js';
 import { setPlotlyLoader, type PlotlyLike } from './plotly.js';
 
@@ -27,8 +28,8 @@ export function hydrateAll(root: ParentNode = document): Mounted[] {
     const m = new Mounted(host, script.type);
     try {
       m.render(JSON.parse(script.textContent ?? ''));
-    } catch (err) {
-      m.fail(new Error(`the payload of this output is not valid JSON: ${(err as Error).message}`));
+    } catch {
+      m.fail(new PayloadError('the payload', 'valid JSON', script.textContent ?? ''));
     }
     // The host was rewritten: keep the payload script in the page for later readers.
     host.appendChild(script);

@@ -100,7 +100,8 @@ test('hostile text is escaped everywhere: question, answers, alt text, completio
 
 test('sample card: image with alt and size, answers counted, prediction matched, rewards with parts and errors', () => {
   const html = renderSample(fx.sample(image));
-  assert.match(html, /<img src="data:image\/png;base64,[^"]+" alt="a red square left of a blue circle" width="48" height="32"/);
+  assert.match(html, /<img src="data:image\/png;base64,[^"]+" alt="a red square left of a blue circle" width="288" height="192" class="vqa-px" data-scale="6"/);
+  assert.match(html, /<figcaption>48×32 · shown 6×<\/figcaption>/);
   assert.match(html, /<tr class="vqa-match"><td>red <span class="vqa-badge vqa-good">= prediction<\/span><\/td><td class="vqa-num">7<\/td>/);
   assert.match(html, /10 reference answers/);
   assert.match(html, /Prediction: <q>red<\/q> <span class="vqa-badge vqa-good">7\/10 annotators<\/span>/);
@@ -216,4 +217,11 @@ test('text/html fallback inlines the CSS; report output embeds the payload so a 
   assert.ok(script, 'payload script present');
   assert.deepEqual(JSON.parse(script[1]!), evil);
   assert.equal(count(out, /<\/script>/g), 1, 'the payload cannot close its script block');
+});
+
+test('fitImage enlarges small images by whole factors (pixelated) and shrinks large ones smoothly', async () => {
+  const { fitImage } = await import('../../src/display/render/html.js');
+  assert.deepEqual(fitImage(48, 32, 320, 320), { width: 288, height: 192, scale: 6, pixelated: true });
+  assert.deepEqual(fitImage(200, 100, 320, 320), { width: 200, height: 100, scale: 1, pixelated: false });
+  assert.deepEqual(fitImage(640, 480, 320, 320), { width: 320, height: 240, scale: 0.5, pixelated: false });
 });

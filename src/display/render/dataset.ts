@@ -4,7 +4,7 @@
  * the questions and opens a full sample card.
  */
 import type { DatasetPayload, SamplePayload } from '../types.js';
-import { countAnswers, esc, truncate } from './html.js';
+import { countAnswers, esc, imgTag, truncate } from './html.js';
 import type { RenderOptions } from './sample.js';
 
 export const DEFAULT_PAGE_SIZE = 12;
@@ -32,7 +32,7 @@ export function filterSamples(p: DatasetPayload, f: DatasetFilter): number[] {
 export function renderCard(s: SamplePayload, index: number, opts: RenderOptions): string {
   const img = s.images[0];
   const top = countAnswers(s.answers)[0];
-  const inner = (img ? `<img src="${esc(img.src)}" alt="${esc(img.alt)}" loading="lazy">` : '<div class="vqa-muted">(no image)</div>')
+  const inner = (img ? `<div class="vqa-thumb">${imgTag(img, 160, 110)}</div>` : '<div class="vqa-muted">(no image)</div>')
     + `<div class="vqa-card-q">${esc(truncate(s.question, 120))}</div>`
     + `<div>${top ? `${esc(top.answer)} <span class="vqa-muted">×${top.count}</span>` : ''} `
     + `${s.answerType ? `<span class="vqa-badge">${esc(s.answerType)}</span>` : ''}</div>`

@@ -3,7 +3,7 @@
  * length, clipping and per-token log-probs (hover).
  */
 import type { GroupCompletion, GroupPayload } from '../types.js';
-import { classes, esc, fmt, fmtPercent, fmtSigned, meanStd, truncate } from './html.js';
+import { classes, esc, fmt, fmtPercent, fmtSigned, imgTag, meanStd, truncate } from './html.js';
 import type { RenderOptions } from './sample.js';
 import { renderAnswers, renderSampleMeta } from './sample.js';
 
@@ -50,7 +50,7 @@ export function renderGroup(p: GroupPayload, opts: RenderOptions = {}): string {
   const head = [
     p.title ? `<h3>${esc(p.title)}</h3>` : `<h3>Group${p.step !== undefined ? ` at step ${p.step}` : ''}</h3>`,
     `<div class="vqa-group-head">`,
-    s.images[0] ? `<img src="${esc(s.images[0].src)}" alt="${esc(s.images[0].alt)}">` : '',
+    s.images[0] ? imgTag(s.images[0], 128, 96) : '',
     `<div>${renderSampleMeta(s)}<p class="vqa-question">${esc(s.question)}</p>`,
     `<details><summary class="vqa-muted">reference answers</summary>${renderAnswers(s.answers, undefined)}</details></div></div>`,
     `<div class="vqa-controls"><span class="vqa-badge">G = ${p.completions.length}</span>`,

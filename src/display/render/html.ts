@@ -66,6 +66,23 @@ export function signedTint(x: number): string {
   return `background: rgba(${colour}, ${a.toFixed(3)})`;
 }
 
+/**
+ * The size to show an image at inside a box: small images are enlarged by a whole factor (drawn
+ * with square pixels: `pixelated`), large ones scaled down to fit, smoothly.
+ */
+export function fitImage(width: number, height: number, boxW: number, boxH: number): { width: number; height: number; scale: number; pixelated: boolean } {
+  const w = Math.max(1, width), h = Math.max(1, height);
+  let scale = Math.min(boxW / w, boxH / h);
+  if (scale >= 1) scale = Math.floor(scale);
+  return { width: Math.max(1, Math.round(w * scale)), height: Math.max(1, Math.round(h * scale)), scale, pixelated: scale >= 2 };
+}
+
+/** An <img> of an ImageRef-like value fitted into a box (alt and src escaped). */
+export function imgTag(img: { src: string; width: number; height: number; alt: string }, boxW: number, boxH: number, extra = ''): string {
+  const f = fitImage(img.width, img.height, boxW, boxH);
+  return `<img src="${esc(img.src)}" alt="${esc(img.alt)}" width="${f.width}" height="${f.height}"${f.pixelated ? ' class="vqa-px"' : ''} data-scale="${Number(f.scale.toFixed(4))}" loading="lazy"${extra}>`;
+}
+
 /** Normalise an answer the way VQA compares them loosely: case, surrounding space and punctuation. */
 export function normalizeAnswer(answer: string): string {
   return answer.toLowerCase().trim().replace(/[.!?,;:]+$/g, '').replace(/\s+/g, ' ');

@@ -141,14 +141,16 @@ export function plotlyFigure(p: MetricsPayload, smoothing: number, theme: PlotTh
   const rowHeight = 210;
   const gapX = 0.07, gapY = 70 / (rows * rowHeight);
   const data: Record<string, unknown>[] = [];
+  const height = rows * rowHeight + 66;
   const layout: Record<string, unknown> = {
-    height: rows * rowHeight + 40,
-    margin: { l: 50, r: 10, t: 30, b: 30 },
+    height,
+    margin: { l: 50, r: 10, t: 30, b: 56 },
     paper_bgcolor: theme.bg,
     plot_bgcolor: theme.bg,
     font: { color: theme.fg, family: theme.font, size: 11 },
     showlegend: p.runs.length > 1,
-    legend: { orientation: 'h', y: -0.02, yanchor: 'top' },
+    // Below the last row's tick labels.
+    legend: { orientation: 'h', x: 0, y: -30 / (height - 86), yanchor: 'top' },
     hovermode: 'x unified',
     uirevision: 'vqalab',
     annotations: [] as unknown[],

@@ -1,6 +1,9 @@
 /** Sample card: the image, the question, the reference answers with counts, the prediction and its rewards. */
 import type { ImageRef, RewardScore, SamplePayload } from '../types.js';
-import { classes, countAnswers, esc, fmt, normalizeAnswer } from './html.js';
+import { classes, countAnswers, esc, fitImage, fmt, imgTag, normalizeAnswer } from './html.js';
+
+/** The box a sample card fits its images into (px). */
+export const CARD_BOX = 320;
 
 export interface RenderOptions {
   /** Draw controls that only work with the browser code (buttons, pagers); false for static HTML. */
@@ -8,11 +11,13 @@ export interface RenderOptions {
 }
 
 export function renderImage(img: ImageRef, index: number, opts: RenderOptions): string {
-  const tag = `<img src="${esc(img.src)}" alt="${esc(img.alt)}" width="${img.width}" height="${img.height}" loading="lazy">`;
+  const tag = imgTag(img, CARD_BOX, CARD_BOX);
   const body = opts.interactive
     ? `<button type="button" class="vqa-zoom" data-vqa-zoom="${index}" aria-label="${esc(`Zoom image ${index + 1}: ${img.alt}`)}" aria-pressed="false">${tag}</button>`
     : tag;
-  return `<figure class="vqa-figure">${body}<figcaption>${img.width}×${img.height}</figcaption></figure>`;
+  const f = fitImage(img.width, img.height, CARD_BOX, CARD_BOX);
+  const shown = f.scale === 1 ? '' : ` · shown ${f.pixelated ? `${f.scale}×` : `${Math.round(f.scale * 100)}%`}`;
+  return `<figure class="vqa-figure">${body}<figcaption>${img.width}×${img.height}${shown}</figcaption></figure>`;
 }
 
 /** One reward per row: score (×weight), parts as `name=value`, or the error it raised. */

@@ -34,7 +34,8 @@ body[data-jp-theme-light="false"] .vqa,.vqa.vqa-dark{--vqa-pos-rgb:63,185,80;--v
 .vqa-sample{display:flex;flex-wrap:wrap;gap:12px;align-items:flex-start}
 .vqa-images{display:flex;flex-direction:column;gap:6px;max-width:100%}
 .vqa-figure{margin:0;max-width:100%}
-.vqa-figure img{display:block;max-width:min(100%,448px);height:auto;border:1px solid var(--vqa-border);image-rendering:auto}
+.vqa-figure img{display:block;max-width:100%;height:auto;border:1px solid var(--vqa-border)}
+.vqa img.vqa-px{image-rendering:pixelated}
 .vqa-figure figcaption{font-size:.85em;color:var(--vqa-fg2)}
 .vqa-zoom{padding:0 !important;border:0 !important;background:none !important;cursor:zoom-in;display:block}
 .vqa-zoomed{overflow:auto;max-width:100%;max-height:80vh}
@@ -49,7 +50,7 @@ body[data-jp-theme-light="false"] .vqa,.vqa.vqa-dark{--vqa-pos-rgb:63,185,80;--v
 .vqa-prediction q{font-weight:600}
 .vqa-parts{font-size:.9em;color:var(--vqa-fg2)}
 .vqa-group-head{display:flex;gap:10px;align-items:flex-start;margin-bottom:.4em}
-.vqa-group-head img{max-height:96px;max-width:128px;border:1px solid var(--vqa-border)}
+.vqa-group-head img{border:1px solid var(--vqa-border)}
 .vqa-completions td.vqa-text{max-width:60ch;white-space:pre-wrap;word-break:break-word}
 .vqa-adv{position:relative;width:120px;height:1em;background:var(--vqa-bg2)}
 .vqa-adv::before{content:"";position:absolute;left:50%;top:0;bottom:0;border-left:1px solid var(--vqa-fg2)}
@@ -81,7 +82,8 @@ body[data-jp-theme-light="false"] .vqa,.vqa.vqa-dark{--vqa-pos-rgb:63,185,80;--v
 .vqa-latest{margin-top:.6em;border-top:1px solid var(--vqa-border);padding-top:.4em}
 .vqa-grid-cards{display:grid;grid-template-columns:repeat(auto-fill,minmax(170px,1fr));gap:8px;margin:.4em 0}
 .vqa-card{border:1px solid var(--vqa-border);border-radius:4px;padding:4px;background:var(--vqa-bg1);text-align:left;display:block;width:100%}
-.vqa-card img{width:100%;height:110px;object-fit:contain;background:var(--vqa-bg2);display:block}
+.vqa-card .vqa-thumb{height:110px;display:flex;align-items:center;justify-content:center;background:var(--vqa-bg2)}
+.vqa-card img{max-width:100%;max-height:110px;display:block}
 .vqa-card .vqa-card-q{font-weight:600;margin:.2em 0;overflow-wrap:anywhere}
 .vqa-card[aria-pressed="true"]{outline:2px solid var(--vqa-accent)}
 .vqa-typecounts{display:flex;flex-wrap:wrap;gap:4px;margin:.2em 0}
