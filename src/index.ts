@@ -12,3 +12,5 @@ export {
 } from './reward/index.js';
 export type { RewardBreakdown, RewardContext, RewardFn, RewardValue } from './reward/index.js';
 export * as vqaEval from './eval/index.js';
+export * as display from './display/index.js';
+export { show, plot, browse, dashboard } from './display/index.js';
