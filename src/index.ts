@@ -14,3 +14,4 @@ export type { RewardBreakdown, RewardContext, RewardFn, RewardValue } from './re
 export * as vqaEval from './eval/index.js';
 export * as display from './display/index.js';
 export { show, plot, browse, dashboard } from './display/index.js';
+export * as engine from './engine/index.js';
