@@ -26,6 +26,12 @@ export interface LossBatch {
   advantages: readonly number[];
   /** Per-token entropy of the current policy (metrics only). */
   entropy?: readonly ArrayLike<number>[];
+  /**
+   * Lengths of sequences left out of the forward because their advantage is 0 and no KL term is
+   * in the loss: their loss and gradient are exactly 0, but they count in the aggregation's
+   * denominators (sequences, tokens) as if present.
+   */
+  skippedLengths?: readonly number[];
 }
 
 export interface LossOptions {
@@ -104,7 +110,7 @@ export function grpoLoss(batch: LossBatch, options: LossOptions): LossResult {
   if (useKl && !batch.refLogprobs) throw new Error('beta > 0 needs refLogprobs (log-probs of the completions under the reference policy)');
 
   const lengths = batch.logprobs.map((l) => l.length);
-  const weights = aggregationWeights(lengths, options.aggregation, options.maxCompletionLength);
+  const weights = aggregationWeights([...lengths, ...(batch.skippedLengths ?? [])], options.aggregation, options.maxCompletionLength);
   const lo = 1 - options.epsilonLow, hi = 1 + options.epsilonHigh, c = options.dualClip;
   let loss = 0, pgLoss = 0, klLoss = 0;
   let tokens = 0, nLow = 0, nHigh = 0, nDual = 0, klSum = 0, entSum = 0, ratioSum = 0;
@@ -114,7 +120,8 @@ export function grpoLoss(batch: LossBatch, options: LossOptions): LossResult {
     const A = batch.advantages[i]!, w = weights[i]!;
     const g = new Float32Array(lp.length);
     for (let t = 0; t < lp.length; t++) {
-      const ratio = old ? Math.exp(lp[t]! - old[t]!) : 1;
+      // Without old log-probs the ratio is exp(lp − stopgrad(lp)) = 1, but a non-finite lp still poisons it (as in TRL).
+      const ratio = Math.exp(lp[t]! - (old ? old[t]! : lp[t]!));
       const clipped = Math.min(Math.max(ratio, lo), hi);
       const unclippedLoss = -A * ratio, clippedLoss = -A * clipped;
       let pg: number, dPg: number;

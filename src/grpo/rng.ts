@@ -40,6 +40,11 @@ export class Rng {
     return [this.s[0]!, this.s[1]!, this.s[2]!, this.s[3]!];
   }
 
+  /** Go back to a saved state. */
+  restore(state: RngState): void {
+    this.s.set(state);
+  }
+
   /** Next uniform uint32. */
   nextU32(): number {
     const s = this.s;

@@ -141,6 +141,7 @@ export class VlmTokenizer {
   }
 
   decode(ids: ArrayLike<number>, options: { skipSpecialTokens?: boolean } = {}): string {
+    if (ids.length === 0) return '';
     return this.tokenizer.decode(Array.from(ids), { skip_special_tokens: options.skipSpecialTokens ?? true });
   }
 

@@ -115,3 +115,19 @@ test('mismatched shapes are named', () => {
   assert.throws(() => grpoLoss({ logprobs: [[-1, -2]], oldLogprobs: [[-1]], advantages: [1] }, base), { message: 'completion 0: 2 log-probs but 1 oldLogprobs' });
   assert.throws(() => grpoLoss({ logprobs: [[-1]], advantages: [1, 2] }, base), { message: '1 completions but 2 advantages' });
 });
+
+test('sequences left out for a zero advantage still count in the denominators', () => {
+  // Forwarded: one token with A = 1 (loss −1). Left out: sequences of 3 and 2 tokens (loss 0).
+  const run = (aggregation: LossOptions['aggregation']) => grpoLoss({ logprobs: [[-1]], advantages: [1], skippedLengths: [3, 2] }, { ...base, aggregation, maxCompletionLength: 4 });
+  near(run('token-mean').loss, -1 / 6);
+  near(run('seq-mean-token-sum').loss, -1 / 3);
+  near(run('seq-mean-token-mean').loss, -1 / 3);
+  near(run('seq-mean-token-sum-norm').loss, -1 / 12);
+  near(run('token-mean').gradLogprobs[0]![0]!, -1 / 6);
+  // Same as forwarding them with A = 0.
+  near(grpoLoss({ logprobs: [[-1], [-2, -2, -2], [-3, -3]], advantages: [1, 0, 0] }, base).loss, -1 / 6);
+});
+
+test('a non-finite log-prob makes the loss non-finite even without old log-probs', () => {
+  assert.ok(Number.isNaN(grpoLoss({ logprobs: [[NaN]], advantages: [1] }, base).loss));
+});

@@ -101,6 +101,8 @@ test('decodeCompletion stops at the first stop id', () => {
   const t = tiny();
   assert.deepEqual(t.decodeCompletion([...t.encode('dark red'), t.special.imEnd, ...t.encode('no')]), { text: 'dark red', stopped: true, length: 3 });
   assert.deepEqual(t.decodeCompletion(t.encode('red red')), { text: 'red red', stopped: false, length: 2 });
+  assert.deepEqual(t.decodeCompletion([t.special.imEnd]), { text: '', stopped: true, length: 1 });
+  assert.equal(t.decode([]), '');
   assert.deepEqual(Array.from(t.answerIds('two')), [t.encode('two')[0], t.special.imEnd]);
 });
 
