@@ -1,2 +1,6 @@
 /** The vqalab runtime: what a notebook cell or a script imports. Knows nothing about Jupyter. */
 export * as validate from './util/validate.js';
+export { synthVocabulary, synthTokens } from './data/synth-vocab.js';
+export * as safetensors from './util/safetensors.js';
+export * as vision from './vision/qwen2vl.js';
+export * as parity from './parity/run.js';
