@@ -292,12 +292,18 @@ export class Trainer {
     return { prompt, text: this.tokenizer.applyChatTemplate(messages) };
   }
 
-  /** Stop token appended when a sampler reports 'stop' but leaves the stop id out. */
+  /**
+   * Completion ids as trained on, at most maxCompletionLength: a stopped completion keeps its stop
+   * token (appended when the sampler left it out, e.g. text re-encoded from a server's answer).
+   */
   private completionIds(ids: ArrayLike<number>, finish: string): Int32Array {
     const arr = Array.from(ids);
+    const max = this.config.maxCompletionLength;
     const stops = this.tokenizer.stopTokenIds;
-    if (finish === 'stop' && (arr.length === 0 || !stops.includes(arr[arr.length - 1]!))) arr.push(this.tokenizer.special.imEnd);
-    return Int32Array.from(arr.slice(0, Math.max(this.config.maxCompletionLength, 1)));
+    if (finish === 'stop' && (arr.length === 0 || !stops.includes(arr[arr.length - 1]!))) {
+      return Int32Array.from([...arr.slice(0, max - 1), this.tokenizer.special.imEnd]);
+    }
+    return Int32Array.from(arr.slice(0, max));
   }
 
   // ───────────────────────── rollout ─────────────────────────

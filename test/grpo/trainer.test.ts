@@ -77,6 +77,7 @@ test('a few steps change every trainable tensor', async () => {
   const t = new Trainer(options(model, { promptsPerStep: 8, numGenerations: 8 }));
   await t.run({ steps: 3, handleSigint: false });
   for (const [name, old] of Object.entries(before)) {
+    if (old.length === 0) continue; // no adapters on this model
     const now = model.params[name as keyof typeof model.params];
     assert.ok(now.some((v, i) => v !== old[i]), `Parameter ${name} has not changed.`);
   }
@@ -210,4 +211,41 @@ test('SFT lowers the answer cross-entropy; evaluate reports per answer type', as
   assert.equal(e.rows.length, 8);
   assert.ok(e.overall >= 0 && e.overall <= 100);
   await assert.rejects(t.evaluate('test'), { message: 'no evaluation split "test"; the trainer has "val"' });
+});
+
+test('with LoRA, β > 0 takes reference log-probs from the base (adapters disabled) and trains only the adapters', async () => {
+  const model = ToyEngine.withLora(await warmStarted(12, 6));
+  const base = Float32Array.from(model.params.out);
+  const t = new Trainer(options(model, { beta: 0.2, promptsPerStep: 8, numGenerations: 8, learningRate: 0.1 }, { rewards: [shapedReward], loadModel: undefined }));
+  const first = await t.step();
+  assert.ok(Math.abs(first.metrics.kl) < 1e-6, `kl ${first.metrics.kl}`);
+  await t.run({ steps: 3, handleSigint: false });
+  assert.ok(t.metrics.history.at(-1)!.kl > 0);
+  assert.deepEqual(model.params.out, base, 'the base stays frozen');
+  assert.ok(model.params.lora.some((x) => x !== 0), 'the adapters trained');
+  assert.throws(() => new Trainer(options(new ToyEngine(tokenizer.vocabSize, 4, 1), { beta: 0.1, reference: 'lora-base' })),
+    { message: 'reference "lora-base" needs a LoRA model (the base with adapters disabled); load the model with LoRA or set reference: "copy"' });
+});
+
+test('rollouts from another Policy (text only) are tokenized for training, the stop token appended', async () => {
+  const model = await warmStarted(13, 6);
+  // A policy that returns text only, as an OpenAI-compatible server without token ids would.
+  const textPolicy = {
+    name: 'text-only',
+    async generate(sample: Parameters<typeof exactMatch>[0], o: { n: number; temperature: number; maxTokens: number; seed?: number }) {
+      const { prompt } = { prompt: tokenizer.buildPrompt(
+        [{ role: 'user', content: [{ type: 'image' as const }, { type: 'text' as const, text: sample.question }] }], await toyImages(sample)) };
+      const r = await model.sample({ prompt, n: o.n, temperature: o.temperature, maxTokens: o.maxTokens, stopTokenIds: tokenizer.stopTokenIds, seed: o.seed ?? 0 });
+      return r.tokenIds.map((ids, i) => ({ text: tokenizer.decodeCompletion(ids).text, finishReason: r.finishReason[i]! }));
+    },
+  };
+  const t = new Trainer(options(model, {}, { policy: textPolicy, rewards: [shapedReward] }));
+  const out = await t.step();
+  let stopped = 0;
+  for (const g of out.groups) for (const c of g.completions) {
+    if (c.finishReason === 'stop') { stopped++; assert.equal(c.tokenIds.at(-1), tokenizer.special.imEnd); }
+    assert.equal(c.logprobs, undefined);
+  }
+  assert.ok(stopped > 0);
+  assert.ok(model.calls.backward > 0);
 });

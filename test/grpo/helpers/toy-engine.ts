@@ -13,7 +13,7 @@ import type {
 } from '../../../src/engine/types.js';
 import { Rng } from '../../../src/grpo/rng.js';
 
-const NAMES = ['emb', 'bag', 'img', 'out', 'bias'] as const;
+const NAMES = ['emb', 'bag', 'img', 'out', 'bias', 'lora'] as const;
 type Name = (typeof NAMES)[number];
 
 export class ToyEngine implements EngineModel {
@@ -29,10 +29,19 @@ export class ToyEngine implements EngineModel {
   /** Counts, for tests. */
   calls = { forward: 0, backward: 0, step: 0, sample: 0 };
 
-  constructor(readonly vocab: number, readonly dim: number, seed: number) {
+  private loraEnabled = true;
+
+  /**
+   * `lora`: train only a low-rank-free stand-in for adapters — a delta added to `out` — on a
+   * frozen base; `setLoraEnabled(false)` gives the base policy (the reference).
+   */
+  constructor(readonly vocab: number, readonly dim: number, seed: number, readonly lora = false) {
     const rng = new Rng(seed);
     const rand = (n: number, std: number) => Float32Array.from({ length: n }, () => rng.normal() * std);
-    this.params = { emb: rand(vocab * dim, 0.1), bag: rand(vocab * dim, 0.1), img: rand(3 * dim, 0.1), out: rand(vocab * dim, 0.1), bias: new Float32Array(vocab) };
+    this.params = {
+      emb: rand(vocab * dim, 0.1), bag: rand(vocab * dim, 0.1), img: rand(3 * dim, 0.1), out: rand(vocab * dim, 0.1), bias: new Float32Array(vocab),
+      lora: new Float32Array(lora ? vocab * dim : 0),
+    };
     this.grads = this.zeros();
     this.m = this.zeros();
     this.v = this.zeros();
@@ -44,7 +53,16 @@ export class ToyEngine implements EngineModel {
 
   get numParameters() {
     const total = NAMES.reduce((a, n) => a + this.params[n].length, 0);
-    return { total, trainable: total };
+    return { total, trainable: this.lora ? this.params.lora.length : total };
+  }
+
+  private trainable(n: Name): boolean {
+    return this.lora ? n === 'lora' : n !== 'lora';
+  }
+
+  /** out + the adapter delta (when enabled). */
+  private outAt(i: number): number {
+    return this.lora && this.loraEnabled ? this.params.out[i]! + this.params.lora[i]! : this.params.out[i]!;
   }
 
   /** Shared prompt part of h: mean of bag rows + image projection. */
@@ -70,7 +88,7 @@ export class ToyEngine implements EngineModel {
     const V = this.vocab, D = this.dim, out = new Float64Array(V);
     for (let v = 0; v < V; v++) {
       let s = this.params.bias[v]!;
-      for (let d = 0; d < D; d++) s += this.params.out[v * D + d]! * h[d]!;
+      for (let d = 0; d < D; d++) s += this.outAt(v * D + d) * h[d]!;
       out[v] = s;
     }
     return out;
@@ -142,7 +160,7 @@ export class ToyEngine implements EngineModel {
           for (let v = 0; v < V; v++) {
             const dz = g[t]! * ((v === comp[t] ? 1 : 0) - Math.exp(ls[v]!));
             G.bias[v]! += dz;
-            for (let d = 0; d < D; d++) { G.out[v * D + d]! += dz * h[d]!; dh[d]! += dz * this.params.out[v * D + d]!; }
+            for (let d = 0; d < D; d++) { G.out[v * D + d]! += dz * h[d]!; if (this.lora) G.lora[v * D + d]! += dz * h[d]!; dh[d]! += dz * this.outAt(v * D + d); }
           }
           for (let d = 0; d < D; d++) { G.emb[prev * D + d]! += dh[d]!; dBase[d]! += dh[d]!; }
         }
@@ -161,13 +179,14 @@ export class ToyEngine implements EngineModel {
   async step(o: AdamWOptions): Promise<StepResult> {
     this.calls.step++;
     let sq = 0;
-    for (const n of NAMES) for (const g of this.grads[n]) sq += g * g;
+    for (const n of NAMES) if (this.trainable(n)) for (const g of this.grads[n]) sq += g * g;
     const norm = Math.sqrt(sq);
     if (!Number.isFinite(norm)) return { gradNorm: norm, skipped: true, reason: 'non-finite gradient norm' };
     const scale = o.maxGradNorm > 0 && norm > o.maxGradNorm ? o.maxGradNorm / (norm + 1e-6) : 1;
     this.t++;
     const bc1 = 1 - o.beta1 ** this.t, bc2 = 1 - o.beta2 ** this.t;
     for (const n of NAMES) {
+      if (!this.trainable(n)) continue;
       const p = this.params[n], g = this.grads[n], m = this.m[n], v = this.v[n];
       const decay = n === 'bias' ? 0 : o.weightDecay;
       for (let i = 0; i < p.length; i++) {
@@ -223,7 +242,7 @@ export class ToyEngine implements EngineModel {
 
   async save(dir: string, options: { optimizer?: boolean } = {}): Promise<void> {
     mkdirSync(dir, { recursive: true });
-    writeFileSync(path.join(dir, 'config.json'), JSON.stringify({ model_type: 'vqalab_toy', vocab: this.vocab, dim: this.dim }));
+    writeFileSync(path.join(dir, 'config.json'), JSON.stringify({ model_type: 'vqalab_toy', vocab: this.vocab, dim: this.dim, lora: this.lora }));
     const cat = (rec: Record<Name, Float32Array>) => Buffer.concat(NAMES.map((n) => Buffer.from(rec[n].buffer, rec[n].byteOffset, rec[n].byteLength)));
     writeFileSync(path.join(dir, 'weights.bin'), cat(this.params));
     if (options.optimizer) {
@@ -233,8 +252,8 @@ export class ToyEngine implements EngineModel {
   }
 
   static async load(dir: string): Promise<ToyEngine> {
-    const cfg = JSON.parse(readFileSync(path.join(dir, 'config.json'), 'utf8')) as { vocab: number; dim: number };
-    const e = new ToyEngine(cfg.vocab, cfg.dim, 0);
+    const cfg = JSON.parse(readFileSync(path.join(dir, 'config.json'), 'utf8')) as { vocab: number; dim: number; lora: boolean };
+    const e = new ToyEngine(cfg.vocab, cfg.dim, 0, cfg.lora);
     const fill = (rec: Record<Name, Float32Array>, buf: Buffer, offset: number) => {
       let o = offset;
       for (const n of NAMES) {
@@ -253,12 +272,20 @@ export class ToyEngine implements EngineModel {
     return e;
   }
 
+  /** A LoRA-style copy of `base`: the same frozen weights plus a zero-initialised trainable delta. */
+  static withLora(base: ToyEngine): ToyEngine {
+    const e = new ToyEngine(base.vocab, base.dim, 0, true);
+    for (const n of NAMES) if (n !== 'lora') e.params[n].set(base.params[n]);
+    return e;
+  }
+
   async saveAdapter(): Promise<void> {
     throw new Error('the toy engine has no LoRA adapters');
   }
 
-  setLoraEnabled(): void {
-    throw new Error('the toy engine has no LoRA adapters');
+  setLoraEnabled(enabled: boolean): void {
+    if (!this.lora) throw new Error('setLoraEnabled: this toy model has no LoRA adapters');
+    this.loraEnabled = enabled;
   }
 
   dispose(): void {}
