@@ -15,3 +15,8 @@ export * as vqaEval from './eval/index.js';
 export * as display from './display/index.js';
 export { show, plot, browse, dashboard } from './display/index.js';
 export * as engine from './engine/index.js';
+export { Trainer, grpoConfig, grpoLoss, computeAdvantages, GRPO_DEFAULTS } from './grpo/index.js';
+export * as grpo from './grpo/index.js';
+export { VlmTokenizer, buildTokenizerFiles } from './text/index.js';
+export type { ChatMessage, ContentPart } from './text/index.js';
+export { DEFAULT_MODEL_DIR, writeDefaultAssets } from './model/default.js';
