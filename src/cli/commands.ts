@@ -3,9 +3,11 @@ import type { Command } from './command.js';
 import { evalCommand } from './eval.js';
 import { checkParityCommand } from './check-parity.js';
 import { labCommand } from './lab.js';
+import { reportCommand } from './report.js';
 
 export const commands: Command[] = [
   evalCommand,
   checkParityCommand,
   labCommand,
+  reportCommand,
 ];
