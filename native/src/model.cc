@@ -27,7 +27,9 @@ inline std::vector<float> zeros(int64_t n) { return std::vector<float>(static_ca
 // ---- linear modules with optional LoRA -----------------------------------------------------------
 
 void Model::lin_forward(const Lin& l, float* out, const float* inp, int64_t T) const {
-  linear_forward(out, inp, P(l.w), l.b >= 0 ? P(l.b) : nullptr, T, l.in, l.out);
+  auto pk = packed_.find(l.w);
+  if (pk != packed_.end()) linear_forward_packed(out, inp, pk->second, l.b >= 0 ? P(l.b) : nullptr, T, l.in, l.out);
+  else linear_forward(out, inp, P(l.w), l.b >= 0 ? P(l.b) : nullptr, T, l.in, l.out);
   if (l.lora >= 0 && lora_enabled_) {
     const LoraInfo& li = lora_[l.lora];
     std::vector<float> xa(static_cast<size_t>(T * lora_rank_));

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "cpu/gemm.h"
 #include "ops/ops.h"
 
 namespace vq {
@@ -205,7 +206,9 @@ class Model {
   std::vector<TextLayerW> layers_;
   std::vector<VisionBlockW> blocks_;
 
-  std::vector<std::unique_ptr<Activations>> saved_;  // one per request of the last forward(keep)
+  std::vector<std::unique_ptr<Activations>> saved_;
+  // Weights packed for the GEMM while sample() runs (index: parameter); empty otherwise.
+  std::map<int, PackedB> packed_;  // one per request of the last forward(keep)
   std::mutex mutex_;
 
   int add_param(const std::string& name, std::vector<int64_t> shape, bool vision);
