@@ -162,6 +162,7 @@ SampleResult Model::sample(const SampleRequest& q) {
 
   // decode: feed token t-1 of every active sample, pick token t
   for (int64_t t = 1; t < maxT && !active.empty(); t++) {
+    check_cancel();
     const std::vector<int64_t> rowsg = active;
     active.clear();
     const int64_t B = static_cast<int64_t>(rowsg.size());
