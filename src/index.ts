@@ -20,3 +20,7 @@ export * as grpo from './grpo/index.js';
 export { VlmTokenizer, buildTokenizerFiles } from './text/index.js';
 export type { ChatMessage, ContentPart } from './text/index.js';
 export { DEFAULT_MODEL_DIR, writeDefaultAssets } from './model/default.js';
+export * as rollout from './rollout/index.js';
+export { LocalPolicy, OpenAIPolicy, RequestScheduler, rollout as rolloutBatch, evaluatePolicies, showComparison, policyFromSpec } from './rollout/index.js';
+export type { Policy, Completion, SamplingOptions } from './rollout/index.js';
+export { serve } from './serve/index.js';

@@ -4,10 +4,14 @@ import { evalCommand } from './eval.js';
 import { checkParityCommand } from './check-parity.js';
 import { labCommand } from './lab.js';
 import { reportCommand } from './report.js';
+import { serveCommand } from './serve.js';
+import { evalPolicyCommand } from './eval-policy.js';
 
 export const commands: Command[] = [
   evalCommand,
   checkParityCommand,
   labCommand,
   reportCommand,
+  serveCommand,
+  evalPolicyCommand,
 ];

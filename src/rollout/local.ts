@@ -5,9 +5,9 @@
  * n completions). `vqalab serve` answers its requests with the lower-level {@link LocalPolicy.complete}.
  *
  * Stops: the tokenizer's stop ids (generation_config.json's eos_token_id), any `stopTokenIds`
- * given, and stop strings. A stop string that is one token is handed to the engine as a stop id
- * (generation ends there); a longer one is applied to the decoded text afterwards: the text is
- * cut before it and the token ids / log-probs after the token that completed it are dropped.
+ * given, and stop strings. A stop string that is one token is also handed to the engine as a stop
+ * id (generation ends there); every stop string is then looked for in the decoded text: the text
+ * is cut before it and the token ids / log-probs after the token that completed it are dropped.
  */
 import { randomInt } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
@@ -274,9 +274,11 @@ export class LocalPolicy implements Policy {
     for (const id of o.stopTokenIds ?? []) ids.add(id);
     const strings: string[] = [];
     for (const s of o.stop ?? []) {
+      // A one-token stop string also stops the engine early; every stop string is looked for in
+      // the text too, since the model may spell it with other tokens.
       const enc = this.tokenizer.encode(s);
       if (enc.length === 1 && this.tokenizer.decode(enc, { skipSpecialTokens: false }) === s) ids.add(enc[0]!);
-      else strings.push(s);
+      strings.push(s);
     }
     return { ids, strings };
   }

@@ -288,6 +288,7 @@ export function parseOpenAISpec(spec: string): { model: string; baseURL?: string
   if (typeof spec !== 'string' || !spec.startsWith('openai:')) throw invalidParameterError('spec', '"openai:<model>@<base-url>"', spec);
   const rest = spec.slice('openai:'.length);
   const at = rest.search(/@(https?:\/\/)/);
+  if (at < 0 && rest.includes('@')) throw new TypeError(`Expected an http(s) base URL after @ in ${JSON.stringify(spec)} (openai:<model>@http://host:port/v1)`);
   const model = at >= 0 ? rest.slice(0, at) : rest;
   const baseURL = at >= 0 ? rest.slice(at + 1) : undefined;
   if (!model) throw new TypeError(`Expected a model name in ${JSON.stringify(spec)} (openai:<model>@<base-url>)`);
