@@ -84,6 +84,14 @@ export interface ServeHandle {
 
 const MiB = 1 << 20;
 
+/** What the checks before queueing established: the images, max_tokens, the prompt ids as planned. */
+interface Checked {
+  images: CheckedImage[];
+  maxTokens: number;
+  ids: Int32Array;
+  grids: [number, number, number][];
+}
+
 /** One holder at a time, in arrival order. */
 class Lock {
   private tail: Promise<unknown> = Promise.resolve();
@@ -182,7 +190,7 @@ export async function serve(options: ServeOptions): Promise<ServeHandle> {
    * Checks that need no pixels, before the request queues: each image's header (size, limits),
    * its token count from the processor's plan, and the prompt length against the context.
    */
-  async function check(chat: ChatRequest): Promise<{ images: CheckedImage[]; maxTokens: number; promptTokens: number }> {
+  async function check(chat: ChatRequest): Promise<Checked> {
     const images: CheckedImage[] = [];
     const planned: ImageInput[] = [];
     for (const ref of chat.images) {
@@ -194,12 +202,13 @@ export async function serve(options: ServeOptions): Promise<ServeHandle> {
       }
       images.push(img);
     }
-    let promptTokens: number;
+    let ids: Int32Array;
     try {
-      promptTokens = policy.prompt(chat.messages, planned).ids.length;
+      ids = policy.prompt(chat.messages, planned).ids;
     } catch (err) {
       throw badRequest(`cannot build the prompt: ${(err as Error).message}`, 'messages', 'invalid_messages');
     }
+    const promptTokens = ids.length;
     const room = policy.maxSequenceLength - promptTokens;
     const maxTokens = chat.maxTokens ?? Math.max(1, Math.min(defaultMaxTokens, room));
     try {
@@ -208,11 +217,11 @@ export async function serve(options: ServeOptions): Promise<ServeHandle> {
       if (err instanceof ContextLengthError) throw badRequest(err.message, chat.maxTokens !== undefined && room > 0 ? 'max_tokens' : 'messages', 'context_length_exceeded');
       throw err;
     }
-    return { images, maxTokens, promptTokens };
+    return { images, maxTokens, ids, grids: planned.map((p) => p.gridThw) };
   }
 
   /** In the queue: decode and patch the images (while the engine runs the job ahead), then take the engine. */
-  async function generate(chat: ChatRequest, checked: { images: CheckedImage[]; maxTokens: number; promptTokens: number }): Promise<LocalGeneration> {
+  async function generate(chat: ChatRequest, checked: Checked): Promise<LocalGeneration> {
     const processed: ImageInput[] = [];
     for (const img of checked.images) {
       try {
@@ -221,9 +230,11 @@ export async function serve(options: ServeOptions): Promise<ServeHandle> {
         throw badRequest(`${img.param}: ${(err as Error).message.replace(/^image buffer \(\d+ bytes\): /, '')}`, img.param, 'invalid_image');
       }
     }
-    const prompt = policy.prompt(chat.messages, processed);
-    // The plan came from the image headers; should decoding disagree, check the real length.
-    if (prompt.ids.length !== checked.promptTokens) policy.checkLength(prompt, checked.maxTokens);
+    // The planned prompt ids hold when each image decoded to its planned grid (the usual case);
+    // otherwise build and check the prompt again.
+    const same = processed.every((img, i) => img.gridThw.every((v, k) => v === checked.grids[i]![k]));
+    const prompt = same ? { ids: checked.ids, images: processed } : policy.prompt(chat.messages, processed);
+    if (!same) policy.checkLength(prompt, checked.maxTokens);
     return engine.run(() => policy.complete(prompt, {
       n: chat.n, temperature: chat.temperature, topP: chat.topP, topK: chat.topK, maxTokens: checked.maxTokens, stop: chat.stop,
       stopTokenIds: chat.stopTokenIds, seed: chat.seed, topLogprobs: chat.topLogprobs,
