@@ -175,6 +175,9 @@ export async function scanJsonArray(file: string, options: JsonArrayScanOptions)
   };
 
   const stream = createReadStream(file, { highWaterMark: options.chunkSize ?? 4 << 20 });
+  // An abort must also end a read that is waiting (a pipe, a slow disk), not only the next chunk.
+  const onAbort = () => stream.destroy(signal?.reason instanceof Error ? signal.reason : new Error('aborted'));
+  signal?.addEventListener('abort', onAbort, { once: true });
   try {
     for await (const chunk of stream as AsyncIterable<Buffer>) {
       if (signal?.aborted) throw signal.reason instanceof Error ? signal.reason : new Error('aborted');
@@ -281,6 +284,7 @@ export async function scanJsonArray(file: string, options: JsonArrayScanOptions)
       onProgress?.(bytes);
     }
   } finally {
+    signal?.removeEventListener('abort', onAbort);
     stream.destroy();
   }
   // A scalar element can only end at a delimiter, so one at the very end is still open here.

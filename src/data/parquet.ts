@@ -7,7 +7,7 @@
  *   when everything succeeded. The row count of the finished file is checked against what was
  *   written (the codec drops a batch it cannot write without saying so).
  */
-import { openAsBlob, promises as fsp } from 'node:fs';
+import { existsSync, openAsBlob, promises as fsp } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import * as arrow from 'apache-arrow';
 import * as pq from 'parquet-wasm';
@@ -46,12 +46,7 @@ function writerProperties(o: ParquetWriteOptions): pq.WriterProperties {
 
 /** The footer of a Parquet file: row count, row groups, key-value metadata. */
 export async function readParquetFooter(file: string): Promise<{ rows: number; rowGroups: number[]; metadata: Record<string, string> }> {
-  let pf: pq.ParquetFile;
-  try {
-    pf = await pq.ParquetFile.fromFile(await openAsBlob(file));
-  } catch (err) {
-    throw parquetError(file, err);
-  }
+  const pf = await openParquet(file);
   try {
     const meta = pf.metadata();
     const fm = meta.fileMetadata();
@@ -60,6 +55,15 @@ export async function readParquetFooter(file: string): Promise<{ rows: number; r
     return { rows: fm.numRows(), rowGroups: meta.rowGroups().map((g) => g.numRows()), metadata: kv };
   } finally {
     pf.free();
+  }
+}
+
+async function openParquet(file: string): Promise<pq.ParquetFile> {
+  if (!existsSync(file)) throw new Error(`${file}: no such file`);
+  try {
+    return await pq.ParquetFile.fromFile(await openAsBlob(file));
+  } catch (err) {
+    throw parquetError(file, err);
   }
 }
 
@@ -75,12 +79,7 @@ function parquetError(file: string, err: unknown): Error {
  * holds one row group, not the file). `columns` limits what is read.
  */
 export async function readParquetTable(file: string, { columns }: { columns?: string[] } = {}): Promise<{ table: arrow.Table; metadata: Record<string, string> }> {
-  let pf: pq.ParquetFile;
-  try {
-    pf = await pq.ParquetFile.fromFile(await openAsBlob(file));
-  } catch (err) {
-    throw parquetError(file, err);
-  }
+  const pf = await openParquet(file);
   try {
     const fm = pf.metadata().fileMetadata();
     const metadata: Record<string, string> = {};

@@ -53,16 +53,18 @@ export interface ConvertReport extends ParquetWriteResult {
   seconds: number;
 }
 
-/** Most common answer after lower-casing and trimming; ties go to the first seen. */
+/**
+ * Most common answer after lower-casing and trimming; among equally common answers, the one that
+ * first appears in the list (Python's Counter.most_common order, as the seed uses).
+ */
 export function mostCommonAnswer(answers: readonly string[]): string {
-  const counts = new Map<string, number>();
-  let best = '', bestCount = 0;
+  const counts = new Map<string, number>(); // insertion order = first appearance
   for (const a of answers) {
     const k = a.toLowerCase().trim();
-    const c = (counts.get(k) ?? 0) + 1;
-    counts.set(k, c);
-    if (c > bestCount) { best = k; bestCount = c; }
+    counts.set(k, (counts.get(k) ?? 0) + 1);
   }
+  let best = '', bestCount = 0;
+  for (const [k, c] of counts) if (c > bestCount) { best = k; bestCount = c; }
   return best;
 }
 
