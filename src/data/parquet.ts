@@ -30,6 +30,23 @@ export interface ParquetWriteResult {
   rowGroups: number;
 }
 
+const METADATA_KEY = 'vqalab.metadata';
+
+/** Footer key-values as a record, our packed entry unpacked. */
+function footerMetadata(kv: Map<unknown, unknown>): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [k, v] of kv) {
+    if (k === METADATA_KEY) {
+      try {
+        Object.assign(out, JSON.parse(String(v)) as Record<string, string>);
+        continue;
+      } catch { /* not ours after all: keep as is */ }
+    }
+    out[String(k)] = String(v ?? '');
+  }
+  return out;
+}
+
 function writerProperties(o: ParquetWriteOptions): pq.WriterProperties {
   const compression = { zstd: pq.Compression.ZSTD, snappy: pq.Compression.SNAPPY, uncompressed: pq.Compression.UNCOMPRESSED }[o.compression ?? 'zstd'];
   // Dictionary pages only where values repeat a lot; elsewhere zstd alone is smaller and ~3x
@@ -40,7 +57,12 @@ function writerProperties(o: ParquetWriteOptions): pq.WriterProperties {
     .setMaxRowGroupSize(o.rowGroupSize ?? 65_536)
     .setCreatedBy('vqalab');
   for (const c of o.dictionaryColumns ?? ['answer_type', 'question_type']) b = b.setColumnDictionaryEnabled(c, true);
-  if (o.metadata && Object.keys(o.metadata).length > 0) b = b.setKeyValueMetadata(new Map(Object.entries(o.metadata)));
+  if (o.metadata && Object.keys(o.metadata).length > 0) {
+    // One footer entry holding sorted JSON: the codec keeps key-value pairs in a hash map, so
+    // several entries come out in a different order each run (and the bytes would differ).
+    const sorted = Object.fromEntries(Object.entries(o.metadata).sort(([a], [b]) => (a < b ? -1 : 1)));
+    b = b.setKeyValueMetadata(new Map([[METADATA_KEY, JSON.stringify(sorted)]]));
+  }
   return b.build();
 }
 
@@ -50,9 +72,7 @@ export async function readParquetFooter(file: string): Promise<{ rows: number; r
   try {
     const meta = pf.metadata();
     const fm = meta.fileMetadata();
-    const kv: Record<string, string> = {};
-    for (const [k, v] of fm.keyValueMetadata()) kv[String(k)] = String(v ?? '');
-    return { rows: fm.numRows(), rowGroups: meta.rowGroups().map((g) => g.numRows()), metadata: kv };
+    return { rows: fm.numRows(), rowGroups: meta.rowGroups().map((g) => g.numRows()), metadata: footerMetadata(fm.keyValueMetadata()) };
   } finally {
     pf.free();
   }
@@ -82,8 +102,7 @@ export async function readParquetTable(file: string, { columns }: { columns?: st
   const pf = await openParquet(file);
   try {
     const fm = pf.metadata().fileMetadata();
-    const metadata: Record<string, string> = {};
-    for (const [k, v] of fm.keyValueMetadata()) metadata[String(k)] = String(v ?? '');
+    const metadata = footerMetadata(fm.keyValueMetadata());
     const batches: arrow.RecordBatch[] = [];
     let schema: arrow.Schema | undefined;
     const stream = await pf.stream(columns ? { columns } : undefined);
