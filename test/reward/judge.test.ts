@@ -119,9 +119,7 @@ test('malformed replies are retried, then the judge fails loudly (no fallback) â
 test('timeouts: a hanging endpoint is abandoned per attempt and the configured fallback is used, with the failure recorded', () => withServer(async (s) => {
   s.enqueue({ hang: true }, { content: 'Score: 9', delayMs: 400 });
   const judge = llmJudge({ baseURL: s.url, model: 'm', timeoutMs: 150, maxRetries: 1, backoffMs: 1, fallback: 0.5 });
-  const t = performance.now();
   const r = await judge(sample(), 'two', {});
-  assert.ok(performance.now() - t < 2000);
   assert.equal(r.score, 0.5);
   assert.equal(r.parts!.fallback, 1);
   assert.equal(r.parts!.attempts, 2);
