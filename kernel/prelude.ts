@@ -10,5 +10,11 @@
  * has none nearby.
  */
 export * as vqalab from '../src/index.js';
+// Showing things (IPython's `display` is in scope too).
 export { display, clearOutput, newDisplayId } from '../src/display/sink.js';
+export { show, plot, browse, dashboard } from '../src/index.js';
+// Training and rewards.
+export { Trainer, grpoConfig } from '../src/index.js';
+export { vqaAccuracy, exactMatch, similarity, numeric, brevity, weighted, gate, defineReward, rewardLab } from '../src/index.js';
+// Long loops written in a cell can stop at the interrupt button.
 export { interruptSignal } from '../src/util/interrupt.js';
