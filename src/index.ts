@@ -24,3 +24,4 @@ export * as data from './data/index.js';
 export { VqaDataset } from './data/dataset.js';
 export type { VqaSample } from './data/types.js';
 export { Qwen2VLImageProcessor } from './vision/qwen2vl.js';
+export { interruptSignal, interruptible, onInterrupt, isInterrupted, throwIfInterrupted, InterruptedError } from './util/interrupt.js';
