@@ -88,6 +88,8 @@ export interface RewardTableRow {
   parts?: Record<string, Record<string, number>>;
   /** Spread of the rewards' scores on this row (max − min of the normalised scores); high = disagreement. */
   disagreement: number;
+  /** Reward name → why it failed on this row (its score is then null, or a configured fallback). */
+  errors?: Record<string, string>;
 }
 
 export interface RewardTablePayload {
