@@ -6,9 +6,10 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { VqaDataset } from '../../src/data/dataset.js';
 import type { VqaSample } from '../../src/data/types.js';
 import { MIME } from '../../src/display/types.js';
 import { comparisonBundles, comparisonText, evaluatePolicies, percentile, showComparison } from '../../src/rollout/compare.js';
@@ -104,9 +105,19 @@ test('percentiles are nearest-rank', () => {
   assert.equal(percentile(Array.from({ length: 100 }, (_x, i) => i + 1), 100), 100);
 });
 
-test('the samples file: seed schema, relative image paths, row-level errors', async () => {
+test('the samples file: seed schema as JSON Lines (relative image paths) and as Parquet through the data layer; row-level errors', async () => {
   const samples = await readSamplesFile(fx.file);
   assert.deepEqual(samples, fx.samples);
+  const parquet = path.join(fx.dir, 'samples.parquet');
+  await VqaDataset.fromSamples(fx.samples).writeParquet(parquet);
+  const fromParquet = await readSamplesFile(parquet);
+  assert.deepEqual(fromParquet.map((s) => [s.id, s.imagePath, s.question, s.answers, s.answerType]), fx.samples.map((s) => [s.id, s.imagePath, s.question, s.answers, s.answerType]));
+  const bad = path.join(fx.dir, 'bad.jsonl');
+  writeFileSync(bad, '{"id": "a", "image_path": "x.png", "question": "q?", "answer": "yes"}\n{"id": "b", "image_path": "x.png", "answer": "no"}\n');
+  await assert.rejects(readSamplesFile(bad), { message: `${bad}: line 2: missing field "question"` });
+  const badJson = path.join(fx.dir, 'bad.json');
+  writeFileSync(badJson, '[{"id": "a", "image_path": "x.png", "question": "q?", "answers": [{"answer": 3}]}]');
+  await assert.rejects(readSamplesFile(badJson), { message: `${badJson}: row 0: answers[0] must be a string or {answer: string}` });
 });
 
 function run(args: string[], env: Record<string, string | undefined> = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
