@@ -1,6 +1,15 @@
-/** The registry of top-level subcommands, in the order `vqalab --help` lists them. */
+/** The registry of top-level subcommands, in the order `vqalab --help` lists them. One per line, for clean merges. */
 import type { Command } from './command.js';
+import { evalCommand } from './eval.js';
 import { checkParityCommand } from './check-parity.js';
 import { dataCommand } from './data.js';
+import { labCommand } from './lab.js';
+import { reportCommand } from './report.js';
 
-export const commands: Command[] = [dataCommand, checkParityCommand];
+export const commands: Command[] = [
+  dataCommand,
+  evalCommand,
+  checkParityCommand,
+  labCommand,
+  reportCommand,
+];

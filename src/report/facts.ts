@@ -1,0 +1,158 @@
+/**
+ * How a run tells its report what it used: cells and trainers call `recordFacts({...})` (or the
+ * narrower helpers) with configs, seeds, dataset fingerprints, model/checkpoint hashes, versions,
+ * devices and final metrics. Each call becomes one output carrying the MIME type
+ * `application/vnd.vqalab.stamp.v1+json` (plus a one-line text/plain fallback); the report runner
+ * and `vqalab report export` gather every such output of a notebook into the header stamp.
+ *
+ * This module knows nothing about Jupyter: it hands the MIME bundle to a sink. Inside the vqalab
+ * kernel the sink is the display sink (set with `setFactSink`, or found on
+ * `globalThis[Symbol.for('vqalab.display')]`); in a plain script calls are kept in memory
+ * (`recordedFacts()`), so the same trainer code runs in both places.
+ *
+ * Any kernel can take part: a Python cell writes the same MIME type with
+ * `IPython.display.display({MIME: facts, 'text/plain': '…'}, raw=True)`.
+ */
+export const STAMP_MIME = 'application/vnd.vqalab.stamp.v1+json';
+
+export interface DatasetFact {
+  name: string;
+  /** A content hash of the data as read (e.g. sha256 of the Parquet file or of the sample ids). */
+  fingerprint: string;
+  path?: string;
+  rows?: number;
+  split?: string;
+}
+
+export interface ModelFact {
+  name: string;
+  /** sha256 (or another stated hash) of the weights file(s) or checkpoint directory. */
+  hash: string;
+  path?: string;
+  /** 'base' | 'checkpoint' | 'reference' | … */
+  role?: string;
+  step?: number;
+}
+
+export interface DeviceFact {
+  /** 'cpu' | 'cuda' | … ; a run that recorded any non-CPU device is compared with GPU tolerances. */
+  kind: string;
+  name?: string;
+  count?: number;
+  driver?: string;
+  memoryBytes?: number;
+}
+
+export interface Tolerance {
+  /** |a - b| <= atol + rtol * |b| */
+  rtol: number;
+  atol: number;
+}
+
+export interface StampFacts {
+  /** Named configs: `{ grpo: {...}, sampler: {...} }`. Secret-looking fields are redacted in reports. */
+  configs?: Record<string, unknown>;
+  /** Named seeds: `{ trainer: 1234, data: 7 }`. */
+  seeds?: Record<string, number>;
+  datasets?: DatasetFact[];
+  models?: ModelFact[];
+  /** Component versions: `{ engine: '0.1.0 (cuda 13.0)', tokenizer: '…' }`. */
+  versions?: Record<string, string>;
+  devices?: DeviceFact[];
+  /** Final or checkpoint metrics that `vqalab report verify` compares: name → number. */
+  metrics?: Record<string, number>;
+  /** Per-metric tolerances for GPU runs (metric name or '*' → tolerance); CPU runs compare exactly. */
+  tolerances?: Record<string, Tolerance>;
+  /** Anything else worth a line in the stamp. */
+  notes?: Record<string, string | number | boolean>;
+}
+
+export type FactSink = (bundle: Record<string, unknown>) => void;
+
+let sink: FactSink | null = null;
+const kept: StampFacts[] = [];
+
+/** Route fact bundles somewhere (the kernel sets its display function here). */
+export function setFactSink(fn: FactSink | null): void {
+  sink = fn;
+}
+
+function summary(facts: StampFacts): string {
+  const parts: string[] = [];
+  const n = (label: string, v: object | undefined) => {
+    if (v && Object.keys(v).length) parts.push(`${label} ${Array.isArray(v) ? v.map((x: any) => x.name ?? x.kind).join(', ') : Object.keys(v).join(', ')}`);
+  };
+  n('configs', facts.configs);
+  n('seeds', facts.seeds);
+  n('datasets', facts.datasets);
+  n('models', facts.models);
+  n('versions', facts.versions);
+  n('devices', facts.devices);
+  n('metrics', facts.metrics);
+  n('notes', facts.notes);
+  return `vqalab report facts: ${parts.join('; ') || 'none'}`;
+}
+
+/** The MIME bundle one `recordFacts` call produces. */
+export function factsBundle(facts: StampFacts): Record<string, unknown> {
+  return { [STAMP_MIME]: structuredClone(facts), 'text/plain': summary(facts) };
+}
+
+function checkFacts(facts: StampFacts): void {
+  if (!facts || typeof facts !== 'object') throw new TypeError('Expected an object for facts');
+  for (const [k, v] of Object.entries(facts.seeds ?? {})) {
+    if (!Number.isInteger(v)) throw new TypeError(`Expected integer for facts.seeds.${k} but received ${JSON.stringify(v)}`);
+  }
+  for (const [k, v] of Object.entries(facts.metrics ?? {})) {
+    if (typeof v !== 'number') throw new TypeError(`Expected number for facts.metrics.${k} but received ${JSON.stringify(v)}`);
+  }
+  for (const [i, d] of (facts.datasets ?? []).entries()) {
+    if (typeof d?.name !== 'string' || typeof d?.fingerprint !== 'string') throw new TypeError(`Expected {name, fingerprint} strings for facts.datasets[${i}]`);
+  }
+  for (const [i, m] of (facts.models ?? []).entries()) {
+    if (typeof m?.name !== 'string' || typeof m?.hash !== 'string') throw new TypeError(`Expected {name, hash} strings for facts.models[${i}]`);
+  }
+}
+
+/** Record facts for the report stamp. Safe to call from a script: facts are then kept in memory. */
+export function recordFacts(facts: StampFacts): void {
+  checkFacts(facts);
+  kept.push(structuredClone(facts));
+  const target = sink ?? ((globalThis as any)[Symbol.for('vqalab.display')] as FactSink | undefined);
+  if (typeof target === 'function') target(factsBundle(facts));
+}
+
+export const recordConfig = (name: string, config: unknown) => recordFacts({ configs: { [name]: config } });
+export const recordSeed = (name: string, seed: number) => recordFacts({ seeds: { [name]: seed } });
+export const recordDataset = (d: DatasetFact) => recordFacts({ datasets: [d] });
+export const recordModel = (m: ModelFact) => recordFacts({ models: [m] });
+export const recordMetrics = (metrics: Record<string, number>) => recordFacts({ metrics });
+
+/** Every fact recorded in this process, in order (script use, tests). */
+export function recordedFacts(): StampFacts[] {
+  return structuredClone(kept);
+}
+
+/** Merge fact records in order: later configs/seeds/versions/metrics of the same name win; lists append (deduplicated). */
+export function mergeFacts(records: StampFacts[]): StampFacts {
+  const out: Required<StampFacts> = { configs: {}, seeds: {}, datasets: [], models: [], versions: {}, devices: [], metrics: {}, tolerances: {}, notes: {} };
+  const seen = new Set<string>();
+  for (const r of records) {
+    Object.assign(out.configs, r.configs);
+    Object.assign(out.seeds, r.seeds);
+    Object.assign(out.versions, r.versions);
+    Object.assign(out.metrics, r.metrics);
+    Object.assign(out.tolerances, r.tolerances);
+    Object.assign(out.notes, r.notes);
+    for (const [list, items] of [[out.datasets, r.datasets], [out.models, r.models], [out.devices, r.devices]] as [unknown[], unknown[] | undefined][]) {
+      for (const item of items ?? []) {
+        const key = JSON.stringify(item);
+        if (!seen.has(key)) {
+          seen.add(key);
+          list.push(item);
+        }
+      }
+    }
+  }
+  return out;
+}
