@@ -4,10 +4,6 @@ export { synthVocabulary, synthTokens } from './data/synth-vocab.js';
 export * as safetensors from './util/safetensors.js';
 export * as vision from './vision/qwen2vl.js';
 export * as parity from './parity/run.js';
-export * as data from './data/index.js';
-export { VqaDataset } from './data/dataset.js';
-export type { VqaSample } from './data/types.js';
-export { Qwen2VLImageProcessor } from './vision/qwen2vl.js';
 // Rewards: everything under `rewards`; the common ones also flat (format and max only under `rewards`).
 export * as rewards from './reward/index.js';
 export {
@@ -24,3 +20,8 @@ export * as grpo from './grpo/index.js';
 export { VlmTokenizer, buildTokenizerFiles } from './text/index.js';
 export type { ChatMessage, ContentPart } from './text/index.js';
 export { DEFAULT_MODEL_DIR, writeDefaultAssets } from './model/default.js';
+export * as data from './data/index.js';
+export { VqaDataset } from './data/dataset.js';
+export type { VqaSample } from './data/types.js';
+export { Qwen2VLImageProcessor } from './vision/qwen2vl.js';
+export { interruptSignal, interruptible, onInterrupt, isInterrupted, throwIfInterrupted, InterruptedError } from './util/interrupt.js';

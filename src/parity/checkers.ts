@@ -3,7 +3,4 @@ import type { ParityChecker } from './types.js';
 import { visionChecker } from './vision.js';
 import { engineChecker } from './engine.js';
 
-export const checkers: ParityChecker[] = [
-  visionChecker,
-  engineChecker,
-];
+export const checkers: ParityChecker[] = [visionChecker, engineChecker];
