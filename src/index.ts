@@ -1,2 +1,22 @@
 /** The vqalab runtime: what a notebook cell or a script imports. Knows nothing about Jupyter. */
 export * as validate from './util/validate.js';
+export { synthVocabulary, synthTokens } from './data/synth-vocab.js';
+export * as safetensors from './util/safetensors.js';
+export * as vision from './vision/qwen2vl.js';
+export * as parity from './parity/run.js';
+// Rewards: everything under `rewards`; the common ones also flat (format and max only under `rewards`).
+export * as rewards from './reward/index.js';
+export {
+  brevity, completionsFrom, defineReward, exactMatch, gate, llmJudge, numeric, rewardLab, RewardTable, scoreGroups, similarity,
+  vqaAccuracy, weighted,
+} from './reward/index.js';
+export type { RewardBreakdown, RewardContext, RewardFn, RewardValue } from './reward/index.js';
+export * as vqaEval from './eval/index.js';
+export * as display from './display/index.js';
+export { show, plot, browse, dashboard } from './display/index.js';
+export * as engine from './engine/index.js';
+export { Trainer, grpoConfig, grpoLoss, computeAdvantages, GRPO_DEFAULTS } from './grpo/index.js';
+export * as grpo from './grpo/index.js';
+export { VlmTokenizer, buildTokenizerFiles } from './text/index.js';
+export type { ChatMessage, ContentPart } from './text/index.js';
+export { DEFAULT_MODEL_DIR, writeDefaultAssets } from './model/default.js';

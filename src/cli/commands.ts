@@ -1,7 +1,13 @@
-/** The registry of top-level subcommands, in the order `vqalab --help` lists them. */
+/** The registry of top-level subcommands, in the order `vqalab --help` lists them. One per line, for clean merges. */
 import type { Command } from './command.js';
+import { evalCommand } from './eval.js';
+import { checkParityCommand } from './check-parity.js';
+import { labCommand } from './lab.js';
 import { reportCommand } from './report.js';
 
 export const commands: Command[] = [
+  evalCommand,
+  checkParityCommand,
+  labCommand,
   reportCommand,
 ];

@@ -33,12 +33,16 @@ export interface RewardScore {
   name: string;
   /** null when the reward failed for this completion (see `error`). */
   score: number | null;
+  /** Named components of the score, e.g. { accuracy: 1, brevity: -0.1 }. */
   parts?: Record<string, number>;
+  /** The reward's weight in the total, when the trainer combines several (shown as ×w). */
+  weight?: number;
   error?: string;
 }
 
 export interface SamplePayload {
   id: string;
+  title?: string;
   question: string;
   images: ImageRef[];
   /** The annotators' answers (10 for VQAv2), as given; the renderer counts duplicates. */
@@ -67,6 +71,8 @@ export interface GroupCompletion {
 
 export interface GroupPayload {
   step?: number;
+  /** Optional heading, e.g. "step 12, group 3". */
+  title?: string;
   sample: SamplePayload;
   completions: GroupCompletion[];
 }
@@ -82,9 +88,12 @@ export interface RewardTableRow {
   parts?: Record<string, Record<string, number>>;
   /** Spread of the rewards' scores on this row (max − min of the normalised scores); high = disagreement. */
   disagreement: number;
+  /** Reward name → why it failed on this row (its score is then null, or a configured fallback). */
+  errors?: Record<string, string>;
 }
 
 export interface RewardTablePayload {
+  title?: string;
   rewards: string[];
   rows: RewardTableRow[];
   stats: {
@@ -108,12 +117,26 @@ export interface MetricsRun {
   points: MetricsPoint[];
 }
 
+export interface MetricsProgress {
+  step: number;
+  total: number;
+  elapsedSeconds: number;
+  /** null while unknown (before the second step). */
+  etaSeconds: number | null;
+  status: 'running' | 'done' | 'stopped' | 'error';
+  /** Shown beside the bar, e.g. the error of a failed run. */
+  message?: string;
+}
+
 export interface MetricsPayload {
+  title?: string;
   runs: MetricsRun[];
-  /** Metrics to plot, in panel order; default: all numeric keys. */
+  /** Metrics to plot, in panel order; default: all numeric keys except `step`, in a fixed order of known names. */
   keys?: string[];
+  /** Initial smoothing weight of the exponential moving average in [0, 1); 0 = raw (default 0). */
+  smoothing?: number;
   /** Present while training: drives the progress bar. */
-  progress?: { step: number; total: number; elapsedSeconds: number; etaSeconds: number | null; status: 'running' | 'done' | 'stopped' | 'error' };
+  progress?: MetricsProgress;
   /** The newest group, shown under the plot on a live dashboard. */
   latestGroup?: GroupPayload;
 }
@@ -125,6 +148,18 @@ export interface DatasetPayload {
   /** A window of samples (thumbnails) the browser pages through; `offset` is the first one's index. */
   offset: number;
   samples: SamplePayload[];
+  /** Counts over the whole dataset (not only the embedded window). */
   answerTypes: Record<string, number>;
   questionTypes: Record<string, number>;
+  /** Samples per page in the browser (default 12). */
+  pageSize?: number;
+}
+
+/** The payload type carried by each vendor MIME type. */
+export interface PayloadByMime {
+  'application/vnd.vqalab.sample.v1+json': SamplePayload;
+  'application/vnd.vqalab.group.v1+json': GroupPayload;
+  'application/vnd.vqalab.rewards.v1+json': RewardTablePayload;
+  'application/vnd.vqalab.metrics.v1+json': MetricsPayload;
+  'application/vnd.vqalab.dataset.v1+json': DatasetPayload;
 }

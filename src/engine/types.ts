@@ -9,9 +9,12 @@
  * KL k1/k2/k3, aggregations) and SFT cross-entropy (w_t = −1/N) reduce to that, so the native side
  * stays one well-tested backward pass.
  *
- * Status: a proposal written before the engine; the engine's implementation is the final word and
- * keeps this file true.
+ * Implemented by the native CPU engine (native/, src/engine/model.ts: `loadModel`); the CUDA backend
+ * (issue 10) implements the same contract. This file is kept true to the implementation.
  */
+import type { EngineConfig } from './config.js';
+
+export type { EngineConfig };
 
 export type Device = 'cpu' | 'cuda' | `cuda:${number}`;
 
@@ -20,18 +23,28 @@ export interface LoraConfig {
   alpha: number;
   /** Module names as in PEFT's target_modules, e.g. ["q_proj", "k_proj", "v_proj", "o_proj"]. */
   targetModules: string[];
-  /** Also adapt the vision tower's matching modules. */
+  /**
+   * Also adapt the vision tower's matching modules. The vision tower's linear modules are named
+   * qkv, proj (attention) and fc1, fc2 (MLP); the language model's q_proj, k_proj, v_proj, o_proj,
+   * gate_proj, up_proj, down_proj. A name that matches no module of the chosen towers is an error.
+   */
   vision: boolean;
+  /** Seed of the adapters' initialisation (A ~ PEFT's kaiming-uniform, B = 0); default 0. */
+  seed?: number;
 }
 
 export interface LoadOptions {
   device?: Device;
-  /** CPU worker threads; default: all cores. */
+  /** CPU worker threads (one pool per process: the last load sets it); default VQALAB_THREADS or all cores. */
   threads?: number;
-  /** Longest prompt + completion accepted; longer requests fail before compute. */
+  /** Longest prompt + completion accepted; longer requests fail before compute. Default: max_position_embeddings. */
   maxSequenceLength?: number;
   /** Train LoRA adapters on a frozen base instead of all weights. */
   lora?: LoraConfig;
+  /** With `lora`: start from this PEFT adapter folder (adapter_model.safetensors) instead of a fresh init. */
+  adapter?: string;
+  /** Resume AdamW from optimizer.safetensors in the model folder (written by save(dir, {optimizer: true})). */
+  loadOptimizer?: boolean;
 }
 
 /** One image, already processed by src/vision (Qwen2-VL patches in transformers' order). */
@@ -41,7 +54,10 @@ export interface ImageInput {
   gridThw: [number, number, number];
 }
 
-/** A prompt: token ids with each image's pad tokens already expanded, plus the images in order. */
+/**
+ * A prompt: token ids with each image's pad tokens already expanded (t·h·w / merge² image_token_id
+ * tokens per image, one contiguous run each), plus the images in order.
+ */
 export interface Prompt {
   ids: Int32Array;
   images: ImageInput[];
@@ -80,6 +96,7 @@ export interface SampleRequest {
 }
 
 export interface SampleResult {
+  /** The sampled tokens; a stop token that ended a completion is included (its last token). */
   tokenIds: Int32Array[];
   /** Log-prob of each sampled token under the (temperature-1, unfiltered) policy. */
   logprobs: Float32Array[];
@@ -107,19 +124,34 @@ export interface StepResult {
 
 export interface EngineModel {
   readonly device: Device;
+  /** The model's config.json, normalised. */
+  readonly config: EngineConfig;
+  /** Tensor names of the loaded checkpoint: published (model.layers.*, visual.*) or transformers 5's internal ones. */
+  readonly namingScheme: 'published' | 'internal';
+  readonly maxSequenceLength: number;
   /** Parameter count: all, and those being trained (LoRA: the adapters only). */
   readonly numParameters: { total: number; trainable: number };
   forward(requests: ForwardRequest[]): Promise<ForwardResult[]>;
-  /** dL/dlogp per request, per completion, per token; consumes the activations of the last forward. */
+  /**
+   * dL/dlogp per request, per completion, per token; consumes the activations of the last forward
+   * (which needs keepForBackward). Gradients accumulate (sum) until zeroGrad.
+   */
   backward(gradLogprobs: Float32Array[][]): Promise<void>;
   sample(request: SampleRequest): Promise<SampleResult>;
   zeroGrad(): void;
   step(options: AdamWOptions): Promise<StepResult>;
-  /** Hugging Face checkpoint folder (config.json + model.safetensors), plus optimizer state if asked. */
-  save(dir: string, options?: { optimizer?: boolean }): Promise<void>;
+  /**
+   * Hugging Face checkpoint folder: config.json (the loaded one, unchanged), model.safetensors (F32, in
+   * the loaded naming scheme unless `naming` says otherwise), the tokenizer/processor files of the
+   * source folder, and optimizer.safetensors (AdamW moments + step) with `optimizer`. With LoRA the
+   * base weights are saved (unmerged); use saveAdapter for the adapters.
+   */
+  save(dir: string, options?: { optimizer?: boolean; naming?: 'published' | 'internal' }): Promise<void>;
   /** PEFT adapter folder (adapter_config.json + adapter_model.safetensors); LoRA models only. */
   saveAdapter(dir: string): Promise<void>;
   /** Disable LoRA for reference log-probs against the base (β with LoRA, no second copy). */
   setLoraEnabled(enabled: boolean): void;
+  /** Number of optimizer steps taken (skipped steps not counted). */
+  readonly stepCount: number;
   dispose(): void;
 }

@@ -1,13 +1,25 @@
 /**
  * Rewards are plain functions. A reward returns a number, or a score with named parts so that
  * widgets can show why a completion got its score. Async rewards (LLM judges) return promises.
+ *
+ * @example
+ * const short: RewardFn = (sample, completion) => (completion.length < 20 ? 1 : 0);
+ * const scored: RewardFn = (sample, completion) => ({ score: 0.5, parts: { overlap: 0.5 } });
  */
 import type { VqaSample } from '../data/types.js';
 
 export interface RewardBreakdown {
   score: number;
-  /** Named components, e.g. { accuracy: 1, brevity: -0.1 }. */
+  /** Named components, e.g. { accuracy: 1, brevity: -0.1 }. Finite numbers only. */
   parts?: Record<string, number>;
+  /** A short human explanation the parts cannot carry (a judge's reason, why a gate closed). */
+  note?: string;
+  /**
+   * Set when the reward recovered from a failure with a fallback it was configured with (e.g. an
+   * LLM judge whose endpoint failed): the failure, recorded. The score is the fallback's. The
+   * reward runner counts these like failures, so a fallback is never silent.
+   */
+  error?: string;
 }
 
 export type RewardValue = number | RewardBreakdown;

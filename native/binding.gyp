@@ -1,0 +1,47 @@
+# The native engine. Built by native/build.js (npm's `install` script) with node-gyp.
+# The CPU engine is portable C++17; the AVX2/FMA GEMM micro-kernel lives in its own static library
+# compiled with -mavx2 -mfma and is chosen at run time when the CPU has both.
+{
+  "target_defaults": {
+    "cflags!": ["-fno-exceptions", "-fno-rtti"],
+    "cflags_cc!": ["-fno-exceptions", "-fno-rtti", "-std=gnu++1y", "-std=gnu++17"],
+    "cflags_cc": ["-std=c++17", "-O3", "-fopenmp-simd", "-fno-math-errno", "-Wall", "-Wextra", "-Wno-unused-parameter"],
+    "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED"],
+    "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")", "src"],
+  },
+  "targets": [
+    {
+      "target_name": "vqalab_avx2",
+      "type": "static_library",
+      "cflags": ["-fPIC"],
+      "cflags_cc": ["-mavx2", "-mfma", "-fPIC"],
+      "sources": ["src/cpu/gemm_avx2.cc"],
+    },
+    {
+      "target_name": "vqalab",
+      "dependencies": ["vqalab_avx2"],
+      "sources": [
+        "src/addon.cc",
+        "src/napi_model.cc",
+        "src/napi_ops.cc",
+        "src/common.cc",
+        "src/json.cc",
+        "src/safetensors.cc",
+        "src/cpu/threadpool.cc",
+        "src/cpu/gemm.cc",
+        "src/ops/embedding.cc",
+        "src/ops/norm.cc",
+        "src/ops/linear.cc",
+        "src/ops/rope.cc",
+        "src/ops/attention.cc",
+        "src/ops/activation.cc",
+        "src/ops/logprob.cc",
+        "src/ops/adamw.cc",
+        "src/model.cc",
+        "src/model_load.cc",
+        "src/sampler.cc",
+      ],
+      "libraries": ["-lpthread"],
+    },
+  ],
+}

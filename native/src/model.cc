@@ -1,0 +1,513 @@
+// Qwen2-VL forward and backward over the ops, with the shared prefix packed in one pass.
+//
+// Packing: a request (prompt P, completions c_1..c_G) becomes one sequence of rows
+//   [ P (Lp rows) | c_1 | c_2 | ... | c_G ]
+// The prompt rows attend causally among themselves; the rows of c_g attend to all Lp prompt rows and
+// causally to c_g's own rows (attention spans, ops.h). So the prompt (and its image) is computed once,
+// and in backward every completion's gradient flows into the same prompt rows and sums exactly.
+// M-RoPE positions: the prompt's as transformers' get_rope_index; completion token t of every group
+// member at max_prompt_position + 1 + t, as if it followed the prompt alone.
+#include <algorithm>
+#include <cstring>
+
+#include "common.h"
+#include "cpu/threadpool.h"
+#include "activations.h"
+#include "model.h"
+
+namespace vq {
+
+Model::~Model() = default;
+
+namespace {
+inline void fit(std::vector<float>& v, int64_t n) { v.resize(static_cast<size_t>(n)); }
+inline std::vector<float> zeros(int64_t n) { return std::vector<float>(static_cast<size_t>(n), 0.0f); }
+}  // namespace
+
+// ---- linear modules with optional LoRA -----------------------------------------------------------
+
+void Model::lin_forward(const Lin& l, float* out, const float* inp, int64_t T) const {
+  linear_forward(out, inp, P(l.w), l.b >= 0 ? P(l.b) : nullptr, T, l.in, l.out);
+  if (l.lora >= 0 && lora_enabled_) {
+    const LoraInfo& li = lora_[l.lora];
+    std::vector<float> xa(static_cast<size_t>(T * lora_rank_));
+    lora_forward(out, xa.data(), inp, lparams_.data() + li.a_off, lparams_.data() + li.b_off, T, l.in, l.out,
+                 lora_rank_, lora_scale_);
+  }
+}
+
+void Model::lin_backward(const Lin& l, float* dinp, const float* dout, const float* inp, int64_t T) {
+  float* dw = G(l.w);
+  float* db = l.b >= 0 ? G(l.b) : nullptr;
+  if (dinp || dw || db) linear_backward(dinp, dw, db, dout, inp, P(l.w), T, l.in, l.out);
+  if (l.lora >= 0 && lora_enabled_) {
+    const LoraInfo& li = lora_[l.lora];
+    const float* A = lparams_.data() + li.a_off;
+    const float* B = lparams_.data() + li.b_off;
+    std::vector<float> xa(static_cast<size_t>(T * lora_rank_));
+    linear_forward(xa.data(), inp, A, nullptr, T, l.in, lora_rank_);  // recomputed rather than stored
+    float* dA = lgrads_.empty() ? nullptr : lgrads_.data() + li.a_off;
+    float* dB = lgrads_.empty() ? nullptr : lgrads_.data() + li.b_off;
+    lora_backward(dinp, dA, dB, dout, inp, xa.data(), A, B, T, l.in, l.out, lora_rank_, lora_scale_);
+  }
+}
+
+// ---- prompt checks and M-RoPE positions ---------------------------------------------------------
+
+void Model::check_prompt(const Prompt& p, const char* what) const {
+  const int64_t V = cfg_.text.vocab;
+  const int m = cfg_.vision.merge;
+  VQ_CHECK(!p.ids.empty(), what << ": the prompt is empty");
+  for (size_t i = 0; i < p.ids.size(); i++)
+    VQ_CHECK(p.ids[i] >= 0 && p.ids[i] < V, what << ": token id " << p.ids[i] << " at position " << i
+                                                 << " is outside the vocabulary [0, " << V << ")");
+  int64_t expected = 0;
+  for (size_t k = 0; k < p.images.size(); k++) {
+    const Image& im = p.images[k];
+    VQ_CHECK(cfg_.vision.depth > 0, what << ": the model has no vision tower");
+    VQ_CHECK(im.t >= 1 && im.h % m == 0 && im.w % m == 0 && im.h > 0 && im.w > 0,
+             what << ": image " << k << " grid [" << im.t << ", " << im.h << ", " << im.w
+                  << "] must have h and w divisible by the merge size " << m);
+    VQ_CHECK(static_cast<int64_t>(im.pixels.size()) == static_cast<int64_t>(im.t) * im.h * im.w * cfg_.vision.patch_dim(),
+             what << ": image " << k << " has " << im.pixels.size() << " pixel values; grid [" << im.t << ", "
+                  << im.h << ", " << im.w << "] needs " << int64_t(im.t) * im.h * im.w * cfg_.vision.patch_dim());
+    expected += static_cast<int64_t>(im.t) * im.h * im.w / (m * m);
+  }
+  int64_t count = 0;
+  for (int32_t id : p.ids) count += id == cfg_.image_token_id;
+  VQ_CHECK(count == expected, what << ": the prompt has " << count << " image tokens but its " << p.images.size()
+                                   << " image grids need " << expected);
+  // every image's tokens are one contiguous run (what get_rope_index assumes)
+  size_t st = 0;
+  for (size_t k = 0; k < p.images.size(); k++) {
+    const Image& im = p.images[k];
+    const int64_t n = static_cast<int64_t>(im.t) * im.h * im.w / (m * m);
+    while (st < p.ids.size() && p.ids[st] != cfg_.image_token_id) st++;
+    for (int64_t j = 0; j < n; j++)
+      VQ_CHECK(st + j < p.ids.size() && p.ids[st + j] == cfg_.image_token_id,
+               what << ": image " << k << " needs " << n << " consecutive image tokens from position " << st
+                    << " but the run ends after " << j);
+    st += n;
+  }
+}
+
+int32_t Model::rope_index(const Prompt& p, std::vector<int32_t>& pos) const {
+  // transformers' get_rope_index: text runs count up from where the previous run ended; an image's
+  // tokens take (t, h, w) grid positions (after merging) offset by the position where it starts; the
+  // next run starts at the largest position used so far + 1.
+  const int64_t L = static_cast<int64_t>(p.ids.size());
+  const int m = cfg_.vision.merge;
+  pos.assign(3 * L, 0);
+  int64_t st = 0;
+  int32_t cur = 0;
+  for (const Image& im : p.images) {
+    int64_t ed = st;
+    while (ed < L && p.ids[ed] != cfg_.image_token_id) ed++;
+    for (int64_t i = st; i < ed; i++)
+      for (int a = 0; a < 3; a++) pos[a * L + i] = cur + static_cast<int32_t>(i - st);
+    const int32_t base = cur + static_cast<int32_t>(ed - st);
+    const int gh = im.h / m, gw = im.w / m;
+    int64_t idx = ed;
+    for (int ti = 0; ti < im.t; ti++)
+      for (int hi = 0; hi < gh; hi++)
+        for (int wi = 0; wi < gw; wi++, idx++) {
+          pos[0 * L + idx] = base + ti;
+          pos[1 * L + idx] = base + hi;
+          pos[2 * L + idx] = base + wi;
+        }
+    cur = base + std::max(im.t - 1, std::max(gh - 1, gw - 1)) + 1;
+    st = idx;
+  }
+  for (int64_t i = st; i < L; i++)
+    for (int a = 0; a < 3; a++) pos[a * L + i] = cur + static_cast<int32_t>(i - st);
+  if (st < L) cur += static_cast<int32_t>(L - st);
+  return cur;
+}
+
+// ---- vision tower ------------------------------------------------------------------------------
+
+void Model::vision_forward(Activations& a, const Prompt& p, bool keep) {
+  const VisionConfig& vc = cfg_.vision;
+  const int64_t E = vc.embed_dim, NH = vc.num_heads, hd = E / NH, F = vc.mlp_hidden, PD = vc.patch_dim();
+  const int m = vc.merge;
+  int64_t N = 0;
+  for (const Image& im : p.images) N += static_cast<int64_t>(im.t) * im.h * im.w;
+  a.N = N;
+  fit(a.patches, N * PD);
+  std::vector<int32_t> hpos(N), wpos(N);
+  a.vspans.resize(N);
+  int64_t row = 0;
+  for (const Image& im : p.images) {
+    std::memcpy(a.patches.data() + row * PD, im.pixels.data(), im.pixels.size() * sizeof(float));
+    for (int ti = 0; ti < im.t; ti++) {
+      const int64_t frame = row;
+      for (int bh = 0; bh < im.h / m; bh++)
+        for (int bw = 0; bw < im.w / m; bw++)
+          for (int i = 0; i < m; i++)
+            for (int j = 0; j < m; j++, row++) {
+              hpos[row] = bh * m + i;
+              wpos[row] = bw * m + j;
+            }
+      for (int64_t r = frame; r < row; r++) a.vspans[r] = Span{0, 0, static_cast<int32_t>(frame), static_cast<int32_t>(row)};
+    }
+  }
+  fit(a.vcos, N * hd / 2);
+  fit(a.vsin, N * hd / 2);
+  rope_vision_table(a.vcos.data(), a.vsin.data(), hpos.data(), wpos.data(), N, hd, vc.theta);
+
+  // patch embedding: a GEMM over the flattened (C, T, P, P) patches
+  std::vector<float> x(static_cast<size_t>(N * E));
+  linear_forward(x.data(), a.patches.data(), P(patch_), nullptr, N, PD, E);
+  a.vblocks.resize(keep ? blocks_.size() : 1);
+  std::vector<float> qkv(static_cast<size_t>(N * 3 * E)), tmp(static_cast<size_t>(N * E));
+  for (size_t bi = 0; bi < blocks_.size(); bi++) {
+    const VisionBlockW& B = blocks_[bi];
+    VisionBlockActs& A = a.vblocks[keep ? bi : 0];
+    if (keep) A.x = x;
+    fit(A.ln1, N * E); fit(A.mean1, N); fit(A.rstd1, N);
+    layernorm_forward(A.ln1.data(), A.mean1.data(), A.rstd1.data(), x.data(), P(B.n1w), P(B.n1b), N, E, 1e-6f);
+    lin_forward(B.qkv, qkv.data(), A.ln1.data(), N);
+    fit(A.q, N * E); fit(A.k, N * E); fit(A.v, N * E);
+    for (int64_t r = 0; r < N; r++) {  // (N, 3, NH, hd) -> q, k, v (N, NH, hd)
+      std::memcpy(A.q.data() + r * E, qkv.data() + r * 3 * E, E * sizeof(float));
+      std::memcpy(A.k.data() + r * E, qkv.data() + r * 3 * E + E, E * sizeof(float));
+      std::memcpy(A.v.data() + r * E, qkv.data() + r * 3 * E + 2 * E, E * sizeof(float));
+    }
+    rope_forward(A.q.data(), A.q.data(), a.vcos.data(), a.vsin.data(), N, NH, hd);
+    rope_forward(A.k.data(), A.k.data(), a.vcos.data(), a.vsin.data(), N, NH, hd);
+    fit(A.att, N * E); fit(A.lse, N * NH);
+    attention_forward(A.att.data(), A.lse.data(), A.q.data(), A.k.data(), A.v.data(), a.vspans.data(), N, N, NH, NH, hd);
+    lin_forward(B.proj, tmp.data(), A.att.data(), N);
+    residual_forward(x.data(), x.data(), tmp.data(), N * E);
+    if (keep) A.xmid = x;
+    fit(A.ln2, N * E); fit(A.mean2, N); fit(A.rstd2, N);
+    layernorm_forward(A.ln2.data(), A.mean2.data(), A.rstd2.data(), x.data(), P(B.n2w), P(B.n2b), N, E, 1e-6f);
+    fit(A.fc1, N * F); fit(A.act, N * F);
+    lin_forward(B.fc1, A.fc1.data(), A.ln2.data(), N);
+    if (vc.quick_gelu) quick_gelu_forward(A.act.data(), A.fc1.data(), N * F);
+    else gelu_forward(A.act.data(), A.fc1.data(), N * F);
+    lin_forward(B.fc2, tmp.data(), A.act.data(), N);
+    residual_forward(x.data(), x.data(), tmp.data(), N * E);
+  }
+  // patch merger: LayerNorm, then groups of merge^2 neighbouring patches -> MLP (gelu)
+  const int64_t Nm = N / (m * m), M = E * m * m, H = vc.out_hidden;
+  a.vxf = std::move(x);
+  fit(a.mln, N * E); fit(a.mmean, N); fit(a.mrstd, N);
+  layernorm_forward(a.mln.data(), a.mmean.data(), a.mrstd.data(), a.vxf.data(), P(mln_w_), P(mln_b_), N, E, 1e-6f);
+  fit(a.m0, Nm * M); fit(a.m0act, Nm * M); fit(a.img, Nm * H);
+  lin_forward(m0_, a.m0.data(), a.mln.data(), Nm);
+  gelu_forward(a.m0act.data(), a.m0.data(), Nm * M);
+  lin_forward(m2_, a.img.data(), a.m0act.data(), Nm);
+}
+
+void Model::vision_backward(Activations& a, const float* dimg) {
+  const VisionConfig& vc = cfg_.vision;
+  const int64_t E = vc.embed_dim, NH = vc.num_heads, hd = E / NH, F = vc.mlp_hidden, PD = vc.patch_dim();
+  const int m = vc.merge;
+  const int64_t N = a.N, Nm = N / (m * m), M = E * m * m;
+  // merger
+  std::vector<float> dm0act = zeros(Nm * M), dm0 = zeros(Nm * M), dmln = zeros(N * E), dx = zeros(N * E);
+  lin_backward(m2_, dm0act.data(), dimg, a.m0act.data(), Nm);
+  gelu_backward(dm0.data(), dm0act.data(), a.m0.data(), Nm * M);
+  lin_backward(m0_, dmln.data(), dm0.data(), a.mln.data(), Nm);
+  layernorm_backward(dx.data(), G(mln_w_), G(mln_b_), dmln.data(), a.vxf.data(), P(mln_w_), a.mmean.data(),
+                     a.mrstd.data(), N, E);
+  // blocks, last to first; dx is the gradient of the block's output
+  std::vector<float> dact(N * F), dfc1(N * F), dln(N * E), datt(N * E), dq(N * E), dk(N * E), dv(N * E);
+  std::vector<float> dqr(N * E), dkr(N * E), dqkv(N * 3 * E), qkv_in;
+  for (size_t bi = blocks_.size(); bi-- > 0;) {
+    const VisionBlockW& B = blocks_[bi];
+    VisionBlockActs& A = a.vblocks[bi];
+    // MLP: x = xmid + fc2(act(fc1(ln2(xmid))))
+    std::fill(dact.begin(), dact.end(), 0.0f);
+    lin_backward(B.fc2, dact.data(), dx.data(), A.act.data(), N);
+    std::fill(dfc1.begin(), dfc1.end(), 0.0f);
+    if (vc.quick_gelu) quick_gelu_backward(dfc1.data(), dact.data(), A.fc1.data(), N * F);
+    else gelu_backward(dfc1.data(), dact.data(), A.fc1.data(), N * F);
+    std::fill(dln.begin(), dln.end(), 0.0f);
+    lin_backward(B.fc1, dln.data(), dfc1.data(), A.ln2.data(), N);
+    layernorm_backward(dx.data(), G(B.n2w), G(B.n2b), dln.data(), A.xmid.data(), P(B.n2w), A.mean2.data(),
+                       A.rstd2.data(), N, E);
+    // attention: xmid = x + proj(attn(rope(q), rope(k), v))
+    std::fill(datt.begin(), datt.end(), 0.0f);
+    lin_backward(B.proj, datt.data(), dx.data(), A.att.data(), N);
+    std::fill(dq.begin(), dq.end(), 0.0f);
+    std::fill(dk.begin(), dk.end(), 0.0f);
+    std::fill(dv.begin(), dv.end(), 0.0f);
+    attention_backward(dq.data(), dk.data(), dv.data(), datt.data(), A.q.data(), A.k.data(), A.v.data(),
+                       A.att.data(), A.lse.data(), a.vspans.data(), N, N, NH, NH, hd);
+    std::fill(dqr.begin(), dqr.end(), 0.0f);
+    std::fill(dkr.begin(), dkr.end(), 0.0f);
+    rope_backward(dqr.data(), dq.data(), a.vcos.data(), a.vsin.data(), N, NH, hd);
+    rope_backward(dkr.data(), dk.data(), a.vcos.data(), a.vsin.data(), N, NH, hd);
+    for (int64_t r = 0; r < N; r++) {
+      std::memcpy(dqkv.data() + r * 3 * E, dqr.data() + r * E, E * sizeof(float));
+      std::memcpy(dqkv.data() + r * 3 * E + E, dkr.data() + r * E, E * sizeof(float));
+      std::memcpy(dqkv.data() + r * 3 * E + 2 * E, dv.data() + r * E, E * sizeof(float));
+    }
+    std::fill(dln.begin(), dln.end(), 0.0f);
+    lin_backward(B.qkv, dln.data(), dqkv.data(), A.ln1.data(), N);
+    layernorm_backward(dx.data(), G(B.n1w), G(B.n1b), dln.data(), A.x.data(), P(B.n1w), A.mean1.data(),
+                       A.rstd1.data(), N, E);
+  }
+  // patch embedding (no gradient for the pixels)
+  if (float* dw = G(patch_)) linear_backward(nullptr, dw, nullptr, dx.data(), a.patches.data(), P(patch_), N, PD, E);
+}
+
+// ---- language model ----------------------------------------------------------------------------
+
+void Model::text_forward(Activations& a, int64_t T, float* x, const float* cos, const float* sin, const Span* spans,
+                         bool keep, float* kcache, float* vcache, int64_t cache_rows, const int64_t* slots) {
+  const TextConfig& tc = cfg_.text;
+  const int64_t H = tc.hidden, NH = tc.heads, KVH = tc.kv_heads, D = tc.head_dim, I = tc.inter;
+  const int64_t KVD = KVH * D;
+  a.layers.resize(keep ? layers_.size() : 1);
+  std::vector<float> tmp(static_cast<size_t>(T * H));
+  for (size_t li = 0; li < layers_.size(); li++) {
+    const TextLayerW& L = layers_[li];
+    TextLayerActs& A = a.layers[keep ? li : 0];
+    if (keep) A.x.assign(x, x + T * H);
+    fit(A.h1, T * H); fit(A.rstd1, T);
+    rmsnorm_forward(A.h1.data(), A.rstd1.data(), x, P(L.ln1), T, H, tc.eps);
+    fit(A.q, T * NH * D); fit(A.k, T * KVD); fit(A.v, T * KVD);
+    lin_forward(L.q, A.q.data(), A.h1.data(), T);
+    lin_forward(L.k, A.k.data(), A.h1.data(), T);
+    lin_forward(L.v, A.v.data(), A.h1.data(), T);
+    rope_forward(A.q.data(), A.q.data(), cos, sin, T, NH, D);
+    rope_forward(A.k.data(), A.k.data(), cos, sin, T, KVH, D);
+    fit(A.att, T * NH * D); fit(A.lse, T * NH);
+    if (kcache) {
+      float* kc = kcache + static_cast<int64_t>(li) * cache_rows * KVD;
+      float* vc = vcache + static_cast<int64_t>(li) * cache_rows * KVD;
+      for (int64_t t = 0; t < T; t++) {
+        std::memcpy(kc + slots[t] * KVD, A.k.data() + t * KVD, KVD * sizeof(float));
+        std::memcpy(vc + slots[t] * KVD, A.v.data() + t * KVD, KVD * sizeof(float));
+      }
+      attention_forward(A.att.data(), A.lse.data(), A.q.data(), kc, vc, spans, T, cache_rows, NH, KVH, D);
+    } else {
+      attention_forward(A.att.data(), A.lse.data(), A.q.data(), A.k.data(), A.v.data(), spans, T, T, NH, KVH, D);
+    }
+    lin_forward(L.o, tmp.data(), A.att.data(), T);
+    residual_forward(x, x, tmp.data(), T * H);
+    if (keep) A.xmid.assign(x, x + T * H);
+    fit(A.h2, T * H); fit(A.rstd2, T);
+    rmsnorm_forward(A.h2.data(), A.rstd2.data(), x, P(L.ln2), T, H, tc.eps);
+    fit(A.gate, T * I); fit(A.up, T * I); fit(A.act, T * I);
+    lin_forward(L.gate, A.gate.data(), A.h2.data(), T);
+    lin_forward(L.up, A.up.data(), A.h2.data(), T);
+    swiglu_forward(A.act.data(), A.gate.data(), A.up.data(), T * I);
+    lin_forward(L.down, tmp.data(), A.act.data(), T);
+    residual_forward(x, x, tmp.data(), T * H);
+  }
+}
+
+void Model::text_backward(Activations& a, int64_t T, float* dx) {
+  // dx (T, H): in, the gradient of the last layer's output; out, of the first layer's input.
+  const TextConfig& tc = cfg_.text;
+  const int64_t H = tc.hidden, NH = tc.heads, KVH = tc.kv_heads, D = tc.head_dim, I = tc.inter;
+  const int64_t KVD = KVH * D;
+  std::vector<float> dact(T * I), dgate(T * I), dup(T * I), dh(T * H), datt(T * NH * D);
+  std::vector<float> dq(T * NH * D), dk(T * KVD), dv(T * KVD), dqr(T * NH * D), dkr(T * KVD);
+  for (size_t li = layers_.size(); li-- > 0;) {
+    const TextLayerW& L = layers_[li];
+    TextLayerActs& A = a.layers[li];
+    // MLP: x = xmid + down(silu(gate(h2)) * up(h2)), h2 = rmsnorm(xmid)
+    std::fill(dact.begin(), dact.end(), 0.0f);
+    lin_backward(L.down, dact.data(), dx, A.act.data(), T);
+    std::fill(dgate.begin(), dgate.end(), 0.0f);
+    std::fill(dup.begin(), dup.end(), 0.0f);
+    swiglu_backward(dgate.data(), dup.data(), dact.data(), A.gate.data(), A.up.data(), T * I);
+    std::fill(dh.begin(), dh.end(), 0.0f);
+    lin_backward(L.gate, dh.data(), dgate.data(), A.h2.data(), T);
+    lin_backward(L.up, dh.data(), dup.data(), A.h2.data(), T);
+    rmsnorm_backward(dx, G(L.ln2), dh.data(), A.xmid.data(), P(L.ln2), A.rstd2.data(), T, H);
+    // attention: xmid = x + o(attn(rope(q(h1)), rope(k(h1)), v(h1))), h1 = rmsnorm(x)
+    std::fill(datt.begin(), datt.end(), 0.0f);
+    lin_backward(L.o, datt.data(), dx, A.att.data(), T);
+    std::fill(dq.begin(), dq.end(), 0.0f);
+    std::fill(dk.begin(), dk.end(), 0.0f);
+    std::fill(dv.begin(), dv.end(), 0.0f);
+    attention_backward(dq.data(), dk.data(), dv.data(), datt.data(), A.q.data(), A.k.data(), A.v.data(),
+                       A.att.data(), A.lse.data(), a.spans.data(), T, T, NH, KVH, D);
+    std::fill(dqr.begin(), dqr.end(), 0.0f);
+    std::fill(dkr.begin(), dkr.end(), 0.0f);
+    rope_backward(dqr.data(), dq.data(), a.cos.data(), a.sin.data(), T, NH, D);
+    rope_backward(dkr.data(), dk.data(), a.cos.data(), a.sin.data(), T, KVH, D);
+    std::fill(dh.begin(), dh.end(), 0.0f);
+    lin_backward(L.q, dh.data(), dqr.data(), A.h1.data(), T);
+    lin_backward(L.k, dh.data(), dkr.data(), A.h1.data(), T);
+    lin_backward(L.v, dh.data(), dv.data(), A.h1.data(), T);
+    rmsnorm_backward(dx, G(L.ln1), dh.data(), A.x.data(), P(L.ln1), A.rstd1.data(), T, H);
+  }
+}
+
+// ---- one request: prompt once, completions packed after it --------------------------------------
+
+void Model::forward_one(Activations& a, const ForwardRequest& r, ForwardResult& out, bool keep) {
+  const TextConfig& tc = cfg_.text;
+  const int64_t H = tc.hidden, V = tc.vocab, D = tc.head_dim;
+  const Prompt& p = r.prompt;
+  const int64_t Lp = static_cast<int64_t>(p.ids.size());
+  const int64_t G = static_cast<int64_t>(r.completions.size());
+  int64_t T = Lp;
+  for (const auto& c : r.completions) T += static_cast<int64_t>(c.size());
+  a.T = T;
+
+  if (!p.images.empty()) vision_forward(a, p, keep);
+
+  // rows: ids, embeddings, image rows
+  a.ids.assign(p.ids.begin(), p.ids.end());
+  for (const auto& c : r.completions) a.ids.insert(a.ids.end(), c.begin(), c.end());
+  std::vector<float> x(static_cast<size_t>(T * H));
+  embedding_forward(x.data(), a.ids.data(), P(embed_), T, H);
+  a.img_rows.clear();
+  for (int64_t i = 0; i < Lp; i++)
+    if (p.ids[i] == cfg_.image_token_id && !p.images.empty()) a.img_rows.push_back(i);
+  for (size_t k = 0; k < a.img_rows.size(); k++) {
+    std::memcpy(x.data() + a.img_rows[k] * H, a.img.data() + k * H, H * sizeof(float));
+    a.ids[a.img_rows[k]] = -1;
+  }
+
+  // positions and spans
+  std::vector<int32_t> ppos;
+  const int32_t next = rope_index(p, ppos);
+  std::vector<int32_t> pos(3 * T);
+  std::vector<int64_t> start(G);
+  a.spans.resize(T);
+  for (int64_t i = 0; i < Lp; i++) {
+    for (int ax = 0; ax < 3; ax++) pos[ax * T + i] = ppos[ax * Lp + i];
+    a.spans[i] = Span{0, 0, 0, static_cast<int32_t>(i + 1)};
+  }
+  int64_t row = Lp;
+  for (int64_t g = 0; g < G; g++) {
+    start[g] = row;
+    for (size_t t = 0; t < r.completions[g].size(); t++, row++) {
+      for (int ax = 0; ax < 3; ax++) pos[ax * T + row] = next + static_cast<int32_t>(t);
+      a.spans[row] = Span{0, static_cast<int32_t>(Lp), static_cast<int32_t>(start[g]), static_cast<int32_t>(row + 1)};
+    }
+  }
+  fit(a.cos, T * D / 2);
+  fit(a.sin, T * D / 2);
+  rope_mrope_table(a.cos.data(), a.sin.data(), pos.data(), tc.section, T, D, tc.theta);
+
+  text_forward(a, T, x.data(), a.cos.data(), a.sin.data(), a.spans.data(), keep, nullptr, nullptr, 0, nullptr);
+
+  fit(a.hf, T * H);
+  fit(a.rstdf, T);
+  rmsnorm_forward(a.hf.data(), a.rstdf.data(), x.data(), P(norm_), T, H, tc.eps);
+  if (keep) a.xf = std::move(x);
+
+  // head rows and log-probs of the completion tokens
+  a.head_rows.clear();
+  a.targets.clear();
+  a.comp_off.assign(G, 0);
+  a.comp_len.assign(G, 0);
+  for (int64_t g = 0; g < G; g++) {
+    a.comp_off[g] = static_cast<int64_t>(a.head_rows.size());
+    a.comp_len[g] = static_cast<int64_t>(r.completions[g].size());
+    for (size_t t = 0; t < r.completions[g].size(); t++) {
+      a.head_rows.push_back(t == 0 ? Lp - 1 : start[g] + static_cast<int64_t>(t) - 1);
+      a.targets.push_back(r.completions[g][t]);
+    }
+  }
+  const int64_t R = static_cast<int64_t>(a.head_rows.size());
+  fit(a.hrows, R * H);
+  for (int64_t i = 0; i < R; i++) std::memcpy(a.hrows.data() + i * H, a.hf.data() + a.head_rows[i] * H, H * sizeof(float));
+  fit(a.logits, R * V);
+  linear_forward(a.logits.data(), a.hrows.data(), P(head_), nullptr, R, H, V);
+  std::vector<float> lp(R), ent(R);
+  fit(a.lse, R);
+  logprob_forward(lp.data(), ent.data(), a.lse.data(), a.logits.data(), a.targets.data(), R, V);
+  out.logprobs.resize(G);
+  out.entropy.resize(G);
+  for (int64_t g = 0; g < G; g++) {
+    out.logprobs[g].assign(lp.begin() + a.comp_off[g], lp.begin() + a.comp_off[g] + a.comp_len[g]);
+    out.entropy[g].assign(ent.begin() + a.comp_off[g], ent.begin() + a.comp_off[g] + a.comp_len[g]);
+  }
+  if (r.return_logits) {
+    std::vector<float> all(static_cast<size_t>(T * V));
+    linear_forward(all.data(), a.hf.data(), P(head_), nullptr, T, H, V);
+    out.logits.resize(G);
+    for (int64_t g = 0; g < G; g++) {
+      const int64_t Lg = a.comp_len[g];
+      auto& o = out.logits[g];
+      o.resize(static_cast<size_t>((Lp + Lg) * V));
+      std::memcpy(o.data(), all.data(), Lp * V * sizeof(float));
+      std::memcpy(o.data() + Lp * V, all.data() + start[g] * V, Lg * V * sizeof(float));
+    }
+  }
+  if (!keep) {
+    a.logits.clear();
+    a.logits.shrink_to_fit();
+  }
+}
+
+void Model::backward_one(Activations& a, const std::vector<std::vector<float>>& grads) {
+  const TextConfig& tc = cfg_.text;
+  const int64_t H = tc.hidden, V = tc.vocab, T = a.T;
+  const int64_t R = static_cast<int64_t>(a.head_rows.size());
+  std::vector<float> dlogp(R, 0.0f);
+  for (size_t g = 0; g < grads.size(); g++)
+    for (size_t t = 0; t < grads[g].size(); t++) dlogp[a.comp_off[g] + t] = grads[g][t];
+  std::vector<float> dlogits(static_cast<size_t>(R * V));
+  logprob_backward(dlogits.data(), dlogp.data(), a.logits.data(), a.lse.data(), a.targets.data(), R, V);
+  std::vector<float> dhrows = zeros(R * H);
+  linear_backward(dhrows.data(), G(head_), nullptr, dlogits.data(), a.hrows.data(), P(head_), R, H, V);
+  dlogits.clear();
+  dlogits.shrink_to_fit();
+  // the prompt's last row serves every completion's first token: its gradients add up here
+  std::vector<float> dhf = zeros(T * H);
+  for (int64_t i = 0; i < R; i++) {
+    float* d = dhf.data() + a.head_rows[i] * H;
+    const float* s = dhrows.data() + i * H;
+    for (int64_t c = 0; c < H; c++) d[c] += s[c];
+  }
+  std::vector<float> dx = zeros(T * H);
+  rmsnorm_backward(dx.data(), G(norm_), dhf.data(), a.xf.data(), P(norm_), a.rstdf.data(), T, H);
+  text_backward(a, T, dx.data());
+  if (float* dwte = G(embed_)) embedding_backward(dwte, dx.data(), a.ids.data(), T, H);
+  if (!a.img_rows.empty() && vision_trainable()) {
+    std::vector<float> dimg(a.img_rows.size() * H);
+    for (size_t k = 0; k < a.img_rows.size(); k++)
+      std::memcpy(dimg.data() + k * H, dx.data() + a.img_rows[k] * H, H * sizeof(float));
+    vision_backward(a, dimg.data());
+  }
+}
+
+std::vector<ForwardResult> Model::forward(const std::vector<ForwardRequest>& reqs, bool keep) {
+  for (size_t i = 0; i < reqs.size(); i++) {
+    const std::string what = "request " + std::to_string(i);
+    check_prompt(reqs[i].prompt, what.c_str());
+    for (size_t g = 0; g < reqs[i].completions.size(); g++)
+      for (int32_t id : reqs[i].completions[g])
+        VQ_CHECK(id >= 0 && id < cfg_.text.vocab, what << ": completion " << g << " has token id " << id
+                                                     << " outside the vocabulary [0, " << cfg_.text.vocab << ")");
+  }
+  saved_.clear();
+  std::vector<ForwardResult> out(reqs.size());
+  for (size_t i = 0; i < reqs.size(); i++) {
+    auto a = std::make_unique<Activations>();
+    forward_one(*a, reqs[i], out[i], keep);
+    if (keep) saved_.push_back(std::move(a));
+  }
+  return out;
+}
+
+void Model::backward(const std::vector<std::vector<std::vector<float>>>& grads) {
+  VQ_CHECK(!saved_.empty(), "backward needs a forward with keepForBackward: true first");
+  VQ_CHECK(grads.size() == saved_.size(), "backward got gradients for " << grads.size() << " requests but the last forward had "
+                                                                     << saved_.size());
+  for (size_t i = 0; i < grads.size(); i++) {
+    VQ_CHECK(grads[i].size() == saved_[i]->comp_len.size(), "request " << i << ": gradients for " << grads[i].size()
+                                                                       << " completions, the forward had " << saved_[i]->comp_len.size());
+    for (size_t g = 0; g < grads[i].size(); g++)
+      VQ_CHECK(static_cast<int64_t>(grads[i][g].size()) == saved_[i]->comp_len[g],
+               "request " << i << " completion " << g << ": " << grads[i][g].size() << " gradients for "
+                          << saved_[i]->comp_len[g] << " tokens");
+  }
+  ensure_grads();
+  for (size_t i = 0; i < grads.size(); i++) backward_one(*saved_[i], grads[i]);
+  saved_.clear();
+}
+
+}  // namespace vq

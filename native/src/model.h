@@ -1,0 +1,235 @@
+// Qwen2-VL over the ops of ops/ops.h: parameters, forward, backward, shared-prefix packing, KV cache,
+// LoRA, AdamW, checkpoints. Plain structs over one contiguous fp32 parameter buffer (llm.c's manner);
+// gradients and optimizer moments are allocated on first use.
+#pragma once
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "ops/ops.h"
+
+namespace vq {
+
+// ---- configuration (validated and normalised by src/engine/config.ts) ---------------------------
+struct VisionConfig {
+  int depth = 0;            // blocks
+  int embed_dim = 0;        // E
+  int num_heads = 0;        // heads (head dim E / heads)
+  int mlp_hidden = 0;       // E * mlp_ratio
+  int out_hidden = 0;       // the merger's output = the LM hidden size
+  int in_channels = 3;
+  int patch_size = 14;
+  int temporal_patch_size = 2;
+  int merge = 2;            // spatial_merge_size
+  bool quick_gelu = true;   // hidden_act: quick_gelu (else exact gelu)
+  float theta = 10000.0f;   // 2D rotary base
+  int patch_dim() const { return in_channels * temporal_patch_size * patch_size * patch_size; }
+};
+
+struct TextConfig {
+  int vocab = 0, hidden = 0, inter = 0, layers = 0, heads = 0, kv_heads = 0, head_dim = 0;
+  float eps = 1e-6f;
+  float theta = 1e6f;
+  int32_t section[3] = {0, 0, 0};  // mrope_section, sums to head_dim / 2
+  bool tied = false;
+};
+
+struct ModelConfig {
+  TextConfig text;
+  VisionConfig vision;
+  int image_token_id = -1;
+};
+
+// ---- inputs ------------------------------------------------------------------------------------
+struct Image {
+  std::vector<float> pixels;  // (t*h*w, patch_dim), the processor's order
+  int t = 1, h = 0, w = 0;    // grid_thw in patches
+};
+
+struct Prompt {
+  std::vector<int32_t> ids;  // image pad tokens expanded
+  std::vector<Image> images;
+};
+
+struct ForwardRequest {
+  Prompt prompt;
+  std::vector<std::vector<int32_t>> completions;
+  bool return_logits = false;
+};
+
+struct ForwardResult {
+  std::vector<std::vector<float>> logprobs, entropy;
+  std::vector<std::vector<float>> logits;  // (Lp + Lg, V) per completion when asked
+};
+
+struct SampleRequest {
+  Prompt prompt;
+  int n = 1;
+  float temperature = 1.0f;
+  float top_p = 1.0f;
+  int top_k = 0;
+  int max_tokens = 16;
+  std::vector<int32_t> stop;
+  uint64_t seed = 0;
+};
+
+struct SampleResult {
+  std::vector<std::vector<int32_t>> tokens;
+  std::vector<std::vector<float>> logprobs;
+  std::vector<bool> stopped;  // true: a stop id ended it; false: max_tokens
+};
+
+struct AdamWOptions {
+  float lr = 1e-5f, beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f, weight_decay = 0.0f, max_grad_norm = 0.0f;
+};
+
+struct StepResult {
+  double grad_norm = 0.0;
+  bool skipped = false;
+  std::string reason;
+};
+
+struct LoraOptions {
+  int rank = 0;
+  float alpha = 0.0f;
+  std::vector<std::string> targets;  // module names: q_proj, ..., qkv, proj, fc1, fc2
+  bool vision = false;
+  uint64_t seed = 0;
+};
+
+// ---- parameters --------------------------------------------------------------------------------
+struct ParamInfo {
+  std::string name;  // published name (model.layers.0..., visual.blocks.0..., lm_head.weight)
+  std::vector<int64_t> shape;
+  int64_t offset = 0, size = 0;
+  bool vision = false;
+};
+
+// A linear module: weight, optional bias, optional LoRA adapter (indices into the tables).
+struct Lin {
+  int w = -1, b = -1, lora = -1;
+  int64_t in = 0, out = 0;
+  std::string module;  // published module path, e.g. model.layers.0.self_attn.q_proj
+};
+
+struct LoraInfo {
+  std::string module;
+  int64_t in = 0, out = 0;
+  int64_t a_off = 0, b_off = 0;  // A (r, in), B (out, r) in the adapter buffer
+  bool vision = false;
+};
+
+struct TextLayerW {
+  int ln1 = -1, ln2 = -1;
+  Lin q, k, v, o, gate, up, down;
+};
+
+struct VisionBlockW {
+  int n1w = -1, n1b = -1, n2w = -1, n2b = -1;
+  Lin qkv, proj, fc1, fc2;
+};
+
+struct Activations;  // model.cc
+
+class Model {
+ public:
+  Model(const ModelConfig& cfg, int max_seq);
+  ~Model();
+
+  // Loads every parameter from safetensors shards; checks names and shapes first.
+  void load(const std::vector<std::string>& files);
+  void add_lora(const LoraOptions& opts);
+  // Loads adapter weights from a PEFT adapter_model.safetensors (after add_lora with the same options).
+  void load_lora(const std::string& file);
+
+  std::vector<ForwardResult> forward(const std::vector<ForwardRequest>& reqs, bool keep);
+  // grads[request][completion][token] = dL/dlogp; uses the activations of the last forward(keep=true).
+  void backward(const std::vector<std::vector<std::vector<float>>>& grads);
+  SampleResult sample(const SampleRequest& req);
+  void zero_grad();
+  StepResult step(const AdamWOptions& o);
+
+  // Checkpoints (the caller writes config.json / adapter_config.json).
+  void save_weights(const std::string& file, bool internal_names) const;
+  void save_optimizer(const std::string& file, bool internal_names) const;
+  void load_optimizer(const std::string& file);
+  void save_lora(const std::string& file, bool internal_names) const;
+
+  const ModelConfig& config() const { return cfg_; }
+  int64_t num_params() const { return static_cast<int64_t>(params_.size()); }
+  int64_t num_trainable() const;
+  bool lora_active() const { return !lora_.empty(); }
+  void set_lora_enabled(bool on) { lora_enabled_ = on; }
+  bool lora_enabled() const { return lora_enabled_; }
+  bool internal_names() const { return internal_names_; }
+  int64_t step_count() const { return step_; }
+  std::mutex& mutex() { return mutex_; }
+
+  // For tests and tools: every tensor by published name (LoRA adapters as <module>.lora_A/B.weight).
+  std::vector<std::string> tensor_names() const;
+  std::vector<int64_t> tensor_shape(const std::string& name) const;
+  float* tensor_data(const std::string& name);       // throws on an unknown name
+  float* tensor_grad(const std::string& name);       // null before backward or when frozen
+  static std::string internal_name(const std::string& published);
+
+  // get_rope_index of transformers: (3, L) positions of a prompt; returns max position + 1.
+  int32_t rope_index(const Prompt& p, std::vector<int32_t>& pos) const;
+  // Checks a prompt against the config (ids in range, image tokens matching the grids).
+  void check_prompt(const Prompt& p, const char* what) const;
+
+ private:
+  friend struct Activations;
+  ModelConfig cfg_;
+  int max_seq_;
+  std::vector<ParamInfo> info_;
+  std::map<std::string, int> by_name_;
+  std::vector<float> params_, grads_, m_, v_;
+  int64_t step_ = 0;
+  bool internal_names_ = false;
+
+  // LoRA
+  std::vector<LoraInfo> lora_;
+  std::vector<float> lparams_, lgrads_, lm_, lv_;
+  int lora_rank_ = 0;
+  float lora_scale_ = 0.0f;
+  bool lora_enabled_ = true;
+  bool lora_vision_ = false;
+  LoraOptions lora_opts_;
+
+  // weights
+  int embed_ = -1, norm_ = -1, head_ = -1, patch_ = -1, mln_w_ = -1, mln_b_ = -1;
+  Lin m0_, m2_;
+  std::vector<TextLayerW> layers_;
+  std::vector<VisionBlockW> blocks_;
+
+  std::vector<std::unique_ptr<Activations>> saved_;  // one per request of the last forward(keep)
+  std::mutex mutex_;
+
+  int add_param(const std::string& name, std::vector<int64_t> shape, bool vision);
+  Lin add_linear(const std::string& module, int64_t in, int64_t out, bool bias, bool vision);
+  const float* P(int i) const { return params_.data() + info_[i].offset; }
+  float* P(int i) { return params_.data() + info_[i].offset; }
+  float* G(int i);  // null when frozen or not allocated
+  bool vision_trainable() const;
+  void ensure_grads();
+
+  // model.cc
+  void lin_forward(const Lin& l, float* out, const float* inp, int64_t T) const;
+  void lin_backward(const Lin& l, float* dinp, const float* dout, const float* inp, int64_t T);
+  void vision_forward(Activations& a, const Prompt& p, bool keep);
+  void vision_backward(Activations& a, const float* dembeds);
+  void text_forward(Activations& a, int64_t T, float* x, const float* cos, const float* sin, const Span* spans,
+                    bool keep, float* kcache, float* vcache, int64_t cache_rows, const int64_t* slots);
+  void text_backward(Activations& a, int64_t T, float* dx);
+  void forward_one(Activations& a, const ForwardRequest& r, ForwardResult& out, bool keep);
+  void backward_one(Activations& a, const std::vector<std::vector<float>>& g);
+};
+
+// One token from one row of logits (V) (sampler.cc): temperature 0 = argmax; else top-k, top-p and
+// inverse-CDF sampling with a uniform drawn from (seed, g, t). *logprob: log-softmax of the raw logits.
+int32_t sample_token(const float* logits, int64_t V, const SampleRequest& q, uint64_t g, uint64_t t, float* logprob);
+
+}  // namespace vq

@@ -1,0 +1,410 @@
+// N-API surface of the model: loadModel() and the NativeModel class. Every heavy call copies its
+// (already validated) inputs on the JS thread, runs in a PromiseWorker off the JS thread under the
+// model's mutex, and converts results back on the JS thread.
+#include <memory>
+
+#include "common.h"
+#include "cpu/threadpool.h"
+#include "model.h"
+#include "napi_util.h"
+
+namespace vq {
+
+namespace {
+
+using ModelPtr = std::shared_ptr<Model>;
+
+struct AddonData {
+  Napi::FunctionReference model_ctor;
+};
+
+ModelConfig parse_config(const Napi::Object& c) {
+  ModelConfig cfg;
+  Napi::Object t = c.Get("text").As<Napi::Object>();
+  cfg.text.vocab = static_cast<int>(num(t, "vocab"));
+  cfg.text.hidden = static_cast<int>(num(t, "hidden"));
+  cfg.text.inter = static_cast<int>(num(t, "inter"));
+  cfg.text.layers = static_cast<int>(num(t, "layers"));
+  cfg.text.heads = static_cast<int>(num(t, "heads"));
+  cfg.text.kv_heads = static_cast<int>(num(t, "kvHeads"));
+  cfg.text.head_dim = static_cast<int>(num(t, "headDim"));
+  cfg.text.eps = static_cast<float>(num(t, "eps"));
+  cfg.text.theta = static_cast<float>(num(t, "theta"));
+  std::vector<int32_t> sec = to_ints(t.Get("section"));
+  for (int i = 0; i < 3; i++) cfg.text.section[i] = sec.at(i);
+  cfg.text.tied = flag(t, "tied");
+  Napi::Object v = c.Get("vision").As<Napi::Object>();
+  cfg.vision.depth = static_cast<int>(num(v, "depth"));
+  cfg.vision.embed_dim = static_cast<int>(num(v, "embedDim"));
+  cfg.vision.num_heads = static_cast<int>(num(v, "numHeads"));
+  cfg.vision.mlp_hidden = static_cast<int>(num(v, "mlpHidden"));
+  cfg.vision.out_hidden = static_cast<int>(num(v, "outHidden"));
+  cfg.vision.in_channels = static_cast<int>(num(v, "inChannels"));
+  cfg.vision.patch_size = static_cast<int>(num(v, "patchSize"));
+  cfg.vision.temporal_patch_size = static_cast<int>(num(v, "temporalPatchSize"));
+  cfg.vision.merge = static_cast<int>(num(v, "merge"));
+  cfg.vision.quick_gelu = flag(v, "quickGelu");
+  cfg.vision.theta = static_cast<float>(num(v, "theta"));
+  cfg.image_token_id = static_cast<int>(num(c, "imageTokenId"));
+  return cfg;
+}
+
+Prompt parse_prompt(const Napi::Object& o) {
+  Prompt p;
+  p.ids = to_ints(o.Get("ids"));
+  Napi::Value imv = o.Get("images");
+  if (imv.IsArray()) {
+    Napi::Array ims = imv.As<Napi::Array>();
+    for (uint32_t i = 0; i < ims.Length(); i++) {
+      Napi::Object im = ims.Get(i).As<Napi::Object>();
+      Image img;
+      img.pixels = to_floats(im.Get("pixels"));
+      std::vector<int32_t> g = to_ints(im.Get("gridThw"));
+      img.t = g.at(0);
+      img.h = g.at(1);
+      img.w = g.at(2);
+      p.images.push_back(std::move(img));
+    }
+  }
+  return p;
+}
+
+class NativeModel : public Napi::ObjectWrap<NativeModel> {
+ public:
+  static Napi::Function Define(Napi::Env env) {
+    return DefineClass(env, "NativeModel",
+                       {
+                           InstanceMethod("forward", &NativeModel::Forward),
+                           InstanceMethod("backward", &NativeModel::Backward),
+                           InstanceMethod("sample", &NativeModel::Sample),
+                           InstanceMethod("zeroGrad", &NativeModel::ZeroGrad),
+                           InstanceMethod("step", &NativeModel::Step),
+                           InstanceMethod("saveWeights", &NativeModel::SaveWeights),
+                           InstanceMethod("saveOptimizer", &NativeModel::SaveOptimizer),
+                           InstanceMethod("loadOptimizer", &NativeModel::LoadOptimizer),
+                           InstanceMethod("saveLora", &NativeModel::SaveLora),
+                           InstanceMethod("setLoraEnabled", &NativeModel::SetLoraEnabled),
+                           InstanceMethod("info", &NativeModel::Info),
+                           InstanceMethod("dispose", &NativeModel::Dispose),
+                           InstanceMethod("_names", &NativeModel::Names),
+                           InstanceMethod("_shape", &NativeModel::Shape),
+                           InstanceMethod("_get", &NativeModel::Get),
+                           InstanceMethod("_set", &NativeModel::Set),
+                           InstanceMethod("_grad", &NativeModel::Grad),
+                           InstanceMethod("_ropeIndex", &NativeModel::RopeIndex),
+                       });
+  }
+
+  explicit NativeModel(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeModel>(info) {
+    model_ = *info[0].As<Napi::External<ModelPtr>>().Data();
+  }
+
+ private:
+  ModelPtr model_;
+
+  ModelPtr live(Napi::Env env) {
+    if (!model_) throw Napi::Error::New(env, "this model was disposed");
+    return model_;
+  }
+  // Synchronous calls must not wait behind a running job on the JS thread.
+  std::unique_lock<std::mutex> lock_now(Napi::Env env, const ModelPtr& m) {
+    std::unique_lock<std::mutex> lk(m->mutex(), std::try_to_lock);
+    if (!lk.owns_lock()) throw Napi::Error::New(env, "the model is busy with another call (await it first)");
+    return lk;
+  }
+
+  Napi::Value Forward(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    ModelPtr m = live(env);
+    Napi::Array reqs = info[0].As<Napi::Array>();
+    const bool keep = info[1].As<Napi::Boolean>().Value();
+    auto in = std::make_shared<std::vector<ForwardRequest>>(reqs.Length());
+    for (uint32_t i = 0; i < reqs.Length(); i++) {
+      Napi::Object r = reqs.Get(i).As<Napi::Object>();
+      (*in)[i].prompt = parse_prompt(r.Get("prompt").As<Napi::Object>());
+      Napi::Array cs = r.Get("completions").As<Napi::Array>();
+      for (uint32_t g = 0; g < cs.Length(); g++) (*in)[i].completions.push_back(to_ints(cs.Get(g)));
+      (*in)[i].return_logits = flag(r, "returnLogits");
+    }
+    auto out = std::make_shared<std::vector<ForwardResult>>();
+    return PromiseWorker::Run(
+        env,
+        [m, in, out, keep] {
+          std::lock_guard<std::mutex> lk(m->mutex());
+          *out = m->forward(*in, keep);
+        },
+        [out](Napi::Env env) -> Napi::Value {
+          Napi::Array res = Napi::Array::New(env, out->size());
+          for (size_t i = 0; i < out->size(); i++) {
+            const ForwardResult& r = (*out)[i];
+            Napi::Object o = Napi::Object::New(env);
+            Napi::Array lp = Napi::Array::New(env), en = Napi::Array::New(env);
+            for (size_t g = 0; g < r.logprobs.size(); g++) {
+              lp.Set(static_cast<uint32_t>(g), from_floats(env, r.logprobs[g]));
+              en.Set(static_cast<uint32_t>(g), from_floats(env, r.entropy[g]));
+            }
+            o.Set("logprobs", lp);
+            o.Set("entropy", en);
+            if (!r.logits.empty()) {
+              Napi::Array lg = Napi::Array::New(env);
+              for (size_t g = 0; g < r.logits.size(); g++) lg.Set(static_cast<uint32_t>(g), from_floats(env, r.logits[g]));
+              o.Set("logits", lg);
+            }
+            res.Set(static_cast<uint32_t>(i), o);
+          }
+          return res;
+        });
+  }
+
+  Napi::Value Backward(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    ModelPtr m = live(env);
+    Napi::Array reqs = info[0].As<Napi::Array>();
+    auto g = std::make_shared<std::vector<std::vector<std::vector<float>>>>(reqs.Length());
+    for (uint32_t i = 0; i < reqs.Length(); i++) {
+      Napi::Array cs = reqs.Get(i).As<Napi::Array>();
+      for (uint32_t c = 0; c < cs.Length(); c++) (*g)[i].push_back(to_floats(cs.Get(c)));
+    }
+    return PromiseWorker::Run(
+        env,
+        [m, g] {
+          std::lock_guard<std::mutex> lk(m->mutex());
+          m->backward(*g);
+        },
+        [](Napi::Env env) -> Napi::Value { return env.Undefined(); });
+  }
+
+  Napi::Value Sample(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    ModelPtr m = live(env);
+    Napi::Object o = info[0].As<Napi::Object>();
+    auto q = std::make_shared<SampleRequest>();
+    q->prompt = parse_prompt(o.Get("prompt").As<Napi::Object>());
+    q->n = static_cast<int>(num(o, "n"));
+    q->temperature = static_cast<float>(num(o, "temperature"));
+    q->top_p = static_cast<float>(num(o, "topP"));
+    q->top_k = static_cast<int>(num(o, "topK"));
+    q->max_tokens = static_cast<int>(num(o, "maxTokens"));
+    q->stop = to_ints(o.Get("stopTokenIds"));
+    q->seed = static_cast<uint64_t>(num(o, "seed"));
+    auto out = std::make_shared<SampleResult>();
+    return PromiseWorker::Run(
+        env,
+        [m, q, out] {
+          std::lock_guard<std::mutex> lk(m->mutex());
+          *out = m->sample(*q);
+        },
+        [out](Napi::Env env) -> Napi::Value {
+          Napi::Object o = Napi::Object::New(env);
+          Napi::Array toks = Napi::Array::New(env), lps = Napi::Array::New(env), stop = Napi::Array::New(env);
+          for (size_t g = 0; g < out->tokens.size(); g++) {
+            toks.Set(static_cast<uint32_t>(g), from_ints(env, out->tokens[g]));
+            lps.Set(static_cast<uint32_t>(g), from_floats(env, out->logprobs[g]));
+            stop.Set(static_cast<uint32_t>(g), Napi::Boolean::New(env, out->stopped[g]));
+          }
+          o.Set("tokenIds", toks);
+          o.Set("logprobs", lps);
+          o.Set("stopped", stop);
+          return o;
+        });
+  }
+
+  Napi::Value ZeroGrad(const Napi::CallbackInfo& info) {
+    ModelPtr m = live(info.Env());
+    auto lk = lock_now(info.Env(), m);
+    m->zero_grad();
+    return info.Env().Undefined();
+  }
+
+  Napi::Value Step(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    ModelPtr m = live(env);
+    Napi::Object o = info[0].As<Napi::Object>();
+    AdamWOptions a;
+    a.lr = static_cast<float>(num(o, "lr"));
+    a.beta1 = static_cast<float>(num(o, "beta1"));
+    a.beta2 = static_cast<float>(num(o, "beta2"));
+    a.eps = static_cast<float>(num(o, "eps"));
+    a.weight_decay = static_cast<float>(num(o, "weightDecay"));
+    a.max_grad_norm = static_cast<float>(num(o, "maxGradNorm"));
+    auto out = std::make_shared<StepResult>();
+    return PromiseWorker::Run(
+        env,
+        [m, a, out] {
+          std::lock_guard<std::mutex> lk(m->mutex());
+          *out = m->step(a);
+        },
+        [out](Napi::Env env) -> Napi::Value {
+          Napi::Object o = Napi::Object::New(env);
+          o.Set("gradNorm", Napi::Number::New(env, out->grad_norm));
+          o.Set("skipped", Napi::Boolean::New(env, out->skipped));
+          if (!out->reason.empty()) o.Set("reason", Napi::String::New(env, out->reason));
+          return o;
+        });
+  }
+
+  template <typename F>
+  Napi::Value FileJob(const Napi::CallbackInfo& info, F fn) {
+    Napi::Env env = info.Env();
+    ModelPtr m = live(env);
+    const std::string file = info[0].As<Napi::String>().Utf8Value();
+    const bool internal = info.Length() > 1 && info[1].IsBoolean() && info[1].As<Napi::Boolean>().Value();
+    return PromiseWorker::Run(
+        env,
+        [m, file, internal, fn] {
+          std::lock_guard<std::mutex> lk(m->mutex());
+          fn(*m, file, internal);
+        },
+        [](Napi::Env env) -> Napi::Value { return env.Undefined(); });
+  }
+
+  Napi::Value SaveWeights(const Napi::CallbackInfo& info) {
+    return FileJob(info, [](Model& m, const std::string& f, bool internal) { m.save_weights(f, internal); });
+  }
+  Napi::Value SaveOptimizer(const Napi::CallbackInfo& info) {
+    return FileJob(info, [](Model& m, const std::string& f, bool internal) { m.save_optimizer(f, internal); });
+  }
+  Napi::Value LoadOptimizer(const Napi::CallbackInfo& info) {
+    return FileJob(info, [](Model& m, const std::string& f, bool) { m.load_optimizer(f); });
+  }
+  Napi::Value SaveLora(const Napi::CallbackInfo& info) {
+    return FileJob(info, [](Model& m, const std::string& f, bool internal) { m.save_lora(f, internal); });
+  }
+
+  Napi::Value SetLoraEnabled(const Napi::CallbackInfo& info) {
+    ModelPtr m = live(info.Env());
+    auto lk = lock_now(info.Env(), m);
+    m->set_lora_enabled(info[0].As<Napi::Boolean>().Value());
+    return info.Env().Undefined();
+  }
+
+  Napi::Value Info(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    ModelPtr m = live(env);
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("numParameters", Napi::Number::New(env, static_cast<double>(m->num_params())));
+    o.Set("numTrainable", Napi::Number::New(env, static_cast<double>(m->num_trainable())));
+    o.Set("internalNames", Napi::Boolean::New(env, m->internal_names()));
+    o.Set("loraActive", Napi::Boolean::New(env, m->lora_active()));
+    o.Set("loraEnabled", Napi::Boolean::New(env, m->lora_enabled()));
+    o.Set("step", Napi::Number::New(env, static_cast<double>(m->step_count())));
+    return o;
+  }
+
+  Napi::Value Dispose(const Napi::CallbackInfo& info) {
+    model_.reset();  // running jobs keep their own reference and finish first
+    return info.Env().Undefined();
+  }
+
+  Napi::Value Names(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    ModelPtr m = live(env);
+    const auto names = m->tensor_names();
+    Napi::Array a = Napi::Array::New(env, names.size());
+    for (size_t i = 0; i < names.size(); i++) a.Set(static_cast<uint32_t>(i), Napi::String::New(env, names[i]));
+    return a;
+  }
+
+  Napi::Value Shape(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    ModelPtr m = live(env);
+    const auto s = m->tensor_shape(info[0].As<Napi::String>().Utf8Value());
+    Napi::Array a = Napi::Array::New(env, s.size());
+    for (size_t i = 0; i < s.size(); i++) a.Set(static_cast<uint32_t>(i), Napi::Number::New(env, static_cast<double>(s[i])));
+    return a;
+  }
+
+  Napi::Value Get(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    ModelPtr m = live(env);
+    auto lk = lock_now(env, m);
+    const std::string name = info[0].As<Napi::String>().Utf8Value();
+    return from_floats(env, m->tensor_data(name), static_cast<size_t>(numel(m->tensor_shape(name))));
+  }
+
+  Napi::Value Set(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    ModelPtr m = live(env);
+    auto lk = lock_now(env, m);
+    const std::string name = info[0].As<Napi::String>().Utf8Value();
+    Napi::Float32Array a = info[1].As<Napi::Float32Array>();
+    const int64_t n = numel(m->tensor_shape(name));
+    if (static_cast<int64_t>(a.ElementLength()) != n)
+      throw Napi::Error::New(env, "_set " + name + ": expected " + std::to_string(n) + " values");
+    std::memcpy(m->tensor_data(name), a.Data(), n * sizeof(float));
+    return env.Undefined();
+  }
+
+  Napi::Value Grad(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    ModelPtr m = live(env);
+    auto lk = lock_now(env, m);
+    const std::string name = info[0].As<Napi::String>().Utf8Value();
+    const float* g = m->tensor_grad(name);
+    if (!g) return env.Null();
+    return from_floats(env, g, static_cast<size_t>(numel(m->tensor_shape(name))));
+  }
+
+  Napi::Value RopeIndex(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    ModelPtr m = live(env);
+    Prompt p = parse_prompt(info[0].As<Napi::Object>());
+    m->check_prompt(p, "_ropeIndex");
+    std::vector<int32_t> pos;
+    m->rope_index(p, pos);
+    return from_ints(env, pos);
+  }
+};
+
+Napi::Value LoadModel(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object spec = info[0].As<Napi::Object>();
+  const ModelConfig cfg = parse_config(spec.Get("config").As<Napi::Object>());
+  std::vector<std::string> files;
+  Napi::Array fa = spec.Get("files").As<Napi::Array>();
+  for (uint32_t i = 0; i < fa.Length(); i++) files.push_back(fa.Get(i).As<Napi::String>().Utf8Value());
+  const int max_seq = static_cast<int>(num(spec, "maxSequenceLength"));
+  const int threads = spec.Get("threads").IsNumber() ? static_cast<int>(num(spec, "threads")) : 0;
+  bool lora = false;
+  LoraOptions lo;
+  if (spec.Get("lora").IsObject()) {
+    Napi::Object l = spec.Get("lora").As<Napi::Object>();
+    lora = true;
+    lo.rank = static_cast<int>(num(l, "rank"));
+    lo.alpha = static_cast<float>(num(l, "alpha"));
+    lo.vision = flag(l, "vision");
+    lo.seed = l.Get("seed").IsNumber() ? static_cast<uint64_t>(num(l, "seed")) : 0;
+    Napi::Array t = l.Get("targetModules").As<Napi::Array>();
+    for (uint32_t i = 0; i < t.Length(); i++) lo.targets.push_back(t.Get(i).As<Napi::String>().Utf8Value());
+  }
+  const std::string lora_file = spec.Get("loraFile").IsString() ? spec.Get("loraFile").As<Napi::String>().Utf8Value() : "";
+  const std::string opt_file =
+      spec.Get("optimizerFile").IsString() ? spec.Get("optimizerFile").As<Napi::String>().Utf8Value() : "";
+  auto out = std::make_shared<ModelPtr>();
+  AddonData* data = env.GetInstanceData<AddonData>();
+  return PromiseWorker::Run(
+      env,
+      [=] {
+        if (threads > 0) ThreadPool::get().resize(threads);
+        auto m = std::make_shared<Model>(cfg, max_seq);
+        m->load(files);
+        if (lora) m->add_lora(lo);
+        if (!lora_file.empty()) m->load_lora(lora_file);
+        if (!opt_file.empty()) m->load_optimizer(opt_file);
+        *out = m;
+      },
+      [out, data](Napi::Env env) -> Napi::Value {
+        return data->model_ctor.New({Napi::External<ModelPtr>::New(env, out.get())});
+      });
+}
+
+}  // namespace
+
+void register_model(Napi::Env env, Napi::Object exports) {
+  auto* data = new AddonData();
+  data->model_ctor = Napi::Persistent(NativeModel::Define(env));
+  env.SetInstanceData<AddonData>(data);
+  exports.Set("loadModel", Napi::Function::New(env, LoadModel));
+}
+
+}  // namespace vq

@@ -1,0 +1,15 @@
+/** Rich displays: bundle builders, the display helpers, the live dashboard and the pure renderers. */
+export * from './types.js';
+export { bundleFor, sampleBundle, groupBundle, rewardsBundle, metricsBundle, datasetBundle } from './bundle.js';
+export { show, plot, browse, samplePayload, samplesFingerprint, toRuns } from './show.js';
+export type { ShowOptions, SampleExtras, PlotOptions, BrowseOptions } from './show.js';
+export { Dashboard, dashboard, thin } from './dashboard.js';
+export type { DashboardOptions } from './dashboard.js';
+export { imageRef, samplePng } from './image.js';
+export type { ImageRefOptions } from './image.js';
+export { setDisplaySink, getDisplaySink, emit, newDisplayId, DISPLAYED } from './output.js';
+export type { DisplaySink, DisplayOptions } from './output.js';
+export { WIDGETS, renderHtml, renderError, staticHtml, reportOutputHtml, isVendorMime, PayloadError, VQA_CSS } from './render/index.js';
+export type { RenderOptions } from './render/index.js';
+export { plotlyFigure, smooth, metricKeys } from './render/metrics.js';
+export { pageScript, pageScriptPath, plotlyScript, plotlyScriptPath } from './assets.js';

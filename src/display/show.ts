@@ -1,0 +1,154 @@
+/**
+ * The display helpers a notebook calls: `show(sample | group | rewardTable)`, `plot(metrics)`,
+ * `browse(dataset)`. Each builds one MIME bundle, sends it through the display sink when a kernel
+ * installed one, and returns the bundle (a plain object), so the same code works from a script.
+ */
+import { createHash } from 'node:crypto';
+import path from 'node:path';
+import type { VqaSample } from '../data/types.js';
+import { invalidParameterError } from '../util/validate.js';
+import { bundleFor, sampleBundle } from './bundle.js';
+import { imageRef } from './image.js';
+import { emit, type DisplayOptions, type DisplaySink } from './output.js';
+import {
+  MIME, type DatasetPayload, type GroupPayload, type MetricsPayload, type MetricsPoint, type MetricsRun, type MimeBundle,
+  type RewardScore, type RewardTablePayload, type SamplePayload,
+} from './types.js';
+
+export interface ShowOptions extends DisplayOptions {
+  /** Send here instead of the installed sink (tests, custom front ends). */
+  sink?: DisplaySink;
+}
+
+export interface SampleExtras {
+  prediction?: string;
+  rewards?: RewardScore[];
+  title?: string;
+  /** Longest image side in the payload (default 448). */
+  maxSide?: number;
+}
+
+function altText(sample: VqaSample, file: string, i: number, n: number): string {
+  return `${n > 1 ? `image ${i + 1} of ${n}` : 'image'} ${path.basename(file)} for the question "${sample.question}"`;
+}
+
+/** A runtime sample (image on disk) → the sample payload, images embedded as data URLs. */
+export async function samplePayload(sample: VqaSample, extras: SampleExtras = {}): Promise<SamplePayload> {
+  if (typeof sample !== 'object' || sample === null) throw invalidParameterError('sample', 'VqaSample', sample);
+  const files = sample.imagePaths?.length ? sample.imagePaths : [sample.imagePath];
+  const images = await Promise.all(files.map((f, i) => imageRef(f, { alt: altText(sample, f, i, files.length), maxSide: extras.maxSide })));
+  const p: SamplePayload = { id: sample.id, question: sample.question, images, answers: sample.answers?.length ? sample.answers : [sample.answer] };
+  if (sample.answerType !== undefined) p.answerType = sample.answerType;
+  if (sample.questionType !== undefined) p.questionType = sample.questionType;
+  if (extras.prediction !== undefined) p.prediction = extras.prediction;
+  if (extras.rewards !== undefined) p.rewards = extras.rewards;
+  if (extras.title !== undefined) p.title = extras.title;
+  return p;
+}
+
+type Showable = VqaSample | SamplePayload | GroupPayload | RewardTablePayload | MetricsPayload | DatasetPayload;
+
+function has(x: object, ...keys: string[]): boolean {
+  return keys.every((k) => k in x);
+}
+
+/**
+ * Show a sample (runtime sample or payload), a group, a reward table (or metrics or a dataset
+ * payload). Returns the bundle; in a notebook it has also been displayed.
+ */
+export async function show(value: Showable, options: ShowOptions & SampleExtras = {}): Promise<MimeBundle> {
+  if (typeof value !== 'object' || value === null) {
+    throw invalidParameterError('value', 'a sample, a group, a reward table, metrics or a dataset', value);
+  }
+  const { sink, displayId, update } = options;
+  const send = (b: MimeBundle) => emit(b, { displayId, update }, sink ?? undefined);
+  if (has(value, 'completions', 'sample')) return send(bundleFor(MIME.group, value as GroupPayload));
+  if (has(value, 'rows', 'rewards', 'stats')) return send(bundleFor(MIME.rewards, value as RewardTablePayload));
+  if (has(value, 'runs')) return send(bundleFor(MIME.metrics, value as MetricsPayload));
+  if (has(value, 'samples', 'fingerprint')) return send(bundleFor(MIME.dataset, value as DatasetPayload));
+  if (has(value, 'imagePath', 'question')) return send(await sampleBundle(await samplePayload(value as VqaSample, options)));
+  if (has(value, 'images', 'question')) {
+    const p = { ...(value as SamplePayload) };
+    if (options.prediction !== undefined) p.prediction = options.prediction;
+    if (options.rewards !== undefined) p.rewards = options.rewards;
+    return send(await sampleBundle(p));
+  }
+  throw invalidParameterError('value', 'a sample, a group, a reward table, metrics or a dataset', value);
+}
+
+export interface PlotOptions extends ShowOptions {
+  title?: string;
+  keys?: string[];
+  smoothing?: number;
+  /** Run name when given bare points (default "run"). */
+  name?: string;
+}
+
+/** Normalise what `plot` accepts into runs. */
+export function toRuns(metrics: MetricsPayload | MetricsRun | MetricsRun[] | MetricsPoint[], name = 'run'): MetricsRun[] {
+  if (Array.isArray(metrics)) {
+    if (metrics.length === 0) return [{ name, points: [] }];
+    return 'points' in (metrics[0] as object) ? (metrics as MetricsRun[]) : [{ name, points: metrics as MetricsPoint[] }];
+  }
+  if (typeof metrics === 'object' && metrics !== null) {
+    if ('runs' in metrics) return metrics.runs;
+    if ('points' in metrics) return [metrics];
+  }
+  throw invalidParameterError('metrics', 'metrics payload, run, runs or points', metrics);
+}
+
+/** Plot metrics: a payload, one run, several runs (overlaid) or bare points. */
+export function plot(metrics: MetricsPayload | MetricsRun | MetricsRun[] | MetricsPoint[], options: PlotOptions = {}): MimeBundle {
+  const base: MetricsPayload = !Array.isArray(metrics) && 'runs' in metrics ? { ...metrics } : { runs: toRuns(metrics, options.name) };
+  if (options.title !== undefined) base.title = options.title;
+  if (options.keys !== undefined) base.keys = options.keys;
+  if (options.smoothing !== undefined) base.smoothing = options.smoothing;
+  return emit(bundleFor(MIME.metrics, base), { displayId: options.displayId, update: options.update }, options.sink);
+}
+
+export interface BrowseOptions extends ShowOptions {
+  name?: string;
+  fingerprint?: string;
+  /** First sample to embed (default 0). */
+  offset?: number;
+  /** How many samples to embed as thumbnails (default 96). */
+  limit?: number;
+  pageSize?: number;
+  /** Longest image side of the embedded thumbnails (default 256). */
+  maxSide?: number;
+}
+
+/** A short content fingerprint of samples (ids, questions, answers) when the dataset gives none. */
+export function samplesFingerprint(samples: readonly VqaSample[]): string {
+  const h = createHash('sha256');
+  for (const s of samples) h.update(`${s.id}\u0000${s.question}\u0000${s.answers?.join('\u0001') ?? s.answer}\u0000`);
+  return `sha256:${h.digest('hex').slice(0, 16)}`;
+}
+
+function countBy(samples: readonly VqaSample[], key: 'answerType' | 'questionType'): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const s of samples) { const k = s[key]; if (k !== undefined) out[k] = (out[k] ?? 0) + 1; }
+  return out;
+}
+
+/** Browse a dataset: samples (thumbnails embedded for a window of them) with type counts over all. */
+export async function browse(data: DatasetPayload | readonly VqaSample[] | { name: string; samples: readonly VqaSample[]; fingerprint?: string }, options: BrowseOptions = {}): Promise<MimeBundle> {
+  const send = (p: DatasetPayload) => emit(bundleFor(MIME.dataset, p), { displayId: options.displayId, update: options.update }, options.sink);
+  if (!Array.isArray(data) && typeof data === 'object' && data !== null && 'total' in data && 'offset' in data) {
+    return send(data as DatasetPayload);
+  }
+  const samples: readonly VqaSample[] | undefined = Array.isArray(data) ? data : (data as { samples?: VqaSample[] })?.samples;
+  if (!Array.isArray(samples)) throw invalidParameterError('data', 'dataset payload, array of samples or { name, samples }', data);
+  const named = Array.isArray(data) ? {} : (data as { name?: string; fingerprint?: string });
+  const offset = options.offset ?? 0, limit = options.limit ?? 96;
+  const window = samples.slice(offset, offset + limit);
+  const payloads = await Promise.all(window.map((s) => samplePayload(s, { maxSide: options.maxSide ?? 256 })));
+  const p: DatasetPayload = {
+    name: options.name ?? named.name ?? 'dataset',
+    fingerprint: options.fingerprint ?? named.fingerprint ?? samplesFingerprint(samples),
+    total: samples.length, offset, samples: payloads,
+    answerTypes: countBy(samples, 'answerType'), questionTypes: countBy(samples, 'questionType'),
+  };
+  if (options.pageSize !== undefined) p.pageSize = options.pageSize;
+  return send(p);
+}

@@ -1,0 +1,255 @@
+/**
+ * loadModel(): a Qwen2-VL checkpoint folder on the native CPU engine, behind the EngineModel contract.
+ * Arguments are checked here; calls to one model run one at a time (a promise queue), each native
+ * call off the JS thread; native failures keep the caller's stack.
+ */
+import { copyFileSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import { expectBoolean, expectInteger, expectOneOf, expectString, invalidParameterError } from '../util/validate.js';
+import { writeFileAtomic } from '../util/fs.js';
+import { checkAdamW, checkForwardRequests, checkGradients, checkLora, checkSampleRequest } from './check.js';
+import { readConfig, toNativeConfig, type EngineConfig } from './config.js';
+import { native, nativeError, type NativeModel, type NativePrompt } from './native.js';
+import type {
+  AdamWOptions, Device, EngineModel, ForwardRequest, ForwardResult, LoadOptions, LoraConfig, Prompt, SampleRequest,
+  SampleResult, StepResult,
+} from './types.js';
+
+/** Files copied along when a checkpoint is saved into a new folder (tokenizer, processor, generation). */
+const AUXILIARY_FILES = [
+  'tokenizer.json', 'tokenizer_config.json', 'vocab.json', 'merges.txt', 'special_tokens_map.json', 'added_tokens.json',
+  'preprocessor_config.json', 'video_preprocessor_config.json', 'chat_template.json', 'chat_template.jinja',
+  'generation_config.json',
+];
+
+/** The safetensors files of a checkpoint folder: model.safetensors, or the shards listed by its index. */
+export function weightFiles(dir: string): string[] {
+  const single = path.join(dir, 'model.safetensors');
+  const index = path.join(dir, 'model.safetensors.index.json');
+  if (existsSync(index)) {
+    let map: unknown;
+    try {
+      map = (JSON.parse(readFileSync(index, 'utf8')) as { weight_map?: unknown }).weight_map;
+    } catch (err) {
+      throw new Error(`${index}: invalid JSON (${(err as Error).message})`);
+    }
+    if (map === null || typeof map !== 'object') throw new Error(`${index}: missing weight_map`);
+    const files = [...new Set(Object.values(map as Record<string, unknown>))];
+    for (const f of files) {
+      if (typeof f !== 'string' || f.includes('/') || f.includes('\\')) throw new Error(`${index}: bad shard name ${JSON.stringify(f)}`);
+      if (!existsSync(path.join(dir, f))) throw new Error(`${index}: shard ${f} is listed but ${path.join(dir, f)} does not exist`);
+    }
+    return files.sort().map((f) => path.join(dir, f as string));
+  }
+  if (existsSync(single)) return [single];
+  throw new Error(`${dir}: no model.safetensors or model.safetensors.index.json`);
+}
+
+function toNativePrompt(p: Prompt): NativePrompt {
+  return { ids: p.ids, images: p.images.map((im) => ({ pixels: im.pixels, gridThw: im.gridThw })) };
+}
+
+class CpuEngineModel implements EngineModel {
+  readonly device: Device = 'cpu';
+  readonly numParameters: { total: number; trainable: number };
+  readonly namingScheme: 'published' | 'internal';
+  private queue: Promise<unknown> = Promise.resolve();
+  private lastForward: number[][] | null = null;
+  private disposed = false;
+
+  constructor(
+    private readonly nm: NativeModel,
+    readonly config: EngineConfig,
+    readonly maxSequenceLength: number,
+    private readonly sourceDir: string,
+    private readonly configText: string,
+    private readonly lora: Required<LoraConfig> | null,
+  ) {
+    const info = nm.info();
+    this.numParameters = { total: info.numParameters, trainable: info.numTrainable };
+    this.namingScheme = info.internalNames ? 'internal' : 'published';
+  }
+
+  get stepCount(): number {
+    return this.nm.info().step;
+  }
+
+  /** Runs `fn` after every earlier call of this model has settled; rethrows with the caller's stack. */
+  private run<T>(stack: Error, fn: () => Promise<T>): Promise<T> {
+    if (this.disposed) return Promise.reject(nativeError(new Error('this model was disposed'), stack));
+    const next = this.queue.then(fn, fn);
+    this.queue = next.catch(() => undefined);
+    return next.catch((err: unknown) => {
+      throw nativeError(err, stack);
+    });
+  }
+
+  forward(requests: ForwardRequest[]): Promise<ForwardResult[]> {
+    const stack = new Error();
+    const reqs = checkForwardRequests(requests, this.config, this.maxSequenceLength);
+    const keep = reqs.some((r) => r.keepForBackward);
+    if (keep && !reqs.every((r) => r.keepForBackward)) {
+      throw invalidParameterError('requests[*].keepForBackward', 'the same value for every request of one call', requests.map((r) => r.keepForBackward));
+    }
+    return this.run(stack, async () => {
+      const out = await this.nm.forward(
+        reqs.map((r) => ({ prompt: toNativePrompt(r.prompt), completions: r.completions, returnLogits: r.returnLogits ?? false })),
+        keep);
+      this.lastForward = keep ? reqs.map((r) => r.completions.map((c) => c.length)) : null;
+      return out.map((o) => (o.logits ? { logprobs: o.logprobs, entropy: o.entropy, logits: o.logits } : { logprobs: o.logprobs, entropy: o.entropy }));
+    });
+  }
+
+  backward(gradLogprobs: Float32Array[][]): Promise<void> {
+    const stack = new Error();
+    return this.run(stack, async () => {
+      if (!this.lastForward) throw new Error('backward needs a forward with keepForBackward: true first (each forward is consumed once)');
+      const grads = checkGradients(gradLogprobs, this.lastForward);
+      this.lastForward = null;
+      await this.nm.backward(grads);
+    });
+  }
+
+  sample(request: SampleRequest): Promise<SampleResult> {
+    const stack = new Error();
+    const r = checkSampleRequest(request, this.config, this.maxSequenceLength);
+    return this.run(stack, async () => {
+      const out = await this.nm.sample({
+        prompt: toNativePrompt(r.prompt), n: r.n, temperature: r.temperature, topP: r.topP, topK: r.topK,
+        maxTokens: r.maxTokens, stopTokenIds: Int32Array.from(r.stopTokenIds), seed: r.seed,
+      });
+      return {
+        tokenIds: out.tokenIds,
+        logprobs: out.logprobs,
+        finishReason: out.stopped.map((s) => (s ? 'stop' : 'length')),
+      };
+    });
+  }
+
+  zeroGrad(): void {
+    if (this.disposed) throw new Error('this model was disposed');
+    this.nm.zeroGrad();
+  }
+
+  step(options: AdamWOptions): Promise<StepResult> {
+    const stack = new Error();
+    const o = checkAdamW(options);
+    return this.run(stack, () => this.nm.step(o));
+  }
+
+  save(dir: string, options: { optimizer?: boolean; naming?: 'published' | 'internal' } = {}): Promise<void> {
+    const stack = new Error();
+    expectString('dir', dir, { nonEmpty: true });
+    const optimizer = options.optimizer === undefined ? false : expectBoolean('options.optimizer', options.optimizer);
+    const naming = options.naming === undefined ? this.namingScheme : expectOneOf('options.naming', options.naming, ['published', 'internal'] as const);
+    return this.run(stack, async () => {
+      mkdirSync(dir, { recursive: true });
+      const internal = naming === 'internal';
+      await this.nm.saveWeights(path.join(dir, 'model.safetensors'), internal);
+      if (optimizer) await this.nm.saveOptimizer(path.join(dir, 'optimizer.safetensors'), internal);
+      await writeFileAtomic(path.join(dir, 'config.json'), this.configText);
+      if (path.resolve(dir) !== path.resolve(this.sourceDir)) {
+        for (const f of AUXILIARY_FILES) {
+          const src = path.join(this.sourceDir, f);
+          if (existsSync(src)) copyFileSync(src, path.join(dir, f));
+        }
+      }
+    });
+  }
+
+  saveAdapter(dir: string): Promise<void> {
+    const stack = new Error();
+    expectString('dir', dir, { nonEmpty: true });
+    const lora = this.lora;
+    if (!lora) return Promise.reject(nativeError(new Error('saveAdapter needs a model loaded with options.lora'), stack));
+    return this.run(stack, async () => {
+      mkdirSync(dir, { recursive: true });
+      // PEFT (0.21, on transformers 5) names adapters by the model's internal module paths
+      // (base_model.model.model.language_model.layers.*), whatever the checkpoint's own names.
+      await this.nm.saveLora(path.join(dir, 'adapter_model.safetensors'), true);
+      const adapterConfig = {
+        peft_type: 'LORA',
+        task_type: 'CAUSAL_LM',
+        base_model_name_or_path: path.resolve(this.sourceDir),
+        r: lora.rank,
+        lora_alpha: lora.alpha,
+        lora_dropout: 0.0,
+        // the language model's and the vision tower's module names are disjoint, so the list is exact
+        target_modules: lora.targetModules,
+        bias: 'none',
+        fan_in_fan_out: false,
+        inference_mode: true,
+        init_lora_weights: true,
+        use_rslora: false,
+        use_dora: false,
+        modules_to_save: null,
+        vqalab: { vision: lora.vision, targetModules: lora.targetModules, seed: lora.seed },
+      };
+      await writeFileAtomic(path.join(dir, 'adapter_config.json'), JSON.stringify(adapterConfig, null, 2) + '\n');
+    });
+  }
+
+  setLoraEnabled(enabled: boolean): void {
+    expectBoolean('enabled', enabled);
+    if (this.disposed) throw new Error('this model was disposed');
+    if (!this.lora) throw new Error('setLoraEnabled needs a model loaded with options.lora');
+    this.nm.setLoraEnabled(enabled);
+  }
+
+  dispose(): void {
+    if (this.disposed) return;
+    this.disposed = true;
+    this.nm.dispose();
+  }
+
+  /** Internal (tests, parity): the native handle. */
+  get _native(): NativeModel {
+    return this.nm;
+  }
+}
+
+/** Loads a Qwen2-VL checkpoint folder (config.json + model.safetensors[.index.json]) on the CPU engine. */
+export async function loadModel(dir: string, options: LoadOptions = {}): Promise<EngineModel & { readonly _native: NativeModel }> {
+  const stack = new Error();
+  expectString('dir', dir, { nonEmpty: true });
+  if (options === null || typeof options !== 'object') throw invalidParameterError('options', 'object', options);
+  const device = options.device ?? 'cpu';
+  if (device !== 'cpu') {
+    throw new Error(`device ${JSON.stringify(device)} is not available: this build has the CPU engine only (the CUDA backend is issue 10)`);
+  }
+  const threads = options.threads === undefined ? undefined : expectInteger('options.threads', options.threads, 1, 1024);
+  const lora = options.lora === undefined ? null : checkLora(options.lora);
+  const adapter = options.adapter === undefined ? undefined : expectString('options.adapter', options.adapter, { nonEmpty: true });
+  if (adapter !== undefined && !lora) throw invalidParameterError('options.lora', 'a LoRA config (options.adapter needs one)', options.lora);
+  const loadOpt = options.loadOptimizer === undefined ? false : expectBoolean('options.loadOptimizer', options.loadOptimizer);
+
+  const configFile = path.join(dir, 'config.json');
+  const config = readConfig(configFile);
+  const maxSeq = options.maxSequenceLength === undefined ? config.maxPositionEmbeddings
+    : expectInteger('options.maxSequenceLength', options.maxSequenceLength, 1);
+  const files = weightFiles(dir);
+  const configText = readFileSync(configFile, 'utf8');
+  let loraFile: string | undefined;
+  if (adapter !== undefined) {
+    loraFile = path.join(adapter, 'adapter_model.safetensors');
+    if (!existsSync(loraFile)) throw new Error(`${adapter}: no adapter_model.safetensors`);
+  }
+  let optimizerFile: string | undefined;
+  if (loadOpt) {
+    optimizerFile = path.join(dir, 'optimizer.safetensors');
+    if (!existsSync(optimizerFile)) throw new Error(`${dir}: no optimizer.safetensors (save with { optimizer: true })`);
+  }
+  let nm: NativeModel;
+  try {
+    nm = await native().loadModel({
+      config: toNativeConfig(config), files, maxSequenceLength: maxSeq,
+      ...(threads !== undefined ? { threads } : {}),
+      ...(lora ? { lora } : {}),
+      ...(loraFile ? { loraFile } : {}),
+      ...(optimizerFile ? { optimizerFile } : {}),
+    });
+  } catch (err) {
+    throw nativeError(err, stack);
+  }
+  return new CpuEngineModel(nm, config, maxSeq, dir, configText, lora);
+}

@@ -1,0 +1,120 @@
+/**
+ * The native addon (native/build/Release/vqalab.node), loaded once, with hand-written types.
+ * Everything heavy returns a promise and runs off the JS thread; `_`-prefixed entries are internal
+ * (tests, benchmarks). The native side trusts its arguments: src/engine validates them first.
+ */
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export interface NativeConfig {
+  text: {
+    vocab: number; hidden: number; inter: number; layers: number; heads: number; kvHeads: number; headDim: number;
+    eps: number; theta: number; section: [number, number, number]; tied: boolean;
+  };
+  vision: {
+    depth: number; embedDim: number; numHeads: number; mlpHidden: number; outHidden: number; inChannels: number;
+    patchSize: number; temporalPatchSize: number; merge: number; quickGelu: boolean; theta: number;
+  };
+  imageTokenId: number;
+}
+
+export interface NativePrompt {
+  ids: Int32Array;
+  images: { pixels: Float32Array; gridThw: [number, number, number] }[];
+}
+
+export interface NativeLoadSpec {
+  config: NativeConfig;
+  files: string[];
+  maxSequenceLength: number;
+  threads?: number;
+  lora?: { rank: number; alpha: number; targetModules: string[]; vision: boolean; seed: number };
+  loraFile?: string;
+  optimizerFile?: string;
+}
+
+export interface NativeModel {
+  forward(requests: { prompt: NativePrompt; completions: Int32Array[]; returnLogits: boolean }[], keep: boolean):
+    Promise<{ logprobs: Float32Array[]; entropy: Float32Array[]; logits?: Float32Array[] }[]>;
+  backward(grads: Float32Array[][]): Promise<void>;
+  sample(request: {
+    prompt: NativePrompt; n: number; temperature: number; topP: number; topK: number; maxTokens: number;
+    stopTokenIds: Int32Array; seed: number;
+  }): Promise<{ tokenIds: Int32Array[]; logprobs: Float32Array[]; stopped: boolean[] }>;
+  zeroGrad(): void;
+  step(o: { lr: number; beta1: number; beta2: number; eps: number; weightDecay: number; maxGradNorm: number }):
+    Promise<{ gradNorm: number; skipped: boolean; reason?: string }>;
+  saveWeights(file: string, internalNames: boolean): Promise<void>;
+  saveOptimizer(file: string, internalNames: boolean): Promise<void>;
+  loadOptimizer(file: string): Promise<void>;
+  saveLora(file: string, internalNames: boolean): Promise<void>;
+  setLoraEnabled(on: boolean): void;
+  info(): { numParameters: number; numTrainable: number; internalNames: boolean; loraActive: boolean; loraEnabled: boolean; step: number };
+  dispose(): void;
+  _names(): string[];
+  _shape(name: string): number[];
+  _get(name: string): Float32Array;
+  _set(name: string, data: Float32Array): void;
+  _grad(name: string): Float32Array | null;
+  _ropeIndex(prompt: NativePrompt): Int32Array;
+}
+
+export interface SafetensorsContent {
+  tensors: Record<string, { dtype: string; shape: number[]; data: Float32Array }>;
+  metadata: Record<string, string>;
+}
+
+export interface NativeAddon {
+  loadModel(spec: NativeLoadSpec): Promise<NativeModel>;
+  _op(name: string, inputs: Record<string, Float32Array | Int32Array>, dims: Record<string, number>): Record<string, Float32Array>;
+  _sgemm(transA: boolean, transB: boolean, M: number, N: number, K: number, alpha: number, A: Float32Array, lda: number,
+    B: Float32Array, ldb: number, beta: number, C: Float32Array, ldc: number, naive?: boolean): Float32Array;
+  _gemmKernel(set?: 'avx2-fma' | 'portable' | 'auto'): string;
+  _threads(set?: number): number;
+  _readSafetensors(file: string): SafetensorsContent;
+  _writeSafetensors(file: string, tensors: Record<string, { shape: number[]; data: Float32Array }>, metadata?: Record<string, string>): void;
+}
+
+let cached: NativeAddon | undefined;
+
+/** The addon; throws one error listing where it looked when it is not built. */
+export function native(): NativeAddon {
+  if (cached) return cached;
+  const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
+  const candidates = [
+    process.env.VQALAB_ADDON,
+    path.join(root, 'native', 'build', 'Release', 'vqalab.node'),
+    path.join(root, 'native', 'build', 'Debug', 'vqalab.node'),
+  ].filter((p): p is string => typeof p === 'string' && p.length > 0);
+  const require = createRequire(import.meta.url);
+  const failures: string[] = [];
+  for (const c of candidates) {
+    if (!existsSync(c)) {
+      failures.push(`${c}: not found`);
+      continue;
+    }
+    try {
+      cached = require(c) as NativeAddon;
+      return cached;
+    } catch (err) {
+      failures.push(`${c}: ${(err as Error).message}`);
+    }
+  }
+  throw new Error(
+    `the native engine is not built:\n  ${failures.join('\n  ')}\nPossible solutions:\n` +
+      '  - run `npm install` (it builds native/ with node-gyp), or `node native/build.js`\n' +
+      '  - set VQALAB_ADDON to the path of a built vqalab.node');
+}
+
+/**
+ * Keeps the caller's JS stack on a native failure (as sharp does): `stack` is an Error created
+ * before the native call; the native message is copied onto it.
+ */
+export function nativeError(err: unknown, stack: Error): Error {
+  const message = err instanceof Error ? err.message : String(err);
+  stack.message = message;
+  if (stack.stack) stack.stack = stack.stack.replace(/^Error(: .*)?/, `Error: ${message}`);
+  return stack;
+}

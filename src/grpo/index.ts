@@ -1,0 +1,11 @@
+export { Trainer, AbortError, resolveCheckpoint } from './trainer.js';
+export type { TrainerOptions, RolloutGroup, RolloutCompletion, StepOutput, SftOptions, RunOptions, RunResult } from './trainer.js';
+export * from './config.js';
+export { computeAdvantages, isZeroVariance, klTerm, klPenalizedRewards, sampleStd } from './advantages.js';
+export { grpoLoss, sftLoss, aggregationWeights } from './loss.js';
+export type { LossBatch, LossOptions, LossMetrics, LossResult } from './loss.js';
+export { learningRateAt } from './schedule.js';
+export { Rng, type RngState } from './rng.js';
+export { MetricsLog, type StepMetrics } from './metrics.js';
+export { scoreCompletions, type RewardInput, type WeightedReward, type RewardFailurePolicy } from './rewards.js';
+export { summarize, type EvalSummary, type EvalRow } from './evaluate.js';

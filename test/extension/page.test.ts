@@ -1,0 +1,178 @@
+/**
+ * The widgets' browser code in real Chromium, on a report-style page (the same hydrate code the
+ * JupyterLab extension runs): every widget hydrates, each behaviour works with mouse and keyboard,
+ * a live update goes through Plotly.react in place, a bad payload shows an error, the page logs no
+ * errors. Screenshots land in test-artifacts/.
+ */
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { pageScript, plotlyScript } from '../../src/display/assets.js';
+import { reportOutputHtml, VQA_CSS } from '../../src/display/render/index.js';
+import { MIME, type MetricsPayload, type VendorMime } from '../../src/display/types.js';
+import * as fx from '../display/fixtures.js';
+import { artifactPath, launch, type Browser } from './chromium.js';
+
+// DOM globals inside page.evaluate callbacks (the project compiles without the DOM lib; these stay module-local).
+/* eslint-disable @typescript-eslint/no-explicit-any */
+declare const window: any, document: any;
+declare function getComputedStyle(el: unknown): any;
+type HTMLTableRowElement = any;
+type HTMLInputElement = any;
+
+let browser: Browser;
+let dir: string;
+const image = await fx.sceneImage();
+const metrics = fx.metrics(image);
+
+before(async () => {
+  dir = mkdtempSync(path.join(tmpdir(), 'vqa-page-'));
+  const bad = fx.group(image) as unknown as { completions: Record<string, unknown>[] };
+  delete bad.completions[1]!.advantage;
+  const outputs: [VendorMime, unknown][] = [
+    [MIME.sample, fx.sample(image)], [MIME.group, fx.group(image)], [MIME.rewards, fx.rewardTable()],
+    [MIME.metrics, metrics], [MIME.dataset, fx.dataset(image)], [MIME.group, bad],
+  ];
+  const html = `<!doctype html><html><head><meta charset="utf-8"><title>vqalab widgets</title><style>${VQA_CSS}</style></head><body>`
+    + outputs.map(([mime, p], i) => `<section id="out-${i}">${reportOutputHtml(mime, p)}</section>`).join('\n')
+    + `<section id="out-6"><div class="vqa-output"><p>broken</p><script type="${MIME.sample}">{"id": </script></div></section>`
+    + `<script>${plotlyScript()}</script><script>${pageScript()}</script></body></html>`;
+  writeFileSync(path.join(dir, 'page.html'), html);
+  browser = await launch();
+  await browser.page.goto(`file://${path.join(dir, 'page.html')}`);
+  await browser.page.waitForSelector('#out-3 .vqa-metrics[data-plotly="ready"]', { timeout: 30_000 });
+});
+
+after(async () => {
+  await browser?.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+test('every output hydrates into its interactive widget; bad payloads show readable errors', async () => {
+  const { page } = browser;
+  const roots = await page.$$eval('section', (els) => els.map((e) => e.querySelector('[data-vqa]')?.getAttribute('data-vqa')));
+  assert.deepEqual(roots, ['sample', 'group', 'rewards', 'metrics', 'dataset', 'error', 'error']);
+  assert.match(await page.textContent('#out-5 [role="alert"]') ?? '', /Expected finite number for group\.completions\[1\]\.advantage but received undefined/);
+  assert.match(await page.textContent('#out-6 [role="alert"]') ?? '', /Expected valid JSON for the payload but received "\{\\"id\\": " of type string/);
+  assert.equal(await page.locator('button.vqa-zoom').count(), 1 + 0, 'the sample card zoom button (dataset detail closed)');
+  await page.screenshot({ path: artifactPath('page-widgets.png'), fullPage: true });
+});
+
+test('sample card: click zooms the image crisply to an integer factor, + zooms further, Escape resets', async () => {
+  const { page } = browser;
+  const button = page.locator('#out-0 button.vqa-zoom');
+  await button.click();
+  assert.equal(await button.getAttribute('aria-pressed'), 'true');
+  // 48×32 is shown at 6× (fits 320 px); zoom doubles that, then doubles again.
+  const img = page.locator('#out-0 img');
+  const shown = () => img.evaluate((el) => [el.getBoundingClientRect().width, getComputedStyle(el).imageRendering].join());
+  assert.equal(await shown(), '576,pixelated');
+  assert.match(await page.textContent('#out-0 figcaption') ?? '', /^48×32 · zoom 12×$/);
+  await button.press('+');
+  assert.equal(await shown(), '1152,pixelated');
+  await button.press('Escape');
+  assert.equal(await button.getAttribute('aria-pressed'), 'false');
+  assert.equal(await shown(), '288,pixelated');
+  assert.equal(await page.textContent('#out-0 figcaption'), '48×32 · shown 6×');
+});
+
+test('group view: hovering a token shows its log-prob; the keyboard walks tokens too', async () => {
+  const { page } = browser;
+  await page.hover('#out-1 tr[data-index="1"] .vqa-tok[data-i="1"]');
+  const tip = page.locator('.vqa-tip');
+  await tip.waitFor({ state: 'visible' });
+  assert.match(await tip.textContent() ?? '', /^" is"\nlogp -0\.250 {3}p 0\.779$/);
+  await page.mouse.move(0, 0);
+  await page.locator('#out-1 tr[data-index="0"] td.vqa-text').focus();
+  await page.keyboard.press('ArrowRight');
+  assert.match(await tip.textContent() ?? '', /^"red"\nlogp -0\.100/);
+  await page.keyboard.press('Escape');
+  assert.equal(await tip.isVisible(), false);
+});
+
+test('reward table: headers sort (failed scores last, aria-sort set), disagreements filter', async () => {
+  const { page } = browser;
+  const col = (i: number) => page.$$eval('#out-2 table.vqa-rewards-table tbody tr:not(.vqa-hidden)', (rows, c) => rows.map((r) => (r as HTMLTableRowElement).cells[c as number]!.textContent), i);
+  await page.click('#out-2 button.vqa-sort[data-col="5"]'); // judge
+  assert.deepEqual(await col(5), ['1', '1', '0.800', '0.500', 'failed']);
+  assert.equal(await page.getAttribute('#out-2 th:nth-child(6)', 'aria-sort'), 'descending');
+  await page.focus('#out-2 button.vqa-sort[data-col="5"]');
+  await page.keyboard.press('Enter');
+  assert.deepEqual(await col(5), ['0.500', '0.800', '1', '1', 'failed']);
+  assert.equal(await page.getAttribute('#out-2 th:nth-child(6)', 'aria-sort'), 'ascending');
+  await page.check('#out-2 input.vqa-only-dis');
+  assert.deepEqual(await col(0), ['s2', 's1']);
+  assert.equal(await page.textContent('#out-2 .vqa-rowcount'), '2 of 5 rows');
+});
+
+test('dataset browser: pages, filters by answer type and text, opens a sample, Escape closes it', async () => {
+  const { page } = browser;
+  const ds = '#out-4';
+  assert.equal(await page.textContent(`${ds} .vqa-page`), 'page 1 of 4');
+  assert.equal(await page.isDisabled(`${ds} button.vqa-prev`), true);
+  await page.click(`${ds} button.vqa-next`);
+  assert.equal(await page.textContent(`${ds} .vqa-page`), 'page 2 of 4');
+  assert.equal(await page.getAttribute(`${ds} .vqa-card >> nth=0`, 'data-sample'), '8');
+  await page.selectOption(`${ds} select.vqa-f-answer`, 'number');
+  assert.equal(await page.textContent(`${ds} .vqa-matchcount`), '10 shown of 30');
+  assert.equal(await page.textContent(`${ds} .vqa-page`), 'page 1 of 2');
+  await page.fill(`${ds} input.vqa-f-text`, 'question 13');
+  assert.equal(await page.locator(`${ds} .vqa-card`).count(), 1);
+  await page.click(`${ds} .vqa-card`);
+  assert.equal(await page.isVisible(`${ds} .vqa-detail .vqa-sample`), true);
+  assert.match(await page.textContent(`${ds} .vqa-detail .vqa-question`) ?? '', /how many question 13\?/);
+  const zoom = page.locator(`${ds} .vqa-detail button.vqa-zoom`);
+  await zoom.click();
+  await zoom.press('Escape'); // the first Escape resets the zoom only
+  assert.equal(await zoom.getAttribute('aria-pressed'), 'false');
+  assert.equal(await page.isVisible(`${ds} .vqa-detail`), true);
+  await page.keyboard.press('Escape');
+  assert.equal(await page.isVisible(`${ds} .vqa-detail`), false);
+});
+
+test('metrics: one plotly figure (two runs × six metrics, raw behind smoothed); a live update goes through Plotly.react in place', async () => {
+  const { page } = browser;
+  const m = '#out-3';
+  const traces = () => page.$eval(`${m} .vqa-plot`, (el) => (el as unknown as { data: unknown[] }).data.length);
+  assert.equal(await traces(), 24);
+  await page.$eval(`${m} .vqa-plot`, (el) => { (el as unknown as Record<string, unknown>).__marker = 1; });
+  await page.evaluate(() => window.scrollTo(0, 600));
+  const scrollBefore = await page.evaluate(() => window.scrollY);
+  const rev = Number(await page.getAttribute(`${m} .vqa-plot`, 'data-revision'));
+  const next: MetricsPayload = { ...metrics, runs: [metrics.runs[0]!, { name: 'lr=1e-5', points: fx.points(35, 0) }],
+    progress: { step: 35, total: 50, elapsedSeconds: 110, etaSeconds: 47, status: 'running' } };
+  await page.evaluate((p) => window.vqalab!.mounted[3]!.render(p), next as never);
+  await page.waitForFunction((r) => Number(document.querySelector('#out-3 .vqa-plot')?.getAttribute('data-revision')) > r, rev);
+  assert.equal(await page.$eval(`${m} .vqa-plot`, (el) => (el as unknown as Record<string, unknown>).__marker), 1, 'same plot element');
+  assert.equal(await page.$eval(`${m} .vqa-plot`, (el) => ((el as unknown as { data: { x: number[] }[] }).data[3]!.x.length)), 35);
+  assert.equal(await page.evaluate(() => window.scrollY), scrollBefore, 'no scroll jump');
+  assert.match(await page.textContent(`${m} .vqa-progress-label`) ?? '', /step 35\/50 · 1m50s elapsed · ETA 47s · running/);
+  // Smoothing off: only the raw traces remain.
+  await page.$eval(`${m} input.vqa-smoothing`, (el) => { (el as HTMLInputElement).value = '0'; el.dispatchEvent(new Event('input')); });
+  await page.waitForFunction(() => (document.querySelector('#out-3 .vqa-plot') as unknown as { data: unknown[] }).data.length === 12);
+  assert.equal(await page.textContent(`${m} output.vqa-smoothing-value`), '0.00');
+  await page.screenshot({ path: artifactPath('page-metrics.png'), clip: (await page.locator(m).boundingBox())! });
+});
+
+test('dark theme: widgets follow the theme variables and the plot re-themes when the theme flips', async () => {
+  const { page } = browser;
+  await page.evaluate(() => {
+    const s = document.body.style;
+    s.setProperty('--jp-layout-color0', '#111111'); s.setProperty('--jp-layout-color1', '#1e1e1e'); s.setProperty('--jp-layout-color2', '#2a2a2a');
+    s.setProperty('--jp-ui-font-color1', 'rgb(230, 230, 230)'); s.setProperty('--jp-border-color2', '#444444');
+    s.background = '#111111';
+    document.body.setAttribute('data-jp-theme-light', 'false');
+  });
+  await page.waitForFunction(() => {
+    const el = document.querySelector('#out-3 .vqa-plot') as unknown as { layout: { font: { color: string } } };
+    return el.layout.font.color === 'rgb(230, 230, 230)';
+  });
+  assert.equal(await page.$eval('#out-0 .vqa-question', (el) => getComputedStyle(el).color), 'rgb(230, 230, 230)');
+  await page.screenshot({ path: artifactPath('page-dark.png'), fullPage: true });
+});
+
+test('the page logged no errors', () => {
+  assert.deepEqual(browser.problems, []);
+});
