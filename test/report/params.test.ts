@@ -3,7 +3,8 @@ import assert from 'node:assert/strict';
 import { injectParameters, parameterSource, parseParamArg, parseParamValue } from '../../src/report/params.js';
 import { joinText, parseNotebook, serializeNotebook, splitLines } from '../../src/report/nbformat.js';
 import { compareMetrics, formatDiffs } from '../../src/report/metrics.js';
-import { factsBundle, mergeFacts, recordFacts, recordedFacts, setFactSink, STAMP_MIME } from '../../src/report/facts.js';
+import { factsBundle, mergeFacts, recordFacts, recordedFacts, STAMP_MIME } from '../../src/report/facts.js';
+import { setDisplaySink } from '../../src/display/sink.js';
 import { pythonNotebook } from './notebooks.js';
 
 test('--param values are typed like papermill, with JSON for structures', () => {
@@ -78,9 +79,9 @@ test('metrics compare exactly on CPU and within tolerance on GPU, with a readabl
   assert.match(table, /r\/loss@1\s+0\.5\s+0\.5000001\s+differs/);
 });
 
-test('recordFacts: validated, kept in a script, sent to the sink as one MIME bundle', () => {
+test('recordFacts: validated, kept in a script, sent through the display sink as one MIME bundle', () => {
   const sent: Record<string, unknown>[] = [];
-  setFactSink((b) => sent.push(b));
+  const previous = setDisplaySink({ display: (b) => { sent.push(b); } });
   try {
     recordFacts({ seeds: { trainer: 3 }, configs: { grpo: { lr: 0.1 } } });
     assert.throws(() => recordFacts({ seeds: { x: 1.5 } }), { message: 'Expected integer for facts.seeds.x but received 1.5' });
@@ -89,7 +90,7 @@ test('recordFacts: validated, kept in a script, sent to the sink as one MIME bun
     assert.equal(sent[0]!['text/plain'], 'vqalab report facts: configs grpo; seeds trainer');
     assert.equal(recordedFacts().length, 1);
   } finally {
-    setFactSink(null);
+    setDisplaySink(previous);
   }
   assert.equal(factsBundle({ models: [{ name: 'm', hash: 'h' }] })['text/plain'], 'vqalab report facts: models m');
   const merged = mergeFacts([{ seeds: { a: 1 }, datasets: [{ name: 'd', fingerprint: 'f' }] }, { seeds: { a: 2 }, datasets: [{ name: 'd', fingerprint: 'f' }] }]);

@@ -80,8 +80,14 @@ describe('vqalab report', { timeout: 600_000 }, () => {
       assert.ok(await page.locator('.vq-plotly .gtitle', { hasText: 'reward vs step' }).isVisible());
       const img = page.locator('.vq-vendor[data-mime="application/vnd.vqalab.sample.v1+json"] img').first();
       assert.ok(await img.isVisible());
-      assert.equal(await img.evaluate((el: HTMLImageElement) => el.naturalWidth), 48, 'the embedded image decoded');
-      assert.equal(await page.locator('.vq-vendor[data-mime="application/vnd.vqalab.metrics.v1+json"] table.vq-fallback-metrics tr').count(), 6);
+      await img.scrollIntoViewIfNeeded(); // the widget's images load lazily
+      assert.equal(await img.evaluate(async (el: HTMLImageElement) => { await el.decode(); return el.naturalWidth; }), 48, 'the embedded image decoded');
+      // The metrics widget (the display renderers' code, as in JupyterLab) draws its plotly panels.
+      const metrics = page.locator('.vq-vendor[data-mime="application/vnd.vqalab.metrics.v1+json"] [data-vqa="metrics"]');
+      assert.ok(await metrics.isVisible());
+      await page.waitForSelector('.vq-vendor[data-mime="application/vnd.vqalab.metrics.v1+json"] .main-svg', { timeout: 15_000 });
+      const panel = await page.locator('.vq-vendor[data-mime="application/vnd.vqalab.metrics.v1+json"] .main-svg').first().boundingBox();
+      assert.ok(panel && panel.height > 100, `metrics panel drawn: ${JSON.stringify(panel)}`);
       assert.ok(await page.locator('.vq-markdown-cell table').isVisible(), 'markdown rendered (a table)');
       assert.equal(await page.locator('h1').first().textContent(), 'Demo report');
       await page.screenshot({ path: path.join(ARTIFACTS, 'report-demo.png'), fullPage: true });
