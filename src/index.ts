@@ -20,3 +20,7 @@ export * as grpo from './grpo/index.js';
 export { VlmTokenizer, buildTokenizerFiles } from './text/index.js';
 export type { ChatMessage, ContentPart } from './text/index.js';
 export { DEFAULT_MODEL_DIR, writeDefaultAssets } from './model/default.js';
+// Report facts (configs, seeds, dataset fingerprints, model hashes, versions, devices, metrics) for the
+// header stamp of `vqalab report`; the runner and exporter live in src/report/index.ts.
+export * as report from './report/facts.js';
+export { recordFacts } from './report/facts.js';

@@ -141,6 +141,10 @@ export async function runNotebook(opts: RunOptions): Promise<RunResult> {
         throw err;
       }
     }
+    if (interrupted && status === 'ok') {
+      status = 'interrupted';
+      errorLine = 'interrupted';
+    }
   } finally {
     opts.signal?.removeEventListener('abort', onAbort);
     await kernel.shutdown().catch(() => kernel.close());
