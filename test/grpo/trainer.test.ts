@@ -96,7 +96,7 @@ test('resume from a checkpoint equals the uninterrupted run, bit for bit', async
     assert.equal(c.globalStep, 2);
     await c.run({ steps: 2, handleSigint: false });
 
-    const wa = (a.model as ToyEngine).params, wc = (c.model as ToyEngine).params;
+    const wa = (a.model as unknown as ToyEngine).params, wc = (c.model as unknown as ToyEngine).params;
     for (const k of Object.keys(wa) as (keyof typeof wa)[]) assert.deepEqual(wc[k], wa[k], `tensor ${k} differs after resume`);
     const strip = (m: typeof a.metrics.history) => m.filter((x) => x.kind === 'grpo').map((x) => [x.step, x.rewardMean, x.loss, x.gradNorm, x.entropy, x.groups]);
     assert.deepEqual(strip(c.metrics.history), strip(a.metrics.history));
@@ -126,7 +126,7 @@ test('an abort during a rollout leaves the trainer as before the step; going on 
   await assert.rejects(b.step({ signal: controller.signal }), AbortError);
   assert.equal(b.globalStep, 1);
   await b.run({ steps: 2, handleSigint: false });
-  const wa = (a.model as ToyEngine).params, wb = (b.model as ToyEngine).params;
+  const wa = (a.model as unknown as ToyEngine).params, wb = (b.model as unknown as ToyEngine).params;
   for (const k of Object.keys(wa) as (keyof typeof wa)[]) assert.deepEqual(wb[k], wa[k], `tensor ${k} differs`);
 });
 

@@ -11,6 +11,7 @@ import path from 'node:path';
 import type {
   AdamWOptions, Device, EngineModel, ForwardRequest, ForwardResult, SampleRequest, SampleResult, StepResult,
 } from '../../../src/engine/types.js';
+import type { EngineConfig } from '../../../src/engine/config.js';
 import { Rng } from '../../../src/grpo/rng.js';
 
 const NAMES = ['emb', 'bag', 'img', 'out', 'bias', 'lora'] as const;
@@ -18,6 +19,11 @@ type Name = (typeof NAMES)[number];
 
 export class ToyEngine implements EngineModel {
   readonly device: Device = 'cpu';
+  /** Not a Qwen2-VL: the trainer never reads the config of an engine it is given. */
+  readonly config = {} as EngineConfig;
+  readonly namingScheme = 'published' as const;
+  readonly maxSequenceLength = 1 << 20;
+  get stepCount(): number { return this.t; }
   params: Record<Name, Float32Array>;
   grads: Record<Name, Float32Array>;
   private m: Record<Name, Float32Array>;
