@@ -237,7 +237,7 @@ function cachedScript(name: 'plotly' | 'widgets' | 'report'): string {
   if (code === undefined) {
     code = name === 'plotly' ? plotlyScript()
       : name === 'widgets' ? pageScript()
-        : readFileSync(fileURLToPath(new URL('./browser/hydrate.js', import.meta.url)), 'utf8').replace(/^export \{\};?\s*$/m, '');
+        : readFileSync(fileURLToPath(new URL('./browser/hydrate.js', import.meta.url)), 'utf8').replace(/^export \{\};?\s*$/m, '').replace(/^\/\/# sourceMappingURL=.*$/m, '');
     scripts.set(name, code);
   }
   return code;
