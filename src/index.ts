@@ -20,6 +20,11 @@ export * as grpo from './grpo/index.js';
 export { VlmTokenizer, buildTokenizerFiles } from './text/index.js';
 export type { ChatMessage, ContentPart } from './text/index.js';
 export { DEFAULT_MODEL_DIR, writeDefaultAssets } from './model/default.js';
+export * as data from './data/index.js';
+export { VqaDataset } from './data/dataset.js';
+export type { VqaSample } from './data/types.js';
+export { Qwen2VLImageProcessor } from './vision/qwen2vl.js';
+export { interruptSignal, interruptible, onInterrupt, isInterrupted, throwIfInterrupted, InterruptedError } from './util/interrupt.js';
 // Report facts (configs, seeds, dataset fingerprints, model hashes, versions, devices, metrics) for the
 // header stamp of `vqalab report`; the runner and exporter live in src/report/index.ts.
 export * as report from './report/facts.js';
