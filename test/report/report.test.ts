@@ -81,7 +81,7 @@ describe('vqalab report', { timeout: 600_000 }, () => {
       const img = page.locator('.vq-vendor[data-mime="application/vnd.vqalab.sample.v1+json"] img').first();
       assert.ok(await img.isVisible());
       await img.scrollIntoViewIfNeeded(); // the widget's images load lazily
-      assert.equal(await img.evaluate(async (el: HTMLImageElement) => { await el.decode(); return el.naturalWidth; }), 48, 'the embedded image decoded');
+      assert.equal(await img.evaluate(async (el: any) => { await el.decode(); return el.naturalWidth as number; }), 48, 'the embedded image decoded');
       // The metrics widget (the display renderers' code, as in JupyterLab) draws its plotly panels.
       const metrics = page.locator('.vq-vendor[data-mime="application/vnd.vqalab.metrics.v1+json"] [data-vqa="metrics"]');
       assert.ok(await metrics.isVisible());
