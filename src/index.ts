@@ -20,3 +20,8 @@ export * as grpo from './grpo/index.js';
 export { VlmTokenizer, buildTokenizerFiles } from './text/index.js';
 export type { ChatMessage, ContentPart } from './text/index.js';
 export { DEFAULT_MODEL_DIR, writeDefaultAssets } from './model/default.js';
+export * as data from './data/index.js';
+export { VqaDataset } from './data/dataset.js';
+export type { VqaSample } from './data/types.js';
+export { Qwen2VLImageProcessor } from './vision/qwen2vl.js';
+export { interruptSignal, interruptible, onInterrupt, isInterrupted, throwIfInterrupted, InterruptedError } from './util/interrupt.js';
