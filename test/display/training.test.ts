@@ -9,7 +9,7 @@ import type { DisplayOptions } from '../../src/display/output.js';
 import { metricsPoint, trainingDashboard } from '../../src/display/training.js';
 import { MIME, type GroupPayload, type MetricsPayload, type MimeBundle } from '../../src/display/types.js';
 import { ToyEngine } from '../grpo/helpers/toy-engine.js';
-import { exactMatch, simpleVqaAccuracy, toyImages, toySamples, toyTokenizer } from '../grpo/helpers/toy-task.js';
+import { exactMatch, toyImages, toySamples, toyTokenizer } from '../grpo/helpers/toy-task.js';
 
 test('a real trainer run feeds the live dashboard: one display, updates per step, metrics, progress, the latest group with token log-probs', async () => {
   const dir = mkdtempSync(path.join(tmpdir(), 'vqa-train-dash-'));
@@ -20,7 +20,7 @@ test('a real trainer run feeds the live dashboard: one display, updates per step
     const model = new ToyEngine(tokenizer.vocabSize, 16, 1);
     const trainer = new Trainer({
       model, tokenizer, train: toySamples(16).map((s) => ({ ...s, imagePath: png })), rewards: [exactMatch],
-      vqaAccuracy: simpleVqaAccuracy, loadImages: toyImages,
+      loadImages: toyImages,
       config: { promptsPerStep: 2, numGenerations: 4, maxCompletionLength: 4, learningRate: 0.05, seed: 5 },
     });
     const calls: { bundle: MimeBundle; options?: DisplayOptions }[] = [];
