@@ -9,7 +9,6 @@ export { imageRef, samplePng } from './image.js';
 export type { ImageRefOptions } from './image.js';
 export { setDisplaySink, getDisplaySink, emit, newDisplayId, DISPLAYED } from './output.js';
 export type { DisplaySink, DisplayOptions } from './output.js';
-export { WIDGETS, renderHtml, renderError, staticHtml, reportOutputHtml, isVendorMime, PayloadError, VQA_CSS } from './render/index.js';
+export { WIDGETS, renderHtml, renderError, staticHtml, isVendorMime, PayloadError, VQA_CSS } from './render/index.js';
 export type { RenderOptions } from './render/index.js';
 export { plotlyFigure, smooth, metricKeys } from './render/metrics.js';
-export { pageScript, pageScriptPath, plotlyScript, plotlyScriptPath } from './assets.js';

@@ -86,11 +86,16 @@ class CpuEngineModel implements EngineModel {
 
   forward(requests: ForwardRequest[]): Promise<ForwardResult[]> {
     const stack = new Error();
-    const reqs = checkForwardRequests(requests, this.config, this.maxSequenceLength);
-    const keep = reqs.some((r) => r.keepForBackward);
-    if (keep && !reqs.every((r) => r.keepForBackward)) {
-      throw invalidParameterError('requests[*].keepForBackward', 'the same value for every request of one call', requests.map((r) => r.keepForBackward));
+    let reqs: ForwardRequest[];
+    try {
+      reqs = checkForwardRequests(requests, this.config, this.maxSequenceLength);
+      if (reqs.some((r) => r.keepForBackward) && !reqs.every((r) => r.keepForBackward)) {
+        throw invalidParameterError('requests[*].keepForBackward', 'the same value for every request of one call', requests.map((r) => r.keepForBackward));
+      }
+    } catch (err) {
+      return Promise.reject(err);
     }
+    const keep = reqs.some((r) => r.keepForBackward);
     return this.run(stack, async () => {
       const out = await this.nm.forward(
         reqs.map((r) => ({ prompt: toNativePrompt(r.prompt), completions: r.completions, returnLogits: r.returnLogits ?? false })),
@@ -112,7 +117,12 @@ class CpuEngineModel implements EngineModel {
 
   sample(request: SampleRequest): Promise<SampleResult> {
     const stack = new Error();
-    const r = checkSampleRequest(request, this.config, this.maxSequenceLength);
+    let r: Required<SampleRequest>;
+    try {
+      r = checkSampleRequest(request, this.config, this.maxSequenceLength);
+    } catch (err) {
+      return Promise.reject(err);
+    }
     return this.run(stack, async () => {
       const out = await this.nm.sample({
         prompt: toNativePrompt(r.prompt), n: r.n, temperature: r.temperature, topP: r.topP, topK: r.topK,
@@ -133,15 +143,25 @@ class CpuEngineModel implements EngineModel {
 
   step(options: AdamWOptions): Promise<StepResult> {
     const stack = new Error();
-    const o = checkAdamW(options);
+    let o: AdamWOptions;
+    try {
+      o = checkAdamW(options);
+    } catch (err) {
+      return Promise.reject(err);
+    }
     return this.run(stack, () => this.nm.step(o));
   }
 
   save(dir: string, options: { optimizer?: boolean; naming?: 'published' | 'internal' } = {}): Promise<void> {
     const stack = new Error();
-    expectString('dir', dir, { nonEmpty: true });
-    const optimizer = options.optimizer === undefined ? false : expectBoolean('options.optimizer', options.optimizer);
-    const naming = options.naming === undefined ? this.namingScheme : expectOneOf('options.naming', options.naming, ['published', 'internal'] as const);
+    let optimizer: boolean, naming: 'published' | 'internal';
+    try {
+      expectString('dir', dir, { nonEmpty: true });
+      optimizer = options.optimizer === undefined ? false : expectBoolean('options.optimizer', options.optimizer);
+      naming = options.naming === undefined ? this.namingScheme : expectOneOf('options.naming', options.naming, ['published', 'internal'] as const);
+    } catch (err) {
+      return Promise.reject(err);
+    }
     return this.run(stack, async () => {
       mkdirSync(dir, { recursive: true });
       const internal = naming === 'internal';
@@ -159,7 +179,11 @@ class CpuEngineModel implements EngineModel {
 
   saveAdapter(dir: string): Promise<void> {
     const stack = new Error();
-    expectString('dir', dir, { nonEmpty: true });
+    try {
+      expectString('dir', dir, { nonEmpty: true });
+    } catch (err) {
+      return Promise.reject(err);
+    }
     const lora = this.lora;
     if (!lora) return Promise.reject(nativeError(new Error('saveAdapter needs a model loaded with options.lora'), stack));
     return this.run(stack, async () => {

@@ -8,27 +8,13 @@
  *   meta.greedy_completion).
  * Tolerances (fp32): logits, log-probs and entropy within 1e-4 of the logits' scale (max |logit| of
  * the sequence); the loss within 1e-4 relative; every gradient tensor within 1e-3 relative (L2).
- *
- * It implements the ParityChecker interface of src/parity/types.ts (the check-parity framework);
- * the types are restated here so this module stands alone until both are merged.
  */
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { loadModel } from '../engine/model.js';
 import { native, type SafetensorsContent } from '../engine/native.js';
 import type { EngineModel, ImageInput } from '../engine/types.js';
-
-export interface EngineParityOptions {
-  device: string;
-  settings: Record<string, string>;
-}
-
-export interface EngineParityMeasurement {
-  name: string;
-  value: number;
-  tolerance: number;
-  note?: string;
-}
+import type { ParityChecker, ParityMeasurement, ParityOptions } from './types.js';
 
 export const TOLERANCES = { logits: 1e-4, logprobs: 1e-4, loss: 1e-4, grad: 1e-3 } as const;
 
@@ -86,7 +72,7 @@ function tensor(t: SafetensorsContent, name: string, file: string): Float32Array
   return e.data;
 }
 
-export async function checkEngineCase(caseDir: string, meta: Record<string, unknown>, options: EngineParityOptions): Promise<EngineParityMeasurement[]> {
+export async function checkEngineCase(caseDir: string, meta: Record<string, unknown>, options: ParityOptions): Promise<ParityMeasurement[]> {
   const metaFile = path.join(caseDir, 'meta.json');
   const prefix = field(meta, 'prefix', metaFile, isIntArray, 'an array of token ids');
   const completions = field(meta, 'completions', metaFile, isIntArrays, 'an array of token id arrays');
@@ -110,7 +96,7 @@ export async function checkEngineCase(caseDir: string, meta: Record<string, unkn
   const device = options.device as EngineModel['device'];
   const prompt = { ids: Int32Array.from(prefix), images };
   const comps = completions.map((c) => Int32Array.from(c));
-  const out: EngineParityMeasurement[] = [];
+  const out: ParityMeasurement[] = [];
 
   const policy = await loadModel(path.join(caseDir, 'policy'), { device });
   const reference = await loadModel(path.join(caseDir, 'reference'), { device });
@@ -212,7 +198,7 @@ export async function checkEngineCase(caseDir: string, meta: Record<string, unkn
 }
 
 /** The checker for src/parity/checkers.ts: cases with policy/, reference/ and expected.safetensors. */
-export const engineChecker = {
+export const engineChecker: ParityChecker = {
   name: 'engine',
   applies(caseDir: string, _meta: Record<string, unknown>): boolean {
     return existsSync(path.join(caseDir, 'policy', 'config.json')) && existsSync(path.join(caseDir, 'expected.safetensors'));

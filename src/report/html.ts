@@ -7,10 +7,11 @@
  * renders here renders offline.
  */
 import { readFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import { AnsiUp } from 'ansi_up';
 import MarkdownIt from 'markdown-it';
-import { browserBundle } from './bundle.js';
+import { fileURLToPath } from 'node:url';
+import { isVendorMime, reportOutputHtml, VQA_CSS } from '../display/render/index.js';
+import { pageScript, plotlyScript } from '../display/assets.js';
 import { STAMP_MIME, type StampFacts } from './facts.js';
 import { METRICS_MIME, type MetricTable } from './metrics.js';
 import { joinText, type Cell, type MimeBundle, type Notebook, type Output } from './nbformat.js';
@@ -37,7 +38,7 @@ export interface ReportData {
 }
 
 export interface RenderOptions {
-  /** Inline the browser bundle (hydration + display renderers); default true. */
+  /** Inline the page scripts (widgets, plotly when a plot is present, our hydration); default true. */
   scripts?: boolean;
 }
 
@@ -97,10 +98,12 @@ class OutputRenderer {
       return `<div class="vq-stamp-note" title="recorded into the report stamp">⟶ ${escapeHtml(text(data['text/plain'] ?? 'recorded facts'))}</div>`;
     }
     const vendor = Object.keys(data).find((m) => m.startsWith(VENDOR_PREFIX));
-    if (vendor) {
+    if (vendor && isVendorMime(vendor)) {
+      // The display renderers draw it (the same code as the JupyterLab extension): a static view
+      // now, made interactive by their page script; a malformed payload gives their error box.
       this.vendor++;
       if (vendor === METRICS_MIME) this.plots++;
-      return `<div class="vq-vendor" data-mime="${escapeHtml(vendor)}"><script type="application/json" class="vq-payload">${scriptJson(data[vendor])}</script><div class="vq-fallback">${this.fallback(data, metadata)}</div></div>`;
+      return `<div class="vq-vendor" data-mime="${escapeHtml(vendor)}">${reportOutputHtml(vendor, data[vendor])}</div>`;
     }
     if (data[PLOTLY_MIME] !== undefined) {
       this.plots++;
@@ -227,11 +230,17 @@ export function renderStamp(stamp: ReportData['stamp']): string {
 
 const CSP = "default-src 'none'; img-src data: blob:; media-src data: blob:; font-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline' 'unsafe-eval' blob:; worker-src blob:; connect-src 'none'";
 
-const require = createRequire(import.meta.url);
-let plotlySource: string | null = null;
-function plotlyJs(): string {
-  plotlySource ??= readFileSync(require.resolve('plotly.js-dist-min/plotly.min.js'), 'utf8');
-  return plotlySource;
+const scripts = new Map<string, string>();
+/** Read once per process: plotly.js, the widgets' page script, our hydration script. */
+function cachedScript(name: 'plotly' | 'widgets' | 'report'): string {
+  let code = scripts.get(name);
+  if (code === undefined) {
+    code = name === 'plotly' ? plotlyScript()
+      : name === 'widgets' ? pageScript()
+        : readFileSync(fileURLToPath(new URL('./browser/hydrate.js', import.meta.url)), 'utf8').replace(/^export \{\};?\s*$/m, '');
+    scripts.set(name, code);
+  }
+  return code;
 }
 
 export interface RenderedReport {
@@ -239,11 +248,9 @@ export interface RenderedReport {
   plots: number;
   vendorOutputs: number;
   plotlyInlined: boolean;
-  /** The display renderers bundled (null: fallbacks only). */
-  renderers: string | null;
 }
 
-export async function renderReport(nb: Notebook, data: ReportData, opts: RenderOptions = {}): Promise<RenderedReport> {
+export function renderReport(nb: Notebook, data: ReportData, opts: RenderOptions = {}): RenderedReport {
   const r = new OutputRenderer();
   const cells = nb.cells.map((c, i) => renderCell(c, i, r)).join('\n');
   const run = data.stamp.run;
@@ -251,9 +258,8 @@ export async function renderReport(nb: Notebook, data: ReportData, opts: RenderO
     ? `<div class="vq-banner vq-banner-error" role="alert">The run stopped${run.failedCell !== undefined ? ` at <a href="#cell-${run.failedCell}">cell ${run.failedCell}</a>` : ''}: ${escapeHtml(run.error ?? run.status)}</div>`
     : run && run.allowErrors && nb.cells.some((c) => c.cell_type === 'code' && c.outputs.some((o) => o.output_type === 'error'))
       ? `<div class="vq-banner vq-banner-warn" role="status">Ran with --allow-errors: some cells failed (marked in red).</div>` : '';
-  const scripts = opts.scripts ?? true;
-  const bundle = scripts ? await browserBundle() : null;
-  const plotlyInlined = scripts && r.plots > 0;
+  const withScripts = opts.scripts ?? true;
+  const plotlyInlined = withScripts && r.plots > 0;
   const title = escapeHtml(data.title);
   const html = `<!DOCTYPE html>
 <html lang="en">
@@ -265,6 +271,7 @@ export async function renderReport(nb: Notebook, data: ReportData, opts: RenderO
 <link rel="icon" href="data:,">
 <title>${title}</title>
 <style>${STYLE}</style>
+${r.vendor ? `<style>${VQA_CSS}</style>` : ''}
 </head>
 <body>
 <header class="vq-header">
@@ -278,12 +285,13 @@ ${banner}
 ${cells}
 </main>
 <script type="application/json" id="vqalab-report">${scriptJson(data)}</script>
-${plotlyInlined ? inlineScript(plotlyJs()) : ''}
-${bundle ? inlineScript(bundle.code) : ''}
+${plotlyInlined ? inlineScript(cachedScript('plotly')) : ''}
+${withScripts && r.vendor ? inlineScript(cachedScript('widgets')) : ''}
+${withScripts ? inlineScript(cachedScript('report')) : ''}
 </body>
 </html>
 `;
-  return { html, plots: r.plots, vendorOutputs: r.vendor, plotlyInlined, renderers: bundle?.renderers ?? null };
+  return { html, plots: r.plots, vendorOutputs: r.vendor, plotlyInlined };
 }
 
 /** The embedded report data of a report.html (for verify). */

@@ -18,7 +18,7 @@
 import type { VqaSample } from '../data/types.js';
 import type { RewardTablePayload, RewardTableRow } from '../display/types.js';
 import type { Policy, SamplingOptions } from '../rollout/types.js';
-import { describeValue } from '../util/validate.js';
+import { describeValue, expectInteger } from '../util/validate.js';
 import { scoreGroups, type GroupInput, type RewardFailure, type RewardSet, type ScoredBatch, type ScoreOptions } from './runner.js';
 
 /** Scores equal within this are ties (a group whose scores all tie teaches GRPO nothing). */
@@ -210,18 +210,26 @@ export async function rewardLab(groups: readonly GroupInput[], rewards: RewardSe
 
 /**
  * Generate completions for the samples with any policy (local engine or OpenAI-compatible server),
- * ready for {@link rewardLab}. A sample whose generation throws gets one failed completion, which
- * the lab reports instead of dropping the sample silently.
+ * ready for {@link rewardLab}, keeping the samples' order; `concurrency` samples at a time
+ * (default 4). A sample whose generation throws gets one failed completion, which the lab reports
+ * instead of dropping the sample silently.
  */
-export async function completionsFrom(policy: Policy, samples: readonly VqaSample[], sampling: SamplingOptions): Promise<GroupInput[]> {
+export async function completionsFrom(policy: Policy, samples: readonly VqaSample[], sampling: SamplingOptions, { concurrency = 4 } = {}): Promise<GroupInput[]> {
   if (!policy || typeof policy.generate !== 'function') throw new TypeError(`Expected a Policy for policy but received ${describeValue(policy)}`);
-  const out: GroupInput[] = [];
-  for (const sample of samples) {
-    try {
-      out.push({ sample, completions: await policy.generate(sample, sampling) });
-    } catch (err) {
-      out.push({ sample, completions: [{ text: '', finishReason: 'error', error: err instanceof Error ? err.message : String(err) }] });
+  expectInteger('concurrency', concurrency, 1);
+  const out: GroupInput[] = new Array(samples.length);
+  let next = 0;
+  const worker = async () => {
+    while (next < samples.length) {
+      const i = next++;
+      const sample = samples[i]!;
+      try {
+        out[i] = { sample, completions: await policy.generate(sample, sampling) };
+      } catch (err) {
+        out[i] = { sample, completions: [{ text: '', finishReason: 'error', error: err instanceof Error ? err.message : String(err) }] };
+      }
     }
-  }
+  };
+  await Promise.all(Array.from({ length: Math.min(concurrency, samples.length) }, worker));
   return out;
 }

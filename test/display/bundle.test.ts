@@ -124,14 +124,30 @@ test('dashboard: a fast loop sends few bundles, always the newest state, all to 
   await new Promise((r) => setTimeout(r, 150));
   const last = sink.calls.at(-1)!.bundle[MIME.metrics] as { runs: { points: { step: number }[] }[]; progress: { step: number; etaSeconds: number; status: string } };
   assert.equal(last.runs[0]!.points.at(-1)!.step, 999);
-  assert.equal(last.progress.step, 999);
-  assert.ok(Math.abs(last.progress.etaSeconds - 0.0005) < 1e-6, `eta ${last.progress.etaSeconds}`);
+  assert.equal(last.progress.step, 1000, 'steps are 0-based: after step 999 all 1000 are done');
+  assert.equal(last.progress.etaSeconds, 0);
   const before = sink.calls.length;
   dash.finish('done');
   assert.equal(sink.calls.length, before + 1, 'finish sends at once');
   const fin = sink.calls.at(-1)!.bundle[MIME.metrics] as { progress: { status: string } };
   assert.equal(fin.progress.status, 'done');
-  assert.match(sink.calls.at(-1)!.bundle['text/plain'] as string, /step 999\/1000, 0\.5s elapsed, done/);
+  assert.match(sink.calls.at(-1)!.bundle['text/plain'] as string, /step 1000\/1000, 0\.5s elapsed, done/);
+});
+
+test('dashboard ETA: measured from the first logged step (start-up time excluded); 1-based steps supported', () => {
+  let clock = 0;
+  const dash = new Dashboard({ total: 100, now: () => clock });
+  clock = 60_000; // a minute of model loading before the first step
+  dash.log({ step: 0, loss: 1 });
+  assert.equal(dash.payload().progress!.etaSeconds, null, 'unknown after one step');
+  clock += 9_000;
+  dash.log({ step: 9, loss: 1 });
+  const pr = dash.payload().progress!;
+  assert.deepEqual([pr.step, pr.etaSeconds, pr.elapsedSeconds], [10, 90, 69]);
+  const one = new Dashboard({ total: 10, firstStep: 1, now: () => clock });
+  one.log({ step: 1 });
+  assert.equal(one.payload().progress!.step, 1);
+  assert.throws(() => new Dashboard({ firstStep: 2 }), { message: 'Expected integer between 0 and 1 for firstStep but received 2 of type number' });
 });
 
 test('dashboard without a sink keeps state for bundle(); overlays earlier runs and thins long ones', () => {

@@ -56,9 +56,11 @@ ThreadPool::~ThreadPool() {
 void ThreadPool::start(int n) {
   nthreads_ = n;
   impl_->quit = false;
+  // New workers wait for the next job, not the last one run (after a resize, generation is not 0).
+  const uint64_t current = impl_->generation;
   for (int i = 1; i < n; i++) {
-    impl_->workers.emplace_back([this, i] {
-      uint64_t seen = 0;
+    impl_->workers.emplace_back([this, i, current] {
+      uint64_t seen = current;
       for (;;) {
         std::function<void(int)> job;
         {
@@ -131,6 +133,7 @@ static void run_on_all(ThreadPool::Impl* impl, int nthreads, const std::function
   {
     std::unique_lock<std::mutex> lk(impl->m);
     impl->cv_done.wait(lk, [&] { return impl->pending == 0; });
+    impl->run_thread = nullptr;  // it refers to the caller's frame
   }
   if (impl->error) std::rethrow_exception(impl->error);
 }

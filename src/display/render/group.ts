@@ -32,8 +32,8 @@ export function renderTokens(tokens: readonly string[], logprobs: readonly numbe
 
 function advantageBar(a: number, maxAbs: number): string {
   const pct = maxAbs > 0 ? (50 * Math.abs(a)) / maxAbs : 0;
-  const cls = a >= 0 ? 'vqa-pos' : 'vqa-neg';
-  return `<div class="vqa-adv" role="img" aria-label="advantage ${esc(fmtSigned(a))}"><span class="${cls}" style="width:${pct.toFixed(1)}%"></span></div>`;
+  const bar = a === 0 ? '' : `<span class="${a > 0 ? 'vqa-pos' : 'vqa-neg'}" style="width:${pct.toFixed(1)}%"></span>`;
+  return `<div class="vqa-adv" role="img" aria-label="advantage ${esc(fmtSigned(a))}">${bar}</div>`;
 }
 
 export function groupStats(p: GroupPayload): { mean: number; std: number; zeroVariance: boolean; failed: number } {

@@ -1,0 +1,80 @@
+/** Shared helpers of the engine tests: fixtures, seeded random arrays, copies of checkpoints. */
+import { cpSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { native } from '../../src/engine/native.js';
+import type { ImageInput, Prompt } from '../../src/engine/types.js';
+
+export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
+export const FIXTURES = path.join(ROOT, 'test', 'fixtures', 'engine');
+export const CASES = ['tied_gqa2_one_image', 'untied_mqa_two_images', 'mha_odd_grid_text_after', 'gqa3_text_only'];
+
+/** A small deterministic generator (mulberry32) for test data. */
+export function rng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+export function randn(n: number, r: () => number, scale = 1): Float32Array {
+  const out = new Float32Array(n);
+  for (let i = 0; i < n; i++) {
+    const u = Math.max(r(), 1e-12), v = r();
+    out[i] = scale * Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * v);
+  }
+  return out;
+}
+
+export interface FixtureCase {
+  dir: string;
+  meta: {
+    prefix: number[]; completions: number[][]; advantages: number[]; beta: number; model_images: string[];
+    images: Record<string, { grid_thw: [number, number, number] }>; greedy_completion?: number[];
+  };
+  prompt: Prompt;
+  completions: Int32Array[];
+}
+
+export function fixture(name: string): FixtureCase {
+  const dir = path.join(FIXTURES, name);
+  const meta = JSON.parse(readFileSync(path.join(dir, 'meta.json'), 'utf8')) as FixtureCase['meta'];
+  let images: ImageInput[] = [];
+  if (meta.model_images.length > 0) {
+    const inputs = native()._readSafetensors(path.join(dir, 'inputs.safetensors')).tensors;
+    images = meta.model_images.map((n) => ({ pixels: inputs[`${n}.pixel_values`]!.data, gridThw: meta.images[n]!.grid_thw }));
+  }
+  return { dir, meta, prompt: { ids: Int32Array.from(meta.prefix), images }, completions: meta.completions.map((c) => Int32Array.from(c)) };
+}
+
+/** A scratch folder removed at exit. */
+export function tmpDir(prefix = 'vqalab-engine-'): string {
+  const d = mkdtempSync(path.join(os.tmpdir(), prefix));
+  process.on('exit', () => rmSync(d, { recursive: true, force: true }));
+  return d;
+}
+
+/** A copy of a fixture checkpoint folder (policy/ by default) to modify. */
+export function copyCheckpoint(name: string, which = 'policy'): string {
+  const d = path.join(tmpDir(), which);
+  cpSync(path.join(FIXTURES, name, which), d, { recursive: true });
+  return d;
+}
+
+export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  if (a.length !== b.length) throw new Error(`length ${a.length} vs ${b.length}`);
+  let m = 0;
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]! - b[i]!));
+  return m;
+}
+
+export function maxAbs(a: ArrayLike<number>): number {
+  let m = 0;
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]!));
+  return m;
+}

@@ -1,0 +1,122 @@
+/**
+ * The model: parity with transformers on the committed fixtures, the shared prefix against separate
+ * sequences (forward and gradients), and model-level finite differences.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { loadModel } from '../../src/engine/model.js';
+import { checkEngineCase, engineChecker } from '../../src/parity/engine.js';
+import { CASES, fixture, maxAbs, maxAbsDiff, randn, rng } from './helpers.js';
+
+for (const name of CASES) {
+  test(`parity with transformers 5.17: ${name}`, async () => {
+    const c = fixture(name);
+    assert.ok(engineChecker.applies(c.dir, c.meta as unknown as Record<string, unknown>));
+    const ms = await checkEngineCase(c.dir, c.meta as unknown as Record<string, unknown>, { device: 'cpu', settings: {} });
+    assert.ok(ms.length > 20);
+    const bad = ms.filter((m) => !(m.value <= m.tolerance));
+    assert.deepEqual(bad, [], `beyond tolerance: ${JSON.stringify(bad)}`);
+    assert.ok(ms.some((m) => m.name.startsWith('grad.')), 'gradients compared');
+  });
+}
+
+test('parity checker fails on a wrong expectation (the check can fail)', async () => {
+  const c = fixture('gqa3_text_only');
+  const meta = { ...c.meta, advantages: c.meta.advantages.map((a) => a + 0.5) } as unknown as Record<string, unknown>;
+  const ms = await checkEngineCase(c.dir, meta, { device: 'cpu', settings: {} });
+  const bad = ms.filter((m) => !(m.value <= m.tolerance)).map((m) => m.name);
+  assert.ok(bad.includes('loss abs/max(1,|loss|)'));
+  assert.ok(bad.some((n) => n.startsWith('grad.')));
+});
+
+/** Per-token weights for Σ w·logp, seeded. */
+function weights(comps: Int32Array[], seed: number): Float32Array[] {
+  const r = rng(seed);
+  return comps.map((c) => randn(c.length, r));
+}
+
+for (const name of ['untied_mqa_two_images', 'tied_gqa2_one_image']) {
+  test(`shared prefix equals separate sequences (forward and summed gradients): ${name}`, async () => {
+    const c = fixture(name);
+    const shared = await loadModel(`${c.dir}/policy`);
+    const separate = await loadModel(`${c.dir}/policy`);
+    try {
+      const w = weights(c.completions, 3);
+      const [s] = await shared.forward([{ prompt: c.prompt, completions: c.completions, keepForBackward: true }]);
+      shared.zeroGrad();
+      await shared.backward([w]);
+      // every completion as its own request: the prompt recomputed each time
+      const sep = await separate.forward(c.completions.map((comp) => ({ prompt: c.prompt, completions: [comp], keepForBackward: true })));
+      separate.zeroGrad();
+      await separate.backward(w.map((wi) => [wi]));
+      c.completions.forEach((_, i) => {
+        assert.ok(maxAbsDiff(s!.logprobs[i]!, sep[i]!.logprobs[0]!) < 1e-5, `logprobs ${i}`);
+        assert.ok(maxAbsDiff(s!.entropy[i]!, sep[i]!.entropy[0]!) < 1e-5, `entropy ${i}`);
+      });
+      for (const n of shared._native._names()) {
+        const a = shared._native._grad(n)!, b = separate._native._grad(n)!;
+        const scale = Math.max(maxAbs(b), 1e-6);
+        assert.ok(maxAbsDiff(a, b) / scale < 1e-4, `gradient of ${n}: ${maxAbsDiff(a, b)} (scale ${scale})`);
+      }
+    } finally {
+      shared.dispose();
+      separate.dispose();
+    }
+  });
+}
+
+test('model-level finite differences: d(Σ w·logp)/dθ for a sample of every tensor kind', async () => {
+  const c = fixture('tied_gqa2_one_image');
+  const m = await loadModel(`${c.dir}/policy`);
+  try {
+    const w = weights(c.completions, 5);
+    const objective = async () => {
+      const [r] = await m.forward([{ prompt: c.prompt, completions: c.completions }]);
+      let s = 0;
+      r!.logprobs.forEach((lp, i) => lp.forEach((v, t) => { s += v * w[i]![t]!; }));
+      return s;
+    };
+    await m.forward([{ prompt: c.prompt, completions: c.completions, keepForBackward: true }]);
+    m.zeroGrad();
+    await m.backward([w]);
+    const r = rng(9);
+    const names = m._native._names().filter((n) => /patch_embed|blocks\.1\.(attn\.qkv\.weight|mlp\.fc1\.bias|norm1\.weight)|merger\.mlp\.0\.weight|embed_tokens|layers\.0\.(self_attn\.(k_proj\.bias|o_proj)|mlp\.up_proj|input_layernorm)|model\.norm/.test(n));
+    assert.ok(names.length >= 10, names.join(','));
+    for (const n of names) {
+      const p = m._native._get(n);
+      const g = m._native._grad(n)!;
+      // the coordinate with the largest gradient, and one at random
+      let big = 0;
+      for (let i = 1; i < g.length; i++) if (Math.abs(g[i]!) > Math.abs(g[big]!)) big = i;
+      for (const i of [big, Math.floor(r() * g.length)]) {
+        const eps = 1e-2 * Math.max(1, Math.abs(p[i]!));
+        const orig = p[i]!;
+        p[i] = orig + eps;
+        m._native._set(n, p);
+        const lp = await objective();
+        p[i] = orig - eps;
+        m._native._set(n, p);
+        const lm = await objective();
+        p[i] = orig;
+        m._native._set(n, p);
+        const fd = (lp - lm) / (2 * eps);
+        assert.ok(Math.abs(fd - g[i]!) <= 2e-2 * Math.max(Math.abs(g[big]!), 1e-3), `${n}[${i}]: analytic ${g[i]} vs finite difference ${fd}`);
+      }
+    }
+  } finally {
+    m.dispose();
+  }
+});
+
+test('forward of several requests at once equals one at a time', async () => {
+  const a = fixture('mha_odd_grid_text_after'), b = fixture('mha_odd_grid_text_after');
+  const m = await loadModel(`${a.dir}/policy`);
+  try {
+    const other = { ids: Int32Array.from(b.meta.prefix.map((x) => (x === 60 ? 60 : (x * 7) % 57))), images: b.prompt.images };
+    const both = await m.forward([{ prompt: a.prompt, completions: a.completions }, { prompt: other, completions: b.completions.slice(1) }]);
+    const [one] = await m.forward([{ prompt: other, completions: b.completions.slice(1) }]);
+    one!.logprobs.forEach((lp, i) => assert.ok(maxAbsDiff(lp, both[1]!.logprobs[i]!) === 0));
+  } finally {
+    m.dispose();
+  }
+});
