@@ -29,3 +29,7 @@ export { interruptSignal, interruptible, onInterrupt, isInterrupted, throwIfInte
 // header stamp of `vqalab report`; the runner and exporter live in src/report/index.ts.
 export * as report from './report/facts.js';
 export { recordFacts } from './report/facts.js';
+export * as rollout from './rollout/index.js';
+export { LocalPolicy, OpenAIPolicy, RequestScheduler, rollout as rolloutBatch, evaluatePolicies, showComparison, policyFromSpec } from './rollout/index.js';
+export type { Policy, Completion, SamplingOptions } from './rollout/index.js';
+export { serve } from './serve/index.js';
