@@ -3,12 +3,14 @@
 // gradients and optimizer moments are allocated on first use.
 #pragma once
 #include <cstdint>
+#include <atomic>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <string>
 #include <vector>
 
+#include "cpu/gemm.h"
 #include "ops/ops.h"
 
 namespace vq {
@@ -167,6 +169,12 @@ class Model {
   bool internal_names() const { return internal_names_; }
   int64_t step_count() const { return step_; }
   std::mutex& mutex() { return mutex_; }
+  // Cancellation by call id: cancel(id) may come from any thread, before or while call `id` runs;
+  // that call throws vq::Error("interrupted") at its next layer or decode step. Ids are issued by
+  // the caller (0 = not cancellable); a cancel for a call that already finished changes nothing.
+  void cancel(uint64_t id) { cancel_id_.store(id); }
+  void begin_call(uint64_t id) { call_id_ = id; }
+  void check_cancel() const;
 
   // For tests and tools: every tensor by published name (LoRA adapters as <module>.lora_A/B.weight).
   std::vector<std::string> tensor_names() const;
@@ -205,8 +213,12 @@ class Model {
   std::vector<TextLayerW> layers_;
   std::vector<VisionBlockW> blocks_;
 
-  std::vector<std::unique_ptr<Activations>> saved_;  // one per request of the last forward(keep)
+  std::vector<std::unique_ptr<Activations>> saved_;
+  // Weights packed for the GEMM while sample() runs (index: parameter); empty otherwise.
+  std::map<int, PackedB> packed_;  // one per request of the last forward(keep)
   std::mutex mutex_;
+  std::atomic<uint64_t> cancel_id_{0};
+  uint64_t call_id_ = 0;
 
   int add_param(const std::string& name, std::vector<int64_t> shape, bool vision);
   Lin add_linear(const std::string& module, int64_t in, int64_t out, bool bias, bool vision);

@@ -1,4 +1,5 @@
 // Model construction, checkpoints (safetensors in Hugging Face's names), LoRA adapters, AdamW.
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <map>
@@ -7,6 +8,7 @@
 #include <set>
 
 #include "common.h"
+#include "cpu/threadpool.h"
 #include "activations.h"
 #include "model.h"
 #include "safetensors.h"
@@ -344,16 +346,25 @@ StepResult Model::step(const AdamWOptions& o) {
     if (coef < 1.0) scale = static_cast<float>(coef);
   }
   // Weight decay only on tensors of 2 or more dimensions (not biases, not norms); LoRA A/B are 2-D.
-  if (lora) {
-    adamw_update(p.data(), g.data(), m.data(), v.data(), static_cast<int64_t>(p.size()), o.lr, o.beta1, o.beta2, o.eps,
-                 o.weight_decay, step_, scale);
-  } else {
-    for (const auto& pi : info_) {
-      const float wd = pi.shape.size() >= 2 ? o.weight_decay : 0.0f;
-      adamw_update(p.data() + pi.offset, g.data() + pi.offset, m.data() + pi.offset, v.data() + pi.offset, pi.size,
-                   o.lr, o.beta1, o.beta2, o.eps, wd, step_, scale);
-    }
-  }
+  // All tensors in one parallel pass of fixed-size chunks (a pool round trip per tensor costs more
+  // than the update of a small one).
+  struct Chunk {
+    int64_t off, n;
+    float wd;
+  };
+  std::vector<Chunk> chunks;
+  constexpr int64_t kChunk = 1 << 15;
+  auto add = [&](int64_t off, int64_t n, float wd) {
+    for (int64_t i = 0; i < n; i += kChunk) chunks.push_back({off + i, std::min(kChunk, n - i), wd});
+  };
+  if (lora) add(0, static_cast<int64_t>(p.size()), o.weight_decay);
+  else
+    for (const auto& pi : info_) add(pi.offset, pi.size, pi.shape.size() >= 2 ? o.weight_decay : 0.0f);
+  ThreadPool::get().parallel_tasks(static_cast<int64_t>(chunks.size()), [&](int64_t c, int) {
+    const Chunk& ch = chunks[c];  // adamw_update runs serially inside a pool task
+    adamw_update(p.data() + ch.off, g.data() + ch.off, m.data() + ch.off, v.data() + ch.off, ch.n, o.lr, o.beta1,
+                 o.beta2, o.eps, ch.wd, step_, scale);
+  });
   return r;
 }
 

@@ -86,6 +86,7 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
                            InstanceMethod("setLoraEnabled", &NativeModel::SetLoraEnabled),
                            InstanceMethod("info", &NativeModel::Info),
                            InstanceMethod("dispose", &NativeModel::Dispose),
+                           InstanceMethod("cancel", &NativeModel::Cancel),
                            InstanceMethod("_names", &NativeModel::Names),
                            InstanceMethod("_shape", &NativeModel::Shape),
                            InstanceMethod("_get", &NativeModel::Get),
@@ -118,6 +119,7 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
     ModelPtr m = live(env);
     Napi::Array reqs = info[0].As<Napi::Array>();
     const bool keep = info[1].As<Napi::Boolean>().Value();
+    const uint64_t id = info.Length() > 2 && info[2].IsNumber() ? static_cast<uint64_t>(info[2].As<Napi::Number>().Int64Value()) : 0;
     auto in = std::make_shared<std::vector<ForwardRequest>>(reqs.Length());
     for (uint32_t i = 0; i < reqs.Length(); i++) {
       Napi::Object r = reqs.Get(i).As<Napi::Object>();
@@ -129,8 +131,9 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
     auto out = std::make_shared<std::vector<ForwardResult>>();
     return PromiseWorker::Run(
         env,
-        [m, in, out, keep] {
+        [m, in, out, keep, id] {
           std::lock_guard<std::mutex> lk(m->mutex());
+          m->begin_call(id);
           *out = m->forward(*in, keep);
         },
         [out](Napi::Env env) -> Napi::Value {
@@ -160,6 +163,7 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
     Napi::Env env = info.Env();
     ModelPtr m = live(env);
     Napi::Array reqs = info[0].As<Napi::Array>();
+    const uint64_t id = info.Length() > 1 && info[1].IsNumber() ? static_cast<uint64_t>(info[1].As<Napi::Number>().Int64Value()) : 0;
     auto g = std::make_shared<std::vector<std::vector<std::vector<float>>>>(reqs.Length());
     for (uint32_t i = 0; i < reqs.Length(); i++) {
       Napi::Array cs = reqs.Get(i).As<Napi::Array>();
@@ -167,8 +171,9 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
     }
     return PromiseWorker::Run(
         env,
-        [m, g] {
+        [m, g, id] {
           std::lock_guard<std::mutex> lk(m->mutex());
+          m->begin_call(id);
           m->backward(*g);
         },
         [](Napi::Env env) -> Napi::Value { return env.Undefined(); });
@@ -187,11 +192,13 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
     q->max_tokens = static_cast<int>(num(o, "maxTokens"));
     q->stop = to_ints(o.Get("stopTokenIds"));
     q->seed = static_cast<uint64_t>(num(o, "seed"));
+    const uint64_t id = info.Length() > 1 && info[1].IsNumber() ? static_cast<uint64_t>(info[1].As<Napi::Number>().Int64Value()) : 0;
     auto out = std::make_shared<SampleResult>();
     return PromiseWorker::Run(
         env,
-        [m, q, out] {
+        [m, q, out, id] {
           std::lock_guard<std::mutex> lk(m->mutex());
+          m->begin_call(id);
           *out = m->sample(*q);
         },
         [out](Napi::Env env) -> Napi::Value {
@@ -289,6 +296,12 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
     o.Set("loraEnabled", Napi::Boolean::New(env, m->lora_enabled()));
     o.Set("step", Napi::Number::New(env, static_cast<double>(m->step_count())));
     return o;
+  }
+
+  // Asks the running call (if any) to stop at its next layer or decode step; never blocks.
+  Napi::Value Cancel(const Napi::CallbackInfo& info) {
+    if (model_ && info.Length() > 0 && info[0].IsNumber()) model_->cancel(static_cast<uint64_t>(info[0].As<Napi::Number>().Int64Value()));
+    return info.Env().Undefined();
   }
 
   Napi::Value Dispose(const Napi::CallbackInfo& info) {

@@ -6,6 +6,8 @@ import { checkParityCommand } from './check-parity.js';
 import { kernelCommand } from './kernel.js';
 import { labCommand } from './lab.js';
 import { reportCommand } from './report.js';
+import { serveCommand } from './serve.js';
+import { evalPolicyCommand } from './eval-policy.js';
 
 export const commands: Command[] = [
   dataCommand,
@@ -14,4 +16,6 @@ export const commands: Command[] = [
   kernelCommand,
   labCommand,
   reportCommand,
+  serveCommand,
+  evalPolicyCommand,
 ];

@@ -11,7 +11,7 @@ import { checkAdamW, checkForwardRequests, checkGradients, checkLora, checkSampl
 import { readConfig, toNativeConfig, type EngineConfig } from './config.js';
 import { native, nativeError, type NativeModel, type NativePrompt } from './native.js';
 import type {
-  AdamWOptions, Device, EngineModel, ForwardRequest, ForwardResult, LoadOptions, LoraConfig, Prompt, SampleRequest,
+  AdamWOptions, CallOptions, Device, EngineModel, ForwardRequest, ForwardResult, LoadOptions, LoraConfig, Prompt, SampleRequest,
   SampleResult, StepResult,
 } from './types.js';
 
@@ -55,6 +55,7 @@ class CpuEngineModel implements EngineModel {
   readonly namingScheme: 'published' | 'internal';
   private queue: Promise<unknown> = Promise.resolve();
   private lastForward: number[][] | null = null;
+  private calls = 0;
   private disposed = false;
 
   constructor(
@@ -74,20 +75,53 @@ class CpuEngineModel implements EngineModel {
     return this.nm.info().step;
   }
 
-  /** Runs `fn` after every earlier call of this model has settled; rethrows with the caller's stack. */
-  private run<T>(stack: Error, fn: () => Promise<T>): Promise<T> {
+  /**
+   * Runs `fn` after every earlier call of this model has settled; rethrows with the caller's stack.
+   * With a signal: an abort before the call starts rejects at once; an abort during it cancels the
+   * native work at its next layer / decode step; either way the call rejects with the signal's reason.
+   */
+  private run<T>(stack: Error, fn: (callId: number) => Promise<T>, signal?: AbortSignal): Promise<T> {
     if (this.disposed) return Promise.reject(nativeError(new Error('this model was disposed'), stack));
-    const next = this.queue.then(fn, fn);
+    const reason = () => (signal!.reason instanceof Error ? signal!.reason : new Error('interrupted'));
+    const callId = ++this.calls;
+    const guarded = async () => {
+      if (signal?.aborted) throw reason();
+      const onAbort = () => this.nm.cancel(callId);
+      signal?.addEventListener('abort', onAbort, { once: true });
+      try {
+        const out = await fn(callId);
+        if (signal?.aborted) throw reason();
+        return out;
+      } catch (err) {
+        if (signal?.aborted) throw reason();
+        throw err;
+      } finally {
+        signal?.removeEventListener('abort', onAbort);
+      }
+    };
+    const next = this.queue.then(guarded, guarded);
     this.queue = next.catch(() => undefined);
     return next.catch((err: unknown) => {
+      if (signal?.aborted && err === signal.reason) throw err;
       throw nativeError(err, stack);
     });
   }
 
-  forward(requests: ForwardRequest[]): Promise<ForwardResult[]> {
+  private static signalOf(name: string, options: CallOptions | undefined): AbortSignal | undefined {
+    if (options === undefined) return undefined;
+    if (options === null || typeof options !== 'object') throw invalidParameterError(name, 'object', options);
+    if (options.signal !== undefined && !(options.signal instanceof AbortSignal)) {
+      throw invalidParameterError(`${name}.signal`, 'AbortSignal', options.signal);
+    }
+    return options.signal;
+  }
+
+  forward(requests: ForwardRequest[], options?: CallOptions): Promise<ForwardResult[]> {
     const stack = new Error();
     let reqs: ForwardRequest[];
+    let signal: AbortSignal | undefined;
     try {
+      signal = CpuEngineModel.signalOf('options', options);
       reqs = checkForwardRequests(requests, this.config, this.maxSequenceLength);
       if (reqs.some((r) => r.keepForBackward) && !reqs.every((r) => r.keepForBackward)) {
         throw invalidParameterError('requests[*].keepForBackward', 'the same value for every request of one call', requests.map((r) => r.keepForBackward));
@@ -96,44 +130,50 @@ class CpuEngineModel implements EngineModel {
       return Promise.reject(err);
     }
     const keep = reqs.some((r) => r.keepForBackward);
-    return this.run(stack, async () => {
+    return this.run(stack, async (callId) => {
       const out = await this.nm.forward(
         reqs.map((r) => ({ prompt: toNativePrompt(r.prompt), completions: r.completions, returnLogits: r.returnLogits ?? false })),
-        keep);
+        keep, callId);
       this.lastForward = keep ? reqs.map((r) => r.completions.map((c) => c.length)) : null;
       return out.map((o) => (o.logits ? { logprobs: o.logprobs, entropy: o.entropy, logits: o.logits } : { logprobs: o.logprobs, entropy: o.entropy }));
-    });
+    }, signal);
   }
 
-  backward(gradLogprobs: Float32Array[][]): Promise<void> {
+  backward(gradLogprobs: Float32Array[][], options?: CallOptions): Promise<void> {
     const stack = new Error();
-    return this.run(stack, async () => {
+    let signal: AbortSignal | undefined;
+    try {
+      signal = CpuEngineModel.signalOf('options', options);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    return this.run(stack, async (callId) => {
       if (!this.lastForward) throw new Error('backward needs a forward with keepForBackward: true first (each forward is consumed once)');
       const grads = checkGradients(gradLogprobs, this.lastForward);
       this.lastForward = null;
-      await this.nm.backward(grads);
-    });
+      await this.nm.backward(grads, callId);
+    }, signal);
   }
 
   sample(request: SampleRequest): Promise<SampleResult> {
     const stack = new Error();
-    let r: Required<SampleRequest>;
+    let r: ReturnType<typeof checkSampleRequest>;
     try {
       r = checkSampleRequest(request, this.config, this.maxSequenceLength);
     } catch (err) {
       return Promise.reject(err);
     }
-    return this.run(stack, async () => {
+    return this.run(stack, async (callId) => {
       const out = await this.nm.sample({
         prompt: toNativePrompt(r.prompt), n: r.n, temperature: r.temperature, topP: r.topP, topK: r.topK,
         maxTokens: r.maxTokens, stopTokenIds: Int32Array.from(r.stopTokenIds), seed: r.seed,
-      });
+      }, callId);
       return {
         tokenIds: out.tokenIds,
         logprobs: out.logprobs,
         finishReason: out.stopped.map((s) => (s ? 'stop' : 'length')),
       };
-    });
+    }, r.signal);
   }
 
   zeroGrad(): void {

@@ -36,13 +36,14 @@ export interface NativeLoadSpec {
 }
 
 export interface NativeModel {
-  forward(requests: { prompt: NativePrompt; completions: Int32Array[]; returnLogits: boolean }[], keep: boolean):
+  /** `callId` (> 0) names the call for cancel(). */
+  forward(requests: { prompt: NativePrompt; completions: Int32Array[]; returnLogits: boolean }[], keep: boolean, callId?: number):
     Promise<{ logprobs: Float32Array[]; entropy: Float32Array[]; logits?: Float32Array[] }[]>;
-  backward(grads: Float32Array[][]): Promise<void>;
+  backward(grads: Float32Array[][], callId?: number): Promise<void>;
   sample(request: {
     prompt: NativePrompt; n: number; temperature: number; topP: number; topK: number; maxTokens: number;
     stopTokenIds: Int32Array; seed: number;
-  }): Promise<{ tokenIds: Int32Array[]; logprobs: Float32Array[]; stopped: boolean[] }>;
+  }, callId?: number): Promise<{ tokenIds: Int32Array[]; logprobs: Float32Array[]; stopped: boolean[] }>;
   zeroGrad(): void;
   step(o: { lr: number; beta1: number; beta2: number; eps: number; weightDecay: number; maxGradNorm: number }):
     Promise<{ gradNorm: number; skipped: boolean; reason?: string }>;
@@ -52,6 +53,9 @@ export interface NativeModel {
   saveLora(file: string, internalNames: boolean): Promise<void>;
   setLoraEnabled(on: boolean): void;
   info(): { numParameters: number; numTrainable: number; internalNames: boolean; loraActive: boolean; loraEnabled: boolean; step: number };
+  /** Asks call `callId` to stop at its next layer / decode step, whether it runs already or not yet
+   *  (it rejects with "interrupted"); a finished call is not affected. */
+  cancel(callId: number): void;
   dispose(): void;
   _names(): string[];
   _shape(name: string): number[];

@@ -93,6 +93,15 @@ export interface SampleRequest {
   stopTokenIds?: number[];
   /** Sampling is a pure function of (weights, prompt, options, seed). */
   seed: number;
+  /** Aborting stops the sampling at its next decode step; the call rejects with the signal's reason. */
+  signal?: AbortSignal;
+}
+
+/** Per-call options of forward and backward. */
+export interface CallOptions {
+  /** Aborting stops the call at its next layer and rejects it with the signal's reason. An interrupted
+   *  backward leaves partial gradients: call zeroGrad before the next one. */
+  signal?: AbortSignal;
 }
 
 export interface SampleResult {
@@ -131,12 +140,12 @@ export interface EngineModel {
   readonly maxSequenceLength: number;
   /** Parameter count: all, and those being trained (LoRA: the adapters only). */
   readonly numParameters: { total: number; trainable: number };
-  forward(requests: ForwardRequest[]): Promise<ForwardResult[]>;
+  forward(requests: ForwardRequest[], options?: CallOptions): Promise<ForwardResult[]>;
   /**
    * dL/dlogp per request, per completion, per token; consumes the activations of the last forward
    * (which needs keepForBackward). Gradients accumulate (sum) until zeroGrad.
    */
-  backward(gradLogprobs: Float32Array[][]): Promise<void>;
+  backward(gradLogprobs: Float32Array[][], options?: CallOptions): Promise<void>;
   sample(request: SampleRequest): Promise<SampleResult>;
   zeroGrad(): void;
   step(options: AdamWOptions): Promise<StepResult>;
