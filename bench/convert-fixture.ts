@@ -49,11 +49,12 @@ export function writeFakeVqa(questionsPath: string, annotationsPath: string | un
       qbuf = []; abuf = [];
     };
     let q = 0;
-    for (let img = 0; img < nImages && q < n; img++) {
-      const per = img === nImages - 1 ? n - q : Math.min(n - q, 3 + Math.floor(rand() * 5));
+    const perImage = new Uint16Array(nImages); // VQAv2 ids: image_id * 1000 + k-th question of the image
+    for (let img = 0; q < n; img = (img + 1) % nImages) {
+      const per = Math.min(n - q, 3 + Math.floor(rand() * 5));
       for (let k = 0; k < per; k++, q++) {
         const imageId = imageIds[img]!;
-        const qid = imageId * 1000 + k;
+        const qid = imageId * 1000 + perImage[img]!++;
         const [qtype, atype, pool] = pick(TEMPLATES);
         const subject = pick(SUBJECTS);
         const text = rand() < 0.02 ? `${qtype[0]!.toUpperCase()}${qtype.slice(1)} "${subject}" in the picture?` : `${qtype[0]!.toUpperCase()}${qtype.slice(1)} ${subject}?`;

@@ -20,3 +20,16 @@ export * as grpo from './grpo/index.js';
 export { VlmTokenizer, buildTokenizerFiles } from './text/index.js';
 export type { ChatMessage, ContentPart } from './text/index.js';
 export { DEFAULT_MODEL_DIR, writeDefaultAssets } from './model/default.js';
+export * as data from './data/index.js';
+export { VqaDataset } from './data/dataset.js';
+export type { VqaSample } from './data/types.js';
+export { Qwen2VLImageProcessor } from './vision/qwen2vl.js';
+export { interruptSignal, interruptible, onInterrupt, isInterrupted, throwIfInterrupted, InterruptedError } from './util/interrupt.js';
+// Report facts (configs, seeds, dataset fingerprints, model hashes, versions, devices, metrics) for the
+// header stamp of `vqalab report`; the runner and exporter live in src/report/index.ts.
+export * as report from './report/facts.js';
+export { recordFacts } from './report/facts.js';
+export * as rollout from './rollout/index.js';
+export { LocalPolicy, OpenAIPolicy, RequestScheduler, rollout as rolloutBatch, evaluatePolicies, showComparison, policyFromSpec } from './rollout/index.js';
+export type { Policy, Completion, SamplingOptions } from './rollout/index.js';
+export { serve } from './serve/index.js';

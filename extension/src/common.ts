@@ -32,10 +32,11 @@ export function plotTheme(el: Element): PlotTheme {
   return { fg: v('--vqa-fg', '#1f2328'), grid: v('--vqa-border', '#d0d7de'), bg: 'rgba(0,0,0,0)', font: cs.fontFamily || 'sans-serif' };
 }
 
-/** Call `fn` when JupyterLab switches theme (it flips attributes on <body>). */
+/** Call `fn` when the theme switches: JupyterLab flips attributes on <body>, a report page sets data-theme on <html>. */
 export function onThemeChange(fn: () => void): () => void {
   const obs = new MutationObserver(() => fn());
   obs.observe(document.body, { attributes: true, attributeFilter: ['data-jp-theme-light', 'data-jp-theme-name'] });
+  obs.observe(document.documentElement, { attributes: true, attributeFilter: ['data-theme'] });
   return () => obs.disconnect();
 }
 

@@ -10,6 +10,9 @@ export class VqaRenderer extends Widget implements IRenderMime.IRenderer {
   constructor(private readonly mimeType: string) {
     super();
     this.addClass('vqa-lab-output');
+    // Keys pressed inside a widget (Enter on a sort button, arrows on tokens, +/- zoom) belong to
+    // it, not to the notebook's command-mode shortcuts.
+    this.node.dataset.lmSuppressShortcuts = 'true';
     this.mounted = new Mounted(this.node, mimeType);
   }
 

@@ -17,8 +17,11 @@ const MAX_OTHER_VALUE = 1 << 20;
 export interface JsonArrayScanOptions {
   /** The top-level key whose array elements are streamed, e.g. "questions". */
   arrayKey: string;
-  /** Called for each element, in order; may throw (the scan stops and the error propagates). */
-  onItem: (item: unknown, index: number) => void;
+  /**
+   * Called for each element, in order; may throw (the scan stops and the error propagates). When
+   * it returns a promise the scan waits for it (e.g. to write a full row group).
+   */
+  onItem: (item: unknown, index: number) => void | Promise<void>;
   /** Called with the bytes read so far, after each chunk. */
   onProgress?: (bytesRead: number) => void;
   signal?: AbortSignal;
@@ -141,19 +144,40 @@ export async function scanJsonArray(file: string, options: JsonArrayScanOptions)
   let count = 0;
   let bytes = 0;
 
-  const finishItem = (end: number) => {
-    const text = buf.toString('utf8', start, end);
-    let item: unknown;
+  // Complete elements are parsed in batches: one JSON.parse over "[" + the bytes from the first
+  // element's start to the last one's end + "]" (the separators in between are already ','),
+  // which costs far less than one parse per element. A batch that fails is re-parsed element by
+  // element to name the bad one.
+  let batchStarts: number[] = [];
+  let batchEnds: number[] = [];
+  const flushBatch = async (): Promise<void> => {
+    const m = batchStarts.length;
+    if (m === 0) return;
+    const starts = batchStarts, ends = batchEnds;
+    batchStarts = []; batchEnds = [];
+    let items: unknown[];
     try {
-      item = JSON.parse(text);
-    } catch (err) {
-      throw new Error(`${where(base + start)}: ${arrayKey}[${count}] is not valid JSON (${(err as Error).message})`);
+      items = JSON.parse(`[${buf.toString('utf8', starts[0], ends[m - 1])}]`) as unknown[];
+    } catch {
+      for (let k = 0; k < m; k++) {
+        try {
+          JSON.parse(buf.toString('utf8', starts[k], ends[k]));
+        } catch (err) {
+          throw new Error(`${where(base + starts[k]!)}: ${arrayKey}[${count + k}] is not valid JSON (${(err as Error).message})`);
+        }
+      }
+      throw new Error(`${where(base + starts[0]!)}: ${arrayKey}[${count}..${count + m - 1}] are not valid JSON together`);
     }
-    onItem(item, count);
-    count++;
+    for (let k = 0; k < m; k++) {
+      const wait = onItem(items[k], count++);
+      if (wait) await wait;
+    }
   };
 
   const stream = createReadStream(file, { highWaterMark: options.chunkSize ?? 4 << 20 });
+  // An abort must also end a read that is waiting (a pipe, a slow disk), not only the next chunk.
+  const onAbort = () => stream.destroy(signal?.reason instanceof Error ? signal.reason : new Error('aborted'));
+  signal?.addEventListener('abort', onAbort, { once: true });
   try {
     for await (const chunk of stream as AsyncIterable<Buffer>) {
       if (signal?.aborted) throw signal.reason instanceof Error ? signal.reason : new Error('aborted');
@@ -230,14 +254,14 @@ export async function scanJsonArray(file: string, options: JsonArrayScanOptions)
             const c = buf[pos]!;
             if (isWs(c)) { pos++; break; }
             if (c === 0x5d) { pos++; phase = Phase.BeforeKey; break; }
-            if (c === 0x2c) throw new Error(`${where(base + pos)}: ${arrayKey}[${count}]: unexpected ','`);
+            if (c === 0x2c) throw new Error(`${where(base + pos)}: ${arrayKey}[${count + batchStarts.length}]: unexpected ','`);
             start = pos; scanner.reset(); phase = Phase.Item;
             break;
           }
           case Phase.Item: {
             const end = scanner.run(buf, pos);
             if (end < 0) { pos = n; break scan; }
-            finishItem(end);
+            batchStarts.push(start); batchEnds.push(end);
             start = -1; pos = end; phase = Phase.AfterItem;
             break;
           }
@@ -245,7 +269,8 @@ export async function scanJsonArray(file: string, options: JsonArrayScanOptions)
             const c = buf[pos]!;
             if (isWs(c)) { pos++; break; }
             if (c === 0x2c) { pos++; phase = Phase.BeforeItem; break; }
-            if (c === 0x5d) { pos++; phase = Phase.BeforeKey; break; }
+            if (c === 0x5d) { pos++; phase = Phase.BeforeKey; await flushBatch(); break; }
+            await flushBatch();
             throw new Error(`${where(base + pos)}: after ${arrayKey}[${count - 1}]: expected ',' or ']', found ${show(c)}`);
           }
           case Phase.End: {
@@ -255,14 +280,17 @@ export async function scanJsonArray(file: string, options: JsonArrayScanOptions)
           }
         }
       }
+      await flushBatch();
       onProgress?.(bytes);
     }
   } finally {
+    signal?.removeEventListener('abort', onAbort);
     stream.destroy();
   }
   // A scalar element can only end at a delimiter, so one at the very end is still open here.
   if (phase === Phase.Item && scanner.scalar && start >= 0) {
-    finishItem(buf.length);
+    batchStarts.push(start); batchEnds.push(buf.length);
+    await flushBatch();
     phase = Phase.AfterItem;
   }
   if (phase !== Phase.End) {

@@ -20,6 +20,8 @@ export interface VqaSample {
   /** VQAv2 question type, e.g. "what color is the". */
   questionType?: string;
   imageId?: number;
+  /** Row of the sample in its source table, when it came from one (for messages and reports). */
+  row?: number;
   /** Columns of the source table beyond the known ones, kept as read. */
   extra?: Record<string, unknown>;
 }

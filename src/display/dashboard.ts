@@ -14,6 +14,11 @@ export interface DashboardOptions {
   title?: string;
   /** Steps planned; drives the progress bar and the ETA. */
   total?: number;
+  /**
+   * The `step` value of the first training step: 0 (default, steps are 0-based indices) or 1.
+   * After logging step s, `s - firstStep + 1` of `total` steps are done.
+   */
+  firstStep?: number;
   /** This run's name in the legend (default "run"). */
   run?: string;
   /** Earlier runs to overlay (drawn first, in their colours). */
@@ -58,6 +63,7 @@ export class Dashboard {
 
   constructor(private readonly opts: DashboardOptions = {}) {
     if (opts.total !== undefined) expectInteger('total', opts.total, 0);
+    if (opts.firstStep !== undefined) expectInteger('firstStep', opts.firstStep, 0, 1);
     this.interval = opts.intervalMs === undefined ? 500 : expectNumber('intervalMs', opts.intervalMs, 0);
     if (opts.maxPoints !== undefined) expectInteger('maxPoints', opts.maxPoints, 2);
     if (opts.smoothing !== undefined) expectNumber('smoothing', opts.smoothing, 0, 0.999);
@@ -121,16 +127,23 @@ export class Dashboard {
     return b;
   }
 
+  /** What a notebook prints for the object (its output is the live widget, not this). */
+  [Symbol.for('nodejs.util.inspect.custom')](): string {
+    const total = this.opts.total !== undefined ? ` of ${this.opts.total}` : '';
+    return `Dashboard(${this.opts.run ?? 'run'}: ${this.points.length} points${total}, ${this.sent} sent, ${this.status}, display id ${this.displayId})`;
+  }
+
   private progress(total: number): MetricsProgress {
     const nowMs = this.now();
     const elapsed = (nowMs - this.start) / 1000;
-    const last = this.points.at(-1)?.step ?? 0;
-    const step = Math.max(0, Math.min(total, Math.round(last)));
+    const last = this.points.at(-1)?.step;
+    const done = last === undefined ? 0 : last - (this.opts.firstStep ?? 0) + 1;
+    const step = Math.max(0, Math.min(total, Math.round(done)));
     let eta: number | null = null;
     // Rate from the first logged step on, so start-up time (model load) does not skew the ETA.
-    if (this.firstStep !== undefined && last > this.firstStep) {
+    if (last !== undefined && this.firstStep !== undefined && last > this.firstStep) {
       const rate = (last - this.firstStep) / ((nowMs - this.firstStepAt) / 1000);
-      if (rate > 0) eta = Math.max(0, (total - last) / rate);
+      if (rate > 0) eta = Math.max(0, (total - step) / rate);
     }
     const pr: MetricsProgress = { step, total, elapsedSeconds: elapsed, etaSeconds: eta, status: this.status };
     if (this.message !== undefined) pr.message = this.message;

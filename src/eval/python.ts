@@ -144,6 +144,7 @@ function buildDialect(name: PythonDialect, t: DialectTables): Dialect {
   };
 }
 
+const POW10 = Array.from({ length: 16 }, (_, i) => 10 ** i);
 const F64 = new Float64Array(1);
 const U64 = new BigUint64Array(F64.buffer);
 
@@ -165,6 +166,21 @@ function decompose(x: number): { negative: boolean; mantissa: bigint; exponent: 
  */
 export function pyRound(x: number, ndigits: number, halfEven: boolean): number {
   if (!Number.isFinite(x) || x === 0) return x;
+  // Fast path: when x·10^n is clearly away from a half, double arithmetic decides the same way
+  // (its error is far below the margin), and q / 10^n is the double nearest to the decimal q·10^-n,
+  // as CPython's string round trip gives.
+  if (ndigits >= 0 && ndigits <= 15) {
+    const p = POW10[ndigits]!;
+    const y = Math.abs(x) * p;
+    if (y < 1e8) {
+      const fl = Math.floor(y);
+      const f = y - fl;
+      if (Math.abs(f - 0.5) > 1e-6) {
+        const r = (f > 0.5 ? fl + 1 : fl) / p;
+        return x < 0 ? -r : r;
+      }
+    }
+  }
   const { negative, mantissa, exponent } = decompose(x);
   if (exponent >= 0) return x; // an integer already
   const scale = 10n ** BigInt(ndigits);

@@ -98,9 +98,12 @@ function idText(id: unknown): string {
   return typeof id === 'string' ? JSON.stringify(id) : String(id);
 }
 
-/** Python dict/set semantics for question ids: 1 and 1.0 are one key, "1" another. */
-function idKey(id: QuestionId): string {
-  return typeof id === 'number' ? `n${id === 0 ? 0 : id}` : `s${id}`;
+/**
+ * Python dict/set semantics for question ids: 1 and 1.0 are one key, "1" another — exactly a JS
+ * Map's SameValueZero on the parsed JSON values (0 and -0 are one key in both).
+ */
+function idKey(id: QuestionId): QuestionId {
+  return id;
 }
 
 function isRecord(v: unknown): v is Record<string, unknown> {
@@ -121,6 +124,25 @@ export function pythonEqualityKey(v: unknown): string {
     return `{${Object.keys(v).sort().map((k) => `${JSON.stringify(k)}:${pythonEqualityKey(v[k])}`).join(',')}}`;
   }
   return String(v);
+}
+
+/**
+ * Keys for the official dict-inequality leave-one-out, or undefined when no two answer records can
+ * be equal (then plain leave-one-out by position is exact). VQAv2 records have distinct numeric
+ * answer_ids, which settles it without building keys.
+ */
+function recordKeys(answers: readonly VqaAnswerRecord[]): string[] | undefined {
+  const ids = new Set<number>();
+  for (const a of answers) {
+    if (typeof a.answer_id !== 'number') break;
+    ids.add(a.answer_id === 0 ? 0 : a.answer_id);
+  }
+  if (ids.size === answers.length) return undefined;
+  const keys = answers.map((a) => {
+    const { answer: _answer, ...rest } = a;
+    return pythonEqualityKey(rest);
+  });
+  return new Set(keys).size === keys.length ? undefined : keys;
 }
 
 /** Read and parse a JSON file, failing with the file name and a hint. */
@@ -241,7 +263,7 @@ export function evaluateVqa(
   if (anns.length === 0) throw new VqaInputError(`${names.annotations}: no annotations to evaluate (the official code divides by their number)`);
 
   // The official index: qa[question_id] = the last annotation with that id.
-  const byId = new Map<string, VqaAnnotation>();
+  const byId = new Map<QuestionId, VqaAnnotation>();
   let duplicates = 0;
   for (const ann of anns) {
     const k = idKey(ann.question_id);
@@ -250,7 +272,7 @@ export function evaluateVqa(
   }
   if (duplicates) warnings.push(`${names.annotations}: ${duplicates} annotation(s) repeat a question_id; as in the official code each repeat is scored again with the last annotation of that id`);
 
-  const predicted = new Map<string, VqaResult>();
+  const predicted = new Map<QuestionId, VqaResult>();
   let dupPred = 0;
   for (const r of results) {
     const k = idKey(r.question_id);
@@ -274,7 +296,7 @@ export function evaluateVqa(
 
   const questions = options.questions;
   if (questions) {
-    const qIds = new Map<string, VqaQuestion>();
+    const qIds = new Map<QuestionId, VqaQuestion>();
     for (const q of questions.questions) qIds.set(idKey(q.question_id), q);
     const notInQuestions = [...byId.values()].filter((a) => !qIds.has(idKey(a.question_id))).map((a) => a.question_id);
     if (notInQuestions.length) warnings.push(`${names.questions}: ${notInQuestions.length} annotated question_id(s) are not in the questions file: ${listIds(notInQuestions)}`);
@@ -289,7 +311,7 @@ export function evaluateVqa(
   }
 
   // The official code mutates the annotation records' answers in place; keep that state per id.
-  const state = new Map<string, { answers: string[]; entryKeys: string[] | undefined }>();
+  const state = new Map<QuestionId, { answers: string[]; entryKeys: string[] | undefined }>();
   const accAll: number[] = [];
   const byAnsType = new Map<string, number[]>();
   const byQuesType = new Map<string, number[]>();
@@ -301,16 +323,11 @@ export function evaluateVqa(
     const ann = byId.get(k)!;
     let st = state.get(k);
     if (!st) {
-      const keys = ann.answers.map((a) => {
-        const { answer: _answer, ...rest } = a;
-        return pythonEqualityKey(rest);
-      });
-      // Only pass keys when some records could compare equal; distinct keys mean plain leave-one-out.
-      st = { answers: ann.answers.map((a) => a.answer), entryKeys: new Set(keys).size === keys.length ? undefined : keys };
+      st = { answers: ann.answers.map((a) => a.answer), entryKeys: recordKeys(ann.answers) };
       state.set(k, st);
     }
     const prepared = prepareAnswers(st.answers, { dialect, entryKeys: st.entryKeys });
-    st.answers = [...prepared.answers];
+    st.answers = prepared.answers as string[];
     const prediction = preparePrediction(predicted.get(k)!.answer, prepared);
     const { accuracy: acc } = scorePrepared(prediction, prepared);
     accAll.push(acc);

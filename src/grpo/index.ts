@@ -7,5 +7,4 @@ export type { LossBatch, LossOptions, LossMetrics, LossResult } from './loss.js'
 export { learningRateAt } from './schedule.js';
 export { Rng, type RngState } from './rng.js';
 export { MetricsLog, type StepMetrics } from './metrics.js';
-export { scoreCompletions, type RewardInput, type WeightedReward, type RewardFailurePolicy } from './rewards.js';
 export { summarize, type EvalSummary, type EvalRow } from './evaluate.js';

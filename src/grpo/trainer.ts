@@ -46,7 +46,9 @@ import { learningRateAt } from './schedule.js';
 import { Rng, type RngState } from './rng.js';
 import { DataCursor, type CursorState } from './cursor.js';
 import { MetricsLog, meanStd, metricsFromJson, residentMiB, type StepMetrics } from './metrics.js';
-import { scoreCompletions, type RewardFailurePolicy, type RewardInput } from './rewards.js';
+import { scoreGroups, type OnRewardError, type RewardSet } from '../reward/runner.js';
+import type { Completion } from '../rollout/types.js';
+import { scoreVqa } from '../eval/vqa-metric.js';
 import { summarize, type EvalRow, type EvalSummary } from './evaluate.js';
 
 /** One sampled completion of a group, with everything the step learned about it. */
@@ -94,12 +96,15 @@ export interface TrainerOptions {
   train: readonly VqaSample[];
   /** Named evaluation splits for `evaluate(name)`. */
   evalSets?: Record<string, readonly VqaSample[]>;
-  /** Reward functions (plain, or with a weight and name); totals are weighted sums. */
-  rewards: readonly RewardInput[];
-  /** What a failing reward does to its completion. Default: exclude it. */
-  rewardFailure?: RewardFailurePolicy;
-  /** Official per-question VQA accuracy in [0, 1] of a prediction against the 10 answers. */
-  vqaAccuracy: (prediction: string, answers: readonly string[]) => number;
+  /**
+   * Rewards (src/reward's RewardSet: functions, `{reward, weight, name, onError}`, or an object
+   * keyed by name); a completion's reward is the weighted total. Scored by src/reward's runner.
+   */
+  rewards: RewardSet;
+  /** What a failing reward does to its completion: 'exclude' (default) or `{ fallback: score }`. */
+  onRewardError?: OnRewardError;
+  /** Per-question accuracy in [0, 1] for metrics and evaluate(); default: the official VQA metric (src/eval). */
+  vqaAccuracy?: (prediction: string, answers: readonly string[]) => number;
   /** The processed images of a sample (src/vision's Qwen2-VL processor), in prompt order. */
   loadImages: (sample: VqaSample) => Promise<ImageInput[]>;
   config?: Partial<GrpoConfig>;
@@ -226,8 +231,8 @@ export class Trainer {
   private readonly imageCache = new Map<string, ImageInput[]>();
 
   constructor(options: TrainerOptions, restored?: { state: TrainerState; metrics: StepMetrics[] }) {
-    if (!options || typeof options !== 'object') throw new TypeError('Trainer needs options: {model, tokenizer, train, rewards, vqaAccuracy, loadImages}');
-    for (const key of ['model', 'tokenizer', 'train', 'rewards', 'vqaAccuracy', 'loadImages'] as const) {
+    if (!options || typeof options !== 'object') throw new TypeError('Trainer needs options: {model, tokenizer, train, rewards, loadImages}');
+    for (const key of ['model', 'tokenizer', 'train', 'rewards', 'loadImages'] as const) {
       if (options[key] === undefined || options[key] === null) throw new TypeError(`Trainer option "${key}" is required`);
     }
     this.config = grpoConfig(options.config);
@@ -254,6 +259,10 @@ export class Trainer {
 
   get sftSteps(): number {
     return this.state.sftStep;
+  }
+
+  private accuracyOf(prediction: string, answers: readonly string[]): number {
+    return this.opts.vqaAccuracy ? this.opts.vqaAccuracy(prediction, answers) : scoreVqa(prediction, answers).accuracy;
   }
 
   private log(line: string): void {
@@ -357,24 +366,31 @@ export class Trainer {
     const genSeconds = (now() - t0) / 1000;
     throwIfAborted(signal);
     const t1 = now();
-    const items = groups.flatMap((g) => g.completions.map((comp, index) => ({
-      sample: g.sample, completion: comp.text, context: { index, group: g.completions.map((x) => x.text), step, signal },
-    })));
-    const scored = await scoreCompletions(items, this.opts.rewards, this.opts.rewardFailure ?? { onFailure: 'exclude' });
-    let k = 0;
-    for (const g of groups) {
-      for (const comp of g.completions) {
-        const s = scored[k++]!;
-        comp.accuracy = this.opts.vqaAccuracy(comp.text, g.sample.answers);
-        if (comp.finishReason === 'error') continue;
-        comp.reward = s.score;
-        comp.rewardParts = s.parts;
-        comp.errors.push(...s.errors);
-        for (const e of s.errors) this.log(e);
-      }
+    const batch = await scoreGroups(groups.map((g) => ({
+      sample: g.sample,
+      completions: g.completions.map((c): string | Completion => (c.finishReason === 'error' ? { text: '', finishReason: 'error', error: c.errors[0] ?? 'generation failed' } : c.text)),
+    })), this.opts.rewards, { onError: this.opts.onRewardError ?? 'exclude', step, signal, onMessage: (m) => this.log(m) });
+    const failed = new Map<string, string[]>();
+    for (const f of batch.failures) {
+      if (f.kind === 'generation') continue;
+      const key = `${f.group}:${f.completion}`;
+      failed.set(key, [...(failed.get(key) ?? []), f.message]);
+    }
+    groups.forEach((g, gi) => {
+      g.completions.forEach((comp, ci) => {
+        const s = batch.groups[gi]!.completions[ci]!;
+        comp.accuracy = this.accuracyOf(comp.text, g.sample.answers);
+        if (comp.finishReason === 'error') return;
+        comp.reward = s.total ?? NaN;
+        for (const r of s.rewards) {
+          if (r.score !== null) comp.rewardParts[r.name] = r.score;
+          for (const [p, v] of Object.entries(r.parts ?? {})) comp.rewardParts[`${r.name}.${p}`] = v;
+        }
+        comp.errors.push(...(failed.get(`${gi}:${ci}`) ?? []));
+      });
       const valid = g.completions.filter((x) => Number.isFinite(x.reward)).map((x) => x.reward);
       g.zeroVariance = valid.length < 2 || isZeroVariance(valid);
-    }
+    });
     return { groups, genTokens, genSeconds, rewardSeconds: (now() - t1) / 1000 };
   }
 
@@ -461,6 +477,7 @@ export class Trainer {
     } catch (err) {
       this.rng.restore(snapshot.rng);
       this.cursor.position = snapshot.cursor;
+      if (signal?.aborted) throw new AbortError();
       throw err;
     }
 
@@ -662,7 +679,7 @@ export class Trainer {
       const prediction = comp?.finishReason === 'error' ? '' : (comp?.text ?? '');
       rows.push({
         id: sample.id, question: sample.question, prediction, answers: sample.answers, answerType: sample.answerType ?? 'other',
-        accuracy: this.opts.vqaAccuracy(prediction, sample.answers),
+        accuracy: this.accuracyOf(prediction, sample.answers),
       });
     }
     const summary = summarize(name, rows, (now() - t0) / 1000);

@@ -5,14 +5,15 @@
  * `application/vnd.vqalab.stamp.v1+json` (plus a one-line text/plain fallback); the report runner
  * and `vqalab report export` gather every such output of a notebook into the header stamp.
  *
- * This module knows nothing about Jupyter: it hands the MIME bundle to a sink. Inside the vqalab
- * kernel the sink is the display sink (set with `setFactSink`, or found on
- * `globalThis[Symbol.for('vqalab.display')]`); in a plain script calls are kept in memory
- * (`recordedFacts()`), so the same trainer code runs in both places.
+ * This module knows nothing about Jupyter: it hands the MIME bundle to the display sink
+ * (src/display/sink.ts), which the vqalab kernel installs; in a plain script there is no sink and
+ * the facts are only kept in memory (`recordedFacts()`), so the same trainer code runs in both.
  *
  * Any kernel can take part: a Python cell writes the same MIME type with
  * `IPython.display.display({MIME: facts, 'text/plain': '…'}, raw=True)`.
  */
+import { display } from '../display/sink.js';
+
 export const STAMP_MIME = 'application/vnd.vqalab.stamp.v1+json';
 
 export interface DatasetFact {
@@ -67,15 +68,7 @@ export interface StampFacts {
   notes?: Record<string, string | number | boolean>;
 }
 
-export type FactSink = (bundle: Record<string, unknown>) => void;
-
-let sink: FactSink | null = null;
 const kept: StampFacts[] = [];
-
-/** Route fact bundles somewhere (the kernel sets its display function here). */
-export function setFactSink(fn: FactSink | null): void {
-  sink = fn;
-}
 
 function summary(facts: StampFacts): string {
   const parts: string[] = [];
@@ -118,8 +111,7 @@ function checkFacts(facts: StampFacts): void {
 export function recordFacts(facts: StampFacts): void {
   checkFacts(facts);
   kept.push(structuredClone(facts));
-  const target = sink ?? ((globalThis as any)[Symbol.for('vqalab.display')] as FactSink | undefined);
-  if (typeof target === 'function') target(factsBundle(facts));
+  display(factsBundle(facts));
 }
 
 export const recordConfig = (name: string, config: unknown) => recordFacts({ configs: { [name]: config } });

@@ -302,7 +302,7 @@ export function readReportData(html: string, where: string): ReportData {
 
 const STYLE = `
 :root{--fg:#1f2328;--muted:#59636e;--bg:#fff;--panel:#f6f8fa;--border:#d1d9e0;--accent:#0969da;--err-bg:#ffebe9;--err:#cf222e;--warn-bg:#fff8c5;--code:#f6f8fa;color-scheme:light}
-@media (prefers-color-scheme:dark){:root{--fg:#e6edf3;--muted:#9198a1;--bg:#0d1117;--panel:#151b23;--border:#3d444d;--accent:#4493f8;--err-bg:#3c1618;--err:#ff7b72;--warn-bg:#3a3000;--code:#151b23;color-scheme:dark}}
+html[data-theme="dark"]{--fg:#e6edf3;--muted:#9198a1;--bg:#0d1117;--panel:#151b23;--border:#3d444d;--accent:#4493f8;--err-bg:#3c1618;--err:#ff7b72;--warn-bg:#3a3000;--code:#151b23;color-scheme:dark}
 *{box-sizing:border-box}
 body{margin:0;background:var(--bg);color:var(--fg);font:14px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,"DejaVu Sans",sans-serif}
 .vq-header,.vq-notebook{max-width:1100px;margin:0 auto;padding:0 24px}

@@ -47,6 +47,25 @@ export interface RunResult {
   redactions: number;
 }
 
+/**
+ * What a report embeds to re-run from: outputs, the injected cell and the run's metadata dropped
+ * (parameters travel separately), sources as plain strings. The same for a notebook before its run
+ * and after it, so `run` and `export` embed the same thing.
+ */
+export function sourceNotebook(nb: Notebook): Notebook {
+  const copy = stripOutputs(injectParameters(nb, {}, 'python').notebook);
+  if (copy.metadata.vqalab) {
+    delete copy.metadata.vqalab.report;
+    if (Object.keys(copy.metadata.vqalab).length === 0) delete copy.metadata.vqalab;
+  }
+  delete copy.metadata.papermill;
+  for (const cell of copy.cells) {
+    cell.source = joinText(cell.source);
+    delete cell.metadata.execution;
+  }
+  return copy;
+}
+
 function kernelNameOf(nb: Notebook, file: string, override?: string): string {
   const name = override ?? nb.metadata?.kernelspec?.name;
   if (typeof name !== 'string' || !name) throw new Error(`${file}: metadata.kernelspec.name is missing; pass --kernel NAME`);
@@ -61,7 +80,7 @@ export async function runNotebook(opts: RunOptions): Promise<RunResult> {
   const kernelName = kernelNameOf(given, file, opts.kernel);
   const spec = getKernelSpec(kernelName, opts.search);
   const language = spec.language || given.metadata?.kernelspec?.language || given.metadata?.language_info?.name || '';
-  const source = stripOutputs(injectParameters(given, {}, language || 'python').notebook);
+  const source = sourceNotebook(given);
   const { notebook: nb } = injectParameters(stripOutputs(given), params, language);
   const log = opts.log ?? (() => undefined);
 
@@ -121,6 +140,10 @@ export async function runNotebook(opts: RunOptions): Promise<RunResult> {
         }
         throw err;
       }
+    }
+    if (interrupted && status === 'ok') {
+      status = 'interrupted';
+      errorLine = 'interrupted';
     }
   } finally {
     opts.signal?.removeEventListener('abort', onAbort);
@@ -238,8 +261,7 @@ export async function exportNotebook(notebookPath: string): Promise<{ html: stri
     host: hostFacts(),
     ...timesFromCells(executed),
   };
-  // The source for a re-run: the injected cell (if any) is dropped; parameters travel separately.
-  const source = stripOutputs(injectParameters(executed, {}, 'python').notebook);
+  const source = sourceNotebook(executed);
   const rendered = await renderReport(executed, reportData(executed, source, path.basename(file), fallback));
   return { html: rendered.html, rendered, redactions: redactor.count };
 }

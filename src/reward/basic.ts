@@ -8,7 +8,7 @@ import { normalizeAnswer, prepareAnswers, preparePrediction, scorePrepared, type
 import { describeValue, expectNumber, expectOneOf } from '../util/validate.js';
 import { defineReward } from './core.js';
 import { extractAnswer, type AnswerExtractor } from './extract.js';
-import type { RewardBreakdown, RewardFn } from './types.js';
+import type { BreakdownReward, RewardBreakdown } from './types.js';
 
 function expectExtractor(name: string, v: unknown): AnswerExtractor {
   if (v === undefined) return extractAnswer;
@@ -47,7 +47,7 @@ export interface VqaAccuracyOptions {
  * @example
  * vqaAccuracy()(sample, 'Two') // { score: 1, parts: { matches: 9, normalized: 1, answers: 10 } }
  */
-export function vqaAccuracy(options: VqaAccuracyOptions = {}): RewardFn {
+export function vqaAccuracy(options: VqaAccuracyOptions = {}): BreakdownReward {
   const dialect = options.dialect === undefined ? 'python2' : expectOneOf('dialect', options.dialect, PYTHON_DIALECTS);
   const extract = expectExtractor('extract', options.extract);
   const singleAnswer = options.singleAnswer === undefined ? 'error' : expectOneOf('singleAnswer', options.singleAnswer, ['error', 'match'] as const);
@@ -87,7 +87,7 @@ function basicNormalize(s: string): string {
 }
 
 /** 1 when the answer equals the reference after normalisation, else 0. Part: `match`. */
-export function exactMatch(options: ExactMatchOptions = {}): RewardFn {
+export function exactMatch(options: ExactMatchOptions = {}): BreakdownReward {
   const mode = options.normalize === undefined ? 'basic' : expectOneOf('normalize', options.normalize, ['basic', 'vqa', 'none'] as const);
   const against = options.against === undefined ? 'answer' : expectOneOf('against', options.against, ['answer', 'any'] as const);
   const extract = expectExtractor('extract', options.extract);
@@ -116,7 +116,7 @@ export interface SimilarityOptions {
  * similarity()(sample('red'), 'a red car') // 0.8
  * similarity()(sample('red car'), 'car') // 0.5
  */
-export function similarity(options: SimilarityOptions = {}): RewardFn {
+export function similarity(options: SimilarityOptions = {}): BreakdownReward {
   const extract = expectExtractor('extract', options.extract);
   const py = pythonDialect('python3');
   return defineReward('similarity', (sample: VqaSample, completion: string): RewardBreakdown => {
@@ -190,7 +190,7 @@ export interface NumericOptions {
  * 1 when the first number the answer states equals the reference's (digits or words: "two" = "2"),
  * else 0. Parts: `match`, and `predicted`/`expected` when found.
  */
-export function numeric(options: NumericOptions = {}): RewardFn {
+export function numeric(options: NumericOptions = {}): BreakdownReward {
   const tolerance = options.tolerance === undefined ? 0 : expectNumber('tolerance', options.tolerance, 0);
   const extract = expectExtractor('extract', options.extract);
   const na = options.notApplicable ?? 'error';
@@ -224,7 +224,7 @@ export interface BrevityOptions {
  * A penalty for long answers: 0 up to `maxWords`, then −perWord per extra word, at most
  * −maxPenalty. Parts: `words`, `excessWords`.
  */
-export function brevity(options: BrevityOptions = {}): RewardFn {
+export function brevity(options: BrevityOptions = {}): BreakdownReward {
   const maxWords = options.maxWords === undefined ? 10 : expectNumber('maxWords', options.maxWords, 0);
   const perWord = options.perWord === undefined ? 0.05 : expectNumber('perWord', options.perWord, 0);
   const maxPenalty = options.maxPenalty === undefined ? 1 : expectNumber('maxPenalty', options.maxPenalty, 0);
@@ -255,7 +255,7 @@ export interface FormatOptions {
 }
 
 /** A penalty (or bonus) for the completion's format. Part: `ok` (1 when the format is met). */
-export function format(options: FormatOptions = {}): RewardFn {
+export function format(options: FormatOptions = {}): BreakdownReward {
   const pattern = options.pattern ?? 'answer-tag';
   let test: (c: string) => boolean;
   if (typeof pattern === 'string') {

@@ -4,11 +4,12 @@ import { describeValue } from '../util/validate.js';
 import type { RewardBreakdown, RewardContext, RewardFn, RewardValue } from './types.js';
 
 /** Give a reward function a display name (returns the same function). */
-export function defineReward<F extends RewardFn>(name: string, fn: F): F {
+export function defineReward<F extends (sample: VqaSample, completion: string, context: RewardContext) => RewardValue | Promise<RewardValue>>(name: string, fn: F): F & { rewardName: string } {
   if (typeof name !== 'string' || name.length === 0) throw new TypeError(`Expected non-empty string for name but received ${describeValue(name)}`);
   if (typeof fn !== 'function') throw new TypeError(`Expected function for reward but received ${describeValue(fn)}`);
-  fn.rewardName = name;
-  return fn;
+  const named = fn as F & { rewardName: string };
+  named.rewardName = name;
+  return named;
 }
 
 /** The display name of a reward: its `rewardName`, else the function's name, else "reward". */

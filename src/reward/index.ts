@@ -2,7 +2,7 @@
  * Rewards for VQA reinforcement learning: plain functions of (sample, completion, context) that
  * return a number or {score, parts}. See docs/rewards.md.
  */
-export type { RewardBreakdown, RewardContext, RewardFn, RewardValue } from './types.js';
+export type { AsyncBreakdownReward, BreakdownReward, RewardBreakdown, RewardContext, RewardFn, RewardValue } from './types.js';
 export { checkRewardValue, defineReward, rewardName, RewardValueError, type RewardProblem } from './core.js';
 export { extractAnswer, type AnswerExtractor } from './extract.js';
 export {

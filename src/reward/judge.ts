@@ -13,7 +13,7 @@ import type { VqaSample } from '../data/types.js';
 import { describeValue, expectInteger, expectNumber, expectString } from '../util/validate.js';
 import { defineReward, rewardName, checkRewardValue } from './core.js';
 import { extractAnswer, type AnswerExtractor } from './extract.js';
-import type { RewardBreakdown, RewardContext, RewardFn } from './types.js';
+import type { AsyncBreakdownReward, RewardBreakdown, RewardContext, RewardFn } from './types.js';
 
 /** The values a template can use: `{{question}}`, `{{references}}`, `{{prediction}}`, `{{answer}}`. */
 export interface JudgeTemplateValues {
@@ -93,7 +93,7 @@ export interface JudgeStats {
 }
 
 /** A judge reward plus its counters and cache. */
-export type LlmJudge = RewardFn & {
+export type LlmJudge = AsyncBreakdownReward & {
   stats(): JudgeStats;
   clearCache(): void;
 };
@@ -290,7 +290,9 @@ export function llmJudge(options: LlmJudgeOptions): LlmJudge {
         }
         if (typeof score !== 'number' || !Number.isFinite(score)) throw new MalformedReply(`parse returned ${describeValue(score)}`);
         return { score, reply, attempts: attempt + 1 };
-      } catch (err) {
+      } catch (caught) {
+        // A 200 whose body is not JSON surfaces from the client as a SyntaxError: a malformed reply.
+        const err = caught instanceof SyntaxError ? new MalformedReply(`the response body is not JSON (${caught.message})`) : caught;
         if (err instanceof MalformedReply) stats.malformed++;
         lastError = err;
         if (signal?.aborted) throw err;

@@ -18,7 +18,7 @@
 import type { VqaSample } from '../data/types.js';
 import type { RewardTablePayload, RewardTableRow } from '../display/types.js';
 import type { Policy, SamplingOptions } from '../rollout/types.js';
-import { describeValue } from '../util/validate.js';
+import { describeValue, expectInteger } from '../util/validate.js';
 import { scoreGroups, type GroupInput, type RewardFailure, type RewardSet, type ScoredBatch, type ScoreOptions } from './runner.js';
 
 /** Scores equal within this are ties (a group whose scores all tie teaches GRPO nothing). */
@@ -110,11 +110,16 @@ export class RewardTable implements RewardTablePayload {
     }
     this.rows = rows;
     const mean: Record<string, number> = {}, std: Record<string, number> = {}, zero: Record<string, number> = {};
+    // The display contract wants finite numbers: a statistic that is undefined (a reward with no
+    // scores, no group with two scores) is left out, and the renderer shows a dash.
     for (const name of this.rewards) {
       const ms = meanStd(this.values(name));
-      mean[name] = ms.mean;
-      std[name] = ms.std;
-      zero[name] = this.zeroVarianceFraction(name);
+      if (Number.isFinite(ms.mean)) {
+        mean[name] = ms.mean;
+        std[name] = ms.std;
+      }
+      const z = this.zeroVarianceFraction(name);
+      if (Number.isFinite(z)) zero[name] = z;
     }
     const correlation = this.rewards.map((a) => this.rewards.map((b) => (a === b ? (this.values(a).length >= 2 && std[a]! > 0 ? 1 : null) : this.correlation(a, b))));
     this.stats = { mean, std, correlation, zeroVarianceGroupFraction: zero };
@@ -135,7 +140,7 @@ export class RewardTable implements RewardTablePayload {
     return this.column(name).filter((x): x is number => x !== null);
   }
 
-  /** Mean of the reward's scores (NaN when it has none; JSON null). */
+  /** Mean of the reward's scores (NaN when it has none; then absent from `stats.mean`). */
   mean(name: string): number {
     return meanStd(this.values(name)).mean;
   }
@@ -167,7 +172,7 @@ export class RewardTable implements RewardTablePayload {
     return out;
   }
 
-  /** Fraction of groups (with at least 2 scores) whose scores all tie; NaN when there are no such groups. */
+  /** Fraction of groups (with at least 2 scores) whose scores all tie; NaN when there are no such groups (then absent from `stats`). */
   zeroVarianceFraction(name: string): number {
     this.check(name);
     const counts = new Map<string, number>();
@@ -210,18 +215,26 @@ export async function rewardLab(groups: readonly GroupInput[], rewards: RewardSe
 
 /**
  * Generate completions for the samples with any policy (local engine or OpenAI-compatible server),
- * ready for {@link rewardLab}. A sample whose generation throws gets one failed completion, which
- * the lab reports instead of dropping the sample silently.
+ * ready for {@link rewardLab}, keeping the samples' order; `concurrency` samples at a time
+ * (default 4). A sample whose generation throws gets one failed completion, which the lab reports
+ * instead of dropping the sample silently.
  */
-export async function completionsFrom(policy: Policy, samples: readonly VqaSample[], sampling: SamplingOptions): Promise<GroupInput[]> {
+export async function completionsFrom(policy: Policy, samples: readonly VqaSample[], sampling: SamplingOptions, { concurrency = 4 } = {}): Promise<GroupInput[]> {
   if (!policy || typeof policy.generate !== 'function') throw new TypeError(`Expected a Policy for policy but received ${describeValue(policy)}`);
-  const out: GroupInput[] = [];
-  for (const sample of samples) {
-    try {
-      out.push({ sample, completions: await policy.generate(sample, sampling) });
-    } catch (err) {
-      out.push({ sample, completions: [{ text: '', finishReason: 'error', error: err instanceof Error ? err.message : String(err) }] });
+  expectInteger('concurrency', concurrency, 1);
+  const out: GroupInput[] = new Array(samples.length);
+  let next = 0;
+  const worker = async () => {
+    while (next < samples.length) {
+      const i = next++;
+      const sample = samples[i]!;
+      try {
+        out[i] = { sample, completions: await policy.generate(sample, sampling) };
+      } catch (err) {
+        out[i] = { sample, completions: [{ text: '', finishReason: 'error', error: err instanceof Error ? err.message : String(err) }] };
+      }
     }
-  }
+  };
+  await Promise.all(Array.from({ length: Math.min(concurrency, samples.length) }, worker));
   return out;
 }

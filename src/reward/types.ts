@@ -37,3 +37,9 @@ export type RewardFn = ((sample: VqaSample, completion: string, context: RewardC
   /** Display name; defaults to the function's name. */
   rewardName?: string;
 };
+
+/** A reward known to return a breakdown synchronously (the built-ins); assignable to {@link RewardFn}. */
+export type BreakdownReward = ((sample: VqaSample, completion: string, context?: RewardContext) => RewardBreakdown) & { rewardName?: string };
+
+/** A reward known to return a promise of a breakdown (the LLM judge); assignable to {@link RewardFn}. */
+export type AsyncBreakdownReward = ((sample: VqaSample, completion: string, context?: RewardContext) => Promise<RewardBreakdown>) & { rewardName?: string };

@@ -16,6 +16,8 @@ export interface SamplingOptions {
   stop?: string[];
   stopTokenIds?: number[];
   seed?: number;
+  /** Ask for this many top alternatives per token (servers that support it; 0 or absent: none). */
+  topLogprobs?: number;
   signal?: AbortSignal;
 }
 
@@ -28,8 +30,19 @@ export interface Completion {
   finishReason: 'stop' | 'length' | 'error';
   /** Set when the request for this completion failed; text is then empty. */
   error?: string;
+  /** Milliseconds of the request that produced it (the successful attempt; queueing and retries excluded). */
   latencyMs?: number;
+  /**
+   * promptTokens: the prompt's length (shared by every completion of one request: count it once
+   * per `requestId` when adding up cost); completionTokens: this completion's own tokens.
+   */
   usage?: { promptTokens: number; completionTokens: number };
+  /** Completions produced by one request share this id (a server reply id, or a local counter). */
+  requestId?: string;
+  /** Attempts the request took (1 = no retry), when the backend retries. */
+  attempts?: number;
+  /** Log-probs of the top alternatives at each generated token, when asked for and reported. */
+  topLogprobs?: { token: string; logprob: number }[][];
 }
 
 export interface Policy {

@@ -6,14 +6,14 @@ import path from 'node:path';
 import { Trainer, AbortError, type TrainerOptions } from '../../src/grpo/trainer.js';
 import type { GrpoConfig } from '../../src/grpo/config.js';
 import { ToyEngine } from './helpers/toy-engine.js';
-import { exactMatch, shapedReward, simpleVqaAccuracy, toyImages, toySamples, toyTokenizer } from './helpers/toy-task.js';
+import { exactMatch, shapedReward, toyImages, toySamples, toyTokenizer } from './helpers/toy-task.js';
 
 const tokenizer = toyTokenizer();
 
 function options(model: ToyEngine, config: Partial<GrpoConfig> = {}, extra: Partial<TrainerOptions> = {}): TrainerOptions {
   return {
     model, tokenizer, train: toySamples(32), evalSets: { val: toySamples(8, 1000) }, rewards: [exactMatch],
-    vqaAccuracy: simpleVqaAccuracy, loadImages: toyImages, loadModel: (dir) => ToyEngine.load(dir),
+    loadImages: toyImages, loadModel: (dir) => ToyEngine.load(dir),
     config: { promptsPerStep: 4, numGenerations: 4, maxCompletionLength: 4, learningRate: 0.05, seed: 3, ...config },
     ...extra,
   };
@@ -32,7 +32,7 @@ async function warmStarted(seed = 1, steps = 10): Promise<ToyEngine> {
 
 test('a step returns groups with completions, rewards, advantages, log-probs, and complete metrics', async () => {
   const model = await warmStarted(1, 4);
-  const t = new Trainer(options(model, {}, { rewards: [exactMatch, { fn: shapedReward, weight: 0.5, name: 'shaped' }] }));
+  const t = new Trainer(options(model, {}, { rewards: [exactMatch, { reward: shapedReward, weight: 0.5, name: 'shaped' }] }));
   const out = await t.step();
   assert.equal(out.step, 0);
   assert.equal(t.globalStep, 1);
@@ -113,7 +113,7 @@ test('an abort during a rollout leaves the trainer as before the step; going on 
 
   const controller = new AbortController();
   let calls = 0;
-  const aborting = { fn: (s: Parameters<typeof exactMatch>[0], c: string, ctx: Parameters<typeof exactMatch>[2]) => {
+  const aborting = { reward: (s: Parameters<typeof exactMatch>[0], c: string, ctx: Parameters<typeof exactMatch>[2]) => {
     // Abort in the middle of step 1's rewards.
     if (ctx.step === 1 && ++calls === 3) controller.abort();
     return exactMatch(s, c, ctx);
@@ -132,7 +132,7 @@ test('an abort during a rollout leaves the trainer as before the step; going on 
 
 test('a throwing reward is counted and excluded; the trainer goes on', async () => {
   const lines: string[] = [];
-  const flaky = { fn: (s: Parameters<typeof exactMatch>[0], c: string) => {
+  const flaky = { reward: (s: Parameters<typeof exactMatch>[0], c: string) => {
     if (s.id.endsWith('1')) throw new Error('judge unavailable');
     return c.trim() === s.answer ? 1 : 0;
   }, name: 'flaky' };
@@ -141,12 +141,12 @@ test('a throwing reward is counted and excluded; the trainer goes on', async () 
   assert.equal(r.stepsRun, 3);
   const failures = t.metrics.history.filter((m) => m.kind === 'grpo').reduce((a, m) => a + m.rewardFailures, 0);
   assert.ok(failures > 0, 'failures are counted');
-  assert.ok(lines.some((l) => /reward "flaky" threw on sample toy-\d*1: judge unavailable/.test(l)), lines[0]);
+  assert.ok(lines.some((l) => /^reward "flaky" on sample toy-\d*1 \(group \d+, completion \d+\): threw Error: judge unavailable; completion excluded$/.test(l)), lines[0]);
   for (const g of t.lastGroups) for (const c of g.completions) {
     if (g.sample.id.endsWith('1')) { assert.ok(Number.isNaN(c.reward)); assert.equal(c.advantage, 0); assert.equal(c.errors.length, 1); }
   }
   // With a fallback score instead.
-  const f = new Trainer(options(await warmStarted(6), {}, { rewards: [flaky], rewardFailure: { onFailure: 'fallback', fallback: -1 } }));
+  const f = new Trainer(options(await warmStarted(6), {}, { rewards: [flaky], onRewardError: { fallback: -1 } }));
   const out = await f.step();
   for (const g of out.groups) if (g.sample.id.endsWith('1')) for (const c of g.completions) assert.equal(c.reward, -1);
 });
@@ -176,7 +176,7 @@ test('SIGINT stops run() at the next step boundary', async () => {
 });
 
 test('dynamic sampling drops tied groups and refills', async () => {
-  const constant = { fn: () => 0.5, name: 'constant' };
+  const constant = { reward: () => 0.5, name: 'constant' };
   const t = new Trainer(options(await warmStarted(9), { dynamicSampling: true, maxSamplingRounds: 3 }, { rewards: [constant] }));
   const out = await t.step();
   assert.equal(out.groups.length, 0);

@@ -97,3 +97,20 @@ export function failingNotebook(): Notebook {
     code('print("after the failure")'),
   ]);
 }
+
+/** Secrets planted in an output, a recorded config, an Authorization header and a parameter. */
+export function secretsNotebook(envName: string): Notebook {
+  return pythonNotebook([
+    code('api_token = "none"\nsteps = 1', ['parameters']),
+    code([
+      'import os',
+      'from IPython.display import display',
+      `key = os.environ[${JSON.stringify(envName)}]`,
+      "print('the key is', key)",
+      "print('Authorization: Bearer ' + key[::-1])",
+      "display({'application/vnd.vqalab.stamp.v1+json': {'configs': {'openai': {'apiKey': key, 'model': 'toy'}}, 'notes': {'token_used': api_token}}, 'text/plain': 'facts'}, raw=True)",
+      "print('param token', api_token)",
+      'key',
+    ].join('\n')),
+  ]);
+}

@@ -32,8 +32,8 @@ export function renderTokens(tokens: readonly string[], logprobs: readonly numbe
 
 function advantageBar(a: number, maxAbs: number): string {
   const pct = maxAbs > 0 ? (50 * Math.abs(a)) / maxAbs : 0;
-  const cls = a >= 0 ? 'vqa-pos' : 'vqa-neg';
-  return `<div class="vqa-adv" role="img" aria-label="advantage ${esc(fmtSigned(a))}"><span class="${cls}" style="width:${pct.toFixed(1)}%"></span></div>`;
+  const bar = a === 0 ? '' : `<span class="${a > 0 ? 'vqa-pos' : 'vqa-neg'}" style="width:${pct.toFixed(1)}%"></span>`;
+  return `<div class="vqa-adv" role="img" aria-label="advantage ${esc(fmtSigned(a))}">${bar}</div>`;
 }
 
 export function groupStats(p: GroupPayload): { mean: number; std: number; zeroVariance: boolean; failed: number } {
@@ -65,6 +65,7 @@ export function renderGroup(p: GroupPayload, opts: RenderOptions = {}): string {
     const flags = [
       c.clippedFraction ? `<span class="vqa-badge vqa-warnb" title="fraction of tokens whose ratio was clipped">clipped ${fmtPercent(c.clippedFraction, 0)}</span>` : '',
       c.finishReason && c.finishReason !== 'stop' ? `<span class="vqa-badge" title="finish reason">${esc(c.finishReason)}</span>` : '',
+      c.errors?.length ? `<span class="vqa-badge vqa-bad" title="${esc(c.errors.join('\n'))}">${c.errors.length} error${c.errors.length > 1 ? 's' : ''}</span>` : '',
     ].join('');
     const byName = new Map((c.rewards ?? []).map((r) => [r.name, r]));
     const perReward = rewardNames.map((n) => {

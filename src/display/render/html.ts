@@ -108,8 +108,3 @@ export function meanStd(values: readonly (number | null | undefined)[]): { mean:
   const variance = xs.reduce((a, b) => a + (b - mean) ** 2, 0) / xs.length;
   return { mean, std: Math.sqrt(variance), n: xs.length };
 }
-
-/** JSON for a `<script type="application/json">` block: `<` escaped so no `</script>` can close it early. */
-export function scriptJson(value: unknown): string {
-  return JSON.stringify(value).replace(/</g, '\\u003c').replace(/\u2028/g, '\\u2028').replace(/\u2029/g, '\\u2029');
-}

@@ -8,7 +8,7 @@ import { MIME, type PayloadByMime, type VendorMime } from '../types.js';
 import { checkDataset, checkGroup, checkMetrics, checkRewardTable, checkSample, PayloadError } from './check.js';
 import { datasetText, renderDataset } from './dataset.js';
 import { groupText, renderGroup } from './group.js';
-import { esc, scriptJson } from './html.js';
+import { esc } from './html.js';
 import { metricsText, renderMetrics } from './metrics.js';
 import { renderRewardTable, rewardTableText } from './rewards.js';
 import { renderSample, sampleText, type RenderOptions } from './sample.js';
@@ -67,14 +67,4 @@ export function renderHtml(mime: string, data: unknown, opts: RenderOptions = {}
  */
 export function staticHtml(mime: VendorMime, payload: unknown): string {
   return `<style>${VQA_CSS}</style>${renderHtml(mime, payload)}`;
-}
-
-/**
- * One widget for a report page: the static view (so the page reads without JavaScript) plus the
- * payload in a JSON script block that `hydrateAll` (extension/src/page.ts) turns into the
- * interactive widget. The page must include `VQA_CSS` once.
- */
-export function reportOutputHtml(mime: VendorMime, payload: unknown): string {
-  return `<div class="vqa-output" data-vqa-mime="${esc(mime)}">${renderHtml(mime, payload)}`
-    + `<script type="${esc(mime)}">${scriptJson(payload)}</script></div>`;
 }

@@ -12,14 +12,18 @@ export const VQA_CSS = `
 --vqa-pos-rgb:26,127,55;--vqa-neg-rgb:207,34,46;--vqa-accent-rgb:9,105,218;
 font-family:var(--jp-ui-font-family,system-ui,-apple-system,"Segoe UI",sans-serif);font-size:var(--jp-ui-font-size1,13px);
 line-height:1.45;color:var(--vqa-fg);background:transparent;max-width:100%;box-sizing:border-box}
-body[data-jp-theme-light="false"] .vqa,.vqa.vqa-dark{--vqa-pos-rgb:63,185,80;--vqa-neg-rgb:248,81,73;--vqa-accent-rgb:88,166,255}
+body[data-jp-theme-light="false"] .vqa,[data-theme="dark"] .vqa{--vqa-pos-rgb:63,185,80;--vqa-neg-rgb:248,81,73;--vqa-accent-rgb:88,166,255}
+[data-theme="dark"] .vqa{--vqa-fg:var(--jp-ui-font-color1,#e6edf3);--vqa-fg2:var(--jp-ui-font-color2,#9198a1);--vqa-bg:var(--jp-layout-color0,#0d1117);
+--vqa-bg2:var(--jp-layout-color2,#262c36);--vqa-bg1:var(--jp-layout-color1,#151b23);--vqa-border:var(--jp-border-color2,#3d444d);
+--vqa-accent:var(--jp-brand-color1,#4493f8);--vqa-pos:var(--jp-success-color1,#3fb950);--vqa-neg:var(--jp-error-color1,#f85149);--vqa-warn:var(--jp-warn-color1,#d29922)}
 .vqa *{box-sizing:border-box}
 .vqa h3{font-size:1.1em;margin:0 0 .4em;font-weight:600}
 .vqa h4{font-size:1em;margin:.6em 0 .3em;font-weight:600}
 .vqa table{border-collapse:collapse;margin:.2em 0;font-variant-numeric:tabular-nums}
-.vqa th,.vqa td{border:1px solid var(--vqa-border);padding:2px 6px;text-align:left;vertical-align:top}
-.vqa th{background:var(--vqa-bg2);font-weight:600}
-.vqa td.vqa-num,.vqa th.vqa-num{text-align:right;white-space:nowrap}
+/* .vqa.vqa: outweighs the table rules of JupyterLab's and nbconvert's rendered-HTML styles (static fallback). */
+.vqa.vqa table th,.vqa.vqa table td{border:1px solid var(--vqa-border);padding:2px 6px;text-align:left;vertical-align:top;line-height:1.45}
+.vqa.vqa table th{background:var(--vqa-bg2);font-weight:600}
+.vqa.vqa table td.vqa-num,.vqa.vqa table th.vqa-num{text-align:right;white-space:nowrap}
 .vqa .vqa-muted{color:var(--vqa-fg2)}
 .vqa .vqa-badge{display:inline-block;padding:0 .45em;border-radius:.7em;font-size:.85em;border:1px solid var(--vqa-border);background:var(--vqa-bg2);margin:0 .2em .1em 0;white-space:nowrap}
 .vqa .vqa-badge.vqa-bad{border-color:var(--vqa-neg);color:var(--vqa-neg)}

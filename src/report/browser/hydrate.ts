@@ -1,4 +1,3 @@
-/// <reference lib="dom" />
 /**
  * Runs inside report.html (bundled by esbuild at export time, together with the display
  * engineer's renderers when they are installed): draws plotly outputs, hands every vendor output to
@@ -10,6 +9,14 @@
  * `.vq-fallback`. When a renderer for M exists the widget replaces the fallback; when it throws,
  * the fallback stays and a readable error is shown above it.
  */
+
+// The project compiles without the DOM lib (it would retype Node's streams for everyone); the few
+// DOM names used here stay module-local.
+/* eslint-disable @typescript-eslint/no-explicit-any */
+declare const window: any, document: any;
+type HTMLElement = any;
+type Element = any;
+type HTMLAnchorElement = any;
 
 export type Renderer = (host: HTMLElement, payload: unknown, ctx: RenderContext) => void | Promise<void> | { dispose?(): void };
 
@@ -39,7 +46,7 @@ function showError(el: HTMLElement, message: string): void {
 
 async function drawPlotly(el: HTMLElement, Plotly: any): Promise<void> {
   const spec = payloadOf(el) as { data?: unknown[]; layout?: Record<string, unknown>; config?: Record<string, unknown> } | null;
-  const target = el.querySelector<HTMLElement>('.vq-plot')!;
+  const target = el.querySelector('.vq-plot')!;
   await Plotly.newPlot(target, spec?.data ?? [], { autosize: true, ...(spec?.layout ?? {}) }, { responsive: true, displaylogo: false, ...(spec?.config ?? {}) });
   el.classList.add('vq-rendered');
 }
@@ -47,10 +54,13 @@ async function drawPlotly(el: HTMLElement, Plotly: any): Promise<void> {
 export async function hydrate(opts: HydrateOptions = {}): Promise<void> {
   const w = window as any;
   const renderers: Record<string, Renderer> = { ...(w.vqalabRenderers ?? {}), ...(opts.renderers ?? {}) };
-  const theme: 'light' | 'dark' = document.documentElement.dataset.theme === 'dark' ? 'dark' : 'light';
+  // The page follows the reader's colour scheme; the widgets key their dark palette on data-theme.
+  const root = document.documentElement;
+  if (!root.dataset.theme) root.dataset.theme = window.matchMedia?.('(prefers-color-scheme: dark)').matches ? 'dark' : 'light';
+  const theme: 'light' | 'dark' = root.dataset.theme === 'dark' ? 'dark' : 'light';
   const Plotly = w.Plotly;
 
-  for (const el of Array.from(document.querySelectorAll<HTMLElement>('.vq-plotly'))) {
+  for (const el of Array.from(document.querySelectorAll('.vq-plotly')) as HTMLElement[]) {
     if (!Plotly) {
       showError(el, 'plotly.js is not in this report; showing the fallback.');
       continue;
@@ -63,13 +73,13 @@ export async function hydrate(opts: HydrateOptions = {}): Promise<void> {
     }
   }
 
-  for (const el of Array.from(document.querySelectorAll<HTMLElement>('.vq-vendor'))) {
+  for (const el of Array.from(document.querySelectorAll('.vq-vendor')) as HTMLElement[]) {
     const mime = el.dataset.mime ?? '';
     const render = renderers[mime];
     if (!render) continue; // no renderer bundled: the fallback stays, which is the design
     const host = document.createElement('div');
     host.className = 'vq-widget';
-    const fallback = el.querySelector<HTMLElement>('.vq-fallback');
+    const fallback = el.querySelector('.vq-fallback');
     try {
       el.append(host);
       await render(host, payloadOf(el), { mime, theme, Plotly });

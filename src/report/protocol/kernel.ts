@@ -184,6 +184,10 @@ export class Kernel extends EventEmitter {
 
   private async connect(timeoutMs: number): Promise<void> {
     const c = this.connection;
+    // The kernel sends input_request to the identity that sent the execute_request, on its stdin
+    // ROUTER: shell and stdin must share one routing id (jupyter_client uses the session id).
+    this.shell.routingId = this.codec.session;
+    this.stdin.routingId = this.codec.session;
     this.shell.connect(channelUrl(c, 'shell'));
     this.control.connect(channelUrl(c, 'control'));
     this.stdin.connect(channelUrl(c, 'stdin'));

@@ -9,9 +9,8 @@
 import { mkdirSync, readFileSync, writeFileSync, existsSync } from 'node:fs';
 import path from 'node:path';
 import type {
-  AdamWOptions, Device, EngineModel, ForwardRequest, ForwardResult, SampleRequest, SampleResult, StepResult,
+  AdamWOptions, Device, EngineConfig, EngineModel, ForwardRequest, ForwardResult, SampleRequest, SampleResult, StepResult,
 } from '../../../src/engine/types.js';
-import type { EngineConfig } from '../../../src/engine/config.js';
 import { Rng } from '../../../src/grpo/rng.js';
 
 const NAMES = ['emb', 'bag', 'img', 'out', 'bias', 'lora'] as const;
@@ -19,11 +18,10 @@ type Name = (typeof NAMES)[number];
 
 export class ToyEngine implements EngineModel {
   readonly device: Device = 'cpu';
-  /** Not a Qwen2-VL: the trainer never reads the config of an engine it is given. */
-  readonly config = {} as EngineConfig;
   readonly namingScheme = 'published' as const;
-  readonly maxSequenceLength = 1 << 20;
-  get stepCount(): number { return this.t; }
+  readonly maxSequenceLength = 4096;
+  /** The contract asks for a Qwen2-VL config; the toy fills what it can (it is not a transformer). */
+  readonly config: EngineConfig;
   params: Record<Name, Float32Array>;
   grads: Record<Name, Float32Array>;
   private m: Record<Name, Float32Array>;
@@ -42,6 +40,13 @@ export class ToyEngine implements EngineModel {
    * frozen base; `setLoraEnabled(false)` gives the base policy (the reference).
    */
   constructor(readonly vocab: number, readonly dim: number, seed: number, readonly lora = false) {
+    this.config = {
+      modelType: 'qwen2_vl', vocabSize: vocab, hiddenSize: dim, intermediateSize: 0, numLayers: 0, numHeads: 1, numKvHeads: 1, headDim: dim,
+      rmsNormEps: 1e-6, ropeTheta: 1e6, mropeSection: [0, 0, 0], tieWordEmbeddings: false, maxPositionEmbeddings: 4096,
+      imageTokenId: -1, visionStartTokenId: -1, visionEndTokenId: -1,
+      vision: { depth: 0, embedDim: 3, numHeads: 1, mlpHidden: 0, hiddenSize: dim, hiddenAct: 'quick_gelu', inChannels: 3, patchSize: 14, temporalPatchSize: 2, spatialMergeSize: 2, ropeTheta: 10000 },
+      form: 'flat',
+    };
     const rng = new Rng(seed);
     const rand = (n: number, std: number) => Float32Array.from({ length: n }, () => rng.normal() * std);
     this.params = {
@@ -55,6 +60,10 @@ export class ToyEngine implements EngineModel {
 
   private zeros(): Record<Name, Float32Array> {
     return Object.fromEntries(NAMES.map((n) => [n, new Float32Array(this.params[n].length)])) as Record<Name, Float32Array>;
+  }
+
+  get stepCount(): number {
+    return this.t;
   }
 
   get numParameters() {

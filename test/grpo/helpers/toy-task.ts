@@ -37,16 +37,6 @@ export async function toyImages(sample: VqaSample): Promise<ImageInput[]> {
   return [{ pixels, gridThw: [1, 2, 2] }];
 }
 
-/** min(#annotators who said it / 3, 1), averaged over the 10 leave-one-out subsets (no normalisation: test scaffolding). */
-export function simpleVqaAccuracy(prediction: string, answers: readonly string[]): number {
-  let s = 0;
-  for (let i = 0; i < answers.length; i++) {
-    const others = answers.filter((_, j) => j !== i);
-    s += Math.min(others.filter((a) => a === prediction.trim().toLowerCase()).length / 3, 1);
-  }
-  return s / answers.length;
-}
-
 export const exactMatch: RewardFn = (sample, completion) => ({ score: completion.trim() === sample.answer ? 1 : 0, parts: { exact: completion.trim() === sample.answer ? 1 : 0 } });
 
 /** Exact match plus a small bonus for short answers: rarely ties, so every group teaches something. */

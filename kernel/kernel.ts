@@ -1,0 +1,104 @@
+/**
+ * Starts the vqalab kernel: wires runtime preload, executor, handler and sockets together.
+ *
+ * Order matters: the runtime is imported and the hidden first cell has run *before* the sockets
+ * are bound, so no request can get ahead of it (the client's first kernel_info_request simply
+ * waits in ZeroMQ until we bind).
+ */
+import { setDisplaySink as setHelpersSink } from '../src/display/index.js';
+import { setDisplaySink } from '../src/display/sink.js';
+import { hostInterrupts } from '../src/util/interrupt.js';
+import { createExecutor } from './executor.js';
+import { Handler } from './handler.js';
+import { IOPub } from './iopub.js';
+import { loadRuntime, type Preload } from './preload.js';
+import { KernelServer, readConnectionFile } from './server.js';
+import { captureStdio } from './stdio.js';
+import { createConverter, setTslabDisplayWriter } from './tslab.js';
+
+export interface KernelOptions {
+  connectionFile: string;
+  /** How long an interrupted cell may take to stop on its own (ms). */
+  graceMs?: number;
+}
+
+/** Start-up times in ms, also written to the kernel's log (the Jupyter server's terminal). */
+export interface StartupTimes {
+  /** TypeScript compiler and tslab converter ready. */
+  converterMs: number;
+  /** `import()` of the runtime. */
+  runtimeImportMs: number;
+  /** The hidden first cell (type-checks the runtime's declarations). */
+  preloadCellMs: number;
+  /** Process start to sockets bound (the performance clock starts with the process). */
+  readyMs: number;
+}
+
+export async function startKernel(options: KernelOptions): Promise<StartupTimes> {
+  let handler: Handler | undefined;
+  const stdio = captureStdio((name, text) => handler?.write(name, text) ?? false);
+  const log = (line: string) => stdio.writeReal('stderr', `[vqalab kernel] ${line}\n`);
+  // SIGINT (Jupyter's interrupt) belongs to the kernel: runtime loops hear it through
+  // src/util/interrupt.ts, never through their own SIGINT handlers.
+  hostInterrupts();
+  process.on('SIGINT', () => handler?.interrupt());
+  // Code a cell left running (timers, un-awaited promises) may fail later: report it in the
+  // notebook and keep the kernel alive.
+  const background = (what: string) => (err: unknown) => {
+    const text = `${what}: ${err instanceof Error ? err.stack ?? err.message : String(err)}\n`;
+    if (!(handler?.write('stderr', text) ?? false)) log(text.trimEnd());
+  };
+  process.on('uncaughtException', background('Uncaught exception'));
+  process.on('unhandledRejection', background('Unhandled promise rejection'));
+
+  const connection = readConnectionFile(options.connectionFile);
+  let t = performance.now();
+  const converter = createConverter();
+  const converterMs = performance.now() - t;
+
+  let preload: Preload | undefined;
+  let problem: string | undefined;
+  try {
+    preload = await loadRuntime();
+  } catch (err) {
+    problem = `vqalab: the runtime failed to load, so its names are not in scope: ${err instanceof Error ? err.stack ?? err.message : String(err)}`;
+  }
+  const executor = createExecutor({ rootDir: process.cwd(), converter, modules: preload?.modules, graceMs: options.graceMs });
+  t = performance.now();
+  if (preload) {
+    const out = await executor.execute(preload.source);
+    if (out.error) problem = `vqalab: the runtime's names could not be put in scope: ${out.error.traceback.join('\n')}`;
+  }
+  const preloadCellMs = performance.now() - t;
+  if (problem) log(problem);
+
+  const server = new KernelServer(connection, log);
+  const iopub = new IOPub(server.publish);
+  let shuttingDown = false;
+  handler = new Handler({
+    executor,
+    iopub,
+    preloadProblem: problem,
+    drainShell: () => server.drainShell(),
+    onShutdown: () => {
+      if (shuttingDown) return;
+      shuttingDown = true;
+      setTimeout(() => {
+        executor.close();
+        void server.close().finally(() => process.exit(0));
+      }, 10);
+    },
+  });
+  setDisplaySink(handler.sink);
+  // The display helpers (show, plot, dashboard) keep their own sink slot until they use sink.ts's.
+  setHelpersSink(handler.sink);
+  const h = handler;
+  setTslabDisplayWriter((content, update) => h.publishCurrent(update ? 'update_display_data' : 'display_data', content));
+  await server.start(handler);
+  const times: StartupTimes = {
+    converterMs, runtimeImportMs: preload?.importMs ?? 0, preloadCellMs, readyMs: performance.now(),
+  };
+  log(`ready in ${times.readyMs.toFixed(0)} ms (converter ${converterMs.toFixed(0)} ms, runtime import ${times.runtimeImportMs.toFixed(0)} ms, `
+    + `preload cell ${preloadCellMs.toFixed(0)} ms; ${preload?.names.length ?? 0} names in scope)`);
+  return times;
+}

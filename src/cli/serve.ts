@@ -1,0 +1,136 @@
+/** `vqalab serve`: an OpenAI-compatible chat-completions server over the native engine. */
+import { existsSync, statSync } from 'node:fs';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { DEFAULT_MODEL_DIR } from '../model/default.js';
+import { LocalPolicy } from '../rollout/local.js';
+import { serve } from '../serve/server.js';
+import { UsageError, type Command } from './command.js';
+
+const usage = `Usage: vqalab serve [--model DIR] [options]
+
+An OpenAI-compatible HTTP server over the native engine: GET /v1/models, POST /v1/chat/completions
+(text and image_url parts, n, temperature, top_p, top_k, max_tokens, stop, seed, logprobs,
+top_logprobs, stream), GET /health. Any OpenAI client (the openai package, vLLM's and SGLang's
+clients, vqalab's OpenAIPolicy) talks to it. Requests queue fairly for the engine.
+
+Model:
+  --model DIR              a Hugging Face Qwen2-VL folder, a vqalab trainer checkpoint (trainer.json +
+                           model/), a run folder (checkpoints/latest) or a PEFT adapter folder
+                           (default: the embedded tiny model)
+  --name NAME              the model name clients send (default "vqalab")
+  --threads N              engine CPU threads (default: VQALAB_THREADS or all cores)
+  --max-sequence-length N  longest prompt + completion (default: the model's)
+
+Network:
+  --host HOST              interface to bind (default 127.0.0.1, loopback only; 0.0.0.0 exposes it)
+  --port PORT              port (default 8000; 0 picks a free one)
+  --api-key KEY            require "Authorization: Bearer KEY"
+  --api-key-env VAR        read the key from environment variable VAR instead
+
+Limits:
+  --allowed-media-root DIR read file:// and absolute image paths under DIR (default: refused)
+  --max-body-mb N          largest request body (default 32)
+  --max-image-mb N         largest encoded image (default 16)
+  --max-image-pixels N     most pixels per image (default 16777216 = 4096x4096)
+  --max-images N           images per request (default 8)
+  --max-n N                choices per request (default 64)
+  --max-queue N            requests waiting for the engine before 503 (default 256)
+  --default-max-tokens N   max_tokens when a request gives none (default 512, at most the context left)
+
+Output:
+  --quiet                  no access log (default: one line per request on stderr)
+  -h, --help               show this help
+
+It prints "listening on URL" on stdout once ready, and stops cleanly on Ctrl-C / SIGTERM.
+`;
+
+function positiveNumber(name: string, v: string | undefined): number | undefined {
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (!Number.isFinite(n) || n <= 0) throw new UsageError(`--${name} must be a positive number; got "${v}"`);
+  return n;
+}
+
+function integer(name: string, v: string | undefined, min = 1): number | undefined {
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < min) throw new UsageError(`--${name} must be an integer >= ${min}; got "${v}"`);
+  return n;
+}
+
+export const serveCommand: Command = {
+  name: 'serve',
+  summary: 'OpenAI-compatible chat-completions server over the native engine',
+  usage,
+  async run(argv) {
+    const parse = () => parseArgs({
+        args: argv,
+        options: {
+          model: { type: 'string' }, name: { type: 'string' }, threads: { type: 'string' }, 'max-sequence-length': { type: 'string' },
+          host: { type: 'string', default: '127.0.0.1' }, port: { type: 'string', default: '8000' },
+          'api-key': { type: 'string' }, 'api-key-env': { type: 'string' },
+          'allowed-media-root': { type: 'string' }, 'max-body-mb': { type: 'string' }, 'max-image-mb': { type: 'string' },
+          'max-image-pixels': { type: 'string' }, 'max-images': { type: 'string' }, 'max-n': { type: 'string' }, 'max-queue': { type: 'string' },
+          'default-max-tokens': { type: 'string' }, quiet: { type: 'boolean', default: false },
+        },
+        strict: true,
+        allowPositionals: false,
+      });
+    let values: ReturnType<typeof parse>['values'];
+    try {
+      values = parse().values;
+    } catch (err) {
+      throw new UsageError(`${(err as Error).message}\n\n${usage}`);
+    }
+    const port = integer('port', values.port, 0)!;
+    if (port > 65535) throw new UsageError(`--port must be at most 65535; got ${port}`);
+    let apiKey = values['api-key'];
+    if (values['api-key-env'] !== undefined) {
+      if (apiKey !== undefined) throw new UsageError('give --api-key or --api-key-env, not both');
+      apiKey = process.env[values['api-key-env']];
+      if (!apiKey) throw new UsageError(`--api-key-env ${values['api-key-env']}: that environment variable is empty or not set`);
+    }
+    const root = values['allowed-media-root'];
+    if (root !== undefined && !(existsSync(root) && statSync(root).isDirectory())) throw new UsageError(`--allowed-media-root ${root}: not a folder`);
+    const dir = values.model ?? DEFAULT_MODEL_DIR;
+    const loopback = ['127.0.0.1', '::1', 'localhost'].includes(values.host!);
+    if (!loopback && apiKey === undefined) process.stderr.write(`vqalab serve: warning: --host ${values.host} exposes the server without --api-key\n`);
+    let policy: LocalPolicy;
+    try {
+      policy = await LocalPolicy.load(dir, {
+        threads: integer('threads', values.threads), maxSequenceLength: integer('max-sequence-length', values['max-sequence-length']),
+        name: `local:${values.model ?? 'default'}`,
+      });
+    } catch (err) {
+      throw new UsageError(`cannot load --model ${dir}: ${(err as Error).message}`, 1);
+    }
+    const mb = (name: 'max-body-mb' | 'max-image-mb') => { const v = positiveNumber(name, values[name]); return v === undefined ? undefined : Math.floor(v * 1024 * 1024); };
+    const handle = await serve({
+      policy, modelName: values.name ?? 'vqalab', host: values.host, port, apiKey, allowedMediaRoot: root ? path.resolve(root) : undefined,
+      maxBodyBytes: mb('max-body-mb'), maxImageBytes: mb('max-image-mb'), maxImagePixels: integer('max-image-pixels', values['max-image-pixels']),
+      maxImages: integer('max-images', values['max-images']), maxN: integer('max-n', values['max-n']), maxQueue: integer('max-queue', values['max-queue']),
+      defaultMaxTokens: integer('default-max-tokens', values['default-max-tokens']),
+      log: values.quiet ? undefined : (line) => process.stderr.write(`vqalab serve: ${line}\n`),
+      disposeOnClose: true,
+    }).catch((err: NodeJS.ErrnoException) => {
+      policy.dispose();
+      throw new UsageError(`cannot listen on ${values.host}:${port}: ${err.code ?? err.message}`, 1);
+    });
+    process.stdout.write(`vqalab serve: model "${handle.modelName}" (${values.model ?? 'embedded tiny model'}, context ${policy.maxSequenceLength} tokens)\n`);
+    process.stdout.write(`listening on ${handle.url}\n`);
+    await new Promise<void>((resolve) => {
+      const stop = (sig: string) => {
+        process.stderr.write(`vqalab serve: ${sig}: finishing running requests, then stopping\n`);
+        process.off('SIGINT', onInt);
+        process.off('SIGTERM', onTerm);
+        handle.close().then(resolve, resolve);
+      };
+      const onInt = () => stop('SIGINT');
+      const onTerm = () => stop('SIGTERM');
+      process.on('SIGINT', onInt);
+      process.on('SIGTERM', onTerm);
+    });
+    return 0;
+  },
+};

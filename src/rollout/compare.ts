@@ -1,0 +1,317 @@
+/**
+ * Baseline comparison: several policies (local checkpoints, OpenAI-compatible servers) on the
+ * same questions, side by side — the official VQA accuracy overall and per answer type (the
+ * official evaluator, src/eval), latency p50/p99, tokens, and cost from a price table.
+ *
+ * Used by `vqalab eval-policy` and from a notebook:
+ *
+ *     const cmp = await evaluatePolicies([await LocalPolicy.load(dir), new OpenAIPolicy({...})], samples, { nRunners: 4 });
+ *     showComparison(cmp);   // summary table, running-accuracy plot, per-question table
+ */
+import type { VqaSample } from '../data/types.js';
+import { bundleFor } from '../display/bundle.js';
+import { emit, type DisplaySink } from '../display/output.js';
+import { esc } from '../display/render/html.js';
+import { VQA_CSS } from '../display/render/style.js';
+import { MIME, type MetricsPayload, type MimeBundle, type RewardTablePayload } from '../display/types.js';
+import { evaluateVqa, type VqaAnnotationsFile } from '../eval/vqa-eval.js';
+import { normalizeAnswer } from '../eval/vqa-metric.js';
+import type { PythonDialect } from '../eval/python.js';
+import { extractAnswer } from '../reward/extract.js';
+import { pearson } from '../reward/lab.js';
+import { describeValue, expectInteger, expectNumber } from '../util/validate.js';
+import { rollout } from './runner.js';
+import type { Policy } from './types.js';
+
+/** USD per million tokens. */
+export interface Price {
+  input: number;
+  output: number;
+}
+
+/** Prices by policy name or model name (the part of "openai:<model>@..." before @). */
+export type PriceTable = Record<string, Price>;
+
+export interface EvaluatePoliciesOptions {
+  /** First N samples only. */
+  limit?: number;
+  /** Samples in flight at once per policy (default 4). */
+  nRunners?: number;
+  /** Default 32. */
+  maxTokens?: number;
+  /** Default 0 (greedy), as VQA evaluations usually are. */
+  temperature?: number;
+  /** Default 0. */
+  seed?: number;
+  prices?: PriceTable;
+  /** The official evaluator's dialect (default python2, the published file). */
+  dialect?: PythonDialect;
+  /** How to find the answer in a completion (default: the last <answer> tag, else the whole text). */
+  extract?: (completion: string) => string;
+  /** Dataset name for titles. */
+  dataset?: string;
+  signal?: AbortSignal;
+  /** After each question of each policy. */
+  onProgress?: (policy: string, done: number, total: number) => void;
+}
+
+export interface QuestionResult {
+  id: string;
+  question: string;
+  answerType: string;
+  prediction: string;
+  /** Official per-question accuracy in [0, 1] (0 for a failed request). */
+  accuracy: number;
+  /** 1 when the normalised prediction equals the normalised reference answer. */
+  match: number;
+  latencyMs: number | null;
+  completionTokens: number | null;
+  error?: string;
+}
+
+export interface PolicyReport {
+  name: string;
+  questions: number;
+  /** Questions whose request failed (scored 0). */
+  errors: number;
+  /** Official VQA accuracy in percent (2 decimals), failed requests counted as wrong. */
+  overall: number;
+  perAnswerType: Record<string, number>;
+  /** Percent of questions whose normalised prediction equals the reference answer (useful when samples have one answer). */
+  exactMatch: number;
+  latencyMs: { p50: number | null; p99: number | null; mean: number | null; max: number | null };
+  tokens: { prompt: number; completion: number; total: number; known: boolean };
+  /** USD, when a price is known for this policy. */
+  cost: number | null;
+  seconds: number;
+  rows: QuestionResult[];
+  /** The first failure messages (at most 10). */
+  errorMessages: string[];
+}
+
+export interface PolicyComparison {
+  dataset: string;
+  questions: number;
+  answerTypes: string[];
+  policies: PolicyReport[];
+  /** Notes (single-answer samples, warnings of the official evaluator). */
+  notes: string[];
+  createdAt: string;
+}
+
+/** Nearest-rank percentile of unsorted values (null when empty). */
+export function percentile(values: readonly number[], p: number): number | null {
+  if (values.length === 0) return null;
+  const sorted = [...values].sort((a, b) => a - b);
+  const rank = Math.max(1, Math.ceil((p / 100) * sorted.length));
+  return sorted[Math.min(sorted.length, rank) - 1]!;
+}
+
+/** The price of a policy: by its full name, else by its model name. */
+export function priceFor(name: string, prices: PriceTable | undefined): Price | undefined {
+  if (!prices) return undefined;
+  if (prices[name]) return prices[name];
+  const m = /^openai:(.+?)(@|$)/.exec(name);
+  return m ? prices[m[1]!] : undefined;
+}
+
+/** Evaluate each policy on the same samples (one after the other, each with `nRunners` in flight). */
+export async function evaluatePolicies(policies: readonly Policy[], samples: readonly VqaSample[], options: EvaluatePoliciesOptions = {}): Promise<PolicyComparison> {
+  if (!Array.isArray(policies) || policies.length === 0) throw new TypeError(`Expected a non-empty array of policies for policies but received ${describeValue(policies)}`);
+  for (const [i, p] of policies.entries()) if (!p || typeof p.generate !== 'function') throw new TypeError(`Expected a Policy for policies[${i}] but received ${describeValue(p)}`);
+  if (!Array.isArray(samples) || samples.length === 0) throw new TypeError(`Expected a non-empty array of samples for samples but received ${describeValue(samples)}`);
+  const names = policies.map((p) => p.name);
+  const dup = names.find((n, i) => names.indexOf(n) !== i);
+  if (dup) throw new Error(`two policies are named ${JSON.stringify(dup)}; give them distinct names`);
+  const limit = options.limit === undefined ? samples.length : expectInteger('limit', options.limit, 1);
+  const nRunners = options.nRunners === undefined ? 4 : expectInteger('nRunners', options.nRunners, 1);
+  const maxTokens = options.maxTokens === undefined ? 32 : expectInteger('maxTokens', options.maxTokens, 1);
+  const temperature = options.temperature === undefined ? 0 : expectNumber('temperature', options.temperature, 0);
+  const seed = options.seed === undefined ? 0 : expectInteger('seed', options.seed, 0);
+  const extract = options.extract ?? extractAnswer;
+  const dialect = options.dialect ?? 'python2';
+  const chosen = samples.slice(0, limit);
+  const notes: string[] = [];
+  const single = chosen.filter((s) => (s.answers?.length ?? 0) < 2).length;
+  if (single > 0) {
+    notes.push(`${single} of ${chosen.length} samples have fewer than 2 annotator answers: the official VQA metric scores them 0 whatever the prediction (each answer is left out in turn); see exactMatch`);
+  }
+  const annotations: VqaAnnotationsFile = {
+    annotations: chosen.map((s) => ({
+      question_id: s.id, question_type: s.questionType ?? 'unknown', answer_type: s.answerType ?? 'other', image_id: s.imageId ?? 0,
+      answers: ((s.answers?.length ? s.answers : [s.answer]) as string[]).map((answer: string, i: number) => ({ answer, answer_id: i + 1 })),
+    })) as VqaAnnotationsFile['annotations'],
+  };
+  const answerTypes = [...new Set(chosen.map((s) => s.answerType ?? 'other'))].sort();
+  const reports: PolicyReport[] = [];
+  for (const policy of policies) {
+    if (options.signal?.aborted) throw options.signal.reason instanceof Error ? options.signal.reason : new Error('cancelled');
+    const t0 = performance.now();
+    let done = 0;
+    const results = await rollout(policy, chosen, { n: 1, temperature, maxTokens, seed }, {
+      nRunners, signal: options.signal, onResult: () => options.onProgress?.(policy.name, ++done, chosen.length),
+    });
+    if (options.signal?.aborted) throw options.signal.reason instanceof Error ? options.signal.reason : new Error('cancelled');
+    const seconds = (performance.now() - t0) / 1000;
+    const rows: QuestionResult[] = [];
+    const seenRequests = new Set<string>();
+    let prompt = 0, completion = 0, known = true;
+    for (const r of results) {
+      const c = r.completions[0]!;
+      const failed = c.finishReason === 'error';
+      const prediction = failed ? '' : extract(c.text);
+      if (c.usage) {
+        if (!c.requestId || !seenRequests.has(c.requestId)) prompt += c.usage.promptTokens;
+        if (c.requestId) seenRequests.add(c.requestId);
+        completion += c.usage.completionTokens;
+      } else if (!failed) known = false;
+      const reference = r.sample.answer ?? r.sample.answers?.[0] ?? '';
+      const row: QuestionResult = {
+        id: r.sample.id, question: r.sample.question, answerType: r.sample.answerType ?? 'other', prediction, accuracy: 0,
+        match: !failed && normalizeAnswer(prediction.trim(), dialect) === normalizeAnswer(reference.trim(), dialect) ? 1 : 0,
+        latencyMs: c.latencyMs ?? null, completionTokens: c.usage?.completionTokens ?? null,
+      };
+      if (failed) row.error = c.error ?? r.error ?? 'failed';
+      rows.push(row);
+    }
+    const official = evaluateVqa(annotations, rows.map((r) => ({ question_id: r.id, answer: r.prediction })), { dialect });
+    official.accuracies.forEach((a, i) => { rows[i]!.accuracy = a; });
+    for (const w of official.warnings) if (!notes.includes(w)) notes.push(w);
+    const lat = rows.filter((r) => r.error === undefined && r.latencyMs !== null).map((r) => r.latencyMs!);
+    const price = priceFor(policy.name, options.prices);
+    const errors = rows.filter((r) => r.error !== undefined);
+    reports.push({
+      name: policy.name,
+      questions: rows.length,
+      errors: errors.length,
+      overall: official.overall.value,
+      perAnswerType: Object.fromEntries([...official.perAnswerType].map(([t, a]) => [t, a.value])),
+      exactMatch: Math.round((10000 * rows.reduce((a, r) => a + r.match, 0)) / rows.length) / 100,
+      latencyMs: {
+        p50: percentile(lat, 50), p99: percentile(lat, 99),
+        mean: lat.length ? lat.reduce((a, b) => a + b, 0) / lat.length : null, max: lat.length ? Math.max(...lat) : null,
+      },
+      tokens: { prompt, completion, total: prompt + completion, known },
+      cost: price && known ? (prompt * price.input + completion * price.output) / 1e6 : null,
+      seconds,
+      rows,
+      errorMessages: [...new Set(errors.map((r) => r.error!))].slice(0, 10),
+    });
+  }
+  return { dataset: options.dataset ?? 'samples', questions: chosen.length, answerTypes, policies: reports, notes, createdAt: new Date().toISOString() };
+}
+
+const f2 = (x: number | null | undefined, d = 2) => (x === null || x === undefined || Number.isNaN(x) ? '—' : x.toFixed(d));
+const fcost = (x: number | null) => (x === null ? '—' : x < 0.01 ? `$${x.toFixed(5)}` : `$${x.toFixed(2)}`);
+
+/** Header and rows of the summary table (shared by the text and HTML views). */
+function summaryCells(c: PolicyComparison): { head: string[]; rows: string[][] } {
+  const head = ['policy', 'overall', ...c.answerTypes, 'exact', 'errors', 'p50 ms', 'p99 ms', 'prompt tok', 'compl tok', 'cost', 'seconds'];
+  const rows = c.policies.map((p) => [
+    p.name, f2(p.overall), ...c.answerTypes.map((t) => f2(p.perAnswerType[t])), f2(p.exactMatch), `${p.errors}/${p.questions}`,
+    f2(p.latencyMs.p50, 0), f2(p.latencyMs.p99, 0), p.tokens.known ? String(p.tokens.prompt) : '—', p.tokens.known ? String(p.tokens.completion) : '—',
+    fcost(p.cost), f2(p.seconds, 1),
+  ]);
+  return { head, rows };
+}
+
+/** The comparison as a plain-text table. */
+export function comparisonText(c: PolicyComparison): string {
+  const { head, rows } = summaryCells(c);
+  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
+  const line = (cells: string[]) => cells.map((x, i) => (i === 0 ? x.padEnd(widths[i]!) : x.padStart(widths[i]!))).join('  ');
+  const out = [`VQA accuracy (official metric, %) on ${c.questions} questions of ${c.dataset}`, line(head), ...rows.map(line)];
+  for (const p of c.policies) if (p.errorMessages.length) out.push('', `${p.name}: ${p.errors} failed request(s), e.g. ${p.errorMessages[0]}`);
+  if (c.notes.length) out.push('', ...c.notes.map((n) => `note: ${n}`));
+  return out.join('\n') + '\n';
+}
+
+/** The summary table as a text/html + text/plain bundle. */
+export function comparisonTableBundle(c: PolicyComparison): MimeBundle {
+  const { head, rows } = summaryCells(c);
+  const best = (col: number, higher: boolean) => {
+    const vals = rows.map((r) => Number(r[col]));
+    const finite = vals.filter((v) => Number.isFinite(v));
+    if (finite.length < 2) return -1;
+    const target = higher ? Math.max(...finite) : Math.min(...finite);
+    return vals.filter((v) => v === target).length === 1 ? vals.indexOf(target) : -1; // no winner on a tie
+  };
+  const highlight = new Map<number, number>([[1, best(1, true)]]);
+  const th = head.map((h, i) => `<th${i > 0 ? ' class="vqa-num"' : ''}>${esc(h)}</th>`).join('');
+  const body = rows.map((r, ri) => `<tr>${r.map((cell, i) => `<td${i > 0 ? ' class="vqa-num"' : ''}>${highlight.get(i) === ri ? `<b>${esc(cell)}</b>` : esc(cell)}</td>`).join('')}</tr>`).join('');
+  const notes = c.notes.map((n) => `<p class="vqa-muted">${esc(n)}</p>`).join('');
+  const errs = c.policies.filter((p) => p.errorMessages.length).map((p) => `<p class="vqa-muted">${esc(p.name)}: ${p.errors} failed request(s), e.g. ${esc(p.errorMessages[0])}</p>`).join('');
+  const html = `<style>${VQA_CSS}</style><div class="vqa vqa-comparison"><h3>${esc(`Policy comparison on ${c.dataset} (${c.questions} questions)`)}</h3>`
+    + `<p class="vqa-muted">Official VQA accuracy in %, overall and per answer type; latency per request; cost from the price table.</p>`
+    + `<table class="vqa-stats"><thead><tr>${th}</tr></thead><tbody>${body}</tbody></table>${errs}${notes}</div>`;
+  return { 'text/html': html, 'text/plain': comparisonText(c) };
+}
+
+/** Running accuracy, latency and tokens per question, one run per policy (the metrics widget). */
+export function comparisonMetrics(c: PolicyComparison): MetricsPayload {
+  return {
+    title: `Policy comparison on ${c.dataset}: running accuracy, latency and tokens per question`,
+    keys: ['accuracy', 'latency_ms', 'completion_tokens'],
+    runs: c.policies.map((p) => {
+      let sum = 0;
+      return {
+        name: p.name,
+        points: p.rows.map((r, i) => {
+          sum += r.accuracy;
+          const pt: { step: number; [k: string]: number } = { step: i + 1, accuracy: sum / (i + 1) };
+          if (r.latencyMs !== null && r.error === undefined) pt.latency_ms = r.latencyMs;
+          if (r.completionTokens !== null && r.error === undefined) pt.completion_tokens = r.completionTokens;
+          return pt;
+        }),
+      };
+    }),
+  };
+}
+
+/** Per question: each policy's accuracy as a column of the reward-table widget (disagreement = spread). */
+export function comparisonTable(c: PolicyComparison): RewardTablePayload {
+  const names = c.policies.map((p) => p.name);
+  const scores = c.policies.map((p) => p.rows.map((r) => r.accuracy));
+  const rows = c.policies[0]!.rows.map((r0, i) => {
+    const s = Object.fromEntries(names.map((n, k) => [n, scores[k]![i]!]));
+    const vals = Object.values(s);
+    const errors = Object.fromEntries(c.policies.filter((p) => p.rows[i]!.error !== undefined).map((p) => [p.name, p.rows[i]!.error!]));
+    return {
+      sampleId: r0.id, question: r0.question,
+      completion: c.policies.map((p) => `${p.name} → ${p.rows[i]!.error !== undefined ? '(failed)' : JSON.stringify(p.rows[i]!.prediction)}`).join('  |  '),
+      scores: s, disagreement: Math.max(...vals) - Math.min(...vals),
+      ...(Object.keys(errors).length ? { errors } : {}),
+    };
+  });
+  const ms = (xs: number[]) => {
+    const m = xs.reduce((a, b) => a + b, 0) / xs.length;
+    return { mean: m, std: Math.sqrt(xs.reduce((a, b) => a + (b - m) ** 2, 0) / xs.length) };
+  };
+  return {
+    title: `Per-question official accuracy on ${c.dataset}`,
+    rewards: names,
+    rows,
+    stats: {
+      mean: Object.fromEntries(names.map((n, k) => [n, ms(scores[k]!).mean])),
+      std: Object.fromEntries(names.map((n, k) => [n, ms(scores[k]!).std])),
+      correlation: scores.map((a) => scores.map((b) => pearson(a, b))),
+      zeroVarianceGroupFraction: {},
+    },
+  };
+}
+
+/** The three bundles of a comparison: summary table, plot, per-question table. */
+export function comparisonBundles(c: PolicyComparison): { table: MimeBundle; plot: MimeBundle; questions: MimeBundle } {
+  return { table: comparisonTableBundle(c), plot: bundleFor(MIME.metrics, comparisonMetrics(c)), questions: bundleFor(MIME.rewards, comparisonTable(c)) };
+}
+
+/** Display a comparison in a notebook (through the installed sink); returns the bundles. */
+export function showComparison(c: PolicyComparison, options: { sink?: DisplaySink } = {}): MimeBundle[] {
+  const b = comparisonBundles(c);
+  return [b.table, b.plot, b.questions].map((x) => emit(x, undefined, options.sink));
+}
+
+/** The comparison as JSON (rows included), for --json and files. */
+export function comparisonToJson(c: PolicyComparison, { rows = true } = {}): Record<string, unknown> {
+  return { ...c, policies: c.policies.map((p) => (rows ? p : { ...p, rows: undefined })) };
+}

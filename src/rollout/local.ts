@@ -1,0 +1,412 @@
+/**
+ * LocalPolicy: the {@link Policy} over the native engine, the checkpoint's tokenizer and chat
+ * template, and the Qwen2-VL image processor — the same prompt the trainer builds (one user turn:
+ * the image(s), then the question), sampled by `EngineModel.sample` (prefix computed once for the
+ * n completions). `vqalab serve` answers its requests with the lower-level {@link LocalPolicy.complete}.
+ *
+ * Stops: the tokenizer's stop ids (generation_config.json's eos_token_id), any `stopTokenIds`
+ * given, and stop strings. A stop string that is one token is also handed to the engine as a stop
+ * id (generation ends there); every stop string is then looked for in the decoded text: the text
+ * is cut before it and the token ids / log-probs after the token that completed it are dropped.
+ */
+import { randomInt } from 'node:crypto';
+import { existsSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import type { VqaSample } from '../data/types.js';
+import type { EngineModel, ImageInput, LoadOptions, LoraConfig, Prompt } from '../engine/types.js';
+import { resolveCheckpoint } from '../grpo/trainer.js';
+import { DEFAULT_MODEL_DIR } from '../model/default.js';
+import { CHAR_TO_BYTE } from '../text/byte-level.js';
+import { loadModel } from '../engine/model.js';
+import { VlmTokenizer, type ChatMessage } from '../text/tokenizer.js';
+import { describeValue, expectInteger, expectNumber, invalidParameterError } from '../util/validate.js';
+import { Qwen2VLImageProcessor, type ImageSource, type Qwen2VLProcessorOptions } from '../vision/qwen2vl.js';
+import { abortReason } from './runner.js';
+import type { Completion, Policy, SamplingOptions } from './types.js';
+
+/** Sampling for one prompt on the engine. */
+export interface LocalSampling {
+  n: number;
+  temperature: number;
+  topP?: number;
+  topK?: number;
+  maxTokens: number;
+  /** Extra stop ids (the tokenizer's own always stop). */
+  stopTokenIds?: number[];
+  stop?: string[];
+  /** Random when absent. */
+  seed?: number;
+  /** Top alternatives per generated token (0: none). Needs a forward pass with full logits. */
+  topLogprobs?: number;
+}
+
+/** One completion of {@link LocalPolicy.complete}. */
+export interface LocalChoice {
+  /** The decoded text, up to (not including) the stop token or string; not trimmed. */
+  text: string;
+  /** Generated ids; a stop token that ended it is the last one. */
+  tokenIds: number[];
+  /** Log-prob of each id under the temperature-1, unfiltered policy. */
+  logprobs: number[];
+  finishReason: 'stop' | 'length';
+  topLogprobs?: { id: number; logprob: number }[][];
+}
+
+export interface LocalGeneration {
+  choices: LocalChoice[];
+  promptTokens: number;
+  /** Milliseconds the engine took. */
+  engineMs: number;
+}
+
+/** A prompt that cannot fit the model's context: the server answers 400 context_length_exceeded. */
+export class ContextLengthError extends RangeError {
+  constructor(message: string, readonly promptTokens: number, readonly maxTokens: number, readonly limit: number) {
+    super(message);
+    this.name = 'ContextLengthError';
+  }
+}
+
+export interface LocalPolicyOptions {
+  model: EngineModel;
+  tokenizer: VlmTokenizer;
+  /** Default: the checkpoint's preprocessor_config.json, else Qwen2-VL's defaults. */
+  processor?: Qwen2VLImageProcessor;
+  /** Policy name (default "local:<tokenizer folder>"). */
+  name?: string;
+  /** System message of every prompt (default: the chat template's own). */
+  systemPrompt?: string;
+  /** Processed images kept by path (default 256; 0 disables). */
+  imageCacheSize?: number;
+}
+
+export interface LoadLocalPolicyOptions extends Omit<LocalPolicyOptions, 'model' | 'tokenizer' | 'processor'> {
+  threads?: number;
+  maxSequenceLength?: number;
+  /** Load options passed to the engine as they are (LoRA, device). */
+  load?: LoadOptions;
+}
+
+/** Qwen2-VL processor options from a checkpoint's preprocessor_config.json (defaults when it has none). */
+export function processorOptionsFrom(dir: string): Qwen2VLProcessorOptions {
+  const file = path.join(dir, 'preprocessor_config.json');
+  if (!existsSync(file)) return {};
+  let raw: Record<string, unknown>;
+  try {
+    raw = JSON.parse(readFileSync(file, 'utf8')) as Record<string, unknown>;
+  } catch (err) {
+    throw new Error(`${file}: invalid JSON (${(err as Error).message})`);
+  }
+  const size = (raw.size ?? {}) as Record<string, unknown>;
+  const num = (v: unknown) => (typeof v === 'number' && Number.isFinite(v) ? v : undefined);
+  const triple = (v: unknown) => (Array.isArray(v) && v.length === 3 && v.every((x) => typeof x === 'number') ? (v as [number, number, number]) : undefined);
+  const o: Qwen2VLProcessorOptions = {};
+  const minPixels = num(raw.min_pixels) ?? num(size.shortest_edge);
+  const maxPixels = num(raw.max_pixels) ?? num(size.longest_edge);
+  if (minPixels !== undefined) o.minPixels = minPixels;
+  if (maxPixels !== undefined) o.maxPixels = maxPixels;
+  if (num(raw.patch_size) !== undefined) o.patchSize = num(raw.patch_size);
+  if (num(raw.temporal_patch_size) !== undefined) o.temporalPatchSize = num(raw.temporal_patch_size);
+  if (num(raw.merge_size) !== undefined) o.mergeSize = num(raw.merge_size);
+  if (num(raw.rescale_factor) !== undefined) o.rescaleFactor = num(raw.rescale_factor);
+  if (triple(raw.image_mean)) o.imageMean = triple(raw.image_mean);
+  if (triple(raw.image_std)) o.imageStd = triple(raw.image_std);
+  if (raw.do_resize === false) o.doResize = false;
+  return o;
+}
+
+/** What a folder holds, resolved to the engine's inputs. */
+export interface ResolvedCheckpoint {
+  /** The Hugging Face model folder (config.json + weights). */
+  modelDir: string;
+  /** A PEFT adapter folder to load on top, when the folder given was one. */
+  adapterDir?: string;
+  lora?: LoraConfig;
+  /** Where the tokenizer and processor files are. */
+  tokenizerDir: string;
+}
+
+/**
+ * Any folder a user would point at: a Hugging Face checkpoint, a vqalab trainer checkpoint
+ * (trainer.json + model/), a run folder (checkpoints/latest), or a PEFT adapter folder
+ * (adapter_config.json naming its base model).
+ */
+export function resolveModelFolder(dir: string): ResolvedCheckpoint {
+  if (typeof dir !== 'string' || dir === '') throw invalidParameterError('dir', 'non-empty string', dir);
+  if (!existsSync(dir)) throw new Error(`${dir}: no such folder`);
+  if (existsSync(path.join(dir, 'config.json'))) return { modelDir: dir, tokenizerDir: dir };
+  const adapterConfig = path.join(dir, 'adapter_config.json');
+  if (existsSync(adapterConfig)) {
+    let cfg: Record<string, any>;
+    try {
+      cfg = JSON.parse(readFileSync(adapterConfig, 'utf8')) as Record<string, any>;
+    } catch (err) {
+      throw new Error(`${adapterConfig}: invalid JSON (${(err as Error).message})`);
+    }
+    const base = cfg.base_model_name_or_path;
+    if (typeof base !== 'string' || !existsSync(path.join(base, 'config.json'))) {
+      throw new Error(`${adapterConfig}: base_model_name_or_path ${JSON.stringify(base)} is not a local model folder; load the base with the adapter explicitly`);
+    }
+    const targets = cfg.vqalab?.targetModules ?? cfg.target_modules;
+    if (!Array.isArray(targets) || typeof cfg.r !== 'number' || typeof cfg.lora_alpha !== 'number') {
+      throw new Error(`${adapterConfig}: expected r, lora_alpha and target_modules (a list) of a PEFT LoRA adapter`);
+    }
+    const lora: LoraConfig = { rank: cfg.r, alpha: cfg.lora_alpha, targetModules: targets as string[], vision: Boolean(cfg.vqalab?.vision) };
+    return { modelDir: base, adapterDir: dir, lora, tokenizerDir: existsSync(path.join(dir, 'tokenizer.json')) ? dir : base };
+  }
+  let ckpt: string;
+  try {
+    ckpt = resolveCheckpoint(dir);
+  } catch {
+    throw new Error(`${dir}: not a model folder (no config.json), a vqalab checkpoint (trainer.json + model/, or checkpoints/latest) nor a PEFT adapter (adapter_config.json)`);
+  }
+  const model = path.join(ckpt, 'model');
+  if (!existsSync(path.join(model, 'config.json'))) throw new Error(`${ckpt}: trainer checkpoint without model/config.json`);
+  return { modelDir: model, tokenizerDir: model };
+}
+
+/** The bytes of one token as the model produced it (byte-level BPE), falling back to its decoded text. */
+export function tokenBytes(tokenizer: VlmTokenizer, id: number): Uint8Array {
+  const piece = tokenizer.idToToken(id);
+  if (piece === undefined) return new Uint8Array(0);
+  const bytes: number[] = [];
+  for (const ch of piece) {
+    const b = CHAR_TO_BYTE.get(ch);
+    if (b === undefined) return new Uint8Array(Buffer.from(piece, 'utf8')); // a special or added token, spelled as it is
+    bytes.push(b);
+  }
+  return Uint8Array.from(bytes);
+}
+
+function firstIndexOf(text: string, stops: readonly string[]): number {
+  let best = -1;
+  for (const s of stops) {
+    if (s === '') continue;
+    const i = text.indexOf(s);
+    if (i >= 0 && (best < 0 || i < best)) best = i;
+  }
+  return best;
+}
+
+let requestCounter = 0;
+
+export class LocalPolicy implements Policy {
+  readonly name: string;
+  readonly model: EngineModel;
+  readonly tokenizer: VlmTokenizer;
+  readonly processor: Qwen2VLImageProcessor;
+  readonly systemPrompt: string | undefined;
+  private readonly mergeSize: number;
+  private readonly cache = new Map<string, ImageInput>();
+  private readonly cacheSize: number;
+  private readonly stopSet: Set<number>;
+
+  constructor(options: LocalPolicyOptions) {
+    if (options === null || typeof options !== 'object') throw invalidParameterError('options', 'an object {model, tokenizer}', options);
+    if (!options.model || typeof options.model.sample !== 'function') throw invalidParameterError('options.model', 'an EngineModel', options.model);
+    if (!(options.tokenizer instanceof VlmTokenizer)) throw invalidParameterError('options.tokenizer', 'a VlmTokenizer', options.tokenizer);
+    this.model = options.model;
+    this.tokenizer = options.tokenizer;
+    this.processor = options.processor ?? new Qwen2VLImageProcessor(processorOptionsFrom(options.tokenizer.source));
+    this.name = options.name ?? `local:${options.tokenizer.source}`;
+    this.systemPrompt = options.systemPrompt;
+    this.mergeSize = this.model.config?.vision?.spatialMergeSize ?? 2;
+    this.cacheSize = options.imageCacheSize === undefined ? 256 : expectInteger('imageCacheSize', options.imageCacheSize, 0);
+    if (this.model.config && this.tokenizer.vocabSize > this.model.config.vocabSize) {
+      throw new Error(`${this.tokenizer.source}: the tokenizer has ${this.tokenizer.vocabSize} ids but the model's vocab_size is ${this.model.config.vocabSize}`);
+    }
+    this.stopSet = new Set(this.tokenizer.stopTokenIds);
+  }
+
+  /** Load a folder (see {@link resolveModelFolder}; default: the embedded tiny model) on the CPU engine. */
+  static async load(dir: string = DEFAULT_MODEL_DIR, options: LoadLocalPolicyOptions = {}): Promise<LocalPolicy> {
+    const r = resolveModelFolder(dir);
+    const load: LoadOptions = { ...options.load };
+    if (options.threads !== undefined) load.threads = options.threads;
+    if (options.maxSequenceLength !== undefined) load.maxSequenceLength = options.maxSequenceLength;
+    if (r.lora) { load.lora = r.lora; load.adapter = r.adapterDir; }
+    const model = await loadModel(r.modelDir, load);
+    try {
+      const tokenizer = VlmTokenizer.load(r.tokenizerDir);
+      return new LocalPolicy({
+        model, tokenizer, processor: new Qwen2VLImageProcessor(processorOptionsFrom(r.tokenizerDir)),
+        name: options.name ?? `local:${dir === DEFAULT_MODEL_DIR ? 'default' : dir}`, systemPrompt: options.systemPrompt, imageCacheSize: options.imageCacheSize,
+      });
+    } catch (err) {
+      model.dispose();
+      throw err;
+    }
+  }
+
+  /** Largest prompt + completion the engine accepts. */
+  get maxSequenceLength(): number {
+    return this.model.maxSequenceLength;
+  }
+
+  /** Process one image (a path, encoded bytes or decoded RGB); paths are cached. */
+  async image(src: ImageSource): Promise<ImageInput> {
+    const key = typeof src === 'string' ? path.resolve(src) : undefined;
+    const hit = key ? this.cache.get(key) : undefined;
+    if (hit) return hit;
+    const p = await this.processor.process(src);
+    const img: ImageInput = { pixels: p.pixels, gridThw: p.gridThw };
+    if (key && this.cacheSize > 0) {
+      if (this.cache.size >= this.cacheSize) this.cache.delete(this.cache.keys().next().value!);
+      this.cache.set(key, img);
+    }
+    return img;
+  }
+
+  /** The engine prompt of a conversation whose image parts are `images`, in order. */
+  prompt(messages: readonly ChatMessage[], images: readonly ImageInput[]): Prompt {
+    return this.tokenizer.buildPrompt(messages, images, { mergeSize: this.mergeSize });
+  }
+
+  /** The VQA conversation of a sample (what the trainer asks). */
+  messagesFor(sample: VqaSample): ChatMessage[] {
+    const n = sample.imagePaths?.length ? sample.imagePaths.length : 1;
+    return VlmTokenizer.vqaMessages(sample.question, n, this.systemPrompt);
+  }
+
+  /** Stop ids for a request: the tokenizer's, the given ones, and one-token stop strings. */
+  private stops(o: LocalSampling): { ids: Set<number>; strings: string[] } {
+    const ids = new Set(this.stopSet);
+    for (const id of o.stopTokenIds ?? []) ids.add(id);
+    const strings: string[] = [];
+    for (const s of o.stop ?? []) {
+      // A one-token stop string also stops the engine early; every stop string is looked for in
+      // the text too, since the model may spell it with other tokens.
+      const enc = this.tokenizer.encode(s);
+      if (enc.length === 1 && this.tokenizer.decode(enc, { skipSpecialTokens: false }) === s) ids.add(enc[0]!);
+      strings.push(s);
+    }
+    return { ids, strings };
+  }
+
+  /** Check that prompt + maxTokens fits the context; throws {@link ContextLengthError}. */
+  checkLength(prompt: Prompt, maxTokens: number): void {
+    const limit = this.maxSequenceLength;
+    if (prompt.ids.length >= limit) {
+      throw new ContextLengthError(`this model's maximum context length is ${limit} tokens, but the prompt has ${prompt.ids.length} tokens (images included); shorten it`,
+        prompt.ids.length, maxTokens, limit);
+    }
+    if (prompt.ids.length + maxTokens > limit) {
+      throw new ContextLengthError(`this model's maximum context length is ${limit} tokens; the prompt has ${prompt.ids.length} and max_tokens asks for ${maxTokens} more `
+        + `(${prompt.ids.length + maxTokens}); lower max_tokens to ${limit - prompt.ids.length} or less`, prompt.ids.length, maxTokens, limit);
+    }
+  }
+
+  /** Sample n completions of a prompt on the engine (one call; the prompt is computed once). */
+  async complete(prompt: Prompt, o: LocalSampling): Promise<LocalGeneration> {
+    const n = expectInteger('n', o.n, 1, 4096);
+    const maxTokens = expectInteger('maxTokens', o.maxTokens, 1);
+    const temperature = expectNumber('temperature', o.temperature, 0);
+    const topLogprobs = o.topLogprobs === undefined ? 0 : expectInteger('topLogprobs', o.topLogprobs, 0, 20);
+    const seed = o.seed === undefined ? randomInt(0, 2 ** 47) : expectInteger('seed', o.seed, 0, Number.MAX_SAFE_INTEGER);
+    this.checkLength(prompt, maxTokens);
+    const { ids: stopIds, strings } = this.stops(o);
+    const t0 = performance.now();
+    const res = await this.model.sample({
+      prompt, n, temperature, topP: o.topP, topK: o.topK || undefined, maxTokens, stopTokenIds: [...stopIds], seed,
+    });
+    const choices: LocalChoice[] = res.tokenIds.map((idsArr, i) => {
+      let ids = Array.from(idsArr);
+      let lps = Array.from(res.logprobs[i]!);
+      let finish: 'stop' | 'length' = res.finishReason[i]!;
+      const stopAt = ids.findIndex((t) => stopIds.has(t));
+      if (stopAt >= 0) { ids = ids.slice(0, stopAt + 1); lps = lps.slice(0, stopAt + 1); finish = 'stop'; }
+      const bodyLen = stopAt >= 0 ? stopAt : ids.length;
+      let text = this.tokenizer.decode(ids.slice(0, bodyLen));
+      if (strings.length > 0 && firstIndexOf(text, strings) >= 0) {
+        // The shortest prefix of tokens whose text already holds a stop string.
+        for (let k = 1; k <= bodyLen; k++) {
+          const t = this.tokenizer.decode(ids.slice(0, k));
+          const at = firstIndexOf(t, strings);
+          if (at >= 0) { text = t.slice(0, at); ids = ids.slice(0, k); lps = lps.slice(0, k); finish = 'stop'; break; }
+        }
+      }
+      return { text, tokenIds: ids, logprobs: lps, finishReason: finish };
+    });
+    if (topLogprobs > 0) await this.addTopLogprobs(prompt, choices, topLogprobs);
+    return { choices, promptTokens: prompt.ids.length, engineMs: performance.now() - t0 };
+  }
+
+  /** Most floats of logits one top_logprobs request may ask the engine for (256 MiB). */
+  static readonly TOP_LOGPROBS_MAX_FLOATS = 64 * 1024 * 1024;
+
+  private async addTopLogprobs(prompt: Prompt, choices: LocalChoice[], k: number): Promise<void> {
+    const vocab = this.model.config.vocabSize;
+    const floats = choices.reduce((a, c) => a + (prompt.ids.length + c.tokenIds.length) * vocab, 0);
+    if (floats > LocalPolicy.TOP_LOGPROBS_MAX_FLOATS) {
+      throw new RangeError(`top_logprobs needs the full logits (${floats.toLocaleString('en-US')} floats for this request, vocabulary ${vocab}); `
+        + `the limit is ${LocalPolicy.TOP_LOGPROBS_MAX_FLOATS.toLocaleString('en-US')}: ask for fewer tokens or omit top_logprobs`);
+    }
+    const withTokens = choices.filter((c) => c.tokenIds.length > 0);
+    if (withTokens.length === 0) return;
+    const [res] = await this.model.forward([{ prompt, completions: withTokens.map((c) => Int32Array.from(c.tokenIds)), returnLogits: true }]);
+    withTokens.forEach((c, j) => {
+      const logits = res!.logits![j]!;
+      c.topLogprobs = c.tokenIds.map((_t, pos) => {
+        const row = logits.subarray((prompt.ids.length + pos - 1) * vocab, (prompt.ids.length + pos) * vocab);
+        let max = -Infinity;
+        for (const v of row) if (v > max) max = v;
+        let sum = 0;
+        for (const v of row) sum += Math.exp(v - max);
+        const lse = max + Math.log(sum);
+        const top: { id: number; logprob: number }[] = [];
+        for (let id = 0; id < vocab; id++) {
+          const lp = row[id]! - lse;
+          if (top.length < k || lp > top[top.length - 1]!.logprob) {
+            top.push({ id, logprob: lp });
+            top.sort((a, b) => b.logprob - a.logprob);
+            if (top.length > k) top.pop();
+          }
+        }
+        return top;
+      });
+    });
+  }
+
+  /** Policy.generate: per-sample failures (unreadable image, too long) come back as error completions. */
+  async generate(sample: VqaSample, options: SamplingOptions): Promise<Completion[]> {
+    if (sample === null || typeof sample !== 'object') throw invalidParameterError('sample', 'a VqaSample', sample);
+    if (options === null || typeof options !== 'object') throw invalidParameterError('options', 'SamplingOptions', options);
+    const n = expectInteger('options.n', options.n, 1, 4096);
+    if (options.signal?.aborted) throw abortReason(options.signal);
+    const requestId = `local-${++requestCounter}`;
+    const t0 = performance.now();
+    let gen: LocalGeneration;
+    try {
+      const files = sample.imagePaths?.length ? sample.imagePaths : [sample.imagePath];
+      const images: ImageInput[] = [];
+      for (const f of files) images.push(await this.image(f));
+      const prompt = this.prompt(this.messagesFor(sample), images);
+      gen = await this.complete(prompt, {
+        n, temperature: options.temperature, topP: options.topP, topK: options.topK, maxTokens: options.maxTokens,
+        stopTokenIds: options.stopTokenIds, stop: options.stop, seed: options.seed, topLogprobs: options.topLogprobs,
+      });
+    } catch (err) {
+      if (err instanceof TypeError && /^Expected /.test(err.message)) throw err; // a caller's bug, not a sample's
+      const msg = `sample ${sample.id}: ${err instanceof Error ? err.message : String(err)}`;
+      return Array.from({ length: n }, () => ({ text: '', finishReason: 'error' as const, error: msg, requestId, latencyMs: performance.now() - t0 }));
+    }
+    const latencyMs = performance.now() - t0;
+    return gen.choices.map((c) => {
+      const out: Completion = {
+        text: c.text.trim(), tokenIds: c.tokenIds, logprobs: c.logprobs, finishReason: c.finishReason, latencyMs, requestId, attempts: 1,
+        usage: { promptTokens: gen.promptTokens, completionTokens: c.tokenIds.length },
+      };
+      if (c.topLogprobs) out.topLogprobs = c.topLogprobs.map((row) => row.map((e) => ({ token: this.tokenizer.decode([e.id], { skipSpecialTokens: false }), logprob: e.logprob })));
+      return out;
+    });
+  }
+
+  dispose(): void {
+    this.model.dispose();
+  }
+}
+
+/** For error messages: what was passed where a policy was expected. */
+export function describePolicy(p: unknown): string {
+  return p && typeof p === 'object' && typeof (p as Policy).name === 'string' ? (p as Policy).name : describeValue(p);
+}

@@ -1,0 +1,425 @@
+/**
+ * `vqalab serve`: an OpenAI-compatible HTTP server (node:http) over the native engine.
+ *
+ *   GET  /v1/models, /v1/models/{id}
+ *   POST /v1/chat/completions   (JSON, or server-sent events with stream: true)
+ *   GET  /health                (no auth; for load balancers and scripts that wait for start-up)
+ *
+ * A request goes: body (size-capped) → JSON → checked fields (src/serve/protocol.ts) → image
+ * headers checked (src/serve/media.ts: size, pixel and path limits) → prompt length from the
+ * processor's plan, checked against the context — all before it queues, so bad requests fail at
+ * once — then the fair queue (src/serve/queue.ts) → its images decoded and patched (while the
+ * engine runs the request ahead) → one engine call for its n completions → the reply. Heavy work
+ * runs in the engine's native threads and libvips'; the event loop parses, routes and formats.
+ * Errors come back in OpenAI's JSON shape with the status a client expects, and one bad request
+ * never affects another.
+ *
+ * Streaming sends OpenAI's chunk format (role chunk, one chunk per token with its log-prob,
+ * finish chunk, optional usage chunk, `data: [DONE]`). The engine returns a completion whole, so
+ * chunks start when the completion is done: the format is exact, the latency to first token is
+ * the whole generation's.
+ */
+import { randomBytes, timingSafeEqual } from 'node:crypto';
+import http, { type IncomingMessage, type ServerResponse } from 'node:http';
+import type { AddressInfo, Socket } from 'node:net';
+import type { ImageInput } from '../engine/types.js';
+import { ContextLengthError, tokenBytes, type LocalChoice, type LocalGeneration, type LocalPolicy } from '../rollout/local.js';
+import { ApiError, badRequest, sendError, sendJson } from './errors.js';
+import { loadImagePart, type CheckedImage, type MediaLimits } from './media.js';
+import { parseChatRequest, type ChatRequest } from './protocol.js';
+import { FairQueue, QueueFullError, type QueueStats } from './queue.js';
+
+export interface ServeOptions {
+  /** The model to serve. */
+  policy: LocalPolicy;
+  /** The name clients put in `model` (default "vqalab"). */
+  modelName?: string;
+  /** Interface to bind (default 127.0.0.1: loopback only). */
+  host?: string;
+  /** Port (default 8000; 0 = any free port). */
+  port?: number;
+  /** Require `Authorization: Bearer <apiKey>` on /v1 routes. */
+  apiKey?: string;
+  /** Local image paths (file:// or absolute) are read only under this folder; absent: refused. */
+  allowedMediaRoot?: string;
+  /** Largest request body (default 32 MiB). */
+  maxBodyBytes?: number;
+  /** Largest encoded image (default 16 MiB). */
+  maxImageBytes?: number;
+  /** Most pixels per image (default 4096·4096). */
+  maxImagePixels?: number;
+  /** Most images per request (default 8). */
+  maxImages?: number;
+  /** Most choices (n) per request (default 64). */
+  maxN?: number;
+  /** Requests waiting for the engine before new ones get 503 (default 256). */
+  maxQueue?: number;
+  /** max_tokens when a request gives none: the rest of the context, at most this (default 512). */
+  defaultMaxTokens?: number;
+  /** Access log and notices (default: none). */
+  log?: (line: string) => void;
+  /** Dispose the policy's model when the server closes (default false). */
+  disposeOnClose?: boolean;
+}
+
+export interface ServeStats {
+  requests: number;
+  byStatus: Record<string, number>;
+  queue: QueueStats;
+  completionTokens: number;
+  promptTokens: number;
+}
+
+export interface ServeHandle {
+  /** Base URL for OpenAI clients, ending in /v1. */
+  readonly url: string;
+  readonly host: string;
+  readonly port: number;
+  readonly modelName: string;
+  readonly server: http.Server;
+  stats(): ServeStats;
+  /** Stop accepting, refuse queued requests (503), let running ones finish, then close. */
+  close(): Promise<void>;
+}
+
+const MiB = 1 << 20;
+
+/** What the checks before queueing established: the images, max_tokens, the prompt ids as planned. */
+interface Checked {
+  images: CheckedImage[];
+  maxTokens: number;
+  ids: Int32Array;
+  grids: [number, number, number][];
+}
+
+/** One holder at a time, in arrival order. */
+class Lock {
+  private tail: Promise<unknown> = Promise.resolve();
+  run<T>(fn: () => Promise<T>): Promise<T> {
+    const next = this.tail.then(fn, fn);
+    this.tail = next.catch(() => undefined);
+    return next;
+  }
+}
+
+function clientKey(req: IncomingMessage, chat: ChatRequest): string {
+  return chat.user ? `user:${chat.user}` : `addr:${req.socket.remoteAddress ?? '?'}`;
+}
+
+/** Read the body, refusing more than `max` bytes with 413 (the rest is drained, then the connection closed). */
+function readBody(req: IncomingMessage, max: number): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const declared = Number(req.headers['content-length']);
+    const tooLarge = (n: number) => new ApiError(413, `the request body is ${n > 0 ? `${(n / MiB).toFixed(1)} MiB` : 'too large'}, more than this server's limit of ${(max / MiB).toFixed(1)} MiB`,
+      'invalid_request_error', null, 'request_too_large', { connection: 'close' });
+    if (Number.isFinite(declared) && declared > max) {
+      req.resume();
+      return reject(tooLarge(declared));
+    }
+    const chunks: Buffer[] = [];
+    let size = 0;
+    let over = false;
+    req.on('data', (c: Buffer) => {
+      size += c.length;
+      if (size > max) {
+        if (!over) { over = true; chunks.length = 0; }
+        if (size > 4 * max) req.destroy(); // a client that keeps sending after the limit is cut off
+        return;
+      }
+      chunks.push(c);
+    });
+    req.on('end', () => (over ? reject(tooLarge(size)) : resolve(Buffer.concat(chunks))));
+    req.on('error', reject);
+  });
+}
+
+function checkKey(req: IncomingMessage, apiKey: string): void {
+  const auth = req.headers.authorization ?? '';
+  const m = /^Bearer\s+(.+)$/i.exec(auth);
+  const ok = m !== null && (() => {
+    const a = Buffer.from(m[1]!.trim()), b = Buffer.from(apiKey);
+    return a.length === b.length && timingSafeEqual(a, b);
+  })();
+  if (!ok) {
+    throw new ApiError(401, m ? 'Incorrect API key provided' : 'Missing API key: send "Authorization: Bearer <key>"', 'invalid_request_error', null, 'invalid_api_key',
+      { 'www-authenticate': 'Bearer' });
+  }
+}
+
+export async function serve(options: ServeOptions): Promise<ServeHandle> {
+  const policy = options.policy;
+  if (!policy || typeof policy.complete !== 'function') throw new TypeError('serve needs options.policy: a LocalPolicy');
+  const modelName = options.modelName ?? 'vqalab';
+  const host = options.host ?? '127.0.0.1';
+  const maxBodyBytes = options.maxBodyBytes ?? 32 * MiB;
+  const media: MediaLimits = {
+    allowedMediaRoot: options.allowedMediaRoot,
+    maxImageBytes: options.maxImageBytes ?? 16 * MiB,
+    maxImagePixels: options.maxImagePixels ?? 4096 * 4096,
+  };
+  const limits = { maxN: options.maxN ?? 64, maxImages: options.maxImages ?? 8 };
+  const defaultMaxTokens = options.defaultMaxTokens ?? 512;
+  // Two jobs at a time: one on the engine, the next preparing its images meanwhile (off the JS
+  // thread, in libvips); the engine lock keeps engine calls one at a time. Memory holds at most
+  // two requests' processed images.
+  const queue = new FairQueue(options.maxQueue ?? 256, 2);
+  const engine = new Lock();
+  const created = Math.floor(Date.now() / 1000);
+  const log = options.log;
+  const counters = { requests: 0, byStatus: {} as Record<string, number>, promptTokens: 0, completionTokens: 0 };
+  const sockets = new Set<Socket>();
+  let closing = false;
+
+  const modelObject = () => ({ id: modelName, object: 'model', created, owned_by: 'vqalab', max_model_len: policy.maxSequenceLength });
+
+  function tokenText(id: number, asIds: boolean): string {
+    return asIds ? `token_id:${id}` : policy.tokenizer.decode([id], { skipSpecialTokens: false });
+  }
+
+  function logprobEntry(choice: LocalChoice, k: number, asIds: boolean) {
+    const id = choice.tokenIds[k]!;
+    return {
+      token: tokenText(id, asIds),
+      logprob: choice.logprobs[k]!,
+      bytes: [...tokenBytes(policy.tokenizer, id)],
+      top_logprobs: (choice.topLogprobs?.[k] ?? []).map((t) => ({ token: tokenText(t.id, asIds), logprob: t.logprob, bytes: [...tokenBytes(policy.tokenizer, t.id)] })),
+    };
+  }
+
+  /**
+   * Checks that need no pixels, before the request queues: each image's header (size, limits),
+   * its token count from the processor's plan, and the prompt length against the context.
+   */
+  async function check(chat: ChatRequest): Promise<Checked> {
+    const images: CheckedImage[] = [];
+    const planned: ImageInput[] = [];
+    for (const ref of chat.images) {
+      const img = await loadImagePart(ref.url, ref.param, media);
+      try {
+        planned.push({ pixels: new Float32Array(0), gridThw: policy.processor.plan(img.height, img.width).gridThw });
+      } catch (err) {
+        throw badRequest(`${ref.param}: ${(err as Error).message}`, ref.param, 'invalid_image');
+      }
+      images.push(img);
+    }
+    let ids: Int32Array;
+    try {
+      ids = policy.prompt(chat.messages, planned).ids;
+    } catch (err) {
+      throw badRequest(`cannot build the prompt: ${(err as Error).message}`, 'messages', 'invalid_messages');
+    }
+    const promptTokens = ids.length;
+    const room = policy.maxSequenceLength - promptTokens;
+    const maxTokens = chat.maxTokens ?? Math.max(1, Math.min(defaultMaxTokens, room));
+    try {
+      policy.checkLength({ ids: new Int32Array(promptTokens), images: [] }, maxTokens);
+    } catch (err) {
+      if (err instanceof ContextLengthError) throw badRequest(err.message, chat.maxTokens !== undefined && room > 0 ? 'max_tokens' : 'messages', 'context_length_exceeded');
+      throw err;
+    }
+    return { images, maxTokens, ids, grids: planned.map((p) => p.gridThw) };
+  }
+
+  /** In the queue: decode and patch the images (while the engine runs the job ahead), then take the engine. */
+  async function generate(chat: ChatRequest, checked: Checked): Promise<LocalGeneration> {
+    const processed: ImageInput[] = [];
+    for (const img of checked.images) {
+      try {
+        processed.push(await policy.image(img.bytes));
+      } catch (err) {
+        throw badRequest(`${img.param}: ${(err as Error).message.replace(/^image buffer \(\d+ bytes\): /, '')}`, img.param, 'invalid_image');
+      }
+    }
+    // The planned prompt ids hold when each image decoded to its planned grid (the usual case);
+    // otherwise build and check the prompt again.
+    const same = processed.every((img, i) => img.gridThw.every((v, k) => v === checked.grids[i]![k]));
+    const prompt = same ? { ids: checked.ids, images: processed } : policy.prompt(chat.messages, processed);
+    if (!same) policy.checkLength(prompt, checked.maxTokens);
+    return engine.run(() => policy.complete(prompt, {
+      n: chat.n, temperature: chat.temperature, topP: chat.topP, topK: chat.topK, maxTokens: checked.maxTokens, stop: chat.stop,
+      stopTokenIds: chat.stopTokenIds, seed: chat.seed, topLogprobs: chat.topLogprobs,
+    }));
+  }
+
+  function replyJson(res: ServerResponse, chat: ChatRequest, id: string, gen: LocalGeneration): void {
+    const completionTokens = gen.choices.reduce((a, c) => a + c.tokenIds.length, 0);
+    sendJson(res, 200, {
+      id, object: 'chat.completion', created: Math.floor(Date.now() / 1000), model: modelName, system_fingerprint: 'vqalab',
+      choices: gen.choices.map((c, index) => ({
+        index,
+        message: { role: 'assistant', content: c.text, refusal: null },
+        logprobs: chat.logprobs ? { content: c.tokenIds.map((_t, k) => logprobEntry(c, k, chat.tokensAsIds)), refusal: null } : null,
+        finish_reason: c.finishReason,
+        ...(chat.returnTokenIds ? { token_ids: c.tokenIds } : {}),
+      })),
+      usage: { prompt_tokens: gen.promptTokens, completion_tokens: completionTokens, total_tokens: gen.promptTokens + completionTokens },
+      ...(chat.returnTokenIds ? { prompt_token_ids: null } : {}),
+    });
+  }
+
+  /** Text pieces per token whose concatenation is exactly `c.text` (a UTF-8 character split over tokens is held back until complete). */
+  function pieces(c: LocalChoice): string[] {
+    const out: string[] = [];
+    let sent = 0;
+    for (let k = 0; k < c.tokenIds.length; k++) {
+      let upTo = policy.tokenizer.decode(c.tokenIds.slice(0, k + 1));
+      if (upTo.endsWith('\uFFFD') && k + 1 < c.tokenIds.length) upTo = upTo.replace(/\uFFFD+$/, '');
+      const end = Math.min(c.text.length, Math.max(sent, upTo.length));
+      out.push(c.text.slice(sent, end));
+      sent = end;
+    }
+    if (sent < c.text.length) {
+      if (out.length === 0) out.push('');
+      out[out.length - 1] += c.text.slice(sent);
+    }
+    return out;
+  }
+
+  function replyStream(res: ServerResponse, chat: ChatRequest, id: string, gen: LocalGeneration): void {
+    res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', connection: 'keep-alive', 'x-accel-buffering': 'no' });
+    const createdAt = Math.floor(Date.now() / 1000);
+    const send = (choices: unknown[], extra: Record<string, unknown> = {}) => {
+      if (res.destroyed) return; // the client left mid-stream
+      res.write(`data: ${JSON.stringify({ id, object: 'chat.completion.chunk', created: createdAt, model: modelName, system_fingerprint: 'vqalab', choices, ...extra })}\n\n`);
+    };
+    gen.choices.forEach((c, index) => {
+      send([{ index, delta: { role: 'assistant', content: '' }, logprobs: null, finish_reason: null }]);
+      const ps = pieces(c);
+      ps.forEach((piece, k) => {
+        send([{
+          index, delta: { content: piece },
+          logprobs: chat.logprobs ? { content: [logprobEntry(c, k, chat.tokensAsIds)], refusal: null } : null, finish_reason: null,
+          ...(chat.returnTokenIds ? { token_ids: [c.tokenIds[k]] } : {}),
+        }]);
+      });
+      send([{ index, delta: {}, logprobs: null, finish_reason: c.finishReason }]);
+    });
+    if (chat.includeUsage) {
+      const completionTokens = gen.choices.reduce((a, c) => a + c.tokenIds.length, 0);
+      send([], { usage: { prompt_tokens: gen.promptTokens, completion_tokens: completionTokens, total_tokens: gen.promptTokens + completionTokens } });
+    }
+    if (!res.destroyed) res.end('data: [DONE]\n\n');
+  }
+
+  async function chatCompletions(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const raw = await readBody(req, maxBodyBytes);
+    let body: unknown;
+    try {
+      body = JSON.parse(raw.toString('utf8'));
+    } catch (err) {
+      throw badRequest(`the request body is not valid JSON: ${(err as Error).message}`, null, 'invalid_json');
+    }
+    const chat = parseChatRequest(body, limits);
+    if (chat.model !== modelName) {
+      throw new ApiError(404, `The model \`${chat.model}\` does not exist; this server serves "${modelName}" (GET /v1/models)`, 'not_found_error', 'model', 'model_not_found');
+    }
+    const checked = await check(chat);
+    const gone = new AbortController();
+    const onClose = () => { if (!res.writableFinished) gone.abort(new Error('the client closed the connection')); };
+    res.on('close', onClose);
+    let gen: LocalGeneration;
+    try {
+      gen = await queue.submit(clientKey(req, chat), () => generate(chat, checked), gone.signal);
+    } catch (err) {
+      if (err instanceof QueueFullError) throw new ApiError(503, err.message, 'server_error', null, 'server_overloaded', { 'retry-after': '1' });
+      if (gone.signal.aborted) return;
+      if (err instanceof ApiError) throw err;
+      if (err instanceof ContextLengthError) throw badRequest(err.message, 'messages', 'context_length_exceeded');
+      if (err instanceof RangeError && /top_logprobs/.test(err.message)) throw badRequest(err.message, 'top_logprobs', 'invalid_value');
+      throw err;
+    } finally {
+      res.off('close', onClose);
+    }
+    if (res.destroyed) return;
+    counters.promptTokens += gen.promptTokens;
+    counters.completionTokens += gen.choices.reduce((a, c) => a + c.tokenIds.length, 0);
+    const id = `chatcmpl-${randomBytes(12).toString('hex')}`;
+    if (chat.stream) replyStream(res, chat, id, gen);
+    else replyJson(res, chat, id, gen);
+  }
+
+  async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const url = (req.url ?? '/').split('?')[0]!.replace(/\/+$/, '') || '/';
+    const method = req.method ?? 'GET';
+    const allow = (methods: string) => {
+      if (!methods.split(', ').includes(method)) throw new ApiError(405, `${method} is not allowed on ${url}; use ${methods}`, 'invalid_request_error', null, 'method_not_allowed', { allow: methods });
+    };
+    if (url === '/health') {
+      allow('GET');
+      return sendJson(res, 200, { status: closing ? 'closing' : 'ok', model: modelName, queue: queue.stats() });
+    }
+    if (!url.startsWith('/v1/') && url !== '/v1') throw new ApiError(404, `no route ${method} ${url} (this server answers /v1/models and /v1/chat/completions)`, 'not_found_error', null, 'unknown_url');
+    if (options.apiKey !== undefined) checkKey(req, options.apiKey);
+    if (closing) throw new ApiError(503, 'the server is shutting down', 'server_error', null, 'server_shutting_down');
+    if (url === '/v1/models') {
+      allow('GET');
+      return sendJson(res, 200, { object: 'list', data: [modelObject()] });
+    }
+    if (url.startsWith('/v1/models/')) {
+      allow('GET');
+      const id = decodeURIComponent(url.slice('/v1/models/'.length));
+      if (id !== modelName) throw new ApiError(404, `The model \`${id}\` does not exist`, 'not_found_error', 'model', 'model_not_found');
+      return sendJson(res, 200, modelObject());
+    }
+    if (url === '/v1/chat/completions') {
+      allow('POST');
+      return chatCompletions(req, res);
+    }
+    throw new ApiError(404, `no route ${method} ${url} (this server answers /v1/models and /v1/chat/completions)`, 'not_found_error', null, 'unknown_url');
+  }
+
+  const server = http.createServer((req, res) => {
+    const t0 = performance.now();
+    counters.requests++;
+    // A client that disconnects mid-reply must not take the server down with a stream error.
+    res.on('error', (err) => log?.(`response error: ${req.method} ${req.url}: ${err.message}`));
+    req.on('error', (err) => log?.(`request error: ${req.method} ${req.url}: ${err.message}`));
+    res.on('finish', () => {
+      counters.byStatus[res.statusCode] = (counters.byStatus[res.statusCode] ?? 0) + 1;
+      log?.(`${req.method} ${req.url} ${res.statusCode} ${(performance.now() - t0).toFixed(0)}ms`);
+    });
+    handle(req, res).catch((err: unknown) => {
+      if (err instanceof ApiError) {
+        if (err.status === 413 || err.headers.connection === 'close') res.shouldKeepAlive = false;
+        return sendError(res, err);
+      }
+      log?.(`error: ${req.method} ${req.url}: ${err instanceof Error ? err.stack ?? err.message : String(err)}`);
+      if (res.headersSent) { res.destroy(); return; }
+      sendError(res, new ApiError(500, `the engine failed: ${err instanceof Error ? err.message : String(err)}`, 'server_error', null, 'engine_error'));
+    });
+  });
+  server.on('connection', (s: Socket) => {
+    sockets.add(s);
+    s.on('close', () => sockets.delete(s));
+  });
+  server.on('clientError', (err, socket) => {
+    if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\nconnection: close\r\n\r\n'
+      + JSON.stringify({ error: { message: `malformed HTTP request: ${(err as Error).message}`, type: 'invalid_request_error', param: null, code: 'bad_http' } }));
+    else socket.destroy();
+  });
+  server.keepAliveTimeout = 30_000;
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(options.port ?? 8000, host, () => { server.off('error', reject); resolve(); });
+  });
+  const port = (server.address() as AddressInfo).port;
+  const shownHost = host.includes(':') ? `[${host}]` : host;
+  return {
+    url: `http://${shownHost === '0.0.0.0' ? '127.0.0.1' : shownHost}:${port}/v1`,
+    host, port, modelName, server,
+    stats: () => ({ ...counters, byStatus: { ...counters.byStatus }, queue: queue.stats() }),
+    close: async () => {
+      if (closing) return;
+      closing = true;
+      queue.close(new ApiError(503, 'the server is shutting down', 'server_error', null, 'server_shutting_down'));
+      const done = new Promise<void>((resolve) => server.close(() => resolve()));
+      server.closeIdleConnections();
+      await queue.idle();
+      // Give replies written after the last engine call a moment to flush, then drop what is left.
+      await new Promise((r) => setTimeout(r, 20));
+      for (const s of sockets) s.destroy();
+      await done;
+      if (options.disposeOnClose) policy.dispose();
+    },
+  };
+}

@@ -1,0 +1,105 @@
+/**
+ * The real JupyterLab 4.6.4 front end for end-to-end tests: installs the lab tree from its lock
+ * (npm ci in test/e2e/app, once per lock), builds the app (webpack, once per input), and serves it
+ * with Debian's jupyter-server + jupyterlab-server on a free loopback port.
+ */
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import path from 'node:path';
+
+export const ROOT = path.resolve(import.meta.dirname, '../../..');
+export const APP = path.join(ROOT, 'test/e2e/app');
+
+function hashFiles(files: string[]): string {
+  const h = createHash('sha256');
+  for (const f of files) h.update(readFileSync(path.join(APP, f)));
+  return h.digest('hex').slice(0, 16);
+}
+
+function stamped(stampFile: string, hash: string): boolean {
+  return existsSync(stampFile) && readFileSync(stampFile, 'utf8') === hash;
+}
+
+export interface LabTreeTimes {
+  installSeconds: number | null;
+  buildSeconds: number | null;
+}
+
+/** npm ci + webpack when their inputs changed; returns what it had to do and how long it took. */
+export function ensureLabApp(log: (s: string) => void = () => {}): LabTreeTimes {
+  const times: LabTreeTimes = { installSeconds: null, buildSeconds: null };
+  const treeHash = hashFiles(['package.json', 'package-lock.json']);
+  const treeStamp = path.join(APP, 'node_modules/.vqalab-stamp');
+  if (!stamped(treeStamp, treeHash)) {
+    log('installing the lab tree (npm ci in test/e2e/app)');
+    const t = performance.now();
+    execFileSync('npm', ['ci', '--no-audit', '--no-fund', '--loglevel=error'], { cwd: APP, stdio: ['ignore', 'inherit', 'inherit'] });
+    writeFileSync(treeStamp, treeHash);
+    times.installSeconds = (performance.now() - t) / 1000;
+  }
+  const buildHash = hashFiles(['package-lock.json', 'webpack.config.js', 'index.js', 'bootstrap.js']);
+  const buildStamp = path.join(APP, 'build/.vqalab-stamp');
+  if (!stamped(buildStamp, buildHash)) {
+    log('building the JupyterLab app (webpack)');
+    const t = performance.now();
+    execFileSync(process.execPath, [path.join(APP, 'node_modules/webpack-cli/bin/cli.js'), '--config', 'webpack.config.js'],
+      { cwd: APP, stdio: ['ignore', 'ignore', 'inherit'] });
+    mkdirSync(path.dirname(buildStamp), { recursive: true });
+    writeFileSync(buildStamp, buildHash);
+    times.buildSeconds = (performance.now() - t) / 1000;
+  }
+  return times;
+}
+
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address() as { port: number };
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+export interface LabServer {
+  url: string;
+  token: string;
+  process: ChildProcess;
+  output: string[];
+  stop(): Promise<void>;
+}
+
+/** Start the server on a free port; resolves once /api/status answers. */
+export async function startLab(rootDir: string, env: NodeJS.ProcessEnv): Promise<LabServer> {
+  const port = await freePort();
+  const token = `vqalab-e2e-${process.pid}`;
+  const proc = spawn('/usr/bin/python3', [path.join(APP, 'main.py'),
+    '--ServerApp.ip=127.0.0.1', `--ServerApp.port=${port}`, '--ServerApp.port_retries=0', '--ServerApp.open_browser=False',
+    '--ServerApp.allow_root=True', `--ServerApp.token=${token}`, `--ServerApp.root_dir=${rootDir}`], { cwd: rootDir, env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const output: string[] = [];
+  proc.stdout!.on('data', (d: Buffer) => output.push(d.toString()));
+  proc.stderr!.on('data', (d: Buffer) => output.push(d.toString()));
+  const url = `http://127.0.0.1:${port}`;
+  const stop = async () => {
+    if (proc.exitCode !== null || proc.signalCode !== null) return;
+    const exited = new Promise((r) => proc.once('exit', r));
+    proc.kill('SIGTERM');
+    const timer = setTimeout(() => proc.kill('SIGKILL'), 5000);
+    await exited;
+    clearTimeout(timer);
+  };
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    if (proc.exitCode !== null) throw new Error(`jupyter server exited with ${proc.exitCode}:\n${output.join('')}`);
+    try {
+      const r = await fetch(`${url}/api/status?token=${token}`);
+      if (r.ok) break;
+    } catch { /* not listening yet */ }
+    if (Date.now() > deadline) { await stop(); throw new Error(`jupyter server did not answer within 30 s:\n${output.join('')}`); }
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  return { url, token, process: proc, output, stop };
+}
