@@ -55,11 +55,12 @@ def takes_mm(model):
 
 
 def workload(prompts, G, comp, device, gen):
-    """Prompt: 7 text tokens, 256 image tokens (448x448 -> 32x32 patches), 35 text tokens = 298."""
+    """Prompt: 6 text tokens, vision_start, 256 image tokens (448x448 -> 32x32 patches), vision_end,
+    34 text tokens = 298 (generate counts images by vision_start)."""
     ids, pix, adv, comps = [], [], [], []
     for _ in range(prompts):
-        p = torch.cat([torch.randint(0, 150000, (7,), generator=gen), torch.full((256,), IMAGE),
-                       torch.randint(0, 150000, (35,), generator=gen)])
+        p = torch.cat([torch.randint(0, 150000, (6,), generator=gen), torch.tensor([VSTART]), torch.full((256,), IMAGE),
+                       torch.tensor([VEND]), torch.randint(0, 150000, (34,), generator=gen)])
         ids.append(p)
         pix.append(torch.rand(1024, 1176, generator=gen) * 2 - 1)
         comps.append(torch.randint(0, 150000, (G, comp), generator=gen))
@@ -148,14 +149,21 @@ def main():
     total = args.prompts * args.G * args.completion
     opt = torch.optim.AdamW(policy.parameters(), lr=1e-6)
 
-    # FLOPs of one micro-batch (policy fwd+bwd, reference fwd), scaled to the step
-    from torch.utils.flop_counter import FlopCounterMode
+    # FLOPs of the step, counted analytically (torch's FlopCounterMode rejects SDPA with GQA): per
+    # sequence a forward of 2 * params * rows for every linear (vision 1024 patches, LM 314 rows, the
+    # head on logits_to_keep = 17 rows) plus attention (vision 4 N^2 E per block; LM causal
+    # 2 L^2 H per layer); the policy's forward + backward is 3 forwards, the reference's 1.
     mbs = list(micro_batches(ids, pix, comps, adv, args.micro_batch, dev))
-    with FlopCounterMode(display=False) as fc:
-        grpo_step(policy, ref, opt, mbs[:1], args.completion, 0.04, mm, total)
-    res["step_flops"] = fc.get_total_flops() * len(mbs)
+    vis_lin = sum(p.numel() for n, p in policy.named_parameters() if "visual" in n and p.dim() >= 2)
+    lm_lin = sum(p.numel() for n, p in policy.named_parameters()
+                 if "visual" not in n and p.dim() >= 2 and "embed_tokens" not in n)
+    L = 298 + args.completion
+    fwd = (2 * vis_lin * 1024 + 2 * lm_lin * L + 2 * 1536 * 151936 * (args.completion + 1)
+           + 32 * 4 * 1024 ** 2 * 1280 + 28 * 2 * L ** 2 * 1536)
+    res["step_flops"] = 4 * fwd * args.prompts * args.G
+    res["step_flops_note"] = "analytical: 4 forwards (policy fwd+bwd = 3, reference 1) per sequence"
 
-    # the step: warm-up, then timed
+    # the step: warm-up, then timed (the warm-up also creates the optimizer state)
     policy.train()
     grpo_step(policy, ref, opt, mbs, args.completion, 0.04, mm, total)
     torch.cuda.synchronize()
