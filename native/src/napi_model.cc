@@ -400,7 +400,7 @@ Napi::Value LoadModel(const Napi::CallbackInfo& info) {
       spec.Get("optimizerFile").IsString() ? spec.Get("optimizerFile").As<Napi::String>().Utf8Value() : "";
   // device: "cpu" or "cuda:N" (validated in TypeScript); precision of the CUDA backend: bf16 or fp32
   const std::string device = spec.Get("device").IsString() ? spec.Get("device").As<Napi::String>().Utf8Value() : "cpu";
-  const bool cuda_fp32 = spec.Get("precision").IsString() && spec.Get("precision").As<Napi::String>().Utf8Value() == "fp32";
+  [[maybe_unused]] const bool cuda_fp32 = spec.Get("precision").IsString() && spec.Get("precision").As<Napi::String>().Utf8Value() == "fp32";
   const int cuda_index = device.rfind("cuda:", 0) == 0 ? std::stoi(device.substr(5)) : -1;
 #ifndef VQALAB_CUDA
   if (cuda_index >= 0)
