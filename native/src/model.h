@@ -145,6 +145,12 @@ class DeviceModel {
   virtual std::vector<ForwardResult> forward(const std::vector<ForwardRequest>& reqs, bool keep) = 0;
   virtual void backward(const std::vector<std::vector<std::vector<float>>>& grads) = 0;
   virtual SampleResult sample(const SampleRequest& req) = 0;
+  // Several prompts in one batch (prefill together, every prompt's rows in each decode step).
+  virtual std::vector<SampleResult> sample_many(const std::vector<SampleRequest>& reqs) {
+    std::vector<SampleResult> r;
+    for (const auto& q : reqs) r.push_back(sample(q));
+    return r;
+  }
   virtual void zero_grad() = 0;
   virtual StepResult step(const AdamWOptions& o) = 0;
   virtual void pull() = 0;        // device weights and moments -> the host Model (before save, _get)
@@ -169,6 +175,8 @@ class Model {
   // grads[request][completion][token] = dL/dlogp; uses the activations of the last forward(keep=true).
   void backward(const std::vector<std::vector<std::vector<float>>>& grads);
   SampleResult sample(const SampleRequest& req);
+  // Several prompts at once: on a device, one batch (docs/cuda.md); on the CPU, one after another.
+  std::vector<SampleResult> sample_many(const std::vector<SampleRequest>& reqs);
   void zero_grad();
   StepResult step(const AdamWOptions& o);
 

@@ -402,6 +402,18 @@ Napi::Value LoadModel(const Napi::CallbackInfo& info) {
   const std::string device = spec.Get("device").IsString() ? spec.Get("device").As<Napi::String>().Utf8Value() : "cpu";
   [[maybe_unused]] const bool cuda_fp32 = spec.Get("precision").IsString() && spec.Get("precision").As<Napi::String>().Utf8Value() == "fp32";
   const int cuda_index = device.rfind("cuda:", 0) == 0 ? std::stoi(device.substr(5)) : -1;
+#ifdef VQALAB_CUDA
+  // CUDA options: the environment's defaults, overridden by the spec's `cuda` fields (validated in TS)
+  CudaOptions copts = cuda_options_from_env();
+  if (spec.Get("cuda").IsObject()) {
+    Napi::Object c = spec.Get("cuda").As<Napi::Object>();
+    if (c.Get("offloadOptimizer").IsBoolean()) copts.offload_optimizer = c.Get("offloadOptimizer").As<Napi::Boolean>();
+    if (c.Get("bf16Moments").IsBoolean()) copts.bf16_moments = c.Get("bf16Moments").As<Napi::Boolean>();
+    if (c.Get("checkpointActivations").IsBoolean()) copts.checkpoint = c.Get("checkpointActivations").As<Napi::Boolean>();
+    if (c.Get("packRows").IsNumber()) copts.pack_rows = static_cast<int64_t>(num(c, "packRows"));
+    if (c.Get("graphs").IsBoolean()) copts.graphs = c.Get("graphs").As<Napi::Boolean>();
+  }
+#endif
 #ifndef VQALAB_CUDA
   if (cuda_index >= 0)
     throw Napi::Error::New(env, "device " + device + " is not available: this build of the native engine has no CUDA "
@@ -420,7 +432,7 @@ Napi::Value LoadModel(const Napi::CallbackInfo& info) {
         if (!lora_file.empty()) m->load_lora(lora_file);
         if (!opt_file.empty()) m->load_optimizer(opt_file);
 #ifdef VQALAB_CUDA
-        if (cuda_index >= 0) m->attach_device(make_cuda_model(*m, cuda_index, !cuda_fp32));
+        if (cuda_index >= 0) m->attach_device(make_cuda_model(*m, cuda_index, !cuda_fp32, copts));
 #endif
         *out = m;
       },

@@ -19,6 +19,10 @@ step() { echo; echo "=== $* ($(date +%T))"; }
   nvcc --version | tail -2
   ls /usr/local/cuda/include/cublasLt.h /usr/local/cuda/lib64/libcublasLt.so* 2>&1 | head -3
   step build
+  if [ -d prebuilt ]; then  # nvcc objects compiled on the dev machine (same nvcc 13.0): newer than their sources
+    mkdir -p native/build/cuda && cp prebuilt/*.o native/build/cuda/ && touch native/build/cuda/*.o
+    echo "prebuilt objects: $(ls prebuilt | tr '\n' ' ')"
+  fi
   NAPI=""
   [ -d napi ] && [ -d .gpu/include ] && NAPI="addon NODE_API_INCLUDE=$PWD/.gpu/include NAPI_INCLUDE=$PWD/napi"
   time make -f scripts/gpu/cuda.mk -j"$J" lib tests $NAPI 2>&1 | grep -v "^g++ \|^/usr/local/cuda/bin/nvcc " 
@@ -29,6 +33,11 @@ if [ -x native/build/cuda/test_ops ]; then
   native/build/cuda/test_ops --bench > "$OUT/ops.log" 2>&1; echo "ops exit $?: $(grep '^ops:' "$OUT/ops.log")"
   grep -A20 "^op throughput" "$OUT/ops.log"
   grep "^FAIL" "$OUT/ops.log" | head -20
+  # the fused attention kernel failing its checks: measure the rest on the cuBLASLt tile path
+  if grep "^FAIL attention" "$OUT/ops.log" | grep -v "cuBLASLt tiles" | grep -q bf16; then
+    export VQALAB_CUDA_ATTN=gemm
+    echo "fused attention failed its op tests: everything below runs with VQALAB_CUDA_ATTN=gemm"
+  fi
 fi
 if [ -x native/build/cuda/test_model ]; then
   native/build/cuda/test_model > "$OUT/model.log" 2>&1; echo "model exit $?: $(tail -1 "$OUT/model.log")"
@@ -40,12 +49,13 @@ if [ -f native/build/Release/vqalab.node ] && [ -f parity.mjs ]; then
     bash .gpu/with-node.sh node -e "const a=require(process.env.VQALAB_ADDON); console.log('addon _cuda():', JSON.stringify(a._cuda()))"
     bash .gpu/with-node.sh node parity.mjs test/fixtures/engine cuda
     VQALAB_CUDA_PRECISION=fp32 bash .gpu/with-node.sh node parity.mjs test/fixtures/engine cuda
-    bash .gpu/with-node.sh node parity.mjs test/fixtures/engine cpu
   } > "$OUT/parity.log" 2>&1
   grep "^parity\|^FAIL\|^ok\|_cuda" "$OUT/parity.log" | cut -c1-220
 fi
 
-python3 bench/torch/grpo_reference.py > "$OUT/torch.log" 2>&1; echo "torch reference exit $?"; tail -8 "$OUT/torch.log" | cut -c1-300
+if [ "${SKIP_TORCH:-0}" != 1 ]; then
+  python3 bench/torch/grpo_reference.py > "$OUT/torch.log" 2>&1; echo "torch reference exit $?"; tail -8 "$OUT/torch.log" | cut -c1-300
+fi
 if [ -x native/build/cuda/bench_grpo ]; then
   native/build/cuda/bench_grpo > "$OUT/ours.log" 2>&1; echo "ours exit $?"; grep -v '^{' "$OUT/ours.log" | tail -12
 fi

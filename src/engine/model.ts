@@ -274,6 +274,24 @@ class CpuEngineModel implements EngineModel {
   }
 }
 
+/** Validates loadModel's `cuda` options (native code trusts what it gets). */
+function checkCudaOptions(o: unknown): NonNullable<LoadOptions['cuda']> {
+  if (o === null || typeof o !== 'object' || Array.isArray(o)) throw invalidParameterError('options.cuda', 'object', o);
+  const c = o as Record<string, unknown>;
+  const out: NonNullable<LoadOptions['cuda']> = {};
+  for (const k of Object.keys(c)) {
+    if (!['offloadOptimizer', 'bf16Moments', 'checkpointActivations', 'packRows', 'graphs'].includes(k)) {
+      throw invalidParameterError(`options.cuda.${k}`, 'one of offloadOptimizer, bf16Moments, checkpointActivations, packRows, graphs', c[k]);
+    }
+  }
+  if (c.offloadOptimizer !== undefined) out.offloadOptimizer = expectBoolean('options.cuda.offloadOptimizer', c.offloadOptimizer);
+  if (c.bf16Moments !== undefined) out.bf16Moments = expectBoolean('options.cuda.bf16Moments', c.bf16Moments);
+  if (c.checkpointActivations !== undefined) out.checkpointActivations = expectBoolean('options.cuda.checkpointActivations', c.checkpointActivations);
+  if (c.packRows !== undefined) out.packRows = expectInteger('options.cuda.packRows', c.packRows, 1);
+  if (c.graphs !== undefined) out.graphs = expectBoolean('options.cuda.graphs', c.graphs);
+  return out;
+}
+
 /** Loads a Qwen2-VL checkpoint folder (config.json + model.safetensors[.index.json]) on the CPU engine. */
 export async function loadModel(dir: string, options: LoadOptions = {}): Promise<EngineModel & { readonly _native: NativeModel }> {
   const stack = new Error();
@@ -291,6 +309,7 @@ export async function loadModel(dir: string, options: LoadOptions = {}): Promise
   const adapter = options.adapter === undefined ? undefined : expectString('options.adapter', options.adapter, { nonEmpty: true });
   if (adapter !== undefined && !lora) throw invalidParameterError('options.lora', 'a LoRA config (options.adapter needs one)', options.lora);
   const loadOpt = options.loadOptimizer === undefined ? false : expectBoolean('options.loadOptimizer', options.loadOptimizer);
+  const cuda = options.cuda === undefined ? undefined : checkCudaOptions(options.cuda);
 
   const configFile = path.join(dir, 'config.json');
   const config = readConfig(configFile);
@@ -316,6 +335,7 @@ export async function loadModel(dir: string, options: LoadOptions = {}): Promise
       ...(lora ? { lora } : {}),
       ...(loraFile ? { loraFile } : {}),
       ...(optimizerFile ? { optimizerFile } : {}),
+      ...(cuda ? { cuda } : {}),
     });
   } catch (err) {
     throw nativeError(err, stack);

@@ -37,6 +37,8 @@ export interface NativeLoadSpec {
   device?: string;
   /** The CUDA backend's precision: bf16 weights/activations with fp32 master (default) or fp32 throughout. */
   precision?: 'bf16' | 'fp32';
+  /** CUDA backend options (validated in TypeScript; absent fields keep the VQALAB_CUDA_* defaults). */
+  cuda?: { offloadOptimizer?: boolean; bf16Moments?: boolean; checkpointActivations?: boolean; packRows?: number; graphs?: boolean };
 }
 
 export interface NativeModel {

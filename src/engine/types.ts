@@ -45,6 +45,22 @@ export interface LoadOptions {
   adapter?: string;
   /** Resume AdamW from optimizer.safetensors in the model folder (written by save(dir, {optimizer: true})). */
   loadOptimizer?: boolean;
+  /** Options of the CUDA backend (device 'cuda'); each defaults to its VQALAB_CUDA_* variable (docs/cuda.md). */
+  cuda?: CudaOptions;
+}
+
+/** Memory and speed trade-offs of the CUDA backend (docs/cuda.md). */
+export interface CudaOptions {
+  /** Keep AdamW's fp32 master weights and moments in pinned host memory and stream them through the step. Default false. */
+  offloadOptimizer?: boolean;
+  /** Store AdamW's moments in bf16 (fp32 arithmetic): half their memory. Default false. */
+  bf16Moments?: boolean;
+  /** Activation checkpointing: keep each layer's input only and recompute the layer in backward. Default false. */
+  checkpointActivations?: boolean;
+  /** Requests of one forward call are packed into one sequence up to this many LM rows. Default 2048. */
+  packRows?: number;
+  /** Replay each decode step of a batched sample as a CUDA graph. Default true. */
+  graphs?: boolean;
 }
 
 /** One image, already processed by src/vision (Qwen2-VL patches in transformers' order). */

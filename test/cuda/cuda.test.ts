@@ -1,0 +1,83 @@
+/**
+ * The CUDA backend (issue 10) from node: its op tests and model checks (native/dev, built by
+ * scripts/gpu/cuda.mk) and the engine's transformers parity cases on device 'cuda', when this build
+ * has the backend and a GPU is visible; skipped with the reason otherwise (CI has no GPU). The
+ * option checks of loadModel's `cuda` field run everywhere (they fail before any native call).
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { existsSync, readFileSync, readdirSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { loadModel } from '../../src/engine/model.js';
+import { native } from '../../src/engine/native.js';
+import { checkEngineCase } from '../../src/parity/engine.js';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
+const bin = (name: string) => path.join(root, 'native', 'build', 'cuda', name);
+const fixtures = path.join(root, 'test', 'fixtures', 'engine');
+
+function cudaState(): { available: boolean; reason: string } {
+  const c = native()._cuda();
+  if (!c.built) return { available: false, reason: `this build has no CUDA backend${c.reason ? ` (${c.reason})` : ''}` };
+  if (!c.available) return { available: false, reason: c.reason ?? 'no CUDA device is visible' };
+  return { available: true, reason: '' };
+}
+
+/** Runs a native/dev program; returns its output, or the reason to skip. */
+function runProgram(name: string, args: string[] = []): { skip?: string; status?: number; out?: string } {
+  const state = cudaState();
+  if (!state.available) return { skip: state.reason };
+  if (!existsSync(bin(name))) return { skip: `${bin(name)} is not built (make -f scripts/gpu/cuda.mk tests)` };
+  const r = spawnSync(bin(name), args, { encoding: 'utf8', timeout: 600_000, maxBuffer: 64 << 20 });
+  return { status: r.status ?? -1, out: `${r.stdout}${r.stderr}` };
+}
+
+test('CUDA op tests: every op against the CPU reference (fp32 and bf16, fused attention and cuBLASLt paths)', (t) => {
+  const r = runProgram('test_ops');
+  if (r.skip) return t.skip(r.skip);
+  const summary = /ops: (\d+) passed, (\d+) failed/.exec(r.out ?? '');
+  assert.ok(summary, `no summary line in test_ops output:\n${r.out?.slice(-2000)}`);
+  const fails = (r.out ?? '').split('\n').filter((l) => l.startsWith('FAIL')).join('\n');
+  assert.equal(summary![2], '0', `failing op checks:\n${fails}`);
+  assert.equal(r.status, 0);
+  assert.ok(Number(summary![1]) > 400, `only ${summary![1]} op checks ran`);
+});
+
+test('CUDA model checks: the model on the GPU against the CPU engine (packing, checkpointing, sample_many, offload)', (t) => {
+  const r = runProgram('test_model');
+  if (r.skip) return t.skip(r.skip);
+  const summary = /model: (\d+) passed, (\d+) failed/.exec(r.out ?? '');
+  assert.ok(summary, `no summary line in test_model output:\n${r.out?.slice(-2000)}`);
+  const fails = (r.out ?? '').split('\n').filter((l) => l.startsWith('FAIL')).join('\n');
+  assert.equal(summary![2], '0', `failing model checks:\n${fails}`);
+  assert.equal(r.status, 0);
+});
+
+test('engine parity on cuda: the transformers fixtures through loadModel({ device: "cuda" })', async (t) => {
+  const state = cudaState();
+  if (!state.available) return t.skip(state.reason);
+  const cases = readdirSync(fixtures, { withFileTypes: true })
+    .filter((e) => e.isDirectory() && existsSync(path.join(fixtures, e.name, 'meta.json')))
+    .map((e) => path.join(fixtures, e.name));
+  assert.ok(cases.length > 0);
+  for (const dir of cases) {
+    const meta = JSON.parse(readFileSync(path.join(dir, 'meta.json'), 'utf8')) as Record<string, unknown>;
+    const ms = await checkEngineCase(dir, meta, { device: 'cuda', settings: {} } as never);
+    const bad = ms.filter((m) => !(m.value <= m.tolerance)).map((m) => `${m.name}: ${m.value} > ${m.tolerance}`);
+    assert.deepEqual(bad, [], `${path.basename(dir)} on cuda`);
+  }
+});
+
+test('loadModel: cuda options are checked before any native call', async () => {
+  const policy = path.join(fixtures, 'tied_gqa2_one_image', 'policy');
+  await assert.rejects(loadModel(policy, { device: 'cuda', cuda: { packRows: 0 } }),
+    { message: 'Expected positive integer for options.cuda.packRows but received 0 of type number' });
+  await assert.rejects(loadModel(policy, { device: 'cuda', cuda: { offloadOptimizer: 'yes' as never } }),
+    { message: 'Expected boolean for options.cuda.offloadOptimizer but received "yes" of type string' });
+  await assert.rejects(loadModel(policy, { device: 'cuda', cuda: { offload: true } as never }),
+    { message: 'Expected one of offloadOptimizer, bf16Moments, checkpointActivations, packRows, graphs for options.cuda.offload but received true of type boolean' });
+  await assert.rejects(loadModel(policy, { device: 'cuda', cuda: [] as never }),
+    { message: 'Expected object for options.cuda but received an array of length 0' });
+});
