@@ -17,8 +17,12 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
+#include <functional>
 #include <random>
 #include <string>
+
+#include <cuda_runtime.h>
 
 #include "cuda/model_cuda.h"
 #include "model.h"
@@ -185,6 +189,31 @@ int main(int argc, char** argv) {
     json += b;
     std::fflush(stdout);
   };
+  auto add_str = [&](const std::string& k, const std::string& v) {
+    json += (json.size() > 1 ? ", \"" : "\"") + k + "\": \"";
+    for (char ch : v) json += (ch == '"' || ch == '\\') ? ' ' : ch;
+    json += "\"";
+  };
+  {
+    cudaDeviceProp prop;
+    if (cudaGetDeviceProperties(&prop, 0) == cudaSuccess) add_str("card", prop.name);
+    const char* attn = std::getenv("VQALAB_CUDA_ATTN");
+    add_str("attention", attn && std::string(attn) == "gemm" ? "cuBLASLt tiles" : "fused (flash)");
+    const char* gr = std::getenv("VQALAB_CUDA_GRAPH");
+    add_str("graphs", gr && gr[0] == '0' ? "off" : "on");
+  }
+  // each part on its own: a failing part is reported and the others still run
+  int errors = 0;
+  auto part = [&](const char* name, const std::function<void()>& f) {
+    try {
+      f();
+    } catch (const std::exception& e) {
+      errors++;
+      std::printf("error in %s: %s\n", name, e.what());
+      add_str(std::string("error_") + name, e.what());
+    }
+    std::fflush(stdout);
+  };
   try {
     const Workload w = make_workload(c, prompts, G, maxT);
     std::printf("workload: %d prompts x %d completions of %d tokens, prompt %zu tokens (1024 patches)\n", prompts, G, maxT,
@@ -202,35 +231,40 @@ int main(int argc, char** argv) {
       policy->attach_device(make_cuda_model(*policy, 0, true, plain));
       cuda_randomize(*policy->device(), 1, 0.02f);
       // rollout first (what a GRPO iteration does), then the step
-      rollout(*policy, w, G, maxT, true);  // warm-up
-      RolloutStats best;
-      for (int rep = 0; rep < 3; rep++) {
-        RolloutStats r = rollout(*policy, w, G, maxT, true);
-        if (rep == 0 || r.seconds < best.seconds) best = r;
-        std::printf("rollout (sample_many, all prompts in one batch): %.3f s, %lld new tokens (%.0f tokens/s)\n", r.seconds,
-                    (long long)r.tokens, r.tokens / r.seconds);
-      }
-      add("rollout_s", best.seconds);
-      add("rollout_tokens", static_cast<double>(best.tokens));
-      add("rollout_gemm_flops", best.flops);
-      {
-        RolloutStats r = rollout(*policy, w, G, maxT, false);
-        std::printf("rollout (sample per prompt): %.3f s, %lld new tokens\n", r.seconds, (long long)r.tokens);
-        add("rollout_per_prompt_s", r.seconds);
-      }
-      grpo_step(*policy, reference.get(), w, 0.04f, mb);  // warm-up (allocates gradients, master, moments)
-      StepStats best_s;
-      for (int rep = 0; rep < 2; rep++) {
-        StepStats s = grpo_step(*policy, reference.get(), w, 0.04f, mb);
-        if (rep == 0 || s.seconds < best_s.seconds) best_s = s;
-        std::printf("step (full fine-tune, micro-batch %zu): %.3f s, %.1f TFLOP (%.0f TFLOP/s), peak %.2f GiB, grad norm %.4g\n",
-                    mb, s.seconds, s.flops / 1e12, s.flops / s.seconds / 1e12, s.peak / 1073741824.0, s.grad_norm);
-      }
-      add("step_s", best_s.seconds);
-      add("step_gemm_flops", best_s.flops);
-      add("step_peak_bytes", static_cast<double>(best_s.peak));
+      part("rollout", [&] {
+        rollout(*policy, w, G, maxT, true);  // warm-up
+        RolloutStats best;
+        for (int rep = 0; rep < 3; rep++) {
+          RolloutStats r = rollout(*policy, w, G, maxT, true);
+          if (rep == 0 || r.seconds < best.seconds) best = r;
+          std::printf("rollout (sample_many, all prompts in one batch): %.3f s, %lld new tokens (%.0f tokens/s)\n", r.seconds,
+                      (long long)r.tokens, r.tokens / r.seconds);
+        }
+        add("rollout_s", best.seconds);
+        add("rollout_tokens", static_cast<double>(best.tokens));
+        add("rollout_gemm_flops", best.flops);
+        {
+          RolloutStats r = rollout(*policy, w, G, maxT, false);
+          std::printf("rollout (sample per prompt): %.3f s, %lld new tokens\n", r.seconds, (long long)r.tokens);
+          add("rollout_per_prompt_s", r.seconds);
+        }
+      });
+      part("step", [&] {
+        grpo_step(*policy, reference.get(), w, 0.04f, mb);  // warm-up (allocates gradients, master, moments)
+        StepStats best_s;
+        for (int rep = 0; rep < 2; rep++) {
+          StepStats s = grpo_step(*policy, reference.get(), w, 0.04f, mb);
+          if (rep == 0 || s.seconds < best_s.seconds) best_s = s;
+          std::printf("step (full fine-tune, micro-batch %zu): %.3f s, %.1f TFLOP (%.0f TFLOP/s), peak %.2f GiB, grad norm %.4g\n",
+                      mb, s.seconds, s.flops / 1e12, s.flops / s.seconds / 1e12, s.peak / 1073741824.0, s.grad_norm);
+        }
+        add("step_s", best_s.seconds);
+        add("step_gemm_flops", best_s.flops);
+        add("step_peak_bytes", static_cast<double>(best_s.peak));
+        add("step_grad_norm", best_s.grad_norm);
+      });
     }
-    {  // the <= 24 GB configuration: optimizer state in host memory, activation checkpointing
+    part("mem_step", [&] {  // the <= 24 GB configuration: optimizer state in host memory, activation checkpointing
       CudaOptions mem = plain;
       mem.offload_optimizer = true;
       mem.checkpoint = true;
@@ -244,9 +278,9 @@ int main(int argc, char** argv) {
       add("mem_step_s", s.seconds);
       add("mem_step_flops", s.flops);
       add("mem_step_peak_bytes", static_cast<double>(s.peak));
-    }
+    });
     reference.reset();
-    {  // LoRA r = 64 on every LM linear: frozen bf16 base, adapters with fp32 master and moments
+    part("lora_step", [&] {  // LoRA r = 64 on every LM linear: frozen bf16 base, adapters with fp32 master and moments
       auto policy = std::make_unique<Model>(c, 4096);
       LoraOptions lo;
       lo.rank = 64;
@@ -261,7 +295,7 @@ int main(int argc, char** argv) {
       add("lora_step_s", s.seconds);
       add("lora_step_peak_bytes", static_cast<double>(s.peak));
       add("lora_trainable", static_cast<double>(policy->num_trainable()));
-    }
+    });
   } catch (const std::exception& e) {
     std::printf("error: %s\n", e.what());
     json += json.size() > 1 ? ", " : "";
@@ -270,5 +304,5 @@ int main(int argc, char** argv) {
     return 1;
   }
   std::printf("%s}\n", json.c_str());
-  return 0;
+  return errors ? 1 : 0;
 }

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Packs what scripts/gpu/run-all.sh needs into DEST (default /work/main/.xfer/cuda, which a GPU call
 # carries): the native sources, the GPU scripts, the torch reference, the engine's parity fixtures,
-# node-addon-api's headers, bench/cuda-parity.ts bundled with esbuild, and Node (.gpu/).
+# node-addon-api's headers, bench/cuda-parity.ts and test/cuda/cuda.test.ts bundled with esbuild, and
+# Node (.gpu/).
 set -euo pipefail
 root=$(git rev-parse --show-toplevel)
 dest=${1:-/work/main/.xfer/cuda}
@@ -21,6 +22,10 @@ cp "$napi"/napi.h "$napi"/napi-inl.h "$napi"/napi-inl.deprecated.h "$dest/napi/"
 npx esbuild bench/cuda-parity.ts --bundle --platform=node --format=esm --log-level=warning \
   --banner:js="import { createRequire as __cr } from 'node:module'; const require = __cr(import.meta.url);" \
   --outfile="$dest/parity.mjs"
+# test/cuda (node:test) bundled the same way: run-all.sh runs it with VQALAB_ROOT pointing at the tree
+npx esbuild test/cuda/cuda.test.ts --bundle --platform=node --format=esm --log-level=warning \
+  --banner:js="import { createRequire as __cr } from 'node:module'; const require = __cr(import.meta.url);" \
+  --outfile="$dest/cuda-test.mjs"
 # Node for the GPU machine, as ../shared/tools/gpu-pack.sh packs it (that script assumes a plain
 # checkout; a worktree's .git is a file): compressed binary, Node-API headers, with-node.sh
 mkdir -p "$dest/.gpu/include"

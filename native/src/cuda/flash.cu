@@ -13,6 +13,9 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <map>
+#include <mutex>
+#include <utility>
 
 #include "cuda/flash.h"
 #include "cuda/gemm.h"
@@ -550,13 +553,22 @@ __global__ void __launch_bounds__(128) dkdv_k(bf16* __restrict__ dk, bf16* __res
 
 // Raises a kernel's dynamic shared-memory limit once (not during a graph capture: the first call of
 // each kernel is eager).
+// Keyed by the kernel's address and the device: instances of one signature (fwd_k<128, 4> and
+// fwd_k<64, 4>) share a function type, so a per-type static would mix them up.
 template <typename K>
 void allow_smem(K kernel, size_t bytes) {
-  static thread_local size_t done = 0;  // one per kernel (template instance)
-  if (bytes <= 48 * 1024 || bytes <= done) return;
+  if (bytes <= 48 * 1024) return;
+  static std::mutex mu;
+  static std::map<std::pair<const void*, int>, size_t> done;
+  int dev = 0;
+  CU_CHECK(cudaGetDevice(&dev), "flash attention (device)");
+  const auto key = std::make_pair(reinterpret_cast<const void*>(kernel), dev);
+  std::lock_guard<std::mutex> lock(mu);
+  auto it = done.find(key);
+  if (it != done.end() && it->second >= bytes) return;
   CU_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)),
            "flash attention (shared memory)");
-  done = bytes;
+  done[key] = bytes;
 }
 
 int sm_count() {

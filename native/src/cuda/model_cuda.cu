@@ -1202,8 +1202,11 @@ std::vector<SampleResult> CudaModel<T>::sample_many(const std::vector<SampleRequ
     rows_total += Lp[r] + static_cast<int64_t>(qs[r].n) * qs[r].max_tokens;
     NP += Lp[r];
   }
-  kc_.fit(tc().layers * rows_total * KVD);
-  vc_.fit(tc().layers * rows_total * KVD);
+  // Zeroed: a tile of query rows reads whole key blocks over the union of its rows' ranges, which can
+  // cover slots not written yet (other samples' future tokens, the gap between prompts' regions).
+  // Their probabilities are 0, but 0 * NaN is NaN: stale pool memory must not hold NaN patterns there.
+  zero(kc_.fit(tc().layers * rows_total * KVD), tc().layers * rows_total * KVD);
+  zero(vc_.fit(tc().layers * rows_total * KVD), tc().layers * rows_total * KVD);
 
   CuActs<T> a;
   {
