@@ -76,7 +76,8 @@ if [ -x native/build/cuda/bench_grpo ]; then
   lim "${BENCH_S:-240}" native/build/cuda/bench_grpo > "$OUT/ours.log" 2>&1
   rc=$?
   echo "ours exit $rc (+$(( $(date +%s) - T0 )) s)"; grep -v '^{' "$OUT/ours.log" | tail -14 | cut -c1-250
-  if [ $rc != 0 ] && [ "${VQALAB_CUDA_ATTN:-}" != gemm ] && grep -q "error in \(rollout\|step\)" "$OUT/ours.log"; then
+  if [ $rc != 0 ] && [ "${VQALAB_CUDA_ATTN:-}" != gemm ] && grep -q "error in \(rollout\|step\)" "$OUT/ours.log" &&
+     [ $(( $(date +%s) - T0 )) -lt "${FALLBACK_BEFORE_S:-330}" ]; then
     echo "again with the cuBLASLt attention path and no CUDA graphs"
     { echo; echo "=== VQALAB_CUDA_ATTN=gemm VQALAB_CUDA_GRAPH=0"; VQALAB_CUDA_ATTN=gemm VQALAB_CUDA_GRAPH=0 lim 200 native/build/cuda/bench_grpo; } >> "$OUT/ours.log" 2>&1
     grep -v '^{' "$OUT/ours.log" | tail -10 | cut -c1-250
