@@ -12,7 +12,8 @@
 //         prefilled once, all 128 rows decoded together; and, for comparison, one sample() per prompt
 //   lora: the same step with LoRA r = 64 on every LM linear (base frozen, bf16 only)
 //
-//   native/build/cuda/bench_grpo [prompts=16] [micro-batch=4]
+//   native/build/cuda/bench_grpo [prompts=16] [micro-batch=4] [profile]   (profile: with VQALAB_CUDA_PROFILE=1,
+//   one rollout and one step with the time of each phase)
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -143,7 +144,7 @@ struct RolloutStats {
   int64_t tokens = 0;
 };
 
-RolloutStats rollout(Model& m, const Workload& w, int G, int maxT, bool batched) {
+RolloutStats rollout(Model& m, const Workload& w, int G, int maxT, bool batched) {  // maxT 1: the prefill and one token
   RolloutStats s;
   std::vector<SampleRequest> qs;
   for (size_t i = 0; i < w.reqs.size(); i++) {
@@ -181,6 +182,9 @@ int main(int argc, char** argv) {
   }
   const int prompts = argc > 1 ? std::atoi(argv[1]) : 16, G = 8, maxT = 16;
   const size_t mb = argc > 2 ? static_cast<size_t>(std::atoi(argv[2])) : 4;
+  // "profile" (with VQALAB_CUDA_PROFILE=1): one rollout and one step after their warm-ups, with the
+  // phase times of each; nothing else
+  const bool profile = argc > 3 && std::string(argv[3]) == "profile";
   const ModelConfig c = qwen2vl_2b();
   std::string json = "{";
   auto add = [&](const std::string& k, double v) {
@@ -198,7 +202,10 @@ int main(int argc, char** argv) {
     cudaDeviceProp prop;
     if (cudaGetDeviceProperties(&prop, 0) == cudaSuccess) add_str("card", prop.name);
     const char* attn = std::getenv("VQALAB_CUDA_ATTN");
-    add_str("attention", attn && std::string(attn) == "gemm" ? "cuBLASLt tiles" : "fused (flash)");
+    const char* fl = std::getenv("VQALAB_CUDA_FLASH");
+    add_str("attention", attn && std::string(attn) == "gemm"        ? "cuBLASLt tiles"
+                         : fl && std::string(fl) == "simple" ? "fused (simple)"
+                                                             : "fused (pipelined)");
     const char* gr = std::getenv("VQALAB_CUDA_GRAPH");
     add_str("graphs", gr && gr[0] == '0' ? "off" : "on");
   }
@@ -231,6 +238,20 @@ int main(int argc, char** argv) {
       policy->attach_device(make_cuda_model(*policy, 0, true, plain));
       cuda_randomize(*policy->device(), 1, 0.02f);
       // rollout first (what a GRPO iteration does), then the step
+      if (profile) {
+        part("profile", [&] {
+          rollout(*policy, w, G, maxT, true);
+          cuda_profile_report();
+          RolloutStats r = rollout(*policy, w, G, maxT, true);
+          std::printf("profiled rollout (sample_many): %.3f s\n%s", r.seconds, cuda_profile_report().c_str());
+          grpo_step(*policy, reference.get(), w, 0.04f, mb);
+          cuda_profile_report();
+          StepStats st = grpo_step(*policy, reference.get(), w, 0.04f, mb);
+          std::printf("profiled step (micro-batch %zu): %.3f s\n%s", mb, st.seconds, cuda_profile_report().c_str());
+        });
+        std::printf("%s}\n", json.c_str());
+        return errors ? 1 : 0;
+      }
       part("rollout", [&] {
         rollout(*policy, w, G, maxT, true);  // warm-up
         RolloutStats best;
@@ -243,6 +264,11 @@ int main(int argc, char** argv) {
         add("rollout_s", best.seconds);
         add("rollout_tokens", static_cast<double>(best.tokens));
         add("rollout_gemm_flops", best.flops);
+        {  // the prefill alone (with the first token): what the decode steps add is the rest
+          RolloutStats p = rollout(*policy, w, G, 1, true);
+          std::printf("rollout prefill + first token (sample_many, maxTokens 1): %.3f s\n", p.seconds);
+          add("rollout_prefill_s", p.seconds);
+        }
         {
           RolloutStats r = rollout(*policy, w, G, maxT, false);
           std::printf("rollout (sample per prompt): %.3f s, %lld new tokens\n", r.seconds, (long long)r.tokens);
@@ -264,6 +290,24 @@ int main(int argc, char** argv) {
         add("step_grad_norm", best_s.grad_norm);
       });
     }
+    part("step_mb8", [&] {  // 8 prompts per forward, packed into one sequence (pack_rows 4096)
+      CudaOptions big = plain;
+      big.pack_rows = 4096;
+      auto policy = std::make_unique<Model>(c, 4096);
+      policy->attach_device(make_cuda_model(*policy, 0, true, big));
+      cuda_randomize(*policy->device(), 1, 0.02f);
+      grpo_step(*policy, reference.get(), w, 0.04f, 8);  // warm-up
+      StepStats best_s;
+      for (int rep = 0; rep < 2; rep++) {
+        StepStats s = grpo_step(*policy, reference.get(), w, 0.04f, 8);
+        if (rep == 0 || s.seconds < best_s.seconds) best_s = s;
+        std::printf("step (full fine-tune, micro-batch 8, one pack): %.3f s, %.1f TFLOP (%.0f TFLOP/s), peak %.2f GiB\n",
+                    s.seconds, s.flops / 1e12, s.flops / s.seconds / 1e12, s.peak / 1073741824.0);
+      }
+      add("step_mb8_s", best_s.seconds);
+      add("step_mb8_flops", best_s.flops);
+      add("step_mb8_peak_bytes", static_cast<double>(best_s.peak));
+    });
     part("mem_step", [&] {  // the <= 24 GB configuration: optimizer state in host memory, activation checkpointing
       CudaOptions mem = plain;
       mem.offload_optimizer = true;

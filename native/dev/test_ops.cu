@@ -441,6 +441,7 @@ std::vector<AttCase> att_cases() {
   }
   {  // a long causal run (many tiles and key blocks), one vision frame of 256 (D 80)
     cs.push_back({"causal 300 MHA", 4, 4, 64, causal(300), 300});
+    cs.push_back({"causal 200 GQA 12/2", 12, 2, 128, causal(200), 200});
     std::vector<Span> s(256, Span{0, 0, 0, 256});
     cs.push_back({"vision frame 256", 16, 16, 80, s, 256});
   }
@@ -738,14 +739,16 @@ void bench_ops() {
       Dt<float> lse;
       lse.poison(T * c.NH);
       const double fl = cu::attention_flops(s.data(), T, c.NH, c.D);
-      for (int flash = 1; flash >= 0; flash--) {
-        cu::flash_override(flash);
+      for (int variant = 2; variant >= 0; variant--) {  // 2 pipelined, 1 simple (both fused), 0 cuBLASLt tiles
+        cu::flash_override(variant > 0 ? 1 : 0);
+        cu::flash_pipeline_override(variant == 2 ? 1 : 0);
         const float f = time([&] { cu::attention_forward(out.p, lse.p, dq.p, dk.p, dv.p, s.data(), T, T, c.NH, c.KVH, c.D); }, 10);
         const float bw = time([&] { cu::attention_backward(gq.p, gk.p, gv.p, dq.p, dq.p, dk.p, dv.p, out.p, lse.p, s.data(), T, T, c.NH, c.KVH, c.D); }, 10);
-        std::printf("  attention %-44s %-6s fwd %7.3f ms (%6.1f TFLOP/s)  bwd %7.3f ms (%6.1f TFLOP/s)\n", c.n,
-                    flash ? "fused" : "gemm", f, fl / f / 1e9, bw, 2.5 * fl / bw / 1e9);
+        std::printf("  attention %-44s %-9s fwd %7.3f ms (%6.1f TFLOP/s)  bwd %7.3f ms (%6.1f TFLOP/s)\n", c.n,
+                    variant == 2 ? "pipelined" : variant == 1 ? "simple" : "gemm", f, fl / f / 1e9, bw, 2.5 * fl / bw / 1e9);
       }
       cu::flash_override(-1);
+      cu::flash_pipeline_override(-1);
     }
   }
   {  // element-wise and norm kernels: GB/s on (4096, 5120) bf16 and (1704, 1536) rows
@@ -795,7 +798,11 @@ int main(int argc, char** argv) {
     if (want("rope")) { test_rope<float>(); test_rope<bf16>(); }
     if (want("attention")) {
       test_attention<float>();
-      test_attention<bf16>();  // the fused kernel where D allows, else the cuBLASLt tiles
+      test_attention<bf16>();  // the fused kernel where D allows (pipelined), else the cuBLASLt tiles
+      cu::flash_pipeline_override(0);
+      att_path = " (simple flash)";
+      test_attention<bf16>();
+      cu::flash_pipeline_override(-1);
       cu::flash_override(0);
       att_path = " (cuBLASLt tiles)";
       test_attention<bf16>();

@@ -54,9 +54,14 @@ echo "ops: $(grep '^ops:' "$OUT/test_ops.log"); model: $(grep '^model:' "$OUT/te
 grep "^FAIL" "$OUT/test_ops.log" | cut -c1-200 | head -15
 grep "^FAIL" "$OUT/test_model.log" | cut -c1-200 | head -10
 # the fused attention kernel failing its checks: measure the rest on the cuBLASLt tile path
-if grep "^FAIL attention" "$OUT/test_ops.log" | grep -v "cuBLASLt tiles" | grep -q bf16; then
-  export VQALAB_CUDA_ATTN=gemm
-  echo "fused attention failed its op tests: everything below runs with VQALAB_CUDA_ATTN=gemm"
+if grep "^FAIL attention" "$OUT/test_ops.log" | grep -v "cuBLASLt tiles\|simple flash" | grep -q bf16; then
+  if grep "^FAIL attention" "$OUT/test_ops.log" | grep -q "simple flash"; then
+    export VQALAB_CUDA_ATTN=gemm
+    echo "fused attention failed its op tests: everything below runs with VQALAB_CUDA_ATTN=gemm"
+  else
+    export VQALAB_CUDA_FLASH=simple
+    echo "the pipelined attention kernels failed their op tests: everything below runs with VQALAB_CUDA_FLASH=simple"
+  fi
 fi
 
 if [ $have_node = 1 ] && [ -f parity.mjs ]; then
@@ -82,6 +87,11 @@ if [ -x native/build/cuda/bench_grpo ]; then
     { echo; echo "=== VQALAB_CUDA_ATTN=gemm VQALAB_CUDA_GRAPH=0"; VQALAB_CUDA_ATTN=gemm VQALAB_CUDA_GRAPH=0 lim 200 native/build/cuda/bench_grpo; } >> "$OUT/ours.log" 2>&1
     grep -v '^{' "$OUT/ours.log" | tail -10 | cut -c1-250
   fi
+fi
+
+if [ -x native/build/cuda/bench_grpo ] && [ "${PROFILE:-1}" = 1 ]; then  # where the time goes (phase sums)
+  { echo; echo "=== VQALAB_CUDA_PROFILE=1 bench_grpo 16 4 profile"; VQALAB_CUDA_PROFILE=1 lim 120 native/build/cuda/bench_grpo 16 4 profile; } >> "$OUT/ours.log" 2>&1
+  sed -n '/^=== VQALAB_CUDA_PROFILE/,$p' "$OUT/ours.log" | grep -v '^{' | cut -c1-160
 fi
 
 if [ "${SKIP_TORCH:-0}" != 1 ]; then

@@ -76,6 +76,8 @@ test('engine parity on cuda: the transformers fixtures through loadModel({ devic
     for (const m of ms.filter((x) => !(x.value <= x.tolerance))) bad.push(`${path.basename(dir)}: ${m.name}: ${m.value} > ${m.tolerance}`);
     const worst = [...ms].sort((a, b) => b.value / (b.tolerance || 1) - a.value / (a.tolerance || 1))[0];
     t.diagnostic(`${path.basename(dir)}: ${ms.length} measurements; worst ${worst?.name} = ${worst?.value.toExponential(2)} (tolerance ${worst?.tolerance})`);
+    const near = ms.filter((m) => m.value > 0.5 * m.tolerance).map((m) => `${m.name} ${m.value.toExponential(2)}`);
+    if (near.length) t.diagnostic(`  over half the tolerance: ${near.join(', ')}`);
     total += ms.length;
   }
   t.diagnostic(`parity on cuda (bf16): ${total - bad.length} passed, ${bad.length} failed`);

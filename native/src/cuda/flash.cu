@@ -551,6 +551,457 @@ __global__ void __launch_bounds__(128) dkdv_k(bf16* __restrict__ dk, bf16* __res
   }
 }
 
+// ---- the pipelined kernels (default): the next key block (forward, dq) or query tile (dk dv) is
+// copied into a second shared-memory stage while the current one is computed, and blocks that every
+// row of a warp reads in full skip the per-element mask (vision frames, the causal prefix away from
+// the diagonal). Same fragments and arithmetic as the kernels above. ----
+
+// [k0, k1) inside one of the span's ranges
+__device__ __forceinline__ bool covers(const Span& s, int k0, int k1) {
+  return (s.a0 <= k0 && k1 <= s.a1) || (s.b0 <= k0 && k1 <= s.b1);
+}
+
+// From candidate block (ii, kb) on, the first key block of the intervals that a row of the tile reads
+// (block-uniform; contains barriers). False when none is left.
+template <int BK>
+__device__ bool next_block(const Ivals& iv, int& ii, int& kb, const Span* sSp, int rows, int tid, int nt) {
+  while (ii < iv.n) {
+    if (kb >= iv.hi[ii]) {
+      ii++;
+      if (ii < iv.n) kb = iv.lo[ii];
+      continue;
+    }
+    const int ke = min(kb + BK, iv.hi[ii]);
+    int need = 0;
+    for (int i = tid; i < rows; i += nt) need |= hits(sSp[i], kb, ke);
+    if (__syncthreads_or(need)) return true;
+    kb += BK;
+  }
+  return false;
+}
+
+// The first query tile at or after `from` whose key intervals meet [k0, k1) (block-uniform; -1 if none).
+template <int NT>
+__device__ int next_tile(const int4* tiles, int ntiles, int from, int k0, int k1, int* sh, int tid) {
+  for (int c0 = from; c0 < ntiles; c0 += NT) {
+    const int ti = c0 + tid;
+    int f = 0;
+    if (ti < ntiles) {
+      const int4 t = tiles[ti];
+      f = (t.y > t.x && t.x < k1 && t.y > k0) || (t.w > t.z && t.z < k1 && t.w > k0);
+    }
+    if (tid == 0) *sh = INT_MAX;
+    __syncthreads();
+    if (f) atomicMin(sh, ti);
+    __syncthreads();
+    const int r = *sh;
+    __syncthreads();
+    if (r != INT_MAX) return r;
+  }
+  return -1;
+}
+
+template <int D, int WARPS>
+__global__ void __launch_bounds__(WARPS * 32) fwd_p(bf16* __restrict__ out, float* __restrict__ lse,
+                                                    const bf16* __restrict__ q, const bf16* __restrict__ k,
+                                                    const bf16* __restrict__ v, const Span* __restrict__ spans, int Tq,
+                                                    int Tk, int NH, int KVH, float sl2) {
+  constexpr int BQ = WARPS * 16, BK = 64, SD = D + 8, NT = WARPS * 32, KS = D / 16;
+  extern __shared__ __align__(16) unsigned char smem[];
+  bf16* sQ = reinterpret_cast<bf16*>(smem);
+  bf16* sKV = sQ + BQ * SD;  // stage s: K at sKV + s * 2 * BK * SD, V BK * SD after it
+  __shared__ Span sSp[BQ];
+  __shared__ int lim[4];
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t4 = lane & 3;
+  const int h = blockIdx.y, kvh = h / (NH / KVH);
+  const int q0 = blockIdx.x * BQ;
+  const int64_t QD = static_cast<int64_t>(NH) * D, KVD = static_cast<int64_t>(KVH) * D;
+  for (int i = tid; i < BQ; i += NT) sSp[i] = q0 + i < Tq ? spans[q0 + i] : Span{0, 0, 0, 0};
+  load_rows<D>(sQ, q + h * D, q0, Tq, QD, BQ, tid, NT);
+  cp_commit();
+  const Ivals iv = tile_ivals(sSp, BQ, lim, tid, NT);
+  int ii = 0, kb = iv.n ? iv.lo[0] : 0;
+  bool have = next_block<BK>(iv, ii, kb, sSp, BQ, tid, NT);
+  if (have) {
+    load_rows<D>(sKV, k + kvh * D, kb, Tk, KVD, BK, tid, NT);
+    load_rows<D>(sKV + BK * SD, v + kvh * D, kb, Tk, KVD, BK, tid, NT);
+  }
+  cp_commit();
+  cp_wait<1>();  // Q
+  __syncthreads();
+  uint32_t qf[KS][4];
+#pragma unroll
+  for (int kk = 0; kk < KS; kk++) ldsm4(qf[kk], sQ + (warp * 16 + (lane & 15)) * SD + kk * 16 + (lane >> 4) * 8);
+  const Span sp0 = sSp[warp * 16 + g], sp1 = sSp[warp * 16 + g + 8];
+  float o[D / 8][4];
+#pragma unroll
+  for (int j = 0; j < D / 8; j++) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.0f;
+  float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.0f, l1 = 0.0f;
+  int st = 0;
+  while (have) {
+    const int ckb = kb, cke = min(kb + BK, iv.hi[ii]);
+    int nii = ii, nkb = kb + BK;
+    const bool nxt = next_block<BK>(iv, nii, nkb, sSp, BQ, tid, NT);
+    if (nxt) {
+      bf16* s2 = sKV + (st ^ 1) * 2 * BK * SD;
+      load_rows<D>(s2, k + kvh * D, nkb, Tk, KVD, BK, tid, NT);
+      load_rows<D>(s2 + BK * SD, v + kvh * D, nkb, Tk, KVD, BK, tid, NT);
+    }
+    cp_commit();
+    cp_wait<1>();
+    __syncthreads();
+    const bf16* sK = sKV + st * 2 * BK * SD;
+    const bf16* sV = sK + BK * SD;
+    if (__any_sync(kFull, hits(sp0, ckb, cke) || hits(sp1, ckb, cke))) {
+      const bool full = cke - ckb == BK && __all_sync(kFull, covers(sp0, ckb, cke) && covers(sp1, ckb, cke));
+      float s[BK / 8][4];
+#pragma unroll
+      for (int j = 0; j < BK / 8; j++) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.0f;
+#pragma unroll
+      for (int kk = 0; kk < KS; kk++)
+#pragma unroll
+        for (int np = 0; np < BK / 16; np++) {
+          uint32_t b[4];
+          ldsm4(b, sK + (np * 16 + (lane & 7) + (lane >> 4) * 8) * SD + kk * 16 + ((lane >> 3) & 1) * 8);
+          mma(s[2 * np], qf[kk], b[0], b[1]);
+          mma(s[2 * np + 1], qf[kk], b[2], b[3]);
+        }
+      float mx0 = -INFINITY, mx1 = -INFINITY;
+      if (full) {
+#pragma unroll
+        for (int j = 0; j < BK / 8; j++) {
+          s[j][0] *= sl2; s[j][1] *= sl2; s[j][2] *= sl2; s[j][3] *= sl2;
+          mx0 = fmaxf(mx0, fmaxf(s[j][0], s[j][1]));
+          mx1 = fmaxf(mx1, fmaxf(s[j][2], s[j][3]));
+        }
+      } else {
+#pragma unroll
+        for (int j = 0; j < BK / 8; j++)
+#pragma unroll
+          for (int e = 0; e < 4; e++) {
+            const int key = ckb + j * 8 + 2 * t4 + (e & 1);
+            const bool on = key < cke && in_span(e < 2 ? sp0 : sp1, key);
+            s[j][e] = on ? s[j][e] * sl2 : -INFINITY;
+            if (e < 2) mx0 = fmaxf(mx0, s[j][e]);
+            else mx1 = fmaxf(mx1, s[j][e]);
+          }
+      }
+      mx0 = fmaxf(mx0, __shfl_xor_sync(kFull, mx0, 1));
+      mx0 = fmaxf(mx0, __shfl_xor_sync(kFull, mx0, 2));
+      mx1 = fmaxf(mx1, __shfl_xor_sync(kFull, mx1, 1));
+      mx1 = fmaxf(mx1, __shfl_xor_sync(kFull, mx1, 2));
+      const float n0 = fmaxf(m0, mx0), n1 = fmaxf(m1, mx1);
+      const float b0 = n0 == -INFINITY ? 0.0f : n0, b1 = n1 == -INFINITY ? 0.0f : n1;
+      const float a0 = exp2f(m0 - b0), a1 = exp2f(m1 - b1);
+      m0 = n0;
+      m1 = n1;
+      float r0 = 0.0f, r1 = 0.0f;
+#pragma unroll
+      for (int j = 0; j < BK / 8; j++) {
+        s[j][0] = exp2f(s[j][0] - b0);
+        s[j][1] = exp2f(s[j][1] - b0);
+        s[j][2] = exp2f(s[j][2] - b1);
+        s[j][3] = exp2f(s[j][3] - b1);
+        r0 += s[j][0] + s[j][1];
+        r1 += s[j][2] + s[j][3];
+      }
+      l0 = l0 * a0 + r0;
+      l1 = l1 * a1 + r1;
+#pragma unroll
+      for (int j = 0; j < D / 8; j++) {
+        o[j][0] *= a0; o[j][1] *= a0; o[j][2] *= a1; o[j][3] *= a1;
+      }
+#pragma unroll
+      for (int kk = 0; kk < BK / 16; kk++) {
+        uint32_t a[4];
+        to_a(a, s[2 * kk], s[2 * kk + 1]);
+#pragma unroll
+        for (int nd = 0; nd < D / 16; nd++) {
+          uint32_t b[4];
+          ldsm4t(b, sV + (kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * SD + nd * 16 + (lane >> 4) * 8);
+          mma(o[2 * nd], a, b[0], b[1]);
+          mma(o[2 * nd + 1], a, b[2], b[3]);
+        }
+      }
+    }
+    __syncthreads();  // this stage is refilled two blocks on
+    have = nxt;
+    ii = nii;
+    kb = nkb;
+    st ^= 1;
+  }
+  cp_wait<0>();
+  l0 += __shfl_xor_sync(kFull, l0, 1);
+  l0 += __shfl_xor_sync(kFull, l0, 2);
+  l1 += __shfl_xor_sync(kFull, l1, 1);
+  l1 += __shfl_xor_sync(kFull, l1, 2);
+  const float i0 = l0 > 0.0f ? 1.0f / l0 : 0.0f, i1 = l1 > 0.0f ? 1.0f / l1 : 0.0f;
+  const int r0 = q0 + warp * 16 + g, r1 = r0 + 8;
+#pragma unroll
+  for (int j = 0; j < D / 8; j++) {
+    const int col = j * 8 + 2 * t4;
+    if (r0 < Tq)
+      *reinterpret_cast<__nv_bfloat162*>(out + r0 * QD + h * D + col) = __floats2bfloat162_rn(o[j][0] * i0, o[j][1] * i0);
+    if (r1 < Tq)
+      *reinterpret_cast<__nv_bfloat162*>(out + r1 * QD + h * D + col) = __floats2bfloat162_rn(o[j][2] * i1, o[j][3] * i1);
+  }
+  if (t4 == 0) {
+    if (r0 < Tq) lse[static_cast<int64_t>(r0) * NH + h] = l0 > 0.0f ? (m0 + log2f(l0)) * kLn2 : -INFINITY;
+    if (r1 < Tq) lse[static_cast<int64_t>(r1) * NH + h] = l1 > 0.0f ? (m1 + log2f(l1)) * kLn2 : -INFINITY;
+  }
+}
+
+template <int D>
+__global__ void __launch_bounds__(128) dq_p(bf16* __restrict__ dq, const bf16* __restrict__ dout,
+                                            const bf16* __restrict__ q, const bf16* __restrict__ k,
+                                            const bf16* __restrict__ v, const float* __restrict__ lse,
+                                            const float* __restrict__ drow, const Span* __restrict__ spans, int Tq,
+                                            int Tk, int NH, int KVH, float sl2, float scale) {
+  constexpr int BQ = 64, BK = 64, SD = D + 8, NT = 128, KS = D / 16;
+  extern __shared__ __align__(16) unsigned char smem[];
+  bf16* sQ = reinterpret_cast<bf16*>(smem);
+  bf16* sO = sQ + BQ * SD;  // dout
+  bf16* sKV = sO + BQ * SD;  // two stages of K, V
+  __shared__ Span sSp[BQ];
+  __shared__ int lim[4];
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t4 = lane & 3;
+  const int h = blockIdx.y, kvh = h / (NH / KVH);
+  const int q0 = blockIdx.x * BQ;
+  const int64_t QD = static_cast<int64_t>(NH) * D, KVD = static_cast<int64_t>(KVH) * D;
+  for (int i = tid; i < BQ; i += NT) sSp[i] = q0 + i < Tq ? spans[q0 + i] : Span{0, 0, 0, 0};
+  load_rows<D>(sQ, q + h * D, q0, Tq, QD, BQ, tid, NT);
+  load_rows<D>(sO, dout + h * D, q0, Tq, QD, BQ, tid, NT);
+  cp_commit();
+  const Ivals iv = tile_ivals(sSp, BQ, lim, tid, NT);
+  const int r0 = q0 + warp * 16 + g, r1 = r0 + 8;
+  const float L0 = r0 < Tq ? lse[static_cast<int64_t>(r0) * NH + h] * kLog2e : 0.0f;
+  const float L1 = r1 < Tq ? lse[static_cast<int64_t>(r1) * NH + h] * kLog2e : 0.0f;
+  const float R0 = r0 < Tq ? drow[static_cast<int64_t>(r0) * NH + h] : 0.0f;
+  const float R1 = r1 < Tq ? drow[static_cast<int64_t>(r1) * NH + h] : 0.0f;
+  const Span sp0 = sSp[warp * 16 + g], sp1 = sSp[warp * 16 + g + 8];
+  int ii = 0, kb = iv.n ? iv.lo[0] : 0;
+  bool have = next_block<BK>(iv, ii, kb, sSp, BQ, tid, NT);
+  if (have) {
+    load_rows<D>(sKV, k + kvh * D, kb, Tk, KVD, BK, tid, NT);
+    load_rows<D>(sKV + BK * SD, v + kvh * D, kb, Tk, KVD, BK, tid, NT);
+  }
+  cp_commit();
+  float acc[D / 8][4];
+#pragma unroll
+  for (int j = 0; j < D / 8; j++) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.0f;
+  int st = 0;
+  while (have) {
+    const int ckb = kb, cke = min(kb + BK, iv.hi[ii]);
+    int nii = ii, nkb = kb + BK;
+    const bool nxt = next_block<BK>(iv, nii, nkb, sSp, BQ, tid, NT);
+    if (nxt) {
+      bf16* s2 = sKV + (st ^ 1) * 2 * BK * SD;
+      load_rows<D>(s2, k + kvh * D, nkb, Tk, KVD, BK, tid, NT);
+      load_rows<D>(s2 + BK * SD, v + kvh * D, nkb, Tk, KVD, BK, tid, NT);
+    }
+    cp_commit();
+    cp_wait<1>();
+    __syncthreads();
+    const bf16* sK = sKV + st * 2 * BK * SD;
+    const bf16* sV = sK + BK * SD;
+    if (__any_sync(kFull, hits(sp0, ckb, cke) || hits(sp1, ckb, cke))) {
+      const bool full = cke - ckb == BK && __all_sync(kFull, covers(sp0, ckb, cke) && covers(sp1, ckb, cke));
+      float s[BK / 8][4], dp[BK / 8][4];
+#pragma unroll
+      for (int j = 0; j < BK / 8; j++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) s[j][e] = dp[j][e] = 0.0f;
+#pragma unroll
+      for (int kk = 0; kk < KS; kk++) {
+        uint32_t qa[4], oa[4];
+        ldsm4(qa, sQ + (warp * 16 + (lane & 15)) * SD + kk * 16 + (lane >> 4) * 8);
+        ldsm4(oa, sO + (warp * 16 + (lane & 15)) * SD + kk * 16 + (lane >> 4) * 8);
+#pragma unroll
+        for (int np = 0; np < BK / 16; np++) {
+          uint32_t b[4];
+          const int off = (np * 16 + (lane & 7) + (lane >> 4) * 8) * SD + kk * 16 + ((lane >> 3) & 1) * 8;
+          ldsm4(b, sK + off);
+          mma(s[2 * np], qa, b[0], b[1]);
+          mma(s[2 * np + 1], qa, b[2], b[3]);
+          ldsm4(b, sV + off);
+          mma(dp[2 * np], oa, b[0], b[1]);
+          mma(dp[2 * np + 1], oa, b[2], b[3]);
+        }
+      }
+#pragma unroll
+      for (int j = 0; j < BK / 8; j++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+          const int key = ckb + j * 8 + 2 * t4 + (e & 1);
+          const bool on = full || (key < cke && in_span(e < 2 ? sp0 : sp1, key));
+          const float p = on ? exp2f(s[j][e] * sl2 - (e < 2 ? L0 : L1)) : 0.0f;
+          s[j][e] = p * (dp[j][e] - (e < 2 ? R0 : R1));  // dS
+        }
+#pragma unroll
+      for (int kk = 0; kk < BK / 16; kk++) {
+        uint32_t a[4];
+        to_a(a, s[2 * kk], s[2 * kk + 1]);
+#pragma unroll
+        for (int nd = 0; nd < D / 16; nd++) {
+          uint32_t b[4];
+          ldsm4t(b, sK + (kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * SD + nd * 16 + (lane >> 4) * 8);
+          mma(acc[2 * nd], a, b[0], b[1]);
+          mma(acc[2 * nd + 1], a, b[2], b[3]);
+        }
+      }
+    }
+    __syncthreads();
+    have = nxt;
+    ii = nii;
+    kb = nkb;
+    st ^= 1;
+  }
+  cp_wait<0>();
+#pragma unroll
+  for (int j = 0; j < D / 8; j++) {
+    const int col = j * 8 + 2 * t4;
+    if (r0 < Tq) add_pair(dq + r0 * QD + h * D + col, scale * acc[j][0], scale * acc[j][1]);
+    if (r1 < Tq) add_pair(dq + r1 * QD + h * D + col, scale * acc[j][2], scale * acc[j][3]);
+  }
+}
+
+template <int D>
+__global__ void __launch_bounds__(128) dkdv_p(bf16* __restrict__ dk, bf16* __restrict__ dv, float* __restrict__ dkp,
+                                              float* __restrict__ dvp, const bf16* __restrict__ dout,
+                                              const bf16* __restrict__ q, const bf16* __restrict__ k,
+                                              const bf16* __restrict__ v, const float* __restrict__ lse,
+                                              const float* __restrict__ drow, const Span* __restrict__ spans,
+                                              const int4* __restrict__ tiles, int ntiles, int Tq, int Tk, int NH,
+                                              int KVH, float sl2, float scale) {
+  constexpr int BK = 64, BQ = 32, SD = D + 8, NT = 128, KS = D / 16;
+  extern __shared__ __align__(16) unsigned char smem[];
+  bf16* sK = reinterpret_cast<bf16*>(smem);
+  bf16* sV = sK + BK * SD;
+  bf16* sQO = sV + BK * SD;  // stage s: Q at sQO + s * 2 * BQ * SD, dout BQ * SD after it
+  __shared__ Span sSp[2][BQ];
+  __shared__ float sL[2][BQ], sR[2][BQ];
+  __shared__ int sh;
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t4 = lane & 3;
+  const int h = blockIdx.y, rep = NH / KVH, kvh = h / rep;
+  const int kb = blockIdx.x * BK, ke = min(kb + BK, Tk);
+  const int64_t QD = static_cast<int64_t>(NH) * D, KVD = static_cast<int64_t>(KVH) * D;
+  load_rows<D>(sK, k + kvh * D, kb, Tk, KVD, BK, tid, NT);
+  load_rows<D>(sV, v + kvh * D, kb, Tk, KVD, BK, tid, NT);
+  cp_commit();
+  const int wk0 = kb + warp * 16, wk1 = wk0 + 16;
+  const int key0 = wk0 + g, key1 = key0 + 8;
+  auto stage = [&](int ti, int s) {
+    const int qr0 = ti * BQ;
+    bf16* sq = sQO + s * 2 * BQ * SD;
+    load_rows<D>(sq, q + h * D, qr0, Tq, QD, BQ, tid, NT);
+    load_rows<D>(sq + BQ * SD, dout + h * D, qr0, Tq, QD, BQ, tid, NT);
+    if (tid < BQ) {
+      const int r = qr0 + tid;
+      const bool ok = r < Tq;
+      sSp[s][tid] = ok ? spans[r] : Span{0, 0, 0, 0};
+      sL[s][tid] = ok ? lse[static_cast<int64_t>(r) * NH + h] * kLog2e : 0.0f;
+      sR[s][tid] = ok ? drow[static_cast<int64_t>(r) * NH + h] : 0.0f;
+    }
+  };
+  float dka[D / 8][4], dva[D / 8][4];
+#pragma unroll
+  for (int j = 0; j < D / 8; j++)
+#pragma unroll
+    for (int e = 0; e < 4; e++) dka[j][e] = dva[j][e] = 0.0f;
+  int cur = next_tile<NT>(tiles, ntiles, 0, kb, ke, &sh, tid);
+  if (cur >= 0) stage(cur, 0);
+  cp_commit();
+  int st = 0;
+  while (cur >= 0) {
+    const int nxt = next_tile<NT>(tiles, ntiles, cur + 1, kb, ke, &sh, tid);
+    if (nxt >= 0) stage(nxt, st ^ 1);
+    cp_commit();
+    cp_wait<1>();
+    __syncthreads();
+    const int4 t = tiles[cur];
+    const bf16* sQ = sQO + st * 2 * BQ * SD;
+    const bf16* sO = sQ + BQ * SD;
+    const Span* sp = sSp[st];
+    const float* lL = sL[st];
+    const float* lR = sR[st];
+    if ((t.y > t.x && t.x < wk1 && t.y > wk0) || (t.w > t.z && t.z < wk1 && t.w > wk0)) {
+      const bool full = wk1 <= Tk && __all_sync(kFull, covers(sp[lane], wk0, wk1));
+      float s[BQ / 8][4], dp[BQ / 8][4];
+#pragma unroll
+      for (int j = 0; j < BQ / 8; j++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) s[j][e] = dp[j][e] = 0.0f;
+#pragma unroll
+      for (int kk = 0; kk < KS; kk++) {
+        uint32_t ka[4], va[4];
+        ldsm4(ka, sK + (warp * 16 + (lane & 15)) * SD + kk * 16 + (lane >> 4) * 8);
+        ldsm4(va, sV + (warp * 16 + (lane & 15)) * SD + kk * 16 + (lane >> 4) * 8);
+#pragma unroll
+        for (int np = 0; np < BQ / 16; np++) {
+          uint32_t b[4];
+          const int off = (np * 16 + (lane & 7) + (lane >> 4) * 8) * SD + kk * 16 + ((lane >> 3) & 1) * 8;
+          ldsm4(b, sQ + off);
+          mma(s[2 * np], ka, b[0], b[1]);
+          mma(s[2 * np + 1], ka, b[2], b[3]);
+          ldsm4(b, sO + off);
+          mma(dp[2 * np], va, b[0], b[1]);
+          mma(dp[2 * np + 1], va, b[2], b[3]);
+        }
+      }
+#pragma unroll
+      for (int j = 0; j < BQ / 8; j++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+          const int qc = j * 8 + 2 * t4 + (e & 1);
+          const int key = e < 2 ? key0 : key1;
+          const bool on = full || (key < Tk && in_span(sp[qc], key));
+          const float p = on ? exp2f(s[j][e] * sl2 - lL[qc]) : 0.0f;
+          s[j][e] = p;
+          dp[j][e] = p * (dp[j][e] - lR[qc]);
+        }
+#pragma unroll
+      for (int kk = 0; kk < BQ / 16; kk++) {
+        uint32_t pa[4], da[4];
+        to_a(pa, s[2 * kk], s[2 * kk + 1]);
+        to_a(da, dp[2 * kk], dp[2 * kk + 1]);
+#pragma unroll
+        for (int nd = 0; nd < D / 16; nd++) {
+          uint32_t b[4];
+          const int off = (kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * SD + nd * 16 + (lane >> 4) * 8;
+          ldsm4t(b, sO + off);
+          mma(dva[2 * nd], pa, b[0], b[1]);
+          mma(dva[2 * nd + 1], pa, b[2], b[3]);
+          ldsm4t(b, sQ + off);
+          mma(dka[2 * nd], da, b[0], b[1]);
+          mma(dka[2 * nd + 1], da, b[2], b[3]);
+        }
+      }
+    }
+    __syncthreads();
+    cur = nxt;
+    st ^= 1;
+  }
+  cp_wait<0>();  // the K/V copies, when no query tile read them
+#pragma unroll
+  for (int j = 0; j < D / 8; j++) {
+    const int col = j * 8 + 2 * t4;
+#pragma unroll
+    for (int half = 0; half < 2; half++) {
+      const int key = half ? key1 : key0;
+      if (key >= Tk) continue;
+      const float kx = scale * dka[j][2 * half], ky = scale * dka[j][2 * half + 1];
+      const float vx = dva[j][2 * half], vy = dva[j][2 * half + 1];
+      if (rep == 1) {
+        if (dk) add_pair(dk + key * KVD + kvh * D + col, kx, ky);
+        if (dv) add_pair(dv + key * KVD + kvh * D + col, vx, vy);
+      } else {
+        *reinterpret_cast<float2*>(dkp + key * QD + h * D + col) = make_float2(kx, ky);
+        *reinterpret_cast<float2*>(dvp + key * QD + h * D + col) = make_float2(vx, vy);
+      }
+    }
+  }
+}
+
 // Raises a kernel's dynamic shared-memory limit once (not during a graph capture: the first call of
 // each kernel is eager).
 // Keyed by the kernel's address and the device: instances of one signature (fwd_k<128, 4> and
@@ -581,19 +1032,25 @@ int sm_count() {
   return n;
 }
 
+bool pipelined();  // below
+
 template <int D>
 void forward_d(bf16* out, float* lse, const bf16* q, const bf16* k, const bf16* v, const Span* spans, int Tq, int Tk,
                int NH, int KVH, float sl2) {
   // 4 warps (64 rows) reuse each key block 4 times; single-warp blocks keep small calls (decode) spread
   const bool wide = static_cast<int64_t>((Tq + 63) / 64) * NH >= 2 * sm_count();
+  const bool pipe = pipelined();
+  const int stages = pipe ? 2 : 1;
   if (wide) {
-    const size_t sm = (64 + 2 * 64) * (D + 8) * sizeof(bf16);
-    allow_smem(fwd_k<D, 4>, sm);
-    fwd_k<D, 4><<<dim3((Tq + 63) / 64, NH), 128, sm, stream()>>>(out, lse, q, k, v, spans, Tq, Tk, NH, KVH, sl2);
+    const size_t sm = (64 + stages * 2 * 64) * (D + 8) * sizeof(bf16);
+    auto kern = pipe ? fwd_p<D, 4> : fwd_k<D, 4>;
+    allow_smem(kern, sm);
+    kern<<<dim3((Tq + 63) / 64, NH), 128, sm, stream()>>>(out, lse, q, k, v, spans, Tq, Tk, NH, KVH, sl2);
   } else {
-    const size_t sm = (16 + 2 * 64) * (D + 8) * sizeof(bf16);
-    allow_smem(fwd_k<D, 1>, sm);
-    fwd_k<D, 1><<<dim3((Tq + 15) / 16, NH), 32, sm, stream()>>>(out, lse, q, k, v, spans, Tq, Tk, NH, KVH, sl2);
+    const size_t sm = (16 + stages * 2 * 64) * (D + 8) * sizeof(bf16);
+    auto kern = pipe ? fwd_p<D, 1> : fwd_k<D, 1>;
+    allow_smem(kern, sm);
+    kern<<<dim3((Tq + 15) / 16, NH), 32, sm, stream()>>>(out, lse, q, k, v, spans, Tq, Tk, NH, KVH, sl2);
   }
   CU_LAUNCHED("attention_forward (flash)");
 }
@@ -614,11 +1071,14 @@ void backward_d(bf16* dq, bf16* dk, bf16* dv, const bf16* dout, const bf16* q, c
   float* dr = sc.drow.fit(nrh);
   drow_k<<<static_cast<unsigned>((nrh * 32 + 255) / 256), 256, 0, stream()>>>(dr, dout, out, nrh, D);
   CU_LAUNCHED("attention_backward (row sums)");
+  const bool pipe = pipelined();
+  const int stages = pipe ? 2 : 1;
   if (dq) {
-    const size_t sm = (2 * 64 + 2 * 64) * (D + 8) * sizeof(bf16);
-    allow_smem(dq_k<D>, sm);
-    dq_k<D><<<dim3((Tq + 63) / 64, NH), 128, sm, stream()>>>(dq, dout, q, k, v, lse, dr, spans, Tq, Tk, NH, KVH, sl2,
-                                                             scale);
+    const size_t sm = (2 * 64 + stages * 2 * 64) * (D + 8) * sizeof(bf16);
+    auto kern = pipe ? dq_p<D> : dq_k<D>;
+    allow_smem(kern, sm);
+    kern<<<dim3((Tq + 63) / 64, NH), 128, sm, stream()>>>(dq, dout, q, k, v, lse, dr, spans, Tq, Tk, NH, KVH, sl2,
+                                                          scale);
     CU_LAUNCHED("attention_backward (flash dq)");
   }
   if (dk || dv) {
@@ -633,10 +1093,11 @@ void backward_d(bf16* dq, bf16* dk, bf16* dv, const bf16* dout, const bf16* q, c
       dkp = sc.dkp.fit(static_cast<int64_t>(Tk) * NH * D);
       dvp = sc.dvp.fit(static_cast<int64_t>(Tk) * NH * D);
     }
-    const size_t sm = (2 * 64 + 2 * 32) * (D + 8) * sizeof(bf16);
-    allow_smem(dkdv_k<D>, sm);
-    dkdv_k<D><<<dim3((Tk + 63) / 64, NH), 128, sm, stream()>>>(dk, dv, dkp, dvp, dout, q, k, v, lse, dr, spans, tab,
-                                                               ntiles, Tq, Tk, NH, KVH, sl2, scale);
+    const size_t sm = (2 * 64 + stages * 2 * 32) * (D + 8) * sizeof(bf16);
+    auto kern = pipe ? dkdv_p<D> : dkdv_k<D>;
+    allow_smem(kern, sm);
+    kern<<<dim3((Tk + 63) / 64, NH), 128, sm, stream()>>>(dk, dv, dkp, dvp, dout, q, k, v, lse, dr, spans, tab, ntiles,
+                                                          Tq, Tk, NH, KVH, sl2, scale);
     CU_LAUNCHED("attention_backward (flash dk dv)");
     if (rep > 1) {
       const int64_t n = static_cast<int64_t>(Tk) * KVH * D;
@@ -652,9 +1113,17 @@ void backward_d(bf16* dq, bf16* dk, bf16* dv, const bf16* dout, const bf16* q, c
 bool flash_supported(int64_t D) { return D == 16 || D == 64 || D == 80 || D == 128; }
 
 namespace {
-int g_flash_override = -1;
+int g_flash_override = -1, g_pipe_override = -1;
+bool pipelined() {
+  static const bool on = [] {
+    const char* e = std::getenv("VQALAB_CUDA_FLASH");
+    return !(e && std::strcmp(e, "simple") == 0);
+  }();
+  return g_pipe_override >= 0 ? g_pipe_override == 1 : on;
 }
+}  // namespace
 void flash_override(int mode) { g_flash_override = mode; }
+void flash_pipeline_override(int mode) { g_pipe_override = mode; }
 bool flash_enabled() {
   static const bool on = [] {
     const char* e = std::getenv("VQALAB_CUDA_ATTN");

@@ -26,6 +26,10 @@ bool flash_supported(int64_t D);
 // 1 on, 0 off, -1 back to the environment's choice).
 bool flash_enabled();
 void flash_override(int mode);
+// The kernels: pipelined (default: the next key block or query tile is copied while the current one
+// is computed; full blocks skip the mask) or simple (one stage; VQALAB_CUDA_FLASH=simple). Tests and
+// benchmarks: 1 pipelined, 0 simple, -1 the environment's choice.
+void flash_pipeline_override(int mode);
 
 // out (Tq, NH, D), lse (Tq, NH) fp32 natural log; q (Tq, NH, D); k, v (Tk, KVH, D); spans (Tq) device.
 void flash_forward(bf16* out, float* lse, const bf16* q, const bf16* k, const bf16* v, const Span* spans, int64_t Tq,

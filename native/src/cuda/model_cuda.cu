@@ -17,7 +17,11 @@
 #include <cmath>
 #include <cstring>
 #include <cstdlib>
+#include <cstdio>
 #include <map>
+#include <mutex>
+#include <string>
+#include <vector>
 #include <random>
 
 #include "activations.h"
@@ -151,7 +155,66 @@ struct Pinned {
   template <typename U> U* as() const { return static_cast<U*>(p); }
 };
 
+// Phase timings (VQALAB_CUDA_PROFILE=1): CUDA events around the model's phases, summed by name when
+// cuda_profile_report() is called; nothing is recorded while a stream is being captured (graphs).
+struct ProfRec {
+  const char* name;
+  cudaEvent_t a, b;
+};
+std::mutex g_prof_mu;
+std::vector<ProfRec> g_prof;
+bool prof_on() {
+  static const bool on = env_flag("VQALAB_CUDA_PROFILE", false);
+  return on;
+}
+struct Phase {
+  long idx = -1;
+  explicit Phase(const char* name) {
+    if (!prof_on()) return;
+    cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
+    if (cudaStreamIsCapturing(cu::stream(), &cs) != cudaSuccess || cs != cudaStreamCaptureStatusNone) return;
+    cudaEvent_t a = nullptr, b = nullptr;
+    if (cudaEventCreate(&a) != cudaSuccess || cudaEventCreate(&b) != cudaSuccess) return;
+    cudaEventRecord(a, cu::stream());
+    std::lock_guard<std::mutex> l(g_prof_mu);
+    g_prof.push_back(ProfRec{name, a, b});
+    idx = static_cast<long>(g_prof.size()) - 1;
+  }
+  ~Phase() {
+    if (idx < 0) return;
+    std::lock_guard<std::mutex> l(g_prof_mu);
+    cudaEventRecord(g_prof[idx].b, cu::stream());
+  }
+  Phase(const Phase&) = delete;
+};
+
 }  // namespace
+
+std::string cuda_profile_report() {
+  std::lock_guard<std::mutex> l(g_prof_mu);
+  if (g_prof.empty()) return prof_on() ? "profile: nothing recorded\n" : "profile: off (VQALAB_CUDA_PROFILE=1)\n";
+  cudaDeviceSynchronize();
+  std::map<std::string, std::pair<double, int>> sum;
+  std::vector<std::string> order;
+  for (const ProfRec& r : g_prof) {
+    float ms = 0.0f;
+    cudaEventElapsedTime(&ms, r.a, r.b);
+    auto it = sum.find(r.name);
+    if (it == sum.end()) { order.push_back(r.name); it = sum.emplace(r.name, std::make_pair(0.0, 0)).first; }
+    it->second.first += ms;
+    it->second.second++;
+    cudaEventDestroy(r.a);
+    cudaEventDestroy(r.b);
+  }
+  g_prof.clear();
+  std::string out;
+  for (const std::string& n : order) {
+    char b[160];
+    std::snprintf(b, sizeof b, "  %-28s %9.2f ms  (%d)\n", n.c_str(), sum[n].first, sum[n].second);
+    out += b;
+  }
+  return out;
+}
 
 CudaOptions cuda_options_from_env() {
   CudaOptions o;
@@ -261,27 +324,29 @@ class CudaModel final : public DeviceModel {
     return "cuda:" + std::to_string(dev_) + (std::is_same<T, float>::value ? " (fp32)" : " (bf16)");
   }
 
+  // The values go to the device's working weights and, in fp32, to the host Model (the checkpoint
+  // copy, from which the fp32 master is made at the first step): no device master is allocated, so a
+  // model that never steps (a reference) holds only its working weights, as a loaded one does.
   void randomize(uint64_t seed, float scale) {
     DevGuard g(dev_, st_);
-    // fp32 values: into the weights (fp32 mode), into the master (bf16 full fine-tune: the step needs
-    // it), or through a staging buffer (bf16 with LoRA: the base stays bf16 only)
-    const bool keep_master = !std::is_same<T, float>::value && h_.lora_.empty();
+    int64_t biggest = 0;
+    for (const ParamInfo& p : h_.info_) biggest = std::max(biggest, p.size);
     DArray<float> tmp("randomize staging");
-    if (keep_master) master_.fit(w_.n);
+    tmp.fit(biggest);
     for (const ParamInfo& p : h_.info_) {
-      float* dst;
-      if constexpr (std::is_same<T, float>::value) dst = w_.p + p.offset;
-      else dst = keep_master ? master_.p + p.offset : tmp.fit(p.size);
+      float* dst = tmp.p;
       const bool norm = p.shape.size() == 1 && p.name.find("bias") == std::string::npos;
       if (norm) cu::fill(dst, 1.0f, p.size);
       else {
         randomize_k<<<1024, 256, 0, cu::stream()>>>(dst, p.size, seed, scale, p.offset);
         CU_LAUNCHED("randomize");
       }
-      if constexpr (!std::is_same<T, float>::value) cu::to_bf16(w_.p + p.offset, dst, p.size);
+      cu::convert(w_.p + p.offset, static_cast<const float*>(dst), p.size);
+      download(h_.params_.data() + p.offset, dst, p.size);  // synchronises before tmp is reused
     }
+    if (master_.p) CU_CHECK(cudaMemcpyAsync(master_.p, h_.params_.data(), master_.n * sizeof(float), cudaMemcpyHostToDevice, st_), "randomize");
+    if (hmaster_.p) std::memcpy(hmaster_.p, h_.params_.data(), h_.params_.size() * sizeof(float));
     CU_CHECK(cudaStreamSynchronize(st_), "randomize");
-    host_stale_ = true;
   }
 
   // ---- forward: requests packed up to opt_.pack_rows LM rows ----
@@ -360,6 +425,7 @@ class CudaModel final : public DeviceModel {
 
   StepResult step(const AdamWOptions& o) override {
     DevGuard g(dev_, st_);
+    Phase ph("optimizer step");
     StepResult r;
     const bool lora = !h_.lora_.empty();
     DArray<float>& gr = lora ? lgrads_ : grads_;
@@ -749,8 +815,11 @@ void CudaModel<T>::vision_block(size_t bi, CuVisionBlock<T>& A, CuActs<T>& a, fl
   cu::split_qkv(A.q.fit(N * E), A.k.fit(N * E), A.v.fit(N * E), qkv_.p, N, E);
   cu::rope_forward(A.q.p, A.q.p, a.vcos.p, a.vsin.p, N, NH, hd);
   cu::rope_forward(A.k.p, A.k.p, a.vcos.p, a.vsin.p, N, NH, hd);
-  cu::attention_forward_dev(A.att.fit(N * E), A.lse.fit(N * NH), A.q.p, A.k.p, A.v.p, a.vspans.data(), a.dvspans.p, N,
-                            N, NH, NH, hd);
+  {
+    Phase ph("  vision attention fwd");
+    cu::attention_forward_dev(A.att.fit(N * E), A.lse.fit(N * NH), A.q.p, A.k.p, A.v.p, a.vspans.data(), a.dvspans.p,
+                              N, N, NH, NH, hd);
+  }
   lin_forward(B.proj, tmp_.fit(N * E), A.att.p, N);
   cu::residual_layernorm_forward(A.ln2.fit(N * E), A.mean2.fit(N), A.rstd2.fit(N), xmid, x, tmp_.p, P(B.n2w), P(B.n2b),
                                  N, E, 1e-6f);
@@ -882,8 +951,11 @@ void CudaModel<T>::vision_backward(CuActs<T>& a, const T* dimg) {
     zero(dq.p, N * E);
     zero(dk.p, N * E);
     zero(dv.p, N * E);
-    cu::attention_backward_dev(dq.p, dk.p, dv.p, datt.p, A.q.p, A.k.p, A.v.p, A.att.p, A.lse.p, a.vspans.data(),
-                               a.dvspans.p, N, N, NH, NH, hd);
+    {
+      Phase ph("  vision attention bwd");
+      cu::attention_backward_dev(dq.p, dk.p, dv.p, datt.p, A.q.p, A.k.p, A.v.p, A.att.p, A.lse.p, a.vspans.data(),
+                                 a.dvspans.p, N, N, NH, NH, hd);
+    }
     cu::rope_backward(dqr.p, dq.p, a.vcos.p, a.vsin.p, N, NH, hd, false);
     cu::rope_backward(dkr.p, dk.p, a.vcos.p, a.vsin.p, N, NH, hd, false);
     cu::join_qkv(dqkv.p, dqr.p, dkr.p, dv.p, N, E);
@@ -918,8 +990,10 @@ void CudaModel<T>::text_layer(size_t li, CuTextLayer<T>& A, int64_t n, float* x,
     T* vc = vcache + static_cast<int64_t>(li) * cache_rows * KVD;
     cu::scatter_rows(kc, static_cast<const T*>(A.k.p), slots, n, KVD);
     cu::scatter_rows(vc, static_cast<const T*>(A.v.p), slots, n, KVD);
+    Phase ph("  LM attention fwd (cache)");
     cu::attention_forward_dev(A.att.p, A.lse.p, A.q.p, kc, vc, spans, dspans, n, cache_rows, NH, KVH, D);
   } else {
+    Phase ph("  LM attention fwd");
     cu::attention_forward_dev(A.att.p, A.lse.p, A.q.p, A.k.p, A.v.p, spans, dspans, n, n, NH, KVH, D);
   }
   lin_forward(L.o, tmp_.fit(n * H), A.att.p, n);
@@ -997,8 +1071,11 @@ void CudaModel<T>::text_backward(CuActs<T>& a, int64_t n, float* dx, T* dxT) {
     zero(dq.p, n * NH * D);
     zero(dk.p, n * KVD);
     zero(dv.p, n * KVD);
-    cu::attention_backward_dev(dq.p, dk.p, dv.p, datt.p, A.q.p, A.k.p, A.v.p, A.att.p, A.lse.p, a.spans.data(),
-                               a.dspans.p, n, n, NH, KVH, D);
+    {
+      Phase ph("  LM attention bwd");
+      cu::attention_backward_dev(dq.p, dk.p, dv.p, datt.p, A.q.p, A.k.p, A.v.p, A.att.p, A.lse.p, a.spans.data(),
+                                 a.dspans.p, n, n, NH, KVH, D);
+    }
     cu::rope_backward(dqr.p, dq.p, a.cos.p, a.sin.p, n, NH, D, false);
     cu::rope_backward(dkr.p, dk.p, a.cos.p, a.sin.p, n, KVH, D, false);
     lin_backward(L.q, dh.p, dqr.p, A.h1.p, n, false);
@@ -1031,7 +1108,12 @@ void CudaModel<T>::forward_pack(CuActs<T>& a, const std::vector<ForwardRequest>&
   std::vector<const Image*> imgs;
   for (size_t r = i0; r < i1; r++)
     for (const Image& im : reqs[r].prompt.images) imgs.push_back(&im);
-  if (!imgs.empty()) vision_forward(a, imgs, keep);
+  // the vision tower keeps its activations only when its gradients are wanted (backward_pack skips
+  // it for a frozen tower: LoRA on the LM alone)
+  if (!imgs.empty()) {
+    Phase ph(keep ? "vision forward (keep)" : "vision forward");
+    vision_forward(a, imgs, keep && vision_trainable());
+  }
 
   int64_t Tn = 0;
   for (size_t r = i0; r < i1; r++) {
@@ -1091,8 +1173,11 @@ void CudaModel<T>::forward_pack(CuActs<T>& a, const std::vector<ForwardRequest>&
     upload(a.cos, cs.data(), Tn * D / 2);
     upload(a.sin, sn.data(), Tn * D / 2);
   }
-  text_forward(a, Tn, x, a.cos.p, a.sin.p, a.spans.data(), a.dspans.p, keep, nullptr, nullptr, 0, nullptr);
-
+  {
+    Phase ph(keep ? "LM forward (keep)" : "LM forward");
+    text_forward(a, Tn, x, a.cos.p, a.sin.p, a.spans.data(), a.dspans.p, keep, nullptr, nullptr, 0, nullptr);
+  }
+  Phase ph_head("head + log-probs forward");
   const int64_t R = static_cast<int64_t>(head_rows.size());
   std::vector<float> hlp(R), hent(R);
   if (R > 0) {
@@ -1148,6 +1233,7 @@ void CudaModel<T>::backward_pack(CuActs<T>& a, const std::vector<std::vector<std
   zero(dx.fit(Tn * H), Tn * H);
   zero(dxT.fit(Tn * H), Tn * H);
   if (R > 0) {
+    Phase ph("head backward");
     std::vector<float> dlogp(R, 0.0f);
     size_t c = 0;
     for (size_t k = 0; k < a.req_ncomp.size(); k++)
@@ -1167,7 +1253,10 @@ void CudaModel<T>::backward_pack(CuActs<T>& a, const std::vector<std::vector<std
     cu::rmsnorm_backward(dx.p, G(h_.norm_), dhf.p, static_cast<const float*>(a.xf.p), P(h_.norm_), a.rstdf.p, Tn, H,
                          dxT.p);
   }
-  text_backward(a, Tn, dx.p, dxT.p);
+  {
+    Phase ph("LM backward");
+    text_backward(a, Tn, dx.p, dxT.p);
+  }
   if (float* dwte = G(h_.embed_)) cu::embedding_backward(dwte, static_cast<const float*>(dx.p), a.ids.p, Tn, H);
   if (!a.img_rows_h.empty() && vision_trainable()) {
     const int64_t ni = static_cast<int64_t>(a.img_rows_h.size());
@@ -1175,6 +1264,7 @@ void CudaModel<T>::backward_pack(CuActs<T>& a, const std::vector<std::vector<std
     cu::gather_rows(dimg.fit(ni * H), static_cast<const float*>(dx.p), a.img_rows.p, ni, H);
     dx.release();
     dxT.release();
+    Phase ph("vision backward");
     vision_backward(a, dimg.p);
   }
 }
@@ -1213,6 +1303,7 @@ std::vector<SampleResult> CudaModel<T>::sample_many(const std::vector<SampleRequ
     std::vector<const Image*> imgs;
     for (const auto& q : qs)
       for (const Image& im : q.prompt.images) imgs.push_back(&im);
+    Phase ph("sample: vision");
     if (!imgs.empty()) vision_forward(a, imgs, false);
   }
   // prefill every prompt, packed
@@ -1248,7 +1339,10 @@ std::vector<SampleResult> CudaModel<T>::sample_many(const std::vector<SampleRequ
     upload(a.cos, cs.data(), NP * half);
     upload(a.sin, sn.data(), NP * half);
   }
-  text_forward(a, NP, x, a.cos.p, a.sin.p, a.spans.data(), a.dspans.p, false, kc_.p, vc_.p, rows_total, dslots.p);
+  {
+    Phase ph("sample: LM prefill");
+    text_forward(a, NP, x, a.cos.p, a.sin.p, a.spans.data(), a.dspans.p, false, kc_.p, vc_.p, rows_total, dslots.p);
+  }
 
   // rows: (request, sample); step 0 draws from the prompt's last row
   struct Row { size_t r; int64_t g; };
@@ -1354,6 +1448,7 @@ std::vector<SampleResult> CudaModel<T>::sample_many(const std::vector<SampleRequ
   // graphs need the flash path (device spans; the cuBLASLt path plans tiles on the host)
   const bool graphs = opt_.graphs && std::is_same<T, cu::bf16>::value && cu::flash_enabled() && cu::flash_supported(D);
   std::vector<Span> sp;
+  Phase ph_decode("sample: decode steps");
   for (int64_t t = 1; !active.empty(); t++) {
     h_.check_cancel();
     const int64_t B = static_cast<int64_t>(active.size());

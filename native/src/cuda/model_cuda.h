@@ -46,5 +46,8 @@ double cuda_gemm_flops(bool reset);
 size_t cuda_peak_bytes(bool reset);
 size_t cuda_used_bytes();
 void cuda_sync();
+// With VQALAB_CUDA_PROFILE=1: the time of the model's phases (vision/LM forward and backward, attention,
+// optimizer step, sampling's prefill and decode) since the last report, summed by name; then resets.
+std::string cuda_profile_report();
 
 }  // namespace vq
