@@ -1,7 +1,7 @@
 """Summarises a run-all.sh output folder: our GRPO step and rollout against the PyTorch reference
 measured in the same call on the same card, as ratios, with MFU, memory and the rollout roofline.
 
-  python3 scripts/gpu/summarize.py OUT_DIR   (reads torch.log and ours.log: the last line of each is JSON)
+  python3 scripts/gpu/summarize.py OUT_DIR   (reads torch.log and ours.log: JSON lines; the fullest of each)
 """
 import json
 import os
@@ -9,11 +9,18 @@ import sys
 
 
 def last_json(path):
+    """The fullest JSON line of a log (a log may end with a shorter one: the profile run's)."""
     try:
         with open(path) as f:
-            lines = [l for l in f.read().splitlines() if l.startswith("{")]
-        return json.loads(lines[-1]) if lines else {}
-    except (OSError, ValueError):
+            objs = []
+            for l in f.read().splitlines():
+                if l.startswith("{"):
+                    try:
+                        objs.append(json.loads(l))
+                    except ValueError:
+                        pass
+        return max(objs, key=len) if objs else {}
+    except OSError:
         return {}
 
 
@@ -42,6 +49,11 @@ def main():
         rows.append((f"our GRPO step (shared prefix, full fine-tune, {mb} prompts per packed micro-batch)", f"{our['step_s']:.3f} s",
                      f"{our['step_gemm_flops'] / 1e15:.3f} PFLOP (GEMMs + attention), MFU {100 * mfu:.1f}%",
                      f"peak {our['step_peak_bytes'] / gib:.1f} GiB"))
+    if our.get("step_mb8_s"):
+        mfu8 = our["step_mb8_flops"] / our["step_mb8_s"] / peak if peak else float("nan")
+        rows.append(("our GRPO step, 8 prompts per packed micro-batch", f"{our['step_mb8_s']:.3f} s",
+                     f"{our['step_mb8_flops'] / 1e15:.3f} PFLOP, MFU {100 * mfu8:.1f}%",
+                     f"peak {our['step_mb8_peak_bytes'] / gib:.1f} GiB"))
     if our.get("mem_step_s"):
         rows.append(("our step, optimizer state offloaded to host + activation checkpointing", f"{our['mem_step_s']:.3f} s",
                      f"{our['mem_step_flops'] / 1e15:.3f} PFLOP", f"peak {our['mem_step_peak_bytes'] / gib:.1f} GiB "
@@ -55,6 +67,8 @@ def main():
     if our.get("rollout_s"):
         rows.append(("our rollout: sample_many, 16 prompts x 8 in one batch, prefix once", f"{our['rollout_s']:.3f} s",
                      f"{our['rollout_tokens'] / our['rollout_s']:.0f} new tokens/s", ""))
+    if our.get("rollout_prefill_s"):
+        rows.append(("our rollout's prefill + first token (sample_many, maxTokens 1)", f"{our['rollout_prefill_s']:.3f} s", "", ""))
     if our.get("rollout_per_prompt_s"):
         rows.append(("our rollout: sample(n=8) one prompt at a time", f"{our['rollout_per_prompt_s']:.3f} s",
                      f"{our['rollout_tokens'] / our['rollout_per_prompt_s']:.0f} new tokens/s", ""))
@@ -66,6 +80,10 @@ def main():
         res["step_speedup"] = ref["step_s"] / our["step_s"]
         print(f"step: ours is {res['step_speedup']:.2f}x the reference's speed (goal >= 5x); "
               f"MFU {100 * our['step_gemm_flops'] / our['step_s'] / peak:.1f}% (goal >= 35%)")
+    if our.get("step_mb8_s") and ref.get("step_s"):
+        res["step_mb8_speedup"] = ref["step_s"] / our["step_mb8_s"]
+        print(f"step with 8-prompt packs: {res['step_mb8_speedup']:.2f}x the reference's speed; "
+              f"MFU {100 * our['step_mb8_flops'] / our['step_mb8_s'] / peak:.1f}%")
     if our.get("mem_step_s") and ref.get("step_s"):
         res["mem_step_speedup"] = ref["step_s"] / our["mem_step_s"]
         print(f"memory mode: peak {our['mem_step_peak_bytes'] / 1e9:.1f} GB (goal <= 24 GB), "

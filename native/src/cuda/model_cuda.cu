@@ -780,7 +780,10 @@ class CudaModel final : public DeviceModel {
     }
   }
 
-  void vision_forward(CuActs<T>& a, const std::vector<const Image*>& imgs, bool keep);
+  void vision_prepare(CuActs<T>& a, const std::vector<const Image*>& imgs);
+  void vision_forward(CuActs<T>& a, bool keep);
+  void lm_prepare(CuActs<T>& a, DArray<int32_t>& dids, const std::vector<int32_t>& ids, const std::vector<int32_t>& pos,
+                  int64_t n);
   void vision_block(size_t bi, CuVisionBlock<T>& A, CuActs<T>& a, float* x, const float* xprev, const T* rprev,
                     float* xmid, T* mlp_out);
   void vision_backward(CuActs<T>& a, const T* dimg);
@@ -793,7 +796,7 @@ class CudaModel final : public DeviceModel {
   void forward_pack(CuActs<T>& a, const std::vector<ForwardRequest>& reqs, size_t i0, size_t i1,
                     std::vector<ForwardResult>& out, bool keep);
   void backward_pack(CuActs<T>& a, const std::vector<std::vector<std::vector<float>>>& grads, size_t r0);
-  void embed_prompts(CuActs<T>& a, DArray<float>& x, const std::vector<int32_t>& ids, int64_t n);
+  void embed_prompts(CuActs<T>& a, DArray<float>& x, const int32_t* dids, int64_t n);
 };
 
 // ---- vision tower ----
@@ -829,40 +832,60 @@ void CudaModel<T>::vision_block(size_t bi, CuVisionBlock<T>& A, CuActs<T>& a, fl
   if (mlp_out) lin_forward(B.fc2, mlp_out, A.act.p, N);
 }
 
+// The vision tower's inputs on the device: patches (each image's pixels copied straight from its
+// buffer), the 2D rotary tables (computed on the device from the patch positions) and the frame spans.
+// Called before any of the call's kernels is queued: a copy from pageable memory waits for the stream.
 template <typename T>
-void CudaModel<T>::vision_forward(CuActs<T>& a, const std::vector<const Image*>& imgs, bool keep) {
+void CudaModel<T>::vision_prepare(CuActs<T>& a, const std::vector<const Image*>& imgs) {
   const VisionConfig& vc = h_.cfg_.vision;
   const int64_t E = vc.embed_dim, NH = vc.num_heads, hd = E / NH, PD = vc.patch_dim();
   const int m = vc.merge;
   int64_t N = 0;
   for (const Image* im : imgs) N += static_cast<int64_t>(im->t) * im->h * im->w;
   a.N = N;
-  std::vector<int32_t> hpos(N), wpos(N);
+  std::vector<int32_t> hw(2 * N);  // hpos, then wpos
   a.vspans.resize(N);
-  std::vector<float> pixels(static_cast<size_t>(N * PD));
   int64_t row = 0;
   for (const Image* im : imgs) {
-    std::memcpy(pixels.data() + row * PD, im->pixels.data(), im->pixels.size() * sizeof(float));
     for (int ti = 0; ti < im->t; ti++) {
       const int64_t frame = row;
       for (int bh = 0; bh < im->h / m; bh++)
         for (int bw = 0; bw < im->w / m; bw++)
           for (int i = 0; i < m; i++)
             for (int j = 0; j < m; j++, row++) {
-              hpos[row] = bh * m + i;
-              wpos[row] = bw * m + j;
+              hw[row] = bh * m + i;
+              hw[N + row] = bw * m + j;
             }
       for (int64_t r = frame; r < row; r++) a.vspans[r] = Span{0, 0, static_cast<int32_t>(frame), static_cast<int32_t>(row)};
     }
   }
-  upload_f32(a.patches.fit(N * PD), pixels.data(), N * PD);
-  upload(a.dvspans, a.vspans.data(), N);
   {
-    std::vector<float> cs(N * hd / 2), sn(N * hd / 2);
-    rope_vision_table(cs.data(), sn.data(), hpos.data(), wpos.data(), N, hd, vc.theta);
-    upload(a.vcos, cs.data(), N * hd / 2);
-    upload(a.vsin, sn.data(), N * hd / 2);
+    T* patches = a.patches.fit(N * PD);
+    DArray<float> stage("vision patches (fp32)");
+    float* dst = std::is_same<T, float>::value ? reinterpret_cast<float*>(patches) : stage.fit(N * PD);
+    int64_t off = 0;
+    for (const Image* im : imgs) {
+      const int64_t n = static_cast<int64_t>(im->pixels.size());
+      VQ_CHECK(off + n <= N * PD, "vision input: an image has more pixel values than its grid needs");
+      CU_CHECK(cudaMemcpyAsync(dst + off, im->pixels.data(), n * sizeof(float), cudaMemcpyHostToDevice, cu::stream()),
+               "upload (pixels)");
+      off += n;
+    }
+    if (!std::is_same<T, float>::value) cu::convert(patches, static_cast<const float*>(stage.p), N * PD);
   }
+  upload(a.dvspans, a.vspans.data(), N);
+  DArray<int32_t> dhw("patch positions");
+  upload(dhw, hw.data(), 2 * N);
+  cu::rope_vision_table(a.vcos.fit(N * hd / 2), a.vsin.fit(N * hd / 2), dhw.p, dhw.p + N, N, hd, vc.theta);
+}
+
+// The tower over the prepared inputs (vision_prepare).
+template <typename T>
+void CudaModel<T>::vision_forward(CuActs<T>& a, bool keep) {
+  const VisionConfig& vc = h_.cfg_.vision;
+  const int64_t E = vc.embed_dim, PD = vc.patch_dim();
+  const int m = vc.merge;
+  const int64_t N = a.N;
   const bool full = keep && !a.ckpt;
   const size_t nb = h_.blocks_.size();
   a.vblocks.resize(keep ? nb : 0);
@@ -1085,19 +1108,36 @@ void CudaModel<T>::text_backward(CuActs<T>& a, int64_t n, float* dx, T* dxT) {
   }
 }
 
-// Embeddings of packed rows (ids on the host, n of them) with the image rows a.img_rows_h replaced by
-// a.img, into x (n, H) fp32.
+// The LM's inputs of n packed rows on the device, before any kernel of the call is queued: the token
+// ids (dids: as given, for the embedding; a.ids: -1 at image rows, for its backward), the image rows,
+// the spans (from a.spans) and the M-RoPE tables (computed on the device from the positions).
 template <typename T>
-void CudaModel<T>::embed_prompts(CuActs<T>& a, DArray<float>& x, const std::vector<int32_t>& ids, int64_t n) {
-  const int64_t H = tc().hidden;
-  DArray<int32_t> dids("token ids");
+void CudaModel<T>::lm_prepare(CuActs<T>& a, DArray<int32_t>& dids, const std::vector<int32_t>& ids,
+                              const std::vector<int32_t>& pos, int64_t n) {
+  const int64_t D = tc().head_dim;
   upload(dids, ids.data(), n);
-  cu::embedding_forward(x.fit(n * H), dids.p, P(h_.embed_), n, H);
   if (!a.img_rows_h.empty()) {
-    const int64_t ni = static_cast<int64_t>(a.img_rows_h.size());
-    upload(a.img_rows, a.img_rows_h.data(), ni);
-    cu::scatter_rows(x.p, static_cast<const T*>(a.img.p), a.img_rows.p, ni, H);
+    std::vector<int32_t> masked(ids);
+    for (int64_t i : a.img_rows_h) masked[i] = -1;  // the embedding backward skips image rows
+    upload(a.ids, masked.data(), n);
+    upload(a.img_rows, a.img_rows_h.data(), static_cast<int64_t>(a.img_rows_h.size()));
+  } else {
+    upload(a.ids, ids.data(), n);
   }
+  upload(a.dspans, a.spans.data(), n);
+  DArray<int32_t> dpos("positions");
+  upload(dpos, pos.data(), 3 * n);
+  cu::rope_mrope_table(a.cos.fit(n * D / 2), a.sin.fit(n * D / 2), dpos.p, tc().section, n, D, tc().theta);
+}
+
+// Embeddings of n packed rows (dids on the device) with the image rows a.img_rows replaced by a.img,
+// into x (n, H) fp32.
+template <typename T>
+void CudaModel<T>::embed_prompts(CuActs<T>& a, DArray<float>& x, const int32_t* dids, int64_t n) {
+  const int64_t H = tc().hidden;
+  cu::embedding_forward(x.fit(n * H), dids, P(h_.embed_), n, H);
+  if (!a.img_rows_h.empty())
+    cu::scatter_rows(x.p, static_cast<const T*>(a.img.p), a.img_rows.p, static_cast<int64_t>(a.img_rows_h.size()), H);
 }
 
 template <typename T>
@@ -1108,13 +1148,6 @@ void CudaModel<T>::forward_pack(CuActs<T>& a, const std::vector<ForwardRequest>&
   std::vector<const Image*> imgs;
   for (size_t r = i0; r < i1; r++)
     for (const Image& im : reqs[r].prompt.images) imgs.push_back(&im);
-  // the vision tower keeps its activations only when its gradients are wanted (backward_pack skips
-  // it for a frozen tower: LoRA on the LM alone)
-  if (!imgs.empty()) {
-    Phase ph(keep ? "vision forward (keep)" : "vision forward");
-    vision_forward(a, imgs, keep && vision_trainable());
-  }
-
   int64_t Tn = 0;
   for (size_t r = i0; r < i1; r++) {
     Tn += static_cast<int64_t>(reqs[r].prompt.ids.size());
@@ -1162,27 +1195,30 @@ void CudaModel<T>::forward_pack(CuActs<T>& a, const std::vector<ForwardRequest>&
     a.req_ncomp.push_back(reqs[r].completions.size());
     off = row;
   }
-  DArray<float> x("text activations");
-  embed_prompts(a, x, ids, Tn);
-  for (int64_t i : a.img_rows_h) ids[i] = -1;  // the embedding backward skips image rows
-  upload(a.ids, ids.data(), Tn);
-  upload(a.dspans, a.spans.data(), Tn);
-  {
-    std::vector<float> cs(Tn * D / 2), sn(Tn * D / 2);
-    rope_mrope_table(cs.data(), sn.data(), pos.data(), tc().section, Tn, D, tc().theta);
-    upload(a.cos, cs.data(), Tn * D / 2);
-    upload(a.sin, sn.data(), Tn * D / 2);
+  // every input goes up first (copies from pageable memory wait for the stream), then the kernels
+  const int64_t R = static_cast<int64_t>(head_rows.size());
+  DArray<int32_t> dids("token ids");
+  lm_prepare(a, dids, ids, pos, Tn);
+  if (R > 0) {
+    upload(a.head_rows, head_rows.data(), R);
+    upload(a.targets, targets.data(), R);
   }
+  if (!imgs.empty()) {
+    vision_prepare(a, imgs);
+    // the vision tower keeps its activations only when its gradients are wanted (backward_pack skips
+    // it for a frozen tower: LoRA on the LM alone)
+    Phase ph(keep ? "vision forward (keep)" : "vision forward");
+    vision_forward(a, keep && vision_trainable());
+  }
+  DArray<float> x("text activations");
+  embed_prompts(a, x, dids.p, Tn);
   {
     Phase ph(keep ? "LM forward (keep)" : "LM forward");
     text_forward(a, Tn, x, a.cos.p, a.sin.p, a.spans.data(), a.dspans.p, keep, nullptr, nullptr, 0, nullptr);
   }
   Phase ph_head("head + log-probs forward");
-  const int64_t R = static_cast<int64_t>(head_rows.size());
   std::vector<float> hlp(R), hent(R);
   if (R > 0) {
-    upload(a.head_rows, head_rows.data(), R);
-    upload(a.targets, targets.data(), R);
     cu::gather_rows(a.hrows.fit(R * H), static_cast<const T*>(a.hf.p), a.head_rows.p, R, H);
     cu::linear_forward(a.logits.fit(R * V), a.hrows.p, P(h_.head_), static_cast<const T*>(nullptr), R, H, V);
     DArray<float> lp("log-probs"), ent("log-probs");
@@ -1299,14 +1335,10 @@ std::vector<SampleResult> CudaModel<T>::sample_many(const std::vector<SampleRequ
   zero(vc_.fit(tc().layers * rows_total * KVD), tc().layers * rows_total * KVD);
 
   CuActs<T> a;
-  {
-    std::vector<const Image*> imgs;
-    for (const auto& q : qs)
-      for (const Image& im : q.prompt.images) imgs.push_back(&im);
-    Phase ph("sample: vision");
-    if (!imgs.empty()) vision_forward(a, imgs, false);
-  }
-  // prefill every prompt, packed
+  std::vector<const Image*> imgs;
+  for (const auto& q : qs)
+    for (const Image& im : q.prompt.images) imgs.push_back(&im);
+  // prefill every prompt, packed; every input goes up before the first kernel
   std::vector<int32_t> ids(NP), pos(3 * NP);
   std::vector<int64_t> slots(NP), last(nq);
   a.spans.resize(NP);
@@ -1328,17 +1360,17 @@ std::vector<SampleResult> CudaModel<T>::sample_many(const std::vector<SampleRequ
       last[r] = off - 1;
     }
   }
-  DArray<float> x("text activations");
-  embed_prompts(a, x, ids, NP);
-  upload(a.dspans, a.spans.data(), NP);
+  DArray<int32_t> dids("token ids");
+  lm_prepare(a, dids, ids, pos, NP);
   DArray<int64_t> dslots("cache slots");
   upload(dslots, slots.data(), NP);
-  {
-    std::vector<float> cs(NP * half), sn(NP * half);
-    rope_mrope_table(cs.data(), sn.data(), pos.data(), tc().section, NP, D, tc().theta);
-    upload(a.cos, cs.data(), NP * half);
-    upload(a.sin, sn.data(), NP * half);
+  if (!imgs.empty()) {
+    vision_prepare(a, imgs);
+    Phase ph("sample: vision");
+    vision_forward(a, false);
   }
+  DArray<float> x("text activations");
+  embed_prompts(a, x, dids.p, NP);
   {
     Phase ph("sample: LM prefill");
     text_forward(a, NP, x, a.cos.p, a.sin.p, a.spans.data(), a.dspans.p, false, kc_.p, vc_.p, rows_total, dslots.p);
