@@ -76,6 +76,7 @@ struct SampleRequest {
   int max_tokens = 16;
   std::vector<int32_t> stop;
   uint64_t seed = 0;
+  bool stream = false;  // sample_run: report each token to the sink as it is produced
 };
 
 struct SampleResult {
@@ -135,6 +136,8 @@ struct VisionBlockW {
 };
 
 struct Activations;  // model.cc
+class SampleInbox;   // sampler.h
+class SampleSink;    // sampler.h
 
 class Model {
  public:
@@ -151,6 +154,9 @@ class Model {
   // grads[request][completion][token] = dL/dlogp; uses the activations of the last forward(keep=true).
   void backward(const std::vector<std::vector<std::vector<float>>>& grads);
   SampleResult sample(const SampleRequest& req);
+  // Several prompts in one batched decode loop, requests joining and leaving while it runs
+  // (sampler.h); returns when none is active or waiting. sample() is this with one request.
+  void sample_run(SampleInbox& inbox, SampleSink& sink);
   void zero_grad();
   StepResult step(const AdamWOptions& o);
 
