@@ -21,7 +21,7 @@ test('round robin between clients: a flood from one client delays another by at 
   jobs.push(q.submit('b', async () => { order.push('b0'); }));
   jobs.push(q.submit('c', async () => { order.push('c0'); }));
   jobs.push(q.submit('b', async () => { order.push('b1'); }));
-  assert.deepEqual(q.stats(), { pending: 7, running: 1, completed: 0, dropped: 0, clients: 3 });
+  assert.deepEqual(q.stats(), { pending: 7, running: 1, runningWeight: 1, completed: 0, dropped: 0, clients: 3 });
   first.open();
   await Promise.all(jobs);
   assert.deepEqual(order, ['a0', 'a1', 'b0', 'c0', 'a2', 'b1', 'a3', 'a4']);
