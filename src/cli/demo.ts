@@ -47,6 +47,8 @@ export interface DemoOptions {
   /** No progress lines. */
   quiet: boolean;
   signal?: AbortSignal;
+  /** Called after each held-out evaluation (benchmarks, notebooks), while the model is loaded. */
+  inspect?: (ctx: { phase: 'warm-start' | 'grpo'; trainer: Trainer; heldout: VqaSample[]; images: Map<string, ImageInput[]> }) => Promise<void>;
 }
 
 export const DEMO_DEFAULTS: DemoOptions = {
@@ -133,6 +135,7 @@ export async function runDemo(options: Partial<DemoOptions> = {}, io: { out: Wri
     io.out(`SFT warm start: ${sft.length} steps of ${o.sftBatch}, cross-entropy ${sft[0]?.loss.toFixed(3) ?? '-'} → ${sft.at(-1)?.loss.toFixed(3) ?? '-'} (${elapsed().toFixed(1)}s)`);
     const warmStart = await trainer.evaluate('heldout');
     io.out(accuracyLine('warm start', warmStart));
+    await o.inspect?.({ phase: 'warm-start', trainer, heldout: held, images });
 
     // ── GRPO ──
     const grpoProgress = new Progress({ label: 'GRPO', total: o.grpoSteps, unit: 'steps', quiet: o.quiet });
@@ -149,8 +152,9 @@ export async function runDemo(options: Partial<DemoOptions> = {}, io: { out: Wri
     const result = { warmStartAccuracy: warmStart.overall, grpoAccuracy: grpo.overall, seconds };
     await writeFileAtomic(path.join(o.out, 'result.json'), JSON.stringify({
       ...result, warmStartPerAnswerType: warmStart.perAnswerType, grpoPerAnswerType: grpo.perAnswerType, grpoSteps: run.stepsRun,
-      recipe: { ...o, signal: undefined },
+      recipe: { ...o, signal: undefined, inspect: undefined },
     }, null, 2) + '\n');
+    await o.inspect?.({ phase: 'grpo', trainer, heldout: held, images });
     io.out(JSON.stringify(result));
     return { warmStart, grpo, seconds, stoppedEarly: run.stoppedBy === 'abort', metricsFile: path.join(o.out, 'metrics.jsonl') };
   } finally {
