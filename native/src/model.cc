@@ -493,7 +493,7 @@ std::vector<ForwardResult> Model::forward(const std::vector<ForwardRequest>& req
         VQ_CHECK(id >= 0 && id < cfg_.text.vocab, what << ": completion " << g << " has token id " << id
                                                      << " outside the vocabulary [0, " << cfg_.text.vocab << ")");
   }
-  saved_.clear();
+  if (keep) saved_.clear();  // a forward without keep leaves kept activations alone
   std::vector<ForwardResult> out(reqs.size());
   for (size_t i = 0; i < reqs.size(); i++) {
     auto a = std::make_unique<Activations>();

@@ -134,7 +134,7 @@ class CpuEngineModel implements EngineModel {
       const out = await this.nm.forward(
         reqs.map((r) => ({ prompt: toNativePrompt(r.prompt), completions: r.completions, returnLogits: r.returnLogits ?? false })),
         keep, callId);
-      this.lastForward = keep ? reqs.map((r) => r.completions.map((c) => c.length)) : null;
+      if (keep) this.lastForward = reqs.map((r) => r.completions.map((c) => c.length));
       return out.map((o) => (o.logits ? { logprobs: o.logprobs, entropy: o.entropy, logits: o.logits } : { logprobs: o.logprobs, entropy: o.entropy }));
     }, signal);
   }

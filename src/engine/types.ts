@@ -67,7 +67,10 @@ export interface ForwardRequest {
   prompt: Prompt;
   /** The group's completions (token ids, no prompt); the prompt is computed once for all of them. */
   completions: Int32Array[];
-  /** Keep activations so that the next `backward` can run (training); default false. */
+  /**
+   * Keep activations so that the next `backward` can run (training); default false. A forward
+   * without it leaves the activations kept by an earlier forward alone (e.g. old log-probs between).
+   */
   keepForBackward?: boolean;
   /** Also return the full-vocabulary logits of each prompt+completion sequence (parity tests). */
   returnLogits?: boolean;

@@ -99,10 +99,13 @@ export async function checkEngineCase(caseDir: string, meta: Record<string, unkn
   const out: ParityMeasurement[] = [];
 
   const policy = await loadModel(path.join(caseDir, 'policy'), { device });
-  const reference = await loadModel(path.join(caseDir, 'reference'), { device });
+  // the reference may be absent when beta is 0 (nothing of it enters the loss)
+  const hasRef = existsSync(path.join(caseDir, 'reference', 'config.json'));
+  if (!hasRef && beta !== 0) throw new Error(`${caseDir}: no reference/ checkpoint, but beta is ${beta}`);
+  const reference = hasRef ? await loadModel(path.join(caseDir, 'reference'), { device }) : null;
   try {
     const [pol] = await policy.forward([{ prompt, completions: comps, returnLogits: true, keepForBackward: true }]);
-    const [ref] = await reference.forward([{ prompt, completions: comps }]);
+    const [ref] = reference ? await reference.forward([{ prompt, completions: comps }]) : [pol];
     const V = policy.config.vocabSize;
     let total = 0;
     comps.forEach((c, i) => {
@@ -111,8 +114,10 @@ export async function checkEngineCase(caseDir: string, meta: Record<string, unkn
       const note = `logits scale ${scale.toPrecision(3)}`;
       out.push({ name: `seq${i}.logits max_abs/scale`, value: maxAbsDiff(pol!.logits![i]!, el) / scale, tolerance: TOLERANCES.logits, note: `${note}; ${el.length / V} rows` });
       out.push({ name: `seq${i}.logprobs max_abs/scale`, value: maxAbsDiff(pol!.logprobs[i]!, tensor(exp, `seq${i}.logprobs`, expFile)) / scale, tolerance: TOLERANCES.logprobs, note });
-      const erefl = tensor(exp, `seq${i}.ref_logprobs`, expFile);
-      out.push({ name: `seq${i}.ref_logprobs max_abs/scale`, value: maxAbsDiff(ref!.logprobs[i]!, erefl) / scale, tolerance: TOLERANCES.logprobs, note: 'reference checkpoint' });
+      if (reference) {
+        const erefl = tensor(exp, `seq${i}.ref_logprobs`, expFile);
+        out.push({ name: `seq${i}.ref_logprobs max_abs/scale`, value: maxAbsDiff(ref!.logprobs[i]!, erefl) / scale, tolerance: TOLERANCES.logprobs, note: 'reference checkpoint' });
+      }
       if (exp.tensors[`seq${i}.entropy`]) {
         out.push({ name: `seq${i}.entropy max_abs/scale`, value: maxAbsDiff(pol!.entropy[i]!, exp.tensors[`seq${i}.entropy`]!.data) / scale, tolerance: TOLERANCES.logprobs, note });
       }
@@ -157,6 +162,14 @@ export async function checkEngineCase(caseDir: string, meta: Record<string, unkn
       out.push({ name: `${key} rel_l2`, value: r.value, tolerance: TOLERANCES.grad, note: r.note });
       seen++;
     }
+    // a tied checkpoint that still lists lm_head.weight: its gradient is the shared embedding's
+    if (policy.config.tieWordEmbeddings && exp.tensors['grad.lm_head.weight']) {
+      const embed = internal ? internalName('model.embed_tokens.weight') : 'model.embed_tokens.weight';
+      const g = policy._native._grad('model.embed_tokens.weight');
+      const r = g ? relL2(g, exp.tensors['grad.lm_head.weight']!.data) : { value: Number.NaN, note: 'no gradient computed' };
+      out.push({ name: 'grad.lm_head.weight rel_l2', value: r.value, tolerance: TOLERANCES.grad, note: `tied: compared with ${embed}` });
+      seen++;
+    }
     const expectedGrads = Object.keys(exp.tensors).filter((k) => k.startsWith('grad.')).length;
     out.push({ name: 'gradient tensors not compared', value: expectedGrads - seen, tolerance: 0, note: `${seen} compared` });
 
@@ -170,7 +183,7 @@ export async function checkEngineCase(caseDir: string, meta: Record<string, unkn
     }
   } finally {
     policy.dispose();
-    reference.dispose();
+    reference?.dispose();
   }
 
   // a PEFT adapter saved by peft: its logits on the policy

@@ -279,6 +279,7 @@ export async function serve(options: ServeOptions): Promise<ServeHandle> {
     res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', connection: 'keep-alive', 'x-accel-buffering': 'no' });
     const createdAt = Math.floor(Date.now() / 1000);
     const send = (choices: unknown[], extra: Record<string, unknown> = {}) => {
+      if (res.destroyed) return; // the client left mid-stream
       res.write(`data: ${JSON.stringify({ id, object: 'chat.completion.chunk', created: createdAt, model: modelName, system_fingerprint: 'vqalab', choices, ...extra })}\n\n`);
     };
     gen.choices.forEach((c, index) => {
@@ -297,7 +298,7 @@ export async function serve(options: ServeOptions): Promise<ServeHandle> {
       const completionTokens = gen.choices.reduce((a, c) => a + c.tokenIds.length, 0);
       send([], { usage: { prompt_tokens: gen.promptTokens, completion_tokens: completionTokens, total_tokens: gen.promptTokens + completionTokens } });
     }
-    res.end('data: [DONE]\n\n');
+    if (!res.destroyed) res.end('data: [DONE]\n\n');
   }
 
   async function chatCompletions(req: IncomingMessage, res: ServerResponse): Promise<void> {
@@ -370,6 +371,9 @@ export async function serve(options: ServeOptions): Promise<ServeHandle> {
   const server = http.createServer((req, res) => {
     const t0 = performance.now();
     counters.requests++;
+    // A client that disconnects mid-reply must not take the server down with a stream error.
+    res.on('error', (err) => log?.(`response error: ${req.method} ${req.url}: ${err.message}`));
+    req.on('error', (err) => log?.(`request error: ${req.method} ${req.url}: ${err.message}`));
     res.on('finish', () => {
       counters.byStatus[res.statusCode] = (counters.byStatus[res.statusCode] ?? 0) + 1;
       log?.(`${req.method} ${req.url} ${res.statusCode} ${(performance.now() - t0).toFixed(0)}ms`);
