@@ -7,6 +7,9 @@
 #include "cpu/threadpool.h"
 #include "model.h"
 #include "napi_util.h"
+#ifdef VQALAB_CUDA
+#include "cuda/model_cuda.h"
+#endif
 
 namespace vq {
 
@@ -295,6 +298,7 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
     o.Set("loraActive", Napi::Boolean::New(env, m->lora_active()));
     o.Set("loraEnabled", Napi::Boolean::New(env, m->lora_enabled()));
     o.Set("step", Napi::Number::New(env, static_cast<double>(m->step_count())));
+    o.Set("device", Napi::String::New(env, m->device() ? m->device()->name() : "cpu"));
     return o;
   }
 
@@ -345,6 +349,7 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
     if (static_cast<int64_t>(a.ElementLength()) != n)
       throw Napi::Error::New(env, "_set " + name + ": expected " + std::to_string(n) + " values");
     std::memcpy(m->tensor_data(name), a.Data(), n * sizeof(float));
+    if (m->device()) m->device()->push();
     return env.Undefined();
   }
 
@@ -393,6 +398,16 @@ Napi::Value LoadModel(const Napi::CallbackInfo& info) {
   const std::string lora_file = spec.Get("loraFile").IsString() ? spec.Get("loraFile").As<Napi::String>().Utf8Value() : "";
   const std::string opt_file =
       spec.Get("optimizerFile").IsString() ? spec.Get("optimizerFile").As<Napi::String>().Utf8Value() : "";
+  // device: "cpu" or "cuda:N" (validated in TypeScript); precision of the CUDA backend: bf16 or fp32
+  const std::string device = spec.Get("device").IsString() ? spec.Get("device").As<Napi::String>().Utf8Value() : "cpu";
+  [[maybe_unused]] const bool cuda_fp32 = spec.Get("precision").IsString() && spec.Get("precision").As<Napi::String>().Utf8Value() == "fp32";
+  const int cuda_index = device.rfind("cuda:", 0) == 0 ? std::stoi(device.substr(5)) : -1;
+#ifndef VQALAB_CUDA
+  if (cuda_index >= 0)
+    throw Napi::Error::New(env, "device " + device + " is not available: this build of the native engine has no CUDA "
+                                "backend (it is built at install when nvcc (CUDA >= 12) and the cuBLAS/cuBLASLt headers "
+                                "and libraries are found; see docs/cuda.md)");
+#endif
   auto out = std::make_shared<ModelPtr>();
   AddonData* data = env.GetInstanceData<AddonData>();
   return PromiseWorker::Run(
@@ -404,6 +419,9 @@ Napi::Value LoadModel(const Napi::CallbackInfo& info) {
         if (lora) m->add_lora(lo);
         if (!lora_file.empty()) m->load_lora(lora_file);
         if (!opt_file.empty()) m->load_optimizer(opt_file);
+#ifdef VQALAB_CUDA
+        if (cuda_index >= 0) m->attach_device(make_cuda_model(*m, cuda_index, !cuda_fp32));
+#endif
         *out = m;
       },
       [out, data](Napi::Env env) -> Napi::Value {

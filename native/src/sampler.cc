@@ -99,6 +99,7 @@ int32_t sample_token(const float* logits, int64_t V, const SampleRequest& q, uin
 
 SampleResult Model::sample(const SampleRequest& q) {
   check_prompt(q.prompt, "sample");
+  if (device_) return device_->sample(q);
   const TextConfig& tc = cfg_.text;
   const int64_t H = tc.hidden, V = tc.vocab, D = tc.head_dim, KVD = tc.kv_heads * tc.head_dim;
   const Prompt& p = q.prompt;

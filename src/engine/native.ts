@@ -33,6 +33,10 @@ export interface NativeLoadSpec {
   lora?: { rank: number; alpha: number; targetModules: string[]; vision: boolean; seed: number };
   loraFile?: string;
   optimizerFile?: string;
+  /** 'cpu' or 'cuda:N'; a build without the CUDA backend rejects 'cuda:N' with a clear error. */
+  device?: string;
+  /** The CUDA backend's precision: bf16 weights/activations with fp32 master (default) or fp32 throughout. */
+  precision?: 'bf16' | 'fp32';
 }
 
 export interface NativeModel {
@@ -78,6 +82,8 @@ export interface NativeAddon {
   _gemmKernel(set?: 'avx2-fma' | 'portable' | 'auto'): string;
   _threads(set?: number): number;
   _readSafetensors(file: string): SafetensorsContent;
+  /** Whether this build has the CUDA backend and sees a device. */
+  _cuda(): { built: boolean; available: boolean; reason?: string };
   _writeSafetensors(file: string, tensors: Record<string, { shape: number[]; data: Float32Array }>, metadata?: Record<string, string>): void;
 }
 
