@@ -89,6 +89,10 @@ function createLocals(): Record<string, unknown> {
   });
 }
 
+function nextTurn(): Promise<void> {
+  return new Promise((resolve) => { setImmediate(resolve); });
+}
+
 function sleep(ms: number): Promise<'timeout'> {
   return new Promise((resolve) => { setTimeout(() => resolve('timeout'), ms).unref(); });
 }
@@ -172,6 +176,11 @@ export function createExecutor(options: ExecutorOptions): Executor {
     return { error, interrupted: false, abandoned: false };
   }
 
+  function interruptedBeforeRun(): CellOutcome {
+    const evalue = 'interrupted by the user before the cell ran';
+    return { error: { ename: INTERRUPTED, evalue, traceback: [`${INTERRUPTED}: ${evalue}`] }, interrupted: true, abandoned: false };
+  }
+
   function runModuleCell(code: string, name: string, meta: ReturnType<ReturnType<typeof metadataModule>['getCodeMetadata']>): CellOutcome {
     const diagnostics = converter.addModule(name, code, meta);
     return diagnostics.length > 0 ? failed(compileErrorContent(code, diagnostics)) : ok();
@@ -209,6 +218,13 @@ export function createExecutor(options: ExecutorOptions): Executor {
       prevDecl = newDecl;
       return ok();
     }
+    // Let a SIGINT that arrived during the (synchronous) conversion reach the kernel's handler
+    // before the cell runs: vm's breakOnSigint takes the process's SIGINT listeners off while a
+    // script runs, which drops a signal still waiting in the event loop. It waits for the loop's
+    // next poll phase, hence two turns (the first may end before that phase).
+    await nextTurn();
+    await nextTurn();
+    if (interruptedThisCell) return interruptedBeforeRun();
     const js = fixShorthandProperties(converted.output, new Set(Object.keys(locals)));
     const prefix = converted.hasToplevelAwait ? '(async function (exports, require) { ' : '(function (exports, require) { ';
     const source = `${prefix}${js}\n})(globalThis.${GLOBAL_KEY}.exports, globalThis.${GLOBAL_KEY}.require)`;
