@@ -89,6 +89,20 @@ function createLocals(): Record<string, unknown> {
   });
 }
 
+/**
+ * Node's breakOnSigint leaves the process's SIGINT disposition at "exit" when the script it ran
+ * added a SIGINT listener (a trainer's `run()` does): the watchdog installs its exit handler when
+ * it stops, and libuv's handler is put back only when the first listener is added, which then had
+ * already happened. The next interrupt would kill the kernel. Re-adding the listeners makes Node
+ * install libuv's handler again.
+ */
+function reinstallSigintIfAdded(before: readonly unknown[]): void {
+  const now = process.rawListeners('SIGINT');
+  if (!now.some((l) => !before.includes(l))) return;
+  process.removeAllListeners('SIGINT');
+  for (const l of now) process.on('SIGINT', l as () => void);
+}
+
 function nextTurn(): Promise<void> {
   return new Promise((resolve) => { setImmediate(resolve); });
 }
@@ -231,8 +245,14 @@ export function createExecutor(options: ExecutorOptions): Executor {
     (globalThis as Record<string, unknown>)[GLOBAL_KEY] = { exports: locals, require: cellRequire };
 
     let settled: Settled | 'abandoned';
+    const sigintListeners = process.rawListeners('SIGINT');
     try {
-      const returned: unknown = vm.runInThisContext(source, { filename, breakOnSigint: true, displayErrors: false });
+      let returned: unknown;
+      try {
+        returned = vm.runInThisContext(source, { filename, breakOnSigint: true, displayErrors: false });
+      } finally {
+        reinstallSigintIfAdded(sigintListeners);
+      }
       settled = converted.hasToplevelAwait ? await settle(returned as Promise<unknown>) : { ok: true, value: undefined };
     } catch (error) {
       if ((error as { code?: string }).code === 'ERR_SCRIPT_EXECUTION_INTERRUPTED') {

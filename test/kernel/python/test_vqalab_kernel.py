@@ -214,6 +214,42 @@ class VqalabKernelTests(jkt.KernelTests):
         self.assertEqual(reply["content"]["status"], "ok")
         self.assertEqual(self.of_type(outputs, "execute_result")[0]["data"]["text/plain"], "true")
 
+    def test_interrupt_training_run_leaves_trainer_resumable(self):
+        """The issue's case: GRPO training (Trainer.run on the CPU engine) interrupted mid-run stops
+        at a step boundary; the kernel lives and the same trainer trains on."""
+        reply, _ = self.run_cell(
+            'import os from "node:os";\n'
+            'import path from "node:path";\n'
+            'import { mkdtempSync } from "node:fs";\n'
+            'const tdir = mkdtempSync(path.join(os.tmpdir(), "vqalab-kt-"));\n'
+            'await vqalab.data.writeSynth(tdir, { images: 16, seed: 0, quiet: true });\n'
+            'const tdata = await vqalab.VqaDataset.fromParquet(path.join(tdir, "synth.parquet"));\n'
+            'const tpolicy = await vqalab.LocalPolicy.load(vqalab.DEFAULT_MODEL_DIR, { threads: 1 });\n'
+            "const trainer = new Trainer({ model: tpolicy.model, tokenizer: tpolicy.tokenizer, train: [...tdata], rewards: [vqaAccuracy()],\n"
+            "  vqaAccuracy: (p, a) => vqalab.vqaEval.scoreVqa(p, a).accuracy,\n"
+            "  loadImages: (s) => Promise.all([s.imagePath].map((f) => tpolicy.image(f))),\n"
+            "  config: { promptsPerStep: 2, numGenerations: 2, maxCompletionLength: 4 } });"
+        )
+        self.assertEqual(reply["content"]["status"], "ok", reply["content"])
+        self.flush_channels()
+        msg_id = self.kc.execute(
+            "let stepsSeen = 0;\n"
+            'const run = await trainer.run({ steps: 100000, onStep: () => { if (++stepsSeen === 2) console.log("training"); } });\n'
+            "run.stoppedBy"
+        )
+        self.wait_for_output(msg_id, "training")
+        self.km.interrupt_kernel()
+        reply, outputs = self.collect(msg_id)
+        self.assertEqual(reply["content"]["ename"], "InterruptedError")
+        self.assertEqual(self.of_type(outputs, "execute_result")[0]["data"]["text/plain"], "'abort'")
+        reply, outputs = self.run_cell(
+            "const before = trainer.globalStep;\n"
+            "const again = await trainer.run({ steps: 2 });\n"
+            "[again.stoppedBy, again.stepsRun, trainer.globalStep - before, stepsSeen >= 2]"
+        )
+        self.assertEqual(reply["content"]["status"], "ok", reply["content"])
+        self.assertEqual(self.of_type(outputs, "execute_result")[0]["data"]["text/plain"], "[ 'steps', 2, 2, true ]")
+
     def test_interrupt_lands_early(self):
         """Interrupting right after sending (the cell still compiling) stops it; pressing again
         if the first press came before the request arrived, as a user would."""
