@@ -24,10 +24,16 @@ inline void fit(std::vector<float>& v, int64_t n) { v.resize(static_cast<size_t>
 inline std::vector<float> zeros(int64_t n) { return std::vector<float>(static_cast<size_t>(n), 0.0f); }
 }  // namespace
 
+void Model::check_cancel() const {
+  if (call_id_ != 0 && cancel_id_.load(std::memory_order_relaxed) == call_id_) throw Error("interrupted");
+}
+
 // ---- linear modules with optional LoRA -----------------------------------------------------------
 
 void Model::lin_forward(const Lin& l, float* out, const float* inp, int64_t T) const {
-  linear_forward(out, inp, P(l.w), l.b >= 0 ? P(l.b) : nullptr, T, l.in, l.out);
+  auto pk = packed_.find(l.w);
+  if (pk != packed_.end()) linear_forward_packed(out, inp, pk->second, l.b >= 0 ? P(l.b) : nullptr, T, l.in, l.out);
+  else linear_forward(out, inp, P(l.w), l.b >= 0 ? P(l.b) : nullptr, T, l.in, l.out);
   if (l.lora >= 0 && lora_enabled_) {
     const LoraInfo& li = lora_[l.lora];
     std::vector<float> xa(static_cast<size_t>(T * lora_rank_));
@@ -161,6 +167,7 @@ void Model::vision_forward(Activations& a, const Prompt& p, bool keep) {
   a.vblocks.resize(keep ? blocks_.size() : 1);
   std::vector<float> qkv(static_cast<size_t>(N * 3 * E)), tmp(static_cast<size_t>(N * E));
   for (size_t bi = 0; bi < blocks_.size(); bi++) {
+    check_cancel();
     const VisionBlockW& B = blocks_[bi];
     VisionBlockActs& A = a.vblocks[keep ? bi : 0];
     if (keep) A.x = x;
@@ -216,6 +223,7 @@ void Model::vision_backward(Activations& a, const float* dimg) {
   std::vector<float> dact(N * F), dfc1(N * F), dln(N * E), datt(N * E), dq(N * E), dk(N * E), dv(N * E);
   std::vector<float> dqr(N * E), dkr(N * E), dqkv(N * 3 * E), qkv_in;
   for (size_t bi = blocks_.size(); bi-- > 0;) {
+    check_cancel();
     const VisionBlockW& B = blocks_[bi];
     VisionBlockActs& A = a.vblocks[bi];
     // MLP: x = xmid + fc2(act(fc1(ln2(xmid))))
@@ -264,6 +272,7 @@ void Model::text_forward(Activations& a, int64_t T, float* x, const float* cos, 
   a.layers.resize(keep ? layers_.size() : 1);
   std::vector<float> tmp(static_cast<size_t>(T * H));
   for (size_t li = 0; li < layers_.size(); li++) {
+    check_cancel();
     const TextLayerW& L = layers_[li];
     TextLayerActs& A = a.layers[keep ? li : 0];
     if (keep) A.x.assign(x, x + T * H);
@@ -309,6 +318,7 @@ void Model::text_backward(Activations& a, int64_t T, float* dx) {
   std::vector<float> dact(T * I), dgate(T * I), dup(T * I), dh(T * H), datt(T * NH * D);
   std::vector<float> dq(T * NH * D), dk(T * KVD), dv(T * KVD), dqr(T * NH * D), dkr(T * KVD);
   for (size_t li = layers_.size(); li-- > 0;) {
+    check_cancel();
     const TextLayerW& L = layers_[li];
     TextLayerActs& A = a.layers[li];
     // MLP: x = xmid + down(silu(gate(h2)) * up(h2)), h2 = rmsnorm(xmid)
@@ -483,7 +493,8 @@ std::vector<ForwardResult> Model::forward(const std::vector<ForwardRequest>& req
         VQ_CHECK(id >= 0 && id < cfg_.text.vocab, what << ": completion " << g << " has token id " << id
                                                      << " outside the vocabulary [0, " << cfg_.text.vocab << ")");
   }
-  saved_.clear();
+  if (device_) return device_->forward(reqs, keep);
+  if (keep) saved_.clear();  // a forward without keep leaves kept activations alone
   std::vector<ForwardResult> out(reqs.size());
   for (size_t i = 0; i < reqs.size(); i++) {
     auto a = std::make_unique<Activations>();
@@ -494,6 +505,7 @@ std::vector<ForwardResult> Model::forward(const std::vector<ForwardRequest>& req
 }
 
 void Model::backward(const std::vector<std::vector<std::vector<float>>>& grads) {
+  if (device_) return device_->backward(grads);
   VQ_CHECK(!saved_.empty(), "backward needs a forward with keepForBackward: true first");
   VQ_CHECK(grads.size() == saved_.size(), "backward got gradients for " << grads.size() << " requests but the last forward had "
                                                                      << saved_.size());
@@ -506,7 +518,12 @@ void Model::backward(const std::vector<std::vector<std::vector<float>>>& grads) 
                           << saved_[i]->comp_len[g] << " tokens");
   }
   ensure_grads();
-  for (size_t i = 0; i < grads.size(); i++) backward_one(*saved_[i], grads[i]);
+  try {
+    for (size_t i = 0; i < grads.size(); i++) backward_one(*saved_[i], grads[i]);
+  } catch (...) {
+    saved_.clear();  // an interrupted backward leaves partial gradients: the caller zeroes them
+    throw;
+  }
   saved_.clear();
 }
 

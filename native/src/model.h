@@ -3,12 +3,14 @@
 // gradients and optimizer moments are allocated on first use.
 #pragma once
 #include <cstdint>
+#include <atomic>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <string>
 #include <vector>
 
+#include "cpu/gemm.h"
 #include "ops/ops.h"
 
 namespace vq {
@@ -134,6 +136,24 @@ struct VisionBlockW {
 
 struct Activations;  // model.cc
 
+// The heavy calls on another device (the CUDA backend, native/src/cuda/model_cuda.cu). A Model with a
+// device keeps its host tables (names, shapes, LoRA layout) and its host copy of the weights as the
+// checkpoint side; the device holds the working weights, gradients, moments and activations.
+class DeviceModel {
+ public:
+  virtual ~DeviceModel() = default;
+  virtual std::vector<ForwardResult> forward(const std::vector<ForwardRequest>& reqs, bool keep) = 0;
+  virtual void backward(const std::vector<std::vector<std::vector<float>>>& grads) = 0;
+  virtual SampleResult sample(const SampleRequest& req) = 0;
+  virtual void zero_grad() = 0;
+  virtual StepResult step(const AdamWOptions& o) = 0;
+  virtual void pull() = 0;        // device weights and moments -> the host Model (before save, _get)
+  virtual void pull_grads() = 0;  // device gradients -> the host Model (before _grad)
+  virtual void push() = 0;        // host weights and moments -> the device (after _set, load_optimizer)
+  virtual std::string name() const = 0;  // "cuda:0 (bf16)"
+};
+template <typename T> class CudaModel;  // native/src/cuda/model_cuda.cu
+
 class Model {
  public:
   Model(const ModelConfig& cfg, int max_seq);
@@ -167,6 +187,16 @@ class Model {
   bool internal_names() const { return internal_names_; }
   int64_t step_count() const { return step_; }
   std::mutex& mutex() { return mutex_; }
+  // Cancellation by call id: cancel(id) may come from any thread, before or while call `id` runs;
+  // that call throws vq::Error("interrupted") at its next layer or decode step. Ids are issued by
+  // the caller (0 = not cancellable); a cancel for a call that already finished changes nothing.
+  void cancel(uint64_t id) { cancel_id_.store(id); }
+  void begin_call(uint64_t id) { call_id_ = id; }
+  void check_cancel() const;
+
+  // The device that runs forward/backward/sample/step (null: this CPU engine).
+  void attach_device(std::unique_ptr<DeviceModel> d) { device_ = std::move(d); }
+  DeviceModel* device() const { return device_.get(); }
 
   // For tests and tools: every tensor by published name (LoRA adapters as <module>.lora_A/B.weight).
   std::vector<std::string> tensor_names() const;
@@ -205,8 +235,12 @@ class Model {
   std::vector<TextLayerW> layers_;
   std::vector<VisionBlockW> blocks_;
 
-  std::vector<std::unique_ptr<Activations>> saved_;  // one per request of the last forward(keep)
+  std::vector<std::unique_ptr<Activations>> saved_;
+  // Weights packed for the GEMM while sample() runs (index: parameter); empty otherwise.
+  std::map<int, PackedB> packed_;  // one per request of the last forward(keep)
   std::mutex mutex_;
+  std::atomic<uint64_t> cancel_id_{0};
+  uint64_t call_id_ = 0;
 
   int add_param(const std::string& name, std::vector<int64_t> shape, bool vision);
   Lin add_linear(const std::string& module, int64_t in, int64_t out, bool bias, bool vision);
@@ -226,6 +260,9 @@ class Model {
   void text_backward(Activations& a, int64_t T, float* dx);
   void forward_one(Activations& a, const ForwardRequest& r, ForwardResult& out, bool keep);
   void backward_one(Activations& a, const std::vector<std::vector<float>>& g);
+
+  template <typename T> friend class CudaModel;
+  std::unique_ptr<DeviceModel> device_;  // last: destroyed first, while the tables it reads still exist
 };
 
 // One token from one row of logits (V) (sampler.cc): temperature 0 = argmax; else top-k, top-p and

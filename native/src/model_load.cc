@@ -1,4 +1,5 @@
 // Model construction, checkpoints (safetensors in Hugging Face's names), LoRA adapters, AdamW.
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <map>
@@ -7,6 +8,7 @@
 #include <set>
 
 #include "common.h"
+#include "cpu/threadpool.h"
 #include "activations.h"
 #include "model.h"
 #include "safetensors.h"
@@ -204,6 +206,7 @@ void Model::load_lora(const std::string& file) {
 }
 
 void Model::save_lora(const std::string& file, bool internal) const {
+  if (device_) device_->pull();
   std::vector<StWrite> w;
   for (const auto& li : lora_) {
     w.push_back({peft_key(li.module, internal, "A"), {lora_rank_, li.in}, lparams_.data() + li.a_off});
@@ -253,6 +256,7 @@ std::vector<int64_t> Model::tensor_shape(const std::string& name) const {
 }
 
 float* Model::tensor_data(const std::string& name) {
+  if (device_) device_->pull();
   auto it = by_name_.find(name);
   if (it != by_name_.end()) return P(it->second);
   std::string module;
@@ -264,6 +268,7 @@ float* Model::tensor_data(const std::string& name) {
 }
 
 float* Model::tensor_grad(const std::string& name) {
+  if (device_) device_->pull_grads();
   auto it = by_name_.find(name);
   if (it != by_name_.end()) return G(it->second);
   std::string module;
@@ -299,11 +304,13 @@ void Model::ensure_grads() {
 }
 
 void Model::zero_grad() {
+  if (device_) return device_->zero_grad();
   std::fill(grads_.begin(), grads_.end(), 0.0f);
   std::fill(lgrads_.begin(), lgrads_.end(), 0.0f);
 }
 
 StepResult Model::step(const AdamWOptions& o) {
+  if (device_) return device_->step(o);
   StepResult r;
   const bool lora = !lora_.empty();
   std::vector<float>& p = lora ? lparams_ : params_;
@@ -344,22 +351,32 @@ StepResult Model::step(const AdamWOptions& o) {
     if (coef < 1.0) scale = static_cast<float>(coef);
   }
   // Weight decay only on tensors of 2 or more dimensions (not biases, not norms); LoRA A/B are 2-D.
-  if (lora) {
-    adamw_update(p.data(), g.data(), m.data(), v.data(), static_cast<int64_t>(p.size()), o.lr, o.beta1, o.beta2, o.eps,
-                 o.weight_decay, step_, scale);
-  } else {
-    for (const auto& pi : info_) {
-      const float wd = pi.shape.size() >= 2 ? o.weight_decay : 0.0f;
-      adamw_update(p.data() + pi.offset, g.data() + pi.offset, m.data() + pi.offset, v.data() + pi.offset, pi.size,
-                   o.lr, o.beta1, o.beta2, o.eps, wd, step_, scale);
-    }
-  }
+  // All tensors in one parallel pass of fixed-size chunks (a pool round trip per tensor costs more
+  // than the update of a small one).
+  struct Chunk {
+    int64_t off, n;
+    float wd;
+  };
+  std::vector<Chunk> chunks;
+  constexpr int64_t kChunk = 1 << 15;
+  auto add = [&](int64_t off, int64_t n, float wd) {
+    for (int64_t i = 0; i < n; i += kChunk) chunks.push_back({off + i, std::min(kChunk, n - i), wd});
+  };
+  if (lora) add(0, static_cast<int64_t>(p.size()), o.weight_decay);
+  else
+    for (const auto& pi : info_) add(pi.offset, pi.size, pi.shape.size() >= 2 ? o.weight_decay : 0.0f);
+  ThreadPool::get().parallel_tasks(static_cast<int64_t>(chunks.size()), [&](int64_t c, int) {
+    const Chunk& ch = chunks[c];  // adamw_update runs serially inside a pool task
+    adamw_update(p.data() + ch.off, g.data() + ch.off, m.data() + ch.off, v.data() + ch.off, ch.n, o.lr, o.beta1,
+                 o.beta2, o.eps, ch.wd, step_, scale);
+  });
   return r;
 }
 
 // ---- saving ------------------------------------------------------------------------------------
 
 void Model::save_weights(const std::string& file, bool internal) const {
+  if (device_) device_->pull();
   std::vector<StWrite> w;
   for (size_t i = 0; i < info_.size(); i++) {
     w.push_back({internal ? internal_name(info_[i].name) : info_[i].name, info_[i].shape, P(static_cast<int>(i))});
@@ -368,6 +385,7 @@ void Model::save_weights(const std::string& file, bool internal) const {
 }
 
 void Model::save_optimizer(const std::string& file, bool internal) const {
+  if (device_) device_->pull();
   const bool lora = !lora_.empty();
   const std::vector<float>& m = lora ? lm_ : m_;
   const std::vector<float>& v = lora ? lv_ : v_;

@@ -7,6 +7,9 @@
 #include "cpu/threadpool.h"
 #include "model.h"
 #include "napi_util.h"
+#ifdef VQALAB_CUDA
+#include "cuda/model_cuda.h"
+#endif
 
 namespace vq {
 
@@ -86,6 +89,7 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
                            InstanceMethod("setLoraEnabled", &NativeModel::SetLoraEnabled),
                            InstanceMethod("info", &NativeModel::Info),
                            InstanceMethod("dispose", &NativeModel::Dispose),
+                           InstanceMethod("cancel", &NativeModel::Cancel),
                            InstanceMethod("_names", &NativeModel::Names),
                            InstanceMethod("_shape", &NativeModel::Shape),
                            InstanceMethod("_get", &NativeModel::Get),
@@ -118,6 +122,7 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
     ModelPtr m = live(env);
     Napi::Array reqs = info[0].As<Napi::Array>();
     const bool keep = info[1].As<Napi::Boolean>().Value();
+    const uint64_t id = info.Length() > 2 && info[2].IsNumber() ? static_cast<uint64_t>(info[2].As<Napi::Number>().Int64Value()) : 0;
     auto in = std::make_shared<std::vector<ForwardRequest>>(reqs.Length());
     for (uint32_t i = 0; i < reqs.Length(); i++) {
       Napi::Object r = reqs.Get(i).As<Napi::Object>();
@@ -129,8 +134,9 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
     auto out = std::make_shared<std::vector<ForwardResult>>();
     return PromiseWorker::Run(
         env,
-        [m, in, out, keep] {
+        [m, in, out, keep, id] {
           std::lock_guard<std::mutex> lk(m->mutex());
+          m->begin_call(id);
           *out = m->forward(*in, keep);
         },
         [out](Napi::Env env) -> Napi::Value {
@@ -160,6 +166,7 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
     Napi::Env env = info.Env();
     ModelPtr m = live(env);
     Napi::Array reqs = info[0].As<Napi::Array>();
+    const uint64_t id = info.Length() > 1 && info[1].IsNumber() ? static_cast<uint64_t>(info[1].As<Napi::Number>().Int64Value()) : 0;
     auto g = std::make_shared<std::vector<std::vector<std::vector<float>>>>(reqs.Length());
     for (uint32_t i = 0; i < reqs.Length(); i++) {
       Napi::Array cs = reqs.Get(i).As<Napi::Array>();
@@ -167,8 +174,9 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
     }
     return PromiseWorker::Run(
         env,
-        [m, g] {
+        [m, g, id] {
           std::lock_guard<std::mutex> lk(m->mutex());
+          m->begin_call(id);
           m->backward(*g);
         },
         [](Napi::Env env) -> Napi::Value { return env.Undefined(); });
@@ -187,11 +195,13 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
     q->max_tokens = static_cast<int>(num(o, "maxTokens"));
     q->stop = to_ints(o.Get("stopTokenIds"));
     q->seed = static_cast<uint64_t>(num(o, "seed"));
+    const uint64_t id = info.Length() > 1 && info[1].IsNumber() ? static_cast<uint64_t>(info[1].As<Napi::Number>().Int64Value()) : 0;
     auto out = std::make_shared<SampleResult>();
     return PromiseWorker::Run(
         env,
-        [m, q, out] {
+        [m, q, out, id] {
           std::lock_guard<std::mutex> lk(m->mutex());
+          m->begin_call(id);
           *out = m->sample(*q);
         },
         [out](Napi::Env env) -> Napi::Value {
@@ -288,7 +298,14 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
     o.Set("loraActive", Napi::Boolean::New(env, m->lora_active()));
     o.Set("loraEnabled", Napi::Boolean::New(env, m->lora_enabled()));
     o.Set("step", Napi::Number::New(env, static_cast<double>(m->step_count())));
+    o.Set("device", Napi::String::New(env, m->device() ? m->device()->name() : "cpu"));
     return o;
+  }
+
+  // Asks the running call (if any) to stop at its next layer or decode step; never blocks.
+  Napi::Value Cancel(const Napi::CallbackInfo& info) {
+    if (model_ && info.Length() > 0 && info[0].IsNumber()) model_->cancel(static_cast<uint64_t>(info[0].As<Napi::Number>().Int64Value()));
+    return info.Env().Undefined();
   }
 
   Napi::Value Dispose(const Napi::CallbackInfo& info) {
@@ -332,6 +349,7 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
     if (static_cast<int64_t>(a.ElementLength()) != n)
       throw Napi::Error::New(env, "_set " + name + ": expected " + std::to_string(n) + " values");
     std::memcpy(m->tensor_data(name), a.Data(), n * sizeof(float));
+    if (m->device()) m->device()->push();
     return env.Undefined();
   }
 
@@ -380,6 +398,16 @@ Napi::Value LoadModel(const Napi::CallbackInfo& info) {
   const std::string lora_file = spec.Get("loraFile").IsString() ? spec.Get("loraFile").As<Napi::String>().Utf8Value() : "";
   const std::string opt_file =
       spec.Get("optimizerFile").IsString() ? spec.Get("optimizerFile").As<Napi::String>().Utf8Value() : "";
+  // device: "cpu" or "cuda:N" (validated in TypeScript); precision of the CUDA backend: bf16 or fp32
+  const std::string device = spec.Get("device").IsString() ? spec.Get("device").As<Napi::String>().Utf8Value() : "cpu";
+  [[maybe_unused]] const bool cuda_fp32 = spec.Get("precision").IsString() && spec.Get("precision").As<Napi::String>().Utf8Value() == "fp32";
+  const int cuda_index = device.rfind("cuda:", 0) == 0 ? std::stoi(device.substr(5)) : -1;
+#ifndef VQALAB_CUDA
+  if (cuda_index >= 0)
+    throw Napi::Error::New(env, "device " + device + " is not available: this build of the native engine has no CUDA "
+                                "backend (it is built at install when nvcc (CUDA >= 12) and the cuBLAS/cuBLASLt headers "
+                                "and libraries are found; see docs/cuda.md)");
+#endif
   auto out = std::make_shared<ModelPtr>();
   AddonData* data = env.GetInstanceData<AddonData>();
   return PromiseWorker::Run(
@@ -391,6 +419,9 @@ Napi::Value LoadModel(const Napi::CallbackInfo& info) {
         if (lora) m->add_lora(lo);
         if (!lora_file.empty()) m->load_lora(lora_file);
         if (!opt_file.empty()) m->load_optimizer(opt_file);
+#ifdef VQALAB_CUDA
+        if (cuda_index >= 0) m->attach_device(make_cuda_model(*m, cuda_index, !cuda_fp32));
+#endif
         *out = m;
       },
       [out, data](Napi::Env env) -> Napi::Value {

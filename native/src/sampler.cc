@@ -99,6 +99,7 @@ int32_t sample_token(const float* logits, int64_t V, const SampleRequest& q, uin
 
 SampleResult Model::sample(const SampleRequest& q) {
   check_prompt(q.prompt, "sample");
+  if (device_) return device_->sample(q);
   const TextConfig& tc = cfg_.text;
   const int64_t H = tc.hidden, V = tc.vocab, D = tc.head_dim, KVD = tc.kv_heads * tc.head_dim;
   const Prompt& p = q.prompt;
@@ -109,6 +110,16 @@ SampleResult Model::sample(const SampleRequest& q) {
 
   auto own = std::make_unique<Activations>();
   Activations& a = *own;
+  // Pack every language-model weight once for all the decode steps (the arithmetic is the same as
+  // unpacked, so log-probs equal forward's bit for bit where the rows do).
+  struct Unpack {
+    std::map<int, PackedB>& p;
+    ~Unpack() { p.clear(); }
+  } unpack{packed_};
+  for (const TextLayerW& L : layers_)
+    for (const Lin* l : {&L.q, &L.k, &L.v, &L.o, &L.gate, &L.up, &L.down})
+      sgemm_pack_b(packed_[l->w], true, l->in, l->out, P(l->w), l->in);
+  sgemm_pack_b(packed_[head_], true, tc.hidden, tc.vocab, P(head_), tc.hidden);
   if (!p.images.empty()) vision_forward(a, p, false);
 
   // prefill the prompt
@@ -133,7 +144,7 @@ SampleResult Model::sample(const SampleRequest& q) {
   text_forward(a, Lp, x.data(), cs.data(), sn.data(), spans.data(), false, kc.data(), vc.data(), rows, slots.data());
   std::vector<float> h(H), rstd(1), logits(V);
   rmsnorm_forward(h.data(), rstd.data(), x.data() + (Lp - 1) * H, P(norm_), 1, H, tc.eps);
-  linear_forward(logits.data(), h.data(), P(head_), nullptr, 1, H, V);
+  linear_forward_packed(logits.data(), h.data(), packed_.at(head_), nullptr, 1, H, V);
 
   SampleResult res;
   res.tokens.resize(n);
@@ -152,6 +163,7 @@ SampleResult Model::sample(const SampleRequest& q) {
 
   // decode: feed token t-1 of every active sample, pick token t
   for (int64_t t = 1; t < maxT && !active.empty(); t++) {
+    check_cancel();
     const std::vector<int64_t> rowsg = active;
     active.clear();
     const int64_t B = static_cast<int64_t>(rowsg.size());
@@ -176,7 +188,7 @@ SampleResult Model::sample(const SampleRequest& q) {
     rstd.resize(B);
     logits.resize(static_cast<size_t>(B * V));
     rmsnorm_forward(h.data(), rstd.data(), x.data(), P(norm_), B, H, tc.eps);
-    linear_forward(logits.data(), h.data(), P(head_), nullptr, B, H, V);
+    linear_forward_packed(logits.data(), h.data(), packed_.at(head_), nullptr, B, H, V);
     for (int64_t b = 0; b < B; b++) take(rowsg[b], logits.data() + b * V, t);
     std::sort(active.begin(), active.end());
   }

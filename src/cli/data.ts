@@ -19,7 +19,7 @@ function parseArgs(cmd: string, argv: string[], spec: Spec): { opts: Record<stri
     if (!a.startsWith('--')) { positional.push(a); continue; }
     const [name, inline] = a.slice(2).split(/=(.*)/s, 2) as [string, string | undefined];
     const kind = spec[name];
-    if (!kind) throw new UsageError(`${cmd}: unknown option --${name}; run "vqalab ${cmd} --help"`);
+    if (!kind) throw new UsageError(`${cmd}: unknown option --${name}; run "vqalab data ${cmd} --help"`);
     if (kind === 'flag') { opts[name] = true; continue; }
     const v = inline ?? argv[++i];
     if (v === undefined) throw new UsageError(`${cmd}: --${name} needs a value`);
@@ -65,12 +65,12 @@ Options:
 const convertCommand: Command = {
   name: 'convert', summary: 'VQAv2 JSON + COCO images -> Parquet (streaming)', usage: convertUsage,
   async run(argv) {
-    const { opts, positional } = parseArgs('data convert', argv, {
+    const { opts, positional } = parseArgs('convert', argv, {
       questions: 'string', annotations: 'string', 'image-dir': 'string', output: 'string', limit: 'int',
       'image-prefix': 'string', 'keep-missing': 'flag', 'row-group-size': 'int', quiet: 'flag',
     });
-    if (positional.length) throw new UsageError(`data convert: unexpected argument "${positional[0]}"`);
-    for (const k of ['questions', 'image-dir', 'output']) if (opts[k] === undefined) throw new UsageError(`data convert: --${k} is required`);
+    if (positional.length) throw new UsageError(`convert: unexpected argument "${positional[0]}"`);
+    for (const k of ['questions', 'image-dir', 'output']) if (opts[k] === undefined) throw new UsageError(`convert: --${k} is required`);
     const { signal, done } = abortOnSigint();
     try {
       const r = await convertVqav2({
@@ -87,7 +87,7 @@ const convertCommand: Command = {
       return 0;
     } catch (err) {
       if (signal.aborted) { process.stderr.write(`vqalab data convert: ${(err as Error).message}\n`); return 130; }
-      throw new UsageError(`data convert: ${(err as Error).message}`, 1);
+      throw new UsageError(`convert: ${(err as Error).message}`, 1);
     } finally {
       done();
     }
@@ -111,17 +111,17 @@ Options:
 const verifyCommand: Command = {
   name: 'verify', summary: 'check a VQA Parquet file (schema, ids, questions, images)', usage: verifyUsage,
   async run(argv) {
-    const { opts, positional } = parseArgs('data verify', argv, { 'drop-bad': 'string', 'no-decode': 'flag', 'max-issues': 'int', file: 'string', quiet: 'flag', 'n-samples': 'int' });
+    const { opts, positional } = parseArgs('verify', argv, { 'drop-bad': 'string', 'no-decode': 'flag', 'max-issues': 'int', file: 'string', quiet: 'flag', 'n-samples': 'int' });
     const file = (opts.file as string | undefined) ?? positional[0];
-    if (!file) throw new UsageError('data verify: missing FILE');
-    if (positional.length > (opts.file ? 0 : 1)) throw new UsageError(`data verify: one FILE expected`);
+    if (!file) throw new UsageError('verify: missing FILE');
+    if (positional.length > (opts.file ? 0 : 1)) throw new UsageError(`verify: one FILE expected`);
     const { signal, done } = abortOnSigint();
     try {
       const r = await verifyDataset(file, { dropBad: opts['drop-bad'] as string | undefined, decodeImages: !opts['no-decode'], quiet: Boolean(opts.quiet), signal });
       process.stdout.write(formatVerifyReport(r, (opts['max-issues'] as number | undefined) ?? 20));
       return r.badRows === 0 ? 0 : 1;
     } catch (err) {
-      throw new UsageError(`data verify: ${(err as Error).message}`, 2);
+      throw new UsageError(`verify: ${(err as Error).message}`, 2);
     } finally {
       done();
     }
@@ -150,11 +150,11 @@ Options:
 const synthCommand: Command = {
   name: 'synth', summary: 'generate the synthetic shapes VQA set', usage: synthUsage,
   async run(argv) {
-    const { opts, positional } = parseArgs('data synth', argv, {
+    const { opts, positional } = parseArgs('synth', argv, {
       out: 'string', images: 'int', 'questions-per-image': 'int', seed: 'int', difficulty: 'string', 'image-size': 'int', families: 'string', show: 'int', quiet: 'flag',
     });
-    if (positional.length) throw new UsageError(`data synth: unexpected argument "${positional[0]}"`);
-    if (!opts.out) throw new UsageError('data synth: --out DIR is required');
+    if (positional.length) throw new UsageError(`synth: unexpected argument "${positional[0]}"`);
+    if (!opts.out) throw new UsageError('synth: --out DIR is required');
     const { signal, done } = abortOnSigint();
     try {
       const r = await writeSynth(opts.out as string, {
@@ -170,7 +170,7 @@ const synthCommand: Command = {
       return 0;
     } catch (err) {
       if (signal.aborted) { process.stderr.write(`vqalab data synth: ${(err as Error).message}\n`); return 130; }
-      throw new UsageError(`data synth: ${(err as Error).message}`, 1);
+      throw new UsageError(`synth: ${(err as Error).message}`, 1);
     } finally {
       done();
     }
@@ -202,13 +202,13 @@ Prints a look at a VQA Parquet file: size, answer types, fingerprint and the fir
 const showCommand: Command = {
   name: 'show', summary: 'print a look at a VQA Parquet file', usage: showUsage,
   async run(argv) {
-    const { opts, positional } = parseArgs('data show', argv, { n: 'int' });
-    if (positional.length !== 1) throw new UsageError('data show: one FILE expected');
+    const { opts, positional } = parseArgs('show', argv, { n: 'int' });
+    if (positional.length !== 1) throw new UsageError('show: one FILE expected');
     try {
       process.stdout.write(describeDataset(await VqaDataset.fromParquet(positional[0]!), (opts.n as number | undefined) ?? 5));
       return 0;
     } catch (err) {
-      throw new UsageError(`data show: ${(err as Error).message}`, 1);
+      throw new UsageError(`show: ${(err as Error).message}`, 1);
     }
   },
 };

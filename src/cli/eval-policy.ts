@@ -26,8 +26,9 @@ Policies:
   --base-url URL                  base URL for openai:MODEL policies without one
 
 Data:
-  --dataset FILE                  samples as JSON (array) or JSON Lines: id, image_path, question,
-                                  answer, and optionally answers (10 annotator answers), answer_type
+  --dataset FILE                  a Parquet dataset (vqalab data), or JSON (array) / JSON Lines rows
+                                  id, image_path, question, answer, and optionally answers (the 10
+                                  annotator answers), answer_type, question_type
   --limit N                       the first N samples only
 
 Generation:

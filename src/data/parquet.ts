@@ -106,7 +106,7 @@ export async function readParquetTable(file: string, { columns }: { columns?: st
     const batches: arrow.RecordBatch[] = [];
     let schema: arrow.Schema | undefined;
     const stream = await pf.stream(columns ? { columns } : undefined);
-    for await (const rb of stream as AsyncIterable<pq.RecordBatch>) {
+    for await (const rb of stream as unknown as AsyncIterable<pq.RecordBatch>) {
       const t = arrow.tableFromIPC(rb.intoIPCStream());
       schema ??= t.schema;
       batches.push(...t.batches);
@@ -166,7 +166,7 @@ export class ParquetStreamWriter {
     const out = await pq.transformParquetStream(this.input, writerProperties(this.options));
     const handle = this.handle;
     this.pump = (async () => {
-      for await (const chunk of out as AsyncIterable<Uint8Array>) {
+      for await (const chunk of out as unknown as AsyncIterable<Uint8Array>) {
         await handle.write(chunk);
         this.bytes += chunk.byteLength;
       }

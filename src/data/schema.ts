@@ -188,20 +188,108 @@ export interface VqaTableBuilderOptions {
 }
 
 /**
+ * Appends strings straight into a growing UTF-8 buffer with offsets (and a null bitmap when
+ * needed): rows become bytes as they arrive, so a row group's worth of JS strings is never kept
+ * alive (less old-generation garbage than holding arrays of strings until the group is full).
+ */
+export class Utf8ColumnBuilder {
+  private bytes = Buffer.allocUnsafe(1 << 16);
+  private used = 0;
+  private offsets = new Int32Array(1024);
+  private bitmap: Uint8Array | undefined;
+  private nulls = 0;
+  length = 0;
+
+  append(v: string | null | undefined): void {
+    const n = this.length;
+    if (n + 2 > this.offsets.length) {
+      const o = new Int32Array(this.offsets.length * 2);
+      o.set(this.offsets);
+      this.offsets = o;
+    }
+    if (v === null || v === undefined) {
+      if (!this.bitmap) {
+        this.bitmap = new Uint8Array(Math.max(128, this.offsets.length >> 3));
+        this.bitmap.fill(0xff, 0, (n + 7) >> 3);
+      }
+      this.nulls++;
+    } else {
+      const need = this.used + v.length * 3;
+      if (need > this.bytes.length) {
+        const b = Buffer.allocUnsafe(Math.max(need, this.bytes.length * 2));
+        this.bytes.copy(b, 0, 0, this.used);
+        this.bytes = b;
+      }
+      this.used += this.bytes.write(v, this.used, 'utf8');
+    }
+    if (this.bitmap) {
+      if ((n >> 3) >= this.bitmap.length) {
+        const bm = new Uint8Array(this.bitmap.length * 2);
+        bm.set(this.bitmap);
+        this.bitmap = bm;
+      }
+      if (v === null || v === undefined) this.bitmap[n >> 3]! &= ~(1 << (n & 7));
+      else this.bitmap[n >> 3]! |= 1 << (n & 7);
+    }
+    this.offsets[n + 1] = this.used;
+    this.length = n + 1;
+  }
+
+  /** The column so far as Arrow data; the builder starts over. */
+  finish(): arrow.Data<arrow.Utf8> {
+    const n = this.length;
+    const data = arrow.makeData({
+      type: new arrow.Utf8(), length: n, nullCount: this.nulls,
+      valueOffsets: this.offsets.slice(0, n + 1),
+      data: new Uint8Array(this.bytes.subarray(0, this.used)),
+      nullBitmap: this.bitmap ? this.bitmap.slice(0, (n + 7) >> 3) : undefined,
+    });
+    this.used = 0; this.length = 0; this.nulls = 0; this.bitmap = undefined;
+    this.offsets = new Int32Array(1024);
+    return data;
+  }
+}
+
+/** A List<Utf8> column built row by row (no null lists). */
+export class Utf8ListColumnBuilder {
+  private readonly child = new Utf8ColumnBuilder();
+  private offsets: number[] = [0];
+
+  get length(): number {
+    return this.offsets.length - 1;
+  }
+
+  append(values: readonly string[]): void {
+    for (let i = 0; i < values.length; i++) this.child.append(values[i]!);
+    this.offsets.push(this.child.length);
+  }
+
+  finish(): arrow.Data<arrow.List<arrow.Utf8>> {
+    const n = this.length;
+    const data = arrow.makeData({
+      type: new arrow.List(new arrow.Field('item', new arrow.Utf8(), true)), length: n, nullCount: 0,
+      valueOffsets: Int32Array.from(this.offsets), child: this.child.finish(),
+    });
+    this.offsets = [0];
+    return data;
+  }
+}
+
+/**
  * Collects samples and builds Arrow tables of the VQA schema, one per call to `build()` (a
  * Parquet row group's worth at a time when streaming). The column set is fixed at construction
  * so that every table has the same schema.
  */
 export class VqaTableBuilder {
-  private ids: string[] = [];
-  private paths: string[] = [];
-  private questions: string[] = [];
-  private answer: (string | null)[] = [];
-  private answers: string[][] = [];
-  private imagePaths: string[][] = [];
-  private mc: (string | null)[] = [];
-  private at: (string | null)[] = [];
-  private qt: (string | null)[] = [];
+  private ids = new Utf8ColumnBuilder();
+  private paths = new Utf8ColumnBuilder();
+  private questions = new Utf8ColumnBuilder();
+  private answer = new Utf8ColumnBuilder();
+  private answers = new Utf8ListColumnBuilder();
+  private imagePaths = new Utf8ListColumnBuilder();
+  private mc = new Utf8ColumnBuilder();
+  private at = new Utf8ColumnBuilder();
+  private qt = new Utf8ColumnBuilder();
   private imageIds: (number | null)[] = [];
   private extras: Record<string, unknown[]> = {};
 
@@ -219,35 +307,47 @@ export class VqaTableBuilder {
 
   /** Add one sample; `answer` null writes a null answer (unknown, e.g. test splits). */
   add(s: Omit<VqaSample, 'answer'> & { answer: string | null }): void {
-    this.ids.push(s.id);
-    this.paths.push(this.rel(s.imagePath));
-    this.questions.push(s.question);
-    this.answer.push(s.answer);
-    this.answers.push(s.answers);
-    this.imagePaths.push((s.imagePaths ?? [s.imagePath]).map((p) => this.rel(p)));
-    this.mc.push(s.multipleChoiceAnswer ?? null);
-    this.at.push(s.answerType ?? null);
-    this.qt.push(s.questionType ?? null);
-    this.imageIds.push(s.imageId ?? null);
+    this.ids.append(s.id);
+    this.paths.append(this.rel(s.imagePath));
+    this.questions.append(s.question);
+    this.answer.append(s.answer);
+    if (this.o.answers ?? true) this.answers.append(s.answers);
+    if (this.o.imagePaths) this.imagePaths.append((s.imagePaths ?? [s.imagePath]).map((p) => this.rel(p)));
+    if (this.o.vqaColumns) {
+      this.mc.append(s.multipleChoiceAnswer ?? null);
+      this.at.append(s.answerType ?? null);
+      this.qt.append(s.questionType ?? null);
+      this.imageIds.push(s.imageId ?? null);
+    }
     for (const k of Object.keys(this.extras)) this.extras[k]!.push(s.extra?.[k] ?? null);
   }
 
   /** The rows added since the last build, as an Arrow table; the builder is then empty. */
   build(): arrow.Table {
     const str = (v: (string | null)[]) => arrow.makeVector(utf8Data(v));
+    const n = this.length;
     const cols: Record<string, arrow.Vector> = {
-      id: str(this.ids),
-      image_path: str(this.paths),
-      question: str(this.questions),
-      answer: str(this.answer),
+      id: arrow.makeVector(this.ids.finish()),
+      image_path: arrow.makeVector(this.paths.finish()),
+      question: arrow.makeVector(this.questions.finish()),
+      answer: arrow.makeVector(this.answer.finish()),
     };
-    if (this.o.answers ?? true) cols.answers = arrow.makeVector(utf8ListData(this.answers));
-    if (this.o.imagePaths) cols.image_paths = arrow.makeVector(utf8ListData(this.imagePaths));
+    if (this.o.answers ?? true) cols.answers = arrow.makeVector(this.answers.finish());
+    if (this.o.imagePaths) cols.image_paths = arrow.makeVector(this.imagePaths.finish());
     if (this.o.vqaColumns) {
-      cols.multiple_choice_answer = str(this.mc);
-      cols.answer_type = str(this.at);
-      cols.question_type = str(this.qt);
-      cols.image_id = arrow.vectorFromArray(this.imageIds.map((v) => (v === null ? null : BigInt(v))), new arrow.Int64());
+      cols.multiple_choice_answer = arrow.makeVector(this.mc.finish());
+      cols.answer_type = arrow.makeVector(this.at.finish());
+      cols.question_type = arrow.makeVector(this.qt.finish());
+      const ids = new BigInt64Array(n);
+      let bitmap: Uint8Array | undefined, nulls = 0;
+      this.imageIds.forEach((v, i) => {
+        if (v === null) {
+          bitmap ??= new Uint8Array((n + 7) >> 3).fill(0xff);
+          bitmap[i >> 3]! &= ~(1 << (i & 7));
+          nulls++;
+        } else ids[i] = BigInt(v);
+      });
+      cols.image_id = arrow.makeVector(arrow.makeData({ type: new arrow.Int64(), length: n, nullCount: nulls, data: ids, nullBitmap: bitmap }));
     }
     for (const [k, type] of Object.entries(this.o.extras ?? {})) {
       const raw = this.extras[k]!;
@@ -259,8 +359,7 @@ export class VqaTableBuilder {
       cols[k] = arrow.vectorFromArray(raw.map((v) => (v === null || v === undefined ? null : v)), t as arrow.DataType);
     }
     const table = new arrow.Table(cols);
-    this.ids = []; this.paths = []; this.questions = []; this.answer = []; this.answers = []; this.imagePaths = [];
-    this.mc = []; this.at = []; this.qt = []; this.imageIds = [];
+    this.imageIds = [];
     for (const k of Object.keys(this.extras)) this.extras[k] = [];
     return table;
   }

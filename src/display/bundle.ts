@@ -11,18 +11,27 @@ import {
   type RewardTablePayload, type SamplePayload, type VendorMime,
 } from './types.js';
 
+/**
+ * The payload as it will travel: through JSON, so class instances become their `toJSON()`, NaN and
+ * infinities become null, and undefined fields disappear, before the check sees it.
+ */
+export function plainPayload(payload: unknown): unknown {
+  return payload === undefined ? undefined : JSON.parse(JSON.stringify(payload));
+}
+
 /** The vendor, text/html and text/plain entries for any widget (no PNG). Throws PayloadError on a bad payload. */
 export function bundleFor<M extends VendorMime>(mime: M, payload: PayloadByMime[M]): MimeBundle {
   const w = WIDGETS[mime];
   if (!w) throw new TypeError(`Expected a vqalab vendor MIME type for mime but received ${JSON.stringify(mime)}`);
-  const checked = w.check(payload);
+  const checked = w.check(plainPayload(payload));
   return { [mime]: checked, 'text/html': staticHtml(mime, checked), 'text/plain': w.text(checked) };
 }
 
 /** Sample card, with a PNG of the card when the sample has an image. */
 export async function sampleBundle(p: SamplePayload): Promise<MimeBundle> {
   const bundle = bundleFor(MIME.sample, p);
-  if (p.images.length > 0) bundle['image/png'] = (await samplePng(p)).toString('base64');
+  const checked = bundle[MIME.sample] as SamplePayload;
+  if (checked.images.length > 0) bundle['image/png'] = (await samplePng(checked)).toString('base64');
   return bundle;
 }
 

@@ -127,6 +127,12 @@ export class Dashboard {
     return b;
   }
 
+  /** What a notebook prints for the object (its output is the live widget, not this). */
+  [Symbol.for('nodejs.util.inspect.custom')](): string {
+    const total = this.opts.total !== undefined ? ` of ${this.opts.total}` : '';
+    return `Dashboard(${this.opts.run ?? 'run'}: ${this.points.length} points${total}, ${this.sent} sent, ${this.status}, display id ${this.displayId})`;
+  }
+
   private progress(total: number): MetricsProgress {
     const nowMs = this.now();
     const elapsed = (nowMs - this.start) / 1000;

@@ -1,52 +1,22 @@
 /**
- * Where bundles go. The runtime knows nothing about Jupyter: a kernel installs a sink, and the
- * display helpers send through it; from a script there is no sink and the helpers only return
- * their bundles. Mirrors the kernel's sink (src/display/sink.ts on branch `kernel`).
+ * Where the display helpers send bundles: the process-wide sink the kernel installs (sink.ts), or
+ * an explicit one passed in (tests, other front ends). Without either, helpers only return their
+ * bundles (a script).
  */
+import { display, DISPLAYED, type DisplayOptions, type DisplaySink } from './sink.js';
 import type { MimeBundle } from './types.js';
 
-export interface DisplayOptions {
-  /** Stable id for updating this output in place (Jupyter display ids). */
-  displayId?: string;
-  /** Replace the output shown earlier with the same displayId instead of adding a new one. */
-  update?: boolean;
-}
+export { DISPLAYED, getDisplaySink, newDisplayId, setDisplaySink } from './sink.js';
+export type { DisplayOptions, DisplaySink } from './sink.js';
 
-export interface DisplaySink {
-  display(bundle: MimeBundle, options?: DisplayOptions): void;
-}
-
-let current: DisplaySink | undefined;
-
-/** Install (or remove, with undefined) the sink; returns the previous one. */
-export function setDisplaySink(sink: DisplaySink | undefined): DisplaySink | undefined {
-  const previous = current;
-  current = sink;
-  return previous;
-}
-
-export function getDisplaySink(): DisplaySink | undefined {
-  return current;
-}
-
-/**
- * Marks a bundle that a helper has already sent, so a kernel that shows a cell's last value can
- * skip echoing it (`await show(x)` as the last line would otherwise appear twice).
- */
-export const DISPLAYED = Symbol.for('vqalab.display.sent');
-
-/** Send through the sink if there is one; returns the bundle either way. */
-export function emit(bundle: MimeBundle, options?: DisplayOptions, sink: DisplaySink | undefined = current): MimeBundle {
-  if (sink) {
-    sink.display(bundle, options);
-    Object.defineProperty(bundle, DISPLAYED, { value: true, enumerable: false, configurable: true });
-  }
+/** Send `bundle` through `sink` if given, else through the installed sink; returns the bundle (marked DISPLAYED when sent). */
+export function emit(bundle: MimeBundle, options: DisplayOptions = {}, sink?: DisplaySink): MimeBundle {
+  const clean: DisplayOptions = {};
+  if (options.displayId !== undefined) clean.displayId = options.displayId;
+  if (options.update) clean.update = true;
+  if (options.metadata !== undefined) clean.metadata = options.metadata;
+  if (!sink) return display(bundle, clean);
+  sink.display(bundle, clean);
+  Object.defineProperty(bundle, DISPLAYED, { value: true, enumerable: false, configurable: true });
   return bundle;
-}
-
-let counter = 0;
-/** A display id unique in this process. */
-export function newDisplayId(prefix = 'vqalab'): string {
-  counter += 1;
-  return `${prefix}-${process.pid.toString(36)}-${Date.now().toString(36)}-${counter}`;
 }

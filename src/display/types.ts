@@ -67,6 +67,8 @@ export interface GroupCompletion {
   /** Fraction of this completion's tokens whose ratio was clipped in the update (0 if none). */
   clippedFraction?: number;
   finishReason?: string;
+  /** Why this completion was excluded or penalised (reward or generation failures). */
+  errors?: string[];
 }
 
 export interface GroupPayload {
@@ -96,13 +98,14 @@ export interface RewardTablePayload {
   title?: string;
   rewards: string[];
   rows: RewardTableRow[];
+  /** Statistics per reward; null where undefined (no scores, no group with two scores): JSON has no NaN. */
   stats: {
-    mean: Record<string, number>;
-    std: Record<string, number>;
+    mean: Record<string, number | null>;
+    std: Record<string, number | null>;
     /** Pearson correlation, `correlation[i][j]` between rewards[i] and rewards[j]; null when undefined. */
     correlation: (number | null)[][];
     /** Per reward: fraction of groups whose scores all tie (they teach GRPO nothing). */
-    zeroVarianceGroupFraction: Record<string, number>;
+    zeroVarianceGroupFraction: Record<string, number | null>;
   };
 }
 

@@ -111,7 +111,7 @@ export function checkGradients(grads: unknown, shape: number[][]): Float32Array[
   });
 }
 
-export function checkSampleRequest(r: unknown, cfg: EngineConfig, maxSeq: number): Required<SampleRequest> {
+export function checkSampleRequest(r: unknown, cfg: EngineConfig, maxSeq: number): Required<Omit<SampleRequest, 'signal'>> & { signal?: AbortSignal } {
   if (!isObject(r)) throw invalidParameterError('request', 'object', r);
   const prompt = checkPrompt('request.prompt', r.prompt, cfg);
   const n = expectInteger('request.n', r.n, 1, 4096);
@@ -128,7 +128,8 @@ export function checkSampleRequest(r: unknown, cfg: EngineConfig, maxSeq: number
   if (!Array.isArray(stopRaw)) throw invalidParameterError('request.stopTokenIds', 'array of token ids', stopRaw);
   const stopTokenIds = stopRaw.map((s, i) => expectInteger(`request.stopTokenIds[${i}]`, s, 0, cfg.vocabSize - 1));
   const seed = expectInteger('request.seed', r.seed, 0, Number.MAX_SAFE_INTEGER);
-  return { prompt, n, temperature, topP, topK, maxTokens, stopTokenIds, seed };
+  if (r.signal !== undefined && !(r.signal instanceof AbortSignal)) throw invalidParameterError('request.signal', 'AbortSignal', r.signal);
+  return { prompt, n, temperature, topP, topK, maxTokens, stopTokenIds, seed, ...(r.signal ? { signal: r.signal as AbortSignal } : {}) };
 }
 
 export function checkAdamW(o: unknown): AdamWOptions {

@@ -11,7 +11,7 @@ import { checkAdamW, checkForwardRequests, checkGradients, checkLora, checkSampl
 import { readConfig, toNativeConfig, type EngineConfig } from './config.js';
 import { native, nativeError, type NativeModel, type NativePrompt } from './native.js';
 import type {
-  AdamWOptions, Device, EngineModel, ForwardRequest, ForwardResult, LoadOptions, LoraConfig, Prompt, SampleRequest,
+  AdamWOptions, CallOptions, Device, EngineModel, ForwardRequest, ForwardResult, LoadOptions, LoraConfig, Prompt, SampleRequest,
   SampleResult, StepResult,
 } from './types.js';
 
@@ -50,11 +50,12 @@ function toNativePrompt(p: Prompt): NativePrompt {
 }
 
 class CpuEngineModel implements EngineModel {
-  readonly device: Device = 'cpu';
+  readonly device: Device;
   readonly numParameters: { total: number; trainable: number };
   readonly namingScheme: 'published' | 'internal';
   private queue: Promise<unknown> = Promise.resolve();
   private lastForward: number[][] | null = null;
+  private calls = 0;
   private disposed = false;
 
   constructor(
@@ -64,7 +65,9 @@ class CpuEngineModel implements EngineModel {
     private readonly sourceDir: string,
     private readonly configText: string,
     private readonly lora: Required<LoraConfig> | null,
+    device: Device = 'cpu',
   ) {
+    this.device = device;
     const info = nm.info();
     this.numParameters = { total: info.numParameters, trainable: info.numTrainable };
     this.namingScheme = info.internalNames ? 'internal' : 'published';
@@ -74,20 +77,53 @@ class CpuEngineModel implements EngineModel {
     return this.nm.info().step;
   }
 
-  /** Runs `fn` after every earlier call of this model has settled; rethrows with the caller's stack. */
-  private run<T>(stack: Error, fn: () => Promise<T>): Promise<T> {
+  /**
+   * Runs `fn` after every earlier call of this model has settled; rethrows with the caller's stack.
+   * With a signal: an abort before the call starts rejects at once; an abort during it cancels the
+   * native work at its next layer / decode step; either way the call rejects with the signal's reason.
+   */
+  private run<T>(stack: Error, fn: (callId: number) => Promise<T>, signal?: AbortSignal): Promise<T> {
     if (this.disposed) return Promise.reject(nativeError(new Error('this model was disposed'), stack));
-    const next = this.queue.then(fn, fn);
+    const reason = () => (signal!.reason instanceof Error ? signal!.reason : new Error('interrupted'));
+    const callId = ++this.calls;
+    const guarded = async () => {
+      if (signal?.aborted) throw reason();
+      const onAbort = () => this.nm.cancel(callId);
+      signal?.addEventListener('abort', onAbort, { once: true });
+      try {
+        const out = await fn(callId);
+        if (signal?.aborted) throw reason();
+        return out;
+      } catch (err) {
+        if (signal?.aborted) throw reason();
+        throw err;
+      } finally {
+        signal?.removeEventListener('abort', onAbort);
+      }
+    };
+    const next = this.queue.then(guarded, guarded);
     this.queue = next.catch(() => undefined);
     return next.catch((err: unknown) => {
+      if (signal?.aborted && err === signal.reason) throw err;
       throw nativeError(err, stack);
     });
   }
 
-  forward(requests: ForwardRequest[]): Promise<ForwardResult[]> {
+  private static signalOf(name: string, options: CallOptions | undefined): AbortSignal | undefined {
+    if (options === undefined) return undefined;
+    if (options === null || typeof options !== 'object') throw invalidParameterError(name, 'object', options);
+    if (options.signal !== undefined && !(options.signal instanceof AbortSignal)) {
+      throw invalidParameterError(`${name}.signal`, 'AbortSignal', options.signal);
+    }
+    return options.signal;
+  }
+
+  forward(requests: ForwardRequest[], options?: CallOptions): Promise<ForwardResult[]> {
     const stack = new Error();
     let reqs: ForwardRequest[];
+    let signal: AbortSignal | undefined;
     try {
+      signal = CpuEngineModel.signalOf('options', options);
       reqs = checkForwardRequests(requests, this.config, this.maxSequenceLength);
       if (reqs.some((r) => r.keepForBackward) && !reqs.every((r) => r.keepForBackward)) {
         throw invalidParameterError('requests[*].keepForBackward', 'the same value for every request of one call', requests.map((r) => r.keepForBackward));
@@ -96,44 +132,50 @@ class CpuEngineModel implements EngineModel {
       return Promise.reject(err);
     }
     const keep = reqs.some((r) => r.keepForBackward);
-    return this.run(stack, async () => {
+    return this.run(stack, async (callId) => {
       const out = await this.nm.forward(
         reqs.map((r) => ({ prompt: toNativePrompt(r.prompt), completions: r.completions, returnLogits: r.returnLogits ?? false })),
-        keep);
-      this.lastForward = keep ? reqs.map((r) => r.completions.map((c) => c.length)) : null;
+        keep, callId);
+      if (keep) this.lastForward = reqs.map((r) => r.completions.map((c) => c.length));
       return out.map((o) => (o.logits ? { logprobs: o.logprobs, entropy: o.entropy, logits: o.logits } : { logprobs: o.logprobs, entropy: o.entropy }));
-    });
+    }, signal);
   }
 
-  backward(gradLogprobs: Float32Array[][]): Promise<void> {
+  backward(gradLogprobs: Float32Array[][], options?: CallOptions): Promise<void> {
     const stack = new Error();
-    return this.run(stack, async () => {
+    let signal: AbortSignal | undefined;
+    try {
+      signal = CpuEngineModel.signalOf('options', options);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    return this.run(stack, async (callId) => {
       if (!this.lastForward) throw new Error('backward needs a forward with keepForBackward: true first (each forward is consumed once)');
       const grads = checkGradients(gradLogprobs, this.lastForward);
       this.lastForward = null;
-      await this.nm.backward(grads);
-    });
+      await this.nm.backward(grads, callId);
+    }, signal);
   }
 
   sample(request: SampleRequest): Promise<SampleResult> {
     const stack = new Error();
-    let r: Required<SampleRequest>;
+    let r: ReturnType<typeof checkSampleRequest>;
     try {
       r = checkSampleRequest(request, this.config, this.maxSequenceLength);
     } catch (err) {
       return Promise.reject(err);
     }
-    return this.run(stack, async () => {
+    return this.run(stack, async (callId) => {
       const out = await this.nm.sample({
         prompt: toNativePrompt(r.prompt), n: r.n, temperature: r.temperature, topP: r.topP, topK: r.topK,
         maxTokens: r.maxTokens, stopTokenIds: Int32Array.from(r.stopTokenIds), seed: r.seed,
-      });
+      }, callId);
       return {
         tokenIds: out.tokenIds,
         logprobs: out.logprobs,
         finishReason: out.stopped.map((s) => (s ? 'stop' : 'length')),
       };
-    });
+    }, r.signal);
   }
 
   zeroGrad(): void {
@@ -238,9 +280,12 @@ export async function loadModel(dir: string, options: LoadOptions = {}): Promise
   expectString('dir', dir, { nonEmpty: true });
   if (options === null || typeof options !== 'object') throw invalidParameterError('options', 'object', options);
   const device = options.device ?? 'cpu';
-  if (device !== 'cpu') {
-    throw new Error(`device ${JSON.stringify(device)} is not available: this build has the CPU engine only (the CUDA backend is issue 10)`);
+  if (typeof device !== 'string' || !/^(cpu|cuda(:\d+)?)$/.test(device)) {
+    throw invalidParameterError('options.device', "'cpu', 'cuda' or 'cuda:N'", device);
   }
+  // 'cuda' is cuda:0; bf16 weights and activations unless VQALAB_CUDA_PRECISION=fp32 (parity checks)
+  const nativeDevice = device === 'cuda' ? 'cuda:0' : device;
+  const precision = process.env.VQALAB_CUDA_PRECISION === 'fp32' ? 'fp32' : 'bf16';
   const threads = options.threads === undefined ? undefined : expectInteger('options.threads', options.threads, 1, 1024);
   const lora = options.lora === undefined ? null : checkLora(options.lora);
   const adapter = options.adapter === undefined ? undefined : expectString('options.adapter', options.adapter, { nonEmpty: true });
@@ -266,7 +311,7 @@ export async function loadModel(dir: string, options: LoadOptions = {}): Promise
   let nm: NativeModel;
   try {
     nm = await native().loadModel({
-      config: toNativeConfig(config), files, maxSequenceLength: maxSeq,
+      config: toNativeConfig(config), files, maxSequenceLength: maxSeq, device: nativeDevice, precision,
       ...(threads !== undefined ? { threads } : {}),
       ...(lora ? { lora } : {}),
       ...(loraFile ? { loraFile } : {}),
@@ -275,5 +320,5 @@ export async function loadModel(dir: string, options: LoadOptions = {}): Promise
   } catch (err) {
     throw nativeError(err, stack);
   }
-  return new CpuEngineModel(nm, config, maxSeq, dir, configText, lora);
+  return new CpuEngineModel(nm, config, maxSeq, dir, configText, lora, device as Device);
 }

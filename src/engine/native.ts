@@ -33,16 +33,21 @@ export interface NativeLoadSpec {
   lora?: { rank: number; alpha: number; targetModules: string[]; vision: boolean; seed: number };
   loraFile?: string;
   optimizerFile?: string;
+  /** 'cpu' or 'cuda:N'; a build without the CUDA backend rejects 'cuda:N' with a clear error. */
+  device?: string;
+  /** The CUDA backend's precision: bf16 weights/activations with fp32 master (default) or fp32 throughout. */
+  precision?: 'bf16' | 'fp32';
 }
 
 export interface NativeModel {
-  forward(requests: { prompt: NativePrompt; completions: Int32Array[]; returnLogits: boolean }[], keep: boolean):
+  /** `callId` (> 0) names the call for cancel(). */
+  forward(requests: { prompt: NativePrompt; completions: Int32Array[]; returnLogits: boolean }[], keep: boolean, callId?: number):
     Promise<{ logprobs: Float32Array[]; entropy: Float32Array[]; logits?: Float32Array[] }[]>;
-  backward(grads: Float32Array[][]): Promise<void>;
+  backward(grads: Float32Array[][], callId?: number): Promise<void>;
   sample(request: {
     prompt: NativePrompt; n: number; temperature: number; topP: number; topK: number; maxTokens: number;
     stopTokenIds: Int32Array; seed: number;
-  }): Promise<{ tokenIds: Int32Array[]; logprobs: Float32Array[]; stopped: boolean[] }>;
+  }, callId?: number): Promise<{ tokenIds: Int32Array[]; logprobs: Float32Array[]; stopped: boolean[] }>;
   zeroGrad(): void;
   step(o: { lr: number; beta1: number; beta2: number; eps: number; weightDecay: number; maxGradNorm: number }):
     Promise<{ gradNorm: number; skipped: boolean; reason?: string }>;
@@ -52,6 +57,9 @@ export interface NativeModel {
   saveLora(file: string, internalNames: boolean): Promise<void>;
   setLoraEnabled(on: boolean): void;
   info(): { numParameters: number; numTrainable: number; internalNames: boolean; loraActive: boolean; loraEnabled: boolean; step: number };
+  /** Asks call `callId` to stop at its next layer / decode step, whether it runs already or not yet
+   *  (it rejects with "interrupted"); a finished call is not affected. */
+  cancel(callId: number): void;
   dispose(): void;
   _names(): string[];
   _shape(name: string): number[];
@@ -74,6 +82,8 @@ export interface NativeAddon {
   _gemmKernel(set?: 'avx2-fma' | 'portable' | 'auto'): string;
   _threads(set?: number): number;
   _readSafetensors(file: string): SafetensorsContent;
+  /** Whether this build has the CUDA backend and sees a device. */
+  _cuda(): { built: boolean; available: boolean; reason?: string };
   _writeSafetensors(file: string, tensors: Record<string, { shape: number[]; data: Float32Array }>, metadata?: Record<string, string>): void;
 }
 

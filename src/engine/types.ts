@@ -67,7 +67,10 @@ export interface ForwardRequest {
   prompt: Prompt;
   /** The group's completions (token ids, no prompt); the prompt is computed once for all of them. */
   completions: Int32Array[];
-  /** Keep activations so that the next `backward` can run (training); default false. */
+  /**
+   * Keep activations so that the next `backward` can run (training); default false. A forward
+   * without it leaves the activations kept by an earlier forward alone (e.g. old log-probs between).
+   */
   keepForBackward?: boolean;
   /** Also return the full-vocabulary logits of each prompt+completion sequence (parity tests). */
   returnLogits?: boolean;
@@ -93,6 +96,15 @@ export interface SampleRequest {
   stopTokenIds?: number[];
   /** Sampling is a pure function of (weights, prompt, options, seed). */
   seed: number;
+  /** Aborting stops the sampling at its next decode step; the call rejects with the signal's reason. */
+  signal?: AbortSignal;
+}
+
+/** Per-call options of forward and backward. */
+export interface CallOptions {
+  /** Aborting stops the call at its next layer and rejects it with the signal's reason. An interrupted
+   *  backward leaves partial gradients: call zeroGrad before the next one. */
+  signal?: AbortSignal;
 }
 
 export interface SampleResult {
@@ -131,12 +143,12 @@ export interface EngineModel {
   readonly maxSequenceLength: number;
   /** Parameter count: all, and those being trained (LoRA: the adapters only). */
   readonly numParameters: { total: number; trainable: number };
-  forward(requests: ForwardRequest[]): Promise<ForwardResult[]>;
+  forward(requests: ForwardRequest[], options?: CallOptions): Promise<ForwardResult[]>;
   /**
    * dL/dlogp per request, per completion, per token; consumes the activations of the last forward
    * (which needs keepForBackward). Gradients accumulate (sum) until zeroGrad.
    */
-  backward(gradLogprobs: Float32Array[][]): Promise<void>;
+  backward(gradLogprobs: Float32Array[][], options?: CallOptions): Promise<void>;
   sample(request: SampleRequest): Promise<SampleResult>;
   zeroGrad(): void;
   step(options: AdamWOptions): Promise<StepResult>;

@@ -7,11 +7,10 @@
  * renders here renders offline.
  */
 import { readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { AnsiUp } from 'ansi_up';
 import MarkdownIt from 'markdown-it';
-import { fileURLToPath } from 'node:url';
-import { isVendorMime, reportOutputHtml, VQA_CSS } from '../display/render/index.js';
-import { pageScript, plotlyScript } from '../display/assets.js';
+import { browserBundle } from './bundle.js';
 import { STAMP_MIME, type StampFacts } from './facts.js';
 import { METRICS_MIME, type MetricTable } from './metrics.js';
 import { joinText, type Cell, type MimeBundle, type Notebook, type Output } from './nbformat.js';
@@ -38,7 +37,7 @@ export interface ReportData {
 }
 
 export interface RenderOptions {
-  /** Inline the page scripts (widgets, plotly when a plot is present, our hydration); default true. */
+  /** Inline the browser bundle (hydration + display renderers); default true. */
   scripts?: boolean;
 }
 
@@ -98,12 +97,10 @@ class OutputRenderer {
       return `<div class="vq-stamp-note" title="recorded into the report stamp">⟶ ${escapeHtml(text(data['text/plain'] ?? 'recorded facts'))}</div>`;
     }
     const vendor = Object.keys(data).find((m) => m.startsWith(VENDOR_PREFIX));
-    if (vendor && isVendorMime(vendor)) {
-      // The display renderers draw it (the same code as the JupyterLab extension): a static view
-      // now, made interactive by their page script; a malformed payload gives their error box.
+    if (vendor) {
       this.vendor++;
       if (vendor === METRICS_MIME) this.plots++;
-      return `<div class="vq-vendor" data-mime="${escapeHtml(vendor)}">${reportOutputHtml(vendor, data[vendor])}</div>`;
+      return `<div class="vq-vendor" data-mime="${escapeHtml(vendor)}"><script type="application/json" class="vq-payload">${scriptJson(data[vendor])}</script><div class="vq-fallback">${this.fallback(data, metadata)}</div></div>`;
     }
     if (data[PLOTLY_MIME] !== undefined) {
       this.plots++;
@@ -230,17 +227,11 @@ export function renderStamp(stamp: ReportData['stamp']): string {
 
 const CSP = "default-src 'none'; img-src data: blob:; media-src data: blob:; font-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline' 'unsafe-eval' blob:; worker-src blob:; connect-src 'none'";
 
-const scripts = new Map<string, string>();
-/** Read once per process: plotly.js, the widgets' page script, our hydration script. */
-function cachedScript(name: 'plotly' | 'widgets' | 'report'): string {
-  let code = scripts.get(name);
-  if (code === undefined) {
-    code = name === 'plotly' ? plotlyScript()
-      : name === 'widgets' ? pageScript()
-        : readFileSync(fileURLToPath(new URL('./browser/hydrate.js', import.meta.url)), 'utf8').replace(/^export \{\};?\s*$/m, '');
-    scripts.set(name, code);
-  }
-  return code;
+const require = createRequire(import.meta.url);
+let plotlySource: string | null = null;
+function plotlyJs(): string {
+  plotlySource ??= readFileSync(require.resolve('plotly.js-dist-min/plotly.min.js'), 'utf8');
+  return plotlySource;
 }
 
 export interface RenderedReport {
@@ -248,9 +239,11 @@ export interface RenderedReport {
   plots: number;
   vendorOutputs: number;
   plotlyInlined: boolean;
+  /** The display renderers bundled (null: fallbacks only). */
+  renderers: string | null;
 }
 
-export function renderReport(nb: Notebook, data: ReportData, opts: RenderOptions = {}): RenderedReport {
+export async function renderReport(nb: Notebook, data: ReportData, opts: RenderOptions = {}): Promise<RenderedReport> {
   const r = new OutputRenderer();
   const cells = nb.cells.map((c, i) => renderCell(c, i, r)).join('\n');
   const run = data.stamp.run;
@@ -258,8 +251,9 @@ export function renderReport(nb: Notebook, data: ReportData, opts: RenderOptions
     ? `<div class="vq-banner vq-banner-error" role="alert">The run stopped${run.failedCell !== undefined ? ` at <a href="#cell-${run.failedCell}">cell ${run.failedCell}</a>` : ''}: ${escapeHtml(run.error ?? run.status)}</div>`
     : run && run.allowErrors && nb.cells.some((c) => c.cell_type === 'code' && c.outputs.some((o) => o.output_type === 'error'))
       ? `<div class="vq-banner vq-banner-warn" role="status">Ran with --allow-errors: some cells failed (marked in red).</div>` : '';
-  const withScripts = opts.scripts ?? true;
-  const plotlyInlined = withScripts && r.plots > 0;
+  const scripts = opts.scripts ?? true;
+  const bundle = scripts ? await browserBundle() : null;
+  const plotlyInlined = scripts && r.plots > 0;
   const title = escapeHtml(data.title);
   const html = `<!DOCTYPE html>
 <html lang="en">
@@ -271,7 +265,6 @@ export function renderReport(nb: Notebook, data: ReportData, opts: RenderOptions
 <link rel="icon" href="data:,">
 <title>${title}</title>
 <style>${STYLE}</style>
-${r.vendor ? `<style>${VQA_CSS}</style>` : ''}
 </head>
 <body>
 <header class="vq-header">
@@ -285,13 +278,12 @@ ${banner}
 ${cells}
 </main>
 <script type="application/json" id="vqalab-report">${scriptJson(data)}</script>
-${plotlyInlined ? inlineScript(cachedScript('plotly')) : ''}
-${withScripts && r.vendor ? inlineScript(cachedScript('widgets')) : ''}
-${withScripts ? inlineScript(cachedScript('report')) : ''}
+${plotlyInlined ? inlineScript(plotlyJs()) : ''}
+${bundle ? inlineScript(bundle.code) : ''}
 </body>
 </html>
 `;
-  return { html, plots: r.plots, vendorOutputs: r.vendor, plotlyInlined };
+  return { html, plots: r.plots, vendorOutputs: r.vendor, plotlyInlined, renderers: bundle?.renderers ?? null };
 }
 
 /** The embedded report data of a report.html (for verify). */
@@ -310,7 +302,7 @@ export function readReportData(html: string, where: string): ReportData {
 
 const STYLE = `
 :root{--fg:#1f2328;--muted:#59636e;--bg:#fff;--panel:#f6f8fa;--border:#d1d9e0;--accent:#0969da;--err-bg:#ffebe9;--err:#cf222e;--warn-bg:#fff8c5;--code:#f6f8fa;color-scheme:light}
-@media (prefers-color-scheme:dark){:root{--fg:#e6edf3;--muted:#9198a1;--bg:#0d1117;--panel:#151b23;--border:#3d444d;--accent:#4493f8;--err-bg:#3c1618;--err:#ff7b72;--warn-bg:#3a3000;--code:#151b23;color-scheme:dark}}
+html[data-theme="dark"]{--fg:#e6edf3;--muted:#9198a1;--bg:#0d1117;--panel:#151b23;--border:#3d444d;--accent:#4493f8;--err-bg:#3c1618;--err:#ff7b72;--warn-bg:#3a3000;--code:#151b23;color-scheme:dark}
 *{box-sizing:border-box}
 body{margin:0;background:var(--bg);color:var(--fg);font:14px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,"DejaVu Sans",sans-serif}
 .vq-header,.vq-notebook{max-width:1100px;margin:0 auto;padding:0 24px}

@@ -220,7 +220,7 @@ export async function writeReport(result: Pick<RunResult, 'notebook' | 'source' 
   const html = path.join(outDir, 'report.html');
   if (path.resolve(ipynb) === path.resolve(notebookPath)) throw new Error(`--out ${outDir} would overwrite the source notebook ${notebookPath}; choose another directory`);
   await writeFileAtomic(ipynb, serializeNotebook(result.notebook));
-  const rendered = renderReport(result.notebook, reportData(result.notebook, result.source, name, result.stamp));
+  const rendered = await renderReport(result.notebook, reportData(result.notebook, result.source, name, result.stamp));
   await writeFileAtomic(html, rendered.html);
   return { ipynb, html, htmlBytes: Buffer.byteLength(rendered.html), rendered };
 }
@@ -262,6 +262,6 @@ export async function exportNotebook(notebookPath: string): Promise<{ html: stri
     ...timesFromCells(executed),
   };
   const source = sourceNotebook(executed);
-  const rendered = renderReport(executed, reportData(executed, source, path.basename(file), fallback));
+  const rendered = await renderReport(executed, reportData(executed, source, path.basename(file), fallback));
   return { html: rendered.html, rendered, redactions: redactor.count };
 }

@@ -110,11 +110,16 @@ export class RewardTable implements RewardTablePayload {
     }
     this.rows = rows;
     const mean: Record<string, number> = {}, std: Record<string, number> = {}, zero: Record<string, number> = {};
+    // The display contract wants finite numbers: a statistic that is undefined (a reward with no
+    // scores, no group with two scores) is left out, and the renderer shows a dash.
     for (const name of this.rewards) {
       const ms = meanStd(this.values(name));
-      mean[name] = ms.mean;
-      std[name] = ms.std;
-      zero[name] = this.zeroVarianceFraction(name);
+      if (Number.isFinite(ms.mean)) {
+        mean[name] = ms.mean;
+        std[name] = ms.std;
+      }
+      const z = this.zeroVarianceFraction(name);
+      if (Number.isFinite(z)) zero[name] = z;
     }
     const correlation = this.rewards.map((a) => this.rewards.map((b) => (a === b ? (this.values(a).length >= 2 && std[a]! > 0 ? 1 : null) : this.correlation(a, b))));
     this.stats = { mean, std, correlation, zeroVarianceGroupFraction: zero };
@@ -135,7 +140,7 @@ export class RewardTable implements RewardTablePayload {
     return this.column(name).filter((x): x is number => x !== null);
   }
 
-  /** Mean of the reward's scores (NaN when it has none; JSON null). */
+  /** Mean of the reward's scores (NaN when it has none; then absent from `stats.mean`). */
   mean(name: string): number {
     return meanStd(this.values(name)).mean;
   }
@@ -167,7 +172,7 @@ export class RewardTable implements RewardTablePayload {
     return out;
   }
 
-  /** Fraction of groups (with at least 2 scores) whose scores all tie; NaN when there are no such groups. */
+  /** Fraction of groups (with at least 2 scores) whose scores all tie; NaN when there are no such groups (then absent from `stats`). */
   zeroVarianceFraction(name: string): number {
     this.check(name);
     const counts = new Map<string, number>();

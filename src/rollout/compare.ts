@@ -234,7 +234,7 @@ export function comparisonTableBundle(c: PolicyComparison): MimeBundle {
     const finite = vals.filter((v) => Number.isFinite(v));
     if (finite.length < 2) return -1;
     const target = higher ? Math.max(...finite) : Math.min(...finite);
-    return vals.indexOf(target);
+    return vals.filter((v) => v === target).length === 1 ? vals.indexOf(target) : -1; // no winner on a tie
   };
   const highlight = new Map<number, number>([[1, best(1, true)]]);
   const th = head.map((h, i) => `<th${i > 0 ? ' class="vqa-num"' : ''}>${esc(h)}</th>`).join('');

@@ -1,15 +1,14 @@
 /**
- * Samples for `vqalab eval-policy` from a JSON or JSON Lines file: rows in the seed's schema
+ * Samples for `vqalab eval-policy`: a Parquet dataset through the data layer (VqaDataset), or a
+ * JSON / JSON Lines file of rows in the seed's schema
  * (`id, image_path, question, answer`) with VQAv2's optional `answers` (10 annotator answers,
  * strings or {answer} records), `answer_type`, `question_type`, or the runtime's own VqaSample
  * field names. Relative image paths are resolved against the file's folder. Errors name the file,
  * the row and the field.
- *
- * This is the small reader eval-policy needs; Parquet datasets and VQAv2 conversions are the data
- * layer's (src/data).
  */
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
+import { VqaDataset } from '../data/dataset.js';
 import type { VqaSample } from '../data/types.js';
 
 function field(row: Record<string, unknown>, ...names: string[]): unknown {
@@ -61,8 +60,9 @@ export function sampleFromRow(raw: unknown, where: string, baseDir: string): Vqa
   return sample;
 }
 
-/** Read samples from .json (an array, or {samples: [...]}) or .jsonl (one object per line). */
+/** Read samples from .parquet (src/data's schema), .json (an array, or {samples: [...]}) or .jsonl (one object per line). */
 export async function readSamplesFile(file: string): Promise<VqaSample[]> {
+  if (/\.parquet$/i.test(file)) return [...(await VqaDataset.fromParquet(file))];
   let text: string;
   try {
     text = await readFile(file, 'utf8');

@@ -83,14 +83,22 @@ async function readLocal(ref: string, param: string, limits: MediaLimits): Promi
   return readFile(real);
 }
 
-/** The encoded bytes of one image_url part, checked to be a decodable image within the limits. */
-export async function loadImagePart(url: string, param: string, limits: MediaLimits): Promise<Buffer> {
+/** An image part, checked: its bytes and its size as the processor will see it (EXIF orientation applied). */
+export interface CheckedImage {
+  bytes: Buffer;
+  width: number;
+  height: number;
+  param: string;
+}
+
+/** The encoded bytes of one image_url part, checked to be a decodable image within the limits (its header only: cheap). */
+export async function loadImagePart(url: string, param: string, limits: MediaLimits): Promise<CheckedImage> {
   let bytes: Buffer;
   if (url.startsWith('data:')) bytes = decodeDataUrl(url, param, limits.maxImageBytes);
   else if (url.startsWith('file:') || path.isAbsolute(url)) bytes = await readLocal(url, param, limits);
   else if (/^https?:/i.test(url)) throw badRequest(`${param}: this server does not fetch remote images; send the image as a data URL`, param, 'remote_media_disabled');
   else throw badRequest(`${param}: expected a data URL (data:image/png;base64,...) or a file URL; got ${JSON.stringify(url.slice(0, 40))}`, param, 'invalid_image_url');
-  let meta: { width?: number; height?: number };
+  let meta: { width?: number; height?: number; autoOrient?: { width: number; height: number } };
   try {
     meta = await sharp(bytes, { limitInputPixels: false }).metadata();
   } catch (err) {
@@ -102,5 +110,5 @@ export async function loadImagePart(url: string, param: string, limits: MediaLim
     throw new ApiError(400, `${param}: the image is ${w}x${h} = ${(w * h).toLocaleString('en-US')} pixels, more than this server's limit of ${limits.maxImagePixels.toLocaleString('en-US')}`,
       'invalid_request_error', param, 'image_too_large');
   }
-  return bytes;
+  return { bytes, width: meta.autoOrient?.width ?? w, height: meta.autoOrient?.height ?? h, param };
 }

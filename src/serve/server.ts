@@ -5,12 +5,14 @@
  *   POST /v1/chat/completions   (JSON, or server-sent events with stream: true)
  *   GET  /health                (no auth; for load balancers and scripts that wait for start-up)
  *
- * A request goes: body (size-capped) → JSON → checked fields (src/serve/protocol.ts) → images
- * (src/serve/media.ts; decoded by sharp off the JS thread) → the chat template and prompt ids →
- * context check → the fair engine queue (src/serve/queue.ts) → one engine call for its n
- * completions → the reply. The event loop only parses, routes and formats: the heavy work runs
- * in the engine's native threads and libvips'. Errors come back in OpenAI's JSON shape with the
- * status a client expects, and one bad request never affects another.
+ * A request goes: body (size-capped) → JSON → checked fields (src/serve/protocol.ts) → image
+ * headers checked (src/serve/media.ts: size, pixel and path limits) → prompt length from the
+ * processor's plan, checked against the context — all before it queues, so bad requests fail at
+ * once — then the fair queue (src/serve/queue.ts) → its images decoded and patched (while the
+ * engine runs the request ahead) → one engine call for its n completions → the reply. Heavy work
+ * runs in the engine's native threads and libvips'; the event loop parses, routes and formats.
+ * Errors come back in OpenAI's JSON shape with the status a client expects, and one bad request
+ * never affects another.
  *
  * Streaming sends OpenAI's chunk format (role chunk, one chunk per token with its log-prob,
  * finish chunk, optional usage chunk, `data: [DONE]`). The engine returns a completion whole, so
@@ -23,7 +25,7 @@ import type { AddressInfo, Socket } from 'node:net';
 import type { ImageInput } from '../engine/types.js';
 import { ContextLengthError, tokenBytes, type LocalChoice, type LocalGeneration, type LocalPolicy } from '../rollout/local.js';
 import { ApiError, badRequest, sendError, sendJson } from './errors.js';
-import { loadImagePart, type MediaLimits } from './media.js';
+import { loadImagePart, type CheckedImage, type MediaLimits } from './media.js';
 import { parseChatRequest, type ChatRequest } from './protocol.js';
 import { FairQueue, QueueFullError, type QueueStats } from './queue.js';
 
@@ -82,6 +84,24 @@ export interface ServeHandle {
 
 const MiB = 1 << 20;
 
+/** What the checks before queueing established: the images, max_tokens, the prompt ids as planned. */
+interface Checked {
+  images: CheckedImage[];
+  maxTokens: number;
+  ids: Int32Array;
+  grids: [number, number, number][];
+}
+
+/** One holder at a time, in arrival order. */
+class Lock {
+  private tail: Promise<unknown> = Promise.resolve();
+  run<T>(fn: () => Promise<T>): Promise<T> {
+    const next = this.tail.then(fn, fn);
+    this.tail = next.catch(() => undefined);
+    return next;
+  }
+}
+
 function clientKey(req: IncomingMessage, chat: ChatRequest): string {
   return chat.user ? `user:${chat.user}` : `addr:${req.socket.remoteAddress ?? '?'}`;
 }
@@ -139,7 +159,11 @@ export async function serve(options: ServeOptions): Promise<ServeHandle> {
   };
   const limits = { maxN: options.maxN ?? 64, maxImages: options.maxImages ?? 8 };
   const defaultMaxTokens = options.defaultMaxTokens ?? 512;
-  const queue = new FairQueue(options.maxQueue ?? 256, 1);
+  // Two jobs at a time: one on the engine, the next preparing its images meanwhile (off the JS
+  // thread, in libvips); the engine lock keeps engine calls one at a time. Memory holds at most
+  // two requests' processed images.
+  const queue = new FairQueue(options.maxQueue ?? 256, 2);
+  const engine = new Lock();
   const created = Math.floor(Date.now() / 1000);
   const log = options.log;
   const counters = { requests: 0, byStatus: {} as Record<string, number>, promptTokens: 0, completionTokens: 0 };
@@ -162,31 +186,59 @@ export async function serve(options: ServeOptions): Promise<ServeHandle> {
     };
   }
 
-  async function prepare(chat: ChatRequest) {
-    const images: ImageInput[] = [];
+  /**
+   * Checks that need no pixels, before the request queues: each image's header (size, limits),
+   * its token count from the processor's plan, and the prompt length against the context.
+   */
+  async function check(chat: ChatRequest): Promise<Checked> {
+    const images: CheckedImage[] = [];
+    const planned: ImageInput[] = [];
     for (const ref of chat.images) {
-      const bytes = await loadImagePart(ref.url, ref.param, media);
+      const img = await loadImagePart(ref.url, ref.param, media);
       try {
-        images.push(await policy.image(bytes));
+        planned.push({ pixels: new Float32Array(0), gridThw: policy.processor.plan(img.height, img.width).gridThw });
       } catch (err) {
-        throw badRequest(`${ref.param}: ${(err as Error).message.replace(/^image buffer \(\d+ bytes\): /, '')}`, ref.param, 'invalid_image');
+        throw badRequest(`${ref.param}: ${(err as Error).message}`, ref.param, 'invalid_image');
       }
+      images.push(img);
     }
-    let prompt;
+    let ids: Int32Array;
     try {
-      prompt = policy.prompt(chat.messages, images);
+      ids = policy.prompt(chat.messages, planned).ids;
     } catch (err) {
       throw badRequest(`cannot build the prompt: ${(err as Error).message}`, 'messages', 'invalid_messages');
     }
-    const room = policy.maxSequenceLength - prompt.ids.length;
+    const promptTokens = ids.length;
+    const room = policy.maxSequenceLength - promptTokens;
     const maxTokens = chat.maxTokens ?? Math.max(1, Math.min(defaultMaxTokens, room));
     try {
-      policy.checkLength(prompt, maxTokens);
+      policy.checkLength({ ids: new Int32Array(promptTokens), images: [] }, maxTokens);
     } catch (err) {
       if (err instanceof ContextLengthError) throw badRequest(err.message, chat.maxTokens !== undefined && room > 0 ? 'max_tokens' : 'messages', 'context_length_exceeded');
       throw err;
     }
-    return { prompt, maxTokens };
+    return { images, maxTokens, ids, grids: planned.map((p) => p.gridThw) };
+  }
+
+  /** In the queue: decode and patch the images (while the engine runs the job ahead), then take the engine. */
+  async function generate(chat: ChatRequest, checked: Checked): Promise<LocalGeneration> {
+    const processed: ImageInput[] = [];
+    for (const img of checked.images) {
+      try {
+        processed.push(await policy.image(img.bytes));
+      } catch (err) {
+        throw badRequest(`${img.param}: ${(err as Error).message.replace(/^image buffer \(\d+ bytes\): /, '')}`, img.param, 'invalid_image');
+      }
+    }
+    // The planned prompt ids hold when each image decoded to its planned grid (the usual case);
+    // otherwise build and check the prompt again.
+    const same = processed.every((img, i) => img.gridThw.every((v, k) => v === checked.grids[i]![k]));
+    const prompt = same ? { ids: checked.ids, images: processed } : policy.prompt(chat.messages, processed);
+    if (!same) policy.checkLength(prompt, checked.maxTokens);
+    return engine.run(() => policy.complete(prompt, {
+      n: chat.n, temperature: chat.temperature, topP: chat.topP, topK: chat.topK, maxTokens: checked.maxTokens, stop: chat.stop,
+      stopTokenIds: chat.stopTokenIds, seed: chat.seed, topLogprobs: chat.topLogprobs,
+    }));
   }
 
   function replyJson(res: ServerResponse, chat: ChatRequest, id: string, gen: LocalGeneration): void {
@@ -227,6 +279,7 @@ export async function serve(options: ServeOptions): Promise<ServeHandle> {
     res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', connection: 'keep-alive', 'x-accel-buffering': 'no' });
     const createdAt = Math.floor(Date.now() / 1000);
     const send = (choices: unknown[], extra: Record<string, unknown> = {}) => {
+      if (res.destroyed) return; // the client left mid-stream
       res.write(`data: ${JSON.stringify({ id, object: 'chat.completion.chunk', created: createdAt, model: modelName, system_fingerprint: 'vqalab', choices, ...extra })}\n\n`);
     };
     gen.choices.forEach((c, index) => {
@@ -245,7 +298,7 @@ export async function serve(options: ServeOptions): Promise<ServeHandle> {
       const completionTokens = gen.choices.reduce((a, c) => a + c.tokenIds.length, 0);
       send([], { usage: { prompt_tokens: gen.promptTokens, completion_tokens: completionTokens, total_tokens: gen.promptTokens + completionTokens } });
     }
-    res.end('data: [DONE]\n\n');
+    if (!res.destroyed) res.end('data: [DONE]\n\n');
   }
 
   async function chatCompletions(req: IncomingMessage, res: ServerResponse): Promise<void> {
@@ -260,19 +313,17 @@ export async function serve(options: ServeOptions): Promise<ServeHandle> {
     if (chat.model !== modelName) {
       throw new ApiError(404, `The model \`${chat.model}\` does not exist; this server serves "${modelName}" (GET /v1/models)`, 'not_found_error', 'model', 'model_not_found');
     }
-    const { prompt, maxTokens } = await prepare(chat);
+    const checked = await check(chat);
     const gone = new AbortController();
     const onClose = () => { if (!res.writableFinished) gone.abort(new Error('the client closed the connection')); };
     res.on('close', onClose);
     let gen: LocalGeneration;
     try {
-      gen = await queue.submit(clientKey(req, chat), () => policy.complete(prompt, {
-        n: chat.n, temperature: chat.temperature, topP: chat.topP, topK: chat.topK, maxTokens, stop: chat.stop,
-        stopTokenIds: chat.stopTokenIds, seed: chat.seed, topLogprobs: chat.topLogprobs,
-      }), gone.signal);
+      gen = await queue.submit(clientKey(req, chat), () => generate(chat, checked), gone.signal);
     } catch (err) {
       if (err instanceof QueueFullError) throw new ApiError(503, err.message, 'server_error', null, 'server_overloaded', { 'retry-after': '1' });
       if (gone.signal.aborted) return;
+      if (err instanceof ApiError) throw err;
       if (err instanceof ContextLengthError) throw badRequest(err.message, 'messages', 'context_length_exceeded');
       if (err instanceof RangeError && /top_logprobs/.test(err.message)) throw badRequest(err.message, 'top_logprobs', 'invalid_value');
       throw err;
@@ -320,6 +371,9 @@ export async function serve(options: ServeOptions): Promise<ServeHandle> {
   const server = http.createServer((req, res) => {
     const t0 = performance.now();
     counters.requests++;
+    // A client that disconnects mid-reply must not take the server down with a stream error.
+    res.on('error', (err) => log?.(`response error: ${req.method} ${req.url}: ${err.message}`));
+    req.on('error', (err) => log?.(`request error: ${req.method} ${req.url}: ${err.message}`));
     res.on('finish', () => {
       counters.byStatus[res.statusCode] = (counters.byStatus[res.statusCode] ?? 0) + 1;
       log?.(`${req.method} ${req.url} ${res.statusCode} ${(performance.now() - t0).toFixed(0)}ms`);

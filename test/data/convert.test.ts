@@ -116,7 +116,7 @@ test('wrong JSON shapes name the file, the element, the question_id and the fiel
   // CLI: a bad input is exit 1 with the message; a missing flag is a usage error.
   const r = cli('convert', '--questions', f.a!, '--annotations', f.q, '--image-dir', f.imgDir, '--output', out);
   assert.equal(r.status, 1);
-  assert.match(r.stderr, /^vqalab data: data convert: .*no "questions" array/m);
+  assert.match(r.stderr, /^vqalab data: convert: .*no "questions" array/m);
   assert.equal(cli('convert', '--questions', f.q).status, 2);
   assert.equal(cli('convert', '--help').status, 0);
   rmSync(f.dir, { recursive: true, force: true });

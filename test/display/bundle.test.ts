@@ -112,7 +112,7 @@ test('dashboard: a fast loop sends few bundles, always the newest state, all to 
   const sink = new RecordingSink();
   const dash = new Dashboard({ total: 1000, intervalMs: 100, sink, now: () => clock, title: 'live' });
   assert.equal(sink.calls.length, 1, 'shown at once, empty');
-  assert.equal(sink.calls[0]!.options?.update, false);
+  assert.ok(!sink.calls[0]!.options?.update, 'the first send is a display, not an update');
   for (let step = 0; step < 1000; step++) {
     clock += 0.5; // 2000 steps per second
     dash.log({ step, reward: step / 1000 });
@@ -164,4 +164,25 @@ test('dashboard without a sink keeps state for bundle(); overlays earlier runs a
   assert.deepEqual(thin([1, 2, 3, 4, 5].map((step) => ({ step })), 3).map((x) => x.step), [1, 4, 5]);
   assert.throws(() => dash.log({ step: 1, loss: NaN }), { message: 'Expected finite number for point.loss but received NaN of type number' });
   assert.throws(() => new Dashboard({ total: -1 }), { message: 'Expected non-negative integer for total but received -1 of type number' });
+});
+
+test('a real reward lab table (class instance, NaN statistics, per-row errors) shows as a reward table', async () => {
+  const { rewardLab, vqaAccuracy, exactMatch, defineReward } = await import('../../src/reward/index.js');
+  const flaky = defineReward('flaky', (_s: unknown, completion: string) => {
+    if (completion.includes('boom')) throw new Error('judge unavailable');
+    return completion.length > 3 ? 1 : 0;
+  });
+  const sample = (id: string, answer: string): VqaSample => ({ id, imagePath: '/nonexistent.png', question: `q${id}?`, answer, answers: Array(10).fill(answer) });
+  const table = await rewardLab([
+    { sample: sample('1', 'two'), completions: ['two', '2', 'boom two'] },
+    { sample: sample('2', 'red'), completions: ['red'] },
+  ], [vqaAccuracy(), exactMatch(), flaky]);
+  const b = await show(table);
+  const p = b[MIME.rewards] as { rows: { errors?: Record<string, string> }[]; stats: { zeroVarianceGroupFraction: Record<string, number | null> } };
+  assert.equal(p.rows.length, 4);
+  assert.ok(Object.values(p.stats.zeroVarianceGroupFraction).every((x) => x === null || typeof x === 'number'));
+  assert.match(p.rows[2]!.errors?.flaky ?? '', /judge unavailable/);
+  const html = b['text/html'] as string;
+  assert.doesNotMatch(html, /data-vqa="error"/);
+  assert.match(html, /title="error: [^"]*judge unavailable/);
 });

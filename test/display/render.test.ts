@@ -220,3 +220,8 @@ test('fitImage enlarges small images by whole factors (pixelated) and shrinks la
   assert.deepEqual(fitImage(200, 100, 320, 320), { width: 200, height: 100, scale: 1, pixelated: false });
   assert.deepEqual(fitImage(640, 480, 320, 320), { width: 320, height: 240, scale: 0.5, pixelated: false });
 });
+
+test('axis labels stay short and exact', async () => {
+  const { tickLabel } = await import('../../src/display/render/metrics.js');
+  assert.deepEqual([0, 0.005, 0.015, 1.2, 350, 1.5e-4, -0.25, 2e5].map(tickLabel), ['0', '0.005', '0.015', '1.2', '350', '1.5e-4', '−0.25', '2.0e+5']);
+});

@@ -1,7 +1,8 @@
 /**
  * End to end in a real JupyterLab 4.6.4 front end (Debian's jupyter-server + jupyterlab-server,
- * headless Chromium): the prebuilt extension installed by `vqalab lab install --user` loads as a
- * federated extension; running the notebook renders every widget with our renderers (DOM checks);
+ * headless Chromium) with the "TypeScript (vqalab)" kernel: the prebuilt extension installed by
+ * `vqalab lab install --user` loads as a federated extension; running the notebook (cells calling
+ * show, browse, plot, dashboard and the reward lab) renders every widget with our renderers (DOM checks);
  * the dashboard updates in place while the loop runs; keyboard works inside widgets; a malformed
  * bundle shows its error; the dark theme renders; the saved notebook keeps vendor types and
  * fallbacks. Screenshots go to test-artifacts/.
@@ -17,6 +18,8 @@ import { MIME } from '../../src/display/types.js';
 import { artifactPath, launch, type Browser } from '../extension/chromium.js';
 import { ensureLabApp, ROOT, startLab, type LabServer } from './lab.js';
 import { DASHBOARD_STEPS, writeNotebook } from './notebook.js';
+
+const cli = (args: string[], env: NodeJS.ProcessEnv) => execFileSync(process.execPath, [path.join(ROOT, 'bin/vqalab.js'), ...args], { env, encoding: 'utf8' }).trim();
 
 // DOM globals inside page.evaluate callbacks (the project compiles without the DOM lib; these stay module-local).
 /* eslint-disable @typescript-eslint/no-explicit-any */
@@ -45,8 +48,9 @@ before(async () => {
     ...process.env, JUPYTER_NO_CONFIG: '1', JUPYTER_DATA_DIR: dirs.data, JUPYTER_CONFIG_DIR: dirs.config,
     JUPYTER_RUNTIME_DIR: dirs.runtime, VQALAB_E2E_RUNTIME: dirs.lab, PYDEVD_DISABLE_FILE_VALIDATION: '1',
   };
-  // Exactly what a user runs: the extension lands in the user's Jupyter data folder.
-  log(execFileSync(process.execPath, [path.join(ROOT, 'bin/vqalab.js'), 'lab', 'install', '--user'], { env, encoding: 'utf8' }).trim());
+  // Exactly what a user runs: the extension and the kernelspec land in the user's Jupyter data folder.
+  log(cli(['lab', 'install', '--user'], env));
+  log(cli(['kernel', 'install', '--user'], env));
   await writeNotebook(dirs.notebooks!);
   const s = performance.now();
   server = await startLab(dirs.notebooks!, env);
@@ -98,7 +102,8 @@ test('running the notebook renders every widget with the extension; the dashboar
   const dash = cell(6).locator('.vqa-metrics');
   await dash.locator('.vqa-plot[data-revision]').waitFor({ timeout: 60_000 });
   await cell(6).scrollIntoViewIfNeeded();
-  await page.screenshot({ path: artifactPath('lab-dashboard-running.png') });
+  // A picture of the dashboard mid-run when the machine is quick enough to catch one.
+  if (/running$/.test(await dash.locator('.vqa-progress-label').textContent() ?? '')) await page.screenshot({ path: artifactPath('lab-dashboard-running.png') });
   await page.waitForFunction(() => [...document.querySelectorAll('.jp-NotebookPanel .jp-CodeCell .jp-InputArea-prompt')].every((p: any) => /\[\d+\]/.test(p.textContent)), null, { timeout: 120_000 });
   const seen = await page.evaluate(() => {
     clearInterval(window.__dashboardTimer);
@@ -128,7 +133,7 @@ test('running the notebook renders every widget with the extension; the dashboar
 test('sample card: image with alt text, crisp, zoomable; answers with counts; prediction; rewards with parts', async () => {
   const c = cell(1);
   const img = c.locator('.vqa-sample figure img');
-  assert.equal(await img.getAttribute('alt'), 'a red square left of a blue circle');
+  assert.equal(await img.getAttribute('alt'), 'image scene.png for the question "What color is the square?"');
   assert.equal(await img.evaluate((el: any) => getComputedStyle(el).imageRendering), 'pixelated');
   assert.equal(await c.locator('.vqa-answers tbody tr').count(), 4);
   assert.match(await c.locator('.vqa-answers tr.vqa-match').textContent() ?? '', /^red\s*= prediction\s*7$/);
@@ -155,19 +160,27 @@ test('group view: sorted by reward, sign-coloured advantages, clipped and trunca
   await c.locator('.vqa-group').screenshot({ path: artifactPath('lab-group.png') });
 });
 
-test('reward table: keyboard sorting inside JupyterLab (shortcuts suppressed in widgets), disagreement filter', async () => {
+test('reward table (the reward lab in the kernel): keyboard sorting inside JupyterLab, disagreement filter', async () => {
   const c = cell(3);
-  assert.equal(await c.locator('tr.vqa-disagree').count(), 2);
-  const judge = c.locator('button.vqa-sort[data-col="5"]');
-  await judge.focus();
+  const rows = c.locator('table.vqa-rewards-table tbody tr');
+  assert.equal(await rows.count(), 8);
+  const headers = await c.locator('table.vqa-rewards-table thead th').allTextContents();
+  assert.deepEqual(headers, ['sample', 'question', 'completion', 'vqa', 'exact', 'brief', 'disagreement']);
+  // Sort by disagreement with the keyboard (the notebook's command-mode shortcuts stay out of the widget).
+  const dis = c.locator('button.vqa-sort[data-col="6"]');
+  await dis.focus();
+  await page.keyboard.press('Enter');
+  assert.equal(await c.locator('table.vqa-rewards-table th').nth(6).getAttribute('aria-sort'), 'descending');
+  const values = (await rows.evaluateAll((rs: any[]) => rs.map((r) => Number(r.cells[6].dataset.v))));
+  assert.deepEqual(values, [...values].sort((a, b) => b - a));
+  assert.ok(values[0]! > 0, 'some completion makes the rewards disagree');
+  await page.keyboard.press('Shift+Tab');
+  assert.equal(await page.evaluate(() => document.activeElement?.dataset?.col), '5', 'Shift+Tab moves to the previous header');
   await page.keyboard.press('Enter');
   assert.equal(await c.locator('table.vqa-rewards-table th').nth(5).getAttribute('aria-sort'), 'descending');
-  assert.deepEqual(await c.locator('table.vqa-rewards-table tbody tr').evaluateAll((rows: any[]) => rows.map((r) => r.cells[5].textContent)), ['1', '1', '0.800', '0.500', 'failed']);
-  // Tab moves on to the next control, still inside the widget.
-  await page.keyboard.press('Tab');
-  assert.equal(await page.evaluate(() => document.activeElement?.dataset?.col), '6');
+  const disagreeing = await c.locator('tr.vqa-disagree').count();
   await c.locator('input.vqa-only-dis').check();
-  assert.equal(await c.locator('table.vqa-rewards-table tbody tr:not(.vqa-hidden)').count(), 2);
+  assert.equal(await c.locator('table.vqa-rewards-table tbody tr:not(.vqa-hidden)').count(), disagreeing);
   await c.locator('.vqa-rewards').screenshot({ path: artifactPath('lab-rewards.png') });
 });
 
@@ -221,7 +234,9 @@ test('the saved notebook keeps each output\'s vendor type with its fallbacks; th
     return m.content.cells.filter((c: any) => c.cell_type === 'code').map((c: any) => c.outputs.map((o: any) => `${o.output_type}:${Object.keys(o.data ?? {}).sort().join('|')}`));
   });
   assert.deepEqual(saved[0], [`display_data:${MIME.sample}|image/png|text/html|text/plain`]);
-  assert.deepEqual(saved[5], [`display_data:${MIME.metrics}|text/html|text/plain`], 'the dashboard is one output');
+  assert.deepEqual(saved[2], [`display_data:${MIME.rewards}|text/html|text/plain`]);
+  assert.deepEqual(saved[5], [`display_data:${MIME.metrics}|text/html|text/plain`], 'the dashboard is one output, its final value not echoed');
+  assert.deepEqual(saved[6], [`display_data:${MIME.metrics}|text/html|text/plain`], 'plot() as the last line shows once');
   // JupyterLab 4.6 warns that jupyter-server 1.23's kernel manager lacks kernelInfoTimeout: harmless.
   const problems = browser.problems.filter((p) => !/kernel manager does not support the kernelInfoTimeout/.test(p));
   assert.deepEqual(problems, []);

@@ -1,76 +1,79 @@
 /**
- * The end-to-end notebook: every widget's bundle, made by our Node builders and emitted by the
- * kernel as raw display_data; a live dashboard whose frames come from the real Dashboard (recorded
- * through a sink) and are replayed by the kernel as update_display_data while a loop runs.
- *
- * Until the vqalab kernel is on main the notebook runs on python3-ipykernel (IPython.display with
- * raw bundles): what is under test here is the front end, not the kernel.
+ * The end-to-end notebook, run by the "TypeScript (vqalab)" kernel: each cell calls the runtime's
+ * own display helpers (show, browse, plot, dashboard, the reward lab) exactly as a user would; the
+ * kernel's sink sends the bundles; the front end renders them. The test writes the data the cells
+ * read (a scene image, fixture payloads, metric curves) next to the notebook.
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { bundleFor, sampleBundle } from '../../src/display/bundle.js';
-import { Dashboard } from '../../src/display/dashboard.js';
-import type { DisplayOptions } from '../../src/display/output.js';
-import { MIME, type MimeBundle } from '../../src/display/types.js';
+import { dataUrlBytes } from '../../src/display/image.js';
 import * as fx from '../display/fixtures.js';
 
 export const DASHBOARD_STEPS = 20;
-/** Seconds the kernel waits between two dashboard frames. */
-export const FRAME_SECONDS = 0.4;
-
-/** Frames of a live dashboard: what a training loop of DASHBOARD_STEPS steps sends through its sink. */
-export async function dashboardFrames(): Promise<{ bundle: MimeBundle; options?: DisplayOptions }[]> {
-  const image = await fx.sceneImage();
-  const frames: { bundle: MimeBundle; options?: DisplayOptions }[] = [];
-  let clock = 0;
-  const dash = new Dashboard({
-    title: 'Live training', total: DASHBOARD_STEPS, run: 'live', intervalMs: 0, now: () => clock,
-    compare: [{ name: 'previous run', points: fx.points(DASHBOARD_STEPS, 2) }],
-    sink: { display: (bundle, options) => frames.push({ bundle: JSON.parse(JSON.stringify(bundle)), options }) },
-  });
-  const pts = fx.points(DASHBOARD_STEPS, 0);
-  for (const pt of pts) {
-    clock += 1500;
-    dash.log(pt);
-    if (pt.step % 5 === 4) dash.setGroup(fx.group(image, pt.step));
-  }
-  dash.finish('done');
-  return frames;
-}
+/** Milliseconds the notebook's loop spends per step (the dashboard throttles at 250 ms). */
+export const STEP_MS = 400;
 
 function code(source: string): object {
   return { cell_type: 'code', execution_count: null, metadata: {}, outputs: [], source };
 }
 
-/** Writes bundles/*.json and widgets.ipynb into `dir`; returns the notebook's file name. */
-export async function writeNotebook(dir: string): Promise<string> {
+/** Writes data/* and widgets.ipynb into `dir`; returns the notebook's file name. */
+export async function writeNotebook(dir: string, kernel = { name: 'vqalab', display_name: 'TypeScript (vqalab)' }): Promise<string> {
   const image = await fx.sceneImage();
-  const bundles: Record<string, unknown> = {
-    sample: await sampleBundle(fx.sample(image)),
-    group: bundleFor(MIME.group, fx.group(image)),
-    rewards: bundleFor(MIME.rewards, fx.rewardTable()),
-    dataset: bundleFor(MIME.dataset, fx.dataset(image)),
-    metrics: bundleFor(MIME.metrics, { ...fx.metrics(image), latestGroup: undefined, progress: undefined }),
+  const data = path.join(dir, 'data');
+  mkdirSync(data, { recursive: true });
+  writeFileSync(path.join(data, 'scene.png'), dataUrlBytes(image.src));
+  const sample = fx.sample(image);
+  const files: Record<string, unknown> = {
+    answers: sample.answers,
+    'sample-rewards': sample.rewards,
+    group: fx.group(image, 12),
+    'late-group': fx.group(image, 19),
+    'bad-group': (() => {
+      const g = fx.group(image) as unknown as { completions: Record<string, unknown>[] };
+      delete g.completions[1]!.advantage;
+      return g;
+    })(),
+    'live-points': fx.points(DASHBOARD_STEPS, 0),
+    'previous-points': fx.points(DASHBOARD_STEPS, 2),
+    'baseline-points': fx.points(40, 1),
+    'lr-points': fx.points(30, 0),
   };
-  // A producer bug: the vendor payload lacks a field. The front end must say which, in the cell.
-  const bad = bundleFor(MIME.group, fx.group(image));
-  delete (bad[MIME.group] as { completions: Record<string, unknown>[] }).completions[1]!.advantage;
-  bundles.bad = bad;
-  bundles.dashboard = (await dashboardFrames()).map((f) => f.bundle);
-  mkdirSync(path.join(dir, 'bundles'), { recursive: true });
-  for (const [name, b] of Object.entries(bundles)) writeFileSync(path.join(dir, 'bundles', `${name}.json`), JSON.stringify(b));
+  for (const [name, value] of Object.entries(files)) writeFileSync(path.join(data, `${name}.json`), JSON.stringify(value));
   const nb = {
     nbformat: 4, nbformat_minor: 5,
-    metadata: { kernelspec: { name: 'python3', display_name: 'Python 3', language: 'python' } },
+    metadata: { kernelspec: { ...kernel, language: 'typescript' } },
     cells: [
-      { cell_type: 'markdown', metadata: {}, source: '# vqalab widgets\nEvery widget of the display contract, as the kernel sends it.' },
-      code('import json, time\nfrom IPython.display import display\n\ndef bundle(name):\n    with open(f"bundles/{name}.json") as f:\n        return json.load(f)\n\ndisplay(bundle("sample"), raw=True)'),
-      code('display(bundle("group"), raw=True)'),
-      code('display(bundle("rewards"), raw=True)'),
-      code('display(bundle("dataset"), raw=True)'),
-      code('display(bundle("bad"), raw=True)'),
-      code(`frames = bundle("dashboard")\nhandle = display(frames[0], raw=True, display_id=True)\nfor frame in frames[1:]:\n    time.sleep(${FRAME_SECONDS})\n    handle.update(frame, raw=True)`),
-      code('display(bundle("metrics"), raw=True)'),
+      { cell_type: 'markdown', metadata: {}, source: '# vqalab widgets\nEvery widget of the display contract, from the runtime\'s own helpers.' },
+      code(`import { readFileSync } from 'fs';
+const load = (name: string) => JSON.parse(readFileSync(\`data/\${name}.json\`, 'utf8'));
+const square = { id: '42001', imagePath: 'data/scene.png', question: 'What color is the square?', answer: 'red',
+  answers: load('answers'), answerType: 'other', questionType: 'what color is the' };
+await show(square, { prediction: 'red', rewards: load('sample-rewards') });`),
+      code(`await show(load('group'));`),
+      code(`const q = (id: string, question: string, answer: string) => ({ id, imagePath: 'data/scene.png', question, answer, answers: Array(10).fill(answer) });
+const table = await rewardLab([
+  { sample: q('s1', 'What color is the square?', 'red'), completions: ['red', 'Red.', 'It is red, I think', 'blue'] },
+  { sample: q('s2', 'How many circles?', '1'), completions: ['1', 'one', 'There is one circle in the picture.', '2'] },
+], { vqa: vqaAccuracy(), exact: exactMatch(), brief: brevity({ maxWords: 2 }) });
+await show(table);`),
+      code(`const types = ['yes/no', 'number', 'other'], qtypes = ['is the', 'how many', 'what color is the'];
+const samples = Array.from({ length: 30 }, (_, i) => ({ id: String(1000 + i), imagePath: 'data/scene.png',
+  question: \`\${qtypes[i % 3]} question \${i}?\`, answer: \`answer\${i % 5}\`,
+  answers: Array.from({ length: 10 }, (_, j) => (j < 7 ? \`answer\${i % 5}\` : \`other\${j}\`)), answerType: types[i % 3], questionType: qtypes[i % 3] }));
+await browse(samples, { name: 'shapes-val', pageSize: 8 });`),
+      code(`// A producer bug: the vendor payload lacks a field. The front end must say which, in the cell.
+display({ 'application/vnd.vqalab.group.v1+json': load('bad-group'), 'text/plain': 'a group from a buggy producer' });`),
+      code(`const live = load('live-points'), lateGroup = load('late-group');
+const d = dashboard({ title: 'Live training', total: ${DASHBOARD_STEPS}, run: 'live', intervalMs: 250,
+  compare: [{ name: 'previous run', points: load('previous-points') }] });
+for (const point of live) {
+  d.log(point);
+  if (point.step % 5 === 4) d.setGroup({ ...lateGroup, step: point.step });
+  await new Promise((r) => setTimeout(r, ${STEP_MS}));
+}
+d.finish();`),
+      code(`plot([{ name: 'baseline', points: load('baseline-points') }, { name: 'lr=1e-5', points: load('lr-points') }], { title: 'GRPO on shapes', smoothing: 0.3 });`),
     ],
   };
   writeFileSync(path.join(dir, 'widgets.ipynb'), JSON.stringify(nb, null, 1));

@@ -120,3 +120,51 @@ test('forward of several requests at once equals one at a time', async () => {
     m.dispose();
   }
 });
+
+test('two models at once (Promise.all) give the same results as one after the other', async () => {
+  const c = fixture('untied_mqa_two_images');
+  const a = await loadModel(`${c.dir}/policy`);
+  const b = await loadModel(`${c.dir}/reference`);
+  try {
+    const [ra1] = await a.forward([{ prompt: c.prompt, completions: c.completions }]);
+    const [rb1] = await b.forward([{ prompt: c.prompt, completions: c.completions }]);
+    const [[ra2], [rb2], s1, s2] = await Promise.all([
+      a.forward([{ prompt: c.prompt, completions: c.completions }]),
+      b.forward([{ prompt: c.prompt, completions: c.completions }]),
+      a.sample({ prompt: c.prompt, n: 3, temperature: 1, maxTokens: 5, seed: 4 }),
+      b.sample({ prompt: c.prompt, n: 3, temperature: 1, maxTokens: 5, seed: 4 }),
+    ]);
+    assert.deepEqual(ra2!.logprobs, ra1!.logprobs);
+    assert.deepEqual(rb2!.logprobs, rb1!.logprobs);
+    assert.deepEqual(s1, await a.sample({ prompt: c.prompt, n: 3, temperature: 1, maxTokens: 5, seed: 4 }));
+    assert.deepEqual(s2, await b.sample({ prompt: c.prompt, n: 3, temperature: 1, maxTokens: 5, seed: 4 }));
+  } finally {
+    a.dispose();
+    b.dispose();
+  }
+});
+
+test('edge cases: empty completions, no completions, a text-only prompt on a vision model', async () => {
+  const c = fixture('tied_gqa2_one_image');
+  const m = await loadModel(`${c.dir}/policy`);
+  try {
+    const [r] = await m.forward([{ prompt: c.prompt, completions: [new Int32Array(0), c.completions[0]!], keepForBackward: true }]);
+    assert.equal(r!.logprobs[0]!.length, 0);
+    const [ref] = await m.forward([{ prompt: c.prompt, completions: [c.completions[0]!] }]);
+    assert.ok(maxAbsDiff(r!.logprobs[1]!, ref!.logprobs[0]!) < 1e-5);
+    m.zeroGrad();
+    await m.backward([[new Float32Array(0), new Float32Array(c.completions[0]!.length).fill(0.1)]]);
+    const [none] = await m.forward([{ prompt: c.prompt, completions: [] }]);
+    assert.deepEqual(none!.logprobs, []);
+    const text = { ids: Int32Array.from([1, 2, 3, 4, 5]), images: [] };
+    const [t] = await m.forward([{ prompt: text, completions: [Int32Array.from([6, 7])], keepForBackward: true }]);
+    assert.equal(t!.logprobs[0]!.length, 2);
+    m.zeroGrad();
+    await m.backward([[Float32Array.from([1, 1])]]);
+    // no image: the vision tower gets no gradient
+    assert.equal(maxAbs(m._native._grad('visual.patch_embed.proj.weight')!), 0);
+    assert.ok(maxAbs(m._native._grad('model.layers.0.mlp.up_proj.weight')!) > 0);
+  } finally {
+    m.dispose();
+  }
+});

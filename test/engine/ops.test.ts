@@ -199,7 +199,14 @@ function attentionRef(q: Float32Array, k: Float32Array, v: Float32Array, spans: 
   return out;
 }
 
+const causal = (n: number, a1 = 0, b0 = 0): number[][] => Array.from({ length: n }, (_, i) => [0, a1, b0, b0 + i + 1]);
+const frame = (s: number, e: number): number[][] => Array.from({ length: e - s }, () => [0, 0, s, e]);
+
 for (const [label, NH, KVH, spans, Tk] of [
+  // groups of 8+ rows go through the blocked (GEMM) path, smaller ones through the row path
+  ['blocked: a 20-row prompt, completions of 12 and 3 rows, GQA 3', 6, 2, [...causal(20), ...causal(12, 20, 20), ...causal(3, 20, 32)], 35],
+  ['blocked: two image frames of 12 and 9 rows (bidirectional), MHA', 2, 2, [...frame(0, 12), ...frame(12, 21)], 21],
+  ['blocked: 140 causal rows (two chunks of rows)', 2, 1, causal(140), 140],
   ['causal, GQA 2', 4, 2, [[0, 0, 0, 1], [0, 0, 0, 2], [0, 0, 0, 3], [0, 0, 0, 4], [0, 0, 0, 5]], 5],
   ['shared prefix of 3 rows + 2 completions, MQA', 3, 1,
     [[0, 0, 0, 1], [0, 0, 0, 2], [0, 0, 0, 3], [0, 3, 3, 4], [0, 3, 3, 5], [0, 3, 5, 6], [0, 3, 5, 7], [0, 3, 5, 8]], 8],

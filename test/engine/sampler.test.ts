@@ -110,3 +110,31 @@ test('sampler: top-k 1 is greedy; returned log-probs are those of the unfiltered
     m.dispose();
   }
 });
+
+test('sampler and forward: an AbortSignal stops the call with its reason; the model works on afterwards', async () => {
+  const m = await loadModel(`${c.dir}/policy`);
+  try {
+    const ac = new AbortController();
+    ac.abort(new Error('stop now'));
+    await assert.rejects(m.sample({ prompt: c.prompt, n: 2, temperature: 1, maxTokens: 4, seed: 0, signal: ac.signal }), { message: 'stop now' });
+    await assert.rejects(m.forward([{ prompt: c.prompt, completions: c.completions }], { signal: ac.signal }), { message: 'stop now' });
+    // aborted while running: a long sampling run (32 samples x 200 tokens) stops early
+    const long = { prompt: c.prompt, n: 32, temperature: 1, maxTokens: 200, seed: 1 };
+    let t0 = performance.now();
+    await m.sample(long);
+    const full = performance.now() - t0;
+    const live = new AbortController();
+    t0 = performance.now();
+    const started = m.sample({ ...long, signal: live.signal });
+    setTimeout(() => live.abort(new Error('interrupted by the test')), 10);
+    await assert.rejects(started, { message: 'interrupted by the test' });
+    const cut = performance.now() - t0;
+    assert.ok(cut < full / 2, `the native call stopped early (${cut.toFixed(0)} ms vs ${full.toFixed(0)} ms for the whole run)`);
+    const s = await m.sample({ prompt: c.prompt, n: 1, temperature: 0, maxTokens: 3, seed: 0 });
+    assert.equal(s.tokenIds[0]!.length, 3);
+    await assert.rejects(m.sample({ prompt: c.prompt, n: 1, temperature: 0, maxTokens: 3, seed: 0, signal: 'x' as unknown as AbortSignal }),
+      { message: 'Expected AbortSignal for request.signal but received "x" of type string' });
+  } finally {
+    m.dispose();
+  }
+});

@@ -19,12 +19,17 @@ export interface OfficialOutcome {
   evalQA?: Record<string, string>;
   /** repr of every unrounded per-question accuracy, in evaluation order. */
   raw?: string[];
+  /** CPU time the official code spent on the case (loading the files included). */
+  cpuSeconds?: number;
 }
 
 // Our harness around the official classes: loads the files through the official VQA/loadRes, runs
 // VQAEval.evaluate(), records each unrounded accuracy by wrapping setEvalQA, prints JSON lines.
 const HARNESS = String.raw`
-import sys, json, io, os
+import sys, json, io, os, resource
+def cpu():
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
 sys.path.insert(0, sys.argv[1])
 from vqa import VQA
 from vqaEval import VQAEval
@@ -39,6 +44,7 @@ for case in sys.argv[2:]:
     ann, ques, res = [os.path.join(case, f) for f in ('ann.json', 'ques.json', 'res.json')]
     old = sys.stdout
     sys.stdout = io.BytesIO() if sys.version_info[0] == 2 else io.StringIO()
+    t0 = cpu()
     try:
         vqa = VQA(ann, ques)
         vqaRes = vqa.loadRes(res, ques)
@@ -50,6 +56,7 @@ for case in sys.argv[2:]:
             'perAnswerType': dict((k, '%.02f' % v) for k, v in ev.accuracy['perAnswerType'].items()),
             'evalQA': dict((str(k), repr(v)) for k, v in ev.evalQA.items()),
             'raw': list(raw),
+            'cpuSeconds': cpu() - t0,
         }
     except Exception as e:
         out = {'error': '%s: %s' % (type(e).__name__, e)}

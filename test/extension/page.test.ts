@@ -179,6 +179,18 @@ test('dark theme: widgets follow the theme variables and the plot re-themes when
   await page.screenshot({ path: artifactPath('page-dark.png'), fullPage: true });
 });
 
+test('dispose() purges the plot (plotly releases its data and listeners)', async () => {
+  const { page } = browser;
+  const purged = await page.evaluate(() => {
+    const m = window.vqalabWidgets.find((w: any) => w.host.closest('#cell-3'));
+    const plot = document.querySelector('#cell-3 .vqa-plot');
+    const before = Array.isArray(plot.data);
+    m.dispose();
+    return { before, after: plot.data === undefined && plot._fullLayout === undefined };
+  });
+  assert.deepEqual(purged, { before: true, after: true });
+});
+
 test('the page logged no errors', () => {
   assert.deepEqual(browser.problems, []);
 });

@@ -56,7 +56,7 @@ test('cases: discovery, malformed meta, and a case no checker applies to', async
   const results = await runParity(dir, { device: 'cpu', settings: {} });
   assert.deepEqual(results.map((r) => [r.caseName, r.ok]), [['a', false], ['b/deeper', false], ['c', false]]);
   assert.match(results[0]!.error!, /a\/meta\.json: not valid JSON/);
-  assert.match(results[1]!.error!, /no checker applies to this case \(registered: vision\)/);
+  assert.match(results[1]!.error!, /no checker applies to this case \(registered: vision, engine\)/);
   assert.match(results[2]!.error!, /c\/meta\.json: expected a JSON object/);
   // A vision case whose meta misses a field names the file and the field.
   writeFileSync(path.join(dir, 'a', 'meta.json'), '{"images": {"x": {"grid_thw": [1, 2], "min_pixels": 1, "max_pixels": 9}}}');

@@ -5,7 +5,7 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
@@ -13,7 +13,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { readReportData } from '../../src/report/html.js';
 import { Browser } from './browser.js';
-import { demoNotebook, failingNotebook, secretsNotebook } from './notebooks.js';
+import { demoNotebook, failingNotebook, pythonNotebook, secretsNotebook } from './notebooks.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 const CLI = path.join(ROOT, 'bin', 'vqalab.js');
@@ -81,7 +81,7 @@ describe('vqalab report', { timeout: 600_000 }, () => {
       const img = page.locator('.vq-vendor[data-mime="application/vnd.vqalab.sample.v1+json"] img').first();
       assert.ok(await img.isVisible());
       await img.scrollIntoViewIfNeeded(); // the widget's images load lazily
-      assert.equal(await img.evaluate(async (el: HTMLImageElement) => { await el.decode(); return el.naturalWidth; }), 48, 'the embedded image decoded');
+      assert.equal(await img.evaluate(async (el: any) => { await el.decode(); return el.naturalWidth as number; }), 48, 'the embedded image decoded');
       // The metrics widget (the display renderers' code, as in JupyterLab) draws its plotly panels.
       const metrics = page.locator('.vq-vendor[data-mime="application/vnd.vqalab.metrics.v1+json"] [data-vqa="metrics"]');
       assert.ok(await metrics.isVisible());
@@ -207,5 +207,31 @@ describe('vqalab report', { timeout: 600_000 }, () => {
     const v = vqalab(['report', 'verify', 'secrets/report.html', '-q'], { cwd: dir, env: { VQALAB_PLANTED_API_KEY: key } });
     assert.equal(v.code, 1);
     assert.match(v.stderr, /parameter "api_token" was redacted from the report \(a secret\); pass it again with --param api_token=…/);
+  });
+
+  test('Ctrl-C interrupts the running cell, keeps what ran, and exits 130', async () => {
+    const nb = pythonNotebook([
+      { cell_type: 'code', metadata: {}, source: 'print("first")', outputs: [], execution_count: null },
+      { cell_type: 'code', metadata: {}, source: 'import time\nprint("sleeping", flush=True)\ntime.sleep(120)', outputs: [], execution_count: null },
+      { cell_type: 'code', metadata: {}, source: 'print("never")', outputs: [], execution_count: null },
+    ]);
+    writeFileSync(path.join(dir, 'slow.ipynb'), JSON.stringify(nb));
+    const child = spawn(process.execPath, [CLI, 'report', 'run', 'slow.ipynb', '--out', 'slow'], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', (b: Buffer) => {
+      stderr += b.toString();
+    });
+    const t0 = Date.now();
+    while (!stderr.includes('cell 1 (2/3)') && Date.now() - t0 < 60_000) await new Promise((r) => setTimeout(r, 100));
+    await new Promise((r) => setTimeout(r, 1500));
+    child.kill('SIGINT');
+    const code = await new Promise<number | null>((r) => child.on('exit', (c) => r(c)));
+    assert.equal(code, 130, stderr);
+    assert.ok(Date.now() - t0 < 60_000, 'stopped long before the cell would have ended');
+    const out = JSON.parse(readFileSync(path.join(dir, 'slow', 'slow.ipynb'), 'utf8'));
+    assert.deepEqual(out.cells[1].outputs.map((o: any) => o.ename ?? o.name), ['stdout', 'KeyboardInterrupt']);
+    assert.deepEqual(out.cells[2].outputs, []);
+    assert.equal(out.metadata.vqalab.report.stamp.run.status, 'interrupted');
+    assert.match(readFileSync(path.join(dir, 'slow', 'report.html'), 'utf8'), /The run stopped at <a href="#cell-1">cell 1<\/a>: interrupted/);
   });
 });

@@ -26,6 +26,10 @@ test('the table has the display payload shape, one row per completion, grouped b
   assert.deepEqual(Object.keys(json.stats).sort(), ['correlation', 'mean', 'std', 'zeroVarianceGroupFraction']);
   assert.deepEqual(Object.keys(json.rows[0]!).sort(), ['completion', 'disagreement', 'groupId', 'parts', 'question', 'sampleId', 'scores']);
   assert.match(table.toText(), /^sample\s+completion\s+vqa\s+exact\s+sim\s+disagree$/m);
+  // The display contract's check: every statistic a finite number, correlations finite or null.
+  for (const rec of [json.stats.mean, json.stats.std, json.stats.zeroVarianceGroupFraction]) for (const v of Object.values(rec)) assert.ok(Number.isFinite(v));
+  for (const row of json.stats.correlation) for (const v of row) assert.ok(v === null || Number.isFinite(v));
+  for (const row of json.rows) assert.ok(Number.isFinite(row.disagreement));
 });
 
 test('statistics: mean, population std, Pearson correlation, zero-variance groups', async () => {
@@ -65,10 +69,15 @@ test('failed rewards show as null scores with the reason, and are left out of th
   assert.equal(table.failures.length, 2);
   assert.equal(table.stats.zeroVarianceGroupFraction.num, 0);
   assert.match(table.toText(), /2 reward failure\(s\):/);
-  // NaN statistics (no scores) serialise as null.
-  const none = await rewardLab([{ sample: color, completions: ['x'] }], { num: numeric() });
-  assert.ok(Number.isNaN(none.stats.mean.num));
-  assert.equal(JSON.parse(JSON.stringify(none)).stats.mean.num, null);
+  // Undefined statistics (no scores; no group with two scores) are left out of the payload, which
+  // holds finite numbers only (the display contract's check); the methods say NaN.
+  const none = await rewardLab([{ sample: color, completions: ['x'] }, { sample: dogs, completions: ['2'] }], { num: numeric() });
+  assert.ok(Number.isNaN(none.mean('num')) === false && none.mean('num') === 1);
+  assert.ok(Number.isNaN(none.zeroVarianceFraction('num')));
+  assert.deepEqual(none.stats.zeroVarianceGroupFraction, {});
+  const empty = await rewardLab([{ sample: color, completions: ['x'] }], { num: numeric() });
+  assert.ok(Number.isNaN(empty.mean('num')));
+  assert.deepEqual(JSON.parse(JSON.stringify(empty)).stats, { mean: {}, std: {}, correlation: [[null]], zeroVarianceGroupFraction: {} });
 });
 
 test('completions from any Policy, with a failing generation reported rather than dropped', async () => {

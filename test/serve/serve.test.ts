@@ -185,6 +185,17 @@ describe('the openai package as a plain user', () => {
     assert.equal(a.json.usage.prompt_tokens, b.json.usage.prompt_tokens);
   });
 
+  test('an EXIF-rotated JPEG is planned and processed upright (prompt tokens from the header match the pixels)', async () => {
+    // 168x112 stored, orientation 6 (rotate 90°): 112x168 upright, 4x6 merged tokens = 24.
+    const jpeg = await sharp({ create: { width: 168, height: 112, channels: 3, background: '#c33' } }).jpeg().withMetadata({ orientation: 6 }).toBuffer();
+    const upright = await sharp(jpeg).rotate().png().toBuffer();
+    const a = await post(open, { model: 'vqalab', messages: userTurn(`data:image/jpeg;base64,${jpeg.toString('base64')}`), temperature: 0, max_tokens: 2 });
+    const b = await post(open, { model: 'vqalab', messages: userTurn(`data:image/png;base64,${upright.toString('base64')}`), temperature: 0, max_tokens: 2 });
+    assert.equal(a.status, 200, JSON.stringify(a.json));
+    assert.equal(a.json.usage.prompt_tokens, b.json.usage.prompt_tokens);
+    assert.equal((await policy.image(jpeg)).gridThw.join('x'), '1x12x8');
+  });
+
   test('concurrent requests are all answered (queued onto the engine)', async () => {
     const client = new OpenAI({ baseURL: open.url, apiKey: 'unused' });
     const replies = await Promise.all(Array.from({ length: 8 }, (_x, i) => client.chat.completions.create({

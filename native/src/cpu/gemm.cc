@@ -133,68 +133,121 @@ void ukernel_portable(int64_t kc, const float* A, const float* B, float* C, int6
   }
 }
 
-void sgemm(bool transA, bool transB, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
-           const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
-  if (M <= 0 || N <= 0) return;
-  if (K <= 0 || alpha == 0.0f) {
-    for (int64_t i = 0; i < M; i++)
-      for (int64_t j = 0; j < N; j++) C[i * ldc + j] = beta == 0.0f ? 0.0f : beta * C[i * ldc + j];
-    return;
-  }
+namespace {
+
+// C[:, jc:jc+nc] (+)= alpha op(A)[:, pc:pc+kc] * Bblock for one packed (pc, jc) block of B.
+void gemm_block(bool transA, int64_t M, int64_t nc, int64_t kc, int64_t pc, float alpha, const float* A, int64_t lda,
+                const float* bp, float beta_eff, float* C, int64_t ldc) {
   const UKernel uk = kernel().fn;
   ThreadPool& pool = ThreadPool::get();
   const int nt = pool.size();
+  const int64_t npanels = (nc + kNR - 1) / kNR;
+  // Tasks: (MC block of rows) x (group of B panels). Split the panels when there are few row
+  // blocks, so small-M products (decoding) still use every thread.
+  const int64_t nic = (M + kMC - 1) / kMC;
+  int64_t jsplit = 1;
+  if (nic < 2 * nt) jsplit = std::min<int64_t>(npanels, (2 * nt + nic - 1) / nic);
+  const int64_t panels_per = (npanels + jsplit - 1) / jsplit;
+  pool.parallel_tasks(nic * jsplit, [&](int64_t task, int) {
+    const int64_t icb = task / jsplit, js = task % jsplit;
+    const int64_t ic = icb * kMC;
+    const int64_t mc = std::min(kMC, M - ic);
+    const int64_t q0 = js * panels_per, q1 = std::min(npanels, q0 + panels_per);
+    if (q0 >= q1) return;
+    const int64_t mcp = (mc + kMR - 1) / kMR * kMR;
+    float* ap = scratch(tl_pack_a, static_cast<size_t>(mcp * kc));
+    pack_a(ap, transA, A, lda, ic, mc, pc, kc);
+    float tile[kMR * kNR];
+    for (int64_t q = q0; q < q1; q++) {
+      const int64_t jr = q * kNR;
+      const int64_t nr = std::min<int64_t>(kNR, nc - jr);
+      const float* bpanel = bp + jr * kc;
+      for (int64_t ir = 0; ir < mc; ir += kMR) {
+        const int64_t mr = std::min<int64_t>(kMR, mc - ir);
+        float* c = C + (ic + ir) * ldc + jr;
+        if (mr == kMR && nr == kNR) {
+          uk(kc, ap + ir * kc, bpanel, c, ldc, alpha, beta_eff);
+        } else {
+          // Edge tile: same kernel into a padded tile, then merge the valid part.
+          uk(kc, ap + ir * kc, bpanel, tile, kNR, alpha, 0.0f);
+          for (int64_t i = 0; i < mr; i++)
+            for (int64_t j = 0; j < nr; j++) {
+              float& o = c[i * ldc + j];
+              o = beta_eff == 0.0f ? tile[i * kNR + j] : tile[i * kNR + j] + beta_eff * o;
+            }
+        }
+      }
+    }
+  });
+}
 
+bool trivial(int64_t M, int64_t N, int64_t K, float alpha, float beta, float* C, int64_t ldc) {
+  if (M <= 0 || N <= 0) return true;
+  if (K <= 0 || alpha == 0.0f) {
+    for (int64_t i = 0; i < M; i++)
+      for (int64_t j = 0; j < N; j++) C[i * ldc + j] = beta == 0.0f ? 0.0f : beta * C[i * ldc + j];
+    return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+void sgemm(bool transA, bool transB, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
+           const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  if (trivial(M, N, K, alpha, beta, C, ldc)) return;
+  ThreadPool& pool = ThreadPool::get();
   for (int64_t jc = 0; jc < N; jc += kNC) {
     const int64_t nc = std::min(kNC, N - jc);
     const int64_t npanels = (nc + kNR - 1) / kNR;
     for (int64_t pc = 0; pc < K; pc += kKC) {
       const int64_t kc = std::min(kKC, K - pc);
-      const float beta_eff = pc == 0 ? beta : 1.0f;
-
       float* bp = scratch(tl_pack_b, static_cast<size_t>(npanels * kNR * kc));
-      // Pack B: panels split among the threads.
       pool.parallel_for(npanels, 8, [&](int64_t p0, int64_t p1, int) {
         pack_b(bp, transB, B, ldb, pc, kc, jc, nc, p0 * kNR, p1 * kNR);
       });
+      gemm_block(transA, M, nc, kc, pc, alpha, A, lda, bp, pc == 0 ? beta : 1.0f, C + jc, ldc);
+    }
+  }
+}
 
-      // Tasks: (MC block of rows) x (group of B panels). Split the panels when there are few row
-      // blocks, so small-M products (decoding) still use every thread.
-      const int64_t nic = (M + kMC - 1) / kMC;
-      int64_t jsplit = 1;
-      if (nic < 2 * nt) jsplit = std::min<int64_t>(npanels, (2 * nt + nic - 1) / nic);
-      const int64_t panels_per = (npanels + jsplit - 1) / jsplit;
-      pool.parallel_tasks(nic * jsplit, [&](int64_t task, int) {
-        const int64_t icb = task / jsplit, js = task % jsplit;
-        const int64_t ic = icb * kMC;
-        const int64_t mc = std::min(kMC, M - ic);
-        const int64_t q0 = js * panels_per, q1 = std::min(npanels, q0 + panels_per);
-        if (q0 >= q1) return;
-        const int64_t mcp = (mc + kMR - 1) / kMR * kMR;
-        float* ap = scratch(tl_pack_a, static_cast<size_t>(mcp * kc));
-        pack_a(ap, transA, A, lda, ic, mc, pc, kc);
-        float tile[kMR * kNR];
-        for (int64_t q = q0; q < q1; q++) {
-          const int64_t jr = q * kNR;
-          const int64_t nr = std::min<int64_t>(kNR, nc - jr);
-          const float* bpanel = bp + jr * kc;
-          for (int64_t ir = 0; ir < mc; ir += kMR) {
-            const int64_t mr = std::min<int64_t>(kMR, mc - ir);
-            float* c = C + (ic + ir) * ldc + jc + jr;
-            if (mr == kMR && nr == kNR) {
-              uk(kc, ap + ir * kc, bpanel, c, ldc, alpha, beta_eff);
-            } else {
-              // Edge tile: same kernel into a padded tile, then merge the valid part.
-              uk(kc, ap + ir * kc, bpanel, tile, kNR, alpha, 0.0f);
-              for (int64_t i = 0; i < mr; i++)
-                for (int64_t j = 0; j < nr; j++) {
-                  float& out = c[i * ldc + j];
-                  out = beta_eff == 0.0f ? tile[i * kNR + j] : tile[i * kNR + j] + beta_eff * out;
-                }
-            }
-          }
-        }
+void sgemm_pack_b(PackedB& out, bool transB, int64_t K, int64_t N, const float* B, int64_t ldb) {
+  out.K = K;
+  out.N = N;
+  out.offsets.clear();
+  int64_t total = 0;
+  for (int64_t jc = 0; jc < N; jc += kNC) {
+    const int64_t npanels = (std::min(kNC, N - jc) + kNR - 1) / kNR;
+    for (int64_t pc = 0; pc < K; pc += kKC) {
+      out.offsets.push_back(total);
+      total += npanels * kNR * std::min(kKC, K - pc);
+    }
+  }
+  out.data.assign(static_cast<size_t>(total), 0.0f);
+  size_t b = 0;
+  for (int64_t jc = 0; jc < N; jc += kNC) {
+    const int64_t nc = std::min(kNC, N - jc);
+    const int64_t npanels = (nc + kNR - 1) / kNR;
+    for (int64_t pc = 0; pc < K; pc += kKC, b++) {
+      const int64_t kc = std::min(kKC, K - pc);
+      float* bp = out.data.data() + out.offsets[b];
+      parallel_for(npanels, 8, [&](int64_t p0, int64_t p1, int) {
+        pack_b(bp, transB, B, ldb, pc, kc, jc, nc, p0 * kNR, p1 * kNR);
       });
+    }
+  }
+}
+
+void sgemm_packed(bool transA, int64_t M, float alpha, const float* A, int64_t lda, const PackedB& B, float beta,
+                  float* C, int64_t ldc) {
+  const int64_t N = B.N, K = B.K;
+  if (trivial(M, N, K, alpha, beta, C, ldc)) return;
+  size_t b = 0;
+  for (int64_t jc = 0; jc < N; jc += kNC) {
+    const int64_t nc = std::min(kNC, N - jc);
+    for (int64_t pc = 0; pc < K; pc += kKC, b++) {
+      const int64_t kc = std::min(kKC, K - pc);
+      gemm_block(transA, M, nc, kc, pc, alpha, A, lda, B.data.data() + B.offsets[b], pc == 0 ? beta : 1.0f, C + jc, ldc);
     }
   }
 }

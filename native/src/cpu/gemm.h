@@ -10,11 +10,24 @@
 // tile (edge tiles are padded, not special-cased), so a row's result does not depend on the other rows.
 #pragma once
 #include <cstdint>
+#include <vector>
 
 namespace vq {
 
 void sgemm(bool transA, bool transB, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
            const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
+
+// B packed once for many products (the weights during sampling): C = alpha op(A) op(B) + beta C with
+// exactly the arithmetic of sgemm, so results are bitwise the same as with an unpacked B.
+struct PackedB {
+  int64_t K = 0, N = 0;
+  std::vector<float> data;
+  std::vector<int64_t> offsets;  // start of block (jc / NC, pc / KC), row-major over (jc, pc)
+  bool empty() const { return data.empty(); }
+};
+void sgemm_pack_b(PackedB& out, bool transB, int64_t K, int64_t N, const float* B, int64_t ldb);
+void sgemm_packed(bool transA, int64_t M, float alpha, const float* A, int64_t lda, const PackedB& B, float beta,
+                  float* C, int64_t ldc);
 
 // The textbook triple loop (i, j, k), one thread: the baseline for bench/gemm.ts and the check in tests.
 void sgemm_naive(bool transA, bool transB, int64_t M, int64_t N, int64_t K, float alpha, const float* A,

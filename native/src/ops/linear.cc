@@ -21,6 +21,21 @@ void linear_forward(float* out, const float* inp, const float* weight, const flo
   }
 }
 
+void linear_forward_packed(float* out, const float* inp, const PackedB& weight, const float* bias, int64_t T, int64_t IC,
+                           int64_t OC) {
+  // out (T, OC) = inp (T, IC) @ weight^T + bias, weight packed (K = IC, N = OC)
+  sgemm_packed(false, T, 1.0f, inp, IC, weight, 0.0f, out, OC);
+  if (bias) {
+    parallel_for(T, 64, [&](int64_t t0, int64_t t1, int) {
+      for (int64_t t = t0; t < t1; t++) {
+        float* o = out + t * OC;
+#pragma omp simd
+        for (int64_t j = 0; j < OC; j++) o[j] += bias[j];
+      }
+    });
+  }
+}
+
 void linear_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
                      const float* weight, int64_t T, int64_t IC, int64_t OC) {
   // dinp (T, IC) += dout (T, OC) @ weight (OC, IC)

@@ -35,6 +35,10 @@ void layernorm_backward(float* dinp, float* dweight, float* dbias, const float* 
 // out (T, OC) = inp (T, IC) @ weight (OC, IC)^T + bias (OC, may be null). If accumulate, out +=.
 void linear_forward(float* out, const float* inp, const float* weight, const float* bias, int64_t T, int64_t IC,
                     int64_t OC, bool accumulate = false);
+// The same with the weight packed beforehand by sgemm_pack_b (CPU only; bitwise equal to linear_forward).
+struct PackedB;
+void linear_forward_packed(float* out, const float* inp, const PackedB& weight, const float* bias, int64_t T, int64_t IC,
+                           int64_t OC);
 // dinp (T, IC) += dout @ weight; dweight (OC, IC) += dout^T @ inp; dbias (OC) += sum_t dout. Any may be null.
 void linear_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
                      const float* weight, int64_t T, int64_t IC, int64_t OC);

@@ -12,7 +12,9 @@
 
 namespace vq {
 
-VQ_HOT inline float dot(const float* a, const float* b, int64_t n) {
+// Plain inline helpers: they take the instruction set of the (multi-versioned) function they are
+// inlined into. Not VQ_HOT themselves: a multi-versioned callee cannot be inlined.
+inline float dot(const float* a, const float* b, int64_t n) {
   float s = 0.0f;
 #pragma omp simd reduction(+ : s)
   for (int64_t i = 0; i < n; i++) s += a[i] * b[i];
@@ -20,7 +22,7 @@ VQ_HOT inline float dot(const float* a, const float* b, int64_t n) {
 }
 
 // y += a * x
-VQ_HOT inline void axpy(float* y, float a, const float* x, int64_t n) {
+inline void axpy(float* y, float a, const float* x, int64_t n) {
 #pragma omp simd
   for (int64_t i = 0; i < n; i++) y[i] += a * x[i];
 }

@@ -52,6 +52,16 @@ function arr<T>(v: unknown, path: string, each: (x: unknown, p: string) => T): T
   if (!Array.isArray(v)) throw new PayloadError(path, 'array', v);
   return v.map((x, i) => each(x, `${path}[${i}]`));
 }
+function numOrNullRecord(v: unknown, path: string): Record<string, number | null> {
+  const o = obj(v, path);
+  for (const [k, x] of Object.entries(o)) numOrNull(x, `${path}.${k}`);
+  return o as Record<string, number | null>;
+}
+function strRecord(v: unknown, path: string): Record<string, string> {
+  const o = obj(v, path);
+  for (const [k, x] of Object.entries(o)) str(x, `${path}.${k}`);
+  return o as Record<string, string>;
+}
 function numRecord(v: unknown, path: string): Record<string, number> {
   const o = obj(v, path);
   for (const [k, x] of Object.entries(o)) num(x, `${path}.${k}`);
@@ -114,6 +124,7 @@ function checkCompletion(v: unknown, path: string): GroupCompletion {
     if (c < 0 || c > 1) throw new PayloadError(`${path}.clippedFraction`, 'number between 0 and 1', c);
   }
   optStr(o.finishReason, `${path}.finishReason`);
+  if (o.errors !== undefined) arr(o.errors, `${path}.errors`, str);
   return o as unknown as GroupCompletion;
 }
 
@@ -142,6 +153,7 @@ function checkRow(v: unknown, path: string, rewards: string[]): RewardTableRow {
     for (const [k, p] of Object.entries(parts)) numRecord(p, `${path}.parts.${k}`);
   }
   num(o.disagreement, `${path}.disagreement`);
+  if (o.errors !== undefined) strRecord(o.errors, `${path}.errors`);
   return o as unknown as RewardTableRow;
 }
 
@@ -151,13 +163,13 @@ export function checkRewardTable(v: unknown, path = 'rewards'): RewardTablePaylo
   const rewards = arr(o.rewards, `${path}.rewards`, str);
   arr(o.rows, `${path}.rows`, (r, p) => checkRow(r, p, rewards));
   const stats = obj(o.stats, `${path}.stats`);
-  numRecord(stats.mean, `${path}.stats.mean`);
-  numRecord(stats.std, `${path}.stats.std`);
+  numOrNullRecord(stats.mean, `${path}.stats.mean`);
+  numOrNullRecord(stats.std, `${path}.stats.std`);
   const corr = arr(stats.correlation, `${path}.stats.correlation`, (row, p) => arr(row, p, numOrNull));
   if (corr.length !== rewards.length || corr.some((r) => r.length !== rewards.length)) {
     throw new PayloadError(`${path}.stats.correlation`, `a ${rewards.length}×${rewards.length} matrix (one row and column per reward)`, stats.correlation);
   }
-  numRecord(stats.zeroVarianceGroupFraction, `${path}.stats.zeroVarianceGroupFraction`);
+  numOrNullRecord(stats.zeroVarianceGroupFraction, `${path}.stats.zeroVarianceGroupFraction`);
   return o as unknown as RewardTablePayload;
 }
 

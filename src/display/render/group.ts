@@ -65,6 +65,7 @@ export function renderGroup(p: GroupPayload, opts: RenderOptions = {}): string {
     const flags = [
       c.clippedFraction ? `<span class="vqa-badge vqa-warnb" title="fraction of tokens whose ratio was clipped">clipped ${fmtPercent(c.clippedFraction, 0)}</span>` : '',
       c.finishReason && c.finishReason !== 'stop' ? `<span class="vqa-badge" title="finish reason">${esc(c.finishReason)}</span>` : '',
+      c.errors?.length ? `<span class="vqa-badge vqa-bad" title="${esc(c.errors.join('\n'))}">${c.errors.length} error${c.errors.length > 1 ? 's' : ''}</span>` : '',
     ].join('');
     const byName = new Map((c.rewards ?? []).map((r) => [r.name, r]));
     const perReward = rewardNames.map((n) => {

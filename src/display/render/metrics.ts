@@ -72,6 +72,14 @@ function niceTicks(lo: number, hi: number, count: number): number[] {
   return ticks;
 }
 
+/** A short axis label: 0.005, 0.015, 1.2, 350, 1.5e-4, 2.0e+5. */
+export function tickLabel(t: number): string {
+  if (t === 0) return '0';
+  const a = Math.abs(t);
+  const s = a < 1e-3 || a >= 1e5 ? t.toExponential(1) : String(Number(t.toPrecision(3)));
+  return s.replace(/^-/, '−');
+}
+
 /** One metric as a small SVG line chart, every run overlaid. */
 export function renderSvgChart(p: MetricsPayload, key: string, smoothing: number, width = 300, height = 170): string {
   const m = { l: 44, r: 8, t: 18, b: 22 };
@@ -86,8 +94,8 @@ export function renderSvgChart(p: MetricsPayload, key: string, smoothing: number
   const px = (x: number) => m.l + ((x - x0) / (x1 - x0)) * (width - m.l - m.r);
   const py = (y: number) => height - m.b - ((y - y0) / (y1 - y0)) * (height - m.t - m.b);
   const grid = niceTicks(y0, y1, 4).map((t) => `<line class="vqa-grid" x1="${m.l}" x2="${width - m.r}" y1="${py(t).toFixed(1)}" y2="${py(t).toFixed(1)}"/>`
-    + `<text x="${m.l - 4}" y="${(py(t) + 3).toFixed(1)}" text-anchor="end">${esc(fmt(t, 2))}</text>`).join('')
-    + niceTicks(x0, x1, 4).map((t) => `<text x="${px(t).toFixed(1)}" y="${height - 6}" text-anchor="middle">${esc(fmt(t, 0))}</text>`).join('');
+    + `<text x="${m.l - 4}" y="${(py(t) + 3).toFixed(1)}" text-anchor="end">${esc(tickLabel(t))}</text>`).join('')
+    + niceTicks(x0, x1, 4).map((t) => `<text x="${px(t).toFixed(1)}" y="${height - 6}" text-anchor="middle">${esc(tickLabel(t))}</text>`).join('');
   const lines = all.map(({ i, s }) => {
     const colour = PALETTE[i % PALETTE.length]!;
     const ys2 = smooth(s.y, smoothing);

@@ -29,7 +29,7 @@ function sortHeader(label: string, col: number, numeric: boolean, opts: RenderOp
 export function renderStats(p: RewardTablePayload): string {
   const st = p.stats;
   const rows = p.rewards.map((r) => `<tr><td>${esc(r)}</td><td class="vqa-num">${fmt(st.mean[r])}</td><td class="vqa-num">${fmt(st.std[r])}</td>`
-    + `<td class="vqa-num">${st.zeroVarianceGroupFraction[r] !== undefined ? fmtPercent(st.zeroVarianceGroupFraction[r]!, 1) : '—'}</td></tr>`).join('');
+    + `<td class="vqa-num">${typeof st.zeroVarianceGroupFraction[r] === 'number' ? fmtPercent(st.zeroVarianceGroupFraction[r]!, 1) : '—'}</td></tr>`).join('');
   const corrHead = p.rewards.map((r) => `<th class="vqa-num">${esc(r)}</th>`).join('');
   const corrRows = p.rewards.map((r, i) => `<tr><th>${esc(r)}</th>${st.correlation[i]!.map((c) =>
     `<td class="vqa-num" style="${c === null ? '' : signedTint(c)}">${fmt(c, 2)}</td>`).join('')}</tr>`).join('');
@@ -54,8 +54,11 @@ export function renderRewardTable(p: RewardTablePayload, opts: RenderOptions = {
       const { lo, hi } = ranges.get(r)!;
       const norm = v === null || hi <= lo ? 0 : (v - lo) / (hi - lo);
       const parts = row.parts?.[r] ? Object.entries(row.parts[r]!).map(([k, x]) => `${k}=${fmt(x)}`).join(', ') : '';
+      const error = row.errors?.[r];
+      const tip = [error ? `error: ${error}` : '', parts].filter(Boolean).join('\n');
       const style = v === null ? '' : ` style="background:rgba(var(--vqa-accent-rgb),${(0.35 * norm).toFixed(3)})"`;
-      return `<td class="vqa-num" data-v="${v ?? ''}"${style}${parts ? ` title="${esc(parts)}"` : ''}>${v === null ? '<span class="vqa-badge vqa-bad">failed</span>' : fmt(v)}</td>`;
+      const badge = v === null ? '<span class="vqa-badge vqa-bad">failed</span>' : `${fmt(v)}${error ? ' <span class="vqa-badge vqa-bad">!</span>' : ''}`;
+      return `<td class="vqa-num" data-v="${v ?? ''}"${style}${tip ? ` title="${esc(tip)}"` : ''}>${badge}</td>`;
     }).join('');
     const dis = row.disagreement >= DISAGREEMENT_THRESHOLD;
     return `<tr class="${classes(dis && 'vqa-disagree')}"${row.groupId !== undefined ? ` data-group="${esc(row.groupId)}"` : ''}>`
@@ -80,7 +83,7 @@ export function rewardTableText(p: RewardTablePayload): string {
   const st = p.stats;
   const lines = [`${p.title ?? 'Rewards'}: ${p.rows.length} completions, rewards ${p.rewards.join(', ')}`];
   for (const r of p.rewards) {
-    lines.push(`  ${r}: mean ${fmt(st.mean[r])} std ${fmt(st.std[r])} zero-variance groups ${st.zeroVarianceGroupFraction[r] !== undefined ? fmtPercent(st.zeroVarianceGroupFraction[r]!, 1) : '—'}`);
+    lines.push(`  ${r}: mean ${fmt(st.mean[r])} std ${fmt(st.std[r])} zero-variance groups ${typeof st.zeroVarianceGroupFraction[r] === 'number' ? fmtPercent(st.zeroVarianceGroupFraction[r]!, 1) : '—'}`);
   }
   const dis = p.rows.filter((r) => r.disagreement >= DISAGREEMENT_THRESHOLD);
   lines.push(`  ${dis.length} disagreements (spread >= ${DISAGREEMENT_THRESHOLD})`);

@@ -20,9 +20,10 @@ body[data-jp-theme-light="false"] .vqa,[data-theme="dark"] .vqa{--vqa-pos-rgb:63
 .vqa h3{font-size:1.1em;margin:0 0 .4em;font-weight:600}
 .vqa h4{font-size:1em;margin:.6em 0 .3em;font-weight:600}
 .vqa table{border-collapse:collapse;margin:.2em 0;font-variant-numeric:tabular-nums}
-.vqa th,.vqa td{border:1px solid var(--vqa-border);padding:2px 6px;text-align:left;vertical-align:top}
-.vqa th{background:var(--vqa-bg2);font-weight:600}
-.vqa td.vqa-num,.vqa th.vqa-num{text-align:right;white-space:nowrap}
+/* .vqa.vqa: outweighs the table rules of JupyterLab's and nbconvert's rendered-HTML styles (static fallback). */
+.vqa.vqa table th,.vqa.vqa table td{border:1px solid var(--vqa-border);padding:2px 6px;text-align:left;vertical-align:top;line-height:1.45}
+.vqa.vqa table th{background:var(--vqa-bg2);font-weight:600}
+.vqa.vqa table td.vqa-num,.vqa.vqa table th.vqa-num{text-align:right;white-space:nowrap}
 .vqa .vqa-muted{color:var(--vqa-fg2)}
 .vqa .vqa-badge{display:inline-block;padding:0 .45em;border-radius:.7em;font-size:.85em;border:1px solid var(--vqa-border);background:var(--vqa-bg2);margin:0 .2em .1em 0;white-space:nowrap}
 .vqa .vqa-badge.vqa-bad{border-color:var(--vqa-neg);color:var(--vqa-neg)}

@@ -1,58 +1,102 @@
-/// <reference lib="dom" />
 /**
- * The report page's own script (a classic script, inlined as compiled; no imports, no globals):
- * draws plotly outputs (`application/vnd.plotly.v1+json`) with the inlined plotly.js, tells the
- * vqalab widgets which theme the page is in, offers the embedded source notebook for download,
- * and marks the page hydrated (`<html data-hydrated="true">`) once everything is drawn. The vqalab
- * widgets themselves are hydrated by the display renderers' page script (src/display/assets.ts),
- * which runs before this one.
+ * Runs inside report.html (bundled by esbuild at export time, together with the display
+ * engineer's renderers when they are installed): draws plotly outputs, hands every vendor output to
+ * its renderer, and offers the embedded source notebook for download. Everything it needs is in
+ * the page; it never fetches.
+ *
+ * A vendor output is `<div class="vq-vendor" data-mime=M>` holding its payload in
+ * `<script type="application/json" class="vq-payload">` and the text/html (or image) fallback in
+ * `.vq-fallback`. When a renderer for M exists the widget replaces the fallback; when it throws,
+ * the fallback stays and a readable error is shown above it.
  */
-(() => {
-  const w = window as unknown as { Plotly?: any; vqalab?: { mounted?: unknown[] } };
 
-  function showError(el: HTMLElement, message: string): void {
-    const box = document.createElement('div');
-    box.className = 'vq-render-error';
-    box.setAttribute('role', 'alert');
-    box.textContent = message;
-    el.prepend(box);
-  }
+// The project compiles without the DOM lib (it would retype Node's streams for everyone); the few
+// DOM names used here stay module-local.
+/* eslint-disable @typescript-eslint/no-explicit-any */
+declare const window: any, document: any;
+type HTMLElement = any;
+type Element = any;
+type HTMLAnchorElement = any;
 
-  async function drawPlots(): Promise<void> {
-    for (const el of Array.from(document.querySelectorAll<HTMLElement>('.vq-plotly'))) {
-      if (!w.Plotly) {
-        showError(el, 'plotly.js is not in this report; showing the fallback.');
-        continue;
-      }
-      try {
-        const spec = JSON.parse(el.querySelector(':scope > script.vq-payload')?.textContent ?? '{}');
-        const target = el.querySelector<HTMLElement>('.vq-plot')!;
-        await w.Plotly.newPlot(target, spec.data ?? [], { autosize: true, ...(spec.layout ?? {}) }, { responsive: true, displaylogo: false, ...(spec.config ?? {}) });
-        el.classList.add('vq-rendered');
-        el.querySelector('.vq-fallback')?.remove();
-      } catch (err) {
-        showError(el, `Could not draw this plot: ${(err as Error).message}`);
-      }
+export type Renderer = (host: HTMLElement, payload: unknown, ctx: RenderContext) => void | Promise<void> | { dispose?(): void };
+
+export interface RenderContext {
+  mime: string;
+  theme: 'light' | 'dark';
+  /** plotly.js when the report inlined it (only when a plot is present). */
+  Plotly?: any;
+}
+
+export interface HydrateOptions {
+  renderers?: Record<string, Renderer>;
+}
+
+function payloadOf(el: Element): unknown {
+  const script = el.querySelector(':scope > script.vq-payload');
+  return script ? JSON.parse(script.textContent ?? 'null') : null;
+}
+
+function showError(el: HTMLElement, message: string): void {
+  const box = document.createElement('div');
+  box.className = 'vq-render-error';
+  box.setAttribute('role', 'alert');
+  box.textContent = message;
+  el.prepend(box);
+}
+
+async function drawPlotly(el: HTMLElement, Plotly: any): Promise<void> {
+  const spec = payloadOf(el) as { data?: unknown[]; layout?: Record<string, unknown>; config?: Record<string, unknown> } | null;
+  const target = el.querySelector('.vq-plot')!;
+  await Plotly.newPlot(target, spec?.data ?? [], { autosize: true, ...(spec?.layout ?? {}) }, { responsive: true, displaylogo: false, ...(spec?.config ?? {}) });
+  el.classList.add('vq-rendered');
+}
+
+export async function hydrate(opts: HydrateOptions = {}): Promise<void> {
+  const w = window as any;
+  const renderers: Record<string, Renderer> = { ...(w.vqalabRenderers ?? {}), ...(opts.renderers ?? {}) };
+  // The page follows the reader's colour scheme; the widgets key their dark palette on data-theme.
+  const root = document.documentElement;
+  if (!root.dataset.theme) root.dataset.theme = window.matchMedia?.('(prefers-color-scheme: dark)').matches ? 'dark' : 'light';
+  const theme: 'light' | 'dark' = root.dataset.theme === 'dark' ? 'dark' : 'light';
+  const Plotly = w.Plotly;
+
+  for (const el of Array.from(document.querySelectorAll('.vq-plotly')) as HTMLElement[]) {
+    if (!Plotly) {
+      showError(el, 'plotly.js is not in this report; showing the fallback.');
+      continue;
+    }
+    try {
+      await drawPlotly(el, Plotly);
+      el.querySelector('.vq-fallback')?.remove();
+    } catch (err) {
+      showError(el, `Could not draw this plot: ${(err as Error).message}`);
     }
   }
 
-  function offerNotebook(): void {
-    const link = document.getElementById('vq-download-notebook') as HTMLAnchorElement | null;
-    const data = document.getElementById('vqalab-report');
-    if (!link || !data) return;
+  for (const el of Array.from(document.querySelectorAll('.vq-vendor')) as HTMLElement[]) {
+    const mime = el.dataset.mime ?? '';
+    const render = renderers[mime];
+    if (!render) continue; // no renderer bundled: the fallback stays, which is the design
+    const host = document.createElement('div');
+    host.className = 'vq-widget';
+    const fallback = el.querySelector('.vq-fallback');
+    try {
+      el.append(host);
+      await render(host, payloadOf(el), { mime, theme, Plotly });
+      fallback?.remove();
+      el.classList.add('vq-rendered');
+    } catch (err) {
+      host.remove();
+      showError(el, `Could not render ${mime}: ${(err as Error).message}`);
+    }
+  }
+
+  const link = document.getElementById('vq-download-notebook') as HTMLAnchorElement | null;
+  const data = document.getElementById('vqalab-report');
+  if (link && data) {
     const report = JSON.parse(data.textContent ?? '{}');
-    link.href = URL.createObjectURL(new Blob([JSON.stringify(report.source?.notebook ?? {}, null, 1)], { type: 'application/x-ipynb+json' }));
+    const blob = new Blob([JSON.stringify(report.source?.notebook ?? {}, null, 1)], { type: 'application/x-ipynb+json' });
+    link.href = URL.createObjectURL(blob);
   }
-
-  async function main(): Promise<void> {
-    const dark = window.matchMedia?.('(prefers-color-scheme: dark)').matches ?? false;
-    document.body.dataset.jpThemeLight = String(!dark); // the widgets' dark palette keys on this
-    offerNotebook();
-    await drawPlots();
-    document.documentElement.dataset.hydrated = 'true';
-  }
-
-  const start = () => { main().catch((err) => console.error('vqalab report:', err)); };
-  if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', start);
-  else start();
-})();
+  document.documentElement.dataset.hydrated = 'true';
+}
