@@ -41,7 +41,11 @@ export async function startKernel(options: KernelOptions): Promise<StartupTimes>
   // SIGINT (Jupyter's interrupt) belongs to the kernel: runtime loops hear it through
   // src/util/interrupt.ts, never through their own SIGINT handlers.
   hostInterrupts();
-  process.on('SIGINT', () => handler?.interrupt());
+  const debug = process.env.VQALAB_KERNEL_DEBUG === '1';
+  process.on('SIGINT', () => {
+    if (debug) log(`SIGINT (cell running: ${handler?.running ?? false})`);
+    handler?.interrupt();
+  });
   // Code a cell left running (timers, un-awaited promises) may fail later: report it in the
   // notebook and keep the kernel alive.
   const background = (what: string) => (err: unknown) => {
