@@ -42,6 +42,20 @@
         "src/sampler.cc",
       ],
       "libraries": ["-lpthread"],
+      # The CUDA backend (issue 10): native/build.js builds native/build/cuda/libvqalab_cuda.a with
+      # nvcc (scripts/gpu/cuda.mk) when nvcc >= 12 and cuBLASLt are found, and passes it here.
+      "variables": {
+        "cuda_lib%": "<!(node -p \"process.env.VQALAB_CUDA_LIB || ''\")",
+        "cuda_libdir%": "<!(node -p \"process.env.VQALAB_CUDA_LIBDIR || ''\")",
+        "cublas_libdir%": "<!(node -p \"process.env.VQALAB_CUBLAS_LIBDIR || ''\")",
+      },
+      "conditions": [
+        ["cuda_lib!=''", {
+          "defines": ["VQALAB_CUDA"],
+          "libraries": ["<(cuda_lib)", "-L<(cublas_libdir)", "-L<(cuda_libdir)", "-lcublasLt", "-lcudart",
+                        "-Wl,-rpath,<(cublas_libdir)", "-Wl,-rpath,<(cuda_libdir)"],
+        }],
+      ],
     },
   ],
 }

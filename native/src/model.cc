@@ -493,6 +493,7 @@ std::vector<ForwardResult> Model::forward(const std::vector<ForwardRequest>& req
         VQ_CHECK(id >= 0 && id < cfg_.text.vocab, what << ": completion " << g << " has token id " << id
                                                      << " outside the vocabulary [0, " << cfg_.text.vocab << ")");
   }
+  if (device_) return device_->forward(reqs, keep);
   if (keep) saved_.clear();  // a forward without keep leaves kept activations alone
   std::vector<ForwardResult> out(reqs.size());
   for (size_t i = 0; i < reqs.size(); i++) {
@@ -504,6 +505,7 @@ std::vector<ForwardResult> Model::forward(const std::vector<ForwardRequest>& req
 }
 
 void Model::backward(const std::vector<std::vector<std::vector<float>>>& grads) {
+  if (device_) return device_->backward(grads);
   VQ_CHECK(!saved_.empty(), "backward needs a forward with keepForBackward: true first");
   VQ_CHECK(grads.size() == saved_.size(), "backward got gradients for " << grads.size() << " requests but the last forward had "
                                                                      << saved_.size());

@@ -139,6 +139,24 @@ struct Activations;  // model.cc
 class SampleInbox;   // sampler.h
 class SampleSink;    // sampler.h
 
+// The heavy calls on another device (the CUDA backend, native/src/cuda/model_cuda.cu). A Model with a
+// device keeps its host tables (names, shapes, LoRA layout) and its host copy of the weights as the
+// checkpoint side; the device holds the working weights, gradients, moments and activations.
+class DeviceModel {
+ public:
+  virtual ~DeviceModel() = default;
+  virtual std::vector<ForwardResult> forward(const std::vector<ForwardRequest>& reqs, bool keep) = 0;
+  virtual void backward(const std::vector<std::vector<std::vector<float>>>& grads) = 0;
+  virtual SampleResult sample(const SampleRequest& req) = 0;
+  virtual void zero_grad() = 0;
+  virtual StepResult step(const AdamWOptions& o) = 0;
+  virtual void pull() = 0;        // device weights and moments -> the host Model (before save, _get)
+  virtual void pull_grads() = 0;  // device gradients -> the host Model (before _grad)
+  virtual void push() = 0;        // host weights and moments -> the device (after _set, load_optimizer)
+  virtual std::string name() const = 0;  // "cuda:0 (bf16)"
+};
+template <typename T> class CudaModel;  // native/src/cuda/model_cuda.cu
+
 class Model {
  public:
   Model(const ModelConfig& cfg, int max_seq);
@@ -181,6 +199,10 @@ class Model {
   void cancel(uint64_t id) { cancel_id_.store(id); }
   void begin_call(uint64_t id) { call_id_ = id; }
   void check_cancel() const;
+
+  // The device that runs forward/backward/sample/step (null: this CPU engine).
+  void attach_device(std::unique_ptr<DeviceModel> d) { device_ = std::move(d); }
+  DeviceModel* device() const { return device_.get(); }
 
   // For tests and tools: every tensor by published name (LoRA adapters as <module>.lora_A/B.weight).
   std::vector<std::string> tensor_names() const;
@@ -244,6 +266,9 @@ class Model {
   void text_backward(Activations& a, int64_t T, float* dx);
   void forward_one(Activations& a, const ForwardRequest& r, ForwardResult& out, bool keep);
   void backward_one(Activations& a, const std::vector<std::vector<float>>& g);
+
+  template <typename T> friend class CudaModel;
+  std::unique_ptr<DeviceModel> device_;  // last: destroyed first, while the tables it reads still exist
 };
 
 // One token from one row of logits (V) (sampler.cc): temperature 0 = argmax; else top-k, top-p and

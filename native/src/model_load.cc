@@ -206,6 +206,7 @@ void Model::load_lora(const std::string& file) {
 }
 
 void Model::save_lora(const std::string& file, bool internal) const {
+  if (device_) device_->pull();
   std::vector<StWrite> w;
   for (const auto& li : lora_) {
     w.push_back({peft_key(li.module, internal, "A"), {lora_rank_, li.in}, lparams_.data() + li.a_off});
@@ -255,6 +256,7 @@ std::vector<int64_t> Model::tensor_shape(const std::string& name) const {
 }
 
 float* Model::tensor_data(const std::string& name) {
+  if (device_) device_->pull();
   auto it = by_name_.find(name);
   if (it != by_name_.end()) return P(it->second);
   std::string module;
@@ -266,6 +268,7 @@ float* Model::tensor_data(const std::string& name) {
 }
 
 float* Model::tensor_grad(const std::string& name) {
+  if (device_) device_->pull_grads();
   auto it = by_name_.find(name);
   if (it != by_name_.end()) return G(it->second);
   std::string module;
@@ -301,11 +304,13 @@ void Model::ensure_grads() {
 }
 
 void Model::zero_grad() {
+  if (device_) return device_->zero_grad();
   std::fill(grads_.begin(), grads_.end(), 0.0f);
   std::fill(lgrads_.begin(), lgrads_.end(), 0.0f);
 }
 
 StepResult Model::step(const AdamWOptions& o) {
+  if (device_) return device_->step(o);
   StepResult r;
   const bool lora = !lora_.empty();
   std::vector<float>& p = lora ? lparams_ : params_;
@@ -371,6 +376,7 @@ StepResult Model::step(const AdamWOptions& o) {
 // ---- saving ------------------------------------------------------------------------------------
 
 void Model::save_weights(const std::string& file, bool internal) const {
+  if (device_) device_->pull();
   std::vector<StWrite> w;
   for (size_t i = 0; i < info_.size(); i++) {
     w.push_back({internal ? internal_name(info_[i].name) : info_[i].name, info_[i].shape, P(static_cast<int>(i))});
@@ -379,6 +385,7 @@ void Model::save_weights(const std::string& file, bool internal) const {
 }
 
 void Model::save_optimizer(const std::string& file, bool internal) const {
+  if (device_) device_->pull();
   const bool lora = !lora_.empty();
   const std::vector<float>& m = lora ? lm_ : m_;
   const std::vector<float>& v = lora ? lv_ : v_;

@@ -1,13 +1,18 @@
 // N-API surface of the model: loadModel() and the NativeModel class. Every heavy call copies its
 // (already validated) inputs on the JS thread, runs in a PromiseWorker off the JS thread under the
 // model's mutex, and converts results back on the JS thread.
+#include <chrono>
 #include <memory>
+#include <thread>
 
 #include "common.h"
 #include "cpu/threadpool.h"
 #include "model.h"
 #include "napi_util.h"
 #include "sampler.h"
+#ifdef VQALAB_CUDA
+#include "cuda/model_cuda.h"
+#endif
 
 namespace vq {
 
@@ -247,6 +252,33 @@ std::vector<std::pair<int32_t, SampleRequest>> parse_run_requests(const Napi::Ar
   return out;
 }
 
+// For tests of the device routing on a machine without a device (_attachTestDevice): a device that
+// samples with another, CPU-only model (optionally after a delay, so that tests can cancel between
+// requests); the other heavy calls are refused.
+class TestDevice : public DeviceModel {
+ public:
+  TestDevice(ModelPtr cpu, int delay_ms) : cpu_(std::move(cpu)), delay_ms_(delay_ms) {}
+  std::vector<ForwardResult> forward(const std::vector<ForwardRequest>&, bool) override { refuse("forward"); }
+  void backward(const std::vector<std::vector<std::vector<float>>>&) override { refuse("backward"); }
+  SampleResult sample(const SampleRequest& q) override {
+    if (delay_ms_ > 0) std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms_));
+    std::lock_guard<std::mutex> lk(cpu_->mutex());
+    cpu_->begin_call(0);
+    return cpu_->sample(q);
+  }
+  void zero_grad() override { refuse("zero_grad"); }
+  StepResult step(const AdamWOptions&) override { refuse("step"); }
+  void pull() override {}
+  void pull_grads() override {}
+  void push() override {}
+  std::string name() const override { return "test (samples with another CPU model)"; }
+
+ private:
+  ModelPtr cpu_;
+  int delay_ms_;
+  [[noreturn]] static void refuse(const char* what) { throw Error(std::string("the test device only samples (") + what + ")"); }
+};
+
 class NativeModel : public Napi::ObjectWrap<NativeModel> {
  public:
   static Napi::Function Define(Napi::Env env) {
@@ -274,6 +306,7 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
                            InstanceMethod("_set", &NativeModel::Set),
                            InstanceMethod("_grad", &NativeModel::Grad),
                            InstanceMethod("_ropeIndex", &NativeModel::RopeIndex),
+                           InstanceMethod("_attachTestDevice", &NativeModel::AttachTestDevice),
                        });
   }
 
@@ -481,10 +514,25 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
     o.Set("loraActive", Napi::Boolean::New(env, m->lora_active()));
     o.Set("loraEnabled", Napi::Boolean::New(env, m->lora_enabled()));
     o.Set("step", Napi::Number::New(env, static_cast<double>(m->step_count())));
+    o.Set("device", Napi::String::New(env, m->device() ? m->device()->name() : "cpu"));
     return o;
   }
 
   // Asks the running call (if any) to stop at its next layer or decode step; never blocks.
+  // _attachTestDevice(cpuModel, delayMs): sampling on this model goes through the device routing of
+  // a run (sampler.cc), the device being `cpuModel` (another NativeModel, CPU only). Tests only.
+  Napi::Value AttachTestDevice(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    ModelPtr m = live(env);
+    if (info.Length() < 1 || !info[0].IsObject()) throw Napi::Error::New(env, "_attachTestDevice: expected a NativeModel");
+    ModelPtr cpu = NativeModel::Unwrap(info[0].As<Napi::Object>())->live(env);
+    if (cpu == m || cpu->device()) throw Napi::Error::New(env, "_attachTestDevice: the device model must be another CPU model");
+    const int delay = info.Length() > 1 && info[1].IsNumber() ? info[1].As<Napi::Number>().Int32Value() : 0;
+    auto lk = lock_now(env, m);
+    m->attach_device(std::make_unique<TestDevice>(cpu, delay));
+    return env.Undefined();
+  }
+
   Napi::Value Cancel(const Napi::CallbackInfo& info) {
     if (model_ && info.Length() > 0 && info[0].IsNumber()) model_->cancel(static_cast<uint64_t>(info[0].As<Napi::Number>().Int64Value()));
     return info.Env().Undefined();
@@ -531,6 +579,7 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
     if (static_cast<int64_t>(a.ElementLength()) != n)
       throw Napi::Error::New(env, "_set " + name + ": expected " + std::to_string(n) + " values");
     std::memcpy(m->tensor_data(name), a.Data(), n * sizeof(float));
+    if (m->device()) m->device()->push();
     return env.Undefined();
   }
 
@@ -579,6 +628,16 @@ Napi::Value LoadModel(const Napi::CallbackInfo& info) {
   const std::string lora_file = spec.Get("loraFile").IsString() ? spec.Get("loraFile").As<Napi::String>().Utf8Value() : "";
   const std::string opt_file =
       spec.Get("optimizerFile").IsString() ? spec.Get("optimizerFile").As<Napi::String>().Utf8Value() : "";
+  // device: "cpu" or "cuda:N" (validated in TypeScript); precision of the CUDA backend: bf16 or fp32
+  const std::string device = spec.Get("device").IsString() ? spec.Get("device").As<Napi::String>().Utf8Value() : "cpu";
+  [[maybe_unused]] const bool cuda_fp32 = spec.Get("precision").IsString() && spec.Get("precision").As<Napi::String>().Utf8Value() == "fp32";
+  const int cuda_index = device.rfind("cuda:", 0) == 0 ? std::stoi(device.substr(5)) : -1;
+#ifndef VQALAB_CUDA
+  if (cuda_index >= 0)
+    throw Napi::Error::New(env, "device " + device + " is not available: this build of the native engine has no CUDA "
+                                "backend (it is built at install when nvcc (CUDA >= 12) and the cuBLAS/cuBLASLt headers "
+                                "and libraries are found; see docs/cuda.md)");
+#endif
   auto out = std::make_shared<ModelPtr>();
   AddonData* data = env.GetInstanceData<AddonData>();
   return PromiseWorker::Run(
@@ -590,6 +649,9 @@ Napi::Value LoadModel(const Napi::CallbackInfo& info) {
         if (lora) m->add_lora(lo);
         if (!lora_file.empty()) m->load_lora(lora_file);
         if (!opt_file.empty()) m->load_optimizer(opt_file);
+#ifdef VQALAB_CUDA
+        if (cuda_index >= 0) m->attach_device(make_cuda_model(*m, cuda_index, !cuda_fp32));
+#endif
         *out = m;
       },
       [out, data](Napi::Env env) -> Napi::Value {

@@ -7,6 +7,9 @@
 #include "cpu/threadpool.h"
 #include "model.h"
 #include "napi_util.h"
+#ifdef VQALAB_CUDA
+#include "cuda/model_cuda.h"
+#endif
 #include "ops/ops.h"
 #include "safetensors.h"
 
@@ -293,7 +296,26 @@ Napi::Value WriteSafetensors(const Napi::CallbackInfo& info) {
 
 }  // namespace
 
+// _cuda() -> { built, available, reason }: whether this build has the CUDA backend and sees a device.
+Napi::Value CudaInfo(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object o = Napi::Object::New(env);
+#ifdef VQALAB_CUDA
+  std::string why;
+  const bool ok = cuda_available(&why);
+  o.Set("built", true);
+  o.Set("available", ok);
+  if (!ok) o.Set("reason", why);
+#else
+  o.Set("built", false);
+  o.Set("available", false);
+  o.Set("reason", "this build has no CUDA backend (nvcc with cuBLAS/cuBLASLt was not found at install)");
+#endif
+  return o;
+}
+
 void register_ops(Napi::Env env, Napi::Object exports) {
+  exports.Set("_cuda", Napi::Function::New(env, CudaInfo));
   exports.Set("_op", Napi::Function::New(env, Op));
   exports.Set("_sgemm", Napi::Function::New(env, Sgemm));
   exports.Set("_gemmKernel", Napi::Function::New(env, GemmKernel));

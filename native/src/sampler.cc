@@ -229,6 +229,106 @@ struct LiveRow {
   int64_t g;  // sample index within the request
 };
 
+// ---- a run on a device --------------------------------------------------------------------------
+//
+// With a device attached (the CUDA backend, Model::device()), the device samples. The run keeps the
+// same contract as on the CPU (requests arrive and are cancelled through the inbox; each one ends with
+// done() or failed(); the run returns when nothing is active or waiting), but it admits requests in
+// groups: every request that has arrived when the device is free is admitted together and handed to
+// sample_admitted_on_device(), the one place that calls the device. A streaming request's tokens reach
+// the sink when its result is complete (in step order), not step by step.
+
+struct DeviceRun {
+  Model& m;
+  DeviceModel& d;
+  SampleInbox& inbox;
+  SampleSink& sink;
+  std::vector<std::pair<int32_t, SampleRequest>> waiting;  // arrived, not admitted yet
+  std::vector<int32_t> cancelled;                           // cancels for admitted requests
+
+  // Takes arrivals and cancellations from the inbox (a cancel for a waiting request ends it at once);
+  // throws when the whole call was interrupted. False when the inbox closed (idle and nothing came).
+  bool poll(bool idle) {
+    m.check_cancel();
+    std::vector<std::pair<int32_t, SampleRequest>> adds;
+    std::vector<int32_t> cancels;
+    if (!inbox.take(adds, cancels, idle)) return false;
+    for (auto& a : adds) waiting.push_back(std::move(a));
+    for (int32_t id : cancels) {
+      auto w = std::find_if(waiting.begin(), waiting.end(), [&](const auto& a) { return a.first == id; });
+      if (w != waiting.end()) {
+        waiting.erase(w);
+        sink.failed(id, "cancelled", true);
+      } else {
+        cancelled.push_back(id);
+      }
+    }
+    sink.flush();
+    return true;
+  }
+  // Between two requests of an admitted group: true when request `id` was cancelled meanwhile.
+  bool cancelled_since(int32_t id) {
+    poll(false);
+    return std::find(cancelled.begin(), cancelled.end(), id) != cancelled.end();
+  }
+  // Reports one finished request: its tokens first when it streams, in step order, then the result.
+  void finish(int32_t id, const SampleRequest& q, SampleResult&& r) {
+    if (q.stream) {
+      size_t steps = 0;
+      for (const auto& t : r.tokens) steps = std::max(steps, t.size());
+      for (size_t t = 0; t < steps; t++)
+        for (size_t g = 0; g < r.tokens.size(); g++)
+          if (t < r.tokens[g].size())
+            sink.token(TokenEvent{id, static_cast<int32_t>(g), r.tokens[g][t], r.logprobs[g][t]});
+    }
+    sink.done(id, std::move(r));
+    sink.flush();
+  }
+};
+
+// THE DEVICE HOOK: samples the requests a run admitted together. Today one DeviceModel::sample per
+// request, in order, cancellation honoured between requests (a request cancelled while the device ran
+// it is reported cancelled, its result dropped). A device that samples many requests at once (a
+// DeviceModel::sample_many(std::vector<SampleRequest>)) replaces the loop below with: drop the
+// cancelled ones (run.cancelled_since), check each prompt, one sample_many call over the rest, then
+// run.finish() for each result.
+void sample_admitted_on_device(DeviceRun& run, std::vector<std::pair<int32_t, SampleRequest>>& admitted) {
+  for (auto& [id, q] : admitted) {
+    if (run.cancelled_since(id)) {
+      run.sink.failed(id, "cancelled", true);
+      run.sink.flush();
+      continue;
+    }
+    SampleResult r;
+    try {
+      run.m.check_prompt(q.prompt, "sample");
+      r = run.d.sample(q);
+    } catch (const Error& e) {
+      run.m.check_cancel();  // the whole call was interrupted: that is not this request's failure
+      run.sink.failed(id, e.what(), false);
+      run.sink.flush();
+      continue;
+    }
+    if (run.cancelled_since(id)) {
+      run.sink.failed(id, "cancelled", true);
+      run.sink.flush();
+      continue;
+    }
+    run.finish(id, q, std::move(r));
+  }
+}
+
+void sample_run_on_device(Model& m, DeviceModel& d, SampleInbox& inbox, SampleSink& sink) {
+  DeviceRun run{m, d, inbox, sink, {}, {}};
+  while (run.poll(run.waiting.empty())) {
+    if (run.waiting.empty()) continue;
+    std::vector<std::pair<int32_t, SampleRequest>> admitted;
+    admitted.swap(run.waiting);
+    sample_admitted_on_device(run, admitted);
+    run.cancelled.clear();  // ids are not reused within a run; cancels of finished requests are moot
+  }
+}
+
 }  // namespace
 
 void Model::sample_run(SampleInbox& inbox, SampleSink& sink) {
@@ -236,6 +336,7 @@ void Model::sample_run(SampleInbox& inbox, SampleSink& sink) {
     SampleInbox& in;
     ~Closer() { in.close(); }
   } closer{inbox};
+  if (device_) return sample_run_on_device(*this, *device_, inbox, sink);
   const TextConfig& tc = cfg_.text;
   const int64_t H = tc.hidden, V = tc.vocab, D = tc.head_dim, KVD = tc.kv_heads * tc.head_dim;
   KvArena kv(tc.layers, KVD);
@@ -421,6 +522,7 @@ void Model::sample_run(SampleInbox& inbox, SampleSink& sink) {
 
 SampleResult Model::sample(const SampleRequest& q) {
   check_prompt(q.prompt, "sample");
+  if (device_) return device_->sample(q);
   struct One : SampleSink {
     SampleResult res;
     std::string err;

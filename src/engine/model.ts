@@ -51,7 +51,7 @@ function toNativePrompt(p: Prompt): NativePrompt {
 }
 
 class CpuEngineModel implements EngineModel {
-  readonly device: Device = 'cpu';
+  readonly device: Device;
   readonly numParameters: { total: number; trainable: number };
   readonly namingScheme: 'published' | 'internal';
   private queue: Promise<unknown> = Promise.resolve();
@@ -69,7 +69,9 @@ class CpuEngineModel implements EngineModel {
     private readonly sourceDir: string,
     private readonly configText: string,
     private readonly lora: Required<LoraConfig> | null,
+    device: Device = 'cpu',
   ) {
+    this.device = device;
     const info = nm.info();
     this.numParameters = { total: info.numParameters, trainable: info.numTrainable };
     this.namingScheme = info.internalNames ? 'internal' : 'published';
@@ -321,9 +323,12 @@ export async function loadModel(dir: string, options: LoadOptions = {}): Promise
   expectString('dir', dir, { nonEmpty: true });
   if (options === null || typeof options !== 'object') throw invalidParameterError('options', 'object', options);
   const device = options.device ?? 'cpu';
-  if (device !== 'cpu') {
-    throw new Error(`device ${JSON.stringify(device)} is not available: this build has the CPU engine only (the CUDA backend is issue 10)`);
+  if (typeof device !== 'string' || !/^(cpu|cuda(:\d+)?)$/.test(device)) {
+    throw invalidParameterError('options.device', "'cpu', 'cuda' or 'cuda:N'", device);
   }
+  // 'cuda' is cuda:0; bf16 weights and activations unless VQALAB_CUDA_PRECISION=fp32 (parity checks)
+  const nativeDevice = device === 'cuda' ? 'cuda:0' : device;
+  const precision = process.env.VQALAB_CUDA_PRECISION === 'fp32' ? 'fp32' : 'bf16';
   const threads = options.threads === undefined ? undefined : expectInteger('options.threads', options.threads, 1, 1024);
   const lora = options.lora === undefined ? null : checkLora(options.lora);
   const adapter = options.adapter === undefined ? undefined : expectString('options.adapter', options.adapter, { nonEmpty: true });
@@ -349,7 +354,7 @@ export async function loadModel(dir: string, options: LoadOptions = {}): Promise
   let nm: NativeModel;
   try {
     nm = await native().loadModel({
-      config: toNativeConfig(config), files, maxSequenceLength: maxSeq,
+      config: toNativeConfig(config), files, maxSequenceLength: maxSeq, device: nativeDevice, precision,
       ...(threads !== undefined ? { threads } : {}),
       ...(lora ? { lora } : {}),
       ...(loraFile ? { loraFile } : {}),
@@ -358,5 +363,5 @@ export async function loadModel(dir: string, options: LoadOptions = {}): Promise
   } catch (err) {
     throw nativeError(err, stack);
   }
-  return new CpuEngineModel(nm, config, maxSeq, dir, configText, lora);
+  return new CpuEngineModel(nm, config, maxSeq, dir, configText, lora, device as Device);
 }

@@ -33,6 +33,10 @@ export interface NativeLoadSpec {
   lora?: { rank: number; alpha: number; targetModules: string[]; vision: boolean; seed: number };
   loraFile?: string;
   optimizerFile?: string;
+  /** 'cpu' or 'cuda:N'; a build without the CUDA backend rejects 'cuda:N' with a clear error. */
+  device?: string;
+  /** The CUDA backend's precision: bf16 weights/activations with fp32 master (default) or fp32 throughout. */
+  precision?: 'bf16' | 'fp32';
 }
 
 /** One request of a sampling run; `id` names it in packets, sampleRunAdd and sampleRunCancel. */
@@ -82,7 +86,7 @@ export interface NativeModel {
   loadOptimizer(file: string): Promise<void>;
   saveLora(file: string, internalNames: boolean): Promise<void>;
   setLoraEnabled(on: boolean): void;
-  info(): { numParameters: number; numTrainable: number; internalNames: boolean; loraActive: boolean; loraEnabled: boolean; step: number };
+  info(): { numParameters: number; numTrainable: number; internalNames: boolean; loraActive: boolean; loraEnabled: boolean; step: number; device: string };
   /** Asks call `callId` to stop at its next layer / decode step, whether it runs already or not yet
    *  (it rejects with "interrupted"); a finished call is not affected. */
   cancel(callId: number): void;
@@ -93,6 +97,11 @@ export interface NativeModel {
   _set(name: string, data: Float32Array): void;
   _grad(name: string): Float32Array | null;
   _ropeIndex(prompt: NativePrompt): Int32Array;
+  /**
+   * Tests only: attach a device that samples with `cpu` (another CPU model), after `delayMs` per
+   * request, so that sampling runs take the device routing of native/src/sampler.cc on any machine.
+   */
+  _attachTestDevice(cpu: NativeModel, delayMs?: number): void;
 }
 
 export interface SafetensorsContent {
@@ -108,6 +117,8 @@ export interface NativeAddon {
   _gemmKernel(set?: 'avx2-fma' | 'portable' | 'auto'): string;
   _threads(set?: number): number;
   _readSafetensors(file: string): SafetensorsContent;
+  /** Whether this build has the CUDA backend and sees a device. */
+  _cuda(): { built: boolean; available: boolean; reason?: string };
   _writeSafetensors(file: string, tensors: Record<string, { shape: number[]; data: Float32Array }>, metadata?: Record<string, string>): void;
 }
 

@@ -222,6 +222,65 @@ test('a forward queued while sampling runs is not starved: later sampling reques
   }
 });
 
+test('with a device attached, a run hands each request to the device: same results, tokens at the end, cancellation between requests', async () => {
+  const m = await loadModel(`${c.dir}/policy`);
+  const cpu = await loadModel(`${c.dir}/policy`);
+  try {
+    const reqs: SampleRequest[] = [
+      { prompt: twoImages, n: 3, temperature: 1, maxTokens: 9, seed: 5 },
+      { prompt: textOnly, n: 2, temperature: 0, maxTokens: 12, seed: 0 },
+      { prompt: oneImage, n: 4, temperature: 0.7, topP: 0.8, maxTokens: 15, seed: 1234567 },
+    ];
+    const want = await alone(cpu, reqs);
+    // the device samples with `cpu`, 40 ms after it is handed each request
+    m._native._attachTestDevice(cpu._native, 40);
+    assert.match(m._native.info().device, /^test/);
+    const before = m.sampleStats();
+    const events: TokenEvent[] = [];
+    let settled0 = false;
+    const t0 = performance.now();
+    const got = await m.sampleBatch(reqs.map((r, i) => (i === 0 ? { ...r, onToken: (e: TokenEvent) => { assert.equal(settled0, false); events.push(e); } } : r)));
+    settled0 = true;
+    const took = performance.now() - t0;
+    assert.ok(took >= 3 * 40, `one request after another on the device (${took.toFixed(0)} ms for three)`);
+    got.forEach((r, i) => assertSameResult(r, want[i]!, `device request ${i}`));
+    for (let g = 0; g < reqs[0]!.n; g++) {
+      const mine = events.filter((e) => e.row === g);
+      assert.deepEqual(mine.map((e) => e.tokenId), Array.from(got[0]!.tokenIds[g]!), `row ${g}: streamed ids`);
+      assert.deepEqual(Float32Array.from(mine.map((e) => e.logprob)), got[0]!.logprobs[g]!, `row ${g}: streamed log-probs`);
+    }
+    // tokens come in step order: every row's token t before any row's token t+1
+    const steps = events.map((e, k) => events.slice(0, k).filter((x) => x.row === e.row).length);
+    assert.deepEqual(steps, [...steps].sort((a, b) => a - b));
+    assert.equal(m.sampleStats().runs - before.runs, 1, 'the three requests went through one run');
+
+    // The first request's tokens arrive once the device has finished it: cancelling the second then
+    // (the device is busy with it) and the third (not started) drops both; the first is unchanged.
+    const ac2 = new AbortController(), ac3 = new AbortController();
+    const mid = m.sampleStats();
+    const [a, b, d] = [
+      m.sample({ ...reqs[0]!, onToken: () => { ac2.abort(new Error('second gone')); ac3.abort(new Error('third gone')); } }),
+      m.sample({ ...reqs[1]!, signal: ac2.signal }),
+      m.sample({ ...reqs[2]!, signal: ac3.signal }),
+    ];
+    const at = (p: Promise<unknown>): Promise<number> => p.then(() => -1, () => performance.now());
+    const [atB, atD] = await Promise.all([at(b!), at(d!)]);
+    await assert.rejects(b!, { message: 'second gone' });
+    await assert.rejects(d!, { message: 'third gone' });
+    // the third never reached the device (it would have taken 40 ms more)
+    assert.ok(atD - atB < 30, `the third was dropped before it started (${(atD - atB).toFixed(1)} ms after the second)`);
+    assertSameResult(await a!, want[0]!, 'the request before the cancelled ones');
+    const end = m.sampleStats();
+    assert.equal(end.cancelled - mid.cancelled, 2);
+    assert.equal(end.completed - mid.completed, 1);
+    // and the model samples on
+    assertSameResult(await m.sample(reqs[2]!), want[2]!, 'after the cancelled requests');
+  } finally {
+    m.dispose();
+    cpu.dispose();
+  }
+});
+
 test('sampleBatch checks its arguments with exact messages', async () => {
   const m = await loadModel(`${c.dir}/policy`);
   try {

@@ -1,0 +1,231 @@
+// Our GRPO step and rollout at Qwen2-VL-2B dimensions with random weights, through the same Model API
+// the addon uses (a Model with the CUDA backend attached), for bench/torch/grpo_reference.py's
+// workload: 16 prompts x G = 8, a 448x448 image (1024 patches, 256 image tokens) + 42 text tokens
+// (298-token prompt), completions of 16 tokens. Prints one JSON object (last line).
+//
+//   step: for each prompt, policy forward (keep) + reference forward + backward of the token-mean
+//         GRPO loss with a KL term; then clipping and AdamW (full fine-tune; fp32 master + moments)
+//   rollout: sample(n = 8, maxTokens = 16, temperature 1) for each prompt (prefix once + 8 samples)
+//   lora: the same step with LoRA r = 64 on every LM linear (base frozen, bf16 only)
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <random>
+#include <string>
+
+#include "cuda/model_cuda.h"
+#include "model.h"
+
+using namespace vq;
+
+namespace {
+
+ModelConfig qwen2vl_2b() {
+  ModelConfig c;
+  c.vision.depth = 32;
+  c.vision.embed_dim = 1280;
+  c.vision.num_heads = 16;
+  c.vision.mlp_hidden = 5120;
+  c.vision.out_hidden = 1536;
+  c.text.vocab = 151936;
+  c.text.hidden = 1536;
+  c.text.inter = 8960;
+  c.text.layers = 28;
+  c.text.heads = 12;
+  c.text.kv_heads = 2;
+  c.text.head_dim = 128;
+  c.text.section[0] = 16;
+  c.text.section[1] = 24;
+  c.text.section[2] = 24;
+  c.text.theta = 1e6f;
+  c.text.tied = true;
+  c.image_token_id = 151655;
+  return c;
+}
+
+double now() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+struct Workload {
+  std::vector<ForwardRequest> reqs;
+  std::vector<std::vector<float>> adv;
+};
+
+Workload make_workload(const ModelConfig& c, int prompts, int G, int completion) {
+  std::mt19937_64 r(2026);
+  std::uniform_real_distribution<float> U(-1, 1);
+  Workload w;
+  for (int p = 0; p < prompts; p++) {
+    ForwardRequest q;
+    Image im;
+    im.t = 1; im.h = 32; im.w = 32;
+    im.pixels.resize(static_cast<size_t>(1024) * c.vision.patch_dim());
+    for (auto& x : im.pixels) x = U(r);
+    q.prompt.images.push_back(std::move(im));
+    // chat template: 6 tokens, vision_start, 256 image tokens, vision_end, 32 question tokens, 2 tokens
+    for (int i = 0; i < 7; i++) q.prompt.ids.push_back(static_cast<int32_t>(r() % 150000));
+    for (int i = 0; i < 256; i++) q.prompt.ids.push_back(c.image_token_id);
+    for (int i = 0; i < 35; i++) q.prompt.ids.push_back(static_cast<int32_t>(r() % 150000));
+    std::vector<float> a;
+    for (int g = 0; g < G; g++) {
+      std::vector<int32_t> comp(completion);
+      for (auto& t : comp) t = static_cast<int32_t>(r() % 150000);
+      q.completions.push_back(comp);
+      a.push_back(U(r));
+    }
+    w.reqs.push_back(std::move(q));
+    w.adv.push_back(a);
+  }
+  return w;
+}
+
+struct StepStats {
+  double seconds = 0, flops = 0;
+  size_t peak = 0;
+  double grad_norm = 0;
+};
+
+StepStats grpo_step(Model& policy, Model* reference, const Workload& w, float beta) {
+  StepStats s;
+  cuda_sync();
+  cuda_gemm_flops(true);
+  cuda_peak_bytes(true);
+  const double t0 = now();
+  policy.zero_grad();
+  int64_t total = 0;
+  for (const auto& q : w.reqs)
+    for (const auto& c : q.completions) total += static_cast<int64_t>(c.size());
+  for (size_t i = 0; i < w.reqs.size(); i++) {
+    auto pol = policy.forward({w.reqs[i]}, true);
+    std::vector<ForwardResult> ref;
+    if (reference) ref = reference->forward({w.reqs[i]}, false);
+    std::vector<std::vector<std::vector<float>>> g(1);
+    for (size_t c = 0; c < w.reqs[i].completions.size(); c++) {
+      std::vector<float> d(w.reqs[i].completions[c].size());
+      for (size_t t = 0; t < d.size(); t++) {
+        const float lp = pol[0].logprobs[c][t];
+        const float rl = reference ? ref[0].logprobs[c][t] : lp;
+        d[t] = (-w.adv[i][c] + beta * (1.0f - std::exp(rl - lp))) / static_cast<float>(total);
+      }
+      g[0].push_back(d);
+    }
+    policy.backward(g);
+  }
+  AdamWOptions o;
+  o.lr = 1e-6f;
+  o.max_grad_norm = 1.0f;
+  const StepResult r = policy.step(o);
+  cuda_sync();
+  s.seconds = now() - t0;
+  s.flops = cuda_gemm_flops(true);
+  s.peak = cuda_peak_bytes(false);
+  s.grad_norm = r.grad_norm;
+  return s;
+}
+
+struct RolloutStats {
+  double seconds = 0, flops = 0;
+  int64_t tokens = 0;
+};
+
+RolloutStats rollout(Model& m, const Workload& w, int G, int maxT) {
+  RolloutStats s;
+  cuda_sync();
+  cuda_gemm_flops(true);
+  const double t0 = now();
+  for (size_t i = 0; i < w.reqs.size(); i++) {
+    SampleRequest q;
+    q.prompt = w.reqs[i].prompt;
+    q.n = G;
+    q.temperature = 1.0f;
+    q.max_tokens = maxT;
+    q.seed = i;
+    const SampleResult r = m.sample(q);
+    for (const auto& t : r.tokens) s.tokens += static_cast<int64_t>(t.size());
+  }
+  cuda_sync();
+  s.seconds = now() - t0;
+  s.flops = cuda_gemm_flops(true);
+  return s;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string why;
+  if (!cuda_available(&why)) {
+    std::printf("skipped: %s\n", why.c_str());
+    return 0;
+  }
+  const int prompts = argc > 1 ? std::atoi(argv[1]) : 16, G = 8, maxT = 16;
+  const ModelConfig c = qwen2vl_2b();
+  std::string json = "{";
+  auto add = [&](const std::string& k, double v) {
+    char b[96];
+    std::snprintf(b, sizeof b, "%s\"%s\": %.6g", json.size() > 1 ? ", " : "", k.c_str(), v);
+    json += b;
+    std::fflush(stdout);
+  };
+  try {
+    const Workload w = make_workload(c, prompts, G, maxT);
+    std::printf("workload: %d prompts x %d completions of %d tokens, prompt %zu tokens (1024 patches)\n", prompts, G, maxT,
+                w.reqs[0].prompt.ids.size());
+    {
+      auto policy = std::make_unique<Model>(c, 4096);
+      auto reference = std::make_unique<Model>(c, 4096);
+      std::printf("parameters: %lld\n", static_cast<long long>(policy->num_params()));
+      add("params", static_cast<double>(policy->num_params()));
+      policy->attach_device(make_cuda_model(*policy, 0, true));
+      cuda_randomize(*policy->device(), 1, 0.02f);
+      reference->attach_device(make_cuda_model(*reference, 0, true));
+      cuda_randomize(*reference->device(), 1, 0.02f);
+      // rollout first (what a GRPO iteration does), then the step
+      rollout(*policy, w, G, maxT);  // warm-up
+      RolloutStats best;
+      for (int rep = 0; rep < 2; rep++) {
+        RolloutStats r = rollout(*policy, w, G, maxT);
+        if (rep == 0 || r.seconds < best.seconds) best = r;
+        std::printf("rollout: %.3f s, %lld new tokens (%.0f tokens/s)\n", r.seconds, (long long)r.tokens, r.tokens / r.seconds);
+      }
+      add("rollout_s", best.seconds);
+      add("rollout_tokens", static_cast<double>(best.tokens));
+      add("rollout_gemm_flops", best.flops);
+      grpo_step(*policy, reference.get(), w, 0.04f);  // warm-up (allocates gradients, master, moments)
+      StepStats best_s;
+      for (int rep = 0; rep < 2; rep++) {
+        StepStats s = grpo_step(*policy, reference.get(), w, 0.04f);
+        if (rep == 0 || s.seconds < best_s.seconds) best_s = s;
+        std::printf("step (full fine-tune): %.3f s, %.1f TFLOP in GEMMs (%.0f TFLOP/s), peak %.2f GiB, grad norm %.4g\n",
+                    s.seconds, s.flops / 1e12, s.flops / s.seconds / 1e12, s.peak / 1073741824.0, s.grad_norm);
+      }
+      add("step_s", best_s.seconds);
+      add("step_gemm_flops", best_s.flops);
+      add("step_peak_bytes", static_cast<double>(best_s.peak));
+    }
+    {  // LoRA r = 64 on every LM linear: frozen bf16 base, adapters with fp32 master and moments
+      auto policy = std::make_unique<Model>(c, 4096);
+      LoraOptions lo;
+      lo.rank = 64;
+      lo.alpha = 128;
+      lo.targets = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
+      policy->add_lora(lo);
+      policy->attach_device(make_cuda_model(*policy, 0, true));
+      cuda_randomize(*policy->device(), 1, 0.02f);
+      grpo_step(*policy, nullptr, w, 0.0f);  // warm-up
+      StepStats s = grpo_step(*policy, nullptr, w, 0.0f);
+      std::printf("step (LoRA r=64, no reference model): %.3f s, peak %.2f GiB\n", s.seconds, s.peak / 1073741824.0);
+      add("lora_step_s", s.seconds);
+      add("lora_step_peak_bytes", static_cast<double>(s.peak));
+      add("lora_trainable", static_cast<double>(policy->num_trainable()));
+    }
+  } catch (const std::exception& e) {
+    std::printf("error: %s\n", e.what());
+    json += json.size() > 1 ? ", " : "";
+    json += "\"error\": \"see log\"";
+    std::printf("%s}\n", json.c_str());
+    return 1;
+  }
+  std::printf("%s}\n", json.c_str());
+  return 0;
+}

@@ -1,0 +1,604 @@
+// Every CUDA op against the CPU reference (native/src/ops), fp32 and bf16, several shapes (odd ones
+// too), fresh random inputs each case (never zeros), written outputs poisoned with NaN before the run,
+// accumulated outputs (+=) started from random values. Error = ||gpu - cpu|| / ||cpu|| per output;
+// tolerance 1e-5 for fp32 and 1e-2 for bf16 (inputs rounded to bf16 first, so both sides see the
+// same numbers). Exit status 1 on any failure; with no GPU it prints "skipped" and exits 0.
+//
+//   build: scripts/gpu/build.sh (or the compile line there);  run: native/build/cuda/test_ops [filter]
+#include <array>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <functional>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "cuda/cuda_common.h"
+#include "cuda/gemm.h"
+#include "cuda/ops.h"
+#include "model.h"
+#include "ops/ops.h"
+
+using namespace vq;
+using cu::bf16;
+
+namespace {
+
+std::mt19937_64 rng(20261120);
+int failures = 0, checks = 0;
+std::string filter;
+
+std::vector<float> rnd(int64_t n, float lo = -1.0f, float hi = 1.0f) {
+  std::uniform_real_distribution<float> U(lo, hi);
+  std::vector<float> v(n);
+  for (auto& x : v) {
+    x = U(rng);
+    if (x == 0.0f) x = 0.5f * hi;
+  }
+  return v;
+}
+
+// A device tensor of type T holding host fp32 values (rounded to T's precision on the host copy too).
+template <typename T>
+struct Dt {
+  T* p = nullptr;
+  int64_t n = 0;
+  Dt() = default;
+  explicit Dt(std::vector<float>& h) { set(h); }
+  void set(std::vector<float>& h) {
+    n = static_cast<int64_t>(h.size());
+    if (!p) CU_CHECK(cudaMalloc(&p, std::max<int64_t>(n, 1) * sizeof(T)), "test alloc");
+    if constexpr (std::is_same<T, float>::value) {
+      CU_CHECK(cudaMemcpy(p, h.data(), n * sizeof(float), cudaMemcpyHostToDevice), "upload");
+    } else {
+      std::vector<bf16> b(n);
+      for (int64_t i = 0; i < n; i++) {
+        b[i] = __float2bfloat16(h[i]);
+        h[i] = __bfloat162float(b[i]);
+      }
+      CU_CHECK(cudaMemcpy(p, b.data(), n * sizeof(bf16), cudaMemcpyHostToDevice), "upload");
+    }
+  }
+  void poison(int64_t count) {
+    n = count;
+    if (!p) CU_CHECK(cudaMalloc(&p, std::max<int64_t>(n, 1) * sizeof(T)), "test alloc");
+    CU_CHECK(cudaMemset(p, 0xFF, n * sizeof(T)), "poison");  // all-ones bits: NaN in fp32 and bf16
+  }
+  std::vector<float> get() const {
+    CU_CHECK(cudaDeviceSynchronize(), "sync");
+    std::vector<float> h(n);
+    if constexpr (std::is_same<T, float>::value) {
+      CU_CHECK(cudaMemcpy(h.data(), p, n * sizeof(float), cudaMemcpyDeviceToHost), "download");
+    } else {
+      std::vector<bf16> b(n);
+      CU_CHECK(cudaMemcpy(b.data(), p, n * sizeof(bf16), cudaMemcpyDeviceToHost), "download");
+      for (int64_t i = 0; i < n; i++) h[i] = __bfloat162float(b[i]);
+    }
+    return h;
+  }
+  ~Dt() { if (p) cudaFree(p); }
+  Dt(const Dt&) = delete;
+};
+
+template <typename T> struct Di {
+  T* p = nullptr;
+  explicit Di(const std::vector<T>& h) {
+    CU_CHECK(cudaMalloc(&p, std::max<size_t>(h.size(), 1) * sizeof(T)), "alloc");
+    CU_CHECK(cudaMemcpy(p, h.data(), h.size() * sizeof(T), cudaMemcpyHostToDevice), "upload");
+  }
+  ~Di() { cudaFree(p); }
+};
+
+template <typename T> const char* tname() { return std::is_same<T, float>::value ? "fp32" : "bf16"; }
+template <typename T> double tol() { return std::is_same<T, float>::value ? 1e-5 : 1e-2; }
+
+// rel L2 of (got - base) against (ref - base); NaN anywhere fails.
+void compare(const std::string& name, const std::vector<float>& got, const std::vector<float>& ref, double tolerance,
+             const std::vector<float>* base = nullptr) {
+  checks++;
+  double dn = 0, rn = 0;
+  bool nan = got.size() != ref.size();
+  for (size_t i = 0; i < ref.size() && !nan; i++) {
+    const double b = base ? (*base)[i] : 0.0;
+    const double g = got[i] - b, r = ref[i] - b;
+    if (!std::isfinite(got[i])) { nan = true; break; }
+    dn += (g - r) * (g - r);
+    rn += r * r;
+  }
+  const double err = nan ? NAN : (rn > 0 ? std::sqrt(dn / rn) : std::sqrt(dn));
+  const bool ok = !nan && err <= tolerance;
+  if (!ok) failures++;
+  std::printf("%-4s %-64s rel_l2 %.2e  tol %.0e\n", ok ? "ok" : "FAIL", name.c_str(), err, tolerance);
+}
+
+bool want(const char* op) { return filter.empty() || std::string(op).find(filter) != std::string::npos; }
+
+std::string shp(std::initializer_list<int64_t> d) {
+  std::string s = "(";
+  for (auto x : d) s += (s.size() > 1 ? "," : "") + std::to_string(x);
+  return s + ")";
+}
+
+// ---------------------------------------------------------------------------------------------
+template <typename T> void test_embedding() {
+  for (auto [Tn, C, V] : std::vector<std::array<int64_t, 3>>{{1, 3, 5}, {17, 64, 101}, {300, 1536, 2000}}) {
+    std::vector<int32_t> ids(Tn);
+    for (auto& i : ids) i = static_cast<int32_t>(rng() % V);
+    auto wte = rnd(V * C);
+    Dt<T> dw(wte);
+    Di<int32_t> did(ids);
+    std::vector<float> ref(Tn * C);
+    embedding_forward(ref.data(), ids.data(), wte.data(), Tn, C);
+    Dt<T> out;
+    out.poison(Tn * C);
+    cu::embedding_forward(out.p, did.p, dw.p, Tn, C);
+    compare(std::string("embedding_forward ") + tname<T>() + shp({Tn, C, V}), out.get(), ref, tol<T>());
+    // backward: some ids < 0 (image rows)
+    for (int64_t t = 0; t < Tn; t += 3) ids[t] = -1;
+    Di<int32_t> did2(ids);
+    auto dout = rnd(Tn * C);
+    Dt<T> ddout(dout);
+    auto base = rnd(V * C, -0.1f, 0.1f);
+    std::vector<float> dref = base;
+    embedding_backward(dref.data(), dout.data(), ids.data(), Tn, C);
+    Dt<float> dg(base);
+    cu::embedding_backward(dg.p, ddout.p, did2.p, Tn, C);
+    compare(std::string("embedding_backward ") + tname<T>() + shp({Tn, C, V}), dg.get(), dref, tol<T>(), &base);
+  }
+}
+
+template <typename T> void test_norms() {
+  for (auto [Tn, C] : std::vector<std::array<int64_t, 2>>{{1, 7}, {5, 64}, {33, 1536}, {130, 1280}, {3, 5000}}) {
+    auto x = rnd(Tn * C, -2, 2), w = rnd(C, 0.5, 1.5), b = rnd(C);
+    Dt<T> dx(x), dw(w), db(b);
+    {  // rmsnorm
+      std::vector<float> ref(Tn * C), rstd(Tn);
+      rmsnorm_forward(ref.data(), rstd.data(), x.data(), w.data(), Tn, C, 1e-6f);
+      Dt<T> out;
+      out.poison(Tn * C);
+      Dt<float> drs;
+      drs.poison(Tn);
+      cu::rmsnorm_forward(out.p, drs.p, dx.p, dw.p, Tn, C, 1e-6f);
+      compare(std::string("rmsnorm_forward ") + tname<T>() + shp({Tn, C}), out.get(), ref, tol<T>());
+      compare(std::string("rmsnorm_forward rstd ") + tname<T>() + shp({Tn, C}), drs.get(), rstd, tol<T>());
+      auto dout = rnd(Tn * C);
+      Dt<T> ddout(dout);
+      auto bx = rnd(Tn * C, -0.1f, 0.1f), bw = rnd(C, -0.1f, 0.1f);
+      Dt<T> ddx(bx);
+      Dt<float> ddw(bw);
+      std::vector<float> rdx = bx, rdw = bw;
+      rmsnorm_backward(rdx.data(), rdw.data(), dout.data(), x.data(), w.data(), rstd.data(), Tn, C);
+      cu::rmsnorm_backward(ddx.p, ddw.p, ddout.p, dx.p, dw.p, drs.p, Tn, C);
+      compare(std::string("rmsnorm_backward dinp ") + tname<T>() + shp({Tn, C}), ddx.get(), rdx, tol<T>(), &bx);
+      compare(std::string("rmsnorm_backward dweight ") + tname<T>() + shp({Tn, C}), ddw.get(), rdw, tol<T>(), &bw);
+    }
+    {  // layernorm
+      std::vector<float> ref(Tn * C), mean(Tn), rstd(Tn);
+      layernorm_forward(ref.data(), mean.data(), rstd.data(), x.data(), w.data(), b.data(), Tn, C, 1e-6f);
+      Dt<T> out;
+      out.poison(Tn * C);
+      Dt<float> dm, drs;
+      dm.poison(Tn);
+      drs.poison(Tn);
+      cu::layernorm_forward(out.p, dm.p, drs.p, dx.p, dw.p, db.p, Tn, C, 1e-6f);
+      compare(std::string("layernorm_forward ") + tname<T>() + shp({Tn, C}), out.get(), ref, tol<T>());
+      compare(std::string("layernorm_forward rstd ") + tname<T>() + shp({Tn, C}), drs.get(), rstd, tol<T>());
+      auto dout = rnd(Tn * C);
+      Dt<T> ddout(dout);
+      auto bx = rnd(Tn * C, -0.1f, 0.1f), bw = rnd(C, -0.1f, 0.1f), bb = rnd(C, -0.1f, 0.1f);
+      Dt<T> ddx(bx);
+      Dt<float> ddw(bw), ddb(bb);
+      std::vector<float> rdx = bx, rdw = bw, rdb = bb;
+      layernorm_backward(rdx.data(), rdw.data(), rdb.data(), dout.data(), x.data(), w.data(), mean.data(), rstd.data(), Tn, C);
+      cu::layernorm_backward(ddx.p, ddw.p, ddb.p, ddout.p, dx.p, dw.p, dm.p, drs.p, Tn, C);
+      compare(std::string("layernorm_backward dinp ") + tname<T>() + shp({Tn, C}), ddx.get(), rdx, tol<T>(), &bx);
+      compare(std::string("layernorm_backward dweight ") + tname<T>() + shp({Tn, C}), ddw.get(), rdw, tol<T>(), &bw);
+      compare(std::string("layernorm_backward dbias ") + tname<T>() + shp({Tn, C}), ddb.get(), rdb, tol<T>(), &bb);
+    }
+  }
+}
+
+template <typename T> void test_linear() {
+  for (auto [Tn, IC, OC] : std::vector<std::array<int64_t, 3>>{{1, 3, 5}, {7, 33, 17}, {64, 128, 96}, {257, 1536, 256}, {130, 1280, 3840}}) {
+    auto x = rnd(Tn * IC), w = rnd(OC * IC, -0.2f, 0.2f), b = rnd(OC);
+    Dt<T> dx(x), dw(w), db(b);
+    for (int withb = 0; withb < 2; withb++) {
+      std::vector<float> ref(Tn * OC);
+      linear_forward(ref.data(), x.data(), w.data(), withb ? b.data() : nullptr, Tn, IC, OC);
+      Dt<T> out;
+      out.poison(Tn * OC);
+      cu::linear_forward(out.p, dx.p, dw.p, withb ? db.p : nullptr, Tn, IC, OC);
+      compare(std::string("linear_forward") + (withb ? "+bias " : " ") + tname<T>() + shp({Tn, IC, OC}), out.get(), ref, tol<T>());
+    }
+    auto dout = rnd(Tn * OC);
+    Dt<T> ddout(dout);
+    auto bx = rnd(Tn * IC, -0.1f, 0.1f), bw = rnd(OC * IC, -0.1f, 0.1f), bb = rnd(OC, -0.1f, 0.1f);
+    Dt<T> ddx(bx);
+    Dt<float> ddw(bw), ddb(bb);
+    std::vector<float> rdx = bx, rdw = bw, rdb = bb;
+    linear_backward(rdx.data(), rdw.data(), rdb.data(), dout.data(), x.data(), w.data(), Tn, IC, OC);
+    cu::linear_backward(ddx.p, ddw.p, ddb.p, ddout.p, dx.p, dw.p, Tn, IC, OC);
+    compare(std::string("linear_backward dinp ") + tname<T>() + shp({Tn, IC, OC}), ddx.get(), rdx, tol<T>(), &bx);
+    compare(std::string("linear_backward dweight ") + tname<T>() + shp({Tn, IC, OC}), ddw.get(), rdw, tol<T>(), &bw);
+    compare(std::string("linear_backward dbias ") + tname<T>() + shp({Tn, IC, OC}), ddb.get(), rdb, tol<T>(), &bb);
+  }
+}
+
+template <typename T> void test_lora() {
+  for (auto [Tn, IC, OC, R] : std::vector<std::array<int64_t, 4>>{{1, 5, 3, 2}, {9, 64, 48, 8}, {130, 1536, 256, 64}}) {
+    auto x = rnd(Tn * IC), A = rnd(R * IC, -0.3f, 0.3f), B = rnd(OC * R, -0.3f, 0.3f);
+    Dt<T> dx(x), dA(A), dB(B);
+    const float scale = 2.0f;
+    auto base = rnd(Tn * OC, -0.1f, 0.1f);
+    std::vector<float> ref = base, xa(Tn * R);
+    Dt<T> out(base);
+    lora_forward(ref.data(), xa.data(), x.data(), A.data(), B.data(), Tn, IC, OC, R, scale);
+    Dt<T> dxa;
+    dxa.poison(Tn * R);
+    cu::lora_forward(out.p, dxa.p, dx.p, dA.p, dB.p, Tn, IC, OC, R, scale);
+    compare(std::string("lora_forward ") + tname<T>() + shp({Tn, IC, OC, R}), out.get(), ref, tol<T>(), &base);
+    compare(std::string("lora_forward xa ") + tname<T>() + shp({Tn, IC, OC, R}), dxa.get(), xa, tol<T>());
+    auto xa_h = dxa.get();  // the backward's input, as the device has it
+    auto dout = rnd(Tn * OC);
+    Dt<T> ddout(dout);
+    auto bx = rnd(Tn * IC, -0.1f, 0.1f), bA = rnd(R * IC, -0.1f, 0.1f), bB = rnd(OC * R, -0.1f, 0.1f);
+    Dt<T> ddx(bx);
+    Dt<float> ddA(bA), ddB(bB);
+    std::vector<float> rdx = bx, rdA = bA, rdB = bB;
+    lora_backward(rdx.data(), rdA.data(), rdB.data(), dout.data(), x.data(), xa_h.data(), A.data(), B.data(), Tn, IC, OC, R, scale);
+    cu::lora_backward(ddx.p, ddA.p, ddB.p, ddout.p, dx.p, dxa.p, dA.p, dB.p, Tn, IC, OC, R, scale);
+    compare(std::string("lora_backward dinp ") + tname<T>() + shp({Tn, IC, OC, R}), ddx.get(), rdx, tol<T>(), &bx);
+    compare(std::string("lora_backward dA ") + tname<T>() + shp({Tn, IC, OC, R}), ddA.get(), rdA, tol<T>(), &bA);
+    compare(std::string("lora_backward dB ") + tname<T>() + shp({Tn, IC, OC, R}), ddB.get(), rdB, tol<T>(), &bB);
+  }
+}
+
+template <typename T> void test_rope() {
+  for (auto [Tn, NH, D] : std::vector<std::array<int64_t, 3>>{{1, 1, 2}, {7, 3, 6}, {65, 12, 128}, {300, 16, 80}}) {
+    // tables from random M-RoPE positions (device vs CPU), then the rotation with the CPU's tables
+    const int64_t half = D / 2;
+    std::vector<int32_t> pos(3 * Tn), hpos(Tn), wpos(Tn);
+    for (auto& p : pos) p = static_cast<int32_t>(rng() % 4096);
+    for (int64_t t = 0; t < Tn; t++) { hpos[t] = rng() % 64; wpos[t] = rng() % 64; }
+    int32_t sec[3] = {static_cast<int32_t>(half / 4), static_cast<int32_t>(half * 3 / 8), 0};
+    sec[2] = static_cast<int32_t>(half) - sec[0] - sec[1];
+    std::vector<float> c(Tn * half), s(Tn * half);
+    rope_mrope_table(c.data(), s.data(), pos.data(), sec, Tn, D, 1e6f);
+    if (std::is_same<T, float>::value) {
+      Di<int32_t> dpos(pos);
+      Dt<float> dc, ds;
+      dc.poison(Tn * half);
+      ds.poison(Tn * half);
+      cu::rope_mrope_table(dc.p, ds.p, dpos.p, sec, Tn, D, 1e6f);
+      compare("rope_mrope_table cos" + shp({Tn, D}), dc.get(), c, 1e-5);
+      compare("rope_mrope_table sin" + shp({Tn, D}), ds.get(), s, 1e-5);
+      if (D % 4 == 0) {
+        std::vector<float> vc(Tn * half), vs(Tn * half);
+        rope_vision_table(vc.data(), vs.data(), hpos.data(), wpos.data(), Tn, D, 10000.0f);
+        Di<int32_t> dh(hpos), dwp(wpos);
+        cu::rope_vision_table(dc.p, ds.p, dh.p, dwp.p, Tn, D, 10000.0f);
+        compare("rope_vision_table cos" + shp({Tn, D}), dc.get(), vc, 1e-5);
+        compare("rope_vision_table sin" + shp({Tn, D}), ds.get(), vs, 1e-5);
+      }
+    }
+    Dt<float> dc(c), ds(s);
+    auto x = rnd(Tn * NH * D);
+    Dt<T> dx(x);
+    std::vector<float> ref(Tn * NH * D);
+    rope_forward(ref.data(), x.data(), c.data(), s.data(), Tn, NH, D);
+    Dt<T> out;
+    out.poison(Tn * NH * D);
+    cu::rope_forward(out.p, dx.p, dc.p, ds.p, Tn, NH, D);
+    compare(std::string("rope_forward ") + tname<T>() + shp({Tn, NH, D}), out.get(), ref, tol<T>());
+    auto base = rnd(Tn * NH * D, -0.1f, 0.1f);
+    std::vector<float> rb = base;
+    Dt<T> db(base);
+    rope_backward(rb.data(), x.data(), c.data(), s.data(), Tn, NH, D);
+    cu::rope_backward(db.p, dx.p, dc.p, ds.p, Tn, NH, D);
+    compare(std::string("rope_backward ") + tname<T>() + shp({Tn, NH, D}), db.get(), rb, tol<T>(), &base);
+  }
+}
+
+struct AttCase {
+  const char* what;
+  int64_t NH, KVH, D;
+  std::vector<Span> spans;
+  int64_t Tk;
+};
+
+std::vector<AttCase> att_cases() {
+  std::vector<AttCase> cs;
+  auto causal = [](int64_t T) { std::vector<Span> s(T); for (int64_t i = 0; i < T; i++) s[i] = {0, 0, 0, int32_t(i + 1)}; return s; };
+  cs.push_back({"causal", 2, 1, 8, causal(5), 5});
+  cs.push_back({"causal odd D", 3, 3, 6, causal(19), 19});
+  {  // shared prefix Lp + G completions of lengths
+    const int32_t Lp = 37;
+    std::vector<int32_t> lens = {5, 1, 9, 16};
+    std::vector<Span> s = causal(Lp);
+    int32_t row = Lp;
+    for (int32_t L : lens) { const int32_t st = row; for (int32_t t = 0; t < L; t++, row++) s.push_back({0, Lp, st, row + 1}); }
+    cs.push_back({"shared prefix GQA 12/2", 12, 2, 128, s, row});
+    cs.push_back({"shared prefix GQA 6/2", 6, 2, 16, s, row});
+  }
+  {  // vision frames (bidirectional within each frame)
+    std::vector<Span> s;
+    int32_t row = 0;
+    for (int32_t n : {16, 64, 4}) { const int32_t st = row; for (int32_t i = 0; i < n; i++) s.push_back({0, 0, st, st + n}); row += n; }
+    cs.push_back({"vision frames", 16, 16, 80, s, row});
+  }
+  {  // decode: B rows reading a KV cache of Lp + n*maxT rows
+    const int32_t Lp = 29, maxT = 8, n = 5, t = 4;
+    std::vector<Span> s;
+    for (int32_t g = 0; g < n; g++) { const int32_t base = Lp + g * maxT; s.push_back({0, Lp, base, base + t}); }
+    cs.push_back({"decode", 12, 2, 64, s, Lp + n * maxT});
+  }
+  return cs;
+}
+
+template <typename T> void test_attention() {
+  for (const AttCase& ac : att_cases()) {
+    const int64_t Tq = static_cast<int64_t>(ac.spans.size()), Tk = ac.Tk, NH = ac.NH, KVH = ac.KVH, D = ac.D;
+    auto q = rnd(Tq * NH * D, -2, 2), k = rnd(Tk * KVH * D, -2, 2), v = rnd(Tk * KVH * D);
+    Dt<T> dq(q), dk(k), dv(v);
+    std::vector<float> ref(Tq * NH * D), lse(Tq * NH);
+    attention_forward(ref.data(), lse.data(), q.data(), k.data(), v.data(), ac.spans.data(), Tq, Tk, NH, KVH, D);
+    Dt<T> out;
+    out.poison(Tq * NH * D);
+    Dt<float> dl;
+    dl.poison(Tq * NH);
+    cu::attention_forward(out.p, dl.p, dq.p, dk.p, dv.p, ac.spans.data(), Tq, Tk, NH, KVH, D);
+    const std::string sh = std::string(" ") + tname<T>() + " " + ac.what + shp({Tq, Tk, NH, KVH, D});
+    compare("attention_forward" + sh, out.get(), ref, tol<T>());
+    compare("attention_forward lse" + sh, dl.get(), lse, tol<T>());
+    auto oh = out.get();  // backward's inputs as the device has them
+    auto dout = rnd(Tq * NH * D);
+    Dt<T> ddout(dout);
+    auto bq = rnd(Tq * NH * D, -0.1f, 0.1f), bk = rnd(Tk * KVH * D, -0.1f, 0.1f), bv = rnd(Tk * KVH * D, -0.1f, 0.1f);
+    Dt<T> gq(bq), gk(bk), gv(bv);
+    std::vector<float> rq = bq, rk = bk, rv = bv;
+    auto lh = dl.get();
+    attention_backward(rq.data(), rk.data(), rv.data(), dout.data(), q.data(), k.data(), v.data(), oh.data(), lh.data(),
+                       ac.spans.data(), Tq, Tk, NH, KVH, D);
+    cu::attention_backward(gq.p, gk.p, gv.p, ddout.p, dq.p, dk.p, dv.p, out.p, dl.p, ac.spans.data(), Tq, Tk, NH, KVH, D);
+    compare("attention_backward dq" + sh, gq.get(), rq, tol<T>(), &bq);
+    compare("attention_backward dk" + sh, gk.get(), rk, tol<T>(), &bk);
+    compare("attention_backward dv" + sh, gv.get(), rv, tol<T>(), &bv);
+  }
+}
+
+template <typename T> void test_activations() {
+  for (int64_t N : {1, 7, 4097, 1000003}) {
+    auto a = rnd(N, -4, 4), b = rnd(N, -2, 2), g = rnd(N);
+    Dt<T> da(a), db(b), dg(g);
+    auto base1 = rnd(N, -0.1f, 0.1f), base2 = rnd(N, -0.1f, 0.1f);
+    const std::string sh = std::string(" ") + tname<T>() + shp({N});
+    {
+      std::vector<float> ref(N);
+      swiglu_forward(ref.data(), a.data(), b.data(), N);
+      Dt<T> out;
+      out.poison(N);
+      cu::swiglu_forward(out.p, da.p, db.p, N);
+      compare("swiglu_forward" + sh, out.get(), ref, tol<T>());
+      std::vector<float> r1 = base1, r2 = base2;
+      Dt<T> d1(base1), d2(base2);
+      swiglu_backward(r1.data(), r2.data(), g.data(), a.data(), b.data(), N);
+      cu::swiglu_backward(d1.p, d2.p, dg.p, da.p, db.p, N);
+      compare("swiglu_backward dgate" + sh, d1.get(), r1, tol<T>(), &base1);
+      compare("swiglu_backward dup" + sh, d2.get(), r2, tol<T>(), &base2);
+    }
+    using Fwd = void (*)(float*, const float*, int64_t);
+    using Bwd = void (*)(float*, const float*, const float*, int64_t);
+    struct Act { const char* name; Fwd f; Bwd b; void (*cf)(T*, const T*, int64_t); void (*cb)(T*, const T*, const T*, int64_t); };
+    for (const Act& act : {Act{"quick_gelu", quick_gelu_forward, quick_gelu_backward, cu::quick_gelu_forward<T>, cu::quick_gelu_backward<T>},
+                           Act{"gelu", gelu_forward, gelu_backward, cu::gelu_forward<T>, cu::gelu_backward<T>}}) {
+      std::vector<float> ref(N);
+      act.f(ref.data(), a.data(), N);
+      Dt<T> out;
+      out.poison(N);
+      act.cf(out.p, da.p, N);
+      compare(std::string(act.name) + "_forward" + sh, out.get(), ref, tol<T>());
+      std::vector<float> r1 = base1;
+      Dt<T> d1(base1);
+      act.b(r1.data(), g.data(), a.data(), N);
+      act.cb(d1.p, dg.p, da.p, N);
+      compare(std::string(act.name) + "_backward" + sh, d1.get(), r1, tol<T>(), &base1);
+    }
+    {
+      std::vector<float> ref(N);
+      residual_forward(ref.data(), a.data(), b.data(), N);
+      Dt<T> out;
+      out.poison(N);
+      cu::residual_forward(out.p, da.p, db.p, N);
+      compare("residual_forward" + sh, out.get(), ref, tol<T>());
+    }
+  }
+}
+
+template <typename T> void test_logprob() {
+  for (auto [R, V] : std::vector<std::array<int64_t, 2>>{{1, 5}, {7, 1001}, {64, 151936}}) {
+    auto x = rnd(R * V, -8, 8);
+    std::vector<int32_t> tg(R);
+    for (auto& t : tg) t = static_cast<int32_t>(rng() % V);
+    Dt<T> dx(x);
+    Di<int32_t> dt(tg);
+    std::vector<float> lp(R), en(R), lse(R);
+    logprob_forward(lp.data(), en.data(), lse.data(), x.data(), tg.data(), R, V);
+    Dt<float> glp, gen, gl;
+    glp.poison(R); gen.poison(R); gl.poison(R);
+    cu::logprob_forward(glp.p, gen.p, gl.p, dx.p, dt.p, R, V);
+    const std::string sh = std::string(" ") + tname<T>() + shp({R, V});
+    compare("logprob_forward logp" + sh, glp.get(), lp, tol<T>());
+    compare("logprob_forward entropy" + sh, gen.get(), en, tol<T>());
+    compare("logprob_forward lse" + sh, gl.get(), lse, tol<T>());
+    auto dlp = rnd(R);
+    Dt<float> ddlp(dlp);
+    std::vector<float> ref(R * V);
+    logprob_backward(ref.data(), dlp.data(), x.data(), lse.data(), tg.data(), R, V);
+    Dt<T> out;
+    out.poison(R * V);
+    cu::logprob_backward(out.p, ddlp.p, dx.p, gl.p, dt.p, R, V);
+    compare("logprob_backward" + sh, out.get(), ref, tol<T>());
+    // in place (the model overwrites the logits with their gradient)
+    cu::logprob_backward(dx.p, ddlp.p, dx.p, gl.p, dt.p, R, V);
+    compare("logprob_backward in place" + sh, dx.get(), ref, tol<T>());
+  }
+}
+
+template <typename T> void test_sampling() {
+  const int64_t B = 64, V = 151936;
+  auto x = rnd(B * V, -6, 6);
+  Dt<T> dx(x);
+  std::vector<int64_t> gs(B);
+  for (int64_t b = 0; b < B; b++) gs[b] = b * 3 + 1;
+  Di<int64_t> dgs(gs);
+  for (float temp : {0.0f, 1.0f, 0.7f}) {
+    SampleRequest q;
+    q.temperature = temp;
+    q.seed = 1234;
+    std::vector<float> lps(B);
+    std::vector<int32_t> toks(B);
+    for (int64_t b = 0; b < B; b++) toks[b] = sample_token(x.data() + b * V, V, q, gs[b], 3, &lps[b]);
+    Dt<float> glp;
+    glp.poison(B);
+    int32_t* dtok = nullptr;
+    CU_CHECK(cudaMalloc(&dtok, B * sizeof(int32_t)), "alloc");
+    cu::sample_rows(dtok, glp.p, dx.p, dgs.p, B, V, temp, 1234, 3);
+    std::vector<int32_t> gt(B);
+    CU_CHECK(cudaMemcpy(gt.data(), dtok, B * sizeof(int32_t), cudaMemcpyDeviceToHost), "download");
+    cudaFree(dtok);
+    int same = 0;
+    for (int64_t b = 0; b < B; b++) same += gt[b] == toks[b];
+    checks++;
+    const bool ok = same >= B - 1;  // an inverse-CDF boundary within rounding may differ, rarely
+    if (!ok) failures++;
+    std::printf("%-4s %-64s %d/%d tokens equal\n", ok ? "ok" : "FAIL",
+                (std::string("sample_rows ") + tname<T>() + " temperature " + std::to_string(temp).substr(0, 3)).c_str(), same, int(B));
+    std::vector<float> lpr(B);  // log-probs of the device's tokens, on the CPU
+    // recompute the exact log-prob of the device's token on the CPU
+    for (int64_t b = 0; b < B; b++) {
+      double mx = -1e30, s = 0;
+      for (int64_t j = 0; j < V; j++) mx = std::max<double>(mx, x[b * V + j]);
+      for (int64_t j = 0; j < V; j++) s += std::exp(x[b * V + j] - mx);
+      lpr[b] = static_cast<float>(x[b * V + gt[b]] - (mx + std::log(s)));
+    }
+    compare(std::string("sample_rows logprob ") + tname<T>() + " temperature " + std::to_string(temp).substr(0, 3), glp.get(), lpr, tol<T>());
+  }
+}
+
+void test_adamw() {
+  for (int64_t n : {1, 1001, 3000017}) {
+    auto p = rnd(n), g = rnd(n, -0.01f, 0.01f), m = rnd(n, -0.01f, 0.01f), v = rnd(n, 0.0001f, 0.001f);
+    std::vector<float> rp = p, rm = m, rv = v;
+    adamw_update(rp.data(), g.data(), rm.data(), rv.data(), n, 1e-3f, 0.9f, 0.999f, 1e-8f, 0.1f, 7, 0.5f);
+    Dt<float> dp(p), dg(g), dm(m), dv(v);
+    bf16* copy = nullptr;
+    CU_CHECK(cudaMalloc(&copy, n * sizeof(bf16)), "alloc");
+    cu::adamw_update(dp.p, dg.p, dm.p, dv.p, n, 1e-3f, 0.9f, 0.999f, 1e-8f, 0.1f, 7, 0.5f, copy);
+    compare("adamw_update params" + shp({n}), dp.get(), rp, 1e-5);
+    compare("adamw_update params, the update alone (p' - p)" + shp({n}), dp.get(), rp, 1e-3, &p);
+    compare("adamw_update m" + shp({n}), dm.get(), rm, 1e-5);
+    compare("adamw_update v" + shp({n}), dv.get(), rv, 1e-5);
+    std::vector<bf16> cb(n);
+    CU_CHECK(cudaMemcpy(cb.data(), copy, n * sizeof(bf16), cudaMemcpyDeviceToHost), "download");
+    std::vector<float> cf(n), rr(n);
+    for (int64_t i = 0; i < n; i++) { cf[i] = __bfloat162float(cb[i]); rr[i] = rp[i]; }
+    compare("adamw_update bf16 copy" + shp({n}), cf, rr, 1e-2);
+    cudaFree(copy);
+    const double ss = sum_squares(g.data(), n), gs = cu::sum_squares(dg.p, n);
+    checks++;
+    const bool ok = std::fabs(ss - gs) <= 1e-9 * ss + 1e-30;
+    if (!ok) failures++;
+    std::printf("%-4s %-64s %.12e vs %.12e\n", ok ? "ok" : "FAIL", ("sum_squares" + shp({n})).c_str(), gs, ss);
+    checks++;
+    bool fin = cu::all_finite(dg.p, n);
+    g[n / 2] = NAN;
+    Dt<float> dg2(g);
+    bool fin2 = cu::all_finite(dg2.p, n);
+    if (!(fin && !fin2)) failures++;
+    std::printf("%-4s %-64s\n", fin && !fin2 ? "ok" : "FAIL", ("all_finite" + shp({n})).c_str());
+  }
+}
+
+// ---- op-level throughput at Qwen2-VL-2B shapes (bf16) ----
+void bench_ops() {
+  cudaEvent_t a, b;
+  cudaEventCreate(&a);
+  cudaEventCreate(&b);
+  auto time = [&](const std::function<void()>& f, int reps) {
+    for (int i = 0; i < 3; i++) f();
+    cudaEventRecord(a, cu::stream());
+    for (int i = 0; i < reps; i++) f();
+    cudaEventRecord(b, cu::stream());
+    cudaEventSynchronize(b);
+    float ms = 0;
+    cudaEventElapsedTime(&ms, a, b);
+    return ms / reps;
+  };
+  std::printf("\nop throughput (bf16, fp32 accumulation):\n");
+  for (auto d3 : std::vector<std::array<int64_t, 3>>{{426, 1536, 8960}, {426, 8960, 1536}, {1024, 1280, 3840}, {1024, 1280, 5120}, {8192, 8192, 8192}}) {
+    const int64_t Tn = d3[0], IC = d3[1], OC = d3[2];
+    auto x = rnd(Tn * IC), w = rnd(OC * IC, -0.05f, 0.05f);
+    Dt<bf16> dx(x), dw(w), out;
+    out.poison(Tn * OC);
+    const float ms = time([&] { cu::linear_forward(out.p, dx.p, dw.p, static_cast<const bf16*>(nullptr), Tn, IC, OC); }, 20);
+    std::printf("  linear_forward %-22s %8.3f ms  %7.1f TFLOP/s\n", shp({Tn, IC, OC}).c_str(), ms, 2.0 * Tn * IC * OC / ms / 1e9);
+  }
+  {  // one vision frame of 1024 patches, 16 heads of 80; a packed LM request of 426 rows
+    struct A { const char* n; int64_t T, NH, KVH, D; bool frame; };
+    for (A c : {A{"vision frame 1024, 16x80", 1024, 16, 16, 80, true}, A{"LM packed 298+8x16, 12/2x128", 426, 12, 2, 128, false}}) {
+      std::vector<Span> s(c.T);
+      for (int64_t i = 0; i < c.T; i++) {
+        if (c.frame) s[i] = {0, 0, 0, int32_t(c.T)};
+        else if (i < 298) s[i] = {0, 0, 0, int32_t(i + 1)};
+        else { const int32_t st = 298 + int32_t((i - 298) / 16) * 16; s[i] = {0, 298, st, int32_t(i + 1)}; }
+      }
+      auto q = rnd(c.T * c.NH * c.D), k = rnd(c.T * c.KVH * c.D), v = rnd(c.T * c.KVH * c.D);
+      Dt<bf16> dq(q), dk(k), dv(v), out, gq(q), gk(k), gv(v);
+      out.poison(c.T * c.NH * c.D);
+      Dt<float> lse;
+      lse.poison(c.T * c.NH);
+      const float f = time([&] { cu::attention_forward(out.p, lse.p, dq.p, dk.p, dv.p, s.data(), c.T, c.T, c.NH, c.KVH, c.D); }, 20);
+      const float bw = time([&] { cu::attention_backward(gq.p, gk.p, gv.p, dq.p, dq.p, dk.p, dv.p, out.p, lse.p, s.data(), c.T, c.T, c.NH, c.KVH, c.D); }, 20);
+      const double fl = 4.0 * c.T * c.T * c.NH * c.D;
+      std::printf("  attention %-34s fwd %7.3f ms (%6.1f TFLOP/s)  bwd %7.3f ms (%6.1f TFLOP/s, full tile)\n", c.n, f, fl / f / 1e9, bw, 2.5 * fl / bw / 1e9);
+    }
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0) {
+    std::printf("skipped: no CUDA device\n");
+    return 0;
+  }
+  bool bench = false;
+  for (int i = 1; i < argc; i++) {
+    if (std::string(argv[i]) == "--bench") bench = true;
+    else filter = argv[i];
+  }
+  cudaDeviceProp prop;
+  cudaGetDeviceProperties(&prop, 0);
+  std::printf("device: %s (sm_%d%d, %d SMs, %.1f GiB)\n", prop.name, prop.major, prop.minor, prop.multiProcessorCount,
+              prop.totalGlobalMem / 1073741824.0);
+  try {
+    if (want("embedding")) { test_embedding<float>(); test_embedding<bf16>(); }
+    if (want("norm")) { test_norms<float>(); test_norms<bf16>(); }
+    if (want("linear")) { test_linear<float>(); test_linear<bf16>(); }
+    if (want("lora")) { test_lora<float>(); test_lora<bf16>(); }
+    if (want("rope")) { test_rope<float>(); test_rope<bf16>(); }
+    if (want("attention")) { test_attention<float>(); test_attention<bf16>(); }
+    if (want("act")) { test_activations<float>(); test_activations<bf16>(); }
+    if (want("logprob")) { test_logprob<float>(); test_logprob<bf16>(); }
+    if (want("sampl")) { test_sampling<float>(); test_sampling<bf16>(); }
+    if (want("adamw")) test_adamw();
+    if (bench) bench_ops();
+  } catch (const std::exception& e) {
+    std::printf("FAIL exception: %s\n", e.what());
+    failures++;
+  }
+  std::printf("\nops: %d passed, %d failed\n", checks - failures, failures);
+  return failures ? 1 : 0;
+}

@@ -1,0 +1,141 @@
+// The CUDA ops: the same *_forward / *_backward pairs as native/src/ops/ops.h, in the same argument
+// order (outputs, inputs, dims), on device pointers, for activations of type T = float or bf16.
+//
+// defines: embedding, rmsnorm, layernorm, linear (+bias, cuBLASLt), lora, rope (+ M-RoPE and 2D
+// tables), attention over spans, swiglu, quick_gelu, gelu, residual, logprob (+ entropy), adamw,
+// sum_squares, all_finite, and the sampler's per-row pick.
+//
+// Precision: T holds activations and the weights' working copy; every reduction and every GEMM
+// accumulates in fp32; parameter gradients (dweight, dbias, dwte, dA, dB) are fp32; rstd, mean and
+// lse are fp32. Backward passes accumulate (+=) into their gradient outputs, as on the CPU. Every op
+// runs on cu::stream() and checks its launches.
+#pragma once
+#include <cstdint>
+
+#include "cuda/cuda_common.h"
+#include "ops/ops.h"
+
+namespace vq {
+namespace cu {
+
+// ---- embedding ----
+// out (T, C) = wte[ids[t]]; ids (T) on the device.
+template <typename T> void embedding_forward(T* out, const int32_t* ids, const T* wte, int64_t Tn, int64_t C);
+// dwte (V, C) fp32 += dout rows by ids; ids < 0 skipped.
+template <typename T> void embedding_backward(float* dwte, const T* dout, const int32_t* ids, int64_t Tn, int64_t C);
+
+// ---- norms ----
+template <typename T>
+void rmsnorm_forward(T* out, float* rstd, const T* inp, const T* weight, int64_t Tn, int64_t C, float eps);
+// dinp (T, C) +=, dweight (C) fp32 += (either may be null).
+template <typename T>
+void rmsnorm_backward(T* dinp, float* dweight, const T* dout, const T* inp, const T* weight, const float* rstd,
+                      int64_t Tn, int64_t C);
+template <typename T>
+void layernorm_forward(T* out, float* mean, float* rstd, const T* inp, const T* weight, const T* bias, int64_t Tn,
+                       int64_t C, float eps);
+template <typename T>
+void layernorm_backward(T* dinp, float* dweight, float* dbias, const T* dout, const T* inp, const T* weight,
+                        const float* mean, const float* rstd, int64_t Tn, int64_t C);
+
+// ---- linear (cuBLASLt) ----
+// out (T, OC) = inp (T, IC) @ weight (OC, IC)^T + bias (OC, may be null); accumulate: out +=.
+template <typename T>
+void linear_forward(T* out, const T* inp, const T* weight, const T* bias, int64_t Tn, int64_t IC, int64_t OC,
+                    bool accumulate = false);
+// dinp (T, IC) +=; dweight (OC, IC) fp32 +=; dbias (OC) fp32 +=. Any may be null.
+template <typename T>
+void linear_backward(T* dinp, float* dweight, float* dbias, const T* dout, const T* inp, const T* weight, int64_t Tn,
+                     int64_t IC, int64_t OC);
+
+// ---- LoRA ----
+// out (T, OC) += scale * (inp @ A^T) @ B^T; xa (T, R) = inp @ A^T (kept for backward). A (R, IC), B (OC, R).
+template <typename T>
+void lora_forward(T* out, T* xa, const T* inp, const T* A, const T* B, int64_t Tn, int64_t IC, int64_t OC, int64_t R,
+                  float scale);
+// dinp (T, IC) +=; dA (R, IC), dB (OC, R) fp32 += (may be null). dxa_scratch (T, R) of type T.
+template <typename T>
+void lora_backward(T* dinp, float* dA, float* dB, const T* dout, const T* inp, const T* xa, const T* A, const T* B,
+                   int64_t Tn, int64_t IC, int64_t OC, int64_t R, float scale);
+
+// ---- rotary ----
+// out, inp (T, NH, D) (out may equal inp); cos, sin (T, D/2) fp32.
+template <typename T>
+void rope_forward(T* out, const T* inp, const float* cos, const float* sin, int64_t Tn, int64_t NH, int64_t D);
+template <typename T>
+void rope_backward(T* dinp, const T* dout, const float* cos, const float* sin, int64_t Tn, int64_t NH, int64_t D);
+// Tables as on the CPU; pos (3, T), section (3), hpos, wpos (T) on the device; section is read on the host.
+void rope_mrope_table(float* cos, float* sin, const int32_t* pos, const int32_t* section_host, int64_t Tn, int64_t D,
+                      float theta);
+void rope_vision_table(float* cos, float* sin, const int32_t* hpos, const int32_t* wpos, int64_t Tn, int64_t D,
+                       float theta);
+
+// ---- attention over spans ----
+// As on the CPU; spans are HOST memory (the op plans its tiles from them and uploads them itself).
+// Scores are formed per tile of query rows over the tile's key range with cuBLASLt (fp32 scores,
+// softmax in fp32, probabilities in T), so memory stays bounded and no masked tile is computed.
+template <typename T>
+void attention_forward(T* out, float* lse, const T* q, const T* k, const T* v, const Span* spans, int64_t Tq,
+                       int64_t Tk, int64_t NH, int64_t KVH, int64_t D);
+template <typename T>
+void attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* q, const T* k, const T* v, const T* out,
+                        const float* lse, const Span* spans, int64_t Tq, int64_t Tk, int64_t NH, int64_t KVH,
+                        int64_t D);
+
+// ---- activations ----
+template <typename T> void swiglu_forward(T* out, const T* gate, const T* up, int64_t N);
+template <typename T> void swiglu_backward(T* dgate, T* dup, const T* dout, const T* gate, const T* up, int64_t N);
+template <typename T> void quick_gelu_forward(T* out, const T* inp, int64_t N);
+template <typename T> void quick_gelu_backward(T* dinp, const T* dout, const T* inp, int64_t N);
+template <typename T> void gelu_forward(T* out, const T* inp, int64_t N);
+template <typename T> void gelu_backward(T* dinp, const T* dout, const T* inp, int64_t N);
+template <typename T> void residual_forward(T* out, const T* a, const T* b, int64_t N);
+// out (N) += a (N) (gradient sums between buffers).
+template <typename T> void add_inplace(T* out, const T* a, int64_t N);
+
+// ---- log-probabilities ----
+// logp, entropy, lse (R) fp32; logits (R, V); targets (R) on the device. Sums in fp32 per thread,
+// combined in double.
+template <typename T>
+void logprob_forward(float* logp, float* entropy, float* lse, const T* logits, const int32_t* targets, int64_t R,
+                     int64_t V);
+// dlogits (R, V) = dlogp * (onehot - softmax) (written; may alias logits: computed in place).
+template <typename T>
+void logprob_backward(T* dlogits, const float* dlogp, const T* logits, const float* lse, const int32_t* targets,
+                      int64_t R, int64_t V);
+
+// ---- optimizer ----
+double sum_squares(const float* x, int64_t n);
+bool all_finite(const float* x, int64_t n);
+// As the CPU's; when copy is given it receives the updated params in bf16 (the working copy).
+void adamw_update(float* params, const float* grads, float* m, float* v, int64_t n, float lr, float beta1, float beta2,
+                  float eps, float weight_decay, int64_t step, float grad_scale, bf16* copy = nullptr);
+
+// ---- conversions and small helpers ----
+void to_bf16(bf16* out, const float* in, int64_t n);
+void to_f32(float* out, const bf16* in, int64_t n);
+template <typename T> void fill(T* out, float value, int64_t n);
+// out (n) = fp32 -> T (a plain copy when T is float).
+template <typename T> void from_f32(T* out, const float* in, int64_t n);
+// Gathers rows: out (n, C) = in[rows[i]] ; rows on the device.
+template <typename T> void gather_rows(T* out, const T* in, const int64_t* rows, int64_t n, int64_t C);
+// Scatter-add rows: out[rows[i]] += in (n, C) (rows may repeat: atomic in fp32 staging is not needed
+// because callers pass distinct rows or use scatter_add_rows_serial).
+template <typename T> void scatter_add_rows(T* out, const T* in, const int64_t* rows, int64_t n, int64_t C);
+// Writes rows: out[rows[i]] = in (n, C).
+template <typename T> void scatter_rows(T* out, const T* in, const int64_t* rows, int64_t n, int64_t C);
+// qkv (N, 3, E) -> q, k, v (N, E) and back (the vision tower's fused projection).
+template <typename T> void split_qkv(T* q, T* k, T* v, const T* qkv, int64_t N, int64_t E);
+template <typename T> void join_qkv(T* qkv, const T* q, const T* k, const T* v, int64_t N, int64_t E);
+
+// ---- sampling ----
+// One token per row of logits (B, V): temperature 0 = argmax (lowest index on ties); otherwise an
+// inverse-CDF draw over softmax(logits / temperature) in index order with u = uniform01(seed, g, t)
+// (the CPU's counter-based hash). logprob: of the unfiltered temperature-1 distribution.
+// gs (B) sample indices (device); tok, logprob (B) out (device). top-k/top-p are done on the host.
+template <typename T>
+void sample_rows(int32_t* tok, float* logprob, const T* logits, const int64_t* gs, int64_t B, int64_t V,
+                 float temperature, uint64_t seed, uint64_t t);
+
+}  // namespace cu
+}  // namespace vq
