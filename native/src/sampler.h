@@ -7,6 +7,11 @@
 // rows have stopped, or when they are cancelled. When nothing is active and nothing waits, the run
 // closes the inbox and returns; a later add() is refused, and the caller starts a new run.
 //
+// With a device attached (Model::device()), a run keeps this contract but the device samples: the
+// requests that have arrived when it is free are admitted together and handed to
+// sample_admitted_on_device() (sampler.cc, the one place that calls the device); a streaming
+// request's tokens reach the sink when its result is complete.
+//
 // Results do not depend on the company a request keeps: every row's arithmetic is independent of the
 // other rows of a step (the GEMM sums each output element in a fixed order; decode attention takes the
 // row path), a prompt is prefilled alone, and randomness is a function of (seed, row, step).
