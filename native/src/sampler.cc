@@ -271,8 +271,15 @@ struct DeviceRun {
     poll(false);
     return std::find(cancelled.begin(), cancelled.end(), id) != cancelled.end();
   }
+  // Reports what was produced. After the last request of a group, with nothing waiting, the inbox
+  // closes first (unless something arrived), as on the CPU: a caller reacting to this result starts
+  // a new run instead of racing this one's end.
+  void report(bool last) {
+    if (last && waiting.empty()) poll(true);
+    sink.flush();
+  }
   // Reports one finished request: its tokens first when it streams, in step order, then the result.
-  void finish(int32_t id, const SampleRequest& q, SampleResult&& r) {
+  void finish(int32_t id, const SampleRequest& q, SampleResult&& r, bool last) {
     if (q.stream) {
       size_t steps = 0;
       for (const auto& t : r.tokens) steps = std::max(steps, t.size());
@@ -282,7 +289,7 @@ struct DeviceRun {
             sink.token(TokenEvent{id, static_cast<int32_t>(g), r.tokens[g][t], r.logprobs[g][t]});
     }
     sink.done(id, std::move(r));
-    sink.flush();
+    report(last);
   }
 };
 
@@ -291,12 +298,13 @@ struct DeviceRun {
 // it is reported cancelled, its result dropped). A device that samples many requests at once (a
 // DeviceModel::sample_many(std::vector<SampleRequest>)) replaces the loop below with: drop the
 // cancelled ones (run.cancelled_since), check each prompt, one sample_many call over the rest, then
-// run.finish() for each result.
+// run.finish() for each result (`last` for the last one).
 void sample_admitted_on_device(DeviceRun& run, std::vector<std::pair<int32_t, SampleRequest>>& admitted) {
   for (auto& [id, q] : admitted) {
+    const bool last = &q == &admitted.back().second;
     if (run.cancelled_since(id)) {
       run.sink.failed(id, "cancelled", true);
-      run.sink.flush();
+      run.report(last);
       continue;
     }
     SampleResult r;
@@ -306,15 +314,15 @@ void sample_admitted_on_device(DeviceRun& run, std::vector<std::pair<int32_t, Sa
     } catch (const Error& e) {
       run.m.check_cancel();  // the whole call was interrupted: that is not this request's failure
       run.sink.failed(id, e.what(), false);
-      run.sink.flush();
+      run.report(last);
       continue;
     }
     if (run.cancelled_since(id)) {
       run.sink.failed(id, "cancelled", true);
-      run.sink.flush();
+      run.report(last);
       continue;
     }
-    run.finish(id, q, std::move(r));
+    run.finish(id, q, std::move(r), last);
   }
 }
 
@@ -436,11 +444,31 @@ void Model::sample_run(SampleInbox& inbox, SampleSink& sink) {
 
   std::vector<std::pair<int32_t, SampleRequest>> adds;
   std::vector<int32_t> cancels;
+  bool taken = false;  // the next adds and cancels were taken already (by report)
+  // Reports what a phase produced. When nothing is left active, the inbox closes first (unless
+  // something arrived: that is taken for the next iteration), so that a caller reacting to these
+  // results (its request done) starts a new run instead of racing this one's end. False: the run ends.
+  auto report = [&]() -> bool {
+    if (rows.empty()) {
+      adds.clear();
+      cancels.clear();
+      if (!inbox.take(adds, cancels, true)) {
+        sink.flush();
+        return false;
+      }
+      taken = true;
+    }
+    sink.flush();
+    return true;
+  };
   for (;;) {
     check_cancel();
-    adds.clear();
-    cancels.clear();
-    if (!inbox.take(adds, cancels, rows.empty())) break;
+    if (!taken) {
+      adds.clear();
+      cancels.clear();
+      if (!inbox.take(adds, cancels, rows.empty())) break;
+    }
+    taken = false;
 
     // Cancellations: the request's rows leave the batch, its cache region is freed.
     std::vector<bool> skip(adds.size(), false);
@@ -476,7 +504,7 @@ void Model::sample_run(SampleInbox& inbox, SampleSink& sink) {
       }
       if (r.active == 0) leave(&r, true, "");
     }
-    sink.flush();
+    if (!report()) break;
     if (rows.empty()) continue;
 
     // One decode step: feed token t-1 of every active row, pick token t.
@@ -516,7 +544,7 @@ void Model::sample_run(SampleInbox& inbox, SampleSink& sink) {
       else if (--r->active == 0) leave(r, true, "");
     }
     rows.swap(kept);
-    sink.flush();
+    if (!report()) break;
   }
 }
 
