@@ -22,6 +22,9 @@ test('cell values: undefined shows nothing, displayed bundles are not echoed, ri
   const shown = { 'text/plain': 'x' };
   Object.defineProperty(shown, DISPLAYED, { value: true });
   assert.equal(resultBundle(shown), null);
+  assert.equal(resultBundle([shown, shown]), null, 'a list of displayed bundles is not echoed either');
+  assert.deepEqual(resultBundle([shown, 1]), { 'text/plain': "[ { 'text/plain': 'x' }, 1 ]" });
+  assert.deepEqual(resultBundle([]), { 'text/plain': '[]' });
   assert.deepEqual(resultBundle({ [MIME_BUNDLE]: () => ({ 'text/html': '<b>t</b>', 'text/plain': 't' }) }), { 'text/html': '<b>t</b>', 'text/plain': 't' });
   const broken = resultBundle({ [MIME_BUNDLE]: () => ({}) })!;
   assert.match(String(broken['text/plain']), /rich view failed: Expected a MIME bundle with at least one MIME type/);

@@ -31,12 +31,18 @@ export function plainText(value: unknown): string {
 
 /**
  * A cell's value → the bundle of its execute_result, or null when nothing is shown: `undefined`,
- * and bundles a display helper already sent (`plot(m)` as the last line shows once). Objects with
+ * and bundles a display helper already sent, alone or as a list (`plot(m)` as the last line
+ * shows once). Objects with
  * the rich-value protocol (`[MIME_BUNDLE]()`) are shown as their bundle.
  */
+function displayed(value: unknown): boolean {
+  return typeof value === 'object' && value !== null && (value as Record<symbol, unknown>)[DISPLAYED] === true;
+}
+
 export function resultBundle(value: unknown): MimeBundle | null {
   if (value === undefined) return null;
-  if (typeof value === 'object' && value !== null && (value as Record<symbol, unknown>)[DISPLAYED] === true) return null;
+  // A bundle a helper sent, or the list of them a helper returns (showComparison shows three).
+  if (displayed(value) || (Array.isArray(value) && value.length > 0 && value.every(displayed))) return null;
   if (hasMimeBundle(value)) {
     try {
       const bundle = value[MIME_BUNDLE]();

@@ -106,6 +106,17 @@ describe('executor', () => {
     assert.equal(ex.inspect('   ', 1), null);
   });
 
+  test('an interrupt that arrives before the cell runs (while it compiles) stops it before it runs', async () => {
+    await value('let ranAnyway = false;');
+    const running = ex.execute('ranAnyway = true;');
+    // execute() compiles synchronously, then lets the event loop turn (so a pending SIGINT can
+    // be handled) before running the code: this interrupt lands in that window.
+    setImmediate(() => ex.interrupt());
+    const out = await running;
+    assert.equal(out.error?.evalue, 'interrupted by the user before the cell ran');
+    assert.equal(await value('ranAnyway'), false);
+  });
+
   test('an interrupt stops a cooperative async loop at a step boundary; state stays consistent', async () => {
     await value('let steps = 0;');
     const runtime = JSON.stringify(fileURLToPath(new URL('../src/util/interrupt.js', import.meta.url)));
@@ -126,8 +137,10 @@ describe('executor', () => {
   });
 
   test('a cell that ignores the interrupt is given up after the grace period', async () => {
-    const running = ex.execute('await new Promise(() => {})');
-    await new Promise((r) => setTimeout(r, 30));
+    const g = globalThis as { cellStarted?: boolean };
+    g.cellStarted = false;
+    const running = ex.execute('(globalThis as any).cellStarted = true; await new Promise(() => {})');
+    while (!g.cellStarted) await new Promise((r) => setTimeout(r, 5));
     ex.interrupt();
     const out = await running;
     assert.equal(out.abandoned, true);

@@ -89,6 +89,24 @@ function createLocals(): Record<string, unknown> {
   });
 }
 
+/**
+ * Node's breakOnSigint leaves the process's SIGINT disposition at "exit" when the script it ran
+ * added a SIGINT listener (a trainer's `run()` does): the watchdog installs its exit handler when
+ * it stops, and libuv's handler is put back only when the first listener is added, which then had
+ * already happened. The next interrupt would kill the kernel. Re-adding the listeners makes Node
+ * install libuv's handler again.
+ */
+function reinstallSigintIfAdded(before: readonly unknown[]): void {
+  const now = process.rawListeners('SIGINT');
+  if (!now.some((l) => !before.includes(l))) return;
+  process.removeAllListeners('SIGINT');
+  for (const l of now) process.on('SIGINT', l as () => void);
+}
+
+function nextTurn(): Promise<void> {
+  return new Promise((resolve) => { setImmediate(resolve); });
+}
+
 function sleep(ms: number): Promise<'timeout'> {
   return new Promise((resolve) => { setTimeout(() => resolve('timeout'), ms).unref(); });
 }
@@ -172,6 +190,11 @@ export function createExecutor(options: ExecutorOptions): Executor {
     return { error, interrupted: false, abandoned: false };
   }
 
+  function interruptedBeforeRun(): CellOutcome {
+    const evalue = 'interrupted by the user before the cell ran';
+    return { error: { ename: INTERRUPTED, evalue, traceback: [`${INTERRUPTED}: ${evalue}`] }, interrupted: true, abandoned: false };
+  }
+
   function runModuleCell(code: string, name: string, meta: ReturnType<ReturnType<typeof metadataModule>['getCodeMetadata']>): CellOutcome {
     const diagnostics = converter.addModule(name, code, meta);
     return diagnostics.length > 0 ? failed(compileErrorContent(code, diagnostics)) : ok();
@@ -209,14 +232,27 @@ export function createExecutor(options: ExecutorOptions): Executor {
       prevDecl = newDecl;
       return ok();
     }
+    // Let a SIGINT that arrived during the (synchronous) conversion reach the kernel's handler
+    // before the cell runs: vm's breakOnSigint takes the process's SIGINT listeners off while a
+    // script runs, which drops a signal still waiting in the event loop. It waits for the loop's
+    // next poll phase, hence two turns (the first may end before that phase).
+    await nextTurn();
+    await nextTurn();
+    if (interruptedThisCell) return interruptedBeforeRun();
     const js = fixShorthandProperties(converted.output, new Set(Object.keys(locals)));
     const prefix = converted.hasToplevelAwait ? '(async function (exports, require) { ' : '(function (exports, require) { ';
     const source = `${prefix}${js}\n})(globalThis.${GLOBAL_KEY}.exports, globalThis.${GLOBAL_KEY}.require)`;
     (globalThis as Record<string, unknown>)[GLOBAL_KEY] = { exports: locals, require: cellRequire };
 
     let settled: Settled | 'abandoned';
+    const sigintListeners = process.rawListeners('SIGINT');
     try {
-      const returned: unknown = vm.runInThisContext(source, { filename, breakOnSigint: true, displayErrors: false });
+      let returned: unknown;
+      try {
+        returned = vm.runInThisContext(source, { filename, breakOnSigint: true, displayErrors: false });
+      } finally {
+        reinstallSigintIfAdded(sigintListeners);
+      }
       settled = converted.hasToplevelAwait ? await settle(returned as Promise<unknown>) : { ok: true, value: undefined };
     } catch (error) {
       if ((error as { code?: string }).code === 'ERR_SCRIPT_EXECUTION_INTERRUPTED') {

@@ -58,12 +58,12 @@ const brief = (sent: Sent[], parent?: string) => sent.filter((s) => parent === u
   .map((s) => (s.type === 'status' ? `${s.content.execution_state}` : s.channel === 'reply' ? `reply:${s.content.status}` : s.type));
 
 test('an execute request: busy, execute_input, output, result, reply, idle — in that order', async () => {
-  const { sent, request } = setup({ cell: ({ write }) => { write('hello\n'); write('again\n'); return ok(42); } });
+  const { sent, request } = setup({ cell: ({ write }) => { write('hello\n'); write('again\n'); write('and again\n'); return ok(42); } });
   const [msg, done] = request('execute_request', { code: 'cell' });
   await done;
-  assert.deepEqual(brief(sent), ['busy', 'execute_input', 'stream', 'execute_result', 'reply:ok', 'idle']);
-  const stream = sent.find((s) => s.type === 'stream')!;
-  assert.deepEqual(stream.content, { name: 'stdout', text: 'hello\nagain\n' }, 'writes are batched into one message');
+  assert.deepEqual(brief(sent), ['busy', 'execute_input', 'stream', 'stream', 'execute_result', 'reply:ok', 'idle']);
+  const streams = sent.filter((s) => s.type === 'stream').map((s) => s.content);
+  assert.deepEqual(streams, [{ name: 'stdout', text: 'hello\n' }, { name: 'stdout', text: 'again\nand again\n' }], 'the first write goes at once, the rest are batched');
   assert.deepEqual(sent.find((s) => s.type === 'execute_result')!.content, { execution_count: 1, data: { 'text/plain': '42' }, metadata: {} });
   assert.deepEqual(sent.find((s) => s.type === 'execute_input')!.content, { code: 'cell', execution_count: 1 });
   assert.equal(sent.every((s) => s.parent === msg.header.msg_id), true);

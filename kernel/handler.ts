@@ -44,6 +44,10 @@ export class Handler {
   private executionCount = 0;
   private queue: Promise<void> = Promise.resolve();
   private aborting = false;
+  /** Execute requests received and not yet started. */
+  private waitingExecutes = 0;
+  /** An interrupt arrived while execute requests waited: the next one is not run. */
+  private interruptNext = false;
   private current: Message<unknown> | undefined;
   private preloadProblem: string | undefined;
   readonly history = new History();
@@ -76,15 +80,27 @@ export class Handler {
   async handle(msg: Message, reply: Reply): Promise<void> {
     if (msg.header.msg_type === 'execute_request') {
       // Queue synchronously, so requests run in the order they arrived.
-      const run = this.queue.then(() => this.processed(msg, reply, () => this.execute(msg, reply)));
+      this.waitingExecutes += 1;
+      const run = this.queue.then(() => {
+        this.waitingExecutes -= 1;
+        return this.processed(msg, reply, () => this.execute(msg, reply));
+      });
       this.queue = run;
       return run;
     }
     return this.processed(msg, reply, () => this.dispatch(msg, reply));
   }
 
+  /** True while an execute request is being processed. */
+  get running(): boolean {
+    return this.options.executor.busy;
+  }
+
   /** Interrupt the running cell (SIGINT, or interrupt_request on the control channel). */
   interrupt(): void {
+    // Between cells of a queue (the running one just finished, the next not yet started) the
+    // interrupt is meant for the next one: the user pressed stop while the kernel was busy.
+    if (!this.options.executor.busy && this.waitingExecutes > 0) this.interruptNext = true;
     this.options.executor.interrupt();
   }
 
@@ -158,6 +174,13 @@ export class Handler {
     if (this.preloadProblem) {
       iopub.stream(msg, 'stderr', `${this.preloadProblem}\n`);
       this.preloadProblem = undefined;
+    }
+    if (this.interruptNext) {
+      this.interruptNext = false;
+      const evalue = 'interrupted by the user before the cell ran';
+      this.fail(msg, reply, count, { ename: 'InterruptedError', evalue, traceback: [`InterruptedError: ${evalue}`] }, !silent);
+      if (req.stop_on_error !== false) this.abortQueued();
+      return;
     }
 
     const outcome = await executor.execute(code, `In[${count}]`);

@@ -14,19 +14,22 @@ test('stream text is batched per parent and stream, and flushed before any other
   io.publish(a, 'display_data', { data: {} });
   io.stream(b, 'stdout', 'b\n');
   io.flush();
-  assert.equal(sent.length, 4);
-  assert.match(sent[0]!, /^a:stream:\{"name":"stdout","text":"0\\n1\\n/);
-  assert.equal(sent[1], 'a:stream:{"name":"stderr","text":"warn\\n"}');
-  assert.equal(sent[2], 'a:display_data:{"data":{}}');
-  assert.equal(sent[3], 'b:stream:{"name":"stdout","text":"b\\n"}');
+  assert.equal(sent.length, 5);
+  assert.equal(sent[0], 'a:stream:{"name":"stdout","text":"0\\n"}', 'the first write after a quiet spell goes at once');
+  assert.match(sent[1]!, /^a:stream:\{"name":"stdout","text":"1\\n2\\n3\\n.*999\\n"\}$/);
+  assert.equal(sent[2], 'a:stream:{"name":"stderr","text":"warn\\n"}');
+  assert.equal(sent[3], 'a:display_data:{"data":{}}');
+  assert.equal(sent[4], 'b:stream:{"name":"stdout","text":"b\\n"}');
 });
 
 test('a batch is sent when it grows past the limit, and by its timer', async () => {
   const sent: string[] = [];
-  const io = new IOPub((_p, _t, c) => sent.push((c as { text: string }).text), { flushMs: 5, maxBatchChars: 10 });
+  const io = new IOPub((_p, _t, c) => sent.push((c as { text: string }).text), { flushMs: 50, maxBatchChars: 10 });
+  io.stream(parent('a'), 'stdout', 'first');
   io.stream(parent('a'), 'stdout', '0123456789ab');
-  assert.deepEqual(sent, ['0123456789ab']);
+  assert.deepEqual(sent, ['first', '0123456789ab']);
   io.stream(parent('a'), 'stdout', 'tail');
-  await new Promise((r) => setTimeout(r, 30));
-  assert.deepEqual(sent, ['0123456789ab', 'tail']);
+  assert.deepEqual(sent, ['first', '0123456789ab']);
+  await new Promise((r) => setTimeout(r, 120));
+  assert.deepEqual(sent, ['first', '0123456789ab', 'tail']);
 });

@@ -1,8 +1,10 @@
 /**
  * What the kernel publishes on IOPub, in order. Stream text (stdout/stderr) is batched: a loop that
- * logs ten thousand lines sends a few dozen messages, not ten thousand. Pending text is flushed
- * before any other message (so text and displays keep their order), when a batch grows past
- * `maxBatchChars`, `flushMs` after the first pending write, and at the end of each request.
+ * logs ten thousand lines sends a few dozen messages, not ten thousand. A write after a quiet
+ * spell goes out at once (so "starting..." shows before a long synchronous computation); writes
+ * that follow within `flushMs` are batched. Pending text is flushed before any other message (so
+ * text and displays keep their order), when a batch grows past `maxBatchChars`, `flushMs` after
+ * the first pending write, and at the end of each request.
  */
 import type { Message } from './protocol.js';
 
@@ -19,6 +21,7 @@ export interface IOPubOptions {
 export class IOPub {
   private pending: { parent: Message<unknown>; name: StreamName; text: string } | undefined;
   private timer: ReturnType<typeof setTimeout> | undefined;
+  private lastStreamAt = -Infinity;
   private readonly flushMs: number;
   private readonly maxBatchChars: number;
 
@@ -30,6 +33,12 @@ export class IOPub {
   /** Queue stream text for `parent`'s output area. */
   stream(parent: Message<unknown>, name: StreamName, text: string): void {
     if (text === '') return;
+    const now = performance.now();
+    if (!this.pending && now - this.lastStreamAt >= this.flushMs) {
+      this.lastStreamAt = now;
+      this.send(parent, 'stream', { name, text });
+      return;
+    }
     const p = this.pending;
     if (p && (p.parent !== parent || p.name !== name)) this.flush();
     if (this.pending) this.pending.text += text;
@@ -53,6 +62,7 @@ export class IOPub {
     const p = this.pending;
     if (!p) return;
     this.pending = undefined;
+    this.lastStreamAt = performance.now();
     this.send(p.parent, 'stream', { name: p.name, text: p.text });
   }
 }

@@ -42,8 +42,13 @@ export class KernelServer {
   private readonly stdin = new zmq.Router();
   private readonly iopub = new zmq.Publisher();
   private readonly hb = new zmq.Reply();
-  /** Sends on one socket one after another (zeromq.js allows one pending send per socket). */
-  private readonly chains = new Map<zmq.Socket, Promise<void>>();
+  /**
+   * Sends waiting behind a blocked one, per socket (zeromq.js allows one pending send per
+   * socket). Router and Publisher sockets never block, so in practice every send is queued in
+   * ZeroMQ at once, synchronously: output printed just before a long synchronous computation
+   * still leaves (ZeroMQ's I/O thread sends it while JavaScript is busy).
+   */
+  private readonly chains = new Map<zmq.Socket, { tail: Promise<void>; waiting: number }>();
   readonly session: string;
 
   constructor(private readonly connection: ConnectionInfo, private readonly log: (line: string) => void) {
@@ -52,11 +57,19 @@ export class KernelServer {
   }
 
   private send(socket: zmq.Writable & zmq.Socket, frames: Buffer[]): void {
-    const prev = this.chains.get(socket) ?? Promise.resolve();
-    const next = prev.then(() => socket.send(frames)).catch((err: unknown) => {
+    const chain = this.chains.get(socket) ?? { tail: Promise.resolve(), waiting: 0 };
+    this.chains.set(socket, chain);
+    const failed = (err: unknown) => {
       if (!socket.closed) this.log(`send failed: ${err instanceof Error ? err.message : String(err)}`);
-    });
-    this.chains.set(socket, next);
+    };
+    const done = () => { chain.waiting -= 1; };
+    chain.waiting += 1;
+    if (chain.waiting === 1) {
+      // Nothing pending: hand the message to ZeroMQ now, not in a later microtask.
+      chain.tail = socket.send(frames).then(done, (err: unknown) => { done(); failed(err); });
+    } else {
+      chain.tail = chain.tail.then(() => socket.send(frames)).then(done, (err: unknown) => { done(); failed(err); });
+    }
   }
 
   /** Publish on IOPub as a child of `parent`. */
@@ -123,7 +136,7 @@ export class KernelServer {
 
   /** Wait for queued sends, then close every socket. */
   async close(): Promise<void> {
-    await Promise.all(this.chains.values());
+    await Promise.all([...this.chains.values()].map((c) => c.tail));
     for (const s of [this.shell, this.control, this.stdin, this.iopub, this.hb]) s.close();
   }
 }

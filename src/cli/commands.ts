@@ -8,6 +8,7 @@ import { labCommand } from './lab.js';
 import { reportCommand } from './report.js';
 import { serveCommand } from './serve.js';
 import { evalPolicyCommand } from './eval-policy.js';
+import { demoCommand } from './demo.js';
 
 export const commands: Command[] = [
   dataCommand,
@@ -18,4 +19,5 @@ export const commands: Command[] = [
   reportCommand,
   serveCommand,
   evalPolicyCommand,
+  demoCommand,
 ];

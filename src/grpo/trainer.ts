@@ -39,6 +39,7 @@ import type { Policy } from '../rollout/types.js';
 import type { VlmTokenizer } from '../text/tokenizer.js';
 import { VlmTokenizer as Tokenizer } from '../text/tokenizer.js';
 import { writeFileAtomic, withAtomicOutput } from '../util/fs.js';
+import { interruptible } from '../util/interrupt.js';
 import { grpoConfig, needsOldLogprobs, type GrpoConfig } from './config.js';
 import { computeAdvantages, isZeroVariance, klPenalizedRewards } from './advantages.js';
 import { grpoLoss, sftLoss, type LossMetrics } from './loss.js';
@@ -150,7 +151,10 @@ export interface RunOptions {
   onStep?: (out: StepOutput) => void | Promise<void>;
   onEval?: (summary: EvalSummary) => void | Promise<void>;
   signal?: AbortSignal;
-  /** Stop at the next step boundary on SIGINT (a second SIGINT exits). Default true. */
+  /**
+   * Stop at the next step boundary on an interrupt of the process-wide scope (Ctrl-C in a script,
+   * where a second one exits; the kernel's interrupt in a notebook). Default true.
+   */
   handleSigint?: boolean;
 }
 
@@ -335,7 +339,7 @@ export class Trainer {
       });
     }
     const res = await this.model.sample({
-      prompt, n, temperature, topP: c.topP, topK: c.topK || undefined, maxTokens, stopTokenIds: this.tokenizer.stopTokenIds, seed,
+      prompt, n, temperature, topP: c.topP, topK: c.topK || undefined, maxTokens, stopTokenIds: this.tokenizer.stopTokenIds, seed, signal,
     });
     return res.tokenIds.map((ids, i) => {
       const tokenIds = this.completionIds(ids, res.finishReason[i]!);
@@ -693,47 +697,41 @@ export class Trainer {
 
   // ───────────────────────── run loop ─────────────────────────
 
-  /** Run steps until `steps` are done or an abort/SIGINT stops it at a step boundary. */
+  /**
+   * Run steps until `steps` are done or an abort stops it at a step boundary: `signal`, or an
+   * interrupt of the process-wide scope (src/util/interrupt.ts: Ctrl-C in a script, the kernel's
+   * interrupt in a notebook) unless `handleSigint` is false.
+   */
   async run(options: RunOptions): Promise<RunResult> {
+    const work = (signal: AbortSignal | undefined) => this.runLoop(options, signal);
+    return (options.handleSigint ?? true) ? interruptible(work, options.signal) : work(options.signal);
+  }
+
+  private async runLoop(options: RunOptions, signal: AbortSignal | undefined): Promise<RunResult> {
     const evalEvery = options.evalEvery ?? 0, ckptEvery = options.checkpointEvery ?? 0;
-    const controller = new AbortController();
-    const onAbort = () => controller.abort();
-    options.signal?.addEventListener('abort', onAbort, { once: true });
-    if (options.signal?.aborted) controller.abort();
-    let sigints = 0;
-    const onSigint = () => {
-      sigints++;
-      if (sigints > 1) { process.removeListener('SIGINT', onSigint); process.kill(process.pid, 'SIGINT'); return; }
-      this.log('SIGINT: stopping after the current step (press again to exit now)');
-      controller.abort();
-    };
-    const handleSigint = options.handleSigint ?? true;
-    if (handleSigint) process.on('SIGINT', onSigint);
     const result: RunResult = { stepsRun: 0, stoppedBy: 'steps', lastStep: this.state.step - 1, evals: [], checkpoints: [] };
-    try {
-      for (let i = 0; i < options.steps; i++) {
-        if (controller.signal.aborted) { result.stoppedBy = 'abort'; break; }
-        let out: StepOutput;
-        try {
-          out = await this.step({ signal: controller.signal });
-        } catch (err) {
-          if (err instanceof AbortError) { result.stoppedBy = 'abort'; break; }
-          throw err;
-        }
-        result.stepsRun++;
-        result.lastStep = out.step;
-        await options.onStep?.(out);
-        if (evalEvery > 0 && this.state.step % evalEvery === 0 && this.opts.evalSets) {
-          const summary = await this.evaluate(options.evalSplit);
-          result.evals.push(summary);
-          await options.onEval?.(summary);
-        }
-        if (ckptEvery > 0 && this.state.step % ckptEvery === 0) result.checkpoints.push(await this.save());
+    for (let i = 0; i < options.steps; i++) {
+      if (signal?.aborted) { result.stoppedBy = 'abort'; break; }
+      let out: StepOutput;
+      try {
+        out = await this.step({ signal });
+      } catch (err) {
+        if (err instanceof AbortError) { result.stoppedBy = 'abort'; break; }
+        throw err;
       }
-      if (controller.signal.aborted) result.stoppedBy = 'abort';
-    } finally {
-      if (handleSigint) process.removeListener('SIGINT', onSigint);
-      options.signal?.removeEventListener('abort', onAbort);
+      result.stepsRun++;
+      result.lastStep = out.step;
+      await options.onStep?.(out);
+      if (evalEvery > 0 && this.state.step % evalEvery === 0 && this.opts.evalSets) {
+        const summary = await this.evaluate(options.evalSplit);
+        result.evals.push(summary);
+        await options.onEval?.(summary);
+      }
+      if (ckptEvery > 0 && this.state.step % ckptEvery === 0) result.checkpoints.push(await this.save());
+    }
+    if (signal?.aborted) {
+      result.stoppedBy = 'abort';
+      this.log(`stopped at a step boundary after step ${this.state.step - 1}`);
     }
     return result;
   }

@@ -13,6 +13,7 @@ import { fileURLToPath } from 'node:url';
 import { loadModel } from '../../src/engine/model.js';
 import { native } from '../../src/engine/native.js';
 import { checkEngineCase } from '../../src/parity/engine.js';
+import type { SampleResult } from '../../src/engine/types.js';
 
 // VQALAB_ROOT: the tree that holds native/build/cuda and test/fixtures when this file runs bundled
 // (scripts/gpu/run-all.sh on a GPU machine without npm); else the repository above dist/test/cuda.
@@ -94,4 +95,39 @@ test('loadModel: cuda options are checked before any native call', async () => {
     { message: 'Expected one of offloadOptimizer, bf16Moments, checkpointActivations, packRows, graphs for options.cuda.offload but received true of type boolean' });
   await assert.rejects(loadModel(policy, { device: 'cuda', cuda: [] as never }),
     { message: 'Expected object for options.cuda but received an array of length 0' });
+});
+
+test('sampling runs hand a batching device (as the CUDA backend) each admitted group in one sample_many call', async () => {
+  // runs on any machine: the test device batches and samples with another CPU model
+  const dir = path.join(fixtures, 'untied_mqa_two_images', 'policy');
+  const m = await loadModel(dir);
+  const cpu = await loadModel(dir);
+  try {
+    const textOnly = { ids: Int32Array.from([21, 15, 36, 34, 40, 17, 8, 53, 7, 11, 40, 41]), images: [] };
+    const short = { ids: Int32Array.from([5, 9, 13]), images: [] };
+    const reqs = [
+      { prompt: textOnly, n: 3, temperature: 1, maxTokens: 9, seed: 5 },
+      { prompt: short, n: 2, temperature: 0, maxTokens: 6, seed: 0 },
+      { prompt: textOnly, n: 2, temperature: 0.7, topP: 0.8, maxTokens: 12, seed: 77 },
+    ];
+    const want: SampleResult[] = [];
+    for (const r of reqs) want.push(await cpu.sample(r));
+    m._native._attachTestDevice(cpu._native, 0, true);
+    const events: number[] = [];
+    const got = await m.sampleBatch(reqs.map((r, i) => (i === 0 ? { ...r, onToken: (e: { tokenId: number }) => { events.push(e.tokenId); } } : r)));
+    assert.match(m._native.info().device, /batches; 1 sample_many calls/, 'the three requests reached the device in one call');
+    got.forEach((r, i) => {
+      want[i]!.tokenIds.forEach((ids, g) => {
+        assert.deepEqual(Array.from(r.tokenIds[g]!), Array.from(ids), `request ${i} sample ${g}: ids`);
+        assert.deepEqual(Array.from(r.logprobs[g]!), Array.from(want[i]!.logprobs[g]!), `request ${i} sample ${g}: log-probs`);
+      });
+      assert.deepEqual(r.finishReason, want[i]!.finishReason, `request ${i}: finish reasons`);
+    });
+    assert.equal(events.length, got[0]!.tokenIds.reduce((s, t) => s + t.length, 0), 'the streaming request got each of its tokens');
+    await m.sampleBatch([reqs[1]!, reqs[2]!]);
+    assert.match(m._native.info().device, /batches; 2 sample_many calls/);
+  } finally {
+    m.dispose();
+    cpu.dispose();
+  }
 });

@@ -4,6 +4,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Trainer, AbortError, type TrainerOptions } from '../../src/grpo/trainer.js';
+import { resetInterrupt } from '../../src/util/interrupt.js';
 import type { GrpoConfig } from '../../src/grpo/config.js';
 import { ToyEngine } from './helpers/toy-engine.js';
 import { exactMatch, shapedReward, toyImages, toySamples, toyTokenizer } from './helpers/toy-task.js';
@@ -166,13 +167,16 @@ test('a NaN loss skips the update, leaves the weights untouched, and the next st
   assert.notDeepEqual(model.params.out, before);
 });
 
-test('SIGINT stops run() at the next step boundary', async () => {
+test('SIGINT (the process-wide interrupt) stops run() at the next step boundary', async () => {
   const t = new Trainer(options(await warmStarted(8)));
   const r = await t.run({ steps: 50, handleSigint: true, onStep: (o) => { if (o.step === 1) process.emit('SIGINT', 'SIGINT'); } });
   assert.equal(r.stoppedBy, 'abort');
   assert.equal(r.stepsRun, 2);
   assert.equal(t.globalStep, 2);
   assert.equal(process.listenerCount('SIGINT'), 0);
+  resetInterrupt(); // a script would exit here; the test goes on in a fresh interrupt scope
+  const again = await t.run({ steps: 1 });
+  assert.equal(again.stepsRun, 1);
 });
 
 test('dynamic sampling drops tied groups and refills', async () => {

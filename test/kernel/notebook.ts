@@ -5,6 +5,7 @@
  */
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
+import { MIME } from '../../src/display/types.js';
 import { pythonDir, runPython } from './helpers.js';
 
 export interface NotebookCell {
@@ -72,11 +73,13 @@ export async function executeNotebook(python: string, env: NodeJS.ProcessEnv, in
 }
 
 const VENDOR = /^application\/vnd\.vqalab\./;
+/** Widgets (drawn by the extension) need an HTML fallback; other vendor types (the report stamp) need text. */
+const WIDGETS = new Set<string>(Object.values(MIME));
 
 /**
- * What must hold for any executed notebook: every code cell has an execution count, and every
- * output with a vendor type also has text/html and text/plain (viewers without our extension
- * show those). Returns the problems found, naming the cell.
+ * What must hold for any executed notebook: every code cell has an execution count, every output
+ * with one of our widget types also has text/html and text/plain (viewers without our extension
+ * show those), any other vendor type has text/plain. Returns the problems found, naming the cell.
  */
 export function notebookProblems(nb: Notebook, name: string): string[] {
   const problems: string[] = [];
@@ -88,7 +91,7 @@ export function notebookProblems(nb: Notebook, name: string): string[] {
       if (out.output_type === 'error') problems.push(`${where}: ${out.ename}: ${out.evalue}`);
       const mimes = Object.keys(out.data ?? {});
       for (const vendor of mimes.filter((m) => VENDOR.test(m))) {
-        for (const fallback of ['text/html', 'text/plain']) {
+        for (const fallback of WIDGETS.has(vendor) ? ['text/html', 'text/plain'] : ['text/plain']) {
           if (!mimes.includes(fallback)) problems.push(`${where}: output with ${vendor} lacks its ${fallback} fallback`);
         }
       }

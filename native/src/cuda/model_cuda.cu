@@ -584,6 +584,7 @@ class CudaModel final : public DeviceModel {
   }
 
   SampleResult sample(const SampleRequest& q) override { return sample_many({q})[0]; }
+  bool batches() const override { return true; }
   std::vector<SampleResult> sample_many(const std::vector<SampleRequest>& qs) override;
 
  private:

@@ -165,15 +165,32 @@ class VqalabKernelTests(jkt.KernelTests):
         self.assertEqual(updated[0]["transient"]["display_id"], shown[0]["transient"]["display_id"])
         self.assertEqual(base64.b64decode(shown[1]["data"]["image/png"]), bytes([137, 80, 78, 71]))
 
+    def wait_for_output(self, msg_id, text, timeout=TIMEOUT):
+        """Wait until the cell `msg_id` printed `text` (it is running); return the messages seen."""
+        seen = []
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            msg = self.kc.get_iopub_msg(timeout=timeout)
+            if msg["parent_header"].get("msg_id") != msg_id:
+                continue
+            seen.append(msg)
+            if msg["msg_type"] == "stream" and text in msg["content"]["text"]:
+                return seen
+        self.fail("the cell never printed %r" % text)
+
     def test_interrupt_async_loop_keeps_kernel_and_state(self):
         self.run_cell("let loopSteps = 0;")
         self.flush_channels()
         msg_id = self.kc.execute(
             "const sig = interruptSignal();\n"
-            "while (!sig.aborted) { loopSteps++; await new Promise((r) => setTimeout(r, 10)); }\n"
+            "while (!sig.aborted) {\n"
+            "  loopSteps++;\n"
+            '  if (loopSteps === 2) console.log("started");  // after an await: the loop runs asynchronously\n'
+            "  await new Promise((r) => setTimeout(r, 10));\n"
+            "}\n"
             "`stopped after ${loopSteps}`"
         )
-        time.sleep(1.0)
+        self.wait_for_output(msg_id, "started")
         self.km.interrupt_kernel()
         reply, outputs = self.collect(msg_id)
         self.assertEqual(reply["content"]["status"], "error")
@@ -188,12 +205,68 @@ class VqalabKernelTests(jkt.KernelTests):
 
     def test_interrupt_synchronous_loop(self):
         self.flush_channels()
-        msg_id = self.kc.execute("let spins = 0; while (true) { spins++; }")
-        time.sleep(1.0)
+        msg_id = self.kc.execute('let spins = 0;\nconsole.log("started");\nwhile (true) { spins++; }')
+        self.wait_for_output(msg_id, "started")
         self.km.interrupt_kernel()
         reply, _ = self.collect(msg_id)
         self.assertEqual(reply["content"]["ename"], "InterruptedError")
-        reply, _ = self.run_cell("spins > 0")
+        reply, outputs = self.run_cell("spins > 0")
+        self.assertEqual(reply["content"]["status"], "ok")
+        self.assertEqual(self.of_type(outputs, "execute_result")[0]["data"]["text/plain"], "true")
+
+    def test_interrupt_training_run_leaves_trainer_resumable(self):
+        """The issue's case: GRPO training (Trainer.run on the CPU engine) interrupted mid-run stops
+        at a step boundary; the kernel lives and the same trainer trains on."""
+        reply, _ = self.run_cell(
+            'import os from "node:os";\n'
+            'import path from "node:path";\n'
+            'import { mkdtempSync } from "node:fs";\n'
+            'const tdir = mkdtempSync(path.join(os.tmpdir(), "vqalab-kt-"));\n'
+            'await vqalab.data.writeSynth(tdir, { images: 16, seed: 0, quiet: true });\n'
+            'const tdata = await vqalab.VqaDataset.fromParquet(path.join(tdir, "synth.parquet"));\n'
+            'const tpolicy = await vqalab.LocalPolicy.load(vqalab.DEFAULT_MODEL_DIR, { threads: 1 });\n'
+            "const trainer = new Trainer({ model: tpolicy.model, tokenizer: tpolicy.tokenizer, train: [...tdata], rewards: [vqaAccuracy()],\n"
+            "  vqaAccuracy: (p, a) => vqalab.vqaEval.scoreVqa(p, a).accuracy,\n"
+            "  loadImages: (s) => Promise.all([s.imagePath].map((f) => tpolicy.image(f))),\n"
+            "  config: { promptsPerStep: 2, numGenerations: 2, maxCompletionLength: 4 } });"
+        )
+        self.assertEqual(reply["content"]["status"], "ok", reply["content"])
+        self.flush_channels()
+        msg_id = self.kc.execute(
+            "let stepsSeen = 0;\n"
+            'const run = await trainer.run({ steps: 100000, onStep: () => { if (++stepsSeen === 2) console.log("training"); } });\n'
+            "run.stoppedBy"
+        )
+        self.wait_for_output(msg_id, "training")
+        self.km.interrupt_kernel()
+        reply, outputs = self.collect(msg_id)
+        self.assertEqual(reply["content"]["ename"], "InterruptedError")
+        self.assertEqual(self.of_type(outputs, "execute_result")[0]["data"]["text/plain"], "'abort'")
+        reply, outputs = self.run_cell(
+            "const before = trainer.globalStep;\n"
+            "const again = await trainer.run({ steps: 2 });\n"
+            "[again.stoppedBy, again.stepsRun, trainer.globalStep - before, stepsSeen >= 2]"
+        )
+        self.assertEqual(reply["content"]["status"], "ok", reply["content"])
+        self.assertEqual(self.of_type(outputs, "execute_result")[0]["data"]["text/plain"], "[ 'steps', 2, 2, true ]")
+
+    def test_interrupt_lands_early(self):
+        """Interrupting right after sending (the cell still compiling) stops it; pressing again
+        if the first press came before the request arrived, as a user would."""
+        self.flush_channels()
+        msg_id = self.kc.execute("await new Promise((r) => setTimeout(r, 600000))")
+        reply = None
+        for _ in range(20):
+            self.km.interrupt_kernel()
+            try:
+                reply = self.kc.get_shell_msg(timeout=3)
+            except Exception:
+                continue
+            if reply["parent_header"].get("msg_id") == msg_id:
+                break
+        self.assertIsNotNone(reply)
+        self.assertEqual(reply["content"]["ename"], "InterruptedError")
+        reply, _ = self.run_cell("1")
         self.assertEqual(reply["content"]["status"], "ok")
 
 
