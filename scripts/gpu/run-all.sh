@@ -9,7 +9,7 @@
 # cuda-test.mjs (bench/cuda-parity.ts and test/cuda/cuda.test.ts bundled): scripts/gpu/pack.sh makes
 # such a tree. Logs and results go to $OUT (default ./gpu-out), 8 files:
 #   build.log test_ops.log test_model.log cudatest.log parity.log ours.log torch.log results.md
-# SKIP_TORCH=1 leaves the reference out; each stage has its own time limit (seconds, *_S variables).
+# SKIP_TORCH=1 leaves the reference out, SKIP_BENCH=1 every benchmark; each stage has its own time limit (seconds, *_S variables).
 set -u
 OUT=${OUT:-$PWD/gpu-out}
 mkdir -p "$OUT"
@@ -76,6 +76,10 @@ if [ $have_node = 1 ] && [ -f parity.mjs ]; then
   grep "^parity\|^FAIL\|_cuda" "$OUT/parity.log" | cut -c1-200 | head -12
 fi
 
+if [ "${SKIP_BENCH:-0}" = 1 ]; then  # tests only
+  echo "SKIP_BENCH=1: no benchmarks (total +$(( $(date +%s) - T0 )) s)"
+  exit 0
+fi
 if [ -x native/build/cuda/test_ops ]; then  # op throughput only (the checks ran above)
   { echo; echo "=== test_ops --bench"; lim 120 native/build/cuda/test_ops --bench no-checks; } >> "$OUT/test_ops.log" 2>&1
   sed -n '/^op throughput/,/^ops:/p' "$OUT/test_ops.log" | cut -c1-160

@@ -131,3 +131,41 @@ test('sampling runs hand a batching device (as the CUDA backend) each admitted g
     cpu.dispose();
   }
 });
+
+test('sampling runs on cuda: a batch goes through the device hook (sample_many) and gives the CPU engine\'s tokens (fp32)', async (t) => {
+  const state = cudaState();
+  if (!state.available) return t.skip(state.reason);
+  const dir = path.join(fixtures, 'untied_mqa_two_images', 'policy');
+  const prev = process.env.VQALAB_CUDA_PRECISION;
+  process.env.VQALAB_CUDA_PRECISION = 'fp32';
+  let g: Awaited<ReturnType<typeof loadModel>>;
+  try {
+    g = await loadModel(dir, { device: 'cuda' });
+  } finally {
+    if (prev === undefined) delete process.env.VQALAB_CUDA_PRECISION;
+    else process.env.VQALAB_CUDA_PRECISION = prev;
+  }
+  const cpu = await loadModel(dir);
+  try {
+    assert.match(g._native.info().device, /^cuda:0 \(fp32\)/);
+    const textOnly = { ids: Int32Array.from([21, 15, 36, 34, 40, 17, 8, 53, 7, 11, 40, 41]), images: [] };
+    const short = { ids: Int32Array.from([5, 9, 13]), images: [] };
+    const reqs = [
+      { prompt: textOnly, n: 3, temperature: 1, maxTokens: 9, seed: 5 },
+      { prompt: short, n: 2, temperature: 0, maxTokens: 6, seed: 0 },
+      { prompt: textOnly, n: 4, temperature: 0.8, maxTokens: 5, seed: 77 },
+    ];
+    const want: SampleResult[] = [];
+    for (const r of reqs) want.push(await cpu.sample(r));
+    const got = await g.sampleBatch(reqs);
+    got.forEach((r, i) => {
+      want[i]!.tokenIds.forEach((ids, k) => {
+        assert.deepEqual(Array.from(r.tokenIds[k]!), Array.from(ids), `request ${i} sample ${k}: ids`);
+        r.logprobs[k]!.forEach((lp, j) => assert.ok(Math.abs(lp - want[i]!.logprobs[k]![j]!) <= 1e-4, `request ${i} sample ${k} token ${j}: log-prob ${lp} vs ${want[i]!.logprobs[k]![j]}`));
+      });
+    });
+  } finally {
+    g.dispose();
+    cpu.dispose();
+  }
+});
