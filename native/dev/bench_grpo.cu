@@ -3,16 +3,17 @@
 // workload: 16 prompts x G = 8, a 448x448 image (1024 patches, 256 image tokens) + 42 text tokens
 // (298-token prompt), completions of 16 tokens. Prints one JSON object (last line).
 //
-//   step: micro-batches of MB prompts (default 4, packed into one sequence each): policy forward
-//         (keep) + reference forward + backward of the token-mean GRPO loss with a KL term; then
-//         clipping and AdamW (full fine-tune; fp32 master + moments on the device)
-//   memory mode: the same step with the optimizer state offloaded to host memory and activation
-//         checkpointing (the <= 24 GB configuration)
+//   step: micro-batches of MB prompts (default 8; the default packRows puts them in one sequence on a
+//         card with >= 40 GiB): policy forward (keep) + reference forward + backward of the token-mean
+//         GRPO loss with a KL term; then clipping and AdamW (full fine-tune; fp32 master + moments on the
+//         device); and the same with micro-batches of 4 prompts (the default before run 5)
+//   memory mode: the step with the optimizer state offloaded to host memory and activation
+//         checkpointing, micro-batches of 4 (the <= 24 GB configuration)
 //   rollout: sample_many of the 16 prompts (n = 8, maxTokens = 16, temperature 1): every prompt
 //         prefilled once, all 128 rows decoded together; and, for comparison, one sample() per prompt
-//   lora: the same step with LoRA r = 64 on every LM linear (base frozen, bf16 only)
+//   lora: the step with LoRA r = 64 on every LM linear (base frozen, bf16 only), micro-batches of 4
 //
-//   native/build/cuda/bench_grpo [prompts=16] [micro-batch=4] [profile]   (profile: with VQALAB_CUDA_PROFILE=1,
+//   native/build/cuda/bench_grpo [prompts=16] [micro-batch=8] [profile]   (profile: with VQALAB_CUDA_PROFILE=1,
 //   one rollout and one step with the time of each phase)
 #include <algorithm>
 #include <chrono>
@@ -181,7 +182,8 @@ int main(int argc, char** argv) {
     return 0;
   }
   const int prompts = argc > 1 ? std::atoi(argv[1]) : 16, G = 8, maxT = 16;
-  const size_t mb = argc > 2 ? static_cast<size_t>(std::atoi(argv[2])) : 4;
+  const size_t mb = argc > 2 ? static_cast<size_t>(std::atoi(argv[2])) : 8;
+  const size_t mb4 = 4;  // the memory and LoRA configurations, and the comparison step
   // "profile" (with VQALAB_CUDA_PROFILE=1): one rollout and one step after their warm-ups, with the
   // phase times of each; nothing else
   const bool profile = argc > 3 && std::string(argv[3]) == "profile";
@@ -226,6 +228,8 @@ int main(int argc, char** argv) {
     std::printf("workload: %d prompts x %d completions of %d tokens, prompt %zu tokens (1024 patches)\n", prompts, G, maxT,
                 w.reqs[0].prompt.ids.size());
     add("micro_batch", static_cast<double>(mb));
+    CudaOptions env = cuda_options_from_env();
+    add("pack_rows", static_cast<double>(env.pack_rows > 0 ? env.pack_rows : cuda_default_pack_rows(0)));
     CudaOptions plain = cuda_options_from_env();
     plain.offload_optimizer = plain.bf16_moments = plain.checkpoint = false;
     auto reference = std::make_unique<Model>(c, 4096);
@@ -290,23 +294,21 @@ int main(int argc, char** argv) {
         add("step_grad_norm", best_s.grad_norm);
       });
     }
-    part("step_mb8", [&] {  // 8 prompts per forward, packed into one sequence (pack_rows 4096)
-      CudaOptions big = plain;
-      big.pack_rows = 4096;
+    part("step_mb4", [&] {  // 4 prompts per forward (one pack of 1704 rows whatever packRows is)
       auto policy = std::make_unique<Model>(c, 4096);
-      policy->attach_device(make_cuda_model(*policy, 0, true, big));
+      policy->attach_device(make_cuda_model(*policy, 0, true, plain));
       cuda_randomize(*policy->device(), 1, 0.02f);
-      grpo_step(*policy, reference.get(), w, 0.04f, 8);  // warm-up
+      grpo_step(*policy, reference.get(), w, 0.04f, mb4);  // warm-up
       StepStats best_s;
       for (int rep = 0; rep < 2; rep++) {
-        StepStats s = grpo_step(*policy, reference.get(), w, 0.04f, 8);
+        StepStats s = grpo_step(*policy, reference.get(), w, 0.04f, mb4);
         if (rep == 0 || s.seconds < best_s.seconds) best_s = s;
-        std::printf("step (full fine-tune, micro-batch 8, one pack): %.3f s, %.1f TFLOP (%.0f TFLOP/s), peak %.2f GiB\n",
+        std::printf("step (full fine-tune, micro-batch 4): %.3f s, %.1f TFLOP (%.0f TFLOP/s), peak %.2f GiB\n",
                     s.seconds, s.flops / 1e12, s.flops / s.seconds / 1e12, s.peak / 1073741824.0);
       }
-      add("step_mb8_s", best_s.seconds);
-      add("step_mb8_flops", best_s.flops);
-      add("step_mb8_peak_bytes", static_cast<double>(best_s.peak));
+      add("step_mb4_s", best_s.seconds);
+      add("step_mb4_flops", best_s.flops);
+      add("step_mb4_peak_bytes", static_cast<double>(best_s.peak));
     });
     part("mem_step", [&] {  // the <= 24 GB configuration: optimizer state in host memory, activation checkpointing
       CudaOptions mem = plain;
@@ -315,9 +317,9 @@ int main(int argc, char** argv) {
       auto policy = std::make_unique<Model>(c, 4096);
       policy->attach_device(make_cuda_model(*policy, 0, true, mem));
       cuda_randomize(*policy->device(), 1, 0.02f);
-      grpo_step(*policy, reference.get(), w, 0.04f, mb);  // warm-up (pins the host state)
-      StepStats s = grpo_step(*policy, reference.get(), w, 0.04f, mb);
-      std::printf("step (offloaded optimizer state + checkpointing, micro-batch %zu): %.3f s, %.1f TFLOP, peak %.2f GiB\n", mb,
+      grpo_step(*policy, reference.get(), w, 0.04f, mb4);  // warm-up (pins the host state)
+      StepStats s = grpo_step(*policy, reference.get(), w, 0.04f, mb4);
+      std::printf("step (offloaded optimizer state + checkpointing, micro-batch %zu): %.3f s, %.1f TFLOP, peak %.2f GiB\n", mb4,
                   s.seconds, s.flops / 1e12, s.peak / 1073741824.0);
       add("mem_step_s", s.seconds);
       add("mem_step_flops", s.flops);
@@ -333,12 +335,36 @@ int main(int argc, char** argv) {
       policy->add_lora(lo);
       policy->attach_device(make_cuda_model(*policy, 0, true, plain));
       cuda_randomize(*policy->device(), 1, 0.02f);
-      grpo_step(*policy, nullptr, w, 0.0f, mb);  // warm-up
-      StepStats s = grpo_step(*policy, nullptr, w, 0.0f, mb);
-      std::printf("step (LoRA r=64, no reference model): %.3f s, peak %.2f GiB\n", s.seconds, s.peak / 1073741824.0);
+      grpo_step(*policy, nullptr, w, 0.0f, mb4);  // warm-up
+      StepStats s = grpo_step(*policy, nullptr, w, 0.0f, mb4);
+      std::printf("step (LoRA r=64, no reference model, micro-batch %zu): %.3f s, peak %.2f GiB\n", mb4, s.seconds,
+                  s.peak / 1073741824.0);
       add("lora_step_s", s.seconds);
       add("lora_step_peak_bytes", static_cast<double>(s.peak));
       add("lora_trainable", static_cast<double>(policy->num_trainable()));
+    });
+    part("lora_step_two_roundings", [&] {  // the same with VQALAB_CUDA_LORA_PAIRS=0 (what one rounding costs)
+      const char* prev = std::getenv("VQALAB_CUDA_LORA_PAIRS");
+      const std::string keep = prev ? prev : "";
+      setenv("VQALAB_CUDA_LORA_PAIRS", "0", 1);
+      struct Restore {
+        const char* p; std::string v;
+        ~Restore() { if (p) setenv("VQALAB_CUDA_LORA_PAIRS", v.c_str(), 1); else unsetenv("VQALAB_CUDA_LORA_PAIRS"); }
+      } restore{prev, keep};
+      auto policy = std::make_unique<Model>(c, 4096);
+      LoraOptions lo;
+      lo.rank = 64;
+      lo.alpha = 128;
+      lo.targets = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
+      policy->add_lora(lo);
+      policy->attach_device(make_cuda_model(*policy, 0, true, plain));
+      cuda_randomize(*policy->device(), 1, 0.02f);
+      grpo_step(*policy, nullptr, w, 0.0f, mb4);  // warm-up
+      StepStats s = grpo_step(*policy, nullptr, w, 0.0f, mb4);
+      std::printf("step (LoRA r=64, two-rounding LoRA path, micro-batch %zu): %.3f s, peak %.2f GiB\n", mb4, s.seconds,
+                  s.peak / 1073741824.0);
+      add("lora2_step_s", s.seconds);
+      add("lora2_step_peak_bytes", static_cast<double>(s.peak));
     });
   } catch (const std::exception& e) {
     std::printf("error: %s\n", e.what());

@@ -472,6 +472,26 @@ void run_lora(bool bf16) {
     wrel = std::max(wrel, rel);
   }
   report(bf16 ? worst >= 0.999 : wrel <= 1e-3, std::string("LoRA gradients ") + tag, fmt("worst cosine %.6f, worst rel_l2 %.2e", worst, wrel));
+  {  // after a step, the adapters the GPU's forward uses (bf16: the hi/lo pairs of the master) are the
+     // stepped ones: a CPU model given the pulled weights agrees with it, and the step moved the logits
+    AdamWOptions o;
+    o.lr = 0.05f;
+    const StepResult sr = gpu.step(o);
+    gpu.device()->pull();
+    Model cpu2(c, 4096);
+    cpu2.add_lora(lo);
+    copy_params(cpu2, gpu);
+    auto a2 = cpu2.forward({q}, false);
+    auto b2 = gpu.forward({q}, false);
+    double s2 = 1e-12, d2 = 0, moved = 0;
+    for (size_t g = 0; g < q.completions.size(); g++) {
+      s2 = std::max(s2, max_abs(a2[0].logits[g]));
+      d2 = std::max(d2, max_diff(a2[0].logits[g], b2[0].logits[g]));
+      moved = std::max(moved, max_diff(a[0].logits[g], a2[0].logits[g]));
+    }
+    report(!sr.skipped && d2 / s2 <= (bf16 ? 2e-2 : 1e-4) && moved > 5 * d2, std::string("LoRA forward after a step ") + tag,
+           fmt("max_abs/scale %.2e; the step moved the logits by %.2e of scale", d2 / s2, moved / s2));
+  }
 }
 
 }  // namespace

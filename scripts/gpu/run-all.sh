@@ -7,9 +7,10 @@
 # Run from a tree that holds native/, scripts/gpu/, bench/torch/, test/fixtures/engine/ and, for the
 # addon and the node tests, .gpu/ (Node), napi/ (node-addon-api's headers), parity.mjs and
 # cuda-test.mjs (bench/cuda-parity.ts and test/cuda/cuda.test.ts bundled): scripts/gpu/pack.sh makes
-# such a tree. Logs and results go to $OUT (default ./gpu-out), 8 files:
-#   build.log test_ops.log test_model.log cudatest.log parity.log ours.log torch.log results.md
-# SKIP_TORCH=1 leaves the reference out, SKIP_BENCH=1 every benchmark; each stage has its own time limit (seconds, *_S variables).
+# such a tree. Logs and results go to $OUT (default ./gpu-out), 9 files:
+#   build.log test_ops.log test_model.log cudatest.log parity.log torch_parity.log ours.log torch.log results.md
+# SKIP_TORCH=1 leaves the reference out, SKIP_BENCH=1 every benchmark, SKIP_OPBENCH=1 the op throughput
+# table, PROFILE=0 the profiled step, SKIP_TORCH_PARITY=1 transformers' own bf16 error on the fixtures; each stage has its own time limit (seconds, *_S variables).
 set -u
 OUT=${OUT:-$PWD/gpu-out}
 mkdir -p "$OUT"
@@ -72,15 +73,26 @@ if [ $have_node = 1 ] && [ -f parity.mjs ]; then
   {
     bash .gpu/with-node.sh node -e "const a=require(process.env.VQALAB_ADDON); console.log('addon _cuda():', JSON.stringify(a._cuda()))"
     VQALAB_CUDA_PRECISION=fp32 lim 150 bash .gpu/with-node.sh node parity.mjs test/fixtures/engine cuda
+    echo "=== bf16"
+    lim 150 bash .gpu/with-node.sh node parity.mjs test/fixtures/engine cuda
+    echo "=== bf16, LoRA through linear_forward + lora_forward (VQALAB_CUDA_LORA_PAIRS=0)"
+    VQALAB_CUDA_LORA_PAIRS=0 lim 150 bash .gpu/with-node.sh node parity.mjs test/fixtures/engine cuda
   } > "$OUT/parity.log" 2>&1
-  grep "^parity\|^FAIL\|_cuda" "$OUT/parity.log" | cut -c1-200 | head -12
+  grep "^parity\|^FAIL\|_cuda\|^===\|lora_logits" "$OUT/parity.log" | cut -c1-200 | head -24
+fi
+
+# transformers itself in bf16 against the fixtures' fp32 logits: the calibration of the bf16 tolerance
+if [ "${SKIP_TORCH_PARITY:-0}" != 1 ]; then
+  lim "${TORCH_PARITY_S:-120}" python3 bench/torch/lora_bf16_parity.py test/fixtures/engine > "$OUT/torch_parity.log" 2>&1
+  echo "torch bf16 parity exit $? (+$(( $(date +%s) - T0 )) s)"
+  grep "max_abs\|error" "$OUT/torch_parity.log" | cut -c1-160 | head -30
 fi
 
 if [ "${SKIP_BENCH:-0}" = 1 ]; then  # tests only
   echo "SKIP_BENCH=1: no benchmarks (total +$(( $(date +%s) - T0 )) s)"
   exit 0
 fi
-if [ -x native/build/cuda/test_ops ]; then  # op throughput only (the checks ran above)
+if [ -x native/build/cuda/test_ops ] && [ "${SKIP_OPBENCH:-0}" != 1 ]; then  # op throughput only (the checks ran above)
   { echo; echo "=== test_ops --bench"; lim 120 native/build/cuda/test_ops --bench no-checks; } >> "$OUT/test_ops.log" 2>&1
   sed -n '/^op throughput/,/^ops:/p' "$OUT/test_ops.log" | cut -c1-160
 fi
@@ -98,7 +110,7 @@ if [ -x native/build/cuda/bench_grpo ]; then
 fi
 
 if [ -x native/build/cuda/bench_grpo ] && [ "${PROFILE:-1}" = 1 ]; then  # where the time goes (phase sums)
-  { echo; echo "=== VQALAB_CUDA_PROFILE=1 bench_grpo 16 4 profile"; VQALAB_CUDA_PROFILE=1 lim 120 native/build/cuda/bench_grpo 16 4 profile; } >> "$OUT/ours.log" 2>&1
+  { echo; echo "=== VQALAB_CUDA_PROFILE=1 bench_grpo 16 8 profile"; VQALAB_CUDA_PROFILE=1 lim 120 native/build/cuda/bench_grpo 16 8 profile; } >> "$OUT/ours.log" 2>&1
   sed -n '/^=== VQALAB_CUDA_PROFILE/,$p' "$OUT/ours.log" | grep -v '^{' | cut -c1-160
 fi
 

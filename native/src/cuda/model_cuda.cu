@@ -216,6 +216,12 @@ std::string cuda_profile_report() {
   return out;
 }
 
+int64_t cuda_default_pack_rows(int device) {
+  cudaDeviceProp prop;
+  CU_CHECK(cudaGetDeviceProperties(&prop, device), "cudaGetDeviceProperties");
+  return prop.totalGlobalMem >= (40ull << 30) ? 4096 : 2048;
+}
+
 CudaOptions cuda_options_from_env() {
   CudaOptions o;
   o.offload_optimizer = env_flag("VQALAB_CUDA_OFFLOAD", false);
@@ -290,6 +296,7 @@ class CudaModel final : public DeviceModel {
       CU_CHECK(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &thr), "cudaMemPoolSetAttribute");
     }
     if (std::is_same<T, float>::value) opt_.offload_optimizer = opt_.bf16_moments = false;  // the fp32 parity mode
+    if (opt_.pack_rows <= 0) opt_.pack_rows = cuda_default_pack_rows(dev);
     DevGuard g(dev_, st_);
     w_.what = "the model's weights";
     w_.fit(static_cast<int64_t>(h_.params_.size()));
@@ -298,6 +305,11 @@ class CudaModel final : public DeviceModel {
       lw_.what = "the LoRA adapters";
       lw_.fit(static_cast<int64_t>(h_.lparams_.size()));
       upload_f32(lw_.p, h_.lparams_.data(), lw_.n);
+      if constexpr (std::is_same<T, cu::bf16>::value) {  // the fp32 master from the start: the hi/lo pairs need it
+        lmaster_.what = "the fp32 master of the LoRA adapters";
+        upload(lmaster_, h_.lparams_.data(), lw_.n);
+        split_lora();
+      }
     }
     push_moments();
     CU_CHECK(cudaStreamSynchronize(st_), "loading the weights");
@@ -309,7 +321,7 @@ class CudaModel final : public DeviceModel {
       graphs_.clear();
       saved_.clear();
       w_.release(); master_.release(); grads_.release(); m_.release(); v_.release(); mb_.release(); vb_.release();
-      lw_.release(); lmaster_.release(); lgrads_.release(); lm_.release(); lv_.release();
+      lw_.release(); lmaster_.release(); lgrads_.release(); lm_.release(); lv_.release(); lsplit_.release();
       kc_.release(); vc_.release();
       tscr_ = CuTextLayer<T>();
       vscr_ = CuVisionBlock<T>();
@@ -498,6 +510,7 @@ class CudaModel final : public DeviceModel {
     }
     if (lora) {
       cu::adamw_update(p32, gr.p, lm_.p, lv_.p, w.n, o.lr, o.beta1, o.beta2, o.eps, o.weight_decay, h_.step_, scale, copy);
+      split_lora();
     } else {
       for (const auto& pi : h_.info_) {
         const float wd = pi.shape.size() >= 2 ? o.weight_decay : 0.0f;
@@ -578,6 +591,7 @@ class CudaModel final : public DeviceModel {
     if (hmaster_.p) std::memcpy(hmaster_.p, h_.params_.data(), h_.params_.size() * sizeof(float));
     if (lw_.p) upload_f32(lw_.p, h_.lparams_.data(), lw_.n);
     if (lmaster_.p) CU_CHECK(cudaMemcpyAsync(lmaster_.p, h_.lparams_.data(), lmaster_.n * sizeof(float), cudaMemcpyHostToDevice, st_), "push");
+    split_lora();
     push_moments();
     CU_CHECK(cudaStreamSynchronize(st_), "push");
     host_stale_ = false;
@@ -601,6 +615,13 @@ class CudaModel final : public DeviceModel {
   size_t nreq_saved_ = 0;
   bool host_stale_ = false;
   DArray<T> xa_{"LoRA activations"};
+  // bf16: each adapter as hi/lo bf16 pairs of its fp32 master (cu::lora_split), rebuilt after every change
+  // of the adapters (load, push, step), and the scratch of cu::linear_lora_forward
+  DArray<cu::bf16> lsplit_{"the LoRA adapters (hi/lo pairs)"};
+  bool lora_pairs_ = env_flag("VQALAB_CUDA_LORA_PAIRS", true);  // 0: linear_forward + lora_forward (two roundings)
+  std::vector<int64_t> lsplit_off_;
+  DArray<float> lacc_{"LoRA activations"}, lxa2_{"LoRA activations"};
+  DArray<cu::bf16> lxcat_{"LoRA activations"};
   // scratch reused across layers and calls
   CuTextLayer<T> tscr_;
   CuVisionBlock<T> vscr_;
@@ -619,6 +640,29 @@ class CudaModel final : public DeviceModel {
     mlp_.release();
     qkv_.release();
     xa_.release();
+    lacc_.release();
+    lxa2_.release();
+    lxcat_.release();
+  }
+
+  void split_lora() {
+    if constexpr (std::is_same<T, cu::bf16>::value) {
+      if (h_.lora_.empty() || !lmaster_.p) return;
+      const int64_t R = h_.lora_rank_;
+      if (lsplit_off_.empty()) {
+        int64_t off = 0;
+        for (const auto& li : h_.lora_) {
+          lsplit_off_.push_back(off);
+          off += 2 * R * li.in + 3 * li.out * R;
+        }
+        lsplit_.fit(off);
+      }
+      for (size_t k = 0; k < h_.lora_.size(); k++) {
+        const LoraInfo& li = h_.lora_[k];
+        cu::bf16* A = lsplit_.p + lsplit_off_[k];
+        cu::lora_split(A, A + 2 * R * li.in, lmaster_.p + li.a_off, lmaster_.p + li.b_off, li.in, li.out, R);
+      }
+    }
   }
 
   void push_moments() {
@@ -757,6 +801,17 @@ class CudaModel final : public DeviceModel {
   }
 
   void lin_forward(const Lin& l, T* out, const T* inp, int64_t n) {
+    if constexpr (std::is_same<T, cu::bf16>::value) {  // bf16 with an adapter: one rounding (ops.h)
+      if (l.lora >= 0 && h_.lora_enabled_ && lora_pairs_) {
+        const LoraInfo& li = h_.lora_[l.lora];
+        const int64_t R = h_.lora_rank_;
+        const cu::bf16* A = lsplit_.p + lsplit_off_[l.lora];
+        cu::linear_lora_forward(out, nullptr, inp, P(l.w), l.b >= 0 ? P(l.b) : nullptr, A, A + 2 * R * li.in, n, l.in,
+                                l.out, R, h_.lora_scale_, lacc_.fit(n * l.out), lxa2_.fit(n * 2 * R),
+                                lxcat_.fit(n * 3 * R));
+        return;
+      }
+    }
     cu::linear_forward(out, inp, P(l.w), l.b >= 0 ? P(l.b) : static_cast<const T*>(nullptr), n, l.in, l.out);
     if (l.lora >= 0 && h_.lora_enabled_) {
       const LoraInfo& li = h_.lora_[l.lora];

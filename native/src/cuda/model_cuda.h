@@ -21,12 +21,16 @@ struct CudaOptions {
   // backward recomputes the layer before its gradient (about one more forward). VQALAB_CUDA_CHECKPOINT=1
   bool checkpoint = false;
   // Requests of one forward call are packed into one sequence (vision tower and LM) up to this many
-  // LM rows per pack (at least one request per pack). VQALAB_CUDA_PACK_ROWS
-  int64_t pack_rows = 2048;
+  // LM rows per pack (at least one request per pack). VQALAB_CUDA_PACK_ROWS. 0: by the card's memory,
+  // 4096 rows (8 prompts of 426 rows: larger GEMMs and vision batches, docs/cuda.md) on a card with at
+  // least 40 GiB, else 2048.
+  int64_t pack_rows = 0;
   // Decode steps of sample_many replay a captured CUDA graph (VQALAB_CUDA_GRAPH=0 turns it off).
   bool graphs = true;
 };
 CudaOptions cuda_options_from_env();
+// The pack_rows that 0 stands for on this device: 4096 with at least 40 GiB of memory, else 2048.
+int64_t cuda_default_pack_rows(int device);
 
 // True when this build has the CUDA backend and a device is visible; otherwise *why says which.
 bool cuda_available(std::string* why);

@@ -938,6 +938,99 @@ void lora_backward(T* dinp, float* dA, float* dB, const T* dout, const T* inp, c
   }
 }
 
+namespace {
+// hi + lo pairs: hi = bf16(v), lo = bf16(v - hi); hi + lo carries v to about 2^-16 of |v|.
+__global__ void lora_split_k(bf16* Acat, bf16* Bcat, const float* A, const float* B, int64_t IC, int64_t OC, int64_t R) {
+  const int64_t na = R * IC, nb = OC * R;
+  GRID_STRIDE(i, na + nb) {
+    if (i < na) {
+      const float a = A[i];
+      const bf16 h = __float2bfloat16(a);
+      Acat[i] = h;
+      Acat[na + i] = __float2bfloat16(a - __bfloat162float(h));
+    } else {
+      const int64_t j = i - na, o = j / R, r = j % R;
+      const float b = B[j];
+      const bf16 h = __float2bfloat16(b);
+      bf16* row = Bcat + o * 3 * R;
+      row[r] = h;
+      row[R + r] = h;
+      row[2 * R + r] = __float2bfloat16(b - __bfloat162float(h));
+    }
+  }
+}
+// xa2 (T, 2R): x A_hi^T | x A_lo^T  ->  v = their sum; xcat (T, 3R) = [v_hi | v_lo | v_hi], xa = v_hi
+__global__ void lora_xcat_k(bf16* xcat, bf16* xa, const float* xa2, int64_t Tn, int64_t R) {
+  GRID_STRIDE(i, Tn * R) {
+    const int64_t t = i / R, r = i % R;
+    const float v = xa2[t * 2 * R + r] + xa2[t * 2 * R + R + r];
+    const bf16 h = __float2bfloat16(v);
+    const bf16 l = __float2bfloat16(v - __bfloat162float(h));
+    bf16* row = xcat + t * 3 * R;
+    row[r] = h;
+    row[R + r] = l;
+    row[2 * R + r] = h;
+    if (xa) xa[i] = h;
+  }
+}
+// out = bf16(acc + bias): the one rounding
+__global__ void bias_round_k(bf16* out, const float* acc, const bf16* bias, int64_t Tn, int64_t OC) {
+  GRID_STRIDE(i, Tn * OC) {
+    float v = acc[i];
+    if (bias) v += __bfloat162float(bias[i % OC]);
+    out[i] = __float2bfloat16(v);
+  }
+}
+}  // namespace
+
+void lora_split(bf16* Acat, bf16* Bcat, const float* A, const float* B, int64_t IC, int64_t OC, int64_t R) {
+  const int64_t n = R * (IC + OC);
+  if (n == 0) return;
+  lora_split_k<<<blocks_for(n), 256, 0, stream()>>>(Acat, Bcat, A, B, IC, OC, R);
+  CU_LAUNCHED("lora_split");
+}
+
+void linear_lora_forward(bf16* out, bf16* xa, const bf16* inp, const bf16* W, const bf16* bias, const bf16* Acat,
+                         const bf16* Bcat, int64_t Tn, int64_t IC, int64_t OC, int64_t R, float scale, float* acc,
+                         float* xa2, bf16* xcat) {
+  if (Tn == 0) return;
+  {  // acc^T (OC, T) = W (OC, IC) @ X^T (IC, T), fp32 out
+    GemmArgs g;
+    g.ta = true;
+    g.m = OC; g.n = Tn; g.k = IC;
+    g.A = W; g.lda = IC;
+    g.B = inp; g.ldb = IC;
+    g.C = acc; g.ldc = OC;
+    g.ab = DType::BF16; g.c = DType::F32;
+    gemm(g, "linear_lora_forward (base)");
+  }
+  {  // xa2^T (2R, T) = [A_hi; A_lo] (2R, IC) @ X^T, fp32 out
+    GemmArgs g;
+    g.ta = true;
+    g.m = 2 * R; g.n = Tn; g.k = IC;
+    g.A = Acat; g.lda = IC;
+    g.B = inp; g.ldb = IC;
+    g.C = xa2; g.ldc = 2 * R;
+    g.ab = DType::BF16; g.c = DType::F32;
+    gemm(g, "linear_lora_forward (x A^T)");
+  }
+  lora_xcat_k<<<blocks_for(Tn * R), 256, 0, stream()>>>(xcat, xa, xa2, Tn, R);
+  CU_LAUNCHED("linear_lora_forward (x A^T pairs)");
+  {  // acc^T (OC, T) += scale * [B_hi | B_hi | B_lo] (OC, 3R) @ [v_hi | v_lo | v_hi]^T (3R, T)
+    GemmArgs g;
+    g.ta = true;
+    g.m = OC; g.n = Tn; g.k = 3 * R;
+    g.A = Bcat; g.lda = 3 * R;
+    g.B = xcat; g.ldb = 3 * R;
+    g.C = acc; g.ldc = OC;
+    g.alpha = scale; g.beta = 1.0f;
+    g.ab = DType::BF16; g.c = DType::F32;
+    gemm(g, "linear_lora_forward (B)");
+  }
+  bias_round_k<<<blocks_for(Tn * OC), 256, 0, stream()>>>(out, acc, bias, Tn, OC);
+  CU_LAUNCHED("linear_lora_forward (round)");
+}
+
 template <typename T>
 void rope_forward(T* out, const T* inp, const float* cos, const float* sin, int64_t Tn, int64_t NH, int64_t D) {
   const int64_t n = Tn * NH * (D / 2);

@@ -70,6 +70,18 @@ template <typename T>
 void lora_backward(T* dinp, float* dA, float* dB, const T* dout, const T* inp, const T* xa, const T* A, const T* B,
                    int64_t Tn, int64_t IC, int64_t OC, int64_t R, float scale);
 
+// ---- linear + LoRA with one rounding (bf16) ----
+// The adapters as pairs of bf16 that carry their fp32 values (hi + lo: about 16 significant bits):
+// Acat (2R, IC) = [A_hi; A_lo], Bcat (OC, 3R) = [B_hi | B_hi | B_lo], from fp32 A (R, IC), B (OC, R).
+void lora_split(bf16* Acat, bf16* Bcat, const float* A, const float* B, int64_t IC, int64_t OC, int64_t R);
+// out (T, OC) = bf16(inp @ W^T + bias + scale * (inp @ A^T) @ B^T) with a single rounding: the base
+// product, x A^T (from A's hi + lo), the adapter product (x A^T as hi + lo against B's hi + lo) and their
+// sum accumulate in fp32 (lora_forward in bf16 rounds x A^T, the adapters and out twice). bias may be null.
+// Scratch: acc (T, OC) fp32, xa2 (T, 2R) fp32, xcat (T, 3R). xa (T, R), if not null, gets bf16(inp @ A^T).
+void linear_lora_forward(bf16* out, bf16* xa, const bf16* inp, const bf16* W, const bf16* bias, const bf16* Acat,
+                         const bf16* Bcat, int64_t Tn, int64_t IC, int64_t OC, int64_t R, float scale, float* acc,
+                         float* xa2, bf16* xcat);
+
 // ---- rotary ----
 // out, inp (T, NH, D) (out may equal inp); cos, sin (T, D/2) fp32.
 template <typename T>
