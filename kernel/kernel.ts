@@ -5,7 +5,6 @@
  * are bound, so no request can get ahead of it (the client's first kernel_info_request simply
  * waits in ZeroMQ until we bind).
  */
-import { setDisplaySink as setHelpersSink } from '../src/display/index.js';
 import { setDisplaySink } from '../src/display/sink.js';
 import { hostInterrupts } from '../src/util/interrupt.js';
 import { createExecutor } from './executor.js';
@@ -94,8 +93,6 @@ export async function startKernel(options: KernelOptions): Promise<StartupTimes>
     },
   });
   setDisplaySink(handler.sink);
-  // The display helpers (show, plot, dashboard) keep their own sink slot until they use sink.ts's.
-  setHelpersSink(handler.sink);
   const h = handler;
   setTslabDisplayWriter((content, update) => h.publishCurrent(update ? 'update_display_data' : 'display_data', content));
   await server.start(handler);
