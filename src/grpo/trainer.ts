@@ -53,7 +53,8 @@ import { scoreVqa } from '../eval/vqa-metric.js';
 import { summarize, type EvalRow, type EvalSummary } from './evaluate.js';
 import { deviceFact, engineVersion, samplesFingerprint, weightsHash, weightsHashIfAny } from './facts.js';
 import { recordFacts, type ModelFact } from '../report/facts.js';
-import { getDisplaySink } from '../display/sink.js';
+import { getDisplaySink, type DisplaySink } from '../display/sink.js';
+import { invalidParameterError } from '../util/validate.js';
 import { trainingDashboard, type TrainingDashboard } from '../display/training.js';
 import type { DashboardOptions } from '../display/dashboard.js';
 
@@ -583,7 +584,9 @@ export class Trainer {
     const trainSeconds = (now() - tTrain) / 1000;
 
     // ── Metrics ──
-    const all = kept.flatMap((g) => g.completions);
+    // Rewards, accuracy and lengths describe every completion sampled this step (all rounds), so
+    // they measure the policy even when dynamic sampling kept few groups (or none: all tied).
+    const all = sampled.flatMap((g) => g.completions);
     const valid = all.filter(validCompletion);
     const rs = meanStd(valid.map((x) => x.reward));
     metrics.rewardMean = rs.mean;
@@ -698,14 +701,15 @@ export class Trainer {
   // ───────────────────────── evaluation ─────────────────────────
 
   /** Greedy answers on a split (a name of evalSets, or samples), scored by the official VQA metric. */
-  async evaluate(split: string | readonly VqaSample[] = Object.keys(this.opts.evalSets ?? {})[0] ?? '', options: { limit?: number; signal?: AbortSignal } = {}): Promise<EvalSummary> {
+  async evaluate(split: string | readonly VqaSample[] = Object.keys(this.opts.evalSets ?? {})[0] ?? '', options: { limit?: number; signal?: AbortSignal; name?: string } = {}): Promise<EvalSummary> {
     let name: string, samples: readonly VqaSample[];
     if (typeof split === 'string') {
       const set = this.opts.evalSets?.[split];
       if (!set) throw new Error(`no evaluation split "${split}"; the trainer has ${Object.keys(this.opts.evalSets ?? {}).map((s) => `"${s}"`).join(', ') || 'none (pass evalSets)'}`);
       name = split; samples = set;
     } else {
-      name = 'samples'; samples = split;
+      // Samples given directly: `options.name` names them in the summary and the metrics log.
+      name = options.name ?? 'samples'; samples = split;
     }
     if (options.limit !== undefined) samples = samples.slice(0, options.limit);
     const t0 = now();
@@ -803,12 +807,27 @@ export class Trainer {
   private liveDashboard(options: RunOptions): TrainingDashboard | undefined {
     const want = options.dashboard ?? 'auto';
     if (want === false) return undefined;
-    const given = typeof want === 'object' && want !== null ? want : {};
-    if (want === 'auto' && !getDisplaySink()) return undefined;
+    if (want !== 'auto' && want !== true && (typeof want !== 'object' || want === null || Array.isArray(want))) {
+      throw invalidParameterError('dashboard', "'auto', true, false or dashboard options", want);
+    }
+    const given: RunDashboardOptions = typeof want === 'object' ? want : {};
+    const target = given.sink ?? getDisplaySink();
+    if (want === 'auto' && !target) return undefined;
+    // A front end that fails (a closed socket) must not stop training, also not from the
+    // dashboard's throttle timer, where an exception would end the process.
+    const sink: DisplaySink | undefined = target && {
+      display: (bundle, opts) => {
+        try {
+          target.display(bundle, opts);
+        } catch (err) {
+          this.log(`dashboard: could not send an update: ${(err as Error).message}`);
+        }
+      },
+    };
     const keys = ['reward', 'accuracy', ...Object.keys(this.opts.evalSets ?? {}).map((s) => `eval/${s}`), 'entropy', 'loss', 'grad_norm',
       'completion_length', 'zero_variance_fraction', ...(this.config.beta > 0 ? ['kl'] : []), 'step_seconds'];
     return trainingDashboard({
-      title: 'GRPO training', keys, ...given,
+      title: 'GRPO training', keys, ...given, sink,
       // Progress counts global steps, so a continued run shows "12 of 20" rather than restarting at 0.
       total: this.state.step + options.steps, firstStep: 0,
       decodeToken: (id) => this.tokenizer.decode([id], { skipSpecialTokens: false }),
