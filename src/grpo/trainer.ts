@@ -779,7 +779,9 @@ export class Trainer {
         }
         result.stepsRun++;
         result.lastStep = out.step;
-        await show(`step ${out.step}`, () => live!.onStep(out));
+        // Wall-clock numbers stay out of the plot: a report of the run must reproduce every plotted
+        // value exactly (`vqalab report verify` on CPU). They remain in `trainer.metrics`.
+        await show(`step ${out.step}`, () => live!.onStep({ ...out, metrics: { ...out.metrics, tokensPerSecond: NaN, stepSeconds: NaN } }));
         await options.onStep?.(out);
         if (evalEvery > 0 && this.state.step % evalEvery === 0 && this.opts.evalSets) {
           const summary = await this.evaluate(options.evalSplit);
@@ -825,7 +827,7 @@ export class Trainer {
       },
     };
     const keys = ['reward', 'accuracy', ...Object.keys(this.opts.evalSets ?? {}).map((s) => `eval/${s}`), 'entropy', 'loss', 'grad_norm',
-      'completion_length', 'zero_variance_fraction', ...(this.config.beta > 0 ? ['kl'] : []), 'step_seconds'];
+      'completion_length', 'zero_variance_fraction', ...(this.config.beta > 0 ? ['kl'] : [])];
     return trainingDashboard({
       title: 'GRPO training', keys, ...given, sink,
       // Progress counts global steps, so a continued run shows "12 of 20" rather than restarting at 0.

@@ -15,10 +15,12 @@ import path from 'node:path';
 import { VqaDataset } from '../../src/data/dataset.js';
 import { setDisplaySink, type DisplayOptions, type DisplaySink } from '../../src/display/sink.js';
 import { MIME, type GroupPayload, type MetricsPayload, type MimeBundle } from '../../src/display/types.js';
+import { show } from '../../src/display/show.js';
+import sharp from 'sharp';
 import { Trainer, type TrainerOptions } from '../../src/grpo/trainer.js';
 import { DEFAULT_MODEL_DIR } from '../../src/model/default.js';
 import { mergeFacts, recordedFacts, STAMP_MIME, type StampFacts } from '../../src/report/facts.js';
-import { loadTiny, tinyImages, tinyModel, tinySamples, tinyShaped, tinyTokenizer } from './helpers/tiny-task.js';
+import { loadTiny, TINY_COLORS, tinyImages, tinyModel, tinySamples, tinyShaped, tinyTokenizer } from './helpers/tiny-task.js';
 
 const tokenizer = tinyTokenizer();
 
@@ -72,6 +74,7 @@ test('with a display sink, run() shows one live dashboard: one display id, throt
     const points = p.runs[0]!.points;
     assert.deepEqual(points.filter((x) => 'reward' in x).map((x) => x.step), [0, 1, 2]);
     assert.ok(['reward', 'accuracy', 'entropy', 'loss', 'grad_norm', 'completion_length', 'reward/tinyShaped'].every((k) => k in points[2]!), Object.keys(points[2]!).join());
+    assert.ok(points.every((x) => !('step_seconds' in x) && !('tokens_per_second' in x)), 'no wall-clock values: a report of the run reproduces exactly');
     const evalPoint = points.find((x) => 'eval/val' in x)!;
     assert.equal(evalPoint.step, 2);
     assert.equal(evalPoint['eval/val'], result.evals[0]!.overall / 100);
@@ -198,6 +201,36 @@ test('a trainer records its facts for the report: config, seeds, data, weights, 
     await quiet.run({ steps: 1, handleSigint: false });
     await quiet.evaluate('val');
     assert.equal(recordedFacts().length, n);
+  } finally {
+    o.model.dispose();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('show(group) shows a rollout group of trainer.step() as the group view, token log-probs with decodeToken', async () => {
+  const dir = mkdtempSync(path.join(tmpdir(), 'vqalab-show-group-'));
+  const o = await options();
+  try {
+    for (const [name, [r, g, b]] of Object.entries(TINY_COLORS)) {
+      await sharp({ create: { width: 112, height: 112, channels: 3, background: { r, g, b } } }).png().toFile(path.join(dir, `${name}.png`));
+    }
+    const train = o.train.map((s) => ({ ...s, imagePath: path.join(dir, `${(s.extra as { color: string }).color}.png`) }));
+    const trainer = new Trainer({ ...o, train });
+    const { groups } = await trainer.step();
+    const group = groups[0]!;
+    const sink = recordingSink();
+    const bundle = await withSink(sink, () => show(group, { decodeToken: (id) => tokenizer.decode([id], { skipSpecialTokens: false }) }));
+    assert.equal(sink.sent.length, 1);
+    assert.deepEqual(Object.keys(bundle).sort(), [MIME.group, 'text/html', 'text/plain'].sort());
+    const p = bundle[MIME.group] as GroupPayload;
+    assert.equal(p.sample.question, 'What color is the circle?');
+    assert.equal(p.sample.images[0]!.width, 112);
+    assert.deepEqual(p.completions.map((c) => [c.text, c.reward, c.advantage, c.length]),
+      group.completions.map((c) => [c.text, c.reward, c.advantage, c.tokenIds.length]));
+    assert.ok(p.completions.every((c) => c.tokens!.length === c.length && c.tokenLogprobs!.length === c.length));
+    assert.equal(tokenizer.decode(Array.from(group.completions[0]!.tokenIds), { skipSpecialTokens: false }), p.completions[0]!.tokens!.join(''));
+    const plain = (await show(group))[MIME.group] as GroupPayload;
+    assert.ok(plain.completions.every((c) => c.tokens === undefined), 'without decodeToken: no per-token view');
   } finally {
     o.model.dispose();
     rmSync(dir, { recursive: true, force: true });
