@@ -826,7 +826,8 @@ export class Trainer {
         }
       },
     };
-    const keys = ['reward', 'accuracy', ...Object.keys(this.opts.evalSets ?? {}).map((s) => `eval/${s}`), 'entropy', 'loss', 'grad_norm',
+    const evalKeys = (options.evalEvery ?? 0) > 0 && this.opts.evalSets ? [`eval/${options.evalSplit ?? Object.keys(this.opts.evalSets)[0]}`] : [];
+    const keys = ['reward', 'accuracy', ...evalKeys, 'entropy', 'loss', 'grad_norm',
       'completion_length', 'zero_variance_fraction', ...(this.config.beta > 0 ? ['kl'] : [])];
     return trainingDashboard({
       title: 'GRPO training', keys, ...given, sink,

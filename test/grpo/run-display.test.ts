@@ -112,6 +112,7 @@ test('no sink: no dashboard by default; dashboard: true keeps its state; dashboa
     const p = kept.dashboard!.dashboard.payload();
     assert.deepEqual(p.runs[0]!.points.map((x) => x.step), [1]);
     assert.equal(p.progress!.status, 'done');
+    assert.ok(!p.keys!.includes('eval/val'), 'no periodic evaluation: no empty evaluation plot');
     assert.equal(kept.dashboard!.dashboard.sent, 0);
 
     const sink = recordingSink();
