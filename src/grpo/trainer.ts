@@ -117,8 +117,12 @@ export interface TrainerOptions {
   config?: Partial<GrpoConfig>;
   /** Roll out with this policy instead of the engine's sampler (e.g. an OpenAI-compatible server). */
   policy?: Policy;
-  /** Loads a checkpoint folder into a fresh engine model: the frozen reference copy (β > 0) and resume. */
-  loadModel?: (dir: string) => Promise<EngineModel>;
+  /**
+   * Loads a checkpoint folder into a fresh engine model: the frozen reference copy (β > 0, role
+   * 'reference': saved without optimizer state) and `Trainer.resume` (role 'resume': load the
+   * optimizer too), e.g. `(dir, { role }) => loadModel(dir, { loadOptimizer: role === 'resume' })`.
+   */
+  loadModel?: (dir: string, info: { role: 'reference' | 'resume' }) => Promise<EngineModel>;
   /** A ready reference model (β > 0, reference 'copy'); otherwise one is saved and loaded when needed. */
   reference?: EngineModel;
   /** Where metrics.jsonl, checkpoints/ and reference/ go. Default: memory only (save() then needs a dir). */
@@ -454,7 +458,7 @@ export class Trainer {
       await withAtomicOutput(dir, async (tmp) => { await this.model.save(tmp, { optimizer: false }); });
       this.state.referenceDir = dir;
     }
-    this.reference = await this.opts.loadModel(dir);
+    this.reference = await this.opts.loadModel(dir, { role: 'reference' });
     return this.reference;
   }
 
@@ -924,7 +928,7 @@ export class Trainer {
    * the weights. On CPU the resumed run continues bit-exactly.
    */
   static async resume(dir: string, options: Omit<TrainerOptions, 'model' | 'tokenizer' | 'config'> & {
-    loadModel: (dir: string) => Promise<EngineModel>;
+    loadModel: (dir: string, info: { role: 'reference' | 'resume' }) => Promise<EngineModel>;
     tokenizer?: VlmTokenizer;
     /** Fields to change on resume (changing sampling or batch fields breaks bit-exactness). */
     config?: Partial<GrpoConfig>;
@@ -933,7 +937,7 @@ export class Trainer {
     const raw = JSON.parse(readFileSync(path.join(ckpt, 'trainer.json'), 'utf8')) as CheckpointFile;
     if (raw.format !== 'vqalab.trainer') throw new Error(`${ckpt}/trainer.json: not a vqalab trainer checkpoint (format ${JSON.stringify(raw.format)})`);
     if (raw.version !== CHECKPOINT_VERSION) throw new Error(`${ckpt}/trainer.json: checkpoint version ${raw.version}, this vqalab reads version ${CHECKPOINT_VERSION}`);
-    const model = await options.loadModel(path.join(ckpt, 'model'));
+    const model = await options.loadModel(path.join(ckpt, 'model'), { role: 'resume' });
     const tokenizer = options.tokenizer ?? Tokenizer.load(path.join(ckpt, 'model'));
     const state: TrainerState = {
       step: raw.step, sftStep: raw.sftStep, rng: raw.rng, cursor: raw.cursor, sftCursor: raw.sftCursor, referenceDir: raw.referenceDir,

@@ -29,8 +29,9 @@ export function tinyModel(options: { loadOptimizer?: boolean } = {}): Promise<En
   return loadModel(DEFAULT_MODEL_DIR, { threads: 2, ...options });
 }
 
-/** Load a checkpoint folder as the trainer's `loadModel` does (reference copy, resume). */
-export const loadTiny = (dir: string): Promise<EngineModel> => loadModel(dir, { threads: 2, loadOptimizer: true });
+/** The trainer's `loadModel`: a resumed policy with its optimizer state, a frozen reference without. */
+export const loadTiny = (dir: string, info?: { role: 'reference' | 'resume' }): Promise<EngineModel> =>
+  loadModel(dir, { threads: 2, loadOptimizer: info?.role !== 'reference' });
 
 export function tinySamples(n: number, offset = 0): VqaSample[] {
   const names = Object.keys(TINY_COLORS);
