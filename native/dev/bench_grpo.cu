@@ -3,15 +3,27 @@
 // workload: 16 prompts x G = 8, a 448x448 image (1024 patches, 256 image tokens) + 42 text tokens
 // (298-token prompt), completions of 16 tokens. Prints one JSON object (last line).
 //
-//   step: for each prompt, policy forward (keep) + reference forward + backward of the token-mean
-//         GRPO loss with a KL term; then clipping and AdamW (full fine-tune; fp32 master + moments)
-//   rollout: sample(n = 8, maxTokens = 16, temperature 1) for each prompt (prefix once + 8 samples)
+//   step: micro-batches of MB prompts (default 4, packed into one sequence each): policy forward
+//         (keep) + reference forward + backward of the token-mean GRPO loss with a KL term; then
+//         clipping and AdamW (full fine-tune; fp32 master + moments on the device)
+//   memory mode: the same step with the optimizer state offloaded to host memory and activation
+//         checkpointing (the <= 24 GB configuration)
+//   rollout: sample_many of the 16 prompts (n = 8, maxTokens = 16, temperature 1): every prompt
+//         prefilled once, all 128 rows decoded together; and, for comparison, one sample() per prompt
 //   lora: the same step with LoRA r = 64 on every LM linear (base frozen, bf16 only)
+//
+//   native/build/cuda/bench_grpo [prompts=16] [micro-batch=4] [profile]   (profile: with VQALAB_CUDA_PROFILE=1,
+//   one rollout and one step with the time of each phase)
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
+#include <functional>
 #include <random>
 #include <string>
+
+#include <cuda_runtime.h>
 
 #include "cuda/model_cuda.h"
 #include "model.h"
@@ -86,7 +98,7 @@ struct StepStats {
   double grad_norm = 0;
 };
 
-StepStats grpo_step(Model& policy, Model* reference, const Workload& w, float beta) {
+StepStats grpo_step(Model& policy, Model* reference, const Workload& w, float beta, size_t mb) {
   StepStats s;
   cuda_sync();
   cuda_gemm_flops(true);
@@ -96,20 +108,23 @@ StepStats grpo_step(Model& policy, Model* reference, const Workload& w, float be
   int64_t total = 0;
   for (const auto& q : w.reqs)
     for (const auto& c : q.completions) total += static_cast<int64_t>(c.size());
-  for (size_t i = 0; i < w.reqs.size(); i++) {
-    auto pol = policy.forward({w.reqs[i]}, true);
+  for (size_t i0 = 0; i0 < w.reqs.size(); i0 += mb) {
+    const size_t i1 = std::min(w.reqs.size(), i0 + mb);
+    const std::vector<ForwardRequest> batch(w.reqs.begin() + i0, w.reqs.begin() + i1);
+    auto pol = policy.forward(batch, true);
     std::vector<ForwardResult> ref;
-    if (reference) ref = reference->forward({w.reqs[i]}, false);
-    std::vector<std::vector<std::vector<float>>> g(1);
-    for (size_t c = 0; c < w.reqs[i].completions.size(); c++) {
-      std::vector<float> d(w.reqs[i].completions[c].size());
-      for (size_t t = 0; t < d.size(); t++) {
-        const float lp = pol[0].logprobs[c][t];
-        const float rl = reference ? ref[0].logprobs[c][t] : lp;
-        d[t] = (-w.adv[i][c] + beta * (1.0f - std::exp(rl - lp))) / static_cast<float>(total);
+    if (reference) ref = reference->forward(batch, false);
+    std::vector<std::vector<std::vector<float>>> g(batch.size());
+    for (size_t k = 0; k < batch.size(); k++)
+      for (size_t c = 0; c < batch[k].completions.size(); c++) {
+        std::vector<float> d(batch[k].completions[c].size());
+        for (size_t t = 0; t < d.size(); t++) {
+          const float lp = pol[k].logprobs[c][t];
+          const float rl = reference ? ref[k].logprobs[c][t] : lp;
+          d[t] = (-w.adv[i0 + k][c] + beta * (1.0f - std::exp(rl - lp))) / static_cast<float>(total);
+        }
+        g[k].push_back(d);
       }
-      g[0].push_back(d);
-    }
     policy.backward(g);
   }
   AdamWOptions o;
@@ -129,11 +144,9 @@ struct RolloutStats {
   int64_t tokens = 0;
 };
 
-RolloutStats rollout(Model& m, const Workload& w, int G, int maxT) {
+RolloutStats rollout(Model& m, const Workload& w, int G, int maxT, bool batched) {  // maxT 1: the prefill and one token
   RolloutStats s;
-  cuda_sync();
-  cuda_gemm_flops(true);
-  const double t0 = now();
+  std::vector<SampleRequest> qs;
   for (size_t i = 0; i < w.reqs.size(); i++) {
     SampleRequest q;
     q.prompt = w.reqs[i].prompt;
@@ -141,8 +154,17 @@ RolloutStats rollout(Model& m, const Workload& w, int G, int maxT) {
     q.temperature = 1.0f;
     q.max_tokens = maxT;
     q.seed = i;
-    const SampleResult r = m.sample(q);
-    for (const auto& t : r.tokens) s.tokens += static_cast<int64_t>(t.size());
+    qs.push_back(q);
+  }
+  cuda_sync();
+  cuda_gemm_flops(true);
+  const double t0 = now();
+  if (batched) {
+    for (const SampleResult& r : m.sample_many(qs))
+      for (const auto& t : r.tokens) s.tokens += static_cast<int64_t>(t.size());
+  } else {
+    for (const auto& q : qs)
+      for (const auto& t : m.sample(q).tokens) s.tokens += static_cast<int64_t>(t.size());
   }
   cuda_sync();
   s.seconds = now() - t0;
@@ -159,6 +181,10 @@ int main(int argc, char** argv) {
     return 0;
   }
   const int prompts = argc > 1 ? std::atoi(argv[1]) : 16, G = 8, maxT = 16;
+  const size_t mb = argc > 2 ? static_cast<size_t>(std::atoi(argv[2])) : 4;
+  // "profile" (with VQALAB_CUDA_PROFILE=1): one rollout and one step after their warm-ups, with the
+  // phase times of each; nothing else
+  const bool profile = argc > 3 && std::string(argv[3]) == "profile";
   const ModelConfig c = qwen2vl_2b();
   std::string json = "{";
   auto add = [&](const std::string& k, double v) {
@@ -167,58 +193,153 @@ int main(int argc, char** argv) {
     json += b;
     std::fflush(stdout);
   };
+  auto add_str = [&](const std::string& k, const std::string& v) {
+    json += (json.size() > 1 ? ", \"" : "\"") + k + "\": \"";
+    for (char ch : v) json += (ch == '"' || ch == '\\') ? ' ' : ch;
+    json += "\"";
+  };
+  {
+    cudaDeviceProp prop;
+    if (cudaGetDeviceProperties(&prop, 0) == cudaSuccess) add_str("card", prop.name);
+    const char* attn = std::getenv("VQALAB_CUDA_ATTN");
+    const char* fl = std::getenv("VQALAB_CUDA_FLASH");
+    add_str("attention", attn && std::string(attn) == "gemm"        ? "cuBLASLt tiles"
+                         : fl && std::string(fl) == "simple" ? "fused (simple)"
+                                                             : "fused (pipelined)");
+    const char* gr = std::getenv("VQALAB_CUDA_GRAPH");
+    add_str("graphs", gr && gr[0] == '0' ? "off" : "on");
+  }
+  // each part on its own: a failing part is reported and the others still run
+  int errors = 0;
+  auto part = [&](const char* name, const std::function<void()>& f) {
+    try {
+      f();
+    } catch (const std::exception& e) {
+      errors++;
+      std::printf("error in %s: %s\n", name, e.what());
+      add_str(std::string("error_") + name, e.what());
+    }
+    std::fflush(stdout);
+  };
   try {
     const Workload w = make_workload(c, prompts, G, maxT);
     std::printf("workload: %d prompts x %d completions of %d tokens, prompt %zu tokens (1024 patches)\n", prompts, G, maxT,
                 w.reqs[0].prompt.ids.size());
+    add("micro_batch", static_cast<double>(mb));
+    CudaOptions plain = cuda_options_from_env();
+    plain.offload_optimizer = plain.bf16_moments = plain.checkpoint = false;
+    auto reference = std::make_unique<Model>(c, 4096);
+    reference->attach_device(make_cuda_model(*reference, 0, true, plain));
+    cuda_randomize(*reference->device(), 1, 0.02f);
     {
       auto policy = std::make_unique<Model>(c, 4096);
-      auto reference = std::make_unique<Model>(c, 4096);
       std::printf("parameters: %lld\n", static_cast<long long>(policy->num_params()));
       add("params", static_cast<double>(policy->num_params()));
-      policy->attach_device(make_cuda_model(*policy, 0, true));
+      policy->attach_device(make_cuda_model(*policy, 0, true, plain));
       cuda_randomize(*policy->device(), 1, 0.02f);
-      reference->attach_device(make_cuda_model(*reference, 0, true));
-      cuda_randomize(*reference->device(), 1, 0.02f);
       // rollout first (what a GRPO iteration does), then the step
-      rollout(*policy, w, G, maxT);  // warm-up
-      RolloutStats best;
-      for (int rep = 0; rep < 2; rep++) {
-        RolloutStats r = rollout(*policy, w, G, maxT);
-        if (rep == 0 || r.seconds < best.seconds) best = r;
-        std::printf("rollout: %.3f s, %lld new tokens (%.0f tokens/s)\n", r.seconds, (long long)r.tokens, r.tokens / r.seconds);
+      if (profile) {
+        part("profile", [&] {
+          rollout(*policy, w, G, maxT, true);
+          cuda_profile_report();
+          RolloutStats r = rollout(*policy, w, G, maxT, true);
+          std::printf("profiled rollout (sample_many): %.3f s\n%s", r.seconds, cuda_profile_report().c_str());
+          grpo_step(*policy, reference.get(), w, 0.04f, mb);
+          cuda_profile_report();
+          StepStats st = grpo_step(*policy, reference.get(), w, 0.04f, mb);
+          std::printf("profiled step (micro-batch %zu): %.3f s\n%s", mb, st.seconds, cuda_profile_report().c_str());
+        });
+        std::printf("%s}\n", json.c_str());
+        return errors ? 1 : 0;
       }
-      add("rollout_s", best.seconds);
-      add("rollout_tokens", static_cast<double>(best.tokens));
-      add("rollout_gemm_flops", best.flops);
-      grpo_step(*policy, reference.get(), w, 0.04f);  // warm-up (allocates gradients, master, moments)
+      part("rollout", [&] {
+        rollout(*policy, w, G, maxT, true);  // warm-up
+        RolloutStats best;
+        for (int rep = 0; rep < 3; rep++) {
+          RolloutStats r = rollout(*policy, w, G, maxT, true);
+          if (rep == 0 || r.seconds < best.seconds) best = r;
+          std::printf("rollout (sample_many, all prompts in one batch): %.3f s, %lld new tokens (%.0f tokens/s)\n", r.seconds,
+                      (long long)r.tokens, r.tokens / r.seconds);
+        }
+        add("rollout_s", best.seconds);
+        add("rollout_tokens", static_cast<double>(best.tokens));
+        add("rollout_gemm_flops", best.flops);
+        {  // the prefill alone (with the first token): what the decode steps add is the rest
+          RolloutStats p = rollout(*policy, w, G, 1, true);
+          std::printf("rollout prefill + first token (sample_many, maxTokens 1): %.3f s\n", p.seconds);
+          add("rollout_prefill_s", p.seconds);
+        }
+        {
+          RolloutStats r = rollout(*policy, w, G, maxT, false);
+          std::printf("rollout (sample per prompt): %.3f s, %lld new tokens\n", r.seconds, (long long)r.tokens);
+          add("rollout_per_prompt_s", r.seconds);
+        }
+      });
+      part("step", [&] {
+        grpo_step(*policy, reference.get(), w, 0.04f, mb);  // warm-up (allocates gradients, master, moments)
+        StepStats best_s;
+        for (int rep = 0; rep < 2; rep++) {
+          StepStats s = grpo_step(*policy, reference.get(), w, 0.04f, mb);
+          if (rep == 0 || s.seconds < best_s.seconds) best_s = s;
+          std::printf("step (full fine-tune, micro-batch %zu): %.3f s, %.1f TFLOP (%.0f TFLOP/s), peak %.2f GiB, grad norm %.4g\n",
+                      mb, s.seconds, s.flops / 1e12, s.flops / s.seconds / 1e12, s.peak / 1073741824.0, s.grad_norm);
+        }
+        add("step_s", best_s.seconds);
+        add("step_gemm_flops", best_s.flops);
+        add("step_peak_bytes", static_cast<double>(best_s.peak));
+        add("step_grad_norm", best_s.grad_norm);
+      });
+    }
+    part("step_mb8", [&] {  // 8 prompts per forward, packed into one sequence (pack_rows 4096)
+      CudaOptions big = plain;
+      big.pack_rows = 4096;
+      auto policy = std::make_unique<Model>(c, 4096);
+      policy->attach_device(make_cuda_model(*policy, 0, true, big));
+      cuda_randomize(*policy->device(), 1, 0.02f);
+      grpo_step(*policy, reference.get(), w, 0.04f, 8);  // warm-up
       StepStats best_s;
       for (int rep = 0; rep < 2; rep++) {
-        StepStats s = grpo_step(*policy, reference.get(), w, 0.04f);
+        StepStats s = grpo_step(*policy, reference.get(), w, 0.04f, 8);
         if (rep == 0 || s.seconds < best_s.seconds) best_s = s;
-        std::printf("step (full fine-tune): %.3f s, %.1f TFLOP in GEMMs (%.0f TFLOP/s), peak %.2f GiB, grad norm %.4g\n",
-                    s.seconds, s.flops / 1e12, s.flops / s.seconds / 1e12, s.peak / 1073741824.0, s.grad_norm);
+        std::printf("step (full fine-tune, micro-batch 8, one pack): %.3f s, %.1f TFLOP (%.0f TFLOP/s), peak %.2f GiB\n",
+                    s.seconds, s.flops / 1e12, s.flops / s.seconds / 1e12, s.peak / 1073741824.0);
       }
-      add("step_s", best_s.seconds);
-      add("step_gemm_flops", best_s.flops);
-      add("step_peak_bytes", static_cast<double>(best_s.peak));
-    }
-    {  // LoRA r = 64 on every LM linear: frozen bf16 base, adapters with fp32 master and moments
+      add("step_mb8_s", best_s.seconds);
+      add("step_mb8_flops", best_s.flops);
+      add("step_mb8_peak_bytes", static_cast<double>(best_s.peak));
+    });
+    part("mem_step", [&] {  // the <= 24 GB configuration: optimizer state in host memory, activation checkpointing
+      CudaOptions mem = plain;
+      mem.offload_optimizer = true;
+      mem.checkpoint = true;
+      auto policy = std::make_unique<Model>(c, 4096);
+      policy->attach_device(make_cuda_model(*policy, 0, true, mem));
+      cuda_randomize(*policy->device(), 1, 0.02f);
+      grpo_step(*policy, reference.get(), w, 0.04f, mb);  // warm-up (pins the host state)
+      StepStats s = grpo_step(*policy, reference.get(), w, 0.04f, mb);
+      std::printf("step (offloaded optimizer state + checkpointing, micro-batch %zu): %.3f s, %.1f TFLOP, peak %.2f GiB\n", mb,
+                  s.seconds, s.flops / 1e12, s.peak / 1073741824.0);
+      add("mem_step_s", s.seconds);
+      add("mem_step_flops", s.flops);
+      add("mem_step_peak_bytes", static_cast<double>(s.peak));
+    });
+    reference.reset();
+    part("lora_step", [&] {  // LoRA r = 64 on every LM linear: frozen bf16 base, adapters with fp32 master and moments
       auto policy = std::make_unique<Model>(c, 4096);
       LoraOptions lo;
       lo.rank = 64;
       lo.alpha = 128;
       lo.targets = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
       policy->add_lora(lo);
-      policy->attach_device(make_cuda_model(*policy, 0, true));
+      policy->attach_device(make_cuda_model(*policy, 0, true, plain));
       cuda_randomize(*policy->device(), 1, 0.02f);
-      grpo_step(*policy, nullptr, w, 0.0f);  // warm-up
-      StepStats s = grpo_step(*policy, nullptr, w, 0.0f);
+      grpo_step(*policy, nullptr, w, 0.0f, mb);  // warm-up
+      StepStats s = grpo_step(*policy, nullptr, w, 0.0f, mb);
       std::printf("step (LoRA r=64, no reference model): %.3f s, peak %.2f GiB\n", s.seconds, s.peak / 1073741824.0);
       add("lora_step_s", s.seconds);
       add("lora_step_peak_bytes", static_cast<double>(s.peak));
       add("lora_trainable", static_cast<double>(policy->num_trainable()));
-    }
+    });
   } catch (const std::exception& e) {
     std::printf("error: %s\n", e.what());
     json += json.size() > 1 ? ", " : "";
@@ -227,5 +348,5 @@ int main(int argc, char** argv) {
     return 1;
   }
   std::printf("%s}\n", json.c_str());
-  return 0;
+  return errors ? 1 : 0;
 }

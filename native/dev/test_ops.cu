@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "cuda/cuda_common.h"
+#include "cuda/flash.h"
 #include "cuda/gemm.h"
 #include "cuda/ops.h"
 #include "model.h"
@@ -28,6 +29,7 @@ namespace {
 std::mt19937_64 rng(20261120);
 int failures = 0, checks = 0;
 std::string filter;
+const char* att_path = "";  // which attention path test_attention<bf16> runs (name suffix)
 
 std::vector<float> rnd(int64_t n, float lo = -1.0f, float hi = 1.0f) {
   std::uniform_real_distribution<float> U(lo, hi);
@@ -199,6 +201,81 @@ template <typename T> void test_norms() {
   }
 }
 
+// The model's residual stream: fp32 x with bf16 (or fp32) weights and outputs; fused residual + norm.
+template <typename T> void test_residual_norms() {
+  for (auto [Tn, C] : std::vector<std::array<int64_t, 2>>{{1, 7}, {33, 1536}, {130, 1280}}) {
+    auto x = rnd(Tn * C, -2, 2), r = rnd(Tn * C), w = rnd(C, 0.5, 1.5), b = rnd(C);
+    Dt<float> dx(x);
+    Dt<T> dr(r), dw(w), db(b);
+    const std::string sh = std::string(" ") + tname<T>() + " x fp32" + shp({Tn, C});
+    std::vector<float> xs(Tn * C);
+    for (int64_t i = 0; i < Tn * C; i++) xs[i] = x[i] + r[i];
+    {
+      std::vector<float> ref(Tn * C), rstd(Tn);
+      rmsnorm_forward(ref.data(), rstd.data(), xs.data(), w.data(), Tn, C, 1e-6f);
+      Dt<T> out;
+      out.poison(Tn * C);
+      Dt<float> drs, xo;
+      drs.poison(Tn);
+      xo.poison(Tn * C);
+      cu::residual_rmsnorm_forward(out.p, drs.p, xo.p, dx.p, dr.p, dw.p, Tn, C, 1e-6f);
+      compare("residual_rmsnorm_forward" + sh, out.get(), ref, tol<T>());
+      compare("residual_rmsnorm_forward x + r" + sh, xo.get(), xs, 1e-6);
+      compare("residual_rmsnorm_forward rstd" + sh, drs.get(), rstd, 1e-5);
+      // backward with the fp32 input and gradient, and the T copy of the updated gradient
+      auto dout = rnd(Tn * C);
+      Dt<T> ddout(dout);
+      auto bx = rnd(Tn * C, -0.1f, 0.1f);
+      Dt<float> ddx(bx);
+      Dt<T> copy;
+      copy.poison(Tn * C);
+      std::vector<float> rdx = bx, rdw(C, 0.0f);
+      Dt<float> ddw(rdw);
+      rmsnorm_backward(rdx.data(), rdw.data(), dout.data(), xs.data(), w.data(), rstd.data(), Tn, C);
+      cu::rmsnorm_backward(ddx.p, ddw.p, ddout.p, static_cast<const float*>(xo.p), dw.p, drs.p, Tn, C, copy.p);
+      compare("rmsnorm_backward dinp fp32" + sh, ddx.get(), rdx, tol<T>(), &bx);
+      compare("rmsnorm_backward dinp copy" + sh, copy.get(), rdx, tol<T>());
+      compare("rmsnorm_backward dweight" + sh, ddw.get(), rdw, tol<T>());
+    }
+    {
+      std::vector<float> ref(Tn * C), mean(Tn), rstd(Tn);
+      layernorm_forward(ref.data(), mean.data(), rstd.data(), xs.data(), w.data(), b.data(), Tn, C, 1e-6f);
+      Dt<T> out;
+      out.poison(Tn * C);
+      Dt<float> dm, drs, xo;
+      dm.poison(Tn);
+      drs.poison(Tn);
+      xo.poison(Tn * C);
+      cu::residual_layernorm_forward(out.p, dm.p, drs.p, xo.p, dx.p, dr.p, dw.p, db.p, Tn, C, 1e-6f);
+      compare("residual_layernorm_forward" + sh, out.get(), ref, tol<T>());
+      compare("residual_layernorm_forward x + r" + sh, xo.get(), xs, 1e-6);
+      auto dout = rnd(Tn * C);
+      Dt<T> ddout(dout);
+      auto bx = rnd(Tn * C, -0.1f, 0.1f);
+      Dt<float> ddx(bx);
+      Dt<T> copy;
+      copy.poison(Tn * C);
+      std::vector<float> rdx = bx, rdw(C, 0.0f), rdb(C, 0.0f);
+      Dt<float> ddw(rdw), ddb(rdb);
+      layernorm_backward(rdx.data(), rdw.data(), rdb.data(), dout.data(), xs.data(), w.data(), mean.data(), rstd.data(), Tn, C);
+      cu::layernorm_backward(ddx.p, ddw.p, ddb.p, ddout.p, static_cast<const float*>(xo.p), dw.p, dm.p, drs.p, Tn, C, copy.p);
+      compare("layernorm_backward dinp fp32" + sh, ddx.get(), rdx, tol<T>(), &bx);
+      compare("layernorm_backward dinp copy" + sh, copy.get(), rdx, tol<T>());
+      compare("layernorm_backward dweight" + sh, ddw.get(), rdw, tol<T>());
+    }
+    {  // in place, no r: plain norm of the fp32 stream
+      std::vector<float> ref(Tn * C), rstd(Tn);
+      rmsnorm_forward(ref.data(), rstd.data(), x.data(), w.data(), Tn, C, 1e-6f);
+      Dt<float> xi(x), drs;
+      drs.poison(Tn);
+      Dt<T> out;
+      out.poison(Tn * C);
+      cu::residual_rmsnorm_forward(out.p, drs.p, xi.p, xi.p, static_cast<const T*>(nullptr), dw.p, Tn, C, 1e-6f);
+      compare("residual_rmsnorm_forward in place, no r" + sh, out.get(), ref, tol<T>());
+    }
+  }
+}
+
 template <typename T> void test_linear() {
   for (auto [Tn, IC, OC] : std::vector<std::array<int64_t, 3>>{{1, 3, 5}, {7, 33, 17}, {64, 128, 96}, {257, 1536, 256}, {130, 1280, 3840}}) {
     auto x = rnd(Tn * IC), w = rnd(OC * IC, -0.2f, 0.2f), b = rnd(OC);
@@ -222,6 +299,14 @@ template <typename T> void test_linear() {
     compare(std::string("linear_backward dinp ") + tname<T>() + shp({Tn, IC, OC}), ddx.get(), rdx, tol<T>(), &bx);
     compare(std::string("linear_backward dweight ") + tname<T>() + shp({Tn, IC, OC}), ddw.get(), rdw, tol<T>(), &bw);
     compare(std::string("linear_backward dbias ") + tname<T>() + shp({Tn, IC, OC}), ddb.get(), rdb, tol<T>(), &bb);
+    {  // dinp overwritten
+      std::vector<float> z(Tn * IC, 0.0f);
+      linear_backward(z.data(), nullptr, nullptr, dout.data(), x.data(), w.data(), Tn, IC, OC);
+      Dt<T> o;
+      o.poison(Tn * IC);
+      cu::linear_backward(o.p, static_cast<float*>(nullptr), static_cast<float*>(nullptr), ddout.p, dx.p, dw.p, Tn, IC, OC, false);
+      compare(std::string("linear_backward dinp (overwrite) ") + tname<T>() + shp({Tn, IC, OC}), o.get(), z, tol<T>());
+    }
   }
 }
 
@@ -333,6 +418,33 @@ std::vector<AttCase> att_cases() {
     for (int32_t g = 0; g < n; g++) { const int32_t base = Lp + g * maxT; s.push_back({0, Lp, base, base + t}); }
     cs.push_back({"decode", 12, 2, 64, s, Lp + n * maxT});
   }
+  {  // two requests packed: prompt + completions each, rows offset (the fused kernel's tiles straddle them)
+    std::vector<Span> s;
+    int32_t row = 0;
+    for (auto [Lp, G, L] : std::vector<std::array<int32_t, 3>>{{70, 3, 11}, {41, 4, 7}}) {
+      const int32_t off = row;
+      for (int32_t i = 0; i < Lp; i++) s.push_back({0, 0, off, off + i + 1});
+      row += Lp;
+      for (int32_t g = 0; g < G; g++) { const int32_t st = row; for (int32_t t = 0; t < L; t++, row++) s.push_back({off, off + Lp, st, row + 1}); }
+    }
+    cs.push_back({"two packed requests GQA 12/2", 12, 2, 128, s, row});
+    cs.push_back({"two packed requests MHA 4/4", 4, 4, 64, s, row});
+  }
+  {  // decode over three prompts' cache regions, several samples each
+    std::vector<Span> s;
+    int32_t region = 0;
+    for (auto [Lp, n, maxT] : std::vector<std::array<int32_t, 3>>{{37, 4, 9}, {90, 3, 9}, {12, 5, 6}}) {
+      for (int32_t g = 0; g < n; g++) { const int32_t base = region + Lp + g * maxT; s.push_back({region, region + Lp, base, base + 5}); }
+      region += Lp + n * maxT;
+    }
+    cs.push_back({"decode three prompts GQA 12/2", 12, 2, 128, s, region});
+  }
+  {  // a long causal run (many tiles and key blocks), one vision frame of 256 (D 80)
+    cs.push_back({"causal 300 MHA", 4, 4, 64, causal(300), 300});
+    cs.push_back({"causal 200 GQA 12/2", 12, 2, 128, causal(200), 200});
+    std::vector<Span> s(256, Span{0, 0, 0, 256});
+    cs.push_back({"vision frame 256", 16, 16, 80, s, 256});
+  }
   return cs;
 }
 
@@ -348,7 +460,7 @@ template <typename T> void test_attention() {
     Dt<float> dl;
     dl.poison(Tq * NH);
     cu::attention_forward(out.p, dl.p, dq.p, dk.p, dv.p, ac.spans.data(), Tq, Tk, NH, KVH, D);
-    const std::string sh = std::string(" ") + tname<T>() + " " + ac.what + shp({Tq, Tk, NH, KVH, D});
+    const std::string sh = std::string(" ") + tname<T>() + att_path + " " + ac.what + shp({Tq, Tk, NH, KVH, D});
     compare("attention_forward" + sh, out.get(), ref, tol<T>());
     compare("attention_forward lse" + sh, dl.get(), lse, tol<T>());
     auto oh = out.get();  // backward's inputs as the device has them
@@ -386,10 +498,18 @@ template <typename T> void test_activations() {
       cu::swiglu_backward(d1.p, d2.p, dg.p, da.p, db.p, N);
       compare("swiglu_backward dgate" + sh, d1.get(), r1, tol<T>(), &base1);
       compare("swiglu_backward dup" + sh, d2.get(), r2, tol<T>(), &base2);
+      std::vector<float> z1(N, 0.0f), z2(N, 0.0f);
+      swiglu_backward(z1.data(), z2.data(), g.data(), a.data(), b.data(), N);
+      Dt<T> e1, e2;
+      e1.poison(N);
+      e2.poison(N);
+      cu::swiglu_backward(e1.p, e2.p, dg.p, da.p, db.p, N, false);
+      compare("swiglu_backward dgate (overwrite)" + sh, e1.get(), z1, tol<T>());
+      compare("swiglu_backward dup (overwrite)" + sh, e2.get(), z2, tol<T>());
     }
     using Fwd = void (*)(float*, const float*, int64_t);
     using Bwd = void (*)(float*, const float*, const float*, int64_t);
-    struct Act { const char* name; Fwd f; Bwd b; void (*cf)(T*, const T*, int64_t); void (*cb)(T*, const T*, const T*, int64_t); };
+    struct Act { const char* name; Fwd f; Bwd b; void (*cf)(T*, const T*, int64_t); void (*cb)(T*, const T*, const T*, int64_t, bool); };
     for (const Act& act : {Act{"quick_gelu", quick_gelu_forward, quick_gelu_backward, cu::quick_gelu_forward<T>, cu::quick_gelu_backward<T>},
                            Act{"gelu", gelu_forward, gelu_backward, cu::gelu_forward<T>, cu::gelu_backward<T>}}) {
       std::vector<float> ref(N);
@@ -401,8 +521,14 @@ template <typename T> void test_activations() {
       std::vector<float> r1 = base1;
       Dt<T> d1(base1);
       act.b(r1.data(), g.data(), a.data(), N);
-      act.cb(d1.p, dg.p, da.p, N);
+      act.cb(d1.p, dg.p, da.p, N, true);
       compare(std::string(act.name) + "_backward" + sh, d1.get(), r1, tol<T>(), &base1);
+      std::vector<float> r0(N, 0.0f);
+      act.b(r0.data(), g.data(), a.data(), N);
+      Dt<T> d0;
+      d0.poison(N);
+      act.cb(d0.p, dg.p, da.p, N, false);
+      compare(std::string(act.name) + "_backward (overwrite)" + sh, d0.get(), r0, tol<T>());
     }
     {
       std::vector<float> ref(N);
@@ -435,12 +561,16 @@ template <typename T> void test_logprob() {
     Dt<float> ddlp(dlp);
     std::vector<float> ref(R * V);
     logprob_backward(ref.data(), dlp.data(), x.data(), lse.data(), tg.data(), R, V);
+    // the backward gets the CPU's lse (its own input, as every op here): with a target near p = 1 its
+    // gradient g (1 - p) is a small difference, and one ulp of lse between the engines' forwards (compared
+    // above) moves it by 1e-4 relative in fp32
+    Dt<float> dlse(lse);
     Dt<T> out;
     out.poison(R * V);
-    cu::logprob_backward(out.p, ddlp.p, dx.p, gl.p, dt.p, R, V);
+    cu::logprob_backward(out.p, ddlp.p, dx.p, dlse.p, dt.p, R, V);
     compare("logprob_backward" + sh, out.get(), ref, tol<T>());
     // in place (the model overwrites the logits with their gradient)
-    cu::logprob_backward(dx.p, ddlp.p, dx.p, gl.p, dt.p, R, V);
+    cu::logprob_backward(dx.p, ddlp.p, dx.p, dlse.p, dt.p, R, V);
     compare("logprob_backward in place" + sh, dx.get(), ref, tol<T>());
   }
 }
@@ -486,6 +616,46 @@ template <typename T> void test_sampling() {
   }
 }
 
+template <typename T> void test_sampling_multi() {
+  const int64_t B = 24, V = 5003;
+  auto x = rnd(B * V, -6, 6);
+  Dt<T> dx(x);
+  std::vector<float> temps(B);
+  std::vector<uint64_t> seeds(B);
+  std::vector<int64_t> gs(B), ts(B);
+  for (int64_t b = 0; b < B; b++) {
+    temps[b] = b % 3 == 0 ? 0.0f : (b % 3 == 1 ? 1.0f : 0.6f);
+    seeds[b] = 100 + b / 4;
+    gs[b] = b % 4;
+    ts[b] = 2 + b % 5;
+  }
+  Di<float> dtm(temps);
+  Di<uint64_t> dsd(seeds);
+  Di<int64_t> dgs(gs), dts(ts);
+  std::vector<int32_t> toks(B);
+  std::vector<float> lps(B);
+  for (int64_t b = 0; b < B; b++) {
+    SampleRequest q;
+    q.temperature = temps[b];
+    q.seed = seeds[b];
+    toks[b] = sample_token(x.data() + b * V, V, q, gs[b], ts[b], &lps[b]);
+  }
+  Dt<float> glp;
+  glp.poison(B);
+  int32_t* dtok = nullptr;
+  CU_CHECK(cudaMalloc(&dtok, B * sizeof(int32_t)), "alloc");
+  cu::sample_rows_multi(dtok, glp.p, dx.p, dtm.p, dsd.p, dgs.p, dts.p, B, V);
+  std::vector<int32_t> gt(B);
+  CU_CHECK(cudaMemcpy(gt.data(), dtok, B * sizeof(int32_t), cudaMemcpyDeviceToHost), "download");
+  cudaFree(dtok);
+  int same = 0;
+  for (int64_t b = 0; b < B; b++) same += gt[b] == toks[b];
+  checks++;
+  const bool ok = same >= B - 1;
+  if (!ok) failures++;
+  std::printf("%-4s %-64s %d/%d tokens equal\n", ok ? "ok" : "FAIL", (std::string("sample_rows_multi ") + tname<T>()).c_str(), same, int(B));
+}
+
 void test_adamw() {
   for (int64_t n : {1, 1001, 3000017}) {
     auto p = rnd(n), g = rnd(n, -0.01f, 0.01f), m = rnd(n, -0.01f, 0.01f), v = rnd(n, 0.0001f, 0.001f);
@@ -504,6 +674,18 @@ void test_adamw() {
     std::vector<float> cf(n), rr(n);
     for (int64_t i = 0; i < n; i++) { cf[i] = __bfloat162float(cb[i]); rr[i] = rp[i]; }
     compare("adamw_update bf16 copy" + shp({n}), cf, rr, 1e-2);
+    {  // bf16 moments: the update within bf16 rounding of the moments
+      std::vector<float> mb = m, vb = v;
+      for (int64_t i = 0; i < n; i++) { mb[i] = __bfloat162float(__float2bfloat16(m[i])); vb[i] = __bfloat162float(__float2bfloat16(v[i])); }
+      std::vector<float> bp = p, bm = mb, bv = vb;
+      adamw_update(bp.data(), g.data(), bm.data(), bv.data(), n, 1e-3f, 0.9f, 0.999f, 1e-8f, 0.1f, 7, 0.5f);
+      Dt<float> dp2(p), dg2(g);
+      Dt<bf16> dm2(mb), dv2(vb);
+      cu::adamw_update_bf16m(dp2.p, dg2.p, dm2.p, dv2.p, n, 1e-3f, 0.9f, 0.999f, 1e-8f, 0.1f, 7, 0.5f, nullptr);
+      compare("adamw_update_bf16m, the update (p' - p)" + shp({n}), dp2.get(), bp, 1e-2, &p);
+      compare("adamw_update_bf16m m" + shp({n}), dm2.get(), bm, 1e-2);
+      compare("adamw_update_bf16m v" + shp({n}), dv2.get(), bv, 1e-2);
+    }
     cudaFree(copy);
     const double ss = sum_squares(g.data(), n), gs = cu::sum_squares(dg.p, n);
     checks++;
@@ -544,25 +726,67 @@ void bench_ops() {
     const float ms = time([&] { cu::linear_forward(out.p, dx.p, dw.p, static_cast<const bf16*>(nullptr), Tn, IC, OC); }, 20);
     std::printf("  linear_forward %-22s %8.3f ms  %7.1f TFLOP/s\n", shp({Tn, IC, OC}).c_str(), ms, 2.0 * Tn * IC * OC / ms / 1e9);
   }
-  {  // one vision frame of 1024 patches, 16 heads of 80; a packed LM request of 426 rows
-    struct A { const char* n; int64_t T, NH, KVH, D; bool frame; };
-    for (A c : {A{"vision frame 1024, 16x80", 1024, 16, 16, 80, true}, A{"LM packed 298+8x16, 12/2x128", 426, 12, 2, 128, false}}) {
-      std::vector<Span> s(c.T);
-      for (int64_t i = 0; i < c.T; i++) {
-        if (c.frame) s[i] = {0, 0, 0, int32_t(c.T)};
-        else if (i < 298) s[i] = {0, 0, 0, int32_t(i + 1)};
-        else { const int32_t st = 298 + int32_t((i - 298) / 16) * 16; s[i] = {0, 298, st, int32_t(i + 1)}; }
+  {  // attention at the step's shapes: the fused kernel against the cuBLASLt tile path, FLOPs as the spans need
+    struct A { const char* n; int64_t reqs, NH, KVH, D; int kind; };  // kind 0 LM, 1 vision, 2 decode
+    for (A c : {A{"vision: 4 frames of 1024, 16x80", 4, 16, 16, 80, 1}, A{"LM: 4 packed requests 298+8x16, 12/2x128", 4, 12, 2, 128, 0},
+                A{"decode: 16 prompts x 8 rows, cache 298+8x16", 16, 12, 2, 128, 2}}) {
+      std::vector<Span> s;
+      int64_t Tk = 0;
+      for (int64_t r = 0; r < c.reqs; r++) {
+        const int32_t off = int32_t(c.kind == 2 ? Tk : int64_t(s.size()));
+        if (c.kind == 1) { for (int i = 0; i < 1024; i++) s.push_back({0, 0, off, off + 1024}); continue; }
+        if (c.kind == 2) {  // step 8 of 16: each row reads its prompt and its 8 tokens so far
+          for (int g = 0; g < 8; g++) s.push_back({off, off + 298, off + 298 + g * 16, off + 298 + g * 16 + 8});
+          Tk += 298 + 8 * 16;
+          continue;
+        }
+        for (int32_t i = 0; i < 298; i++) s.push_back({0, 0, off, off + i + 1});
+        for (int g = 0; g < 8; g++) { const int32_t st = int32_t(s.size()); for (int t = 0; t < 16; t++) s.push_back({off, off + 298, st, int32_t(s.size()) + 1}); }
       }
-      auto q = rnd(c.T * c.NH * c.D), k = rnd(c.T * c.KVH * c.D), v = rnd(c.T * c.KVH * c.D);
+      const int64_t T = static_cast<int64_t>(s.size());
+      if (c.kind != 2) Tk = T;
+      auto q = rnd(T * c.NH * c.D), k = rnd(Tk * c.KVH * c.D), v = rnd(Tk * c.KVH * c.D);
       Dt<bf16> dq(q), dk(k), dv(v), out, gq(q), gk(k), gv(v);
-      out.poison(c.T * c.NH * c.D);
+      out.poison(T * c.NH * c.D);
       Dt<float> lse;
-      lse.poison(c.T * c.NH);
-      const float f = time([&] { cu::attention_forward(out.p, lse.p, dq.p, dk.p, dv.p, s.data(), c.T, c.T, c.NH, c.KVH, c.D); }, 20);
-      const float bw = time([&] { cu::attention_backward(gq.p, gk.p, gv.p, dq.p, dq.p, dk.p, dv.p, out.p, lse.p, s.data(), c.T, c.T, c.NH, c.KVH, c.D); }, 20);
-      const double fl = 4.0 * c.T * c.T * c.NH * c.D;
-      std::printf("  attention %-34s fwd %7.3f ms (%6.1f TFLOP/s)  bwd %7.3f ms (%6.1f TFLOP/s, full tile)\n", c.n, f, fl / f / 1e9, bw, 2.5 * fl / bw / 1e9);
+      lse.poison(T * c.NH);
+      const double fl = cu::attention_flops(s.data(), T, c.NH, c.D);
+      for (int variant = 3; variant >= 0; variant--) {  // 3 default, 2 pipelined, 1 simple (all fused), 0 cuBLASLt tiles
+        cu::flash_override(variant > 0 ? 1 : 0);
+        cu::flash_pipeline_override(variant == 3 ? -1 : variant == 2 ? 1 : 0);
+        const float f = time([&] { cu::attention_forward(out.p, lse.p, dq.p, dk.p, dv.p, s.data(), T, Tk, c.NH, c.KVH, c.D); }, 10);
+        const char* name = variant == 3 ? "default" : variant == 2 ? "pipelined" : variant == 1 ? "simple" : "gemm";
+        if (c.kind == 2) {  // decode: forward only
+          std::printf("  attention %-44s %-9s fwd %7.3f ms (%6.1f TFLOP/s)\n", c.n, name, f, fl / f / 1e9);
+          continue;
+        }
+        const float bw = time([&] { cu::attention_backward(gq.p, gk.p, gv.p, dq.p, dq.p, dk.p, dv.p, out.p, lse.p, s.data(), T, T, c.NH, c.KVH, c.D); }, 10);
+        std::printf("  attention %-44s %-9s fwd %7.3f ms (%6.1f TFLOP/s)  bwd %7.3f ms (%6.1f TFLOP/s)\n", c.n,
+                    name, f, fl / f / 1e9, bw, 2.5 * fl / bw / 1e9);
+      }
+      cu::flash_override(-1);
+      cu::flash_pipeline_override(-1);
     }
+  }
+  {  // element-wise and norm kernels: GB/s on (4096, 5120) bf16 and (1704, 1536) rows
+    const int64_t N = 4096ll * 5120;
+    auto a = rnd(N), b = rnd(N);
+    Dt<bf16> da(a), db(b), o1, o2;
+    o1.poison(N);
+    o2.poison(N);
+    const float sw = time([&] { cu::swiglu_forward(o1.p, da.p, db.p, N); }, 20);
+    const float swb = time([&] { cu::swiglu_backward(o1.p, o2.p, da.p, da.p, db.p, N, false); }, 20);
+    const float qg = time([&] { cu::quick_gelu_forward(o1.p, da.p, N); }, 20);
+    std::printf("  swiglu_forward %.3f ms (%.0f GB/s), swiglu_backward %.3f ms (%.0f GB/s), quick_gelu_forward %.3f ms (%.0f GB/s)\n",
+                sw, 3.0 * N * 2 / sw / 1e6, swb, 5.0 * N * 2 / swb / 1e6, qg, 2.0 * N * 2 / qg / 1e6);
+    const int64_t Tn = 1704, C = 1536;
+    auto x = rnd(Tn * C), w = rnd(C);
+    Dt<float> dx(x), rs;
+    rs.poison(Tn);
+    Dt<bf16> dr(x), dw(w), out;
+    out.poison(Tn * C);
+    const float rn = time([&] { cu::residual_rmsnorm_forward(out.p, rs.p, dx.p, dx.p, dr.p, dw.p, Tn, C, 1e-6f); }, 20);
+    std::printf("  residual_rmsnorm_forward (1704, 1536) %.3f ms (%.0f GB/s)\n", rn, Tn * C * (4.0 + 4 + 2 + 2) / rn / 1e6);
   }
 }
 
@@ -585,14 +809,30 @@ int main(int argc, char** argv) {
               prop.totalGlobalMem / 1073741824.0);
   try {
     if (want("embedding")) { test_embedding<float>(); test_embedding<bf16>(); }
-    if (want("norm")) { test_norms<float>(); test_norms<bf16>(); }
+    if (want("norm")) { test_norms<float>(); test_norms<bf16>(); test_residual_norms<float>(); test_residual_norms<bf16>(); }
     if (want("linear")) { test_linear<float>(); test_linear<bf16>(); }
     if (want("lora")) { test_lora<float>(); test_lora<bf16>(); }
     if (want("rope")) { test_rope<float>(); test_rope<bf16>(); }
-    if (want("attention")) { test_attention<float>(); test_attention<bf16>(); }
+    if (want("attention")) {
+      test_attention<float>();
+      att_path = " (default kernels)";  // fused where D allows (small calls: the split decode kernel)
+      test_attention<bf16>();
+      cu::flash_pipeline_override(1);  // the pipelined kernels at every D (the default takes them where they pay)
+      att_path = "";
+      test_attention<bf16>();
+      cu::flash_pipeline_override(0);
+      att_path = " (simple flash)";
+      test_attention<bf16>();
+      cu::flash_pipeline_override(-1);
+      cu::flash_override(0);
+      att_path = " (cuBLASLt tiles)";
+      test_attention<bf16>();
+      cu::flash_override(-1);
+      att_path = "";
+    }
     if (want("act")) { test_activations<float>(); test_activations<bf16>(); }
     if (want("logprob")) { test_logprob<float>(); test_logprob<bf16>(); }
-    if (want("sampl")) { test_sampling<float>(); test_sampling<bf16>(); }
+    if (want("sampl")) { test_sampling<float>(); test_sampling<bf16>(); test_sampling_multi<float>(); test_sampling_multi<bf16>(); }
     if (want("adamw")) test_adamw();
     if (bench) bench_ops();
   } catch (const std::exception& e) {

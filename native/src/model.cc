@@ -504,6 +504,17 @@ std::vector<ForwardResult> Model::forward(const std::vector<ForwardRequest>& req
   return out;
 }
 
+std::vector<SampleResult> Model::sample_many(const std::vector<SampleRequest>& reqs) {
+  for (size_t i = 0; i < reqs.size(); i++) {
+    const std::string what = "sample request " + std::to_string(i);
+    check_prompt(reqs[i].prompt, what.c_str());
+  }
+  if (device_) return device_->sample_many(reqs);
+  std::vector<SampleResult> out;
+  for (const auto& q : reqs) out.push_back(sample(q));
+  return out;
+}
+
 void Model::backward(const std::vector<std::vector<std::vector<float>>>& grads) {
   if (device_) return device_->backward(grads);
   VQ_CHECK(!saved_.empty(), "backward needs a forward with keepForBackward: true first");

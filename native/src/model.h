@@ -76,6 +76,7 @@ struct SampleRequest {
   int max_tokens = 16;
   std::vector<int32_t> stop;
   uint64_t seed = 0;
+  bool stream = false;  // sample_run: report each token to the sink as it is produced
 };
 
 struct SampleResult {
@@ -135,6 +136,8 @@ struct VisionBlockW {
 };
 
 struct Activations;  // model.cc
+class SampleInbox;   // sampler.h
+class SampleSink;    // sampler.h
 
 // The heavy calls on another device (the CUDA backend, native/src/cuda/model_cuda.cu). A Model with a
 // device keeps its host tables (names, shapes, LoRA layout) and its host copy of the weights as the
@@ -145,6 +148,15 @@ class DeviceModel {
   virtual std::vector<ForwardResult> forward(const std::vector<ForwardRequest>& reqs, bool keep) = 0;
   virtual void backward(const std::vector<std::vector<std::vector<float>>>& grads) = 0;
   virtual SampleResult sample(const SampleRequest& req) = 0;
+  // Several prompts in one batch (prefill together, every prompt's rows in each decode step).
+  virtual std::vector<SampleResult> sample_many(const std::vector<SampleRequest>& reqs) {
+    std::vector<SampleResult> r;
+    for (const auto& q : reqs) r.push_back(sample(q));
+    return r;
+  }
+  // True when sample_many samples its requests together: a sampling run (sampler.cc) then hands every
+  // group of requests it admits to one sample_many call; otherwise one sample() per request.
+  virtual bool batches() const { return false; }
   virtual void zero_grad() = 0;
   virtual StepResult step(const AdamWOptions& o) = 0;
   virtual void pull() = 0;        // device weights and moments -> the host Model (before save, _get)
@@ -169,6 +181,11 @@ class Model {
   // grads[request][completion][token] = dL/dlogp; uses the activations of the last forward(keep=true).
   void backward(const std::vector<std::vector<std::vector<float>>>& grads);
   SampleResult sample(const SampleRequest& req);
+  // Several prompts at once: on a device, one batch (docs/cuda.md); on the CPU, one after another.
+  std::vector<SampleResult> sample_many(const std::vector<SampleRequest>& reqs);
+  // Several prompts in one batched decode loop, requests joining and leaving while it runs
+  // (sampler.h); returns when none is active or waiting. sample() is this with one request.
+  void sample_run(SampleInbox& inbox, SampleSink& sink);
   void zero_grad();
   StepResult step(const AdamWOptions& o);
 

@@ -1,12 +1,16 @@
 // N-API surface of the model: loadModel() and the NativeModel class. Every heavy call copies its
 // (already validated) inputs on the JS thread, runs in a PromiseWorker off the JS thread under the
 // model's mutex, and converts results back on the JS thread.
+#include <atomic>
+#include <chrono>
 #include <memory>
+#include <thread>
 
 #include "common.h"
 #include "cpu/threadpool.h"
 #include "model.h"
 #include "napi_util.h"
+#include "sampler.h"
 #ifdef VQALAB_CUDA
 #include "cuda/model_cuda.h"
 #endif
@@ -72,6 +76,228 @@ Prompt parse_prompt(const Napi::Object& o) {
   return p;
 }
 
+SampleRequest parse_sample(const Napi::Object& o) {
+  SampleRequest q;
+  q.prompt = parse_prompt(o.Get("prompt").As<Napi::Object>());
+  q.n = static_cast<int>(num(o, "n"));
+  q.temperature = static_cast<float>(num(o, "temperature"));
+  q.top_p = static_cast<float>(num(o, "topP"));
+  q.top_k = static_cast<int>(num(o, "topK"));
+  q.max_tokens = static_cast<int>(num(o, "maxTokens"));
+  q.stop = to_ints(o.Get("stopTokenIds"));
+  q.seed = static_cast<uint64_t>(num(o, "seed"));
+  q.stream = flag(o, "stream");
+  return q;
+}
+
+Napi::Object result_object(Napi::Env env, const SampleResult& r) {
+  Napi::Object o = Napi::Object::New(env);
+  Napi::Array toks = Napi::Array::New(env), lps = Napi::Array::New(env), stop = Napi::Array::New(env);
+  for (size_t g = 0; g < r.tokens.size(); g++) {
+    toks.Set(static_cast<uint32_t>(g), from_ints(env, r.tokens[g]));
+    lps.Set(static_cast<uint32_t>(g), from_floats(env, r.logprobs[g]));
+    stop.Set(static_cast<uint32_t>(g), Napi::Boolean::New(env, r.stopped[g]));
+  }
+  o.Set("tokenIds", toks);
+  o.Set("logprobs", lps);
+  o.Set("stopped", stop);
+  return o;
+}
+
+// ---- sampling runs with events (continuous batching, streaming) ---------------------------------
+//
+// sampleRun() starts a run on a worker thread and returns a handle at once; sampleRunAdd(handle, ...)
+// adds requests while it runs, sampleRunCancel(handle, id) drops one. What the run produces reaches
+// the JS callback through a ThreadSafeFunction, one packet per decode step (or prefill) that has
+// something to say: {tokens: Int32Array of (id, row, token) triples, logprobs, done: [{id, tokenIds,
+// logprobs, stopped}], failed: [{id, message, cancelled}]}; the last packet is {end: true, error?}.
+// Packets arrive in order, so every request has settled before `end`.
+
+struct RunPacket {
+  std::vector<TokenEvent> tokens;
+  std::vector<std::pair<int32_t, SampleResult>> done;
+  struct Failure {
+    int32_t id;
+    std::string message;
+    bool cancelled;
+  };
+  std::vector<Failure> failed;
+  bool end = false;
+  std::string error;
+  bool empty() const { return tokens.empty() && done.empty() && failed.empty() && !end; }
+};
+
+void deliver(Napi::Env env, Napi::Function cb, RunPacket* raw) {
+  std::unique_ptr<RunPacket> p(raw);
+  if (env == nullptr || cb == nullptr) return;  // the environment is going away
+  Napi::Object o = Napi::Object::New(env);
+  if (!p->tokens.empty()) {
+    const size_t n = p->tokens.size();
+    Napi::Int32Array ev = Napi::Int32Array::New(env, 3 * n);
+    Napi::Float32Array lp = Napi::Float32Array::New(env, n);
+    for (size_t i = 0; i < n; i++) {
+      ev[3 * i] = p->tokens[i].request;
+      ev[3 * i + 1] = p->tokens[i].row;
+      ev[3 * i + 2] = p->tokens[i].token;
+      lp[i] = p->tokens[i].logprob;
+    }
+    o.Set("tokens", ev);
+    o.Set("logprobs", lp);
+  }
+  if (!p->done.empty()) {
+    Napi::Array d = Napi::Array::New(env, p->done.size());
+    for (size_t i = 0; i < p->done.size(); i++) {
+      Napi::Object r = result_object(env, p->done[i].second);
+      r.Set("id", Napi::Number::New(env, p->done[i].first));
+      d.Set(static_cast<uint32_t>(i), r);
+    }
+    o.Set("done", d);
+  }
+  if (!p->failed.empty()) {
+    Napi::Array f = Napi::Array::New(env, p->failed.size());
+    for (size_t i = 0; i < p->failed.size(); i++) {
+      Napi::Object r = Napi::Object::New(env);
+      r.Set("id", Napi::Number::New(env, p->failed[i].id));
+      r.Set("message", Napi::String::New(env, p->failed[i].message));
+      r.Set("cancelled", Napi::Boolean::New(env, p->failed[i].cancelled));
+      f.Set(static_cast<uint32_t>(i), r);
+    }
+    o.Set("failed", f);
+  }
+  if (p->end) {
+    o.Set("end", Napi::Boolean::New(env, true));
+    if (!p->error.empty()) o.Set("error", Napi::String::New(env, p->error));
+  }
+  try {
+    cb.Call({o});
+  } catch (const Napi::Error&) {
+    // The TypeScript handler catches its own errors; nothing may escape into the event loop here.
+  }
+}
+
+class PacketSink : public SampleSink {
+ public:
+  explicit PacketSink(Napi::ThreadSafeFunction tsfn) : tsfn_(tsfn), cur_(new RunPacket) {}
+  void token(const TokenEvent& e) override { cur_->tokens.push_back(e); }
+  void done(int32_t id, SampleResult&& r) override { cur_->done.emplace_back(id, std::move(r)); }
+  void failed(int32_t id, const std::string& why, bool cancelled) override {
+    cur_->failed.push_back(RunPacket::Failure{id, why, cancelled});
+  }
+  void flush() override {
+    if (cur_->empty()) return;
+    tsfn_.BlockingCall(cur_.release(), deliver);  // an unbounded queue: never blocks
+    cur_.reset(new RunPacket);
+  }
+  void end(const std::string& error) {
+    cur_->end = true;
+    cur_->error = error;
+    tsfn_.BlockingCall(cur_.release(), deliver);
+    cur_.reset(new RunPacket);
+  }
+
+ private:
+  Napi::ThreadSafeFunction tsfn_;
+  std::unique_ptr<RunPacket> cur_;
+};
+
+struct SampleRunState {
+  SampleInbox inbox;
+};
+using RunHandle = std::shared_ptr<SampleRunState>;
+
+class SampleRunWorker : public Napi::AsyncWorker {
+ public:
+  SampleRunWorker(Napi::Env env, ModelPtr m, RunHandle run, Napi::ThreadSafeFunction tsfn, uint64_t id)
+      : Napi::AsyncWorker(env, "vqalab-sample"), m_(std::move(m)), run_(std::move(run)), tsfn_(tsfn), id_(id) {}
+
+ protected:
+  void Execute() override {
+    PacketSink sink(tsfn_);
+    std::string error;
+    try {
+      std::lock_guard<std::mutex> lk(m_->mutex());
+      m_->begin_call(id_);
+      m_->sample_run(run_->inbox, sink);
+    } catch (const std::exception& e) {
+      error = e.what();
+      if (error.empty()) error = "native error";
+    } catch (...) {
+      error = "unknown native error";
+    }
+    run_->inbox.close();
+    try {
+      sink.flush();
+    } catch (...) {
+    }
+    sink.end(error);
+    tsfn_.Release();
+  }
+  void OnOK() override {}
+  void OnError(const Napi::Error&) override {}
+
+ private:
+  ModelPtr m_;
+  RunHandle run_;
+  Napi::ThreadSafeFunction tsfn_;
+  uint64_t id_;
+};
+
+RunHandle& run_of(const Napi::Value& v) { return *v.As<Napi::External<RunHandle>>().Data(); }
+
+std::vector<std::pair<int32_t, SampleRequest>> parse_run_requests(const Napi::Array& a) {
+  std::vector<std::pair<int32_t, SampleRequest>> out;
+  for (uint32_t i = 0; i < a.Length(); i++) {
+    Napi::Object o = a.Get(i).As<Napi::Object>();
+    out.emplace_back(static_cast<int32_t>(num(o, "id")), parse_sample(o));
+  }
+  return out;
+}
+
+// For tests of the device routing on a machine without a device (_attachTestDevice): a device that
+// samples with another, CPU-only model (optionally after a delay, so that tests can cancel between
+// requests); the other heavy calls are refused. With `batch` it says it batches (as the CUDA backend):
+// a run hands it each admitted group in one sample_many call (one delay per call), and its name
+// counts those calls.
+class TestDevice : public DeviceModel {
+ public:
+  TestDevice(ModelPtr cpu, int delay_ms, bool batch = false) : cpu_(std::move(cpu)), delay_ms_(delay_ms), batch_(batch) {}
+  bool batches() const override { return batch_; }
+  std::vector<SampleResult> sample_many(const std::vector<SampleRequest>& qs) override {
+    if (!batch_) return DeviceModel::sample_many(qs);
+    calls_++;
+    if (delay_ms_ > 0) std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms_));
+    std::lock_guard<std::mutex> lk(cpu_->mutex());
+    cpu_->begin_call(0);
+    std::vector<SampleResult> r;
+    for (const auto& q : qs) r.push_back(cpu_->sample(q));
+    return r;
+  }
+  std::vector<ForwardResult> forward(const std::vector<ForwardRequest>&, bool) override { refuse("forward"); }
+  void backward(const std::vector<std::vector<std::vector<float>>>&) override { refuse("backward"); }
+  SampleResult sample(const SampleRequest& q) override {
+    if (delay_ms_ > 0) std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms_));
+    std::lock_guard<std::mutex> lk(cpu_->mutex());
+    cpu_->begin_call(0);
+    return cpu_->sample(q);
+  }
+  void zero_grad() override { refuse("zero_grad"); }
+  StepResult step(const AdamWOptions&) override { refuse("step"); }
+  void pull() override {}
+  void pull_grads() override {}
+  void push() override {}
+  std::string name() const override {
+    return batch_ ? "test (samples with another CPU model; batches; " + std::to_string(calls_.load()) + " sample_many calls)"
+                  : "test (samples with another CPU model)";
+  }
+
+ private:
+  ModelPtr cpu_;
+  int delay_ms_;
+  bool batch_;
+  std::atomic<int> calls_{0};
+  [[noreturn]] static void refuse(const char* what) { throw Error(std::string("the test device only samples (") + what + ")"); }
+};
+
 class NativeModel : public Napi::ObjectWrap<NativeModel> {
  public:
   static Napi::Function Define(Napi::Env env) {
@@ -80,6 +306,9 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
                            InstanceMethod("forward", &NativeModel::Forward),
                            InstanceMethod("backward", &NativeModel::Backward),
                            InstanceMethod("sample", &NativeModel::Sample),
+                           InstanceMethod("sampleRun", &NativeModel::SampleRun),
+                           InstanceMethod("sampleRunAdd", &NativeModel::SampleRunAdd),
+                           InstanceMethod("sampleRunCancel", &NativeModel::SampleRunCancel),
                            InstanceMethod("zeroGrad", &NativeModel::ZeroGrad),
                            InstanceMethod("step", &NativeModel::Step),
                            InstanceMethod("saveWeights", &NativeModel::SaveWeights),
@@ -96,6 +325,7 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
                            InstanceMethod("_set", &NativeModel::Set),
                            InstanceMethod("_grad", &NativeModel::Grad),
                            InstanceMethod("_ropeIndex", &NativeModel::RopeIndex),
+                           InstanceMethod("_attachTestDevice", &NativeModel::AttachTestDevice),
                        });
   }
 
@@ -185,16 +415,8 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
   Napi::Value Sample(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     ModelPtr m = live(env);
-    Napi::Object o = info[0].As<Napi::Object>();
-    auto q = std::make_shared<SampleRequest>();
-    q->prompt = parse_prompt(o.Get("prompt").As<Napi::Object>());
-    q->n = static_cast<int>(num(o, "n"));
-    q->temperature = static_cast<float>(num(o, "temperature"));
-    q->top_p = static_cast<float>(num(o, "topP"));
-    q->top_k = static_cast<int>(num(o, "topK"));
-    q->max_tokens = static_cast<int>(num(o, "maxTokens"));
-    q->stop = to_ints(o.Get("stopTokenIds"));
-    q->seed = static_cast<uint64_t>(num(o, "seed"));
+    auto q = std::make_shared<SampleRequest>(parse_sample(info[0].As<Napi::Object>()));
+    q->stream = false;
     const uint64_t id = info.Length() > 1 && info[1].IsNumber() ? static_cast<uint64_t>(info[1].As<Napi::Number>().Int64Value()) : 0;
     auto out = std::make_shared<SampleResult>();
     return PromiseWorker::Run(
@@ -204,19 +426,32 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
           m->begin_call(id);
           *out = m->sample(*q);
         },
-        [out](Napi::Env env) -> Napi::Value {
-          Napi::Object o = Napi::Object::New(env);
-          Napi::Array toks = Napi::Array::New(env), lps = Napi::Array::New(env), stop = Napi::Array::New(env);
-          for (size_t g = 0; g < out->tokens.size(); g++) {
-            toks.Set(static_cast<uint32_t>(g), from_ints(env, out->tokens[g]));
-            lps.Set(static_cast<uint32_t>(g), from_floats(env, out->logprobs[g]));
-            stop.Set(static_cast<uint32_t>(g), Napi::Boolean::New(env, out->stopped[g]));
-          }
-          o.Set("tokenIds", toks);
-          o.Set("logprobs", lps);
-          o.Set("stopped", stop);
-          return o;
-        });
+        [out](Napi::Env env) -> Napi::Value { return result_object(env, *out); });
+  }
+
+  // sampleRun(requests [{id, prompt, n, ..., stream}], onPacket, callId) -> handle
+  Napi::Value SampleRun(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    ModelPtr m = live(env);
+    auto run = std::make_shared<SampleRunState>();
+    run->inbox.add(parse_run_requests(info[0].As<Napi::Array>()));
+    const uint64_t id = info.Length() > 2 && info[2].IsNumber() ? static_cast<uint64_t>(info[2].As<Napi::Number>().Int64Value()) : 0;
+    auto tsfn = Napi::ThreadSafeFunction::New(env, info[1].As<Napi::Function>(), "vqalab-sample", 0, 1);
+    auto* w = new SampleRunWorker(env, m, run, tsfn, id);
+    w->Queue();
+    return Napi::External<RunHandle>::New(env, new RunHandle(run), [](Napi::Env, RunHandle* h) { delete h; });
+  }
+
+  // sampleRunAdd(handle, requests) -> false when the run has ended (the caller starts another)
+  Napi::Value SampleRunAdd(const Napi::CallbackInfo& info) {
+    RunHandle& run = run_of(info[0]);
+    return Napi::Boolean::New(info.Env(), run->inbox.add(parse_run_requests(info[1].As<Napi::Array>())));
+  }
+
+  // sampleRunCancel(handle, id): the request leaves at the run's next step
+  Napi::Value SampleRunCancel(const Napi::CallbackInfo& info) {
+    run_of(info[0])->inbox.cancel(static_cast<int32_t>(info[1].As<Napi::Number>().Int32Value()));
+    return info.Env().Undefined();
   }
 
   Napi::Value ZeroGrad(const Napi::CallbackInfo& info) {
@@ -303,6 +538,22 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
   }
 
   // Asks the running call (if any) to stop at its next layer or decode step; never blocks.
+  // _attachTestDevice(cpuModel, delayMs, batch): sampling on this model goes through the device routing
+  // of a run (sampler.cc), the device being `cpuModel` (another NativeModel, CPU only); with `batch` the
+  // device batches (sample_many per admitted group, as the CUDA backend). Tests only.
+  Napi::Value AttachTestDevice(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    ModelPtr m = live(env);
+    if (info.Length() < 1 || !info[0].IsObject()) throw Napi::Error::New(env, "_attachTestDevice: expected a NativeModel");
+    ModelPtr cpu = NativeModel::Unwrap(info[0].As<Napi::Object>())->live(env);
+    if (cpu == m || cpu->device()) throw Napi::Error::New(env, "_attachTestDevice: the device model must be another CPU model");
+    const int delay = info.Length() > 1 && info[1].IsNumber() ? info[1].As<Napi::Number>().Int32Value() : 0;
+    const bool batch = info.Length() > 2 && info[2].IsBoolean() && info[2].As<Napi::Boolean>().Value();
+    auto lk = lock_now(env, m);
+    m->attach_device(std::make_unique<TestDevice>(cpu, delay, batch));
+    return env.Undefined();
+  }
+
   Napi::Value Cancel(const Napi::CallbackInfo& info) {
     if (model_ && info.Length() > 0 && info[0].IsNumber()) model_->cancel(static_cast<uint64_t>(info[0].As<Napi::Number>().Int64Value()));
     return info.Env().Undefined();
@@ -402,6 +653,18 @@ Napi::Value LoadModel(const Napi::CallbackInfo& info) {
   const std::string device = spec.Get("device").IsString() ? spec.Get("device").As<Napi::String>().Utf8Value() : "cpu";
   [[maybe_unused]] const bool cuda_fp32 = spec.Get("precision").IsString() && spec.Get("precision").As<Napi::String>().Utf8Value() == "fp32";
   const int cuda_index = device.rfind("cuda:", 0) == 0 ? std::stoi(device.substr(5)) : -1;
+#ifdef VQALAB_CUDA
+  // CUDA options: the environment's defaults, overridden by the spec's `cuda` fields (validated in TS)
+  CudaOptions copts = cuda_options_from_env();
+  if (spec.Get("cuda").IsObject()) {
+    Napi::Object c = spec.Get("cuda").As<Napi::Object>();
+    if (c.Get("offloadOptimizer").IsBoolean()) copts.offload_optimizer = c.Get("offloadOptimizer").As<Napi::Boolean>();
+    if (c.Get("bf16Moments").IsBoolean()) copts.bf16_moments = c.Get("bf16Moments").As<Napi::Boolean>();
+    if (c.Get("checkpointActivations").IsBoolean()) copts.checkpoint = c.Get("checkpointActivations").As<Napi::Boolean>();
+    if (c.Get("packRows").IsNumber()) copts.pack_rows = static_cast<int64_t>(num(c, "packRows"));
+    if (c.Get("graphs").IsBoolean()) copts.graphs = c.Get("graphs").As<Napi::Boolean>();
+  }
+#endif
 #ifndef VQALAB_CUDA
   if (cuda_index >= 0)
     throw Napi::Error::New(env, "device " + device + " is not available: this build of the native engine has no CUDA "
@@ -420,7 +683,7 @@ Napi::Value LoadModel(const Napi::CallbackInfo& info) {
         if (!lora_file.empty()) m->load_lora(lora_file);
         if (!opt_file.empty()) m->load_optimizer(opt_file);
 #ifdef VQALAB_CUDA
-        if (cuda_index >= 0) m->attach_device(make_cuda_model(*m, cuda_index, !cuda_fp32));
+        if (cuda_index >= 0) m->attach_device(make_cuda_model(*m, cuda_index, !cuda_fp32, copts));
 #endif
         *out = m;
       },

@@ -17,7 +17,7 @@ NVFLAGS := -std=c++17 -O3 $(ARCH) -I$(SRC) -I$(CUBLAS_INC) -Xcompiler -fPIC -Xco
            -diag-suppress 3357 --expt-relaxed-constexpr
 CXXFLAGS := -std=c++17 -O3 -fPIC -fopenmp-simd -fno-math-errno -Wall -Wextra -Wno-unused-parameter -I$(SRC)
 
-CU_SRCS := cuda_common gemm ops model_cuda
+CU_SRCS := cuda_common gemm ops flash model_cuda
 CU_OBJS := $(patsubst %,$(OUT)/cu_%.o,$(CU_SRCS))
 CPU_SRCS := common json safetensors cpu/threadpool cpu/gemm ops/embedding ops/norm ops/linear ops/rope \
             ops/attention ops/activation ops/logprob ops/adamw model model_load sampler

@@ -1,7 +1,7 @@
 """Summarises a run-all.sh output folder: our GRPO step and rollout against the PyTorch reference
 measured in the same call on the same card, as ratios, with MFU, memory and the rollout roofline.
 
-  python3 scripts/gpu/summarize.py OUT_DIR   (reads torch.log and ours.log: the last line of each is JSON)
+  python3 scripts/gpu/summarize.py OUT_DIR   (reads torch.log and ours.log: JSON lines; the fullest of each)
 """
 import json
 import os
@@ -9,11 +9,18 @@ import sys
 
 
 def last_json(path):
+    """The fullest JSON line of a log (a log may end with a shorter one: the profile run's)."""
     try:
         with open(path) as f:
-            lines = [l for l in f.read().splitlines() if l.startswith("{")]
-        return json.loads(lines[-1]) if lines else {}
-    except (OSError, ValueError):
+            objs = []
+            for l in f.read().splitlines():
+                if l.startswith("{"):
+                    try:
+                        objs.append(json.loads(l))
+                    except ValueError:
+                        pass
+        return max(objs, key=len) if objs else {}
+    except OSError:
         return {}
 
 
@@ -38,9 +45,19 @@ def main():
                      f"peak {ref['step_peak_bytes'] / gib:.1f} GiB"))
     if our.get("step_s"):
         mfu = our["step_gemm_flops"] / our["step_s"] / peak if peak else float("nan")
-        rows.append(("our GRPO step (shared prefix, full fine-tune)", f"{our['step_s']:.3f} s",
-                     f"{our['step_gemm_flops'] / 1e15:.3f} PFLOP in GEMMs, MFU {100 * mfu:.1f}%",
+        mb = int(our.get("micro_batch", 1))
+        rows.append((f"our GRPO step (shared prefix, full fine-tune, {mb} prompts per packed micro-batch)", f"{our['step_s']:.3f} s",
+                     f"{our['step_gemm_flops'] / 1e15:.3f} PFLOP (GEMMs + attention), MFU {100 * mfu:.1f}%",
                      f"peak {our['step_peak_bytes'] / gib:.1f} GiB"))
+    if our.get("step_mb8_s"):
+        mfu8 = our["step_mb8_flops"] / our["step_mb8_s"] / peak if peak else float("nan")
+        rows.append(("our GRPO step, 8 prompts per packed micro-batch", f"{our['step_mb8_s']:.3f} s",
+                     f"{our['step_mb8_flops'] / 1e15:.3f} PFLOP, MFU {100 * mfu8:.1f}%",
+                     f"peak {our['step_mb8_peak_bytes'] / gib:.1f} GiB"))
+    if our.get("mem_step_s"):
+        rows.append(("our step, optimizer state offloaded to host + activation checkpointing", f"{our['mem_step_s']:.3f} s",
+                     f"{our['mem_step_flops'] / 1e15:.3f} PFLOP", f"peak {our['mem_step_peak_bytes'] / gib:.1f} GiB "
+                     f"({our['mem_step_peak_bytes'] / 1e9:.1f} GB)"))
     if our.get("lora_step_s"):
         rows.append(("our step, LoRA r=64 (LM linears, no reference model)", f"{our['lora_step_s']:.3f} s", "",
                      f"peak {our['lora_step_peak_bytes'] / gib:.1f} GiB"))
@@ -48,15 +65,29 @@ def main():
         rows.append(("reference rollout: generate (128 samples x 16 tokens)", f"{ref['generate_s']:.3f} s",
                      f"{ref['generate_tokens'] / ref['generate_s']:.0f} new tokens/s", ""))
     if our.get("rollout_s"):
-        rows.append(("our rollout: sample(n=8) per prompt, prefix once", f"{our['rollout_s']:.3f} s",
+        rows.append(("our rollout: sample_many, 16 prompts x 8 in one batch, prefix once", f"{our['rollout_s']:.3f} s",
                      f"{our['rollout_tokens'] / our['rollout_s']:.0f} new tokens/s", ""))
+    if our.get("rollout_prefill_s"):
+        rows.append(("our rollout's prefill + first token (sample_many, maxTokens 1)", f"{our['rollout_prefill_s']:.3f} s", "", ""))
+    if our.get("rollout_per_prompt_s"):
+        rows.append(("our rollout: sample(n=8) one prompt at a time", f"{our['rollout_per_prompt_s']:.3f} s",
+                     f"{our['rollout_tokens'] / our['rollout_per_prompt_s']:.0f} new tokens/s", ""))
     for r in rows:
         print(f"| {r[0]} | {r[1]} | {r[2]} | {r[3]} |")
     print()
     res = {"card": card, "reference": ref, "ours": our}
     if ref.get("step_s") and our.get("step_s"):
         res["step_speedup"] = ref["step_s"] / our["step_s"]
-        print(f"step: ours is {res['step_speedup']:.2f}x the reference's speed (goal >= 5x)")
+        print(f"step: ours is {res['step_speedup']:.2f}x the reference's speed (goal >= 5x); "
+              f"MFU {100 * our['step_gemm_flops'] / our['step_s'] / peak:.1f}% (goal >= 35%)")
+    if our.get("step_mb8_s") and ref.get("step_s"):
+        res["step_mb8_speedup"] = ref["step_s"] / our["step_mb8_s"]
+        print(f"step with 8-prompt packs: {res['step_mb8_speedup']:.2f}x the reference's speed; "
+              f"MFU {100 * our['step_mb8_flops'] / our['step_mb8_s'] / peak:.1f}%")
+    if our.get("mem_step_s") and ref.get("step_s"):
+        res["mem_step_speedup"] = ref["step_s"] / our["mem_step_s"]
+        print(f"memory mode: peak {our['mem_step_peak_bytes'] / 1e9:.1f} GB (goal <= 24 GB), "
+              f"{res['mem_step_speedup']:.2f}x the reference's speed")
     if ref.get("generate_s") and our.get("rollout_s"):
         res["rollout_speedup"] = ref["generate_s"] / our["rollout_s"]
         # roofline: prefill once per prompt at the GEMM rate; decode reads the LM weights once per step

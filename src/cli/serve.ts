@@ -12,7 +12,9 @@ const usage = `Usage: vqalab serve [--model DIR] [options]
 An OpenAI-compatible HTTP server over the native engine: GET /v1/models, POST /v1/chat/completions
 (text and image_url parts, n, temperature, top_p, top_k, max_tokens, stop, seed, logprobs,
 top_logprobs, stream), GET /health. Any OpenAI client (the openai package, vLLM's and SGLang's
-clients, vqalab's OpenAIPolicy) talks to it. Requests queue fairly for the engine.
+clients, vqalab's OpenAIPolicy) talks to it. Concurrent requests are decoded together (continuous
+batching: a request joins the running decode loop at its next step); streams send each token as it
+is produced. Requests wait for room fairly (round robin between clients).
 
 Model:
   --model DIR              a Hugging Face Qwen2-VL folder, a vqalab trainer checkpoint (trainer.json +
@@ -37,6 +39,10 @@ Limits:
   --max-n N                choices per request (default 64)
   --max-queue N            requests waiting for the engine before 503 (default 256)
   --default-max-tokens N   max_tokens when a request gives none (default 512, at most the context left)
+
+Batching:
+  --max-batch-rows N       most rows (the sum of n) decoding together; further requests wait (default 64)
+  --no-batching            queue-only mode: one request on the engine at a time (for comparison)
 
 Output:
   --quiet                  no access log (default: one line per request on stderr)
@@ -73,6 +79,7 @@ export const serveCommand: Command = {
           'allowed-media-root': { type: 'string' }, 'max-body-mb': { type: 'string' }, 'max-image-mb': { type: 'string' },
           'max-image-pixels': { type: 'string' }, 'max-images': { type: 'string' }, 'max-n': { type: 'string' }, 'max-queue': { type: 'string' },
           'default-max-tokens': { type: 'string' }, quiet: { type: 'boolean', default: false },
+          'max-batch-rows': { type: 'string' }, 'no-batching': { type: 'boolean', default: false },
         },
         strict: true,
         allowPositionals: false,
@@ -111,6 +118,7 @@ export const serveCommand: Command = {
       maxBodyBytes: mb('max-body-mb'), maxImageBytes: mb('max-image-mb'), maxImagePixels: integer('max-image-pixels', values['max-image-pixels']),
       maxImages: integer('max-images', values['max-images']), maxN: integer('max-n', values['max-n']), maxQueue: integer('max-queue', values['max-queue']),
       defaultMaxTokens: integer('default-max-tokens', values['default-max-tokens']),
+      batching: !values['no-batching'], maxBatchRows: integer('max-batch-rows', values['max-batch-rows']),
       log: values.quiet ? undefined : (line) => process.stderr.write(`vqalab serve: ${line}\n`),
       disposeOnClose: true,
     }).catch((err: NodeJS.ErrnoException) => {
@@ -118,6 +126,8 @@ export const serveCommand: Command = {
       throw new UsageError(`cannot listen on ${values.host}:${port}: ${err.code ?? err.message}`, 1);
     });
     process.stdout.write(`vqalab serve: model "${handle.modelName}" (${values.model ?? 'embedded tiny model'}, context ${policy.maxSequenceLength} tokens)\n`);
+    process.stdout.write(`vqalab serve: ${values['no-batching'] ? 'queue-only mode (one request on the engine at a time)'
+      : `continuous batching (at most ${integer('max-batch-rows', values['max-batch-rows']) ?? 64} rows decoding together)`}\n`);
     process.stdout.write(`listening on ${handle.url}\n`);
     await new Promise<void>((resolve) => {
       const stop = (sig: string) => {

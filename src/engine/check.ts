@@ -111,25 +111,33 @@ export function checkGradients(grads: unknown, shape: number[][]): Float32Array[
   });
 }
 
-export function checkSampleRequest(r: unknown, cfg: EngineConfig, maxSeq: number): Required<Omit<SampleRequest, 'signal'>> & { signal?: AbortSignal } {
-  if (!isObject(r)) throw invalidParameterError('request', 'object', r);
-  const prompt = checkPrompt('request.prompt', r.prompt, cfg);
-  const n = expectInteger('request.n', r.n, 1, 4096);
-  const temperature = expectNumber('request.temperature', r.temperature, 0);
-  const topP = r.topP === undefined ? 1 : expectNumber('request.topP', r.topP, 0, 1);
-  if (topP === 0) throw invalidParameterError('request.topP', 'number between 0 (exclusive) and 1', topP);
-  const topK = r.topK === undefined ? 0 : expectInteger('request.topK', r.topK, 0);
-  const maxTokens = expectInteger('request.maxTokens', r.maxTokens, 1);
+export type CheckedSampleRequest = Required<Omit<SampleRequest, 'signal' | 'onToken'>> & Pick<SampleRequest, 'signal' | 'onToken'>;
+
+/** Checks one sampling request; `name` prefixes the messages ("request", "requests[2]"). */
+export function checkSampleRequest(r: unknown, cfg: EngineConfig, maxSeq: number, name = 'request'): CheckedSampleRequest {
+  if (!isObject(r)) throw invalidParameterError(name, 'object', r);
+  const prompt = checkPrompt(`${name}.prompt`, r.prompt, cfg);
+  const n = expectInteger(`${name}.n`, r.n, 1, 4096);
+  const temperature = expectNumber(`${name}.temperature`, r.temperature, 0);
+  const topP = r.topP === undefined ? 1 : expectNumber(`${name}.topP`, r.topP, 0, 1);
+  if (topP === 0) throw invalidParameterError(`${name}.topP`, 'number between 0 (exclusive) and 1', topP);
+  const topK = r.topK === undefined ? 0 : expectInteger(`${name}.topK`, r.topK, 0);
+  const maxTokens = expectInteger(`${name}.maxTokens`, r.maxTokens, 1);
   if (prompt.ids.length + maxTokens > maxSeq) {
-    throw new RangeError(`request: prompt (${prompt.ids.length} tokens) + maxTokens ${maxTokens} = ` +
+    throw new RangeError(`${name}: prompt (${prompt.ids.length} tokens) + maxTokens ${maxTokens} = ` +
       `${prompt.ids.length + maxTokens} tokens exceeds maxSequenceLength ${maxSeq}`);
   }
   const stopRaw = r.stopTokenIds ?? [];
-  if (!Array.isArray(stopRaw)) throw invalidParameterError('request.stopTokenIds', 'array of token ids', stopRaw);
-  const stopTokenIds = stopRaw.map((s, i) => expectInteger(`request.stopTokenIds[${i}]`, s, 0, cfg.vocabSize - 1));
-  const seed = expectInteger('request.seed', r.seed, 0, Number.MAX_SAFE_INTEGER);
-  if (r.signal !== undefined && !(r.signal instanceof AbortSignal)) throw invalidParameterError('request.signal', 'AbortSignal', r.signal);
-  return { prompt, n, temperature, topP, topK, maxTokens, stopTokenIds, seed, ...(r.signal ? { signal: r.signal as AbortSignal } : {}) };
+  if (!Array.isArray(stopRaw)) throw invalidParameterError(`${name}.stopTokenIds`, 'array of token ids', stopRaw);
+  const stopTokenIds = stopRaw.map((s, i) => expectInteger(`${name}.stopTokenIds[${i}]`, s, 0, cfg.vocabSize - 1));
+  const seed = expectInteger(`${name}.seed`, r.seed, 0, Number.MAX_SAFE_INTEGER);
+  if (r.signal !== undefined && !(r.signal instanceof AbortSignal)) throw invalidParameterError(`${name}.signal`, 'AbortSignal', r.signal);
+  if (r.onToken !== undefined && typeof r.onToken !== 'function') throw invalidParameterError(`${name}.onToken`, 'function', r.onToken);
+  return {
+    prompt, n, temperature, topP, topK, maxTokens, stopTokenIds, seed,
+    ...(r.signal ? { signal: r.signal as AbortSignal } : {}),
+    ...(r.onToken ? { onToken: r.onToken as SampleRequest['onToken'] } : {}),
+  };
 }
 
 export function checkAdamW(o: unknown): AdamWOptions {

@@ -7,12 +7,13 @@ import { copyFileSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { expectBoolean, expectInteger, expectOneOf, expectString, invalidParameterError } from '../util/validate.js';
 import { writeFileAtomic } from '../util/fs.js';
-import { checkAdamW, checkForwardRequests, checkGradients, checkLora, checkSampleRequest } from './check.js';
+import { checkAdamW, checkForwardRequests, checkGradients, checkLora, checkSampleRequest, type CheckedSampleRequest } from './check.js';
 import { readConfig, toNativeConfig, type EngineConfig } from './config.js';
 import { native, nativeError, type NativeModel, type NativePrompt } from './native.js';
+import { SampleLoop, type LoopRequest } from './sampling.js';
 import type {
   AdamWOptions, CallOptions, Device, EngineModel, ForwardRequest, ForwardResult, LoadOptions, LoraConfig, Prompt, SampleRequest,
-  SampleResult, StepResult,
+  SampleResult, SampleStats, StepResult,
 } from './types.js';
 
 /** Files copied along when a checkpoint is saved into a new folder (tokenizer, processor, generation). */
@@ -56,7 +57,10 @@ class CpuEngineModel implements EngineModel {
   private queue: Promise<unknown> = Promise.resolve();
   private lastForward: number[][] | null = null;
   private calls = 0;
+  /** Calls queued and not yet started (the sampling loop does not let new requests overtake them). */
+  private queued = 0;
   private disposed = false;
+  private readonly loop: SampleLoop;
 
   constructor(
     private readonly nm: NativeModel,
@@ -71,6 +75,13 @@ class CpuEngineModel implements EngineModel {
     const info = nm.info();
     this.numParameters = { total: info.numParameters, trainable: info.numTrainable };
     this.namingScheme = info.internalNames ? 'internal' : 'published';
+    this.loop = new SampleLoop({
+      nm,
+      schedule: (fn) => {
+        this.run(new Error(), fn).catch((err: unknown) => this.loop.abandon(err));
+      },
+      waitingCalls: () => this.queued,
+    });
   }
 
   get stepCount(): number {
@@ -86,7 +97,10 @@ class CpuEngineModel implements EngineModel {
     if (this.disposed) return Promise.reject(nativeError(new Error('this model was disposed'), stack));
     const reason = () => (signal!.reason instanceof Error ? signal!.reason : new Error('interrupted'));
     const callId = ++this.calls;
+    this.queued++;
+    let started = false;
     const guarded = async () => {
+      if (!started) { started = true; this.queued--; }
       if (signal?.aborted) throw reason();
       const onAbort = () => this.nm.cancel(callId);
       signal?.addEventListener('abort', onAbort, { once: true });
@@ -157,25 +171,54 @@ class CpuEngineModel implements EngineModel {
     }, signal);
   }
 
+  private static loopRequest(r: CheckedSampleRequest, index: number, stack: Error): LoopRequest {
+    return {
+      native: {
+        prompt: toNativePrompt(r.prompt), n: r.n, temperature: r.temperature, topP: r.topP, topK: r.topK,
+        maxTokens: r.maxTokens, stopTokenIds: Int32Array.from(r.stopTokenIds), seed: r.seed, stream: r.onToken !== undefined,
+      },
+      index, stack,
+      ...(r.onToken ? { onToken: r.onToken } : {}),
+      ...(r.signal ? { signal: r.signal } : {}),
+    };
+  }
+
   sample(request: SampleRequest): Promise<SampleResult> {
     const stack = new Error();
-    let r: ReturnType<typeof checkSampleRequest>;
+    let r: CheckedSampleRequest;
     try {
       r = checkSampleRequest(request, this.config, this.maxSequenceLength);
     } catch (err) {
       return Promise.reject(err);
     }
-    return this.run(stack, async (callId) => {
-      const out = await this.nm.sample({
-        prompt: toNativePrompt(r.prompt), n: r.n, temperature: r.temperature, topP: r.topP, topK: r.topK,
-        maxTokens: r.maxTokens, stopTokenIds: Int32Array.from(r.stopTokenIds), seed: r.seed,
-      }, callId);
-      return {
-        tokenIds: out.tokenIds,
-        logprobs: out.logprobs,
-        finishReason: out.stopped.map((s) => (s ? 'stop' : 'length')),
-      };
-    }, r.signal);
+    if (this.disposed) return Promise.reject(nativeError(new Error('this model was disposed'), stack));
+    return this.loop.submit([CpuEngineModel.loopRequest(r, 0, stack)])[0]!;
+  }
+
+  sampleBatch(requests: SampleRequest[], options?: CallOptions): Promise<SampleResult[]> {
+    const stack = new Error();
+    let rs: CheckedSampleRequest[];
+    let signal: AbortSignal | undefined;
+    try {
+      signal = CpuEngineModel.signalOf('options', options);
+      if (!Array.isArray(requests) || requests.length === 0) throw invalidParameterError('requests', 'non-empty array of sampling requests', requests);
+      rs = requests.map((q, i) => checkSampleRequest(q, this.config, this.maxSequenceLength, `requests[${i}]`));
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    if (this.disposed) return Promise.reject(nativeError(new Error('this model was disposed'), stack));
+    if (signal?.aborted) return Promise.reject(signal.reason instanceof Error ? signal.reason : new Error('interrupted'));
+    // One controller per batch: options.signal and each request's own signal both cancel.
+    const loopReqs = rs.map((r, i) => {
+      const lr = CpuEngineModel.loopRequest(r, i, stack);
+      if (signal) lr.signal = r.signal ? AbortSignal.any([r.signal, signal]) : signal;
+      return lr;
+    });
+    return Promise.all(this.loop.submit(loopReqs));
+  }
+
+  sampleStats(): SampleStats {
+    return this.loop.stats();
   }
 
   zeroGrad(): void {
@@ -274,8 +317,26 @@ class CpuEngineModel implements EngineModel {
   }
 }
 
+/** Validates loadModel's `cuda` options (native code trusts what it gets). */
+function checkCudaOptions(o: unknown): NonNullable<LoadOptions['cuda']> {
+  if (o === null || typeof o !== 'object' || Array.isArray(o)) throw invalidParameterError('options.cuda', 'object', o);
+  const c = o as Record<string, unknown>;
+  const out: NonNullable<LoadOptions['cuda']> = {};
+  for (const k of Object.keys(c)) {
+    if (!['offloadOptimizer', 'bf16Moments', 'checkpointActivations', 'packRows', 'graphs'].includes(k)) {
+      throw invalidParameterError(`options.cuda.${k}`, 'one of offloadOptimizer, bf16Moments, checkpointActivations, packRows, graphs', c[k]);
+    }
+  }
+  if (c.offloadOptimizer !== undefined) out.offloadOptimizer = expectBoolean('options.cuda.offloadOptimizer', c.offloadOptimizer);
+  if (c.bf16Moments !== undefined) out.bf16Moments = expectBoolean('options.cuda.bf16Moments', c.bf16Moments);
+  if (c.checkpointActivations !== undefined) out.checkpointActivations = expectBoolean('options.cuda.checkpointActivations', c.checkpointActivations);
+  if (c.packRows !== undefined) out.packRows = expectInteger('options.cuda.packRows', c.packRows, 1);
+  if (c.graphs !== undefined) out.graphs = expectBoolean('options.cuda.graphs', c.graphs);
+  return out;
+}
+
 /** Loads a Qwen2-VL checkpoint folder (config.json + model.safetensors[.index.json]) on the CPU engine. */
-export async function loadModel(dir: string, options: LoadOptions = {}): Promise<EngineModel & { readonly _native: NativeModel }> {
+export async function loadModel(dir: string, options: LoadOptions = {}): Promise<EngineModel & Required<Pick<EngineModel, 'sampleBatch' | 'sampleStats'>> & { readonly _native: NativeModel }> {
   const stack = new Error();
   expectString('dir', dir, { nonEmpty: true });
   if (options === null || typeof options !== 'object') throw invalidParameterError('options', 'object', options);
@@ -291,6 +352,7 @@ export async function loadModel(dir: string, options: LoadOptions = {}): Promise
   const adapter = options.adapter === undefined ? undefined : expectString('options.adapter', options.adapter, { nonEmpty: true });
   if (adapter !== undefined && !lora) throw invalidParameterError('options.lora', 'a LoRA config (options.adapter needs one)', options.lora);
   const loadOpt = options.loadOptimizer === undefined ? false : expectBoolean('options.loadOptimizer', options.loadOptimizer);
+  const cuda = options.cuda === undefined ? undefined : checkCudaOptions(options.cuda);
 
   const configFile = path.join(dir, 'config.json');
   const config = readConfig(configFile);
@@ -316,6 +378,7 @@ export async function loadModel(dir: string, options: LoadOptions = {}): Promise
       ...(lora ? { lora } : {}),
       ...(loraFile ? { loraFile } : {}),
       ...(optimizerFile ? { optimizerFile } : {}),
+      ...(cuda ? { cuda } : {}),
     });
   } catch (err) {
     throw nativeError(err, stack);

@@ -37,6 +37,29 @@ export interface NativeLoadSpec {
   device?: string;
   /** The CUDA backend's precision: bf16 weights/activations with fp32 master (default) or fp32 throughout. */
   precision?: 'bf16' | 'fp32';
+  /** CUDA backend options (validated in TypeScript; absent fields keep the VQALAB_CUDA_* defaults). */
+  cuda?: { offloadOptimizer?: boolean; bf16Moments?: boolean; checkpointActivations?: boolean; packRows?: number; graphs?: boolean };
+}
+
+/** One request of a sampling run; `id` names it in packets, sampleRunAdd and sampleRunCancel. */
+export interface NativeRunRequest {
+  id: number;
+  prompt: NativePrompt; n: number; temperature: number; topP: number; topK: number; maxTokens: number;
+  stopTokenIds: Int32Array; seed: number;
+  /** Report this request's tokens as they are produced. */
+  stream: boolean;
+}
+
+/** What a sampling run reports, one packet per decode step (or prefill) with something in it; `end` comes last. */
+export interface NativeRunPacket {
+  /** (id, row, token) triples, in row order. */
+  tokens?: Int32Array;
+  logprobs?: Float32Array;
+  done?: { id: number; tokenIds: Int32Array[]; logprobs: Float32Array[]; stopped: boolean[] }[];
+  failed?: { id: number; message: string; cancelled: boolean }[];
+  end?: true;
+  /** With `end`: the run failed (interrupted, out of memory); requests not yet settled fail with it. */
+  error?: string;
 }
 
 export interface NativeModel {
@@ -48,6 +71,15 @@ export interface NativeModel {
     prompt: NativePrompt; n: number; temperature: number; topP: number; topK: number; maxTokens: number;
     stopTokenIds: Int32Array; seed: number;
   }, callId?: number): Promise<{ tokenIds: Int32Array[]; logprobs: Float32Array[]; stopped: boolean[] }>;
+  /**
+   * Starts a multi-prompt sampling run off the JS thread and returns its handle at once; packets reach
+   * `onPacket` on the JS thread, in order. `callId` (> 0) names the run for cancel().
+   */
+  sampleRun(requests: NativeRunRequest[], onPacket: (p: NativeRunPacket) => void, callId?: number): unknown;
+  /** Adds requests to a running run (taken at its next step); false when it has ended. */
+  sampleRunAdd(handle: unknown, requests: NativeRunRequest[]): boolean;
+  /** Drops request `id` at the run's next step (a `failed` packet with cancelled: true); unknown ids are ignored. */
+  sampleRunCancel(handle: unknown, id: number): void;
   zeroGrad(): void;
   step(o: { lr: number; beta1: number; beta2: number; eps: number; weightDecay: number; maxGradNorm: number }):
     Promise<{ gradNorm: number; skipped: boolean; reason?: string }>;
@@ -56,7 +88,7 @@ export interface NativeModel {
   loadOptimizer(file: string): Promise<void>;
   saveLora(file: string, internalNames: boolean): Promise<void>;
   setLoraEnabled(on: boolean): void;
-  info(): { numParameters: number; numTrainable: number; internalNames: boolean; loraActive: boolean; loraEnabled: boolean; step: number };
+  info(): { numParameters: number; numTrainable: number; internalNames: boolean; loraActive: boolean; loraEnabled: boolean; step: number; device: string };
   /** Asks call `callId` to stop at its next layer / decode step, whether it runs already or not yet
    *  (it rejects with "interrupted"); a finished call is not affected. */
   cancel(callId: number): void;
@@ -67,6 +99,13 @@ export interface NativeModel {
   _set(name: string, data: Float32Array): void;
   _grad(name: string): Float32Array | null;
   _ropeIndex(prompt: NativePrompt): Int32Array;
+  /**
+   * Tests only: attach a device that samples with `cpu` (another CPU model), after `delayMs` per
+   * request, so that sampling runs take the device routing of native/src/sampler.cc on any machine.
+   * With `batch` the device batches, as the CUDA backend: each group of requests a run admits goes to
+   * it in one sample_many call (one delay per call; info().device counts the calls).
+   */
+  _attachTestDevice(cpu: NativeModel, delayMs?: number, batch?: boolean): void;
 }
 
 export interface SafetensorsContent {

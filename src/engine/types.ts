@@ -45,6 +45,22 @@ export interface LoadOptions {
   adapter?: string;
   /** Resume AdamW from optimizer.safetensors in the model folder (written by save(dir, {optimizer: true})). */
   loadOptimizer?: boolean;
+  /** Options of the CUDA backend (device 'cuda'); each defaults to its VQALAB_CUDA_* variable (docs/cuda.md). */
+  cuda?: CudaOptions;
+}
+
+/** Memory and speed trade-offs of the CUDA backend (docs/cuda.md). */
+export interface CudaOptions {
+  /** Keep AdamW's fp32 master weights and moments in pinned host memory and stream them through the step. Default false. */
+  offloadOptimizer?: boolean;
+  /** Store AdamW's moments in bf16 (fp32 arithmetic): half their memory. Default false. */
+  bf16Moments?: boolean;
+  /** Activation checkpointing: keep each layer's input only and recompute the layer in backward. Default false. */
+  checkpointActivations?: boolean;
+  /** Requests of one forward call are packed into one sequence up to this many LM rows. Default 2048. */
+  packRows?: number;
+  /** Replay each decode step of a batched sample as a CUDA graph. Default true. */
+  graphs?: boolean;
 }
 
 /** One image, already processed by src/vision (Qwen2-VL patches in transformers' order). */
@@ -96,8 +112,45 @@ export interface SampleRequest {
   stopTokenIds?: number[];
   /** Sampling is a pure function of (weights, prompt, options, seed). */
   seed: number;
-  /** Aborting stops the sampling at its next decode step; the call rejects with the signal's reason. */
+  /**
+   * Aborting drops this request at the next decode step (its rows leave the batch; other requests
+   * go on); the call rejects with the signal's reason.
+   */
   signal?: AbortSignal;
+  /**
+   * Streaming: called on the JS thread with each token as it is produced (all tokens of one decode
+   * step arrive together, before the call settles). A callback that throws ends its request with
+   * that error. Without it, tokens arrive only with the result.
+   */
+  onToken?: (event: TokenEvent) => void;
+}
+
+/** One sampled token, as it is produced. */
+export interface TokenEvent {
+  /** The request's position in sampleBatch's list (0 for sample). */
+  request: number;
+  /** Which of the request's n samples. */
+  row: number;
+  tokenId: number;
+  /** Log-prob under the temperature-1, unfiltered policy (as SampleResult.logprobs). */
+  logprob: number;
+}
+
+/** Counters of a model's sampling loop (continuous batching). */
+export interface SampleStats {
+  /** Native sampling runs started (each a batched decode loop). */
+  runs: number;
+  /** Requests submitted (sample counts 1, sampleBatch its length). */
+  requests: number;
+  /** Requests that joined a run already going on. */
+  joined: number;
+  completed: number;
+  cancelled: number;
+  failed: number;
+  /** Most requests in one run at a time. */
+  maxConcurrent: number;
+  /** Tokens streamed to onToken callbacks. */
+  tokens: number;
 }
 
 /** Per-call options of forward and backward. */
@@ -149,7 +202,22 @@ export interface EngineModel {
    * (which needs keepForBackward). Gradients accumulate (sum) until zeroGrad.
    */
   backward(gradLogprobs: Float32Array[][], options?: CallOptions): Promise<void>;
+  /**
+   * Samples n completions of a prompt. Concurrent calls are decoded together (continuous
+   * batching: a call made while sampling runs joins at the next decode step); the result does not
+   * depend on that.
+   */
   sample(request: SampleRequest): Promise<SampleResult>;
+  /**
+   * Several prompts (each with its own n, options, seed, stop ids, max tokens) in one batched decode
+   * loop: each prompt's prefix is prefilled once, the rows of every prompt step together, finished
+   * rows leave. Each result is bit-identical to `sample` of that request alone. Rejects when any
+   * request fails (use concurrent `sample` calls to settle requests one by one); `options.signal`
+   * cancels them all. Implemented by the native engine.
+   */
+  sampleBatch?(requests: SampleRequest[], options?: CallOptions): Promise<SampleResult[]>;
+  /** Counters of the sampling loop (the native engine). */
+  sampleStats?(): SampleStats;
   zeroGrad(): void;
   step(options: AdamWOptions): Promise<StepResult>;
   /**

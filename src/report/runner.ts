@@ -110,7 +110,11 @@ export async function runNotebook(opts: RunOptions): Promise<RunResult> {
       cellsRun++;
       log(`cell ${i} (${cellsRun}/${codeCells})`);
       try {
-        const outcome = await kernel.execute(code, { timeoutMs: opts.cellTimeoutMs, displays, stopOnError: true });
+        // Like nbclient: a cell allowed to fail must not make the kernel abort the requests after it
+        // (ipykernel aborts queued execute requests after an error while stop_on_error is set, and
+        // under load the next cell can arrive inside that window).
+        const mayFail = Boolean(opts.allowErrors) || tags.includes('raises-exception');
+        const outcome = await kernel.execute(code, { timeoutMs: opts.cellTimeoutMs, displays, stopOnError: !mayFail });
         (cell as CodeCell).outputs = outcome.outputs;
         (cell as CodeCell).execution_count = outcome.executionCount;
         cell.metadata.execution = { 'iopub.status.busy': outcome.startedAt, 'shell.execute_reply': outcome.endedAt };

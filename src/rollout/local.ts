@@ -13,7 +13,7 @@ import { randomInt } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import type { VqaSample } from '../data/types.js';
-import type { EngineModel, ImageInput, LoadOptions, LoraConfig, Prompt } from '../engine/types.js';
+import type { EngineModel, ImageInput, LoadOptions, LoraConfig, Prompt, TokenEvent } from '../engine/types.js';
 import { resolveCheckpoint } from '../grpo/trainer.js';
 import { DEFAULT_MODEL_DIR } from '../model/default.js';
 import { CHAR_TO_BYTE } from '../text/byte-level.js';
@@ -21,6 +21,7 @@ import { loadModel } from '../engine/model.js';
 import { VlmTokenizer, type ChatMessage } from '../text/tokenizer.js';
 import { describeValue, expectInteger, expectNumber, invalidParameterError } from '../util/validate.js';
 import { Qwen2VLImageProcessor, type ImageSource, type Qwen2VLProcessorOptions } from '../vision/qwen2vl.js';
+import { ChoiceTextStream, firstIndexOf } from './local-stream.js';
 import { abortReason } from './runner.js';
 import type { Completion, Policy, SamplingOptions } from './types.js';
 
@@ -38,6 +39,17 @@ export interface LocalSampling {
   seed?: number;
   /** Top alternatives per generated token (0: none). Needs a forward pass with full logits. */
   topLogprobs?: number;
+  /**
+   * Cancels the request: its rows leave the engine's batch at the next decode step (other requests
+   * go on) and complete rejects with the signal's reason.
+   */
+  signal?: AbortSignal;
+  /**
+   * Each token as the engine produces it (`choice`: which of the n). These are raw engine tokens:
+   * stop strings are applied to the returned choices only; {@link LocalPolicy.textStream} turns the
+   * tokens into text pieces that add up to each choice's final text.
+   */
+  onToken?: (e: { choice: number; tokenId: number; logprob: number }) => void;
 }
 
 /** One completion of {@link LocalPolicy.complete}. */
@@ -178,16 +190,6 @@ export function tokenBytes(tokenizer: VlmTokenizer, id: number): Uint8Array {
   return Uint8Array.from(bytes);
 }
 
-function firstIndexOf(text: string, stops: readonly string[]): number {
-  let best = -1;
-  for (const s of stops) {
-    if (s === '') continue;
-    const i = text.indexOf(s);
-    if (i >= 0 && (best < 0 || i < best)) best = i;
-  }
-  return best;
-}
-
 let requestCounter = 0;
 
 export class LocalPolicy implements Policy {
@@ -268,8 +270,17 @@ export class LocalPolicy implements Policy {
     return VlmTokenizer.vqaMessages(sample.question, n, this.systemPrompt);
   }
 
+  /**
+   * Incremental text of one choice of a request made with these options: feed it the tokens of
+   * `onToken`; its pieces add up to that choice's final `text` from {@link complete}.
+   */
+  textStream(o: Pick<LocalSampling, 'stop' | 'stopTokenIds'>): ChoiceTextStream {
+    const { ids, strings } = this.stops(o);
+    return new ChoiceTextStream(this.tokenizer, ids, strings);
+  }
+
   /** Stop ids for a request: the tokenizer's, the given ones, and one-token stop strings. */
-  private stops(o: LocalSampling): { ids: Set<number>; strings: string[] } {
+  private stops(o: Pick<LocalSampling, 'stop' | 'stopTokenIds'>): { ids: Set<number>; strings: string[] } {
     const ids = new Set(this.stopSet);
     for (const id of o.stopTokenIds ?? []) ids.add(id);
     const strings: string[] = [];
@@ -296,7 +307,10 @@ export class LocalPolicy implements Policy {
     }
   }
 
-  /** Sample n completions of a prompt on the engine (one call; the prompt is computed once). */
+  /**
+   * Sample n completions of a prompt on the engine (the prompt is computed once). Concurrent calls
+   * share the engine's decode loop (continuous batching); each result is the same as alone.
+   */
   async complete(prompt: Prompt, o: LocalSampling): Promise<LocalGeneration> {
     const n = expectInteger('n', o.n, 1, 4096);
     const maxTokens = expectInteger('maxTokens', o.maxTokens, 1);
@@ -306,8 +320,13 @@ export class LocalPolicy implements Policy {
     this.checkLength(prompt, maxTokens);
     const { ids: stopIds, strings } = this.stops(o);
     const t0 = performance.now();
+    if (o.signal !== undefined && !(o.signal instanceof AbortSignal)) throw invalidParameterError('signal', 'AbortSignal', o.signal);
+    if (o.onToken !== undefined && typeof o.onToken !== 'function') throw invalidParameterError('onToken', 'function', o.onToken);
+    const onToken = o.onToken;
     const res = await this.model.sample({
       prompt, n, temperature, topP: o.topP, topK: o.topK || undefined, maxTokens, stopTokenIds: [...stopIds], seed,
+      ...(o.signal ? { signal: o.signal } : {}),
+      ...(onToken ? { onToken: (e: TokenEvent) => onToken({ choice: e.row, tokenId: e.tokenId, logprob: e.logprob }) } : {}),
     });
     const choices: LocalChoice[] = res.tokenIds.map((idsArr, i) => {
       let ids = Array.from(idsArr);
@@ -327,7 +346,10 @@ export class LocalPolicy implements Policy {
       }
       return { text, tokenIds: ids, logprobs: lps, finishReason: finish };
     });
-    if (topLogprobs > 0) await this.addTopLogprobs(prompt, choices, topLogprobs);
+    if (topLogprobs > 0) {
+      if (o.signal?.aborted) throw abortReason(o.signal);
+      await this.addTopLogprobs(prompt, choices, topLogprobs);
+    }
     return { choices, promptTokens: prompt.ids.length, engineMs: performance.now() - t0 };
   }
 
@@ -384,8 +406,10 @@ export class LocalPolicy implements Policy {
       gen = await this.complete(prompt, {
         n, temperature: options.temperature, topP: options.topP, topK: options.topK, maxTokens: options.maxTokens,
         stopTokenIds: options.stopTokenIds, stop: options.stop, seed: options.seed, topLogprobs: options.topLogprobs,
+        ...(options.signal ? { signal: options.signal } : {}),
       });
     } catch (err) {
+      if (options.signal?.aborted) throw abortReason(options.signal); // cancelled: not a sample's failure
       if (err instanceof TypeError && /^Expected /.test(err.message)) throw err; // a caller's bug, not a sample's
       const msg = `sample ${sample.id}: ${err instanceof Error ? err.message : String(err)}`;
       return Array.from({ length: n }, () => ({ text: '', finishReason: 'error' as const, error: msg, requestId, latencyMs: performance.now() - t0 }));

@@ -1,10 +1,15 @@
 /**
- * The engine queue of `vqalab serve`: the engine runs one heavy call at a time per model, so
- * requests wait here. Fair between clients: each client (the request's `user` field, else its
- * address) has its own FIFO, and the queue takes one job from each client in turn, so one client
- * with a hundred requests in flight delays another's single request by at most one job per
- * waiting client. Bounded: beyond `maxPending` waiting jobs new ones are refused (503 + Retry-After).
- * A job whose client went away before it started is dropped without touching the engine.
+ * The admission queue of `vqalab serve`: requests wait here until the engine has room for them.
+ * Fair between clients: each client (the request's `user` field, else its address) has its own
+ * FIFO, and the queue takes one job from each client in turn, so one client with a hundred requests
+ * in flight delays another's single request by at most one job per waiting client.
+ *
+ * Room is a capacity in weight units: with continuous batching a job weighs its number of rows
+ * (`n`) and the capacity is the batch's row budget; in queue-only mode every job weighs 1. The next
+ * job in turn starts when its weight fits (or when nothing runs: a job larger than the capacity
+ * runs alone); a job that does not fit waits for room rather than being overtaken, so large
+ * requests are not starved by small ones. Bounded: beyond `maxPending` waiting jobs new ones are
+ * refused (503 + Retry-After). A job whose client went away before it started is dropped.
  */
 
 export class QueueFullError extends Error {
@@ -20,11 +25,14 @@ interface Job {
   reject: (e: unknown) => void;
   signal?: AbortSignal;
   onAbort?: () => void;
+  weight: number;
 }
 
 export interface QueueStats {
   pending: number;
   running: number;
+  /** Weight of the running jobs (rows, with continuous batching). */
+  runningWeight: number;
   completed: number;
   dropped: number;
   clients: number;
@@ -35,23 +43,25 @@ export class FairQueue {
   /** Round-robin order of clients with waiting jobs. */
   private readonly order: string[] = [];
   private running = 0;
+  private runningWeight = 0;
   private pendingCount = 0;
   private completed = 0;
   private dropped = 0;
   private closed = false;
 
-  constructor(readonly maxPending: number, readonly concurrency = 1) {}
+  /** `capacity`: total weight of the jobs that may run at once. */
+  constructor(readonly maxPending: number, readonly capacity = 1) {}
 
   stats(): QueueStats {
-    return { pending: this.pendingCount, running: this.running, completed: this.completed, dropped: this.dropped, clients: this.lanes.size };
+    return { pending: this.pendingCount, running: this.running, runningWeight: this.runningWeight, completed: this.completed, dropped: this.dropped, clients: this.lanes.size };
   }
 
   /** Queue `run` for `client`; resolves with its result. Rejects QueueFullError at once when full. */
-  submit<T>(client: string, run: () => Promise<T>, signal?: AbortSignal): Promise<T> {
+  submit<T>(client: string, run: () => Promise<T>, signal?: AbortSignal, weight = 1): Promise<T> {
     if (this.closed) return Promise.reject(new Error('the server is shutting down'));
     if (this.pendingCount >= this.maxPending) return Promise.reject(new QueueFullError(this.pendingCount));
     return new Promise<T>((resolve, reject) => {
-      const job: Job = { run, resolve: resolve as (v: unknown) => void, reject, signal };
+      const job: Job = { run, resolve: resolve as (v: unknown) => void, reject, signal, weight };
       if (signal) {
         if (signal.aborted) return reject(signal.reason);
         job.onAbort = () => this.drop(client, job);
@@ -86,9 +96,13 @@ export class FairQueue {
     if (i >= 0) this.order.splice(i, 1);
   }
 
+  /** The next job in turn, taken only when it fits. */
   private next(): Job | undefined {
-    const client = this.order.shift();
+    const client = this.order[0];
     if (client === undefined) return undefined;
+    const head = this.lanes.get(client)![0]!;
+    if (this.running > 0 && this.runningWeight + head.weight > this.capacity) return undefined;
+    this.order.shift();
     const lane = this.lanes.get(client)!;
     const job = lane.shift()!;
     if (lane.length === 0) this.lanes.delete(client);
@@ -98,13 +112,15 @@ export class FairQueue {
   }
 
   private pump(): void {
-    while (this.running < this.concurrency) {
+    for (;;) {
       const job = this.next();
       if (!job) return;
       if (job.signal && job.onAbort) job.signal.removeEventListener('abort', job.onAbort);
       this.running++;
+      this.runningWeight += job.weight;
       job.run().then(job.resolve, job.reject).finally(() => {
         this.running--;
+        this.runningWeight -= job.weight;
         this.completed++;
         this.pump();
       });

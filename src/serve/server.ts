@@ -8,22 +8,23 @@
  * A request goes: body (size-capped) → JSON → checked fields (src/serve/protocol.ts) → image
  * headers checked (src/serve/media.ts: size, pixel and path limits) → prompt length from the
  * processor's plan, checked against the context — all before it queues, so bad requests fail at
- * once — then the fair queue (src/serve/queue.ts) → its images decoded and patched (while the
- * engine runs the request ahead) → one engine call for its n completions → the reply. Heavy work
- * runs in the engine's native threads and libvips'; the event loop parses, routes and formats.
+ * once — then the fair queue (src/serve/queue.ts), which admits requests while the batch has
+ * room (rows) → its images decoded and patched → its n completions join the engine's running
+ * decode loop at the next step (continuous batching, src/engine/sampling.ts) → the reply. Heavy
+ * work runs in the engine's native threads and libvips'; the event loop parses, routes and formats.
  * Errors come back in OpenAI's JSON shape with the status a client expects, and one bad request
- * never affects another.
+ * never affects another. `batching: false` keeps the earlier queue-only mode (one request on the
+ * engine at a time), for comparison.
  *
  * Streaming sends OpenAI's chunk format (role chunk, one chunk per token with its log-prob,
- * finish chunk, optional usage chunk, `data: [DONE]`). The engine returns a completion whole, so
- * chunks start when the completion is done: the format is exact, the latency to first token is
- * the whole generation's.
+ * finish chunk, optional usage chunk, `data: [DONE]`) as the engine produces the tokens; the
+ * deltas add up to the non-streamed text. A client that disconnects cancels its rows.
  */
 import { randomBytes, timingSafeEqual } from 'node:crypto';
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
-import type { ImageInput } from '../engine/types.js';
-import { ContextLengthError, tokenBytes, type LocalChoice, type LocalGeneration, type LocalPolicy } from '../rollout/local.js';
+import type { ImageInput, SampleStats } from '../engine/types.js';
+import { ContextLengthError, tokenBytes, type LocalChoice, type LocalGeneration, type LocalPolicy, type LocalSampling } from '../rollout/local.js';
 import { ApiError, badRequest, sendError, sendJson } from './errors.js';
 import { loadImagePart, type CheckedImage, type MediaLimits } from './media.js';
 import { parseChatRequest, type ChatRequest } from './protocol.js';
@@ -54,6 +55,13 @@ export interface ServeOptions {
   maxN?: number;
   /** Requests waiting for the engine before new ones get 503 (default 256). */
   maxQueue?: number;
+  /**
+   * Continuous batching (default true): requests share the engine's decode loop, joining it at the
+   * next step. false: the earlier queue-only mode, one request on the engine at a time.
+   */
+  batching?: boolean;
+  /** With batching: most rows (the sum of n) decoding together; more requests wait in the fair queue (default 64). */
+  maxBatchRows?: number;
   /** max_tokens when a request gives none: the rest of the context, at most this (default 512). */
   defaultMaxTokens?: number;
   /** Access log and notices (default: none). */
@@ -66,6 +74,8 @@ export interface ServeStats {
   requests: number;
   byStatus: Record<string, number>;
   queue: QueueStats;
+  /** The engine's sampling loop (runs, joined, cancelled requests, ...). */
+  engine: SampleStats | null;
   completionTokens: number;
   promptTokens: number;
 }
@@ -159,11 +169,14 @@ export async function serve(options: ServeOptions): Promise<ServeHandle> {
   };
   const limits = { maxN: options.maxN ?? 64, maxImages: options.maxImages ?? 8 };
   const defaultMaxTokens = options.defaultMaxTokens ?? 512;
-  // Two jobs at a time: one on the engine, the next preparing its images meanwhile (off the JS
-  // thread, in libvips); the engine lock keeps engine calls one at a time. Memory holds at most
-  // two requests' processed images.
-  const queue = new FairQueue(options.maxQueue ?? 256, 2);
+  // Continuous batching: the queue admits requests while their rows fit the batch's row budget;
+  // each then prepares its images and joins the engine's decode loop. Queue-only mode: two jobs at
+  // a time, one on the engine (the lock), the next preparing its images meanwhile (in libvips).
+  const batching = options.batching ?? true;
+  const maxBatchRows = options.maxBatchRows ?? 64;
+  const queue = new FairQueue(options.maxQueue ?? 256, batching ? maxBatchRows : 2);
   const engine = new Lock();
+  const engineStats = (): SampleStats | null => policy.model.sampleStats?.() ?? null;
   const created = Math.floor(Date.now() / 1000);
   const log = options.log;
   const counters = { requests: 0, byStatus: {} as Record<string, number>, promptTokens: 0, completionTokens: 0 };
@@ -176,14 +189,17 @@ export async function serve(options: ServeOptions): Promise<ServeHandle> {
     return asIds ? `token_id:${id}` : policy.tokenizer.decode([id], { skipSpecialTokens: false });
   }
 
-  function logprobEntry(choice: LocalChoice, k: number, asIds: boolean) {
-    const id = choice.tokenIds[k]!;
+  function tokenEntry(id: number, logprob: number, top: { id: number; logprob: number }[], asIds: boolean) {
     return {
       token: tokenText(id, asIds),
-      logprob: choice.logprobs[k]!,
+      logprob,
       bytes: [...tokenBytes(policy.tokenizer, id)],
-      top_logprobs: (choice.topLogprobs?.[k] ?? []).map((t) => ({ token: tokenText(t.id, asIds), logprob: t.logprob, bytes: [...tokenBytes(policy.tokenizer, t.id)] })),
+      top_logprobs: top.map((t) => ({ token: tokenText(t.id, asIds), logprob: t.logprob, bytes: [...tokenBytes(policy.tokenizer, t.id)] })),
     };
+  }
+
+  function logprobEntry(choice: LocalChoice, k: number, asIds: boolean) {
+    return tokenEntry(choice.tokenIds[k]!, choice.logprobs[k]!, choice.topLogprobs?.[k] ?? [], asIds);
   }
 
   /**
@@ -220,8 +236,8 @@ export async function serve(options: ServeOptions): Promise<ServeHandle> {
     return { images, maxTokens, ids, grids: planned.map((p) => p.gridThw) };
   }
 
-  /** In the queue: decode and patch the images (while the engine runs the job ahead), then take the engine. */
-  async function generate(chat: ChatRequest, checked: Checked): Promise<LocalGeneration> {
+  /** Admitted: decode and patch the images, then sample (joining the decode loop, or taking the engine lock in queue-only mode). */
+  async function generate(chat: ChatRequest, checked: Checked, signal: AbortSignal, onToken?: LocalSampling['onToken']): Promise<LocalGeneration> {
     const processed: ImageInput[] = [];
     for (const img of checked.images) {
       try {
@@ -235,10 +251,12 @@ export async function serve(options: ServeOptions): Promise<ServeHandle> {
     const same = processed.every((img, i) => img.gridThw.every((v, k) => v === checked.grids[i]![k]));
     const prompt = same ? { ids: checked.ids, images: processed } : policy.prompt(chat.messages, processed);
     if (!same) policy.checkLength(prompt, checked.maxTokens);
-    return engine.run(() => policy.complete(prompt, {
+    if (signal.aborted) throw signal.reason;
+    const call = () => policy.complete(prompt, {
       n: chat.n, temperature: chat.temperature, topP: chat.topP, topK: chat.topK, maxTokens: checked.maxTokens, stop: chat.stop,
-      stopTokenIds: chat.stopTokenIds, seed: chat.seed, topLogprobs: chat.topLogprobs,
-    }));
+      stopTokenIds: chat.stopTokenIds, seed: chat.seed, topLogprobs: chat.topLogprobs, signal, ...(onToken ? { onToken } : {}),
+    });
+    return batching ? call() : engine.run(call);
   }
 
   function replyJson(res: ServerResponse, chat: ChatRequest, id: string, gen: LocalGeneration): void {
@@ -275,13 +293,91 @@ export async function serve(options: ServeOptions): Promise<ServeHandle> {
     return out;
   }
 
-  function replyStream(res: ServerResponse, chat: ChatRequest, id: string, gen: LocalGeneration): void {
-    res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', connection: 'keep-alive', 'x-accel-buffering': 'no' });
+  const SSE_HEADERS = { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', connection: 'keep-alive', 'x-accel-buffering': 'no' };
+
+  function chunkSender(res: ServerResponse, id: string) {
     const createdAt = Math.floor(Date.now() / 1000);
-    const send = (choices: unknown[], extra: Record<string, unknown> = {}) => {
+    return (choices: unknown[], extra: Record<string, unknown> = {}) => {
       if (res.destroyed) return; // the client left mid-stream
       res.write(`data: ${JSON.stringify({ id, object: 'chat.completion.chunk', created: createdAt, model: modelName, system_fingerprint: 'vqalab', choices, ...extra })}\n\n`);
     };
+  }
+
+  function usageOf(gen: LocalGeneration) {
+    const completionTokens = gen.choices.reduce((a, c) => a + c.tokenIds.length, 0);
+    return { prompt_tokens: gen.promptTokens, completion_tokens: completionTokens, total_tokens: gen.promptTokens + completionTokens };
+  }
+
+  /**
+   * A stream fed token by token from the engine: each token is sent as it comes (its text piece
+   * from the policy's incremental decoder, its log-prob, its id); when the request completes, the
+   * text held back (a character split over tokens, a possible stop-string start) and the finish
+   * chunks follow. Headers go out with the first token, so a request that fails before it still
+   * gets a JSON error with its status.
+   */
+  function liveStream(res: ServerResponse, chat: ChatRequest, id: string) {
+    const send = chunkSender(res, id);
+    let started = false;
+    const texts = Array.from({ length: chat.n }, () => policy.textStream({ stop: chat.stop, stopTokenIds: chat.stopTokenIds }));
+    const role = new Array<boolean>(chat.n).fill(false);
+    const sentTokens = new Array<number>(chat.n).fill(0);
+    const head = () => {
+      if (started) return;
+      started = true;
+      res.writeHead(200, SSE_HEADERS);
+    };
+    const roleChunk = (i: number) => {
+      if (role[i]) return;
+      role[i] = true;
+      send([{ index: i, delta: { role: 'assistant', content: '' }, logprobs: null, finish_reason: null }]);
+    };
+    const tokenChunk = (i: number, piece: string, tokenId: number, logprob: number) => {
+      sentTokens[i]!++;
+      send([{
+        index: i, delta: { content: piece },
+        logprobs: chat.logprobs ? { content: [tokenEntry(tokenId, logprob, [], chat.tokensAsIds)], refusal: null } : null, finish_reason: null,
+        ...(chat.returnTokenIds ? { token_ids: [tokenId] } : {}),
+      }]);
+    };
+    return {
+      get started() { return started; },
+      onToken(e: { choice: number; tokenId: number; logprob: number }) {
+        const text = texts[e.choice];
+        if (!text || text.done || res.destroyed) return;
+        const piece = text.push(e.tokenId);
+        head();
+        roleChunk(e.choice);
+        tokenChunk(e.choice, piece, e.tokenId, e.logprob);
+      },
+      finish(gen: LocalGeneration) {
+        head();
+        gen.choices.forEach((c, i) => {
+          roleChunk(i);
+          // tokens the live stream did not send (not expected: the decoder ends where complete() does)
+          for (let k = sentTokens[i]!; k < c.tokenIds.length; k++) tokenChunk(i, '', c.tokenIds[k]!, c.logprobs[k]!);
+          const sent = texts[i]!.sent;
+          if (!c.text.startsWith(sent)) log?.(`stream ${id}: choice ${i}: the streamed text is not a prefix of the final text`);
+          const rest = c.text.startsWith(sent) ? c.text.slice(sent.length) : '';
+          if (rest) send([{ index: i, delta: { content: rest }, logprobs: null, finish_reason: null }]);
+          send([{ index: i, delta: {}, logprobs: null, finish_reason: c.finishReason }]);
+        });
+        if (chat.includeUsage) send([], { usage: usageOf(gen) });
+        if (!res.destroyed) res.end('data: [DONE]\n\n');
+      },
+      /** The request failed after the stream began: an error event, then the end. */
+      fail(err: unknown) {
+        const message = err instanceof ApiError ? err.message : `the engine failed: ${err instanceof Error ? err.message : String(err)}`;
+        const code = err instanceof ApiError ? err.code : 'engine_error';
+        send([], { error: { message, type: err instanceof ApiError ? err.type : 'server_error', param: null, code } });
+        if (!res.destroyed) res.end('data: [DONE]\n\n');
+      },
+    };
+  }
+
+  /** The whole completion at once, in the chunk format (used when top_logprobs needs the finished completion). */
+  function replyStream(res: ServerResponse, chat: ChatRequest, id: string, gen: LocalGeneration): void {
+    res.writeHead(200, SSE_HEADERS);
+    const send = chunkSender(res, id);
     gen.choices.forEach((c, index) => {
       send([{ index, delta: { role: 'assistant', content: '' }, logprobs: null, finish_reason: null }]);
       const ps = pieces(c);
@@ -294,10 +390,7 @@ export async function serve(options: ServeOptions): Promise<ServeHandle> {
       });
       send([{ index, delta: {}, logprobs: null, finish_reason: c.finishReason }]);
     });
-    if (chat.includeUsage) {
-      const completionTokens = gen.choices.reduce((a, c) => a + c.tokenIds.length, 0);
-      send([], { usage: { prompt_tokens: gen.promptTokens, completion_tokens: completionTokens, total_tokens: gen.promptTokens + completionTokens } });
-    }
+    if (chat.includeUsage) send([], { usage: usageOf(gen) });
     if (!res.destroyed) res.end('data: [DONE]\n\n');
   }
 
@@ -317,12 +410,20 @@ export async function serve(options: ServeOptions): Promise<ServeHandle> {
     const gone = new AbortController();
     const onClose = () => { if (!res.writableFinished) gone.abort(new Error('the client closed the connection')); };
     res.on('close', onClose);
+    const id = `chatcmpl-${randomBytes(12).toString('hex')}`;
+    // top_logprobs come from a forward pass over the finished completion: such streams are sent whole.
+    const live = chat.stream && chat.topLogprobs === 0 ? liveStream(res, chat, id) : null;
     let gen: LocalGeneration;
     try {
-      gen = await queue.submit(clientKey(req, chat), () => generate(chat, checked), gone.signal);
+      gen = await queue.submit(clientKey(req, chat), () => generate(chat, checked, gone.signal, live?.onToken), gone.signal, batching ? chat.n : 1);
     } catch (err) {
+      if (gone.signal.aborted) return; // the client left; its rows were cancelled
+      if (live?.started) {
+        log?.(`error: ${req.method} ${req.url}: after the stream began: ${err instanceof Error ? err.message : String(err)}`);
+        live.fail(err);
+        return;
+      }
       if (err instanceof QueueFullError) throw new ApiError(503, err.message, 'server_error', null, 'server_overloaded', { 'retry-after': '1' });
-      if (gone.signal.aborted) return;
       if (err instanceof ApiError) throw err;
       if (err instanceof ContextLengthError) throw badRequest(err.message, 'messages', 'context_length_exceeded');
       if (err instanceof RangeError && /top_logprobs/.test(err.message)) throw badRequest(err.message, 'top_logprobs', 'invalid_value');
@@ -333,8 +434,8 @@ export async function serve(options: ServeOptions): Promise<ServeHandle> {
     if (res.destroyed) return;
     counters.promptTokens += gen.promptTokens;
     counters.completionTokens += gen.choices.reduce((a, c) => a + c.tokenIds.length, 0);
-    const id = `chatcmpl-${randomBytes(12).toString('hex')}`;
-    if (chat.stream) replyStream(res, chat, id, gen);
+    if (live) live.finish(gen);
+    else if (chat.stream) replyStream(res, chat, id, gen);
     else replyJson(res, chat, id, gen);
   }
 
@@ -346,7 +447,7 @@ export async function serve(options: ServeOptions): Promise<ServeHandle> {
     };
     if (url === '/health') {
       allow('GET');
-      return sendJson(res, 200, { status: closing ? 'closing' : 'ok', model: modelName, queue: queue.stats() });
+      return sendJson(res, 200, { status: closing ? 'closing' : 'ok', model: modelName, batching, queue: queue.stats(), engine: engineStats() });
     }
     if (!url.startsWith('/v1/') && url !== '/v1') throw new ApiError(404, `no route ${method} ${url} (this server answers /v1/models and /v1/chat/completions)`, 'not_found_error', null, 'unknown_url');
     if (options.apiKey !== undefined) checkKey(req, options.apiKey);
@@ -407,7 +508,7 @@ export async function serve(options: ServeOptions): Promise<ServeHandle> {
   return {
     url: `http://${shownHost === '0.0.0.0' ? '127.0.0.1' : shownHost}:${port}/v1`,
     host, port, modelName, server,
-    stats: () => ({ ...counters, byStatus: { ...counters.byStatus }, queue: queue.stats() }),
+    stats: () => ({ ...counters, byStatus: { ...counters.byStatus }, queue: queue.stats(), engine: engineStats() }),
     close: async () => {
       if (closing) return;
       closing = true;

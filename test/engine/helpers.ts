@@ -5,22 +5,14 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { native } from '../../src/engine/native.js';
 import type { ImageInput, Prompt } from '../../src/engine/types.js';
+import { mulberry32 } from '../../src/data/rng.js';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 export const FIXTURES = path.join(ROOT, 'test', 'fixtures', 'engine');
 export const CASES = ['tied_gqa2_one_image', 'untied_mqa_two_images', 'mha_odd_grid_text_after', 'gqa3_text_only'];
 
-/** A small deterministic generator (mulberry32) for test data. */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** Seeded test data: the project's mulberry32 (src/data/rng.ts). */
+export const rng = mulberry32;
 
 export function randn(n: number, r: () => number, scale = 1): Float32Array {
   const out = new Float32Array(n);

@@ -4,18 +4,10 @@
  * test/eval/official-crosscheck.test.ts; no side effects on import.
  */
 import type { VqaAnnotationsFile, VqaQuestionsFile, VqaResult } from '../../src/eval/vqa-eval.js';
+import { mulberry32 } from '../../src/data/rng.js';
 
-/** mulberry32: small, seedable, good enough for test inputs. */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** Seeded test data: the project's mulberry32 (src/data/rng.ts). */
+export const rng = mulberry32;
 
 const WORDS = [
   'red', 'Red', 'RED', 'blue', 'yes', 'Yes', 'no', 'No', 'two', 'Two', '2', 'none', 'None', 'zero', '0', 'ten', '10',

@@ -21,7 +21,7 @@ test('round robin between clients: a flood from one client delays another by at 
   jobs.push(q.submit('b', async () => { order.push('b0'); }));
   jobs.push(q.submit('c', async () => { order.push('c0'); }));
   jobs.push(q.submit('b', async () => { order.push('b1'); }));
-  assert.deepEqual(q.stats(), { pending: 7, running: 1, completed: 0, dropped: 0, clients: 3 });
+  assert.deepEqual(q.stats(), { pending: 7, running: 1, runningWeight: 1, completed: 0, dropped: 0, clients: 3 });
   first.open();
   await Promise.all(jobs);
   assert.deepEqual(order, ['a0', 'a1', 'b0', 'c0', 'a2', 'b1', 'a3', 'a4']);
@@ -66,4 +66,40 @@ test('data URLs: strict base64 (or base64url), image types only, size checked be
   assert.equal(err(() => decodeDataUrl('data:image/png;base64,AAA$', 'p', 100)), '400 invalid_base64: p: the data URL is not valid base64 (character "$" at offset 3)');
   assert.equal(err(() => decodeDataUrl('data:image/png;base64,AAAAA=', 'p', 100)), '400 invalid_base64: p: the data URL is not valid base64 (bad length or padding)');
   assert.equal(err(() => decodeDataUrl(`data:image/png;base64,${'A'.repeat(200)}`, 'p', 100)), '400 image_too_large: p: the image is 150 bytes, more than this server\'s limit of 100 bytes per image');
+});
+
+test('capacity by weight: jobs start while their rows fit; the next in turn waits for room rather than being overtaken', async () => {
+  const q = new FairQueue(100, 8);
+  const order: string[] = [];
+  const gates = new Map<string, ReturnType<typeof gate>>();
+  const job = (name: string) => async () => {
+    order.push(`start ${name}`);
+    const g = gate();
+    gates.set(name, g);
+    await g.p;
+    order.push(`end ${name}`);
+  };
+  const all = [
+    q.submit('a', job('a4'), undefined, 4),
+    q.submit('b', job('b3'), undefined, 3),
+    q.submit('c', job('c2'), undefined, 2), // 4 + 3 + 2 > 8: waits
+    q.submit('d', job('d1'), undefined, 1), // would fit, but c is first in turn
+    q.submit('e', job('e20'), undefined, 20), // larger than the capacity: runs when nothing else does
+  ];
+  await new Promise((r) => setImmediate(r));
+  assert.deepEqual(order, ['start a4', 'start b3']);
+  assert.deepEqual(q.stats(), { pending: 3, running: 2, runningWeight: 7, completed: 0, dropped: 0, clients: 3 });
+  gates.get('a4')!.open();
+  await new Promise((r) => setTimeout(r, 5));
+  assert.deepEqual(order.slice(2), ['end a4', 'start c2', 'start d1']);
+  gates.get('b3')!.open();
+  gates.get('c2')!.open();
+  await new Promise((r) => setTimeout(r, 5));
+  assert.ok(!order.includes('start e20'), 'the oversized job waits until nothing runs');
+  gates.get('d1')!.open();
+  await new Promise((r) => setTimeout(r, 5));
+  assert.ok(order.includes('start e20'));
+  gates.get('e20')!.open();
+  await Promise.all(all);
+  assert.equal(q.stats().runningWeight, 0);
 });

@@ -89,6 +89,8 @@ namespace {
 thread_local double g_flops = 0.0;
 }
 
+void add_flops(double f) { g_flops += f; }
+
 double gemm_flops(bool reset) {
   const double f = g_flops;
   if (reset) g_flops = 0.0;

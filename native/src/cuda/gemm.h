@@ -28,6 +28,8 @@ void gemm(const GemmArgs& g, const char* op);
 
 // FLOPs (2 m n k batch) issued through gemm() on this thread since the last reset.
 double gemm_flops(bool reset);
+// Adds FLOPs done outside cuBLASLt (the fused attention kernels) to the same counter.
+void add_flops(double f);
 
 // Releases the handle and workspace of this thread's device (tests).
 void gemm_shutdown();

@@ -1,20 +1,32 @@
 // Qwen2-VL on the GPU: model.cc's forward/backward and sampler.cc's decode over the CUDA ops, with the
-// same shared-prefix packing, spans, M-RoPE positions and head-row gathering (read model.cc first;
-// this file mirrors it op for op). T = bf16 (weights' working copy and activations; fp32 master
-// weights, gradients and AdamW moments) or float (everything fp32: the parity mode of the tests).
+// same shared-prefix packing, spans, M-RoPE positions and head-row gathering (read model.cc first).
+// T = bf16 (weights' working copy and activations) or float (everything fp32: the parity mode of the
+// tests). The residual stream is fp32 in both (docs/cuda.md, "Numerics").
+//
+// Beyond model.cc: the requests of one forward call are packed into one sequence (their images into
+// one vision batch), up to CudaOptions::pack_rows LM rows per pack; sample_many prefills every prompt
+// at once and decodes all their rows in each step (CUDA graphs for the steps); norms are fused with
+// the residual add that precedes them; attention is the fused kernel of flash.cu where it applies.
 //
 // Memory: the working weights live on the device from the start; gradients at the first backward;
-// the fp32 master (bf16 mode) and the moments at the first step, so a model that only runs forward
-// or sample (a reference model) holds nothing but its bf16 weights. With LoRA the base has no
-// gradient, master or moments at all. The host Model keeps its fp32 copy for checkpoints: pull()
-// brings the device's trained weights back before a save.
+// the fp32 master (bf16 mode) and the moments at the first step (or in pinned host memory with the
+// offload option), so a model that only runs forward or sample (a reference model) holds nothing but
+// its bf16 weights. With LoRA the base has no gradient, master or moments at all. The host Model keeps
+// its fp32 copy for checkpoints: pull() brings the device's trained weights back before a save.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <cstdlib>
+#include <cstdio>
+#include <map>
+#include <mutex>
+#include <string>
+#include <vector>
 #include <random>
 
 #include "activations.h"
 #include "cuda/cuda_common.h"
+#include "cuda/flash.h"
 #include "cuda/gemm.h"
 #include "cuda/model_cuda.h"
 #include "cuda/ops.h"
@@ -102,56 +114,182 @@ __global__ void randomize_k(float* p, int64_t n, uint64_t seed, float scale, int
   }
 }
 
+bool env_flag(const char* name, bool def) {
+  const char* e = std::getenv(name);
+  if (!e || !*e) return def;
+  return !(e[0] == '0' || e[0] == 'n' || e[0] == 'N' || e[0] == 'f' || e[0] == 'F');
+}
+int64_t env_int(const char* name, int64_t def) {
+  const char* e = std::getenv(name);
+  if (!e || !*e) return def;
+  const long long v = std::atoll(e);
+  return v > 0 ? v : def;
+}
+
+// Pinned host memory that frees itself (the offloaded optimizer state, decode-step staging).
+struct Pinned {
+  void* p = nullptr;
+  size_t bytes = 0;
+  Pinned() = default;
+  Pinned(const Pinned&) = delete;
+  ~Pinned() { release(); }
+  void release() {
+    if (p) cudaFreeHost(p);
+    p = nullptr;
+    bytes = 0;
+  }
+  void* fit(size_t b, const char* what) {
+    if (b > bytes) {
+      release();
+      const cudaError_t e = cudaHostAlloc(&p, b, cudaHostAllocDefault);
+      if (e != cudaSuccess) {
+        cudaGetLastError();
+        p = nullptr;
+        VQ_FAIL("out of pinned host memory: " << what << " needs " << (b >> 20) << " MiB (" << cudaGetErrorString(e)
+                                              << "); hint: bf16 optimizer moments halve it, or turn offload off");
+      }
+      bytes = b;
+    }
+    return p;
+  }
+  template <typename U> U* as() const { return static_cast<U*>(p); }
+};
+
+// Phase timings (VQALAB_CUDA_PROFILE=1): CUDA events around the model's phases, summed by name when
+// cuda_profile_report() is called; nothing is recorded while a stream is being captured (graphs).
+struct ProfRec {
+  const char* name;
+  cudaEvent_t a, b;
+};
+std::mutex g_prof_mu;
+std::vector<ProfRec> g_prof;
+bool prof_on() {
+  static const bool on = env_flag("VQALAB_CUDA_PROFILE", false);
+  return on;
+}
+struct Phase {
+  long idx = -1;
+  explicit Phase(const char* name) {
+    if (!prof_on()) return;
+    cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
+    if (cudaStreamIsCapturing(cu::stream(), &cs) != cudaSuccess || cs != cudaStreamCaptureStatusNone) return;
+    cudaEvent_t a = nullptr, b = nullptr;
+    if (cudaEventCreate(&a) != cudaSuccess || cudaEventCreate(&b) != cudaSuccess) return;
+    cudaEventRecord(a, cu::stream());
+    std::lock_guard<std::mutex> l(g_prof_mu);
+    g_prof.push_back(ProfRec{name, a, b});
+    idx = static_cast<long>(g_prof.size()) - 1;
+  }
+  ~Phase() {
+    if (idx < 0) return;
+    std::lock_guard<std::mutex> l(g_prof_mu);
+    cudaEventRecord(g_prof[idx].b, cu::stream());
+  }
+  Phase(const Phase&) = delete;
+};
+
 }  // namespace
 
+std::string cuda_profile_report() {
+  std::lock_guard<std::mutex> l(g_prof_mu);
+  if (g_prof.empty()) return prof_on() ? "profile: nothing recorded\n" : "profile: off (VQALAB_CUDA_PROFILE=1)\n";
+  cudaDeviceSynchronize();
+  std::map<std::string, std::pair<double, int>> sum;
+  std::vector<std::string> order;
+  for (const ProfRec& r : g_prof) {
+    float ms = 0.0f;
+    cudaEventElapsedTime(&ms, r.a, r.b);
+    auto it = sum.find(r.name);
+    if (it == sum.end()) { order.push_back(r.name); it = sum.emplace(r.name, std::make_pair(0.0, 0)).first; }
+    it->second.first += ms;
+    it->second.second++;
+    cudaEventDestroy(r.a);
+    cudaEventDestroy(r.b);
+  }
+  g_prof.clear();
+  std::string out;
+  for (const std::string& n : order) {
+    char b[160];
+    std::snprintf(b, sizeof b, "  %-28s %9.2f ms  (%d)\n", n.c_str(), sum[n].first, sum[n].second);
+    out += b;
+  }
+  return out;
+}
+
+CudaOptions cuda_options_from_env() {
+  CudaOptions o;
+  o.offload_optimizer = env_flag("VQALAB_CUDA_OFFLOAD", false);
+  o.bf16_moments = env_flag("VQALAB_CUDA_BF16_MOMENTS", false);
+  o.checkpoint = env_flag("VQALAB_CUDA_CHECKPOINT", false);
+  o.pack_rows = env_int("VQALAB_CUDA_PACK_ROWS", o.pack_rows);
+  o.graphs = env_flag("VQALAB_CUDA_GRAPH", true);
+  return o;
+}
+
+// Activations. The residual stream (x: a layer's input, xmid: after its attention) is fp32 whatever
+// T is; the rest is T. With checkpointing only x is kept per layer.
 template <typename T>
 struct CuVisionBlock {
-  DArray<T> x, ln1, q, k, v, att, xmid, ln2, fc1, act;
-  DArray<float> mean1, rstd1, lse, mean2, rstd2;
+  DArray<float> x{"vision activations"}, xmid{"vision activations"};
+  DArray<T> ln1{"vision activations"}, q{"vision activations"}, k{"vision activations"}, v{"vision activations"},
+      att{"vision activations"}, ln2{"vision activations"}, fc1{"vision activations"}, act{"vision activations"};
+  DArray<float> mean1{"vision activations"}, rstd1{"vision activations"}, lse{"vision activations"},
+      mean2{"vision activations"}, rstd2{"vision activations"};
 };
 template <typename T>
 struct CuTextLayer {
-  DArray<T> x, h1, q, k, v, att, xmid, h2, gate, up, act;
-  DArray<float> rstd1, lse, rstd2;
+  DArray<float> x{"text activations"}, xmid{"text activations"};
+  DArray<T> h1{"text activations"}, q{"text activations"}, k{"text activations"}, v{"text activations"},
+      att{"text activations"}, h2{"text activations"}, gate{"text activations"}, up{"text activations"},
+      act{"text activations"};
+  DArray<float> rstd1{"text activations"}, lse{"text activations"}, rstd2{"text activations"};
 };
+// One pack: the requests of a forward call packed into one sequence (their images into one vision
+// batch), or the prompts of a sampling batch.
 template <typename T>
 struct CuActs {
   int64_t N = 0, rows = 0;
-  DArray<T> patches;
-  DArray<float> vcos, vsin;
+  bool ckpt = false;
+  DArray<T> patches{"vision patches"};
+  DArray<float> vcos{"rope tables"}, vsin{"rope tables"};
   std::vector<Span> vspans;
+  DArray<Span> dvspans{"attention spans"};
   std::vector<CuVisionBlock<T>> vblocks;
-  DArray<T> vxf, mln, m0, m0act, img;
-  DArray<float> mmean, mrstd;
-  DArray<int32_t> ids;  // -1 at image rows
+  DArray<float> vxf{"vision activations"}, mmean{"vision activations"}, mrstd{"vision activations"};
+  DArray<T> mln{"vision activations"}, m0{"vision activations"}, m0act{"vision activations"}, img{"image embeddings"};
+  DArray<int32_t> ids{"token ids"};  // -1 at image rows
   std::vector<int64_t> img_rows_h;
-  DArray<int64_t> img_rows;
-  DArray<float> cos, sin;
+  DArray<int64_t> img_rows{"image rows"};
+  DArray<float> cos{"rope tables"}, sin{"rope tables"};
   std::vector<Span> spans;
+  DArray<Span> dspans{"attention spans"};
   std::vector<CuTextLayer<T>> layers;
-  DArray<T> xf, hf, hrows, logits;
-  DArray<float> rstdf, lse;
-  DArray<int64_t> head_rows;
-  DArray<int32_t> targets;
-  std::vector<int64_t> comp_off, comp_len;
+  DArray<float> xf{"text activations"}, rstdf{"text activations"}, lse{"log-probs"};
+  DArray<T> hf{"text activations"}, hrows{"head rows"}, logits{"logits"};
+  DArray<int64_t> head_rows{"head rows"};
+  DArray<int32_t> targets{"targets"};
+  std::vector<int64_t> comp_off, comp_len;  // per completion of every request of the pack, in order
+  std::vector<size_t> req_ncomp;            // completions per request
 };
 
 template <typename T>
 class CudaModel final : public DeviceModel {
  public:
-  CudaModel(Model& h, int dev) : h_(h), dev_(dev) {
+  CudaModel(Model& h, int dev, const CudaOptions& opt) : h_(h), dev_(dev), opt_(opt) {
     int n = 0;
     CU_CHECK(cudaGetDeviceCount(&n), "cudaGetDeviceCount");
     VQ_CHECK(dev >= 0 && dev < n, "device cuda:" << dev << " does not exist (" << n << " CUDA device"
                                                   << (n == 1 ? "" : "s") << " visible)");
     CU_CHECK(cudaSetDevice(dev), "cudaSetDevice");
     CU_CHECK(cudaStreamCreateWithFlags(&st_, cudaStreamNonBlocking), "cudaStreamCreate");
+    CU_CHECK(cudaStreamCreateWithFlags(&st2_, cudaStreamNonBlocking), "cudaStreamCreate");
     {  // keep freed pool memory for reuse instead of returning it at every synchronisation
       cudaMemPool_t pool;
       CU_CHECK(cudaDeviceGetDefaultMemPool(&pool, dev), "cudaDeviceGetDefaultMemPool");
       uint64_t thr = UINT64_MAX;
       CU_CHECK(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &thr), "cudaMemPoolSetAttribute");
     }
+    if (std::is_same<T, float>::value) opt_.offload_optimizer = opt_.bf16_moments = false;  // the fp32 parity mode
     DevGuard g(dev_, st_);
     w_.what = "the model's weights";
     w_.fit(static_cast<int64_t>(h_.params_.size()));
@@ -167,12 +305,18 @@ class CudaModel final : public DeviceModel {
   ~CudaModel() override {
     {
       DevGuard g(dev_, st_);
+      for (auto& kv : graphs_) cudaGraphExecDestroy(kv.second);
+      graphs_.clear();
       saved_.clear();
-      w_.release(); master_.release(); grads_.release(); m_.release(); v_.release();
+      w_.release(); master_.release(); grads_.release(); m_.release(); v_.release(); mb_.release(); vb_.release();
       lw_.release(); lmaster_.release(); lgrads_.release(); lm_.release(); lv_.release();
       kc_.release(); vc_.release();
+      tscr_ = CuTextLayer<T>();
+      vscr_ = CuVisionBlock<T>();
+      tmp_.release(); mlp_.release(); qkv_.release(); xa_.release(); stepd_.release();
       cudaStreamSynchronize(st_);
     }
+    cudaStreamDestroy(st2_);
     cudaStreamDestroy(st_);
   }
 
@@ -180,66 +324,95 @@ class CudaModel final : public DeviceModel {
     return "cuda:" + std::to_string(dev_) + (std::is_same<T, float>::value ? " (fp32)" : " (bf16)");
   }
 
+  // The values go to the device's working weights and, in fp32, to the host Model (the checkpoint
+  // copy, from which the fp32 master is made at the first step): no device master is allocated, so a
+  // model that never steps (a reference) holds only its working weights, as a loaded one does.
   void randomize(uint64_t seed, float scale) {
     DevGuard g(dev_, st_);
-    // fp32 values: into the weights (fp32 mode), into the master (bf16 full fine-tune: the step needs
-    // it), or through a staging buffer (bf16 with LoRA: the base stays bf16 only)
-    const bool keep_master = !std::is_same<T, float>::value && h_.lora_.empty();
+    int64_t biggest = 0;
+    for (const ParamInfo& p : h_.info_) biggest = std::max(biggest, p.size);
     DArray<float> tmp("randomize staging");
-    if (keep_master) master_.fit(w_.n);
+    tmp.fit(biggest);
     for (const ParamInfo& p : h_.info_) {
-      float* dst;
-      if constexpr (std::is_same<T, float>::value) dst = w_.p + p.offset;
-      else dst = keep_master ? master_.p + p.offset : tmp.fit(p.size);
+      float* dst = tmp.p;
       const bool norm = p.shape.size() == 1 && p.name.find("bias") == std::string::npos;
       if (norm) cu::fill(dst, 1.0f, p.size);
       else {
         randomize_k<<<1024, 256, 0, cu::stream()>>>(dst, p.size, seed, scale, p.offset);
         CU_LAUNCHED("randomize");
       }
-      if constexpr (!std::is_same<T, float>::value) cu::to_bf16(w_.p + p.offset, dst, p.size);
+      cu::convert(w_.p + p.offset, static_cast<const float*>(dst), p.size);
+      download(h_.params_.data() + p.offset, dst, p.size);  // synchronises before tmp is reused
     }
+    if (master_.p) CU_CHECK(cudaMemcpyAsync(master_.p, h_.params_.data(), master_.n * sizeof(float), cudaMemcpyHostToDevice, st_), "randomize");
+    if (hmaster_.p) std::memcpy(hmaster_.p, h_.params_.data(), h_.params_.size() * sizeof(float));
     CU_CHECK(cudaStreamSynchronize(st_), "randomize");
-    host_stale_ = true;
   }
 
-  // ---- forward ----
+  // ---- forward: requests packed up to opt_.pack_rows LM rows ----
   std::vector<ForwardResult> forward(const std::vector<ForwardRequest>& reqs, bool keep) override {
     DevGuard g(dev_, st_);
-    if (keep) saved_.clear();
+    if (keep) { saved_.clear(); nreq_saved_ = 0; }
     std::vector<ForwardResult> out(reqs.size());
     std::vector<std::unique_ptr<CuActs<T>>> kept;
-    for (size_t i = 0; i < reqs.size(); i++) {
+    size_t i = 0;
+    while (i < reqs.size()) {
+      size_t j = i;
+      int64_t rows = 0;
+      while (j < reqs.size()) {
+        int64_t r = static_cast<int64_t>(reqs[j].prompt.ids.size());
+        for (const auto& c : reqs[j].completions) r += static_cast<int64_t>(c.size());
+        if (j > i && rows + r > opt_.pack_rows) break;
+        rows += r;
+        j++;
+      }
       auto a = std::make_unique<CuActs<T>>();
-      forward_one(*a, reqs[i], out[i], keep);
+      forward_pack(*a, reqs, i, j, out, keep);
       if (keep) kept.push_back(std::move(a));
+      i = j;
     }
-    if (keep) saved_ = std::move(kept);
+    if (keep) {
+      saved_ = std::move(kept);
+      nreq_saved_ = reqs.size();
+    }
+    release_scratch();
     return out;
   }
 
   void backward(const std::vector<std::vector<std::vector<float>>>& grads) override {
     VQ_CHECK(!saved_.empty(), "backward needs a forward with keepForBackward: true first");
-    VQ_CHECK(grads.size() == saved_.size(), "backward got gradients for " << grads.size()
-                                                << " requests but the last forward had " << saved_.size());
-    for (size_t i = 0; i < grads.size(); i++) {
-      VQ_CHECK(grads[i].size() == saved_[i]->comp_len.size(), "request " << i << ": gradients for " << grads[i].size()
-                                                                         << " completions, the forward had "
-                                                                         << saved_[i]->comp_len.size());
-      for (size_t c = 0; c < grads[i].size(); c++)
-        VQ_CHECK(static_cast<int64_t>(grads[i][c].size()) == saved_[i]->comp_len[c],
-                 "request " << i << " completion " << c << ": " << grads[i][c].size() << " gradients for "
-                            << saved_[i]->comp_len[c] << " tokens");
+    VQ_CHECK(grads.size() == nreq_saved_, "backward got gradients for " << grads.size()
+                                              << " requests but the last forward had " << nreq_saved_);
+    size_t r = 0;
+    for (const auto& a : saved_)
+      for (size_t k = 0; k < a->req_ncomp.size(); k++, r++) {
+        VQ_CHECK(grads[r].size() == a->req_ncomp[k], "request " << r << ": gradients for " << grads[r].size()
+                                                                << " completions, the forward had " << a->req_ncomp[k]);
+      }
+    r = 0;
+    for (const auto& a : saved_) {
+      size_t c = 0;
+      for (size_t k = 0; k < a->req_ncomp.size(); k++, r++)
+        for (size_t gi = 0; gi < grads[r].size(); gi++, c++)
+          VQ_CHECK(static_cast<int64_t>(grads[r][gi].size()) == a->comp_len[c],
+                   "request " << r << " completion " << gi << ": " << grads[r][gi].size() << " gradients for "
+                              << a->comp_len[c] << " tokens");
     }
     DevGuard g(dev_, st_);
     ensure_grads();
     try {
-      for (size_t i = 0; i < grads.size(); i++) backward_one(*saved_[i], grads[i]);
+      size_t r0 = 0;
+      for (auto& a : saved_) {
+        backward_pack(*a, grads, r0);
+        r0 += a->req_ncomp.size();
+        a.reset();  // free the pack's activations as soon as its gradients are in
+      }
     } catch (...) {
       saved_.clear();
       throw;
     }
     saved_.clear();
+    release_scratch();
     CU_CHECK(cudaStreamSynchronize(st_), "backward");
   }
 
@@ -252,6 +425,7 @@ class CudaModel final : public DeviceModel {
 
   StepResult step(const AdamWOptions& o) override {
     DevGuard g(dev_, st_);
+    Phase ph("optimizer step");
     StepResult r;
     const bool lora = !h_.lora_.empty();
     DArray<float>& gr = lora ? lgrads_ : grads_;
@@ -277,10 +451,21 @@ class CudaModel final : public DeviceModel {
       r.reason = "non-finite gradient (NaN or Inf) in " + where;
       return r;
     }
+    h_.step_++;
+    float scale = 1.0f;
+    if (o.max_grad_norm > 0.0f) {
+      const double coef = o.max_grad_norm / (r.grad_norm + 1e-6);
+      if (coef < 1.0) scale = static_cast<float>(coef);
+    }
+    if (!lora && opt_.offload_optimizer) {
+      if (opt_.bf16_moments) step_offload<cu::bf16>(o, scale);
+      else step_offload<float>(o, scale);
+      CU_CHECK(cudaStreamSynchronize(st_), "step");
+      host_stale_ = true;
+      return r;
+    }
     DArray<T>& w = lora ? lw_ : w_;
     DArray<float>& master = lora ? lmaster_ : master_;
-    DArray<float>& m = lora ? lm_ : m_;
-    DArray<float>& v = lora ? lv_ : v_;
     float* p32;
     cu::bf16* copy = nullptr;
     if constexpr (std::is_same<T, float>::value) {
@@ -295,27 +480,35 @@ class CudaModel final : public DeviceModel {
       p32 = master.p;
       copy = w.p;
     }
-    if (!m.p) {
-      m.what = "the AdamW moments";
-      v.what = "the AdamW moments";
-      m.fit(w.n);
-      v.fit(w.n);
-      zero(m.p, m.n);
-      zero(v.p, v.n);
-    }
-    h_.step_++;
-    float scale = 1.0f;
-    if (o.max_grad_norm > 0.0f) {
-      const double coef = o.max_grad_norm / (r.grad_norm + 1e-6);
-      if (coef < 1.0) scale = static_cast<float>(coef);
+    const bool bm = !lora && opt_.bf16_moments;
+    if (bm) {
+      if (!mb_.p) {
+        mb_.what = vb_.what = "the AdamW moments (bf16)";
+        zero(mb_.fit(w.n), w.n);
+        zero(vb_.fit(w.n), w.n);
+      }
+    } else {
+      DArray<float>& m = lora ? lm_ : m_;
+      DArray<float>& v = lora ? lv_ : v_;
+      if (!m.p) {
+        m.what = v.what = "the AdamW moments";
+        zero(m.fit(w.n), w.n);
+        zero(v.fit(w.n), w.n);
+      }
     }
     if (lora) {
-      cu::adamw_update(p32, gr.p, m.p, v.p, w.n, o.lr, o.beta1, o.beta2, o.eps, o.weight_decay, h_.step_, scale, copy);
+      cu::adamw_update(p32, gr.p, lm_.p, lv_.p, w.n, o.lr, o.beta1, o.beta2, o.eps, o.weight_decay, h_.step_, scale, copy);
     } else {
-      for (const auto& pi : h_.info_)
-        cu::adamw_update(p32 + pi.offset, gr.p + pi.offset, m.p + pi.offset, v.p + pi.offset, pi.size, o.lr, o.beta1,
-                         o.beta2, o.eps, pi.shape.size() >= 2 ? o.weight_decay : 0.0f, h_.step_, scale,
-                         copy ? copy + pi.offset : nullptr);
+      for (const auto& pi : h_.info_) {
+        const float wd = pi.shape.size() >= 2 ? o.weight_decay : 0.0f;
+        cu::bf16* cp = copy ? copy + pi.offset : nullptr;
+        if (bm)
+          cu::adamw_update_bf16m(p32 + pi.offset, gr.p + pi.offset, mb_.p + pi.offset, vb_.p + pi.offset, pi.size, o.lr,
+                                 o.beta1, o.beta2, o.eps, wd, h_.step_, scale, cp);
+        else
+          cu::adamw_update(p32 + pi.offset, gr.p + pi.offset, m_.p + pi.offset, v_.p + pi.offset, pi.size, o.lr, o.beta1,
+                           o.beta2, o.eps, wd, h_.step_, scale, cp);
+      }
     }
     CU_CHECK(cudaStreamSynchronize(st_), "step");
     host_stale_ = true;
@@ -327,18 +520,43 @@ class CudaModel final : public DeviceModel {
     DevGuard g(dev_, st_);
     const bool lora = !h_.lora_.empty();
     std::vector<float>& hp = lora ? h_.lparams_ : h_.params_;
-    DArray<float>& master = lora ? lmaster_ : master_;
-    if constexpr (std::is_same<T, float>::value) download(hp.data(), (lora ? lw_ : w_).p, static_cast<int64_t>(hp.size()));
-    else if (master.p) download(hp.data(), master.p, static_cast<int64_t>(hp.size()));
-    DArray<float>& m = lora ? lm_ : m_;
-    DArray<float>& v = lora ? lv_ : v_;
-    if (m.p) {
-      std::vector<float>& hm = lora ? h_.lm_ : h_.m_;
-      std::vector<float>& hv = lora ? h_.lv_ : h_.v_;
-      hm.resize(hp.size());
-      hv.resize(hp.size());
-      download(hm.data(), m.p, m.n);
-      download(hv.data(), v.p, v.n);
+    const size_t n = hp.size();
+    if (!lora && hmaster_.p) {
+      std::memcpy(hp.data(), hmaster_.p, n * sizeof(float));
+    } else {
+      DArray<float>& master = lora ? lmaster_ : master_;
+      if constexpr (std::is_same<T, float>::value) download(hp.data(), (lora ? lw_ : w_).p, static_cast<int64_t>(n));
+      else if (master.p) download(hp.data(), master.p, static_cast<int64_t>(n));
+    }
+    std::vector<float>& hm = lora ? h_.lm_ : h_.m_;
+    std::vector<float>& hv = lora ? h_.lv_ : h_.v_;
+    auto from_bf16 = [&](std::vector<float>& dst, const cu::bf16* src) {
+      for (size_t i = 0; i < n; i++) dst[i] = __bfloat162float(src[i]);
+    };
+    if (!lora && hm_.p) {
+      hm.resize(n);
+      hv.resize(n);
+      if (opt_.bf16_moments) { from_bf16(hm, hm_.as<cu::bf16>()); from_bf16(hv, hv_.as<cu::bf16>()); }
+      else { std::memcpy(hm.data(), hm_.p, n * sizeof(float)); std::memcpy(hv.data(), hv_.p, n * sizeof(float)); }
+    } else if (!lora && mb_.p) {
+      hm.resize(n);
+      hv.resize(n);
+      std::vector<cu::bf16> b(n);
+      CU_CHECK(cudaMemcpyAsync(b.data(), mb_.p, n * sizeof(cu::bf16), cudaMemcpyDeviceToHost, st_), "download");
+      CU_CHECK(cudaStreamSynchronize(st_), "download");
+      from_bf16(hm, b.data());
+      CU_CHECK(cudaMemcpyAsync(b.data(), vb_.p, n * sizeof(cu::bf16), cudaMemcpyDeviceToHost, st_), "download");
+      CU_CHECK(cudaStreamSynchronize(st_), "download");
+      from_bf16(hv, b.data());
+    } else {
+      DArray<float>& m = lora ? lm_ : m_;
+      DArray<float>& v = lora ? lv_ : v_;
+      if (m.p) {
+        hm.resize(n);
+        hv.resize(n);
+        download(hm.data(), m.p, m.n);
+        download(hv.data(), v.p, v.n);
+      }
     }
     host_stale_ = false;
   }
@@ -357,6 +575,7 @@ class CudaModel final : public DeviceModel {
     DevGuard g(dev_, st_);
     upload_f32(w_.p, h_.params_.data(), w_.n);
     if (master_.p) CU_CHECK(cudaMemcpyAsync(master_.p, h_.params_.data(), master_.n * sizeof(float), cudaMemcpyHostToDevice, st_), "push");
+    if (hmaster_.p) std::memcpy(hmaster_.p, h_.params_.data(), h_.params_.size() * sizeof(float));
     if (lw_.p) upload_f32(lw_.p, h_.lparams_.data(), lw_.n);
     if (lmaster_.p) CU_CHECK(cudaMemcpyAsync(lmaster_.p, h_.lparams_.data(), lmaster_.n * sizeof(float), cudaMemcpyHostToDevice, st_), "push");
     push_moments();
@@ -364,33 +583,168 @@ class CudaModel final : public DeviceModel {
     host_stale_ = false;
   }
 
-  SampleResult sample(const SampleRequest& q) override;
+  SampleResult sample(const SampleRequest& q) override { return sample_many({q})[0]; }
+  bool batches() const override { return true; }
+  std::vector<SampleResult> sample_many(const std::vector<SampleRequest>& qs) override;
 
  private:
   Model& h_;
   int dev_;
-  cudaStream_t st_ = nullptr;
+  CudaOptions opt_;
+  cudaStream_t st_ = nullptr, st2_ = nullptr;
   DArray<T> w_, lw_;
   DArray<float> master_, grads_, m_, v_, lmaster_, lgrads_, lm_, lv_;
+  DArray<cu::bf16> mb_, vb_;       // bf16 moments (device)
+  Pinned hmaster_, hm_, hv_;       // offloaded master and moments (host)
   DArray<T> kc_{"the KV cache"}, vc_{"the KV cache"};
   std::vector<std::unique_ptr<CuActs<T>>> saved_;
+  size_t nreq_saved_ = 0;
   bool host_stale_ = false;
   DArray<T> xa_{"LoRA activations"};
+  // scratch reused across layers and calls
+  CuTextLayer<T> tscr_;
+  CuVisionBlock<T> vscr_;
+  DArray<T> tmp_{"activations"}, mlp_{"activations"}, qkv_{"vision activations"};
+  // decode steps: inputs staged in pinned memory and copied in one transfer; graphs by batch size
+  Pinned steph_;
+  DArray<char> stepd_{"decode step inputs"};
+  std::map<int64_t, cudaGraphExec_t> graphs_;
+
+  // Scratch goes back to the pool after each call (reused within it): a rollout's large batch does not
+  // hold memory through the training step that follows.
+  void release_scratch() {
+    tscr_ = CuTextLayer<T>();
+    vscr_ = CuVisionBlock<T>();
+    tmp_.release();
+    mlp_.release();
+    qkv_.release();
+    xa_.release();
+  }
 
   void push_moments() {
     const bool lora = !h_.lora_.empty();
     const std::vector<float>& hm = lora ? h_.lm_ : h_.m_;
     const std::vector<float>& hv = lora ? h_.lv_ : h_.v_;
     if (hm.empty()) return;
+    const int64_t n = static_cast<int64_t>(hm.size());
+    if (!lora && opt_.offload_optimizer) {  // into the host state now if it exists, else at the first step
+      if (hm_.p) copy_host_moments();
+      return;
+    }
+    if (!lora && opt_.bf16_moments) {
+      DArray<float> stage("moments staging");
+      upload(stage, hm.data(), n);
+      cu::to_bf16(mb_.fit(n), stage.p, n);
+      CU_CHECK(cudaStreamSynchronize(st_), "moments");
+      upload(stage, hv.data(), n);
+      cu::to_bf16(vb_.fit(n), stage.p, n);
+      CU_CHECK(cudaStreamSynchronize(st_), "moments");
+      return;
+    }
     DArray<float>& m = lora ? lm_ : m_;
     DArray<float>& v = lora ? lv_ : v_;
-    upload(m, hm.data(), static_cast<int64_t>(hm.size()));
-    upload(v, hv.data(), static_cast<int64_t>(hv.size()));
+    upload(m, hm.data(), n);
+    upload(v, hv.data(), n);
+  }
+  void copy_host_moments() {
+    const size_t n = h_.params_.size();
+    if (h_.m_.size() != n) {
+      std::memset(hm_.p, 0, hm_.bytes);
+      std::memset(hv_.p, 0, hv_.bytes);
+    } else if (opt_.bf16_moments) {
+      for (size_t i = 0; i < n; i++) {
+        hm_.as<cu::bf16>()[i] = __float2bfloat16(h_.m_[i]);
+        hv_.as<cu::bf16>()[i] = __float2bfloat16(h_.v_[i]);
+      }
+    } else {
+      std::memcpy(hm_.p, h_.m_.data(), n * sizeof(float));
+      std::memcpy(hv_.p, h_.v_.data(), n * sizeof(float));
+    }
+  }
+
+  // AdamW with the master weights and moments in pinned host memory: chunks of whole tensors (large
+  // ones split) go up, are updated on the GPU (writing the bf16 working copy in place) and come back
+  // on a second stream while the next chunk goes up.
+  template <typename M>
+  void step_offload(const AdamWOptions& o, float scale) {
+    const int64_t n = w_.n;
+    if (!hmaster_.p) {
+      hmaster_.fit(n * sizeof(float), "the offloaded fp32 master weights");
+      if (master_.p) {  // randomize() left it on the device
+        CU_CHECK(cudaMemcpyAsync(hmaster_.p, master_.p, n * sizeof(float), cudaMemcpyDeviceToHost, st_), "offload");
+        CU_CHECK(cudaStreamSynchronize(st_), "offload");
+        master_.release();
+      } else {
+        std::memcpy(hmaster_.p, h_.params_.data(), n * sizeof(float));
+      }
+      hm_.fit(n * sizeof(M), "the offloaded AdamW moments");
+      hv_.fit(n * sizeof(M), "the offloaded AdamW moments");
+      copy_host_moments();
+    }
+    struct Piece { int64_t off, size; float wd; };
+    const int64_t chunk = 32ll << 20;
+    std::vector<Piece> pieces;
+    for (const auto& pi : h_.info_)
+      for (int64_t s = 0; s < pi.size; s += chunk)
+        pieces.push_back({pi.offset + s, std::min(chunk, pi.size - s), pi.shape.size() >= 2 ? o.weight_decay : 0.0f});
+    std::sort(pieces.begin(), pieces.end(), [](const Piece& a, const Piece& b) { return a.off < b.off; });
+    DArray<float> sp[2] = {DArray<float>("offload staging"), DArray<float>("offload staging")};
+    DArray<M> sm[2] = {DArray<M>("offload staging"), DArray<M>("offload staging")};
+    DArray<M> sv[2] = {DArray<M>("offload staging"), DArray<M>("offload staging")};
+    cudaEvent_t done[2], freed[2];
+    for (int b = 0; b < 2; b++) {
+      sp[b].fit(chunk); sm[b].fit(chunk); sv[b].fit(chunk);
+      CU_CHECK(cudaEventCreateWithFlags(&done[b], cudaEventDisableTiming), "offload");
+      CU_CHECK(cudaEventCreateWithFlags(&freed[b], cudaEventDisableTiming), "offload");
+      CU_CHECK(cudaEventRecord(freed[b], st2_), "offload");
+    }
+    float* hp = hmaster_.as<float>();
+    M* hmm = hm_.as<M>();
+    M* hvv = hv_.as<M>();
+    size_t i = 0;
+    int c = 0;
+    while (i < pieces.size()) {
+      const int64_t c0 = pieces[i].off;
+      size_t j = i;
+      while (j < pieces.size() && pieces[j].off + pieces[j].size - c0 <= chunk) j++;
+      const int64_t cn = pieces[j - 1].off + pieces[j - 1].size - c0;
+      const int b = c & 1;
+      CU_CHECK(cudaStreamWaitEvent(st_, freed[b], 0), "offload");
+      CU_CHECK(cudaMemcpyAsync(sp[b].p, hp + c0, cn * sizeof(float), cudaMemcpyHostToDevice, st_), "offload up");
+      CU_CHECK(cudaMemcpyAsync(sm[b].p, hmm + c0, cn * sizeof(M), cudaMemcpyHostToDevice, st_), "offload up");
+      CU_CHECK(cudaMemcpyAsync(sv[b].p, hvv + c0, cn * sizeof(M), cudaMemcpyHostToDevice, st_), "offload up");
+      for (size_t k = i; k < j; k++) {
+        const int64_t rel = pieces[k].off - c0;
+        if constexpr (std::is_same<M, float>::value)
+          cu::adamw_update(sp[b].p + rel, grads_.p + pieces[k].off, sm[b].p + rel, sv[b].p + rel, pieces[k].size, o.lr,
+                           o.beta1, o.beta2, o.eps, pieces[k].wd, h_.step_, scale,
+                           reinterpret_cast<cu::bf16*>(w_.p) + pieces[k].off);
+        else
+          cu::adamw_update_bf16m(sp[b].p + rel, grads_.p + pieces[k].off, sm[b].p + rel, sv[b].p + rel, pieces[k].size,
+                                 o.lr, o.beta1, o.beta2, o.eps, pieces[k].wd, h_.step_, scale,
+                                 reinterpret_cast<cu::bf16*>(w_.p) + pieces[k].off);
+      }
+      CU_CHECK(cudaEventRecord(done[b], st_), "offload");
+      CU_CHECK(cudaStreamWaitEvent(st2_, done[b], 0), "offload");
+      CU_CHECK(cudaMemcpyAsync(hp + c0, sp[b].p, cn * sizeof(float), cudaMemcpyDeviceToHost, st2_), "offload down");
+      CU_CHECK(cudaMemcpyAsync(hmm + c0, sm[b].p, cn * sizeof(M), cudaMemcpyDeviceToHost, st2_), "offload down");
+      CU_CHECK(cudaMemcpyAsync(hvv + c0, sv[b].p, cn * sizeof(M), cudaMemcpyDeviceToHost, st2_), "offload down");
+      CU_CHECK(cudaEventRecord(freed[b], st2_), "offload");
+      i = j;
+      c++;
+    }
+    CU_CHECK(cudaStreamSynchronize(st2_), "offload");
+    CU_CHECK(cudaStreamSynchronize(st_), "offload");
+    for (int b = 0; b < 2; b++) {
+      cudaEventDestroy(done[b]);
+      cudaEventDestroy(freed[b]);
+    }
   }
 
   const T* P(int i) const { return w_.p + h_.info_[i].offset; }
   float* G(int i) { return (h_.lora_.empty() && grads_.p) ? grads_.p + h_.info_[i].offset : nullptr; }
   bool vision_trainable() const { return h_.vision_trainable(); }
+  const TextConfig& tc() const { return h_.cfg_.text; }
 
   void ensure_grads() {
     if (!h_.lora_.empty()) {
@@ -410,10 +764,11 @@ class CudaModel final : public DeviceModel {
                        h_.lora_rank_, h_.lora_scale_);
     }
   }
-  void lin_backward(const Lin& l, T* dinp, const T* dout, const T* inp, int64_t n) {
+  // acc = false: dinp is overwritten by this linear (the first of several that add into it)
+  void lin_backward(const Lin& l, T* dinp, const T* dout, const T* inp, int64_t n, bool acc = true) {
     float* dw = G(l.w);
     float* db = l.b >= 0 ? G(l.b) : nullptr;
-    if (dinp || dw || db) cu::linear_backward(dinp, dw, db, dout, inp, P(l.w), n, l.in, l.out);
+    if (dinp || dw || db) cu::linear_backward(dinp, dw, db, dout, inp, P(l.w), n, l.in, l.out, acc);
     if (l.lora >= 0 && h_.lora_enabled_) {
       const LoraInfo& li = h_.lora_[l.lora];
       const T* A = lw_.p + li.a_off;
@@ -426,85 +781,152 @@ class CudaModel final : public DeviceModel {
     }
   }
 
-  void vision_forward(CuActs<T>& a, const Prompt& p, bool keep);
+  void vision_prepare(CuActs<T>& a, const std::vector<const Image*>& imgs);
+  void vision_forward(CuActs<T>& a, bool keep);
+  void lm_prepare(CuActs<T>& a, DArray<int32_t>& dids, const std::vector<int32_t>& ids, const std::vector<int32_t>& pos,
+                  int64_t n);
+  void vision_block(size_t bi, CuVisionBlock<T>& A, CuActs<T>& a, float* x, const float* xprev, const T* rprev,
+                    float* xmid, T* mlp_out);
   void vision_backward(CuActs<T>& a, const T* dimg);
-  void text_forward(CuActs<T>& a, int64_t n, T* x, const float* cos, const float* sin, const Span* spans, bool keep,
-                    T* kcache, T* vcache, int64_t cache_rows, const int64_t* slots_dev);
-  void text_backward(CuActs<T>& a, int64_t n, T* dx);
-  void forward_one(CuActs<T>& a, const ForwardRequest& r, ForwardResult& out, bool keep);
-  void backward_one(CuActs<T>& a, const std::vector<std::vector<float>>& g);
-  // Prompt embeddings (Lp, H) with image rows replaced; fills a.ids/img rows (prompt part only).
+  void text_forward(CuActs<T>& a, int64_t n, DArray<float>& x0, const float* cos, const float* sin, const Span* spans,
+                    const Span* dspans, bool keep, T* kcache, T* vcache, int64_t cache_rows, const int64_t* slots);
+  void text_layer(size_t li, CuTextLayer<T>& A, int64_t n, float* x, const float* xprev, const T* rprev, float* xmid,
+                  T* mlp_out, const float* cos, const float* sin, const Span* spans, const Span* dspans, T* kcache,
+                  T* vcache, int64_t cache_rows, const int64_t* slots);
+  void text_backward(CuActs<T>& a, int64_t n, float* dx, T* dxT);
+  void forward_pack(CuActs<T>& a, const std::vector<ForwardRequest>& reqs, size_t i0, size_t i1,
+                    std::vector<ForwardResult>& out, bool keep);
+  void backward_pack(CuActs<T>& a, const std::vector<std::vector<std::vector<float>>>& grads, size_t r0);
+  void embed_prompts(CuActs<T>& a, DArray<float>& x, const int32_t* dids, int64_t n);
 };
 
 // ---- vision tower ----
+// Block bi: x = xprev + rprev (the previous block's MLP output; fused with the first norm) unless rprev
+// is null (x is read as is); xmid = x + attention; mlp_out = the MLP's output (not added here).
 template <typename T>
-void CudaModel<T>::vision_forward(CuActs<T>& a, const Prompt& p, bool keep) {
+void CudaModel<T>::vision_block(size_t bi, CuVisionBlock<T>& A, CuActs<T>& a, float* x, const float* xprev,
+                                const T* rprev, float* xmid, T* mlp_out) {
   const VisionConfig& vc = h_.cfg_.vision;
-  const int64_t E = vc.embed_dim, NH = vc.num_heads, hd = E / NH, F = vc.mlp_hidden, PD = vc.patch_dim();
+  const int64_t E = vc.embed_dim, NH = vc.num_heads, hd = E / NH, F = vc.mlp_hidden, N = a.N;
+  const VisionBlockW& B = h_.blocks_[bi];
+  if (rprev)
+    cu::residual_layernorm_forward(A.ln1.fit(N * E), A.mean1.fit(N), A.rstd1.fit(N), x, xprev, rprev, P(B.n1w), P(B.n1b),
+                                   N, E, 1e-6f);
+  else
+    cu::layernorm_forward(A.ln1.fit(N * E), A.mean1.fit(N), A.rstd1.fit(N), static_cast<const float*>(x), P(B.n1w),
+                          P(B.n1b), N, E, 1e-6f);
+  lin_forward(B.qkv, qkv_.fit(N * 3 * E), A.ln1.p, N);
+  cu::split_qkv(A.q.fit(N * E), A.k.fit(N * E), A.v.fit(N * E), qkv_.p, N, E);
+  cu::rope_forward(A.q.p, A.q.p, a.vcos.p, a.vsin.p, N, NH, hd);
+  cu::rope_forward(A.k.p, A.k.p, a.vcos.p, a.vsin.p, N, NH, hd);
+  {
+    Phase ph("  vision attention fwd");
+    cu::attention_forward_dev(A.att.fit(N * E), A.lse.fit(N * NH), A.q.p, A.k.p, A.v.p, a.vspans.data(), a.dvspans.p,
+                              N, N, NH, NH, hd);
+  }
+  lin_forward(B.proj, tmp_.fit(N * E), A.att.p, N);
+  cu::residual_layernorm_forward(A.ln2.fit(N * E), A.mean2.fit(N), A.rstd2.fit(N), xmid, x, tmp_.p, P(B.n2w), P(B.n2b),
+                                 N, E, 1e-6f);
+  lin_forward(B.fc1, A.fc1.fit(N * F), A.ln2.p, N);
+  if (vc.quick_gelu) cu::quick_gelu_forward(A.act.fit(N * F), A.fc1.p, N * F);
+  else cu::gelu_forward(A.act.fit(N * F), A.fc1.p, N * F);
+  if (mlp_out) lin_forward(B.fc2, mlp_out, A.act.p, N);
+}
+
+// The vision tower's inputs on the device: patches (each image's pixels copied straight from its
+// buffer), the 2D rotary tables (computed on the device from the patch positions) and the frame spans.
+// Called before any of the call's kernels is queued: a copy from pageable memory waits for the stream.
+template <typename T>
+void CudaModel<T>::vision_prepare(CuActs<T>& a, const std::vector<const Image*>& imgs) {
+  const VisionConfig& vc = h_.cfg_.vision;
+  const int64_t E = vc.embed_dim, NH = vc.num_heads, hd = E / NH, PD = vc.patch_dim();
   const int m = vc.merge;
   int64_t N = 0;
-  for (const Image& im : p.images) N += static_cast<int64_t>(im.t) * im.h * im.w;
+  for (const Image* im : imgs) N += static_cast<int64_t>(im->t) * im->h * im->w;
   a.N = N;
-  std::vector<int32_t> hpos(N), wpos(N);
+  std::vector<int32_t> hw(2 * N);  // hpos, then wpos
   a.vspans.resize(N);
-  std::vector<float> pixels(static_cast<size_t>(N * PD));
   int64_t row = 0;
-  for (const Image& im : p.images) {
-    std::memcpy(pixels.data() + row * PD, im.pixels.data(), im.pixels.size() * sizeof(float));
-    for (int ti = 0; ti < im.t; ti++) {
+  for (const Image* im : imgs) {
+    for (int ti = 0; ti < im->t; ti++) {
       const int64_t frame = row;
-      for (int bh = 0; bh < im.h / m; bh++)
-        for (int bw = 0; bw < im.w / m; bw++)
+      for (int bh = 0; bh < im->h / m; bh++)
+        for (int bw = 0; bw < im->w / m; bw++)
           for (int i = 0; i < m; i++)
             for (int j = 0; j < m; j++, row++) {
-              hpos[row] = bh * m + i;
-              wpos[row] = bw * m + j;
+              hw[row] = bh * m + i;
+              hw[N + row] = bw * m + j;
             }
       for (int64_t r = frame; r < row; r++) a.vspans[r] = Span{0, 0, static_cast<int32_t>(frame), static_cast<int32_t>(row)};
     }
   }
-  upload_f32(a.patches.fit(N * PD), pixels.data(), N * PD);
-  std::vector<float> cs(N * hd / 2), sn(N * hd / 2);
-  rope_vision_table(cs.data(), sn.data(), hpos.data(), wpos.data(), N, hd, vc.theta);
-  upload(a.vcos, cs.data(), N * hd / 2);
-  upload(a.vsin, sn.data(), N * hd / 2);
+  {
+    T* patches = a.patches.fit(N * PD);
+    DArray<float> stage("vision patches (fp32)");
+    float* dst = std::is_same<T, float>::value ? reinterpret_cast<float*>(patches) : stage.fit(N * PD);
+    int64_t off = 0;
+    for (const Image* im : imgs) {
+      const int64_t n = static_cast<int64_t>(im->pixels.size());
+      VQ_CHECK(off + n <= N * PD, "vision input: an image has more pixel values than its grid needs");
+      CU_CHECK(cudaMemcpyAsync(dst + off, im->pixels.data(), n * sizeof(float), cudaMemcpyHostToDevice, cu::stream()),
+               "upload (pixels)");
+      off += n;
+    }
+    if (!std::is_same<T, float>::value) cu::convert(patches, static_cast<const float*>(stage.p), N * PD);
+  }
+  upload(a.dvspans, a.vspans.data(), N);
+  DArray<int32_t> dhw("patch positions");
+  upload(dhw, hw.data(), 2 * N);
+  cu::rope_vision_table(a.vcos.fit(N * hd / 2), a.vsin.fit(N * hd / 2), dhw.p, dhw.p + N, N, hd, vc.theta);
+}
 
-  DArray<T> x("vision activations"), qkv("vision activations"), tmp("vision activations");
-  x.fit(N * E);
-  cu::linear_forward(x.p, a.patches.p, P(h_.patch_), static_cast<const T*>(nullptr), N, PD, E);
-  a.vblocks.resize(keep ? h_.blocks_.size() : 1);
-  qkv.fit(N * 3 * E);
-  tmp.fit(N * E);
-  for (size_t bi = 0; bi < h_.blocks_.size(); bi++) {
+// The tower over the prepared inputs (vision_prepare).
+template <typename T>
+void CudaModel<T>::vision_forward(CuActs<T>& a, bool keep) {
+  const VisionConfig& vc = h_.cfg_.vision;
+  const int64_t E = vc.embed_dim, PD = vc.patch_dim();
+  const int m = vc.merge;
+  const int64_t N = a.N;
+  const bool full = keep && !a.ckpt;
+  const size_t nb = h_.blocks_.size();
+  a.vblocks.resize(keep ? nb : 0);
+  // the patch embedding, then the fp32 residual stream
+  DArray<float> x0("vision activations");
+  {
+    T* pe = tmp_.fit(N * E);
+    cu::linear_forward(pe, a.patches.p, P(h_.patch_), static_cast<const T*>(nullptr), N, PD, E);
+    cu::convert(x0.fit(N * E), static_cast<const T*>(pe), N * E);
+  }
+  const float* xprev = nullptr;
+  const T* rprev = nullptr;
+  T* mlp = mlp_.fit(N * E);
+  for (size_t bi = 0; bi < nb; bi++) {
     h_.check_cancel();
-    const VisionBlockW& B = h_.blocks_[bi];
-    CuVisionBlock<T>& A = a.vblocks[keep ? bi : 0];
+    CuVisionBlock<T>& A = full ? a.vblocks[bi] : vscr_;
+    float* x;
+    float* xm;
     if (keep) {
-      A.x.fit(N * E);
-      CU_CHECK(cudaMemcpyAsync(A.x.p, x.p, N * E * sizeof(T), cudaMemcpyDeviceToDevice, st_), "vision block input");
+      if (bi == 0) a.vblocks[0].x = std::move(x0);
+      x = a.vblocks[bi].x.fit(N * E);
+      xm = full ? a.vblocks[bi].xmid.fit(N * E) : vscr_.xmid.fit(N * E);
+    } else {
+      x = xm = x0.p;
     }
-    cu::layernorm_forward(A.ln1.fit(N * E), A.mean1.fit(N), A.rstd1.fit(N), x.p, P(B.n1w), P(B.n1b), N, E, 1e-6f);
-    lin_forward(B.qkv, qkv.p, A.ln1.p, N);
-    cu::split_qkv(A.q.fit(N * E), A.k.fit(N * E), A.v.fit(N * E), qkv.p, N, E);
-    cu::rope_forward(A.q.p, A.q.p, a.vcos.p, a.vsin.p, N, NH, hd);
-    cu::rope_forward(A.k.p, A.k.p, a.vcos.p, a.vsin.p, N, NH, hd);
-    cu::attention_forward(A.att.fit(N * E), A.lse.fit(N * NH), A.q.p, A.k.p, A.v.p, a.vspans.data(), N, N, NH, NH, hd);
-    lin_forward(B.proj, tmp.p, A.att.p, N);
-    cu::residual_forward(x.p, x.p, tmp.p, N * E);
-    if (keep) {
-      A.xmid.fit(N * E);
-      CU_CHECK(cudaMemcpyAsync(A.xmid.p, x.p, N * E * sizeof(T), cudaMemcpyDeviceToDevice, st_), "vision block mid");
-    }
-    cu::layernorm_forward(A.ln2.fit(N * E), A.mean2.fit(N), A.rstd2.fit(N), x.p, P(B.n2w), P(B.n2b), N, E, 1e-6f);
-    lin_forward(B.fc1, A.fc1.fit(N * F), A.ln2.p, N);
-    if (vc.quick_gelu) cu::quick_gelu_forward(A.act.fit(N * F), A.fc1.p, N * F);
-    else cu::gelu_forward(A.act.fit(N * F), A.fc1.p, N * F);
-    lin_forward(B.fc2, tmp.p, A.act.p, N);
-    cu::residual_forward(x.p, x.p, tmp.p, N * E);
+    vision_block(bi, A, a, x, xprev, rprev, xm, mlp);
+    xprev = xm;
+    rprev = mlp;
   }
   const int64_t Nm = N / (m * m), M = E * m * m, H = vc.out_hidden;
-  a.vxf = std::move(x);
-  cu::layernorm_forward(a.mln.fit(N * E), a.mmean.fit(N), a.mrstd.fit(N), a.vxf.p, P(h_.mln_w_), P(h_.mln_b_), N, E, 1e-6f);
+  float* xf = keep ? a.vxf.fit(N * E) : x0.p;
+  if (nb == 0) {  // no blocks: the merger reads the patch embedding
+    if (keep) a.vxf = std::move(x0);
+    xf = keep ? a.vxf.p : x0.p;
+    cu::layernorm_forward(a.mln.fit(N * E), a.mmean.fit(N), a.mrstd.fit(N), static_cast<const float*>(xf), P(h_.mln_w_),
+                          P(h_.mln_b_), N, E, 1e-6f);
+  } else {
+    cu::residual_layernorm_forward(a.mln.fit(N * E), a.mmean.fit(N), a.mrstd.fit(N), xf, xprev, rprev, P(h_.mln_w_),
+                                   P(h_.mln_b_), N, E, 1e-6f);
+  }
   lin_forward(h_.m0_, a.m0.fit(Nm * M), a.mln.p, Nm);
   cu::gelu_forward(a.m0act.fit(Nm * M), a.m0.p, Nm * M);
   lin_forward(h_.m2_, a.img.fit(Nm * H), a.m0act.p, Nm);
@@ -516,18 +938,18 @@ void CudaModel<T>::vision_backward(CuActs<T>& a, const T* dimg) {
   const int64_t E = vc.embed_dim, NH = vc.num_heads, hd = E / NH, F = vc.mlp_hidden, PD = vc.patch_dim();
   const int m = vc.merge;
   const int64_t N = a.N, Nm = N / (m * m), M = E * m * m;
-  DArray<T> dm0act("vision gradients"), dm0("vision gradients"), dmln("vision gradients"), dx("vision gradients");
-  zero(dm0act.fit(Nm * M), Nm * M);
-  zero(dm0.fit(Nm * M), Nm * M);
-  zero(dmln.fit(N * E), N * E);
+  DArray<float> dx("vision gradients");
+  DArray<T> dxT("vision gradients");
   zero(dx.fit(N * E), N * E);
-  lin_backward(h_.m2_, dm0act.p, dimg, a.m0act.p, Nm);
-  cu::gelu_backward(dm0.p, dm0act.p, a.m0.p, Nm * M);
-  lin_backward(h_.m0_, dmln.p, dm0.p, a.mln.p, Nm);
-  cu::layernorm_backward(dx.p, G(h_.mln_w_), G(h_.mln_b_), dmln.p, a.vxf.p, P(h_.mln_w_), a.mmean.p, a.mrstd.p, N, E);
-  dm0act.release();
-  dm0.release();
-  dmln.release();
+  dxT.fit(N * E);
+  {
+    DArray<T> dm0act("vision gradients"), dm0("vision gradients"), dmln("vision gradients");
+    lin_backward(h_.m2_, dm0act.fit(Nm * M), dimg, a.m0act.p, Nm, false);
+    cu::gelu_backward(dm0.fit(Nm * M), dm0act.p, a.m0.p, Nm * M, false);
+    lin_backward(h_.m0_, dmln.fit(N * E), dm0.p, a.mln.p, Nm, false);
+    cu::layernorm_backward(dx.p, G(h_.mln_w_), G(h_.mln_b_), dmln.p, static_cast<const float*>(a.vxf.p), P(h_.mln_w_),
+                           a.mmean.p, a.mrstd.p, N, E, dxT.p);
+  }
   DArray<T> dact("vision gradients"), dfc1("vision gradients"), dln("vision gradients"), datt("vision gradients"),
       dq("vision gradients"), dk("vision gradients"), dv("vision gradients"), dqr("vision gradients"),
       dkr("vision gradients"), dqkv("vision gradients");
@@ -536,87 +958,118 @@ void CudaModel<T>::vision_backward(CuActs<T>& a, const T* dimg) {
   for (size_t bi = h_.blocks_.size(); bi-- > 0;) {
     h_.check_cancel();
     const VisionBlockW& B = h_.blocks_[bi];
-    CuVisionBlock<T>& A = a.vblocks[bi];
-    zero(dact.p, N * F);
-    lin_backward(B.fc2, dact.p, dx.p, A.act.p, N);
-    zero(dfc1.p, N * F);
-    if (vc.quick_gelu) cu::quick_gelu_backward(dfc1.p, dact.p, A.fc1.p, N * F);
-    else cu::gelu_backward(dfc1.p, dact.p, A.fc1.p, N * F);
-    zero(dln.p, N * E);
-    lin_backward(B.fc1, dln.p, dfc1.p, A.ln2.p, N);
-    cu::layernorm_backward(dx.p, G(B.n2w), G(B.n2b), dln.p, A.xmid.p, P(B.n2w), A.mean2.p, A.rstd2.p, N, E);
-    zero(datt.p, N * E);
-    lin_backward(B.proj, datt.p, dx.p, A.att.p, N);
+    const float* x = a.vblocks[bi].x.p;
+    CuVisionBlock<T>* Ap = &a.vblocks[bi];
+    if (a.ckpt) {  // recompute the block from its input
+      vision_block(bi, vscr_, a, const_cast<float*>(x), nullptr, nullptr, vscr_.xmid.fit(N * E), nullptr);
+      Ap = &vscr_;
+    }
+    CuVisionBlock<T>& A = *Ap;
+    lin_backward(B.fc2, dact.p, dxT.p, A.act.p, N, false);
+    if (vc.quick_gelu) cu::quick_gelu_backward(dfc1.p, dact.p, A.fc1.p, N * F, false);
+    else cu::gelu_backward(dfc1.p, dact.p, A.fc1.p, N * F, false);
+    lin_backward(B.fc1, dln.p, dfc1.p, A.ln2.p, N, false);
+    cu::layernorm_backward(dx.p, G(B.n2w), G(B.n2b), dln.p, static_cast<const float*>(A.xmid.p), P(B.n2w), A.mean2.p,
+                           A.rstd2.p, N, E, dxT.p);
+    lin_backward(B.proj, datt.p, dxT.p, A.att.p, N, false);
     zero(dq.p, N * E);
     zero(dk.p, N * E);
     zero(dv.p, N * E);
-    cu::attention_backward(dq.p, dk.p, dv.p, datt.p, A.q.p, A.k.p, A.v.p, A.att.p, A.lse.p, a.vspans.data(), N, N, NH, NH, hd);
-    zero(dqr.p, N * E);
-    zero(dkr.p, N * E);
-    cu::rope_backward(dqr.p, dq.p, a.vcos.p, a.vsin.p, N, NH, hd);
-    cu::rope_backward(dkr.p, dk.p, a.vcos.p, a.vsin.p, N, NH, hd);
+    {
+      Phase ph("  vision attention bwd");
+      cu::attention_backward_dev(dq.p, dk.p, dv.p, datt.p, A.q.p, A.k.p, A.v.p, A.att.p, A.lse.p, a.vspans.data(),
+                                 a.dvspans.p, N, N, NH, NH, hd);
+    }
+    cu::rope_backward(dqr.p, dq.p, a.vcos.p, a.vsin.p, N, NH, hd, false);
+    cu::rope_backward(dkr.p, dk.p, a.vcos.p, a.vsin.p, N, NH, hd, false);
     cu::join_qkv(dqkv.p, dqr.p, dkr.p, dv.p, N, E);
-    zero(dln.p, N * E);
-    lin_backward(B.qkv, dln.p, dqkv.p, A.ln1.p, N);
-    cu::layernorm_backward(dx.p, G(B.n1w), G(B.n1b), dln.p, A.x.p, P(B.n1w), A.mean1.p, A.rstd1.p, N, E);
+    lin_backward(B.qkv, dln.p, dqkv.p, A.ln1.p, N, false);
+    cu::layernorm_backward(dx.p, G(B.n1w), G(B.n1b), dln.p, x, P(B.n1w), A.mean1.p, A.rstd1.p, N, E, dxT.p);
   }
   if (float* dw = G(h_.patch_))
-    cu::linear_backward(static_cast<T*>(nullptr), dw, static_cast<float*>(nullptr), dx.p, a.patches.p, P(h_.patch_), N, PD, E);
+    cu::linear_backward(static_cast<T*>(nullptr), dw, static_cast<float*>(nullptr), dxT.p, a.patches.p, P(h_.patch_), N,
+                        PD, E);
 }
 
 // ---- language model ----
 template <typename T>
-void CudaModel<T>::text_forward(CuActs<T>& a, int64_t n, T* x, const float* cos, const float* sin, const Span* spans,
-                                bool keep, T* kcache, T* vcache, int64_t cache_rows, const int64_t* slots_dev) {
-  const TextConfig& tc = h_.cfg_.text;
-  const int64_t H = tc.hidden, NH = tc.heads, KVH = tc.kv_heads, D = tc.head_dim, I = tc.inter, KVD = KVH * D;
-  a.layers.resize(keep ? h_.layers_.size() : 1);
-  DArray<T> tmp("text activations");
-  tmp.fit(n * H);
-  for (size_t li = 0; li < h_.layers_.size(); li++) {
-    h_.check_cancel();
-    const TextLayerW& L = h_.layers_[li];
-    CuTextLayer<T>& A = a.layers[keep ? li : 0];
-    if (keep) {
-      A.x.fit(n * H);
-      CU_CHECK(cudaMemcpyAsync(A.x.p, x, n * H * sizeof(T), cudaMemcpyDeviceToDevice, st_), "layer input");
-    }
-    cu::rmsnorm_forward(A.h1.fit(n * H), A.rstd1.fit(n), x, P(L.ln1), n, H, tc.eps);
-    lin_forward(L.q, A.q.fit(n * NH * D), A.h1.p, n);
-    lin_forward(L.k, A.k.fit(n * KVD), A.h1.p, n);
-    lin_forward(L.v, A.v.fit(n * KVD), A.h1.p, n);
-    cu::rope_forward(A.q.p, A.q.p, cos, sin, n, NH, D);
-    cu::rope_forward(A.k.p, A.k.p, cos, sin, n, KVH, D);
-    A.att.fit(n * NH * D);
-    A.lse.fit(n * NH);
-    if (kcache) {
-      T* kc = kcache + static_cast<int64_t>(li) * cache_rows * KVD;
-      T* vc = vcache + static_cast<int64_t>(li) * cache_rows * KVD;
-      cu::scatter_rows(kc, A.k.p, slots_dev, n, KVD);
-      cu::scatter_rows(vc, A.v.p, slots_dev, n, KVD);
-      cu::attention_forward(A.att.p, A.lse.p, A.q.p, kc, vc, spans, n, cache_rows, NH, KVH, D);
-    } else {
-      cu::attention_forward(A.att.p, A.lse.p, A.q.p, A.k.p, A.v.p, spans, n, n, NH, KVH, D);
-    }
-    lin_forward(L.o, tmp.p, A.att.p, n);
-    cu::residual_forward(x, x, tmp.p, n * H);
-    if (keep) {
-      A.xmid.fit(n * H);
-      CU_CHECK(cudaMemcpyAsync(A.xmid.p, x, n * H * sizeof(T), cudaMemcpyDeviceToDevice, st_), "layer mid");
-    }
-    cu::rmsnorm_forward(A.h2.fit(n * H), A.rstd2.fit(n), x, P(L.ln2), n, H, tc.eps);
-    lin_forward(L.gate, A.gate.fit(n * I), A.h2.p, n);
-    lin_forward(L.up, A.up.fit(n * I), A.h2.p, n);
-    cu::swiglu_forward(A.act.fit(n * I), A.gate.p, A.up.p, n * I);
-    lin_forward(L.down, tmp.p, A.act.p, n);
-    cu::residual_forward(x, x, tmp.p, n * H);
+void CudaModel<T>::text_layer(size_t li, CuTextLayer<T>& A, int64_t n, float* x, const float* xprev, const T* rprev,
+                              float* xmid, T* mlp_out, const float* cos, const float* sin, const Span* spans,
+                              const Span* dspans, T* kcache, T* vcache, int64_t cache_rows, const int64_t* slots) {
+  const int64_t H = tc().hidden, NH = tc().heads, KVH = tc().kv_heads, D = tc().head_dim, I = tc().inter, KVD = KVH * D;
+  const TextLayerW& L = h_.layers_[li];
+  if (rprev)
+    cu::residual_rmsnorm_forward(A.h1.fit(n * H), A.rstd1.fit(n), x, xprev, rprev, P(L.ln1), n, H, tc().eps);
+  else
+    cu::rmsnorm_forward(A.h1.fit(n * H), A.rstd1.fit(n), static_cast<const float*>(x), P(L.ln1), n, H, tc().eps);
+  lin_forward(L.q, A.q.fit(n * NH * D), A.h1.p, n);
+  lin_forward(L.k, A.k.fit(n * KVD), A.h1.p, n);
+  lin_forward(L.v, A.v.fit(n * KVD), A.h1.p, n);
+  cu::rope_forward(A.q.p, A.q.p, cos, sin, n, NH, D);
+  cu::rope_forward(A.k.p, A.k.p, cos, sin, n, KVH, D);
+  A.att.fit(n * NH * D);
+  A.lse.fit(n * NH);
+  if (kcache) {
+    T* kc = kcache + static_cast<int64_t>(li) * cache_rows * KVD;
+    T* vc = vcache + static_cast<int64_t>(li) * cache_rows * KVD;
+    cu::scatter_rows(kc, static_cast<const T*>(A.k.p), slots, n, KVD);
+    cu::scatter_rows(vc, static_cast<const T*>(A.v.p), slots, n, KVD);
+    Phase ph("  LM attention fwd (cache)");
+    cu::attention_forward_dev(A.att.p, A.lse.p, A.q.p, kc, vc, spans, dspans, n, cache_rows, NH, KVH, D);
+  } else {
+    Phase ph("  LM attention fwd");
+    cu::attention_forward_dev(A.att.p, A.lse.p, A.q.p, A.k.p, A.v.p, spans, dspans, n, n, NH, KVH, D);
   }
+  lin_forward(L.o, tmp_.fit(n * H), A.att.p, n);
+  cu::residual_rmsnorm_forward(A.h2.fit(n * H), A.rstd2.fit(n), xmid, x, tmp_.p, P(L.ln2), n, H, tc().eps);
+  lin_forward(L.gate, A.gate.fit(n * I), A.h2.p, n);
+  lin_forward(L.up, A.up.fit(n * I), A.h2.p, n);
+  cu::swiglu_forward(A.act.fit(n * I), A.gate.p, A.up.p, n * I);
+  if (mlp_out) lin_forward(L.down, mlp_out, A.act.p, n);
+}
+
+// x0: the embeddings (n, H) fp32; with keep it becomes layer 0's saved input. Leaves the final norm's
+// output in a.hf (and the final residual in a.xf with keep).
+template <typename T>
+void CudaModel<T>::text_forward(CuActs<T>& a, int64_t n, DArray<float>& x0, const float* cos, const float* sin,
+                                const Span* spans, const Span* dspans, bool keep, T* kcache, T* vcache,
+                                int64_t cache_rows, const int64_t* slots) {
+  const int64_t H = tc().hidden;
+  const bool full = keep && !a.ckpt;
+  const size_t nl = h_.layers_.size();
+  a.layers.resize(keep ? nl : 0);
+  const float* xprev = nullptr;
+  const T* rprev = nullptr;
+  T* mlp = mlp_.fit(n * H);
+  float* x0p = x0.p;
+  for (size_t li = 0; li < nl; li++) {
+    h_.check_cancel();
+    CuTextLayer<T>& A = full ? a.layers[li] : tscr_;
+    float* x;
+    float* xm;
+    if (keep) {
+      if (li == 0) a.layers[0].x = std::move(x0);
+      x = a.layers[li].x.fit(n * H);
+      xm = full ? a.layers[li].xmid.fit(n * H) : tscr_.xmid.fit(n * H);
+    } else {
+      x = xm = x0p;
+    }
+    text_layer(li, A, n, x, xprev, rprev, xm, mlp, cos, sin, spans, dspans, kcache, vcache, cache_rows, slots);
+    xprev = xm;
+    rprev = mlp;
+  }
+  if (nl == 0) {
+    if (keep) { a.xf = std::move(x0); x0p = a.xf.p; }
+    cu::rmsnorm_forward(a.hf.fit(n * H), a.rstdf.fit(n), static_cast<const float*>(x0p), P(h_.norm_), n, H, tc().eps);
+    return;
+  }
+  float* xf = keep ? a.xf.fit(n * H) : x0p;
+  cu::residual_rmsnorm_forward(a.hf.fit(n * H), a.rstdf.fit(n), xf, xprev, rprev, P(h_.norm_), n, H, tc().eps);
 }
 
 template <typename T>
-void CudaModel<T>::text_backward(CuActs<T>& a, int64_t n, T* dx) {
-  const TextConfig& tc = h_.cfg_.text;
-  const int64_t H = tc.hidden, NH = tc.heads, KVH = tc.kv_heads, D = tc.head_dim, I = tc.inter, KVD = KVH * D;
+void CudaModel<T>::text_backward(CuActs<T>& a, int64_t n, float* dx, T* dxT) {
+  const int64_t H = tc().hidden, NH = tc().heads, KVH = tc().kv_heads, D = tc().head_dim, I = tc().inter, KVD = KVH * D;
   DArray<T> dact("text gradients"), dgate("text gradients"), dup("text gradients"), dh("text gradients"),
       datt("text gradients"), dq("text gradients"), dk("text gradients"), dv("text gradients"), dqr("text gradients"),
       dkr("text gradients");
@@ -625,132 +1078,182 @@ void CudaModel<T>::text_backward(CuActs<T>& a, int64_t n, T* dx) {
   for (size_t li = h_.layers_.size(); li-- > 0;) {
     h_.check_cancel();
     const TextLayerW& L = h_.layers_[li];
-    CuTextLayer<T>& A = a.layers[li];
-    zero(dact.p, n * I);
-    lin_backward(L.down, dact.p, dx, A.act.p, n);
-    zero(dgate.p, n * I);
-    zero(dup.p, n * I);
-    cu::swiglu_backward(dgate.p, dup.p, dact.p, A.gate.p, A.up.p, n * I);
-    zero(dh.p, n * H);
-    lin_backward(L.gate, dh.p, dgate.p, A.h2.p, n);
-    lin_backward(L.up, dh.p, dup.p, A.h2.p, n);
-    cu::rmsnorm_backward(dx, G(L.ln2), dh.p, A.xmid.p, P(L.ln2), A.rstd2.p, n, H);
-    zero(datt.p, n * NH * D);
-    lin_backward(L.o, datt.p, dx, A.att.p, n);
+    const float* x = a.layers[li].x.p;
+    CuTextLayer<T>* Ap = &a.layers[li];
+    if (a.ckpt) {  // recompute the layer from its input (no MLP output needed)
+      text_layer(li, tscr_, n, const_cast<float*>(x), nullptr, nullptr, tscr_.xmid.fit(n * H), nullptr, a.cos.p,
+                 a.sin.p, a.spans.data(), a.dspans.p, nullptr, nullptr, 0, nullptr);
+      Ap = &tscr_;
+    }
+    CuTextLayer<T>& A = *Ap;
+    lin_backward(L.down, dact.p, dxT, A.act.p, n, false);
+    cu::swiglu_backward(dgate.p, dup.p, dact.p, A.gate.p, A.up.p, n * I, false);
+    lin_backward(L.gate, dh.p, dgate.p, A.h2.p, n, false);
+    lin_backward(L.up, dh.p, dup.p, A.h2.p, n, true);
+    cu::rmsnorm_backward(dx, G(L.ln2), dh.p, static_cast<const float*>(A.xmid.p), P(L.ln2), A.rstd2.p, n, H, dxT);
+    lin_backward(L.o, datt.p, dxT, A.att.p, n, false);
     zero(dq.p, n * NH * D);
     zero(dk.p, n * KVD);
     zero(dv.p, n * KVD);
-    cu::attention_backward(dq.p, dk.p, dv.p, datt.p, A.q.p, A.k.p, A.v.p, A.att.p, A.lse.p, a.spans.data(), n, n, NH,
-                           KVH, D);
-    zero(dqr.p, n * NH * D);
-    zero(dkr.p, n * KVD);
-    cu::rope_backward(dqr.p, dq.p, a.cos.p, a.sin.p, n, NH, D);
-    cu::rope_backward(dkr.p, dk.p, a.cos.p, a.sin.p, n, KVH, D);
-    zero(dh.p, n * H);
-    lin_backward(L.q, dh.p, dqr.p, A.h1.p, n);
-    lin_backward(L.k, dh.p, dkr.p, A.h1.p, n);
-    lin_backward(L.v, dh.p, dv.p, A.h1.p, n);
-    cu::rmsnorm_backward(dx, G(L.ln1), dh.p, A.x.p, P(L.ln1), A.rstd1.p, n, H);
+    {
+      Phase ph("  LM attention bwd");
+      cu::attention_backward_dev(dq.p, dk.p, dv.p, datt.p, A.q.p, A.k.p, A.v.p, A.att.p, A.lse.p, a.spans.data(),
+                                 a.dspans.p, n, n, NH, KVH, D);
+    }
+    cu::rope_backward(dqr.p, dq.p, a.cos.p, a.sin.p, n, NH, D, false);
+    cu::rope_backward(dkr.p, dk.p, a.cos.p, a.sin.p, n, KVH, D, false);
+    lin_backward(L.q, dh.p, dqr.p, A.h1.p, n, false);
+    lin_backward(L.k, dh.p, dkr.p, A.h1.p, n, true);
+    lin_backward(L.v, dh.p, dv.p, A.h1.p, n, true);
+    cu::rmsnorm_backward(dx, G(L.ln1), dh.p, x, P(L.ln1), A.rstd1.p, n, H, dxT);
   }
 }
 
+// The LM's inputs of n packed rows on the device, before any kernel of the call is queued: the token
+// ids (dids: as given, for the embedding; a.ids: -1 at image rows, for its backward), the image rows,
+// the spans (from a.spans) and the M-RoPE tables (computed on the device from the positions).
 template <typename T>
-void CudaModel<T>::forward_one(CuActs<T>& a, const ForwardRequest& r, ForwardResult& out, bool keep) {
-  const TextConfig& tc = h_.cfg_.text;
-  const int64_t H = tc.hidden, V = tc.vocab, D = tc.head_dim;
-  const Prompt& p = r.prompt;
-  const int64_t Lp = static_cast<int64_t>(p.ids.size());
-  const int64_t G = static_cast<int64_t>(r.completions.size());
-  int64_t Tn = Lp;
-  for (const auto& c : r.completions) Tn += static_cast<int64_t>(c.size());
-  a.rows = Tn;
-  if (!p.images.empty()) vision_forward(a, p, keep);
-
-  std::vector<int32_t> ids(p.ids.begin(), p.ids.end());
-  for (const auto& c : r.completions) ids.insert(ids.end(), c.begin(), c.end());
-  upload(a.ids, ids.data(), Tn);
-  DArray<T> x("text activations");
-  x.fit(Tn * H);
-  cu::embedding_forward(x.p, a.ids.p, P(h_.embed_), Tn, H);
-  a.img_rows_h.clear();
-  for (int64_t i = 0; i < Lp; i++)
-    if (p.ids[i] == h_.cfg_.image_token_id && !p.images.empty()) a.img_rows_h.push_back(i);
+void CudaModel<T>::lm_prepare(CuActs<T>& a, DArray<int32_t>& dids, const std::vector<int32_t>& ids,
+                              const std::vector<int32_t>& pos, int64_t n) {
+  const int64_t D = tc().head_dim;
+  upload(dids, ids.data(), n);
   if (!a.img_rows_h.empty()) {
+    std::vector<int32_t> masked(ids);
+    for (int64_t i : a.img_rows_h) masked[i] = -1;  // the embedding backward skips image rows
+    upload(a.ids, masked.data(), n);
     upload(a.img_rows, a.img_rows_h.data(), static_cast<int64_t>(a.img_rows_h.size()));
-    cu::scatter_rows(x.p, a.img.p, a.img_rows.p, static_cast<int64_t>(a.img_rows_h.size()), H);
-    for (int64_t i : a.img_rows_h) ids[i] = -1;
-    upload(a.ids, ids.data(), Tn);
+  } else {
+    upload(a.ids, ids.data(), n);
   }
+  upload(a.dspans, a.spans.data(), n);
+  DArray<int32_t> dpos("positions");
+  upload(dpos, pos.data(), 3 * n);
+  cu::rope_mrope_table(a.cos.fit(n * D / 2), a.sin.fit(n * D / 2), dpos.p, tc().section, n, D, tc().theta);
+}
 
-  std::vector<int32_t> ppos;
-  const int32_t next = h_.rope_index(p, ppos);
-  std::vector<int32_t> pos(3 * Tn);
-  std::vector<int64_t> start(G);
-  a.spans.resize(Tn);
-  for (int64_t i = 0; i < Lp; i++) {
-    for (int ax = 0; ax < 3; ax++) pos[ax * Tn + i] = ppos[ax * Lp + i];
-    a.spans[i] = Span{0, 0, 0, static_cast<int32_t>(i + 1)};
-  }
-  int64_t row = Lp;
-  for (int64_t g = 0; g < G; g++) {
-    start[g] = row;
-    for (size_t t = 0; t < r.completions[g].size(); t++, row++) {
-      for (int ax = 0; ax < 3; ax++) pos[ax * Tn + row] = next + static_cast<int32_t>(t);
-      a.spans[row] = Span{0, static_cast<int32_t>(Lp), static_cast<int32_t>(start[g]), static_cast<int32_t>(row + 1)};
-    }
-  }
-  {
-    std::vector<float> cs(Tn * D / 2), sn(Tn * D / 2);
-    rope_mrope_table(cs.data(), sn.data(), pos.data(), tc.section, Tn, D, tc.theta);
-    upload(a.cos, cs.data(), Tn * D / 2);
-    upload(a.sin, sn.data(), Tn * D / 2);
-  }
-  text_forward(a, Tn, x.p, a.cos.p, a.sin.p, a.spans.data(), keep, nullptr, nullptr, 0, nullptr);
-  cu::rmsnorm_forward(a.hf.fit(Tn * H), a.rstdf.fit(Tn), x.p, P(h_.norm_), Tn, H, tc.eps);
-  if (keep) a.xf = std::move(x);
+// Embeddings of n packed rows (dids on the device) with the image rows a.img_rows replaced by a.img,
+// into x (n, H) fp32.
+template <typename T>
+void CudaModel<T>::embed_prompts(CuActs<T>& a, DArray<float>& x, const int32_t* dids, int64_t n) {
+  const int64_t H = tc().hidden;
+  cu::embedding_forward(x.fit(n * H), dids, P(h_.embed_), n, H);
+  if (!a.img_rows_h.empty())
+    cu::scatter_rows(x.p, static_cast<const T*>(a.img.p), a.img_rows.p, static_cast<int64_t>(a.img_rows_h.size()), H);
+}
 
+template <typename T>
+void CudaModel<T>::forward_pack(CuActs<T>& a, const std::vector<ForwardRequest>& reqs, size_t i0, size_t i1,
+                                std::vector<ForwardResult>& out, bool keep) {
+  const int64_t H = tc().hidden, V = tc().vocab, D = tc().head_dim;
+  a.ckpt = keep && opt_.checkpoint;
+  std::vector<const Image*> imgs;
+  for (size_t r = i0; r < i1; r++)
+    for (const Image& im : reqs[r].prompt.images) imgs.push_back(&im);
+  int64_t Tn = 0;
+  for (size_t r = i0; r < i1; r++) {
+    Tn += static_cast<int64_t>(reqs[r].prompt.ids.size());
+    for (const auto& c : reqs[r].completions) Tn += static_cast<int64_t>(c.size());
+  }
+  a.rows = Tn;
+  std::vector<int32_t> ids(Tn), pos(3 * Tn);
   std::vector<int64_t> head_rows;
   std::vector<int32_t> targets;
-  a.comp_off.assign(G, 0);
-  a.comp_len.assign(G, 0);
-  for (int64_t g = 0; g < G; g++) {
-    a.comp_off[g] = static_cast<int64_t>(head_rows.size());
-    a.comp_len[g] = static_cast<int64_t>(r.completions[g].size());
-    for (size_t t = 0; t < r.completions[g].size(); t++) {
-      head_rows.push_back(t == 0 ? Lp - 1 : start[g] + static_cast<int64_t>(t) - 1);
-      targets.push_back(r.completions[g][t]);
+  std::vector<std::vector<int64_t>> starts(i1 - i0);
+  std::vector<int64_t> offs(i1 - i0);
+  a.spans.resize(Tn);
+  a.img_rows_h.clear();
+  a.comp_off.clear();
+  a.comp_len.clear();
+  a.req_ncomp.clear();
+  int64_t off = 0;
+  for (size_t r = i0; r < i1; r++) {
+    const Prompt& p = reqs[r].prompt;
+    const int64_t Lp = static_cast<int64_t>(p.ids.size());
+    offs[r - i0] = off;
+    std::vector<int32_t> ppos;
+    const int32_t next = h_.rope_index(p, ppos);
+    for (int64_t i = 0; i < Lp; i++) {
+      ids[off + i] = p.ids[i];
+      if (p.ids[i] == h_.cfg_.image_token_id && !p.images.empty()) a.img_rows_h.push_back(off + i);
+      for (int ax = 0; ax < 3; ax++) pos[ax * Tn + off + i] = ppos[ax * Lp + i];
+      a.spans[off + i] = Span{0, 0, static_cast<int32_t>(off), static_cast<int32_t>(off + i + 1)};
     }
+    int64_t row = off + Lp;
+    auto& st = starts[r - i0];
+    for (const auto& c : reqs[r].completions) {
+      st.push_back(row);
+      a.comp_off.push_back(static_cast<int64_t>(head_rows.size()));
+      a.comp_len.push_back(static_cast<int64_t>(c.size()));
+      for (size_t t = 0; t < c.size(); t++, row++) {
+        ids[row] = c[t];
+        for (int ax = 0; ax < 3; ax++) pos[ax * Tn + row] = next + static_cast<int32_t>(t);
+        a.spans[row] = Span{static_cast<int32_t>(off), static_cast<int32_t>(off + Lp), static_cast<int32_t>(st.back()),
+                            static_cast<int32_t>(row + 1)};
+        head_rows.push_back(t == 0 ? off + Lp - 1 : st.back() + static_cast<int64_t>(t) - 1);
+        targets.push_back(c[t]);
+      }
+    }
+    a.req_ncomp.push_back(reqs[r].completions.size());
+    off = row;
   }
+  // every input goes up first (copies from pageable memory wait for the stream), then the kernels
   const int64_t R = static_cast<int64_t>(head_rows.size());
-  out.logprobs.resize(G);
-  out.entropy.resize(G);
+  DArray<int32_t> dids("token ids");
+  lm_prepare(a, dids, ids, pos, Tn);
   if (R > 0) {
     upload(a.head_rows, head_rows.data(), R);
     upload(a.targets, targets.data(), R);
-    cu::gather_rows(a.hrows.fit(R * H), a.hf.p, a.head_rows.p, R, H);
+  }
+  if (!imgs.empty()) {
+    vision_prepare(a, imgs);
+    // the vision tower keeps its activations only when its gradients are wanted (backward_pack skips
+    // it for a frozen tower: LoRA on the LM alone)
+    Phase ph(keep ? "vision forward (keep)" : "vision forward");
+    vision_forward(a, keep && vision_trainable());
+  }
+  DArray<float> x("text activations");
+  embed_prompts(a, x, dids.p, Tn);
+  {
+    Phase ph(keep ? "LM forward (keep)" : "LM forward");
+    text_forward(a, Tn, x, a.cos.p, a.sin.p, a.spans.data(), a.dspans.p, keep, nullptr, nullptr, 0, nullptr);
+  }
+  Phase ph_head("head + log-probs forward");
+  std::vector<float> hlp(R), hent(R);
+  if (R > 0) {
+    cu::gather_rows(a.hrows.fit(R * H), static_cast<const T*>(a.hf.p), a.head_rows.p, R, H);
     cu::linear_forward(a.logits.fit(R * V), a.hrows.p, P(h_.head_), static_cast<const T*>(nullptr), R, H, V);
     DArray<float> lp("log-probs"), ent("log-probs");
     cu::logprob_forward(lp.fit(R), ent.fit(R), a.lse.fit(R), a.logits.p, a.targets.p, R, V);
-    std::vector<float> hlp(R), hent(R);
     download(hlp.data(), lp.p, R);
     download(hent.data(), ent.p, R);
-    for (int64_t g = 0; g < G; g++) {
-      out.logprobs[g].assign(hlp.begin() + a.comp_off[g], hlp.begin() + a.comp_off[g] + a.comp_len[g]);
-      out.entropy[g].assign(hent.begin() + a.comp_off[g], hent.begin() + a.comp_off[g] + a.comp_len[g]);
-    }
   }
-  if (r.return_logits) {
-    DArray<T> all("full logits (returnLogits)");
-    all.fit(Tn * V);
-    cu::linear_forward(all.p, a.hf.p, P(h_.head_), static_cast<const T*>(nullptr), Tn, H, V);
-    const std::vector<float> hall = download_f32(all.p, Tn * V);
-    out.logits.resize(G);
-    for (int64_t g = 0; g < G; g++) {
-      const int64_t Lg = a.comp_len[g];
-      auto& o = out.logits[g];
-      o.resize(static_cast<size_t>((Lp + Lg) * V));
-      std::memcpy(o.data(), hall.data(), Lp * V * sizeof(float));
-      std::memcpy(o.data() + Lp * V, hall.data() + start[g] * V, Lg * V * sizeof(float));
+  size_t c = 0;
+  for (size_t r = i0; r < i1; r++) {
+    ForwardResult& o = out[r];
+    const size_t G = reqs[r].completions.size();
+    o.logprobs.resize(G);
+    o.entropy.resize(G);
+    for (size_t gi = 0; gi < G; gi++, c++) {
+      o.logprobs[gi].assign(hlp.begin() + a.comp_off[c], hlp.begin() + a.comp_off[c] + a.comp_len[c]);
+      o.entropy[gi].assign(hent.begin() + a.comp_off[c], hent.begin() + a.comp_off[c] + a.comp_len[c]);
+    }
+    if (reqs[r].return_logits) {
+      const int64_t o0 = offs[r - i0], Lp = static_cast<int64_t>(reqs[r].prompt.ids.size());
+      int64_t rows = Lp;
+      for (const auto& cc : reqs[r].completions) rows += static_cast<int64_t>(cc.size());
+      DArray<T> all("full logits (returnLogits)");
+      all.fit(rows * V);
+      cu::linear_forward(all.p, a.hf.p + o0 * H, P(h_.head_), static_cast<const T*>(nullptr), rows, H, V);
+      const std::vector<float> hall = download_f32(all.p, rows * V);
+      o.logits.resize(G);
+      for (size_t gi = 0; gi < G; gi++) {
+        const int64_t Lg = static_cast<int64_t>(reqs[r].completions[gi].size());
+        const int64_t st = starts[r - i0][gi] - o0;
+        auto& lg = o.logits[gi];
+        lg.resize(static_cast<size_t>((Lp + Lg) * V));
+        std::memcpy(lg.data(), hall.data(), Lp * V * sizeof(float));
+        std::memcpy(lg.data() + Lp * V, hall.data() + st * V, Lg * V * sizeof(float));
+      }
     }
   }
   if (!keep) a.logits.release();
@@ -758,167 +1261,281 @@ void CudaModel<T>::forward_one(CuActs<T>& a, const ForwardRequest& r, ForwardRes
 }
 
 template <typename T>
-void CudaModel<T>::backward_one(CuActs<T>& a, const std::vector<std::vector<float>>& grads) {
-  const TextConfig& tc = h_.cfg_.text;
-  const int64_t H = tc.hidden, V = tc.vocab, Tn = a.rows;
+void CudaModel<T>::backward_pack(CuActs<T>& a, const std::vector<std::vector<std::vector<float>>>& grads, size_t r0) {
+  const int64_t H = tc().hidden, V = tc().vocab, Tn = a.rows;
   int64_t R = 0;
   for (int64_t l : a.comp_len) R += l;
-  DArray<T> dx("text gradients");
+  DArray<float> dx("text gradients");
+  DArray<T> dxT("text gradients");
   zero(dx.fit(Tn * H), Tn * H);
+  zero(dxT.fit(Tn * H), Tn * H);
   if (R > 0) {
+    Phase ph("head backward");
     std::vector<float> dlogp(R, 0.0f);
-    for (size_t g = 0; g < grads.size(); g++)
-      for (size_t t = 0; t < grads[g].size(); t++) dlogp[a.comp_off[g] + t] = grads[g][t];
+    size_t c = 0;
+    for (size_t k = 0; k < a.req_ncomp.size(); k++)
+      for (size_t gi = 0; gi < a.req_ncomp[k]; gi++, c++) {
+        const auto& gv = grads[r0 + k][gi];
+        for (size_t t = 0; t < gv.size(); t++) dlogp[a.comp_off[c] + t] = gv[t];
+      }
     DArray<float> ddlogp("log-prob gradients");
     upload(ddlogp, dlogp.data(), R);
     cu::logprob_backward(a.logits.p, ddlogp.p, a.logits.p, a.lse.p, a.targets.p, R, V);  // in place
     DArray<T> dhrows("head gradients"), dhf("head gradients");
-    zero(dhrows.fit(R * H), R * H);
-    cu::linear_backward(dhrows.p, G(h_.head_), static_cast<float*>(nullptr), a.logits.p, a.hrows.p, P(h_.head_), R, H, V);
+    cu::linear_backward(dhrows.fit(R * H), G(h_.head_), static_cast<float*>(nullptr), a.logits.p,
+                        a.hrows.p, P(h_.head_), R, H, V, false);
     a.logits.release();
     zero(dhf.fit(Tn * H), Tn * H);
     cu::scatter_add_rows(dhf.p, dhrows.p, a.head_rows.p, R, H);
-    cu::rmsnorm_backward(dx.p, G(h_.norm_), dhf.p, a.xf.p, P(h_.norm_), a.rstdf.p, Tn, H);
+    cu::rmsnorm_backward(dx.p, G(h_.norm_), dhf.p, static_cast<const float*>(a.xf.p), P(h_.norm_), a.rstdf.p, Tn, H,
+                         dxT.p);
   }
-  text_backward(a, Tn, dx.p);
-  if (float* dwte = G(h_.embed_)) cu::embedding_backward(dwte, dx.p, a.ids.p, Tn, H);
+  {
+    Phase ph("LM backward");
+    text_backward(a, Tn, dx.p, dxT.p);
+  }
+  if (float* dwte = G(h_.embed_)) cu::embedding_backward(dwte, static_cast<const float*>(dx.p), a.ids.p, Tn, H);
   if (!a.img_rows_h.empty() && vision_trainable()) {
     const int64_t ni = static_cast<int64_t>(a.img_rows_h.size());
     DArray<T> dimg("vision gradients");
-    cu::gather_rows(dimg.fit(ni * H), dx.p, a.img_rows.p, ni, H);
+    cu::gather_rows(dimg.fit(ni * H), static_cast<const float*>(dx.p), a.img_rows.p, ni, H);
+    dx.release();
+    dxT.release();
+    Phase ph("vision backward");
     vision_backward(a, dimg.p);
   }
 }
 
-// ---- sampling ----
+// ---- sampling: every prompt's rows in one batch ----
+//
+// The prompts (and their images) are prefilled together, each into its own region of one KV cache
+// (region r holds its Lp rows, then n * max_tokens rows, sample g's from Lp + g * max_tokens). Every
+// decode step runs all active rows of all requests: a row attends to its prompt's rows and its own.
+// A step's inputs (ids, cache slots, spans, rope tables, sampling parameters) are staged in pinned
+// memory and go up in one copy; with the flash path the step is captured once per batch size as a
+// CUDA graph and replayed. Tokens come back every step (stop ids, max_tokens).
 template <typename T>
-SampleResult CudaModel<T>::sample(const SampleRequest& q) {
+std::vector<SampleResult> CudaModel<T>::sample_many(const std::vector<SampleRequest>& qs) {
   DevGuard guard(dev_, st_);
-  const TextConfig& tc = h_.cfg_.text;
-  const int64_t H = tc.hidden, V = tc.vocab, D = tc.head_dim, KVD = tc.kv_heads * tc.head_dim;
-  const Prompt& p = q.prompt;
-  const int64_t Lp = static_cast<int64_t>(p.ids.size());
-  const int64_t n = q.n, maxT = q.max_tokens;
-  const int64_t rows = Lp + n * maxT;
-  kc_.fit(tc.layers * rows * KVD);
-  vc_.fit(tc.layers * rows * KVD);
-  // top-k / top-p sort the vocabulary: those rows are drawn on the host with the CPU's sampler
-  const bool host_draw = q.temperature > 0.0f && ((q.top_k > 0 && q.top_k < V) || q.top_p < 1.0f);
+  const int64_t H = tc().hidden, V = tc().vocab, D = tc().head_dim, KVD = tc().kv_heads * tc().head_dim, half = D / 2;
+  const size_t nq = qs.size();
+  std::vector<SampleResult> res(nq);
+  if (nq == 0) return res;
+  std::vector<int64_t> region(nq), Lp(nq), next(nq);
+  int64_t rows_total = 0, NP = 0;
+  for (size_t r = 0; r < nq; r++) {
+    region[r] = rows_total;
+    Lp[r] = static_cast<int64_t>(qs[r].prompt.ids.size());
+    rows_total += Lp[r] + static_cast<int64_t>(qs[r].n) * qs[r].max_tokens;
+    NP += Lp[r];
+  }
+  // Zeroed: a tile of query rows reads whole key blocks over the union of its rows' ranges, which can
+  // cover slots not written yet (other samples' future tokens, the gap between prompts' regions).
+  // Their probabilities are 0, but 0 * NaN is NaN: stale pool memory must not hold NaN patterns there.
+  zero(kc_.fit(tc().layers * rows_total * KVD), tc().layers * rows_total * KVD);
+  zero(vc_.fit(tc().layers * rows_total * KVD), tc().layers * rows_total * KVD);
 
   CuActs<T> a;
-  if (!p.images.empty()) vision_forward(a, p, false);
+  std::vector<const Image*> imgs;
+  for (const auto& q : qs)
+    for (const Image& im : q.prompt.images) imgs.push_back(&im);
+  // prefill every prompt, packed; every input goes up before the first kernel
+  std::vector<int32_t> ids(NP), pos(3 * NP);
+  std::vector<int64_t> slots(NP), last(nq);
+  a.spans.resize(NP);
+  a.img_rows_h.clear();
+  {
+    int64_t off = 0;
+    for (size_t r = 0; r < nq; r++) {
+      const Prompt& p = qs[r].prompt;
+      std::vector<int32_t> pp;
+      next[r] = h_.rope_index(p, pp);
+      for (int64_t i = 0; i < Lp[r]; i++) {
+        ids[off + i] = p.ids[i];
+        if (p.ids[i] == h_.cfg_.image_token_id && !p.images.empty()) a.img_rows_h.push_back(off + i);
+        for (int ax = 0; ax < 3; ax++) pos[ax * NP + off + i] = pp[ax * Lp[r] + i];
+        a.spans[off + i] = Span{0, 0, static_cast<int32_t>(region[r]), static_cast<int32_t>(region[r] + i + 1)};
+        slots[off + i] = region[r] + i;
+      }
+      off += Lp[r];
+      last[r] = off - 1;
+    }
+  }
   DArray<int32_t> dids("token ids");
-  upload(dids, p.ids.data(), Lp);
-  DArray<T> x("text activations");
-  x.fit(Lp * H);
-  cu::embedding_forward(x.p, dids.p, P(h_.embed_), Lp, H);
-  {
-    std::vector<int64_t> img_rows;
-    for (int64_t i = 0; i < Lp; i++)
-      if (p.ids[i] == h_.cfg_.image_token_id && !p.images.empty()) img_rows.push_back(i);
-    if (!img_rows.empty()) {
-      DArray<int64_t> dr("image rows");
-      upload(dr, img_rows.data(), static_cast<int64_t>(img_rows.size()));
-      cu::scatter_rows(x.p, a.img.p, dr.p, static_cast<int64_t>(img_rows.size()), H);
-    }
-  }
-  std::vector<int32_t> pos;
-  const int32_t next = h_.rope_index(p, pos);
-  DArray<float> cs("rope tables"), sn("rope tables");
-  {
-    std::vector<float> c(Lp * D / 2), s(Lp * D / 2);
-    rope_mrope_table(c.data(), s.data(), pos.data(), tc.section, Lp, D, tc.theta);
-    upload(cs, c.data(), Lp * D / 2);
-    upload(sn, s.data(), Lp * D / 2);
-  }
-  std::vector<Span> spans(Lp);
-  std::vector<int64_t> slots(Lp);
-  for (int64_t i = 0; i < Lp; i++) {
-    spans[i] = Span{0, 0, 0, static_cast<int32_t>(i + 1)};
-    slots[i] = i;
-  }
+  lm_prepare(a, dids, ids, pos, NP);
   DArray<int64_t> dslots("cache slots");
-  upload(dslots, slots.data(), Lp);
-  text_forward(a, Lp, x.p, cs.p, sn.p, spans.data(), false, kc_.p, vc_.p, rows, dslots.p);
-  DArray<T> hbuf("sampling"), logits("sampling logits");
-  DArray<float> rstd("sampling"), dlp("sampling");
-  DArray<int32_t> dtok("sampling");
-  DArray<int64_t> dgs("sampling");
-  cu::rmsnorm_forward(hbuf.fit(H), rstd.fit(1), x.p + (Lp - 1) * H, P(h_.norm_), 1, H, tc.eps);
+  upload(dslots, slots.data(), NP);
+  if (!imgs.empty()) {
+    vision_prepare(a, imgs);
+    Phase ph("sample: vision");
+    vision_forward(a, false);
+  }
+  DArray<float> x("text activations");
+  embed_prompts(a, x, dids.p, NP);
+  {
+    Phase ph("sample: LM prefill");
+    text_forward(a, NP, x, a.cos.p, a.sin.p, a.spans.data(), a.dspans.p, false, kc_.p, vc_.p, rows_total, dslots.p);
+  }
 
-  SampleResult res;
-  res.tokens.resize(n);
-  res.logprobs.resize(n);
-  res.stopped.assign(n, false);
-  std::vector<int64_t> active;
-  // picks token t for the samples rowsg from logits (B, V) on the device
-  auto pick = [&](const std::vector<int64_t>& rowsg, int64_t t) {
-    const int64_t B = static_cast<int64_t>(rowsg.size());
-    std::vector<int32_t> tok(B);
-    std::vector<float> lp(B);
-    if (host_draw) {
-      const std::vector<float> hl = download_f32(logits.p, B * V);
-      for (int64_t b = 0; b < B; b++)
-        tok[b] = sample_token(hl.data() + b * V, V, q, static_cast<uint64_t>(rowsg[b]), static_cast<uint64_t>(t), &lp[b]);
-    } else {
-      upload(dgs, rowsg.data(), B);
-      cu::sample_rows(dtok.fit(B), dlp.fit(B), logits.p, dgs.p, B, V, q.temperature, q.seed, static_cast<uint64_t>(t));
-      CU_CHECK(cudaMemcpyAsync(tok.data(), dtok.p, B * sizeof(int32_t), cudaMemcpyDeviceToHost, st_), "sample");
-      download(lp.data(), dlp.p, B);
+  // rows: (request, sample); step 0 draws from the prompt's last row
+  struct Row { size_t r; int64_t g; };
+  std::vector<Row> active;
+  for (size_t r = 0; r < nq; r++) {
+    res[r].tokens.resize(qs[r].n);
+    res[r].logprobs.resize(qs[r].n);
+    res[r].stopped.assign(qs[r].n, false);
+    for (int64_t g = 0; g < qs[r].n; g++) active.push_back({r, g});
+  }
+  const int64_t Bmax = static_cast<int64_t>(active.size());
+  if (Bmax == 0) return res;
+  // staging for a step's inputs (sized for Bmax so that addresses stay put for the graphs)
+  auto align = [](size_t v) { return (v + 255) & ~size_t(255); };
+  const size_t o_ids = 0, o_slots = align(o_ids + Bmax * 4), o_spans = align(o_slots + Bmax * 8),
+               o_cos = align(o_spans + Bmax * sizeof(Span)), o_sin = align(o_cos + Bmax * half * 4),
+               o_temp = align(o_sin + Bmax * half * 4), o_seed = align(o_temp + Bmax * 4), o_g = align(o_seed + Bmax * 8),
+               o_t = align(o_g + Bmax * 8), o_rows = align(o_t + Bmax * 8), total = align(o_rows + Bmax * 8);
+  char* hs = static_cast<char*>(steph_.fit(total, "decode step staging"));
+  char* ds = stepd_.fit(static_cast<int64_t>(total));
+  // the graphs capture this call's buffers: drop them when it returns (normally or not)
+  struct DropGraphs {
+    std::map<int64_t, cudaGraphExec_t>& g;
+    ~DropGraphs() {
+      for (auto& kv : g) cudaGraphExecDestroy(kv.second);
+      g.clear();
     }
-    for (int64_t b = 0; b < B; b++) {
-      const int64_t g = rowsg[b];
-      res.tokens[g].push_back(tok[b]);
-      res.logprobs[g].push_back(lp[b]);
-      if (std::find(q.stop.begin(), q.stop.end(), tok[b]) != q.stop.end()) res.stopped[g] = true;
-      else if (t + 1 < maxT) active.push_back(g);
+  } drop_graphs{graphs_};
+  struct Release {
+    CudaModel& m;
+    ~Release() {
+      m.release_scratch();
+      m.kc_.release();
+      m.vc_.release();
+    }
+  } release{*this};
+  auto H_ = [&](size_t o) { return hs + o; };
+  auto D_ = [&](size_t o) { return ds + o; };
+  DArray<float> xs("decode activations"), dlp("sampling");
+  DArray<T> hrep("sampling"), logits("sampling logits");
+  DArray<int32_t> dtok("sampling");
+  xs.fit(Bmax * H);
+  hrep.fit(Bmax * H);
+  logits.fit(Bmax * V);
+  dtok.fit(Bmax);
+  dlp.fit(Bmax);
+  std::vector<int32_t> tok(Bmax);
+  std::vector<float> lp(Bmax);
+  bool host_draw_any = false;
+  for (const auto& q : qs)
+    host_draw_any |= q.temperature > 0.0f && ((q.top_k > 0 && q.top_k < V) || q.top_p < 1.0f);
+
+  // sampling parameters of the active rows into the staging (before the copy)
+  auto stage_params = [&](const std::vector<Row>& rows, int64_t t) {
+    for (size_t b = 0; b < rows.size(); b++) {
+      const SampleRequest& q = qs[rows[b].r];
+      reinterpret_cast<float*>(H_(o_temp))[b] = q.temperature;
+      reinterpret_cast<uint64_t*>(H_(o_seed))[b] = q.seed;
+      reinterpret_cast<int64_t*>(H_(o_g))[b] = rows[b].g;
+      reinterpret_cast<int64_t*>(H_(o_t))[b] = t;
     }
   };
-  {
-    // step 0: every sample draws from the prompt's last row
-    logits.fit(n * V);
-    DArray<T> hrep("sampling");
-    std::vector<int64_t> zeros_rows(n, 0);
-    DArray<int64_t> dz("sampling");
-    upload(dz, zeros_rows.data(), n);
-    cu::gather_rows(hrep.fit(n * H), hbuf.p, dz.p, n, H);
-    cu::linear_forward(logits.p, hrep.p, P(h_.head_), static_cast<const T*>(nullptr), n, H, V);
-    std::vector<int64_t> all(n);
-    for (int64_t g = 0; g < n; g++) all[g] = g;
-    pick(all, 0);
-  }
-  for (int64_t t = 1; t < maxT && !active.empty(); t++) {
-    h_.check_cancel();
-    const std::vector<int64_t> rowsg = active;
-    active.clear();
-    const int64_t B = static_cast<int64_t>(rowsg.size());
-    std::vector<int32_t> ids(B);
-    std::vector<int32_t> bpos(3 * B, next + static_cast<int32_t>(t - 1));
-    spans.resize(B);
-    slots.resize(B);
+  // draws token t of the rows from `logits` (B, V) and books them; returns the rows that go on
+  auto pick = [&](const std::vector<Row>& rows, int64_t t, bool sampled_on_device) {
+    const int64_t B = static_cast<int64_t>(rows.size());
+    if (!sampled_on_device)
+      cu::sample_rows_multi(dtok.p, dlp.p, logits.p, reinterpret_cast<const float*>(D_(o_temp)),
+                            reinterpret_cast<const uint64_t*>(D_(o_seed)), reinterpret_cast<const int64_t*>(D_(o_g)),
+                            reinterpret_cast<const int64_t*>(D_(o_t)), B, V);
+    CU_CHECK(cudaMemcpyAsync(tok.data(), dtok.p, B * sizeof(int32_t), cudaMemcpyDeviceToHost, st_), "sample");
+    download(lp.data(), dlp.p, B);
+    if (host_draw_any) {  // top-k / top-p rows: the CPU's sampler on their logits
+      std::vector<float> row(V);
+      for (int64_t b = 0; b < B; b++) {
+        const SampleRequest& q = qs[rows[b].r];
+        if (!(q.temperature > 0.0f && ((q.top_k > 0 && q.top_k < V) || q.top_p < 1.0f))) continue;
+        const std::vector<float> hl = download_f32(logits.p + b * V, V);
+        tok[b] = sample_token(hl.data(), V, q, static_cast<uint64_t>(rows[b].g), static_cast<uint64_t>(t), &lp[b]);
+      }
+    }
+    std::vector<Row> go;
     for (int64_t b = 0; b < B; b++) {
-      const int64_t g = rowsg[b];
-      ids[b] = res.tokens[g].back();
-      const int64_t base = Lp + g * maxT;
-      slots[b] = base + t - 1;
-      spans[b] = Span{0, static_cast<int32_t>(Lp), static_cast<int32_t>(base), static_cast<int32_t>(base + t)};
+      const SampleRequest& q = qs[rows[b].r];
+      SampleResult& sr = res[rows[b].r];
+      sr.tokens[rows[b].g].push_back(tok[b]);
+      sr.logprobs[rows[b].g].push_back(lp[b]);
+      if (std::find(q.stop.begin(), q.stop.end(), tok[b]) != q.stop.end()) sr.stopped[rows[b].g] = true;
+      else if (t + 1 < q.max_tokens) go.push_back(rows[b]);
     }
-    upload(dids, ids.data(), B);
-    upload(dslots, slots.data(), B);
-    x.fit(B * H);
-    cu::embedding_forward(x.p, dids.p, P(h_.embed_), B, H);
-    {
-      std::vector<float> c(B * D / 2), s(B * D / 2);
-      rope_mrope_table(c.data(), s.data(), bpos.data(), tc.section, B, D, tc.theta);
-      upload(cs, c.data(), B * D / 2);
-      upload(sn, s.data(), B * D / 2);
+    return go;
+  };
+  {
+    std::vector<int64_t> src(Bmax);
+    for (int64_t b = 0; b < Bmax; b++) src[b] = last[active[b].r];
+    DArray<int64_t> dsrc("sampling");
+    upload(dsrc, src.data(), Bmax);
+    cu::gather_rows(hrep.p, static_cast<const T*>(a.hf.p), dsrc.p, Bmax, H);
+    cu::linear_forward(logits.p, hrep.p, P(h_.head_), static_cast<const T*>(nullptr), Bmax, H, V);
+    stage_params(active, 0);
+    CU_CHECK(cudaMemcpyAsync(ds, hs, total, cudaMemcpyHostToDevice, st_), "decode step inputs");
+    active = pick(active, 0, false);
+  }
+  // graphs need the flash path (device spans; the cuBLASLt path plans tiles on the host)
+  const bool graphs = opt_.graphs && std::is_same<T, cu::bf16>::value && cu::flash_enabled() && cu::flash_supported(D);
+  std::vector<Span> sp;
+  Phase ph_decode("sample: decode steps");
+  for (int64_t t = 1; !active.empty(); t++) {
+    h_.check_cancel();
+    const int64_t B = static_cast<int64_t>(active.size());
+    sp.resize(B);
+    std::vector<int32_t> bpos(3 * B);
+    for (int64_t b = 0; b < B; b++) {
+      const size_t r = active[b].r;
+      const int64_t base = region[r] + Lp[r] + active[b].g * qs[r].max_tokens;
+      reinterpret_cast<int32_t*>(H_(o_ids))[b] = res[r].tokens[active[b].g].back();
+      reinterpret_cast<int64_t*>(H_(o_slots))[b] = base + t - 1;
+      sp[b] = Span{static_cast<int32_t>(region[r]), static_cast<int32_t>(region[r] + Lp[r]), static_cast<int32_t>(base),
+                   static_cast<int32_t>(base + t)};
+      for (int ax = 0; ax < 3; ax++) bpos[ax * B + b] = static_cast<int32_t>(next[r] + t - 1);
     }
-    text_forward(a, B, x.p, cs.p, sn.p, spans.data(), false, kc_.p, vc_.p, rows, dslots.p);
-    cu::rmsnorm_forward(hbuf.fit(B * H), rstd.fit(B), x.p, P(h_.norm_), B, H, tc.eps);
-    logits.fit(B * V);
-    cu::linear_forward(logits.p, hbuf.p, P(h_.head_), static_cast<const T*>(nullptr), B, H, V);
-    pick(rowsg, t);
-    std::sort(active.begin(), active.end());
+    std::memcpy(H_(o_spans), sp.data(), B * sizeof(Span));
+    rope_mrope_table(reinterpret_cast<float*>(H_(o_cos)), reinterpret_cast<float*>(H_(o_sin)), bpos.data(),
+                     tc().section, B, D, tc().theta);
+    stage_params(active, t);
+    CU_CHECK(cudaMemcpyAsync(ds, hs, total, cudaMemcpyHostToDevice, st_), "decode step inputs");
+    auto step = [&] {
+      cu::embedding_forward(xs.p, reinterpret_cast<const int32_t*>(D_(o_ids)), P(h_.embed_), B, H);
+      text_forward(a, B, xs, reinterpret_cast<const float*>(D_(o_cos)), reinterpret_cast<const float*>(D_(o_sin)),
+                   sp.data(), reinterpret_cast<const Span*>(D_(o_spans)), false, kc_.p, vc_.p, rows_total,
+                   reinterpret_cast<const int64_t*>(D_(o_slots)));
+      cu::linear_forward(logits.p, a.hf.p, P(h_.head_), static_cast<const T*>(nullptr), B, H, V);
+      cu::sample_rows_multi(dtok.p, dlp.p, logits.p, reinterpret_cast<const float*>(D_(o_temp)),
+                            reinterpret_cast<const uint64_t*>(D_(o_seed)), reinterpret_cast<const int64_t*>(D_(o_g)),
+                            reinterpret_cast<const int64_t*>(D_(o_t)), B, V);
+    };
+    auto it = graphs ? graphs_.find(B) : graphs_.end();
+    if (it != graphs_.end()) {
+      CU_CHECK(cudaGraphLaunch(it->second, st_), "decode step (graph)");
+    } else {
+      step();  // eager: also sizes every buffer, so a capture afterwards allocates nothing
+      if (graphs && t >= 1) {
+        cudaGraph_t gr = nullptr;
+        bool ok = cudaStreamBeginCapture(st_, cudaStreamCaptureModeThreadLocal) == cudaSuccess;
+        if (ok) {
+          try {
+            step();
+          } catch (...) {
+            ok = false;
+          }
+          ok = cudaStreamEndCapture(st_, &gr) == cudaSuccess && ok;
+        }
+        cudaGraphExec_t ex = nullptr;
+        if (ok && gr) ok = cudaGraphInstantiate(&ex, gr, 0) == cudaSuccess;
+        if (gr) cudaGraphDestroy(gr);
+        cudaGetLastError();
+        if (ok && ex) graphs_[B] = ex;  // used from the next step on (this step ran eagerly)
+        else opt_.graphs = false;
+      }
+    }
+    active = pick(active, t, true);
   }
   return res;
 }
@@ -936,11 +1553,14 @@ bool cuda_available(std::string* why) {
   return true;
 }
 
-std::unique_ptr<DeviceModel> make_cuda_model(Model& host, int device, bool bf16) {
+std::unique_ptr<DeviceModel> make_cuda_model(Model& host, int device, bool bf16, const CudaOptions& opts) {
   std::string why;
   VQ_CHECK(cuda_available(&why), "device cuda:" << device << " is not available: " << why);
-  if (bf16) return std::make_unique<CudaModel<cu::bf16>>(host, device);
-  return std::make_unique<CudaModel<float>>(host, device);
+  if (bf16) return std::make_unique<CudaModel<cu::bf16>>(host, device, opts);
+  return std::make_unique<CudaModel<float>>(host, device, opts);
+}
+std::unique_ptr<DeviceModel> make_cuda_model(Model& host, int device, bool bf16) {
+  return make_cuda_model(host, device, bf16, cuda_options_from_env());
 }
 
 void cuda_randomize(DeviceModel& d, uint64_t seed, float scale) {

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <vector>
 
+#include "cuda/flash.h"
 #include "cuda/gemm.h"
 #include "cuda/ops.h"
 
@@ -63,11 +64,11 @@ inline unsigned blocks_for(int64_t n, int threads = 256) {
 #define GRID_STRIDE(i, n) for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < (n); i += (int64_t)gridDim.x * blockDim.x)
 
 // ---- embedding ----
-template <typename T>
-__global__ void embedding_fwd_k(T* out, const int32_t* ids, const T* wte, int64_t Tn, int64_t C) {
+template <typename T, typename X>
+__global__ void embedding_fwd_k(X* out, const int32_t* ids, const T* wte, int64_t Tn, int64_t C) {
   const int64_t t = blockIdx.x;
   const T* src = wte + static_cast<int64_t>(ids[t]) * C;
-  for (int64_t c = threadIdx.x; c < C; c += blockDim.x) out[t * C + c] = src[c];
+  for (int64_t c = threadIdx.x; c < C; c += blockDim.x) st(out + t * C + c, ld(src + c));
 }
 template <typename T>
 __global__ void embedding_bwd_k(float* dwte, const T* dout, const int32_t* ids, int64_t Tn, int64_t C) {
@@ -78,10 +79,10 @@ __global__ void embedding_bwd_k(float* dwte, const T* dout, const int32_t* ids, 
 }
 
 // ---- norms ----
-template <typename T>
-__global__ void rmsnorm_fwd_k(T* out, float* rstd, const T* inp, const T* weight, int64_t C, float eps) {
+template <typename T, typename X>
+__global__ void rmsnorm_fwd_k(T* out, float* rstd, const X* inp, const T* weight, int64_t C, float eps) {
   const int64_t t = blockIdx.x;
-  const T* x = inp + t * C;
+  const X* x = inp + t * C;
   float ss = 0.0f;
   for (int64_t c = threadIdx.x; c < C; c += blockDim.x) { const float v = ld(x + c); ss += v * v; }
   ss = block_sum(ss);
@@ -92,14 +93,14 @@ __global__ void rmsnorm_fwd_k(T* out, float* rstd, const T* inp, const T* weight
 
 // Rows are spread over gridDim.x blocks; each block sums its rows' weight gradients in shared memory
 // (C floats) and adds them to dweight once.
-template <typename T>
-__global__ void rmsnorm_bwd_k(T* dinp, float* dweight, const T* dout, const T* inp, const T* weight, const float* rstd,
-                              int64_t Tn, int64_t C) {
+template <typename T, typename X>
+__global__ void rmsnorm_bwd_k(X* dinp, float* dweight, const T* dout, const X* inp, const T* weight, const float* rstd,
+                              int64_t Tn, int64_t C, T* copy) {
   extern __shared__ float dw_sh[];
   if (dweight) for (int64_t c = threadIdx.x; c < C; c += blockDim.x) dw_sh[c] = 0.0f;
   __syncthreads();
   for (int64_t t = blockIdx.x; t < Tn; t += gridDim.x) {
-    const T* x = inp + t * C;
+    const X* x = inp + t * C;
     const T* g = dout + t * C;
     const float r = rstd[t];
     float s = 0.0f;
@@ -108,7 +109,11 @@ __global__ void rmsnorm_bwd_k(T* dinp, float* dweight, const T* dout, const T* i
     const float k = s * r * r * r / static_cast<float>(C);
     for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
       const float gx = ld(g + c), xx = ld(x + c);
-      if (dinp) st(dinp + t * C + c, ld(dinp + t * C + c) + r * ld(weight + c) * gx - k * xx);
+      if (dinp) {
+        const float nv = ld(dinp + t * C + c) + r * ld(weight + c) * gx - k * xx;
+        st(dinp + t * C + c, nv);
+        if (copy) st(copy + t * C + c, nv);
+      }
       if (dweight) dw_sh[c] += gx * xx * r;
     }
   }
@@ -116,11 +121,11 @@ __global__ void rmsnorm_bwd_k(T* dinp, float* dweight, const T* dout, const T* i
   if (dweight) for (int64_t c = threadIdx.x; c < C; c += blockDim.x) atomicAdd(dweight + c, dw_sh[c]);
 }
 
-template <typename T>
-__global__ void layernorm_fwd_k(T* out, float* mean, float* rstd, const T* inp, const T* weight, const T* bias, int64_t C,
+template <typename T, typename X>
+__global__ void layernorm_fwd_k(T* out, float* mean, float* rstd, const X* inp, const T* weight, const T* bias, int64_t C,
                                 float eps) {
   const int64_t t = blockIdx.x;
-  const T* x = inp + t * C;
+  const X* x = inp + t * C;
   float s = 0.0f;
   for (int64_t c = threadIdx.x; c < C; c += blockDim.x) s += ld(x + c);
   const float m = block_sum(s) / static_cast<float>(C);
@@ -132,16 +137,16 @@ __global__ void layernorm_fwd_k(T* out, float* mean, float* rstd, const T* inp, 
     st(out + t * C + c, (ld(x + c) - m) * r * ld(weight + c) + ld(bias + c));
 }
 
-template <typename T>
-__global__ void layernorm_bwd_k(T* dinp, float* dweight, float* dbias, const T* dout, const T* inp, const T* weight,
-                                const float* mean, const float* rstd, int64_t Tn, int64_t C) {
+template <typename T, typename X>
+__global__ void layernorm_bwd_k(X* dinp, float* dweight, float* dbias, const T* dout, const X* inp, const T* weight,
+                                const float* mean, const float* rstd, int64_t Tn, int64_t C, T* copy) {
   extern __shared__ float sh_wb[];  // dweight (C), dbias (C)
   float* dw_sh = sh_wb;
   float* db_sh = sh_wb + C;
   for (int64_t c = threadIdx.x; c < C; c += blockDim.x) { dw_sh[c] = 0.0f; db_sh[c] = 0.0f; }
   __syncthreads();
   for (int64_t t = blockIdx.x; t < Tn; t += gridDim.x) {
-    const T* x = inp + t * C;
+    const X* x = inp + t * C;
     const T* g = dout + t * C;
     const float m = mean[t], r = rstd[t];
     float s1 = 0.0f, s2 = 0.0f;  // mean(w g), mean(w g xhat)
@@ -154,7 +159,11 @@ __global__ void layernorm_bwd_k(T* dinp, float* dweight, float* dbias, const T* 
     s2 = block_sum(s2) / static_cast<float>(C);
     for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
       const float gx = ld(g + c), xh = (ld(x + c) - m) * r;
-      if (dinp) st(dinp + t * C + c, ld(dinp + t * C + c) + r * (ld(weight + c) * gx - s1 - xh * s2));
+      if (dinp) {
+        const float nv = ld(dinp + t * C + c) + r * (ld(weight + c) * gx - s1 - xh * s2);
+        st(dinp + t * C + c, nv);
+        if (copy) st(copy + t * C + c, nv);
+      }
       dw_sh[c] += gx * xh;
       db_sh[c] += gx;
     }
@@ -164,6 +173,47 @@ __global__ void layernorm_bwd_k(T* dinp, float* dweight, float* dbias, const T* 
     if (dweight) atomicAdd(dweight + c, dw_sh[c]);
     if (dbias) atomicAdd(dbias + c, db_sh[c]);
   }
+}
+
+// xout = xin + r (fp32 residual stream), out = rmsnorm(xout); one block per row. Each thread reads back
+// only what it wrote, so no barrier is needed between the passes beyond the reduction's.
+template <typename T>
+__global__ void res_rmsnorm_k(T* out, float* rstd, float* xout, const float* xin, const T* r, const T* weight, int64_t C,
+                              float eps) {
+  const int64_t t = blockIdx.x;
+  const float* xi = xin + t * C;
+  float* xo = xout + t * C;
+  const T* rr = r ? r + t * C : nullptr;
+  float ss = 0.0f;
+  for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
+    const float v = xi[c] + (rr ? ld(rr + c) : 0.0f);
+    xo[c] = v;
+    ss += v * v;
+  }
+  ss = block_sum(ss);
+  const float rs = 1.0f / sqrtf(ss / static_cast<float>(C) + eps);
+  if (threadIdx.x == 0) rstd[t] = rs;
+  for (int64_t c = threadIdx.x; c < C; c += blockDim.x) st(out + t * C + c, ld(weight + c) * (xo[c] * rs));
+}
+template <typename T>
+__global__ void res_layernorm_k(T* out, float* mean, float* rstd, float* xout, const float* xin, const T* r,
+                                const T* weight, const T* bias, int64_t C, float eps) {
+  const int64_t t = blockIdx.x;
+  const float* xi = xin + t * C;
+  float* xo = xout + t * C;
+  const T* rr = r ? r + t * C : nullptr;
+  float s = 0.0f;
+  for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
+    const float v = xi[c] + (rr ? ld(rr + c) : 0.0f);
+    xo[c] = v;
+    s += v;
+  }
+  const float m = block_sum(s) / static_cast<float>(C);
+  float var = 0.0f;
+  for (int64_t c = threadIdx.x; c < C; c += blockDim.x) { const float d = xo[c] - m; var += d * d; }
+  const float rs = 1.0f / sqrtf(block_sum(var) / static_cast<float>(C) + eps);
+  if (threadIdx.x == 0) { mean[t] = m; rstd[t] = rs; }
+  for (int64_t c = threadIdx.x; c < C; c += blockDim.x) st(out + t * C + c, (xo[c] - m) * rs * ld(weight + c) + ld(bias + c));
 }
 
 // column sums: dbias (OC) += sum_t dout (T, OC)
@@ -191,14 +241,16 @@ __global__ void rope_fwd_k(T* out, const T* inp, const float* cos, const float* 
   }
 }
 template <typename T>
-__global__ void rope_bwd_k(T* dinp, const T* dout, const float* cos, const float* sin, int64_t Tn, int64_t NH, int64_t D) {
+__global__ void rope_bwd_k(T* dinp, const T* dout, const float* cos, const float* sin, int64_t Tn, int64_t NH, int64_t D,
+                           bool acc) {
   const int64_t half = D / 2, n = Tn * NH * half;
   GRID_STRIDE(i, n) {
     const int64_t j = i % half, th = i / half, t = th / NH;
     const float c = cos[t * half + j], s = sin[t * half + j];
     const float g1 = ld(dout + th * D + j), g2 = ld(dout + th * D + j + half);
-    st(dinp + th * D + j, ld(dinp + th * D + j) + g1 * c + g2 * s);
-    st(dinp + th * D + j + half, ld(dinp + th * D + j + half) + g2 * c - g1 * s);
+    const float b1 = acc ? ld(dinp + th * D + j) : 0.0f, b2 = acc ? ld(dinp + th * D + j + half) : 0.0f;
+    st(dinp + th * D + j, b1 + g1 * c + g2 * s);
+    st(dinp + th * D + j + half, b2 + g2 * c - g1 * s);
   }
 }
 
@@ -291,61 +343,136 @@ __global__ void att_dsoftmax_k(T* P, T* dS, const float* S, const float* dP, con
   }
 }
 
-// ---- activations ----
+// ---- activations: 8 elements per thread, 16-byte accesses when every pointer is 16-byte aligned ----
+__device__ __forceinline__ void ld8(float (&v)[8], const bf16* p, int64_t i, int64_t N, bool vec) {
+  if (vec && i + 8 <= N) {
+    const uint4 u = *reinterpret_cast<const uint4*>(p + i);
+    const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&u);
+#pragma unroll
+    for (int j = 0; j < 4; j++) { const float2 f = __bfloat1622float2(h[j]); v[2 * j] = f.x; v[2 * j + 1] = f.y; }
+  } else {
+#pragma unroll
+    for (int j = 0; j < 8; j++) v[j] = i + j < N ? __bfloat162float(p[i + j]) : 0.0f;
+  }
+}
+__device__ __forceinline__ void ld8(float (&v)[8], const float* p, int64_t i, int64_t N, bool vec) {
+  if (vec && i + 8 <= N) {
+    const float4 a = *reinterpret_cast<const float4*>(p + i), b = *reinterpret_cast<const float4*>(p + i + 4);
+    v[0] = a.x; v[1] = a.y; v[2] = a.z; v[3] = a.w; v[4] = b.x; v[5] = b.y; v[6] = b.z; v[7] = b.w;
+  } else {
+#pragma unroll
+    for (int j = 0; j < 8; j++) v[j] = i + j < N ? p[i + j] : 0.0f;
+  }
+}
+__device__ __forceinline__ void st8(bf16* p, const float (&v)[8], int64_t i, int64_t N, bool vec) {
+  if (vec && i + 8 <= N) {
+    uint4 u;
+    __nv_bfloat162* h = reinterpret_cast<__nv_bfloat162*>(&u);
+#pragma unroll
+    for (int j = 0; j < 4; j++) h[j] = __floats2bfloat162_rn(v[2 * j], v[2 * j + 1]);
+    *reinterpret_cast<uint4*>(p + i) = u;
+  } else {
+#pragma unroll
+    for (int j = 0; j < 8; j++) if (i + j < N) p[i + j] = __float2bfloat16(v[j]);
+  }
+}
+__device__ __forceinline__ void st8(float* p, const float (&v)[8], int64_t i, int64_t N, bool vec) {
+  if (vec && i + 8 <= N) {
+    *reinterpret_cast<float4*>(p + i) = make_float4(v[0], v[1], v[2], v[3]);
+    *reinterpret_cast<float4*>(p + i + 4) = make_float4(v[4], v[5], v[6], v[7]);
+  } else {
+#pragma unroll
+    for (int j = 0; j < 8; j++) if (i + j < N) p[i + j] = v[j];
+  }
+}
+#define CHUNKS(i, N) for (int64_t i = (blockIdx.x * (int64_t)blockDim.x + threadIdx.x) * 8; i < (N); i += (int64_t)gridDim.x * blockDim.x * 8)
+
 template <typename T>
-__global__ void swiglu_fwd_k(T* out, const T* gate, const T* up, int64_t N) {
-  GRID_STRIDE(i, N) {
-    const float g = ld(gate + i);
-    st(out + i, g / (1.0f + expf(-g)) * ld(up + i));
+__global__ void swiglu_fwd_k(T* out, const T* gate, const T* up, int64_t N, bool vec) {
+  CHUNKS(i, N) {
+    float g[8], u[8], o[8];
+    ld8(g, gate, i, N, vec);
+    ld8(u, up, i, N, vec);
+#pragma unroll
+    for (int j = 0; j < 8; j++) o[j] = g[j] / (1.0f + expf(-g[j])) * u[j];
+    st8(out, o, i, N, vec);
   }
 }
 template <typename T>
-__global__ void swiglu_bwd_k(T* dgate, T* dup, const T* dout, const T* gate, const T* up, int64_t N) {
-  GRID_STRIDE(i, N) {
-    const float g = ld(gate + i), u = ld(up + i), d = ld(dout + i);
-    const float sg = 1.0f / (1.0f + expf(-g));
-    st(dgate + i, ld(dgate + i) + d * u * sg * (1.0f + g * (1.0f - sg)));
-    st(dup + i, ld(dup + i) + d * g * sg);
+__global__ void swiglu_bwd_k(T* dgate, T* dup, const T* dout, const T* gate, const T* up, int64_t N, bool vec, bool acc) {
+  CHUNKS(i, N) {
+    float g[8], u[8], d[8], a[8], b[8];
+    ld8(g, gate, i, N, vec);
+    ld8(u, up, i, N, vec);
+    ld8(d, dout, i, N, vec);
+    if (acc) { ld8(a, dgate, i, N, vec); ld8(b, dup, i, N, vec); }
+#pragma unroll
+    for (int j = 0; j < 8; j++) {
+      const float sg = 1.0f / (1.0f + expf(-g[j]));
+      const float da = d[j] * u[j] * sg * (1.0f + g[j] * (1.0f - sg)), db = d[j] * g[j] * sg;
+      a[j] = acc ? a[j] + da : da;
+      b[j] = acc ? b[j] + db : db;
+    }
+    st8(dgate, a, i, N, vec);
+    st8(dup, b, i, N, vec);
+  }
+}
+// kind 0: quick_gelu, 1: gelu (erf)
+template <typename T, int KIND>
+__global__ void gelu_fwd_k(T* out, const T* inp, int64_t N, bool vec) {
+  CHUNKS(i, N) {
+    float x[8], o[8];
+    ld8(x, inp, i, N, vec);
+#pragma unroll
+    for (int j = 0; j < 8; j++)
+      o[j] = KIND == 0 ? x[j] / (1.0f + expf(-1.702f * x[j])) : 0.5f * x[j] * (1.0f + erff(x[j] * 0.70710678118654752f));
+    st8(out, o, i, N, vec);
+  }
+}
+template <typename T, int KIND>
+__global__ void gelu_bwd_k(T* dinp, const T* dout, const T* inp, int64_t N, bool vec, bool acc) {
+  CHUNKS(i, N) {
+    float x[8], d[8], a[8];
+    ld8(x, inp, i, N, vec);
+    ld8(d, dout, i, N, vec);
+    if (acc) ld8(a, dinp, i, N, vec);
+#pragma unroll
+    for (int j = 0; j < 8; j++) {
+      float gr;
+      if (KIND == 0) {
+        const float s = 1.0f / (1.0f + expf(-1.702f * x[j]));
+        gr = d[j] * (s + 1.702f * x[j] * s * (1.0f - s));
+      } else {
+        const float cdf = 0.5f * (1.0f + erff(x[j] * 0.70710678118654752f));
+        const float pdf = 0.39894228040143268f * expf(-0.5f * x[j] * x[j]);
+        gr = d[j] * (cdf + x[j] * pdf);
+      }
+      a[j] = acc ? a[j] + gr : gr;
+    }
+    st8(dinp, a, i, N, vec);
   }
 }
 template <typename T>
-__global__ void qgelu_fwd_k(T* out, const T* inp, int64_t N) {
-  GRID_STRIDE(i, N) {
-    const float x = ld(inp + i);
-    st(out + i, x / (1.0f + expf(-1.702f * x)));
+__global__ void residual_k(T* out, const T* a, const T* b, int64_t N, bool vec) {
+  CHUNKS(i, N) {
+    float x[8], y[8];
+    ld8(x, a, i, N, vec);
+    ld8(y, b, i, N, vec);
+#pragma unroll
+    for (int j = 0; j < 8; j++) x[j] += y[j];
+    st8(out, x, i, N, vec);
   }
 }
 template <typename T>
-__global__ void qgelu_bwd_k(T* dinp, const T* dout, const T* inp, int64_t N) {
-  GRID_STRIDE(i, N) {
-    const float x = ld(inp + i);
-    const float s = 1.0f / (1.0f + expf(-1.702f * x));
-    st(dinp + i, ld(dinp + i) + ld(dout + i) * (s + 1.702f * x * s * (1.0f - s)));
+__global__ void add_k(T* out, const T* a, int64_t N, bool vec) {
+  CHUNKS(i, N) {
+    float x[8], y[8];
+    ld8(x, out, i, N, vec);
+    ld8(y, a, i, N, vec);
+#pragma unroll
+    for (int j = 0; j < 8; j++) x[j] += y[j];
+    st8(out, x, i, N, vec);
   }
-}
-template <typename T>
-__global__ void gelu_fwd_k(T* out, const T* inp, int64_t N) {
-  GRID_STRIDE(i, N) {
-    const float x = ld(inp + i);
-    st(out + i, 0.5f * x * (1.0f + erff(x * 0.70710678118654752f)));
-  }
-}
-template <typename T>
-__global__ void gelu_bwd_k(T* dinp, const T* dout, const T* inp, int64_t N) {
-  GRID_STRIDE(i, N) {
-    const float x = ld(inp + i);
-    const float cdf = 0.5f * (1.0f + erff(x * 0.70710678118654752f));
-    const float pdf = 0.39894228040143268f * expf(-0.5f * x * x);
-    st(dinp + i, ld(dinp + i) + ld(dout + i) * (cdf + x * pdf));
-  }
-}
-template <typename T>
-__global__ void residual_k(T* out, const T* a, const T* b, int64_t N) {
-  GRID_STRIDE(i, N) st(out + i, ld(a + i) + ld(b + i));
-}
-template <typename T>
-__global__ void add_k(T* out, const T* a, int64_t N) {
-  GRID_STRIDE(i, N) st(out + i, ld(out + i) + ld(a + i));
 }
 
 // ---- log-probs ----
@@ -400,6 +527,20 @@ __global__ void adamw_k(float* p, const float* g, float* m, float* v, int64_t n,
     if (copy) copy[i] = __float2bfloat16(pi);
   }
 }
+__global__ void adamw_bf16m_k(float* p, const float* g, bf16* m, bf16* v, int64_t n, float beta1, float beta2, float eps,
+                              float decay, float step_size, float bc2_sqrt, float grad_scale, bf16* copy) {
+  GRID_STRIDE(i, n) {
+    const float gi = g[i] * grad_scale;
+    const float mi = beta1 * __bfloat162float(m[i]) + (1.0f - beta1) * gi;
+    const float vi = beta2 * __bfloat162float(v[i]) + (1.0f - beta2) * gi * gi;
+    m[i] = __float2bfloat16(mi);
+    v[i] = __float2bfloat16(vi);
+    const float denom = sqrtf(vi) / bc2_sqrt + eps;
+    const float pi = p[i] * decay - step_size * mi / denom;
+    p[i] = pi;
+    if (copy) copy[i] = __float2bfloat16(pi);
+  }
+}
 __global__ void sumsq_k(double* out, const float* x, int64_t n) {
   double s = 0.0;
   GRID_STRIDE(i, n) s += static_cast<double>(x[i]) * x[i];
@@ -415,13 +556,17 @@ __global__ void to_bf16_k(bf16* out, const float* in, int64_t n) { GRID_STRIDE(i
 __global__ void to_f32_k(float* out, const bf16* in, int64_t n) { GRID_STRIDE(i, n) out[i] = __bfloat162float(in[i]); }
 template <typename T>
 __global__ void fill_k(T* out, float v, int64_t n) { GRID_STRIDE(i, n) st(out + i, v); }
-template <typename T>
-__global__ void gather_k(T* out, const T* in, const int64_t* rows, int64_t n, int64_t C) {
-  GRID_STRIDE(i, n * C) out[i] = in[rows[i / C] * C + i % C];
+template <typename O, typename I>
+__global__ void gather_k(O* out, const I* in, const int64_t* rows, int64_t n, int64_t C) {
+  GRID_STRIDE(i, n * C) st(out + i, ld(in + rows[i / C] * C + i % C));
 }
-template <typename T>
-__global__ void scatter_k(T* out, const T* in, const int64_t* rows, int64_t n, int64_t C) {
-  GRID_STRIDE(i, n * C) out[rows[i / C] * C + i % C] = in[i];
+template <typename O, typename I>
+__global__ void scatter_k(O* out, const I* in, const int64_t* rows, int64_t n, int64_t C) {
+  GRID_STRIDE(i, n * C) st(out + rows[i / C] * C + i % C, ld(in + i));
+}
+template <typename O, typename I>
+__global__ void convert_k(O* out, const I* in, int64_t n) {
+  GRID_STRIDE(i, n) st(out + i, ld(in + i));
 }
 // One thread per column walks the rows in order: repeated destination rows add up without races.
 template <typename T>
@@ -459,13 +604,26 @@ __host__ __device__ inline uint64_t splitmix(uint64_t z) {
 }
 
 template <typename T>
+__device__ void sample_row(int32_t* tok, float* logprob, const T* logits, int64_t b, uint64_t g, int64_t V,
+                           float temperature, uint64_t seed, uint64_t t);
+template <typename T>
 __global__ void sample_k(int32_t* tok, float* logprob, const T* logits, const int64_t* gs, int64_t V, float temperature,
                          uint64_t seed, uint64_t t) {
+  sample_row(tok, logprob, logits, blockIdx.x, static_cast<uint64_t>(gs[blockIdx.x]), V, temperature, seed, t);
+}
+template <typename T>
+__global__ void sample_multi_k(int32_t* tok, float* logprob, const T* logits, const float* temps, const uint64_t* seeds,
+                               const int64_t* gs, const int64_t* ts, int64_t V) {
+  const int64_t b = blockIdx.x;
+  sample_row(tok, logprob, logits, b, static_cast<uint64_t>(gs[b]), V, temps[b], seeds[b], static_cast<uint64_t>(ts[b]));
+}
+template <typename T>
+__device__ void sample_row(int32_t* tok, float* logprob, const T* logits, int64_t b, uint64_t g_index, int64_t V,
+                           float temperature, uint64_t seed, uint64_t t) {
   __shared__ double part[1024];
   __shared__ float smx[1024];
   __shared__ int sarg[1024];
   __shared__ int64_t chosen;
-  const int64_t b = blockIdx.x;
   const T* x = logits + b * V;
   const int nt = blockDim.x, tid = threadIdx.x;
   const int64_t per = (V + nt - 1) / nt, j0 = tid * per, j1 = min(V, j0 + per);
@@ -505,8 +663,7 @@ __global__ void sample_k(int32_t* tok, float* logprob, const T* logits, const in
     if (tid == 0) {
       double total = 0.0;
       for (int i = 0; i < nt; i++) total += part[i];
-      const uint64_t g = static_cast<uint64_t>(gs[b]);
-      const uint64_t h = splitmix(splitmix(splitmix(seed) ^ g) ^ (t * 0xD1B54A32D192ED03ull));
+      const uint64_t h = splitmix(splitmix(splitmix(seed) ^ g_index) ^ (t * 0xD1B54A32D192ED03ull));
       const double u = static_cast<double>(h >> 11) * (1.0 / 9007199254740992.0) * total;
       double cum = 0.0;
       int owner = nt - 1;
@@ -589,8 +746,8 @@ struct HeadGemm {
 
 // ================================ launchers ================================
 
-template <typename T>
-void embedding_forward(T* out, const int32_t* ids, const T* wte, int64_t Tn, int64_t C) {
+template <typename T, typename X>
+void embedding_forward(X* out, const int32_t* ids, const T* wte, int64_t Tn, int64_t C) {
   if (Tn == 0) return;
   embedding_fwd_k<<<Tn, 256, 0, stream()>>>(out, ids, wte, Tn, C);
   CU_LAUNCHED("embedding_forward");
@@ -602,11 +759,25 @@ void embedding_backward(float* dwte, const T* dout, const int32_t* ids, int64_t 
   CU_LAUNCHED("embedding_backward");
 }
 
-template <typename T>
-void rmsnorm_forward(T* out, float* rstd, const T* inp, const T* weight, int64_t Tn, int64_t C, float eps) {
+template <typename T, typename X>
+void rmsnorm_forward(T* out, float* rstd, const X* inp, const T* weight, int64_t Tn, int64_t C, float eps) {
   if (Tn == 0) return;
   rmsnorm_fwd_k<<<Tn, 256, 0, stream()>>>(out, rstd, inp, weight, C, eps);
   CU_LAUNCHED("rmsnorm_forward");
+}
+template <typename T>
+void residual_rmsnorm_forward(T* out, float* rstd, float* xout, const float* xin, const T* r, const T* weight,
+                              int64_t Tn, int64_t C, float eps) {
+  if (Tn == 0) return;
+  res_rmsnorm_k<<<Tn, 256, 0, stream()>>>(out, rstd, xout, xin, r, weight, C, eps);
+  CU_LAUNCHED("residual_rmsnorm_forward");
+}
+template <typename T>
+void residual_layernorm_forward(T* out, float* mean, float* rstd, float* xout, const float* xin, const T* r,
+                                const T* weight, const T* bias, int64_t Tn, int64_t C, float eps) {
+  if (Tn == 0) return;
+  res_layernorm_k<<<Tn, 256, 0, stream()>>>(out, mean, rstd, xout, xin, r, weight, bias, C, eps);
+  CU_LAUNCHED("residual_layernorm_forward");
 }
 
 namespace {
@@ -622,29 +793,30 @@ void shared_limit(const void* kernel, size_t bytes, const char* op) {
 }
 }  // namespace
 
-template <typename T>
-void rmsnorm_backward(T* dinp, float* dweight, const T* dout, const T* inp, const T* weight, const float* rstd,
-                      int64_t Tn, int64_t C) {
+template <typename T, typename X>
+void rmsnorm_backward(X* dinp, float* dweight, const T* dout, const X* inp, const T* weight, const float* rstd,
+                      int64_t Tn, int64_t C, T* dinp_copy) {
   if (Tn == 0) return;
   const size_t sh = dweight ? C * sizeof(float) : 0;
-  shared_limit(reinterpret_cast<const void*>(rmsnorm_bwd_k<T>), sh, "rmsnorm_backward");
-  rmsnorm_bwd_k<<<row_blocks(Tn), 256, sh, stream()>>>(dinp, dweight, dout, inp, weight, rstd, Tn, C);
+  shared_limit(reinterpret_cast<const void*>(rmsnorm_bwd_k<T, X>), sh, "rmsnorm_backward");
+  rmsnorm_bwd_k<<<row_blocks(Tn), 256, sh, stream()>>>(dinp, dweight, dout, inp, weight, rstd, Tn, C, dinp_copy);
   CU_LAUNCHED("rmsnorm_backward");
 }
-template <typename T>
-void layernorm_forward(T* out, float* mean, float* rstd, const T* inp, const T* weight, const T* bias, int64_t Tn,
+template <typename T, typename X>
+void layernorm_forward(T* out, float* mean, float* rstd, const X* inp, const T* weight, const T* bias, int64_t Tn,
                        int64_t C, float eps) {
   if (Tn == 0) return;
   layernorm_fwd_k<<<Tn, 256, 0, stream()>>>(out, mean, rstd, inp, weight, bias, C, eps);
   CU_LAUNCHED("layernorm_forward");
 }
-template <typename T>
-void layernorm_backward(T* dinp, float* dweight, float* dbias, const T* dout, const T* inp, const T* weight,
-                        const float* mean, const float* rstd, int64_t Tn, int64_t C) {
+template <typename T, typename X>
+void layernorm_backward(X* dinp, float* dweight, float* dbias, const T* dout, const X* inp, const T* weight,
+                        const float* mean, const float* rstd, int64_t Tn, int64_t C, T* dinp_copy) {
   if (Tn == 0) return;
   const size_t sh = 2 * C * sizeof(float);
-  shared_limit(reinterpret_cast<const void*>(layernorm_bwd_k<T>), sh, "layernorm_backward");
-  layernorm_bwd_k<<<row_blocks(Tn), 256, sh, stream()>>>(dinp, dweight, dbias, dout, inp, weight, mean, rstd, Tn, C);
+  shared_limit(reinterpret_cast<const void*>(layernorm_bwd_k<T, X>), sh, "layernorm_backward");
+  layernorm_bwd_k<<<row_blocks(Tn), 256, sh, stream()>>>(dinp, dweight, dbias, dout, inp, weight, mean, rstd, Tn, C,
+                                                         dinp_copy);
   CU_LAUNCHED("layernorm_backward");
 }
 
@@ -667,7 +839,7 @@ void linear_forward(T* out, const T* inp, const T* weight, const T* bias, int64_
 
 template <typename T>
 void linear_backward(T* dinp, float* dweight, float* dbias, const T* dout, const T* inp, const T* weight, int64_t Tn,
-                     int64_t IC, int64_t OC) {
+                     int64_t IC, int64_t OC, bool accumulate_dinp) {
   if (Tn == 0) return;
   if (dinp) {  // dinp^T (IC, T) += W^T (IC, OC) @ dout^T (OC, T)
     GemmArgs g;
@@ -675,7 +847,7 @@ void linear_backward(T* dinp, float* dweight, float* dbias, const T* dout, const
     g.A = weight; g.lda = IC;
     g.B = dout; g.ldb = OC;
     g.C = dinp; g.ldc = IC;
-    g.beta = 1.0f;
+    g.beta = accumulate_dinp ? 1.0f : 0.0f;
     g.ab = g.c = dtype_of<T>();
     gemm(g, "linear_backward (dinp)");
   }
@@ -774,10 +946,11 @@ void rope_forward(T* out, const T* inp, const float* cos, const float* sin, int6
   CU_LAUNCHED("rope_forward");
 }
 template <typename T>
-void rope_backward(T* dinp, const T* dout, const float* cos, const float* sin, int64_t Tn, int64_t NH, int64_t D) {
+void rope_backward(T* dinp, const T* dout, const float* cos, const float* sin, int64_t Tn, int64_t NH, int64_t D,
+                   bool accumulate) {
   const int64_t n = Tn * NH * (D / 2);
   if (n == 0) return;
-  rope_bwd_k<<<blocks_for(n), 256, 0, stream()>>>(dinp, dout, cos, sin, Tn, NH, D);
+  rope_bwd_k<<<blocks_for(n), 256, 0, stream()>>>(dinp, dout, cos, sin, Tn, NH, D, accumulate);
   CU_LAUNCHED("rope_backward");
 }
 
@@ -812,10 +985,26 @@ void attention_forward(T* out, float* lse, const T* q, const T* k, const T* v, c
                        int64_t Tk, int64_t NH, int64_t KVH, int64_t D) {
   if (Tq == 0) return;
   AttScratch& sc = att_scratch();
-  const int64_t rep = NH / KVH, KVD = KVH * D, QD = NH * D;
-  const float scale = 1.0f / std::sqrt(static_cast<float>(D));
   Span* dsp = sc.spans.fit(Tq);
   CU_CHECK(cudaMemcpyAsync(dsp, spans, Tq * sizeof(Span), cudaMemcpyHostToDevice, stream()), "attention_forward (spans)");
+  attention_forward_dev(out, lse, q, k, v, spans, dsp, Tq, Tk, NH, KVH, D);
+}
+
+template <typename T>
+void attention_forward_dev(T* out, float* lse, const T* q, const T* k, const T* v, const Span* spans,
+                           const Span* dsp, int64_t Tq, int64_t Tk, int64_t NH, int64_t KVH, int64_t D) {
+  if (Tq == 0) return;
+  if constexpr (std::is_same<T, bf16>::value) {
+    if (flash_enabled() && flash_supported(D)) {
+      flash_forward(out, lse, q, k, v, dsp, Tq, Tk, NH, KVH, D);
+      if (spans) add_flops(attention_flops(spans, Tq, NH, D));
+      return;
+    }
+  }
+  VQ_CHECK(spans != nullptr, "attention_forward: the cuBLASLt path needs the spans on the host");
+  AttScratch& sc = att_scratch();
+  const int64_t rep = NH / KVH, KVD = KVH * D, QD = NH * D;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(D));
   const int64_t outer = rep == 1 ? 1 : KVH, batch = rep == 1 ? NH : rep, kstride = rep == 1 ? D : 0;
   for (const Tile& tl : plan_tiles(spans, Tq, NH)) {
     const int64_t Qc = tl.r1 - tl.r0, Kc = tl.k1 - tl.k0;
@@ -855,10 +1044,27 @@ void attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* q, const T*
                         int64_t D) {
   if (Tq == 0) return;
   AttScratch& sc = att_scratch();
-  const int64_t rep = NH / KVH, KVD = KVH * D, QD = NH * D;
-  const float scale = 1.0f / std::sqrt(static_cast<float>(D));
   Span* dsp = sc.spans.fit(Tq);
   CU_CHECK(cudaMemcpyAsync(dsp, spans, Tq * sizeof(Span), cudaMemcpyHostToDevice, stream()), "attention_backward (spans)");
+  attention_backward_dev(dq, dk, dv, dout, q, k, v, out, lse, spans, dsp, Tq, Tk, NH, KVH, D);
+}
+
+template <typename T>
+void attention_backward_dev(T* dq, T* dk, T* dv, const T* dout, const T* q, const T* k, const T* v, const T* out,
+                            const float* lse, const Span* spans, const Span* dsp, int64_t Tq, int64_t Tk, int64_t NH,
+                            int64_t KVH, int64_t D) {
+  if (Tq == 0) return;
+  if constexpr (std::is_same<T, bf16>::value) {
+    if (flash_enabled() && flash_supported(D)) {
+      flash_backward(dq, dk, dv, dout, q, k, v, out, lse, dsp, Tq, Tk, NH, KVH, D);
+      if (spans) add_flops(2.5 * attention_flops(spans, Tq, NH, D));
+      return;
+    }
+  }
+  VQ_CHECK(spans != nullptr, "attention_backward: the cuBLASLt path needs the spans on the host");
+  AttScratch& sc = att_scratch();
+  const int64_t rep = NH / KVH, KVD = KVH * D, QD = NH * D;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(D));
   const int64_t outer = rep == 1 ? 1 : KVH, batch = rep == 1 ? NH : rep, kstride = rep == 1 ? D : 0;
   for (const Tile& tl : plan_tiles(spans, Tq, NH)) {
     const int64_t Qc = tl.r1 - tl.r0, Kc = tl.k1 - tl.k0, n = NH * Qc * Kc;
@@ -940,44 +1146,50 @@ void attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* q, const T*
 }
 
 // ---- activations ----
+namespace {
+inline bool al16(const void* p) { return p == nullptr || (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
+inline unsigned chunks_for(int64_t n) { return blocks_for((n + 7) / 8); }
+}  // namespace
 template <typename T> void swiglu_forward(T* out, const T* gate, const T* up, int64_t N) {
   if (!N) return;
-  swiglu_fwd_k<<<blocks_for(N), 256, 0, stream()>>>(out, gate, up, N);
+  swiglu_fwd_k<<<chunks_for(N), 256, 0, stream()>>>(out, gate, up, N, al16(out) && al16(gate) && al16(up));
   CU_LAUNCHED("swiglu_forward");
 }
-template <typename T> void swiglu_backward(T* dgate, T* dup, const T* dout, const T* gate, const T* up, int64_t N) {
+template <typename T>
+void swiglu_backward(T* dgate, T* dup, const T* dout, const T* gate, const T* up, int64_t N, bool accumulate) {
   if (!N) return;
-  swiglu_bwd_k<<<blocks_for(N), 256, 0, stream()>>>(dgate, dup, dout, gate, up, N);
+  const bool vec = al16(dgate) && al16(dup) && al16(dout) && al16(gate) && al16(up);
+  swiglu_bwd_k<<<chunks_for(N), 256, 0, stream()>>>(dgate, dup, dout, gate, up, N, vec, accumulate);
   CU_LAUNCHED("swiglu_backward");
 }
 template <typename T> void quick_gelu_forward(T* out, const T* inp, int64_t N) {
   if (!N) return;
-  qgelu_fwd_k<<<blocks_for(N), 256, 0, stream()>>>(out, inp, N);
+  gelu_fwd_k<T, 0><<<chunks_for(N), 256, 0, stream()>>>(out, inp, N, al16(out) && al16(inp));
   CU_LAUNCHED("quick_gelu_forward");
 }
-template <typename T> void quick_gelu_backward(T* dinp, const T* dout, const T* inp, int64_t N) {
+template <typename T> void quick_gelu_backward(T* dinp, const T* dout, const T* inp, int64_t N, bool accumulate) {
   if (!N) return;
-  qgelu_bwd_k<<<blocks_for(N), 256, 0, stream()>>>(dinp, dout, inp, N);
+  gelu_bwd_k<T, 0><<<chunks_for(N), 256, 0, stream()>>>(dinp, dout, inp, N, al16(dinp) && al16(dout) && al16(inp), accumulate);
   CU_LAUNCHED("quick_gelu_backward");
 }
 template <typename T> void gelu_forward(T* out, const T* inp, int64_t N) {
   if (!N) return;
-  gelu_fwd_k<<<blocks_for(N), 256, 0, stream()>>>(out, inp, N);
+  gelu_fwd_k<T, 1><<<chunks_for(N), 256, 0, stream()>>>(out, inp, N, al16(out) && al16(inp));
   CU_LAUNCHED("gelu_forward");
 }
-template <typename T> void gelu_backward(T* dinp, const T* dout, const T* inp, int64_t N) {
+template <typename T> void gelu_backward(T* dinp, const T* dout, const T* inp, int64_t N, bool accumulate) {
   if (!N) return;
-  gelu_bwd_k<<<blocks_for(N), 256, 0, stream()>>>(dinp, dout, inp, N);
+  gelu_bwd_k<T, 1><<<chunks_for(N), 256, 0, stream()>>>(dinp, dout, inp, N, al16(dinp) && al16(dout) && al16(inp), accumulate);
   CU_LAUNCHED("gelu_backward");
 }
 template <typename T> void residual_forward(T* out, const T* a, const T* b, int64_t N) {
   if (!N) return;
-  residual_k<<<blocks_for(N), 256, 0, stream()>>>(out, a, b, N);
+  residual_k<<<chunks_for(N), 256, 0, stream()>>>(out, a, b, N, al16(out) && al16(a) && al16(b));
   CU_LAUNCHED("residual_forward");
 }
 template <typename T> void add_inplace(T* out, const T* a, int64_t N) {
   if (!N) return;
-  add_k<<<blocks_for(N), 256, 0, stream()>>>(out, a, N);
+  add_k<<<chunks_for(N), 256, 0, stream()>>>(out, a, N, al16(out) && al16(a));
   CU_LAUNCHED("add_inplace");
 }
 
@@ -1033,6 +1245,16 @@ void adamw_update(float* params, const float* grads, float* m, float* v, int64_t
                                                grad_scale, copy);
   CU_LAUNCHED("adamw_update");
 }
+void adamw_update_bf16m(float* params, const float* grads, bf16* m, bf16* v, int64_t n, float lr, float beta1,
+                        float beta2, float eps, float weight_decay, int64_t step, float grad_scale, bf16* copy) {
+  if (!n) return;
+  const double bc1 = 1.0 - std::pow(static_cast<double>(beta1), static_cast<double>(step));
+  const double bc2 = 1.0 - std::pow(static_cast<double>(beta2), static_cast<double>(step));
+  adamw_bf16m_k<<<blocks_for(n), 256, 0, stream()>>>(params, grads, m, v, n, beta1, beta2, eps, 1.0f - lr * weight_decay,
+                                                     static_cast<float>(lr / bc1), static_cast<float>(std::sqrt(bc2)),
+                                                     grad_scale, copy);
+  CU_LAUNCHED("adamw_update");
+}
 
 void to_bf16(bf16* out, const float* in, int64_t n) {
   if (!n) return;
@@ -1053,15 +1275,20 @@ template <> void from_f32<float>(float* out, const float* in, int64_t n) {
   if (n && out != in) CU_CHECK(cudaMemcpyAsync(out, in, n * sizeof(float), cudaMemcpyDeviceToDevice, stream()), "from_f32");
 }
 template <> void from_f32<bf16>(bf16* out, const float* in, int64_t n) { to_bf16(out, in, n); }
-template <typename T> void gather_rows(T* out, const T* in, const int64_t* rows, int64_t n, int64_t C) {
+template <typename O, typename I> void gather_rows(O* out, const I* in, const int64_t* rows, int64_t n, int64_t C) {
   if (!n) return;
   gather_k<<<blocks_for(n * C), 256, 0, stream()>>>(out, in, rows, n, C);
   CU_LAUNCHED("gather_rows");
 }
-template <typename T> void scatter_rows(T* out, const T* in, const int64_t* rows, int64_t n, int64_t C) {
+template <typename O, typename I> void scatter_rows(O* out, const I* in, const int64_t* rows, int64_t n, int64_t C) {
   if (!n) return;
   scatter_k<<<blocks_for(n * C), 256, 0, stream()>>>(out, in, rows, n, C);
   CU_LAUNCHED("scatter_rows");
+}
+template <typename O, typename I> void convert(O* out, const I* in, int64_t n) {
+  if (!n) return;
+  convert_k<<<blocks_for(n), 256, 0, stream()>>>(out, in, n);
+  CU_LAUNCHED("convert");
 }
 template <typename T> void scatter_add_rows(T* out, const T* in, const int64_t* rows, int64_t n, int64_t C) {
   if (!n) return;
@@ -1086,47 +1313,76 @@ void sample_rows(int32_t* tok, float* logprob, const T* logits, const int64_t* g
   sample_k<<<static_cast<unsigned>(B), 1024, 0, stream()>>>(tok, logprob, logits, gs, V, temperature, seed, t);
   CU_LAUNCHED("sample_rows");
 }
+template <typename T>
+void sample_rows_multi(int32_t* tok, float* logprob, const T* logits, const float* temps, const uint64_t* seeds,
+                       const int64_t* gs, const int64_t* ts, int64_t B, int64_t V) {
+  if (!B) return;
+  sample_multi_k<<<static_cast<unsigned>(B), 1024, 0, stream()>>>(tok, logprob, logits, temps, seeds, gs, ts, V);
+  CU_LAUNCHED("sample_rows");
+}
 
 // ---- instantiations ----
 #define VQ_INST(T)                                                                                                   \
-  template void embedding_forward<T>(T*, const int32_t*, const T*, int64_t, int64_t);                                \
   template void embedding_backward<T>(float*, const T*, const int32_t*, int64_t, int64_t);                           \
-  template void rmsnorm_forward<T>(T*, float*, const T*, const T*, int64_t, int64_t, float);                         \
-  template void rmsnorm_backward<T>(T*, float*, const T*, const T*, const T*, const float*, int64_t, int64_t);       \
-  template void layernorm_forward<T>(T*, float*, float*, const T*, const T*, const T*, int64_t, int64_t, float);     \
-  template void layernorm_backward<T>(T*, float*, float*, const T*, const T*, const T*, const float*, const float*,  \
-                                      int64_t, int64_t);                                                             \
+  template void residual_rmsnorm_forward<T>(T*, float*, float*, const float*, const T*, const T*, int64_t, int64_t,  \
+                                            float);                                                                  \
+  template void residual_layernorm_forward<T>(T*, float*, float*, float*, const float*, const T*, const T*,          \
+                                              const T*, int64_t, int64_t, float);                                    \
   template void linear_forward<T>(T*, const T*, const T*, const T*, int64_t, int64_t, int64_t, bool);                \
-  template void linear_backward<T>(T*, float*, float*, const T*, const T*, const T*, int64_t, int64_t, int64_t);     \
+  template void linear_backward<T>(T*, float*, float*, const T*, const T*, const T*, int64_t, int64_t, int64_t,      \
+                                   bool);                                                                            \
   template void lora_forward<T>(T*, T*, const T*, const T*, const T*, int64_t, int64_t, int64_t, int64_t, float);    \
   template void lora_backward<T>(T*, float*, float*, const T*, const T*, const T*, const T*, const T*, int64_t,      \
                                  int64_t, int64_t, int64_t, float);                                                  \
   template void rope_forward<T>(T*, const T*, const float*, const float*, int64_t, int64_t, int64_t);                \
-  template void rope_backward<T>(T*, const T*, const float*, const float*, int64_t, int64_t, int64_t);               \
+  template void rope_backward<T>(T*, const T*, const float*, const float*, int64_t, int64_t, int64_t, bool);         \
   template void attention_forward<T>(T*, float*, const T*, const T*, const T*, const Span*, int64_t, int64_t,        \
                                      int64_t, int64_t, int64_t);                                                     \
   template void attention_backward<T>(T*, T*, T*, const T*, const T*, const T*, const T*, const T*, const float*,    \
                                       const Span*, int64_t, int64_t, int64_t, int64_t, int64_t);                     \
+  template void attention_forward_dev<T>(T*, float*, const T*, const T*, const T*, const Span*, const Span*,         \
+                                         int64_t, int64_t, int64_t, int64_t, int64_t);                               \
+  template void attention_backward_dev<T>(T*, T*, T*, const T*, const T*, const T*, const T*, const T*,              \
+                                          const float*, const Span*, const Span*, int64_t, int64_t, int64_t,        \
+                                          int64_t, int64_t);                                                         \
   template void swiglu_forward<T>(T*, const T*, const T*, int64_t);                                                  \
-  template void swiglu_backward<T>(T*, T*, const T*, const T*, const T*, int64_t);                                   \
+  template void swiglu_backward<T>(T*, T*, const T*, const T*, const T*, int64_t, bool);                             \
   template void quick_gelu_forward<T>(T*, const T*, int64_t);                                                        \
-  template void quick_gelu_backward<T>(T*, const T*, const T*, int64_t);                                             \
+  template void quick_gelu_backward<T>(T*, const T*, const T*, int64_t, bool);                                       \
   template void gelu_forward<T>(T*, const T*, int64_t);                                                              \
-  template void gelu_backward<T>(T*, const T*, const T*, int64_t);                                                   \
+  template void gelu_backward<T>(T*, const T*, const T*, int64_t, bool);                                             \
   template void residual_forward<T>(T*, const T*, const T*, int64_t);                                                \
   template void add_inplace<T>(T*, const T*, int64_t);                                                               \
   template void logprob_forward<T>(float*, float*, float*, const T*, const int32_t*, int64_t, int64_t);              \
   template void logprob_backward<T>(T*, const float*, const T*, const float*, const int32_t*, int64_t, int64_t);     \
   template void fill<T>(T*, float, int64_t);                                                                         \
-  template void gather_rows<T>(T*, const T*, const int64_t*, int64_t, int64_t);                                      \
-  template void scatter_rows<T>(T*, const T*, const int64_t*, int64_t, int64_t);                                     \
   template void scatter_add_rows<T>(T*, const T*, const int64_t*, int64_t, int64_t);                                 \
   template void split_qkv<T>(T*, T*, T*, const T*, int64_t, int64_t);                                                \
   template void join_qkv<T>(T*, const T*, const T*, const T*, int64_t, int64_t);                                     \
-  template void sample_rows<T>(int32_t*, float*, const T*, const int64_t*, int64_t, int64_t, float, uint64_t, uint64_t);
+  template void sample_rows<T>(int32_t*, float*, const T*, const int64_t*, int64_t, int64_t, float, uint64_t, uint64_t); \
+  template void sample_rows_multi<T>(int32_t*, float*, const T*, const float*, const uint64_t*, const int64_t*,      \
+                                     const int64_t*, int64_t, int64_t);
 
 VQ_INST(float)
 VQ_INST(bf16)
+
+// T (weights, activations) x X (the residual stream): fp32/fp32, bf16/bf16 (op tests), bf16/fp32 (the model)
+#define VQ_INST2(T, X)                                                                                               \
+  template void embedding_forward<T, X>(X*, const int32_t*, const T*, int64_t, int64_t);                             \
+  template void rmsnorm_forward<T, X>(T*, float*, const X*, const T*, int64_t, int64_t, float);                      \
+  template void rmsnorm_backward<T, X>(X*, float*, const T*, const X*, const T*, const float*, int64_t, int64_t, T*); \
+  template void layernorm_forward<T, X>(T*, float*, float*, const X*, const T*, const T*, int64_t, int64_t, float);  \
+  template void layernorm_backward<T, X>(X*, float*, float*, const T*, const X*, const T*, const float*,             \
+                                         const float*, int64_t, int64_t, T*);                                        \
+  template void gather_rows<T, X>(T*, const X*, const int64_t*, int64_t, int64_t);                                   \
+  template void scatter_rows<X, T>(X*, const T*, const int64_t*, int64_t, int64_t);                                  \
+  template void convert<X, T>(X*, const T*, int64_t);
+VQ_INST2(float, float)
+VQ_INST2(bf16, bf16)
+VQ_INST2(bf16, float)
+template void gather_rows<float, bf16>(float*, const bf16*, const int64_t*, int64_t, int64_t);
+template void scatter_rows<bf16, float>(bf16*, const float*, const int64_t*, int64_t, int64_t);
+template void convert<bf16, float>(bf16*, const float*, int64_t);
 
 }  // namespace cu
 }  // namespace vq

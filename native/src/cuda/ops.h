@@ -19,24 +19,35 @@ namespace vq {
 namespace cu {
 
 // ---- embedding ----
-// out (T, C) = wte[ids[t]]; ids (T) on the device.
-template <typename T> void embedding_forward(T* out, const int32_t* ids, const T* wte, int64_t Tn, int64_t C);
+// out (T, C) = wte[ids[t]]; ids (T) on the device. X (the residual stream's type) may be fp32 with T bf16.
+template <typename T, typename X>
+void embedding_forward(X* out, const int32_t* ids, const T* wte, int64_t Tn, int64_t C);
 // dwte (V, C) fp32 += dout rows by ids; ids < 0 skipped.
 template <typename T> void embedding_backward(float* dwte, const T* dout, const int32_t* ids, int64_t Tn, int64_t C);
 
 // ---- norms ----
-template <typename T>
-void rmsnorm_forward(T* out, float* rstd, const T* inp, const T* weight, int64_t Tn, int64_t C, float eps);
+// The input (and its gradient) may be the fp32 residual stream (X = float) while out/dout/weight are T.
+// dinp_copy (optional): receives the updated dinp in T (the next GEMM's operand), in the same pass.
+template <typename T, typename X>
+void rmsnorm_forward(T* out, float* rstd, const X* inp, const T* weight, int64_t Tn, int64_t C, float eps);
 // dinp (T, C) +=, dweight (C) fp32 += (either may be null).
-template <typename T>
-void rmsnorm_backward(T* dinp, float* dweight, const T* dout, const T* inp, const T* weight, const float* rstd,
-                      int64_t Tn, int64_t C);
-template <typename T>
-void layernorm_forward(T* out, float* mean, float* rstd, const T* inp, const T* weight, const T* bias, int64_t Tn,
+template <typename T, typename X>
+void rmsnorm_backward(X* dinp, float* dweight, const T* dout, const X* inp, const T* weight, const float* rstd,
+                      int64_t Tn, int64_t C, T* dinp_copy = nullptr);
+template <typename T, typename X>
+void layernorm_forward(T* out, float* mean, float* rstd, const X* inp, const T* weight, const T* bias, int64_t Tn,
                        int64_t C, float eps);
+template <typename T, typename X>
+void layernorm_backward(X* dinp, float* dweight, float* dbias, const T* dout, const X* inp, const T* weight,
+                        const float* mean, const float* rstd, int64_t Tn, int64_t C, T* dinp_copy = nullptr);
+// Fused residual add and norm over the fp32 residual stream: xout = xin + r (r may be null: xout = xin;
+// xout may equal xin), then out = norm(xout). One pass instead of residual_forward + norm.
 template <typename T>
-void layernorm_backward(T* dinp, float* dweight, float* dbias, const T* dout, const T* inp, const T* weight,
-                        const float* mean, const float* rstd, int64_t Tn, int64_t C);
+void residual_rmsnorm_forward(T* out, float* rstd, float* xout, const float* xin, const T* r, const T* weight,
+                              int64_t Tn, int64_t C, float eps);
+template <typename T>
+void residual_layernorm_forward(T* out, float* mean, float* rstd, float* xout, const float* xin, const T* r,
+                                const T* weight, const T* bias, int64_t Tn, int64_t C, float eps);
 
 // ---- linear (cuBLASLt) ----
 // out (T, OC) = inp (T, IC) @ weight (OC, IC)^T + bias (OC, may be null); accumulate: out +=.
@@ -44,9 +55,10 @@ template <typename T>
 void linear_forward(T* out, const T* inp, const T* weight, const T* bias, int64_t Tn, int64_t IC, int64_t OC,
                     bool accumulate = false);
 // dinp (T, IC) +=; dweight (OC, IC) fp32 +=; dbias (OC) fp32 +=. Any may be null.
+// accumulate_dinp = false: dinp is overwritten (saves zeroing it first).
 template <typename T>
 void linear_backward(T* dinp, float* dweight, float* dbias, const T* dout, const T* inp, const T* weight, int64_t Tn,
-                     int64_t IC, int64_t OC);
+                     int64_t IC, int64_t OC, bool accumulate_dinp = true);
 
 // ---- LoRA ----
 // out (T, OC) += scale * (inp @ A^T) @ B^T; xa (T, R) = inp @ A^T (kept for backward). A (R, IC), B (OC, R).
@@ -63,7 +75,8 @@ void lora_backward(T* dinp, float* dA, float* dB, const T* dout, const T* inp, c
 template <typename T>
 void rope_forward(T* out, const T* inp, const float* cos, const float* sin, int64_t Tn, int64_t NH, int64_t D);
 template <typename T>
-void rope_backward(T* dinp, const T* dout, const float* cos, const float* sin, int64_t Tn, int64_t NH, int64_t D);
+void rope_backward(T* dinp, const T* dout, const float* cos, const float* sin, int64_t Tn, int64_t NH, int64_t D,
+                   bool accumulate = true);
 // Tables as on the CPU; pos (3, T), section (3), hpos, wpos (T) on the device; section is read on the host.
 void rope_mrope_table(float* cos, float* sin, const int32_t* pos, const int32_t* section_host, int64_t Tn, int64_t D,
                       float theta);
@@ -81,14 +94,26 @@ template <typename T>
 void attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* q, const T* k, const T* v, const T* out,
                         const float* lse, const Span* spans, int64_t Tq, int64_t Tk, int64_t NH, int64_t KVH,
                         int64_t D);
+// The same with the spans already on the device too (spans_dev, Tq of them): the flash path (bf16,
+// supported head dims) reads them there and uploads nothing; the cuBLASLt path plans from the host's.
+template <typename T>
+void attention_forward_dev(T* out, float* lse, const T* q, const T* k, const T* v, const Span* spans_host,
+                           const Span* spans_dev, int64_t Tq, int64_t Tk, int64_t NH, int64_t KVH, int64_t D);
+template <typename T>
+void attention_backward_dev(T* dq, T* dk, T* dv, const T* dout, const T* q, const T* k, const T* v, const T* out,
+                            const float* lse, const Span* spans_host, const Span* spans_dev, int64_t Tq, int64_t Tk,
+                            int64_t NH, int64_t KVH, int64_t D);
 
 // ---- activations ----
+// Element-wise, 8 elements per thread with 16-byte accesses when the pointers allow. Backward passes
+// accumulate (+=) unless accumulate is false (then they overwrite: no zeroing pass needed).
 template <typename T> void swiglu_forward(T* out, const T* gate, const T* up, int64_t N);
-template <typename T> void swiglu_backward(T* dgate, T* dup, const T* dout, const T* gate, const T* up, int64_t N);
+template <typename T>
+void swiglu_backward(T* dgate, T* dup, const T* dout, const T* gate, const T* up, int64_t N, bool accumulate = true);
 template <typename T> void quick_gelu_forward(T* out, const T* inp, int64_t N);
-template <typename T> void quick_gelu_backward(T* dinp, const T* dout, const T* inp, int64_t N);
+template <typename T> void quick_gelu_backward(T* dinp, const T* dout, const T* inp, int64_t N, bool accumulate = true);
 template <typename T> void gelu_forward(T* out, const T* inp, int64_t N);
-template <typename T> void gelu_backward(T* dinp, const T* dout, const T* inp, int64_t N);
+template <typename T> void gelu_backward(T* dinp, const T* dout, const T* inp, int64_t N, bool accumulate = true);
 template <typename T> void residual_forward(T* out, const T* a, const T* b, int64_t N);
 // out (N) += a (N) (gradient sums between buffers).
 template <typename T> void add_inplace(T* out, const T* a, int64_t N);
@@ -110,6 +135,11 @@ bool all_finite(const float* x, int64_t n);
 // As the CPU's; when copy is given it receives the updated params in bf16 (the working copy).
 void adamw_update(float* params, const float* grads, float* m, float* v, int64_t n, float lr, float beta1, float beta2,
                   float eps, float weight_decay, int64_t step, float grad_scale, bf16* copy = nullptr);
+// The same with the moments stored in bf16 (the optimizer-state option that halves their memory);
+// the arithmetic is fp32.
+void adamw_update_bf16m(float* params, const float* grads, bf16* m, bf16* v, int64_t n, float lr, float beta1,
+                        float beta2, float eps, float weight_decay, int64_t step, float grad_scale,
+                        bf16* copy = nullptr);
 
 // ---- conversions and small helpers ----
 void to_bf16(bf16* out, const float* in, int64_t n);
@@ -117,13 +147,14 @@ void to_f32(float* out, const bf16* in, int64_t n);
 template <typename T> void fill(T* out, float value, int64_t n);
 // out (n) = fp32 -> T (a plain copy when T is float).
 template <typename T> void from_f32(T* out, const float* in, int64_t n);
-// Gathers rows: out (n, C) = in[rows[i]] ; rows on the device.
-template <typename T> void gather_rows(T* out, const T* in, const int64_t* rows, int64_t n, int64_t C);
-// Scatter-add rows: out[rows[i]] += in (n, C) (rows may repeat: atomic in fp32 staging is not needed
-// because callers pass distinct rows or use scatter_add_rows_serial).
+// Gathers rows: out (n, C) = in[rows[i]] ; rows on the device. Types may differ (converted).
+template <typename O, typename I> void gather_rows(O* out, const I* in, const int64_t* rows, int64_t n, int64_t C);
+// Scatter-add rows: out[rows[i]] += in (n, C), rows may repeat (one thread per column walks the rows).
 template <typename T> void scatter_add_rows(T* out, const T* in, const int64_t* rows, int64_t n, int64_t C);
-// Writes rows: out[rows[i]] = in (n, C).
-template <typename T> void scatter_rows(T* out, const T* in, const int64_t* rows, int64_t n, int64_t C);
+// Writes rows: out[rows[i]] = in (n, C). Types may differ (converted).
+template <typename O, typename I> void scatter_rows(O* out, const I* in, const int64_t* rows, int64_t n, int64_t C);
+// out (n) = in converted (fp32 <-> bf16, or a copy).
+template <typename O, typename I> void convert(O* out, const I* in, int64_t n);
 // qkv (N, 3, E) -> q, k, v (N, E) and back (the vision tower's fused projection).
 template <typename T> void split_qkv(T* q, T* k, T* v, const T* qkv, int64_t N, int64_t E);
 template <typename T> void join_qkv(T* qkv, const T* q, const T* k, const T* v, int64_t N, int64_t E);
@@ -136,6 +167,11 @@ template <typename T> void join_qkv(T* qkv, const T* q, const T* k, const T* v, 
 template <typename T>
 void sample_rows(int32_t* tok, float* logprob, const T* logits, const int64_t* gs, int64_t B, int64_t V,
                  float temperature, uint64_t seed, uint64_t t);
+// The same with per-row parameters on the device (several requests in one batch; CUDA-graph friendly):
+// temps (B) fp32, seeds (B), gs (B) sample indices, ts (B) steps.
+template <typename T>
+void sample_rows_multi(int32_t* tok, float* logprob, const T* logits, const float* temps, const uint64_t* seeds,
+                       const int64_t* gs, const int64_t* ts, int64_t B, int64_t V);
 
 }  // namespace cu
 }  // namespace vq

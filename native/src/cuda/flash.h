@@ -1,0 +1,47 @@
+// Fused (flash-style) attention over spans on the tensor cores (mma.sync m16n8k16, bf16 in, fp32
+// accumulation): scores, masked online softmax and P·V in one kernel, never writing the scores to
+// memory. The backward is two kernels: dK/dV (one block per 64 keys and query head, walking the query
+// tiles that read those keys) and dQ (one block per 64 query rows, walking their key blocks), plus the
+// row sums D = rowsum(dO * O). Same contract as cu::attention_forward/backward (ops.h), except that
+// the spans are DEVICE memory (so a decode step can be captured in a CUDA graph).
+//
+// Supported: bf16, head dim D in {16, 64, 80, 128} (the fixtures' 16, the vision tower's 80, the LM's 128). flash_supported() says whether a call
+// can take this path; ops.cu falls back to the cuBLASLt tile path otherwise (fp32, other D) or when
+// VQALAB_CUDA_ATTN=gemm.
+//
+// A query tile's key range is the union of its rows' spans (at most two intervals); key blocks that
+// none of the tile's rows reads are skipped, the rest are masked per element, so the work done is
+// close to what the spans ask for (packed prompts + completions, vision frames, decode rows).
+#pragma once
+#include <cstdint>
+
+#include "cuda/cuda_common.h"
+#include "ops/ops.h"
+
+namespace vq {
+namespace cu {
+
+bool flash_supported(int64_t D);
+// True unless VQALAB_CUDA_ATTN=gemm (read once), or as set by flash_override (tests, benchmarks:
+// 1 on, 0 off, -1 back to the environment's choice).
+bool flash_enabled();
+void flash_override(int mode);
+// The kernels: pipelined (default: the next key block or query tile is copied while the current one
+// is computed; full blocks skip the mask) or simple (one stage; VQALAB_CUDA_FLASH=simple). Tests and
+// benchmarks: 1 pipelined, 0 simple, -1 the environment's choice.
+void flash_pipeline_override(int mode);
+
+// out (Tq, NH, D), lse (Tq, NH) fp32 natural log; q (Tq, NH, D); k, v (Tk, KVH, D); spans (Tq) device.
+void flash_forward(bf16* out, float* lse, const bf16* q, const bf16* k, const bf16* v, const Span* spans, int64_t Tq,
+                   int64_t Tk, int64_t NH, int64_t KVH, int64_t D);
+// dq (Tq, NH, D) +=, dk, dv (Tk, KVH, D) += (any may be null); spans device.
+void flash_backward(bf16* dq, bf16* dk, bf16* dv, const bf16* dout, const bf16* q, const bf16* k, const bf16* v,
+                    const bf16* out, const float* lse, const Span* spans, int64_t Tq, int64_t Tk, int64_t NH,
+                    int64_t KVH, int64_t D);
+
+// The FLOPs attention over these spans needs (host spans): 4 * NH * D * sum of keys per row (forward;
+// the backward is 2.5 times that). What the MFU figures count for attention.
+double attention_flops(const Span* spans_host, int64_t Tq, int64_t NH, int64_t D);
+
+}  // namespace cu
+}  // namespace vq
