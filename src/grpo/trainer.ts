@@ -464,7 +464,7 @@ export class Trainer {
 
   private async referenceLogprobs(groups: readonly RolloutGroup[]): Promise<Float32Array[][]> {
     if (this.referenceKind() === 'lora-base') {
-      this.model.setLoraEnabled(false);
+      await whenModelFree(() => this.model.setLoraEnabled(false));
       try {
         return await this.logprobsUnder(this.model, groups);
       } finally {
@@ -550,8 +550,10 @@ export class Trainer {
         if (active.length === 0) continue;
         const idle = mb.filter((gi) => !active.includes(gi));
         const skippedLengths = idle.flatMap((gi) => kept[gi]!.completions.filter(validCompletion).map((x) => x.tokenIds.length));
-        this.model.zeroGrad();
         const fwd = await this.model.forward(this.requests(active.map((gi) => kept[gi]!), true));
+        // After the forward, not before: zeroGrad is synchronous, and a sampling run whose requests
+        // have all settled may still hold the model for a moment; the forward waits behind it.
+        this.model.zeroGrad();
         const validOf = (gi: number) => kept[gi]!.completions.filter(validCompletion);
         const loss = grpoLoss({
           logprobs: active.flatMap((_, a) => fwd[a]!.logprobs),
@@ -668,8 +670,9 @@ export class Trainer {
           requests.push({ prompt, completions: [this.tokenizer.answerIds(sample.answer)], keepForBackward: true });
         }
         const lr = learningRateAt(s, { learningRate: options.learningRate, warmupSteps: options.warmupSteps ?? 0, totalSteps: options.steps, schedule: 'constant', minLrRatio: 0 });
-        this.model.zeroGrad();
         const fwd = await this.model.forward(requests);
+        this.model.zeroGrad(); // after the forward: see the GRPO update
+
         const loss = sftLoss(fwd.flatMap((r) => r.logprobs));
         const m = emptyMetrics(this.state.sftStep, 'sft');
         if (Number.isFinite(loss.loss)) {
@@ -943,6 +946,23 @@ export class Trainer {
       step: raw.step, sftStep: raw.sftStep, rng: raw.rng, cursor: raw.cursor, sftCursor: raw.sftCursor, referenceDir: raw.referenceDir,
     };
     return new Trainer({ modelDir: path.join(ckpt, 'model'), ...options, model, tokenizer, config: { ...raw.config, ...options.config } }, { state, metrics: metricsFromJson(raw.metrics) });
+  }
+}
+
+/**
+ * Run a synchronous engine call that refuses while the model is busy: a sampling run whose
+ * requests have all settled can still hold the model for a moment before it ends.
+ */
+async function whenModelFree(fn: () => void, waitMs = 10_000): Promise<void> {
+  const until = performance.now() + waitMs;
+  for (;;) {
+    try {
+      fn();
+      return;
+    } catch (err) {
+      if (!/busy with another call/.test((err as Error).message) || performance.now() > until) throw err;
+      await new Promise((r) => setTimeout(r, 1));
+    }
   }
 }
 
