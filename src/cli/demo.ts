@@ -11,11 +11,11 @@ import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import type { VqaSample } from '../data/types.js';
-import type { ImageInput } from '../engine/types.js';
+import type { Device, ImageInput } from '../engine/types.js';
 import { existsSync } from 'node:fs';
 import sharp from 'sharp';
 import { synthSamples, type SynthDifficulty } from '../data/synth.js';
-import { SYNTH_FAMILIES, type SynthFamily } from '../data/synth-vocab.js';
+import type { SynthFamily } from '../data/synth-vocab.js';
 import { loadModel } from '../engine/index.js';
 import { native } from '../engine/native.js';
 import { Trainer } from '../grpo/trainer.js';
@@ -201,7 +201,7 @@ export async function runDemo(options: Partial<DemoOptions> = {}, io: { out: Wri
   mkdirSync(o.out, { recursive: true });
 
   const tokenizer = VlmTokenizer.load(o.model);
-  const model = await loadModel(o.model, { device: o.device as 'cpu', ...(o.threads === undefined ? {} : { threads: o.threads }) });
+  const model = await loadModel(o.model, { device: o.device as Device, ...(o.threads === undefined ? {} : { threads: o.threads }) });
   const processor = new Qwen2VLImageProcessor(processorOptionsFrom(o.model));
   const images = new Map<string, ImageInput[]>();
   const blank = o.blankImages ? await blankImage(processor) : undefined;
