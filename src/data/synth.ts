@@ -14,7 +14,7 @@ import path from 'node:path';
 import sharp from 'sharp';
 import { withAtomicOutput } from '../util/fs.js';
 import { Progress } from '../util/progress.js';
-import { expectInteger, expectOneOf, invalidParameterError } from '../util/validate.js';
+import { expectInteger, expectNumber, expectOneOf, invalidParameterError } from '../util/validate.js';
 import { writeParquetAtomic } from './parquet.js';
 import { mulberry32 } from './rng.js';
 import { VqaTableBuilder } from './schema.js';
@@ -45,6 +45,17 @@ export interface SynthOptions {
   imageSize?: number;
   /** Question families to draw from (default all six). */
   families?: SynthFamily[];
+  /**
+   * Fewest and most shapes per image, overriding the difficulty's range (easy 2–4, medium 3–6,
+   * hard 5–10); e.g. [1, 2] for scenes a tiny model can learn to read in minutes. Default: the
+   * difficulty's.
+   */
+  shapeCount?: [number, number];
+  /**
+   * Smallest and largest shape radius as fractions of the image side, overriding the difficulty's
+   * (easy 0.09–0.13, medium 0.07–0.11, hard 0.05–0.08). Default: the difficulty's.
+   */
+  shapeSize?: [number, number];
 }
 
 interface Level {
@@ -283,12 +294,26 @@ function resolveOptions(o: SynthOptions) {
   if (!Array.isArray(families) || families.length === 0) throw invalidParameterError('families', 'a non-empty list of families', families);
   families.forEach((f, i) => expectOneOf(`families[${i}]`, f, SYNTH_FAMILIES));
   const imageSize = expectInteger('imageSize', o.imageSize ?? 112, 28, 4096);
+  let shapeCount: [number, number] | undefined;
+  if (o.shapeCount !== undefined) {
+    if (!Array.isArray(o.shapeCount) || o.shapeCount.length !== 2) throw invalidParameterError('shapeCount', 'a [min, max] pair of integers', o.shapeCount);
+    const lo = expectInteger('shapeCount[0]', o.shapeCount[0], 1, SYNTH_MAX_COUNT);
+    const hi = expectInteger('shapeCount[1]', o.shapeCount[1], lo, SYNTH_MAX_COUNT);
+    shapeCount = [lo, hi];
+  }
+  let shapeSize: [number, number] | undefined;
+  if (o.shapeSize !== undefined) {
+    if (!Array.isArray(o.shapeSize) || o.shapeSize.length !== 2) throw invalidParameterError('shapeSize', 'a [min, max] pair of radius fractions', o.shapeSize);
+    const lo = expectNumber('shapeSize[0]', o.shapeSize[0], 0.02, 0.45);
+    const hi = expectNumber('shapeSize[1]', o.shapeSize[1], lo, 0.45);
+    shapeSize = [lo, hi];
+  }
   return {
     images: expectInteger('images', o.images ?? 1000, 1),
     questionsPerImage: expectInteger('questionsPerImage', o.questionsPerImage ?? 1, 1, 20),
     seed: expectInteger('seed', o.seed ?? 0, 0, 2 ** 32 - 1),
     difficulty: expectOneOf('difficulty', o.difficulty ?? 'easy', SYNTH_DIFFICULTIES),
-    imageSize, families,
+    imageSize, families, shapeCount, shapeSize,
   };
 }
 
@@ -299,7 +324,12 @@ function resolveOptions(o: SynthOptions) {
 export async function* synthSamples(options: SynthOptions = {}): AsyncGenerator<{ sample: VqaSample; png: Buffer | undefined; scene: SynthScene }> {
   const o = resolveOptions(options);
   const rand = mulberry32(o.seed);
-  const level = LEVELS[o.difficulty];
+  const base = LEVELS[o.difficulty];
+  const level = {
+    ...base,
+    ...(o.shapeCount ? { minShapes: o.shapeCount[0], maxShapes: o.shapeCount[1] } : {}),
+    ...(o.shapeSize ? { minR: o.shapeSize[0], maxR: o.shapeSize[1] } : {}),
+  };
   let k = 0;
   for (let i = 0; i < o.images; i++) {
     const scene = makeScene(rand, level, o.imageSize);
@@ -354,7 +384,7 @@ export async function writeSynth(dir: string, options: SynthOptions & { quiet?: 
     }, {
       metadata: {
         'vqalab.source': 'synth',
-        'vqalab.synth.options': JSON.stringify({ images: o.images, questionsPerImage: o.questionsPerImage, seed: o.seed, difficulty: o.difficulty, imageSize: o.imageSize, families: o.families }),
+        'vqalab.synth.options': JSON.stringify({ images: o.images, questionsPerImage: o.questionsPerImage, seed: o.seed, difficulty: o.difficulty, imageSize: o.imageSize, families: o.families, ...(o.shapeCount ? { shapeCount: o.shapeCount } : {}), ...(o.shapeSize ? { shapeSize: o.shapeSize } : {}) }),
       },
     });
   });

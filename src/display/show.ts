@@ -10,6 +10,9 @@ import { invalidParameterError } from '../util/validate.js';
 import { bundleFor, sampleBundle } from './bundle.js';
 import { imageRef } from './image.js';
 import { emit, type DisplayOptions, type DisplaySink } from './output.js';
+import type { RolloutGroup } from '../grpo/trainer.js';
+// training.ts imports samplePayload from here: a cycle resolved at call time (functions only).
+import { groupPayload } from './training.js';
 import {
   MIME, type DatasetPayload, type GroupPayload, type MetricsPayload, type MetricsPoint, type MetricsRun, type MimeBundle,
   type RewardScore, type RewardTablePayload, type SamplePayload,
@@ -46,7 +49,17 @@ export async function samplePayload(sample: VqaSample, extras: SampleExtras = {}
   return p;
 }
 
-type Showable = VqaSample | SamplePayload | GroupPayload | RewardTablePayload | MetricsPayload | DatasetPayload;
+type Showable = VqaSample | SamplePayload | GroupPayload | RolloutGroup | RewardTablePayload | MetricsPayload | DatasetPayload;
+
+/** For a trainer's rollout group (`trainer.step()`'s `groups[i]`): token texts for log-probs on hover. */
+export interface GroupExtras {
+  decodeToken?: (id: number) => string;
+}
+
+/** A group as the trainer returns it (prompt ids, typed token arrays), not yet a group payload. */
+function isRolloutGroup(x: object): x is RolloutGroup {
+  return has(x, 'completions', 'sample', 'promptIds', 'prompt');
+}
 
 function has(x: object, ...keys: string[]): boolean {
   return keys.every((k) => k in x);
@@ -56,12 +69,15 @@ function has(x: object, ...keys: string[]): boolean {
  * Show a sample (runtime sample or payload), a group, a reward table (or metrics or a dataset
  * payload). Returns the bundle; in a notebook it has also been displayed.
  */
-export async function show(value: Showable, options: ShowOptions & SampleExtras = {}): Promise<MimeBundle> {
+export async function show(value: Showable, options: ShowOptions & SampleExtras & GroupExtras = {}): Promise<MimeBundle> {
   if (typeof value !== 'object' || value === null) {
     throw invalidParameterError('value', 'a sample, a group, a reward table, metrics or a dataset', value);
   }
   const { sink, displayId, update } = options;
   const send = (b: MimeBundle) => emit(b, { displayId, update }, sink ?? undefined);
+  if (isRolloutGroup(value)) {
+    return send(bundleFor(MIME.group, await groupPayload(value, { maxSide: options.maxSide ?? 256, decodeToken: options.decodeToken })));
+  }
   if (has(value, 'completions', 'sample')) return send(bundleFor(MIME.group, value as GroupPayload));
   if (has(value, 'rows', 'rewards', 'stats')) return send(bundleFor(MIME.rewards, value as RewardTablePayload));
   if (has(value, 'runs')) return send(bundleFor(MIME.metrics, value as MetricsPayload));

@@ -14,12 +14,15 @@ export interface StepMetrics {
   kind: 'grpo' | 'sft' | 'eval';
   /** Wall-clock time at the end of the step (ISO 8601). */
   time: string;
-  /** Mean and std of the (total) reward over all scored completions of the step. */
+  /**
+   * Mean and std of the (total) reward over all scored completions sampled in the step, every
+   * rollout round included (with dynamic sampling, also the groups it dropped).
+   */
   rewardMean: number;
   rewardStd: number;
   /** Mean of each named reward part. */
   rewardParts: Record<string, number>;
-  /** Mean official VQA accuracy of the sampled completions (NaN when no reward reports an `accuracy` part). */
+  /** Mean per-question VQA accuracy (the trainer's `vqaAccuracy`, default the official metric) of all sampled completions. */
   accuracy: number;
   /** Mean over tokens of the policy loss, as aggregated, averaged over the step's updates. */
   loss: number;

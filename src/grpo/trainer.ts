@@ -51,6 +51,12 @@ import { scoreGroups, type OnRewardError, type RewardSet } from '../reward/runne
 import type { Completion } from '../rollout/types.js';
 import { scoreVqa } from '../eval/vqa-metric.js';
 import { summarize, type EvalRow, type EvalSummary } from './evaluate.js';
+import { deviceFact, engineVersion, samplesFingerprint, weightsHash, weightsHashIfAny } from './facts.js';
+import { recordFacts, type ModelFact } from '../report/facts.js';
+import { getDisplaySink, type DisplaySink } from '../display/sink.js';
+import { invalidParameterError } from '../util/validate.js';
+import { trainingDashboard, type TrainingDashboard } from '../display/training.js';
+import type { DashboardOptions } from '../display/dashboard.js';
 
 /** One sampled completion of a group, with everything the step learned about it. */
 export interface RolloutCompletion {
@@ -111,8 +117,12 @@ export interface TrainerOptions {
   config?: Partial<GrpoConfig>;
   /** Roll out with this policy instead of the engine's sampler (e.g. an OpenAI-compatible server). */
   policy?: Policy;
-  /** Loads a checkpoint folder into a fresh engine model: the frozen reference copy (β > 0) and resume. */
-  loadModel?: (dir: string) => Promise<EngineModel>;
+  /**
+   * Loads a checkpoint folder into a fresh engine model: the frozen reference copy (β > 0, role
+   * 'reference': saved without optimizer state) and `Trainer.resume` (role 'resume': load the
+   * optimizer too), e.g. `(dir, { role }) => loadModel(dir, { loadOptimizer: role === 'resume' })`.
+   */
+  loadModel?: (dir: string, info: { role: 'reference' | 'resume' }) => Promise<EngineModel>;
   /** A ready reference model (β > 0, reference 'copy'); otherwise one is saved and loaded when needed. */
   reference?: EngineModel;
   /** Where metrics.jsonl, checkpoints/ and reference/ go. Default: memory only (save() then needs a dir). */
@@ -127,7 +137,22 @@ export interface TrainerOptions {
   log?: (line: string) => void;
   /** Most processed images kept in memory (by sample id). Default 512. */
   imageCacheSize?: number;
+  /**
+   * Record report facts (src/report's `recordFacts`): config, seeds, dataset fingerprints, the
+   * starting weights' hash, engine version and device when training starts; each checkpoint's
+   * hash; final metrics after each run and named evaluation. In the vqalab kernel they become the
+   * report's stamp; in a script they are only kept in memory. Default true.
+   */
+  recordFacts?: boolean;
+  /** The folder the model's weights were loaded from, for their hash in the report (default: the tokenizer's folder when it holds weights). */
+  modelDir?: string;
 }
+
+/** Options of the live training dashboard (`run({ dashboard })`): src/display's dashboard options. */
+export type RunDashboardOptions = Pick<DashboardOptions, 'title' | 'run' | 'compare' | 'keys' | 'smoothing' | 'intervalMs' | 'maxPoints' | 'sink'> & {
+  /** Longest image side in the group view (default 256). */
+  maxSide?: number;
+};
 
 export interface SftOptions {
   steps: number;
@@ -156,6 +181,14 @@ export interface RunOptions {
    * where a second one exits; the kernel's interrupt in a notebook). Default true.
    */
   handleSigint?: boolean;
+  /**
+   * One live dashboard for the run — metrics plot, progress bar with ETA, the latest group (the one
+   * with the widest reward spread) — updated in place through a display id, throttled
+   * (src/display's `trainingDashboard`). Default 'auto': shown when a display sink is installed
+   * (the vqalab kernel), nothing in a script. `false`: never; `true` or options: always (without a
+   * sink only its state is kept, in `RunResult.dashboard`).
+   */
+  dashboard?: 'auto' | boolean | RunDashboardOptions;
 }
 
 export interface RunResult {
@@ -164,6 +197,8 @@ export interface RunResult {
   lastStep: number;
   evals: EvalSummary[];
   checkpoints: string[];
+  /** The run's live dashboard, when one was made. */
+  dashboard?: TrainingDashboard;
 }
 
 interface TrainerState {
@@ -423,13 +458,13 @@ export class Trainer {
       await withAtomicOutput(dir, async (tmp) => { await this.model.save(tmp, { optimizer: false }); });
       this.state.referenceDir = dir;
     }
-    this.reference = await this.opts.loadModel(dir);
+    this.reference = await this.opts.loadModel(dir, { role: 'reference' });
     return this.reference;
   }
 
   private async referenceLogprobs(groups: readonly RolloutGroup[]): Promise<Float32Array[][]> {
     if (this.referenceKind() === 'lora-base') {
-      this.model.setLoraEnabled(false);
+      await whenModelFree(() => this.model.setLoraEnabled(false));
       try {
         return await this.logprobsUnder(this.model, groups);
       } finally {
@@ -515,8 +550,10 @@ export class Trainer {
         if (active.length === 0) continue;
         const idle = mb.filter((gi) => !active.includes(gi));
         const skippedLengths = idle.flatMap((gi) => kept[gi]!.completions.filter(validCompletion).map((x) => x.tokenIds.length));
-        this.model.zeroGrad();
         const fwd = await this.model.forward(this.requests(active.map((gi) => kept[gi]!), true));
+        // After the forward, not before: zeroGrad is synchronous, and a sampling run whose requests
+        // have all settled may still hold the model for a moment; the forward waits behind it.
+        this.model.zeroGrad();
         const validOf = (gi: number) => kept[gi]!.completions.filter(validCompletion);
         const loss = grpoLoss({
           logprobs: active.flatMap((_, a) => fwd[a]!.logprobs),
@@ -553,7 +590,9 @@ export class Trainer {
     const trainSeconds = (now() - tTrain) / 1000;
 
     // ── Metrics ──
-    const all = kept.flatMap((g) => g.completions);
+    // Rewards, accuracy and lengths describe every completion sampled this step (all rounds), so
+    // they measure the policy even when dynamic sampling kept few groups (or none: all tied).
+    const all = sampled.flatMap((g) => g.completions);
     const valid = all.filter(validCompletion);
     const rs = meanStd(valid.map((x) => x.reward));
     metrics.rewardMean = rs.mean;
@@ -615,6 +654,10 @@ export class Trainer {
     const batchSize = options.batchSize ?? 16;
     const c = this.config;
     const out: StepMetrics[] = [];
+    await this.recordStartFacts();
+    if (this.recordsFacts) {
+      recordFacts({ configs: { sft: { steps: options.steps, batchSize, learningRate: options.learningRate, warmupSteps: options.warmupSteps ?? 0, from: this.state.sftStep } } });
+    }
     this.busy = true;
     try {
       for (let s = 0; s < options.steps; s++) {
@@ -627,8 +670,9 @@ export class Trainer {
           requests.push({ prompt, completions: [this.tokenizer.answerIds(sample.answer)], keepForBackward: true });
         }
         const lr = learningRateAt(s, { learningRate: options.learningRate, warmupSteps: options.warmupSteps ?? 0, totalSteps: options.steps, schedule: 'constant', minLrRatio: 0 });
-        this.model.zeroGrad();
         const fwd = await this.model.forward(requests);
+        this.model.zeroGrad(); // after the forward: see the GRPO update
+
         const loss = sftLoss(fwd.flatMap((r) => r.logprobs));
         const m = emptyMetrics(this.state.sftStep, 'sft');
         if (Number.isFinite(loss.loss)) {
@@ -664,14 +708,15 @@ export class Trainer {
   // ───────────────────────── evaluation ─────────────────────────
 
   /** Greedy answers on a split (a name of evalSets, or samples), scored by the official VQA metric. */
-  async evaluate(split: string | readonly VqaSample[] = Object.keys(this.opts.evalSets ?? {})[0] ?? '', options: { limit?: number; signal?: AbortSignal } = {}): Promise<EvalSummary> {
+  async evaluate(split: string | readonly VqaSample[] = Object.keys(this.opts.evalSets ?? {})[0] ?? '', options: { limit?: number; signal?: AbortSignal; name?: string } = {}): Promise<EvalSummary> {
     let name: string, samples: readonly VqaSample[];
     if (typeof split === 'string') {
       const set = this.opts.evalSets?.[split];
       if (!set) throw new Error(`no evaluation split "${split}"; the trainer has ${Object.keys(this.opts.evalSets ?? {}).map((s) => `"${s}"`).join(', ') || 'none (pass evalSets)'}`);
       name = split; samples = set;
     } else {
-      name = 'samples'; samples = split;
+      // Samples given directly: `options.name` names them in the summary and the metrics log.
+      name = options.name ?? 'samples'; samples = split;
     }
     if (options.limit !== undefined) samples = samples.slice(0, options.limit);
     const t0 = now();
@@ -692,6 +737,13 @@ export class Trainer {
     m.extra = { split: name, overall: summary.overall, perAnswerType: summary.perAnswerType, n: summary.n };
     m.stepSeconds = summary.seconds;
     this.metrics.push(m);
+    if (this.recordsFacts && typeof split === 'string' && Number.isFinite(summary.overall)) {
+      // Keyed by where training stood, so the warm start's and the final evaluation both stay in the stamp.
+      const at = this.state.step > 0 || this.state.sftStep === 0 ? `grpo${this.state.step}` : `sft${this.state.sftStep}`;
+      const metrics: Record<string, number> = { [`eval/${name}@${at}`]: summary.overall };
+      for (const [t, v] of Object.entries(summary.perAnswerType)) if (Number.isFinite(v)) metrics[`eval/${name}@${at}/${t}`] = v;
+      recordFacts({ metrics });
+    }
     return summary;
   }
 
@@ -710,30 +762,123 @@ export class Trainer {
   private async runLoop(options: RunOptions, signal: AbortSignal | undefined): Promise<RunResult> {
     const evalEvery = options.evalEvery ?? 0, ckptEvery = options.checkpointEvery ?? 0;
     const result: RunResult = { stepsRun: 0, stoppedBy: 'steps', lastStep: this.state.step - 1, evals: [], checkpoints: [] };
-    for (let i = 0; i < options.steps; i++) {
-      if (signal?.aborted) { result.stoppedBy = 'abort'; break; }
-      let out: StepOutput;
+    await this.recordStartFacts();
+    const live = this.liveDashboard(options);
+    if (live) result.dashboard = live;
+    // A dashboard that fails (an unreadable image, a closed front end) must not stop training.
+    const show = async (what: string, fn: () => Promise<void> | void) => {
+      if (!live) return;
       try {
-        out = await this.step({ signal });
+        await fn();
       } catch (err) {
-        if (err instanceof AbortError) { result.stoppedBy = 'abort'; break; }
-        throw err;
+        this.log(`dashboard: could not show ${what}: ${(err as Error).message}`);
       }
-      result.stepsRun++;
-      result.lastStep = out.step;
-      await options.onStep?.(out);
-      if (evalEvery > 0 && this.state.step % evalEvery === 0 && this.opts.evalSets) {
-        const summary = await this.evaluate(options.evalSplit);
-        result.evals.push(summary);
-        await options.onEval?.(summary);
+    };
+    try {
+      for (let i = 0; i < options.steps; i++) {
+        if (signal?.aborted) { result.stoppedBy = 'abort'; break; }
+        let out: StepOutput;
+        try {
+          out = await this.step({ signal });
+        } catch (err) {
+          if (err instanceof AbortError) { result.stoppedBy = 'abort'; break; }
+          throw err;
+        }
+        result.stepsRun++;
+        result.lastStep = out.step;
+        // Wall-clock numbers stay out of the plot: a report of the run must reproduce every plotted
+        // value exactly (`vqalab report verify` on CPU). They remain in `trainer.metrics`.
+        await show(`step ${out.step}`, () => live!.onStep({ ...out, metrics: { ...out.metrics, tokensPerSecond: NaN, stepSeconds: NaN } }));
+        await options.onStep?.(out);
+        if (evalEvery > 0 && this.state.step % evalEvery === 0 && this.opts.evalSets) {
+          const summary = await this.evaluate(options.evalSplit);
+          result.evals.push(summary);
+          await show(`the evaluation after step ${out.step}`, () => live!.dashboard.log({ step: out.step, [`eval/${summary.split}`]: summary.overall / 100 }));
+          await options.onEval?.(summary);
+        }
+        if (ckptEvery > 0 && this.state.step % ckptEvery === 0) result.checkpoints.push(await this.save());
       }
-      if (ckptEvery > 0 && this.state.step % ckptEvery === 0) result.checkpoints.push(await this.save());
+    } catch (err) {
+      await show('the error', () => live!.finish('error', `stopped by an error after step ${this.state.step - 1}: ${(err as Error).message}`));
+      throw err;
     }
     if (signal?.aborted) {
       result.stoppedBy = 'abort';
       this.log(`stopped at a step boundary after step ${this.state.step - 1}`);
     }
+    await show('the end of the run', () => live!.finish(result.stoppedBy === 'abort' ? 'stopped' : 'done',
+      result.stoppedBy === 'abort' ? `interrupted after step ${this.state.step - 1}; the trainer can go on` : undefined));
+    this.recordRunFacts(result);
     return result;
+  }
+
+  /** The run's dashboard per `options.dashboard` (see RunOptions), or undefined. */
+  private liveDashboard(options: RunOptions): TrainingDashboard | undefined {
+    const want = options.dashboard ?? 'auto';
+    if (want === false) return undefined;
+    if (want !== 'auto' && want !== true && (typeof want !== 'object' || want === null || Array.isArray(want))) {
+      throw invalidParameterError('dashboard', "'auto', true, false or dashboard options", want);
+    }
+    const given: RunDashboardOptions = typeof want === 'object' ? want : {};
+    const target = given.sink ?? getDisplaySink();
+    if (want === 'auto' && !target) return undefined;
+    // A front end that fails (a closed socket) must not stop training, also not from the
+    // dashboard's throttle timer, where an exception would end the process.
+    const sink: DisplaySink | undefined = target && {
+      display: (bundle, opts) => {
+        try {
+          target.display(bundle, opts);
+        } catch (err) {
+          this.log(`dashboard: could not send an update: ${(err as Error).message}`);
+        }
+      },
+    };
+    const evalKeys = (options.evalEvery ?? 0) > 0 && this.opts.evalSets ? [`eval/${options.evalSplit ?? Object.keys(this.opts.evalSets)[0]}`] : [];
+    const keys = ['reward', 'accuracy', ...evalKeys, 'entropy', 'loss', 'grad_norm',
+      'completion_length', 'zero_variance_fraction', ...(this.config.beta > 0 ? ['kl'] : [])];
+    return trainingDashboard({
+      title: 'GRPO training', keys, ...given, sink,
+      // Progress counts global steps, so a continued run shows "12 of 20" rather than restarting at 0.
+      total: this.state.step + options.steps, firstStep: 0,
+      decodeToken: (id) => this.tokenizer.decode([id], { skipSpecialTokens: false }),
+    });
+  }
+
+  // ───────────────────────── report facts ─────────────────────────
+
+  private startFactsRecorded = false;
+
+  private get recordsFacts(): boolean {
+    return this.opts.recordFacts ?? true;
+  }
+
+  /** Config, seeds, data fingerprints, starting weights, engine and device: once, when training starts. */
+  private async recordStartFacts(): Promise<void> {
+    if (!this.recordsFacts || this.startFactsRecorded) return;
+    this.startFactsRecorded = true;
+    const datasets = [{ name: 'train', split: 'train', rows: this.opts.train.length, fingerprint: samplesFingerprint(this.opts.train) }];
+    for (const [name, set] of Object.entries(this.opts.evalSets ?? {})) datasets.push({ name, split: name, rows: set.length, fingerprint: samplesFingerprint(set) });
+    const dir = this.opts.modelDir ?? this.tokenizer.source;
+    const hash = await weightsHashIfAny(dir);
+    const models: ModelFact[] = hash ? [{ name: path.basename(path.resolve(dir)), hash, path: path.resolve(dir), role: this.state.step > 0 || this.state.sftStep > 0 ? 'resumed' : 'base' }] : [];
+    recordFacts({
+      configs: { grpo: { ...this.config } }, seeds: { trainer: this.config.seed }, datasets, models,
+      versions: { engine: engineVersion(this.model) }, devices: [deviceFact(this.model)],
+      ...(this.model.device === 'cpu' ? {} : { tolerances: { '*': { rtol: 2e-2, atol: 1e-3 } } }),
+    });
+  }
+
+  /** The run's final numbers (later runs of the same trainer overwrite them: the stamp keeps the last). */
+  private recordRunFacts(result: RunResult): void {
+    if (!this.recordsFacts) return;
+    const last = this.metrics.history.filter((m) => m.kind === 'grpo').at(-1);
+    const metrics: Record<string, number> = { 'train/steps': this.state.step };
+    if (last) {
+      for (const [k, v] of [['train/reward', last.rewardMean], ['train/accuracy', last.accuracy], ['train/entropy', last.entropy]] as const) {
+        if (Number.isFinite(v)) metrics[k] = v;
+      }
+    }
+    recordFacts({ metrics, notes: { stoppedBy: result.stoppedBy } });
   }
 
   // ───────────────────────── checkpoints ─────────────────────────
@@ -773,6 +918,10 @@ export class Trainer {
       this.busy = false;
     }
     if (defaultDir) await writeFileAtomic(path.join(path.dirname(target), 'latest'), `${path.basename(target)}\n`);
+    if (this.recordsFacts) {
+      const hash = await weightsHash(path.join(target, 'model')).catch(() => undefined);
+      if (hash) recordFacts({ models: [{ name: path.basename(target), hash, path: target, role: 'checkpoint', step: this.state.step }] });
+    }
     return target;
   }
 
@@ -782,7 +931,7 @@ export class Trainer {
    * the weights. On CPU the resumed run continues bit-exactly.
    */
   static async resume(dir: string, options: Omit<TrainerOptions, 'model' | 'tokenizer' | 'config'> & {
-    loadModel: (dir: string) => Promise<EngineModel>;
+    loadModel: (dir: string, info: { role: 'reference' | 'resume' }) => Promise<EngineModel>;
     tokenizer?: VlmTokenizer;
     /** Fields to change on resume (changing sampling or batch fields breaks bit-exactness). */
     config?: Partial<GrpoConfig>;
@@ -791,12 +940,29 @@ export class Trainer {
     const raw = JSON.parse(readFileSync(path.join(ckpt, 'trainer.json'), 'utf8')) as CheckpointFile;
     if (raw.format !== 'vqalab.trainer') throw new Error(`${ckpt}/trainer.json: not a vqalab trainer checkpoint (format ${JSON.stringify(raw.format)})`);
     if (raw.version !== CHECKPOINT_VERSION) throw new Error(`${ckpt}/trainer.json: checkpoint version ${raw.version}, this vqalab reads version ${CHECKPOINT_VERSION}`);
-    const model = await options.loadModel(path.join(ckpt, 'model'));
+    const model = await options.loadModel(path.join(ckpt, 'model'), { role: 'resume' });
     const tokenizer = options.tokenizer ?? Tokenizer.load(path.join(ckpt, 'model'));
     const state: TrainerState = {
       step: raw.step, sftStep: raw.sftStep, rng: raw.rng, cursor: raw.cursor, sftCursor: raw.sftCursor, referenceDir: raw.referenceDir,
     };
-    return new Trainer({ ...options, model, tokenizer, config: { ...raw.config, ...options.config } }, { state, metrics: metricsFromJson(raw.metrics) });
+    return new Trainer({ modelDir: path.join(ckpt, 'model'), ...options, model, tokenizer, config: { ...raw.config, ...options.config } }, { state, metrics: metricsFromJson(raw.metrics) });
+  }
+}
+
+/**
+ * Run a synchronous engine call that refuses while the model is busy: a sampling run whose
+ * requests have all settled can still hold the model for a moment before it ends.
+ */
+async function whenModelFree(fn: () => void, waitMs = 10_000): Promise<void> {
+  const until = performance.now() + waitMs;
+  for (;;) {
+    try {
+      fn();
+      return;
+    } catch (err) {
+      if (!/busy with another call/.test((err as Error).message) || performance.now() > until) throw err;
+      await new Promise((r) => setTimeout(r, 1));
+    }
   }
 }
 

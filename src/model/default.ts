@@ -8,7 +8,8 @@
  *
  * Sizes are picked for the CPU demo on 2 cores: 112×112 images → 8×8 patches → 16 image tokens;
  * vision 2 blocks × 64; language model 4 layers × 128 (4 query heads, 2 key/value heads), tied
- * embeddings, vocabulary = the tiny tokenizer's.
+ * embeddings, vocabulary = the tiny tokenizer's. Weights are drawn with initializer_range 0.1
+ * (transformers' default is 0.02) so the model can learn to look at the image in minutes.
  *
  * Regenerate (deterministic: same words + seed → same bytes):
  *     npm run build && node dist/src/model/default.js [outDir]
@@ -42,7 +43,10 @@ export function tinyDims(vocabSize: number): Qwen2VLDims {
     rmsNormEps: 1e-6,
     ropeTheta: 1_000_000,
     maxPositionEmbeddings: 1024,
-    initializerRange: 0.02,
+    // transformers' 0.02 leaves this narrow model blind for hundreds of updates (attention is
+    // near uniform and the image tokens drown in the text); 0.1 lets it learn to read colours
+    // from the pixels within the demo's few minutes (docs/grpo.md has the measurements).
+    initializerRange: 0.1,
     vision: { depth: 2, embedDim: 64, numHeads: 4, mlpRatio: 4, patchSize: 14, temporalPatchSize: 2, spatialMergeSize: 2, inChannels: 3 },
   };
 }

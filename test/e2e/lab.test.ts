@@ -1,8 +1,12 @@
 /**
  * End to end in a real JupyterLab 4.6.4 front end (Debian's jupyter-server + jupyterlab-server,
  * headless Chromium) with the "TypeScript (vqalab)" kernel: the prebuilt extension installed by
- * `vqalab lab install --user` loads as a federated extension; running the notebook (cells calling
- * show, browse, plot, dashboard and the reward lab) renders every widget with our renderers (DOM checks);
+ * `vqalab lab install --user` loads as a federated extension; the quickstart notebook
+ * (notebooks/quickstart.ipynb: real data, the embedded policy, a reward lab, one trainer.step()
+ * with show(group), trainer.run() with its built-in live dashboard, a plot) runs all and renders
+ * every widget, the dashboard updating while it trains, also in the dark theme; then a notebook of
+ * fixed payloads (cells calling show, browse, plot, dashboard and the reward lab) checks the
+ * renderers in detail (DOM checks);
  * the dashboard updates in place while the loop runs; keyboard works inside widgets; a malformed
  * bundle shows its error; the dark theme renders; the saved notebook keeps vendor types and
  * fallbacks. Screenshots go to test-artifacts/.
@@ -17,7 +21,7 @@ import type { Locator, Page } from 'playwright-core';
 import { MIME } from '../../src/display/types.js';
 import { artifactPath, launch, type Browser } from '../extension/chromium.js';
 import { ensureLabApp, ROOT, startLab, type LabServer } from './lab.js';
-import { DASHBOARD_STEPS, writeNotebook } from './notebook.js';
+import { DASHBOARD_STEPS, QUICKSTART_STEPS, writeNotebook, writeQuickstart } from './notebook.js';
 
 const cli = (args: string[], env: NodeJS.ProcessEnv) => execFileSync(process.execPath, [path.join(ROOT, 'bin/vqalab.js'), ...args], { env, encoding: 'utf8' }).trim();
 
@@ -32,6 +36,7 @@ let tmp: string;
 let server: LabServer;
 let browser: Browser;
 let page: Page;
+let quick: ReturnType<typeof writeQuickstart>;
 const timings: Record<string, number | null> = {};
 
 /** The output area of code cell `i` (0-based among all cells, markdown included). */
@@ -52,6 +57,10 @@ before(async () => {
   log(cli(['lab', 'install', '--user'], env));
   log(cli(['kernel', 'install', '--user'], env));
   await writeNotebook(dirs.notebooks!);
+  quick = writeQuickstart(dirs.notebooks!, ROOT, {
+    browse: 'await browse(', sample: 'await show(train.get(0))', rewards: 'await vqalab.rewardLab(', group: 'await show(group',
+    run: 'await trainer.run(', plot: 'plot([{ name: "quickstart"',
+  });
   const s = performance.now();
   server = await startLab(dirs.notebooks!, env);
   timings.serverStartSeconds = (performance.now() - s) / 1000;
@@ -77,26 +86,141 @@ test('the server lists the prebuilt extension and JupyterLab loads it', async ()
   assert.deepEqual(federated.map((e: { name: string }) => e.name), ['vqalab-jupyterlab']);
 });
 
-test('running the notebook renders every widget with the extension; the dashboard updates in place while the loop runs', async () => {
-  await page.evaluate(async () => {
-    const w = await window.jupyterapp.commands.execute('docmanager:open', { path: 'widgets.ipynb', factory: 'Notebook' });
-    await w.context.ready;
-    await w.sessionContext.ready;
-  });
-  await page.waitForFunction(() => window.jupyterapp.shell.currentWidget?.sessionContext?.session?.kernel?.status === 'idle', null, { timeout: 60_000 });
-  // Watch the dashboard from inside the page while the notebook runs: each change of its progress
-  // label, with the plot's revision and the cell's prompt ([*] while running).
-  await page.evaluate(() => {
+/** Record each change of cell `index`'s dashboard progress label (with the plot's revision and whether the cell runs). */
+async function watchDashboard(index: number): Promise<void> {
+  await page.evaluate((i: number) => {
     const seen: any[] = [];
     window.__dashboardLog = seen;
     window.__dashboardTimer = setInterval(() => {
-      const c = document.querySelectorAll('.jp-NotebookPanel .jp-Cell')[6];
+      const c = document.querySelectorAll('.jp-NotebookPanel .jp-Cell')[i];
       const label = c?.querySelector('.vqa-progress-label')?.textContent;
       if (!label || seen.at(-1)?.label === label) return;
       seen.push({ label, rev: Number(c.querySelector('.vqa-plot')?.dataset.revision ?? 0), prompt: c.querySelector('.jp-InputArea-prompt')?.textContent,
         plot: c.querySelector('.vqa-plot'), outputs: c.querySelectorAll('.vqa-lab-output').length });
     }, 50);
+  }, index);
+}
+
+/** Stop watching; what was seen. */
+async function dashboardStates(): Promise<{ label: string; rev: number; running: boolean; outputs: number; samePlot: boolean }[]> {
+  return page.evaluate(() => {
+    clearInterval(window.__dashboardTimer);
+    const log = window.__dashboardLog;
+    const last = log.at(-1)?.plot;
+    return log.map((e: any) => ({ label: e.label, rev: e.rev, running: /\[\*\]/.test(e.prompt ?? ''), outputs: e.outputs, samePlot: !e.plot || e.plot === last }));
   });
+}
+
+async function openNotebook(file: string): Promise<void> {
+  await page.evaluate(async (f: string) => {
+    const w = await window.jupyterapp.commands.execute('docmanager:open', { path: f, factory: 'Notebook' });
+    await w.context.ready;
+    await w.sessionContext.ready;
+  }, file);
+  await page.waitForFunction(() => window.jupyterapp.shell.currentWidget?.sessionContext?.session?.kernel?.status === 'idle', null, { timeout: 60_000 });
+}
+
+const allCellsRan = () => page.waitForFunction(() => [...document.querySelectorAll('.jp-NotebookPanel .jp-CodeCell .jp-InputArea-prompt')].every((p: any) => /\[\d+\]/.test(p.textContent)), null, { timeout: 300_000 });
+
+/** Save the current notebook, shut its kernel down and close it; returns each cell's saved output types. */
+async function saveAndClose(): Promise<string[][]> {
+  const saved = await page.evaluate(async () => {
+    const app = window.jupyterapp;
+    const w = app.shell.currentWidget;
+    if (!w?.context) return [];
+    await w.context.save();
+    const m = await app.serviceManager.contents.get(w.context.path, { content: true });
+    await w.sessionContext.shutdown();
+    w.close();
+    return m.content.cells.map((cl: any) => (cl.outputs ?? []).map((o: any) => `${o.output_type}:${Object.keys(o.data ?? {}).sort().join('|')}`));
+  });
+  await page.waitForFunction(() => document.querySelectorAll('.jp-NotebookPanel').length === 0, null, { timeout: 10_000 });
+  return saved;
+}
+
+test('the quickstart notebook runs all: dataset, sample, rewards, the step\'s group, the live training dashboard and the plot render; dark theme', async () => {
+  await openNotebook(quick.file);
+  try {
+    await checkQuickstart();
+  } finally {
+    // Whatever happened, the next notebook gets the page to itself.
+    await page.evaluate(() => window.jupyterapp.commands.execute('apputils:change-theme', { theme: 'JupyterLab Light' }));
+    const saved = await saveAndClose();
+    const c = quick.cells;
+    assert.deepEqual(saved[c.group!]!.filter((o) => o.startsWith('display_data')), [`display_data:${MIME.group}|text/html|text/plain`]);
+    assert.equal(saved[c.run!]!.filter((o: string) => o === `display_data:${MIME.metrics}|text/html|text/plain`).length, 1, `the dashboard is one output: ${JSON.stringify(saved[c.run!])}`);
+  }
+});
+
+async function checkQuickstart(): Promise<void> {
+  const c = quick.cells;
+  await watchDashboard(c.run!);
+  const run = performance.now();
+  await page.evaluate(() => window.jupyterapp.commands.execute('notebook:run-all-cells'));
+  const dash = cell(c.run!).locator('.vqa-metrics');
+  await dash.locator('.vqa-plot[data-revision]').waitFor({ timeout: 240_000 });
+  await cell(c.run!).scrollIntoViewIfNeeded();
+  if (/running$/.test(await dash.locator('.vqa-progress-label').textContent() ?? '')) await page.screenshot({ path: artifactPath('lab-quickstart-training.png') });
+  await allCellsRan();
+  timings.quickstartRunAllSeconds = (performance.now() - run) / 1000;
+  const seen = await dashboardStates();
+  log(`quickstart dashboard states seen: ${seen.length}, while training: ${seen.filter((e) => e.running).length}`);
+  const running = seen.filter((e) => e.running);
+  assert.ok(running.length >= 3, `the training dashboard changed at least 3 times while trainer.run() ran: ${JSON.stringify(seen)}`);
+  const plotted = running.filter((e) => e.rev > 0);
+  assert.ok(plotted.length >= 2 && plotted.at(-1)!.rev > plotted[0]!.rev, `the plot was redrawn in place while training (Plotly.react): ${JSON.stringify(seen)}`);
+  assert.ok(seen.every((e) => e.outputs <= 1 && e.samePlot), 'one dashboard output, its plot never replaced');
+  // One GRPO step in the cell before, then QUICKSTART_STEPS more: progress counts the trainer's global steps.
+  const total = QUICKSTART_STEPS + 1;
+  assert.match(await dash.locator('.vqa-progress-label').textContent() ?? '', new RegExp(`^step ${total}/${total} · .* · done$`));
+  assert.equal(await dash.evaluate((el: any) => el.querySelector('.vqa-plot').data.filter((t: any) => t.name === 'run' && t.mode === 'lines')[0].x.length), QUICKSTART_STEPS, 'every step of the run plotted');
+  assert.match(await dash.locator('.vqa-latest h3').textContent() ?? '', new RegExp(`Group at step ${QUICKSTART_STEPS}`));
+  assert.equal(await cell(c.run!).locator('.vqa-lab-output').count(), 1, 'one dashboard, updated in place');
+
+  // Every widget of the notebook is drawn by the extension, in the cell that made it.
+  const kind = (i: number) => cell(i).locator('.vqa-lab-output > [data-vqa]').evaluateAll((els: any[]) => els.map((e) => e.dataset.vqa));
+  assert.deepEqual(await kind(c.browse!), ['dataset']);
+  assert.deepEqual(await kind(c.sample!), ['sample']);
+  assert.deepEqual(await kind(c.rewards!), ['rewards']);
+  assert.deepEqual(await kind(c.group!), ['group']);
+  assert.deepEqual(await kind(c.run!), ['metrics']);
+  assert.deepEqual(await kind(c.plot!), ['metrics']);
+  assert.equal(await page.locator('.jp-NotebookPanel .jp-RenderedHTMLCommon .vqa').count(), 0, 'no widget fell back to its HTML');
+  assert.ok(await cell(c.browse!).locator('.vqa-card').count() > 0);
+  const img = cell(c.sample!).locator('.vqa-sample figure img');
+  assert.match(await img.getAttribute('alt') ?? '', /^image synth_\d+\.png for the question "/);
+  await cell(c.sample!).scrollIntoViewIfNeeded();
+  const natural = await img.evaluate(async (el: any) => { await el.decode(); return [el.naturalWidth, el.naturalHeight]; });
+  assert.ok(natural[0] >= 112 && natural[0] === natural[1], `the sample's picture loaded: ${natural}`);
+  // The group of the step: its completions (G = 4), sorted by reward, with token log-probs to hover.
+  const g = cell(c.group!);
+  assert.equal(await g.locator('table.vqa-completions tbody tr').count(), 4);
+  const rewards = await g.locator('table.vqa-completions tbody tr').evaluateAll((rows: any[]) => rows.map((r) => Number(r.cells[2].textContent)));
+  assert.ok(rewards.every(Number.isFinite) && rewards.every((r, i) => i === 0 || r <= rewards[i - 1]!), `sorted by reward: ${rewards}`);
+  assert.ok(await g.locator('.vqa-tok').count() > 0, 'token log-probs on hover');
+  await g.scrollIntoViewIfNeeded();
+  const groupImage = await g.locator('.vqa-group img').first().evaluate(async (el: any) => { await el.decode(); return el.naturalWidth; });
+  assert.ok(groupImage >= 112, `the group shows the prompt's image (${groupImage} px)`);
+  await g.locator('.vqa-group').screenshot({ path: artifactPath('lab-quickstart-group.png') });
+  await cell(c.run!).locator('.vqa-metrics').screenshot({ path: artifactPath('lab-quickstart-dashboard.png') });
+
+  await page.evaluate(() => window.jupyterapp.commands.execute('apputils:change-theme', { theme: 'JupyterLab Dark' }));
+  await page.waitForFunction((i: number) => {
+    const plot = document.querySelectorAll('.jp-NotebookPanel .jp-Cell')[i].querySelector('.vqa-plot');
+    const col = plot?.layout?.font?.color ?? '';
+    return document.body.dataset.jpThemeLight === 'false' && (col.match(/\d+/g) ?? []).map(Number).reduce((a: number, x: number) => a + x, 0) > 500;
+  }, c.run!, { timeout: 30_000 });
+  await cell(c.run!).scrollIntoViewIfNeeded();
+  await page.screenshot({ path: artifactPath('lab-quickstart-dark.png') });
+  await page.evaluate(() => window.jupyterapp.commands.execute('apputils:change-theme', { theme: 'JupyterLab Light' }));
+  await page.waitForFunction(() => document.body.dataset.jpThemeLight === 'true', null, { timeout: 30_000 });
+}
+
+test('running the notebook renders every widget with the extension; the dashboard updates in place while the loop runs', async () => {
+  await openNotebook('widgets.ipynb');
+  // Watch the dashboard from inside the page while the notebook runs: each change of its progress
+  // label, with the plot's revision and the cell's prompt ([*] while running).
+  await watchDashboard(6);
   const run = performance.now();
   await page.evaluate(() => window.jupyterapp.commands.execute('notebook:run-all-cells'));
   const dash = cell(6).locator('.vqa-metrics');
@@ -104,19 +228,14 @@ test('running the notebook renders every widget with the extension; the dashboar
   await cell(6).scrollIntoViewIfNeeded();
   // A picture of the dashboard mid-run when the machine is quick enough to catch one.
   if (/running$/.test(await dash.locator('.vqa-progress-label').textContent() ?? '')) await page.screenshot({ path: artifactPath('lab-dashboard-running.png') });
-  await page.waitForFunction(() => [...document.querySelectorAll('.jp-NotebookPanel .jp-CodeCell .jp-InputArea-prompt')].every((p: any) => /\[\d+\]/.test(p.textContent)), null, { timeout: 120_000 });
-  const seen = await page.evaluate(() => {
-    clearInterval(window.__dashboardTimer);
-    const log = window.__dashboardLog;
-    const last = log.at(-1)?.plot;
-    return log.map((e: any) => ({ label: e.label, rev: e.rev, running: /\[\*\]/.test(e.prompt ?? ''), outputs: e.outputs, samePlot: !e.plot || e.plot === last }));
-  });
+  await allCellsRan();
+  const seen = await dashboardStates();
   log(`dashboard states seen: ${seen.length}, while running: ${seen.filter((e: { running: boolean }) => e.running).length}`);
   const live = seen.filter((e: { running: boolean; rev: number }) => e.running && e.rev > 0);
   assert.ok(live.length >= 4, `the plotted dashboard changed at least 4 times while the cell ran: ${JSON.stringify(seen)}`);
   assert.ok(live.every((e: { outputs: number }) => e.outputs === 1), 'always one output');
   assert.ok(seen.every((e: { samePlot: boolean }) => e.samePlot), 'the plot element was never replaced');
-  assert.ok(live.at(-1).rev > live[0].rev, 'Plotly.react ran on updates');
+  assert.ok(live.at(-1)!.rev > live[0]!.rev, 'Plotly.react ran on updates');
   timings.runAllSeconds = (performance.now() - run) / 1000;
   assert.match(await dash.locator('.vqa-progress-label').textContent() ?? '', new RegExp(`^step ${DASHBOARD_STEPS}/${DASHBOARD_STEPS} · .* · done$`));
   assert.equal(await dash.evaluate((el: any) => el.querySelector('.vqa-plot').data.filter((t: any) => t.name === 'live' && t.mode === 'lines')[0].x.length), DASHBOARD_STEPS, 'every step plotted');

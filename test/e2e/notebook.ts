@@ -4,7 +4,7 @@
  * kernel's sink sends the bundles; the front end renders them. The test writes the data the cells
  * read (a scene image, fixture payloads, metric curves) next to the notebook.
  */
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { dataUrlBytes } from '../../src/display/image.js';
 import * as fx from '../display/fixtures.js';
@@ -78,4 +78,27 @@ d.finish();`),
   };
   writeFileSync(path.join(dir, 'widgets.ipynb'), JSON.stringify(nb, null, 1));
   return 'widgets.ipynb';
+}
+
+/** GRPO steps the e2e's copy of the quickstart runs after its one `trainer.step()` (long enough to watch the dashboard update). */
+export const QUICKSTART_STEPS = 50;
+
+/**
+ * Copies notebooks/quickstart.ipynb into `dir` as it is, except the parameter `steps`; returns the
+ * file name and the index (among all cells) of the cell whose source contains each marker.
+ */
+export function writeQuickstart(dir: string, root: string, markers: Record<string, string>): { file: string; cells: Record<string, number> } {
+  const nb = JSON.parse(readFileSync(path.join(root, 'notebooks', 'quickstart.ipynb'), 'utf8')) as { cells: { source: string | string[] }[] };
+  const text = (c: { source: string | string[] }) => (Array.isArray(c.source) ? c.source.join('') : c.source);
+  const params = nb.cells.find((c) => /^let steps = \d+;/m.test(text(c)));
+  if (!params) throw new Error('notebooks/quickstart.ipynb: no parameters cell with "let steps = N;"');
+  params.source = text(params).replace(/^let steps = \d+;/m, `let steps = ${QUICKSTART_STEPS};`);
+  const cells: Record<string, number> = {};
+  for (const [name, marker] of Object.entries(markers)) {
+    const i = nb.cells.findIndex((c) => text(c).includes(marker));
+    if (i < 0) throw new Error(`notebooks/quickstart.ipynb: no cell contains ${JSON.stringify(marker)}`);
+    cells[name] = i;
+  }
+  writeFileSync(path.join(dir, 'quickstart.ipynb'), JSON.stringify(nb, null, 1));
+  return { file: 'quickstart.ipynb', cells };
 }
