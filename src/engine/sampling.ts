@@ -46,6 +46,13 @@ interface Run {
   requests: Map<number, Pending>;
   /** False once an add was refused or the run ended. */
   open: boolean;
+  /**
+   * Settlements held back until the run's end packet: those that left the run with no request.
+   * The native run still holds the model until just before its end packet, so a caller that awaits
+   * its result and then makes a synchronous call (zeroGrad, setLoraEnabled) must not be resumed
+   * earlier — it would find the model busy.
+   */
+  held: (() => void)[];
 }
 
 export interface LoopHost {
@@ -135,7 +142,7 @@ export class SampleLoop {
     this.scheduled = false;
     const batch = this.waiting.splice(0);
     if (batch.length === 0) return Promise.resolve();
-    const run: Run = { handle: undefined, requests: new Map(batch.map((p) => [p.id, p])), open: true };
+    const run: Run = { handle: undefined, requests: new Map(batch.map((p) => [p.id, p])), open: true, held: [] };
     for (const p of batch) p.run = run;
     return new Promise<void>((ended) => {
       try {
@@ -165,13 +172,14 @@ export class SampleLoop {
         }
       }
     }
+    const settlements: (() => void)[] = [];
     for (const d of pk.done ?? []) {
       const p = run.requests.get(d.id);
       if (!p) continue;
       run.requests.delete(d.id);
       this.counts.completed++;
-      if (p.cancelReason !== undefined) this.settle(p, false, p.cancelReason);
-      else this.settle(p, true, { tokenIds: d.tokenIds, logprobs: d.logprobs, finishReason: d.stopped.map((s) => (s ? 'stop' : 'length')) });
+      if (p.cancelReason !== undefined) settlements.push(() => this.settle(p, false, p.cancelReason));
+      else settlements.push(() => this.settle(p, true, { tokenIds: d.tokenIds, logprobs: d.logprobs, finishReason: d.stopped.map((s) => (s ? 'stop' : 'length')) }));
     }
     for (const f of pk.failed ?? []) {
       const p = run.requests.get(f.id);
@@ -179,11 +187,18 @@ export class SampleLoop {
       run.requests.delete(f.id);
       if (f.cancelled) this.counts.cancelled++;
       else this.counts.failed++;
-      this.settle(p, false, f.cancelled ? p.cancelReason ?? new Error('cancelled') : nativeError(new Error(f.message), p.stack));
+      settlements.push(() => this.settle(p, false, f.cancelled ? p.cancelReason ?? new Error('cancelled') : nativeError(new Error(f.message), p.stack)));
     }
+    // A run left with no request is closing (the native side closes it before it reports the
+    // results that leave it idle): those results wait for the end packet, which comes once the
+    // model is free. Results that leave others running settle at once (the model stays busy
+    // anyway, and a server wants them now).
+    if (run.requests.size === 0 && !pk.end) run.held.push(...settlements);
+    else for (const settle of settlements) settle();
     if (pk.end) {
       run.open = false;
       if (this.current === run) this.current = null;
+      for (const settle of run.held.splice(0)) settle();
       for (const p of run.requests.values()) {
         this.counts.failed++;
         this.settle(p, false, p.cancelReason ?? nativeError(new Error(pk.error ?? 'the sampling run ended before this request finished'), p.stack));

@@ -281,6 +281,28 @@ test('with a device attached, a run hands each request to the device: same resul
   }
 });
 
+test('a synchronous call right after an awaited sample finds the model free (the run has let go of it)', async () => {
+  const m = await loadModel(`${c.dir}/policy`);
+  try {
+    for (let i = 0; i < 40; i++) {
+      const [a, b] = await Promise.all([
+        m.sample({ prompt: short, n: 2, temperature: 1, maxTokens: 3 + (i % 4), seed: i }),
+        m.sample({ prompt: oneImage, n: 1, temperature: 1, maxTokens: 2 + (i % 3), seed: 100 + i }),
+      ]);
+      assert.ok(a.tokenIds.length === 2 && b.tokenIds.length === 1);
+      m.zeroGrad(); // threw "the model is busy with another call" when a result settled before the run let go
+      const one = await m.sample({ prompt: textOnly, n: 1, temperature: 0, maxTokens: 2, seed: 0 });
+      assert.equal(one.tokenIds.length, 1);
+      // Deterministic form of the same check (the race above needs a slow native thread): with
+      // nothing else sampling, the run has ended by the time the caller resumes.
+      assert.equal((m as unknown as { loop: { current: unknown } }).loop.current, null, 'the run is over when its last result settles');
+      m.zeroGrad();
+    }
+  } finally {
+    m.dispose();
+  }
+});
+
 test('sampleBatch checks its arguments with exact messages', async () => {
   const m = await loadModel(`${c.dir}/policy`);
   try {
