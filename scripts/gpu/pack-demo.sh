@@ -33,6 +33,10 @@ cp -r node_modules/sharp node_modules/detect-libc node_modules/semver "$dest/nod
 cp -r node_modules/@img/sharp-linux-x64 node_modules/@img/sharp-libvips-linux-x64 node_modules/@img/colour "$dest/node_modules/@img/"
 rm -rf "$dest/node_modules/sharp/src" "$dest/node_modules/@img/sharp-libvips-linux-x64/include"
 cp -r node_modules/parquet-wasm/package.json node_modules/parquet-wasm/node "$dest/node_modules/parquet-wasm/"
+# the GPU call's carry is small (the checkout plus this folder < 64 MiB): the packages travel as
+# one xz tarball (libvips alone is 18 MB) that run-demo.sh unpacks
+tar -C "$dest" -cf - node_modules | xz -T0 -6 > "$dest/node_modules.tar.xz"
+rm -rf "$dest/node_modules"
 mkdir -p "$dest/.gpu/include"
 node_bin=$(readlink -f "$(command -v node)")
 cache=${TMPDIR:-/tmp}/gpu-pack-node-$(node -p process.version).xz
