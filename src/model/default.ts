@@ -12,7 +12,7 @@
  * (transformers' default is 0.02) so the model can learn to look at the image in minutes.
  *
  * Regenerate (deterministic: same words + seed → same bytes):
- *     npm run build && node dist/src/model/default.js [outDir]
+ *     npm run build && node dist/src/model/write-default.js [outDir]
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
@@ -102,10 +102,4 @@ export async function writeDefaultAssets(outDir: string, options: DefaultAssetsO
   json('preprocessor_config.json', preprocessorConfig());
   await writeSafetensors(path.join(outDir, 'model.safetensors'), tensors, { format: 'pt' });
   return { vocabSize: tokenizer.vocabSize, parameters: specs.reduce((a, sp) => a + sp.shape.reduce((x, y) => x * y, 1), 0) };
-}
-
-if (process.argv[1] && fileURLToPath(import.meta.url) === path.resolve(process.argv[1])) {
-  const out = process.argv[2] ?? DEFAULT_MODEL_DIR;
-  const r = await writeDefaultAssets(out);
-  process.stdout.write(`wrote ${out}: vocabulary ${r.vocabSize}, ${r.parameters.toLocaleString('en-US')} parameters\n`);
 }

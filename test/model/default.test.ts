@@ -70,7 +70,7 @@ test('initialisation: N(0, 0.02) weights, zero biases, unit norms; a seed fixes 
   assert.ok(a.get('model.norm.weight')!.every((x) => x === 1));
 });
 
-test('the committed assets are what the generator writes (regenerate: node dist/src/model/default.js)', async () => {
+test('the committed assets are what the generator writes (regenerate: node dist/src/model/write-default.js)', async () => {
   const dir = mkdtempSync(path.join(tmpdir(), 'vqalab-default-'));
   try {
     await writeDefaultAssets(dir);
