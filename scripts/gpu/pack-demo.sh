@@ -37,12 +37,5 @@ cp -r node_modules/parquet-wasm/package.json node_modules/parquet-wasm/node "$de
 # one xz tarball (libvips alone is 18 MB) that run-demo.sh unpacks
 tar -C "$dest" -cf - node_modules | xz -T0 -6 > "$dest/node_modules.tar.xz"
 rm -rf "$dest/node_modules"
-mkdir -p "$dest/.gpu/include"
-node_bin=$(readlink -f "$(command -v node)")
-cache=${TMPDIR:-/tmp}/gpu-pack-node-$(node -p process.version).xz
-[ -s "$cache" ] || xz -T0 -6 -c "$node_bin" > "$cache"
-cp "$cache" "$dest/.gpu/node.xz"
-cp /usr/include/node/{js_native_api.h,js_native_api_types.h,node_api.h,node_api_types.h} "$dest/.gpu/include/"
-sed -n '/^cat > .gpu\/with-node.sh <<.INNER.$/,/^INNER$/p' /work/shared/tools/gpu-pack.sh | sed '1d;$d' > "$dest/.gpu/with-node.sh"
-chmod +x "$dest/.gpu/with-node.sh"
+bash "$(dirname "$0")/pack-node.sh" "$dest"
 du -sh "$dest"

@@ -26,14 +26,5 @@ npx esbuild bench/cuda-parity.ts --bundle --platform=node --format=esm --log-lev
 npx esbuild test/cuda/cuda.test.ts --bundle --platform=node --format=esm --log-level=warning \
   --banner:js="import { createRequire as __cr } from 'node:module'; const require = __cr(import.meta.url);" \
   --outfile="$dest/cuda-test.mjs"
-# Node for the GPU machine, as ../shared/tools/gpu-pack.sh packs it (that script assumes a plain
-# checkout; a worktree's .git is a file): compressed binary, Node-API headers, with-node.sh
-mkdir -p "$dest/.gpu/include"
-node_bin=$(readlink -f "$(command -v node)")
-cache=${TMPDIR:-/tmp}/gpu-pack-node-$(node -p process.version).xz
-[ -s "$cache" ] || xz -T0 -6 -c "$node_bin" > "$cache"
-cp "$cache" "$dest/.gpu/node.xz"
-cp /usr/include/node/{js_native_api.h,js_native_api_types.h,node_api.h,node_api_types.h} "$dest/.gpu/include/"
-sed -n '/^cat > .gpu\/with-node.sh <<.INNER.$/,/^INNER$/p' /work/shared/tools/gpu-pack.sh | sed '1d;$d' > "$dest/.gpu/with-node.sh"
-chmod +x "$dest/.gpu/with-node.sh"
+bash "$(dirname "$0")/pack-node.sh" "$dest"
 du -sh "$dest"
