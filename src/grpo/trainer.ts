@@ -464,7 +464,7 @@ export class Trainer {
 
   private async referenceLogprobs(groups: readonly RolloutGroup[]): Promise<Float32Array[][]> {
     if (this.referenceKind() === 'lora-base') {
-      await whenModelFree(() => this.model.setLoraEnabled(false));
+      this.model.setLoraEnabled(false);
       try {
         return await this.logprobsUnder(this.model, groups);
       } finally {
@@ -551,8 +551,8 @@ export class Trainer {
         const idle = mb.filter((gi) => !active.includes(gi));
         const skippedLengths = idle.flatMap((gi) => kept[gi]!.completions.filter(validCompletion).map((x) => x.tokenIds.length));
         const fwd = await this.model.forward(this.requests(active.map((gi) => kept[gi]!), true));
-        // After the forward, not before: zeroGrad is synchronous, and a sampling run whose requests
-        // have all settled may still hold the model for a moment; the forward waits behind it.
+        // Gradients accumulate over one minibatch's backward only (the forward keeps activations,
+        // not gradients, so clearing after it is the same as before it).
         this.model.zeroGrad();
         const validOf = (gi: number) => kept[gi]!.completions.filter(validCompletion);
         const loss = grpoLoss({
@@ -671,7 +671,7 @@ export class Trainer {
         }
         const lr = learningRateAt(s, { learningRate: options.learningRate, warmupSteps: options.warmupSteps ?? 0, totalSteps: options.steps, schedule: 'constant', minLrRatio: 0 });
         const fwd = await this.model.forward(requests);
-        this.model.zeroGrad(); // after the forward: see the GRPO update
+        this.model.zeroGrad();
 
         const loss = sftLoss(fwd.flatMap((r) => r.logprobs));
         const m = emptyMetrics(this.state.sftStep, 'sft');
@@ -946,23 +946,6 @@ export class Trainer {
       step: raw.step, sftStep: raw.sftStep, rng: raw.rng, cursor: raw.cursor, sftCursor: raw.sftCursor, referenceDir: raw.referenceDir,
     };
     return new Trainer({ modelDir: path.join(ckpt, 'model'), ...options, model, tokenizer, config: { ...raw.config, ...options.config } }, { state, metrics: metricsFromJson(raw.metrics) });
-  }
-}
-
-/**
- * Run a synchronous engine call that refuses while the model is busy: a sampling run whose
- * requests have all settled can still hold the model for a moment before it ends.
- */
-async function whenModelFree(fn: () => void, waitMs = 10_000): Promise<void> {
-  const until = performance.now() + waitMs;
-  for (;;) {
-    try {
-      fn();
-      return;
-    } catch (err) {
-      if (!/busy with another call/.test((err as Error).message) || performance.now() > until) throw err;
-      await new Promise((r) => setTimeout(r, 1));
-    }
   }
 }
 
