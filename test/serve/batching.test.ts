@@ -103,7 +103,11 @@ test('streams token by token while generating; the deltas add up to the non-stre
     assert.deepEqual(lps, whole.map((c) => c.lps), `${label}: streamed log-probs`);
     assert.deepEqual(finish, whole.map((c) => c.finish), `${label}: finish reasons`);
     assert.ok(arrivals.length > 50, `${label}: ${arrivals.length} token chunks`);
-    assert.ok(arrivals[0]! < total / 2, `${label}: the first token arrived at ${arrivals[0]!.toFixed(0)} ms of ${total.toFixed(0)} ms`);
+    // Streamed while generating, not written in one burst at the end: most token chunks come
+    // well after the first. (Measured from the first token, not from the request: on a loaded
+    // machine the time before the first token — image decoding, prefill — can be most of the total.)
+    const later = arrivals.filter((a) => a - arrivals[0]! > 2).length;
+    assert.ok(later >= arrivals.length / 2, `${label}: ${later} of ${arrivals.length} token chunks came more than 2 ms after the first (first at ${arrivals[0]!.toFixed(0)} ms of ${total.toFixed(0)} ms)`);
     assert.ok(new Set(arrivals.map((a) => Math.round(a))).size > 5, `${label}: tokens arrived over time, not at once`);
   }
 });
