@@ -205,12 +205,14 @@ class VqalabKernelTests(jkt.KernelTests):
 
     def test_interrupt_synchronous_loop(self):
         self.flush_channels()
-        msg_id = self.kc.execute('let spins = 0;\nconsole.log("started");\nwhile (true) { spins++; }')
+        # "started" only once the loop is spinning: printed before the loop, an interrupt on a loaded
+        # machine could land before the first iteration (spins still 0).
+        msg_id = self.kc.execute('let spins = 0;\nwhile (true) { if (++spins === 100000) console.log("started"); }')
         self.wait_for_output(msg_id, "started")
         self.km.interrupt_kernel()
         reply, _ = self.collect(msg_id)
         self.assertEqual(reply["content"]["ename"], "InterruptedError")
-        reply, outputs = self.run_cell("spins > 0")
+        reply, outputs = self.run_cell("spins >= 100000")
         self.assertEqual(reply["content"]["status"], "ok")
         self.assertEqual(self.of_type(outputs, "execute_result")[0]["data"]["text/plain"], "true")
 
