@@ -261,6 +261,11 @@ export async function rolloutRound(inp: RolloutInputs, samples: readonly VqaSamp
       return;
     }
     groups[i] = group;
+    // Every completion excluded by failing rewards: the group stays (its errors show) but teaches
+    // nothing, and the sample counts as bad.
+    if (group.completions.every((x) => !Number.isFinite(x.reward)) && group.completions.some((x) => x.errors.length > 0)) {
+      skipped[i] = { sampleId: p.sample.id, kind: 'reward', message: `sample ${p.sample.id}: every completion's reward failed (${group.completions.find((x) => x.errors.length)!.errors[0]})` };
+    }
   };
   const one = async (i: number, prepared?: { sample: VqaSample; prompt: Prompt; text: string }) => {
     const sample = samples[i]!;
