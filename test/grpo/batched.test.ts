@@ -152,7 +152,7 @@ test('temporary folders of a killed save are removed by the next save and by res
   const dead = deadPid();
   plant(`.checkpoint-000001.tmp-${dead}-0a1b2c3d`);
   plant(`.checkpoint-000001.tmp-${process.pid}-0a1b2c3d`); // this process's: a save in progress
-  const t = new Trainer(options(await fresh(), {}, { outputDir: dir }));
+  const t = new Trainer(options(await warmStarted(), {}, { outputDir: dir }));
   await t.save();
   assert.deepEqual(readdirSync(ckpts).filter((n) => n.includes('.tmp-')), [`.checkpoint-000001.tmp-${process.pid}-0a1b2c3d`]);
   plant(`.checkpoint-000000.tmp-${dead}-ffff0000`);
@@ -227,4 +227,13 @@ test('run() events: subscribers see every step, evaluation and checkpoint; contr
   assert.deepEqual(seen, ['begin 0+10', 'step 0', 'step 1', 'eval val grpo2', 'save checkpoint-000002 2', 'step 2', 'end abort 3']);
   await assert.rejects(t.run({ steps: 1, handleSigint: false, wandb: true } as never), /run\(\{ wandb \}\) needs the layer that reads it/);
   void tinyExact;
+});
+
+test('src/grpo imports nothing from src/display or src/report (they subscribe to its events)', () => {
+  const dir = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..', '..', '..', 'src', 'grpo');
+  for (const f of readdirSync(dir).filter((n) => n.endsWith('.ts'))) {
+    const text = readFileSync(path.join(dir, f), 'utf8');
+    assert.doesNotMatch(text, /from '\.\.\/(display|report)\//, `src/grpo/${f}`);
+    assert.doesNotMatch(text, /import\(['"]\.\.\/(display|report)\//, `src/grpo/${f}`);
+  }
 });
