@@ -237,3 +237,33 @@ test('src/grpo imports nothing from src/display or src/report (they subscribe to
     assert.doesNotMatch(text, /import\(['"]\.\.\/(display|report)\//, `src/grpo/${f}`);
   }
 });
+
+test('with a Policy, a round\'s requests go out concurrently, at most policyConcurrency at a time, and give the sequential groups', async () => {
+  // A policy that answers from the seed it is given (a deterministic stand-in for a server), and
+  // counts the requests in flight.
+  let inFlight = 0, most = 0;
+  const colors = ['red', 'green', 'blue', 'yellow'];
+  const policy = {
+    name: 'seeded',
+    async generate(_s: VqaSample, o: { n: number; seed?: number }) {
+      inFlight++;
+      most = Math.max(most, inFlight);
+      await new Promise((r) => setImmediate(r));
+      inFlight--;
+      return Array.from({ length: o.n }, (_, i) => ({ text: colors[((o.seed ?? 0) + i * 7) % 4]!, finishReason: 'stop' as const }));
+    },
+  };
+  const model = await fresh();
+  const run = async (extra: Partial<TrainerOptions>) => {
+    inFlight = 0; most = 0;
+    const t = new Trainer(options(model, { promptsPerStep: 8, learningRate: 0 }, { policy, ...extra }));
+    const out = await t.step();
+    return { groups: out.groups.map((g) => [g.sample.id, g.completions.map((c) => [c.text, c.reward, c.advantage])]), most };
+  };
+  const bounded = await run({ policyConcurrency: 3 });
+  assert.equal(bounded.most, 3);
+  const sequential = await run({ rolloutMode: 'sequential' });
+  assert.equal(sequential.most, 1);
+  assert.deepEqual(bounded.groups, sequential.groups);
+  assert.equal(bounded.groups.length, 8);
+});
