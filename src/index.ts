@@ -29,6 +29,8 @@ export { interruptSignal, interruptible, onInterrupt, isInterrupted, throwIfInte
 // header stamp of `vqalab report`; the runner and exporter live in src/report/index.ts.
 export * as report from './report/facts.js';
 export { recordFacts } from './report/facts.js';
+// The trainer's subscribers (src/grpo/events.ts): report facts here, the run dashboard in src/display/training.ts.
+import './report/trainer-facts.js';
 export * as rollout from './rollout/index.js';
 export { LocalPolicy, OpenAIPolicy, RequestScheduler, rollout as rolloutBatch, evaluatePolicies, showComparison, policyFromSpec } from './rollout/index.js';
 export type { Policy, Completion, SamplingOptions } from './rollout/index.js';

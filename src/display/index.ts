@@ -15,4 +15,4 @@ export { WIDGETS, renderHtml, renderError, staticHtml, isVendorMime, PayloadErro
 export type { RenderOptions } from './render/index.js';
 export { plotlyFigure, smooth, metricKeys } from './render/metrics.js';
 export { metricsPoint, groupPayload, mostInformative, trainingDashboard } from './training.js';
-export type { TrainingDashboard, GroupViewOptions } from './training.js';
+export type { TrainingDashboard, GroupViewOptions, RunDashboardOptions } from './training.js';

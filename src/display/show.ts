@@ -10,7 +10,7 @@ import { invalidParameterError } from '../util/validate.js';
 import { bundleFor, sampleBundle } from './bundle.js';
 import { imageRef } from './image.js';
 import { emit, type DisplayOptions, type DisplaySink } from './output.js';
-import type { RolloutGroup } from '../grpo/trainer.js';
+import type { RolloutGroup } from '../grpo/rollout.js';
 // training.ts imports samplePayload from here: a cycle resolved at call time (functions only).
 import { groupPayload } from './training.js';
 import {

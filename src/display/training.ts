@@ -1,16 +1,22 @@
 /**
  * From the trainer's step output to the display contract: a metrics point per step, a group view
  * of a rollout group, and a live dashboard fed by `trainer.run({ onStep })`. The trainer stays
- * free of display code; a notebook (or the trainer's run) wires them:
+ * free of display code; a notebook wires them:
  *
  *   const live = trainingDashboard({ total: 50, decodeToken: (id) => tokenizer.decode([id]) });
  *   await trainer.run({ steps: 50, onStep: live.onStep });
  *   live.finish();
+ *
+ * `run({ dashboard })` does the same through the trainer's events (src/grpo/events.ts): this
+ * module registers the 'dashboard' subscriber when it loads (the package entry loads it).
  */
 import type { VqaSample } from '../data/types.js';
-import type { RolloutGroup, StepOutput } from '../grpo/trainer.js';
+import type { RolloutGroup } from '../grpo/rollout.js';
+import { registerTrainerPlugin, type StepOutput, type TrainerCallback, type TrainerView } from '../grpo/events.js';
 import type { StepMetrics } from '../grpo/metrics.js';
+import { invalidParameterError } from '../util/validate.js';
 import { Dashboard, type DashboardOptions } from './dashboard.js';
+import { getDisplaySink, type DisplaySink } from './sink.js';
 import { samplePayload } from './show.js';
 import type { GroupCompletion, GroupPayload, MetricsPoint, RewardScore, SamplePayload } from './types.js';
 
@@ -116,3 +122,90 @@ export function trainingDashboard(options: DashboardOptions & Omit<GroupViewOpti
     },
   };
 }
+
+/** Options of the live training dashboard (`run({ dashboard })`): the dashboard's options. */
+export type RunDashboardOptions = Pick<DashboardOptions, 'title' | 'run' | 'compare' | 'keys' | 'smoothing' | 'intervalMs' | 'maxPoints' | 'sink'> & {
+  /** Longest image side in the group view (default 256). */
+  maxSide?: number;
+};
+
+declare module '../grpo/events.js' {
+  interface RunOptionExtras {
+    /**
+     * One live dashboard for the run — metrics plot, progress bar with ETA, the latest group (the
+     * one with the widest reward spread) — updated in place through a display id, throttled.
+     * Default 'auto': shown when a display sink is installed (the vqalab kernel), nothing in a
+     * script. `false`: never; `true` or options: always (without a sink only its state is kept, in
+     * `RunResult.dashboard`).
+     */
+    dashboard?: 'auto' | boolean | RunDashboardOptions;
+  }
+  interface RunResultExtras {
+    /** The run's live dashboard, when one was made. */
+    dashboard?: TrainingDashboard;
+  }
+}
+
+/** The run's dashboard per `options.dashboard`, as a subscriber of the trainer's events (or undefined). */
+export function runDashboard(trainer: TrainerView, options: { dashboard?: unknown; evalEvery?: number; evalSplit?: string; steps: number }): { live: TrainingDashboard; callback: TrainerCallback } | undefined {
+  const want = options.dashboard ?? 'auto';
+  if (want === false) return undefined;
+  if (want !== 'auto' && want !== true && (typeof want !== 'object' || want === null || Array.isArray(want))) {
+    throw invalidParameterError('dashboard', "'auto', true, false or dashboard options", want);
+  }
+  const given = (typeof want === 'object' ? want : {}) as RunDashboardOptions;
+  const target = given.sink ?? getDisplaySink();
+  if (want === 'auto' && !target) return undefined;
+  // A front end that fails (a closed socket) must not stop training, also not from the
+  // dashboard's throttle timer, where an exception would end the process.
+  const sink: DisplaySink | undefined = target && {
+    display: (bundle, opts) => {
+      try {
+        target.display(bundle, opts);
+      } catch (err) {
+        trainer.log(`dashboard: could not send an update: ${(err as Error).message}`);
+      }
+    },
+  };
+  const evalSets = trainer.evalSets;
+  const evalKeys = (options.evalEvery ?? 0) > 0 && evalSets ? [`eval/${options.evalSplit ?? Object.keys(evalSets)[0]}`] : [];
+  const keys = ['reward', 'accuracy', ...evalKeys, 'entropy', 'loss', 'grad_norm',
+    'completion_length', 'zero_variance_fraction', ...(trainer.config.beta > 0 ? ['kl'] : [])];
+  const live = trainingDashboard({
+    title: 'GRPO training', keys, ...given, sink,
+    // Progress counts global steps, so a continued run shows "12 of 20" rather than restarting at 0.
+    total: trainer.globalStep + options.steps, firstStep: 0,
+    decodeToken: (id) => trainer.tokenizer.decode([id], { skipSpecialTokens: false }),
+  });
+  // A dashboard that fails (an unreadable image, a closed front end) must not stop training.
+  const show = async (what: string, fn: () => Promise<void> | void) => {
+    try {
+      await fn();
+    } catch (err) {
+      trainer.log(`dashboard: could not show ${what}: ${(err as Error).message}`);
+    }
+  };
+  const callback: TrainerCallback = {
+    // Wall-clock numbers stay out of the plot: a report of the run must reproduce every plotted
+    // value exactly (`vqalab report verify` on CPU). They remain in `trainer.metrics`.
+    onStepEnd: (_t, out) => show(`step ${out.step}`, () => live.onStep({ ...out, metrics: { ...out.metrics, tokensPerSecond: NaN, stepSeconds: NaN } })),
+    onEvaluate: (t, summary, info) => {
+      if (!info.named) return;
+      return show(`the evaluation after step ${t.globalStep - 1}`, () => live.dashboard.log({ step: t.globalStep - 1, [`eval/${summary.split}`]: summary.overall / 100 }));
+    },
+    onRunEnd: (t, r) => show(r.error ? 'the error' : 'the end of the run', () => {
+      if (r.error) live.finish('error', `stopped by an error after step ${t.globalStep - 1}: ${r.error.message}`);
+      else live.finish(r.stoppedBy === 'abort' ? 'stopped' : 'done', r.stoppedBy === 'abort' ? `interrupted after step ${t.globalStep - 1}; the trainer can go on` : undefined);
+    }),
+  };
+  return { live, callback };
+}
+
+registerTrainerPlugin({
+  name: 'dashboard',
+  runOptions: ['dashboard'],
+  forRun: (trainer, options, run) => {
+    const made = runDashboard(trainer, { dashboard: options.dashboard, evalEvery: run.evalEvery, evalSplit: run.evalSplit, steps: run.steps });
+    return made && { callback: made.callback, attach: { dashboard: made.live } };
+  },
+});

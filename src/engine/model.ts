@@ -7,6 +7,7 @@ import { copyFileSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { expectBoolean, expectInteger, expectOneOf, expectString, invalidParameterError } from '../util/validate.js';
 import { writeFileAtomic } from '../util/fs.js';
+import { SafetensorsFile, serializeSafetensors } from '../util/safetensors.js';
 import { checkAdamW, checkForwardRequests, checkGradients, checkLora, checkSampleRequest, type CheckedSampleRequest } from './check.js';
 import { readConfig, toNativeConfig, type EngineConfig } from './config.js';
 import { native, nativeError, type NativeModel, type NativePrompt } from './native.js';
@@ -251,7 +252,13 @@ class CpuEngineModel implements EngineModel {
       mkdirSync(dir, { recursive: true });
       const internal = naming === 'internal';
       await this.nm.saveWeights(path.join(dir, 'model.safetensors'), internal);
-      if (optimizer) await this.nm.saveOptimizer(path.join(dir, 'optimizer.safetensors'), internal);
+      if (optimizer) {
+        const file = path.join(dir, 'optimizer.safetensors');
+        // Before the first optimizer update there are no moments: an empty state (step 0) that
+        // loadModel({ loadOptimizer }) reads as a fresh optimizer — the same AdamW state.
+        if (this.nm.info().step === 0) await writeFileAtomic(file, serializeSafetensors(new Map(), EMPTY_OPTIMIZER_METADATA));
+        else await this.nm.saveOptimizer(file, internal);
+      }
       await writeFileAtomic(path.join(dir, 'config.json'), this.configText);
       if (path.resolve(dir) !== path.resolve(this.sourceDir)) {
         for (const f of AUXILIARY_FILES) {
@@ -317,6 +324,19 @@ class CpuEngineModel implements EngineModel {
   }
 }
 
+/** Metadata of the optimizer state saved before any update (no tensors). */
+const EMPTY_OPTIMIZER_METADATA = { step: '0', optimizer: 'adamw', state: 'empty' };
+
+/** An optimizer.safetensors written before any update: no tensors, step 0. */
+async function isEmptyOptimizer(file: string): Promise<boolean> {
+  const f = await SafetensorsFile.open(file);
+  try {
+    return f.metadata.state === 'empty' && f.metadata.step === '0' && f.names().length === 0;
+  } finally {
+    await f.close();
+  }
+}
+
 /** Validates loadModel's `cuda` options (native code trusts what it gets). */
 function checkCudaOptions(o: unknown): NonNullable<LoadOptions['cuda']> {
   if (o === null || typeof o !== 'object' || Array.isArray(o)) throw invalidParameterError('options.cuda', 'object', o);
@@ -369,6 +389,7 @@ export async function loadModel(dir: string, options: LoadOptions = {}): Promise
   if (loadOpt) {
     optimizerFile = path.join(dir, 'optimizer.safetensors');
     if (!existsSync(optimizerFile)) throw new Error(`${dir}: no optimizer.safetensors (save with { optimizer: true })`);
+    if (await isEmptyOptimizer(optimizerFile)) optimizerFile = undefined; // saved before any update: a fresh optimizer
   }
   let nm: NativeModel;
   try {

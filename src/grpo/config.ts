@@ -59,6 +59,13 @@ export interface GrpoConfig {
   dynamicSampling: boolean;
   /** Most rollout rounds per step with dynamic sampling (the first included). Default 3. verl `algorithm.filter_groups.max_num_gen_batches`. */
   maxSamplingRounds: number;
+  /**
+   * Bad rows: a sample whose images do not load, whose prompt does not fit the model's context, or
+   * whose generation or rewards fail for the whole group is skipped (counted by id in the step's
+   * metrics and output) and the step goes on with the others. When more than this fraction of a
+   * step's drawn samples fail, the step stops with an error listing them. Default 0.5; 1 never stops.
+   */
+  maxBadSampleFraction: number;
 
   // ───────────── Advantages ─────────────
   /**
@@ -168,6 +175,7 @@ export const GRPO_DEFAULTS: Readonly<GrpoConfig> = Object.freeze({
   topK: 0,
   dynamicSampling: false,
   maxSamplingRounds: 3,
+  maxBadSampleFraction: 0.5,
   advantageEstimator: 'grpo',
   scaleRewards: 'group',
   advantageEpsilon: 1e-4,
@@ -223,6 +231,7 @@ export function grpoConfig(partial: Partial<GrpoConfig> = {}): Readonly<GrpoConf
   expectInteger('topK', c.topK, 0);
   expectBoolean('dynamicSampling', c.dynamicSampling);
   expectInteger('maxSamplingRounds', c.maxSamplingRounds, 1);
+  expectNumber('maxBadSampleFraction', c.maxBadSampleFraction, 0, 1);
   expectOneOf('advantageEstimator', c.advantageEstimator, ADVANTAGE_ESTIMATORS);
   expectOneOf('scaleRewards', c.scaleRewards, REWARD_SCALINGS);
   expectNumber('advantageEpsilon', c.advantageEpsilon, 0);

@@ -2,6 +2,11 @@
  * Evaluation summaries in the official VQA evaluator's shape: overall and per answer type, each
  * 100 × the mean per-question accuracy, rounded to 2 decimals.
  */
+import type { VqaSample } from '../data/types.js';
+import type { EngineModel } from '../engine/types.js';
+import type { Policy } from '../rollout/types.js';
+import type { VlmTokenizer } from '../text/tokenizer.js';
+import { checkPromptLength, completionIds, type PromptBuilder } from './rollout.js';
 
 export interface EvalRow {
   id: string;
@@ -36,4 +41,64 @@ export function summarize(split: string, rows: EvalRow[], seconds: number): Eval
   const perAnswerType: Record<string, number> = {};
   for (const [t, xs] of [...byType].sort((a, b) => a[0].localeCompare(b[0]))) perAnswerType[t] = pct(xs);
   return { split, overall: pct(rows.map((r) => r.accuracy)), perAnswerType, n: rows.length, rows, seconds };
+}
+
+/** Everything a batched evaluation reads. */
+export interface EvaluateInputs {
+  model: EngineModel;
+  tokenizer: VlmTokenizer;
+  prompts: PromptBuilder;
+  /** Most tokens of a greedy answer. */
+  maxTokens: number;
+  accuracyOf: (prediction: string, answers: readonly string[]) => number;
+  /** Answer with this policy instead of the engine. */
+  policy?: Policy;
+  /** Questions in flight at once (engine: one batched run each; policy: concurrent requests). Default 64. */
+  batchSize?: number;
+  signal?: AbortSignal;
+}
+
+/**
+ * Greedy answers of `samples`, many at a time: a chunk's prompts go to the engine in the same tick
+ * (one batched run, as a rollout round), or concurrently to a policy. A sample that cannot be
+ * answered (unreadable image, too long) scores 0 with an empty prediction and its reason in
+ * `error`. Rows come back in the samples' order.
+ */
+export async function evaluateSamples(inp: EvaluateInputs, samples: readonly VqaSample[]): Promise<(EvalRow & { error?: string })[]> {
+  const rows: (EvalRow & { error?: string })[] = [];
+  const size = Math.max(1, inp.batchSize ?? 64);
+  const stop = inp.tokenizer.stopTokenIds;
+  const answer = async (sample: VqaSample): Promise<{ text: string; error?: string }> => {
+    try {
+      if (inp.policy) {
+        const [c] = await inp.policy.generate(sample, { n: 1, temperature: 0, maxTokens: inp.maxTokens, stopTokenIds: stop, seed: 0, signal: inp.signal });
+        if (!c || c.finishReason === 'error') return { text: '', error: c?.error ?? 'generation failed' };
+        return { text: c.text };
+      }
+      const { prompt } = await inp.prompts.promptFor(sample);
+      checkPromptLength(sample, prompt, inp.maxTokens, inp.model.maxSequenceLength, 'evalMaxTokens');
+      const res = await inp.model.sample({ prompt, n: 1, temperature: 0, maxTokens: inp.maxTokens, stopTokenIds: stop, seed: 0, signal: inp.signal });
+      const ids = completionIds(inp.tokenizer, res.tokenIds[0]!, res.finishReason[0]!, inp.maxTokens);
+      return { text: inp.tokenizer.decodeCompletion(ids).text };
+    } catch (err) {
+      if (inp.signal?.aborted) throw err;
+      const msg = err instanceof Error ? err.message : String(err);
+      return { text: '', error: msg.includes(sample.id) ? msg : `sample ${sample.id}: ${msg}` };
+    }
+  };
+  for (let i = 0; i < samples.length; i += size) {
+    const chunk = samples.slice(i, i + size);
+    // Every request of the chunk is made in the same turn of the event loop: on the engine they
+    // share one batched run (a request made while it runs joins it); a policy gets them concurrently.
+    const answers = await Promise.all(chunk.map(answer));
+    if (inp.signal?.aborted) throw inp.signal.reason instanceof Error ? inp.signal.reason : new Error('interrupted');
+    chunk.forEach((sample, k) => {
+      const a = answers[k]!;
+      rows.push({
+        id: sample.id, question: sample.question, prediction: a.text, answers: sample.answers, answerType: sample.answerType ?? 'other',
+        accuracy: inp.accuracyOf(a.text, sample.answers), ...(a.error ? { error: a.error } : {}),
+      });
+    });
+  }
+  return rows;
 }

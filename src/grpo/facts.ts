@@ -15,7 +15,13 @@ import type { VqaSample } from '../data/types.js';
 import { weightFiles } from '../engine/model.js';
 import { native } from '../engine/native.js';
 import type { EngineModel } from '../engine/types.js';
-import type { DeviceFact } from '../report/facts.js';
+
+/** A device as the report's stamp names it (src/report/facts.ts's DeviceFact has this shape). */
+export interface DeviceFact {
+  kind: string;
+  name?: string;
+  count?: number;
+}
 
 /** sha256 of a checkpoint folder's weight files (model.safetensors or its shards, in name order): `sha256:<hex>`. */
 export async function weightsHash(dir: string): Promise<string> {

@@ -1,5 +1,11 @@
-export { Trainer, AbortError, resolveCheckpoint } from './trainer.js';
-export type { TrainerOptions, RolloutGroup, RolloutCompletion, StepOutput, SftOptions, RunOptions, RunResult } from './trainer.js';
+export { Trainer, AbortError, BadSamplesError, resolveCheckpoint } from './trainer.js';
+export type { TrainerOptions, RolloutGroup, RolloutCompletion, SkippedSample, StepOutput, SftOptions, RunOptions, RunResult } from './trainer.js';
+export { registerTrainerPlugin, type TrainerCallback, type TrainerControl, type TrainerPlugin, type TrainerView, type RunState } from './events.js';
+export { rolloutRound, PromptBuilder } from './rollout.js';
+export { grpoUpdate, fillStepMetrics } from './update.js';
+export { sftUpdate } from './sft.js';
+export { evaluateSamples } from './evaluate.js';
+export { writeCheckpoint, readCheckpoint, removeStaleTemps } from './checkpoint.js';
 export * from './config.js';
 export { computeAdvantages, isZeroVariance, klTerm, klPenalizedRewards, sampleStd } from './advantages.js';
 export { grpoLoss, sftLoss, aggregationWeights } from './loss.js';

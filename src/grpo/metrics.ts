@@ -53,9 +53,16 @@ export interface StepMetrics {
   stepSeconds: number;
   rolloutSeconds: number;
   rewardSeconds: number;
+  /** Seconds of the update (forward, backward, optimizer) after the rollout. */
   trainSeconds: number;
   /** Resident memory of this process, MiB. */
   memoryMiB: number;
+  /** Samples drawn this step that were skipped (unreadable image, prompt too long, generation or rewards failed for the whole group); their ids are in `extra.skipped`. */
+  badSamples?: number;
+  /** Prompt + completion tokens forwarded by the updates per second of update (trainSeconds). */
+  trainTokensPerSecond?: number;
+  /** Peak GPU memory of the engine's pool during the step, MiB (NaN on CPU or when the engine does not report it). */
+  gpuPeakMiB?: number;
   /** Anything else a step wants to report (evaluation per answer type, warnings). */
   extra?: Record<string, unknown>;
 }

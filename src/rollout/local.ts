@@ -14,7 +14,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import type { VqaSample } from '../data/types.js';
 import type { EngineModel, ImageInput, LoadOptions, LoraConfig, Prompt, TokenEvent } from '../engine/types.js';
-import { resolveCheckpoint } from '../grpo/trainer.js';
+import { resolveCheckpoint } from '../grpo/checkpoint.js';
 import { DEFAULT_MODEL_DIR } from '../model/default.js';
 import { CHAR_TO_BYTE } from '../text/byte-level.js';
 import { loadModel } from '../engine/model.js';

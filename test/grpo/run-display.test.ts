@@ -20,6 +20,8 @@ import sharp from 'sharp';
 import { Trainer, type TrainerOptions } from '../../src/grpo/trainer.js';
 import { DEFAULT_MODEL_DIR } from '../../src/model/default.js';
 import { mergeFacts, recordedFacts, STAMP_MIME, type StampFacts } from '../../src/report/facts.js';
+// The report layer's trainer subscriber (the package entry loads it; a test of the trainer module alone does here).
+import '../../src/report/trainer-facts.js';
 import { loadTiny, TINY_COLORS, tinyImages, tinyModel, tinySamples, tinyShaped, tinyTokenizer } from './helpers/tiny-task.js';
 
 const tokenizer = tinyTokenizer();

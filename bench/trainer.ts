@@ -1,0 +1,170 @@
+/**
+ * `Trainer.step()` and `Trainer.evaluate()` through the TypeScript API at the issue 13 workload:
+ * Qwen2-VL-2B dimensions with random weights (full fine-tune), 16 prompts × G 8, 448² images
+ * (256 image tokens each), 16-token completions — the workload of the native `bench_grpo`
+ * (native/dev/bench_grpo.cu), which scripts/gpu/bench-trainer.sh runs in the same call.
+ *
+ *   node trainer.mjs make-model DIR [VOCAB]   a Qwen2-VL-2B-shaped folder: config.json at the
+ *        Hugging Face checkpoint's dims (vocab 151,936, hidden 1536, 28 layers, MLP 8960, 12/2
+ *        heads, vision 32 × 1280), F32 random weights (uniform, std 0.02), the project's synthetic
+ *        tokenizer (the head keeps its 151,936 rows; ids the tokenizer lacks decode to '')
+ *   node trainer.mjs bench DIR [--device cuda] [--steps 3] [--prompts 16] [--g 8] [--max 16] [--eval 128] [--eval-one 16]
+ *
+ * Prints one JSON line per measurement and a table: warm-up step excluded, then `steps` batched
+ * steps, one sequential step (one prompt at a time: the old path), evaluate() of `eval`
+ * questions batched and of `eval-one` questions one at a time.
+ */
+import { mkdirSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { loadModel } from '../src/engine/model.js';
+import { Trainer } from '../src/grpo/trainer.js';
+import { Rng } from '../src/grpo/rng.js';
+import { synthVocabulary } from '../src/data/synth-vocab.js';
+import { buildTokenizerFiles } from '../src/text/build.js';
+import { VlmTokenizer } from '../src/text/tokenizer.js';
+import { writeSafetensors, type Tensor } from '../src/util/safetensors.js';
+import { qwen2vlConfigJson, qwen2vlTensorSpecs, numelOf, type Qwen2VLDims } from '../src/model/qwen2vl.js';
+import { preprocessorConfig } from '../src/model/default.js';
+import { Qwen2VLImageProcessor } from '../src/vision/qwen2vl.js';
+import type { VqaSample } from '../src/data/types.js';
+import type { ImageInput } from '../src/engine/types.js';
+import type { RewardFn } from '../src/reward/types.js';
+
+const QWEN2_VL_2B: Omit<Qwen2VLDims, 'vocabSize'> = {
+  hiddenSize: 1536, intermediateSize: 8960, numHiddenLayers: 28, numAttentionHeads: 12, numKeyValueHeads: 2, mropeSection: [16, 24, 24],
+  tieWordEmbeddings: true, rmsNormEps: 1e-6, ropeTheta: 1_000_000, maxPositionEmbeddings: 32768, initializerRange: 0.02,
+  vision: { depth: 32, embedDim: 1280, numHeads: 16, mlpRatio: 4, patchSize: 14, temporalPatchSize: 2, spatialMergeSize: 2, inChannels: 3 },
+};
+
+async function makeModel(dir: string, vocab: number): Promise<void> {
+  const t0 = performance.now();
+  const files = buildTokenizerFiles({ words: synthVocabulary(), modelMaxLength: 32768 });
+  const tokenizer = VlmTokenizer.fromObjects({
+    tokenizerJson: files['tokenizer.json'], tokenizerConfig: files['tokenizer_config.json'], generationConfig: files['generation_config.json'],
+  });
+  const s = tokenizer.special;
+  const dims: Qwen2VLDims = { ...QWEN2_VL_2B, vocabSize: vocab };
+  const config = qwen2vlConfigJson(dims, {
+    bos: s.endOfText, eos: s.imEnd, pad: s.endOfText, visionStart: s.visionStart, visionEnd: s.visionEnd,
+    visionPad: tokenizer.tokenToId('<|vision_pad|>')!, imagePad: s.imagePad, videoPad: s.videoPad,
+  });
+  // Uniform with the normal init's std (√3·σ bound), from a fast LCG: 2.2 G values in seconds.
+  let x = 0x12345678 >>> 0;
+  const bound = Math.sqrt(3) * dims.initializerRange;
+  const tensors = new Map<string, Tensor>();
+  let n = 0;
+  for (const spec of qwen2vlTensorSpecs(dims)) {
+    const a = new Float32Array(numelOf(spec.shape));
+    if (spec.init === 'ones') a.fill(1);
+    else if (spec.init === 'normal') {
+      for (let i = 0; i < a.length; i++) {
+        x = (Math.imul(x, 1664525) + 1013904223) >>> 0;
+        a[i] = (x / 4294967296 * 2 - 1) * bound;
+      }
+    }
+    n += a.length;
+    tensors.set(spec.name, { dtype: 'F32', shape: spec.shape, data: a });
+  }
+  mkdirSync(dir, { recursive: true });
+  const json = (name: string, value: unknown) => writeFileSync(path.join(dir, name), JSON.stringify(value, null, 2) + '\n');
+  json('config.json', config);
+  json('tokenizer.json', files['tokenizer.json']);
+  json('tokenizer_config.json', files['tokenizer_config.json']);
+  json('generation_config.json', { ...files['generation_config.json'], transformers_version: '4.45.0' });
+  json('preprocessor_config.json', preprocessorConfig());
+  await writeSafetensors(path.join(dir, 'model.safetensors'), tensors, { format: 'pt' });
+  process.stdout.write(`${JSON.stringify({ made: dir, parameters: n, seconds: (performance.now() - t0) / 1000 })}\n`);
+}
+
+function flag(args: string[], name: string, def: string): string {
+  const i = args.indexOf(name);
+  return i >= 0 && args[i + 1] !== undefined ? args[i + 1]! : def;
+}
+
+async function bench(dir: string, args: string[]): Promise<void> {
+  const device = flag(args, '--device', 'cuda') as 'cuda' | 'cpu';
+  const steps = Number(flag(args, '--steps', '3'));
+  const prompts = Number(flag(args, '--prompts', '16'));
+  const G = Number(flag(args, '--g', '8'));
+  const maxT = Number(flag(args, '--max', '16'));
+  const nEval = Number(flag(args, '--eval', '128'));
+  const nEvalOne = Number(flag(args, '--eval-one', '16'));
+  const side = Number(flag(args, '--side', '448'));
+  const out = (o: Record<string, unknown>) => process.stdout.write(`${JSON.stringify(o)}\n`);
+
+  let t = performance.now();
+  const model = await loadModel(dir, { device });
+  out({ loaded: dir, device, seconds: (performance.now() - t) / 1000, parameters: model.numParameters.total });
+  const tokenizer = VlmTokenizer.load(dir);
+  const processor = new Qwen2VLImageProcessor();
+  const samples = (count: number, offset: number): VqaSample[] => Array.from({ length: count }, (_, i) => ({
+    id: `b-${offset + i}`, imagePath: `memory:${offset + i}`, question: 'What is shown in the picture?', answer: 'a', answers: Array(10).fill('a'),
+  }));
+  const loadImages = async (s: VqaSample): Promise<ImageInput[]> => {
+    const rng = new Rng(Number(s.id.slice(2)));
+    const data = new Uint8Array(side * side * 3);
+    for (let i = 0; i < data.length; i++) data[i] = rng.nextU32() & 255;
+    const img = await processor.process({ data, width: side, height: side });
+    return [{ pixels: img.pixels, gridThw: img.gridThw }];
+  };
+  // The completion's place in its group: rewards never tie, so every step updates.
+  const spread: RewardFn = (_s, c, ctx) => (ctx.index ?? 0) / G + 0.001 * c.length;
+  const train = samples(prompts * (steps + 3), 0);
+  const base = {
+    model, tokenizer, train, evalSets: { val: samples(nEval, 100_000) }, rewards: [spread], loadImages, recordFacts: false,
+    config: { promptsPerStep: prompts, numGenerations: G, maxCompletionLength: maxT, learningRate: 1e-6, evalMaxTokens: maxT, seed: 1 },
+  };
+  const trainer = new Trainer(base);
+  // Images are processed once and cached by the trainer (by sample id): process them all before
+  // timing (as after a first epoch); a warm-up step fills the engine's pools.
+  t = performance.now();
+  await Promise.all([...train, ...base.evalSets.val].map((s) => trainer['prompts'].images(s)));
+  out({ imagesProcessed: train.length + nEval, seconds: (performance.now() - t) / 1000 });
+  const warm = await trainer.step();
+  out({ warmup: true, ...pick(warm.metrics) });
+  const rows: ReturnType<typeof pick>[] = [];
+  for (let s = 0; s < steps; s++) {
+    const o = await trainer.step();
+    rows.push(pick(o.metrics));
+    out({ mode: 'batched', ...rows.at(-1)! });
+  }
+  const seq = new Trainer({ ...base, train: train.slice(0), rolloutMode: 'sequential' as const });
+  // The same (already processed) images: the sequential trainer's first step draws other samples, so warm its cache too.
+  await Promise.all(train.map((s) => seq['prompts'].images(s)));
+  const so = await seq.step();
+  out({ mode: 'sequential', ...pick(so.metrics) });
+
+  t = performance.now();
+  const e = await trainer.evaluate('val');
+  const evalBatched = (performance.now() - t) / 1000;
+  const one = new Trainer({ ...base, evalBatchSize: 1, evalSets: { val: samples(nEvalOne, 100_000) } });
+  await Promise.all(samples(nEvalOne, 100_000).map((s) => one['prompts'].images(s)));
+  t = performance.now();
+  await one.evaluate('val');
+  const evalOne = (performance.now() - t) / 1000;
+  out({ evaluate: { batched: { questions: e.n, seconds: evalBatched, perQuestion: evalBatched / e.n }, oneAtATime: { questions: nEvalOne, seconds: evalOne, perQuestion: evalOne / nEvalOne } } });
+
+  const mean = (k: keyof ReturnType<typeof pick>) => rows.reduce((a, r) => a + (r[k] as number), 0) / rows.length;
+  process.stdout.write(`\nTrainer.step() ${prompts} prompts × G ${G}, ${maxT} tokens, ${side}² images, ${device}, mean of ${steps} steps after a warm-up:\n`
+    + `  step ${mean('stepSeconds').toFixed(3)} s = rollout ${mean('rolloutSeconds').toFixed(3)} + reward ${mean('rewardSeconds').toFixed(3)} + update ${mean('trainSeconds').toFixed(3)} s;`
+    + ` ${mean('tokensPerSecond').toFixed(0)} sampled tokens/s\n`
+    + `  sequential rollout (one prompt at a time): ${so.metrics.rolloutSeconds.toFixed(3)} s → batched is ${(so.metrics.rolloutSeconds / mean('rolloutSeconds')).toFixed(2)}× faster\n`
+    + `  evaluate(): ${(evalBatched / e.n * 1000).toFixed(1)} ms/question batched (${e.n}) vs ${(evalOne / nEvalOne * 1000).toFixed(1)} ms one at a time (${nEvalOne}): ${((evalOne / nEvalOne) / (evalBatched / e.n)).toFixed(1)}×\n`);
+  model.dispose();
+}
+
+function pick(m: Trainer['metrics']['history'][number]) {
+  return {
+    step: m.step, stepSeconds: m.stepSeconds, rolloutSeconds: m.rolloutSeconds, rewardSeconds: m.rewardSeconds, trainSeconds: m.trainSeconds,
+    tokensPerSecond: m.tokensPerSecond, trainTokensPerSecond: m.trainTokensPerSecond ?? NaN, gpuPeakMiB: m.gpuPeakMiB ?? NaN,
+    completionLength: m.completionLength, groups: m.groups, skippedUpdates: m.skippedUpdates, memoryMiB: m.memoryMiB,
+  };
+}
+
+const [cmd, dir, ...rest] = process.argv.slice(2);
+if (cmd === 'make-model' && dir) await makeModel(dir, Number(rest[0] ?? 151936));
+else if (cmd === 'bench' && dir) await bench(dir, rest);
+else {
+  process.stdout.write('usage: trainer.mjs make-model DIR [VOCAB] | bench DIR [--device cuda|cpu] [--steps N] [--prompts N] [--g N] [--max N] [--eval N] [--eval-one N] [--side PX]\n');
+  process.exitCode = 2;
+}

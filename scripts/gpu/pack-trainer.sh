@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Packs bench/trainer.ts for the GPU machine into DEST (default /work/main/.dev-h13trainer, which a GPU
+# call carries): the native sources and scripts/gpu (the CUDA addon and bench_grpo are built there),
+# nvcc objects from scripts/gpu/prebuild.sh when they are current, node-addon-api's headers, Node
+# (.gpu/), and bench/trainer.ts bundled with esbuild (sharp aliased to a stub: the bench feeds raw RGB
+# at 448², which the processor handles without sharp). scripts/gpu/bench-trainer.sh runs it there.
+set -euo pipefail
+root=$(git rev-parse --show-toplevel)
+dest=${1:-/work/main/.dev-h13trainer}
+cd "$root"
+rm -rf "$dest"
+mkdir -p "$dest/napi" "$dest/native" "$dest/scripts"
+cp -r native/src native/dev "$dest/native/"
+cp -r scripts/gpu "$dest/scripts/"
+pre=${PREBUILT:-native/build/prebuilt}
+if [ -d "$pre" ] && [ -f "$pre/.stamp" ] && [ -z "$(find native/src native/dev -newer "$pre/.stamp" \( -name '*.cu' -o -name '*.h' \) | head -1)" ]; then
+  mkdir -p "$dest/prebuilt" && cp "$pre"/*.o "$dest/prebuilt/"
+fi
+napi=$(node -p "require('node-addon-api').include_dir")
+cp "$napi"/napi.h "$napi"/napi-inl.h "$napi"/napi-inl.deprecated.h "$dest/napi/"
+stub=$(mktemp -d)/sharp.mjs
+echo "export default function sharp() { throw new Error('sharp is not in this bundle (bench/trainer.ts feeds raw RGB)'); }" > "$stub"
+node_modules/.bin/esbuild bench/trainer.ts --bundle --platform=node --format=esm --log-level=warning \
+  --alias:sharp="$stub" --external:parquet-wasm \
+  --banner:js="import { createRequire as __cr } from 'node:module'; const require = __cr(import.meta.url);" \
+  --outfile="$dest/trainer.mjs"
+bash "$(dirname "$0")/pack-node.sh" "$dest"
+du -sh "$dest"
