@@ -20,7 +20,7 @@ import type { VqaSample } from '../data/types.js';
 import { loadModel } from '../engine/index.js';
 import type { Device, EngineModel, ImageInput, LoadOptions } from '../engine/types.js';
 import { scoreAnswer } from '../eval/vqa-metric.js';
-import type { GrpoConfig } from '../grpo/config.js';
+import { grpoConfig, type GrpoConfig } from '../grpo/config.js';
 import type { EvalSummary } from '../grpo/evaluate.js';
 import { Trainer, type StepOutput } from '../grpo/trainer.js';
 import { DEFAULT_MODEL_DIR } from '../model/default.js';
@@ -71,7 +71,8 @@ export interface TrainResult {
   lastStep: number;
   interrupted: boolean;
   finalEval?: EvalSummary;
-  checkpoint: string;
+  /** The last checkpoint written (none when no update was ever taken). */
+  checkpoint?: string;
   metricsFile: string;
   seconds: number;
 }
@@ -176,6 +177,12 @@ export async function runTrain(o: TrainOptions, io: { out: Write; err: Write } =
 
   // Config: defaults of the embedded recipe, then the --config file; --max-steps spans the LR schedule.
   const config: Partial<GrpoConfig> = { ...(embeddedData ? DEMO_DEFAULTS.grpo : {}), seed, totalSteps: maxSteps, ...o.config };
+  // Check the config before loading anything: grpoConfig's errors name the field and the fix.
+  try {
+    grpoConfig(config);
+  } catch (err) {
+    fail(`trainer config${o.config ? ' (--config)' : ''}: ${(err as Error).message}`);
+  }
 
   let tokenizer: VlmTokenizer;
   try {
@@ -239,9 +246,7 @@ export async function runTrain(o: TrainOptions, io: { out: Write; err: Write } =
       }
     }
   } catch (err) {
-    const msg = (err as Error).message;
-    // Config errors come from grpoConfig and name the field; say where the value came from.
-    if (err instanceof TypeError || err instanceof RangeError || /config/i.test(msg)) fail(`trainer config${o.config ? ' (--config)' : ''}: ${msg}`);
+    if (o.resume) fail(`--resume ${out}: ${(err as Error).message}`, 1);
     throw err;
   }
   const model = trainer.model;
@@ -263,21 +268,34 @@ export async function runTrain(o: TrainOptions, io: { out: Write; err: Write } =
     }
 
     const evalLine = (e: EvalSummary) => `eval after step ${trainer.globalStep}: ${e.split} accuracy ${e.overall.toFixed(2)}% (${e.n} questions; ${Object.entries(e.perAnswerType).map(([t, v]) => `${t} ${v.toFixed(2)}`).join(', ')})`;
+    // Checkpoints are taken here rather than by run(): a run whose groups all tied so far has
+    // taken no update, and the engine has no optimizer state to save yet; that is a note, not a crash.
+    let checkpoint: string | undefined;
+    const save = async (): Promise<void> => {
+      try {
+        checkpoint = await trainer.save();
+      } catch (err) {
+        if (!/no optimizer state to save/.test((err as Error).message)) throw err;
+        io.err(`no checkpoint after step ${trainer.globalStep}: no update has been taken yet (every group's rewards tied), so the weights are the starting ones`);
+      }
+    };
     const remaining = Math.max(0, maxSteps - trainer.globalStep);
+    const ckptEvery = o.checkpointEvery ?? 0;
     let sum = 0, n = 0;
     if (!interrupted && remaining > 0) {
       const run = await trainer.run({
         steps: remaining, signal: o.signal, dashboard: false,
-        evalEvery: val ? (o.evalEvery ?? 0) : 0, checkpointEvery: o.checkpointEvery ?? 0,
-        onStep: (s) => {
+        evalEvery: val ? (o.evalEvery ?? 0) : 0,
+        onStep: async (s) => {
           if (Number.isFinite(s.metrics.stepSeconds)) { sum += s.metrics.stepSeconds; n++; }
           io.out(stepLine(s.metrics, s.step, maxSteps, n ? sum / n : NaN));
+          if (ckptEvery > 0 && trainer.globalStep % ckptEvery === 0 && trainer.globalStep < maxSteps) await save();
         },
         onEval: (e) => io.out(evalLine(e)),
       });
       interrupted = run.stoppedBy === 'abort';
     }
-    const checkpoint = await trainer.save();
+    await save();
     let finalEval: EvalSummary | undefined;
     if (!interrupted && val) {
       finalEval = await trainer.evaluate('val');
@@ -285,17 +303,18 @@ export async function runTrain(o: TrainOptions, io: { out: Write; err: Write } =
     }
     const seconds = Math.round((performance.now() - t0) / 100) / 10;
     const result: TrainResult = {
-      stepsRun: trainer.globalStep - startStep, lastStep: trainer.globalStep - 1, interrupted, checkpoint,
+      stepsRun: trainer.globalStep - startStep, lastStep: trainer.globalStep - 1, interrupted, ...(checkpoint ? { checkpoint } : {}),
       metricsFile: path.join(out, 'metrics.jsonl'), seconds, ...(finalEval ? { finalEval } : {}),
     };
     await writeFileAtomic(path.join(out, 'result.json'), JSON.stringify({
-      steps: trainer.globalStep, maxSteps, interrupted, checkpoint, seconds,
+      steps: trainer.globalStep, maxSteps, interrupted, checkpoint: checkpoint ?? null, seconds,
       ...(finalEval ? { valAccuracy: finalEval.overall, valPerAnswerType: finalEval.perAnswerType } : {}),
       model: modelArg, dataPath: o.dataPath ?? null, valDataPath: o.valDataPath ?? null, device, loraRank: o.loraRank ?? null, config: { ...trainer.config },
     }, null, 2) + '\n');
+    const where = checkpoint ? `checkpoint ${checkpoint}` : 'no checkpoint (no update taken)';
     io.out(interrupted
-      ? `interrupted after step ${trainer.globalStep}: checkpoint ${checkpoint}; continue with the same command and --resume`
-      : `done: ${trainer.globalStep} steps in ${seconds}s; checkpoint ${checkpoint}; metrics ${result.metricsFile}`);
+      ? `interrupted after step ${trainer.globalStep}: ${where}; continue with the same command and --resume`
+      : `done: ${trainer.globalStep} steps in ${seconds}s; ${where}; metrics ${result.metricsFile}`);
     return result;
   } finally {
     model.dispose();
