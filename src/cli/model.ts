@@ -38,6 +38,7 @@ Options:
   --seed N            seed of the weights (default 0; same seed → same bytes)
   --dtype D           bf16 (default, as released) or f32
   --max-pixels N      preprocessor max_pixels (default the checkpoint's 12845056)
+  --threads N         worker threads drawing the weights (default: all cores; same bytes either way)
   --force             replace DIR if it exists and is not empty
   --quiet             no progress line
   -h, --help          show this help
@@ -72,7 +73,7 @@ const initCommand: Command = {
           hidden: { type: 'string' }, layers: { type: 'string' }, heads: { type: 'string' }, 'kv-heads': { type: 'string' },
           intermediate: { type: 'string' }, 'vision-depth': { type: 'string' }, 'vision-dim': { type: 'string' }, 'vision-heads': { type: 'string' },
           vocab: { type: 'string' }, 'max-positions': { type: 'string' }, 'init-std': { type: 'string' },
-          force: { type: 'boolean' }, quiet: { type: 'boolean' },
+          threads: { type: 'string' }, force: { type: 'boolean' }, quiet: { type: 'boolean' },
         },
       }));
     } catch (err) {
@@ -98,6 +99,7 @@ const initCommand: Command = {
     }
     const seed = intFlag('seed', values.seed as string | undefined, 0) ?? 0;
     const maxPixels = intFlag('max-pixels', values['max-pixels'] as string | undefined, 3136);
+    const threads = intFlag('threads', values.threads as string | undefined, 1);
     const quiet = Boolean(values.quiet);
     let progress: Progress | undefined;
     let reported = 0;
@@ -105,7 +107,7 @@ const initCommand: Command = {
     try {
       result = await interruptible((signal) => initModelFolder(positionals[0]!, {
         preset, overrides: o, seed, dtype: dtypeFlag.toUpperCase() as WeightDtype, force: Boolean(values.force), signal,
-        ...(maxPixels === undefined ? {} : { maxPixels }),
+        ...(maxPixels === undefined ? {} : { maxPixels }), ...(threads === undefined ? {} : { threads }),
         onProgress: (done, total) => {
           progress ??= new Progress({ label: 'weights', total: Math.ceil(total / 1e6), unit: 'M params', quiet });
           const m = Math.floor(done / 1e6);

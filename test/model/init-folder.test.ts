@@ -12,7 +12,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import sharp from 'sharp';
 import { loadModel } from '../../src/engine/index.js';
-import { initModelFolder } from '../../src/model/init-folder.js';
+import { writeRandomSafetensors } from '../../src/model/init-folder.js';
 import { MODEL_PRESETS, presetDims, scaleMropeSection } from '../../src/model/presets.js';
 import { qwen2vlTensorSpecs, numelOf } from '../../src/model/qwen2vl.js';
 import { QWEN2VL_CHAT_TEMPLATE } from '../../src/model/qwen-tokenizer.js';
@@ -164,6 +164,28 @@ test('vqalab model init with small overrides: the real tokenizer, the template, 
   } finally {
     model.dispose();
   }
+});
+
+test('streamed weights: the same bytes with 1 or 3 worker threads; chunks of one tensor differ', async () => {
+  const specs = [
+    { name: 'a', shape: [1100, 1000], init: 'normal' as const }, { name: 'z', shape: [7], init: 'zeros' as const },
+    { name: 'o', shape: [5], init: 'ones' as const }, { name: 'b', shape: [3, 333], init: 'normal' as const },
+  ];
+  const one = path.join(work, 'one.safetensors'), three = path.join(work, 'three.safetensors');
+  const n1 = await writeRandomSafetensors(one, specs, { seed: 9, std: 0.5, dtype: 'BF16', threads: 1 });
+  const n3 = await writeRandomSafetensors(three, specs, { seed: 9, std: 0.5, dtype: 'BF16', threads: 3 });
+  assert.equal(n1, n3);
+  assert.equal(statSync(one).size, n1);
+  assert.ok(readFileSync(one).equals(readFileSync(three)));
+  const { tensors } = await readSafetensors(one);
+  const a = toFloat32(tensors.get('a')!);
+  // The first values of chunk 0 and chunk 1 (1,048,576 values each) are not the same draws.
+  assert.notDeepEqual([...a.subarray(0, 8)], [...a.subarray(1 << 20, (1 << 20) + 8)]);
+  const mean = a.reduce((x, y) => x + y, 0) / a.length;
+  const std = Math.sqrt(a.reduce((x, y) => x + (y - mean) ** 2, 0) / a.length);
+  assert.ok(Math.abs(mean) < 3e-3 && Math.abs(std - 0.5) < 3e-3, `mean ${mean} std ${std}`);
+  assert.deepEqual([...toFloat32(tensors.get('z')!)], Array(7).fill(0));
+  assert.deepEqual([...toFloat32(tensors.get('o')!)], Array(5).fill(1));
 });
 
 test('vqalab model init: bad flags and folders get exact messages', () => {
