@@ -259,12 +259,14 @@ export async function runTrain(o: TrainOptions, io: { out: Write; err: Write } =
 
     // SFT warm start (embedded default: the demo's), once: a resumed run has done it.
     const sftSteps = o.sftSteps ?? (embeddedData ? DEMO_DEFAULTS.sftSteps : 0);
-    if (sftSteps > 0 && trainer.sftSteps === 0 && startStep === 0) {
+    // A run interrupted during the warm start finishes it on --resume; one past it never repeats it.
+    const sftLeft = startStep === 0 ? Math.max(0, sftSteps - trainer.sftSteps) : 0;
+    if (sftLeft > 0) {
       const sft = await interruptible((signal) => trainer.sft({
-        steps: sftSteps, batchSize: DEMO_DEFAULTS.sftBatch, learningRate: DEMO_DEFAULTS.sftLearningRate, warmupSteps: Math.min(5, sftSteps), signal,
+        steps: sftLeft, batchSize: DEMO_DEFAULTS.sftBatch, learningRate: DEMO_DEFAULTS.sftLearningRate, warmupSteps: Math.min(5, sftSteps), signal,
       }), o.signal);
       io.out(`SFT warm start: ${sft.length} steps, cross-entropy ${fmt(sft[0]?.loss ?? NaN, 3)} → ${fmt(sft.at(-1)?.loss ?? NaN, 3)}`);
-      if (sft.length < sftSteps) interrupted = true;
+      if (sft.length < sftLeft) interrupted = true;
     }
 
     const evalLine = (e: EvalSummary) => `eval after step ${trainer.globalStep}: ${e.split} accuracy ${e.overall.toFixed(2)}% (${e.n} questions; ${Object.entries(e.perAnswerType).map(([t, v]) => `${t} ${v.toFixed(2)}`).join(', ')})`;
