@@ -20,6 +20,8 @@ export * as grpo from './grpo/index.js';
 export { VlmTokenizer, buildTokenizerFiles } from './text/index.js';
 export type { ChatMessage, ContentPart } from './text/index.js';
 export { DEFAULT_MODEL_DIR, writeDefaultAssets } from './model/default.js';
+export { initModelFolder, type ModelInitOptions, type ModelInitResult } from './model/init-folder.js';
+export { MODEL_PRESETS } from './model/presets.js';
 export * as data from './data/index.js';
 export { VqaDataset } from './data/dataset.js';
 export type { VqaSample } from './data/types.js';

@@ -9,6 +9,8 @@ import { reportCommand } from './report.js';
 import { serveCommand } from './serve.js';
 import { evalPolicyCommand } from './eval-policy.js';
 import { demoCommand } from './demo.js';
+import { modelCommand } from './model.js';
+import { trainCommand } from './train.js';
 
 export const commands: Command[] = [
   dataCommand,
@@ -20,4 +22,6 @@ export const commands: Command[] = [
   serveCommand,
   evalPolicyCommand,
   demoCommand,
+  trainCommand,
+  modelCommand,
 ];

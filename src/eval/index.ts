@@ -10,3 +10,6 @@ export {
   type Accuracy, type QuestionId, type VqaAnnotation, type VqaAnnotationsFile, type VqaEvalFiles, type VqaEvalOptions,
   type VqaEvalResult, type VqaQuestion, type VqaQuestionsFile, type VqaResult,
 } from './vqa-eval.js';
+export {
+  normalizeForMatch, OFFICIAL_ANSWER_COUNT, prepareReferences, scoreAnswer, scoreReferences, type PreparedReferences, type ScoringRule,
+} from './vqa-metric.js';

@@ -246,3 +246,67 @@ export function scoreVqa(prediction: string, answers: readonly string[], options
   const { accuracy, matches } = scorePrepared(processed, prepared);
   return { accuracy, matches, normalized: prepared.normalized, prediction: processed, answers: [...prepared.answers] };
 }
+
+// ───────────── Scoring that fits the data: fewer than 10 answers ─────────────
+
+/**
+ * Samples with at least this many reference answers (VQAv2's 10 annotators) are scored by the
+ * official formula; samples with fewer (the seed's 4-column Parquet with one `answer`,
+ * ChartQA-style sets, a few paraphrases) by normalised exact match against any reference. The
+ * official formula needs 10: with one answer it can never score above 0 (leaving the only answer
+ * out leaves nothing to match), with 3 identical answers a right prediction gets 2/3.
+ */
+export const OFFICIAL_ANSWER_COUNT = 10;
+
+/** Which rule scored a prediction: the official 10-annotator formula, or exact match (fewer answers). */
+export type ScoringRule = 'official' | 'exact-match';
+
+/** References prepared once for scoring many predictions under the rule their count selects. */
+export type PreparedReferences =
+  | { readonly rule: 'official'; readonly prepared: PreparedAnswers }
+  | { readonly rule: 'exact-match'; readonly dialect: PythonDialect; readonly answers: readonly string[]; readonly counts: ReadonlyMap<string, number> };
+
+/**
+ * The official normalisation applied unconditionally: `\n`/`\t` → space, strip(), then
+ * processPunctuation and processDigitArticle ("The Red." → "red", "two" → "2").
+ */
+export function normalizeForMatch(text: string, dialect: PythonDialect = 'python2'): string {
+  return normalizeAnswer(cleanWhitespace(text, dialect), dialect);
+}
+
+/** Prepare references: the official formula for ≥ {@link OFFICIAL_ANSWER_COUNT} answers, else exact match. */
+export function prepareReferences(answers: readonly string[], options: VqaScoreOptions = {}): PreparedReferences {
+  if (answers.length === 0) throw new RangeError('scoring needs at least one reference answer');
+  if (answers.length >= OFFICIAL_ANSWER_COUNT) return { rule: 'official', prepared: prepareAnswers(answers, options) };
+  const dialect = options.dialect ?? 'python2';
+  const normalized = answers.map((a) => normalizeForMatch(a, dialect));
+  const counts = new Map<string, number>();
+  for (const a of normalized) counts.set(a, (counts.get(a) ?? 0) + 1);
+  return { rule: 'exact-match', dialect, answers: normalized, counts };
+}
+
+/** Score a raw prediction against prepared references. */
+export function scoreReferences(prediction: string, refs: PreparedReferences): VqaScore & { rule: ScoringRule } {
+  if (refs.rule === 'official') {
+    const processed = preparePrediction(prediction, refs.prepared);
+    const { accuracy, matches } = scorePrepared(processed, refs.prepared);
+    return { accuracy, matches, normalized: refs.prepared.normalized, prediction: processed, answers: [...refs.prepared.answers], rule: 'official' };
+  }
+  const p = normalizeForMatch(prediction, refs.dialect);
+  const matches = refs.counts.get(p) ?? 0;
+  return { accuracy: matches > 0 ? 1 : 0, matches, normalized: true, prediction: p, answers: [...refs.answers], rule: 'exact-match' };
+}
+
+/**
+ * The accuracy vqalab reports for one prediction, in [0, 1]: the official VQA formula when the
+ * sample has 10 or more answers (VQAv2; identical to {@link scoreVqa}), otherwise 1 when the
+ * normalised prediction equals any normalised reference, else 0 (docs/vqa-metric.md, "Fewer than
+ * 10 answers"). Used by the `vqaAccuracy()` reward, `Trainer.evaluate()` and `vqalab eval-policy`.
+ *
+ * @example
+ * scoreAnswer('The red.', ['red']).accuracy // 1 (exact match after normalisation)
+ * scoreAnswer('Two', ['2', '2', 'two', '2', '3', '2', '2', '2', '2', '2']).accuracy // 1 (official)
+ */
+export function scoreAnswer(prediction: string, answers: readonly string[], options: VqaScoreOptions = {}): VqaScore & { rule: ScoringRule } {
+  return scoreReferences(prediction, prepareReferences(answers, options));
+}

@@ -4,7 +4,7 @@
  */
 import type { VqaSample } from '../data/types.js';
 import { pythonDialect, PYTHON_DIALECTS, type PythonDialect } from '../eval/python.js';
-import { normalizeAnswer, prepareAnswers, preparePrediction, scorePrepared, type PreparedAnswers } from '../eval/vqa-metric.js';
+import { normalizeAnswer, prepareAnswers, prepareReferences, scoreReferences, type PreparedReferences } from '../eval/vqa-metric.js';
 import { describeValue, expectNumber, expectOneOf } from '../util/validate.js';
 import { defineReward } from './core.js';
 import { extractAnswer, type AnswerExtractor } from './extract.js';
@@ -30,44 +30,51 @@ export interface VqaAccuracyOptions {
   /** How to find the answer in a completion (default {@link extractAnswer}). */
   extract?: AnswerExtractor;
   /**
-   * A sample with a single answer can never score above 0 under the official metric (each answer
-   * is left out in turn, leaving none to match). 'error' (default) throws so the runner reports
-   * it; 'match' scores 1 when the normalised prediction equals the normalised answer, else 0
-   * (and sets the part `singleAnswer: 1`).
+   * How samples with fewer than 10 answers are scored. 'match' (default): 1 when the normalised
+   * prediction equals any normalised reference, else 0 (docs/vqa-metric.md, "Fewer than 10
+   * answers"); the part `exactMatch: 1` marks them. 'official': the official formula whatever the
+   * count (a single answer can then never score above 0, so such samples throw).
    */
-  singleAnswer?: 'error' | 'match';
+  fewAnswers?: 'match' | 'official';
 }
 
 /**
- * The official VQA accuracy of the completion's answer against the sample's annotator answers:
- * mean over leave-one-out subsets of min(#matches / 3, 1), with the official normalisation.
- * Parts: `matches` (answers equal to the processed prediction), `normalized` (1 when the answers
- * differed so normalisation applied), `answers` (how many).
+ * The VQA accuracy of the completion's answer against the sample's reference answers
+ * (`scoreAnswer` of src/eval): with 10 or more answers (VQAv2) the official per-question accuracy,
+ * mean over leave-one-out subsets of min(#matches / 3, 1) with the official normalisation; with
+ * fewer, normalised exact match against any reference. Parts: `matches` (answers equal to the
+ * processed prediction), `normalized` (1 when normalisation applied), `answers` (how many), and
+ * `exactMatch: 1` when the exact-match rule scored it.
  *
  * @example
  * vqaAccuracy()(sample, 'Two') // { score: 1, parts: { matches: 9, normalized: 1, answers: 10 } }
+ * vqaAccuracy()(oneAnswer('red'), 'The red.') // { score: 1, parts: { matches: 1, normalized: 1, answers: 1, exactMatch: 1 } }
  */
 export function vqaAccuracy(options: VqaAccuracyOptions = {}): BreakdownReward {
   const dialect = options.dialect === undefined ? 'python2' : expectOneOf('dialect', options.dialect, PYTHON_DIALECTS);
   const extract = expectExtractor('extract', options.extract);
-  const singleAnswer = options.singleAnswer === undefined ? 'error' : expectOneOf('singleAnswer', options.singleAnswer, ['error', 'match'] as const);
+  const fewAnswers = options.fewAnswers === undefined ? 'match' : expectOneOf('fewAnswers', options.fewAnswers, ['match', 'official'] as const);
+  if ((options as { singleAnswer?: unknown }).singleAnswer !== undefined) {
+    throw new TypeError("vqaAccuracy's singleAnswer option is gone: samples with fewer than 10 answers are scored by exact match by default (fewAnswers: 'match'); pass fewAnswers: 'official' for the official formula");
+  }
   // GRPO scores G completions against the same answers: prepare them once per answers array.
-  const prepared = new WeakMap<readonly string[], PreparedAnswers>();
+  const prepared = new WeakMap<readonly string[], PreparedReferences>();
   return defineReward('vqaAccuracy', (sample: VqaSample, completion: string): RewardBreakdown => {
     const answers = sample.answers;
     if (!Array.isArray(answers) || answers.length === 0) throw new RewardNotApplicableError(`sample ${sample.id} has no answers`);
-    const prediction = extract(completion);
-    if (answers.length === 1) {
-      if (singleAnswer === 'error') {
-        throw new RewardNotApplicableError(`vqaAccuracy needs the annotators' answers (VQAv2 has 10) but sample ${sample.id} has 1, which the official metric can never match; use exactMatch or similarity, or vqaAccuracy({ singleAnswer: 'match' })`);
-      }
-      const match = normalizeAnswer(prediction, dialect) === normalizeAnswer(answers[0]!, dialect) ? 1 : 0;
-      return { score: match, parts: { matches: match, normalized: 1, answers: 1, singleAnswer: 1 } };
+    if (fewAnswers === 'official' && answers.length === 1) {
+      throw new RewardNotApplicableError(`vqaAccuracy({ fewAnswers: 'official' }) needs the annotators' answers (VQAv2 has 10) but sample ${sample.id} has 1, which the official formula can never match; use the default fewAnswers: 'match'`);
     }
+    const prediction = extract(completion);
     let p = prepared.get(answers);
-    if (!p) prepared.set(answers, (p = prepareAnswers(answers, { dialect })));
-    const { accuracy, matches } = scorePrepared(preparePrediction(prediction, p), p);
-    return { score: accuracy, parts: { matches, normalized: p.normalized ? 1 : 0, answers: answers.length } };
+    if (!p) {
+      p = fewAnswers === 'official' ? { rule: 'official', prepared: prepareAnswers(answers, { dialect }) } : prepareReferences(answers, { dialect });
+      prepared.set(answers, p);
+    }
+    const r = scoreReferences(prediction, p);
+    const parts: Record<string, number> = { matches: r.matches, normalized: r.normalized ? 1 : 0, answers: answers.length };
+    if (r.rule === 'exact-match') parts.exactMatch = 1;
+    return { score: r.accuracy, parts };
   });
 }
 

@@ -15,7 +15,7 @@ import { esc } from '../display/render/html.js';
 import { VQA_CSS } from '../display/render/style.js';
 import { MIME, type MetricsPayload, type MimeBundle, type RewardTablePayload } from '../display/types.js';
 import { evaluateVqa, type VqaAnnotationsFile } from '../eval/vqa-eval.js';
-import { normalizeAnswer } from '../eval/vqa-metric.js';
+import { normalizeAnswer, OFFICIAL_ANSWER_COUNT, scoreAnswer } from '../eval/vqa-metric.js';
 import type { PythonDialect } from '../eval/python.js';
 import { extractAnswer } from '../reward/extract.js';
 import { pearson } from '../reward/lab.js';
@@ -132,9 +132,12 @@ export async function evaluatePolicies(policies: readonly Policy[], samples: rea
   const dialect = options.dialect ?? 'python2';
   const chosen = samples.slice(0, limit);
   const notes: string[] = [];
-  const single = chosen.filter((s) => (s.answers?.length ?? 0) < 2).length;
-  if (single > 0) {
-    notes.push(`${single} of ${chosen.length} samples have fewer than 2 annotator answers: the official VQA metric scores them 0 whatever the prediction (each answer is left out in turn); see exactMatch`);
+  // Fewer than 10 reference answers: normalised exact match against any (docs/vqa-metric.md).
+  const referencesOf = (s: VqaSample): string[] => (s.answers?.length ? s.answers : [s.answer ?? '']);
+  const few = chosen.map((s) => referencesOf(s).length < OFFICIAL_ANSWER_COUNT);
+  const fewCount = few.filter(Boolean).length;
+  if (fewCount > 0) {
+    notes.push(`${fewCount} of ${chosen.length} samples have fewer than ${OFFICIAL_ANSWER_COUNT} reference answers: scored by normalised exact match against any reference (docs/vqa-metric.md)`);
   }
   const annotations: VqaAnnotationsFile = {
     annotations: chosen.map((s) => ({
@@ -175,8 +178,16 @@ export async function evaluatePolicies(policies: readonly Policy[], samples: rea
       rows.push(row);
     }
     const official = evaluateVqa(annotations, rows.map((r) => ({ question_id: r.id, answer: r.prediction })), { dialect });
-    official.accuracies.forEach((a, i) => { rows[i]!.accuracy = a; });
+    official.accuracies.forEach((a, i) => { rows[i]!.accuracy = few[i] ? scoreAnswer(rows[i]!.prediction, referencesOf(chosen[i]!), { dialect }).accuracy : a; });
     for (const w of official.warnings) if (!notes.includes(w)) notes.push(w);
+    let overall = official.overall.value;
+    let perAnswerType = Object.fromEntries([...official.perAnswerType].map(([t, a]) => [t, a.value]));
+    if (fewCount > 0) {
+      // Some rows were rescored: summarise as the official evaluator does (100 × mean, 2 decimals).
+      const pct = (xs: number[]) => Math.round((10000 * xs.reduce((a, b) => a + b, 0)) / xs.length) / 100;
+      overall = pct(rows.map((r) => r.accuracy));
+      perAnswerType = Object.fromEntries(answerTypes.map((t) => [t, pct(rows.filter((r) => r.answerType === t).map((r) => r.accuracy))]));
+    }
     const lat = rows.filter((r) => r.error === undefined && r.latencyMs !== null).map((r) => r.latencyMs!);
     const price = priceFor(policy.name, options.prices);
     const errors = rows.filter((r) => r.error !== undefined);
@@ -184,8 +195,8 @@ export async function evaluatePolicies(policies: readonly Policy[], samples: rea
       name: policy.name,
       questions: rows.length,
       errors: errors.length,
-      overall: official.overall.value,
-      perAnswerType: Object.fromEntries([...official.perAnswerType].map(([t, a]) => [t, a.value])),
+      overall,
+      perAnswerType,
       exactMatch: Math.round((10000 * rows.reduce((a, r) => a + r.match, 0)) / rows.length) / 100,
       latencyMs: {
         p50: percentile(lat, 50), p99: percentile(lat, 99),

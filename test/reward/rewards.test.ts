@@ -24,16 +24,29 @@ test('vqaAccuracy is the official per-question accuracy, with parts', () => {
   // All answers identical: no normalisation, case matters (the official quirk).
   assert.deepEqual(r(sample('yes', Array(10).fill('yes')), 'Yes'), { score: 0, parts: { matches: 0, normalized: 0, answers: 10 } });
   // Prepared answers are cached per answers array, and results stay right across samples.
-  const s2 = sample('red', ['red', 'red', 'blue', 'red']);
+  const s2 = sample('red', ['red', 'red', 'blue', 'red', 'red', 'red', 'red', 'red', 'red', 'red']);
   assert.equal(r(s2, 'red').score, scoreVqa('red', s2.answers).accuracy);
   assert.equal(r(s2, 'blue').score, scoreVqa('blue', s2.answers).accuracy);
 });
 
-test('vqaAccuracy refuses single-answer samples unless told how to score them', () => {
-  assert.throws(() => vqaAccuracy()(sample('red'), 'red'), /vqaAccuracy needs the annotators' answers \(VQAv2 has 10\) but sample q1 has 1/);
-  const r = vqaAccuracy({ singleAnswer: 'match' });
-  assert.deepEqual(r(sample('Red.'), 'the red'), { score: 1, parts: { matches: 1, normalized: 1, answers: 1, singleAnswer: 1 } });
-  assert.equal(r(sample('red'), 'blue').score, 0);
+test('vqaAccuracy scores samples with fewer than 10 answers by normalised exact match against any', () => {
+  const r = vqaAccuracy();
+  // One reference (the seed's 4-column Parquet): 1 for an exact match after the official normalisation, else 0.
+  assert.deepEqual(r(sample('Red.'), 'the red'), { score: 1, parts: { matches: 1, normalized: 1, answers: 1, exactMatch: 1 } });
+  assert.deepEqual(r(sample('two'), '<answer>2</answer>'), { score: 1, parts: { matches: 1, normalized: 1, answers: 1, exactMatch: 1 } });
+  assert.deepEqual(r(sample('red'), 'blue'), { score: 0, parts: { matches: 0, normalized: 1, answers: 1, exactMatch: 1 } });
+  assert.equal(r(sample('red'), 'dark red').score, 0);
+  // A few references: any one matching is enough (the official formula would give 2/3 or 1/3 here).
+  const three = sample('red', ['red', 'red', 'crimson']);
+  assert.equal(r(three, 'Crimson').score, 1);
+  assert.equal(r(three, 'red').score, 1);
+  assert.equal(r(three, 'blue').score, 0);
+  // The official formula on request: a single answer can never match, so it is refused.
+  const official = vqaAccuracy({ fewAnswers: 'official' });
+  assert.equal(official(three, 'red').score, scoreVqa('red', three.answers).accuracy);
+  assert.throws(() => official(sample('red'), 'red'), /needs the annotators' answers \(VQAv2 has 10\) but sample q1 has 1/);
+  assert.throws(() => vqaAccuracy({ singleAnswer: 'match' } as never), /singleAnswer option is gone/);
+  assert.throws(() => vqaAccuracy({ fewAnswers: 'maybe' as never }), { message: 'Expected one of "match", "official" for fewAnswers but received "maybe" of type string' });
   assert.throws(() => vqaAccuracy({ dialect: 'python4' as never }), { message: 'Expected one of "python2", "python3", "python3.12" for dialect but received "python4" of type string' });
 });
 

@@ -15,10 +15,10 @@ test('scores every completion with every reward; totals are weighted sums, per g
     [vqaAccuracy(), { reward: exactMatch(), weight: 0.5 }],
   );
   assert.deepEqual(batch.rewards, ['vqaAccuracy', 'exactMatch']);
-  // b: answers red×3 + two, prediction red: (3 × 2/3 + 1) / 4 = 0.75, plus 0.5 × exact match.
-  assert.deepEqual(batch.groups.map((g) => g.totals), [[1.5, 0, 1], [1.25]]);
+  // b: answers red×3 + two (fewer than 10: exact match against any), prediction red: 1, plus 0.5 × exact match.
+  assert.deepEqual(batch.groups.map((g) => g.totals), [[1.5, 0, 1], [1.5]]);
   assert.deepEqual(batch.groups[0]!.completions[0]!.rewards, [
-    { name: 'vqaAccuracy', score: 1, parts: { matches: 4, normalized: 1, answers: 4 } },
+    { name: 'vqaAccuracy', score: 1, parts: { matches: 4, normalized: 1, answers: 4, exactMatch: 1 } },
     { name: 'exactMatch', score: 1, parts: { match: 1 } },
   ]);
   assert.deepEqual([batch.failures, batch.messages, batch.excluded], [[], [], 0]);
