@@ -22,7 +22,7 @@ export interface StepMetrics {
   rewardStd: number;
   /** Mean of each named reward part. */
   rewardParts: Record<string, number>;
-  /** Mean per-question VQA accuracy (the trainer's `vqaAccuracy`, default the official metric) of all sampled completions. */
+  /** Mean per-question VQA accuracy (the trainer's `vqaAccuracy`, default `scoreAnswer`) of all sampled completions. */
   accuracy: number;
   /** Mean over tokens of the policy loss, as aggregated, averaged over the step's updates. */
   loss: number;

@@ -27,7 +27,7 @@ export interface TrainerOptions {
   rewards: RewardSet;
   /** What a failing reward does to its completion: 'exclude' (default) or `{ fallback: score }`. */
   onRewardError?: OnRewardError;
-  /** Per-question accuracy in [0, 1] for metrics and evaluate(); default: the official VQA metric (src/eval). */
+  /** Per-question accuracy in [0, 1] for metrics and evaluate(); default `scoreAnswer` (src/eval): the official VQA metric with 10 answers, normalised exact match against any reference with fewer. */
   vqaAccuracy?: (prediction: string, answers: readonly string[]) => number;
   /** The processed images of a sample (src/vision's Qwen2-VL processor), in prompt order. */
   loadImages: (sample: VqaSample) => Promise<ImageInput[]>;

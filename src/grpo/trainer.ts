@@ -52,7 +52,7 @@ import { learningRateAt } from './schedule.js';
 import { Rng, type RngState } from './rng.js';
 import { DataCursor, type CursorState } from './cursor.js';
 import { MetricsLog, metricsFromJson, residentMiB, type StepMetrics } from './metrics.js';
-import { scoreVqa } from '../eval/vqa-metric.js';
+import { scoreAnswer } from '../eval/vqa-metric.js';
 import { evaluateSamples, summarize, type EvalSummary } from './evaluate.js';
 import { PromptBuilder, rolloutRound, type RolloutGroup, type RolloutInputs, type SkippedSample } from './rollout.js';
 import { emptyMetrics, fillStepMetrics, grpoUpdate, logprobsUnder } from './update.js';
@@ -162,7 +162,7 @@ export class Trainer implements TrainerView {
   }
 
   private accuracyOf = (prediction: string, answers: readonly string[]): number =>
-    (this.opts.vqaAccuracy ? this.opts.vqaAccuracy(prediction, answers) : scoreVqa(prediction, answers).accuracy);
+    (this.opts.vqaAccuracy ? this.opts.vqaAccuracy(prediction, answers) : scoreAnswer(prediction, answers).accuracy);
 
   private referenceKind(): 'copy' | 'lora-base' {
     const kind = this.config.reference;
