@@ -47,6 +47,7 @@ import type { VlmTokenizer } from '../text/tokenizer.js';
 import { VlmTokenizer as Tokenizer } from '../text/tokenizer.js';
 import { writeFileAtomic, withAtomicOutput } from '../util/fs.js';
 import { interruptible } from '../util/interrupt.js';
+import { expectInteger, expectOneOf } from '../util/validate.js';
 import { grpoConfig, type GrpoConfig } from './config.js';
 import { learningRateAt } from './schedule.js';
 import { Rng, type RngState } from './rng.js';
@@ -113,6 +114,9 @@ export class Trainer implements TrainerView {
       if (options[key] === undefined || options[key] === null) throw new TypeError(`Trainer option "${key}" is required`);
     }
     this.config = grpoConfig(options.config);
+    if (options.rolloutMode !== undefined) expectOneOf('rolloutMode', options.rolloutMode, ['batched', 'sequential'] as const);
+    if (options.evalBatchSize !== undefined) expectInteger('evalBatchSize', options.evalBatchSize, 1);
+    if (options.policyConcurrency !== undefined) expectInteger('policyConcurrency', options.policyConcurrency, 1);
     this.opts = options;
     this.model = options.model;
     this.tokenizer = options.tokenizer;

@@ -267,3 +267,10 @@ test('with a Policy, a round\'s requests go out concurrently, at most policyConc
   assert.deepEqual(bounded.groups, sequential.groups);
   assert.equal(bounded.groups.length, 8);
 });
+
+test('rolloutMode, evalBatchSize and policyConcurrency are checked', async () => {
+  const model = await fresh();
+  assert.throws(() => new Trainer(options(model, {}, { rolloutMode: 'parallel' as never })), { message: 'Expected one of "batched", "sequential" for rolloutMode but received "parallel" of type string' });
+  assert.throws(() => new Trainer(options(model, {}, { evalBatchSize: 0 })), /evalBatchSize/);
+  assert.throws(() => new Trainer(options(model, {}, { policyConcurrency: 1.5 })), /policyConcurrency/);
+});
