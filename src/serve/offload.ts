@@ -69,7 +69,8 @@ export class Offload {
 
   /** prepareRequest in a worker; `raw` is handed over (not usable afterwards). */
   async prepare(raw: Buffer): Promise<Prepared> {
-    const own = raw.byteOffset === 0 && raw.byteLength === raw.buffer.byteLength ? new Uint8Array(raw.buffer) : Uint8Array.prototype.slice.call(raw);
+    // The body's own buffer is handed over whole (no copy) when the body fills most of it.
+    const own = raw.byteOffset === 0 && raw.byteLength >= raw.buffer.byteLength / 2 ? new Uint8Array(raw.buffer, 0, raw.byteLength) : Uint8Array.prototype.slice.call(raw);
     const p = await this.call<Prepared>({ op: 'prepare', raw: own }, [own.buffer as ArrayBuffer]);
     for (const img of p.images) img.bytes = Buffer.from(img.bytes.buffer, img.bytes.byteOffset, img.bytes.byteLength);
     return p;
