@@ -27,6 +27,7 @@
         "src/common.cc",
         "src/json.cc",
         "src/safetensors.cc",
+        "src/config_check.cc",
         "src/cpu/threadpool.cc",
         "src/cpu/gemm.cc",
         "src/ops/embedding.cc",

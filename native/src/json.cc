@@ -1,5 +1,7 @@
 #include "json.h"
 
+#include <cctype>
+
 #include <cstdio>
 #include <cstdlib>
 
@@ -153,10 +155,33 @@ struct Parser {
     } else if (lit("null")) {
       v.kind = Json::Null;
     } else {
+      // JSON's number grammar only (strtod alone would take hex, inf, nan, a leading '+' or zeros).
+      size_t j = i;
+      if (j < s.size() && s[j] == '-') j++;
+      if (j < s.size() && s[j] == '0') {
+        j++;
+      } else if (j < s.size() && s[j] >= '1' && s[j] <= '9') {
+        while (j < s.size() && s[j] >= '0' && s[j] <= '9') j++;
+      } else {
+        bad("unexpected character");
+      }
+      if (j < s.size() && s[j] == '.') {
+        j++;
+        if (!(j < s.size() && s[j] >= '0' && s[j] <= '9')) bad("expected a digit after '.'");
+        while (j < s.size() && s[j] >= '0' && s[j] <= '9') j++;
+      }
+      if (j < s.size() && (s[j] == 'e' || s[j] == 'E')) {
+        j++;
+        if (j < s.size() && (s[j] == '+' || s[j] == '-')) j++;
+        if (!(j < s.size() && s[j] >= '0' && s[j] <= '9')) bad("expected a digit in the exponent");
+        while (j < s.size() && s[j] >= '0' && s[j] <= '9') j++;
+      }
+      if (j < s.size() && (std::isalnum(static_cast<unsigned char>(s[j])) || s[j] == '.')) bad("malformed number");
       const char* start = s.c_str() + i;
       char* end = nullptr;
-      v.num = std::strtod(start, &end);
-      if (end == start) bad("unexpected character");
+      const std::string lexeme(start, j - i);
+      v.num = std::strtod(lexeme.c_str(), &end);
+      end = const_cast<char*>(start) + (j - i);
       v.kind = Json::Number;
       i += static_cast<size_t>(end - start);
     }

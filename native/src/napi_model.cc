@@ -8,6 +8,7 @@
 
 #include "common.h"
 #include "cpu/threadpool.h"
+#include "config_check.h"
 #include "model.h"
 #include "napi_util.h"
 #include "sampler.h"
@@ -677,6 +678,7 @@ Napi::Value LoadModel(const Napi::CallbackInfo& info) {
       env,
       [=] {
         if (threads > 0) ThreadPool::get().resize(threads);
+        check_model_config(cfg, files, max_seq);  // before anything is allocated
         auto m = std::make_shared<Model>(cfg, max_seq);
         m->load(files);
         if (lora) m->add_lora(lo);

@@ -97,11 +97,15 @@ void atomic_write(const std::string& path, F emit) {
 }  // namespace
 
 SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path) {
-  fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  // O_NONBLOCK: opening a FIFO must not wait for a writer; anything but a regular file is refused.
+  fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   VQ_CHECK(fd_ >= 0, path << ": cannot open: " << std::strerror(errno));
   try {
     struct stat st;
     VQ_CHECK(::fstat(fd_, &st) == 0, path << ": cannot stat: " << std::strerror(errno));
+    VQ_CHECK(S_ISREG(st.st_mode), path << ": not a regular file (" << (S_ISFIFO(st.st_mode) ? "a FIFO" : S_ISDIR(st.st_mode) ? "a folder" : "a special file")
+                                       << "); a safetensors file is expected");
+    ::fcntl(fd_, F_SETFL, ::fcntl(fd_, F_GETFL) & ~O_NONBLOCK);
     const uint64_t size = static_cast<uint64_t>(st.st_size);
     VQ_CHECK(size >= 8, path << ": not a safetensors file (" << size << " bytes)");
     uint8_t lenb[8];
@@ -129,9 +133,21 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path) {
                    off->arr.size() == 2,
                path << ": tensor " << t.name << " has a malformed header entry");
       t.dtype = dt->str;
-      for (const auto& d : sh->arr) t.shape.push_back(static_cast<int64_t>(d.num));
-      t.begin = static_cast<uint64_t>(off->arr[0].num);
-      t.end = static_cast<uint64_t>(off->arr[1].num);
+      // Shapes and offsets: non-negative integers small enough that sizes cannot overflow.
+      const auto whole = [&](const Json& d, const char* what) -> uint64_t {
+        VQ_CHECK(d.kind == Json::Number && d.num >= 0 && d.num <= 9007199254740992.0 && d.num == static_cast<double>(static_cast<uint64_t>(d.num)),
+                 path << ": tensor " << t.name << ": " << what << " must hold non-negative integers");
+        return static_cast<uint64_t>(d.num);
+      };
+      double elems = 1;
+      for (const auto& d : sh->arr) {
+        t.shape.push_back(static_cast<int64_t>(whole(d, "shape")));
+        elems *= static_cast<double>(t.shape.back());
+      }
+      VQ_CHECK(elems <= static_cast<double>(size), path << ": tensor " << t.name << " has shape " << shape_str(t.shape)
+                                                             << ", more elements than the file (" << size << " bytes) can hold");
+      t.begin = whole(off->arr[0], "data_offsets");
+      t.end = whole(off->arr[1], "data_offsets");
       const int es = dtype_size(t.dtype);
       if (es > 0) {
         VQ_CHECK(t.end >= t.begin && t.end - t.begin == static_cast<uint64_t>(numel(t.shape)) * es,
@@ -142,6 +158,16 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path) {
       index_[t.name] = tensors_.size();
       tensors_.push_back(std::move(t));
     }
+    // Tensors must not overlap (a tensor read would see another's bytes).
+    std::vector<const StTensor*> by_begin;
+    for (const auto& t : tensors_)
+      if (t.end > t.begin) by_begin.push_back(&t);
+    std::sort(by_begin.begin(), by_begin.end(), [](const StTensor* a, const StTensor* b) { return a->begin < b->begin; });
+    for (size_t i = 1; i < by_begin.size(); i++)
+      VQ_CHECK(by_begin[i]->begin >= by_begin[i - 1]->end,
+               path << ": tensors " << by_begin[i - 1]->name << " (bytes " << by_begin[i - 1]->begin << " to " << by_begin[i - 1]->end
+                    << ") and " << by_begin[i]->name << " (bytes " << by_begin[i]->begin << " to " << by_begin[i]->end
+                    << ") overlap in data_offsets");
   } catch (...) {
     ::close(fd_);
     throw;

@@ -105,19 +105,30 @@ Options:
   --no-decode       only check that image files exist (fast)
   --max-issues N    how many problems to print (default 20)
   --file FILE       same as FILE (the seed's data_utils.py verify flag)
+  --max-image-pixels N  most pixels per image, read from its header before decoding
+                    (default 16777216 = 4096x4096, as vqalab serve)
+  --model DIR       also build each row's prompt as training does (DIR's chat template and image
+                    processor) and check it fits DIR's context
+  --max-sequence-length N  the context to check against (default: the model's)
+  --max-new-tokens N       completion tokens a run adds after the prompt (default 1)
   --quiet           no progress output
 `;
 
 const verifyCommand: Command = {
   name: 'verify', summary: 'check a VQA Parquet file (schema, ids, questions, images)', usage: verifyUsage,
   async run(argv) {
-    const { opts, positional } = parseArgs('verify', argv, { 'drop-bad': 'string', 'no-decode': 'flag', 'max-issues': 'int', file: 'string', quiet: 'flag', 'n-samples': 'int' });
+    const { opts, positional } = parseArgs('verify', argv, { 'drop-bad': 'string', 'no-decode': 'flag', 'max-issues': 'int', file: 'string', quiet: 'flag', 'n-samples': 'int',
+      'max-image-pixels': 'int', model: 'string', 'max-sequence-length': 'int', 'max-new-tokens': 'int' });
     const file = (opts.file as string | undefined) ?? positional[0];
     if (!file) throw new UsageError('verify: missing FILE');
     if (positional.length > (opts.file ? 0 : 1)) throw new UsageError(`verify: one FILE expected`);
     const { signal, done } = abortOnSigint();
     try {
-      const r = await verifyDataset(file, { dropBad: opts['drop-bad'] as string | undefined, decodeImages: !opts['no-decode'], quiet: Boolean(opts.quiet), signal });
+      const r = await verifyDataset(file, {
+        dropBad: opts['drop-bad'] as string | undefined, decodeImages: !opts['no-decode'], quiet: Boolean(opts.quiet), signal,
+        maxImagePixels: opts['max-image-pixels'] as number | undefined, model: opts.model as string | undefined,
+        maxSequenceLength: opts['max-sequence-length'] as number | undefined, maxNewTokens: opts['max-new-tokens'] as number | undefined,
+      });
       process.stdout.write(formatVerifyReport(r, (opts['max-issues'] as number | undefined) ?? 20));
       return r.badRows === 0 ? 0 : 1;
     } catch (err) {

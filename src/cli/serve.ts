@@ -37,6 +37,12 @@ Limits:
   --max-image-pixels N     most pixels per image (default 16777216 = 4096x4096)
   --max-images N           images per request (default 8)
   --max-n N                choices per request (default 64)
+  --max-prompt-chars N     characters of message text per request, checked before tokenising
+                           (default: context length x longest token, i.e. only prompts that cannot fit)
+  --max-stops N            stop strings per request (default 16)
+  --max-stop-chars N       characters per stop string (default 1024)
+  --workers N              worker threads that parse, tokenise and decode large requests off the
+                           event loop (default 1; 0 = none)
   --max-queue N            requests waiting for the engine before 503 (default 256)
   --default-max-tokens N   max_tokens when a request gives none (default 512, at most the context left)
 
@@ -78,6 +84,7 @@ export const serveCommand: Command = {
           'api-key': { type: 'string' }, 'api-key-env': { type: 'string' },
           'allowed-media-root': { type: 'string' }, 'max-body-mb': { type: 'string' }, 'max-image-mb': { type: 'string' },
           'max-image-pixels': { type: 'string' }, 'max-images': { type: 'string' }, 'max-n': { type: 'string' }, 'max-queue': { type: 'string' },
+          'max-prompt-chars': { type: 'string' }, 'max-stops': { type: 'string' }, 'max-stop-chars': { type: 'string' }, workers: { type: 'string' },
           'default-max-tokens': { type: 'string' }, quiet: { type: 'boolean', default: false },
           'max-batch-rows': { type: 'string' }, 'no-batching': { type: 'boolean', default: false },
         },
@@ -118,6 +125,8 @@ export const serveCommand: Command = {
       maxBodyBytes: mb('max-body-mb'), maxImageBytes: mb('max-image-mb'), maxImagePixels: integer('max-image-pixels', values['max-image-pixels']),
       maxImages: integer('max-images', values['max-images']), maxN: integer('max-n', values['max-n']), maxQueue: integer('max-queue', values['max-queue']),
       defaultMaxTokens: integer('default-max-tokens', values['default-max-tokens']),
+      maxPromptChars: integer('max-prompt-chars', values['max-prompt-chars']), maxStops: integer('max-stops', values['max-stops']),
+      maxStopChars: integer('max-stop-chars', values['max-stop-chars']), workers: integer('workers', values.workers, 0),
       batching: !values['no-batching'], maxBatchRows: integer('max-batch-rows', values['max-batch-rows']),
       log: values.quiet ? undefined : (line) => process.stderr.write(`vqalab serve: ${line}\n`),
       disposeOnClose: true,

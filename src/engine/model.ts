@@ -10,6 +10,7 @@ import { writeFileAtomic } from '../util/fs.js';
 import { SafetensorsFile, serializeSafetensors } from '../util/safetensors.js';
 import { checkAdamW, checkForwardRequests, checkGradients, checkLora, checkSampleRequest, type CheckedSampleRequest } from './check.js';
 import { readConfig, toNativeConfig, type EngineConfig } from './config.js';
+import { checkModelBudget } from './config-check.js';
 import { native, nativeError, type NativeModel, type NativePrompt } from './native.js';
 import { SampleLoop, type LoopRequest } from './sampling.js';
 import type {
@@ -379,6 +380,7 @@ export async function loadModel(dir: string, options: LoadOptions = {}): Promise
   const maxSeq = options.maxSequenceLength === undefined ? config.maxPositionEmbeddings
     : expectInteger('options.maxSequenceLength', options.maxSequenceLength, 1);
   const files = weightFiles(dir);
+  checkModelBudget(config, configFile, files, maxSeq); // before the engine allocates anything
   const configText = readFileSync(configFile, 'utf8');
   let loraFile: string | undefined;
   if (adapter !== undefined) {

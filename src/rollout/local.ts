@@ -287,7 +287,8 @@ export class LocalPolicy implements Policy {
     for (const s of o.stop ?? []) {
       // A one-token stop string also stops the engine early; every stop string is looked for in
       // the text too, since the model may spell it with other tokens.
-      const enc = this.tokenizer.encode(s);
+      // (Only a short string can be one token: a long one is not tokenised at all.)
+      const enc = s.length <= 256 ? this.tokenizer.encode(s) : [];
       if (enc.length === 1 && this.tokenizer.decode(enc, { skipSpecialTokens: false }) === s) ids.add(enc[0]!);
       strings.push(s);
     }
@@ -328,6 +329,7 @@ export class LocalPolicy implements Policy {
       ...(o.signal ? { signal: o.signal } : {}),
       ...(onToken ? { onToken: (e: TokenEvent) => onToken({ choice: e.row, tokenId: e.tokenId, logprob: e.logprob }) } : {}),
     });
+    const matcher = new ChoiceTextStream(this.tokenizer, new Set(), strings);
     const choices: LocalChoice[] = res.tokenIds.map((idsArr, i) => {
       let ids = Array.from(idsArr);
       let lps = Array.from(res.logprobs[i]!);
@@ -337,11 +339,11 @@ export class LocalPolicy implements Policy {
       const bodyLen = stopAt >= 0 ? stopAt : ids.length;
       let text = this.tokenizer.decode(ids.slice(0, bodyLen));
       if (strings.length > 0 && firstIndexOf(text, strings) >= 0) {
-        // The shortest prefix of tokens whose text already holds a stop string.
+        // The shortest prefix of tokens whose text already holds a stop string (one incremental pass).
+        const scan = matcher.sibling();
         for (let k = 1; k <= bodyLen; k++) {
-          const t = this.tokenizer.decode(ids.slice(0, k));
-          const at = firstIndexOf(t, strings);
-          if (at >= 0) { text = t.slice(0, at); ids = ids.slice(0, k); lps = lps.slice(0, k); finish = 'stop'; break; }
+          scan.push(ids[k - 1]!);
+          if (scan.done) { text = scan.sent; ids = ids.slice(0, k); lps = lps.slice(0, k); finish = 'stop'; break; }
         }
       }
       return { text, tokenIds: ids, logprobs: lps, finishReason: finish };

@@ -46,7 +46,15 @@ export interface ProtocolLimits {
   maxN: number;
   /** Most images per request. */
   maxImages: number;
+  /** Most stop strings per request (default 16). */
+  maxStops?: number;
+  /** Most characters of one stop string (default 1024). */
+  maxStopChars?: number;
 }
+
+/** Defaults of the stop-string budget. */
+export const DEFAULT_MAX_STOPS = 16;
+export const DEFAULT_MAX_STOP_CHARS = 1024;
 
 const ROLES = new Set(['system', 'developer', 'user', 'assistant']);
 const REFUSED: Record<string, (v: unknown) => boolean> = {
@@ -149,8 +157,11 @@ export function parseChatRequest(raw: unknown, limits: ProtocolLimits): ChatRequ
     if (typeof body.stop === 'string') stop = [body.stop];
     else if (Array.isArray(body.stop) && body.stop.every((s) => typeof s === 'string')) stop = body.stop as string[];
     else throw badRequest('stop must be a string or an array of strings', 'stop', 'invalid_type');
-    if (stop.length > 16) throw badRequest(`at most 16 stop strings; got ${stop.length}`, 'stop', 'invalid_value');
+    const maxStops = limits.maxStops ?? DEFAULT_MAX_STOPS, maxStopChars = limits.maxStopChars ?? DEFAULT_MAX_STOP_CHARS;
+    if (stop.length > maxStops) throw badRequest(`at most ${maxStops} stop strings (--max-stops); got ${stop.length}`, 'stop', 'invalid_value');
     if (stop.some((s) => s === '')) throw badRequest('stop strings must not be empty', 'stop', 'invalid_value');
+    const long = stop.findIndex((s) => s.length > maxStopChars);
+    if (long >= 0) throw badRequest(`stop[${long}] has ${stop[long]!.length} characters; the limit is ${maxStopChars} (--max-stop-chars)`, 'stop', 'invalid_value');
   }
   let stopTokenIds: number[] = [];
   if (body.stop_token_ids !== undefined && body.stop_token_ids !== null) {

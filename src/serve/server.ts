@@ -24,10 +24,14 @@ import { randomBytes, timingSafeEqual } from 'node:crypto';
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import type { ImageInput, SampleStats } from '../engine/types.js';
-import { ContextLengthError, tokenBytes, type LocalChoice, type LocalGeneration, type LocalPolicy, type LocalSampling } from '../rollout/local.js';
+import { existsSync } from 'node:fs';
+import path from 'node:path';
+import { ContextLengthError, processorOptionsFrom, tokenBytes, type LocalChoice, type LocalGeneration, type LocalPolicy, type LocalSampling } from '../rollout/local.js';
 import { ApiError, badRequest, sendError, sendJson } from './errors.js';
-import { loadImagePart, type CheckedImage, type MediaLimits } from './media.js';
-import { parseChatRequest, type ChatRequest } from './protocol.js';
+import type { MediaLimits } from './media.js';
+import { Offload } from './offload.js';
+import { prepareRequest, type Prepared, type PrepareLimits, type PromptBuilder } from './prepare.js';
+import { DEFAULT_MAX_STOP_CHARS, DEFAULT_MAX_STOPS, type ChatRequest } from './protocol.js';
 import { FairQueue, QueueFullError, type QueueStats } from './queue.js';
 
 export interface ServeOptions {
@@ -53,6 +57,20 @@ export interface ServeOptions {
   maxImages?: number;
   /** Most choices (n) per request (default 64). */
   maxN?: number;
+  /**
+   * Most characters of message text per request, counted before tokenising (default: the context
+   * length × the longest token's characters, so only prompts that cannot fit are refused).
+   */
+  maxPromptChars?: number;
+  /** Most stop strings per request (default 16). */
+  maxStops?: number;
+  /** Most characters per stop string (default 1024). */
+  maxStopChars?: number;
+  /**
+   * Worker threads for large requests (parse, tokenise, image decode) so the event loop stays
+   * responsive (default 1; 0: everything on the event loop).
+   */
+  workers?: number;
   /** Requests waiting for the engine before new ones get 503 (default 256). */
   maxQueue?: number;
   /**
@@ -94,12 +112,23 @@ export interface ServeHandle {
 
 const MiB = 1 << 20;
 
-/** What the checks before queueing established: the images, max_tokens, the prompt ids as planned. */
-interface Checked {
-  images: CheckedImage[];
-  maxTokens: number;
-  ids: Int32Array;
-  grids: [number, number, number][];
+/** What the checks before queueing established: the request, images, max_tokens, the prompt ids as planned. */
+type Checked = Prepared;
+
+/** Bodies up to this size are checked and tokenised on the event loop (a few ms); larger ones in a worker. */
+const INLINE_BODY_BYTES = 4096;
+/** Images up to this many pixels are decoded and patched on the event loop; larger ones in a worker. */
+const INLINE_IMAGE_PIXELS = 256 * 256;
+
+/** Characters in the longest token (a byte-level token is at least one byte, a character at most its bytes). */
+function longestTokenChars(policy: LocalPolicy): number {
+  let longest = 1;
+  const tok = policy.tokenizer;
+  for (let id = 0; id < tok.vocabSize; id++) {
+    const piece = tok.idToToken(id);
+    if (piece !== undefined && piece.length > longest) longest = piece.length;
+  }
+  return longest;
 }
 
 /** One holder at a time, in arrival order. */
@@ -116,7 +145,12 @@ function clientKey(req: IncomingMessage, chat: ChatRequest): string {
   return chat.user ? `user:${chat.user}` : `addr:${req.socket.remoteAddress ?? '?'}`;
 }
 
-/** Read the body, refusing more than `max` bytes with 413 (the rest is drained, then the connection closed). */
+/**
+ * Read the body, refusing more than `max` bytes with 413 (the rest is drained, then the connection
+ * closed). The bytes are copied into one buffer as they arrive (sized from Content-Length, else
+ * grown by doubling), so a large body costs many small copies spread over the event loop rather
+ * than one long concatenation at the end.
+ */
 function readBody(req: IncomingMessage, max: number): Promise<Buffer> {
   return new Promise((resolve, reject) => {
     const declared = Number(req.headers['content-length']);
@@ -126,19 +160,25 @@ function readBody(req: IncomingMessage, max: number): Promise<Buffer> {
       req.resume();
       return reject(tooLarge(declared));
     }
-    const chunks: Buffer[] = [];
+    let buf = Buffer.allocUnsafeSlow(Number.isFinite(declared) && declared > 0 ? declared : 16 * 1024);
     let size = 0;
     let over = false;
     req.on('data', (c: Buffer) => {
-      size += c.length;
-      if (size > max) {
-        if (!over) { over = true; chunks.length = 0; }
+      if (over || size + c.length > max) {
+        over = true;
+        size += c.length;
         if (size > 4 * max) req.destroy(); // a client that keeps sending after the limit is cut off
         return;
       }
-      chunks.push(c);
+      if (size + c.length > buf.length) {
+        const grown = Buffer.allocUnsafeSlow(Math.min(max, Math.max(2 * buf.length, size + c.length)));
+        buf.copy(grown, 0, 0, size);
+        buf = grown;
+      }
+      c.copy(buf, size);
+      size += c.length;
     });
-    req.on('end', () => (over ? reject(tooLarge(size)) : resolve(Buffer.concat(chunks))));
+    req.on('end', () => (over ? reject(tooLarge(size)) : resolve(buf.subarray(0, size))));
     req.on('error', reject);
   });
 }
@@ -167,8 +207,25 @@ export async function serve(options: ServeOptions): Promise<ServeHandle> {
     maxImageBytes: options.maxImageBytes ?? 16 * MiB,
     maxImagePixels: options.maxImagePixels ?? 4096 * 4096,
   };
-  const limits = { maxN: options.maxN ?? 64, maxImages: options.maxImages ?? 8 };
   const defaultMaxTokens = options.defaultMaxTokens ?? 512;
+  const limits: PrepareLimits = {
+    maxN: options.maxN ?? 64, maxImages: options.maxImages ?? 8,
+    maxStops: options.maxStops ?? DEFAULT_MAX_STOPS, maxStopChars: options.maxStopChars ?? DEFAULT_MAX_STOP_CHARS,
+    maxPromptChars: options.maxPromptChars ?? policy.maxSequenceLength * longestTokenChars(policy),
+    media, modelName, vocabSize: policy.model.config?.vocabSize ?? policy.tokenizer.vocabSize,
+    maxSequenceLength: policy.maxSequenceLength, defaultMaxTokens,
+  };
+  const builder: PromptBuilder = {
+    plan: (h, w) => policy.processor.plan(h, w).gridThw,
+    prompt: (messages, planned) => policy.prompt(messages, planned).ids,
+  };
+  // Large requests are taken apart in worker threads holding a copy of the tokenizer and image
+  // processor (loaded from the policy's tokenizer folder; a tokenizer built in memory: no workers).
+  const workers = options.workers ?? 1;
+  const tokenizerDir = policy.tokenizer.source;
+  const offload = workers > 0 && existsSync(path.join(tokenizerDir, 'tokenizer.json'))
+    ? new Offload({ tokenizerDir, mergeSize: policy.model.config?.vision?.spatialMergeSize ?? 2, processorOptions: processorOptionsFrom(tokenizerDir), limits }, workers)
+    : null;
   // Continuous batching: the queue admits requests while their rows fit the batch's row budget;
   // each then prepares its images and joins the engine's decode loop. Queue-only mode: two jobs at
   // a time, one on the engine (the lock), the next preparing its images meanwhile (in libvips).
@@ -202,46 +259,12 @@ export async function serve(options: ServeOptions): Promise<ServeHandle> {
     return tokenEntry(choice.tokenIds[k]!, choice.logprobs[k]!, choice.topLogprobs?.[k] ?? [], asIds);
   }
 
-  /**
-   * Checks that need no pixels, before the request queues: each image's header (size, limits),
-   * its token count from the processor's plan, and the prompt length against the context.
-   */
-  async function check(chat: ChatRequest): Promise<Checked> {
-    const images: CheckedImage[] = [];
-    const planned: ImageInput[] = [];
-    for (const ref of chat.images) {
-      const img = await loadImagePart(ref.url, ref.param, media);
-      try {
-        planned.push({ pixels: new Float32Array(0), gridThw: policy.processor.plan(img.height, img.width).gridThw });
-      } catch (err) {
-        throw badRequest(`${ref.param}: ${(err as Error).message}`, ref.param, 'invalid_image');
-      }
-      images.push(img);
-    }
-    let ids: Int32Array;
-    try {
-      ids = policy.prompt(chat.messages, planned).ids;
-    } catch (err) {
-      throw badRequest(`cannot build the prompt: ${(err as Error).message}`, 'messages', 'invalid_messages');
-    }
-    const promptTokens = ids.length;
-    const room = policy.maxSequenceLength - promptTokens;
-    const maxTokens = chat.maxTokens ?? Math.max(1, Math.min(defaultMaxTokens, room));
-    try {
-      policy.checkLength({ ids: new Int32Array(promptTokens), images: [] }, maxTokens);
-    } catch (err) {
-      if (err instanceof ContextLengthError) throw badRequest(err.message, chat.maxTokens !== undefined && room > 0 ? 'max_tokens' : 'messages', 'context_length_exceeded');
-      throw err;
-    }
-    return { images, maxTokens, ids, grids: planned.map((p) => p.gridThw) };
-  }
-
   /** Admitted: decode and patch the images, then sample (joining the decode loop, or taking the engine lock in queue-only mode). */
   async function generate(chat: ChatRequest, checked: Checked, signal: AbortSignal, onToken?: LocalSampling['onToken']): Promise<LocalGeneration> {
     const processed: ImageInput[] = [];
     for (const img of checked.images) {
       try {
-        processed.push(await policy.image(img.bytes));
+        processed.push(offload && img.width * img.height > INLINE_IMAGE_PIXELS ? await offload.image(img.bytes) : await policy.image(img.bytes));
       } catch (err) {
         throw badRequest(`${img.param}: ${(err as Error).message.replace(/^image buffer \(\d+ bytes\): /, '')}`, img.param, 'invalid_image');
       }
@@ -318,7 +341,9 @@ export async function serve(options: ServeOptions): Promise<ServeHandle> {
   function liveStream(res: ServerResponse, chat: ChatRequest, id: string) {
     const send = chunkSender(res, id);
     let started = false;
-    const texts = Array.from({ length: chat.n }, () => policy.textStream({ stop: chat.stop, stopTokenIds: chat.stopTokenIds }));
+    // One stream per choice; the stop strings are compiled once per request and shared.
+    const first = policy.textStream({ stop: chat.stop, stopTokenIds: chat.stopTokenIds });
+    const texts = Array.from({ length: chat.n }, (_v, i) => (i === 0 ? first : first.sibling()));
     const role = new Array<boolean>(chat.n).fill(false);
     const sentTokens = new Array<number>(chat.n).fill(0);
     const head = () => {
@@ -396,17 +421,10 @@ export async function serve(options: ServeOptions): Promise<ServeHandle> {
 
   async function chatCompletions(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const raw = await readBody(req, maxBodyBytes);
-    let body: unknown;
-    try {
-      body = JSON.parse(raw.toString('utf8'));
-    } catch (err) {
-      throw badRequest(`the request body is not valid JSON: ${(err as Error).message}`, null, 'invalid_json');
-    }
-    const chat = parseChatRequest(body, limits);
-    if (chat.model !== modelName) {
-      throw new ApiError(404, `The model \`${chat.model}\` does not exist; this server serves "${modelName}" (GET /v1/models)`, 'not_found_error', 'model', 'model_not_found');
-    }
-    const checked = await check(chat);
+    // Every budget is checked before the work it bounds (src/serve/prepare.ts); a large body is
+    // parsed and tokenised in a worker thread.
+    const checked = offload && raw.length > INLINE_BODY_BYTES ? await offload.prepare(raw) : await prepareRequest(raw, limits, builder);
+    const chat = checked.chat;
     const gone = new AbortController();
     const onClose = () => { if (!res.writableFinished) gone.abort(new Error('the client closed the connection')); };
     res.on('close', onClose);
@@ -520,6 +538,7 @@ export async function serve(options: ServeOptions): Promise<ServeHandle> {
       await new Promise((r) => setTimeout(r, 20));
       for (const s of sockets) s.destroy();
       await done;
+      await offload?.close();
       if (options.disposeOnClose) policy.dispose();
     },
   };
