@@ -15,6 +15,9 @@ import path from 'node:path';
 import { loadModel } from '../../src/engine/model.js';
 import { native } from '../../src/engine/native.js';
 import type { ImageInput } from '../../src/engine/types.js';
+import { initTensors } from '../../src/model/init.js';
+import { familyConfigJson, familyTensorSpecs, FAMILY_PRESETS, type FamilyDims } from '../../src/model/presets-family.js';
+import { parseConfig } from '../../src/engine/config.js';
 import { maxAbsDiff, randn, rng, tmpDir } from './helpers.js';
 
 const V = 64, IMAGE = 60, VSTART = 58, VEND = 59;
@@ -227,3 +230,37 @@ for (const c of [Q25, Q3]) {
     }
   });
 }
+
+test('presets-family: the released dims parse; a shrunk folder of each layout loads and runs in the engine', async () => {
+  for (const [name, p] of Object.entries(FAMILY_PRESETS)) {
+    const full = parseConfig(familyConfigJson(p.dims), name);
+    assert.equal(full.modelType, p.dims.modelType);
+    assert.equal(full.headDim, p.dims.headDim);
+    const d: FamilyDims = {
+      ...p.dims, hiddenSize: 32, intermediateSize: 48, numHiddenLayers: 3,
+      numAttentionHeads: 4, numKeyValueHeads: 2, headDim: p.dims.modelType === 'qwen3_vl' ? 16 : 8,
+      mropeSection: p.dims.modelType === 'qwen3_vl' ? [4, 2, 2] : [2, 1, 1],
+      vision: { ...p.dims.vision, depth: 3, hiddenSize: 16, intermediateSize: 24, numHeads: 2,
+        ...(p.dims.modelType === 'qwen3_vl' ? { deepstackVisualIndexes: [0, 2], numPositionEmbeddings: 16 } : { fullattBlockIndexes: [2] }) },
+    };
+    const dir = path.join(tmpDir('vqalab-preset-'), name);
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(path.join(dir, 'config.json'), JSON.stringify(familyConfigJson(d)));
+    const specs = familyTensorSpecs(d);
+    const t = initTensors(specs, 1, 0.02);
+    const out: Record<string, { shape: number[]; data: Float32Array }> = {};
+    for (const sp of specs) out[sp.name] = { shape: [...sp.shape], data: t.get(sp.name)! };
+    native()._writeSafetensors(path.join(dir, 'model.safetensors'), out);
+    const m = await loadModel(dir);
+    try {
+      assert.equal(m._native._names().length, specs.length, name);
+      const c: Tiny = { ...Q3, family: d.modelType, patch: d.vision.patchSize };
+      const prompt = promptFor([image(c, 4, 4, 1)], rng(2));
+      prompt.ids = Int32Array.from(prompt.ids, (x) => (x === IMAGE ? 151655 : x === VSTART ? 151652 : x === VEND ? 151653 : x));
+      const [r] = await m.forward([{ prompt, completions: [Int32Array.from([1, 2, 3])] }]);
+      assert.ok(r!.logprobs[0]!.every((x) => Number.isFinite(x) && x < 0), name);
+    } finally {
+      m.dispose();
+    }
+  }
+});
