@@ -593,7 +593,7 @@ def make_adapter(model, case, folder, prefix, completions, pv_all, grid_all, dev
     from peft import LoraConfig, get_peft_model
     targets = {"qwen2_vl": ["q_proj", "v_proj", "down_proj", "qkv", "fc2"],
                "qwen2_5_vl": ["q_proj", "v_proj", "down_proj", "qkv", "up_proj"],
-               "qwen3_vl": ["q_proj", "v_proj", "down_proj", "qkv", "proj"]}[fam(case)]
+               "qwen3_vl": ["q_proj", "k_proj", "down_proj", "qkv"]}[fam(case)]  # "proj" would also match patch_embed.proj
     cfg = LoraConfig(r=4, lora_alpha=8, target_modules=targets, lora_dropout=0.0, bias="none")
     pm = get_peft_model(model, cfg)
     with torch.no_grad():
