@@ -8,6 +8,7 @@
 // M-RoPE positions: the prompt's as transformers' get_rope_index; completion token t of every group
 // member at max_prompt_position + 1 + t, as if it followed the prompt alone.
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 
 #include "common.h"
@@ -132,15 +133,64 @@ int32_t Model::rope_index(const Prompt& p, std::vector<int32_t>& pos) const {
 
 // ---- vision tower ------------------------------------------------------------------------------
 
+void Model::vision_norm_forward(float* out, float* mean, float* rstd, const float* x, int w, int b, int64_t N,
+                                int64_t C) const {
+  // LayerNorm with bias (Qwen2-VL, Qwen3-VL) or RMSNorm (Qwen2.5-VL: b < 0); eps 1e-6 in every family
+  if (b < 0) rmsnorm_forward(out, rstd, x, P(w), N, C, 1e-6f);
+  else layernorm_forward(out, mean, rstd, x, P(w), P(b), N, C, 1e-6f);
+}
+
+void Model::vision_norm_backward(float* dx, const float* dout, const float* x, int w, int b, const float* mean,
+                                 const float* rstd, int64_t N, int64_t C) {
+  if (b < 0) rmsnorm_backward(dx, G(w), dout, x, P(w), rstd, N, C);
+  else layernorm_backward(dx, G(w), G(b), dout, x, P(w), mean, rstd, N, C);
+}
+
+void Model::merger_forward(const MergerW& mw, MergerActs& ma, const float* x, int64_t N) {
+  // x (N, E) -> ma.out (N / merge^2, H). Post-shuffle (DeepStack): the norm runs over each merged row.
+  const VisionConfig& vc = cfg_.vision;
+  const int64_t E = vc.embed_dim, mm = vc.merge * vc.merge, Nm = N / mm, M = E * mm, H = vc.out_hidden;
+  const int64_t rows = mw.postshuffle ? Nm : N, C = mw.postshuffle ? M : E;
+  ma.x.assign(x, x + N * E);
+  fit(ma.ln, N * E); fit(ma.mean, rows); fit(ma.rstd, rows);
+  vision_norm_forward(ma.ln.data(), ma.mean.data(), ma.rstd.data(), x, mw.nw, mw.nb, rows, C);
+  fit(ma.h, Nm * M); fit(ma.hact, Nm * M); fit(ma.out, Nm * H);
+  lin_forward(mw.fc1, ma.h.data(), ma.ln.data(), Nm);
+  gelu_forward(ma.hact.data(), ma.h.data(), Nm * M);
+  lin_forward(mw.fc2, ma.out.data(), ma.hact.data(), Nm);
+}
+
+void Model::merger_backward(const MergerW& mw, MergerActs& ma, float* dx, const float* dout, int64_t N) {
+  // dx (N, E) +=; dout (N / merge^2, H)
+  const VisionConfig& vc = cfg_.vision;
+  const int64_t E = vc.embed_dim, mm = vc.merge * vc.merge, Nm = N / mm, M = E * mm;
+  const int64_t rows = mw.postshuffle ? Nm : N, C = mw.postshuffle ? M : E;
+  std::vector<float> dhact = zeros(Nm * M), dh = zeros(Nm * M), dln = zeros(N * E);
+  lin_backward(mw.fc2, dhact.data(), dout, ma.hact.data(), Nm);
+  gelu_backward(dh.data(), dhact.data(), ma.h.data(), Nm * M);
+  lin_backward(mw.fc1, dln.data(), dh.data(), ma.ln.data(), Nm);
+  vision_norm_backward(dx, dln.data(), ma.x.data(), mw.nw, mw.nb, ma.mean.data(), ma.rstd.data(), rows, C);
+}
+
+namespace {
+// torch.linspace(0, end, steps) in fp32, as ATen computes it (from both ends toward the middle).
+float linspace_at(float end, int64_t steps, int64_t i) {
+  if (steps == 1) return 0.0f;
+  const float step = end / static_cast<float>(steps - 1);
+  return i < steps / 2 ? step * static_cast<float>(i) : end - step * static_cast<float>(steps - i - 1);
+}
+}  // namespace
+
 void Model::vision_forward(Activations& a, const Prompt& p, bool keep) {
   const VisionConfig& vc = cfg_.vision;
   const int64_t E = vc.embed_dim, NH = vc.num_heads, hd = E / NH, F = vc.mlp_hidden, PD = vc.patch_dim();
   const int m = vc.merge;
+  const int64_t mm = static_cast<int64_t>(m) * m;
   int64_t N = 0;
   for (const Image& im : p.images) N += static_cast<int64_t>(im.t) * im.h * im.w;
   a.N = N;
   fit(a.patches, N * PD);
-  std::vector<int32_t> hpos(N), wpos(N);
+  std::vector<int32_t> hpos(N), wpos(N), gh(N), gw(N);  // per row: position, and its image's grid
   a.vspans.resize(N);
   int64_t row = 0;
   for (const Image& im : p.images) {
@@ -153,9 +203,49 @@ void Model::vision_forward(Activations& a, const Prompt& p, bool keep) {
             for (int j = 0; j < m; j++, row++) {
               hpos[row] = bh * m + i;
               wpos[row] = bw * m + j;
+              gh[row] = im.h;
+              gw[row] = im.w;
             }
       for (int64_t r = frame; r < row; r++) a.vspans[r] = Span{0, 0, static_cast<int32_t>(frame), static_cast<int32_t>(row)};
     }
+  }
+
+  // Qwen2.5-VL: windows of (window_size / patch / merge)^2 merged units per frame, padded at the
+  // bottom/right edges (transformers' get_window_index). The tower runs on the rows permuted into
+  // window order (every op but attention is row-wise; frames stay contiguous), the merger's output
+  // goes back to the processor's order.
+  a.win.clear();
+  a.wspans.clear();
+  if (vc.window_size > 0) {
+    const int vw = vc.window_size / m / vc.patch_size;
+    a.wspans.resize(N);
+    int64_t unit0 = 0, wrow = 0;
+    for (const Image& im : p.images) {
+      const int lh = im.h / m, lw = im.w / m;
+      const int nwh = (lh + vw - 1) / vw, nww = (lw + vw - 1) / vw;
+      for (int ti = 0; ti < im.t; ti++)
+        for (int wh = 0; wh < nwh; wh++)
+          for (int ww = 0; ww < nww; ww++) {
+            const int64_t start = wrow;
+            for (int i = wh * vw; i < std::min(lh, (wh + 1) * vw); i++)
+              for (int j = ww * vw; j < std::min(lw, (ww + 1) * vw); j++) {
+                a.win.push_back(unit0 + (static_cast<int64_t>(ti) * lh + i) * lw + j);
+                wrow += mm;
+              }
+            for (int64_t r = start; r < wrow; r++) a.wspans[r] = Span{0, 0, static_cast<int32_t>(start), static_cast<int32_t>(wrow)};
+          }
+      unit0 += static_cast<int64_t>(im.t) * lh * lw;
+    }
+    std::vector<float> pw(a.patches.size());
+    std::vector<int32_t> hp(N), wp(N), ghp(N), gwp(N);
+    for (size_t u = 0; u < a.win.size(); u++)
+      for (int64_t r = 0; r < mm; r++) {
+        const int64_t dst = static_cast<int64_t>(u) * mm + r, src = a.win[u] * mm + r;
+        std::memcpy(pw.data() + dst * PD, a.patches.data() + src * PD, PD * sizeof(float));
+        hp[dst] = hpos[src]; wp[dst] = wpos[src]; ghp[dst] = gh[src]; gwp[dst] = gw[src];
+      }
+    a.patches = std::move(pw);
+    hpos = std::move(hp); wpos = std::move(wp); gh = std::move(ghp); gw = std::move(gwp);
   }
   fit(a.vcos, N * hd / 2);
   fit(a.vsin, N * hd / 2);
@@ -163,16 +253,51 @@ void Model::vision_forward(Activations& a, const Prompt& p, bool keep) {
 
   // patch embedding: a GEMM over the flattened (C, T, P, P) patches
   std::vector<float> x(static_cast<size_t>(N * E));
-  linear_forward(x.data(), a.patches.data(), P(patch_), nullptr, N, PD, E);
+  linear_forward(x.data(), a.patches.data(), P(patch_), patch_b_ >= 0 ? P(patch_b_) : nullptr, N, PD, E);
+
+  // Qwen3-VL: learned position embeddings on a side x side grid, bilinearly interpolated to the image's
+  // grid (transformers' fast_pos_embed_interpolate: linspace over the grid, floor/ceil neighbours)
+  if (pos_embed_ >= 0) {
+    const int S = static_cast<int>(std::lround(std::sqrt(static_cast<double>(vc.num_pos))));
+    fit(a.pw, N * 4);
+    a.pidx.resize(static_cast<size_t>(N * 4));
+    const float* pe = P(pos_embed_);
+    for (int64_t r = 0; r < N; r++) {
+      const float hi = linspace_at(static_cast<float>(S - 1), gh[r], hpos[r]);
+      const float wi = linspace_at(static_cast<float>(S - 1), gw[r], wpos[r]);
+      const int hf = static_cast<int>(hi), wf = static_cast<int>(wi);
+      const int hc = std::min(hf + 1, S - 1), wc = std::min(wf + 1, S - 1);
+      const float dh = hi - static_cast<float>(hf), dw = wi - static_cast<float>(wf);
+      const int32_t idx[4] = {hf * S + wf, hf * S + wc, hc * S + wf, hc * S + wc};
+      const float wt[4] = {(1.0f - dh) * (1.0f - dw), (1.0f - dh) * dw, dh * (1.0f - dw), dh * dw};
+      float* xr = x.data() + r * E;
+      for (int64_t c = 0; c < E; c++) {
+        float s = 0.0f;
+        for (int k = 0; k < 4; k++) s += pe[idx[k] * E + c] * wt[k];
+        xr[c] += s;
+      }
+      for (int k = 0; k < 4; k++) {
+        a.pidx[r * 4 + k] = idx[k];
+        a.pw[r * 4 + k] = wt[k];
+      }
+    }
+  }
+
   a.vblocks.resize(keep ? blocks_.size() : 1);
+  a.ds.assign(vc.deepstack.size(), MergerActs{});
+  a.ds_block.clear();
+  a.ds_merger.clear();
   std::vector<float> qkv(static_cast<size_t>(N * 3 * E)), tmp(static_cast<size_t>(N * E));
   for (size_t bi = 0; bi < blocks_.size(); bi++) {
     check_cancel();
     const VisionBlockW& B = blocks_[bi];
     VisionBlockActs& A = a.vblocks[keep ? bi : 0];
+    const bool windowed = !a.wspans.empty() &&
+                          std::find(vc.fullatt.begin(), vc.fullatt.end(), static_cast<int>(bi)) == vc.fullatt.end();
+    const Span* spans = windowed ? a.wspans.data() : a.vspans.data();
     if (keep) A.x = x;
     fit(A.ln1, N * E); fit(A.mean1, N); fit(A.rstd1, N);
-    layernorm_forward(A.ln1.data(), A.mean1.data(), A.rstd1.data(), x.data(), P(B.n1w), P(B.n1b), N, E, 1e-6f);
+    vision_norm_forward(A.ln1.data(), A.mean1.data(), A.rstd1.data(), x.data(), B.n1w, B.n1b, N, E);
     lin_forward(B.qkv, qkv.data(), A.ln1.data(), N);
     fit(A.q, N * E); fit(A.k, N * E); fit(A.v, N * E);
     for (int64_t r = 0; r < N; r++) {  // (N, 3, NH, hd) -> q, k, v (N, NH, hd)
@@ -183,59 +308,103 @@ void Model::vision_forward(Activations& a, const Prompt& p, bool keep) {
     rope_forward(A.q.data(), A.q.data(), a.vcos.data(), a.vsin.data(), N, NH, hd);
     rope_forward(A.k.data(), A.k.data(), a.vcos.data(), a.vsin.data(), N, NH, hd);
     fit(A.att, N * E); fit(A.lse, N * NH);
-    attention_forward(A.att.data(), A.lse.data(), A.q.data(), A.k.data(), A.v.data(), a.vspans.data(), N, N, NH, NH, hd);
+    attention_forward(A.att.data(), A.lse.data(), A.q.data(), A.k.data(), A.v.data(), spans, N, N, NH, NH, hd);
     lin_forward(B.proj, tmp.data(), A.att.data(), N);
     residual_forward(x.data(), x.data(), tmp.data(), N * E);
     if (keep) A.xmid = x;
     fit(A.ln2, N * E); fit(A.mean2, N); fit(A.rstd2, N);
-    layernorm_forward(A.ln2.data(), A.mean2.data(), A.rstd2.data(), x.data(), P(B.n2w), P(B.n2b), N, E, 1e-6f);
+    vision_norm_forward(A.ln2.data(), A.mean2.data(), A.rstd2.data(), x.data(), B.n2w, B.n2b, N, E);
     fit(A.fc1, N * F); fit(A.act, N * F);
     lin_forward(B.fc1, A.fc1.data(), A.ln2.data(), N);
-    if (vc.quick_gelu) quick_gelu_forward(A.act.data(), A.fc1.data(), N * F);
-    else gelu_forward(A.act.data(), A.fc1.data(), N * F);
+    switch (vc.act) {
+      case VisionAct::silu:  // gated: down(silu(gate) * up)
+        fit(A.up, N * F);
+        lin_forward(B.up, A.up.data(), A.ln2.data(), N);
+        swiglu_forward(A.act.data(), A.fc1.data(), A.up.data(), N * F);
+        break;
+      case VisionAct::quick_gelu: quick_gelu_forward(A.act.data(), A.fc1.data(), N * F); break;
+      case VisionAct::gelu: gelu_forward(A.act.data(), A.fc1.data(), N * F); break;
+      case VisionAct::gelu_tanh: gelu_tanh_forward(A.act.data(), A.fc1.data(), N * F); break;
+    }
     lin_forward(B.fc2, tmp.data(), A.act.data(), N);
     residual_forward(x.data(), x.data(), tmp.data(), N * E);
+    // DeepStack: this block's output through its merger; the k-th feature made is added after text layer k
+    for (size_t k = 0; k < vc.deepstack.size(); k++)
+      if (vc.deepstack[k] == static_cast<int>(bi)) {
+        const size_t j = a.ds_block.size();
+        a.ds_block.push_back(static_cast<int>(bi));
+        a.ds_merger.push_back(static_cast<int>(k));
+        merger_forward(ds_mergers_[k], a.ds[j], x.data(), N);
+      }
   }
-  // patch merger: LayerNorm, then groups of merge^2 neighbouring patches -> MLP (gelu)
-  const int64_t Nm = N / (m * m), M = E * m * m, H = vc.out_hidden;
+  // patch merger: norm, then groups of merge^2 neighbouring patches -> MLP (gelu)
+  const int64_t Nm = N / mm, M = E * mm, H = vc.out_hidden;
   a.vxf = std::move(x);
   fit(a.mln, N * E); fit(a.mmean, N); fit(a.mrstd, N);
-  layernorm_forward(a.mln.data(), a.mmean.data(), a.mrstd.data(), a.vxf.data(), P(mln_w_), P(mln_b_), N, E, 1e-6f);
+  vision_norm_forward(a.mln.data(), a.mmean.data(), a.mrstd.data(), a.vxf.data(), mln_w_, mln_b_, N, E);
   fit(a.m0, Nm * M); fit(a.m0act, Nm * M); fit(a.img, Nm * H);
   lin_forward(m0_, a.m0.data(), a.mln.data(), Nm);
   gelu_forward(a.m0act.data(), a.m0.data(), Nm * M);
   lin_forward(m2_, a.img.data(), a.m0act.data(), Nm);
+  if (!a.win.empty()) {  // back to the processor's order: merged row u is unit win[u]
+    std::vector<float> img(a.img.size());
+    for (size_t u = 0; u < a.win.size(); u++)
+      std::memcpy(img.data() + a.win[u] * H, a.img.data() + static_cast<int64_t>(u) * H, H * sizeof(float));
+    a.img = std::move(img);
+  }
 }
 
-void Model::vision_backward(Activations& a, const float* dimg) {
+void Model::vision_backward(Activations& a, const float* dimg_in) {
   const VisionConfig& vc = cfg_.vision;
   const int64_t E = vc.embed_dim, NH = vc.num_heads, hd = E / NH, F = vc.mlp_hidden, PD = vc.patch_dim();
   const int m = vc.merge;
-  const int64_t N = a.N, Nm = N / (m * m), M = E * m * m;
+  const int64_t N = a.N, Nm = N / (m * m), M = E * m * m, H = vc.out_hidden;
+  std::vector<float> dimg_w;
+  const float* dimg = dimg_in;
+  if (!a.win.empty()) {  // into the window order the tower ran in
+    dimg_w.resize(static_cast<size_t>(Nm * H));
+    for (size_t u = 0; u < a.win.size(); u++)
+      std::memcpy(dimg_w.data() + static_cast<int64_t>(u) * H, dimg_in + a.win[u] * H, H * sizeof(float));
+    dimg = dimg_w.data();
+  }
   // merger
   std::vector<float> dm0act = zeros(Nm * M), dm0 = zeros(Nm * M), dmln = zeros(N * E), dx = zeros(N * E);
   lin_backward(m2_, dm0act.data(), dimg, a.m0act.data(), Nm);
   gelu_backward(dm0.data(), dm0act.data(), a.m0.data(), Nm * M);
   lin_backward(m0_, dmln.data(), dm0.data(), a.mln.data(), Nm);
-  layernorm_backward(dx.data(), G(mln_w_), G(mln_b_), dmln.data(), a.vxf.data(), P(mln_w_), a.mmean.data(),
-                     a.mrstd.data(), N, E);
+  vision_norm_backward(dx.data(), dmln.data(), a.vxf.data(), mln_w_, mln_b_, a.mmean.data(), a.mrstd.data(), N, E);
   // blocks, last to first; dx is the gradient of the block's output
-  std::vector<float> dact(N * F), dfc1(N * F), dln(N * E), datt(N * E), dq(N * E), dk(N * E), dv(N * E);
+  std::vector<float> dact(N * F), dfc1(N * F), dup, dln(N * E), datt(N * E), dq(N * E), dk(N * E), dv(N * E);
   std::vector<float> dqr(N * E), dkr(N * E), dqkv(N * 3 * E), qkv_in;
+  if (vc.act == VisionAct::silu) dup.resize(static_cast<size_t>(N * F));
   for (size_t bi = blocks_.size(); bi-- > 0;) {
     check_cancel();
     const VisionBlockW& B = blocks_[bi];
     VisionBlockActs& A = a.vblocks[bi];
+    const bool windowed = !a.wspans.empty() &&
+                          std::find(vc.fullatt.begin(), vc.fullatt.end(), static_cast<int>(bi)) == vc.fullatt.end();
+    const Span* spans = windowed ? a.wspans.data() : a.vspans.data();
+    // DeepStack features read this block's output
+    for (size_t j = 0; j < a.ds_block.size(); j++)
+      if (a.ds_block[j] == static_cast<int>(bi) && j < a.dds.size() && !a.dds[j].empty())
+        merger_backward(ds_mergers_[a.ds_merger[j]], a.ds[j], dx.data(), a.dds[j].data(), N);
     // MLP: x = xmid + fc2(act(fc1(ln2(xmid))))
     std::fill(dact.begin(), dact.end(), 0.0f);
     lin_backward(B.fc2, dact.data(), dx.data(), A.act.data(), N);
     std::fill(dfc1.begin(), dfc1.end(), 0.0f);
-    if (vc.quick_gelu) quick_gelu_backward(dfc1.data(), dact.data(), A.fc1.data(), N * F);
-    else gelu_backward(dfc1.data(), dact.data(), A.fc1.data(), N * F);
     std::fill(dln.begin(), dln.end(), 0.0f);
+    switch (vc.act) {
+      case VisionAct::silu:
+        std::fill(dup.begin(), dup.end(), 0.0f);
+        swiglu_backward(dfc1.data(), dup.data(), dact.data(), A.fc1.data(), A.up.data(), N * F);
+        lin_backward(B.up, dln.data(), dup.data(), A.ln2.data(), N);
+        break;
+      case VisionAct::quick_gelu: quick_gelu_backward(dfc1.data(), dact.data(), A.fc1.data(), N * F); break;
+      case VisionAct::gelu: gelu_backward(dfc1.data(), dact.data(), A.fc1.data(), N * F); break;
+      case VisionAct::gelu_tanh: gelu_tanh_backward(dfc1.data(), dact.data(), A.fc1.data(), N * F); break;
+    }
     lin_backward(B.fc1, dln.data(), dfc1.data(), A.ln2.data(), N);
-    layernorm_backward(dx.data(), G(B.n2w), G(B.n2b), dln.data(), A.xmid.data(), P(B.n2w), A.mean2.data(),
-                       A.rstd2.data(), N, E);
+    vision_norm_backward(dx.data(), dln.data(), A.xmid.data(), B.n2w, B.n2b, A.mean2.data(), A.rstd2.data(), N, E);
     // attention: xmid = x + proj(attn(rope(q), rope(k), v))
     std::fill(datt.begin(), datt.end(), 0.0f);
     lin_backward(B.proj, datt.data(), dx.data(), A.att.data(), N);
@@ -243,7 +412,7 @@ void Model::vision_backward(Activations& a, const float* dimg) {
     std::fill(dk.begin(), dk.end(), 0.0f);
     std::fill(dv.begin(), dv.end(), 0.0f);
     attention_backward(dq.data(), dk.data(), dv.data(), datt.data(), A.q.data(), A.k.data(), A.v.data(),
-                       A.att.data(), A.lse.data(), a.vspans.data(), N, N, NH, NH, hd);
+                       A.att.data(), A.lse.data(), spans, N, N, NH, NH, hd);
     std::fill(dqr.begin(), dqr.end(), 0.0f);
     std::fill(dkr.begin(), dkr.end(), 0.0f);
     rope_backward(dqr.data(), dq.data(), a.vcos.data(), a.vsin.data(), N, NH, hd);
@@ -255,17 +424,33 @@ void Model::vision_backward(Activations& a, const float* dimg) {
     }
     std::fill(dln.begin(), dln.end(), 0.0f);
     lin_backward(B.qkv, dln.data(), dqkv.data(), A.ln1.data(), N);
-    layernorm_backward(dx.data(), G(B.n1w), G(B.n1b), dln.data(), A.x.data(), P(B.n1w), A.mean1.data(),
-                       A.rstd1.data(), N, E);
+    vision_norm_backward(dx.data(), dln.data(), A.x.data(), B.n1w, B.n1b, A.mean1.data(), A.rstd1.data(), N, E);
   }
+  // position embeddings (Qwen3-VL): scatter the interpolation weights' share of every row
+  if (float* dpe = pos_embed_ >= 0 ? G(pos_embed_) : nullptr)
+    for (int64_t r = 0; r < N; r++)
+      for (int k = 0; k < 4; k++) {
+        float* d = dpe + static_cast<int64_t>(a.pidx[r * 4 + k]) * E;
+        const float w = a.pw[r * 4 + k];
+        const float* s = dx.data() + r * E;
+        for (int64_t c = 0; c < E; c++) d[c] += w * s[c];
+      }
   // patch embedding (no gradient for the pixels)
-  if (float* dw = G(patch_)) linear_backward(nullptr, dw, nullptr, dx.data(), a.patches.data(), P(patch_), N, PD, E);
+  float* dw = G(patch_);
+  float* db = patch_b_ >= 0 ? G(patch_b_) : nullptr;
+  if (dw || db) linear_backward(nullptr, dw, db, dx.data(), a.patches.data(), P(patch_), N, PD, E);
 }
 
 // ---- language model ----------------------------------------------------------------------------
 
+void Model::text_rope_table(float* cos, float* sin, const int32_t* pos, int64_t T) const {
+  const TextConfig& tc = cfg_.text;
+  rope_mrope_table(cos, sin, pos, tc.section, T, tc.head_dim, tc.theta, tc.mrope_interleaved);
+}
+
 void Model::text_forward(Activations& a, int64_t T, float* x, const float* cos, const float* sin, const Span* spans,
-                         bool keep, float* kcache, float* vcache, int64_t cache_rows, const int64_t* slots) {
+                         bool keep, float* kcache, float* vcache, int64_t cache_rows, const int64_t* slots,
+                         const std::vector<int64_t>* ds_rows) {
   const TextConfig& tc = cfg_.text;
   const int64_t H = tc.hidden, NH = tc.heads, KVH = tc.kv_heads, D = tc.head_dim, I = tc.inter;
   const int64_t KVD = KVH * D;
@@ -279,8 +464,16 @@ void Model::text_forward(Activations& a, int64_t T, float* x, const float* cos, 
     fit(A.h1, T * H); fit(A.rstd1, T);
     rmsnorm_forward(A.h1.data(), A.rstd1.data(), x, P(L.ln1), T, H, tc.eps);
     fit(A.q, T * NH * D); fit(A.k, T * KVD); fit(A.v, T * KVD);
-    lin_forward(L.q, A.q.data(), A.h1.data(), T);
-    lin_forward(L.k, A.k.data(), A.h1.data(), T);
+    if (tc.qk_norm) {  // Qwen3-VL: RMSNorm over each head's D values of q and k, before the rotary embedding
+      fit(A.qraw, T * NH * D); fit(A.kraw, T * KVD); fit(A.qrstd, T * NH); fit(A.krstd, T * KVH);
+      lin_forward(L.q, A.qraw.data(), A.h1.data(), T);
+      lin_forward(L.k, A.kraw.data(), A.h1.data(), T);
+      rmsnorm_forward(A.q.data(), A.qrstd.data(), A.qraw.data(), P(L.qn), T * NH, D, tc.eps);
+      rmsnorm_forward(A.k.data(), A.krstd.data(), A.kraw.data(), P(L.kn), T * KVH, D, tc.eps);
+    } else {
+      lin_forward(L.q, A.q.data(), A.h1.data(), T);
+      lin_forward(L.k, A.k.data(), A.h1.data(), T);
+    }
     lin_forward(L.v, A.v.data(), A.h1.data(), T);
     rope_forward(A.q.data(), A.q.data(), cos, sin, T, NH, D);
     rope_forward(A.k.data(), A.k.data(), cos, sin, T, KVH, D);
@@ -307,6 +500,14 @@ void Model::text_forward(Activations& a, int64_t T, float* x, const float* cos, 
     swiglu_forward(A.act.data(), A.gate.data(), A.up.data(), T * I);
     lin_forward(L.down, tmp.data(), A.act.data(), T);
     residual_forward(x, x, tmp.data(), T * H);
+    // DeepStack (Qwen3-VL): the li-th vision feature is added to the image rows after layer li
+    if (ds_rows && li < a.ds.size() && !ds_rows->empty()) {
+      const float* f = a.ds[li].out.data();
+      for (size_t r = 0; r < ds_rows->size(); r++) {
+        float* xr = x + (*ds_rows)[r] * H;
+        for (int64_t c = 0; c < H; c++) xr[c] += f[r * H + c];
+      }
+    }
   }
 }
 
@@ -317,10 +518,23 @@ void Model::text_backward(Activations& a, int64_t T, float* dx) {
   const int64_t KVD = KVH * D;
   std::vector<float> dact(T * I), dgate(T * I), dup(T * I), dh(T * H), datt(T * NH * D);
   std::vector<float> dq(T * NH * D), dk(T * KVD), dv(T * KVD), dqr(T * NH * D), dkr(T * KVD);
+  std::vector<float> dqn, dkn;
+  if (tc.qk_norm) {
+    dqn.resize(static_cast<size_t>(T * NH * D));
+    dkn.resize(static_cast<size_t>(T * KVD));
+  }
+  const bool ds = !a.ds.empty() && !a.img_rows.empty();
+  if (ds) a.dds.assign(a.ds.size(), {});
   for (size_t li = layers_.size(); li-- > 0;) {
     check_cancel();
     const TextLayerW& L = layers_[li];
     TextLayerActs& A = a.layers[li];
+    // DeepStack: the feature added after this layer receives the gradient of the layer's output rows
+    if (ds && li < a.ds.size()) {
+      a.dds[li].resize(a.img_rows.size() * H);
+      for (size_t r = 0; r < a.img_rows.size(); r++)
+        std::memcpy(a.dds[li].data() + r * H, dx + a.img_rows[r] * H, H * sizeof(float));
+    }
     // MLP: x = xmid + down(silu(gate(h2)) * up(h2)), h2 = rmsnorm(xmid)
     std::fill(dact.begin(), dact.end(), 0.0f);
     lin_backward(L.down, dact.data(), dx, A.act.data(), T);
@@ -344,8 +558,17 @@ void Model::text_backward(Activations& a, int64_t T, float* dx) {
     rope_backward(dqr.data(), dq.data(), a.cos.data(), a.sin.data(), T, NH, D);
     rope_backward(dkr.data(), dk.data(), a.cos.data(), a.sin.data(), T, KVH, D);
     std::fill(dh.begin(), dh.end(), 0.0f);
-    lin_backward(L.q, dh.data(), dqr.data(), A.h1.data(), T);
-    lin_backward(L.k, dh.data(), dkr.data(), A.h1.data(), T);
+    if (tc.qk_norm) {
+      std::fill(dqn.begin(), dqn.end(), 0.0f);
+      std::fill(dkn.begin(), dkn.end(), 0.0f);
+      rmsnorm_backward(dqn.data(), G(L.qn), dqr.data(), A.qraw.data(), P(L.qn), A.qrstd.data(), T * NH, D);
+      rmsnorm_backward(dkn.data(), G(L.kn), dkr.data(), A.kraw.data(), P(L.kn), A.krstd.data(), T * KVH, D);
+      lin_backward(L.q, dh.data(), dqn.data(), A.h1.data(), T);
+      lin_backward(L.k, dh.data(), dkn.data(), A.h1.data(), T);
+    } else {
+      lin_backward(L.q, dh.data(), dqr.data(), A.h1.data(), T);
+      lin_backward(L.k, dh.data(), dkr.data(), A.h1.data(), T);
+    }
     lin_backward(L.v, dh.data(), dv.data(), A.h1.data(), T);
     rmsnorm_backward(dx, G(L.ln1), dh.data(), A.x.data(), P(L.ln1), A.rstd1.data(), T, H);
   }
@@ -398,9 +621,10 @@ void Model::forward_one(Activations& a, const ForwardRequest& r, ForwardResult& 
   }
   fit(a.cos, T * D / 2);
   fit(a.sin, T * D / 2);
-  rope_mrope_table(a.cos.data(), a.sin.data(), pos.data(), tc.section, T, D, tc.theta);
+  text_rope_table(a.cos.data(), a.sin.data(), pos.data(), T);
 
-  text_forward(a, T, x.data(), a.cos.data(), a.sin.data(), a.spans.data(), keep, nullptr, nullptr, 0, nullptr);
+  text_forward(a, T, x.data(), a.cos.data(), a.sin.data(), a.spans.data(), keep, nullptr, nullptr, 0, nullptr,
+               &a.img_rows);
 
   fit(a.hf, T * H);
   fit(a.rstdf, T);

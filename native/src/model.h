@@ -16,6 +16,13 @@
 namespace vq {
 
 // ---- configuration (validated and normalised by src/engine/config.ts) ---------------------------
+// The Qwen-VL family (config.json model_type). The parameter table, the vision tower and the text
+// stack follow it; docs/engine.md lists what differs.
+enum class Family { qwen2_vl = 0, qwen2_5_vl = 1, qwen3_vl = 2 };
+// The vision MLP's activation: quick_gelu / gelu (Qwen2-VL fc1 -> act -> fc2), silu (Qwen2.5-VL's gated
+// MLP: down(silu(gate) * up)), gelu_tanh (Qwen3-VL, linear_fc1 -> act -> linear_fc2).
+enum class VisionAct { quick_gelu = 0, gelu = 1, silu = 2, gelu_tanh = 3 };
+
 struct VisionConfig {
   int depth = 0;            // blocks
   int embed_dim = 0;        // E
@@ -26,8 +33,14 @@ struct VisionConfig {
   int patch_size = 14;
   int temporal_patch_size = 2;
   int merge = 2;            // spatial_merge_size
-  bool quick_gelu = true;   // hidden_act: quick_gelu (else exact gelu)
+  bool quick_gelu = true;   // hidden_act: quick_gelu (else exact gelu); Qwen2-VL only
+  VisionAct act = VisionAct::quick_gelu;
   float theta = 10000.0f;   // 2D rotary base
+  bool rmsnorm = false;     // Qwen2.5-VL: RMSNorm in blocks and merger (else LayerNorm with bias)
+  int window_size = 0;      // Qwen2.5-VL: window side in pixels (0: no windows)
+  std::vector<int> fullatt;    // Qwen2.5-VL: blocks attending over the whole frame
+  int num_pos = 0;          // Qwen3-VL: learned position embeddings (side^2), interpolated to the grid
+  std::vector<int> deepstack;  // Qwen3-VL: blocks whose outputs feed the DeepStack mergers
   int patch_dim() const { return in_channels * temporal_patch_size * patch_size * patch_size; }
 };
 
@@ -37,9 +50,13 @@ struct TextConfig {
   float theta = 1e6f;
   int32_t section[3] = {0, 0, 0};  // mrope_section, sums to head_dim / 2
   bool tied = false;
+  bool qkv_bias = true;            // Qwen3-VL: false
+  bool qk_norm = false;            // Qwen3-VL: per-head RMSNorm of q and k (q_norm, k_norm) before rope
+  bool mrope_interleaved = false;  // Qwen3-VL: interleaved M-RoPE
 };
 
 struct ModelConfig {
+  Family family = Family::qwen2_vl;
   TextConfig text;
   VisionConfig vision;
   int image_token_id = -1;
@@ -127,15 +144,27 @@ struct LoraInfo {
 
 struct TextLayerW {
   int ln1 = -1, ln2 = -1;
+  int qn = -1, kn = -1;  // Qwen3-VL: q_norm, k_norm (head_dim)
   Lin q, k, v, o, gate, up, down;
 };
 
+// fc1 -> act -> fc2 (Qwen2-VL fc1/fc2, Qwen3-VL linear_fc1/linear_fc2); Qwen2.5-VL's gated MLP uses
+// fc1 = gate_proj, up = up_proj, fc2 = down_proj. n1b/n2b are -1 with RMSNorm.
 struct VisionBlockW {
   int n1w = -1, n1b = -1, n2w = -1, n2b = -1;
-  Lin qkv, proj, fc1, fc2;
+  Lin qkv, proj, fc1, fc2, up;
+};
+
+// The patch merger: norm (over E, or over E·merge² when post-shuffle: Qwen3-VL's DeepStack mergers),
+// then fc1, gelu, fc2. nb is -1 with RMSNorm (Qwen2.5-VL).
+struct MergerW {
+  int nw = -1, nb = -1;
+  bool postshuffle = false;
+  Lin fc1, fc2;
 };
 
 struct Activations;  // model.cc
+struct MergerActs;   // activations.h
 class SampleInbox;   // sampler.h
 class SampleSink;    // sampler.h
 
@@ -224,6 +253,8 @@ class Model {
 
   // get_rope_index of transformers: (3, L) positions of a prompt; returns max position + 1.
   int32_t rope_index(const Prompt& p, std::vector<int32_t>& pos) const;
+  // The text rotary table of T rows at positions pos (3, T): M-RoPE, interleaved for Qwen3-VL.
+  void text_rope_table(float* cos, float* sin, const int32_t* pos, int64_t T) const;
   // Checks a prompt against the config (ids in range, image tokens matching the grids).
   void check_prompt(const Prompt& p, const char* what) const;
 
@@ -248,9 +279,11 @@ class Model {
 
   // weights
   int embed_ = -1, norm_ = -1, head_ = -1, patch_ = -1, mln_w_ = -1, mln_b_ = -1;
+  int patch_b_ = -1, pos_embed_ = -1;  // Qwen3-VL: patch embedding bias, learned position embeddings
   Lin m0_, m2_;
   std::vector<TextLayerW> layers_;
   std::vector<VisionBlockW> blocks_;
+  std::vector<MergerW> ds_mergers_;  // Qwen3-VL DeepStack, one per vision.deepstack entry
 
   std::vector<std::unique_ptr<Activations>> saved_;
   // Weights packed for the GEMM while sample() runs (index: parameter); empty otherwise.
@@ -272,8 +305,16 @@ class Model {
   void lin_backward(const Lin& l, float* dinp, const float* dout, const float* inp, int64_t T);
   void vision_forward(Activations& a, const Prompt& p, bool keep);
   void vision_backward(Activations& a, const float* dembeds);
+  // ds_rows: the rows of x that hold image embeddings, in order (DeepStack adds to them); null or empty
+  // when the rows hold no image (decode steps, text-only prompts).
   void text_forward(Activations& a, int64_t T, float* x, const float* cos, const float* sin, const Span* spans,
-                    bool keep, float* kcache, float* vcache, int64_t cache_rows, const int64_t* slots);
+                    bool keep, float* kcache, float* vcache, int64_t cache_rows, const int64_t* slots,
+                    const std::vector<int64_t>* ds_rows = nullptr);
+  void vision_norm_forward(float* out, float* mean, float* rstd, const float* x, int w, int b, int64_t N, int64_t C) const;
+  void vision_norm_backward(float* dx, const float* dout, const float* x, int w, int b, const float* mean,
+                            const float* rstd, int64_t N, int64_t C);
+  void merger_forward(const MergerW& mw, MergerActs& ma, const float* x, int64_t N);
+  void merger_backward(const MergerW& mw, MergerActs& ma, float* dx, const float* dout, int64_t N);
   void text_backward(Activations& a, int64_t T, float* dx);
   void forward_one(Activations& a, const ForwardRequest& r, ForwardResult& out, bool keep);
   void backward_one(Activations& a, const std::vector<std::vector<float>>& g);

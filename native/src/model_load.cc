@@ -47,30 +47,62 @@ Model::Model(const ModelConfig& cfg, int max_seq) : cfg_(cfg), max_seq_(max_seq)
   VQ_CHECK(t.head_dim % 2 == 0 && t.section[0] + t.section[1] + t.section[2] == t.head_dim / 2,
            "mrope_section must sum to head_dim / 2 = " << t.head_dim / 2);
   const int64_t E = v.embed_dim;
+  const Family fam = cfg.family;
   if (v.depth > 0) {
     VQ_CHECK(E % v.num_heads == 0 && (E / v.num_heads) % 4 == 0, "vision embed_dim " << E
              << " must split into num_heads " << v.num_heads << " heads of a size divisible by 4");
     patch_ = add_param("visual.patch_embed.proj.weight",
                        {E, v.in_channels, v.temporal_patch_size, v.patch_size, v.patch_size}, true);
+    if (fam == Family::qwen3_vl) {
+      VQ_CHECK(v.num_pos > 0, "vision num_position_embeddings must be positive");
+      patch_b_ = add_param("visual.patch_embed.proj.bias", {E}, true);
+      pos_embed_ = add_param("visual.pos_embed.weight", {v.num_pos, E}, true);
+    }
     for (int i = 0; i < v.depth; i++) {
       const std::string pre = "visual.blocks." + std::to_string(i) + ".";
       VisionBlockW b;
       b.n1w = add_param(pre + "norm1.weight", {E}, true);
-      b.n1b = add_param(pre + "norm1.bias", {E}, true);
+      if (!v.rmsnorm) b.n1b = add_param(pre + "norm1.bias", {E}, true);
       b.n2w = add_param(pre + "norm2.weight", {E}, true);
-      b.n2b = add_param(pre + "norm2.bias", {E}, true);
+      if (!v.rmsnorm) b.n2b = add_param(pre + "norm2.bias", {E}, true);
       b.qkv = add_linear(pre + "attn.qkv", E, 3 * E, true, true);
       b.proj = add_linear(pre + "attn.proj", E, E, true, true);
-      b.fc1 = add_linear(pre + "mlp.fc1", E, v.mlp_hidden, true, true);
-      b.fc2 = add_linear(pre + "mlp.fc2", v.mlp_hidden, E, true, true);
+      if (fam == Family::qwen2_5_vl) {
+        b.fc1 = add_linear(pre + "mlp.gate_proj", E, v.mlp_hidden, true, true);
+        b.up = add_linear(pre + "mlp.up_proj", E, v.mlp_hidden, true, true);
+        b.fc2 = add_linear(pre + "mlp.down_proj", v.mlp_hidden, E, true, true);
+      } else {
+        const std::string f = fam == Family::qwen3_vl ? "mlp.linear_fc" : "mlp.fc";
+        b.fc1 = add_linear(pre + f + "1", E, v.mlp_hidden, true, true);
+        b.fc2 = add_linear(pre + f + "2", v.mlp_hidden, E, true, true);
+      }
       blocks_.push_back(b);
     }
     const int64_t M = E * v.merge * v.merge;
-    mln_w_ = add_param("visual.merger.ln_q.weight", {E}, true);
-    mln_b_ = add_param("visual.merger.ln_q.bias", {E}, true);
-    m0_ = add_linear("visual.merger.mlp.0", M, M, true, true);
-    m2_ = add_linear("visual.merger.mlp.2", M, v.out_hidden, true, true);
+    if (fam == Family::qwen3_vl) {
+      mln_w_ = add_param("visual.merger.norm.weight", {E}, true);
+      mln_b_ = add_param("visual.merger.norm.bias", {E}, true);
+      m0_ = add_linear("visual.merger.linear_fc1", M, M, true, true);
+      m2_ = add_linear("visual.merger.linear_fc2", M, v.out_hidden, true, true);
+      for (size_t k = 0; k < v.deepstack.size(); k++) {
+        const std::string pre = "visual.deepstack_merger_list." + std::to_string(k) + ".";
+        MergerW mw;
+        mw.postshuffle = true;
+        mw.nw = add_param(pre + "norm.weight", {M}, true);
+        mw.nb = add_param(pre + "norm.bias", {M}, true);
+        mw.fc1 = add_linear(pre + "linear_fc1", M, M, true, true);
+        mw.fc2 = add_linear(pre + "linear_fc2", M, v.out_hidden, true, true);
+        ds_mergers_.push_back(mw);
+      }
+    } else {
+      mln_w_ = add_param("visual.merger.ln_q.weight", {E}, true);
+      if (!v.rmsnorm) mln_b_ = add_param("visual.merger.ln_q.bias", {E}, true);
+      m0_ = add_linear("visual.merger.mlp.0", M, M, true, true);
+      m2_ = add_linear("visual.merger.mlp.2", M, v.out_hidden, true, true);
+    }
   }
+  VQ_CHECK(v.deepstack.size() <= static_cast<size_t>(t.layers), "vision deepstack_visual_indexes has "
+           << v.deepstack.size() << " entries but the language model has " << t.layers << " layers");
   const int64_t H = t.hidden, D = t.head_dim;
   embed_ = add_param("model.embed_tokens.weight", {t.vocab, H}, false);
   for (int i = 0; i < t.layers; i++) {
@@ -78,10 +110,14 @@ Model::Model(const ModelConfig& cfg, int max_seq) : cfg_(cfg), max_seq_(max_seq)
     TextLayerW L;
     L.ln1 = add_param(pre + "input_layernorm.weight", {H}, false);
     L.ln2 = add_param(pre + "post_attention_layernorm.weight", {H}, false);
-    L.q = add_linear(pre + "self_attn.q_proj", H, t.heads * D, true, false);
-    L.k = add_linear(pre + "self_attn.k_proj", H, t.kv_heads * D, true, false);
-    L.v = add_linear(pre + "self_attn.v_proj", H, t.kv_heads * D, true, false);
+    L.q = add_linear(pre + "self_attn.q_proj", H, t.heads * D, t.qkv_bias, false);
+    L.k = add_linear(pre + "self_attn.k_proj", H, t.kv_heads * D, t.qkv_bias, false);
+    L.v = add_linear(pre + "self_attn.v_proj", H, t.kv_heads * D, t.qkv_bias, false);
     L.o = add_linear(pre + "self_attn.o_proj", t.heads * D, H, false, false);
+    if (t.qk_norm) {
+      L.qn = add_param(pre + "self_attn.q_norm.weight", {D}, false);
+      L.kn = add_param(pre + "self_attn.k_norm.weight", {D}, false);
+    }
     L.gate = add_linear(pre + "mlp.gate_proj", H, t.inter, false, false);
     L.up = add_linear(pre + "mlp.up_proj", H, t.inter, false, false);
     L.down = add_linear(pre + "mlp.down_proj", t.inter, H, false, false);
@@ -164,6 +200,7 @@ void Model::add_lora(const LoraOptions& o) {
     attach(b.qkv, true);
     attach(b.proj, true);
     attach(b.fc1, true);
+    if (b.up.w >= 0) attach(b.up, true);
     attach(b.fc2, true);
   }
   for (auto& L : layers_)

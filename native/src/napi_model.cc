@@ -41,6 +41,10 @@ ModelConfig parse_config(const Napi::Object& c) {
   std::vector<int32_t> sec = to_ints(t.Get("section"));
   for (int i = 0; i < 3; i++) cfg.text.section[i] = sec.at(i);
   cfg.text.tied = flag(t, "tied");
+  // absent fields (older callers): Qwen2-VL's values
+  if (t.Get("qkvBias").IsBoolean()) cfg.text.qkv_bias = flag(t, "qkvBias");
+  if (t.Get("qkNorm").IsBoolean()) cfg.text.qk_norm = flag(t, "qkNorm");
+  if (t.Get("mropeInterleaved").IsBoolean()) cfg.text.mrope_interleaved = flag(t, "mropeInterleaved");
   Napi::Object v = c.Get("vision").As<Napi::Object>();
   cfg.vision.depth = static_cast<int>(num(v, "depth"));
   cfg.vision.embed_dim = static_cast<int>(num(v, "embedDim"));
@@ -53,6 +57,25 @@ ModelConfig parse_config(const Napi::Object& c) {
   cfg.vision.merge = static_cast<int>(num(v, "merge"));
   cfg.vision.quick_gelu = flag(v, "quickGelu");
   cfg.vision.theta = static_cast<float>(num(v, "theta"));
+  cfg.vision.act = cfg.vision.quick_gelu ? VisionAct::quick_gelu : VisionAct::gelu;
+  if (v.Get("act").IsString()) {
+    const std::string act = v.Get("act").As<Napi::String>().Utf8Value();
+    if (act == "quick_gelu") cfg.vision.act = VisionAct::quick_gelu;
+    else if (act == "gelu") cfg.vision.act = VisionAct::gelu;
+    else if (act == "silu") cfg.vision.act = VisionAct::silu;
+    else if (act == "gelu_pytorch_tanh") cfg.vision.act = VisionAct::gelu_tanh;
+    else throw Error("vision act " + act + " is not supported; supported: quick_gelu, gelu, silu, gelu_pytorch_tanh");
+  }
+  if (v.Get("rmsNorm").IsBoolean()) cfg.vision.rmsnorm = flag(v, "rmsNorm");
+  if (v.Get("windowSize").IsNumber()) cfg.vision.window_size = static_cast<int>(num(v, "windowSize"));
+  if (v.Get("fullatt").IsArray()) for (int32_t i : to_ints(v.Get("fullatt"))) cfg.vision.fullatt.push_back(i);
+  if (v.Get("numPos").IsNumber()) cfg.vision.num_pos = static_cast<int>(num(v, "numPos"));
+  if (v.Get("deepstack").IsArray()) for (int32_t i : to_ints(v.Get("deepstack"))) cfg.vision.deepstack.push_back(i);
+  const std::string fam = c.Get("family").IsString() ? c.Get("family").As<Napi::String>().Utf8Value() : "qwen2_vl";
+  if (fam == "qwen2_vl") cfg.family = Family::qwen2_vl;
+  else if (fam == "qwen2_5_vl") cfg.family = Family::qwen2_5_vl;
+  else if (fam == "qwen3_vl") cfg.family = Family::qwen3_vl;
+  else throw Error("model family " + fam + " is not supported; supported: qwen2_vl, qwen2_5_vl, qwen3_vl");
   cfg.image_token_id = static_cast<int>(num(c, "imageTokenId"));
   return cfg;
 }
@@ -666,6 +689,10 @@ Napi::Value LoadModel(const Napi::CallbackInfo& info) {
     if (c.Get("graphs").IsBoolean()) copts.graphs = c.Get("graphs").As<Napi::Boolean>();
   }
 #endif
+  if (cuda_index >= 0 && cfg.family != Family::qwen2_vl)
+    throw Napi::Error::New(env, "device " + device + ": the CUDA backend runs qwen2_vl models only so far; load this "
+                                "model (" + (cfg.family == Family::qwen2_5_vl ? "qwen2_5_vl" : "qwen3_vl") +
+                                ") with device 'cpu'");
 #ifndef VQALAB_CUDA
   if (cuda_index >= 0)
     throw Napi::Error::New(env, "device " + device + " is not available: this build of the native engine has no CUDA "

@@ -452,16 +452,16 @@ void Model::sample_run(SampleInbox& inbox, SampleSink& sink) {
     const int64_t Lp = r.Lp;
     x.resize(static_cast<size_t>(Lp * H));
     embedding_forward(x.data(), p.ids.data(), P(embed_), Lp, H);
-    {
-      int64_t k = 0;
-      for (int64_t i = 0; i < Lp; i++)
-        if (p.ids[i] == cfg_.image_token_id && !p.images.empty())
-          std::memcpy(x.data() + i * H, a.img.data() + (k++) * H, H * sizeof(float));
-    }
+    std::vector<int64_t> img_rows;  // DeepStack (Qwen3-VL) adds to these rows
+    for (int64_t i = 0; i < Lp; i++)
+      if (p.ids[i] == cfg_.image_token_id && !p.images.empty()) {
+        std::memcpy(x.data() + i * H, a.img.data() + static_cast<int64_t>(img_rows.size()) * H, H * sizeof(float));
+        img_rows.push_back(i);
+      }
     r.next = rope_index(p, pos);
     cs.resize(Lp * D / 2);
     sn.resize(Lp * D / 2);
-    rope_mrope_table(cs.data(), sn.data(), pos.data(), tc.section, Lp, D, tc.theta);
+    text_rope_table(cs.data(), sn.data(), pos.data(), Lp);
     spans.resize(Lp);
     slots.resize(Lp);
     const int32_t r0 = static_cast<int32_t>(r.region);
@@ -469,7 +469,8 @@ void Model::sample_run(SampleInbox& inbox, SampleSink& sink) {
       spans[i] = Span{0, 0, r0, static_cast<int32_t>(r0 + i + 1)};
       slots[i] = r.region + i;
     }
-    text_forward(a, Lp, x.data(), cs.data(), sn.data(), spans.data(), false, kv.k(), kv.v(), kv.rows(), slots.data());
+    text_forward(a, Lp, x.data(), cs.data(), sn.data(), spans.data(), false, kv.k(), kv.v(), kv.rows(), slots.data(),
+                 &img_rows);
     h.resize(H);
     rstd.resize(1);
     logits.resize(V);
@@ -574,7 +575,7 @@ void Model::sample_run(SampleInbox& inbox, SampleSink& sink) {
     embedding_forward(x.data(), ids.data(), P(embed_), B, H);
     cs.resize(B * D / 2);
     sn.resize(B * D / 2);
-    rope_mrope_table(cs.data(), sn.data(), pos.data(), tc.section, B, D, tc.theta);
+    text_rope_table(cs.data(), sn.data(), pos.data(), B);
     text_forward(a, B, x.data(), cs.data(), sn.data(), spans.data(), false, kv.k(), kv.v(), kv.rows(), slots.data());
     h.resize(B * H);
     rstd.resize(B);

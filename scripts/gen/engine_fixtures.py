@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""Engine parity fixtures: tiny random Qwen2-VL models run through transformers in fp32.
+"""Engine parity fixtures: tiny random Qwen2-VL, Qwen2.5-VL and Qwen3-VL models run through transformers in fp32.
 
 Usage: python3 scripts/gen/engine_fixtures.py OUT_DIR [--device cpu|cuda] [--dump-sources DIR]
+                                              [--family qwen2_vl,qwen2_5_vl,qwen3_vl] [--only NAME]
 
 Writes one folder per case (the layout of issues 2 and 4, checked by `vqalab check-parity DIR`):
   policy/, reference/        Hugging Face checkpoint folders (config.json + model.safetensors);
@@ -15,6 +16,8 @@ Writes one folder per case (the layout of issues 2 and 4, checked by `vqalab che
                              them, loss, grad.<name> for every tensor of policy/model.safetensors
                              (under the checkpoint's own names)
   adapter/ (some cases)      a PEFT LoRA adapter saved by peft, with seq{i}.lora_logits expected
+  debug.safetensors          the vision tower's output (image_embeds) and DeepStack features, for
+                             locating a mismatch (not read by the checker)
 
 The loss is (1/N) sum over all completion tokens of -A_i exp(lp - sg(lp)) + beta (exp(ref - lp) -
 (ref - lp) - 1), N = total completion tokens. Runs in fp32 with TF32 off; CPU by default (exact and
@@ -34,7 +37,18 @@ from PIL import Image
 from safetensors.torch import save_file
 
 import transformers
-from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
+
+FAMILIES = {
+    # model_type: (config class, model class, description)
+    "qwen2_vl": ("Qwen2VLConfig", "Qwen2VLForConditionalGeneration", "Qwen2-VL"),
+    "qwen2_5_vl": ("Qwen2_5_VLConfig", "Qwen2_5_VLForConditionalGeneration", "Qwen2.5-VL"),
+    "qwen3_vl": ("Qwen3VLConfig", "Qwen3VLForConditionalGeneration", "Qwen3-VL"),
+}
+
+
+def family_classes(family):
+    cfg_name, model_name, _ = FAMILIES[family]
+    return getattr(transformers, cfg_name), getattr(transformers, model_name)
 
 torch.backends.cuda.matmul.allow_tf32 = False
 torch.backends.cudnn.allow_tf32 = False
@@ -57,10 +71,60 @@ CASES = [
     dict(name="gqa3_text_only", form="flat", naming="published", tied=True,
          hidden=48, inter=64, layers=2, heads=6, kv=2, section=[1, 2, 1], theta=10000.0,
          vdepth=1, vembed=16, vheads=2, vratio=2, images=[], completions=[6, 2], beta=0.04),
+    # Qwen2.5-VL: RMSNorm + gated SiLU vision MLP, window attention (window_size 56 = 2x2 merged tokens
+    # per window with 14-pixel patches; 112 = 4x4), full attention at fullatt_block_indexes
+    dict(name="q25_tied_gqa2_windows", family="qwen2_5_vl", form="flat", naming="published", tied=True,
+         hidden=32, inter=48, layers=2, heads=4, kv=2, section=[2, 1, 1], theta=10000.0,
+         vdepth=3, vembed=16, vheads=2, vinter=24, window=56, fullatt=[1],
+         images=[(8, 12)], completions=[5, 3], beta=0.04, adapter=True),
+    dict(name="q25_untied_mqa_two_images_padded_windows", family="qwen2_5_vl", form="nested", naming="internal",
+         tied=False, hidden=32, inter=40, layers=2, heads=2, kv=1, section=[4, 2, 2], theta=1000000.0,
+         vdepth=2, vembed=16, vheads=2, vinter=32, window=56, fullatt=[0],
+         images=[(6, 10), (2, 2)], completions=[4, 6, 2], beta=0.1),
+    dict(name="q25_gqa3_window112_text_after", family="qwen2_5_vl", form="nested", naming="published", tied=False,
+         hidden=48, inter=64, layers=2, heads=6, kv=2, section=[1, 2, 1], theta=10000.0,
+         vdepth=2, vembed=16, vheads=2, vinter=24, window=112, fullatt=[],
+         images=[(10, 6)], completions=[3, 3, 5, 1], beta=0.0),
+    # Qwen3-VL (dense): q/k RMSNorm, explicit head_dim, interleaved M-RoPE, patch 16, learned position
+    # embeddings interpolated to the grid, DeepStack
+    dict(name="q3_tied_gqa2_deepstack", family="qwen3_vl", form="hub", naming="internal", tied=True,
+         hidden=32, inter=48, layers=3, heads=4, kv=2, head_dim=16, section=[3, 3, 2], theta=5000000.0,
+         vdepth=3, vembed=16, vheads=2, vinter=24, npos=16, deepstack=[0, 2],
+         images=[(6, 8)], completions=[5, 3], beta=0.04, adapter=True),
+    dict(name="q3_untied_mqa_two_images", family="qwen3_vl", form="nested", naming="internal", tied=False,
+         hidden=32, inter=40, layers=2, heads=2, kv=1, head_dim=16, section=[2, 3, 3], theta=1000000.0,
+         vdepth=2, vembed=16, vheads=2, vinter=32, npos=36, deepstack=[1],
+         images=[(4, 4), (2, 6)], completions=[4, 6, 2], beta=0.1),
+    dict(name="q3_mha_text_only", family="qwen3_vl", form="nested", naming="published", tied=False,
+         hidden=32, inter=32, layers=2, heads=2, kv=2, head_dim=24, section=[4, 4, 4], theta=10000.0,
+         vdepth=1, vembed=16, vheads=2, vinter=16, npos=16, deepstack=[0],
+         images=[], completions=[6, 2], beta=0.04),
 ]
 
 MIN_PIXELS = 28 * 28
 MAX_PIXELS = 28 * 28 * 64
+
+
+def fam(c):
+    return c.get("family", "qwen2_vl")
+
+
+def patch_size(c):
+    return 16 if fam(c) == "qwen3_vl" else 14
+
+
+def pixel_bounds(c):
+    f = patch_size(c) * 2
+    return f * f, f * f * 64
+
+
+def processor_settings(c):
+    """What the image processor of the family uses (also written to meta.json for src/vision)."""
+    if fam(c) == "qwen3_vl":
+        return dict(patch_size=16, merge_size=2, temporal_patch_size=2, image_mean=[0.5, 0.5, 0.5],
+                    image_std=[0.5, 0.5, 0.5])
+    return dict(patch_size=14, merge_size=2, temporal_patch_size=2,
+                image_mean=[0.48145466, 0.4578275, 0.40821073], image_std=[0.26862954, 0.26130258, 0.27577711])
 
 
 def to_published(n):
@@ -81,7 +145,11 @@ def to_internal(n):
 
 
 def config_dicts(c):
-    """(nested dict for Qwen2VLConfig, flat dict in the published form)."""
+    """(nested dict for the family's config class, the file form named by c["form"] or None)."""
+    if fam(c) == "qwen2_5_vl":
+        return config_dicts_q25(c)
+    if fam(c) == "qwen3_vl":
+        return config_dicts_q3(c)
     vision = dict(depth=c["vdepth"], embed_dim=c["vembed"], hidden_size=c["hidden"], hidden_act="quick_gelu",
                   mlp_ratio=c["vratio"], num_heads=c["vheads"], in_channels=3, patch_size=14,
                   spatial_merge_size=2, temporal_patch_size=2)
@@ -104,6 +172,62 @@ def config_dicts(c):
                                    num_heads=c["vheads"], in_chans=3, hidden_size=c["hidden"], patch_size=14,
                                    spatial_merge_size=2, temporal_patch_size=2))
     return nested, flat
+
+
+def config_dicts_q25(c):
+    vision = dict(depth=c["vdepth"], hidden_size=c["vembed"], intermediate_size=c["vinter"], num_heads=c["vheads"],
+                  out_hidden_size=c["hidden"], hidden_act="silu", in_channels=3, patch_size=14,
+                  spatial_merge_size=2, temporal_patch_size=2, window_size=c["window"],
+                  fullatt_block_indexes=c["fullatt"], tokens_per_second=2)
+    text = dict(vocab_size=VOCAB, hidden_size=c["hidden"], intermediate_size=c["inter"],
+                num_hidden_layers=c["layers"], num_attention_heads=c["heads"], num_key_value_heads=c["kv"],
+                rms_norm_eps=1e-6, max_position_embeddings=256, tie_word_embeddings=c["tied"],
+                rope_parameters=dict(rope_type="default", rope_theta=c["theta"], mrope_section=c["section"]),
+                eos_token_id=EOS)
+    nested = dict(model_type="qwen2_5_vl", text_config=text, vision_config=vision, image_token_id=IMAGE,
+                  video_token_id=VIDEO, vision_start_token_id=VSTART, vision_end_token_id=VEND,
+                  tie_word_embeddings=c["tied"])
+    # the published Qwen2.5-VL config.json form (language model fields at the top)
+    flat = dict(architectures=["Qwen2_5_VLForConditionalGeneration"], model_type="qwen2_5_vl", vocab_size=VOCAB,
+                hidden_size=c["hidden"], intermediate_size=c["inter"], num_hidden_layers=c["layers"],
+                num_attention_heads=c["heads"], num_key_value_heads=c["kv"], rms_norm_eps=1e-6,
+                rope_theta=c["theta"], max_position_embeddings=256, use_sliding_window=False, sliding_window=256,
+                max_window_layers=c["layers"], rope_scaling=dict(type="mrope", mrope_section=c["section"]),
+                tie_word_embeddings=c["tied"], hidden_act="silu", image_token_id=IMAGE, video_token_id=VIDEO,
+                vision_start_token_id=VSTART, vision_end_token_id=VEND, eos_token_id=EOS, torch_dtype="float32",
+                vision_config=dict(depth=c["vdepth"], hidden_act="silu", hidden_size=c["vembed"],
+                                   intermediate_size=c["vinter"], num_heads=c["vheads"], in_chans=3,
+                                   out_hidden_size=c["hidden"], patch_size=14, spatial_merge_size=2,
+                                   spatial_patch_size=14, window_size=c["window"],
+                                   fullatt_block_indexes=c["fullatt"], tokens_per_second=2,
+                                   temporal_patch_size=2))
+    return nested, flat
+
+
+def config_dicts_q3(c):
+    vision = dict(depth=c["vdepth"], hidden_size=c["vembed"], hidden_act="gelu_pytorch_tanh",
+                  intermediate_size=c["vinter"], num_heads=c["vheads"], in_channels=3, patch_size=16,
+                  spatial_merge_size=2, temporal_patch_size=2, out_hidden_size=c["hidden"],
+                  num_position_embeddings=c["npos"], deepstack_visual_indexes=c["deepstack"])
+    text = dict(vocab_size=VOCAB, hidden_size=c["hidden"], intermediate_size=c["inter"],
+                num_hidden_layers=c["layers"], num_attention_heads=c["heads"], num_key_value_heads=c["kv"],
+                head_dim=c["head_dim"], hidden_act="silu", rms_norm_eps=1e-6, max_position_embeddings=256,
+                tie_word_embeddings=c["tied"], attention_bias=False,
+                rope_parameters=dict(rope_type="default", rope_theta=c["theta"], mrope_section=c["section"],
+                                     mrope_interleaved=True),
+                eos_token_id=EOS)
+    nested = dict(model_type="qwen3_vl", text_config=text, vision_config=vision, image_token_id=IMAGE,
+                  video_token_id=VIDEO, vision_start_token_id=VSTART, vision_end_token_id=VEND,
+                  tie_word_embeddings=c["tied"])
+    # the released Qwen3-VL config.json form: nested, rope in text_config.rope_scaling + rope_theta
+    hub_text = dict(text, model_type="qwen3_vl_text", rope_theta=c["theta"], dtype="float32",
+                    rope_scaling=dict(mrope_interleaved=True, mrope_section=c["section"], rope_type="default"))
+    del hub_text["rope_parameters"]
+    hub = dict(architectures=["Qwen3VLForConditionalGeneration"], model_type="qwen3_vl", text_config=hub_text,
+               vision_config=dict(vision, model_type="qwen3_vl", initializer_range=0.02), image_token_id=IMAGE,
+               video_token_id=VIDEO, vision_start_token_id=VSTART, vision_end_token_id=VEND,
+               tie_word_embeddings=c["tied"], transformers_version="4.57.0")
+    return nested, hub
 
 
 def randomize(model, gen):
@@ -134,14 +258,21 @@ def make_image(rng, h, w):
     return Image.fromarray(np.clip(img, 0, 255).astype(np.uint8), "RGB")
 
 
-def image_processor():
+def image_processor(case=None):
     errors = []
+    mn, mx = pixel_bounds(case) if case else (MIN_PIXELS, MAX_PIXELS)
+    extra = {}
+    if case is not None and fam(case) != "qwen2_vl":
+        ps = processor_settings(case)
+        extra = dict(patch_size=ps["patch_size"], merge_size=ps["merge_size"],
+                     temporal_patch_size=ps["temporal_patch_size"], image_mean=ps["image_mean"],
+                     image_std=ps["image_std"])
     for cls_name in ("Qwen2VLImageProcessor", "Qwen2VLImageProcessorFast"):
         cls = getattr(transformers, cls_name, None)
         if cls is None:
             continue
-        for kwargs in (dict(size={"shortest_edge": MIN_PIXELS, "longest_edge": MAX_PIXELS}),
-                       dict(min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS)):
+        for kwargs in (dict(size={"shortest_edge": mn, "longest_edge": mx}, **extra),
+                       dict(min_pixels=mn, max_pixels=mx, **extra)):
             try:
                 return cls(**kwargs), f"{cls_name}({kwargs})"
             except Exception as e:  # noqa: BLE001
@@ -242,14 +373,15 @@ def run_case(case, out, device, report):
     gen = torch.Generator().manual_seed(seed)
     rng = np.random.default_rng(seed)
     nested, flat = config_dicts(case)
-    config = Qwen2VLConfig(**nested)
-    model = Qwen2VLForConditionalGeneration(config).to(torch.float32)
+    ConfigCls, ModelCls = family_classes(fam(case))
+    config = ConfigCls(**nested)
+    model = ModelCls(config).to(torch.float32)
     randomize(model, gen)
     model.eval()
     tied_actual = model.lm_head.weight.data_ptr() == model.get_input_embeddings().weight.data_ptr()
 
     # reference: the policy perturbed, rounded to bf16
-    ref = Qwen2VLForConditionalGeneration(config).to(torch.float32)
+    ref = ModelCls(config).to(torch.float32)
     with torch.no_grad():
         ref.load_state_dict(model.state_dict())
         for p in ref.parameters():
@@ -257,7 +389,7 @@ def run_case(case, out, device, report):
             p.copy_(p.to(torch.bfloat16).to(torch.float32))
     ref.eval()
 
-    if case["form"] == "flat":
+    if case["form"] in ("flat", "hub"):
         config_json = json.dumps(flat, indent=2) + "\n"
     else:
         tmp = os.path.join(folder, "_cfg")
@@ -269,19 +401,23 @@ def run_case(case, out, device, report):
     save_checkpoint(ref, os.path.join(folder, "reference"), case, torch.bfloat16, config_json)
 
     # images through the processor
-    proc, proc_desc = image_processor()
+    proc, proc_desc = image_processor(case)
+    P = patch_size(case)
+    mn_px, mx_px = pixel_bounds(case)
     images_meta, model_images, pvs, grids = {}, [], [], []
     tensors_in = {}
     for k, (gh, gw) in enumerate(case["images"]):
         iname = f"img{k}"
-        img = make_image(rng, gh * 14, gw * 14)
+        img = make_image(rng, gh * P, gw * P)
         img.save(os.path.join(folder, "images", iname + ".png"))
         enc = proc(images=[img], return_tensors="pt")
         pv = enc["pixel_values"].to(torch.float32)
         grid = enc["image_grid_thw"][0].tolist()
         assert grid == [1, gh, gw], f"{name}: processor resized {iname}: grid {grid}, wanted {[1, gh, gw]}"
         tensors_in[f"{iname}.pixel_values"] = pv.contiguous()
-        images_meta[iname] = dict(grid_thw=grid, min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS)
+        images_meta[iname] = dict(grid_thw=grid, min_pixels=mn_px, max_pixels=mx_px)
+        if fam(case) != "qwen2_vl":
+            images_meta[iname].update(processor_settings(case))
         model_images.append(iname)
         pvs.append(pv)
         grids.append(grid)
@@ -365,14 +501,19 @@ def run_case(case, out, device, report):
     if missing:
         raise RuntimeError(f"{name}: no gradient for {missing}")
     save_file(expected, os.path.join(folder, "expected.safetensors"))
+    if pv_all is not None:
+        try:
+            save_file(vision_debug(model, pv_all, grid_all), os.path.join(folder, "debug.safetensors"))
+        except Exception as e:  # noqa: BLE001
+            checks["debug_error"] = f"{type(e).__name__}: {e}"[:500]
 
     # transformers reads our files the same way (naming scheme, flat/nested config)
     try:
         kw = {}
         try:
-            reloaded = Qwen2VLForConditionalGeneration.from_pretrained(os.path.join(folder, "policy"), dtype=torch.float32)
+            reloaded = ModelCls.from_pretrained(os.path.join(folder, "policy"), dtype=torch.float32)
         except TypeError:
-            reloaded = Qwen2VLForConditionalGeneration.from_pretrained(os.path.join(folder, "policy"), torch_dtype=torch.float32)
+            reloaded = ModelCls.from_pretrained(os.path.join(folder, "policy"), torch_dtype=torch.float32)
         reloaded.to(device).eval()
         with torch.no_grad():
             lg = forward_logits(reloaded, prefix + completions[0], pv_all, grid_all, device)
@@ -399,7 +540,8 @@ def run_case(case, out, device, report):
         checks["generate_error"] = f"{type(e).__name__}: {e}"[:500]
 
     meta = dict(
-        description=f"tiny random Qwen2-VL, {case['form']} config, {case['naming']} tensor names, "
+        family=fam(case),
+        description=f"tiny random {FAMILIES[fam(case)][2]}, {case['form']} config, {case['naming']} tensor names, "
                     f"{'tied' if case['tied'] else 'untied'} head, heads {case['heads']}/{case['kv']}, "
                     f"mrope_section {case['section']}, {len(case['images'])} image(s)",
         prefix=prefix, completions=completions, advantages=advantages, beta=beta,
@@ -424,11 +566,34 @@ def run_case(case, out, device, report):
     print(f"{name}: loss {float(loss):.6f} tied {tied_actual} checks {json.dumps(checks)}", flush=True)
 
 
+def vision_debug(model, pv, grid):
+    """The vision tower's outputs (merger output in the image-token order, DeepStack features)."""
+    out = {}
+    with torch.no_grad():
+        r = model.model.visual(pv, grid_thw=grid)
+
+    def put(name, v):
+        if isinstance(v, torch.Tensor):
+            out[name] = v.detach().to(torch.float32).cpu().contiguous()
+        elif isinstance(v, (list, tuple)):
+            for i, x in enumerate(v):
+                put(f"{name}.{i}", x)
+
+    if isinstance(r, (torch.Tensor, list, tuple)):
+        put("visual", r)
+    else:  # a ModelOutput
+        for k, v in r.items():
+            put(k, v)
+    return out
+
+
 def make_adapter(model, case, folder, prefix, completions, pv_all, grid_all, device, gen, expected):
     """A PEFT LoRA adapter (random A and B) saved by peft, and the logits with it."""
     import peft
     from peft import LoraConfig, get_peft_model
-    targets = ["q_proj", "v_proj", "down_proj", "qkv", "fc2"]
+    targets = {"qwen2_vl": ["q_proj", "v_proj", "down_proj", "qkv", "fc2"],
+               "qwen2_5_vl": ["q_proj", "v_proj", "down_proj", "qkv", "up_proj"],
+               "qwen3_vl": ["q_proj", "k_proj", "down_proj", "qkv"]}[fam(case)]  # "proj" would also match patch_embed.proj
     cfg = LoraConfig(r=4, lora_alpha=8, target_modules=targets, lora_dropout=0.0, bias="none")
     pm = get_peft_model(model, cfg)
     with torch.no_grad():
@@ -450,21 +615,32 @@ def main():
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dump-sources", default=None)
     ap.add_argument("--only", default=None)
+    ap.add_argument("--family", default=None, help="comma-separated model types (default: all)")
     args = ap.parse_args()
     torch.manual_seed(0)
     print(f"transformers {transformers.__version__}, torch {torch.__version__}, device {args.device}", flush=True)
-    print("Qwen2VLForConditionalGeneration.forward takes mm_token_type_ids:",
-          "mm_token_type_ids" in inspect.signature(Qwen2VLForConditionalGeneration.forward).parameters, flush=True)
+    for f in FAMILIES:
+        try:
+            _, M = family_classes(f)
+            print(f"{M.__name__}.forward takes mm_token_type_ids:",
+                  "mm_token_type_ids" in inspect.signature(M.forward).parameters, flush=True)
+        except Exception as e:  # noqa: BLE001
+            print(f"{f}: {type(e).__name__}: {e}", flush=True)
     if args.dump_sources:
         os.makedirs(args.dump_sources, exist_ok=True)
-        import transformers.models.qwen2_vl as q
-        base = os.path.dirname(q.__file__)
-        for f in os.listdir(base):
-            if f.endswith(".py"):
-                shutil.copy(os.path.join(base, f), os.path.join(args.dump_sources, f))
+        import importlib
+        for f in FAMILIES:
+            q = importlib.import_module(f"transformers.models.{f}")
+            base = os.path.dirname(q.__file__)
+            os.makedirs(os.path.join(args.dump_sources, f), exist_ok=True)
+            for fn in os.listdir(base):
+                if fn.endswith(".py"):
+                    shutil.copy(os.path.join(base, fn), os.path.join(args.dump_sources, f, fn))
     report, failed = {}, []
     for case in CASES:
-        if args.only and case["name"] != args.only:
+        if args.only and case["name"] not in args.only.split(","):
+            continue
+        if args.family and fam(case) not in args.family.split(","):
             continue
         try:
             run_case(case, args.out, args.device, report)

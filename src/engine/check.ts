@@ -153,7 +153,8 @@ export function checkAdamW(o: unknown): AdamWOptions {
 }
 
 export const LM_MODULES = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] as const;
-export const VISION_MODULES = ['qkv', 'proj', 'fc1', 'fc2'] as const;
+// Qwen2-VL fc1/fc2, Qwen3-VL linear_fc1/linear_fc2; Qwen2.5-VL's vision MLP is gate_proj/up_proj/down_proj (LM_MODULES' names)
+export const VISION_MODULES = ['qkv', 'proj', 'fc1', 'fc2', 'linear_fc1', 'linear_fc2'] as const;
 
 export function checkLora(l: unknown): Required<LoraConfig> {
   if (!isObject(l)) throw invalidParameterError('options.lora', 'object', l);

@@ -12,11 +12,16 @@ export interface NativeConfig {
   text: {
     vocab: number; hidden: number; inter: number; layers: number; heads: number; kvHeads: number; headDim: number;
     eps: number; theta: number; section: [number, number, number]; tied: boolean;
+    qkvBias: boolean; qkNorm: boolean; mropeInterleaved: boolean;
   };
   vision: {
     depth: number; embedDim: number; numHeads: number; mlpHidden: number; outHidden: number; inChannels: number;
     patchSize: number; temporalPatchSize: number; merge: number; quickGelu: boolean; theta: number;
+    act: 'quick_gelu' | 'gelu' | 'silu' | 'gelu_pytorch_tanh'; rmsNorm: boolean; windowSize: number;
+    fullatt: number[]; numPos: number; deepstack: number[];
   };
+  /** model_type: 'qwen2_vl' | 'qwen2_5_vl' | 'qwen3_vl'. */
+  family: string;
   imageTokenId: number;
 }
 

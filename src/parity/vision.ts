@@ -1,6 +1,7 @@
 /**
  * The vision parity checker: for every image of a case's `meta.json` `images` map, run our
- * Qwen2-VL processor on `images/<name>.<ext>` with the case's min/max pixels and compare with
+ * Qwen2-VL processor on `images/<name>.<ext>` with the case's min/max pixels (and its patch_size,
+ * merge_size, temporal_patch_size, image_mean, image_std when given: Qwen3-VL's) and compare with
  * `<name>.pixel_values` in `inputs.safetensors` (transformers' output).
  *
  * Tolerances: an image that needs no resize must match to 1e-6 (max abs, normalised units); a
@@ -22,6 +23,33 @@ interface ImageEntry {
   min_pixels: number;
   max_pixels: number;
   error?: string;
+  /** The processor's settings when they are not Qwen2-VL's (Qwen3-VL: patch 16, mean/std 0.5). */
+  settings: Pick<Qwen2VLProcessorOptions, 'patchSize' | 'mergeSize' | 'temporalPatchSize' | 'imageMean' | 'imageStd'>;
+}
+
+function readSettings(where: string, e: Record<string, unknown>): ImageEntry['settings'] {
+  const o: ImageEntry['settings'] = {};
+  const int = (k: string) => {
+    if (e[k] === undefined) return undefined;
+    if (!Number.isInteger(e[k]) || (e[k] as number) < 1) throw new Error(`${where}.${k}: expected a positive integer, got ${JSON.stringify(e[k])}`);
+    return e[k] as number;
+  };
+  const triple = (k: string) => {
+    if (e[k] === undefined) return undefined;
+    const v = e[k];
+    if (!Array.isArray(v) || v.length !== 3 || !v.every((x) => typeof x === 'number' && Number.isFinite(x))) {
+      throw new Error(`${where}.${k}: expected 3 numbers, got ${JSON.stringify(v)}`);
+    }
+    return v as [number, number, number];
+  };
+  const ps = int('patch_size'), ms = int('merge_size'), ts = int('temporal_patch_size');
+  const mean = triple('image_mean'), std = triple('image_std');
+  if (ps !== undefined) o.patchSize = ps;
+  if (ms !== undefined) o.mergeSize = ms;
+  if (ts !== undefined) o.temporalPatchSize = ts;
+  if (mean) o.imageMean = mean;
+  if (std) o.imageStd = std;
+  return o;
 }
 
 function findImage(caseDir: string, name: string): string {
@@ -38,12 +66,13 @@ function readEntry(metaPath: string, name: string, raw: unknown): ImageEntry {
   for (const k of ['min_pixels', 'max_pixels'] as const) {
     if (!Number.isInteger(e[k]) || (e[k] as number) < 1) throw new Error(`${where}.${k}: expected a positive integer, got ${JSON.stringify(e[k])}`);
   }
-  if (typeof e.error === 'string') return { grid_thw: null, min_pixels: e.min_pixels as number, max_pixels: e.max_pixels as number, error: e.error };
+  const settings = readSettings(where, e);
+  if (typeof e.error === 'string') return { grid_thw: null, min_pixels: e.min_pixels as number, max_pixels: e.max_pixels as number, error: e.error, settings };
   const g = e.grid_thw;
   if (!Array.isArray(g) || g.length !== 3 || !g.every((v) => Number.isInteger(v) && v > 0)) {
     throw new Error(`${where}.grid_thw: expected [t, h, w] positive integers, got ${JSON.stringify(g)}`);
   }
-  return { grid_thw: g as [number, number, number], min_pixels: e.min_pixels as number, max_pixels: e.max_pixels as number };
+  return { grid_thw: g as [number, number, number], min_pixels: e.min_pixels as number, max_pixels: e.max_pixels as number, settings };
 }
 
 export const visionChecker: ParityChecker = {
@@ -64,7 +93,7 @@ export const visionChecker: ParityChecker = {
       for (const [name, raw] of Object.entries(meta.images as Record<string, unknown>)) {
         const entry = readEntry(metaPath, name, raw);
         const imagePath = findImage(caseDir, name);
-        const proc = new Qwen2VLImageProcessor({ minPixels: entry.min_pixels, maxPixels: entry.max_pixels, resample });
+        const proc = new Qwen2VLImageProcessor({ minPixels: entry.min_pixels, maxPixels: entry.max_pixels, resample, ...entry.settings });
         if (entry.error !== undefined) {
           try {
             const r = await proc.process(imagePath);

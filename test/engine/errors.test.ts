@@ -28,8 +28,10 @@ function rewriteWeights(dir: string, edit: (t: Record<string, { shape: number[];
 
 test('config: unsupported model_type, bad mrope_section, missing files', async () => {
   const dir = copyCheckpoint('tied_gqa2_one_image');
-  editConfig(dir, (cfg) => { cfg.model_type = 'qwen2_5_vl'; });
-  await assert.rejects(loadModel(dir), { message: `${dir}/config.json: unsupported model_type "qwen2_5_vl"; supported: "qwen2_vl"` });
+  editConfig(dir, (cfg) => { cfg.model_type = 'llava'; });
+  await assert.rejects(loadModel(dir), { message: `${dir}/config.json: unsupported model_type "llava"; supported: "qwen2_vl", "qwen2_5_vl", "qwen3_vl"` });
+  editConfig(dir, (cfg) => { cfg.model_type = 'qwen3_vl_moe'; });
+  await assert.rejects(loadModel(dir), { message: `${dir}/config.json: model_type "qwen3_vl_moe" (Qwen3-VL with mixture-of-experts layers) is not supported; supported: "qwen2_vl", "qwen2_5_vl", "qwen3_vl" (Qwen3-VL dense)` });
   editConfig(dir, (cfg) => { cfg.model_type = 'qwen2_vl'; (cfg.rope_scaling as Record<string, unknown>).mrope_section = [2, 2, 2]; });
   await assert.rejects(loadModel(dir), { message: `${dir}/config.json: mrope_section [2,2,2] sums to 6, but head_dim / 2 is 4` });
   await assert.rejects(loadModel(path.join(dir, 'nowhere')), { message: new RegExp(`^${path.join(dir, 'nowhere')}/config.json: cannot read the model config \\(ENOENT\\)$`) });

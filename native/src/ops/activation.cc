@@ -89,6 +89,36 @@ void gelu_backward(float* dinp, const float* dout, const float* inp, int64_t N) 
   parallel_for(N, kGrain, [&](int64_t a, int64_t b, int) { gelu_bwd_range(dinp, dout, inp, a, b); });
 }
 
+// gelu with the tanh approximation (torch's gelu(approximate="tanh"), "gelu_pytorch_tanh"):
+//   0.5 x (1 + tanh(k (x + 0.044715 x^3))), k = sqrt(2/pi)
+static void gelu_tanh_range(float* out, const float* inp, int64_t a, int64_t b) {
+  for (int64_t i = a; i < b; i++) {
+    const float x = inp[i];
+    const float inner = 0.7978845608028654f * (x + 0.044715f * x * x * x);
+    out[i] = 0.5f * x * (1.0f + std::tanh(inner));
+  }
+}
+
+void gelu_tanh_forward(float* out, const float* inp, int64_t N) {
+  // out, inp (N)
+  parallel_for(N, kGrain, [&](int64_t a, int64_t b, int) { gelu_tanh_range(out, inp, a, b); });
+}
+
+static void gelu_tanh_bwd_range(float* dinp, const float* dout, const float* inp, int64_t a, int64_t b) {
+  for (int64_t i = a; i < b; i++) {
+    const float x = inp[i];
+    const float inner = 0.7978845608028654f * (x + 0.044715f * x * x * x);
+    const float t = std::tanh(inner);
+    const float dinner = 0.7978845608028654f * (1.0f + 3.0f * 0.044715f * x * x);
+    dinp[i] += dout[i] * (0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * dinner);
+  }
+}
+
+void gelu_tanh_backward(float* dinp, const float* dout, const float* inp, int64_t N) {
+  // dinp (N) +=; dout, inp (N)
+  parallel_for(N, kGrain, [&](int64_t a, int64_t b, int) { gelu_tanh_bwd_range(dinp, dout, inp, a, b); });
+}
+
 void residual_forward(float* out, const float* a, const float* b, int64_t N) {
   // out, a, b (N)
   parallel_for(N, kGrain, [&](int64_t i0, int64_t i1, int) {

@@ -61,8 +61,10 @@ void rope_backward(float* dinp, const float* dout, const float* cos, const float
                    int64_t D);
 // M-RoPE tables (text): pos (3, T) temporal/height/width positions; section (3) sums to D/2: frequency j
 // uses axis a of the section that holds j. cos, sin (T, D/2). Computed in fp32 as transformers does.
+// interleaved (Qwen3-VL): frequency j uses h when j % 3 == 1 and j < 3·section[1], w when j % 3 == 2
+// and j < 3·section[2], else t (transformers' apply_interleaved_mrope).
 void rope_mrope_table(float* cos, float* sin, const int32_t* pos, const int32_t* section, int64_t T, int64_t D,
-                      float theta);
+                      float theta, bool interleaved = false);
 // 2D rotary tables (vision): hpos, wpos (T); the first D/4 frequencies rotate by height, the next D/4
 // by width, inv_freq[i] = theta^(-4i/D). cos, sin (T, D/2).
 void rope_vision_table(float* cos, float* sin, const int32_t* hpos, const int32_t* wpos, int64_t T, int64_t D,
@@ -94,6 +96,10 @@ void quick_gelu_backward(float* dinp, const float* dout, const float* inp, int64
 // gelu (exact, erf): the patch merger's MLP. out, inp (N).
 void gelu_forward(float* out, const float* inp, int64_t N);
 void gelu_backward(float* dinp, const float* dout, const float* inp, int64_t N);
+
+// gelu, tanh approximation (Qwen3-VL's vision MLP, "gelu_pytorch_tanh"). out, inp (N).
+void gelu_tanh_forward(float* out, const float* inp, int64_t N);
+void gelu_tanh_backward(float* dinp, const float* dout, const float* inp, int64_t N);
 
 // out (N) = a + b (residual connections; out may alias a).
 void residual_forward(float* out, const float* a, const float* b, int64_t N);

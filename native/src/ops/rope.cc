@@ -57,7 +57,7 @@ void rope_backward(float* dinp, const float* dout, const float* cos, const float
 }
 
 void rope_mrope_table(float* cos, float* sin, const int32_t* pos, const int32_t* section, int64_t T, int64_t D,
-                      float theta) {
+                      float theta, bool interleaved) {
   // cos, sin (T, D/2); pos (3, T); section (3)
   const int64_t half = D / 2;
   // inv_freq[j] = 1 / theta^(2j/D), in fp32 like transformers' default rope init
@@ -65,7 +65,8 @@ void rope_mrope_table(float* cos, float* sin, const int32_t* pos, const int32_t*
   std::vector<int> axis(half);
   for (int64_t j = 0; j < half; j++) {
     inv[j] = 1.0f / std::pow(theta, static_cast<float>(2 * j) / static_cast<float>(D));
-    axis[j] = j < section[0] ? 0 : (j < section[0] + section[1] ? 1 : 2);
+    if (interleaved) axis[j] = (j % 3 == 1 && j < 3 * section[1]) ? 1 : (j % 3 == 2 && j < 3 * section[2]) ? 2 : 0;
+    else axis[j] = j < section[0] ? 0 : (j < section[0] + section[1] ? 1 : 2);
   }
   for (int64_t t = 0; t < T; t++)
     for (int64_t j = 0; j < half; j++) {
