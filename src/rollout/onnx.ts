@@ -147,6 +147,11 @@ export interface OnnxModelOptions {
   threads?: number;
   /** Which files: fp32, fp16 or int8 (default: config.json's transformers.js_config.dtype, else fp32). */
   dtype?: 'fp32' | 'fp16' | 'int8';
+  /**
+   * Let onnxruntime's worker threads spin between operators (its default, fastest on an idle
+   * machine). Default false here: on a shared, oversubscribed CPU spinning threads steal the cores.
+   */
+  spin?: boolean;
 }
 
 /** The exported Qwen2-VL as onnxruntime sessions, with prefill / decode / full-logits helpers. */
@@ -183,6 +188,7 @@ export class OnnxModel {
     const so: OrtTypes.InferenceSession.SessionOptions = {
       executionProviders: ['cpu'], graphOptimizationLevel: 'all',
       ...(options.threads ? { intraOpNumThreads: options.threads, interOpNumThreads: 1 } : {}),
+      extra: { session: { intra_op: { allow_spinning: options.spin ? '1' : '0' }, inter_op: { allow_spinning: options.spin ? '1' : '0' } } },
     };
     const vision = config.vision.depth > 0 ? await ort.InferenceSession.create(file('vision_encoder'), so) : undefined;
     const embed = await ort.InferenceSession.create(file('embed_tokens'), so);
@@ -263,7 +269,8 @@ export class OnnxModel {
    * `stop` ends a row (the stop token is kept as its last token).
    */
   async generate(prompt: Prompt, o: TokenSampling & { n: number; maxTokens: number; stop: Set<number>; signal?: AbortSignal }):
-    Promise<{ tokenIds: number[][]; logprobs: number[][]; finishReason: ('stop' | 'length')[] }> {
+    Promise<{ tokenIds: number[][]; logprobs: number[][]; finishReason: ('stop' | 'length')[]; prefillMs: number; decodeMs: number }> {
+    const t0 = performance.now();
     const { numLayers, numKvHeads: KVH, headDim: D, vocabSize: V, hiddenSize: H } = this.config;
     const { pos, next } = ropeIndex(prompt.ids, prompt.images, this.config.imageTokenId, this.config.vision.spatialMergeSize);
     const Lp = prompt.ids.length;
@@ -290,6 +297,7 @@ export class OnnxModel {
     const done: boolean[] = new Array<boolean>(n).fill(false);
     const finishReason: ('stop' | 'length')[] = new Array<'stop' | 'length'>(n).fill('length');
     let logits = pre.logits!.data as Float32Array; // [1, 1, V]: the same for every row at step 0
+    const t1 = performance.now();
     let rowStride = 0;
     for (let t = 0; t < o.maxTokens; t++) {
       if (o.signal?.aborted) throw o.signal.reason ?? new Error('aborted');
@@ -321,7 +329,7 @@ export class OnnxModel {
       logits = out.logits!.data as Float32Array;
       rowStride = V;
     }
-    return { tokenIds, logprobs, finishReason };
+    return { tokenIds, logprobs, finishReason, prefillMs: t1 - t0, decodeMs: performance.now() - t1 };
   }
 
   async dispose(): Promise<void> {
