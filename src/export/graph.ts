@@ -1,8 +1,8 @@
 /**
  * A small ONNX graph builder: nodes, initializers, typed inputs/outputs, constants, and the
- * serialisation to a ModelProto (src/export/onnx-schema.ts). Initializers larger than a threshold
- * can go to an external data file (ONNX's external data: location/offset/length), which lets a
- * model over protobuf's 2 GB limit be written.
+ * serialisation to a ModelProto (src/export/onnx-schema.ts). With an {@link ExternalSink}, large
+ * initializers go to an external data file as they are added (ONNX's external data:
+ * location/offset/length), which lets a model over protobuf's 2 GB limit be written.
  */
 import { DataType, encodeModel, type DataTypeValue } from './onnx-schema.js';
 
@@ -14,8 +14,22 @@ type Attr = number | number[] | string | { f: number } | { tensor: ConstTensor }
 export interface ConstTensor {
   dataType: DataTypeValue;
   dims: number[];
-  /** Little-endian bytes of the elements, row-major. */
+  /** Little-endian bytes of the elements, row-major (empty once written to external data). */
   bytes: Uint8Array;
+  /** Where the bytes went in the external data file. */
+  external?: { offset: number; length: number };
+}
+
+/**
+ * External data: initializers of at least `minBytes` are written to the data file as they are
+ * added (`write` appends and returns the offset), so a graph larger than memory allows (or than
+ * protobuf's 2 GB) never holds its weights twice.
+ */
+export interface ExternalSink {
+  /** The data file's name, relative to the .onnx file. */
+  location: string;
+  minBytes: number;
+  write(bytes: Uint8Array): number;
 }
 
 export const OPSET = 17;
@@ -58,7 +72,7 @@ export class Graph {
   private readonly outs: Value[] = [];
   private counter = 0;
 
-  constructor(readonly name: string) {}
+  constructor(readonly name: string, private readonly external?: ExternalSink) {}
 
   input(name: string, elemType: DataTypeValue, dims: Dim[]): string {
     this.ins.push({ name, elemType, dims });
@@ -72,6 +86,11 @@ export class Graph {
   /** A weight (or any named constant): an initializer. */
   init(name: string, t: ConstTensor): string {
     if (this.inits.has(name)) throw new Error(`internal error: initializer ${name} defined twice`);
+    if (this.external && t.bytes.byteLength >= this.external.minBytes) {
+      const length = t.bytes.byteLength;
+      const offset = this.external.write(t.bytes);
+      t = { dataType: t.dataType, dims: t.dims, bytes: new Uint8Array(0), external: { offset, length } };
+    }
     this.inits.set(name, t);
     return name;
   }
@@ -123,26 +142,20 @@ export class Graph {
   /** Bytes of all initializers. */
   get weightBytes(): number {
     let n = 0;
-    for (const t of this.inits.values()) n += t.bytes.byteLength;
+    for (const t of this.inits.values()) n += t.external ? t.external.length : t.bytes.byteLength;
     return n;
   }
 
-  /**
-   * The ModelProto bytes. With `external`, every initializer of at least `external.minBytes` bytes is
-   * handed to `external.write` (which appends it to the data file and returns its offset) and
-   * referenced by location/offset/length instead of being stored inline.
-   */
-  serialize(meta: { producer: string; version: string; doc?: string; props?: Record<string, string> },
-    external?: { location: string; minBytes: number; write: (bytes: Uint8Array) => number }): Uint8Array {
+  /** The ModelProto bytes (initializers inline, or referenced in the external data file). */
+  serialize(meta: { producer: string; version: string; doc?: string; props?: Record<string, string> }): Uint8Array {
     const tensorProto = (name: string, t: ConstTensor) => {
       const base: Record<string, unknown> = { name, dims: t.dims, data_type: t.dataType };
-      if (external && t.bytes.byteLength >= external.minBytes) {
-        const offset = external.write(t.bytes);
+      if (t.external) {
         base.data_location = 1;
         base.external_data = [
-          { key: 'location', value: external.location },
-          { key: 'offset', value: String(offset) },
-          { key: 'length', value: String(t.bytes.byteLength) },
+          { key: 'location', value: this.external!.location },
+          { key: 'offset', value: String(t.external.offset) },
+          { key: 'length', value: String(t.external.length) },
         ];
       } else {
         base.raw_data = t.bytes;

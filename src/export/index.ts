@@ -19,7 +19,7 @@ import { loadModel } from '../engine/model.js';
 import type { NativeModel } from '../engine/native.js';
 import type { EngineModel } from '../engine/types.js';
 import { tempPathFor } from '../util/fs.js';
-import { Graph } from './graph.js';
+import type { ExternalSink, Graph } from './graph.js';
 import { buildDecoder, buildEmbedTokens, buildVisionEncoder, type ExportDtype, type WeightSource } from './qwen2vl.js';
 
 export type { ExportDtype } from './qwen2vl.js';
@@ -143,24 +143,36 @@ export function engineWeights(model: EngineModel, lora?: { rank: number; alpha: 
   };
 }
 
-/** Write a graph (and its external data when large) under dir; returns the files written. */
-async function writeGraph(g: Graph, dir: string, base: string, threshold: number): Promise<{ files: { name: string; bytes: number }[]; external: boolean }> {
+/** Weight count of each graph (for the external data decision, before anything is built). */
+export function graphParameters(cfg: EngineConfig): Record<'vision_encoder' | 'embed_tokens' | 'decoder_model_merged', number> {
+  const v = cfg.vision, E = v.embedDim, F = v.mlpHidden, M = E * v.spatialMergeSize ** 2;
+  const PD = v.inChannels * v.temporalPatchSize * v.patchSize ** 2;
+  const vision = v.depth === 0 ? 0 : PD * E + v.depth * (4 * E * E + 2 * E * F + 9 * E + F) + 2 * E + M * M + M + M * v.hiddenSize + v.hiddenSize;
+  const H = cfg.hiddenSize, D = cfg.headDim, NH = cfg.numHeads, KV = cfg.numKvHeads, I = cfg.intermediateSize, V = cfg.vocabSize;
+  const layer = H * NH * D + NH * D + 2 * (H * KV * D + KV * D) + NH * D * H + 3 * H * I + 2 * H;
+  return { vision_encoder: vision, embed_tokens: V * H, decoder_model_merged: cfg.numLayers * layer + H + V * H };
+}
+
+const BYTES_PER_WEIGHT: Record<ExportDtype, number> = { fp32: 4, fp16: 2, int8: 1 };
+
+/** Build a graph and write it under dir (its weights to `<base>.onnx_data` when `external`). */
+async function writeGraph(build: (sink?: ExternalSink) => Graph, dir: string, base: string, external: boolean): Promise<{ name: string; bytes: number }[]> {
   const meta = { producer: 'vqalab', version: '0.1.0', doc: 'exported by vqalab export onnx' };
   const onnxFile = path.join(dir, `${base}.onnx`);
-  if (g.weightBytes <= threshold) {
-    const bytes = g.serialize(meta);
+  if (!external) {
+    const bytes = build().serialize(meta);
     await fsp.writeFile(onnxFile, bytes);
-    return { files: [{ name: `onnx/${base}.onnx`, bytes: bytes.byteLength }], external: false };
+    return [{ name: `onnx/${base}.onnx`, bytes: bytes.byteLength }];
   }
   const dataName = `${base}.onnx_data`;
   const fd = openSync(path.join(dir, dataName), 'w');
   let offset = 0;
   let bytes: Uint8Array;
   try {
-    bytes = g.serialize(meta, {
+    bytes = build({
       location: dataName, minBytes: 1024,
       write: (b) => {
-        // ONNX Runtime maps external data; keep each tensor 64-byte aligned
+        // keep each tensor 64-byte aligned (onnxruntime may map the file)
         const pad = (64 - (offset % 64)) % 64;
         if (pad) { writeSync(fd, new Uint8Array(pad)); offset += pad; }
         const at = offset;
@@ -169,15 +181,12 @@ async function writeGraph(g: Graph, dir: string, base: string, threshold: number
         offset += b.byteLength;
         return at;
       },
-    });
+    }).serialize(meta);
   } finally {
     closeSync(fd);
   }
   await fsp.writeFile(onnxFile, bytes);
-  return {
-    files: [{ name: `onnx/${base}.onnx`, bytes: bytes.byteLength }, { name: `onnx/${dataName}`, bytes: statSync(path.join(dir, dataName)).size }],
-    external: true,
-  };
+  return [{ name: `onnx/${base}.onnx`, bytes: bytes.byteLength }, { name: `onnx/${dataName}`, bytes: statSync(path.join(dir, dataName)).size }];
 }
 
 export async function exportOnnx(o: ExportOptions): Promise<ExportResult> {
@@ -209,16 +218,18 @@ export async function exportOnnx(o: ExportOptions): Promise<ExportResult> {
   let external = false;
   try {
     await fsp.mkdir(path.join(tmp, 'onnx'), { recursive: true });
-    const graphs: [string, () => Graph][] = [
-      ['vision_encoder', () => buildVisionEncoder(cfg, weights, dtype)],
-      ['embed_tokens', () => buildEmbedTokens(cfg, weights, dtype)],
-      ['decoder_model_merged', () => buildDecoder(cfg, weights, dtype)],
+    const graphs: [keyof ReturnType<typeof graphParameters>, (sink?: ExternalSink) => Graph][] = [
+      ['vision_encoder', (sink) => buildVisionEncoder(cfg, weights, dtype, sink)],
+      ['embed_tokens', (sink) => buildEmbedTokens(cfg, weights, dtype, sink)],
+      ['decoder_model_merged', (sink) => buildDecoder(cfg, weights, dtype, sink)],
     ];
+    const counts = graphParameters(cfg);
     for (const [name, build] of graphs) {
-      log(`building onnx/${name}${suffix}.onnx`);
-      const r = await writeGraph(build(), path.join(tmp, 'onnx'), `${name}${suffix}`, threshold);
-      files.push(...r.files);
-      external ||= r.external;
+      if (name === 'vision_encoder' && cfg.vision.depth === 0) continue;
+      const ext = counts[name] * BYTES_PER_WEIGHT[dtype] > threshold;
+      log(`building onnx/${name}${suffix}.onnx${ext ? ' (external data)' : ''}`);
+      files.push(...await writeGraph(build, path.join(tmp, 'onnx'), `${name}${suffix}`, ext));
+      external ||= ext;
     }
     const config = { ...raw };
     config['transformers.js_config'] = {

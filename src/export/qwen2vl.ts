@@ -19,7 +19,7 @@
  */
 import type { EngineConfig } from '../engine/config.js';
 import { fromFloat32 } from '../util/safetensors.js';
-import { f16Tensor, f32Tensor, Graph, i8Tensor } from './graph.js';
+import { f16Tensor, f32Tensor, Graph, i8Tensor, type ExternalSink } from './graph.js';
 import { DataType } from './onnx-schema.js';
 
 export type ExportDtype = 'fp32' | 'fp16' | 'int8';
@@ -134,10 +134,10 @@ function invFreq(theta: number, count: number, dim: number): Float32Array {
 }
 
 /** onnx/vision_encoder.onnx */
-export function buildVisionEncoder(cfg: EngineConfig, w: WeightSource, dtype: ExportDtype): Graph {
+export function buildVisionEncoder(cfg: EngineConfig, w: WeightSource, dtype: ExportDtype, external?: ExternalSink): Graph {
   const vc = cfg.vision;
   if (vc.depth === 0) throw new Error('the model has no vision tower (vision_config.depth 0); nothing to export as vision_encoder');
-  const g = new Graph('vision_encoder');
+  const g = new Graph('vision_encoder', external);
   const b = new Builder(g, w, dtype);
   const E = vc.embedDim, NH = vc.numHeads, hd = E / NH, m = vc.spatialMergeSize;
   const PD = vc.inChannels * vc.temporalPatchSize * vc.patchSize * vc.patchSize;
@@ -207,8 +207,8 @@ export function buildVisionEncoder(cfg: EngineConfig, w: WeightSource, dtype: Ex
 }
 
 /** onnx/embed_tokens.onnx */
-export function buildEmbedTokens(cfg: EngineConfig, w: WeightSource, dtype: ExportDtype): Graph {
-  const g = new Graph('embed_tokens');
+export function buildEmbedTokens(cfg: EngineConfig, w: WeightSource, dtype: ExportDtype, external?: ExternalSink): Graph {
+  const g = new Graph('embed_tokens', external);
   const b = new Builder(g, w, dtype);
   const ids = g.input('input_ids', DataType.INT64, ['batch_size', 'sequence_length']);
   b.embedding(ids, 'model.embed_tokens.weight', cfg.vocabSize, cfg.hiddenSize);
@@ -218,8 +218,8 @@ export function buildEmbedTokens(cfg: EngineConfig, w: WeightSource, dtype: Expo
 }
 
 /** onnx/decoder_model_merged.onnx */
-export function buildDecoder(cfg: EngineConfig, w: WeightSource, dtype: ExportDtype): Graph {
-  const g = new Graph('decoder_model_merged');
+export function buildDecoder(cfg: EngineConfig, w: WeightSource, dtype: ExportDtype, external?: ExternalSink): Graph {
+  const g = new Graph('decoder_model_merged', external);
   const b = new Builder(g, w, dtype);
   const H = cfg.hiddenSize, NH = cfg.numHeads, KVH = cfg.numKvHeads, D = cfg.headDim, I = cfg.intermediateSize, V = cfg.vocabSize;
   const rep = NH / KVH;

@@ -14,7 +14,8 @@ import { fileURLToPath } from 'node:url';
 import sharp from 'sharp';
 import { loadModel } from '../../src/engine/model.js';
 import type { ImageInput, Prompt } from '../../src/engine/types.js';
-import { exportOnnx } from '../../src/export/index.js';
+import { exportOnnx, graphParameters } from '../../src/export/index.js';
+import { readConfig } from '../../src/engine/config.js';
 import { decodeModel } from '../../src/export/onnx-schema.js';
 import { DEFAULT_MODEL_DIR } from '../../src/model/default.js';
 import { OnnxModel } from '../../src/rollout/onnx.js';
@@ -113,6 +114,11 @@ test('external data: the same graphs with weights in .onnx_data load and give th
   assert.ok(existsSync(path.join(out, 'onnx/decoder_model_merged.onnx_data')));
   assert.ok(readFileSync(path.join(out, 'onnx/decoder_model_merged.onnx')).length < 100_000, 'weights are outside the .onnx');
   assert.equal(JSON.parse(readFileSync(path.join(out, 'config.json'), 'utf8'))['transformers.js_config'].use_external_data_format, true);
+  // the size estimate that decides external data counts every weight (tied head: vision + decoder = all)
+  const counts = graphParameters(readConfig(path.join(DEFAULT_MODEL_DIR, 'config.json')));
+  assert.equal(counts.vision_encoder + counts.decoder_model_merged, policy.model.numParameters.total);
+  const dataBytes = readFileSync(path.join(out, 'onnx/decoder_model_merged.onnx_data')).length;
+  assert.ok(dataBytes >= 4 * counts.decoder_model_merged - 4 * 4096 && dataBytes <= 4 * counts.decoder_model_merged + 64 * 200, `data file ${dataBytes} bytes`);
   const a = await OnnxModel.load(path.join(work, 'fp32'), { threads: 2 });
   const b = await OnnxModel.load(out, { threads: 2 });
   assert.deepEqual(await b.logits(prompts[1]!, continuation), await a.logits(prompts[1]!, continuation));
