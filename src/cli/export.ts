@@ -4,7 +4,7 @@ import { DEFAULT_MODEL_DIR } from '../model/default.js';
 import { EXPORT_DTYPES, exportOnnx, type ExportDtype } from '../export/index.js';
 import { dispatchSubcommand, UsageError, type Command } from './command.js';
 
-const onnxUsage = `Usage: vqalab export onnx --out DIR [--model DIR] [--adapter DIR] [--dtype fp32|fp16|int8] [--overwrite]
+const onnxUsage = `Usage: vqalab export onnx --out DIR [--model DIR] [--adapter DIR] [--dtype fp32|fp16|int8] [--web] [--overwrite]
 
 Writes the model as ONNX in the layout transformers.js loads (onnxruntime-node, onnxruntime-web):
   DIR/onnx/vision_encoder.onnx, embed_tokens.onnx, decoder_model_merged.onnx (past key/values in and out)
@@ -17,6 +17,8 @@ Options:
   --adapter DIR        a PEFT LoRA adapter of that model, merged into the weights
   --out DIR            the output folder (must not exist unless --overwrite)
   --dtype T            fp32 (default), fp16 (float16 weights, fp32 compute) or int8 (per-channel int8 weights)
+  --web                add a one-page browser demo (DIR/index.html + DIR/web/: transformers.js and
+                       onnxruntime-web, ~28 MB); serve DIR's parent over HTTP and open /<DIR name>/index.html
   --overwrite          replace DIR if it exists
   --threads N          engine threads while reading the weights
   --quiet              no progress lines
@@ -33,7 +35,7 @@ const onnxCommand: Command = {
         args: argv,
         options: {
           model: { type: 'string' }, adapter: { type: 'string' }, out: { type: 'string' }, dtype: { type: 'string' },
-          overwrite: { type: 'boolean', default: false }, threads: { type: 'string' }, quiet: { type: 'boolean', default: false },
+          overwrite: { type: 'boolean', default: false }, web: { type: 'boolean', default: false }, threads: { type: 'string' }, quiet: { type: 'boolean', default: false },
         },
         strict: true, allowPositionals: false,
       }));
@@ -49,7 +51,7 @@ const onnxCommand: Command = {
     try {
       const r = await exportOnnx({
         model: (values.model as string | undefined) ?? DEFAULT_MODEL_DIR, out: values.out as string, dtype: dtype as ExportDtype,
-        overwrite: values.overwrite === true, ...(values.adapter ? { adapter: values.adapter as string } : {}), ...(threads ? { threads } : {}),
+        overwrite: values.overwrite === true, web: values.web === true, ...(values.adapter ? { adapter: values.adapter as string } : {}), ...(threads ? { threads } : {}),
         ...(quiet ? {} : { log: (l: string) => process.stderr.write(`${l}\n`) }),
       });
       if (!quiet) {

@@ -20,6 +20,7 @@ import type { NativeModel } from '../engine/native.js';
 import type { EngineModel } from '../engine/types.js';
 import { tempPathFor } from '../util/fs.js';
 import type { ExternalSink, Graph } from './graph.js';
+import { writeWebDemo } from './web.js';
 import { buildDecoder, buildEmbedTokens, buildVisionEncoder, type ExportDtype, type WeightSource } from './qwen2vl.js';
 
 export type { ExportDtype } from './qwen2vl.js';
@@ -49,6 +50,8 @@ export interface ExportOptions {
   threads?: number;
   /** Progress lines (default none). */
   log?: (line: string) => void;
+  /** Also write a one-page browser demo (OUT/index.html + OUT/web/, src/export/web.ts). */
+  web?: boolean;
 }
 
 export interface ExportResult {
@@ -253,6 +256,10 @@ export async function exportOnnx(o: ExportOptions): Promise<ExportResult> {
       const pre = defaultPreprocessorConfig(cfg);
       await fsp.writeFile(path.join(tmp, 'preprocessor_config.json'), pre);
       files.push({ name: 'preprocessor_config.json', bytes: Buffer.byteLength(pre) });
+    }
+    if (o.web) {
+      log('writing the browser demo (index.html, web/)');
+      files.push(...await writeWebDemo(tmp));
     }
     if (o.overwrite && existsSync(o.out)) {
       const old = tempPathFor(path.resolve(o.out));
