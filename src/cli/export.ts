@@ -65,9 +65,9 @@ const onnxCommand: Command = {
   },
 };
 
-const usage = `Usage: vqalab export <format> [options]
+const usage = `Usage: vqalab export <command> [options]
 
-Formats:
+Commands:
   onnx    ${onnxCommand.summary}
 `;
 

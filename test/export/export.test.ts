@@ -191,6 +191,9 @@ test('bad inputs: clear errors, and no folder (final or temporary) left behind',
   const r2 = cli('--out', path.join(work, 'x6'), '--dtype', 'int4');
   assert.equal(r2.status, 2);
   assert.match(r2.stderr, /--dtype must be one of fp32, fp16, int8/);
+  const help = cli('--help');
+  assert.equal(help.status, 0);
+  assert.match(help.stdout, /^Usage: vqalab export onnx --out DIR/);
   const r3 = cli('--out', path.join(work, 'cli'), '--dtype', 'fp16', '--quiet');
   assert.equal(r3.status, 0, r3.stderr);
   assert.ok(existsSync(path.join(work, 'cli', 'onnx', 'vision_encoder_fp16.onnx')));
