@@ -13,7 +13,8 @@ fp16 and int8 files carry transformers.js's suffixes (_fp16, _int8). A graph ove
 weights in external data (onnx/<name>.onnx_data). Written to a temporary folder, renamed when done.
 
 Options:
-  --model DIR          a Qwen2-VL model folder (default: the embedded tiny model)
+  --model DIR          a Qwen2-VL model folder, a vqalab checkpoint or run folder, or a PEFT adapter
+                       folder naming its local base (default: the embedded tiny model)
   --adapter DIR        a PEFT LoRA adapter of that model, merged into the weights
   --out DIR            the output folder (must not exist unless --overwrite)
   --dtype T            fp32 (default), fp16 (float16 weights, fp32 compute) or int8 (per-channel int8 weights)

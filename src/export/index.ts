@@ -18,6 +18,7 @@ import { parseConfig, type EngineConfig } from '../engine/config.js';
 import { loadModel } from '../engine/model.js';
 import type { NativeModel } from '../engine/native.js';
 import type { EngineModel } from '../engine/types.js';
+import { resolveModelFolder } from '../rollout/local.js';
 import { tempPathFor } from '../util/fs.js';
 import type { ExternalSink, Graph } from './graph.js';
 import { writeWebDemo } from './web.js';
@@ -192,12 +193,23 @@ async function writeGraph(build: (sink?: ExternalSink) => Graph, dir: string, ba
   return [{ name: `onnx/${base}.onnx`, bytes: bytes.byteLength }, { name: `onnx/${dataName}`, bytes: statSync(path.join(dir, dataName)).size }];
 }
 
+/**
+ * Export `o.model` (a model folder; or a vqalab trainer checkpoint, run folder or PEFT adapter
+ * folder, resolved as LocalPolicy.load does) to `o.out`.
+ */
 export async function exportOnnx(o: ExportOptions): Promise<ExportResult> {
   const t0 = performance.now();
   const dtype = o.dtype ?? 'fp32';
   if (!EXPORT_DTYPES.includes(dtype)) throw new Error(`unknown dtype ${JSON.stringify(dtype)}; expected one of ${EXPORT_DTYPES.join(', ')}`);
   if (typeof o.out !== 'string' || o.out === '') throw new Error('export needs an output folder (--out DIR)');
   const log = o.log ?? (() => {});
+  // a trainer checkpoint, a run folder or a PEFT adapter folder resolve to their model (and adapter)
+  if (existsSync(o.model) && !existsSync(path.join(o.model, 'config.json'))) {
+    const r = resolveModelFolder(o.model);
+    if (r.adapterDir && o.adapter) throw new Error(`${o.model} is an adapter folder; pass its base as --model and one --adapter`);
+    o = { ...o, model: r.modelDir, ...(r.adapterDir ? { adapter: r.adapterDir } : {}) };
+    log(`${o.model}${o.adapter ? ` with adapter ${o.adapter}` : ''}`);
+  }
   const { raw, cfg } = exportableConfig(o.model);
   const lora = o.adapter ? checkAdapter(o.adapter, o.model, cfg) : undefined;
   if (existsSync(o.out) && !o.overwrite) throw new Error(`${o.out} already exists; remove it, choose another --out, or pass --overwrite`);

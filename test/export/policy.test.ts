@@ -42,7 +42,7 @@ before(async () => {
   await trainer.sft({ steps: 12, batchSize: 8, learningRate: 5e-3 });
   const ckpt = await trainer.save();
   exported = path.join(work, 'onnx');
-  await exportOnnx({ model: path.join(ckpt, 'model'), out: exported });
+  await exportOnnx({ model: ckpt, out: exported }); // a trainer checkpoint folder (trainer.json + model/)
   onnx = await OnnxPolicy.load(exported, { threads: 2 });
 });
 
