@@ -36,4 +36,7 @@ import './report/trainer-facts.js';
 export * as rollout from './rollout/index.js';
 export { LocalPolicy, OpenAIPolicy, RequestScheduler, rollout as rolloutBatch, evaluatePolicies, showComparison, policyFromSpec } from './rollout/index.js';
 export type { Policy, Completion, SamplingOptions } from './rollout/index.js';
+export { OnnxPolicy, OnnxModel } from './rollout/onnx.js';
+export { exportOnnx } from './export/index.js';
+export type { ExportOptions, ExportResult, ExportDtype } from './export/index.js';
 export { serve } from './serve/index.js';

@@ -11,6 +11,7 @@ import { evalPolicyCommand } from './eval-policy.js';
 import { demoCommand } from './demo.js';
 import { modelCommand } from './model.js';
 import { trainCommand } from './train.js';
+import { exportCommand } from './export.js';
 
 export const commands: Command[] = [
   dataCommand,
@@ -24,4 +25,5 @@ export const commands: Command[] = [
   demoCommand,
   trainCommand,
   modelCommand,
+  exportCommand,
 ];

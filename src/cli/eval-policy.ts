@@ -21,6 +21,7 @@ Policies:
   --policy local:DIR              the native engine on a checkpoint folder (local:default = embedded tiny model)
   --policy openai:MODEL@BASE_URL  any OpenAI-compatible server (vLLM, SGLang, OpenAI, vqalab serve)
   --policy openai:MODEL           the same, with --base-url or $OPENAI_BASE_URL
+  --policy onnx:DIR               an ONNX export (vqalab export onnx) on onnxruntime-node (CPU)
   --api-key KEY                   API key for openai policies (default $OPENAI_API_KEY, else none)
   --api-key-env VAR               read the API key from environment variable VAR
   --base-url URL                  base URL for openai:MODEL policies without one

@@ -4,6 +4,7 @@
  *   local:<checkpoint>            the native engine on a folder (local:default = the embedded tiny model)
  *   openai:<model>@<base-url>     any OpenAI-compatible server
  *   openai:<model>                the same, base URL from --base-url / $OPENAI_BASE_URL
+ *   onnx:<dir>                    an ONNX export (vqalab export onnx) on onnxruntime-node
  *
  * API keys come from an option, from the environment variable named by `apiKeyEnv`, or from
  * $OPENAI_API_KEY; a server that needs none gets "none".
@@ -47,6 +48,10 @@ export async function policyFromSpec(spec: string, options: PolicySpecOptions = 
     const dir = spec.slice('local:'.length);
     return LocalPolicy.load(dir === '' || dir === 'default' ? DEFAULT_MODEL_DIR : dir, { threads: options.threads, name: spec === 'local' ? 'local:default' : spec });
   }
+  if (spec.startsWith('onnx:')) {
+    const { OnnxPolicy } = await import('./onnx.js');
+    return OnnxPolicy.load(spec.slice('onnx:'.length), { threads: options.threads, name: spec });
+  }
   if (spec.startsWith('openai:')) {
     const { model, baseURL } = parseOpenAISpec(spec);
     const env = options.env ?? process.env;
@@ -56,5 +61,5 @@ export async function policyFromSpec(spec: string, options: PolicySpecOptions = 
       ...options, model, baseURL: url, apiKey: key, name: url ? `openai:${model}@${url}` : spec,
     });
   }
-  throw new TypeError(`unknown policy ${JSON.stringify(spec)}: expected local:<checkpoint> or openai:<model>@<base-url>`);
+  throw new TypeError(`unknown policy ${JSON.stringify(spec)}: expected local:<checkpoint> or openai:<model>@<base-url> (or onnx:<export folder>)`);
 }
