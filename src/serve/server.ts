@@ -23,7 +23,7 @@
 import { randomBytes, timingSafeEqual } from 'node:crypto';
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
-import type { ImageInput, SampleStats } from '../engine/types.js';
+import type { ImageInput, Prompt, SampleStats } from '../engine/types.js';
 import { ContextLengthError, tokenBytes, type LocalChoice, type LocalGeneration, type LocalPolicy, type LocalSampling } from '../rollout/local.js';
 import { ApiError, badRequest, sendError, sendJson } from './errors.js';
 import { loadImagePart, type CheckedImage, type MediaLimits } from './media.js';
@@ -68,6 +68,25 @@ export interface ServeOptions {
   log?: (line: string) => void;
   /** Dispose the policy's model when the server closes (default false). */
   disposeOnClose?: boolean;
+  /**
+   * More routes on this server (src/gateway mounts its per-attempt URLs here): called for each
+   * request before the server's own routes, with no API key check; resolves true when it answered.
+   */
+  routes?: (req: IncomingMessage, res: ServerResponse, url: string, api: ServeRouteApi) => boolean | Promise<boolean>;
+}
+
+/** What a mounted route may use: the server's chat completions, with hooks. */
+export interface ServeRouteApi {
+  chatCompletions(req: IncomingMessage, res: ServerResponse, hooks?: ChatHooks): Promise<void>;
+}
+
+export interface ChatHooks {
+  /** Accept any `model` name (agents send "auto" or their own). */
+  anyModel?: boolean;
+  /** Rewrite the parsed JSON body before it is checked (may throw ApiError). */
+  transformBody?: (body: unknown) => unknown;
+  /** What the engine produced, before the reply is sent (the prompt as the engine saw it: ids with image pads, processed images). */
+  onGeneration?: (r: { id: string; chat: ChatRequest; prompt: Prompt; generation: LocalGeneration }) => void;
 }
 
 export interface ServeStats {
@@ -237,7 +256,7 @@ export async function serve(options: ServeOptions): Promise<ServeHandle> {
   }
 
   /** Admitted: decode and patch the images, then sample (joining the decode loop, or taking the engine lock in queue-only mode). */
-  async function generate(chat: ChatRequest, checked: Checked, signal: AbortSignal, onToken?: LocalSampling['onToken']): Promise<LocalGeneration> {
+  async function generate(chat: ChatRequest, checked: Checked, signal: AbortSignal, onToken?: LocalSampling['onToken'], onPrompt?: (p: Prompt) => void): Promise<LocalGeneration> {
     const processed: ImageInput[] = [];
     for (const img of checked.images) {
       try {
@@ -251,6 +270,7 @@ export async function serve(options: ServeOptions): Promise<ServeHandle> {
     const same = processed.every((img, i) => img.gridThw.every((v, k) => v === checked.grids[i]![k]));
     const prompt = same ? { ids: checked.ids, images: processed } : policy.prompt(chat.messages, processed);
     if (!same) policy.checkLength(prompt, checked.maxTokens);
+    onPrompt?.(prompt);
     if (signal.aborted) throw signal.reason;
     const call = () => policy.complete(prompt, {
       n: chat.n, temperature: chat.temperature, topP: chat.topP, topK: chat.topK, maxTokens: checked.maxTokens, stop: chat.stop,
@@ -394,7 +414,7 @@ export async function serve(options: ServeOptions): Promise<ServeHandle> {
     if (!res.destroyed) res.end('data: [DONE]\n\n');
   }
 
-  async function chatCompletions(req: IncomingMessage, res: ServerResponse): Promise<void> {
+  async function chatCompletions(req: IncomingMessage, res: ServerResponse, hooks: ChatHooks = {}): Promise<void> {
     const raw = await readBody(req, maxBodyBytes);
     let body: unknown;
     try {
@@ -402,8 +422,9 @@ export async function serve(options: ServeOptions): Promise<ServeHandle> {
     } catch (err) {
       throw badRequest(`the request body is not valid JSON: ${(err as Error).message}`, null, 'invalid_json');
     }
+    if (hooks.transformBody) body = hooks.transformBody(body);
     const chat = parseChatRequest(body, limits);
-    if (chat.model !== modelName) {
+    if (!hooks.anyModel && chat.model !== modelName) {
       throw new ApiError(404, `The model \`${chat.model}\` does not exist; this server serves "${modelName}" (GET /v1/models)`, 'not_found_error', 'model', 'model_not_found');
     }
     const checked = await check(chat);
@@ -414,8 +435,9 @@ export async function serve(options: ServeOptions): Promise<ServeHandle> {
     // top_logprobs come from a forward pass over the finished completion: such streams are sent whole.
     const live = chat.stream && chat.topLogprobs === 0 ? liveStream(res, chat, id) : null;
     let gen: LocalGeneration;
+    let prompt: Prompt | undefined;
     try {
-      gen = await queue.submit(clientKey(req, chat), () => generate(chat, checked, gone.signal, live?.onToken), gone.signal, batching ? chat.n : 1);
+      gen = await queue.submit(clientKey(req, chat), () => generate(chat, checked, gone.signal, live?.onToken, (p) => { prompt = p; }), gone.signal, batching ? chat.n : 1);
     } catch (err) {
       if (gone.signal.aborted) return; // the client left; its rows were cancelled
       if (live?.started) {
@@ -434,6 +456,7 @@ export async function serve(options: ServeOptions): Promise<ServeHandle> {
     if (res.destroyed) return;
     counters.promptTokens += gen.promptTokens;
     counters.completionTokens += gen.choices.reduce((a, c) => a + c.tokenIds.length, 0);
+    if (prompt) hooks.onGeneration?.({ id, chat, prompt, generation: gen });
     if (live) live.finish(gen);
     else if (chat.stream) replyStream(res, chat, id, gen);
     else replyJson(res, chat, id, gen);
@@ -445,6 +468,7 @@ export async function serve(options: ServeOptions): Promise<ServeHandle> {
     const allow = (methods: string) => {
       if (!methods.split(', ').includes(method)) throw new ApiError(405, `${method} is not allowed on ${url}; use ${methods}`, 'invalid_request_error', null, 'method_not_allowed', { allow: methods });
     };
+    if (options.routes && await options.routes(req, res, url, { chatCompletions })) return;
     if (url === '/health') {
       allow('GET');
       return sendJson(res, 200, { status: closing ? 'closing' : 'ok', model: modelName, batching, queue: queue.stats(), engine: engineStats() });

@@ -1,0 +1,4 @@
+/** The training gateway: Agent Lightning's runner contract on `vqalab serve` (see docs/agents.md). */
+export { Gateway, type GatewayOptions, type GatewayStats, type AttemptRecord, type AttemptEndpoint, type AttemptStatus, type RecordedCall, type RecordedChoice, type GatewayEvent, type FinishInfo } from './gateway.js';
+export { trajectoryOf, trajectorySegments, policyTokens, type Trajectory, type TrajectorySegment, type TrajectoryOptions } from './trajectory.js';
+export { startGateway, type StartedGateway } from './start.js';
