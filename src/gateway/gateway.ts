@@ -27,7 +27,8 @@ import type { ChatMessage } from '../text/tokenizer.js';
 import { ApiError, badRequest, sendJson } from '../serve/errors.js';
 import type { ChatHooks, ServeHandle, ServeOptions, ServeRouteApi } from '../serve/server.js';
 import type { ChatRequest } from '../serve/protocol.js';
-import type { LocalGeneration } from '../rollout/local.js';
+import type { LocalGeneration, LocalPolicy } from '../rollout/local.js';
+import type { VlmTokenizer } from '../text/tokenizer.js';
 
 const MiB = 1 << 20;
 
@@ -51,6 +52,11 @@ export interface RecordedCall {
   messages: ChatMessage[];
   /** The prompt as the engine saw it: ids with each image's pad tokens, and the processed images. */
   prompt: Prompt;
+  /**
+   * The chat template's ids for the conversation as sent (text re-encoded). They differ from
+   * `prompt.ids` where an earlier answer of the attempt came back and its sampled ids were put back.
+   */
+  templateIds: Int32Array;
   choices: RecordedChoice[];
   sampling: { n: number; temperature: number; topP: number; topK: number; maxTokens: number | undefined; seed: number | undefined; stream: boolean };
   /** The gateway's weight version when the call was sampled (see Gateway.weightVersion). */
@@ -125,7 +131,27 @@ export interface GatewayOptions {
    * wrapped in this prefix/suffix (default Qwen's `<tool_response>\n` … `\n</tool_response>`).
    */
   toolResponse?: { prefix: string; suffix: string };
+  /**
+   * Reproducible runs: a call that sends no `seed` gets one derived from this number, its rollout
+   * and attempt ids and its position among the attempt's calls (sampling is a pure function of
+   * the weights, the prompt, the options and the seed). Default: none (the server draws one).
+   */
+  seed?: number;
+  /**
+   * When a conversation sends back an answer this attempt got, verbatim, the engine continues from
+   * the ids it sampled for it rather than from the text re-encoded (which can differ: a byte split
+   * over tokens decodes to U+FFFD and re-encodes as other ids, BPE merges differently). The model
+   * then sees its own tokens, and the attempt's calls form one sequence. Default true.
+   */
+  reuseSampledIds?: boolean;
   log?: (line: string) => void;
+}
+
+/** FNV-1a over a string, as a seed below 2^47. */
+function seedOf(text: string): number {
+  let h = 0xcbf29ce484222325n;
+  for (const b of Buffer.from(text, 'utf8')) h = ((h ^ BigInt(b)) * 0x100000001b3n) & 0xffffffffffffffffn;
+  return Number(h & ((1n << 47n) - 1n));
 }
 
 export interface GatewayStats {
@@ -148,13 +174,17 @@ function keyOk(req: IncomingMessage, key: string): 'missing' | 'wrong' | 'ok' {
   return a.length === b.length && timingSafeEqual(a, b) ? 'ok' : 'wrong';
 }
 
-/** Read at most `max` bytes; more is 413 (the rest is drained, a client that keeps sending is cut off). */
+/**
+ * Read at most `max` bytes; more is 413. A body up to 16× the limit is read to its end first (and
+ * dropped), so the client, still sending, gets the 413 rather than a reset connection; a larger
+ * one is cut off.
+ */
 function readLimited(req: IncomingMessage, max: number): Promise<Buffer> {
   return new Promise((resolve, reject) => {
     const tooLarge = (n: number) => new ApiError(413, `the event body is ${n > 0 ? `${(n / MiB).toFixed(1)} MiB` : 'too large'}, more than the gateway's limit of ${(max / MiB).toFixed(2)} MiB`,
       'invalid_request_error', null, 'request_too_large', { connection: 'close' });
     const declared = Number(req.headers['content-length']);
-    if (Number.isFinite(declared) && declared > max) {
+    if (Number.isFinite(declared) && declared > 16 * max) {
       req.resume();
       return reject(tooLarge(declared));
     }
@@ -165,7 +195,7 @@ function readLimited(req: IncomingMessage, max: number): Promise<Buffer> {
       size += c.length;
       if (size > max) {
         if (!over) { over = true; chunks.length = 0; }
-        if (size > 4 * max) req.destroy();
+        if (size > 16 * max) req.destroy();
         return;
       }
       chunks.push(c);
@@ -194,6 +224,7 @@ export class Gateway {
 
   private readonly attemptsById = new Map<string, AttemptRecord & { key: string }>();
   private origin: string | undefined;
+  private tokenizer: VlmTokenizer | undefined;
   private modelName = 'vqalab';
   private readonly maxEventBytes: number;
   private readonly maxEvents: number;
@@ -208,10 +239,14 @@ export class Gateway {
     this.routes = (req, res, url, api) => this.route(req, res, url, api);
   }
 
-  /** Learn the server's address (for the URLs given to agents) and model name. */
-  attach(handle: Pick<ServeHandle, 'url' | 'modelName'>): this {
+  /**
+   * Learn the server's address (for the URLs given to agents), its model name and the policy's
+   * tokenizer (to put sampled ids back, see `reuseSampledIds`).
+   */
+  attach(handle: Pick<ServeHandle, 'url' | 'modelName'>, policy?: Pick<LocalPolicy, 'tokenizer'>): this {
     this.origin = handle.url.replace(/\/v1$/, '');
     this.modelName = handle.modelName;
+    if (policy) this.tokenizer = policy.tokenizer;
     return this;
   }
 
@@ -353,13 +388,53 @@ export class Gateway {
       'not_found_error', null, 'unknown_url');
   }
 
-  /** The serve hooks of one attempt: any model name, tool results as observations, record each generation. */
+  /** The serve hooks of one request of an attempt: any model name, tool results as observations, sampled ids put back, record the generation. */
   private hooks(rec: AttemptRecord): ChatHooks {
+    let templateIds: Int32Array | undefined;
     return {
       anyModel: true,
-      transformBody: (body) => this.toolMessages(body),
-      onGeneration: ({ id, chat, prompt, generation }) => this.record(rec, id, chat, prompt, generation),
+      transformBody: (body) => this.withSeed(rec, this.toolMessages(body)),
+      rewritePrompt: (prompt) => {
+        templateIds = prompt.ids;
+        return this.options.reuseSampledIds === false ? prompt : this.sampledIdsBack(rec, prompt);
+      },
+      onGeneration: ({ id, chat, prompt, generation }) => this.record(rec, id, chat, prompt, templateIds ?? prompt.ids, generation),
     };
+  }
+
+  /**
+   * The most recent call whose conversation this one continues with that call's first answer sent
+   * back verbatim: its template ids, then the answer's text re-encoded, start the new template
+   * ids. Those are replaced by the call's prompt as sampled and the answer's sampled ids (without
+   * a final stop token: the template's own end-of-turn follows).
+   */
+  private sampledIdsBack(rec: AttemptRecord, prompt: Prompt): Prompt {
+    const tok = this.tokenizer;
+    if (!tok) return prompt;
+    const q = prompt.ids;
+    for (let k = rec.calls.length - 1; k >= 0; k--) {
+      const call = rec.calls[k]!, choice = call.choices[0];
+      if (!choice) continue;
+      const t = call.templateIds;
+      if (q.length <= t.length) continue;
+      let same = true;
+      for (let i = 0; i < t.length && same; i++) same = q[i] === t[i];
+      if (!same) continue;
+      const body = choice.finishReason === 'stop' && choice.tokenIds.length > 0 && tok.stopTokenIds.includes(choice.tokenIds[choice.tokenIds.length - 1]!)
+        ? choice.tokenIds.subarray(0, choice.tokenIds.length - 1) : choice.tokenIds;
+      // Only an answer whose ids decode to exactly the text sent (no stop string cut from it).
+      if (tok.decode(Array.from(body)) !== choice.text) continue;
+      const enc = tok.encode(choice.text);
+      if (q.length < t.length + enc.length) continue;
+      for (let i = 0; i < enc.length && same; i++) same = q[t.length + i] === enc[i];
+      if (!same) continue;
+      const ids = new Int32Array(call.prompt.ids.length + body.length + q.length - t.length - enc.length);
+      ids.set(call.prompt.ids, 0);
+      ids.set(body, call.prompt.ids.length);
+      ids.set(q.subarray(t.length + enc.length), call.prompt.ids.length + body.length);
+      return { ids, images: prompt.images };
+    }
+    return prompt;
   }
 
   /**
@@ -385,7 +460,14 @@ export class Gateway {
     return { ...b, messages };
   }
 
-  private record(rec: AttemptRecord, id: string, chat: ChatRequest, prompt: Prompt, gen: LocalGeneration): void {
+  private withSeed(rec: AttemptRecord, body: unknown): unknown {
+    if (this.options.seed === undefined || typeof body !== 'object' || body === null || Array.isArray(body)) return body;
+    const b = body as Record<string, unknown>;
+    if (b.seed !== undefined && b.seed !== null) return body;
+    return { ...b, seed: seedOf(`${this.options.seed}/${rec.rolloutId}/${rec.attemptId}/${rec.calls.length}`) };
+  }
+
+  private record(rec: AttemptRecord, id: string, chat: ChatRequest, prompt: Prompt, templateIds: Int32Array, gen: LocalGeneration): void {
     if (rec.status !== 'running') {
       this.options.log?.(`gateway: a call of attempt ${rec.attemptId} completed after it finished; not recorded`);
       return;
@@ -393,7 +475,7 @@ export class Gateway {
     const images: ImageInput[] = prompt.images.slice();
     rec.calls.push({
       index: rec.calls.length, id, messages: chat.messages,
-      prompt: { ids: Int32Array.from(prompt.ids), images },
+      prompt: { ids: Int32Array.from(prompt.ids), images }, templateIds: Int32Array.from(templateIds),
       choices: gen.choices.map((c) => ({ text: c.text, tokenIds: Int32Array.from(c.tokenIds), logprobs: Float32Array.from(c.logprobs), finishReason: c.finishReason })),
       sampling: { n: chat.n, temperature: chat.temperature, topP: chat.topP, topK: chat.topK, maxTokens: chat.maxTokens, seed: chat.seed, stream: chat.stream },
       weightVersion: this.weightVersion,

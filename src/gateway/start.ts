@@ -13,6 +13,6 @@ export interface StartedGateway {
 export async function startGateway(policy: LocalPolicy, options: { serve?: Omit<ServeOptions, 'policy' | 'routes'>; gateway?: GatewayOptions } = {}): Promise<StartedGateway> {
   const gateway = new Gateway(options.gateway);
   const server = await serve({ port: 0, ...options.serve, policy, routes: gateway.routes });
-  gateway.attach(server);
+  gateway.attach(server, policy);
   return { gateway, server, close: () => server.close() };
 }

@@ -18,7 +18,7 @@
 import type { EngineModel, ForwardRequest } from '../engine/types.js';
 import { computeAdvantages, isZeroVariance } from '../grpo/advantages.js';
 import type { GrpoConfig } from '../grpo/config.js';
-import { grpoLoss } from '../grpo/loss.js';
+import { grpoLoss, type LossMetrics, type LossOptions } from '../grpo/loss.js';
 import type { AgentGroup } from '../rollout/agent.js';
 import type { TrajectorySegment } from './trajectory.js';
 
@@ -71,6 +71,43 @@ function pick(row: ArrayLike<number>, positions: readonly number[]): Float32Arra
   return out;
 }
 
+/** One segment in the loss: its mask, its recorded sampling log-probs and its trajectory's advantage. */
+export interface MaskedRow {
+  mask: Uint8Array;
+  /** Recorded sampling log-probs (used where mask is 1). */
+  logprobs: Float32Array;
+  advantage: number;
+}
+
+export type MaskedLossOptions = Omit<LossOptions, 'beta' | 'klEstimator'> & { klEstimator?: LossOptions['klEstimator'] };
+
+/**
+ * grpoLoss over the mask-1 tokens of each row: `current` and `entropy` are the forward's full
+ * rows (every token after the prompt). Returns dL/dlp as full rows, exactly 0 where mask is 0.
+ */
+export function maskedGrpoLoss(rows: readonly MaskedRow[], current: readonly ArrayLike<number>[], options: MaskedLossOptions, extra: { entropy?: readonly ArrayLike<number>[]; skippedLengths?: number[] } = {}): { loss: number; gradLogprobs: Float32Array[]; metrics: LossMetrics } {
+  if (current.length !== rows.length) throw new Error(`${rows.length} rows but ${current.length} rows of log-probs`);
+  const positions = rows.map((r, i) => {
+    if (current[i]!.length !== r.mask.length) throw new Error(`row ${i}: ${r.mask.length} tokens in the mask but ${current[i]!.length} log-probs`);
+    const out: number[] = [];
+    for (let t = 0; t < r.mask.length; t++) if (r.mask[t]) out.push(t);
+    return out;
+  });
+  const loss = grpoLoss({
+    logprobs: current.map((row, i) => pick(row, positions[i]!)),
+    oldLogprobs: rows.map((r, i) => pick(r.logprobs, positions[i]!)),
+    advantages: rows.map((r) => r.advantage),
+    ...(extra.entropy ? { entropy: extra.entropy.map((row, i) => pick(row, positions[i]!)) } : {}),
+    skippedLengths: extra.skippedLengths,
+  }, { ...options, beta: 0, klEstimator: options.klEstimator ?? 'k3' });
+  const gradLogprobs = rows.map((r, i) => {
+    const g = new Float32Array(r.mask.length);
+    positions[i]!.forEach((p, j) => { g[p] = loss.gradLogprobs[i]![j]!; });
+    return g;
+  });
+  return { loss: loss.loss, gradLogprobs, metrics: loss.metrics };
+}
+
 /** The GRPO update on agent groups (see the file comment). Mutates nothing but the model. */
 export async function updateOnAgentGroups(model: EngineModel, groups: readonly AgentGroup[], c: GrpoConfig, o: AgentUpdateOptions = {}): Promise<AgentUpdateResult> {
   if (c.beta > 0) throw new Error('agent training supports beta = 0 only (no reference model for agent trajectories); set config.beta to 0');
@@ -116,8 +153,6 @@ export async function updateOnAgentGroups(model: EngineModel, groups: readonly A
       const requests: ForwardRequest[] = active.map((it) => ({ prompt: it.seg.prompt, completions: [it.seg.tokenIds], keepForBackward: true }));
       const fwd = await model.forward(requests);
       model.zeroGrad();
-      const lps = active.map((it, k) => pick(fwd[k]!.logprobs[0]!, it.positions));
-      const old = active.map((it) => pick(it.seg.logprobs, it.positions));
       if (iter === 0) {
         for (const it of active) {
           res.policyTokens += it.positions.length;
@@ -125,16 +160,15 @@ export async function updateOnAgentGroups(model: EngineModel, groups: readonly A
         }
       }
       if (firstForward) {
-        lps.forEach((row, k) => row.forEach((v, t) => { res.maxLogprobDrift = Math.max(res.maxLogprobDrift, Math.abs(v - old[k]![t]!)); }));
+        active.forEach((it, k) => it.positions.forEach((p) => {
+          res.maxLogprobDrift = Math.max(res.maxLogprobDrift, Math.abs(fwd[k]!.logprobs[0]![p]! - it.seg.logprobs[p]!));
+        }));
         firstForward = false;
       }
-      const loss = grpoLoss({
-        logprobs: lps, oldLogprobs: old, advantages: active.map((it) => it.advantage),
-        entropy: active.map((it, k) => pick(fwd[k]!.entropy[0]!, it.positions)), skippedLengths,
-      }, {
-        epsilonLow: c.epsilonLow, epsilonHigh: c.epsilonHigh, dualClip: c.dualClip, beta: 0, klEstimator: c.klEstimator,
+      const loss = maskedGrpoLoss(active.map((it) => ({ mask: it.seg.mask, logprobs: it.seg.logprobs, advantage: it.advantage })), active.map((_, k) => fwd[k]!.logprobs[0]!), {
+        epsilonLow: c.epsilonLow, epsilonHigh: c.epsilonHigh, dualClip: c.dualClip,
         aggregation: c.lossAggregation, maxCompletionLength: Math.max(c.maxCompletionLength, ...active.map((it) => it.positions.length)),
-      });
+      }, { entropy: active.map((_, k) => fwd[k]!.entropy[0]!), skippedLengths });
       if (!Number.isFinite(loss.loss)) {
         res.skippedUpdates++;
         o.log?.(`agent update: the loss is ${loss.loss}; update skipped, weights untouched`);
@@ -142,13 +176,7 @@ export async function updateOnAgentGroups(model: EngineModel, groups: readonly A
       }
       lossSum += loss.loss; lossRuns++;
       if (Number.isFinite(loss.metrics.entropy)) { entSum += loss.metrics.entropy * loss.metrics.tokens; entN += loss.metrics.tokens; }
-      // Back to full rows: masked positions get exactly 0.
-      const grads = active.map((it, k) => {
-        const g = new Float32Array(it.seg.tokenIds.length);
-        it.positions.forEach((p, j) => { g[p] = loss.gradLogprobs[k]![j]!; });
-        return [g];
-      });
-      await model.backward(grads);
+      await model.backward(loss.gradLogprobs.map((g) => [g]));
       const st = await model.step({ lr, beta1: c.adamBeta1, beta2: c.adamBeta2, eps: c.adamEpsilon, weightDecay: c.weightDecay, maxGradNorm: c.maxGradNorm });
       if (st.skipped) { res.skippedUpdates++; o.log?.(`agent update: the engine skipped an update (${st.reason ?? 'non-finite gradient'})`); } else res.updates++;
       if (Number.isFinite(st.gradNorm)) { gnSum += st.gradNorm; gnN++; }

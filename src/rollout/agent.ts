@@ -13,7 +13,7 @@
  * one's stdout and stderr is kept with its attempt. An attempt that exits without posting a reward
  * is failed with its stderr tail (src/gateway: finishAttempt).
  */
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
 import type { VqaSample } from '../data/types.js';
 import type { AttemptRecord, Gateway } from '../gateway/gateway.js';
@@ -53,6 +53,11 @@ export interface AgentRolloutOptions {
   /** Called as each attempt finishes. */
   onAttempt?: (rec: AttemptRecord) => void;
   trajectory?: TrajectoryOptions;
+  /**
+   * Rollout ids are `<prefix>-<index>-<sample id>` (default prefix "ro"); a rollout id must be new on the
+   * gateway, so give each round its own prefix (the trainer uses the step: "s12").
+   */
+  rolloutPrefix?: string;
 }
 
 /** The task's variables of the contract: QUESTION, ANSWER, IMAGE_PATH, ID, TASK_JSON. */
@@ -128,7 +133,7 @@ export function runAgentAttempt(gateway: Gateway, sample: VqaSample, o: AgentOpt
     const finish = (info: Parameters<Gateway['finishAttempt']>[2]) => resolve(gateway.finishAttempt(ep.rolloutId, ep.attemptId, { ...info, stdoutTail: out.text(), stderrTail: err.text() }));
     if (signal?.aborted) return finish({ error: 'cancelled before the agent started' });
     const argv = typeof o.command === 'string' ? ['/bin/sh', '-c', o.command] : [...o.command];
-    let child;
+    let child: ChildProcess;
     try {
       child = spawn(argv[0]!, argv.slice(1), { env, cwd: o.cwd, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
     } catch (e) {
@@ -174,8 +179,8 @@ export async function rolloutAgentGroups(gateway: Gateway, samples: readonly Vqa
   checkAgent(agent);
   expectInteger('G', G, 1, 4096);
   const sem = new Semaphore(agent.concurrency ?? 8);
-  const groups = samples.map((sample) => {
-    const rolloutId = `ro-${sample.id.replace(/[^A-Za-z0-9._~-]/g, '_').slice(0, 60)}-${Math.random().toString(36).slice(2, 8)}`;
+  const groups = samples.map((sample, i) => {
+    const rolloutId = `${options.rolloutPrefix ?? 'ro'}-${i}-${sample.id.replace(/[^A-Za-z0-9._~-]/g, '_').slice(0, 60)}`;
     return { sample, rolloutId, attempts: [] as AttemptRecord[], trajectories: [] as Trajectory[] };
   });
   await Promise.all(groups.flatMap((g) => Array.from({ length: G }, (_, k) => sem.run(async () => {

@@ -85,6 +85,8 @@ export interface ChatHooks {
   anyModel?: boolean;
   /** Rewrite the parsed JSON body before it is checked (may throw ApiError). */
   transformBody?: (body: unknown) => unknown;
+  /** The prompt the engine samples from, given the one the chat template made (ids with image pads, processed images). */
+  rewritePrompt?: (prompt: Prompt) => Prompt;
   /** What the engine produced, before the reply is sent (the prompt as the engine saw it: ids with image pads, processed images). */
   onGeneration?: (r: { id: string; chat: ChatRequest; prompt: Prompt; generation: LocalGeneration }) => void;
 }
@@ -256,7 +258,7 @@ export async function serve(options: ServeOptions): Promise<ServeHandle> {
   }
 
   /** Admitted: decode and patch the images, then sample (joining the decode loop, or taking the engine lock in queue-only mode). */
-  async function generate(chat: ChatRequest, checked: Checked, signal: AbortSignal, onToken?: LocalSampling['onToken'], onPrompt?: (p: Prompt) => void): Promise<LocalGeneration> {
+  async function generate(chat: ChatRequest, checked: Checked, signal: AbortSignal, onToken?: LocalSampling['onToken'], onPrompt?: (p: Prompt) => Prompt): Promise<LocalGeneration> {
     const processed: ImageInput[] = [];
     for (const img of checked.images) {
       try {
@@ -268,9 +270,10 @@ export async function serve(options: ServeOptions): Promise<ServeHandle> {
     // The planned prompt ids hold when each image decoded to its planned grid (the usual case);
     // otherwise build and check the prompt again.
     const same = processed.every((img, i) => img.gridThw.every((v, k) => v === checked.grids[i]![k]));
-    const prompt = same ? { ids: checked.ids, images: processed } : policy.prompt(chat.messages, processed);
+    let prompt = same ? { ids: checked.ids, images: processed } : policy.prompt(chat.messages, processed);
     if (!same) policy.checkLength(prompt, checked.maxTokens);
-    onPrompt?.(prompt);
+    const given = onPrompt?.(prompt);
+    if (given && given !== prompt) { prompt = given; policy.checkLength(prompt, checked.maxTokens); }
     if (signal.aborted) throw signal.reason;
     const call = () => policy.complete(prompt, {
       n: chat.n, temperature: chat.temperature, topP: chat.topP, topK: chat.topK, maxTokens: checked.maxTokens, stop: chat.stop,
@@ -437,7 +440,7 @@ export async function serve(options: ServeOptions): Promise<ServeHandle> {
     let gen: LocalGeneration;
     let prompt: Prompt | undefined;
     try {
-      gen = await queue.submit(clientKey(req, chat), () => generate(chat, checked, gone.signal, live?.onToken, (p) => { prompt = p; }), gone.signal, batching ? chat.n : 1);
+      gen = await queue.submit(clientKey(req, chat), () => generate(chat, checked, gone.signal, live?.onToken, (p) => (prompt = hooks.rewritePrompt?.(p) ?? p)), gone.signal, batching ? chat.n : 1);
     } catch (err) {
       if (gone.signal.aborted) return; // the client left; its rows were cancelled
       if (live?.started) {
