@@ -33,3 +33,4 @@ export * as rollout from './rollout/index.js';
 export { LocalPolicy, OpenAIPolicy, RequestScheduler, rollout as rolloutBatch, evaluatePolicies, showComparison, policyFromSpec } from './rollout/index.js';
 export type { Policy, Completion, SamplingOptions } from './rollout/index.js';
 export { serve } from './serve/index.js';
+export * as gateway from './gateway/index.js';

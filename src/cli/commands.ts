@@ -9,6 +9,7 @@ import { reportCommand } from './report.js';
 import { serveCommand } from './serve.js';
 import { evalPolicyCommand } from './eval-policy.js';
 import { demoCommand } from './demo.js';
+import { trainAgentCommand } from '../gateway/cli.js';
 
 export const commands: Command[] = [
   dataCommand,
@@ -20,4 +21,5 @@ export const commands: Command[] = [
   serveCommand,
   evalPolicyCommand,
   demoCommand,
+  trainAgentCommand,
 ];
