@@ -422,8 +422,9 @@ export class Gateway {
       if (!same) continue;
       const body = choice.finishReason === 'stop' && choice.tokenIds.length > 0 && tok.stopTokenIds.includes(choice.tokenIds[choice.tokenIds.length - 1]!)
         ? choice.tokenIds.subarray(0, choice.tokenIds.length - 1) : choice.tokenIds;
-      // Only an answer whose ids decode to exactly the text sent (no stop string cut from it).
-      if (tok.decode(Array.from(body)) !== choice.text) continue;
+      // Only an answer whose ids decode to exactly the text sent: no stop string cut from it, no
+      // special token in it (an image pad the model sampled would become an image slot).
+      if (tok.decode(Array.from(body), { skipSpecialTokens: false }) !== choice.text) continue;
       const enc = tok.encode(choice.text);
       if (q.length < t.length + enc.length) continue;
       for (let i = 0; i < enc.length && same; i++) same = q[t.length + i] === enc[i];
