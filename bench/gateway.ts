@@ -74,8 +74,10 @@ async function main(): Promise<void> {
     const env = { CALLS: String(CALLS), IMAGE_B64: png.toString('base64') };
     const t0 = performance.now();
     const bad = (mode: string, timeoutMs = 120_000) => runAgentAttempt(gw.gateway, samples[0]!, { command: [process.execPath, agentFile], env: { ...env, MODE: mode }, timeoutMs }, { rolloutId: `bad-${mode}` });
+    let goodSeconds = NaN;
     const [groups, crash, hang, malformed] = await Promise.all([
-      rolloutAgentGroups(gw.gateway, samples, 1, { command: [process.execPath, agentFile], env, concurrency: CONCURRENCY - 3, timeoutMs: 300_000 }, { rolloutPrefix: 'load' }),
+      rolloutAgentGroups(gw.gateway, samples, 1, { command: [process.execPath, agentFile], env, concurrency: CONCURRENCY - 3, timeoutMs: 300_000 }, { rolloutPrefix: 'load' })
+        .then((g) => { goodSeconds = (performance.now() - t0) / 1000; return g; }),
       bad('crash'), bad('hang', 20_000), bad('malformed'),
     ]);
     const seconds = (performance.now() - t0) / 1000;
@@ -90,7 +92,7 @@ async function main(): Promise<void> {
       && malformed.status === 'failed' && /NaN, which is not JSON/.test(malformed.error!) && crash.calls.length === CALLS && malformed.calls.length === CALLS;
     const calls = attempts.reduce((s, a) => s + a.calls.length, 0) + crash.calls.length + hang.calls.length + malformed.calls.length;
     console.log(`agents: ${ATTEMPTS} attempts (${CONCURRENCY} at once, ${CALLS} streamed calls each; one crashing, one hanging, one malformed reward) in ${seconds.toFixed(1)}s`);
-    console.log(`  ${(ATTEMPTS / seconds).toFixed(2)} attempts/s (the hanging one's 20 s timeout included), ${(calls / seconds).toFixed(1)} calls/s; ${attempts.length - failed}/${attempts.length} good attempts succeeded, calls lost: ${lost}; bad ones failed as expected: ${badOk}`);
+    console.log(`  the ${samples.length} good attempts in ${goodSeconds.toFixed(1)}s: ${(samples.length / goodSeconds).toFixed(2)} attempts/s, ${(samples.length * CALLS / goodSeconds).toFixed(1)} calls/s (all ${calls} calls: ${seconds.toFixed(1)}s with the hanging one's 20 s timeout); ${attempts.length - failed}/${attempts.length} good attempts succeeded, calls lost: ${lost}; bad ones failed as expected: ${badOk}`);
     if (!badOk) console.error(`crash: ${crash.error}\nhang: ${hang.error}\nmalformed: ${malformed.error}`);
 
     // ── 2. recording overhead ──
