@@ -5,3 +5,4 @@ export { startGateway, type StartedGateway } from './start.js';
 export { updateOnAgentGroups, maskedGrpoLoss, type AgentUpdateOptions, type AgentUpdateResult, type MaskedRow } from './train.js';
 export { agentGrpoStep, AgentTraining, type AgentStepMetrics, type AgentStepOutput, type TrainAgentOptions } from './loop.js';
 export { runAgentAttempt, rolloutAgentGroups, vqaTaskEnv, type AgentOptions, type AgentGroup, type AgentRolloutOptions } from '../rollout/agent.js';
+export { agentGroupPayload, showAgentGroup, attemptTurns, type AgentGroupViewOptions } from './view.js';

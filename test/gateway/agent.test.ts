@@ -14,6 +14,7 @@ import { fileURLToPath } from 'node:url';
 import { startGateway, type StartedGateway } from '../../src/gateway/start.js';
 import { policyTokens } from '../../src/gateway/trajectory.js';
 import { maskedGrpoLoss } from '../../src/gateway/train.js';
+import { agentGroupPayload } from '../../src/gateway/view.js';
 import { rolloutAgentGroups, runAgentAttempt } from '../../src/rollout/agent.js';
 import { LocalPolicy } from '../../src/rollout/local.js';
 import { makeFixture, type Fixture } from '../rollout/fixtures.js';
@@ -196,6 +197,17 @@ describe('the example TypeScript agent (openai package), unmodified', () => {
     assert.ok(Math.abs(a.gradLogprobs[0]!.reduce((s, g) => s + g, 0) + 1) < 1e-5, 'token-mean over policy tokens only: the gradients sum to −A');
     const scrambled = Float32Array.from(fwd!.logprobs[0]!, (v, i) => (seg.mask[i] ? v : v - 5));
     assert.equal(maskedGrpoLoss(rows, [scrambled], opts).loss, a.loss);
+    // The group view shows each trajectory's turns, its policy tokens and reward.
+    const view = await agentGroupPayload(groups[0]!, { decodeToken: (id) => policy.tokenizer.decode([id], { skipSpecialTokens: false }) });
+    assert.equal(view.completions.length, 2);
+    view.completions.forEach((c, k) => {
+      const att = groups[0]!.attempts[k]!;
+      assert.match(c.text, /^1 ▸ [^]*\n   user: Check your answer [^]*\n2 ▸ [^]*\n   user: Your answers were [^]*\n3 ▸ /);
+      assert.equal(c.reward, att.reward);
+      assert.equal(c.length, policyTokens(groups[0]!.trajectories[k]!.segments[0]!).length);
+      assert.equal(c.tokens!.length, c.length);
+      assert.match(c.finishReason!, /^succeeded, 3 turns$/);
+    });
   });
 
   test('streamed calls give the same records', async () => {
