@@ -6,3 +6,4 @@ export { updateOnAgentGroups, maskedGrpoLoss, type AgentUpdateOptions, type Agen
 export { agentGrpoStep, AgentTraining, type AgentStepMetrics, type AgentStepOutput, type TrainAgentOptions } from './loop.js';
 export { runAgentAttempt, rolloutAgentGroups, vqaTaskEnv, type AgentOptions, type AgentGroup, type AgentRolloutOptions } from '../rollout/agent.js';
 export { agentGroupPayload, showAgentGroup, attemptTurns, type AgentGroupViewOptions } from './view.js';
+export { agentTrainerStep, type AgentTrainerStepInputs } from './trainer-step.js';
