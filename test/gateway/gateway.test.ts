@@ -149,6 +149,41 @@ describe('per-attempt base URLs', () => {
   });
 });
 
+describe('an answer sent back verbatim continues from its sampled ids', () => {
+  /** An attempt holding one recorded call whose first choice has `ids` (text: their decoding). */
+  async function attemptAnswered(ids: number[]) {
+    const ep = gw.gateway.openAttempt();
+    const client = new OpenAI({ baseURL: ep.baseUrl, apiKey: ep.key, maxRetries: 0 });
+    await client.chat.completions.create({ model: 'auto', messages: userTurn(), max_tokens: 1, temperature: 0 });
+    const call = ep.record.calls[0]!;
+    const tok = policy.tokenizer;
+    // As if the model had sampled `ids` then <|im_end|> (the record is the gateway's own; only the choice is replaced).
+    call.choices[0] = { text: tok.decode(ids), tokenIds: Int32Array.from([...ids, tok.special.imEnd]), logprobs: new Float32Array(ids.length + 1).fill(-1), finishReason: 'stop' };
+    const messages: OpenAI.Chat.ChatCompletionMessageParam[] = [...userTurn(), { role: 'assistant', content: call.choices[0].text }, { role: 'user', content: 'sure?' }];
+    await client.chat.completions.create({ model: 'auto', messages, max_tokens: 2, temperature: 0 });
+    return { call, next: ep.record.calls[1]! };
+  }
+
+  test('ids the text re-encodes differently are put back ("re" + "d" stays two tokens, not "red")', async () => {
+    const tok = policy.tokenizer;
+    const split = [...tok.encode('re'), ...tok.encode('d')];
+    assert.deepEqual(tok.encode('red').length, 1, 'the tokenizer merges "red"');
+    const { call, next } = await attemptAnswered(split);
+    const base = call.prompt.ids.length;
+    assert.deepEqual(Array.from(next.prompt.ids.slice(0, base)), Array.from(call.prompt.ids));
+    assert.deepEqual(Array.from(next.prompt.ids.slice(base, base + 3)), [...split, tok.special.imEnd], 'the sampled ids, then the template\'s end of turn');
+    assert.deepEqual(Array.from(next.templateIds.slice(base, base + 2)), [...tok.encode('red'), tok.special.imEnd], 'the template alone re-encodes the text');
+    assert.equal(next.prompt.ids.length, next.templateIds.length + 1);
+  });
+
+  test('an answer holding a special token (a sampled image pad) is not put back: the template\'s ids are used', async () => {
+    const tok = policy.tokenizer;
+    const { next } = await attemptAnswered([...tok.encode('red'), tok.special.imagePad]);
+    assert.deepEqual(Array.from(next.prompt.ids), Array.from(next.templateIds));
+    assert.equal(Array.from(next.prompt.ids).filter((t) => t === tok.special.imagePad).length, (next.prompt.images[0]!.gridThw.reduce((a, b) => a * b, 1)) / 4);
+  });
+});
+
 describe('hostile input: clear errors, the gateway keeps serving', () => {
   test('a NaN, a string or a missing reward', async () => {
     const ep = gw.gateway.openAttempt();
