@@ -144,7 +144,29 @@ export interface GatewayOptions {
    * then sees its own tokens, and the attempt's calls form one sequence. Default true.
    */
   reuseSampledIds?: boolean;
+  /**
+   * Enables the admin routes for a runner in another process (another machine): with
+   * `Authorization: Bearer <adminKey>`, POST /rollouts/{r}/attempts/{a} opens an attempt (its
+   * URLs and key come back), POST …/finish closes it (exit code, stderr tail), GET …/ returns its
+   * record as JSON (token ids, log-probs, image grids, weight versions, events). Default: none.
+   */
+  adminKey?: string;
   log?: (line: string) => void;
+}
+
+/** An attempt's record as JSON (the admin route's reply): ids and log-probs as arrays, images as their grids. */
+export function attemptToJson(rec: AttemptRecord): Record<string, unknown> {
+  return {
+    rollout_id: rec.rolloutId, attempt_id: rec.attemptId, status: rec.status, reward: rec.reward ?? null, error: rec.error ?? null,
+    exit_code: rec.exitCode ?? null, timed_out: rec.timedOut ?? false, stdout_tail: rec.stdoutTail ?? null, stderr_tail: rec.stderrTail ?? null,
+    started_at: rec.startedAt / 1000, ended_at: rec.endedAt === undefined ? null : rec.endedAt / 1000,
+    events: rec.events.map((e) => ({ event_id: e.eventId, event_type: e.eventType, data: e.data, timestamp: e.timestamp / 1000 })),
+    calls: rec.calls.map((c) => ({
+      index: c.index, id: c.id, weight_version: c.weightVersion, messages: c.messages, sampling: c.sampling,
+      prompt_ids: Array.from(c.prompt.ids), template_ids: Array.from(c.templateIds), images: c.prompt.images.map((im) => ({ grid_thw: im.gridThw })),
+      choices: c.choices.map((ch) => ({ text: ch.text, token_ids: Array.from(ch.tokenIds), logprobs: Array.from(ch.logprobs), finish_reason: ch.finishReason })),
+    })),
+  };
 }
 
 /** FNV-1a over a string, as a seed below 2^47. */
@@ -355,6 +377,7 @@ export class Gateway {
       throw new ApiError(404, `no route ${method} ${url}: the rollout or attempt id is not valid percent-encoding`, 'not_found_error', null, 'unknown_url');
     }
     const rest = m[3] ?? '';
+    if (this.options.adminKey !== undefined && keyOk(req, this.options.adminKey) === 'ok') return this.admin(req, res, method, url, rolloutId, attemptId, rest);
     const rec = this.attemptsById.get(Gateway.keyOf(rolloutId, attemptId));
     if (!rec) {
       throw new ApiError(404, `unknown attempt ${JSON.stringify(attemptId)} of rollout ${JSON.stringify(rolloutId)}: it was never opened on this gateway, or it was released`,
@@ -386,6 +409,47 @@ export class Gateway {
     }
     throw new ApiError(404, `no route ${method} ${url}; this attempt answers ${url.slice(0, url.length - rest.length)}/v1/chat/completions, /v1/models and /events`,
       'not_found_error', null, 'unknown_url');
+  }
+
+  private async admin(req: IncomingMessage, res: ServerResponse, method: string, url: string, rolloutId: string, attemptId: string, rest: string): Promise<void> {
+    const body = async (): Promise<Record<string, unknown>> => {
+      const raw = (await readLimited(req, this.maxEventBytes)).toString('utf8');
+      if (raw.trim() === '') return {};
+      let v: unknown;
+      try { v = JSON.parse(raw); } catch (err) { throw badRequest(`the body is not valid JSON: ${(err as Error).message}`, null, 'invalid_json'); }
+      if (typeof v !== 'object' || v === null || Array.isArray(v)) throw badRequest(`the body must be a JSON object; got ${typeName(v)}`, null, 'invalid_body');
+      return v as Record<string, unknown>;
+    };
+    const rec = () => {
+      const r = this.attemptsById.get(Gateway.keyOf(rolloutId, attemptId));
+      if (!r) throw new ApiError(404, `unknown attempt ${JSON.stringify(attemptId)} of rollout ${JSON.stringify(rolloutId)}`, 'not_found_error', null, 'attempt_not_found');
+      return r;
+    };
+    if (rest === '' && method === 'POST') {
+      const b = await body();
+      if (this.attemptsById.has(Gateway.keyOf(rolloutId, attemptId))) {
+        throw new ApiError(409, `attempt ${attemptId} of rollout ${rolloutId} already exists`, 'invalid_request_error', null, 'attempt_exists');
+      }
+      let ep: AttemptEndpoint;
+      try {
+        ep = this.openAttempt({ rolloutId, attemptId, task: b.task });
+      } catch (err) {
+        throw badRequest((err as Error).message, null, 'invalid_value');
+      }
+      return sendJson(res, 201, { rollout_id: ep.rolloutId, attempt_id: ep.attemptId, base_url: ep.baseUrl, event_url: ep.eventUrl, key: ep.key });
+    }
+    if (rest === '' && method === 'GET') return sendJson(res, 200, attemptToJson(rec()));
+    if (rest === '/finish' && method === 'POST') {
+      const b = await body();
+      const r = rec();
+      const str = (k: string) => (typeof b[k] === 'string' ? (b[k] as string) : undefined);
+      const done = this.finishAttempt(r.rolloutId, r.attemptId, {
+        exitCode: typeof b.exit_code === 'number' ? b.exit_code : null, signal: str('signal') ?? null, timedOut: b.timed_out === true,
+        error: str('error'), stdoutTail: str('stdout_tail'), stderrTail: str('stderr_tail'),
+      });
+      return sendJson(res, 200, attemptToJson(done));
+    }
+    throw new ApiError(404, `no admin route ${method} ${url}; use POST or GET /rollouts/{r}/attempts/{a}, POST …/finish`, 'not_found_error', null, 'unknown_url');
   }
 
   /** The serve hooks of one request of an attempt: any model name, tool results as observations, sampled ids put back, record the generation. */
