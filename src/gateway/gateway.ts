@@ -456,8 +456,7 @@ export class Gateway {
   private hooks(rec: AttemptRecord): ChatHooks {
     let templateIds: Int32Array | undefined;
     return {
-      anyModel: true,
-      transformBody: (body) => this.withSeed(rec, this.toolMessages(body)),
+      transformBody: (raw) => this.rewriteBody(rec, raw),
       rewritePrompt: (prompt) => {
         templateIds = prompt.ids;
         return this.options.reuseSampledIds === false ? prompt : this.sampledIdsBack(rec, prompt);
@@ -500,6 +499,22 @@ export class Gateway {
       return { ids, images: prompt.images };
     }
     return prompt;
+  }
+
+  /**
+   * The request as the server checks it: JSON (else a clear 400), any `model` name taken as the
+   * served model (agents send "auto" or their own), tool results as observations, a seed when asked.
+   */
+  private rewriteBody(rec: AttemptRecord, raw: Buffer): Buffer {
+    let body: unknown;
+    try {
+      body = JSON.parse(raw.toString('utf8'));
+    } catch (err) {
+      throw badRequest(`the request body is not valid JSON: ${(err as Error).message}`, null, 'invalid_json');
+    }
+    if (typeof body !== 'object' || body === null || Array.isArray(body)) return raw; // the server names the problem
+    const b = this.withSeed(rec, this.toolMessages(body)) as Record<string, unknown>;
+    return Buffer.from(JSON.stringify(typeof b.model === 'string' && b.model !== '' ? { ...b, model: this.modelName } : b), 'utf8');
   }
 
   /**

@@ -81,10 +81,8 @@ export interface ServeRouteApi {
 }
 
 export interface ChatHooks {
-  /** Accept any `model` name (agents send "auto" or their own). */
-  anyModel?: boolean;
-  /** Rewrite the parsed JSON body before it is checked (may throw ApiError). */
-  transformBody?: (body: unknown) => unknown;
+  /** Rewrite the request body before it is parsed and checked (may throw ApiError). */
+  transformBody?: (raw: Buffer) => Buffer;
   /** The prompt the engine samples from, given the one the chat template made (ids with image pads, processed images). */
   rewritePrompt?: (prompt: Prompt) => Prompt;
   /** What the engine produced, before the reply is sent (the prompt as the engine saw it: ids with image pads, processed images). */
@@ -418,16 +416,16 @@ export async function serve(options: ServeOptions): Promise<ServeHandle> {
   }
 
   async function chatCompletions(req: IncomingMessage, res: ServerResponse, hooks: ChatHooks = {}): Promise<void> {
-    const raw = await readBody(req, maxBodyBytes);
+    let raw = await readBody(req, maxBodyBytes);
+    if (hooks.transformBody) raw = hooks.transformBody(raw);
     let body: unknown;
     try {
       body = JSON.parse(raw.toString('utf8'));
     } catch (err) {
       throw badRequest(`the request body is not valid JSON: ${(err as Error).message}`, null, 'invalid_json');
     }
-    if (hooks.transformBody) body = hooks.transformBody(body);
     const chat = parseChatRequest(body, limits);
-    if (!hooks.anyModel && chat.model !== modelName) {
+    if (chat.model !== modelName) {
       throw new ApiError(404, `The model \`${chat.model}\` does not exist; this server serves "${modelName}" (GET /v1/models)`, 'not_found_error', 'model', 'model_not_found');
     }
     const checked = await check(chat);
