@@ -58,6 +58,7 @@ export async function agentGrpoStep(ctx: { model: EngineModel; gateway: Gateway;
   gateway.weightVersion = step;
   const groups = await rolloutAgentGroups(gateway, ctx.samples, c.numGenerations, ctx.agent, { rolloutPrefix: `s${step}`, signal: ctx.signal });
   const t1 = performance.now();
+  if (ctx.signal?.aborted) throw ctx.signal.reason ?? new Error('aborted');
   const lr = learningRateAt(step, { learningRate: c.learningRate, warmupSteps: c.warmupSteps, totalSteps: c.totalSteps, schedule: c.lrSchedule, minLrRatio: c.minLrRatio });
   const update = await updateOnAgentGroups(model, groups, c, { lr, expectedVersion: step, log: ctx.log });
   gateway.weightVersion = step + 1;
