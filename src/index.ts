@@ -40,3 +40,4 @@ export { OnnxPolicy, OnnxModel } from './rollout/onnx.js';
 export { exportOnnx } from './export/index.js';
 export type { ExportOptions, ExportResult, ExportDtype } from './export/index.js';
 export { serve } from './serve/index.js';
+export * as gateway from './gateway/index.js';

@@ -12,6 +12,7 @@ import { demoCommand } from './demo.js';
 import { modelCommand } from './model.js';
 import { trainCommand } from './train.js';
 import { exportCommand } from './export.js';
+import { trainAgentCommand } from '../gateway/cli.js';
 
 export const commands: Command[] = [
   dataCommand,
@@ -26,4 +27,5 @@ export const commands: Command[] = [
   trainCommand,
   modelCommand,
   exportCommand,
+  trainAgentCommand,
 ];

@@ -5,6 +5,7 @@ import { parseArgs } from 'node:util';
 import { DEFAULT_MODEL_DIR } from '../model/default.js';
 import { LocalPolicy } from '../rollout/local.js';
 import { serve } from '../serve/server.js';
+import { Gateway } from '../gateway/gateway.js';
 import { UsageError, type Command } from './command.js';
 
 const usage = `Usage: vqalab serve [--model DIR] [options]
@@ -50,6 +51,10 @@ Batching:
   --max-batch-rows N       most rows (the sum of n) decoding together; further requests wait (default 64)
   --no-batching            queue-only mode: one request on the engine at a time (for comparison)
 
+Training gateway (docs/agents.md):
+  --gateway-key-env VAR    mount per-attempt URLs /rollouts/{r}/attempts/{a}/v1 and /events; a runner
+                           opens attempts with "Authorization: Bearer $VAR" (POST /rollouts/{r}/attempts/{a})
+
 Output:
   --quiet                  no access log (default: one line per request on stderr)
   -h, --help               show this help
@@ -87,6 +92,7 @@ export const serveCommand: Command = {
           'max-prompt-chars': { type: 'string' }, 'max-stops': { type: 'string' }, 'max-stop-chars': { type: 'string' }, workers: { type: 'string' },
           'default-max-tokens': { type: 'string' }, quiet: { type: 'boolean', default: false },
           'max-batch-rows': { type: 'string' }, 'no-batching': { type: 'boolean', default: false },
+          'gateway-key-env': { type: 'string' },
         },
         strict: true,
         allowPositionals: false,
@@ -119,6 +125,10 @@ export const serveCommand: Command = {
     } catch (err) {
       throw new UsageError(`cannot load --model ${dir}: ${(err as Error).message}`, 1);
     }
+    // The training gateway (docs/agents.md): per-attempt URLs, opened by a runner with the admin key.
+    const gatewayKey = values['gateway-key-env'] === undefined ? undefined : process.env[values['gateway-key-env']];
+    if (values['gateway-key-env'] !== undefined && !gatewayKey) throw new UsageError(`--gateway-key-env ${values['gateway-key-env']}: that environment variable is empty or not set`);
+    const gateway = gatewayKey ? new Gateway({ adminKey: gatewayKey }) : undefined;
     const mb = (name: 'max-body-mb' | 'max-image-mb') => { const v = positiveNumber(name, values[name]); return v === undefined ? undefined : Math.floor(v * 1024 * 1024); };
     const handle = await serve({
       policy, modelName: values.name ?? 'vqalab', host: values.host, port, apiKey, allowedMediaRoot: root ? path.resolve(root) : undefined,
@@ -129,7 +139,7 @@ export const serveCommand: Command = {
       maxStopChars: integer('max-stop-chars', values['max-stop-chars']), workers: integer('workers', values.workers, 0),
       batching: !values['no-batching'], maxBatchRows: integer('max-batch-rows', values['max-batch-rows']),
       log: values.quiet ? undefined : (line) => process.stderr.write(`vqalab serve: ${line}\n`),
-      disposeOnClose: true,
+      disposeOnClose: true, ...(gateway ? { routes: gateway.routes } : {}),
     }).catch((err: NodeJS.ErrnoException) => {
       policy.dispose();
       throw new UsageError(`cannot listen on ${values.host}:${port}: ${err.code ?? err.message}`, 1);
@@ -137,6 +147,8 @@ export const serveCommand: Command = {
     process.stdout.write(`vqalab serve: model "${handle.modelName}" (${values.model ?? 'embedded tiny model'}, context ${policy.maxSequenceLength} tokens)\n`);
     process.stdout.write(`vqalab serve: ${values['no-batching'] ? 'queue-only mode (one request on the engine at a time)'
       : `continuous batching (at most ${integer('max-batch-rows', values['max-batch-rows']) ?? 64} rows decoding together)`}\n`);
+    gateway?.attach(handle, policy);
+    if (gateway) process.stdout.write(`vqalab serve: training gateway on ${handle.url.replace(/\/v1$/, '')}/rollouts/{rollout}/attempts/{attempt}/ (docs/agents.md)\n`);
     process.stdout.write(`listening on ${handle.url}\n`);
     await new Promise<void>((resolve) => {
       const stop = (sig: string) => {

@@ -23,7 +23,7 @@
 import { randomBytes, timingSafeEqual } from 'node:crypto';
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
-import type { ImageInput, SampleStats } from '../engine/types.js';
+import type { ImageInput, Prompt, SampleStats } from '../engine/types.js';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { ContextLengthError, processorOptionsFrom, tokenBytes, type LocalChoice, type LocalGeneration, type LocalPolicy, type LocalSampling } from '../rollout/local.js';
@@ -86,6 +86,25 @@ export interface ServeOptions {
   log?: (line: string) => void;
   /** Dispose the policy's model when the server closes (default false). */
   disposeOnClose?: boolean;
+  /**
+   * More routes on this server (src/gateway mounts its per-attempt URLs here): called for each
+   * request before the server's own routes, with no API key check; resolves true when it answered.
+   */
+  routes?: (req: IncomingMessage, res: ServerResponse, url: string, api: ServeRouteApi) => boolean | Promise<boolean>;
+}
+
+/** What a mounted route may use: the server's chat completions, with hooks. */
+export interface ServeRouteApi {
+  chatCompletions(req: IncomingMessage, res: ServerResponse, hooks?: ChatHooks): Promise<void>;
+}
+
+export interface ChatHooks {
+  /** Rewrite the request body before it is parsed and checked (may throw ApiError). */
+  transformBody?: (raw: Buffer) => Buffer;
+  /** The prompt the engine samples from, given the one the chat template made (ids with image pads, processed images). */
+  rewritePrompt?: (prompt: Prompt) => Prompt;
+  /** What the engine produced, before the reply is sent (the prompt as the engine saw it: ids with image pads, processed images). */
+  onGeneration?: (r: { id: string; chat: ChatRequest; prompt: Prompt; generation: LocalGeneration }) => void;
 }
 
 export interface ServeStats {
@@ -260,7 +279,7 @@ export async function serve(options: ServeOptions): Promise<ServeHandle> {
   }
 
   /** Admitted: decode and patch the images, then sample (joining the decode loop, or taking the engine lock in queue-only mode). */
-  async function generate(chat: ChatRequest, checked: Checked, signal: AbortSignal, onToken?: LocalSampling['onToken']): Promise<LocalGeneration> {
+  async function generate(chat: ChatRequest, checked: Checked, signal: AbortSignal, onToken?: LocalSampling['onToken'], onPrompt?: (p: Prompt) => Prompt): Promise<LocalGeneration> {
     const processed: ImageInput[] = [];
     for (const img of checked.images) {
       try {
@@ -272,8 +291,10 @@ export async function serve(options: ServeOptions): Promise<ServeHandle> {
     // The planned prompt ids hold when each image decoded to its planned grid (the usual case);
     // otherwise build and check the prompt again.
     const same = processed.every((img, i) => img.gridThw.every((v, k) => v === checked.grids[i]![k]));
-    const prompt = same ? { ids: checked.ids, images: processed } : policy.prompt(chat.messages, processed);
+    let prompt = same ? { ids: checked.ids, images: processed } : policy.prompt(chat.messages, processed);
     if (!same) policy.checkLength(prompt, checked.maxTokens);
+    const given = onPrompt?.(prompt);
+    if (given && given !== prompt) { prompt = given; policy.checkLength(prompt, checked.maxTokens); }
     if (signal.aborted) throw signal.reason;
     const call = () => policy.complete(prompt, {
       n: chat.n, temperature: chat.temperature, topP: chat.topP, topK: chat.topK, maxTokens: checked.maxTokens, stop: chat.stop,
@@ -419,8 +440,9 @@ export async function serve(options: ServeOptions): Promise<ServeHandle> {
     if (!res.destroyed) res.end('data: [DONE]\n\n');
   }
 
-  async function chatCompletions(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const raw = await readBody(req, maxBodyBytes);
+  async function chatCompletions(req: IncomingMessage, res: ServerResponse, hooks: ChatHooks = {}): Promise<void> {
+    let raw = await readBody(req, maxBodyBytes);
+    if (hooks.transformBody) raw = hooks.transformBody(raw);
     // Every budget is checked before the work it bounds (src/serve/prepare.ts); a large body is
     // parsed and tokenised in a worker thread.
     const checked = offload && raw.length > INLINE_BODY_BYTES ? await offload.prepare(raw) : await prepareRequest(raw, limits, builder);
@@ -432,8 +454,9 @@ export async function serve(options: ServeOptions): Promise<ServeHandle> {
     // top_logprobs come from a forward pass over the finished completion: such streams are sent whole.
     const live = chat.stream && chat.topLogprobs === 0 ? liveStream(res, chat, id) : null;
     let gen: LocalGeneration;
+    let prompt: Prompt | undefined;
     try {
-      gen = await queue.submit(clientKey(req, chat), () => generate(chat, checked, gone.signal, live?.onToken), gone.signal, batching ? chat.n : 1);
+      gen = await queue.submit(clientKey(req, chat), () => generate(chat, checked, gone.signal, live?.onToken, (p) => (prompt = hooks.rewritePrompt?.(p) ?? p)), gone.signal, batching ? chat.n : 1);
     } catch (err) {
       if (gone.signal.aborted) return; // the client left; its rows were cancelled
       if (live?.started) {
@@ -452,6 +475,7 @@ export async function serve(options: ServeOptions): Promise<ServeHandle> {
     if (res.destroyed) return;
     counters.promptTokens += gen.promptTokens;
     counters.completionTokens += gen.choices.reduce((a, c) => a + c.tokenIds.length, 0);
+    if (prompt) hooks.onGeneration?.({ id, chat, prompt, generation: gen });
     if (live) live.finish(gen);
     else if (chat.stream) replyStream(res, chat, id, gen);
     else replyJson(res, chat, id, gen);
@@ -463,6 +487,7 @@ export async function serve(options: ServeOptions): Promise<ServeHandle> {
     const allow = (methods: string) => {
       if (!methods.split(', ').includes(method)) throw new ApiError(405, `${method} is not allowed on ${url}; use ${methods}`, 'invalid_request_error', null, 'method_not_allowed', { allow: methods });
     };
+    if (options.routes && await options.routes(req, res, url, { chatCompletions })) return;
     if (url === '/health') {
       allow('GET');
       return sendJson(res, 200, { status: closing ? 'closing' : 'ok', model: modelName, batching, queue: queue.stats(), engine: engineStats() });

@@ -1,0 +1,172 @@
+/**
+ * `vqalab train-agent --agent "CMD"` (and `vqalab train --agent "CMD"`, which hands over to
+ * `runTrainAgent`): GRPO of the model behind the gateway, on what an agent command did with it.
+ */
+import { mkdirSync, writeFileSync, appendFileSync } from 'node:fs';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { VqaDataset } from '../data/dataset.js';
+import { synthSamples } from '../data/synth.js';
+import type { VqaSample } from '../data/types.js';
+import type { Device } from '../engine/types.js';
+import { loadModel } from '../engine/index.js';
+import { Trainer } from '../grpo/trainer.js';
+import { DEFAULT_MODEL_DIR } from '../model/default.js';
+import { vqaAccuracy } from '../reward/basic.js';
+import { processorOptionsFrom, resolveModelFolder } from '../rollout/local.js';
+import { VlmTokenizer } from '../text/tokenizer.js';
+import { Qwen2VLImageProcessor } from '../vision/qwen2vl.js';
+import { UsageError, type Command } from '../cli/command.js';
+import { AgentTraining } from './loop.js';
+
+const usage = `Usage: vqalab train-agent --agent "CMD" [options]
+
+Trains the model behind a training gateway on what an agent did with it (GRPO, Agent Lightning's
+runner contract). The agent command runs once per attempt (G attempts per task) with
+AGL_OPENAI_BASE_URL, AGL_EVENT_URL, AGL_KEY, QUESTION, ANSWER, IMAGE_PATH, ID and TASK_JSON in its
+environment; every chat completion it makes is recorded token-exactly, and the reward it posts
+to AGL_EVENT_URL is what GRPO learns from. Multi-turn attempts are one trajectory each, the tokens
+the model did not sample masked out. See docs/agents.md.
+
+Agent:
+  --agent CMD          the agent's command line (run by /bin/sh -c), required
+  --env K=V            an extra variable for the agent (repeatable)
+  --concurrency N      agents running at once (default 8)
+  --timeout-ms N       per attempt; the agent is then stopped and the attempt failed (default 120000)
+
+Data and model:
+  --data FILE          a Parquet dataset (id, image_path, question, answer); default: synthetic
+                       shapes written to OUT/synth (--synth-images, 1 shape, colour and shape questions)
+  --synth-images N     synthetic images (2 questions each; default 200)
+  --model DIR          a Qwen2-VL folder (default: the embedded tiny model)
+  --device D           cpu (default), cuda or cuda:N
+  --threads N          engine CPU threads
+  --sft-steps N        supervised warm start on the answers first (default 0; the tiny model needs ~25)
+
+GRPO:
+  --steps N            GRPO steps (default 20)
+  --prompts N          tasks per step (default 4)
+  --group G            attempts per task (default 4)
+  --lr X               learning rate (default 5e-4)
+  --seed N             seed of the data order and of the calls' sampling (default 0)
+
+Output:
+  --out DIR            metrics.jsonl and the final model (default out/train-agent)
+  --quiet              no per-step lines
+  -h, --help           show this help
+
+Ends with one JSON line: {"steps", "rewardFirst", "rewardLast", "failedAttempts", "seconds"}.
+`;
+
+function int(name: string, v: string | undefined, def: number, min = 0): number {
+  if (v === undefined) return def;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < min) throw new UsageError(`--${name} must be an integer >= ${min}; got "${v}"`);
+  return n;
+}
+
+async function synthSet(dir: string, images: number, seed: number): Promise<VqaSample[]> {
+  mkdirSync(dir, { recursive: true });
+  const out: VqaSample[] = [];
+  let current = '';
+  for await (const { sample, png } of synthSamples({ images, questionsPerImage: 2, seed, difficulty: 'easy', shapeCount: [1, 1], shapeSize: [0.16, 0.22], families: ['color', 'shape'] })) {
+    if (png) {
+      current = path.resolve(dir, `${sample.id.replace(/[^A-Za-z0-9._-]/g, '_')}.png`);
+      writeFileSync(current, png);
+    }
+    out.push({ ...sample, imagePath: current });
+  }
+  return out;
+}
+
+export async function runTrainAgent(argv: string[], io: { out: (l: string) => void; err: (l: string) => void } = { out: (l) => process.stdout.write(`${l}\n`), err: (l) => process.stderr.write(`${l}\n`) }): Promise<number> {
+  let v: Record<string, string | string[] | boolean | undefined>;
+  try {
+    v = parseArgs({
+      args: argv,
+      options: {
+        agent: { type: 'string' }, env: { type: 'string', multiple: true }, concurrency: { type: 'string' }, 'timeout-ms': { type: 'string' },
+        data: { type: 'string' }, 'synth-images': { type: 'string' }, model: { type: 'string' }, device: { type: 'string' }, threads: { type: 'string' },
+        'sft-steps': { type: 'string' }, steps: { type: 'string' }, prompts: { type: 'string' }, group: { type: 'string' }, lr: { type: 'string' },
+        seed: { type: 'string' }, out: { type: 'string' }, quiet: { type: 'boolean' },
+      },
+      allowPositionals: false,
+    }).values;
+  } catch (err) {
+    throw new UsageError(`${(err as Error).message}; run "vqalab train-agent --help"`);
+  }
+  const command = v.agent as string | undefined;
+  if (!command || !command.trim()) throw new UsageError('--agent "CMD" is required: the command that runs the agent once per attempt');
+  const env: Record<string, string> = {};
+  for (const kv of (v.env as string[] | undefined) ?? []) {
+    const at = kv.indexOf('=');
+    if (at <= 0) throw new UsageError(`--env must be KEY=VALUE; got "${kv}"`);
+    env[kv.slice(0, at)] = kv.slice(at + 1);
+  }
+  const lr = v.lr === undefined ? 5e-4 : Number(v.lr);
+  if (!Number.isFinite(lr) || lr <= 0) throw new UsageError(`--lr must be a positive number; got "${String(v.lr)}"`);
+  const device = (v.device as string | undefined) ?? 'cpu';
+  if (!/^(cpu|cuda(:\d+)?)$/.test(device)) throw new UsageError(`--device must be cpu, cuda or cuda:N; got "${device}"`);
+  const seed = int('seed', v.seed as string | undefined, 0);
+  const out = path.resolve((v.out as string | undefined) ?? path.join('out', 'train-agent'));
+  mkdirSync(out, { recursive: true });
+  const quiet = v.quiet === true;
+  const t0 = performance.now();
+
+  const train = v.data ? [...await VqaDataset.fromParquet(v.data as string)] : await synthSet(path.join(out, 'synth'), int('synth-images', v['synth-images'] as string | undefined, 200, 1), seed + 1);
+  const dir = resolveModelFolder((v.model as string | undefined) ?? DEFAULT_MODEL_DIR);
+  const threads = v.threads === undefined ? undefined : int('threads', v.threads as string, 1, 1);
+  const model = await loadModel(dir.modelDir, { device: device as Device, ...(threads ? { threads } : {}), ...(dir.lora ? { lora: dir.lora, adapter: dir.adapterDir } : {}) });
+  try {
+    const tokenizer = VlmTokenizer.load(dir.tokenizerDir);
+    const sftSteps = int('sft-steps', v['sft-steps'] as string | undefined, 0);
+    if (sftSteps > 0) {
+      const proc = new Qwen2VLImageProcessor(processorOptionsFrom(dir.tokenizerDir));
+      const trainer = new Trainer({
+        model, tokenizer, train, rewards: [vqaAccuracy()], recordFacts: false,
+        loadImages: async (s) => Promise.all((s.imagePaths ?? [s.imagePath]).map(async (p) => { const r = await proc.process(p); return { pixels: r.pixels, gridThw: r.gridThw }; })),
+      });
+      const m = await trainer.sft({ steps: sftSteps, batchSize: 16, learningRate: 2e-3, warmupSteps: Math.min(5, sftSteps) });
+      if (!quiet) io.err(`SFT warm start: ${m.length} steps, cross-entropy ${m[0]?.loss.toFixed(3)} → ${m.at(-1)?.loss.toFixed(3)}`);
+    }
+    const training = await AgentTraining.start({
+      model, tokenizer, train,
+      agent: { command, env, concurrency: int('concurrency', v.concurrency as string | undefined, 8, 1), timeoutMs: int('timeout-ms', v['timeout-ms'] as string | undefined, 120_000, 1) },
+      config: { promptsPerStep: int('prompts', v.prompts as string | undefined, 4, 1), numGenerations: int('group', v.group as string | undefined, 4, 2), learningRate: lr, epsilonHigh: 0.28, seed },
+      log: quiet ? undefined : io.err,
+    });
+    const metricsFile = path.join(out, 'metrics.jsonl');
+    writeFileSync(metricsFile, '');
+    let steps;
+    try {
+      steps = await training.run(int('steps', v.steps as string | undefined, 20, 1), (o) => {
+        const m = o.metrics;
+        appendFileSync(metricsFile, `${JSON.stringify({ ...m, update: { ...m.update } })}\n`);
+        if (!quiet) {
+          io.err(`step ${m.step}: reward ${m.rewardMean.toFixed(3)}, ${m.attempts - m.failedAttempts}/${m.attempts} attempts succeeded, ${m.turnsMean.toFixed(2)} turns, `
+            + `${m.update.policyTokens} policy / ${m.update.maskedTokens} masked tokens, loss ${m.update.loss.toFixed(4)} (${(m.rolloutSeconds + m.trainSeconds).toFixed(1)}s)`);
+        }
+      });
+    } finally {
+      await training.close();
+    }
+    await model.save(path.join(out, 'model'));
+    const k = Math.max(1, Math.floor(steps.length / 4));
+    const avg = (xs: number[]) => xs.filter(Number.isFinite).reduce((s, x, _i, a) => s + x / a.length, 0);
+    const result = {
+      steps: steps.length, rewardFirst: avg(steps.slice(0, k).map((m) => m.rewardMean)), rewardLast: avg(steps.slice(-k).map((m) => m.rewardMean)),
+      failedAttempts: steps.reduce((s, m) => s + m.failedAttempts, 0), seconds: Math.round((performance.now() - t0) / 100) / 10,
+    };
+    io.out(JSON.stringify(result));
+    return steps.every((m) => m.failedAttempts === m.attempts) ? 1 : 0;
+  } finally {
+    model.dispose();
+  }
+}
+
+export const trainAgentCommand: Command = {
+  name: 'train-agent',
+  summary: 'GRPO of the served model on what an agent command does with it (Agent Lightning contract)',
+  usage,
+  run: (argv) => runTrainAgent(argv),
+};

@@ -1,0 +1,57 @@
+/**
+ * `Trainer({ agent })`: one GRPO step of agent rollouts for the Trainer, as the trainer's own
+ * StepMetrics. The trainer draws the samples (its data cursor) and counts the step; this starts a
+ * gateway over the trainer's model for the step (loopback, any free port; the server holds no
+ * state between steps), runs the agents, trains on their trajectories and closes the gateway.
+ */
+import type { VqaSample } from '../data/types.js';
+import type { EngineModel } from '../engine/types.js';
+import type { GrpoConfig } from '../grpo/config.js';
+import { meanStd, residentMiB, type StepMetrics } from '../grpo/metrics.js';
+import type { AgentGroup, AgentOptions } from '../rollout/agent.js';
+import { LocalPolicy } from '../rollout/local.js';
+import type { VlmTokenizer } from '../text/tokenizer.js';
+import { agentGrpoStep } from './loop.js';
+import { startGateway } from './start.js';
+
+export interface AgentTrainerStepInputs {
+  model: EngineModel;
+  tokenizer: VlmTokenizer;
+  config: Readonly<GrpoConfig>;
+  agent: AgentOptions;
+  samples: readonly VqaSample[];
+  step: number;
+  signal?: AbortSignal;
+  log?: (line: string) => void;
+}
+
+/** Run one agent step; the metrics in the trainer's shape (`extra` holds the agent-specific ones). */
+export async function agentTrainerStep(o: AgentTrainerStepInputs): Promise<{ metrics: StepMetrics; groups: AgentGroup[] }> {
+  const t0 = performance.now();
+  const gw = await startGateway(new LocalPolicy({ model: o.model, tokenizer: o.tokenizer }), { gateway: { seed: o.config.seed } });
+  let out;
+  try {
+    out = await agentGrpoStep({ model: o.model, gateway: gw.gateway, agent: o.agent, config: { ...o.config }, samples: o.samples, step: o.step, signal: o.signal, log: o.log });
+  } finally {
+    await gw.close();
+  }
+  const m = out.metrics, u = m.update;
+  const rewards = out.groups.flatMap((g) => g.trajectories.map((t) => t.reward)).filter(Number.isFinite);
+  const lengths = out.groups.flatMap((g) => g.trajectories.filter((t) => Number.isFinite(t.reward)).map((t) => t.segments.reduce((s, seg) => s + seg.mask.reduce((a, x) => a + x, 0), 0)));
+  const rs = meanStd(rewards);
+  const metrics: StepMetrics = {
+    step: o.step, kind: 'grpo', time: new Date().toISOString(), rewardMean: rs.mean, rewardStd: rs.std, rewardParts: {}, accuracy: NaN,
+    loss: u.loss, kl: NaN, clipFractionLow: NaN, clipFractionHigh: NaN, clipFractionDual: NaN, entropy: u.entropy, gradNorm: u.gradNorm,
+    learningRate: m.learningRate, completionLength: meanStd(lengths).mean, completionLengthMax: lengths.length ? Math.max(...lengths) : NaN,
+    truncatedFraction: NaN, zeroVarianceFraction: out.groups.length ? u.zeroVarianceGroups / out.groups.length : NaN, groups: out.groups.length,
+    samplingRounds: 1, rewardFailures: m.failedAttempts, skippedUpdates: u.skippedUpdates, tokensPerSecond: NaN,
+    stepSeconds: (performance.now() - t0) / 1000, rolloutSeconds: m.rolloutSeconds, rewardSeconds: 0, trainSeconds: m.trainSeconds, memoryMiB: residentMiB(),
+    extra: {
+      agent: {
+        attempts: m.attempts, failedAttempts: m.failedAttempts, turnsMean: m.turnsMean, splitTrajectories: m.splitTrajectories,
+        policyTokens: u.policyTokens, maskedTokens: u.maskedTokens, maxLogprobDrift: u.maxLogprobDrift, offPolicyTrajectories: u.offPolicyTrajectories,
+      },
+    },
+  };
+  return { metrics, groups: out.groups };
+}

@@ -1,0 +1,87 @@
+/**
+ * Training through the gateway on CPU: agent processes (a small two-turn agent written to the
+ * contract, with fetch) call the embedded tiny model through their per-attempt URLs, post a reward
+ * that counts colour words in the final answer, and the masked GRPO update learns from what was recorded: the
+ * reward goes up over a short run, each step's calls are sampled by that step's weights (version
+ * checked), and the trained tokens' log-probs match the recorded sampling log-probs.
+ */
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { loadModel } from '../../src/engine/index.js';
+import type { EngineModel } from '../../src/engine/types.js';
+import { AgentTraining } from '../../src/gateway/loop.js';
+import { DEFAULT_MODEL_DIR } from '../../src/model/default.js';
+import { VlmTokenizer } from '../../src/text/tokenizer.js';
+import { makeFixture, type Fixture } from '../rollout/fixtures.js';
+
+let fx: Fixture;
+let dir: string;
+let model: EngineModel;
+
+// Two turns: answer, then "name the colours"; reward: colour words in the final answer (0, ¼, ½, … capped at 1).
+const AGENT = `
+const base = process.env.AGL_OPENAI_BASE_URL, key = process.env.AGL_KEY;
+const image = 'data:image/png;base64,' + (await import('node:fs')).readFileSync(process.env.IMAGE_PATH).toString('base64');
+const messages = [{ role: 'user', content: [{ type: 'image_url', image_url: { url: image } }, { type: 'text', text: process.env.QUESTION }] }];
+let text = '';
+for (const next of ['Name its colours.', null]) {
+  const r = await fetch(base + '/chat/completions', { method: 'POST', headers: { authorization: 'Bearer ' + key, 'content-type': 'application/json' },
+    body: JSON.stringify({ model: 'auto', messages, max_tokens: 8, temperature: 1 }) });
+  if (!r.ok) throw new Error('chat ' + r.status + ' ' + await r.text());
+  const j = await r.json();
+  text = j.choices[0].message.content;
+  messages.push({ role: 'assistant', content: text });
+  if (next) messages.push({ role: 'user', content: next });
+}
+const value = Math.min(1, (text.match(/red|green|blue|yellow|black|white|purple|orange|gray|brown|pink/g) ?? []).length / 4);
+const e = await fetch(process.env.AGL_EVENT_URL, { method: 'POST', headers: { authorization: 'Bearer ' + key, 'content-type': 'application/json' },
+  body: JSON.stringify({ event_type: 'reward', data: { value } }) });
+if (!e.ok) throw new Error('reward ' + e.status);
+`;
+
+before(async () => {
+  fx = await makeFixture();
+  dir = mkdtempSync(path.join(tmpdir(), 'vqalab-agent-train-'));
+  writeFileSync(path.join(dir, 'short.mjs'), AGENT);
+  model = await loadModel(DEFAULT_MODEL_DIR, { threads: 1 });
+});
+
+after(() => {
+  model?.dispose();
+  fx?.cleanup();
+  if (dir) rmSync(dir, { recursive: true, force: true });
+});
+
+test('the reward goes up over a short run of agent rollouts through the gateway', async () => {
+  const tokenizer = VlmTokenizer.load(DEFAULT_MODEL_DIR);
+  const training = await AgentTraining.start({
+    model, tokenizer, train: fx.samples,
+    agent: { command: [process.execPath, path.join(dir, 'short.mjs')], concurrency: 8, timeoutMs: 120_000 },
+    config: { promptsPerStep: 2, numGenerations: 6, learningRate: 5e-3, seed: 3 },
+  });
+  const steps = [];
+  try {
+    for (let i = 0; i < 12; i++) {
+      const out = await training.step();
+      const m = out.metrics;
+      assert.equal(m.failedAttempts, 0, out.groups.flatMap((g) => g.attempts).map((a) => a.error ?? '').join('\n'));
+      assert.equal(m.turnsMean, 2);
+      for (const g of out.groups) for (const a of g.attempts) assert.ok(a.calls.every((c) => c.weightVersion === i), 'sampled by this step\'s weights');
+      assert.equal(m.update.offPolicyTrajectories, 0);
+      if (m.update.updates > 0) {
+        assert.ok(m.update.maxLogprobDrift < 1e-4, `step ${i}: drift ${m.update.maxLogprobDrift}`);
+        assert.ok(m.update.maskedTokens > 0 && m.update.policyTokens > 0);
+      }
+      steps.push(m);
+    }
+  } finally {
+    await training.close();
+  }
+  const mean = (xs: number[]) => xs.reduce((s, x) => s + x, 0) / xs.length;
+  const first = mean(steps.slice(0, 3).map((m) => m.rewardMean)), last = mean(steps.slice(-3).map((m) => m.rewardMean));
+  assert.ok(steps.reduce((s, m) => s + m.update.updates, 0) >= 5, 'most steps updated');
+  assert.ok(last > first + 0.15, `reward ${steps.map((m) => m.rewardMean.toFixed(3)).join(' ')}: first 3 steps ${first.toFixed(3)}, last 3 ${last.toFixed(3)}`);
+});
