@@ -4,6 +4,7 @@
 import type { EngineModel, ImageInput } from '../engine/types.js';
 import type { VqaSample } from '../data/types.js';
 import type { Policy } from '../rollout/types.js';
+import type { AgentOptions } from '../rollout/agent.js';
 import type { VlmTokenizer } from '../text/tokenizer.js';
 import type { OnRewardError, RewardSet } from '../reward/runner.js';
 import type { GrpoConfig } from './config.js';
@@ -74,6 +75,13 @@ export interface TrainerOptions {
   modelDir?: string;
   /** Subscribers to the trainer's events (src/grpo/events.ts), after the registered layers'. */
   callbacks?: TrainerCallback[];
+  /**
+   * Train an agent (docs/agents.md): each step runs this command G = numGenerations times per
+   * prompt through a training gateway over the model (Agent Lightning's runner contract); the
+   * rewards are the ones the agent posts (`rewards` is not used for GRPO steps then), multi-turn
+   * attempts are trajectories with non-policy tokens masked. β must be 0.
+   */
+  agent?: AgentOptions;
 }
 
 export interface SftOptions {

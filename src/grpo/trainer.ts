@@ -69,6 +69,8 @@ export type { StepOutput, TrainerCallback, TrainerControl, TrainerView } from '.
 export { resolveCheckpoint } from './checkpoint.js';
 export { AbortError, BadSamplesError, type RunOptions, type RunResult, type SftOptions, type TrainerOptions } from './options.js';
 import { AbortError, BadSamplesError, type RunOptions, type RunResult, type SftOptions, type TrainerOptions } from './options.js';
+import { agentTrainerStep } from '../gateway/trainer-step.js';
+import type { AgentGroup } from '../rollout/agent.js';
 
 function now(): number {
   return performance.now();
@@ -96,6 +98,8 @@ export class Trainer implements TrainerView {
   readonly metrics: MetricsLog;
   /** The groups of the last GRPO step (for widgets). */
   lastGroups: RolloutGroup[] = [];
+  /** With `agent`: the groups of attempts of the last step (src/gateway/view.ts shows one). */
+  lastAgentGroups: AgentGroup[] = [];
 
   private readonly opts: TrainerOptions;
   private readonly rng: Rng;
@@ -232,6 +236,7 @@ export class Trainer implements TrainerView {
   }
 
   private async stepInner(signal: AbortSignal | undefined, snapshot: { rng: RngState; cursor: CursorState }): Promise<StepOutput> {
+    if (this.opts.agent) return this.agentStepInner(signal, snapshot);
     const c = this.config;
     const t0 = now();
     const step = this.state.step;
@@ -299,6 +304,31 @@ export class Trainer implements TrainerView {
     this.metrics.push(metrics);
     this.lastGroups = kept;
     return { step, groups: kept, metrics, skipped };
+  }
+
+  /**
+   * `agent`: the step's prompts run the agent command G times each through a training gateway
+   * over this model (src/gateway), and the masked GRPO update trains on the recorded trajectories.
+   * An abort during the rollout leaves the trainer as it was (AbortError).
+   */
+  private async agentStepInner(signal: AbortSignal | undefined, snapshot: { rng: RngState; cursor: CursorState }): Promise<StepOutput> {
+    const step = this.state.step;
+    const samples = this.cursor.take(this.config.promptsPerStep).map((i) => this.opts.train[i]!);
+    let r;
+    try {
+      r = await agentTrainerStep({ model: this.model, tokenizer: this.tokenizer, config: this.config, agent: this.opts.agent!, samples, step, signal, log: (l) => this.log(l) });
+    } catch (err) {
+      this.rng.restore(snapshot.rng);
+      this.cursor.position = snapshot.cursor;
+      if (signal?.aborted) throw new AbortError();
+      throw err;
+    }
+    this.state.step = step + 1;
+    this.syncState();
+    this.metrics.push(r.metrics);
+    this.lastGroups = [];
+    this.lastAgentGroups = r.groups;
+    return { step, groups: [], metrics: r.metrics, skipped: [] };
   }
 
   private syncState(): void {
