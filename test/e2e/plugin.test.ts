@@ -176,9 +176,10 @@ test('a third run appears and updates while it trains; the status bar shows it; 
     const future = kernel.requestExecute({ code: 'step * 10' });
     future.onIOPub = (msg: any) => { if (msg.header.msg_type === 'execute_result') text = msg.content.data['text/plain']; };
     const r = await future.done;
-    return { status: r.content.status, text, kernel: kernel.status };
+    return { status: r.content.status, text };
   });
-  assert.deepEqual(reply, { status: 'ok', text: '30', kernel: 'idle' });
+  assert.deepEqual(reply, { status: 'ok', text: '30' });
+  await page.waitForFunction(() => window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.status === 'idle', null, { timeout: 30_000 });
   await page.screenshot({ path: artifactPath('lab-run-stopped.png') });
 });
 
