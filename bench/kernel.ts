@@ -131,10 +131,10 @@ async function main(): Promise<void> {
   for (const r of results) process.stdout.write(`${r.name} starts (ready / completion): ${r.readyMs.map((x, i) => `${ms(x)} / ${ms(r.completeMs[i]!)}`).join(', ')}\n`);
   const ours = results.find((r) => r.name === 'vqalab');
   if (!ours) return;
-  const m = ours.stderr.match(/ready in (\d+) ms \(converter (\d+) ms, preload type-check (\d+) ms; (\d+) names in scope\)/);
+  const m = ours.stderr.match(/ready in (\d+) ms \(converter (\d+) ms, prelude (\d+) ms; (\d+) names in scope\)/);
   if (m) {
     process.stdout.write(`\nvqalab start-up inside the kernel (last start): ${ms(Number(m[1]))} to sockets bound = TypeScript converter ${ms(Number(m[2]))}`
-      + ` + type-check of the preload cell ${ms(Number(m[3]))} (${m[4]} names in scope) + the rest; the runtime is imported at the first execute_request\n`);
+      + ` + prelude declared ${ms(Number(m[3]))} (${m[4]} names in scope) + the rest; the runtime's declarations are type-checked with the first completion or cell, its code imported at the first execute_request\n`);
   }
   process.stdout.write(`completing "vqalab." right after start: ${ours.runtimeCompletions} names\n`);
   const median = quantile(ours.cellMs, 0.5);

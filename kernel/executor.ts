@@ -62,6 +62,12 @@ export interface DeferredCell {
   code: string;
   /** Loads what the code needs; resolves with modules for the cells' `require` (by specifier). */
   load(): Promise<ReadonlyMap<string, unknown>>;
+  /**
+   * The cell's declarations and compiled JavaScript, when known ahead (the converter's output for
+   * an import cell is the import itself): then nothing is compiled now, and the declarations are
+   * type-checked with the first request that needs the compiler (a completion, a cell).
+   */
+  prebuilt?: { declaration: string; js: string };
 }
 
 export interface Executor {
@@ -325,6 +331,11 @@ export function createExecutor(options: ExecutorOptions): Executor {
 
   function declare(cell: DeferredCell): ErrorContent | undefined {
     if (busy) throw new Error('declare() while a cell runs');
+    if (cell.prebuilt) {
+      prevDecl = cell.prebuilt.declaration;
+      deferred = { js: cell.prebuilt.js, load: () => cell.load() };
+      return undefined;
+    }
     const converted = converter.convert(prevDecl, cell.code);
     if (converted.diagnostics.length > 0) return compileErrorContent(cell.code, converted.diagnostics);
     prevDecl = converted.declOutput ?? '';

@@ -20,15 +20,21 @@ import { typescript } from './tslab.js';
 export const preludePath = fileURLToPath(new URL('./prelude.js', import.meta.url));
 export const runtimePath = fileURLToPath(new URL('../src/index.js', import.meta.url));
 
-/** The hidden first cell and the names it puts in scope. */
+/** The hidden first cell, the names it puts in scope, and what tslab's converter makes of it. */
 export interface PreludeCell {
   source: string;
   names: string[];
+  /** The converter's declaration output for the cell: the import itself. */
+  declaration: string;
+  /** CommonJS for the cell: each name from the preloaded prelude module onto the notebook's namespace. */
+  js: string;
 }
 
 /** Import a list of names from the prelude: the names the prelude's declarations export. */
 export function preludeCell(names: string[]): PreludeCell {
-  return { source: `import { ${names.join(', ')} } from ${JSON.stringify(preludePath)};`, names };
+  const source = `import { ${names.join(', ')} } from ${JSON.stringify(preludePath)};`;
+  const js = `const prelude = require(${JSON.stringify(preludePath)});\n${names.map((n) => `exports.${n} = prelude.${n};`).join('\n')}`;
+  return { source, names, declaration: `${source}\n`, js };
 }
 
 /**
