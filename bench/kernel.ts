@@ -60,7 +60,10 @@ interface Result { name: string; readyMs: number[]; completeMs: number[]; cellMs
 
 /** A complete_request at the end of `code`; its matches (throws when the kernel answers an error). */
 async function complete(client: BenchClient, code: string): Promise<string[]> {
-  const reply = await client.request('complete_request', { code, cursor_pos: code.length }, false);
+  // A kernel that never answers (stock tslab's converter can wedge) fails the run instead of hanging it.
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<never>((_, reject) => { timer = setTimeout(() => reject(new Error(`no complete_reply within 120 s:\n${client.stderr.slice(-2000)}`)), 120_000); });
+  const reply = await Promise.race([client.request('complete_request', { code, cursor_pos: code.length }, false), timeout]).finally(() => clearTimeout(timer));
   const c = reply.content as { status?: string; matches?: string[] };
   if (c.status !== 'ok' || !Array.isArray(c.matches)) throw new Error(`complete_request failed: ${JSON.stringify(c)}`);
   return c.matches;
