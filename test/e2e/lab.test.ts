@@ -21,7 +21,7 @@ import type { Locator, Page } from 'playwright-core';
 import { MIME } from '../../src/display/types.js';
 import { artifactPath, launch, type Browser } from '../extension/chromium.js';
 import { ensureLabApp, ROOT, startLab, type LabServer } from './lab.js';
-import { DASHBOARD_STEPS, QUICKSTART_STEPS, writeNotebook, writeQuickstart } from './notebook.js';
+import { DASHBOARD_STEPS, GATED_STEPS, QUICKSTART_STEPS, releaseGate, writeNotebook, writeQuickstart } from './notebook.js';
 
 const cli = (args: string[], env: NodeJS.ProcessEnv) => execFileSync(process.execPath, [path.join(ROOT, 'bin/vqalab.js'), ...args], { env, encoding: 'utf8' }).trim();
 
@@ -37,6 +37,7 @@ let server: LabServer;
 let browser: Browser;
 let page: Page;
 let quick: ReturnType<typeof writeQuickstart>;
+let notebooksDir: string;
 const timings: Record<string, number | null> = {};
 
 /** The output area of code cell `i` (0-based among all cells, markdown included). */
@@ -56,6 +57,7 @@ before(async () => {
   // Exactly what a user runs: the extension and the kernelspec land in the user's Jupyter data folder.
   log(cli(['lab', 'install', '--user'], env));
   log(cli(['kernel', 'install', '--user'], env));
+  notebooksDir = dirs.notebooks!;
   await writeNotebook(dirs.notebooks!);
   quick = writeQuickstart(dirs.notebooks!, ROOT, {
     browse: 'await browse(', sample: 'await show(train.get(0))', rewards: 'await vqalab.rewardLab(', group: 'await show(group',
@@ -86,7 +88,7 @@ test('the server lists the prebuilt extension and JupyterLab loads it', async ()
   assert.deepEqual(federated.map((e: { name: string }) => e.name), ['vqalab-jupyterlab']);
 });
 
-/** Record each change of cell `index`'s dashboard progress label (with the plot's revision and whether the cell runs). */
+/** Record each change of cell `index`'s dashboard progress label or plot revision (and whether the cell runs). */
 async function watchDashboard(index: number): Promise<void> {
   await page.evaluate((i: number) => {
     const seen: any[] = [];
@@ -94,11 +96,33 @@ async function watchDashboard(index: number): Promise<void> {
     window.__dashboardTimer = setInterval(() => {
       const c = document.querySelectorAll('.jp-NotebookPanel .jp-Cell')[i];
       const label = c?.querySelector('.vqa-progress-label')?.textContent;
-      if (!label || seen.at(-1)?.label === label) return;
-      seen.push({ label, rev: Number(c.querySelector('.vqa-plot')?.dataset.revision ?? 0), prompt: c.querySelector('.jp-InputArea-prompt')?.textContent,
+      const rev = Number(c.querySelector('.vqa-plot')?.dataset.revision ?? 0);
+      if (!label || (seen.at(-1)?.label === label && seen.at(-1)?.rev === rev)) return;
+      seen.push({ label, rev, prompt: c.querySelector('.jp-InputArea-prompt')?.textContent,
         plot: c.querySelector('.vqa-plot'), outputs: c.querySelectorAll('.vqa-lab-output').length });
     }, 50);
   }, index);
+}
+
+/**
+ * Starts "run all" without waiting for it, then takes turns with the gated loop (GATED_STEPS):
+ * each time the page has recorded one more drawn dashboard state while the cell runs, the loop
+ * may take its next step.
+ */
+async function runAllGated(gate: string, index: number): Promise<void> {
+  await page.evaluate(() => { void window.jupyterapp.commands.execute('notebook:run-all-cells'); });
+  // The plot is drawn once its cell is on screen.
+  await cell(index).locator('.vqa-metrics').waitFor({ timeout: 300_000 });
+  await cell(index).scrollIntoViewIfNeeded();
+  for (let n = 1; n <= GATED_STEPS; n++) {
+    await page.waitForFunction((k: number) => window.__dashboardLog.filter((e: any) => /\[\*\]/.test(e.prompt ?? '') && e.rev > 0).length >= k,
+      n, { timeout: 300_000 }).catch(async (err: Error) => {
+      const seen = await page.evaluate(() => window.__dashboardLog.map((e: any) => `${e.label} rev ${e.rev} ${e.prompt}`));
+      const prompts = await page.evaluate(() => [...document.querySelectorAll('.jp-NotebookPanel .jp-CodeCell .jp-InputArea-prompt')].map((p: any) => p.textContent));
+      throw new Error(`gate ${gate} ${n}: the page never showed a drawn dashboard state while the cell ran (${err.message}); seen ${JSON.stringify(seen)}; prompts ${JSON.stringify(prompts)}`);
+    });
+    releaseGate(notebooksDir, gate, n);
+  }
 }
 
 /** Stop watching; what was seen. */
@@ -156,7 +180,7 @@ async function checkQuickstart(): Promise<void> {
   const c = quick.cells;
   await watchDashboard(c.run!);
   const run = performance.now();
-  await page.evaluate(() => window.jupyterapp.commands.execute('notebook:run-all-cells'));
+  await runAllGated('quickstart', c.run!);
   const dash = cell(c.run!).locator('.vqa-metrics');
   await dash.locator('.vqa-plot[data-revision]').waitFor({ timeout: 240_000 });
   await cell(c.run!).scrollIntoViewIfNeeded();
@@ -222,7 +246,7 @@ test('running the notebook renders every widget with the extension; the dashboar
   // label, with the plot's revision and the cell's prompt ([*] while running).
   await watchDashboard(6);
   const run = performance.now();
-  await page.evaluate(() => window.jupyterapp.commands.execute('notebook:run-all-cells'));
+  await runAllGated('widgets', 6);
   const dash = cell(6).locator('.vqa-metrics');
   await dash.locator('.vqa-plot[data-revision]').waitFor({ timeout: 60_000 });
   await cell(6).scrollIntoViewIfNeeded();

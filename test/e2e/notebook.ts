@@ -10,8 +10,25 @@ import { dataUrlBytes } from '../../src/display/image.js';
 import * as fx from '../display/fixtures.js';
 
 export const DASHBOARD_STEPS = 20;
-/** Milliseconds the notebook's loop spends per step (the dashboard throttles at 250 ms). */
-export const STEP_MS = 400;
+/**
+ * Steps of a watched loop that wait for the test: the n-th call of `e2eGate(name)` in the kernel
+ * returns once the file `.gate-<name>-<n>` exists in the notebook's folder, and the test writes it
+ * only after the page has shown the dashboard's n-th state. The loop and the page take turns, so
+ * the test sees every one of those states however fast or slow the machine is; later steps run free.
+ */
+export const GATED_STEPS = 6;
+const GATE_SOURCE = `const e2eGateCounts: Record<string, number> = {};
+async function e2eGate(name: string): Promise<void> {
+  const n = e2eGateCounts[name] = (e2eGateCounts[name] ?? 0) + 1;
+  if (n > ${GATED_STEPS}) return;
+  const fs = await import('fs');
+  while (!fs.existsSync(\`.gate-\${name}-\${n}\`)) await new Promise((r) => setTimeout(r, 20));
+}`;
+
+/** Lets the n-th gated step of loop `name` go on (see GATED_STEPS). */
+export function releaseGate(dir: string, name: string, n: number): void {
+  writeFileSync(path.join(dir, `.gate-${name}-${n}`), '');
+}
 
 function code(source: string): object {
   return { cell_type: 'code', execution_count: null, metadata: {}, outputs: [], source };
@@ -64,13 +81,14 @@ const samples = Array.from({ length: 30 }, (_, i) => ({ id: String(1000 + i), im
 await browse(samples, { name: 'shapes-val', pageSize: 8 });`),
       code(`// A producer bug: the vendor payload lacks a field. The front end must say which, in the cell.
 display({ 'application/vnd.vqalab.group.v1+json': load('bad-group'), 'text/plain': 'a group from a buggy producer' });`),
-      code(`const live = load('live-points'), lateGroup = load('late-group');
+      code(`${GATE_SOURCE}
+const live = load('live-points'), lateGroup = load('late-group');
 const d = dashboard({ title: 'Live training', total: ${DASHBOARD_STEPS}, run: 'live', intervalMs: 250,
   compare: [{ name: 'previous run', points: load('previous-points') }] });
 for (const point of live) {
   d.log(point);
   if (point.step % 5 === 4) d.setGroup({ ...lateGroup, step: point.step });
-  await new Promise((r) => setTimeout(r, ${STEP_MS}));
+  await e2eGate('widgets');
 }
 d.finish();`),
       code(`plot([{ name: 'baseline', points: load('baseline-points') }, { name: 'lr=1e-5', points: load('lr-points') }], { title: 'GRPO on shapes', smoothing: 0.3 });`),
@@ -93,6 +111,9 @@ export function writeQuickstart(dir: string, root: string, markers: Record<strin
   const params = nb.cells.find((c) => /^let steps = \d+;/m.test(text(c)));
   if (!params) throw new Error('notebooks/quickstart.ipynb: no parameters cell with "let steps = N;"');
   params.source = text(params).replace(/^let steps = \d+;/m, `let steps = ${QUICKSTART_STEPS};`);
+  const run = nb.cells.find((c) => /await trainer\.run\(\{ steps \}\)/.test(text(c)));
+  if (!run) throw new Error('notebooks/quickstart.ipynb: no cell with "await trainer.run({ steps })"');
+  run.source = `${GATE_SOURCE}\n${text(run).replace(/await trainer\.run\(\{ steps \}\)/, "await trainer.run({ steps, onStep: () => e2eGate('quickstart') })")}`;
   const cells: Record<string, number> = {};
   for (const [name, marker] of Object.entries(markers)) {
     const i = nb.cells.findIndex((c) => text(c).includes(marker));

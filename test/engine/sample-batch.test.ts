@@ -148,29 +148,23 @@ test('cancelling one request of a batch: its rows leave, it rejects with the rea
       { prompt: oneImage, n: 3, temperature: 0.5, maxTokens: 30, seed: 5 },
     ];
     const want = await alone(m, others);
-    const t0 = performance.now();
-    await m.sample(victim);
-    const fullVictim = performance.now() - t0;
     const before = m.sampleStats();
     const ac = new AbortController();
     let seen = 0;
-    const t1 = performance.now();
     const v = m.sample({ ...victim, signal: ac.signal, onToken: () => { if (++seen === 8 * 5) ac.abort(new Error('client went away')); } });
     const rest = others.map((r) => m.sample(r));
     await assert.rejects(v, { message: 'client went away' });
-    const cut = performance.now() - t1;
     const got = await Promise.all(rest);
     got.forEach((r, i) => assertSameResult(r, want[i]!, `request ${i} next to the cancelled one`));
     const after = m.sampleStats();
     assert.equal(after.cancelled - before.cancelled, 1);
     assert.equal(after.runs - before.runs, 1);
     assert.ok(seen < 8 * 20, `the cancelled rows stopped soon after the abort (${seen} tokens)`);
-    assert.ok(cut < fullVictim, `cancelled at ${cut.toFixed(0)} ms, the full request takes ${fullVictim.toFixed(0)} ms`);
 
     // a whole batch: options.signal cancels every request; the model works on
     const all = new AbortController();
-    const b = m.sampleBatch([victim, others[0]!], { signal: all.signal });
-    setTimeout(() => all.abort(new Error('batch cancelled')), 5);
+    // Cancelled once its first token has streamed, whatever the machine's speed.
+    const b = m.sampleBatch([{ ...victim, onToken: () => all.abort(new Error('batch cancelled')) }, others[0]!], { signal: all.signal });
     await assert.rejects(b, { message: 'batch cancelled' });
     const s = await m.sample(others[1]!);
     assertSameResult(s, want[1]!, 'after a cancelled batch');

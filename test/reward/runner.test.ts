@@ -115,10 +115,12 @@ test('async rewards run concurrently up to the limit', async () => {
 
 test('abort stops the batch with the signal\'s reason', async () => {
   const ac = new AbortController();
-  const slow = defineReward('slow', async () => { await new Promise((r) => setTimeout(r, 20)); return 1; });
+  let calls = 0;
+  // The second reward call stops the batch (an event of the run, not a clock).
+  const slow = defineReward('slow', async () => { if (++calls === 2) ac.abort(new Error('stop now')); await new Promise((r) => setTimeout(r, 20)); return 1; });
   const p = scoreGroups(Array.from({ length: 10 }, (_, i) => ({ sample: sample(`s${i}`), completions: ['a', 'b'] })), [slow], { concurrency: 1, signal: ac.signal });
-  setTimeout(() => ac.abort(new Error('stop now')), 30);
   await assert.rejects(p, /stop now/);
+  assert.ok(calls < 20, `stopped before every reward ran (${calls} calls)`);
 });
 
 test('invalid arguments are rejected with exact messages', async () => {
