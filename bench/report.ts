@@ -57,7 +57,7 @@ try {
   console.log(row('run + write .ipynb + report.html', median(runs), median(baseRuns), 's', s));
   console.log(row('export an executed notebook', median(exports), median(baseExports), 's', s));
   console.log(row(`report size${plotly ? ' (plotly.js inlined)' : ''}`, size / 1024, baseSize / 1024, 'KiB', (n) => n.toFixed(0)));
-  const plotlyKiB = statSync(path.join(path.dirname(new URL(import.meta.resolve('plotly.js-dist-min')).pathname), 'plotly.min.js')).size / 1024;
+  const plotlyKiB = statSync(new URL(import.meta.resolve('plotly.js-basic-dist-min')).pathname).size / 1024;
   if (plotly) console.log(`${'report size without plotly.js'.padEnd(34)} ${((size / 1024) - plotlyKiB).toFixed(0).padStart(10)} KiB`);
 } finally {
   rmSync(dir, { recursive: true, force: true });

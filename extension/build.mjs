@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 // Builds the prebuilt (federated) JupyterLab 4 extension into extension/labextension/, offline:
 //   1. type-check the browser code (DOM types, no Node types: the shared renderers must stay pure);
-//   2. esbuild bundles extension/src/index.ts (+ src/display/render) into extension/lib/index.js,
+//   2. esbuild bundles extension/src/index.ts (+ src/display/render) into extension/lib/index.js and
+//      extension/src/plugin.ts (the application plugin) into extension/lib/plugin.js,
 //      leaving @jupyterlab/*, @lumino/* (shared by JupyterLab) and plotly.js (lazy chunk) to webpack;
 //   3. @jupyterlab/builder's build-labextension makes the federated bundle (builder and core-meta come
 //      from the lab tree in test/e2e/app: `npm run lab:setup` installs it);
@@ -31,18 +32,22 @@ if (!process.argv.includes('--no-typecheck')) {
   execFileSync(process.execPath, [path.join(root, 'node_modules/typescript/bin/tsc'), '-p', path.join(here, 'tsconfig.json')], { stdio: 'inherit' });
 }
 
-step('esbuild → extension/lib/index.js');
-await esbuild.build({
-  entryPoints: [path.join(here, 'src/index.ts')],
-  outfile: path.join(here, 'lib/index.js'),
-  bundle: true,
-  format: 'esm',
-  platform: 'browser',
-  target: 'es2020',
-  external: ['@jupyterlab/*', '@lumino/*', 'plotly.js-dist-min'],
-  legalComments: 'none',
-  logLevel: 'warning',
-});
+// Two entries: the MIME renderers (jupyterlab.mimeExtension) and the application plugin
+// (jupyterlab.extension: Runs panel, export command, status bar item).
+for (const entry of ['index', 'plugin']) {
+  step(`esbuild → extension/lib/${entry}.js`);
+  await esbuild.build({
+    entryPoints: [path.join(here, `src/${entry}.ts`)],
+    outfile: path.join(here, `lib/${entry}.js`),
+    bundle: true,
+    format: 'esm',
+    platform: 'browser',
+    target: 'es2020',
+    external: ['@jupyterlab/*', '@lumino/*', 'plotly.js-basic-dist-min'],
+    legalComments: 'none',
+    logLevel: 'warning',
+  });
+}
 
 step('build-labextension (webpack, module federation)');
 const core = path.join(here, 'core');

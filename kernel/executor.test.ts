@@ -89,6 +89,35 @@ describe('executor', () => {
     assert.equal(await value('import { twice } from "./local"; twice(21)'), 42);
   });
 
+  test('a declared cell is typed at once and runs (after its load) just before the next cell', async () => {
+    writeFileSync(path.join(dir, 'lazy.d.ts'), '/** Loaded late. */\nexport declare const lazyValue: number;\n');
+    let loads = 0;
+    const error = ex.declare({
+      code: `import { lazyValue } from ${JSON.stringify(path.join(dir, 'lazy.js'))};`,
+      load: async () => { loads++; return new Map([[path.join(dir, 'lazy.js'), { lazyValue: 41 }]]); },
+    });
+    assert.equal(error, undefined);
+    assert.equal(loads, 0, 'nothing is loaded by declare()');
+    assert.ok(ex.complete('lazyV', 5).matches.includes('lazyValue'));
+    assert.match(ex.inspect('lazyValue', 2) ?? '', /const lazyValue: number/);
+    assert.equal(ex.locals.lazyValue, undefined, 'the code has not run yet');
+    const bad = await ex.execute('const wrong: string = lazyValue;');
+    assert.equal(bad.error?.ename, 'TSError', 'later cells are type-checked against the declared names');
+    assert.equal(loads, 0, 'a cell that does not compile runs nothing');
+    assert.equal(await value('lazyValue + 1'), 42);
+    assert.equal(await value('lazyValue'), 41);
+    assert.equal(loads, 1);
+  });
+
+  test('a declared cell whose load fails reports it on the next cell; the cells after it run', async () => {
+    writeFileSync(path.join(dir, 'broken.d.ts'), 'export declare const brokenValue: number;\n');
+    ex.declare({ code: `import { brokenValue } from ${JSON.stringify(path.join(dir, 'broken.js'))};`, load: async () => { throw new Error('cannot load broken.js'); } });
+    const out = await ex.execute('1');
+    assert.equal(out.error?.evalue, 'cannot load broken.js');
+    assert.match(out.error!.traceback[0]!, /the runtime failed to load/);
+    assert.equal(await value('2'), 2);
+  });
+
   test('module cells define importable modules', async () => {
     assert.equal((await ex.execute('/** @module geometry */\nexport const side = 4;')).error, undefined);
     assert.equal(await value('import { side } from "./geometry"; side * side'), 16);

@@ -56,9 +56,30 @@ export interface Completion {
   kinds: string[];
 }
 
+/** A cell declared ahead of its code (see `Executor.declare`). */
+export interface DeferredCell {
+  /** The cell's code (an import of preloaded modules). */
+  code: string;
+  /** Loads what the code needs; resolves with modules for the cells' `require` (by specifier). */
+  load(): Promise<ReadonlyMap<string, unknown>>;
+  /**
+   * The cell's declarations and compiled JavaScript, when known ahead (the converter's output for
+   * an import cell is the import itself): then nothing is compiled now, and the declarations are
+   * type-checked with the first request that needs the compiler (a completion, a cell).
+   */
+  prebuilt?: { declaration: string; js: string };
+}
+
 export interface Executor {
   /** Run one cell; `name` names it in stack traces (default `cellN.js`, N counting all cells run). */
   execute(code: string, name?: string): Promise<CellOutcome>;
+  /**
+   * Type-check a cell now and run it later: its names and types are in scope at once (completion,
+   * inspection, later cells' type-checks), and its code runs just before the next cell's, after
+   * `load()` resolved. The kernel's hidden first cell uses it, so the runtime's import waits for
+   * the first execute_request instead of delaying start-up. Returns the compile error, if any.
+   */
+  declare(cell: DeferredCell): ErrorContent | undefined;
   complete(code: string, position: number): Completion;
   /** Quick info (signature and docs) at `position`, or null when there is nothing there. */
   inspect(code: string, position: number): string | null;
@@ -114,7 +135,9 @@ function sleep(ms: number): Promise<'timeout'> {
 export function createExecutor(options: ExecutorOptions): Executor {
   const { rootDir, converter } = options;
   const graceMs = options.graceMs ?? 10_000;
-  const modules = options.modules ?? new Map<string, unknown>();
+  const modules = new Map<string, unknown>(options.modules ?? []);
+  /** A declared cell whose code has not run yet (`declare`). */
+  let deferred: { js: string; load: () => Promise<ReadonlyMap<string, unknown>> } | undefined;
   const locals = createLocals();
   /** Compiled JavaScript of local .ts files imported by cells (the converter's side outputs). */
   const sideOutputs = new Map<string, string>();
@@ -239,6 +262,10 @@ export function createExecutor(options: ExecutorOptions): Executor {
     await nextTurn();
     await nextTurn();
     if (interruptedThisCell) return interruptedBeforeRun();
+    if (deferred) {
+      const failure = await runDeferred();
+      if (failure) return failed(failure);
+    }
     const js = fixShorthandProperties(converted.output, new Set(Object.keys(locals)));
     const prefix = converted.hasToplevelAwait ? '(async function (exports, require) { ' : '(function (exports, require) { ';
     const source = `${prefix}${js}\n})(globalThis.${GLOBAL_KEY}.exports, globalThis.${GLOBAL_KEY}.require)`;
@@ -302,6 +329,36 @@ export function createExecutor(options: ExecutorOptions): Executor {
     return ok(result);
   }
 
+  function declare(cell: DeferredCell): ErrorContent | undefined {
+    if (busy) throw new Error('declare() while a cell runs');
+    if (cell.prebuilt) {
+      prevDecl = cell.prebuilt.declaration;
+      deferred = { js: cell.prebuilt.js, load: () => cell.load() };
+      return undefined;
+    }
+    const converted = converter.convert(prevDecl, cell.code);
+    if (converted.diagnostics.length > 0) return compileErrorContent(cell.code, converted.diagnostics);
+    prevDecl = converted.declOutput ?? '';
+    if (converted.output) deferred = { js: converted.output, load: () => cell.load() };
+    return undefined;
+  }
+
+  /** Load and run the declared cell's code (once; a failure is reported on the cell that triggered it). */
+  async function runDeferred(): Promise<ErrorContent | undefined> {
+    const cell = deferred!;
+    deferred = undefined;
+    try {
+      for (const [k, v] of await cell.load()) modules.set(k, v);
+      const js = fixShorthandProperties(cell.js, new Set(Object.keys(locals)));
+      (globalThis as Record<string, unknown>)[GLOBAL_KEY] = { exports: locals, require: cellRequire };
+      vm.runInThisContext(`(function (exports, require) { ${js}\n})(globalThis.${GLOBAL_KEY}.exports, globalThis.${GLOBAL_KEY}.require)`, { filename: 'preload.js', displayErrors: false });
+      return undefined;
+    } catch (err) {
+      const e = errorContent(err);
+      return { ...e, traceback: [`vqalab: the runtime failed to load, so its names are not in scope (this cell did not run)`, ...e.traceback] };
+    }
+  }
+
   function complete(code: string, position: number): Completion {
     const info: CompletionInfo = converter.complete(prevDecl, code, position);
     const kindOf = new Map<string, string>();
@@ -318,6 +375,7 @@ export function createExecutor(options: ExecutorOptions): Executor {
 
   return {
     execute,
+    declare,
     complete,
     inspect,
     interrupt,

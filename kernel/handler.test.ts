@@ -27,6 +27,7 @@ function scriptedExecutor(script: Record<string, (ex: { write: (t: string) => vo
       return { start, end: position, matches, kinds: matches.map(() => 'function') };
     },
     inspect(code: string) { return code.includes('display') ? 'function display(bundle: MimeBundle): MimeBundle' : null; },
+    declare() { return undefined; },
     interrupt() { ex.interrupts++; },
     close() {},
   };

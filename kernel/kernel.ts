@@ -1,16 +1,18 @@
 /**
  * Starts the vqalab kernel: wires runtime preload, executor, handler and sockets together.
  *
- * Order matters: the runtime is imported and the hidden first cell has run *before* the sockets
- * are bound, so no request can get ahead of it (the client's first kernel_info_request simply
- * waits in ZeroMQ until we bind).
+ * Order matters: the hidden first cell is declared *before* the sockets are bound, so every
+ * request that uses the compiler (completion, inspection, a cell) sees the runtime's names with
+ * their types; the first such request type-checks the runtime's declarations (the client's first
+ * kernel_info_request simply waits in ZeroMQ until we bind). The runtime's code is imported when
+ * the first cell runs (kernel/preload.ts). Start-up waits for neither.
  */
 import { setDisplaySink } from '../src/display/sink.js';
 import { hostInterrupts } from '../src/util/interrupt.js';
 import { createExecutor } from './executor.js';
 import { Handler } from './handler.js';
 import { IOPub } from './iopub.js';
-import { loadRuntime, type Preload } from './preload.js';
+import { importRuntime, preludeCell, preludeNames } from './preload.js';
 import { KernelServer, readConnectionFile } from './server.js';
 import { captureStdio } from './stdio.js';
 import { createConverter, setTslabDisplayWriter } from './tslab.js';
@@ -25,10 +27,8 @@ export interface KernelOptions {
 export interface StartupTimes {
   /** TypeScript compiler and tslab converter ready. */
   converterMs: number;
-  /** `import()` of the runtime. */
-  runtimeImportMs: number;
-  /** The hidden first cell (type-checks the runtime's declarations). */
-  preloadCellMs: number;
+  /** Declaring the hidden first cell (its names read from prelude.d.ts; type-checked with the first request). */
+  preloadCheckMs: number;
   /** Process start to sockets bound (the performance clock starts with the process). */
   readyMs: number;
 }
@@ -59,20 +59,29 @@ export async function startKernel(options: KernelOptions): Promise<StartupTimes>
   const converter = createConverter();
   const converterMs = performance.now() - t;
 
-  let preload: Preload | undefined;
-  let problem: string | undefined;
-  try {
-    preload = await loadRuntime();
-  } catch (err) {
-    problem = `vqalab: the runtime failed to load, so its names are not in scope: ${err instanceof Error ? err.stack ?? err.message : String(err)}`;
-  }
-  const executor = createExecutor({ rootDir: process.cwd(), converter, modules: preload?.modules, graceMs: options.graceMs });
+  const executor = createExecutor({ rootDir: process.cwd(), converter, graceMs: options.graceMs });
   t = performance.now();
-  if (preload) {
-    const out = await executor.execute(preload.source);
-    if (out.error) problem = `vqalab: the runtime's names could not be put in scope: ${out.error.traceback.join('\n')}`;
+  let problem: string | undefined;
+  let names: string[] = [];
+  try {
+    names = preludeNames();
+    const cell = preludeCell(names);
+    const error = executor.declare({
+      code: cell.source,
+      prebuilt: { declaration: cell.declaration, js: cell.js },
+      load: async () => {
+        const runtime = await importRuntime();
+        const missing = names.filter((n) => !runtime.names.includes(n));
+        if (missing.length) throw new Error(`the prelude module does not export ${missing.join(', ')} (its .d.ts does): rebuild with "npm run build"`);
+        log(`runtime imported in ${runtime.importMs.toFixed(0)} ms (first cell)`);
+        return runtime.modules;
+      },
+    });
+    if (error) problem = `vqalab: the runtime's names could not be put in scope: ${error.traceback.join('\n')}`;
+  } catch (err) {
+    problem = `vqalab: the runtime's declarations failed to load, so its names are not in scope: ${err instanceof Error ? err.stack ?? err.message : String(err)}`;
   }
-  const preloadCellMs = performance.now() - t;
+  const preloadCheckMs = performance.now() - t;
   if (problem) log(problem);
 
   const server = new KernelServer(connection, log);
@@ -97,9 +106,9 @@ export async function startKernel(options: KernelOptions): Promise<StartupTimes>
   setTslabDisplayWriter((content, update) => h.publishCurrent(update ? 'update_display_data' : 'display_data', content));
   await server.start(handler);
   const times: StartupTimes = {
-    converterMs, runtimeImportMs: preload?.importMs ?? 0, preloadCellMs, readyMs: performance.now(),
+    converterMs, preloadCheckMs, readyMs: performance.now(),
   };
-  log(`ready in ${times.readyMs.toFixed(0)} ms (converter ${converterMs.toFixed(0)} ms, runtime import ${times.runtimeImportMs.toFixed(0)} ms, `
-    + `preload cell ${preloadCellMs.toFixed(0)} ms; ${preload?.names.length ?? 0} names in scope)`);
+  log(`ready in ${times.readyMs.toFixed(0)} ms (converter ${converterMs.toFixed(0)} ms, prelude ${preloadCheckMs.toFixed(0)} ms; `
+    + `${problem ? 0 : names.length} names in scope)`);
   return times;
 }

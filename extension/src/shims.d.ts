@@ -1,2 +1,2 @@
-// plotly.js-dist-min ships no types; the extension uses the few calls described in plotly.ts.
-declare module 'plotly.js-dist-min';
+// plotly.js-basic-dist-min ships no types; the extension uses the few calls described in plotly.ts.
+declare module 'plotly.js-basic-dist-min';

@@ -9,6 +9,7 @@
  * configured fallback score with the failure recorded in the result's `error` — never a silent 0.
  */
 import OpenAI from 'openai';
+import type { ChatClient, ChatMessage } from '../rollout/chat-client.js';
 import type { VqaSample } from '../data/types.js';
 import { describeValue, expectInteger, expectNumber, expectString } from '../util/validate.js';
 import { defineReward, rewardName, checkRewardValue } from './core.js';
@@ -41,7 +42,7 @@ export interface LlmJudgeOptions {
   /** API key; default $OPENAI_API_KEY, or "none" for local servers that need none. */
   apiKey?: string;
   /** A configured client to use instead (its own retries are bypassed: the judge retries itself). */
-  client?: OpenAI;
+  client?: ChatClient;
   /** The user message: a string with {{placeholders}}, or a function (default {@link DEFAULT_JUDGE_TEMPLATE}). */
   template?: string | ((values: JudgeTemplateValues, sample: VqaSample) => string);
   /** An optional system message. */
@@ -271,13 +272,13 @@ export function llmJudge(options: LlmJudgeOptions): LlmJudge {
       }
       try {
         stats.requests++;
-        const messages: OpenAI.Chat.ChatCompletionMessageParam[] = [];
+        const messages: ChatMessage[] = [];
         if (options.system) messages.push({ role: 'system', content: options.system });
         messages.push({ role: 'user', content: prompt });
-        const res = await limiter.run(() => api.chat.completions.create(
+        const res = await limiter.run(async () => (await api.chat.completions.create(
           { model, messages, temperature: options.temperature ?? 0, ...(options.maxTokens ? { max_tokens: options.maxTokens } : {}) },
           { timeout: timeoutMs, maxRetries: 0, signal: signal ?? null },
-        ));
+        )) as OpenAI.Chat.ChatCompletion);
         stats.promptTokens += res.usage?.prompt_tokens ?? 0;
         stats.completionTokens += res.usage?.completion_tokens ?? 0;
         const reply = res.choices?.[0]?.message?.content;

@@ -18,6 +18,7 @@ import { pathToFileURL } from 'node:url';
 import OpenAI from 'openai';
 import sharp from 'sharp';
 import type { VqaSample } from '../data/types.js';
+import type { ChatChoiceTokens, ChatClient, ChatCompletionRequest, ChatContentPart, ChatMessage } from './chat-client.js';
 import { describeValue, expectBoolean, expectInteger, expectOneOf, expectString, invalidParameterError } from '../util/validate.js';
 import { abortReason, MalformedReplyError, RequestError, RequestScheduler, type SchedulerOptions, type SchedulerStats } from './runner.js';
 import type { Completion, Policy, SamplingOptions } from './types.js';
@@ -29,8 +30,8 @@ export interface OpenAIPolicyOptions extends SchedulerOptions {
   baseURL?: string;
   /** API key (default $OPENAI_API_KEY, else "none" for local servers that need none). */
   apiKey?: string;
-  /** A configured client instead of baseURL/apiKey (its own retries are bypassed: the scheduler retries). */
-  client?: OpenAI;
+  /** A configured client instead of baseURL/apiKey, e.g. `new OpenAI(...)` (its own retries are bypassed: the scheduler retries). */
+  client?: ChatClient;
   /** Share one scheduler between policies that talk to the same server (its limits then apply to both). */
   scheduler?: RequestScheduler;
   /** How images travel: 'data-url' (default, any server) or 'file-url' (servers allowed to read local files). */
@@ -102,7 +103,7 @@ export async function imageDataUrl(file: string): Promise<string> {
 type Choice = OpenAI.Chat.Completions.ChatCompletion.Choice & { token_ids?: unknown };
 
 /** Token ids from a choice: vLLM's `token_ids`, or logprob tokens spelled "token_id:N" (return_tokens_as_token_ids). */
-export function tokenIdsOf(choice: Choice): number[] | undefined {
+export function tokenIdsOf<C extends ChatChoiceTokens>(choice: C): number[] | undefined {
   if (Array.isArray(choice.token_ids) && choice.token_ids.every((t) => Number.isInteger(t))) return choice.token_ids as number[];
   const content = choice.logprobs?.content;
   if (content?.length && content.every((t) => /^token_id:\d+$/.test(t.token))) return content.map((t) => Number(t.token.slice(9)));
@@ -115,7 +116,7 @@ export class OpenAIPolicy implements Policy {
   readonly name: string;
   readonly model: string;
   readonly baseURL: string;
-  readonly client: OpenAI;
+  readonly client: ChatClient;
   readonly scheduler: RequestScheduler;
   private readonly o: OpenAIPolicyOptions;
   private readonly imageMode: 'data-url' | 'file-url';
@@ -163,22 +164,22 @@ export class OpenAIPolicy implements Policy {
   }
 
   /** The chat messages of a sample. */
-  async messages(sample: VqaSample): Promise<OpenAI.Chat.ChatCompletionMessageParam[]> {
+  async messages(sample: VqaSample): Promise<ChatMessage[]> {
     const files = sample.imagePaths?.length ? sample.imagePaths : [sample.imagePath];
-    const parts: OpenAI.Chat.ChatCompletionContentPart[] = [];
+    const parts: ChatContentPart[] = [];
     for (const f of files) {
       const url = await this.imageUrl(f);
       parts.push({ type: 'image_url', image_url: this.o.detail ? { url, detail: this.o.detail } : { url } });
     }
     parts.push({ type: 'text', text: this.o.userText ? this.o.userText(sample) : sample.question });
-    const msgs: OpenAI.Chat.ChatCompletionMessageParam[] = [];
+    const msgs: ChatMessage[] = [];
     if (this.o.systemPrompt !== undefined) msgs.push({ role: 'system', content: this.o.systemPrompt });
     msgs.push({ role: 'user', content: parts });
     return msgs;
   }
 
-  private body(messages: OpenAI.Chat.ChatCompletionMessageParam[], o: SamplingOptions, n: number, seed: number | undefined): Record<string, unknown> {
-    const b: Record<string, unknown> = { model: this.model, messages, temperature: o.temperature, [this.o.maxTokensField ?? 'max_tokens']: o.maxTokens };
+  private body(messages: ChatMessage[], o: SamplingOptions, n: number, seed: number | undefined): ChatCompletionRequest {
+    const b: ChatCompletionRequest = { model: this.model, messages, temperature: o.temperature, [this.o.maxTokensField ?? 'max_tokens']: o.maxTokens };
     if (n > 1) b.n = n;
     if (o.topP !== undefined && o.topP !== 1) b.top_p = o.topP;
     if (o.topK) b.top_k = o.topK;
@@ -194,10 +195,10 @@ export class OpenAIPolicy implements Policy {
   }
 
   /** One request for `n` choices; throws RequestError when it fails for good. */
-  private async request(body: Record<string, unknown>, signal: AbortSignal | undefined): Promise<Completion[]> {
+  private async request(body: ChatCompletionRequest, signal: AbortSignal | undefined): Promise<Completion[]> {
     const r = await this.scheduler.run(async (s) => {
       this.counts.requests++;
-      const res = await this.client.chat.completions.create(body as unknown as OpenAI.Chat.ChatCompletionCreateParamsNonStreaming, { signal: s, maxRetries: 0, timeout: 24 * 3600_000 });
+      const res = (await this.client.chat.completions.create(body, { signal: s, maxRetries: 0, timeout: 24 * 3600_000 })) as OpenAI.Chat.ChatCompletion;
       if (!res || !Array.isArray(res.choices)) throw new MalformedReplyError(`the reply has no choices (${JSON.stringify(res).slice(0, 200)})`);
       if (res.choices.length === 0) throw new MalformedReplyError('the reply has an empty choices list');
       for (const c of res.choices) {
@@ -257,7 +258,7 @@ export class OpenAIPolicy implements Policy {
       text: '', finishReason: 'error' as const, error: `sample ${sample.id}: ${err instanceof Error ? err.message : String(err)}`,
       latencyMs: performance.now() - t0, attempts: attempts ?? (err instanceof RequestError ? err.attempts : undefined),
     }));
-    let messages: OpenAI.Chat.ChatCompletionMessageParam[];
+    let messages: ChatMessage[];
     try {
       messages = await this.messages(sample);
     } catch (err) {

@@ -1,8 +1,12 @@
 /** report.html from notebooks built in memory: no kernel needed. */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { readReportData, renderReport, scriptJson, type ReportData } from '../../src/report/html.js';
 import type { Notebook } from '../../src/report/nbformat.js';
+import { Browser } from './browser.js';
 import { pythonNotebook } from './notebooks.js';
 
 function data(nb: Notebook): ReportData {
@@ -22,12 +26,14 @@ test('plotly.js is inlined only when a plot is present', async () => {
   const plain = pythonNotebook([cell([{ output_type: 'stream', name: 'stdout', text: 'hi\n' }])]);
   const r1 = await renderReport(plain, data(plain));
   assert.equal(r1.plotlyInlined, false);
-  assert.ok(!r1.html.includes('plotly.js v'));
+  assert.ok(!r1.html.includes('* plotly.js'));
   assert.ok(r1.html.length < 100_000, `small report: ${r1.html.length} bytes`);
   const plot = pythonNotebook([cell([{ output_type: 'display_data', data: { 'application/vnd.plotly.v1+json': { data: [] }, 'text/plain': 'p' }, metadata: {} }])]);
   const r2 = await renderReport(plot, data(plot));
   assert.equal(r2.plotlyInlined, true);
-  assert.equal(r2.html.split('plotly.js v').length - 1, 1);
+  assert.equal(r2.html.split('* plotly.js (basic - minified) v').length - 1, 1, 'the partial (basic) bundle, once');
+  // The partial bundle keeps a report with plots small (the full plotly.js alone is 4.8 MB).
+  assert.ok(Buffer.byteLength(r2.html) <= 1.5e6, `a report with a plot is ${Buffer.byteLength(r2.html)} bytes (≤ 1.5 MB)`);
 });
 
 test('a vendor output carries its payload for the renderers and its fallback for readers without JavaScript', async () => {
@@ -55,5 +61,28 @@ test('stamp parts that were not recorded are marked, never silently absent', asy
   const html = (await renderReport(nb, data(nb))).html;
   for (const part of ['configs', 'seeds', 'datasets', 'models', 'git', 'host', 'time']) {
     assert.match(html, new RegExp(`class="vq-stamp-part vq-empty" data-stamp="${part}"`), part);
+  }
+});
+
+test('the partial plotly.js draws scatter traces; another trace type keeps its fallback with a note naming it', async () => {
+  const fig = (type: string) => ({ output_type: 'display_data', data: { 'application/vnd.plotly.v1+json': { data: [{ type, x: [1, 2, 3], y: [2, 1, 3], z: [[1, 2], [3, 4]] }], layout: { title: { text: `${type} plot` } } }, 'text/plain': `${type} fallback` }, metadata: {} });
+  const nb = pythonNotebook([cell([fig('scatter')]), cell([fig('heatmap')])]);
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'vq-html-'));
+  const browser = await Browser.launch();
+  try {
+    const file = path.join(dir, 'report.html');
+    writeFileSync(file, (await renderReport(nb, data(nb))).html);
+    const { page, errors } = await browser.open(file);
+    const plots = page.locator('.vq-plotly');
+    const scatter = await plots.nth(0).locator('.vq-rendered .main-svg, .main-svg').first().boundingBox();
+    assert.ok(scatter && scatter.width > 300 && scatter.height > 200, `scatter drawn: ${JSON.stringify(scatter)}`);
+    assert.equal(await plots.nth(0).locator('.scatterlayer .trace').count(), 1, 'one scatter trace drawn');
+    assert.equal(await plots.nth(1).evaluate((el) => el.classList.contains('vq-rendered')), false);
+    assert.match(await plots.nth(1).locator('.vq-render-error').innerText(), /trace type "heatmap" not in this report's plotly\.js \(it draws scatter, bar, pie\)/);
+    assert.ok(await plots.nth(1).locator('.vq-fallback', { hasText: 'heatmap fallback' }).isVisible());
+    assert.deepEqual(errors, []);
+  } finally {
+    await browser.close();
+    rmSync(dir, { recursive: true, force: true });
   }
 });

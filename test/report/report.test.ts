@@ -72,7 +72,8 @@ describe('vqalab report', { timeout: 600_000 }, () => {
   test('report.html renders in Chromium offline: no console errors, plot and widget fallbacks visible', async () => {
     const file = path.join(dir, 'out', 'report.html');
     const html = readFileSync(file, 'utf8');
-    assert.equal(html.split('* plotly.js v').length - 1, 1, 'plotly.js is inlined exactly once');
+    assert.equal(html.split('* plotly.js (basic - minified) v').length - 1, 1, 'the partial plotly.js (scatter, bar, pie) is inlined exactly once');
+    assert.ok(Buffer.byteLength(html) <= 1.5e6, `report.html with two plots and a metrics widget: ${Buffer.byteLength(html)} bytes (≤ 1.5 MB)`);
     const { page, errors, requests } = await browser.open(file);
     try {
       const plot = await page.locator('.vq-plotly.vq-rendered .main-svg').first().boundingBox();
@@ -169,7 +170,7 @@ describe('vqalab report', { timeout: 600_000 }, () => {
     assert.equal(r.code, 1);
     assert.equal(r.stderr, 'vqalab report run: cell 1 failed: ValueError: planted failure 42\n');
     const html = readFileSync(path.join(dir, 'fail', 'report.html'), 'utf8');
-    assert.ok(!html.includes('* plotly.js v'), 'no plot, no plotly');
+    assert.ok(!html.includes('* plotly.js'), 'no plot, no plotly');
     const { page, errors } = await browser.open(path.join(dir, 'fail', 'report.html'));
     try {
       assert.match(await page.locator('.vq-banner-error').innerText(), /The run stopped at cell 1: ValueError: planted failure 42/);

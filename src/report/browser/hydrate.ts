@@ -44,8 +44,19 @@ function showError(el: HTMLElement, message: string): void {
   el.prepend(box);
 }
 
-async function drawPlotly(el: HTMLElement, Plotly: any): Promise<void> {
-  const spec = payloadOf(el) as { data?: unknown[]; layout?: Record<string, unknown>; config?: Record<string, unknown> } | null;
+/** The trace types the inlined plotly.js partial bundle draws (html.ts writes the list beside it). */
+function traceTypes(): Set<string> | null {
+  const el = document.getElementById('vqalab-plotly-traces');
+  return el ? new Set(JSON.parse(el.textContent ?? '[]') as string[]) : null;
+}
+
+async function drawPlotly(el: HTMLElement, Plotly: any, types: Set<string> | null): Promise<void> {
+  const spec = payloadOf(el) as { data?: { type?: string }[]; layout?: Record<string, unknown>; config?: Record<string, unknown> } | null;
+  // plotly.js silently draws nothing for a trace type it was built without; say so instead.
+  const missing = [...new Set((spec?.data ?? []).map((t) => t?.type ?? 'scatter'))].filter((t) => types && !types.has(t));
+  if (missing.length) {
+    throw new Error(`trace type${missing.length > 1 ? 's' : ''} ${missing.map((t) => JSON.stringify(t)).join(', ')} not in this report's plotly.js (it draws ${[...types!].join(', ')}); showing the fallback.`);
+  }
   const target = el.querySelector('.vq-plot')!;
   await Plotly.newPlot(target, spec?.data ?? [], { autosize: true, ...(spec?.layout ?? {}) }, { responsive: true, displaylogo: false, ...(spec?.config ?? {}) });
   el.classList.add('vq-rendered');
@@ -59,6 +70,7 @@ export async function hydrate(opts: HydrateOptions = {}): Promise<void> {
   if (!root.dataset.theme) root.dataset.theme = window.matchMedia?.('(prefers-color-scheme: dark)').matches ? 'dark' : 'light';
   const theme: 'light' | 'dark' = root.dataset.theme === 'dark' ? 'dark' : 'light';
   const Plotly = w.Plotly;
+  const types = traceTypes();
 
   for (const el of Array.from(document.querySelectorAll('.vq-plotly')) as HTMLElement[]) {
     if (!Plotly) {
@@ -66,7 +78,7 @@ export async function hydrate(opts: HydrateOptions = {}): Promise<void> {
       continue;
     }
     try {
-      await drawPlotly(el, Plotly);
+      await drawPlotly(el, Plotly, types);
       el.querySelector('.vq-fallback')?.remove();
     } catch (err) {
       showError(el, `Could not draw this plot: ${(err as Error).message}`);
