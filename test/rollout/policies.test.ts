@@ -78,7 +78,8 @@ test('a bad sample becomes error completions on that sample (no throw), and a ro
   assert.match(m[0]!.error!, /^sample gone: .*no-such\.png: cannot read the image \(ENOENT\)$/);
   const l = await remote.generate(tooLong, { ...sampling, n: 2 });
   assert.deepEqual(l.map((c) => c.finishReason), ['error', 'error']);
-  assert.match(l[0]!.error!, /^sample long: HTTP 400: this model's maximum context length is 1024 tokens, but the prompt has \d+ tokens/);
+  // far longer than the context: refused by its characters before tokenising (vqalab serve's --max-prompt-chars)
+  assert.match(l[0]!.error!, /^sample long: HTTP 400: the messages hold [\d,]+ characters of text, more than this server's limit of [\d,]+ \(--max-prompt-chars\); no prompt that long fits the context of 1024 tokens/);
   assert.equal(l[0]!.attempts, 1, 'a 400 is not retried');
   const lm = await local.generate(missing, { ...sampling, n: 2 });
   assert.equal(lm[0]!.finishReason, 'error');
