@@ -542,10 +542,16 @@ export async function serve(options: ServeOptions): Promise<ServeHandle> {
     else socket.destroy();
   });
   server.keepAliveTimeout = 30_000;
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(options.port ?? 8000, host, () => { server.off('error', reject); resolve(); });
-  });
+  try {
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(options.port ?? 8000, host, () => { server.off('error', reject); resolve(); });
+    });
+  } catch (err) {
+    // A server that never listened must not leave its request workers keeping the process alive.
+    await offload?.close();
+    throw err;
+  }
   const port = (server.address() as AddressInfo).port;
   const shownHost = host.includes(':') ? `[${host}]` : host;
   return {
