@@ -25,6 +25,7 @@ import type { EvalSummary } from '../grpo/evaluate.js';
 import { Trainer, type StepOutput } from '../grpo/trainer.js';
 import { DEFAULT_MODEL_DIR } from '../model/default.js';
 import { vqaAccuracy } from '../reward/basic.js';
+import { runTrainAgent } from '../gateway/cli.js';
 import { processorOptionsFrom, resolveModelFolder } from '../rollout/local.js';
 import { VlmTokenizer } from '../text/tokenizer.js';
 import { writeFileAtomic } from '../util/fs.js';
@@ -340,6 +341,9 @@ Model and data:
   --limit-train N        use the first N training samples
   --limit-val N          use the first N validation samples
 
+Agents:
+  --agent "CMD"          train through the gateway on what an agent command does (vqalab train-agent's options)
+
 Training:
   --max-steps N          GRPO steps in all, a resumed run included (default 100)
   --config FILE          JSON of the trainer config (docs/grpo.md), e.g. {"learningRate": 1e-5}
@@ -370,6 +374,8 @@ export const trainCommand: Command = {
   summary: 'GRPO of a Qwen2-VL folder on a Parquet VQA table (--model, --data-path, --max-steps); Ctrl-C saves, --resume continues',
   usage,
   async run(argv) {
+    // `vqalab train --agent "CMD"`: an agent's rollouts through the training gateway (src/gateway).
+    if (argv.some((a) => a === '--agent' || a.startsWith('--agent='))) return runTrainAgent(argv);
     let values: Record<string, string | boolean | undefined>;
     try {
       ({ values } = parseArgs({

@@ -10,6 +10,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { UsageError } from '../../src/cli/command.js';
 import { runTrainAgent } from '../../src/gateway/cli.js';
+import { trainCommand } from '../../src/cli/train.js';
 
 const EXAMPLE = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'examples', 'agents', 'vqa-agent.js');
 
@@ -18,6 +19,8 @@ test('usage errors', async () => {
   await assert.rejects(runTrainAgent(['--agent', 'x', '--env', 'NOEQUALS']), (e: unknown) => e instanceof UsageError && /--env must be KEY=VALUE; got "NOEQUALS"/.test(e.message));
   await assert.rejects(runTrainAgent(['--agent', 'x', '--lr', 'fast']), (e: unknown) => e instanceof UsageError && /--lr must be a positive number/.test(e.message));
   await assert.rejects(runTrainAgent(['--agent', 'x', '--bogus']), (e: unknown) => e instanceof UsageError && /bogus/.test(e.message));
+  // `vqalab train --agent` is the same command.
+  await assert.rejects(trainCommand.run(['--agent', 'x', '--env', 'NOEQUALS']), (e: unknown) => e instanceof UsageError && /--env must be KEY=VALUE; got "NOEQUALS"/.test(e.message));
 });
 
 test('one step with the example agent', async () => {
