@@ -4,26 +4,15 @@
  * gateway over the trainer's model for the step (loopback, any free port; the server holds no
  * state between steps), runs the agents, trains on their trajectories and closes the gateway.
  */
-import type { VqaSample } from '../data/types.js';
-import type { EngineModel } from '../engine/types.js';
-import type { GrpoConfig } from '../grpo/config.js';
+import { registerAgentStep, type AgentStepInputs } from '../grpo/agent-step.js';
 import { meanStd, residentMiB, type StepMetrics } from '../grpo/metrics.js';
-import type { AgentGroup, AgentOptions } from '../rollout/agent.js';
+import type { AgentGroup } from '../rollout/agent.js';
 import { LocalPolicy } from '../rollout/local.js';
-import type { VlmTokenizer } from '../text/tokenizer.js';
 import { agentGrpoStep } from './loop.js';
 import { startGateway } from './start.js';
 
-export interface AgentTrainerStepInputs {
-  model: EngineModel;
-  tokenizer: VlmTokenizer;
-  config: Readonly<GrpoConfig>;
-  agent: AgentOptions;
-  samples: readonly VqaSample[];
-  step: number;
-  signal?: AbortSignal;
-  log?: (line: string) => void;
-}
+/** The inputs of one agent step (defined beside the trainer, which calls it). */
+export type AgentTrainerStepInputs = AgentStepInputs;
 
 /** Run one agent step; the metrics in the trainer's shape (`extra` holds the agent-specific ones). */
 export async function agentTrainerStep(o: AgentTrainerStepInputs): Promise<{ metrics: StepMetrics; groups: AgentGroup[] }> {
@@ -55,3 +44,5 @@ export async function agentTrainerStep(o: AgentTrainerStepInputs): Promise<{ met
   };
   return { metrics, groups: out.groups };
 }
+
+registerAgentStep(agentTrainerStep);

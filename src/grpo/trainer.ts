@@ -69,7 +69,7 @@ export type { StepOutput, TrainerCallback, TrainerControl, TrainerView } from '.
 export { resolveCheckpoint } from './checkpoint.js';
 export { AbortError, BadSamplesError, type RunOptions, type RunResult, type SftOptions, type TrainerOptions } from './options.js';
 import { AbortError, BadSamplesError, type RunOptions, type RunResult, type SftOptions, type TrainerOptions } from './options.js';
-import { agentTrainerStep } from '../gateway/trainer-step.js';
+import { agentStep } from './agent-step.js';
 import type { AgentGroup } from '../rollout/agent.js';
 
 function now(): number {
@@ -316,7 +316,7 @@ export class Trainer implements TrainerView {
     const samples = this.cursor.take(this.config.promptsPerStep).map((i) => this.opts.train[i]!);
     let r;
     try {
-      r = await agentTrainerStep({ model: this.model, tokenizer: this.tokenizer, config: this.config, agent: this.opts.agent!, samples, step, signal, log: (l) => this.log(l) });
+      r = await agentStep()({ model: this.model, tokenizer: this.tokenizer, config: this.config, agent: this.opts.agent!, samples, step, signal, log: (l) => this.log(l) });
     } catch (err) {
       this.rng.restore(snapshot.rng);
       this.cursor.position = snapshot.cursor;

@@ -13,6 +13,7 @@ import path from 'node:path';
 import { loadModel } from '../../src/engine/index.js';
 import type { EngineModel } from '../../src/engine/types.js';
 import { Trainer } from '../../src/grpo/trainer.js';
+import '../../src/gateway/trainer-step.js'; // registers the agent step Trainer({ agent }) runs
 import type { StepMetrics } from '../../src/grpo/metrics.js';
 import { DEFAULT_MODEL_DIR } from '../../src/model/default.js';
 import { VlmTokenizer } from '../../src/text/tokenizer.js';
