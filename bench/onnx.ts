@@ -11,7 +11,7 @@
  *     npm run build && node dist/bench/onnx.js [--threads 2] [--questions 300] [--tokens 32] [--reps 3]
  *       [--models tiny,100m] [--image 224] [--out bench/results/onnx.md]
  */
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
@@ -21,13 +21,11 @@ import type { VqaSample } from '../src/data/types.js';
 import type { Prompt } from '../src/engine/types.js';
 import { exportOnnx } from '../src/export/index.js';
 import { DEFAULT_MODEL_DIR } from '../src/model/default.js';
-import { initTensors } from '../src/model/init.js';
-import { qwen2vlConfigJson, qwen2vlTensorSpecs, type Qwen2VLDims } from '../src/model/qwen2vl.js';
+import { randomMidsizeModel } from './random-model.js';
 import { evaluatePolicies } from '../src/rollout/compare.js';
 import { LocalPolicy } from '../src/rollout/local.js';
 import { OnnxPolicy } from '../src/rollout/onnx.js';
 import { VlmTokenizer } from '../src/text/tokenizer.js';
-import { writeSafetensors, type Tensor } from '../src/util/safetensors.js';
 
 const { values } = parseArgs({
   options: {
@@ -40,28 +38,7 @@ const THREADS = Number(values.threads), QUESTIONS = Number(values.questions), TO
 const IMAGE = Number(values.image);
 
 /** ~100 M parameters: the serve bench's medium model with 9 layers. */
-async function model100m(): Promise<string> {
-  const dir = path.join(tmpdir(), 'vqalab-bench-100m-v1');
-  if (existsSync(path.join(dir, 'model.safetensors'))) return dir;
-  mkdirSync(dir, { recursive: true });
-  const tiny = JSON.parse(readFileSync(path.join(DEFAULT_MODEL_DIR, 'config.json'), 'utf8')) as Record<string, number>;
-  const dims: Qwen2VLDims = {
-    vocabSize: tiny.vocab_size!, hiddenSize: 1024, intermediateSize: 2816, numHiddenLayers: 9, numAttentionHeads: 16, numKeyValueHeads: 2,
-    mropeSection: [8, 12, 12], tieWordEmbeddings: true, rmsNormEps: 1e-6, ropeTheta: 1_000_000, maxPositionEmbeddings: 1024, initializerRange: 0.02,
-    vision: { depth: 2, embedDim: 64, numHeads: 4, mlpRatio: 4, patchSize: 14, temporalPatchSize: 2, spatialMergeSize: 2, inChannels: 3 },
-  };
-  const config = qwen2vlConfigJson(dims, {
-    bos: tiny.bos_token_id!, eos: tiny.eos_token_id!, pad: tiny.pad_token_id!, visionStart: tiny.vision_start_token_id!, visionEnd: tiny.vision_end_token_id!,
-    visionPad: tiny.vision_token_id!, imagePad: tiny.image_token_id!, videoPad: tiny.video_token_id!,
-  });
-  const specs = qwen2vlTensorSpecs(dims);
-  const init = initTensors(specs, 7, dims.initializerRange);
-  const tensors = new Map<string, Tensor>(specs.map((s) => [s.name, { dtype: 'F32', shape: s.shape, data: init.get(s.name)! }]));
-  for (const f of ['tokenizer.json', 'tokenizer_config.json', 'generation_config.json', 'preprocessor_config.json']) copyFileSync(path.join(DEFAULT_MODEL_DIR, f), path.join(dir, f));
-  writeFileSync(path.join(dir, 'config.json'), JSON.stringify(config, null, 2) + '\n');
-  await writeSafetensors(path.join(dir, 'model.safetensors'), tensors, { format: 'pt' });
-  return dir;
-}
+const model100m = () => randomMidsizeModel('vqalab-bench-100m-v1', 9);
 
 async function ms(fn: () => Promise<unknown>): Promise<number> {
   const t0 = performance.now();

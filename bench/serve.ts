@@ -23,18 +23,15 @@
  *       [--rounds 2] [--stream] [--direct] [--seconds 90] [--threads 1] [--max-batch-rows 64] [--model tiny|medium|DIR]
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { copyFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { cpus, loadavg, tmpdir } from 'node:os';
+import { readFileSync } from 'node:fs';
+import { cpus, loadavg } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import OpenAI from 'openai';
 import sharp from 'sharp';
-import { DEFAULT_MODEL_DIR } from '../src/model/default.js';
-import { initTensors } from '../src/model/init.js';
-import { qwen2vlConfigJson, qwen2vlTensorSpecs, type Qwen2VLDims } from '../src/model/qwen2vl.js';
+import { randomMidsizeModel } from './random-model.js';
 import { LocalPolicy } from '../src/rollout/local.js';
-import { writeSafetensors, type Tensor } from '../src/util/safetensors.js';
 import { percentile } from '../src/rollout/compare.js';
 import { VlmTokenizer } from '../src/text/tokenizer.js';
 
@@ -50,28 +47,7 @@ const REQUESTS = Number(values.requests), CONCURRENCY = Number(values.concurrenc
 const SECONDS = Number(values.seconds), THREADS = Number(values.threads), N = Number(values.n), ROUNDS = Number(values.rounds);
 const STREAM = values.stream!, ROWS = Number(values['max-batch-rows']);
 /** A random-weight Qwen2-VL with the tiny model's tokenizer, processor and vision tower, and a ~90 M parameter language model. */
-async function mediumModel(): Promise<string> {
-  const dir = path.join(tmpdir(), 'vqalab-bench-medium-v1');
-  if (existsSync(path.join(dir, 'model.safetensors'))) return dir;
-  mkdirSync(dir, { recursive: true });
-  const tiny = JSON.parse(readFileSync(path.join(DEFAULT_MODEL_DIR, 'config.json'), 'utf8')) as Record<string, number>;
-  const dims: Qwen2VLDims = {
-    vocabSize: tiny.vocab_size!, hiddenSize: 1024, intermediateSize: 2816, numHiddenLayers: 8, numAttentionHeads: 16, numKeyValueHeads: 2,
-    mropeSection: [8, 12, 12], tieWordEmbeddings: true, rmsNormEps: 1e-6, ropeTheta: 1_000_000, maxPositionEmbeddings: 1024, initializerRange: 0.02,
-    vision: { depth: 2, embedDim: 64, numHeads: 4, mlpRatio: 4, patchSize: 14, temporalPatchSize: 2, spatialMergeSize: 2, inChannels: 3 },
-  };
-  const config = qwen2vlConfigJson(dims, {
-    bos: tiny.bos_token_id!, eos: tiny.eos_token_id!, pad: tiny.pad_token_id!, visionStart: tiny.vision_start_token_id!, visionEnd: tiny.vision_end_token_id!,
-    visionPad: tiny.vision_token_id!, imagePad: tiny.image_token_id!, videoPad: tiny.video_token_id!,
-  });
-  const specs = qwen2vlTensorSpecs(dims);
-  const values = initTensors(specs, 7, dims.initializerRange);
-  const tensors = new Map<string, Tensor>(specs.map((spec) => [spec.name, { dtype: 'F32', shape: spec.shape, data: values.get(spec.name)! }]));
-  for (const f of ['tokenizer.json', 'tokenizer_config.json', 'generation_config.json', 'preprocessor_config.json']) copyFileSync(path.join(DEFAULT_MODEL_DIR, f), path.join(dir, f));
-  writeFileSync(path.join(dir, 'config.json'), JSON.stringify(config, null, 2) + '\n');
-  await writeSafetensors(path.join(dir, 'model.safetensors'), tensors, { format: 'pt' }); // atomic: its presence marks a complete folder
-  return dir;
-}
+const mediumModel = () => randomMidsizeModel('vqalab-bench-medium-v1', 8);
 
 const MODEL = values.model === 'tiny' ? undefined : values.model === 'medium' ? await mediumModel() : values.model!;
 const BIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'bin', 'vqalab.js');
