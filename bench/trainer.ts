@@ -18,7 +18,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { loadModel } from '../src/engine/model.js';
 import { Trainer } from '../src/grpo/trainer.js';
-import { Rng } from '../src/grpo/rng.js';
+import { Rng } from '../src/util/rng.js';
 import { synthVocabulary } from '../src/data/synth-vocab.js';
 import { buildTokenizerFiles } from '../src/text/build.js';
 import { VlmTokenizer } from '../src/text/tokenizer.js';

@@ -29,7 +29,8 @@ import { Qwen2VLImageProcessor } from '../vision/qwen2vl.js';
 import { writeFileAtomic } from '../util/fs.js';
 import { Progress } from '../util/progress.js';
 import { interruptible } from '../util/interrupt.js';
-import { UsageError, type Command } from './command.js';
+import { type Command } from './command.js';
+import { UsageError } from '../util/errors.js';
 
 /** The recipe. Changing any number changes the result; bench/demo.ts reports it. */
 export interface DemoOptions {

@@ -10,7 +10,8 @@ import type { Policy } from '../rollout/types.js';
 import { writeFileAtomic } from '../util/fs.js';
 import { interruptible } from '../util/interrupt.js';
 import { Progress } from '../util/progress.js';
-import { UsageError, type Command } from './command.js';
+import { type Command } from './command.js';
+import { UsageError } from '../util/errors.js';
 
 const usage = `Usage: vqalab eval-policy --dataset FILE --policy SPEC [--policy SPEC ...] [options]
 

@@ -3,7 +3,8 @@ import {
   installKernelspec, jupyterPath, kernelJson, listKernelspecs, removeKernelspec, type Location,
 } from '../../kernel/kernelspec.js';
 import { KERNEL_NAME } from '../../kernel/info.js';
-import { UsageError, dispatchSubcommand, type Command } from './command.js';
+import { dispatchSubcommand, type Command } from './command.js';
+import { UsageError } from '../util/errors.js';
 
 const LOCATION_HELP = `Where (one of; default: --user, or the system directory when run as root):
   --user          the per-user Jupyter data directory (~/.local/share/jupyter/kernels)

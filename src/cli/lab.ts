@@ -9,7 +9,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { withAtomicOutput } from '../util/fs.js';
-import { dispatchSubcommand, UsageError, type Command } from './command.js';
+import { dispatchSubcommand, type Command } from './command.js';
+import { UsageError } from '../util/errors.js';
 
 export const EXTENSION_NAME = 'vqalab-jupyterlab';
 

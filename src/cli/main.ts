@@ -1,6 +1,7 @@
 /** Entry point of the `vqalab` CLI: finds the subcommand, handles --help and --version, maps errors to exit codes. */
 import { readFileSync } from 'node:fs';
-import { UsageError, wantsHelp } from './command.js';
+import { wantsHelp } from './command.js';
+import { UsageError } from '../util/errors.js';
 import { commands } from './commands.js';
 
 export function packageVersion(): string {

@@ -6,7 +6,8 @@ import { DEFAULT_MODEL_DIR } from '../model/default.js';
 import { LocalPolicy } from '../rollout/local.js';
 import { serve } from '../serve/server.js';
 import { Gateway } from '../gateway/gateway.js';
-import { UsageError, type Command } from './command.js';
+import { type Command } from './command.js';
+import { UsageError } from '../util/errors.js';
 
 const usage = `Usage: vqalab serve [--model DIR] [options]
 

@@ -33,7 +33,8 @@ import { interruptible } from '../util/interrupt.js';
 import { formatDuration } from '../util/progress.js';
 import { Qwen2VLImageProcessor } from '../vision/qwen2vl.js';
 import { checkDemoTarget, DEMO_DEFAULTS } from './demo.js';
-import { UsageError, type Command } from './command.js';
+import { type Command } from './command.js';
+import { UsageError } from '../util/errors.js';
 
 export interface TrainOptions {
   /** A Qwen2-VL model folder; default the embedded tiny model. */

@@ -9,4 +9,4 @@ export { verifyDataset, formatVerifyReport, type VerifyOptions, type VerifyRepor
 export { writeSynth, synthSamples, renderScene, sceneSvg, SYNTH_DIFFICULTIES, type SynthOptions, type SynthDifficulty, type SynthScene } from './synth.js';
 export { synthVocabulary, synthTokens, SYNTH_FAMILIES, SYNTH_SHAPES, SYNTH_COLOR_NAMES } from './synth-vocab.js';
 export { scanJsonArray } from './json-stream.js';
-export { mulberry32, permutation } from './rng.js';
+export { mulberry32, permutation } from '../util/rng.js';

@@ -14,7 +14,7 @@ import { withAtomicOutput } from '../util/fs.js';
 import type { GrpoConfig } from './config.js';
 import type { CursorState } from './cursor.js';
 import type { StepMetrics } from './metrics.js';
-import type { RngState } from './rng.js';
+import type { RngState } from '../util/rng.js';
 
 export interface TrainerState {
   step: number;

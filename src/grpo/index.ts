@@ -11,6 +11,6 @@ export { computeAdvantages, isZeroVariance, klTerm, klPenalizedRewards, sampleSt
 export { grpoLoss, sftLoss, aggregationWeights } from './loss.js';
 export type { LossBatch, LossOptions, LossMetrics, LossResult } from './loss.js';
 export { learningRateAt } from './schedule.js';
-export { Rng, type RngState } from './rng.js';
+export { Rng, type RngState } from '../util/rng.js';
 export { MetricsLog, type StepMetrics } from './metrics.js';
 export { summarize, type EvalSummary, type EvalRow } from './evaluate.js';

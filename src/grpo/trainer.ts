@@ -50,7 +50,7 @@ import { interruptible } from '../util/interrupt.js';
 import { expectInteger, expectOneOf } from '../util/validate.js';
 import { grpoConfig, type GrpoConfig } from './config.js';
 import { learningRateAt } from './schedule.js';
-import { Rng, type RngState } from './rng.js';
+import { Rng, type RngState } from '../util/rng.js';
 import { DataCursor, type CursorState } from './cursor.js';
 import { MetricsLog, metricsFromJson, residentMiB, type StepMetrics } from './metrics.js';
 import { scoreAnswer } from '../eval/vqa-metric.js';

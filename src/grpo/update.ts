@@ -8,7 +8,7 @@ import { needsOldLogprobs, type GrpoConfig } from './config.js';
 import { computeAdvantages, klPenalizedRewards } from './advantages.js';
 import { grpoLoss, type LossMetrics } from './loss.js';
 import { learningRateAt } from './schedule.js';
-import type { Rng } from './rng.js';
+import type { Rng } from '../util/rng.js';
 import { meanStd, residentMiB, type StepMetrics } from './metrics.js';
 import type { RolloutCompletion, RolloutGroup } from './rollout.js';
 

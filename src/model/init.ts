@@ -4,7 +4,7 @@
  * The normals come from our seeded generator (src/grpo/rng.ts), drawn tensor by tensor in spec
  * order, so a seed gives the same checkpoint on every machine (not the numbers torch would draw).
  */
-import { Rng } from '../grpo/rng.js';
+import { Rng } from '../util/rng.js';
 import { numelOf, type TensorSpec } from './qwen2vl.js';
 
 export function initTensors(specs: readonly TensorSpec[], seed: number, std: number): Map<string, Float32Array> {

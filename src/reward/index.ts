@@ -11,7 +11,7 @@ export {
 } from './basic.js';
 export { gate, max, passes, weighted, type Component, type Components, type GateCondition } from './compose.js';
 export {
-  DEFAULT_JUDGE_TEMPLATE, JudgeError, llmJudge, parseJudgeScore, retryAfterMs,
+  DEFAULT_JUDGE_TEMPLATE, JudgeError, llmJudge, parseJudgeScore,
   type JudgeStats, type JudgeTemplateValues, type LlmJudge, type LlmJudgeOptions,
 } from './judge.js';
 export {

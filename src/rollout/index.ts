@@ -5,7 +5,7 @@ export {
   type LocalPolicyOptions, type LoadLocalPolicyOptions, type LocalSampling, type LocalChoice, type LocalGeneration, type ResolvedCheckpoint,
 } from './local.js';
 export { OpenAIPolicy, imageDataUrl, parseOpenAISpec, sniffImageMime, tokenIdsOf, type OpenAIPolicyOptions, type OpenAIPolicyStats } from './openai.js';
-export type { ChatClient, ChatChoiceTokens, ChatCompletionRequest, ChatContentPart, ChatMessage, ChatRequestOptions } from './chat-client.js';
+export type { ChatClient, ChatChoiceTokens, ChatCompletionRequest, ChatContentPart, ChatMessage, ChatRequestOptions } from '../util/chat-client.js';
 export {
   RequestScheduler, RequestError, MalformedReplyError, isRetryable, describeFailure, runPool, rollout, sleep,
   type SchedulerOptions, type RetryOptions, type SchedulerStats, type Attempted, type PoolResult, type PoolOptions, type RolloutResult, type RolloutOptions,

@@ -18,7 +18,7 @@ import { pathToFileURL } from 'node:url';
 import OpenAI from 'openai';
 import sharp from 'sharp';
 import type { VqaSample } from '../data/types.js';
-import type { ChatChoiceTokens, ChatClient, ChatCompletionRequest, ChatContentPart, ChatMessage } from './chat-client.js';
+import type { ChatChoiceTokens, ChatClient, ChatCompletionRequest, ChatContentPart, ChatMessage } from '../util/chat-client.js';
 import { describeValue, expectBoolean, expectInteger, expectOneOf, expectString, invalidParameterError } from '../util/validate.js';
 import { abortReason, MalformedReplyError, RequestError, RequestScheduler, type SchedulerOptions, type SchedulerStats } from './runner.js';
 import type { Completion, Policy, SamplingOptions } from './types.js';

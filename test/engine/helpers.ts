@@ -5,7 +5,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { native } from '../../src/engine/native.js';
 import type { ImageInput, Prompt } from '../../src/engine/types.js';
-import { mulberry32 } from '../../src/data/rng.js';
+import { mulberry32 } from '../../src/util/rng.js';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 export const FIXTURES = path.join(ROOT, 'test', 'fixtures', 'engine');
