@@ -7,13 +7,13 @@ export * as parity from './parity/run.js';
 // Rewards: everything under `rewards`; the common ones also flat (format and max only under `rewards`).
 export * as rewards from './reward/index.js';
 export {
-  brevity, completionsFrom, defineReward, exactMatch, gate, llmJudge, numeric, rewardLab, RewardTable, scoreGroups, similarity,
+  brevity, defineReward, exactMatch, gate, llmJudge, numeric, scoreGroups, similarity,
   vqaAccuracy, weighted,
 } from './reward/index.js';
 export type { RewardBreakdown, RewardContext, RewardFn, RewardValue } from './reward/index.js';
 export * as vqaEval from './eval/index.js';
 export * as display from './display/index.js';
-export { show, plot, browse, dashboard } from './display/index.js';
+export { show, plot, browse, dashboard, completionsFrom, rewardLab, RewardTable, showComparison } from './display/index.js';
 export * as engine from './engine/index.js';
 export { Trainer, grpoConfig, grpoLoss, computeAdvantages, GRPO_DEFAULTS } from './grpo/index.js';
 export * as grpo from './grpo/index.js';
@@ -34,7 +34,7 @@ export { recordFacts } from './report/facts.js';
 // The trainer's subscribers (src/grpo/events.ts): report facts here, the run dashboard in src/display/training.ts.
 import './report/trainer-facts.js';
 export * as rollout from './rollout/index.js';
-export { LocalPolicy, OpenAIPolicy, RequestScheduler, rollout as rolloutBatch, evaluatePolicies, showComparison, policyFromSpec } from './rollout/index.js';
+export { LocalPolicy, OpenAIPolicy, RequestScheduler, rollout as rolloutBatch, evaluatePolicies, policyFromSpec } from './rollout/index.js';
 export type { Policy, Completion, SamplingOptions } from './rollout/index.js';
 export { OnnxPolicy, OnnxModel } from './rollout/onnx.js';
 export { exportOnnx } from './export/index.js';

@@ -2,7 +2,8 @@
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { comparisonBundles, comparisonText, comparisonToJson, evaluatePolicies, type PriceTable } from '../rollout/compare.js';
+import { comparisonBundles, comparisonText } from '../display/comparison.js';
+import { comparisonToJson, evaluatePolicies, type PriceTable } from '../rollout/compare.js';
 import { LocalPolicy } from '../rollout/local.js';
 import { readSamplesFile } from '../rollout/samples.js';
 import { policyFromSpec } from '../rollout/spec.js';

@@ -10,8 +10,6 @@ import { createReadStream, existsSync, readFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { VqaDataset } from '../data/dataset.js';
-import type { VqaSample } from '../data/types.js';
 import { weightFiles } from '../engine/model.js';
 import { native } from '../engine/native.js';
 import type { EngineModel } from '../engine/types.js';
@@ -42,11 +40,6 @@ export async function weightsHashIfAny(dir: string | undefined): Promise<string 
   } catch {
     return undefined;
   }
-}
-
-/** The same content hash `VqaDataset.fingerprint()` gives for these samples in this order. */
-export function samplesFingerprint(samples: readonly VqaSample[]): string {
-  return `sha256:${VqaDataset.fromSamples(samples).fingerprint()}`;
 }
 
 let packageVersion: string | undefined;

@@ -19,4 +19,3 @@ export {
   type FailureKind, type GroupInput, type OnRewardError, type RewardEntry, type RewardFailure, type RewardSet,
   type ScoredBatch, type ScoredCompletion, type ScoredGroup, type ScoreOptions,
 } from './runner.js';
-export { completionsFrom, pearson, RewardTable, rewardLab, TIE_EPSILON } from './lab.js';

@@ -12,8 +12,7 @@ export {
   type RequestErrorKind,
 } from './runner.js';
 export {
-  evaluatePolicies, comparisonBundles, comparisonMetrics, comparisonTable, comparisonTableBundle, comparisonText, comparisonToJson, showComparison,
-  percentile, priceFor,
+  evaluatePolicies, comparisonToJson, percentile, priceFor,
   type EvaluatePoliciesOptions, type PolicyComparison, type PolicyReport, type QuestionResult, type Price, type PriceTable,
 } from './compare.js';
 export { policyFromSpec, resolveApiKey, type PolicySpecOptions } from './spec.js';
