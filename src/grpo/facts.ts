@@ -11,6 +11,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { weightFiles } from '../engine/model.js';
+import { vqalabVersion } from '../util/package.js';
 import { native } from '../engine/native.js';
 import type { EngineModel } from '../engine/types.js';
 
@@ -40,22 +41,6 @@ export async function weightsHashIfAny(dir: string | undefined): Promise<string 
   } catch {
     return undefined;
   }
-}
-
-let packageVersion: string | undefined;
-
-/** vqalab's version (package.json). */
-export function vqalabVersion(): string {
-  if (packageVersion) return packageVersion;
-  const here = path.dirname(fileURLToPath(import.meta.url));
-  for (const up of [['..', '..'], ['..', '..', '..']]) {
-    const file = path.join(here, ...up, 'package.json');
-    if (existsSync(file)) {
-      const pkg = JSON.parse(readFileSync(file, 'utf8')) as { name?: string; version?: string };
-      if (pkg.name === 'vqalab' && pkg.version) return (packageVersion = pkg.version);
-    }
-  }
-  return (packageVersion = 'unknown');
 }
 
 /** A line naming the engine a model runs on: vqalab's native engine (with its CPU GEMM kernel and threads), or another implementation. */
