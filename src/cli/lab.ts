@@ -5,9 +5,7 @@
  */
 import { execFileSync } from 'node:child_process';
 import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { userDataDir } from '../jupyter/kernelspec.js';
 import { withAtomicOutput } from '../util/fs.js';
 import { packageRoot } from '../util/package.js';

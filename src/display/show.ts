@@ -16,7 +16,7 @@ import { groupPayload } from './training.js';
 export { samplePayload };
 import {
   MIME, type DatasetPayload, type GroupPayload, type MetricsPayload, type MetricsPoint, type MetricsRun, type MimeBundle,
-  type RewardScore, type RewardTablePayload, type SamplePayload,
+  type RewardTablePayload, type SamplePayload,
 } from './types.js';
 
 export interface ShowOptions extends DisplayOptions {

@@ -6,10 +6,8 @@
  * in a script the facts are kept in memory (`recordedFacts()`), so nothing is printed.
  */
 import { createHash } from 'node:crypto';
-import { createReadStream, existsSync, readFileSync } from 'node:fs';
+import { createReadStream } from 'node:fs';
 import os from 'node:os';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { weightFiles } from '../engine/model.js';
 import { vqalabVersion } from '../util/package.js';
 import { native } from '../engine/native.js';

@@ -10,10 +10,9 @@
  * is cut before it and the token ids / log-probs after the token that completed it are dropped.
  */
 import { randomInt } from 'node:crypto';
-import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import type { VqaSample } from '../data/types.js';
-import type { EngineModel, ImageInput, LoadOptions, LoraConfig, Prompt, TokenEvent } from '../engine/types.js';
+import type { EngineModel, ImageInput, LoadOptions, Prompt, TokenEvent } from '../engine/types.js';
 import { resolveModelFolder, type ResolvedCheckpoint } from '../engine/folder.js';
 import { DEFAULT_MODEL_DIR } from '../model/default.js';
 import { CHAR_TO_BYTE } from '../text/byte-level.js';
