@@ -1,10 +1,11 @@
 /** Rich displays: bundle builders, the display helpers, the live dashboard and the pure renderers. */
 export * from './types.js';
 export { bundleFor, sampleBundle, groupBundle, rewardsBundle, metricsBundle, datasetBundle } from './bundle.js';
-export { show, plot, browse, toRuns } from './show.js';
+// show, plot, browse, dashboard, rewardLab: at the package's top level (src/index.ts), so not repeated here.
+export { toRuns } from './show.js';
 export type { ShowOptions, PlotOptions, BrowseOptions } from './show.js';
 export { samplePayload, type SampleExtras } from './sample.js';
-export { Dashboard, dashboard, thin } from './dashboard.js';
+export { Dashboard, thin } from './dashboard.js';
 export type { DashboardOptions } from './dashboard.js';
 export { imageRef, samplePng } from './image.js';
 export type { ImageRefOptions } from './image.js';
@@ -18,6 +19,6 @@ export { plotlyFigure, smooth, metricKeys } from './render/metrics.js';
 export {
   comparisonBundles, comparisonMetrics, comparisonTable, comparisonTableBundle, comparisonText, showComparison,
 } from './comparison.js';
-export { completionsFrom, pearson, RewardTable, rewardLab, TIE_EPSILON } from './reward-lab.js';
+export { completionsFrom, pearson, RewardTable, TIE_EPSILON } from './reward-lab.js';
 export { metricsPoint, groupPayload, mostInformative, trainingDashboard } from './training.js';
 export type { TrainingDashboard, GroupViewOptions, RunDashboardOptions } from './training.js';

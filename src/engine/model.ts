@@ -52,7 +52,8 @@ function toNativePrompt(p: Prompt): NativePrompt {
   return { ids: p.ids, images: p.images.map((im) => ({ pixels: im.pixels, gridThw: im.gridThw })) };
 }
 
-class CpuEngineModel implements EngineModel {
+/** A model on the native engine, CPU or CUDA (its `device`): the one EngineModel of the addon. */
+class NativeEngineModel implements EngineModel {
   readonly device: Device;
   readonly numParameters: { total: number; trainable: number };
   readonly namingScheme: 'published' | 'internal';
@@ -139,7 +140,7 @@ class CpuEngineModel implements EngineModel {
     let reqs: ForwardRequest[];
     let signal: AbortSignal | undefined;
     try {
-      signal = CpuEngineModel.signalOf('options', options);
+      signal = NativeEngineModel.signalOf('options', options);
       reqs = checkForwardRequests(requests, this.config, this.maxSequenceLength);
       if (reqs.some((r) => r.keepForBackward) && !reqs.every((r) => r.keepForBackward)) {
         throw invalidParameterError('requests[*].keepForBackward', 'the same value for every request of one call', requests.map((r) => r.keepForBackward));
@@ -161,7 +162,7 @@ class CpuEngineModel implements EngineModel {
     const stack = new Error();
     let signal: AbortSignal | undefined;
     try {
-      signal = CpuEngineModel.signalOf('options', options);
+      signal = NativeEngineModel.signalOf('options', options);
     } catch (err) {
       return Promise.reject(err);
     }
@@ -194,7 +195,7 @@ class CpuEngineModel implements EngineModel {
       return Promise.reject(err);
     }
     if (this.disposed) return Promise.reject(nativeError(new Error('this model was disposed'), stack));
-    return this.loop.submit([CpuEngineModel.loopRequest(r, 0, stack)])[0]!;
+    return this.loop.submit([NativeEngineModel.loopRequest(r, 0, stack)])[0]!;
   }
 
   sampleBatch(requests: SampleRequest[], options?: CallOptions): Promise<SampleResult[]> {
@@ -202,7 +203,7 @@ class CpuEngineModel implements EngineModel {
     let rs: CheckedSampleRequest[];
     let signal: AbortSignal | undefined;
     try {
-      signal = CpuEngineModel.signalOf('options', options);
+      signal = NativeEngineModel.signalOf('options', options);
       if (!Array.isArray(requests) || requests.length === 0) throw invalidParameterError('requests', 'non-empty array of sampling requests', requests);
       rs = requests.map((q, i) => checkSampleRequest(q, this.config, this.maxSequenceLength, `requests[${i}]`));
     } catch (err) {
@@ -212,7 +213,7 @@ class CpuEngineModel implements EngineModel {
     if (signal?.aborted) return Promise.reject(signal.reason instanceof Error ? signal.reason : new Error('interrupted'));
     // One controller per batch: options.signal and each request's own signal both cancel.
     const loopReqs = rs.map((r, i) => {
-      const lr = CpuEngineModel.loopRequest(r, i, stack);
+      const lr = NativeEngineModel.loopRequest(r, i, stack);
       if (signal) lr.signal = r.signal ? AbortSignal.any([r.signal, signal]) : signal;
       return lr;
     });
@@ -406,5 +407,5 @@ export async function loadModel(dir: string, options: LoadOptions = {}): Promise
   } catch (err) {
     throw nativeError(err, stack);
   }
-  return new CpuEngineModel(nm, config, maxSeq, dir, configText, lora, device as Device);
+  return new NativeEngineModel(nm, config, maxSeq, dir, configText, lora, device as Device);
 }

@@ -111,9 +111,11 @@ test('the LocalPolicy prompt is the trainer\'s, and top log-probs come with each
 });
 
 test('the package entry exports the rollout API', () => {
-  for (const name of ['LocalPolicy', 'OpenAIPolicy', 'RequestScheduler', 'rolloutBatch', 'evaluatePolicies', 'showComparison', 'policyFromSpec', 'serve']) {
+  for (const name of ['LocalPolicy', 'OpenAIPolicy', 'evaluatePolicies', 'serve']) {
     assert.equal(typeof (vqalab as Record<string, unknown>)[name], 'function', name);
   }
+  for (const name of ['RequestScheduler', 'rollout', 'policyFromSpec']) assert.equal(typeof (vqalab.rollout as Record<string, unknown>)[name], 'function', `rollout.${name}`);
+  assert.equal(typeof vqalab.display.showComparison, 'function');
   assert.equal(typeof vqalab.rollout.runPool, 'function');
   assert.equal(typeof vqalab.rollout.readSamplesFile, 'function');
 });
