@@ -9,6 +9,8 @@
  *        heads, vision 32 × 1280), F32 random weights (uniform, std 0.02), the project's synthetic
  *        tokenizer (the head keeps its 151,936 rows; ids the tokenizer lacks decode to '')
  *   node trainer.mjs bench DIR [--device cuda] [--steps 3] [--prompts 16] [--g 8] [--max 16] [--eval 128] [--eval-one 16]
+ *        [--lora RANK] (LoRA on every linear module of the language model, alpha 2·rank) [--seq 0] (skip the
+ *        sequential step) [--micro TOKENS] (a fixed micro-batch budget; default: sized from free memory)
  *
  * Prints one JSON line per measurement and a table: warm-up step excluded, then `steps` batched
  * steps, one sequential step (one prompt at a time: the old path), evaluate() of `eval`
@@ -90,11 +92,17 @@ async function bench(dir: string, args: string[]): Promise<void> {
   const nEval = Number(flag(args, '--eval', '128'));
   const nEvalOne = Number(flag(args, '--eval-one', '16'));
   const side = Number(flag(args, '--side', '448'));
+  const loraRank = Number(flag(args, '--lora', '0'));
+  const withSequential = flag(args, '--seq', '1') !== '0';
+  const micro = Number(flag(args, '--micro', '0'));
   const out = (o: Record<string, unknown>) => process.stdout.write(`${JSON.stringify(o)}\n`);
 
   let t = performance.now();
-  const model = await loadModel(dir, { device });
-  out({ loaded: dir, device, seconds: (performance.now() - t) / 1000, parameters: model.numParameters.total });
+  const lora = loraRank > 0
+    ? { rank: loraRank, alpha: 2 * loraRank, targetModules: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'], vision: false }
+    : undefined;
+  const model = await loadModel(dir, { device, lora });
+  out({ loaded: dir, device, seconds: (performance.now() - t) / 1000, parameters: model.numParameters.total, trainable: model.numParameters.trainable, memory: model.deviceMemory?.() });
   const tokenizer = VlmTokenizer.load(dir);
   const processor = new Qwen2VLImageProcessor();
   const samples = (count: number, offset: number): VqaSample[] => Array.from({ length: count }, (_, i) => ({
@@ -112,7 +120,8 @@ async function bench(dir: string, args: string[]): Promise<void> {
   const train = samples(prompts * (steps + 3), 0);
   const base = {
     model, tokenizer, train, evalSets: { val: samples(nEval, 100_000) }, rewards: [spread], loadImages, recordFacts: false,
-    config: { promptsPerStep: prompts, numGenerations: G, maxCompletionLength: maxT, learningRate: 1e-6, evalMaxTokens: maxT, seed: 1 },
+    config: { promptsPerStep: prompts, numGenerations: G, maxCompletionLength: maxT, learningRate: 1e-6, evalMaxTokens: maxT, seed: 1, microBatchTokens: micro },
+    log: (line: string) => out({ log: line }),
   };
   const trainer = new Trainer(base);
   // Images are processed once and cached by the trainer (by sample id): process them all before
@@ -128,28 +137,38 @@ async function bench(dir: string, args: string[]): Promise<void> {
     rows.push(pick(o.metrics));
     out({ mode: 'batched', ...rows.at(-1)! });
   }
-  const seq = new Trainer({ ...base, train: train.slice(0), rolloutMode: 'sequential' as const });
-  // The same (already processed) images: the sequential trainer's first step draws other samples, so warm its cache too.
-  await Promise.all(train.map((s) => seq['prompts'].images(s)));
-  const so = await seq.step();
-  out({ mode: 'sequential', ...pick(so.metrics) });
+  let seqRollout = NaN;
+  if (withSequential) {
+    const seq = new Trainer({ ...base, train: train.slice(0), rolloutMode: 'sequential' as const });
+    // The same (already processed) images: the sequential trainer's first step draws other samples, so warm its cache too.
+    await Promise.all(train.map((s) => seq['prompts'].images(s)));
+    const so = await seq.step();
+    seqRollout = so.metrics.rolloutSeconds;
+    out({ mode: 'sequential', ...pick(so.metrics) });
+  }
 
-  t = performance.now();
-  const e = await trainer.evaluate('val');
-  const evalBatched = (performance.now() - t) / 1000;
-  const one = new Trainer({ ...base, evalBatchSize: 1, evalSets: { val: samples(nEvalOne, 100_000) } });
-  await Promise.all(samples(nEvalOne, 100_000).map((s) => one['prompts'].images(s)));
-  t = performance.now();
-  await one.evaluate('val');
-  const evalOne = (performance.now() - t) / 1000;
-  out({ evaluate: { batched: { questions: e.n, seconds: evalBatched, perQuestion: evalBatched / e.n }, oneAtATime: { questions: nEvalOne, seconds: evalOne, perQuestion: evalOne / nEvalOne } } });
+  let evalBatched = NaN, evalOne = NaN, evalN = 0;
+  if (nEval > 0) {
+    t = performance.now();
+    const e = await trainer.evaluate('val');
+    evalN = e.n;
+    evalBatched = (performance.now() - t) / 1000;
+    const one = new Trainer({ ...base, evalBatchSize: 1, evalSets: { val: samples(nEvalOne, 100_000) } });
+    await Promise.all(samples(nEvalOne, 100_000).map((s) => one['prompts'].images(s)));
+    t = performance.now();
+    await one.evaluate('val');
+    evalOne = (performance.now() - t) / 1000;
+    out({ evaluate: { batched: { questions: e.n, seconds: evalBatched, perQuestion: evalBatched / e.n }, oneAtATime: { questions: nEvalOne, seconds: evalOne, perQuestion: evalOne / nEvalOne } } });
+  }
 
   const mean = (k: keyof ReturnType<typeof pick>) => rows.reduce((a, r) => a + (r[k] as number), 0) / rows.length;
-  process.stdout.write(`\nTrainer.step() ${prompts} prompts × G ${G}, ${maxT} tokens, ${side}² images, ${device}, mean of ${steps} steps after a warm-up:\n`
+  const peak = Math.max(...rows.map((r) => r.gpuPeakMiB));
+  process.stdout.write(`\nTrainer.step() ${prompts} prompts × G ${G}, ${maxT} tokens, ${side}² images, ${device}${lora ? `, LoRA r ${loraRank}` : ', full fine-tune'}, mean of ${steps} steps after a warm-up:\n`
     + `  step ${mean('stepSeconds').toFixed(3)} s = rollout ${mean('rolloutSeconds').toFixed(3)} + reward ${mean('rewardSeconds').toFixed(3)} + update ${mean('trainSeconds').toFixed(3)} s;`
-    + ` ${mean('tokensPerSecond').toFixed(0)} sampled tokens/s\n`
-    + `  sequential rollout (one prompt at a time): ${so.metrics.rolloutSeconds.toFixed(3)} s → batched is ${(so.metrics.rolloutSeconds / mean('rolloutSeconds')).toFixed(2)}× faster\n`
-    + `  evaluate(): ${(evalBatched / e.n * 1000).toFixed(1)} ms/question batched (${e.n}) vs ${(evalOne / nEvalOne * 1000).toFixed(1)} ms one at a time (${nEvalOne}): ${((evalOne / nEvalOne) / (evalBatched / e.n)).toFixed(1)}×\n`);
+    + ` ${mean('tokensPerSecond').toFixed(0)} sampled tokens/s; engine pool peak ${peak} MiB\n`
+    + (withSequential ? `  sequential rollout (one prompt at a time): ${seqRollout.toFixed(3)} s → batched is ${(seqRollout / mean('rolloutSeconds')).toFixed(2)}× faster\n` : '')
+    + (nEval > 0 ? `  evaluate(): ${(evalBatched / evalN * 1000).toFixed(1)} ms/question batched (${evalN}) vs ${(evalOne / nEvalOne * 1000).toFixed(1)} ms one at a time (${nEvalOne}): ${((evalOne / nEvalOne) / (evalBatched / evalN)).toFixed(1)}×\n` : ''));
+  out({ summary: { prompts, G, maxT, lora: loraRank, stepSeconds: mean('stepSeconds'), rolloutSeconds: mean('rolloutSeconds'), trainSeconds: mean('trainSeconds'), peakMiB: peak, seqRollout, evalBatchedPerQ: evalBatched / evalN, evalOnePerQ: evalOne / nEvalOne } });
   model.dispose();
 }
 

@@ -14,7 +14,7 @@ import { checkModelBudget } from './config-check.js';
 import { native, nativeError, type NativeModel, type NativePrompt } from './native.js';
 import { SampleLoop, type LoopRequest } from './sampling.js';
 import type {
-  AdamWOptions, CallOptions, Device, EngineModel, ForwardRequest, ForwardResult, LoadOptions, LoraConfig, Prompt, SampleRequest,
+  AdamWOptions, CallOptions, Device, DeviceMemory, EngineModel, ForwardRequest, ForwardResult, LoadOptions, LoraConfig, Prompt, SampleRequest,
   SampleResult, SampleStats, StepResult,
 } from './types.js';
 
@@ -221,6 +221,14 @@ class CpuEngineModel implements EngineModel {
 
   sampleStats(): SampleStats {
     return this.loop.stats();
+  }
+
+  deviceMemory(resetPeak = false): DeviceMemory | undefined {
+    if (this.device === 'cpu') return undefined;
+    const m = native()._cudaMemory(resetPeak);
+    if (!m) return undefined;
+    const mib = (b: number) => Math.round(b / (1024 * 1024));
+    return { peakMiB: mib(m.peakBytes), usedMiB: mib(m.usedBytes), availableMiB: mib(m.freeBytes + m.poolIdleBytes), totalMiB: mib(m.totalBytes) };
   }
 
   zeroGrad(): void {
