@@ -154,6 +154,11 @@ export interface OnnxModelOptions {
    * machine). Default false here: on a shared, oversubscribed CPU spinning threads steal the cores.
    */
   spin?: boolean;
+  /**
+   * More onnxruntime session options, merged over these (e.g. `{ enableCpuMemArena: false, extra:
+   * { session: { disable_prepacking: '1' } } }` to hold a large model once instead of twice).
+   */
+  sessionOptions?: OrtTypes.InferenceSession.SessionOptions;
 }
 
 /** The exported Qwen2-VL as onnxruntime sessions, with prefill / decode / full-logits helpers. */
@@ -190,7 +195,14 @@ export class OnnxModel {
     const so: OrtTypes.InferenceSession.SessionOptions = {
       executionProviders: ['cpu'], graphOptimizationLevel: 'all',
       ...(options.threads ? { intraOpNumThreads: options.threads, interOpNumThreads: 1 } : {}),
-      extra: { session: { intra_op: { allow_spinning: options.spin ? '1' : '0' }, inter_op: { allow_spinning: options.spin ? '1' : '0' } } },
+      ...options.sessionOptions,
+      extra: {
+        ...options.sessionOptions?.extra,
+        session: {
+          intra_op: { allow_spinning: options.spin ? '1' : '0' }, inter_op: { allow_spinning: options.spin ? '1' : '0' },
+          ...(options.sessionOptions?.extra as { session?: object } | undefined)?.session,
+        },
+      },
     };
     const vision = config.vision.depth > 0 ? await ort.InferenceSession.create(file('vision_encoder'), so) : undefined;
     const embed = await ort.InferenceSession.create(file('embed_tokens'), so);
