@@ -4,6 +4,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { DEFAULT_MODEL_DIR } from '../model/default.js';
 import { LocalPolicy } from '../rollout/local.js';
+import { loadOnnxLocalPolicy } from '../rollout/onnx.js';
 import { serve } from '../serve/server.js';
 import { Gateway } from '../gateway/gateway.js';
 import { UsageError, type Command } from './command.js';
@@ -21,6 +22,9 @@ Model:
   --model DIR              a Hugging Face Qwen2-VL folder, a vqalab trainer checkpoint (trainer.json +
                            model/), a run folder (checkpoints/latest) or a PEFT adapter folder
                            (default: the embedded tiny model)
+  --backend engine|onnx    what runs the model: the native engine (default), or onnxruntime-node over
+                           a folder written by \`vqalab export onnx\` (--model is then that folder;
+                           requests run one at a time, each using every --threads)
   --name NAME              the model name clients send (default "vqalab")
   --threads N              engine CPU threads (default: VQALAB_THREADS or all cores)
   --max-sequence-length N  longest prompt + completion (default: the model's)
@@ -84,7 +88,7 @@ export const serveCommand: Command = {
     const parse = () => parseArgs({
         args: argv,
         options: {
-          model: { type: 'string' }, name: { type: 'string' }, threads: { type: 'string' }, 'max-sequence-length': { type: 'string' },
+          model: { type: 'string' }, backend: { type: 'string', default: 'engine' }, name: { type: 'string' }, threads: { type: 'string' }, 'max-sequence-length': { type: 'string' },
           host: { type: 'string', default: '127.0.0.1' }, port: { type: 'string', default: '8000' },
           'api-key': { type: 'string' }, 'api-key-env': { type: 'string' },
           'allowed-media-root': { type: 'string' }, 'max-body-mb': { type: 'string' }, 'max-image-mb': { type: 'string' },
@@ -116,12 +120,15 @@ export const serveCommand: Command = {
     const dir = values.model ?? DEFAULT_MODEL_DIR;
     const loopback = ['127.0.0.1', '::1', 'localhost'].includes(values.host!);
     if (!loopback && apiKey === undefined) process.stderr.write(`vqalab serve: warning: --host ${values.host} exposes the server without --api-key\n`);
+    const backend = values.backend!;
+    if (backend !== 'engine' && backend !== 'onnx') throw new UsageError(`--backend must be engine or onnx; got "${backend}"`);
+    if (backend === 'onnx' && values.model === undefined) throw new UsageError('--backend onnx needs --model DIR: a folder written by `vqalab export onnx`');
     let policy: LocalPolicy;
     try {
-      policy = await LocalPolicy.load(dir, {
-        threads: integer('threads', values.threads), maxSequenceLength: integer('max-sequence-length', values['max-sequence-length']),
-        name: `local:${values.model ?? 'default'}`,
-      });
+      const threads = integer('threads', values.threads), maxSequenceLength = integer('max-sequence-length', values['max-sequence-length']);
+      policy = backend === 'onnx'
+        ? await loadOnnxLocalPolicy(dir, { ...(threads ? { threads } : {}), ...(maxSequenceLength ? { maxSequenceLength } : {}), name: `onnx:${values.model}` })
+        : await LocalPolicy.load(dir, { threads, maxSequenceLength, name: `local:${values.model ?? 'default'}` });
     } catch (err) {
       throw new UsageError(`cannot load --model ${dir}: ${(err as Error).message}`, 1);
     }
@@ -145,7 +152,7 @@ export const serveCommand: Command = {
       throw new UsageError(`cannot listen on ${values.host}:${port}: ${err.code ?? err.message}`, 1);
     });
     process.stdout.write(`vqalab serve: model "${handle.modelName}" (${values.model ?? 'embedded tiny model'}, context ${policy.maxSequenceLength} tokens)\n`);
-    process.stdout.write(`vqalab serve: ${values['no-batching'] ? 'queue-only mode (one request on the engine at a time)'
+    process.stdout.write(`vqalab serve: ${backend === 'onnx' ? 'onnxruntime-node backend (one request at a time)' : values['no-batching'] ? 'queue-only mode (one request on the engine at a time)'
       : `continuous batching (at most ${integer('max-batch-rows', values['max-batch-rows']) ?? 64} rows decoding together)`}\n`);
     gateway?.attach(handle, policy);
     if (gateway) process.stdout.write(`vqalab serve: training gateway on ${handle.url.replace(/\/v1$/, '')}/rollouts/{rollout}/attempts/{attempt}/ (docs/agents.md)\n`);
