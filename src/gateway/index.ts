@@ -7,3 +7,4 @@ export { agentGrpoStep, AgentTraining, type AgentStepMetrics, type AgentStepOutp
 export { runAgentAttempt, rolloutAgentGroups, vqaTaskEnv, type AgentOptions, type AgentGroup, type AgentRolloutOptions } from './agent.js';
 export { agentGroupPayload, showAgentGroup, attemptTurns, type AgentGroupViewOptions } from './view.js';
 export { agentTrainerStep, type AgentTrainerStepInputs } from './trainer-step.js';
+export { weightPush, type WeightPushOptions, type WeightPusher } from './push.js';
