@@ -102,7 +102,7 @@ export async function run(): Promise<void> {
   }
   const reward = answers.some((a) => normalize(a) === final) ? 1 : 0;
   await postReward(eventUrl, key, reward);
-  process.stdout.write(`${JSON.stringify({ question, final, reward, turns: messages.filter((m) => m.role === 'assistant').length })}\n`);
+  process.stdout.write(`${JSON.stringify({ question, first, checked, final, reward, turns: messages.filter((m) => m.role === 'assistant').length })}\n`);
 }
 
 const invoked = process.argv[1] ? pathToFileURL(path.resolve(process.argv[1])).href : undefined;

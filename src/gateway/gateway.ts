@@ -134,7 +134,9 @@ export interface GatewayOptions {
   key?: string;
   /**
    * Messages with role "tool" (tool results an agent sends back) become user turns whose text is
-   * wrapped in this prefix/suffix (default Qwen's `<tool_response>\n` … `\n</tool_response>`).
+   * wrapped in this prefix/suffix, one turn each. Default: none — the server takes tool messages
+   * natively in Qwen's format (consecutive results in one user turn, each in
+   * `<tool_response>\n` … `\n</tool_response>`; src/serve/tools.ts).
    */
   toolResponse?: { prefix: string; suffix: string };
   /**
@@ -269,14 +271,14 @@ export class Gateway {
   private modelName = 'vqalab';
   private readonly maxEventBytes: number;
   private readonly maxEvents: number;
-  private readonly toolResponse: { prefix: string; suffix: string };
+  private readonly toolResponse: { prefix: string; suffix: string } | undefined;
   private readonly counters = { calls: 0, events: 0, refused: 0 };
   private nextRollout = 0;
 
   constructor(private readonly options: GatewayOptions = {}) {
     this.maxEventBytes = options.maxEventBytes ?? MiB;
     this.maxEvents = options.maxEventsPerAttempt ?? 1024;
-    this.toolResponse = options.toolResponse ?? { prefix: '<tool_response>\n', suffix: '\n</tool_response>' };
+    this.toolResponse = options.toolResponse;
     this.routes = (req, res, url, api) => this.route(req, res, url, api);
   }
 
@@ -556,12 +558,12 @@ export class Gateway {
   }
 
   /**
-   * Tool results (role "tool") become user turns, wrapped as the model's chat format expects them;
-   * an assistant turn that only made tool calls keeps its (empty) content. Tool definitions
-   * themselves (`tools`) are refused by the server: the engine has no tool-call parser.
+   * With the `toolResponse` option: tool results (role "tool") become user turns wrapped in its
+   * prefix and suffix. Without it the server renders tools, tool calls and tool results itself
+   * (Qwen's format, src/serve/tools.ts).
    */
   private toolMessages(body: unknown): unknown {
-    if (typeof body !== 'object' || body === null || Array.isArray(body)) return body;
+    if (!this.toolResponse || typeof body !== 'object' || body === null || Array.isArray(body)) return body;
     const b = body as Record<string, unknown>;
     if (!Array.isArray(b.messages) || !b.messages.some((m) => typeof m === 'object' && m !== null && (m as { role?: unknown }).role === 'tool')) return body;
     const { prefix, suffix } = this.toolResponse;

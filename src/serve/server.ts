@@ -35,6 +35,7 @@ import { prepareRequest, type Prepared, type PrepareLimits, type PromptBuilder }
 import { DEFAULT_MAX_STOP_CHARS, DEFAULT_MAX_STOPS, type ChatRequest } from './protocol.js';
 import { FairQueue, QueueFullError, type QueueStats } from './queue.js';
 import { applyWeights, decodeWeights, WEIGHT_VERSION_HEADER, WeightSwitch } from './weights.js';
+import { parseToolCalls } from './tools.js';
 
 export interface ServeOptions {
   /** The model to serve. */
@@ -337,13 +338,17 @@ export async function serve(options: ServeOptions): Promise<ServeHandle> {
     const completionTokens = gen.choices.reduce((a, c) => a + c.tokenIds.length, 0);
     sendJson(res, 200, {
       id, object: 'chat.completion', created: Math.floor(Date.now() / 1000), model: modelName, system_fingerprint: 'vqalab', weight_version: version,
-      choices: gen.choices.map((c, index) => ({
-        index,
-        message: { role: 'assistant', content: c.text, refusal: null },
-        logprobs: chat.logprobs ? { content: c.tokenIds.map((_t, k) => logprobEntry(c, k, chat.tokensAsIds)), refusal: null } : null,
-        finish_reason: c.finishReason,
-        ...(chat.returnTokenIds ? { token_ids: c.tokenIds } : {}),
-      })),
+      choices: gen.choices.map((c, index) => {
+        const calls = chat.tools ? parseToolCalls(c.text) : undefined;
+        const tool = calls && calls.toolCalls.length > 0;
+        return {
+          index,
+          message: { role: 'assistant', content: tool ? calls!.content : c.text, refusal: null, ...(tool ? { tool_calls: calls!.toolCalls } : {}) },
+          logprobs: chat.logprobs ? { content: c.tokenIds.map((_t, k) => logprobEntry(c, k, chat.tokensAsIds)), refusal: null } : null,
+          finish_reason: tool && c.finishReason === 'stop' ? 'tool_calls' : c.finishReason,
+          ...(chat.returnTokenIds ? { token_ids: c.tokenIds } : {}),
+        };
+      }),
       usage: { prompt_tokens: gen.promptTokens, completion_tokens: completionTokens, total_tokens: gen.promptTokens + completionTokens },
       ...(chat.returnTokenIds ? { prompt_token_ids: null } : {}),
     }, { [WEIGHT_VERSION_HEADER]: String(version) });
@@ -457,6 +462,17 @@ export async function serve(options: ServeOptions): Promise<ServeHandle> {
     const send = chunkSender(res, id, () => version);
     gen.choices.forEach((c, index) => {
       send([{ index, delta: { role: 'assistant', content: '' }, logprobs: null, finish_reason: null }]);
+      const calls = chat.tools ? parseToolCalls(c.text) : undefined;
+      if (calls && calls.toolCalls.length > 0) {
+        // With tool calls: the text outside them, then the calls, whole (their ids and token ids in the last chunk).
+        if (calls.content) send([{ index, delta: { content: calls.content }, logprobs: null, finish_reason: null }]);
+        send([{
+          index, delta: { tool_calls: calls.toolCalls.map((t, k) => ({ index: k, ...t })) }, logprobs: null, finish_reason: null,
+          ...(chat.returnTokenIds ? { token_ids: c.tokenIds } : {}),
+        }]);
+        send([{ index, delta: {}, logprobs: null, finish_reason: c.finishReason === 'stop' ? 'tool_calls' : c.finishReason }]);
+        return;
+      }
       const ps = pieces(c);
       ps.forEach((piece, k) => {
         send([{
@@ -484,7 +500,8 @@ export async function serve(options: ServeOptions): Promise<ServeHandle> {
     const id = `chatcmpl-${randomBytes(12).toString('hex')}`;
     // top_logprobs come from a forward pass over the finished completion: such streams are sent whole.
     let version: number | undefined;
-    const live = chat.stream && chat.topLogprobs === 0 ? liveStream(res, chat, id, () => version) : null;
+    // With tools offered, the reply is known once the completion is (its <tool_call> blocks become tool_calls): sent whole.
+    const live = chat.stream && chat.topLogprobs === 0 && !chat.tools ? liveStream(res, chat, id, () => version) : null;
     let gen: LocalGeneration;
     let prompt: Prompt | undefined;
     const onVersion = (v: number) => { hooks.checkWeightVersion?.(v); version = v; };
