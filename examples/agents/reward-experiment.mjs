@@ -32,7 +32,7 @@ if (+SFT > 0) {
 }
 const env = Object.fromEntries(EXTRA.split(',').filter(Boolean).map((kv) => kv.split('=')));
 const training = await AgentTraining.start({ model, tokenizer, train, agent: { command: 'node dist/examples/agents/vqa-agent.js', env, concurrency: 8 },
-  config: { promptsPerStep: 4, numGenerations: +(process.env.G ?? 4), learningRate: +LR, epsilonHigh: 0.28, seed: 0 } });
+  config: { promptsPerStep: +(process.env.P ?? 4), numGenerations: +(process.env.G ?? 4), learningRate: +LR, epsilonHigh: 0.28, seed: 0 } });
 const agent = { command: 'node dist/examples/agents/vqa-agent.js', env, concurrency: 8 };
 const evaluate = async (name) => { const gs = await rolloutAgentGroups(training.gateway, train, 6, agent, { rolloutPrefix: name }); const r = gs.flatMap((g) => g.attempts.map((a) => a.reward ?? 0)); for (const g of gs) training.gateway.release(g.rolloutId); console.log(`${name}: reward ${(r.reduce((a, b) => a + b, 0) / r.length).toFixed(3)} over ${r.length} attempts; per task ` + gs.map((g) => `${g.sample.answer}:${(g.attempts.reduce((a, x) => a + (x.reward ?? 0), 0) / g.attempts.length).toFixed(2)}`).join(' ')); };
 await evaluate('before');
