@@ -55,9 +55,14 @@ Batching:
   --max-batch-rows N       most rows (the sum of n) decoding together; further requests wait (default 64)
   --no-batching            queue-only mode: one request on the engine at a time (for comparison)
 
-Training gateway (docs/agents.md):
+Training gateway and weight push (docs/agents.md):
   --gateway-key-env VAR    mount per-attempt URLs /rollouts/{r}/attempts/{a}/v1 and /events; a runner
-                           opens attempts with "Authorization: Bearer $VAR" (POST /rollouts/{r}/attempts/{a})
+                           opens attempts with "Authorization: Bearer $VAR" (POST /rollouts/{r}/attempts/{a});
+                           the same key pushes weights (below)
+  --admin-key-env VAR      PUT /admin/weights with "Authorization: Bearer $VAR": a trainer pushes its
+                           weights (LoRA adapters or all, safetensors) and the server switches to them
+                           between requests; every reply names its weight_version
+  --max-weight-mb N        largest weight push (default 16384)
 
 Output:
   --quiet                  no access log (default: one line per request on stderr)
@@ -96,7 +101,7 @@ export const serveCommand: Command = {
           'max-prompt-chars': { type: 'string' }, 'max-stops': { type: 'string' }, 'max-stop-chars': { type: 'string' }, workers: { type: 'string' },
           'default-max-tokens': { type: 'string' }, quiet: { type: 'boolean', default: false },
           'max-batch-rows': { type: 'string' }, 'no-batching': { type: 'boolean', default: false },
-          'gateway-key-env': { type: 'string' },
+          'gateway-key-env': { type: 'string' }, 'admin-key-env': { type: 'string' }, 'max-weight-mb': { type: 'string' },
         },
         strict: true,
         allowPositionals: false,
@@ -136,6 +141,11 @@ export const serveCommand: Command = {
     const gatewayKey = values['gateway-key-env'] === undefined ? undefined : process.env[values['gateway-key-env']];
     if (values['gateway-key-env'] !== undefined && !gatewayKey) throw new UsageError(`--gateway-key-env ${values['gateway-key-env']}: that environment variable is empty or not set`);
     const gateway = gatewayKey ? new Gateway({ adminKey: gatewayKey }) : undefined;
+    const adminEnv = values['admin-key-env'];
+    const adminKey = adminEnv === undefined ? gatewayKey : process.env[adminEnv];
+    if (adminEnv !== undefined && !adminKey) throw new UsageError(`--admin-key-env ${adminEnv}: that environment variable is empty or not set`);
+    if (adminEnv !== undefined && gatewayKey !== undefined && adminKey !== gatewayKey) throw new UsageError('--admin-key-env and --gateway-key-env name different keys; the gateway\'s admin key also pushes weights: give one of them');
+    const maxWeightMb = positiveNumber('max-weight-mb', values['max-weight-mb']);
     const mb = (name: 'max-body-mb' | 'max-image-mb') => { const v = positiveNumber(name, values[name]); return v === undefined ? undefined : Math.floor(v * 1024 * 1024); };
     const handle = await serve({
       policy, modelName: values.name ?? 'vqalab', host: values.host, port, apiKey, allowedMediaRoot: root ? path.resolve(root) : undefined,
@@ -147,6 +157,7 @@ export const serveCommand: Command = {
       batching: !values['no-batching'], maxBatchRows: integer('max-batch-rows', values['max-batch-rows']),
       log: values.quiet ? undefined : (line) => process.stderr.write(`vqalab serve: ${line}\n`),
       disposeOnClose: true, ...(gateway ? { routes: gateway.routes } : {}),
+      ...(adminKey ? { adminKey } : {}), ...(maxWeightMb !== undefined ? { maxWeightBytes: Math.floor(maxWeightMb * 1024 * 1024) } : {}),
     }).catch((err: NodeJS.ErrnoException) => {
       policy.dispose();
       throw new UsageError(`cannot listen on ${values.host}:${port}: ${err.code ?? err.message}`, 1);
@@ -155,6 +166,7 @@ export const serveCommand: Command = {
     process.stdout.write(`vqalab serve: ${backend === 'onnx' ? 'onnxruntime-node backend (one request at a time)' : values['no-batching'] ? 'queue-only mode (one request on the engine at a time)'
       : `continuous batching (at most ${integer('max-batch-rows', values['max-batch-rows']) ?? 64} rows decoding together)`}\n`);
     gateway?.attach(handle, policy);
+    if (adminKey) process.stdout.write(`vqalab serve: weight push on ${handle.url.replace(/\/v1$/, '')}/admin/weights (weight version ${handle.weights.version})\n`);
     if (gateway) process.stdout.write(`vqalab serve: training gateway on ${handle.url.replace(/\/v1$/, '')}/rollouts/{rollout}/attempts/{attempt}/ (docs/agents.md)\n`);
     process.stdout.write(`listening on ${handle.url}\n`);
     await new Promise<void>((resolve) => {

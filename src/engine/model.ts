@@ -331,6 +331,15 @@ class CpuEngineModel implements EngineModel {
   get _native(): NativeModel {
     return this.nm;
   }
+
+  /**
+   * Internal (weight push, src/serve/weights.ts): runs `fn` on the native handle once every earlier
+   * call of this model has settled, in the model's call order, so tensors are read or replaced
+   * between calls, never during one.
+   */
+  _withNative<T>(fn: (nm: NativeModel) => T | Promise<T>): Promise<T> {
+    return this.run(new Error(), async () => fn(this.nm));
+  }
 }
 
 /** Metadata of the optimizer state saved before any update (no tensors). */

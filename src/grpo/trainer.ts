@@ -71,7 +71,7 @@ export { resolveCheckpoint } from './checkpoint.js';
 export { AbortError, BadSamplesError, type RunOptions, type RunResult, type SftOptions, type TrainerOptions } from './options.js';
 import { AbortError, BadSamplesError, type RunOptions, type RunResult, type SftOptions, type TrainerOptions } from './options.js';
 import { agentStep } from './agent-step.js';
-import type { AgentGroup } from '../rollout/agent.js';
+import type { AgentGroup } from './agent-step.js';
 
 function now(): number {
   return performance.now();

@@ -4,7 +4,7 @@ export {
   LocalPolicy, ContextLengthError, processorOptionsFrom, resolveModelFolder, tokenBytes,
   type LocalPolicyOptions, type LoadLocalPolicyOptions, type LocalSampling, type LocalChoice, type LocalGeneration, type ResolvedCheckpoint,
 } from './local.js';
-export { OpenAIPolicy, imageDataUrl, parseOpenAISpec, sniffImageMime, tokenIdsOf, type OpenAIPolicyOptions, type OpenAIPolicyStats } from './openai.js';
+export { OpenAIPolicy, TokenIdsRequiredError, imageDataUrl, parseOpenAISpec, sniffImageMime, tokenIdsOf, type OpenAIPolicyOptions, type OpenAIPolicyStats } from './openai.js';
 export type { ChatClient, ChatChoiceTokens, ChatCompletionRequest, ChatContentPart, ChatMessage, ChatRequestOptions } from './chat-client.js';
 export {
   RequestScheduler, RequestError, MalformedReplyError, isRetryable, describeFailure, runPool, rollout, sleep,
