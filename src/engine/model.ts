@@ -14,7 +14,7 @@ import { checkModelBudget } from './config-check.js';
 import { native, nativeError, type NativeModel, type NativePrompt } from './native.js';
 import { SampleLoop, type LoopRequest } from './sampling.js';
 import type {
-  AdamWOptions, CallOptions, Device, EngineModel, ForwardRequest, ForwardResult, LoadOptions, LoraConfig, Prompt, SampleRequest,
+  AdamWOptions, CallOptions, Device, DeviceMemory, EngineModel, ForwardRequest, ForwardResult, LoadOptions, LoraConfig, Prompt, SampleRequest,
   SampleResult, SampleStats, StepResult,
 } from './types.js';
 
@@ -224,6 +224,14 @@ class NativeEngineModel implements EngineModel {
     return this.loop.stats();
   }
 
+  deviceMemory(resetPeak = false): DeviceMemory | undefined {
+    if (this.device === 'cpu') return undefined;
+    const m = native()._cudaMemory(resetPeak);
+    if (!m) return undefined;
+    const mib = (b: number) => Math.round(b / (1024 * 1024));
+    return { peakMiB: mib(m.peakBytes), usedMiB: mib(m.usedBytes), availableMiB: mib(m.freeBytes + m.poolIdleBytes), totalMiB: mib(m.totalBytes) };
+  }
+
   zeroGrad(): void {
     if (this.disposed) throw new Error('this model was disposed');
     this.nm.zeroGrad();
@@ -323,6 +331,15 @@ class NativeEngineModel implements EngineModel {
   /** Internal (tests, parity): the native handle. */
   get _native(): NativeModel {
     return this.nm;
+  }
+
+  /**
+   * Internal (weight push, src/serve/weights.ts): runs `fn` on the native handle once every earlier
+   * call of this model has settled, in the model's call order, so tensors are read or replaced
+   * between calls, never during one.
+   */
+  _withNative<T>(fn: (nm: NativeModel) => T | Promise<T>): Promise<T> {
+    return this.run(new Error(), async () => fn(this.nm));
   }
 }
 

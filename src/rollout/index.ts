@@ -5,7 +5,7 @@ export {
   ContextLengthError, tokenBytes,
   type LocalPolicyOptions, type LoadLocalPolicyOptions, type LocalSampling, type LocalChoice, type LocalGeneration,
 } from './local.js';
-export { imageDataUrl, parseOpenAISpec, sniffImageMime, tokenIdsOf, type OpenAIPolicyOptions, type OpenAIPolicyStats } from './openai.js';
+export { TokenIdsRequiredError, imageDataUrl, parseOpenAISpec, sniffImageMime, tokenIdsOf, type OpenAIPolicyOptions, type OpenAIPolicyStats } from './openai.js';
 export {
   RequestScheduler, RequestError, MalformedReplyError, isRetryable, describeFailure, runPool, rollout,
   type SchedulerOptions, type RetryOptions, type SchedulerStats, type Attempted, type PoolResult, type PoolOptions, type RolloutResult, type RolloutOptions,

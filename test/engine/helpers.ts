@@ -11,7 +11,7 @@ export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '
 export const FIXTURES = path.join(ROOT, 'test', 'fixtures', 'engine');
 export const CASES = ['tied_gqa2_one_image', 'untied_mqa_two_images', 'mha_odd_grid_text_after', 'gqa3_text_only'];
 
-/** Seeded test data: the project's mulberry32 (src/data/rng.ts). */
+/** Seeded test data: the project's mulberry32 (src/util/rng.ts). */
 export const rng = mulberry32;
 
 export function randn(n: number, r: () => number, scale = 1): Float32Array {

@@ -6,7 +6,7 @@
 import type { VqaAnnotationsFile, VqaQuestionsFile, VqaResult } from '../../src/eval/vqa-eval.js';
 import { mulberry32 } from '../../src/util/rng.js';
 
-/** Seeded test data: the project's mulberry32 (src/data/rng.ts). */
+/** Seeded test data: the project's mulberry32 (src/util/rng.ts). */
 export const rng = mulberry32;
 
 const WORDS = [
