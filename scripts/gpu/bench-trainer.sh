@@ -9,6 +9,7 @@
 #   2. LoRA r 64 through the Trainer (16 tokens);
 #   3. 256-token completions, full fine-tune: the reference and the Trainer (micro-batches sized
 #      from free memory).
+# SKIP_LORA=1 / SKIP_LONG=1 leave out 2 / 3 (a short budget); EVAL_N sets the batched evaluate() size.
 # Optional, in the background from the start: FIXTURES="qwen2_5_vl,qwen3_vl" runs
 # scripts/gen/engine_fixtures.py (if carried as gen/engine_fixtures.py) into $OUT/fixtures.tgz.
 # Logs under $OUT; time limits per stage: *_S variables.
@@ -55,10 +56,12 @@ trainer() {  # log name, time limit, bench args...
 reference 16 reference-16.log
 wait $MK; tail -2 "$OUT/make-model.log"; echo "($(el))"; du -sh $MODEL
 if [ -f native/build/Release/vqalab.node ]; then
-  trainer trainer-16.log "${TRAINER_S:-170}" --steps 3 --max 16 --eval 512 --eval-one 16
-  trainer trainer-lora.log "${LORA_S:-80}" --steps 3 --max 16 --lora 64 --seq 0 --eval 0
+  trainer trainer-16.log "${TRAINER_S:-170}" --steps 3 --max 16 --eval "${EVAL_N:-512}" --eval-one 16
+  [ "${SKIP_LORA:-0}" != 1 ] && trainer trainer-lora.log "${LORA_S:-80}" --steps 3 --max 16 --lora 64 --seq 0 --eval 0
 fi
-reference 256 reference-256.log
-[ -f native/build/Release/vqalab.node ] && trainer trainer-256.log "${LONG_S:-150}" --steps 2 --max 256 --seq 0 --eval 0
+if [ "${SKIP_LONG:-0}" != 1 ]; then
+  reference 256 reference-256.log
+  [ -f native/build/Release/vqalab.node ] && trainer trainer-256.log "${LONG_S:-150}" --steps 2 --max 256 --seq 0 --eval 0
+fi
 if [ -n "${FX:-}" ]; then wait $FX; tail -3 "$OUT/fixtures.log"; ls -la "$OUT/fixtures.tgz"; fi
 echo "total $(el)"
