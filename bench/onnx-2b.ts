@@ -27,7 +27,7 @@ import { numelOf, qwen2vlConfigJson, qwen2vlTensorSpecs, type Qwen2VLDims } from
 import { OnnxModel } from '../src/rollout/onnx.js';
 import { VlmTokenizer } from '../src/text/tokenizer.js';
 import { Qwen2VLImageProcessor } from '../src/vision/qwen2vl.js';
-import { processorOptionsFrom } from '../src/rollout/local.js';
+import { processorOptionsFrom } from '../src/vision/processor-config.js';
 
 const { values } = parseArgs({
   options: {

@@ -10,7 +10,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { demoCommand } from '../../src/cli/demo.js';
 import { trainCommand } from '../../src/cli/train.js';
-import { UsageError } from '../../src/cli/command.js';
+import { UsageError } from '../../src/util/errors.js';
 import { synthVocabulary } from '../../src/data/synth-vocab.js';
 import { buildTokenizerFiles } from '../../src/text/build.js';
 import { VlmTokenizer } from '../../src/text/tokenizer.js';

@@ -15,8 +15,6 @@ export interface Command {
   run(argv: string[]): Promise<number>;
 }
 
-/** Kept here for src/gateway/cli.ts until it imports src/util/errors.ts (known exception in .dependency-cruiser.cjs). */
-export { UsageError };
 
 /** True when argv asks for help at this level (`-h`/`--help` before any `--`). */
 export function wantsHelp(argv: string[]): boolean {

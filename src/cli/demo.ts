@@ -23,7 +23,7 @@ import type { GrpoConfig } from '../grpo/config.js';
 import type { EvalSummary } from '../grpo/evaluate.js';
 import { DEFAULT_MODEL_DIR } from '../model/default.js';
 import { vqaAccuracy } from '../reward/basic.js';
-import { processorOptionsFrom } from '../rollout/local.js';
+import { processorOptionsFrom } from '../vision/processor-config.js';
 import { VlmTokenizer } from '../text/tokenizer.js';
 import { Qwen2VLImageProcessor } from '../vision/qwen2vl.js';
 import { writeFileAtomic } from '../util/fs.js';

@@ -25,7 +25,7 @@ import type { EvalSummary } from '../grpo/evaluate.js';
 import { Trainer, type StepOutput } from '../grpo/trainer.js';
 import { DEFAULT_MODEL_DIR } from '../model/default.js';
 import { vqaAccuracy } from '../reward/basic.js';
-import { runTrainAgent } from '../gateway/cli.js';
+import { runTrainAgent } from './train-agent.js';
 import { resolveModelFolder } from '../engine/folder.js';
 import { processorOptionsFrom } from '../vision/processor-config.js';
 import { VlmTokenizer } from '../text/tokenizer.js';

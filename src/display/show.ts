@@ -13,7 +13,6 @@ import { samplePayload, type SampleExtras } from './sample.js';
 import { groupPayload } from './training.js';
 
 // Kept for src/gateway/view.ts, which imports it from here; it lives in ./sample.ts.
-export { samplePayload };
 import {
   MIME, type DatasetPayload, type GroupPayload, type MetricsPayload, type MetricsPoint, type MetricsRun, type MimeBundle,
   type RewardTablePayload, type SamplePayload,

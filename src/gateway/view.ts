@@ -6,7 +6,7 @@
  * it as they show the trainer's groups.
  */
 import { computeAdvantages } from '../grpo/advantages.js';
-import { samplePayload } from '../display/show.js';
+import { samplePayload } from '../display/sample.js';
 import { bundleFor } from '../display/bundle.js';
 import { emit, type DisplayOptions, type DisplaySink } from '../display/output.js';
 import { MIME, type GroupCompletion, type GroupPayload, type MimeBundle } from '../display/types.js';

@@ -17,7 +17,6 @@ import type { CursorState } from './cursor.js';
 import type { StepMetrics } from './metrics.js';
 import type { RngState } from '../util/rng.js';
 
-export { resolveCheckpoint };
 
 export interface TrainerState {
   step: number;

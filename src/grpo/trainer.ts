@@ -67,7 +67,6 @@ import {
 
 export type { RolloutCompletion, RolloutGroup, SkippedSample } from './rollout.js';
 export type { StepOutput, TrainerCallback, TrainerControl, TrainerView } from './events.js';
-export { resolveCheckpoint } from './checkpoint.js';
 export { AbortError, BadSamplesError, type RunOptions, type RunResult, type SftOptions, type TrainerOptions } from './options.js';
 import { AbortError, BadSamplesError, type RunOptions, type RunResult, type SftOptions, type TrainerOptions } from './options.js';
 import { agentStep } from './agent-step.js';

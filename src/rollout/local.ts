@@ -13,7 +13,7 @@ import { randomInt } from 'node:crypto';
 import path from 'node:path';
 import type { VqaSample } from '../data/types.js';
 import type { EngineModel, ImageInput, LoadOptions, Prompt, TokenEvent } from '../engine/types.js';
-import { resolveModelFolder, type ResolvedCheckpoint } from '../engine/folder.js';
+import { resolveModelFolder } from '../engine/folder.js';
 import { DEFAULT_MODEL_DIR } from '../model/default.js';
 import { CHAR_TO_BYTE } from '../text/byte-level.js';
 import { loadModel } from '../engine/model.js';
@@ -25,8 +25,6 @@ import { ChoiceTextStream, firstIndexOf } from './local-stream.js';
 import { abortReason } from './runner.js';
 import type { Completion, Policy, SamplingOptions } from './types.js';
 
-// Kept here for src/gateway/cli.ts and old imports; they live in src/engine/folder.ts and src/vision/processor-config.ts.
-export { processorOptionsFrom, resolveModelFolder, type ResolvedCheckpoint };
 
 /** Sampling for one prompt on the engine. */
 export interface LocalSampling {

@@ -22,7 +22,8 @@ import { parameterCount } from '../engine/config-check.js';
 import { VlmTokenizer } from '../text/tokenizer.js';
 import { expectInteger, expectNumber, invalidParameterError } from '../util/validate.js';
 import { Qwen2VLImageProcessor, type ImageSource } from '../vision/qwen2vl.js';
-import { LocalPolicy, processorOptionsFrom } from './local.js';
+import { processorOptionsFrom } from '../vision/processor-config.js';
+import { LocalPolicy } from './local.js';
 import { firstIndexOf } from './local-stream.js';
 import type { Completion, Policy, SamplingOptions } from './types.js';
 

@@ -15,7 +15,8 @@ import { loadModel } from '../../src/engine/model.js';
 import { scoreVqa } from '../../src/eval/vqa-metric.js';
 import { Trainer } from '../../src/grpo/trainer.js';
 import { DEFAULT_MODEL_DIR } from '../../src/model/default.js';
-import { LocalPolicy, resolveModelFolder } from '../../src/rollout/local.js';
+import { LocalPolicy } from '../../src/rollout/local.js';
+import { resolveModelFolder } from '../../src/engine/folder.js';
 import { VlmTokenizer } from '../../src/text/tokenizer.js';
 import { makeFixture, type Fixture } from './fixtures.js';
 
