@@ -5,12 +5,15 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import * as zmq from 'zeromq';
 import { decode, encode, orphanMessage, type ConnectionInfo, type Message } from '../src/jupyter/message.js';
+
+/** Clock ticks per second of /proc/<pid>/stat (USER_HZ: 100 on every Linux we run on). */
+const CLOCK_TICKS = 100;
 
 async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -100,6 +103,25 @@ export class BenchClient {
       clearTimeout(timer);
     }
     failed.catch(() => {});
+  }
+
+  /**
+   * CPU time (user + system, ms) the kernel process has used so far, from /proc (Linux; undefined
+   * elsewhere). Unlike wall time it hardly moves with the machine's load, so start-up figures of
+   * two kernels compare even on a busy machine. Resolution: one clock tick (10 ms).
+   */
+  cpuMs(): number | undefined {
+    const pid = this.child?.pid;
+    if (pid === undefined) return undefined;
+    try {
+      // Fields after the command name (which may hold spaces, so split after its closing paren).
+      const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+      // utime, stime, cutime, cstime: fields 14-17 of proc(5); index 0 here is field 3 (state).
+      const ticks = [11, 12, 13, 14].reduce((sum, i) => sum + Number(fields[i]), 0);
+      return (ticks * 1000) / CLOCK_TICKS;
+    } catch {
+      return undefined;
+    }
   }
 
   async execute(code: string): Promise<Message> {

@@ -6,8 +6,13 @@
  *
  *   npm run build && node dist/bench/kernel.js [--starts 5] [--cells 40] [--warmup 5] [--kernels vqalab,tslab,ipykernel]
  *
+ * `--kernels` may also name vqalab-fulltypes: the vqalab kernel with VQALAB_KERNEL_FULL_TYPES=1
+ * (the runtime's declarations with third-party types in full, as before kernel/declarations.ts).
+ *
  * Each kernel is started `--starts` times, the kernels taking turns (vqalab, tslab, ipykernel,
  * vqalab, ...) so that a change in the machine's load falls on all of them; the medians are shown.
+ * The kernel process's CPU time at the same two moments is shown too (Linux): on a busy machine
+ * wall times swing several-fold from start to start, CPU time much less.
  * The first completion is `Math.` at the end of the code (the same request for every kernel),
  * sent right after the first kernel_info reply; for vqalab, `vqalab.` is completed too, to show
  * the runtime's names are typed from the start.
@@ -49,14 +54,20 @@ function commands(cwd: string): Record<string, KernelCommand | undefined> {
   const py = pythonWithIpykernel();
   return {
     vqalab: { argv: [process.execPath, launcherPath, '--connection-file', '{connection_file}'], cwd },
+    // The same kernel type-checking the runtime's declarations with third-party types in full.
+    'vqalab-fulltypes': { argv: [process.execPath, launcherPath, '--connection-file', '{connection_file}'], cwd, env: { ...process.env, VQALAB_KERNEL_FULL_TYPES: '1' } },
     tslab: { argv: [process.execPath, path.join(tslabDir, 'bin', 'tslab'), 'kernel', '--config-path', '{connection_file}'], cwd },
     ipykernel: py ? { argv: [py, '-m', 'ipykernel_launcher', '-f', '{connection_file}'], cwd } : undefined,
   };
 }
 
-const TRIVIAL: Record<string, string> = { vqalab: '1 + 1', tslab: '1 + 1', ipykernel: '1 + 1' };
+const TRIVIAL: Record<string, string> = { vqalab: '1 + 1', 'vqalab-fulltypes': '1 + 1', tslab: '1 + 1', ipykernel: '1 + 1' };
 
-interface Result { name: string; readyMs: number[]; completeMs: number[]; cellMs: number[]; stderr: string; runtimeCompletions?: number }
+interface Result {
+  name: string; readyMs: number[]; completeMs: number[]; cellMs: number[]; stderr: string; runtimeCompletions?: number;
+  /** The kernel process's CPU time (user + system) at ready and at the first completion reply, where /proc has it. */
+  readyCpuMs: number[]; completeCpuMs: number[];
+}
 
 /** A complete_request at the end of `code`; its matches (throws when the kernel answers an error). */
 async function complete(client: BenchClient, code: string): Promise<string[]> {
@@ -72,16 +83,19 @@ async function complete(client: BenchClient, code: string): Promise<string[]> {
 /** One start: start→ready, start→first completion reply; with `cells`, the round trips too. */
 async function measure(name: string, cmd: KernelCommand, o: Options, into: Result | undefined, cells: boolean): Promise<Result> {
   const client = new BenchClient();
-  const r: Result = into ?? { name, readyMs: [], completeMs: [], cellMs: [], stderr: '' };
+  const r: Result = into ?? { name, readyMs: [], completeMs: [], cellMs: [], stderr: '', readyCpuMs: [], completeCpuMs: [] };
   const t0 = performance.now();
   await client.start(cmd);
   try {
     await client.waitReady();
     r.readyMs.push(performance.now() - t0);
+    const readyCpu = client.cpuMs();
     const matches = await complete(client, 'Math.');
     r.completeMs.push(performance.now() - t0);
+    const completeCpu = client.cpuMs();
+    if (readyCpu !== undefined && completeCpu !== undefined) { r.readyCpuMs.push(readyCpu); r.completeCpuMs.push(completeCpu); }
     if (!matches.includes('max')) throw new Error(`${name}: completing "Math." did not offer max: ${JSON.stringify(matches)}`);
-    if (name === 'vqalab') r.runtimeCompletions = (await complete(client, 'vqalab.')).length;
+    if (name.startsWith('vqalab')) r.runtimeCompletions = (await complete(client, 'vqalab.')).length;
     r.stderr = client.stderr;
     if (!cells) return r;
     for (let i = 0; i < o.warmup; i++) await client.execute(TRIVIAL[name]!);
@@ -127,11 +141,17 @@ async function main(): Promise<void> {
   const results = [...byName.values()];
   process.stdout.write(`\nkernel benchmark: ${os.cpus().length} CPUs, load average ${load}, Node ${process.version}; `
     + `start-up: median of ${o.starts} starts per kernel (taking turns); trivial cell "1 + 1", ${o.cells} round trips after ${o.warmup} warm-up\n\n`);
-  process.stdout.write(`${'kernel'.padEnd(12)}${'start→ready'.padStart(13)}${'start→completion'.padStart(18)}${'cell median'.padStart(14)}${'cell p90'.padStart(12)}${'cell min'.padStart(12)}\n`);
+  process.stdout.write(`${'kernel'.padEnd(18)}${'start→ready'.padStart(13)}${'start→completion'.padStart(18)}${'cell median'.padStart(14)}${'cell p90'.padStart(12)}${'cell min'.padStart(12)}\n`);
   for (const r of results) {
-    process.stdout.write(`${r.name.padEnd(12)}${ms(quantile(r.readyMs, 0.5)).padStart(13)}${ms(quantile(r.completeMs, 0.5)).padStart(18)}${ms(quantile(r.cellMs, 0.5)).padStart(14)}${ms(quantile(r.cellMs, 0.9)).padStart(12)}${ms(Math.min(...r.cellMs)).padStart(12)}\n`);
+    process.stdout.write(`${r.name.padEnd(18)}${ms(quantile(r.readyMs, 0.5)).padStart(13)}${ms(quantile(r.completeMs, 0.5)).padStart(18)}${ms(quantile(r.cellMs, 0.5)).padStart(14)}${ms(quantile(r.cellMs, 0.9)).padStart(12)}${ms(Math.min(...r.cellMs)).padStart(12)}\n`);
   }
   for (const r of results) process.stdout.write(`${r.name} starts (ready / completion): ${r.readyMs.map((x, i) => `${ms(x)} / ${ms(r.completeMs[i]!)}`).join(', ')}\n`);
+  const withCpu = results.filter((r) => r.completeCpuMs.length === r.completeMs.length && r.completeCpuMs.length > 0);
+  if (withCpu.length > 0) {
+    process.stdout.write(`\nkernel process CPU time (user + system, from /proc; hardly moved by the machine's load), median of ${o.starts} starts:\n`);
+    process.stdout.write(`${'kernel'.padEnd(18)}${'CPU to ready'.padStart(14)}${'CPU to completion'.padStart(19)}\n`);
+    for (const r of withCpu) process.stdout.write(`${r.name.padEnd(18)}${ms(quantile(r.readyCpuMs, 0.5)).padStart(14)}${ms(quantile(r.completeCpuMs, 0.5)).padStart(19)}\n`);
+  }
   const ours = results.find((r) => r.name === 'vqalab');
   if (!ours) return;
   const m = ours.stderr.match(/ready in (\d+) ms \(converter (\d+) ms, prelude (\d+) ms; (\d+) names in scope\)/);
@@ -141,11 +161,20 @@ async function main(): Promise<void> {
   }
   process.stdout.write(`completing "vqalab." right after start: ${ours.runtimeCompletions} names\n`);
   const median = quantile(ours.cellMs, 0.5);
-  for (const base of results.filter((r) => r !== ours)) {
-    const ready = quantile(ours.readyMs, 0.5) / quantile(base.readyMs, 0.5);
-    const completion = quantile(ours.completeMs, 0.5) / quantile(base.completeMs, 0.5);
-    process.stdout.write(`ratio vqalab / ${base.name}: start→ready ${ready.toFixed(2)}×, start→first completion ${completion.toFixed(2)}×, cell median ${(median / quantile(base.cellMs, 0.5)).toFixed(2)}×`
-      + `${base.name === 'tslab' ? ` (goal ≤ 1.3× for both start-up figures: ${ready <= 1.3 && completion <= 1.3 ? 'met' : 'NOT met'})` : ''}\n`);
+  const pairs: [Result, Result][] = results.filter((r) => r !== ours).map((base) => [ours, base]);
+  const full = results.find((r) => r.name === 'vqalab-fulltypes');
+  const tslab = results.find((r) => r.name === 'tslab');
+  if (full && tslab) pairs.push([full, tslab]);
+  for (const [a, base] of pairs) {
+    const ready = quantile(a.readyMs, 0.5) / quantile(base.readyMs, 0.5);
+    const completion = quantile(a.completeMs, 0.5) / quantile(base.completeMs, 0.5);
+    process.stdout.write(`ratio ${a.name} / ${base.name}: start→ready ${ready.toFixed(2)}×, start→first completion ${completion.toFixed(2)}×, cell median ${(quantile(a.cellMs, 0.5) / quantile(base.cellMs, 0.5)).toFixed(2)}×`
+      + `${a === ours && base === tslab ? ` (goal ≤ 1.3× for both start-up figures: ${ready <= 1.3 && completion <= 1.3 ? 'met' : 'NOT met'})` : ''}\n`);
+    if (withCpu.includes(a) && withCpu.includes(base)) {
+      const cpuReady = quantile(a.readyCpuMs, 0.5) / quantile(base.readyCpuMs, 0.5);
+      const cpuCompletion = quantile(a.completeCpuMs, 0.5) / quantile(base.completeCpuMs, 0.5);
+      process.stdout.write(`ratio ${a.name} / ${base.name} in CPU time: to ready ${cpuReady.toFixed(2)}×, to first completion ${cpuCompletion.toFixed(2)}×\n`);
+    }
   }
   process.stdout.write(`goal: trivial cell ≤ 30 ms after warm-up: ${median <= 30 ? 'met' : 'NOT met'} (median ${ms(median)})\n`);
 }

@@ -4,11 +4,14 @@
  * Order matters: the hidden first cell is declared *before* the sockets are bound, so every
  * request that uses the compiler (completion, inspection, a cell) sees the runtime's names with
  * their types; the first such request type-checks the runtime's declarations (the client's first
- * kernel_info_request simply waits in ZeroMQ until we bind). The runtime's code is imported when
- * the first cell runs (kernel/preload.ts). Start-up waits for neither.
+ * kernel_info_request simply waits in ZeroMQ until we bind). The declarations it checks are the
+ * copy of kernel/declarations.ts (third-party types as `any`, so the first check reads the
+ * runtime's own declarations only). The runtime's code is imported when the first cell runs
+ * (kernel/preload.ts). Start-up waits for neither.
  */
 import { setDisplaySink } from '../src/display/sink.js';
 import { hostInterrupts } from '../src/util/interrupt.js';
+import { declarationSnapshot } from './declarations.js';
 import { createExecutor } from './executor.js';
 import { Handler } from './handler.js';
 import { IOPub } from './iopub.js';
@@ -65,7 +68,17 @@ export async function startKernel(options: KernelOptions): Promise<StartupTimes>
   let names: string[] = [];
   try {
     names = preludeNames();
-    const cell = preludeCell(names);
+    let declarationModule: string | undefined;
+    // VQALAB_KERNEL_FULL_TYPES=1: third-party types in full (e.g. apache-arrow's Table), at the
+    // cost of a slower first completion.
+    if (process.env.VQALAB_KERNEL_FULL_TYPES !== '1') try {
+      const copy = declarationSnapshot();
+      declarationModule = copy.preludeModule;
+      if (copy.built) log(`declaration copy written to ${copy.dir} (${copy.files} files; types from ${copy.external.join(', ') || 'no package'} as any)`);
+    } catch (err) {
+      log(`${err instanceof Error ? err.message : String(err)}; declaring the runtime's own declarations (slower first completion)`);
+    }
+    const cell = preludeCell(names, declarationModule);
     const error = executor.declare({
       code: cell.source,
       prebuilt: { declaration: cell.declaration, js: cell.js },

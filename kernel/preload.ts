@@ -30,9 +30,13 @@ export interface PreludeCell {
   js: string;
 }
 
-/** Import a list of names from the prelude: the names the prelude's declarations export. */
-export function preludeCell(names: string[]): PreludeCell {
-  const source = `import { ${names.join(', ')} } from ${JSON.stringify(preludePath)};`;
+/**
+ * Import a list of names from the prelude: the names the prelude's declarations export. The
+ * declaration imports from `declarationModule` (default: the prelude itself; the kernel passes the
+ * declaration copy of kernel/declarations.ts), the code from the prelude module.
+ */
+export function preludeCell(names: string[], declarationModule = preludePath): PreludeCell {
+  const source = `import { ${names.join(', ')} } from ${JSON.stringify(declarationModule)};`;
   const js = `const prelude = require(${JSON.stringify(preludePath)});\n${names.map((n) => `exports.${n} = prelude.${n};`).join('\n')}`;
   return { source, names, declaration: `${source}\n`, js };
 }
