@@ -70,6 +70,7 @@ export type { StepOutput, TrainerCallback, TrainerControl, TrainerView } from '.
 export { AbortError, BadSamplesError, type RunOptions, type RunResult, type SftOptions, type TrainerOptions } from './options.js';
 import { AbortError, BadSamplesError, type RunOptions, type RunResult, type SftOptions, type TrainerOptions } from './options.js';
 import { agentStep } from './agent-step.js';
+import { fromPretrained } from './pretrained.js';
 import type { AgentGroup } from './agent-step.js';
 
 function now(): number {
@@ -106,6 +107,8 @@ export class Trainer implements TrainerView {
   private readonly sizer: MicroBatchSizer;
   private callbacksMade: TrainerCallback[] | undefined;
   private started = false;
+
+  static readonly fromPretrained = fromPretrained; // model folder → trainer in one call (src/grpo/pretrained.ts)
 
   constructor(options: TrainerOptions, restored?: { state: TrainerState; metrics: StepMetrics[] }) {
     if (!options || typeof options !== 'object') throw new TypeError('Trainer needs options: {model, tokenizer, train, rewards, loadImages}');
