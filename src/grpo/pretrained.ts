@@ -80,7 +80,12 @@ export async function fromPretrained<T>(this: TrainerClass<T>, source: string | 
   const image = parts.image.bind(parts);
   const trainerOptions: TrainerOptions = {
     loadImages: loadImages ?? ((sample) => Promise.all((sample.imagePaths ?? [sample.imagePath]).map((file) => image(file)))),
-    loadModel: (dir, { role }) => loadModel(dir, { ...engine, loadOptimizer: role === 'resume' }),
+    // A checkpoint folder as LocalPolicy.load reads it (a model/ folder, or a LoRA adapter on its base).
+    loadModel: (dir, { role }) => {
+      const r = resolveModelFolder(dir);
+      const lora = r.lora ?? engine.lora;
+      return loadModel(r.modelDir, { ...engine, ...(lora ? { lora } : {}), ...(r.adapterDir ? { adapter: r.adapterDir } : {}), loadOptimizer: role === 'resume' });
+    },
     mergeSize: parts.model.config?.vision?.spatialMergeSize,
     ...(modelDir !== undefined ? { modelDir } : {}),
     ...rest,
