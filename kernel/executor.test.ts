@@ -148,12 +148,15 @@ describe('executor', () => {
 
   test('an interrupt stops a cooperative async loop at a step boundary; state stays consistent', async () => {
     await value('let steps = 0;');
+    (globalThis as { loopSteps?: number }).loopSteps = 0;
     const runtime = JSON.stringify(fileURLToPath(new URL('../src/util/interrupt.js', import.meta.url)));
     const running = ex.execute(`import { interruptSignal } from ${runtime};
       const signal = interruptSignal();
-      while (!signal.aborted) { steps++; await new Promise((r) => setTimeout(r, 5)); }
+      while (!signal.aborted) { steps++; (globalThis as any).loopSteps = steps; await new Promise((r) => setTimeout(r, 5)); }
       "stopped at " + steps`);
-    await new Promise((r) => setTimeout(r, 60));
+    // Interrupt once the loop has taken a few steps (whatever the machine's speed).
+    const g = globalThis as { loopSteps?: number };
+    while ((g.loopSteps ?? 0) < 3) await new Promise((r) => setTimeout(r, 5));
     ex.interrupt();
     const out = await running;
     assert.equal(out.interrupted, true);

@@ -24,12 +24,18 @@ test('stream text is batched per parent and stream, and flushed before any other
 
 test('a batch is sent when it grows past the limit, and by its timer', async () => {
   const sent: string[] = [];
-  const io = new IOPub((_p, _t, c) => sent.push((c as { text: string }).text), { flushMs: 50, maxBatchChars: 10 });
+  let onSend = () => {};
+  const io = new IOPub((_p, _t, c) => { sent.push((c as { text: string }).text); onSend(); }, { flushMs: 50, maxBatchChars: 10 });
   io.stream(parent('a'), 'stdout', 'first');
   io.stream(parent('a'), 'stdout', '0123456789ab');
   assert.deepEqual(sent, ['first', '0123456789ab']);
   io.stream(parent('a'), 'stdout', 'tail');
   assert.deepEqual(sent, ['first', '0123456789ab']);
-  await new Promise((r) => setTimeout(r, 120));
+  // Nothing else sends: the next message is the timer's batch. (Its timer is unref'd; the guard
+  // keeps the event loop alive meanwhile and fails the test if the batch never comes.)
+  await new Promise<void>((resolve, reject) => {
+    const guard = setTimeout(() => reject(new Error('the pending text was never flushed by its timer')), 60_000);
+    onSend = () => { clearTimeout(guard); resolve(); };
+  });
   assert.deepEqual(sent, ['first', '0123456789ab', 'tail']);
 });

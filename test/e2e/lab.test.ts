@@ -158,7 +158,7 @@ async function saveAndClose(): Promise<string[][]> {
     w.close();
     return m.content.cells.map((cl: any) => (cl.outputs ?? []).map((o: any) => `${o.output_type}:${Object.keys(o.data ?? {}).sort().join('|')}`));
   });
-  await page.waitForFunction(() => document.querySelectorAll('.jp-NotebookPanel').length === 0, null, { timeout: 10_000 });
+  await page.waitForFunction(() => document.querySelectorAll('.jp-NotebookPanel').length === 0, null, { timeout: 60_000 });
   return saved;
 }
 
@@ -360,7 +360,7 @@ test('dark theme: widgets and plots follow JupyterLab Dark', async () => {
     const plot = document.querySelectorAll('.jp-NotebookPanel .jp-Cell')[6].querySelector('.vqa-plot');
     const c = plot?.layout?.font?.color ?? '';
     return (c.match(/\d+/g) ?? []).map(Number).reduce((a: number, x: number) => a + x, 0) > 500;
-  }, null, { timeout: 10_000 });
+  }, null, { timeout: 60_000 });
   await cell(6).scrollIntoViewIfNeeded();
   await page.screenshot({ path: artifactPath('lab-dark.png') });
   await cell(6).locator('.vqa-metrics').screenshot({ path: artifactPath('lab-dashboard-dark.png') });

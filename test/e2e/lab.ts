@@ -91,14 +91,15 @@ export async function startLab(rootDir: string, env: NodeJS.ProcessEnv): Promise
     await exited;
     clearTimeout(timer);
   };
-  const deadline = Date.now() + 30_000;
+  // A guard against a server that never answers (on a loaded 2-core machine it may take a while).
+  const deadline = Date.now() + 180_000;
   for (;;) {
     if (proc.exitCode !== null) throw new Error(`jupyter server exited with ${proc.exitCode}:\n${output.join('')}`);
     try {
       const r = await fetch(`${url}/api/status?token=${token}`);
       if (r.ok) break;
     } catch { /* not listening yet */ }
-    if (Date.now() > deadline) { await stop(); throw new Error(`jupyter server did not answer within 30 s:\n${output.join('')}`); }
+    if (Date.now() > deadline) { await stop(); throw new Error(`jupyter server did not answer within 180 s:\n${output.join('')}`); }
     await new Promise((r) => setTimeout(r, 200));
   }
   return { url, token, process: proc, output, stop };

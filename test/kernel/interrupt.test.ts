@@ -65,9 +65,14 @@ async function runScript(args: string[], sigints: number): Promise<{ code: numbe
   child.stderr.setEncoding('utf8').on('data', (d: string) => { err += d; });
   // Wait until the loop runs before interrupting.
   while (!out.includes('step 2') && child.exitCode === null) await new Promise((r) => setTimeout(r, 10));
+  // Signals do not queue: a second SIGINT sent before the first was handled would merge with it.
+  // So each one after the first waits for the script's report of the one before (its stderr line).
   for (let i = 0; i < sigints; i++) {
+    const reported = err.split('vqalab: interrupted;').length - 1;
     child.kill('SIGINT');
-    await new Promise((r) => setTimeout(r, 100));
+    if (i + 1 < sigints) {
+      while (err.split('vqalab: interrupted;').length - 1 === reported && child.exitCode === null) await new Promise((r) => setTimeout(r, 10));
+    }
   }
   const [code, signal] = await exited;
   return { code, signal, out, err };
