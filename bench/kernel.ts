@@ -6,8 +6,9 @@
  *
  *   npm run build && node dist/bench/kernel.js [--starts 5] [--cells 40] [--warmup 5] [--kernels vqalab,tslab,ipykernel]
  *
- * `--kernels` may also name vqalab-fulltypes: the vqalab kernel with VQALAB_KERNEL_FULL_TYPES=1
- * (the runtime's declarations with third-party types in full, as before kernel/declarations.ts).
+ * `--kernels` may also name vqalab-plain: the vqalab kernel with VQALAB_KERNEL_FULL_TYPES=1 and
+ * VQALAB_KERNEL_CODE_CACHE=0, i.e. without its start-up measures (kernel/declarations.ts,
+ * kernel/code-cache.ts), for a before/after in the same run.
  *
  * Each kernel is started `--starts` times, the kernels taking turns (vqalab, tslab, ipykernel,
  * vqalab, ...) so that a change in the machine's load falls on all of them; the medians are shown.
@@ -54,14 +55,15 @@ function commands(cwd: string): Record<string, KernelCommand | undefined> {
   const py = pythonWithIpykernel();
   return {
     vqalab: { argv: [process.execPath, launcherPath, '--connection-file', '{connection_file}'], cwd },
-    // The same kernel type-checking the runtime's declarations with third-party types in full.
-    'vqalab-fulltypes': { argv: [process.execPath, launcherPath, '--connection-file', '{connection_file}'], cwd, env: { ...process.env, VQALAB_KERNEL_FULL_TYPES: '1' } },
+    // The same kernel without its two start-up measures: the original declarations (third-party
+    // types in full) and no V8 code cache for the TypeScript compiler.
+    'vqalab-plain': { argv: [process.execPath, launcherPath, '--connection-file', '{connection_file}'], cwd, env: { ...process.env, VQALAB_KERNEL_FULL_TYPES: '1', VQALAB_KERNEL_CODE_CACHE: '0' } },
     tslab: { argv: [process.execPath, path.join(tslabDir, 'bin', 'tslab'), 'kernel', '--config-path', '{connection_file}'], cwd },
     ipykernel: py ? { argv: [py, '-m', 'ipykernel_launcher', '-f', '{connection_file}'], cwd } : undefined,
   };
 }
 
-const TRIVIAL: Record<string, string> = { vqalab: '1 + 1', 'vqalab-fulltypes': '1 + 1', tslab: '1 + 1', ipykernel: '1 + 1' };
+const TRIVIAL: Record<string, string> = { vqalab: '1 + 1', 'vqalab-plain': '1 + 1', tslab: '1 + 1', ipykernel: '1 + 1' };
 
 interface Result {
   name: string; readyMs: number[]; completeMs: number[]; cellMs: number[]; stderr: string; runtimeCompletions?: number;
@@ -154,15 +156,17 @@ async function main(): Promise<void> {
   }
   const ours = results.find((r) => r.name === 'vqalab');
   if (!ours) return;
-  const m = ours.stderr.match(/ready in (\d+) ms \(converter (\d+) ms, prelude (\d+) ms; (\d+) names in scope\)/);
+  const m = ours.stderr.match(/ready in (\d+) ms \(converter (\d+) ms, prelude (\d+) ms; (\d+) names in scope[;)]/);
   if (m) {
     process.stdout.write(`\nvqalab start-up inside the kernel (last start): ${ms(Number(m[1]))} to sockets bound = TypeScript converter ${ms(Number(m[2]))}`
       + ` + prelude declared ${ms(Number(m[3]))} (${m[4]} names in scope) + the rest; the runtime's declarations are type-checked with the first completion or cell, its code imported at the first execute_request\n`);
   }
+  const cache = ours.stderr.match(/compiler code cache ([a-z ]+)\)/);
+  if (cache) process.stdout.write(`TypeScript compiler's V8 code cache (last start): ${cache[1]}\n`);
   process.stdout.write(`completing "vqalab." right after start: ${ours.runtimeCompletions} names\n`);
   const median = quantile(ours.cellMs, 0.5);
   const pairs: [Result, Result][] = results.filter((r) => r !== ours).map((base) => [ours, base]);
-  const full = results.find((r) => r.name === 'vqalab-fulltypes');
+  const full = results.find((r) => r.name === 'vqalab-plain');
   const tslab = results.find((r) => r.name === 'tslab');
   if (full && tslab) pairs.push([full, tslab]);
   for (const [a, base] of pairs) {

@@ -14,6 +14,7 @@ import type * as Metadata from 'tslab/dist/metadata.js';
 import type * as Inspect from 'tslab/dist/inspect.js';
 import type * as TS from '@tslab/typescript-for-tslab';
 import type { Converter as TslabConverter } from 'tslab/dist/converter.js';
+import { loadWithCodeCache } from './code-cache.js';
 
 const requireHere = createRequire(import.meta.url);
 /** tslab's package directory. */
@@ -22,8 +23,9 @@ const requireTslab = createRequire(path.join(tslabDir, 'package.json'));
 
 export const tslabVersion: string = (requireTslab('./package.json') as { version: string }).version;
 
-/** tslab's TypeScript fork (the compiler the converter uses). */
+/** tslab's TypeScript fork (the compiler the converter uses), loaded with V8's code cache (code-cache.ts). */
 export function typescript(): typeof TS {
+  if (process.env.VQALAB_KERNEL_CODE_CACHE !== '0') loadWithCodeCache(requireTslab, '@tslab/typescript-for-tslab');
   return requireTslab('@tslab/typescript-for-tslab') as typeof TS;
 }
 
