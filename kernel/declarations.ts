@@ -229,6 +229,9 @@ function build(ts: typeof TS, distDir: string, entry: string, target: string): M
     manifest.files.sort((a, b) => a[0].localeCompare(b[0]));
     manifest.external = [...external].sort();
     writeFileSync(path.join(tmp, MANIFEST), `${JSON.stringify(manifest)}\n`);
+    // Another kernel may have put a current copy there meanwhile: keep it (kernels may be reading it).
+    const current = readManifest(target);
+    if (upToDate(current, distDir)) return current;
     // Replace an older copy: move it aside first (a directory cannot be renamed onto a non-empty one).
     const old = `${tmp}.old`;
     let moved = false;
