@@ -73,10 +73,10 @@ test('the runtime\'s copy reads no third-party declarations and types cells as t
     assert.equal(out.declOutput, cell.declaration);
     const next = converter.convert(cell.declaration, [
       'const t: typeof Trainer = Trainer;',
-      'const n: string = vqalab.rewards.vqaAccuracy().name;',
+      'const n: string = vqalab.vqaAccuracy().name;',
       // A wrong type is still an error through the copy (an unused expect-error directive would be reported).
       '// @ts-expect-error',
-      'const wrong: number = vqalab.rewards.vqaAccuracy().name;',
+      'const wrong: number = vqalab.vqaAccuracy().name;',
     ].join('\n'));
     assert.deepEqual(next.diagnostics, []);
     const thirdParty = read.filter((f) => /node_modules\/(apache-arrow|protobufjs|onnxruntime|flatbuffers)\//.test(f));

@@ -13,7 +13,7 @@ import { VqaDataset } from '../../src/data/dataset.js';
 import { writeSynth } from '../../src/data/synth.js';
 import { Trainer } from '../../src/grpo/trainer.js';
 import { DEFAULT_MODEL_DIR } from '../../src/model/default.js';
-import { vqaAccuracy } from '../../src/reward/index.js';
+import { vqaAccuracy } from '../../src/reward/basic.js';
 import { LocalPolicy } from '../../src/rollout/local.js';
 
 let dir: string;
