@@ -77,6 +77,8 @@ ModelConfig parse_config(const Napi::Object& c) {
   else if (fam == "qwen3_vl") cfg.family = Family::qwen3_vl;
   else throw Error("model family " + fam + " is not supported; supported: qwen2_vl, qwen2_5_vl, qwen3_vl");
   cfg.image_token_id = static_cast<int>(num(c, "imageTokenId"));
+  if (c.Get("videoTokenId").IsNumber()) cfg.video_token_id = static_cast<int>(num(c, "videoTokenId"));
+  if (c.Get("tokensPerSecond").IsNumber()) cfg.tokens_per_second = static_cast<float>(num(c, "tokensPerSecond"));
   return cfg;
 }
 
@@ -94,6 +96,8 @@ Prompt parse_prompt(const Napi::Object& o) {
       img.t = g.at(0);
       img.h = g.at(1);
       img.w = g.at(2);
+      if (im.Get("video").IsBoolean()) img.video = im.Get("video").As<Napi::Boolean>().Value();
+      if (im.Get("secondPerGrid").IsNumber()) img.second_per_grid = im.Get("secondPerGrid").As<Napi::Number>().FloatValue();
       p.images.push_back(std::move(img));
     }
   }

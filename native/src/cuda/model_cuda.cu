@@ -1229,7 +1229,7 @@ void CudaModel<T>::forward_pack(CuActs<T>& a, const std::vector<ForwardRequest>&
     const int32_t next = h_.rope_index(p, ppos);
     for (int64_t i = 0; i < Lp; i++) {
       ids[off + i] = p.ids[i];
-      if (p.ids[i] == h_.cfg_.image_token_id && !p.images.empty()) a.img_rows_h.push_back(off + i);
+      if (h_.is_visual(p.ids[i]) && !p.images.empty()) a.img_rows_h.push_back(off + i);
       for (int ax = 0; ax < 3; ax++) pos[ax * Tn + off + i] = ppos[ax * Lp + i];
       a.spans[off + i] = Span{0, 0, static_cast<int32_t>(off), static_cast<int32_t>(off + i + 1)};
     }
@@ -1407,7 +1407,7 @@ std::vector<SampleResult> CudaModel<T>::sample_many(const std::vector<SampleRequ
       next[r] = h_.rope_index(p, pp);
       for (int64_t i = 0; i < Lp[r]; i++) {
         ids[off + i] = p.ids[i];
-        if (p.ids[i] == h_.cfg_.image_token_id && !p.images.empty()) a.img_rows_h.push_back(off + i);
+        if (h_.is_visual(p.ids[i]) && !p.images.empty()) a.img_rows_h.push_back(off + i);
         for (int ax = 0; ax < 3; ax++) pos[ax * NP + off + i] = pp[ax * Lp[r] + i];
         a.spans[off + i] = Span{0, 0, static_cast<int32_t>(region[r]), static_cast<int32_t>(region[r] + i + 1)};
         slots[off + i] = region[r] + i;
