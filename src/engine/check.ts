@@ -92,7 +92,7 @@ export function checkPrompt(name: string, p: unknown, cfg: EngineConfig): Prompt
     let run = 0;
     while (st + run < ids.length && ids[st + run] === r.token && run < r.n) run++;
     if (run !== r.n) {
-      throw new RangeError(`${name}.ids: ${r.what} needs ${r.n} consecutive ${r.token === cfg.imageTokenId ? 'image' : 'video'} tokens from position ${st}, found a run of ${run} (images and videos in prompt order)`);
+      throw new RangeError(`${name}.ids: ${r.what} needs ${r.n} consecutive ${r.token === cfg.imageTokenId ? 'image' : 'video'} tokens from position ${st}, found a run of ${run}${images.some((im) => im.video) ? ' (images and videos in prompt order)' : ''}`);
     }
     st += run;
   }
