@@ -103,3 +103,14 @@ test('a video sample end to end: LocalPolicy on a tiny Qwen2.5-VL folder samples
     policy.model.dispose();
   }
 });
+
+test('vqalab data synth-video writes the set and shows it; bad options get clear messages', () => {
+  const out = path.join(work, 'cli');
+  const r = spawnSync(process.execPath, [bin, 'data', 'synth-video', '--out', out, '--videos', '3', '--seed', '2', '--show', '3'], { encoding: 'utf8' });
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stdout, /data synth-video: 3 clips -> .*synth-video\.parquet/);
+  assert.match(r.stdout, /\[0\] synthvid_000000  vid_000000 \(video\)  Q: (Which way does the circle move\?|How many times does the circle blink\?)/);
+  const bad = spawnSync(process.execPath, [bin, 'data', 'synth-video', '--out', path.join(work, 'bad'), '--frames', '7'], { encoding: 'utf8' });
+  assert.equal(bad.status, 1);
+  assert.match(bad.stderr, /synth-video: Expected an even number of frames \(whole temporal patches of 2\) for frames but received 7/);
+});
