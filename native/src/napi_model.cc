@@ -693,10 +693,9 @@ Napi::Value LoadModel(const Napi::CallbackInfo& info) {
     if (c.Get("graphs").IsBoolean()) copts.graphs = c.Get("graphs").As<Napi::Boolean>();
   }
 #endif
-  if (cuda_index >= 0 && cfg.family != Family::qwen2_vl)
-    throw Napi::Error::New(env, "device " + device + ": the CUDA backend runs qwen2_vl models only so far; load this "
-                                "model (" + (cfg.family == Family::qwen2_5_vl ? "qwen2_5_vl" : "qwen3_vl") +
-                                ") with device 'cpu'");
+  if (cuda_index >= 0 && cfg.family == Family::qwen3_vl)
+    throw Napi::Error::New(env, "device " + device + ": the CUDA backend runs qwen2_vl and qwen2_5_vl models only so far; load this "
+                                "model (qwen3_vl) with device 'cpu'");
 #ifndef VQALAB_CUDA
   if (cuda_index >= 0)
     throw Napi::Error::New(env, "device " + device + " is not available: this build of the native engine has no CUDA "
