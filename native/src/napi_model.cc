@@ -693,9 +693,12 @@ Napi::Value LoadModel(const Napi::CallbackInfo& info) {
     if (c.Get("graphs").IsBoolean()) copts.graphs = c.Get("graphs").As<Napi::Boolean>();
   }
 #endif
-  if (cuda_index >= 0 && cfg.family == Family::qwen3_vl)
-    throw Napi::Error::New(env, "device " + device + ": the CUDA backend runs qwen2_vl and qwen2_5_vl models only so far; load this "
-                                "model (qwen3_vl) with device 'cpu'");
+  // Qwen2.5-VL's CUDA path (model_cuda.cu) is built but not yet checked on a GPU (native/dev/test_model):
+  // refused until it is, like Qwen3-VL.
+  if (cuda_index >= 0 && cfg.family != Family::qwen2_vl)
+    throw Napi::Error::New(env, "device " + device + ": the CUDA backend runs qwen2_vl models only so far; load this "
+                                "model (" + (cfg.family == Family::qwen2_5_vl ? "qwen2_5_vl" : "qwen3_vl") +
+                                ") with device 'cpu'");
 #ifndef VQALAB_CUDA
   if (cuda_index >= 0)
     throw Napi::Error::New(env, "device " + device + " is not available: this build of the native engine has no CUDA "

@@ -163,3 +163,9 @@ test('video prompts that do not match their inputs are refused with what was exp
     m.dispose();
   }
 });
+
+test('device cuda: Qwen2.5-VL and Qwen3-VL are refused at load with the family and the way out (device cpu)', async () => {
+  for (const f of ['qwen2_5_vl', 'qwen3_vl'] as Family[]) {
+    await assert.rejects(loadModel(writeTiny(f), { device: 'cuda' }), { message: new RegExp(`the CUDA backend runs qwen2_vl models only so far; load this model \\(${f}\\) with device 'cpu'`) });
+  }
+});
