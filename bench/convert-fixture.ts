@@ -5,7 +5,7 @@
  * (443,757 questions) gives ~45 MB + ~330 MB like the real files. Written in pieces, never held whole.
  */
 import { closeSync, openSync, writeSync } from 'node:fs';
-import { mulberry32 } from '../src/data/rng.js';
+import { mulberry32 } from '../src/util/rng.js';
 
 export interface FakeVqaOptions {
   questions: number;

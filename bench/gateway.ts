@@ -19,7 +19,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import sharp from 'sharp';
 import { startGateway } from '../src/gateway/start.js';
-import { rolloutAgentGroups, runAgentAttempt } from '../src/rollout/agent.js';
+import { rolloutAgentGroups, runAgentAttempt } from '../src/gateway/agent.js';
 import { percentile as pct } from '../src/rollout/compare.js';
 
 const percentile = (xs: readonly number[], p: number): number => pct(xs, p) ?? NaN;

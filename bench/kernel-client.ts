@@ -10,7 +10,7 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import * as zmq from 'zeromq';
-import { decode, encode, orphanMessage, type ConnectionInfo, type Message } from '../kernel/protocol.js';
+import { decode, encode, orphanMessage, type ConnectionInfo, type Message } from '../src/jupyter/message.js';
 
 async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {

@@ -19,7 +19,7 @@ import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { launcherPath } from '../kernel/kernelspec.js';
+import { launcherPath } from '../src/jupyter/kernelspec.js';
 import { tslabDir } from '../kernel/tslab.js';
 import { BenchClient, type KernelCommand } from './kernel-client.js';
 

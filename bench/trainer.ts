@@ -4,76 +4,34 @@
  * (256 image tokens each), 16-token completions — the workload of the native `bench_grpo`
  * (native/dev/bench_grpo.cu), which scripts/gpu/bench-trainer.sh runs in the same call.
  *
- *   node trainer.mjs make-model DIR [VOCAB]   a Qwen2-VL-2B-shaped folder: config.json at the
- *        Hugging Face checkpoint's dims (vocab 151,936, hidden 1536, 28 layers, MLP 8960, 12/2
- *        heads, vision 32 × 1280), F32 random weights (uniform, std 0.02), the project's synthetic
- *        tokenizer (the head keeps its 151,936 rows; ids the tokenizer lacks decode to '')
+ *   node trainer.mjs make-model DIR   what `vqalab model init DIR --preset qwen2-vl-2b` writes: config.json
+ *        as the Hugging Face checkpoint's (vocab 151,936, hidden 1536, 28 layers, MLP 8960, 12/2 heads,
+ *        vision 32 × 1280), BF16 random weights, the real Qwen tokenizer, chat template and configs
  *   node trainer.mjs bench DIR [--device cuda] [--steps 3] [--prompts 16] [--g 8] [--max 16] [--eval 128] [--eval-one 16]
+ *        [--lora RANK] (LoRA on every linear module of the language model, alpha 2·rank) [--seq 0] (skip the
+ *        sequential step) [--micro TOKENS] (a fixed micro-batch budget; default: sized from free memory)
+ *        [--beta 0.04] (as bench_grpo and bench/torch/grpo_reference.py: a reference forward per update;
+ *        full fine-tune: a second copy of the model on the device; LoRA: the base with adapters off)
  *
  * Prints one JSON line per measurement and a table: warm-up step excluded, then `steps` batched
  * steps, one sequential step (one prompt at a time: the old path), evaluate() of `eval`
  * questions batched and of `eval-one` questions one at a time.
  */
-import { mkdirSync, writeFileSync } from 'node:fs';
-import path from 'node:path';
 import { loadModel } from '../src/engine/model.js';
 import { Trainer } from '../src/grpo/trainer.js';
-import { Rng } from '../src/grpo/rng.js';
-import { synthVocabulary } from '../src/data/synth-vocab.js';
-import { buildTokenizerFiles } from '../src/text/build.js';
+import { Rng } from '../src/util/rng.js';
 import { VlmTokenizer } from '../src/text/tokenizer.js';
-import { writeSafetensors, type Tensor } from '../src/util/safetensors.js';
-import { qwen2vlConfigJson, qwen2vlTensorSpecs, numelOf, type Qwen2VLDims } from '../src/model/qwen2vl.js';
-import { preprocessorConfig } from '../src/model/default.js';
 import { Qwen2VLImageProcessor } from '../src/vision/qwen2vl.js';
+import { initModelFolder } from '../src/model/init-folder.js';
 import type { VqaSample } from '../src/data/types.js';
 import type { ImageInput } from '../src/engine/types.js';
 import type { RewardFn } from '../src/reward/types.js';
 
-const QWEN2_VL_2B: Omit<Qwen2VLDims, 'vocabSize'> = {
-  hiddenSize: 1536, intermediateSize: 8960, numHiddenLayers: 28, numAttentionHeads: 12, numKeyValueHeads: 2, mropeSection: [16, 24, 24],
-  tieWordEmbeddings: true, rmsNormEps: 1e-6, ropeTheta: 1_000_000, maxPositionEmbeddings: 32768, initializerRange: 0.02,
-  vision: { depth: 32, embedDim: 1280, numHeads: 16, mlpRatio: 4, patchSize: 14, temporalPatchSize: 2, spatialMergeSize: 2, inChannels: 3 },
-};
-
-async function makeModel(dir: string, vocab: number): Promise<void> {
+/** `vqalab model init DIR --preset qwen2-vl-2b`: random BF16 weights, the real Qwen tokenizer and configs. */
+async function makeModel(dir: string): Promise<void> {
   const t0 = performance.now();
-  const files = buildTokenizerFiles({ words: synthVocabulary(), modelMaxLength: 32768 });
-  const tokenizer = VlmTokenizer.fromObjects({
-    tokenizerJson: files['tokenizer.json'], tokenizerConfig: files['tokenizer_config.json'], generationConfig: files['generation_config.json'],
-  });
-  const s = tokenizer.special;
-  const dims: Qwen2VLDims = { ...QWEN2_VL_2B, vocabSize: vocab };
-  const config = qwen2vlConfigJson(dims, {
-    bos: s.endOfText, eos: s.imEnd, pad: s.endOfText, visionStart: s.visionStart, visionEnd: s.visionEnd,
-    visionPad: tokenizer.tokenToId('<|vision_pad|>')!, imagePad: s.imagePad, videoPad: s.videoPad,
-  });
-  // Uniform with the normal init's std (√3·σ bound), from a fast LCG: 2.2 G values in seconds.
-  let x = 0x12345678 >>> 0;
-  const bound = Math.sqrt(3) * dims.initializerRange;
-  const tensors = new Map<string, Tensor>();
-  let n = 0;
-  for (const spec of qwen2vlTensorSpecs(dims)) {
-    const a = new Float32Array(numelOf(spec.shape));
-    if (spec.init === 'ones') a.fill(1);
-    else if (spec.init === 'normal') {
-      for (let i = 0; i < a.length; i++) {
-        x = (Math.imul(x, 1664525) + 1013904223) >>> 0;
-        a[i] = (x / 4294967296 * 2 - 1) * bound;
-      }
-    }
-    n += a.length;
-    tensors.set(spec.name, { dtype: 'F32', shape: spec.shape, data: a });
-  }
-  mkdirSync(dir, { recursive: true });
-  const json = (name: string, value: unknown) => writeFileSync(path.join(dir, name), JSON.stringify(value, null, 2) + '\n');
-  json('config.json', config);
-  json('tokenizer.json', files['tokenizer.json']);
-  json('tokenizer_config.json', files['tokenizer_config.json']);
-  json('generation_config.json', { ...files['generation_config.json'], transformers_version: '4.45.0' });
-  json('preprocessor_config.json', preprocessorConfig());
-  await writeSafetensors(path.join(dir, 'model.safetensors'), tensors, { format: 'pt' });
-  process.stdout.write(`${JSON.stringify({ made: dir, parameters: n, seconds: (performance.now() - t0) / 1000 })}\n`);
+  const r = await initModelFolder(dir, { preset: 'qwen2-vl-2b', force: true });
+  process.stdout.write(`${JSON.stringify({ made: dir, parameters: r.parameters, seconds: (performance.now() - t0) / 1000 })}\n`);
 }
 
 function flag(args: string[], name: string, def: string): string {
@@ -90,11 +48,20 @@ async function bench(dir: string, args: string[]): Promise<void> {
   const nEval = Number(flag(args, '--eval', '128'));
   const nEvalOne = Number(flag(args, '--eval-one', '16'));
   const side = Number(flag(args, '--side', '448'));
+  const loraRank = Number(flag(args, '--lora', '0'));
+  const withSequential = flag(args, '--seq', '1') !== '0';
+  const micro = Number(flag(args, '--micro', '0'));
+  // The KL term of bench_grpo and the PyTorch reference (beta 0.04 with a frozen reference forward).
+  const beta = Number(flag(args, '--beta', '0.04'));
   const out = (o: Record<string, unknown>) => process.stdout.write(`${JSON.stringify(o)}\n`);
 
   let t = performance.now();
-  const model = await loadModel(dir, { device });
-  out({ loaded: dir, device, seconds: (performance.now() - t) / 1000, parameters: model.numParameters.total });
+  const lora = loraRank > 0
+    ? { rank: loraRank, alpha: 2 * loraRank, targetModules: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'], vision: false }
+    : undefined;
+  const model = await loadModel(dir, { device, lora });
+  out({ loaded: dir, device, seconds: (performance.now() - t) / 1000, parameters: model.numParameters.total, trainable: model.numParameters.trainable, memory: model.deviceMemory?.() });
+  const reference = beta > 0 && !lora ? await loadModel(dir, { device }) : undefined;
   const tokenizer = VlmTokenizer.load(dir);
   const processor = new Qwen2VLImageProcessor();
   const samples = (count: number, offset: number): VqaSample[] => Array.from({ length: count }, (_, i) => ({
@@ -111,8 +78,9 @@ async function bench(dir: string, args: string[]): Promise<void> {
   const spread: RewardFn = (_s, c, ctx) => (ctx.index ?? 0) / G + 0.001 * c.length;
   const train = samples(prompts * (steps + 3), 0);
   const base = {
-    model, tokenizer, train, evalSets: { val: samples(nEval, 100_000) }, rewards: [spread], loadImages, recordFacts: false,
-    config: { promptsPerStep: prompts, numGenerations: G, maxCompletionLength: maxT, learningRate: 1e-6, evalMaxTokens: maxT, seed: 1 },
+    model, reference, tokenizer, train, evalSets: { val: samples(nEval, 100_000) }, rewards: [spread], loadImages, recordFacts: false,
+    config: { promptsPerStep: prompts, numGenerations: G, maxCompletionLength: maxT, learningRate: 1e-6, evalMaxTokens: maxT, seed: 1, microBatchTokens: micro, beta },
+    log: (line: string) => out({ log: line }),
   };
   const trainer = new Trainer(base);
   // Images are processed once and cached by the trainer (by sample id): process them all before
@@ -128,29 +96,40 @@ async function bench(dir: string, args: string[]): Promise<void> {
     rows.push(pick(o.metrics));
     out({ mode: 'batched', ...rows.at(-1)! });
   }
-  const seq = new Trainer({ ...base, train: train.slice(0), rolloutMode: 'sequential' as const });
-  // The same (already processed) images: the sequential trainer's first step draws other samples, so warm its cache too.
-  await Promise.all(train.map((s) => seq['prompts'].images(s)));
-  const so = await seq.step();
-  out({ mode: 'sequential', ...pick(so.metrics) });
+  let seqRollout = NaN;
+  if (withSequential) {
+    const seq = new Trainer({ ...base, train: train.slice(0), rolloutMode: 'sequential' as const });
+    // The same (already processed) images: the sequential trainer's first step draws other samples, so warm its cache too.
+    await Promise.all(train.map((s) => seq['prompts'].images(s)));
+    const so = await seq.step();
+    seqRollout = so.metrics.rolloutSeconds;
+    out({ mode: 'sequential', ...pick(so.metrics) });
+  }
 
-  t = performance.now();
-  const e = await trainer.evaluate('val');
-  const evalBatched = (performance.now() - t) / 1000;
-  const one = new Trainer({ ...base, evalBatchSize: 1, evalSets: { val: samples(nEvalOne, 100_000) } });
-  await Promise.all(samples(nEvalOne, 100_000).map((s) => one['prompts'].images(s)));
-  t = performance.now();
-  await one.evaluate('val');
-  const evalOne = (performance.now() - t) / 1000;
-  out({ evaluate: { batched: { questions: e.n, seconds: evalBatched, perQuestion: evalBatched / e.n }, oneAtATime: { questions: nEvalOne, seconds: evalOne, perQuestion: evalOne / nEvalOne } } });
+  let evalBatched = NaN, evalOne = NaN, evalN = 0;
+  if (nEval > 0) {
+    t = performance.now();
+    const e = await trainer.evaluate('val');
+    evalN = e.n;
+    evalBatched = (performance.now() - t) / 1000;
+    const one = new Trainer({ ...base, evalBatchSize: 1, evalSets: { val: samples(nEvalOne, 100_000) } });
+    await Promise.all(samples(nEvalOne, 100_000).map((s) => one['prompts'].images(s)));
+    t = performance.now();
+    await one.evaluate('val');
+    evalOne = (performance.now() - t) / 1000;
+    out({ evaluate: { batched: { questions: e.n, seconds: evalBatched, perQuestion: evalBatched / e.n }, oneAtATime: { questions: nEvalOne, seconds: evalOne, perQuestion: evalOne / nEvalOne } } });
+  }
 
   const mean = (k: keyof ReturnType<typeof pick>) => rows.reduce((a, r) => a + (r[k] as number), 0) / rows.length;
-  process.stdout.write(`\nTrainer.step() ${prompts} prompts × G ${G}, ${maxT} tokens, ${side}² images, ${device}, mean of ${steps} steps after a warm-up:\n`
+  const peak = Math.max(...rows.map((r) => r.gpuPeakMiB));
+  process.stdout.write(`\nTrainer.step() ${prompts} prompts × G ${G}, ${maxT} tokens, ${side}² images, ${device}${lora ? `, LoRA r ${loraRank}` : ', full fine-tune'}, mean of ${steps} steps after a warm-up:\n`
     + `  step ${mean('stepSeconds').toFixed(3)} s = rollout ${mean('rolloutSeconds').toFixed(3)} + reward ${mean('rewardSeconds').toFixed(3)} + update ${mean('trainSeconds').toFixed(3)} s;`
-    + ` ${mean('tokensPerSecond').toFixed(0)} sampled tokens/s\n`
-    + `  sequential rollout (one prompt at a time): ${so.metrics.rolloutSeconds.toFixed(3)} s → batched is ${(so.metrics.rolloutSeconds / mean('rolloutSeconds')).toFixed(2)}× faster\n`
-    + `  evaluate(): ${(evalBatched / e.n * 1000).toFixed(1)} ms/question batched (${e.n}) vs ${(evalOne / nEvalOne * 1000).toFixed(1)} ms one at a time (${nEvalOne}): ${((evalOne / nEvalOne) / (evalBatched / e.n)).toFixed(1)}×\n`);
+    + ` ${mean('tokensPerSecond').toFixed(0)} sampled tokens/s; engine pool peak ${peak} MiB\n`
+    + (withSequential ? `  sequential rollout (one prompt at a time): ${seqRollout.toFixed(3)} s → batched is ${(seqRollout / mean('rolloutSeconds')).toFixed(2)}× faster\n` : '')
+    + (nEval > 0 ? `  evaluate(): ${(evalBatched / evalN * 1000).toFixed(1)} ms/question batched (${evalN}) vs ${(evalOne / nEvalOne * 1000).toFixed(1)} ms one at a time (${nEvalOne}): ${((evalOne / nEvalOne) / (evalBatched / evalN)).toFixed(1)}×\n` : ''));
+  out({ summary: { prompts, G, maxT, lora: loraRank, beta, stepSeconds: mean('stepSeconds'), rolloutSeconds: mean('rolloutSeconds'), trainSeconds: mean('trainSeconds'), peakMiB: peak, seqRollout, evalBatchedPerQ: evalBatched / evalN, evalOnePerQ: evalOne / nEvalOne } });
   model.dispose();
+  reference?.dispose();
 }
 
 function pick(m: Trainer['metrics']['history'][number]) {
@@ -162,9 +141,9 @@ function pick(m: Trainer['metrics']['history'][number]) {
 }
 
 const [cmd, dir, ...rest] = process.argv.slice(2);
-if (cmd === 'make-model' && dir) await makeModel(dir, Number(rest[0] ?? 151936));
+if (cmd === 'make-model' && dir) await makeModel(dir);
 else if (cmd === 'bench' && dir) await bench(dir, rest);
 else {
-  process.stdout.write('usage: trainer.mjs make-model DIR [VOCAB] | bench DIR [--device cuda|cpu] [--steps N] [--prompts N] [--g N] [--max N] [--eval N] [--eval-one N] [--side PX]\n');
+  process.stdout.write('usage: trainer.mjs make-model DIR | bench DIR [--device cuda|cpu] [--steps N] [--prompts N] [--g N] [--max N] [--eval N] [--eval-one N] [--side PX]\n');
   process.exitCode = 2;
 }

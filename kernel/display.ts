@@ -6,7 +6,7 @@
 import { inspect } from 'node:util';
 import { DISPLAYED, MIME_BUNDLE, checkBundle, hasMimeBundle, type DisplayOptions, type DisplaySink } from '../src/display/sink.js';
 import type { MimeBundle } from '../src/display/types.js';
-import type { DisplayContent } from './protocol.js';
+import type { DisplayContent } from '../src/jupyter/message.js';
 
 /** Bundle data as Jupyter wants it: bytes (PNG, JPEG) base64-encoded, everything else as given. */
 export function encodeBundle(bundle: MimeBundle): Record<string, unknown> {

@@ -4,7 +4,7 @@
  */
 import { inspect } from 'node:util';
 import type { Diagnostic } from 'tslab/dist/converter.js';
-import type { ErrorContent } from './protocol.js';
+import type { ErrorContent } from '../src/jupyter/message.js';
 
 /** The ename of a cell that does not type-check. */
 export const COMPILE_ERROR = 'TSError';

@@ -18,7 +18,7 @@ import path from 'node:path';
 import vm from 'node:vm';
 import { interrupt as interruptRuntime, resetInterrupt } from '../src/util/interrupt.js';
 import { compileErrorContent, errorContent, INTERRUPTED } from './errors.js';
-import type { ErrorContent } from './protocol.js';
+import type { ErrorContent } from '../src/jupyter/message.js';
 import { fixShorthandProperties } from './shorthand.js';
 import { inspectModule, metadataModule, publicModule, type CompletionInfo, type TslabConverter } from './tslab.js';
 

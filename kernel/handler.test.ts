@@ -3,7 +3,7 @@ import { test } from 'node:test';
 import type { CellOutcome, Completion, Executor } from './executor.js';
 import { Handler } from './handler.js';
 import { IOPub } from './iopub.js';
-import { orphanMessage, type Message } from './protocol.js';
+import { orphanMessage, type Message } from '../src/jupyter/message.js';
 
 /**
  * An executor that runs "cells" from a script: each code string maps to what it does. The

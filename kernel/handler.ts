@@ -18,7 +18,7 @@ import { encodeBundle, kernelSink, resultBundle } from './display.js';
 import {
   codePointsToUtf16, utf16ToCodePoints,
   type CompleteRequest, type ErrorContent, type ExecuteRequest, type HistoryRequest, type InspectRequest, type IsCompleteRequest, type Message,
-} from './protocol.js';
+} from '../src/jupyter/message.js';
 import { converterModule } from './tslab.js';
 import type { DisplaySink } from '../src/display/sink.js';
 

@@ -3,7 +3,7 @@
  * in this kernel session, kept in memory. Lines are numbered by execution count; there is one
  * session, numbered 1 (0 also means "this session", as in IPython).
  */
-import type { HistoryRequest } from './protocol.js';
+import type { HistoryRequest } from '../src/jupyter/message.js';
 
 /** [session, line, input] or, with `output`, [session, line, [input, output or null]]. */
 export type HistoryItem = [number, number, string | [string, string | null]];

@@ -1,14 +1,9 @@
 /** The kernel_info_reply: who we are, which TypeScript, how front ends should edit our cells. */
-import { readFileSync } from 'node:fs';
-import { PROTOCOL_VERSION } from './protocol.js';
+import { KERNEL_NAME } from '../src/jupyter/kernelspec.js';
+import { PROTOCOL_VERSION } from '../src/jupyter/message.js';
+import { vqalabVersion } from '../src/util/package.js';
 import { tslabVersion, typescript } from './tslab.js';
 
-export const KERNEL_NAME = 'vqalab';
-export const DISPLAY_NAME = 'TypeScript (vqalab)';
-
-export function packageVersion(): string {
-  return (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
-}
 
 export interface KernelInfo {
   status: 'ok';
@@ -31,7 +26,7 @@ export interface KernelInfo {
 }
 
 export function kernelInfo(): KernelInfo {
-  const version = packageVersion();
+  const version = vqalabVersion();
   const ts = typescript().version;
   return {
     status: 'ok',

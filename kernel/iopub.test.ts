@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { IOPub } from './iopub.js';
-import { orphanMessage, type Message } from './protocol.js';
+import { orphanMessage, type Message } from '../src/jupyter/message.js';
 
 const parent = (id: string) => { const m = orphanMessage('s', 'execute_request', {}) as Message; m.header.msg_id = id; return m; };
 

@@ -6,7 +6,7 @@
  * text and displays keep their order), when a batch grows past `maxBatchChars`, `flushMs` after
  * the first pending write, and at the end of each request.
  */
-import type { Message } from './protocol.js';
+import type { Message } from '../src/jupyter/message.js';
 
 export type StreamName = 'stdout' | 'stderr';
 

@@ -15,6 +15,7 @@ export { display, clearOutput, newDisplayId } from '../src/display/sink.js';
 export { show, plot, browse, dashboard } from '../src/index.js';
 // Training and rewards.
 export { Trainer, grpoConfig } from '../src/index.js';
-export { vqaAccuracy, exactMatch, similarity, numeric, brevity, weighted, gate, defineReward, rewardLab } from '../src/index.js';
+export { vqaAccuracy, defineReward, rewardLab } from '../src/index.js';
+export { exactMatch, similarity, numeric, brevity, weighted, gate } from '../src/reward/index.js';
 // Long loops written in a cell can stop at the interrupt button.
 export { interruptSignal } from '../src/util/interrupt.js';

@@ -5,7 +5,7 @@
  */
 import { readFileSync } from 'node:fs';
 import * as zmq from 'zeromq';
-import { childMessage, decode, encode, orphanMessage, type ConnectionInfo, type Message } from './protocol.js';
+import { childMessage, decode, encode, orphanMessage, type ConnectionInfo, type Message } from '../src/jupyter/message.js';
 
 export interface RequestSink {
   handle(msg: Message, reply: (msgType: string, content: unknown) => void): Promise<void>;

@@ -1,43 +1,43 @@
-/** The vqalab runtime: what a notebook cell or a script imports. Knows nothing about Jupyter. */
-export * as validate from './util/validate.js';
-export { synthVocabulary, synthTokens } from './data/synth-vocab.js';
-export * as safetensors from './util/safetensors.js';
-export * as vision from './vision/qwen2vl.js';
-export * as parity from './parity/run.js';
-// Rewards: everything under `rewards`; the common ones also flat (format and max only under `rewards`).
-export * as rewards from './reward/index.js';
-export {
-  brevity, completionsFrom, defineReward, exactMatch, gate, llmJudge, numeric, rewardLab, RewardTable, scoreGroups, similarity,
-  vqaAccuracy, weighted,
-} from './reward/index.js';
-export type { RewardBreakdown, RewardContext, RewardFn, RewardValue } from './reward/index.js';
-export * as vqaEval from './eval/index.js';
-export * as display from './display/index.js';
-export { show, plot, browse, dashboard } from './display/index.js';
-export * as engine from './engine/index.js';
-export { Trainer, grpoConfig, grpoLoss, computeAdvantages, GRPO_DEFAULTS } from './grpo/index.js';
-export * as grpo from './grpo/index.js';
-export { VlmTokenizer, buildTokenizerFiles } from './text/index.js';
-export type { ChatMessage, ContentPart } from './text/index.js';
-export { DEFAULT_MODEL_DIR, writeDefaultAssets } from './model/default.js';
-export { initModelFolder, type ModelInitOptions, type ModelInitResult } from './model/init-folder.js';
-export { MODEL_PRESETS } from './model/presets.js';
-export * as data from './data/index.js';
+/**
+ * The vqalab runtime: what a notebook cell or a script imports (docs/api.md lists every name).
+ * Knows nothing about Jupyter.
+ *
+ * The top level holds the everyday names; everything else is in a namespace named after its
+ * folder (`vqalab.reward.exactMatch` is src/reward). Each capability is exported once: a name at
+ * the top level is not repeated in its folder's namespace.
+ */
+
+// ── Everyday names ────────────────────────────────────────────────────────────────────────────
 export { VqaDataset } from './data/dataset.js';
-export type { VqaSample } from './data/types.js';
-export { Qwen2VLImageProcessor } from './vision/qwen2vl.js';
-export { interruptSignal, interruptible, onInterrupt, isInterrupted, throwIfInterrupted, InterruptedError } from './util/interrupt.js';
-// Report facts (configs, seeds, dataset fingerprints, model hashes, versions, devices, metrics) for the
-// header stamp of `vqalab report`; the runner and exporter live in src/report/index.ts.
+export { defineReward } from './reward/core.js';
+export { vqaAccuracy } from './reward/basic.js';
+export { LocalPolicy } from './rollout/local.js';
+export { OpenAIPolicy } from './rollout/openai.js';
+export { evaluatePolicies } from './rollout/compare.js';
+export { Trainer } from './grpo/trainer.js';
+export { grpoConfig } from './grpo/config.js';
+export { show, plot, browse } from './display/show.js';
+export { dashboard } from './display/dashboard.js';
+export { rewardLab } from './display/reward-lab.js';
+export { serve } from './serve/server.js';
+
+// ── Namespaces, one per folder (src/<name>/index.ts), lowest layer first (docs/architecture.md) ─
+export * as util from './util/index.js';
+export * as engine from './engine/index.js';
+export * as vision from './vision/index.js';
+export * as text from './text/index.js';
+export * as eval from './eval/index.js';
+export * as data from './data/index.js';
+export * as model from './model/index.js';
+export * as reward from './reward/index.js';
+export * as parity from './parity/index.js';
+export * as rollout from './rollout/index.js';
+export * as grpo from './grpo/index.js';
+export * as export from './export/index.js';
+export * as display from './display/index.js';
+// The light facts API only (recordFacts, stamp …); the report runner is src/report/index.ts, not loaded here.
 export * as report from './report/facts.js';
-export { recordFacts } from './report/facts.js';
+export * as gateway from './gateway/index.js';
+
 // The trainer's subscribers (src/grpo/events.ts): report facts here, the run dashboard in src/display/training.ts.
 import './report/trainer-facts.js';
-export * as rollout from './rollout/index.js';
-export { LocalPolicy, OpenAIPolicy, RequestScheduler, rollout as rolloutBatch, evaluatePolicies, showComparison, policyFromSpec } from './rollout/index.js';
-export type { Policy, Completion, SamplingOptions } from './rollout/index.js';
-export { OnnxPolicy, OnnxModel } from './rollout/onnx.js';
-export { exportOnnx } from './export/index.js';
-export type { ExportOptions, ExportResult, ExportDtype } from './export/index.js';
-export { serve } from './serve/index.js';
-export * as gateway from './gateway/index.js';

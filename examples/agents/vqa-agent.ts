@@ -9,10 +9,12 @@
  *   QUESTION, ANSWER, IMAGE_PATH     the task (TASK_JSON has the whole row; its `answers` are used when present)
  *
  * Optional: AGENT_MODEL (default "auto"), AGENT_MAX_TOKENS (default 8), AGENT_TEMPERATURE (default 1),
- * AGENT_STREAM=1 (streamed completions), AGENT_ALWAYS_REFINE=1 (always take the third turn).
+ * AGENT_STREAM=1 (streamed completions), AGENT_ALWAYS_REFINE=1 (always take the third turn),
+ * AGENT_FINAL=last (the last turn's answer is final; default: a vote, below).
  *
- * Reward: 1 when the final answer matches a reference answer after normalisation (case,
- * punctuation, articles), else 0. Exit code 1 when something fails (the trainer then records the
+ * The final answer is a vote over the turns: the check and refine turns overturn the first answer
+ * only when they agree with each other (2 of 3). Reward: 1 when the final answer matches a
+ * reference answer after normalisation (case, punctuation, articles), else 0. Exit code 1 when something fails (the trainer then records the
  * attempt as failed, with this process's stderr).
  *
  * Build and run: `npm run build`, then `node dist/examples/agents/vqa-agent.js` with the variables set
@@ -67,6 +69,7 @@ export async function run(): Promise<void> {
   const temperature = Number(process.env.AGENT_TEMPERATURE ?? 1);
   const stream = process.env.AGENT_STREAM === '1';
   const alwaysRefine = process.env.AGENT_ALWAYS_REFINE === '1';
+  const vote = process.env.AGENT_FINAL === 'last' ? 'last' : 'vote';
 
   const client = new OpenAI({ apiKey: key, baseURL, maxRetries: 2 });
   const image = await readFile(imagePath);
@@ -95,14 +98,17 @@ export async function run(): Promise<void> {
   messages.push({ role: 'user', content: `Check your answer "${first}" against the question: ${question} Reply with the answer again, corrected if it was wrong.` });
   const checked = answerOf(await ask());
   // Turn 3: refine when the check disagreed (or always, when asked to).
-  let final = checked;
+  let refined: string | undefined;
   if (alwaysRefine || checked !== first) {
     messages.push({ role: 'user', content: `Your answers were "${first}" and "${checked}". Give your final answer.` });
-    final = answerOf(await ask());
+    refined = answerOf(await ask());
   }
+  // The final answer is a vote over the turns (self-consistency): the check and the refinement
+  // overturn the first answer only when they agree with each other.
+  const final = vote === 'last' ? (refined ?? checked) : refined !== undefined && refined === checked && refined !== first ? refined : first;
   const reward = answers.some((a) => normalize(a) === final) ? 1 : 0;
   await postReward(eventUrl, key, reward);
-  process.stdout.write(`${JSON.stringify({ question, final, reward, turns: messages.filter((m) => m.role === 'assistant').length })}\n`);
+  process.stdout.write(`${JSON.stringify({ question, first, checked, refined, final, reward, turns: messages.filter((m) => m.role === 'assistant').length })}\n`);
 }
 
 const invoked = process.argv[1] ? pathToFileURL(path.resolve(process.argv[1])).href : undefined;

@@ -5,19 +5,15 @@
  * contract throws (the report keeps the static fallback and shows the message). Bundled by
  * `npm run build` into dist/src/display/browser.js, where the report exporter finds it.
  */
+import type { RenderContext as RenderContextContract, Renderer as RendererContract } from '../../src/display/render/contract.js';
 import { WIDGETS } from '../../src/display/render/index.js';
 import type { VendorMime } from '../../src/display/types.js';
 import { Mounted } from './hydrate.js';
 import { setPlotlyLoader, type PlotlyLike } from './plotly.js';
 
-export interface RenderContext {
-  mime: string;
-  theme?: 'light' | 'dark';
-  /** plotly.js when the page inlined it; without it metrics keep their static SVG panels. */
-  Plotly?: PlotlyLike;
-}
-
-export type Renderer = (host: HTMLElement, payload: unknown, ctx?: RenderContext) => { dispose(): void };
+/** The report pages' renderer contract (src/display/render/contract.ts), for DOM hosts and this bundle's plotly.js. */
+export type RenderContext = RenderContextContract<PlotlyLike>;
+export type Renderer = RendererContract<HTMLElement, PlotlyLike>;
 
 /** Every widget mounted on this page (for debugging and tests: `render(payload)` updates one in place). */
 export const mounted: Mounted[] = [];

@@ -4,7 +4,7 @@
 // tolerance 1e-5 for fp32 and 1e-2 for bf16 (inputs rounded to bf16 first, so both sides see the
 // same numbers). Exit status 1 on any failure; with no GPU it prints "skipped" and exits 0.
 //
-//   build: scripts/gpu/build.sh (or the compile line there);  run: native/build/cuda/test_ops [filter]
+//   build: scripts/gpu/prebuild.sh compiles it, scripts/gpu/run-all.sh links and runs it;  run: native/build/cuda/test_ops [filter]
 #include <array>
 #include <cmath>
 #include <cstdio>

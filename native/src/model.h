@@ -263,7 +263,9 @@ class Model {
   // For tests and tools: every tensor by published name (LoRA adapters as <module>.lora_A/B.weight).
   std::vector<std::string> tensor_names() const;
   std::vector<int64_t> tensor_shape(const std::string& name) const;
+  // For writing: drops the packed copy of that weight (packed_), so the next run repacks it.
   float* tensor_data(const std::string& name);       // throws on an unknown name
+  const float* tensor_data(const std::string& name) const;  // for reading
   float* tensor_grad(const std::string& name);       // null before backward or when frozen
   static std::string internal_name(const std::string& published);
 
@@ -306,8 +308,16 @@ class Model {
   std::vector<MergerW> ds_mergers_;  // Qwen3-VL DeepStack, one per vision.deepstack entry
 
   std::vector<std::unique_ptr<Activations>> saved_;
-  // Weights packed for the GEMM while sample() runs (index: parameter); empty otherwise.
-  std::map<int, PackedB> packed_;  // one per request of the last forward(keep)
+  // The language model's linear weights and head packed for the GEMM (index: parameter): packed by a
+  // sampling run for its decode steps and kept for the next runs (and forward(), which uses them too;
+  // the arithmetic is the same as unpacked, bit for bit). Dropped when the weights change: load(), a
+  // full-parameter step(), a write through tensor_data(). LoRA adapters are applied on top of the
+  // packed product (lin_forward), so training or toggling them leaves it valid. VQALAB_PACK_CACHE=0 in
+  // the environment: dropped at the end of every run instead (less memory held between runs).
+  std::map<int, PackedB> packed_;
+  bool keep_packed_ = true;
+  void ensure_packed();  // sampler.cc: packs what is missing
+  void drop_packed() { packed_.clear(); }
   std::mutex mutex_;
   std::atomic<uint64_t> cancel_id_{0};
   uint64_t call_id_ = 0;

@@ -1,6 +1,7 @@
 // Model construction, checkpoints (safetensors in Hugging Face's names), LoRA adapters, AdamW.
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <memory>
@@ -40,6 +41,7 @@ Lin Model::add_linear(const std::string& module, int64_t in, int64_t out, bool b
 }
 
 Model::Model(const ModelConfig& cfg, int max_seq) : cfg_(cfg), max_seq_(max_seq) {
+  if (const char* e = std::getenv("VQALAB_PACK_CACHE")) keep_packed_ = std::strcmp(e, "0") != 0;
   const VisionConfig& v = cfg.vision;
   const TextConfig& t = cfg.text;
   VQ_CHECK(t.heads > 0 && t.kv_heads > 0 && t.heads % t.kv_heads == 0, "num_attention_heads " << t.heads
@@ -167,6 +169,7 @@ void Model::load(const std::vector<std::string>& files) {
                        << "; supported: F32, BF16, F16, F64");
     plan.push_back({static_cast<int>(i), it->second});
   }
+  drop_packed();
   for (const auto& pl : plan) pl.second.first->read_f32(*pl.second.second, P(pl.first));
 }
 
@@ -295,6 +298,21 @@ std::vector<int64_t> Model::tensor_shape(const std::string& name) const {
 float* Model::tensor_data(const std::string& name) {
   if (device_) device_->pull();
   auto it = by_name_.find(name);
+  if (it != by_name_.end()) {
+    packed_.erase(it->second);  // the caller may write: repacked by the next run
+    return P(it->second);
+  }
+  std::string module;
+  bool is_a;
+  if (lora_name(name, module, is_a))
+    for (const auto& li : lora_)
+      if (li.module == module) return lparams_.data() + (is_a ? li.a_off : li.b_off);
+  VQ_FAIL("unknown tensor " << name);
+}
+
+const float* Model::tensor_data(const std::string& name) const {
+  if (device_) device_->pull();
+  auto it = by_name_.find(name);
   if (it != by_name_.end()) return P(it->second);
   std::string module;
   bool is_a;
@@ -381,6 +399,7 @@ StepResult Model::step(const AdamWOptions& o) {
     m.assign(p.size(), 0.0f);
     v.assign(p.size(), 0.0f);
   }
+  if (!lora) drop_packed();  // the base weights change (LoRA steps change only the adapters)
   step_++;
   float scale = 1.0f;
   if (o.max_grad_norm > 0.0f) {

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <memory>
 #include <thread>
+#include <utility>
 
 #include "common.h"
 #include "cpu/threadpool.h"
@@ -615,7 +616,7 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
     ModelPtr m = live(env);
     auto lk = lock_now(env, m);
     const std::string name = info[0].As<Napi::String>().Utf8Value();
-    return from_floats(env, m->tensor_data(name), static_cast<size_t>(numel(m->tensor_shape(name))));
+    return from_floats(env, std::as_const(*m).tensor_data(name), static_cast<size_t>(numel(m->tensor_shape(name))));
   }
 
   Napi::Value Set(const Napi::CallbackInfo& info) {

@@ -314,8 +314,36 @@ Napi::Value CudaInfo(const Napi::CallbackInfo& info) {
   return o;
 }
 
+// _cudaMemory(resetPeak) -> { peakBytes, usedBytes, freeBytes, poolIdleBytes, totalBytes } of the current
+// device: the pool's high-water mark since the last reset, what the pool's allocations use now, the
+// device's free memory, what the pool keeps for reuse beyond its use, and the device's total; null in a build without CUDA. The trainer reports the peak per step and sizes its
+// micro-batches from the free memory.
+Napi::Value CudaMemory(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+#ifdef VQALAB_CUDA
+  const bool reset = info.Length() > 0 && info[0].IsBoolean() && info[0].As<Napi::Boolean>().Value();
+  size_t fr = 0, tot = 0, idle = 0;
+  try {
+    cuda_mem_info(&fr, &tot, &idle);
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("peakBytes", Napi::Number::New(env, static_cast<double>(cuda_peak_bytes(reset))));
+    o.Set("usedBytes", Napi::Number::New(env, static_cast<double>(cuda_used_bytes())));
+    o.Set("freeBytes", Napi::Number::New(env, static_cast<double>(fr)));
+    o.Set("poolIdleBytes", Napi::Number::New(env, static_cast<double>(idle)));
+    o.Set("totalBytes", Napi::Number::New(env, static_cast<double>(tot)));
+    return o;
+  } catch (const std::exception& e) {
+    throw Napi::Error::New(env, e.what());
+  }
+#else
+  (void)info;
+  return env.Null();
+#endif
+}
+
 void register_ops(Napi::Env env, Napi::Object exports) {
   exports.Set("_cuda", Napi::Function::New(env, CudaInfo));
+  exports.Set("_cudaMemory", Napi::Function::New(env, CudaMemory));
   exports.Set("_op", Napi::Function::New(env, Op));
   exports.Set("_sgemm", Napi::Function::New(env, Sgemm));
   exports.Set("_gemmKernel", Napi::Function::New(env, GemmKernel));

@@ -251,8 +251,4 @@ void write_safetensors(const std::string& path, std::vector<StWrite> tensors,
   });
 }
 
-void write_file_atomic(const std::string& path, const std::string& text) {
-  atomic_write(path, [&](auto write) { write(text.data(), text.size()); });
-}
-
 }  // namespace vq

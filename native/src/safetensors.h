@@ -50,7 +50,4 @@ struct StWrite {
 void write_safetensors(const std::string& path, std::vector<StWrite> tensors,
                        const std::map<std::string, std::string>& metadata);
 
-// Writes `text` to `path` atomically.
-void write_file_atomic(const std::string& path, const std::string& text);
-
 }  // namespace vq

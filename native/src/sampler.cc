@@ -383,6 +383,20 @@ void sample_run_on_device(Model& m, DeviceModel& d, SampleInbox& inbox, SampleSi
 
 }  // namespace
 
+void Model::ensure_packed() {
+  const TextConfig& tc = cfg_.text;
+  auto pack = [&](int w, int64_t in, int64_t out) {
+    auto it = packed_.find(w);
+    if (it != packed_.end() && !it->second.empty()) return;
+    PackedB pb;  // complete before it enters the table (an exception leaves no half-packed entry)
+    sgemm_pack_b(pb, true, in, out, P(w), in);
+    packed_[w] = std::move(pb);
+  };
+  for (const TextLayerW& L : layers_)
+    for (const Lin* l : {&L.q, &L.k, &L.v, &L.o, &L.gate, &L.up, &L.down}) pack(l->w, l->in, l->out);
+  pack(head_, tc.hidden, tc.vocab);
+}
+
 void Model::sample_run(SampleInbox& inbox, SampleSink& sink) {
   struct Closer {
     SampleInbox& in;
@@ -394,16 +408,14 @@ void Model::sample_run(SampleInbox& inbox, SampleSink& sink) {
   KvArena kv(tc.layers, KVD);
   auto own = std::make_unique<Activations>();
   Activations& a = *own;
-  // Pack every language-model weight once for all the decode steps (the arithmetic is the same as
-  // unpacked, so log-probs equal forward's bit for bit where the rows do).
+  // Every language-model weight packed for all the decode steps (the arithmetic is the same as
+  // unpacked, so log-probs equal forward's bit for bit where the rows do); kept for the next run
+  // unless VQALAB_PACK_CACHE=0 (model.h, packed_).
   struct Unpack {
-    std::map<int, PackedB>& p;
-    ~Unpack() { p.clear(); }
-  } unpack{packed_};
-  for (const TextLayerW& L : layers_)
-    for (const Lin* l : {&L.q, &L.k, &L.v, &L.o, &L.gate, &L.up, &L.down})
-      sgemm_pack_b(packed_[l->w], true, l->in, l->out, P(l->w), l->in);
-  sgemm_pack_b(packed_[head_], true, tc.hidden, tc.vocab, P(head_), tc.hidden);
+    Model& m;
+    ~Unpack() { if (!m.keep_packed_) m.drop_packed(); }
+  } unpack{*this};
+  ensure_packed();
 
   std::vector<std::unique_ptr<Live>> live;
   std::vector<LiveRow> rows, kept;

@@ -1,9 +1,18 @@
 #!/usr/bin/env bash
-# Trainer.step() through the TypeScript API at Qwen2-VL-2B dims (bench/trainer.ts) against the native
-# bench_grpo (native/dev/bench_grpo.cu), same workload, same call (issue 13). Run from a tree that
-# scripts/gpu/pack-trainer.sh made. Stages: build bench_grpo and the CUDA addon (cuda.mk) while Node
-# writes the random-init Qwen2-VL-2B-shaped folder under /tmp; bench_grpo 16 8; the Trainer bench.
-# Logs under $OUT: build.log make-model.log native.log trainer.log. Time limits: *_S variables.
+# Issue 13's benchmark table in one GPU call, from a tree that scripts/gpu/pack-trainer.sh made:
+# Trainer.step() through the TypeScript API (bench/trainer.ts) on a `vqalab model init --preset
+# qwen2-vl-2b` folder (random BF16 weights, the real Qwen tokenizer), against the native bench_grpo
+# (native/dev/bench_grpo.cu) and the PyTorch + transformers reference (bench/torch/grpo_reference.py),
+# all at 16 prompts × G 8, 448² images, beta 0.04, in the same call:
+#   1. 16-token completions, full fine-tune: bench_grpo 16 8, the reference, the Trainer (+ its
+#      sequential rollout and evaluate() of 512 questions against one at a time);
+#   2. LoRA r 64 through the Trainer (16 tokens);
+#   3. 256-token completions, full fine-tune: the reference and the Trainer (micro-batches sized
+#      from free memory).
+# SKIP_LORA=1 / SKIP_LONG=1 leave out 2 / 3 (a short budget); EVAL_N sets the batched evaluate() size.
+# Optional, in the background from the start: FIXTURES="qwen2_5_vl,qwen3_vl" runs
+# scripts/gen/engine_fixtures.py (if carried as gen/engine_fixtures.py) into $OUT/fixtures.tgz.
+# Logs under $OUT; time limits per stage: *_S variables.
 set -u
 OUT=${OUT:-$PWD/gpu-out}
 mkdir -p "$OUT"
@@ -13,24 +22,46 @@ el() { echo "+$(( $(date +%s) - T0 )) s"; }
 MODEL=/tmp/vqalab-qwen2-vl-2b-random
 {
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+  python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)"
   if [ -d prebuilt ]; then mkdir -p native/build/cuda && cp prebuilt/*.o native/build/cuda/ && touch native/build/cuda/*.o; echo "prebuilt: $(ls prebuilt | tr '\n' ' ')"; fi
 } > "$OUT/build.log" 2>&1
+head -3 "$OUT/build.log"
+if [ -n "${FIXTURES:-}" ] && [ -f gen/engine_fixtures.py ]; then
+  ( mkdir -p /tmp/fx && timeout -k 5 "${FIXTURES_S:-400}" python3 gen/engine_fixtures.py /tmp/fx/engine --family "$FIXTURES" --dump-sources /tmp/fx/sources > "$OUT/fixtures.log" 2>&1
+    echo "exit $?" >> "$OUT/fixtures.log"; tar -C /tmp/fx -czf "$OUT/fixtures.tgz" . ) &
+  FX=$!
+fi
 ( bash .gpu/with-node.sh node trainer.mjs make-model $MODEL > "$OUT/make-model.log" 2>&1; echo "exit $?" >> "$OUT/make-model.log" ) &
 MK=$!
 { time make -f scripts/gpu/cuda.mk -j"$J" native/build/cuda/bench_grpo addon NODE_API_INCLUDE=$PWD/.gpu/include NAPI_INCLUDE=$PWD/napi 2>&1 | grep -v "^g++ \|^/usr/local/cuda/bin/nvcc "; } >> "$OUT/build.log" 2>&1
 echo "build: $(ls native/build/cuda/bench_grpo native/build/Release/vqalab.node 2>/dev/null | wc -l)/2 targets ($(el))"; grep -m5 "error" "$OUT/build.log"
 export VQALAB_ADDON=$PWD/native/build/Release/vqalab.node
 if [ -x native/build/cuda/bench_grpo ]; then
-  timeout -k 5 "${NATIVE_S:-150}" native/build/cuda/bench_grpo 16 8 > "$OUT/native.log" 2>&1
-  echo "bench_grpo exit $? ($(el))"; grep -v '^{' "$OUT/native.log" | tail -12 | cut -c1-250; grep '^{' "$OUT/native.log" | tail -2 | cut -c1-400
+  timeout -k 5 "${NATIVE_S:-120}" native/build/cuda/bench_grpo 16 8 > "$OUT/native.log" 2>&1
+  echo "bench_grpo exit $? ($(el))"; grep -v '^{' "$OUT/native.log" | tail -8 | cut -c1-250
 fi
-wait $MK; cat "$OUT/make-model.log"; echo "($(el))"; du -sh $MODEL
+reference() {  # completion tokens, log name
+  timeout -k 5 "${REF_S:-150}" python3 bench/torch/grpo_reference.py --prompts 16 --completion "$1" --steps 2 > "$OUT/$2" 2>&1
+  echo "reference $1 tokens exit $? ($(el))"; grep -v '^{' "$OUT/$2" | tail -6 | cut -c1-250
+}
+trainer() {  # log name, time limit, bench args...
+  local log=$1 lim=$2; shift 2
+  ( while sleep 1; do nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits; done ) > "$OUT/$log.mem" 2>/dev/null &
+  local smi=$!
+  timeout -k 5 "$lim" bash .gpu/with-node.sh node trainer.mjs bench $MODEL --device cuda "$@" > "$OUT/$log" 2>&1
+  echo "trainer $* exit $? ($(el)); nvidia-smi peak $(sort -n "$OUT/$log.mem" | tail -1) MiB"
+  kill $smi 2>/dev/null
+  grep -v '^{"\(mode\|warmup\|imagesProcessed\)' "$OUT/$log" | tail -8 | cut -c1-300
+}
+reference 16 reference-16.log
+wait $MK; tail -2 "$OUT/make-model.log"; echo "($(el))"; du -sh $MODEL
 if [ -f native/build/Release/vqalab.node ]; then
-  ( while sleep 1; do nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits; done ) > "$OUT/gpu-mem.log" 2>/dev/null &
-  SMI=$!
-  timeout -k 5 "${TRAINER_S:-300}" bash .gpu/with-node.sh node trainer.mjs bench $MODEL --device cuda ${TRAINER_ARGS:-} > "$OUT/trainer.log" 2>&1
-  echo "trainer bench exit $? ($(el))"; tail -14 "$OUT/trainer.log" | cut -c1-400
-  kill $SMI 2>/dev/null
-  echo "nvidia-smi memory.used peak while the Trainer ran: $(sort -n "$OUT/gpu-mem.log" | tail -1) MiB"
+  trainer trainer-16.log "${TRAINER_S:-170}" --steps 3 --max 16 --eval "${EVAL_N:-512}" --eval-one 16
+  [ "${SKIP_LORA:-0}" != 1 ] && trainer trainer-lora.log "${LORA_S:-80}" --steps 3 --max 16 --lora 64 --seq 0 --eval 0
 fi
+if [ "${SKIP_LONG:-0}" != 1 ]; then
+  reference 256 reference-256.log
+  [ -f native/build/Release/vqalab.node ] && trainer trainer-256.log "${LONG_S:-150}" --steps 2 --max 256 --seq 0 --eval 0
+fi
+if [ -n "${FX:-}" ]; then wait $FX; tail -3 "$OUT/fixtures.log"; ls -la "$OUT/fixtures.tgz"; fi
 echo "total $(el)"

@@ -9,7 +9,8 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { demoCommand } from '../../src/cli/demo.js';
-import { UsageError } from '../../src/cli/command.js';
+import { trainCommand } from '../../src/cli/train.js';
+import { UsageError } from '../../src/util/errors.js';
 import { synthVocabulary } from '../../src/data/synth-vocab.js';
 import { buildTokenizerFiles } from '../../src/text/build.js';
 import { VlmTokenizer } from '../../src/text/tokenizer.js';
@@ -58,11 +59,12 @@ async function makeModel(args: string[]): Promise<void> {
 async function entry(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;
   if (cmd === 'make-model') { await makeModel(rest); return 0; }
+  if (cmd === 'train') return trainCommand.run(rest);
   if (cmd === 'demo') {
     if (rest.includes('-h') || rest.includes('--help')) { process.stdout.write(demoCommand.usage); return 0; }
     return demoCommand.run(rest);
   }
-  process.stdout.write('usage: demo.mjs demo [options] | make-model DIR HIDDEN LAYERS INTER HEADS KV [VISION_DEPTH VISION_DIM]\n');
+  process.stdout.write('usage: demo.mjs demo [options] | make-model DIR HIDDEN LAYERS INTER HEADS KV [VISION_DEPTH VISION_DIM] | train [vqalab train options]\n');
   return cmd === undefined || cmd === '--help' ? 0 : 2;
 }
 

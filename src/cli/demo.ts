@@ -23,13 +23,14 @@ import type { GrpoConfig } from '../grpo/config.js';
 import type { EvalSummary } from '../grpo/evaluate.js';
 import { DEFAULT_MODEL_DIR } from '../model/default.js';
 import { vqaAccuracy } from '../reward/basic.js';
-import { processorOptionsFrom } from '../rollout/local.js';
+import { processorOptionsFrom } from '../vision/processor-config.js';
 import { VlmTokenizer } from '../text/tokenizer.js';
 import { Qwen2VLImageProcessor } from '../vision/qwen2vl.js';
 import { writeFileAtomic } from '../util/fs.js';
 import { Progress } from '../util/progress.js';
 import { interruptible } from '../util/interrupt.js';
-import { UsageError, type Command } from './command.js';
+import { type Command } from './command.js';
+import { UsageError } from '../util/errors.js';
 
 /** The recipe. Changing any number changes the result; bench/demo.ts reports it. */
 export interface DemoOptions {

@@ -2,7 +2,8 @@
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { comparisonBundles, comparisonText, comparisonToJson, evaluatePolicies, type PriceTable } from '../rollout/compare.js';
+import { comparisonBundles, comparisonText } from '../display/comparison.js';
+import { comparisonToJson, evaluatePolicies, type PriceTable } from '../rollout/compare.js';
 import { LocalPolicy } from '../rollout/local.js';
 import { readSamplesFile } from '../rollout/samples.js';
 import { policyFromSpec } from '../rollout/spec.js';
@@ -10,7 +11,8 @@ import type { Policy } from '../rollout/types.js';
 import { writeFileAtomic } from '../util/fs.js';
 import { interruptible } from '../util/interrupt.js';
 import { Progress } from '../util/progress.js';
-import { UsageError, type Command } from './command.js';
+import { type Command } from './command.js';
+import { UsageError } from '../util/errors.js';
 
 const usage = `Usage: vqalab eval-policy --dataset FILE --policy SPEC [--policy SPEC ...] [options]
 
@@ -33,7 +35,8 @@ Data:
   --limit N                       the first N samples only
 
 Generation:
-  --n-runners K                   questions in flight at once per policy (default 4)
+  --n-runners K                   questions in flight at once per policy (default 4; 32 when every policy
+                                  is local: the engine decodes concurrent questions as one batch)
   --max-tokens N                  default 32
   --temperature T                 default 0 (greedy)
   --seed S                        default 0
@@ -123,7 +126,8 @@ export const evalPolicyCommand: Command = {
     const specs = values.policy ?? [];
     if (specs.length === 0) throw new UsageError('give at least one --policy (local:DIR or openai:MODEL@BASE_URL)');
     if (values['api-key'] !== undefined && values['api-key-env'] !== undefined) throw new UsageError('give --api-key or --api-key-env, not both');
-    const nRunners = num('n-runners', values['n-runners'], 1, true) ?? 4;
+    const explicitRunners = num('n-runners', values['n-runners'], 1, true);
+    let nRunners = explicitRunners ?? 4;
     const prices = parsePrices(values.price ?? [], values.prices);
     let samples: Awaited<ReturnType<typeof readSamplesFile>>;
     try {
@@ -146,6 +150,8 @@ export const evalPolicyCommand: Command = {
           throw new UsageError(`--policy ${spec}: ${(err as Error).message}`, 1);
         }
       }
+      // Local engines batch concurrent requests in one decode loop: more in flight is faster, not heavier.
+      if (explicitRunners === undefined && policies.every((p) => p instanceof LocalPolicy)) nRunners = 32;
       const total = Math.min(samples.length, num('limit', values.limit, 1, true) ?? samples.length);
       const bars = new Map<string, Progress>();
       const comparison = await interruptible((signal) => evaluatePolicies(policies, samples, {

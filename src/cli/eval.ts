@@ -3,7 +3,8 @@ import { parseArgs } from 'node:util';
 import { writeFileAtomic } from '../util/fs.js';
 import { PYTHON_DIALECTS, type PythonDialect } from '../eval/python.js';
 import { evaluateVqaFiles, VqaInputError, vqaEvalToJson, vqaEvalToText } from '../eval/vqa-eval.js';
-import { UsageError, type Command } from './command.js';
+import { type Command } from './command.js';
+import { UsageError } from '../util/errors.js';
 
 const usage = `Usage: vqalab eval --annotations A.json --predictions P.json [--questions Q.json] [options]
 

@@ -2,7 +2,8 @@
 import { parseArgs } from 'node:util';
 import { DEFAULT_MODEL_DIR } from '../model/default.js';
 import { EXPORT_DTYPES, exportOnnx, type ExportDtype } from '../export/index.js';
-import { dispatchSubcommand, UsageError, type Command } from './command.js';
+import { dispatchSubcommand, type Command } from './command.js';
+import { UsageError } from '../util/errors.js';
 
 const onnxUsage = `Usage: vqalab export onnx --out DIR [--model DIR] [--adapter DIR] [--dtype fp32|fp16|int8] [--web] [--overwrite]
 

@@ -1,9 +1,9 @@
 /** `vqalab kernel install | list | remove`: the "TypeScript (vqalab)" Jupyter kernelspec. */
 import {
-  installKernelspec, jupyterPath, kernelJson, listKernelspecs, removeKernelspec, type Location,
-} from '../../kernel/kernelspec.js';
-import { KERNEL_NAME } from '../../kernel/info.js';
-import { UsageError, dispatchSubcommand, type Command } from './command.js';
+  installKernelspec, jupyterDataDirs, KERNEL_NAME, kernelJson, listKernelspecs, removeKernelspec, type Location,
+} from '../jupyter/kernelspec.js';
+import { dispatchSubcommand, type Command } from './command.js';
+import { UsageError } from '../util/errors.js';
 
 const LOCATION_HELP = `Where (one of; default: --user, or the system directory when run as root):
   --user          the per-user Jupyter data directory (~/.local/share/jupyter/kernels)
@@ -67,7 +67,7 @@ run this package, ones whose launcher no longer exists, and ones shadowed by an 
 `,
   async run(argv) {
     const { loc, flags } = parseLocation(argv, ['--json']);
-    const found = listKernelspecs(jupyterPath(process.env, loc.python));
+    const found = listKernelspecs(jupyterDataDirs({ python: loc.python ?? 'python3' }));
     if (flags.has('--json')) {
       process.stdout.write(`${JSON.stringify(found.map(({ spec: _spec, ...f }) => f), null, 2)}\n`);
       return 0;

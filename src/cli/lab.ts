@@ -5,11 +5,12 @@
  */
 import { execFileSync } from 'node:child_process';
 import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { userDataDir } from '../jupyter/kernelspec.js';
 import { withAtomicOutput } from '../util/fs.js';
-import { dispatchSubcommand, UsageError, type Command } from './command.js';
+import { packageRoot } from '../util/package.js';
+import { dispatchSubcommand, type Command } from './command.js';
+import { UsageError } from '../util/errors.js';
 
 export const EXTENSION_NAME = 'vqalab-jupyterlab';
 
@@ -32,18 +33,8 @@ Commands:
 
 ${FLAGS}`;
 
-/** The package root (where extension/labextension lives), from this file's location in dist/src/cli. */
-export function packageRoot(): string {
-  return path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
-}
-
-/** Jupyter's user data folder, as jupyter_core computes it. */
-export function jupyterDataDir(env: NodeJS.ProcessEnv = process.env, platform: NodeJS.Platform = process.platform, home = os.homedir()): string {
-  if (env.JUPYTER_DATA_DIR) return path.resolve(env.JUPYTER_DATA_DIR);
-  if (platform === 'darwin') return path.join(home, 'Library', 'Jupyter');
-  if (platform === 'win32') return path.join(env.APPDATA ?? path.join(home, 'AppData', 'Roaming'), 'jupyter');
-  return path.join(env.XDG_DATA_HOME || path.join(home, '.local', 'share'), 'jupyter');
-}
+/** Jupyter's user data folder, as jupyter_core computes it (one implementation, in src/jupyter/kernelspec.ts). */
+export { userDataDir as jupyterDataDir };
 
 export interface Where {
   mode: 'user' | 'sys-prefix' | 'prefix';
@@ -79,7 +70,7 @@ export function parseWhere(argv: string[]): Where {
 
 /** The labextensions folder for `where`. */
 export function labextensionsDir(where: Where): string {
-  if (where.mode === 'user') return path.join(jupyterDataDir(), 'labextensions');
+  if (where.mode === 'user') return path.join(userDataDir(), 'labextensions');
   if (where.mode === 'prefix') return path.join(where.prefix!, 'share', 'jupyter', 'labextensions');
   let prefix: string;
   try {

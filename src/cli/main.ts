@@ -1,12 +1,9 @@
 /** Entry point of the `vqalab` CLI: finds the subcommand, handles --help and --version, maps errors to exit codes. */
-import { readFileSync } from 'node:fs';
-import { UsageError, wantsHelp } from './command.js';
+import { vqalabVersion } from '../util/package.js';
+import { wantsHelp } from './command.js';
+import { UsageError } from '../util/errors.js';
 import { commands } from './commands.js';
 
-export function packageVersion(): string {
-  const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string };
-  return pkg.version;
-}
 
 function topUsage(): string {
   const width = Math.max(...commands.map((c) => c.name.length), 8);
@@ -31,7 +28,7 @@ export async function main(argv: string[]): Promise<number> {
     return name === undefined ? 2 : 0;
   }
   if (name === '--version' || name === '-v') {
-    process.stdout.write(`${packageVersion()}\n`);
+    process.stdout.write(`${vqalabVersion()}\n`);
     return 0;
   }
   const command = commands.find((c) => c.name === name);

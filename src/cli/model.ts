@@ -5,7 +5,8 @@ import { MODEL_PRESETS, type DimOverrides } from '../model/presets.js';
 import { FAMILY_PRESETS } from '../model/presets-family.js';
 import { Progress } from '../util/progress.js';
 import { interruptible } from '../util/interrupt.js';
-import { dispatchSubcommand, UsageError, type Command } from './command.js';
+import { dispatchSubcommand, type Command } from './command.js';
+import { UsageError } from '../util/errors.js';
 
 const presetLines = [
   ...Object.values(MODEL_PRESETS).map((p) => `  ${p.name.padEnd(14)} ${p.description}`),

@@ -6,7 +6,8 @@ import { formatDiffs } from '../report/metrics.js';
 import { parseParamArg, type Params } from '../report/params.js';
 import { runNotebook, writeReport, exportNotebook } from '../report/runner.js';
 import { verifyReport } from '../report/verify.js';
-import { dispatchSubcommand, UsageError, type Command } from './command.js';
+import { dispatchSubcommand, type Command } from './command.js';
+import { UsageError } from '../util/errors.js';
 
 const RUN_USAGE = `Usage: vqalab report run NOTEBOOK --out DIR [options]
 

@@ -4,9 +4,11 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { DEFAULT_MODEL_DIR } from '../model/default.js';
 import { LocalPolicy } from '../rollout/local.js';
+import { loadOnnxLocalPolicy } from '../rollout/onnx.js';
 import { serve } from '../serve/server.js';
 import { Gateway } from '../gateway/gateway.js';
-import { UsageError, type Command } from './command.js';
+import { type Command } from './command.js';
+import { UsageError } from '../util/errors.js';
 
 const usage = `Usage: vqalab serve [--model DIR] [options]
 
@@ -21,6 +23,9 @@ Model:
   --model DIR              a Hugging Face Qwen2-VL folder, a vqalab trainer checkpoint (trainer.json +
                            model/), a run folder (checkpoints/latest) or a PEFT adapter folder
                            (default: the embedded tiny model)
+  --backend engine|onnx    what runs the model: the native engine (default), or onnxruntime-node over
+                           a folder written by \`vqalab export onnx\` (--model is then that folder;
+                           requests run one at a time, each using every --threads)
   --name NAME              the model name clients send (default "vqalab")
   --threads N              engine CPU threads (default: VQALAB_THREADS or all cores)
   --max-sequence-length N  longest prompt + completion (default: the model's)
@@ -51,9 +56,14 @@ Batching:
   --max-batch-rows N       most rows (the sum of n) decoding together; further requests wait (default 64)
   --no-batching            queue-only mode: one request on the engine at a time (for comparison)
 
-Training gateway (docs/agents.md):
+Training gateway and weight push (docs/agents.md):
   --gateway-key-env VAR    mount per-attempt URLs /rollouts/{r}/attempts/{a}/v1 and /events; a runner
-                           opens attempts with "Authorization: Bearer $VAR" (POST /rollouts/{r}/attempts/{a})
+                           opens attempts with "Authorization: Bearer $VAR" (POST /rollouts/{r}/attempts/{a});
+                           the same key pushes weights (below)
+  --admin-key-env VAR      PUT /admin/weights with "Authorization: Bearer $VAR": a trainer pushes its
+                           weights (LoRA adapters or all, safetensors) and the server switches to them
+                           between requests; every reply names its weight_version
+  --max-weight-mb N        largest weight push (default 16384)
 
 Output:
   --quiet                  no access log (default: one line per request on stderr)
@@ -84,7 +94,7 @@ export const serveCommand: Command = {
     const parse = () => parseArgs({
         args: argv,
         options: {
-          model: { type: 'string' }, name: { type: 'string' }, threads: { type: 'string' }, 'max-sequence-length': { type: 'string' },
+          model: { type: 'string' }, backend: { type: 'string', default: 'engine' }, name: { type: 'string' }, threads: { type: 'string' }, 'max-sequence-length': { type: 'string' },
           host: { type: 'string', default: '127.0.0.1' }, port: { type: 'string', default: '8000' },
           'api-key': { type: 'string' }, 'api-key-env': { type: 'string' },
           'allowed-media-root': { type: 'string' }, 'max-body-mb': { type: 'string' }, 'max-image-mb': { type: 'string' },
@@ -92,7 +102,7 @@ export const serveCommand: Command = {
           'max-prompt-chars': { type: 'string' }, 'max-stops': { type: 'string' }, 'max-stop-chars': { type: 'string' }, workers: { type: 'string' },
           'default-max-tokens': { type: 'string' }, quiet: { type: 'boolean', default: false },
           'max-batch-rows': { type: 'string' }, 'no-batching': { type: 'boolean', default: false },
-          'gateway-key-env': { type: 'string' },
+          'gateway-key-env': { type: 'string' }, 'admin-key-env': { type: 'string' }, 'max-weight-mb': { type: 'string' },
         },
         strict: true,
         allowPositionals: false,
@@ -116,12 +126,15 @@ export const serveCommand: Command = {
     const dir = values.model ?? DEFAULT_MODEL_DIR;
     const loopback = ['127.0.0.1', '::1', 'localhost'].includes(values.host!);
     if (!loopback && apiKey === undefined) process.stderr.write(`vqalab serve: warning: --host ${values.host} exposes the server without --api-key\n`);
+    const backend = values.backend!;
+    if (backend !== 'engine' && backend !== 'onnx') throw new UsageError(`--backend must be engine or onnx; got "${backend}"`);
+    if (backend === 'onnx' && values.model === undefined) throw new UsageError('--backend onnx needs --model DIR: a folder written by `vqalab export onnx`');
     let policy: LocalPolicy;
     try {
-      policy = await LocalPolicy.load(dir, {
-        threads: integer('threads', values.threads), maxSequenceLength: integer('max-sequence-length', values['max-sequence-length']),
-        name: `local:${values.model ?? 'default'}`,
-      });
+      const threads = integer('threads', values.threads), maxSequenceLength = integer('max-sequence-length', values['max-sequence-length']);
+      policy = backend === 'onnx'
+        ? await loadOnnxLocalPolicy(dir, { ...(threads ? { threads } : {}), ...(maxSequenceLength ? { maxSequenceLength } : {}), name: `onnx:${values.model}` })
+        : await LocalPolicy.load(dir, { threads, maxSequenceLength, name: `local:${values.model ?? 'default'}` });
     } catch (err) {
       throw new UsageError(`cannot load --model ${dir}: ${(err as Error).message}`, 1);
     }
@@ -129,6 +142,11 @@ export const serveCommand: Command = {
     const gatewayKey = values['gateway-key-env'] === undefined ? undefined : process.env[values['gateway-key-env']];
     if (values['gateway-key-env'] !== undefined && !gatewayKey) throw new UsageError(`--gateway-key-env ${values['gateway-key-env']}: that environment variable is empty or not set`);
     const gateway = gatewayKey ? new Gateway({ adminKey: gatewayKey }) : undefined;
+    const adminEnv = values['admin-key-env'];
+    const adminKey = adminEnv === undefined ? gatewayKey : process.env[adminEnv];
+    if (adminEnv !== undefined && !adminKey) throw new UsageError(`--admin-key-env ${adminEnv}: that environment variable is empty or not set`);
+    if (adminEnv !== undefined && gatewayKey !== undefined && adminKey !== gatewayKey) throw new UsageError('--admin-key-env and --gateway-key-env name different keys; the gateway\'s admin key also pushes weights: give one of them');
+    const maxWeightMb = positiveNumber('max-weight-mb', values['max-weight-mb']);
     const mb = (name: 'max-body-mb' | 'max-image-mb') => { const v = positiveNumber(name, values[name]); return v === undefined ? undefined : Math.floor(v * 1024 * 1024); };
     const handle = await serve({
       policy, modelName: values.name ?? 'vqalab', host: values.host, port, apiKey, allowedMediaRoot: root ? path.resolve(root) : undefined,
@@ -140,14 +158,16 @@ export const serveCommand: Command = {
       batching: !values['no-batching'], maxBatchRows: integer('max-batch-rows', values['max-batch-rows']),
       log: values.quiet ? undefined : (line) => process.stderr.write(`vqalab serve: ${line}\n`),
       disposeOnClose: true, ...(gateway ? { routes: gateway.routes } : {}),
+      ...(adminKey ? { adminKey } : {}), ...(maxWeightMb !== undefined ? { maxWeightBytes: Math.floor(maxWeightMb * 1024 * 1024) } : {}),
     }).catch((err: NodeJS.ErrnoException) => {
       policy.dispose();
       throw new UsageError(`cannot listen on ${values.host}:${port}: ${err.code ?? err.message}`, 1);
     });
     process.stdout.write(`vqalab serve: model "${handle.modelName}" (${values.model ?? 'embedded tiny model'}, context ${policy.maxSequenceLength} tokens)\n`);
-    process.stdout.write(`vqalab serve: ${values['no-batching'] ? 'queue-only mode (one request on the engine at a time)'
+    process.stdout.write(`vqalab serve: ${backend === 'onnx' ? 'onnxruntime-node backend (one request at a time)' : values['no-batching'] ? 'queue-only mode (one request on the engine at a time)'
       : `continuous batching (at most ${integer('max-batch-rows', values['max-batch-rows']) ?? 64} rows decoding together)`}\n`);
     gateway?.attach(handle, policy);
+    if (adminKey) process.stdout.write(`vqalab serve: weight push on ${handle.url.replace(/\/v1$/, '')}/admin/weights (weight version ${handle.weights.version})\n`);
     if (gateway) process.stdout.write(`vqalab serve: training gateway on ${handle.url.replace(/\/v1$/, '')}/rollouts/{rollout}/attempts/{attempt}/ (docs/agents.md)\n`);
     process.stdout.write(`listening on ${handle.url}\n`);
     await new Promise<void>((resolve) => {

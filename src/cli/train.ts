@@ -27,15 +27,17 @@ import type { EvalSummary } from '../grpo/evaluate.js';
 import { Trainer, type StepOutput } from '../grpo/trainer.js';
 import { DEFAULT_MODEL_DIR } from '../model/default.js';
 import { vqaAccuracy } from '../reward/basic.js';
-import { runTrainAgent } from '../gateway/cli.js';
-import { processorOptionsFrom, resolveModelFolder } from '../rollout/local.js';
+import { runTrainAgent } from './train-agent.js';
+import { resolveModelFolder } from '../engine/folder.js';
+import { processorOptionsFrom } from '../vision/processor-config.js';
 import { VlmTokenizer } from '../text/tokenizer.js';
 import { writeFileAtomic } from '../util/fs.js';
 import { interruptible } from '../util/interrupt.js';
 import { formatDuration } from '../util/progress.js';
 import { Qwen2VLImageProcessor } from '../vision/qwen2vl.js';
 import { checkDemoTarget, DEMO_DEFAULTS } from './demo.js';
-import { UsageError, type Command } from './command.js';
+import { type Command } from './command.js';
+import { UsageError } from '../util/errors.js';
 
 export interface TrainOptions {
   /** A Qwen2-VL model folder; default the embedded tiny model. */
@@ -61,6 +63,8 @@ export interface TrainOptions {
   checkpointEvery?: number;
   /** SFT warm-start steps before GRPO (default: the demo's 25 on the embedded data, else 0). */
   sftSteps?: number;
+  /** The warm start's peak learning rate (default the demo's). */
+  sftLearningRate?: number;
   /** Use at most N training / validation samples (the first N; synthetic: generate N). */
   limitTrain?: number;
   limitVal?: number;
@@ -281,7 +285,7 @@ export async function runTrain(o: TrainOptions, io: { out: Write; err: Write } =
     const sftLeft = startStep === 0 ? Math.max(0, sftSteps - trainer.sftSteps) : 0;
     if (sftLeft > 0) {
       const sft = await interruptible((signal) => trainer.sft({
-        steps: sftLeft, batchSize: DEMO_DEFAULTS.sftBatch, learningRate: DEMO_DEFAULTS.sftLearningRate, warmupSteps: Math.min(5, sftSteps), signal,
+        steps: sftLeft, batchSize: DEMO_DEFAULTS.sftBatch, learningRate: o.sftLearningRate ?? DEMO_DEFAULTS.sftLearningRate, warmupSteps: Math.min(5, sftSteps), signal,
       }), o.signal);
       io.out(`SFT warm start: ${sft.length} steps, cross-entropy ${fmt(sft[0]?.loss ?? NaN, 3)} → ${fmt(sft.at(-1)?.loss ?? NaN, 3)}`);
       if (sft.length < sftLeft) interrupted = true;
@@ -366,6 +370,7 @@ Training:
   --config FILE          JSON of the trainer config (docs/grpo.md), e.g. {"learningRate": 1e-5}
   --lora-rank R          train LoRA adapters of rank R (alpha 2R, all language-model linears)
   --sft-steps N          SFT warm-start steps first (default 25 on the embedded data, else 0)
+  --sft-lr X             the warm start's learning rate (default 2e-3)
   --device D             cpu (default), cuda or cuda:N
   --threads N            engine threads on CPU (default: all cores)
   --seed N               default 0
@@ -400,7 +405,7 @@ export const trainCommand: Command = {
         options: {
           model: { type: 'string' }, 'data-path': { type: 'string' }, 'val-data-path': { type: 'string' }, 'max-steps': { type: 'string' },
           device: { type: 'string' }, 'lora-rank': { type: 'string' }, config: { type: 'string' }, out: { type: 'string' },
-          resume: { type: 'boolean' }, 'eval-every': { type: 'string' }, 'checkpoint-every': { type: 'string' }, 'sft-steps': { type: 'string' },
+          resume: { type: 'boolean' }, 'eval-every': { type: 'string' }, 'checkpoint-every': { type: 'string' }, 'sft-steps': { type: 'string' }, 'sft-lr': { type: 'string' },
           'limit-train': { type: 'string' }, 'limit-val': { type: 'string' }, threads: { type: 'string' }, seed: { type: 'string' }, quiet: { type: 'boolean' },
         },
       }));
@@ -426,6 +431,11 @@ export const trainCommand: Command = {
     set('evalEvery', 'eval-every', 0);
     set('checkpointEvery', 'checkpoint-every', 0);
     set('sftSteps', 'sft-steps', 0);
+    if (str('sft-lr') !== undefined) {
+      const v = str('sft-lr')!, x = Number(v);
+      if (v.trim() === '' || !Number.isFinite(x) || x <= 0) throw new UsageError(`--sft-lr must be a number > 0; got "${v}"`);
+      o.sftLearningRate = x;
+    }
     set('limitTrain', 'limit-train', 1);
     set('limitVal', 'limit-val', 1);
     set('threads', 'threads', 1);

@@ -24,7 +24,7 @@ import { invalidParameterError, expectInteger } from '../util/validate.js';
 import type { RgbImage } from '../vision/qwen2vl.js';
 import { defaultImageCache, type ImageCache } from './images.js';
 import { readParquetTable, writeParquetAtomic, type ParquetWriteOptions, type ParquetWriteResult } from './parquet.js';
-import { permutation } from './rng.js';
+import { permutation } from '../util/rng.js';
 import { VqaTableBuilder, VqaTableReader, type ExtraColumnType } from './schema.js';
 import type { VqaSample } from './types.js';
 

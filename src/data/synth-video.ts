@@ -18,7 +18,7 @@ import sharp from 'sharp';
 import { withAtomicOutput } from '../util/fs.js';
 import { expectInteger, expectNumber, invalidParameterError } from '../util/validate.js';
 import { writeParquetAtomic } from './parquet.js';
-import { mulberry32 } from './rng.js';
+import { mulberry32 } from '../util/rng.js';
 import { VqaTableBuilder } from './schema.js';
 import type { VqaSample } from './types.js';
 

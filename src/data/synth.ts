@@ -16,7 +16,7 @@ import { withAtomicOutput } from '../util/fs.js';
 import { Progress } from '../util/progress.js';
 import { expectInteger, expectNumber, expectOneOf, invalidParameterError } from '../util/validate.js';
 import { writeParquetAtomic } from './parquet.js';
-import { mulberry32 } from './rng.js';
+import { mulberry32 } from '../util/rng.js';
 import { VqaTableBuilder } from './schema.js';
 import {
   SYNTH_ANSWER_TYPE, SYNTH_COLOR_NAMES, SYNTH_COLOR_VARIANTS, SYNTH_COLORS, SYNTH_FAMILIES, SYNTH_MAX_COUNT,

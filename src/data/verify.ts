@@ -15,10 +15,11 @@ import os from 'node:os';
 import path from 'node:path';
 import sharp from 'sharp';
 import { readConfig } from '../engine/config.js';
+import { resolveModelFolder } from '../engine/folder.js';
 import type { ImageInput } from '../engine/types.js';
-import { processorOptionsFrom, resolveModelFolder } from '../rollout/local.js';
 import { VlmTokenizer } from '../text/tokenizer.js';
 import { Progress } from '../util/progress.js';
+import { processorOptionsFrom } from '../vision/processor-config.js';
 import { Qwen2VLImageProcessor } from '../vision/qwen2vl.js';
 import { VqaDataset } from './dataset.js';
 

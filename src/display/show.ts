@@ -3,50 +3,24 @@
  * `browse(dataset)`. Each builds one MIME bundle, sends it through the display sink when a kernel
  * installed one, and returns the bundle (a plain object), so the same code works from a script.
  */
-import { createHash } from 'node:crypto';
-import path from 'node:path';
+import { samplesFingerprint } from '../data/fingerprint.js';
 import type { VqaSample } from '../data/types.js';
 import { invalidParameterError } from '../util/validate.js';
 import { bundleFor, sampleBundle } from './bundle.js';
-import { imageRef } from './image.js';
 import { emit, type DisplayOptions, type DisplaySink } from './output.js';
 import type { RolloutGroup } from '../grpo/rollout.js';
-// training.ts imports samplePayload from here: a cycle resolved at call time (functions only).
+import { samplePayload, type SampleExtras } from './sample.js';
 import { groupPayload } from './training.js';
+
+// Kept for src/gateway/view.ts, which imports it from here; it lives in ./sample.ts.
 import {
   MIME, type DatasetPayload, type GroupPayload, type MetricsPayload, type MetricsPoint, type MetricsRun, type MimeBundle,
-  type RewardScore, type RewardTablePayload, type SamplePayload,
+  type RewardTablePayload, type SamplePayload,
 } from './types.js';
 
 export interface ShowOptions extends DisplayOptions {
   /** Send here instead of the installed sink (tests, custom front ends). */
   sink?: DisplaySink;
-}
-
-export interface SampleExtras {
-  prediction?: string;
-  rewards?: RewardScore[];
-  title?: string;
-  /** Longest image side in the payload (default 448). */
-  maxSide?: number;
-}
-
-function altText(sample: VqaSample, file: string, i: number, n: number): string {
-  return `${n > 1 ? `image ${i + 1} of ${n}` : 'image'} ${path.basename(file)} for the question "${sample.question}"`;
-}
-
-/** A runtime sample (image on disk) → the sample payload, images embedded as data URLs. */
-export async function samplePayload(sample: VqaSample, extras: SampleExtras = {}): Promise<SamplePayload> {
-  if (typeof sample !== 'object' || sample === null) throw invalidParameterError('sample', 'VqaSample', sample);
-  const files = sample.imagePaths?.length ? sample.imagePaths : [sample.imagePath];
-  const images = await Promise.all(files.map((f, i) => imageRef(f, { alt: altText(sample, f, i, files.length), maxSide: extras.maxSide })));
-  const p: SamplePayload = { id: sample.id, question: sample.question, images, answers: sample.answers?.length ? sample.answers : [sample.answer] };
-  if (sample.answerType !== undefined) p.answerType = sample.answerType;
-  if (sample.questionType !== undefined) p.questionType = sample.questionType;
-  if (extras.prediction !== undefined) p.prediction = extras.prediction;
-  if (extras.rewards !== undefined) p.rewards = extras.rewards;
-  if (extras.title !== undefined) p.title = extras.title;
-  return p;
 }
 
 type Showable = VqaSample | SamplePayload | GroupPayload | RolloutGroup | RewardTablePayload | MetricsPayload | DatasetPayload;
@@ -134,13 +108,6 @@ export interface BrowseOptions extends ShowOptions {
   maxSide?: number;
 }
 
-/** A short content fingerprint of samples (ids, questions, answers) when the dataset gives none. */
-export function samplesFingerprint(samples: readonly VqaSample[]): string {
-  const h = createHash('sha256');
-  for (const s of samples) h.update(`${s.id}\u0000${s.question}\u0000${s.answers?.join('\u0001') ?? s.answer}\u0000`);
-  return `sha256:${h.digest('hex').slice(0, 16)}`;
-}
-
 function countBy(samples: readonly VqaSample[], key: 'answerType' | 'questionType'): Record<string, number> {
   const out: Record<string, number> = {};
   for (const s of samples) { const k = s[key]; if (k !== undefined) out[k] = (out[k] ?? 0) + 1; }
@@ -161,7 +128,8 @@ export async function browse(data: DatasetPayload | readonly VqaSample[] | { nam
   const payloads = await Promise.all(window.map((s) => samplePayload(s, { maxSide: options.maxSide ?? 256 })));
   const p: DatasetPayload = {
     name: options.name ?? named.name ?? 'dataset',
-    fingerprint: options.fingerprint ?? named.fingerprint ?? samplesFingerprint(samples),
+    // The short form (16 hex digits) of the fingerprint a dataset and the report give these samples.
+    fingerprint: options.fingerprint ?? named.fingerprint ?? samplesFingerprint(samples).slice(0, 'sha256:'.length + 16),
     total: samples.length, offset, samples: payloads,
     answerTypes: countBy(samples, 'answerType'), questionTypes: countBy(samples, 'questionType'),
   };

@@ -17,7 +17,7 @@ import type { StepMetrics } from '../grpo/metrics.js';
 import { invalidParameterError } from '../util/validate.js';
 import { Dashboard, type DashboardOptions } from './dashboard.js';
 import { getDisplaySink, type DisplaySink } from './sink.js';
-import { samplePayload } from './show.js';
+import { samplePayload } from './sample.js';
 import type { GroupCompletion, GroupPayload, MetricsPoint, RewardScore, SamplePayload } from './types.js';
 
 /** Display names of the trainer's per-step numbers (TRL-style, so runs from either read alike). */

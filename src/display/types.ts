@@ -7,6 +7,8 @@
  * Versioned: a breaking change to a payload gets a new MIME type (`.v2+json`), never a silent edit.
  */
 
+import type { RewardScore } from '../reward/types.js';
+
 export const MIME = {
   sample: 'application/vnd.vqalab.sample.v1+json',
   group: 'application/vnd.vqalab.group.v1+json',
@@ -28,17 +30,7 @@ export interface ImageRef {
   alt: string;
 }
 
-export interface RewardScore {
-  /** The reward's name, e.g. "vqaAccuracy". */
-  name: string;
-  /** null when the reward failed for this completion (see `error`). */
-  score: number | null;
-  /** Named components of the score, e.g. { accuracy: 1, brevity: -0.1 }. */
-  parts?: Record<string, number>;
-  /** The reward's weight in the total, when the trainer combines several (shown as ×w). */
-  weight?: number;
-  error?: string;
-}
+export type { RewardScore };
 
 export interface SamplePayload {
   id: string;

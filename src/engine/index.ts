@@ -2,3 +2,4 @@
 export * from './types.js';
 export { loadModel, weightFiles } from './model.js';
 export { parseConfig, readConfig, type EngineConfig } from './config.js';
+export { resolveCheckpoint, resolveModelFolder, type ResolvedCheckpoint } from './folder.js';

@@ -14,7 +14,7 @@ import { checkModelBudget } from './config-check.js';
 import { native, nativeError, type NativeModel, type NativePrompt } from './native.js';
 import { SampleLoop, type LoopRequest } from './sampling.js';
 import type {
-  AdamWOptions, CallOptions, Device, EngineModel, ForwardRequest, ForwardResult, LoadOptions, LoraConfig, Prompt, SampleRequest,
+  AdamWOptions, CallOptions, Device, DeviceMemory, EngineModel, ForwardRequest, ForwardResult, LoadOptions, LoraConfig, Prompt, SampleRequest,
   SampleResult, SampleStats, StepResult,
 } from './types.js';
 
@@ -58,7 +58,8 @@ function toNativePrompt(p: Prompt): NativePrompt {
   };
 }
 
-class CpuEngineModel implements EngineModel {
+/** A model on the native engine, CPU or CUDA (its `device`): the one EngineModel of the addon. */
+class NativeEngineModel implements EngineModel {
   readonly device: Device;
   readonly numParameters: { total: number; trainable: number };
   readonly namingScheme: 'published' | 'internal';
@@ -145,7 +146,7 @@ class CpuEngineModel implements EngineModel {
     let reqs: ForwardRequest[];
     let signal: AbortSignal | undefined;
     try {
-      signal = CpuEngineModel.signalOf('options', options);
+      signal = NativeEngineModel.signalOf('options', options);
       reqs = checkForwardRequests(requests, this.config, this.maxSequenceLength);
       if (reqs.some((r) => r.keepForBackward) && !reqs.every((r) => r.keepForBackward)) {
         throw invalidParameterError('requests[*].keepForBackward', 'the same value for every request of one call', requests.map((r) => r.keepForBackward));
@@ -167,7 +168,7 @@ class CpuEngineModel implements EngineModel {
     const stack = new Error();
     let signal: AbortSignal | undefined;
     try {
-      signal = CpuEngineModel.signalOf('options', options);
+      signal = NativeEngineModel.signalOf('options', options);
     } catch (err) {
       return Promise.reject(err);
     }
@@ -200,7 +201,7 @@ class CpuEngineModel implements EngineModel {
       return Promise.reject(err);
     }
     if (this.disposed) return Promise.reject(nativeError(new Error('this model was disposed'), stack));
-    return this.loop.submit([CpuEngineModel.loopRequest(r, 0, stack)])[0]!;
+    return this.loop.submit([NativeEngineModel.loopRequest(r, 0, stack)])[0]!;
   }
 
   sampleBatch(requests: SampleRequest[], options?: CallOptions): Promise<SampleResult[]> {
@@ -208,7 +209,7 @@ class CpuEngineModel implements EngineModel {
     let rs: CheckedSampleRequest[];
     let signal: AbortSignal | undefined;
     try {
-      signal = CpuEngineModel.signalOf('options', options);
+      signal = NativeEngineModel.signalOf('options', options);
       if (!Array.isArray(requests) || requests.length === 0) throw invalidParameterError('requests', 'non-empty array of sampling requests', requests);
       rs = requests.map((q, i) => checkSampleRequest(q, this.config, this.maxSequenceLength, `requests[${i}]`));
     } catch (err) {
@@ -218,7 +219,7 @@ class CpuEngineModel implements EngineModel {
     if (signal?.aborted) return Promise.reject(signal.reason instanceof Error ? signal.reason : new Error('interrupted'));
     // One controller per batch: options.signal and each request's own signal both cancel.
     const loopReqs = rs.map((r, i) => {
-      const lr = CpuEngineModel.loopRequest(r, i, stack);
+      const lr = NativeEngineModel.loopRequest(r, i, stack);
       if (signal) lr.signal = r.signal ? AbortSignal.any([r.signal, signal]) : signal;
       return lr;
     });
@@ -227,6 +228,14 @@ class CpuEngineModel implements EngineModel {
 
   sampleStats(): SampleStats {
     return this.loop.stats();
+  }
+
+  deviceMemory(resetPeak = false): DeviceMemory | undefined {
+    if (this.device === 'cpu') return undefined;
+    const m = native()._cudaMemory(resetPeak);
+    if (!m) return undefined;
+    const mib = (b: number) => Math.round(b / (1024 * 1024));
+    return { peakMiB: mib(m.peakBytes), usedMiB: mib(m.usedBytes), availableMiB: mib(m.freeBytes + m.poolIdleBytes), totalMiB: mib(m.totalBytes) };
   }
 
   zeroGrad(): void {
@@ -329,6 +338,15 @@ class CpuEngineModel implements EngineModel {
   get _native(): NativeModel {
     return this.nm;
   }
+
+  /**
+   * Internal (weight push, src/serve/weights.ts): runs `fn` on the native handle once every earlier
+   * call of this model has settled, in the model's call order, so tensors are read or replaced
+   * between calls, never during one.
+   */
+  _withNative<T>(fn: (nm: NativeModel) => T | Promise<T>): Promise<T> {
+    return this.run(new Error(), async () => fn(this.nm));
+  }
 }
 
 /** Metadata of the optimizer state saved before any update (no tensors). */
@@ -412,5 +430,5 @@ export async function loadModel(dir: string, options: LoadOptions = {}): Promise
   } catch (err) {
     throw nativeError(err, stack);
   }
-  return new CpuEngineModel(nm, config, maxSeq, dir, configText, lora, device as Device);
+  return new NativeEngineModel(nm, config, maxSeq, dir, configText, lora, device as Device);
 }

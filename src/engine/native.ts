@@ -130,6 +130,8 @@ export interface NativeAddon {
   _readSafetensors(file: string): SafetensorsContent;
   /** Whether this build has the CUDA backend and sees a device. */
   _cuda(): { built: boolean; available: boolean; reason?: string };
+  /** The current device's memory pool peak (reset on request), pool use, free and total bytes; null without CUDA. */
+  _cudaMemory(resetPeak?: boolean): { peakBytes: number; usedBytes: number; freeBytes: number; poolIdleBytes: number; totalBytes: number } | null;
   _writeSafetensors(file: string, tensors: Record<string, { shape: number[]; data: Float32Array }>, metadata?: Record<string, string>): void;
 }
 

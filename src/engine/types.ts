@@ -196,6 +196,14 @@ export interface StepResult {
   reason?: string;
 }
 
+export interface DeviceMemory {
+  peakMiB: number;
+  usedMiB: number;
+  /** Free on the device plus held idle by the engine's pool. */
+  availableMiB: number;
+  totalMiB: number;
+}
+
 export interface EngineModel {
   readonly device: Device;
   /** The model's config.json, normalised. */
@@ -227,6 +235,13 @@ export interface EngineModel {
   sampleBatch?(requests: SampleRequest[], options?: CallOptions): Promise<SampleResult[]>;
   /** Counters of the sampling loop (the native engine). */
   sampleStats?(): SampleStats;
+  /**
+   * GPU memory of the model's device, MiB: the engine pool's peak since the last reset (`resetPeak`
+   * starts a new window after reading), what its allocations use now, what a new allocation can
+   * still get (the device's free memory plus what the pool keeps for reuse) and the device's total.
+   * Undefined on the CPU.
+   */
+  deviceMemory?(resetPeak?: boolean): DeviceMemory | undefined;
   zeroGrad(): void;
   step(options: AdamWOptions): Promise<StepResult>;
   /**

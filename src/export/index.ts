@@ -18,7 +18,7 @@ import { parseConfig, type EngineConfig } from '../engine/config.js';
 import { loadModel } from '../engine/model.js';
 import type { NativeModel } from '../engine/native.js';
 import type { EngineModel } from '../engine/types.js';
-import { resolveModelFolder } from '../rollout/local.js';
+import { resolveModelFolder } from '../engine/folder.js';
 import { tempPathFor } from '../util/fs.js';
 import type { ExternalSink, Graph } from './graph.js';
 import { writeWebDemo } from './web.js';

@@ -27,6 +27,7 @@ import type { ChatMessage } from '../text/tokenizer.js';
 import { ApiError, badRequest, sendJson } from '../serve/errors.js';
 import type { ChatHooks, ServeHandle, ServeOptions, ServeRouteApi } from '../serve/server.js';
 import type { ChatRequest } from '../serve/protocol.js';
+import type { WeightSwitch } from '../serve/weights.js';
 import type { LocalGeneration, LocalPolicy } from '../rollout/local.js';
 import type { VlmTokenizer } from '../text/tokenizer.js';
 
@@ -59,7 +60,7 @@ export interface RecordedCall {
   templateIds: Int32Array;
   choices: RecordedChoice[];
   sampling: { n: number; temperature: number; topP: number; topK: number; maxTokens: number | undefined; seed: number | undefined; stream: boolean };
-  /** The gateway's weight version when the call was sampled (see Gateway.weightVersion). */
+  /** The weight version that sampled the call (the server's, see Gateway.weightVersion); the weights cannot change during a call. */
   weightVersion: number;
   /** ms since the epoch, when the reply was ready. */
   at: number;
@@ -81,6 +82,11 @@ export interface AttemptRecord {
   status: AttemptStatus;
   /** The task the attempt ran (the dataset row), as given to openAttempt. */
   task?: unknown;
+  /**
+   * The weight version the attempt is bound to (openAttempt's `weightVersion`): its calls are
+   * sampled by that version or refused (409 `stale_weights`). Undefined: any version, recorded per call.
+   */
+  weightVersion?: number;
   calls: RecordedCall[];
   events: GatewayEvent[];
   /** The last reward event's value; undefined until one arrives. */
@@ -128,7 +134,9 @@ export interface GatewayOptions {
   key?: string;
   /**
    * Messages with role "tool" (tool results an agent sends back) become user turns whose text is
-   * wrapped in this prefix/suffix (default Qwen's `<tool_response>\n` … `\n</tool_response>`).
+   * wrapped in this prefix/suffix, one turn each. Default: none — the server takes tool messages
+   * natively in Qwen's format (consecutive results in one user turn, each in
+   * `<tool_response>\n` … `\n</tool_response>`; src/serve/tools.ts).
    */
   toolResponse?: { prefix: string; suffix: string };
   /**
@@ -158,6 +166,7 @@ export interface GatewayOptions {
 export function attemptToJson(rec: AttemptRecord): Record<string, unknown> {
   return {
     rollout_id: rec.rolloutId, attempt_id: rec.attemptId, status: rec.status, reward: rec.reward ?? null, error: rec.error ?? null,
+    weight_version: rec.weightVersion ?? null,
     exit_code: rec.exitCode ?? null, timed_out: rec.timedOut ?? false, stdout_tail: rec.stdoutTail ?? null, stderr_tail: rec.stderrTail ?? null,
     started_at: rec.startedAt / 1000, ended_at: rec.endedAt === undefined ? null : rec.endedAt / 1000,
     events: rec.events.map((e) => ({ event_id: e.eventId, event_type: e.eventType, data: e.data, timestamp: e.timestamp / 1000 })),
@@ -238,11 +247,23 @@ function tail(text: string, max = 2000): string {
 export class Gateway {
   /** Pass to `serve({ routes: gateway.routes })`. */
   readonly routes: NonNullable<ServeOptions['routes']>;
+  private ownVersion = 0;
+  private weights: WeightSwitch | undefined;
+
   /**
-   * The version of the weights now being served; recorded with every call. The trainer bumps it
-   * after each update, so a recorded call can be checked to come from the weights being trained.
+   * The version of the weights now being served: the attached server's (`ServeHandle.weights`,
+   * moved by a weight push or by a trainer in this process), recorded with every call. The
+   * in-process trainer sets it after each update (no request samples then), so a recorded call can
+   * be checked to come from the weights being trained.
    */
-  weightVersion = 0;
+  get weightVersion(): number {
+    return this.weights ? this.weights.version : this.ownVersion;
+  }
+
+  set weightVersion(v: number) {
+    if (this.weights) this.weights.version = v;
+    else this.ownVersion = v;
+  }
 
   private readonly attemptsById = new Map<string, AttemptRecord & { key: string }>();
   private origin: string | undefined;
@@ -250,14 +271,14 @@ export class Gateway {
   private modelName = 'vqalab';
   private readonly maxEventBytes: number;
   private readonly maxEvents: number;
-  private readonly toolResponse: { prefix: string; suffix: string };
+  private readonly toolResponse: { prefix: string; suffix: string } | undefined;
   private readonly counters = { calls: 0, events: 0, refused: 0 };
   private nextRollout = 0;
 
   constructor(private readonly options: GatewayOptions = {}) {
     this.maxEventBytes = options.maxEventBytes ?? MiB;
     this.maxEvents = options.maxEventsPerAttempt ?? 1024;
-    this.toolResponse = options.toolResponse ?? { prefix: '<tool_response>\n', suffix: '\n</tool_response>' };
+    this.toolResponse = options.toolResponse;
     this.routes = (req, res, url, api) => this.route(req, res, url, api);
   }
 
@@ -265,9 +286,13 @@ export class Gateway {
    * Learn the server's address (for the URLs given to agents), its model name and the policy's
    * tokenizer (to put sampled ids back, see `reuseSampledIds`).
    */
-  attach(handle: Pick<ServeHandle, 'url' | 'modelName'>, policy?: Pick<LocalPolicy, 'tokenizer'>): this {
+  attach(handle: Pick<ServeHandle, 'url' | 'modelName'> & Partial<Pick<ServeHandle, 'weights'>>, policy?: Pick<LocalPolicy, 'tokenizer'>): this {
     this.origin = handle.url.replace(/\/v1$/, '');
     this.modelName = handle.modelName;
+    if (handle.weights) {
+      if (this.ownVersion !== 0 && handle.weights.version === 0) handle.weights.version = this.ownVersion;
+      this.weights = handle.weights;
+    }
     if (policy) this.tokenizer = policy.tokenizer;
     return this;
   }
@@ -276,8 +301,12 @@ export class Gateway {
     return `${rolloutId}\u0000${attemptId}`;
   }
 
-  /** Open an attempt: its URLs and key for the agent's environment. Ids default to fresh ones. */
-  openAttempt(o: { rolloutId?: string; attemptId?: string; task?: unknown } = {}): AttemptEndpoint {
+  /**
+   * Open an attempt: its URLs and key for the agent's environment. Ids default to fresh ones.
+   * `weightVersion` binds it to the weights of that version: a call made when the server serves
+   * another one is refused (409 `stale_weights`) rather than sampled off-policy.
+   */
+  openAttempt(o: { rolloutId?: string; attemptId?: string; task?: unknown; weightVersion?: number } = {}): AttemptEndpoint {
     if (!this.origin) throw new Error('Gateway.openAttempt: attach(serveHandle) first, so the gateway knows its URL');
     const rolloutId = o.rolloutId ?? `ro-${(this.nextRollout++).toString(36)}-${randomBytes(4).toString('hex')}`;
     const attemptId = o.attemptId ?? `at-${randomBytes(6).toString('hex')}`;
@@ -286,8 +315,13 @@ export class Gateway {
     }
     const k = Gateway.keyOf(rolloutId, attemptId);
     if (this.attemptsById.has(k)) throw new Error(`attempt ${attemptId} of rollout ${rolloutId} already exists`);
+    if (o.weightVersion !== undefined && !(Number.isInteger(o.weightVersion) && o.weightVersion >= 0)) {
+      throw new TypeError(`Expected weightVersion (an integer >= 0) but received ${JSON.stringify(o.weightVersion)}`);
+    }
     const key = this.options.key ?? `agl-${randomBytes(24).toString('base64url')}`;
-    const record: AttemptRecord & { key: string } = { rolloutId, attemptId, status: 'running', task: o.task, calls: [], events: [], startedAt: Date.now(), key };
+    const record: AttemptRecord & { key: string } = {
+      rolloutId, attemptId, status: 'running', task: o.task, ...(o.weightVersion !== undefined ? { weightVersion: o.weightVersion } : {}), calls: [], events: [], startedAt: Date.now(), key,
+    };
     Object.defineProperty(record, 'key', { enumerable: false }); // never serialised with the record
     this.attemptsById.set(k, record);
     const base = `${this.origin}/rollouts/${rolloutId}/attempts/${attemptId}`;
@@ -432,11 +466,11 @@ export class Gateway {
       }
       let ep: AttemptEndpoint;
       try {
-        ep = this.openAttempt({ rolloutId, attemptId, task: b.task });
+        ep = this.openAttempt({ rolloutId, attemptId, task: b.task, ...(b.weight_version !== undefined && b.weight_version !== null ? { weightVersion: b.weight_version as number } : {}) });
       } catch (err) {
         throw badRequest((err as Error).message, null, 'invalid_value');
       }
-      return sendJson(res, 201, { rollout_id: ep.rolloutId, attempt_id: ep.attemptId, base_url: ep.baseUrl, event_url: ep.eventUrl, key: ep.key });
+      return sendJson(res, 201, { rollout_id: ep.rolloutId, attempt_id: ep.attemptId, base_url: ep.baseUrl, event_url: ep.eventUrl, key: ep.key, weight_version: ep.record.weightVersion ?? null, serving_version: this.weightVersion });
     }
     if (rest === '' && method === 'GET') return sendJson(res, 200, attemptToJson(rec()));
     if (rest === '/finish' && method === 'POST') {
@@ -457,11 +491,17 @@ export class Gateway {
     let templateIds: Int32Array | undefined;
     return {
       transformBody: (raw) => this.rewriteBody(rec, raw),
+      checkWeightVersion: (version) => {
+        if (rec.weightVersion !== undefined && version !== rec.weightVersion) {
+          throw new ApiError(409, `attempt ${rec.attemptId} of rollout ${rec.rolloutId} is bound to weight version ${rec.weightVersion}, but the server now serves version ${version}: `
+            + 'its samples would not come from the weights being trained (stale), so the call is refused', 'invalid_request_error', null, 'stale_weights');
+        }
+      },
       rewritePrompt: (prompt) => {
         templateIds = prompt.ids;
         return this.options.reuseSampledIds === false ? prompt : this.sampledIdsBack(rec, prompt);
       },
-      onGeneration: ({ id, chat, prompt, generation }) => this.record(rec, id, chat, prompt, templateIds ?? prompt.ids, generation),
+      onGeneration: ({ id, chat, prompt, generation, weightVersion }) => this.record(rec, id, chat, prompt, templateIds ?? prompt.ids, generation, weightVersion),
     };
   }
 
@@ -518,12 +558,12 @@ export class Gateway {
   }
 
   /**
-   * Tool results (role "tool") become user turns, wrapped as the model's chat format expects them;
-   * an assistant turn that only made tool calls keeps its (empty) content. Tool definitions
-   * themselves (`tools`) are refused by the server: the engine has no tool-call parser.
+   * With the `toolResponse` option: tool results (role "tool") become user turns wrapped in its
+   * prefix and suffix. Without it the server renders tools, tool calls and tool results itself
+   * (Qwen's format, src/serve/tools.ts).
    */
   private toolMessages(body: unknown): unknown {
-    if (typeof body !== 'object' || body === null || Array.isArray(body)) return body;
+    if (!this.toolResponse || typeof body !== 'object' || body === null || Array.isArray(body)) return body;
     const b = body as Record<string, unknown>;
     if (!Array.isArray(b.messages) || !b.messages.some((m) => typeof m === 'object' && m !== null && (m as { role?: unknown }).role === 'tool')) return body;
     const { prefix, suffix } = this.toolResponse;
@@ -547,7 +587,7 @@ export class Gateway {
     return { ...b, seed: seedOf(`${this.options.seed}/${rec.rolloutId}/${rec.attemptId}/${rec.calls.length}`) };
   }
 
-  private record(rec: AttemptRecord, id: string, chat: ChatRequest, prompt: Prompt, templateIds: Int32Array, gen: LocalGeneration): void {
+  private record(rec: AttemptRecord, id: string, chat: ChatRequest, prompt: Prompt, templateIds: Int32Array, gen: LocalGeneration, weightVersion: number): void {
     if (rec.status !== 'running') {
       this.options.log?.(`gateway: a call of attempt ${rec.attemptId} completed after it finished; not recorded`);
       return;
@@ -558,7 +598,7 @@ export class Gateway {
       prompt: { ids: Int32Array.from(prompt.ids), images }, templateIds: Int32Array.from(templateIds),
       choices: gen.choices.map((c) => ({ text: c.text, tokenIds: Int32Array.from(c.tokenIds), logprobs: Float32Array.from(c.logprobs), finishReason: c.finishReason })),
       sampling: { n: chat.n, temperature: chat.temperature, topP: chat.topP, topK: chat.topK, maxTokens: chat.maxTokens, seed: chat.seed, stream: chat.stream },
-      weightVersion: this.weightVersion,
+      weightVersion,
       at: Date.now(),
     });
     this.counters.calls++;

@@ -4,6 +4,7 @@ export { trajectoryOf, trajectorySegments, policyTokens, type Trajectory, type T
 export { startGateway, type StartedGateway } from './start.js';
 export { updateOnAgentGroups, maskedGrpoLoss, type AgentUpdateOptions, type AgentUpdateResult, type MaskedRow } from './train.js';
 export { agentGrpoStep, AgentTraining, type AgentStepMetrics, type AgentStepOutput, type TrainAgentOptions } from './loop.js';
-export { runAgentAttempt, rolloutAgentGroups, vqaTaskEnv, type AgentOptions, type AgentGroup, type AgentRolloutOptions } from '../rollout/agent.js';
+export { runAgentAttempt, rolloutAgentGroups, vqaTaskEnv, type AgentOptions, type AgentGroup, type AgentRolloutOptions } from './agent.js';
 export { agentGroupPayload, showAgentGroup, attemptTurns, type AgentGroupViewOptions } from './view.js';
 export { agentTrainerStep, type AgentTrainerStepInputs } from './trainer-step.js';
+export { weightPush, type WeightPushOptions, type WeightPusher } from './push.js';

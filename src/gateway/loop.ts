@@ -15,7 +15,7 @@ import type { EngineModel } from '../engine/types.js';
 import { grpoConfig, type GrpoConfig } from '../grpo/config.js';
 import { DataCursor } from '../grpo/cursor.js';
 import { learningRateAt } from '../grpo/schedule.js';
-import { rolloutAgentGroups, type AgentGroup, type AgentOptions } from '../rollout/agent.js';
+import { rolloutAgentGroups, type AgentGroup, type AgentOptions } from './agent.js';
 import { LocalPolicy } from '../rollout/local.js';
 import type { ServeOptions } from '../serve/server.js';
 import type { VlmTokenizer } from '../text/tokenizer.js';

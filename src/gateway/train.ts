@@ -19,7 +19,7 @@ import type { EngineModel, ForwardRequest } from '../engine/types.js';
 import { computeAdvantages, isZeroVariance } from '../grpo/advantages.js';
 import type { GrpoConfig } from '../grpo/config.js';
 import { grpoLoss, type LossMetrics, type LossOptions } from '../grpo/loss.js';
-import type { AgentGroup } from '../rollout/agent.js';
+import type { AgentGroup } from './agent.js';
 import type { TrajectorySegment } from './trajectory.js';
 
 export interface AgentUpdateOptions {

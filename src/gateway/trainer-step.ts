@@ -6,7 +6,7 @@
  */
 import { registerAgentStep, type AgentStepInputs } from '../grpo/agent-step.js';
 import { meanStd, residentMiB, type StepMetrics } from '../grpo/metrics.js';
-import type { AgentGroup } from '../rollout/agent.js';
+import type { AgentGroup } from './agent.js';
 import { LocalPolicy } from '../rollout/local.js';
 import { agentGrpoStep } from './loop.js';
 import { startGateway } from './start.js';

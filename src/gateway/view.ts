@@ -6,11 +6,11 @@
  * it as they show the trainer's groups.
  */
 import { computeAdvantages } from '../grpo/advantages.js';
-import { samplePayload } from '../display/show.js';
+import { samplePayload } from '../display/sample.js';
 import { bundleFor } from '../display/bundle.js';
 import { emit, type DisplayOptions, type DisplaySink } from '../display/output.js';
 import { MIME, type GroupCompletion, type GroupPayload, type MimeBundle } from '../display/types.js';
-import type { AgentGroup } from '../rollout/agent.js';
+import type { AgentGroup } from './agent.js';
 import type { ChatMessage } from '../text/tokenizer.js';
 import type { AttemptRecord } from './gateway.js';
 

@@ -6,10 +6,41 @@
  */
 import type { VqaSample } from '../data/types.js';
 import type { EngineModel } from '../engine/types.js';
-import type { AgentGroup, AgentOptions } from '../rollout/agent.js';
 import type { VlmTokenizer } from '../text/tokenizer.js';
 import type { GrpoConfig } from './config.js';
 import type { StepMetrics } from './metrics.js';
+
+/**
+ * An agent (docs/agents.md): the `agent` option of the Trainer; src/gateway/agent.ts runs it.
+ */
+export interface AgentOptions {
+  /** The agent: a shell command line (run by /bin/sh -c) or an argv list (no shell). */
+  command: string | readonly string[];
+  /** Extra environment variables (on top of this process's own, unless `inheritEnv` is false). */
+  env?: Record<string, string>;
+  /** Agents running at once (default 8). */
+  concurrency?: number;
+  /** Milliseconds an attempt may run; then its process group gets SIGTERM, SIGKILL 2 s later, and the attempt fails. Default 120000. */
+  timeoutMs?: number;
+  /** Working directory of the agents (default this process's). */
+  cwd?: string;
+  /** Pass this process's environment on (default true). */
+  inheritEnv?: boolean;
+  /** Bytes kept from the end of each attempt's stdout and stderr (default 16384). */
+  outputBytes?: number;
+  /** The task's variables (default: the VQA fields above). */
+  taskEnv?: (sample: VqaSample) => Record<string, string>;
+}
+
+/**
+ * Types the gateway fills in (module augmentation in src/gateway/agent.ts), so this layer names
+ * them without importing the layer above: `group` is the gateway's AgentGroup.
+ */
+// eslint-disable-next-line @typescript-eslint/no-empty-interface
+export interface AgentStepTypes {}
+
+/** One task's attempts as the gateway returns them (its `AgentGroup`; `unknown` if the gateway's types are not loaded). */
+export type AgentGroup = AgentStepTypes extends { group: infer G } ? G : unknown;
 
 export interface AgentStepInputs {
   model: EngineModel;

@@ -10,11 +10,13 @@ import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import type { EngineModel } from '../engine/types.js';
 import type { VlmTokenizer } from '../text/tokenizer.js';
+import { resolveCheckpoint } from '../engine/folder.js';
 import { withAtomicOutput } from '../util/fs.js';
 import type { GrpoConfig } from './config.js';
 import type { CursorState } from './cursor.js';
 import type { StepMetrics } from './metrics.js';
-import type { RngState } from './rng.js';
+import type { RngState } from '../util/rng.js';
+
 
 export interface TrainerState {
   step: number;
@@ -100,20 +102,6 @@ export async function writeCheckpoint(target: string, o: {
   });
 }
 
-/** A checkpoint folder (has trainer.json), or a folder whose `latest` (or checkpoints/latest) names one. */
-export function resolveCheckpoint(dir: string): string {
-  if (existsSync(path.join(dir, 'trainer.json'))) return dir;
-  for (const base of [dir, path.join(dir, 'checkpoints')]) {
-    const latest = path.join(base, 'latest');
-    if (existsSync(latest)) {
-      const name = readFileSync(latest, 'utf8').trim();
-      const ckpt = path.join(base, name);
-      if (existsSync(path.join(ckpt, 'trainer.json'))) return ckpt;
-      throw new Error(`${latest} names ${name}, but ${ckpt}/trainer.json does not exist`);
-    }
-  }
-  throw new Error(`${dir}: not a checkpoint (no trainer.json) and no checkpoints/latest to follow`);
-}
 
 /** Read and check a checkpoint's trainer.json (after removing what killed saves left beside it). */
 export function readCheckpoint(dir: string): { dir: string; file: CheckpointFile; state: TrainerState } {

@@ -97,6 +97,13 @@ export interface GrpoConfig {
    * promptsPerStep (one update per pass). verl `ppo_mini_batch_size` (counted in prompts, as here).
    */
   miniBatchPrompts: number;
+  /**
+   * Forwarded tokens (prompt once per piece + completions) per micro-batch of a training pass; the
+   * gradients of a minibatch's micro-batches add up before its one update, so the update does not
+   * change. Default 0: no split on the CPU; on a GPU sized from the memory the device can still give
+   * and what earlier passes cost per token, halved after an out-of-memory.
+   */
+  microBatchTokens: number;
   /** Lower clip: the ratio is clipped below at 1 − epsilonLow. Default 0.2. TRL `epsilon`; verl `clip_ratio_low`. */
   epsilonLow: number;
   /** Upper clip: at 1 + epsilonHigh (DAPO's clip-higher uses 0.28). Default 0.2. TRL `epsilon_high`; verl `clip_ratio_high`. */
@@ -181,6 +188,7 @@ export const GRPO_DEFAULTS: Readonly<GrpoConfig> = Object.freeze({
   advantageEpsilon: 1e-4,
   numIterations: 1,
   miniBatchPrompts: 0, // 0 = promptsPerStep, resolved by grpoConfig()
+  microBatchTokens: 0,
   epsilonLow: 0.2,
   epsilonHigh: 0.2,
   dualClip: 0,
@@ -237,6 +245,7 @@ export function grpoConfig(partial: Partial<GrpoConfig> = {}): Readonly<GrpoConf
   expectNumber('advantageEpsilon', c.advantageEpsilon, 0);
   expectInteger('numIterations', c.numIterations, 1);
   expectInteger('miniBatchPrompts', c.miniBatchPrompts, 1);
+  expectInteger('microBatchTokens', c.microBatchTokens, 0);
   expectNumber('epsilonLow', c.epsilonLow, 0, 1);
   expectNumber('epsilonHigh', c.epsilonHigh, 0);
   expectNumber('dualClip', c.dualClip, 0);

@@ -3,7 +3,7 @@
  * epoch's order is a shuffle seeded by (seed, epoch), so the cursor is two integers and a resumed
  * run draws the same prompts as the uninterrupted one.
  */
-import { Rng } from './rng.js';
+import { Rng } from '../util/rng.js';
 
 export interface CursorState {
   epoch: number;

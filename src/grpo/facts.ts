@@ -6,13 +6,10 @@
  * in a script the facts are kept in memory (`recordedFacts()`), so nothing is printed.
  */
 import { createHash } from 'node:crypto';
-import { createReadStream, existsSync, readFileSync } from 'node:fs';
+import { createReadStream } from 'node:fs';
 import os from 'node:os';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { VqaDataset } from '../data/dataset.js';
-import type { VqaSample } from '../data/types.js';
 import { weightFiles } from '../engine/model.js';
+import { vqalabVersion } from '../util/package.js';
 import { native } from '../engine/native.js';
 import type { EngineModel } from '../engine/types.js';
 
@@ -42,27 +39,6 @@ export async function weightsHashIfAny(dir: string | undefined): Promise<string 
   } catch {
     return undefined;
   }
-}
-
-/** The same content hash `VqaDataset.fingerprint()` gives for these samples in this order. */
-export function samplesFingerprint(samples: readonly VqaSample[]): string {
-  return `sha256:${VqaDataset.fromSamples(samples).fingerprint()}`;
-}
-
-let packageVersion: string | undefined;
-
-/** vqalab's version (package.json). */
-export function vqalabVersion(): string {
-  if (packageVersion) return packageVersion;
-  const here = path.dirname(fileURLToPath(import.meta.url));
-  for (const up of [['..', '..'], ['..', '..', '..']]) {
-    const file = path.join(here, ...up, 'package.json');
-    if (existsSync(file)) {
-      const pkg = JSON.parse(readFileSync(file, 'utf8')) as { name?: string; version?: string };
-      if (pkg.name === 'vqalab' && pkg.version) return (packageVersion = pkg.version);
-    }
-  }
-  return (packageVersion = 'unknown');
 }
 
 /** A line naming the engine a model runs on: vqalab's native engine (with its CPU GEMM kernel and threads), or another implementation. */

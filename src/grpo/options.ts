@@ -4,7 +4,7 @@
 import type { EngineModel, ImageInput } from '../engine/types.js';
 import type { VqaSample } from '../data/types.js';
 import type { Policy } from '../rollout/types.js';
-import type { AgentOptions } from '../rollout/agent.js';
+import type { AgentOptions } from './agent-step.js';
 import type { VlmTokenizer } from '../text/tokenizer.js';
 import type { OnRewardError, RewardSet } from '../reward/runner.js';
 import type { GrpoConfig } from './config.js';

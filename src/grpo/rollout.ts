@@ -239,7 +239,7 @@ export async function rolloutRound(inp: RolloutInputs, samples: readonly VqaSamp
   };
   const generate = (sample: VqaSample, prompt: Prompt, seed: number): Promise<Generated[]> => {
     const opts = { temperature: c.temperature, topP: c.topP, topK: c.topK || undefined, stopTokenIds: inp.tokenizer.stopTokenIds, seed, signal };
-    if (inp.policy) return inp.policy.generate(sample, { n: c.numGenerations, maxTokens: max, ...opts }).then((out) => fromPolicy(inp.tokenizer, max, sample, out));
+    if (inp.policy) return inp.policy.generate(sample, { n: c.numGenerations, maxTokens: max, ...opts, forTraining: true }).then((out) => fromPolicy(inp.tokenizer, max, sample, out));
     return inp.model.sample({ prompt, n: c.numGenerations, maxTokens: max, ...opts }).then((res) => fromSampler(inp.tokenizer, max, res));
   };
   const finish = async (i: number, p: { sample: VqaSample; prompt: Prompt; text: string }, gen: Generated[]) => {

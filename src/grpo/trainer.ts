@@ -50,13 +50,14 @@ import { interruptible } from '../util/interrupt.js';
 import { expectInteger, expectOneOf } from '../util/validate.js';
 import { grpoConfig, type GrpoConfig } from './config.js';
 import { learningRateAt } from './schedule.js';
-import { Rng, type RngState } from './rng.js';
+import { Rng, type RngState } from '../util/rng.js';
 import { DataCursor, type CursorState } from './cursor.js';
 import { MetricsLog, metricsFromJson, residentMiB, type StepMetrics } from './metrics.js';
 import { scoreAnswer } from '../eval/vqa-metric.js';
 import { evaluateSamples, summarize, type EvalSummary } from './evaluate.js';
 import { PromptBuilder, rolloutRound, type RolloutGroup, type RolloutInputs, type SkippedSample } from './rollout.js';
 import { emptyMetrics, fillStepMetrics, grpoUpdate, logprobsUnder } from './update.js';
+import { MicroBatchSizer } from './micro.js';
 import { sftUpdate } from './sft.js';
 import { readCheckpoint, removeStaleTemps, writeCheckpoint, type TrainerState } from './checkpoint.js';
 import {
@@ -66,11 +67,10 @@ import {
 
 export type { RolloutCompletion, RolloutGroup, SkippedSample } from './rollout.js';
 export type { StepOutput, TrainerCallback, TrainerControl, TrainerView } from './events.js';
-export { resolveCheckpoint } from './checkpoint.js';
 export { AbortError, BadSamplesError, type RunOptions, type RunResult, type SftOptions, type TrainerOptions } from './options.js';
 import { AbortError, BadSamplesError, type RunOptions, type RunResult, type SftOptions, type TrainerOptions } from './options.js';
 import { agentStep } from './agent-step.js';
-import type { AgentGroup } from '../rollout/agent.js';
+import type { AgentGroup } from './agent-step.js';
 
 function now(): number {
   return performance.now();
@@ -80,15 +80,9 @@ function throwIfAborted(signal?: AbortSignal): void {
   if (signal?.aborted) throw new AbortError();
 }
 
-/** Peak GPU memory of the engine since the last call, MiB (NaN where the engine does not tell). */
+/** Peak GPU memory of the engine's pool since the last call, MiB (NaN on the CPU). */
 function gpuPeakMiB(model: EngineModel): number {
-  const nm = (model as { _native?: { cudaPeakBytes?: (reset: boolean) => number } })._native;
-  if (model.device === 'cpu' || typeof nm?.cudaPeakBytes !== 'function') return NaN;
-  try {
-    return Math.round(nm.cudaPeakBytes(true) / (1024 * 1024));
-  } catch {
-    return NaN;
-  }
+  return model.deviceMemory?.(true)?.peakMiB ?? NaN;
 }
 
 export class Trainer implements TrainerView {
@@ -109,6 +103,7 @@ export class Trainer implements TrainerView {
   private reference: EngineModel | undefined;
   private busy = false;
   private readonly prompts: PromptBuilder;
+  private readonly sizer: MicroBatchSizer;
   private callbacksMade: TrainerCallback[] | undefined;
   private started = false;
 
@@ -125,6 +120,7 @@ export class Trainer implements TrainerView {
     this.model = options.model;
     this.tokenizer = options.tokenizer;
     this.reference = options.reference;
+    this.sizer = new MicroBatchSizer(this.model, this.config.microBatchTokens);
     if (this.config.beta > 0 && this.referenceKind() === 'lora-base' && this.model.numParameters.trainable >= this.model.numParameters.total) {
       throw new Error('reference "lora-base" needs a LoRA model (the base with adapters disabled); load the model with LoRA or set reference: "copy"');
     }
@@ -281,7 +277,7 @@ export class Trainer implements TrainerView {
     // ── Advantages → updates ──
     const tTrain = now();
     const acc = await grpoUpdate({
-      model: this.model, config: c, rng: this.rng, referenceLogprobs: (groups) => this.referenceLogprobs(groups), log: (l) => this.log(l),
+      model: this.model, config: c, rng: this.rng, referenceLogprobs: (groups) => this.referenceLogprobs(groups), log: (l) => this.log(l), sizer: this.sizer,
     }, kept, step);
     const trainSeconds = (now() - tTrain) / 1000;
 

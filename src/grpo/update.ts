@@ -8,9 +8,10 @@ import { needsOldLogprobs, type GrpoConfig } from './config.js';
 import { computeAdvantages, klPenalizedRewards } from './advantages.js';
 import { grpoLoss, type LossMetrics } from './loss.js';
 import { learningRateAt } from './schedule.js';
-import type { Rng } from './rng.js';
+import type { Rng } from '../util/rng.js';
 import { meanStd, residentMiB, type StepMetrics } from './metrics.js';
 import type { RolloutCompletion, RolloutGroup } from './rollout.js';
+import { isOutOfMemory, splitMinibatch, type MicroBatchSizer, type Piece, type SplitGroup } from './micro.js';
 
 export function validCompletion(c: RolloutCompletion): boolean {
   return c.finishReason !== 'error' && Number.isFinite(c.reward) && c.tokenIds.length > 0;
@@ -74,6 +75,8 @@ export interface UpdateInputs {
   /** Reference log-probs of the groups' valid completions (β > 0). */
   referenceLogprobs: (groups: readonly RolloutGroup[]) => Promise<Float32Array[][]>;
   log: (line: string) => void;
+  /** Micro-batch budget of the training passes (kept by the trainer across steps). */
+  sizer: MicroBatchSizer;
 }
 
 /**
@@ -108,47 +111,105 @@ export async function grpoUpdate(inp: UpdateInputs, kept: readonly RolloutGroup[
     for (const mb of chunks(order, c.miniBatchPrompts)) {
       const active = mb.filter((gi) => klInLoss || kept[gi]!.completions.some((x) => validCompletion(x) && x.advantage !== 0));
       if (active.length === 0) continue;
-      const idle = mb.filter((gi) => !active.includes(gi));
-      const skippedLengths = idle.flatMap((gi) => validOf(gi).map((x) => x.tokenIds.length));
-      const reqs = forwardRequests(active.map((gi) => kept[gi]!), true);
-      for (const r of reqs) acc.trainTokens += r.prompt.ids.length + r.completions.reduce((a, x) => a + x.length, 0);
-      const fwd = await model.forward(reqs);
-      // Gradients accumulate over one minibatch's backward only (the forward keeps activations,
-      // not gradients, so clearing after it is the same as before it).
-      model.zeroGrad();
-      const loss = grpoLoss({
-        logprobs: active.flatMap((_, a) => fwd[a]!.logprobs),
-        entropy: active.flatMap((_, a) => fwd[a]!.entropy),
-        oldLogprobs: oldLogprobs ? active.flatMap((gi) => oldLogprobs![gi]!) : undefined,
-        refLogprobs: klInLoss ? active.flatMap((gi) => refLogprobs![gi]!) : undefined,
-        advantages: active.flatMap((gi) => validOf(gi).map((x) => x.advantage)),
-        skippedLengths,
-      }, {
-        epsilonLow: c.epsilonLow, epsilonHigh: c.epsilonHigh, dualClip: c.dualClip, beta: klInLoss ? c.beta : 0,
-        klEstimator: c.klEstimator, aggregation: c.lossAggregation, maxCompletionLength: c.maxCompletionLength,
-      });
-      if (!Number.isFinite(loss.loss)) {
-        acc.skipped++;
-        inp.log(`step ${step}: the loss is ${loss.loss}; update skipped, weights untouched`);
-        continue;
+      const idleLengths = mb.filter((gi) => !active.includes(gi)).flatMap((gi) => validOf(gi).map((x) => x.tokenIds.length));
+      const shape = active.map((gi) => ({ promptTokens: kept[gi]!.prompt.ids.length, completionTokens: validOf(gi).map((x) => x.tokenIds.length) }));
+      for (;;) {
+        const pieces = splitMinibatch(shape, inp.sizer.budget());
+        try {
+          await minibatchUpdate(inp, { kept, active, pieces, idleLengths, oldLogprobs, refLogprobs: klInLoss ? refLogprobs : undefined, lr, step }, acc);
+          break;
+        } catch (err) {
+          const largest = Math.max(...pieces.map((p) => piecesTokens(shape, p)));
+          // A piece of one completion that does not fit cannot be split further.
+          if (!isOutOfMemory(err) || pieces.every((p) => p.length === 1 && p[0]!.to - p[0]!.from === 1)) throw err;
+          const ceiling = inp.sizer.outOfMemory(largest);
+          model.zeroGrad();
+          inp.log(`step ${step}: out of GPU memory in a micro-batch of ${largest} tokens; the minibatch starts again in micro-batches of at most ${ceiling} tokens`);
+        }
       }
-      addLossMetrics(acc, loss.metrics, loss.loss);
-      // Back to per-request, per-completion rows for the engine.
-      let k = 0;
-      await model.backward(active.map((_, a) => fwd[a]!.logprobs.map(() => loss.gradLogprobs[k++]!)));
-      const st = await model.step({
-        lr, beta1: c.adamBeta1, beta2: c.adamBeta2, eps: c.adamEpsilon, weightDecay: c.weightDecay, maxGradNorm: c.maxGradNorm,
-      });
-      if (st.skipped) {
-        acc.skipped++;
-        inp.log(`step ${step}: the engine skipped an update (${st.reason ?? 'non-finite gradient'}); weights untouched`);
-      } else {
-        acc.updates++;
-      }
-      if (Number.isFinite(st.gradNorm)) { acc.gradNorm += st.gradNorm; acc.gradNorms++; }
     }
   }
   return acc;
+}
+
+function piecesTokens(shape: readonly SplitGroup[], pieces: readonly Piece[]): number {
+  return pieces.reduce((a, p) => a + shape[p.group]!.promptTokens + shape[p.group]!.completionTokens.slice(p.from, p.to).reduce((x, y) => x + y, 0), 0);
+}
+
+interface Minibatch {
+  kept: readonly RolloutGroup[];
+  /** Indices into `kept` of the groups forwarded; `pieces` index into this list. */
+  active: readonly number[];
+  pieces: Piece[][];
+  /** Completion lengths of the minibatch's groups left out (advantage 0): they count in the denominators. */
+  idleLengths: readonly number[];
+  oldLogprobs?: Float32Array[][];
+  refLogprobs?: Float32Array[][];
+  lr: number;
+  step: number;
+}
+
+/**
+ * One optimizer update: forward + backward of each micro-batch (gradients add up), then the step.
+ * Each micro-batch's loss uses the whole minibatch's denominators, so the sum is the minibatch's loss.
+ */
+async function minibatchUpdate(inp: UpdateInputs, mb: Minibatch, acc: UpdateTotals): Promise<void> {
+  const { model, config: c } = inp;
+  const valid = mb.active.map((gi) => mb.kept[gi]!.completions.filter(validCompletion));
+  const lengths = valid.map((cs) => cs.map((x) => x.tokenIds.length));
+  // Gradients accumulate over this minibatch's backwards only.
+  model.zeroGrad();
+  const sum: UpdateTotals = { ...acc, tokens: 0, loss: 0, lossRuns: 0, low: 0, high: 0, dual: 0, kl: 0, klTokens: 0, ent: 0, entTokens: 0, trainTokens: 0 };
+  for (const [m, micro] of mb.pieces.entries()) {
+    const others = mb.pieces.flatMap((ps, j) => (j === m ? [] : ps.flatMap((p) => lengths[p.group]!.slice(p.from, p.to))));
+    const reqs: ForwardRequest[] = micro.map((p) => ({
+      prompt: mb.kept[mb.active[p.group]!]!.prompt, completions: valid[p.group]!.slice(p.from, p.to).map((x) => x.tokenIds), keepForBackward: true,
+    }));
+    const tokens = reqs.reduce((a, r) => a + r.prompt.ids.length + r.completions.reduce((x, y) => x + y.length, 0), 0);
+    sum.trainTokens += tokens;
+    const usedBefore = inp.sizer.begin();
+    const fwd = await model.forward(reqs);
+    const rows = <T>(all: T[][] | undefined) => (all ? micro.flatMap((p) => all[mb.active[p.group]!]!.slice(p.from, p.to)) : undefined);
+    const loss = grpoLoss({
+      logprobs: fwd.flatMap((r) => r.logprobs),
+      entropy: fwd.flatMap((r) => r.entropy),
+      oldLogprobs: rows(mb.oldLogprobs),
+      refLogprobs: rows(mb.refLogprobs),
+      advantages: micro.flatMap((p) => valid[p.group]!.slice(p.from, p.to).map((x) => x.advantage)),
+      // Lengths of this micro-batch's groups that sit in other pieces are in `others`.
+      skippedLengths: [...mb.idleLengths, ...others],
+    }, {
+      epsilonLow: c.epsilonLow, epsilonHigh: c.epsilonHigh, dualClip: c.dualClip, beta: mb.refLogprobs ? c.beta : 0,
+      klEstimator: c.klEstimator, aggregation: c.lossAggregation, maxCompletionLength: c.maxCompletionLength,
+    });
+    if (!Number.isFinite(loss.loss)) {
+      acc.skipped++;
+      acc.trainTokens += sum.trainTokens;
+      inp.log(`step ${mb.step}: the loss is ${loss.loss}; update skipped, weights untouched`);
+      return;
+    }
+    addLossMetrics(sum, loss.metrics, loss.loss);
+    // Back to per-request, per-completion rows for the engine.
+    let k = 0;
+    await model.backward(fwd.map((r) => r.logprobs.map(() => loss.gradLogprobs[k++]!)));
+    inp.sizer.end(usedBefore, tokens);
+  }
+  acc.tokens += sum.tokens;
+  acc.loss += sum.loss;
+  acc.lossRuns++;
+  acc.low += sum.low; acc.high += sum.high; acc.dual += sum.dual;
+  acc.kl += sum.kl; acc.klTokens += sum.klTokens; acc.ent += sum.ent; acc.entTokens += sum.entTokens;
+  acc.trainTokens += sum.trainTokens;
+  const st = await model.step({
+    lr: mb.lr, beta1: c.adamBeta1, beta2: c.adamBeta2, eps: c.adamEpsilon, weightDecay: c.weightDecay, maxGradNorm: c.maxGradNorm,
+  });
+  if (st.skipped) {
+    acc.skipped++;
+    inp.log(`step ${mb.step}: the engine skipped an update (${st.reason ?? 'non-finite gradient'}); weights untouched`);
+  } else {
+    acc.updates++;
+  }
+  if (Number.isFinite(st.gradNorm)) { acc.gradNorm += st.gradNorm; acc.gradNorms++; }
 }
 
 /**

@@ -5,7 +5,7 @@
  */
 export * from './facts.js';
 export { Kernel, KernelDiedError, KernelTimeoutError, type ExecuteOptions, type ExecuteOutcome, type KernelStartOptions } from './protocol/kernel.js';
-export { findKernelSpecs, getKernelSpec, jupyterDataDirs, type KernelSpec } from './protocol/kernelspec.js';
+export { findKernelSpecs, getKernelSpec, jupyterDataDirs, type KernelSpec } from '../jupyter/kernelspec.js';
 export { DisplayRegistry, OutputCollector } from './protocol/outputs.js';
 export { runNotebook, writeReport, exportNotebook, sourceNotebook, type RunOptions, type RunResult } from './runner.js';
 export { verifyReport, type VerifyOptions, type VerifyResult } from './verify.js';

@@ -4,7 +4,7 @@
  * assigns them is inserted right after the cell tagged `parameters` (at the top when there is
  * none). An earlier injected cell is replaced, so re-running a run notebook does not stack them.
  */
-import { UsageError } from '../cli/command.js';
+import { UsageError } from '../util/errors.js';
 import { cellTags, type CodeCell, type Notebook } from './nbformat.js';
 
 export type ParamValue = null | boolean | number | string | ParamValue[] | { [k: string]: ParamValue };

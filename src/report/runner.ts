@@ -11,7 +11,7 @@ import { extractMetrics } from './metrics.js';
 import { cellTags, joinText, readNotebook, serializeNotebook, stripOutputs, type CodeCell, type Notebook } from './nbformat.js';
 import { injectParameters, type Params } from './params.js';
 import { Kernel, KernelDiedError } from './protocol/kernel.js';
-import { getKernelSpec, type KernelSearchOptions } from './protocol/kernelspec.js';
+import { getKernelSpec, type KernelSearchOptions } from '../jupyter/kernelspec.js';
 import { DisplayRegistry } from './protocol/outputs.js';
 import { Redactor } from './redact.js';
 import { gitFacts, hostFacts, mergedFacts, sha256, softwareFacts, type Stamp } from './stamp.js';

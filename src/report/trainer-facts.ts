@@ -7,7 +7,8 @@
  */
 import path from 'node:path';
 import { registerTrainerPlugin, type TrainerCallback, type TrainerView } from '../grpo/events.js';
-import { deviceFact, engineVersion, samplesFingerprint, weightsHash, weightsHashIfAny } from '../grpo/facts.js';
+import { samplesFingerprint } from '../data/fingerprint.js';
+import { deviceFact, engineVersion, weightsHash, weightsHashIfAny } from '../grpo/facts.js';
 import { recordFacts, type ModelFact } from './facts.js';
 
 export function trainerFacts(): TrainerCallback {

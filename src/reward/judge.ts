@@ -9,8 +9,9 @@
  * configured fallback score with the failure recorded in the result's `error` — never a silent 0.
  */
 import OpenAI from 'openai';
-import type { ChatClient, ChatMessage } from '../rollout/chat-client.js';
+import type { ChatClient, ChatMessage } from '../util/chat-client.js';
 import type { VqaSample } from '../data/types.js';
+import { backoffDelayMs, isRetryableStatus, retryAfterMs, Semaphore, sleep } from '../util/retry.js';
 import { describeValue, expectInteger, expectNumber, expectString } from '../util/validate.js';
 import { defineReward, rewardName, checkRewardValue } from './core.js';
 import { extractAnswer, type AnswerExtractor } from './extract.js';
@@ -167,25 +168,12 @@ export function parseJudgeScore(reply: string, scale = 10): number {
   return value;
 }
 
-/** Delay asked for by Retry-After / retry-after-ms headers, in ms (undefined when none). */
-export function retryAfterMs(headers: Headers | undefined | null, now = Date.now()): number | undefined {
-  if (!headers) return undefined;
-  const ms = headers.get('retry-after-ms');
-  if (ms !== null && ms.trim() !== '' && Number.isFinite(Number(ms))) return Math.max(0, Number(ms));
-  const ra = headers.get('retry-after');
-  if (ra === null || ra.trim() === '') return undefined;
-  if (/^\s*\d+(\.\d+)?\s*$/.test(ra)) return Math.max(0, Number(ra) * 1000);
-  const date = Date.parse(ra);
-  return Number.isNaN(date) ? undefined : Math.max(0, date - now);
-}
-
 function retryable(err: unknown): boolean {
   if (err instanceof MalformedReply) return true;
   if (err instanceof OpenAI.APIUserAbortError) return false;
   if (err instanceof OpenAI.APIConnectionError) return true; // includes timeouts
   if (err instanceof OpenAI.APIError) {
-    const s = err.status;
-    return s === undefined || s === 408 || s === 409 || s === 429 || s >= 500;
+    return err.status === undefined || isRetryableStatus(err.status);
   }
   return false;
 }
@@ -195,32 +183,6 @@ function describeError(err: unknown): string {
   if (err instanceof OpenAI.APIError && err.status !== undefined) return `HTTP ${err.status}${err.message ? ` (${err.message.slice(0, 200)})` : ''}`;
   if (err instanceof Error) return err.message;
   return String(err);
-}
-
-function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal?.aborted) return reject(signal.reason);
-    const t = setTimeout(() => { signal?.removeEventListener('abort', onAbort); resolve(); }, ms);
-    const onAbort = () => { clearTimeout(t); reject(signal!.reason); };
-    signal?.addEventListener('abort', onAbort, { once: true });
-  });
-}
-
-/** A counting semaphore: at most `n` holders at once, FIFO. */
-class Limiter {
-  private active = 0;
-  private readonly queue: (() => void)[] = [];
-  constructor(private readonly n: number) {}
-  async run<T>(f: () => Promise<T>): Promise<T> {
-    if (this.active >= this.n) await new Promise<void>((r) => this.queue.push(r));
-    this.active++;
-    try {
-      return await f();
-    } finally {
-      this.active--;
-      this.queue.shift()?.();
-    }
-  }
 }
 
 /**
@@ -256,7 +218,7 @@ export function llmJudge(options: LlmJudgeOptions): LlmJudge {
   const api = client;
   const cache: Map<string, RewardBreakdown> | undefined = options.cache === false ? undefined : options.cache instanceof Map ? options.cache : new Map();
   const inflight = new Map<string, Promise<RewardBreakdown>>();
-  const limiter = new Limiter(maxConcurrency);
+  const limiter = new Semaphore(maxConcurrency);
   const stats: JudgeStats = { calls: 0, cacheHits: 0, requests: 0, retries: 0, retryDelaysMs: [], malformed: 0, failures: 0, fallbacks: 0, promptTokens: 0, completionTokens: 0 };
 
   async function ask(prompt: string, signal: AbortSignal | undefined): Promise<{ score: number; reply: string; attempts: number }> {
@@ -264,8 +226,7 @@ export function llmJudge(options: LlmJudgeOptions): LlmJudge {
     for (let attempt = 0; attempt <= maxRetries; attempt++) {
       if (attempt > 0) {
         const asked = lastError instanceof OpenAI.APIError ? retryAfterMs(lastError.headers) : undefined;
-        const exp = Math.min(maxBackoffMs, backoffMs * 2 ** (attempt - 1));
-        const delay = Math.min(maxBackoffMs, asked ?? exp * (0.5 + Math.random() / 2));
+        const delay = Math.min(maxBackoffMs, asked ?? backoffDelayMs(attempt, backoffMs, maxBackoffMs));
         stats.retries++;
         stats.retryDelaysMs.push(Math.round(delay));
         await sleep(delay, signal);

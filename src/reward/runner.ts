@@ -11,11 +11,17 @@
  * Used by the trainer (advantages from `totals`) and the reward lab (tables from `rewards`).
  */
 import type { VqaSample } from '../data/types.js';
-import type { RewardScore } from '../display/types.js';
-import type { Completion } from '../rollout/types.js';
 import { describeValue, expectInteger, expectNumber } from '../util/validate.js';
 import { checkRewardValue, isPromiseLike, rewardName, RewardValueError, type RewardProblem } from './core.js';
-import type { RewardBreakdown, RewardContext, RewardFn } from './types.js';
+import type { RewardBreakdown, RewardContext, RewardFn, RewardScore } from './types.js';
+
+/** What the runner reads of a policy's completion (src/rollout's `Completion` has these fields and more). */
+export interface CompletionText {
+  text: string;
+  finishReason?: string;
+  /** Set when the completion failed to generate; it is then excluded and reported. */
+  error?: string;
+}
 
 /** What to do with a completion when a reward fails on it. */
 export type OnRewardError = 'exclude' | { fallback: number };
@@ -43,8 +49,8 @@ export type RewardSet = readonly (RewardFn | RewardEntry)[] | Readonly<Record<st
 /** One GRPO group: a sample and the completions generated for it. */
 export interface GroupInput {
   sample: VqaSample;
-  /** Completion texts, or the policy's {@link Completion}s (a completion with `error` is excluded and reported). */
-  completions: readonly (string | Completion)[];
+  /** Completion texts, or the policy's completions (a completion with `error` is excluded and reported). */
+  completions: readonly (string | CompletionText)[];
 }
 
 export interface ScoreOptions {
@@ -187,7 +193,7 @@ export async function scoreGroups(groups: readonly GroupInput[], rewards: Reward
   const texts: string[][] = groups.map((g, gi) => {
     if (!g || typeof g !== 'object' || !g.sample || typeof g.sample !== 'object') throw new TypeError(`Expected {sample, completions} for groups[${gi}] but received ${describeValue(g)}`);
     if (!Array.isArray(g.completions)) throw new TypeError(`Expected an array for groups[${gi}].completions (sample ${g.sample.id}) but received ${describeValue(g.completions)}`);
-    return (g.completions as readonly (string | Completion)[]).map((c, ci) => {
+    return (g.completions as readonly (string | CompletionText)[]).map((c, ci) => {
       if (typeof c === 'string') return c;
       if (c && typeof c === 'object' && typeof c.text === 'string') return c.text;
       throw new TypeError(`Expected a string or {text} for groups[${gi}].completions[${ci}] (sample ${g.sample.id}) but received ${describeValue(c)}`);
@@ -208,7 +214,7 @@ export async function scoreGroups(groups: readonly GroupInput[], rewards: Reward
 
   // Completions the policy failed to produce are excluded before any reward runs.
   const skip = new Set<string>();
-  groups.forEach((g, gi) => g.completions.forEach((c: string | Completion, ci: number) => {
+  groups.forEach((g, gi) => g.completions.forEach((c: string | CompletionText, ci: number) => {
     if (typeof c === 'object' && c.error) {
       skip.add(`${gi}:${ci}`);
       out[gi]!.completions[ci]!.excluded = true;

@@ -43,3 +43,16 @@ export type BreakdownReward = ((sample: VqaSample, completion: string, context?:
 
 /** A reward known to return a promise of a breakdown (the LLM judge); assignable to {@link RewardFn}. */
 export type AsyncBreakdownReward = ((sample: VqaSample, completion: string, context?: RewardContext) => Promise<RewardBreakdown>) & { rewardName?: string };
+
+/** One reward's result for one completion, as the trainer records it and the display shows it. */
+export interface RewardScore {
+  /** The reward's name, e.g. "vqaAccuracy". */
+  name: string;
+  /** null when the reward failed for this completion (see `error`). */
+  score: number | null;
+  /** Named components of the score, e.g. { accuracy: 1, brevity: -0.1 }. */
+  parts?: Record<string, number>;
+  /** The reward's weight in the total, when the trainer combines several (shown as ×w). */
+  weight?: number;
+  error?: string;
+}

@@ -10,21 +10,22 @@
  * is cut before it and the token ids / log-probs after the token that completed it are dropped.
  */
 import { randomInt } from 'node:crypto';
-import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import type { VqaSample } from '../data/types.js';
-import type { EngineModel, ImageInput, LoadOptions, LoraConfig, Prompt, TokenEvent } from '../engine/types.js';
-import { resolveCheckpoint } from '../grpo/checkpoint.js';
+import type { EngineModel, ImageInput, LoadOptions, Prompt, TokenEvent } from '../engine/types.js';
+import { resolveModelFolder } from '../engine/folder.js';
 import { DEFAULT_MODEL_DIR } from '../model/default.js';
 import { CHAR_TO_BYTE } from '../text/byte-level.js';
 import { loadModel } from '../engine/model.js';
 import { VlmTokenizer, type ChatMessage } from '../text/tokenizer.js';
 import { describeValue, expectInteger, expectNumber, invalidParameterError } from '../util/validate.js';
-import { Qwen2VLImageProcessor, type ImageSource, type Qwen2VLProcessorOptions } from '../vision/qwen2vl.js';
+import { processorOptionsFrom } from '../vision/processor-config.js';
+import { Qwen2VLImageProcessor, type ImageSource } from '../vision/qwen2vl.js';
 import { sampleVisuals, videoProcessorFor, visualKinds, type VideoProcessor } from '../vision/video.js';
 import { ChoiceTextStream, firstIndexOf } from './local-stream.js';
 import { abortReason } from './runner.js';
 import type { Completion, Policy, SamplingOptions } from './types.js';
+
 
 /** Sampling for one prompt on the engine. */
 export interface LocalSampling {
@@ -100,84 +101,6 @@ export interface LoadLocalPolicyOptions extends Omit<LocalPolicyOptions, 'model'
   maxSequenceLength?: number;
   /** Load options passed to the engine as they are (LoRA, device). */
   load?: LoadOptions;
-}
-
-/** Qwen2-VL processor options from a checkpoint's preprocessor_config.json (defaults when it has none). */
-export function processorOptionsFrom(dir: string): Qwen2VLProcessorOptions {
-  const file = path.join(dir, 'preprocessor_config.json');
-  if (!existsSync(file)) return {};
-  let raw: Record<string, unknown>;
-  try {
-    raw = JSON.parse(readFileSync(file, 'utf8')) as Record<string, unknown>;
-  } catch (err) {
-    throw new Error(`${file}: invalid JSON (${(err as Error).message})`);
-  }
-  const size = (raw.size ?? {}) as Record<string, unknown>;
-  const num = (v: unknown) => (typeof v === 'number' && Number.isFinite(v) ? v : undefined);
-  const triple = (v: unknown) => (Array.isArray(v) && v.length === 3 && v.every((x) => typeof x === 'number') ? (v as [number, number, number]) : undefined);
-  const o: Qwen2VLProcessorOptions = {};
-  const minPixels = num(raw.min_pixels) ?? num(size.shortest_edge);
-  const maxPixels = num(raw.max_pixels) ?? num(size.longest_edge);
-  if (minPixels !== undefined) o.minPixels = minPixels;
-  if (maxPixels !== undefined) o.maxPixels = maxPixels;
-  if (num(raw.patch_size) !== undefined) o.patchSize = num(raw.patch_size);
-  if (num(raw.temporal_patch_size) !== undefined) o.temporalPatchSize = num(raw.temporal_patch_size);
-  if (num(raw.merge_size) !== undefined) o.mergeSize = num(raw.merge_size);
-  if (num(raw.rescale_factor) !== undefined) o.rescaleFactor = num(raw.rescale_factor);
-  if (triple(raw.image_mean)) o.imageMean = triple(raw.image_mean);
-  if (triple(raw.image_std)) o.imageStd = triple(raw.image_std);
-  if (raw.do_resize === false) o.doResize = false;
-  return o;
-}
-
-/** What a folder holds, resolved to the engine's inputs. */
-export interface ResolvedCheckpoint {
-  /** The Hugging Face model folder (config.json + weights). */
-  modelDir: string;
-  /** A PEFT adapter folder to load on top, when the folder given was one. */
-  adapterDir?: string;
-  lora?: LoraConfig;
-  /** Where the tokenizer and processor files are. */
-  tokenizerDir: string;
-}
-
-/**
- * Any folder a user would point at: a Hugging Face checkpoint, a vqalab trainer checkpoint
- * (trainer.json + model/), a run folder (checkpoints/latest), or a PEFT adapter folder
- * (adapter_config.json naming its base model).
- */
-export function resolveModelFolder(dir: string): ResolvedCheckpoint {
-  if (typeof dir !== 'string' || dir === '') throw invalidParameterError('dir', 'non-empty string', dir);
-  if (!existsSync(dir)) throw new Error(`${dir}: no such folder`);
-  if (existsSync(path.join(dir, 'config.json'))) return { modelDir: dir, tokenizerDir: dir };
-  const adapterConfig = path.join(dir, 'adapter_config.json');
-  if (existsSync(adapterConfig)) {
-    let cfg: Record<string, any>;
-    try {
-      cfg = JSON.parse(readFileSync(adapterConfig, 'utf8')) as Record<string, any>;
-    } catch (err) {
-      throw new Error(`${adapterConfig}: invalid JSON (${(err as Error).message})`);
-    }
-    const base = cfg.base_model_name_or_path;
-    if (typeof base !== 'string' || !existsSync(path.join(base, 'config.json'))) {
-      throw new Error(`${adapterConfig}: base_model_name_or_path ${JSON.stringify(base)} is not a local model folder; load the base with the adapter explicitly`);
-    }
-    const targets = cfg.vqalab?.targetModules ?? cfg.target_modules;
-    if (!Array.isArray(targets) || typeof cfg.r !== 'number' || typeof cfg.lora_alpha !== 'number') {
-      throw new Error(`${adapterConfig}: expected r, lora_alpha and target_modules (a list) of a PEFT LoRA adapter`);
-    }
-    const lora: LoraConfig = { rank: cfg.r, alpha: cfg.lora_alpha, targetModules: targets as string[], vision: Boolean(cfg.vqalab?.vision) };
-    return { modelDir: base, adapterDir: dir, lora, tokenizerDir: existsSync(path.join(dir, 'tokenizer.json')) ? dir : base };
-  }
-  let ckpt: string;
-  try {
-    ckpt = resolveCheckpoint(dir);
-  } catch {
-    throw new Error(`${dir}: not a model folder (no config.json), a vqalab checkpoint (trainer.json + model/, or checkpoints/latest) nor a PEFT adapter (adapter_config.json)`);
-  }
-  const model = path.join(ckpt, 'model');
-  if (!existsSync(path.join(model, 'config.json'))) throw new Error(`${ckpt}: trainer checkpoint without model/config.json`);
-  return { modelDir: model, tokenizerDir: model };
 }
 
 /** The bytes of one token as the model produced it (byte-level BPE), falling back to its decoded text. */

@@ -8,7 +8,10 @@
  * parameter; a server that ignores it (answers one choice) is noticed and the rest are fetched by
  * repeated requests (seed + k, when a seed is set), and so are later calls. Log-probs and token
  * ids are read when the server sends them (choices[i].logprobs, vLLM's choices[i].token_ids or
- * "token_id:N" tokens). Every request goes through a {@link RequestScheduler} (concurrency, rate,
+ * "token_id:N" tokens). For training (`SamplingOptions.forTraining`, the trainer's rollouts) token
+ * ids are asked for (`return_token_ids`) and required: a server that does not return them is
+ * refused with a {@link TokenIdsRequiredError} naming the fix, unless `retokenize: true` accepts
+ * re-encoding the text (evaluation needs no ids and works with any server). Every request goes through a {@link RequestScheduler} (concurrency, rate,
  * timeout, retries with Retry-After); a request that fails for good becomes error completions on
  * its sample, never an exception, unless the call was cancelled.
  */
@@ -18,7 +21,7 @@ import { pathToFileURL } from 'node:url';
 import OpenAI from 'openai';
 import sharp from 'sharp';
 import type { VqaSample } from '../data/types.js';
-import type { ChatChoiceTokens, ChatClient, ChatCompletionRequest, ChatContentPart, ChatMessage } from './chat-client.js';
+import type { ChatChoiceTokens, ChatClient, ChatCompletionRequest, ChatContentPart, ChatMessage } from '../util/chat-client.js';
 import { describeValue, expectBoolean, expectInteger, expectOneOf, expectString, invalidParameterError } from '../util/validate.js';
 import { abortReason, MalformedReplyError, RequestError, RequestScheduler, type SchedulerOptions, type SchedulerStats } from './runner.js';
 import type { Completion, Policy, SamplingOptions } from './types.js';
@@ -42,6 +45,13 @@ export interface OpenAIPolicyOptions extends SchedulerOptions {
   logprobs?: boolean;
   /** Ask for token ids with vLLM's `return_token_ids` (vLLM ≥ 0.10.2 and `vqalab serve`; others may reject it). Default false. */
   tokenIds?: boolean;
+  /**
+   * Train on completions whose token ids the server did not return by re-encoding their text
+   * (default false: such a server is refused for training). Re-encoding can give other ids than were
+   * sampled (a character split over tokens, other BPE merges), so the update then trains on tokens
+   * the policy never produced; Agent Lightning measured this hurting training.
+   */
+  retokenize?: boolean;
   /** Forward SamplingOptions.stopTokenIds as `stop_token_ids` (vLLM, SGLang, `vqalab serve`). Default false. */
   sendStopTokenIds?: boolean;
   /** The field for the completion length: 'max_tokens' (default) or 'max_completion_tokens' (newer OpenAI models). */
@@ -112,6 +122,16 @@ export function tokenIdsOf<C extends ChatChoiceTokens>(choice: C): number[] | un
 
 let requestCounter = 0;
 
+/** A server whose completions cannot be trained on token-exactly (no token ids), for a training caller. */
+export class TokenIdsRequiredError extends Error {
+  constructor(readonly baseURL: string, detail: string) {
+    super(`${baseURL}: ${detail}. Training needs the ids the server sampled (re-encoding the text can give other tokens than were sampled). `
+      + 'Use a server that returns them (vqalab serve; vLLM >= 0.10.2, which honours return_token_ids), '
+      + 'or pass retokenize: true to OpenAIPolicy to train on re-encoded text knowingly. Evaluation does not need them.');
+    this.name = 'TokenIdsRequiredError';
+  }
+}
+
 export class OpenAIPolicy implements Policy {
   readonly name: string;
   readonly model: string;
@@ -133,6 +153,7 @@ export class OpenAIPolicy implements Policy {
     this.nMode = options.nMode === undefined ? 'auto' : expectOneOf('nMode', options.nMode, ['auto', 'native', 'repeat'] as const);
     if (options.logprobs !== undefined) expectBoolean('logprobs', options.logprobs);
     if (options.tokenIds !== undefined) expectBoolean('tokenIds', options.tokenIds);
+    if (options.retokenize !== undefined) expectBoolean('retokenize', options.retokenize);
     if (options.maxTokensField !== undefined) expectOneOf('maxTokensField', options.maxTokensField, ['max_tokens', 'max_completion_tokens'] as const);
     if (options.client) {
       this.client = options.client;
@@ -190,12 +211,12 @@ export class OpenAIPolicy implements Policy {
       b.logprobs = true;
       if (o.topLogprobs) b.top_logprobs = o.topLogprobs;
     }
-    if (this.o.tokenIds) b.return_token_ids = true;
+    if (this.o.tokenIds || (o.forTraining && !this.o.retokenize)) b.return_token_ids = true;
     return { ...b, ...this.o.extraBody };
   }
 
   /** One request for `n` choices; throws RequestError when it fails for good. */
-  private async request(body: ChatCompletionRequest, signal: AbortSignal | undefined): Promise<Completion[]> {
+  private async request(body: ChatCompletionRequest, signal: AbortSignal | undefined, needIds = false): Promise<Completion[]> {
     const r = await this.scheduler.run(async (s) => {
       this.counts.requests++;
       const res = (await this.client.chat.completions.create(body, { signal: s, maxRetries: 0, timeout: 24 * 3600_000 })) as OpenAI.Chat.ChatCompletion;
@@ -209,6 +230,13 @@ export class OpenAIPolicy implements Policy {
       return res;
     }, { signal });
     const res = r.value;
+    if (needIds) {
+      const missing = res.choices.findIndex((c) => tokenIdsOf(c as Choice) === undefined);
+      if (missing >= 0) {
+        throw new TokenIdsRequiredError(this.baseURL, `the reply to a training request has no token ids (choices[${missing}] has neither token_ids nor "token_id:N" log-prob tokens, `
+          + 'though return_token_ids was sent)');
+      }
+    }
     const requestId = `${res.id || 'chatcmpl'}#${++requestCounter}`;
     const choices = [...res.choices].sort((a, b) => (a.index ?? 0) - (b.index ?? 0)) as Choice[];
     const promptTokens = res.usage?.prompt_tokens ?? 0;
@@ -264,12 +292,17 @@ export class OpenAIPolicy implements Policy {
     } catch (err) {
       return fail(n, err, 0);
     }
+    const needIds = options.forTraining === true && !this.o.retokenize;
     const seedFor = (k: number) => (options.seed === undefined ? undefined : options.seed + k);
     const one = async (count: number, k: number): Promise<Completion[]> => {
       try {
-        return (await this.request(this.body(messages, options, count, seedFor(k)), signal)).slice(0, count);
+        return (await this.request(this.body(messages, options, count, seedFor(k)), signal, needIds)).slice(0, count);
       } catch (err) {
         if (signal?.aborted) throw abortReason(signal);
+        // A server that refuses the field itself (a 400 naming return_token_ids) cannot give ids either.
+        if (needIds && err instanceof RequestError && err.status === 400 && /return_token_ids/.test(err.message)) {
+          throw new TokenIdsRequiredError(this.baseURL, `the server refused return_token_ids (${err.message.slice(0, 200)})`);
+        }
         if (!(err instanceof RequestError)) throw err;
         return fail(count, err);
       }

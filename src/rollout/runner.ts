@@ -14,7 +14,7 @@
  */
 import OpenAI from 'openai';
 import type { VqaSample } from '../data/types.js';
-import { retryAfterMs } from '../reward/judge.js';
+import { backoffDelayMs, isRetryableStatus, retryAfterMs, Semaphore, sleep as sleepOrAbort } from '../util/retry.js';
 import { describeValue, expectInteger, expectNumber } from '../util/validate.js';
 import type { Completion, Policy, SamplingOptions } from './types.js';
 
@@ -91,14 +91,9 @@ export function abortReason(signal: AbortSignal): Error {
   return r instanceof Error ? r : new RequestError(`cancelled${r === undefined ? '' : `: ${String(r)}`}`, 'cancelled', 0);
 }
 
-/** Resolves after `ms`, or rejects with the signal's reason when it aborts first. */
+/** Resolves after `ms`, or rejects with the signal's reason (a {@link RequestError} "cancelled" when it is no Error). */
 export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal?.aborted) return reject(abortReason(signal));
-    const onAbort = () => { clearTimeout(t); reject(abortReason(signal!)); };
-    const t = setTimeout(() => { signal?.removeEventListener('abort', onAbort); resolve(); }, Math.max(0, ms));
-    signal?.addEventListener('abort', onAbort, { once: true });
-  });
+  return sleepOrAbort(ms, signal, abortReason);
 }
 
 class TimeoutMarker extends Error {
@@ -121,7 +116,7 @@ export function isRetryable(err: unknown): boolean {
   if (err instanceof OpenAI.APIUserAbortError) return false;
   if (err instanceof OpenAI.APIConnectionError) return true;
   const s = statusOf(err);
-  if (s !== undefined) return s === 408 || s === 409 || s === 429 || s >= 500;
+  if (s !== undefined) return isRetryableStatus(s);
   return err instanceof OpenAI.APIError; // an API error without a status: the connection broke
 }
 
@@ -150,43 +145,6 @@ export function describeFailure(err: unknown): string {
 function headersOf(err: unknown): Headers | undefined {
   const h = (err as { headers?: unknown })?.headers;
   return h instanceof Headers ? h : undefined;
-}
-
-/** A FIFO counting semaphore whose waiters can give up on abort. */
-class Semaphore {
-  private active = 0;
-  private readonly waiters: { grant: () => void; reject: (e: Error) => void }[] = [];
-  constructor(readonly size: number) {}
-
-  get inFlight(): number {
-    return this.active;
-  }
-
-  acquire(signal?: AbortSignal): Promise<void> {
-    if (signal?.aborted) return Promise.reject(abortReason(signal));
-    if (this.active < this.size) {
-      this.active++;
-      return Promise.resolve();
-    }
-    return new Promise<void>((resolve, reject) => {
-      const w = {
-        grant: () => { signal?.removeEventListener('abort', onAbort); this.active++; resolve(); },
-        reject,
-      };
-      const onAbort = () => {
-        const i = this.waiters.indexOf(w);
-        if (i >= 0) this.waiters.splice(i, 1);
-        reject(abortReason(signal!));
-      };
-      signal?.addEventListener('abort', onAbort, { once: true });
-      this.waiters.push(w);
-    });
-  }
-
-  release(): void {
-    this.active--;
-    this.waiters.shift()?.grant();
-  }
 }
 
 /**
@@ -220,7 +178,7 @@ export class RequestScheduler {
     this.backoffMs = options.backoffMs === undefined ? 500 : expectNumber('backoffMs', options.backoffMs, 0);
     this.maxBackoffMs = options.maxBackoffMs === undefined ? 30_000 : expectNumber('maxBackoffMs', options.maxBackoffMs, 0);
     this.timeoutMs = options.timeoutMs === undefined ? 60_000 : expectNumber('timeoutMs', options.timeoutMs, 1);
-    this.slots = new Semaphore(this.concurrency);
+    this.slots = new Semaphore(this.concurrency, abortReason);
     this.tokens = this.burst;
   }
 
@@ -267,8 +225,7 @@ export class RequestScheduler {
             throw new RequestError(`${describeFailure(last)}; the server asked to retry after ${Math.round(asked)} ms, more than maxBackoffMs ${this.maxBackoffMs}`,
               kindOf(last), attempt, statusOf(last), { cause: last });
           }
-          const exp = Math.min(this.maxBackoffMs, this.backoffMs * 2 ** (attempt - 1));
-          const delay = asked ?? exp * (0.5 + Math.random() / 2);
+          const delay = asked ?? backoffDelayMs(attempt, this.backoffMs, this.maxBackoffMs);
           this.counters.retries++;
           this.counters.retryDelaysMs.push(Math.round(delay));
           await sleep(delay, signal);

@@ -18,6 +18,13 @@ export interface SamplingOptions {
   seed?: number;
   /** Ask for this many top alternatives per token (servers that support it; 0 or absent: none). */
   topLogprobs?: number;
+  /**
+   * The completions will be trained on: a policy must return the token ids it sampled and refuse
+   * (throw) when it cannot, rather than let the caller re-tokenise the text, which can give other
+   * ids than were sampled (OpenAIPolicy: unless its `retokenize` option asks for that). Plain
+   * evaluation leaves it unset.
+   */
+  forTraining?: boolean;
   signal?: AbortSignal;
 }
 

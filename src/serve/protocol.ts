@@ -3,15 +3,18 @@
  * naming the field (OpenAI's `param`), turned into the conversation for the chat template and
  * the list of image references in prompt order.
  *
- * Accepted: model, messages (system / developer / user / assistant; string content or parts of
- * type text and image_url), n, temperature, top_p, top_k, max_tokens / max_completion_tokens,
- * stop, seed, logprobs, top_logprobs, stream, stream_options.include_usage, user; vLLM's
- * stop_token_ids, return_token_ids and return_tokens_as_token_ids. Fields that would change the
- * answer but are not implemented (tools, response_format, logit_bias, penalties) are refused
- * rather than silently ignored; harmless ones (metadata, store, ...) are ignored.
+ * Accepted: model, messages (system / developer / user / assistant / tool; string content or parts of
+ * type text and image_url; assistant tool_calls), tools and tool_choice "auto" / "none" (Qwen's
+ * tool format, src/serve/tools.ts), n, temperature, top_p, top_k, max_tokens /
+ * max_completion_tokens, stop, seed, logprobs, top_logprobs, stream, stream_options.include_usage,
+ * user; vLLM's stop_token_ids, return_token_ids and return_tokens_as_token_ids. Fields that would
+ * change the answer but are not implemented (a forced tool_choice, functions, response_format,
+ * logit_bias, penalties) are refused rather than silently ignored; harmless ones (metadata, store,
+ * parallel_tool_calls, ...) are ignored.
  */
 import type { ChatMessage, ContentPart } from '../text/tokenizer.js';
 import { badRequest } from './errors.js';
+import { parseToolChoice, parseTools, toolConversation, type ToolDef } from './tools.js';
 
 export interface ImageRef {
   url: string;
@@ -39,6 +42,8 @@ export interface ChatRequest {
   returnTokenIds: boolean;
   tokensAsIds: boolean;
   user?: string;
+  /** The tools offered (tool_choice "auto"): the completion's <tool_call> blocks become tool_calls. */
+  tools?: ToolDef[];
 }
 
 export interface ProtocolLimits {
@@ -58,9 +63,7 @@ export const DEFAULT_MAX_STOP_CHARS = 1024;
 
 const ROLES = new Set(['system', 'developer', 'user', 'assistant']);
 const REFUSED: Record<string, (v: unknown) => boolean> = {
-  tools: (v) => Array.isArray(v) && v.length > 0,
   functions: (v) => Array.isArray(v) && v.length > 0,
-  tool_choice: (v) => v !== 'none',
   function_call: (v) => v !== 'none',
   response_format: (v) => !(typeof v === 'object' && v !== null && (v as { type?: unknown }).type === 'text'),
   logit_bias: (v) => typeof v === 'object' && v !== null && Object.keys(v).length > 0,
@@ -133,12 +136,17 @@ export function parseChatRequest(raw: unknown, limits: ProtocolLimits): ChatRequ
     }
   }
   const images: ImageRef[] = [];
-  const messages: ChatMessage[] = body.messages.map((m: unknown, i: number) => {
+  body.messages.forEach((m: unknown, i: number) => {
+    if (typeof m !== 'object' || m === null) throw badRequest(`messages[${i}] must be an object {role, content}; got ${typeName(m)}`, `messages[${i}]`, 'invalid_type');
+  });
+  const offered = body.tools === undefined || body.tools === null ? undefined : parseTools(body.tools);
+  const choice = parseToolChoice(body.tool_choice);
+  const tools = offered && offered.length > 0 && choice === 'auto' ? offered : undefined;
+  const messages: ChatMessage[] = toolConversation(body.messages, tools, (m: unknown, i: number) => {
     const at = `messages[${i}]`;
-    if (typeof m !== 'object' || m === null) throw badRequest(`${at} must be an object {role, content}; got ${typeName(m)}`, at, 'invalid_type');
     const msg = m as Record<string, unknown>;
     if (typeof msg.role !== 'string' || !ROLES.has(msg.role)) {
-      throw badRequest(`${at}.role must be one of system, developer, user, assistant; got ${JSON.stringify(msg.role)}`, `${at}.role`, 'invalid_value');
+      throw badRequest(`${at}.role must be one of system, developer, user, assistant, tool; got ${JSON.stringify(msg.role)}`, `${at}.role`, 'invalid_value');
     }
     if (msg.content === undefined || msg.content === null) {
       if (msg.role === 'assistant') return { role: 'assistant', content: '' };
@@ -202,5 +210,6 @@ export function parseChatRequest(raw: unknown, limits: ProtocolLimits): ChatRequ
     returnTokenIds: bool(body, 'return_token_ids'),
     tokensAsIds: bool(body, 'return_tokens_as_token_ids'),
     user: typeof body.user === 'string' ? body.user : undefined,
+    ...(tools ? { tools } : {}),
   };
 }

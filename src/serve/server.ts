@@ -4,6 +4,7 @@
  *   GET  /v1/models, /v1/models/{id}
  *   POST /v1/chat/completions   (JSON, or server-sent events with stream: true)
  *   GET  /health                (no auth; for load balancers and scripts that wait for start-up)
+ *   PUT  /admin/weights         (with `adminKey`: a trainer pushes its weights, src/serve/weights.ts)
  *
  * A request goes: body (size-capped) → JSON → checked fields (src/serve/protocol.ts) → image
  * headers checked (src/serve/media.ts: size, pixel and path limits) → prompt length from the
@@ -26,13 +27,16 @@ import type { AddressInfo, Socket } from 'node:net';
 import type { ImageInput, Prompt, SampleStats } from '../engine/types.js';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
-import { ContextLengthError, processorOptionsFrom, tokenBytes, type LocalChoice, type LocalGeneration, type LocalPolicy, type LocalSampling } from '../rollout/local.js';
+import { processorOptionsFrom } from '../vision/processor-config.js';
+import { ContextLengthError, tokenBytes, type LocalChoice, type LocalGeneration, type LocalPolicy, type LocalSampling } from '../rollout/local.js';
 import { ApiError, badRequest, sendError, sendJson } from './errors.js';
 import type { MediaLimits } from './media.js';
 import { Offload } from './offload.js';
 import { prepareRequest, type Prepared, type PrepareLimits, type PromptBuilder } from './prepare.js';
 import { DEFAULT_MAX_STOP_CHARS, DEFAULT_MAX_STOPS, type ChatRequest } from './protocol.js';
 import { FairQueue, QueueFullError, type QueueStats } from './queue.js';
+import { applyWeights, decodeWeights, WEIGHT_VERSION_HEADER, WeightSwitch } from './weights.js';
+import { parseToolCalls } from './tools.js';
 
 export interface ServeOptions {
   /** The model to serve. */
@@ -91,6 +95,14 @@ export interface ServeOptions {
    * request before the server's own routes, with no API key check; resolves true when it answered.
    */
   routes?: (req: IncomingMessage, res: ServerResponse, url: string, api: ServeRouteApi) => boolean | Promise<boolean>;
+  /**
+   * Enables `PUT /admin/weights` with `Authorization: Bearer <adminKey>`: a trainer pushes its
+   * weights (LoRA adapters or all) and the server switches to them between requests
+   * (src/serve/weights.ts). Default: none (the route answers 404).
+   */
+  adminKey?: string;
+  /** Largest weight push body (default 16 GiB). */
+  maxWeightBytes?: number;
 }
 
 /** What a mounted route may use: the server's chat completions, with hooks. */
@@ -99,12 +111,18 @@ export interface ServeRouteApi {
 }
 
 export interface ChatHooks {
+  /**
+   * The weight version the request is about to be sampled with (the weights cannot change until it
+   * is done); throw an ApiError to refuse the request instead (src/gateway: an attempt bound to
+   * another version).
+   */
+  checkWeightVersion?: (version: number) => void;
   /** Rewrite the request body before it is parsed and checked (may throw ApiError). */
   transformBody?: (raw: Buffer) => Buffer;
   /** The prompt the engine samples from, given the one the chat template made (ids with image pads, processed images). */
   rewritePrompt?: (prompt: Prompt) => Prompt;
   /** What the engine produced, before the reply is sent (the prompt as the engine saw it: ids with image pads, processed images). */
-  onGeneration?: (r: { id: string; chat: ChatRequest; prompt: Prompt; generation: LocalGeneration }) => void;
+  onGeneration?: (r: { id: string; chat: ChatRequest; prompt: Prompt; generation: LocalGeneration; weightVersion: number }) => void;
 }
 
 export interface ServeStats {
@@ -124,6 +142,12 @@ export interface ServeHandle {
   readonly port: number;
   readonly modelName: string;
   readonly server: http.Server;
+  /**
+   * The weights served and their version (every reply names the version it was sampled with).
+   * A trainer in this process that updates the policy's model between rollouts sets
+   * `weights.version`; a trainer elsewhere pushes (PUT /admin/weights).
+   */
+  readonly weights: WeightSwitch;
   stats(): ServeStats;
   /** Stop accepting, refuse queued requests (503), let running ones finish, then close. */
   close(): Promise<void>;
@@ -258,6 +282,8 @@ export async function serve(options: ServeOptions): Promise<ServeHandle> {
   const counters = { requests: 0, byStatus: {} as Record<string, number>, promptTokens: 0, completionTokens: 0 };
   const sockets = new Set<Socket>();
   let closing = false;
+  const weights = new WeightSwitch();
+  const maxWeightBytes = options.maxWeightBytes ?? 16 * 1024 * MiB;
 
   const modelObject = () => ({ id: modelName, object: 'model', created, owned_by: 'vqalab', max_model_len: policy.maxSequenceLength });
 
@@ -279,7 +305,8 @@ export async function serve(options: ServeOptions): Promise<ServeHandle> {
   }
 
   /** Admitted: decode and patch the images, then sample (joining the decode loop, or taking the engine lock in queue-only mode). */
-  async function generate(chat: ChatRequest, checked: Checked, signal: AbortSignal, onToken?: LocalSampling['onToken'], onPrompt?: (p: Prompt) => Prompt): Promise<LocalGeneration> {
+  async function generate(chat: ChatRequest, checked: Checked, signal: AbortSignal, onToken?: LocalSampling['onToken'], onPrompt?: (p: Prompt) => Prompt,
+    onVersion?: (version: number) => void): Promise<LocalGeneration> {
     const processed: ImageInput[] = [];
     for (const img of checked.images) {
       try {
@@ -296,27 +323,36 @@ export async function serve(options: ServeOptions): Promise<ServeHandle> {
     const given = onPrompt?.(prompt);
     if (given && given !== prompt) { prompt = given; policy.checkLength(prompt, checked.maxTokens); }
     if (signal.aborted) throw signal.reason;
-    const call = () => policy.complete(prompt, {
-      n: chat.n, temperature: chat.temperature, topP: chat.topP, topK: chat.topK, maxTokens: checked.maxTokens, stop: chat.stop,
-      stopTokenIds: chat.stopTokenIds, seed: chat.seed, topLogprobs: chat.topLogprobs, signal, ...(onToken ? { onToken } : {}),
+    // The weights stay those of one version from here until the completion is done (a push waits).
+    const call = () => weights.read((version) => {
+      onVersion?.(version);
+      if (signal.aborted) throw signal.reason;
+      return policy.complete(prompt, {
+        n: chat.n, temperature: chat.temperature, topP: chat.topP, topK: chat.topK, maxTokens: checked.maxTokens, stop: chat.stop,
+        stopTokenIds: chat.stopTokenIds, seed: chat.seed, topLogprobs: chat.topLogprobs, signal, ...(onToken ? { onToken } : {}),
+      });
     });
     return batching ? call() : engine.run(call);
   }
 
-  function replyJson(res: ServerResponse, chat: ChatRequest, id: string, gen: LocalGeneration): void {
+  function replyJson(res: ServerResponse, chat: ChatRequest, id: string, gen: LocalGeneration, version: number): void {
     const completionTokens = gen.choices.reduce((a, c) => a + c.tokenIds.length, 0);
     sendJson(res, 200, {
-      id, object: 'chat.completion', created: Math.floor(Date.now() / 1000), model: modelName, system_fingerprint: 'vqalab',
-      choices: gen.choices.map((c, index) => ({
-        index,
-        message: { role: 'assistant', content: c.text, refusal: null },
-        logprobs: chat.logprobs ? { content: c.tokenIds.map((_t, k) => logprobEntry(c, k, chat.tokensAsIds)), refusal: null } : null,
-        finish_reason: c.finishReason,
-        ...(chat.returnTokenIds ? { token_ids: c.tokenIds } : {}),
-      })),
+      id, object: 'chat.completion', created: Math.floor(Date.now() / 1000), model: modelName, system_fingerprint: 'vqalab', weight_version: version,
+      choices: gen.choices.map((c, index) => {
+        const calls = chat.tools ? parseToolCalls(c.text) : undefined;
+        const tool = calls && calls.toolCalls.length > 0;
+        return {
+          index,
+          message: { role: 'assistant', content: tool ? calls!.content : c.text, refusal: null, ...(tool ? { tool_calls: calls!.toolCalls } : {}) },
+          logprobs: chat.logprobs ? { content: c.tokenIds.map((_t, k) => logprobEntry(c, k, chat.tokensAsIds)), refusal: null } : null,
+          finish_reason: tool && c.finishReason === 'stop' ? 'tool_calls' : c.finishReason,
+          ...(chat.returnTokenIds ? { token_ids: c.tokenIds } : {}),
+        };
+      }),
       usage: { prompt_tokens: gen.promptTokens, completion_tokens: completionTokens, total_tokens: gen.promptTokens + completionTokens },
       ...(chat.returnTokenIds ? { prompt_token_ids: null } : {}),
-    });
+    }, { [WEIGHT_VERSION_HEADER]: String(version) });
   }
 
   /** Text pieces per token whose concatenation is exactly `c.text` (a UTF-8 character split over tokens is held back until complete). */
@@ -339,11 +375,11 @@ export async function serve(options: ServeOptions): Promise<ServeHandle> {
 
   const SSE_HEADERS = { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', connection: 'keep-alive', 'x-accel-buffering': 'no' };
 
-  function chunkSender(res: ServerResponse, id: string) {
+  function chunkSender(res: ServerResponse, id: string, version: () => number | undefined) {
     const createdAt = Math.floor(Date.now() / 1000);
     return (choices: unknown[], extra: Record<string, unknown> = {}) => {
       if (res.destroyed) return; // the client left mid-stream
-      res.write(`data: ${JSON.stringify({ id, object: 'chat.completion.chunk', created: createdAt, model: modelName, system_fingerprint: 'vqalab', choices, ...extra })}\n\n`);
+      res.write(`data: ${JSON.stringify({ id, object: 'chat.completion.chunk', created: createdAt, model: modelName, system_fingerprint: 'vqalab', weight_version: version() ?? null, choices, ...extra })}\n\n`);
     };
   }
 
@@ -359,8 +395,8 @@ export async function serve(options: ServeOptions): Promise<ServeHandle> {
    * chunks follow. Headers go out with the first token, so a request that fails before it still
    * gets a JSON error with its status.
    */
-  function liveStream(res: ServerResponse, chat: ChatRequest, id: string) {
-    const send = chunkSender(res, id);
+  function liveStream(res: ServerResponse, chat: ChatRequest, id: string, version: () => number | undefined) {
+    const send = chunkSender(res, id, version);
     let started = false;
     // One stream per choice; the stop strings are compiled once per request and shared.
     const first = policy.textStream({ stop: chat.stop, stopTokenIds: chat.stopTokenIds });
@@ -370,7 +406,8 @@ export async function serve(options: ServeOptions): Promise<ServeHandle> {
     const head = () => {
       if (started) return;
       started = true;
-      res.writeHead(200, SSE_HEADERS);
+      const v = version();
+      res.writeHead(200, v === undefined ? SSE_HEADERS : { ...SSE_HEADERS, [WEIGHT_VERSION_HEADER]: String(v) });
     };
     const roleChunk = (i: number) => {
       if (role[i]) return;
@@ -421,11 +458,22 @@ export async function serve(options: ServeOptions): Promise<ServeHandle> {
   }
 
   /** The whole completion at once, in the chunk format (used when top_logprobs needs the finished completion). */
-  function replyStream(res: ServerResponse, chat: ChatRequest, id: string, gen: LocalGeneration): void {
-    res.writeHead(200, SSE_HEADERS);
-    const send = chunkSender(res, id);
+  function replyStream(res: ServerResponse, chat: ChatRequest, id: string, gen: LocalGeneration, version: number): void {
+    res.writeHead(200, { ...SSE_HEADERS, [WEIGHT_VERSION_HEADER]: String(version) });
+    const send = chunkSender(res, id, () => version);
     gen.choices.forEach((c, index) => {
       send([{ index, delta: { role: 'assistant', content: '' }, logprobs: null, finish_reason: null }]);
+      const calls = chat.tools ? parseToolCalls(c.text) : undefined;
+      if (calls && calls.toolCalls.length > 0) {
+        // With tool calls: the text outside them, then the calls, whole (their ids and token ids in the last chunk).
+        if (calls.content) send([{ index, delta: { content: calls.content }, logprobs: null, finish_reason: null }]);
+        send([{
+          index, delta: { tool_calls: calls.toolCalls.map((t, k) => ({ index: k, ...t })) }, logprobs: null, finish_reason: null,
+          ...(chat.returnTokenIds ? { token_ids: c.tokenIds } : {}),
+        }]);
+        send([{ index, delta: {}, logprobs: null, finish_reason: c.finishReason === 'stop' ? 'tool_calls' : c.finishReason }]);
+        return;
+      }
       const ps = pieces(c);
       ps.forEach((piece, k) => {
         send([{
@@ -452,11 +500,15 @@ export async function serve(options: ServeOptions): Promise<ServeHandle> {
     res.on('close', onClose);
     const id = `chatcmpl-${randomBytes(12).toString('hex')}`;
     // top_logprobs come from a forward pass over the finished completion: such streams are sent whole.
-    const live = chat.stream && chat.topLogprobs === 0 ? liveStream(res, chat, id) : null;
+    let version: number | undefined;
+    // With tools offered, the reply is known once the completion is (its <tool_call> blocks become tool_calls): sent whole.
+    const live = chat.stream && chat.topLogprobs === 0 && !chat.tools ? liveStream(res, chat, id, () => version) : null;
     let gen: LocalGeneration;
     let prompt: Prompt | undefined;
+    const onVersion = (v: number) => { hooks.checkWeightVersion?.(v); version = v; };
     try {
-      gen = await queue.submit(clientKey(req, chat), () => generate(chat, checked, gone.signal, live?.onToken, (p) => (prompt = hooks.rewritePrompt?.(p) ?? p)), gone.signal, batching ? chat.n : 1);
+      gen = await queue.submit(clientKey(req, chat), () => generate(chat, checked, gone.signal, live?.onToken, (p) => (prompt = hooks.rewritePrompt?.(p) ?? p), onVersion),
+        gone.signal, batching ? chat.n : 1);
     } catch (err) {
       if (gone.signal.aborted) return; // the client left; its rows were cancelled
       if (live?.started) {
@@ -475,10 +527,32 @@ export async function serve(options: ServeOptions): Promise<ServeHandle> {
     if (res.destroyed) return;
     counters.promptTokens += gen.promptTokens;
     counters.completionTokens += gen.choices.reduce((a, c) => a + c.tokenIds.length, 0);
-    if (prompt) hooks.onGeneration?.({ id, chat, prompt, generation: gen });
+    const v = version ?? weights.version;
+    if (prompt) hooks.onGeneration?.({ id, chat, prompt, generation: gen, weightVersion: v });
     if (live) live.finish(gen);
-    else if (chat.stream) replyStream(res, chat, id, gen);
-    else replyJson(res, chat, id, gen);
+    else if (chat.stream) replyStream(res, chat, id, gen, v);
+    else replyJson(res, chat, id, gen, v);
+  }
+
+  /** PUT: take pushed weights and switch to them between requests; GET: the version served (src/serve/weights.ts). */
+  async function adminWeights(req: IncomingMessage, res: ServerResponse, method: string, adminKey: string): Promise<void> {
+    if (method !== 'PUT' && method !== 'GET') throw new ApiError(405, `${method} is not allowed on /admin/weights; use PUT or GET`, 'invalid_request_error', null, 'method_not_allowed', { allow: 'PUT, GET' });
+    try {
+      checkKey(req, adminKey);
+    } catch (err) {
+      req.resume();
+      throw err;
+    }
+    if (method === 'GET') return sendJson(res, 200, { weight_version: weights.version, requests_sampling: weights.readers }, { [WEIGHT_VERSION_HEADER]: String(weights.version) });
+    if (closing) { req.resume(); throw new ApiError(503, 'the server is shutting down', 'server_error', null, 'server_shutting_down'); }
+    const body = await readBody(req, maxWeightBytes);
+    const t0 = performance.now();
+    const push = decodeWeights(policy.model, body);
+    const waiting = weights.readers;
+    await weights.swap(push.version, () => applyWeights(policy.model, push.tensors));
+    log?.(`weights: version ${push.version} (${push.kind}, ${push.tensors.size} tensors, ${(body.byteLength / MiB).toFixed(1)} MiB) after ${waiting} running request(s), ${(performance.now() - t0).toFixed(0)} ms`);
+    sendJson(res, 200, { weight_version: push.version, kind: push.kind, tensors: push.tensors.size, bytes: body.byteLength, waited_for: waiting },
+      { [WEIGHT_VERSION_HEADER]: String(push.version) });
   }
 
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
@@ -490,8 +564,9 @@ export async function serve(options: ServeOptions): Promise<ServeHandle> {
     if (options.routes && await options.routes(req, res, url, { chatCompletions })) return;
     if (url === '/health') {
       allow('GET');
-      return sendJson(res, 200, { status: closing ? 'closing' : 'ok', model: modelName, batching, queue: queue.stats(), engine: engineStats() });
+      return sendJson(res, 200, { status: closing ? 'closing' : 'ok', model: modelName, batching, weight_version: weights.version, queue: queue.stats(), engine: engineStats() });
     }
+    if (url === '/admin/weights' && options.adminKey !== undefined) return adminWeights(req, res, method, options.adminKey);
     if (!url.startsWith('/v1/') && url !== '/v1') throw new ApiError(404, `no route ${method} ${url} (this server answers /v1/models and /v1/chat/completions)`, 'not_found_error', null, 'unknown_url');
     if (options.apiKey !== undefined) checkKey(req, options.apiKey);
     if (closing) throw new ApiError(503, 'the server is shutting down', 'server_error', null, 'server_shutting_down');
@@ -556,7 +631,7 @@ export async function serve(options: ServeOptions): Promise<ServeHandle> {
   const shownHost = host.includes(':') ? `[${host}]` : host;
   return {
     url: `http://${shownHost === '0.0.0.0' ? '127.0.0.1' : shownHost}:${port}/v1`,
-    host, port, modelName, server,
+    host, port, modelName, server, weights,
     stats: () => ({ ...counters, byStatus: { ...counters.byStatus }, queue: queue.stats(), engine: engineStats() }),
     close: async () => {
       if (closing) return;

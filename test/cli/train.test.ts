@@ -160,6 +160,8 @@ test('vqalab train: bad flags and files get exact messages', async () => {
     [['--lora-rank', '1.5', ...d], '--lora-rank must be an integer >= 1; got "1.5"'],
     [['--eval-every=-1', ...d], '--eval-every must be an integer >= 0; got "-1"'],
     [['--checkpoint-every', 'x', ...d], '--checkpoint-every must be an integer >= 0; got "x"'],
+    [['--sft-lr', '0', ...d], '--sft-lr must be a number > 0; got "0"'],
+    [['--sft-lr', 'fast', ...d], '--sft-lr must be a number > 0; got "fast"'],
     [['--device', 'tpu', ...d], '--device must be cpu, cuda or cuda:N; got "tpu"'],
     [['--model', path.join(work, 'nomodel'), ...d], `--model ${path.join(work, 'nomodel')}: no such folder`],
     [['--model', path.join(work, 'bad'), ...d], `--model ${path.join(work, 'bad')}: not a model folder (no config.json), a vqalab checkpoint (trainer.json + model/, or checkpoints/latest) nor a PEFT adapter (adapter_config.json)`],

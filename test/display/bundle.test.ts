@@ -167,7 +167,9 @@ test('dashboard without a sink keeps state for bundle(); overlays earlier runs a
 });
 
 test('a real reward lab table (class instance, NaN statistics, per-row errors) shows as a reward table', async () => {
-  const { rewardLab, vqaAccuracy, exactMatch, defineReward } = await import('../../src/reward/index.js');
+  const { vqaAccuracy, exactMatch } = await import('../../src/reward/basic.js');
+  const { defineReward } = await import('../../src/reward/core.js');
+  const { rewardLab } = await import('../../src/display/reward-lab.js');
   const flaky = defineReward('flaky', (_s: unknown, completion: string) => {
     if (completion.includes('boom')) throw new Error('judge unavailable');
     return completion.length > 3 ? 1 : 0;

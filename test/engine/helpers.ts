@@ -5,13 +5,13 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { native } from '../../src/engine/native.js';
 import type { ImageInput, Prompt } from '../../src/engine/types.js';
-import { mulberry32 } from '../../src/data/rng.js';
+import { mulberry32 } from '../../src/util/rng.js';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 export const FIXTURES = path.join(ROOT, 'test', 'fixtures', 'engine');
 export const CASES = ['tied_gqa2_one_image', 'untied_mqa_two_images', 'mha_odd_grid_text_after', 'gqa3_text_only'];
 
-/** Seeded test data: the project's mulberry32 (src/data/rng.ts). */
+/** Seeded test data: the project's mulberry32 (src/util/rng.ts). */
 export const rng = mulberry32;
 
 export function randn(n: number, r: () => number, scale = 1): Float32Array {

@@ -4,9 +4,9 @@
  * test/eval/official-crosscheck.test.ts; no side effects on import.
  */
 import type { VqaAnnotationsFile, VqaQuestionsFile, VqaResult } from '../../src/eval/vqa-eval.js';
-import { mulberry32 } from '../../src/data/rng.js';
+import { mulberry32 } from '../../src/util/rng.js';
 
-/** Seeded test data: the project's mulberry32 (src/data/rng.ts). */
+/** Seeded test data: the project's mulberry32 (src/util/rng.ts). */
 export const rng = mulberry32;
 
 const WORDS = [

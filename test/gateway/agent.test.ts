@@ -15,7 +15,7 @@ import { startGateway, type StartedGateway } from '../../src/gateway/start.js';
 import { policyTokens } from '../../src/gateway/trajectory.js';
 import { maskedGrpoLoss } from '../../src/gateway/train.js';
 import { agentGroupPayload } from '../../src/gateway/view.js';
-import { rolloutAgentGroups, runAgentAttempt } from '../../src/rollout/agent.js';
+import { rolloutAgentGroups, runAgentAttempt } from '../../src/gateway/agent.js';
 import { LocalPolicy } from '../../src/rollout/local.js';
 import { makeFixture, type Fixture } from '../rollout/fixtures.js';
 

@@ -8,8 +8,8 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { UsageError } from '../../src/cli/command.js';
-import { runTrainAgent } from '../../src/gateway/cli.js';
+import { UsageError } from '../../src/util/errors.js';
+import { runTrainAgent } from '../../src/cli/train-agent.js';
 import { trainCommand } from '../../src/cli/train.js';
 
 const EXAMPLE = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'examples', 'agents', 'vqa-agent.js');

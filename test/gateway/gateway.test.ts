@@ -134,7 +134,7 @@ describe('per-attempt base URLs', () => {
     assert.match(rec2.error!, /posted a reward but exited with code 3; stderr tail:\nlate crash/);
   });
 
-  test('tool results come back as observations (user turns); tool definitions are refused with a clear error', async () => {
+  test('tool results come back as observations (user turns in Qwen\'s format); tool definitions are taken (test/gateway/tools.test.ts)', async () => {
     const ep = gw.gateway.openAttempt();
     const client = new OpenAI({ baseURL: ep.baseUrl, apiKey: ep.key, maxRetries: 0 });
     await client.chat.completions.create({
@@ -143,9 +143,14 @@ describe('per-attempt base URLs', () => {
     });
     const rec = gw.gateway.attempt(ep.rolloutId, ep.attemptId)!;
     assert.deepEqual(rec.calls[0]!.messages.at(-1), { role: 'user', content: '<tool_response>\nthe zoomed crop is red\n</tool_response>' });
-    await assert.rejects(client.chat.completions.create({
+    const withTools = await client.chat.completions.create({
       model: 'auto', messages: userTurn(), max_tokens: 2, tools: [{ type: 'function', function: { name: 'zoom', parameters: { type: 'object' } } }],
-    }), (err: any) => err.status === 400 && /tools is not supported/.test(err.message));
+    });
+    assert.equal(withTools.choices.length, 1);
+    assert.match(rec.calls[1]!.messages[0]!.content as string, /^You are a helpful assistant\.\n\n# Tools\n[^]*"name": "zoom"/);
+    await assert.rejects(client.chat.completions.create({
+      model: 'auto', messages: userTurn(), max_tokens: 2, tools: [{ type: 'function', function: { name: 'zoom' } }], tool_choice: 'required',
+    }), (err: any) => err.status === 400 && /tool_choice "required" is not supported/.test(err.message));
   });
 });
 

@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { GRPO_DEFAULTS, grpoConfig, needsOldLogprobs } from '../../src/grpo/config.js';
 import { learningRateAt } from '../../src/grpo/schedule.js';
-import { Rng } from '../../src/grpo/rng.js';
+import { Rng } from '../../src/util/rng.js';
 
 test('defaults are filled, miniBatchPrompts follows promptsPerStep, the result is frozen', () => {
   const c = grpoConfig({ promptsPerStep: 6 });

@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { aggregationWeights, grpoLoss, sftLoss, type LossOptions } from '../../src/grpo/loss.js';
 import { LOSS_AGGREGATIONS, KL_ESTIMATORS } from '../../src/grpo/config.js';
-import { Rng } from '../../src/grpo/rng.js';
+import { Rng } from '../../src/util/rng.js';
 
 const base: LossOptions = { epsilonLow: 0.2, epsilonHigh: 0.2, dualClip: 0, beta: 0, klEstimator: 'k3', aggregation: 'token-mean', maxCompletionLength: 4 };
 const near = (a: number, b: number, tol = 1e-6) => assert.ok(Math.abs(a - b) < tol, `${a} vs ${b}`);

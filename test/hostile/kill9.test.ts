@@ -11,7 +11,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { resolveCheckpoint } from '../../src/grpo/trainer.js';
+import { resolveCheckpoint } from '../../src/engine/folder.js';
 import { loadTiny } from '../grpo/helpers/tiny-task.js';
 
 const CHILD = path.join(path.dirname(fileURLToPath(import.meta.url)), 'kill9-child.js');

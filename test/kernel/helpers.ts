@@ -8,7 +8,7 @@ import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { installKernelspec } from '../../kernel/kernelspec.js';
+import { installKernelspec } from '../../src/jupyter/kernelspec.js';
 
 /** test/kernel/python in the source tree (Python files are not compiled into dist/). */
 export const pythonDir = fileURLToPath(new URL('../../../test/kernel/python/', import.meta.url));

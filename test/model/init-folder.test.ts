@@ -16,7 +16,7 @@ import { writeRandomSafetensors } from '../../src/model/init-folder.js';
 import { MODEL_PRESETS, presetDims, scaleMropeSection } from '../../src/model/presets.js';
 import { qwen2vlTensorSpecs, numelOf } from '../../src/model/qwen2vl.js';
 import { QWEN2VL_CHAT_TEMPLATE } from '../../src/model/qwen-tokenizer.js';
-import { processorOptionsFrom } from '../../src/rollout/local.js';
+import { processorOptionsFrom } from '../../src/vision/processor-config.js';
 import { VlmTokenizer } from '../../src/text/tokenizer.js';
 import { readSafetensors, toFloat32 } from '../../src/util/safetensors.js';
 import { Qwen2VLImageProcessor } from '../../src/vision/qwen2vl.js';

@@ -17,7 +17,7 @@ import { parseConfig } from '../../src/engine/config.js';
 import { presetLayout, PRESET_NAMES } from '../../src/model/init-folder.js';
 import { FAMILY_PRESETS, familyPresetDims } from '../../src/model/presets-family.js';
 import { numelOf } from '../../src/model/qwen2vl.js';
-import { processorOptionsFrom } from '../../src/rollout/local.js';
+import { processorOptionsFrom } from '../../src/vision/processor-config.js';
 import { VlmTokenizer } from '../../src/text/tokenizer.js';
 import { Qwen2VLImageProcessor } from '../../src/vision/qwen2vl.js';
 

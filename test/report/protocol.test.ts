@@ -7,8 +7,8 @@ import assert from 'node:assert/strict';
 import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { MessageCodec, MessageError } from '../../src/report/protocol/message.js';
-import { findKernelSpecs, getKernelSpec, jupyterDataDirs, KernelSpecError } from '../../src/report/protocol/kernelspec.js';
+import { MessageCodec, ProtocolError } from '../../src/jupyter/message.js';
+import { findKernelSpecs, getKernelSpec, jupyterDataDirs, KernelSpecError } from '../../src/jupyter/kernelspec.js';
 import { Kernel, KernelDiedError } from '../../src/report/protocol/kernel.js';
 import { applyCarriageReturns, DisplayRegistry } from '../../src/report/protocol/outputs.js';
 import { runNotebook } from '../../src/report/runner.js';
@@ -25,8 +25,8 @@ test('messages are signed with HMAC-SHA256 and a tampered frame is refused', () 
   assert.equal(back.header.msg_type, 'execute_request');
   const tampered = frames.slice();
   tampered[5] = Buffer.from(JSON.stringify({ code: 'import os' }));
-  assert.throws(() => codec.decode(tampered), { name: 'MessageError', message: 'message signature does not match the connection key' });
-  assert.throws(() => new MessageCodec('other').decode(frames), MessageError);
+  assert.throws(() => codec.decode(tampered), { name: 'ProtocolError', message: 'message signature does not match the connection key' });
+  assert.throws(() => new MessageCodec('other').decode(frames), ProtocolError);
   assert.throws(() => codec.decode([Buffer.from('x')]), { message: 'message has no <IDS|MSG> delimiter' });
   // An empty key disables signing, as the protocol says.
   const open = new MessageCodec('');

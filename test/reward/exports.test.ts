@@ -4,26 +4,29 @@ import assert from 'node:assert/strict';
 import * as vqalab from '../../src/index.js';
 import type { VqaSample } from '../../src/data/types.js';
 
-test('the package entry exports rewards flat and under `rewards`, and the evaluator under `vqaEval`', () => {
-  for (const name of ['vqaAccuracy', 'exactMatch', 'similarity', 'numeric', 'brevity', 'llmJudge', 'weighted', 'gate', 'scoreGroups', 'rewardLab', 'RewardTable', 'defineReward', 'completionsFrom']) {
+test('the package entry exports the reward API (everyday names at the top, the rest under `reward`), the reward lab and the evaluator under `eval`', () => {
+  for (const name of ['vqaAccuracy', 'defineReward', 'rewardLab']) {
     assert.equal(typeof (vqalab as Record<string, unknown>)[name], 'function', name);
   }
-  assert.equal(typeof vqalab.rewards.format, 'function');
-  assert.equal(typeof vqalab.rewards.max, 'function');
-  assert.equal(typeof vqalab.vqaEval.evaluateVqa, 'function');
-  assert.equal(typeof vqalab.vqaEval.scoreVqa, 'function');
+  for (const name of ['exactMatch', 'similarity', 'numeric', 'brevity', 'llmJudge', 'weighted', 'gate', 'scoreGroups', 'format', 'max']) {
+    assert.equal(typeof (vqalab.reward as Record<string, unknown>)[name], 'function', `reward.${name}`);
+  }
+  assert.equal(typeof vqalab.display.RewardTable, 'function');
+  assert.equal(typeof vqalab.display.completionsFrom, 'function');
+  assert.equal(typeof vqalab.eval.evaluateVqa, 'function');
+  assert.equal(typeof vqalab.eval.scoreVqa, 'function');
 });
 
 test('the composition example of docs/rewards.md', () => {
-  const { weighted, gate, numeric, vqaAccuracy, brevity } = vqalab;
-  const { format } = vqalab.rewards;
+  const { vqaAccuracy } = vqalab;
+  const { weighted, gate, numeric, brevity, format } = vqalab.reward;
   const reward = weighted({
     accuracy: gate((s) => s.answerType === 'number', numeric(), vqaAccuracy()),
     format: [format({ pattern: 'think-answer' }), 0.2],
     brevity: [brevity({ maxWords: 5 }), 0.5],
   });
   const sample: VqaSample = { id: '1', imagePath: '/i.jpg', question: 'How many dogs?', answer: '2', answers: Array(10).fill('2'), answerType: 'number' };
-  const out = reward(sample, '<think>two dogs</think><answer>2</answer>', {}) as vqalab.RewardBreakdown;
+  const out = reward(sample, '<think>two dogs</think><answer>2</answer>', {}) as vqalab.reward.RewardBreakdown;
   assert.equal(out.score, 1);
   assert.equal(out.parts!.accuracy, 1);
   assert.equal(out.parts!['accuracy.gate'], 1);

@@ -2,7 +2,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { VqaSample } from '../../src/data/types.js';
-import { JudgeError, llmJudge, parseJudgeScore, retryAfterMs } from '../../src/reward/judge.js';
+import { JudgeError, llmJudge, parseJudgeScore } from '../../src/reward/judge.js';
+import { retryAfterMs } from '../../src/util/retry.js';
 import { scoreGroups } from '../../src/reward/runner.js';
 import { startOpenAIServer, type OpenAIServer } from '../helpers/openai-server.js';
 

@@ -6,7 +6,7 @@ import type { RewardTablePayload } from '../../src/display/types.js';
 import type { Completion, Policy, SamplingOptions } from '../../src/rollout/types.js';
 import { exactMatch, numeric, similarity, vqaAccuracy } from '../../src/reward/basic.js';
 import { defineReward } from '../../src/reward/core.js';
-import { completionsFrom, pearson, rewardLab } from '../../src/reward/lab.js';
+import { completionsFrom, pearson, rewardLab } from '../../src/display/reward-lab.js';
 
 const dogs: VqaSample = { id: 'q1', imagePath: '/1.jpg', question: 'How many dogs?', answer: '2', answers: ['2', '2', '2', 'two', '2', '2', '3', '2', '2', '2'] };
 const color: VqaSample = { id: 'q2', imagePath: '/2.jpg', question: 'What color is the car?', answer: 'red', answers: Array(10).fill('red') };

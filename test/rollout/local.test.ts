@@ -15,7 +15,8 @@ import { loadModel } from '../../src/engine/model.js';
 import { scoreVqa } from '../../src/eval/vqa-metric.js';
 import { Trainer } from '../../src/grpo/trainer.js';
 import { DEFAULT_MODEL_DIR } from '../../src/model/default.js';
-import { LocalPolicy, resolveModelFolder } from '../../src/rollout/local.js';
+import { LocalPolicy } from '../../src/rollout/local.js';
+import { resolveModelFolder } from '../../src/engine/folder.js';
 import { VlmTokenizer } from '../../src/text/tokenizer.js';
 import { makeFixture, type Fixture } from './fixtures.js';
 
@@ -111,9 +112,11 @@ test('the LocalPolicy prompt is the trainer\'s, and top log-probs come with each
 });
 
 test('the package entry exports the rollout API', () => {
-  for (const name of ['LocalPolicy', 'OpenAIPolicy', 'RequestScheduler', 'rolloutBatch', 'evaluatePolicies', 'showComparison', 'policyFromSpec', 'serve']) {
+  for (const name of ['LocalPolicy', 'OpenAIPolicy', 'evaluatePolicies', 'serve']) {
     assert.equal(typeof (vqalab as Record<string, unknown>)[name], 'function', name);
   }
+  for (const name of ['RequestScheduler', 'rollout', 'policyFromSpec']) assert.equal(typeof (vqalab.rollout as Record<string, unknown>)[name], 'function', `rollout.${name}`);
+  assert.equal(typeof vqalab.display.showComparison, 'function');
   assert.equal(typeof vqalab.rollout.runPool, 'function');
   assert.equal(typeof vqalab.rollout.readSamplesFile, 'function');
 });

@@ -254,8 +254,8 @@ describe('hostile requests get clear errors and the server keeps serving', () =>
     assert.equal(e.param, 'temperature');
     e = errorOf(await post(open, { model: 'vqalab', messages: userTurn(fx.dataUrl), top_logprobs: 3 }), 400);
     assert.equal(e.message, 'top_logprobs needs logprobs: true');
-    e = errorOf(await post(open, { model: 'vqalab', messages: userTurn(fx.dataUrl), tools: [{ type: 'function', function: { name: 'f' } }] }), 400);
-    assert.deepEqual([e.param, e.code], ['tools', 'unsupported_parameter']);
+    e = errorOf(await post(open, { model: 'vqalab', messages: userTurn(fx.dataUrl), tools: [{ type: 'function', function: { name: 'f' } }], tool_choice: 'required' }), 400);
+    assert.deepEqual([e.param, e.code], ['tool_choice', 'unsupported_parameter']);
     e = errorOf(await post(open, { model: 'gpt-4o', messages: userTurn(fx.dataUrl) }), 404);
     assert.deepEqual([e.param, e.code, e.type], ['model', 'model_not_found', 'not_found_error']);
     const get = await fetch(`${open.url}/chat/completions`);

@@ -42,6 +42,5 @@ class ThreadPool {
 inline void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t, int)>& fn) {
   ThreadPool::get().parallel_for(n, grain, fn);
 }
-inline int num_threads() { return ThreadPool::get().size(); }
 
 }  // namespace vq

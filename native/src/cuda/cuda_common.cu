@@ -106,5 +106,11 @@ size_t pool_used() {
   return static_cast<size_t>(v);
 }
 
+size_t pool_reserved() {
+  unsigned long long v = 0;
+  if (cudaMemPoolGetAttribute(pool_of_current(), cudaMemPoolAttrReservedMemCurrent, &v) != cudaSuccess) return 0;
+  return static_cast<size_t>(v);
+}
+
 }  // namespace cu
 }  // namespace vq

@@ -44,6 +44,8 @@ void dfree(void* p);
 size_t pool_peak();
 void pool_reset_peak();
 size_t pool_used();
+// Bytes the pool holds from the driver (used or kept for reuse after a free).
+size_t pool_reserved();
 
 // A device array that frees itself; resize() keeps nothing (activations are rewritten).
 template <typename T>

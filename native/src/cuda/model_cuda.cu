@@ -1731,6 +1731,11 @@ size_t cuda_peak_bytes(bool reset) {
   return p;
 }
 size_t cuda_used_bytes() { return cu::pool_used(); }
+void cuda_mem_info(size_t* free_bytes, size_t* total_bytes, size_t* pool_idle_bytes) {
+  CU_CHECK(cudaMemGetInfo(free_bytes, total_bytes), "cudaMemGetInfo");
+  const size_t reserved = cu::pool_reserved(), used = cu::pool_used();
+  *pool_idle_bytes = reserved > used ? reserved - used : 0;
+}
 void cuda_sync() { CU_CHECK(cudaDeviceSynchronize(), "cuda_sync"); }
 
 template class CudaModel<float>;

@@ -49,6 +49,9 @@ double cuda_gemm_flops(bool reset);
 // Peak bytes of the device memory pool since the last reset, and the bytes in use now.
 size_t cuda_peak_bytes(bool reset);
 size_t cuda_used_bytes();
+// Free and total bytes of the current device (cudaMemGetInfo), and what the pool keeps for reuse beyond
+// its use: together what a micro-batch may still take.
+void cuda_mem_info(size_t* free_bytes, size_t* total_bytes, size_t* pool_idle_bytes);
 void cuda_sync();
 // With VQALAB_CUDA_PROFILE=1: the time of the model's phases (vision/LM forward and backward, attention,
 // optimizer step, sampling's prefill and decode) since the last report, summed by name; then resets.

@@ -13,19 +13,16 @@
 // The project compiles without the DOM lib (it would retype Node's streams for everyone); the few
 // DOM names used here stay module-local.
 /* eslint-disable @typescript-eslint/no-explicit-any */
+import type { RenderContext as RenderContextContract, Renderer as RendererContract } from '../../display/render/contract.js';
+
 declare const window: any, document: any;
 type HTMLElement = any;
 type Element = any;
 type HTMLAnchorElement = any;
 
-export type Renderer = (host: HTMLElement, payload: unknown, ctx: RenderContext) => void | Promise<void> | { dispose?(): void };
-
-export interface RenderContext {
-  mime: string;
-  theme: 'light' | 'dark';
-  /** plotly.js when the report inlined it (only when a plot is present). */
-  Plotly?: any;
-}
+/** The one renderer contract (src/display/render/contract.ts), with the page's element type and plotly.js. */
+export type Renderer = RendererContract<HTMLElement, any>;
+export type RenderContext = RenderContextContract<any>;
 
 export interface HydrateOptions {
   renderers?: Record<string, Renderer>;

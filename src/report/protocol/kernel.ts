@@ -14,8 +14,8 @@ import os from 'node:os';
 import path from 'node:path';
 import * as zmq from 'zeromq';
 import { channelUrl, newConnectionInfo, writeConnectionFile, type ConnectionInfo } from './connection.js';
-import { getKernelSpec, type KernelSearchOptions, type KernelSpec } from './kernelspec.js';
-import { MessageCodec, MessageError, type JupyterMessage } from './message.js';
+import { getKernelSpec, type KernelSearchOptions, type KernelSpec } from '../../jupyter/kernelspec.js';
+import { MessageCodec, ProtocolError, type Message } from '../../jupyter/message.js';
 import { DisplayRegistry, OutputCollector } from './outputs.js';
 import type { Output } from '../nbformat.js';
 
@@ -60,7 +60,7 @@ export interface ExecuteOptions {
   /** After a timeout, how long to wait for the interrupted cell to answer (default 5 s). */
   interruptGraceMs?: number;
   /** Every iopub message of this request, after it is applied to the outputs. */
-  onIopub?: (msg: JupyterMessage) => void;
+  onIopub?: (msg: Message) => void;
   /** Answers input_request on stdin (default: an empty string). */
   onInput?: (prompt: string, password: boolean) => string | Promise<string>;
 }
@@ -69,7 +69,7 @@ export interface ExecuteOutcome {
   status: 'ok' | 'error' | 'aborted';
   executionCount: number | null;
   outputs: Output[];
-  reply: JupyterMessage;
+  reply: Message;
   /** The error's name, value and traceback when status is 'error'. */
   error?: { ename: string; evalue: string; traceback: string[] };
   startedAt: string;
@@ -88,7 +88,7 @@ async function raceTimeout<T>(p: Promise<T>, ms: number): Promise<T | typeof TIM
 }
 
 interface Pending {
-  resolve(msg: JupyterMessage): void;
+  resolve(msg: Message): void;
   reject(err: Error): void;
 }
 
@@ -101,8 +101,8 @@ export class Kernel extends EventEmitter {
   private readonly iopub = new zmq.Subscriber({ linger: 0 });
   private hb: zmq.Request | null = null;
   private readonly pending = new Map<string, Pending>();
-  private readonly iopubListeners = new Map<string, (msg: JupyterMessage) => void>();
-  private readonly stdinListeners = new Map<string, (msg: JupyterMessage) => void>();
+  private readonly iopubListeners = new Map<string, (msg: Message) => void>();
+  private readonly stdinListeners = new Map<string, (msg: Message) => void>();
   private logTail = '';
   private closed = false;
   private deathError: KernelDiedError | null = null;
@@ -203,7 +203,7 @@ export class Kernel extends EventEmitter {
     const deadline = Date.now() + timeoutMs;
     let sawIopub = false;
     const ours = new Set<string>();
-    const onIopub = (msg: JupyterMessage) => {
+    const onIopub = (msg: Message) => {
       if (ours.has(msg.parent_header.msg_id ?? '')) sawIopub = true;
     };
     this.on('iopub', onIopub);
@@ -234,12 +234,12 @@ export class Kernel extends EventEmitter {
   private async receiveLoop(socket: zmq.Dealer | zmq.Subscriber, channel: 'shell' | 'control' | 'stdin' | 'iopub'): Promise<void> {
     try {
       for await (const frames of socket) {
-        let msg: JupyterMessage;
+        let msg: Message;
         try {
           msg = this.codec.decode(frames);
         } catch (err) {
           // A message we cannot verify is dropped, never trusted; say so once per message.
-          this.emit('warning', `${channel}: ${(err as MessageError).message}; message dropped`);
+          this.emit('warning', `${channel}: ${(err as ProtocolError).message}; message dropped`);
           continue;
         }
         const parent = msg.parent_header.msg_id ?? '';
@@ -262,11 +262,11 @@ export class Kernel extends EventEmitter {
   }
 
   /** Send a request and wait for its reply on the same channel. */
-  private async send(channel: 'shell' | 'control', msg: JupyterMessage<unknown>, timeoutMs?: number): Promise<JupyterMessage> {
+  private async send(channel: 'shell' | 'control', msg: Message<unknown>, timeoutMs?: number): Promise<Message> {
     if (!this.alive) throw this.deathError!;
     if (this.closed) throw new Error('kernel client is closed');
     const socket = channel === 'shell' ? this.shell : this.control;
-    const reply = new Promise<JupyterMessage>((resolve, reject) => this.pending.set(msg.header.msg_id, { resolve, reject }));
+    const reply = new Promise<Message>((resolve, reject) => this.pending.set(msg.header.msg_id, { resolve, reject }));
     await socket.send(this.codec.encode(msg));
     if (timeoutMs === undefined) return reply;
     let timer: NodeJS.Timeout | undefined;
@@ -284,7 +284,7 @@ export class Kernel extends EventEmitter {
   }
 
   /** Any shell or control request (complete_request, inspect_request, …); resolves with the reply. */
-  request(channel: 'shell' | 'control', msgType: string, content: Record<string, unknown>, timeoutMs = 30_000): Promise<JupyterMessage> {
+  request(channel: 'shell' | 'control', msgType: string, content: Record<string, unknown>, timeoutMs = 30_000): Promise<Message> {
     return this.send(channel, this.codec.create(msgType, content), timeoutMs);
   }
 
@@ -324,7 +324,7 @@ export class Kernel extends EventEmitter {
         return reply;
       })();
       work.catch(() => undefined); // a timed-out request may still reject later (kernel closed)
-      let reply: JupyterMessage;
+      let reply: Message;
       let timedOut = false;
       if (opts.timeoutMs === undefined) {
         reply = await work;
@@ -356,7 +356,7 @@ export class Kernel extends EventEmitter {
         outcome.error = { ename: 'CellTimeoutError', evalue, traceback: [`CellTimeoutError: ${evalue}`] };
         collector.outputs.push({ output_type: 'error', ...outcome.error });
       } else if (status === 'error') {
-        outcome.error = { ename: String(reply.content.ename ?? 'Error'), evalue: String(reply.content.evalue ?? ''), traceback: (reply.content.traceback ?? []).map(String) };
+        outcome.error = { ename: String(reply.content.ename ?? 'Error'), evalue: String(reply.content.evalue ?? ''), traceback: (Array.isArray(reply.content.traceback) ? reply.content.traceback : []).map(String) };
         // Some kernels only put the error in the reply; the cell must still show it.
         if (!collector.outputs.some((o) => o.output_type === 'error')) {
           collector.outputs.push({ output_type: 'error', ...outcome.error });

@@ -5,7 +5,7 @@
  * display id (in any cell: the registry is shared across a notebook), clear_output honours `wait`.
  */
 import type { DisplayDataOutput, ExecuteResultOutput, MimeBundle, Output, StreamOutput } from '../nbformat.js';
-import type { JupyterMessage } from './message.js';
+import type { Message } from '../../jupyter/message.js';
 
 type Displayable = DisplayDataOutput | ExecuteResultOutput;
 
@@ -60,7 +60,7 @@ export class OutputCollector {
   }
 
   /** Handle one iopub message; returns true when it changed the outputs. */
-  handle(msg: JupyterMessage): boolean {
+  handle(msg: Message): boolean {
     const c = msg.content as any;
     switch (msg.header.msg_type) {
       case 'stream': {

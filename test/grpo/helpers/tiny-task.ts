@@ -7,7 +7,7 @@
 import type { VqaSample } from '../../../src/data/types.js';
 import type { EngineModel, ImageInput } from '../../../src/engine/types.js';
 import { loadModel } from '../../../src/engine/index.js';
-import { Rng } from '../../../src/grpo/rng.js';
+import { Rng } from '../../../src/util/rng.js';
 import { DEFAULT_MODEL_DIR } from '../../../src/model/default.js';
 import type { RewardFn } from '../../../src/reward/types.js';
 import { VlmTokenizer } from '../../../src/text/tokenizer.js';

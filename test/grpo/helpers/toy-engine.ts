@@ -11,7 +11,7 @@ import path from 'node:path';
 import type {
   AdamWOptions, Device, EngineConfig, EngineModel, ForwardRequest, ForwardResult, SampleRequest, SampleResult, StepResult,
 } from '../../../src/engine/types.js';
-import { Rng } from '../../../src/grpo/rng.js';
+import { Rng } from '../../../src/util/rng.js';
 
 const NAMES = ['emb', 'bag', 'img', 'out', 'bias', 'lora'] as const;
 type Name = (typeof NAMES)[number];

@@ -28,14 +28,14 @@ class VqalabKernelTests(jkt.KernelTests):
         {"text": "Math.ma", "matches": {"max"}},
         {"text": "const abcdef = 1; abcd", "matches": {"abcdef"}},
         # The preloaded runtime: the namespace and the names in scope.
-        {"text": "vqalab.valida", "matches": {"validate"}},
+        {"text": "vqalab.util.valida", "matches": {"validate"}},
         {"text": "interruptSig", "matches": {"interruptSignal"}},
     ]
     complete_code_samples = ["let x = 1;", "console.log(1)", "function f() {}"]
     incomplete_code_samples = ["function f() {", "let y = [", "const o = {"]
     invalid_code_samples = []  # TypeScript's parser recovers; tslab reports complete or incomplete
 
-    code_inspect_sample = "vqalab.validate.expectInteger"
+    code_inspect_sample = "vqalab.util.validate.expectInteger"
     code_generate_error = 'throw new Error("boom")'
     code_execute_result = [
         {"code": "1 + 2", "result": "3"},
@@ -226,9 +226,9 @@ class VqalabKernelTests(jkt.KernelTests):
             'const tdir = mkdtempSync(path.join(os.tmpdir(), "vqalab-kt-"));\n'
             'await vqalab.data.writeSynth(tdir, { images: 16, seed: 0, quiet: true });\n'
             'const tdata = await vqalab.VqaDataset.fromParquet(path.join(tdir, "synth.parquet"));\n'
-            'const tpolicy = await vqalab.LocalPolicy.load(vqalab.DEFAULT_MODEL_DIR, { threads: 1 });\n'
+            'const tpolicy = await vqalab.LocalPolicy.load(vqalab.model.DEFAULT_MODEL_DIR, { threads: 1 });\n'
             "const trainer = new Trainer({ model: tpolicy.model, tokenizer: tpolicy.tokenizer, train: [...tdata], rewards: [vqaAccuracy()],\n"
-            "  vqaAccuracy: (p, a) => vqalab.vqaEval.scoreVqa(p, a).accuracy,\n"
+            "  vqaAccuracy: (p, a) => vqalab.eval.scoreVqa(p, a).accuracy,\n"
             "  loadImages: (s) => Promise.all([s.imagePath].map((f) => tpolicy.image(f))),\n"
             "  config: { promptsPerStep: 2, numGenerations: 2, maxCompletionLength: 4 } });"
         )

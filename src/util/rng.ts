@@ -1,7 +1,15 @@
 /**
- * The trainer's seeded random numbers: xoshiro128** (32-bit state words, fast with Math.imul),
- * seeded through splitmix32. The whole state is four uint32s, saved in checkpoints, so a resumed
- * run draws exactly the numbers the uninterrupted one would have.
+ * Seeded pseudo-random numbers for everything that must be reproducible. The same seed gives the
+ * same sequence on every machine and Node version.
+ *
+ * {@link Rng} is the generator: xoshiro128** (32-bit state words, fast with Math.imul), seeded
+ * through splitmix32. Its whole state is four uint32s, saved in trainer checkpoints, so a resumed
+ * run draws exactly the numbers the uninterrupted one would have; weight initialisation draws from
+ * it too.
+ *
+ * {@link mulberry32} is a stateless one-word stream kept for what was generated with it before
+ * {@link Rng} existed and must not change: the synthetic data set, dataset splits
+ * ({@link permutation}) and test fixtures. New code takes an {@link Rng}.
  */
 
 export type RngState = [number, number, number, number];
@@ -98,4 +106,28 @@ export class Rng {
 
 function rotl(x: number, k: number): number {
   return ((x << k) | (x >>> (32 - k))) >>> 0;
+}
+
+/** mulberry32: a small, fast 32-bit generator; returns floats in [0, 1). */
+export function mulberry32(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** A permutation of 0..n-1, Fisher–Yates over {@link mulberry32} with the given seed. */
+export function permutation(n: number, seed: number): Uint32Array {
+  const p = new Uint32Array(n);
+  for (let i = 0; i < n; i++) p[i] = i;
+  const rand = mulberry32(seed);
+  for (let i = n - 1; i > 0; i--) {
+    const j = Math.floor(rand() * (i + 1));
+    const t = p[i]!; p[i] = p[j]!; p[j] = t;
+  }
+  return p;
 }

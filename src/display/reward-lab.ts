@@ -16,10 +16,10 @@
  * table.stats.zeroVarianceGroupFraction.vqa
  */
 import type { VqaSample } from '../data/types.js';
-import type { RewardTablePayload, RewardTableRow } from '../display/types.js';
+import type { RewardTablePayload, RewardTableRow } from './types.js';
 import type { Policy, SamplingOptions } from '../rollout/types.js';
 import { describeValue, expectInteger } from '../util/validate.js';
-import { scoreGroups, type GroupInput, type RewardFailure, type RewardSet, type ScoredBatch, type ScoreOptions } from './runner.js';
+import { scoreGroups, type GroupInput, type RewardFailure, type RewardSet, type ScoredBatch, type ScoreOptions } from '../reward/runner.js';
 
 /** Scores equal within this are ties (a group whose scores all tie teaches GRPO nothing). */
 export const TIE_EPSILON = 1e-12;

@@ -3,7 +3,7 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, test } from 'node:test';
-import { installKernelspec, kernelsDir, launcherPath, listKernelspecs, removeKernelspec, userDataDir } from './kernelspec.js';
+import { installKernelspec, kernelsDir, launcherPath, listKernelspecs, removeKernelspec, userDataDir } from '../../src/jupyter/kernelspec.js';
 
 const root = mkdtempSync(path.join(tmpdir(), 'vqalab-kernelspec-'));
 after(() => rmSync(root, { recursive: true, force: true }));

@@ -13,11 +13,13 @@ import { loadModel } from '../engine/index.js';
 import { Trainer } from '../grpo/trainer.js';
 import { DEFAULT_MODEL_DIR } from '../model/default.js';
 import { vqaAccuracy } from '../reward/basic.js';
-import { processorOptionsFrom, resolveModelFolder } from '../rollout/local.js';
+import { resolveModelFolder } from '../engine/folder.js';
+import { processorOptionsFrom } from '../vision/processor-config.js';
 import { VlmTokenizer } from '../text/tokenizer.js';
 import { Qwen2VLImageProcessor } from '../vision/qwen2vl.js';
-import { UsageError, type Command } from '../cli/command.js';
-import { AgentTraining } from './loop.js';
+import { UsageError } from '../util/errors.js';
+import type { Command } from './command.js';
+import { AgentTraining } from '../gateway/loop.js';
 
 const usage = `Usage: vqalab train-agent --agent "CMD" [options]
 

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import {
   ProtocolError, childMessage, codePointsToUtf16, decode, encode, orphanMessage, sign, utf16ToCodePoints, type Message,
-} from './protocol.js';
+} from '../../src/jupyter/message.js';
 
 const KEY = 'a0436f6c-1916-498b-8eb9-e81ab9368e84';
 

@@ -11,33 +11,21 @@
  * become its trajectory (src/gateway/trajectory.ts). Agents run as subprocesses (their own process
  * group, so a shell's children go too) with a concurrency limit and a timeout; the tail of each
  * one's stdout and stderr is kept with its attempt. An attempt that exits without posting a reward
- * is failed with its stderr tail (src/gateway: finishAttempt).
+ * is failed with its stderr tail (Gateway.finishAttempt).
+ *
+ * It sits in src/gateway because it drives a Gateway; its option type, `AgentOptions`, is
+ * declared in src/grpo/agent-step.ts (it is the Trainer's `agent` option) and re-exported here.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
 import type { VqaSample } from '../data/types.js';
-import type { AttemptRecord, Gateway } from '../gateway/gateway.js';
-import { trajectoryOf, type Trajectory, type TrajectoryOptions } from '../gateway/trajectory.js';
+import type { AgentOptions } from '../grpo/agent-step.js';
+import type { AttemptRecord, Gateway } from './gateway.js';
+import { trajectoryOf, type Trajectory, type TrajectoryOptions } from './trajectory.js';
 import { expectInteger, invalidParameterError } from '../util/validate.js';
 
-export interface AgentOptions {
-  /** The agent: a shell command line (run by /bin/sh -c) or an argv list (no shell). */
-  command: string | readonly string[];
-  /** Extra environment variables (on top of this process's own, unless `inheritEnv` is false). */
-  env?: Record<string, string>;
-  /** Agents running at once (default 8). */
-  concurrency?: number;
-  /** Milliseconds an attempt may run; then its process group gets SIGTERM, SIGKILL 2 s later, and the attempt fails. Default 120000. */
-  timeoutMs?: number;
-  /** Working directory of the agents (default this process's). */
-  cwd?: string;
-  /** Pass this process's environment on (default true). */
-  inheritEnv?: boolean;
-  /** Bytes kept from the end of each attempt's stdout and stderr (default 16384). */
-  outputBytes?: number;
-  /** The task's variables (default: the VQA fields above). */
-  taskEnv?: (sample: VqaSample) => Record<string, string>;
-}
+
+export type { AgentOptions };
 
 /** All attempts of one task. */
 export interface AgentGroup {
@@ -46,6 +34,15 @@ export interface AgentGroup {
   attempts: AttemptRecord[];
   /** One per attempt, in attempt order; a failed attempt's reward is NaN. */
   trajectories: Trajectory[];
+}
+
+// The trainer keeps each step's groups (`Trainer.lastAgentGroups`); src/grpo names their type
+// through this slot instead of importing it from this higher layer.
+type TheAgentGroup = AgentGroup;
+declare module '../grpo/agent-step.js' {
+  interface AgentStepTypes {
+    group: TheAgentGroup;
+  }
 }
 
 export interface AgentRolloutOptions {

@@ -1,11 +1,12 @@
 /**
  * The Jupyter wire protocol (messaging spec 5.3): typed messages, and their ZeroMQ frames signed
- * with the connection's HMAC key. Pure functions, no sockets (server.ts owns those).
+ * with the connection's HMAC key. Pure functions, no sockets: the kernel (kernel/server.ts) and
+ * the report's kernel client (src/report/protocol/kernel.ts) own those, and both code messages here.
  *
  * Frames of one message: [...routing identities, "<IDS|MSG>", signature, header, parent_header,
  * metadata, content, ...buffers]. The signature is the hex HMAC of the four JSON parts.
  */
-import { createHmac, randomUUID, timingSafeEqual } from 'node:crypto';
+import { createHmac, getHashes, randomUUID, timingSafeEqual } from 'node:crypto';
 
 export const PROTOCOL_VERSION = '5.3';
 const DELIMITER = Buffer.from('<IDS|MSG>');
@@ -17,6 +18,8 @@ export interface Header {
   username: string;
   date: string;
   version: string;
+  /** Fields other implementations add (subshell_id, ...) are kept as they came. */
+  [extra: string]: unknown;
 }
 
 export interface Message<C = Record<string, unknown>> {
@@ -43,6 +46,7 @@ export interface ConnectionInfo {
   hb_port: number;
 }
 
+/** A received message whose signature did not match, or whose frames are malformed; or an unsupported signature scheme. */
 export class ProtocolError extends Error {
   constructor(message: string) {
     super(message);
@@ -50,18 +54,33 @@ export class ProtocolError extends Error {
   }
 }
 
+const HASHES = new Set(getHashes());
+
+/** The HMAC algorithm of a connection's signature_scheme (`hmac-` + a hash Node knows); throws ProtocolError otherwise. */
+export function hmacAlgorithm(scheme: string): string {
+  const algorithm = scheme.startsWith('hmac-') ? scheme.slice(5) : '';
+  if (!HASHES.has(algorithm)) {
+    throw new ProtocolError(`unsupported signature_scheme "${scheme}" (expected hmac-<hash>, e.g. hmac-sha256, hmac-sha512)`);
+  }
+  return algorithm;
+}
+
 /** The HMAC over the four JSON parts; "" when the connection has no key (signing disabled). */
 export function sign(key: string, scheme: string, parts: readonly (string | Buffer)[]): string {
   if (key === '') return '';
-  const algorithm = scheme.startsWith('hmac-') ? scheme.slice(5) : scheme;
-  const hmac = createHmac(algorithm, key);
+  const hmac = createHmac(hmacAlgorithm(scheme), key);
   for (const part of parts) hmac.update(part);
   return hmac.digest('hex');
 }
 
 function parseJson(frame: Buffer | undefined, what: string): Record<string, unknown> {
   if (frame === undefined) throw new ProtocolError(`message has no ${what} frame`);
-  const value: unknown = JSON.parse(frame.toString('utf8'));
+  let value: unknown;
+  try {
+    value = JSON.parse(frame.toString('utf8'));
+  } catch (err) {
+    throw new ProtocolError(`message ${what} is not JSON: ${(err as Error).message}`);
+  }
   if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new ProtocolError(`message ${what} is not a JSON object`);
   return value as Record<string, unknown>;
 }
@@ -92,7 +111,7 @@ export function decode(frames: readonly Buffer[], key: string, scheme = 'hmac-sh
 
 /** The frames of `msg`, signed. */
 export function encode(msg: Message<unknown>, key: string, scheme = 'hmac-sha256'): Buffer[] {
-  const parts = [msg.header, msg.parent_header, msg.metadata, msg.content].map((p) => Buffer.from(JSON.stringify(p), 'utf8'));
+  const parts = [msg.header, msg.parent_header, msg.metadata, msg.content].map((p) => Buffer.from(JSON.stringify(p ?? {}), 'utf8'));
   return [...msg.identities, DELIMITER, Buffer.from(sign(key, scheme, parts), 'ascii'), ...parts, ...msg.buffers];
 }
 
@@ -129,6 +148,33 @@ export function orphanMessage<C>(session: string, msgType: string, content: C): 
     content,
     buffers: [],
   };
+}
+
+/**
+ * The client side of one session (the report's kernel client): messages it creates carry its
+ * session id and username; encode and decode use its key and scheme.
+ */
+export class MessageCodec {
+  readonly session = randomUUID();
+
+  constructor(private readonly key: string, private readonly scheme = 'hmac-sha256', readonly username = 'vqalab') {
+    hmacAlgorithm(scheme);
+  }
+
+  /** A new message of `msgType` (optionally answering `parent`). */
+  create<C>(msgType: string, content: C, parent?: Message<unknown>, metadata: Record<string, unknown> = {}): Message<C> {
+    const header: Header = { msg_id: randomUUID(), msg_type: msgType, session: this.session, username: this.username, date: new Date().toISOString(), version: PROTOCOL_VERSION };
+    return { identities: [], header, parent_header: parent ? parent.header : {}, metadata, content, buffers: [] };
+  }
+
+  encode(msg: Message<unknown>): Buffer[] {
+    return encode(msg, this.key, this.scheme);
+  }
+
+  /** Parse and verify wire frames; throws ProtocolError on a bad signature or layout. */
+  decode(frames: readonly Buffer[]): Message {
+    return decode(frames, this.key, this.scheme);
+  }
 }
 
 // ── Cursor positions ──────────────────────────────────────────────────────────────────────────

@@ -1,0 +1,113 @@
+/**
+ * Micro-batches: a minibatch's training forward + backward split into pieces that fit the device,
+ * their gradients summed before the one optimizer step. The split does not change the update: each
+ * piece's loss is aggregated with the whole minibatch's denominators (the rest of the minibatch is
+ * passed as `skippedLengths`), so the summed gradient is the minibatch's gradient.
+ *
+ * The size is a budget of forwarded tokens (prompt once per piece + completions). On the CPU there is
+ * no budget. On a GPU it comes from the memory the device can still give (free + what the engine's pool
+ * keeps for reuse) divided by the bytes a token costs: first a conservative estimate from the model's
+ * dims, then what the last pieces measured (the pool's peak over the tokens forwarded). An
+ * out-of-memory halves the budget and the minibatch starts again (see update.ts).
+ */
+import type { EngineModel } from '../engine/types.js';
+
+/** Completions [from, to) of the minibatch's group `group` (indices into its valid completions). */
+export interface Piece {
+  group: number;
+  from: number;
+  to: number;
+}
+
+/** The groups of a minibatch as the splitter sees them: prompt length and completion lengths. */
+export interface SplitGroup {
+  promptTokens: number;
+  completionTokens: readonly number[];
+}
+
+/**
+ * Pieces of at most `budget` forwarded tokens, in order; a group is split between completions when
+ * it does not fit (the next piece pays its prompt again). A single completion that alone exceeds the
+ * budget gets a piece of its own.
+ */
+export function splitMinibatch(groups: readonly SplitGroup[], budget: number): Piece[][] {
+  const out: Piece[][] = [];
+  let cur: Piece[] = [];
+  let used = 0;
+  for (const [group, g] of groups.entries()) {
+    let open = false; // the current piece holds this group's completions from `from`
+    let from = 0;
+    for (const [k, t] of g.completionTokens.entries()) {
+      let cost = t + (open ? 0 : g.promptTokens);
+      if (used > 0 && used + cost > budget) {
+        if (open) cur.push({ group, from, to: k });
+        out.push(cur);
+        cur = [];
+        used = 0;
+        open = false;
+        cost = t + g.promptTokens;
+      }
+      if (!open) { from = k; open = true; }
+      used += cost;
+    }
+    if (open) cur.push({ group, from, to: g.completionTokens.length });
+  }
+  if (cur.length > 0) out.push(cur);
+  return out;
+}
+
+export function isOutOfMemory(err: unknown): boolean {
+  return err instanceof Error && /out of GPU memory/.test(err.message);
+}
+
+/** Keeps the token budget of a model's training passes across steps. */
+export class MicroBatchSizer {
+  /** Bytes one forwarded token costs in a training forward + backward (estimate, then measured). */
+  private bytesPerToken: number;
+  private measured = false;
+  /** Set after an out-of-memory: never go above it again. */
+  private ceiling = Infinity;
+  /** A fixed budget from the config (tokens), or 0 for sizing from memory. */
+  constructor(private readonly model: EngineModel, private readonly fixed: number) {
+    const c = model.config;
+    // Saved activations per token and layer in fp32 (q, k, v, attention out, norms, residuals ≈ 6 H;
+    // gate, up, act, their grads ≈ 4 I), plus one vocabulary row of logits: an upper estimate until
+    // the first pass measures.
+    this.bytesPerToken = 4 * ((6 * c.hiddenSize + 4 * c.intermediateSize) * c.numLayers + c.vocabSize);
+  }
+
+  /** The budget in forwarded tokens for the next pass (Infinity: one piece). */
+  budget(): number {
+    if (this.fixed > 0) return this.fixed;
+    const mem = this.model.deviceMemory?.(false);
+    if (!mem) return this.ceiling;
+    // 10 % and 1 GiB kept back for the optimizer's scratch, fragmentation and the estimate's error.
+    const bytes = Math.max(0, mem.availableMiB - 1024) * 0.9 * 1024 * 1024;
+    const fromMemory = Math.floor(bytes / this.bytesPerToken);
+    return Math.max(1, Math.min(this.ceiling, fromMemory));
+  }
+
+  /** Call before a pass: starts the peak window. Returns the pool's use before it (MiB). */
+  begin(): number | undefined {
+    return this.model.deviceMemory?.(true)?.usedMiB;
+  }
+
+  /** After a pass of `tokens` forwarded tokens that began at `usedBefore` MiB: learn its cost. */
+  end(usedBefore: number | undefined, tokens: number): void {
+    if (usedBefore === undefined || tokens <= 0) return;
+    const mem = this.model.deviceMemory?.(false);
+    if (!mem) return;
+    const perToken = (Math.max(0, mem.peakMiB - usedBefore) * 1024 * 1024) / tokens;
+    if (perToken <= 0) return;
+    // A larger piece can cost more per token (attention's spans); keep 15 % on top of the largest seen.
+    const est = perToken * 1.15;
+    this.bytesPerToken = this.measured ? Math.max(this.bytesPerToken * 0.5 + est * 0.5, est) : est;
+    this.measured = true;
+  }
+
+  /** An out-of-memory at a pass of `tokens`: the budget is at most half of it from now on. */
+  outOfMemory(tokens: number): number {
+    this.ceiling = Math.max(1, Math.floor(tokens / 2));
+    return this.ceiling;
+  }
+}
