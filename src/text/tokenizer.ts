@@ -54,7 +54,7 @@ export interface SpecialIds {
  * Python's `f"{x:.1f}"` (Qwen3VLProcessor's timestamp text): the exact binary value rounded half to
  * even; JavaScript's toFixed rounds exact ties up, and ties at one decimal are m + 0.25 and m + 0.75.
  */
-export function formatTenths(x: number): string {
+function formatTenths(x: number): string {
   if (Number.isInteger(x * 4) && !Number.isInteger(x * 2)) {
     const y = x * 10, r = Math.round(y);
     return ((r % 2 !== 0 && Math.abs(y % 1) === 0.5 ? r - 1 : r) / 10).toFixed(1);

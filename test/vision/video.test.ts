@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import sharp from 'sharp';
 import { qwen2vlGenerationConfig, qwen2vlTokenizerConfig, qwen2vlTokenizerJson } from '../../src/model/qwen-tokenizer.js';
-import { formatTenths, VlmTokenizer } from '../../src/text/tokenizer.js';
+import { VlmTokenizer } from '../../src/text/tokenizer.js';
 import { CLIP_MEAN, CLIP_STD } from '../../src/vision/qwen2vl.js';
 import { frameFiles, sampleVisuals, smartResizeVideo, VideoProcessor } from '../../src/vision/video.js';
 
@@ -71,8 +71,6 @@ test('patches: rows over (t, block row, block col), each row (channel, frame of 
   assert.deepEqual(v.timestamps!.map((t) => Number(t.toFixed(6))), [0.3, 1.45, 2.6]);
   assert.deepEqual(v.gridThw, [3, 2, 2]);
   assert.equal(v.pixels[0], Math.fround(Math.fround(0 - 0.5) / 0.5));
-  // Python's f"{x:.1f}": exact ties to even
-  assert.deepEqual([0.25, 0.75, 1.25, 0.35, 1.45, 2.6, 0.3].map(formatTenths), ['0.2', '0.8', '1.2', '0.3', '1.4', '2.6', '0.3']);
 });
 
 test('frame folders: natural order, video.json or a given fps, clear errors', async () => {
@@ -132,4 +130,8 @@ test('prompts with videos: video pads; Qwen3-VL writes <t seconds> before each t
   assert.equal(tok.decode([...q3.ids].slice(from + t0.length + t1.length + 8)).startsWith('Which way?'), true);
   assert.equal([...q3.ids].filter((t) => t === VS).length, 3);
   assert.throws(() => tok.buildPrompt(msgs, [img, { ...vid, timestamps: [0.5] }]), /video 1: 1 timestamps for 2 temporal patches/);
+  // the timestamp text is Python's f"{x:.1f}": exact binary ties to even (0.25 -> 0.2, 0.75 -> 0.8), else the nearest (0.35 is below 0.35)
+  const stamps = [0.25, 0.75, 1.25, 0.35, 1.45, 2.6, 0.3];
+  const many = tok.buildPrompt(msgs, [img, { ...vid, gridThw: [stamps.length, 2, 4], timestamps: stamps }]);
+  assert.deepEqual(tok.decode([...many.ids]).match(/<[0-9.]+ seconds>/g), ['0.2', '0.8', '1.2', '0.3', '1.4', '2.6', '0.3'].map((t) => `<${t} seconds>`));
 });
