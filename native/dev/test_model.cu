@@ -78,6 +78,23 @@ ModelConfig tiny() {
   return c;
 }
 
+// Qwen2.5-VL: RMSNorm vision blocks with the gated SiLU MLP, windows of 2 x 2 merged units (the 2 x 3
+// merged grid of a 4 x 6 frame makes a full and a padded window), full attention in block 1, RMSNorm
+// merger; videos with time positions floor(i * second_per_grid * tokens_per_second).
+ModelConfig tiny25() {
+  ModelConfig c = tiny();
+  c.family = Family::qwen2_5_vl;
+  c.vision.rmsnorm = true;
+  c.vision.act = VisionAct::silu;
+  c.vision.quick_gelu = false;
+  c.vision.mlp_hidden = 40;
+  c.vision.window_size = 56;
+  c.vision.fullatt = {1};
+  c.video_token_id = 298;
+  c.tokens_per_second = 2.0f;
+  return c;
+}
+
 void fill_random(Model& m, uint64_t seed) {
   std::mt19937_64 r(seed);
   for (const auto& n : m.tensor_names()) {
@@ -107,15 +124,26 @@ ForwardRequest request(const ModelConfig& c) {
   q.prompt.ids = {1, 5, 7};
   for (int i = 0; i < 6; i++) q.prompt.ids.push_back(c.image_token_id);
   for (int i = 0; i < 9; i++) q.prompt.ids.push_back(10 + static_cast<int32_t>(r() % 200));
+  if (c.video_token_id >= 0) {  // and a video of 2 temporal patches after the image
+    Image v;
+    v.t = 2; v.h = 4; v.w = 6;
+    v.video = true;
+    v.second_per_grid = 1.0f;
+    v.pixels.resize(static_cast<size_t>(v.t * v.h * v.w * c.vision.patch_dim()));
+    for (auto& x : v.pixels) x = U(r);
+    q.prompt.images.push_back(v);
+    for (int i = 0; i < 12; i++) q.prompt.ids.push_back(c.video_token_id);
+    for (int i = 0; i < 3; i++) q.prompt.ids.push_back(10 + static_cast<int32_t>(r() % 200));
+  }
   q.completions = {{3, 4, 5, 6}, {8}, {9, 10, 11, 12, 13}};
   q.return_logits = true;
   return q;
 }
 
-void run(bool bf16) {
-  const char* tag = bf16 ? "bf16" : "fp32";
+void run(bool bf16, const ModelConfig& c = tiny()) {
+  const std::string tagstr = std::string(bf16 ? "bf16" : "fp32") + (c.family == Family::qwen2_5_vl ? " qwen2.5-vl" : "");
+  const char* tag = tagstr.c_str();
   const double tol_logit = bf16 ? 2e-2 : 1e-4;
-  const ModelConfig c = tiny();
   Model cpu(c, 4096), gpu(c, 4096);
   fill_random(cpu, 11);
   copy_params(gpu, cpu);
@@ -505,6 +533,8 @@ int main() {
   try {
     run(false);
     run(true);
+    run(false, tiny25());
+    run(true, tiny25());
     run_lora(false);
     run_lora(true);
     run_options(false);

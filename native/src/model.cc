@@ -61,6 +61,28 @@ void Model::lin_backward(const Lin& l, float* dinp, const float* dout, const flo
 
 // ---- prompt checks and M-RoPE positions ---------------------------------------------------------
 
+std::vector<VisualRun> Model::visual_runs(const Prompt& p) const {
+  const int m = cfg_.vision.merge;
+  std::vector<VisualRun> runs;
+  for (const Image& im : p.images) {
+    VisualRun r;
+    r.token = im.video ? cfg_.video_token_id : cfg_.image_token_id;
+    r.gh = im.h / m;
+    r.gw = im.w / m;
+    if (im.video && cfg_.family == Family::qwen3_vl) {
+      // Qwen3-VL: get_rope_index splits a video's grid into t grids of one temporal patch each
+      r.t = 1;
+      for (int i = 0; i < im.t; i++) runs.push_back(r);
+      continue;
+    }
+    r.t = im.t;
+    if (im.video && cfg_.family == Family::qwen2_5_vl)
+      r.tscale = static_cast<double>(im.second_per_grid) * static_cast<double>(cfg_.tokens_per_second);
+    runs.push_back(r);
+  }
+  return runs;
+}
+
 void Model::check_prompt(const Prompt& p, const char* what) const {
   const int64_t V = cfg_.text.vocab;
   const int m = cfg_.vision.merge;
@@ -68,61 +90,79 @@ void Model::check_prompt(const Prompt& p, const char* what) const {
   for (size_t i = 0; i < p.ids.size(); i++)
     VQ_CHECK(p.ids[i] >= 0 && p.ids[i] < V, what << ": token id " << p.ids[i] << " at position " << i
                                                  << " is outside the vocabulary [0, " << V << ")");
-  int64_t expected = 0;
+  int64_t expected_img = 0, expected_vid = 0;
   for (size_t k = 0; k < p.images.size(); k++) {
     const Image& im = p.images[k];
+    const char* kind = im.video ? "video" : "image";
     VQ_CHECK(cfg_.vision.depth > 0, what << ": the model has no vision tower");
+    VQ_CHECK(!im.video || cfg_.video_token_id >= 0, what << ": input " << k << " is a video but the config has no video_token_id");
     VQ_CHECK(im.t >= 1 && im.h % m == 0 && im.w % m == 0 && im.h > 0 && im.w > 0,
-             what << ": image " << k << " grid [" << im.t << ", " << im.h << ", " << im.w
+             what << ": " << kind << " " << k << " grid [" << im.t << ", " << im.h << ", " << im.w
                   << "] must have h and w divisible by the merge size " << m);
     VQ_CHECK(static_cast<int64_t>(im.pixels.size()) == static_cast<int64_t>(im.t) * im.h * im.w * cfg_.vision.patch_dim(),
-             what << ": image " << k << " has " << im.pixels.size() << " pixel values; grid [" << im.t << ", "
+             what << ": " << kind << " " << k << " has " << im.pixels.size() << " pixel values; grid [" << im.t << ", "
                   << im.h << ", " << im.w << "] needs " << int64_t(im.t) * im.h * im.w * cfg_.vision.patch_dim());
-    expected += static_cast<int64_t>(im.t) * im.h * im.w / (m * m);
+    VQ_CHECK(!im.video || (std::isfinite(im.second_per_grid) && im.second_per_grid > 0.0f),
+             what << ": video " << k << " has second_per_grid " << im.second_per_grid << "; expected a positive number");
+    (im.video ? expected_vid : expected_img) += static_cast<int64_t>(im.t) * im.h * im.w / (m * m);
   }
-  int64_t count = 0;
-  for (int32_t id : p.ids) count += id == cfg_.image_token_id;
-  VQ_CHECK(count == expected, what << ": the prompt has " << count << " image tokens but its " << p.images.size()
-                                   << " image grids need " << expected);
-  // every image's tokens are one contiguous run (what get_rope_index assumes)
+  int64_t count_img = 0, count_vid = 0;
+  for (int32_t id : p.ids) {
+    count_img += id == cfg_.image_token_id;
+    count_vid += cfg_.video_token_id >= 0 && id == cfg_.video_token_id;
+  }
+  VQ_CHECK(count_img == expected_img, what << ": the prompt has " << count_img << " image tokens but its image grids need "
+                                           << expected_img);
+  VQ_CHECK(count_vid == expected_vid, what << ": the prompt has " << count_vid << " video tokens but its video grids need "
+                                           << expected_vid);
+  // every run (an image, a video; Qwen3-VL: one temporal patch of a video) is one contiguous run of its
+  // token, in the order of the inputs (what get_rope_index assumes)
   size_t st = 0;
-  for (size_t k = 0; k < p.images.size(); k++) {
-    const Image& im = p.images[k];
-    const int64_t n = static_cast<int64_t>(im.t) * im.h * im.w / (m * m);
-    while (st < p.ids.size() && p.ids[st] != cfg_.image_token_id) st++;
+  const std::vector<VisualRun> runs = visual_runs(p);
+  for (size_t k = 0; k < runs.size(); k++) {
+    const VisualRun& r = runs[k];
+    const int64_t n = r.tokens();
+    while (st < p.ids.size() && !is_visual(p.ids[st])) st++;
+    VQ_CHECK(st < p.ids.size() && p.ids[st] == r.token,
+             what << ": visual run " << k << " (" << (r.token == cfg_.image_token_id ? "image" : "video")
+                  << " tokens) should start at position " << st << " but finds "
+                  << (st < p.ids.size() ? (p.ids[st] == cfg_.image_token_id ? "image tokens" : "video tokens") : "the end")
+                  << "; images and videos must come in the prompt's order");
     for (int64_t j = 0; j < n; j++)
-      VQ_CHECK(st + j < p.ids.size() && p.ids[st + j] == cfg_.image_token_id,
-               what << ": image " << k << " needs " << n << " consecutive image tokens from position " << st
+      VQ_CHECK(st + j < p.ids.size() && p.ids[st + j] == r.token,
+               what << ": visual run " << k << " needs " << n << " consecutive tokens from position " << st
                     << " but the run ends after " << j);
     st += n;
   }
 }
 
 int32_t Model::rope_index(const Prompt& p, std::vector<int32_t>& pos) const {
-  // transformers' get_rope_index: text runs count up from where the previous run ended; an image's
+  // transformers' get_rope_index: text runs count up from where the previous run ended; a visual run's
   // tokens take (t, h, w) grid positions (after merging) offset by the position where it starts; the
-  // next run starts at the largest position used so far + 1.
+  // next run starts at the largest position used so far + 1. Video time positions: see Image.
   const int64_t L = static_cast<int64_t>(p.ids.size());
-  const int m = cfg_.vision.merge;
   pos.assign(3 * L, 0);
   int64_t st = 0;
   int32_t cur = 0;
-  for (const Image& im : p.images) {
+  for (const VisualRun& r : visual_runs(p)) {
     int64_t ed = st;
-    while (ed < L && p.ids[ed] != cfg_.image_token_id) ed++;
+    while (ed < L && p.ids[ed] != r.token) ed++;
     for (int64_t i = st; i < ed; i++)
       for (int a = 0; a < 3; a++) pos[a * L + i] = cur + static_cast<int32_t>(i - st);
     const int32_t base = cur + static_cast<int32_t>(ed - st);
-    const int gh = im.h / m, gw = im.w / m;
     int64_t idx = ed;
-    for (int ti = 0; ti < im.t; ti++)
-      for (int hi = 0; hi < gh; hi++)
-        for (int wi = 0; wi < gw; wi++, idx++) {
-          pos[0 * L + idx] = base + ti;
+    int32_t tmax = 0;
+    for (int ti = 0; ti < r.t; ti++) {
+      const int32_t tp = r.tscale == 1.0 ? ti : static_cast<int32_t>(std::floor(ti * r.tscale));
+      tmax = std::max(tmax, tp);
+      for (int hi = 0; hi < r.gh; hi++)
+        for (int wi = 0; wi < r.gw; wi++, idx++) {
+          pos[0 * L + idx] = base + tp;
           pos[1 * L + idx] = base + hi;
           pos[2 * L + idx] = base + wi;
         }
-    cur = base + std::max(im.t - 1, std::max(gh - 1, gw - 1)) + 1;
+    }
+    cur = base + std::max(tmax, std::max(r.gh - 1, r.gw - 1)) + 1;
     st = idx;
   }
   for (int64_t i = st; i < L; i++)
@@ -595,7 +635,7 @@ void Model::forward_one(Activations& a, const ForwardRequest& r, ForwardResult& 
   embedding_forward(x.data(), a.ids.data(), P(embed_), T, H);
   a.img_rows.clear();
   for (int64_t i = 0; i < Lp; i++)
-    if (p.ids[i] == cfg_.image_token_id && !p.images.empty()) a.img_rows.push_back(i);
+    if (is_visual(p.ids[i]) && !p.images.empty()) a.img_rows.push_back(i);
   for (size_t k = 0; k < a.img_rows.size(); k++) {
     std::memcpy(x.data() + a.img_rows[k] * H, a.img.data() + k * H, H * sizeof(float));
     a.ids[a.img_rows[k]] = -1;

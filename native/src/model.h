@@ -60,12 +60,28 @@ struct ModelConfig {
   TextConfig text;
   VisionConfig vision;
   int image_token_id = -1;
+  int video_token_id = -1;        // -1: the model takes no video
+  float tokens_per_second = 1.0f; // Qwen2.5-VL: M-RoPE time positions per second of video
 };
 
 // ---- inputs ------------------------------------------------------------------------------------
 struct Image {
   std::vector<float> pixels;  // (t*h*w, patch_dim), the processor's order
   int t = 1, h = 0, w = 0;    // grid_thw in patches
+  // A video: its tokens are video_token_id. Qwen2-VL: time position = temporal patch index; Qwen2.5-VL:
+  // floor(index * second_per_grid * tokens_per_second); Qwen3-VL: every temporal patch is its own run
+  // of tokens (the processor puts a timestamp text and vision start/end between them), time position 0.
+  bool video = false;
+  float second_per_grid = 1.0f;  // seconds one temporal patch spans (temporal_patch_size / fps)
+};
+
+// One contiguous run of visual tokens in a prompt (visual_runs): an image, a video, or (Qwen3-VL) one
+// temporal patch of a video.
+struct VisualRun {
+  int32_t token = 0;  // image_token_id or video_token_id
+  int t = 1, gh = 0, gw = 0;  // grid after merging (gh = h / merge)
+  double tscale = 1.0;        // time position of temporal patch i: floor(i * tscale)
+  int64_t tokens() const { return static_cast<int64_t>(t) * gh * gw; }
 };
 
 struct Prompt {
@@ -257,8 +273,12 @@ class Model {
   int32_t rope_index(const Prompt& p, std::vector<int32_t>& pos) const;
   // The text rotary table of T rows at positions pos (3, T): M-RoPE, interleaved for Qwen3-VL.
   void text_rope_table(float* cos, float* sin, const int32_t* pos, int64_t T) const;
-  // Checks a prompt against the config (ids in range, image tokens matching the grids).
+  // Checks a prompt against the config (ids in range, image and video tokens matching the grids).
   void check_prompt(const Prompt& p, const char* what) const;
+  // The runs of visual tokens the prompt's images and videos take, in prompt order.
+  std::vector<VisualRun> visual_runs(const Prompt& p) const;
+  // True for the tokens whose embeddings the vision tower replaces.
+  bool is_visual(int32_t id) const { return id == cfg_.image_token_id || (cfg_.video_token_id >= 0 && id == cfg_.video_token_id); }
 
  private:
   friend struct Activations;

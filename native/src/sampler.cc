@@ -466,7 +466,7 @@ void Model::sample_run(SampleInbox& inbox, SampleSink& sink) {
     embedding_forward(x.data(), p.ids.data(), P(embed_), Lp, H);
     std::vector<int64_t> img_rows;  // DeepStack (Qwen3-VL) adds to these rows
     for (int64_t i = 0; i < Lp; i++)
-      if (p.ids[i] == cfg_.image_token_id && !p.images.empty()) {
+      if (is_visual(p.ids[i]) && !p.images.empty()) {
         std::memcpy(x.data() + i * H, a.img.data() + static_cast<int64_t>(img_rows.size()) * H, H * sizeof(float));
         img_rows.push_back(i);
       }

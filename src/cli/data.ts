@@ -4,6 +4,7 @@ import { dispatchSubcommand, type Command } from './command.js';
 import { UsageError } from '../util/errors.js';
 import { VqaDataset } from '../data/dataset.js';
 import { writeSynth, SYNTH_DIFFICULTIES, type SynthDifficulty } from '../data/synth.js';
+import { writeSynthVideo, SYNTH_VIDEO_FAMILIES, type SynthVideoFamily } from '../data/synth-video.js';
 import { SYNTH_FAMILIES, type SynthFamily } from '../data/synth-vocab.js';
 import { convertVqav2 } from '../data/vqav2.js';
 import { formatVerifyReport, verifyDataset } from '../data/verify.js';
@@ -189,6 +190,49 @@ const synthCommand: Command = {
   },
 };
 
+const synthVideoUsage = `Usage: vqalab data synth-video --out DIR [options]
+
+Generates the synthetic video set: clips of one circle as folders of PNG frames (video.json gives
+their fps), with questions only several frames answer: "Which way does the circle move?" (motion)
+and "How many times does the circle blink?" (blink). Writes DIR/synth-video.parquet (video_path,
+family; image_path is each clip's first frame) and DIR/videos/vid_*/. Same options and seed,
+byte-identical files.
+
+Options:
+  --out DIR              output folder (created; a previous output there is replaced)
+  --videos N             number of clips (default 200)
+  --frames N             frames per clip, even, at least 6 (default 8)
+  --frame-size N         frame side in pixels (default 56)
+  --fps N                frame rate written to video.json (default 2)
+  --families LIST        comma-separated subset of ${SYNTH_VIDEO_FAMILIES.join(',')}
+  --seed N               random seed (default 0)
+  --show N               print N samples afterwards (default 5)
+`;
+
+const synthVideoCommand: Command = {
+  name: 'synth-video', summary: 'generate the synthetic video set (moving and blinking circles)', usage: synthVideoUsage,
+  async run(argv) {
+    const { opts, positional } = parseArgs('synth-video', argv, {
+      out: 'string', videos: 'int', frames: 'int', 'frame-size': 'int', fps: 'int', families: 'string', seed: 'int', show: 'int',
+    });
+    if (positional.length) throw new UsageError(`synth-video: unexpected argument "${positional[0]}"`);
+    if (!opts.out) throw new UsageError('synth-video: --out DIR is required');
+    try {
+      const t0 = performance.now();
+      const r = await writeSynthVideo(opts.out as string, {
+        videos: opts.videos as number | undefined, frames: opts.frames as number | undefined, frameSize: opts['frame-size'] as number | undefined,
+        fps: opts.fps as number | undefined, seed: opts.seed as number | undefined,
+        families: opts.families ? (String(opts.families).split(',').map((x) => x.trim()) as SynthVideoFamily[]) : undefined,
+      });
+      process.stdout.write(`data synth-video: ${r.samples.length} clips -> ${r.parquet} in ${((performance.now() - t0) / 1000).toFixed(1)} s\n`);
+      process.stdout.write(describeDataset(await VqaDataset.fromParquet(r.parquet), (opts.show as number | undefined) ?? 5));
+      return 0;
+    } catch (err) {
+      throw new UsageError(`synth-video: ${(err as Error).message}`, 1);
+    }
+  },
+};
+
 /** A look at a dataset: size, columns, answer types, fingerprint, first samples. */
 export function describeDataset(ds: VqaDataset, n: number): string {
   const lines = [`${ds.source}: ${ds.size} samples, fingerprint ${ds.fingerprint().slice(0, 16)}`];
@@ -201,7 +245,8 @@ export function describeDataset(ds: VqaDataset, n: number): string {
     const counts = new Map<string, number>();
     for (const a of s.answers) counts.set(a, (counts.get(a) ?? 0) + 1);
     const answers = [...counts].map(([a, c]) => (c > 1 ? `${a} x${c}` : a)).join(', ');
-    lines.push(`  [${i}] ${s.id}  ${path.basename(s.imagePath)}  Q: ${s.question}  A: ${s.answer}  (${answers})`);
+    const shown = s.videoPaths?.length ? `${s.videoPaths.map((v) => path.basename(v)).join(', ')} (video)` : path.basename(s.imagePath);
+    lines.push(`  [${i}] ${s.id}  ${shown}  Q: ${s.question}  A: ${s.answer}  (${answers})`);
   }
   return lines.join('\n') + '\n';
 }
@@ -225,14 +270,14 @@ const showCommand: Command = {
   },
 };
 
-const subs = [convertCommand, verifyCommand, synthCommand, showCommand];
+const subs = [convertCommand, verifyCommand, synthCommand, synthVideoCommand, showCommand];
 
 const usage = `Usage: vqalab data <command> [options]
 
 VQA datasets: Parquet files of the columns id, image_path, question, answer (+ answers, ...).
 
 Commands:
-${subs.map((c) => `  ${c.name.padEnd(8)}  ${c.summary}`).join('\n')}
+${subs.map((c) => `  ${c.name.padEnd(11)}  ${c.summary}`).join('\n')}
 
 Run "vqalab data <command> --help" for its options.
 `;

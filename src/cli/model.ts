@@ -1,13 +1,17 @@
 /** `vqalab model init`: a model folder with random weights at a real architecture's dims (src/model/init-folder.ts). */
 import { parseArgs } from 'node:util';
-import { initModelFolder, type WeightDtype } from '../model/init-folder.js';
+import { initModelFolder, PRESET_NAMES, type WeightDtype } from '../model/init-folder.js';
 import { MODEL_PRESETS, type DimOverrides } from '../model/presets.js';
+import { FAMILY_PRESETS } from '../model/presets-family.js';
 import { Progress } from '../util/progress.js';
 import { interruptible } from '../util/interrupt.js';
 import { dispatchSubcommand, type Command } from './command.js';
 import { UsageError } from '../util/errors.js';
 
-const presetLines = Object.values(MODEL_PRESETS).map((p) => `  ${p.name.padEnd(14)} ${p.description}`).join('\n');
+const presetLines = [
+  ...Object.values(MODEL_PRESETS).map((p) => `  ${p.name.padEnd(14)} ${p.description}`),
+  ...Object.entries(FAMILY_PRESETS).map(([name, p]) => `  ${name.padEnd(14)} ${p.description}`),
+].join('\n');
 
 const initUsage = `Usage: vqalab model init DIR [--preset NAME] [size overrides] [options]
 
@@ -28,8 +32,10 @@ Size overrides (the config keeps the checkpoint's form with these numbers):
   --kv-heads N        num_key_value_heads
   --intermediate N    intermediate_size (MLP)
   --vision-depth N    vision_config.depth
-  --vision-dim N      vision_config.embed_dim
+  --vision-dim N      vision_config.embed_dim (Qwen2-VL) / hidden_size (Qwen2.5-VL, Qwen3-VL)
   --vision-heads N    vision_config.num_heads
+  --vision-intermediate N  vision_config.intermediate_size (Qwen2.5-VL, Qwen3-VL; default scaled with --vision-dim)
+  --head-dim N        text_config.head_dim (Qwen3-VL; default --hidden / --heads when either is given)
   --vocab N           vocab_size (at least 151657, the tokenizer's ids)
   --max-positions N   max_position_embeddings
   --init-std X        initializer_range (default the checkpoint's 0.02)
@@ -73,6 +79,7 @@ const initCommand: Command = {
           preset: { type: 'string' }, seed: { type: 'string' }, dtype: { type: 'string' }, 'max-pixels': { type: 'string' },
           hidden: { type: 'string' }, layers: { type: 'string' }, heads: { type: 'string' }, 'kv-heads': { type: 'string' },
           intermediate: { type: 'string' }, 'vision-depth': { type: 'string' }, 'vision-dim': { type: 'string' }, 'vision-heads': { type: 'string' },
+          'vision-intermediate': { type: 'string' }, 'head-dim': { type: 'string' },
           vocab: { type: 'string' }, 'max-positions': { type: 'string' }, 'init-std': { type: 'string' },
           threads: { type: 'string' }, force: { type: 'boolean' }, quiet: { type: 'boolean' },
         },
@@ -82,7 +89,7 @@ const initCommand: Command = {
     }
     if (positionals.length !== 1) throw new UsageError(positionals.length === 0 ? 'give the folder to write: vqalab model init DIR' : `expected one folder, got ${positionals.length}: ${positionals.join(' ')}`);
     const preset = (values.preset as string | undefined) ?? 'qwen2-vl-2b';
-    if (!MODEL_PRESETS[preset]) throw new UsageError(`--preset must be one of ${Object.keys(MODEL_PRESETS).join(', ')}; got "${preset}"`);
+    if (!PRESET_NAMES.includes(preset)) throw new UsageError(`--preset must be one of ${PRESET_NAMES.join(', ')}; got "${preset}"`);
     const dtypeFlag = (values.dtype as string | undefined) ?? 'bf16';
     if (dtypeFlag !== 'bf16' && dtypeFlag !== 'f32') throw new UsageError(`--dtype must be bf16 or f32; got "${dtypeFlag}"`);
     const o: DimOverrides = {};
@@ -93,6 +100,7 @@ const initCommand: Command = {
     set('hidden', 'hidden', 2); set('layers', 'layers', 1); set('heads', 'heads', 1); set('kvHeads', 'kv-heads', 1);
     set('intermediate', 'intermediate', 1); set('visionDepth', 'vision-depth', 1); set('visionDim', 'vision-dim', 4);
     set('visionHeads', 'vision-heads', 1); set('vocab', 'vocab', 1); set('maxPositions', 'max-positions', 16);
+    set('visionIntermediate', 'vision-intermediate', 1); set('headDim', 'head-dim', 2);
     if (values['init-std'] !== undefined) {
       const x = Number(values['init-std']);
       if (!Number.isFinite(x) || x <= 0) throw new UsageError(`--init-std must be a positive number; got "${values['init-std']}"`);
@@ -124,7 +132,7 @@ const initCommand: Command = {
     }
     const d = result.dims;
     process.stdout.write(`wrote ${result.dir}: ${preset}${Object.keys(o).length ? ' (with overrides)' : ''}, ${(result.parameters / 1e9).toFixed(3)} B parameters `
-      + `(${d.numHiddenLayers} layers × ${d.hiddenSize}, ${d.numAttentionHeads} heads / ${d.numKeyValueHeads} KV, MLP ${d.intermediateSize}; vision ${d.vision.depth} × ${d.vision.embedDim}; vocab ${d.vocabSize}), `
+      + `(${d.numHiddenLayers} layers × ${d.hiddenSize}, ${d.numAttentionHeads} heads / ${d.numKeyValueHeads} KV, MLP ${d.intermediateSize}; vision ${d.vision.depth} × ${'embedDim' in d.vision ? d.vision.embedDim : d.vision.hiddenSize}; vocab ${d.vocabSize}), `
       + `${(result.bytes / 2 ** 30).toFixed(2)} GiB ${dtypeFlag}, seed ${seed}, in ${result.seconds.toFixed(1)}s\n`);
     return 0;
   },

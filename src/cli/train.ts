@@ -18,6 +18,8 @@ import { VqaDataset } from '../data/dataset.js';
 import { synthSamples } from '../data/synth.js';
 import type { VqaSample } from '../data/types.js';
 import { loadModel } from '../engine/index.js';
+import { readConfig } from '../engine/config.js';
+import { sampleVisuals, videoProcessorFor, type VideoProcessor } from '../vision/video.js';
 import type { Device, EngineModel, ImageInput, LoadOptions } from '../engine/types.js';
 import { scoreAnswer } from '../eval/vqa-metric.js';
 import { grpoConfig, type GrpoConfig } from '../grpo/config.js';
@@ -124,8 +126,12 @@ async function readSplit(flag: string, file: string, limit: number | undefined):
   for (let i = 0; i < n; i++) {
     const s = ds.get(i);
     if (s.answers.length === 0) fail(`--${flag} ${file}: row ${i} (id ${s.id}): no answer; every row needs "answer" (or "answers")`);
-    for (const p of s.imagePaths ?? [s.imagePath]) {
+    const visuals = sampleVisuals(s);
+    for (const p of visuals.images) {
       if (!existsSync(p)) fail(`--${flag} ${file}: row ${i} (id ${s.id}): image ${p} does not exist (image_path resolves against the Parquet file's folder)`);
+    }
+    for (const p of visuals.videos) {
+      if (!existsSync(p)) fail(`--${flag} ${file}: row ${i} (id ${s.id}): video folder ${p} does not exist (video_path resolves against the Parquet file's folder)`);
     }
     out.push(s);
   }
@@ -196,6 +202,8 @@ export async function runTrain(o: TrainOptions, io: { out: Write; err: Write } =
     fail(`--model ${modelArg}: ${(err as Error).message}`);
   }
   const processor = new Qwen2VLImageProcessor(processorOptionsFrom(resolved.tokenizerDir));
+  const { modelDir, tokenizerDir } = resolved;
+  let videoProcessor: VideoProcessor | undefined;
   const memory = new Map<string, ImageInput[]>();
   let train: VqaSample[], val: VqaSample[] | undefined;
   if (embeddedData) {
@@ -208,14 +216,23 @@ export async function runTrain(o: TrainOptions, io: { out: Write; err: Write } =
   const loadImages = async (s: VqaSample): Promise<ImageInput[]> => {
     const held = memory.get(s.id);
     if (held) return held;
-    const files = s.imagePaths ?? [s.imagePath];
+    const visuals = sampleVisuals(s);
     const images: ImageInput[] = [];
-    for (const f of files) {
+    for (const f of visuals.images) {
       try {
         const p = await processor.process(f);
         images.push({ pixels: p.pixels, gridThw: p.gridThw });
       } catch (err) {
         throw new Error(`sample ${s.id}${s.row === undefined ? '' : ` (row ${s.row})`}: cannot read image ${f}: ${(err as Error).message}`);
+      }
+    }
+    for (const d of visuals.videos) {
+      try {
+        videoProcessor ??= videoProcessorFor(readConfig(path.join(modelDir, 'config.json')).modelType, processorOptionsFrom(tokenizerDir));
+        const v = await videoProcessor.processFolder(d, s.videoFps);
+        images.push({ pixels: v.pixels, gridThw: v.gridThw, video: true, secondPerGrid: v.secondPerGrid, ...(v.timestamps ? { timestamps: v.timestamps } : {}) });
+      } catch (err) {
+        throw new Error(`sample ${s.id}${s.row === undefined ? '' : ` (row ${s.row})`}: cannot read video ${d}: ${(err as Error).message}`);
       }
     }
     return images;

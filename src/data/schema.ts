@@ -6,7 +6,10 @@
  * `answer` (string, null when unknown: test splits).
  * Known optional columns: `answers` (list of strings: the 10 annotator answers), `image_paths`
  * (list of strings: every image of a multi-image sample, in prompt order), `multiple_choice_answer`,
- * `answer_type`, `question_type` (strings), `image_id` (integer).
+ * `answer_type`, `question_type` (strings), `image_id` (integer), `video_path` (string: a folder of
+ * frames, src/vision/video.ts) or `video_paths` (list of them), `video_fps` (number: the frames'
+ * rate when the folder has no video.json). A video row's `image_path` names a still (its first
+ * frame, for previews and image-only tools).
  * Any other column is kept, value by value, in `VqaSample.extra`.
  */
 import path from 'node:path';
@@ -14,19 +17,20 @@ import * as arrow from 'apache-arrow';
 import type { VqaSample } from './types.js';
 
 export const REQUIRED_COLUMNS = ['id', 'image_path', 'question', 'answer'] as const;
-export const OPTIONAL_COLUMNS = ['answers', 'image_paths', 'multiple_choice_answer', 'answer_type', 'question_type', 'image_id'] as const;
+export const OPTIONAL_COLUMNS = ['answers', 'image_paths', 'multiple_choice_answer', 'answer_type', 'question_type', 'image_id', 'video_path', 'video_paths', 'video_fps'] as const;
 const KNOWN = new Set<string>([...REQUIRED_COLUMNS, ...OPTIONAL_COLUMNS]);
 
-type Kind = 'string' | 'string-or-int' | 'string-list' | 'int';
+type Kind = 'string' | 'string-or-int' | 'string-list' | 'int' | 'number';
 
 const EXPECTED: Record<string, Kind> = {
   id: 'string-or-int', image_path: 'string', question: 'string', answer: 'string',
   answers: 'string-list', image_paths: 'string-list', multiple_choice_answer: 'string',
   answer_type: 'string', question_type: 'string', image_id: 'int',
+  video_path: 'string', video_paths: 'string-list', video_fps: 'number',
 };
 
 const KIND_TEXT: Record<Kind, string> = {
-  string: 'strings', 'string-or-int': 'strings or integers', 'string-list': 'lists of strings', int: 'integers',
+  string: 'strings', 'string-or-int': 'strings or integers', 'string-list': 'lists of strings', int: 'integers', number: 'numbers',
 };
 
 function isString(t: arrow.DataType): boolean {
@@ -38,6 +42,7 @@ function matches(kind: Kind, t: arrow.DataType): boolean {
   switch (kind) {
     case 'string': return isString(t);
     case 'int': return arrow.DataType.isInt(t);
+    case 'number': return arrow.DataType.isInt(t) || arrow.DataType.isFloat(t);
     case 'string-or-int': return isString(t) || arrow.DataType.isInt(t);
     case 'string-list': return arrow.DataType.isList(t) && isString(t.children[0]!.type);
   }
@@ -109,6 +114,16 @@ export class VqaTableReader {
     const s: VqaSample = { id: this.str('id', i)!, imagePath, question: this.str('question', i)!, answer, answers, row: i };
     const ipv = this.cols.image_paths?.get(i) as arrow.Vector | null | undefined;
     if (ipv && ipv.length > 0) s.imagePaths = [...ipv].map((p) => this.resolve(String(p)));
+    const vps = this.cols.video_paths?.get(i) as arrow.Vector | null | undefined;
+    const vp = this.str('video_path', i);
+    if (vps && vps.length > 0) s.videoPaths = [...vps].map((p) => this.resolve(String(p)));
+    else if (vp !== undefined) s.videoPaths = [this.resolve(vp)];
+    const fps = this.cols.video_fps?.get(i);
+    if (fps !== null && fps !== undefined) {
+      const f = Number(fps);
+      if (!(f > 0 && Number.isFinite(f))) throw new Error(`${this.source}: row ${i}: column "video_fps" is ${f}; expected a positive frame rate`);
+      s.videoFps = f;
+    }
     const mc = this.str('multiple_choice_answer', i);
     if (mc !== undefined) s.multipleChoiceAnswer = mc;
     const at = this.str('answer_type', i);

@@ -9,6 +9,14 @@ export interface VqaSample {
   imagePath: string;
   /** All images of a multi-image sample, in prompt order; absent or `[imagePath]` for one image. */
   imagePaths?: string[];
+  /**
+   * Videos of the sample (folders of frames, src/vision/video.ts), shown after its images; with
+   * videos, `imagePath` is a still for previews and only `imagePaths` (if given) are images of the
+   * prompt.
+   */
+  videoPaths?: string[];
+  /** Frame rate of the videos' frames when a folder has no video.json. */
+  videoFps?: number;
   question: string;
   /** The single reference answer (VQAv2: the most common of the 10). */
   answer: string;

@@ -38,7 +38,32 @@ function checkImage(name: string, im: unknown, cfg: EngineConfig): ImageInput {
   if (im.pixels.length !== t * h * w * patchDim) {
     throw new RangeError(`${name}.pixels has ${im.pixels.length} values; gridThw [${t}, ${h}, ${w}] needs ${t * h * w} patches x ${patchDim} = ${t * h * w * patchDim}`);
   }
-  return { pixels: im.pixels, gridThw: [t, h, w] };
+  const out: ImageInput = { pixels: im.pixels, gridThw: [t, h, w] };
+  if (im.video !== undefined) {
+    if (typeof im.video !== 'boolean') throw invalidParameterError(`${name}.video`, 'boolean', im.video);
+    if (im.video && cfg.videoTokenId === undefined) throw new RangeError(`${name} is a video but the model's config.json has no video_token_id`);
+    if (im.video) out.video = true;
+  }
+  if (im.secondPerGrid !== undefined) {
+    if (typeof im.secondPerGrid !== 'number' || !Number.isFinite(im.secondPerGrid) || im.secondPerGrid <= 0) {
+      throw invalidParameterError(`${name}.secondPerGrid`, 'positive number (seconds per temporal patch)', im.secondPerGrid);
+    }
+    out.secondPerGrid = im.secondPerGrid;
+  }
+  return out;
+}
+
+/** The runs of visual tokens a prompt's images and videos take, in order (native/src/model.cc visual_runs). */
+function visualRuns(images: readonly ImageInput[], cfg: EngineConfig): { token: number; n: number; what: string }[] {
+  const m2 = cfg.vision.spatialMergeSize ** 2;
+  const runs: { token: number; n: number; what: string }[] = [];
+  images.forEach((im, k) => {
+    const [t, h, w] = im.gridThw;
+    if (!im.video) runs.push({ token: cfg.imageTokenId, n: (t * h * w) / m2, what: `image ${k}` });
+    else if (cfg.modelType === 'qwen3_vl') for (let i = 0; i < t; i++) runs.push({ token: cfg.videoTokenId!, n: (h * w) / m2, what: `video ${k} frame ${i}` });
+    else runs.push({ token: cfg.videoTokenId!, n: (t * h * w) / m2, what: `video ${k}` });
+  });
+  return runs;
 }
 
 /** Checks a prompt: ids in range, images well formed, one run of image tokens per image of the right length. */
@@ -49,22 +74,25 @@ export function checkPrompt(name: string, p: unknown, cfg: EngineConfig): Prompt
   if (!Array.isArray(imagesRaw)) throw invalidParameterError(`${name}.images`, 'array', imagesRaw);
   const images = imagesRaw.map((im, i) => checkImage(`${name}.images[${i}]`, im, cfg));
   const m2 = cfg.vision.spatialMergeSize ** 2;
-  const need = images.map((im) => (im.gridThw[0] * im.gridThw[1] * im.gridThw[2]) / m2);
-  const total = need.reduce((a, b) => a + b, 0);
-  let count = 0;
-  for (let i = 0; i < ids.length; i++) if (ids[i] === cfg.imageTokenId) count++;
-  if (count !== total) {
-    const grids = images.map((im) => `[${im.gridThw.join(', ')}]`).join(', ');
-    throw new RangeError(`${name}.ids has ${count} image tokens (id ${cfg.imageTokenId}) but its ${images.length} image(s)` +
-      `${images.length ? ` of grid ${grids}` : ''} need ${total} (t·h·w / ${m2} each)`);
+  for (const [kind, token, isVideo] of [['image', cfg.imageTokenId, false], ['video', cfg.videoTokenId ?? -1, true]] as const) {
+    const mine = images.filter((im) => Boolean(im.video) === isVideo);
+    const total = mine.reduce((a, im) => a + (im.gridThw[0] * im.gridThw[1] * im.gridThw[2]) / m2, 0);
+    let count = 0;
+    for (let i = 0; i < ids.length; i++) if (ids[i] === token) count++;
+    if (count !== total) {
+      const grids = mine.map((im) => `[${im.gridThw.join(', ')}]`).join(', ');
+      throw new RangeError(`${name}.ids has ${count} ${kind} tokens (id ${token}) but its ${mine.length} ${kind}(s)` +
+        `${mine.length ? ` of grid ${grids}` : ''} need ${total} (t·h·w / ${m2} each)`);
+    }
   }
+  const visual = (id: number) => id === cfg.imageTokenId || (cfg.videoTokenId !== undefined && id === cfg.videoTokenId);
   let st = 0;
-  for (let k = 0; k < images.length; k++) {
-    while (st < ids.length && ids[st] !== cfg.imageTokenId) st++;
+  for (const r of visualRuns(images, cfg)) {
+    while (st < ids.length && !visual(ids[st]!)) st++;
     let run = 0;
-    while (st + run < ids.length && ids[st + run] === cfg.imageTokenId && run < need[k]!) run++;
-    if (run !== need[k]) {
-      throw new RangeError(`${name}.ids: image ${k} needs ${need[k]} consecutive image tokens from position ${st}, found a run of ${run}`);
+    while (st + run < ids.length && ids[st + run] === r.token && run < r.n) run++;
+    if (run !== r.n) {
+      throw new RangeError(`${name}.ids: ${r.what} needs ${r.n} consecutive ${r.token === cfg.imageTokenId ? 'image' : 'video'} tokens from position ${st}, found a run of ${run}${images.some((im) => im.video) ? ' (images and videos in prompt order)' : ''}`);
     }
     st += run;
   }

@@ -39,6 +39,8 @@ export interface EngineConfig {
   tieWordEmbeddings: boolean;
   maxPositionEmbeddings: number;
   imageTokenId: number;
+  /** video_token_id (absent: the model takes no video). */
+  videoTokenId?: number;
   visionStartTokenId: number;
   visionEndTokenId: number;
   vision: {
@@ -210,6 +212,7 @@ export function parseConfig(raw: unknown, file: string): EngineConfig {
     tieWordEmbeddings: tieRaw,
     maxPositionEmbeddings: int(text, 'max_position_embeddings', where, 32768),
     imageTokenId: int(top, 'image_token_id', '', 151655),
+    videoTokenId: int(top, 'video_token_id', '', 151656),
     visionStartTokenId: int(top, 'vision_start_token_id', '', 151652),
     visionEndTokenId: int(top, 'vision_end_token_id', '', 151653),
     vision: {
@@ -238,6 +241,10 @@ export function parseConfig(raw: unknown, file: string): EngineConfig {
   }
   if (cfg.imageTokenId >= cfg.vocabSize) {
     throw new Error(`${file}: image_token_id ${cfg.imageTokenId} is outside the vocabulary [0, ${cfg.vocabSize})`);
+  }
+  // A small vocabulary (tests) may leave the default video id out: the model then takes no video.
+  if (cfg.videoTokenId! >= cfg.vocabSize || cfg.videoTokenId === cfg.imageTokenId) {
+    delete cfg.videoTokenId;
   }
   return cfg;
 }
@@ -276,5 +283,7 @@ export function toNativeConfig(c: EngineConfig): NativeConfig {
     },
     family: c.modelType,
     imageTokenId: c.imageTokenId,
+    ...(c.videoTokenId === undefined ? {} : { videoTokenId: c.videoTokenId }),
+    tokensPerSecond: c.vision.tokensPerSecond ?? 1,
   };
 }

@@ -49,7 +49,13 @@ export function weightFiles(dir: string): string[] {
 }
 
 function toNativePrompt(p: Prompt): NativePrompt {
-  return { ids: p.ids, images: p.images.map((im) => ({ pixels: im.pixels, gridThw: im.gridThw })) };
+  return {
+    ids: p.ids,
+    images: p.images.map((im) => ({
+      pixels: im.pixels, gridThw: im.gridThw,
+      ...(im.video ? { video: true, secondPerGrid: im.secondPerGrid ?? 1 } : {}),
+    })),
+  };
 }
 
 /** A model on the native engine, CPU or CUDA (its `device`): the one EngineModel of the addon. */

@@ -23,11 +23,13 @@ export interface NativeConfig {
   /** model_type: 'qwen2_vl' | 'qwen2_5_vl' | 'qwen3_vl'. */
   family: string;
   imageTokenId: number;
+  videoTokenId?: number;
+  tokensPerSecond?: number;
 }
 
 export interface NativePrompt {
   ids: Int32Array;
-  images: { pixels: Float32Array; gridThw: [number, number, number] }[];
+  images: { pixels: Float32Array; gridThw: [number, number, number]; video?: boolean; secondPerGrid?: number }[];
 }
 
 export interface NativeLoadSpec {

@@ -68,6 +68,15 @@ export interface ImageInput {
   /** [nPatches, 1176] row-major, nPatches = t·h·w of gridThw. */
   pixels: Float32Array;
   gridThw: [number, number, number];
+  /**
+   * A video (src/vision/video.ts): its tokens are video_token_id (Qwen3-VL: one run per temporal
+   * patch, each after its timestamp text); M-RoPE time positions follow the temporal patches.
+   */
+  video?: boolean;
+  /** Video: seconds one temporal patch spans (temporal_patch_size / fps); Qwen2.5-VL scales time positions by it. Default 1. */
+  secondPerGrid?: number;
+  /** Video, Qwen3-VL: each temporal patch's time in seconds; the prompt builder writes them as text (the engine ignores them). */
+  timestamps?: number[];
 }
 
 /**

@@ -106,7 +106,7 @@ export class PromptBuilder {
 
   async promptFor(sample: VqaSample): Promise<{ prompt: Prompt; text: string }> {
     const images = await this.images(sample);
-    const messages = Tokenizer.vqaMessages(sample.question, images.length, this.o.systemPrompt);
+    const messages = Tokenizer.vqaMessages(sample.question, images.map((im) => (im.video ? 'video' : 'image')), this.o.systemPrompt);
     const prompt = this.o.tokenizer.buildPrompt(messages, images, { mergeSize: this.o.mergeSize ?? 2 });
     return { prompt, text: this.o.tokenizer.applyChatTemplate(messages) };
   }

@@ -18,6 +18,7 @@ import { Worker } from 'node:worker_threads';
 import { withAtomicOutput } from '../util/fs.js';
 import { numelOf, qwen2vlTensorSpecs, type Qwen2VLDims, type TensorSpec } from './qwen2vl.js';
 import { MODEL_PRESETS, presetDims, type DimOverrides, type ModelPreset } from './presets.js';
+import { FAMILY_PRESETS, familyConfigJson, familyPresetDims, familyPreprocessorConfig, familyTensorSpecs, type FamilyDims } from './presets-family.js';
 import { qwen2vlGenerationConfig, qwen2vlPreprocessorConfig, qwen2vlTokenizerConfig, qwen2vlTokenizerJson } from './qwen-tokenizer.js';
 
 /** Values drawn and written per chunk (4 MiB of f32 scratch, 2 MiB of bf16 output). */
@@ -26,7 +27,7 @@ const CHUNK = 1 << 20;
 export type WeightDtype = 'BF16' | 'F32';
 
 export interface ModelInitOptions {
-  /** A name of MODEL_PRESETS (default 'qwen2-vl-2b'). */
+  /** A name of MODEL_PRESETS or FAMILY_PRESETS (default 'qwen2-vl-2b'). */
   preset?: string;
   overrides?: DimOverrides;
   /** Seed of the weights (default 0). */
@@ -45,17 +46,45 @@ export interface ModelInitOptions {
 export interface ModelInitResult {
   dir: string;
   preset: string;
-  dims: Qwen2VLDims;
+  dims: Qwen2VLDims | FamilyDims;
   parameters: number;
   bytes: number;
   seconds: number;
 }
 
+/** Every preset name: Qwen2-VL's (presets.ts), then Qwen2.5-VL's and Qwen3-VL's (presets-family.ts). */
+export const PRESET_NAMES: readonly string[] = [...Object.keys(MODEL_PRESETS), ...Object.keys(FAMILY_PRESETS)];
+
 /** The preset by name; the message lists the known ones. */
 export function modelPreset(name: string): ModelPreset {
   const p = MODEL_PRESETS[name];
-  if (!p) throw new Error(`unknown preset "${name}"; known: ${Object.keys(MODEL_PRESETS).join(', ')}`);
+  if (!p) throw new Error(`unknown preset "${name}"; known: ${PRESET_NAMES.join(', ')}`);
   return p;
+}
+
+/** What a folder of a preset is made of, for any family: dims after overrides, config.json, tensors, processor settings. */
+export interface PresetLayout {
+  name: string;
+  dims: Qwen2VLDims | FamilyDims;
+  config: Record<string, unknown>;
+  specs: TensorSpec[];
+  preprocessor: Record<string, unknown>;
+}
+
+export function presetLayout(name: string, overrides: DimOverrides = {}, maxPixels?: number): PresetLayout {
+  const fam = FAMILY_PRESETS[name];
+  if (fam) {
+    const dims = familyPresetDims(fam.dims, overrides);
+    const preprocessor = familyPreprocessorConfig(dims);
+    if (maxPixels !== undefined) {
+      if (maxPixels < (preprocessor.min_pixels as number)) throw new Error(`--max-pixels ${maxPixels} is below the ${name} processor's min_pixels ${preprocessor.min_pixels}`);
+      preprocessor.max_pixels = maxPixels;
+    }
+    return { name, dims, config: familyConfigJson(dims), specs: familyTensorSpecs(dims), preprocessor };
+  }
+  const preset = modelPreset(name);
+  const dims = presetDims(preset, overrides);
+  return { name, dims, config: preset.configJson(dims), specs: qwen2vlTensorSpecs(dims), preprocessor: qwen2vlPreprocessorConfig(maxPixels) };
 }
 
 /** The safetensors header for tensors of one dtype written in spec order (8-byte padded, as the reference writer does). */
@@ -216,13 +245,16 @@ export async function writeRandomSafetensors(file: string, specs: readonly Tenso
  */
 export async function initModelFolder(dir: string, options: ModelInitOptions & { force?: boolean } = {}): Promise<ModelInitResult> {
   const t0 = performance.now();
-  const preset = modelPreset(options.preset ?? 'qwen2-vl-2b');
-  const dims = presetDims(preset, options.overrides ?? {});
-  const config = preset.configJson(dims);
+  const layout = presetLayout(options.preset ?? 'qwen2-vl-2b', options.overrides ?? {}, options.maxPixels);
+  const { dims, config, specs } = layout;
+  const preset = { name: layout.name };
   const dtype = options.dtype ?? 'BF16';
-  if (dtype === 'F32') config.torch_dtype = 'float32';
+  if (dtype === 'F32') {
+    // the nested form (Qwen3-VL) names the dtype in text_config.dtype
+    if (config.text_config && typeof config.text_config === 'object') (config.text_config as Record<string, unknown>).dtype = 'float32';
+    else config.torch_dtype = 'float32';
+  }
   const seed = options.seed ?? 0;
-  const specs = qwen2vlTensorSpecs(dims);
   const parameters = specs.reduce((a, s) => a + numelOf(s.shape), 0);
   const target = path.resolve(dir);
   if (!options.force) {
@@ -239,7 +271,7 @@ export async function initModelFolder(dir: string, options: ModelInitOptions & {
     await fsp.writeFile(path.join(tmp, 'tokenizer.json'), JSON.stringify(tokenizerJson));
     await json('tokenizer_config.json', qwen2vlTokenizerConfig());
     await json('generation_config.json', qwen2vlGenerationConfig());
-    await json('preprocessor_config.json', qwen2vlPreprocessorConfig(options.maxPixels));
+    await json('preprocessor_config.json', layout.preprocessor);
     bytes = await writeRandomSafetensors(path.join(tmp, 'model.safetensors'), specs, {
       seed, std: dims.initializerRange, dtype, onProgress: options.onProgress, signal: options.signal,
       ...(options.threads === undefined ? {} : { threads: options.threads }),

@@ -20,6 +20,8 @@
  *   Nested config.json (text_config, vision_config), rope in text_config.rope_scaling.
  */
 import type { TensorSpec } from './qwen2vl.js';
+import { scaleMropeSection, type DimOverrides } from './presets.js';
+import { QWEN2VL_SPECIAL_IDS } from './qwen-tokenizer.js';
 
 export type FamilyModelType = 'qwen2_5_vl' | 'qwen3_vl';
 
@@ -39,6 +41,8 @@ export interface FamilyDims {
   ropeTheta: number;
   maxPositionEmbeddings: number;
   initializerRange: number;
+  /** Qwen2.5-VL config.json max_window_layers (70 in the 3B file, 28 in the 7B file; unused by the model). */
+  maxWindowLayers?: number;
   vision: {
     depth: number;
     hiddenSize: number;
@@ -107,17 +111,84 @@ export const QWEN3VL_2B: FamilyDims = {
   },
 };
 
-/** The presets by CLI name, for the presets mechanism to list. */
+/** Qwen/Qwen2.5-VL-7B-Instruct: untied head, vocab 152064, max_window_layers 28. */
+export const QWEN25VL_7B: FamilyDims = {
+  ...QWEN25VL_3B,
+  vocabSize: 152064,
+  hiddenSize: 3584,
+  intermediateSize: 18944,
+  numHiddenLayers: 28,
+  numAttentionHeads: 28,
+  numKeyValueHeads: 4,
+  headDim: 128,
+  tieWordEmbeddings: false,
+  maxWindowLayers: 28,
+  vision: { ...QWEN25VL_3B.vision },
+};
+
+/** Qwen/Qwen3-VL-4B-Instruct: the 2B's vision tower, a 36 × 2560 language model, tied head. */
+export const QWEN3VL_4B: FamilyDims = {
+  ...QWEN3VL_2B,
+  hiddenSize: 2560,
+  intermediateSize: 9728,
+  numHiddenLayers: 36,
+  numAttentionHeads: 32,
+  numKeyValueHeads: 8,
+  vision: { ...QWEN3VL_2B.vision },
+};
+
+/** Qwen/Qwen3-VL-8B-Instruct: vision 27 × 1152 (DeepStack at 8/16/24), 36 × 4096, untied head. */
+export const QWEN3VL_8B: FamilyDims = {
+  ...QWEN3VL_2B,
+  hiddenSize: 4096,
+  intermediateSize: 12288,
+  numHiddenLayers: 36,
+  numAttentionHeads: 32,
+  numKeyValueHeads: 8,
+  tieWordEmbeddings: false,
+  vision: { ...QWEN3VL_2B.vision, depth: 27, hiddenSize: 1152, intermediateSize: 4304, deepstackVisualIndexes: [8, 16, 24] },
+};
+
+/**
+ * The presets by CLI name, for the presets mechanism to list.
+ *
+ * Sources of the numbers (the published config.json of each checkpoint could not be downloaded
+ * here; the values were read from copies of those files quoted in public code and checked against
+ * each other): Qwen2.5-VL-3B-Instruct and -7B-Instruct (flat form, transformers 4.41.2 era:
+ * hidden 2048/3584, MLP 11008/18944, 36/28 layers, 16/28 heads, 2/4 KV heads, vocab 151936/152064,
+ * tied/untied, max_window_layers 70/28, vision 32 × 1280 with MLP 3420, window 112, full attention
+ * at 7/15/23/31, tokens_per_second 2); Qwen3-VL-2B/4B/8B-Instruct (nested form, transformers
+ * 4.57.0.dev0: text 28 × 2048 / 36 × 2560 / 36 × 4096, MLP 6144/9728/12288, 16/32/32 heads of 128,
+ * 8 KV heads, rope_theta 5e6, mrope_section [24, 20, 20] interleaved, max positions 262144,
+ * tied/tied/untied; vision 24 × 1024 (MLP 4096, DeepStack 5/11/17) for 2B and 4B, 27 × 1152 (MLP
+ * 4304, DeepStack 8/16/24) for 8B; patch 16, 2304 position embeddings). The module tree of the
+ * 7B (Embedding(152064, 3584), k_proj 3584 → 512) matches.
+ */
 export const FAMILY_PRESETS: Record<string, { checkpoint: string; description: string; dims: FamilyDims }> = {
   'qwen2.5-vl-3b': {
     checkpoint: 'Qwen/Qwen2.5-VL-3B-Instruct',
     description: 'Qwen2.5-VL-3B-Instruct: 36 layers × 2048 (16 heads, 2 KV heads), MLP 11008, vision 32 × 1280 (windows of 112 px, full attention at 7/15/23/31)',
     dims: QWEN25VL_3B,
   },
+  'qwen2.5-vl-7b': {
+    checkpoint: 'Qwen/Qwen2.5-VL-7B-Instruct',
+    description: 'Qwen2.5-VL-7B-Instruct: 28 layers × 3584 (28 heads, 4 KV heads), MLP 18944, untied head over 152064, vision 32 × 1280',
+    dims: QWEN25VL_7B,
+  },
   'qwen3-vl-2b': {
     checkpoint: 'Qwen/Qwen3-VL-2B-Instruct',
     description: 'Qwen3-VL-2B-Instruct: 28 layers × 2048 (16 heads of 128, 8 KV heads), MLP 6144, vision 24 × 1024 (patch 16, DeepStack at 5/11/17)',
     dims: QWEN3VL_2B,
+  },
+  'qwen3-vl-4b': {
+    checkpoint: 'Qwen/Qwen3-VL-4B-Instruct',
+    description: 'Qwen3-VL-4B-Instruct: 36 layers × 2560 (32 heads of 128, 8 KV heads), MLP 9728, vision 24 × 1024 (DeepStack at 5/11/17)',
+    dims: QWEN3VL_4B,
+  },
+  'qwen3-vl-8b': {
+    checkpoint: 'Qwen/Qwen3-VL-8B-Instruct',
+    description: 'Qwen3-VL-8B-Instruct: 36 layers × 4096 (32 heads of 128, 8 KV heads), MLP 12288, untied head, vision 27 × 1152 (DeepStack at 8/16/24)',
+    dims: QWEN3VL_8B,
   },
 };
 
@@ -162,7 +233,7 @@ export function qwen25vlConfigJson(d: FamilyDims): Record<string, unknown> {
     initializer_range: d.initializerRange,
     intermediate_size: d.intermediateSize,
     max_position_embeddings: d.maxPositionEmbeddings,
-    max_window_layers: 70,
+    max_window_layers: d.maxWindowLayers ?? 70,
     model_type: 'qwen2_5_vl',
     num_attention_heads: d.numAttentionHeads,
     num_hidden_layers: d.numHiddenLayers,
@@ -356,4 +427,68 @@ export function familyPreprocessorConfig(d: FamilyDims): Record<string, unknown>
     temporal_patch_size: d.vision.temporalPatchSize,
     merge_size: d.vision.spatialMergeSize,
   };
+}
+
+/**
+ * Block indexes of a released layout mapped to a shrunk depth: Qwen2.5-VL's full-attention blocks
+ * keep their period (every 8th block; the last block when fewer than 8), Qwen3-VL's DeepStack
+ * blocks keep their relative depth (rounded, deduplicated).
+ */
+function shrinkIndexes(base: readonly number[], baseDepth: number, depth: number, mode: 'period' | 'relative'): number[] {
+  if (depth === baseDepth) return [...base];
+  if (base.length === 0) return [];
+  if (mode === 'period') {
+    const period = Math.round(baseDepth / base.length);
+    const out: number[] = [];
+    for (let i = 0; i < depth; i++) if ((i + 1) % period === 0) out.push(i);
+    return out.length ? out : [depth - 1];
+  }
+  const out = base.map((i) => Math.min(depth - 1, Math.round((i * depth) / baseDepth)));
+  return [...new Set(out)];
+}
+
+/** A family preset's dims with `vqalab model init` overrides applied; errors name the flag to change. */
+export function familyPresetDims(base: FamilyDims, o: DimOverrides): FamilyDims {
+  const d: FamilyDims = { ...base, mropeSection: [...base.mropeSection], vision: { ...base.vision } };
+  const q3 = d.modelType === 'qwen3_vl';
+  if (o.hidden !== undefined) d.hiddenSize = o.hidden;
+  if (o.layers !== undefined) d.numHiddenLayers = o.layers;
+  if (o.heads !== undefined) d.numAttentionHeads = o.heads;
+  if (o.kvHeads !== undefined) d.numKeyValueHeads = o.kvHeads;
+  if (o.intermediate !== undefined) d.intermediateSize = o.intermediate;
+  if (o.vocab !== undefined) d.vocabSize = o.vocab;
+  if (o.maxPositions !== undefined) d.maxPositionEmbeddings = o.maxPositions;
+  if (o.initStd !== undefined) d.initializerRange = o.initStd;
+  if (o.tie !== undefined) d.tieWordEmbeddings = o.tie;
+  if (!q3 || o.hidden !== undefined || o.heads !== undefined || o.headDim !== undefined) {
+    if (o.headDim !== undefined && !q3) throw new Error('--head-dim is a Qwen3-VL setting; Qwen2.5-VL\'s head size is --hidden / --heads');
+    if (o.headDim === undefined && d.hiddenSize % d.numAttentionHeads !== 0) {
+      throw new Error(`--hidden ${d.hiddenSize} is not divisible by --heads ${d.numAttentionHeads}; pick a head count that divides it${q3 ? ' or give --head-dim' : ''}`);
+    }
+    d.headDim = o.headDim ?? d.hiddenSize / d.numAttentionHeads;
+  }
+  if (d.numAttentionHeads % d.numKeyValueHeads !== 0) throw new Error(`--heads ${d.numAttentionHeads} is not divisible by --kv-heads ${d.numKeyValueHeads}`);
+  if (d.headDim % 2 !== 0) throw new Error(`head size ${d.headDim} must be even (rotary halves)`);
+  d.mropeSection = o.mropeSection ?? (d.headDim === base.headDim ? [...base.mropeSection] : scaleMropeSection(base.mropeSection, d.headDim));
+  const v = d.vision;
+  if (o.visionDim !== undefined) {
+    v.hiddenSize = o.visionDim;
+    v.intermediateSize = Math.max(1, Math.round((base.vision.intermediateSize * o.visionDim) / base.vision.hiddenSize));
+  }
+  if (o.visionIntermediate !== undefined) v.intermediateSize = o.visionIntermediate;
+  if (o.visionHeads !== undefined) v.numHeads = o.visionHeads;
+  if (o.visionDepth !== undefined) v.depth = o.visionDepth;
+  if (v.hiddenSize % v.numHeads !== 0 || (v.hiddenSize / v.numHeads) % 4 !== 0) {
+    throw new Error(`--vision-dim ${v.hiddenSize} must split into --vision-heads ${v.numHeads} heads of a size divisible by 4`);
+  }
+  if (q3) {
+    v.deepstackVisualIndexes = shrinkIndexes(base.vision.deepstackVisualIndexes ?? [], base.vision.depth, v.depth, 'relative').slice(0, d.numHiddenLayers);
+  } else {
+    v.fullattBlockIndexes = shrinkIndexes(base.vision.fullattBlockIndexes ?? [], base.vision.depth, v.depth, 'period');
+  }
+  if (d.vocabSize < QWEN2VL_SPECIAL_IDS['<|video_pad|>']! + 1) {
+    throw new Error(`--vocab ${d.vocabSize} is smaller than the Qwen tokenizer (${QWEN2VL_SPECIAL_IDS['<|video_pad|>']! + 1} ids); it must hold every token id`);
+  }
+  checkFamilyDims(d);
+  return d;
 }

@@ -103,6 +103,10 @@ export interface DimOverrides {
   visionDepth?: number;
   visionDim?: number;
   visionHeads?: number;
+  /** Qwen2.5-VL / Qwen3-VL: vision_config.intermediate_size (default scaled with --vision-dim). */
+  visionIntermediate?: number;
+  /** Qwen3-VL: text_config.head_dim (default hidden / heads when either is overridden). */
+  headDim?: number;
   vocab?: number;
   mropeSection?: [number, number, number];
   maxPositions?: number;

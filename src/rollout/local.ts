@@ -21,6 +21,7 @@ import { VlmTokenizer, type ChatMessage } from '../text/tokenizer.js';
 import { describeValue, expectInteger, expectNumber, invalidParameterError } from '../util/validate.js';
 import { processorOptionsFrom } from '../vision/processor-config.js';
 import { Qwen2VLImageProcessor, type ImageSource } from '../vision/qwen2vl.js';
+import { sampleVisuals, videoProcessorFor, visualKinds, type VideoProcessor } from '../vision/video.js';
 import { ChoiceTextStream, firstIndexOf } from './local-stream.js';
 import { abortReason } from './runner.js';
 import type { Completion, Policy, SamplingOptions } from './types.js';
@@ -85,6 +86,8 @@ export interface LocalPolicyOptions {
   tokenizer: VlmTokenizer;
   /** Default: the checkpoint's preprocessor_config.json, else Qwen2-VL's defaults. */
   processor?: Qwen2VLImageProcessor;
+  /** Samples with `videoPaths`: default the model family's video processor with the image processor's patch settings. */
+  videoProcessor?: VideoProcessor;
   /** Policy name (default "local:<tokenizer folder>"). */
   name?: string;
   /** System message of every prompt (default: the chat template's own). */
@@ -120,6 +123,7 @@ export class LocalPolicy implements Policy {
   readonly model: EngineModel;
   readonly tokenizer: VlmTokenizer;
   readonly processor: Qwen2VLImageProcessor;
+  readonly videoProcessor: VideoProcessor;
   readonly systemPrompt: string | undefined;
   private readonly mergeSize: number;
   private readonly cache = new Map<string, ImageInput>();
@@ -133,6 +137,7 @@ export class LocalPolicy implements Policy {
     this.model = options.model;
     this.tokenizer = options.tokenizer;
     this.processor = options.processor ?? new Qwen2VLImageProcessor(processorOptionsFrom(options.tokenizer.source));
+    this.videoProcessor = options.videoProcessor ?? videoProcessorFor(this.model.config?.modelType ?? 'qwen2_vl', processorOptionsFrom(options.tokenizer.source));
     this.name = options.name ?? `local:${options.tokenizer.source}`;
     this.systemPrompt = options.systemPrompt;
     this.mergeSize = this.model.config?.vision?.spatialMergeSize ?? 2;
@@ -182,6 +187,20 @@ export class LocalPolicy implements Policy {
     return img;
   }
 
+  /** Process one video (a folder of frames; `fps`: its frame rate when the folder has no video.json); cached by folder. */
+  async video(dir: string, fps?: number): Promise<ImageInput> {
+    const key = `video:${path.resolve(dir)}:${fps ?? ''}`;
+    const hit = this.cache.get(key);
+    if (hit) return hit;
+    const v = await this.videoProcessor.processFolder(dir, fps);
+    const img: ImageInput = { pixels: v.pixels, gridThw: v.gridThw, video: true, secondPerGrid: v.secondPerGrid, ...(v.timestamps ? { timestamps: v.timestamps } : {}) };
+    if (this.cacheSize > 0) {
+      if (this.cache.size >= this.cacheSize) this.cache.delete(this.cache.keys().next().value!);
+      this.cache.set(key, img);
+    }
+    return img;
+  }
+
   /** The engine prompt of a conversation whose image parts are `images`, in order. */
   prompt(messages: readonly ChatMessage[], images: readonly ImageInput[]): Prompt {
     return this.tokenizer.buildPrompt(messages, images, { mergeSize: this.mergeSize });
@@ -189,8 +208,7 @@ export class LocalPolicy implements Policy {
 
   /** The VQA conversation of a sample (what the trainer asks). */
   messagesFor(sample: VqaSample): ChatMessage[] {
-    const n = sample.imagePaths?.length ? sample.imagePaths.length : 1;
-    return VlmTokenizer.vqaMessages(sample.question, n, this.systemPrompt);
+    return VlmTokenizer.vqaMessages(sample.question, visualKinds(sample), this.systemPrompt);
   }
 
   /**
@@ -324,9 +342,10 @@ export class LocalPolicy implements Policy {
     const t0 = performance.now();
     let gen: LocalGeneration;
     try {
-      const files = sample.imagePaths?.length ? sample.imagePaths : [sample.imagePath];
+      const visuals = sampleVisuals(sample);
       const images: ImageInput[] = [];
-      for (const f of files) images.push(await this.image(f));
+      for (const f of visuals.images) images.push(await this.image(f));
+      for (const d of visuals.videos) images.push(await this.video(d, sample.videoFps));
       const prompt = this.prompt(this.messagesFor(sample), images);
       gen = await this.complete(prompt, {
         n, temperature: options.temperature, topP: options.topP, topK: options.topK, maxTokens: options.maxTokens,

@@ -53,6 +53,17 @@ export function sampleFromRow(raw: unknown, where: string, baseDir: string): Vqa
     id, imagePath: imagePaths ? imagePaths[0]! : path.resolve(baseDir, first!), question, answer, answers: answers?.length ? answers : [answer],
   };
   if (imagePaths && imagePaths.length > 1) sample.imagePaths = imagePaths;
+  const vp = field(row, 'video_paths', 'videoPaths') ?? field(row, 'video_path', 'videoPath');
+  if (vp !== undefined) {
+    const list = typeof vp === 'string' ? [vp] : vp;
+    if (!Array.isArray(list) || list.length === 0 || !list.every((p) => typeof p === 'string')) throw new Error(`${where}: field "video_path" must be a string (a folder of frames) or "video_paths" a non-empty array of them`);
+    sample.videoPaths = list.map((p: string) => path.resolve(baseDir, p));
+  }
+  const fps = field(row, 'video_fps', 'videoFps');
+  if (fps !== undefined) {
+    if (typeof fps !== 'number' || !(fps > 0) || !Number.isFinite(fps)) throw new Error(`${where}: field "video_fps" must be a positive number; got ${JSON.stringify(fps)}`);
+    sample.videoFps = fps;
+  }
   const at = str(field(row, 'answer_type', 'answerType'), 'answer_type', false);
   if (at !== undefined) sample.answerType = at;
   const qt = str(field(row, 'question_type', 'questionType'), 'question_type', false);

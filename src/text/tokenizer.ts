@@ -50,6 +50,18 @@ export interface SpecialIds {
   videoPad: number;
 }
 
+/**
+ * Python's `f"{x:.1f}"` (Qwen3VLProcessor's timestamp text): the exact binary value rounded half to
+ * even; JavaScript's toFixed rounds exact ties up, and ties at one decimal are m + 0.25 and m + 0.75.
+ */
+function formatTenths(x: number): string {
+  if (Number.isInteger(x * 4) && !Number.isInteger(x * 2)) {
+    const y = x * 10, r = Math.round(y);
+    return ((r % 2 !== 0 && Math.abs(y % 1) === 0.5 ? r - 1 : r) / 10).toFixed(1);
+  }
+  return x.toFixed(1);
+}
+
 function readJson(file: string): Record<string, unknown> {
   try {
     return JSON.parse(readFileSync(file, 'utf8')) as Record<string, unknown>;
@@ -168,36 +180,62 @@ export class VlmTokenizer {
 
   /**
    * Prompt ids for the engine: the rendered conversation, each <|image_pad|> expanded to the
-   * number of merged vision tokens of its image (in order).
+   * number of merged vision tokens of its image and each <|video_pad|> to its video's (inputs in
+   * prompt order, videos marked `video: true`). A video with `timestamps` (Qwen3-VL) becomes, per
+   * temporal patch, `<t.t seconds>` + <|vision_start|> + its pads + <|vision_end|>, replacing the
+   * template's <|vision_start|><|video_pad|><|vision_end|> as Qwen3VLProcessor does.
    */
   buildPrompt(messages: readonly ChatMessage[], images: readonly ImageInput[], options: PromptOptions = {}): Prompt {
     const merge = expectInteger('mergeSize', options.mergeSize ?? 2, 1);
     const ids = this.encode(this.applyChatTemplate(messages, options));
-    const pads = ids.filter((t) => t === this.special.imagePad).length;
-    if (pads !== images.length) {
-      throw new Error(`the conversation has ${pads} image${pads === 1 ? '' : 's'} but ${images.length} image${images.length === 1 ? ' was' : 's were'} given`);
+    const { imagePad, videoPad, visionStart, visionEnd } = this.special;
+    const pads = ids.filter((t) => t === imagePad).length, vpads = ids.filter((t) => t === videoPad).length;
+    const nImages = images.filter((im) => !im.video).length, nVideos = images.length - nImages;
+    if (pads !== nImages) {
+      throw new Error(`the conversation has ${pads} image${pads === 1 ? '' : 's'} but ${nImages} image${nImages === 1 ? ' was' : 's were'} given`);
     }
-    if (ids.includes(this.special.videoPad)) throw new Error('video parts are not supported yet');
-    const counts = images.map((img, i) => {
+    if (vpads !== nVideos) {
+      throw new Error(`the conversation has ${vpads} video${vpads === 1 ? '' : 's'} but ${nVideos} video${nVideos === 1 ? ' was' : 's were'} given`);
+    }
+    images.forEach((img, i) => {
       const [t, h, w] = img.gridThw;
       if (h % merge !== 0 || w % merge !== 0) {
-        throw new Error(`image ${i}: grid ${t}x${h}x${w} is not divisible by the merge size ${merge} (height and width in patches must be multiples of it)`);
+        throw new Error(`${img.video ? 'video' : 'image'} ${i}: grid ${t}x${h}x${w} is not divisible by the merge size ${merge} (height and width in patches must be multiples of it)`);
       }
-      return (t * h * w) / (merge * merge);
+      if (img.timestamps && img.timestamps.length !== t) throw new Error(`video ${i}: ${img.timestamps.length} timestamps for ${t} temporal patches`);
     });
-    const out = new Int32Array(ids.length - pads + counts.reduce((a, b) => a + b, 0));
-    let k = 0, image = 0;
-    for (const t of ids) {
-      if (t === this.special.imagePad) out.fill(t, k, (k += counts[image++]!));
-      else out[k++] = t;
+    const out: number[] = [];
+    let next = 0;
+    for (let k = 0; k < ids.length; k++) {
+      const t = ids[k]!;
+      if (t !== imagePad && t !== videoPad) { out.push(t); continue; }
+      const img = images[next]!;
+      if (Boolean(img.video) !== (t === videoPad)) {
+        throw new Error(`input ${next} is ${img.video ? 'a video' : 'an image'} but the conversation has ${t === videoPad ? 'a video' : 'an image'} there (give images and videos in the conversation's order)`);
+      }
+      next++;
+      const [gt, gh, gw] = img.gridThw;
+      const frame = (gh * gw) / (merge * merge);
+      if (!img.timestamps) {
+        for (let j = 0; j < gt * frame; j++) out.push(t);
+        continue;
+      }
+      const wrapped = out[out.length - 1] === visionStart && ids[k + 1] === visionEnd;
+      if (wrapped) { out.pop(); k++; }
+      for (const ts of img.timestamps) {
+        out.push(...this.encode(`<${formatTenths(ts)} seconds>`), visionStart);
+        for (let j = 0; j < frame; j++) out.push(videoPad);
+        out.push(visionEnd);
+      }
     }
-    return { ids: out, images: [...images] };
+    return { ids: Int32Array.from(out), images: [...images] };
   }
 
-  /** The usual VQA turn: one user message with the image(s) first, then the question. */
-  static vqaMessages(question: string, images = 1, system?: string): ChatMessage[] {
+  /** The usual VQA turn: one user message with the image(s) or video(s) first, then the question. */
+  static vqaMessages(question: string, images: number | readonly ('image' | 'video')[] = 1, system?: string): ChatMessage[] {
     const content: ContentPart[] = [];
-    for (let i = 0; i < images; i++) content.push({ type: 'image' });
+    const kinds = typeof images === 'number' ? Array.from({ length: images }, () => 'image' as const) : images;
+    for (const k of kinds) content.push(k === 'video' ? { type: 'video' } : { type: 'image' });
     content.push({ type: 'text', text: question });
     const msgs: ChatMessage[] = [];
     if (system !== undefined) msgs.push({ role: 'system', content: system });

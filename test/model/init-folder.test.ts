@@ -192,7 +192,7 @@ test('vqalab model init: bad flags and folders get exact messages', () => {
   const dir = path.join(work, 'bad');
   const cases: [string[], string][] = [
     [[], 'vqalab model: give the folder to write: vqalab model init DIR\n'],
-    [[dir, '--preset', 'llama'], 'vqalab model: --preset must be one of qwen2-vl-2b; got "llama"\n'],
+    [[dir, '--preset', 'llama'], 'vqalab model: --preset must be one of qwen2-vl-2b, qwen2.5-vl-3b, qwen2.5-vl-7b, qwen3-vl-2b, qwen3-vl-4b, qwen3-vl-8b; got "llama"\n'],
     [[dir, '--hidden', '0'], 'vqalab model: --hidden must be an integer >= 2; got "0"\n'],
     [[dir, '--layers', 'two'], 'vqalab model: --layers must be an integer >= 1; got "two"\n'],
     [[dir, '--dtype', 'f16'], 'vqalab model: --dtype must be bf16 or f32; got "f16"\n'],
