@@ -29,7 +29,9 @@ for (const name of wanted.length > 0 ? wanted : ALL) {
   console.log(`\n=== ${name}`);
   const t0 = performance.now();
   const r = spawnSync(process.execPath, [file], { stdio: 'inherit' });
-  console.log(`=== ${name}: ${r.status === 0 ? 'ok' : `failed (exit ${r.status ?? r.signal})`} in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+  console.log(
+    `=== ${name}: ${r.status === 0 ? 'ok' : `failed (exit ${r.status ?? r.signal})`} in ${((performance.now() - t0) / 1000).toFixed(1)} s`,
+  );
   if (r.status !== 0) failed.push(name);
 }
 if (failed.length > 0) {

@@ -16,7 +16,21 @@ export interface FakeVqaOptions {
   images?: number;
 }
 
-const SUBJECTS = ['man', 'woman', 'dog', 'cat', 'bus', 'train', 'pizza', 'table', 'sign', 'kite', 'horse', 'umbrella', 'café'];
+const SUBJECTS = [
+  'man',
+  'woman',
+  'dog',
+  'cat',
+  'bus',
+  'train',
+  'pizza',
+  'table',
+  'sign',
+  'kite',
+  'horse',
+  'umbrella',
+  'café',
+];
 const TEMPLATES: [string, string, string[]][] = [
   ['what color is the', 'other', ['white', 'black', 'red', 'blue', 'green', 'yellow', 'brown']],
   ['is the', 'yes/no', ['yes', 'no']],
@@ -27,7 +41,11 @@ const TEMPLATES: [string, string, string[]][] = [
 ];
 const CONFIDENCE = ['yes', 'yes', 'yes', 'maybe', 'no'];
 
-export function writeFakeVqa(questionsPath: string, annotationsPath: string | undefined, opts: FakeVqaOptions): { images: number[] } {
+export function writeFakeVqa(
+  questionsPath: string,
+  annotationsPath: string | undefined,
+  opts: FakeVqaOptions,
+): { images: number[] } {
   const n = opts.questions;
   const subtype = opts.subtype ?? 'train2014';
   const rand = mulberry32(opts.seed ?? 1);
@@ -35,18 +53,30 @@ export function writeFakeVqa(questionsPath: string, annotationsPath: string | un
   const nImages = opts.images ?? Math.max(1, Math.round(n / 5.4));
   const imageIds: number[] = [];
   let id = 9;
-  for (let i = 0; i < nImages; i++) { id += 1 + Math.floor(rand() * 10); imageIds.push(id); }
+  for (let i = 0; i < nImages; i++) {
+    id += 1 + Math.floor(rand() * 10);
+    imageIds.push(id);
+  }
 
   const qf = openSync(questionsPath, 'w');
   const af = annotationsPath ? openSync(annotationsPath, 'w') : -1;
   try {
-    writeSync(qf, `{"info": {"description": "This is v2.0 of the VQA dataset.", "url": "http://visualqa.org", "version": "2.0", "year": 2017, "contributor": "VQA Team", "date_created": "2017-04-26 17:07:13"}, "task_type": "Open-Ended", "data_type": "mscoco", "license": {"url": "http://creativecommons.org/licenses/by/4.0/", "name": "Creative Commons Attribution 4.0 International License"}, "data_subtype": "${subtype}", "questions": [`);
-    if (af >= 0) writeSync(af, `{"info": {"description": "This is v2.0 of the VQA dataset.", "version": "2.0", "year": 2017}, "license": {"url": "http://creativecommons.org/licenses/by/4.0/", "name": "Creative Commons Attribution 4.0 International License"}, "data_subtype": "${subtype}", "annotations": [`);
-    let qbuf: string[] = [], abuf: string[] = [];
+    writeSync(
+      qf,
+      `{"info": {"description": "This is v2.0 of the VQA dataset.", "url": "http://visualqa.org", "version": "2.0", "year": 2017, "contributor": "VQA Team", "date_created": "2017-04-26 17:07:13"}, "task_type": "Open-Ended", "data_type": "mscoco", "license": {"url": "http://creativecommons.org/licenses/by/4.0/", "name": "Creative Commons Attribution 4.0 International License"}, "data_subtype": "${subtype}", "questions": [`,
+    );
+    if (af >= 0)
+      writeSync(
+        af,
+        `{"info": {"description": "This is v2.0 of the VQA dataset.", "version": "2.0", "year": 2017}, "license": {"url": "http://creativecommons.org/licenses/by/4.0/", "name": "Creative Commons Attribution 4.0 International License"}, "data_subtype": "${subtype}", "annotations": [`,
+      );
+    let qbuf: string[] = [],
+      abuf: string[] = [];
     const flush = () => {
       if (qbuf.length) writeSync(qf, qbuf.join(''));
       if (abuf.length && af >= 0) writeSync(af, abuf.join(''));
-      qbuf = []; abuf = [];
+      qbuf = [];
+      abuf = [];
     };
     let q = 0;
     const perImage = new Uint16Array(nImages); // VQAv2 ids: image_id * 1000 + k-th question of the image
@@ -57,16 +87,25 @@ export function writeFakeVqa(questionsPath: string, annotationsPath: string | un
         const qid = imageId * 1000 + perImage[img]!++;
         const [qtype, atype, pool] = pick(TEMPLATES);
         const subject = pick(SUBJECTS);
-        const text = rand() < 0.02 ? `${qtype[0]!.toUpperCase()}${qtype.slice(1)} "${subject}" in the picture?` : `${qtype[0]!.toUpperCase()}${qtype.slice(1)} ${subject}?`;
-        qbuf.push(`${q ? ', ' : ''}{"image_id": ${imageId}, "question": ${JSON.stringify(text)}, "question_id": ${qid}}`);
+        const text =
+          rand() < 0.02
+            ? `${qtype[0]!.toUpperCase()}${qtype.slice(1)} "${subject}" in the picture?`
+            : `${qtype[0]!.toUpperCase()}${qtype.slice(1)} ${subject}?`;
+        qbuf.push(
+          `${q ? ', ' : ''}{"image_id": ${imageId}, "question": ${JSON.stringify(text)}, "question_id": ${qid}}`,
+        );
         if (af >= 0) {
           const main = pick(pool);
           const answers: string[] = [];
           for (let a = 0; a < 10; a++) {
             const ans = rand() < 0.75 ? main : pick(pool);
-            answers.push(`{"answer": ${JSON.stringify(ans)}, "answer_confidence": "${pick(CONFIDENCE)}", "answer_id": ${a + 1}}`);
+            answers.push(
+              `{"answer": ${JSON.stringify(ans)}, "answer_confidence": "${pick(CONFIDENCE)}", "answer_id": ${a + 1}}`,
+            );
           }
-          abuf.push(`${q ? ', ' : ''}{"question_type": "${qtype}", "multiple_choice_answer": ${JSON.stringify(main)}, "answers": [${answers.join(', ')}], "image_id": ${imageId}, "answer_type": "${atype}", "question_id": ${qid}}`);
+          abuf.push(
+            `${q ? ', ' : ''}{"question_type": "${qtype}", "multiple_choice_answer": ${JSON.stringify(main)}, "answers": [${answers.join(', ')}], "image_id": ${imageId}, "answer_type": "${atype}", "question_id": ${qid}}`,
+          );
         }
         if (qbuf.length >= 2000) flush();
       }

@@ -14,10 +14,16 @@ async function main(): Promise<number> {
   const root = process.argv[2] ?? 'test/fixtures/engine';
   const device = process.argv[3] ?? 'cuda';
   const cases = readdirSync(root, { withFileTypes: true })
-    .filter((e) => e.isDirectory() && existsSync(path.join(root, e.name, 'meta.json')) && existsSync(path.join(root, e.name, 'expected.safetensors')))
+    .filter(
+      (e) =>
+        e.isDirectory() &&
+        existsSync(path.join(root, e.name, 'meta.json')) &&
+        existsSync(path.join(root, e.name, 'expected.safetensors')),
+    )
     .map((e) => path.join(root, e.name))
     .sort();
-  let failed = 0, passed = 0;
+  let failed = 0,
+    passed = 0;
   for (const dir of cases) {
     const meta = JSON.parse(readFileSync(path.join(dir, 'meta.json'), 'utf8')) as Record<string, unknown>;
     const t0 = Date.now();
@@ -25,12 +31,20 @@ async function main(): Promise<number> {
     const bad = ms.filter((m) => !(m.value <= m.tolerance));
     failed += bad.length;
     passed += ms.length - bad.length;
-    const worst = [...ms].sort((a, b) => (b.value / (b.tolerance || 1)) - (a.value / (a.tolerance || 1)))[0];
-    console.log(`${bad.length ? 'FAIL' : 'ok  '} ${path.basename(dir)} on ${device} (${process.env.VQALAB_CUDA_PRECISION ?? 'bf16'}): ${ms.length} measurements, ${bad.length} over tolerance, ${Date.now() - t0} ms; worst ${worst?.name} = ${worst?.value.toExponential(2)} (tol ${worst?.tolerance})`);
+    const worst = [...ms].sort((a, b) => b.value / (b.tolerance || 1) - a.value / (a.tolerance || 1))[0];
+    console.log(
+      `${bad.length ? 'FAIL' : 'ok  '} ${path.basename(dir)} on ${device} (${process.env.VQALAB_CUDA_PRECISION ?? 'bf16'}): ${ms.length} measurements, ${bad.length} over tolerance, ${Date.now() - t0} ms; worst ${worst?.name} = ${worst?.value.toExponential(2)} (tol ${worst?.tolerance})`,
+    );
     for (const m of bad) console.log(`     ${m.name}: ${m.value} > ${m.tolerance} ${m.note ?? ''}`);
   }
   console.log(`parity ${device}: ${passed} passed, ${failed} failed`);
   return failed ? 1 : 0;
 }
 
-main().then((c) => process.exit(c), (e: unknown) => { console.error(e); process.exit(1); });
+main().then(
+  (c) => process.exit(c),
+  (e: unknown) => {
+    console.error(e);
+    process.exit(1);
+  },
+);

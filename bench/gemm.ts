@@ -28,8 +28,11 @@ function rand(n: number): Float32Array {
 
 /** Best-of GFLOP/s by wall time and by CPU time over repetitions lasting at least `minMs`. */
 function gflops(fn: () => void, flops: number, minMs: number): { wall: number; cpu: number } {
-  fn();  // warm-up (packing buffers, pages)
-  let wall = Infinity, cpu = Infinity, spent = 0, runs = 0;
+  fn(); // warm-up (packing buffers, pages)
+  let wall = Infinity,
+    cpu = Infinity,
+    spent = 0,
+    runs = 0;
   while (spent < minMs || runs < 3) {
     const c0 = process.cpuUsage();
     const t0 = process.hrtime.bigint();
@@ -45,7 +48,14 @@ function gflops(fn: () => void, flops: number, minMs: number): { wall: number; c
   return { wall: flops / (wall / 1e3) / 1e9, cpu: flops / (cpu / 1e3) / 1e9 };
 }
 
-interface Shape { label: string; ta: boolean; tb: boolean; M: number; N: number; K: number }
+interface Shape {
+  label: string;
+  ta: boolean;
+  tb: boolean;
+  M: number;
+  N: number;
+  K: number;
+}
 
 const shapes: Shape[] = [
   { label: 'square 256', ta: false, tb: true, M: 256, N: 256, K: 256 },
@@ -63,17 +73,35 @@ const shapes: Shape[] = [
 
 const threads = a._threads();
 const kernel = a._gemmKernel();
-console.log(`GEMM (fp32) on ${os.cpus()[0]?.model ?? 'unknown CPU'}: ${threads} threads, kernel ${kernel}, Node ${process.version}, load average ${os.loadavg()[0]!.toFixed(1)}`);
+console.log(
+  `GEMM (fp32) on ${os.cpus()[0]?.model ?? 'unknown CPU'}: ${threads} threads, kernel ${kernel}, Node ${process.version}, load average ${os.loadavg()[0]!.toFixed(1)}`,
+);
 console.log('GFLOP/s, best of repeated runs: "wall" by wall-clock time, "cpu" per CPU-second of this process;');
 console.log('"naive" is the textbook i-j-k loop on one thread; ours/naive compares CPU time on one thread.\n');
-const head = ['shape', 'M x N x K', `ours ${threads}T wall`, `ours ${threads}T cpu`, 'ours 1T cpu', 'portable 1T cpu', 'naive 1T cpu', 'ours/naive'];
+const head = [
+  'shape',
+  'M x N x K',
+  `ours ${threads}T wall`,
+  `ours ${threads}T cpu`,
+  'ours 1T cpu',
+  'portable 1T cpu',
+  'naive 1T cpu',
+  'ours/naive',
+];
 const rows: string[][] = [];
 for (const s of quick ? shapes.filter((x) => x.M * x.N * x.K <= 64e6) : shapes) {
   const { ta, tb, M, N, K } = s;
-  const lda = ta ? M : K, ldb = tb ? K : N;
-  const A = rand(M * K), B = rand(K * N), C = new Float32Array(M * N);
+  const lda = ta ? M : K,
+    ldb = tb ? K : N;
+  const A = rand(M * K),
+    B = rand(K * N),
+    C = new Float32Array(M * N);
   const flops = 2 * M * N * K;
-  const run = (naive = false) => () => { a._sgemm(ta, tb, M, N, K, 1, A, lda, B, ldb, 0, C, N, naive); };
+  const run =
+    (naive = false) =>
+    () => {
+      a._sgemm(ta, tb, M, N, K, 1, A, lda, B, ldb, 0, C, N, naive);
+    };
   const minMs = quick ? 100 : 400;
   const ours = gflops(run(), flops, minMs);
   a._threads(1);
@@ -83,8 +111,16 @@ for (const s of quick ? shapes.filter((x) => x.M * x.N * x.K <= 64e6) : shapes) 
   a._gemmKernel('auto');
   a._threads(threads);
   const naive = flops <= 1.2e9 ? gflops(run(true), flops, 0) : { wall: Number.NaN, cpu: Number.NaN };
-  rows.push([s.label, `${M} x ${N} x ${K}`, ours.wall.toFixed(1), ours.cpu.toFixed(1), one.cpu.toFixed(1), portable.cpu.toFixed(1),
-    Number.isNaN(naive.cpu) ? '(skipped)' : naive.cpu.toFixed(2), Number.isNaN(naive.cpu) ? '-' : `${(one.cpu / naive.cpu).toFixed(0)}x`]);
+  rows.push([
+    s.label,
+    `${M} x ${N} x ${K}`,
+    ours.wall.toFixed(1),
+    ours.cpu.toFixed(1),
+    one.cpu.toFixed(1),
+    portable.cpu.toFixed(1),
+    Number.isNaN(naive.cpu) ? '(skipped)' : naive.cpu.toFixed(2),
+    Number.isNaN(naive.cpu) ? '-' : `${(one.cpu / naive.cpu).toFixed(0)}x`,
+  ]);
 }
 const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
 const line = (r: string[]) => r.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ');

@@ -36,7 +36,10 @@ export interface KernelCommand {
 export class BenchClient {
   private readonly shell = new zmq.Dealer();
   private readonly iopub = new zmq.Subscriber();
-  private readonly waiting = new Map<string, { reply?: Message; idle: boolean; needIdle: boolean; resolve: (m: Message) => void }>();
+  private readonly waiting = new Map<
+    string,
+    { reply?: Message; idle: boolean; needIdle: boolean; resolve: (m: Message) => void }
+  >();
   private child: ChildProcess | undefined;
   private dir = '';
   stderr = '';
@@ -45,8 +48,24 @@ export class BenchClient {
   /** Start the kernel; resolves once the sockets are connected (the kernel may still be loading). */
   async start(cmd: KernelCommand): Promise<void> {
     this.dir = mkdtempSync(path.join(tmpdir(), 'vqalab-bench-'));
-    const [shell_port, iopub_port, stdin_port, control_port, hb_port] = await Promise.all([freePort(), freePort(), freePort(), freePort(), freePort()]);
-    this.info = { transport: 'tcp', ip: '127.0.0.1', key: randomUUID(), signature_scheme: 'hmac-sha256', shell_port: shell_port!, iopub_port: iopub_port!, stdin_port: stdin_port!, control_port: control_port!, hb_port: hb_port! };
+    const [shell_port, iopub_port, stdin_port, control_port, hb_port] = await Promise.all([
+      freePort(),
+      freePort(),
+      freePort(),
+      freePort(),
+      freePort(),
+    ]);
+    this.info = {
+      transport: 'tcp',
+      ip: '127.0.0.1',
+      key: randomUUID(),
+      signature_scheme: 'hmac-sha256',
+      shell_port: shell_port!,
+      iopub_port: iopub_port!,
+      stdin_port: stdin_port!,
+      control_port: control_port!,
+      hb_port: hb_port!,
+    };
     const file = path.join(this.dir, 'kernel.json');
     writeFileSync(file, JSON.stringify(this.info));
     this.shell.connect(`tcp://127.0.0.1:${shell_port}`);
@@ -54,7 +73,9 @@ export class BenchClient {
     this.iopub.subscribe();
     const [exe, ...args] = cmd.argv.map((a) => a.replace('{connection_file}', file));
     this.child = spawn(exe!, args, { cwd: cmd.cwd, env: cmd.env ?? process.env, stdio: ['ignore', 'ignore', 'pipe'] });
-    this.child.stderr!.setEncoding('utf8').on('data', (d: string) => { this.stderr += d; });
+    this.child.stderr!.setEncoding('utf8').on('data', (d: string) => {
+      this.stderr += d;
+    });
     void this.listen(this.shell, 'shell');
     void this.listen(this.iopub, 'iopub');
   }
@@ -67,8 +88,15 @@ export class BenchClient {
         const w = id ? this.waiting.get(id) : undefined;
         if (!w) continue;
         if (channel === 'shell') w.reply = msg;
-        else if (msg.header.msg_type === 'status' && (msg.content as { execution_state?: string }).execution_state === 'idle') w.idle = true;
-        if (w.reply && (w.idle || !w.needIdle)) { this.waiting.delete(id!); w.resolve(w.reply); }
+        else if (
+          msg.header.msg_type === 'status' &&
+          (msg.content as { execution_state?: string }).execution_state === 'idle'
+        )
+          w.idle = true;
+        if (w.reply && (w.idle || !w.needIdle)) {
+          this.waiting.delete(id!);
+          w.resolve(w.reply);
+        }
       }
     } catch {
       // closed
@@ -82,7 +110,9 @@ export class BenchClient {
   request(msgType: string, content: Record<string, unknown>, needIdle = true): Promise<Message> {
     const msg = orphanMessage(randomUUID(), msgType, content);
     msg.header.username = 'bench';
-    const done = new Promise<Message>((resolve) => { this.waiting.set(msg.header.msg_id, { idle: false, needIdle, resolve }); });
+    const done = new Promise<Message>((resolve) => {
+      this.waiting.set(msg.header.msg_id, { idle: false, needIdle, resolve });
+    });
     void this.shell.send(encode(msg, this.info.key));
     return done;
   }
@@ -95,7 +125,9 @@ export class BenchClient {
     let timer: ReturnType<typeof setTimeout> | undefined;
     const failed = new Promise<never>((_, reject) => {
       timer = setTimeout(() => reject(new Error(`kernel not ready after ${timeoutMs} ms:\n${this.stderr}`)), timeoutMs);
-      this.child?.once('exit', (code) => reject(new Error(`kernel exited (${code}) before it was ready:\n${this.stderr}`)));
+      this.child?.once('exit', (code) =>
+        reject(new Error(`kernel exited (${code}) before it was ready:\n${this.stderr}`)),
+      );
     });
     try {
       await Promise.race([this.request('kernel_info_request', {}, false), failed]);
@@ -125,14 +157,22 @@ export class BenchClient {
   }
 
   async execute(code: string): Promise<Message> {
-    const reply = await this.request('execute_request', { code, silent: false, store_history: true, user_expressions: {}, allow_stdin: false, stop_on_error: true });
+    const reply = await this.request('execute_request', {
+      code,
+      silent: false,
+      store_history: true,
+      user_expressions: {},
+      allow_stdin: false,
+      stop_on_error: true,
+    });
     const status = (reply.content as { status?: string }).status;
     if (status !== 'ok') throw new Error(`cell failed: ${JSON.stringify(reply.content)}`);
     return reply;
   }
 
   async stop(): Promise<void> {
-    const exited = this.child && this.child.exitCode === null ? new Promise((r) => this.child!.once('exit', r)) : Promise.resolve();
+    const exited =
+      this.child && this.child.exitCode === null ? new Promise((r) => this.child!.once('exit', r)) : Promise.resolve();
     this.child?.kill('SIGTERM');
     await Promise.race([exited, new Promise((r) => setTimeout(r, 5000))]);
     this.child?.kill('SIGKILL');

@@ -13,7 +13,21 @@
  * The random folder is written tensor by tensor (BF16 on disk: 4.4 GB; the engine reads it as fp32)
  * and reused from --work when present; the export is reused too unless missing. --keep leaves both.
  */
-import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, statSync, writeFileSync, writeSync, copyFileSync, readdirSync } from 'node:fs';
+import {
+  closeSync,
+  existsSync,
+  fsyncSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+  writeSync,
+  copyFileSync,
+  readdirSync,
+} from 'node:fs';
 import { cpus, freemem, loadavg, tmpdir, totalmem } from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
@@ -31,25 +45,53 @@ import { processorOptionsFrom } from '../src/vision/processor-config.js';
 
 const { values } = parseArgs({
   options: {
-    work: { type: 'string', default: path.join(tmpdir(), 'vqalab-onnx-2b') }, threads: { type: 'string', default: '2' },
-    keep: { type: 'boolean', default: false }, out: { type: 'string' },
+    work: { type: 'string', default: path.join(tmpdir(), 'vqalab-onnx-2b') },
+    threads: { type: 'string', default: '2' },
+    keep: { type: 'boolean', default: false },
+    out: { type: 'string' },
   },
 });
 const THREADS = Number(values.threads);
 const work = values.work!;
-const modelDir = path.join(work, 'model'), onnxDir = path.join(work, 'onnx');
+const modelDir = path.join(work, 'model'),
+  onnxDir = path.join(work, 'onnx');
 const log = (s: string) => process.stderr.write(`[${new Date().toISOString().slice(11, 19)}] ${s}\n`);
 const gib = (b: number) => `${(b / 2 ** 30).toFixed(2)} GiB`;
 /** Largest resident set size of this process since the last resetPeak() (VmHWM), bytes. */
 const peakRss = () => Number(/VmHWM:\s+(\d+) kB/.exec(readFileSync('/proc/self/status', 'utf8'))?.[1] ?? 0) * 1024;
 /** Resets VmHWM to the current size (Linux: "5" to /proc/self/clear_refs), so each phase reports its own peak. */
-const resetPeak = () => { try { writeFileSync('/proc/self/clear_refs', '5'); } catch { /* not Linux: peaks accumulate */ } };
+const resetPeak = () => {
+  try {
+    writeFileSync('/proc/self/clear_refs', '5');
+  } catch {
+    /* not Linux: peaks accumulate */
+  }
+};
 
 const tiny = JSON.parse(readFileSync(path.join(DEFAULT_MODEL_DIR, 'config.json'), 'utf8')) as Record<string, number>;
 const dims: Qwen2VLDims = {
-  vocabSize: 151936, hiddenSize: 1536, intermediateSize: 8960, numHiddenLayers: 28, numAttentionHeads: 12, numKeyValueHeads: 2,
-  mropeSection: [16, 24, 24], tieWordEmbeddings: true, rmsNormEps: 1e-6, ropeTheta: 1_000_000, maxPositionEmbeddings: 32768, initializerRange: 0.02,
-  vision: { depth: 32, embedDim: 1280, numHeads: 16, mlpRatio: 4, patchSize: 14, temporalPatchSize: 2, spatialMergeSize: 2, inChannels: 3 },
+  vocabSize: 151936,
+  hiddenSize: 1536,
+  intermediateSize: 8960,
+  numHiddenLayers: 28,
+  numAttentionHeads: 12,
+  numKeyValueHeads: 2,
+  mropeSection: [16, 24, 24],
+  tieWordEmbeddings: true,
+  rmsNormEps: 1e-6,
+  ropeTheta: 1_000_000,
+  maxPositionEmbeddings: 32768,
+  initializerRange: 0.02,
+  vision: {
+    depth: 32,
+    embedDim: 1280,
+    numHeads: 16,
+    mlpRatio: 4,
+    patchSize: 14,
+    temporalPatchSize: 2,
+    spatialMergeSize: 2,
+    inChannels: 3,
+  },
 };
 
 /** The random folder, one tensor in memory at a time: safetensors header first, then each tensor as BF16. */
@@ -75,7 +117,7 @@ function writeRandomFolder(): void {
     writeSync(fd, Buffer.from(json, 'latin1'));
     // xorshift32 uniforms of standard deviation 0.02 (the init's N(0, 0.02²) drawn with Box–Muller costs 100× more here)
     let x = 7 >>> 0;
-    const a = dims.initializerRange * Math.sqrt(3) / 2 ** 31;
+    const a = (dims.initializerRange * Math.sqrt(3)) / 2 ** 31;
     let done = 0;
     for (const s of specs) {
       const n = numelOf(s.shape);
@@ -83,14 +125,19 @@ function writeRandomFolder(): void {
       if (s.init === 'ones') f.fill(1);
       else if (s.init === 'normal') {
         for (let i = 0; i < n; i++) {
-          x ^= x << 13; x >>>= 0; x ^= x >>> 17; x ^= x << 5; x >>>= 0;
+          x ^= x << 13;
+          x >>>= 0;
+          x ^= x >>> 17;
+          x ^= x << 5;
+          x >>>= 0;
           f[i] = (x - 2 ** 31) * a;
         }
       }
       const u = new Uint32Array(f.buffer);
       const bf = new Uint16Array(n);
       for (let i = 0; i < n; i++) bf[i] = u[i]! >>> 16; // truncation: the engine reads back exactly these values
-      for (let at = 0; at < bf.byteLength; at += 1 << 30) writeSync(fd, new Uint8Array(bf.buffer, at, Math.min(1 << 30, bf.byteLength - at)));
+      for (let at = 0; at < bf.byteLength; at += 1 << 30)
+        writeSync(fd, new Uint8Array(bf.buffer, at, Math.min(1 << 30, bf.byteLength - at)));
       done += n;
       if (n > 50e6) log(`  ${s.name} ${s.shape.join('x')} (${(done / 1e9).toFixed(2)} G written)`);
     }
@@ -99,18 +146,29 @@ function writeRandomFolder(): void {
     closeSync(fd);
   }
   const config = qwen2vlConfigJson(dims, {
-    bos: tiny.bos_token_id!, eos: tiny.eos_token_id!, pad: tiny.pad_token_id!, visionStart: tiny.vision_start_token_id!, visionEnd: tiny.vision_end_token_id!,
-    visionPad: tiny.vision_token_id!, imagePad: tiny.image_token_id!, videoPad: tiny.video_token_id!,
+    bos: tiny.bos_token_id!,
+    eos: tiny.eos_token_id!,
+    pad: tiny.pad_token_id!,
+    visionStart: tiny.vision_start_token_id!,
+    visionEnd: tiny.vision_end_token_id!,
+    visionPad: tiny.vision_token_id!,
+    imagePad: tiny.image_token_id!,
+    videoPad: tiny.video_token_id!,
   });
-  for (const f of ['tokenizer.json', 'tokenizer_config.json', 'generation_config.json', 'preprocessor_config.json']) copyFileSync(path.join(DEFAULT_MODEL_DIR, f), path.join(modelDir, f));
+  for (const f of ['tokenizer.json', 'tokenizer_config.json', 'generation_config.json', 'preprocessor_config.json'])
+    copyFileSync(path.join(DEFAULT_MODEL_DIR, f), path.join(modelDir, f));
   writeFileSync(path.join(modelDir, 'config.json'), JSON.stringify(config, null, 2) + '\n');
   renameSync(tmp, path.join(modelDir, 'model.safetensors')); // last: its presence marks a complete folder
 }
 
 function maxDiff(a: Float32Array, b: Float32Array): { diff: number; scale: number } {
   if (a.length !== b.length) throw new Error(`lengths differ: ${a.length} vs ${b.length}`);
-  let diff = 0, scale = 0;
-  for (let i = 0; i < a.length; i++) { diff = Math.max(diff, Math.abs(a[i]! - b[i]!)); scale = Math.max(scale, Math.abs(a[i]!)); }
+  let diff = 0,
+    scale = 0;
+  for (let i = 0; i < a.length; i++) {
+    diff = Math.max(diff, Math.abs(a[i]! - b[i]!));
+    scale = Math.max(scale, Math.abs(a[i]!));
+  }
   return { diff, scale };
 }
 
@@ -131,7 +189,10 @@ if (!existsSync(path.join(onnxDir, 'config.json'))) {
   const ex = await exportOnnx({ model: modelDir, out: onnxDir, threads: THREADS, log: (l) => log(`  ${l}`) });
   exportS = ex.seconds.toFixed(0);
 }
-const files = readdirSync(path.join(onnxDir, 'onnx')).map((f) => ({ name: `onnx/${f}`, bytes: statSync(path.join(onnxDir, 'onnx', f)).size }));
+const files = readdirSync(path.join(onnxDir, 'onnx')).map((f) => ({
+  name: `onnx/${f}`,
+  bytes: statSync(path.join(onnxDir, 'onnx', f)).size,
+}));
 log(`  ${files.map((f) => `${f.name} ${gib(f.bytes)}`).join(', ')}`);
 const rssAfterExport = peakRss();
 
@@ -142,14 +203,28 @@ const img = async (w: number, h: number, seed: number) => {
   const raw = Buffer.alloc(w * h * 3);
   const r = new Rng(seed);
   for (let i = 0; i < raw.length; i++) raw[i] = Math.floor(r.uniform() * 256);
-  const p = await proc.process(await sharp(raw, { raw: { width: w, height: h, channels: 3 } }).png().toBuffer());
+  const p = await proc.process(
+    await sharp(raw, { raw: { width: w, height: h, channels: 3 } })
+      .png()
+      .toBuffer(),
+  );
   return { pixels: p.pixels, gridThw: p.gridThw };
 };
-const one = await img(112, 84, 1), two = await img(168, 140, 2);
+const one = await img(112, 84, 1),
+  two = await img(168, 140, 2);
 const prompts: { name: string; prompt: Prompt }[] = [
-  { name: 'text only', prompt: tok.buildPrompt(VlmTokenizer.vqaMessages('What is shown here?', 0), [], { mergeSize: 2 }) },
-  { name: '1 image', prompt: tok.buildPrompt(VlmTokenizer.vqaMessages('What color is the largest shape?', 1), [one], { mergeSize: 2 }) },
-  { name: '2 images', prompt: tok.buildPrompt(VlmTokenizer.vqaMessages('Which image has more shapes?', 2), [one, two], { mergeSize: 2 }) },
+  {
+    name: 'text only',
+    prompt: tok.buildPrompt(VlmTokenizer.vqaMessages('What is shown here?', 0), [], { mergeSize: 2 }),
+  },
+  {
+    name: '1 image',
+    prompt: tok.buildPrompt(VlmTokenizer.vqaMessages('What color is the largest shape?', 1), [one], { mergeSize: 2 }),
+  },
+  {
+    name: '2 images',
+    prompt: tok.buildPrompt(VlmTokenizer.vqaMessages('Which image has more shapes?', 2), [one, two], { mergeSize: 2 }),
+  },
 ];
 const cont = Int32Array.from([5, 17, 42, 99, 300]);
 
@@ -175,7 +250,10 @@ t = performance.now();
 log('onnxruntime: load + one pass per prompt');
 resetPeak();
 // one copy of the weights: no pre-packed duplicates, no arena
-const ort = await OnnxModel.load(onnxDir, { threads: THREADS, sessionOptions: { enableCpuMemArena: false, extra: { session: { disable_prepacking: '1' } } } });
+const ort = await OnnxModel.load(onnxDir, {
+  threads: THREADS,
+  sessionOptions: { enableCpuMemArena: false, extra: { session: { disable_prepacking: '1' } } },
+});
 const loadOrtS = secs(t);
 const rows: string[] = [];
 const V = dims.vocabSize;
@@ -199,30 +277,38 @@ for (let k = 0; k < prompts.length; k++) {
     };
     lpDiff = Math.max(lpDiff, Math.abs(lp(engineLogits[k]!) - lp(logits)));
   }
-  log(`  ${p.name}: max |diff| ${diff.toExponential(2)} of scale ${scale.toFixed(3)} (${(diff / scale).toExponential(2)}), log-prob diff ${lpDiff.toExponential(2)}, ${(ms / 1000).toFixed(1)}s`);
-  rows.push(`| ${p.name} | ${Lp} + ${cont.length} | ${diff.toExponential(2)} | ${scale.toFixed(3)} | ${(diff / scale).toExponential(2)} | ${lpDiff.toExponential(2)} | ${diff / scale <= 1e-4 ? 'yes' : 'NO'} | ${(engineMs[k]! / 1000).toFixed(1)} s | ${(ms / 1000).toFixed(1)} s |`);
+  log(
+    `  ${p.name}: max |diff| ${diff.toExponential(2)} of scale ${scale.toFixed(3)} (${(diff / scale).toExponential(2)}), log-prob diff ${lpDiff.toExponential(2)}, ${(ms / 1000).toFixed(1)}s`,
+  );
+  rows.push(
+    `| ${p.name} | ${Lp} + ${cont.length} | ${diff.toExponential(2)} | ${scale.toFixed(3)} | ${(diff / scale).toExponential(2)} | ${lpDiff.toExponential(2)} | ${diff / scale <= 1e-4 ? 'yes' : 'NO'} | ${(engineMs[k]! / 1000).toFixed(1)} s | ${(ms / 1000).toFixed(1)} s |`,
+  );
 }
 await ort.dispose();
 const rssOrt = peakRss();
 if (!values.keep) rmSync(work, { recursive: true, force: true });
 
-const ortVersion = JSON.parse(readFileSync(new URL('../../node_modules/onnxruntime-node/package.json', import.meta.url), 'utf8')).version as string;
+const ortVersion = JSON.parse(
+  readFileSync(new URL('../../node_modules/onnxruntime-node/package.json', import.meta.url), 'utf8'),
+).version as string;
 const lines = [
   `# Export + parity at Qwen2-VL-2B dimensions (CPU): our engine vs onnxruntime-node ${ortVersion}`,
   '',
   `Command: \`node dist/bench/onnx-2b.js ${process.argv.slice(2).join(' ')}\``.replace(/ `$/, '`'),
   '',
-  `Machine: ${cpus().length} × ${cpus()[0]?.model ?? 'unknown CPU'}, ${gib(totalmem())} memory (${gib(freemem())} free at the end), Node ${process.version}, `
-    + `${THREADS} threads; load average at the end ${loadavg().map((x) => x.toFixed(2)).join(' ')} (shared machine).`,
+  `Machine: ${cpus().length} × ${cpus()[0]?.model ?? 'unknown CPU'}, ${gib(totalmem())} memory (${gib(freemem())} free at the end), Node ${process.version}, ` +
+    `${THREADS} threads; load average at the end ${loadavg()
+      .map((x) => x.toFixed(2))
+      .join(' ')} (shared machine).`,
   '',
   `Model: random weights (xorshift32 uniforms of standard deviation 0.02, stored as BF16) with Qwen2-VL-2B's shapes: hidden 1536, 28 layers, 12 heads / 2 kv heads,`,
   `intermediate 8960, vocabulary 151936 (tied), vision 32 blocks of 1280; ${(params / 1e9).toFixed(3)} G parameters (${gib(sourceBytes)} of safetensors).`,
   `Export fp32: ${files.map((f) => `${f.name} ${gib(f.bytes)}`).join(', ')}.`,
   `Time: random folder ${writeS === '0' ? 'reused' : `${writeS} s`}, export ${exportS === 'reused' ? 'reused' : `${exportS} s`}, engine load ${loadEngineS} s, onnxruntime load ${loadOrtS} s; all ${secs(t0)} s.`,
-  `Peak resident memory of the process, per phase: export ${gib(rssAfterExport)}, engine load + forwards ${gib(rssEngine)}, onnxruntime load + passes ${gib(rssOrt)} `
-    + '(the engine is disposed before onnxruntime loads; onnxruntime runs without pre-packing or its memory arena, so it holds the weights once).',
+  `Peak resident memory of the process, per phase: export ${gib(rssAfterExport)}, engine load + forwards ${gib(rssEngine)}, onnxruntime load + passes ${gib(rssOrt)} ` +
+    '(the engine is disposed before onnxruntime loads; onnxruntime runs without pre-packing or its memory arena, so it holds the weights once).',
   '',
-  'Every position\'s logits (prompt + continuation, vocabulary 151936) of the engine\'s `forward(returnLogits)` against onnxruntime on the',
+  "Every position's logits (prompt + continuation, vocabulary 151936) of the engine's `forward(returnLogits)` against onnxruntime on the",
   'exported files (vision encoder → embeddings → decoder without cache); tolerance 1e-4 of max |logit| (fp32):',
   '',
   '| prompt | tokens | max \\|diff\\| | max \\|logit\\| | diff / scale | continuation log-prob diff | ≤ 1e-4 | engine forward | onnxruntime pass |',

@@ -28,35 +28,75 @@ import { parseArgs } from 'node:util';
 import { crc32, deflateSync } from 'node:zlib';
 import sharp from 'sharp';
 
-const { values } = parseArgs({ options: {
-  seconds: { type: 'string', default: '6' }, out: { type: 'string' }, workers: { type: 'string', default: '1' },
-  // internal: this script run as the hostile client (its own process, so that building and sending
-  // 32 MB bodies does not delay the probe client's measurements)
-  'hostile-client': { type: 'string' }, url: { type: 'string' },
-} });
+const { values } = parseArgs({
+  options: {
+    seconds: { type: 'string', default: '6' },
+    out: { type: 'string' },
+    workers: { type: 'string', default: '1' },
+    // internal: this script run as the hostile client (its own process, so that building and sending
+    // 32 MB bodies does not delay the probe client's measurements)
+    'hostile-client': { type: 'string' },
+    url: { type: 'string' },
+  },
+});
 const SECONDS = Number(values.seconds);
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const BIN = path.join(ROOT, 'bin', 'vqalab.js');
 
 function bombPng(width: number, height: number): Buffer {
   const chunk = (type: string, data: Buffer) => {
-    const len = Buffer.alloc(4); len.writeUInt32BE(data.length);
+    const len = Buffer.alloc(4);
+    len.writeUInt32BE(data.length);
     const td = Buffer.concat([Buffer.from(type, 'latin1'), data]);
-    const crc = Buffer.alloc(4); crc.writeUInt32BE(crc32(td) >>> 0);
+    const crc = Buffer.alloc(4);
+    crc.writeUInt32BE(crc32(td) >>> 0);
     return Buffer.concat([len, td, crc]);
   };
   const ihdr = Buffer.alloc(13);
-  ihdr.writeUInt32BE(width, 0); ihdr.writeUInt32BE(height, 4); ihdr[8] = 8; ihdr[9] = 2;
-  return Buffer.concat([Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]), chunk('IHDR', ihdr), chunk('IDAT', deflateSync(Buffer.alloc(4 * (1 + width * 3)))), chunk('IEND', Buffer.alloc(0))]);
+  ihdr.writeUInt32BE(width, 0);
+  ihdr.writeUInt32BE(height, 4);
+  ihdr[8] = 8;
+  ihdr[9] = 2;
+  return Buffer.concat([
+    Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]),
+    chunk('IHDR', ihdr),
+    chunk('IDAT', deflateSync(Buffer.alloc(4 * (1 + width * 3)))),
+    chunk('IEND', Buffer.alloc(0)),
+  ]);
 }
 
 function startServer(): Promise<{ child: ChildProcess; url: string }> {
-  const args = [BIN, 'serve', '--port', '0', '--quiet', '--threads', '1', '--workers', values.workers!, '--max-batch-rows', '128', '--max-sequence-length', '2048',
-    '--max-stop-chars', '100000', '--max-prompt-chars', '2000000', '--max-body-mb', '40', '--max-image-mb', '40', '--max-image-pixels', '25000000'];
+  const args = [
+    BIN,
+    'serve',
+    '--port',
+    '0',
+    '--quiet',
+    '--threads',
+    '1',
+    '--workers',
+    values.workers!,
+    '--max-batch-rows',
+    '128',
+    '--max-sequence-length',
+    '2048',
+    '--max-stop-chars',
+    '100000',
+    '--max-prompt-chars',
+    '2000000',
+    '--max-body-mb',
+    '40',
+    '--max-image-mb',
+    '40',
+    '--max-image-pixels',
+    '25000000',
+  ];
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
-    child.stderr!.on('data', (d) => { out += d; });
+    child.stderr!.on('data', (d) => {
+      out += d;
+    });
     child.stdout!.on('data', (d) => {
       out += d;
       const m = /listening on (\S+)/.exec(out);
@@ -66,20 +106,47 @@ function startServer(): Promise<{ child: ChildProcess; url: string }> {
   });
 }
 
-const user = (text: string, image?: string) => [{ role: 'user', content: image ? [{ type: 'image_url', image_url: { url: image } }, { type: 'text', text }] : text }];
+const user = (text: string, image?: string) => [
+  {
+    role: 'user',
+    content: image
+      ? [
+          { type: 'image_url', image_url: { url: image } },
+          { type: 'text', text },
+        ]
+      : text,
+  },
+];
 
 async function kinds(): Promise<Record<string, (() => unknown) | null>> {
   // A 5000x5000 image whose PNG stays small (a pattern that compresses) but decodes to 75 MB of pixels.
   const raw = Buffer.alloc(5000 * 5000 * 3);
   for (let i = 0; i < raw.length; i++) raw[i] = ((i % 15000) >> 6) ^ ((i / 15000) >> 6) ? 200 : 30;
-  const bigPng = await sharp(raw, { raw: { width: 5000, height: 5000, channels: 3 } }).png({ compressionLevel: 9 }).toBuffer();
+  const bigPng = await sharp(raw, { raw: { width: 5000, height: 5000, channels: 3 } })
+    .png({ compressionLevel: 9 })
+    .toBuffer();
   return {
     none: null,
-    stops: () => ({ model: 'vqalab', messages: user('say z'), n: 64, stream: true, max_tokens: 64, stop: Array.from({ length: 16 }, (_v, i) => `${'z'.repeat(99_990)}${i}`) }),
+    stops: () => ({
+      model: 'vqalab',
+      messages: user('say z'),
+      n: 64,
+      stream: true,
+      max_tokens: 64,
+      stop: Array.from({ length: 16 }, (_v, i) => `${'z'.repeat(99_990)}${i}`),
+    }),
     'prompt-1mb': () => ({ model: 'vqalab', messages: user('why '.repeat(262_144)), max_tokens: 1 }),
     'body-32mb': () => ({ model: 'vqalab', messages: user('w'.repeat(32 << 20)), max_tokens: 1 }),
-    'image-25mp': () => ({ model: 'vqalab', messages: user('what?', `data:image/png;base64,${bigPng.toString('base64')}`), max_tokens: 1 }),
-    'bomb-png': () => ({ model: 'vqalab', messages: user('what?', `data:image/png;base64,${bombPng(16000, 16000).toString('base64')}`), max_tokens: 1 }),
+    'image-25mp': () => ({
+      model: 'vqalab',
+      messages: user('what?', `data:image/png;base64,${bigPng.toString('base64')}`),
+      max_tokens: 1,
+    }),
+    'bomb-png': () => ({
+      model: 'vqalab',
+      messages: user('what?', `data:image/png;base64,${bombPng(16000, 16000).toString('base64')}`),
+      max_tokens: 1,
+    }),
     'bad-stop-id': () => ({ model: 'vqalab', messages: user('hi'), max_tokens: 1, stop_token_ids: [1 << 30] }),
   };
 }
@@ -89,7 +156,11 @@ async function hostileClient(kind: string, url: string): Promise<void> {
   const body = JSON.stringify((await kinds())[kind]!());
   process.stdout.write('ready\n');
   for (;;) {
-    const r = await fetch(`${url}/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body });
+    const r = await fetch(`${url}/chat/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body,
+    });
     await r.text();
     process.stdout.write(`status ${r.status}\n`);
   }
@@ -97,33 +168,51 @@ async function hostileClient(kind: string, url: string): Promise<void> {
 
 async function main(): Promise<void> {
   const bodies = Object.fromEntries(Object.entries(await kinds()).map(([k, f]) => [k, f ? k : null]));
-  const ordinary = JSON.stringify({ model: 'vqalab', messages: user('What color is the circle?'), max_tokens: 1, temperature: 0 });
+  const ordinary = JSON.stringify({
+    model: 'vqalab',
+    messages: user('What color is the circle?'),
+    max_tokens: 1,
+    temperature: 0,
+  });
   const load0 = loadavg()[0]!;
   const { child, url } = await startServer();
   const base = url.replace(/\/v1$/, '');
   const rows: string[] = [];
   try {
     // warm up (the worker's tokenizer, the engine)
-    for (let i = 0; i < 5; i++) await (await fetch(`${url}/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: ordinary })).text();
+    for (let i = 0; i < 5; i++)
+      await (
+        await fetch(`${url}/chat/completions`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: ordinary,
+        })
+      ).text();
     for (const [kind, body] of Object.entries(bodies)) {
       const hostileStatus: Record<string, number> = {};
       let hostileDone = 0;
       let client: ChildProcess | null = null;
       if (body) {
-        client = spawn(process.execPath, [fileURLToPath(import.meta.url), '--hostile-client', kind, '--url', url], { stdio: ['ignore', 'pipe', 'inherit'] });
+        client = spawn(process.execPath, [fileURLToPath(import.meta.url), '--hostile-client', kind, '--url', url], {
+          stdio: ['ignore', 'pipe', 'inherit'],
+        });
         await new Promise<void>((resolve) => {
           let buf = '';
           client!.stdout!.on('data', (d) => {
             buf += d;
             if (buf.includes('ready\n')) resolve();
-            for (const m of buf.matchAll(/status (\d+)\n/g)) { hostileStatus[m[1]!] = (hostileStatus[m[1]!] ?? 0) + 1; hostileDone++; }
+            for (const m of buf.matchAll(/status (\d+)\n/g)) {
+              hostileStatus[m[1]!] = (hostileStatus[m[1]!] ?? 0) + 1;
+              hostileDone++;
+            }
             buf = buf.slice(buf.lastIndexOf('\n') + 1);
           });
         });
         // let the first hostile request get going
         await new Promise((r) => setTimeout(r, 300));
       }
-      const health: number[] = [], chat: number[] = [];
+      const health: number[] = [],
+        chat: number[] = [];
       const t0 = performance.now();
       while (performance.now() - t0 < SECONDS * 1000) {
         let t = performance.now();
@@ -132,15 +221,31 @@ async function main(): Promise<void> {
         health.push(performance.now() - t);
         if (h.status !== 200) throw new Error(`/health answered ${h.status}`);
         t = performance.now();
-        const c = await fetch(`${url}/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: ordinary });
+        const c = await fetch(`${url}/chat/completions`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: ordinary,
+        });
         await c.text();
         chat.push(performance.now() - t);
         if (c.status !== 200) throw new Error(`the ordinary request answered ${c.status}`);
       }
-      if (client) { client.kill('SIGKILL'); await new Promise((r) => client!.once('exit', r)); }
-      const pct = (a: number[], p: number) => { const s = [...a].sort((x, y) => x - y); return s[Math.min(s.length - 1, Math.ceil((p / 100) * s.length) - 1)]!; };
+      if (client) {
+        client.kill('SIGKILL');
+        await new Promise((r) => client!.once('exit', r));
+      }
+      const pct = (a: number[], p: number) => {
+        const s = [...a].sort((x, y) => x - y);
+        return s[Math.min(s.length - 1, Math.ceil((p / 100) * s.length) - 1)]!;
+      };
       const f = (v: number) => v.toFixed(1);
-      const row = `| ${kind} | ${health.length} | ${f(pct(health, 50))} | ${f(pct(health, 99))} | ${f(Math.max(...health))} | ${f(pct(chat, 50))} | ${f(pct(chat, 99))} | ${f(Math.max(...chat))} | ${body ? `${hostileDone} (${Object.entries(hostileStatus).map(([s, n]) => `${n}x${s}`).join(', ')})` : '-'} |`;
+      const row = `| ${kind} | ${health.length} | ${f(pct(health, 50))} | ${f(pct(health, 99))} | ${f(Math.max(...health))} | ${f(pct(chat, 50))} | ${f(pct(chat, 99))} | ${f(Math.max(...chat))} | ${
+        body
+          ? `${hostileDone} (${Object.entries(hostileStatus)
+              .map(([s, n]) => `${n}x${s}`)
+              .join(', ')})`
+          : '-'
+      } |`;
       rows.push(row);
       process.stdout.write(`${row}\n`);
     }

@@ -37,15 +37,28 @@ import { VlmTokenizer } from '../src/text/tokenizer.js';
 
 const { values } = parseArgs({
   options: {
-    requests: { type: 'string', default: '48' }, concurrency: { type: 'string', default: '8' }, 'max-tokens': { type: 'string', default: '64' },
-    seconds: { type: 'string', default: '90' }, threads: { type: 'string', default: '1' }, n: { type: 'string', default: '4' },
-    rounds: { type: 'string', default: '2' }, stream: { type: 'boolean', default: false }, direct: { type: 'boolean', default: false },
-    'max-batch-rows': { type: 'string', default: '64' }, model: { type: 'string', default: 'tiny' },
+    requests: { type: 'string', default: '48' },
+    concurrency: { type: 'string', default: '8' },
+    'max-tokens': { type: 'string', default: '64' },
+    seconds: { type: 'string', default: '90' },
+    threads: { type: 'string', default: '1' },
+    n: { type: 'string', default: '4' },
+    rounds: { type: 'string', default: '2' },
+    stream: { type: 'boolean', default: false },
+    direct: { type: 'boolean', default: false },
+    'max-batch-rows': { type: 'string', default: '64' },
+    model: { type: 'string', default: 'tiny' },
   },
 });
-const REQUESTS = Number(values.requests), CONCURRENCY = Number(values.concurrency), MAX_TOKENS = Number(values['max-tokens']);
-const SECONDS = Number(values.seconds), THREADS = Number(values.threads), N = Number(values.n), ROUNDS = Number(values.rounds);
-const STREAM = values.stream!, ROWS = Number(values['max-batch-rows']);
+const REQUESTS = Number(values.requests),
+  CONCURRENCY = Number(values.concurrency),
+  MAX_TOKENS = Number(values['max-tokens']);
+const SECONDS = Number(values.seconds),
+  THREADS = Number(values.threads),
+  N = Number(values.n),
+  ROUNDS = Number(values.rounds);
+const STREAM = values.stream!,
+  ROWS = Number(values['max-batch-rows']);
 /** A random-weight Qwen2-VL with the tiny model's tokenizer, processor and vision tower, and a ~90 M parameter language model. */
 const mediumModel = () => randomMidsizeModel('vqalab-bench-medium-v1', 8);
 
@@ -55,19 +68,37 @@ const BIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..
 type Mode = 'queue-only' | 'batching';
 
 function startServer(mode: Mode): Promise<{ child: ChildProcess; url: string }> {
-  const args = [BIN, 'serve', '--port', '0', '--quiet', '--threads', String(THREADS), '--max-queue', String(Math.max(256, CONCURRENCY * 2)),
+  const args = [
+    BIN,
+    'serve',
+    '--port',
+    '0',
+    '--quiet',
+    '--threads',
+    String(THREADS),
+    '--max-queue',
+    String(Math.max(256, CONCURRENCY * 2)),
     ...(MODEL ? ['--model', MODEL] : []),
-    ...(mode === 'queue-only' ? ['--no-batching'] : ['--max-batch-rows', String(ROWS)])];
+    ...(mode === 'queue-only' ? ['--no-batching'] : ['--max-batch-rows', String(ROWS)]),
+  ];
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     // its stderr (the SIGTERM notice, errors) is shown when it fails, not on every stop
-    child.stderr!.on('data', (d) => { out += d; });
-    const timer = setTimeout(() => { child.kill(); reject(new Error(`the server did not start in 60 s:\n${out}`)); }, 60_000);
+    child.stderr!.on('data', (d) => {
+      out += d;
+    });
+    const timer = setTimeout(() => {
+      child.kill();
+      reject(new Error(`the server did not start in 60 s:\n${out}`));
+    }, 60_000);
     child.stdout!.on('data', (d) => {
       out += d;
       const m = /listening on (\S+)/.exec(out);
-      if (m) { clearTimeout(timer); resolve({ child, url: m[1]! }); }
+      if (m) {
+        clearTimeout(timer);
+        resolve({ child, url: m[1]! });
+      }
     });
     child.on('exit', (code) => {
       clearTimeout(timer);
@@ -77,11 +108,27 @@ function startServer(mode: Mode): Promise<{ child: ChildProcess; url: string }> 
   });
 }
 
-interface Result { lat: number[]; ttft: number[]; seconds: number; failed: number; errors: string[]; tokens: number; serverCpu: number }
+interface Result {
+  lat: number[];
+  ttft: number[];
+  seconds: number;
+  failed: number;
+  errors: string[];
+  tokens: number;
+  serverCpu: number;
+}
 
 function merge(a: Result | undefined, b: Result): Result {
   if (!a) return b;
-  return { lat: [...a.lat, ...b.lat], ttft: [...a.ttft, ...b.ttft], seconds: a.seconds + b.seconds, failed: a.failed + b.failed, errors: [...a.errors, ...b.errors], tokens: a.tokens + b.tokens, serverCpu: a.serverCpu + b.serverCpu };
+  return {
+    lat: [...a.lat, ...b.lat],
+    ttft: [...a.ttft, ...b.ttft],
+    seconds: a.seconds + b.seconds,
+    failed: a.failed + b.failed,
+    errors: [...a.errors, ...b.errors],
+    tokens: a.tokens + b.tokens,
+    serverCpu: a.serverCpu + b.serverCpu,
+  };
 }
 
 /** CPU seconds (user + system) a process has used so far, from /proc (Linux); NaN elsewhere. */
@@ -95,26 +142,42 @@ function cpuSeconds(pid: number): number {
   }
 }
 
-function line(label: string, r: Result): { rps: number; tps: number; p50: number; p99: number; ttft50?: number; cpuPerReq: number } {
-  const rps = r.lat.length / r.seconds, tps = r.tokens / r.seconds;
-  const p50 = percentile(r.lat, 50)!, p99 = percentile(r.lat, 99)!;
+function line(
+  label: string,
+  r: Result,
+): { rps: number; tps: number; p50: number; p99: number; ttft50?: number; cpuPerReq: number } {
+  const rps = r.lat.length / r.seconds,
+    tps = r.tokens / r.seconds;
+  const p50 = percentile(r.lat, 50)!,
+    p99 = percentile(r.lat, 99)!;
   const ttft50 = r.ttft.length ? percentile(r.ttft, 50)! : undefined;
-  const ttft = r.ttft.length ? `  first token p50 ${ttft50!.toFixed(1).padStart(7)} ms p99 ${percentile(r.ttft, 99)!.toFixed(1).padStart(7)} ms` : '';
+  const ttft = r.ttft.length
+    ? `  first token p50 ${ttft50!.toFixed(1).padStart(7)} ms p99 ${percentile(r.ttft, 99)!.toFixed(1).padStart(7)} ms`
+    : '';
   const cpuPerReq = (r.serverCpu * 1000) / Math.max(1, r.lat.length);
-  console.log(`${label.padEnd(30)} ${String(r.lat.length).padStart(5)} ok ${String(r.failed).padStart(3)} failed  ${rps.toFixed(2).padStart(7)} req/s  `
-    + `${(r.tokens / r.seconds).toFixed(0).padStart(6)} tok/s  p50 ${p50.toFixed(1).padStart(7)} ms  p99 ${p99.toFixed(1).padStart(7)} ms  `
-    + `server CPU ${cpuPerReq.toFixed(1).padStart(6)} ms/req${ttft}`);
+  console.log(
+    `${label.padEnd(30)} ${String(r.lat.length).padStart(5)} ok ${String(r.failed).padStart(3)} failed  ${rps.toFixed(2).padStart(7)} req/s  ` +
+      `${(r.tokens / r.seconds).toFixed(0).padStart(6)} tok/s  p50 ${p50.toFixed(1).padStart(7)} ms  p99 ${p99.toFixed(1).padStart(7)} ms  ` +
+      `server CPU ${cpuPerReq.toFixed(1).padStart(6)} ms/req${ttft}`,
+  );
   return { rps, tps, p50, p99, cpuPerReq, ...(ttft50 !== undefined ? { ttft50 } : {}) };
 }
 
-const png = await sharp({ create: { width: 112, height: 112, channels: 3, background: { r: 200, g: 40, b: 40 } } }).png().toBuffer();
+const png = await sharp({ create: { width: 112, height: 112, channels: 3, background: { r: 200, g: 40, b: 40 } } })
+  .png()
+  .toBuffer();
 const dataUrl = `data:image/png;base64,${png.toString('base64')}`;
 const cpuModel = cpus()[0]?.model.trim() ?? 'unknown CPU';
-const load1 = (): string => loadavg().map((x) => x.toFixed(2)).join(' ');
+const load1 = (): string =>
+  loadavg()
+    .map((x) => x.toFixed(2))
+    .join(' ');
 console.log(`machine: ${cpus().length} cores (${cpuModel}), load average ${load1()} (1, 5, 15 min) at the start`);
-console.log(`vqalab serve load test: ${REQUESTS} requests per mode and round (at most ${SECONDS} s each), ${CONCURRENCY} concurrent clients, n=${N}, `
-  + `max_tokens ${MAX_TOKENS}${STREAM ? ', streamed' : ''}, 112x112 PNG as a data URL, ${MODEL ? `model ${values.model} (${MODEL})` : 'embedded tiny model'}, ${THREADS} engine thread(s), `
-  + `${ROUNDS} round(s), batch row budget ${ROWS}, loopback`);
+console.log(
+  `vqalab serve load test: ${REQUESTS} requests per mode and round (at most ${SECONDS} s each), ${CONCURRENCY} concurrent clients, n=${N}, ` +
+    `max_tokens ${MAX_TOKENS}${STREAM ? ', streamed' : ''}, 112x112 PNG as a data URL, ${MODEL ? `model ${values.model} (${MODEL})` : 'embedded tiny model'}, ${THREADS} engine thread(s), ` +
+    `${ROUNDS} round(s), batch row budget ${ROWS}, loopback`,
+);
 
 async function load(url: string, pid: number): Promise<Result> {
   const client = new OpenAI({ baseURL: url, apiKey: 'bench', maxRetries: 0, timeout: 120_000 });
@@ -130,15 +193,33 @@ async function load(url: string, pid: number): Promise<Result> {
       if (i >= REQUESTS || performance.now() > deadline) return;
       const s = performance.now();
       const params = {
-        model: 'vqalab', n: N, temperature: 1, seed: i, max_tokens: MAX_TOKENS, user: `client-${i % CONCURRENCY}`,
-        messages: [{ role: 'user' as const, content: [{ type: 'image_url' as const, image_url: { url: dataUrl } }, { type: 'text' as const, text: 'what color is the circle?' }] }],
+        model: 'vqalab',
+        n: N,
+        temperature: 1,
+        seed: i,
+        max_tokens: MAX_TOKENS,
+        user: `client-${i % CONCURRENCY}`,
+        messages: [
+          {
+            role: 'user' as const,
+            content: [
+              { type: 'image_url' as const, image_url: { url: dataUrl } },
+              { type: 'text' as const, text: 'what color is the circle?' },
+            ],
+          },
+        ],
       };
       try {
         if (STREAM) {
-          const stream = await client.chat.completions.create({ ...params, stream: true, stream_options: { include_usage: true } });
+          const stream = await client.chat.completions.create({
+            ...params,
+            stream: true,
+            stream_options: { include_usage: true },
+          });
           let first = 0;
           for await (const chunk of stream) {
-            if (!first && chunk.choices.some((c) => c.delta.content !== undefined && !c.delta.role)) first = performance.now() - s;
+            if (!first && chunk.choices.some((c) => c.delta.content !== undefined && !c.delta.role))
+              first = performance.now() - s;
             if (chunk.usage) r.tokens += chunk.usage.completion_tokens;
           }
           r.ttft.push(first);
@@ -179,7 +260,12 @@ if (values.direct) {
   for (let i = 0; i < Math.min(REQUESTS, 100) && performance.now() - tb < SECONDS * 500; i++) {
     const t0 = performance.now();
     const img = await local.image(png);
-    const g = await local.complete(local.prompt(messages, [img]), { n: N, temperature: 1, maxTokens: MAX_TOKENS, seed: i });
+    const g = await local.complete(local.prompt(messages, [img]), {
+      n: N,
+      temperature: 1,
+      maxTokens: MAX_TOKENS,
+      seed: i,
+    });
     r.tokens += g.choices.reduce((a, c) => a + c.tokenIds.length, 0);
     r.lat.push(performance.now() - t0);
   }
@@ -200,9 +286,16 @@ for (let round = 0; round < ROUNDS; round++) {
 const q = line('queue-only (--no-batching)', results['queue-only']!);
 const b = line('continuous batching', results.batching!);
 console.log(`load average ${load1()} (1, 5, 15 min) at the end`);
-console.log(`batching/queue-only: requests/s ${(b.rps / q.rps).toFixed(2)}x   tokens/s ${(b.tps / q.tps).toFixed(2)}x   p50 latency ratio: ${(b.p50 / q.p50).toFixed(2)}   `
-  + `p99 latency ratio: ${(b.p99 / q.p99).toFixed(2)}   server CPU per request ratio: ${(b.cpuPerReq / q.cpuPerReq).toFixed(2)}`
-  + (b.ttft50 !== undefined && q.ttft50 !== undefined ? `   first-token p50 ratio: ${(b.ttft50 / q.ttft50).toFixed(2)}` : ''));
+console.log(
+  `batching/queue-only: requests/s ${(b.rps / q.rps).toFixed(2)}x   tokens/s ${(b.tps / q.tps).toFixed(2)}x   p50 latency ratio: ${(b.p50 / q.p50).toFixed(2)}   ` +
+    `p99 latency ratio: ${(b.p99 / q.p99).toFixed(2)}   server CPU per request ratio: ${(b.cpuPerReq / q.cpuPerReq).toFixed(2)}` +
+    (b.ttft50 !== undefined && q.ttft50 !== undefined
+      ? `   first-token p50 ratio: ${(b.ttft50 / q.ttft50).toFixed(2)}`
+      : ''),
+);
 const failed = results['queue-only']!.failed + results.batching!.failed;
-if (failed > 0) console.log(`FAILED requests: ${failed}\n  ${[...results['queue-only']!.errors, ...results.batching!.errors].join('\n  ')}`);
+if (failed > 0)
+  console.log(
+    `FAILED requests: ${failed}\n  ${[...results['queue-only']!.errors, ...results.batching!.errors].join('\n  ')}`,
+  );
 process.exitCode = failed > 0 ? 1 : 0;

@@ -31,7 +31,9 @@ import type { RewardFn } from '../src/reward/types.js';
 async function makeModel(dir: string): Promise<void> {
   const t0 = performance.now();
   const r = await initModelFolder(dir, { preset: 'qwen2-vl-2b', force: true });
-  process.stdout.write(`${JSON.stringify({ made: dir, parameters: r.parameters, seconds: (performance.now() - t0) / 1000 })}\n`);
+  process.stdout.write(
+    `${JSON.stringify({ made: dir, parameters: r.parameters, seconds: (performance.now() - t0) / 1000 })}\n`,
+  );
 }
 
 function flag(args: string[], name: string, def: string): string {
@@ -56,17 +58,35 @@ async function bench(dir: string, args: string[]): Promise<void> {
   const out = (o: Record<string, unknown>) => process.stdout.write(`${JSON.stringify(o)}\n`);
 
   let t = performance.now();
-  const lora = loraRank > 0
-    ? { rank: loraRank, alpha: 2 * loraRank, targetModules: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'], vision: false }
-    : undefined;
+  const lora =
+    loraRank > 0
+      ? {
+          rank: loraRank,
+          alpha: 2 * loraRank,
+          targetModules: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'],
+          vision: false,
+        }
+      : undefined;
   const model = await loadModel(dir, { device, lora });
-  out({ loaded: dir, device, seconds: (performance.now() - t) / 1000, parameters: model.numParameters.total, trainable: model.numParameters.trainable, memory: model.deviceMemory?.() });
+  out({
+    loaded: dir,
+    device,
+    seconds: (performance.now() - t) / 1000,
+    parameters: model.numParameters.total,
+    trainable: model.numParameters.trainable,
+    memory: model.deviceMemory?.(),
+  });
   const reference = beta > 0 && !lora ? await loadModel(dir, { device }) : undefined;
   const tokenizer = VlmTokenizer.load(dir);
   const processor = new Qwen2VLImageProcessor();
-  const samples = (count: number, offset: number): VqaSample[] => Array.from({ length: count }, (_, i) => ({
-    id: `b-${offset + i}`, imagePath: `memory:${offset + i}`, question: 'What is shown in the picture?', answer: 'a', answers: Array(10).fill('a'),
-  }));
+  const samples = (count: number, offset: number): VqaSample[] =>
+    Array.from({ length: count }, (_, i) => ({
+      id: `b-${offset + i}`,
+      imagePath: `memory:${offset + i}`,
+      question: 'What is shown in the picture?',
+      answer: 'a',
+      answers: Array(10).fill('a'),
+    }));
   const loadImages = async (s: VqaSample): Promise<ImageInput[]> => {
     const rng = new Rng(Number(s.id.slice(2)));
     const data = new Uint8Array(side * side * 3);
@@ -78,8 +98,24 @@ async function bench(dir: string, args: string[]): Promise<void> {
   const spread: RewardFn = (_s, c, ctx) => (ctx.index ?? 0) / G + 0.001 * c.length;
   const train = samples(prompts * (steps + 3), 0);
   const base = {
-    model, reference, tokenizer, train, evalSets: { val: samples(nEval, 100_000) }, rewards: [spread], loadImages, recordFacts: false,
-    config: { promptsPerStep: prompts, numGenerations: G, maxCompletionLength: maxT, learningRate: 1e-6, evalMaxTokens: maxT, seed: 1, microBatchTokens: micro, beta },
+    model,
+    reference,
+    tokenizer,
+    train,
+    evalSets: { val: samples(nEval, 100_000) },
+    rewards: [spread],
+    loadImages,
+    recordFacts: false,
+    config: {
+      promptsPerStep: prompts,
+      numGenerations: G,
+      maxCompletionLength: maxT,
+      learningRate: 1e-6,
+      evalMaxTokens: maxT,
+      seed: 1,
+      microBatchTokens: micro,
+      beta,
+    },
     log: (line: string) => out({ log: line }),
   };
   const trainer = new Trainer(base);
@@ -106,7 +142,9 @@ async function bench(dir: string, args: string[]): Promise<void> {
     out({ mode: 'sequential', ...pick(so.metrics) });
   }
 
-  let evalBatched = NaN, evalOne = NaN, evalN = 0;
+  let evalBatched = NaN,
+    evalOne = NaN,
+    evalN = 0;
   if (nEval > 0) {
     t = performance.now();
     const e = await trainer.evaluate('val');
@@ -117,26 +155,61 @@ async function bench(dir: string, args: string[]): Promise<void> {
     t = performance.now();
     await one.evaluate('val');
     evalOne = (performance.now() - t) / 1000;
-    out({ evaluate: { batched: { questions: e.n, seconds: evalBatched, perQuestion: evalBatched / e.n }, oneAtATime: { questions: nEvalOne, seconds: evalOne, perQuestion: evalOne / nEvalOne } } });
+    out({
+      evaluate: {
+        batched: { questions: e.n, seconds: evalBatched, perQuestion: evalBatched / e.n },
+        oneAtATime: { questions: nEvalOne, seconds: evalOne, perQuestion: evalOne / nEvalOne },
+      },
+    });
   }
 
   const mean = (k: keyof ReturnType<typeof pick>) => rows.reduce((a, r) => a + (r[k] as number), 0) / rows.length;
   const peak = Math.max(...rows.map((r) => r.gpuPeakMiB));
-  process.stdout.write(`\nTrainer.step() ${prompts} prompts × G ${G}, ${maxT} tokens, ${side}² images, ${device}${lora ? `, LoRA r ${loraRank}` : ', full fine-tune'}, mean of ${steps} steps after a warm-up:\n`
-    + `  step ${mean('stepSeconds').toFixed(3)} s = rollout ${mean('rolloutSeconds').toFixed(3)} + reward ${mean('rewardSeconds').toFixed(3)} + update ${mean('trainSeconds').toFixed(3)} s;`
-    + ` ${mean('tokensPerSecond').toFixed(0)} sampled tokens/s; engine pool peak ${peak} MiB\n`
-    + (withSequential ? `  sequential rollout (one prompt at a time): ${seqRollout.toFixed(3)} s → batched is ${(seqRollout / mean('rolloutSeconds')).toFixed(2)}× faster\n` : '')
-    + (nEval > 0 ? `  evaluate(): ${(evalBatched / evalN * 1000).toFixed(1)} ms/question batched (${evalN}) vs ${(evalOne / nEvalOne * 1000).toFixed(1)} ms one at a time (${nEvalOne}): ${((evalOne / nEvalOne) / (evalBatched / evalN)).toFixed(1)}×\n` : ''));
-  out({ summary: { prompts, G, maxT, lora: loraRank, beta, stepSeconds: mean('stepSeconds'), rolloutSeconds: mean('rolloutSeconds'), trainSeconds: mean('trainSeconds'), peakMiB: peak, seqRollout, evalBatchedPerQ: evalBatched / evalN, evalOnePerQ: evalOne / nEvalOne } });
+  process.stdout.write(
+    `\nTrainer.step() ${prompts} prompts × G ${G}, ${maxT} tokens, ${side}² images, ${device}${lora ? `, LoRA r ${loraRank}` : ', full fine-tune'}, mean of ${steps} steps after a warm-up:\n` +
+      `  step ${mean('stepSeconds').toFixed(3)} s = rollout ${mean('rolloutSeconds').toFixed(3)} + reward ${mean('rewardSeconds').toFixed(3)} + update ${mean('trainSeconds').toFixed(3)} s;` +
+      ` ${mean('tokensPerSecond').toFixed(0)} sampled tokens/s; engine pool peak ${peak} MiB\n` +
+      (withSequential
+        ? `  sequential rollout (one prompt at a time): ${seqRollout.toFixed(3)} s → batched is ${(seqRollout / mean('rolloutSeconds')).toFixed(2)}× faster\n`
+        : '') +
+      (nEval > 0
+        ? `  evaluate(): ${((evalBatched / evalN) * 1000).toFixed(1)} ms/question batched (${evalN}) vs ${((evalOne / nEvalOne) * 1000).toFixed(1)} ms one at a time (${nEvalOne}): ${(evalOne / nEvalOne / (evalBatched / evalN)).toFixed(1)}×\n`
+        : ''),
+  );
+  out({
+    summary: {
+      prompts,
+      G,
+      maxT,
+      lora: loraRank,
+      beta,
+      stepSeconds: mean('stepSeconds'),
+      rolloutSeconds: mean('rolloutSeconds'),
+      trainSeconds: mean('trainSeconds'),
+      peakMiB: peak,
+      seqRollout,
+      evalBatchedPerQ: evalBatched / evalN,
+      evalOnePerQ: evalOne / nEvalOne,
+    },
+  });
   model.dispose();
   reference?.dispose();
 }
 
 function pick(m: Trainer['metrics']['history'][number]) {
   return {
-    step: m.step, stepSeconds: m.stepSeconds, rolloutSeconds: m.rolloutSeconds, rewardSeconds: m.rewardSeconds, trainSeconds: m.trainSeconds,
-    tokensPerSecond: m.tokensPerSecond, trainTokensPerSecond: m.trainTokensPerSecond ?? NaN, gpuPeakMiB: m.gpuPeakMiB ?? NaN,
-    completionLength: m.completionLength, groups: m.groups, skippedUpdates: m.skippedUpdates, memoryMiB: m.memoryMiB,
+    step: m.step,
+    stepSeconds: m.stepSeconds,
+    rolloutSeconds: m.rolloutSeconds,
+    rewardSeconds: m.rewardSeconds,
+    trainSeconds: m.trainSeconds,
+    tokensPerSecond: m.tokensPerSecond,
+    trainTokensPerSecond: m.trainTokensPerSecond ?? NaN,
+    gpuPeakMiB: m.gpuPeakMiB ?? NaN,
+    completionLength: m.completionLength,
+    groups: m.groups,
+    skippedUpdates: m.skippedUpdates,
+    memoryMiB: m.memoryMiB,
   };
 }
 
@@ -144,6 +217,8 @@ const [cmd, dir, ...rest] = process.argv.slice(2);
 if (cmd === 'make-model' && dir) await makeModel(dir);
 else if (cmd === 'bench' && dir) await bench(dir, rest);
 else {
-  process.stdout.write('usage: trainer.mjs make-model DIR | bench DIR [--device cuda|cpu] [--steps N] [--prompts N] [--g N] [--max N] [--eval N] [--eval-one N] [--side PX]\n');
+  process.stdout.write(
+    'usage: trainer.mjs make-model DIR | bench DIR [--device cuda|cpu] [--steps N] [--prompts N] [--g N] [--max N] [--eval N] [--eval-one N] [--side PX]\n',
+  );
   process.exitCode = 2;
 }

@@ -29,7 +29,11 @@ if (!existsSync(path.join(labTree, '@jupyterlab/builder'))) {
 
 if (!process.argv.includes('--no-typecheck')) {
   step('type-check (tsc -p extension)');
-  execFileSync(process.execPath, [path.join(root, 'node_modules/typescript/bin/tsc'), '-p', path.join(here, 'tsconfig.json')], { stdio: 'inherit' });
+  execFileSync(
+    process.execPath,
+    [path.join(root, 'node_modules/typescript/bin/tsc'), '-p', path.join(here, 'tsconfig.json')],
+    { stdio: 'inherit' },
+  );
 }
 
 // Two entries: the MIME renderers (jupyterlab.mimeExtension) and the application plugin
@@ -53,14 +57,23 @@ step('build-labextension (webpack, module federation)');
 const core = path.join(here, 'core');
 mkdirSync(core, { recursive: true });
 copyFileSync(path.join(labTree, '@jupyterlab/core-meta/core.package.json'), path.join(core, 'package.json'));
-execFileSync(process.execPath, [path.join(labTree, '@jupyterlab/builder/lib/build-labextension.js'), '--core-path', core, here], {
-  stdio: 'inherit',
-  cwd: here,
-  env: { ...process.env, NODE_PATH: labTree },
-});
+execFileSync(
+  process.execPath,
+  [path.join(labTree, '@jupyterlab/builder/lib/build-labextension.js'), '--core-path', core, here],
+  {
+    stdio: 'inherit',
+    cwd: here,
+    env: { ...process.env, NODE_PATH: labTree },
+  },
+);
 
 const builder = JSON.parse(readFileSync(path.join(labTree, '@jupyterlab/builder/package.json'), 'utf8')).version;
 const coreMeta = JSON.parse(readFileSync(path.join(labTree, '@jupyterlab/core-meta/package.json'), 'utf8')).version;
-const info = { sourceHash: sourceHash(root), builder, coreMeta, note: 'written by extension/build.mjs; test/extension checks sourceHash against the sources' };
+const info = {
+  sourceHash: sourceHash(root),
+  builder,
+  coreMeta,
+  note: 'written by extension/build.mjs; test/extension checks sourceHash against the sources',
+};
 writeFileSync(path.join(here, 'labextension/vqalab-build.json'), `${JSON.stringify(info, null, 2)}\n`);
 step(`done: ${JSON.stringify(info)}`);

@@ -34,7 +34,9 @@ export function sourceHash(root) {
     h.update(readFileSync(path.join(root, rel), 'utf8').replace(/\r\n/g, '\n'));
     h.update('\0');
   }
-  const plotly = JSON.parse(readFileSync(path.join(root, 'node_modules/plotly.js-basic-dist-min/package.json'), 'utf8')).version;
+  const plotly = JSON.parse(
+    readFileSync(path.join(root, 'node_modules/plotly.js-basic-dist-min/package.json'), 'utf8'),
+  ).version;
   h.update(`plotly.js-basic-dist-min@${plotly}`);
   return h.digest('hex').slice(0, 32);
 }

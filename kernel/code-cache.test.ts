@@ -9,16 +9,30 @@ import { codeCacheDir, codeCacheHit, loadWithCodeCache, saveCodeCache } from './
 test('a script loaded with the code cache is the module require returns; the cache is written once and used by the next load', () => {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'vqalab-code-cache-test-'));
   const name = `probe-${process.pid}-${Date.now()}.cjs`;
-  const cacheFiles = () => readdirSync(codeCacheDir(), { withFileTypes: true }).filter((e) => e.name.startsWith(`${name}-`)).map((e) => path.join(codeCacheDir(), e.name));
+  const cacheFiles = () =>
+    readdirSync(codeCacheDir(), { withFileTypes: true })
+      .filter((e) => e.name.startsWith(`${name}-`))
+      .map((e) => path.join(codeCacheDir(), e.name));
   try {
-    writeFileSync(path.join(dir, name), 'exports.answer = 6 * 7; exports.self = module; exports.dirname = __dirname; exports.req = typeof require("node:path").join;');
+    writeFileSync(
+      path.join(dir, name),
+      'exports.answer = 6 * 7; exports.self = module; exports.dirname = __dirname; exports.req = typeof require("node:path").join;',
+    );
     const req = createRequire(path.join(dir, 'index.js'));
     const file = req.resolve(`./${name}`);
 
     assert.equal(loadWithCodeCache(req, `./${name}`), true);
     assert.equal(codeCacheHit(), false, 'no cache yet');
-    const first = req(`./${name}`) as { answer: number; self: { loaded: boolean; filename: string }; dirname: string; req: string };
-    assert.deepEqual([first.answer, first.self.loaded, first.self.filename, first.dirname, first.req], [42, true, file, dir, 'function']);
+    const first = req(`./${name}`) as {
+      answer: number;
+      self: { loaded: boolean; filename: string };
+      dirname: string;
+      req: string;
+    };
+    assert.deepEqual(
+      [first.answer, first.self.loaded, first.self.filename, first.dirname, first.req],
+      [42, true, file, dir, 'function'],
+    );
     assert.equal(loadWithCodeCache(req, `./${name}`), false, 'already in the require cache');
 
     saveCodeCache();

@@ -43,7 +43,10 @@ export function loadWithCodeCache(requireFrom: NodeJS.Require, specifier: string
     const file = requireFrom.resolve(specifier);
     if (requireFrom.cache[file]) return false;
     const st = statSync(file);
-    const key = createHash('sha256').update(JSON.stringify([file, st.size, st.mtimeMs, process.version, process.arch])).digest('hex').slice(0, 16);
+    const key = createHash('sha256')
+      .update(JSON.stringify([file, st.size, st.mtimeMs, process.version, process.arch]))
+      .digest('hex')
+      .slice(0, 16);
     const cacheFile = path.join(codeCacheDir(), `${path.basename(file)}-${key}.bin`);
     let cachedData: Buffer | undefined;
     try {
@@ -58,7 +61,13 @@ export function loadWithCodeCache(requireFrom: NodeJS.Require, specifier: string
     m.paths = (Module as unknown as { _nodeModulePaths(dir: string): string[] })._nodeModulePaths(path.dirname(file));
     requireFrom.cache[file] = m;
     try {
-      const fn = script.runInThisContext() as (exports: unknown, require: NodeJS.Require, module: unknown, filename: string, dirname: string) => void;
+      const fn = script.runInThisContext() as (
+        exports: unknown,
+        require: NodeJS.Require,
+        module: unknown,
+        filename: string,
+        dirname: string,
+      ) => void;
       fn.call(m.exports, m.exports, createRequire(file), m, file, path.dirname(file));
     } catch (err) {
       delete requireFrom.cache[file];

@@ -72,7 +72,9 @@ const isRelative = (spec: string) => spec.startsWith('./') || spec.startsWith('.
 function resolveRelative(distDir: string, fromRel: string, spec: string): string {
   const base = path.join(path.dirname(fromRel), spec);
   const ext = /\.([cm]?)js$/.exec(base);
-  const candidates = ext ? [`${base.slice(0, -ext[0].length)}.d.${ext[1]}ts`] : [`${base}.d.ts`, path.join(base, 'index.d.ts')];
+  const candidates = ext
+    ? [`${base.slice(0, -ext[0].length)}.d.${ext[1]}ts`]
+    : [`${base}.d.ts`, path.join(base, 'index.d.ts')];
   for (const c of candidates) {
     try {
       if (statSync(path.join(distDir, c)).isFile()) {
@@ -83,10 +85,16 @@ function resolveRelative(distDir: string, fromRel: string, spec: string): string
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
     }
   }
-  throw new Error(`${path.join(distDir, fromRel)}: no declaration file for "${spec}" (looked for ${candidates.join(', ')})`);
+  throw new Error(
+    `${path.join(distDir, fromRel)}: no declaration file for "${spec}" (looked for ${candidates.join(', ')})`,
+  );
 }
 
-interface Edit { start: number; end: number; text: string }
+interface Edit {
+  start: number;
+  end: number;
+  text: string;
+}
 
 /** A triple-slash reference to Node's types, as tsc writes it. */
 const TYPES_REFERENCE = /^\/\/\/ <reference types="node"[^>\n]*\/>$/gm;
@@ -97,7 +105,12 @@ const TYPES_REFERENCE = /^\/\/\/ <reference types="node"[^>\n]*\/>$/gm;
  * the packages it dropped. Throws on a form it cannot rewrite (a re-export of a package, a class
  * that extends one of its types): the caller then falls back to the original declarations.
  */
-export function rewriteDeclarations(ts: typeof TS, fileName: string, text: string, entry = false): { text: string; relative: string[]; external: string[] } {
+export function rewriteDeclarations(
+  ts: typeof TS,
+  fileName: string,
+  text: string,
+  entry = false,
+): { text: string; relative: string[]; external: string[] } {
   // `/// <reference types="node" />` (tsc writes one into every file that uses Node's types): the
   // entry's reference is enough, and each one costs a type-reference resolution. The entry keeps its own.
   if (!entry) text = text.replace(TYPES_REFERENCE, (line) => ' '.repeat(line.length));
@@ -161,9 +174,12 @@ export function rewriteDeclarations(ts: typeof TS, fileName: string, text: strin
         edits.push({ start: node.getStart(sf), end: node.end, text: 'any' });
         return;
       }
-      if (ts.isExpressionWithTypeArguments(node) && foreign.has(leftmost(node.expression) ?? '')) unsupported(node, 'a heritage clause naming a third-party type');
-      if (ts.isExportSpecifier(node) && foreign.has((node.propertyName ?? node.name).text)) unsupported(node, 'an export of a third-party binding');
-      if (ts.isExportAssignment(node) && foreign.has(leftmost(node.expression) ?? '')) unsupported(node, 'an export of a third-party binding');
+      if (ts.isExpressionWithTypeArguments(node) && foreign.has(leftmost(node.expression) ?? ''))
+        unsupported(node, 'a heritage clause naming a third-party type');
+      if (ts.isExportSpecifier(node) && foreign.has((node.propertyName ?? node.name).text))
+        unsupported(node, 'an export of a third-party binding');
+      if (ts.isExportAssignment(node) && foreign.has(leftmost(node.expression) ?? ''))
+        unsupported(node, 'an export of a third-party binding');
     }
     ts.forEachChild(node, visit);
   };
@@ -199,7 +215,10 @@ function upToDate(m: Manifest | undefined, distDir: string): m is Manifest {
 function defaultDirs(distDir: string): string[] {
   const tag = createHash('sha256').update(distDir).digest('hex').slice(0, 12);
   const user = typeof process.getuid === 'function' ? process.getuid() : 'user';
-  return [path.join(distDir, 'kernel', 'declarations'), path.join(os.tmpdir(), `vqalab-kernel-declarations-${user}-${tag}`)];
+  return [
+    path.join(distDir, 'kernel', 'declarations'),
+    path.join(os.tmpdir(), `vqalab-kernel-declarations-${user}-${tag}`),
+  ];
 }
 
 /** Write the copy into a fresh directory next to `target` and rename it into place. */
@@ -220,7 +239,10 @@ function build(ts: typeof TS, distDir: string, entry: string, target: string): M
       for (const e of out.external) external.add(e);
       for (const spec of out.relative) {
         const next = resolveRelative(distDir, rel, spec);
-        if (!seen.has(next)) { seen.add(next); queue.push(next); }
+        if (!seen.has(next)) {
+          seen.add(next);
+          queue.push(next);
+        }
       }
       mkdirSync(path.join(tmp, path.dirname(rel)), { recursive: true });
       writeFileSync(path.join(tmp, rel), out.text);
@@ -263,7 +285,11 @@ export function declarationSnapshot(options: SnapshotOptions = {}): DeclarationS
   const entry = options.entry ?? path.join('kernel', 'prelude.d.ts');
   const dirs = options.dir ? [path.resolve(options.dir)] : defaultDirs(distDir);
   const result = (dir: string, m: Manifest, built: boolean): DeclarationSnapshot => ({
-    dir, preludeModule: path.join(dir, entry.replace(/\.d\.ts$/, '.js')), files: m.files.length, external: m.external, built,
+    dir,
+    preludeModule: path.join(dir, entry.replace(/\.d\.ts$/, '.js')),
+    files: m.files.length,
+    external: m.external,
+    built,
   });
   for (const dir of dirs) {
     const m = readManifest(dir);

@@ -5,14 +5,21 @@ import { displayContent, kernelSink, resultBundle } from './display.js';
 
 test('bundles become display contents: bytes base64-encoded, display ids transient, metadata kept', () => {
   const png = new Uint8Array([137, 80, 78, 71]);
-  const c = displayContent({ 'image/png': png, 'text/plain': 'img', 'application/vnd.vqalab.sample.v1+json': { id: 'q1' } }, { displayId: 'd', metadata: { 'image/png': { width: 2 } } });
+  const c = displayContent(
+    { 'image/png': png, 'text/plain': 'img', 'application/vnd.vqalab.sample.v1+json': { id: 'q1' } },
+    { displayId: 'd', metadata: { 'image/png': { width: 2 } } },
+  );
   assert.deepEqual(c, {
     data: { 'image/png': 'iVBORw==', 'text/plain': 'img', 'application/vnd.vqalab.sample.v1+json': { id: 'q1' } },
     metadata: { 'image/png': { width: 2 } },
     transient: { display_id: 'd' },
   });
   const view = new Uint8Array(new Uint8Array([0, 1, 2, 3]).buffer, 1, 2);
-  assert.equal(displayContent({ 'image/png': view }).data['image/png'], Buffer.from([1, 2]).toString('base64'), 'a view encodes only its bytes');
+  assert.equal(
+    displayContent({ 'image/png': view }).data['image/png'],
+    Buffer.from([1, 2]).toString('base64'),
+    'a view encodes only its bytes',
+  );
 });
 
 test('cell values: undefined shows nothing, displayed bundles are not echoed, rich values show their bundle', () => {
@@ -25,7 +32,10 @@ test('cell values: undefined shows nothing, displayed bundles are not echoed, ri
   assert.equal(resultBundle([shown, shown]), null, 'a list of displayed bundles is not echoed either');
   assert.deepEqual(resultBundle([shown, 1]), { 'text/plain': "[ { 'text/plain': 'x' }, 1 ]" });
   assert.deepEqual(resultBundle([]), { 'text/plain': '[]' });
-  assert.deepEqual(resultBundle({ [MIME_BUNDLE]: () => ({ 'text/html': '<b>t</b>', 'text/plain': 't' }) }), { 'text/html': '<b>t</b>', 'text/plain': 't' });
+  assert.deepEqual(resultBundle({ [MIME_BUNDLE]: () => ({ 'text/html': '<b>t</b>', 'text/plain': 't' }) }), {
+    'text/html': '<b>t</b>',
+    'text/plain': 't',
+  });
   const broken = resultBundle({ [MIME_BUNDLE]: () => ({}) })!;
   assert.match(String(broken['text/plain']), /rich view failed: Expected a MIME bundle with at least one MIME type/);
 });
@@ -40,7 +50,10 @@ test('the kernel sink publishes display_data, update_display_data and clear_outp
   } finally {
     setDisplaySink(undefined);
   }
-  assert.deepEqual(sent.map(([t]) => t), ['display_data', 'update_display_data']);
+  assert.deepEqual(
+    sent.map(([t]) => t),
+    ['display_data', 'update_display_data'],
+  );
   assert.deepEqual(sent[1]![1], { data: { 'text/plain': 'b' }, metadata: {}, transient: { display_id: 'x' } });
   const cleared: string[] = [];
   kernelSink((t, c) => cleared.push(`${t}:${JSON.stringify(c)}`)).clear!({ wait: true });

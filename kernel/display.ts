@@ -4,7 +4,14 @@
  * becomes an `execute_result`.
  */
 import { inspect } from 'node:util';
-import { DISPLAYED, MIME_BUNDLE, checkBundle, hasMimeBundle, type DisplayOptions, type DisplaySink } from '../src/display/sink.js';
+import {
+  DISPLAYED,
+  MIME_BUNDLE,
+  checkBundle,
+  hasMimeBundle,
+  type DisplayOptions,
+  type DisplaySink,
+} from '../src/display/sink.js';
 import type { MimeBundle } from '../src/display/types.js';
 import type { DisplayContent } from '../src/jupyter/message.js';
 
@@ -12,7 +19,10 @@ import type { DisplayContent } from '../src/jupyter/message.js';
 export function encodeBundle(bundle: MimeBundle): Record<string, unknown> {
   const data: Record<string, unknown> = {};
   for (const [mime, value] of Object.entries(bundle)) {
-    data[mime] = value instanceof Uint8Array ? Buffer.from(value.buffer, value.byteOffset, value.byteLength).toString('base64') : value;
+    data[mime] =
+      value instanceof Uint8Array
+        ? Buffer.from(value.buffer, value.byteOffset, value.byteLength).toString('base64')
+        : value;
   }
   return data;
 }
@@ -26,7 +36,9 @@ export function displayContent(bundle: MimeBundle, options: DisplayOptions = {})
 
 /** How a cell's value is shown as text: Node's inspect, a bit deeper and wider than the REPL's. */
 export function plainText(value: unknown): string {
-  return typeof value === 'string' ? inspect(value) : inspect(value, { depth: 4, maxArrayLength: 100, maxStringLength: 10_000, breakLength: 100 });
+  return typeof value === 'string'
+    ? inspect(value)
+    : inspect(value, { depth: 4, maxArrayLength: 100, maxStringLength: 10_000, breakLength: 100 });
 }
 
 /**
@@ -50,7 +62,9 @@ export function resultBundle(value: unknown): MimeBundle | null {
       return bundle;
     } catch (err) {
       // A broken rich view must not hide the value: fall back to text, and say why.
-      return { 'text/plain': `${plainText(value)}\n(rich view failed: ${err instanceof Error ? err.message : String(err)})` };
+      return {
+        'text/plain': `${plainText(value)}\n(rich view failed: ${err instanceof Error ? err.message : String(err)})`,
+      };
     }
   }
   return { 'text/plain': plainText(value) };

@@ -29,7 +29,8 @@ export function errorContent(thrown: unknown): ErrorContent {
   const frames = firstFrame < 0 ? [] : stack.slice(firstFrame).filter((l) => !NOISE.some((re) => re.test(l)));
   const traceback = [...head, ...frames];
   const cause = (thrown as { cause?: unknown }).cause;
-  if (cause !== undefined) traceback.push(`Caused by: ${cause instanceof Error ? `${cause.name}: ${cause.message}` : inspect(cause)}`);
+  if (cause !== undefined)
+    traceback.push(`Caused by: ${cause instanceof Error ? `${cause.name}: ${cause.message}` : inspect(cause)}`);
   return { ename, evalue, traceback };
 }
 
@@ -41,15 +42,22 @@ export function compileErrorContent(code: string, diagnostics: readonly Diagnost
   const lines = code.split('\n');
   const traceback: string[] = [];
   for (const d of diagnostics) {
-    const where = d.fileName ? `${d.fileName}:${d.start.line + 1}:${d.start.character + 1}` : `${d.start.line + 1}:${d.start.character + 1}`;
+    const where = d.fileName
+      ? `${d.fileName}:${d.start.line + 1}:${d.start.character + 1}`
+      : `${d.start.line + 1}:${d.start.character + 1}`;
     traceback.push(`${where} - error TS${d.code}: ${d.messageText}`);
     const line = d.fileName ? undefined : lines[d.start.line];
     if (line !== undefined) {
-      const width = d.end.line === d.start.line ? Math.max(1, d.end.character - d.start.character) : Math.max(1, line.length - d.start.character);
+      const width =
+        d.end.line === d.start.line
+          ? Math.max(1, d.end.character - d.start.character)
+          : Math.max(1, line.length - d.start.character);
       traceback.push(`    ${line}`, `    ${' '.repeat(d.start.character)}${'~'.repeat(width)}`);
     }
   }
   const first = diagnostics[0];
-  const evalue = first ? `${first.start.line + 1}:${first.start.character + 1} - ${first.messageText}` : 'the cell does not compile';
+  const evalue = first
+    ? `${first.start.line + 1}:${first.start.character + 1} - ${first.messageText}`
+    : 'the cell does not compile';
   return { ename: COMPILE_ERROR, evalue, traceback };
 }

@@ -15,7 +15,10 @@ const runtimeStub = { answer: 42, hello: (name: string) => `hello ${name}` };
 
 before(() => {
   dir = mkdtempSync(path.join(tmpdir(), 'vqalab-executor-'));
-  writeFileSync(path.join(dir, 'stub.d.ts'), 'export declare const answer: number;\n/** Greets. */\nexport declare function hello(name: string): string;\n');
+  writeFileSync(
+    path.join(dir, 'stub.d.ts'),
+    'export declare const answer: number;\n/** Greets. */\nexport declare function hello(name: string): string;\n',
+  );
   const cwd = process.cwd();
   process.chdir(dir); // the converter roots its virtual files at the current directory
   try {
@@ -40,7 +43,11 @@ async function value(code: string): Promise<unknown> {
 describe('executor', () => {
   test('the last expression is the result; statements have none; undefined is a value', async () => {
     assert.equal(await value('1 + 2'), 3);
-    assert.deepEqual(await ex.execute('const unused = 1;'), { result: undefined, interrupted: false, abandoned: false });
+    assert.deepEqual(await ex.execute('const unused = 1;'), {
+      result: undefined,
+      interrupted: false,
+      abandoned: false,
+    });
     const out = await ex.execute('let u: number | undefined; u');
     assert.deepEqual(out.result, { value: undefined });
   });
@@ -68,7 +75,10 @@ describe('executor', () => {
     assert.equal(out.error?.ename, 'RangeError');
     assert.equal(out.error?.evalue, 'boom');
     assert.equal(out.error?.traceback[0], 'RangeError: boom');
-    assert.ok(out.error!.traceback.some((l) => l.includes('cell')), out.error!.traceback.join('\n'));
+    assert.ok(
+      out.error!.traceback.some((l) => l.includes('cell')),
+      out.error!.traceback.join('\n'),
+    );
     assert.ok(!out.error!.traceback.some((l) => l.includes('dist/kernel')), 'kernel frames are dropped');
     assert.equal(await value('before * 2'), 10);
     const thrown = await ex.execute('throw "text"');
@@ -83,7 +93,10 @@ describe('executor', () => {
   });
 
   test('preloaded modules are shared, not loaded again; local .ts modules compile', async () => {
-    assert.equal(await value(`import { answer, hello } from ${JSON.stringify(path.join(dir, 'stub.js'))}; hello(String(answer))`), 'hello 42');
+    assert.equal(
+      await value(`import { answer, hello } from ${JSON.stringify(path.join(dir, 'stub.js'))}; hello(String(answer))`),
+      'hello 42',
+    );
     assert.equal(await value('hello("again")'), 'hello again');
     writeFileSync(path.join(dir, 'local.ts'), 'export function twice(x: number): number { return 2 * x; }\n');
     assert.equal(await value('import { twice } from "./local"; twice(21)'), 42);
@@ -94,7 +107,10 @@ describe('executor', () => {
     let loads = 0;
     const error = ex.declare({
       code: `import { lazyValue } from ${JSON.stringify(path.join(dir, 'lazy.js'))};`,
-      load: async () => { loads++; return new Map([[path.join(dir, 'lazy.js'), { lazyValue: 41 }]]); },
+      load: async () => {
+        loads++;
+        return new Map([[path.join(dir, 'lazy.js'), { lazyValue: 41 }]]);
+      },
     });
     assert.equal(error, undefined);
     assert.equal(loads, 0, 'nothing is loaded by declare()');
@@ -111,7 +127,12 @@ describe('executor', () => {
 
   test('a declared cell whose load fails reports it on the next cell; the cells after it run', async () => {
     writeFileSync(path.join(dir, 'broken.d.ts'), 'export declare const brokenValue: number;\n');
-    ex.declare({ code: `import { brokenValue } from ${JSON.stringify(path.join(dir, 'broken.js'))};`, load: async () => { throw new Error('cannot load broken.js'); } });
+    ex.declare({
+      code: `import { brokenValue } from ${JSON.stringify(path.join(dir, 'broken.js'))};`,
+      load: async () => {
+        throw new Error('cannot load broken.js');
+      },
+    });
     const out = await ex.execute('1');
     assert.equal(out.error?.evalue, 'cannot load broken.js');
     assert.match(out.error!.traceback[0]!, /the runtime failed to load/);

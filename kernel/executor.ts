@@ -125,11 +125,15 @@ function reinstallSigintIfAdded(before: readonly unknown[]): void {
 }
 
 function nextTurn(): Promise<void> {
-  return new Promise((resolve) => { setImmediate(resolve); });
+  return new Promise((resolve) => {
+    setImmediate(resolve);
+  });
 }
 
 function sleep(ms: number): Promise<'timeout'> {
-  return new Promise((resolve) => { setTimeout(() => resolve('timeout'), ms).unref(); });
+  return new Promise((resolve) => {
+    setTimeout(() => resolve('timeout'), ms).unref();
+  });
 }
 
 export function createExecutor(options: ExecutorOptions): Executor {
@@ -166,7 +170,12 @@ export function createExecutor(options: ExecutorOptions): Executor {
       }
       return base(id);
     }) as NodeJS.Require;
-    return Object.assign(req, { resolve: base.resolve, cache: base.cache, main: base.main, extensions: base.extensions });
+    return Object.assign(req, {
+      resolve: base.resolve,
+      cache: base.cache,
+      main: base.main,
+      extensions: base.extensions,
+    });
   }
 
   function loadSideModule(file: string, js: string): unknown {
@@ -181,7 +190,9 @@ export function createExecutor(options: ExecutorOptions): Executor {
   const cellRequire = makeRequire(rootDir, nodeRequire);
 
   function nextInterrupt(): Promise<'interrupt'> {
-    return new Promise((resolve) => { interruptWaiters.push(() => resolve('interrupt')); });
+    return new Promise((resolve) => {
+      interruptWaiters.push(() => resolve('interrupt'));
+    });
   }
 
   function interrupt(): void {
@@ -198,7 +209,10 @@ export function createExecutor(options: ExecutorOptions): Executor {
 
   /** Wait for a cell's promise, honouring interrupts (see the file comment). */
   async function settle(promise: Promise<unknown>): Promise<Settled | 'abandoned'> {
-    const done: Promise<Settled> = promise.then((value) => ({ ok: true, value }), (error: unknown) => ({ ok: false, error }));
+    const done: Promise<Settled> = promise.then(
+      (value) => ({ ok: true, value }),
+      (error: unknown) => ({ ok: false, error }),
+    );
     const first = interruptedThisCell ? 'interrupt' : await Promise.race([done, nextInterrupt()]);
     if (first !== 'interrupt') return first;
     const second = await Promise.race([done, sleep(graceMs), nextInterrupt()]);
@@ -215,10 +229,18 @@ export function createExecutor(options: ExecutorOptions): Executor {
 
   function interruptedBeforeRun(): CellOutcome {
     const evalue = 'interrupted by the user before the cell ran';
-    return { error: { ename: INTERRUPTED, evalue, traceback: [`${INTERRUPTED}: ${evalue}`] }, interrupted: true, abandoned: false };
+    return {
+      error: { ename: INTERRUPTED, evalue, traceback: [`${INTERRUPTED}: ${evalue}`] },
+      interrupted: true,
+      abandoned: false,
+    };
   }
 
-  function runModuleCell(code: string, name: string, meta: ReturnType<ReturnType<typeof metadataModule>['getCodeMetadata']>): CellOutcome {
+  function runModuleCell(
+    code: string,
+    name: string,
+    meta: ReturnType<ReturnType<typeof metadataModule>['getCodeMetadata']>,
+  ): CellOutcome {
     const diagnostics = converter.addModule(name, code, meta);
     return diagnostics.length > 0 ? failed(compileErrorContent(code, diagnostics)) : ok();
   }
@@ -242,7 +264,11 @@ export function createExecutor(options: ExecutorOptions): Executor {
     const meta = metadataModule().getCodeMetadata(code);
     if (meta.module) return runModuleCell(code, meta.module, meta);
     if (meta.mode === 'browser') {
-      return failed({ ename: 'UnsupportedError', evalue: 'browser cells (@browser) are not supported by this kernel', traceback: [] });
+      return failed({
+        ename: 'UnsupportedError',
+        evalue: 'browser cells (@browser) are not supported by this kernel',
+        traceback: [],
+      });
     }
     const converted = converter.convert(prevDecl, code);
     for (const side of converted.sideOutputs ?? []) {
@@ -267,7 +293,9 @@ export function createExecutor(options: ExecutorOptions): Executor {
       if (failure) return failed(failure);
     }
     const js = fixShorthandProperties(converted.output, new Set(Object.keys(locals)));
-    const prefix = converted.hasToplevelAwait ? '(async function (exports, require) { ' : '(function (exports, require) { ';
+    const prefix = converted.hasToplevelAwait
+      ? '(async function (exports, require) { '
+      : '(function (exports, require) { ';
     const source = `${prefix}${js}\n})(globalThis.${GLOBAL_KEY}.exports, globalThis.${GLOBAL_KEY}.require)`;
     (globalThis as Record<string, unknown>)[GLOBAL_KEY] = { exports: locals, require: cellRequire };
 
@@ -280,7 +308,9 @@ export function createExecutor(options: ExecutorOptions): Executor {
       } finally {
         reinstallSigintIfAdded(sigintListeners);
       }
-      settled = converted.hasToplevelAwait ? await settle(returned as Promise<unknown>) : { ok: true, value: undefined };
+      settled = converted.hasToplevelAwait
+        ? await settle(returned as Promise<unknown>)
+        : { ok: true, value: undefined };
     } catch (error) {
       if ((error as { code?: string }).code === 'ERR_SCRIPT_EXECUTION_INTERRUPTED') {
         // SIGINT went to vm's watchdog, not to the kernel's handler: tell the runtime too.
@@ -303,7 +333,9 @@ export function createExecutor(options: ExecutorOptions): Executor {
         error: {
           ename: INTERRUPTED,
           evalue: `the cell did not stop within ${graceMs / 1000} s of the interrupt; it goes on in the background`,
-          traceback: [`${INTERRUPTED}: the cell did not stop within ${graceMs / 1000} s of the interrupt; it goes on in the background`],
+          traceback: [
+            `${INTERRUPTED}: the cell did not stop within ${graceMs / 1000} s of the interrupt; it goes on in the background`,
+          ],
         },
         interrupted: true,
         abandoned: true,
@@ -312,7 +344,11 @@ export function createExecutor(options: ExecutorOptions): Executor {
     if (!settled.ok) {
       const interruptedSync = (settled.error as { code?: string }).code === 'ERR_SCRIPT_EXECUTION_INTERRUPTED';
       const error = interruptedSync
-        ? { ename: INTERRUPTED, evalue: 'interrupted by the user', traceback: [`${INTERRUPTED}: interrupted by the user`] }
+        ? {
+            ename: INTERRUPTED,
+            evalue: 'interrupted by the user',
+            traceback: [`${INTERRUPTED}: interrupted by the user`],
+          }
         : errorContent(settled.error);
       return { error, interrupted: interruptedThisCell, abandoned: false };
     }
@@ -321,7 +357,11 @@ export function createExecutor(options: ExecutorOptions): Executor {
       // stop: report it, so that queued cells are not run (as IPython's KeyboardInterrupt).
       return {
         result,
-        error: { ename: INTERRUPTED, evalue: 'interrupted by the user', traceback: [`${INTERRUPTED}: interrupted by the user; the cell stopped cleanly`] },
+        error: {
+          ename: INTERRUPTED,
+          evalue: 'interrupted by the user',
+          traceback: [`${INTERRUPTED}: interrupted by the user; the cell stopped cleanly`],
+        },
         interrupted: true,
         abandoned: false,
       };
@@ -351,11 +391,20 @@ export function createExecutor(options: ExecutorOptions): Executor {
       for (const [k, v] of await cell.load()) modules.set(k, v);
       const js = fixShorthandProperties(cell.js, new Set(Object.keys(locals)));
       (globalThis as Record<string, unknown>)[GLOBAL_KEY] = { exports: locals, require: cellRequire };
-      vm.runInThisContext(`(function (exports, require) { ${js}\n})(globalThis.${GLOBAL_KEY}.exports, globalThis.${GLOBAL_KEY}.require)`, { filename: 'preload.js', displayErrors: false });
+      vm.runInThisContext(
+        `(function (exports, require) { ${js}\n})(globalThis.${GLOBAL_KEY}.exports, globalThis.${GLOBAL_KEY}.require)`,
+        { filename: 'preload.js', displayErrors: false },
+      );
       return undefined;
     } catch (err) {
       const e = errorContent(err);
-      return { ...e, traceback: [`vqalab: the runtime failed to load, so its names are not in scope (this cell did not run)`, ...e.traceback] };
+      return {
+        ...e,
+        traceback: [
+          `vqalab: the runtime failed to load, so its names are not in scope (this cell did not run)`,
+          ...e.traceback,
+        ],
+      };
     }
   }
 
@@ -363,7 +412,12 @@ export function createExecutor(options: ExecutorOptions): Executor {
     const info: CompletionInfo = converter.complete(prevDecl, code, position);
     const kindOf = new Map<string, string>();
     for (const e of info.original?.entries ?? []) if (!kindOf.has(e.name)) kindOf.set(e.name, e.kind);
-    return { start: info.start, end: info.end, matches: info.candidates, kinds: info.candidates.map((c) => kindOf.get(c) ?? '') };
+    return {
+      start: info.start,
+      end: info.end,
+      matches: info.candidates,
+      kinds: info.candidates.map((c) => kindOf.get(c) ?? ''),
+    };
   }
 
   function inspect(code: string, position: number): string | null {
@@ -380,7 +434,9 @@ export function createExecutor(options: ExecutorOptions): Executor {
     inspect,
     interrupt,
     locals,
-    get busy() { return busy; },
+    get busy() {
+      return busy;
+    },
     close: () => converter.close(),
   };
 }

@@ -16,8 +16,15 @@ import type { IOPub, StreamName } from './iopub.js';
 import { kernelInfo, type KernelInfo } from './info.js';
 import { encodeBundle, kernelSink, resultBundle } from './display.js';
 import {
-  codePointsToUtf16, utf16ToCodePoints,
-  type CompleteRequest, type ErrorContent, type ExecuteRequest, type HistoryRequest, type InspectRequest, type IsCompleteRequest, type Message,
+  codePointsToUtf16,
+  utf16ToCodePoints,
+  type CompleteRequest,
+  type ErrorContent,
+  type ExecuteRequest,
+  type HistoryRequest,
+  type InspectRequest,
+  type IsCompleteRequest,
+  type Message,
 } from '../src/jupyter/message.js';
 import { converterModule } from './tslab.js';
 import type { DisplaySink } from '../src/display/sink.js';
@@ -132,7 +139,10 @@ export class Handler {
       case 'is_complete_request':
         return reply('is_complete_reply', this.isComplete(content as unknown as IsCompleteRequest));
       case 'history_request':
-        return reply('history_reply', { status: 'ok', history: this.history.query(content as unknown as HistoryRequest) });
+        return reply('history_reply', {
+          status: 'ok',
+          history: this.history.query(content as unknown as HistoryRequest),
+        });
       case 'comm_info_request':
         // No comms yet (widgets are rendered by our MIME renderers, not ipywidgets).
         return reply('comm_info_reply', { status: 'ok', comms: {} });
@@ -178,7 +188,13 @@ export class Handler {
     if (this.interruptNext) {
       this.interruptNext = false;
       const evalue = 'interrupted by the user before the cell ran';
-      this.fail(msg, reply, count, { ename: 'InterruptedError', evalue, traceback: [`InterruptedError: ${evalue}`] }, !silent);
+      this.fail(
+        msg,
+        reply,
+        count,
+        { ename: 'InterruptedError', evalue, traceback: [`InterruptedError: ${evalue}`] },
+        !silent,
+      );
       if (req.stop_on_error !== false) this.abortQueued();
       return;
     }
@@ -216,7 +232,9 @@ export class Handler {
     this.aborting = true;
     const drained = this.options.drainShell?.() ?? Promise.resolve();
     void drained.then(() => {
-      this.queue = this.queue.then(() => { this.aborting = false; });
+      this.queue = this.queue.then(() => {
+        this.aborting = false;
+      });
     });
   }
 
@@ -224,7 +242,8 @@ export class Handler {
     const code = req.code;
     const pos = codePointsToUtf16(code, req.cursor_pos ?? code.length);
     const c = this.options.executor.complete(code, pos);
-    const start = utf16ToCodePoints(code, c.start), end = utf16ToCodePoints(code, c.end);
+    const start = utf16ToCodePoints(code, c.start),
+      end = utf16ToCodePoints(code, c.end);
     return {
       status: 'ok',
       matches: c.matches,
@@ -249,4 +268,3 @@ export class Handler {
     return r.completed ? { status: 'complete' } : { status: 'incomplete', indent: r.indent ?? '' };
   }
 }
-

@@ -23,7 +23,10 @@ export function globToRegExp(pattern: string): RegExp {
     else if (c === '?') re += '[\\s\\S]';
     else if (c === '[') {
       const close = pattern.indexOf(']', i + 1);
-      if (close < 0) { re += '\\['; continue; }
+      if (close < 0) {
+        re += '\\[';
+        continue;
+      }
       let set = pattern.slice(i + 1, close).replace(/\\/g, '\\\\');
       if (set.startsWith('!')) set = `^${set.slice(1)}`;
       re += `[${set}]`;
@@ -60,7 +63,8 @@ export class History {
       case 'range': {
         const session = req.session ?? 0;
         if (session !== 0 && session !== this.session) return [];
-        const start = req.start ?? 0, stop = req.stop ?? Infinity;
+        const start = req.start ?? 0,
+          stop = req.stop ?? Infinity;
         found = this.entries.filter((e) => e.line >= start && e.line < stop);
         break;
       }
@@ -69,7 +73,10 @@ export class History {
         found = this.entries.filter((e) => re.test(e.input));
         if (req.unique) {
           const seen = new Set<string>();
-          found = found.reverse().filter((e) => !seen.has(e.input) && seen.add(e.input)).reverse();
+          found = found
+            .reverse()
+            .filter((e) => !seen.has(e.input) && seen.add(e.input))
+            .reverse();
         }
         if (req.n !== undefined && req.n > 0) found = found.slice(-req.n);
         break;

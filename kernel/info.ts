@@ -4,7 +4,6 @@ import { PROTOCOL_VERSION } from '../src/jupyter/message.js';
 import { vqalabVersion } from '../src/util/package.js';
 import { tslabVersion, typescript } from './tslab.js';
 
-
 export interface KernelInfo {
   status: 'ok';
   protocol_version: string;

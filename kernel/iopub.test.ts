@@ -3,12 +3,19 @@ import { test } from 'node:test';
 import { IOPub } from './iopub.js';
 import { orphanMessage, type Message } from '../src/jupyter/message.js';
 
-const parent = (id: string) => { const m = orphanMessage('s', 'execute_request', {}) as Message; m.header.msg_id = id; return m; };
+const parent = (id: string) => {
+  const m = orphanMessage('s', 'execute_request', {}) as Message;
+  m.header.msg_id = id;
+  return m;
+};
 
 test('stream text is batched per parent and stream, and flushed before any other message', () => {
   const sent: string[] = [];
-  const io = new IOPub((p, type, content) => sent.push(`${p.header.msg_id}:${type}:${JSON.stringify(content)}`), { flushMs: 10_000 });
-  const a = parent('a'), b = parent('b');
+  const io = new IOPub((p, type, content) => sent.push(`${p.header.msg_id}:${type}:${JSON.stringify(content)}`), {
+    flushMs: 10_000,
+  });
+  const a = parent('a'),
+    b = parent('b');
   for (let i = 0; i < 1000; i++) io.stream(a, 'stdout', `${i}\n`);
   io.stream(a, 'stderr', 'warn\n');
   io.publish(a, 'display_data', { data: {} });
@@ -25,7 +32,13 @@ test('stream text is batched per parent and stream, and flushed before any other
 test('a batch is sent when it grows past the limit, and by its timer', async () => {
   const sent: string[] = [];
   let onSend = () => {};
-  const io = new IOPub((_p, _t, c) => { sent.push((c as { text: string }).text); onSend(); }, { flushMs: 50, maxBatchChars: 10 });
+  const io = new IOPub(
+    (_p, _t, c) => {
+      sent.push((c as { text: string }).text);
+      onSend();
+    },
+    { flushMs: 50, maxBatchChars: 10 },
+  );
   io.stream(parent('a'), 'stdout', 'first');
   io.stream(parent('a'), 'stdout', '0123456789ab');
   assert.deepEqual(sent, ['first', '0123456789ab']);
@@ -35,7 +48,10 @@ test('a batch is sent when it grows past the limit, and by its timer', async () 
   // keeps the event loop alive meanwhile and fails the test if the batch never comes.)
   await new Promise<void>((resolve, reject) => {
     const guard = setTimeout(() => reject(new Error('the pending text was never flushed by its timer')), 60_000);
-    onSend = () => { clearTimeout(guard); resolve(); };
+    onSend = () => {
+      clearTimeout(guard);
+      resolve();
+    };
   });
   assert.deepEqual(sent, ['first', '0123456789ab', 'tail']);
 });

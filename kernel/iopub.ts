@@ -25,7 +25,10 @@ export class IOPub {
   private readonly flushMs: number;
   private readonly maxBatchChars: number;
 
-  constructor(private readonly send: Publish, options: IOPubOptions = {}) {
+  constructor(
+    private readonly send: Publish,
+    options: IOPubOptions = {},
+  ) {
     this.flushMs = options.flushMs ?? 50;
     this.maxBatchChars = options.maxBatchChars ?? 64 * 1024;
   }
@@ -45,7 +48,10 @@ export class IOPub {
     else this.pending = { parent, name, text };
     if (this.pending.text.length >= this.maxBatchChars) this.flush();
     else if (this.timer === undefined) {
-      this.timer = setTimeout(() => { this.timer = undefined; this.flush(); }, this.flushMs);
+      this.timer = setTimeout(() => {
+        this.timer = undefined;
+        this.flush();
+      }, this.flushMs);
       this.timer.unref();
     }
   }
@@ -58,7 +64,10 @@ export class IOPub {
 
   /** Send pending stream text now. */
   flush(): void {
-    if (this.timer !== undefined) { clearTimeout(this.timer); this.timer = undefined; }
+    if (this.timer !== undefined) {
+      clearTimeout(this.timer);
+      this.timer = undefined;
+    }
     const p = this.pending;
     if (!p) return;
     this.pending = undefined;

@@ -52,7 +52,7 @@ export async function startKernel(options: KernelOptions): Promise<StartupTimes>
   // Code a cell left running (timers, un-awaited promises) may fail later: report it in the
   // notebook and keep the kernel alive.
   const background = (what: string) => (err: unknown) => {
-    const text = `${what}: ${err instanceof Error ? err.stack ?? err.message : String(err)}\n`;
+    const text = `${what}: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`;
     if (!(handler?.write('stderr', text) ?? false)) log(text.trimEnd());
   };
   process.on('uncaughtException', background('Uncaught exception'));
@@ -70,7 +70,10 @@ export async function startKernel(options: KernelOptions): Promise<StartupTimes>
   for (const method of ['complete', 'execute'] as const) {
     const original = executor[method].bind(executor) as (...args: unknown[]) => unknown;
     (executor as unknown as Record<string, unknown>)[method] = (...args: unknown[]) => {
-      if (!cacheScheduled) { cacheScheduled = true; setTimeout(saveCodeCache, 1000).unref(); }
+      if (!cacheScheduled) {
+        cacheScheduled = true;
+        setTimeout(saveCodeCache, 1000).unref();
+      }
       return original(...args);
     };
   }
@@ -82,13 +85,19 @@ export async function startKernel(options: KernelOptions): Promise<StartupTimes>
     let declarationModule: string | undefined;
     // VQALAB_KERNEL_FULL_TYPES=1: third-party types in full (e.g. apache-arrow's Table), at the
     // cost of a slower first completion.
-    if (process.env.VQALAB_KERNEL_FULL_TYPES !== '1') try {
-      const copy = declarationSnapshot();
-      declarationModule = copy.preludeModule;
-      if (copy.built) log(`declaration copy written to ${copy.dir} (${copy.files} files; types from ${copy.external.join(', ') || 'no package'} as any)`);
-    } catch (err) {
-      log(`${err instanceof Error ? err.message : String(err)}; declaring the runtime's own declarations (slower first completion)`);
-    }
+    if (process.env.VQALAB_KERNEL_FULL_TYPES !== '1')
+      try {
+        const copy = declarationSnapshot();
+        declarationModule = copy.preludeModule;
+        if (copy.built)
+          log(
+            `declaration copy written to ${copy.dir} (${copy.files} files; types from ${copy.external.join(', ') || 'no package'} as any)`,
+          );
+      } catch (err) {
+        log(
+          `${err instanceof Error ? err.message : String(err)}; declaring the runtime's own declarations (slower first completion)`,
+        );
+      }
     const cell = preludeCell(names, declarationModule);
     const error = executor.declare({
       code: cell.source,
@@ -96,14 +105,17 @@ export async function startKernel(options: KernelOptions): Promise<StartupTimes>
       load: async () => {
         const runtime = await importRuntime();
         const missing = names.filter((n) => !runtime.names.includes(n));
-        if (missing.length) throw new Error(`the prelude module does not export ${missing.join(', ')} (its .d.ts does): rebuild with "npm run build"`);
+        if (missing.length)
+          throw new Error(
+            `the prelude module does not export ${missing.join(', ')} (its .d.ts does): rebuild with "npm run build"`,
+          );
         log(`runtime imported in ${runtime.importMs.toFixed(0)} ms (first cell)`);
         return runtime.modules;
       },
     });
     if (error) problem = `vqalab: the runtime's names could not be put in scope: ${error.traceback.join('\n')}`;
   } catch (err) {
-    problem = `vqalab: the runtime's declarations failed to load, so its names are not in scope: ${err instanceof Error ? err.stack ?? err.message : String(err)}`;
+    problem = `vqalab: the runtime's declarations failed to load, so its names are not in scope: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`;
   }
   const preloadCheckMs = performance.now() - t;
   if (problem) log(problem);
@@ -127,13 +139,19 @@ export async function startKernel(options: KernelOptions): Promise<StartupTimes>
   });
   setDisplaySink(handler.sink);
   const h = handler;
-  setTslabDisplayWriter((content, update) => h.publishCurrent(update ? 'update_display_data' : 'display_data', content));
+  setTslabDisplayWriter((content, update) =>
+    h.publishCurrent(update ? 'update_display_data' : 'display_data', content),
+  );
   await server.start(handler);
   const times: StartupTimes = {
-    converterMs, preloadCheckMs, readyMs: performance.now(),
+    converterMs,
+    preloadCheckMs,
+    readyMs: performance.now(),
   };
   const cache = codeCacheHit();
-  log(`ready in ${times.readyMs.toFixed(0)} ms (converter ${converterMs.toFixed(0)} ms, prelude ${preloadCheckMs.toFixed(0)} ms; `
-    + `${problem ? 0 : names.length} names in scope; compiler code cache ${cache === undefined ? 'off' : cache ? 'used' : 'to be written'})`);
+  log(
+    `ready in ${times.readyMs.toFixed(0)} ms (converter ${converterMs.toFixed(0)} ms, prelude ${preloadCheckMs.toFixed(0)} ms; ` +
+      `${problem ? 0 : names.length} names in scope; compiler code cache ${cache === undefined ? 'off' : cache ? 'used' : 'to be written'})`,
+  );
   return times;
 }

@@ -23,7 +23,8 @@ function parse(argv: string[]): { connectionFile: string; graceMs?: number } | s
     else return `unknown argument "${a}"\n\n${USAGE}`;
   }
   if (!connectionFile) return `missing --connection-file\n\n${USAGE}`;
-  if (graceMs !== undefined && !(Number.isFinite(graceMs) && graceMs >= 0)) return `--interrupt-grace-ms must be a number of milliseconds >= 0\n`;
+  if (graceMs !== undefined && !(Number.isFinite(graceMs) && graceMs >= 0))
+    return `--interrupt-grace-ms must be a number of milliseconds >= 0\n`;
   return { connectionFile, graceMs };
 }
 
@@ -47,7 +48,9 @@ if (typeof args === 'string') {
 } else {
   watchParent();
   startKernel(args).catch((err: unknown) => {
-    process.stderr.write(`vqalab kernel: failed to start: ${err instanceof Error ? err.stack ?? err.message : String(err)}\n`);
+    process.stderr.write(
+      `vqalab kernel: failed to start: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`,
+    );
     process.exit(1);
   });
 }

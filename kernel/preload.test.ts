@@ -3,7 +3,7 @@ import { test } from 'node:test';
 import { importRuntime, preludeCell, preludeNames, preludePath, runtimePath } from './preload.js';
 import { createConverter } from './tslab.js';
 
-test('the names read from prelude.d.ts are the prelude module\'s exports (the runtime is not imported to list them)', async () => {
+test("the names read from prelude.d.ts are the prelude module's exports (the runtime is not imported to list them)", async () => {
   const names = preludeNames();
   assert.ok(names.includes('vqalab') && names.includes('Trainer') && names.includes('display'), names.join(','));
   const runtime = await importRuntime();
@@ -12,7 +12,7 @@ test('the names read from prelude.d.ts are the prelude module\'s exports (the ru
   assert.equal(preludeCell(names).source, `import { ${names.join(', ')} } from ${JSON.stringify(preludePath)};`);
 });
 
-test('the prebuilt declaration of the hidden cell is what tslab\'s converter makes of it, and it type-checks', () => {
+test("the prebuilt declaration of the hidden cell is what tslab's converter makes of it, and it type-checks", () => {
   const cell = preludeCell(preludeNames());
   const converter = createConverter();
   try {
@@ -20,7 +20,10 @@ test('the prebuilt declaration of the hidden cell is what tslab\'s converter mak
     assert.deepEqual(out.diagnostics, []);
     assert.equal(out.declOutput, cell.declaration);
     // A later cell sees the names with their types through the prebuilt declaration.
-    const next = converter.convert(cell.declaration, 'const t: typeof Trainer = Trainer; const n: string = vqalab.vqaAccuracy().name;');
+    const next = converter.convert(
+      cell.declaration,
+      'const t: typeof Trainer = Trainer; const n: string = vqalab.vqaAccuracy().name;',
+    );
     assert.deepEqual(next.diagnostics, []);
   } finally {
     converter.close();

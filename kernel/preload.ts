@@ -64,7 +64,9 @@ export async function importRuntime(): Promise<{ modules: Map<string, unknown>; 
   const prelude = (await import(pathToFileURL(preludePath).href)) as Record<string, unknown>;
   const runtime = (await import(pathToFileURL(runtimePath).href)) as Record<string, unknown>;
   const importMs = performance.now() - t0;
-  const names = Object.keys(prelude).filter((n) => n !== 'default' && /^[A-Za-z_$][\w$]*$/.test(n)).sort();
+  const names = Object.keys(prelude)
+    .filter((n) => n !== 'default' && /^[A-Za-z_$][\w$]*$/.test(n))
+    .sort();
   const modules = new Map<string, unknown>([
     [preludePath, prelude],
     [runtimePath, runtime],

@@ -5,7 +5,14 @@
  */
 import { readFileSync } from 'node:fs';
 import * as zmq from 'zeromq';
-import { childMessage, decode, encode, orphanMessage, type ConnectionInfo, type Message } from '../src/jupyter/message.js';
+import {
+  childMessage,
+  decode,
+  encode,
+  orphanMessage,
+  type ConnectionInfo,
+  type Message,
+} from '../src/jupyter/message.js';
 
 export interface RequestSink {
   handle(msg: Message, reply: (msgType: string, content: unknown) => void): Promise<void>;
@@ -20,15 +27,21 @@ export function readConnectionFile(file: string): ConnectionInfo {
     throw new Error(`cannot read the connection file ${file}: ${err instanceof Error ? err.message : String(err)}`);
   }
   for (const port of ['shell_port', 'iopub_port', 'stdin_port', 'control_port', 'hb_port'] as const) {
-    if (!Number.isInteger(info[port])) throw new Error(`connection file ${file}: expected an integer ${port} but found ${JSON.stringify(info[port])}`);
+    if (!Number.isInteger(info[port]))
+      throw new Error(`connection file ${file}: expected an integer ${port} but found ${JSON.stringify(info[port])}`);
   }
-  if (typeof info.ip !== 'string') throw new Error(`connection file ${file}: expected a string ip but found ${JSON.stringify(info.ip)}`);
+  if (typeof info.ip !== 'string')
+    throw new Error(`connection file ${file}: expected a string ip but found ${JSON.stringify(info.ip)}`);
   return {
     transport: info.transport ?? 'tcp',
     ip: info.ip,
     key: info.key ?? '',
     signature_scheme: info.signature_scheme ?? 'hmac-sha256',
-    shell_port: info.shell_port!, iopub_port: info.iopub_port!, stdin_port: info.stdin_port!, control_port: info.control_port!, hb_port: info.hb_port!,
+    shell_port: info.shell_port!,
+    iopub_port: info.iopub_port!,
+    stdin_port: info.stdin_port!,
+    control_port: info.control_port!,
+    hb_port: info.hb_port!,
   };
 }
 
@@ -51,7 +64,10 @@ export class KernelServer {
   private readonly chains = new Map<zmq.Socket, { tail: Promise<void>; waiting: number }>();
   readonly session: string;
 
-  constructor(private readonly connection: ConnectionInfo, private readonly log: (line: string) => void) {
+  constructor(
+    private readonly connection: ConnectionInfo,
+    private readonly log: (line: string) => void,
+  ) {
     this.session = crypto.randomUUID();
     for (const s of [this.shell, this.control, this.stdin, this.iopub, this.hb]) s.linger = 1000;
   }
@@ -62,13 +78,23 @@ export class KernelServer {
     const failed = (err: unknown) => {
       if (!socket.closed) this.log(`send failed: ${err instanceof Error ? err.message : String(err)}`);
     };
-    const done = () => { chain.waiting -= 1; };
+    const done = () => {
+      chain.waiting -= 1;
+    };
     chain.waiting += 1;
     if (chain.waiting === 1) {
       // Nothing pending: hand the message to ZeroMQ now, not in a later microtask.
-      chain.tail = socket.send(frames).then(done, (err: unknown) => { done(); failed(err); });
+      chain.tail = socket.send(frames).then(done, (err: unknown) => {
+        done();
+        failed(err);
+      });
     } else {
-      chain.tail = chain.tail.then(() => socket.send(frames)).then(done, (err: unknown) => { done(); failed(err); });
+      chain.tail = chain.tail
+        .then(() => socket.send(frames))
+        .then(done, (err: unknown) => {
+          done();
+          failed(err);
+        });
     }
   }
 
@@ -107,7 +133,10 @@ export class KernelServer {
           continue;
         }
         const reply = (msgType: string, content: unknown) => {
-          this.send(socket, encode(childMessage(msg, msgType, content), this.connection.key, this.connection.signature_scheme));
+          this.send(
+            socket,
+            encode(childMessage(msg, msgType, content), this.connection.key, this.connection.signature_scheme),
+          );
         };
         void handler.handle(msg, reply);
       }

@@ -14,7 +14,11 @@ import { typescript, type TS } from './tslab.js';
 const FILE = '/__vqalab_cell__.js';
 
 /** The shorthand properties `{ n }` in `js` whose name is in `outer` (cheap syntactic pass). */
-function candidates(ts: typeof TS, source: TS.SourceFile, outer: ReadonlySet<string>): TS.ShorthandPropertyAssignment[] {
+function candidates(
+  ts: typeof TS,
+  source: TS.SourceFile,
+  outer: ReadonlySet<string>,
+): TS.ShorthandPropertyAssignment[] {
   const found: TS.ShorthandPropertyAssignment[] = [];
   const visit = (node: TS.Node): void => {
     if (ts.isShorthandPropertyAssignment(node) && outer.has(node.name.text)) found.push(node);
@@ -36,7 +40,13 @@ export function fixShorthandProperties(js: string, outer: ReadonlySet<string>): 
 
   // Only now pay for a checker: a one-file program without libs (globals don't matter here:
   // earlier cells' names are never globals, they live on `exports`).
-  const options: TS.CompilerOptions = { allowJs: true, noLib: true, noResolve: true, types: [], target: ts.ScriptTarget.Latest };
+  const options: TS.CompilerOptions = {
+    allowJs: true,
+    noLib: true,
+    noResolve: true,
+    types: [],
+    target: ts.ScriptTarget.Latest,
+  };
   const host = ts.createCompilerHost(options);
   host.getSourceFile = (name) => (name === FILE ? parsed : undefined);
   host.fileExists = (name) => name === FILE;

@@ -12,7 +12,11 @@ test('process output is routed while captured; unrouted writes and the real writ
     realWrites.push(String(chunk));
     return (realWrite as (...a: unknown[]) => boolean).call(process.stderr, chunk, ...rest);
   }) as typeof process.stderr.write;
-  const stdio = captureStdio((name, text) => { if (!on) return false; routed.push(`${name}:${text}`); return true; });
+  const stdio = captureStdio((name, text) => {
+    if (!on) return false;
+    routed.push(`${name}:${text}`);
+    return true;
+  });
   try {
     console.log('from console.log');
     process.stdout.write(Buffer.from('bytes \xe2\x82', 'latin1'));

@@ -34,11 +34,17 @@ export function captureStdio(route: Route): CapturedStdio {
   for (const name of ['stdout', 'stderr'] as const) {
     const stream = streams[name];
     const original = originals[name];
-    const write = function (this: unknown, chunk: unknown, encoding?: BufferEncoding | WriteCallback, cb?: WriteCallback): boolean {
+    const write = function (
+      this: unknown,
+      chunk: unknown,
+      encoding?: BufferEncoding | WriteCallback,
+      cb?: WriteCallback,
+    ): boolean {
       const callback = typeof encoding === 'function' ? encoding : cb;
       const enc = typeof encoding === 'string' ? encoding : undefined;
       let text: string;
-      if (typeof chunk === 'string') text = enc && enc !== 'utf8' && enc !== 'utf-8' ? Buffer.from(chunk, enc).toString('utf8') : chunk;
+      if (typeof chunk === 'string')
+        text = enc && enc !== 'utf8' && enc !== 'utf-8' ? Buffer.from(chunk, enc).toString('utf8') : chunk;
       else if (chunk instanceof Uint8Array) text = decoders[name].decode(chunk, { stream: true });
       else text = String(chunk);
       if (!route(name, text)) return original.call(stream, chunk as string, enc as BufferEncoding, callback);

@@ -18,16 +18,21 @@ function walk(dir) {
   });
 }
 
-const files = roots.flatMap((r) => walk(r))
+const files = roots
+  .flatMap((r) => walk(r))
   .filter((f) => f.endsWith('.test.js'))
   .filter((f) => filters.length === 0 || filters.some((x) => path.relative(dist, f).includes(x)))
   .sort();
 if (files.length === 0) {
-  console.error(`run-tests: no test files under ${roots.join(', ')}${filters.length ? ` matching ${filters.join(', ')}` : ''}`);
+  console.error(
+    `run-tests: no test files under ${roots.join(', ')}${filters.length ? ` matching ${filters.join(', ')}` : ''}`,
+  );
   process.exit(1);
 }
 const concurrency = process.env.VQALAB_TEST_CONCURRENCY ?? '2';
-const result = spawnSync(process.execPath,
+const result = spawnSync(
+  process.execPath,
   ['--test', `--test-concurrency=${concurrency}`, '--test-reporter=spec', ...files],
-  { stdio: 'inherit' });
+  { stdio: 'inherit' },
+);
 process.exit(result.status ?? 1);

@@ -33,7 +33,12 @@ function requiredEnv(name: string): string {
 
 /** Lower case, no punctuation, no articles, single spaces. */
 export function normalize(text: string): string {
-  return text.toLowerCase().replace(/[^\p{L}\p{N}\s]/gu, ' ').replace(/\b(a|an|the)\b/g, ' ').replace(/\s+/g, ' ').trim();
+  return text
+    .toLowerCase()
+    .replace(/[^\p{L}\p{N}\s]/gu, ' ')
+    .replace(/\b(a|an|the)\b/g, ' ')
+    .replace(/\s+/g, ' ')
+    .trim();
 }
 
 /** The answer in a completion: the text of its first line. */
@@ -41,11 +46,18 @@ export function answerOf(text: string): string {
   return normalize(text.split('\n')[0] ?? '');
 }
 
-const MIME: Record<string, string> = { '.png': 'image/png', '.jpg': 'image/jpeg', '.jpeg': 'image/jpeg', '.webp': 'image/webp', '.gif': 'image/gif' };
+const MIME: Record<string, string> = {
+  '.png': 'image/png',
+  '.jpg': 'image/jpeg',
+  '.jpeg': 'image/jpeg',
+  '.webp': 'image/webp',
+  '.gif': 'image/gif',
+};
 
 async function postReward(eventUrl: string, key: string, value: number): Promise<void> {
   const res = await fetch(eventUrl, {
-    method: 'POST', signal: AbortSignal.timeout(10_000),
+    method: 'POST',
+    signal: AbortSignal.timeout(10_000),
     headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
     body: JSON.stringify({ event_type: 'reward', data: { value } }),
   });
@@ -62,7 +74,8 @@ export async function run(): Promise<void> {
   let answers = [expected];
   if (process.env.TASK_JSON) {
     const row = JSON.parse(process.env.TASK_JSON) as { answers?: unknown };
-    if (Array.isArray(row.answers) && row.answers.every((a) => typeof a === 'string') && row.answers.length > 0) answers = row.answers as string[];
+    if (Array.isArray(row.answers) && row.answers.every((a) => typeof a === 'string') && row.answers.length > 0)
+      answers = row.answers as string[];
   }
   const model = process.env.AGENT_MODEL ?? 'auto';
   const maxTokens = Number(process.env.AGENT_MAX_TOKENS ?? 8);
@@ -75,12 +88,24 @@ export async function run(): Promise<void> {
   const image = await readFile(imagePath);
   const dataUrl = `data:${MIME[path.extname(imagePath).toLowerCase()] ?? 'image/png'};base64,${image.toString('base64')}`;
   const messages: OpenAI.Chat.ChatCompletionMessageParam[] = [
-    { role: 'user', content: [{ type: 'image_url', image_url: { url: dataUrl } }, { type: 'text', text: question }] },
+    {
+      role: 'user',
+      content: [
+        { type: 'image_url', image_url: { url: dataUrl } },
+        { type: 'text', text: question },
+      ],
+    },
   ];
 
   async function ask(): Promise<string> {
     if (stream) {
-      const s = await client.chat.completions.create({ model, messages, max_tokens: maxTokens, temperature, stream: true });
+      const s = await client.chat.completions.create({
+        model,
+        messages,
+        max_tokens: maxTokens,
+        temperature,
+        stream: true,
+      });
       let text = '';
       for await (const chunk of s) text += chunk.choices[0]?.delta?.content ?? '';
       messages.push({ role: 'assistant', content: text });
@@ -95,7 +120,10 @@ export async function run(): Promise<void> {
   // Turn 1: look and answer.
   const first = answerOf(await ask());
   // Turn 2: check the answer against the question.
-  messages.push({ role: 'user', content: `Check your answer "${first}" against the question: ${question} Reply with the answer again, corrected if it was wrong.` });
+  messages.push({
+    role: 'user',
+    content: `Check your answer "${first}" against the question: ${question} Reply with the answer again, corrected if it was wrong.`,
+  });
   const checked = answerOf(await ask());
   // Turn 3: refine when the check disagreed (or always, when asked to).
   let refined: string | undefined;
@@ -105,10 +133,17 @@ export async function run(): Promise<void> {
   }
   // The final answer is a vote over the turns (self-consistency): the check and the refinement
   // overturn the first answer only when they agree with each other.
-  const final = vote === 'last' ? (refined ?? checked) : refined !== undefined && refined === checked && refined !== first ? refined : first;
+  const final =
+    vote === 'last'
+      ? (refined ?? checked)
+      : refined !== undefined && refined === checked && refined !== first
+        ? refined
+        : first;
   const reward = answers.some((a) => normalize(a) === final) ? 1 : 0;
   await postReward(eventUrl, key, reward);
-  process.stdout.write(`${JSON.stringify({ question, first, checked, refined, final, reward, turns: messages.filter((m) => m.role === 'assistant').length })}\n`);
+  process.stdout.write(
+    `${JSON.stringify({ question, first, checked, refined, final, reward, turns: messages.filter((m) => m.role === 'assistant').length })}\n`,
+  );
 }
 
 const invoked = process.argv[1] ? pathToFileURL(path.resolve(process.argv[1])).href : undefined;

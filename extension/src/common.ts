@@ -29,7 +29,12 @@ export function ensureStyle(doc: Document = document): void {
 export function plotTheme(el: Element): PlotTheme {
   const cs = getComputedStyle(el);
   const v = (name: string, fallback: string) => cs.getPropertyValue(name).trim() || fallback;
-  return { fg: v('--vqa-fg', '#1f2328'), grid: v('--vqa-border', '#d0d7de'), bg: 'rgba(0,0,0,0)', font: cs.fontFamily || 'sans-serif' };
+  return {
+    fg: v('--vqa-fg', '#1f2328'),
+    grid: v('--vqa-border', '#d0d7de'),
+    bg: 'rgba(0,0,0,0)',
+    font: cs.fontFamily || 'sans-serif',
+  };
 }
 
 /** Call `fn` when the theme switches: JupyterLab flips attributes on <body>, a report page sets data-theme on <html>. */

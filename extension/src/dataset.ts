@@ -41,7 +41,11 @@ export function hydrateDataset(root: HTMLElement, payload: DatasetPayload): Hydr
     if (open) grid.querySelector(`.vqa-card[data-sample="${open.index}"]`)?.setAttribute('aria-pressed', 'true');
   };
   const refilter = () => {
-    matches = filterSamples(payload, { answerType: answer.value || undefined, questionType: question.value || undefined, text: text.value });
+    matches = filterSamples(payload, {
+      answerType: answer.value || undefined,
+      questionType: question.value || undefined,
+      text: text.value,
+    });
     page = 0;
     draw();
   };
@@ -49,7 +53,10 @@ export function hydrateDataset(root: HTMLElement, payload: DatasetPayload): Hydr
     const card = (e.target as HTMLElement).closest<HTMLButtonElement>('button.vqa-card');
     if (!card) return;
     const index = Number(card.dataset.sample);
-    if (open?.index === index) { closeDetail(); return; }
+    if (open?.index === index) {
+      closeDetail();
+      return;
+    }
     closeDetail();
     detail.innerHTML = renderSample(payload.samples[index]!, { interactive: true });
     detail.classList.remove('vqa-hidden');
@@ -57,10 +64,19 @@ export function hydrateDataset(root: HTMLElement, payload: DatasetPayload): Hydr
     card.setAttribute('aria-pressed', 'true');
   };
   const onKey = (e: KeyboardEvent) => {
-    if (e.key === 'Escape' && open) { e.stopPropagation(); closeDetail(); }
+    if (e.key === 'Escape' && open) {
+      e.stopPropagation();
+      closeDetail();
+    }
   };
-  const onPrev = () => { page = Math.max(0, page - 1); draw(); };
-  const onNext = () => { page += 1; draw(); };
+  const onPrev = () => {
+    page = Math.max(0, page - 1);
+    draw();
+  };
+  const onNext = () => {
+    page += 1;
+    draw();
+  };
   grid.addEventListener('click', onGrid);
   root.addEventListener('keydown', onKey);
   answer.addEventListener('change', refilter);

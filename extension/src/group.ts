@@ -32,14 +32,22 @@ export function hydrateGroup(root: HTMLElement, _payload: GroupPayload): Hydrate
       e.preventDefault();
       e.stopPropagation();
       toks[active]?.style.removeProperty('outline');
-      if (e.key === 'Escape') { active = -1; hideTip(); return; }
+      if (e.key === 'Escape') {
+        active = -1;
+        hideTip();
+        return;
+      }
       active = Math.max(0, Math.min(toks.length - 1, active + (e.key === 'ArrowRight' ? 1 : -1)));
       const tok = toks[active]!;
       tok.style.outline = '1px solid var(--vqa-accent)';
       const r = tok.getBoundingClientRect();
       showTip(describe(tok), r.left, r.top);
     };
-    const blur = () => { toks[active]?.style.removeProperty('outline'); active = -1; hideTip(); };
+    const blur = () => {
+      toks[active]?.style.removeProperty('outline');
+      active = -1;
+      hideTip();
+    };
     td.addEventListener('keydown', key);
     td.addEventListener('blur', blur);
     keyHandlers.push([td, key, blur]);
@@ -49,7 +57,10 @@ export function hydrateGroup(root: HTMLElement, _payload: GroupPayload): Hydrate
       hideTip();
       root.removeEventListener('mouseover', over);
       root.removeEventListener('mouseout', out);
-      for (const [td, key, blur] of keyHandlers) { td.removeEventListener('keydown', key); td.removeEventListener('blur', blur); }
+      for (const [td, key, blur] of keyHandlers) {
+        td.removeEventListener('keydown', key);
+        td.removeEventListener('blur', blur);
+      }
     },
   };
 }

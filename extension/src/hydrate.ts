@@ -28,13 +28,19 @@ export class Mounted {
   /** True while the host shows an error instead of the widget. */
   failed = false;
 
-  constructor(readonly host: HTMLElement, readonly mime: string) {
+  constructor(
+    readonly host: HTMLElement,
+    readonly mime: string,
+  ) {
     ensureStyle(host.ownerDocument);
   }
 
   render(data: unknown): void {
     const mime = this.mime;
-    if (!isVendorMime(mime)) { this.fail(new Error(`unknown MIME type ${mime}`)); return; }
+    if (!isVendorMime(mime)) {
+      this.fail(new Error(`unknown MIME type ${mime}`));
+      return;
+    }
     let payload: unknown;
     try {
       payload = WIDGETS[mime].check(data);
@@ -46,7 +52,9 @@ export class Mounted {
       if (!this.failed && this.hydrated.update?.(payload)) return;
       this.hydrated.dispose();
       this.hydrated = NOTHING;
-      this.host.innerHTML = (WIDGETS[mime] as { html(p: unknown, o: object): string }).html(payload, { interactive: true });
+      this.host.innerHTML = (WIDGETS[mime] as { html(p: unknown, o: object): string }).html(payload, {
+        interactive: true,
+      });
       this.failed = false;
       const root = this.host.firstElementChild as HTMLElement;
       this.hydrated = HYDRATORS[mime](root, payload as never);

@@ -10,7 +10,11 @@ import { VqaRenderer } from './widget.js';
 
 // plotly.js (its partial "basic" bundle: every plot we draw is a scatter trace) becomes a separate
 // chunk of the federated extension, fetched on first use.
-setPlotlyLoader(() => import(/* webpackChunkName: "plotly" */ 'plotly.js-basic-dist-min').then((m: { default?: unknown }) => (m.default ?? m) as PlotlyLike));
+setPlotlyLoader(() =>
+  import(/* webpackChunkName: "plotly" */ 'plotly.js-basic-dist-min').then(
+    (m: { default?: unknown }) => (m.default ?? m) as PlotlyLike,
+  ),
+);
 
 const extensions: IRenderMime.IExtension[] = (Object.keys(WIDGETS) as VendorMime[]).map((mime) => ({
   id: `vqalab-jupyterlab:${WIDGETS[mime].name}`,

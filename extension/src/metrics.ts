@@ -5,7 +5,13 @@
  * the user's zoom. The smoothing slider re-smooths every run. dispose() purges the plot.
  */
 import { renderGroup } from '../../src/display/render/group.js';
-import { plotlyFigure, renderLegend, renderProgress, renderSvgChart, metricKeys } from '../../src/display/render/metrics.js';
+import {
+  plotlyFigure,
+  renderLegend,
+  renderProgress,
+  renderSvgChart,
+  metricKeys,
+} from '../../src/display/render/metrics.js';
 import type { MetricsPayload } from '../../src/display/types.js';
 import { esc } from '../../src/display/render/html.js';
 import { must, onThemeChange, plotTheme, type Hydrated } from './common.js';
@@ -23,7 +29,8 @@ export function hydrateMetrics(root: HTMLElement, payload: MetricsPayload): Hydr
   let plotDiv: HTMLDivElement | undefined;
   let plotly: PlotlyLike | undefined;
   let disposed = false;
-  let drawing = false, again = false;
+  let drawing = false,
+    again = false;
   let revision = 0;
   let latestKey = JSON.stringify(payload.latestGroup ?? null);
   let latest: Hydrated | undefined;
@@ -35,10 +42,15 @@ export function hydrateMetrics(root: HTMLElement, payload: MetricsPayload): Hydr
   };
   const drawSvg = () => {
     const keys = metricKeys(current);
-    plotSlot.innerHTML = keys.length ? `<div class="vqa-charts">${keys.map((k) => renderSvgChart(current, k, smoothing)).join('')}</div>` : '<p class="vqa-muted">no metrics yet</p>';
+    plotSlot.innerHTML = keys.length
+      ? `<div class="vqa-charts">${keys.map((k) => renderSvgChart(current, k, smoothing)).join('')}</div>`
+      : '<p class="vqa-muted">no metrics yet</p>';
   };
   const draw = async (): Promise<void> => {
-    if (drawing) { again = true; return; }
+    if (drawing) {
+      again = true;
+      return;
+    }
     drawing = true;
     try {
       try {
@@ -58,13 +70,20 @@ export function hydrateMetrics(root: HTMLElement, payload: MetricsPayload): Hydr
         root.querySelector('.vqa-legend')?.classList.toggle('vqa-hidden', current.runs.length > 1);
       }
       const fig = plotlyFigure(current, smoothing, plotTheme(root));
-      await plotly.react(plotDiv, fig.data, fig.layout, { responsive: true, displaylogo: false, displayModeBar: 'hover' });
+      await plotly.react(plotDiv, fig.data, fig.layout, {
+        responsive: true,
+        displaylogo: false,
+        displayModeBar: 'hover',
+      });
       revision += 1;
       plotDiv.dataset.revision = String(revision);
       root.dataset.plotly = 'ready';
     } finally {
       drawing = false;
-      if (again && !disposed) { again = false; void draw(); }
+      if (again && !disposed) {
+        again = false;
+        void draw();
+      }
     }
   };
 
@@ -75,7 +94,9 @@ export function hydrateMetrics(root: HTMLElement, payload: MetricsPayload): Hydr
     void draw();
   };
   slider?.addEventListener('input', onSlide);
-  const stopTheme = onThemeChange(() => { if (plotDiv) void draw(); });
+  const stopTheme = onThemeChange(() => {
+    if (plotDiv) void draw();
+  });
   hydrateLatest();
   void draw();
 
@@ -84,11 +105,17 @@ export function hydrateMetrics(root: HTMLElement, payload: MetricsPayload): Hydr
       current = next as MetricsPayload;
       progressSlot.innerHTML = current.progress ? renderProgress(current.progress) : '';
       const legend = root.querySelector<HTMLElement>('.vqa-legend');
-      if (legend) legend.outerHTML = renderLegend(current).replace('class="vqa-legend"', `class="vqa-legend${plotDiv && current.runs.length > 1 ? ' vqa-hidden' : ''}"`);
+      if (legend)
+        legend.outerHTML = renderLegend(current).replace(
+          'class="vqa-legend"',
+          `class="vqa-legend${plotDiv && current.runs.length > 1 ? ' vqa-hidden' : ''}"`,
+        );
       const key = JSON.stringify(current.latestGroup ?? null);
       if (key !== latestKey) {
         latestKey = key;
-        latestSlot.innerHTML = current.latestGroup ? `<div class="vqa-latest">${renderGroup(current.latestGroup, { interactive: true })}</div>` : '';
+        latestSlot.innerHTML = current.latestGroup
+          ? `<div class="vqa-latest">${renderGroup(current.latestGroup, { interactive: true })}</div>`
+          : '';
         hydrateLatest();
       }
       const title = root.querySelector('h3');

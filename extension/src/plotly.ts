@@ -26,7 +26,10 @@ export function ensurePlotly(): Promise<PlotlyLike> {
   if (!Private.promise) {
     const loader = Private.loader;
     Private.promise = loader
-      ? loader().catch((err: unknown) => { Private.promise = undefined; throw err; })
+      ? loader().catch((err: unknown) => {
+          Private.promise = undefined;
+          throw err;
+        })
       : Promise.reject(new Error('no plotly.js on this page'));
   }
   return Private.promise;

@@ -28,7 +28,11 @@ import { setPlotlyLoader, type PlotlyLike } from './plotly.js';
 
 // This bundle has its own copy of the plotly loader (index.ts sets the renderers'); webpack fetches
 // the one shared chunk.
-setPlotlyLoader(() => import(/* webpackChunkName: "plotly" */ 'plotly.js-basic-dist-min').then((m: { default?: unknown }) => (m.default ?? m) as PlotlyLike));
+setPlotlyLoader(() =>
+  import(/* webpackChunkName: "plotly" */ 'plotly.js-basic-dist-min').then(
+    (m: { default?: unknown }) => (m.default ?? m) as PlotlyLike,
+  ),
+);
 
 const STYLE = `
 .vqa-runs-panel{display:flex;flex-direction:column;gap:8px;padding:8px;overflow:auto;background:var(--jp-layout-color1);color:var(--jp-ui-font-color1);font-size:var(--jp-ui-font-size1)}
@@ -51,8 +55,15 @@ const REFRESH_MS = 1500;
 
 /** The trainer's metrics.jsonl names → the dashboard's (src/display/training.ts METRIC_NAMES). */
 const METRIC_NAMES: [string, string][] = [
-  ['rewardMean', 'reward'], ['rewardStd', 'reward_std'], ['accuracy', 'accuracy'], ['kl', 'kl'], ['entropy', 'entropy'],
-  ['completionLength', 'completion_length'], ['loss', 'loss'], ['gradNorm', 'grad_norm'], ['learningRate', 'lr'],
+  ['rewardMean', 'reward'],
+  ['rewardStd', 'reward_std'],
+  ['accuracy', 'accuracy'],
+  ['kl', 'kl'],
+  ['entropy', 'entropy'],
+  ['completionLength', 'completion_length'],
+  ['loss', 'loss'],
+  ['gradNorm', 'grad_norm'],
+  ['learningRate', 'lr'],
 ];
 
 /** One line of metrics.jsonl → a plot point; null for a line that is not (yet) a whole JSON object. */
@@ -83,7 +94,11 @@ interface Run {
 }
 
 namespace Private {
-  export function el<K extends keyof HTMLElementTagNameMap>(tag: K, cls?: string, text?: string): HTMLElementTagNameMap[K] {
+  export function el<K extends keyof HTMLElementTagNameMap>(
+    tag: K,
+    cls?: string,
+    text?: string,
+  ): HTMLElementTagNameMap[K] {
     const e = document.createElement(tag);
     if (cls) e.className = cls;
     if (text !== undefined) e.textContent = text;
@@ -92,7 +107,8 @@ namespace Private {
 
   export function duration(s: number): string {
     if (!Number.isFinite(s)) return '?';
-    const m = Math.floor(s / 60), sec = Math.round(s % 60);
+    const m = Math.floor(s / 60),
+      sec = Math.round(s % 60);
     return m > 0 ? `${m}m${String(sec).padStart(2, '0')}s` : `${sec}s`;
   }
 
@@ -102,7 +118,11 @@ namespace Private {
    * a run's checkpoints/ folder and checkpoints/latest are read here.
    */
   export async function fileText(settings: ServerConnection.ISettings, path: string): Promise<string | null> {
-    const r = await ServerConnection.makeRequest(URLExt.join(settings.baseUrl, 'files', URLExt.encodeParts(path)), { cache: 'no-store' }, settings);
+    const r = await ServerConnection.makeRequest(
+      URLExt.join(settings.baseUrl, 'files', URLExt.encodeParts(path)),
+      { cache: 'no-store' },
+      settings,
+    );
     return r.ok ? r.text() : null;
   }
 
@@ -130,7 +150,11 @@ export class RunsPanel extends Widget {
   private mounted: Mounted | null = null;
   private selected: string | null = null;
 
-  constructor(private readonly contents: Contents.IManager, private readonly settings: ServerConnection.ISettings, private readonly tracker: INotebookTracker) {
+  constructor(
+    private readonly contents: Contents.IManager,
+    private readonly settings: ServerConnection.ISettings,
+    private readonly tracker: INotebookTracker,
+  ) {
     super();
     this.id = 'vqalab-runs';
     this.addClass('vqa-runs-panel');
@@ -170,7 +194,9 @@ export class RunsPanel extends Widget {
 
   /** Look for runs again and re-read the metrics files that changed (one refresh at a time). */
   refresh(): Promise<void> {
-    this.refreshing ??= this.doRefresh().finally(() => { this.refreshing = null; });
+    this.refreshing ??= this.doRefresh().finally(() => {
+      this.refreshing = null;
+    });
     return this.refreshing;
   }
 
@@ -186,27 +212,42 @@ export class RunsPanel extends Widget {
     const visit = async (dir: string, depth: number): Promise<void> => {
       const items = await Private.list(this.contents, dir);
       const metrics = items.find((i) => i.type === 'file' && i.name === 'metrics.jsonl');
-      if (metrics) found.set(dir, { metrics, checkpoints: items.some((i) => i.type === 'directory' && i.name === 'checkpoints') });
+      if (metrics)
+        found.set(dir, { metrics, checkpoints: items.some((i) => i.type === 'directory' && i.name === 'checkpoints') });
       if (depth === 0) return;
-      const dirs = items.filter((i) => i.type === 'directory' && !i.name.startsWith('.') && !['checkpoints', 'reference', 'node_modules', 'model'].includes(i.name));
+      const dirs = items.filter(
+        (i) =>
+          i.type === 'directory' &&
+          !i.name.startsWith('.') &&
+          !['checkpoints', 'reference', 'node_modules', 'model'].includes(i.name),
+      );
       await Promise.all(dirs.slice(0, 64).map((d) => visit(d.path, depth - 1)));
     };
     await visit(folder, 2);
     for (const key of [...this.runs.keys()]) if (!found.has(key)) this.runs.delete(key);
-    await Promise.all([...found].map(async ([dir, { metrics, checkpoints }]) => {
-      const old = this.runs.get(dir);
-      if (old && old.metricsModified === metrics.last_modified) return;
-      let text = '';
-      try {
-        text = String((await this.contents.get(metrics.path, { content: true, format: 'text', type: 'file' })).content ?? '');
-      } catch {
-        return;
-      }
-      const points = text.split('\n').map(pointOf).filter((p): p is MetricsPoint => p !== null);
-      const latest = !checkpoints ? null : (await Private.fileText(this.settings, PathExt.join(dir, 'checkpoints', 'latest')))?.trim() || null;
-      const name = dir === folder ? (PathExt.basename(dir) || 'run') : PathExt.relative(folder, dir) || dir;
-      this.runs.set(dir, { path: dir, name, metricsModified: metrics.last_modified, points, latest });
-    }));
+    await Promise.all(
+      [...found].map(async ([dir, { metrics, checkpoints }]) => {
+        const old = this.runs.get(dir);
+        if (old && old.metricsModified === metrics.last_modified) return;
+        let text = '';
+        try {
+          text = String(
+            (await this.contents.get(metrics.path, { content: true, format: 'text', type: 'file' })).content ?? '',
+          );
+        } catch {
+          return;
+        }
+        const points = text
+          .split('\n')
+          .map(pointOf)
+          .filter((p): p is MetricsPoint => p !== null);
+        const latest = !checkpoints
+          ? null
+          : (await Private.fileText(this.settings, PathExt.join(dir, 'checkpoints', 'latest')))?.trim() || null;
+        const name = dir === folder ? PathExt.basename(dir) || 'run' : PathExt.relative(folder, dir) || dir;
+        this.runs.set(dir, { path: dir, name, metricsModified: metrics.last_modified, points, latest });
+      }),
+    );
     this.render();
   }
 
@@ -224,7 +265,9 @@ export class RunsPanel extends Widget {
     const runs = [...this.runs.values()].sort((a, b) => a.name.localeCompare(b.name));
     this.listNode.replaceChildren();
     if (runs.length === 0) {
-      this.listNode.append(Private.el('li', 'vqa-runs-empty', 'No runs here yet: a Trainer with an outputDir writes metrics.jsonl there.'));
+      this.listNode.append(
+        Private.el('li', 'vqa-runs-empty', 'No runs here yet: a Trainer with an outputDir writes metrics.jsonl there.'),
+      );
     }
     for (const run of runs) {
       const li = Private.el('li', 'vqa-runs-item');
@@ -240,9 +283,10 @@ export class RunsPanel extends Widget {
       });
       label.append(box, Private.el('span', 'vqa-runs-name', run.name));
       const last = run.points[run.points.length - 1];
-      const facts = `${run.points.length} step${run.points.length === 1 ? '' : 's'}`
-        + `${run.latest ? ` · ${run.latest}` : ''}`
-        + `${last && typeof last.reward === 'number' ? ` · reward ${last.reward.toFixed(3)}` : ''}`;
+      const facts =
+        `${run.points.length} step${run.points.length === 1 ? '' : 's'}` +
+        `${run.latest ? ` · ${run.latest}` : ''}` +
+        `${last && typeof last.reward === 'number' ? ` · reward ${last.reward.toFixed(3)}` : ''}`;
       const info = Private.el('button', 'vqa-runs-info', 'Details');
       info.type = 'button';
       info.addEventListener('click', () => void this.showDetails(run.path));
@@ -257,7 +301,11 @@ export class RunsPanel extends Widget {
       this.plotHost.replaceChildren();
       return;
     }
-    const payload: MetricsPayload = { title: 'Runs', runs: shown.map((r) => ({ name: r.name, points: r.points })), keys: ['reward', 'loss', 'kl'].filter((k) => shown.some((r) => r.points.some((p) => typeof p[k] === 'number'))) };
+    const payload: MetricsPayload = {
+      title: 'Runs',
+      runs: shown.map((r) => ({ name: r.name, points: r.points })),
+      keys: ['reward', 'loss', 'kl'].filter((k) => shown.some((r) => r.points.some((p) => typeof p[k] === 'number'))),
+    };
     if (!this.mounted) this.mounted = new Mounted(this.plotHost, METRICS_MIME);
     this.mounted.render(payload);
     this.plotHost.dataset.runs = String(shown.length);
@@ -271,16 +319,27 @@ export class RunsPanel extends Widget {
     this.detailsNode.replaceChildren(Private.el('h3', undefined, run?.name ?? dir));
     const latest = run?.latest;
     if (!latest) {
-      this.detailsNode.append(Private.el('p', 'vqa-runs-note', 'No checkpoint yet: the config and facts are saved with each checkpoint (trainer.json).'));
+      this.detailsNode.append(
+        Private.el(
+          'p',
+          'vqa-runs-note',
+          'No checkpoint yet: the config and facts are saved with each checkpoint (trainer.json).',
+        ),
+      );
     } else {
       try {
         const text = await Private.fileText(this.settings, PathExt.join(dir, 'checkpoints', latest, 'trainer.json'));
         if (text === null) throw new Error('not found');
         const data = JSON.parse(text) as Record<string, unknown>;
         delete data.metrics;
-        this.detailsNode.append(Private.el('p', 'vqa-runs-note', `${latest}/trainer.json`), Private.el('pre', 'vqa-runs-config', JSON.stringify(data, null, 1)));
+        this.detailsNode.append(
+          Private.el('p', 'vqa-runs-note', `${latest}/trainer.json`),
+          Private.el('pre', 'vqa-runs-config', JSON.stringify(data, null, 1)),
+        );
       } catch (err) {
-        this.detailsNode.append(Private.el('p', 'vqa-runs-error', `Could not read ${latest}/trainer.json: ${(err as Error).message}`));
+        this.detailsNode.append(
+          Private.el('p', 'vqa-runs-error', `Could not read ${latest}/trainer.json: ${(err as Error).message}`),
+        );
       }
     }
     this.render();
@@ -295,7 +354,9 @@ function latestDashboard(panel: NotebookPanel): MetricsPayload | null {
   for (let i = 0; i < cells.length; i++) {
     const cell = cells.get(i);
     if (cell.type !== 'code') continue;
-    const outputs = (cell as unknown as { outputs: { length: number; get(j: number): { data: Record<string, unknown> } } }).outputs;
+    const outputs = (
+      cell as unknown as { outputs: { length: number; get(j: number): { data: Record<string, unknown> } } }
+    ).outputs;
     for (let j = 0; j < outputs.length; j++) {
       const d = outputs.get(j).data[METRICS_MIME] as MetricsPayload | undefined;
       if (d && d.progress) found = d;
@@ -317,7 +378,8 @@ export class RunStatus extends Widget {
     this.text = Private.el('span', 'vqa-run-status-text');
     this.stop = Private.el('button', 'vqa-run-stop', 'Stop at step boundary');
     this.stop.type = 'button';
-    this.stop.title = 'Interrupt the kernel (as Ctrl-C): the trainer finishes its current step and stops; the kernel stays alive';
+    this.stop.title =
+      'Interrupt the kernel (as Ctrl-C): the trainer finishes its current step and stops; the kernel stays alive';
     this.stop.addEventListener('click', () => void this.interrupt());
     this.node.append(this.text, this.stop);
     window.setInterval(() => this.refreshStatus(), 500);
@@ -346,10 +408,11 @@ export class RunStatus extends Widget {
     const running = pr.status === 'running';
     if (pr.step !== this.lastStep || !running) this.lastStep = pr.step;
     if (!running) this.stopping = false;
-    this.text.textContent = `step ${pr.step}/${pr.total}`
-      + (running && pr.etaSeconds !== null ? ` · ETA ${Private.duration(pr.etaSeconds)}` : '')
-      + (reward !== undefined ? ` · reward ${reward.toFixed(3)}` : '')
-      + (running ? (this.stopping ? ' · stopping…' : '') : ` · ${pr.status}`);
+    this.text.textContent =
+      `step ${pr.step}/${pr.total}` +
+      (running && pr.etaSeconds !== null ? ` · ETA ${Private.duration(pr.etaSeconds)}` : '') +
+      (reward !== undefined ? ` · reward ${reward.toFixed(3)}` : '') +
+      (running ? (this.stopping ? ' · stopping…' : '') : ` · ${pr.status}`);
     this.node.dataset.status = pr.status;
     this.stop.hidden = !running;
     this.stop.disabled = this.stopping;
@@ -385,8 +448,17 @@ async function exportReport(app: JupyterFrontEnd, panel: NotebookPanel): Promise
   let session: Awaited<ReturnType<typeof sessions.startNew>> | undefined;
   try {
     await panel.context.save();
-    Notification.update({ id, message: `Exporting ${PathExt.basename(nbPath)}: running it with vqalab report run…`, type: 'in-progress' });
-    session = await sessions.startNew({ path: PathExt.join(dir, `.${base}.vqalab-export`), type: 'vqalab-export', name: `export ${base}`, kernel: { name: KERNEL_NAME } });
+    Notification.update({
+      id,
+      message: `Exporting ${PathExt.basename(nbPath)}: running it with vqalab report run…`,
+      type: 'in-progress',
+    });
+    session = await sessions.startNew({
+      path: PathExt.join(dir, `.${base}.vqalab-export`),
+      type: 'vqalab-export',
+      name: `export ${base}`,
+      kernel: { name: KERNEL_NAME },
+    });
     const kernel = session.kernel;
     if (!kernel) throw new Error('the export kernel did not start');
     let lastLine = '';
@@ -396,27 +468,49 @@ async function exportReport(app: JupyterFrontEnd, panel: NotebookPanel): Promise
       const t = msg.header.msg_type;
       if (t === 'stream') {
         const text = String((msg.content as { text?: string }).text ?? '');
-        const lines = text.split(/[\r\n]+/).map((l) => l.trim()).filter(Boolean);
+        const lines = text
+          .split(/[\r\n]+/)
+          .map((l) => l.trim())
+          .filter(Boolean);
         if (lines.length) {
           lastLine = lines[lines.length - 1]!;
-          Notification.update({ id, message: `Exporting ${PathExt.basename(nbPath)}: ${lastLine.slice(0, 160)}`, type: 'in-progress' });
+          Notification.update({
+            id,
+            message: `Exporting ${PathExt.basename(nbPath)}: ${lastLine.slice(0, 160)}`,
+            type: 'in-progress',
+          });
         }
       } else if (t === 'error') {
         errorText = String((msg.content as { evalue?: string }).evalue ?? 'failed');
       }
     };
     const reply = await future.done;
-    if ((reply.content as { status?: string }).status !== 'ok') throw new Error(`${errorText || 'the report run failed'}${lastLine ? ` (last output: ${lastLine})` : ''}`);
+    if ((reply.content as { status?: string }).status !== 'ok')
+      throw new Error(`${errorText || 'the report run failed'}${lastLine ? ` (last output: ${lastLine})` : ''}`);
     const url = URLExt.join(PageConfig.getBaseUrl(), 'files', URLExt.encodeParts(reportPath));
     Notification.update({
-      id, type: 'success', autoClose: 8000,
+      id,
+      type: 'success',
+      autoClose: 8000,
       message: `Report written: ${reportPath}`,
-      actions: [{ label: 'Open report', callback: () => { window.open(url, '_blank'); } }],
+      actions: [
+        {
+          label: 'Open report',
+          callback: () => {
+            window.open(url, '_blank');
+          },
+        },
+      ],
     });
     window.open(url, '_blank');
     return reportPath;
   } catch (err) {
-    Notification.update({ id, type: 'error', autoClose: false, message: `Export of ${PathExt.basename(nbPath)} failed: ${(err as Error).message}` });
+    Notification.update({
+      id,
+      type: 'error',
+      autoClose: false,
+      message: `Export of ${PathExt.basename(nbPath)} failed: ${(err as Error).message}`,
+    });
     return undefined;
   } finally {
     if (session) await session.shutdown().catch(() => undefined);
@@ -425,11 +519,18 @@ async function exportReport(app: JupyterFrontEnd, panel: NotebookPanel): Promise
 
 const plugin: JupyterFrontEndPlugin<void> = {
   id: 'vqalab-jupyterlab:plugin',
-  description: 'vqalab in JupyterLab: the Runs panel, Export as reproducible report, the training status and stop button.',
+  description:
+    'vqalab in JupyterLab: the Runs panel, Export as reproducible report, the training status and stop button.',
   autoStart: true,
   requires: [INotebookTracker],
   optional: [ICommandPalette, IMainMenu, IStatusBar],
-  activate: (app: JupyterFrontEnd, tracker: INotebookTracker, palette: ICommandPalette | null, menu: IMainMenu | null, statusBar: IStatusBar | null) => {
+  activate: (
+    app: JupyterFrontEnd,
+    tracker: INotebookTracker,
+    palette: ICommandPalette | null,
+    menu: IMainMenu | null,
+    statusBar: IStatusBar | null,
+  ) => {
     const style = document.createElement('style');
     style.textContent = STYLE;
     document.head.append(style);

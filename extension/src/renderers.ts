@@ -5,7 +5,10 @@
  * contract throws (the report keeps the static fallback and shows the message). Bundled by
  * `npm run build` into dist/src/display/browser.js, where the report exporter finds it.
  */
-import type { RenderContext as RenderContextContract, Renderer as RendererContract } from '../../src/display/render/contract.js';
+import type {
+  RenderContext as RenderContextContract,
+  Renderer as RendererContract,
+} from '../../src/display/render/contract.js';
 import { WIDGETS } from '../../src/display/render/index.js';
 import type { VendorMime } from '../../src/display/types.js';
 import { Mounted } from './hydrate.js';
@@ -25,7 +28,9 @@ function plotlyFrom(ctx?: RenderContext): PlotlyLike | undefined {
 function renderer(mime: VendorMime): Renderer {
   return (host, payload, ctx) => {
     const plotly = plotlyFrom(ctx);
-    setPlotlyLoader(() => (plotly ? Promise.resolve(plotly) : Promise.reject(new Error('plotly.js is not included in this page'))));
+    setPlotlyLoader(() =>
+      plotly ? Promise.resolve(plotly) : Promise.reject(new Error('plotly.js is not included in this page')),
+    );
     const m = new Mounted(host, mime);
     m.render(payload);
     if (m.failed) {
@@ -39,7 +44,9 @@ function renderer(mime: VendorMime): Renderer {
   };
 }
 
-export const renderers = Object.fromEntries((Object.keys(WIDGETS) as VendorMime[]).map((mime) => [mime, renderer(mime)])) as Record<VendorMime, Renderer>;
+export const renderers = Object.fromEntries(
+  (Object.keys(WIDGETS) as VendorMime[]).map((mime) => [mime, renderer(mime)]),
+) as Record<VendorMime, Renderer>;
 
 // For pages that load this bundle with a plain <script> (the report's hydrate also reads this).
 if (typeof window !== 'undefined') {

@@ -18,7 +18,8 @@ export function hydrateRewards(root: HTMLElement, _payload: RewardTablePayload):
   const headers = [...table.querySelectorAll<HTMLTableCellElement>('thead th')];
   const only = root.querySelector<HTMLInputElement>('input.vqa-only-dis');
   const countEl = root.querySelector<HTMLElement>('.vqa-rowcount');
-  let sortCol = -1, dir: 1 | -1 = 1;
+  let sortCol = -1,
+    dir: 1 | -1 = 1;
 
   const onSort = (e: Event) => {
     const button = (e.target as HTMLElement).closest<HTMLButtonElement>('button.vqa-sort');
@@ -28,10 +29,17 @@ export function hydrateRewards(root: HTMLElement, _payload: RewardTablePayload):
     // Numbers start high-to-low (best reward, biggest disagreement first), text A to Z.
     dir = col === sortCol ? (dir === 1 ? -1 : 1) : numeric ? -1 : 1;
     sortCol = col;
-    const rows = original.slice().sort((r1, r2) =>
-      compareCells(r1.cells[col]?.dataset.v ?? '', r2.cells[col]?.dataset.v ?? '', numeric, dir) || original.indexOf(r1) - original.indexOf(r2));
+    const rows = original
+      .slice()
+      .sort(
+        (r1, r2) =>
+          compareCells(r1.cells[col]?.dataset.v ?? '', r2.cells[col]?.dataset.v ?? '', numeric, dir) ||
+          original.indexOf(r1) - original.indexOf(r2),
+      );
     body.replaceChildren(...rows);
-    headers.forEach((th, i) => th.setAttribute('aria-sort', i === col ? (dir === 1 ? 'ascending' : 'descending') : 'none'));
+    headers.forEach((th, i) =>
+      th.setAttribute('aria-sort', i === col ? (dir === 1 ? 'ascending' : 'descending') : 'none'),
+    );
   };
   const onFilter = () => {
     let shown = 0;

@@ -22,7 +22,12 @@ export function hydrateSample(root: HTMLElement, payload: SamplePayload): Hydrat
     const img = button.querySelector('img');
     const figure = button.closest('figure');
     if (!ref || !img || !figure) return;
-    const fit = { width: img.getAttribute('width'), height: img.getAttribute('height'), scale: Number(img.dataset.scale || 1), px: img.classList.contains('vqa-px') };
+    const fit = {
+      width: img.getAttribute('width'),
+      height: img.getAttribute('height'),
+      scale: Number(img.dataset.scale || 1),
+      px: img.classList.contains('vqa-px'),
+    };
     const caption = figure.querySelector('figcaption');
     const fitCaption = caption?.textContent ?? '';
     let level = 0;
@@ -36,11 +41,15 @@ export function hydrateSample(root: HTMLElement, payload: SamplePayload): Hydrat
       img.classList.toggle('vqa-px', zoomed ? scale >= 2 : fit.px);
       if (caption) caption.textContent = zoomed ? `${ref.width}×${ref.height} · zoom ${scale}×` : fitCaption;
     };
-    const onClick = () => { level = level > 0 ? 0 : 1; apply(); };
+    const onClick = () => {
+      level = level > 0 ? 0 : 1;
+      apply();
+    };
     const onKey = (e: KeyboardEvent) => {
       if (e.key === '+' || e.key === '=') level = Math.min(MAX_LEVEL, level + 1);
       else if (e.key === '-') level = Math.max(0, level - 1);
-      else if (e.key === 'Escape' && level > 0) level = 0; // unzoomed, Escape belongs to the enclosing widget
+      else if (e.key === 'Escape' && level > 0)
+        level = 0; // unzoomed, Escape belongs to the enclosing widget
       else return;
       e.preventDefault();
       e.stopPropagation();
@@ -48,7 +57,10 @@ export function hydrateSample(root: HTMLElement, payload: SamplePayload): Hydrat
     };
     button.addEventListener('click', onClick);
     button.addEventListener('keydown', onKey);
-    cleanups.push(() => { button.removeEventListener('click', onClick); button.removeEventListener('keydown', onKey); });
+    cleanups.push(() => {
+      button.removeEventListener('click', onClick);
+      button.removeEventListener('keydown', onKey);
+    });
   });
   return { dispose: () => cleanups.forEach((c) => c()) };
 }

@@ -26,7 +26,9 @@ export const checkParityCommand: Command = {
   usage,
   async run(argv) {
     let dir: string | undefined;
-    let device = 'cpu', top = 10, json = false;
+    let device = 'cpu',
+      top = 10,
+      json = false;
     const settings: Record<string, string> = {};
     for (let i = 0; i < argv.length; i++) {
       const a = argv[i]!;
@@ -51,7 +53,8 @@ export const checkParityCommand: Command = {
       else throw new UsageError(`one DIR expected, got "${dir}" and "${a}"`);
     }
     if (dir === undefined) throw new UsageError('missing DIR (the folder holding the parity cases)');
-    if (!/^(cpu|cuda(:\d+)?)$/.test(device)) throw new UsageError(`--device expects cpu, cuda or cuda:N, got "${device}"`);
+    if (!/^(cpu|cuda(:\d+)?)$/.test(device))
+      throw new UsageError(`--device expects cpu, cuda or cuda:N, got "${device}"`);
     let results;
     try {
       results = await runParity(dir, { device, settings });

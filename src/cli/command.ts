@@ -15,7 +15,6 @@ export interface Command {
   run(argv: string[]): Promise<number>;
 }
 
-
 /** True when argv asks for help at this level (`-h`/`--help` before any `--`). */
 export function wantsHelp(argv: string[]): boolean {
   for (const a of argv) {
@@ -29,7 +28,12 @@ export function wantsHelp(argv: string[]): boolean {
  * Dispatch `argv[0]` among nested subcommands (for `vqalab data convert ...`), printing `usage`
  * when no or an unknown subcommand is given.
  */
-export async function dispatchSubcommand(group: string, usage: string, subs: Command[], argv: string[]): Promise<number> {
+export async function dispatchSubcommand(
+  group: string,
+  usage: string,
+  subs: Command[],
+  argv: string[],
+): Promise<number> {
   const [name, ...rest] = argv;
   if (name === undefined || name === '-h' || name === '--help') {
     process.stdout.write(usage);

@@ -12,22 +12,36 @@ import { formatVerifyReport, verifyDataset } from '../data/verify.js';
 type Spec = Record<string, 'string' | 'int' | 'flag'>;
 
 /** Parse `--name value` / `--flag` options and positionals; unknown options are usage errors. */
-function parseArgs(cmd: string, argv: string[], spec: Spec): { opts: Record<string, string | number | boolean>; positional: string[] } {
+function parseArgs(
+  cmd: string,
+  argv: string[],
+  spec: Spec,
+): { opts: Record<string, string | number | boolean>; positional: string[] } {
   const opts: Record<string, string | number | boolean> = {};
   const positional: string[] = [];
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
-    if (a === '--') { positional.push(...argv.slice(i + 1)); break; }
-    if (!a.startsWith('--')) { positional.push(a); continue; }
+    if (a === '--') {
+      positional.push(...argv.slice(i + 1));
+      break;
+    }
+    if (!a.startsWith('--')) {
+      positional.push(a);
+      continue;
+    }
     const [name, inline] = a.slice(2).split(/=(.*)/s, 2) as [string, string | undefined];
     const kind = spec[name];
     if (!kind) throw new UsageError(`${cmd}: unknown option --${name}; run "vqalab data ${cmd} --help"`);
-    if (kind === 'flag') { opts[name] = true; continue; }
+    if (kind === 'flag') {
+      opts[name] = true;
+      continue;
+    }
     const v = inline ?? argv[++i];
     if (v === undefined) throw new UsageError(`${cmd}: --${name} needs a value`);
     if (kind === 'int') {
       const n = Number(v);
-      if (!Number.isInteger(n) || n < 0) throw new UsageError(`${cmd}: --${name} expects a non-negative integer, got "${v}"`);
+      if (!Number.isInteger(n) || n < 0)
+        throw new UsageError(`${cmd}: --${name} expects a non-negative integer, got "${v}"`);
       opts[name] = n;
     } else opts[name] = v;
   }
@@ -37,10 +51,18 @@ function parseArgs(cmd: string, argv: string[], spec: Spec): { opts: Record<stri
 /** Stop long work cleanly on Ctrl-C: the output stays absent (temp files are removed). */
 function abortOnSigint(): { signal: AbortSignal; done: () => void } {
   const ac = new AbortController();
-  const onSig = () => { ac.abort(new Error('interrupted (SIGINT); no output written')); };
+  const onSig = () => {
+    ac.abort(new Error('interrupted (SIGINT); no output written'));
+  };
   process.once('SIGINT', onSig);
   process.once('SIGTERM', onSig);
-  return { signal: ac.signal, done: () => { process.removeListener('SIGINT', onSig); process.removeListener('SIGTERM', onSig); } };
+  return {
+    signal: ac.signal,
+    done: () => {
+      process.removeListener('SIGINT', onSig);
+      process.removeListener('SIGTERM', onSig);
+    },
+  };
 }
 
 const convertUsage = `Usage: vqalab data convert --questions FILE [--annotations FILE] --image-dir DIR --output FILE [options]
@@ -65,30 +87,55 @@ Options:
 `;
 
 const convertCommand: Command = {
-  name: 'convert', summary: 'VQAv2 JSON + COCO images -> Parquet (streaming)', usage: convertUsage,
+  name: 'convert',
+  summary: 'VQAv2 JSON + COCO images -> Parquet (streaming)',
+  usage: convertUsage,
   async run(argv) {
     const { opts, positional } = parseArgs('convert', argv, {
-      questions: 'string', annotations: 'string', 'image-dir': 'string', output: 'string', limit: 'int',
-      'image-prefix': 'string', 'keep-missing': 'flag', 'row-group-size': 'int', quiet: 'flag',
+      questions: 'string',
+      annotations: 'string',
+      'image-dir': 'string',
+      output: 'string',
+      limit: 'int',
+      'image-prefix': 'string',
+      'keep-missing': 'flag',
+      'row-group-size': 'int',
+      quiet: 'flag',
     });
     if (positional.length) throw new UsageError(`convert: unexpected argument "${positional[0]}"`);
-    for (const k of ['questions', 'image-dir', 'output']) if (opts[k] === undefined) throw new UsageError(`convert: --${k} is required`);
+    for (const k of ['questions', 'image-dir', 'output'])
+      if (opts[k] === undefined) throw new UsageError(`convert: --${k} is required`);
     const { signal, done } = abortOnSigint();
     try {
       const r = await convertVqav2({
-        questions: opts.questions as string, annotations: opts.annotations as string | undefined,
-        imageDir: opts['image-dir'] as string, output: opts.output as string, limit: opts.limit as number | undefined,
-        imagePrefix: opts['image-prefix'] as string | undefined, keepMissingImages: Boolean(opts['keep-missing']),
-        rowGroupSize: (opts['row-group-size'] as number | undefined) || undefined, quiet: Boolean(opts.quiet), signal,
+        questions: opts.questions as string,
+        annotations: opts.annotations as string | undefined,
+        imageDir: opts['image-dir'] as string,
+        output: opts.output as string,
+        limit: opts.limit as number | undefined,
+        imagePrefix: opts['image-prefix'] as string | undefined,
+        keepMissingImages: Boolean(opts['keep-missing']),
+        rowGroupSize: (opts['row-group-size'] as number | undefined) || undefined,
+        quiet: Boolean(opts.quiet),
+        signal,
       });
       const out = process.stdout;
-      out.write(`data convert: ${r.rows} rows (${r.rowGroups} row groups, ${(r.bytes / 1e6).toFixed(1)} MB) -> ${r.output} in ${r.seconds.toFixed(1)} s\n`);
+      out.write(
+        `data convert: ${r.rows} rows (${r.rowGroups} row groups, ${(r.bytes / 1e6).toFixed(1)} MB) -> ${r.output} in ${r.seconds.toFixed(1)} s\n`,
+      );
       out.write(`  questions ${r.questions}, annotations ${r.annotations}${r.subtype ? `, split ${r.subtype}` : ''}\n`);
-      if (r.missingImages) out.write(`  skipped ${r.missingImages} rows whose image is missing, e.g. ${r.missingExamples.join('; ')}\n`);
-      if (r.unannotated) out.write(`  skipped ${r.unannotated} questions without annotations, e.g. question_id ${r.unannotatedExamples.join(', ')}\n`);
+      if (r.missingImages)
+        out.write(`  skipped ${r.missingImages} rows whose image is missing, e.g. ${r.missingExamples.join('; ')}\n`);
+      if (r.unannotated)
+        out.write(
+          `  skipped ${r.unannotated} questions without annotations, e.g. question_id ${r.unannotatedExamples.join(', ')}\n`,
+        );
       return 0;
     } catch (err) {
-      if (signal.aborted) { process.stderr.write(`vqalab data convert: ${(err as Error).message}\n`); return 130; }
+      if (signal.aborted) {
+        process.stderr.write(`vqalab data convert: ${(err as Error).message}\n`);
+        return 130;
+      }
       throw new UsageError(`convert: ${(err as Error).message}`, 1);
     } finally {
       done();
@@ -117,19 +164,36 @@ Options:
 `;
 
 const verifyCommand: Command = {
-  name: 'verify', summary: 'check a VQA Parquet file (schema, ids, questions, images)', usage: verifyUsage,
+  name: 'verify',
+  summary: 'check a VQA Parquet file (schema, ids, questions, images)',
+  usage: verifyUsage,
   async run(argv) {
-    const { opts, positional } = parseArgs('verify', argv, { 'drop-bad': 'string', 'no-decode': 'flag', 'max-issues': 'int', file: 'string', quiet: 'flag', 'n-samples': 'int',
-      'max-image-pixels': 'int', model: 'string', 'max-sequence-length': 'int', 'max-new-tokens': 'int' });
+    const { opts, positional } = parseArgs('verify', argv, {
+      'drop-bad': 'string',
+      'no-decode': 'flag',
+      'max-issues': 'int',
+      file: 'string',
+      quiet: 'flag',
+      'n-samples': 'int',
+      'max-image-pixels': 'int',
+      model: 'string',
+      'max-sequence-length': 'int',
+      'max-new-tokens': 'int',
+    });
     const file = (opts.file as string | undefined) ?? positional[0];
     if (!file) throw new UsageError('verify: missing FILE');
     if (positional.length > (opts.file ? 0 : 1)) throw new UsageError(`verify: one FILE expected`);
     const { signal, done } = abortOnSigint();
     try {
       const r = await verifyDataset(file, {
-        dropBad: opts['drop-bad'] as string | undefined, decodeImages: !opts['no-decode'], quiet: Boolean(opts.quiet), signal,
-        maxImagePixels: opts['max-image-pixels'] as number | undefined, model: opts.model as string | undefined,
-        maxSequenceLength: opts['max-sequence-length'] as number | undefined, maxNewTokens: opts['max-new-tokens'] as number | undefined,
+        dropBad: opts['drop-bad'] as string | undefined,
+        decodeImages: !opts['no-decode'],
+        quiet: Boolean(opts.quiet),
+        signal,
+        maxImagePixels: opts['max-image-pixels'] as number | undefined,
+        model: opts.model as string | undefined,
+        maxSequenceLength: opts['max-sequence-length'] as number | undefined,
+        maxNewTokens: opts['max-new-tokens'] as number | undefined,
       });
       process.stdout.write(formatVerifyReport(r, (opts['max-issues'] as number | undefined) ?? 20));
       return r.badRows === 0 ? 0 : 1;
@@ -161,28 +225,50 @@ Options:
 `;
 
 const synthCommand: Command = {
-  name: 'synth', summary: 'generate the synthetic shapes VQA set', usage: synthUsage,
+  name: 'synth',
+  summary: 'generate the synthetic shapes VQA set',
+  usage: synthUsage,
   async run(argv) {
     const { opts, positional } = parseArgs('synth', argv, {
-      out: 'string', images: 'int', 'questions-per-image': 'int', seed: 'int', difficulty: 'string', 'image-size': 'int', families: 'string', show: 'int', quiet: 'flag',
+      out: 'string',
+      images: 'int',
+      'questions-per-image': 'int',
+      seed: 'int',
+      difficulty: 'string',
+      'image-size': 'int',
+      families: 'string',
+      show: 'int',
+      quiet: 'flag',
     });
     if (positional.length) throw new UsageError(`synth: unexpected argument "${positional[0]}"`);
     if (!opts.out) throw new UsageError('synth: --out DIR is required');
     const { signal, done } = abortOnSigint();
     try {
       const r = await writeSynth(opts.out as string, {
-        images: opts.images as number | undefined, questionsPerImage: opts['questions-per-image'] as number | undefined,
-        seed: opts.seed as number | undefined, difficulty: opts.difficulty as SynthDifficulty | undefined,
+        images: opts.images as number | undefined,
+        questionsPerImage: opts['questions-per-image'] as number | undefined,
+        seed: opts.seed as number | undefined,
+        difficulty: opts.difficulty as SynthDifficulty | undefined,
         imageSize: opts['image-size'] as number | undefined,
-        families: opts.families ? (String(opts.families).split(',').map((s) => s.trim()) as SynthFamily[]) : undefined,
-        quiet: Boolean(opts.quiet), signal,
+        families: opts.families
+          ? (String(opts.families)
+              .split(',')
+              .map((s) => s.trim()) as SynthFamily[])
+          : undefined,
+        quiet: Boolean(opts.quiet),
+        signal,
       });
-      process.stdout.write(`data synth: ${r.samples} samples, ${r.images} images -> ${r.parquet} in ${r.seconds.toFixed(1)} s\n`);
+      process.stdout.write(
+        `data synth: ${r.samples} samples, ${r.images} images -> ${r.parquet} in ${r.seconds.toFixed(1)} s\n`,
+      );
       const ds = await VqaDataset.fromParquet(r.parquet);
       process.stdout.write(describeDataset(ds, (opts.show as number | undefined) ?? 5));
       return 0;
     } catch (err) {
-      if (signal.aborted) { process.stderr.write(`vqalab data synth: ${(err as Error).message}\n`); return 130; }
+      if (signal.aborted) {
+        process.stderr.write(`vqalab data synth: ${(err as Error).message}\n`);
+        return 130;
+      }
       throw new UsageError(`synth: ${(err as Error).message}`, 1);
     } finally {
       done();
@@ -210,22 +296,42 @@ Options:
 `;
 
 const synthVideoCommand: Command = {
-  name: 'synth-video', summary: 'generate the synthetic video set (moving and blinking circles)', usage: synthVideoUsage,
+  name: 'synth-video',
+  summary: 'generate the synthetic video set (moving and blinking circles)',
+  usage: synthVideoUsage,
   async run(argv) {
     const { opts, positional } = parseArgs('synth-video', argv, {
-      out: 'string', videos: 'int', frames: 'int', 'frame-size': 'int', fps: 'int', families: 'string', seed: 'int', show: 'int',
+      out: 'string',
+      videos: 'int',
+      frames: 'int',
+      'frame-size': 'int',
+      fps: 'int',
+      families: 'string',
+      seed: 'int',
+      show: 'int',
     });
     if (positional.length) throw new UsageError(`synth-video: unexpected argument "${positional[0]}"`);
     if (!opts.out) throw new UsageError('synth-video: --out DIR is required');
     try {
       const t0 = performance.now();
       const r = await writeSynthVideo(opts.out as string, {
-        videos: opts.videos as number | undefined, frames: opts.frames as number | undefined, frameSize: opts['frame-size'] as number | undefined,
-        fps: opts.fps as number | undefined, seed: opts.seed as number | undefined,
-        families: opts.families ? (String(opts.families).split(',').map((x) => x.trim()) as SynthVideoFamily[]) : undefined,
+        videos: opts.videos as number | undefined,
+        frames: opts.frames as number | undefined,
+        frameSize: opts['frame-size'] as number | undefined,
+        fps: opts.fps as number | undefined,
+        seed: opts.seed as number | undefined,
+        families: opts.families
+          ? (String(opts.families)
+              .split(',')
+              .map((x) => x.trim()) as SynthVideoFamily[])
+          : undefined,
       });
-      process.stdout.write(`data synth-video: ${r.samples.length} clips -> ${r.parquet} in ${((performance.now() - t0) / 1000).toFixed(1)} s\n`);
-      process.stdout.write(describeDataset(await VqaDataset.fromParquet(r.parquet), (opts.show as number | undefined) ?? 5));
+      process.stdout.write(
+        `data synth-video: ${r.samples.length} clips -> ${r.parquet} in ${((performance.now() - t0) / 1000).toFixed(1)} s\n`,
+      );
+      process.stdout.write(
+        describeDataset(await VqaDataset.fromParquet(r.parquet), (opts.show as number | undefined) ?? 5),
+      );
       return 0;
     } catch (err) {
       throw new UsageError(`synth-video: ${(err as Error).message}`, 1);
@@ -238,14 +344,19 @@ export function describeDataset(ds: VqaDataset, n: number): string {
   const lines = [`${ds.source}: ${ds.size} samples, fingerprint ${ds.fingerprint().slice(0, 16)}`];
   const types = [...ds.countBy('answerType')].map(([k, v]) => `${k} ${v}`).join(', ');
   lines.push(`  answer types: ${types}`);
-  const families = ds.size && ds.get(0).extra?.family !== undefined ? [...ds.countBy((s) => String(s.extra?.family))].map(([k, v]) => `${k} ${v}`).join(', ') : '';
+  const families =
+    ds.size && ds.get(0).extra?.family !== undefined
+      ? [...ds.countBy((s) => String(s.extra?.family))].map(([k, v]) => `${k} ${v}`).join(', ')
+      : '';
   if (families) lines.push(`  families: ${families}`);
   for (let i = 0; i < Math.min(n, ds.size); i++) {
     const s = ds.get(i);
     const counts = new Map<string, number>();
     for (const a of s.answers) counts.set(a, (counts.get(a) ?? 0) + 1);
     const answers = [...counts].map(([a, c]) => (c > 1 ? `${a} x${c}` : a)).join(', ');
-    const shown = s.videoPaths?.length ? `${s.videoPaths.map((v) => path.basename(v)).join(', ')} (video)` : path.basename(s.imagePath);
+    const shown = s.videoPaths?.length
+      ? `${s.videoPaths.map((v) => path.basename(v)).join(', ')} (video)`
+      : path.basename(s.imagePath);
     lines.push(`  [${i}] ${s.id}  ${shown}  Q: ${s.question}  A: ${s.answer}  (${answers})`);
   }
   return lines.join('\n') + '\n';
@@ -257,12 +368,16 @@ Prints a look at a VQA Parquet file: size, answer types, fingerprint and the fir
 `;
 
 const showCommand: Command = {
-  name: 'show', summary: 'print a look at a VQA Parquet file', usage: showUsage,
+  name: 'show',
+  summary: 'print a look at a VQA Parquet file',
+  usage: showUsage,
   async run(argv) {
     const { opts, positional } = parseArgs('show', argv, { n: 'int' });
     if (positional.length !== 1) throw new UsageError('show: one FILE expected');
     try {
-      process.stdout.write(describeDataset(await VqaDataset.fromParquet(positional[0]!), (opts.n as number | undefined) ?? 5));
+      process.stdout.write(
+        describeDataset(await VqaDataset.fromParquet(positional[0]!), (opts.n as number | undefined) ?? 5),
+      );
       return 0;
     } catch (err) {
       throw new UsageError(`show: ${(err as Error).message}`, 1);

@@ -70,7 +70,12 @@ export interface DemoOptions {
   quiet: boolean;
   signal?: AbortSignal;
   /** Called after each held-out evaluation (benchmarks, notebooks), while the model is loaded. */
-  inspect?: (ctx: { phase: 'warm-start' | 'grpo'; trainer: Trainer; heldout: VqaSample[]; images: Map<string, ImageInput[]> }) => Promise<void>;
+  inspect?: (ctx: {
+    phase: 'warm-start' | 'grpo';
+    trainer: Trainer;
+    heldout: VqaSample[];
+    images: Map<string, ImageInput[]>;
+  }) => Promise<void>;
 }
 
 export const DEMO_DEFAULTS: DemoOptions = {
@@ -121,10 +126,26 @@ export interface DemoResult {
 type Write = (line: string) => void;
 
 /** Synthetic samples with their processed images (in memory); `blank`: this image for all of them. */
-async function synthSet(o: DemoOptions, images: number, questionsPerImage: number, seed: number, processor: Qwen2VLImageProcessor, into: Map<string, ImageInput[]>, blank?: ImageInput[]): Promise<VqaSample[]> {
+async function synthSet(
+  o: DemoOptions,
+  images: number,
+  questionsPerImage: number,
+  seed: number,
+  processor: Qwen2VLImageProcessor,
+  into: Map<string, ImageInput[]>,
+  blank?: ImageInput[],
+): Promise<VqaSample[]> {
   const out: VqaSample[] = [];
   let current: ImageInput[] | undefined;
-  const scenes = { images, questionsPerImage, seed, difficulty: o.difficulty, shapeCount: o.shapeCount, shapeSize: o.shapeSize, families: o.families };
+  const scenes = {
+    images,
+    questionsPerImage,
+    seed,
+    difficulty: o.difficulty,
+    shapeCount: o.shapeCount,
+    shapeSize: o.shapeSize,
+    families: o.families,
+  };
   for await (const { sample, png } of synthSamples(scenes)) {
     if (png) {
       if (blank) current = blank;
@@ -141,7 +162,11 @@ async function synthSet(o: DemoOptions, images: number, questionsPerImage: numbe
 
 /** A plain image of the scenes' background and size: nothing to see. */
 async function blankImage(processor: Qwen2VLImageProcessor, size = 112): Promise<ImageInput[]> {
-  const png = await sharp({ create: { width: size, height: size, channels: 3, background: { r: 244, g: 244, b: 244 } } }).png().toBuffer();
+  const png = await sharp({
+    create: { width: size, height: size, channels: 3, background: { r: 244, g: 244, b: 244 } },
+  })
+    .png()
+    .toBuffer();
   const p = await processor.process(png);
   return [{ pixels: p.pixels, gridThw: p.gridThw }];
 }
@@ -168,33 +193,49 @@ export function checkDemoTarget(o: Pick<DemoOptions, 'device' | 'model'>): void 
     const cuda = native()._cuda();
     if (!cuda.available) {
       const why = cuda.reason ?? (cuda.built ? 'no CUDA device is visible' : 'this build has no CUDA backend');
-      throw new UsageError(`--device ${o.device}: ${why}. Use --device cpu, or reinstall vqalab where the CUDA toolkit is found (docs/cuda.md).`, 1);
+      throw new UsageError(
+        `--device ${o.device}: ${why}. Use --device cpu, or reinstall vqalab where the CUDA toolkit is found (docs/cuda.md).`,
+        1,
+      );
     }
   }
   if (!existsSync(path.join(o.model, 'config.json'))) {
-    throw new UsageError(`--model ${o.model}: not a model folder (no config.json); give a Qwen2-VL checkpoint folder with its tokenizer files`);
+    throw new UsageError(
+      `--model ${o.model}: not a model folder (no config.json); give a Qwen2-VL checkpoint folder with its tokenizer files`,
+    );
   }
 }
 
 /** Accuracy per question family (synthetic samples carry theirs in `extra.family`), in percent. */
 export function perFamily(samples: readonly VqaSample[], e: EvalSummary): Record<string, number> {
-  const family = new Map(samples.map((s) => [s.id, String((s.extra as { family?: unknown } | undefined)?.family ?? 'other')]));
+  const family = new Map(
+    samples.map((s) => [s.id, String((s.extra as { family?: unknown } | undefined)?.family ?? 'other')]),
+  );
   const sums = new Map<string, { s: number; n: number }>();
   for (const r of e.rows) {
     const f = family.get(r.id) ?? 'other';
     const a = sums.get(f) ?? { s: 0, n: 0 };
-    a.s += r.accuracy; a.n++;
+    a.s += r.accuracy;
+    a.n++;
     sums.set(f, a);
   }
   return Object.fromEntries([...sums].map(([f, a]) => [f, Math.round((10000 * a.s) / a.n) / 100]));
 }
 
 function accuracyLine(label: string, e: EvalSummary, held: readonly VqaSample[]): string {
-  const fams = Object.entries(perFamily(held, e)).map(([f, v]) => `${f} ${v.toFixed(2)}`).join(', ');
+  const fams = Object.entries(perFamily(held, e))
+    .map(([f, v]) => `${f} ${v.toFixed(2)}`)
+    .join(', ');
   return `${label}: ${e.overall.toFixed(2)}% held-out accuracy (official VQA metric, ${e.n} questions; ${fams})`;
 }
 
-export async function runDemo(options: Partial<DemoOptions> = {}, io: { out: Write; err: Write } = { out: (l) => process.stdout.write(l + '\n'), err: (l) => process.stderr.write(l + '\n') }): Promise<DemoResult> {
+export async function runDemo(
+  options: Partial<DemoOptions> = {},
+  io: { out: Write; err: Write } = {
+    out: (l) => process.stdout.write(l + '\n'),
+    err: (l) => process.stderr.write(l + '\n'),
+  },
+): Promise<DemoResult> {
   const o: DemoOptions = { ...DEMO_DEFAULTS, ...options, grpo: { ...DEMO_DEFAULTS.grpo, ...options.grpo } };
   checkDemoTarget(o);
   const t0 = performance.now();
@@ -202,7 +243,10 @@ export async function runDemo(options: Partial<DemoOptions> = {}, io: { out: Wri
   mkdirSync(o.out, { recursive: true });
 
   const tokenizer = VlmTokenizer.load(o.model);
-  const model = await loadModel(o.model, { device: o.device as Device, ...(o.threads === undefined ? {} : { threads: o.threads }) });
+  const model = await loadModel(o.model, {
+    device: o.device as Device,
+    ...(o.threads === undefined ? {} : { threads: o.threads }),
+  });
   const processor = new Qwen2VLImageProcessor(processorOptionsFrom(o.model));
   const images = new Map<string, ImageInput[]>();
   const blank = o.blankImages ? await blankImage(processor) : undefined;
@@ -211,30 +255,51 @@ export async function runDemo(options: Partial<DemoOptions> = {}, io: { out: Wri
   const heldMismatched = o.imageCheck ? mismatched(held, images) : undefined;
   const name = o.model === DEFAULT_MODEL_DIR ? 'tiny Qwen2-VL' : path.basename(path.resolve(o.model));
   const scenes = `${o.shapeCount[0] === o.shapeCount[1] ? o.shapeCount[0] : o.shapeCount.join('-')} shape${o.shapeCount[1] > 1 ? 's' : ''} per image; ${o.families.join(', ')} questions`;
-  io.out(`vqalab demo: ${name} (${(model.numParameters.total / 1e6).toFixed(2)}M parameters, ${o.model}, ${o.device}) on synthetic shapes (${scenes}${o.blankImages ? '; CONTROL: every image blank' : ''}): ${train.length} training questions, ${held.length} held-out; data ready in ${elapsed().toFixed(1)}s`);
+  io.out(
+    `vqalab demo: ${name} (${(model.numParameters.total / 1e6).toFixed(2)}M parameters, ${o.model}, ${o.device}) on synthetic shapes (${scenes}${o.blankImages ? '; CONTROL: every image blank' : ''}): ${train.length} training questions, ${held.length} held-out; data ready in ${elapsed().toFixed(1)}s`,
+  );
   const check = async (label: string): Promise<EvalSummary | undefined> => {
     if (!heldMismatched) return undefined;
     const e = await trainer.evaluate(heldMismatched, { name: 'heldout-mismatched-images' });
-    const fams = Object.entries(perFamily(heldMismatched, e)).map(([f, v]) => `${f} ${v.toFixed(2)}`).join(', ');
+    const fams = Object.entries(perFamily(heldMismatched, e))
+      .map(([f, v]) => `${f} ${v.toFixed(2)}`)
+      .join(', ');
     io.out(`  ${label}, each question shown another question's image: ${e.overall.toFixed(2)}% (${fams})`);
     return e;
   };
 
   const trainer = new Trainer({
-    model, tokenizer, train, evalSets: { heldout: held }, rewards: [vqaAccuracy()],
-    loadImages: async (s) => images.get(s.id)!, imageCacheSize: 0, outputDir: o.out, modelDir: o.model,
+    model,
+    tokenizer,
+    train,
+    evalSets: { heldout: held },
+    rewards: [vqaAccuracy()],
+    loadImages: async (s) => images.get(s.id)!,
+    imageCacheSize: 0,
+    outputDir: o.out,
+    modelDir: o.model,
     config: { ...o.grpo, seed: o.seed, totalSteps: Math.max(1, o.grpoSteps) },
     log: o.quiet ? undefined : io.err,
   });
   try {
     // ── SFT warm start ──
     const sftProgress = new Progress({ label: 'SFT warm start', total: o.sftSteps, unit: 'steps', quiet: o.quiet });
-    const sft = await interruptible((signal) => trainer.sft({
-      steps: o.sftSteps, batchSize: o.sftBatch, learningRate: o.sftLearningRate, warmupSteps: Math.min(5, o.sftSteps), signal,
-      onStep: () => sftProgress.tick(),
-    }), o.signal);
+    const sft = await interruptible(
+      (signal) =>
+        trainer.sft({
+          steps: o.sftSteps,
+          batchSize: o.sftBatch,
+          learningRate: o.sftLearningRate,
+          warmupSteps: Math.min(5, o.sftSteps),
+          signal,
+          onStep: () => sftProgress.tick(),
+        }),
+      o.signal,
+    );
     sftProgress.done();
-    io.out(`SFT warm start: ${sft.length} steps of ${o.sftBatch}, cross-entropy ${sft[0]?.loss.toFixed(3) ?? '-'} → ${sft.at(-1)?.loss.toFixed(3) ?? '-'} (${elapsed().toFixed(1)}s)`);
+    io.out(
+      `SFT warm start: ${sft.length} steps of ${o.sftBatch}, cross-entropy ${sft[0]?.loss.toFixed(3) ?? '-'} → ${sft.at(-1)?.loss.toFixed(3) ?? '-'} (${elapsed().toFixed(1)}s)`,
+    );
     const warmStart = await trainer.evaluate('heldout');
     io.out(accuracyLine('warm start', warmStart, held));
     const warmStartMismatched = await check('warm start');
@@ -245,32 +310,62 @@ export async function runDemo(options: Partial<DemoOptions> = {}, io: { out: Wri
     const run = await trainer.run({ steps: o.grpoSteps, signal: o.signal, onStep: () => grpoProgress.tick() });
     grpoProgress.done();
     const rows = trainer.metrics.history.filter((m) => m.kind === 'grpo');
-    const mean = (xs: number[]) => { const f = xs.filter(Number.isFinite); return f.length ? f.reduce((a, b) => a + b, 0) / f.length : NaN; };
-    const first = rows.slice(0, 10), last = rows.slice(-10);
-    io.out(`GRPO: ${run.stepsRun} steps of ${o.grpo.promptsPerStep}×${o.grpo.numGenerations} completions${run.stoppedBy === 'abort' ? ' (stopped early)' : ''}; reward ${mean(first.map((m) => m.rewardMean)).toFixed(3)} → ${mean(last.map((m) => m.rewardMean)).toFixed(3)} (first/last 10 steps) (${elapsed().toFixed(1)}s)`);
+    const mean = (xs: number[]) => {
+      const f = xs.filter(Number.isFinite);
+      return f.length ? f.reduce((a, b) => a + b, 0) / f.length : NaN;
+    };
+    const first = rows.slice(0, 10),
+      last = rows.slice(-10);
+    io.out(
+      `GRPO: ${run.stepsRun} steps of ${o.grpo.promptsPerStep}×${o.grpo.numGenerations} completions${run.stoppedBy === 'abort' ? ' (stopped early)' : ''}; reward ${mean(first.map((m) => m.rewardMean)).toFixed(3)} → ${mean(last.map((m) => m.rewardMean)).toFixed(3)} (first/last 10 steps) (${elapsed().toFixed(1)}s)`,
+    );
     const grpo = await trainer.evaluate('heldout');
     io.out(accuracyLine('after GRPO', grpo, held));
     const grpoMismatched = await check('after GRPO');
     const seconds = Math.round(elapsed() * 10) / 10;
     const signed = (x: number) => `${x >= 0 ? '+' : ''}${x.toFixed(2)}`;
-    io.out(`GRPO changed held-out accuracy by ${signed(grpo.overall - warmStart.overall)} points in ${seconds}s; metrics: ${path.join(o.out, 'metrics.jsonl')}`);
+    io.out(
+      `GRPO changed held-out accuracy by ${signed(grpo.overall - warmStart.overall)} points in ${seconds}s; metrics: ${path.join(o.out, 'metrics.jsonl')}`,
+    );
     if (grpoMismatched && warmStartMismatched && !o.blankImages) {
       const gap = grpo.overall - grpoMismatched.overall;
-      io.out(gap >= 5
-        ? `the image matters: shown the wrong image, the trained policy drops ${gap.toFixed(2)} points (${grpo.overall.toFixed(2)}% → ${grpoMismatched.overall.toFixed(2)}%); the warm start drops ${(warmStart.overall - warmStartMismatched.overall).toFixed(2)}`
-        : `the wrong image costs the trained policy only ${gap.toFixed(2)} points (${grpo.overall.toFixed(2)}% → ${grpoMismatched.overall.toFixed(2)}%): it answers mostly from the question`);
+      io.out(
+        gap >= 5
+          ? `the image matters: shown the wrong image, the trained policy drops ${gap.toFixed(2)} points (${grpo.overall.toFixed(2)}% → ${grpoMismatched.overall.toFixed(2)}%); the warm start drops ${(warmStart.overall - warmStartMismatched.overall).toFixed(2)}`
+          : `the wrong image costs the trained policy only ${gap.toFixed(2)} points (${grpo.overall.toFixed(2)}% → ${grpoMismatched.overall.toFixed(2)}%): it answers mostly from the question`,
+      );
     }
     const result = { warmStartAccuracy: warmStart.overall, grpoAccuracy: grpo.overall, seconds };
-    await writeFileAtomic(path.join(o.out, 'result.json'), JSON.stringify({
-      ...result, warmStartPerAnswerType: warmStart.perAnswerType, grpoPerAnswerType: grpo.perAnswerType, grpoSteps: run.stepsRun,
-      ...(warmStartMismatched && grpoMismatched ? { warmStartMismatchedImageAccuracy: warmStartMismatched.overall, grpoMismatchedImageAccuracy: grpoMismatched.overall } : {}),
-      recipe: { ...o, signal: undefined, inspect: undefined },
-    }, null, 2) + '\n');
+    await writeFileAtomic(
+      path.join(o.out, 'result.json'),
+      JSON.stringify(
+        {
+          ...result,
+          warmStartPerAnswerType: warmStart.perAnswerType,
+          grpoPerAnswerType: grpo.perAnswerType,
+          grpoSteps: run.stepsRun,
+          ...(warmStartMismatched && grpoMismatched
+            ? {
+                warmStartMismatchedImageAccuracy: warmStartMismatched.overall,
+                grpoMismatchedImageAccuracy: grpoMismatched.overall,
+              }
+            : {}),
+          recipe: { ...o, signal: undefined, inspect: undefined },
+        },
+        null,
+        2,
+      ) + '\n',
+    );
     await o.inspect?.({ phase: 'grpo', trainer, heldout: held, images });
     io.out(JSON.stringify(result));
     return {
-      warmStart, grpo, seconds, stoppedEarly: run.stoppedBy === 'abort', metricsFile: path.join(o.out, 'metrics.jsonl'),
-      ...(warmStartMismatched ? { warmStartMismatched } : {}), ...(grpoMismatched ? { grpoMismatched } : {}),
+      warmStart,
+      grpo,
+      seconds,
+      stoppedEarly: run.stoppedBy === 'abort',
+      metricsFile: path.join(o.out, 'metrics.jsonl'),
+      ...(warmStartMismatched ? { warmStartMismatched } : {}),
+      ...(grpoMismatched ? { grpoMismatched } : {}),
     };
   } finally {
     model.dispose();
@@ -313,23 +408,37 @@ function int(name: string, v: string | undefined, min: number): number | undefin
 function rate(name: string, v: string | undefined): number | undefined {
   if (v === undefined) return undefined;
   const n = Number(v);
-  if (v.trim() === '' || !Number.isFinite(n) || n <= 0 || n >= 1) throw new UsageError(`--${name} must be a number between 0 and 1 (e.g. 1e-5); got "${v}"`);
+  if (v.trim() === '' || !Number.isFinite(n) || n <= 0 || n >= 1)
+    throw new UsageError(`--${name} must be a number between 0 and 1 (e.g. 1e-5); got "${v}"`);
   return n;
 }
 
 export const demoCommand: Command = {
   name: 'demo',
-  summary: 'SFT warm start then GRPO of the embedded tiny Qwen2-VL on synthetic shapes: it learns to read the image (CPU, a few minutes)',
+  summary:
+    'SFT warm start then GRPO of the embedded tiny Qwen2-VL on synthetic shapes: it learns to read the image (CPU, a few minutes)',
   usage,
   async run(argv) {
     let values: Record<string, string | boolean | undefined>;
     try {
       ({ values } = parseArgs({
-        args: argv, strict: true, allowPositionals: false,
+        args: argv,
+        strict: true,
+        allowPositionals: false,
         options: {
-          out: { type: 'string' }, seed: { type: 'string' }, threads: { type: 'string' }, 'sft-steps': { type: 'string' },
-          'grpo-steps': { type: 'string' }, 'train-images': { type: 'string' }, 'eval-questions': { type: 'string' }, quiet: { type: 'boolean' },
-          model: { type: 'string' }, device: { type: 'string' }, 'sft-lr': { type: 'string' }, 'grpo-lr': { type: 'string' }, 'blank-images': { type: 'boolean' },
+          out: { type: 'string' },
+          seed: { type: 'string' },
+          threads: { type: 'string' },
+          'sft-steps': { type: 'string' },
+          'grpo-steps': { type: 'string' },
+          'train-images': { type: 'string' },
+          'eval-questions': { type: 'string' },
+          quiet: { type: 'boolean' },
+          model: { type: 'string' },
+          device: { type: 'string' },
+          'sft-lr': { type: 'string' },
+          'grpo-lr': { type: 'string' },
+          'blank-images': { type: 'boolean' },
         },
       }));
     } catch (err) {
@@ -339,7 +448,8 @@ export const demoCommand: Command = {
     if (typeof values.out === 'string') opts.out = values.out;
     if (typeof values.model === 'string') opts.model = values.model;
     if (typeof values.device === 'string') opts.device = values.device;
-    const sftLr = rate('sft-lr', values['sft-lr'] as string | undefined), grpoLr = rate('grpo-lr', values['grpo-lr'] as string | undefined);
+    const sftLr = rate('sft-lr', values['sft-lr'] as string | undefined),
+      grpoLr = rate('grpo-lr', values['grpo-lr'] as string | undefined);
     if (sftLr !== undefined) opts.sftLearningRate = sftLr;
     if (grpoLr !== undefined) opts.grpo = { learningRate: grpoLr };
     const set = <K extends keyof DemoOptions>(key: K, flag: string, min: number) => {

@@ -61,7 +61,8 @@ Output:
 function num(name: string, v: string | undefined, min: number, integer: boolean): number | undefined {
   if (v === undefined) return undefined;
   const n = Number(v);
-  if (!Number.isFinite(n) || n < min || (integer && !Number.isInteger(n))) throw new UsageError(`--${name} must be ${integer ? 'an integer' : 'a number'} >= ${min}; got "${v}"`);
+  if (!Number.isFinite(n) || n < min || (integer && !Number.isInteger(n)))
+    throw new UsageError(`--${name} must be ${integer ? 'an integer' : 'a number'} >= ${min}; got "${v}"`);
   return n;
 }
 
@@ -75,27 +76,36 @@ export function parsePrices(entries: readonly string[], file?: string): PriceTab
     } catch (err) {
       throw new UsageError(`--prices ${file}: ${(err as Error).message}`);
     }
-    if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new UsageError(`--prices ${file}: expected {"NAME": {"input": IN, "output": OUT}, ...}`);
+    if (typeof raw !== 'object' || raw === null || Array.isArray(raw))
+      throw new UsageError(`--prices ${file}: expected {"NAME": {"input": IN, "output": OUT}, ...}`);
     for (const [name, p] of Object.entries(raw)) {
       const { input, output } = (p ?? {}) as { input?: unknown; output?: unknown };
-      if (typeof input !== 'number' || typeof output !== 'number' || input < 0 || output < 0) throw new UsageError(`--prices ${file}: "${name}" needs non-negative numbers input and output (USD per million tokens)`);
+      if (typeof input !== 'number' || typeof output !== 'number' || input < 0 || output < 0)
+        throw new UsageError(
+          `--prices ${file}: "${name}" needs non-negative numbers input and output (USD per million tokens)`,
+        );
       table[name] = { input, output };
     }
   }
   for (const e of entries) {
     const m = /^(.+)=([0-9.eE+-]+),([0-9.eE+-]+)$/.exec(e);
-    const input = m ? Number(m[2]) : NaN, output = m ? Number(m[3]) : NaN;
-    if (!m || !(input >= 0) || !(output >= 0)) throw new UsageError(`--price must be NAME=IN,OUT (USD per million input and output tokens); got "${e}"`);
+    const input = m ? Number(m[2]) : NaN,
+      output = m ? Number(m[3]) : NaN;
+    if (!m || !(input >= 0) || !(output >= 0))
+      throw new UsageError(`--price must be NAME=IN,OUT (USD per million input and output tokens); got "${e}"`);
     table[m[1]!] = { input, output };
   }
   return table;
 }
 
 function htmlPage(title: string, parts: string[]): string {
-  const esc = (s: string) => s.replace(/[&<>"]/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;' })[c]!);
-  return `<!doctype html><html lang="en"><head><meta charset="utf-8"><title>${esc(title)}</title>`
-    + `<meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'; img-src data:">`
-    + `</head><body style="font-family:system-ui,sans-serif;margin:1.5em">${parts.join('\n')}</body></html>\n`;
+  const esc = (s: string) =>
+    s.replace(/[&<>"]/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;' })[c]!);
+  return (
+    `<!doctype html><html lang="en"><head><meta charset="utf-8"><title>${esc(title)}</title>` +
+    `<meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'; img-src data:">` +
+    `</head><body style="font-family:system-ui,sans-serif;margin:1.5em">${parts.join('\n')}</body></html>\n`
+  );
 }
 
 export const evalPolicyCommand: Command = {
@@ -103,19 +113,34 @@ export const evalPolicyCommand: Command = {
   summary: 'compare policies (local checkpoints, OpenAI-compatible servers) on the same VQA questions',
   usage,
   async run(argv) {
-    const parse = () => parseArgs({
-      args: argv,
-      options: {
-        dataset: { type: 'string' }, policy: { type: 'string', multiple: true, default: [] }, limit: { type: 'string' },
-        'n-runners': { type: 'string' }, 'max-tokens': { type: 'string' }, temperature: { type: 'string' }, seed: { type: 'string' },
-        'api-key': { type: 'string' }, 'api-key-env': { type: 'string' }, 'base-url': { type: 'string' },
-        'timeout-ms': { type: 'string' }, 'max-retries': { type: 'string' }, 'requests-per-second': { type: 'string' }, threads: { type: 'string' },
-        price: { type: 'string', multiple: true, default: [] }, prices: { type: 'string' },
-        json: { type: 'boolean', default: false }, output: { type: 'string' }, html: { type: 'string' }, quiet: { type: 'boolean', default: false },
-      },
-      strict: true,
-      allowPositionals: false,
-    });
+    const parse = () =>
+      parseArgs({
+        args: argv,
+        options: {
+          dataset: { type: 'string' },
+          policy: { type: 'string', multiple: true, default: [] },
+          limit: { type: 'string' },
+          'n-runners': { type: 'string' },
+          'max-tokens': { type: 'string' },
+          temperature: { type: 'string' },
+          seed: { type: 'string' },
+          'api-key': { type: 'string' },
+          'api-key-env': { type: 'string' },
+          'base-url': { type: 'string' },
+          'timeout-ms': { type: 'string' },
+          'max-retries': { type: 'string' },
+          'requests-per-second': { type: 'string' },
+          threads: { type: 'string' },
+          price: { type: 'string', multiple: true, default: [] },
+          prices: { type: 'string' },
+          json: { type: 'boolean', default: false },
+          output: { type: 'string' },
+          html: { type: 'string' },
+          quiet: { type: 'boolean', default: false },
+        },
+        strict: true,
+        allowPositionals: false,
+      });
     let values: ReturnType<typeof parse>['values'];
     try {
       values = parse().values;
@@ -125,7 +150,8 @@ export const evalPolicyCommand: Command = {
     if (!values.dataset) throw new UsageError('missing --dataset FILE (run "vqalab eval-policy --help")');
     const specs = values.policy ?? [];
     if (specs.length === 0) throw new UsageError('give at least one --policy (local:DIR or openai:MODEL@BASE_URL)');
-    if (values['api-key'] !== undefined && values['api-key-env'] !== undefined) throw new UsageError('give --api-key or --api-key-env, not both');
+    if (values['api-key'] !== undefined && values['api-key-env'] !== undefined)
+      throw new UsageError('give --api-key or --api-key-env, not both');
     const explicitRunners = num('n-runners', values['n-runners'], 1, true);
     let nRunners = explicitRunners ?? 4;
     const prices = parsePrices(values.price ?? [], values.prices);
@@ -139,12 +165,18 @@ export const evalPolicyCommand: Command = {
     try {
       for (const spec of specs) {
         try {
-          policies.push(await policyFromSpec(spec, {
-            apiKey: values['api-key'], apiKeyEnv: values['api-key-env'], baseURL: values['base-url'],
-            threads: num('threads', values.threads, 1, true), concurrency: nRunners,
-            timeoutMs: num('timeout-ms', values['timeout-ms'], 1, false), maxRetries: num('max-retries', values['max-retries'], 0, true),
-            requestsPerSecond: num('requests-per-second', values['requests-per-second'], Number.MIN_VALUE, false),
-          }));
+          policies.push(
+            await policyFromSpec(spec, {
+              apiKey: values['api-key'],
+              apiKeyEnv: values['api-key-env'],
+              baseURL: values['base-url'],
+              threads: num('threads', values.threads, 1, true),
+              concurrency: nRunners,
+              timeoutMs: num('timeout-ms', values['timeout-ms'], 1, false),
+              maxRetries: num('max-retries', values['max-retries'], 0, true),
+              requestsPerSecond: num('requests-per-second', values['requests-per-second'], Number.MIN_VALUE, false),
+            }),
+          );
         } catch (err) {
           if (err instanceof UsageError) throw err;
           throw new UsageError(`--policy ${spec}: ${(err as Error).message}`, 1);
@@ -154,22 +186,36 @@ export const evalPolicyCommand: Command = {
       if (explicitRunners === undefined && policies.every((p) => p instanceof LocalPolicy)) nRunners = 32;
       const total = Math.min(samples.length, num('limit', values.limit, 1, true) ?? samples.length);
       const bars = new Map<string, Progress>();
-      const comparison = await interruptible((signal) => evaluatePolicies(policies, samples, {
-        limit: total, nRunners, maxTokens: num('max-tokens', values['max-tokens'], 1, true), temperature: num('temperature', values.temperature, 0, false),
-        seed: num('seed', values.seed, 0, true), prices, dataset: path.basename(values.dataset!), signal,
-        onProgress: (name, done, n) => {
-          if (values.quiet) return;
-          let bar = bars.get(name);
-          if (!bar) bars.set(name, (bar = new Progress({ label: name, total: n, unit: 'questions' })));
-          bar.tick();
-          if (done === n) bar.done();
-        },
-      }));
+      const comparison = await interruptible((signal) =>
+        evaluatePolicies(policies, samples, {
+          limit: total,
+          nRunners,
+          maxTokens: num('max-tokens', values['max-tokens'], 1, true),
+          temperature: num('temperature', values.temperature, 0, false),
+          seed: num('seed', values.seed, 0, true),
+          prices,
+          dataset: path.basename(values.dataset!),
+          signal,
+          onProgress: (name, done, n) => {
+            if (values.quiet) return;
+            let bar = bars.get(name);
+            if (!bar) bars.set(name, (bar = new Progress({ label: name, total: n, unit: 'questions' })));
+            bar.tick();
+            if (done === n) bar.done();
+          },
+        }),
+      );
       const json = comparisonToJson(comparison);
       if (values.output) await writeFileAtomic(values.output, JSON.stringify(json, null, 2) + '\n');
       if (values.html) {
         const b = comparisonBundles(comparison);
-        await writeFileAtomic(values.html, htmlPage(`vqalab eval-policy: ${comparison.dataset}`, [b.table, b.plot, b.questions].map((x) => x['text/html'] as string)));
+        await writeFileAtomic(
+          values.html,
+          htmlPage(
+            `vqalab eval-policy: ${comparison.dataset}`,
+            [b.table, b.plot, b.questions].map((x) => x['text/html'] as string),
+          ),
+        );
       }
       process.stdout.write(values.json ? JSON.stringify(json, null, 2) + '\n' : comparisonText(comparison));
       return comparison.policies.every((p) => p.errors < p.questions) ? 0 : 1;

@@ -64,7 +64,10 @@ export const evalCommand: Command = {
     }
     let result;
     try {
-      result = await evaluateVqaFiles({ annotations: values.annotations, predictions, questions: values.questions }, { dialect });
+      result = await evaluateVqaFiles(
+        { annotations: values.annotations, predictions, questions: values.questions },
+        { dialect },
+      );
     } catch (err) {
       if (err instanceof VqaInputError) throw new UsageError(err.message, 1);
       throw err;

@@ -36,29 +36,45 @@ const onnxCommand: Command = {
       ({ values } = parseArgs({
         args: argv,
         options: {
-          model: { type: 'string' }, adapter: { type: 'string' }, out: { type: 'string' }, dtype: { type: 'string' },
-          overwrite: { type: 'boolean', default: false }, web: { type: 'boolean', default: false }, threads: { type: 'string' }, quiet: { type: 'boolean', default: false },
+          model: { type: 'string' },
+          adapter: { type: 'string' },
+          out: { type: 'string' },
+          dtype: { type: 'string' },
+          overwrite: { type: 'boolean', default: false },
+          web: { type: 'boolean', default: false },
+          threads: { type: 'string' },
+          quiet: { type: 'boolean', default: false },
         },
-        strict: true, allowPositionals: false,
+        strict: true,
+        allowPositionals: false,
       }));
     } catch (err) {
       throw new UsageError(`${(err as Error).message}\n\n${onnxUsage}`);
     }
     if (!values.out) throw new UsageError(`export onnx needs --out DIR\n\n${onnxUsage}`);
     const dtype = (values.dtype ?? 'fp32') as string;
-    if (!(EXPORT_DTYPES as readonly string[]).includes(dtype)) throw new UsageError(`--dtype must be one of ${EXPORT_DTYPES.join(', ')}, not ${JSON.stringify(dtype)}`);
+    if (!(EXPORT_DTYPES as readonly string[]).includes(dtype))
+      throw new UsageError(`--dtype must be one of ${EXPORT_DTYPES.join(', ')}, not ${JSON.stringify(dtype)}`);
     const threads = values.threads === undefined ? undefined : Number(values.threads);
-    if (threads !== undefined && !(Number.isInteger(threads) && threads > 0)) throw new UsageError(`--threads must be a positive integer, not ${JSON.stringify(values.threads)}`);
+    if (threads !== undefined && !(Number.isInteger(threads) && threads > 0))
+      throw new UsageError(`--threads must be a positive integer, not ${JSON.stringify(values.threads)}`);
     const quiet = values.quiet === true;
     try {
       const r = await exportOnnx({
-        model: (values.model as string | undefined) ?? DEFAULT_MODEL_DIR, out: values.out as string, dtype: dtype as ExportDtype,
-        overwrite: values.overwrite === true, web: values.web === true, ...(values.adapter ? { adapter: values.adapter as string } : {}), ...(threads ? { threads } : {}),
+        model: (values.model as string | undefined) ?? DEFAULT_MODEL_DIR,
+        out: values.out as string,
+        dtype: dtype as ExportDtype,
+        overwrite: values.overwrite === true,
+        web: values.web === true,
+        ...(values.adapter ? { adapter: values.adapter as string } : {}),
+        ...(threads ? { threads } : {}),
         ...(quiet ? {} : { log: (l: string) => process.stderr.write(`${l}\n`) }),
       });
       if (!quiet) {
         for (const f of r.files) process.stdout.write(`${f.name.padEnd(40)} ${f.bytes} bytes\n`);
-        process.stdout.write(`exported ${r.dtype}${r.adapterMerged ? ' (adapter merged)' : ''}${r.externalData ? ' with external data' : ''} to ${r.out} in ${r.seconds.toFixed(1)}s\n`);
+        process.stdout.write(
+          `exported ${r.dtype}${r.adapterMerged ? ' (adapter merged)' : ''}${r.externalData ? ' with external data' : ''} to ${r.out} in ${r.seconds.toFixed(1)}s\n`,
+        );
       }
       return 0;
     } catch (err) {

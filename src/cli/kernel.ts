@@ -1,6 +1,12 @@
 /** `vqalab kernel install | list | remove`: the "TypeScript (vqalab)" Jupyter kernelspec. */
 import {
-  installKernelspec, jupyterDataDirs, KERNEL_NAME, kernelJson, listKernelspecs, removeKernelspec, type Location,
+  installKernelspec,
+  jupyterDataDirs,
+  KERNEL_NAME,
+  kernelJson,
+  listKernelspecs,
+  removeKernelspec,
+  type Location,
 } from '../jupyter/kernelspec.js';
 import { dispatchSubcommand, type Command } from './command.js';
 import { UsageError } from '../util/errors.js';
@@ -69,7 +75,13 @@ run this package, ones whose launcher no longer exists, and ones shadowed by an 
     const { loc, flags } = parseLocation(argv, ['--json']);
     const found = listKernelspecs(jupyterDataDirs({ python: loc.python ?? 'python3' }));
     if (flags.has('--json')) {
-      process.stdout.write(`${JSON.stringify(found.map(({ spec: _spec, ...f }) => f), null, 2)}\n`);
+      process.stdout.write(
+        `${JSON.stringify(
+          found.map(({ spec: _spec, ...f }) => f),
+          null,
+          2,
+        )}\n`,
+      );
       return 0;
     }
     if (found.length === 0) {

@@ -51,9 +51,13 @@ export function parseWhere(argv: string[]): Where {
   };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
-    if (a === '--user') { choose(a); where.mode = 'user'; }
-    else if (a === '--sys-prefix') { choose(a); where.mode = 'sys-prefix'; }
-    else if (a === '--prefix' || a.startsWith('--prefix=')) {
+    if (a === '--user') {
+      choose(a);
+      where.mode = 'user';
+    } else if (a === '--sys-prefix') {
+      choose(a);
+      where.mode = 'sys-prefix';
+    } else if (a === '--prefix' || a.startsWith('--prefix=')) {
       choose('--prefix');
       const v = a.includes('=') ? a.slice(a.indexOf('=') + 1) : argv[++i];
       if (!v) throw new UsageError('--prefix needs a folder');
@@ -76,7 +80,9 @@ export function labextensionsDir(where: Where): string {
   try {
     prefix = execFileSync(where.python, ['-c', 'import sys; print(sys.prefix)'], { encoding: 'utf8' }).trim();
   } catch (err) {
-    throw new UsageError(`--sys-prefix: cannot ask ${where.python} for sys.prefix (${(err as Error).message.split('\n')[0]}); pass --python or use --prefix`);
+    throw new UsageError(
+      `--sys-prefix: cannot ask ${where.python} for sys.prefix (${(err as Error).message.split('\n')[0]}); pass --python or use --prefix`,
+    );
   }
   return path.join(prefix, 'share', 'jupyter', 'labextensions');
 }
@@ -86,33 +92,54 @@ export function prebuiltExtension(root = packageRoot()): { dir: string; version:
   const dir = path.join(root, 'extension', 'labextension');
   const pkgPath = path.join(dir, 'package.json');
   const hint = 'the package is incomplete; in a source checkout run "npm run lab:setup && npm run build:lab"';
-  if (!existsSync(pkgPath)) throw new UsageError(`the prebuilt JupyterLab extension is missing (${pkgPath}): ${hint}`, 1);
-  const pkg = JSON.parse(readFileSync(pkgPath, 'utf8')) as { version: string; jupyterlab?: { _build?: { load?: string } } };
+  if (!existsSync(pkgPath))
+    throw new UsageError(`the prebuilt JupyterLab extension is missing (${pkgPath}): ${hint}`, 1);
+  const pkg = JSON.parse(readFileSync(pkgPath, 'utf8')) as {
+    version: string;
+    jupyterlab?: { _build?: { load?: string } };
+  };
   const load = pkg.jupyterlab?._build?.load;
   if (!load || !existsSync(path.join(dir, load))) {
-    throw new UsageError(`the prebuilt JupyterLab extension in ${dir} has no remote entry (${load ?? 'jupyterlab._build.load unset'}): ${hint}`, 1);
+    throw new UsageError(
+      `the prebuilt JupyterLab extension in ${dir} has no remote entry (${load ?? 'jupyterlab._build.load unset'}): ${hint}`,
+      1,
+    );
   }
   return { dir, version: pkg.version, load };
 }
 
 function folderSize(dir: string): { files: number; bytes: number } {
-  let files = 0, bytes = 0;
+  let files = 0,
+    bytes = 0;
   for (const e of readdirSync(dir, { withFileTypes: true })) {
     const p = path.join(dir, e.name);
-    if (e.isDirectory()) { const s = folderSize(p); files += s.files; bytes += s.bytes; } else { files++; bytes += statSync(p).size; }
+    if (e.isDirectory()) {
+      const s = folderSize(p);
+      files += s.files;
+      bytes += s.bytes;
+    } else {
+      files++;
+      bytes += statSync(p).size;
+    }
   }
   return { files, bytes };
 }
 
 /** Copy the prebuilt extension into `<labextensions>/vqalab-jupyterlab` (atomically replacing an older copy). */
-export async function installExtension(labextensions: string, root = packageRoot()): Promise<{ target: string; version: string; files: number; bytes: number }> {
+export async function installExtension(
+  labextensions: string,
+  root = packageRoot(),
+): Promise<{ target: string; version: string; files: number; bytes: number }> {
   const src = prebuiltExtension(root);
   const target = path.join(labextensions, EXTENSION_NAME);
   mkdirSync(labextensions, { recursive: true });
   await withAtomicOutput(target, async (tmp) => {
     cpSync(src.dir, tmp, { recursive: true });
     // JupyterLab's extension manager shows how the extension was installed and how to remove it.
-    writeFileSync(path.join(tmp, 'install.json'), `${JSON.stringify({ packageManager: 'npm', packageName: 'vqalab', uninstallInstructions: 'Run "vqalab lab uninstall" with the same --user/--sys-prefix/--prefix option' }, null, 2)}\n`);
+    writeFileSync(
+      path.join(tmp, 'install.json'),
+      `${JSON.stringify({ packageManager: 'npm', packageName: 'vqalab', uninstallInstructions: 'Run "vqalab lab uninstall" with the same --user/--sys-prefix/--prefix option' }, null, 2)}\n`,
+    );
   });
   return { target, version: src.version, ...folderSize(target) };
 }
@@ -124,7 +151,9 @@ const install: Command = {
   async run(argv) {
     const dir = labextensionsDir(parseWhere(argv));
     const r = await installExtension(dir);
-    process.stdout.write(`installed ${EXTENSION_NAME} ${r.version} into ${r.target} (${r.files} files, ${(r.bytes / 1e6).toFixed(1)} MB); restart JupyterLab to load it\n`);
+    process.stdout.write(
+      `installed ${EXTENSION_NAME} ${r.version} into ${r.target} (${r.files} files, ${(r.bytes / 1e6).toFixed(1)} MB); restart JupyterLab to load it\n`,
+    );
     return 0;
   },
 };

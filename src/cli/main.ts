@@ -4,7 +4,6 @@ import { wantsHelp } from './command.js';
 import { UsageError } from '../util/errors.js';
 import { commands } from './commands.js';
 
-
 function topUsage(): string {
   const width = Math.max(...commands.map((c) => c.name.length), 8);
   const lines = commands.map((c) => `  ${c.name.padEnd(width)}  ${c.summary}`);

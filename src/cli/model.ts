@@ -62,48 +62,81 @@ Run "vqalab model init --help" for its options.
 function intFlag(name: string, v: string | undefined, min: number): number | undefined {
   if (v === undefined) return undefined;
   const n = Number(v);
-  if (v.trim() === '' || !Number.isInteger(n) || n < min) throw new UsageError(`--${name} must be an integer >= ${min}; got "${v}"`);
+  if (v.trim() === '' || !Number.isInteger(n) || n < min)
+    throw new UsageError(`--${name} must be an integer >= ${min}; got "${v}"`);
   return n;
 }
 
 const initCommand: Command = {
   name: 'init',
-  summary: 'write a model folder with random weights at a real architecture\'s dims',
+  summary: "write a model folder with random weights at a real architecture's dims",
   usage: initUsage,
   async run(argv) {
     let values: Record<string, string | boolean | undefined>, positionals: string[];
     try {
       ({ values, positionals } = parseArgs({
-        args: argv, strict: true, allowPositionals: true,
+        args: argv,
+        strict: true,
+        allowPositionals: true,
         options: {
-          preset: { type: 'string' }, seed: { type: 'string' }, dtype: { type: 'string' }, 'max-pixels': { type: 'string' },
-          hidden: { type: 'string' }, layers: { type: 'string' }, heads: { type: 'string' }, 'kv-heads': { type: 'string' },
-          intermediate: { type: 'string' }, 'vision-depth': { type: 'string' }, 'vision-dim': { type: 'string' }, 'vision-heads': { type: 'string' },
-          'vision-intermediate': { type: 'string' }, 'head-dim': { type: 'string' },
-          vocab: { type: 'string' }, 'max-positions': { type: 'string' }, 'init-std': { type: 'string' },
-          threads: { type: 'string' }, force: { type: 'boolean' }, quiet: { type: 'boolean' },
+          preset: { type: 'string' },
+          seed: { type: 'string' },
+          dtype: { type: 'string' },
+          'max-pixels': { type: 'string' },
+          hidden: { type: 'string' },
+          layers: { type: 'string' },
+          heads: { type: 'string' },
+          'kv-heads': { type: 'string' },
+          intermediate: { type: 'string' },
+          'vision-depth': { type: 'string' },
+          'vision-dim': { type: 'string' },
+          'vision-heads': { type: 'string' },
+          'vision-intermediate': { type: 'string' },
+          'head-dim': { type: 'string' },
+          vocab: { type: 'string' },
+          'max-positions': { type: 'string' },
+          'init-std': { type: 'string' },
+          threads: { type: 'string' },
+          force: { type: 'boolean' },
+          quiet: { type: 'boolean' },
         },
       }));
     } catch (err) {
       throw new UsageError(`${(err as Error).message}; run "vqalab model init --help" for the options`);
     }
-    if (positionals.length !== 1) throw new UsageError(positionals.length === 0 ? 'give the folder to write: vqalab model init DIR' : `expected one folder, got ${positionals.length}: ${positionals.join(' ')}`);
+    if (positionals.length !== 1)
+      throw new UsageError(
+        positionals.length === 0
+          ? 'give the folder to write: vqalab model init DIR'
+          : `expected one folder, got ${positionals.length}: ${positionals.join(' ')}`,
+      );
     const preset = (values.preset as string | undefined) ?? 'qwen2-vl-2b';
-    if (!PRESET_NAMES.includes(preset)) throw new UsageError(`--preset must be one of ${PRESET_NAMES.join(', ')}; got "${preset}"`);
+    if (!PRESET_NAMES.includes(preset))
+      throw new UsageError(`--preset must be one of ${PRESET_NAMES.join(', ')}; got "${preset}"`);
     const dtypeFlag = (values.dtype as string | undefined) ?? 'bf16';
-    if (dtypeFlag !== 'bf16' && dtypeFlag !== 'f32') throw new UsageError(`--dtype must be bf16 or f32; got "${dtypeFlag}"`);
+    if (dtypeFlag !== 'bf16' && dtypeFlag !== 'f32')
+      throw new UsageError(`--dtype must be bf16 or f32; got "${dtypeFlag}"`);
     const o: DimOverrides = {};
     const set = (key: keyof DimOverrides, flag: string, min: number) => {
       const v = intFlag(flag, values[flag] as string | undefined, min);
       if (v !== undefined) (o as Record<string, unknown>)[key] = v;
     };
-    set('hidden', 'hidden', 2); set('layers', 'layers', 1); set('heads', 'heads', 1); set('kvHeads', 'kv-heads', 1);
-    set('intermediate', 'intermediate', 1); set('visionDepth', 'vision-depth', 1); set('visionDim', 'vision-dim', 4);
-    set('visionHeads', 'vision-heads', 1); set('vocab', 'vocab', 1); set('maxPositions', 'max-positions', 16);
-    set('visionIntermediate', 'vision-intermediate', 1); set('headDim', 'head-dim', 2);
+    set('hidden', 'hidden', 2);
+    set('layers', 'layers', 1);
+    set('heads', 'heads', 1);
+    set('kvHeads', 'kv-heads', 1);
+    set('intermediate', 'intermediate', 1);
+    set('visionDepth', 'vision-depth', 1);
+    set('visionDim', 'vision-dim', 4);
+    set('visionHeads', 'vision-heads', 1);
+    set('vocab', 'vocab', 1);
+    set('maxPositions', 'max-positions', 16);
+    set('visionIntermediate', 'vision-intermediate', 1);
+    set('headDim', 'head-dim', 2);
     if (values['init-std'] !== undefined) {
       const x = Number(values['init-std']);
-      if (!Number.isFinite(x) || x <= 0) throw new UsageError(`--init-std must be a positive number; got "${values['init-std']}"`);
+      if (!Number.isFinite(x) || x <= 0)
+        throw new UsageError(`--init-std must be a positive number; got "${values['init-std']}"`);
       o.initStd = x;
     }
     const seed = intFlag('seed', values.seed as string | undefined, 0) ?? 0;
@@ -114,15 +147,26 @@ const initCommand: Command = {
     let reported = 0;
     let result;
     try {
-      result = await interruptible((signal) => initModelFolder(positionals[0]!, {
-        preset, overrides: o, seed, dtype: dtypeFlag.toUpperCase() as WeightDtype, force: Boolean(values.force), signal,
-        ...(maxPixels === undefined ? {} : { maxPixels }), ...(threads === undefined ? {} : { threads }),
-        onProgress: (done, total) => {
-          progress ??= new Progress({ label: 'weights', total: Math.ceil(total / 1e6), unit: 'M params', quiet });
-          const m = Math.floor(done / 1e6);
-          if (m > reported) { progress.tick(m - reported); reported = m; }
-        },
-      }));
+      result = await interruptible((signal) =>
+        initModelFolder(positionals[0]!, {
+          preset,
+          overrides: o,
+          seed,
+          dtype: dtypeFlag.toUpperCase() as WeightDtype,
+          force: Boolean(values.force),
+          signal,
+          ...(maxPixels === undefined ? {} : { maxPixels }),
+          ...(threads === undefined ? {} : { threads }),
+          onProgress: (done, total) => {
+            progress ??= new Progress({ label: 'weights', total: Math.ceil(total / 1e6), unit: 'M params', quiet });
+            const m = Math.floor(done / 1e6);
+            if (m > reported) {
+              progress.tick(m - reported);
+              reported = m;
+            }
+          },
+        }),
+      );
     } catch (err) {
       const e = err as Error;
       if (e.name === 'InterruptedError') throw new UsageError('interrupted; nothing was written', 130);
@@ -131,16 +175,19 @@ const initCommand: Command = {
       progress?.done();
     }
     const d = result.dims;
-    process.stdout.write(`wrote ${result.dir}: ${preset}${Object.keys(o).length ? ' (with overrides)' : ''}, ${(result.parameters / 1e9).toFixed(3)} B parameters `
-      + `(${d.numHiddenLayers} layers × ${d.hiddenSize}, ${d.numAttentionHeads} heads / ${d.numKeyValueHeads} KV, MLP ${d.intermediateSize}; vision ${d.vision.depth} × ${'embedDim' in d.vision ? d.vision.embedDim : d.vision.hiddenSize}; vocab ${d.vocabSize}), `
-      + `${(result.bytes / 2 ** 30).toFixed(2)} GiB ${dtypeFlag}, seed ${seed}, in ${result.seconds.toFixed(1)}s\n`);
+    process.stdout.write(
+      `wrote ${result.dir}: ${preset}${Object.keys(o).length ? ' (with overrides)' : ''}, ${(result.parameters / 1e9).toFixed(3)} B parameters ` +
+        `(${d.numHiddenLayers} layers × ${d.hiddenSize}, ${d.numAttentionHeads} heads / ${d.numKeyValueHeads} KV, MLP ${d.intermediateSize}; vision ${d.vision.depth} × ${'embedDim' in d.vision ? d.vision.embedDim : d.vision.hiddenSize}; vocab ${d.vocabSize}), ` +
+        `${(result.bytes / 2 ** 30).toFixed(2)} GiB ${dtypeFlag}, seed ${seed}, in ${result.seconds.toFixed(1)}s\n`,
+    );
     return 0;
   },
 };
 
 export const modelCommand: Command = {
   name: 'model',
-  summary: 'model folders: init DIR --preset qwen2-vl-2b writes random weights at a real architecture\'s dims with the real tokenizer',
+  summary:
+    "model folders: init DIR --preset qwen2-vl-2b writes random weights at a real architecture's dims with the real tokenizer",
   usage,
   run: (argv) => dispatchSubcommand('model', usage, [initCommand], argv),
 };

@@ -53,7 +53,8 @@ Options:
 function seconds(name: string, v: string | undefined): number | undefined {
   if (v === undefined) return undefined;
   const n = Number(v);
-  if (!Number.isFinite(n) || n <= 0) throw new UsageError(`${name} expects a positive number of seconds, got ${JSON.stringify(v)}`);
+  if (!Number.isFinite(n) || n <= 0)
+    throw new UsageError(`${name} expects a positive number of seconds, got ${JSON.stringify(v)}`);
   return n * 1000;
 }
 
@@ -97,7 +98,8 @@ const run: Command = {
         quiet: { type: 'boolean', short: 'q' },
       },
     });
-    if (positionals.length !== 1) throw new UsageError(`expected one NOTEBOOK, got ${positionals.length}\n\n${RUN_USAGE}`);
+    if (positionals.length !== 1)
+      throw new UsageError(`expected one NOTEBOOK, got ${positionals.length}\n\n${RUN_USAGE}`);
     if (!values.out) throw new UsageError(`--out DIR is required\n\n${RUN_USAGE}`);
     const notebook = positionals[0]!;
     const log = values.quiet ? undefined : (l: string) => process.stderr.write(`report: ${l}\n`);
@@ -115,7 +117,9 @@ const run: Command = {
         log,
       });
       const written = await writeReport(result, notebook, values.out);
-      log?.(`wrote ${written.ipynb} and ${written.html} (${(written.htmlBytes / 1024).toFixed(0)} KiB${written.rendered.plotlyInlined ? ', plotly inlined' : ''}${result.redactions ? `, ${result.redactions} secret(s) redacted` : ''}) in ${result.stamp.time.durationSeconds.toFixed(1)} s`);
+      log?.(
+        `wrote ${written.ipynb} and ${written.html} (${(written.htmlBytes / 1024).toFixed(0)} KiB${written.rendered.plotlyInlined ? ', plotly inlined' : ''}${result.redactions ? `, ${result.redactions} secret(s) redacted` : ''}) in ${result.stamp.time.durationSeconds.toFixed(1)} s`,
+      );
       if (result.status === 'interrupted') return 130;
       if (result.status === 'error') {
         process.stderr.write(`vqalab report run: cell ${result.failedCell} failed: ${result.stamp.run.error}\n`);
@@ -133,13 +137,19 @@ const exportCmd: Command = {
   summary: 'turn an executed notebook into the same self-contained HTML, without running it',
   usage: EXPORT_USAGE,
   async run(argv) {
-    const { values, positionals } = parseArgs({ args: argv, allowPositionals: true, options: { out: { type: 'string' } } });
+    const { values, positionals } = parseArgs({
+      args: argv,
+      allowPositionals: true,
+      options: { out: { type: 'string' } },
+    });
     if (positionals.length !== 1) throw new UsageError(`expected one NOTEBOOK.ipynb\n\n${EXPORT_USAGE}`);
     const nb = positionals[0]!;
     const out = values.out ?? path.join(path.dirname(nb), `${path.basename(nb, '.ipynb')}.html`);
     const { html, redactions } = await exportNotebook(nb);
     await writeFileAtomic(out, html);
-    process.stderr.write(`report: wrote ${out} (${(Buffer.byteLength(html) / 1024).toFixed(0)} KiB${redactions ? `, ${redactions} secret(s) redacted` : ''})\n`);
+    process.stderr.write(
+      `report: wrote ${out} (${(Buffer.byteLength(html) / 1024).toFixed(0)} KiB${redactions ? `, ${redactions} secret(s) redacted` : ''})\n`,
+    );
     return 0;
   },
 };
@@ -167,10 +177,14 @@ const verify: Command = {
     const tol = (name: string, v: string | undefined) => {
       if (v === undefined) return undefined;
       const n = Number(v);
-      if (!Number.isFinite(n) || n < 0) throw new UsageError(`--${name} expects a non-negative number, got ${JSON.stringify(v)}`);
+      if (!Number.isFinite(n) || n < 0)
+        throw new UsageError(`--${name} expects a non-negative number, got ${JSON.stringify(v)}`);
       return n;
     };
-    const tolerance = { ...(values.rtol !== undefined ? { rtol: tol('rtol', values.rtol) } : {}), ...(values.atol !== undefined ? { atol: tol('atol', values.atol) } : {}) };
+    const tolerance = {
+      ...(values.rtol !== undefined ? { rtol: tol('rtol', values.rtol) } : {}),
+      ...(values.atol !== undefined ? { atol: tol('atol', values.atol) } : {}),
+    };
     const log = values.quiet ? undefined : (l: string) => process.stderr.write(`verify: ${l}\n`);
     const sig = interruptible();
     try {
@@ -190,7 +204,10 @@ const verify: Command = {
         return 0;
       }
       if (r.problem) process.stdout.write(`NOT verified: ${r.problem}\n`);
-      if (r.diffs.length) process.stdout.write(`NOT verified: ${r.diffs.length} of ${r.compared + r.diffs.filter((d) => d.reason !== 'differs' && d.reason !== 'outside tolerance').length} metrics differ (compared ${mode})\n\n${formatDiffs(r.diffs)}\n`);
+      if (r.diffs.length)
+        process.stdout.write(
+          `NOT verified: ${r.diffs.length} of ${r.compared + r.diffs.filter((d) => d.reason !== 'differs' && d.reason !== 'outside tolerance').length} metrics differ (compared ${mode})\n\n${formatDiffs(r.diffs)}\n`,
+        );
       return 1;
     } finally {
       sig.dispose();

@@ -91,18 +91,37 @@ export const serveCommand: Command = {
   summary: 'OpenAI-compatible chat-completions server over the native engine',
   usage,
   async run(argv) {
-    const parse = () => parseArgs({
+    const parse = () =>
+      parseArgs({
         args: argv,
         options: {
-          model: { type: 'string' }, backend: { type: 'string', default: 'engine' }, name: { type: 'string' }, threads: { type: 'string' }, 'max-sequence-length': { type: 'string' },
-          host: { type: 'string', default: '127.0.0.1' }, port: { type: 'string', default: '8000' },
-          'api-key': { type: 'string' }, 'api-key-env': { type: 'string' },
-          'allowed-media-root': { type: 'string' }, 'max-body-mb': { type: 'string' }, 'max-image-mb': { type: 'string' },
-          'max-image-pixels': { type: 'string' }, 'max-images': { type: 'string' }, 'max-n': { type: 'string' }, 'max-queue': { type: 'string' },
-          'max-prompt-chars': { type: 'string' }, 'max-stops': { type: 'string' }, 'max-stop-chars': { type: 'string' }, workers: { type: 'string' },
-          'default-max-tokens': { type: 'string' }, quiet: { type: 'boolean', default: false },
-          'max-batch-rows': { type: 'string' }, 'no-batching': { type: 'boolean', default: false },
-          'gateway-key-env': { type: 'string' }, 'admin-key-env': { type: 'string' }, 'max-weight-mb': { type: 'string' },
+          model: { type: 'string' },
+          backend: { type: 'string', default: 'engine' },
+          name: { type: 'string' },
+          threads: { type: 'string' },
+          'max-sequence-length': { type: 'string' },
+          host: { type: 'string', default: '127.0.0.1' },
+          port: { type: 'string', default: '8000' },
+          'api-key': { type: 'string' },
+          'api-key-env': { type: 'string' },
+          'allowed-media-root': { type: 'string' },
+          'max-body-mb': { type: 'string' },
+          'max-image-mb': { type: 'string' },
+          'max-image-pixels': { type: 'string' },
+          'max-images': { type: 'string' },
+          'max-n': { type: 'string' },
+          'max-queue': { type: 'string' },
+          'max-prompt-chars': { type: 'string' },
+          'max-stops': { type: 'string' },
+          'max-stop-chars': { type: 'string' },
+          workers: { type: 'string' },
+          'default-max-tokens': { type: 'string' },
+          quiet: { type: 'boolean', default: false },
+          'max-batch-rows': { type: 'string' },
+          'no-batching': { type: 'boolean', default: false },
+          'gateway-key-env': { type: 'string' },
+          'admin-key-env': { type: 'string' },
+          'max-weight-mb': { type: 'string' },
         },
         strict: true,
         allowPositionals: false,
@@ -119,56 +138,106 @@ export const serveCommand: Command = {
     if (values['api-key-env'] !== undefined) {
       if (apiKey !== undefined) throw new UsageError('give --api-key or --api-key-env, not both');
       apiKey = process.env[values['api-key-env']];
-      if (!apiKey) throw new UsageError(`--api-key-env ${values['api-key-env']}: that environment variable is empty or not set`);
+      if (!apiKey)
+        throw new UsageError(`--api-key-env ${values['api-key-env']}: that environment variable is empty or not set`);
     }
     const root = values['allowed-media-root'];
-    if (root !== undefined && !(existsSync(root) && statSync(root).isDirectory())) throw new UsageError(`--allowed-media-root ${root}: not a folder`);
+    if (root !== undefined && !(existsSync(root) && statSync(root).isDirectory()))
+      throw new UsageError(`--allowed-media-root ${root}: not a folder`);
     const dir = values.model ?? DEFAULT_MODEL_DIR;
     const loopback = ['127.0.0.1', '::1', 'localhost'].includes(values.host!);
-    if (!loopback && apiKey === undefined) process.stderr.write(`vqalab serve: warning: --host ${values.host} exposes the server without --api-key\n`);
+    if (!loopback && apiKey === undefined)
+      process.stderr.write(`vqalab serve: warning: --host ${values.host} exposes the server without --api-key\n`);
     const backend = values.backend!;
-    if (backend !== 'engine' && backend !== 'onnx') throw new UsageError(`--backend must be engine or onnx; got "${backend}"`);
-    if (backend === 'onnx' && values.model === undefined) throw new UsageError('--backend onnx needs --model DIR: a folder written by `vqalab export onnx`');
+    if (backend !== 'engine' && backend !== 'onnx')
+      throw new UsageError(`--backend must be engine or onnx; got "${backend}"`);
+    if (backend === 'onnx' && values.model === undefined)
+      throw new UsageError('--backend onnx needs --model DIR: a folder written by `vqalab export onnx`');
     let policy: LocalPolicy;
     try {
-      const threads = integer('threads', values.threads), maxSequenceLength = integer('max-sequence-length', values['max-sequence-length']);
-      policy = backend === 'onnx'
-        ? await loadOnnxLocalPolicy(dir, { ...(threads ? { threads } : {}), ...(maxSequenceLength ? { maxSequenceLength } : {}), name: `onnx:${values.model}` })
-        : await LocalPolicy.load(dir, { threads, maxSequenceLength, name: `local:${values.model ?? 'default'}` });
+      const threads = integer('threads', values.threads),
+        maxSequenceLength = integer('max-sequence-length', values['max-sequence-length']);
+      policy =
+        backend === 'onnx'
+          ? await loadOnnxLocalPolicy(dir, {
+              ...(threads ? { threads } : {}),
+              ...(maxSequenceLength ? { maxSequenceLength } : {}),
+              name: `onnx:${values.model}`,
+            })
+          : await LocalPolicy.load(dir, { threads, maxSequenceLength, name: `local:${values.model ?? 'default'}` });
     } catch (err) {
       throw new UsageError(`cannot load --model ${dir}: ${(err as Error).message}`, 1);
     }
     // The training gateway (docs/agents.md): per-attempt URLs, opened by a runner with the admin key.
     const gatewayKey = values['gateway-key-env'] === undefined ? undefined : process.env[values['gateway-key-env']];
-    if (values['gateway-key-env'] !== undefined && !gatewayKey) throw new UsageError(`--gateway-key-env ${values['gateway-key-env']}: that environment variable is empty or not set`);
+    if (values['gateway-key-env'] !== undefined && !gatewayKey)
+      throw new UsageError(
+        `--gateway-key-env ${values['gateway-key-env']}: that environment variable is empty or not set`,
+      );
     const gateway = gatewayKey ? new Gateway({ adminKey: gatewayKey }) : undefined;
     const adminEnv = values['admin-key-env'];
     const adminKey = adminEnv === undefined ? gatewayKey : process.env[adminEnv];
-    if (adminEnv !== undefined && !adminKey) throw new UsageError(`--admin-key-env ${adminEnv}: that environment variable is empty or not set`);
-    if (adminEnv !== undefined && gatewayKey !== undefined && adminKey !== gatewayKey) throw new UsageError('--admin-key-env and --gateway-key-env name different keys; the gateway\'s admin key also pushes weights: give one of them');
+    if (adminEnv !== undefined && !adminKey)
+      throw new UsageError(`--admin-key-env ${adminEnv}: that environment variable is empty or not set`);
+    if (adminEnv !== undefined && gatewayKey !== undefined && adminKey !== gatewayKey)
+      throw new UsageError(
+        "--admin-key-env and --gateway-key-env name different keys; the gateway's admin key also pushes weights: give one of them",
+      );
     const maxWeightMb = positiveNumber('max-weight-mb', values['max-weight-mb']);
-    const mb = (name: 'max-body-mb' | 'max-image-mb') => { const v = positiveNumber(name, values[name]); return v === undefined ? undefined : Math.floor(v * 1024 * 1024); };
+    const mb = (name: 'max-body-mb' | 'max-image-mb') => {
+      const v = positiveNumber(name, values[name]);
+      return v === undefined ? undefined : Math.floor(v * 1024 * 1024);
+    };
     const handle = await serve({
-      policy, modelName: values.name ?? 'vqalab', host: values.host, port, apiKey, allowedMediaRoot: root ? path.resolve(root) : undefined,
-      maxBodyBytes: mb('max-body-mb'), maxImageBytes: mb('max-image-mb'), maxImagePixels: integer('max-image-pixels', values['max-image-pixels']),
-      maxImages: integer('max-images', values['max-images']), maxN: integer('max-n', values['max-n']), maxQueue: integer('max-queue', values['max-queue']),
+      policy,
+      modelName: values.name ?? 'vqalab',
+      host: values.host,
+      port,
+      apiKey,
+      allowedMediaRoot: root ? path.resolve(root) : undefined,
+      maxBodyBytes: mb('max-body-mb'),
+      maxImageBytes: mb('max-image-mb'),
+      maxImagePixels: integer('max-image-pixels', values['max-image-pixels']),
+      maxImages: integer('max-images', values['max-images']),
+      maxN: integer('max-n', values['max-n']),
+      maxQueue: integer('max-queue', values['max-queue']),
       defaultMaxTokens: integer('default-max-tokens', values['default-max-tokens']),
-      maxPromptChars: integer('max-prompt-chars', values['max-prompt-chars']), maxStops: integer('max-stops', values['max-stops']),
-      maxStopChars: integer('max-stop-chars', values['max-stop-chars']), workers: integer('workers', values.workers, 0),
-      batching: !values['no-batching'], maxBatchRows: integer('max-batch-rows', values['max-batch-rows']),
+      maxPromptChars: integer('max-prompt-chars', values['max-prompt-chars']),
+      maxStops: integer('max-stops', values['max-stops']),
+      maxStopChars: integer('max-stop-chars', values['max-stop-chars']),
+      workers: integer('workers', values.workers, 0),
+      batching: !values['no-batching'],
+      maxBatchRows: integer('max-batch-rows', values['max-batch-rows']),
       log: values.quiet ? undefined : (line) => process.stderr.write(`vqalab serve: ${line}\n`),
-      disposeOnClose: true, ...(gateway ? { routes: gateway.routes } : {}),
-      ...(adminKey ? { adminKey } : {}), ...(maxWeightMb !== undefined ? { maxWeightBytes: Math.floor(maxWeightMb * 1024 * 1024) } : {}),
+      disposeOnClose: true,
+      ...(gateway ? { routes: gateway.routes } : {}),
+      ...(adminKey ? { adminKey } : {}),
+      ...(maxWeightMb !== undefined ? { maxWeightBytes: Math.floor(maxWeightMb * 1024 * 1024) } : {}),
     }).catch((err: NodeJS.ErrnoException) => {
       policy.dispose();
       throw new UsageError(`cannot listen on ${values.host}:${port}: ${err.code ?? err.message}`, 1);
     });
-    process.stdout.write(`vqalab serve: model "${handle.modelName}" (${values.model ?? 'embedded tiny model'}, context ${policy.maxSequenceLength} tokens)\n`);
-    process.stdout.write(`vqalab serve: ${backend === 'onnx' ? 'onnxruntime-node backend (one request at a time)' : values['no-batching'] ? 'queue-only mode (one request on the engine at a time)'
-      : `continuous batching (at most ${integer('max-batch-rows', values['max-batch-rows']) ?? 64} rows decoding together)`}\n`);
+    process.stdout.write(
+      `vqalab serve: model "${handle.modelName}" (${values.model ?? 'embedded tiny model'}, context ${policy.maxSequenceLength} tokens)\n`,
+    );
+    process.stdout.write(
+      `vqalab serve: ${
+        backend === 'onnx'
+          ? 'onnxruntime-node backend (one request at a time)'
+          : values['no-batching']
+            ? 'queue-only mode (one request on the engine at a time)'
+            : `continuous batching (at most ${integer('max-batch-rows', values['max-batch-rows']) ?? 64} rows decoding together)`
+      }\n`,
+    );
     gateway?.attach(handle, policy);
-    if (adminKey) process.stdout.write(`vqalab serve: weight push on ${handle.url.replace(/\/v1$/, '')}/admin/weights (weight version ${handle.weights.version})\n`);
-    if (gateway) process.stdout.write(`vqalab serve: training gateway on ${handle.url.replace(/\/v1$/, '')}/rollouts/{rollout}/attempts/{attempt}/ (docs/agents.md)\n`);
+    if (adminKey)
+      process.stdout.write(
+        `vqalab serve: weight push on ${handle.url.replace(/\/v1$/, '')}/admin/weights (weight version ${handle.weights.version})\n`,
+      );
+    if (gateway)
+      process.stdout.write(
+        `vqalab serve: training gateway on ${handle.url.replace(/\/v1$/, '')}/rollouts/{rollout}/attempts/{attempt}/ (docs/agents.md)\n`,
+      );
     process.stdout.write(`listening on ${handle.url}\n`);
     await new Promise<void>((resolve) => {
       const stop = (sig: string) => {

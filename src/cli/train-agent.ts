@@ -71,7 +71,15 @@ async function synthSet(dir: string, images: number, seed: number): Promise<VqaS
   mkdirSync(dir, { recursive: true });
   const out: VqaSample[] = [];
   let current = '';
-  for await (const { sample, png } of synthSamples({ images, questionsPerImage: 2, seed, difficulty: 'easy', shapeCount: [1, 1], shapeSize: [0.16, 0.22], families: ['color', 'shape'] })) {
+  for await (const { sample, png } of synthSamples({
+    images,
+    questionsPerImage: 2,
+    seed,
+    difficulty: 'easy',
+    shapeCount: [1, 1],
+    shapeSize: [0.16, 0.22],
+    families: ['color', 'shape'],
+  })) {
     if (png) {
       current = path.resolve(dir, `${sample.id.replace(/[^A-Za-z0-9._-]/g, '_')}.png`);
       writeFileSync(current, png);
@@ -81,16 +89,35 @@ async function synthSet(dir: string, images: number, seed: number): Promise<VqaS
   return out;
 }
 
-export async function runTrainAgent(argv: string[], io: { out: (l: string) => void; err: (l: string) => void } = { out: (l) => process.stdout.write(`${l}\n`), err: (l) => process.stderr.write(`${l}\n`) }): Promise<number> {
+export async function runTrainAgent(
+  argv: string[],
+  io: { out: (l: string) => void; err: (l: string) => void } = {
+    out: (l) => process.stdout.write(`${l}\n`),
+    err: (l) => process.stderr.write(`${l}\n`),
+  },
+): Promise<number> {
   let v: Record<string, string | string[] | boolean | undefined>;
   try {
     v = parseArgs({
       args: argv,
       options: {
-        agent: { type: 'string' }, env: { type: 'string', multiple: true }, concurrency: { type: 'string' }, 'timeout-ms': { type: 'string' },
-        data: { type: 'string' }, 'synth-images': { type: 'string' }, model: { type: 'string' }, device: { type: 'string' }, threads: { type: 'string' },
-        'sft-steps': { type: 'string' }, steps: { type: 'string' }, prompts: { type: 'string' }, group: { type: 'string' }, lr: { type: 'string' },
-        seed: { type: 'string' }, out: { type: 'string' }, quiet: { type: 'boolean' },
+        agent: { type: 'string' },
+        env: { type: 'string', multiple: true },
+        concurrency: { type: 'string' },
+        'timeout-ms': { type: 'string' },
+        data: { type: 'string' },
+        'synth-images': { type: 'string' },
+        model: { type: 'string' },
+        device: { type: 'string' },
+        threads: { type: 'string' },
+        'sft-steps': { type: 'string' },
+        steps: { type: 'string' },
+        prompts: { type: 'string' },
+        group: { type: 'string' },
+        lr: { type: 'string' },
+        seed: { type: 'string' },
+        out: { type: 'string' },
+        quiet: { type: 'boolean' },
       },
       allowPositionals: false,
     }).values;
@@ -98,7 +125,8 @@ export async function runTrainAgent(argv: string[], io: { out: (l: string) => vo
     throw new UsageError(`${(err as Error).message}; run "vqalab train-agent --help"`);
   }
   const command = v.agent as string | undefined;
-  if (!command || !command.trim()) throw new UsageError('--agent "CMD" is required: the command that runs the agent once per attempt');
+  if (!command || !command.trim())
+    throw new UsageError('--agent "CMD" is required: the command that runs the agent once per attempt');
   const env: Record<string, string> = {};
   for (const kv of (v.env as string[] | undefined) ?? []) {
     const at = kv.indexOf('=');
@@ -108,33 +136,75 @@ export async function runTrainAgent(argv: string[], io: { out: (l: string) => vo
   const lr = v.lr === undefined ? 5e-4 : Number(v.lr);
   if (!Number.isFinite(lr) || lr <= 0) throw new UsageError(`--lr must be a positive number; got "${String(v.lr)}"`);
   const device = (v.device as string | undefined) ?? 'cpu';
-  if (!/^(cpu|cuda(:\d+)?)$/.test(device)) throw new UsageError(`--device must be cpu, cuda or cuda:N; got "${device}"`);
+  if (!/^(cpu|cuda(:\d+)?)$/.test(device))
+    throw new UsageError(`--device must be cpu, cuda or cuda:N; got "${device}"`);
   const seed = int('seed', v.seed as string | undefined, 0);
   const out = path.resolve((v.out as string | undefined) ?? path.join('out', 'train-agent'));
   mkdirSync(out, { recursive: true });
   const quiet = v.quiet === true;
   const t0 = performance.now();
 
-  const train = v.data ? [...await VqaDataset.fromParquet(v.data as string)] : await synthSet(path.join(out, 'synth'), int('synth-images', v['synth-images'] as string | undefined, 200, 1), seed + 1);
+  const train = v.data
+    ? [...(await VqaDataset.fromParquet(v.data as string))]
+    : await synthSet(
+        path.join(out, 'synth'),
+        int('synth-images', v['synth-images'] as string | undefined, 200, 1),
+        seed + 1,
+      );
   const dir = resolveModelFolder((v.model as string | undefined) ?? DEFAULT_MODEL_DIR);
   const threads = v.threads === undefined ? undefined : int('threads', v.threads as string, 1, 1);
-  const model = await loadModel(dir.modelDir, { device: device as Device, ...(threads ? { threads } : {}), ...(dir.lora ? { lora: dir.lora, adapter: dir.adapterDir } : {}) });
+  const model = await loadModel(dir.modelDir, {
+    device: device as Device,
+    ...(threads ? { threads } : {}),
+    ...(dir.lora ? { lora: dir.lora, adapter: dir.adapterDir } : {}),
+  });
   try {
     const tokenizer = VlmTokenizer.load(dir.tokenizerDir);
     const sftSteps = int('sft-steps', v['sft-steps'] as string | undefined, 0);
     if (sftSteps > 0) {
       const proc = new Qwen2VLImageProcessor(processorOptionsFrom(dir.tokenizerDir));
       const trainer = new Trainer({
-        model, tokenizer, train, rewards: [vqaAccuracy()], recordFacts: false,
-        loadImages: async (s) => Promise.all((s.imagePaths ?? [s.imagePath]).map(async (p) => { const r = await proc.process(p); return { pixels: r.pixels, gridThw: r.gridThw }; })),
+        model,
+        tokenizer,
+        train,
+        rewards: [vqaAccuracy()],
+        recordFacts: false,
+        loadImages: async (s) =>
+          Promise.all(
+            (s.imagePaths ?? [s.imagePath]).map(async (p) => {
+              const r = await proc.process(p);
+              return { pixels: r.pixels, gridThw: r.gridThw };
+            }),
+          ),
       });
-      const m = await trainer.sft({ steps: sftSteps, batchSize: 16, learningRate: 2e-3, warmupSteps: Math.min(5, sftSteps) });
-      if (!quiet) io.err(`SFT warm start: ${m.length} steps, cross-entropy ${m[0]?.loss.toFixed(3)} → ${m.at(-1)?.loss.toFixed(3)}`);
+      const m = await trainer.sft({
+        steps: sftSteps,
+        batchSize: 16,
+        learningRate: 2e-3,
+        warmupSteps: Math.min(5, sftSteps),
+      });
+      if (!quiet)
+        io.err(
+          `SFT warm start: ${m.length} steps, cross-entropy ${m[0]?.loss.toFixed(3)} → ${m.at(-1)?.loss.toFixed(3)}`,
+        );
     }
     const training = await AgentTraining.start({
-      model, tokenizer, train,
-      agent: { command, env, concurrency: int('concurrency', v.concurrency as string | undefined, 8, 1), timeoutMs: int('timeout-ms', v['timeout-ms'] as string | undefined, 120_000, 1) },
-      config: { promptsPerStep: int('prompts', v.prompts as string | undefined, 4, 1), numGenerations: int('group', v.group as string | undefined, 4, 2), learningRate: lr, epsilonHigh: 0.28, seed },
+      model,
+      tokenizer,
+      train,
+      agent: {
+        command,
+        env,
+        concurrency: int('concurrency', v.concurrency as string | undefined, 8, 1),
+        timeoutMs: int('timeout-ms', v['timeout-ms'] as string | undefined, 120_000, 1),
+      },
+      config: {
+        promptsPerStep: int('prompts', v.prompts as string | undefined, 4, 1),
+        numGenerations: int('group', v.group as string | undefined, 4, 2),
+        learningRate: lr,
+        epsilonHigh: 0.28,
+        seed,
+      },
       log: quiet ? undefined : io.err,
     });
     const metricsFile = path.join(out, 'metrics.jsonl');
@@ -145,8 +215,10 @@ export async function runTrainAgent(argv: string[], io: { out: (l: string) => vo
         const m = o.metrics;
         appendFileSync(metricsFile, `${JSON.stringify({ ...m, update: { ...m.update } })}\n`);
         if (!quiet) {
-          io.err(`step ${m.step}: reward ${m.rewardMean.toFixed(3)}, ${m.attempts - m.failedAttempts}/${m.attempts} attempts succeeded, ${m.turnsMean.toFixed(2)} turns, `
-            + `${m.update.policyTokens} policy / ${m.update.maskedTokens} masked tokens, loss ${m.update.loss.toFixed(4)} (${(m.rolloutSeconds + m.trainSeconds).toFixed(1)}s)`);
+          io.err(
+            `step ${m.step}: reward ${m.rewardMean.toFixed(3)}, ${m.attempts - m.failedAttempts}/${m.attempts} attempts succeeded, ${m.turnsMean.toFixed(2)} turns, ` +
+              `${m.update.policyTokens} policy / ${m.update.maskedTokens} masked tokens, loss ${m.update.loss.toFixed(4)} (${(m.rolloutSeconds + m.trainSeconds).toFixed(1)}s)`,
+          );
         }
       });
     } finally {
@@ -156,8 +228,11 @@ export async function runTrainAgent(argv: string[], io: { out: (l: string) => vo
     const k = Math.max(1, Math.floor(steps.length / 4));
     const avg = (xs: number[]) => xs.filter(Number.isFinite).reduce((s, x, _i, a) => s + x / a.length, 0);
     const result = {
-      steps: steps.length, rewardFirst: avg(steps.slice(0, k).map((m) => m.rewardMean)), rewardLast: avg(steps.slice(-k).map((m) => m.rewardMean)),
-      failedAttempts: steps.reduce((s, m) => s + m.failedAttempts, 0), seconds: Math.round((performance.now() - t0) / 100) / 10,
+      steps: steps.length,
+      rewardFirst: avg(steps.slice(0, k).map((m) => m.rewardMean)),
+      rewardLast: avg(steps.slice(-k).map((m) => m.rewardMean)),
+      failedAttempts: steps.reduce((s, m) => s + m.failedAttempts, 0),
+      seconds: Math.round((performance.now() - t0) / 100) / 10,
     };
     io.out(JSON.stringify(result));
     return steps.every((m) => m.failedAttempts === m.attempts) ? 1 : 0;

@@ -106,14 +106,18 @@ export function readTrainConfig(file: string): Partial<GrpoConfig> {
   } catch (err) {
     fail(`--config ${file}: invalid JSON (${(err as Error).message})`);
   }
-  if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) fail(`--config ${file}: expected a JSON object of trainer config fields (docs/grpo.md), e.g. {"learningRate": 1e-5, "numGenerations": 8}`);
+  if (raw === null || typeof raw !== 'object' || Array.isArray(raw))
+    fail(
+      `--config ${file}: expected a JSON object of trainer config fields (docs/grpo.md), e.g. {"learningRate": 1e-5, "numGenerations": 8}`,
+    );
   return raw as Partial<GrpoConfig>;
 }
 
 /** Load a Parquet split; errors name the flag, the file and what was expected. */
 async function readSplit(flag: string, file: string, limit: number | undefined): Promise<VqaSample[]> {
   if (!existsSync(file)) fail(`--${flag} ${file}: no such file`);
-  if (statSync(file).isDirectory()) fail(`--${flag} ${file}: is a folder; expected a Parquet file (vqalab data convert / vqalab data synth write one)`);
+  if (statSync(file).isDirectory())
+    fail(`--${flag} ${file}: is a folder; expected a Parquet file (vqalab data convert / vqalab data synth write one)`);
   let ds: VqaDataset;
   try {
     ds = await VqaDataset.fromParquet(file);
@@ -125,13 +129,20 @@ async function readSplit(flag: string, file: string, limit: number | undefined):
   const out: VqaSample[] = [];
   for (let i = 0; i < n; i++) {
     const s = ds.get(i);
-    if (s.answers.length === 0) fail(`--${flag} ${file}: row ${i} (id ${s.id}): no answer; every row needs "answer" (or "answers")`);
+    if (s.answers.length === 0)
+      fail(`--${flag} ${file}: row ${i} (id ${s.id}): no answer; every row needs "answer" (or "answers")`);
     const visuals = sampleVisuals(s);
     for (const p of visuals.images) {
-      if (!existsSync(p)) fail(`--${flag} ${file}: row ${i} (id ${s.id}): image ${p} does not exist (image_path resolves against the Parquet file's folder)`);
+      if (!existsSync(p))
+        fail(
+          `--${flag} ${file}: row ${i} (id ${s.id}): image ${p} does not exist (image_path resolves against the Parquet file's folder)`,
+        );
     }
     for (const p of visuals.videos) {
-      if (!existsSync(p)) fail(`--${flag} ${file}: row ${i} (id ${s.id}): video folder ${p} does not exist (video_path resolves against the Parquet file's folder)`);
+      if (!existsSync(p))
+        fail(
+          `--${flag} ${file}: row ${i} (id ${s.id}): video folder ${p} does not exist (video_path resolves against the Parquet file's folder)`,
+        );
     }
     out.push(s);
   }
@@ -139,12 +150,26 @@ async function readSplit(flag: string, file: string, limit: number | undefined):
 }
 
 /** Synthetic shapes with processed images in memory (the embedded default's data, as the demo makes it). */
-async function synthSplit(questions: number, perImage: number, seed: number, processor: Qwen2VLImageProcessor, into: Map<string, ImageInput[]>): Promise<VqaSample[]> {
+async function synthSplit(
+  questions: number,
+  perImage: number,
+  seed: number,
+  processor: Qwen2VLImageProcessor,
+  into: Map<string, ImageInput[]>,
+): Promise<VqaSample[]> {
   const out: VqaSample[] = [];
   let current: ImageInput[] | undefined;
   const images = Math.ceil(questions / perImage);
   const d = DEMO_DEFAULTS;
-  for await (const { sample, png } of synthSamples({ images, questionsPerImage: perImage, seed, difficulty: d.difficulty, shapeCount: d.shapeCount, shapeSize: d.shapeSize, families: d.families })) {
+  for await (const { sample, png } of synthSamples({
+    images,
+    questionsPerImage: perImage,
+    seed,
+    difficulty: d.difficulty,
+    shapeCount: d.shapeCount,
+    shapeSize: d.shapeSize,
+    families: d.families,
+  })) {
     if (png) {
       const p = await processor.process(png);
       current = [{ pixels: p.pixels, gridThw: p.gridThw }];
@@ -165,10 +190,17 @@ export function stepLine(m: StepOutput['metrics'], step: number, total: number, 
   return `step ${step + 1}/${total} | reward ${fmt(m.rewardMean, 3)} | accuracy ${fmt(m.accuracy, 3)} | ${fmt(m.tokensPerSecond, 0)} tok/s | ${fmt(m.stepSeconds, 2)}s/step | ETA ${formatDuration(left * secondsPerStep)}`;
 }
 
-export async function runTrain(o: TrainOptions, io: { out: Write; err: Write } = { out: (l) => process.stdout.write(l + '\n'), err: (l) => process.stderr.write(l + '\n') }): Promise<TrainResult> {
+export async function runTrain(
+  o: TrainOptions,
+  io: { out: Write; err: Write } = {
+    out: (l) => process.stdout.write(l + '\n'),
+    err: (l) => process.stderr.write(l + '\n'),
+  },
+): Promise<TrainResult> {
   const t0 = performance.now();
   const embeddedData = o.dataPath === undefined;
-  if (embeddedData && o.valDataPath !== undefined) fail('--val-data-path needs --data-path (the embedded default brings its own held-out questions)');
+  if (embeddedData && o.valDataPath !== undefined)
+    fail('--val-data-path needs --data-path (the embedded default brings its own held-out questions)');
   const modelArg = o.model ?? DEFAULT_MODEL_DIR;
   const device = o.device ?? 'cpu';
   const out = o.out ?? path.join('out', 'train');
@@ -183,11 +215,22 @@ export async function runTrain(o: TrainOptions, io: { out: Write; err: Write } =
   }
   checkDemoTarget({ device, model: resolved.modelDir });
   const hasRun = existsSync(path.join(out, 'checkpoints', 'latest'));
-  if (o.resume && !hasRun) fail(`--resume: ${out} holds no checkpoint to continue (no ${path.join(out, 'checkpoints', 'latest')}); run without --resume to start, or pass the run's --out`);
-  if (!o.resume && hasRun) fail(`--out ${out} already holds a run (${path.join(out, 'checkpoints', 'latest')}); pass --resume to continue it, or choose another --out`);
+  if (o.resume && !hasRun)
+    fail(
+      `--resume: ${out} holds no checkpoint to continue (no ${path.join(out, 'checkpoints', 'latest')}); run without --resume to start, or pass the run's --out`,
+    );
+  if (!o.resume && hasRun)
+    fail(
+      `--out ${out} already holds a run (${path.join(out, 'checkpoints', 'latest')}); pass --resume to continue it, or choose another --out`,
+    );
 
   // Config: defaults of the embedded recipe, then the --config file; --max-steps spans the LR schedule.
-  const config: Partial<GrpoConfig> = { ...(embeddedData ? DEMO_DEFAULTS.grpo : {}), seed, totalSteps: maxSteps, ...o.config };
+  const config: Partial<GrpoConfig> = {
+    ...(embeddedData ? DEMO_DEFAULTS.grpo : {}),
+    seed,
+    totalSteps: maxSteps,
+    ...o.config,
+  };
   // Check the config before loading anything: grpoConfig's errors name the field and the fix.
   try {
     grpoConfig(config);
@@ -223,45 +266,80 @@ export async function runTrain(o: TrainOptions, io: { out: Write; err: Write } =
         const p = await processor.process(f);
         images.push({ pixels: p.pixels, gridThw: p.gridThw });
       } catch (err) {
-        throw new Error(`sample ${s.id}${s.row === undefined ? '' : ` (row ${s.row})`}: cannot read image ${f}: ${(err as Error).message}`);
+        throw new Error(
+          `sample ${s.id}${s.row === undefined ? '' : ` (row ${s.row})`}: cannot read image ${f}: ${(err as Error).message}`,
+        );
       }
     }
     for (const d of visuals.videos) {
       try {
-        videoProcessor ??= videoProcessorFor(readConfig(path.join(modelDir, 'config.json')).modelType, processorOptionsFrom(tokenizerDir));
+        videoProcessor ??= videoProcessorFor(
+          readConfig(path.join(modelDir, 'config.json')).modelType,
+          processorOptionsFrom(tokenizerDir),
+        );
         const v = await videoProcessor.processFolder(d, s.videoFps);
-        images.push({ pixels: v.pixels, gridThw: v.gridThw, video: true, secondPerGrid: v.secondPerGrid, ...(v.timestamps ? { timestamps: v.timestamps } : {}) });
+        images.push({
+          pixels: v.pixels,
+          gridThw: v.gridThw,
+          video: true,
+          secondPerGrid: v.secondPerGrid,
+          ...(v.timestamps ? { timestamps: v.timestamps } : {}),
+        });
       } catch (err) {
-        throw new Error(`sample ${s.id}${s.row === undefined ? '' : ` (row ${s.row})`}: cannot read video ${d}: ${(err as Error).message}`);
+        throw new Error(
+          `sample ${s.id}${s.row === undefined ? '' : ` (row ${s.row})`}: cannot read video ${d}: ${(err as Error).message}`,
+        );
       }
     }
     return images;
   };
 
-  const lora: LoadOptions['lora'] = o.loraRank ? { rank: o.loraRank, alpha: 2 * o.loraRank, targetModules: LORA_TARGETS, vision: false, seed } : undefined;
+  const lora: LoadOptions['lora'] = o.loraRank
+    ? { rank: o.loraRank, alpha: 2 * o.loraRank, targetModules: LORA_TARGETS, vision: false, seed }
+    : undefined;
   const load = async (dir: string, opts: { loadOptimizer?: boolean } = {}): Promise<EngineModel> => {
     const r = resolveModelFolder(dir);
     const l = r.lora ?? lora;
     return loadModel(r.modelDir, {
-      device: device as Device, ...(o.threads === undefined ? {} : { threads: o.threads }),
-      ...(l ? { lora: l } : {}), ...(r.adapterDir ? { adapter: r.adapterDir } : {}), ...(opts.loadOptimizer ? { loadOptimizer: true } : {}),
+      device: device as Device,
+      ...(o.threads === undefined ? {} : { threads: o.threads }),
+      ...(l ? { lora: l } : {}),
+      ...(r.adapterDir ? { adapter: r.adapterDir } : {}),
+      ...(opts.loadOptimizer ? { loadOptimizer: true } : {}),
     });
   };
   const common = {
-    train, ...(val ? { evalSets: { val } } : {}), rewards: [vqaAccuracy()],
+    train,
+    ...(val ? { evalSets: { val } } : {}),
+    rewards: [vqaAccuracy()],
     // Accuracy that fits the data: the official formula with 10 answers, exact match with fewer.
     vqaAccuracy: (p: string, a: readonly string[]) => scoreAnswer(p, a).accuracy,
-    loadImages, imageCacheSize: embeddedData ? 0 : 512, outputDir: out, tokenizerDir: resolved.tokenizerDir,
+    loadImages,
+    imageCacheSize: embeddedData ? 0 : 512,
+    outputDir: out,
+    tokenizerDir: resolved.tokenizerDir,
     log: o.quiet ? undefined : io.err,
   };
   let trainer: Trainer;
   try {
     if (o.resume) {
-      trainer = await Trainer.resume(out, { ...common, tokenizer, ...(o.config ? { config: o.config } : {}), loadModel: (dir, { role }) => load(dir, { loadOptimizer: role === 'resume' }) });
+      trainer = await Trainer.resume(out, {
+        ...common,
+        tokenizer,
+        ...(o.config ? { config: o.config } : {}),
+        loadModel: (dir, { role }) => load(dir, { loadOptimizer: role === 'resume' }),
+      });
     } else {
       const model = await load(modelArg);
       try {
-        trainer = new Trainer({ ...common, model, tokenizer, config, modelDir: resolved.modelDir, loadModel: (dir, { role }) => load(dir, { loadOptimizer: role === 'resume' }) });
+        trainer = new Trainer({
+          ...common,
+          model,
+          tokenizer,
+          config,
+          modelDir: resolved.modelDir,
+          loadModel: (dir, { role }) => load(dir, { loadOptimizer: role === 'resume' }),
+        });
       } catch (err) {
         model.dispose();
         throw err;
@@ -276,22 +354,39 @@ export async function runTrain(o: TrainOptions, io: { out: Write; err: Write } =
   let interrupted = false;
   try {
     const startStep = trainer.globalStep;
-    io.out(`vqalab train: ${name} (${(model.numParameters.total / 1e6).toFixed(2)}M parameters${lora ? `, LoRA rank ${lora.rank}: ${(model.numParameters.trainable / 1e6).toFixed(2)}M trainable` : ''}, ${device}) on ${embeddedData ? 'synthetic shapes (embedded default)' : o.dataPath}: ${train.length} training samples${val ? `, ${val.length} validation` : ''}; `
-      + `${o.resume ? `resuming at step ${startStep}, ` : ''}${Math.max(0, maxSteps - startStep)} GRPO steps of ${trainer.config.promptsPerStep}×${trainer.config.numGenerations}; out ${out}`);
+    io.out(
+      `vqalab train: ${name} (${(model.numParameters.total / 1e6).toFixed(2)}M parameters${lora ? `, LoRA rank ${lora.rank}: ${(model.numParameters.trainable / 1e6).toFixed(2)}M trainable` : ''}, ${device}) on ${embeddedData ? 'synthetic shapes (embedded default)' : o.dataPath}: ${train.length} training samples${val ? `, ${val.length} validation` : ''}; ` +
+        `${o.resume ? `resuming at step ${startStep}, ` : ''}${Math.max(0, maxSteps - startStep)} GRPO steps of ${trainer.config.promptsPerStep}×${trainer.config.numGenerations}; out ${out}`,
+    );
 
     // SFT warm start (embedded default: the demo's), once: a resumed run has done it.
     const sftSteps = o.sftSteps ?? (embeddedData ? DEMO_DEFAULTS.sftSteps : 0);
     // A run interrupted during the warm start finishes it on --resume; one past it never repeats it.
     const sftLeft = startStep === 0 ? Math.max(0, sftSteps - trainer.sftSteps) : 0;
     if (sftLeft > 0) {
-      const sft = await interruptible((signal) => trainer.sft({
-        steps: sftLeft, batchSize: DEMO_DEFAULTS.sftBatch, learningRate: o.sftLearningRate ?? DEMO_DEFAULTS.sftLearningRate, warmupSteps: Math.min(5, sftSteps), signal,
-      }), o.signal);
-      io.out(`SFT warm start: ${sft.length} steps, cross-entropy ${fmt(sft[0]?.loss ?? NaN, 3)} → ${fmt(sft.at(-1)?.loss ?? NaN, 3)}`);
+      const sft = await interruptible(
+        (signal) =>
+          trainer.sft({
+            steps: sftLeft,
+            batchSize: DEMO_DEFAULTS.sftBatch,
+            learningRate: o.sftLearningRate ?? DEMO_DEFAULTS.sftLearningRate,
+            warmupSteps: Math.min(5, sftSteps),
+            signal,
+          }),
+        o.signal,
+      );
+      io.out(
+        `SFT warm start: ${sft.length} steps, cross-entropy ${fmt(sft[0]?.loss ?? NaN, 3)} → ${fmt(sft.at(-1)?.loss ?? NaN, 3)}`,
+      );
       if (sft.length < sftLeft) interrupted = true;
     }
 
-    const evalLine = (e: EvalSummary) => `eval after step ${trainer.globalStep}: ${e.split} accuracy ${e.overall.toFixed(2)}% (${e.n} questions; ${Object.entries(e.perAnswerType).map(([t, v]) => `${t} ${v.toFixed(2)}`).join(', ')})`;
+    const evalLine = (e: EvalSummary) =>
+      `eval after step ${trainer.globalStep}: ${e.split} accuracy ${e.overall.toFixed(2)}% (${e.n} questions; ${Object.entries(
+        e.perAnswerType,
+      )
+        .map(([t, v]) => `${t} ${v.toFixed(2)}`)
+        .join(', ')})`;
     // Checkpoints are taken here rather than by run(): a run whose groups all tied so far has
     // taken no update, and the engine has no optimizer state to save yet; that is a note, not a crash.
     let checkpoint: string | undefined;
@@ -300,18 +395,26 @@ export async function runTrain(o: TrainOptions, io: { out: Write; err: Write } =
         checkpoint = await trainer.save();
       } catch (err) {
         if (!/no optimizer state to save/.test((err as Error).message)) throw err;
-        io.err(`no checkpoint after step ${trainer.globalStep}: no update has been taken yet (every group's rewards tied), so the weights are the starting ones`);
+        io.err(
+          `no checkpoint after step ${trainer.globalStep}: no update has been taken yet (every group's rewards tied), so the weights are the starting ones`,
+        );
       }
     };
     const remaining = Math.max(0, maxSteps - trainer.globalStep);
     const ckptEvery = o.checkpointEvery ?? 0;
-    let sum = 0, n = 0;
+    let sum = 0,
+      n = 0;
     if (!interrupted && remaining > 0) {
       const run = await trainer.run({
-        steps: remaining, signal: o.signal, dashboard: false,
+        steps: remaining,
+        signal: o.signal,
+        dashboard: false,
         evalEvery: val ? (o.evalEvery ?? 0) : 0,
         onStep: async (s) => {
-          if (Number.isFinite(s.metrics.stepSeconds)) { sum += s.metrics.stepSeconds; n++; }
+          if (Number.isFinite(s.metrics.stepSeconds)) {
+            sum += s.metrics.stepSeconds;
+            n++;
+          }
           io.out(stepLine(s.metrics, s.step, maxSteps, n ? sum / n : NaN));
           if (ckptEvery > 0 && trainer.globalStep % ckptEvery === 0 && trainer.globalStep < maxSteps) await save();
         },
@@ -327,18 +430,41 @@ export async function runTrain(o: TrainOptions, io: { out: Write; err: Write } =
     }
     const seconds = Math.round((performance.now() - t0) / 100) / 10;
     const result: TrainResult = {
-      stepsRun: trainer.globalStep - startStep, lastStep: trainer.globalStep - 1, interrupted, ...(checkpoint ? { checkpoint } : {}),
-      metricsFile: path.join(out, 'metrics.jsonl'), seconds, ...(finalEval ? { finalEval } : {}),
+      stepsRun: trainer.globalStep - startStep,
+      lastStep: trainer.globalStep - 1,
+      interrupted,
+      ...(checkpoint ? { checkpoint } : {}),
+      metricsFile: path.join(out, 'metrics.jsonl'),
+      seconds,
+      ...(finalEval ? { finalEval } : {}),
     };
-    await writeFileAtomic(path.join(out, 'result.json'), JSON.stringify({
-      steps: trainer.globalStep, maxSteps, interrupted, checkpoint: checkpoint ?? null, seconds,
-      ...(finalEval ? { valAccuracy: finalEval.overall, valPerAnswerType: finalEval.perAnswerType } : {}),
-      model: modelArg, dataPath: o.dataPath ?? null, valDataPath: o.valDataPath ?? null, device, loraRank: o.loraRank ?? null, config: { ...trainer.config },
-    }, null, 2) + '\n');
+    await writeFileAtomic(
+      path.join(out, 'result.json'),
+      JSON.stringify(
+        {
+          steps: trainer.globalStep,
+          maxSteps,
+          interrupted,
+          checkpoint: checkpoint ?? null,
+          seconds,
+          ...(finalEval ? { valAccuracy: finalEval.overall, valPerAnswerType: finalEval.perAnswerType } : {}),
+          model: modelArg,
+          dataPath: o.dataPath ?? null,
+          valDataPath: o.valDataPath ?? null,
+          device,
+          loraRank: o.loraRank ?? null,
+          config: { ...trainer.config },
+        },
+        null,
+        2,
+      ) + '\n',
+    );
     const where = checkpoint ? `checkpoint ${checkpoint}` : 'no checkpoint (no update taken)';
-    io.out(interrupted
-      ? `interrupted after step ${trainer.globalStep}: ${where}; continue with the same command and --resume`
-      : `done: ${trainer.globalStep} steps in ${seconds}s; ${where}; metrics ${result.metricsFile}`);
+    io.out(
+      interrupted
+        ? `interrupted after step ${trainer.globalStep}: ${where}; continue with the same command and --resume`
+        : `done: ${trainer.globalStep} steps in ${seconds}s; ${where}; metrics ${result.metricsFile}`,
+    );
     return result;
   } finally {
     model.dispose();
@@ -387,13 +513,15 @@ Output:
 function int(name: string, v: string | undefined, min: number): number | undefined {
   if (v === undefined) return undefined;
   const n = Number(v);
-  if (v.trim() === '' || !Number.isInteger(n) || n < min) throw new UsageError(`--${name} must be an integer >= ${min}; got "${v}"`);
+  if (v.trim() === '' || !Number.isInteger(n) || n < min)
+    throw new UsageError(`--${name} must be an integer >= ${min}; got "${v}"`);
   return n;
 }
 
 export const trainCommand: Command = {
   name: 'train',
-  summary: 'GRPO of a Qwen2-VL folder on a Parquet VQA table (--model, --data-path, --max-steps); Ctrl-C saves, --resume continues',
+  summary:
+    'GRPO of a Qwen2-VL folder on a Parquet VQA table (--model, --data-path, --max-steps); Ctrl-C saves, --resume continues',
   usage,
   async run(argv) {
     // `vqalab train --agent "CMD"`: an agent's rollouts through the training gateway (src/gateway).
@@ -401,12 +529,28 @@ export const trainCommand: Command = {
     let values: Record<string, string | boolean | undefined>;
     try {
       ({ values } = parseArgs({
-        args: argv, strict: true, allowPositionals: false,
+        args: argv,
+        strict: true,
+        allowPositionals: false,
         options: {
-          model: { type: 'string' }, 'data-path': { type: 'string' }, 'val-data-path': { type: 'string' }, 'max-steps': { type: 'string' },
-          device: { type: 'string' }, 'lora-rank': { type: 'string' }, config: { type: 'string' }, out: { type: 'string' },
-          resume: { type: 'boolean' }, 'eval-every': { type: 'string' }, 'checkpoint-every': { type: 'string' }, 'sft-steps': { type: 'string' }, 'sft-lr': { type: 'string' },
-          'limit-train': { type: 'string' }, 'limit-val': { type: 'string' }, threads: { type: 'string' }, seed: { type: 'string' }, quiet: { type: 'boolean' },
+          model: { type: 'string' },
+          'data-path': { type: 'string' },
+          'val-data-path': { type: 'string' },
+          'max-steps': { type: 'string' },
+          device: { type: 'string' },
+          'lora-rank': { type: 'string' },
+          config: { type: 'string' },
+          out: { type: 'string' },
+          resume: { type: 'boolean' },
+          'eval-every': { type: 'string' },
+          'checkpoint-every': { type: 'string' },
+          'sft-steps': { type: 'string' },
+          'sft-lr': { type: 'string' },
+          'limit-train': { type: 'string' },
+          'limit-val': { type: 'string' },
+          threads: { type: 'string' },
+          seed: { type: 'string' },
+          quiet: { type: 'boolean' },
         },
       }));
     } catch (err) {
@@ -419,7 +563,12 @@ export const trainCommand: Command = {
     if (str('val-data-path') !== undefined) o.valDataPath = str('val-data-path');
     if (str('out') !== undefined) o.out = str('out');
     if (str('device') !== undefined) o.device = str('device');
-    for (const [k, flag] of [['model', 'model'], ['dataPath', 'data-path'], ['valDataPath', 'val-data-path'], ['out', 'out']] as const) {
+    for (const [k, flag] of [
+      ['model', 'model'],
+      ['dataPath', 'data-path'],
+      ['valDataPath', 'val-data-path'],
+      ['out', 'out'],
+    ] as const) {
       if (o[k] === '') throw new UsageError(`--${flag} needs a path; got an empty string`);
     }
     const set = (key: keyof TrainOptions, flag: string, min: number) => {
@@ -432,8 +581,10 @@ export const trainCommand: Command = {
     set('checkpointEvery', 'checkpoint-every', 0);
     set('sftSteps', 'sft-steps', 0);
     if (str('sft-lr') !== undefined) {
-      const v = str('sft-lr')!, x = Number(v);
-      if (v.trim() === '' || !Number.isFinite(x) || x <= 0) throw new UsageError(`--sft-lr must be a number > 0; got "${v}"`);
+      const v = str('sft-lr')!,
+        x = Number(v);
+      if (v.trim() === '' || !Number.isFinite(x) || x <= 0)
+        throw new UsageError(`--sft-lr must be a number > 0; got "${v}"`);
       o.sftLearningRate = x;
     }
     set('limitTrain', 'limit-train', 1);
@@ -442,7 +593,9 @@ export const trainCommand: Command = {
     set('seed', 'seed', 0);
     if (str('config') !== undefined) o.config = readTrainConfig(str('config')!);
     if (o.model === undefined && o.dataPath === undefined && o.valDataPath !== undefined) {
-      throw new UsageError('--val-data-path needs --data-path (the embedded default brings its own held-out questions)');
+      throw new UsageError(
+        '--val-data-path needs --data-path (the embedded default brings its own held-out questions)',
+      );
     }
     const r = await runTrain(o);
     return r.interrupted ? 130 : 0;

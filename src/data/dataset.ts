@@ -40,24 +40,42 @@ interface SampleSource {
 
 class ArrowSource implements SampleSource {
   private readonly reader: VqaTableReader;
-  constructor(table: arrow.Table, readonly name: string, baseDir: string, readonly metadata: Record<string, string>) {
+  constructor(
+    table: arrow.Table,
+    readonly name: string,
+    baseDir: string,
+    readonly metadata: Record<string, string>,
+  ) {
     this.reader = new VqaTableReader(table, name, baseDir);
   }
-  get size(): number { return this.reader.size; }
-  get extraColumns(): string[] { return this.reader.extraColumns; }
-  sample(i: number): VqaSample { return this.reader.sample(i); }
+  get size(): number {
+    return this.reader.size;
+  }
+  get extraColumns(): string[] {
+    return this.reader.extraColumns;
+  }
+  sample(i: number): VqaSample {
+    return this.reader.sample(i);
+  }
 }
 
 class ArraySource implements SampleSource {
   readonly extraColumns: string[];
   readonly metadata: Record<string, string> = {};
-  constructor(private readonly samples: readonly VqaSample[], readonly name: string) {
+  constructor(
+    private readonly samples: readonly VqaSample[],
+    readonly name: string,
+  ) {
     const extras = new Set<string>();
     for (const s of samples) for (const k of Object.keys(s.extra ?? {})) extras.add(k);
     this.extraColumns = [...extras];
   }
-  get size(): number { return this.samples.length; }
-  sample(i: number): VqaSample { return { ...this.samples[i]!, row: this.samples[i]!.row ?? i }; }
+  get size(): number {
+    return this.samples.length;
+  }
+  sample(i: number): VqaSample {
+    return { ...this.samples[i]!, row: this.samples[i]!.row ?? i };
+  }
 }
 
 /** Selects samples by their VQA fields; every given condition must hold. */
@@ -84,13 +102,15 @@ function matchesValue(value: string | undefined, cond: string | string[] | RegEx
 
 function compileFilter(f: SampleFilter): (s: VqaSample) => boolean {
   const known = ['answerType', 'questionType', 'answer', 'question', 'hasAnswers', 'minImages'];
-  for (const k of Object.keys(f)) if (!known.includes(k)) throw invalidParameterError('filter', `an object with keys among ${known.join(', ')}`, k);
-  return (s) => (f.answerType === undefined || matchesValue(s.answerType, f.answerType))
-    && (f.questionType === undefined || matchesValue(s.questionType, f.questionType))
-    && (f.answer === undefined || matchesValue(s.answer, f.answer))
-    && (f.question === undefined || f.question.test(s.question))
-    && (f.hasAnswers === undefined || (s.answers.length > 0) === f.hasAnswers)
-    && (f.minImages === undefined || (s.imagePaths?.length ?? 1) >= f.minImages);
+  for (const k of Object.keys(f))
+    if (!known.includes(k)) throw invalidParameterError('filter', `an object with keys among ${known.join(', ')}`, k);
+  return (s) =>
+    (f.answerType === undefined || matchesValue(s.answerType, f.answerType)) &&
+    (f.questionType === undefined || matchesValue(s.questionType, f.questionType)) &&
+    (f.answer === undefined || matchesValue(s.answer, f.answer)) &&
+    (f.question === undefined || f.question.test(s.question)) &&
+    (f.hasAnswers === undefined || s.answers.length > 0 === f.hasAnswers) &&
+    (f.minImages === undefined || (s.imagePaths?.length ?? 1) >= f.minImages);
 }
 
 export interface SplitOptions {
@@ -111,19 +131,35 @@ export class VqaDataset implements Iterable<VqaSample> {
    * id, image_path, question, answer loads; other columns are kept in `sample.extra`. Relative
    * image paths resolve against the file's folder. Throws naming the file and the column or row.
    */
-  static async fromParquet(file: string, { imageCache = defaultImageCache }: { imageCache?: ImageCache } = {}): Promise<VqaDataset> {
+  static async fromParquet(
+    file: string,
+    { imageCache = defaultImageCache }: { imageCache?: ImageCache } = {},
+  ): Promise<VqaDataset> {
     const { table, metadata } = await readParquetTable(file);
-    return new VqaDataset(new ArrowSource(table, file, path.dirname(path.resolve(file)), metadata), undefined, imageCache);
+    return new VqaDataset(
+      new ArrowSource(table, file, path.dirname(path.resolve(file)), metadata),
+      undefined,
+      imageCache,
+    );
   }
 
   /** Wrap an Arrow table of the VQA schema. `baseDir` resolves relative image paths (default: cwd). */
-  static fromArrow(table: arrow.Table, { source = '<arrow table>', baseDir = process.cwd(), imageCache = defaultImageCache }:
-    { source?: string; baseDir?: string; imageCache?: ImageCache } = {}): VqaDataset {
+  static fromArrow(
+    table: arrow.Table,
+    {
+      source = '<arrow table>',
+      baseDir = process.cwd(),
+      imageCache = defaultImageCache,
+    }: { source?: string; baseDir?: string; imageCache?: ImageCache } = {},
+  ): VqaDataset {
     return new VqaDataset(new ArrowSource(table, source, baseDir, {}), undefined, imageCache);
   }
 
   /** Wrap samples already in memory (they are not copied). */
-  static fromSamples(samples: readonly VqaSample[], { source = '<samples>', imageCache = defaultImageCache }: { source?: string; imageCache?: ImageCache } = {}): VqaDataset {
+  static fromSamples(
+    samples: readonly VqaSample[],
+    { source = '<samples>', imageCache = defaultImageCache }: { source?: string; imageCache?: ImageCache } = {},
+  ): VqaDataset {
     if (!Array.isArray(samples)) throw invalidParameterError('samples', 'an array of VqaSample', samples);
     return new VqaDataset(new ArraySource(samples, source), undefined, imageCache);
   }
@@ -206,13 +242,16 @@ export class VqaDataset implements Iterable<VqaSample> {
     let total = 0;
     for (const k of names) {
       const f = fractions[k];
-      if (typeof f !== 'number' || !(f >= 0 && f <= 1)) throw invalidParameterError(`fractions.${k}`, 'number between 0 and 1', f);
+      if (typeof f !== 'number' || !(f >= 0 && f <= 1))
+        throw invalidParameterError(`fractions.${k}`, 'number between 0 and 1', f);
       total += f;
     }
-    if (Math.abs(total - 1) > 1e-9) throw invalidParameterError('fractions', 'fractions summing to 1', `a sum of ${total}` as unknown);
+    if (Math.abs(total - 1) > 1e-9)
+      throw invalidParameterError('fractions', 'fractions summing to 1', `a sum of ${total}` as unknown);
     const shuffled = this.shuffle(seed).rows();
     const out = {} as Record<K, VqaDataset>;
-    let at = 0, acc = 0;
+    let at = 0,
+      acc = 0;
     names.forEach((k, idx) => {
       acc += fractions[k];
       const end = idx === names.length - 1 ? shuffled.length : Math.round(acc * shuffled.length);
@@ -257,7 +296,9 @@ export class VqaDataset implements Iterable<VqaSample> {
   }
 
   /** Counts of a field's values (answerType, questionType, answer, ...), largest first. */
-  countBy(field: 'answerType' | 'questionType' | 'answer' | 'multipleChoiceAnswer' | ((s: VqaSample) => string | undefined)): Map<string, number> {
+  countBy(
+    field: 'answerType' | 'questionType' | 'answer' | 'multipleChoiceAnswer' | ((s: VqaSample) => string | undefined),
+  ): Map<string, number> {
     const get = typeof field === 'function' ? field : (s: VqaSample) => s[field] as string | undefined;
     const counts = new Map<string, number>();
     for (const s of this) {
@@ -302,8 +343,12 @@ export class VqaDataset implements Iterable<VqaSample> {
     const h = createHash('sha256');
     h.update(`vqalab-dataset-v1\n${this.size}\n`);
     for (const s of this) {
-      const names = (s.imagePaths && s.imagePaths.length > 0 ? s.imagePaths : [s.imagePath]).map((p) => path.basename(p));
-      h.update(JSON.stringify([s.id, names, s.question, s.answer, s.answers, s.answerType ?? null, s.questionType ?? null]));
+      const names = (s.imagePaths && s.imagePaths.length > 0 ? s.imagePaths : [s.imagePath]).map((p) =>
+        path.basename(p),
+      );
+      h.update(
+        JSON.stringify([s.id, names, s.question, s.answer, s.answers, s.answerType ?? null, s.questionType ?? null]),
+      );
       h.update('\n');
     }
     return h.digest('hex');
@@ -329,11 +374,21 @@ export class VqaDataset implements Iterable<VqaSample> {
    * Write this view to Parquet (atomically, in row groups). Image paths are written as they are
    * (absolute), or relative to the output's folder with `relativePaths`.
    */
-  async writeParquet(file: string, options: ParquetWriteOptions & { relativePaths?: boolean } = {}): Promise<ParquetWriteResult> {
-    let multi = false, vqa = false;
+  async writeParquet(
+    file: string,
+    options: ParquetWriteOptions & { relativePaths?: boolean } = {},
+  ): Promise<ParquetWriteResult> {
+    let multi = false,
+      vqa = false;
     for (const s of this) {
       if (s.imagePaths && s.imagePaths.length > 1) multi = true;
-      if (s.answerType !== undefined || s.questionType !== undefined || s.multipleChoiceAnswer !== undefined || s.imageId !== undefined) vqa = true;
+      if (
+        s.answerType !== undefined ||
+        s.questionType !== undefined ||
+        s.multipleChoiceAnswer !== undefined ||
+        s.imageId !== undefined
+      )
+        vqa = true;
     }
     const extras: Record<string, ExtraColumnType> = {};
     for (const c of this.src.extraColumns) {
@@ -341,23 +396,36 @@ export class VqaDataset implements Iterable<VqaSample> {
       for (const s of this) {
         const v = s.extra?.[c];
         if (v === null || v === undefined) continue;
-        type = typeof v === 'number' ? (Number.isInteger(v) && Math.abs(v) < 2 ** 31 ? 'int32' : 'float64') : typeof v === 'boolean' ? 'bool' : 'string';
+        type =
+          typeof v === 'number'
+            ? Number.isInteger(v) && Math.abs(v) < 2 ** 31
+              ? 'int32'
+              : 'float64'
+            : typeof v === 'boolean'
+              ? 'bool'
+              : 'string';
         break;
       }
       extras[c] = type;
     }
     const builder = new VqaTableBuilder({
-      imagePaths: multi, vqaColumns: vqa, extras,
+      imagePaths: multi,
+      vqaColumns: vqa,
+      extras,
       relativeTo: options.relativePaths ? path.dirname(path.resolve(file)) : undefined,
     });
     const groupSize = options.rowGroupSize ?? 65_536;
-    return writeParquetAtomic(file, async (write) => {
-      for (const s of this) {
-        builder.add(s);
-        if (builder.length >= groupSize) await write(builder.build());
-      }
-      if (builder.length > 0 || this.size === 0) await write(builder.build());
-    }, options);
+    return writeParquetAtomic(
+      file,
+      async (write) => {
+        for (const s of this) {
+          builder.add(s);
+          if (builder.length >= groupSize) await write(builder.build());
+        }
+        if (builder.length > 0 || this.size === 0) await write(builder.build());
+      },
+      options,
+    );
   }
 
   /** A short text description: source, size, answer types. */

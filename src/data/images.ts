@@ -39,14 +39,17 @@ export class ImageCache {
     const inflight = this.pending.get(file);
     if (inflight) return inflight;
     this.misses++;
-    const p = decodeRgb(file).then((img) => {
-      this.pending.delete(file);
-      this.put(file, img);
-      return img;
-    }, (err) => {
-      this.pending.delete(file);
-      throw err;
-    });
+    const p = decodeRgb(file).then(
+      (img) => {
+        this.pending.delete(file);
+        this.put(file, img);
+        return img;
+      },
+      (err) => {
+        this.pending.delete(file);
+        throw err;
+      },
+    );
     this.pending.set(file, p);
     return p;
   }

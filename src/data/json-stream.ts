@@ -39,7 +39,18 @@ export interface JsonArrayScanResult {
   bytes: number;
 }
 
-const enum Phase { Start, BeforeKey, Key, Colon, BeforeValue, Value, BeforeItem, Item, AfterItem, End }
+const enum Phase {
+  Start,
+  BeforeKey,
+  Key,
+  Colon,
+  BeforeValue,
+  Value,
+  BeforeItem,
+  Item,
+  AfterItem,
+  End,
+}
 
 function isWs(c: number): boolean {
   return c === 0x20 || c === 0x0a || c === 0x0d || c === 0x09;
@@ -67,7 +78,11 @@ class ValueScanner {
   scalar = false;
 
   reset(): void {
-    this.depth = 0; this.inString = false; this.escape = false; this.started = false; this.scalar = false;
+    this.depth = 0;
+    this.inString = false;
+    this.escape = false;
+    this.started = false;
+    this.scalar = false;
   }
 
   run(buf: Buffer, from: number): number {
@@ -77,21 +92,28 @@ class ValueScanner {
       if (i >= n) return -1;
       this.started = true;
       const c = buf[i]!;
-      if (c === 0x22) { this.inString = true; i++; }
-      else if (c === 0x7b || c === 0x5b) { this.depth = 1; i++; }
-      else this.scalar = true;
+      if (c === 0x22) {
+        this.inString = true;
+        i++;
+      } else if (c === 0x7b || c === 0x5b) {
+        this.depth = 1;
+        i++;
+      } else this.scalar = true;
     }
     if (this.scalar) {
       while (i < n && !isDelimiter(buf[i]!)) i++;
       return i < n ? i : -1;
     }
     // State lives in locals inside the loop (much faster than fields) and is saved on exit.
-    let depth = this.depth, inString = this.inString, escape = this.escape;
+    let depth = this.depth,
+      inString = this.inString,
+      escape = this.escape;
     for (;;) {
       if (inString) {
         if (escape) {
           if (i >= n) break;
-          escape = false; i++;
+          escape = false;
+          i++;
         }
         // Jump to the next quote; it ends the string unless an odd run of backslashes precedes it.
         const q = buf.indexOf(0x22, i);
@@ -107,7 +129,12 @@ class ValueScanner {
         i = q + 1;
         if ((q - 1 - b) % 2 === 1) continue; // escaped quote: still inside the string
         inString = false;
-        if (depth === 0) { this.depth = 0; this.inString = false; this.escape = false; return i; }
+        if (depth === 0) {
+          this.depth = 0;
+          this.inString = false;
+          this.escape = false;
+          return i;
+        }
         continue;
       }
       if (i >= n) break;
@@ -115,10 +142,17 @@ class ValueScanner {
       if (c === 0x22) inString = true;
       else if (c === 0x7b || c === 0x5b) depth++;
       else if (c === 0x7d || c === 0x5d) {
-        if (--depth === 0) { this.depth = 0; this.inString = false; this.escape = false; return i; }
+        if (--depth === 0) {
+          this.depth = 0;
+          this.inString = false;
+          this.escape = false;
+          return i;
+        }
       }
     }
-    this.depth = depth; this.inString = inString; this.escape = escape;
+    this.depth = depth;
+    this.inString = inString;
+    this.escape = escape;
     return -1;
   }
 }
@@ -153,8 +187,10 @@ export async function scanJsonArray(file: string, options: JsonArrayScanOptions)
   const flushBatch = async (): Promise<void> => {
     const m = batchStarts.length;
     if (m === 0) return;
-    const starts = batchStarts, ends = batchEnds;
-    batchStarts = []; batchEnds = [];
+    const starts = batchStarts,
+      ends = batchEnds;
+    batchStarts = [];
+    batchEnds = [];
     let items: unknown[];
     try {
       items = JSON.parse(`[${buf.toString('utf8', starts[0], ends[m - 1])}]`) as unknown[];
@@ -163,10 +199,14 @@ export async function scanJsonArray(file: string, options: JsonArrayScanOptions)
         try {
           JSON.parse(buf.toString('utf8', starts[k], ends[k]));
         } catch (err) {
-          throw new Error(`${where(base + starts[k]!)}: ${arrayKey}[${count + k}] is not valid JSON (${(err as Error).message})`);
+          throw new Error(
+            `${where(base + starts[k]!)}: ${arrayKey}[${count + k}] is not valid JSON (${(err as Error).message})`,
+          );
         }
       }
-      throw new Error(`${where(base + starts[0]!)}: ${arrayKey}[${count}..${count + m - 1}] are not valid JSON together`);
+      throw new Error(
+        `${where(base + starts[0]!)}: ${arrayKey}[${count}..${count + m - 1}] are not valid JSON together`,
+      );
     }
     for (let k = 0; k < m; k++) {
       const wait = onItem(items[k], count++);
@@ -195,87 +235,169 @@ export async function scanJsonArray(file: string, options: JsonArrayScanOptions)
         switch (phase) {
           case Phase.Start: {
             const c = buf[pos]!;
-            if (isWs(c)) { pos++; break; }
+            if (isWs(c)) {
+              pos++;
+              break;
+            }
             const at = base + pos; // a UTF-8 byte order mark may open the file
-            if ((at === 0 && c === 0xef) || (at === 1 && c === 0xbb) || (at === 2 && c === 0xbf)) { pos++; break; }
-            if (c === 0x7b) { pos++; phase = Phase.BeforeKey; break; }
-            throw new Error(`${where(base + pos)}: expected a JSON object with a "${arrayKey}" array at the top level, found ${c === 0x5b ? 'an array' : show(c)}`);
+            if ((at === 0 && c === 0xef) || (at === 1 && c === 0xbb) || (at === 2 && c === 0xbf)) {
+              pos++;
+              break;
+            }
+            if (c === 0x7b) {
+              pos++;
+              phase = Phase.BeforeKey;
+              break;
+            }
+            throw new Error(
+              `${where(base + pos)}: expected a JSON object with a "${arrayKey}" array at the top level, found ${c === 0x5b ? 'an array' : show(c)}`,
+            );
           }
           case Phase.BeforeKey: {
             const c = buf[pos]!;
-            if (isWs(c) || c === 0x2c) { pos++; break; }
-            if (c === 0x7d) { pos++; phase = Phase.End; break; }
-            if (c !== 0x22) throw new Error(`${where(base + pos)}: expected a key (a string) in the top-level object, found ${show(c)}`);
-            start = pos; scanner.reset(); phase = Phase.Key;
+            if (isWs(c) || c === 0x2c) {
+              pos++;
+              break;
+            }
+            if (c === 0x7d) {
+              pos++;
+              phase = Phase.End;
+              break;
+            }
+            if (c !== 0x22)
+              throw new Error(
+                `${where(base + pos)}: expected a key (a string) in the top-level object, found ${show(c)}`,
+              );
+            start = pos;
+            scanner.reset();
+            phase = Phase.Key;
             break;
           }
           case Phase.Key: {
             const end = scanner.run(buf, pos);
-            if (end < 0) { pos = n; break scan; }
+            if (end < 0) {
+              pos = n;
+              break scan;
+            }
             key = JSON.parse(buf.toString('utf8', start, end)) as string;
-            start = -1; pos = end; phase = Phase.Colon;
+            start = -1;
+            pos = end;
+            phase = Phase.Colon;
             break;
           }
           case Phase.Colon: {
             const c = buf[pos]!;
-            if (isWs(c)) { pos++; break; }
+            if (isWs(c)) {
+              pos++;
+              break;
+            }
             if (c !== 0x3a) throw new Error(`${where(base + pos)}: expected ':' after key "${key}", found ${show(c)}`);
-            pos++; phase = Phase.BeforeValue;
+            pos++;
+            phase = Phase.BeforeValue;
             break;
           }
           case Phase.BeforeValue: {
             const c = buf[pos]!;
-            if (isWs(c)) { pos++; break; }
-            if (key === arrayKey) {
-              if (c !== 0x5b) throw new Error(`${where(base + pos)}: "${arrayKey}" must be an array, found ${show(c)}`);
-              foundArray = true; pos++; phase = Phase.BeforeItem;
+            if (isWs(c)) {
+              pos++;
               break;
             }
-            start = pos; keepValue = true; scanner.reset(); phase = Phase.Value;
+            if (key === arrayKey) {
+              if (c !== 0x5b) throw new Error(`${where(base + pos)}: "${arrayKey}" must be an array, found ${show(c)}`);
+              foundArray = true;
+              pos++;
+              phase = Phase.BeforeItem;
+              break;
+            }
+            start = pos;
+            keepValue = true;
+            scanner.reset();
+            phase = Phase.Value;
             break;
           }
           case Phase.Value: {
             const end = scanner.run(buf, pos);
             if (end < 0) {
-              if (keepValue && n - start > MAX_OTHER_VALUE) { keepValue = false; skippedKeys.push(key); }
-              pos = n; break scan;
+              if (keepValue && n - start > MAX_OTHER_VALUE) {
+                keepValue = false;
+                skippedKeys.push(key);
+              }
+              pos = n;
+              break scan;
             }
             if (keepValue) {
               try {
                 topLevel[key] = JSON.parse(buf.toString('utf8', start, end));
               } catch (err) {
-                throw new Error(`${where(base + start)}: top-level "${key}" is not valid JSON (${(err as Error).message})`);
+                throw new Error(
+                  `${where(base + start)}: top-level "${key}" is not valid JSON (${(err as Error).message})`,
+                );
               }
             }
-            start = -1; pos = end; phase = Phase.BeforeKey;
+            start = -1;
+            pos = end;
+            phase = Phase.BeforeKey;
             break;
           }
           case Phase.BeforeItem: {
             const c = buf[pos]!;
-            if (isWs(c)) { pos++; break; }
-            if (c === 0x5d) { pos++; phase = Phase.BeforeKey; break; }
-            if (c === 0x2c) throw new Error(`${where(base + pos)}: ${arrayKey}[${count + batchStarts.length}]: unexpected ','`);
-            start = pos; scanner.reset(); phase = Phase.Item;
+            if (isWs(c)) {
+              pos++;
+              break;
+            }
+            if (c === 0x5d) {
+              pos++;
+              phase = Phase.BeforeKey;
+              break;
+            }
+            if (c === 0x2c)
+              throw new Error(`${where(base + pos)}: ${arrayKey}[${count + batchStarts.length}]: unexpected ','`);
+            start = pos;
+            scanner.reset();
+            phase = Phase.Item;
             break;
           }
           case Phase.Item: {
             const end = scanner.run(buf, pos);
-            if (end < 0) { pos = n; break scan; }
-            batchStarts.push(start); batchEnds.push(end);
-            start = -1; pos = end; phase = Phase.AfterItem;
+            if (end < 0) {
+              pos = n;
+              break scan;
+            }
+            batchStarts.push(start);
+            batchEnds.push(end);
+            start = -1;
+            pos = end;
+            phase = Phase.AfterItem;
             break;
           }
           case Phase.AfterItem: {
             const c = buf[pos]!;
-            if (isWs(c)) { pos++; break; }
-            if (c === 0x2c) { pos++; phase = Phase.BeforeItem; break; }
-            if (c === 0x5d) { pos++; phase = Phase.BeforeKey; await flushBatch(); break; }
+            if (isWs(c)) {
+              pos++;
+              break;
+            }
+            if (c === 0x2c) {
+              pos++;
+              phase = Phase.BeforeItem;
+              break;
+            }
+            if (c === 0x5d) {
+              pos++;
+              phase = Phase.BeforeKey;
+              await flushBatch();
+              break;
+            }
             await flushBatch();
-            throw new Error(`${where(base + pos)}: after ${arrayKey}[${count - 1}]: expected ',' or ']', found ${show(c)}`);
+            throw new Error(
+              `${where(base + pos)}: after ${arrayKey}[${count - 1}]: expected ',' or ']', found ${show(c)}`,
+            );
           }
           case Phase.End: {
             const c = buf[pos]!;
-            if (isWs(c)) { pos++; break; }
+            if (isWs(c)) {
+              pos++;
+              break;
+            }
             throw new Error(`${where(base + pos)}: unexpected ${show(c)} after the end of the top-level object`);
           }
         }
@@ -289,18 +411,23 @@ export async function scanJsonArray(file: string, options: JsonArrayScanOptions)
   }
   // A scalar element can only end at a delimiter, so one at the very end is still open here.
   if (phase === Phase.Item && scanner.scalar && start >= 0) {
-    batchStarts.push(start); batchEnds.push(buf.length);
+    batchStarts.push(start);
+    batchEnds.push(buf.length);
     await flushBatch();
     phase = Phase.AfterItem;
   }
   if (phase !== Phase.End) {
-    const inside = phase === Phase.Item || phase === Phase.AfterItem || phase === Phase.BeforeItem
-      ? ` inside "${arrayKey}" (after ${count} complete elements)` : '';
+    const inside =
+      phase === Phase.Item || phase === Phase.AfterItem || phase === Phase.BeforeItem
+        ? ` inside "${arrayKey}" (after ${count} complete elements)`
+        : '';
     throw new Error(`${file}: unexpected end of file at byte ${bytes}${inside}: the JSON is truncated`);
   }
   if (!foundArray) {
     const keys = Object.keys(topLevel).concat(skippedKeys);
-    throw new Error(`${file}: no "${arrayKey}" array at the top level (keys: ${keys.length ? keys.map((k) => `"${k}"`).join(', ') : 'none'})`);
+    throw new Error(
+      `${file}: no "${arrayKey}" array at the top level (keys: ${keys.length ? keys.map((k) => `"${k}"`).join(', ') : 'none'})`,
+    );
   }
   return { count, topLevel, skippedKeys, bytes };
 }

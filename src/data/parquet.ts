@@ -40,7 +40,9 @@ function footerMetadata(kv: Map<unknown, unknown>): Record<string, string> {
       try {
         Object.assign(out, JSON.parse(String(v)) as Record<string, string>);
         continue;
-      } catch { /* not ours after all: keep as is */ }
+      } catch {
+        /* not ours after all: keep as is */
+      }
     }
     out[String(k)] = String(v ?? '');
   }
@@ -48,7 +50,11 @@ function footerMetadata(kv: Map<unknown, unknown>): Record<string, string> {
 }
 
 function writerProperties(o: ParquetWriteOptions): pq.WriterProperties {
-  const compression = { zstd: pq.Compression.ZSTD, snappy: pq.Compression.SNAPPY, uncompressed: pq.Compression.UNCOMPRESSED }[o.compression ?? 'zstd'];
+  const compression = {
+    zstd: pq.Compression.ZSTD,
+    snappy: pq.Compression.SNAPPY,
+    uncompressed: pq.Compression.UNCOMPRESSED,
+  }[o.compression ?? 'zstd'];
   // Dictionary pages only where values repeat a lot; elsewhere zstd alone is smaller and ~3x
   // faster to write (measured on VQAv2-shaped rows).
   let b = new pq.WriterPropertiesBuilder()
@@ -67,12 +73,18 @@ function writerProperties(o: ParquetWriteOptions): pq.WriterProperties {
 }
 
 /** The footer of a Parquet file: row count, row groups, key-value metadata. */
-export async function readParquetFooter(file: string): Promise<{ rows: number; rowGroups: number[]; metadata: Record<string, string> }> {
+export async function readParquetFooter(
+  file: string,
+): Promise<{ rows: number; rowGroups: number[]; metadata: Record<string, string> }> {
   const pf = await openParquet(file);
   try {
     const meta = pf.metadata();
     const fm = meta.fileMetadata();
-    return { rows: fm.numRows(), rowGroups: meta.rowGroups().map((g) => g.numRows()), metadata: footerMetadata(fm.keyValueMetadata()) };
+    return {
+      rows: fm.numRows(),
+      rowGroups: meta.rowGroups().map((g) => g.numRows()),
+      metadata: footerMetadata(fm.keyValueMetadata()),
+    };
   } finally {
     pf.free();
   }
@@ -98,7 +110,10 @@ function parquetError(file: string, err: unknown): Error {
  * Read a whole Parquet file into an Arrow table, one row group at a time (the codec's memory
  * holds one row group, not the file). `columns` limits what is read.
  */
-export async function readParquetTable(file: string, { columns }: { columns?: string[] } = {}): Promise<{ table: arrow.Table; metadata: Record<string, string> }> {
+export async function readParquetTable(
+  file: string,
+  { columns }: { columns?: string[] } = {},
+): Promise<{ table: arrow.Table; metadata: Record<string, string> }> {
   const pf = await openParquet(file);
   try {
     const fm = pf.metadata().fileMetadata();
@@ -138,15 +153,24 @@ export class ParquetStreamWriter {
   private schema: arrow.Schema | undefined;
   private failed: Error | undefined;
 
-  constructor(readonly path: string, private readonly options: ParquetWriteOptions = {}) {
-    this.input = new ReadableStream<pq.RecordBatch>({ start: (c) => { this.controller = c; } });
+  constructor(
+    readonly path: string,
+    private readonly options: ParquetWriteOptions = {},
+  ) {
+    this.input = new ReadableStream<pq.RecordBatch>({
+      start: (c) => {
+        this.controller = c;
+      },
+    });
   }
 
   /** Append the rows of `table` (any number; row groups are cut at rowGroupSize). */
   async write(table: arrow.Table): Promise<void> {
     if (this.failed) throw this.failed;
     if (this.schema && String(this.schema.fields) !== String(table.schema.fields)) {
-      throw new Error(`${this.path}: a batch's schema (${table.schema.fields.map(String).join(', ')}) differs from the first (${this.schema.fields.map(String).join(', ')})`);
+      throw new Error(
+        `${this.path}: a batch's schema (${table.schema.fields.map(String).join(', ')}) differs from the first (${this.schema.fields.map(String).join(', ')})`,
+      );
     }
     this.schema ??= table.schema;
     const wasm = pq.Table.fromIPCStream(arrow.tableToIPC(table, 'stream'));
@@ -170,13 +194,18 @@ export class ParquetStreamWriter {
         await handle.write(chunk);
         this.bytes += chunk.byteLength;
       }
-    })().catch((err: Error) => { this.failed ??= err; });
+    })().catch((err: Error) => {
+      this.failed ??= err;
+    });
   }
 
   /** Finish the file; checks that every row written is in it. */
   async close(): Promise<ParquetWriteResult> {
     if (!this.pump) {
-      if (!this.schema) throw new Error(`${this.path}: nothing was written (a Parquet file needs a schema: write at least an empty table)`);
+      if (!this.schema)
+        throw new Error(
+          `${this.path}: nothing was written (a Parquet file needs a schema: write at least an empty table)`,
+        );
     }
     this.controller.close();
     await this.pump;
@@ -193,7 +222,11 @@ export class ParquetStreamWriter {
 
   /** Stop without finishing (the caller removes the file). */
   async abort(): Promise<void> {
-    try { this.controller.error(new Error('aborted')); } catch { /* already closed */ }
+    try {
+      this.controller.error(new Error('aborted'));
+    } catch {
+      /* already closed */
+    }
     await this.pump?.catch(() => {});
     await this.handle?.close().catch(() => {});
     this.handle = undefined;
@@ -206,7 +239,9 @@ export class ParquetStreamWriter {
  * or abort nothing is left behind.
  */
 export async function writeParquetAtomic(
-  target: string, produce: (write: (t: arrow.Table) => Promise<void>) => Promise<void>, options: ParquetWriteOptions = {},
+  target: string,
+  produce: (write: (t: arrow.Table) => Promise<void>) => Promise<void>,
+  options: ParquetWriteOptions = {},
 ): Promise<ParquetWriteResult> {
   return withAtomicOutput(target, async (tmp) => {
     const w = new ParquetStreamWriter(tmp, options);

@@ -17,20 +17,43 @@ import * as arrow from 'apache-arrow';
 import type { VqaSample } from './types.js';
 
 export const REQUIRED_COLUMNS = ['id', 'image_path', 'question', 'answer'] as const;
-export const OPTIONAL_COLUMNS = ['answers', 'image_paths', 'multiple_choice_answer', 'answer_type', 'question_type', 'image_id', 'video_path', 'video_paths', 'video_fps'] as const;
+export const OPTIONAL_COLUMNS = [
+  'answers',
+  'image_paths',
+  'multiple_choice_answer',
+  'answer_type',
+  'question_type',
+  'image_id',
+  'video_path',
+  'video_paths',
+  'video_fps',
+] as const;
 const KNOWN = new Set<string>([...REQUIRED_COLUMNS, ...OPTIONAL_COLUMNS]);
 
 type Kind = 'string' | 'string-or-int' | 'string-list' | 'int' | 'number';
 
 const EXPECTED: Record<string, Kind> = {
-  id: 'string-or-int', image_path: 'string', question: 'string', answer: 'string',
-  answers: 'string-list', image_paths: 'string-list', multiple_choice_answer: 'string',
-  answer_type: 'string', question_type: 'string', image_id: 'int',
-  video_path: 'string', video_paths: 'string-list', video_fps: 'number',
+  id: 'string-or-int',
+  image_path: 'string',
+  question: 'string',
+  answer: 'string',
+  answers: 'string-list',
+  image_paths: 'string-list',
+  multiple_choice_answer: 'string',
+  answer_type: 'string',
+  question_type: 'string',
+  image_id: 'int',
+  video_path: 'string',
+  video_paths: 'string-list',
+  video_fps: 'number',
 };
 
 const KIND_TEXT: Record<Kind, string> = {
-  string: 'strings', 'string-or-int': 'strings or integers', 'string-list': 'lists of strings', int: 'integers', number: 'numbers',
+  string: 'strings',
+  'string-or-int': 'strings or integers',
+  'string-list': 'lists of strings',
+  int: 'integers',
+  number: 'numbers',
 };
 
 function isString(t: arrow.DataType): boolean {
@@ -40,11 +63,16 @@ function isString(t: arrow.DataType): boolean {
 
 function matches(kind: Kind, t: arrow.DataType): boolean {
   switch (kind) {
-    case 'string': return isString(t);
-    case 'int': return arrow.DataType.isInt(t);
-    case 'number': return arrow.DataType.isInt(t) || arrow.DataType.isFloat(t);
-    case 'string-or-int': return isString(t) || arrow.DataType.isInt(t);
-    case 'string-list': return arrow.DataType.isList(t) && isString(t.children[0]!.type);
+    case 'string':
+      return isString(t);
+    case 'int':
+      return arrow.DataType.isInt(t);
+    case 'number':
+      return arrow.DataType.isInt(t) || arrow.DataType.isFloat(t);
+    case 'string-or-int':
+      return isString(t) || arrow.DataType.isInt(t);
+    case 'string-list':
+      return arrow.DataType.isList(t) && isString(t.children[0]!.type);
   }
 }
 
@@ -54,7 +82,8 @@ export function plainValue(v: unknown): unknown {
   if (typeof v === 'bigint') return Number.isSafeInteger(Number(v)) ? Number(v) : v.toString();
   if (v instanceof arrow.Vector) return [...v].map(plainValue);
   if (ArrayBuffer.isView(v)) return Array.from(v as unknown as ArrayLike<number>, plainValue);
-  if (typeof v === 'object' && typeof (v as { toJSON?: () => unknown }).toJSON === 'function') return (v as { toJSON: () => unknown }).toJSON();
+  if (typeof v === 'object' && typeof (v as { toJSON?: () => unknown }).toJSON === 'function')
+    return (v as { toJSON: () => unknown }).toJSON();
   return v;
 }
 
@@ -69,16 +98,23 @@ export class VqaTableReader {
   readonly extraColumns: string[];
   private readonly cols: Record<string, arrow.Vector | undefined> = {};
 
-  constructor(readonly table: arrow.Table, readonly source: string, private readonly baseDir: string) {
+  constructor(
+    readonly table: arrow.Table,
+    readonly source: string,
+    private readonly baseDir: string,
+  ) {
     this.size = table.numRows;
     this.columns = table.schema.fields.map((f) => f.name);
     const missing = REQUIRED_COLUMNS.filter((c) => !this.columns.includes(c));
     if (missing.length > 0) {
-      throw new Error(`${source}: missing required column${missing.length > 1 ? 's' : ''} ${missing.map((c) => `"${c}"`).join(', ')}; a VQA table needs id, image_path, question, answer (it has: ${this.columns.join(', ') || 'no columns'})`);
+      throw new Error(
+        `${source}: missing required column${missing.length > 1 ? 's' : ''} ${missing.map((c) => `"${c}"`).join(', ')}; a VQA table needs id, image_path, question, answer (it has: ${this.columns.join(', ') || 'no columns'})`,
+      );
     }
     for (const f of table.schema.fields) {
       const kind = EXPECTED[f.name];
-      if (kind && !matches(kind, f.type)) throw new Error(`${source}: column "${f.name}" holds ${f.type}; expected ${KIND_TEXT[kind]}`);
+      if (kind && !matches(kind, f.type))
+        throw new Error(`${source}: column "${f.name}" holds ${f.type}; expected ${KIND_TEXT[kind]}`);
       this.cols[f.name] = table.getChild(f.name) ?? undefined;
     }
     for (const c of ['id', 'image_path', 'question'] as const) {
@@ -86,7 +122,9 @@ export class VqaTableReader {
       if (v.nullCount > 0) {
         let row = 0;
         while (row < v.length && v.isValid(row)) row++;
-        throw new Error(`${source}: row ${row}: column "${c}" is null; expected ${c === 'id' ? 'an id' : c === 'question' ? 'a question' : 'an image path'}`);
+        throw new Error(
+          `${source}: row ${row}: column "${c}" is null; expected ${c === 'id' ? 'an id' : c === 'question' ? 'a question' : 'an image path'}`,
+        );
       }
     }
     this.extraColumns = this.columns.filter((c) => !KNOWN.has(c));
@@ -109,9 +147,20 @@ export class VqaTableReader {
   sample(i: number): VqaSample {
     const answer = this.str('answer', i) ?? '';
     const answersVal = this.cols.answers?.get(i) as arrow.Vector | null | undefined;
-    const answers = answersVal ? ([...answersVal].filter((a) => a !== null).map(String)) : (this.cols.answer?.isValid(i) ? [answer] : []);
+    const answers = answersVal
+      ? [...answersVal].filter((a) => a !== null).map(String)
+      : this.cols.answer?.isValid(i)
+        ? [answer]
+        : [];
     const imagePath = this.resolve(this.str('image_path', i)!);
-    const s: VqaSample = { id: this.str('id', i)!, imagePath, question: this.str('question', i)!, answer, answers, row: i };
+    const s: VqaSample = {
+      id: this.str('id', i)!,
+      imagePath,
+      question: this.str('question', i)!,
+      answer,
+      answers,
+      row: i,
+    };
     const ipv = this.cols.image_paths?.get(i) as arrow.Vector | null | undefined;
     if (ipv && ipv.length > 0) s.imagePaths = [...ipv].map((p) => this.resolve(String(p)));
     const vps = this.cols.video_paths?.get(i) as arrow.Vector | null | undefined;
@@ -121,7 +170,8 @@ export class VqaTableReader {
     const fps = this.cols.video_fps?.get(i);
     if (fps !== null && fps !== undefined) {
       const f = Number(fps);
-      if (!(f > 0 && Number.isFinite(f))) throw new Error(`${this.source}: row ${i}: column "video_fps" is ${f}; expected a positive frame rate`);
+      if (!(f > 0 && Number.isFinite(f)))
+        throw new Error(`${this.source}: row ${i}: column "video_fps" is ${f}; expected a positive frame rate`);
       s.videoFps = f;
     }
     const mc = this.str('multiple_choice_answer', i);
@@ -146,7 +196,8 @@ export class VqaTableReader {
  */
 export function utf8Data(values: readonly (string | null)[]): arrow.Data<arrow.Utf8> {
   const n = values.length;
-  let total = 0, nulls = 0;
+  let total = 0,
+    nulls = 0;
   for (let i = 0; i < n; i++) {
     const v = values[i];
     if (v === null || v === undefined) nulls++;
@@ -165,8 +216,12 @@ export function utf8Data(values: readonly (string | null)[]): arrow.Data<arrow.U
     offsets[i + 1] = at;
   }
   return arrow.makeData({
-    type: new arrow.Utf8(), length: n, nullCount: nulls, valueOffsets: offsets,
-    data: new Uint8Array(bytes.buffer, bytes.byteOffset, total), nullBitmap: bitmap,
+    type: new arrow.Utf8(),
+    length: n,
+    nullCount: nulls,
+    valueOffsets: offsets,
+    data: new Uint8Array(bytes.buffer, bytes.byteOffset, total),
+    nullBitmap: bitmap,
   });
 }
 
@@ -181,8 +236,11 @@ export function utf8ListData(values: readonly (readonly string[])[]): arrow.Data
     offsets[i + 1] = flat.length;
   }
   return arrow.makeData({
-    type: new arrow.List(new arrow.Field('item', new arrow.Utf8(), true)), length: n, nullCount: 0,
-    valueOffsets: offsets, child: utf8Data(flat),
+    type: new arrow.List(new arrow.Field('item', new arrow.Utf8(), true)),
+    length: n,
+    nullCount: 0,
+    valueOffsets: offsets,
+    child: utf8Data(flat),
   });
 }
 
@@ -238,7 +296,7 @@ export class Utf8ColumnBuilder {
       this.used += this.bytes.write(v, this.used, 'utf8');
     }
     if (this.bitmap) {
-      if ((n >> 3) >= this.bitmap.length) {
+      if (n >> 3 >= this.bitmap.length) {
         const bm = new Uint8Array(this.bitmap.length * 2);
         bm.set(this.bitmap);
         this.bitmap = bm;
@@ -254,12 +312,17 @@ export class Utf8ColumnBuilder {
   finish(): arrow.Data<arrow.Utf8> {
     const n = this.length;
     const data = arrow.makeData({
-      type: new arrow.Utf8(), length: n, nullCount: this.nulls,
+      type: new arrow.Utf8(),
+      length: n,
+      nullCount: this.nulls,
       valueOffsets: this.offsets.slice(0, n + 1),
       data: new Uint8Array(this.bytes.subarray(0, this.used)),
       nullBitmap: this.bitmap ? this.bitmap.slice(0, (n + 7) >> 3) : undefined,
     });
-    this.used = 0; this.length = 0; this.nulls = 0; this.bitmap = undefined;
+    this.used = 0;
+    this.length = 0;
+    this.nulls = 0;
+    this.bitmap = undefined;
     this.offsets = new Int32Array(1024);
     return data;
   }
@@ -282,8 +345,11 @@ export class Utf8ListColumnBuilder {
   finish(): arrow.Data<arrow.List<arrow.Utf8>> {
     const n = this.length;
     const data = arrow.makeData({
-      type: new arrow.List(new arrow.Field('item', new arrow.Utf8(), true)), length: n, nullCount: 0,
-      valueOffsets: Int32Array.from(this.offsets), child: this.child.finish(),
+      type: new arrow.List(new arrow.Field('item', new arrow.Utf8(), true)),
+      length: n,
+      nullCount: 0,
+      valueOffsets: Int32Array.from(this.offsets),
+      child: this.child.finish(),
     });
     this.offsets = [0];
     return data;
@@ -354,7 +420,8 @@ export class VqaTableBuilder {
       cols.answer_type = arrow.makeVector(this.at.finish());
       cols.question_type = arrow.makeVector(this.qt.finish());
       const ids = new BigInt64Array(n);
-      let bitmap: Uint8Array | undefined, nulls = 0;
+      let bitmap: Uint8Array | undefined,
+        nulls = 0;
       this.imageIds.forEach((v, i) => {
         if (v === null) {
           bitmap ??= new Uint8Array((n + 7) >> 3).fill(0xff);
@@ -362,7 +429,9 @@ export class VqaTableBuilder {
           nulls++;
         } else ids[i] = BigInt(v);
       });
-      cols.image_id = arrow.makeVector(arrow.makeData({ type: new arrow.Int64(), length: n, nullCount: nulls, data: ids, nullBitmap: bitmap }));
+      cols.image_id = arrow.makeVector(
+        arrow.makeData({ type: new arrow.Int64(), length: n, nullCount: nulls, data: ids, nullBitmap: bitmap }),
+      );
     }
     for (const [k, type] of Object.entries(this.o.extras ?? {})) {
       const raw = this.extras[k]!;
@@ -371,7 +440,10 @@ export class VqaTableBuilder {
         continue;
       }
       const t = type === 'int32' ? new arrow.Int32() : type === 'float64' ? new arrow.Float64() : new arrow.Bool();
-      cols[k] = arrow.vectorFromArray(raw.map((v) => (v === null || v === undefined ? null : v)), t as arrow.DataType);
+      cols[k] = arrow.vectorFromArray(
+        raw.map((v) => (v === null || v === undefined ? null : v)),
+        t as arrow.DataType,
+      );
     }
     const table = new arrow.Table(cols);
     this.imageIds = [];

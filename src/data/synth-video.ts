@@ -52,7 +52,12 @@ export interface SynthClip {
   colour: [number, number, number];
 }
 
-const COLOURS: [number, number, number][] = [[220, 40, 40], [40, 90, 220], [30, 170, 60], [230, 180, 20]];
+const COLOURS: [number, number, number][] = [
+  [220, 40, 40],
+  [40, 90, 220],
+  [30, 170, 60],
+  [230, 180, 20],
+];
 const BACKGROUND: [number, number, number] = [235, 235, 235];
 
 /** A clip of the family from the generator (see the module comment for the rules). */
@@ -64,11 +69,14 @@ export function makeClip(rand: () => number, family: SynthVideoFamily, frames: n
     const dir = SYNTH_DIRECTIONS[Math.floor(rand() * 4)]!;
     const travel = Math.round(size * 0.3);
     // the start is at least `travel` from both edges of the motion's axis: either direction fits
-    const lo = radius + travel, hi = size - 1 - radius - travel;
-    const sx = pick(radius + 1, size - 2 - radius), sy = pick(radius + 1, size - 2 - radius);
+    const lo = radius + travel,
+      hi = size - 1 - radius - travel;
+    const sx = pick(radius + 1, size - 2 - radius),
+      sy = pick(radius + 1, size - 2 - radius);
     const s = pick(lo, hi);
     const [dx, dy] = dir === 'left' ? [-1, 0] : dir === 'right' ? [1, 0] : dir === 'up' ? [0, -1] : [0, 1];
-    const x0 = dx !== 0 ? s : sx, y0 = dy !== 0 ? s : sy;
+    const x0 = dx !== 0 ? s : sx,
+      y0 = dy !== 0 ? s : sy;
     const centres: [number, number][] = [];
     for (let f = 0; f < frames; f++) {
       const k = (travel * f) / (frames - 1);
@@ -82,12 +90,19 @@ export function makeClip(rand: () => number, family: SynthVideoFamily, frames: n
   for (let i = 1; i <= frames - 2; i++) slots.push(i);
   let hidden: number[] = [];
   for (let attempt = 0; attempt < 1000; attempt++) {
-    const cand = [...slots].sort(() => rand() - 0.5).slice(0, blinks).sort((a, b) => a - b);
-    if (cand.every((v, i) => i === 0 || v - cand[i - 1]! > 1)) { hidden = cand; break; }
+    const cand = [...slots]
+      .sort(() => rand() - 0.5)
+      .slice(0, blinks)
+      .sort((a, b) => a - b);
+    if (cand.every((v, i) => i === 0 || v - cand[i - 1]! > 1)) {
+      hidden = cand;
+      break;
+    }
   }
   if (hidden.length !== blinks) hidden = Array.from({ length: blinks }, (_, i) => 1 + 2 * i);
-  const x = pick(radius + 1, size - 2 - radius), y = pick(radius + 1, size - 2 - radius);
-  const centres = Array.from({ length: frames }, (_, f) => (hidden.includes(f) ? null : [x, y] as [number, number]));
+  const x = pick(radius + 1, size - 2 - radius),
+    y = pick(radius + 1, size - 2 - radius);
+  const centres = Array.from({ length: frames }, (_, f) => (hidden.includes(f) ? null : ([x, y] as [number, number])));
   return { family, question: 'How many times does the circle blink?', answer: String(blinks), centres, radius, colour };
 }
 
@@ -100,7 +115,8 @@ export function renderFrame(clip: SynthClip, f: number, size: number): Uint8Arra
     const r2 = clip.radius * clip.radius;
     for (let y = 0; y < size; y++) {
       for (let x = 0; x < size; x++) {
-        const dx = x + 0.5 - c[0], dy = y + 0.5 - c[1];
+        const dx = x + 0.5 - c[0],
+          dy = y + 0.5 - c[1];
         if (dx * dx + dy * dy <= r2) out.set(clip.colour, 3 * (y * size + x));
       }
     }
@@ -120,7 +136,8 @@ export async function writeSynthVideo(dir: string, options: SynthVideoOptions = 
   const n = expectInteger('videos', options.videos ?? 200, 1);
   const seed = expectInteger('seed', options.seed ?? 0, 0);
   const frames = expectInteger('frames', options.frames ?? 8, 6);
-  if (frames % 2 !== 0) throw invalidParameterError('frames', 'an even number of frames (whole temporal patches of 2)', frames);
+  if (frames % 2 !== 0)
+    throw invalidParameterError('frames', 'an even number of frames (whole temporal patches of 2)', frames);
   const size = expectInteger('frameSize', options.frameSize ?? 56, 16);
   const fps = expectNumber('fps', options.fps ?? 2, 0.001);
   const families = options.families ?? [...SYNTH_VIDEO_FAMILIES];
@@ -142,21 +159,27 @@ export async function writeSynthVideo(dir: string, options: SynthVideoOptions = 
       mkdirSync(folder, { recursive: true });
       for (let f = 0; f < frames; f++) {
         const png = await sharp(renderFrame(clip, f, size), { raw: { width: size, height: size, channels: 3 } })
-          .png({ compressionLevel: 9, adaptiveFiltering: false, palette: false }).toBuffer();
+          .png({ compressionLevel: 9, adaptiveFiltering: false, palette: false })
+          .toBuffer();
         writeFileSync(path.join(folder, `${String(f).padStart(5, '0')}.png`), png);
       }
       writeFileSync(path.join(folder, 'video.json'), JSON.stringify({ fps }) + '\n');
       const rel = `videos/${name}`;
       const s: VqaSample = {
-        id: `synthvid_${String(i).padStart(6, '0')}`, imagePath: path.join(folder, '00000.png'), question: clip.question,
-        answer: clip.answer, answers: Array.from({ length: 10 }, () => clip.answer),
+        id: `synthvid_${String(i).padStart(6, '0')}`,
+        imagePath: path.join(folder, '00000.png'),
+        question: clip.question,
+        answer: clip.answer,
+        answers: Array.from({ length: 10 }, () => clip.answer),
         extra: { video_path: rel, family: clip.family },
       };
       table.add(s);
       samples.push({ ...s, imagePath: path.join(target, rel, '00000.png'), videoPaths: [path.join(target, rel)] });
     }
     const built = table.build();
-    await writeParquetAtomic(path.join(tmp, 'synth-video.parquet'), async (write) => { await write(built); });
+    await writeParquetAtomic(path.join(tmp, 'synth-video.parquet'), async (write) => {
+      await write(built);
+    });
   });
   return { dir: target, parquet: path.join(target, 'synth-video.parquet'), samples, clips };
 }

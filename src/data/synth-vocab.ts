@@ -16,7 +16,11 @@ export type SynthShape = (typeof SYNTH_SHAPES)[number];
 
 /** Plural of each shape (questions say "How many circles are there?"). */
 export const SYNTH_SHAPE_PLURALS: Record<SynthShape, string> = {
-  circle: 'circles', square: 'squares', triangle: 'triangles', star: 'stars', diamond: 'diamonds',
+  circle: 'circles',
+  square: 'squares',
+  triangle: 'triangles',
+  star: 'stars',
+  diamond: 'diamonds',
 };
 
 /** Colour names with the fill used to draw them (sRGB hex). */
@@ -60,7 +64,19 @@ export const SYNTH_SIDE_VARIANTS: Record<'left' | 'right', readonly string[]> = 
 };
 
 /** Number words for 0..SYNTH_MAX_COUNT ("2" and "two" both appear in answer lists). */
-export const SYNTH_NUMBER_WORDS = ['zero', 'one', 'two', 'three', 'four', 'five', 'six', 'seven', 'eight', 'nine', 'ten'] as const;
+export const SYNTH_NUMBER_WORDS = [
+  'zero',
+  'one',
+  'two',
+  'three',
+  'four',
+  'five',
+  'six',
+  'seven',
+  'eight',
+  'nine',
+  'ten',
+] as const;
 /** Most shapes one image can hold (hard difficulty); counts never exceed it. */
 export const SYNTH_MAX_COUNT = 10;
 
@@ -68,7 +84,12 @@ export const SYNTH_MAX_COUNT = 10;
 export const SYNTH_FAMILIES = ['color', 'shape', 'count', 'exist', 'position', 'compare'] as const;
 export type SynthFamily = (typeof SYNTH_FAMILIES)[number];
 export const SYNTH_ANSWER_TYPE: Record<SynthFamily, 'yes/no' | 'number' | 'other'> = {
-  color: 'other', shape: 'other', count: 'number', exist: 'yes/no', position: 'other', compare: 'yes/no',
+  color: 'other',
+  shape: 'other',
+  count: 'number',
+  exist: 'yes/no',
+  position: 'other',
+  compare: 'yes/no',
 };
 
 /**
@@ -114,15 +135,31 @@ let cached: string[] | undefined;
 export function synthVocabulary(): string[] {
   if (cached) return [...cached];
   const words = new Set<string>();
-  const add = (text: string) => { for (const t of synthTokens(text)) words.add(t); };
+  const add = (text: string) => {
+    for (const t of synthTokens(text)) words.add(t);
+  };
   for (const templates of Object.values(SYNTH_TEMPLATES)) {
     for (const t of templates) add(t.replace(/\{[a-z0-9]+\}/g, ' '));
   }
-  for (const s of SYNTH_SHAPES) { add(s); add(SYNTH_SHAPE_PLURALS[s]); SYNTH_SHAPE_VARIANTS[s].forEach(add); }
-  for (const c of SYNTH_COLOR_NAMES) { add(c); SYNTH_COLOR_VARIANTS[c].forEach(add); }
-  for (const side of ['left', 'right'] as const) { add(side); SYNTH_SIDE_VARIANTS[side].forEach(add); }
-  for (let n = 0; n <= SYNTH_MAX_COUNT; n++) { add(String(n)); add(SYNTH_NUMBER_WORDS[n]!); }
-  add('yes'); add('no');
+  for (const s of SYNTH_SHAPES) {
+    add(s);
+    add(SYNTH_SHAPE_PLURALS[s]);
+    SYNTH_SHAPE_VARIANTS[s].forEach(add);
+  }
+  for (const c of SYNTH_COLOR_NAMES) {
+    add(c);
+    SYNTH_COLOR_VARIANTS[c].forEach(add);
+  }
+  for (const side of ['left', 'right'] as const) {
+    add(side);
+    SYNTH_SIDE_VARIANTS[side].forEach(add);
+  }
+  for (let n = 0; n <= SYNTH_MAX_COUNT; n++) {
+    add(String(n));
+    add(SYNTH_NUMBER_WORDS[n]!);
+  }
+  add('yes');
+  add('no');
   cached = [...words].sort();
   return [...cached];
 }

@@ -19,9 +19,21 @@ import { writeParquetAtomic } from './parquet.js';
 import { mulberry32 } from '../util/rng.js';
 import { VqaTableBuilder } from './schema.js';
 import {
-  SYNTH_ANSWER_TYPE, SYNTH_COLOR_NAMES, SYNTH_COLOR_VARIANTS, SYNTH_COLORS, SYNTH_FAMILIES, SYNTH_MAX_COUNT,
-  SYNTH_NUMBER_WORDS, SYNTH_SHAPE_PLURALS, SYNTH_SHAPE_VARIANTS, SYNTH_SHAPES, SYNTH_SIDE_VARIANTS, SYNTH_TEMPLATES,
-  type SynthColor, type SynthFamily, type SynthShape,
+  SYNTH_ANSWER_TYPE,
+  SYNTH_COLOR_NAMES,
+  SYNTH_COLOR_VARIANTS,
+  SYNTH_COLORS,
+  SYNTH_FAMILIES,
+  SYNTH_MAX_COUNT,
+  SYNTH_NUMBER_WORDS,
+  SYNTH_SHAPE_PLURALS,
+  SYNTH_SHAPE_VARIANTS,
+  SYNTH_SHAPES,
+  SYNTH_SIDE_VARIANTS,
+  SYNTH_TEMPLATES,
+  type SynthColor,
+  type SynthFamily,
+  type SynthShape,
 } from './synth-vocab.js';
 import type { VqaSample } from './types.js';
 import { mostCommonAnswer } from './vqav2.js';
@@ -59,17 +71,45 @@ export interface SynthOptions {
 }
 
 interface Level {
-  minShapes: number; maxShapes: number; colors: SynthColor[]; shapes: SynthShape[];
+  minShapes: number;
+  maxShapes: number;
+  colors: SynthColor[];
+  shapes: SynthShape[];
   /** Shape radius as a fraction of the image side. */
-  minR: number; maxR: number;
+  minR: number;
+  maxR: number;
   /** Chance that an annotator gives a variant instead of the canonical answer. */
   noise: number;
 }
 
 const LEVELS: Record<SynthDifficulty, Level> = {
-  easy: { minShapes: 2, maxShapes: 4, colors: ['red', 'green', 'blue', 'yellow'], shapes: ['circle', 'square', 'triangle'], minR: 0.09, maxR: 0.13, noise: 0.03 },
-  medium: { minShapes: 3, maxShapes: 6, colors: [...SYNTH_COLOR_NAMES], shapes: [...SYNTH_SHAPES], minR: 0.07, maxR: 0.11, noise: 0.08 },
-  hard: { minShapes: 5, maxShapes: SYNTH_MAX_COUNT, colors: [...SYNTH_COLOR_NAMES], shapes: [...SYNTH_SHAPES], minR: 0.05, maxR: 0.08, noise: 0.15 },
+  easy: {
+    minShapes: 2,
+    maxShapes: 4,
+    colors: ['red', 'green', 'blue', 'yellow'],
+    shapes: ['circle', 'square', 'triangle'],
+    minR: 0.09,
+    maxR: 0.13,
+    noise: 0.03,
+  },
+  medium: {
+    minShapes: 3,
+    maxShapes: 6,
+    colors: [...SYNTH_COLOR_NAMES],
+    shapes: [...SYNTH_SHAPES],
+    minR: 0.07,
+    maxR: 0.11,
+    noise: 0.08,
+  },
+  hard: {
+    minShapes: 5,
+    maxShapes: SYNTH_MAX_COUNT,
+    colors: [...SYNTH_COLOR_NAMES],
+    shapes: [...SYNTH_SHAPES],
+    minR: 0.05,
+    maxR: 0.08,
+    noise: 0.15,
+  },
 };
 
 /** One shape of a scene, in pixels. */
@@ -114,7 +154,14 @@ export function makeScene(rand: Rand, level: Level, size: number): SynthScene {
     const y = Math.round(r + 1 + rand() * (size - 2 * r - 2));
     const clear = shapes.every((s) => Math.hypot(s.x - x, s.y - y) > s.r + r + 2 && Math.abs(s.x - x) >= 2);
     if (!clear) continue;
-    shapes.push({ kind: pick(rand, level.shapes), color: pick(rand, level.colors), x, y, r, rot: Math.floor(rand() * 4) * 15 });
+    shapes.push({
+      kind: pick(rand, level.shapes),
+      color: pick(rand, level.colors),
+      x,
+      y,
+      r,
+      rot: Math.floor(rand() * 4) * 15,
+    });
   }
   return { size, background, shapes };
 }
@@ -125,8 +172,10 @@ function polygon(points: [number, number][]): string {
 
 /** The scene as SVG (what sharp rasterises). */
 export function sceneSvg(scene: SynthScene): string {
-  const parts = [`<svg xmlns="http://www.w3.org/2000/svg" width="${scene.size}" height="${scene.size}" viewBox="0 0 ${scene.size} ${scene.size}">`,
-    `<rect width="100%" height="100%" fill="${scene.background}"/>`];
+  const parts = [
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${scene.size}" height="${scene.size}" viewBox="0 0 ${scene.size} ${scene.size}">`,
+    `<rect width="100%" height="100%" fill="${scene.background}"/>`,
+  ];
   for (const s of scene.shapes) {
     const fill = SYNTH_COLORS[s.color];
     const t = `transform="rotate(${s.rot} ${s.x} ${s.y})"`;
@@ -135,7 +184,10 @@ export function sceneSvg(scene: SynthScene): string {
       const h = s.r * 0.82;
       parts.push(`<rect x="${s.x - h}" y="${s.y - h}" width="${2 * h}" height="${2 * h}" fill="${fill}" ${t}/>`);
     } else if (s.kind === 'triangle') {
-      const pts: [number, number][] = [0, 1, 2].map((k) => [s.x + s.r * Math.sin((2 * Math.PI * k) / 3), s.y - s.r * Math.cos((2 * Math.PI * k) / 3)]);
+      const pts: [number, number][] = [0, 1, 2].map((k) => [
+        s.x + s.r * Math.sin((2 * Math.PI * k) / 3),
+        s.y - s.r * Math.cos((2 * Math.PI * k) / 3),
+      ]);
       parts.push(`<polygon points="${polygon(pts)}" fill="${fill}" ${t}/>`);
     } else if (s.kind === 'star') {
       const pts: [number, number][] = [];
@@ -145,7 +197,12 @@ export function sceneSvg(scene: SynthScene): string {
       }
       parts.push(`<polygon points="${polygon(pts)}" fill="${fill}" ${t}/>`);
     } else {
-      const pts: [number, number][] = [[s.x, s.y - s.r], [s.x + s.r * 0.7, s.y], [s.x, s.y + s.r], [s.x - s.r * 0.7, s.y]];
+      const pts: [number, number][] = [
+        [s.x, s.y - s.r],
+        [s.x + s.r * 0.7, s.y],
+        [s.x, s.y + s.r],
+        [s.x - s.r * 0.7, s.y],
+      ];
       parts.push(`<polygon points="${polygon(pts)}" fill="${fill}"/>`);
     }
   }
@@ -170,7 +227,11 @@ function fill(template: string, slots: Record<string, string>): string {
 }
 
 function questionType(template: string): string {
-  return template.slice(0, template.indexOf('{') >= 0 ? template.indexOf('{') : template.length).replace(/\?$/, '').trim().toLowerCase();
+  return template
+    .slice(0, template.indexOf('{') >= 0 ? template.indexOf('{') : template.length)
+    .replace(/\?$/, '')
+    .trim()
+    .toLowerCase();
 }
 
 /** Ten annotator answers around a canonical one, with the family's kind of variation. */
@@ -194,7 +255,12 @@ function annotate(rand: Rand, family: SynthFamily, canonical: string, level: Lev
 }
 
 /** Ask one question of a family about a scene; undefined when the scene cannot support it. */
-function ask(rand: Rand, family: SynthFamily, scene: SynthScene, level: Level): { template: string; slots: Record<string, string>; answer: string } | undefined {
+function ask(
+  rand: Rand,
+  family: SynthFamily,
+  scene: SynthScene,
+  level: Level,
+): { template: string; slots: Record<string, string>; answer: string } | undefined {
   const S = scene.shapes;
   const countKind = (k: SynthShape) => S.filter((s) => s.kind === k).length;
   const countColor = (c: SynthColor) => S.filter((s) => s.color === c).length;
@@ -214,8 +280,13 @@ function ask(rand: Rand, family: SynthFamily, scene: SynthScene, level: Level): 
     }
     case 'count': {
       const template = pick(rand, t);
-      const kind = pick(rand, level.shapes), color = pick(rand, level.colors);
-      const n = template.includes('{shapes}') ? countKind(kind) : template.includes('{color}') ? countColor(color) : S.length;
+      const kind = pick(rand, level.shapes),
+        color = pick(rand, level.colors);
+      const n = template.includes('{shapes}')
+        ? countKind(kind)
+        : template.includes('{color}')
+          ? countColor(color)
+          : S.length;
       return { template, slots: { shapes: SYNTH_SHAPE_PLURALS[kind], color }, answer: String(n) };
     }
     case 'exist': {
@@ -236,7 +307,11 @@ function ask(rand: Rand, family: SynthFamily, scene: SynthScene, level: Level): 
       const others = unique.filter((b) => b !== a && Math.abs(b.x - a.x) >= scene.size * 0.08);
       if (others.length === 0) return undefined;
       const b = pick(rand, others);
-      return { template: pick(rand, t), slots: { color: a.color, shape: a.kind, color2: b.color, shape2: b.kind }, answer: a.x < b.x ? 'left' : 'right' };
+      return {
+        template: pick(rand, t),
+        slots: { color: a.color, shape: a.kind, color2: b.color, shape2: b.kind },
+        answer: a.x < b.x ? 'left' : 'right',
+      };
     }
     case 'compare': {
       const template = pick(rand, t);
@@ -244,11 +319,13 @@ function ask(rand: Rand, family: SynthFamily, scene: SynthScene, level: Level): 
       let na: number, nb: number, slots: Record<string, string>;
       if (template.includes('{shapes}')) {
         const [ka, kb] = pickTwo(rand, level.shapes);
-        na = countKind(ka); nb = countKind(kb);
+        na = countKind(ka);
+        nb = countKind(kb);
         slots = { shapes: SYNTH_SHAPE_PLURALS[ka], shapes2: SYNTH_SHAPE_PLURALS[kb] };
       } else {
         const [ca, cb] = pickTwo(rand, level.colors);
-        na = countColor(ca); nb = countColor(cb);
+        na = countColor(ca);
+        nb = countColor(cb);
         slots = { color: ca, color2: cb };
       }
       if (na === nb) return undefined; // equal counts make "more"/"fewer" ambiguous to people
@@ -265,7 +342,13 @@ function pickTwo<T>(rand: Rand, a: readonly T[]): [T, T] {
 }
 
 /** Questions about a scene (drawn from `families`, retrying families the scene cannot support). */
-export function makeQuestions(rand: Rand, scene: SynthScene, level: Level, families: readonly SynthFamily[], count: number): SynthQuestion[] {
+export function makeQuestions(
+  rand: Rand,
+  scene: SynthScene,
+  level: Level,
+  families: readonly SynthFamily[],
+  count: number,
+): SynthQuestion[] {
   const out: SynthQuestion[] = [];
   const seen = new Set<string>();
   for (let attempt = 0; out.length < count && attempt < 50; attempt++) {
@@ -276,7 +359,14 @@ export function makeQuestions(rand: Rand, scene: SynthScene, level: Level, famil
     if (seen.has(question)) continue;
     seen.add(question);
     const answers = annotate(rand, family, q.answer, level);
-    out.push({ family, question, questionType: questionType(q.template), answer: mostCommonAnswer(answers), answers, answerType: SYNTH_ANSWER_TYPE[family] });
+    out.push({
+      family,
+      question,
+      questionType: questionType(q.template),
+      answer: mostCommonAnswer(answers),
+      answers,
+      answerType: SYNTH_ANSWER_TYPE[family],
+    });
   }
   return out;
 }
@@ -291,19 +381,22 @@ export interface SynthResult {
 
 function resolveOptions(o: SynthOptions) {
   const families = o.families ?? [...SYNTH_FAMILIES];
-  if (!Array.isArray(families) || families.length === 0) throw invalidParameterError('families', 'a non-empty list of families', families);
+  if (!Array.isArray(families) || families.length === 0)
+    throw invalidParameterError('families', 'a non-empty list of families', families);
   families.forEach((f, i) => expectOneOf(`families[${i}]`, f, SYNTH_FAMILIES));
   const imageSize = expectInteger('imageSize', o.imageSize ?? 112, 28, 4096);
   let shapeCount: [number, number] | undefined;
   if (o.shapeCount !== undefined) {
-    if (!Array.isArray(o.shapeCount) || o.shapeCount.length !== 2) throw invalidParameterError('shapeCount', 'a [min, max] pair of integers', o.shapeCount);
+    if (!Array.isArray(o.shapeCount) || o.shapeCount.length !== 2)
+      throw invalidParameterError('shapeCount', 'a [min, max] pair of integers', o.shapeCount);
     const lo = expectInteger('shapeCount[0]', o.shapeCount[0], 1, SYNTH_MAX_COUNT);
     const hi = expectInteger('shapeCount[1]', o.shapeCount[1], lo, SYNTH_MAX_COUNT);
     shapeCount = [lo, hi];
   }
   let shapeSize: [number, number] | undefined;
   if (o.shapeSize !== undefined) {
-    if (!Array.isArray(o.shapeSize) || o.shapeSize.length !== 2) throw invalidParameterError('shapeSize', 'a [min, max] pair of radius fractions', o.shapeSize);
+    if (!Array.isArray(o.shapeSize) || o.shapeSize.length !== 2)
+      throw invalidParameterError('shapeSize', 'a [min, max] pair of radius fractions', o.shapeSize);
     const lo = expectNumber('shapeSize[0]', o.shapeSize[0], 0.02, 0.45);
     const hi = expectNumber('shapeSize[1]', o.shapeSize[1], lo, 0.45);
     shapeSize = [lo, hi];
@@ -313,7 +406,10 @@ function resolveOptions(o: SynthOptions) {
     questionsPerImage: expectInteger('questionsPerImage', o.questionsPerImage ?? 1, 1, 20),
     seed: expectInteger('seed', o.seed ?? 0, 0, 2 ** 32 - 1),
     difficulty: expectOneOf('difficulty', o.difficulty ?? 'easy', SYNTH_DIFFICULTIES),
-    imageSize, families, shapeCount, shapeSize,
+    imageSize,
+    families,
+    shapeCount,
+    shapeSize,
   };
 }
 
@@ -321,7 +417,9 @@ function resolveOptions(o: SynthOptions) {
  * Generate samples and their images in memory (no files): `samples[i].imagePath` is the
  * relative file name the images would be written under. For tests and notebooks.
  */
-export async function* synthSamples(options: SynthOptions = {}): AsyncGenerator<{ sample: VqaSample; png: Buffer | undefined; scene: SynthScene }> {
+export async function* synthSamples(
+  options: SynthOptions = {},
+): AsyncGenerator<{ sample: VqaSample; png: Buffer | undefined; scene: SynthScene }> {
   const o = resolveOptions(options);
   const rand = mulberry32(o.seed);
   const base = LEVELS[o.difficulty];
@@ -338,8 +436,15 @@ export async function* synthSamples(options: SynthOptions = {}): AsyncGenerator<
     let png: Buffer | undefined = await renderScene(scene);
     for (const q of qs) {
       const sample: VqaSample = {
-        id: `synth-${o.seed}-${k++}`, imagePath: file, question: q.question, answer: q.answer, answers: q.answers,
-        answerType: q.answerType, questionType: q.questionType, multipleChoiceAnswer: q.answer, imageId: i,
+        id: `synth-${o.seed}-${k++}`,
+        imagePath: file,
+        question: q.question,
+        answer: q.answer,
+        answers: q.answers,
+        answerType: q.answerType,
+        questionType: q.questionType,
+        multipleChoiceAnswer: q.answer,
+        imageId: i,
         extra: { family: q.family, difficulty: o.difficulty, shapes: JSON.stringify(scene.shapes) },
       };
       yield { sample, png, scene };
@@ -352,7 +457,10 @@ export async function* synthSamples(options: SynthOptions = {}): AsyncGenerator<
  * Write a synthetic dataset to `dir` (created; must not exist unless it holds a previous synth
  * output, which is replaced). The folder appears complete or not at all.
  */
-export async function writeSynth(dir: string, options: SynthOptions & { quiet?: boolean; progressStream?: NodeJS.WriteStream; signal?: AbortSignal } = {}): Promise<SynthResult> {
+export async function writeSynth(
+  dir: string,
+  options: SynthOptions & { quiet?: boolean; progressStream?: NodeJS.WriteStream; signal?: AbortSignal } = {},
+): Promise<SynthResult> {
   const t0 = performance.now();
   const o = resolveOptions(options);
   const target = path.resolve(dir);
@@ -363,31 +471,61 @@ export async function writeSynth(dir: string, options: SynthOptions & { quiet?: 
     }
   }
   mkdirSync(path.dirname(target), { recursive: true });
-  const progress = new Progress({ label: 'synth', unit: 'images', total: o.images, quiet: options.quiet, stream: options.progressStream });
-  let images = 0, samples = 0;
+  const progress = new Progress({
+    label: 'synth',
+    unit: 'images',
+    total: o.images,
+    quiet: options.quiet,
+    stream: options.progressStream,
+  });
+  let images = 0,
+    samples = 0;
   await withAtomicOutput(target, async (tmp) => {
     mkdirSync(path.join(tmp, 'images'), { recursive: true });
-    const builder = new VqaTableBuilder({ vqaColumns: true, extras: { family: 'string', difficulty: 'string', shapes: 'string' } });
-    await writeParquetAtomic(path.join(tmp, 'synth.parquet'), async (write) => {
-      for await (const { sample, png } of synthSamples(o)) {
-        if (options.signal?.aborted) throw options.signal.reason instanceof Error ? options.signal.reason : new Error('aborted');
-        if (png) {
-          writeFileSync(path.join(tmp, sample.imagePath), png);
-          images++;
-          progress.tick();
-        }
-        builder.add(sample); // relative paths: the folder can move
-        samples++;
-        if (builder.length >= 65_536) await write(builder.build());
-      }
-      await write(builder.build());
-    }, {
-      metadata: {
-        'vqalab.source': 'synth',
-        'vqalab.synth.options': JSON.stringify({ images: o.images, questionsPerImage: o.questionsPerImage, seed: o.seed, difficulty: o.difficulty, imageSize: o.imageSize, families: o.families, ...(o.shapeCount ? { shapeCount: o.shapeCount } : {}), ...(o.shapeSize ? { shapeSize: o.shapeSize } : {}) }),
-      },
+    const builder = new VqaTableBuilder({
+      vqaColumns: true,
+      extras: { family: 'string', difficulty: 'string', shapes: 'string' },
     });
+    await writeParquetAtomic(
+      path.join(tmp, 'synth.parquet'),
+      async (write) => {
+        for await (const { sample, png } of synthSamples(o)) {
+          if (options.signal?.aborted)
+            throw options.signal.reason instanceof Error ? options.signal.reason : new Error('aborted');
+          if (png) {
+            writeFileSync(path.join(tmp, sample.imagePath), png);
+            images++;
+            progress.tick();
+          }
+          builder.add(sample); // relative paths: the folder can move
+          samples++;
+          if (builder.length >= 65_536) await write(builder.build());
+        }
+        await write(builder.build());
+      },
+      {
+        metadata: {
+          'vqalab.source': 'synth',
+          'vqalab.synth.options': JSON.stringify({
+            images: o.images,
+            questionsPerImage: o.questionsPerImage,
+            seed: o.seed,
+            difficulty: o.difficulty,
+            imageSize: o.imageSize,
+            families: o.families,
+            ...(o.shapeCount ? { shapeCount: o.shapeCount } : {}),
+            ...(o.shapeSize ? { shapeSize: o.shapeSize } : {}),
+          }),
+        },
+      },
+    );
   });
   progress.done();
-  return { dir: target, parquet: path.join(target, 'synth.parquet'), images, samples, seconds: (performance.now() - t0) / 1000 };
+  return {
+    dir: target,
+    parquet: path.join(target, 'synth.parquet'),
+    images,
+    samples,
+    seconds: (performance.now() - t0) / 1000,
+  };
 }

@@ -46,7 +46,14 @@ export interface VerifyOptions {
   maxNewTokens?: number;
 }
 
-export type VerifyProblem = 'duplicate id' | 'empty question' | 'empty id' | 'missing image' | 'undecodable image' | 'image too large' | 'prompt too long';
+export type VerifyProblem =
+  | 'duplicate id'
+  | 'empty question'
+  | 'empty id'
+  | 'missing image'
+  | 'undecodable image'
+  | 'image too large'
+  | 'prompt too long';
 
 export interface VerifyIssue {
   row: number;
@@ -70,7 +77,12 @@ export interface VerifyReport {
   seconds: number;
 }
 
-interface ImageCheck { problem?: 'missing image' | 'undecodable image' | 'image too large'; detail?: string; width?: number; height?: number }
+interface ImageCheck {
+  problem?: 'missing image' | 'undecodable image' | 'image too large';
+  detail?: string;
+  width?: number;
+  height?: number;
+}
 
 async function checkImage(file: string, decode: boolean, maxPixels: number): Promise<ImageCheck> {
   try {
@@ -79,7 +91,8 @@ async function checkImage(file: string, decode: boolean, maxPixels: number): Pro
     return { problem: 'missing image', detail: `${file} does not exist` };
   }
   // The header first: a decompression bomb is refused before any pixel is decoded.
-  let width = 0, height = 0;
+  let width = 0,
+    height = 0;
   try {
     const m = await sharp(file, { limitInputPixels: false }).metadata();
     width = m.autoOrient?.width ?? m.width ?? 0;
@@ -89,7 +102,12 @@ async function checkImage(file: string, decode: boolean, maxPixels: number): Pro
     return {};
   }
   if (width * height > maxPixels) {
-    return { problem: 'image too large', detail: `${file}: ${width}x${height} = ${(width * height).toLocaleString('en-US')} pixels, more than the limit of ${maxPixels.toLocaleString('en-US')} (--max-image-pixels)`, width, height };
+    return {
+      problem: 'image too large',
+      detail: `${file}: ${width}x${height} = ${(width * height).toLocaleString('en-US')} pixels, more than the limit of ${maxPixels.toLocaleString('en-US')} (--max-image-pixels)`,
+      width,
+      height,
+    };
   }
   if (!decode) return { width, height };
   try {
@@ -97,7 +115,14 @@ async function checkImage(file: string, decode: boolean, maxPixels: number): Pro
     await sharp(file, { failOn: 'error' }).resize({ width: 32, height: 32, fit: 'inside' }).raw().toBuffer();
     return { width, height };
   } catch (err) {
-    const msg = [...new Set((err as Error).message.split('\n').map((l) => l.trim()).filter(Boolean))].join('; ');
+    const msg = [
+      ...new Set(
+        (err as Error).message
+          .split('\n')
+          .map((l) => l.trim())
+          .filter(Boolean),
+      ),
+    ].join('; ');
     return { problem: 'undecodable image', detail: `${file}: ${msg}` };
   }
 }
@@ -121,8 +146,13 @@ function promptCheck(dir: string, o: VerifyOptions): PromptCheck {
   let longest = 1;
   for (let id = 0; id < tokenizer.vocabSize; id++) longest = Math.max(longest, tokenizer.idToToken(id)?.length ?? 0);
   return {
-    tokenizer, processor: new Qwen2VLImageProcessor(processorOptionsFrom(r.tokenizerDir)), mergeSize: config.vision.spatialMergeSize,
-    context, maxNewTokens: o.maxNewTokens ?? 1, maxChars: context * longest, source: dir,
+    tokenizer,
+    processor: new Qwen2VLImageProcessor(processorOptionsFrom(r.tokenizerDir)),
+    mergeSize: config.vision.spatialMergeSize,
+    context,
+    maxNewTokens: o.maxNewTokens ?? 1,
+    maxChars: context * longest,
+    source: dir,
   };
 }
 
@@ -142,7 +172,8 @@ export async function verifyDataset(file: string, o: VerifyOptions = {}): Promis
     const s = ds.get(i);
     if (s.id.trim() === '') add(i, s.id, 'id', 'empty id', 'id is empty');
     const first = firstRow.get(s.id);
-    if (first !== undefined) add(i, s.id, 'id', 'duplicate id', `id ${JSON.stringify(s.id)} already used by row ${first}`);
+    if (first !== undefined)
+      add(i, s.id, 'id', 'duplicate id', `id ${JSON.stringify(s.id)} already used by row ${first}`);
     else firstRow.set(s.id, i);
     if (s.question.trim() === '') add(i, s.id, 'question', 'empty question', 'question is empty');
     const paths = s.imagePaths && s.imagePaths.length > 0 ? s.imagePaths : [s.imagePath];
@@ -155,7 +186,13 @@ export async function verifyDataset(file: string, o: VerifyOptions = {}): Promis
   const decode = o.decodeImages ?? true;
   const maxPixels = o.maxImagePixels ?? DEFAULT_MAX_IMAGE_PIXELS;
   const pc = o.model ? promptCheck(o.model, o) : undefined;
-  const progress = new Progress({ label: decode ? 'decoding images' : 'checking images', unit: 'images', total: users.size, quiet: o.quiet, stream: o.progressStream });
+  const progress = new Progress({
+    label: decode ? 'decoding images' : 'checking images',
+    unit: 'images',
+    total: users.size,
+    quiet: o.quiet,
+    stream: o.progressStream,
+  });
   const entries = [...users];
   const results = new Array<Awaited<ReturnType<typeof checkImage>>>(entries.length);
   let next = 0;
@@ -169,14 +206,16 @@ export async function verifyDataset(file: string, o: VerifyOptions = {}): Promis
   });
   await Promise.all(workers);
   progress.done();
-  let missing = 0, undecodable = 0;
+  let missing = 0,
+    undecodable = 0;
   const imageIssues: VerifyIssue[] = [];
   const sizeOf = new Map<string, ImageCheck>();
   entries.forEach(([p, rows], k) => {
     const r = results[k]!;
     sizeOf.set(p, r);
     if (!r.problem) return;
-    if (r.problem === 'missing image') missing++; else if (r.problem === 'undecodable image') undecodable++;
+    if (r.problem === 'missing image') missing++;
+    else if (r.problem === 'undecodable image') undecodable++;
     for (const row of rows) {
       const s = ds.get(row);
       const field = s.imagePaths && s.imagePaths.length > 1 ? `image_paths[${s.imagePaths.indexOf(p)}]` : 'image_path';
@@ -191,7 +230,13 @@ export async function verifyDataset(file: string, o: VerifyOptions = {}): Promis
       if (o.signal?.aborted) throw o.signal.reason instanceof Error ? o.signal.reason : new Error('aborted');
       const s = ds.get(i);
       if (s.question.length > pc.maxChars) {
-        add(i, s.id, 'question', 'prompt too long', `the question has ${s.question.length.toLocaleString('en-US')} characters; no prompt that long fits ${pc.source}'s context of ${pc.context} tokens`);
+        add(
+          i,
+          s.id,
+          'question',
+          'prompt too long',
+          `the question has ${s.question.length.toLocaleString('en-US')} characters; no prompt that long fits ${pc.source}'s context of ${pc.context} tokens`,
+        );
         continue;
       }
       const paths = s.imagePaths && s.imagePaths.length > 0 ? s.imagePaths : [s.imagePath];
@@ -207,14 +252,30 @@ export async function verifyDataset(file: string, o: VerifyOptions = {}): Promis
         }
       }
       if (planned.length !== paths.length) continue; // the image problem is reported already
-      const tokens = pc.tokenizer.buildPrompt(VlmTokenizer.vqaMessages(s.question, paths.length), planned, { mergeSize: pc.mergeSize }).ids.length;
+      const tokens = pc.tokenizer.buildPrompt(VlmTokenizer.vqaMessages(s.question, paths.length), planned, {
+        mergeSize: pc.mergeSize,
+      }).ids.length;
       if (tokens + pc.maxNewTokens > pc.context) {
-        add(i, s.id, 'question', 'prompt too long', `the prompt is ${tokens.toLocaleString('en-US')} tokens (images included) + ${pc.maxNewTokens} new > the context of ${pc.context} tokens of ${pc.source}`);
+        add(
+          i,
+          s.id,
+          'question',
+          'prompt too long',
+          `the prompt is ${tokens.toLocaleString('en-US')} tokens (images included) + ${pc.maxNewTokens} new > the context of ${pc.context} tokens of ${pc.source}`,
+        );
       }
     }
   }
   issues.sort((a, b) => a.row - b.row);
-  const counts: Record<VerifyProblem, number> = { 'duplicate id': 0, 'empty question': 0, 'empty id': 0, 'missing image': 0, 'undecodable image': 0, 'image too large': 0, 'prompt too long': 0 };
+  const counts: Record<VerifyProblem, number> = {
+    'duplicate id': 0,
+    'empty question': 0,
+    'empty id': 0,
+    'missing image': 0,
+    'undecodable image': 0,
+    'image too large': 0,
+    'prompt too long': 0,
+  };
   for (const i of issues) counts[i.problem]++;
   const byAnswerType = new Map<string, { rows: number; bad: number }>();
   for (let i = 0; i < ds.size; i++) {
@@ -227,9 +288,14 @@ export async function verifyDataset(file: string, o: VerifyOptions = {}): Promis
   let badRows = 0;
   for (const b of bad) badRows += b;
   const report: VerifyReport = {
-    file, rows: ds.size, badRows, issues, counts,
+    file,
+    rows: ds.size,
+    badRows,
+    issues,
+    counts,
     byAnswerType: new Map([...byAnswerType].sort((a, b) => b[1].rows - a[1].rows)),
-    images: { checked: users.size, missing, undecodable }, seconds: 0,
+    images: { checked: users.size, missing, undecodable },
+    seconds: 0,
   };
   if (o.dropBad) {
     const clean = ds.filter((_, i) => !bad[i]);
@@ -243,15 +309,23 @@ export async function verifyDataset(file: string, o: VerifyOptions = {}): Promis
 /** The report as text: issues (up to `maxIssues`), the summary by answer type, the verdict. */
 export function formatVerifyReport(r: VerifyReport, maxIssues = 20): string {
   const lines: string[] = [];
-  for (const i of r.issues.slice(0, maxIssues)) lines.push(`${r.file}: row ${i.row} (id ${i.id}): ${i.field}: ${i.problem}: ${i.detail}`);
+  for (const i of r.issues.slice(0, maxIssues))
+    lines.push(`${r.file}: row ${i.row} (id ${i.id}): ${i.field}: ${i.problem}: ${i.detail}`);
   if (r.issues.length > maxIssues) lines.push(`... and ${r.issues.length - maxIssues} more issues`);
   if (lines.length) lines.push('');
   lines.push(`${r.file}: ${r.rows} rows, ${r.images.checked} images checked in ${r.seconds.toFixed(1)} s`);
   const w = Math.max(11, ...[...r.byAnswerType.keys()].map((k) => k.length));
   lines.push(`  ${'answer type'.padEnd(w)}  ${'rows'.padStart(8)}  ${'bad'.padStart(6)}`);
-  for (const [k, v] of r.byAnswerType) lines.push(`  ${k.padEnd(w)}  ${String(v.rows).padStart(8)}  ${String(v.bad).padStart(6)}`);
-  const c = Object.entries(r.counts).filter(([, n]) => n > 0).map(([k, n]) => `${n} ${k}${n > 1 ? 's' : ''}`);
-  lines.push(r.badRows === 0 ? 'verify: ok, no problems found' : `verify: ${r.badRows} bad row${r.badRows > 1 ? 's' : ''} (${c.join(', ')})`);
+  for (const [k, v] of r.byAnswerType)
+    lines.push(`  ${k.padEnd(w)}  ${String(v.rows).padStart(8)}  ${String(v.bad).padStart(6)}`);
+  const c = Object.entries(r.counts)
+    .filter(([, n]) => n > 0)
+    .map(([k, n]) => `${n} ${k}${n > 1 ? 's' : ''}`);
+  lines.push(
+    r.badRows === 0
+      ? 'verify: ok, no problems found'
+      : `verify: ${r.badRows} bad row${r.badRows > 1 ? 's' : ''} (${c.join(', ')})`,
+  );
   if (r.dropped) lines.push(`verify: wrote ${r.dropped.rows} good rows to ${r.dropped.output}`);
   return lines.join('\n') + '\n';
 }

@@ -7,8 +7,15 @@
 import { samplePng } from './image.js';
 import { WIDGETS, staticHtml } from './render/index.js';
 import {
-  MIME, type DatasetPayload, type GroupPayload, type MetricsPayload, type MimeBundle, type PayloadByMime,
-  type RewardTablePayload, type SamplePayload, type VendorMime,
+  MIME,
+  type DatasetPayload,
+  type GroupPayload,
+  type MetricsPayload,
+  type MimeBundle,
+  type PayloadByMime,
+  type RewardTablePayload,
+  type SamplePayload,
+  type VendorMime,
 } from './types.js';
 
 /**

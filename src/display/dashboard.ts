@@ -8,7 +8,15 @@
 import { expectInteger, expectNumber, invalidParameterError } from '../util/validate.js';
 import { bundleFor } from './bundle.js';
 import { emit, getDisplaySink, newDisplayId, type DisplaySink } from './output.js';
-import { MIME, type GroupPayload, type MetricsPayload, type MetricsPoint, type MetricsProgress, type MetricsRun, type MimeBundle } from './types.js';
+import {
+  MIME,
+  type GroupPayload,
+  type MetricsPayload,
+  type MetricsPoint,
+  type MetricsProgress,
+  type MetricsRun,
+  type MimeBundle,
+} from './types.js';
 
 export interface DashboardOptions {
   title?: string;
@@ -76,10 +84,14 @@ export class Dashboard {
 
   /** Record one step's metrics (`step` required); the display follows within `intervalMs`. */
   log(point: MetricsPoint): void {
-    if (typeof point !== 'object' || point === null) throw invalidParameterError('point', 'metrics point with a numeric step', point);
+    if (typeof point !== 'object' || point === null)
+      throw invalidParameterError('point', 'metrics point with a numeric step', point);
     expectNumber('point.step', point.step);
     for (const [k, v] of Object.entries(point)) expectNumber(`point.${k}`, v);
-    if (this.firstStep === undefined) { this.firstStep = point.step; this.firstStepAt = this.now(); }
+    if (this.firstStep === undefined) {
+      this.firstStep = point.step;
+      this.firstStepAt = this.now();
+    }
     this.points.push({ ...point });
     this.changed();
   }
@@ -101,7 +113,9 @@ export class Dashboard {
   payload(): MetricsPayload {
     const max = this.opts.maxPoints ?? 2000;
     const run: MetricsRun = { name: this.opts.run ?? 'run', points: thin(this.points, max) };
-    const p: MetricsPayload = { runs: [...(this.opts.compare ?? []).map((r) => ({ name: r.name, points: thin(r.points, max) })), run] };
+    const p: MetricsPayload = {
+      runs: [...(this.opts.compare ?? []).map((r) => ({ name: r.name, points: thin(r.points, max) })), run],
+    };
     if (this.opts.title !== undefined) p.title = this.opts.title;
     if (this.opts.keys !== undefined) p.keys = this.opts.keys;
     if (this.opts.smoothing !== undefined) p.smoothing = this.opts.smoothing;
@@ -116,7 +130,10 @@ export class Dashboard {
 
   /** Send the current state now (cancels a pending trailing update). */
   flush(): MimeBundle {
-    if (this.timer !== undefined) { clearTimeout(this.timer); this.timer = undefined; }
+    if (this.timer !== undefined) {
+      clearTimeout(this.timer);
+      this.timer = undefined;
+    }
     const b = this.bundle();
     this.dirty = false;
     this.lastSent = this.now();
@@ -154,9 +171,15 @@ export class Dashboard {
     this.dirty = true;
     if (!this.sink) return;
     const wait = this.lastSent + this.interval - this.now();
-    if (wait <= 0) { this.flush(); return; }
+    if (wait <= 0) {
+      this.flush();
+      return;
+    }
     if (this.timer === undefined) {
-      this.timer = setTimeout(() => { this.timer = undefined; if (this.dirty) this.flush(); }, wait);
+      this.timer = setTimeout(() => {
+        this.timer = undefined;
+        if (this.dirty) this.flush();
+      }, wait);
       // A pending refresh must not keep a script alive.
       (this.timer as { unref?: () => void }).unref?.();
     }

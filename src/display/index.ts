@@ -17,7 +17,12 @@ export { WIDGETS, renderHtml, renderError, staticHtml, isVendorMime, PayloadErro
 export type { RenderOptions } from './render/index.js';
 export { plotlyFigure, smooth, metricKeys } from './render/metrics.js';
 export {
-  comparisonBundles, comparisonMetrics, comparisonTable, comparisonTableBundle, comparisonText, showComparison,
+  comparisonBundles,
+  comparisonMetrics,
+  comparisonTable,
+  comparisonTableBundle,
+  comparisonText,
+  showComparison,
 } from './comparison.js';
 export { completionsFrom, pearson, RewardTable, TIE_EPSILON } from './reward-lab.js';
 export { metricsPoint, groupPayload, mostInformative, trainingDashboard } from './training.js';

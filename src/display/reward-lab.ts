@@ -19,7 +19,14 @@ import type { VqaSample } from '../data/types.js';
 import type { RewardTablePayload, RewardTableRow } from './types.js';
 import type { Policy, SamplingOptions } from '../rollout/types.js';
 import { describeValue, expectInteger } from '../util/validate.js';
-import { scoreGroups, type GroupInput, type RewardFailure, type RewardSet, type ScoredBatch, type ScoreOptions } from '../reward/runner.js';
+import {
+  scoreGroups,
+  type GroupInput,
+  type RewardFailure,
+  type RewardSet,
+  type ScoredBatch,
+  type ScoreOptions,
+} from '../reward/runner.js';
 
 /** Scores equal within this are ties (a group whose scores all tie teaches GRPO nothing). */
 export const TIE_EPSILON = 1e-12;
@@ -36,17 +43,28 @@ function meanStd(xs: number[]): { mean: number; std: number } {
 
 /** Pearson correlation of paired values (pairs with a null skipped); null when undefined. */
 export function pearson(a: readonly (number | null)[], b: readonly (number | null)[]): number | null {
-  const xs: number[] = [], ys: number[] = [];
+  const xs: number[] = [],
+    ys: number[] = [];
   for (let i = 0; i < a.length; i++) {
-    const x = a[i], y = b[i];
-    if (x !== null && x !== undefined && y !== null && y !== undefined) { xs.push(x); ys.push(y); }
+    const x = a[i],
+      y = b[i];
+    if (x !== null && x !== undefined && y !== null && y !== undefined) {
+      xs.push(x);
+      ys.push(y);
+    }
   }
   if (xs.length < 2) return null;
-  const mx = meanStd(xs).mean, my = meanStd(ys).mean;
-  let sxy = 0, sxx = 0, syy = 0;
+  const mx = meanStd(xs).mean,
+    my = meanStd(ys).mean;
+  let sxy = 0,
+    sxx = 0,
+    syy = 0;
   for (let i = 0; i < xs.length; i++) {
-    const dx = xs[i]! - mx, dy = ys[i]! - my;
-    sxy += dx * dy; sxx += dx * dx; syy += dy * dy;
+    const dx = xs[i]! - mx,
+      dy = ys[i]! - my;
+    sxy += dx * dy;
+    sxx += dx * dx;
+    syy += dy * dy;
   }
   if (sxx <= 0 || syy <= 0) return null;
   return Math.max(-1, Math.min(1, sxy / Math.sqrt(sxx * syy)));
@@ -82,34 +100,47 @@ export class RewardTable implements RewardTablePayload {
           if (r.parts) parts[r.name] = r.parts;
           if (r.error) errors[r.name] = r.error;
         }
-        const row: RewardTableRow = { sampleId: g.sample.id, question: g.sample.question, completion: c.text, groupId: `${gi}:${g.sample.id}`, scores, disagreement: 0 };
+        const row: RewardTableRow = {
+          sampleId: g.sample.id,
+          question: g.sample.question,
+          completion: c.text,
+          groupId: `${gi}:${g.sample.id}`,
+          scores,
+          disagreement: 0,
+        };
         if (Object.keys(parts).length) row.parts = parts;
         if (Object.keys(errors).length) row.errors = errors;
         rows.push(row);
       });
     });
     // Disagreement: spread of the row's scores after min-max normalising each reward over the table.
-    const ranges = new Map(this.rewards.map((name) => {
-      let lo = Infinity, hi = -Infinity;
-      for (const r of rows) {
-        const x = r.scores[name];
-        if (x === null || x === undefined) continue;
-        if (x < lo) lo = x;
-        if (x > hi) hi = x;
-      }
-      return [name, lo <= hi ? [lo, hi] as const : undefined] as const;
-    }));
+    const ranges = new Map(
+      this.rewards.map((name) => {
+        let lo = Infinity,
+          hi = -Infinity;
+        for (const r of rows) {
+          const x = r.scores[name];
+          if (x === null || x === undefined) continue;
+          if (x < lo) lo = x;
+          if (x > hi) hi = x;
+        }
+        return [name, lo <= hi ? ([lo, hi] as const) : undefined] as const;
+      }),
+    );
     for (const row of rows) {
       const normalised: number[] = [];
       for (const name of this.rewards) {
-        const x = row.scores[name], range = ranges.get(name);
+        const x = row.scores[name],
+          range = ranges.get(name);
         if (x === null || x === undefined || !range || range[1] - range[0] <= TIE_EPSILON) continue;
         normalised.push((x - range[0]) / (range[1] - range[0]));
       }
       row.disagreement = normalised.length < 2 ? 0 : Math.max(...normalised) - Math.min(...normalised);
     }
     this.rows = rows;
-    const mean: Record<string, number> = {}, std: Record<string, number> = {}, zero: Record<string, number> = {};
+    const mean: Record<string, number> = {},
+      std: Record<string, number> = {},
+      zero: Record<string, number> = {};
     // The display contract wants finite numbers: a statistic that is undefined (a reward with no
     // scores, no group with two scores) is left out, and the renderer shows a dash.
     for (const name of this.rewards) {
@@ -121,12 +152,19 @@ export class RewardTable implements RewardTablePayload {
       const z = this.zeroVarianceFraction(name);
       if (Number.isFinite(z)) zero[name] = z;
     }
-    const correlation = this.rewards.map((a) => this.rewards.map((b) => (a === b ? (this.values(a).length >= 2 && std[a]! > 0 ? 1 : null) : this.correlation(a, b))));
+    const correlation = this.rewards.map((a) =>
+      this.rewards.map((b) =>
+        a === b ? (this.values(a).length >= 2 && std[a]! > 0 ? 1 : null) : this.correlation(a, b),
+      ),
+    );
     this.stats = { mean, std, correlation, zeroVarianceGroupFraction: zero };
   }
 
   private check(name: string): void {
-    if (!this.rewards.includes(name)) throw new TypeError(`Expected one of ${this.rewards.map((r) => JSON.stringify(r)).join(', ')} for reward but received ${describeValue(name)}`);
+    if (!this.rewards.includes(name))
+      throw new TypeError(
+        `Expected one of ${this.rewards.map((r) => JSON.stringify(r)).join(', ')} for reward but received ${describeValue(name)}`,
+      );
   }
 
   /** The reward's score on every row, in row order (null where it failed). */
@@ -168,7 +206,8 @@ export class RewardTable implements RewardTablePayload {
       list.push(x);
     }
     const out: string[] = [];
-    for (const [id, xs] of byGroup) if (xs.length >= 2 && Math.max(...xs) - Math.min(...xs) <= TIE_EPSILON) out.push(id);
+    for (const [id, xs] of byGroup)
+      if (xs.length >= 2 && Math.max(...xs) - Math.min(...xs) <= TIE_EPSILON) out.push(id);
     return out;
   }
 
@@ -176,7 +215,9 @@ export class RewardTable implements RewardTablePayload {
   zeroVarianceFraction(name: string): number {
     this.check(name);
     const counts = new Map<string, number>();
-    for (const r of this.rows) if (r.scores[name] !== null && r.scores[name] !== undefined) counts.set(r.groupId ?? r.sampleId, (counts.get(r.groupId ?? r.sampleId) ?? 0) + 1);
+    for (const r of this.rows)
+      if (r.scores[name] !== null && r.scores[name] !== undefined)
+        counts.set(r.groupId ?? r.sampleId, (counts.get(r.groupId ?? r.sampleId) ?? 0) + 1);
     const eligible = [...counts.values()].filter((n) => n >= 2).length;
     return eligible === 0 ? NaN : this.zeroVarianceGroups(name).length / eligible;
   }
@@ -196,20 +237,40 @@ export class RewardTable implements RewardTablePayload {
     const f = (x: number | null | undefined) => (x === null || x === undefined || Number.isNaN(x) ? '—' : x.toFixed(3));
     const clip = (s: string, n: number) => (s.length > n ? s.slice(0, n - 1) + '…' : s).replace(/\s+/g, ' ');
     const head = ['sample', 'completion', ...this.rewards, 'disagree'];
-    const body = this.rows.slice(0, maxRows).map((r) => [clip(r.sampleId, 12), clip(r.completion, 32), ...this.rewards.map((n) => f(r.scores[n])), f(r.disagreement)]);
+    const body = this.rows
+      .slice(0, maxRows)
+      .map((r) => [
+        clip(r.sampleId, 12),
+        clip(r.completion, 32),
+        ...this.rewards.map((n) => f(r.scores[n])),
+        f(r.disagreement),
+      ]);
     const widths = head.map((h, i) => Math.max(h.length, ...body.map((row) => row[i]!.length)));
-    const line = (cells: string[]) => cells.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd();
+    const line = (cells: string[]) =>
+      cells
+        .map((c, i) => c.padEnd(widths[i]!))
+        .join('  ')
+        .trimEnd();
     const lines = [line(head), ...body.map(line)];
     if (this.rows.length > maxRows) lines.push(`… ${this.rows.length - maxRows} more rows`);
-    lines.push('', line(['', 'mean', ...this.rewards.map((n) => f(this.stats.mean[n])), '']), line(['', 'std', ...this.rewards.map((n) => f(this.stats.std[n])), '']),
-      line(['', 'zero-variance groups', ...this.rewards.map((n) => f(this.stats.zeroVarianceGroupFraction[n])), '']));
-    if (this.messages.length) lines.push('', `${this.messages.length} reward failure(s):`, ...this.messages.slice(0, 10).map((m) => `  ${m}`));
+    lines.push(
+      '',
+      line(['', 'mean', ...this.rewards.map((n) => f(this.stats.mean[n])), '']),
+      line(['', 'std', ...this.rewards.map((n) => f(this.stats.std[n])), '']),
+      line(['', 'zero-variance groups', ...this.rewards.map((n) => f(this.stats.zeroVarianceGroupFraction[n])), '']),
+    );
+    if (this.messages.length)
+      lines.push('', `${this.messages.length} reward failure(s):`, ...this.messages.slice(0, 10).map((m) => `  ${m}`));
     return lines.join('\n');
   }
 }
 
 /** Score typed-in (or generated) completions with several rewards and return the table. */
-export async function rewardLab(groups: readonly GroupInput[], rewards: RewardSet, options: ScoreOptions = {}): Promise<RewardTable> {
+export async function rewardLab(
+  groups: readonly GroupInput[],
+  rewards: RewardSet,
+  options: ScoreOptions = {},
+): Promise<RewardTable> {
   return new RewardTable(await scoreGroups(groups, rewards, options));
 }
 
@@ -219,8 +280,14 @@ export async function rewardLab(groups: readonly GroupInput[], rewards: RewardSe
  * (default 4). A sample whose generation throws gets one failed completion, which the lab reports
  * instead of dropping the sample silently.
  */
-export async function completionsFrom(policy: Policy, samples: readonly VqaSample[], sampling: SamplingOptions, { concurrency = 4 } = {}): Promise<GroupInput[]> {
-  if (!policy || typeof policy.generate !== 'function') throw new TypeError(`Expected a Policy for policy but received ${describeValue(policy)}`);
+export async function completionsFrom(
+  policy: Policy,
+  samples: readonly VqaSample[],
+  sampling: SamplingOptions,
+  { concurrency = 4 } = {},
+): Promise<GroupInput[]> {
+  if (!policy || typeof policy.generate !== 'function')
+    throw new TypeError(`Expected a Policy for policy but received ${describeValue(policy)}`);
   expectInteger('concurrency', concurrency, 1);
   const out: GroupInput[] = new Array(samples.length);
   let next = 0;
@@ -231,7 +298,10 @@ export async function completionsFrom(policy: Policy, samples: readonly VqaSampl
       try {
         out[i] = { sample, completions: await policy.generate(sample, sampling) };
       } catch (err) {
-        out[i] = { sample, completions: [{ text: '', finishReason: 'error', error: err instanceof Error ? err.message : String(err) }] };
+        out[i] = {
+          sample,
+          completions: [{ text: '', finishReason: 'error', error: err instanceof Error ? err.message : String(err) }],
+        };
       }
     }
   };

@@ -22,8 +22,15 @@ function altText(sample: VqaSample, file: string, i: number, n: number): string 
 export async function samplePayload(sample: VqaSample, extras: SampleExtras = {}): Promise<SamplePayload> {
   if (typeof sample !== 'object' || sample === null) throw invalidParameterError('sample', 'VqaSample', sample);
   const files = sample.imagePaths?.length ? sample.imagePaths : [sample.imagePath];
-  const images = await Promise.all(files.map((f, i) => imageRef(f, { alt: altText(sample, f, i, files.length), maxSide: extras.maxSide })));
-  const p: SamplePayload = { id: sample.id, question: sample.question, images, answers: sample.answers?.length ? sample.answers : [sample.answer] };
+  const images = await Promise.all(
+    files.map((f, i) => imageRef(f, { alt: altText(sample, f, i, files.length), maxSide: extras.maxSide })),
+  );
+  const p: SamplePayload = {
+    id: sample.id,
+    question: sample.question,
+    images,
+    answers: sample.answers?.length ? sample.answers : [sample.answer],
+  };
   if (sample.answerType !== undefined) p.answerType = sample.answerType;
   if (sample.questionType !== undefined) p.questionType = sample.questionType;
   if (extras.prediction !== undefined) p.prediction = extras.prediction;

@@ -14,8 +14,15 @@ import { groupPayload } from './training.js';
 
 // Kept for src/gateway/view.ts, which imports it from here; it lives in ./sample.ts.
 import {
-  MIME, type DatasetPayload, type GroupPayload, type MetricsPayload, type MetricsPoint, type MetricsRun, type MimeBundle,
-  type RewardTablePayload, type SamplePayload,
+  MIME,
+  type DatasetPayload,
+  type GroupPayload,
+  type MetricsPayload,
+  type MetricsPoint,
+  type MetricsRun,
+  type MimeBundle,
+  type RewardTablePayload,
+  type SamplePayload,
 } from './types.js';
 
 export interface ShowOptions extends DisplayOptions {
@@ -23,7 +30,14 @@ export interface ShowOptions extends DisplayOptions {
   sink?: DisplaySink;
 }
 
-type Showable = VqaSample | SamplePayload | GroupPayload | RolloutGroup | RewardTablePayload | MetricsPayload | DatasetPayload;
+type Showable =
+  | VqaSample
+  | SamplePayload
+  | GroupPayload
+  | RolloutGroup
+  | RewardTablePayload
+  | MetricsPayload
+  | DatasetPayload;
 
 /** For a trainer's rollout group (`trainer.step()`'s `groups[i]`): token texts for log-probs on hover. */
 export interface GroupExtras {
@@ -43,20 +57,29 @@ function has(x: object, ...keys: string[]): boolean {
  * Show a sample (runtime sample or payload), a group, a reward table (or metrics or a dataset
  * payload). Returns the bundle; in a notebook it has also been displayed.
  */
-export async function show(value: Showable, options: ShowOptions & SampleExtras & GroupExtras = {}): Promise<MimeBundle> {
+export async function show(
+  value: Showable,
+  options: ShowOptions & SampleExtras & GroupExtras = {},
+): Promise<MimeBundle> {
   if (typeof value !== 'object' || value === null) {
     throw invalidParameterError('value', 'a sample, a group, a reward table, metrics or a dataset', value);
   }
   const { sink, displayId, update } = options;
   const send = (b: MimeBundle) => emit(b, { displayId, update }, sink ?? undefined);
   if (isRolloutGroup(value)) {
-    return send(bundleFor(MIME.group, await groupPayload(value, { maxSide: options.maxSide ?? 256, decodeToken: options.decodeToken })));
+    return send(
+      bundleFor(
+        MIME.group,
+        await groupPayload(value, { maxSide: options.maxSide ?? 256, decodeToken: options.decodeToken }),
+      ),
+    );
   }
   if (has(value, 'completions', 'sample')) return send(bundleFor(MIME.group, value as GroupPayload));
   if (has(value, 'rows', 'rewards', 'stats')) return send(bundleFor(MIME.rewards, value as RewardTablePayload));
   if (has(value, 'runs')) return send(bundleFor(MIME.metrics, value as MetricsPayload));
   if (has(value, 'samples', 'fingerprint')) return send(bundleFor(MIME.dataset, value as DatasetPayload));
-  if (has(value, 'imagePath', 'question')) return send(await sampleBundle(await samplePayload(value as VqaSample, options)));
+  if (has(value, 'imagePath', 'question'))
+    return send(await sampleBundle(await samplePayload(value as VqaSample, options)));
   if (has(value, 'images', 'question')) {
     const p = { ...(value as SamplePayload) };
     if (options.prediction !== undefined) p.prediction = options.prediction;
@@ -75,10 +98,15 @@ export interface PlotOptions extends ShowOptions {
 }
 
 /** Normalise what `plot` accepts into runs. */
-export function toRuns(metrics: MetricsPayload | MetricsRun | MetricsRun[] | MetricsPoint[], name = 'run'): MetricsRun[] {
+export function toRuns(
+  metrics: MetricsPayload | MetricsRun | MetricsRun[] | MetricsPoint[],
+  name = 'run',
+): MetricsRun[] {
   if (Array.isArray(metrics)) {
     if (metrics.length === 0) return [{ name, points: [] }];
-    return 'points' in (metrics[0] as object) ? (metrics as MetricsRun[]) : [{ name, points: metrics as MetricsPoint[] }];
+    return 'points' in (metrics[0] as object)
+      ? (metrics as MetricsRun[])
+      : [{ name, points: metrics as MetricsPoint[] }];
   }
   if (typeof metrics === 'object' && metrics !== null) {
     if ('runs' in metrics) return metrics.runs;
@@ -88,8 +116,12 @@ export function toRuns(metrics: MetricsPayload | MetricsRun | MetricsRun[] | Met
 }
 
 /** Plot metrics: a payload, one run, several runs (overlaid) or bare points. */
-export function plot(metrics: MetricsPayload | MetricsRun | MetricsRun[] | MetricsPoint[], options: PlotOptions = {}): MimeBundle {
-  const base: MetricsPayload = !Array.isArray(metrics) && 'runs' in metrics ? { ...metrics } : { runs: toRuns(metrics, options.name) };
+export function plot(
+  metrics: MetricsPayload | MetricsRun | MetricsRun[] | MetricsPoint[],
+  options: PlotOptions = {},
+): MimeBundle {
+  const base: MetricsPayload =
+    !Array.isArray(metrics) && 'runs' in metrics ? { ...metrics } : { runs: toRuns(metrics, options.name) };
   if (options.title !== undefined) base.title = options.title;
   if (options.keys !== undefined) base.keys = options.keys;
   if (options.smoothing !== undefined) base.smoothing = options.smoothing;
@@ -110,28 +142,43 @@ export interface BrowseOptions extends ShowOptions {
 
 function countBy(samples: readonly VqaSample[], key: 'answerType' | 'questionType'): Record<string, number> {
   const out: Record<string, number> = {};
-  for (const s of samples) { const k = s[key]; if (k !== undefined) out[k] = (out[k] ?? 0) + 1; }
+  for (const s of samples) {
+    const k = s[key];
+    if (k !== undefined) out[k] = (out[k] ?? 0) + 1;
+  }
   return out;
 }
 
 /** Browse a dataset: samples (thumbnails embedded for a window of them) with type counts over all. */
-export async function browse(data: DatasetPayload | readonly VqaSample[] | { name: string; samples: readonly VqaSample[]; fingerprint?: string }, options: BrowseOptions = {}): Promise<MimeBundle> {
-  const send = (p: DatasetPayload) => emit(bundleFor(MIME.dataset, p), { displayId: options.displayId, update: options.update }, options.sink);
+export async function browse(
+  data: DatasetPayload | readonly VqaSample[] | { name: string; samples: readonly VqaSample[]; fingerprint?: string },
+  options: BrowseOptions = {},
+): Promise<MimeBundle> {
+  const send = (p: DatasetPayload) =>
+    emit(bundleFor(MIME.dataset, p), { displayId: options.displayId, update: options.update }, options.sink);
   if (!Array.isArray(data) && typeof data === 'object' && data !== null && 'total' in data && 'offset' in data) {
     return send(data as DatasetPayload);
   }
-  const samples: readonly VqaSample[] | undefined = Array.isArray(data) ? data : (data as { samples?: VqaSample[] })?.samples;
-  if (!Array.isArray(samples)) throw invalidParameterError('data', 'dataset payload, array of samples or { name, samples }', data);
+  const samples: readonly VqaSample[] | undefined = Array.isArray(data)
+    ? data
+    : (data as { samples?: VqaSample[] })?.samples;
+  if (!Array.isArray(samples))
+    throw invalidParameterError('data', 'dataset payload, array of samples or { name, samples }', data);
   const named = Array.isArray(data) ? {} : (data as { name?: string; fingerprint?: string });
-  const offset = options.offset ?? 0, limit = options.limit ?? 96;
+  const offset = options.offset ?? 0,
+    limit = options.limit ?? 96;
   const window = samples.slice(offset, offset + limit);
   const payloads = await Promise.all(window.map((s) => samplePayload(s, { maxSide: options.maxSide ?? 256 })));
   const p: DatasetPayload = {
     name: options.name ?? named.name ?? 'dataset',
     // The short form (16 hex digits) of the fingerprint a dataset and the report give these samples.
-    fingerprint: options.fingerprint ?? named.fingerprint ?? samplesFingerprint(samples).slice(0, 'sha256:'.length + 16),
-    total: samples.length, offset, samples: payloads,
-    answerTypes: countBy(samples, 'answerType'), questionTypes: countBy(samples, 'questionType'),
+    fingerprint:
+      options.fingerprint ?? named.fingerprint ?? samplesFingerprint(samples).slice(0, 'sha256:'.length + 16),
+    total: samples.length,
+    offset,
+    samples: payloads,
+    answerTypes: countBy(samples, 'answerType'),
+    questionTypes: countBy(samples, 'questionType'),
   };
   if (options.pageSize !== undefined) p.pageSize = options.pageSize;
   return send(p);

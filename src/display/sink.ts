@@ -95,7 +95,8 @@ export function checkBundle(bundle: unknown, name = 'bundle'): asserts bundle is
     if (!MIME_KEY.test(key)) throw invalidParameterError(`${name} key`, 'a MIME type like "text/html"', key);
     const value = (bundle as Record<string, unknown>)[key];
     if (value === undefined) throw invalidParameterError(`${name}["${key}"]`, 'data', value);
-    if (key.startsWith('text/') && typeof value !== 'string') throw invalidParameterError(`${name}["${key}"]`, 'string', value);
+    if (key.startsWith('text/') && typeof value !== 'string')
+      throw invalidParameterError(`${name}["${key}"]`, 'string', value);
   }
 }
 
@@ -110,7 +111,11 @@ export function display(bundle: MimeBundle, options: DisplayOptions = {}): MimeB
     throw invalidParameterError('options.displayId', 'non-empty string', options.displayId);
   }
   if (options.update && options.displayId === undefined) {
-    throw invalidParameterError('options.displayId', 'non-empty string (required with update: true)', options.displayId);
+    throw invalidParameterError(
+      'options.displayId',
+      'non-empty string (required with update: true)',
+      options.displayId,
+    );
   }
   const sink = getDisplaySink();
   if (sink) {
@@ -132,6 +137,9 @@ export function newDisplayId(prefix = 'vqalab'): string {
 
 /** True when `value` implements the rich-value protocol (`MIME_BUNDLE`). */
 export function hasMimeBundle(value: unknown): value is HasMimeBundle {
-  return (typeof value === 'object' || typeof value === 'function') && value !== null
-    && typeof (value as Partial<HasMimeBundle>)[MIME_BUNDLE] === 'function';
+  return (
+    (typeof value === 'object' || typeof value === 'function') &&
+    value !== null &&
+    typeof (value as Partial<HasMimeBundle>)[MIME_BUNDLE] === 'function'
+  );
 }

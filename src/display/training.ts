@@ -22,10 +22,21 @@ import type { GroupCompletion, GroupPayload, MetricsPoint, RewardScore, SamplePa
 
 /** Display names of the trainer's per-step numbers (TRL-style, so runs from either read alike). */
 const METRIC_NAMES: [keyof StepMetrics, string][] = [
-  ['rewardMean', 'reward'], ['rewardStd', 'reward_std'], ['accuracy', 'accuracy'], ['kl', 'kl'], ['entropy', 'entropy'],
-  ['clipFractionLow', 'clip_ratio/low_mean'], ['clipFractionHigh', 'clip_ratio/high_mean'], ['completionLength', 'completion_length'],
-  ['truncatedFraction', 'truncated_fraction'], ['gradNorm', 'grad_norm'], ['loss', 'loss'], ['learningRate', 'lr'],
-  ['zeroVarianceFraction', 'zero_variance_fraction'], ['tokensPerSecond', 'tokens_per_second'], ['stepSeconds', 'step_seconds'],
+  ['rewardMean', 'reward'],
+  ['rewardStd', 'reward_std'],
+  ['accuracy', 'accuracy'],
+  ['kl', 'kl'],
+  ['entropy', 'entropy'],
+  ['clipFractionLow', 'clip_ratio/low_mean'],
+  ['clipFractionHigh', 'clip_ratio/high_mean'],
+  ['completionLength', 'completion_length'],
+  ['truncatedFraction', 'truncated_fraction'],
+  ['gradNorm', 'grad_norm'],
+  ['loss', 'loss'],
+  ['learningRate', 'lr'],
+  ['zeroVarianceFraction', 'zero_variance_fraction'],
+  ['tokensPerSecond', 'tokens_per_second'],
+  ['stepSeconds', 'step_seconds'],
 ];
 
 /** One step's metrics as a plot point; non-finite values (no KL without a reference, …) are left out. */
@@ -51,9 +62,12 @@ export interface GroupViewOptions {
 
 /** A rollout group → the group view payload (reward NaN = excluded → null, errors kept). */
 export async function groupPayload(g: RolloutGroup, opts: GroupViewOptions = {}): Promise<GroupPayload> {
-  const sample = opts.sample ?? await samplePayload(g.sample, { maxSide: opts.maxSide ?? 256 });
+  const sample = opts.sample ?? (await samplePayload(g.sample, { maxSide: opts.maxSide ?? 256 }));
   const completions = g.completions.map((c): GroupCompletion => {
-    const rewards: RewardScore[] = Object.entries(c.rewardParts).map(([name, score]) => ({ name, score: Number.isFinite(score) ? score : null }));
+    const rewards: RewardScore[] = Object.entries(c.rewardParts).map(([name, score]) => ({
+      name,
+      score: Number.isFinite(score) ? score : null,
+    }));
     const out: GroupCompletion = {
       text: c.text,
       reward: Number.isFinite(c.reward) ? c.reward : null,
@@ -76,11 +90,15 @@ export async function groupPayload(g: RolloutGroup, opts: GroupViewOptions = {})
 
 /** The group worth showing: the largest reward spread (ties: the first), else the first group. */
 export function mostInformative(groups: readonly RolloutGroup[]): RolloutGroup | undefined {
-  let best: RolloutGroup | undefined, spread = -1;
+  let best: RolloutGroup | undefined,
+    spread = -1;
   for (const g of groups) {
     const r = g.completions.map((c) => c.reward).filter(Number.isFinite);
     const s = r.length ? Math.max(...r) - Math.min(...r) : 0;
-    if (s > spread) { spread = s; best = g; }
+    if (s > spread) {
+      spread = s;
+      best = g;
+    }
   }
   return best;
 }
@@ -93,7 +111,9 @@ export interface TrainingDashboard {
 }
 
 /** A live dashboard fed by the trainer's step outputs: metrics, progress, the most informative group. */
-export function trainingDashboard(options: DashboardOptions & Omit<GroupViewOptions, 'step' | 'sample'> = {}): TrainingDashboard {
+export function trainingDashboard(
+  options: DashboardOptions & Omit<GroupViewOptions, 'step' | 'sample'> = {},
+): TrainingDashboard {
   const { decodeToken, maxSide, ...dashOpts } = options;
   const dashboard = new Dashboard({ title: 'GRPO training', ...dashOpts });
   const samples = new Map<string, SamplePayload>();
@@ -101,10 +121,16 @@ export function trainingDashboard(options: DashboardOptions & Omit<GroupViewOpti
     let p = samples.get(s.id);
     if (!p) {
       // A missing or unreadable image must not stop the dashboard: the group shows without it.
-      p = await samplePayload(s, { maxSide: maxSide ?? 256 }).catch((): SamplePayload => ({
-        id: s.id, question: s.question, images: [], answers: s.answers?.length ? s.answers : [s.answer],
-        ...(s.answerType !== undefined ? { answerType: s.answerType } : {}), ...(s.questionType !== undefined ? { questionType: s.questionType } : {}),
-      }));
+      p = await samplePayload(s, { maxSide: maxSide ?? 256 }).catch(
+        (): SamplePayload => ({
+          id: s.id,
+          question: s.question,
+          images: [],
+          answers: s.answers?.length ? s.answers : [s.answer],
+          ...(s.answerType !== undefined ? { answerType: s.answerType } : {}),
+          ...(s.questionType !== undefined ? { questionType: s.questionType } : {}),
+        }),
+      );
       if (samples.size > 64) samples.delete(samples.keys().next().value!);
       samples.set(s.id, p);
     }
@@ -114,7 +140,8 @@ export function trainingDashboard(options: DashboardOptions & Omit<GroupViewOpti
     dashboard,
     async onStep(out: StepOutput) {
       const g = mostInformative(out.groups);
-      if (g) dashboard.setGroup(await groupPayload(g, { step: out.step, decodeToken, sample: await sampleFor(g.sample) }));
+      if (g)
+        dashboard.setGroup(await groupPayload(g, { step: out.step, decodeToken, sample: await sampleFor(g.sample) }));
       dashboard.log(metricsPoint(out.metrics));
     },
     finish(status = 'done', message?: string) {
@@ -124,7 +151,10 @@ export function trainingDashboard(options: DashboardOptions & Omit<GroupViewOpti
 }
 
 /** Options of the live training dashboard (`run({ dashboard })`): the dashboard's options. */
-export type RunDashboardOptions = Pick<DashboardOptions, 'title' | 'run' | 'compare' | 'keys' | 'smoothing' | 'intervalMs' | 'maxPoints' | 'sink'> & {
+export type RunDashboardOptions = Pick<
+  DashboardOptions,
+  'title' | 'run' | 'compare' | 'keys' | 'smoothing' | 'intervalMs' | 'maxPoints' | 'sink'
+> & {
   /** Longest image side in the group view (default 256). */
   maxSide?: number;
 };
@@ -147,7 +177,10 @@ declare module '../grpo/events.js' {
 }
 
 /** The run's dashboard per `options.dashboard`, as a subscriber of the trainer's events (or undefined). */
-export function runDashboard(trainer: TrainerView, options: { dashboard?: unknown; evalEvery?: number; evalSplit?: string; steps: number }): { live: TrainingDashboard; callback: TrainerCallback } | undefined {
+export function runDashboard(
+  trainer: TrainerView,
+  options: { dashboard?: unknown; evalEvery?: number; evalSplit?: string; steps: number },
+): { live: TrainingDashboard; callback: TrainerCallback } | undefined {
   const want = options.dashboard ?? 'auto';
   if (want === false) return undefined;
   if (want !== 'auto' && want !== true && (typeof want !== 'object' || want === null || Array.isArray(want))) {
@@ -168,13 +201,27 @@ export function runDashboard(trainer: TrainerView, options: { dashboard?: unknow
     },
   };
   const evalSets = trainer.evalSets;
-  const evalKeys = (options.evalEvery ?? 0) > 0 && evalSets ? [`eval/${options.evalSplit ?? Object.keys(evalSets)[0]}`] : [];
-  const keys = ['reward', 'accuracy', ...evalKeys, 'entropy', 'loss', 'grad_norm',
-    'completion_length', 'zero_variance_fraction', ...(trainer.config.beta > 0 ? ['kl'] : [])];
+  const evalKeys =
+    (options.evalEvery ?? 0) > 0 && evalSets ? [`eval/${options.evalSplit ?? Object.keys(evalSets)[0]}`] : [];
+  const keys = [
+    'reward',
+    'accuracy',
+    ...evalKeys,
+    'entropy',
+    'loss',
+    'grad_norm',
+    'completion_length',
+    'zero_variance_fraction',
+    ...(trainer.config.beta > 0 ? ['kl'] : []),
+  ];
   const live = trainingDashboard({
-    title: 'GRPO training', keys, ...given, sink,
+    title: 'GRPO training',
+    keys,
+    ...given,
+    sink,
     // Progress counts global steps, so a continued run shows "12 of 20" rather than restarting at 0.
-    total: trainer.globalStep + options.steps, firstStep: 0,
+    total: trainer.globalStep + options.steps,
+    firstStep: 0,
     decodeToken: (id) => trainer.tokenizer.decode([id], { skipSpecialTokens: false }),
   });
   // A dashboard that fails (an unreadable image, a closed front end) must not stop training.
@@ -188,15 +235,25 @@ export function runDashboard(trainer: TrainerView, options: { dashboard?: unknow
   const callback: TrainerCallback = {
     // Wall-clock numbers stay out of the plot: a report of the run must reproduce every plotted
     // value exactly (`vqalab report verify` on CPU). They remain in `trainer.metrics`.
-    onStepEnd: (_t, out) => show(`step ${out.step}`, () => live.onStep({ ...out, metrics: { ...out.metrics, tokensPerSecond: NaN, stepSeconds: NaN } })),
+    onStepEnd: (_t, out) =>
+      show(`step ${out.step}`, () =>
+        live.onStep({ ...out, metrics: { ...out.metrics, tokensPerSecond: NaN, stepSeconds: NaN } }),
+      ),
     onEvaluate: (t, summary, info) => {
       if (!info.named) return;
-      return show(`the evaluation after step ${t.globalStep - 1}`, () => live.dashboard.log({ step: t.globalStep - 1, [`eval/${summary.split}`]: summary.overall / 100 }));
+      return show(`the evaluation after step ${t.globalStep - 1}`, () =>
+        live.dashboard.log({ step: t.globalStep - 1, [`eval/${summary.split}`]: summary.overall / 100 }),
+      );
     },
-    onRunEnd: (t, r) => show(r.error ? 'the error' : 'the end of the run', () => {
-      if (r.error) live.finish('error', `stopped by an error after step ${t.globalStep - 1}: ${r.error.message}`);
-      else live.finish(r.stoppedBy === 'abort' ? 'stopped' : 'done', r.stoppedBy === 'abort' ? `interrupted after step ${t.globalStep - 1}; the trainer can go on` : undefined);
-    }),
+    onRunEnd: (t, r) =>
+      show(r.error ? 'the error' : 'the end of the run', () => {
+        if (r.error) live.finish('error', `stopped by an error after step ${t.globalStep - 1}: ${r.error.message}`);
+        else
+          live.finish(
+            r.stoppedBy === 'abort' ? 'stopped' : 'done',
+            r.stoppedBy === 'abort' ? `interrupted after step ${t.globalStep - 1}; the trainer can go on` : undefined,
+          );
+      }),
   };
   return { live, callback };
 }
@@ -205,7 +262,12 @@ registerTrainerPlugin({
   name: 'dashboard',
   runOptions: ['dashboard'],
   forRun: (trainer, options, run) => {
-    const made = runDashboard(trainer, { dashboard: options.dashboard, evalEvery: run.evalEvery, evalSplit: run.evalSplit, steps: run.steps });
+    const made = runDashboard(trainer, {
+      dashboard: options.dashboard,
+      evalEvery: run.evalEvery,
+      evalSplit: run.evalSplit,
+      steps: run.steps,
+    });
     return made && { callback: made.callback, attach: { dashboard: made.live } };
   },
 });

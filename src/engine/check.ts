@@ -26,27 +26,37 @@ export function checkTokens(name: string, ids: unknown, cfg: EngineConfig, allow
 function checkImage(name: string, im: unknown, cfg: EngineConfig): ImageInput {
   if (!isObject(im)) throw invalidParameterError(name, 'object with pixels and gridThw', im);
   const g = im.gridThw;
-  if (!Array.isArray(g) || g.length !== 3) throw invalidParameterError(`${name}.gridThw`, 'array of 3 positive integers', g);
+  if (!Array.isArray(g) || g.length !== 3)
+    throw invalidParameterError(`${name}.gridThw`, 'array of 3 positive integers', g);
   g.forEach((v, i) => expectInteger(`${name}.gridThw[${i}]`, v, 1));
   const [t, h, w] = g as [number, number, number];
   const m = cfg.vision.spatialMergeSize;
   if (h % m !== 0 || w % m !== 0) {
-    throw new RangeError(`${name}.gridThw [${t}, ${h}, ${w}]: h and w must be multiples of the spatial merge size ${m}`);
+    throw new RangeError(
+      `${name}.gridThw [${t}, ${h}, ${w}]: h and w must be multiples of the spatial merge size ${m}`,
+    );
   }
   const patchDim = cfg.vision.inChannels * cfg.vision.temporalPatchSize * cfg.vision.patchSize ** 2;
   if (!(im.pixels instanceof Float32Array)) throw invalidParameterError(`${name}.pixels`, 'Float32Array', im.pixels);
   if (im.pixels.length !== t * h * w * patchDim) {
-    throw new RangeError(`${name}.pixels has ${im.pixels.length} values; gridThw [${t}, ${h}, ${w}] needs ${t * h * w} patches x ${patchDim} = ${t * h * w * patchDim}`);
+    throw new RangeError(
+      `${name}.pixels has ${im.pixels.length} values; gridThw [${t}, ${h}, ${w}] needs ${t * h * w} patches x ${patchDim} = ${t * h * w * patchDim}`,
+    );
   }
   const out: ImageInput = { pixels: im.pixels, gridThw: [t, h, w] };
   if (im.video !== undefined) {
     if (typeof im.video !== 'boolean') throw invalidParameterError(`${name}.video`, 'boolean', im.video);
-    if (im.video && cfg.videoTokenId === undefined) throw new RangeError(`${name} is a video but the model's config.json has no video_token_id`);
+    if (im.video && cfg.videoTokenId === undefined)
+      throw new RangeError(`${name} is a video but the model's config.json has no video_token_id`);
     if (im.video) out.video = true;
   }
   if (im.secondPerGrid !== undefined) {
     if (typeof im.secondPerGrid !== 'number' || !Number.isFinite(im.secondPerGrid) || im.secondPerGrid <= 0) {
-      throw invalidParameterError(`${name}.secondPerGrid`, 'positive number (seconds per temporal patch)', im.secondPerGrid);
+      throw invalidParameterError(
+        `${name}.secondPerGrid`,
+        'positive number (seconds per temporal patch)',
+        im.secondPerGrid,
+      );
     }
     out.secondPerGrid = im.secondPerGrid;
   }
@@ -60,7 +70,9 @@ function visualRuns(images: readonly ImageInput[], cfg: EngineConfig): { token: 
   images.forEach((im, k) => {
     const [t, h, w] = im.gridThw;
     if (!im.video) runs.push({ token: cfg.imageTokenId, n: (t * h * w) / m2, what: `image ${k}` });
-    else if (cfg.modelType === 'qwen3_vl') for (let i = 0; i < t; i++) runs.push({ token: cfg.videoTokenId!, n: (h * w) / m2, what: `video ${k} frame ${i}` });
+    else if (cfg.modelType === 'qwen3_vl')
+      for (let i = 0; i < t; i++)
+        runs.push({ token: cfg.videoTokenId!, n: (h * w) / m2, what: `video ${k} frame ${i}` });
     else runs.push({ token: cfg.videoTokenId!, n: (t * h * w) / m2, what: `video ${k}` });
   });
   return runs;
@@ -74,15 +86,20 @@ export function checkPrompt(name: string, p: unknown, cfg: EngineConfig): Prompt
   if (!Array.isArray(imagesRaw)) throw invalidParameterError(`${name}.images`, 'array', imagesRaw);
   const images = imagesRaw.map((im, i) => checkImage(`${name}.images[${i}]`, im, cfg));
   const m2 = cfg.vision.spatialMergeSize ** 2;
-  for (const [kind, token, isVideo] of [['image', cfg.imageTokenId, false], ['video', cfg.videoTokenId ?? -1, true]] as const) {
+  for (const [kind, token, isVideo] of [
+    ['image', cfg.imageTokenId, false],
+    ['video', cfg.videoTokenId ?? -1, true],
+  ] as const) {
     const mine = images.filter((im) => Boolean(im.video) === isVideo);
     const total = mine.reduce((a, im) => a + (im.gridThw[0] * im.gridThw[1] * im.gridThw[2]) / m2, 0);
     let count = 0;
     for (let i = 0; i < ids.length; i++) if (ids[i] === token) count++;
     if (count !== total) {
       const grids = mine.map((im) => `[${im.gridThw.join(', ')}]`).join(', ');
-      throw new RangeError(`${name}.ids has ${count} ${kind} tokens (id ${token}) but its ${mine.length} ${kind}(s)` +
-        `${mine.length ? ` of grid ${grids}` : ''} need ${total} (t·h·w / ${m2} each)`);
+      throw new RangeError(
+        `${name}.ids has ${count} ${kind} tokens (id ${token}) but its ${mine.length} ${kind}(s)` +
+          `${mine.length ? ` of grid ${grids}` : ''} need ${total} (t·h·w / ${m2} each)`,
+      );
     }
   }
   const visual = (id: number) => id === cfg.imageTokenId || (cfg.videoTokenId !== undefined && id === cfg.videoTokenId);
@@ -92,7 +109,9 @@ export function checkPrompt(name: string, p: unknown, cfg: EngineConfig): Prompt
     let run = 0;
     while (st + run < ids.length && ids[st + run] === r.token && run < r.n) run++;
     if (run !== r.n) {
-      throw new RangeError(`${name}.ids: ${r.what} needs ${r.n} consecutive ${r.token === cfg.imageTokenId ? 'image' : 'video'} tokens from position ${st}, found a run of ${run}${images.some((im) => im.video) ? ' (images and videos in prompt order)' : ''}`);
+      throw new RangeError(
+        `${name}.ids: ${r.what} needs ${r.n} consecutive ${r.token === cfg.imageTokenId ? 'image' : 'video'} tokens from position ${st}, found a run of ${run}${images.some((im) => im.video) ? ' (images and videos in prompt order)' : ''}`,
+      );
     }
     st += run;
   }
@@ -105,12 +124,15 @@ export function checkForwardRequests(reqs: unknown, cfg: EngineConfig, maxSeq: n
     const name = `requests[${i}]`;
     if (!isObject(r)) throw invalidParameterError(name, 'object with prompt and completions', r);
     const prompt = checkPrompt(`${name}.prompt`, r.prompt, cfg);
-    if (!Array.isArray(r.completions)) throw invalidParameterError(`${name}.completions`, 'array of Int32Array', r.completions);
+    if (!Array.isArray(r.completions))
+      throw invalidParameterError(`${name}.completions`, 'array of Int32Array', r.completions);
     const completions = r.completions.map((c, g) => checkTokens(`${name}.completions[${g}]`, c, cfg, true));
     completions.forEach((c, g) => {
       if (prompt.ids.length + c.length > maxSeq) {
-        throw new RangeError(`${name}: prompt (${prompt.ids.length} tokens) + completions[${g}] (${c.length} tokens) = ` +
-          `${prompt.ids.length + c.length} tokens exceeds maxSequenceLength ${maxSeq}`);
+        throw new RangeError(
+          `${name}: prompt (${prompt.ids.length} tokens) + completions[${g}] (${c.length} tokens) = ` +
+            `${prompt.ids.length + c.length} tokens exceeds maxSequenceLength ${maxSeq}`,
+        );
       }
     });
     if (prompt.ids.length > maxSeq) {
@@ -124,11 +146,19 @@ export function checkForwardRequests(reqs: unknown, cfg: EngineConfig, maxSeq: n
 
 export function checkGradients(grads: unknown, shape: number[][]): Float32Array[][] {
   if (!Array.isArray(grads) || grads.length !== shape.length) {
-    throw invalidParameterError('gradLogprobs', `array of ${shape.length} per-request arrays (one per request of the last forward)`, grads);
+    throw invalidParameterError(
+      'gradLogprobs',
+      `array of ${shape.length} per-request arrays (one per request of the last forward)`,
+      grads,
+    );
   }
   return grads.map((per, i) => {
     if (!Array.isArray(per) || per.length !== shape[i]!.length) {
-      throw invalidParameterError(`gradLogprobs[${i}]`, `array of ${shape[i]!.length} Float32Array (one per completion)`, per);
+      throw invalidParameterError(
+        `gradLogprobs[${i}]`,
+        `array of ${shape[i]!.length} Float32Array (one per completion)`,
+        per,
+      );
     }
     return per.map((g, c) => {
       if (!(g instanceof Float32Array) || g.length !== shape[i]![c]) {
@@ -139,10 +169,16 @@ export function checkGradients(grads: unknown, shape: number[][]): Float32Array[
   });
 }
 
-export type CheckedSampleRequest = Required<Omit<SampleRequest, 'signal' | 'onToken'>> & Pick<SampleRequest, 'signal' | 'onToken'>;
+export type CheckedSampleRequest = Required<Omit<SampleRequest, 'signal' | 'onToken'>> &
+  Pick<SampleRequest, 'signal' | 'onToken'>;
 
 /** Checks one sampling request; `name` prefixes the messages ("request", "requests[2]"). */
-export function checkSampleRequest(r: unknown, cfg: EngineConfig, maxSeq: number, name = 'request'): CheckedSampleRequest {
+export function checkSampleRequest(
+  r: unknown,
+  cfg: EngineConfig,
+  maxSeq: number,
+  name = 'request',
+): CheckedSampleRequest {
   if (!isObject(r)) throw invalidParameterError(name, 'object', r);
   const prompt = checkPrompt(`${name}.prompt`, r.prompt, cfg);
   const n = expectInteger(`${name}.n`, r.n, 1, 4096);
@@ -152,17 +188,28 @@ export function checkSampleRequest(r: unknown, cfg: EngineConfig, maxSeq: number
   const topK = r.topK === undefined ? 0 : expectInteger(`${name}.topK`, r.topK, 0);
   const maxTokens = expectInteger(`${name}.maxTokens`, r.maxTokens, 1);
   if (prompt.ids.length + maxTokens > maxSeq) {
-    throw new RangeError(`${name}: prompt (${prompt.ids.length} tokens) + maxTokens ${maxTokens} = ` +
-      `${prompt.ids.length + maxTokens} tokens exceeds maxSequenceLength ${maxSeq}`);
+    throw new RangeError(
+      `${name}: prompt (${prompt.ids.length} tokens) + maxTokens ${maxTokens} = ` +
+        `${prompt.ids.length + maxTokens} tokens exceeds maxSequenceLength ${maxSeq}`,
+    );
   }
   const stopRaw = r.stopTokenIds ?? [];
   if (!Array.isArray(stopRaw)) throw invalidParameterError(`${name}.stopTokenIds`, 'array of token ids', stopRaw);
   const stopTokenIds = stopRaw.map((s, i) => expectInteger(`${name}.stopTokenIds[${i}]`, s, 0, cfg.vocabSize - 1));
   const seed = expectInteger(`${name}.seed`, r.seed, 0, Number.MAX_SAFE_INTEGER);
-  if (r.signal !== undefined && !(r.signal instanceof AbortSignal)) throw invalidParameterError(`${name}.signal`, 'AbortSignal', r.signal);
-  if (r.onToken !== undefined && typeof r.onToken !== 'function') throw invalidParameterError(`${name}.onToken`, 'function', r.onToken);
+  if (r.signal !== undefined && !(r.signal instanceof AbortSignal))
+    throw invalidParameterError(`${name}.signal`, 'AbortSignal', r.signal);
+  if (r.onToken !== undefined && typeof r.onToken !== 'function')
+    throw invalidParameterError(`${name}.onToken`, 'function', r.onToken);
   return {
-    prompt, n, temperature, topP, topK, maxTokens, stopTokenIds, seed,
+    prompt,
+    n,
+    temperature,
+    topP,
+    topK,
+    maxTokens,
+    stopTokenIds,
+    seed,
     ...(r.signal ? { signal: r.signal as AbortSignal } : {}),
     ...(r.onToken ? { onToken: r.onToken as SampleRequest['onToken'] } : {}),
   };
@@ -195,7 +242,11 @@ export function checkLora(l: unknown): Required<LoraConfig> {
   const known: readonly string[] = vision ? [...LM_MODULES, ...VISION_MODULES] : LM_MODULES;
   const targetModules = l.targetModules.map((t, i) => {
     if (typeof t !== 'string' || !known.includes(t)) {
-      throw invalidParameterError(`options.lora.targetModules[${i}]`, `one of ${known.map((k) => JSON.stringify(k)).join(', ')}`, t);
+      throw invalidParameterError(
+        `options.lora.targetModules[${i}]`,
+        `one of ${known.map((k) => JSON.stringify(k)).join(', ')}`,
+        t,
+      );
     }
     return t;
   });

@@ -32,17 +32,26 @@ export const CONFIG_LIMITS = {
 
 /** Parameters of the Qwen2-VL layout the engine builds (native/src/model_load.cc, Model::Model), as a float64. */
 export function parameterCount(c: EngineConfig): number {
-  const H = c.hiddenSize, D = c.headDim, v = c.vision;
+  const H = c.hiddenSize,
+    D = c.headDim,
+    v = c.vision;
   let n = 0;
   if (v.depth > 0) {
-    const E = v.embedDim, F = v.mlpHidden, M = E * v.spatialMergeSize * v.spatialMergeSize;
+    const E = v.embedDim,
+      F = v.mlpHidden,
+      M = E * v.spatialMergeSize * v.spatialMergeSize;
     n += E * v.inChannels * v.temporalPatchSize * v.patchSize * v.patchSize;
     n += v.depth * (4 * E + (3 * E * E + 3 * E) + (E * E + E) + (E * F + F) + (F * E + E));
     n += 2 * E + (M * M + M) + (M * v.hiddenSize + v.hiddenSize);
   }
   n += c.vocabSize * H;
-  n += c.numLayers * (2 * H + (H * c.numHeads * D + c.numHeads * D) + 2 * (H * c.numKvHeads * D + c.numKvHeads * D)
-    + c.numHeads * D * H + 3 * H * c.intermediateSize);
+  n +=
+    c.numLayers *
+    (2 * H +
+      (H * c.numHeads * D + c.numHeads * D) +
+      2 * (H * c.numKvHeads * D + c.numKvHeads * D) +
+      c.numHeads * D * H +
+      3 * H * c.intermediateSize);
   n += H + (c.tieWordEmbeddings ? 0 : c.vocabSize * H);
   return n;
 }
@@ -52,7 +61,12 @@ function fmt(n: number): string {
 }
 
 /** Throws naming `configFile` (or the weight file) and the field; returns the parameter count. */
-export function checkModelBudget(c: EngineConfig, configFile: string, files: readonly string[], maxSequenceLength: number): number {
+export function checkModelBudget(
+  c: EngineConfig,
+  configFile: string,
+  files: readonly string[],
+  maxSequenceLength: number,
+): number {
   const check = (field: string, value: number, min: number, max: number) => {
     if (!Number.isInteger(value) || value < min || value > max) {
       throw new Error(`${configFile}: ${field} is ${value}; expected an integer from ${min} to ${fmt(max)}`);
@@ -65,20 +79,31 @@ export function checkModelBudget(c: EngineConfig, configFile: string, files: rea
   check('num_hidden_layers', c.numLayers, 1, L.num_hidden_layers);
   check('num_attention_heads', c.numHeads, 1, L.num_attention_heads);
   check('num_key_value_heads', c.numKvHeads, 1, L.num_key_value_heads);
-  check('max_position_embeddings (or the maximum sequence length asked for)', maxSequenceLength, 1, L.max_position_embeddings);
+  check(
+    'max_position_embeddings (or the maximum sequence length asked for)',
+    maxSequenceLength,
+    1,
+    L.max_position_embeddings,
+  );
   const v = c.vision;
   check('vision_config.depth', v.depth, 0, L['vision_config.depth']);
   if (v.depth > 0) {
     check('vision_config.embed_dim', v.embedDim, 1, L['vision_config.embed_dim']);
     check('vision_config.num_heads', v.numHeads, 1, L['vision_config.num_heads']);
-    check('vision_config.mlp_hidden (embed_dim x mlp_ratio)', v.mlpHidden, 1, L['vision_config.mlp_hidden (embed_dim x mlp_ratio)']);
+    check(
+      'vision_config.mlp_hidden (embed_dim x mlp_ratio)',
+      v.mlpHidden,
+      1,
+      L['vision_config.mlp_hidden (embed_dim x mlp_ratio)'],
+    );
     check('vision_config.in_channels', v.inChannels, 1, L['vision_config.in_channels']);
     check('vision_config.patch_size', v.patchSize, 1, L['vision_config.patch_size']);
     check('vision_config.temporal_patch_size', v.temporalPatchSize, 1, L['vision_config.temporal_patch_size']);
     check('vision_config.spatial_merge_size', v.spatialMergeSize, 1, L['vision_config.spatial_merge_size']);
   }
   const positive = (field: string, value: number) => {
-    if (!(Number.isFinite(value) && value > 0)) throw new Error(`${configFile}: ${field} is ${value}; expected a finite number > 0`);
+    if (!(Number.isFinite(value) && value > 0))
+      throw new Error(`${configFile}: ${field} is ${value}; expected a finite number > 0`);
   };
   positive('rms_norm_eps', c.rmsNormEps);
   positive('rope_theta', c.ropeTheta);
@@ -90,15 +115,22 @@ export function checkModelBudget(c: EngineConfig, configFile: string, files: rea
     try {
       st = statSync(f);
     } catch (err) {
-      throw new Error(`${f}: cannot read the weights (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+      throw new Error(
+        `${f}: cannot read the weights (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`,
+      );
     }
-    if (!st.isFile()) throw new Error(`${f}: not a regular file (a ${st.isFIFO() ? 'FIFO' : st.isDirectory() ? 'folder' : 'special file'}); the weights must be a safetensors file`);
+    if (!st.isFile())
+      throw new Error(
+        `${f}: not a regular file (a ${st.isFIFO() ? 'FIFO' : st.isDirectory() ? 'folder' : 'special file'}); the weights must be a safetensors file`,
+      );
     bytes += st.size;
   }
   const params = parameterCount(c);
   if (params * 2 > bytes) {
-    throw new Error(`${configFile}: the config describes ${fmt(params)} parameters (at least ${fmt(params * 2)} bytes at 2 bytes each), `
-      + `but the weight files hold ${fmt(bytes)} bytes (${files.join(', ')}): the config does not match the weights`);
+    throw new Error(
+      `${configFile}: the config describes ${fmt(params)} parameters (at least ${fmt(params * 2)} bytes at 2 bytes each), ` +
+        `but the weight files hold ${fmt(bytes)} bytes (${files.join(', ')}): the config does not match the weights`,
+    );
   }
   return params;
 }

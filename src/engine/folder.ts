@@ -52,22 +52,37 @@ export function resolveModelFolder(dir: string): ResolvedCheckpoint {
     }
     const base = cfg.base_model_name_or_path;
     if (typeof base !== 'string' || !existsSync(path.join(base, 'config.json'))) {
-      throw new Error(`${adapterConfig}: base_model_name_or_path ${JSON.stringify(base)} is not a local model folder; load the base with the adapter explicitly`);
+      throw new Error(
+        `${adapterConfig}: base_model_name_or_path ${JSON.stringify(base)} is not a local model folder; load the base with the adapter explicitly`,
+      );
     }
     const targets = cfg.vqalab?.targetModules ?? cfg.target_modules;
     if (!Array.isArray(targets) || typeof cfg.r !== 'number' || typeof cfg.lora_alpha !== 'number') {
       throw new Error(`${adapterConfig}: expected r, lora_alpha and target_modules (a list) of a PEFT LoRA adapter`);
     }
-    const lora: LoraConfig = { rank: cfg.r, alpha: cfg.lora_alpha, targetModules: targets as string[], vision: Boolean(cfg.vqalab?.vision) };
-    return { modelDir: base, adapterDir: dir, lora, tokenizerDir: existsSync(path.join(dir, 'tokenizer.json')) ? dir : base };
+    const lora: LoraConfig = {
+      rank: cfg.r,
+      alpha: cfg.lora_alpha,
+      targetModules: targets as string[],
+      vision: Boolean(cfg.vqalab?.vision),
+    };
+    return {
+      modelDir: base,
+      adapterDir: dir,
+      lora,
+      tokenizerDir: existsSync(path.join(dir, 'tokenizer.json')) ? dir : base,
+    };
   }
   let ckpt: string;
   try {
     ckpt = resolveCheckpoint(dir);
   } catch {
-    throw new Error(`${dir}: not a model folder (no config.json), a vqalab checkpoint (trainer.json + model/, or checkpoints/latest) nor a PEFT adapter (adapter_config.json)`);
+    throw new Error(
+      `${dir}: not a model folder (no config.json), a vqalab checkpoint (trainer.json + model/, or checkpoints/latest) nor a PEFT adapter (adapter_config.json)`,
+    );
   }
   const model = path.join(ckpt, 'model');
-  if (!existsSync(path.join(model, 'config.json'))) throw new Error(`${ckpt}: trainer checkpoint without model/config.json`);
+  if (!existsSync(path.join(model, 'config.json')))
+    throw new Error(`${ckpt}: trainer checkpoint without model/config.json`);
   return { modelDir: model, tokenizerDir: model };
 }

@@ -8,20 +8,47 @@ import path from 'node:path';
 import { expectBoolean, expectInteger, expectOneOf, expectString, invalidParameterError } from '../util/validate.js';
 import { writeFileAtomic } from '../util/fs.js';
 import { SafetensorsFile, serializeSafetensors } from '../util/safetensors.js';
-import { checkAdamW, checkForwardRequests, checkGradients, checkLora, checkSampleRequest, type CheckedSampleRequest } from './check.js';
+import {
+  checkAdamW,
+  checkForwardRequests,
+  checkGradients,
+  checkLora,
+  checkSampleRequest,
+  type CheckedSampleRequest,
+} from './check.js';
 import { readConfig, toNativeConfig, type EngineConfig } from './config.js';
 import { checkModelBudget } from './config-check.js';
 import { native, nativeError, type NativeModel, type NativePrompt } from './native.js';
 import { SampleLoop, type LoopRequest } from './sampling.js';
 import type {
-  AdamWOptions, CallOptions, Device, DeviceMemory, EngineModel, ForwardRequest, ForwardResult, LoadOptions, LoraConfig, Prompt, SampleRequest,
-  SampleResult, SampleStats, StepResult,
+  AdamWOptions,
+  CallOptions,
+  Device,
+  DeviceMemory,
+  EngineModel,
+  ForwardRequest,
+  ForwardResult,
+  LoadOptions,
+  LoraConfig,
+  Prompt,
+  SampleRequest,
+  SampleResult,
+  SampleStats,
+  StepResult,
 } from './types.js';
 
 /** Files copied along when a checkpoint is saved into a new folder (tokenizer, processor, generation). */
 const AUXILIARY_FILES = [
-  'tokenizer.json', 'tokenizer_config.json', 'vocab.json', 'merges.txt', 'special_tokens_map.json', 'added_tokens.json',
-  'preprocessor_config.json', 'video_preprocessor_config.json', 'chat_template.json', 'chat_template.jinja',
+  'tokenizer.json',
+  'tokenizer_config.json',
+  'vocab.json',
+  'merges.txt',
+  'special_tokens_map.json',
+  'added_tokens.json',
+  'preprocessor_config.json',
+  'video_preprocessor_config.json',
+  'chat_template.json',
+  'chat_template.jinja',
   'generation_config.json',
 ];
 
@@ -39,8 +66,10 @@ export function weightFiles(dir: string): string[] {
     if (map === null || typeof map !== 'object') throw new Error(`${index}: missing weight_map`);
     const files = [...new Set(Object.values(map as Record<string, unknown>))];
     for (const f of files) {
-      if (typeof f !== 'string' || f.includes('/') || f.includes('\\')) throw new Error(`${index}: bad shard name ${JSON.stringify(f)}`);
-      if (!existsSync(path.join(dir, f))) throw new Error(`${index}: shard ${f} is listed but ${path.join(dir, f)} does not exist`);
+      if (typeof f !== 'string' || f.includes('/') || f.includes('\\'))
+        throw new Error(`${index}: bad shard name ${JSON.stringify(f)}`);
+      if (!existsSync(path.join(dir, f)))
+        throw new Error(`${index}: shard ${f} is listed but ${path.join(dir, f)} does not exist`);
     }
     return files.sort().map((f) => path.join(dir, f as string));
   }
@@ -52,7 +81,8 @@ function toNativePrompt(p: Prompt): NativePrompt {
   return {
     ids: p.ids,
     images: p.images.map((im) => ({
-      pixels: im.pixels, gridThw: im.gridThw,
+      pixels: im.pixels,
+      gridThw: im.gridThw,
       ...(im.video ? { video: true, secondPerGrid: im.secondPerGrid ?? 1 } : {}),
     })),
   };
@@ -109,7 +139,10 @@ class NativeEngineModel implements EngineModel {
     this.queued++;
     let started = false;
     const guarded = async () => {
-      if (!started) { started = true; this.queued--; }
+      if (!started) {
+        started = true;
+        this.queued--;
+      }
       if (signal?.aborted) throw reason();
       const onAbort = () => this.nm.cancel(callId);
       signal?.addEventListener('abort', onAbort, { once: true });
@@ -149,19 +182,37 @@ class NativeEngineModel implements EngineModel {
       signal = NativeEngineModel.signalOf('options', options);
       reqs = checkForwardRequests(requests, this.config, this.maxSequenceLength);
       if (reqs.some((r) => r.keepForBackward) && !reqs.every((r) => r.keepForBackward)) {
-        throw invalidParameterError('requests[*].keepForBackward', 'the same value for every request of one call', requests.map((r) => r.keepForBackward));
+        throw invalidParameterError(
+          'requests[*].keepForBackward',
+          'the same value for every request of one call',
+          requests.map((r) => r.keepForBackward),
+        );
       }
     } catch (err) {
       return Promise.reject(err);
     }
     const keep = reqs.some((r) => r.keepForBackward);
-    return this.run(stack, async (callId) => {
-      const out = await this.nm.forward(
-        reqs.map((r) => ({ prompt: toNativePrompt(r.prompt), completions: r.completions, returnLogits: r.returnLogits ?? false })),
-        keep, callId);
-      if (keep) this.lastForward = reqs.map((r) => r.completions.map((c) => c.length));
-      return out.map((o) => (o.logits ? { logprobs: o.logprobs, entropy: o.entropy, logits: o.logits } : { logprobs: o.logprobs, entropy: o.entropy }));
-    }, signal);
+    return this.run(
+      stack,
+      async (callId) => {
+        const out = await this.nm.forward(
+          reqs.map((r) => ({
+            prompt: toNativePrompt(r.prompt),
+            completions: r.completions,
+            returnLogits: r.returnLogits ?? false,
+          })),
+          keep,
+          callId,
+        );
+        if (keep) this.lastForward = reqs.map((r) => r.completions.map((c) => c.length));
+        return out.map((o) =>
+          o.logits
+            ? { logprobs: o.logprobs, entropy: o.entropy, logits: o.logits }
+            : { logprobs: o.logprobs, entropy: o.entropy },
+        );
+      },
+      signal,
+    );
   }
 
   backward(gradLogprobs: Float32Array[][], options?: CallOptions): Promise<void> {
@@ -172,21 +223,34 @@ class NativeEngineModel implements EngineModel {
     } catch (err) {
       return Promise.reject(err);
     }
-    return this.run(stack, async (callId) => {
-      if (!this.lastForward) throw new Error('backward needs a forward with keepForBackward: true first (each forward is consumed once)');
-      const grads = checkGradients(gradLogprobs, this.lastForward);
-      this.lastForward = null;
-      await this.nm.backward(grads, callId);
-    }, signal);
+    return this.run(
+      stack,
+      async (callId) => {
+        if (!this.lastForward)
+          throw new Error('backward needs a forward with keepForBackward: true first (each forward is consumed once)');
+        const grads = checkGradients(gradLogprobs, this.lastForward);
+        this.lastForward = null;
+        await this.nm.backward(grads, callId);
+      },
+      signal,
+    );
   }
 
   private static loopRequest(r: CheckedSampleRequest, index: number, stack: Error): LoopRequest {
     return {
       native: {
-        prompt: toNativePrompt(r.prompt), n: r.n, temperature: r.temperature, topP: r.topP, topK: r.topK,
-        maxTokens: r.maxTokens, stopTokenIds: Int32Array.from(r.stopTokenIds), seed: r.seed, stream: r.onToken !== undefined,
+        prompt: toNativePrompt(r.prompt),
+        n: r.n,
+        temperature: r.temperature,
+        topP: r.topP,
+        topK: r.topK,
+        maxTokens: r.maxTokens,
+        stopTokenIds: Int32Array.from(r.stopTokenIds),
+        seed: r.seed,
+        stream: r.onToken !== undefined,
       },
-      index, stack,
+      index,
+      stack,
       ...(r.onToken ? { onToken: r.onToken } : {}),
       ...(r.signal ? { signal: r.signal } : {}),
     };
@@ -210,13 +274,15 @@ class NativeEngineModel implements EngineModel {
     let signal: AbortSignal | undefined;
     try {
       signal = NativeEngineModel.signalOf('options', options);
-      if (!Array.isArray(requests) || requests.length === 0) throw invalidParameterError('requests', 'non-empty array of sampling requests', requests);
+      if (!Array.isArray(requests) || requests.length === 0)
+        throw invalidParameterError('requests', 'non-empty array of sampling requests', requests);
       rs = requests.map((q, i) => checkSampleRequest(q, this.config, this.maxSequenceLength, `requests[${i}]`));
     } catch (err) {
       return Promise.reject(err);
     }
     if (this.disposed) return Promise.reject(nativeError(new Error('this model was disposed'), stack));
-    if (signal?.aborted) return Promise.reject(signal.reason instanceof Error ? signal.reason : new Error('interrupted'));
+    if (signal?.aborted)
+      return Promise.reject(signal.reason instanceof Error ? signal.reason : new Error('interrupted'));
     // One controller per batch: options.signal and each request's own signal both cancel.
     const loopReqs = rs.map((r, i) => {
       const lr = NativeEngineModel.loopRequest(r, i, stack);
@@ -235,7 +301,12 @@ class NativeEngineModel implements EngineModel {
     const m = native()._cudaMemory(resetPeak);
     if (!m) return undefined;
     const mib = (b: number) => Math.round(b / (1024 * 1024));
-    return { peakMiB: mib(m.peakBytes), usedMiB: mib(m.usedBytes), availableMiB: mib(m.freeBytes + m.poolIdleBytes), totalMiB: mib(m.totalBytes) };
+    return {
+      peakMiB: mib(m.peakBytes),
+      usedMiB: mib(m.usedBytes),
+      availableMiB: mib(m.freeBytes + m.poolIdleBytes),
+      totalMiB: mib(m.totalBytes),
+    };
   }
 
   zeroGrad(): void {
@@ -260,7 +331,10 @@ class NativeEngineModel implements EngineModel {
     try {
       expectString('dir', dir, { nonEmpty: true });
       optimizer = options.optimizer === undefined ? false : expectBoolean('options.optimizer', options.optimizer);
-      naming = options.naming === undefined ? this.namingScheme : expectOneOf('options.naming', options.naming, ['published', 'internal'] as const);
+      naming =
+        options.naming === undefined
+          ? this.namingScheme
+          : expectOneOf('options.naming', options.naming, ['published', 'internal'] as const);
     } catch (err) {
       return Promise.reject(err);
     }
@@ -272,7 +346,8 @@ class NativeEngineModel implements EngineModel {
         const file = path.join(dir, 'optimizer.safetensors');
         // Before the first optimizer update there are no moments: an empty state (step 0) that
         // loadModel({ loadOptimizer }) reads as a fresh optimizer — the same AdamW state.
-        if (this.nm.info().step === 0) await writeFileAtomic(file, serializeSafetensors(new Map(), EMPTY_OPTIMIZER_METADATA));
+        if (this.nm.info().step === 0)
+          await writeFileAtomic(file, serializeSafetensors(new Map(), EMPTY_OPTIMIZER_METADATA));
         else await this.nm.saveOptimizer(file, internal);
       }
       await writeFileAtomic(path.join(dir, 'config.json'), this.configText);
@@ -293,7 +368,8 @@ class NativeEngineModel implements EngineModel {
       return Promise.reject(err);
     }
     const lora = this.lora;
-    if (!lora) return Promise.reject(nativeError(new Error('saveAdapter needs a model loaded with options.lora'), stack));
+    if (!lora)
+      return Promise.reject(nativeError(new Error('saveAdapter needs a model loaded with options.lora'), stack));
     return this.run(stack, async () => {
       mkdirSync(dir, { recursive: true });
       // PEFT (0.21, on transformers 5) names adapters by the model's internal module paths
@@ -369,19 +445,30 @@ function checkCudaOptions(o: unknown): NonNullable<LoadOptions['cuda']> {
   const out: NonNullable<LoadOptions['cuda']> = {};
   for (const k of Object.keys(c)) {
     if (!['offloadOptimizer', 'bf16Moments', 'checkpointActivations', 'packRows', 'graphs'].includes(k)) {
-      throw invalidParameterError(`options.cuda.${k}`, 'one of offloadOptimizer, bf16Moments, checkpointActivations, packRows, graphs', c[k]);
+      throw invalidParameterError(
+        `options.cuda.${k}`,
+        'one of offloadOptimizer, bf16Moments, checkpointActivations, packRows, graphs',
+        c[k],
+      );
     }
   }
-  if (c.offloadOptimizer !== undefined) out.offloadOptimizer = expectBoolean('options.cuda.offloadOptimizer', c.offloadOptimizer);
+  if (c.offloadOptimizer !== undefined)
+    out.offloadOptimizer = expectBoolean('options.cuda.offloadOptimizer', c.offloadOptimizer);
   if (c.bf16Moments !== undefined) out.bf16Moments = expectBoolean('options.cuda.bf16Moments', c.bf16Moments);
-  if (c.checkpointActivations !== undefined) out.checkpointActivations = expectBoolean('options.cuda.checkpointActivations', c.checkpointActivations);
+  if (c.checkpointActivations !== undefined)
+    out.checkpointActivations = expectBoolean('options.cuda.checkpointActivations', c.checkpointActivations);
   if (c.packRows !== undefined) out.packRows = expectInteger('options.cuda.packRows', c.packRows, 1);
   if (c.graphs !== undefined) out.graphs = expectBoolean('options.cuda.graphs', c.graphs);
   return out;
 }
 
 /** Loads a Qwen2-VL checkpoint folder (config.json + model.safetensors[.index.json]) on the CPU engine. */
-export async function loadModel(dir: string, options: LoadOptions = {}): Promise<EngineModel & Required<Pick<EngineModel, 'sampleBatch' | 'sampleStats'>> & { readonly _native: NativeModel }> {
+export async function loadModel(
+  dir: string,
+  options: LoadOptions = {},
+): Promise<
+  EngineModel & Required<Pick<EngineModel, 'sampleBatch' | 'sampleStats'>> & { readonly _native: NativeModel }
+> {
   const stack = new Error();
   expectString('dir', dir, { nonEmpty: true });
   if (options === null || typeof options !== 'object') throw invalidParameterError('options', 'object', options);
@@ -392,17 +479,23 @@ export async function loadModel(dir: string, options: LoadOptions = {}): Promise
   // 'cuda' is cuda:0; bf16 weights and activations unless VQALAB_CUDA_PRECISION=fp32 (parity checks)
   const nativeDevice = device === 'cuda' ? 'cuda:0' : device;
   const precision = process.env.VQALAB_CUDA_PRECISION === 'fp32' ? 'fp32' : 'bf16';
-  const threads = options.threads === undefined ? undefined : expectInteger('options.threads', options.threads, 1, 1024);
+  const threads =
+    options.threads === undefined ? undefined : expectInteger('options.threads', options.threads, 1, 1024);
   const lora = options.lora === undefined ? null : checkLora(options.lora);
-  const adapter = options.adapter === undefined ? undefined : expectString('options.adapter', options.adapter, { nonEmpty: true });
-  if (adapter !== undefined && !lora) throw invalidParameterError('options.lora', 'a LoRA config (options.adapter needs one)', options.lora);
-  const loadOpt = options.loadOptimizer === undefined ? false : expectBoolean('options.loadOptimizer', options.loadOptimizer);
+  const adapter =
+    options.adapter === undefined ? undefined : expectString('options.adapter', options.adapter, { nonEmpty: true });
+  if (adapter !== undefined && !lora)
+    throw invalidParameterError('options.lora', 'a LoRA config (options.adapter needs one)', options.lora);
+  const loadOpt =
+    options.loadOptimizer === undefined ? false : expectBoolean('options.loadOptimizer', options.loadOptimizer);
   const cuda = options.cuda === undefined ? undefined : checkCudaOptions(options.cuda);
 
   const configFile = path.join(dir, 'config.json');
   const config = readConfig(configFile);
-  const maxSeq = options.maxSequenceLength === undefined ? config.maxPositionEmbeddings
-    : expectInteger('options.maxSequenceLength', options.maxSequenceLength, 1);
+  const maxSeq =
+    options.maxSequenceLength === undefined
+      ? config.maxPositionEmbeddings
+      : expectInteger('options.maxSequenceLength', options.maxSequenceLength, 1);
   const files = weightFiles(dir);
   checkModelBudget(config, configFile, files, maxSeq); // before the engine allocates anything
   const configText = readFileSync(configFile, 'utf8');
@@ -420,7 +513,11 @@ export async function loadModel(dir: string, options: LoadOptions = {}): Promise
   let nm: NativeModel;
   try {
     nm = await native().loadModel({
-      config: toNativeConfig(config), files, maxSequenceLength: maxSeq, device: nativeDevice, precision,
+      config: toNativeConfig(config),
+      files,
+      maxSequenceLength: maxSeq,
+      device: nativeDevice,
+      precision,
       ...(threads !== undefined ? { threads } : {}),
       ...(lora ? { lora } : {}),
       ...(loraFile ? { loraFile } : {}),

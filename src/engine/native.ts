@@ -10,15 +10,39 @@ import { fileURLToPath } from 'node:url';
 
 export interface NativeConfig {
   text: {
-    vocab: number; hidden: number; inter: number; layers: number; heads: number; kvHeads: number; headDim: number;
-    eps: number; theta: number; section: [number, number, number]; tied: boolean;
-    qkvBias: boolean; qkNorm: boolean; mropeInterleaved: boolean;
+    vocab: number;
+    hidden: number;
+    inter: number;
+    layers: number;
+    heads: number;
+    kvHeads: number;
+    headDim: number;
+    eps: number;
+    theta: number;
+    section: [number, number, number];
+    tied: boolean;
+    qkvBias: boolean;
+    qkNorm: boolean;
+    mropeInterleaved: boolean;
   };
   vision: {
-    depth: number; embedDim: number; numHeads: number; mlpHidden: number; outHidden: number; inChannels: number;
-    patchSize: number; temporalPatchSize: number; merge: number; quickGelu: boolean; theta: number;
-    act: 'quick_gelu' | 'gelu' | 'silu' | 'gelu_pytorch_tanh'; rmsNorm: boolean; windowSize: number;
-    fullatt: number[]; numPos: number; deepstack: number[];
+    depth: number;
+    embedDim: number;
+    numHeads: number;
+    mlpHidden: number;
+    outHidden: number;
+    inChannels: number;
+    patchSize: number;
+    temporalPatchSize: number;
+    merge: number;
+    quickGelu: boolean;
+    theta: number;
+    act: 'quick_gelu' | 'gelu' | 'silu' | 'gelu_pytorch_tanh';
+    rmsNorm: boolean;
+    windowSize: number;
+    fullatt: number[];
+    numPos: number;
+    deepstack: number[];
   };
   /** model_type: 'qwen2_vl' | 'qwen2_5_vl' | 'qwen3_vl'. */
   family: string;
@@ -45,14 +69,26 @@ export interface NativeLoadSpec {
   /** The CUDA backend's precision: bf16 weights/activations with fp32 master (default) or fp32 throughout. */
   precision?: 'bf16' | 'fp32';
   /** CUDA backend options (validated in TypeScript; absent fields keep the VQALAB_CUDA_* defaults). */
-  cuda?: { offloadOptimizer?: boolean; bf16Moments?: boolean; checkpointActivations?: boolean; packRows?: number; graphs?: boolean };
+  cuda?: {
+    offloadOptimizer?: boolean;
+    bf16Moments?: boolean;
+    checkpointActivations?: boolean;
+    packRows?: number;
+    graphs?: boolean;
+  };
 }
 
 /** One request of a sampling run; `id` names it in packets, sampleRunAdd and sampleRunCancel. */
 export interface NativeRunRequest {
   id: number;
-  prompt: NativePrompt; n: number; temperature: number; topP: number; topK: number; maxTokens: number;
-  stopTokenIds: Int32Array; seed: number;
+  prompt: NativePrompt;
+  n: number;
+  temperature: number;
+  topP: number;
+  topK: number;
+  maxTokens: number;
+  stopTokenIds: Int32Array;
+  seed: number;
   /** Report this request's tokens as they are produced. */
   stream: boolean;
 }
@@ -71,13 +107,25 @@ export interface NativeRunPacket {
 
 export interface NativeModel {
   /** `callId` (> 0) names the call for cancel(). */
-  forward(requests: { prompt: NativePrompt; completions: Int32Array[]; returnLogits: boolean }[], keep: boolean, callId?: number):
-    Promise<{ logprobs: Float32Array[]; entropy: Float32Array[]; logits?: Float32Array[] }[]>;
+  forward(
+    requests: { prompt: NativePrompt; completions: Int32Array[]; returnLogits: boolean }[],
+    keep: boolean,
+    callId?: number,
+  ): Promise<{ logprobs: Float32Array[]; entropy: Float32Array[]; logits?: Float32Array[] }[]>;
   backward(grads: Float32Array[][], callId?: number): Promise<void>;
-  sample(request: {
-    prompt: NativePrompt; n: number; temperature: number; topP: number; topK: number; maxTokens: number;
-    stopTokenIds: Int32Array; seed: number;
-  }, callId?: number): Promise<{ tokenIds: Int32Array[]; logprobs: Float32Array[]; stopped: boolean[] }>;
+  sample(
+    request: {
+      prompt: NativePrompt;
+      n: number;
+      temperature: number;
+      topP: number;
+      topK: number;
+      maxTokens: number;
+      stopTokenIds: Int32Array;
+      seed: number;
+    },
+    callId?: number,
+  ): Promise<{ tokenIds: Int32Array[]; logprobs: Float32Array[]; stopped: boolean[] }>;
   /**
    * Starts a multi-prompt sampling run off the JS thread and returns its handle at once; packets reach
    * `onPacket` on the JS thread, in order. `callId` (> 0) names the run for cancel().
@@ -88,14 +136,28 @@ export interface NativeModel {
   /** Drops request `id` at the run's next step (a `failed` packet with cancelled: true); unknown ids are ignored. */
   sampleRunCancel(handle: unknown, id: number): void;
   zeroGrad(): void;
-  step(o: { lr: number; beta1: number; beta2: number; eps: number; weightDecay: number; maxGradNorm: number }):
-    Promise<{ gradNorm: number; skipped: boolean; reason?: string }>;
+  step(o: {
+    lr: number;
+    beta1: number;
+    beta2: number;
+    eps: number;
+    weightDecay: number;
+    maxGradNorm: number;
+  }): Promise<{ gradNorm: number; skipped: boolean; reason?: string }>;
   saveWeights(file: string, internalNames: boolean): Promise<void>;
   saveOptimizer(file: string, internalNames: boolean): Promise<void>;
   loadOptimizer(file: string): Promise<void>;
   saveLora(file: string, internalNames: boolean): Promise<void>;
   setLoraEnabled(on: boolean): void;
-  info(): { numParameters: number; numTrainable: number; internalNames: boolean; loraActive: boolean; loraEnabled: boolean; step: number; device: string };
+  info(): {
+    numParameters: number;
+    numTrainable: number;
+    internalNames: boolean;
+    loraActive: boolean;
+    loraEnabled: boolean;
+    step: number;
+    device: string;
+  };
   /** Asks call `callId` to stop at its next layer / decode step, whether it runs already or not yet
    *  (it rejects with "interrupted"); a finished call is not affected. */
   cancel(callId: number): void;
@@ -122,17 +184,41 @@ export interface SafetensorsContent {
 
 export interface NativeAddon {
   loadModel(spec: NativeLoadSpec): Promise<NativeModel>;
-  _op(name: string, inputs: Record<string, Float32Array | Int32Array>, dims: Record<string, number>): Record<string, Float32Array>;
-  _sgemm(transA: boolean, transB: boolean, M: number, N: number, K: number, alpha: number, A: Float32Array, lda: number,
-    B: Float32Array, ldb: number, beta: number, C: Float32Array, ldc: number, naive?: boolean): Float32Array;
+  _op(
+    name: string,
+    inputs: Record<string, Float32Array | Int32Array>,
+    dims: Record<string, number>,
+  ): Record<string, Float32Array>;
+  _sgemm(
+    transA: boolean,
+    transB: boolean,
+    M: number,
+    N: number,
+    K: number,
+    alpha: number,
+    A: Float32Array,
+    lda: number,
+    B: Float32Array,
+    ldb: number,
+    beta: number,
+    C: Float32Array,
+    ldc: number,
+    naive?: boolean,
+  ): Float32Array;
   _gemmKernel(set?: 'avx2-fma' | 'portable' | 'auto'): string;
   _threads(set?: number): number;
   _readSafetensors(file: string): SafetensorsContent;
   /** Whether this build has the CUDA backend and sees a device. */
   _cuda(): { built: boolean; available: boolean; reason?: string };
   /** The current device's memory pool peak (reset on request), pool use, free and total bytes; null without CUDA. */
-  _cudaMemory(resetPeak?: boolean): { peakBytes: number; usedBytes: number; freeBytes: number; poolIdleBytes: number; totalBytes: number } | null;
-  _writeSafetensors(file: string, tensors: Record<string, { shape: number[]; data: Float32Array }>, metadata?: Record<string, string>): void;
+  _cudaMemory(
+    resetPeak?: boolean,
+  ): { peakBytes: number; usedBytes: number; freeBytes: number; poolIdleBytes: number; totalBytes: number } | null;
+  _writeSafetensors(
+    file: string,
+    tensors: Record<string, { shape: number[]; data: Float32Array }>,
+    metadata?: Record<string, string>,
+  ): void;
 }
 
 let cached: NativeAddon | undefined;
@@ -163,7 +249,8 @@ export function native(): NativeAddon {
   throw new Error(
     `the native engine is not built:\n  ${failures.join('\n  ')}\nPossible solutions:\n` +
       '  - run `npm install` (it builds native/ with node-gyp), or `node native/build.js`\n' +
-      '  - set VQALAB_ADDON to the path of a built vqalab.node');
+      '  - set VQALAB_ADDON to the path of a built vqalab.node',
+  );
 }
 
 /**

@@ -63,14 +63,24 @@ export interface LoopHost {
   waitingCalls(): number;
 }
 
-const reasonOf = (signal: AbortSignal): unknown => (signal.reason instanceof Error ? signal.reason : new Error('interrupted'));
+const reasonOf = (signal: AbortSignal): unknown =>
+  signal.reason instanceof Error ? signal.reason : new Error('interrupted');
 
 export class SampleLoop {
   private current: Run | null = null;
   private waiting: Pending[] = [];
   private scheduled = false;
   private nextId = 1;
-  private readonly counts: SampleStats = { runs: 0, requests: 0, joined: 0, completed: 0, cancelled: 0, failed: 0, maxConcurrent: 0, tokens: 0 };
+  private readonly counts: SampleStats = {
+    runs: 0,
+    requests: 0,
+    joined: 0,
+    completed: 0,
+    cancelled: 0,
+    failed: 0,
+    maxConcurrent: 0,
+    tokens: 0,
+  };
 
   constructor(private readonly host: LoopHost) {}
 
@@ -81,11 +91,14 @@ export class SampleLoop {
   /** Queue requests (together: they enter the same run); one promise per request. */
   submit(reqs: LoopRequest[]): Promise<SampleResult>[] {
     const pending: Pending[] = [];
-    const promises = reqs.map((r) => new Promise<SampleResult>((resolve, reject) => {
-      const id = this.nextId;
-      this.nextId = this.nextId >= 0x7ffffff0 ? 1 : this.nextId + 1;
-      pending.push({ ...r, id, resolve, reject, settled: false });
-    }));
+    const promises = reqs.map(
+      (r) =>
+        new Promise<SampleResult>((resolve, reject) => {
+          const id = this.nextId;
+          this.nextId = this.nextId >= 0x7ffffff0 ? 1 : this.nextId + 1;
+          pending.push({ ...r, id, resolve, reject, settled: false });
+        }),
+    );
     const live: Pending[] = [];
     for (const p of pending) {
       if (p.signal?.aborted) {
@@ -104,7 +117,10 @@ export class SampleLoop {
     if (run?.open && this.waiting.length === 0 && this.host.waitingCalls() === 0) {
       let added = false;
       try {
-        added = this.host.nm.sampleRunAdd(run.handle, live.map((p) => ({ ...p.native, id: p.id })));
+        added = this.host.nm.sampleRunAdd(
+          run.handle,
+          live.map((p) => ({ ...p.native, id: p.id })),
+        );
       } catch (err) {
         for (const p of live) this.settle(p, false, nativeError(err, p.stack));
         return promises;
@@ -146,7 +162,11 @@ export class SampleLoop {
     for (const p of batch) p.run = run;
     return new Promise<void>((ended) => {
       try {
-        run.handle = this.host.nm.sampleRun(batch.map((p) => ({ ...p.native, id: p.id })), (pk) => this.onPacket(run, pk, ended), callId);
+        run.handle = this.host.nm.sampleRun(
+          batch.map((p) => ({ ...p.native, id: p.id })),
+          (pk) => this.onPacket(run, pk, ended),
+          callId,
+        );
       } catch (err) {
         for (const p of batch) this.settle(p, false, nativeError(err, p.stack));
         ended();
@@ -160,7 +180,8 @@ export class SampleLoop {
 
   private onPacket(run: Run, pk: NativeRunPacket, ended: () => void): void {
     if (pk.tokens) {
-      const ev = pk.tokens, lp = pk.logprobs!;
+      const ev = pk.tokens,
+        lp = pk.logprobs!;
       this.counts.tokens += lp.length;
       for (let i = 0; i < lp.length; i++) {
         const p = run.requests.get(ev[3 * i]!);
@@ -179,7 +200,14 @@ export class SampleLoop {
       run.requests.delete(d.id);
       this.counts.completed++;
       if (p.cancelReason !== undefined) settlements.push(() => this.settle(p, false, p.cancelReason));
-      else settlements.push(() => this.settle(p, true, { tokenIds: d.tokenIds, logprobs: d.logprobs, finishReason: d.stopped.map((s) => (s ? 'stop' : 'length')) }));
+      else
+        settlements.push(() =>
+          this.settle(p, true, {
+            tokenIds: d.tokenIds,
+            logprobs: d.logprobs,
+            finishReason: d.stopped.map((s) => (s ? 'stop' : 'length')),
+          }),
+        );
     }
     for (const f of pk.failed ?? []) {
       const p = run.requests.get(f.id);
@@ -187,7 +215,13 @@ export class SampleLoop {
       run.requests.delete(f.id);
       if (f.cancelled) this.counts.cancelled++;
       else this.counts.failed++;
-      settlements.push(() => this.settle(p, false, f.cancelled ? p.cancelReason ?? new Error('cancelled') : nativeError(new Error(f.message), p.stack)));
+      settlements.push(() =>
+        this.settle(
+          p,
+          false,
+          f.cancelled ? (p.cancelReason ?? new Error('cancelled')) : nativeError(new Error(f.message), p.stack),
+        ),
+      );
     }
     // A run left with no request is closing (the native side closes it before it reports the
     // results that leave it idle): those results wait for the end packet, which comes once the
@@ -201,7 +235,12 @@ export class SampleLoop {
       for (const settle of run.held.splice(0)) settle();
       for (const p of run.requests.values()) {
         this.counts.failed++;
-        this.settle(p, false, p.cancelReason ?? nativeError(new Error(pk.error ?? 'the sampling run ended before this request finished'), p.stack));
+        this.settle(
+          p,
+          false,
+          p.cancelReason ??
+            nativeError(new Error(pk.error ?? 'the sampling run ended before this request finished'), p.stack),
+        );
       }
       run.requests.clear();
       ended();

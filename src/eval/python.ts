@@ -44,7 +44,10 @@ export function pythonDialect(name: PythonDialect = 'python2'): Dialect {
   let d = cache.get(name);
   if (!d) {
     const tables = TABLES[name];
-    if (!tables) throw new TypeError(`Expected one of ${PYTHON_DIALECTS.map((x) => JSON.stringify(x)).join(', ')} for dialect but received ${JSON.stringify(name)}`);
+    if (!tables)
+      throw new TypeError(
+        `Expected one of ${PYTHON_DIALECTS.map((x) => JSON.stringify(x)).join(', ')} for dialect but received ${JSON.stringify(name)}`,
+      );
     d = buildDialect(name, tables);
     cache.set(name, d);
   }
@@ -85,15 +88,22 @@ function buildDialect(name: PythonDialect, t: DialectTables): Dialect {
   const digitClass = classFromRanges(digitRanges);
   const runs = t.lowerRuns;
   const runStarts = runs.map((r) => r[0]);
-  const multi = new Map<number, string>(Object.entries(t.lowerMulti).map(([k, v]) => [Number(k), String.fromCodePoint(...v)]));
+  const multi = new Map<number, string>(
+    Object.entries(t.lowerMulti).map(([k, v]) => [Number(k), String.fromCodePoint(...v)]),
+  );
   const py3 = name !== 'python2';
 
   function lowerCp(cp: number): number {
     if (cp < 0x80) return cp >= 0x41 && cp <= 0x5a ? cp + 32 : cp;
-    let lo = 0, hi = runStarts.length - 1, found = -1;
+    let lo = 0,
+      hi = runStarts.length - 1,
+      found = -1;
     while (lo <= hi) {
       const mid = (lo + hi) >> 1;
-      if (runStarts[mid]! <= cp) { found = mid; lo = mid + 1; } else hi = mid - 1;
+      if (runStarts[mid]! <= cp) {
+        found = mid;
+        lo = mid + 1;
+      } else hi = mid - 1;
     }
     if (found < 0) return cp;
     const [start, end, step, delta] = runs[found]!;
@@ -214,7 +224,8 @@ export function pySum(values: ArrayLike<number>, compensated: boolean, isInt?: A
     for (let i = 0; i < n; i++) s += values[i]!;
     return s;
   }
-  let i = 0, f = 0;
+  let i = 0,
+    f = 0;
   // Leading ints are summed exactly as Python ints.
   while (i < n && isInt?.[i]) f += values[i++]!;
   if (i === n) return f;
@@ -222,10 +233,13 @@ export function pySum(values: ArrayLike<number>, compensated: boolean, isInt?: A
   let c = 0;
   for (; i < n; i++) {
     const x = values[i]!;
-    if (isInt?.[i]) { f += x; continue; }
+    if (isInt?.[i]) {
+      f += x;
+      continue;
+    }
     const t = f + x;
-    if (Math.abs(f) >= Math.abs(x)) c += (f - t) + x;
-    else c += (x - t) + f;
+    if (Math.abs(f) >= Math.abs(x)) c += f - t + x;
+    else c += x - t + f;
     f = t;
   }
   if (c !== 0 && Number.isFinite(c)) f += c;

@@ -121,7 +121,10 @@ export function pythonEqualityKey(v: unknown): string {
   if (typeof v === 'string') return JSON.stringify(v);
   if (Array.isArray(v)) return `[${v.map(pythonEqualityKey).join(',')}]`;
   if (isRecord(v)) {
-    return `{${Object.keys(v).sort().map((k) => `${JSON.stringify(k)}:${pythonEqualityKey(v[k])}`).join(',')}}`;
+    return `{${Object.keys(v)
+      .sort()
+      .map((k) => `${JSON.stringify(k)}:${pythonEqualityKey(v[k])}`)
+      .join(',')}}`;
   }
   return String(v);
 }
@@ -171,29 +174,45 @@ function checkId(file: string, where: string, id: unknown): QuestionId {
   if (typeof id === 'number' && Number.isFinite(id)) return id;
   if (typeof id === 'string') return id;
   if (id === undefined) throw new VqaInputError(`${file}: ${where} has no "question_id"`);
-  throw new VqaInputError(`${file}: ${where}: expected a number or string for question_id but received ${describeValue(id)}`);
+  throw new VqaInputError(
+    `${file}: ${where}: expected a number or string for question_id but received ${describeValue(id)}`,
+  );
 }
 
 /** Validate the shape of an annotations file (VQAv2 `{annotations: [...]}`). */
 export function checkAnnotations(data: unknown, file = 'annotations'): VqaAnnotationsFile {
   if (!isRecord(data) || !Array.isArray(data.annotations)) {
-    throw new VqaInputError(`${file}: expected an object with an "annotations" array (VQAv2 annotations format) but received ${describeValue(data)}${isRecord(data) ? ` with keys ${Object.keys(data).slice(0, 8).join(', ') || '(none)'}` : ''}`);
+    throw new VqaInputError(
+      `${file}: expected an object with an "annotations" array (VQAv2 annotations format) but received ${describeValue(data)}${isRecord(data) ? ` with keys ${Object.keys(data).slice(0, 8).join(', ') || '(none)'}` : ''}`,
+    );
   }
   const anns = data.annotations as unknown[];
   anns.forEach((ann, i) => {
-    if (!isRecord(ann)) throw new VqaInputError(`${file}: annotations[${i}]: expected an object but received ${describeValue(ann)}`);
+    if (!isRecord(ann))
+      throw new VqaInputError(`${file}: annotations[${i}]: expected an object but received ${describeValue(ann)}`);
     const id = checkId(file, `annotations[${i}]`, ann.question_id);
     const where = `annotations[${i}] (question_id ${idText(id)})`;
     for (const field of ['question_type', 'answer_type'] as const) {
-      if (typeof ann[field] !== 'string') throw new VqaInputError(`${file}: ${where}: expected a string for "${field}" but received ${describeValue(ann[field])}`);
+      if (typeof ann[field] !== 'string')
+        throw new VqaInputError(
+          `${file}: ${where}: expected a string for "${field}" but received ${describeValue(ann[field])}`,
+        );
     }
     const answers = ann.answers;
     if (!Array.isArray(answers) || answers.length === 0) {
-      throw new VqaInputError(`${file}: ${where}: expected a non-empty array of {answer} objects for "answers" but received ${describeValue(answers)}`);
+      throw new VqaInputError(
+        `${file}: ${where}: expected a non-empty array of {answer} objects for "answers" but received ${describeValue(answers)}`,
+      );
     }
     answers.forEach((a: unknown, j: number) => {
-      if (!isRecord(a)) throw new VqaInputError(`${file}: ${where}: answers[${j}]: expected an object but received ${describeValue(a)}`);
-      if (typeof a.answer !== 'string') throw new VqaInputError(`${file}: ${where}: answers[${j}]: expected a string for "answer" but received ${describeValue(a.answer)}`);
+      if (!isRecord(a))
+        throw new VqaInputError(
+          `${file}: ${where}: answers[${j}]: expected an object but received ${describeValue(a)}`,
+        );
+      if (typeof a.answer !== 'string')
+        throw new VqaInputError(
+          `${file}: ${where}: answers[${j}]: expected a string for "answer" but received ${describeValue(a.answer)}`,
+        );
     });
   });
   return data as unknown as VqaAnnotationsFile;
@@ -202,10 +221,13 @@ export function checkAnnotations(data: unknown, file = 'annotations'): VqaAnnota
 /** Validate the shape of a questions file (VQAv2 `{questions: [...]}`). */
 export function checkQuestions(data: unknown, file = 'questions'): VqaQuestionsFile {
   if (!isRecord(data) || !Array.isArray(data.questions)) {
-    throw new VqaInputError(`${file}: expected an object with a "questions" array (VQAv2 questions format) but received ${describeValue(data)}`);
+    throw new VqaInputError(
+      `${file}: expected an object with a "questions" array (VQAv2 questions format) but received ${describeValue(data)}`,
+    );
   }
   (data.questions as unknown[]).forEach((q, i) => {
-    if (!isRecord(q)) throw new VqaInputError(`${file}: questions[${i}]: expected an object but received ${describeValue(q)}`);
+    if (!isRecord(q))
+      throw new VqaInputError(`${file}: questions[${i}]: expected an object but received ${describeValue(q)}`);
     checkId(file, `questions[${i}]`, q.question_id);
   });
   return data as unknown as VqaQuestionsFile;
@@ -214,13 +236,20 @@ export function checkQuestions(data: unknown, file = 'questions'): VqaQuestionsF
 /** Validate the shape of a results file (`[{question_id, answer}]`). */
 export function checkResults(data: unknown, file = 'predictions'): VqaResult[] {
   if (!Array.isArray(data)) {
-    throw new VqaInputError(`${file}: expected an array of {question_id, answer} objects (the official results format) but received ${describeValue(data)}`);
+    throw new VqaInputError(
+      `${file}: expected an array of {question_id, answer} objects (the official results format) but received ${describeValue(data)}`,
+    );
   }
   data.forEach((r: unknown, i: number) => {
-    if (!isRecord(r)) throw new VqaInputError(`${file}: [${i}]: expected an object {question_id, answer} but received ${describeValue(r)}`);
+    if (!isRecord(r))
+      throw new VqaInputError(
+        `${file}: [${i}]: expected an object {question_id, answer} but received ${describeValue(r)}`,
+      );
     const id = checkId(file, `[${i}]`, r.question_id);
     if (typeof r.answer !== 'string') {
-      throw new VqaInputError(`${file}: [${i}] (question_id ${idText(id)}): expected a string for "answer" but received ${describeValue(r.answer)}`);
+      throw new VqaInputError(
+        `${file}: [${i}] (question_id ${idText(id)}): expected a string for "answer" but received ${describeValue(r.answer)}`,
+      );
     }
   });
   return data as VqaResult[];
@@ -254,13 +283,18 @@ export function evaluateVqa(
 ): VqaEvalResult {
   const dialect = options.dialect ?? 'python2';
   if (!PYTHON_DIALECTS.includes(dialect)) {
-    throw new TypeError(`Expected one of ${PYTHON_DIALECTS.map((x) => JSON.stringify(x)).join(', ')} for dialect but received ${describeValue(dialect)}`);
+    throw new TypeError(
+      `Expected one of ${PYTHON_DIALECTS.map((x) => JSON.stringify(x)).join(', ')} for dialect but received ${describeValue(dialect)}`,
+    );
   }
   const ndigits = options.ndigits ?? 2;
   const names = { questions: 'questions', annotations: 'annotations', predictions: 'predictions', ...options.names };
   const warnings: string[] = [];
   const anns = annotationsData.annotations;
-  if (anns.length === 0) throw new VqaInputError(`${names.annotations}: no annotations to evaluate (the official code divides by their number)`);
+  if (anns.length === 0)
+    throw new VqaInputError(
+      `${names.annotations}: no annotations to evaluate (the official code divides by their number)`,
+    );
 
   // The official index: qa[question_id] = the last annotation with that id.
   const byId = new Map<QuestionId, VqaAnnotation>();
@@ -270,7 +304,10 @@ export function evaluateVqa(
     if (byId.has(k)) duplicates++;
     byId.set(k, ann);
   }
-  if (duplicates) warnings.push(`${names.annotations}: ${duplicates} annotation(s) repeat a question_id; as in the official code each repeat is scored again with the last annotation of that id`);
+  if (duplicates)
+    warnings.push(
+      `${names.annotations}: ${duplicates} annotation(s) repeat a question_id; as in the official code each repeat is scored again with the last annotation of that id`,
+    );
 
   const predicted = new Map<QuestionId, VqaResult>();
   let dupPred = 0;
@@ -279,7 +316,10 @@ export function evaluateVqa(
     if (predicted.has(k)) dupPred++;
     predicted.set(k, r);
   }
-  if (dupPred) warnings.push(`${names.predictions}: ${dupPred} prediction(s) repeat a question_id; as in the official code the last one is used`);
+  if (dupPred)
+    warnings.push(
+      `${names.predictions}: ${dupPred} prediction(s) repeat a question_id; as in the official code the last one is used`,
+    );
 
   const missing: QuestionId[] = [];
   for (const [k, ann] of byId) if (!predicted.has(k)) missing.push(ann.question_id);
@@ -287,11 +327,17 @@ export function evaluateVqa(
   for (const [k, r] of predicted) if (!byId.has(k)) extra.push(r.question_id);
   if (missing.length || extra.length) {
     const parts: string[] = [];
-    if (missing.length) parts.push(`${missing.length} question_id(s) of ${names.annotations} have no prediction: ${listIds(missing)}`);
-    if (extra.length) parts.push(`${extra.length} predicted question_id(s) are not in ${names.annotations}: ${listIds(extra)}`);
-    const typeHint = missing.length && extra.length && typeof missing[0] !== typeof extra[0]
-      ? ` (the annotations use ${typeof missing[0]} ids, the predictions ${typeof extra[0]} ids: 1 and "1" differ, as in the official code)` : '';
-    throw new VqaInputError(`${names.predictions}: results do not match the annotations: ${parts.join('; ')}${typeHint}`);
+    if (missing.length)
+      parts.push(`${missing.length} question_id(s) of ${names.annotations} have no prediction: ${listIds(missing)}`);
+    if (extra.length)
+      parts.push(`${extra.length} predicted question_id(s) are not in ${names.annotations}: ${listIds(extra)}`);
+    const typeHint =
+      missing.length && extra.length && typeof missing[0] !== typeof extra[0]
+        ? ` (the annotations use ${typeof missing[0]} ids, the predictions ${typeof extra[0]} ids: 1 and "1" differ, as in the official code)`
+        : '';
+    throw new VqaInputError(
+      `${names.predictions}: results do not match the annotations: ${parts.join('; ')}${typeHint}`,
+    );
   }
 
   const questions = options.questions;
@@ -299,13 +345,22 @@ export function evaluateVqa(
     const qIds = new Map<QuestionId, VqaQuestion>();
     for (const q of questions.questions) qIds.set(idKey(q.question_id), q);
     const notInQuestions = [...byId.values()].filter((a) => !qIds.has(idKey(a.question_id))).map((a) => a.question_id);
-    if (notInQuestions.length) warnings.push(`${names.questions}: ${notInQuestions.length} annotated question_id(s) are not in the questions file: ${listIds(notInQuestions)}`);
+    if (notInQuestions.length)
+      warnings.push(
+        `${names.questions}: ${notInQuestions.length} annotated question_id(s) are not in the questions file: ${listIds(notInQuestions)}`,
+      );
     if (questions.task_type === 'Multiple Choice') {
       // The official loadRes asserts each answer is one of the question's multiple_choices.
       for (const r of predicted.values()) {
         const q = qIds.get(idKey(r.question_id));
-        if (!q || !Array.isArray(q.multiple_choices)) throw new VqaInputError(`${names.questions}: question_id ${idText(r.question_id)} has no "multiple_choices" (task_type is "Multiple Choice")`);
-        if (!q.multiple_choices.includes(r.answer)) throw new VqaInputError(`${names.predictions}: question_id ${idText(r.question_id)}: predicted answer ${JSON.stringify(r.answer)} is not one of the multiple choices`);
+        if (!q || !Array.isArray(q.multiple_choices))
+          throw new VqaInputError(
+            `${names.questions}: question_id ${idText(r.question_id)} has no "multiple_choices" (task_type is "Multiple Choice")`,
+          );
+        if (!q.multiple_choices.includes(r.answer))
+          throw new VqaInputError(
+            `${names.predictions}: question_id ${idText(r.question_id)}: predicted answer ${JSON.stringify(r.answer)} is not one of the multiple choices`,
+          );
       }
     }
   }
@@ -340,7 +395,8 @@ export function evaluateVqa(
     perQuestion.set(ann.question_id, d.round(100 * acc, ndigits));
   }
 
-  const mapAcc = (m: Map<string, number[]>) => new Map([...m].map(([t, v]) => [t, accuracy(v, dialect, ndigits)] as const));
+  const mapAcc = (m: Map<string, number[]>) =>
+    new Map([...m].map(([t, v]) => [t, accuracy(v, dialect, ndigits)] as const));
   return {
     dialect,
     ndigits,

@@ -14,12 +14,44 @@
 import { pySum, pythonDialect, type Dialect, type PythonDialect } from './python.js';
 
 /** Characters processPunctuation removes or turns into spaces (the official list, in its order). */
-export const PUNCTUATION: readonly string[] = [';', '/', '[', ']', '"', '{', '}', '(', ')', '=', '+', '\\', '_', '-', '>', '<', '@', '`', ',', '?', '!'];
+export const PUNCTUATION: readonly string[] = [
+  ';',
+  '/',
+  '[',
+  ']',
+  '"',
+  '{',
+  '}',
+  '(',
+  ')',
+  '=',
+  '+',
+  '\\',
+  '_',
+  '-',
+  '>',
+  '<',
+  '@',
+  '`',
+  ',',
+  '?',
+  '!',
+];
 
 /** Number words the official code maps to digits (note 'none' → '0'; nothing above ten). */
 export const NUMBER_WORDS: ReadonlyMap<string, string> = new Map([
-  ['none', '0'], ['zero', '0'], ['one', '1'], ['two', '2'], ['three', '3'], ['four', '4'],
-  ['five', '5'], ['six', '6'], ['seven', '7'], ['eight', '8'], ['nine', '9'], ['ten', '10'],
+  ['none', '0'],
+  ['zero', '0'],
+  ['one', '1'],
+  ['two', '2'],
+  ['three', '3'],
+  ['four', '4'],
+  ['five', '5'],
+  ['six', '6'],
+  ['seven', '7'],
+  ['eight', '8'],
+  ['nine', '9'],
+  ['ten', '10'],
 ]);
 
 export const ARTICLES: ReadonlySet<string> = new Set(['a', 'an', 'the']);
@@ -53,10 +85,12 @@ y'allll=y'all'll yall=y'all yall'd've=y'all'd've yall'll=y'all'll you'dve=you'd'
 youd've=you'd've youll=you'll youre=you're youve=you've`;
 
 export const CONTRACTIONS: ReadonlyMap<string, string> = new Map(
-  CONTRACTION_PAIRS.trim().split(/\s+/).map((pair) => {
-    const eq = pair.indexOf('=');
-    return [pair.slice(0, eq), pair.slice(eq + 1)] as [string, string];
-  }),
+  CONTRACTION_PAIRS.trim()
+    .split(/\s+/)
+    .map((pair) => {
+      const eq = pair.indexOf('=');
+      return [pair.slice(0, eq), pair.slice(eq + 1)] as [string, string];
+    }),
 );
 
 /** The official code's `periodStrip.sub("", text, re.UNICODE)` passes re.UNICODE (32) as `count`. */
@@ -84,7 +118,14 @@ const isPlain = (c: number) => c > 0x20 && c < 0x7f;
 
 /** `\n` and `\t` → space, then strip() — applied to every answer and the prediction first. */
 export function cleanWhitespace(text: string, dialect: PythonDialect = 'python2'): string {
-  if (text.length > 0 && isPlain(text.charCodeAt(0)) && isPlain(text.charCodeAt(text.length - 1)) && !text.includes('\n') && !text.includes('\t')) return text;
+  if (
+    text.length > 0 &&
+    isPlain(text.charCodeAt(0)) &&
+    isPlain(text.charCodeAt(text.length - 1)) &&
+    !text.includes('\n') &&
+    !text.includes('\t')
+  )
+    return text;
   let t = text;
   if (t.includes('\n')) t = t.replaceAll('\n', ' ');
   if (t.includes('\t')) t = t.replaceAll('\t', ' ');
@@ -207,12 +248,20 @@ let accBuf = new Float64Array(16);
 let intBuf: boolean[] = [];
 
 /** Score an already processed prediction against prepared answers (the official inner loop). */
-export function scorePrepared(processedPrediction: string, prepared: PreparedAnswers): { accuracy: number; matches: number } {
+export function scorePrepared(
+  processedPrediction: string,
+  prepared: PreparedAnswers,
+): { accuracy: number; matches: number } {
   const { answers, entryKeys } = prepared;
   const n = answers.length;
-  if (n === 0) throw new RangeError('the official VQA accuracy needs at least one answer (the official code divides by their number)');
+  if (n === 0)
+    throw new RangeError(
+      'the official VQA accuracy needs at least one answer (the official code divides by their number)',
+    );
   const matches = prepared.counts.get(processedPrediction) ?? 0;
-  if (accBuf.length < n) { accBuf = new Float64Array(n * 2); }
+  if (accBuf.length < n) {
+    accBuf = new Float64Array(n * 2);
+  }
   intBuf.length = n;
   for (let i = 0; i < n; i++) {
     let k: number;
@@ -226,7 +275,13 @@ export function scorePrepared(processedPrediction: string, prepared: PreparedAns
       }
     }
     // min(1, float(k)/3) returns the int 1 when k >= 3 (min keeps its first argument on ties).
-    if (k >= 3) { accBuf[i] = 1; intBuf[i] = true; } else { accBuf[i] = k / 3; intBuf[i] = false; }
+    if (k >= 3) {
+      accBuf[i] = 1;
+      intBuf[i] = true;
+    } else {
+      accBuf[i] = k / 3;
+      intBuf[i] = false;
+    }
   }
   const compensated = prepared.dialect === 'python3.12';
   const sum = pySum(n === accBuf.length ? accBuf : accBuf.subarray(0, n), compensated, intBuf);
@@ -264,7 +319,12 @@ export type ScoringRule = 'official' | 'exact-match';
 /** References prepared once for scoring many predictions under the rule their count selects. */
 export type PreparedReferences =
   | { readonly rule: 'official'; readonly prepared: PreparedAnswers }
-  | { readonly rule: 'exact-match'; readonly dialect: PythonDialect; readonly answers: readonly string[]; readonly counts: ReadonlyMap<string, number> };
+  | {
+      readonly rule: 'exact-match';
+      readonly dialect: PythonDialect;
+      readonly answers: readonly string[];
+      readonly counts: ReadonlyMap<string, number>;
+    };
 
 /**
  * The official normalisation applied unconditionally: `\n`/`\t` → space, strip(), then
@@ -290,11 +350,25 @@ export function scoreReferences(prediction: string, refs: PreparedReferences): V
   if (refs.rule === 'official') {
     const processed = preparePrediction(prediction, refs.prepared);
     const { accuracy, matches } = scorePrepared(processed, refs.prepared);
-    return { accuracy, matches, normalized: refs.prepared.normalized, prediction: processed, answers: [...refs.prepared.answers], rule: 'official' };
+    return {
+      accuracy,
+      matches,
+      normalized: refs.prepared.normalized,
+      prediction: processed,
+      answers: [...refs.prepared.answers],
+      rule: 'official',
+    };
   }
   const p = normalizeForMatch(prediction, refs.dialect);
   const matches = refs.counts.get(p) ?? 0;
-  return { accuracy: matches > 0 ? 1 : 0, matches, normalized: true, prediction: p, answers: [...refs.answers], rule: 'exact-match' };
+  return {
+    accuracy: matches > 0 ? 1 : 0,
+    matches,
+    normalized: true,
+    prediction: p,
+    answers: [...refs.answers],
+    rule: 'exact-match',
+  };
 }
 
 /**
@@ -307,6 +381,10 @@ export function scoreReferences(prediction: string, refs: PreparedReferences): V
  * scoreAnswer('The red.', ['red']).accuracy // 1 (exact match after normalisation)
  * scoreAnswer('Two', ['2', '2', 'two', '2', '3', '2', '2', '2', '2', '2']).accuracy // 1 (official)
  */
-export function scoreAnswer(prediction: string, answers: readonly string[], options: VqaScoreOptions = {}): VqaScore & { rule: ScoringRule } {
+export function scoreAnswer(
+  prediction: string,
+  answers: readonly string[],
+  options: VqaScoreOptions = {},
+): VqaScore & { rule: ScoringRule } {
   return scoreReferences(prediction, prepareReferences(answers, options));
 }

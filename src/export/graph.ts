@@ -61,8 +61,18 @@ function check(n: number, dims: number[]): void {
   if (n !== want) throw new Error(`internal error: tensor of ${n} elements for dims [${dims.join(', ')}]`);
 }
 
-interface Node { op: string; inputs: string[]; outputs: string[]; attrs: Record<string, Attr>; name: string }
-interface Value { name: string; elemType: DataTypeValue; dims: Dim[] }
+interface Node {
+  op: string;
+  inputs: string[];
+  outputs: string[];
+  attrs: Record<string, Attr>;
+  name: string;
+}
+interface Value {
+  name: string;
+  elemType: DataTypeValue;
+  dims: Dim[];
+}
 
 export class Graph {
   private readonly nodes: Node[] = [];
@@ -72,7 +82,10 @@ export class Graph {
   private readonly outs: Value[] = [];
   private counter = 0;
 
-  constructor(readonly name: string, private readonly external?: ExternalSink) {}
+  constructor(
+    readonly name: string,
+    private readonly external?: ExternalSink,
+  ) {}
 
   input(name: string, elemType: DataTypeValue, dims: Dim[]): string {
     this.ins.push({ name, elemType, dims });
@@ -121,7 +134,10 @@ export class Graph {
   /** Add a node; returns its output names (fresh ones unless given). */
   node(op: string, inputs: string[], attrs: Record<string, Attr> = {}, outputs: number | string[] = 1): string[] {
     const id = this.counter++;
-    const outs = typeof outputs === 'number' ? Array.from({ length: outputs }, (_, i) => `${op}_${id}${outputs > 1 ? `_${i}` : ''}`) : outputs;
+    const outs =
+      typeof outputs === 'number'
+        ? Array.from({ length: outputs }, (_, i) => `${op}_${id}${outputs > 1 ? `_${i}` : ''}`)
+        : outputs;
     this.nodes.push({ op, inputs, outputs: outs, attrs, name: `${op}_${id}` });
     return outs;
   }
@@ -164,11 +180,17 @@ export class Graph {
     };
     const valueInfo = (v: Value) => ({
       name: v.name,
-      type: { tensor_type: { elem_type: v.elemType, shape: { dim: v.dims.map((d) => (typeof d === 'number' ? { dim_value: d } : { dim_param: d })) } } },
+      type: {
+        tensor_type: {
+          elem_type: v.elemType,
+          shape: { dim: v.dims.map((d) => (typeof d === 'number' ? { dim_value: d } : { dim_param: d })) },
+        },
+      },
     });
     const attribute = (name: string, a: Attr) => {
       if (typeof a === 'number') {
-        if (!Number.isInteger(a)) throw new Error(`internal error: attribute ${name} = ${a} is not an integer (use {f})`);
+        if (!Number.isInteger(a))
+          throw new Error(`internal error: attribute ${name} = ${a} is not an integer (use {f})`);
         return { name, type: 2, i: a };
       }
       if (typeof a === 'string') return { name, type: 3, s: Buffer.from(a, 'utf8') };
@@ -179,7 +201,10 @@ export class Graph {
     const graph = {
       name: this.name,
       node: this.nodes.map((n) => ({
-        name: n.name, op_type: n.op, input: n.inputs, output: n.outputs,
+        name: n.name,
+        op_type: n.op,
+        input: n.inputs,
+        output: n.outputs,
         attribute: Object.entries(n.attrs).map(([k, v]) => attribute(k, v)),
       })),
       initializer: [...this.inits].map(([name, t]) => tensorProto(name, t)),
@@ -197,4 +222,3 @@ export class Graph {
     });
   }
 }
-

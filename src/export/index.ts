@@ -12,7 +12,17 @@
  * the adapter), so a folder the engine cannot load is refused with the engine's error. Everything is
  * written into a temporary sibling folder that is renamed onto OUT only when complete.
  */
-import { closeSync, existsSync, openSync, promises as fsp, readFileSync, realpathSync, rmSync, statSync, writeSync } from 'node:fs';
+import {
+  closeSync,
+  existsSync,
+  openSync,
+  promises as fsp,
+  readFileSync,
+  realpathSync,
+  rmSync,
+  statSync,
+  writeSync,
+} from 'node:fs';
 import path from 'node:path';
 import { parseConfig, type EngineConfig } from '../engine/config.js';
 import { loadModel } from '../engine/model.js';
@@ -33,8 +43,16 @@ export const DTYPE_SUFFIX: Record<ExportDtype, string> = { fp32: '', fp16: '_fp1
 export const EXPORT_MODEL_TYPES = ['qwen2_vl'] as const;
 
 const AUX_FILES = [
-  'generation_config.json', 'preprocessor_config.json', 'tokenizer.json', 'tokenizer_config.json',
-  'special_tokens_map.json', 'vocab.json', 'merges.txt', 'chat_template.json', 'chat_template.jinja', 'added_tokens.json',
+  'generation_config.json',
+  'preprocessor_config.json',
+  'tokenizer.json',
+  'tokenizer_config.json',
+  'special_tokens_map.json',
+  'vocab.json',
+  'merges.txt',
+  'chat_template.json',
+  'chat_template.jinja',
+  'added_tokens.json',
 ];
 
 export interface ExportOptions {
@@ -69,7 +87,9 @@ function readJson(file: string, what: string): Record<string, any> {
   try {
     text = readFileSync(file, 'utf8');
   } catch (err) {
-    throw new Error(`${file}: cannot read the ${what} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+    throw new Error(
+      `${file}: cannot read the ${what} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`,
+    );
   }
   try {
     const v = JSON.parse(text);
@@ -87,7 +107,9 @@ export function exportableConfig(modelDir: string): { raw: Record<string, any>; 
   if (!existsSync(file)) throw new Error(`${modelDir}: not a model folder (no config.json)`);
   const raw = readJson(file, 'model config');
   if (!(EXPORT_MODEL_TYPES as readonly string[]).includes(raw.model_type)) {
-    throw new Error(`${file}: ONNX export does not support model_type ${JSON.stringify(raw.model_type)} yet; supported: ${EXPORT_MODEL_TYPES.map((t) => JSON.stringify(t)).join(', ')}`);
+    throw new Error(
+      `${file}: ONNX export does not support model_type ${JSON.stringify(raw.model_type)} yet; supported: ${EXPORT_MODEL_TYPES.map((t) => JSON.stringify(t)).join(', ')}`,
+    );
   }
   return { raw, cfg: parseConfig(raw, file) };
 }
@@ -97,30 +119,48 @@ export function checkAdapter(adapterDir: string, modelDir: string, baseCfg: Engi
   const file = path.join(adapterDir, 'adapter_config.json');
   if (!existsSync(file)) throw new Error(`${adapterDir}: not a PEFT adapter folder (no adapter_config.json)`);
   const a = readJson(file, 'adapter config');
-  if (a.peft_type !== undefined && a.peft_type !== 'LORA') throw new Error(`${file}: peft_type ${JSON.stringify(a.peft_type)} is not supported; expected "LORA"`);
+  if (a.peft_type !== undefined && a.peft_type !== 'LORA')
+    throw new Error(`${file}: peft_type ${JSON.stringify(a.peft_type)} is not supported; expected "LORA"`);
   const targets = a.vqalab?.targetModules ?? a.target_modules;
   if (!Array.isArray(targets) || typeof a.r !== 'number' || typeof a.lora_alpha !== 'number') {
     throw new Error(`${file}: expected r, lora_alpha and target_modules (a list) of a PEFT LoRA adapter`);
   }
   if (a.use_dora === true) throw new Error(`${file}: DoRA adapters (use_dora: true) are not supported`);
-  if (!existsSync(path.join(adapterDir, 'adapter_model.safetensors'))) throw new Error(`${adapterDir}: no adapter_model.safetensors`);
+  if (!existsSync(path.join(adapterDir, 'adapter_model.safetensors')))
+    throw new Error(`${adapterDir}: no adapter_model.safetensors`);
   // The base it was trained on, when that folder is here: its config must be this model's.
   const base = a.base_model_name_or_path;
-  if (typeof base === 'string' && existsSync(path.join(base, 'config.json')) && realpathSync(base) !== realpathSync(modelDir)) {
+  if (
+    typeof base === 'string' &&
+    existsSync(path.join(base, 'config.json')) &&
+    realpathSync(base) !== realpathSync(modelDir)
+  ) {
     let baseOf: EngineConfig | undefined;
-    try { baseOf = parseConfig(readJson(path.join(base, 'config.json'), 'model config'), path.join(base, 'config.json')); } catch { baseOf = undefined; }
+    try {
+      baseOf = parseConfig(readJson(path.join(base, 'config.json'), 'model config'), path.join(base, 'config.json'));
+    } catch {
+      baseOf = undefined;
+    }
     const strip = (c: EngineConfig) => JSON.stringify({ ...c, form: undefined });
     if (!baseOf || strip(baseOf) !== strip(baseCfg)) {
-      throw new Error(`${file}: this adapter was trained on ${base}, whose config differs from ${modelDir}'s; export it with --model ${base}`);
+      throw new Error(
+        `${file}: this adapter was trained on ${base}, whose config differs from ${modelDir}'s; export it with --model ${base}`,
+      );
     }
   }
-  return { rank: a.r as number, alpha: a.lora_alpha as number, targetModules: targets as string[], vision: Boolean(a.vqalab?.vision) };
+  return {
+    rank: a.r as number,
+    alpha: a.lora_alpha as number,
+    targetModules: targets as string[],
+    vision: Boolean(a.vqalab?.vision),
+  };
 }
 
 /** Weights of a loaded engine model by published name, LoRA adapters merged (W + α/r · B·A). */
 export function engineWeights(model: EngineModel, lora?: { rank: number; alpha: number }): WeightSource {
   const nm = (model as unknown as { _native: NativeModel })._native;
-  if (!nm || typeof nm._get !== 'function') throw new Error('export needs a model loaded by the native engine (loadModel)');
+  if (!nm || typeof nm._get !== 'function')
+    throw new Error('export needs a model loaded by the native engine (loadModel)');
   const names = new Set(nm._names());
   return {
     get(name: string): Float32Array {
@@ -137,7 +177,8 @@ export function engineWeights(model: EngineModel, lora?: { rank: number; alpha: 
           for (let k = 0; k < r; k++) {
             const bk = s * B[o * r + k]!;
             if (bk === 0) continue;
-            const row = o * inDim, arow = k * inDim;
+            const row = o * inDim,
+              arow = k * inDim;
             for (let i = 0; i < inDim; i++) w[row + i] += bk * A[arow + i]!;
           }
         }
@@ -148,11 +189,24 @@ export function engineWeights(model: EngineModel, lora?: { rank: number; alpha: 
 }
 
 /** Weight count of each graph (for the external data decision, before anything is built). */
-export function graphParameters(cfg: EngineConfig): Record<'vision_encoder' | 'embed_tokens' | 'decoder_model_merged', number> {
-  const v = cfg.vision, E = v.embedDim, F = v.mlpHidden, M = E * v.spatialMergeSize ** 2;
+export function graphParameters(
+  cfg: EngineConfig,
+): Record<'vision_encoder' | 'embed_tokens' | 'decoder_model_merged', number> {
+  const v = cfg.vision,
+    E = v.embedDim,
+    F = v.mlpHidden,
+    M = E * v.spatialMergeSize ** 2;
   const PD = v.inChannels * v.temporalPatchSize * v.patchSize ** 2;
-  const vision = v.depth === 0 ? 0 : PD * E + v.depth * (4 * E * E + 2 * E * F + 9 * E + F) + 2 * E + M * M + M + M * v.hiddenSize + v.hiddenSize;
-  const H = cfg.hiddenSize, D = cfg.headDim, NH = cfg.numHeads, KV = cfg.numKvHeads, I = cfg.intermediateSize, V = cfg.vocabSize;
+  const vision =
+    v.depth === 0
+      ? 0
+      : PD * E + v.depth * (4 * E * E + 2 * E * F + 9 * E + F) + 2 * E + M * M + M + M * v.hiddenSize + v.hiddenSize;
+  const H = cfg.hiddenSize,
+    D = cfg.headDim,
+    NH = cfg.numHeads,
+    KV = cfg.numKvHeads,
+    I = cfg.intermediateSize,
+    V = cfg.vocabSize;
   const layer = H * NH * D + NH * D + 2 * (H * KV * D + KV * D) + NH * D * H + 3 * H * I + 2 * H;
   return { vision_encoder: vision, embed_tokens: V * H, decoder_model_merged: cfg.numLayers * layer + H + V * H };
 }
@@ -160,7 +214,12 @@ export function graphParameters(cfg: EngineConfig): Record<'vision_encoder' | 'e
 const BYTES_PER_WEIGHT: Record<ExportDtype, number> = { fp32: 4, fp16: 2, int8: 1 };
 
 /** Build a graph and write it under dir (its weights to `<base>.onnx_data` when `external`). */
-async function writeGraph(build: (sink?: ExternalSink) => Graph, dir: string, base: string, external: boolean): Promise<{ name: string; bytes: number }[]> {
+async function writeGraph(
+  build: (sink?: ExternalSink) => Graph,
+  dir: string,
+  base: string,
+  external: boolean,
+): Promise<{ name: string; bytes: number }[]> {
   const meta = { producer: 'vqalab', version: '0.1.0', doc: 'exported by vqalab export onnx' };
   const onnxFile = path.join(dir, `${base}.onnx`);
   if (!external) {
@@ -174,11 +233,15 @@ async function writeGraph(build: (sink?: ExternalSink) => Graph, dir: string, ba
   let bytes: Uint8Array;
   try {
     bytes = build({
-      location: dataName, minBytes: 1024,
+      location: dataName,
+      minBytes: 1024,
       write: (b) => {
         // keep each tensor 64-byte aligned (onnxruntime may map the file)
         const pad = (64 - (offset % 64)) % 64;
-        if (pad) { writeSync(fd, new Uint8Array(pad)); offset += pad; }
+        if (pad) {
+          writeSync(fd, new Uint8Array(pad));
+          offset += pad;
+        }
         const at = offset;
         let done = 0;
         while (done < b.byteLength) done += writeSync(fd, b, done, b.byteLength - done);
@@ -190,7 +253,10 @@ async function writeGraph(build: (sink?: ExternalSink) => Graph, dir: string, ba
     closeSync(fd);
   }
   await fsp.writeFile(onnxFile, bytes);
-  return [{ name: `onnx/${base}.onnx`, bytes: bytes.byteLength }, { name: `onnx/${dataName}`, bytes: statSync(path.join(dir, dataName)).size }];
+  return [
+    { name: `onnx/${base}.onnx`, bytes: bytes.byteLength },
+    { name: `onnx/${dataName}`, bytes: statSync(path.join(dir, dataName)).size },
+  ];
 }
 
 /**
@@ -200,25 +266,31 @@ async function writeGraph(build: (sink?: ExternalSink) => Graph, dir: string, ba
 export async function exportOnnx(o: ExportOptions): Promise<ExportResult> {
   const t0 = performance.now();
   const dtype = o.dtype ?? 'fp32';
-  if (!EXPORT_DTYPES.includes(dtype)) throw new Error(`unknown dtype ${JSON.stringify(dtype)}; expected one of ${EXPORT_DTYPES.join(', ')}`);
+  if (!EXPORT_DTYPES.includes(dtype))
+    throw new Error(`unknown dtype ${JSON.stringify(dtype)}; expected one of ${EXPORT_DTYPES.join(', ')}`);
   if (typeof o.out !== 'string' || o.out === '') throw new Error('export needs an output folder (--out DIR)');
   const log = o.log ?? (() => {});
   // a trainer checkpoint, a run folder or a PEFT adapter folder resolve to their model (and adapter)
   if (existsSync(o.model) && !existsSync(path.join(o.model, 'config.json'))) {
     const r = resolveModelFolder(o.model);
-    if (r.adapterDir && o.adapter) throw new Error(`${o.model} is an adapter folder; pass its base as --model and one --adapter`);
+    if (r.adapterDir && o.adapter)
+      throw new Error(`${o.model} is an adapter folder; pass its base as --model and one --adapter`);
     o = { ...o, model: r.modelDir, ...(r.adapterDir ? { adapter: r.adapterDir } : {}) };
     log(`${o.model}${o.adapter ? ` with adapter ${o.adapter}` : ''}`);
   }
   const { raw, cfg } = exportableConfig(o.model);
   const lora = o.adapter ? checkAdapter(o.adapter, o.model, cfg) : undefined;
-  if (existsSync(o.out) && !o.overwrite) throw new Error(`${o.out} already exists; remove it, choose another --out, or pass --overwrite`);
+  if (existsSync(o.out) && !o.overwrite)
+    throw new Error(`${o.out} already exists; remove it, choose another --out, or pass --overwrite`);
   const threshold = o.externalDataThreshold ?? 1.8e9;
 
   log(`loading ${o.model}${o.adapter ? ` with adapter ${o.adapter}` : ''}`);
   let model: EngineModel;
   try {
-    model = await loadModel(o.model, { ...(lora ? { lora, adapter: o.adapter } : {}), ...(o.threads ? { threads: o.threads } : {}) });
+    model = await loadModel(o.model, {
+      ...(lora ? { lora, adapter: o.adapter } : {}),
+      ...(o.threads ? { threads: o.threads } : {}),
+    });
   } catch (err) {
     if (o.adapter) throw new Error(`${o.adapter}: the adapter does not fit ${o.model} (${(err as Error).message})`);
     throw err;
@@ -226,7 +298,13 @@ export async function exportOnnx(o: ExportOptions): Promise<ExportResult> {
   const weights = engineWeights(model, lora);
   const suffix = DTYPE_SUFFIX[dtype];
   const tmp = tempPathFor(path.resolve(o.out));
-  const cleanup = () => { try { rmSync(tmp, { recursive: true, force: true }); } catch { /* exiting */ } };
+  const cleanup = () => {
+    try {
+      rmSync(tmp, { recursive: true, force: true });
+    } catch {
+      /* exiting */
+    }
+  };
   const onExit = () => cleanup();
   process.once('exit', onExit);
   const files: { name: string; bytes: number }[] = [];
@@ -243,7 +321,7 @@ export async function exportOnnx(o: ExportOptions): Promise<ExportResult> {
       if (name === 'vision_encoder' && cfg.vision.depth === 0) continue;
       const ext = counts[name] * BYTES_PER_WEIGHT[dtype] > threshold;
       log(`building onnx/${name}${suffix}.onnx${ext ? ' (external data)' : ''}`);
-      files.push(...await writeGraph(build, path.join(tmp, 'onnx'), `${name}${suffix}`, ext));
+      files.push(...(await writeGraph(build, path.join(tmp, 'onnx'), `${name}${suffix}`, ext)));
       external ||= ext;
     }
     const config = { ...raw };
@@ -252,7 +330,8 @@ export async function exportOnnx(o: ExportOptions): Promise<ExportResult> {
       dtype,
       ...(external ? { use_external_data_format: true } : {}),
     };
-    if (lora) config.vqalab_export = { adapter_merged: path.resolve(o.adapter!), lora_rank: lora.rank, lora_alpha: lora.alpha };
+    if (lora)
+      config.vqalab_export = { adapter_merged: path.resolve(o.adapter!), lora_rank: lora.rank, lora_alpha: lora.alpha };
     const configText = JSON.stringify(config, null, 2) + '\n';
     await fsp.writeFile(path.join(tmp, 'config.json'), configText);
     files.push({ name: 'config.json', bytes: Buffer.byteLength(configText) });
@@ -263,7 +342,8 @@ export async function exportOnnx(o: ExportOptions): Promise<ExportResult> {
       await fsp.copyFile(src, path.join(tmp, f));
       files.push({ name: f, bytes: statSync(src).size });
     }
-    if (!existsSync(path.join(tmp, 'tokenizer.json'))) throw new Error(`${o.model}: no tokenizer.json to ship with the export`);
+    if (!existsSync(path.join(tmp, 'tokenizer.json')))
+      throw new Error(`${o.model}: no tokenizer.json to ship with the export`);
     if (!existsSync(path.join(tmp, 'preprocessor_config.json'))) {
       const pre = defaultPreprocessorConfig(cfg);
       await fsp.writeFile(path.join(tmp, 'preprocessor_config.json'), pre);
@@ -271,7 +351,7 @@ export async function exportOnnx(o: ExportOptions): Promise<ExportResult> {
     }
     if (o.web) {
       log('writing the browser demo (index.html, web/)');
-      files.push(...await writeWebDemo(tmp));
+      files.push(...(await writeWebDemo(tmp)));
     }
     if (o.overwrite && existsSync(o.out)) {
       const old = tempPathFor(path.resolve(o.out));
@@ -284,22 +364,46 @@ export async function exportOnnx(o: ExportOptions): Promise<ExportResult> {
   } catch (err) {
     await fsp.rm(tmp, { recursive: true, force: true });
     const e = err as NodeJS.ErrnoException;
-    if (e.code === 'ENOSPC') throw new Error(`${o.out}: no space left on the device while exporting; nothing was written (${e.message})`);
+    if (e.code === 'ENOSPC')
+      throw new Error(`${o.out}: no space left on the device while exporting; nothing was written (${e.message})`);
     throw err;
   } finally {
     process.removeListener('exit', onExit);
     model.dispose();
   }
-  return { out: o.out, dtype, files, externalData: external, adapterMerged: Boolean(lora), seconds: (performance.now() - t0) / 1000 };
+  return {
+    out: o.out,
+    dtype,
+    files,
+    externalData: external,
+    adapterMerged: Boolean(lora),
+    seconds: (performance.now() - t0) / 1000,
+  };
 }
 
 /** Qwen2-VL's image processor settings, for a model folder that has no preprocessor_config.json. */
 function defaultPreprocessorConfig(cfg: EngineConfig): string {
-  return JSON.stringify({
-    image_processor_type: 'Qwen2VLImageProcessor', processor_class: 'Qwen2VLProcessor',
-    do_resize: true, do_rescale: true, do_normalize: true, do_convert_rgb: true, rescale_factor: 1 / 255, resample: 3,
-    image_mean: [0.48145466, 0.4578275, 0.40821073], image_std: [0.26862954, 0.26130258, 0.27577711],
-    min_pixels: 56 * 56, max_pixels: 28 * 28 * 1280,
-    patch_size: cfg.vision.patchSize, temporal_patch_size: cfg.vision.temporalPatchSize, merge_size: cfg.vision.spatialMergeSize,
-  }, null, 2) + '\n';
+  return (
+    JSON.stringify(
+      {
+        image_processor_type: 'Qwen2VLImageProcessor',
+        processor_class: 'Qwen2VLProcessor',
+        do_resize: true,
+        do_rescale: true,
+        do_normalize: true,
+        do_convert_rgb: true,
+        rescale_factor: 1 / 255,
+        resample: 3,
+        image_mean: [0.48145466, 0.4578275, 0.40821073],
+        image_std: [0.26862954, 0.26130258, 0.27577711],
+        min_pixels: 56 * 56,
+        max_pixels: 28 * 28 * 1280,
+        patch_size: cfg.vision.patchSize,
+        temporal_patch_size: cfg.vision.temporalPatchSize,
+        merge_size: cfg.vision.spatialMergeSize,
+      },
+      null,
+      2,
+    ) + '\n'
+  );
 }

@@ -39,26 +39,37 @@ export function transpose(a: Float32Array, rows: number, cols: number): Float32A
 }
 
 /** Symmetric int8 quantisation of a [rows, cols] matrix along `axis` (per row: 0, per column: 1). */
-export function quantizeInt8(a: Float32Array, rows: number, cols: number, axis: 0 | 1): { q: Int8Array; scale: Float32Array } {
+export function quantizeInt8(
+  a: Float32Array,
+  rows: number,
+  cols: number,
+  axis: 0 | 1,
+): { q: Int8Array; scale: Float32Array } {
   const n = axis === 0 ? rows : cols;
   const amax = new Float32Array(n);
-  for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) {
-    const k = axis === 0 ? r : c;
-    const v = Math.abs(a[r * cols + c]!);
-    if (v > amax[k]!) amax[k] = v;
-  }
+  for (let r = 0; r < rows; r++)
+    for (let c = 0; c < cols; c++) {
+      const k = axis === 0 ? r : c;
+      const v = Math.abs(a[r * cols + c]!);
+      if (v > amax[k]!) amax[k] = v;
+    }
   const scale = new Float32Array(n);
   for (let k = 0; k < n; k++) scale[k] = amax[k]! > 0 ? amax[k]! / 127 : 1;
   const q = new Int8Array(a.length);
-  for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) {
-    const k = axis === 0 ? r : c;
-    q[r * cols + c] = Math.max(-127, Math.min(127, Math.round(a[r * cols + c]! / scale[k]!)));
-  }
+  for (let r = 0; r < rows; r++)
+    for (let c = 0; c < cols; c++) {
+      const k = axis === 0 ? r : c;
+      q[r * cols + c] = Math.max(-127, Math.min(127, Math.round(a[r * cols + c]! / scale[k]!)));
+    }
   return { q, scale };
 }
 
 class Builder {
-  constructor(readonly g: Graph, readonly w: WeightSource, readonly dtype: ExportDtype) {}
+  constructor(
+    readonly g: Graph,
+    readonly w: WeightSource,
+    readonly dtype: ExportDtype,
+  ) {}
 
   /** A float32 parameter kept in fp32 (norms, biases). */
   param(name: string, dims: number[]): string {
@@ -73,7 +84,9 @@ class Builder {
       wName = this.g.init(`${module}.weight`, f32Tensor(wT, [inDim, outDim]));
     } else if (this.dtype === 'fp16') {
       const bits = fromFloat32(wT, [inDim, outDim], 'F16').data as Uint16Array;
-      wName = this.g.op('Cast', [this.g.init(`${module}.weight`, f16Tensor(bits, [inDim, outDim]))], { to: DataType.FLOAT });
+      wName = this.g.op('Cast', [this.g.init(`${module}.weight`, f16Tensor(bits, [inDim, outDim]))], {
+        to: DataType.FLOAT,
+      });
     } else {
       const { q, scale } = quantizeInt8(wT, inDim, outDim, 1);
       const qn = this.g.init(`${module}.weight_quantized`, i8Tensor(q, [inDim, outDim]));
@@ -91,11 +104,20 @@ class Builder {
     if (this.dtype === 'fp32') return this.g.op('Gather', [this.g.init(name, f32Tensor(table, [vocab, hidden])), ids]);
     if (this.dtype === 'fp16') {
       const bits = fromFloat32(table, [vocab, hidden], 'F16').data as Uint16Array;
-      return this.g.op('Cast', [this.g.op('Gather', [this.g.init(name, f16Tensor(bits, [vocab, hidden])), ids])], { to: DataType.FLOAT });
+      return this.g.op('Cast', [this.g.op('Gather', [this.g.init(name, f16Tensor(bits, [vocab, hidden])), ids])], {
+        to: DataType.FLOAT,
+      });
     }
     const { q, scale } = quantizeInt8(table, vocab, hidden, 0);
-    const rows = this.g.op('Cast', [this.g.op('Gather', [this.g.init(`${name}_quantized`, i8Tensor(q, [vocab, hidden])), ids])], { to: DataType.FLOAT });
-    const s = this.g.op('Unsqueeze', [this.g.op('Gather', [this.g.init(`${name}_scale`, f32Tensor(scale, [vocab])), ids]), this.g.i64([-1])]);
+    const rows = this.g.op(
+      'Cast',
+      [this.g.op('Gather', [this.g.init(`${name}_quantized`, i8Tensor(q, [vocab, hidden])), ids])],
+      { to: DataType.FLOAT },
+    );
+    const s = this.g.op('Unsqueeze', [
+      this.g.op('Gather', [this.g.init(`${name}_scale`, f32Tensor(scale, [vocab])), ids]),
+      this.g.i64([-1]),
+    ]);
     return this.g.op('Mul', [rows, s]);
   }
 
@@ -108,7 +130,11 @@ class Builder {
   }
 
   layernorm(x: string, prefix: string, dim: number): string {
-    return this.g.op('LayerNormalization', [x, this.param(`${prefix}.weight`, [dim]), this.param(`${prefix}.bias`, [dim])], { axis: -1, epsilon: { f: 1e-6 } });
+    return this.g.op(
+      'LayerNormalization',
+      [x, this.param(`${prefix}.weight`, [dim]), this.param(`${prefix}.bias`, [dim])],
+      { axis: -1, epsilon: { f: 1e-6 } },
+    );
   }
 
   /** rotate_half rope: x * cat(cos, cos) + cat(-x2, x1) * cat(sin, sin); cos/sin already full width. */
@@ -129,17 +155,29 @@ class Builder {
 function invFreq(theta: number, count: number, dim: number): Float32Array {
   // inv[j] = 1 / theta^(2j/dim), in float32 as the engine (native/src/ops/rope.cc)
   const out = new Float32Array(count);
-  for (let j = 0; j < count; j++) out[j] = Math.fround(1 / Math.fround(Math.pow(Math.fround(theta), Math.fround(Math.fround(2 * j) / Math.fround(dim)))));
+  for (let j = 0; j < count; j++)
+    out[j] = Math.fround(
+      1 / Math.fround(Math.pow(Math.fround(theta), Math.fround(Math.fround(2 * j) / Math.fround(dim)))),
+    );
   return out;
 }
 
 /** onnx/vision_encoder.onnx */
-export function buildVisionEncoder(cfg: EngineConfig, w: WeightSource, dtype: ExportDtype, external?: ExternalSink): Graph {
+export function buildVisionEncoder(
+  cfg: EngineConfig,
+  w: WeightSource,
+  dtype: ExportDtype,
+  external?: ExternalSink,
+): Graph {
   const vc = cfg.vision;
-  if (vc.depth === 0) throw new Error('the model has no vision tower (vision_config.depth 0); nothing to export as vision_encoder');
+  if (vc.depth === 0)
+    throw new Error('the model has no vision tower (vision_config.depth 0); nothing to export as vision_encoder');
   const g = new Graph('vision_encoder', external);
   const b = new Builder(g, w, dtype);
-  const E = vc.embedDim, NH = vc.numHeads, hd = E / NH, m = vc.spatialMergeSize;
+  const E = vc.embedDim,
+    NH = vc.numHeads,
+    hd = E / NH,
+    m = vc.spatialMergeSize;
   const PD = vc.inChannels * vc.temporalPatchSize * vc.patchSize * vc.patchSize;
   const H = vc.hiddenSize;
   const pixels = g.input('pixel_values', DataType.FLOAT, ['num_patches', PD]);
@@ -148,7 +186,9 @@ export function buildVisionEncoder(cfg: EngineConfig, w: WeightSource, dtype: Ex
 
   // --- per-patch positions from grid_thw (native/src/model.cc vision_forward) ---
   const col = (i: number) => g.op('Gather', [grid, g.i64([i], [])], { axis: 1 }); // [K]
-  const tk = col(0), hk = col(1), wk = col(2);
+  const tk = col(0),
+    hk = col(1),
+    wk = col(2);
   const hw = g.op('Mul', [hk, wk]);
   const nk = g.op('Mul', [tk, hw]);
   const ends = g.op('CumSum', [nk, g.i64([0], [])]);
@@ -157,13 +197,18 @@ export function buildVisionEncoder(cfg: EngineConfig, w: WeightSource, dtype: Ex
   const N = g.op('Gather', [g.op('Shape', [pixels]), g.i64([0], [])]); // scalar
   const p = g.op('Range', [g.i64([0], []), N, g.i64([1], [])]); // [N]
   // image of each patch: how many images end at or before it
-  const ge = g.op('Cast', [g.op('GreaterOrEqual', [g.op('Unsqueeze', [p, g.i64([1])]), g.op('Unsqueeze', [ends, g.i64([0])])])], { to: DataType.INT64 });
+  const ge = g.op(
+    'Cast',
+    [g.op('GreaterOrEqual', [g.op('Unsqueeze', [p, g.i64([1])]), g.op('Unsqueeze', [ends, g.i64([0])])])],
+    { to: DataType.INT64 },
+  );
   const img = g.op('ReduceSum', [ge, g.i64([1])], { keepdims: 0 }); // [N]
   const local = g.op('Sub', [p, g.op('Gather', [starts, img])]);
   const frameSize = g.op('Gather', [hw, img]);
   const r = g.op('Mod', [local, frameSize]);
   const frameId = g.op('Add', [g.op('Gather', [frameStarts, img]), g.op('Div', [local, frameSize])]);
-  const M = g.i64([m], []), MM = g.i64([m * m], []);
+  const M = g.i64([m], []),
+    MM = g.i64([m * m], []);
   const blk = g.op('Div', [r, MM]);
   const within = g.op('Mod', [r, MM]);
   const wb = g.op('Div', [g.op('Gather', [wk, img]), M]);
@@ -171,12 +216,17 @@ export function buildVisionEncoder(cfg: EngineConfig, w: WeightSource, dtype: Ex
   const wpos = g.op('Add', [g.op('Mul', [g.op('Mod', [blk, wb]), M]), g.op('Mod', [within, M])]);
   // rotary table: first hd/4 frequencies on the row, the next hd/4 on the column
   const inv = g.f32(invFreq(vc.ropeTheta, hd / 4, hd / 2), [1, hd / 4]);
-  const ang = (pos: string) => g.op('Mul', [g.op('Unsqueeze', [g.op('Cast', [pos], { to: DataType.FLOAT }), g.i64([1])]), inv]);
+  const ang = (pos: string) =>
+    g.op('Mul', [g.op('Unsqueeze', [g.op('Cast', [pos], { to: DataType.FLOAT }), g.i64([1])]), inv]);
   const angles = g.op('Concat', [ang(hpos), ang(wpos)], { axis: 1 }); // [N, hd/2]
   const full = (x: string) => g.op('Unsqueeze', [g.op('Concat', [x, x], { axis: 1 }), g.i64([1])]); // [N, 1, hd]
-  const cos = full(g.op('Cos', [angles])), sin = full(g.op('Sin', [angles]));
+  const cos = full(g.op('Cos', [angles])),
+    sin = full(g.op('Sin', [angles]));
   // attention only within a frame
-  const same = g.op('Unsqueeze', [g.op('Equal', [g.op('Unsqueeze', [frameId, g.i64([1])]), g.op('Unsqueeze', [frameId, g.i64([0])])]), g.i64([0])]); // [1, N, N]
+  const same = g.op('Unsqueeze', [
+    g.op('Equal', [g.op('Unsqueeze', [frameId, g.i64([1])]), g.op('Unsqueeze', [frameId, g.i64([0])])]),
+    g.i64([0]),
+  ]); // [1, N, N]
 
   // --- blocks ---
   let x = b.linear(pixels, 'visual.patch_embed.proj', PD, E, false);
@@ -195,7 +245,10 @@ export function buildVisionEncoder(cfg: EngineConfig, w: WeightSource, dtype: Ex
     x = g.op('Add', [x, b.linear(merged, `${pre}attn.proj`, E, E, true)]);
     const h2 = b.layernorm(x, `${pre}norm2`, E);
     const f = b.linear(h2, `${pre}mlp.fc1`, E, vc.mlpHidden, true);
-    const act = vc.hiddenAct === 'quick_gelu' ? g.op('Mul', [f, g.op('Sigmoid', [g.op('Mul', [f, g.f32([1.702], [])])])]) : b.gelu(f);
+    const act =
+      vc.hiddenAct === 'quick_gelu'
+        ? g.op('Mul', [f, g.op('Sigmoid', [g.op('Mul', [f, g.f32([1.702], [])])])])
+        : b.gelu(f);
     x = g.op('Add', [x, b.linear(act, `${pre}mlp.fc2`, vc.mlpHidden, E, true)]);
   }
   // --- patch merger ---
@@ -207,7 +260,12 @@ export function buildVisionEncoder(cfg: EngineConfig, w: WeightSource, dtype: Ex
 }
 
 /** onnx/embed_tokens.onnx */
-export function buildEmbedTokens(cfg: EngineConfig, w: WeightSource, dtype: ExportDtype, external?: ExternalSink): Graph {
+export function buildEmbedTokens(
+  cfg: EngineConfig,
+  w: WeightSource,
+  dtype: ExportDtype,
+  external?: ExternalSink,
+): Graph {
   const g = new Graph('embed_tokens', external);
   const b = new Builder(g, w, dtype);
   const ids = g.input('input_ids', DataType.INT64, ['batch_size', 'sequence_length']);
@@ -221,7 +279,12 @@ export function buildEmbedTokens(cfg: EngineConfig, w: WeightSource, dtype: Expo
 export function buildDecoder(cfg: EngineConfig, w: WeightSource, dtype: ExportDtype, external?: ExternalSink): Graph {
   const g = new Graph('decoder_model_merged', external);
   const b = new Builder(g, w, dtype);
-  const H = cfg.hiddenSize, NH = cfg.numHeads, KVH = cfg.numKvHeads, D = cfg.headDim, I = cfg.intermediateSize, V = cfg.vocabSize;
+  const H = cfg.hiddenSize,
+    NH = cfg.numHeads,
+    KVH = cfg.numKvHeads,
+    D = cfg.headDim,
+    I = cfg.intermediateSize,
+    V = cfg.vocabSize;
   const rep = NH / KVH;
   const embeds = g.input('inputs_embeds', DataType.FLOAT, ['batch_size', 'sequence_length', H]);
   const mask = g.input('attention_mask', DataType.INT64, ['batch_size', 'total_sequence_length']);
@@ -250,7 +313,8 @@ export function buildDecoder(cfg: EngineConfig, w: WeightSource, dtype: ExportDt
   const angAll = g.op('Mul', [posF, g.f32(inv, [1, 1, 1, half])]); // [3, B, S, half]
   const angles = g.op('ReduceSum', [g.op('Mul', [angAll, g.f32(sel, [3, 1, 1, half])]), g.i64([0])], { keepdims: 0 }); // [B, S, half]
   const full = (x: string) => g.op('Unsqueeze', [g.op('Concat', [x, x], { axis: -1 }), g.i64([2])]); // [B, S, 1, D]
-  const cos = full(g.op('Cos', [angles])), sin = full(g.op('Sin', [angles]));
+  const cos = full(g.op('Cos', [angles])),
+    sin = full(g.op('Sin', [angles]));
 
   // mask [B, 1, S, T]: causal over the whole (past + new) sequence, and attention_mask
   const S = g.op('Gather', [g.op('Shape', [embeds]), g.i64([1], [])]);
@@ -268,17 +332,36 @@ export function buildDecoder(cfg: EngineConfig, w: WeightSource, dtype: ExportDt
     const pre = `model.layers.${i}.`;
     const h = b.rmsnorm(x, `${pre}input_layernorm.weight`, H, cfg.rmsNormEps);
     const heads = (y: string, n: number) => g.op('Reshape', [y, g.i64([0, 0, n, D])]); // [B, S, n, D]
-    const q = g.op('Transpose', [b.rope(heads(b.linear(h, `${pre}self_attn.q_proj`, H, NH * D, true), NH), cos, sin, half)], { perm: [0, 2, 1, 3] });
-    const kNew = g.op('Transpose', [b.rope(heads(b.linear(h, `${pre}self_attn.k_proj`, H, KVH * D, true), KVH), cos, sin, half)], { perm: [0, 2, 1, 3] });
-    const vNew = g.op('Transpose', [heads(b.linear(h, `${pre}self_attn.v_proj`, H, KVH * D, true), KVH)], { perm: [0, 2, 1, 3] });
+    const q = g.op(
+      'Transpose',
+      [b.rope(heads(b.linear(h, `${pre}self_attn.q_proj`, H, NH * D, true), NH), cos, sin, half)],
+      { perm: [0, 2, 1, 3] },
+    );
+    const kNew = g.op(
+      'Transpose',
+      [b.rope(heads(b.linear(h, `${pre}self_attn.k_proj`, H, KVH * D, true), KVH), cos, sin, half)],
+      { perm: [0, 2, 1, 3] },
+    );
+    const vNew = g.op('Transpose', [heads(b.linear(h, `${pre}self_attn.v_proj`, H, KVH * D, true), KVH)], {
+      perm: [0, 2, 1, 3],
+    });
     const k = g.op('Concat', [past[i]![0], kNew], { axis: 2 }, `present.${i}.key`); // [B, KVH, T, D]
     const v = g.op('Concat', [past[i]![1], vNew], { axis: 2 }, `present.${i}.value`);
-    const expand = (y: string) => rep === 1 ? y
-      : g.op('Reshape', [g.op('Tile', [g.op('Unsqueeze', [y, g.i64([2])]), g.i64([1, 1, rep, 1, 1])]), g.i64([0, NH, -1, D])]);
-    const kk = expand(k), vv = expand(v);
+    const expand = (y: string) =>
+      rep === 1
+        ? y
+        : g.op('Reshape', [
+            g.op('Tile', [g.op('Unsqueeze', [y, g.i64([2])]), g.i64([1, 1, rep, 1, 1])]),
+            g.i64([0, NH, -1, D]),
+          ]);
+    const kk = expand(k),
+      vv = expand(v);
     const scores = g.op('Mul', [g.op('MatMul', [q, g.op('Transpose', [kk], { perm: [0, 1, 3, 2] })]), scale]); // [B, NH, S, T]
     const probs = g.op('Softmax', [g.op('Where', [allowed, scores, g.f32([NEG], [])])], { axis: -1 });
-    const att = g.op('Reshape', [g.op('Transpose', [g.op('MatMul', [probs, vv])], { perm: [0, 2, 1, 3] }), g.i64([0, 0, NH * D])]);
+    const att = g.op('Reshape', [
+      g.op('Transpose', [g.op('MatMul', [probs, vv])], { perm: [0, 2, 1, 3] }),
+      g.i64([0, 0, NH * D]),
+    ]);
     x = g.op('Add', [x, b.linear(att, `${pre}self_attn.o_proj`, NH * D, H, false)]);
     const h2 = b.rmsnorm(x, `${pre}post_attention_layernorm.weight`, H, cfg.rmsNormEps);
     const gate = b.linear(h2, `${pre}mlp.gate_proj`, H, I, false);

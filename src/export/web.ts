@@ -24,7 +24,8 @@ function findPackageFile(rel: string): string {
     const f = path.join(dir, 'node_modules', rel);
     if (existsSync(f)) return f;
     const up = path.dirname(dir);
-    if (up === dir) throw new Error(`cannot find node_modules/${rel} (install @huggingface/transformers and onnxruntime-web)`);
+    if (up === dir)
+      throw new Error(`cannot find node_modules/${rel} (install @huggingface/transformers and onnxruntime-web)`);
     dir = up;
   }
 }

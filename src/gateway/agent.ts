@@ -24,7 +24,6 @@ import type { AttemptRecord, Gateway } from './gateway.js';
 import { trajectoryOf, type Trajectory, type TrajectoryOptions } from './trajectory.js';
 import { expectInteger, invalidParameterError } from '../util/validate.js';
 
-
 export type { AgentOptions };
 
 /** All attempts of one task. */
@@ -61,12 +60,22 @@ export interface AgentRolloutOptions {
 export function vqaTaskEnv(sample: VqaSample): Record<string, string> {
   const row: Record<string, unknown> = {
     ...(sample.extra ?? {}),
-    id: sample.id, image_path: path.resolve(sample.imagePath), question: sample.question, answer: sample.answer, answers: sample.answers,
+    id: sample.id,
+    image_path: path.resolve(sample.imagePath),
+    question: sample.question,
+    answer: sample.answer,
+    answers: sample.answers,
   };
   if (sample.imagePaths) row.image_paths = sample.imagePaths.map((p) => path.resolve(p));
   if (sample.answerType !== undefined) row.answer_type = sample.answerType;
   if (sample.questionType !== undefined) row.question_type = sample.questionType;
-  return { QUESTION: sample.question, ANSWER: sample.answer, IMAGE_PATH: path.resolve(sample.imagePath), ID: sample.id, TASK_JSON: JSON.stringify(row) };
+  return {
+    QUESTION: sample.question,
+    ANSWER: sample.answer,
+    IMAGE_PATH: path.resolve(sample.imagePath),
+    ID: sample.id,
+    TASK_JSON: JSON.stringify(row),
+  };
 }
 
 /** Keeps the last `max` bytes written. */
@@ -97,37 +106,61 @@ export class Semaphore {
       return await fn();
     } finally {
       const next = this.queue.shift();
-      if (next) next(); else this.active--;
+      if (next) next();
+      else this.active--;
     }
   }
 }
 
 function checkAgent(o: AgentOptions): void {
-  if (o === null || typeof o !== 'object') throw invalidParameterError('agent', 'an object {command, env?, concurrency?, timeoutMs?}', o);
+  if (o === null || typeof o !== 'object')
+    throw invalidParameterError('agent', 'an object {command, env?, concurrency?, timeoutMs?}', o);
   const c = o.command;
-  if (!(typeof c === 'string' && c.trim() !== '') && !(Array.isArray(c) && c.length > 0 && c.every((x) => typeof x === 'string'))) {
+  if (
+    !(typeof c === 'string' && c.trim() !== '') &&
+    !(Array.isArray(c) && c.length > 0 && c.every((x) => typeof x === 'string'))
+  ) {
     throw invalidParameterError('agent.command', 'a non-empty command line or argv list', c);
   }
   if (o.concurrency !== undefined) expectInteger('agent.concurrency', o.concurrency, 1, 4096);
   if (o.timeoutMs !== undefined) expectInteger('agent.timeoutMs', o.timeoutMs, 1);
-  if (o.env !== undefined && (typeof o.env !== 'object' || o.env === null || Object.values(o.env).some((v) => typeof v !== 'string'))) {
+  if (
+    o.env !== undefined &&
+    (typeof o.env !== 'object' || o.env === null || Object.values(o.env).some((v) => typeof v !== 'string'))
+  ) {
     throw invalidParameterError('agent.env', 'an object of string values', o.env);
   }
 }
 
 /** Run the agent once for an attempt opened on `gateway`; resolves with the finished record (never rejects for the agent's failures). */
-export function runAgentAttempt(gateway: Gateway, sample: VqaSample, o: AgentOptions, ids: { rolloutId: string; attemptId?: string }, signal?: AbortSignal): Promise<AttemptRecord> {
+export function runAgentAttempt(
+  gateway: Gateway,
+  sample: VqaSample,
+  o: AgentOptions,
+  ids: { rolloutId: string; attemptId?: string },
+  signal?: AbortSignal,
+): Promise<AttemptRecord> {
   checkAgent(o);
   const ep = gateway.openAttempt({ rolloutId: ids.rolloutId, attemptId: ids.attemptId, task: sample });
   const env: Record<string, string | undefined> = {
-    ...(o.inheritEnv === false ? {} : process.env), ...o.env, ...(o.taskEnv ?? vqaTaskEnv)(sample),
-    AGL_OPENAI_BASE_URL: ep.baseUrl, AGL_EVENT_URL: ep.eventUrl, AGL_KEY: ep.key, AGL_ROLLOUT_ID: ep.rolloutId, AGL_ATTEMPT_ID: ep.attemptId,
+    ...(o.inheritEnv === false ? {} : process.env),
+    ...o.env,
+    ...(o.taskEnv ?? vqaTaskEnv)(sample),
+    AGL_OPENAI_BASE_URL: ep.baseUrl,
+    AGL_EVENT_URL: ep.eventUrl,
+    AGL_KEY: ep.key,
+    AGL_ROLLOUT_ID: ep.rolloutId,
+    AGL_ATTEMPT_ID: ep.attemptId,
   };
   const max = o.outputBytes ?? 16384;
-  const out = new Tail(max), err = new Tail(max);
+  const out = new Tail(max),
+    err = new Tail(max);
   const timeoutMs = o.timeoutMs ?? 120_000;
   return new Promise((resolve) => {
-    const finish = (info: Parameters<Gateway['finishAttempt']>[2]) => resolve(gateway.finishAttempt(ep.rolloutId, ep.attemptId, { ...info, stdoutTail: out.text(), stderrTail: err.text() }));
+    const finish = (info: Parameters<Gateway['finishAttempt']>[2]) =>
+      resolve(
+        gateway.finishAttempt(ep.rolloutId, ep.attemptId, { ...info, stdoutTail: out.text(), stderrTail: err.text() }),
+      );
     if (signal?.aborted) return finish({ error: 'cancelled before the agent started' });
     const argv = typeof o.command === 'string' ? ['/bin/sh', '-c', o.command] : [...o.command];
     let child: ChildProcess;
@@ -136,11 +169,15 @@ export function runAgentAttempt(gateway: Gateway, sample: VqaSample, o: AgentOpt
     } catch (e) {
       return finish({ error: `cannot start the agent ${JSON.stringify(argv[0])}: ${(e as Error).message}` });
     }
-    let timedOut = false, cancelled = false, spawnError: string | undefined;
+    let timedOut = false,
+      cancelled = false,
+      spawnError: string | undefined;
     const killGroup = (sig: NodeJS.Signals) => {
       try {
         if (child.pid !== undefined) process.kill(-child.pid, sig);
-      } catch { /* already gone */ }
+      } catch {
+        /* already gone */
+      }
     };
     let hard: NodeJS.Timeout | undefined;
     const stop = () => {
@@ -148,12 +185,20 @@ export function runAgentAttempt(gateway: Gateway, sample: VqaSample, o: AgentOpt
       hard = setTimeout(() => killGroup('SIGKILL'), 2000);
       hard.unref();
     };
-    const timer = setTimeout(() => { timedOut = true; stop(); }, timeoutMs);
-    const onAbort = () => { cancelled = true; stop(); };
+    const timer = setTimeout(() => {
+      timedOut = true;
+      stop();
+    }, timeoutMs);
+    const onAbort = () => {
+      cancelled = true;
+      stop();
+    };
     signal?.addEventListener('abort', onAbort, { once: true });
     child.stdout!.on('data', (b: Buffer) => out.push(b));
     child.stderr!.on('data', (b: Buffer) => err.push(b));
-    child.on('error', (e) => { spawnError = `cannot start the agent ${JSON.stringify(argv[0])}: ${e.message}`; });
+    child.on('error', (e) => {
+      spawnError = `cannot start the agent ${JSON.stringify(argv[0])}: ${e.message}`;
+    });
     child.on('close', (code, sig) => {
       clearTimeout(timer);
       if (hard) clearTimeout(hard);
@@ -161,8 +206,16 @@ export function runAgentAttempt(gateway: Gateway, sample: VqaSample, o: AgentOpt
       // A shell may leave children behind (an agent that forked and exited): end the group.
       killGroup('SIGKILL');
       finish({
-        exitCode: code, signal: timedOut || cancelled ? null : sig, timedOut,
-        ...(spawnError ? { error: spawnError } : timedOut ? { error: `the agent was stopped after its timeout of ${timeoutMs} ms` } : cancelled ? { error: 'cancelled' } : {}),
+        exitCode: code,
+        signal: timedOut || cancelled ? null : sig,
+        timedOut,
+        ...(spawnError
+          ? { error: spawnError }
+          : timedOut
+            ? { error: `the agent was stopped after its timeout of ${timeoutMs} ms` }
+            : cancelled
+              ? { error: 'cancelled' }
+              : {}),
       });
     });
   });
@@ -172,7 +225,13 @@ export function runAgentAttempt(gateway: Gateway, sample: VqaSample, o: AgentOpt
  * G attempts per sample, every attempt of every sample under one concurrency limit; groups in
  * sample order, attempts in attempt order.
  */
-export async function rolloutAgentGroups(gateway: Gateway, samples: readonly VqaSample[], G: number, agent: AgentOptions, options: AgentRolloutOptions = {}): Promise<AgentGroup[]> {
+export async function rolloutAgentGroups(
+  gateway: Gateway,
+  samples: readonly VqaSample[],
+  G: number,
+  agent: AgentOptions,
+  options: AgentRolloutOptions = {},
+): Promise<AgentGroup[]> {
   checkAgent(agent);
   expectInteger('G', G, 1, 4096);
   const sem = new Semaphore(agent.concurrency ?? 8);
@@ -180,11 +239,23 @@ export async function rolloutAgentGroups(gateway: Gateway, samples: readonly Vqa
     const rolloutId = `${options.rolloutPrefix ?? 'ro'}-${i}-${sample.id.replace(/[^A-Za-z0-9._~-]/g, '_').slice(0, 60)}`;
     return { sample, rolloutId, attempts: [] as AttemptRecord[], trajectories: [] as Trajectory[] };
   });
-  await Promise.all(groups.flatMap((g) => Array.from({ length: G }, (_, k) => sem.run(async () => {
-    const rec = await runAgentAttempt(gateway, g.sample, agent, { rolloutId: g.rolloutId, attemptId: `a${k}` }, options.signal);
-    g.attempts[k] = rec;
-    options.onAttempt?.(rec);
-  }))));
+  await Promise.all(
+    groups.flatMap((g) =>
+      Array.from({ length: G }, (_, k) =>
+        sem.run(async () => {
+          const rec = await runAgentAttempt(
+            gateway,
+            g.sample,
+            agent,
+            { rolloutId: g.rolloutId, attemptId: `a${k}` },
+            options.signal,
+          );
+          g.attempts[k] = rec;
+          options.onAttempt?.(rec);
+        }),
+      ),
+    ),
+  );
   for (const g of groups) g.trajectories = g.attempts.map((a) => trajectoryOf(a, options.trajectory));
   return groups;
 }

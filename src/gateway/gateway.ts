@@ -59,7 +59,15 @@ export interface RecordedCall {
    */
   templateIds: Int32Array;
   choices: RecordedChoice[];
-  sampling: { n: number; temperature: number; topP: number; topK: number; maxTokens: number | undefined; seed: number | undefined; stream: boolean };
+  sampling: {
+    n: number;
+    temperature: number;
+    topP: number;
+    topK: number;
+    maxTokens: number | undefined;
+    seed: number | undefined;
+    stream: boolean;
+  };
   /** The weight version that sampled the call (the server's, see Gateway.weightVersion); the weights cannot change during a call. */
   weightVersion: number;
   /** ms since the epoch, when the reply was ready. */
@@ -165,15 +173,39 @@ export interface GatewayOptions {
 /** An attempt's record as JSON (the admin route's reply): ids and log-probs as arrays, images as their grids. */
 export function attemptToJson(rec: AttemptRecord): Record<string, unknown> {
   return {
-    rollout_id: rec.rolloutId, attempt_id: rec.attemptId, status: rec.status, reward: rec.reward ?? null, error: rec.error ?? null,
+    rollout_id: rec.rolloutId,
+    attempt_id: rec.attemptId,
+    status: rec.status,
+    reward: rec.reward ?? null,
+    error: rec.error ?? null,
     weight_version: rec.weightVersion ?? null,
-    exit_code: rec.exitCode ?? null, timed_out: rec.timedOut ?? false, stdout_tail: rec.stdoutTail ?? null, stderr_tail: rec.stderrTail ?? null,
-    started_at: rec.startedAt / 1000, ended_at: rec.endedAt === undefined ? null : rec.endedAt / 1000,
-    events: rec.events.map((e) => ({ event_id: e.eventId, event_type: e.eventType, data: e.data, timestamp: e.timestamp / 1000 })),
+    exit_code: rec.exitCode ?? null,
+    timed_out: rec.timedOut ?? false,
+    stdout_tail: rec.stdoutTail ?? null,
+    stderr_tail: rec.stderrTail ?? null,
+    started_at: rec.startedAt / 1000,
+    ended_at: rec.endedAt === undefined ? null : rec.endedAt / 1000,
+    events: rec.events.map((e) => ({
+      event_id: e.eventId,
+      event_type: e.eventType,
+      data: e.data,
+      timestamp: e.timestamp / 1000,
+    })),
     calls: rec.calls.map((c) => ({
-      index: c.index, id: c.id, weight_version: c.weightVersion, messages: c.messages, sampling: c.sampling,
-      prompt_ids: Array.from(c.prompt.ids), template_ids: Array.from(c.templateIds), images: c.prompt.images.map((im) => ({ grid_thw: im.gridThw })),
-      choices: c.choices.map((ch) => ({ text: ch.text, token_ids: Array.from(ch.tokenIds), logprobs: Array.from(ch.logprobs), finish_reason: ch.finishReason })),
+      index: c.index,
+      id: c.id,
+      weight_version: c.weightVersion,
+      messages: c.messages,
+      sampling: c.sampling,
+      prompt_ids: Array.from(c.prompt.ids),
+      template_ids: Array.from(c.templateIds),
+      images: c.prompt.images.map((im) => ({ grid_thw: im.gridThw })),
+      choices: c.choices.map((ch) => ({
+        text: ch.text,
+        token_ids: Array.from(ch.tokenIds),
+        logprobs: Array.from(ch.logprobs),
+        finish_reason: ch.finishReason,
+      })),
     })),
   };
 }
@@ -201,7 +233,8 @@ const ROUTE_RE = /^\/rollouts\/([^/]+)\/attempts\/([^/]+)(\/.*)?$/;
 function keyOk(req: IncomingMessage, key: string): 'missing' | 'wrong' | 'ok' {
   const m = /^Bearer\s+(.+)$/i.exec(req.headers.authorization ?? '');
   if (!m) return 'missing';
-  const a = Buffer.from(m[1]!.trim()), b = Buffer.from(key);
+  const a = Buffer.from(m[1]!.trim()),
+    b = Buffer.from(key);
   return a.length === b.length && timingSafeEqual(a, b) ? 'ok' : 'wrong';
 }
 
@@ -212,8 +245,15 @@ function keyOk(req: IncomingMessage, key: string): 'missing' | 'wrong' | 'ok' {
  */
 function readLimited(req: IncomingMessage, max: number): Promise<Buffer> {
   return new Promise((resolve, reject) => {
-    const tooLarge = (n: number) => new ApiError(413, `the event body is ${n > 0 ? `${(n / MiB).toFixed(1)} MiB` : 'too large'}, more than the gateway's limit of ${(max / MiB).toFixed(2)} MiB`,
-      'invalid_request_error', null, 'request_too_large', { connection: 'close' });
+    const tooLarge = (n: number) =>
+      new ApiError(
+        413,
+        `the event body is ${n > 0 ? `${(n / MiB).toFixed(1)} MiB` : 'too large'}, more than the gateway's limit of ${(max / MiB).toFixed(2)} MiB`,
+        'invalid_request_error',
+        null,
+        'request_too_large',
+        { connection: 'close' },
+      );
     const declared = Number(req.headers['content-length']);
     if (Number.isFinite(declared) && declared > 16 * max) {
       req.resume();
@@ -225,7 +265,10 @@ function readLimited(req: IncomingMessage, max: number): Promise<Buffer> {
     req.on('data', (c: Buffer) => {
       size += c.length;
       if (size > max) {
-        if (!over) { over = true; chunks.length = 0; }
+        if (!over) {
+          over = true;
+          chunks.length = 0;
+        }
         if (size > 16 * max) req.destroy();
         return;
       }
@@ -286,7 +329,10 @@ export class Gateway {
    * Learn the server's address (for the URLs given to agents), its model name and the policy's
    * tokenizer (to put sampled ids back, see `reuseSampledIds`).
    */
-  attach(handle: Pick<ServeHandle, 'url' | 'modelName'> & Partial<Pick<ServeHandle, 'weights'>>, policy?: Pick<LocalPolicy, 'tokenizer'>): this {
+  attach(
+    handle: Pick<ServeHandle, 'url' | 'modelName'> & Partial<Pick<ServeHandle, 'weights'>>,
+    policy?: Pick<LocalPolicy, 'tokenizer'>,
+  ): this {
     this.origin = handle.url.replace(/\/v1$/, '');
     this.modelName = handle.modelName;
     if (handle.weights) {
@@ -306,12 +352,18 @@ export class Gateway {
    * `weightVersion` binds it to the weights of that version: a call made when the server serves
    * another one is refused (409 `stale_weights`) rather than sampled off-policy.
    */
-  openAttempt(o: { rolloutId?: string; attemptId?: string; task?: unknown; weightVersion?: number } = {}): AttemptEndpoint {
+  openAttempt(
+    o: { rolloutId?: string; attemptId?: string; task?: unknown; weightVersion?: number } = {},
+  ): AttemptEndpoint {
     if (!this.origin) throw new Error('Gateway.openAttempt: attach(serveHandle) first, so the gateway knows its URL');
     const rolloutId = o.rolloutId ?? `ro-${(this.nextRollout++).toString(36)}-${randomBytes(4).toString('hex')}`;
     const attemptId = o.attemptId ?? `at-${randomBytes(6).toString('hex')}`;
-    for (const [name, v] of [['rolloutId', rolloutId], ['attemptId', attemptId]] as const) {
-      if (!ID_RE.test(v)) throw new TypeError(`Expected ${name} of 1-128 characters [A-Za-z0-9._~-] but received ${JSON.stringify(v)}`);
+    for (const [name, v] of [
+      ['rolloutId', rolloutId],
+      ['attemptId', attemptId],
+    ] as const) {
+      if (!ID_RE.test(v))
+        throw new TypeError(`Expected ${name} of 1-128 characters [A-Za-z0-9._~-] but received ${JSON.stringify(v)}`);
     }
     const k = Gateway.keyOf(rolloutId, attemptId);
     if (this.attemptsById.has(k)) throw new Error(`attempt ${attemptId} of rollout ${rolloutId} already exists`);
@@ -320,7 +372,15 @@ export class Gateway {
     }
     const key = this.options.key ?? `agl-${randomBytes(24).toString('base64url')}`;
     const record: AttemptRecord & { key: string } = {
-      rolloutId, attemptId, status: 'running', task: o.task, ...(o.weightVersion !== undefined ? { weightVersion: o.weightVersion } : {}), calls: [], events: [], startedAt: Date.now(), key,
+      rolloutId,
+      attemptId,
+      status: 'running',
+      task: o.task,
+      ...(o.weightVersion !== undefined ? { weightVersion: o.weightVersion } : {}),
+      calls: [],
+      events: [],
+      startedAt: Date.now(),
+      key,
     };
     Object.defineProperty(record, 'key', { enumerable: false }); // never serialised with the record
     this.attemptsById.set(k, record);
@@ -352,7 +412,11 @@ export class Gateway {
     if (info.stdoutTail !== undefined) rec.stdoutTail = tail(info.stdoutTail);
     if (info.stderrTail !== undefined) rec.stderrTail = tail(info.stderrTail);
     rec.endedAt = Date.now();
-    const how = info.timedOut ? 'was stopped after its timeout' : info.signal ? `was killed by ${info.signal}` : `exited with code ${info.exitCode ?? '?'}`;
+    const how = info.timedOut
+      ? 'was stopped after its timeout'
+      : info.signal
+        ? `was killed by ${info.signal}`
+        : `exited with code ${info.exitCode ?? '?'}`;
     const stderr = rec.stderrTail?.trim() ? `; stderr tail:\n${rec.stderrTail.trim()}` : '; its stderr was empty';
     if (info.error) {
       rec.status = 'failed';
@@ -371,11 +435,14 @@ export class Gateway {
 
   /** Forget a rollout's attempts (after training on them) so memory stays bounded. */
   release(rolloutId: string): void {
-    for (const [k, r] of this.attemptsById) if (r.rolloutId === rolloutId && r.status !== 'running') this.attemptsById.delete(k);
+    for (const [k, r] of this.attemptsById)
+      if (r.rolloutId === rolloutId && r.status !== 'running') this.attemptsById.delete(k);
   }
 
   stats(): GatewayStats {
-    let open = 0, ok = 0, failed = 0;
+    let open = 0,
+      ok = 0,
+      failed = 0;
     for (const r of this.attemptsById.values()) {
       if (r.status === 'running') open++;
       else if (r.status === 'succeeded') ok++;
@@ -397,80 +464,180 @@ export class Gateway {
     return true;
   }
 
-  private async routeAttempt(req: IncomingMessage, res: ServerResponse, url: string, api: ServeRouteApi): Promise<void> {
+  private async routeAttempt(
+    req: IncomingMessage,
+    res: ServerResponse,
+    url: string,
+    api: ServeRouteApi,
+  ): Promise<void> {
     const m = ROUTE_RE.exec(url);
     const method = req.method ?? 'GET';
     if (!m) {
-      throw new ApiError(404, `no route ${method} ${url}; per-attempt routes are /rollouts/{rollout}/attempts/{attempt}/v1/chat/completions, /v1/models and /events`,
-        'not_found_error', null, 'unknown_url');
+      throw new ApiError(
+        404,
+        `no route ${method} ${url}; per-attempt routes are /rollouts/{rollout}/attempts/{attempt}/v1/chat/completions, /v1/models and /events`,
+        'not_found_error',
+        null,
+        'unknown_url',
+      );
     }
     let rolloutId: string, attemptId: string;
     try {
-      rolloutId = decodeURIComponent(m[1]!); attemptId = decodeURIComponent(m[2]!);
+      rolloutId = decodeURIComponent(m[1]!);
+      attemptId = decodeURIComponent(m[2]!);
     } catch {
-      throw new ApiError(404, `no route ${method} ${url}: the rollout or attempt id is not valid percent-encoding`, 'not_found_error', null, 'unknown_url');
+      throw new ApiError(
+        404,
+        `no route ${method} ${url}: the rollout or attempt id is not valid percent-encoding`,
+        'not_found_error',
+        null,
+        'unknown_url',
+      );
     }
     const rest = m[3] ?? '';
-    if (this.options.adminKey !== undefined && keyOk(req, this.options.adminKey) === 'ok') return this.admin(req, res, method, url, rolloutId, attemptId, rest);
+    if (this.options.adminKey !== undefined && keyOk(req, this.options.adminKey) === 'ok')
+      return this.admin(req, res, method, url, rolloutId, attemptId, rest);
     const rec = this.attemptsById.get(Gateway.keyOf(rolloutId, attemptId));
     if (!rec) {
-      throw new ApiError(404, `unknown attempt ${JSON.stringify(attemptId)} of rollout ${JSON.stringify(rolloutId)}: it was never opened on this gateway, or it was released`,
-        'not_found_error', null, 'attempt_not_found');
+      throw new ApiError(
+        404,
+        `unknown attempt ${JSON.stringify(attemptId)} of rollout ${JSON.stringify(rolloutId)}: it was never opened on this gateway, or it was released`,
+        'not_found_error',
+        null,
+        'attempt_not_found',
+      );
     }
     const auth = keyOk(req, rec.key);
     if (auth !== 'ok') {
-      throw new ApiError(401, auth === 'missing' ? 'Missing key: send "Authorization: Bearer $AGL_KEY"' : `Incorrect key for attempt ${attemptId} of rollout ${rolloutId}: send this attempt's AGL_KEY`,
-        'authentication_error', null, 'invalid_api_key', { 'www-authenticate': 'Bearer' });
+      throw new ApiError(
+        401,
+        auth === 'missing'
+          ? 'Missing key: send "Authorization: Bearer $AGL_KEY"'
+          : `Incorrect key for attempt ${attemptId} of rollout ${rolloutId}: send this attempt's AGL_KEY`,
+        'authentication_error',
+        null,
+        'invalid_api_key',
+        { 'www-authenticate': 'Bearer' },
+      );
     }
     const allow = (methods: string) => {
-      if (method !== methods) throw new ApiError(405, `${method} is not allowed on ${url}; use ${methods}`, 'invalid_request_error', null, 'method_not_allowed', { allow: methods });
+      if (method !== methods)
+        throw new ApiError(
+          405,
+          `${method} is not allowed on ${url}; use ${methods}`,
+          'invalid_request_error',
+          null,
+          'method_not_allowed',
+          { allow: methods },
+        );
     };
-    const finished = () => new ApiError(409, `attempt ${attemptId} of rollout ${rolloutId} is finished (${rec.status}); it takes no more calls or events`,
-      'invalid_request_error', null, 'attempt_finished');
+    const finished = () =>
+      new ApiError(
+        409,
+        `attempt ${attemptId} of rollout ${rolloutId} is finished (${rec.status}); it takes no more calls or events`,
+        'invalid_request_error',
+        null,
+        'attempt_finished',
+      );
     if (rest === '/events') {
       allow('POST');
-      if (rec.status !== 'running') { req.resume(); throw finished(); }
+      if (rec.status !== 'running') {
+        req.resume();
+        throw finished();
+      }
       return this.event(req, res, rec);
     }
     if (rest === '/v1/chat/completions') {
       allow('POST');
-      if (rec.status !== 'running') { req.resume(); throw finished(); }
+      if (rec.status !== 'running') {
+        req.resume();
+        throw finished();
+      }
       return api.chatCompletions(req, res, this.hooks(rec));
     }
     if (rest === '/v1/models') {
       allow('GET');
-      return sendJson(res, 200, { object: 'list', data: [{ id: this.modelName, object: 'model', created: Math.floor(rec.startedAt / 1000), owned_by: 'vqalab' }] });
+      return sendJson(res, 200, {
+        object: 'list',
+        data: [{ id: this.modelName, object: 'model', created: Math.floor(rec.startedAt / 1000), owned_by: 'vqalab' }],
+      });
     }
-    throw new ApiError(404, `no route ${method} ${url}; this attempt answers ${url.slice(0, url.length - rest.length)}/v1/chat/completions, /v1/models and /events`,
-      'not_found_error', null, 'unknown_url');
+    throw new ApiError(
+      404,
+      `no route ${method} ${url}; this attempt answers ${url.slice(0, url.length - rest.length)}/v1/chat/completions, /v1/models and /events`,
+      'not_found_error',
+      null,
+      'unknown_url',
+    );
   }
 
-  private async admin(req: IncomingMessage, res: ServerResponse, method: string, url: string, rolloutId: string, attemptId: string, rest: string): Promise<void> {
+  private async admin(
+    req: IncomingMessage,
+    res: ServerResponse,
+    method: string,
+    url: string,
+    rolloutId: string,
+    attemptId: string,
+    rest: string,
+  ): Promise<void> {
     const body = async (): Promise<Record<string, unknown>> => {
       const raw = (await readLimited(req, this.maxEventBytes)).toString('utf8');
       if (raw.trim() === '') return {};
       let v: unknown;
-      try { v = JSON.parse(raw); } catch (err) { throw badRequest(`the body is not valid JSON: ${(err as Error).message}`, null, 'invalid_json'); }
-      if (typeof v !== 'object' || v === null || Array.isArray(v)) throw badRequest(`the body must be a JSON object; got ${typeName(v)}`, null, 'invalid_body');
+      try {
+        v = JSON.parse(raw);
+      } catch (err) {
+        throw badRequest(`the body is not valid JSON: ${(err as Error).message}`, null, 'invalid_json');
+      }
+      if (typeof v !== 'object' || v === null || Array.isArray(v))
+        throw badRequest(`the body must be a JSON object; got ${typeName(v)}`, null, 'invalid_body');
       return v as Record<string, unknown>;
     };
     const rec = () => {
       const r = this.attemptsById.get(Gateway.keyOf(rolloutId, attemptId));
-      if (!r) throw new ApiError(404, `unknown attempt ${JSON.stringify(attemptId)} of rollout ${JSON.stringify(rolloutId)}`, 'not_found_error', null, 'attempt_not_found');
+      if (!r)
+        throw new ApiError(
+          404,
+          `unknown attempt ${JSON.stringify(attemptId)} of rollout ${JSON.stringify(rolloutId)}`,
+          'not_found_error',
+          null,
+          'attempt_not_found',
+        );
       return r;
     };
     if (rest === '' && method === 'POST') {
       const b = await body();
       if (this.attemptsById.has(Gateway.keyOf(rolloutId, attemptId))) {
-        throw new ApiError(409, `attempt ${attemptId} of rollout ${rolloutId} already exists`, 'invalid_request_error', null, 'attempt_exists');
+        throw new ApiError(
+          409,
+          `attempt ${attemptId} of rollout ${rolloutId} already exists`,
+          'invalid_request_error',
+          null,
+          'attempt_exists',
+        );
       }
       let ep: AttemptEndpoint;
       try {
-        ep = this.openAttempt({ rolloutId, attemptId, task: b.task, ...(b.weight_version !== undefined && b.weight_version !== null ? { weightVersion: b.weight_version as number } : {}) });
+        ep = this.openAttempt({
+          rolloutId,
+          attemptId,
+          task: b.task,
+          ...(b.weight_version !== undefined && b.weight_version !== null
+            ? { weightVersion: b.weight_version as number }
+            : {}),
+        });
       } catch (err) {
         throw badRequest((err as Error).message, null, 'invalid_value');
       }
-      return sendJson(res, 201, { rollout_id: ep.rolloutId, attempt_id: ep.attemptId, base_url: ep.baseUrl, event_url: ep.eventUrl, key: ep.key, weight_version: ep.record.weightVersion ?? null, serving_version: this.weightVersion });
+      return sendJson(res, 201, {
+        rollout_id: ep.rolloutId,
+        attempt_id: ep.attemptId,
+        base_url: ep.baseUrl,
+        event_url: ep.eventUrl,
+        key: ep.key,
+        weight_version: ep.record.weightVersion ?? null,
+        serving_version: this.weightVersion,
+      });
     }
     if (rest === '' && method === 'GET') return sendJson(res, 200, attemptToJson(rec()));
     if (rest === '/finish' && method === 'POST') {
@@ -478,12 +645,22 @@ export class Gateway {
       const r = rec();
       const str = (k: string) => (typeof b[k] === 'string' ? (b[k] as string) : undefined);
       const done = this.finishAttempt(r.rolloutId, r.attemptId, {
-        exitCode: typeof b.exit_code === 'number' ? b.exit_code : null, signal: str('signal') ?? null, timedOut: b.timed_out === true,
-        error: str('error'), stdoutTail: str('stdout_tail'), stderrTail: str('stderr_tail'),
+        exitCode: typeof b.exit_code === 'number' ? b.exit_code : null,
+        signal: str('signal') ?? null,
+        timedOut: b.timed_out === true,
+        error: str('error'),
+        stdoutTail: str('stdout_tail'),
+        stderrTail: str('stderr_tail'),
       });
       return sendJson(res, 200, attemptToJson(done));
     }
-    throw new ApiError(404, `no admin route ${method} ${url}; use POST or GET /rollouts/{r}/attempts/{a}, POST …/finish`, 'not_found_error', null, 'unknown_url');
+    throw new ApiError(
+      404,
+      `no admin route ${method} ${url}; use POST or GET /rollouts/{r}/attempts/{a}, POST …/finish`,
+      'not_found_error',
+      null,
+      'unknown_url',
+    );
   }
 
   /** The serve hooks of one request of an attempt: any model name, tool results as observations, sampled ids put back, record the generation. */
@@ -493,15 +670,22 @@ export class Gateway {
       transformBody: (raw) => this.rewriteBody(rec, raw),
       checkWeightVersion: (version) => {
         if (rec.weightVersion !== undefined && version !== rec.weightVersion) {
-          throw new ApiError(409, `attempt ${rec.attemptId} of rollout ${rec.rolloutId} is bound to weight version ${rec.weightVersion}, but the server now serves version ${version}: `
-            + 'its samples would not come from the weights being trained (stale), so the call is refused', 'invalid_request_error', null, 'stale_weights');
+          throw new ApiError(
+            409,
+            `attempt ${rec.attemptId} of rollout ${rec.rolloutId} is bound to weight version ${rec.weightVersion}, but the server now serves version ${version}: ` +
+              'its samples would not come from the weights being trained (stale), so the call is refused',
+            'invalid_request_error',
+            null,
+            'stale_weights',
+          );
         }
       },
       rewritePrompt: (prompt) => {
         templateIds = prompt.ids;
         return this.options.reuseSampledIds === false ? prompt : this.sampledIdsBack(rec, prompt);
       },
-      onGeneration: ({ id, chat, prompt, generation, weightVersion }) => this.record(rec, id, chat, prompt, templateIds ?? prompt.ids, generation, weightVersion),
+      onGeneration: ({ id, chat, prompt, generation, weightVersion }) =>
+        this.record(rec, id, chat, prompt, templateIds ?? prompt.ids, generation, weightVersion),
     };
   }
 
@@ -516,15 +700,20 @@ export class Gateway {
     if (!tok) return prompt;
     const q = prompt.ids;
     for (let k = rec.calls.length - 1; k >= 0; k--) {
-      const call = rec.calls[k]!, choice = call.choices[0];
+      const call = rec.calls[k]!,
+        choice = call.choices[0];
       if (!choice) continue;
       const t = call.templateIds;
       if (q.length <= t.length) continue;
       let same = true;
       for (let i = 0; i < t.length && same; i++) same = q[i] === t[i];
       if (!same) continue;
-      const body = choice.finishReason === 'stop' && choice.tokenIds.length > 0 && tok.stopTokenIds.includes(choice.tokenIds[choice.tokenIds.length - 1]!)
-        ? choice.tokenIds.subarray(0, choice.tokenIds.length - 1) : choice.tokenIds;
+      const body =
+        choice.finishReason === 'stop' &&
+        choice.tokenIds.length > 0 &&
+        tok.stopTokenIds.includes(choice.tokenIds[choice.tokenIds.length - 1]!)
+          ? choice.tokenIds.subarray(0, choice.tokenIds.length - 1)
+          : choice.tokenIds;
       // Only an answer whose ids decode to exactly the text sent: no stop string cut from it, no
       // special token in it (an image pad the model sampled would become an image slot).
       if (tok.decode(Array.from(body), { skipSpecialTokens: false }) !== choice.text) continue;
@@ -554,7 +743,10 @@ export class Gateway {
     }
     if (typeof body !== 'object' || body === null || Array.isArray(body)) return raw; // the server names the problem
     const b = this.withSeed(rec, this.toolMessages(body)) as Record<string, unknown>;
-    return Buffer.from(JSON.stringify(typeof b.model === 'string' && b.model !== '' ? { ...b, model: this.modelName } : b), 'utf8');
+    return Buffer.from(
+      JSON.stringify(typeof b.model === 'string' && b.model !== '' ? { ...b, model: this.modelName } : b),
+      'utf8',
+    );
   }
 
   /**
@@ -565,39 +757,82 @@ export class Gateway {
   private toolMessages(body: unknown): unknown {
     if (!this.toolResponse || typeof body !== 'object' || body === null || Array.isArray(body)) return body;
     const b = body as Record<string, unknown>;
-    if (!Array.isArray(b.messages) || !b.messages.some((m) => typeof m === 'object' && m !== null && (m as { role?: unknown }).role === 'tool')) return body;
+    if (
+      !Array.isArray(b.messages) ||
+      !b.messages.some((m) => typeof m === 'object' && m !== null && (m as { role?: unknown }).role === 'tool')
+    )
+      return body;
     const { prefix, suffix } = this.toolResponse;
     const messages = b.messages.map((m: unknown, i: number) => {
       if (typeof m !== 'object' || m === null || (m as { role?: unknown }).role !== 'tool') return m;
       const c = (m as { content?: unknown }).content;
-      const text = typeof c === 'string' ? c
-        : Array.isArray(c) && c.every((p) => typeof p === 'object' && p !== null && (p as { type?: unknown }).type === 'text' && typeof (p as { text?: unknown }).text === 'string')
-          ? c.map((p) => (p as { text: string }).text).join('')
-          : undefined;
-      if (text === undefined) throw badRequest(`messages[${i}].content of a tool message must be a string or text parts; got ${typeName(c)}`, `messages[${i}].content`, 'invalid_type');
+      const text =
+        typeof c === 'string'
+          ? c
+          : Array.isArray(c) &&
+              c.every(
+                (p) =>
+                  typeof p === 'object' &&
+                  p !== null &&
+                  (p as { type?: unknown }).type === 'text' &&
+                  typeof (p as { text?: unknown }).text === 'string',
+              )
+            ? c.map((p) => (p as { text: string }).text).join('')
+            : undefined;
+      if (text === undefined)
+        throw badRequest(
+          `messages[${i}].content of a tool message must be a string or text parts; got ${typeName(c)}`,
+          `messages[${i}].content`,
+          'invalid_type',
+        );
       return { role: 'user', content: `${prefix}${text}${suffix}` };
     });
     return { ...b, messages };
   }
 
   private withSeed(rec: AttemptRecord, body: unknown): unknown {
-    if (this.options.seed === undefined || typeof body !== 'object' || body === null || Array.isArray(body)) return body;
+    if (this.options.seed === undefined || typeof body !== 'object' || body === null || Array.isArray(body))
+      return body;
     const b = body as Record<string, unknown>;
     if (b.seed !== undefined && b.seed !== null) return body;
     return { ...b, seed: seedOf(`${this.options.seed}/${rec.rolloutId}/${rec.attemptId}/${rec.calls.length}`) };
   }
 
-  private record(rec: AttemptRecord, id: string, chat: ChatRequest, prompt: Prompt, templateIds: Int32Array, gen: LocalGeneration, weightVersion: number): void {
+  private record(
+    rec: AttemptRecord,
+    id: string,
+    chat: ChatRequest,
+    prompt: Prompt,
+    templateIds: Int32Array,
+    gen: LocalGeneration,
+    weightVersion: number,
+  ): void {
     if (rec.status !== 'running') {
       this.options.log?.(`gateway: a call of attempt ${rec.attemptId} completed after it finished; not recorded`);
       return;
     }
     const images: ImageInput[] = prompt.images.slice();
     rec.calls.push({
-      index: rec.calls.length, id, messages: chat.messages,
-      prompt: { ids: Int32Array.from(prompt.ids), images }, templateIds: Int32Array.from(templateIds),
-      choices: gen.choices.map((c) => ({ text: c.text, tokenIds: Int32Array.from(c.tokenIds), logprobs: Float32Array.from(c.logprobs), finishReason: c.finishReason })),
-      sampling: { n: chat.n, temperature: chat.temperature, topP: chat.topP, topK: chat.topK, maxTokens: chat.maxTokens, seed: chat.seed, stream: chat.stream },
+      index: rec.calls.length,
+      id,
+      messages: chat.messages,
+      prompt: { ids: Int32Array.from(prompt.ids), images },
+      templateIds: Int32Array.from(templateIds),
+      choices: gen.choices.map((c) => ({
+        text: c.text,
+        tokenIds: Int32Array.from(c.tokenIds),
+        logprobs: Float32Array.from(c.logprobs),
+        finishReason: c.finishReason,
+      })),
+      sampling: {
+        n: chat.n,
+        temperature: chat.temperature,
+        topP: chat.topP,
+        topK: chat.topK,
+        maxTokens: chat.maxTokens,
+        seed: chat.seed,
+        stream: chat.stream,
+      },
       weightVersion,
       at: Date.now(),
     });
@@ -612,30 +847,69 @@ export class Gateway {
       body = JSON.parse(text);
     } catch (err) {
       const bad = /(?<![A-Za-z"])(-?Infinity|NaN)(?![A-Za-z"])/.exec(text);
-      if (bad) throw badRequest(`the event body has ${bad[1]}, which is not JSON; a reward must be a finite number`, 'data.value', 'invalid_reward');
+      if (bad)
+        throw badRequest(
+          `the event body has ${bad[1]}, which is not JSON; a reward must be a finite number`,
+          'data.value',
+          'invalid_reward',
+        );
       throw badRequest(`the event body is not valid JSON: ${(err as Error).message}`, null, 'invalid_json');
     }
-    if (typeof body !== 'object' || body === null || Array.isArray(body)) throw badRequest(`the event must be a JSON object {"event_type", "data"}; got ${typeName(body)}`, null, 'invalid_body');
+    if (typeof body !== 'object' || body === null || Array.isArray(body))
+      throw badRequest(
+        `the event must be a JSON object {"event_type", "data"}; got ${typeName(body)}`,
+        null,
+        'invalid_body',
+      );
     const ev = body as Record<string, unknown>;
     if (typeof ev.event_type !== 'string' || ev.event_type === '' || ev.event_type.length > 128) {
-      throw badRequest(`event_type must be a non-empty string of at most 128 characters (e.g. "reward"); got ${ev.event_type === undefined ? 'nothing' : typeName(ev.event_type)}`, 'event_type',
-        ev.event_type === undefined ? 'missing_required_parameter' : 'invalid_type');
+      throw badRequest(
+        `event_type must be a non-empty string of at most 128 characters (e.g. "reward"); got ${ev.event_type === undefined ? 'nothing' : typeName(ev.event_type)}`,
+        'event_type',
+        ev.event_type === undefined ? 'missing_required_parameter' : 'invalid_type',
+      );
     }
     const data = ev.data === undefined || ev.data === null ? {} : ev.data;
-    if (typeof data !== 'object' || Array.isArray(data)) throw badRequest(`data must be an object; got ${typeName(data)}`, 'data', 'invalid_type');
+    if (typeof data !== 'object' || Array.isArray(data))
+      throw badRequest(`data must be an object; got ${typeName(data)}`, 'data', 'invalid_type');
     const d = data as Record<string, unknown>;
     if (ev.event_type === 'reward') {
       const v = d.value;
-      if (v === undefined) throw badRequest('a reward event needs data.value (a finite number)', 'data.value', 'missing_required_parameter');
+      if (v === undefined)
+        throw badRequest(
+          'a reward event needs data.value (a finite number)',
+          'data.value',
+          'missing_required_parameter',
+        );
       if (typeof v !== 'number' || !Number.isFinite(v)) {
-        throw badRequest(`data.value must be a finite number; got ${typeName(v)} ${JSON.stringify(v)?.slice(0, 40)}`, 'data.value', 'invalid_reward');
+        throw badRequest(
+          `data.value must be a finite number; got ${typeName(v)} ${JSON.stringify(v)?.slice(0, 40)}`,
+          'data.value',
+          'invalid_reward',
+        );
       }
     }
-    if (rec.events.length >= this.maxEvents) throw badRequest(`attempt ${rec.attemptId} already posted ${this.maxEvents} events, the most one attempt may`, null, 'too_many_events');
-    const event: GatewayEvent = { eventId: `ev-${randomBytes(8).toString('hex')}`, eventType: ev.event_type, data: d, timestamp: Date.now() };
+    if (rec.events.length >= this.maxEvents)
+      throw badRequest(
+        `attempt ${rec.attemptId} already posted ${this.maxEvents} events, the most one attempt may`,
+        null,
+        'too_many_events',
+      );
+    const event: GatewayEvent = {
+      eventId: `ev-${randomBytes(8).toString('hex')}`,
+      eventType: ev.event_type,
+      data: d,
+      timestamp: Date.now(),
+    };
     rec.events.push(event);
     if (event.eventType === 'reward') rec.reward = d.value as number;
     this.counters.events++;
-    sendJson(res, 200, { event_id: event.eventId, rollout_id: rec.rolloutId, attempt_id: rec.attemptId, event_type: event.eventType, timestamp: event.timestamp / 1000 });
+    sendJson(res, 200, {
+      event_id: event.eventId,
+      rollout_id: rec.rolloutId,
+      attempt_id: rec.attemptId,
+      event_type: event.eventType,
+      timestamp: event.timestamp / 1000,
+    });
   }
 }

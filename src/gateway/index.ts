@@ -1,10 +1,47 @@
 /** The training gateway: Agent Lightning's runner contract on `vqalab serve` (see docs/agents.md). */
-export { Gateway, type GatewayOptions, type GatewayStats, type AttemptRecord, type AttemptEndpoint, type AttemptStatus, type RecordedCall, type RecordedChoice, type GatewayEvent, type FinishInfo } from './gateway.js';
-export { trajectoryOf, trajectorySegments, policyTokens, type Trajectory, type TrajectorySegment, type TrajectoryOptions } from './trajectory.js';
+export {
+  Gateway,
+  type GatewayOptions,
+  type GatewayStats,
+  type AttemptRecord,
+  type AttemptEndpoint,
+  type AttemptStatus,
+  type RecordedCall,
+  type RecordedChoice,
+  type GatewayEvent,
+  type FinishInfo,
+} from './gateway.js';
+export {
+  trajectoryOf,
+  trajectorySegments,
+  policyTokens,
+  type Trajectory,
+  type TrajectorySegment,
+  type TrajectoryOptions,
+} from './trajectory.js';
 export { startGateway, type StartedGateway } from './start.js';
-export { updateOnAgentGroups, maskedGrpoLoss, type AgentUpdateOptions, type AgentUpdateResult, type MaskedRow } from './train.js';
-export { agentGrpoStep, AgentTraining, type AgentStepMetrics, type AgentStepOutput, type TrainAgentOptions } from './loop.js';
-export { runAgentAttempt, rolloutAgentGroups, vqaTaskEnv, type AgentOptions, type AgentGroup, type AgentRolloutOptions } from './agent.js';
+export {
+  updateOnAgentGroups,
+  maskedGrpoLoss,
+  type AgentUpdateOptions,
+  type AgentUpdateResult,
+  type MaskedRow,
+} from './train.js';
+export {
+  agentGrpoStep,
+  AgentTraining,
+  type AgentStepMetrics,
+  type AgentStepOutput,
+  type TrainAgentOptions,
+} from './loop.js';
+export {
+  runAgentAttempt,
+  rolloutAgentGroups,
+  vqaTaskEnv,
+  type AgentOptions,
+  type AgentGroup,
+  type AgentRolloutOptions,
+} from './agent.js';
 export { agentGroupPayload, showAgentGroup, attemptTurns, type AgentGroupViewOptions } from './view.js';
 export { agentTrainerStep, type AgentTrainerStepInputs } from './trainer-step.js';
 export { weightPush, type WeightPushOptions, type WeightPusher } from './push.js';

@@ -52,28 +52,54 @@ export interface AgentStepOutput {
  * `gateway`, trained on with the masked update. The gateway's weightVersion is `step` while the
  * agents run and `step + 1` after the update.
  */
-export async function agentGrpoStep(ctx: { model: EngineModel; gateway: Gateway; agent: AgentOptions; config: GrpoConfig; samples: readonly VqaSample[]; step: number; signal?: AbortSignal; log?: (line: string) => void }): Promise<AgentStepOutput> {
+export async function agentGrpoStep(ctx: {
+  model: EngineModel;
+  gateway: Gateway;
+  agent: AgentOptions;
+  config: GrpoConfig;
+  samples: readonly VqaSample[];
+  step: number;
+  signal?: AbortSignal;
+  log?: (line: string) => void;
+}): Promise<AgentStepOutput> {
   const { model, gateway, config: c, step } = ctx;
   const t0 = performance.now();
   gateway.weightVersion = step;
-  const groups = await rolloutAgentGroups(gateway, ctx.samples, c.numGenerations, ctx.agent, { rolloutPrefix: `s${step}`, signal: ctx.signal });
+  const groups = await rolloutAgentGroups(gateway, ctx.samples, c.numGenerations, ctx.agent, {
+    rolloutPrefix: `s${step}`,
+    signal: ctx.signal,
+  });
   const t1 = performance.now();
   if (ctx.signal?.aborted) throw ctx.signal.reason ?? new Error('aborted');
-  const lr = learningRateAt(step, { learningRate: c.learningRate, warmupSteps: c.warmupSteps, totalSteps: c.totalSteps, schedule: c.lrSchedule, minLrRatio: c.minLrRatio });
+  const lr = learningRateAt(step, {
+    learningRate: c.learningRate,
+    warmupSteps: c.warmupSteps,
+    totalSteps: c.totalSteps,
+    schedule: c.lrSchedule,
+    minLrRatio: c.minLrRatio,
+  });
   const update = await updateOnAgentGroups(model, groups, c, { lr, expectedVersion: step, log: ctx.log });
   gateway.weightVersion = step + 1;
   for (const g of groups) gateway.release(g.rolloutId);
   const attempts = groups.flatMap((g) => g.attempts);
   const ok = attempts.filter((a) => a.status === 'succeeded');
-  for (const a of attempts) if (a.status === 'failed') ctx.log?.(`step ${step}: attempt ${a.attemptId} of ${a.rolloutId} failed: ${a.error}`);
+  for (const a of attempts)
+    if (a.status === 'failed') ctx.log?.(`step ${step}: attempt ${a.attemptId} of ${a.rolloutId} failed: ${a.error}`);
   const mean = (xs: number[]) => (xs.length ? xs.reduce((s, x) => s + x, 0) / xs.length : NaN);
   return {
-    step, groups,
+    step,
+    groups,
     metrics: {
-      step, rewardMean: mean(ok.map((a) => a.reward!)), attempts: attempts.length, failedAttempts: attempts.length - ok.length,
+      step,
+      rewardMean: mean(ok.map((a) => a.reward!)),
+      attempts: attempts.length,
+      failedAttempts: attempts.length - ok.length,
       turnsMean: mean(ok.map((a) => a.calls.length)),
       splitTrajectories: groups.flatMap((g) => g.trajectories).filter((t) => t.segments.length > 1).length,
-      update, learningRate: lr, rolloutSeconds: (t1 - t0) / 1000, trainSeconds: (performance.now() - t1) / 1000,
+      update,
+      learningRate: lr,
+      rolloutSeconds: (t1 - t0) / 1000,
+      trainSeconds: (performance.now() - t1) / 1000,
     },
   };
 }
@@ -96,16 +122,24 @@ export class AgentTraining {
   private cursor: DataCursor;
   private nextStep = 0;
 
-  private constructor(private readonly o: TrainAgentOptions, readonly gw: StartedGateway) {
+  private constructor(
+    private readonly o: TrainAgentOptions,
+    readonly gw: StartedGateway,
+  ) {
     this.config = grpoConfig(o.config);
     this.cursor = new DataCursor(o.train.length, this.config.seed);
   }
 
   static async start(o: TrainAgentOptions): Promise<AgentTraining> {
-    if (o === null || typeof o !== 'object') throw invalidParameterError('options', 'an object {model, tokenizer, train, agent}', o);
-    if (!Array.isArray(o.train) || o.train.length === 0) throw invalidParameterError('train', 'a non-empty array of samples', o.train);
+    if (o === null || typeof o !== 'object')
+      throw invalidParameterError('options', 'an object {model, tokenizer, train, agent}', o);
+    if (!Array.isArray(o.train) || o.train.length === 0)
+      throw invalidParameterError('train', 'a non-empty array of samples', o.train);
     const policy = new LocalPolicy({ model: o.model, tokenizer: o.tokenizer });
-    const gw = await startGateway(policy, { serve: o.serve, gateway: { seed: grpoConfig(o.config).seed, ...o.gateway } });
+    const gw = await startGateway(policy, {
+      serve: o.serve,
+      gateway: { seed: grpoConfig(o.config).seed, ...o.gateway },
+    });
     return new AgentTraining(o, gw);
   }
 
@@ -119,13 +153,26 @@ export class AgentTraining {
 
   async step(signal?: AbortSignal): Promise<AgentStepOutput> {
     const samples = this.cursor.take(this.config.promptsPerStep).map((i) => this.o.train[i]!);
-    const out = await agentGrpoStep({ model: this.o.model, gateway: this.gw.gateway, agent: this.o.agent, config: this.config, samples, step: this.nextStep, signal, log: this.o.log });
+    const out = await agentGrpoStep({
+      model: this.o.model,
+      gateway: this.gw.gateway,
+      agent: this.o.agent,
+      config: this.config,
+      samples,
+      step: this.nextStep,
+      signal,
+      log: this.o.log,
+    });
     this.nextStep++;
     return out;
   }
 
   /** Run `steps` steps; `onStep` after each. */
-  async run(steps: number, onStep?: (out: AgentStepOutput) => void | Promise<void>, signal?: AbortSignal): Promise<AgentStepMetrics[]> {
+  async run(
+    steps: number,
+    onStep?: (out: AgentStepOutput) => void | Promise<void>,
+    signal?: AbortSignal,
+  ): Promise<AgentStepMetrics[]> {
     const all: AgentStepMetrics[] = [];
     for (let i = 0; i < steps && !signal?.aborted; i++) {
       const out = await this.step(signal);

@@ -29,9 +29,11 @@ export interface WeightPusher extends TrainerCallback {
 
 /** A trainer callback that keeps `servers` on the trainer's weights: before a run and after every step. */
 export function weightPush(o: WeightPushOptions): WeightPusher {
-  if (!o || !Array.isArray(o.servers) || o.servers.length === 0) throw new TypeError('weightPush needs servers: a non-empty list of {url, adminKey}');
+  if (!o || !Array.isArray(o.servers) || o.servers.length === 0)
+    throw new TypeError('weightPush needs servers: a non-empty list of {url, adminKey}');
   for (const [i, s] of o.servers.entries()) {
-    if (typeof s?.url !== 'string' || typeof s.adminKey !== 'string' || s.adminKey === '') throw new TypeError(`weightPush: servers[${i}] must be {url: string, adminKey: non-empty string}`);
+    if (typeof s?.url !== 'string' || typeof s.adminKey !== 'string' || s.adminKey === '')
+      throw new TypeError(`weightPush: servers[${i}] must be {url: string, adminKey: non-empty string}`);
   }
   let version = 0;
   const sync = async (model: EngineModel): Promise<PushResult[]> => {
@@ -44,11 +46,18 @@ export function weightPush(o: WeightPushOptions): WeightPusher {
   };
   return {
     sync,
-    get version() { return version; },
-    async onRunBegin(trainer) { await sync(trainer.model); },
+    get version() {
+      return version;
+    },
+    async onRunBegin(trainer) {
+      await sync(trainer.model);
+    },
     async onStepEnd(trainer) {
       const r = await sync(trainer.model);
-      for (const x of r) trainer.log(`weights version ${x.version} (${x.kind}, ${x.tensors} tensors, ${(x.bytes / 1048576).toFixed(1)} MiB) pushed to ${x.url} in ${x.ms.toFixed(0)} ms`);
+      for (const x of r)
+        trainer.log(
+          `weights version ${x.version} (${x.kind}, ${x.tensors} tensors, ${(x.bytes / 1048576).toFixed(1)} MiB) pushed to ${x.url} in ${x.ms.toFixed(0)} ms`,
+        );
     },
   };
 }

@@ -10,7 +10,10 @@ export interface StartedGateway {
 }
 
 /** Serve `policy` on loopback (port 0 by default) with the gateway's per-attempt routes mounted. */
-export async function startGateway(policy: LocalPolicy, options: { serve?: Omit<ServeOptions, 'policy' | 'routes'>; gateway?: GatewayOptions } = {}): Promise<StartedGateway> {
+export async function startGateway(
+  policy: LocalPolicy,
+  options: { serve?: Omit<ServeOptions, 'policy' | 'routes'>; gateway?: GatewayOptions } = {},
+): Promise<StartedGateway> {
   const gateway = new Gateway(options.gateway);
   const server = await serve({ port: 0, ...options.serve, policy, routes: gateway.routes });
   gateway.attach(server, policy);

@@ -15,30 +15,77 @@ import { startGateway } from './start.js';
 export type AgentTrainerStepInputs = AgentStepInputs;
 
 /** Run one agent step; the metrics in the trainer's shape (`extra` holds the agent-specific ones). */
-export async function agentTrainerStep(o: AgentTrainerStepInputs): Promise<{ metrics: StepMetrics; groups: AgentGroup[] }> {
+export async function agentTrainerStep(
+  o: AgentTrainerStepInputs,
+): Promise<{ metrics: StepMetrics; groups: AgentGroup[] }> {
   const t0 = performance.now();
-  const gw = await startGateway(new LocalPolicy({ model: o.model, tokenizer: o.tokenizer }), { gateway: { seed: o.config.seed } });
+  const gw = await startGateway(new LocalPolicy({ model: o.model, tokenizer: o.tokenizer }), {
+    gateway: { seed: o.config.seed },
+  });
   let out;
   try {
-    out = await agentGrpoStep({ model: o.model, gateway: gw.gateway, agent: o.agent, config: { ...o.config }, samples: o.samples, step: o.step, signal: o.signal, log: o.log });
+    out = await agentGrpoStep({
+      model: o.model,
+      gateway: gw.gateway,
+      agent: o.agent,
+      config: { ...o.config },
+      samples: o.samples,
+      step: o.step,
+      signal: o.signal,
+      log: o.log,
+    });
   } finally {
     await gw.close();
   }
-  const m = out.metrics, u = m.update;
+  const m = out.metrics,
+    u = m.update;
   const rewards = out.groups.flatMap((g) => g.trajectories.map((t) => t.reward)).filter(Number.isFinite);
-  const lengths = out.groups.flatMap((g) => g.trajectories.filter((t) => Number.isFinite(t.reward)).map((t) => t.segments.reduce((s, seg) => s + seg.mask.reduce((a, x) => a + x, 0), 0)));
+  const lengths = out.groups.flatMap((g) =>
+    g.trajectories
+      .filter((t) => Number.isFinite(t.reward))
+      .map((t) => t.segments.reduce((s, seg) => s + seg.mask.reduce((a, x) => a + x, 0), 0)),
+  );
   const rs = meanStd(rewards);
   const metrics: StepMetrics = {
-    step: o.step, kind: 'grpo', time: new Date().toISOString(), rewardMean: rs.mean, rewardStd: rs.std, rewardParts: {}, accuracy: NaN,
-    loss: u.loss, kl: NaN, clipFractionLow: NaN, clipFractionHigh: NaN, clipFractionDual: NaN, entropy: u.entropy, gradNorm: u.gradNorm,
-    learningRate: m.learningRate, completionLength: meanStd(lengths).mean, completionLengthMax: lengths.length ? Math.max(...lengths) : NaN,
-    truncatedFraction: NaN, zeroVarianceFraction: out.groups.length ? u.zeroVarianceGroups / out.groups.length : NaN, groups: out.groups.length,
-    samplingRounds: 1, rewardFailures: m.failedAttempts, skippedUpdates: u.skippedUpdates, tokensPerSecond: NaN,
-    stepSeconds: (performance.now() - t0) / 1000, rolloutSeconds: m.rolloutSeconds, rewardSeconds: 0, trainSeconds: m.trainSeconds, memoryMiB: residentMiB(),
+    step: o.step,
+    kind: 'grpo',
+    time: new Date().toISOString(),
+    rewardMean: rs.mean,
+    rewardStd: rs.std,
+    rewardParts: {},
+    accuracy: NaN,
+    loss: u.loss,
+    kl: NaN,
+    clipFractionLow: NaN,
+    clipFractionHigh: NaN,
+    clipFractionDual: NaN,
+    entropy: u.entropy,
+    gradNorm: u.gradNorm,
+    learningRate: m.learningRate,
+    completionLength: meanStd(lengths).mean,
+    completionLengthMax: lengths.length ? Math.max(...lengths) : NaN,
+    truncatedFraction: NaN,
+    zeroVarianceFraction: out.groups.length ? u.zeroVarianceGroups / out.groups.length : NaN,
+    groups: out.groups.length,
+    samplingRounds: 1,
+    rewardFailures: m.failedAttempts,
+    skippedUpdates: u.skippedUpdates,
+    tokensPerSecond: NaN,
+    stepSeconds: (performance.now() - t0) / 1000,
+    rolloutSeconds: m.rolloutSeconds,
+    rewardSeconds: 0,
+    trainSeconds: m.trainSeconds,
+    memoryMiB: residentMiB(),
     extra: {
       agent: {
-        attempts: m.attempts, failedAttempts: m.failedAttempts, turnsMean: m.turnsMean, splitTrajectories: m.splitTrajectories,
-        policyTokens: u.policyTokens, maskedTokens: u.maskedTokens, maxLogprobDrift: u.maxLogprobDrift, offPolicyTrajectories: u.offPolicyTrajectories,
+        attempts: m.attempts,
+        failedAttempts: m.failedAttempts,
+        turnsMean: m.turnsMean,
+        splitTrajectories: m.splitTrajectories,
+        policyTokens: u.policyTokens,
+        maskedTokens: u.maskedTokens,
+        maxLogprobDrift: u.maxLogprobDrift,
+        offPolicyTrajectories: u.offPolicyTrajectories,
       },
     },
   };

@@ -52,8 +52,9 @@ export interface TrajectoryOptions {
 function sameImage(a: ImageInput, b: ImageInput): boolean {
   if (a === b) return true;
   if (a.gridThw.some((v, i) => v !== b.gridThw[i]) || a.pixels.length !== b.pixels.length) return false;
-  return Buffer.from(a.pixels.buffer, a.pixels.byteOffset, a.pixels.byteLength)
-    .equals(Buffer.from(b.pixels.buffer, b.pixels.byteOffset, b.pixels.byteLength));
+  return Buffer.from(a.pixels.buffer, a.pixels.byteOffset, a.pixels.byteLength).equals(
+    Buffer.from(b.pixels.buffer, b.pixels.byteOffset, b.pixels.byteLength),
+  );
 }
 
 interface Open {
@@ -65,12 +66,19 @@ interface Open {
 }
 
 function close(o: Open): TrajectorySegment {
-  return { prompt: o.prompt, tokenIds: Int32Array.from(o.ids), mask: Uint8Array.from(o.mask), logprobs: Float32Array.from(o.lps), calls: o.calls };
+  return {
+    prompt: o.prompt,
+    tokenIds: Int32Array.from(o.ids),
+    mask: Uint8Array.from(o.mask),
+    logprobs: Float32Array.from(o.lps),
+    calls: o.calls,
+  };
 }
 
 /** Does `call` extend the open segment (its prompt = the segment's prompt + tokens, same images)? */
 function extendsOpen(o: Open, call: RecordedCall): boolean {
-  const p = call.prompt.ids, base = o.prompt.ids;
+  const p = call.prompt.ids,
+    base = o.prompt.ids;
   if (p.length <= base.length + o.ids.length) return false;
   if (call.prompt.images.length !== o.prompt.images.length) return false;
   for (let i = 0; i < base.length; i++) if (p[i] !== base[i]) return false;
@@ -83,7 +91,10 @@ function extendsOpen(o: Open, call: RecordedCall): boolean {
  * further choices of a call (n > 1) become segments of their own, since a conversation continues
  * one of them.
  */
-export function trajectorySegments(calls: readonly RecordedCall[], options: TrajectoryOptions = {}): TrajectorySegment[] {
+export function trajectorySegments(
+  calls: readonly RecordedCall[],
+  options: TrajectoryOptions = {},
+): TrajectorySegment[] {
   const merge = options.merge ?? true;
   const out: TrajectorySegment[] = [];
   let open: Open | undefined;
@@ -92,15 +103,29 @@ export function trajectorySegments(calls: readonly RecordedCall[], options: Traj
     if (!first) continue;
     if (merge && open && extendsOpen(open, call)) {
       const from = open.prompt.ids.length + open.ids.length;
-      for (let i = from; i < call.prompt.ids.length; i++) { open.ids.push(call.prompt.ids[i]!); open.mask.push(0); open.lps.push(NaN); }
+      for (let i = from; i < call.prompt.ids.length; i++) {
+        open.ids.push(call.prompt.ids[i]!);
+        open.mask.push(0);
+        open.lps.push(NaN);
+      }
       open.calls.push(call.index);
     } else {
       if (open) out.push(close(open));
       open = { prompt: call.prompt, ids: [], mask: [], lps: [], calls: [call.index] };
     }
-    for (let i = 0; i < first.tokenIds.length; i++) { open.ids.push(first.tokenIds[i]!); open.mask.push(1); open.lps.push(first.logprobs[i]!); }
+    for (let i = 0; i < first.tokenIds.length; i++) {
+      open.ids.push(first.tokenIds[i]!);
+      open.mask.push(1);
+      open.lps.push(first.logprobs[i]!);
+    }
     for (const extra of call.choices.slice(1)) {
-      out.push({ prompt: call.prompt, tokenIds: extra.tokenIds.slice(), mask: new Uint8Array(extra.tokenIds.length).fill(1), logprobs: extra.logprobs.slice(), calls: [call.index] });
+      out.push({
+        prompt: call.prompt,
+        tokenIds: extra.tokenIds.slice(),
+        mask: new Uint8Array(extra.tokenIds.length).fill(1),
+        logprobs: extra.logprobs.slice(),
+        calls: [call.index],
+      });
     }
   }
   if (open) out.push(close(open));
@@ -112,7 +137,10 @@ export function trajectoryOf(rec: AttemptRecord, options: TrajectoryOptions = {}
   const segments = trajectorySegments(rec.calls, options);
   const last = rec.calls.at(-1);
   return {
-    rolloutId: rec.rolloutId, attemptId: rec.attemptId, segments, turns: rec.calls.length,
+    rolloutId: rec.rolloutId,
+    attemptId: rec.attemptId,
+    segments,
+    turns: rec.calls.length,
     reward: rec.status === 'succeeded' && rec.reward !== undefined ? rec.reward : NaN,
     weightVersions: [...new Set(rec.calls.map((c) => c.weightVersion))],
     finalText: last?.choices[0]?.text ?? '',
@@ -125,6 +153,8 @@ export function trajectoryOf(rec: AttemptRecord, options: TrajectoryOptions = {}
  */
 export function policyTokens(seg: TrajectorySegment): number[] {
   const out: number[] = [];
-  seg.tokenIds.forEach((t, i) => { if (seg.mask[i]) out.push(t); });
+  seg.tokenIds.forEach((t, i) => {
+    if (seg.mask[i]) out.push(t);
+  });
   return out;
 }

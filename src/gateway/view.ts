@@ -15,7 +15,9 @@ import type { ChatMessage } from '../text/tokenizer.js';
 import type { AttemptRecord } from './gateway.js';
 
 function messageText(m: ChatMessage): string {
-  return typeof m.content === 'string' ? m.content : m.content.map((p) => (p.type === 'text' ? p.text : `[${p.type}]`)).join('');
+  return typeof m.content === 'string'
+    ? m.content
+    : m.content.map((p) => (p.type === 'text' ? p.text : `[${p.type}]`)).join('');
 }
 
 /** An attempt's turns as text: "1 ▸ answer", then the messages the agent added before the next call. */
@@ -41,14 +43,28 @@ export interface AgentGroupViewOptions {
 /** The display layer's group payload of an agent group. */
 export async function agentGroupPayload(g: AgentGroup, o: AgentGroupViewOptions = {}): Promise<GroupPayload> {
   const ok = g.trajectories.map((t) => Number.isFinite(t.reward));
-  const [adv] = computeAdvantages([g.trajectories.filter((_, i) => ok[i]).map((t) => t.reward)], { estimator: 'grpo', scale: 'group', epsilon: 1e-4 });
+  const [adv] = computeAdvantages([g.trajectories.filter((_, i) => ok[i]).map((t) => t.reward)], {
+    estimator: 'grpo',
+    scale: 'group',
+    epsilon: 1e-4,
+  });
   let k = 0;
   const completions = g.attempts.map((a, i): GroupCompletion => {
     const t = g.trajectories[i]!;
-    const ids: number[] = [], lps: number[] = [];
-    for (const s of t.segments) s.mask.forEach((m, j) => { if (m) { ids.push(s.tokenIds[j]!); lps.push(s.logprobs[j]!); } });
+    const ids: number[] = [],
+      lps: number[] = [];
+    for (const s of t.segments)
+      s.mask.forEach((m, j) => {
+        if (m) {
+          ids.push(s.tokenIds[j]!);
+          lps.push(s.logprobs[j]!);
+        }
+      });
     const out: GroupCompletion = {
-      text: attemptTurns(a), reward: ok[i] ? t.reward : null, advantage: ok[i] ? adv![k++]! : 0, length: ids.length,
+      text: attemptTurns(a),
+      reward: ok[i] ? t.reward : null,
+      advantage: ok[i] ? adv![k++]! : 0,
+      length: ids.length,
       finishReason: `${a.status}, ${a.calls.length} turn${a.calls.length === 1 ? '' : 's'}${t.segments.length > 1 ? `, ${t.segments.length} segments` : ''}`,
     };
     if (a.error) out.errors = [a.error];
@@ -58,12 +74,23 @@ export async function agentGroupPayload(g: AgentGroup, o: AgentGroupViewOptions 
     }
     return out;
   });
-  const p: GroupPayload = { title: `${g.rolloutId}: ${g.attempts.length} attempts`, sample: await samplePayload(g.sample, { maxSide: o.maxSide ?? 256 }), completions };
+  const p: GroupPayload = {
+    title: `${g.rolloutId}: ${g.attempts.length} attempts`,
+    sample: await samplePayload(g.sample, { maxSide: o.maxSide ?? 256 }),
+    completions,
+  };
   if (o.step !== undefined) p.step = o.step;
   return p;
 }
 
 /** Show an agent group (in a notebook: displayed; anywhere: the bundle is returned). */
-export async function showAgentGroup(g: AgentGroup, o: AgentGroupViewOptions & DisplayOptions & { sink?: DisplaySink } = {}): Promise<MimeBundle> {
-  return emit(bundleFor(MIME.group, await agentGroupPayload(g, o)), { displayId: o.displayId, update: o.update }, o.sink);
+export async function showAgentGroup(
+  g: AgentGroup,
+  o: AgentGroupViewOptions & DisplayOptions & { sink?: DisplaySink } = {},
+): Promise<MimeBundle> {
+  return emit(
+    bundleFor(MIME.group, await agentGroupPayload(g, o)),
+    { displayId: o.displayId, update: o.update },
+    o.sink,
+  );
 }

@@ -40,7 +40,10 @@ export function sampleStd(xs: readonly number[]): number {
 export function computeAdvantages(groups: readonly (readonly number[])[], options: AdvantageOptions): number[][] {
   for (const [g, rewards] of groups.entries()) {
     for (const [i, r] of rewards.entries()) {
-      if (!Number.isFinite(r)) throw new Error(`reward of completion ${i} in group ${g} is ${r}; drop failed completions before computing advantages`);
+      if (!Number.isFinite(r))
+        throw new Error(
+          `reward of completion ${i} in group ${g} is ${r}; drop failed completions before computing advantages`,
+        );
     }
   }
   const batchStd = options.scale === 'batch' ? sampleStd(groups.flat()) : 0;
@@ -67,10 +70,16 @@ export function isZeroVariance(rewards: readonly number[]): boolean {
 export function klTerm(estimator: KlEstimator, lp: number, ref: number): { value: number; dLp: number } {
   const d = ref - lp;
   switch (estimator) {
-    case 'k1': return { value: -d, dLp: 1 };
-    case 'k2': return { value: 0.5 * d * d, dLp: -d };
-    case 'k3': { const e = Math.exp(d); return { value: e - d - 1, dLp: 1 - e }; }
-    default: throw new Error(`Unknown KL estimator: ${String(estimator)}`);
+    case 'k1':
+      return { value: -d, dLp: 1 };
+    case 'k2':
+      return { value: 0.5 * d * d, dLp: -d };
+    case 'k3': {
+      const e = Math.exp(d);
+      return { value: e - d - 1, dLp: 1 - e };
+    }
+    default:
+      throw new Error(`Unknown KL estimator: ${String(estimator)}`);
   }
 }
 
@@ -79,12 +88,17 @@ export function klTerm(estimator: KlEstimator, lp: number, ref: number): { value
  * the reference (verl's use_kl_in_reward, summed over tokens as its GRPO outcome reward is).
  */
 export function klPenalizedRewards(
-  rewards: readonly number[], rolloutLogprobs: readonly ArrayLike<number>[], refLogprobs: readonly ArrayLike<number>[],
-  beta: number, estimator: KlEstimator,
+  rewards: readonly number[],
+  rolloutLogprobs: readonly ArrayLike<number>[],
+  refLogprobs: readonly ArrayLike<number>[],
+  beta: number,
+  estimator: KlEstimator,
 ): { rewards: number[]; klSums: number[] } {
   const klSums = rewards.map((_, i) => {
-    const lp = rolloutLogprobs[i]!, ref = refLogprobs[i]!;
-    if (lp.length !== ref.length) throw new Error(`completion ${i}: ${lp.length} log-probs but ${ref.length} reference log-probs`);
+    const lp = rolloutLogprobs[i]!,
+      ref = refLogprobs[i]!;
+    if (lp.length !== ref.length)
+      throw new Error(`completion ${i}: ${lp.length} log-probs but ${ref.length} reference log-probs`);
     let s = 0;
     for (let t = 0; t < lp.length; t++) s += klTerm(estimator, lp[t]!, ref[t]!).value;
     return s;

@@ -65,7 +65,9 @@ export function registerAgentStep(step: AgentStep): void {
 /** The registered agent step; a clear error when the gateway was never loaded. */
 export function agentStep(): AgentStep {
   if (!registered) {
-    throw new Error("Trainer({ agent }) needs the training gateway: import 'vqalab' (the package entry) or src/gateway/trainer-step.js before the first step");
+    throw new Error(
+      "Trainer({ agent }) needs the training gateway: import 'vqalab' (the package entry) or src/gateway/trainer-step.js before the first step",
+    );
   }
   return registered;
 }

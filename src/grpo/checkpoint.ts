@@ -17,7 +17,6 @@ import type { CursorState } from './cursor.js';
 import type { StepMetrics } from './metrics.js';
 import type { RngState } from '../util/rng.js';
 
-
 export interface TrainerState {
   step: number;
   sftStep: number;
@@ -36,7 +35,14 @@ export interface CheckpointFile extends TrainerState {
 }
 
 export const CHECKPOINT_VERSION = 1;
-const TOKENIZER_FILES = ['tokenizer.json', 'tokenizer_config.json', 'generation_config.json', 'chat_template.json', 'chat_template.jinja', 'preprocessor_config.json'];
+const TOKENIZER_FILES = [
+  'tokenizer.json',
+  'tokenizer_config.json',
+  'generation_config.json',
+  'chat_template.json',
+  'chat_template.jinja',
+  'preprocessor_config.json',
+];
 /** Temporary folders of withAtomicOutput (src/util/fs.ts) for checkpoints and the reference copy. */
 const TEMP_NAME = /^\.(checkpoint-\d+|reference|latest)\.tmp-(\d+)-[0-9a-f]+$/;
 
@@ -67,7 +73,9 @@ export function removeStaleTemps(dir: string): string[] {
 }
 
 function jsonSafe(rows: readonly StepMetrics[]): unknown[] {
-  return JSON.parse(JSON.stringify(rows, (_k, v: unknown) => (typeof v === 'number' && !Number.isFinite(v) ? null : v))) as unknown[];
+  return JSON.parse(
+    JSON.stringify(rows, (_k, v: unknown) => (typeof v === 'number' && !Number.isFinite(v) ? null : v)),
+  ) as unknown[];
 }
 
 /**
@@ -75,26 +83,35 @@ function jsonSafe(rows: readonly StepMetrics[]): unknown[] {
  * the first optimizer update there is none, and the engine writes an empty one (src/engine/model.ts)
  * that a resume loads as a fresh optimizer.
  */
-export async function writeCheckpoint(target: string, o: {
-  model: EngineModel;
-  tokenizer: VlmTokenizer;
-  tokenizerDir?: string;
-  config: Readonly<GrpoConfig>;
-  state: TrainerState;
-  metrics: readonly StepMetrics[];
-}): Promise<void> {
+export async function writeCheckpoint(
+  target: string,
+  o: {
+    model: EngineModel;
+    tokenizer: VlmTokenizer;
+    tokenizerDir?: string;
+    config: Readonly<GrpoConfig>;
+    state: TrainerState;
+    metrics: readonly StepMetrics[];
+  },
+): Promise<void> {
   const file: CheckpointFile = {
-    format: 'vqalab.trainer', version: CHECKPOINT_VERSION, config: { ...o.config }, ...o.state,
-    metrics: jsonSafe(o.metrics), savedAt: new Date().toISOString(),
+    format: 'vqalab.trainer',
+    version: CHECKPOINT_VERSION,
+    config: { ...o.config },
+    ...o.state,
+    metrics: jsonSafe(o.metrics),
+    savedAt: new Date().toISOString(),
   };
   removeStaleTemps(path.dirname(target));
   await withAtomicOutput(target, async (tmp) => {
     await fsp.mkdir(tmp, { recursive: true });
     await o.model.save(path.join(tmp, 'model'), { optimizer: true });
-    const tokDir = o.tokenizerDir ?? (existsSync(path.join(o.tokenizer.source, 'tokenizer.json')) ? o.tokenizer.source : undefined);
+    const tokDir =
+      o.tokenizerDir ?? (existsSync(path.join(o.tokenizer.source, 'tokenizer.json')) ? o.tokenizer.source : undefined);
     if (tokDir) {
       for (const f of TOKENIZER_FILES) {
-        const src = path.join(tokDir, f), dst = path.join(tmp, 'model', f);
+        const src = path.join(tokDir, f),
+          dst = path.join(tmp, 'model', f);
         if (existsSync(src) && !existsSync(dst)) copyFileSync(src, dst);
       }
     }
@@ -102,16 +119,24 @@ export async function writeCheckpoint(target: string, o: {
   });
 }
 
-
 /** Read and check a checkpoint's trainer.json (after removing what killed saves left beside it). */
 export function readCheckpoint(dir: string): { dir: string; file: CheckpointFile; state: TrainerState } {
   const ckpt = resolveCheckpoint(dir);
   removeStaleTemps(path.dirname(path.resolve(ckpt)));
   const raw = JSON.parse(readFileSync(path.join(ckpt, 'trainer.json'), 'utf8')) as CheckpointFile;
-  if (raw.format !== 'vqalab.trainer') throw new Error(`${ckpt}/trainer.json: not a vqalab trainer checkpoint (format ${JSON.stringify(raw.format)})`);
-  if (raw.version !== CHECKPOINT_VERSION) throw new Error(`${ckpt}/trainer.json: checkpoint version ${raw.version}, this vqalab reads version ${CHECKPOINT_VERSION}`);
+  if (raw.format !== 'vqalab.trainer')
+    throw new Error(`${ckpt}/trainer.json: not a vqalab trainer checkpoint (format ${JSON.stringify(raw.format)})`);
+  if (raw.version !== CHECKPOINT_VERSION)
+    throw new Error(
+      `${ckpt}/trainer.json: checkpoint version ${raw.version}, this vqalab reads version ${CHECKPOINT_VERSION}`,
+    );
   const state: TrainerState = {
-    step: raw.step, sftStep: raw.sftStep, rng: raw.rng, cursor: raw.cursor, sftCursor: raw.sftCursor, referenceDir: raw.referenceDir,
+    step: raw.step,
+    sftStep: raw.sftStep,
+    rng: raw.rng,
+    cursor: raw.cursor,
+    sftCursor: raw.sftCursor,
+    referenceDir: raw.referenceDir,
   };
   return { dir: ckpt, file: raw, state };
 }

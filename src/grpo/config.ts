@@ -10,7 +10,12 @@ export const ADVANTAGE_ESTIMATORS = ['grpo', 'dr_grpo', 'rloo'] as const;
 export type AdvantageEstimator = (typeof ADVANTAGE_ESTIMATORS)[number];
 export const REWARD_SCALINGS = ['group', 'batch', 'none'] as const;
 export type RewardScaling = (typeof REWARD_SCALINGS)[number];
-export const LOSS_AGGREGATIONS = ['token-mean', 'seq-mean-token-sum', 'seq-mean-token-mean', 'seq-mean-token-sum-norm'] as const;
+export const LOSS_AGGREGATIONS = [
+  'token-mean',
+  'seq-mean-token-sum',
+  'seq-mean-token-mean',
+  'seq-mean-token-sum-norm',
+] as const;
 export type LossAggregation = (typeof LOSS_AGGREGATIONS)[number];
 export const KL_ESTIMATORS = ['k1', 'k2', 'k3'] as const;
 export type KlEstimator = (typeof KL_ESTIMATORS)[number];
@@ -223,7 +228,9 @@ export function grpoConfig(partial: Partial<GrpoConfig> = {}): Readonly<GrpoConf
   for (const key of Object.keys(partial)) {
     if (!(key in GRPO_DEFAULTS)) {
       const near = Object.keys(GRPO_DEFAULTS).find((k) => k.toLowerCase() === key.toLowerCase().replace(/_/g, ''));
-      throw new ConfigError(`unknown GRPO config field "${key}"${near ? `; did you mean "${near}"?` : ''} (docs/grpo.md lists the fields)`);
+      throw new ConfigError(
+        `unknown GRPO config field "${key}"${near ? `; did you mean "${near}"?` : ''} (docs/grpo.md lists the fields)`,
+      );
     }
   }
   const c = { ...GRPO_DEFAULTS, ...partial } as GrpoConfig;
@@ -267,29 +274,47 @@ export function grpoConfig(partial: Partial<GrpoConfig> = {}): Readonly<GrpoConf
 
   // Cross-field checks.
   if (c.numGenerations < 2) {
-    throw new ConfigError(`numGenerations is ${c.numGenerations}, but group-relative advantages need at least 2 completions per prompt; set numGenerations to 2 or more (8 is usual)`);
+    throw new ConfigError(
+      `numGenerations is ${c.numGenerations}, but group-relative advantages need at least 2 completions per prompt; set numGenerations to 2 or more (8 is usual)`,
+    );
   }
   if (c.temperature === 0) {
-    throw new ConfigError('temperature 0 makes all completions of a group identical, so every advantage is 0; set temperature > 0 (1.0 is usual)');
+    throw new ConfigError(
+      'temperature 0 makes all completions of a group identical, so every advantage is 0; set temperature > 0 (1.0 is usual)',
+    );
   }
   if (c.advantageEstimator === 'dr_grpo' && c.scaleRewards !== 'none') {
-    throw new ConfigError(`advantageEstimator "dr_grpo" does not divide by a std, but scaleRewards is "${c.scaleRewards}"; set scaleRewards: "none" (or use advantageEstimator "grpo" to keep the scaling)`);
+    throw new ConfigError(
+      `advantageEstimator "dr_grpo" does not divide by a std, but scaleRewards is "${c.scaleRewards}"; set scaleRewards: "none" (or use advantageEstimator "grpo" to keep the scaling)`,
+    );
   }
   if (c.promptsPerStep % c.miniBatchPrompts !== 0) {
-    const divisors = Array.from({ length: c.promptsPerStep }, (_, i) => i + 1).filter((d) => c.promptsPerStep % d === 0);
-    throw new ConfigError(`miniBatchPrompts (${c.miniBatchPrompts}) must divide promptsPerStep (${c.promptsPerStep}); use one of ${divisors.join(', ')}`);
+    const divisors = Array.from({ length: c.promptsPerStep }, (_, i) => i + 1).filter(
+      (d) => c.promptsPerStep % d === 0,
+    );
+    throw new ConfigError(
+      `miniBatchPrompts (${c.miniBatchPrompts}) must divide promptsPerStep (${c.promptsPerStep}); use one of ${divisors.join(', ')}`,
+    );
   }
   if (c.dualClip !== 0 && c.dualClip <= 1) {
-    throw new ConfigError(`dualClip must be greater than 1 (verl uses 3.0) or 0 to disable it, but it is ${c.dualClip}`);
+    throw new ConfigError(
+      `dualClip must be greater than 1 (verl uses 3.0) or 0 to disable it, but it is ${c.dualClip}`,
+    );
   }
   if (c.klPlacement === 'reward' && c.beta === 0) {
-    throw new ConfigError('klPlacement "reward" with beta 0 adds no KL penalty; set beta > 0 (e.g. 0.04) or leave klPlacement "loss"');
+    throw new ConfigError(
+      'klPlacement "reward" with beta 0 adds no KL penalty; set beta > 0 (e.g. 0.04) or leave klPlacement "loss"',
+    );
   }
   if (c.lrSchedule === 'cosine' && c.warmupSteps >= c.totalSteps) {
-    throw new ConfigError(`warmupSteps (${c.warmupSteps}) must be less than totalSteps (${c.totalSteps}) for a cosine schedule; lower warmupSteps or raise totalSteps`);
+    throw new ConfigError(
+      `warmupSteps (${c.warmupSteps}) must be less than totalSteps (${c.totalSteps}) for a cosine schedule; lower warmupSteps or raise totalSteps`,
+    );
   }
   if (c.dynamicSampling && c.maxSamplingRounds < 2) {
-    throw new ConfigError('dynamicSampling refills dropped groups in later rounds, but maxSamplingRounds is 1; set maxSamplingRounds to 2 or more');
+    throw new ConfigError(
+      'dynamicSampling refills dropped groups in later rounds, but maxSamplingRounds is 1; set maxSamplingRounds to 2 or more',
+    );
   }
   return Object.freeze(c);
 }

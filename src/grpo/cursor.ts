@@ -14,8 +14,13 @@ export class DataCursor {
   private order: number[];
   private state: CursorState;
 
-  constructor(readonly size: number, readonly seed: number, state: CursorState = { epoch: 0, index: 0 }) {
-    if (!Number.isInteger(size) || size <= 0) throw new Error(`the training set is empty (${size} samples); give the trainer at least one sample`);
+  constructor(
+    readonly size: number,
+    readonly seed: number,
+    state: CursorState = { epoch: 0, index: 0 },
+  ) {
+    if (!Number.isInteger(size) || size <= 0)
+      throw new Error(`the training set is empty (${size} samples); give the trainer at least one sample`);
     this.state = { ...state };
     this.order = this.orderOf(this.state.epoch);
   }

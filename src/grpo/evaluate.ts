@@ -64,20 +64,38 @@ export interface EvaluateInputs {
  * answered (unreadable image, too long) scores 0 with an empty prediction and its reason in
  * `error`. Rows come back in the samples' order.
  */
-export async function evaluateSamples(inp: EvaluateInputs, samples: readonly VqaSample[]): Promise<(EvalRow & { error?: string })[]> {
+export async function evaluateSamples(
+  inp: EvaluateInputs,
+  samples: readonly VqaSample[],
+): Promise<(EvalRow & { error?: string })[]> {
   const rows: (EvalRow & { error?: string })[] = [];
   const size = Math.max(1, inp.batchSize ?? 64);
   const stop = inp.tokenizer.stopTokenIds;
   const answer = async (sample: VqaSample): Promise<{ text: string; error?: string }> => {
     try {
       if (inp.policy) {
-        const [c] = await inp.policy.generate(sample, { n: 1, temperature: 0, maxTokens: inp.maxTokens, stopTokenIds: stop, seed: 0, signal: inp.signal });
+        const [c] = await inp.policy.generate(sample, {
+          n: 1,
+          temperature: 0,
+          maxTokens: inp.maxTokens,
+          stopTokenIds: stop,
+          seed: 0,
+          signal: inp.signal,
+        });
         if (!c || c.finishReason === 'error') return { text: '', error: c?.error ?? 'generation failed' };
         return { text: c.text };
       }
       const { prompt } = await inp.prompts.promptFor(sample);
       checkPromptLength(sample, prompt, inp.maxTokens, inp.model.maxSequenceLength, 'evalMaxTokens');
-      const res = await inp.model.sample({ prompt, n: 1, temperature: 0, maxTokens: inp.maxTokens, stopTokenIds: stop, seed: 0, signal: inp.signal });
+      const res = await inp.model.sample({
+        prompt,
+        n: 1,
+        temperature: 0,
+        maxTokens: inp.maxTokens,
+        stopTokenIds: stop,
+        seed: 0,
+        signal: inp.signal,
+      });
       const ids = completionIds(inp.tokenizer, res.tokenIds[0]!, res.finishReason[0]!, inp.maxTokens);
       return { text: inp.tokenizer.decodeCompletion(ids).text };
     } catch (err) {
@@ -95,8 +113,13 @@ export async function evaluateSamples(inp: EvaluateInputs, samples: readonly Vqa
     chunk.forEach((sample, k) => {
       const a = answers[k]!;
       rows.push({
-        id: sample.id, question: sample.question, prediction: a.text, answers: sample.answers, answerType: sample.answerType ?? 'other',
-        accuracy: inp.accuracyOf(a.text, sample.answers), ...(a.error ? { error: a.error } : {}),
+        id: sample.id,
+        question: sample.question,
+        prediction: a.text,
+        answers: sample.answers,
+        answerType: sample.answerType ?? 'other',
+        accuracy: inp.accuracyOf(a.text, sample.answers),
+        ...(a.error ? { error: a.error } : {}),
       });
     });
   }

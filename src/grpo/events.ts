@@ -67,17 +67,28 @@ export interface TrainerCallback {
   /** A run() begins. */
   onRunBegin?(trainer: TrainerView, run: RunState): void | Promise<void>;
   /** An SFT warm start begins. */
-  onSftBegin?(trainer: TrainerView, info: { steps: number; batchSize: number; learningRate: number; warmupSteps: number; from: number }): void | Promise<void>;
+  onSftBegin?(
+    trainer: TrainerView,
+    info: { steps: number; batchSize: number; learningRate: number; warmupSteps: number; from: number },
+  ): void | Promise<void>;
   /** A GRPO step ended (step() alone, or inside run()). */
   onStepEnd?(trainer: TrainerView, out: StepOutput, control: TrainerControl): void | Promise<void>;
   /** An SFT update ended. */
   onSftStepEnd?(trainer: TrainerView, metrics: StepMetrics): void | Promise<void>;
   /** An evaluation ended; `named` when it ran on a named split of evalSets. `at`: 'grpoN' or 'sftN'. */
-  onEvaluate?(trainer: TrainerView, summary: EvalSummary, info: { named: boolean; at: string; step: number }, control: TrainerControl): void | Promise<void>;
+  onEvaluate?(
+    trainer: TrainerView,
+    summary: EvalSummary,
+    info: { named: boolean; at: string; step: number },
+    control: TrainerControl,
+  ): void | Promise<void>;
   /** A checkpoint was written. */
   onSave?(trainer: TrainerView, dir: string, info: { step: number }): void | Promise<void>;
   /** A run ended: finished its steps, stopped (abort or control), or failed with `error`. */
-  onRunEnd?(trainer: TrainerView, result: { stepsRun: number; stoppedBy: 'steps' | 'abort'; lastStep: number; error?: Error }): void | Promise<void>;
+  onRunEnd?(
+    trainer: TrainerView,
+    result: { stepsRun: number; stoppedBy: 'steps' | 'abort'; lastStep: number; error?: Error },
+  ): void | Promise<void>;
 }
 
 /**
@@ -98,7 +109,11 @@ export interface TrainerPlugin {
   /** A callback for the trainer's whole life (made once, at its first event). */
   forTrainer?(trainer: TrainerView): TrainerCallback | undefined;
   /** A callback for one run; `attach` adds fields to the run's result. Throwing rejects run(). */
-  forRun?(trainer: TrainerView, options: Readonly<Record<string, unknown>>, run: RunState): { callback: TrainerCallback; attach?: Partial<RunResultExtras> } | undefined;
+  forRun?(
+    trainer: TrainerView,
+    options: Readonly<Record<string, unknown>>,
+    run: RunState,
+  ): { callback: TrainerCallback; attach?: Partial<RunResultExtras> } | undefined;
 }
 
 const plugins = new Map<string, TrainerPlugin>();

@@ -25,7 +25,10 @@ export async function weightsHash(dir: string): Promise<string> {
   const h = createHash('sha256');
   for (const file of weightFiles(dir)) {
     await new Promise<void>((resolve, reject) => {
-      createReadStream(file).on('data', (chunk) => h.update(chunk)).on('end', resolve).on('error', reject);
+      createReadStream(file)
+        .on('data', (chunk) => h.update(chunk))
+        .on('end', resolve)
+        .on('error', reject);
     });
   }
   return `sha256:${h.digest('hex')}`;

@@ -76,20 +76,31 @@ export interface LossResult {
 }
 
 /** Weight of each token of sequence i in the aggregate (Σ_i Σ_t w_i · loss_it). */
-export function aggregationWeights(lengths: readonly number[], aggregation: LossAggregation, maxCompletionLength: number): number[] {
+export function aggregationWeights(
+  lengths: readonly number[],
+  aggregation: LossAggregation,
+  maxCompletionLength: number,
+): number[] {
   const B = lengths.length;
   const N = lengths.reduce((a, b) => a + b, 0);
   switch (aggregation) {
-    case 'token-mean': return lengths.map(() => (N > 0 ? 1 / N : 0));
-    case 'seq-mean-token-sum': return lengths.map(() => 1 / B);
-    case 'seq-mean-token-mean': return lengths.map((T) => (T > 0 ? 1 / (B * T) : 0));
+    case 'token-mean':
+      return lengths.map(() => (N > 0 ? 1 / N : 0));
+    case 'seq-mean-token-sum':
+      return lengths.map(() => 1 / B);
+    case 'seq-mean-token-mean':
+      return lengths.map((T) => (T > 0 ? 1 / (B * T) : 0));
     case 'seq-mean-token-sum-norm': {
       for (const [i, T] of lengths.entries()) {
-        if (T > maxCompletionLength) throw new Error(`completion ${i} has ${T} tokens, more than maxCompletionLength ${maxCompletionLength} that seq-mean-token-sum-norm divides by`);
+        if (T > maxCompletionLength)
+          throw new Error(
+            `completion ${i} has ${T} tokens, more than maxCompletionLength ${maxCompletionLength} that seq-mean-token-sum-norm divides by`,
+          );
       }
       return lengths.map(() => 1 / (B * maxCompletionLength));
     }
-    default: throw new Error(`Unknown loss aggregation: ${String(aggregation)}`);
+    default:
+      throw new Error(`Unknown loss aggregation: ${String(aggregation)}`);
   }
 }
 
@@ -100,40 +111,72 @@ export function grpoLoss(batch: LossBatch, options: LossOptions): LossResult {
     if (!arr) return;
     if (arr.length !== B) throw new Error(`${B} completions but ${arr.length} rows of ${name}`);
     arr.forEach((row, i) => {
-      if (row.length !== batch.logprobs[i]!.length) throw new Error(`completion ${i}: ${batch.logprobs[i]!.length} log-probs but ${row.length} ${name}`);
+      if (row.length !== batch.logprobs[i]!.length)
+        throw new Error(`completion ${i}: ${batch.logprobs[i]!.length} log-probs but ${row.length} ${name}`);
     });
   };
   check('oldLogprobs', batch.oldLogprobs);
   check('refLogprobs', batch.refLogprobs);
   check('entropy', batch.entropy);
   const useKl = options.beta > 0;
-  if (useKl && !batch.refLogprobs) throw new Error('beta > 0 needs refLogprobs (log-probs of the completions under the reference policy)');
+  if (useKl && !batch.refLogprobs)
+    throw new Error('beta > 0 needs refLogprobs (log-probs of the completions under the reference policy)');
 
   const lengths = batch.logprobs.map((l) => l.length);
-  const weights = aggregationWeights([...lengths, ...(batch.skippedLengths ?? [])], options.aggregation, options.maxCompletionLength);
-  const lo = 1 - options.epsilonLow, hi = 1 + options.epsilonHigh, c = options.dualClip;
-  let loss = 0, pgLoss = 0, klLoss = 0;
-  let tokens = 0, nLow = 0, nHigh = 0, nDual = 0, klSum = 0, entSum = 0, ratioSum = 0;
+  const weights = aggregationWeights(
+    [...lengths, ...(batch.skippedLengths ?? [])],
+    options.aggregation,
+    options.maxCompletionLength,
+  );
+  const lo = 1 - options.epsilonLow,
+    hi = 1 + options.epsilonHigh,
+    c = options.dualClip;
+  let loss = 0,
+    pgLoss = 0,
+    klLoss = 0;
+  let tokens = 0,
+    nLow = 0,
+    nHigh = 0,
+    nDual = 0,
+    klSum = 0,
+    entSum = 0,
+    ratioSum = 0;
   const grads: Float32Array[] = [];
   for (let i = 0; i < B; i++) {
-    const lp = batch.logprobs[i]!, old = batch.oldLogprobs?.[i], ref = batch.refLogprobs?.[i], ent = batch.entropy?.[i];
-    const A = batch.advantages[i]!, w = weights[i]!;
+    const lp = batch.logprobs[i]!,
+      old = batch.oldLogprobs?.[i],
+      ref = batch.refLogprobs?.[i],
+      ent = batch.entropy?.[i];
+    const A = batch.advantages[i]!,
+      w = weights[i]!;
     const g = new Float32Array(lp.length);
     for (let t = 0; t < lp.length; t++) {
       // Without old log-probs the ratio is exp(lp − stopgrad(lp)) = 1, but a non-finite lp still poisons it (as in TRL).
       const ratio = Math.exp(lp[t]! - (old ? old[t]! : lp[t]!));
       const clipped = Math.min(Math.max(ratio, lo), hi);
-      const unclippedLoss = -A * ratio, clippedLoss = -A * clipped;
+      const unclippedLoss = -A * ratio,
+        clippedLoss = -A * clipped;
       let pg: number, dPg: number;
-      if (unclippedLoss >= clippedLoss) { pg = unclippedLoss; dPg = -A * ratio; }
-      else { pg = clippedLoss; dPg = 0; }
+      if (unclippedLoss >= clippedLoss) {
+        pg = unclippedLoss;
+        dPg = -A * ratio;
+      } else {
+        pg = clippedLoss;
+        dPg = 0;
+      }
       if (ratio < lo && A < 0) nLow++;
       if (ratio > hi && A > 0) nHigh++;
-      if (c > 0 && A < 0 && pg > -c * A) { pg = -c * A; dPg = 0; nDual++; }
-      let kl = 0, dKl = 0;
+      if (c > 0 && A < 0 && pg > -c * A) {
+        pg = -c * A;
+        dPg = 0;
+        nDual++;
+      }
+      let kl = 0,
+        dKl = 0;
       if (ref) {
         const k = klTerm(options.klEstimator, lp[t]!, ref[t]!);
-        kl = k.value; dKl = k.dLp;
+        kl = k.value;
+        dKl = k.dLp;
         klSum += kl;
       }
       const tokenLoss = useKl ? pg + options.beta * kl : pg;
@@ -169,7 +212,11 @@ export function grpoLoss(batch: LossBatch, options: LossOptions): LossResult {
  * SFT cross-entropy on given completions (answers): loss = −(1/N) Σ lp over all N answer tokens;
  * dL/dlp = −1/N for every token.
  */
-export function sftLoss(logprobs: readonly ArrayLike<number>[]): { loss: number; gradLogprobs: Float32Array[]; tokens: number } {
+export function sftLoss(logprobs: readonly ArrayLike<number>[]): {
+  loss: number;
+  gradLogprobs: Float32Array[];
+  tokens: number;
+} {
   const N = logprobs.reduce((a, l) => a + l.length, 0);
   let sum = 0;
   for (const l of logprobs) for (let t = 0; t < l.length; t++) sum += l[t]!;

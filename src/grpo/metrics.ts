@@ -71,7 +71,10 @@ export class MetricsLog {
   private readonly rows: StepMetrics[] = [];
 
   /** `file`: JSONL path to append to (created with its directory); absent: memory only. */
-  constructor(readonly file?: string, history: readonly StepMetrics[] = []) {
+  constructor(
+    readonly file?: string,
+    history: readonly StepMetrics[] = [],
+  ) {
     this.rows.push(...history);
     if (file) {
       mkdirSync(path.dirname(file), { recursive: true });

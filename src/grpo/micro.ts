@@ -47,7 +47,10 @@ export function splitMinibatch(groups: readonly SplitGroup[], budget: number): P
         open = false;
         cost = t + g.promptTokens;
       }
-      if (!open) { from = k; open = true; }
+      if (!open) {
+        from = k;
+        open = true;
+      }
       used += cost;
     }
     if (open) cur.push({ group, from, to: g.completionTokens.length });
@@ -68,7 +71,10 @@ export class MicroBatchSizer {
   /** Set after an out-of-memory: never go above it again. */
   private ceiling = Infinity;
   /** A fixed budget from the config (tokens), or 0 for sizing from memory. */
-  constructor(private readonly model: EngineModel, private readonly fixed: number) {
+  constructor(
+    private readonly model: EngineModel,
+    private readonly fixed: number,
+  ) {
     const c = model.config;
     // Saved activations per token and layer in fp32 (q, k, v, attention out, norms, residuals ≈ 6 H;
     // gate, up, act, their grads ≈ 4 I), plus one vocabulary row of logits: an upper estimate until

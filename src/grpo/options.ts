@@ -132,7 +132,10 @@ export class AbortError extends Error {
 
 /** Too many samples of a step failed (config.maxBadSampleFraction). */
 export class BadSamplesError extends Error {
-  constructor(message: string, readonly skipped: SkippedSample[]) {
+  constructor(
+    message: string,
+    readonly skipped: SkippedSample[],
+  ) {
     super(message);
     this.name = 'BadSamplesError';
   }

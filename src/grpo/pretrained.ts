@@ -29,7 +29,8 @@ export interface PretrainedParts {
   image(file: string): Promise<ImageInput>;
 }
 
-export interface PretrainedOptions extends Omit<TrainerOptions, 'model' | 'tokenizer' | 'train' | 'evalSets' | 'loadImages'> {
+export interface PretrainedOptions
+  extends Omit<TrainerOptions, 'model' | 'tokenizer' | 'train' | 'evalSets' | 'loadImages'> {
   /** Training samples: a dataset, an array, any iterable. */
   train: Iterable<VqaSample>;
   /** Named evaluation splits for `evaluate(name)`, each a dataset or an iterable of samples. */
@@ -51,10 +52,19 @@ type TrainerClass<T> = new (options: TrainerOptions) => T;
  * loaded (e.g. the `LocalPolicy` a notebook compared before training; the trainer then trains that
  * very model). Called as `Trainer.fromPretrained(...)`.
  */
-export async function fromPretrained<T>(this: TrainerClass<T>, source: string | PretrainedParts, options: PretrainedOptions): Promise<T> {
+export async function fromPretrained<T>(
+  this: TrainerClass<T>,
+  source: string | PretrainedParts,
+  options: PretrainedOptions,
+): Promise<T> {
   if (typeof this !== 'function') throw new Error('fromPretrained: call it as Trainer.fromPretrained(dir, options)');
-  if (options === null || typeof options !== 'object') throw invalidParameterError('options', 'an object with train and rewards', options);
-  if (options.train === null || typeof options.train !== 'object' || typeof (options.train as Iterable<VqaSample>)[Symbol.iterator] !== 'function') {
+  if (options === null || typeof options !== 'object')
+    throw invalidParameterError('options', 'an object with train and rewards', options);
+  if (
+    options.train === null ||
+    typeof options.train !== 'object' ||
+    typeof (options.train as Iterable<VqaSample>)[Symbol.iterator] !== 'function'
+  ) {
     throw invalidParameterError('options.train', 'a dataset or an iterable of samples', options.train);
   }
   const { train, evalSets, loadImages, threads, maxSequenceLength, load, ...rest } = options;
@@ -68,7 +78,13 @@ export async function fromPretrained<T>(this: TrainerClass<T>, source: string | 
     // The trainer caches processed images by sample; the policy's own cache would hold them twice.
     modelDir = resolveModelFolder(source).modelDir;
     parts = await LocalPolicy.load(source, { threads, maxSequenceLength, load, imageCacheSize: 0 });
-  } else if (source && typeof source === 'object' && 'model' in source && 'tokenizer' in source && typeof source.image === 'function') {
+  } else if (
+    source &&
+    typeof source === 'object' &&
+    'model' in source &&
+    'tokenizer' in source &&
+    typeof source.image === 'function'
+  ) {
     parts = source;
   } else {
     throw invalidParameterError('source', 'a model folder or { model, tokenizer, image } (a LocalPolicy)', source);
@@ -79,12 +95,18 @@ export async function fromPretrained<T>(this: TrainerClass<T>, source: string | 
     : undefined;
   const image = parts.image.bind(parts);
   const trainerOptions: TrainerOptions = {
-    loadImages: loadImages ?? ((sample) => Promise.all((sample.imagePaths ?? [sample.imagePath]).map((file) => image(file)))),
+    loadImages:
+      loadImages ?? ((sample) => Promise.all((sample.imagePaths ?? [sample.imagePath]).map((file) => image(file)))),
     // A checkpoint folder as LocalPolicy.load reads it (a model/ folder, or a LoRA adapter on its base).
     loadModel: (dir, { role }) => {
       const r = resolveModelFolder(dir);
       const lora = r.lora ?? engine.lora;
-      return loadModel(r.modelDir, { ...engine, ...(lora ? { lora } : {}), ...(r.adapterDir ? { adapter: r.adapterDir } : {}), loadOptimizer: role === 'resume' });
+      return loadModel(r.modelDir, {
+        ...engine,
+        ...(lora ? { lora } : {}),
+        ...(r.adapterDir ? { adapter: r.adapterDir } : {}),
+        loadOptimizer: role === 'resume',
+      });
     },
     mergeSize: parts.model.config?.vision?.spatialMergeSize,
     ...(modelDir !== undefined ? { modelDir } : {}),

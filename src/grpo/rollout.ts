@@ -67,7 +67,11 @@ export interface SkippedSample {
 
 /** A failure that belongs to one sample: the step skips the sample and goes on. */
 export class SampleError extends Error {
-  constructor(readonly sampleId: string, readonly kind: SkippedSample['kind'], message: string) {
+  constructor(
+    readonly sampleId: string,
+    readonly kind: SkippedSample['kind'],
+    message: string,
+  ) {
     super(message);
     this.name = 'SampleError';
   }
@@ -79,13 +83,15 @@ type Generated = Omit<RolloutCompletion, 'reward' | 'rewardParts' | 'accuracy' |
 export class PromptBuilder {
   private readonly cache = new Map<string, ImageInput[]>();
 
-  constructor(private readonly o: {
-    tokenizer: VlmTokenizer;
-    loadImages: (sample: VqaSample) => Promise<ImageInput[]>;
-    systemPrompt?: string;
-    mergeSize?: number;
-    cacheSize?: number;
-  }) {}
+  constructor(
+    private readonly o: {
+      tokenizer: VlmTokenizer;
+      loadImages: (sample: VqaSample) => Promise<ImageInput[]>;
+      systemPrompt?: string;
+      mergeSize?: number;
+      cacheSize?: number;
+    },
+  ) {}
 
   async images(sample: VqaSample): Promise<ImageInput[]> {
     const hit = this.cache.get(sample.id);
@@ -94,7 +100,11 @@ export class PromptBuilder {
     try {
       imgs = await this.o.loadImages(sample);
     } catch (err) {
-      throw new SampleError(sample.id, 'image', `sample ${sample.id}: cannot load its image ${sample.imagePath}: ${(err as Error).message}`);
+      throw new SampleError(
+        sample.id,
+        'image',
+        `sample ${sample.id}: cannot load its image ${sample.imagePath}: ${(err as Error).message}`,
+      );
     }
     const limit = this.o.cacheSize ?? 512;
     if (limit > 0) {
@@ -106,17 +116,31 @@ export class PromptBuilder {
 
   async promptFor(sample: VqaSample): Promise<{ prompt: Prompt; text: string }> {
     const images = await this.images(sample);
-    const messages = Tokenizer.vqaMessages(sample.question, images.map((im) => (im.video ? 'video' : 'image')), this.o.systemPrompt);
+    const messages = Tokenizer.vqaMessages(
+      sample.question,
+      images.map((im) => (im.video ? 'video' : 'image')),
+      this.o.systemPrompt,
+    );
     const prompt = this.o.tokenizer.buildPrompt(messages, images, { mergeSize: this.o.mergeSize ?? 2 });
     return { prompt, text: this.o.tokenizer.applyChatTemplate(messages) };
   }
 }
 
 /** Throws a SampleError naming the sample when prompt + `extra` tokens cannot fit `limit`. */
-export function checkPromptLength(sample: VqaSample, prompt: Prompt, extra: number, limit: number, what = 'maxCompletionLength'): void {
+export function checkPromptLength(
+  sample: VqaSample,
+  prompt: Prompt,
+  extra: number,
+  limit: number,
+  what = 'maxCompletionLength',
+): void {
   if (prompt.ids.length + extra > limit) {
-    throw new SampleError(sample.id, 'length', `sample ${sample.id}: its prompt has ${prompt.ids.length} tokens (images included) and ${what} is ${extra}; `
-      + `the model takes at most ${limit} tokens (${prompt.ids.length + extra} asked); shorten the question or lower ${what}`);
+    throw new SampleError(
+      sample.id,
+      'length',
+      `sample ${sample.id}: its prompt has ${prompt.ids.length} tokens (images included) and ${what} is ${extra}; ` +
+        `the model takes at most ${limit} tokens (${prompt.ids.length + extra} asked); shorten the question or lower ${what}`,
+    );
   }
 }
 
@@ -124,7 +148,12 @@ export function checkPromptLength(sample: VqaSample, prompt: Prompt, extra: numb
  * Completion ids as trained on, at most maxCompletionLength: a stopped completion keeps its stop
  * token (appended when the sampler left it out, e.g. text re-encoded from a server's answer).
  */
-export function completionIds(tokenizer: VlmTokenizer, ids: ArrayLike<number>, finish: string, max: number): Int32Array {
+export function completionIds(
+  tokenizer: VlmTokenizer,
+  ids: ArrayLike<number>,
+  finish: string,
+  max: number,
+): Int32Array {
   const arr = Array.from(ids);
   const stops = tokenizer.stopTokenIds;
   if (finish === 'stop' && (arr.length === 0 || !stops.includes(arr[arr.length - 1]!))) {
@@ -166,29 +195,53 @@ export interface RoundResult {
 function fromSampler(t: VlmTokenizer, max: number, res: SampleResult): Generated[] {
   return res.tokenIds.map((ids, i) => {
     const tokenIds = completionIds(t, ids, res.finishReason[i]!, max);
-    return { text: t.decodeCompletion(tokenIds).text, tokenIds, finishReason: res.finishReason[i]!, logprobs: res.logprobs[i], errors: [] };
+    return {
+      text: t.decodeCompletion(tokenIds).text,
+      tokenIds,
+      finishReason: res.finishReason[i]!,
+      logprobs: res.logprobs[i],
+      errors: [],
+    };
   });
 }
 
 function fromPolicy(t: VlmTokenizer, max: number, sample: VqaSample, out: Completion[]): Generated[] {
   return out.map((comp) => {
     if (comp.finishReason === 'error') {
-      return { text: '', tokenIds: new Int32Array(0), finishReason: 'error' as const, errors: [`generation failed for sample ${sample.id}: ${comp.error ?? 'unknown error'}`] };
+      return {
+        text: '',
+        tokenIds: new Int32Array(0),
+        finishReason: 'error' as const,
+        errors: [`generation failed for sample ${sample.id}: ${comp.error ?? 'unknown error'}`],
+      };
     }
     const ids = comp.tokenIds ?? t.encode(comp.text);
     return {
-      text: comp.text, tokenIds: completionIds(t, ids, comp.finishReason, max), finishReason: comp.finishReason,
-      logprobs: comp.logprobs ? Float32Array.from(comp.logprobs) : undefined, errors: [],
+      text: comp.text,
+      tokenIds: completionIds(t, ids, comp.finishReason, max),
+      finishReason: comp.finishReason,
+      logprobs: comp.logprobs ? Float32Array.from(comp.logprobs) : undefined,
+      errors: [],
     };
   });
 }
 
 /** Rewards and accuracy of one group's completions (in place); zeroVariance set. */
 async function scoreGroup(inp: RolloutInputs, g: RolloutGroup, step: number, signal?: AbortSignal): Promise<void> {
-  const batch = await scoreGroups([{
-    sample: g.sample,
-    completions: g.completions.map((c): string | Completion => (c.finishReason === 'error' ? { text: '', finishReason: 'error', error: c.errors[0] ?? 'generation failed' } : c.text)),
-  }], inp.rewards, { onError: inp.onRewardError, step, signal, onMessage: (m) => inp.log(m) });
+  const batch = await scoreGroups(
+    [
+      {
+        sample: g.sample,
+        completions: g.completions.map((c): string | Completion =>
+          c.finishReason === 'error'
+            ? { text: '', finishReason: 'error', error: c.errors[0] ?? 'generation failed' }
+            : c.text,
+        ),
+      },
+    ],
+    inp.rewards,
+    { onError: inp.onRewardError, step, signal, onMessage: (m) => inp.log(m) },
+  );
   const failed = new Map<number, string[]>();
   for (const f of batch.failures) {
     if (f.kind === 'generation') continue;
@@ -220,7 +273,13 @@ function skippedOf(sample: VqaSample, err: unknown, kind: SkippedSample['kind'])
  * sampled at `temperature` up to `maxTokens`, scored by the rewards. Rejects only on abort (with
  * the signal's reason) or on an error that is not a sample's own.
  */
-export async function rolloutRound(inp: RolloutInputs, samples: readonly VqaSample[], seeds: readonly number[], step: number, signal?: AbortSignal): Promise<RoundResult> {
+export async function rolloutRound(
+  inp: RolloutInputs,
+  samples: readonly VqaSample[],
+  seeds: readonly number[],
+  step: number,
+  signal?: AbortSignal,
+): Promise<RoundResult> {
   const c = inp.config;
   const max = c.maxCompletionLength;
   const t0 = performance.now();
@@ -238,19 +297,40 @@ export async function rolloutRound(inp: RolloutInputs, samples: readonly VqaSamp
     return { sample, prompt, text };
   };
   const generate = (sample: VqaSample, prompt: Prompt, seed: number): Promise<Generated[]> => {
-    const opts = { temperature: c.temperature, topP: c.topP, topK: c.topK || undefined, stopTokenIds: inp.tokenizer.stopTokenIds, seed, signal };
-    if (inp.policy) return inp.policy.generate(sample, { n: c.numGenerations, maxTokens: max, ...opts, forTraining: true }).then((out) => fromPolicy(inp.tokenizer, max, sample, out));
-    return inp.model.sample({ prompt, n: c.numGenerations, maxTokens: max, ...opts }).then((res) => fromSampler(inp.tokenizer, max, res));
+    const opts = {
+      temperature: c.temperature,
+      topP: c.topP,
+      topK: c.topK || undefined,
+      stopTokenIds: inp.tokenizer.stopTokenIds,
+      seed,
+      signal,
+    };
+    if (inp.policy)
+      return inp.policy
+        .generate(sample, { n: c.numGenerations, maxTokens: max, ...opts, forTraining: true })
+        .then((out) => fromPolicy(inp.tokenizer, max, sample, out));
+    return inp.model
+      .sample({ prompt, n: c.numGenerations, maxTokens: max, ...opts })
+      .then((res) => fromSampler(inp.tokenizer, max, res));
   };
   const finish = async (i: number, p: { sample: VqaSample; prompt: Prompt; text: string }, gen: Generated[]) => {
     lastGen = performance.now();
     for (const g of gen) genTokens += g.tokenIds.length;
     const group: RolloutGroup = {
-      sample: p.sample, promptText: p.text, promptIds: p.prompt.ids, imagePaths: p.sample.imagePaths ?? [p.sample.imagePath], prompt: p.prompt, zeroVariance: false,
+      sample: p.sample,
+      promptText: p.text,
+      promptIds: p.prompt.ids,
+      imagePaths: p.sample.imagePaths ?? [p.sample.imagePath],
+      prompt: p.prompt,
+      zeroVariance: false,
       completions: gen.map((g) => ({ ...g, reward: NaN, rewardParts: {}, accuracy: NaN, advantage: 0 })),
     };
     if (gen.length > 0 && gen.every((g) => g.finishReason === 'error')) {
-      skipped[i] = { sampleId: p.sample.id, kind: 'generation', message: gen[0]!.errors[0] ?? `sample ${p.sample.id}: generation failed` };
+      skipped[i] = {
+        sampleId: p.sample.id,
+        kind: 'generation',
+        message: gen[0]!.errors[0] ?? `sample ${p.sample.id}: generation failed`,
+      };
       return;
     }
     try {
@@ -263,8 +343,15 @@ export async function rolloutRound(inp: RolloutInputs, samples: readonly VqaSamp
     groups[i] = group;
     // Every completion excluded by failing rewards: the group stays (its errors show) but teaches
     // nothing, and the sample counts as bad.
-    if (group.completions.every((x) => !Number.isFinite(x.reward)) && group.completions.some((x) => x.errors.length > 0)) {
-      skipped[i] = { sampleId: p.sample.id, kind: 'reward', message: `sample ${p.sample.id}: every completion's reward failed (${group.completions.find((x) => x.errors.length)!.errors[0]})` };
+    if (
+      group.completions.every((x) => !Number.isFinite(x.reward)) &&
+      group.completions.some((x) => x.errors.length > 0)
+    ) {
+      skipped[i] = {
+        sampleId: p.sample.id,
+        kind: 'reward',
+        message: `sample ${p.sample.id}: every completion's reward failed (${group.completions.find((x) => x.errors.length)!.errors[0]})`,
+      };
     }
   };
   const one = async (i: number, prepared?: { sample: VqaSample; prompt: Prompt; text: string }) => {
@@ -304,13 +391,22 @@ export async function rolloutRound(inp: RolloutInputs, samples: readonly VqaSamp
     await Promise.all(Array.from({ length: Math.min(limit, samples.length) }, worker));
   } else {
     // Prompts first (images load concurrently), then every request in the same tick: one engine run.
-    const prepared = await Promise.all(samples.map((s, i) => prepare(i).then((p) => p, (err: unknown) => {
-      if (!aborted()) skipped[i] = skippedOf(s, err, 'image');
-      return undefined;
-    })));
+    const prepared = await Promise.all(
+      samples.map((s, i) =>
+        prepare(i).then(
+          (p) => p,
+          (err: unknown) => {
+            if (!aborted()) skipped[i] = skippedOf(s, err, 'image');
+            return undefined;
+          },
+        ),
+      ),
+    );
     if (!aborted()) {
       const tasks: Promise<void>[] = [];
-      prepared.forEach((p, i) => { if (p) tasks.push(one(i, p)); });
+      prepared.forEach((p, i) => {
+        if (p) tasks.push(one(i, p));
+      });
       const settled = await Promise.allSettled(tasks);
       const failure = settled.find((s): s is PromiseRejectedResult => s.status === 'rejected');
       if (failure) throw failure.reason;

@@ -20,7 +20,12 @@ export interface SftInputs {
   log: (line: string) => void;
 }
 
-export async function sftUpdate(inp: SftInputs, samples: readonly VqaSample[], lr: number, sftStep: number): Promise<StepMetrics> {
+export async function sftUpdate(
+  inp: SftInputs,
+  samples: readonly VqaSample[],
+  lr: number,
+  sftStep: number,
+): Promise<StepMetrics> {
   const { model, config: c } = inp;
   const t0 = performance.now();
   const requests: ForwardRequest[] = [];
@@ -51,7 +56,14 @@ export async function sftUpdate(inp: SftInputs, samples: readonly VqaSample[], l
   if (Number.isFinite(loss.loss)) {
     let k = 0;
     await model.backward(fwd.map((r) => r.logprobs.map(() => loss.gradLogprobs[k++]!)));
-    const st = await model.step({ lr, beta1: c.adamBeta1, beta2: c.adamBeta2, eps: c.adamEpsilon, weightDecay: c.weightDecay, maxGradNorm: c.maxGradNorm });
+    const st = await model.step({
+      lr,
+      beta1: c.adamBeta1,
+      beta2: c.adamBeta2,
+      eps: c.adamEpsilon,
+      weightDecay: c.weightDecay,
+      maxGradNorm: c.maxGradNorm,
+    });
     m.gradNorm = st.gradNorm;
     m.skippedUpdates = st.skipped ? 1 : 0;
   } else {

@@ -61,14 +61,32 @@ import { MicroBatchSizer } from './micro.js';
 import { sftUpdate } from './sft.js';
 import { readCheckpoint, removeStaleTemps, writeCheckpoint, type TrainerState } from './checkpoint.js';
 import {
-  trainerPlugins, type RunState, type StepOutput, type TrainerCallback, type TrainerControl,
+  trainerPlugins,
+  type RunState,
+  type StepOutput,
+  type TrainerCallback,
+  type TrainerControl,
   type TrainerView,
 } from './events.js';
 
 export type { RolloutCompletion, RolloutGroup, SkippedSample } from './rollout.js';
 export type { StepOutput, TrainerCallback, TrainerControl, TrainerView } from './events.js';
-export { AbortError, BadSamplesError, type RunOptions, type RunResult, type SftOptions, type TrainerOptions } from './options.js';
-import { AbortError, BadSamplesError, type RunOptions, type RunResult, type SftOptions, type TrainerOptions } from './options.js';
+export {
+  AbortError,
+  BadSamplesError,
+  type RunOptions,
+  type RunResult,
+  type SftOptions,
+  type TrainerOptions,
+} from './options.js';
+import {
+  AbortError,
+  BadSamplesError,
+  type RunOptions,
+  type RunResult,
+  type SftOptions,
+  type TrainerOptions,
+} from './options.js';
 import { agentStep } from './agent-step.js';
 import { fromPretrained } from './pretrained.js';
 import type { AgentGroup } from './agent-step.js';
@@ -111,12 +129,15 @@ export class Trainer implements TrainerView {
   static readonly fromPretrained = fromPretrained; // model folder → trainer in one call (src/grpo/pretrained.ts)
 
   constructor(options: TrainerOptions, restored?: { state: TrainerState; metrics: StepMetrics[] }) {
-    if (!options || typeof options !== 'object') throw new TypeError('Trainer needs options: {model, tokenizer, train, rewards, loadImages}');
+    if (!options || typeof options !== 'object')
+      throw new TypeError('Trainer needs options: {model, tokenizer, train, rewards, loadImages}');
     for (const key of ['model', 'tokenizer', 'train', 'rewards', 'loadImages'] as const) {
-      if (options[key] === undefined || options[key] === null) throw new TypeError(`Trainer option "${key}" is required`);
+      if (options[key] === undefined || options[key] === null)
+        throw new TypeError(`Trainer option "${key}" is required`);
     }
     this.config = grpoConfig(options.config);
-    if (options.rolloutMode !== undefined) expectOneOf('rolloutMode', options.rolloutMode, ['batched', 'sequential'] as const);
+    if (options.rolloutMode !== undefined)
+      expectOneOf('rolloutMode', options.rolloutMode, ['batched', 'sequential'] as const);
     if (options.evalBatchSize !== undefined) expectInteger('evalBatchSize', options.evalBatchSize, 1);
     if (options.policyConcurrency !== undefined) expectInteger('policyConcurrency', options.policyConcurrency, 1);
     this.opts = options;
@@ -124,18 +145,35 @@ export class Trainer implements TrainerView {
     this.tokenizer = options.tokenizer;
     this.reference = options.reference;
     this.sizer = new MicroBatchSizer(this.model, this.config.microBatchTokens);
-    if (this.config.beta > 0 && this.referenceKind() === 'lora-base' && this.model.numParameters.trainable >= this.model.numParameters.total) {
-      throw new Error('reference "lora-base" needs a LoRA model (the base with adapters disabled); load the model with LoRA or set reference: "copy"');
+    if (
+      this.config.beta > 0 &&
+      this.referenceKind() === 'lora-base' &&
+      this.model.numParameters.trainable >= this.model.numParameters.total
+    ) {
+      throw new Error(
+        'reference "lora-base" needs a LoRA model (the base with adapters disabled); load the model with LoRA or set reference: "copy"',
+      );
     }
     this.state = restored?.state ?? {
-      step: 0, sftStep: 0, rng: new Rng(this.config.seed).state(), cursor: { epoch: 0, index: 0 }, sftCursor: { epoch: 0, index: 0 },
+      step: 0,
+      sftStep: 0,
+      rng: new Rng(this.config.seed).state(),
+      cursor: { epoch: 0, index: 0 },
+      sftCursor: { epoch: 0, index: 0 },
     };
     this.rng = new Rng(this.state.rng);
     this.cursor = new DataCursor(options.train.length, this.config.seed, this.state.cursor);
     this.sftCursor = new DataCursor(options.train.length, this.config.seed + 1, this.state.sftCursor);
-    this.metrics = new MetricsLog(options.outputDir ? path.join(options.outputDir, 'metrics.jsonl') : undefined, restored?.metrics ?? []);
+    this.metrics = new MetricsLog(
+      options.outputDir ? path.join(options.outputDir, 'metrics.jsonl') : undefined,
+      restored?.metrics ?? [],
+    );
     this.prompts = new PromptBuilder({
-      tokenizer: this.tokenizer, loadImages: options.loadImages, systemPrompt: options.systemPrompt, mergeSize: options.mergeSize, cacheSize: options.imageCacheSize,
+      tokenizer: this.tokenizer,
+      loadImages: options.loadImages,
+      systemPrompt: options.systemPrompt,
+      mergeSize: options.mergeSize,
+      cacheSize: options.imageCacheSize,
     });
   }
 
@@ -169,7 +207,7 @@ export class Trainer implements TrainerView {
   }
 
   private accuracyOf = (prediction: string, answers: readonly string[]): number =>
-    (this.opts.vqaAccuracy ? this.opts.vqaAccuracy(prediction, answers) : scoreAnswer(prediction, answers).accuracy);
+    this.opts.vqaAccuracy ? this.opts.vqaAccuracy(prediction, answers) : scoreAnswer(prediction, answers).accuracy;
 
   private referenceKind(): 'copy' | 'lora-base' {
     const kind = this.config.reference;
@@ -182,13 +220,19 @@ export class Trainer implements TrainerView {
   /** The trainer-wide subscribers: registered layers' (made once), then options.callbacks. */
   private callbacks(): TrainerCallback[] {
     this.callbacksMade ??= [
-      ...trainerPlugins().map((p) => p.forTrainer?.(this)).filter((cb): cb is TrainerCallback => cb !== undefined),
+      ...trainerPlugins()
+        .map((p) => p.forTrainer?.(this))
+        .filter((cb): cb is TrainerCallback => cb !== undefined),
       ...(this.opts.callbacks ?? []),
     ];
     return this.callbacksMade;
   }
 
-  private async emit<K extends keyof TrainerCallback>(cbs: readonly TrainerCallback[], event: K, ...args: TrainerCallback[K] extends ((t: TrainerView, ...rest: infer A) => unknown) | undefined ? A : never): Promise<void> {
+  private async emit<K extends keyof TrainerCallback>(
+    cbs: readonly TrainerCallback[],
+    event: K,
+    ...args: TrainerCallback[K] extends ((t: TrainerView, ...rest: infer A) => unknown) | undefined ? A : never
+  ): Promise<void> {
     for (const cb of cbs) {
       const fn = cb[event] as ((t: TrainerView, ...rest: unknown[]) => unknown) | undefined;
       if (fn) await fn.call(cb, this, ...args);
@@ -206,9 +250,17 @@ export class Trainer implements TrainerView {
 
   private rolloutInputs(): RolloutInputs {
     return {
-      model: this.model, tokenizer: this.tokenizer, config: this.config, prompts: this.prompts, rewards: this.opts.rewards,
-      onRewardError: this.opts.onRewardError ?? 'exclude', accuracyOf: this.accuracyOf, policy: this.opts.policy,
-      mode: this.opts.rolloutMode ?? 'batched', policyConcurrency: this.opts.policyConcurrency, log: (l) => this.log(l),
+      model: this.model,
+      tokenizer: this.tokenizer,
+      config: this.config,
+      prompts: this.prompts,
+      rewards: this.opts.rewards,
+      onRewardError: this.opts.onRewardError ?? 'exclude',
+      accuracyOf: this.accuracyOf,
+      policy: this.opts.policy,
+      mode: this.opts.rolloutMode ?? 'batched',
+      policyConcurrency: this.opts.policyConcurrency,
+      log: (l) => this.log(l),
     };
   }
 
@@ -220,7 +272,11 @@ export class Trainer implements TrainerView {
     return this.stepWith(options.signal, this.callbacks(), { shouldStop: false });
   }
 
-  private async stepWith(signal: AbortSignal | undefined, cbs: readonly TrainerCallback[], control: TrainerControl): Promise<StepOutput> {
+  private async stepWith(
+    signal: AbortSignal | undefined,
+    cbs: readonly TrainerCallback[],
+    control: TrainerControl,
+  ): Promise<StepOutput> {
     if (this.busy) throw new Error('a step is already running; await it before starting another');
     this.busy = true;
     const snapshot = { rng: this.rng.state(), cursor: this.cursor.position };
@@ -234,7 +290,10 @@ export class Trainer implements TrainerView {
     return out;
   }
 
-  private async stepInner(signal: AbortSignal | undefined, snapshot: { rng: RngState; cursor: CursorState }): Promise<StepOutput> {
+  private async stepInner(
+    signal: AbortSignal | undefined,
+    snapshot: { rng: RngState; cursor: CursorState },
+  ): Promise<StepOutput> {
     if (this.opts.agent) return this.agentStepInner(signal, snapshot);
     const c = this.config;
     const t0 = now();
@@ -246,7 +305,11 @@ export class Trainer implements TrainerView {
     const kept: RolloutGroup[] = [];
     const sampled: RolloutGroup[] = [];
     const skipped: SkippedSample[] = [];
-    let rounds = 0, drawn = 0, genTokens = 0, genSeconds = 0, rewardSeconds = 0;
+    let rounds = 0,
+      drawn = 0,
+      genTokens = 0,
+      genSeconds = 0,
+      rewardSeconds = 0;
     try {
       const maxRounds = c.dynamicSampling ? c.maxSamplingRounds : 1;
       while (kept.length < c.promptsPerStep && rounds < maxRounds) {
@@ -257,7 +320,9 @@ export class Trainer implements TrainerView {
         const seeds = samples.map(() => this.rng.seed());
         drawn += samples.length;
         const r = await rolloutRound(this.rolloutInputs(), samples, seeds, step, signal);
-        genTokens += r.genTokens; genSeconds += r.genSeconds; rewardSeconds += r.rewardSeconds;
+        genTokens += r.genTokens;
+        genSeconds += r.genSeconds;
+        rewardSeconds += r.rewardSeconds;
         skipped.push(...r.skipped);
         for (const g of r.groups) {
           sampled.push(g);
@@ -267,8 +332,11 @@ export class Trainer implements TrainerView {
       throwIfAborted(signal);
       for (const s of skipped) this.log(`step ${step}: skipped ${s.message}`);
       if (skipped.length > c.maxBadSampleFraction * drawn) {
-        throw new BadSamplesError(`step ${step}: ${skipped.length} of ${drawn} samples failed, more than maxBadSampleFraction (${c.maxBadSampleFraction}) allows; `
-          + `fix or remove them (or raise maxBadSampleFraction):\n${skipped.map((s) => `  ${s.message}`).join('\n')}`, skipped);
+        throw new BadSamplesError(
+          `step ${step}: ${skipped.length} of ${drawn} samples failed, more than maxBadSampleFraction (${c.maxBadSampleFraction}) allows; ` +
+            `fix or remove them (or raise maxBadSampleFraction):\n${skipped.map((s) => `  ${s.message}`).join('\n')}`,
+          skipped,
+        );
       }
     } catch (err) {
       this.rng.restore(snapshot.rng);
@@ -279,15 +347,28 @@ export class Trainer implements TrainerView {
 
     // ── Advantages → updates ──
     const tTrain = now();
-    const acc = await grpoUpdate({
-      model: this.model, config: c, rng: this.rng, referenceLogprobs: (groups) => this.referenceLogprobs(groups), log: (l) => this.log(l), sizer: this.sizer,
-    }, kept, step);
+    const acc = await grpoUpdate(
+      {
+        model: this.model,
+        config: c,
+        rng: this.rng,
+        referenceLogprobs: (groups) => this.referenceLogprobs(groups),
+        log: (l) => this.log(l),
+        sizer: this.sizer,
+      },
+      kept,
+      step,
+    );
     const trainSeconds = (now() - tTrain) / 1000;
 
     // ── Metrics ──
     fillStepMetrics(metrics, sampled, kept, acc, rounds);
     metrics.badSamples = skipped.length;
-    if (skipped.length) metrics.extra = { ...metrics.extra, skipped: skipped.map((s) => ({ id: s.sampleId, kind: s.kind, message: s.message })) };
+    if (skipped.length)
+      metrics.extra = {
+        ...metrics.extra,
+        skipped: skipped.map((s) => ({ id: s.sampleId, kind: s.kind, message: s.message })),
+      };
     metrics.rolloutSeconds = genSeconds;
     metrics.rewardSeconds = rewardSeconds;
     metrics.trainSeconds = trainSeconds;
@@ -310,12 +391,24 @@ export class Trainer implements TrainerView {
    * over this model (src/gateway), and the masked GRPO update trains on the recorded trajectories.
    * An abort during the rollout leaves the trainer as it was (AbortError).
    */
-  private async agentStepInner(signal: AbortSignal | undefined, snapshot: { rng: RngState; cursor: CursorState }): Promise<StepOutput> {
+  private async agentStepInner(
+    signal: AbortSignal | undefined,
+    snapshot: { rng: RngState; cursor: CursorState },
+  ): Promise<StepOutput> {
     const step = this.state.step;
     const samples = this.cursor.take(this.config.promptsPerStep).map((i) => this.opts.train[i]!);
     let r;
     try {
-      r = await agentStep()({ model: this.model, tokenizer: this.tokenizer, config: this.config, agent: this.opts.agent!, samples, step, signal, log: (l) => this.log(l) });
+      r = await agentStep()({
+        model: this.model,
+        tokenizer: this.tokenizer,
+        config: this.config,
+        agent: this.opts.agent!,
+        samples,
+        step,
+        signal,
+        log: (l) => this.log(l),
+      });
     } catch (err) {
       this.rng.restore(snapshot.rng);
       this.cursor.position = snapshot.cursor;
@@ -340,7 +433,10 @@ export class Trainer implements TrainerView {
 
   private async referenceModel(): Promise<EngineModel> {
     if (this.reference) return this.reference;
-    if (!this.opts.loadModel) throw new Error('beta > 0 with reference "copy" needs a reference model: pass `reference` or `loadModel` to the Trainer');
+    if (!this.opts.loadModel)
+      throw new Error(
+        'beta > 0 with reference "copy" needs a reference model: pass `reference` or `loadModel` to the Trainer',
+      );
     let dir = this.state.referenceDir;
     if (!dir || !existsSync(path.join(dir, 'config.json'))) {
       if (this.opts.outputDir) {
@@ -349,7 +445,9 @@ export class Trainer implements TrainerView {
       } else {
         dir = await fsp.mkdtemp(path.join(tmpdir(), 'vqalab-reference-'));
       }
-      await withAtomicOutput(dir, async (tmp) => { await this.model.save(tmp, { optimizer: false }); });
+      await withAtomicOutput(dir, async (tmp) => {
+        await this.model.save(tmp, { optimizer: false });
+      });
       this.state.referenceDir = dir;
     }
     this.reference = await this.opts.loadModel(dir, { role: 'reference' });
@@ -380,15 +478,36 @@ export class Trainer implements TrainerView {
     const out: StepMetrics[] = [];
     await this.starting();
     await this.emit(this.callbacks(), 'onSftBegin', {
-      steps: options.steps, batchSize, learningRate: options.learningRate, warmupSteps: options.warmupSteps ?? 0, from: this.state.sftStep,
+      steps: options.steps,
+      batchSize,
+      learningRate: options.learningRate,
+      warmupSteps: options.warmupSteps ?? 0,
+      from: this.state.sftStep,
     });
     this.busy = true;
     try {
       for (let s = 0; s < options.steps; s++) {
         if (options.signal?.aborted) break;
         const samples = this.sftCursor.take(batchSize).map((i) => this.opts.train[i]!);
-        const lr = learningRateAt(s, { learningRate: options.learningRate, warmupSteps: options.warmupSteps ?? 0, totalSteps: options.steps, schedule: 'constant', minLrRatio: 0 });
-        const m = await sftUpdate({ model: this.model, tokenizer: this.tokenizer, config: this.config, prompts: this.prompts, log: (l) => this.log(l) }, samples, lr, this.state.sftStep);
+        const lr = learningRateAt(s, {
+          learningRate: options.learningRate,
+          warmupSteps: options.warmupSteps ?? 0,
+          totalSteps: options.steps,
+          schedule: 'constant',
+          minLrRatio: 0,
+        });
+        const m = await sftUpdate(
+          {
+            model: this.model,
+            tokenizer: this.tokenizer,
+            config: this.config,
+            prompts: this.prompts,
+            log: (l) => this.log(l),
+          },
+          samples,
+          lr,
+          this.state.sftStep,
+        );
         this.state.sftStep++;
         this.syncState();
         this.metrics.push(m);
@@ -409,29 +528,55 @@ export class Trainer implements TrainerView {
    * Many questions go to the engine at once (`evalBatchSize`); a sample that cannot be answered
    * scores 0 and is named in the summary's rows (`error`).
    */
-  async evaluate(split: string | readonly VqaSample[] = Object.keys(this.opts.evalSets ?? {})[0] ?? '', options: { limit?: number; signal?: AbortSignal; name?: string } = {}): Promise<EvalSummary> {
+  async evaluate(
+    split: string | readonly VqaSample[] = Object.keys(this.opts.evalSets ?? {})[0] ?? '',
+    options: { limit?: number; signal?: AbortSignal; name?: string } = {},
+  ): Promise<EvalSummary> {
     return this.evaluateWith(split, options, this.callbacks(), { shouldStop: false });
   }
 
-  private async evaluateWith(split: string | readonly VqaSample[], options: { limit?: number; signal?: AbortSignal; name?: string }, cbs: readonly TrainerCallback[], control: TrainerControl): Promise<EvalSummary> {
+  private async evaluateWith(
+    split: string | readonly VqaSample[],
+    options: { limit?: number; signal?: AbortSignal; name?: string },
+    cbs: readonly TrainerCallback[],
+    control: TrainerControl,
+  ): Promise<EvalSummary> {
     let name: string, samples: readonly VqaSample[];
     if (typeof split === 'string') {
       const set = this.opts.evalSets?.[split];
-      if (!set) throw new Error(`no evaluation split "${split}"; the trainer has ${Object.keys(this.opts.evalSets ?? {}).map((s) => `"${s}"`).join(', ') || 'none (pass evalSets)'}`);
-      name = split; samples = set;
+      if (!set)
+        throw new Error(
+          `no evaluation split "${split}"; the trainer has ${
+            Object.keys(this.opts.evalSets ?? {})
+              .map((s) => `"${s}"`)
+              .join(', ') || 'none (pass evalSets)'
+          }`,
+        );
+      name = split;
+      samples = set;
     } else {
       // Samples given directly: `options.name` names them in the summary and the metrics log.
-      name = options.name ?? 'samples'; samples = split;
+      name = options.name ?? 'samples';
+      samples = split;
     }
     if (options.limit !== undefined) samples = samples.slice(0, options.limit);
     throwIfAborted(options.signal);
     const t0 = now();
     let rows;
     try {
-      rows = await evaluateSamples({
-        model: this.model, tokenizer: this.tokenizer, prompts: this.prompts, maxTokens: this.config.evalMaxTokens, accuracyOf: this.accuracyOf,
-        policy: this.opts.policy, batchSize: this.opts.evalBatchSize, signal: options.signal,
-      }, samples);
+      rows = await evaluateSamples(
+        {
+          model: this.model,
+          tokenizer: this.tokenizer,
+          prompts: this.prompts,
+          maxTokens: this.config.evalMaxTokens,
+          accuracyOf: this.accuracyOf,
+          policy: this.opts.policy,
+          batchSize: this.opts.evalBatchSize,
+          signal: options.signal,
+        },
+        samples,
+      );
     } catch (err) {
       if (options.signal?.aborted) throw new AbortError('evaluation aborted');
       throw err;
@@ -442,12 +587,21 @@ export class Trainer implements TrainerView {
     m.accuracy = summary.overall / 100;
     m.extra = { split: name, overall: summary.overall, perAnswerType: summary.perAnswerType, n: summary.n };
     const failed = rows.filter((r) => r.error).map((r) => r.id);
-    if (failed.length) { m.badSamples = failed.length; m.extra.skipped = failed; }
+    if (failed.length) {
+      m.badSamples = failed.length;
+      m.extra.skipped = failed;
+    }
     m.stepSeconds = summary.seconds;
     this.metrics.push(m);
     // Keyed by where training stood, so the warm start's and the final evaluation both stay apart.
     const at = this.state.step > 0 || this.state.sftStep === 0 ? `grpo${this.state.step}` : `sft${this.state.sftStep}`;
-    await this.emit(cbs, 'onEvaluate', summary, { named: typeof split === 'string', at, step: this.state.step }, control);
+    await this.emit(
+      cbs,
+      'onEvaluate',
+      summary,
+      { named: typeof split === 'string', at, step: this.state.step },
+      control,
+    );
     return summary;
   }
 
@@ -465,21 +619,49 @@ export class Trainer implements TrainerView {
   }
 
   private async runLoop(options: RunOptions, signal: AbortSignal | undefined): Promise<RunResult> {
-    const evalEvery = options.evalEvery ?? 0, ckptEvery = options.checkpointEvery ?? 0;
-    const result: RunResult = { stepsRun: 0, stoppedBy: 'steps', lastStep: this.state.step - 1, evals: [], checkpoints: [] };
-    const run: RunState = { firstStep: this.state.step, steps: options.steps, evalEvery, ...(options.evalSplit !== undefined ? { evalSplit: options.evalSplit } : {}) };
+    const evalEvery = options.evalEvery ?? 0,
+      ckptEvery = options.checkpointEvery ?? 0;
+    const result: RunResult = {
+      stepsRun: 0,
+      stoppedBy: 'steps',
+      lastStep: this.state.step - 1,
+      evals: [],
+      checkpoints: [],
+    };
+    const run: RunState = {
+      firstStep: this.state.step,
+      steps: options.steps,
+      evalEvery,
+      ...(options.evalSplit !== undefined ? { evalSplit: options.evalSplit } : {}),
+    };
     // Run subscribers (the dashboard), then the trainer's, then this run's own.
     const plugins = trainerPlugins();
-    const known = new Set(['steps', 'evalEvery', 'evalSplit', 'checkpointEvery', 'onStep', 'onEval', 'signal', 'handleSigint', 'callbacks', ...plugins.flatMap((p) => p.runOptions ?? [])]);
+    const known = new Set([
+      'steps',
+      'evalEvery',
+      'evalSplit',
+      'checkpointEvery',
+      'onStep',
+      'onEval',
+      'signal',
+      'handleSigint',
+      'callbacks',
+      ...plugins.flatMap((p) => p.runOptions ?? []),
+    ]);
     for (const [k, v] of Object.entries(options)) {
       if (!known.has(k) && v !== undefined && !(k === 'dashboard' && (v === 'auto' || v === false))) {
-        throw new Error(`run({ ${k} }) needs the layer that reads it: import "vqalab" (the package entry loads the dashboard and report layers) before running`);
+        throw new Error(
+          `run({ ${k} }) needs the layer that reads it: import "vqalab" (the package entry loads the dashboard and report layers) before running`,
+        );
       }
     }
     const runCbs: TrainerCallback[] = [];
     for (const p of plugins) {
       const made = p.forRun?.(this, options as unknown as Record<string, unknown>, run);
-      if (made) { runCbs.push(made.callback); Object.assign(result, made.attach ?? {}); }
+      if (made) {
+        runCbs.push(made.callback);
+        Object.assign(result, made.attach ?? {});
+      }
     }
     const user: TrainerCallback = {
       onStepEnd: options.onStep ? (_t, out) => options.onStep!(out) : undefined,
@@ -491,12 +673,18 @@ export class Trainer implements TrainerView {
     await this.emit(cbs, 'onRunBegin', run);
     try {
       for (let i = 0; i < options.steps; i++) {
-        if (signal?.aborted || control.shouldStop) { result.stoppedBy = 'abort'; break; }
+        if (signal?.aborted || control.shouldStop) {
+          result.stoppedBy = 'abort';
+          break;
+        }
         let out: StepOutput;
         try {
           out = await this.stepWith(signal, cbs, control);
         } catch (err) {
-          if (err instanceof AbortError) { result.stoppedBy = 'abort'; break; }
+          if (err instanceof AbortError) {
+            result.stoppedBy = 'abort';
+            break;
+          }
           throw err;
         }
         result.stepsRun++;
@@ -505,7 +693,8 @@ export class Trainer implements TrainerView {
           const split = options.evalSplit ?? Object.keys(this.opts.evalSets)[0] ?? '';
           result.evals.push(await this.evaluateWith(split, {}, cbs, control));
         }
-        if (ckptEvery > 0 && this.state.step % ckptEvery === 0) result.checkpoints.push(await this.saveWith(undefined, cbs));
+        if (ckptEvery > 0 && this.state.step % ckptEvery === 0)
+          result.checkpoints.push(await this.saveWith(undefined, cbs));
       }
     } catch (err) {
       await this.emit(cbs, 'onRunEnd', { ...result, error: err as Error });
@@ -515,7 +704,11 @@ export class Trainer implements TrainerView {
       result.stoppedBy = 'abort';
       this.log(`stopped at a step boundary after step ${this.state.step - 1}`);
     }
-    await this.emit(cbs, 'onRunEnd', { stepsRun: result.stepsRun, stoppedBy: result.stoppedBy, lastStep: result.lastStep });
+    await this.emit(cbs, 'onRunEnd', {
+      stepsRun: result.stepsRun,
+      stoppedBy: result.stoppedBy,
+      lastStep: result.lastStep,
+    });
     return result;
   }
 
@@ -534,15 +727,23 @@ export class Trainer implements TrainerView {
 
   private async saveWith(dir: string | undefined, cbs: readonly TrainerCallback[]): Promise<string> {
     if (this.busy) throw new Error('a step is running; save() between steps');
-    if (!dir && !this.opts.outputDir) throw new Error('save() needs a directory: pass one, or give the Trainer an outputDir');
+    if (!dir && !this.opts.outputDir)
+      throw new Error('save() needs a directory: pass one, or give the Trainer an outputDir');
     const defaultDir = !dir;
-    const target = path.resolve(dir ?? path.join(this.opts.outputDir!, 'checkpoints', `checkpoint-${String(this.state.step).padStart(6, '0')}`));
+    const target = path.resolve(
+      dir ?? path.join(this.opts.outputDir!, 'checkpoints', `checkpoint-${String(this.state.step).padStart(6, '0')}`),
+    );
     mkdirSync(path.dirname(target), { recursive: true });
     this.syncState();
     this.busy = true;
     try {
       await writeCheckpoint(target, {
-        model: this.model, tokenizer: this.tokenizer, tokenizerDir: this.opts.tokenizerDir, config: this.config, state: this.state, metrics: this.metrics.history,
+        model: this.model,
+        tokenizer: this.tokenizer,
+        tokenizerDir: this.opts.tokenizerDir,
+        config: this.config,
+        state: this.state,
+        metrics: this.metrics.history,
       });
     } finally {
       this.busy = false;
@@ -558,16 +759,27 @@ export class Trainer implements TrainerView {
    * the weights. On CPU the resumed run continues bit-exactly. Temporary folders a killed save
    * left beside the checkpoint are removed.
    */
-  static async resume(dir: string, options: Omit<TrainerOptions, 'model' | 'tokenizer' | 'config'> & {
-    loadModel: (dir: string, info: { role: 'reference' | 'resume' }) => Promise<EngineModel>;
-    tokenizer?: VlmTokenizer;
-    /** Fields to change on resume (changing sampling or batch fields breaks bit-exactness). */
-    config?: Partial<GrpoConfig>;
-  }): Promise<Trainer> {
+  static async resume(
+    dir: string,
+    options: Omit<TrainerOptions, 'model' | 'tokenizer' | 'config'> & {
+      loadModel: (dir: string, info: { role: 'reference' | 'resume' }) => Promise<EngineModel>;
+      tokenizer?: VlmTokenizer;
+      /** Fields to change on resume (changing sampling or batch fields breaks bit-exactness). */
+      config?: Partial<GrpoConfig>;
+    },
+  ): Promise<Trainer> {
     const ckpt = readCheckpoint(dir);
     const model = await options.loadModel(path.join(ckpt.dir, 'model'), { role: 'resume' });
     const tokenizer = options.tokenizer ?? Tokenizer.load(path.join(ckpt.dir, 'model'));
-    return new Trainer({ modelDir: path.join(ckpt.dir, 'model'), ...options, model, tokenizer, config: { ...ckpt.file.config, ...options.config } },
-      { state: ckpt.state, metrics: metricsFromJson(ckpt.file.metrics) });
+    return new Trainer(
+      {
+        modelDir: path.join(ckpt.dir, 'model'),
+        ...options,
+        model,
+        tokenizer,
+        config: { ...ckpt.file.config, ...options.config },
+      },
+      { state: ckpt.state, metrics: metricsFromJson(ckpt.file.metrics) },
+    );
   }
 }

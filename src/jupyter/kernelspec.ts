@@ -60,7 +60,11 @@ export class KernelSpecError extends Error {
 }
 
 /** Jupyter's per-user data directory (jupyter_core's jupyter_data_dir). */
-export function userDataDir(env: NodeJS.ProcessEnv = process.env, platform: NodeJS.Platform = process.platform, home = env.HOME || os.homedir()): string {
+export function userDataDir(
+  env: NodeJS.ProcessEnv = process.env,
+  platform: NodeJS.Platform = process.platform,
+  home = env.HOME || os.homedir(),
+): string {
   if (env.JUPYTER_DATA_DIR) return path.resolve(env.JUPYTER_DATA_DIR);
   if (platform === 'darwin') return path.join(home, 'Library', 'Jupyter');
   if (platform === 'win32') return path.join(env.APPDATA ?? path.join(home, 'AppData', 'Roaming'), 'jupyter');
@@ -76,7 +80,9 @@ export function systemDataDirs(env: NodeJS.ProcessEnv = process.env): string[] {
 export function pythonSysPrefix(python = 'python3'): string {
   const r = spawnSync(python, ['-c', 'import sys; print(sys.prefix)'], { encoding: 'utf8' });
   if (r.error || r.status !== 0) {
-    throw new Error(`cannot ask ${python} for its sys.prefix (${r.error?.message ?? r.stderr.trim()}); pass --python with the Python that runs Jupyter`);
+    throw new Error(
+      `cannot ask ${python} for its sys.prefix (${r.error?.message ?? r.stderr.trim()}); pass --python with the Python that runs Jupyter`,
+    );
   }
   return r.stdout.trim();
 }
@@ -88,7 +94,9 @@ export function jupyterDataDirs(opts: KernelSearchOptions = {}): string[] {
   for (const p of opts.prefixes ?? []) dirs.push(path.join(path.resolve(p), 'share', 'jupyter'));
   for (const p of (env.JUPYTER_PATH ?? '').split(path.delimiter)) if (p) dirs.push(path.resolve(p));
   const user = userDataDir(env);
-  const envDirs = [env.VIRTUAL_ENV, env.CONDA_PREFIX].filter((p): p is string => !!p).map((p) => path.join(p, 'share', 'jupyter'));
+  const envDirs = [env.VIRTUAL_ENV, env.CONDA_PREFIX]
+    .filter((p): p is string => !!p)
+    .map((p) => path.join(p, 'share', 'jupyter'));
   // jupyter_core puts environment dirs before the user dir when JUPYTER_PREFER_ENV_PATH is set.
   const preferEnv = /^(1|true|yes|on)$/i.test(env.JUPYTER_PREFER_ENV_PATH ?? '');
   if (preferEnv) dirs.push(...envDirs, user);
@@ -110,7 +118,11 @@ function expandEnv(value: string, env: NodeJS.ProcessEnv): string {
 }
 
 /** Read and check one kernel.json. */
-export function readKernelSpec(resourceDir: string, name = path.basename(resourceDir), env: NodeJS.ProcessEnv = process.env): KernelSpec {
+export function readKernelSpec(
+  resourceDir: string,
+  name = path.basename(resourceDir),
+  env: NodeJS.ProcessEnv = process.env,
+): KernelSpec {
   const file = path.join(resourceDir, 'kernel.json');
   let raw: any;
   try {
@@ -124,11 +136,14 @@ export function readKernelSpec(resourceDir: string, name = path.basename(resourc
   }
   const mode = raw.interrupt_mode ?? 'signal';
   if (mode !== 'signal' && mode !== 'message') {
-    throw new KernelSpecError(`${file}: field "interrupt_mode" must be "signal" or "message", got ${JSON.stringify(mode)}`);
+    throw new KernelSpecError(
+      `${file}: field "interrupt_mode" must be "signal" or "message", got ${JSON.stringify(mode)}`,
+    );
   }
   const specEnv: Record<string, string> = {};
   if (raw.env !== undefined) {
-    if (typeof raw.env !== 'object' || raw.env === null) throw new KernelSpecError(`${file}: field "env" must be an object`);
+    if (typeof raw.env !== 'object' || raw.env === null)
+      throw new KernelSpecError(`${file}: field "env" must be an object`);
     for (const [k, v] of Object.entries(raw.env)) {
       if (typeof v !== 'string') throw new KernelSpecError(`${file}: env.${k} must be a string`);
       specEnv[k] = expandEnv(v, env);
@@ -178,7 +193,9 @@ export function getKernelSpec(name: string, opts: KernelSearchOptions = {}): Ker
   if (!dir) {
     const names = [...specs.keys()];
     throw new KernelSpecError(
-      `no kernel named "${name}" (found: ${names.length ? names.join(', ') : 'none'}; searched ${jupyterDataDirs(opts).map((d) => path.join(d, 'kernels')).join(', ')})`,
+      `no kernel named "${name}" (found: ${names.length ? names.join(', ') : 'none'}; searched ${jupyterDataDirs(opts)
+        .map((d) => path.join(d, 'kernels'))
+        .join(', ')})`,
     );
   }
   return readKernelSpec(dir, name.toLowerCase(), opts.env ?? process.env);
@@ -233,8 +250,10 @@ export function kernelsDir(loc: Location = {}): string {
 
 /** Write the kernelspec (atomically: a half-written spec never shows up in Jupyter). Returns its directory. */
 export async function installKernelspec(loc: Location = {}, name = KERNEL_NAME): Promise<string> {
-  if (!/^[A-Za-z0-9._-]+$/.test(name)) throw new Error(`kernel name "${name}" may only use letters, digits, ".", "_" and "-"`);
-  if (!existsSync(launcherPath)) throw new Error(`the kernel launcher ${launcherPath} is missing; run "npm run build" first`);
+  if (!/^[A-Za-z0-9._-]+$/.test(name))
+    throw new Error(`kernel name "${name}" may only use letters, digits, ".", "_" and "-"`);
+  if (!existsSync(launcherPath))
+    throw new Error(`the kernel launcher ${launcherPath} is missing; run "npm run build" first`);
   const dir = path.join(kernelsDir(loc), name);
   mkdirSync(path.dirname(dir), { recursive: true });
   await withAtomicOutput(dir, async (tmp) => {
@@ -259,8 +278,10 @@ export interface FoundSpec {
 }
 
 function isOurs(spec: Partial<KernelJson>): boolean {
-  return Boolean((spec.metadata as { vqalab?: unknown } | undefined)?.vqalab)
-    || (spec.argv ?? []).some((a) => /dist[\\/]kernel[\\/]main\.js$/.test(a));
+  return (
+    Boolean((spec.metadata as { vqalab?: unknown } | undefined)?.vqalab) ||
+    (spec.argv ?? []).some((a) => /dist[\\/]kernel[\\/]main\.js$/.test(a))
+  );
 }
 
 /** The vqalab kernelspecs on Jupyter's search path (or in `dirs`). */
@@ -288,7 +309,11 @@ export function listKernelspecs(dirs: string[] = jupyterDataDirs({ python: 'pyth
       if (!isOurs(spec)) continue;
       const launcher = (spec.argv ?? []).find((a) => /\.js$/.test(a));
       found.push({
-        name, dir: path.join(kernels, name), spec, launcher, shadowed,
+        name,
+        dir: path.join(kernels, name),
+        spec,
+        launcher,
+        shadowed,
         thisPackage: launcher !== undefined && path.resolve(launcher) === launcherPath,
         launcherExists: launcher !== undefined && existsSync(launcher),
       });

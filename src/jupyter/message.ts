@@ -60,7 +60,9 @@ const HASHES = new Set(getHashes());
 export function hmacAlgorithm(scheme: string): string {
   const algorithm = scheme.startsWith('hmac-') ? scheme.slice(5) : '';
   if (!HASHES.has(algorithm)) {
-    throw new ProtocolError(`unsupported signature_scheme "${scheme}" (expected hmac-<hash>, e.g. hmac-sha256, hmac-sha512)`);
+    throw new ProtocolError(
+      `unsupported signature_scheme "${scheme}" (expected hmac-<hash>, e.g. hmac-sha256, hmac-sha512)`,
+    );
   }
   return algorithm;
 }
@@ -81,7 +83,8 @@ function parseJson(frame: Buffer | undefined, what: string): Record<string, unkn
   } catch (err) {
     throw new ProtocolError(`message ${what} is not JSON: ${(err as Error).message}`);
   }
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new ProtocolError(`message ${what} is not a JSON object`);
+  if (typeof value !== 'object' || value === null || Array.isArray(value))
+    throw new ProtocolError(`message ${what} is not a JSON object`);
   return value as Record<string, unknown>;
 }
 
@@ -95,10 +98,12 @@ export function decode(frames: readonly Buffer[], key: string, scheme = 'hmac-sh
   if (key !== '') {
     const expected = Buffer.from(sign(key, scheme, parts), 'ascii');
     const got = Buffer.from(signature, 'ascii');
-    if (got.length !== expected.length || !timingSafeEqual(got, expected)) throw new ProtocolError('message signature does not match the connection key');
+    if (got.length !== expected.length || !timingSafeEqual(got, expected))
+      throw new ProtocolError('message signature does not match the connection key');
   }
   const header = parseJson(parts[0], 'header') as unknown as Header;
-  if (typeof header.msg_type !== 'string' || typeof header.msg_id !== 'string') throw new ProtocolError('message header lacks msg_id or msg_type');
+  if (typeof header.msg_type !== 'string' || typeof header.msg_id !== 'string')
+    throw new ProtocolError('message header lacks msg_id or msg_type');
   return {
     identities: frames.slice(0, delimiter),
     header,
@@ -111,7 +116,9 @@ export function decode(frames: readonly Buffer[], key: string, scheme = 'hmac-sh
 
 /** The frames of `msg`, signed. */
 export function encode(msg: Message<unknown>, key: string, scheme = 'hmac-sha256'): Buffer[] {
-  const parts = [msg.header, msg.parent_header, msg.metadata, msg.content].map((p) => Buffer.from(JSON.stringify(p ?? {}), 'utf8'));
+  const parts = [msg.header, msg.parent_header, msg.metadata, msg.content].map((p) =>
+    Buffer.from(JSON.stringify(p ?? {}), 'utf8'),
+  );
   return [...msg.identities, DELIMITER, Buffer.from(sign(key, scheme, parts), 'ascii'), ...parts, ...msg.buffers];
 }
 
@@ -120,7 +127,12 @@ export function encode(msg: Message<unknown>, key: string, scheme = 'hmac-sha256
  * on shell/control the routing identities are the parent's; iopub messages carry none (the
  * topic frame is added by the publisher).
  */
-export function childMessage<C>(parent: Message<unknown>, msgType: string, content: C, identities: Buffer[] = parent.identities): Message<C> {
+export function childMessage<C>(
+  parent: Message<unknown>,
+  msgType: string,
+  content: C,
+  identities: Buffer[] = parent.identities,
+): Message<C> {
   return {
     identities,
     header: {
@@ -142,7 +154,14 @@ export function childMessage<C>(parent: Message<unknown>, msgType: string, conte
 export function orphanMessage<C>(session: string, msgType: string, content: C): Message<C> {
   return {
     identities: [],
-    header: { msg_id: randomUUID(), msg_type: msgType, session, username: 'kernel', date: new Date().toISOString(), version: PROTOCOL_VERSION },
+    header: {
+      msg_id: randomUUID(),
+      msg_type: msgType,
+      session,
+      username: 'kernel',
+      date: new Date().toISOString(),
+      version: PROTOCOL_VERSION,
+    },
     parent_header: {},
     metadata: {},
     content,
@@ -157,13 +176,29 @@ export function orphanMessage<C>(session: string, msgType: string, content: C): 
 export class MessageCodec {
   readonly session = randomUUID();
 
-  constructor(private readonly key: string, private readonly scheme = 'hmac-sha256', readonly username = 'vqalab') {
+  constructor(
+    private readonly key: string,
+    private readonly scheme = 'hmac-sha256',
+    readonly username = 'vqalab',
+  ) {
     hmacAlgorithm(scheme);
   }
 
   /** A new message of `msgType` (optionally answering `parent`). */
-  create<C>(msgType: string, content: C, parent?: Message<unknown>, metadata: Record<string, unknown> = {}): Message<C> {
-    const header: Header = { msg_id: randomUUID(), msg_type: msgType, session: this.session, username: this.username, date: new Date().toISOString(), version: PROTOCOL_VERSION };
+  create<C>(
+    msgType: string,
+    content: C,
+    parent?: Message<unknown>,
+    metadata: Record<string, unknown> = {},
+  ): Message<C> {
+    const header: Header = {
+      msg_id: randomUUID(),
+      msg_type: msgType,
+      session: this.session,
+      username: this.username,
+      date: new Date().toISOString(),
+      version: PROTOCOL_VERSION,
+    };
     return { identities: [], header, parent_header: parent ? parent.header : {}, metadata, content, buffers: [] };
   }
 
@@ -224,9 +259,18 @@ export interface ErrorContent {
   traceback: string[];
 }
 
-export interface CompleteRequest { code: string; cursor_pos: number }
-export interface InspectRequest { code: string; cursor_pos: number; detail_level?: 0 | 1 }
-export interface IsCompleteRequest { code: string }
+export interface CompleteRequest {
+  code: string;
+  cursor_pos: number;
+}
+export interface InspectRequest {
+  code: string;
+  cursor_pos: number;
+  detail_level?: 0 | 1;
+}
+export interface IsCompleteRequest {
+  code: string;
+}
 
 export interface HistoryRequest {
   output: boolean;

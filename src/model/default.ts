@@ -25,7 +25,14 @@ import { initTensors } from './init.js';
 import { qwen2vlConfigJson, qwen2vlTensorSpecs, type Qwen2VLDims } from './qwen2vl.js';
 
 /** assets/tiny-qwen2-vl in the package (from dist/src/model or src/model alike). */
-export const DEFAULT_MODEL_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', ...(import.meta.url.includes('/dist/') ? ['..'] : []), 'assets', 'tiny-qwen2-vl');
+export const DEFAULT_MODEL_DIR = path.resolve(
+  path.dirname(fileURLToPath(import.meta.url)),
+  '..',
+  '..',
+  ...(import.meta.url.includes('/dist/') ? ['..'] : []),
+  'assets',
+  'tiny-qwen2-vl',
+);
 
 export const DEFAULT_MODEL_SEED = 20261127;
 
@@ -47,7 +54,16 @@ export function tinyDims(vocabSize: number): Qwen2VLDims {
     // near uniform and the image tokens drown in the text); 0.1 lets it learn to read colours
     // from the pixels within the demo's few minutes (docs/grpo.md has the measurements).
     initializerRange: 0.1,
-    vision: { depth: 2, embedDim: 64, numHeads: 4, mlpRatio: 4, patchSize: 14, temporalPatchSize: 2, spatialMergeSize: 2, inChannels: 3 },
+    vision: {
+      depth: 2,
+      embedDim: 64,
+      numHeads: 4,
+      mlpRatio: 4,
+      patchSize: 14,
+      temporalPatchSize: 2,
+      spatialMergeSize: 2,
+      inChannels: 3,
+    },
   };
 }
 
@@ -79,27 +95,44 @@ export interface DefaultAssetsOptions {
 }
 
 /** Write the whole folder; returns the tokenizer and the parameter count. */
-export async function writeDefaultAssets(outDir: string, options: DefaultAssetsOptions = {}): Promise<{ vocabSize: number; parameters: number }> {
+export async function writeDefaultAssets(
+  outDir: string,
+  options: DefaultAssetsOptions = {},
+): Promise<{ vocabSize: number; parameters: number }> {
   const files = buildTokenizerFiles({ words: options.words ?? synthVocabulary(), modelMaxLength: 1024 });
   const tokenizer = VlmTokenizer.fromObjects({
-    tokenizerJson: files['tokenizer.json'], tokenizerConfig: files['tokenizer_config.json'], generationConfig: files['generation_config.json'],
+    tokenizerJson: files['tokenizer.json'],
+    tokenizerConfig: files['tokenizer_config.json'],
+    generationConfig: files['generation_config.json'],
   });
   const s = tokenizer.special;
   const dims = tinyDims(tokenizer.vocabSize);
   const config = qwen2vlConfigJson(dims, {
-    bos: s.endOfText, eos: s.imEnd, pad: s.endOfText, visionStart: s.visionStart, visionEnd: s.visionEnd,
-    visionPad: tokenizer.tokenToId('<|vision_pad|>')!, imagePad: s.imagePad, videoPad: s.videoPad,
+    bos: s.endOfText,
+    eos: s.imEnd,
+    pad: s.endOfText,
+    visionStart: s.visionStart,
+    visionEnd: s.visionEnd,
+    visionPad: tokenizer.tokenToId('<|vision_pad|>')!,
+    imagePad: s.imagePad,
+    videoPad: s.videoPad,
   });
   const specs = qwen2vlTensorSpecs(dims);
   const values = initTensors(specs, options.seed ?? DEFAULT_MODEL_SEED, dims.initializerRange);
-  const tensors = new Map<string, Tensor>(specs.map((spec) => [spec.name, { dtype: 'F32', shape: spec.shape, data: values.get(spec.name)! }]));
+  const tensors = new Map<string, Tensor>(
+    specs.map((spec) => [spec.name, { dtype: 'F32', shape: spec.shape, data: values.get(spec.name)! }]),
+  );
   mkdirSync(outDir, { recursive: true });
-  const json = (name: string, value: unknown) => writeFileSync(path.join(outDir, name), JSON.stringify(value, null, 2) + '\n');
+  const json = (name: string, value: unknown) =>
+    writeFileSync(path.join(outDir, name), JSON.stringify(value, null, 2) + '\n');
   json('config.json', config);
   json('tokenizer.json', files['tokenizer.json']);
   json('tokenizer_config.json', files['tokenizer_config.json']);
   json('generation_config.json', { ...files['generation_config.json'], transformers_version: '4.45.0' });
   json('preprocessor_config.json', preprocessorConfig());
   await writeSafetensors(path.join(outDir, 'model.safetensors'), tensors, { format: 'pt' });
-  return { vocabSize: tokenizer.vocabSize, parameters: specs.reduce((a, sp) => a + sp.shape.reduce((x, y) => x * y, 1), 0) };
+  return {
+    vocabSize: tokenizer.vocabSize,
+    parameters: specs.reduce((a, sp) => a + sp.shape.reduce((x, y) => x * y, 1), 0),
+  };
 }

@@ -18,8 +18,20 @@ import { Worker } from 'node:worker_threads';
 import { withAtomicOutput } from '../util/fs.js';
 import { numelOf, qwen2vlTensorSpecs, type Qwen2VLDims, type TensorSpec } from './qwen2vl.js';
 import { MODEL_PRESETS, presetDims, type DimOverrides, type ModelPreset } from './presets.js';
-import { FAMILY_PRESETS, familyConfigJson, familyPresetDims, familyPreprocessorConfig, familyTensorSpecs, type FamilyDims } from './presets-family.js';
-import { qwen2vlGenerationConfig, qwen2vlPreprocessorConfig, qwen2vlTokenizerConfig, qwen2vlTokenizerJson } from './qwen-tokenizer.js';
+import {
+  FAMILY_PRESETS,
+  familyConfigJson,
+  familyPresetDims,
+  familyPreprocessorConfig,
+  familyTensorSpecs,
+  type FamilyDims,
+} from './presets-family.js';
+import {
+  qwen2vlGenerationConfig,
+  qwen2vlPreprocessorConfig,
+  qwen2vlTokenizerConfig,
+  qwen2vlTokenizerJson,
+} from './qwen-tokenizer.js';
 
 /** Values drawn and written per chunk (4 MiB of f32 scratch, 2 MiB of bf16 output). */
 const CHUNK = 1 << 20;
@@ -77,18 +89,31 @@ export function presetLayout(name: string, overrides: DimOverrides = {}, maxPixe
     const dims = familyPresetDims(fam.dims, overrides);
     const preprocessor = familyPreprocessorConfig(dims);
     if (maxPixels !== undefined) {
-      if (maxPixels < (preprocessor.min_pixels as number)) throw new Error(`--max-pixels ${maxPixels} is below the ${name} processor's min_pixels ${preprocessor.min_pixels}`);
+      if (maxPixels < (preprocessor.min_pixels as number))
+        throw new Error(
+          `--max-pixels ${maxPixels} is below the ${name} processor's min_pixels ${preprocessor.min_pixels}`,
+        );
       preprocessor.max_pixels = maxPixels;
     }
     return { name, dims, config: familyConfigJson(dims), specs: familyTensorSpecs(dims), preprocessor };
   }
   const preset = modelPreset(name);
   const dims = presetDims(preset, overrides);
-  return { name, dims, config: preset.configJson(dims), specs: qwen2vlTensorSpecs(dims), preprocessor: qwen2vlPreprocessorConfig(maxPixels) };
+  return {
+    name,
+    dims,
+    config: preset.configJson(dims),
+    specs: qwen2vlTensorSpecs(dims),
+    preprocessor: qwen2vlPreprocessorConfig(maxPixels),
+  };
 }
 
 /** The safetensors header for tensors of one dtype written in spec order (8-byte padded, as the reference writer does). */
-export function safetensorsHeader(specs: readonly TensorSpec[], dtype: WeightDtype, metadata: Record<string, string>): { header: Buffer; dataBytes: number } {
+export function safetensorsHeader(
+  specs: readonly TensorSpec[],
+  dtype: WeightDtype,
+  metadata: Record<string, string>,
+): { header: Buffer; dataBytes: number } {
   const bytes = dtype === 'BF16' ? 2 : 4;
   const h: Record<string, unknown> = { __metadata__: metadata };
   let at = 0;
@@ -158,7 +183,15 @@ function drawChunk(seed, tensor, chunk, n, std, init, dtype) {
 }
 `;
 
-type DrawChunk = (seed: number, tensor: number, chunk: number, n: number, std: number, init: string, dtype: WeightDtype) => ArrayBuffer;
+type DrawChunk = (
+  seed: number,
+  tensor: number,
+  chunk: number,
+  n: number,
+  std: number,
+  init: string,
+  dtype: WeightDtype,
+) => ArrayBuffer;
 // eslint-disable-next-line @typescript-eslint/no-implied-eval
 const drawChunk = new Function(`${CHUNK_SOURCE}; return drawChunk;`)() as DrawChunk;
 
@@ -169,7 +202,15 @@ parentPort.on('message', (m) => {
   parentPort.postMessage({ id: m.id, buf }, [buf]);
 });`;
 
-interface Job { seed: number; tensor: number; chunk: number; n: number; std: number; init: string; dtype: WeightDtype }
+interface Job {
+  seed: number;
+  tensor: number;
+  chunk: number;
+  n: number;
+  std: number;
+  init: string;
+  dtype: WeightDtype;
+}
 
 /** Chunks drawn on `threads` worker threads (or inline for 1), delivered in order. */
 class ChunkPool {
@@ -180,13 +221,20 @@ class ChunkPool {
   constructor(threads: number) {
     for (let i = 0; i < (threads > 1 ? threads : 0); i++) {
       const w = new Worker(WORKER_SOURCE, { eval: true });
-      w.on('message', (m: { id: number; buf: ArrayBuffer }) => { this.pending.get(m.id)?.resolve(m.buf); this.pending.delete(m.id); });
-      w.on('error', (err) => { for (const p of this.pending.values()) p.reject(err); this.pending.clear(); });
+      w.on('message', (m: { id: number; buf: ArrayBuffer }) => {
+        this.pending.get(m.id)?.resolve(m.buf);
+        this.pending.delete(m.id);
+      });
+      w.on('error', (err) => {
+        for (const p of this.pending.values()) p.reject(err);
+        this.pending.clear();
+      });
       this.workers.push(w);
     }
   }
   draw(job: Job): Promise<ArrayBuffer> {
-    if (this.workers.length === 0) return Promise.resolve(drawChunk(job.seed, job.tensor, job.chunk, job.n, job.std, job.init, job.dtype));
+    if (this.workers.length === 0)
+      return Promise.resolve(drawChunk(job.seed, job.tensor, job.chunk, job.n, job.std, job.init, job.dtype));
     const id = this.nextId++;
     const w = this.workers[this.turn++ % this.workers.length]!;
     return new Promise((resolve, reject) => {
@@ -204,14 +252,35 @@ class ChunkPool {
  * `threads` worker threads (default: the machine's cores; the bytes do not depend on it). Memory:
  * a few chunks per thread. Returns the bytes written.
  */
-export async function writeRandomSafetensors(file: string, specs: readonly TensorSpec[], o: { seed: number; std: number; dtype: WeightDtype; threads?: number; metadata?: Record<string, string>; onProgress?: (done: number, total: number) => void; signal?: AbortSignal }): Promise<number> {
+export async function writeRandomSafetensors(
+  file: string,
+  specs: readonly TensorSpec[],
+  o: {
+    seed: number;
+    std: number;
+    dtype: WeightDtype;
+    threads?: number;
+    metadata?: Record<string, string>;
+    onProgress?: (done: number, total: number) => void;
+    signal?: AbortSignal;
+  },
+): Promise<number> {
   const { header, dataBytes } = safetensorsHeader(specs, o.dtype, { format: 'pt', ...o.metadata });
   const total = specs.reduce((a, s) => a + numelOf(s.shape), 0);
   const threads = Math.max(1, o.threads ?? availableParallelism());
   const jobs: Job[] = [];
   specs.forEach((s, t) => {
     const n = numelOf(s.shape);
-    for (let c = 0, at = 0; at < n; c++, at += CHUNK) jobs.push({ seed: o.seed, tensor: t, chunk: c, n: Math.min(CHUNK, n - at), std: o.std, init: s.init, dtype: o.dtype });
+    for (let c = 0, at = 0; at < n; c++, at += CHUNK)
+      jobs.push({
+        seed: o.seed,
+        tensor: t,
+        chunk: c,
+        n: Math.min(CHUNK, n - at),
+        std: o.std,
+        init: s.init,
+        dtype: o.dtype,
+      });
   });
   const pool = new ChunkPool(threads);
   const h = await fsp.open(file, 'w');
@@ -243,7 +312,10 @@ export async function writeRandomSafetensors(file: string, specs: readonly Tenso
  * Write a model folder at `dir` (atomically: a temporary folder renamed into place; an existing
  * non-empty `dir` is an error unless `force`).
  */
-export async function initModelFolder(dir: string, options: ModelInitOptions & { force?: boolean } = {}): Promise<ModelInitResult> {
+export async function initModelFolder(
+  dir: string,
+  options: ModelInitOptions & { force?: boolean } = {},
+): Promise<ModelInitResult> {
   const t0 = performance.now();
   const layout = presetLayout(options.preset ?? 'qwen2-vl-2b', options.overrides ?? {}, options.maxPixels);
   const { dims, config, specs } = layout;
@@ -251,7 +323,8 @@ export async function initModelFolder(dir: string, options: ModelInitOptions & {
   const dtype = options.dtype ?? 'BF16';
   if (dtype === 'F32') {
     // the nested form (Qwen3-VL) names the dtype in text_config.dtype
-    if (config.text_config && typeof config.text_config === 'object') (config.text_config as Record<string, unknown>).dtype = 'float32';
+    if (config.text_config && typeof config.text_config === 'object')
+      (config.text_config as Record<string, unknown>).dtype = 'float32';
     else config.torch_dtype = 'float32';
   }
   const seed = options.seed ?? 0;
@@ -259,21 +332,27 @@ export async function initModelFolder(dir: string, options: ModelInitOptions & {
   const target = path.resolve(dir);
   if (!options.force) {
     const entries = await fsp.readdir(target).catch(() => []);
-    if (entries.length > 0) throw new Error(`${dir} exists and is not empty; choose a new folder or pass --force to replace it`);
+    if (entries.length > 0)
+      throw new Error(`${dir} exists and is not empty; choose a new folder or pass --force to replace it`);
   }
   // Read the tokenizer first: a missing package fails before 4 GB are written.
   const tokenizerJson = qwen2vlTokenizerJson();
   let bytes = 0;
   await withAtomicOutput(target, async (tmp) => {
     await fsp.mkdir(tmp, { recursive: true });
-    const json = (name: string, value: unknown) => fsp.writeFile(path.join(tmp, name), JSON.stringify(value, null, 2) + '\n');
+    const json = (name: string, value: unknown) =>
+      fsp.writeFile(path.join(tmp, name), JSON.stringify(value, null, 2) + '\n');
     await json('config.json', config);
     await fsp.writeFile(path.join(tmp, 'tokenizer.json'), JSON.stringify(tokenizerJson));
     await json('tokenizer_config.json', qwen2vlTokenizerConfig());
     await json('generation_config.json', qwen2vlGenerationConfig());
     await json('preprocessor_config.json', layout.preprocessor);
     bytes = await writeRandomSafetensors(path.join(tmp, 'model.safetensors'), specs, {
-      seed, std: dims.initializerRange, dtype, onProgress: options.onProgress, signal: options.signal,
+      seed,
+      std: dims.initializerRange,
+      dtype,
+      onProgress: options.onProgress,
+      signal: options.signal,
       ...(options.threads === undefined ? {} : { threads: options.threads }),
       metadata: { 'vqalab.init': `preset=${preset.name} seed=${seed} random weights` },
     });

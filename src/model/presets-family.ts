@@ -64,7 +64,13 @@ export interface FamilyDims {
 
 /** The special token ids of the Qwen tokenizer that the configs name. */
 export const FAMILY_TOKEN_IDS = {
-  bos: 151643, eos: 151645, visionStart: 151652, visionEnd: 151653, visionPad: 151654, image: 151655, video: 151656,
+  bos: 151643,
+  eos: 151645,
+  visionStart: 151652,
+  visionEnd: 151653,
+  visionPad: 151654,
+  image: 151655,
+  video: 151656,
 } as const;
 
 /** Qwen/Qwen2.5-VL-3B-Instruct. */
@@ -84,8 +90,17 @@ export const QWEN25VL_3B: FamilyDims = {
   maxPositionEmbeddings: 128000,
   initializerRange: 0.02,
   vision: {
-    depth: 32, hiddenSize: 1280, intermediateSize: 3420, numHeads: 16, patchSize: 14, temporalPatchSize: 2,
-    spatialMergeSize: 2, inChannels: 3, windowSize: 112, fullattBlockIndexes: [7, 15, 23, 31], tokensPerSecond: 2,
+    depth: 32,
+    hiddenSize: 1280,
+    intermediateSize: 3420,
+    numHeads: 16,
+    patchSize: 14,
+    temporalPatchSize: 2,
+    spatialMergeSize: 2,
+    inChannels: 3,
+    windowSize: 112,
+    fullattBlockIndexes: [7, 15, 23, 31],
+    tokensPerSecond: 2,
   },
 };
 
@@ -106,8 +121,16 @@ export const QWEN3VL_2B: FamilyDims = {
   maxPositionEmbeddings: 262144,
   initializerRange: 0.02,
   vision: {
-    depth: 24, hiddenSize: 1024, intermediateSize: 4096, numHeads: 16, patchSize: 16, temporalPatchSize: 2,
-    spatialMergeSize: 2, inChannels: 3, numPositionEmbeddings: 2304, deepstackVisualIndexes: [5, 11, 17],
+    depth: 24,
+    hiddenSize: 1024,
+    intermediateSize: 4096,
+    numHeads: 16,
+    patchSize: 16,
+    temporalPatchSize: 2,
+    spatialMergeSize: 2,
+    inChannels: 3,
+    numPositionEmbeddings: 2304,
+    deepstackVisualIndexes: [5, 11, 17],
   },
 };
 
@@ -146,7 +169,13 @@ export const QWEN3VL_8B: FamilyDims = {
   numAttentionHeads: 32,
   numKeyValueHeads: 8,
   tieWordEmbeddings: false,
-  vision: { ...QWEN3VL_2B.vision, depth: 27, hiddenSize: 1152, intermediateSize: 4304, deepstackVisualIndexes: [8, 16, 24] },
+  vision: {
+    ...QWEN3VL_2B.vision,
+    depth: 27,
+    hiddenSize: 1152,
+    intermediateSize: 4304,
+    deepstackVisualIndexes: [8, 16, 24],
+  },
 };
 
 /**
@@ -167,57 +196,73 @@ export const QWEN3VL_8B: FamilyDims = {
 export const FAMILY_PRESETS: Record<string, { checkpoint: string; description: string; dims: FamilyDims }> = {
   'qwen2.5-vl-3b': {
     checkpoint: 'Qwen/Qwen2.5-VL-3B-Instruct',
-    description: 'Qwen2.5-VL-3B-Instruct: 36 layers × 2048 (16 heads, 2 KV heads), MLP 11008, vision 32 × 1280 (windows of 112 px, full attention at 7/15/23/31)',
+    description:
+      'Qwen2.5-VL-3B-Instruct: 36 layers × 2048 (16 heads, 2 KV heads), MLP 11008, vision 32 × 1280 (windows of 112 px, full attention at 7/15/23/31)',
     dims: QWEN25VL_3B,
   },
   'qwen2.5-vl-7b': {
     checkpoint: 'Qwen/Qwen2.5-VL-7B-Instruct',
-    description: 'Qwen2.5-VL-7B-Instruct: 28 layers × 3584 (28 heads, 4 KV heads), MLP 18944, untied head over 152064, vision 32 × 1280',
+    description:
+      'Qwen2.5-VL-7B-Instruct: 28 layers × 3584 (28 heads, 4 KV heads), MLP 18944, untied head over 152064, vision 32 × 1280',
     dims: QWEN25VL_7B,
   },
   'qwen3-vl-2b': {
     checkpoint: 'Qwen/Qwen3-VL-2B-Instruct',
-    description: 'Qwen3-VL-2B-Instruct: 28 layers × 2048 (16 heads of 128, 8 KV heads), MLP 6144, vision 24 × 1024 (patch 16, DeepStack at 5/11/17)',
+    description:
+      'Qwen3-VL-2B-Instruct: 28 layers × 2048 (16 heads of 128, 8 KV heads), MLP 6144, vision 24 × 1024 (patch 16, DeepStack at 5/11/17)',
     dims: QWEN3VL_2B,
   },
   'qwen3-vl-4b': {
     checkpoint: 'Qwen/Qwen3-VL-4B-Instruct',
-    description: 'Qwen3-VL-4B-Instruct: 36 layers × 2560 (32 heads of 128, 8 KV heads), MLP 9728, vision 24 × 1024 (DeepStack at 5/11/17)',
+    description:
+      'Qwen3-VL-4B-Instruct: 36 layers × 2560 (32 heads of 128, 8 KV heads), MLP 9728, vision 24 × 1024 (DeepStack at 5/11/17)',
     dims: QWEN3VL_4B,
   },
   'qwen3-vl-8b': {
     checkpoint: 'Qwen/Qwen3-VL-8B-Instruct',
-    description: 'Qwen3-VL-8B-Instruct: 36 layers × 4096 (32 heads of 128, 8 KV heads), MLP 12288, untied head, vision 27 × 1152 (DeepStack at 8/16/24)',
+    description:
+      'Qwen3-VL-8B-Instruct: 36 layers × 4096 (32 heads of 128, 8 KV heads), MLP 12288, untied head, vision 27 × 1152 (DeepStack at 8/16/24)',
     dims: QWEN3VL_8B,
   },
 };
 
 /** Errors name what to change; called by the config and tensor writers. */
 export function checkFamilyDims(d: FamilyDims): void {
-  const bad = (m: string) => { throw new Error(`${d.modelType} dims: ${m}`); };
-  if (d.numAttentionHeads % d.numKeyValueHeads !== 0) bad(`num_attention_heads ${d.numAttentionHeads} is not a multiple of num_key_value_heads ${d.numKeyValueHeads}`);
-  if (d.modelType === 'qwen2_5_vl' && d.headDim * d.numAttentionHeads !== d.hiddenSize) bad(`head_dim ${d.headDim} must be hidden_size / num_attention_heads = ${d.hiddenSize / d.numAttentionHeads}`);
+  const bad = (m: string) => {
+    throw new Error(`${d.modelType} dims: ${m}`);
+  };
+  if (d.numAttentionHeads % d.numKeyValueHeads !== 0)
+    bad(`num_attention_heads ${d.numAttentionHeads} is not a multiple of num_key_value_heads ${d.numKeyValueHeads}`);
+  if (d.modelType === 'qwen2_5_vl' && d.headDim * d.numAttentionHeads !== d.hiddenSize)
+    bad(`head_dim ${d.headDim} must be hidden_size / num_attention_heads = ${d.hiddenSize / d.numAttentionHeads}`);
   if (d.headDim % 2 !== 0) bad(`head_dim ${d.headDim} must be even`);
   const s = d.mropeSection;
-  if (s[0] + s[1] + s[2] !== d.headDim / 2) bad(`mrope_section ${JSON.stringify(s)} must sum to head_dim / 2 = ${d.headDim / 2}`);
+  if (s[0] + s[1] + s[2] !== d.headDim / 2)
+    bad(`mrope_section ${JSON.stringify(s)} must sum to head_dim / 2 = ${d.headDim / 2}`);
   const v = d.vision;
-  if (v.hiddenSize % v.numHeads !== 0 || (v.hiddenSize / v.numHeads) % 4 !== 0) bad(`vision hidden_size ${v.hiddenSize} must split into ${v.numHeads} heads of a size divisible by 4`);
+  if (v.hiddenSize % v.numHeads !== 0 || (v.hiddenSize / v.numHeads) % 4 !== 0)
+    bad(`vision hidden_size ${v.hiddenSize} must split into ${v.numHeads} heads of a size divisible by 4`);
   if (d.modelType === 'qwen2_5_vl') {
-    if (!v.windowSize || v.windowSize % (v.patchSize * v.spatialMergeSize) !== 0) bad(`window_size ${v.windowSize} must be a multiple of ${v.patchSize * v.spatialMergeSize}`);
-    if ((v.fullattBlockIndexes ?? []).some((i) => i >= v.depth)) bad(`fullatt_block_indexes ${JSON.stringify(v.fullattBlockIndexes)} must be below depth ${v.depth}`);
+    if (!v.windowSize || v.windowSize % (v.patchSize * v.spatialMergeSize) !== 0)
+      bad(`window_size ${v.windowSize} must be a multiple of ${v.patchSize * v.spatialMergeSize}`);
+    if ((v.fullattBlockIndexes ?? []).some((i) => i >= v.depth))
+      bad(`fullatt_block_indexes ${JSON.stringify(v.fullattBlockIndexes)} must be below depth ${v.depth}`);
   } else {
     const n = v.numPositionEmbeddings ?? 0;
     if (n <= 0 || Math.round(Math.sqrt(n)) ** 2 !== n) bad(`num_position_embeddings ${n} must be a positive square`);
     const ds = v.deepstackVisualIndexes ?? [];
-    if (ds.some((i) => i >= v.depth)) bad(`deepstack_visual_indexes ${JSON.stringify(ds)} must be below depth ${v.depth}`);
-    if (ds.length > d.numHiddenLayers) bad(`${ds.length} deepstack_visual_indexes need as many language model layers (${d.numHiddenLayers})`);
+    if (ds.some((i) => i >= v.depth))
+      bad(`deepstack_visual_indexes ${JSON.stringify(ds)} must be below depth ${v.depth}`);
+    if (ds.length > d.numHiddenLayers)
+      bad(`${ds.length} deepstack_visual_indexes need as many language model layers (${d.numHiddenLayers})`);
   }
 }
 
 /** Qwen2.5-VL-3B-Instruct's config.json layout (flat), for any dims. */
 export function qwen25vlConfigJson(d: FamilyDims): Record<string, unknown> {
   checkFamilyDims(d);
-  const id = FAMILY_TOKEN_IDS, v = d.vision;
+  const id = FAMILY_TOKEN_IDS,
+    v = d.vision;
   return {
     architectures: ['Qwen2_5_VLForConditionalGeneration'],
     attention_dropout: 0.0,
@@ -270,7 +315,8 @@ export function qwen25vlConfigJson(d: FamilyDims): Record<string, unknown> {
 /** Qwen3-VL-2B-Instruct's config.json layout (nested), for any dims. */
 export function qwen3vlConfigJson(d: FamilyDims): Record<string, unknown> {
   checkFamilyDims(d);
-  const id = FAMILY_TOKEN_IDS, v = d.vision;
+  const id = FAMILY_TOKEN_IDS,
+    v = d.vision;
   return {
     architectures: ['Qwen3VLForConditionalGeneration'],
     image_token_id: id.image,
@@ -343,8 +389,15 @@ export function familyTensorSpecs(d: FamilyDims, { internal = d.modelType === 'q
   const w = (name: string, ...shape: number[]) => out.push({ name: rename(name), shape, init: 'normal' });
   const z = (name: string, ...shape: number[]) => out.push({ name: rename(name), shape, init: 'zeros' });
   const one = (name: string, ...shape: number[]) => out.push({ name: rename(name), shape, init: 'ones' });
-  const lin = (name: string, i: number, o: number, bias = true) => { w(`${name}.weight`, o, i); if (bias) z(`${name}.bias`, o); };
-  const v = d.vision, E = v.hiddenSize, F = v.intermediateSize, M = E * v.spatialMergeSize ** 2, H = d.hiddenSize;
+  const lin = (name: string, i: number, o: number, bias = true) => {
+    w(`${name}.weight`, o, i);
+    if (bias) z(`${name}.bias`, o);
+  };
+  const v = d.vision,
+    E = v.hiddenSize,
+    F = v.intermediateSize,
+    M = E * v.spatialMergeSize ** 2,
+    H = d.hiddenSize;
   const q3 = d.modelType === 'qwen3_vl';
   w('visual.patch_embed.proj.weight', E, v.inChannels, v.temporalPatchSize, v.patchSize, v.patchSize);
   if (q3) {
@@ -369,12 +422,14 @@ export function familyTensorSpecs(d: FamilyDims, { internal = d.modelType === 'q
     }
   }
   if (q3) {
-    one('visual.merger.norm.weight', E); z('visual.merger.norm.bias', E);
+    one('visual.merger.norm.weight', E);
+    z('visual.merger.norm.bias', E);
     lin('visual.merger.linear_fc1', M, M);
     lin('visual.merger.linear_fc2', M, H);
     (v.deepstackVisualIndexes ?? []).forEach((_, k) => {
       const p = `visual.deepstack_merger_list.${k}`;
-      one(`${p}.norm.weight`, M); z(`${p}.norm.bias`, M);
+      one(`${p}.norm.weight`, M);
+      z(`${p}.norm.bias`, M);
       lin(`${p}.linear_fc1`, M, M);
       lin(`${p}.linear_fc2`, M, H);
     });
@@ -383,7 +438,10 @@ export function familyTensorSpecs(d: FamilyDims, { internal = d.modelType === 'q
     lin('visual.merger.mlp.0', M, M);
     lin('visual.merger.mlp.2', M, H);
   }
-  const D = d.headDim, KV = d.numKeyValueHeads * D, Q = d.numAttentionHeads * D, I = d.intermediateSize;
+  const D = d.headDim,
+    KV = d.numKeyValueHeads * D,
+    Q = d.numAttentionHeads * D,
+    I = d.intermediateSize;
   w('model.embed_tokens.weight', d.vocabSize, H);
   for (let i = 0; i < d.numHiddenLayers; i++) {
     const p = `model.layers.${i}`;
@@ -434,7 +492,12 @@ export function familyPreprocessorConfig(d: FamilyDims): Record<string, unknown>
  * keep their period (every 8th block; the last block when fewer than 8), Qwen3-VL's DeepStack
  * blocks keep their relative depth (rounded, deduplicated).
  */
-function shrinkIndexes(base: readonly number[], baseDepth: number, depth: number, mode: 'period' | 'relative'): number[] {
+function shrinkIndexes(
+  base: readonly number[],
+  baseDepth: number,
+  depth: number,
+  mode: 'period' | 'relative',
+): number[] {
   if (depth === baseDepth) return [...base];
   if (base.length === 0) return [];
   if (mode === 'period') {
@@ -461,15 +524,21 @@ export function familyPresetDims(base: FamilyDims, o: DimOverrides): FamilyDims 
   if (o.initStd !== undefined) d.initializerRange = o.initStd;
   if (o.tie !== undefined) d.tieWordEmbeddings = o.tie;
   if (!q3 || o.hidden !== undefined || o.heads !== undefined || o.headDim !== undefined) {
-    if (o.headDim !== undefined && !q3) throw new Error('--head-dim is a Qwen3-VL setting; Qwen2.5-VL\'s head size is --hidden / --heads');
+    if (o.headDim !== undefined && !q3)
+      throw new Error("--head-dim is a Qwen3-VL setting; Qwen2.5-VL's head size is --hidden / --heads");
     if (o.headDim === undefined && d.hiddenSize % d.numAttentionHeads !== 0) {
-      throw new Error(`--hidden ${d.hiddenSize} is not divisible by --heads ${d.numAttentionHeads}; pick a head count that divides it${q3 ? ' or give --head-dim' : ''}`);
+      throw new Error(
+        `--hidden ${d.hiddenSize} is not divisible by --heads ${d.numAttentionHeads}; pick a head count that divides it${q3 ? ' or give --head-dim' : ''}`,
+      );
     }
     d.headDim = o.headDim ?? d.hiddenSize / d.numAttentionHeads;
   }
-  if (d.numAttentionHeads % d.numKeyValueHeads !== 0) throw new Error(`--heads ${d.numAttentionHeads} is not divisible by --kv-heads ${d.numKeyValueHeads}`);
+  if (d.numAttentionHeads % d.numKeyValueHeads !== 0)
+    throw new Error(`--heads ${d.numAttentionHeads} is not divisible by --kv-heads ${d.numKeyValueHeads}`);
   if (d.headDim % 2 !== 0) throw new Error(`head size ${d.headDim} must be even (rotary halves)`);
-  d.mropeSection = o.mropeSection ?? (d.headDim === base.headDim ? [...base.mropeSection] : scaleMropeSection(base.mropeSection, d.headDim));
+  d.mropeSection =
+    o.mropeSection ??
+    (d.headDim === base.headDim ? [...base.mropeSection] : scaleMropeSection(base.mropeSection, d.headDim));
   const v = d.vision;
   if (o.visionDim !== undefined) {
     v.hiddenSize = o.visionDim;
@@ -479,15 +548,24 @@ export function familyPresetDims(base: FamilyDims, o: DimOverrides): FamilyDims 
   if (o.visionHeads !== undefined) v.numHeads = o.visionHeads;
   if (o.visionDepth !== undefined) v.depth = o.visionDepth;
   if (v.hiddenSize % v.numHeads !== 0 || (v.hiddenSize / v.numHeads) % 4 !== 0) {
-    throw new Error(`--vision-dim ${v.hiddenSize} must split into --vision-heads ${v.numHeads} heads of a size divisible by 4`);
+    throw new Error(
+      `--vision-dim ${v.hiddenSize} must split into --vision-heads ${v.numHeads} heads of a size divisible by 4`,
+    );
   }
   if (q3) {
-    v.deepstackVisualIndexes = shrinkIndexes(base.vision.deepstackVisualIndexes ?? [], base.vision.depth, v.depth, 'relative').slice(0, d.numHiddenLayers);
+    v.deepstackVisualIndexes = shrinkIndexes(
+      base.vision.deepstackVisualIndexes ?? [],
+      base.vision.depth,
+      v.depth,
+      'relative',
+    ).slice(0, d.numHiddenLayers);
   } else {
     v.fullattBlockIndexes = shrinkIndexes(base.vision.fullattBlockIndexes ?? [], base.vision.depth, v.depth, 'period');
   }
   if (d.vocabSize < QWEN2VL_SPECIAL_IDS['<|video_pad|>']! + 1) {
-    throw new Error(`--vocab ${d.vocabSize} is smaller than the Qwen tokenizer (${QWEN2VL_SPECIAL_IDS['<|video_pad|>']! + 1} ids); it must hold every token id`);
+    throw new Error(
+      `--vocab ${d.vocabSize} is smaller than the Qwen tokenizer (${QWEN2VL_SPECIAL_IDS['<|video_pad|>']! + 1} ids); it must hold every token id`,
+    );
   }
   checkFamilyDims(d);
   return d;

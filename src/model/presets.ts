@@ -31,7 +31,16 @@ const QWEN2VL_2B: Qwen2VLDims = {
   ropeTheta: 1_000_000,
   maxPositionEmbeddings: 32768,
   initializerRange: 0.02,
-  vision: { depth: 32, embedDim: 1280, numHeads: 16, mlpRatio: 4, patchSize: 14, temporalPatchSize: 2, spatialMergeSize: 2, inChannels: 3 },
+  vision: {
+    depth: 32,
+    embedDim: 1280,
+    numHeads: 16,
+    mlpRatio: 4,
+    patchSize: 14,
+    temporalPatchSize: 2,
+    spatialMergeSize: 2,
+    inChannels: 3,
+  },
 };
 
 /** Qwen/Qwen2-VL-2B-Instruct's config.json layout (transformers 4.41-era flat form), for any dims. */
@@ -87,7 +96,8 @@ export const MODEL_PRESETS: Record<string, ModelPreset> = {
   'qwen2-vl-2b': {
     name: 'qwen2-vl-2b',
     checkpoint: 'Qwen/Qwen2-VL-2B-Instruct',
-    description: 'Qwen2-VL-2B-Instruct: 28 layers × 1536 (12 heads, 2 KV heads), MLP 8960, vision 32 × 1280; 2.21 B parameters',
+    description:
+      'Qwen2-VL-2B-Instruct: 28 layers × 1536 (12 heads, 2 KV heads), MLP 8960, vision 32 × 1280; 2.21 B parameters',
     dims: QWEN2VL_2B,
     configJson: qwen2vlInstructConfigJson,
   },
@@ -142,19 +152,29 @@ export function presetDims(preset: ModelPreset, o: DimOverrides): Qwen2VLDims {
   if (o.initStd !== undefined) d.initializerRange = o.initStd;
   if (o.tie !== undefined) d.tieWordEmbeddings = o.tie;
   if (d.hiddenSize % d.numAttentionHeads !== 0) {
-    throw new Error(`--hidden ${d.hiddenSize} is not divisible by --heads ${d.numAttentionHeads}; pick a head count that divides it`);
+    throw new Error(
+      `--hidden ${d.hiddenSize} is not divisible by --heads ${d.numAttentionHeads}; pick a head count that divides it`,
+    );
   }
   if (d.numAttentionHeads % d.numKeyValueHeads !== 0) {
     throw new Error(`--heads ${d.numAttentionHeads} is not divisible by --kv-heads ${d.numKeyValueHeads}`);
   }
   const headDim = d.hiddenSize / d.numAttentionHeads;
   if (headDim % 2 !== 0) throw new Error(`head size ${headDim} (--hidden / --heads) must be even (rotary halves)`);
-  d.mropeSection = o.mropeSection ?? (headDim === preset.dims.hiddenSize / preset.dims.numAttentionHeads ? preset.dims.mropeSection : scaleMropeSection(preset.dims.mropeSection, headDim));
+  d.mropeSection =
+    o.mropeSection ??
+    (headDim === preset.dims.hiddenSize / preset.dims.numAttentionHeads
+      ? preset.dims.mropeSection
+      : scaleMropeSection(preset.dims.mropeSection, headDim));
   if (d.vision.embedDim % d.vision.numHeads !== 0 || (d.vision.embedDim / d.vision.numHeads) % 4 !== 0) {
-    throw new Error(`--vision-dim ${d.vision.embedDim} must split into --vision-heads ${d.vision.numHeads} heads of a size divisible by 4`);
+    throw new Error(
+      `--vision-dim ${d.vision.embedDim} must split into --vision-heads ${d.vision.numHeads} heads of a size divisible by 4`,
+    );
   }
   if (d.vocabSize < QWEN2VL_SPECIAL_IDS['<|video_pad|>']! + 1) {
-    throw new Error(`--vocab ${d.vocabSize} is smaller than the Qwen tokenizer (${QWEN2VL_SPECIAL_IDS['<|video_pad|>']! + 1} ids); it must hold every token id`);
+    throw new Error(
+      `--vocab ${d.vocabSize} is smaller than the Qwen tokenizer (${QWEN2VL_SPECIAL_IDS['<|video_pad|>']! + 1} ids); it must hold every token id`,
+    );
   }
   checkDims(d);
   return d;

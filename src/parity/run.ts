@@ -38,13 +38,17 @@ function readMeta(caseDir: string): Record<string, unknown> {
  * (a fixture nobody checks is a mistake), as does a checker that throws.
  */
 export async function runParity(
-  root: string, options: ParityOptions,
+  root: string,
+  options: ParityOptions,
   { checkers = registered, onResult }: { checkers?: ParityChecker[]; onResult?: (r: ParityResult) => void } = {},
 ): Promise<ParityResult[]> {
   const cases = findCases(root);
   if (cases.length === 0) throw new Error(`${root}: no parity cases (folders with a meta.json) found`);
   const results: ParityResult[] = [];
-  const push = (r: ParityResult) => { results.push(r); onResult?.(r); };
+  const push = (r: ParityResult) => {
+    results.push(r);
+    onResult?.(r);
+  };
   for (const dir of cases) {
     const caseName = path.relative(root, dir) || path.basename(dir);
     let meta: Record<string, unknown>;
@@ -56,8 +60,14 @@ export async function runParity(
     }
     const applicable = checkers.filter((c) => c.applies(dir, meta));
     if (applicable.length === 0) {
-      push({ checker: '-', caseName, caseDir: dir, measurements: [], ok: false,
-        error: `no checker applies to this case (registered: ${checkers.map((c) => c.name).join(', ')}); see docs/data.md for the layouts` });
+      push({
+        checker: '-',
+        caseName,
+        caseDir: dir,
+        measurements: [],
+        ok: false,
+        error: `no checker applies to this case (registered: ${checkers.map((c) => c.name).join(', ')}); see docs/data.md for the layouts`,
+      });
       continue;
     }
     for (const c of applicable) {
@@ -84,18 +94,29 @@ export function formatParityReport(results: ParityResult[], top = 10): string {
   for (const r of results) {
     const bad = r.measurements.filter((m) => !withinTolerance(m)).length;
     const status = r.ok ? 'ok  ' : 'FAIL';
-    const detail = r.error ? `error: ${r.error}` : `${r.measurements.length} measurements${bad ? `, ${bad} beyond tolerance` : ''}`;
+    const detail = r.error
+      ? `error: ${r.error}`
+      : `${r.measurements.length} measurements${bad ? `, ${bad} beyond tolerance` : ''}`;
     lines.push(`${status} ${r.checker.padEnd(8)} ${r.caseName}: ${detail}`);
   }
-  const all = results.flatMap((r) => r.measurements.map((m) => ({ r, m, ratio: m.tolerance > 0 ? m.value / m.tolerance : m.value > 0 ? Infinity : 0 })));
+  const all = results.flatMap((r) =>
+    r.measurements.map((m) => ({ r, m, ratio: m.tolerance > 0 ? m.value / m.tolerance : m.value > 0 ? Infinity : 0 })),
+  );
   all.sort((a, b) => (Number.isNaN(b.ratio) ? Infinity : b.ratio) - (Number.isNaN(a.ratio) ? Infinity : a.ratio));
   if (all.length > 0) {
     lines.push('', `worst ${Math.min(top, all.length)} of ${all.length} measurements (value / tolerance):`);
     for (const { r, m } of all.slice(0, top)) {
-      lines.push(`  ${withinTolerance(m) ? 'ok  ' : 'FAIL'} ${r.caseName} ${m.name}: ${fmt(m.value)} / ${fmt(m.tolerance)}${m.note ? `  (${m.note})` : ''}`);
+      lines.push(
+        `  ${withinTolerance(m) ? 'ok  ' : 'FAIL'} ${r.caseName} ${m.name}: ${fmt(m.value)} / ${fmt(m.tolerance)}${m.note ? `  (${m.note})` : ''}`,
+      );
     }
   }
   const failed = results.filter((r) => !r.ok).length;
-  lines.push('', failed ? `check-parity: ${failed} of ${results.length} checks FAILED` : `check-parity: all ${results.length} checks passed`);
+  lines.push(
+    '',
+    failed
+      ? `check-parity: ${failed} of ${results.length} checks FAILED`
+      : `check-parity: all ${results.length} checks passed`,
+  );
   return lines.join('\n') + '\n';
 }

@@ -15,7 +15,11 @@ const DIST_SRC = path.resolve(HERE, '..');
  * Where the display renderers' browser entry is looked for, in order. Its module must export
  * `renderers: Record<mime, (host, payload, ctx) => void>` (see docs/report.md).
  */
-export const DISPLAY_ENTRY_CANDIDATES = ['display/browser.js', 'display/browser/index.js', 'display/renderers/index.js'];
+export const DISPLAY_ENTRY_CANDIDATES = [
+  'display/browser.js',
+  'display/browser/index.js',
+  'display/renderers/index.js',
+];
 
 export function displayEntry(): string | null {
   const override = process.env.VQALAB_REPORT_RENDERERS;
@@ -58,13 +62,21 @@ async function build(): Promise<BrowserBundle> {
     minify: true,
     legalComments: 'none',
     logLevel: 'silent',
-    plugins: [{
-      name: 'plotly-global',
-      setup(b) {
-        b.onResolve({ filter: /^plotly\.js(-dist(-min)?)?(\/.*)?$/ }, (args) => ({ path: args.path, namespace: 'plotly-global' }));
-        b.onLoad({ filter: /.*/, namespace: 'plotly-global' }, () => ({ contents: 'module.exports = window.Plotly;', loader: 'js' }));
+    plugins: [
+      {
+        name: 'plotly-global',
+        setup(b) {
+          b.onResolve({ filter: /^plotly\.js(-dist(-min)?)?(\/.*)?$/ }, (args) => ({
+            path: args.path,
+            namespace: 'plotly-global',
+          }));
+          b.onLoad({ filter: /.*/, namespace: 'plotly-global' }, () => ({
+            contents: 'module.exports = window.Plotly;',
+            loader: 'js',
+          }));
+        },
       },
-    }],
+    ],
   });
   return { code: result.outputFiles[0]!.text, renderers };
 }

@@ -73,7 +73,10 @@ const kept: StampFacts[] = [];
 function summary(facts: StampFacts): string {
   const parts: string[] = [];
   const n = (label: string, v: object | undefined) => {
-    if (v && Object.keys(v).length) parts.push(`${label} ${Array.isArray(v) ? v.map((x: any) => x.name ?? x.kind).join(', ') : Object.keys(v).join(', ')}`);
+    if (v && Object.keys(v).length)
+      parts.push(
+        `${label} ${Array.isArray(v) ? v.map((x: any) => x.name ?? x.kind).join(', ') : Object.keys(v).join(', ')}`,
+      );
   };
   n('configs', facts.configs);
   n('seeds', facts.seeds);
@@ -94,16 +97,20 @@ export function factsBundle(facts: StampFacts): Record<string, unknown> {
 function checkFacts(facts: StampFacts): void {
   if (!facts || typeof facts !== 'object') throw new TypeError('Expected an object for facts');
   for (const [k, v] of Object.entries(facts.seeds ?? {})) {
-    if (!Number.isInteger(v)) throw new TypeError(`Expected integer for facts.seeds.${k} but received ${JSON.stringify(v)}`);
+    if (!Number.isInteger(v))
+      throw new TypeError(`Expected integer for facts.seeds.${k} but received ${JSON.stringify(v)}`);
   }
   for (const [k, v] of Object.entries(facts.metrics ?? {})) {
-    if (typeof v !== 'number') throw new TypeError(`Expected number for facts.metrics.${k} but received ${JSON.stringify(v)}`);
+    if (typeof v !== 'number')
+      throw new TypeError(`Expected number for facts.metrics.${k} but received ${JSON.stringify(v)}`);
   }
   for (const [i, d] of (facts.datasets ?? []).entries()) {
-    if (typeof d?.name !== 'string' || typeof d?.fingerprint !== 'string') throw new TypeError(`Expected {name, fingerprint} strings for facts.datasets[${i}]`);
+    if (typeof d?.name !== 'string' || typeof d?.fingerprint !== 'string')
+      throw new TypeError(`Expected {name, fingerprint} strings for facts.datasets[${i}]`);
   }
   for (const [i, m] of (facts.models ?? []).entries()) {
-    if (typeof m?.name !== 'string' || typeof m?.hash !== 'string') throw new TypeError(`Expected {name, hash} strings for facts.models[${i}]`);
+    if (typeof m?.name !== 'string' || typeof m?.hash !== 'string')
+      throw new TypeError(`Expected {name, hash} strings for facts.models[${i}]`);
   }
 }
 
@@ -127,7 +134,17 @@ export function recordedFacts(): StampFacts[] {
 
 /** Merge fact records in order: later configs/seeds/versions/metrics of the same name win; lists append (deduplicated). */
 export function mergeFacts(records: StampFacts[]): StampFacts {
-  const out: Required<StampFacts> = { configs: {}, seeds: {}, datasets: [], models: [], versions: {}, devices: [], metrics: {}, tolerances: {}, notes: {} };
+  const out: Required<StampFacts> = {
+    configs: {},
+    seeds: {},
+    datasets: [],
+    models: [],
+    versions: {},
+    devices: [],
+    metrics: {},
+    tolerances: {},
+    notes: {},
+  };
   const seen = new Set<string>();
   for (const r of records) {
     Object.assign(out.configs, r.configs);
@@ -136,7 +153,11 @@ export function mergeFacts(records: StampFacts[]): StampFacts {
     Object.assign(out.metrics, r.metrics);
     Object.assign(out.tolerances, r.tolerances);
     Object.assign(out.notes, r.notes);
-    for (const [list, items] of [[out.datasets, r.datasets], [out.models, r.models], [out.devices, r.devices]] as [unknown[], unknown[] | undefined][]) {
+    for (const [list, items] of [
+      [out.datasets, r.datasets],
+      [out.models, r.models],
+      [out.devices, r.devices],
+    ] as [unknown[], unknown[] | undefined][]) {
       for (const item of items ?? []) {
         const key = JSON.stringify(item);
         if (!seen.has(key)) {

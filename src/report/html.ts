@@ -47,7 +47,10 @@ export function escapeHtml(s: string): string {
 
 /** JSON safe inside <script>: no `</script` or `<!--` can end or confuse the element. */
 export function scriptJson(value: unknown): string {
-  return JSON.stringify(value).replace(/</g, '\\u003c').replace(/\u2028/g, '\\u2028').replace(/\u2029/g, '\\u2029');
+  return JSON.stringify(value)
+    .replace(/</g, '\\u003c')
+    .replace(/\u2028/g, '\\u2028')
+    .replace(/\u2029/g, '\\u2029');
 }
 
 function inlineScript(code: string): string {
@@ -80,15 +83,21 @@ class OutputRenderer {
       if (data[mime] !== undefined) {
         const meta = (metadata?.[mime] ?? {}) as { width?: number; height?: number };
         const size = `${meta.width ? ` width="${Number(meta.width)}"` : ''}${meta.height ? ` height="${Number(meta.height)}"` : ''}`;
-        const alt = typeof data['text/plain'] === 'string' || Array.isArray(data['text/plain']) ? text(data['text/plain']).slice(0, 200) : 'output image';
+        const alt =
+          typeof data['text/plain'] === 'string' || Array.isArray(data['text/plain'])
+            ? text(data['text/plain']).slice(0, 200)
+            : 'output image';
         return `<img class="vq-image" src="data:${mime};base64,${text(data[mime]).replace(/\s/g, '')}"${size} alt="${escapeHtml(alt)}">`;
       }
     }
     if (data['image/svg+xml'] !== undefined) return `<div class="vq-svg">${text(data['image/svg+xml'])}</div>`;
-    if (data['text/markdown'] !== undefined) return `<div class="vq-markdown">${md.render(text(data['text/markdown']))}</div>`;
+    if (data['text/markdown'] !== undefined)
+      return `<div class="vq-markdown">${md.render(text(data['text/markdown']))}</div>`;
     if (data['text/latex'] !== undefined) return `<pre class="vq-latex">${escapeHtml(text(data['text/latex']))}</pre>`;
-    if (data['application/json'] !== undefined) return `<pre class="vq-json">${escapeHtml(JSON.stringify(data['application/json'], null, 2))}</pre>`;
-    if (data['text/plain'] !== undefined) return `<pre class="vq-text">${this.ansiHtml(text(data['text/plain']))}</pre>`;
+    if (data['application/json'] !== undefined)
+      return `<pre class="vq-json">${escapeHtml(JSON.stringify(data['application/json'], null, 2))}</pre>`;
+    if (data['text/plain'] !== undefined)
+      return `<pre class="vq-text">${this.ansiHtml(text(data['text/plain']))}</pre>`;
     return `<pre class="vq-text vq-unsupported">[no viewable MIME type among ${escapeHtml(Object.keys(data).join(', '))}]</pre>`;
   }
 
@@ -137,15 +146,23 @@ function markdownCell(cell: Cell): string {
 
 function renderCell(cell: Cell, index: number, r: OutputRenderer): string {
   const tags = Array.isArray(cell.metadata?.tags) ? (cell.metadata.tags as string[]) : [];
-  const tagHtml = tags.length ? `<div class="vq-tags">${tags.map((t) => `<span class="vq-tag">${escapeHtml(t)}</span>`).join('')}</div>` : '';
-  if (cell.cell_type === 'markdown') return `<section class="vq-cell vq-markdown-cell" id="cell-${index}">${markdownCell(cell)}</section>`;
-  if (cell.cell_type === 'raw') return `<section class="vq-cell vq-raw-cell" id="cell-${index}"><pre>${escapeHtml(joinText(cell.source))}</pre></section>`;
+  const tagHtml = tags.length
+    ? `<div class="vq-tags">${tags.map((t) => `<span class="vq-tag">${escapeHtml(t)}</span>`).join('')}</div>`
+    : '';
+  if (cell.cell_type === 'markdown')
+    return `<section class="vq-cell vq-markdown-cell" id="cell-${index}">${markdownCell(cell)}</section>`;
+  if (cell.cell_type === 'raw')
+    return `<section class="vq-cell vq-raw-cell" id="cell-${index}"><pre>${escapeHtml(joinText(cell.source))}</pre></section>`;
   const failed = cell.outputs.some((o) => o.output_type === 'error');
   const outputs = cell.outputs.map((o) => `<div class="vq-output">${r.output(o, cell.execution_count)}</div>`).join('');
-  return `<section class="vq-cell vq-code-cell${failed ? ' vq-failed' : ''}" id="cell-${index}" data-tags="${escapeHtml(tags.join(' '))}">` +
+  return (
+    `<section class="vq-cell vq-code-cell${failed ? ' vq-failed' : ''}" id="cell-${index}" data-tags="${escapeHtml(tags.join(' '))}">` +
     `<div class="vq-input"><div class="vq-prompt">In&nbsp;[${cell.execution_count ?? '&nbsp;'}]:</div><div class="vq-body">${tagHtml}<pre class="vq-source"><code>${escapeHtml(joinText(cell.source))}</code></pre></div></div>` +
-    (outputs ? `<div class="vq-outputs"><div class="vq-prompt"></div><div class="vq-body">${outputs}</div></div>` : '') +
-    `</section>`;
+    (outputs
+      ? `<div class="vq-outputs"><div class="vq-prompt"></div><div class="vq-body">${outputs}</div></div>`
+      : '') +
+    `</section>`
+  );
 }
 
 // ---- the stamp ---------------------------------------------------------------------------------
@@ -180,52 +197,160 @@ export function renderStamp(stamp: ReportData['stamp']): string {
   const datasets = f.datasets ?? [];
   const models = f.models ?? [];
   const versions: [string, string][] = [
-    ...(stamp.software ? [['node', escapeHtml(stamp.software.node)], ['vqalab', escapeHtml(stamp.software.vqalab)]] as [string, string][] : []),
+    ...(stamp.software
+      ? ([
+          ['node', escapeHtml(stamp.software.node)],
+          ['vqalab', escapeHtml(stamp.software.vqalab)],
+        ] as [string, string][])
+      : []),
     ...Object.entries(f.versions ?? {}).map(([k, v]) => [k, escapeHtml(String(v))] as [string, string]),
-    ...(stamp.kernel?.implementation ? [[`kernel ${stamp.kernel.implementation}`, escapeHtml(`${stamp.kernel.implementationVersion ?? ''} (${stamp.kernel.language ?? ''} ${stamp.kernel.languageVersion ?? ''})`)]] as [string, string][] : []),
+    ...(stamp.kernel?.implementation
+      ? ([
+          [
+            `kernel ${stamp.kernel.implementation}`,
+            escapeHtml(
+              `${stamp.kernel.implementationVersion ?? ''} (${stamp.kernel.language ?? ''} ${stamp.kernel.languageVersion ?? ''})`,
+            ),
+          ],
+        ] as [string, string][])
+      : []),
   ];
   const packages = Object.entries(stamp.software?.packages ?? {});
   const git = stamp.git;
   const host = stamp.host;
   const devices = f.devices ?? [];
   const parts = [
-    section('parameters', 'Parameters', params.length ? kv(params.map(([k, v]) => [k, `<code>${escapeHtml(JSON.stringify(v))}</code>`])) : missing('none (notebook defaults)'), false),
-    section('configs', 'Configs', configs.length ? configs.map(([k, v]) => `<details open><summary>${escapeHtml(k)}</summary>${jsonBlock(v)}</details>`).join('') : missing(), !configs.length),
-    section('seeds', 'Seeds', seeds.length ? kv(seeds.map(([k, v]) => [k, escapeHtml(String(v))])) : missing(), !seeds.length),
-    section('datasets', 'Datasets', datasets.length
-      ? `<table class="vq-table"><tr><th>name</th><th>fingerprint</th><th>rows</th><th>path</th></tr>${datasets.map((d) => `<tr><td>${escapeHtml(d.name)}${d.split ? ` (${escapeHtml(d.split)})` : ''}</td><td><code>${escapeHtml(d.fingerprint)}</code></td><td>${d.rows ?? ''}</td><td>${escapeHtml(d.path ?? '')}</td></tr>`).join('')}</table>`
-      : missing(), !datasets.length),
-    section('models', 'Models and checkpoints', models.length
-      ? `<table class="vq-table"><tr><th>name</th><th>hash</th><th>role</th><th>path</th></tr>${models.map((m) => `<tr><td>${escapeHtml(m.name)}${m.step !== undefined ? ` @${m.step}` : ''}</td><td><code>${escapeHtml(m.hash)}</code></td><td>${escapeHtml(m.role ?? '')}</td><td>${escapeHtml(m.path ?? '')}</td></tr>`).join('')}</table>`
-      : missing(), !models.length),
-    section('versions', 'Versions', (versions.length ? kv(versions) : missing()) +
-      (packages.length ? `<details><summary>${packages.length} packages</summary>${kv(packages.map(([k, v]) => [k, escapeHtml(v)]))}</details>` : ''), !versions.length),
-    section('git', 'Git', git ? (git.commit ? kv([
-      ['commit', `<code>${escapeHtml(git.commit)}</code>`],
-      ['branch', escapeHtml(git.branch ?? '')],
-      ['dirty', git.dirty ? `<strong class="vq-dirty">yes</strong> (${git.modified ?? 0} modified, ${git.untracked ?? 0} untracked)` : 'no'],
-    ]) : missing('not a git work tree')) : missing(), !git?.commit),
-    section('host', 'CPU / GPU', host ? kv([
-      ['cpu', escapeHtml(`${host.cpu.model} × ${host.cpu.cores}`)],
-      ['memory', formatBytes(host.memoryBytes)],
-      ['gpu', host.gpus.length ? host.gpus.map((g) => escapeHtml(`${g.name}${g.memory ? ` (${g.memory})` : ''}${g.driver ? `, driver ${g.driver}` : ''}`)).join('<br>') : 'none on this host'],
-      ['devices used', devices.length ? devices.map((d) => escapeHtml(`${d.kind}${d.name ? `: ${d.name}` : ''}${d.count ? ` × ${d.count}` : ''}`)).join('<br>') : missing()],
-      ['os', escapeHtml(`${host.platform} ${host.release} ${host.arch} (${host.hostname})`)],
-    ]) : missing(), !host),
-    section('time', 'Time', stamp.time ? kv([
-      ['start', escapeHtml(stamp.time.start)],
-      ['end', escapeHtml(stamp.time.end)],
-      ['duration', `${stamp.time.durationSeconds.toFixed(1)} s`],
-    ]) : missing(), !stamp.time),
+    section(
+      'parameters',
+      'Parameters',
+      params.length
+        ? kv(params.map(([k, v]) => [k, `<code>${escapeHtml(JSON.stringify(v))}</code>`]))
+        : missing('none (notebook defaults)'),
+      false,
+    ),
+    section(
+      'configs',
+      'Configs',
+      configs.length
+        ? configs.map(([k, v]) => `<details open><summary>${escapeHtml(k)}</summary>${jsonBlock(v)}</details>`).join('')
+        : missing(),
+      !configs.length,
+    ),
+    section(
+      'seeds',
+      'Seeds',
+      seeds.length ? kv(seeds.map(([k, v]) => [k, escapeHtml(String(v))])) : missing(),
+      !seeds.length,
+    ),
+    section(
+      'datasets',
+      'Datasets',
+      datasets.length
+        ? `<table class="vq-table"><tr><th>name</th><th>fingerprint</th><th>rows</th><th>path</th></tr>${datasets.map((d) => `<tr><td>${escapeHtml(d.name)}${d.split ? ` (${escapeHtml(d.split)})` : ''}</td><td><code>${escapeHtml(d.fingerprint)}</code></td><td>${d.rows ?? ''}</td><td>${escapeHtml(d.path ?? '')}</td></tr>`).join('')}</table>`
+        : missing(),
+      !datasets.length,
+    ),
+    section(
+      'models',
+      'Models and checkpoints',
+      models.length
+        ? `<table class="vq-table"><tr><th>name</th><th>hash</th><th>role</th><th>path</th></tr>${models.map((m) => `<tr><td>${escapeHtml(m.name)}${m.step !== undefined ? ` @${m.step}` : ''}</td><td><code>${escapeHtml(m.hash)}</code></td><td>${escapeHtml(m.role ?? '')}</td><td>${escapeHtml(m.path ?? '')}</td></tr>`).join('')}</table>`
+        : missing(),
+      !models.length,
+    ),
+    section(
+      'versions',
+      'Versions',
+      (versions.length ? kv(versions) : missing()) +
+        (packages.length
+          ? `<details><summary>${packages.length} packages</summary>${kv(packages.map(([k, v]) => [k, escapeHtml(v)]))}</details>`
+          : ''),
+      !versions.length,
+    ),
+    section(
+      'git',
+      'Git',
+      git
+        ? git.commit
+          ? kv([
+              ['commit', `<code>${escapeHtml(git.commit)}</code>`],
+              ['branch', escapeHtml(git.branch ?? '')],
+              [
+                'dirty',
+                git.dirty
+                  ? `<strong class="vq-dirty">yes</strong> (${git.modified ?? 0} modified, ${git.untracked ?? 0} untracked)`
+                  : 'no',
+              ],
+            ])
+          : missing('not a git work tree')
+        : missing(),
+      !git?.commit,
+    ),
+    section(
+      'host',
+      'CPU / GPU',
+      host
+        ? kv([
+            ['cpu', escapeHtml(`${host.cpu.model} × ${host.cpu.cores}`)],
+            ['memory', formatBytes(host.memoryBytes)],
+            [
+              'gpu',
+              host.gpus.length
+                ? host.gpus
+                    .map((g) =>
+                      escapeHtml(
+                        `${g.name}${g.memory ? ` (${g.memory})` : ''}${g.driver ? `, driver ${g.driver}` : ''}`,
+                      ),
+                    )
+                    .join('<br>')
+                : 'none on this host',
+            ],
+            [
+              'devices used',
+              devices.length
+                ? devices
+                    .map((d) => escapeHtml(`${d.kind}${d.name ? `: ${d.name}` : ''}${d.count ? ` × ${d.count}` : ''}`))
+                    .join('<br>')
+                : missing(),
+            ],
+            ['os', escapeHtml(`${host.platform} ${host.release} ${host.arch} (${host.hostname})`)],
+          ])
+        : missing(),
+      !host,
+    ),
+    section(
+      'time',
+      'Time',
+      stamp.time
+        ? kv([
+            ['start', escapeHtml(stamp.time.start)],
+            ['end', escapeHtml(stamp.time.end)],
+            ['duration', `${stamp.time.durationSeconds.toFixed(1)} s`],
+          ])
+        : missing(),
+      !stamp.time,
+    ),
   ];
-  if (f.metrics && Object.keys(f.metrics).length) parts.push(section('metrics', 'Recorded metrics', kv(Object.entries(f.metrics).map(([k, v]) => [k, escapeHtml(String(v))])), false));
-  if (f.notes && Object.keys(f.notes).length) parts.push(section('notes', 'Notes', kv(Object.entries(f.notes).map(([k, v]) => [k, escapeHtml(String(v))])), false));
+  if (f.metrics && Object.keys(f.metrics).length)
+    parts.push(
+      section(
+        'metrics',
+        'Recorded metrics',
+        kv(Object.entries(f.metrics).map(([k, v]) => [k, escapeHtml(String(v))])),
+        false,
+      ),
+    );
+  if (f.notes && Object.keys(f.notes).length)
+    parts.push(
+      section('notes', 'Notes', kv(Object.entries(f.notes).map(([k, v]) => [k, escapeHtml(String(v))])), false),
+    );
   return `<div class="vq-stamp-grid">${parts.join('')}</div>`;
 }
 
 // ---- the page ----------------------------------------------------------------------------------
 
-const CSP = "default-src 'none'; img-src data: blob:; media-src data: blob:; font-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline' 'unsafe-eval' blob:; worker-src blob:; connect-src 'none'";
+const CSP =
+  "default-src 'none'; img-src data: blob:; media-src data: blob:; font-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline' 'unsafe-eval' blob:; worker-src blob:; connect-src 'none'";
 
 const require = createRequire(import.meta.url);
 /**
@@ -254,10 +379,14 @@ export async function renderReport(nb: Notebook, data: ReportData, opts: RenderO
   const r = new OutputRenderer();
   const cells = nb.cells.map((c, i) => renderCell(c, i, r)).join('\n');
   const run = data.stamp.run;
-  const banner = run && run.status !== 'ok'
-    ? `<div class="vq-banner vq-banner-error" role="alert">The run stopped${run.failedCell !== undefined ? ` at <a href="#cell-${run.failedCell}">cell ${run.failedCell}</a>` : ''}: ${escapeHtml(run.error ?? run.status)}</div>`
-    : run && run.allowErrors && nb.cells.some((c) => c.cell_type === 'code' && c.outputs.some((o) => o.output_type === 'error'))
-      ? `<div class="vq-banner vq-banner-warn" role="status">Ran with --allow-errors: some cells failed (marked in red).</div>` : '';
+  const banner =
+    run && run.status !== 'ok'
+      ? `<div class="vq-banner vq-banner-error" role="alert">The run stopped${run.failedCell !== undefined ? ` at <a href="#cell-${run.failedCell}">cell ${run.failedCell}</a>` : ''}: ${escapeHtml(run.error ?? run.status)}</div>`
+      : run &&
+          run.allowErrors &&
+          nb.cells.some((c) => c.cell_type === 'code' && c.outputs.some((o) => o.output_type === 'error'))
+        ? `<div class="vq-banner vq-banner-warn" role="status">Ran with --allow-errors: some cells failed (marked in red).</div>`
+        : '';
   const scripts = opts.scripts ?? true;
   const bundle = scripts ? await browserBundle() : null;
   const plotlyInlined = scripts && r.plots > 0;
@@ -303,7 +432,8 @@ export function readReportData(html: string, where: string): ReportData {
   } catch (err) {
     throw new Error(`${where}: the embedded report data is not valid JSON: ${(err as Error).message}`);
   }
-  if (data.schema !== 'vqalab.report.v1') throw new Error(`${where}: unknown report schema ${JSON.stringify(data.schema)} (expected vqalab.report.v1)`);
+  if (data.schema !== 'vqalab.report.v1')
+    throw new Error(`${where}: unknown report schema ${JSON.stringify(data.schema)} (expected vqalab.report.v1)`);
   return data;
 }
 

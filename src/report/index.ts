@@ -4,7 +4,14 @@
  * (`report.recordFacts` …), so importing vqalab in a notebook does not load this.
  */
 export * from './facts.js';
-export { Kernel, KernelDiedError, KernelTimeoutError, type ExecuteOptions, type ExecuteOutcome, type KernelStartOptions } from './protocol/kernel.js';
+export {
+  Kernel,
+  KernelDiedError,
+  KernelTimeoutError,
+  type ExecuteOptions,
+  type ExecuteOutcome,
+  type KernelStartOptions,
+} from './protocol/kernel.js';
 export { findKernelSpecs, getKernelSpec, jupyterDataDirs, type KernelSpec } from '../jupyter/kernelspec.js';
 export { DisplayRegistry, OutputCollector } from './protocol/outputs.js';
 export { runNotebook, writeReport, exportNotebook, sourceNotebook, type RunOptions, type RunResult } from './runner.js';

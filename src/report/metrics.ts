@@ -21,13 +21,16 @@ export function extractMetrics(nb: Notebook): MetricTable {
     if (cell.cell_type !== 'code') continue;
     for (const o of cell.outputs) {
       if (o.output_type !== 'display_data' && o.output_type !== 'execute_result') continue;
-      const payload = o.data[METRICS_MIME] as { runs?: { name?: string; points?: Record<string, unknown>[] }[] } | undefined;
+      const payload = o.data[METRICS_MIME] as
+        | { runs?: { name?: string; points?: Record<string, unknown>[] }[] }
+        | undefined;
       if (!payload || !Array.isArray(payload.runs)) continue;
       for (const run of payload.runs) {
         for (const p of run.points ?? []) {
           for (const [k, v] of Object.entries(p)) {
             if (k === 'step') continue;
-            if (typeof v === 'number' || v === null) table[`${run.name ?? 'run'}/${k}@${p.step}`] = typeof v === 'number' && Number.isFinite(v) ? v : null;
+            if (typeof v === 'number' || v === null)
+              table[`${run.name ?? 'run'}/${k}@${p.step}`] = typeof v === 'number' && Number.isFinite(v) ? v : null;
           }
         }
       }
@@ -61,12 +64,17 @@ function metricName(key: string): string {
   return key.slice(slash + 1, at > slash ? at : undefined);
 }
 
-export function compareMetrics(recorded: MetricTable, rerun: MetricTable, opts: CompareOptions): { diffs: MetricDiff[]; compared: number } {
+export function compareMetrics(
+  recorded: MetricTable,
+  rerun: MetricTable,
+  opts: CompareOptions,
+): { diffs: MetricDiff[]; compared: number } {
   const diffs: MetricDiff[] = [];
   const keys = new Set([...Object.keys(recorded), ...Object.keys(rerun)]);
   let compared = 0;
   for (const key of [...keys].sort()) {
-    const a = recorded[key], b = rerun[key];
+    const a = recorded[key],
+      b = rerun[key];
     if (!(key in rerun)) {
       diffs.push({ key, recorded: a, rerun: undefined, reason: 'missing in re-run' });
       continue;
@@ -81,8 +89,14 @@ export function compareMetrics(recorded: MetricTable, rerun: MetricTable, opts: 
       diffs.push({ key, recorded: a, rerun: b, reason: 'differs' });
       continue;
     }
-    const tol = opts.tolerances?.[metricName(key)] ?? opts.tolerances?.[key] ?? opts.tolerances?.['*'] ?? opts.defaultTolerance ?? GPU_DEFAULT_TOLERANCE;
-    if (Math.abs(a - b) > tol.atol + tol.rtol * Math.abs(a)) diffs.push({ key, recorded: a, rerun: b, reason: 'outside tolerance', tolerance: tol });
+    const tol =
+      opts.tolerances?.[metricName(key)] ??
+      opts.tolerances?.[key] ??
+      opts.tolerances?.['*'] ??
+      opts.defaultTolerance ??
+      GPU_DEFAULT_TOLERANCE;
+    if (Math.abs(a - b) > tol.atol + tol.rtol * Math.abs(a))
+      diffs.push({ key, recorded: a, rerun: b, reason: 'outside tolerance', tolerance: tol });
   }
   return { diffs, compared };
 }
@@ -91,13 +105,18 @@ export function compareMetrics(recorded: MetricTable, rerun: MetricTable, opts: 
 export function formatDiffs(diffs: MetricDiff[], limit = 50): string {
   const fmt = (v: number | null | undefined) => (v === undefined ? '—' : v === null ? 'NaN' : String(v));
   const rows = diffs.slice(0, limit).map((d) => {
-    const delta = typeof d.recorded === 'number' && typeof d.rerun === 'number' ? `Δ ${(d.rerun - d.recorded).toPrecision(3)}` : '';
+    const delta =
+      typeof d.recorded === 'number' && typeof d.rerun === 'number' ? `Δ ${(d.rerun - d.recorded).toPrecision(3)}` : '';
     const tol = d.tolerance ? ` (rtol ${d.tolerance.rtol}, atol ${d.tolerance.atol})` : '';
     return [d.key, fmt(d.recorded), fmt(d.rerun), `${d.reason}${tol}`, delta];
   });
   const head = ['metric', 'report', 're-run', 'why', ''];
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
-  const line = (r: string[]) => r.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd();
+  const line = (r: string[]) =>
+    r
+      .map((c, i) => c.padEnd(widths[i]!))
+      .join('  ')
+      .trimEnd();
   const more = diffs.length > limit ? `\n… and ${diffs.length - limit} more` : '';
   return [line(head), line(widths.map((w) => '-'.repeat(w))), ...rows.map(line)].join('\n') + more;
 }

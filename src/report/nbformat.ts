@@ -8,10 +8,28 @@ import { readFileSync } from 'node:fs';
 export type MultilineString = string | string[];
 export type MimeBundle = Record<string, unknown>;
 
-export interface StreamOutput { output_type: 'stream'; name: 'stdout' | 'stderr'; text: MultilineString }
-export interface DisplayDataOutput { output_type: 'display_data'; data: MimeBundle; metadata: Record<string, unknown> }
-export interface ExecuteResultOutput { output_type: 'execute_result'; execution_count: number | null; data: MimeBundle; metadata: Record<string, unknown> }
-export interface ErrorOutput { output_type: 'error'; ename: string; evalue: string; traceback: string[] }
+export interface StreamOutput {
+  output_type: 'stream';
+  name: 'stdout' | 'stderr';
+  text: MultilineString;
+}
+export interface DisplayDataOutput {
+  output_type: 'display_data';
+  data: MimeBundle;
+  metadata: Record<string, unknown>;
+}
+export interface ExecuteResultOutput {
+  output_type: 'execute_result';
+  execution_count: number | null;
+  data: MimeBundle;
+  metadata: Record<string, unknown>;
+}
+export interface ErrorOutput {
+  output_type: 'error';
+  ename: string;
+  evalue: string;
+  traceback: string[];
+}
 export type Output = StreamOutput | DisplayDataOutput | ExecuteResultOutput | ErrorOutput;
 
 export interface CellBase {
@@ -19,9 +37,19 @@ export interface CellBase {
   source: MultilineString;
   metadata: Record<string, any>;
 }
-export interface CodeCell extends CellBase { cell_type: 'code'; execution_count: number | null; outputs: Output[] }
-export interface MarkdownCell extends CellBase { cell_type: 'markdown'; attachments?: Record<string, MimeBundle> }
-export interface RawCell extends CellBase { cell_type: 'raw'; attachments?: Record<string, MimeBundle> }
+export interface CodeCell extends CellBase {
+  cell_type: 'code';
+  execution_count: number | null;
+  outputs: Output[];
+}
+export interface MarkdownCell extends CellBase {
+  cell_type: 'markdown';
+  attachments?: Record<string, MimeBundle>;
+}
+export interface RawCell extends CellBase {
+  cell_type: 'raw';
+  attachments?: Record<string, MimeBundle>;
+}
 export type Cell = CodeCell | MarkdownCell | RawCell;
 
 export interface Notebook {
@@ -57,16 +85,24 @@ export function cellTags(cell: Cell): string[] {
 /** Check the parts of nbformat 4 the runner and exporter rely on; `where` names the file in errors. */
 export function parseNotebook(json: unknown, where: string): Notebook {
   const nb = json as any;
-  if (!nb || typeof nb !== 'object' || Array.isArray(nb)) throw new NotebookError(`${where}: expected a notebook JSON object`);
-  if (nb.nbformat !== 4) throw new NotebookError(`${where}: field "nbformat" must be 4, got ${JSON.stringify(nb.nbformat)}`);
+  if (!nb || typeof nb !== 'object' || Array.isArray(nb))
+    throw new NotebookError(`${where}: expected a notebook JSON object`);
+  if (nb.nbformat !== 4)
+    throw new NotebookError(`${where}: field "nbformat" must be 4, got ${JSON.stringify(nb.nbformat)}`);
   if (!Array.isArray(nb.cells)) throw new NotebookError(`${where}: field "cells" must be an array`);
   nb.metadata ??= {};
   nb.nbformat_minor ??= 4;
   nb.cells.forEach((cell: any, i: number) => {
     const at = `${where}: cell ${i}`;
     if (!cell || typeof cell !== 'object') throw new NotebookError(`${at}: expected an object`);
-    if (!['code', 'markdown', 'raw'].includes(cell.cell_type)) throw new NotebookError(`${at}: field "cell_type" must be code, markdown or raw, got ${JSON.stringify(cell.cell_type)}`);
-    if (typeof cell.source !== 'string' && !(Array.isArray(cell.source) && cell.source.every((l: unknown) => typeof l === 'string'))) {
+    if (!['code', 'markdown', 'raw'].includes(cell.cell_type))
+      throw new NotebookError(
+        `${at}: field "cell_type" must be code, markdown or raw, got ${JSON.stringify(cell.cell_type)}`,
+      );
+    if (
+      typeof cell.source !== 'string' &&
+      !(Array.isArray(cell.source) && cell.source.every((l: unknown) => typeof l === 'string'))
+    ) {
       throw new NotebookError(`${at}: field "source" must be a string or an array of strings`);
     }
     cell.metadata ??= {};
@@ -105,18 +141,34 @@ const TEXT_MIME = /^text\/|^image\/svg\+xml$|^application\/(javascript|x-latex)$
 function normalizeBundle(data: MimeBundle): MimeBundle {
   const out: MimeBundle = {};
   for (const [mime, value] of Object.entries(data)) {
-    out[mime] = typeof value === 'string' && TEXT_MIME.test(mime) ? splitLines(value)
-      : Array.isArray(value) && value.every((v) => typeof v === 'string') && !TEXT_MIME.test(mime) && !mime.endsWith('json') ? value.join('') : value;
+    out[mime] =
+      typeof value === 'string' && TEXT_MIME.test(mime)
+        ? splitLines(value)
+        : Array.isArray(value) &&
+            value.every((v) => typeof v === 'string') &&
+            !TEXT_MIME.test(mime) &&
+            !mime.endsWith('json')
+          ? value.join('')
+          : value;
   }
   return out;
 }
 
 function normalizeOutput(o: Output): Output {
   switch (o.output_type) {
-    case 'stream': return { ...o, text: splitLines(joinText(o.text)) };
-    case 'display_data': return { output_type: 'display_data', data: normalizeBundle(o.data), metadata: o.metadata ?? {} };
-    case 'execute_result': return { output_type: 'execute_result', execution_count: o.execution_count, data: normalizeBundle(o.data), metadata: o.metadata ?? {} };
-    default: return o;
+    case 'stream':
+      return { ...o, text: splitLines(joinText(o.text)) };
+    case 'display_data':
+      return { output_type: 'display_data', data: normalizeBundle(o.data), metadata: o.metadata ?? {} };
+    case 'execute_result':
+      return {
+        output_type: 'execute_result',
+        execution_count: o.execution_count,
+        data: normalizeBundle(o.data),
+        metadata: o.metadata ?? {},
+      };
+    default:
+      return o;
   }
 }
 

@@ -34,17 +34,21 @@ export function parseParamArg(arg: string): [string, ParamValue] {
   const eq = arg.indexOf('=');
   if (eq <= 0) throw new UsageError(`--param expects key=value, got ${JSON.stringify(arg)}`);
   const key = arg.slice(0, eq);
-  if (!IDENT.test(key) || key.includes('$')) throw new UsageError(`--param name ${JSON.stringify(key)} is not a valid identifier`);
+  if (!IDENT.test(key) || key.includes('$'))
+    throw new UsageError(`--param name ${JSON.stringify(key)} is not a valid identifier`);
   return [key, parseParamValue(arg.slice(eq + 1))];
 }
 
 function pyLiteral(v: ParamValue): string {
   if (v === null) return 'None';
   if (typeof v === 'boolean') return v ? 'True' : 'False';
-  if (typeof v === 'number') return Number.isFinite(v) ? String(v) : v > 0 ? "float('inf')" : v < 0 ? "float('-inf')" : "float('nan')";
+  if (typeof v === 'number')
+    return Number.isFinite(v) ? String(v) : v > 0 ? "float('inf')" : v < 0 ? "float('-inf')" : "float('nan')";
   if (typeof v === 'string') return JSON.stringify(v); // a JSON string is a valid Python str literal
   if (Array.isArray(v)) return `[${v.map(pyLiteral).join(', ')}]`;
-  return `{${Object.entries(v).map(([k, x]) => `${JSON.stringify(k)}: ${pyLiteral(x)}`).join(', ')}}`;
+  return `{${Object.entries(v)
+    .map(([k, x]) => `${JSON.stringify(k)}: ${pyLiteral(x)}`)
+    .join(', ')}}`;
 }
 
 /** The source of the injected cell for the kernel's language. */
@@ -57,14 +61,20 @@ export function parameterSource(params: Params, language: string): string {
     // lets a later cell redeclare a name.
     return ['// Parameters', ...entries.map(([k, v]) => `let ${k} = ${JSON.stringify(v)};`), ''].join('\n');
   }
-  throw new UsageError(`cannot inject parameters for kernel language ${JSON.stringify(language)} (supported: python, typescript, javascript)`);
+  throw new UsageError(
+    `cannot inject parameters for kernel language ${JSON.stringify(language)} (supported: python, typescript, javascript)`,
+  );
 }
 
 /**
  * A copy of `nb` with the injected-parameters cell in place (no cell when `params` is empty).
  * Returns the copy and the index of the injected cell (-1 when none).
  */
-export function injectParameters(nb: Notebook, params: Params, language: string): { notebook: Notebook; injectedAt: number } {
+export function injectParameters(
+  nb: Notebook,
+  params: Params,
+  language: string,
+): { notebook: Notebook; injectedAt: number } {
   const copy = structuredClone(nb);
   copy.cells = copy.cells.filter((c) => !cellTags(c).includes('injected-parameters'));
   if (Object.keys(params).length === 0) return { notebook: copy, injectedAt: -1 };

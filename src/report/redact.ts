@@ -28,9 +28,11 @@ const NOT_SECRET_ENV = /^(SSH_AUTH_SOCK|XAUTHORITY|KEYMAP|GPG_AGENT_INFO|.*_KEYR
 /** Shortest run of a secret's characters that is scrubbed on its own (a secret printed in pieces). */
 export const PIECE = 8;
 /** JSON/config keys that hold secrets (camelCase or snake_case). */
-const SECRET_KEY = /(api[_-]?key|apikey|access[_-]?key|auth[_-]?token|access[_-]?token|refresh[_-]?token|bearer|^token$|[_-]token$|[a-z]Token$|secret|passw(or)?d|authorization|credentials?|private[_-]?key|(service|deploy|signing|master|client|session|encryption|license)[_-]?key|[_-]auth|[a-z]Auth)$|secret/i;
+const SECRET_KEY =
+  /(api[_-]?key|apikey|access[_-]?key|auth[_-]?token|access[_-]?token|refresh[_-]?token|bearer|^token$|[_-]token$|[a-z]Token$|secret|passw(or)?d|authorization|credentials?|private[_-]?key|(service|deploy|signing|master|client|session|encryption|license)[_-]?key|[_-]auth|[a-z]Auth)$|secret/i;
 /** Keys that look secret but name vocabulary items of a tokenizer or model config. */
-const NOT_SECRET_KEY = /(eos|bos|pad|unk|sep|cls|mask|image|vision|video|audio|start|end|special|max|num|n)[_-]?tokens?$|tokens$/i;
+const NOT_SECRET_KEY =
+  /(eos|bos|pad|unk|sep|cls|mask|image|vision|video|audio|start|end|special|max|num|n)[_-]?tokens?$|tokens$/i;
 
 const PATTERNS: [RegExp, string][] = [
   [/\bsk-(?:proj-|ant-|live-|test-)?[A-Za-z0-9_-]{16,}/g, REDACTED],
@@ -43,7 +45,10 @@ const PATTERNS: [RegExp, string][] = [
   // A bare JWT: base64url header . payload . signature (the header is JSON: "eyJ")
   [/\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}/g, REDACTED],
   // Assignments to secret-named variables: SERVICE_KEY=…, DEPLOY_AUTH: "…", export GH_TOKEN=…
-  [/\b((?:[A-Z0-9]+_)*(?:[A-Z0-9]*(?:KEY|TOKEN|AUTH)|[A-Z0-9]*(?:SECRET|PASSWORD|PASSWD)[A-Z0-9]*)(?:_[A-Z0-9]+)*["']?\s*[:=]\s*["']?)([^\s"',;}]{6,})/g, `$1${REDACTED}`],
+  [
+    /\b((?:[A-Z0-9]+_)*(?:[A-Z0-9]*(?:KEY|TOKEN|AUTH)|[A-Z0-9]*(?:SECRET|PASSWORD|PASSWD)[A-Z0-9]*)(?:_[A-Z0-9]+)*["']?\s*[:=]\s*["']?)([^\s"',;}]{6,})/g,
+    `$1${REDACTED}`,
+  ],
   // Authorization: Bearer …, "authorization": "…", authorization=…
   [/(\bauthorization\b["']?\s*[:=]\s*["']?)((?:bearer|basic|token)\s+)?[^\s"',;}]+/gi, `$1$2${REDACTED}`],
   [/(\bx-api-key\b["']?\s*[:=]\s*["']?)[^\s"',;}]+/gi, `$1${REDACTED}`],
@@ -96,7 +101,9 @@ export class Redactor {
     if (value.length < 6 || this.secrets.has(value)) return;
     this.secrets.set(value, label ? `[REDACTED:${label}]` : REDACTED);
     this.valueRe = null;
-    if (secretLooking(value)) for (let i = 0; i + PIECE <= value.length; i++) this.pieces.set(value.slice(i, i + PIECE), label ? `[REDACTED:${label}]` : REDACTED);
+    if (secretLooking(value))
+      for (let i = 0; i + PIECE <= value.length; i++)
+        this.pieces.set(value.slice(i, i + PIECE), label ? `[REDACTED:${label}]` : REDACTED);
   }
 
   /** Scrub every run of PIECE or more characters that lies inside a known secret (a secret printed in pieces). */
@@ -107,12 +114,20 @@ export class Redactor {
     let label = REDACTED;
     for (let i = 0; i + PIECE <= s.length; i++) {
       const hit = this.pieces.get(s.slice(i, i + PIECE));
-      if (hit !== undefined) { cover.fill(1, i, i + PIECE); any = true; label = hit; }
+      if (hit !== undefined) {
+        cover.fill(1, i, i + PIECE);
+        any = true;
+        label = hit;
+      }
     }
     if (!any) return s;
     let out = '';
-    for (let i = 0; i < s.length;) {
-      if (!cover[i]) { out += s[i]; i++; continue; }
+    for (let i = 0; i < s.length; ) {
+      if (!cover[i]) {
+        out += s[i];
+        i++;
+        continue;
+      }
       while (i < s.length && cover[i]) i++;
       out += label;
       this.count++;
@@ -135,7 +150,13 @@ export class Redactor {
     let out = s;
     if (this.secrets.size) {
       // Longest first, so a secret containing another is replaced whole.
-      this.valueRe ??= new RegExp([...this.secrets.keys()].sort((a, b) => b.length - a.length).map(escapeRegExp).join('|'), 'g');
+      this.valueRe ??= new RegExp(
+        [...this.secrets.keys()]
+          .sort((a, b) => b.length - a.length)
+          .map(escapeRegExp)
+          .join('|'),
+        'g',
+      );
       out = out.replace(this.valueRe, (m) => {
         this.count++;
         return this.secrets.get(m) ?? REDACTED;
@@ -181,18 +202,23 @@ export class Redactor {
     const out: Record<string, unknown> = {};
     for (const [mime, v] of Object.entries(data)) {
       // Base64 images cannot hold readable secrets; scrubbing them would only corrupt them.
-      out[mime] = /^image\/(png|jpeg|gif|webp|bmp)$/.test(mime) ? v
-        : typeof v === 'string' || Array.isArray(v) && v.every((x) => typeof x === 'string') ? this.text(joinText(v as string | string[]))
-        : this.json(v);
+      out[mime] = /^image\/(png|jpeg|gif|webp|bmp)$/.test(mime)
+        ? v
+        : typeof v === 'string' || (Array.isArray(v) && v.every((x) => typeof x === 'string'))
+          ? this.text(joinText(v as string | string[]))
+          : this.json(v);
     }
     return out;
   }
 
   output(o: Output): Output {
     switch (o.output_type) {
-      case 'stream': return { ...o, text: this.text(joinText(o.text)) };
-      case 'error': return { ...o, evalue: this.text(o.evalue), traceback: o.traceback.map((t) => this.text(t)) };
-      default: return { ...o, data: this.bundle(o.data), metadata: this.json(o.metadata) };
+      case 'stream':
+        return { ...o, text: this.text(joinText(o.text)) };
+      case 'error':
+        return { ...o, evalue: this.text(o.evalue), traceback: o.traceback.map((t) => this.text(t)) };
+      default:
+        return { ...o, data: this.bundle(o.data), metadata: this.json(o.metadata) };
     }
   }
 
@@ -221,7 +247,11 @@ export class RedactingWriter {
   private held = '';
   private timer: NodeJS.Timeout | null = null;
 
-  constructor(private readonly redactor: Redactor, private readonly out: (text: string) => void, private readonly holdMs = 50) {}
+  constructor(
+    private readonly redactor: Redactor,
+    private readonly out: (text: string) => void,
+    private readonly holdMs = 50,
+  ) {}
 
   write(text: string): void {
     this.held += text;
@@ -232,14 +262,20 @@ export class RedactingWriter {
       this.out(this.redactor.text(complete));
     }
     if (this.held && !this.timer) {
-      this.timer = setTimeout(() => { this.timer = null; this.flush(); }, this.holdMs);
+      this.timer = setTimeout(() => {
+        this.timer = null;
+        this.flush();
+      }, this.holdMs);
       this.timer.unref();
     }
   }
 
   /** Send what is held (scrubbed). */
   flush(): void {
-    if (this.timer) { clearTimeout(this.timer); this.timer = null; }
+    if (this.timer) {
+      clearTimeout(this.timer);
+      this.timer = null;
+    }
     if (!this.held) return;
     const text = this.held;
     this.held = '';
@@ -253,23 +289,42 @@ let installed: { redactor: Redactor; restore: () => void } | null = null;
  * Route this process's stdout and stderr (process.stdout.write, console.*) through one Redactor
  * (the CLI calls this first). Returns the redactor; `restore()` puts the streams back.
  */
-export function installOutputRedaction(env: NodeJS.ProcessEnv = process.env): { redactor: Redactor; restore: () => void } {
+export function installOutputRedaction(env: NodeJS.ProcessEnv = process.env): {
+  redactor: Redactor;
+  restore: () => void;
+} {
   if (installed) return installed;
   const redactor = new Redactor(env);
   const restores: (() => void)[] = [];
   for (const stream of [process.stdout, process.stderr]) {
     const original = stream.write.bind(stream) as (chunk: unknown, ...rest: unknown[]) => boolean;
-    const writer = new RedactingWriter(redactor, (t) => { original(t); });
+    const writer = new RedactingWriter(redactor, (t) => {
+      original(t);
+    });
     stream.write = ((chunk: unknown, ...rest: unknown[]) => {
-      const text = typeof chunk === 'string' ? chunk : chunk instanceof Uint8Array ? Buffer.from(chunk).toString('utf8') : String(chunk);
+      const text =
+        typeof chunk === 'string'
+          ? chunk
+          : chunk instanceof Uint8Array
+            ? Buffer.from(chunk).toString('utf8')
+            : String(chunk);
       writer.write(text);
       const cb = rest.find((r) => typeof r === 'function') as (() => void) | undefined;
       if (cb) process.nextTick(cb);
       return true;
     }) as typeof stream.write;
     process.once('exit', () => writer.flush());
-    restores.push(() => { writer.flush(); stream.write = original as typeof stream.write; });
+    restores.push(() => {
+      writer.flush();
+      stream.write = original as typeof stream.write;
+    });
   }
-  installed = { redactor, restore: () => { for (const r of restores) r(); installed = null; } };
+  installed = {
+    redactor,
+    restore: () => {
+      for (const r of restores) r();
+      installed = null;
+    },
+  };
   return installed;
 }

@@ -8,7 +8,15 @@ import path from 'node:path';
 import { writeFileAtomic } from '../util/fs.js';
 import { renderReport, type RenderedReport, type ReportData } from './html.js';
 import { extractMetrics } from './metrics.js';
-import { cellTags, joinText, readNotebook, serializeNotebook, stripOutputs, type CodeCell, type Notebook } from './nbformat.js';
+import {
+  cellTags,
+  joinText,
+  readNotebook,
+  serializeNotebook,
+  stripOutputs,
+  type CodeCell,
+  type Notebook,
+} from './nbformat.js';
 import { injectParameters, type Params } from './params.js';
 import { Kernel, KernelDiedError } from './protocol/kernel.js';
 import { getKernelSpec, type KernelSearchOptions } from '../jupyter/kernelspec.js';
@@ -68,7 +76,8 @@ export function sourceNotebook(nb: Notebook): Notebook {
 
 function kernelNameOf(nb: Notebook, file: string, override?: string): string {
   const name = override ?? nb.metadata?.kernelspec?.name;
-  if (typeof name !== 'string' || !name) throw new Error(`${file}: metadata.kernelspec.name is missing; pass --kernel NAME`);
+  if (typeof name !== 'string' || !name)
+    throw new Error(`${file}: metadata.kernelspec.name is missing; pass --kernel NAME`);
   return name;
 }
 
@@ -86,7 +95,12 @@ export async function runNotebook(opts: RunOptions): Promise<RunResult> {
 
   const start = new Date();
   const t0 = performance.now();
-  const kernel = await Kernel.start({ spec, cwd: opts.cwd ?? path.dirname(file), env: opts.env, startupTimeoutMs: opts.startupTimeoutMs });
+  const kernel = await Kernel.start({
+    spec,
+    cwd: opts.cwd ?? path.dirname(file),
+    env: opts.env,
+    startupTimeoutMs: opts.startupTimeoutMs,
+  });
   kernel.on('unresponsive', () => log('kernel heartbeat stopped answering (busy?)'));
   const displays = new DisplayRegistry();
   const codeCells = nb.cells.filter((c) => c.cell_type === 'code').length;
@@ -136,7 +150,12 @@ export async function runNotebook(opts: RunOptions): Promise<RunResult> {
         }
       } catch (err) {
         if (err instanceof KernelDiedError) {
-          (cell as CodeCell).outputs.push({ output_type: 'error', ename: 'KernelDiedError', evalue: err.message, traceback: [err.message] });
+          (cell as CodeCell).outputs.push({
+            output_type: 'error',
+            ename: 'KernelDiedError',
+            evalue: err.message,
+            traceback: [err.message],
+          });
           status = 'error';
           failedCell = i;
           errorLine = `KernelDiedError: ${err.message.split('\n')[0]}`;
@@ -161,7 +180,11 @@ export async function runNotebook(opts: RunOptions): Promise<RunResult> {
   const facts = mergedFacts(executed);
   const stamp: Stamp = {
     schema: 'vqalab.stamp.v1',
-    notebook: { path: path.relative(process.cwd(), file) || path.basename(file), sha256: sha256(raw), dir: path.dirname(file) },
+    notebook: {
+      path: path.relative(process.cwd(), file) || path.basename(file),
+      sha256: sha256(raw),
+      dir: path.dirname(file),
+    },
     parameters: redactor.json(params),
     kernel: {
       name: spec.name,
@@ -176,13 +199,30 @@ export async function runNotebook(opts: RunOptions): Promise<RunResult> {
     host: hostFacts(),
     software: softwareFacts(),
     time: { start: start.toISOString(), end: end.toISOString(), durationSeconds: (performance.now() - t0) / 1000 },
-    run: { status, allowErrors: !!opts.allowErrors, cellsRun, codeCells, ...(failedCell !== undefined ? { failedCell } : {}), ...(errorLine ? { error: redactor.text(errorLine) } : {}) },
+    run: {
+      status,
+      allowErrors: !!opts.allowErrors,
+      cellsRun,
+      codeCells,
+      ...(failedCell !== undefined ? { failedCell } : {}),
+      ...(errorLine ? { error: redactor.text(errorLine) } : {}),
+    },
     facts: redactor.json(facts),
   };
-  executed.metadata.vqalab = { ...(executed.metadata.vqalab ?? {}), report: { stamp, parameters: stamp.parameters, kernel: spec.name } };
+  executed.metadata.vqalab = {
+    ...(executed.metadata.vqalab ?? {}),
+    report: { stamp, parameters: stamp.parameters, kernel: spec.name },
+  };
   // papermill's place for parameters, so tools that know papermill find them.
   executed.metadata.papermill = { ...(executed.metadata.papermill ?? {}), parameters: stamp.parameters };
-  return { notebook: executed, source: redactor.notebook(source), stamp, status, failedCell, redactions: redactor.count };
+  return {
+    notebook: executed,
+    source: redactor.notebook(source),
+    stamp,
+    status,
+    failedCell,
+    redactions: redactor.count,
+  };
 }
 
 /** The text of the notebook's first markdown heading, used as the report title. */
@@ -196,15 +236,30 @@ function firstHeading(nb: Notebook): string | undefined {
 }
 
 /** The embedded data of a report for an executed notebook. */
-export function reportData(executed: Notebook, source: Notebook, notebookName: string, fallbackStamp?: Partial<Stamp>): ReportData {
-  const recorded = executed.metadata?.vqalab?.report as { stamp?: Stamp; parameters?: Params; kernel?: string } | undefined;
+export function reportData(
+  executed: Notebook,
+  source: Notebook,
+  notebookName: string,
+  fallbackStamp?: Partial<Stamp>,
+): ReportData {
+  const recorded = executed.metadata?.vqalab?.report as
+    | { stamp?: Stamp; parameters?: Params; kernel?: string }
+    | undefined;
   const stamp = recorded?.stamp ?? { ...fallbackStamp, facts: mergedFacts(executed) };
   const parameters = recorded?.parameters ?? (executed.metadata?.papermill?.parameters as Params | undefined) ?? {};
   return {
     schema: 'vqalab.report.v1',
-    title: typeof executed.metadata?.title === 'string' ? executed.metadata.title : firstHeading(executed) ?? notebookName.replace(/\.ipynb$/, ''),
+    title:
+      typeof executed.metadata?.title === 'string'
+        ? executed.metadata.title
+        : (firstHeading(executed) ?? notebookName.replace(/\.ipynb$/, '')),
     stamp: { ...stamp, facts: stamp.facts ?? mergedFacts(executed) },
-    source: { notebook: source, notebookName, parameters, kernel: recorded?.kernel ?? executed.metadata?.kernelspec?.name ?? '' },
+    source: {
+      notebook: source,
+      notebookName,
+      parameters,
+      kernel: recorded?.kernel ?? executed.metadata?.kernelspec?.name ?? '',
+    },
     metrics: extractMetrics(executed),
   };
 }
@@ -217,12 +272,17 @@ export interface WrittenReport {
 }
 
 /** Write NAME.ipynb (executed) and report.html into `outDir`, each atomically. */
-export async function writeReport(result: Pick<RunResult, 'notebook' | 'source' | 'stamp'>, notebookPath: string, outDir: string): Promise<WrittenReport> {
+export async function writeReport(
+  result: Pick<RunResult, 'notebook' | 'source' | 'stamp'>,
+  notebookPath: string,
+  outDir: string,
+): Promise<WrittenReport> {
   await fsp.mkdir(outDir, { recursive: true });
   const name = path.basename(notebookPath);
   const ipynb = path.join(outDir, name);
   const html = path.join(outDir, 'report.html');
-  if (path.resolve(ipynb) === path.resolve(notebookPath)) throw new Error(`--out ${outDir} would overwrite the source notebook ${notebookPath}; choose another directory`);
+  if (path.resolve(ipynb) === path.resolve(notebookPath))
+    throw new Error(`--out ${outDir} would overwrite the source notebook ${notebookPath}; choose another directory`);
   await writeFileAtomic(ipynb, serializeNotebook(result.notebook));
   const rendered = await renderReport(result.notebook, reportData(result.notebook, result.source, name, result.stamp));
   await writeFileAtomic(html, rendered.html);
@@ -240,8 +300,15 @@ function timesFromCells(nb: Notebook): Pick<Stamp, 'time'> | Record<string, neve
     }
   }
   if (!times.length) return {};
-  const start = Math.min(...times), end = Math.max(...times);
-  return { time: { start: new Date(start).toISOString(), end: new Date(end).toISOString(), durationSeconds: (end - start) / 1000 } };
+  const start = Math.min(...times),
+    end = Math.max(...times);
+  return {
+    time: {
+      start: new Date(start).toISOString(),
+      end: new Date(end).toISOString(),
+      durationSeconds: (end - start) / 1000,
+    },
+  };
 }
 
 /**
@@ -249,22 +316,30 @@ function timesFromCells(nb: Notebook): Pick<Stamp, 'time'> | Record<string, neve
  * stored in the notebook's metadata; for notebooks run elsewhere the stamp has the recorded facts
  * from outputs and this machine's git/software marked as "at export".
  */
-export async function exportNotebook(notebookPath: string): Promise<{ html: string; rendered: RenderedReport; redactions: number }> {
+export async function exportNotebook(
+  notebookPath: string,
+): Promise<{ html: string; rendered: RenderedReport; redactions: number }> {
   const file = path.resolve(notebookPath);
   const nb = readNotebook(file);
   const redactor = new Redactor();
   const executed = redactor.notebook(nb);
   const hasStamp = !!executed.metadata?.vqalab?.report?.stamp;
-  const fallback: Partial<Stamp> | undefined = hasStamp ? undefined : {
-    schema: 'vqalab.stamp.v1',
-    notebook: { path: path.basename(file), sha256: sha256(readFileSync(file)) },
-    parameters: (executed.metadata?.papermill?.parameters as Params | undefined) ?? {},
-    kernel: { name: executed.metadata?.kernelspec?.name ?? '', language: executed.metadata?.language_info?.name, languageVersion: executed.metadata?.language_info?.version },
-    git: gitFacts(path.dirname(file)),
-    software: softwareFacts(),
-    host: hostFacts(),
-    ...timesFromCells(executed),
-  };
+  const fallback: Partial<Stamp> | undefined = hasStamp
+    ? undefined
+    : {
+        schema: 'vqalab.stamp.v1',
+        notebook: { path: path.basename(file), sha256: sha256(readFileSync(file)) },
+        parameters: (executed.metadata?.papermill?.parameters as Params | undefined) ?? {},
+        kernel: {
+          name: executed.metadata?.kernelspec?.name ?? '',
+          language: executed.metadata?.language_info?.name,
+          languageVersion: executed.metadata?.language_info?.version,
+        },
+        git: gitFacts(path.dirname(file)),
+        software: softwareFacts(),
+        host: hostFacts(),
+        ...timesFromCells(executed),
+      };
   const source = sourceNotebook(executed);
   const rendered = await renderReport(executed, reportData(executed, source, path.basename(file), fallback));
   return { html: rendered.html, rendered, redactions: redactor.count };

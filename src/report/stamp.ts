@@ -35,18 +35,46 @@ export interface Stamp {
   /** `dir`: the absolute directory it ran in (verify re-runs there when it still exists). */
   notebook: { path: string; sha256: string; dir?: string };
   parameters: Params;
-  kernel: { name: string; displayName?: string; language?: string; implementation?: string; implementationVersion?: string; languageVersion?: string; protocolVersion?: string };
+  kernel: {
+    name: string;
+    displayName?: string;
+    language?: string;
+    implementation?: string;
+    implementationVersion?: string;
+    languageVersion?: string;
+    protocolVersion?: string;
+  };
   git: GitFacts;
-  host: { hostname: string; platform: string; release: string; arch: string; cpu: { model: string; cores: number }; memoryBytes: number; gpus: GpuFact[] };
+  host: {
+    hostname: string;
+    platform: string;
+    release: string;
+    arch: string;
+    cpu: { model: string; cores: number };
+    memoryBytes: number;
+    gpus: GpuFact[];
+  };
   software: { node: string; vqalab: string; packages: Record<string, string> };
   time: { start: string; end: string; durationSeconds: number };
-  run: { status: 'ok' | 'error' | 'interrupted'; allowErrors: boolean; cellsRun: number; codeCells: number; failedCell?: number; error?: string };
+  run: {
+    status: 'ok' | 'error' | 'interrupted';
+    allowErrors: boolean;
+    cellsRun: number;
+    codeCells: number;
+    failedCell?: number;
+    error?: string;
+  };
   facts: StampFacts;
 }
 
 function run(cmd: string, args: string[], cwd: string): string | null {
   try {
-    return execFileSync(cmd, args, { cwd, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'], timeout: 10_000 }).trim();
+    return execFileSync(cmd, args, {
+      cwd,
+      encoding: 'utf8',
+      stdio: ['ignore', 'pipe', 'ignore'],
+      timeout: 10_000,
+    }).trim();
   } catch {
     return null;
   }
@@ -64,12 +92,19 @@ export function gitFacts(dir: string): GitFacts {
 
 /** GPUs visible on this host (nvidia-smi when present); [] when none. */
 export function gpuFacts(): GpuFact[] {
-  const out = run('nvidia-smi', ['--query-gpu=name,memory.total,driver_version', '--format=csv,noheader'], process.cwd());
+  const out = run(
+    'nvidia-smi',
+    ['--query-gpu=name,memory.total,driver_version', '--format=csv,noheader'],
+    process.cwd(),
+  );
   if (!out) return [];
-  return out.split('\n').filter(Boolean).map((line) => {
-    const [name, memory, driver] = line.split(',').map((s) => s.trim());
-    return { name: name ?? 'unknown', memory, driver };
-  });
+  return out
+    .split('\n')
+    .filter(Boolean)
+    .map((line) => {
+      const [name, memory, driver] = line.split(',').map((s) => s.trim());
+      return { name: name ?? 'unknown', memory, driver };
+    });
 }
 
 const PACKAGE_ROOT = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..', '..', '..');
@@ -77,21 +112,29 @@ const PACKAGE_ROOT = path.resolve(path.dirname(new URL(import.meta.url).pathname
 /** Versions of vqalab and the dependencies that shape results, as installed. */
 export function softwareFacts(): Stamp['software'] {
   const require = createRequire(path.join(PACKAGE_ROOT, 'package.json'));
-  const pkg = JSON.parse(readFileSync(path.join(PACKAGE_ROOT, 'package.json'), 'utf8')) as { version: string; dependencies?: Record<string, string> };
+  const pkg = JSON.parse(readFileSync(path.join(PACKAGE_ROOT, 'package.json'), 'utf8')) as {
+    version: string;
+    dependencies?: Record<string, string>;
+  };
   const packages: Record<string, string> = {};
   for (const name of Object.keys(pkg.dependencies ?? {}).sort()) {
     try {
-      packages[name] = (JSON.parse(readFileSync(require.resolve(`${name}/package.json`), 'utf8')) as { version: string }).version;
+      packages[name] = (
+        JSON.parse(readFileSync(require.resolve(`${name}/package.json`), 'utf8')) as { version: string }
+      ).version;
     } catch {
       // packages without an exported package.json: find it on the resolution path
-      const dir = require.resolve.paths(name)?.map((p) => path.join(p, name, 'package.json')).find((p) => {
-        try {
-          readFileSync(p);
-          return true;
-        } catch {
-          return false;
-        }
-      });
+      const dir = require.resolve
+        .paths(name)
+        ?.map((p) => path.join(p, name, 'package.json'))
+        .find((p) => {
+          try {
+            readFileSync(p);
+            return true;
+          } catch {
+            return false;
+          }
+        });
       packages[name] = dir ? (JSON.parse(readFileSync(dir, 'utf8')) as { version: string }).version : 'not installed';
     }
   }
@@ -121,7 +164,11 @@ export function factsFromNotebook(nb: Notebook): StampFacts[] {
   for (const cell of nb.cells) {
     if (cell.cell_type !== 'code') continue;
     for (const o of cell.outputs) {
-      if ((o.output_type === 'display_data' || o.output_type === 'execute_result') && o.data[STAMP_MIME] && typeof o.data[STAMP_MIME] === 'object') {
+      if (
+        (o.output_type === 'display_data' || o.output_type === 'execute_result') &&
+        o.data[STAMP_MIME] &&
+        typeof o.data[STAMP_MIME] === 'object'
+      ) {
         records.push(o.data[STAMP_MIME] as StampFacts);
       }
     }

@@ -14,15 +14,31 @@ import { recordFacts, type ModelFact } from './facts.js';
 export function trainerFacts(): TrainerCallback {
   return {
     async onTrainerStart(t: TrainerView) {
-      const datasets = [{ name: 'train', split: 'train', rows: t.train.length, fingerprint: samplesFingerprint(t.train) }];
-      for (const [name, set] of Object.entries(t.evalSets ?? {})) datasets.push({ name, split: name, rows: set.length, fingerprint: samplesFingerprint(set) });
+      const datasets = [
+        { name: 'train', split: 'train', rows: t.train.length, fingerprint: samplesFingerprint(t.train) },
+      ];
+      for (const [name, set] of Object.entries(t.evalSets ?? {}))
+        datasets.push({ name, split: name, rows: set.length, fingerprint: samplesFingerprint(set) });
       const dir = t.modelDir;
       const hash = await weightsHashIfAny(dir);
-      const models: ModelFact[] = hash && dir
-        ? [{ name: path.basename(path.resolve(dir)), hash, path: path.resolve(dir), role: t.globalStep > 0 || t.sftSteps > 0 ? 'resumed' : 'base' }] : [];
+      const models: ModelFact[] =
+        hash && dir
+          ? [
+              {
+                name: path.basename(path.resolve(dir)),
+                hash,
+                path: path.resolve(dir),
+                role: t.globalStep > 0 || t.sftSteps > 0 ? 'resumed' : 'base',
+              },
+            ]
+          : [];
       recordFacts({
-        configs: { grpo: { ...t.config } }, seeds: { trainer: t.config.seed }, datasets, models,
-        versions: { engine: engineVersion(t.model) }, devices: [deviceFact(t.model)],
+        configs: { grpo: { ...t.config } },
+        seeds: { trainer: t.config.seed },
+        datasets,
+        models,
+        versions: { engine: engineVersion(t.model) },
+        devices: [deviceFact(t.model)],
         ...(t.model.device === 'cpu' ? {} : { tolerances: { '*': { rtol: 2e-2, atol: 1e-3 } } }),
       });
     },
@@ -32,12 +48,14 @@ export function trainerFacts(): TrainerCallback {
     onEvaluate(_t, summary, info) {
       if (!info.named || !Number.isFinite(summary.overall)) return;
       const metrics: Record<string, number> = { [`eval/${summary.split}@${info.at}`]: summary.overall };
-      for (const [type, v] of Object.entries(summary.perAnswerType)) if (Number.isFinite(v)) metrics[`eval/${summary.split}@${info.at}/${type}`] = v;
+      for (const [type, v] of Object.entries(summary.perAnswerType))
+        if (Number.isFinite(v)) metrics[`eval/${summary.split}@${info.at}/${type}`] = v;
       recordFacts({ metrics });
     },
     async onSave(_t, dir, info) {
       const hash = await weightsHash(path.join(dir, 'model')).catch(() => undefined);
-      if (hash) recordFacts({ models: [{ name: path.basename(dir), hash, path: dir, role: 'checkpoint', step: info.step }] });
+      if (hash)
+        recordFacts({ models: [{ name: path.basename(dir), hash, path: dir, role: 'checkpoint', step: info.step }] });
     },
     // Later runs of the same trainer overwrite these: the stamp keeps the last.
     onRunEnd(t, result) {
@@ -45,7 +63,11 @@ export function trainerFacts(): TrainerCallback {
       const last = t.metrics.history.filter((m) => m.kind === 'grpo').at(-1);
       const metrics: Record<string, number> = { 'train/steps': t.globalStep };
       if (last) {
-        for (const [k, v] of [['train/reward', last.rewardMean], ['train/accuracy', last.accuracy], ['train/entropy', last.entropy]] as const) {
+        for (const [k, v] of [
+          ['train/reward', last.rewardMean],
+          ['train/accuracy', last.accuracy],
+          ['train/entropy', last.entropy],
+        ] as const) {
           if (Number.isFinite(v)) metrics[k] = v;
         }
       }

@@ -52,7 +52,9 @@ export async function verifyReport(reportPath: string, opts: VerifyOptions = {})
   for (const [k, v] of Object.entries(params)) {
     if (!isRedacted(v)) continue;
     if (opts.params && k in opts.params) continue;
-    throw new Error(`${reportPath}: parameter "${k}" was redacted from the report (a secret); pass it again with --param ${k}=…`);
+    throw new Error(
+      `${reportPath}: parameter "${k}" was redacted from the report (a secret); pass it again with --param ${k}=…`,
+    );
   }
   Object.assign(params, opts.params ?? {});
   const dir = await mkdtemp(path.join(os.tmpdir(), 'vqalab-verify-'));
@@ -61,15 +63,27 @@ export async function verifyReport(reportPath: string, opts: VerifyOptions = {})
     // cwd (default: the report's directory), as they did when the report was made next to them.
     const nbPath = path.join(dir, data.source.notebookName || 'notebook.ipynb');
     await writeFile(nbPath, serializeNotebook(data.source.notebook));
-    const rerun = await runNotebook({ ...opts, notebook: nbPath, params, kernel: opts.kernel ?? (data.source.kernel || undefined), cwd: opts.cwd ?? runDir(data, reportPath) });
+    const rerun = await runNotebook({
+      ...opts,
+      notebook: nbPath,
+      params,
+      kernel: opts.kernel ?? (data.source.kernel || undefined),
+      cwd: opts.cwd ?? runDir(data, reportPath),
+    });
     if (opts.outDir) await writeReport(rerun, nbPath, opts.outDir);
     const gpu = ranOnGpu(data.stamp as Stamp) || ranOnGpu(rerun.stamp);
     const tolerances = { ...(data.stamp.facts?.tolerances ?? {}) };
     const defaultTolerance = { ...GPU_DEFAULT_TOLERANCE, ...(opts.tolerance ?? {}) };
-    const { diffs, compared } = compareMetrics(data.metrics, extractMetrics(rerun.notebook), { gpu, tolerances, defaultTolerance });
+    const { diffs, compared } = compareMetrics(data.metrics, extractMetrics(rerun.notebook), {
+      gpu,
+      tolerances,
+      defaultTolerance,
+    });
     let problem: string | undefined;
-    if (rerun.status !== 'ok') problem = `the re-run stopped at cell ${rerun.failedCell}: ${rerun.stamp.run.error ?? rerun.status}`;
-    else if (Object.keys(data.metrics).length === 0) problem = 'the report recorded no metrics, so there is nothing to compare';
+    if (rerun.status !== 'ok')
+      problem = `the re-run stopped at cell ${rerun.failedCell}: ${rerun.stamp.run.error ?? rerun.status}`;
+    else if (Object.keys(data.metrics).length === 0)
+      problem = 'the report recorded no metrics, so there is nothing to compare';
     return { ok: !problem && diffs.length === 0, gpu, compared, diffs, rerun, data, problem };
   } finally {
     await rm(dir, { recursive: true, force: true });

@@ -4,7 +4,13 @@
  */
 import type { VqaSample } from '../data/types.js';
 import { pythonDialect, PYTHON_DIALECTS, type PythonDialect } from '../eval/python.js';
-import { normalizeAnswer, prepareAnswers, prepareReferences, scoreReferences, type PreparedReferences } from '../eval/vqa-metric.js';
+import {
+  normalizeAnswer,
+  prepareAnswers,
+  prepareReferences,
+  scoreReferences,
+  type PreparedReferences,
+} from '../eval/vqa-metric.js';
 import { describeValue, expectNumber, expectOneOf } from '../util/validate.js';
 import { defineReward } from './core.js';
 import { extractAnswer, type AnswerExtractor } from './extract.js';
@@ -53,26 +59,41 @@ export interface VqaAccuracyOptions {
 export function vqaAccuracy(options: VqaAccuracyOptions = {}): BreakdownReward {
   const dialect = options.dialect === undefined ? 'python2' : expectOneOf('dialect', options.dialect, PYTHON_DIALECTS);
   const extract = expectExtractor('extract', options.extract);
-  const fewAnswers = options.fewAnswers === undefined ? 'match' : expectOneOf('fewAnswers', options.fewAnswers, ['match', 'official'] as const);
+  const fewAnswers =
+    options.fewAnswers === undefined
+      ? 'match'
+      : expectOneOf('fewAnswers', options.fewAnswers, ['match', 'official'] as const);
   if ((options as { singleAnswer?: unknown }).singleAnswer !== undefined) {
-    throw new TypeError("vqaAccuracy's singleAnswer option is gone: samples with fewer than 10 answers are scored by exact match by default (fewAnswers: 'match'); pass fewAnswers: 'official' for the official formula");
+    throw new TypeError(
+      "vqaAccuracy's singleAnswer option is gone: samples with fewer than 10 answers are scored by exact match by default (fewAnswers: 'match'); pass fewAnswers: 'official' for the official formula",
+    );
   }
   // GRPO scores G completions against the same answers: prepare them once per answers array.
   const prepared = new WeakMap<readonly string[], PreparedReferences>();
   return defineReward('vqaAccuracy', (sample: VqaSample, completion: string): RewardBreakdown => {
     const answers = sample.answers;
-    if (!Array.isArray(answers) || answers.length === 0) throw new RewardNotApplicableError(`sample ${sample.id} has no answers`);
+    if (!Array.isArray(answers) || answers.length === 0)
+      throw new RewardNotApplicableError(`sample ${sample.id} has no answers`);
     if (fewAnswers === 'official' && answers.length === 1) {
-      throw new RewardNotApplicableError(`vqaAccuracy({ fewAnswers: 'official' }) needs the annotators' answers (VQAv2 has 10) but sample ${sample.id} has 1, which the official formula can never match; use the default fewAnswers: 'match'`);
+      throw new RewardNotApplicableError(
+        `vqaAccuracy({ fewAnswers: 'official' }) needs the annotators' answers (VQAv2 has 10) but sample ${sample.id} has 1, which the official formula can never match; use the default fewAnswers: 'match'`,
+      );
     }
     const prediction = extract(completion);
     let p = prepared.get(answers);
     if (!p) {
-      p = fewAnswers === 'official' ? { rule: 'official', prepared: prepareAnswers(answers, { dialect }) } : prepareReferences(answers, { dialect });
+      p =
+        fewAnswers === 'official'
+          ? { rule: 'official', prepared: prepareAnswers(answers, { dialect }) }
+          : prepareReferences(answers, { dialect });
       prepared.set(answers, p);
     }
     const r = scoreReferences(prediction, p);
-    const parts: Record<string, number> = { matches: r.matches, normalized: r.normalized ? 1 : 0, answers: answers.length };
+    const parts: Record<string, number> = {
+      matches: r.matches,
+      normalized: r.normalized ? 1 : 0,
+      answers: answers.length,
+    };
     if (r.rule === 'exact-match') parts.exactMatch = 1;
     return { score: r.accuracy, parts };
   });
@@ -95,10 +116,15 @@ function basicNormalize(s: string): string {
 
 /** 1 when the answer equals the reference after normalisation, else 0. Part: `match`. */
 export function exactMatch(options: ExactMatchOptions = {}): BreakdownReward {
-  const mode = options.normalize === undefined ? 'basic' : expectOneOf('normalize', options.normalize, ['basic', 'vqa', 'none'] as const);
-  const against = options.against === undefined ? 'answer' : expectOneOf('against', options.against, ['answer', 'any'] as const);
+  const mode =
+    options.normalize === undefined
+      ? 'basic'
+      : expectOneOf('normalize', options.normalize, ['basic', 'vqa', 'none'] as const);
+  const against =
+    options.against === undefined ? 'answer' : expectOneOf('against', options.against, ['answer', 'any'] as const);
   const extract = expectExtractor('extract', options.extract);
-  const norm = mode === 'basic' ? basicNormalize : mode === 'vqa' ? (s: string) => normalizeAnswer(s) : (s: string) => s;
+  const norm =
+    mode === 'basic' ? basicNormalize : mode === 'vqa' ? (s: string) => normalizeAnswer(s) : (s: string) => s;
   return defineReward('exactMatch', (sample: VqaSample, completion: string): RewardBreakdown => {
     const p = norm(extract(completion));
     const refs = against === 'any' ? sample.answers : [sample.answer];
@@ -142,9 +168,36 @@ export function similarity(options: SimilarityOptions = {}): BreakdownReward {
 }
 
 const UNITS: Record<string, number> = {
-  zero: 0, none: 0, one: 1, two: 2, three: 3, four: 4, five: 5, six: 6, seven: 7, eight: 8, nine: 9, ten: 10,
-  eleven: 11, twelve: 12, thirteen: 13, fourteen: 14, fifteen: 15, sixteen: 16, seventeen: 17, eighteen: 18, nineteen: 19,
-  twenty: 20, thirty: 30, forty: 40, fifty: 50, sixty: 60, seventy: 70, eighty: 80, ninety: 90, dozen: 12,
+  zero: 0,
+  none: 0,
+  one: 1,
+  two: 2,
+  three: 3,
+  four: 4,
+  five: 5,
+  six: 6,
+  seven: 7,
+  eight: 8,
+  nine: 9,
+  ten: 10,
+  eleven: 11,
+  twelve: 12,
+  thirteen: 13,
+  fourteen: 14,
+  fifteen: 15,
+  sixteen: 16,
+  seventeen: 17,
+  eighteen: 18,
+  nineteen: 19,
+  twenty: 20,
+  thirty: 30,
+  forty: 40,
+  fifty: 50,
+  sixty: 60,
+  seventy: 70,
+  eighty: 80,
+  ninety: 90,
+  dozen: 12,
 };
 const SCALES: Record<string, number> = { hundred: 100, thousand: 1000, million: 1e6, billion: 1e9 };
 const NUMERAL = /^[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?$|^[-+]?\.\d+$/;
@@ -158,7 +211,8 @@ const NUMERAL = /^[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?$|^[-+]?\.\d+$/;
  * parseNumber('about 1,000 people') // 1000
  */
 export function parseNumber(text: string): number | undefined {
-  const tokens = text.toLowerCase()
+  const tokens = text
+    .toLowerCase()
     .replace(/(\p{L})-(?=\p{L})/gu, '$1 ') // twenty-one → twenty one
     .replace(/[^\p{L}\p{N}.,+\-\s]/gu, ' ')
     .split(/\s+/)
@@ -167,13 +221,20 @@ export function parseNumber(text: string): number | undefined {
     const t = tokens[i]!.replace(/[.,]+$/, '');
     if (NUMERAL.test(t)) return Number(t.replaceAll(',', ''));
     if (t in UNITS || (t === 'a' && tokens[i + 1] === 'dozen')) {
-      let total = 0, current = 0, j = i;
+      let total = 0,
+        current = 0,
+        j = i;
       for (; j < tokens.length; j++) {
         const w = tokens[j]!.replace(/[.,]+$/, '');
         if (w === 'a' && j === i) continue;
         if (w in UNITS) current += UNITS[w]!;
-        else if (w in SCALES) { current = Math.max(current, 1) * SCALES[w]!; if (SCALES[w]! >= 1000) { total += current; current = 0; } }
-        else if (w === 'and' && j > i) continue;
+        else if (w in SCALES) {
+          current = Math.max(current, 1) * SCALES[w]!;
+          if (SCALES[w]! >= 1000) {
+            total += current;
+            current = 0;
+          }
+        } else if (w === 'and' && j > i) continue;
         else break;
       }
       return total + current;
@@ -201,11 +262,15 @@ export function numeric(options: NumericOptions = {}): BreakdownReward {
   const tolerance = options.tolerance === undefined ? 0 : expectNumber('tolerance', options.tolerance, 0);
   const extract = expectExtractor('extract', options.extract);
   const na = options.notApplicable ?? 'error';
-  if (na !== 'error' && !(typeof na === 'number' && Number.isFinite(na))) throw new TypeError(`Expected "error" or a finite number for notApplicable but received ${describeValue(na)}`);
+  if (na !== 'error' && !(typeof na === 'number' && Number.isFinite(na)))
+    throw new TypeError(`Expected "error" or a finite number for notApplicable but received ${describeValue(na)}`);
   return defineReward('numeric', (sample: VqaSample, completion: string): RewardBreakdown => {
     const expected = parseNumber(sample.answer);
     if (expected === undefined) {
-      if (na === 'error') throw new RewardNotApplicableError(`numeric: the reference answer of sample ${sample.id} (${JSON.stringify(sample.answer)}) states no number`);
+      if (na === 'error')
+        throw new RewardNotApplicableError(
+          `numeric: the reference answer of sample ${sample.id} (${JSON.stringify(sample.answer)}) states no number`,
+        );
       return { score: na, parts: { applicable: 0 }, note: 'reference answer states no number' };
     }
     const predicted = parseNumber(extract(completion));
@@ -272,7 +337,10 @@ export function format(options: FormatOptions = {}): BreakdownReward {
     const re = new RegExp(pattern.source, pattern.flags.replace('g', '').replace('y', ''));
     test = (c) => re.test(c);
   } else if (typeof pattern === 'function') test = pattern;
-  else throw new TypeError(`Expected a RegExp, a function or a preset name for pattern but received ${describeValue(pattern)}`);
+  else
+    throw new TypeError(
+      `Expected a RegExp, a function or a preset name for pattern but received ${describeValue(pattern)}`,
+    );
   const penalty = options.penalty === undefined ? 1 : expectNumber('penalty', options.penalty, 0);
   const bonus = options.bonus === undefined ? 0 : expectNumber('bonus', options.bonus);
   return defineReward('format', (_sample: VqaSample, completion: string): RewardBreakdown => {

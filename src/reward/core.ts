@@ -4,8 +4,11 @@ import { describeValue } from '../util/validate.js';
 import type { RewardBreakdown, RewardContext, RewardFn, RewardValue } from './types.js';
 
 /** Give a reward function a display name (returns the same function). */
-export function defineReward<F extends (sample: VqaSample, completion: string, context: RewardContext) => RewardValue | Promise<RewardValue>>(name: string, fn: F): F & { rewardName: string } {
-  if (typeof name !== 'string' || name.length === 0) throw new TypeError(`Expected non-empty string for name but received ${describeValue(name)}`);
+export function defineReward<
+  F extends (sample: VqaSample, completion: string, context: RewardContext) => RewardValue | Promise<RewardValue>,
+>(name: string, fn: F): F & { rewardName: string } {
+  if (typeof name !== 'string' || name.length === 0)
+    throw new TypeError(`Expected non-empty string for name but received ${describeValue(name)}`);
   if (typeof fn !== 'function') throw new TypeError(`Expected function for reward but received ${describeValue(fn)}`);
   const named = fn as F & { rewardName: string };
   named.rewardName = name;
@@ -22,7 +25,11 @@ export type RewardProblem = 'threw' | 'nan' | 'infinite' | 'not-a-number' | 'bad
 
 /** A reward returned something that is not a finite score (or threw). Carries the reward's name. */
 export class RewardValueError extends Error {
-  constructor(readonly reward: string, readonly problem: RewardProblem, message: string) {
+  constructor(
+    readonly reward: string,
+    readonly problem: RewardProblem,
+    message: string,
+  ) {
     super(message);
     this.name = 'RewardValueError';
   }
@@ -40,20 +47,34 @@ export function checkRewardValue(value: unknown, reward: string): RewardBreakdow
   }
   if (typeof value === 'object' && value !== null && !Array.isArray(value) && 'score' in value) {
     const b = value as RewardBreakdown;
-    if (typeof b.score !== 'number') throw new RewardValueError(reward, 'not-a-number', `returned a score of ${describeValue(b.score)}, not a number`);
+    if (typeof b.score !== 'number')
+      throw new RewardValueError(reward, 'not-a-number', `returned a score of ${describeValue(b.score)}, not a number`);
     if (Number.isNaN(b.score)) throw new RewardValueError(reward, 'nan', 'returned a score of NaN');
     if (!Number.isFinite(b.score)) throw new RewardValueError(reward, 'infinite', `returned a score of ${b.score}`);
     if (b.parts !== undefined) {
       if (typeof b.parts !== 'object' || b.parts === null || Array.isArray(b.parts)) {
-        throw new RewardValueError(reward, 'bad-parts', `returned parts that are ${describeValue(b.parts)}, not an object of numbers`);
+        throw new RewardValueError(
+          reward,
+          'bad-parts',
+          `returned parts that are ${describeValue(b.parts)}, not an object of numbers`,
+        );
       }
       for (const [k, v] of Object.entries(b.parts)) {
-        if (typeof v !== 'number' || !Number.isFinite(v)) throw new RewardValueError(reward, 'bad-parts', `returned part "${k}" = ${describeValue(v)}, not a finite number`);
+        if (typeof v !== 'number' || !Number.isFinite(v))
+          throw new RewardValueError(
+            reward,
+            'bad-parts',
+            `returned part "${k}" = ${describeValue(v)}, not a finite number`,
+          );
       }
     }
     return b;
   }
-  throw new RewardValueError(reward, 'not-a-number', `returned ${describeValue(value)}, not a number or {score, parts}`);
+  throw new RewardValueError(
+    reward,
+    'not-a-number',
+    `returned ${describeValue(value)}, not a number or {score, parts}`,
+  );
 }
 
 export function isPromiseLike<T>(v: unknown): v is PromiseLike<T> {
@@ -61,7 +82,12 @@ export function isPromiseLike<T>(v: unknown): v is PromiseLike<T> {
 }
 
 /** Call a reward; synchronous rewards stay synchronous (no promise), so batches of cheap rewards are fast. */
-export function callReward(fn: RewardFn, sample: VqaSample, completion: string, context: RewardContext): RewardValue | Promise<RewardValue> {
+export function callReward(
+  fn: RewardFn,
+  sample: VqaSample,
+  completion: string,
+  context: RewardContext,
+): RewardValue | Promise<RewardValue> {
   return fn(sample, completion, context);
 }
 

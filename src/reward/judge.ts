@@ -102,7 +102,10 @@ export type LlmJudge = AsyncBreakdownReward & {
 
 /** The judge could not produce a score (every attempt failed, or the reply was never parseable). */
 export class JudgeError extends Error {
-  constructor(message: string, readonly attempts: number) {
+  constructor(
+    message: string,
+    readonly attempts: number,
+  ) {
     super(message);
     this.name = 'JudgeError';
   }
@@ -111,11 +114,17 @@ export class JudgeError extends Error {
 class MalformedReply extends Error {}
 
 function fill(template: string, values: JudgeTemplateValues): string {
-  return template.replace(/\{\{\s*(question|references|prediction|answer)\s*\}\}/g, (_, k: keyof JudgeTemplateValues) => values[k]);
+  return template.replace(
+    /\{\{\s*(question|references|prediction|answer)\s*\}\}/g,
+    (_, k: keyof JudgeTemplateValues) => values[k],
+  );
 }
 
 const NUM = String.raw`[-+]?(?:\d+(?:\.\d*)?|\.\d+)`;
-const SCORE_LINE = new RegExp(String.raw`score\s*(?:is|of)?\s*[:=]?\s*[*_\x60"']*\s*(${NUM})\s*(?:(%)|(?:/|out\s+of)\s*(${NUM}))?`, 'gi');
+const SCORE_LINE = new RegExp(
+  String.raw`score\s*(?:is|of)?\s*[:=]?\s*[*_\x60"']*\s*(${NUM})\s*(?:(%)|(?:/|out\s+of)\s*(${NUM}))?`,
+  'gi',
+);
 const BARE = new RegExp(String.raw`^[*_\x60"'\s]*(${NUM})\s*(?:(%)|(?:/|out\s+of)\s*(${NUM}))?[*_\x60"'.\s]*$`, 'i');
 
 /**
@@ -147,7 +156,8 @@ export function parseJudgeScore(reply: string, scale = 10): number {
     try {
       const obj = JSON.parse(json[0]) as Record<string, unknown>;
       if (typeof obj.score === 'number') value = obj.score / scale;
-      else if (typeof obj.score === 'string' && new RegExp(`^${NUM}$`).test(obj.score.trim())) value = Number(obj.score) / scale;
+      else if (typeof obj.score === 'string' && new RegExp(`^${NUM}$`).test(obj.score.trim()))
+        value = Number(obj.score) / scale;
     } catch {
       // not JSON; try the other forms
     }
@@ -162,9 +172,14 @@ export function parseJudgeScore(reply: string, scale = 10): number {
     if (m) value = scaled(m[1]!, m[2], m[3]);
   }
   if (value === undefined || !Number.isFinite(value)) {
-    throw new MalformedReply(`no score found in the reply ${JSON.stringify(text.length > 200 ? text.slice(0, 197) + '...' : text)}`);
+    throw new MalformedReply(
+      `no score found in the reply ${JSON.stringify(text.length > 200 ? text.slice(0, 197) + '...' : text)}`,
+    );
   }
-  if (value < 0 || value > 1) throw new MalformedReply(`score ${value} (from ${JSON.stringify(text.slice(0, 80))}) is outside [0, 1] for scale ${scale}`);
+  if (value < 0 || value > 1)
+    throw new MalformedReply(
+      `score ${value} (from ${JSON.stringify(text.slice(0, 80))}) is outside [0, 1] for scale ${scale}`,
+    );
   return value;
 }
 
@@ -180,7 +195,8 @@ function retryable(err: unknown): boolean {
 
 function describeError(err: unknown): string {
   if (err instanceof OpenAI.APIConnectionTimeoutError) return 'timed out';
-  if (err instanceof OpenAI.APIError && err.status !== undefined) return `HTTP ${err.status}${err.message ? ` (${err.message.slice(0, 200)})` : ''}`;
+  if (err instanceof OpenAI.APIError && err.status !== undefined)
+    return `HTTP ${err.status}${err.message ? ` (${err.message.slice(0, 200)})` : ''}`;
   if (err instanceof Error) return err.message;
   return String(err);
 }
@@ -194,17 +210,21 @@ function describeError(err: unknown): string {
  * await judge(sample, 'two dogs', {}); // { score: 0.9, parts: { judge: 0.9, attempts: 1, cached: 0, fallback: 0 }, note: 'Score: 9' }
  */
 export function llmJudge(options: LlmJudgeOptions): LlmJudge {
-  if (typeof options !== 'object' || options === null) throw new TypeError(`Expected an options object for llmJudge but received ${describeValue(options)}`);
+  if (typeof options !== 'object' || options === null)
+    throw new TypeError(`Expected an options object for llmJudge but received ${describeValue(options)}`);
   const model = expectString('model', options.model, { nonEmpty: true });
   const scale = options.scale === undefined ? 10 : expectNumber('scale', options.scale, Number.MIN_VALUE);
-  const maxConcurrency = options.maxConcurrency === undefined ? 4 : expectInteger('maxConcurrency', options.maxConcurrency, 1);
+  const maxConcurrency =
+    options.maxConcurrency === undefined ? 4 : expectInteger('maxConcurrency', options.maxConcurrency, 1);
   const timeoutMs = options.timeoutMs === undefined ? 30_000 : expectNumber('timeoutMs', options.timeoutMs, 1);
   const maxRetries = options.maxRetries === undefined ? 3 : expectInteger('maxRetries', options.maxRetries, 0);
   const backoffMs = options.backoffMs === undefined ? 500 : expectNumber('backoffMs', options.backoffMs, 0);
-  const maxBackoffMs = options.maxBackoffMs === undefined ? 30_000 : expectNumber('maxBackoffMs', options.maxBackoffMs, 0);
+  const maxBackoffMs =
+    options.maxBackoffMs === undefined ? 30_000 : expectNumber('maxBackoffMs', options.maxBackoffMs, 0);
   const cacheSize = options.cacheSize === undefined ? 100_000 : expectInteger('cacheSize', options.cacheSize, 0);
   const template = options.template ?? DEFAULT_JUDGE_TEMPLATE;
-  if (typeof template !== 'string' && typeof template !== 'function') throw new TypeError(`Expected a string or function for template but received ${describeValue(template)}`);
+  if (typeof template !== 'string' && typeof template !== 'function')
+    throw new TypeError(`Expected a string or function for template but received ${describeValue(template)}`);
   const parse = options.parse ?? ((reply: string) => parseJudgeScore(reply, scale));
   const extract = options.extract ?? extractAnswer;
   const fallback = options.fallback;
@@ -213,15 +233,35 @@ export function llmJudge(options: LlmJudgeOptions): LlmJudge {
   let client = options.client;
   if (!client) {
     const baseURL = expectString('baseURL', options.baseURL, { nonEmpty: true });
-    client = new OpenAI({ baseURL, apiKey: options.apiKey ?? process.env.OPENAI_API_KEY ?? 'none', maxRetries: 0, timeout: timeoutMs });
+    client = new OpenAI({
+      baseURL,
+      apiKey: options.apiKey ?? process.env.OPENAI_API_KEY ?? 'none',
+      maxRetries: 0,
+      timeout: timeoutMs,
+    });
   }
   const api = client;
-  const cache: Map<string, RewardBreakdown> | undefined = options.cache === false ? undefined : options.cache instanceof Map ? options.cache : new Map();
+  const cache: Map<string, RewardBreakdown> | undefined =
+    options.cache === false ? undefined : options.cache instanceof Map ? options.cache : new Map();
   const inflight = new Map<string, Promise<RewardBreakdown>>();
   const limiter = new Semaphore(maxConcurrency);
-  const stats: JudgeStats = { calls: 0, cacheHits: 0, requests: 0, retries: 0, retryDelaysMs: [], malformed: 0, failures: 0, fallbacks: 0, promptTokens: 0, completionTokens: 0 };
+  const stats: JudgeStats = {
+    calls: 0,
+    cacheHits: 0,
+    requests: 0,
+    retries: 0,
+    retryDelaysMs: [],
+    malformed: 0,
+    failures: 0,
+    fallbacks: 0,
+    promptTokens: 0,
+    completionTokens: 0,
+  };
 
-  async function ask(prompt: string, signal: AbortSignal | undefined): Promise<{ score: number; reply: string; attempts: number }> {
+  async function ask(
+    prompt: string,
+    signal: AbortSignal | undefined,
+  ): Promise<{ score: number; reply: string; attempts: number }> {
     let lastError: unknown;
     for (let attempt = 0; attempt <= maxRetries; attempt++) {
       if (attempt > 0) {
@@ -236,35 +276,57 @@ export function llmJudge(options: LlmJudgeOptions): LlmJudge {
         const messages: ChatMessage[] = [];
         if (options.system) messages.push({ role: 'system', content: options.system });
         messages.push({ role: 'user', content: prompt });
-        const res = await limiter.run(async () => (await api.chat.completions.create(
-          { model, messages, temperature: options.temperature ?? 0, ...(options.maxTokens ? { max_tokens: options.maxTokens } : {}) },
-          { timeout: timeoutMs, maxRetries: 0, signal: signal ?? null },
-        )) as OpenAI.Chat.ChatCompletion);
+        const res = await limiter.run(
+          async () =>
+            (await api.chat.completions.create(
+              {
+                model,
+                messages,
+                temperature: options.temperature ?? 0,
+                ...(options.maxTokens ? { max_tokens: options.maxTokens } : {}),
+              },
+              { timeout: timeoutMs, maxRetries: 0, signal: signal ?? null },
+            )) as OpenAI.Chat.ChatCompletion,
+        );
         stats.promptTokens += res.usage?.prompt_tokens ?? 0;
         stats.completionTokens += res.usage?.completion_tokens ?? 0;
         const reply = res.choices?.[0]?.message?.content;
-        if (typeof reply !== 'string' || reply.trim() === '') throw new MalformedReply(`the reply has no message content (${JSON.stringify(res).slice(0, 200)})`);
+        if (typeof reply !== 'string' || reply.trim() === '')
+          throw new MalformedReply(`the reply has no message content (${JSON.stringify(res).slice(0, 200)})`);
         let score: number;
         try {
           score = parse(reply);
         } catch (err) {
-          throw err instanceof MalformedReply ? err : new MalformedReply(err instanceof Error ? err.message : String(err));
+          throw err instanceof MalformedReply
+            ? err
+            : new MalformedReply(err instanceof Error ? err.message : String(err));
         }
-        if (typeof score !== 'number' || !Number.isFinite(score)) throw new MalformedReply(`parse returned ${describeValue(score)}`);
+        if (typeof score !== 'number' || !Number.isFinite(score))
+          throw new MalformedReply(`parse returned ${describeValue(score)}`);
         return { score, reply, attempts: attempt + 1 };
       } catch (caught) {
         // A 200 whose body is not JSON surfaces from the client as a SyntaxError: a malformed reply.
-        const err = caught instanceof SyntaxError ? new MalformedReply(`the response body is not JSON (${caught.message})`) : caught;
+        const err =
+          caught instanceof SyntaxError
+            ? new MalformedReply(`the response body is not JSON (${caught.message})`)
+            : caught;
         if (err instanceof MalformedReply) stats.malformed++;
         lastError = err;
         if (signal?.aborted) throw err;
         if (!retryable(err)) throw new JudgeError(`${name}: ${describeError(err)}`, attempt + 1);
       }
     }
-    throw new JudgeError(`${name}: gave up after ${maxRetries + 1} attempt(s): ${describeError(lastError)}`, maxRetries + 1);
+    throw new JudgeError(
+      `${name}: gave up after ${maxRetries + 1} attempt(s): ${describeError(lastError)}`,
+      maxRetries + 1,
+    );
   }
 
-  const judge = async (sample: VqaSample, completion: string, context: RewardContext = {}): Promise<RewardBreakdown> => {
+  const judge = async (
+    sample: VqaSample,
+    completion: string,
+    context: RewardContext = {},
+  ): Promise<RewardBreakdown> => {
     stats.calls++;
     const prediction = extract(completion);
     const refs = [...new Set(sample.answers?.length ? sample.answers : [sample.answer])];
@@ -278,10 +340,19 @@ export function llmJudge(options: LlmJudgeOptions): LlmJudge {
     const shared = pending !== undefined;
     if (pending) stats.cacheHits++;
     else {
-      const values: JudgeTemplateValues = { question: sample.question, references: refs.join('; '), prediction, answer: sample.answer };
+      const values: JudgeTemplateValues = {
+        question: sample.question,
+        references: refs.join('; '),
+        prediction,
+        answer: sample.answer,
+      };
       const prompt = typeof template === 'function' ? template(values, sample) : fill(template, values);
       pending = ask(prompt, context.signal).then(({ score, reply, attempts }) => {
-        const b: RewardBreakdown = { score, parts: { judge: score, attempts, cached: 0, fallback: 0 }, note: reply.trim().slice(0, 500) };
+        const b: RewardBreakdown = {
+          score,
+          parts: { judge: score, attempts, cached: 0, fallback: 0 },
+          note: reply.trim().slice(0, 500),
+        };
         if (cache && cacheSize > 0) {
           if (cache.size >= cacheSize) cache.delete(cache.keys().next().value!);
           cache.set(key, b);
@@ -299,7 +370,10 @@ export function llmJudge(options: LlmJudgeOptions): LlmJudge {
       stats.fallbacks++;
       const message = err instanceof Error ? err.message : String(err);
       const attempts = err instanceof JudgeError ? err.attempts : 1;
-      const score = typeof fallback === 'number' ? fallback : checkRewardValue(await fallback(sample, completion, context), rewardName(fallback)).score;
+      const score =
+        typeof fallback === 'number'
+          ? fallback
+          : checkRewardValue(await fallback(sample, completion, context), rewardName(fallback)).score;
       return { score, parts: { attempts, cached: 0, fallback: 1 }, error: `${message}; used fallback score ${score}` };
     } finally {
       if (!shared) inflight.delete(key);

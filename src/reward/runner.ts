@@ -44,7 +44,9 @@ export interface RewardEntry {
  * [vqaAccuracy(), { reward: brevity(), weight: 0.5 }]
  * { accuracy: vqaAccuracy(), judge: { reward: llmJudge(opts), onError: { fallback: 0 } } }
  */
-export type RewardSet = readonly (RewardFn | RewardEntry)[] | Readonly<Record<string, RewardFn | Omit<RewardEntry, 'name'>>>;
+export type RewardSet =
+  | readonly (RewardFn | RewardEntry)[]
+  | Readonly<Record<string, RewardFn | Omit<RewardEntry, 'name'>>>;
 
 /** One GRPO group: a sample and the completions generated for it. */
 export interface GroupInput {
@@ -128,11 +130,17 @@ function checkOnError(name: string, v: unknown): OnRewardError {
 }
 
 /** Resolve a reward set into named, weighted entries (names must be distinct). */
-export function resolveRewardSet(rewards: RewardSet, defaultOnError: OnRewardError = 'exclude'): { name: string; reward: RewardFn; weight: number; onError: OnRewardError }[] {
+export function resolveRewardSet(
+  rewards: RewardSet,
+  defaultOnError: OnRewardError = 'exclude',
+): { name: string; reward: RewardFn; weight: number; onError: OnRewardError }[] {
   const out: Entry[] = [];
   const add = (name: string | undefined, e: unknown, where: string) => {
-    const entry = typeof e === 'function' ? { reward: e as RewardFn } : e as Partial<RewardEntry>;
-    if (!entry || typeof entry.reward !== 'function') throw new TypeError(`Expected a reward function or {reward, weight, onError} for ${where} but received ${describeValue(e)}`);
+    const entry = typeof e === 'function' ? { reward: e as RewardFn } : (e as Partial<RewardEntry>);
+    if (!entry || typeof entry.reward !== 'function')
+      throw new TypeError(
+        `Expected a reward function or {reward, weight, onError} for ${where} but received ${describeValue(e)}`,
+      );
     out.push({
       name: name ?? entry.name ?? rewardName(entry.reward),
       reward: entry.reward,
@@ -141,19 +149,28 @@ export function resolveRewardSet(rewards: RewardSet, defaultOnError: OnRewardErr
     });
   };
   if (Array.isArray(rewards)) rewards.forEach((r, i) => add(undefined, r, `rewards[${i}]`));
-  else if (rewards && typeof rewards === 'object') for (const [k, r] of Object.entries(rewards)) add(k, r, `rewards.${k}`);
+  else if (rewards && typeof rewards === 'object')
+    for (const [k, r] of Object.entries(rewards)) add(k, r, `rewards.${k}`);
   else throw new TypeError(`Expected an array or object of rewards for rewards but received ${describeValue(rewards)}`);
   if (out.length === 0) throw new TypeError('Expected at least one reward for rewards but received none');
   const seen = new Set<string>();
   for (const e of out) {
-    if (seen.has(e.name)) throw new TypeError(`Expected distinct reward names but "${e.name}" appears twice; key them in an object ({ name: reward }) or give { reward, name }`);
+    if (seen.has(e.name))
+      throw new TypeError(
+        `Expected distinct reward names but "${e.name}" appears twice; key them in an object ({ name: reward }) or give { reward, name }`,
+      );
     seen.add(e.name);
   }
   return out;
 }
 
 /** Run tasks with at most `limit` in flight; a synchronous task finishes before the next starts. */
-async function pool(count: number, limit: number, task: (i: number) => void | Promise<void>, signal?: AbortSignal): Promise<void> {
+async function pool(
+  count: number,
+  limit: number,
+  task: (i: number) => void | Promise<void>,
+  signal?: AbortSignal,
+): Promise<void> {
   let next = 0;
   const worker = async () => {
     while (next < count) {
@@ -180,8 +197,13 @@ async function pool(count: number, limit: number, task: (i: number) => void | Pr
  * batch.groups[0].totals   // [1, 0, 1]
  * batch.messages           // [] when every reward behaved
  */
-export async function scoreGroups(groups: readonly GroupInput[], rewards: RewardSet, options: ScoreOptions = {}): Promise<ScoredBatch> {
-  if (!Array.isArray(groups)) throw new TypeError(`Expected an array of {sample, completions} for groups but received ${describeValue(groups)}`);
+export async function scoreGroups(
+  groups: readonly GroupInput[],
+  rewards: RewardSet,
+  options: ScoreOptions = {},
+): Promise<ScoredBatch> {
+  if (!Array.isArray(groups))
+    throw new TypeError(`Expected an array of {sample, completions} for groups but received ${describeValue(groups)}`);
   const defaultOnError = options.onError === undefined ? 'exclude' : checkOnError('onError', options.onError);
   const entries = resolveRewardSet(rewards, defaultOnError);
   const concurrency = options.concurrency === undefined ? 32 : expectInteger('concurrency', options.concurrency, 1);
@@ -191,18 +213,29 @@ export async function scoreGroups(groups: readonly GroupInput[], rewards: Reward
 
   // Validate the input shapes up front, naming the group.
   const texts: string[][] = groups.map((g, gi) => {
-    if (!g || typeof g !== 'object' || !g.sample || typeof g.sample !== 'object') throw new TypeError(`Expected {sample, completions} for groups[${gi}] but received ${describeValue(g)}`);
-    if (!Array.isArray(g.completions)) throw new TypeError(`Expected an array for groups[${gi}].completions (sample ${g.sample.id}) but received ${describeValue(g.completions)}`);
+    if (!g || typeof g !== 'object' || !g.sample || typeof g.sample !== 'object')
+      throw new TypeError(`Expected {sample, completions} for groups[${gi}] but received ${describeValue(g)}`);
+    if (!Array.isArray(g.completions))
+      throw new TypeError(
+        `Expected an array for groups[${gi}].completions (sample ${g.sample.id}) but received ${describeValue(g.completions)}`,
+      );
     return (g.completions as readonly (string | CompletionText)[]).map((c, ci) => {
       if (typeof c === 'string') return c;
       if (c && typeof c === 'object' && typeof c.text === 'string') return c.text;
-      throw new TypeError(`Expected a string or {text} for groups[${gi}].completions[${ci}] (sample ${g.sample.id}) but received ${describeValue(c)}`);
+      throw new TypeError(
+        `Expected a string or {text} for groups[${gi}].completions[${ci}] (sample ${g.sample.id}) but received ${describeValue(c)}`,
+      );
     });
   });
 
   const out: ScoredGroup[] = groups.map((g, gi) => ({
     sample: g.sample,
-    completions: texts[gi]!.map((text) => ({ text, total: null, excluded: false, rewards: entries.map((e) => ({ name: e.name, score: null })) })),
+    completions: texts[gi]!.map((text) => ({
+      text,
+      total: null,
+      excluded: false,
+      rewards: entries.map((e) => ({ name: e.name, score: null })),
+    })),
     totals: [],
   }));
 
@@ -214,19 +247,30 @@ export async function scoreGroups(groups: readonly GroupInput[], rewards: Reward
 
   // Completions the policy failed to produce are excluded before any reward runs.
   const skip = new Set<string>();
-  groups.forEach((g, gi) => g.completions.forEach((c: string | CompletionText, ci: number) => {
-    if (typeof c === 'object' && c.error) {
-      skip.add(`${gi}:${ci}`);
-      out[gi]!.completions[ci]!.excluded = true;
-      record({ sampleId: g.sample.id, group: gi, completion: ci, reward: '(generation)', kind: 'generation', action: 'excluded',
-        message: `sample ${g.sample.id} (group ${gi}, completion ${ci}): generation failed (${c.error}); completion excluded` });
-    }
-  }));
+  groups.forEach((g, gi) =>
+    g.completions.forEach((c: string | CompletionText, ci: number) => {
+      if (typeof c === 'object' && c.error) {
+        skip.add(`${gi}:${ci}`);
+        out[gi]!.completions[ci]!.excluded = true;
+        record({
+          sampleId: g.sample.id,
+          group: gi,
+          completion: ci,
+          reward: '(generation)',
+          kind: 'generation',
+          action: 'excluded',
+          message: `sample ${g.sample.id} (group ${gi}, completion ${ci}): generation failed (${c.error}); completion excluded`,
+        });
+      }
+    }),
+  );
 
   const tasks: [number, number, number][] = [];
-  out.forEach((g, gi) => g.completions.forEach((_, ci) => {
-    if (!skip.has(`${gi}:${ci}`)) entries.forEach((_e, ri) => tasks.push([gi, ci, ri]));
-  }));
+  out.forEach((g, gi) =>
+    g.completions.forEach((_, ci) => {
+      if (!skip.has(`${gi}:${ci}`)) entries.forEach((_e, ri) => tasks.push([gi, ci, ri]));
+    }),
+  );
 
   const fail = (gi: number, ci: number, ri: number, kind: FailureKind, detail: string) => {
     const e = entries[ri]!;
@@ -237,10 +281,26 @@ export async function scoreGroups(groups: readonly GroupInput[], rewards: Reward
     if (e.onError === 'exclude') {
       c.excluded = true;
       c.rewards[ri] = { name: e.name, score: null, error: detail };
-      record({ sampleId: g.sample.id, group: gi, completion: ci, reward: e.name, kind, action: 'excluded', message: `${where}: ${detail}; completion excluded` });
+      record({
+        sampleId: g.sample.id,
+        group: gi,
+        completion: ci,
+        reward: e.name,
+        kind,
+        action: 'excluded',
+        message: `${where}: ${detail}; completion excluded`,
+      });
     } else {
       c.rewards[ri] = { name: e.name, score: e.onError.fallback, error: detail };
-      record({ sampleId: g.sample.id, group: gi, completion: ci, reward: e.name, kind, action: 'fallback', message: `${where}: ${detail}; used fallback ${e.onError.fallback}` });
+      record({
+        sampleId: g.sample.id,
+        group: gi,
+        completion: ci,
+        reward: e.name,
+        kind,
+        action: 'fallback',
+        message: `${where}: ${detail}; used fallback ${e.onError.fallback}`,
+      });
     }
   };
 
@@ -259,38 +319,61 @@ export async function scoreGroups(groups: readonly GroupInput[], rewards: Reward
       score.error = b.error;
       failureCounts[e.name]!++;
       const g = out[gi]!;
-      record({ sampleId: g.sample.id, group: gi, completion: ci, reward: e.name, kind: 'recovered', action: 'recovered',
-        message: `reward "${e.name}" on sample ${g.sample.id} (group ${gi}, completion ${ci}): ${b.error}` });
+      record({
+        sampleId: g.sample.id,
+        group: gi,
+        completion: ci,
+        reward: e.name,
+        kind: 'recovered',
+        action: 'recovered',
+        message: `reward "${e.name}" on sample ${g.sample.id} (group ${gi}, completion ${ci}): ${b.error}`,
+      });
     }
     out[gi]!.completions[ci]!.rewards[ri] = score;
   };
 
   const thrown = (gi: number, ci: number, ri: number, err: unknown) => {
     if (options.signal?.aborted) throw options.signal.reason;
-    if (err instanceof RewardValueError) return fail(gi, ci, ri, err.problem, `${err.reward === entries[ri]!.name ? '' : `${err.reward} `}${err.message}`);
+    if (err instanceof RewardValueError)
+      return fail(gi, ci, ri, err.problem, `${err.reward === entries[ri]!.name ? '' : `${err.reward} `}${err.message}`);
     fail(gi, ci, ri, 'threw', `threw ${err instanceof Error ? `${err.name}: ${err.message}` : describeValue(err)}`);
   };
 
-  await pool(tasks.length, concurrency, (t) => {
-    const [gi, ci, ri] = tasks[t]!;
-    const e = entries[ri]!;
-    const context: RewardContext = { index: ci, group: texts[gi]!, step: options.step, signal: options.signal };
-    let v: unknown;
-    try {
-      v = e.reward(out[gi]!.sample, texts[gi]![ci]!, context);
-    } catch (err) {
-      return thrown(gi, ci, ri, err);
-    }
-    if (isPromiseLike(v)) return Promise.resolve(v).then((x) => accept(gi, ci, ri, x), (err) => thrown(gi, ci, ri, err));
-    accept(gi, ci, ri, v);
-  }, options.signal);
+  await pool(
+    tasks.length,
+    concurrency,
+    (t) => {
+      const [gi, ci, ri] = tasks[t]!;
+      const e = entries[ri]!;
+      const context: RewardContext = { index: ci, group: texts[gi]!, step: options.step, signal: options.signal };
+      let v: unknown;
+      try {
+        v = e.reward(out[gi]!.sample, texts[gi]![ci]!, context);
+      } catch (err) {
+        return thrown(gi, ci, ri, err);
+      }
+      if (isPromiseLike(v))
+        return Promise.resolve(v).then(
+          (x) => accept(gi, ci, ri, x),
+          (err) => thrown(gi, ci, ri, err),
+        );
+      accept(gi, ci, ri, v);
+    },
+    options.signal,
+  );
 
   let excluded = 0;
   for (const g of out) {
     for (const c of g.completions) {
-      if (c.excluded) { excluded++; c.total = null; continue; }
+      if (c.excluded) {
+        excluded++;
+        c.total = null;
+        continue;
+      }
       let total = 0;
-      c.rewards.forEach((r, ri) => { total += entries[ri]!.weight * (r.score as number); });
+      c.rewards.forEach((r, ri) => {
+        total += entries[ri]!.weight * (r.score as number);
+      });
       c.total = total;
     }
     g.totals = g.completions.map((c) => c.total);

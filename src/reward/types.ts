@@ -33,16 +33,26 @@ export interface RewardContext {
   signal?: AbortSignal;
 }
 
-export type RewardFn = ((sample: VqaSample, completion: string, context: RewardContext) => RewardValue | Promise<RewardValue>) & {
+export type RewardFn = ((
+  sample: VqaSample,
+  completion: string,
+  context: RewardContext,
+) => RewardValue | Promise<RewardValue>) & {
   /** Display name; defaults to the function's name. */
   rewardName?: string;
 };
 
 /** A reward known to return a breakdown synchronously (the built-ins); assignable to {@link RewardFn}. */
-export type BreakdownReward = ((sample: VqaSample, completion: string, context?: RewardContext) => RewardBreakdown) & { rewardName?: string };
+export type BreakdownReward = ((sample: VqaSample, completion: string, context?: RewardContext) => RewardBreakdown) & {
+  rewardName?: string;
+};
 
 /** A reward known to return a promise of a breakdown (the LLM judge); assignable to {@link RewardFn}. */
-export type AsyncBreakdownReward = ((sample: VqaSample, completion: string, context?: RewardContext) => Promise<RewardBreakdown>) & { rewardName?: string };
+export type AsyncBreakdownReward = ((
+  sample: VqaSample,
+  completion: string,
+  context?: RewardContext,
+) => Promise<RewardBreakdown>) & { rewardName?: string };
 
 /** One reward's result for one completion, as the trainer records it and the display shows it. */
 export interface RewardScore {

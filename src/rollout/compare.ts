@@ -110,10 +110,18 @@ export function priceFor(name: string, prices: PriceTable | undefined): Price | 
 }
 
 /** Evaluate each policy on the same samples (one after the other, each with `nRunners` in flight). */
-export async function evaluatePolicies(policies: readonly Policy[], samples: readonly VqaSample[], options: EvaluatePoliciesOptions = {}): Promise<PolicyComparison> {
-  if (!Array.isArray(policies) || policies.length === 0) throw new TypeError(`Expected a non-empty array of policies for policies but received ${describeValue(policies)}`);
-  for (const [i, p] of policies.entries()) if (!p || typeof p.generate !== 'function') throw new TypeError(`Expected a Policy for policies[${i}] but received ${describeValue(p)}`);
-  if (!Array.isArray(samples) || samples.length === 0) throw new TypeError(`Expected a non-empty array of samples for samples but received ${describeValue(samples)}`);
+export async function evaluatePolicies(
+  policies: readonly Policy[],
+  samples: readonly VqaSample[],
+  options: EvaluatePoliciesOptions = {},
+): Promise<PolicyComparison> {
+  if (!Array.isArray(policies) || policies.length === 0)
+    throw new TypeError(`Expected a non-empty array of policies for policies but received ${describeValue(policies)}`);
+  for (const [i, p] of policies.entries())
+    if (!p || typeof p.generate !== 'function')
+      throw new TypeError(`Expected a Policy for policies[${i}] but received ${describeValue(p)}`);
+  if (!Array.isArray(samples) || samples.length === 0)
+    throw new TypeError(`Expected a non-empty array of samples for samples but received ${describeValue(samples)}`);
   const names = policies.map((p) => p.name);
   const dup = names.find((n, i) => names.indexOf(n) !== i);
   if (dup) throw new Error(`two policies are named ${JSON.stringify(dup)}; give them distinct names`);
@@ -131,28 +139,47 @@ export async function evaluatePolicies(policies: readonly Policy[], samples: rea
   const few = chosen.map((s) => referencesOf(s).length < OFFICIAL_ANSWER_COUNT);
   const fewCount = few.filter(Boolean).length;
   if (fewCount > 0) {
-    notes.push(`${fewCount} of ${chosen.length} samples have fewer than ${OFFICIAL_ANSWER_COUNT} reference answers: scored by normalised exact match against any reference (docs/vqa-metric.md)`);
+    notes.push(
+      `${fewCount} of ${chosen.length} samples have fewer than ${OFFICIAL_ANSWER_COUNT} reference answers: scored by normalised exact match against any reference (docs/vqa-metric.md)`,
+    );
   }
   const annotations: VqaAnnotationsFile = {
     annotations: chosen.map((s) => ({
-      question_id: s.id, question_type: s.questionType ?? 'unknown', answer_type: s.answerType ?? 'other', image_id: s.imageId ?? 0,
-      answers: ((s.answers?.length ? s.answers : [s.answer]) as string[]).map((answer: string, i: number) => ({ answer, answer_id: i + 1 })),
+      question_id: s.id,
+      question_type: s.questionType ?? 'unknown',
+      answer_type: s.answerType ?? 'other',
+      image_id: s.imageId ?? 0,
+      answers: ((s.answers?.length ? s.answers : [s.answer]) as string[]).map((answer: string, i: number) => ({
+        answer,
+        answer_id: i + 1,
+      })),
     })) as VqaAnnotationsFile['annotations'],
   };
   const answerTypes = [...new Set(chosen.map((s) => s.answerType ?? 'other'))].sort();
   const reports: PolicyReport[] = [];
   for (const policy of policies) {
-    if (options.signal?.aborted) throw options.signal.reason instanceof Error ? options.signal.reason : new Error('cancelled');
+    if (options.signal?.aborted)
+      throw options.signal.reason instanceof Error ? options.signal.reason : new Error('cancelled');
     const t0 = performance.now();
     let done = 0;
-    const results = await rollout(policy, chosen, { n: 1, temperature, maxTokens, seed }, {
-      nRunners, signal: options.signal, onResult: () => options.onProgress?.(policy.name, ++done, chosen.length),
-    });
-    if (options.signal?.aborted) throw options.signal.reason instanceof Error ? options.signal.reason : new Error('cancelled');
+    const results = await rollout(
+      policy,
+      chosen,
+      { n: 1, temperature, maxTokens, seed },
+      {
+        nRunners,
+        signal: options.signal,
+        onResult: () => options.onProgress?.(policy.name, ++done, chosen.length),
+      },
+    );
+    if (options.signal?.aborted)
+      throw options.signal.reason instanceof Error ? options.signal.reason : new Error('cancelled');
     const seconds = (performance.now() - t0) / 1000;
     const rows: QuestionResult[] = [];
     const seenRequests = new Set<string>();
-    let prompt = 0, completion = 0, known = true;
+    let prompt = 0,
+      completion = 0,
+      known = true;
     for (const r of results) {
       const c = r.completions[0]!;
       const failed = c.finishReason === 'error';
@@ -164,15 +191,27 @@ export async function evaluatePolicies(policies: readonly Policy[], samples: rea
       } else if (!failed) known = false;
       const reference = r.sample.answer ?? r.sample.answers?.[0] ?? '';
       const row: QuestionResult = {
-        id: r.sample.id, question: r.sample.question, answerType: r.sample.answerType ?? 'other', prediction, accuracy: 0,
-        match: !failed && normalizeAnswer(prediction.trim(), dialect) === normalizeAnswer(reference.trim(), dialect) ? 1 : 0,
-        latencyMs: c.latencyMs ?? null, completionTokens: c.usage?.completionTokens ?? null,
+        id: r.sample.id,
+        question: r.sample.question,
+        answerType: r.sample.answerType ?? 'other',
+        prediction,
+        accuracy: 0,
+        match:
+          !failed && normalizeAnswer(prediction.trim(), dialect) === normalizeAnswer(reference.trim(), dialect) ? 1 : 0,
+        latencyMs: c.latencyMs ?? null,
+        completionTokens: c.usage?.completionTokens ?? null,
       };
       if (failed) row.error = c.error ?? r.error ?? 'failed';
       rows.push(row);
     }
-    const official = evaluateVqa(annotations, rows.map((r) => ({ question_id: r.id, answer: r.prediction })), { dialect });
-    official.accuracies.forEach((a, i) => { rows[i]!.accuracy = few[i] ? scoreAnswer(rows[i]!.prediction, referencesOf(chosen[i]!), { dialect }).accuracy : a; });
+    const official = evaluateVqa(
+      annotations,
+      rows.map((r) => ({ question_id: r.id, answer: r.prediction })),
+      { dialect },
+    );
+    official.accuracies.forEach((a, i) => {
+      rows[i]!.accuracy = few[i] ? scoreAnswer(rows[i]!.prediction, referencesOf(chosen[i]!), { dialect }).accuracy : a;
+    });
     for (const w of official.warnings) if (!notes.includes(w)) notes.push(w);
     let overall = official.overall.value;
     let perAnswerType = Object.fromEntries([...official.perAnswerType].map(([t, a]) => [t, a.value]));
@@ -180,7 +219,9 @@ export async function evaluatePolicies(policies: readonly Policy[], samples: rea
       // Some rows were rescored: summarise as the official evaluator does (100 × mean, 2 decimals).
       const pct = (xs: number[]) => Math.round((10000 * xs.reduce((a, b) => a + b, 0)) / xs.length) / 100;
       overall = pct(rows.map((r) => r.accuracy));
-      perAnswerType = Object.fromEntries(answerTypes.map((t) => [t, pct(rows.filter((r) => r.answerType === t).map((r) => r.accuracy))]));
+      perAnswerType = Object.fromEntries(
+        answerTypes.map((t) => [t, pct(rows.filter((r) => r.answerType === t).map((r) => r.accuracy))]),
+      );
     }
     const lat = rows.filter((r) => r.error === undefined && r.latencyMs !== null).map((r) => r.latencyMs!);
     const price = priceFor(policy.name, options.prices);
@@ -193,8 +234,10 @@ export async function evaluatePolicies(policies: readonly Policy[], samples: rea
       perAnswerType,
       exactMatch: Math.round((10000 * rows.reduce((a, r) => a + r.match, 0)) / rows.length) / 100,
       latencyMs: {
-        p50: percentile(lat, 50), p99: percentile(lat, 99),
-        mean: lat.length ? lat.reduce((a, b) => a + b, 0) / lat.length : null, max: lat.length ? Math.max(...lat) : null,
+        p50: percentile(lat, 50),
+        p99: percentile(lat, 99),
+        mean: lat.length ? lat.reduce((a, b) => a + b, 0) / lat.length : null,
+        max: lat.length ? Math.max(...lat) : null,
       },
       tokens: { prompt, completion, total: prompt + completion, known },
       cost: price && known ? (prompt * price.input + completion * price.output) / 1e6 : null,
@@ -203,7 +246,14 @@ export async function evaluatePolicies(policies: readonly Policy[], samples: rea
       errorMessages: [...new Set(errors.map((r) => r.error!))].slice(0, 10),
     });
   }
-  return { dataset: options.dataset ?? 'samples', questions: chosen.length, answerTypes, policies: reports, notes, createdAt: new Date().toISOString() };
+  return {
+    dataset: options.dataset ?? 'samples',
+    questions: chosen.length,
+    answerTypes,
+    policies: reports,
+    notes,
+    createdAt: new Date().toISOString(),
+  };
 }
 
 /** The comparison as JSON (rows included), for --json and files. */

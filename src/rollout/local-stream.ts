@@ -71,7 +71,8 @@ export class StopMatcher {
     for (let i = 0; i < text.length; i++) {
       const c = text.charCodeAt(i);
       for (let j = 0; j < n; j++) {
-        const s = this.stops[j]!, f = this.fail[j]!;
+        const s = this.stops[j]!,
+          f = this.fail[j]!;
         let k = st.matched[j]!;
         if (k === s.length) k = f[k]!;
         while (k >= 0 && s.charCodeAt(k) !== c) k = f[k]!;
@@ -125,7 +126,11 @@ export class ChoiceTextStream {
   private ended = false;
   private count = 0;
 
-  constructor(private readonly tokenizer: VlmTokenizer, private readonly stopIds: ReadonlySet<number>, stopStrings: readonly string[] | StopMatcher) {
+  constructor(
+    private readonly tokenizer: VlmTokenizer,
+    private readonly stopIds: ReadonlySet<number>,
+    stopStrings: readonly string[] | StopMatcher,
+  ) {
     this.matcher = stopStrings instanceof StopMatcher ? stopStrings : new StopMatcher(stopStrings);
     this.stopState = this.matcher.state();
   }
@@ -161,7 +166,10 @@ export class ChoiceTextStream {
   }
 
   private send(piece: string): string {
-    if (piece) { this.sentParts.push(piece); this.sentLength += piece.length; }
+    if (piece) {
+      this.sentParts.push(piece);
+      this.sentLength += piece.length;
+    }
     return piece;
   }
 

@@ -26,7 +26,6 @@ import { ChoiceTextStream, firstIndexOf } from './local-stream.js';
 import { abortReason } from './runner.js';
 import type { Completion, Policy, SamplingOptions } from './types.js';
 
-
 /** Sampling for one prompt on the engine. */
 export interface LocalSampling {
   n: number;
@@ -75,7 +74,12 @@ export interface LocalGeneration {
 
 /** A prompt that cannot fit the model's context: the server answers 400 context_length_exceeded. */
 export class ContextLengthError extends RangeError {
-  constructor(message: string, readonly promptTokens: number, readonly maxTokens: number, readonly limit: number) {
+  constructor(
+    message: string,
+    readonly promptTokens: number,
+    readonly maxTokens: number,
+    readonly limit: number,
+  ) {
     super(message);
     this.name = 'ContextLengthError';
   }
@@ -131,19 +135,27 @@ export class LocalPolicy implements Policy {
   private readonly stopSet: Set<number>;
 
   constructor(options: LocalPolicyOptions) {
-    if (options === null || typeof options !== 'object') throw invalidParameterError('options', 'an object {model, tokenizer}', options);
-    if (!options.model || typeof options.model.sample !== 'function') throw invalidParameterError('options.model', 'an EngineModel', options.model);
-    if (!(options.tokenizer instanceof VlmTokenizer)) throw invalidParameterError('options.tokenizer', 'a VlmTokenizer', options.tokenizer);
+    if (options === null || typeof options !== 'object')
+      throw invalidParameterError('options', 'an object {model, tokenizer}', options);
+    if (!options.model || typeof options.model.sample !== 'function')
+      throw invalidParameterError('options.model', 'an EngineModel', options.model);
+    if (!(options.tokenizer instanceof VlmTokenizer))
+      throw invalidParameterError('options.tokenizer', 'a VlmTokenizer', options.tokenizer);
     this.model = options.model;
     this.tokenizer = options.tokenizer;
     this.processor = options.processor ?? new Qwen2VLImageProcessor(processorOptionsFrom(options.tokenizer.source));
-    this.videoProcessor = options.videoProcessor ?? videoProcessorFor(this.model.config?.modelType ?? 'qwen2_vl', processorOptionsFrom(options.tokenizer.source));
+    this.videoProcessor =
+      options.videoProcessor ??
+      videoProcessorFor(this.model.config?.modelType ?? 'qwen2_vl', processorOptionsFrom(options.tokenizer.source));
     this.name = options.name ?? `local:${options.tokenizer.source}`;
     this.systemPrompt = options.systemPrompt;
     this.mergeSize = this.model.config?.vision?.spatialMergeSize ?? 2;
-    this.cacheSize = options.imageCacheSize === undefined ? 256 : expectInteger('imageCacheSize', options.imageCacheSize, 0);
+    this.cacheSize =
+      options.imageCacheSize === undefined ? 256 : expectInteger('imageCacheSize', options.imageCacheSize, 0);
     if (this.model.config && this.tokenizer.vocabSize > this.model.config.vocabSize) {
-      throw new Error(`${this.tokenizer.source}: the tokenizer has ${this.tokenizer.vocabSize} ids but the model's vocab_size is ${this.model.config.vocabSize}`);
+      throw new Error(
+        `${this.tokenizer.source}: the tokenizer has ${this.tokenizer.vocabSize} ids but the model's vocab_size is ${this.model.config.vocabSize}`,
+      );
     }
     this.stopSet = new Set(this.tokenizer.stopTokenIds);
   }
@@ -154,13 +166,20 @@ export class LocalPolicy implements Policy {
     const load: LoadOptions = { ...options.load };
     if (options.threads !== undefined) load.threads = options.threads;
     if (options.maxSequenceLength !== undefined) load.maxSequenceLength = options.maxSequenceLength;
-    if (r.lora) { load.lora = r.lora; load.adapter = r.adapterDir; }
+    if (r.lora) {
+      load.lora = r.lora;
+      load.adapter = r.adapterDir;
+    }
     const model = await loadModel(r.modelDir, load);
     try {
       const tokenizer = VlmTokenizer.load(r.tokenizerDir);
       return new LocalPolicy({
-        model, tokenizer, processor: new Qwen2VLImageProcessor(processorOptionsFrom(r.tokenizerDir)),
-        name: options.name ?? `local:${dir === DEFAULT_MODEL_DIR ? 'default' : dir}`, systemPrompt: options.systemPrompt, imageCacheSize: options.imageCacheSize,
+        model,
+        tokenizer,
+        processor: new Qwen2VLImageProcessor(processorOptionsFrom(r.tokenizerDir)),
+        name: options.name ?? `local:${dir === DEFAULT_MODEL_DIR ? 'default' : dir}`,
+        systemPrompt: options.systemPrompt,
+        imageCacheSize: options.imageCacheSize,
       });
     } catch (err) {
       model.dispose();
@@ -193,7 +212,13 @@ export class LocalPolicy implements Policy {
     const hit = this.cache.get(key);
     if (hit) return hit;
     const v = await this.videoProcessor.processFolder(dir, fps);
-    const img: ImageInput = { pixels: v.pixels, gridThw: v.gridThw, video: true, secondPerGrid: v.secondPerGrid, ...(v.timestamps ? { timestamps: v.timestamps } : {}) };
+    const img: ImageInput = {
+      pixels: v.pixels,
+      gridThw: v.gridThw,
+      video: true,
+      secondPerGrid: v.secondPerGrid,
+      ...(v.timestamps ? { timestamps: v.timestamps } : {}),
+    };
     if (this.cacheSize > 0) {
       if (this.cache.size >= this.cacheSize) this.cache.delete(this.cache.keys().next().value!);
       this.cache.set(key, img);
@@ -240,12 +265,21 @@ export class LocalPolicy implements Policy {
   checkLength(prompt: Prompt, maxTokens: number): void {
     const limit = this.maxSequenceLength;
     if (prompt.ids.length >= limit) {
-      throw new ContextLengthError(`this model's maximum context length is ${limit} tokens, but the prompt has ${prompt.ids.length} tokens (images included); shorten it`,
-        prompt.ids.length, maxTokens, limit);
+      throw new ContextLengthError(
+        `this model's maximum context length is ${limit} tokens, but the prompt has ${prompt.ids.length} tokens (images included); shorten it`,
+        prompt.ids.length,
+        maxTokens,
+        limit,
+      );
     }
     if (prompt.ids.length + maxTokens > limit) {
-      throw new ContextLengthError(`this model's maximum context length is ${limit} tokens; the prompt has ${prompt.ids.length} and max_tokens asks for ${maxTokens} more `
-        + `(${prompt.ids.length + maxTokens}); lower max_tokens to ${limit - prompt.ids.length} or less`, prompt.ids.length, maxTokens, limit);
+      throw new ContextLengthError(
+        `this model's maximum context length is ${limit} tokens; the prompt has ${prompt.ids.length} and max_tokens asks for ${maxTokens} more ` +
+          `(${prompt.ids.length + maxTokens}); lower max_tokens to ${limit - prompt.ids.length} or less`,
+        prompt.ids.length,
+        maxTokens,
+        limit,
+      );
     }
   }
 
@@ -258,17 +292,29 @@ export class LocalPolicy implements Policy {
     const maxTokens = expectInteger('maxTokens', o.maxTokens, 1);
     const temperature = expectNumber('temperature', o.temperature, 0);
     const topLogprobs = o.topLogprobs === undefined ? 0 : expectInteger('topLogprobs', o.topLogprobs, 0, 20);
-    const seed = o.seed === undefined ? randomInt(0, 2 ** 47) : expectInteger('seed', o.seed, 0, Number.MAX_SAFE_INTEGER);
+    const seed =
+      o.seed === undefined ? randomInt(0, 2 ** 47) : expectInteger('seed', o.seed, 0, Number.MAX_SAFE_INTEGER);
     this.checkLength(prompt, maxTokens);
     const { ids: stopIds, strings } = this.stops(o);
     const t0 = performance.now();
-    if (o.signal !== undefined && !(o.signal instanceof AbortSignal)) throw invalidParameterError('signal', 'AbortSignal', o.signal);
-    if (o.onToken !== undefined && typeof o.onToken !== 'function') throw invalidParameterError('onToken', 'function', o.onToken);
+    if (o.signal !== undefined && !(o.signal instanceof AbortSignal))
+      throw invalidParameterError('signal', 'AbortSignal', o.signal);
+    if (o.onToken !== undefined && typeof o.onToken !== 'function')
+      throw invalidParameterError('onToken', 'function', o.onToken);
     const onToken = o.onToken;
     const res = await this.model.sample({
-      prompt, n, temperature, topP: o.topP, topK: o.topK || undefined, maxTokens, stopTokenIds: [...stopIds], seed,
+      prompt,
+      n,
+      temperature,
+      topP: o.topP,
+      topK: o.topK || undefined,
+      maxTokens,
+      stopTokenIds: [...stopIds],
+      seed,
       ...(o.signal ? { signal: o.signal } : {}),
-      ...(onToken ? { onToken: (e: TokenEvent) => onToken({ choice: e.row, tokenId: e.tokenId, logprob: e.logprob }) } : {}),
+      ...(onToken
+        ? { onToken: (e: TokenEvent) => onToken({ choice: e.row, tokenId: e.tokenId, logprob: e.logprob }) }
+        : {}),
     });
     const matcher = new ChoiceTextStream(this.tokenizer, new Set(), strings);
     const choices: LocalChoice[] = res.tokenIds.map((idsArr, i) => {
@@ -276,7 +322,11 @@ export class LocalPolicy implements Policy {
       let lps = Array.from(res.logprobs[i]!);
       let finish: 'stop' | 'length' = res.finishReason[i]!;
       const stopAt = ids.findIndex((t) => stopIds.has(t));
-      if (stopAt >= 0) { ids = ids.slice(0, stopAt + 1); lps = lps.slice(0, stopAt + 1); finish = 'stop'; }
+      if (stopAt >= 0) {
+        ids = ids.slice(0, stopAt + 1);
+        lps = lps.slice(0, stopAt + 1);
+        finish = 'stop';
+      }
       const bodyLen = stopAt >= 0 ? stopAt : ids.length;
       let text = this.tokenizer.decode(ids.slice(0, bodyLen));
       if (strings.length > 0 && firstIndexOf(text, strings) >= 0) {
@@ -284,7 +334,13 @@ export class LocalPolicy implements Policy {
         const scan = matcher.sibling();
         for (let k = 1; k <= bodyLen; k++) {
           scan.push(ids[k - 1]!);
-          if (scan.done) { text = scan.sent; ids = ids.slice(0, k); lps = lps.slice(0, k); finish = 'stop'; break; }
+          if (scan.done) {
+            text = scan.sent;
+            ids = ids.slice(0, k);
+            lps = lps.slice(0, k);
+            finish = 'stop';
+            break;
+          }
         }
       }
       return { text, tokenIds: ids, logprobs: lps, finishReason: finish };
@@ -303,12 +359,16 @@ export class LocalPolicy implements Policy {
     const vocab = this.model.config.vocabSize;
     const floats = choices.reduce((a, c) => a + (prompt.ids.length + c.tokenIds.length) * vocab, 0);
     if (floats > LocalPolicy.TOP_LOGPROBS_MAX_FLOATS) {
-      throw new RangeError(`top_logprobs needs the full logits (${floats.toLocaleString('en-US')} floats for this request, vocabulary ${vocab}); `
-        + `the limit is ${LocalPolicy.TOP_LOGPROBS_MAX_FLOATS.toLocaleString('en-US')}: ask for fewer tokens or omit top_logprobs`);
+      throw new RangeError(
+        `top_logprobs needs the full logits (${floats.toLocaleString('en-US')} floats for this request, vocabulary ${vocab}); ` +
+          `the limit is ${LocalPolicy.TOP_LOGPROBS_MAX_FLOATS.toLocaleString('en-US')}: ask for fewer tokens or omit top_logprobs`,
+      );
     }
     const withTokens = choices.filter((c) => c.tokenIds.length > 0);
     if (withTokens.length === 0) return;
-    const [res] = await this.model.forward([{ prompt, completions: withTokens.map((c) => Int32Array.from(c.tokenIds)), returnLogits: true }]);
+    const [res] = await this.model.forward([
+      { prompt, completions: withTokens.map((c) => Int32Array.from(c.tokenIds)), returnLogits: true },
+    ]);
     withTokens.forEach((c, j) => {
       const logits = res!.logits![j]!;
       c.topLogprobs = c.tokenIds.map((_t, pos) => {
@@ -335,7 +395,8 @@ export class LocalPolicy implements Policy {
   /** Policy.generate: per-sample failures (unreadable image, too long) come back as error completions. */
   async generate(sample: VqaSample, options: SamplingOptions): Promise<Completion[]> {
     if (sample === null || typeof sample !== 'object') throw invalidParameterError('sample', 'a VqaSample', sample);
-    if (options === null || typeof options !== 'object') throw invalidParameterError('options', 'SamplingOptions', options);
+    if (options === null || typeof options !== 'object')
+      throw invalidParameterError('options', 'SamplingOptions', options);
     const n = expectInteger('options.n', options.n, 1, 4096);
     if (options.signal?.aborted) throw abortReason(options.signal);
     const requestId = `local-${++requestCounter}`;
@@ -348,23 +409,45 @@ export class LocalPolicy implements Policy {
       for (const d of visuals.videos) images.push(await this.video(d, sample.videoFps));
       const prompt = this.prompt(this.messagesFor(sample), images);
       gen = await this.complete(prompt, {
-        n, temperature: options.temperature, topP: options.topP, topK: options.topK, maxTokens: options.maxTokens,
-        stopTokenIds: options.stopTokenIds, stop: options.stop, seed: options.seed, topLogprobs: options.topLogprobs,
+        n,
+        temperature: options.temperature,
+        topP: options.topP,
+        topK: options.topK,
+        maxTokens: options.maxTokens,
+        stopTokenIds: options.stopTokenIds,
+        stop: options.stop,
+        seed: options.seed,
+        topLogprobs: options.topLogprobs,
         ...(options.signal ? { signal: options.signal } : {}),
       });
     } catch (err) {
       if (options.signal?.aborted) throw abortReason(options.signal); // cancelled: not a sample's failure
       if (err instanceof TypeError && /^Expected /.test(err.message)) throw err; // a caller's bug, not a sample's
       const msg = `sample ${sample.id}: ${err instanceof Error ? err.message : String(err)}`;
-      return Array.from({ length: n }, () => ({ text: '', finishReason: 'error' as const, error: msg, requestId, latencyMs: performance.now() - t0 }));
+      return Array.from({ length: n }, () => ({
+        text: '',
+        finishReason: 'error' as const,
+        error: msg,
+        requestId,
+        latencyMs: performance.now() - t0,
+      }));
     }
     const latencyMs = performance.now() - t0;
     return gen.choices.map((c) => {
       const out: Completion = {
-        text: c.text.trim(), tokenIds: c.tokenIds, logprobs: c.logprobs, finishReason: c.finishReason, latencyMs, requestId, attempts: 1,
+        text: c.text.trim(),
+        tokenIds: c.tokenIds,
+        logprobs: c.logprobs,
+        finishReason: c.finishReason,
+        latencyMs,
+        requestId,
+        attempts: 1,
         usage: { promptTokens: gen.promptTokens, completionTokens: c.tokenIds.length },
       };
-      if (c.topLogprobs) out.topLogprobs = c.topLogprobs.map((row) => row.map((e) => ({ token: this.tokenizer.decode([e.id], { skipSpecialTokens: false }), logprob: e.logprob })));
+      if (c.topLogprobs)
+        out.topLogprobs = c.topLogprobs.map((row) =>
+          row.map((e) => ({ token: this.tokenizer.decode([e.id], { skipSpecialTokens: false }), logprob: e.logprob })),
+        );
       return out;
     });
   }

@@ -15,7 +15,17 @@ import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import type * as OrtTypes from 'onnxruntime-node';
 import type { VqaSample } from '../data/types.js';
-import type { CallOptions, EngineModel, ForwardRequest, ForwardResult, ImageInput, Prompt, SampleRequest, SampleResult, StepResult } from '../engine/types.js';
+import type {
+  CallOptions,
+  EngineModel,
+  ForwardRequest,
+  ForwardResult,
+  ImageInput,
+  Prompt,
+  SampleRequest,
+  SampleResult,
+  StepResult,
+} from '../engine/types.js';
 import { parseConfig, type EngineConfig } from '../engine/config.js';
 import { checkForwardRequests, checkSampleRequest } from '../engine/check.js';
 import { parameterCount } from '../engine/config-check.js';
@@ -38,7 +48,9 @@ export async function loadOrt(): Promise<Ort> {
     try {
       ortModule = (await import('onnxruntime-node')) as unknown as Ort;
     } catch (err) {
-      throw new Error(`onnxruntime-node is not installed or cannot load (${(err as Error).message}); install it with ONNXRUNTIME_NODE_INSTALL=skip npm install onnxruntime-node`);
+      throw new Error(
+        `onnxruntime-node is not installed or cannot load (${(err as Error).message}); install it with ONNXRUNTIME_NODE_INSTALL=skip npm install onnxruntime-node`,
+      );
     }
   }
   return ortModule;
@@ -50,15 +62,15 @@ const DTYPE_SUFFIX: Record<string, string> = { fp32: '', fp16: '_fp16', int8: '_
 
 const MASK64 = (1n << 64n) - 1n;
 function splitmix(z: bigint): bigint {
-  z = (z + 0x9E3779B97F4A7C15n) & MASK64;
-  z = ((z ^ (z >> 30n)) * 0xBF58476D1CE4E5B9n) & MASK64;
-  z = ((z ^ (z >> 27n)) * 0x94D049BB133111EBn) & MASK64;
+  z = (z + 0x9e3779b97f4a7c15n) & MASK64;
+  z = ((z ^ (z >> 30n)) * 0xbf58476d1ce4e5b9n) & MASK64;
+  z = ((z ^ (z >> 27n)) * 0x94d049bb133111ebn) & MASK64;
   return z ^ (z >> 31n);
 }
 
 /** Uniform in [0, 1) for (seed, sample, step): the engine's counter-based hash. */
 export function uniform01(seed: number, g: number, t: number): number {
-  const h = splitmix(splitmix(splitmix(BigInt(seed)) ^ BigInt(g)) ^ ((BigInt(t) * 0xD1B54A32D192ED03n) & MASK64));
+  const h = splitmix(splitmix(splitmix(BigInt(seed)) ^ BigInt(g)) ^ ((BigInt(t) * 0xd1b54a32d192ed03n) & MASK64));
   return Number(h >> 11n) * (1 / 9007199254740992);
 }
 
@@ -76,10 +88,20 @@ export interface TokenSampling {
  * (lowest index on ties); otherwise logits / T, top-k, top-p, inverse-CDF with uniform01(seed, g, t).
  * Returns the token and its log-prob under the unfiltered temperature-1 distribution.
  */
-export function sampleToken(logits: Float32Array, o: TokenSampling, g: number, t: number): { id: number; logprob: number } {
+export function sampleToken(
+  logits: Float32Array,
+  o: TokenSampling,
+  g: number,
+  t: number,
+): { id: number; logprob: number } {
   const V = logits.length;
-  let mx = -Infinity, arg = 0;
-  for (let j = 0; j < V; j++) if (logits[j]! > mx) { mx = logits[j]!; arg = j; }
+  let mx = -Infinity,
+    arg = 0;
+  for (let j = 0; j < V; j++)
+    if (logits[j]! > mx) {
+      mx = logits[j]!;
+      arg = j;
+    }
   let s = 0;
   for (let j = 0; j < V; j++) s += Math.exp(logits[j]! - mx);
   const lse = mx + Math.log(s);
@@ -87,19 +109,24 @@ export function sampleToken(logits: Float32Array, o: TokenSampling, g: number, t
   const temperature = Math.fround(o.temperature);
   if (temperature > 0) {
     const invT = 1 / temperature;
-    const topK = o.topK ?? 0, topP = Math.fround(o.topP ?? 1);
-    const useK = topK > 0 && topK < V, useP = topP < 1;
+    const topK = o.topK ?? 0,
+      topP = Math.fround(o.topP ?? 1);
+    const useK = topK > 0 && topK < V,
+      useP = topP < 1;
     let cand: number[] | undefined;
     if (useK || useP) {
       cand = Array.from({ length: V }, (_, j) => j);
-      cand.sort((a, b) => (logits[b]! - logits[a]!) || a - b);
+      cand.sort((a, b) => logits[b]! - logits[a]! || a - b);
       if (useK) cand.length = topK;
     }
     const n = cand ? cand.length : V;
     const id = (i: number) => (cand ? cand[i]! : i);
     const w = new Float64Array(n);
     let total = 0;
-    for (let i = 0; i < n; i++) { w[i] = Math.exp((logits[id(i)]! - mx) * invT); total += w[i]!; }
+    for (let i = 0; i < n; i++) {
+      w[i] = Math.exp((logits[id(i)]! - mx) * invT);
+      total += w[i]!;
+    }
     let keep = n;
     if (useP) {
       let cum = 0;
@@ -112,7 +139,10 @@ export function sampleToken(logits: Float32Array, o: TokenSampling, g: number, t
     tok = id(keep - 1);
     for (let i = 0; i < keep; i++) {
       cum += w[i]!;
-      if (u < cum) { tok = id(i); break; }
+      if (u < cum) {
+        tok = id(i);
+        break;
+      }
     }
   }
   return { id: tok, logprob: Math.fround(logits[tok]! - lse) };
@@ -121,20 +151,32 @@ export function sampleToken(logits: Float32Array, o: TokenSampling, g: number, t
 // ---- M-RoPE positions (transformers' get_rope_index; native/src/model.cc rope_index) -----------------
 
 /** [3, L] positions of a prompt (axis-major) and the next position after it. */
-export function ropeIndex(ids: Int32Array, images: readonly ImageInput[], imageTokenId: number, merge: number): { pos: BigInt64Array; next: number } {
+export function ropeIndex(
+  ids: Int32Array,
+  images: readonly ImageInput[],
+  imageTokenId: number,
+  merge: number,
+): { pos: BigInt64Array; next: number } {
   const L = ids.length;
   const pos = new BigInt64Array(3 * L);
-  let st = 0, cur = 0;
-  const set = (i: number, a: number, b: number, c: number) => { pos[i] = BigInt(a); pos[L + i] = BigInt(b); pos[2 * L + i] = BigInt(c); };
+  let st = 0,
+    cur = 0;
+  const set = (i: number, a: number, b: number, c: number) => {
+    pos[i] = BigInt(a);
+    pos[L + i] = BigInt(b);
+    pos[2 * L + i] = BigInt(c);
+  };
   for (const im of images) {
     let ed = st;
     while (ed < L && ids[ed] !== imageTokenId) ed++;
     for (let i = st; i < ed; i++) set(i, cur + i - st, cur + i - st, cur + i - st);
     const base = cur + ed - st;
     const [t, h, w] = im.gridThw;
-    const gh = h / merge, gw = w / merge;
+    const gh = h / merge,
+      gw = w / merge;
     let idx = ed;
-    for (let ti = 0; ti < t; ti++) for (let hi = 0; hi < gh; hi++) for (let wi = 0; wi < gw; wi++, idx++) set(idx, base + ti, base + hi, base + wi);
+    for (let ti = 0; ti < t; ti++)
+      for (let hi = 0; hi < gh; hi++) for (let wi = 0; wi < gw; wi++, idx++) set(idx, base + ti, base + hi, base + wi);
     cur = base + Math.max(t - 1, gh - 1, gw - 1) + 1;
     st = idx;
   }
@@ -189,18 +231,23 @@ export class OnnxModel {
     if (suffix === undefined) throw invalidParameterError('dtype', 'fp32, fp16 or int8', dtype);
     const file = (name: string) => {
       const f = path.join(dir, 'onnx', `${name}${suffix}.onnx`);
-      if (!existsSync(f)) throw new Error(`${dir}: missing onnx/${name}${suffix}.onnx (export it with vqalab export onnx --dtype ${dtype})`);
+      if (!existsSync(f))
+        throw new Error(
+          `${dir}: missing onnx/${name}${suffix}.onnx (export it with vqalab export onnx --dtype ${dtype})`,
+        );
       return f;
     };
     const ort = await loadOrt();
     const so: OrtTypes.InferenceSession.SessionOptions = {
-      executionProviders: ['cpu'], graphOptimizationLevel: 'all',
+      executionProviders: ['cpu'],
+      graphOptimizationLevel: 'all',
       ...(options.threads ? { intraOpNumThreads: options.threads, interOpNumThreads: 1 } : {}),
       ...options.sessionOptions,
       extra: {
         ...options.sessionOptions?.extra,
         session: {
-          intra_op: { allow_spinning: options.spin ? '1' : '0' }, inter_op: { allow_spinning: options.spin ? '1' : '0' },
+          intra_op: { allow_spinning: options.spin ? '1' : '0' },
+          inter_op: { allow_spinning: options.spin ? '1' : '0' },
           ...(options.sessionOptions?.extra as { session?: object } | undefined)?.session,
         },
       },
@@ -226,23 +273,33 @@ export class OnnxModel {
     const embeds = out.inputs_embeds!.data as Float32Array;
     if (prompt.images.length > 0) {
       if (!this.vision) throw new Error('the prompt has images but the model has no vision encoder');
-      const PD = prompt.images[0]!.pixels.length / (prompt.images[0]!.gridThw[0] * prompt.images[0]!.gridThw[1] * prompt.images[0]!.gridThw[2]);
+      const PD =
+        prompt.images[0]!.pixels.length /
+        (prompt.images[0]!.gridThw[0] * prompt.images[0]!.gridThw[1] * prompt.images[0]!.gridThw[2]);
       let N = 0;
       for (const im of prompt.images) N += im.gridThw[0] * im.gridThw[1] * im.gridThw[2];
       const pixels = new Float32Array(N * PD);
       let off = 0;
-      for (const im of prompt.images) { pixels.set(im.pixels, off); off += im.pixels.length; }
+      for (const im of prompt.images) {
+        pixels.set(im.pixels, off);
+        off += im.pixels.length;
+      }
       const grid = prompt.images.flatMap((im) => im.gridThw);
-      const v = await this.vision.run({ pixel_values: new this.ort.Tensor('float32', pixels, [N, PD]), grid_thw: this.i64(grid, [prompt.images.length, 3]) });
+      const v = await this.vision.run({
+        pixel_values: new this.ort.Tensor('float32', pixels, [N, PD]),
+        grid_thw: this.i64(grid, [prompt.images.length, 3]),
+      });
       const feats = v.image_features!.data as Float32Array;
       let k = 0;
       for (let i = 0; i < prompt.ids.length; i++) {
         if (prompt.ids[i] !== this.config.imageTokenId) continue;
-        if ((k + 1) * H > feats.length) throw new Error(`the prompt has more image tokens than its images give features (${feats.length / H})`);
+        if ((k + 1) * H > feats.length)
+          throw new Error(`the prompt has more image tokens than its images give features (${feats.length / H})`);
         embeds.set(feats.subarray(k * H, (k + 1) * H), i * H);
         k++;
       }
-      if (k * H !== feats.length) throw new Error(`the prompt has ${k} image tokens but its images give ${feats.length / H} features`);
+      if (k * H !== feats.length)
+        throw new Error(`the prompt has ${k} image tokens but its images give ${feats.length / H} features`);
     }
     return new this.ort.Tensor('float32', embeds, [1, ids.length, H]);
   }
@@ -262,8 +319,14 @@ export class OnnxModel {
    * check against the engine's forward(returnLogits).
    */
   async logits(prompt: Prompt, continuation: Int32Array = new Int32Array(0)): Promise<Float32Array> {
-    const { pos, next } = ropeIndex(prompt.ids, prompt.images, this.config.imageTokenId, this.config.vision.spatialMergeSize);
-    const Lp = prompt.ids.length, L = Lp + continuation.length;
+    const { pos, next } = ropeIndex(
+      prompt.ids,
+      prompt.images,
+      this.config.imageTokenId,
+      this.config.vision.spatialMergeSize,
+    );
+    const Lp = prompt.ids.length,
+      L = Lp + continuation.length;
     const all = new BigInt64Array(3 * L);
     for (let a = 0; a < 3; a++) {
       all.set(pos.subarray(a * Lp, (a + 1) * Lp), a * L);
@@ -283,11 +346,30 @@ export class OnnxModel {
    * Sample n continuations of a prompt: prefill once, copy the cache to n rows, decode them together.
    * `stop` ends a row (the stop token is kept as its last token).
    */
-  async generate(prompt: Prompt, o: TokenSampling & { n: number; maxTokens: number; stop: Set<number>; signal?: AbortSignal; onToken?: (row: number, id: number, logprob: number) => void }):
-    Promise<{ tokenIds: number[][]; logprobs: number[][]; finishReason: ('stop' | 'length')[]; prefillMs: number; decodeMs: number }> {
+  async generate(
+    prompt: Prompt,
+    o: TokenSampling & {
+      n: number;
+      maxTokens: number;
+      stop: Set<number>;
+      signal?: AbortSignal;
+      onToken?: (row: number, id: number, logprob: number) => void;
+    },
+  ): Promise<{
+    tokenIds: number[][];
+    logprobs: number[][];
+    finishReason: ('stop' | 'length')[];
+    prefillMs: number;
+    decodeMs: number;
+  }> {
     const t0 = performance.now();
     const { numLayers, numKvHeads: KVH, headDim: D, vocabSize: V, hiddenSize: H } = this.config;
-    const { pos, next } = ropeIndex(prompt.ids, prompt.images, this.config.imageTokenId, this.config.vision.spatialMergeSize);
+    const { pos, next } = ropeIndex(
+      prompt.ids,
+      prompt.images,
+      this.config.imageTokenId,
+      this.config.vision.spatialMergeSize,
+    );
     const Lp = prompt.ids.length;
     const n = o.n;
     const pre = await this.decoder.run({
@@ -318,14 +400,20 @@ export class OnnxModel {
       if (o.signal?.aborted) throw o.signal.reason ?? new Error('aborted');
       const step = new Array<number>(n);
       for (let r = 0; r < n; r++) {
-        if (done[r]) { step[r] = tokenIds[r]![tokenIds[r]!.length - 1]!; continue; }
+        if (done[r]) {
+          step[r] = tokenIds[r]![tokenIds[r]!.length - 1]!;
+          continue;
+        }
         const row = logits.subarray(r * rowStride, r * rowStride + V);
         const s = sampleToken(row, o, r, t);
         tokenIds[r]!.push(s.id);
         logprobs[r]!.push(s.logprob);
         step[r] = s.id;
         o.onToken?.(r, s.id, s.logprob);
-        if (o.stop.has(s.id)) { done[r] = true; finishReason[r] = 'stop'; }
+        if (o.stop.has(s.id)) {
+          done[r] = true;
+          finishReason[r] = 'stop';
+        }
       }
       if (done.every(Boolean) || t + 1 === o.maxTokens) break;
       const T = Lp + t + 1;
@@ -370,7 +458,10 @@ export class OnnxEngineModel implements EngineModel {
   private queue: Promise<unknown> = Promise.resolve();
   private disposed = false;
 
-  constructor(readonly onnx: OnnxModel, readonly maxSequenceLength: number) {
+  constructor(
+    readonly onnx: OnnxModel,
+    readonly maxSequenceLength: number,
+  ) {
     this.numParameters = { total: parameterCount(onnx.config), trainable: 0 };
   }
 
@@ -388,17 +479,35 @@ export class OnnxEngineModel implements EngineModel {
   async sample(request: SampleRequest): Promise<SampleResult> {
     const q = checkSampleRequest(request, this.config, this.maxSequenceLength);
     if (q.signal?.aborted) throw q.signal.reason ?? new Error('aborted');
-    const gen = await this.serial(() => this.onnx.generate(q.prompt, {
-      n: q.n, maxTokens: q.maxTokens, temperature: q.temperature, topP: q.topP, topK: q.topK, seed: q.seed, stop: new Set(q.stopTokenIds),
-      ...(q.signal ? { signal: q.signal } : {}),
-      ...(q.onToken ? { onToken: (row: number, tokenId: number, logprob: number) => q.onToken!({ request: 0, row, tokenId, logprob }) } : {}),
-    }));
-    return { tokenIds: gen.tokenIds.map((t) => Int32Array.from(t)), logprobs: gen.logprobs.map((l) => Float32Array.from(l)), finishReason: gen.finishReason };
+    const gen = await this.serial(() =>
+      this.onnx.generate(q.prompt, {
+        n: q.n,
+        maxTokens: q.maxTokens,
+        temperature: q.temperature,
+        topP: q.topP,
+        topK: q.topK,
+        seed: q.seed,
+        stop: new Set(q.stopTokenIds),
+        ...(q.signal ? { signal: q.signal } : {}),
+        ...(q.onToken
+          ? {
+              onToken: (row: number, tokenId: number, logprob: number) =>
+                q.onToken!({ request: 0, row, tokenId, logprob }),
+            }
+          : {}),
+      }),
+    );
+    return {
+      tokenIds: gen.tokenIds.map((t) => Int32Array.from(t)),
+      logprobs: gen.logprobs.map((l) => Float32Array.from(l)),
+      finishReason: gen.finishReason,
+    };
   }
 
   async forward(requests: ForwardRequest[], options: CallOptions = {}): Promise<ForwardResult[]> {
     const reqs = checkForwardRequests(requests, this.config, this.maxSequenceLength);
-    if (reqs.some((r) => r.keepForBackward)) throw new Error('keepForBackward: the ONNX backend runs inference only (train on the engine)');
+    if (reqs.some((r) => r.keepForBackward))
+      throw new Error('keepForBackward: the ONNX backend runs inference only (train on the engine)');
     const V = this.config.vocabSize;
     return this.serial(async () => {
       const out: ForwardResult[] = [];
@@ -408,7 +517,8 @@ export class OnnxEngineModel implements EngineModel {
           if (options.signal?.aborted) throw options.signal.reason ?? new Error('aborted');
           const logits = await this.onnx.logits(r.prompt, c);
           const Lp = r.prompt.ids.length;
-          const lp = new Float32Array(c.length), ent = new Float32Array(c.length);
+          const lp = new Float32Array(c.length),
+            ent = new Float32Array(c.length);
           for (let t = 0; t < c.length; t++) {
             const row = logits.subarray((Lp - 1 + t) * V, (Lp + t) * V);
             let mx = -Infinity;
@@ -417,7 +527,10 @@ export class OnnxEngineModel implements EngineModel {
             for (let j = 0; j < V; j++) s += Math.exp(row[j]! - mx);
             const lse = mx + Math.log(s);
             let h = 0;
-            for (let j = 0; j < V; j++) { const l = row[j]! - lse; h -= Math.exp(l) * l; }
+            for (let j = 0; j < V; j++) {
+              const l = row[j]! - lse;
+              h -= Math.exp(l) * l;
+            }
             lp[t] = row[c[t]!]! - lse;
             ent[t] = h;
           }
@@ -434,12 +547,30 @@ export class OnnxEngineModel implements EngineModel {
   private inferenceOnly(what: string): never {
     throw new Error(`${what}: the ONNX backend runs inference only (train on the engine, then export)`);
   }
-  backward(): Promise<void> { return Promise.reject(new Error('backward: the ONNX backend runs inference only (train on the engine, then export)')); }
-  step(): Promise<StepResult> { return Promise.reject(new Error('step: the ONNX backend runs inference only (train on the engine, then export)')); }
-  save(): Promise<void> { return Promise.reject(new Error('save: the ONNX backend runs inference only (the exported folder is the checkpoint)')); }
-  saveAdapter(): Promise<void> { return Promise.reject(new Error('saveAdapter: the ONNX backend runs inference only (adapters are merged on export)')); }
-  zeroGrad(): void { this.inferenceOnly('zeroGrad'); }
-  setLoraEnabled(): void { this.inferenceOnly('setLoraEnabled'); }
+  backward(): Promise<void> {
+    return Promise.reject(
+      new Error('backward: the ONNX backend runs inference only (train on the engine, then export)'),
+    );
+  }
+  step(): Promise<StepResult> {
+    return Promise.reject(new Error('step: the ONNX backend runs inference only (train on the engine, then export)'));
+  }
+  save(): Promise<void> {
+    return Promise.reject(
+      new Error('save: the ONNX backend runs inference only (the exported folder is the checkpoint)'),
+    );
+  }
+  saveAdapter(): Promise<void> {
+    return Promise.reject(
+      new Error('saveAdapter: the ONNX backend runs inference only (adapters are merged on export)'),
+    );
+  }
+  zeroGrad(): void {
+    this.inferenceOnly('zeroGrad');
+  }
+  setLoraEnabled(): void {
+    this.inferenceOnly('setLoraEnabled');
+  }
 
   dispose(): void {
     if (this.disposed) return;
@@ -454,14 +585,22 @@ export class OnnxEngineModel implements EngineModel {
  * tokenizer, chat template and image processor come from the folder, as for OnnxPolicy; what the
  * LocalPolicy adds (top_logprobs, stop strings, streaming text) works the same. `vqalab serve --backend onnx`.
  */
-export async function loadOnnxLocalPolicy(dir: string, options: OnnxModelOptions & { name?: string; systemPrompt?: string; maxSequenceLength?: number } = {}): Promise<LocalPolicy> {
+export async function loadOnnxLocalPolicy(
+  dir: string,
+  options: OnnxModelOptions & { name?: string; systemPrompt?: string; maxSequenceLength?: number } = {},
+): Promise<LocalPolicy> {
   const onnx = await OnnxModel.load(dir, options);
   try {
-    const maxSeq = options.maxSequenceLength === undefined ? onnx.config.maxPositionEmbeddings
-      : expectInteger('options.maxSequenceLength', options.maxSequenceLength, 1);
+    const maxSeq =
+      options.maxSequenceLength === undefined
+        ? onnx.config.maxPositionEmbeddings
+        : expectInteger('options.maxSequenceLength', options.maxSequenceLength, 1);
     return new LocalPolicy({
-      model: new OnnxEngineModel(onnx, maxSeq), tokenizer: VlmTokenizer.load(dir), processor: new Qwen2VLImageProcessor(processorOptionsFrom(dir)),
-      name: options.name ?? `onnx:${dir}`, ...(options.systemPrompt !== undefined ? { systemPrompt: options.systemPrompt } : {}),
+      model: new OnnxEngineModel(onnx, maxSeq),
+      tokenizer: VlmTokenizer.load(dir),
+      processor: new Qwen2VLImageProcessor(processorOptionsFrom(dir)),
+      name: options.name ?? `onnx:${dir}`,
+      ...(options.systemPrompt !== undefined ? { systemPrompt: options.systemPrompt } : {}),
     });
   } catch (err) {
     await onnx.dispose();
@@ -485,7 +624,12 @@ export class OnnxPolicy implements Policy {
   private readonly cache = new Map<string, ImageInput>();
   private queue: Promise<unknown> = Promise.resolve();
 
-  constructor(readonly model: OnnxModel, readonly tokenizer: VlmTokenizer, readonly processor: Qwen2VLImageProcessor, options: { name?: string; systemPrompt?: string } = {}) {
+  constructor(
+    readonly model: OnnxModel,
+    readonly tokenizer: VlmTokenizer,
+    readonly processor: Qwen2VLImageProcessor,
+    options: { name?: string; systemPrompt?: string } = {},
+  ) {
     this.name = options.name ?? `onnx:${model.dir}`;
     this.systemPrompt = options.systemPrompt;
   }
@@ -495,7 +639,12 @@ export class OnnxPolicy implements Policy {
   static async load(dir: string, options: OnnxPolicyOptions = {}): Promise<OnnxPolicy> {
     const model = await OnnxModel.load(dir, options);
     try {
-      return new OnnxPolicy(model, VlmTokenizer.load(dir), new Qwen2VLImageProcessor(processorOptionsFrom(dir)), options);
+      return new OnnxPolicy(
+        model,
+        VlmTokenizer.load(dir),
+        new Qwen2VLImageProcessor(processorOptionsFrom(dir)),
+        options,
+      );
     } catch (err) {
       await model.dispose();
       throw err;
@@ -530,7 +679,10 @@ export class OnnxPolicy implements Policy {
     const temperature = expectNumber('temperature', options.temperature, 0);
     const topP = options.topP === undefined ? 1 : expectNumber('topP', options.topP, 0, 1);
     const topK = options.topK === undefined ? 0 : expectInteger('topK', options.topK, 0);
-    const seed = options.seed === undefined ? randomInt(0, 2 ** 47) : expectInteger('seed', options.seed, 0, Number.MAX_SAFE_INTEGER);
+    const seed =
+      options.seed === undefined
+        ? randomInt(0, 2 ** 47)
+        : expectInteger('seed', options.seed, 0, Number.MAX_SAFE_INTEGER);
     const requestId = `onnx-${++requestCounter}`;
     const t0 = performance.now();
     // stops: the tokenizer's, the given ids, and one-token stop strings (as LocalPolicy)
@@ -547,17 +699,35 @@ export class OnnxPolicy implements Policy {
       const prompt = await this.promptFor(sample);
       promptTokens = prompt.ids.length;
       // one generation at a time: onnxruntime already uses every core for one
-      const run = this.queue.then(() => this.model.generate(prompt, { n, maxTokens, temperature, topP, topK, seed, stop, ...(options.signal ? { signal: options.signal } : {}) }));
+      const run = this.queue.then(() =>
+        this.model.generate(prompt, {
+          n,
+          maxTokens,
+          temperature,
+          topP,
+          topK,
+          seed,
+          stop,
+          ...(options.signal ? { signal: options.signal } : {}),
+        }),
+      );
       this.queue = run.catch(() => undefined);
       gen = await run;
     } catch (err) {
       if (options.signal?.aborted) throw err;
       const msg = `sample ${sample.id}: ${err instanceof Error ? err.message : String(err)}`;
-      return Array.from({ length: n }, () => ({ text: '', finishReason: 'error' as const, error: msg, requestId, latencyMs: performance.now() - t0 }));
+      return Array.from({ length: n }, () => ({
+        text: '',
+        finishReason: 'error' as const,
+        error: msg,
+        requestId,
+        latencyMs: performance.now() - t0,
+      }));
     }
     const latencyMs = performance.now() - t0;
     return gen.tokenIds.map((idsAll, r) => {
-      let ids = idsAll, lps = gen.logprobs[r]!;
+      let ids = idsAll,
+        lps = gen.logprobs[r]!;
       let finish = gen.finishReason[r]!;
       const stopAt = ids.findIndex((t) => stop.has(t));
       const bodyLen = stopAt >= 0 ? stopAt : ids.length;
@@ -566,11 +736,23 @@ export class OnnxPolicy implements Policy {
         for (let k = 1; k <= bodyLen; k++) {
           const t = this.tokenizer.decode(ids.slice(0, k));
           const at = firstIndexOf(t, strings);
-          if (at >= 0) { text = t.slice(0, at); ids = ids.slice(0, k); lps = lps.slice(0, k); finish = 'stop'; break; }
+          if (at >= 0) {
+            text = t.slice(0, at);
+            ids = ids.slice(0, k);
+            lps = lps.slice(0, k);
+            finish = 'stop';
+            break;
+          }
         }
       }
       return {
-        text: text.trim(), tokenIds: ids, logprobs: lps, finishReason: finish, latencyMs, requestId, attempts: 1,
+        text: text.trim(),
+        tokenIds: ids,
+        logprobs: lps,
+        finishReason: finish,
+        latencyMs,
+        requestId,
+        attempts: 1,
         usage: { promptTokens, completionTokens: ids.length },
       };
     });

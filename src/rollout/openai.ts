@@ -21,9 +21,29 @@ import { pathToFileURL } from 'node:url';
 import OpenAI from 'openai';
 import sharp from 'sharp';
 import type { VqaSample } from '../data/types.js';
-import type { ChatChoiceTokens, ChatClient, ChatCompletionRequest, ChatContentPart, ChatMessage } from '../util/chat-client.js';
-import { describeValue, expectBoolean, expectInteger, expectOneOf, expectString, invalidParameterError } from '../util/validate.js';
-import { abortReason, MalformedReplyError, RequestError, RequestScheduler, type SchedulerOptions, type SchedulerStats } from './runner.js';
+import type {
+  ChatChoiceTokens,
+  ChatClient,
+  ChatCompletionRequest,
+  ChatContentPart,
+  ChatMessage,
+} from '../util/chat-client.js';
+import {
+  describeValue,
+  expectBoolean,
+  expectInteger,
+  expectOneOf,
+  expectString,
+  invalidParameterError,
+} from '../util/validate.js';
+import {
+  abortReason,
+  MalformedReplyError,
+  RequestError,
+  RequestScheduler,
+  type SchedulerOptions,
+  type SchedulerStats,
+} from './runner.js';
 import type { Completion, Policy, SamplingOptions } from './types.js';
 
 export interface OpenAIPolicyOptions extends SchedulerOptions {
@@ -86,7 +106,12 @@ const MIME_BY_MAGIC: [number[], string][] = [
 /** The MIME type of encoded image bytes that chat servers accept as they are (PNG, JPEG, GIF, WebP). */
 export function sniffImageMime(bytes: Uint8Array): string | undefined {
   for (const [magic, mime] of MIME_BY_MAGIC) if (magic.every((b, i) => bytes[i] === b)) return mime;
-  if (bytes.length >= 12 && Buffer.from(bytes.subarray(0, 4)).toString('latin1') === 'RIFF' && Buffer.from(bytes.subarray(8, 12)).toString('latin1') === 'WEBP') return 'image/webp';
+  if (
+    bytes.length >= 12 &&
+    Buffer.from(bytes.subarray(0, 4)).toString('latin1') === 'RIFF' &&
+    Buffer.from(bytes.subarray(8, 12)).toString('latin1') === 'WEBP'
+  )
+    return 'image/webp';
   return undefined;
 }
 
@@ -96,7 +121,9 @@ export async function imageDataUrl(file: string): Promise<string> {
   try {
     bytes = await readFile(file);
   } catch (err) {
-    throw new Error(`${file}: cannot read the image (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+    throw new Error(
+      `${file}: cannot read the image (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`,
+    );
   }
   let mime = sniffImageMime(bytes);
   if (!mime) {
@@ -114,9 +141,11 @@ type Choice = OpenAI.Chat.Completions.ChatCompletion.Choice & { token_ids?: unkn
 
 /** Token ids from a choice: vLLM's `token_ids`, or logprob tokens spelled "token_id:N" (return_tokens_as_token_ids). */
 export function tokenIdsOf<C extends ChatChoiceTokens>(choice: C): number[] | undefined {
-  if (Array.isArray(choice.token_ids) && choice.token_ids.every((t) => Number.isInteger(t))) return choice.token_ids as number[];
+  if (Array.isArray(choice.token_ids) && choice.token_ids.every((t) => Number.isInteger(t)))
+    return choice.token_ids as number[];
   const content = choice.logprobs?.content;
-  if (content?.length && content.every((t) => /^token_id:\d+$/.test(t.token))) return content.map((t) => Number(t.token.slice(9)));
+  if (content?.length && content.every((t) => /^token_id:\d+$/.test(t.token)))
+    return content.map((t) => Number(t.token.slice(9)));
   return undefined;
 }
 
@@ -124,10 +153,15 @@ let requestCounter = 0;
 
 /** A server whose completions cannot be trained on token-exactly (no token ids), for a training caller. */
 export class TokenIdsRequiredError extends Error {
-  constructor(readonly baseURL: string, detail: string) {
-    super(`${baseURL}: ${detail}. Training needs the ids the server sampled (re-encoding the text can give other tokens than were sampled). `
-      + 'Use a server that returns them (vqalab serve; vLLM >= 0.10.2, which honours return_token_ids), '
-      + 'or pass retokenize: true to OpenAIPolicy to train on re-encoded text knowingly. Evaluation does not need them.');
+  constructor(
+    readonly baseURL: string,
+    detail: string,
+  ) {
+    super(
+      `${baseURL}: ${detail}. Training needs the ids the server sampled (re-encoding the text can give other tokens than were sampled). ` +
+        'Use a server that returns them (vqalab serve; vLLM >= 0.10.2, which honours return_token_ids), ' +
+        'or pass retokenize: true to OpenAIPolicy to train on re-encoded text knowingly. Evaluation does not need them.',
+    );
     this.name = 'TokenIdsRequiredError';
   }
 }
@@ -146,21 +180,32 @@ export class OpenAIPolicy implements Policy {
   private readonly counts = { requests: 0, promptTokens: 0, completionTokens: 0 };
 
   constructor(options: OpenAIPolicyOptions) {
-    if (options === null || typeof options !== 'object') throw invalidParameterError('options', 'an object {model, baseURL}', options);
+    if (options === null || typeof options !== 'object')
+      throw invalidParameterError('options', 'an object {model, baseURL}', options);
     this.o = options;
     this.model = expectString('model', options.model, { nonEmpty: true });
-    this.imageMode = options.images === undefined ? 'data-url' : expectOneOf('images', options.images, ['data-url', 'file-url'] as const);
-    this.nMode = options.nMode === undefined ? 'auto' : expectOneOf('nMode', options.nMode, ['auto', 'native', 'repeat'] as const);
+    this.imageMode =
+      options.images === undefined
+        ? 'data-url'
+        : expectOneOf('images', options.images, ['data-url', 'file-url'] as const);
+    this.nMode =
+      options.nMode === undefined ? 'auto' : expectOneOf('nMode', options.nMode, ['auto', 'native', 'repeat'] as const);
     if (options.logprobs !== undefined) expectBoolean('logprobs', options.logprobs);
     if (options.tokenIds !== undefined) expectBoolean('tokenIds', options.tokenIds);
     if (options.retokenize !== undefined) expectBoolean('retokenize', options.retokenize);
-    if (options.maxTokensField !== undefined) expectOneOf('maxTokensField', options.maxTokensField, ['max_tokens', 'max_completion_tokens'] as const);
+    if (options.maxTokensField !== undefined)
+      expectOneOf('maxTokensField', options.maxTokensField, ['max_tokens', 'max_completion_tokens'] as const);
     if (options.client) {
       this.client = options.client;
     } else {
       const baseURL = options.baseURL ?? process.env.OPENAI_BASE_URL;
       if (baseURL !== undefined) expectString('baseURL', baseURL, { nonEmpty: true });
-      this.client = new OpenAI({ baseURL, apiKey: options.apiKey ?? process.env.OPENAI_API_KEY ?? 'none', maxRetries: 0, timeout: 24 * 3600_000 });
+      this.client = new OpenAI({
+        baseURL,
+        apiKey: options.apiKey ?? process.env.OPENAI_API_KEY ?? 'none',
+        maxRetries: 0,
+        timeout: 24 * 3600_000,
+      });
     }
     this.baseURL = this.client.baseURL;
     this.scheduler = options.scheduler ?? new RequestScheduler(options);
@@ -199,8 +244,18 @@ export class OpenAIPolicy implements Policy {
     return msgs;
   }
 
-  private body(messages: ChatMessage[], o: SamplingOptions, n: number, seed: number | undefined): ChatCompletionRequest {
-    const b: ChatCompletionRequest = { model: this.model, messages, temperature: o.temperature, [this.o.maxTokensField ?? 'max_tokens']: o.maxTokens };
+  private body(
+    messages: ChatMessage[],
+    o: SamplingOptions,
+    n: number,
+    seed: number | undefined,
+  ): ChatCompletionRequest {
+    const b: ChatCompletionRequest = {
+      model: this.model,
+      messages,
+      temperature: o.temperature,
+      [this.o.maxTokensField ?? 'max_tokens']: o.maxTokens,
+    };
     if (n > 1) b.n = n;
     if (o.topP !== undefined && o.topP !== 1) b.top_p = o.topP;
     if (o.topK) b.top_k = o.topK;
@@ -216,25 +271,45 @@ export class OpenAIPolicy implements Policy {
   }
 
   /** One request for `n` choices; throws RequestError when it fails for good. */
-  private async request(body: ChatCompletionRequest, signal: AbortSignal | undefined, needIds = false): Promise<Completion[]> {
-    const r = await this.scheduler.run(async (s) => {
-      this.counts.requests++;
-      const res = (await this.client.chat.completions.create(body, { signal: s, maxRetries: 0, timeout: 24 * 3600_000 })) as OpenAI.Chat.ChatCompletion;
-      if (!res || !Array.isArray(res.choices)) throw new MalformedReplyError(`the reply has no choices (${JSON.stringify(res).slice(0, 200)})`);
-      if (res.choices.length === 0) throw new MalformedReplyError('the reply has an empty choices list');
-      for (const c of res.choices) {
-        if (!c || typeof c !== 'object' || !c.message || (c.message.content !== null && typeof c.message.content !== 'string')) {
-          throw new MalformedReplyError(`a choice has no message content (${JSON.stringify(c).slice(0, 200)})`);
+  private async request(
+    body: ChatCompletionRequest,
+    signal: AbortSignal | undefined,
+    needIds = false,
+  ): Promise<Completion[]> {
+    const r = await this.scheduler.run(
+      async (s) => {
+        this.counts.requests++;
+        const res = (await this.client.chat.completions.create(body, {
+          signal: s,
+          maxRetries: 0,
+          timeout: 24 * 3600_000,
+        })) as OpenAI.Chat.ChatCompletion;
+        if (!res || !Array.isArray(res.choices))
+          throw new MalformedReplyError(`the reply has no choices (${JSON.stringify(res).slice(0, 200)})`);
+        if (res.choices.length === 0) throw new MalformedReplyError('the reply has an empty choices list');
+        for (const c of res.choices) {
+          if (
+            !c ||
+            typeof c !== 'object' ||
+            !c.message ||
+            (c.message.content !== null && typeof c.message.content !== 'string')
+          ) {
+            throw new MalformedReplyError(`a choice has no message content (${JSON.stringify(c).slice(0, 200)})`);
+          }
         }
-      }
-      return res;
-    }, { signal });
+        return res;
+      },
+      { signal },
+    );
     const res = r.value;
     if (needIds) {
       const missing = res.choices.findIndex((c) => tokenIdsOf(c as Choice) === undefined);
       if (missing >= 0) {
-        throw new TokenIdsRequiredError(this.baseURL, `the reply to a training request has no token ids (choices[${missing}] has neither token_ids nor "token_id:N" log-prob tokens, `
-          + 'though return_token_ids was sent)');
+        throw new TokenIdsRequiredError(
+          this.baseURL,
+          `the reply to a training request has no token ids (choices[${missing}] has neither token_ids nor "token_id:N" log-prob tokens, ` +
+            'though return_token_ids was sent)',
+        );
       }
     }
     const requestId = `${res.id || 'chatcmpl'}#${++requestCounter}`;
@@ -259,7 +334,9 @@ export class OpenAIPolicy implements Policy {
       const out: Completion = {
         text: (c.message.content ?? '').trim(),
         finishReason: c.finish_reason === 'length' ? 'length' : 'stop',
-        latencyMs: r.latencyMs, attempts: r.attempts, requestId,
+        latencyMs: r.latencyMs,
+        attempts: r.attempts,
+        requestId,
         usage: { promptTokens, completionTokens },
       };
       const ids = tokenIdsOf(c);
@@ -267,7 +344,8 @@ export class OpenAIPolicy implements Policy {
       const lp = c.logprobs?.content;
       if (lp?.length) {
         out.logprobs = lp.map((t) => t.logprob);
-        if (lp.some((t) => t.top_logprobs?.length)) out.topLogprobs = lp.map((t) => (t.top_logprobs ?? []).map((x) => ({ token: x.token, logprob: x.logprob })));
+        if (lp.some((t) => t.top_logprobs?.length))
+          out.topLogprobs = lp.map((t) => (t.top_logprobs ?? []).map((x) => ({ token: x.token, logprob: x.logprob })));
       }
       return out;
     });
@@ -275,17 +353,23 @@ export class OpenAIPolicy implements Policy {
 
   async generate(sample: VqaSample, options: SamplingOptions): Promise<Completion[]> {
     if (sample === null || typeof sample !== 'object') throw invalidParameterError('sample', 'a VqaSample', sample);
-    if (options === null || typeof options !== 'object') throw invalidParameterError('options', 'SamplingOptions', options);
+    if (options === null || typeof options !== 'object')
+      throw invalidParameterError('options', 'SamplingOptions', options);
     const n = expectInteger('options.n', options.n, 1, 4096);
     expectInteger('options.maxTokens', options.maxTokens, 1);
-    if (typeof options.temperature !== 'number' || !(options.temperature >= 0)) throw invalidParameterError('options.temperature', 'number >= 0', options.temperature);
+    if (typeof options.temperature !== 'number' || !(options.temperature >= 0))
+      throw invalidParameterError('options.temperature', 'number >= 0', options.temperature);
     const signal = options.signal;
     if (signal?.aborted) throw abortReason(signal);
     const t0 = performance.now();
-    const fail = (count: number, err: unknown, attempts?: number): Completion[] => Array.from({ length: count }, () => ({
-      text: '', finishReason: 'error' as const, error: `sample ${sample.id}: ${err instanceof Error ? err.message : String(err)}`,
-      latencyMs: performance.now() - t0, attempts: attempts ?? (err instanceof RequestError ? err.attempts : undefined),
-    }));
+    const fail = (count: number, err: unknown, attempts?: number): Completion[] =>
+      Array.from({ length: count }, () => ({
+        text: '',
+        finishReason: 'error' as const,
+        error: `sample ${sample.id}: ${err instanceof Error ? err.message : String(err)}`,
+        latencyMs: performance.now() - t0,
+        attempts: attempts ?? (err instanceof RequestError ? err.attempts : undefined),
+      }));
     let messages: ChatMessage[];
     try {
       messages = await this.messages(sample);
@@ -301,13 +385,17 @@ export class OpenAIPolicy implements Policy {
         if (signal?.aborted) throw abortReason(signal);
         // A server that refuses the field itself (a 400 naming return_token_ids) cannot give ids either.
         if (needIds && err instanceof RequestError && err.status === 400 && /return_token_ids/.test(err.message)) {
-          throw new TokenIdsRequiredError(this.baseURL, `the server refused return_token_ids (${err.message.slice(0, 200)})`);
+          throw new TokenIdsRequiredError(
+            this.baseURL,
+            `the server refused return_token_ids (${err.message.slice(0, 200)})`,
+          );
         }
         if (!(err instanceof RequestError)) throw err;
         return fail(count, err);
       }
     };
-    const repeat = async (count: number, from: number): Promise<Completion[]> => (await Promise.all(Array.from({ length: count }, (_x, j) => one(1, from + j)))).flat();
+    const repeat = async (count: number, from: number): Promise<Completion[]> =>
+      (await Promise.all(Array.from({ length: count }, (_x, j) => one(1, from + j)))).flat();
     if (n === 1 || this.nMode === 'repeat' || (this.nMode === 'auto' && this.ignoresN)) return repeat(n, 0);
     const first = await one(n, 0);
     if (first.length >= n || this.nMode === 'native' || first.every((c) => c.finishReason === 'error')) return first;
@@ -319,10 +407,14 @@ export class OpenAIPolicy implements Policy {
 
 /** Parse "openai:<model>@<base-url>" (base URL optional) into options. */
 export function parseOpenAISpec(spec: string): { model: string; baseURL?: string } {
-  if (typeof spec !== 'string' || !spec.startsWith('openai:')) throw invalidParameterError('spec', '"openai:<model>@<base-url>"', spec);
+  if (typeof spec !== 'string' || !spec.startsWith('openai:'))
+    throw invalidParameterError('spec', '"openai:<model>@<base-url>"', spec);
   const rest = spec.slice('openai:'.length);
   const at = rest.search(/@(https?:\/\/)/);
-  if (at < 0 && rest.includes('@')) throw new TypeError(`Expected an http(s) base URL after @ in ${JSON.stringify(spec)} (openai:<model>@http://host:port/v1)`);
+  if (at < 0 && rest.includes('@'))
+    throw new TypeError(
+      `Expected an http(s) base URL after @ in ${JSON.stringify(spec)} (openai:<model>@http://host:port/v1)`,
+    );
   const model = at >= 0 ? rest.slice(0, at) : rest;
   const baseURL = at >= 0 ? rest.slice(at + 1) : undefined;
   if (!model) throw new TypeError(`Expected a model name in ${JSON.stringify(spec)} (openai:<model>@<base-url>)`);
@@ -330,7 +422,9 @@ export function parseOpenAISpec(spec: string): { model: string; baseURL?: string
     try {
       new URL(baseURL);
     } catch {
-      throw new TypeError(`Expected a base URL after @ in ${JSON.stringify(spec)} but received ${describeValue(baseURL)}`);
+      throw new TypeError(
+        `Expected a base URL after @ in ${JSON.stringify(spec)} but received ${describeValue(baseURL)}`,
+      );
     }
   }
   return baseURL === undefined ? { model } : { model, baseURL };

@@ -43,7 +43,13 @@ export type RequestErrorKind = 'timeout' | 'http' | 'connection' | 'malformed' |
 
 /** A request that failed for good (after its retries, or at once when not retryable). */
 export class RequestError extends Error {
-  constructor(message: string, readonly kind: RequestErrorKind, readonly attempts: number, readonly status?: number, options?: { cause?: unknown }) {
+  constructor(
+    message: string,
+    readonly kind: RequestErrorKind,
+    readonly attempts: number,
+    readonly status?: number,
+    options?: { cause?: unknown },
+  ) {
     super(message, options);
     this.name = 'RequestError';
   }
@@ -88,7 +94,9 @@ export interface Attempted<T> {
 
 export function abortReason(signal: AbortSignal): Error {
   const r: unknown = signal.reason;
-  return r instanceof Error ? r : new RequestError(`cancelled${r === undefined ? '' : `: ${String(r)}`}`, 'cancelled', 0);
+  return r instanceof Error
+    ? r
+    : new RequestError(`cancelled${r === undefined ? '' : `: ${String(r)}`}`, 'cancelled', 0);
 }
 
 /** Resolves after `ms`, or rejects with the signal's reason (a {@link RequestError} "cancelled" when it is no Error). */
@@ -132,7 +140,8 @@ function kindOf(err: unknown): RequestErrorKind {
 export function describeFailure(err: unknown): string {
   if (err instanceof TimeoutMarker) return err.message;
   if (err instanceof OpenAI.APIConnectionTimeoutError) return 'timed out';
-  if (err instanceof OpenAI.APIConnectionError) return `connection failed (${(err.cause as Error | undefined)?.message ?? err.message})`;
+  if (err instanceof OpenAI.APIConnectionError)
+    return `connection failed (${(err.cause as Error | undefined)?.message ?? err.message})`;
   if (err instanceof OpenAI.APIError && err.status !== undefined) {
     const body = err.error as { message?: unknown } | undefined;
     const msg = typeof body?.message === 'string' ? body.message : err.message;
@@ -166,17 +175,34 @@ export class RequestScheduler {
   /** performance.now() before which no attempt starts (a 429 asked everyone to wait). */
   private pausedUntil = 0;
   private readonly counters: SchedulerStats = {
-    attempts: 0, retries: 0, succeeded: 0, failed: 0, cancelled: 0, timeouts: 0, rateLimited: 0, maxInFlight: 0, retryDelaysMs: [],
+    attempts: 0,
+    retries: 0,
+    succeeded: 0,
+    failed: 0,
+    cancelled: 0,
+    timeouts: 0,
+    rateLimited: 0,
+    maxInFlight: 0,
+    retryDelaysMs: [],
   };
 
   constructor(options: SchedulerOptions = {}) {
-    if (options === null || typeof options !== 'object') throw new TypeError(`Expected an options object for options but received ${describeValue(options)}`);
-    this.concurrency = options.concurrency === undefined ? 8 : expectInteger('concurrency', options.concurrency, 1, 100_000);
-    this.requestsPerSecond = options.requestsPerSecond === undefined ? Infinity : expectNumber('requestsPerSecond', options.requestsPerSecond, Number.MIN_VALUE);
-    this.burst = options.burst === undefined ? Math.max(1, Number.isFinite(this.requestsPerSecond) ? this.requestsPerSecond : 1) : expectNumber('burst', options.burst, 1);
+    if (options === null || typeof options !== 'object')
+      throw new TypeError(`Expected an options object for options but received ${describeValue(options)}`);
+    this.concurrency =
+      options.concurrency === undefined ? 8 : expectInteger('concurrency', options.concurrency, 1, 100_000);
+    this.requestsPerSecond =
+      options.requestsPerSecond === undefined
+        ? Infinity
+        : expectNumber('requestsPerSecond', options.requestsPerSecond, Number.MIN_VALUE);
+    this.burst =
+      options.burst === undefined
+        ? Math.max(1, Number.isFinite(this.requestsPerSecond) ? this.requestsPerSecond : 1)
+        : expectNumber('burst', options.burst, 1);
     this.maxRetries = options.maxRetries === undefined ? 3 : expectInteger('maxRetries', options.maxRetries, 0, 1000);
     this.backoffMs = options.backoffMs === undefined ? 500 : expectNumber('backoffMs', options.backoffMs, 0);
-    this.maxBackoffMs = options.maxBackoffMs === undefined ? 30_000 : expectNumber('maxBackoffMs', options.maxBackoffMs, 0);
+    this.maxBackoffMs =
+      options.maxBackoffMs === undefined ? 30_000 : expectNumber('maxBackoffMs', options.maxBackoffMs, 0);
     this.timeoutMs = options.timeoutMs === undefined ? 60_000 : expectNumber('timeoutMs', options.timeoutMs, 1);
     this.slots = new Semaphore(this.concurrency, abortReason);
     this.tokens = this.burst;
@@ -199,7 +225,10 @@ export class RequestScheduler {
         const now = performance.now();
         this.tokens = Math.min(this.burst, this.tokens + ((now - this.refilledAt) / 1000) * this.requestsPerSecond);
         this.refilledAt = now;
-        if (this.tokens >= 1) { this.tokens -= 1; return; }
+        if (this.tokens >= 1) {
+          this.tokens -= 1;
+          return;
+        }
         await sleep(((1 - this.tokens) / this.requestsPerSecond) * 1000, signal);
       }
     });
@@ -211,7 +240,10 @@ export class RequestScheduler {
    * Run `request` (given an AbortSignal that fires on timeout or cancellation) under the limits,
    * retrying what can be retried. Rejects with a {@link RequestError} (or the abort reason).
    */
-  async run<T>(request: (signal: AbortSignal) => Promise<T>, options: { signal?: AbortSignal; timeoutMs?: number; maxRetries?: number } = {}): Promise<Attempted<T>> {
+  async run<T>(
+    request: (signal: AbortSignal) => Promise<T>,
+    options: { signal?: AbortSignal; timeoutMs?: number; maxRetries?: number } = {},
+  ): Promise<Attempted<T>> {
     const signal = options.signal;
     const timeoutMs = options.timeoutMs ?? this.timeoutMs;
     const maxRetries = options.maxRetries ?? this.maxRetries;
@@ -222,8 +254,13 @@ export class RequestScheduler {
         if (attempt > 0) {
           const asked = retryAfterMs(headersOf(last));
           if (asked !== undefined && asked > this.maxBackoffMs) {
-            throw new RequestError(`${describeFailure(last)}; the server asked to retry after ${Math.round(asked)} ms, more than maxBackoffMs ${this.maxBackoffMs}`,
-              kindOf(last), attempt, statusOf(last), { cause: last });
+            throw new RequestError(
+              `${describeFailure(last)}; the server asked to retry after ${Math.round(asked)} ms, more than maxBackoffMs ${this.maxBackoffMs}`,
+              kindOf(last),
+              attempt,
+              statusOf(last),
+              { cause: last },
+            );
           }
           const delay = asked ?? backoffDelayMs(attempt, this.backoffMs, this.maxBackoffMs);
           this.counters.retries++;
@@ -232,7 +269,10 @@ export class RequestScheduler {
         }
         await this.slots.acquire(signal);
       } catch (err) {
-        if (err instanceof RequestError) { this.counters.failed++; throw err; }
+        if (err instanceof RequestError) {
+          this.counters.failed++;
+          throw err;
+        }
         this.counters.cancelled++;
         throw err;
       }
@@ -263,12 +303,16 @@ export class RequestScheduler {
           throw abortReason(signal);
         }
         // The abort we caused for a timeout surfaces as the client's abort error: name it a timeout.
-        last = controller.signal.aborted && controller.signal.reason instanceof TimeoutMarker ? controller.signal.reason : err;
+        last =
+          controller.signal.aborted && controller.signal.reason instanceof TimeoutMarker
+            ? controller.signal.reason
+            : err;
         if (kindOf(last) === 'timeout') this.counters.timeouts++;
         if (statusOf(last) === 429) {
           this.counters.rateLimited++;
           const asked = retryAfterMs(headersOf(last));
-          if (asked !== undefined && asked <= this.maxBackoffMs) this.pausedUntil = Math.max(this.pausedUntil, performance.now() + asked);
+          if (asked !== undefined && asked <= this.maxBackoffMs)
+            this.pausedUntil = Math.max(this.pausedUntil, performance.now() + asked);
         }
         if (!isRetryable(last)) {
           this.counters.failed++;
@@ -281,7 +325,13 @@ export class RequestScheduler {
       }
     }
     this.counters.failed++;
-    throw new RequestError(`gave up after ${maxRetries + 1} attempt(s): ${describeFailure(last)}`, kindOf(last), maxRetries + 1, statusOf(last), { cause: last });
+    throw new RequestError(
+      `gave up after ${maxRetries + 1} attempt(s): ${describeFailure(last)}`,
+      kindOf(last),
+      maxRetries + 1,
+      statusOf(last),
+      { cause: last },
+    );
   }
 }
 
@@ -301,9 +351,14 @@ export interface PoolOptions<T, R> {
  * Run `worker` over `items` with at most `concurrency` at once. Never rejects: each item gets
  * its value or its error, in input order.
  */
-export async function runPool<T, R>(items: readonly T[], worker: (item: T, index: number, signal: AbortSignal | undefined) => Promise<R>, options: PoolOptions<T, R> = {}): Promise<PoolResult<R>[]> {
+export async function runPool<T, R>(
+  items: readonly T[],
+  worker: (item: T, index: number, signal: AbortSignal | undefined) => Promise<R>,
+  options: PoolOptions<T, R> = {},
+): Promise<PoolResult<R>[]> {
   if (!Array.isArray(items)) throw new TypeError(`Expected an array for items but received ${describeValue(items)}`);
-  const concurrency = options.concurrency === undefined ? 4 : expectInteger('concurrency', options.concurrency, 1, 100_000);
+  const concurrency =
+    options.concurrency === undefined ? 4 : expectInteger('concurrency', options.concurrency, 1, 100_000);
   const results: PoolResult<R>[] = new Array(items.length);
   let next = 0;
   const one = async () => {
@@ -355,11 +410,23 @@ export interface RolloutOptions {
  * Generate completions for every sample with K runners. One failing sample (or request) is
  * recorded on that sample; the batch always completes (cancelled samples say so).
  */
-export async function rollout(policy: Policy, samples: readonly VqaSample[], sampling: Omit<SamplingOptions, 'signal'>, options: RolloutOptions = {}): Promise<RolloutResult[]> {
-  if (!policy || typeof policy.generate !== 'function') throw new TypeError(`Expected a Policy for policy but received ${describeValue(policy)}`);
-  const toResult = (r: PoolResult<Completion[]>, sample: VqaSample): RolloutResult => (r.ok
-    ? { sample, completions: r.value, ms: r.ms }
-    : { sample, completions: [{ text: '', finishReason: 'error', error: r.error.message }], ms: r.ms, error: r.error.message });
+export async function rollout(
+  policy: Policy,
+  samples: readonly VqaSample[],
+  sampling: Omit<SamplingOptions, 'signal'>,
+  options: RolloutOptions = {},
+): Promise<RolloutResult[]> {
+  if (!policy || typeof policy.generate !== 'function')
+    throw new TypeError(`Expected a Policy for policy but received ${describeValue(policy)}`);
+  const toResult = (r: PoolResult<Completion[]>, sample: VqaSample): RolloutResult =>
+    r.ok
+      ? { sample, completions: r.value, ms: r.ms }
+      : {
+          sample,
+          completions: [{ text: '', finishReason: 'error', error: r.error.message }],
+          ms: r.ms,
+          error: r.error.message,
+        };
   const pooled = await runPool(samples, (sample, _i, signal) => policy.generate(sample, { ...sampling, signal }), {
     concurrency: options.nRunners ?? 4,
     signal: options.signal,

@@ -18,7 +18,8 @@ function field(row: Record<string, unknown>, ...names: string[]): unknown {
 
 /** One row → a sample; `where` is "FILE: row N" for messages. */
 export function sampleFromRow(raw: unknown, where: string, baseDir: string): VqaSample {
-  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new Error(`${where}: expected an object with id, image_path, question, answer`);
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw))
+    throw new Error(`${where}: expected an object with id, image_path, question, answer`);
   const row = raw as Record<string, unknown>;
   const str = (v: unknown, name: string, required: boolean): string | undefined => {
     if (v === undefined) {
@@ -26,7 +27,8 @@ export function sampleFromRow(raw: unknown, where: string, baseDir: string): Vqa
       return undefined;
     }
     if (typeof v === 'number') return String(v);
-    if (typeof v !== 'string') throw new Error(`${where}: field "${name}" must be a string; got ${Array.isArray(v) ? 'an array' : typeof v}`);
+    if (typeof v !== 'string')
+      throw new Error(`${where}: field "${name}" must be a string; got ${Array.isArray(v) ? 'an array' : typeof v}`);
     return v;
   };
   const id = str(field(row, 'id', 'question_id'), 'id', true)!;
@@ -34,7 +36,8 @@ export function sampleFromRow(raw: unknown, where: string, baseDir: string): Vqa
   const first = str(field(row, 'image_path', 'imagePath', 'image'), 'image_path', paths === undefined);
   let imagePaths: string[] | undefined;
   if (paths !== undefined) {
-    if (!Array.isArray(paths) || paths.length === 0 || !paths.every((p) => typeof p === 'string')) throw new Error(`${where}: field "image_paths" must be a non-empty array of strings`);
+    if (!Array.isArray(paths) || paths.length === 0 || !paths.every((p) => typeof p === 'string'))
+      throw new Error(`${where}: field "image_paths" must be a non-empty array of strings`);
     imagePaths = paths.map((p: string) => path.resolve(baseDir, p));
   }
   const question = str(field(row, 'question'), 'question', true)!;
@@ -48,20 +51,30 @@ export function sampleFromRow(raw: unknown, where: string, baseDir: string): Vqa
       return v;
     });
   }
-  const answer = str(field(row, 'answer', 'multiple_choice_answer'), 'answer', answers === undefined || answers.length === 0) ?? answers![0]!;
+  const answer =
+    str(field(row, 'answer', 'multiple_choice_answer'), 'answer', answers === undefined || answers.length === 0) ??
+    answers![0]!;
   const sample: VqaSample = {
-    id, imagePath: imagePaths ? imagePaths[0]! : path.resolve(baseDir, first!), question, answer, answers: answers?.length ? answers : [answer],
+    id,
+    imagePath: imagePaths ? imagePaths[0]! : path.resolve(baseDir, first!),
+    question,
+    answer,
+    answers: answers?.length ? answers : [answer],
   };
   if (imagePaths && imagePaths.length > 1) sample.imagePaths = imagePaths;
   const vp = field(row, 'video_paths', 'videoPaths') ?? field(row, 'video_path', 'videoPath');
   if (vp !== undefined) {
     const list = typeof vp === 'string' ? [vp] : vp;
-    if (!Array.isArray(list) || list.length === 0 || !list.every((p) => typeof p === 'string')) throw new Error(`${where}: field "video_path" must be a string (a folder of frames) or "video_paths" a non-empty array of them`);
+    if (!Array.isArray(list) || list.length === 0 || !list.every((p) => typeof p === 'string'))
+      throw new Error(
+        `${where}: field "video_path" must be a string (a folder of frames) or "video_paths" a non-empty array of them`,
+      );
     sample.videoPaths = list.map((p: string) => path.resolve(baseDir, p));
   }
   const fps = field(row, 'video_fps', 'videoFps');
   if (fps !== undefined) {
-    if (typeof fps !== 'number' || !(fps > 0) || !Number.isFinite(fps)) throw new Error(`${where}: field "video_fps" must be a positive number; got ${JSON.stringify(fps)}`);
+    if (typeof fps !== 'number' || !(fps > 0) || !Number.isFinite(fps))
+      throw new Error(`${where}: field "video_fps" must be a positive number; got ${JSON.stringify(fps)}`);
     sample.videoFps = fps;
   }
   const at = str(field(row, 'answer_type', 'answerType'), 'answer_type', false);
@@ -83,7 +96,10 @@ export async function readSamplesFile(file: string): Promise<VqaSample[]> {
   const base = path.dirname(path.resolve(file));
   let rows: { raw: unknown; where: string }[];
   const trimmed = text.trimStart();
-  if (/\.jsonl$/i.test(file) || (!trimmed.startsWith('[') && !trimmed.startsWith('{"samples"') && trimmed.includes('\n{'))) {
+  if (
+    /\.jsonl$/i.test(file) ||
+    (!trimmed.startsWith('[') && !trimmed.startsWith('{"samples"') && trimmed.includes('\n{'))
+  ) {
     rows = [];
     text.split('\n').forEach((line, i) => {
       if (line.trim() === '') return;
@@ -101,7 +117,8 @@ export async function readSamplesFile(file: string): Promise<VqaSample[]> {
       throw new Error(`${file}: invalid JSON (${(err as Error).message})`);
     }
     const list = Array.isArray(data) ? data : (data as { samples?: unknown })?.samples;
-    if (!Array.isArray(list)) throw new Error(`${file}: expected a JSON array of samples, an object {"samples": [...]}, or JSON Lines`);
+    if (!Array.isArray(list))
+      throw new Error(`${file}: expected a JSON array of samples, an object {"samples": [...]}, or JSON Lines`);
     rows = list.map((raw, i) => ({ raw, where: `${file}: row ${i}` }));
   }
   if (rows.length === 0) throw new Error(`${file}: no samples`);

@@ -43,10 +43,16 @@ export function resolveApiKey(options: PolicySpecOptions): { key: string; source
 }
 
 export async function policyFromSpec(spec: string, options: PolicySpecOptions = {}): Promise<Policy> {
-  if (typeof spec !== 'string') throw new TypeError(`Expected a policy spec string (local:<dir> or openai:<model>@<url>) but received ${typeof spec}`);
+  if (typeof spec !== 'string')
+    throw new TypeError(
+      `Expected a policy spec string (local:<dir> or openai:<model>@<url>) but received ${typeof spec}`,
+    );
   if (spec.startsWith('local:') || spec === 'local') {
     const dir = spec.slice('local:'.length);
-    return LocalPolicy.load(dir === '' || dir === 'default' ? DEFAULT_MODEL_DIR : dir, { threads: options.threads, name: spec === 'local' ? 'local:default' : spec });
+    return LocalPolicy.load(dir === '' || dir === 'default' ? DEFAULT_MODEL_DIR : dir, {
+      threads: options.threads,
+      name: spec === 'local' ? 'local:default' : spec,
+    });
   }
   if (spec.startsWith('onnx:')) {
     const { OnnxPolicy } = await import('./onnx.js');
@@ -58,8 +64,14 @@ export async function policyFromSpec(spec: string, options: PolicySpecOptions = 
     const url = baseURL ?? options.baseURL ?? env.OPENAI_BASE_URL;
     const { key } = resolveApiKey(options);
     return new OpenAIPolicy({
-      ...options, model, baseURL: url, apiKey: key, name: url ? `openai:${model}@${url}` : spec,
+      ...options,
+      model,
+      baseURL: url,
+      apiKey: key,
+      name: url ? `openai:${model}@${url}` : spec,
     });
   }
-  throw new TypeError(`unknown policy ${JSON.stringify(spec)}: expected local:<checkpoint> or openai:<model>@<base-url> (or onnx:<export folder>)`);
+  throw new TypeError(
+    `unknown policy ${JSON.stringify(spec)}: expected local:<checkpoint> or openai:<model>@<base-url> (or onnx:<export folder>)`,
+  );
 }

@@ -4,4 +4,14 @@ export { ApiError, type ApiErrorType } from './errors.js';
 export { FairQueue, QueueFullError, type QueueStats } from './queue.js';
 export { parseChatRequest, type ChatRequest, type ImageRef } from './protocol.js';
 export { decodeDataUrl, loadImagePart, type MediaLimits } from './media.js';
-export { WeightSwitch, pushWeights, encodeWeights, decodeWeights, applyWeights, WEIGHT_VERSION_HEADER, type WeightKind, type PushTarget, type PushResult } from './weights.js';
+export {
+  WeightSwitch,
+  pushWeights,
+  encodeWeights,
+  decodeWeights,
+  applyWeights,
+  WEIGHT_VERSION_HEADER,
+  type WeightKind,
+  type PushTarget,
+  type PushResult,
+} from './weights.js';

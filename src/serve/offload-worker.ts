@@ -35,8 +35,14 @@ parentPort!.on('message', (msg: { id: number; op: 'prepare' | 'image'; raw?: Uin
       if (msg.op === 'prepare') {
         const p = await prepareRequest(msg.raw!, init.limits, builder);
         const ids = own(p.ids);
-        const images = p.images.map((img) => ({ ...img, bytes: own(new Uint8Array(img.bytes.buffer, img.bytes.byteOffset, img.bytes.byteLength)) }));
-        parentPort!.postMessage({ id: msg.id, ok: { ...p, ids, images } }, [ids.buffer as ArrayBuffer, ...images.map((i) => i.bytes.buffer as ArrayBuffer)]);
+        const images = p.images.map((img) => ({
+          ...img,
+          bytes: own(new Uint8Array(img.bytes.buffer, img.bytes.byteOffset, img.bytes.byteLength)),
+        }));
+        parentPort!.postMessage({ id: msg.id, ok: { ...p, ids, images } }, [
+          ids.buffer as ArrayBuffer,
+          ...images.map((i) => i.bytes.buffer as ArrayBuffer),
+        ]);
       } else {
         const p = await processor.process(msg.bytes!);
         const pixels = own(p.pixels);

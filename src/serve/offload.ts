@@ -24,7 +24,10 @@ export class Offload {
   private nextId = 1;
   private closed = false;
 
-  constructor(private readonly init: OffloadInit, readonly size = 1) {
+  constructor(
+    private readonly init: OffloadInit,
+    readonly size = 1,
+  ) {
     for (let i = 0; i < size; i++) this.slots.push(this.spawn());
   }
 
@@ -33,7 +36,10 @@ export class Offload {
     worker.unref();
     const pending: Slot['pending'] = new Map();
     let readyResolve!: () => void, readyReject!: (e: unknown) => void;
-    const ready = new Promise<void>((res, rej) => { readyResolve = res; readyReject = rej; });
+    const ready = new Promise<void>((res, rej) => {
+      readyResolve = res;
+      readyReject = rej;
+    });
     ready.catch(() => undefined);
     const slot: Slot = { worker, ready, pending };
     worker.on('message', (m: { ready?: boolean; id?: number; ok?: unknown; err?: Record<string, unknown> }) => {
@@ -52,7 +58,9 @@ export class Offload {
       if (i >= 0 && !this.closed) this.slots[i] = this.spawn();
     };
     worker.on('error', (err) => fail(new Error(`the request worker failed: ${err.message}`)));
-    worker.on('exit', (code) => { if (!this.closed) fail(new Error(`the request worker exited (code ${code})`)); });
+    worker.on('exit', (code) => {
+      if (!this.closed) fail(new Error(`the request worker exited (code ${code})`));
+    });
     return slot;
   }
 
@@ -70,7 +78,10 @@ export class Offload {
   /** prepareRequest in a worker; `raw` is handed over (not usable afterwards). */
   async prepare(raw: Buffer): Promise<Prepared> {
     // The body's own buffer is handed over whole (no copy) when the body fills most of it.
-    const own = raw.byteOffset === 0 && raw.byteLength >= raw.buffer.byteLength / 2 ? new Uint8Array(raw.buffer, 0, raw.byteLength) : Uint8Array.prototype.slice.call(raw);
+    const own =
+      raw.byteOffset === 0 && raw.byteLength >= raw.buffer.byteLength / 2
+        ? new Uint8Array(raw.buffer, 0, raw.byteLength)
+        : Uint8Array.prototype.slice.call(raw);
     const p = await this.call<Prepared>({ op: 'prepare', raw: own }, [own.buffer as ArrayBuffer]);
     for (const img of p.images) img.bytes = Buffer.from(img.bytes.buffer, img.bytes.byteOffset, img.bytes.byteLength);
     return p;

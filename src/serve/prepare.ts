@@ -51,7 +51,11 @@ export function promptChars(messages: readonly ChatMessage[]): number {
 }
 
 /** The checks of the module comment, on the raw body; the images' URLs are dropped from the result (their bytes are kept). */
-export async function prepareRequest(raw: Uint8Array, limits: PrepareLimits, builder: PromptBuilder): Promise<Prepared> {
+export async function prepareRequest(
+  raw: Uint8Array,
+  limits: PrepareLimits,
+  builder: PromptBuilder,
+): Promise<Prepared> {
   let body: unknown;
   try {
     body = JSON.parse(Buffer.from(raw.buffer, raw.byteOffset, raw.byteLength).toString('utf8'));
@@ -60,18 +64,30 @@ export async function prepareRequest(raw: Uint8Array, limits: PrepareLimits, bui
   }
   const chat = parseChatRequest(body, limits);
   if (chat.model !== limits.modelName) {
-    throw new ApiError(404, `The model \`${chat.model}\` does not exist; this server serves "${limits.modelName}" (GET /v1/models)`, 'not_found_error', 'model', 'model_not_found');
+    throw new ApiError(
+      404,
+      `The model \`${chat.model}\` does not exist; this server serves "${limits.modelName}" (GET /v1/models)`,
+      'not_found_error',
+      'model',
+      'model_not_found',
+    );
   }
   const badStop = chat.stopTokenIds.findIndex((t) => t >= limits.vocabSize);
   if (badStop >= 0) {
-    throw badRequest(`stop_token_ids[${badStop}] is ${chat.stopTokenIds[badStop]}, outside this model's vocabulary (ids 0 to ${limits.vocabSize - 1})`,
-      'stop_token_ids', 'invalid_value');
+    throw badRequest(
+      `stop_token_ids[${badStop}] is ${chat.stopTokenIds[badStop]}, outside this model's vocabulary (ids 0 to ${limits.vocabSize - 1})`,
+      'stop_token_ids',
+      'invalid_value',
+    );
   }
   const chars = promptChars(chat.messages);
   if (chars > limits.maxPromptChars) {
-    throw badRequest(`the messages hold ${chars.toLocaleString('en-US')} characters of text, more than this server's limit of `
-      + `${limits.maxPromptChars.toLocaleString('en-US')} (--max-prompt-chars); no prompt that long fits the context of ${limits.maxSequenceLength} tokens`,
-    'messages', 'context_length_exceeded');
+    throw badRequest(
+      `the messages hold ${chars.toLocaleString('en-US')} characters of text, more than this server's limit of ` +
+        `${limits.maxPromptChars.toLocaleString('en-US')} (--max-prompt-chars); no prompt that long fits the context of ${limits.maxSequenceLength} tokens`,
+      'messages',
+      'context_length_exceeded',
+    );
   }
   const images: CheckedImage[] = [];
   const planned: ImageInput[] = [];
@@ -97,24 +113,52 @@ export async function prepareRequest(raw: Uint8Array, limits: PrepareLimits, bui
   const maxTokens = chat.maxTokens ?? Math.max(1, Math.min(limits.defaultMaxTokens, room));
   const param = chat.maxTokens !== undefined && room > 0 ? 'max_tokens' : 'messages';
   if (promptTokens >= limit) {
-    throw badRequest(`this model's maximum context length is ${limit} tokens, but the prompt has ${promptTokens} tokens (images included); shorten it`,
-      param, 'context_length_exceeded');
+    throw badRequest(
+      `this model's maximum context length is ${limit} tokens, but the prompt has ${promptTokens} tokens (images included); shorten it`,
+      param,
+      'context_length_exceeded',
+    );
   }
   if (promptTokens + maxTokens > limit) {
-    throw badRequest(`this model's maximum context length is ${limit} tokens; the prompt has ${promptTokens} and max_tokens asks for ${maxTokens} more `
-      + `(${promptTokens + maxTokens}); lower max_tokens to ${limit - promptTokens} or less`, param, 'context_length_exceeded');
+    throw badRequest(
+      `this model's maximum context length is ${limit} tokens; the prompt has ${promptTokens} and max_tokens asks for ${maxTokens} more ` +
+        `(${promptTokens + maxTokens}); lower max_tokens to ${limit - promptTokens} or less`,
+      param,
+      'context_length_exceeded',
+    );
   }
   return { chat, images, ids, grids: planned.map((p) => p.gridThw), maxTokens };
 }
 
 /** An ApiError as plain data (to cross a worker boundary) and back. */
 export function errorToData(err: unknown): Record<string, unknown> {
-  if (err instanceof ApiError) return { api: true, status: err.status, message: err.message, type: err.type, param: err.param, code: err.code, headers: err.headers };
-  return { api: false, message: err instanceof Error ? err.message : String(err), stack: err instanceof Error ? err.stack : undefined };
+  if (err instanceof ApiError)
+    return {
+      api: true,
+      status: err.status,
+      message: err.message,
+      type: err.type,
+      param: err.param,
+      code: err.code,
+      headers: err.headers,
+    };
+  return {
+    api: false,
+    message: err instanceof Error ? err.message : String(err),
+    stack: err instanceof Error ? err.stack : undefined,
+  };
 }
 
 export function errorFromData(d: Record<string, unknown>): Error {
-  if (d.api) return new ApiError(d.status as number, d.message as string, d.type as ApiError['type'], d.param as string | null, d.code as string | null, d.headers as Record<string, string>);
+  if (d.api)
+    return new ApiError(
+      d.status as number,
+      d.message as string,
+      d.type as ApiError['type'],
+      d.param as string | null,
+      d.code as string | null,
+      d.headers as Record<string, string>,
+    );
   const e = new Error(d.message as string);
   if (typeof d.stack === 'string') e.stack = d.stack;
   return e;

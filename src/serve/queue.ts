@@ -50,10 +50,20 @@ export class FairQueue {
   private closed = false;
 
   /** `capacity`: total weight of the jobs that may run at once. */
-  constructor(readonly maxPending: number, readonly capacity = 1) {}
+  constructor(
+    readonly maxPending: number,
+    readonly capacity = 1,
+  ) {}
 
   stats(): QueueStats {
-    return { pending: this.pendingCount, running: this.running, runningWeight: this.runningWeight, completed: this.completed, dropped: this.dropped, clients: this.lanes.size };
+    return {
+      pending: this.pendingCount,
+      running: this.running,
+      runningWeight: this.runningWeight,
+      completed: this.completed,
+      dropped: this.dropped,
+      clients: this.lanes.size,
+    };
   }
 
   /** Queue `run` for `client`; resolves with its result. Rejects QueueFullError at once when full. */
@@ -118,22 +128,26 @@ export class FairQueue {
       if (job.signal && job.onAbort) job.signal.removeEventListener('abort', job.onAbort);
       this.running++;
       this.runningWeight += job.weight;
-      job.run().then(job.resolve, job.reject).finally(() => {
-        this.running--;
-        this.runningWeight -= job.weight;
-        this.completed++;
-        this.pump();
-      });
+      job
+        .run()
+        .then(job.resolve, job.reject)
+        .finally(() => {
+          this.running--;
+          this.runningWeight -= job.weight;
+          this.completed++;
+          this.pump();
+        });
     }
   }
 
   /** Refuse new jobs and reject the waiting ones; running jobs finish. */
   close(reason: Error): void {
     this.closed = true;
-    for (const [, lane] of this.lanes) for (const job of lane) {
-      if (job.signal && job.onAbort) job.signal.removeEventListener('abort', job.onAbort);
-      job.reject(reason);
-    }
+    for (const [, lane] of this.lanes)
+      for (const job of lane) {
+        if (job.signal && job.onAbort) job.signal.removeEventListener('abort', job.onAbort);
+        job.reject(reason);
+      }
     this.lanes.clear();
     this.order.length = 0;
     this.pendingCount = 0;

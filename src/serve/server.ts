@@ -28,7 +28,14 @@ import type { ImageInput, Prompt, SampleStats } from '../engine/types.js';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { processorOptionsFrom } from '../vision/processor-config.js';
-import { ContextLengthError, tokenBytes, type LocalChoice, type LocalGeneration, type LocalPolicy, type LocalSampling } from '../rollout/local.js';
+import {
+  ContextLengthError,
+  tokenBytes,
+  type LocalChoice,
+  type LocalGeneration,
+  type LocalPolicy,
+  type LocalSampling,
+} from '../rollout/local.js';
 import { ApiError, badRequest, sendError, sendJson } from './errors.js';
 import type { MediaLimits } from './media.js';
 import { Offload } from './offload.js';
@@ -122,7 +129,13 @@ export interface ChatHooks {
   /** The prompt the engine samples from, given the one the chat template made (ids with image pads, processed images). */
   rewritePrompt?: (prompt: Prompt) => Prompt;
   /** What the engine produced, before the reply is sent (the prompt as the engine saw it: ids with image pads, processed images). */
-  onGeneration?: (r: { id: string; chat: ChatRequest; prompt: Prompt; generation: LocalGeneration; weightVersion: number }) => void;
+  onGeneration?: (r: {
+    id: string;
+    chat: ChatRequest;
+    prompt: Prompt;
+    generation: LocalGeneration;
+    weightVersion: number;
+  }) => void;
 }
 
 export interface ServeStats {
@@ -197,8 +210,15 @@ function clientKey(req: IncomingMessage, chat: ChatRequest): string {
 function readBody(req: IncomingMessage, max: number): Promise<Buffer> {
   return new Promise((resolve, reject) => {
     const declared = Number(req.headers['content-length']);
-    const tooLarge = (n: number) => new ApiError(413, `the request body is ${n > 0 ? `${(n / MiB).toFixed(1)} MiB` : 'too large'}, more than this server's limit of ${(max / MiB).toFixed(1)} MiB`,
-      'invalid_request_error', null, 'request_too_large', { connection: 'close' });
+    const tooLarge = (n: number) =>
+      new ApiError(
+        413,
+        `the request body is ${n > 0 ? `${(n / MiB).toFixed(1)} MiB` : 'too large'}, more than this server's limit of ${(max / MiB).toFixed(1)} MiB`,
+        'invalid_request_error',
+        null,
+        'request_too_large',
+        { connection: 'close' },
+      );
     if (Number.isFinite(declared) && declared > max) {
       req.resume();
       return reject(tooLarge(declared));
@@ -229,19 +249,29 @@ function readBody(req: IncomingMessage, max: number): Promise<Buffer> {
 function checkKey(req: IncomingMessage, apiKey: string): void {
   const auth = req.headers.authorization ?? '';
   const m = /^Bearer\s+(.+)$/i.exec(auth);
-  const ok = m !== null && (() => {
-    const a = Buffer.from(m[1]!.trim()), b = Buffer.from(apiKey);
-    return a.length === b.length && timingSafeEqual(a, b);
-  })();
+  const ok =
+    m !== null &&
+    (() => {
+      const a = Buffer.from(m[1]!.trim()),
+        b = Buffer.from(apiKey);
+      return a.length === b.length && timingSafeEqual(a, b);
+    })();
   if (!ok) {
-    throw new ApiError(401, m ? 'Incorrect API key provided' : 'Missing API key: send "Authorization: Bearer <key>"', 'invalid_request_error', null, 'invalid_api_key',
-      { 'www-authenticate': 'Bearer' });
+    throw new ApiError(
+      401,
+      m ? 'Incorrect API key provided' : 'Missing API key: send "Authorization: Bearer <key>"',
+      'invalid_request_error',
+      null,
+      'invalid_api_key',
+      { 'www-authenticate': 'Bearer' },
+    );
   }
 }
 
 export async function serve(options: ServeOptions): Promise<ServeHandle> {
   const policy = options.policy;
-  if (!policy || typeof policy.complete !== 'function') throw new TypeError('serve needs options.policy: a LocalPolicy');
+  if (!policy || typeof policy.complete !== 'function')
+    throw new TypeError('serve needs options.policy: a LocalPolicy');
   const modelName = options.modelName ?? 'vqalab';
   const host = options.host ?? '127.0.0.1';
   const maxBodyBytes = options.maxBodyBytes ?? 32 * MiB;
@@ -252,11 +282,16 @@ export async function serve(options: ServeOptions): Promise<ServeHandle> {
   };
   const defaultMaxTokens = options.defaultMaxTokens ?? 512;
   const limits: PrepareLimits = {
-    maxN: options.maxN ?? 64, maxImages: options.maxImages ?? 8,
-    maxStops: options.maxStops ?? DEFAULT_MAX_STOPS, maxStopChars: options.maxStopChars ?? DEFAULT_MAX_STOP_CHARS,
+    maxN: options.maxN ?? 64,
+    maxImages: options.maxImages ?? 8,
+    maxStops: options.maxStops ?? DEFAULT_MAX_STOPS,
+    maxStopChars: options.maxStopChars ?? DEFAULT_MAX_STOP_CHARS,
     maxPromptChars: options.maxPromptChars ?? policy.maxSequenceLength * longestTokenChars(policy),
-    media, modelName, vocabSize: policy.model.config?.vocabSize ?? policy.tokenizer.vocabSize,
-    maxSequenceLength: policy.maxSequenceLength, defaultMaxTokens,
+    media,
+    modelName,
+    vocabSize: policy.model.config?.vocabSize ?? policy.tokenizer.vocabSize,
+    maxSequenceLength: policy.maxSequenceLength,
+    defaultMaxTokens,
   };
   const builder: PromptBuilder = {
     plan: (h, w) => policy.processor.plan(h, w).gridThw,
@@ -266,9 +301,18 @@ export async function serve(options: ServeOptions): Promise<ServeHandle> {
   // processor (loaded from the policy's tokenizer folder; a tokenizer built in memory: no workers).
   const workers = options.workers ?? 1;
   const tokenizerDir = policy.tokenizer.source;
-  const offload = workers > 0 && existsSync(path.join(tokenizerDir, 'tokenizer.json'))
-    ? new Offload({ tokenizerDir, mergeSize: policy.model.config?.vision?.spatialMergeSize ?? 2, processorOptions: processorOptionsFrom(tokenizerDir), limits }, workers)
-    : null;
+  const offload =
+    workers > 0 && existsSync(path.join(tokenizerDir, 'tokenizer.json'))
+      ? new Offload(
+          {
+            tokenizerDir,
+            mergeSize: policy.model.config?.vision?.spatialMergeSize ?? 2,
+            processorOptions: processorOptionsFrom(tokenizerDir),
+            limits,
+          },
+          workers,
+        )
+      : null;
   // Continuous batching: the queue admits requests while their rows fit the batch's row budget;
   // each then prepares its images and joins the engine's decode loop. Queue-only mode: two jobs at
   // a time, one on the engine (the lock), the next preparing its images meanwhile (in libvips).
@@ -285,7 +329,13 @@ export async function serve(options: ServeOptions): Promise<ServeHandle> {
   const weights = new WeightSwitch();
   const maxWeightBytes = options.maxWeightBytes ?? 16 * 1024 * MiB;
 
-  const modelObject = () => ({ id: modelName, object: 'model', created, owned_by: 'vqalab', max_model_len: policy.maxSequenceLength });
+  const modelObject = () => ({
+    id: modelName,
+    object: 'model',
+    created,
+    owned_by: 'vqalab',
+    max_model_len: policy.maxSequenceLength,
+  });
 
   function tokenText(id: number, asIds: boolean): string {
     return asIds ? `token_id:${id}` : policy.tokenizer.decode([id], { skipSpecialTokens: false });
@@ -296,7 +346,11 @@ export async function serve(options: ServeOptions): Promise<ServeHandle> {
       token: tokenText(id, asIds),
       logprob,
       bytes: [...tokenBytes(policy.tokenizer, id)],
-      top_logprobs: top.map((t) => ({ token: tokenText(t.id, asIds), logprob: t.logprob, bytes: [...tokenBytes(policy.tokenizer, t.id)] })),
+      top_logprobs: top.map((t) => ({
+        token: tokenText(t.id, asIds),
+        logprob: t.logprob,
+        bytes: [...tokenBytes(policy.tokenizer, t.id)],
+      })),
     };
   }
 
@@ -305,14 +359,28 @@ export async function serve(options: ServeOptions): Promise<ServeHandle> {
   }
 
   /** Admitted: decode and patch the images, then sample (joining the decode loop, or taking the engine lock in queue-only mode). */
-  async function generate(chat: ChatRequest, checked: Checked, signal: AbortSignal, onToken?: LocalSampling['onToken'], onPrompt?: (p: Prompt) => Prompt,
-    onVersion?: (version: number) => void): Promise<LocalGeneration> {
+  async function generate(
+    chat: ChatRequest,
+    checked: Checked,
+    signal: AbortSignal,
+    onToken?: LocalSampling['onToken'],
+    onPrompt?: (p: Prompt) => Prompt,
+    onVersion?: (version: number) => void,
+  ): Promise<LocalGeneration> {
     const processed: ImageInput[] = [];
     for (const img of checked.images) {
       try {
-        processed.push(offload && img.width * img.height > INLINE_IMAGE_PIXELS ? await offload.image(img.bytes) : await policy.image(img.bytes));
+        processed.push(
+          offload && img.width * img.height > INLINE_IMAGE_PIXELS
+            ? await offload.image(img.bytes)
+            : await policy.image(img.bytes),
+        );
       } catch (err) {
-        throw badRequest(`${img.param}: ${(err as Error).message.replace(/^image buffer \(\d+ bytes\): /, '')}`, img.param, 'invalid_image');
+        throw badRequest(
+          `${img.param}: ${(err as Error).message.replace(/^image buffer \(\d+ bytes\): /, '')}`,
+          img.param,
+          'invalid_image',
+        );
       }
     }
     // The planned prompt ids hold when each image decoded to its planned grid (the usual case);
@@ -321,38 +389,72 @@ export async function serve(options: ServeOptions): Promise<ServeHandle> {
     let prompt = same ? { ids: checked.ids, images: processed } : policy.prompt(chat.messages, processed);
     if (!same) policy.checkLength(prompt, checked.maxTokens);
     const given = onPrompt?.(prompt);
-    if (given && given !== prompt) { prompt = given; policy.checkLength(prompt, checked.maxTokens); }
+    if (given && given !== prompt) {
+      prompt = given;
+      policy.checkLength(prompt, checked.maxTokens);
+    }
     if (signal.aborted) throw signal.reason;
     // The weights stay those of one version from here until the completion is done (a push waits).
-    const call = () => weights.read((version) => {
-      onVersion?.(version);
-      if (signal.aborted) throw signal.reason;
-      return policy.complete(prompt, {
-        n: chat.n, temperature: chat.temperature, topP: chat.topP, topK: chat.topK, maxTokens: checked.maxTokens, stop: chat.stop,
-        stopTokenIds: chat.stopTokenIds, seed: chat.seed, topLogprobs: chat.topLogprobs, signal, ...(onToken ? { onToken } : {}),
+    const call = () =>
+      weights.read((version) => {
+        onVersion?.(version);
+        if (signal.aborted) throw signal.reason;
+        return policy.complete(prompt, {
+          n: chat.n,
+          temperature: chat.temperature,
+          topP: chat.topP,
+          topK: chat.topK,
+          maxTokens: checked.maxTokens,
+          stop: chat.stop,
+          stopTokenIds: chat.stopTokenIds,
+          seed: chat.seed,
+          topLogprobs: chat.topLogprobs,
+          signal,
+          ...(onToken ? { onToken } : {}),
+        });
       });
-    });
     return batching ? call() : engine.run(call);
   }
 
   function replyJson(res: ServerResponse, chat: ChatRequest, id: string, gen: LocalGeneration, version: number): void {
     const completionTokens = gen.choices.reduce((a, c) => a + c.tokenIds.length, 0);
-    sendJson(res, 200, {
-      id, object: 'chat.completion', created: Math.floor(Date.now() / 1000), model: modelName, system_fingerprint: 'vqalab', weight_version: version,
-      choices: gen.choices.map((c, index) => {
-        const calls = chat.tools ? parseToolCalls(c.text) : undefined;
-        const tool = calls && calls.toolCalls.length > 0;
-        return {
-          index,
-          message: { role: 'assistant', content: tool ? calls!.content : c.text, refusal: null, ...(tool ? { tool_calls: calls!.toolCalls } : {}) },
-          logprobs: chat.logprobs ? { content: c.tokenIds.map((_t, k) => logprobEntry(c, k, chat.tokensAsIds)), refusal: null } : null,
-          finish_reason: tool && c.finishReason === 'stop' ? 'tool_calls' : c.finishReason,
-          ...(chat.returnTokenIds ? { token_ids: c.tokenIds } : {}),
-        };
-      }),
-      usage: { prompt_tokens: gen.promptTokens, completion_tokens: completionTokens, total_tokens: gen.promptTokens + completionTokens },
-      ...(chat.returnTokenIds ? { prompt_token_ids: null } : {}),
-    }, { [WEIGHT_VERSION_HEADER]: String(version) });
+    sendJson(
+      res,
+      200,
+      {
+        id,
+        object: 'chat.completion',
+        created: Math.floor(Date.now() / 1000),
+        model: modelName,
+        system_fingerprint: 'vqalab',
+        weight_version: version,
+        choices: gen.choices.map((c, index) => {
+          const calls = chat.tools ? parseToolCalls(c.text) : undefined;
+          const tool = calls && calls.toolCalls.length > 0;
+          return {
+            index,
+            message: {
+              role: 'assistant',
+              content: tool ? calls!.content : c.text,
+              refusal: null,
+              ...(tool ? { tool_calls: calls!.toolCalls } : {}),
+            },
+            logprobs: chat.logprobs
+              ? { content: c.tokenIds.map((_t, k) => logprobEntry(c, k, chat.tokensAsIds)), refusal: null }
+              : null,
+            finish_reason: tool && c.finishReason === 'stop' ? 'tool_calls' : c.finishReason,
+            ...(chat.returnTokenIds ? { token_ids: c.tokenIds } : {}),
+          };
+        }),
+        usage: {
+          prompt_tokens: gen.promptTokens,
+          completion_tokens: completionTokens,
+          total_tokens: gen.promptTokens + completionTokens,
+        },
+        ...(chat.returnTokenIds ? { prompt_token_ids: null } : {}),
+      },
+      { [WEIGHT_VERSION_HEADER]: String(version) },
+    );
   }
 
   /** Text pieces per token whose concatenation is exactly `c.text` (a UTF-8 character split over tokens is held back until complete). */
@@ -373,19 +475,30 @@ export async function serve(options: ServeOptions): Promise<ServeHandle> {
     return out;
   }
 
-  const SSE_HEADERS = { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', connection: 'keep-alive', 'x-accel-buffering': 'no' };
+  const SSE_HEADERS = {
+    'content-type': 'text/event-stream; charset=utf-8',
+    'cache-control': 'no-cache',
+    connection: 'keep-alive',
+    'x-accel-buffering': 'no',
+  };
 
   function chunkSender(res: ServerResponse, id: string, version: () => number | undefined) {
     const createdAt = Math.floor(Date.now() / 1000);
     return (choices: unknown[], extra: Record<string, unknown> = {}) => {
       if (res.destroyed) return; // the client left mid-stream
-      res.write(`data: ${JSON.stringify({ id, object: 'chat.completion.chunk', created: createdAt, model: modelName, system_fingerprint: 'vqalab', weight_version: version() ?? null, choices, ...extra })}\n\n`);
+      res.write(
+        `data: ${JSON.stringify({ id, object: 'chat.completion.chunk', created: createdAt, model: modelName, system_fingerprint: 'vqalab', weight_version: version() ?? null, choices, ...extra })}\n\n`,
+      );
     };
   }
 
   function usageOf(gen: LocalGeneration) {
     const completionTokens = gen.choices.reduce((a, c) => a + c.tokenIds.length, 0);
-    return { prompt_tokens: gen.promptTokens, completion_tokens: completionTokens, total_tokens: gen.promptTokens + completionTokens };
+    return {
+      prompt_tokens: gen.promptTokens,
+      completion_tokens: completionTokens,
+      total_tokens: gen.promptTokens + completionTokens,
+    };
   }
 
   /**
@@ -416,14 +529,22 @@ export async function serve(options: ServeOptions): Promise<ServeHandle> {
     };
     const tokenChunk = (i: number, piece: string, tokenId: number, logprob: number) => {
       sentTokens[i]!++;
-      send([{
-        index: i, delta: { content: piece },
-        logprobs: chat.logprobs ? { content: [tokenEntry(tokenId, logprob, [], chat.tokensAsIds)], refusal: null } : null, finish_reason: null,
-        ...(chat.returnTokenIds ? { token_ids: [tokenId] } : {}),
-      }]);
+      send([
+        {
+          index: i,
+          delta: { content: piece },
+          logprobs: chat.logprobs
+            ? { content: [tokenEntry(tokenId, logprob, [], chat.tokensAsIds)], refusal: null }
+            : null,
+          finish_reason: null,
+          ...(chat.returnTokenIds ? { token_ids: [tokenId] } : {}),
+        },
+      ]);
     };
     return {
-      get started() { return started; },
+      get started() {
+        return started;
+      },
       onToken(e: { choice: number; tokenId: number; logprob: number }) {
         const text = texts[e.choice];
         if (!text || text.done || res.destroyed) return;
@@ -439,7 +560,8 @@ export async function serve(options: ServeOptions): Promise<ServeHandle> {
           // tokens the live stream did not send (not expected: the decoder ends where complete() does)
           for (let k = sentTokens[i]!; k < c.tokenIds.length; k++) tokenChunk(i, '', c.tokenIds[k]!, c.logprobs[k]!);
           const sent = texts[i]!.sent;
-          if (!c.text.startsWith(sent)) log?.(`stream ${id}: choice ${i}: the streamed text is not a prefix of the final text`);
+          if (!c.text.startsWith(sent))
+            log?.(`stream ${id}: choice ${i}: the streamed text is not a prefix of the final text`);
           const rest = c.text.startsWith(sent) ? c.text.slice(sent.length) : '';
           if (rest) send([{ index: i, delta: { content: rest }, logprobs: null, finish_reason: null }]);
           send([{ index: i, delta: {}, logprobs: null, finish_reason: c.finishReason }]);
@@ -449,7 +571,10 @@ export async function serve(options: ServeOptions): Promise<ServeHandle> {
       },
       /** The request failed after the stream began: an error event, then the end. */
       fail(err: unknown) {
-        const message = err instanceof ApiError ? err.message : `the engine failed: ${err instanceof Error ? err.message : String(err)}`;
+        const message =
+          err instanceof ApiError
+            ? err.message
+            : `the engine failed: ${err instanceof Error ? err.message : String(err)}`;
         const code = err instanceof ApiError ? err.code : 'engine_error';
         send([], { error: { message, type: err instanceof ApiError ? err.type : 'server_error', param: null, code } });
         if (!res.destroyed) res.end('data: [DONE]\n\n');
@@ -458,7 +583,13 @@ export async function serve(options: ServeOptions): Promise<ServeHandle> {
   }
 
   /** The whole completion at once, in the chunk format (used when top_logprobs needs the finished completion). */
-  function replyStream(res: ServerResponse, chat: ChatRequest, id: string, gen: LocalGeneration, version: number): void {
+  function replyStream(
+    res: ServerResponse,
+    chat: ChatRequest,
+    id: string,
+    gen: LocalGeneration,
+    version: number,
+  ): void {
     res.writeHead(200, { ...SSE_HEADERS, [WEIGHT_VERSION_HEADER]: String(version) });
     const send = chunkSender(res, id, () => version);
     gen.choices.forEach((c, index) => {
@@ -467,20 +598,36 @@ export async function serve(options: ServeOptions): Promise<ServeHandle> {
       if (calls && calls.toolCalls.length > 0) {
         // With tool calls: the text outside them, then the calls, whole (their ids and token ids in the last chunk).
         if (calls.content) send([{ index, delta: { content: calls.content }, logprobs: null, finish_reason: null }]);
-        send([{
-          index, delta: { tool_calls: calls.toolCalls.map((t, k) => ({ index: k, ...t })) }, logprobs: null, finish_reason: null,
-          ...(chat.returnTokenIds ? { token_ids: c.tokenIds } : {}),
-        }]);
-        send([{ index, delta: {}, logprobs: null, finish_reason: c.finishReason === 'stop' ? 'tool_calls' : c.finishReason }]);
+        send([
+          {
+            index,
+            delta: { tool_calls: calls.toolCalls.map((t, k) => ({ index: k, ...t })) },
+            logprobs: null,
+            finish_reason: null,
+            ...(chat.returnTokenIds ? { token_ids: c.tokenIds } : {}),
+          },
+        ]);
+        send([
+          {
+            index,
+            delta: {},
+            logprobs: null,
+            finish_reason: c.finishReason === 'stop' ? 'tool_calls' : c.finishReason,
+          },
+        ]);
         return;
       }
       const ps = pieces(c);
       ps.forEach((piece, k) => {
-        send([{
-          index, delta: { content: piece },
-          logprobs: chat.logprobs ? { content: [logprobEntry(c, k, chat.tokensAsIds)], refusal: null } : null, finish_reason: null,
-          ...(chat.returnTokenIds ? { token_ids: [c.tokenIds[k]] } : {}),
-        }]);
+        send([
+          {
+            index,
+            delta: { content: piece },
+            logprobs: chat.logprobs ? { content: [logprobEntry(c, k, chat.tokensAsIds)], refusal: null } : null,
+            finish_reason: null,
+            ...(chat.returnTokenIds ? { token_ids: [c.tokenIds[k]] } : {}),
+          },
+        ]);
       });
       send([{ index, delta: {}, logprobs: null, finish_reason: c.finishReason }]);
     });
@@ -493,10 +640,15 @@ export async function serve(options: ServeOptions): Promise<ServeHandle> {
     if (hooks.transformBody) raw = hooks.transformBody(raw);
     // Every budget is checked before the work it bounds (src/serve/prepare.ts); a large body is
     // parsed and tokenised in a worker thread.
-    const checked = offload && raw.length > INLINE_BODY_BYTES ? await offload.prepare(raw) : await prepareRequest(raw, limits, builder);
+    const checked =
+      offload && raw.length > INLINE_BODY_BYTES
+        ? await offload.prepare(raw)
+        : await prepareRequest(raw, limits, builder);
     const chat = checked.chat;
     const gone = new AbortController();
-    const onClose = () => { if (!res.writableFinished) gone.abort(new Error('the client closed the connection')); };
+    const onClose = () => {
+      if (!res.writableFinished) gone.abort(new Error('the client closed the connection'));
+    };
     res.on('close', onClose);
     const id = `chatcmpl-${randomBytes(12).toString('hex')}`;
     // top_logprobs come from a forward pass over the finished completion: such streams are sent whole.
@@ -505,21 +657,40 @@ export async function serve(options: ServeOptions): Promise<ServeHandle> {
     const live = chat.stream && chat.topLogprobs === 0 && !chat.tools ? liveStream(res, chat, id, () => version) : null;
     let gen: LocalGeneration;
     let prompt: Prompt | undefined;
-    const onVersion = (v: number) => { hooks.checkWeightVersion?.(v); version = v; };
+    const onVersion = (v: number) => {
+      hooks.checkWeightVersion?.(v);
+      version = v;
+    };
     try {
-      gen = await queue.submit(clientKey(req, chat), () => generate(chat, checked, gone.signal, live?.onToken, (p) => (prompt = hooks.rewritePrompt?.(p) ?? p), onVersion),
-        gone.signal, batching ? chat.n : 1);
+      gen = await queue.submit(
+        clientKey(req, chat),
+        () =>
+          generate(
+            chat,
+            checked,
+            gone.signal,
+            live?.onToken,
+            (p) => (prompt = hooks.rewritePrompt?.(p) ?? p),
+            onVersion,
+          ),
+        gone.signal,
+        batching ? chat.n : 1,
+      );
     } catch (err) {
       if (gone.signal.aborted) return; // the client left; its rows were cancelled
       if (live?.started) {
-        log?.(`error: ${req.method} ${req.url}: after the stream began: ${err instanceof Error ? err.message : String(err)}`);
+        log?.(
+          `error: ${req.method} ${req.url}: after the stream began: ${err instanceof Error ? err.message : String(err)}`,
+        );
         live.fail(err);
         return;
       }
-      if (err instanceof QueueFullError) throw new ApiError(503, err.message, 'server_error', null, 'server_overloaded', { 'retry-after': '1' });
+      if (err instanceof QueueFullError)
+        throw new ApiError(503, err.message, 'server_error', null, 'server_overloaded', { 'retry-after': '1' });
       if (err instanceof ApiError) throw err;
       if (err instanceof ContextLengthError) throw badRequest(err.message, 'messages', 'context_length_exceeded');
-      if (err instanceof RangeError && /top_logprobs/.test(err.message)) throw badRequest(err.message, 'top_logprobs', 'invalid_value');
+      if (err instanceof RangeError && /top_logprobs/.test(err.message))
+        throw badRequest(err.message, 'top_logprobs', 'invalid_value');
       throw err;
     } finally {
       res.off('close', onClose);
@@ -535,39 +706,96 @@ export async function serve(options: ServeOptions): Promise<ServeHandle> {
   }
 
   /** PUT: take pushed weights and switch to them between requests; GET: the version served (src/serve/weights.ts). */
-  async function adminWeights(req: IncomingMessage, res: ServerResponse, method: string, adminKey: string): Promise<void> {
-    if (method !== 'PUT' && method !== 'GET') throw new ApiError(405, `${method} is not allowed on /admin/weights; use PUT or GET`, 'invalid_request_error', null, 'method_not_allowed', { allow: 'PUT, GET' });
+  async function adminWeights(
+    req: IncomingMessage,
+    res: ServerResponse,
+    method: string,
+    adminKey: string,
+  ): Promise<void> {
+    if (method !== 'PUT' && method !== 'GET')
+      throw new ApiError(
+        405,
+        `${method} is not allowed on /admin/weights; use PUT or GET`,
+        'invalid_request_error',
+        null,
+        'method_not_allowed',
+        { allow: 'PUT, GET' },
+      );
     try {
       checkKey(req, adminKey);
     } catch (err) {
       req.resume();
       throw err;
     }
-    if (method === 'GET') return sendJson(res, 200, { weight_version: weights.version, requests_sampling: weights.readers }, { [WEIGHT_VERSION_HEADER]: String(weights.version) });
-    if (closing) { req.resume(); throw new ApiError(503, 'the server is shutting down', 'server_error', null, 'server_shutting_down'); }
+    if (method === 'GET')
+      return sendJson(
+        res,
+        200,
+        { weight_version: weights.version, requests_sampling: weights.readers },
+        { [WEIGHT_VERSION_HEADER]: String(weights.version) },
+      );
+    if (closing) {
+      req.resume();
+      throw new ApiError(503, 'the server is shutting down', 'server_error', null, 'server_shutting_down');
+    }
     const body = await readBody(req, maxWeightBytes);
     const t0 = performance.now();
     const push = decodeWeights(policy.model, body);
     const waiting = weights.readers;
     await weights.swap(push.version, () => applyWeights(policy.model, push.tensors));
-    log?.(`weights: version ${push.version} (${push.kind}, ${push.tensors.size} tensors, ${(body.byteLength / MiB).toFixed(1)} MiB) after ${waiting} running request(s), ${(performance.now() - t0).toFixed(0)} ms`);
-    sendJson(res, 200, { weight_version: push.version, kind: push.kind, tensors: push.tensors.size, bytes: body.byteLength, waited_for: waiting },
-      { [WEIGHT_VERSION_HEADER]: String(push.version) });
+    log?.(
+      `weights: version ${push.version} (${push.kind}, ${push.tensors.size} tensors, ${(body.byteLength / MiB).toFixed(1)} MiB) after ${waiting} running request(s), ${(performance.now() - t0).toFixed(0)} ms`,
+    );
+    sendJson(
+      res,
+      200,
+      {
+        weight_version: push.version,
+        kind: push.kind,
+        tensors: push.tensors.size,
+        bytes: body.byteLength,
+        waited_for: waiting,
+      },
+      { [WEIGHT_VERSION_HEADER]: String(push.version) },
+    );
   }
 
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const url = (req.url ?? '/').split('?')[0]!.replace(/\/+$/, '') || '/';
     const method = req.method ?? 'GET';
     const allow = (methods: string) => {
-      if (!methods.split(', ').includes(method)) throw new ApiError(405, `${method} is not allowed on ${url}; use ${methods}`, 'invalid_request_error', null, 'method_not_allowed', { allow: methods });
+      if (!methods.split(', ').includes(method))
+        throw new ApiError(
+          405,
+          `${method} is not allowed on ${url}; use ${methods}`,
+          'invalid_request_error',
+          null,
+          'method_not_allowed',
+          { allow: methods },
+        );
     };
-    if (options.routes && await options.routes(req, res, url, { chatCompletions })) return;
+    if (options.routes && (await options.routes(req, res, url, { chatCompletions }))) return;
     if (url === '/health') {
       allow('GET');
-      return sendJson(res, 200, { status: closing ? 'closing' : 'ok', model: modelName, batching, weight_version: weights.version, queue: queue.stats(), engine: engineStats() });
+      return sendJson(res, 200, {
+        status: closing ? 'closing' : 'ok',
+        model: modelName,
+        batching,
+        weight_version: weights.version,
+        queue: queue.stats(),
+        engine: engineStats(),
+      });
     }
-    if (url === '/admin/weights' && options.adminKey !== undefined) return adminWeights(req, res, method, options.adminKey);
-    if (!url.startsWith('/v1/') && url !== '/v1') throw new ApiError(404, `no route ${method} ${url} (this server answers /v1/models and /v1/chat/completions)`, 'not_found_error', null, 'unknown_url');
+    if (url === '/admin/weights' && options.adminKey !== undefined)
+      return adminWeights(req, res, method, options.adminKey);
+    if (!url.startsWith('/v1/') && url !== '/v1')
+      throw new ApiError(
+        404,
+        `no route ${method} ${url} (this server answers /v1/models and /v1/chat/completions)`,
+        'not_found_error',
+        null,
+        'unknown_url',
+      );
     if (options.apiKey !== undefined) checkKey(req, options.apiKey);
     if (closing) throw new ApiError(503, 'the server is shutting down', 'server_error', null, 'server_shutting_down');
     if (url === '/v1/models') {
@@ -577,14 +805,21 @@ export async function serve(options: ServeOptions): Promise<ServeHandle> {
     if (url.startsWith('/v1/models/')) {
       allow('GET');
       const id = decodeURIComponent(url.slice('/v1/models/'.length));
-      if (id !== modelName) throw new ApiError(404, `The model \`${id}\` does not exist`, 'not_found_error', 'model', 'model_not_found');
+      if (id !== modelName)
+        throw new ApiError(404, `The model \`${id}\` does not exist`, 'not_found_error', 'model', 'model_not_found');
       return sendJson(res, 200, modelObject());
     }
     if (url === '/v1/chat/completions') {
       allow('POST');
       return chatCompletions(req, res);
     }
-    throw new ApiError(404, `no route ${method} ${url} (this server answers /v1/models and /v1/chat/completions)`, 'not_found_error', null, 'unknown_url');
+    throw new ApiError(
+      404,
+      `no route ${method} ${url} (this server answers /v1/models and /v1/chat/completions)`,
+      'not_found_error',
+      null,
+      'unknown_url',
+    );
   }
 
   const server = http.createServer((req, res) => {
@@ -602,9 +837,21 @@ export async function serve(options: ServeOptions): Promise<ServeHandle> {
         if (err.status === 413 || err.headers.connection === 'close') res.shouldKeepAlive = false;
         return sendError(res, err);
       }
-      log?.(`error: ${req.method} ${req.url}: ${err instanceof Error ? err.stack ?? err.message : String(err)}`);
-      if (res.headersSent) { res.destroy(); return; }
-      sendError(res, new ApiError(500, `the engine failed: ${err instanceof Error ? err.message : String(err)}`, 'server_error', null, 'engine_error'));
+      log?.(`error: ${req.method} ${req.url}: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
+      if (res.headersSent) {
+        res.destroy();
+        return;
+      }
+      sendError(
+        res,
+        new ApiError(
+          500,
+          `the engine failed: ${err instanceof Error ? err.message : String(err)}`,
+          'server_error',
+          null,
+          'engine_error',
+        ),
+      );
     });
   });
   server.on('connection', (s: Socket) => {
@@ -612,15 +859,28 @@ export async function serve(options: ServeOptions): Promise<ServeHandle> {
     s.on('close', () => sockets.delete(s));
   });
   server.on('clientError', (err, socket) => {
-    if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\nconnection: close\r\n\r\n'
-      + JSON.stringify({ error: { message: `malformed HTTP request: ${(err as Error).message}`, type: 'invalid_request_error', param: null, code: 'bad_http' } }));
+    if (socket.writable)
+      socket.end(
+        'HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\nconnection: close\r\n\r\n' +
+          JSON.stringify({
+            error: {
+              message: `malformed HTTP request: ${(err as Error).message}`,
+              type: 'invalid_request_error',
+              param: null,
+              code: 'bad_http',
+            },
+          }),
+      );
     else socket.destroy();
   });
   server.keepAliveTimeout = 30_000;
   try {
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
-      server.listen(options.port ?? 8000, host, () => { server.off('error', reject); resolve(); });
+      server.listen(options.port ?? 8000, host, () => {
+        server.off('error', reject);
+        resolve();
+      });
     });
   } catch (err) {
     // A server that never listened must not leave its request workers keeping the process alive.
@@ -631,7 +891,11 @@ export async function serve(options: ServeOptions): Promise<ServeHandle> {
   const shownHost = host.includes(':') ? `[${host}]` : host;
   return {
     url: `http://${shownHost === '0.0.0.0' ? '127.0.0.1' : shownHost}:${port}/v1`,
-    host, port, modelName, server, weights,
+    host,
+    port,
+    modelName,
+    server,
+    weights,
     stats: () => ({ ...counters, byStatus: { ...counters.byStatus }, queue: queue.stats(), engine: engineStats() }),
     close: async () => {
       if (closing) return;

@@ -34,27 +34,39 @@ export function trainBpe(pieces: ReadonlyMap<string, number>, options: BpeTrainO
     const counts = new Map<string, { left: string; right: string; n: number }>();
     for (const w of words) {
       for (let i = 0; i + 1 < w.symbols.length; i++) {
-        const left = w.symbols[i]!, right = w.symbols[i + 1]!;
+        const left = w.symbols[i]!,
+          right = w.symbols[i + 1]!;
         const key = `${left}\u0000${right}`;
         const e = counts.get(key);
-        if (e) e.n += w.count; else counts.set(key, { left, right, n: w.count });
+        if (e) e.n += w.count;
+        else counts.set(key, { left, right, n: w.count });
       }
     }
     let best: { left: string; right: string; n: number } | undefined;
     for (const e of counts.values()) {
-      if (!best || e.n > best.n || (e.n === best.n && (e.left < best.left || (e.left === best.left && e.right < best.right)))) best = e;
+      if (
+        !best ||
+        e.n > best.n ||
+        (e.n === best.n && (e.left < best.left || (e.left === best.left && e.right < best.right)))
+      )
+        best = e;
     }
     if (!best || best.n < minFrequency) break;
     const merged = best.left + best.right;
     merges.push([best.left, best.right]);
-    if (!known.has(merged)) { known.add(merged); tokens.push(merged); }
+    if (!known.has(merged)) {
+      known.add(merged);
+      tokens.push(merged);
+    }
     for (const w of words) {
       const s = w.symbols;
       if (s.length < 2) continue;
       const out: string[] = [];
       for (let i = 0; i < s.length; i++) {
-        if (i + 1 < s.length && s[i] === best.left && s[i + 1] === best.right) { out.push(merged); i++; }
-        else out.push(s[i]!);
+        if (i + 1 < s.length && s[i] === best.left && s[i + 1] === best.right) {
+          out.push(merged);
+          i++;
+        } else out.push(s[i]!);
       }
       w.symbols = out;
     }

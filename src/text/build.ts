@@ -7,7 +7,12 @@
 import { Tokenizer } from '@huggingface/tokenizers';
 import { BYTE_ORDER, BYTE_TO_CHAR } from './byte-level.js';
 import { trainBpe } from './bpe-train.js';
-import { DEFAULT_SYSTEM_PROMPT, QWEN2_SPLIT_PATTERN, QWEN2VL_SPECIAL_TOKENS, QWEN2VL_STYLE_CHAT_TEMPLATE } from './qwen2vl.js';
+import {
+  DEFAULT_SYSTEM_PROMPT,
+  QWEN2_SPLIT_PATTERN,
+  QWEN2VL_SPECIAL_TOKENS,
+  QWEN2VL_STYLE_CHAT_TEMPLATE,
+} from './qwen2vl.js';
 import { invalidParameterError } from '../util/validate.js';
 
 export interface TokenizerBuildOptions {
@@ -29,7 +34,11 @@ export interface TokenizerFiles {
 
 /** Fixed text every prompt contains (the default system message and the role names). */
 export const CHAT_TEMPLATE_TEXTS: readonly string[] = [
-  `system\n${DEFAULT_SYSTEM_PROMPT}`, 'user\n', 'assistant\n', 'Picture 1: ', 'Video 1: ',
+  `system\n${DEFAULT_SYSTEM_PROMPT}`,
+  'user\n',
+  'assistant\n',
+  'Picture 1: ',
+  'Video 1: ',
 ];
 
 function preTokenizerJson(): Record<string, unknown> {
@@ -42,22 +51,40 @@ function preTokenizerJson(): Record<string, unknown> {
   };
 }
 
-function tokenizerJson(vocab: Record<string, number>, merges: string[], firstSpecialId: number): Record<string, unknown> {
+function tokenizerJson(
+  vocab: Record<string, number>,
+  merges: string[],
+  firstSpecialId: number,
+): Record<string, unknown> {
   const byteLevel = { type: 'ByteLevel', add_prefix_space: false, trim_offsets: false, use_regex: false };
   return {
     version: '1.0',
     truncation: null,
     padding: null,
     added_tokens: QWEN2VL_SPECIAL_TOKENS.map((content, i) => ({
-      id: firstSpecialId + i, content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: true,
+      id: firstSpecialId + i,
+      content,
+      single_word: false,
+      lstrip: false,
+      rstrip: false,
+      normalized: false,
+      special: true,
     })),
     normalizer: { type: 'NFC' },
     pre_tokenizer: preTokenizerJson(),
     post_processor: byteLevel,
     decoder: byteLevel,
     model: {
-      type: 'BPE', dropout: null, unk_token: null, continuing_subword_prefix: '', end_of_word_suffix: '',
-      fuse_unk: false, byte_fallback: false, ignore_merges: false, vocab, merges,
+      type: 'BPE',
+      dropout: null,
+      unk_token: null,
+      continuing_subword_prefix: '',
+      end_of_word_suffix: '',
+      fuse_unk: false,
+      byte_fallback: false,
+      ignore_merges: false,
+      vocab,
+      merges,
     },
   };
 }
@@ -65,7 +92,9 @@ function tokenizerJson(vocab: Record<string, number>, merges: string[], firstSpe
 /** The Qwen2 pre-tokenizer alone (a byte-level BPE with no merges), to split corpus text exactly as encoding will. */
 function splitter(): (text: string) => string[] {
   const vocab: Record<string, number> = {};
-  BYTE_ORDER.forEach((b, i) => { vocab[BYTE_TO_CHAR[b]!] = i; });
+  BYTE_ORDER.forEach((b, i) => {
+    vocab[BYTE_TO_CHAR[b]!] = i;
+  });
   const t = new Tokenizer(tokenizerJson(vocab, [], 256), {});
   const pre = t.pre_tokenizer!;
   return (text) => pre.pre_tokenize_text(text.normalize('NFC'));
@@ -80,14 +109,19 @@ export function buildTokenizerFiles(options: TokenizerBuildOptions): TokenizerFi
   const addText = (text: string) => {
     for (const p of split(text)) pieces.set(p, (pieces.get(p) ?? 0) + 1);
   };
-  for (const w of options.words) { addText(w); addText(` ${w}`); }
+  for (const w of options.words) {
+    addText(w);
+    addText(` ${w}`);
+  }
   for (const t of [...CHAT_TEMPLATE_TEXTS, ...(options.texts ?? [])]) {
     // Special tokens are matched before pre-tokenization, so they never take part in merges.
     for (const chunk of t.split(/<\|[a-z_]+\|>/)) if (chunk) addText(chunk);
   }
   const { merges, tokens } = trainBpe(pieces, { maxMerges: options.maxMerges });
   const vocab: Record<string, number> = {};
-  BYTE_ORDER.forEach((b, i) => { vocab[BYTE_TO_CHAR[b]!] = i; });
+  BYTE_ORDER.forEach((b, i) => {
+    vocab[BYTE_TO_CHAR[b]!] = i;
+  });
   let next = 256;
   for (const t of tokens) vocab[t] = next++;
   const firstSpecialId = next;
@@ -95,10 +129,21 @@ export function buildTokenizerFiles(options: TokenizerBuildOptions): TokenizerFi
 
   const addedTokensDecoder: Record<string, unknown> = {};
   QWEN2VL_SPECIAL_TOKENS.forEach((content, i) => {
-    addedTokensDecoder[String(firstSpecialId + i)] = { content, lstrip: false, normalized: false, rstrip: false, single_word: false, special: true };
+    addedTokensDecoder[String(firstSpecialId + i)] = {
+      content,
+      lstrip: false,
+      normalized: false,
+      rstrip: false,
+      single_word: false,
+      special: true,
+    };
   });
   return {
-    'tokenizer.json': tokenizerJson(vocab, merges.map(([a, b]) => `${a} ${b}`), firstSpecialId),
+    'tokenizer.json': tokenizerJson(
+      vocab,
+      merges.map(([a, b]) => `${a} ${b}`),
+      firstSpecialId,
+    ),
     'tokenizer_config.json': {
       add_prefix_space: false,
       added_tokens_decoder: addedTokensDecoder,

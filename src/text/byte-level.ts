@@ -11,7 +11,8 @@ function printable(b: number): boolean {
 
 /** The 256 bytes in vocabulary order: printable bytes first (ascending), then the rest. */
 export const BYTE_ORDER: readonly number[] = (() => {
-  const first: number[] = [], rest: number[] = [];
+  const first: number[] = [],
+    rest: number[] = [];
   for (let b = 0; b < 256; b++) (printable(b) ? first : rest).push(b);
   return [...first, ...rest];
 })();
@@ -39,7 +40,10 @@ export function fromByteLevel(chars: string): string {
   const bytes: number[] = [];
   for (const c of chars) {
     const b = CHAR_TO_BYTE.get(c);
-    if (b === undefined) throw new Error(`"${c}" (U+${c.codePointAt(0)!.toString(16).toUpperCase().padStart(4, '0')}) is not a byte-level character`);
+    if (b === undefined)
+      throw new Error(
+        `"${c}" (U+${c.codePointAt(0)!.toString(16).toUpperCase().padStart(4, '0')}) is not a byte-level character`,
+      );
     bytes.push(b);
   }
   return Buffer.from(bytes).toString('utf8');

@@ -56,7 +56,8 @@ export interface SpecialIds {
  */
 function formatTenths(x: number): string {
   if (Number.isInteger(x * 4) && !Number.isInteger(x * 2)) {
-    const y = x * 10, r = Math.round(y);
+    const y = x * 10,
+      r = Math.round(y);
     return ((r % 2 !== 0 && Math.abs(y % 1) === 0.5 ? r - 1 : r) / 10).toFixed(1);
   }
   return x.toFixed(1);
@@ -103,11 +104,20 @@ export class VlmTokenizer {
       return v;
     };
     this.special = {
-      endOfText: id('<|endoftext|>'), imStart: id('<|im_start|>'), imEnd: id('<|im_end|>'),
-      visionStart: id('<|vision_start|>'), visionEnd: id('<|vision_end|>'), imagePad: id('<|image_pad|>'), videoPad: id('<|video_pad|>'),
+      endOfText: id('<|endoftext|>'),
+      imStart: id('<|im_start|>'),
+      imEnd: id('<|im_end|>'),
+      visionStart: id('<|vision_start|>'),
+      visionEnd: id('<|vision_end|>'),
+      imagePad: id('<|image_pad|>'),
+      videoPad: id('<|video_pad|>'),
     };
     const eos = generationConfig?.eos_token_id;
-    const stops = Array.isArray(eos) ? eos : typeof eos === 'number' ? [eos] : [this.special.imEnd, this.special.endOfText];
+    const stops = Array.isArray(eos)
+      ? eos
+      : typeof eos === 'number'
+        ? [eos]
+        : [this.special.imEnd, this.special.endOfText];
     this.stopTokenIds = [...new Set(stops.map((v) => Number(v)))];
     let max = -1;
     for (const v of tokenizer.get_vocab(true).values()) if (v > max) max = v;
@@ -126,7 +136,13 @@ export class VlmTokenizer {
     const config = files.tokenizerConfig ?? {};
     const source = files.source ?? '(in memory)';
     const template = files.chatTemplate ?? pickTemplate(config.chat_template, `${source}/tokenizer_config.json`);
-    return new VlmTokenizer(new Tokenizer(files.tokenizerJson, config), config, template, files.generationConfig, source);
+    return new VlmTokenizer(
+      new Tokenizer(files.tokenizerJson, config),
+      config,
+      template,
+      files.generationConfig,
+      source,
+    );
   }
 
   /** Load a Hugging Face tokenizer folder (ours or a real Qwen2-VL checkpoint's). */
@@ -139,11 +155,15 @@ export class VlmTokenizer {
     const jinjaFile = path.join(dir, 'chat_template.jinja');
     const jsonFile = path.join(dir, 'chat_template.json');
     if (chatTemplate === undefined && existsSync(jinjaFile)) chatTemplate = readFileSync(jinjaFile, 'utf8');
-    if (chatTemplate === undefined && existsSync(jsonFile)) chatTemplate = pickTemplate(readJson(jsonFile).chat_template, jsonFile);
+    if (chatTemplate === undefined && existsSync(jsonFile))
+      chatTemplate = pickTemplate(readJson(jsonFile).chat_template, jsonFile);
     const genFile = path.join(dir, 'generation_config.json');
     return VlmTokenizer.fromObjects({
-      tokenizerJson: readJson(tj), tokenizerConfig: config, chatTemplate,
-      generationConfig: existsSync(genFile) ? readJson(genFile) : undefined, source: dir,
+      tokenizerJson: readJson(tj),
+      tokenizerConfig: config,
+      chatTemplate,
+      generationConfig: existsSync(genFile) ? readJson(genFile) : undefined,
+      source: dir,
     });
   }
 
@@ -167,14 +187,19 @@ export class VlmTokenizer {
 
   /** The conversation as text, by the folder's chat template. */
   applyChatTemplate(messages: readonly ChatMessage[], options: ChatTemplateOptions = {}): string {
-    if (!this.template) throw new Error(`${this.source}: no chat template (tokenizer_config.json chat_template, chat_template.jinja or chat_template.json)`);
-    if (!Array.isArray(messages) || messages.length === 0) throw invalidParameterError('messages', 'a non-empty array of chat messages', messages);
+    if (!this.template)
+      throw new Error(
+        `${this.source}: no chat template (tokenizer_config.json chat_template, chat_template.jinja or chat_template.json)`,
+      );
+    if (!Array.isArray(messages) || messages.length === 0)
+      throw invalidParameterError('messages', 'a non-empty array of chat messages', messages);
     return this.template.render({
       ...options.variables,
       messages,
       add_generation_prompt: options.addGenerationPrompt ?? true,
       add_vision_id: options.addVisionId ?? false,
-      bos_token: '', eos_token: this.config.eos_token ?? '<|im_end|>',
+      bos_token: '',
+      eos_token: this.config.eos_token ?? '<|im_end|>',
     });
   }
 
@@ -189,29 +214,43 @@ export class VlmTokenizer {
     const merge = expectInteger('mergeSize', options.mergeSize ?? 2, 1);
     const ids = this.encode(this.applyChatTemplate(messages, options));
     const { imagePad, videoPad, visionStart, visionEnd } = this.special;
-    const pads = ids.filter((t) => t === imagePad).length, vpads = ids.filter((t) => t === videoPad).length;
-    const nImages = images.filter((im) => !im.video).length, nVideos = images.length - nImages;
+    const pads = ids.filter((t) => t === imagePad).length,
+      vpads = ids.filter((t) => t === videoPad).length;
+    const nImages = images.filter((im) => !im.video).length,
+      nVideos = images.length - nImages;
     if (pads !== nImages) {
-      throw new Error(`the conversation has ${pads} image${pads === 1 ? '' : 's'} but ${nImages} image${nImages === 1 ? ' was' : 's were'} given`);
+      throw new Error(
+        `the conversation has ${pads} image${pads === 1 ? '' : 's'} but ${nImages} image${nImages === 1 ? ' was' : 's were'} given`,
+      );
     }
     if (vpads !== nVideos) {
-      throw new Error(`the conversation has ${vpads} video${vpads === 1 ? '' : 's'} but ${nVideos} video${nVideos === 1 ? ' was' : 's were'} given`);
+      throw new Error(
+        `the conversation has ${vpads} video${vpads === 1 ? '' : 's'} but ${nVideos} video${nVideos === 1 ? ' was' : 's were'} given`,
+      );
     }
     images.forEach((img, i) => {
       const [t, h, w] = img.gridThw;
       if (h % merge !== 0 || w % merge !== 0) {
-        throw new Error(`${img.video ? 'video' : 'image'} ${i}: grid ${t}x${h}x${w} is not divisible by the merge size ${merge} (height and width in patches must be multiples of it)`);
+        throw new Error(
+          `${img.video ? 'video' : 'image'} ${i}: grid ${t}x${h}x${w} is not divisible by the merge size ${merge} (height and width in patches must be multiples of it)`,
+        );
       }
-      if (img.timestamps && img.timestamps.length !== t) throw new Error(`video ${i}: ${img.timestamps.length} timestamps for ${t} temporal patches`);
+      if (img.timestamps && img.timestamps.length !== t)
+        throw new Error(`video ${i}: ${img.timestamps.length} timestamps for ${t} temporal patches`);
     });
     const out: number[] = [];
     let next = 0;
     for (let k = 0; k < ids.length; k++) {
       const t = ids[k]!;
-      if (t !== imagePad && t !== videoPad) { out.push(t); continue; }
+      if (t !== imagePad && t !== videoPad) {
+        out.push(t);
+        continue;
+      }
       const img = images[next]!;
       if (Boolean(img.video) !== (t === videoPad)) {
-        throw new Error(`input ${next} is ${img.video ? 'a video' : 'an image'} but the conversation has ${t === videoPad ? 'a video' : 'an image'} there (give images and videos in the conversation's order)`);
+        throw new Error(
+          `input ${next} is ${img.video ? 'a video' : 'an image'} but the conversation has ${t === videoPad ? 'a video' : 'an image'} there (give images and videos in the conversation's order)`,
+        );
       }
       next++;
       const [gt, gh, gw] = img.gridThw;
@@ -221,7 +260,10 @@ export class VlmTokenizer {
         continue;
       }
       const wrapped = out[out.length - 1] === visionStart && ids[k + 1] === visionEnd;
-      if (wrapped) { out.pop(); k++; }
+      if (wrapped) {
+        out.pop();
+        k++;
+      }
       for (const ts of img.timestamps) {
         out.push(...this.encode(`<${formatTenths(ts)} seconds>`), visionStart);
         for (let j = 0; j < frame; j++) out.push(videoPad);
@@ -232,7 +274,11 @@ export class VlmTokenizer {
   }
 
   /** The usual VQA turn: one user message with the image(s) or video(s) first, then the question. */
-  static vqaMessages(question: string, images: number | readonly ('image' | 'video')[] = 1, system?: string): ChatMessage[] {
+  static vqaMessages(
+    question: string,
+    images: number | readonly ('image' | 'video')[] = 1,
+    system?: string,
+  ): ChatMessage[] {
     const content: ContentPart[] = [];
     const kinds = typeof images === 'number' ? Array.from({ length: images }, () => 'image' as const) : images;
     for (const k of kinds) content.push(k === 'video' ? { type: 'video' } : { type: 'image' });

@@ -5,7 +5,10 @@
  * without a stack trace and exits with `exitCode` (2 by default).
  */
 export class UsageError extends Error {
-  constructor(message: string, readonly exitCode = 2) {
+  constructor(
+    message: string,
+    readonly exitCode = 2,
+  ) {
     super(message);
     this.name = 'UsageError';
   }

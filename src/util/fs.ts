@@ -42,7 +42,9 @@ export function writeFileAtomicSync(target: string, data: string | Uint8Array): 
  */
 export async function withAtomicOutput<T>(target: string, produce: (tmpPath: string) => Promise<T>): Promise<T> {
   const tmp = tempPathFor(target);
-  const cleanup = () => { rmSync(tmp, { recursive: true, force: true }); };
+  const cleanup = () => {
+    rmSync(tmp, { recursive: true, force: true });
+  };
   process.once('exit', cleanup);
   try {
     const result = await produce(tmp);

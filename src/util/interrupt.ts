@@ -54,7 +54,12 @@ const STATE_KEY = Symbol.for('vqalab.interrupt');
 function state(): InterruptState {
   const g = globalThis as { [STATE_KEY]?: InterruptState };
   return (g[STATE_KEY] ??= {
-    controller: new AbortController(), listeners: new Set(), hosted: false, interest: 0, sigintHandler: undefined, sigints: 0,
+    controller: new AbortController(),
+    listeners: new Set(),
+    hosted: false,
+    interest: 0,
+    sigintHandler: undefined,
+    sigints: 0,
   });
 }
 
@@ -151,7 +156,10 @@ function addInterest(): () => void {
     if (released) return;
     released = true;
     s.interest -= 1;
-    if (s.interest === 0) { uninstallSigint(s); s.sigints = 0; }
+    if (s.interest === 0) {
+      uninstallSigint(s);
+      s.sigints = 0;
+    }
   };
 }
 
@@ -161,12 +169,16 @@ function addInterest(): () => void {
  * Ctrl-C interrupts instead of killing the process.
  */
 export function onInterrupt(listener: Listener): () => void {
-  if (typeof listener !== 'function') throw new TypeError(`Expected function for listener but received ${typeof listener}`);
+  if (typeof listener !== 'function')
+    throw new TypeError(`Expected function for listener but received ${typeof listener}`);
   const s = state();
   const release = addInterest();
   s.listeners.add(listener);
   const signal = s.controller.signal;
-  if (signal.aborted) queueMicrotask(() => { if (s.listeners.has(listener)) listener(signal.reason as InterruptedError); });
+  if (signal.aborted)
+    queueMicrotask(() => {
+      if (s.listeners.has(listener)) listener(signal.reason as InterruptedError);
+    });
   return () => {
     s.listeners.delete(listener);
     release();

@@ -9,7 +9,10 @@ function find(): { root: string; version: string } {
   if (found) return found;
   const here = path.dirname(fileURLToPath(import.meta.url));
   // dist/src/util → the root is three up; src/util (run from source) → two up.
-  for (const up of [['..', '..', '..'], ['..', '..']]) {
+  for (const up of [
+    ['..', '..', '..'],
+    ['..', '..'],
+  ]) {
     const root = path.resolve(here, ...up);
     const file = path.join(root, 'package.json');
     if (!existsSync(file)) continue;

@@ -17,7 +17,8 @@ export interface ProgressOptions {
 export function formatDuration(seconds: number): string {
   if (!Number.isFinite(seconds) || seconds < 0) return '?';
   if (seconds < 60) return `${seconds.toFixed(seconds < 10 ? 1 : 0)}s`;
-  const m = Math.floor(seconds / 60), s = Math.round(seconds % 60);
+  const m = Math.floor(seconds / 60),
+    s = Math.round(seconds % 60);
   if (m < 60) return `${m}m${String(s).padStart(2, '0')}s`;
   return `${Math.floor(m / 60)}h${String(m % 60).padStart(2, '0')}m`;
 }
@@ -58,7 +59,8 @@ export class Progress {
       s += `/${this.opts.total.toLocaleString('en-US')} (${pct.toFixed(1)}%)`;
     }
     s += ` ${unit}, ${rate.toFixed(rate < 10 ? 1 : 0)} ${unit}/s, ${formatDuration(elapsed)} elapsed`;
-    if (this.opts.total !== undefined && rate > 0) s += `, ETA ${formatDuration((this.opts.total - this.count) / rate)}`;
+    if (this.opts.total !== undefined && rate > 0)
+      s += `, ETA ${formatDuration((this.opts.total - this.count) / rate)}`;
     return s;
   }
 

@@ -39,8 +39,17 @@ const signalReason: AbortReason = (signal) => signal.reason;
 export function sleep(ms: number, signal?: AbortSignal, reason: AbortReason = signalReason): Promise<void> {
   return new Promise((resolve, reject) => {
     if (signal?.aborted) return reject(reason(signal));
-    const onAbort = () => { clearTimeout(t); reject(reason(signal!)); };
-    const t = setTimeout(() => { signal?.removeEventListener('abort', onAbort); resolve(); }, Math.max(0, ms));
+    const onAbort = () => {
+      clearTimeout(t);
+      reject(reason(signal!));
+    };
+    const t = setTimeout(
+      () => {
+        signal?.removeEventListener('abort', onAbort);
+        resolve();
+      },
+      Math.max(0, ms),
+    );
     signal?.addEventListener('abort', onAbort, { once: true });
   });
 }
@@ -49,7 +58,10 @@ export function sleep(ms: number, signal?: AbortSignal, reason: AbortReason = si
 export class Semaphore {
   private active = 0;
   private readonly waiters: { grant: () => void; reject: (e: unknown) => void }[] = [];
-  constructor(readonly size: number, private readonly reason: AbortReason = signalReason) {}
+  constructor(
+    readonly size: number,
+    private readonly reason: AbortReason = signalReason,
+  ) {}
 
   get inFlight(): number {
     return this.active;
@@ -63,7 +75,11 @@ export class Semaphore {
     }
     return new Promise<void>((resolve, reject) => {
       const w = {
-        grant: () => { signal?.removeEventListener('abort', onAbort); this.active++; resolve(); },
+        grant: () => {
+          signal?.removeEventListener('abort', onAbort);
+          this.active++;
+          resolve();
+        },
         reject,
       };
       const onAbort = () => {

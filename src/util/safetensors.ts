@@ -23,11 +23,32 @@ import type { FileHandle } from 'node:fs/promises';
 import { withAtomicOutput } from './fs.js';
 import { invalidParameterError } from './validate.js';
 
-export type DType = 'F64' | 'F32' | 'F16' | 'BF16' | 'I64' | 'I32' | 'I16' | 'I8' | 'U64' | 'U32' | 'U16' | 'U8' | 'BOOL';
+export type DType =
+  | 'F64'
+  | 'F32'
+  | 'F16'
+  | 'BF16'
+  | 'I64'
+  | 'I32'
+  | 'I16'
+  | 'I8'
+  | 'U64'
+  | 'U32'
+  | 'U16'
+  | 'U8'
+  | 'BOOL';
 
 export type TensorData =
-  | Float64Array | Float32Array | Uint16Array | BigInt64Array | Int32Array | Int16Array | Int8Array
-  | BigUint64Array | Uint32Array | Uint8Array;
+  | Float64Array
+  | Float32Array
+  | Uint16Array
+  | BigInt64Array
+  | Int32Array
+  | Int16Array
+  | Int8Array
+  | BigUint64Array
+  | Uint32Array
+  | Uint8Array;
 
 export interface Tensor {
   dtype: DType;
@@ -53,7 +74,10 @@ export interface SafetensorsHeader {
   dataStart: number;
 }
 
-type ArrayCtor = { new (buffer: ArrayBufferLike, byteOffset: number, length: number): TensorData; new (length: number): TensorData };
+type ArrayCtor = {
+  new (buffer: ArrayBufferLike, byteOffset: number, length: number): TensorData;
+  new (length: number): TensorData;
+};
 
 const DTYPES: Record<DType, { bytes: number; array: ArrayCtor }> = {
   F64: { bytes: 8, array: Float64Array as unknown as ArrayCtor },
@@ -103,8 +127,12 @@ function parseHeader(file: string, json: string, dataStart: number, dataLength: 
   const spans: [number, number, string][] = [];
   for (const [name, entry] of Object.entries(raw as Record<string, unknown>)) {
     if (name === '__metadata__') {
-      if (entry === null || typeof entry !== 'object' || Array.isArray(entry)
-        || Object.values(entry).some((v) => typeof v !== 'string')) {
+      if (
+        entry === null ||
+        typeof entry !== 'object' ||
+        Array.isArray(entry) ||
+        Object.values(entry).some((v) => typeof v !== 'string')
+      ) {
         throw fail(file, '__metadata__ must be an object of strings');
       }
       metadata = { ...(entry as Record<string, string>) };
@@ -113,23 +141,43 @@ function parseHeader(file: string, json: string, dataStart: number, dataLength: 
     const e = entry as { dtype?: unknown; shape?: unknown; data_offsets?: unknown };
     if (e === null || typeof e !== 'object') throw fail(file, `tensor "${name}": entry is not an object`);
     if (typeof e.dtype !== 'string' || !(e.dtype in DTYPES)) {
-      throw fail(file, `tensor "${name}": dtype ${JSON.stringify(e.dtype)} is not one of ${Object.keys(DTYPES).join(', ')}`);
+      throw fail(
+        file,
+        `tensor "${name}": dtype ${JSON.stringify(e.dtype)} is not one of ${Object.keys(DTYPES).join(', ')}`,
+      );
     }
     if (!Array.isArray(e.shape) || !e.shape.every((d) => Number.isInteger(d) && d >= 0)) {
-      throw fail(file, `tensor "${name}": shape must be a list of non-negative integers, got ${JSON.stringify(e.shape)}`);
+      throw fail(
+        file,
+        `tensor "${name}": shape must be a list of non-negative integers, got ${JSON.stringify(e.shape)}`,
+      );
     }
     const off = e.data_offsets;
-    if (!Array.isArray(off) || off.length !== 2 || !off.every((o) => Number.isInteger(o) && o >= 0) || off[1] < off[0]) {
-      throw fail(file, `tensor "${name}": data_offsets must be [begin, end] with 0 <= begin <= end, got ${JSON.stringify(off)}`);
+    if (
+      !Array.isArray(off) ||
+      off.length !== 2 ||
+      !off.every((o) => Number.isInteger(o) && o >= 0) ||
+      off[1] < off[0]
+    ) {
+      throw fail(
+        file,
+        `tensor "${name}": data_offsets must be [begin, end] with 0 <= begin <= end, got ${JSON.stringify(off)}`,
+      );
     }
     const dtype = e.dtype as DType;
     const shape = e.shape as number[];
     const want = numel(shape) * DTYPES[dtype].bytes;
     if (off[1] - off[0] !== want) {
-      throw fail(file, `tensor "${name}": ${dtype} ${JSON.stringify(shape)} needs ${want} bytes but data_offsets ${JSON.stringify(off)} span ${off[1] - off[0]}`);
+      throw fail(
+        file,
+        `tensor "${name}": ${dtype} ${JSON.stringify(shape)} needs ${want} bytes but data_offsets ${JSON.stringify(off)} span ${off[1] - off[0]}`,
+      );
     }
     if (dataLength !== undefined && off[1] > dataLength) {
-      throw fail(file, `tensor "${name}": data_offsets ${JSON.stringify(off)} run past the end of the data (${dataLength} bytes; file truncated?)`);
+      throw fail(
+        file,
+        `tensor "${name}": data_offsets ${JSON.stringify(off)} run past the end of the data (${dataLength} bytes; file truncated?)`,
+      );
     }
     tensors.set(name, { dtype, shape: [...shape], dataOffsets: [off[0], off[1]] });
     spans.push([off[0], off[1], name]);
@@ -137,10 +185,15 @@ function parseHeader(file: string, json: string, dataStart: number, dataLength: 
   spans.sort((a, b) => a[0] - b[0] || a[1] - b[1]);
   let at = 0;
   for (const [b, e, name] of spans) {
-    if (b !== at) throw fail(file, `tensor "${name}": data at byte ${b} ${b < at ? 'overlaps the previous tensor' : `leaves a hole after byte ${at}`}`);
+    if (b !== at)
+      throw fail(
+        file,
+        `tensor "${name}": data at byte ${b} ${b < at ? 'overlaps the previous tensor' : `leaves a hole after byte ${at}`}`,
+      );
     at = e;
   }
-  if (dataLength !== undefined && at !== dataLength) throw fail(file, `data buffer is ${dataLength} bytes but the tensors cover ${at}`);
+  if (dataLength !== undefined && at !== dataLength)
+    throw fail(file, `data buffer is ${dataLength} bytes but the tensors cover ${at}`);
   return { tensors, metadata, dataStart };
 }
 
@@ -156,7 +209,11 @@ function toTypedArray(dtype: DType, bytes: Uint8Array): TensorData {
 
 /** A safetensors file opened for reading: the header is parsed, tensors are read one at a time. */
 export class SafetensorsFile {
-  private constructor(readonly path: string, private handle: FileHandle | undefined, readonly header: SafetensorsHeader) {}
+  private constructor(
+    readonly path: string,
+    private handle: FileHandle | undefined,
+    readonly header: SafetensorsHeader,
+  ) {}
 
   /** Open `path` and read its header only. */
   static async open(path: string): Promise<SafetensorsFile> {
@@ -168,7 +225,10 @@ export class SafetensorsFile {
       await handle.read(lenBuf, 0, 8, 0);
       const len = lenBuf.readBigUInt64LE(0);
       if (len > BigInt(Math.min(MAX_HEADER, size - 8))) {
-        throw fail(path, `header length ${len} exceeds ${len > BigInt(MAX_HEADER) ? `the ${MAX_HEADER}-byte limit` : `the file (${size} bytes)`}`);
+        throw fail(
+          path,
+          `header length ${len} exceeds ${len > BigInt(MAX_HEADER) ? `the ${MAX_HEADER}-byte limit` : `the file (${size} bytes)`}`,
+        );
       }
       const n = Number(len);
       const jsonBuf = Buffer.alloc(n);
@@ -193,7 +253,10 @@ export class SafetensorsFile {
   /** The header entry of `name`; throws naming the file and the tensor when absent. */
   info(name: string): TensorInfo {
     const info = this.header.tensors.get(name);
-    if (!info) throw new Error(`${this.path}: no tensor "${name}" (the file has ${this.header.tensors.size}: ${this.names().slice(0, 8).join(', ')}${this.header.tensors.size > 8 ? ', ...' : ''})`);
+    if (!info)
+      throw new Error(
+        `${this.path}: no tensor "${name}" (the file has ${this.header.tensors.size}: ${this.names().slice(0, 8).join(', ')}${this.header.tensors.size > 8 ? ', ...' : ''})`,
+      );
     return info;
   }
 
@@ -206,7 +269,12 @@ export class SafetensorsFile {
     const bytes = new Uint8Array(e - b);
     let done = 0;
     while (done < bytes.byteLength) {
-      const { bytesRead } = await this.handle.read(bytes, done, bytes.byteLength - done, this.header.dataStart + b + done);
+      const { bytesRead } = await this.handle.read(
+        bytes,
+        done,
+        bytes.byteLength - done,
+        this.header.dataStart + b + done,
+      );
       if (bytesRead === 0) throw fail(this.path, `tensor "${name}": unexpected end of file`);
       done += bytesRead;
     }
@@ -226,7 +294,9 @@ export class SafetensorsFile {
 }
 
 /** Read every tensor of a (small) file, plus its metadata. */
-export async function readSafetensors(path: string): Promise<{ tensors: Map<string, Tensor>; metadata: Record<string, string> }> {
+export async function readSafetensors(
+  path: string,
+): Promise<{ tensors: Map<string, Tensor>; metadata: Record<string, string> }> {
   const f = await SafetensorsFile.open(path);
   try {
     const tensors = new Map<string, Tensor>();
@@ -238,18 +308,26 @@ export async function readSafetensors(path: string): Promise<{ tensors: Map<stri
 }
 
 /** Parse safetensors bytes already in memory. `label` names the source in errors. */
-export function parseSafetensors(bytes: Uint8Array, label = '<buffer>'): { tensors: Map<string, Tensor>; metadata: Record<string, string> } {
+export function parseSafetensors(
+  bytes: Uint8Array,
+  label = '<buffer>',
+): { tensors: Map<string, Tensor>; metadata: Record<string, string> } {
   if (bytes.byteLength < 8) throw fail(label, `${bytes.byteLength} bytes, shorter than the 8-byte header length`);
   const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const len = dv.getBigUint64(0, true);
-  if (len > BigInt(Math.min(MAX_HEADER, bytes.byteLength - 8))) throw fail(label, `header length ${len} exceeds the buffer (${bytes.byteLength} bytes)`);
+  if (len > BigInt(Math.min(MAX_HEADER, bytes.byteLength - 8)))
+    throw fail(label, `header length ${len} exceeds the buffer (${bytes.byteLength} bytes)`);
   const n = Number(len);
   const json = Buffer.from(bytes.buffer, bytes.byteOffset + 8, n).toString('utf8');
   const header = parseHeader(label, json, 8 + n, bytes.byteLength - 8 - n);
   const tensors = new Map<string, Tensor>();
   for (const [name, info] of header.tensors) {
     const [b, e] = info.dataOffsets;
-    tensors.set(name, { dtype: info.dtype, shape: [...info.shape], data: toTypedArray(info.dtype, bytes.subarray(header.dataStart + b, header.dataStart + e)) });
+    tensors.set(name, {
+      dtype: info.dtype,
+      shape: [...info.shape],
+      data: toTypedArray(info.dtype, bytes.subarray(header.dataStart + b, header.dataStart + e)),
+    });
   }
   return { tensors, metadata: header.metadata };
 }
@@ -258,16 +336,25 @@ export function parseSafetensors(bytes: Uint8Array, label = '<buffer>'): { tenso
 export type TensorMap = Map<string, Tensor> | Record<string, Tensor>;
 
 function checkTensor(name: string, t: Tensor): void {
-  if (!t || typeof t !== 'object') throw invalidParameterError(`tensors["${name}"]`, 'a tensor {dtype, shape, data}', t);
-  if (!(t.dtype in DTYPES)) throw invalidParameterError(`tensors["${name}"].dtype`, `one of ${Object.keys(DTYPES).join(', ')}`, t.dtype);
+  if (!t || typeof t !== 'object')
+    throw invalidParameterError(`tensors["${name}"]`, 'a tensor {dtype, shape, data}', t);
+  if (!(t.dtype in DTYPES))
+    throw invalidParameterError(`tensors["${name}"].dtype`, `one of ${Object.keys(DTYPES).join(', ')}`, t.dtype);
   if (!Array.isArray(t.shape) || !t.shape.every((d) => Number.isInteger(d) && d >= 0)) {
     throw invalidParameterError(`tensors["${name}"].shape`, 'an array of non-negative integers', t.shape);
   }
   const want = DTYPES[t.dtype].array;
   const ok = t.data instanceof (want as unknown as Function) || (t.dtype === 'BOOL' && t.data instanceof Uint8Array);
-  if (!ok) throw invalidParameterError(`tensors["${name}"].data`, `a ${(want as unknown as Function).name} for dtype ${t.dtype}`, t.data);
+  if (!ok)
+    throw invalidParameterError(
+      `tensors["${name}"].data`,
+      `a ${(want as unknown as Function).name} for dtype ${t.dtype}`,
+      t.data,
+    );
   if (t.data.length !== numel(t.shape)) {
-    throw new TypeError(`Expected ${numel(t.shape)} elements for tensors["${name}"].data (shape ${JSON.stringify(t.shape)}) but received ${t.data.length}`);
+    throw new TypeError(
+      `Expected ${numel(t.shape)} elements for tensors["${name}"].data (shape ${JSON.stringify(t.shape)}) but received ${t.data.length}`,
+    );
   }
 }
 
@@ -276,7 +363,10 @@ function checkTensor(name: string, t: Tensor): void {
  * starts aligned to its element size and readers can view the bytes without copying. The header
  * is padded with spaces to a multiple of 8 bytes, as the reference implementation does.
  */
-function layout(tensors: TensorMap, metadata: Record<string, string> | undefined): { headerBytes: Buffer; order: [string, Tensor][]; dataLength: number } {
+function layout(
+  tensors: TensorMap,
+  metadata: Record<string, string> | undefined,
+): { headerBytes: Buffer; order: [string, Tensor][]; dataLength: number } {
   const entries = tensors instanceof Map ? [...tensors.entries()] : Object.entries(tensors);
   const names = new Set<string>();
   for (const [name, t] of entries) {
@@ -286,9 +376,11 @@ function layout(tensors: TensorMap, metadata: Record<string, string> | undefined
     checkTensor(name, t);
   }
   if (metadata !== undefined) {
-    for (const [k, v] of Object.entries(metadata)) if (typeof v !== 'string') throw invalidParameterError(`metadata["${k}"]`, 'string', v);
+    for (const [k, v] of Object.entries(metadata))
+      if (typeof v !== 'string') throw invalidParameterError(`metadata["${k}"]`, 'string', v);
   }
-  const order = entries.map((e, i) => [e, i] as const)
+  const order = entries
+    .map((e, i) => [e, i] as const)
     .sort((a, b) => DTYPES[b[0][1].dtype].bytes - DTYPES[a[0][1].dtype].bytes || a[1] - b[1])
     .map(([e]) => e);
   const header: Record<string, unknown> = {};
@@ -330,7 +422,11 @@ export function serializeSafetensors(tensors: TensorMap, metadata?: Record<strin
  * Write tensors to `path` atomically (temp file, then rename), one tensor at a time: memory use
  * stays at the caller's tensors, no concatenated copy.
  */
-export async function writeSafetensors(path: string, tensors: TensorMap, metadata?: Record<string, string>): Promise<void> {
+export async function writeSafetensors(
+  path: string,
+  tensors: TensorMap,
+  metadata?: Record<string, string>,
+): Promise<void> {
   const { headerBytes, order } = layout(tensors, metadata);
   await withAtomicOutput(path, async (tmp) => {
     const h = await fsp.open(tmp, 'w');
@@ -381,12 +477,12 @@ function floatToHalf(x: number): number {
     let half = mant >>> shift;
     const rem = mant & ((1 << shift) - 1);
     const mid = 1 << (shift - 1);
-    if (rem > mid || (rem === mid && (half & 1))) half++;
+    if (rem > mid || (rem === mid && half & 1)) half++;
     return sign | half;
   }
   let half = (e << 10) | (mant >>> 13);
   const rem = mant & 0x1fff;
-  if (rem > 0x1000 || (rem === 0x1000 && (half & 1))) half++; // may carry into the exponent: correct
+  if (rem > 0x1000 || (rem === 0x1000 && half & 1)) half++; // may carry into the exponent: correct
   return sign | half;
 }
 
@@ -411,7 +507,10 @@ export function toFloat32(t: Tensor): Float32Array {
 
 /** Narrow float32 values to an F32/F16/BF16 tensor (round to nearest even; NaN stays NaN). */
 export function fromFloat32(values: Float32Array, shape: number[], dtype: 'F32' | 'F16' | 'BF16'): Tensor {
-  if (numel(shape) !== values.length) throw new TypeError(`Expected ${numel(shape)} values for shape ${JSON.stringify(shape)} but received ${values.length}`);
+  if (numel(shape) !== values.length)
+    throw new TypeError(
+      `Expected ${numel(shape)} values for shape ${JSON.stringify(shape)} but received ${values.length}`,
+    );
   if (dtype === 'F32') return { dtype, shape: [...shape], data: values };
   const out = new Uint16Array(values.length);
   if (dtype === 'F16') {
@@ -420,7 +519,10 @@ export function fromFloat32(values: Float32Array, shape: number[], dtype: 'F32' 
     const src = new Uint32Array(values.buffer, values.byteOffset, values.length);
     for (let i = 0; i < values.length; i++) {
       const b = src[i]!;
-      if ((b & 0x7f800000) === 0x7f800000 && (b & 0x7fffff)) { out[i] = (b >>> 16) | 0x40; continue; }
+      if ((b & 0x7f800000) === 0x7f800000 && b & 0x7fffff) {
+        out[i] = (b >>> 16) | 0x40;
+        continue;
+      }
       out[i] = (b + 0x7fff + ((b >>> 16) & 1)) >>> 16;
     }
   }

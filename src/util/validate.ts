@@ -8,7 +8,8 @@
 export function describeValue(value: unknown): string {
   if (value === null) return 'null';
   if (value === undefined) return 'undefined';
-  if (typeof value === 'string') return `${JSON.stringify(value.length > 60 ? value.slice(0, 57) + '...' : value)} of type string`;
+  if (typeof value === 'string')
+    return `${JSON.stringify(value.length > 60 ? value.slice(0, 57) + '...' : value)} of type string`;
   if (Array.isArray(value)) return `an array of length ${value.length}`;
   if (typeof value === 'object') return `an object of type ${value.constructor?.name ?? 'Object'}`;
   return `${String(value)} of type ${typeof value}`;
@@ -28,9 +29,16 @@ export function isFiniteNumber(value: unknown): value is number {
 
 export function expectInteger(name: string, value: unknown, min = -Infinity, max = Infinity): number {
   if (!isInteger(value) || value < min || value > max) {
-    const range = min === -Infinity && max === Infinity ? 'integer'
-      : max === Infinity ? (min === 1 ? 'positive integer' : min === 0 ? 'non-negative integer' : `integer >= ${min}`)
-      : `integer between ${min} and ${max}`;
+    const range =
+      min === -Infinity && max === Infinity
+        ? 'integer'
+        : max === Infinity
+          ? min === 1
+            ? 'positive integer'
+            : min === 0
+              ? 'non-negative integer'
+              : `integer >= ${min}`
+          : `integer between ${min} and ${max}`;
     throw invalidParameterError(name, range, value);
   }
   return value;
@@ -38,8 +46,12 @@ export function expectInteger(name: string, value: unknown, min = -Infinity, max
 
 export function expectNumber(name: string, value: unknown, min = -Infinity, max = Infinity): number {
   if (!isFiniteNumber(value) || value < min || value > max) {
-    const range = min === -Infinity && max === Infinity ? 'finite number'
-      : max === Infinity ? `number >= ${min}` : `number between ${min} and ${max}`;
+    const range =
+      min === -Infinity && max === Infinity
+        ? 'finite number'
+        : max === Infinity
+          ? `number >= ${min}`
+          : `number between ${min} and ${max}`;
     throw invalidParameterError(name, range, value);
   }
   return value;

@@ -14,7 +14,10 @@ export function processorOptionsFrom(dir: string): Qwen2VLProcessorOptions {
   }
   const size = (raw.size ?? {}) as Record<string, unknown>;
   const num = (v: unknown) => (typeof v === 'number' && Number.isFinite(v) ? v : undefined);
-  const triple = (v: unknown) => (Array.isArray(v) && v.length === 3 && v.every((x) => typeof x === 'number') ? (v as [number, number, number]) : undefined);
+  const triple = (v: unknown) =>
+    Array.isArray(v) && v.length === 3 && v.every((x) => typeof x === 'number')
+      ? (v as [number, number, number])
+      : undefined;
   const o: Qwen2VLProcessorOptions = {};
   const minPixels = num(raw.min_pixels) ?? num(size.shortest_edge);
   const maxPixels = num(raw.max_pixels) ?? num(size.longest_edge);

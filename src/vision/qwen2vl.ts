@@ -95,15 +95,22 @@ function roundHalfEven(x: number): number {
  * `smart_resize` over a table of sizes (test/fixtures/vision/smart_resize.json).
  */
 export function smartResize(
-  height: number, width: number,
-  { factor = 28, minPixels = 56 * 56, maxPixels = 28 * 28 * 1280 }: { factor?: number; minPixels?: number; maxPixels?: number } = {},
+  height: number,
+  width: number,
+  {
+    factor = 28,
+    minPixels = 56 * 56,
+    maxPixels = 28 * 28 * 1280,
+  }: { factor?: number; minPixels?: number; maxPixels?: number } = {},
 ): [number, number] {
   expectInteger('height', height, 1);
   expectInteger('width', width, 1);
   expectInteger('factor', factor, 1);
   const ratio = Math.max(height, width) / Math.min(height, width);
   if (ratio > 200) {
-    throw new RangeError(`image of ${width}x${height} pixels has an aspect ratio of ${ratio.toFixed(1)}; Qwen2-VL accepts at most 200`);
+    throw new RangeError(
+      `image of ${width}x${height} pixels has an aspect ratio of ${ratio.toFixed(1)}; Qwen2-VL accepts at most 200`,
+    );
   }
   let h = roundHalfEven(height / factor) * factor;
   let w = roundHalfEven(width / factor) * factor;
@@ -121,9 +128,17 @@ export function smartResize(
 }
 
 interface Resolved {
-  minPixels: number; maxPixels: number; patchSize: number; temporalPatchSize: number; mergeSize: number;
-  doResize: boolean; resample: 'pil-bicubic' | 'sharp-cubic'; autoOrient: boolean;
-  mean: [number, number, number]; std: [number, number, number]; rescaleFactor: number;
+  minPixels: number;
+  maxPixels: number;
+  patchSize: number;
+  temporalPatchSize: number;
+  mergeSize: number;
+  doResize: boolean;
+  resample: 'pil-bicubic' | 'sharp-cubic';
+  autoOrient: boolean;
+  mean: [number, number, number];
+  std: [number, number, number];
+  rescaleFactor: number;
 }
 
 function resolve(o: Qwen2VLProcessorOptions): Resolved {
@@ -141,8 +156,10 @@ function resolve(o: Qwen2VLProcessorOptions): Resolved {
     std: [...(o.imageStd ?? CLIP_STD)] as [number, number, number],
     rescaleFactor: o.rescaleFactor ?? 1 / 255,
   };
-  if (r.minPixels > r.maxPixels) throw invalidParameterError('minPixels', `integer <= maxPixels (${r.maxPixels})`, r.minPixels);
-  if (r.resample !== 'pil-bicubic' && r.resample !== 'sharp-cubic') throw invalidParameterError('resample', 'one of "pil-bicubic", "sharp-cubic"', r.resample);
+  if (r.minPixels > r.maxPixels)
+    throw invalidParameterError('minPixels', `integer <= maxPixels (${r.maxPixels})`, r.minPixels);
+  if (r.resample !== 'pil-bicubic' && r.resample !== 'sharp-cubic')
+    throw invalidParameterError('resample', 'one of "pil-bicubic", "sharp-cubic"', r.resample);
   if (r.mean.length !== 3 || r.std.length !== 3 || r.std.some((s) => !(s > 0))) {
     throw invalidParameterError('imageStd', 'three positive numbers (and imageMean three numbers)', o.imageStd);
   }
@@ -150,25 +167,44 @@ function resolve(o: Qwen2VLProcessorOptions): Resolved {
 }
 
 function describeSource(src: ImageSource): string {
-  return typeof src === 'string' ? src : src instanceof Uint8Array ? `<${src.length} bytes>` : `<${src.width}x${src.height} RGB>`;
+  return typeof src === 'string'
+    ? src
+    : src instanceof Uint8Array
+      ? `<${src.length} bytes>`
+      : `<${src.width}x${src.height} RGB>`;
 }
 
 /**
  * Decode any image sharp reads into 8-bit RGB, as transformers sees it: EXIF orientation applied
  * (optional), alpha dropped, greyscale and palettes expanded. Errors name the file.
  */
-export async function decodeRgb(src: string | Uint8Array, { autoOrient = true }: { autoOrient?: boolean } = {}): Promise<RgbImage> {
+export async function decodeRgb(
+  src: string | Uint8Array,
+  { autoOrient = true }: { autoOrient?: boolean } = {},
+): Promise<RgbImage> {
   try {
     const img = sharp(src, { failOn: 'error', autoOrient }).removeAlpha().toColourspace('srgb');
     const { data, info } = await img.raw({ depth: 'uchar' }).toBuffer({ resolveWithObject: true });
     if (info.channels !== 3) throw new Error(`decoded to ${info.channels} channels, expected 3`);
-    return { data: new Uint8Array(data.buffer, data.byteOffset, data.byteLength), width: info.width, height: info.height };
+    return {
+      data: new Uint8Array(data.buffer, data.byteOffset, data.byteLength),
+      width: info.width,
+      height: info.height,
+    };
   } catch (err) {
     const e = err as NodeJS.ErrnoException;
     const what = typeof src === 'string' ? src : `image buffer (${src.length} bytes)`;
-    if (e.code === 'ENOENT' || /Input file is missing/.test(e.message)) throw new Error(`${what}: image file not found`);
+    if (e.code === 'ENOENT' || /Input file is missing/.test(e.message))
+      throw new Error(`${what}: image file not found`);
     // libvips repeats its warnings line by line; keep each once.
-    const msg = [...new Set(e.message.split('\n').map((l) => l.trim()).filter(Boolean))].join('; ');
+    const msg = [
+      ...new Set(
+        e.message
+          .split('\n')
+          .map((l) => l.trim())
+          .filter(Boolean),
+      ),
+    ].join('; ');
     throw new Error(`${what}: cannot decode image: ${msg}`);
   }
 }
@@ -187,24 +223,41 @@ export class Qwen2VLImageProcessor {
   }
 
   /** The resized size and grid an image of this size gets, without touching pixels. */
-  plan(height: number, width: number): { resizedSize: { height: number; width: number }; gridThw: [number, number, number]; numTokens: number } {
+  plan(
+    height: number,
+    width: number,
+  ): { resizedSize: { height: number; width: number }; gridThw: [number, number, number]; numTokens: number } {
     const { patchSize, mergeSize } = this.o;
     const factor = patchSize * mergeSize;
-    let h = height, w = width;
+    let h = height,
+      w = width;
     if (this.o.doResize) {
       [h, w] = smartResize(height, width, { factor, minPixels: this.o.minPixels, maxPixels: this.o.maxPixels });
     } else if (height % factor !== 0 || width % factor !== 0) {
-      throw new RangeError(`image of ${width}x${height} pixels: with doResize false both sides must be multiples of ${factor}`);
+      throw new RangeError(
+        `image of ${width}x${height} pixels: with doResize false both sides must be multiples of ${factor}`,
+      );
     }
     const grid: [number, number, number] = [1, h / patchSize, w / patchSize];
-    return { resizedSize: { height: h, width: w }, gridThw: grid, numTokens: (grid[1] * grid[2]) / (mergeSize * mergeSize) };
+    return {
+      resizedSize: { height: h, width: w },
+      gridThw: grid,
+      numTokens: (grid[1] * grid[2]) / (mergeSize * mergeSize),
+    };
   }
 
   /** Process one image (path, encoded bytes, or decoded RGB). */
   async process(src: ImageSource): Promise<ProcessedImage> {
-    const rgb = typeof src === 'string' || src instanceof Uint8Array ? await decodeRgb(src, { autoOrient: this.o.autoOrient }) : src;
+    const rgb =
+      typeof src === 'string' || src instanceof Uint8Array
+        ? await decodeRgb(src, { autoOrient: this.o.autoOrient })
+        : src;
     if (!rgb || !(rgb.data instanceof Uint8Array) || rgb.data.length !== rgb.width * rgb.height * 3) {
-      throw invalidParameterError('image', 'a path, encoded image bytes, or {data: Uint8Array (width*height*3), width, height}', src);
+      throw invalidParameterError(
+        'image',
+        'a path, encoded image bytes, or {data: Uint8Array (width*height*3), width, height}',
+        src,
+      );
     }
     let plan;
     try {
@@ -219,7 +272,9 @@ export class Qwen2VLImageProcessor {
         pixels = resizeBicubic(rgb.data, rgb.width, rgb.height, 3, rw, rh);
       } else {
         const out = await sharp(rgb.data, { raw: { width: rgb.width, height: rgb.height, channels: 3 } })
-          .resize(rw, rh, { kernel: 'cubic', fit: 'fill' }).raw().toBuffer();
+          .resize(rw, rh, { kernel: 'cubic', fit: 'fill' })
+          .raw()
+          .toBuffer();
         pixels = new Uint8Array(out.buffer, out.byteOffset, out.byteLength);
       }
     }
@@ -234,13 +289,17 @@ export class Qwen2VLImageProcessor {
 
   /** Process the images of one prompt, in order, and concatenate their patches. */
   async processMany(sources: readonly ImageSource[]): Promise<ProcessedImages> {
-    if (!Array.isArray(sources) || sources.length === 0) throw invalidParameterError('sources', 'a non-empty array of images', sources);
+    if (!Array.isArray(sources) || sources.length === 0)
+      throw invalidParameterError('sources', 'a non-empty array of images', sources);
     const images: ProcessedImage[] = [];
     for (const s of sources) images.push(await this.process(s));
     const total = images.reduce((n, im) => n + im.pixels.length, 0);
     const pixelValues = new Float32Array(total);
     let at = 0;
-    for (const im of images) { pixelValues.set(im.pixels, at); at += im.pixels.length; }
+    for (const im of images) {
+      pixelValues.set(im.pixels, at);
+      at += im.pixels.length;
+    }
     return { pixelValues, gridThw: images.map((im) => im.gridThw), images };
   }
 
@@ -257,7 +316,8 @@ export class Qwen2VLImageProcessor {
     // (x − mean) / std in float32 (Math.fround after each double op gives the float32 result).
     const plane = height * width;
     const chw = new Float32Array(3 * plane);
-    const m32 = mean.map(Math.fround), s32 = std.map(Math.fround);
+    const m32 = mean.map(Math.fround),
+      s32 = std.map(Math.fround);
     const lut = new Float32Array(3 * 256);
     for (let c = 0; c < 3; c++) {
       for (let v = 0; v < 256; v++) {
@@ -270,7 +330,8 @@ export class Qwen2VLImageProcessor {
       chw[plane + i] = lut[256 + rgb[3 * i + 1]!]!;
       chw[2 * plane + i] = lut[512 + rgb[3 * i + 2]!]!;
     }
-    const gh = height / p, gw = width / p;
+    const gh = height / p,
+      gw = width / p;
     const dim = 3 * tp * p * p;
     const out = new Float32Array(gh * gw * dim);
     let row = 0;
@@ -278,10 +339,12 @@ export class Qwen2VLImageProcessor {
       for (let bw = 0; bw < gw / m; bw++) {
         for (let mh = 0; mh < m; mh++) {
           for (let mw = 0; mw < m; mw++) {
-            const y0 = (bh * m + mh) * p, x0 = (bw * m + mw) * p;
+            const y0 = (bh * m + mh) * p,
+              x0 = (bw * m + mw) * p;
             let o = row * dim;
             for (let c = 0; c < 3; c++) {
-              for (let t = 0; t < tp; t++) { // every frame is the same still image
+              for (let t = 0; t < tp; t++) {
+                // every frame is the same still image
                 for (let py = 0; py < p; py++) {
                   const from = c * plane + (y0 + py) * width + x0;
                   out.set(chw.subarray(from, from + p), o);

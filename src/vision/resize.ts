@@ -62,7 +62,8 @@ function coefficients(inSize: number, outSize: number): Coeffs {
     }
     for (let j = 0; j < n; j++) {
       const w = sum !== 0 ? k[j]! / sum : k[j]!;
-      weights[i * stride + j] = w < 0 ? Math.trunc(-0.5 + w * (1 << PRECISION_BITS)) : Math.trunc(0.5 + w * (1 << PRECISION_BITS));
+      weights[i * stride + j] =
+        w < 0 ? Math.trunc(-0.5 + w * (1 << PRECISION_BITS)) : Math.trunc(0.5 + w * (1 << PRECISION_BITS));
     }
     start[i] = lo;
     count[i] = n;
@@ -81,17 +82,25 @@ function clamp8(v: number): number {
  * `outHeight` with PIL-compatible bicubic resampling. Returns a new buffer.
  */
 export function resizeBicubic(
-  src: Uint8Array, width: number, height: number, channels: number, outWidth: number, outHeight: number,
+  src: Uint8Array,
+  width: number,
+  height: number,
+  channels: number,
+  outWidth: number,
+  outHeight: number,
 ): Uint8Array {
   if (src.length !== width * height * channels) {
-    throw new RangeError(`resizeBicubic: expected ${width * height * channels} bytes for ${width}x${height}x${channels} but received ${src.length}`);
+    throw new RangeError(
+      `resizeBicubic: expected ${width * height * channels} bytes for ${width}x${height}x${channels} but received ${src.length}`,
+    );
   }
   if (outWidth === width && outHeight === height) return src.slice();
   const needH = outWidth !== width;
   const needV = outHeight !== height;
   const cv = needV ? coefficients(height, outHeight) : undefined;
   // Rows the vertical pass reads; the horizontal pass computes only these.
-  let rowFirst = 0, rowLast = height;
+  let rowFirst = 0,
+    rowLast = height;
   if (cv) {
     rowFirst = cv.start[0]!;
     rowLast = cv.start[outHeight - 1]! + cv.count[outHeight - 1]!;
@@ -107,7 +116,9 @@ export function resizeBicubic(
       const inRow = (y + rowFirst) * width * channels;
       const outRow = y * outWidth * channels;
       for (let x = 0; x < outWidth; x++) {
-        const s = ch.start[x]!, n = ch.count[x]!, w0 = x * ch.stride;
+        const s = ch.start[x]!,
+          n = ch.count[x]!,
+          w0 = x * ch.stride;
         for (let c = 0; c < channels; c++) {
           let acc = HALF;
           for (let j = 0; j < n; j++) acc += src[inRow + (s + j) * channels + c]! * ch.weights[w0 + j]!;
@@ -120,7 +131,9 @@ export function resizeBicubic(
   const rowLen = outWidth * channels;
   const out = new Uint8Array(outHeight * rowLen);
   for (let y = 0; y < outHeight; y++) {
-    const s = cv.start[y]! - midFirst, n = cv.count[y]!, w0 = y * cv.stride;
+    const s = cv.start[y]! - midFirst,
+      n = cv.count[y]!,
+      w0 = y * cv.stride;
     const outRow = y * rowLen;
     for (let i = 0; i < rowLen; i++) {
       let acc = HALF;

@@ -97,10 +97,17 @@ export function frameFiles(dir: string): string[] {
   try {
     st = statSync(dir);
   } catch {
-    throw new Error(`${dir}: video folder not found (a video is a folder of frames: 00001.png, 00002.png, ... and video.json with {"fps": N})`);
+    throw new Error(
+      `${dir}: video folder not found (a video is a folder of frames: 00001.png, 00002.png, ... and video.json with {"fps": N})`,
+    );
   }
-  if (!st.isDirectory()) throw new Error(`${dir}: expected a folder of frames (video files are not decoded here; extract frames with ffmpeg -i clip.mp4 -vf fps=4 ${dir}/%05d.png)`);
-  const files = readdirSync(dir).filter((f) => FRAME_EXT.test(f)).sort(naturalCompare);
+  if (!st.isDirectory())
+    throw new Error(
+      `${dir}: expected a folder of frames (video files are not decoded here; extract frames with ffmpeg -i clip.mp4 -vf fps=4 ${dir}/%05d.png)`,
+    );
+  const files = readdirSync(dir)
+    .filter((f) => FRAME_EXT.test(f))
+    .sort(naturalCompare);
   if (files.length === 0) throw new Error(`${dir}: no frame images (.png, .jpg, .webp, ...) in the video folder`);
   return files.map((f) => path.join(dir, f));
 }
@@ -108,11 +115,15 @@ export function frameFiles(dir: string): string[] {
 /** The folder's frame rate: `fps` if given, else video.json's; errors say what was expected. */
 export function folderFps(dir: string, fps?: number): number {
   if (fps !== undefined) {
-    if (!(typeof fps === 'number' && Number.isFinite(fps) && fps > 0)) throw new Error(`${dir}: video fps must be a positive number; got ${JSON.stringify(fps)}`);
+    if (!(typeof fps === 'number' && Number.isFinite(fps) && fps > 0))
+      throw new Error(`${dir}: video fps must be a positive number; got ${JSON.stringify(fps)}`);
     return fps;
   }
   const meta = path.join(dir, 'video.json');
-  if (!existsSync(meta)) throw new Error(`${dir}: the frame rate is unknown; add video.json with {"fps": N} to the folder or a video_fps column`);
+  if (!existsSync(meta))
+    throw new Error(
+      `${dir}: the frame rate is unknown; add video.json with {"fps": N} to the folder or a video_fps column`,
+    );
   let raw: unknown;
   try {
     raw = JSON.parse(readFileSync(meta, 'utf8'));
@@ -120,7 +131,8 @@ export function folderFps(dir: string, fps?: number): number {
     throw new Error(`${meta}: invalid JSON (${(err as Error).message})`);
   }
   const v = (raw as { fps?: unknown } | null)?.fps;
-  if (!(typeof v === 'number' && Number.isFinite(v) && v > 0)) throw new Error(`${meta}: expected {"fps": a positive number}; got ${JSON.stringify(raw)}`);
+  if (!(typeof v === 'number' && Number.isFinite(v) && v > 0))
+    throw new Error(`${meta}: expected {"fps": a positive number}; got ${JSON.stringify(raw)}`);
   return v;
 }
 
@@ -131,15 +143,25 @@ function roundHalfEven(x: number): number {
 }
 
 interface Resolved {
-  family: VideoFamily; fps: number; numFrames?: number; minFrames: number; maxFrames: number;
-  minPixels: number; maxPixels: number; patchSize: number; temporalPatchSize: number; mergeSize: number;
-  mean: [number, number, number]; std: [number, number, number];
+  family: VideoFamily;
+  fps: number;
+  numFrames?: number;
+  minFrames: number;
+  maxFrames: number;
+  minPixels: number;
+  maxPixels: number;
+  patchSize: number;
+  temporalPatchSize: number;
+  mergeSize: number;
+  mean: [number, number, number];
+  std: [number, number, number];
 }
 
 function resolve(o: VideoProcessorOptions): Resolved {
   if (o === null || typeof o !== 'object') throw invalidParameterError('options', 'an object', o);
   const family = o.family ?? 'qwen2_vl';
-  if (!['qwen2_vl', 'qwen2_5_vl', 'qwen3_vl'].includes(family)) throw invalidParameterError('family', 'one of "qwen2_vl", "qwen2_5_vl", "qwen3_vl"', family);
+  if (!['qwen2_vl', 'qwen2_5_vl', 'qwen3_vl'].includes(family))
+    throw invalidParameterError('family', 'one of "qwen2_vl", "qwen2_5_vl", "qwen3_vl"', family);
   const q3 = family === 'qwen3_vl';
   const patchSize = expectInteger('patchSize', o.patchSize ?? (q3 ? 16 : 14), 1);
   const mergeSize = expectInteger('mergeSize', o.mergeSize ?? 2, 1);
@@ -151,15 +173,19 @@ function resolve(o: VideoProcessorOptions): Resolved {
     maxFrames: expectInteger('maxFrames', o.maxFrames ?? 768, 1),
     minPixels: expectInteger('minPixels', o.minPixels ?? 128 * f * f, 1),
     maxPixels: expectInteger('maxPixels', o.maxPixels ?? 768 * f * f, 1),
-    patchSize, mergeSize,
+    patchSize,
+    mergeSize,
     temporalPatchSize: expectInteger('temporalPatchSize', o.temporalPatchSize ?? 2, 1),
     mean: [...(o.imageMean ?? (q3 ? [0.5, 0.5, 0.5] : CLIP_MEAN))] as [number, number, number],
     std: [...(o.imageStd ?? (q3 ? [0.5, 0.5, 0.5] : CLIP_STD))] as [number, number, number],
   };
-  if (!(typeof r.fps === 'number' && Number.isFinite(r.fps) && r.fps > 0)) throw invalidParameterError('fps', 'positive number', o.fps);
+  if (!(typeof r.fps === 'number' && Number.isFinite(r.fps) && r.fps > 0))
+    throw invalidParameterError('fps', 'positive number', o.fps);
   if (o.numFrames !== undefined) r.numFrames = expectInteger('numFrames', o.numFrames, 1);
-  if (r.minPixels > r.maxPixels) throw invalidParameterError('minPixels', `integer <= maxPixels (${r.maxPixels})`, r.minPixels);
-  if (r.minFrames > r.maxFrames) throw invalidParameterError('minFrames', `integer <= maxFrames (${r.maxFrames})`, r.minFrames);
+  if (r.minPixels > r.maxPixels)
+    throw invalidParameterError('minPixels', `integer <= maxPixels (${r.maxPixels})`, r.minPixels);
+  if (r.minFrames > r.maxFrames)
+    throw invalidParameterError('minFrames', `integer <= maxFrames (${r.maxFrames})`, r.minFrames);
   return r;
 }
 
@@ -167,12 +193,26 @@ function resolve(o: VideoProcessorOptions): Resolved {
  * Qwen3-VL's video smart_resize: both sides multiples of `factor`, the clip's pixels
  * (frames rounded to the temporal factor × height × width) within [minPixels, maxPixels].
  */
-export function smartResizeVideo(numFrames: number, height: number, width: number,
-  { temporalFactor = 2, factor = 32, minPixels = 128 * 32 * 32, maxPixels = 768 * 32 * 32 }: { temporalFactor?: number; factor?: number; minPixels?: number; maxPixels?: number } = {}): [number, number] {
-  if (numFrames < temporalFactor) throw new RangeError(`a video needs at least ${temporalFactor} frames (the temporal patch size); got ${numFrames}`);
-  if (height < factor || width < factor) throw new RangeError(`video frames of ${width}x${height} pixels: both sides must be at least ${factor}`);
+export function smartResizeVideo(
+  numFrames: number,
+  height: number,
+  width: number,
+  {
+    temporalFactor = 2,
+    factor = 32,
+    minPixels = 128 * 32 * 32,
+    maxPixels = 768 * 32 * 32,
+  }: { temporalFactor?: number; factor?: number; minPixels?: number; maxPixels?: number } = {},
+): [number, number] {
+  if (numFrames < temporalFactor)
+    throw new RangeError(`a video needs at least ${temporalFactor} frames (the temporal patch size); got ${numFrames}`);
+  if (height < factor || width < factor)
+    throw new RangeError(`video frames of ${width}x${height} pixels: both sides must be at least ${factor}`);
   const ratio = Math.max(height, width) / Math.min(height, width);
-  if (ratio > 200) throw new RangeError(`video frames of ${width}x${height} pixels have an aspect ratio of ${ratio.toFixed(1)}; at most 200`);
+  if (ratio > 200)
+    throw new RangeError(
+      `video frames of ${width}x${height} pixels have an aspect ratio of ${ratio.toFixed(1)}; at most 200`,
+    );
   let h = roundHalfEven(height / factor) * factor;
   let w = roundHalfEven(width / factor) * factor;
   const t = roundHalfEven(numFrames / temporalFactor) * temporalFactor;
@@ -218,7 +258,8 @@ export class VideoProcessor {
       n = Math.min(Math.max((total / srcFps) * fps, minFrames), cap, total);
       n = Math.floor(n / tp) * tp;
     }
-    if (n > total) throw new RangeError(`the video has ${total} frames; ${n} were asked (numFrames rounded to a multiple of ${tp})`);
+    if (n > total)
+      throw new RangeError(`the video has ${total} frames; ${n} were asked (numFrames rounded to a multiple of ${tp})`);
     if (n < tp) throw new RangeError(`the video has ${total} frames; at least ${tp} (one temporal patch) are needed`);
     // torch.arange(0, total, total / n).int(): float32 steps, truncated
     const step = Math.fround(total / n);
@@ -231,9 +272,10 @@ export class VideoProcessor {
   plan(frames: number, height: number, width: number): { height: number; width: number } {
     const { patchSize, mergeSize, minPixels, maxPixels, temporalPatchSize } = this.o;
     const factor = patchSize * mergeSize;
-    const [h, w] = this.o.family === 'qwen3_vl'
-      ? smartResizeVideo(frames, height, width, { temporalFactor: temporalPatchSize, factor, minPixels, maxPixels })
-      : smartResize(height, width, { factor, minPixels, maxPixels });
+    const [h, w] =
+      this.o.family === 'qwen3_vl'
+        ? smartResizeVideo(frames, height, width, { temporalFactor: temporalPatchSize, factor, minPixels, maxPixels })
+        : smartResize(height, width, { factor, minPixels, maxPixels });
     return { height: h, width: w };
   }
 
@@ -257,20 +299,34 @@ export class VideoProcessor {
    */
   processFrames(frames: readonly RgbImage[], srcFps: number, indices?: readonly number[]): ProcessedVideo {
     const { temporalPatchSize: tp, patchSize: p, mergeSize: m } = this.o;
-    if (!Array.isArray(frames) || frames.length === 0) throw invalidParameterError('frames', 'a non-empty array of RGB frames', frames);
+    if (!Array.isArray(frames) || frames.length === 0)
+      throw invalidParameterError('frames', 'a non-empty array of RGB frames', frames);
     const idx = indices ? [...indices] : frames.map((_, i) => i);
     if (idx.length !== frames.length) throw new RangeError(`${frames.length} frames but ${idx.length} indices`);
     const { width: W0, height: H0 } = frames[0]!;
     frames.forEach((f, i) => {
-      if (f.width !== W0 || f.height !== H0) throw new RangeError(`frame ${idx[i]} is ${f.width}x${f.height}; the first frame is ${W0}x${H0} (every frame must have one size)`);
+      if (f.width !== W0 || f.height !== H0)
+        throw new RangeError(
+          `frame ${idx[i]} is ${f.width}x${f.height}; the first frame is ${W0}x${H0} (every frame must have one size)`,
+        );
     });
     const size = this.plan(frames.length, H0, W0);
-    const resized = frames.map((f) => (size.height === H0 && size.width === W0 ? f.data : resizeBicubic(f.data, W0, H0, 3, size.width, size.height)));
-    while (resized.length % tp !== 0) { resized.push(resized[resized.length - 1]!); idx.push(idx[idx.length - 1]!); }
+    const resized = frames.map((f) =>
+      size.height === H0 && size.width === W0 ? f.data : resizeBicubic(f.data, W0, H0, 3, size.width, size.height),
+    );
+    while (resized.length % tp !== 0) {
+      resized.push(resized[resized.length - 1]!);
+      idx.push(idx[idx.length - 1]!);
+    }
     const pixels = this.patchifyFrames(resized, size.height, size.width);
     const gridThw: [number, number, number] = [resized.length / tp, size.height / p, size.width / p];
     const out: ProcessedVideo = {
-      pixels, gridThw, video: true, secondPerGrid: tp / this.o.fps, frameIndices: idx, resizedSize: size,
+      pixels,
+      gridThw,
+      video: true,
+      secondPerGrid: tp / this.o.fps,
+      frameIndices: idx,
+      resizedSize: size,
       numTokens: (gridThw[0] * gridThw[1] * gridThw[2]) / (m * m),
     };
     if (this.o.family === 'qwen3_vl') {
@@ -285,14 +341,22 @@ export class VideoProcessor {
   /** Normalise frames (RGB at their final size, a multiple of temporal_patch_size of them) and cut them into patch rows. */
   patchifyFrames(frames: readonly Uint8Array[], height: number, width: number): Float32Array {
     const { patchSize: p, temporalPatchSize: tp, mergeSize: m, mean, std } = this.o;
-    if (height % (p * m) !== 0 || width % (p * m) !== 0) throw new RangeError(`patchifyFrames: ${width}x${height} is not a multiple of ${p * m} on both sides`);
-    if (frames.length % tp !== 0) throw new RangeError(`patchifyFrames: ${frames.length} frames is not a multiple of ${tp}`);
+    if (height % (p * m) !== 0 || width % (p * m) !== 0)
+      throw new RangeError(`patchifyFrames: ${width}x${height} is not a multiple of ${p * m} on both sides`);
+    if (frames.length % tp !== 0)
+      throw new RangeError(`patchifyFrames: ${frames.length} frames is not a multiple of ${tp}`);
     const plane = height * width;
-    const m32 = mean.map(Math.fround), s32 = std.map(Math.fround);
+    const m32 = mean.map(Math.fround),
+      s32 = std.map(Math.fround);
     const lut = new Float32Array(3 * 256);
-    for (let c = 0; c < 3; c++) for (let v = 0; v < 256; v++) lut[c * 256 + v] = Math.fround(Math.fround(Math.fround(v * (1 / 255)) - m32[c]!) / s32[c]!);
+    for (let c = 0; c < 3; c++)
+      for (let v = 0; v < 256; v++)
+        lut[c * 256 + v] = Math.fround(Math.fround(Math.fround(v * (1 / 255)) - m32[c]!) / s32[c]!);
     const chw = frames.map((rgb) => {
-      if (rgb.length !== plane * 3) throw new RangeError(`patchifyFrames: a frame has ${rgb.length} bytes; ${width}x${height} RGB needs ${plane * 3}`);
+      if (rgb.length !== plane * 3)
+        throw new RangeError(
+          `patchifyFrames: a frame has ${rgb.length} bytes; ${width}x${height} RGB needs ${plane * 3}`,
+        );
       const out = new Float32Array(3 * plane);
       for (let i = 0; i < plane; i++) {
         out[i] = lut[rgb[3 * i]!]!;
@@ -301,7 +365,9 @@ export class VideoProcessor {
       }
       return out;
     });
-    const gh = height / p, gw = width / p, gt = frames.length / tp;
+    const gh = height / p,
+      gw = width / p,
+      gt = frames.length / tp;
     const dim = 3 * tp * p * p;
     const out = new Float32Array(gt * gh * gw * dim);
     let row = 0;
@@ -310,7 +376,8 @@ export class VideoProcessor {
         for (let bw = 0; bw < gw / m; bw++) {
           for (let mh = 0; mh < m; mh++) {
             for (let mw = 0; mw < m; mw++) {
-              const y0 = (bh * m + mh) * p, x0 = (bw * m + mw) * p;
+              const y0 = (bh * m + mh) * p,
+                x0 = (bw * m + mw) * p;
               let o = row * dim;
               for (let c = 0; c < 3; c++) {
                 for (let t = 0; t < tp; t++) {
@@ -333,13 +400,20 @@ export class VideoProcessor {
 }
 
 /** What a sample shows, in prompt order: its images, then its videos (a video sample's imagePath is a preview still). */
-export function sampleVisuals(s: { imagePath: string; imagePaths?: string[]; videoPaths?: string[] }): { images: string[]; videos: string[] } {
+export function sampleVisuals(s: { imagePath: string; imagePaths?: string[]; videoPaths?: string[] }): {
+  images: string[];
+  videos: string[];
+} {
   if (s.videoPaths && s.videoPaths.length > 0) return { images: s.imagePaths ?? [], videos: s.videoPaths };
   return { images: s.imagePaths && s.imagePaths.length > 0 ? s.imagePaths : [s.imagePath], videos: [] };
 }
 
 /** The kinds of a sample's visual inputs in prompt order (for the chat message's parts). */
-export function visualKinds(s: { imagePath: string; imagePaths?: string[]; videoPaths?: string[] }): ('image' | 'video')[] {
+export function visualKinds(s: {
+  imagePath: string;
+  imagePaths?: string[];
+  videoPaths?: string[];
+}): ('image' | 'video')[] {
   const v = sampleVisuals(s);
   return [...v.images.map(() => 'image' as const), ...v.videos.map(() => 'video' as const)];
 }
@@ -349,7 +423,17 @@ export function visualKinds(s: { imagePath: string; imagePaths?: string[]; video
  * normalisation settings (preprocessor_config.json); the video pixel budget stays the video
  * processor's unless `maxPixels` / `minPixels` are given.
  */
-export function videoProcessorFor(family: VideoFamily, image: { patchSize?: number; temporalPatchSize?: number; mergeSize?: number; imageMean?: readonly [number, number, number]; imageStd?: readonly [number, number, number] }, extra: VideoProcessorOptions = {}): VideoProcessor {
+export function videoProcessorFor(
+  family: VideoFamily,
+  image: {
+    patchSize?: number;
+    temporalPatchSize?: number;
+    mergeSize?: number;
+    imageMean?: readonly [number, number, number];
+    imageStd?: readonly [number, number, number];
+  },
+  extra: VideoProcessorOptions = {},
+): VideoProcessor {
   return new VideoProcessor({
     family,
     ...(image.patchSize !== undefined ? { patchSize: image.patchSize } : {}),

@@ -24,18 +24,33 @@ function section(ns: string): string {
 test('every top-level export is listed on docs/api.md, and the top level holds 20 to 30 names', () => {
   const missing = top.filter((n) => !page.includes(`\`${n}\``));
   assert.deepEqual(missing, [], `exported by src/index.ts but not listed in docs/api.md: ${missing.join(', ')}`);
-  assert.ok(top.length >= 20 && top.length <= 30, `the top level holds ${top.length} names (${top.join(', ')}); keep it to 20–30 everyday names`);
+  assert.ok(
+    top.length >= 20 && top.length <= 30,
+    `the top level holds ${top.length} names (${top.join(', ')}); keep it to 20–30 everyday names`,
+  );
   // Types are exported in the namespaces beside their values, not at the top level.
-  assert.doesNotMatch(entry, /^export (type |\{[^}]*\btype )/m, 'src/index.ts exports a type at the top level; export it from its folder namespace');
+  assert.doesNotMatch(
+    entry,
+    /^export (type |\{[^}]*\btype )/m,
+    'src/index.ts exports a type at the top level; export it from its folder namespace',
+  );
 });
 
 test('every namespace is named after its folder and each of its exports is listed in its section of docs/api.md', () => {
   for (const ns of namespaces) {
-    assert.match(entry, new RegExp(`^export \\* as ${ns} from '\\./${ns}/`, 'm'), `namespace ${ns} does not come from src/${ns}/`);
+    assert.match(
+      entry,
+      new RegExp(`^export \\* as ${ns} from '\\./${ns}/`, 'm'),
+      `namespace ${ns} does not come from src/${ns}/`,
+    );
     const text = section(ns);
     assert.notEqual(text, '', `docs/api.md has no section "### \`${ns}\`"`);
     const missing = Object.keys(api[ns] as object).filter((n) => !text.includes(`\`${n}\``));
-    assert.deepEqual(missing, [], `exported by vqalab.${ns} but not listed under ${ns} in docs/api.md: ${missing.join(', ')}`);
+    assert.deepEqual(
+      missing,
+      [],
+      `exported by vqalab.${ns} but not listed under ${ns} in docs/api.md: ${missing.join(', ')}`,
+    );
   }
 });
 

@@ -46,7 +46,10 @@ test('CUDA op tests: every op against the CPU reference (fp32 and bf16, fused at
   if (r.skip) return t.skip(r.skip);
   const summary = /ops: (\d+) passed, (\d+) failed/.exec(r.out ?? '');
   assert.ok(summary, `no summary line in test_ops output:\n${r.out?.slice(-2000)}`);
-  const fails = (r.out ?? '').split('\n').filter((l) => l.startsWith('FAIL')).join('\n');
+  const fails = (r.out ?? '')
+    .split('\n')
+    .filter((l) => l.startsWith('FAIL'))
+    .join('\n');
   assert.equal(summary![2], '0', `failing op checks:\n${fails}`);
   assert.equal(r.status, 0);
   assert.ok(Number(summary![1]) > 400, `only ${summary![1]} op checks ran`);
@@ -57,7 +60,10 @@ test('CUDA model checks: the model on the GPU against the CPU engine (packing, c
   if (r.skip) return t.skip(r.skip);
   const summary = /model: (\d+) passed, (\d+) failed/.exec(r.out ?? '');
   assert.ok(summary, `no summary line in test_model output:\n${r.out?.slice(-2000)}`);
-  const fails = (r.out ?? '').split('\n').filter((l) => l.startsWith('FAIL')).join('\n');
+  const fails = (r.out ?? '')
+    .split('\n')
+    .filter((l) => l.startsWith('FAIL'))
+    .join('\n');
   assert.equal(summary![2], '0', `failing model checks:\n${fails}`);
   assert.equal(r.status, 0);
 });
@@ -69,16 +75,22 @@ test('engine parity on cuda: the transformers fixtures through loadModel({ devic
     .filter((e) => e.isDirectory() && existsSync(path.join(fixtures, e.name, 'meta.json')))
     .map((e) => path.join(fixtures, e.name))
     // Qwen2.5-VL and Qwen3-VL are refused by the CUDA backend so far (docs/cuda.md)
-    .filter((dir) => !/"model_type":\s*"(qwen2_5_vl|qwen3_vl)"/.test(readFileSync(path.join(dir, 'policy', 'config.json'), 'utf8')));
+    .filter(
+      (dir) =>
+        !/"model_type":\s*"(qwen2_5_vl|qwen3_vl)"/.test(readFileSync(path.join(dir, 'policy', 'config.json'), 'utf8')),
+    );
   assert.ok(cases.length > 0);
   const bad: string[] = [];
   let total = 0;
   for (const dir of cases) {
     const meta = JSON.parse(readFileSync(path.join(dir, 'meta.json'), 'utf8')) as Record<string, unknown>;
     const ms = await checkEngineCase(dir, meta, { device: 'cuda', settings: {} } as never);
-    for (const m of ms.filter((x) => !(x.value <= x.tolerance))) bad.push(`${path.basename(dir)}: ${m.name}: ${m.value} > ${m.tolerance}`);
+    for (const m of ms.filter((x) => !(x.value <= x.tolerance)))
+      bad.push(`${path.basename(dir)}: ${m.name}: ${m.value} > ${m.tolerance}`);
     const worst = [...ms].sort((a, b) => b.value / (b.tolerance || 1) - a.value / (a.tolerance || 1))[0];
-    t.diagnostic(`${path.basename(dir)}: ${ms.length} measurements; worst ${worst?.name} = ${worst?.value.toExponential(2)} (tolerance ${worst?.tolerance})`);
+    t.diagnostic(
+      `${path.basename(dir)}: ${ms.length} measurements; worst ${worst?.name} = ${worst?.value.toExponential(2)} (tolerance ${worst?.tolerance})`,
+    );
     const near = ms.filter((m) => m.value > 0.5 * m.tolerance).map((m) => `${m.name} ${m.value.toExponential(2)}`);
     if (near.length) t.diagnostic(`  over half the tolerance: ${near.join(', ')}`);
     total += ms.length;
@@ -89,14 +101,19 @@ test('engine parity on cuda: the transformers fixtures through loadModel({ devic
 
 test('loadModel: cuda options are checked before any native call', async () => {
   const policy = path.join(fixtures, 'tied_gqa2_one_image', 'policy');
-  await assert.rejects(loadModel(policy, { device: 'cuda', cuda: { packRows: 0 } }),
-    { message: 'Expected positive integer for options.cuda.packRows but received 0 of type number' });
-  await assert.rejects(loadModel(policy, { device: 'cuda', cuda: { offloadOptimizer: 'yes' as never } }),
-    { message: 'Expected boolean for options.cuda.offloadOptimizer but received "yes" of type string' });
-  await assert.rejects(loadModel(policy, { device: 'cuda', cuda: { offload: true } as never }),
-    { message: 'Expected one of offloadOptimizer, bf16Moments, checkpointActivations, packRows, graphs for options.cuda.offload but received true of type boolean' });
-  await assert.rejects(loadModel(policy, { device: 'cuda', cuda: [] as never }),
-    { message: 'Expected object for options.cuda but received an array of length 0' });
+  await assert.rejects(loadModel(policy, { device: 'cuda', cuda: { packRows: 0 } }), {
+    message: 'Expected positive integer for options.cuda.packRows but received 0 of type number',
+  });
+  await assert.rejects(loadModel(policy, { device: 'cuda', cuda: { offloadOptimizer: 'yes' as never } }), {
+    message: 'Expected boolean for options.cuda.offloadOptimizer but received "yes" of type string',
+  });
+  await assert.rejects(loadModel(policy, { device: 'cuda', cuda: { offload: true } as never }), {
+    message:
+      'Expected one of offloadOptimizer, bf16Moments, checkpointActivations, packRows, graphs for options.cuda.offload but received true of type boolean',
+  });
+  await assert.rejects(loadModel(policy, { device: 'cuda', cuda: [] as never }), {
+    message: 'Expected object for options.cuda but received an array of length 0',
+  });
 });
 
 test('sampling runs hand a batching device (as the CUDA backend) each admitted group in one sample_many call', async () => {
@@ -116,16 +133,39 @@ test('sampling runs hand a batching device (as the CUDA backend) each admitted g
     for (const r of reqs) want.push(await cpu.sample(r));
     m._native._attachTestDevice(cpu._native, 0, true);
     const events: number[] = [];
-    const got = await m.sampleBatch(reqs.map((r, i) => (i === 0 ? { ...r, onToken: (e: { tokenId: number }) => { events.push(e.tokenId); } } : r)));
-    assert.match(m._native.info().device, /batches; 1 sample_many calls/, 'the three requests reached the device in one call');
+    const got = await m.sampleBatch(
+      reqs.map((r, i) =>
+        i === 0
+          ? {
+              ...r,
+              onToken: (e: { tokenId: number }) => {
+                events.push(e.tokenId);
+              },
+            }
+          : r,
+      ),
+    );
+    assert.match(
+      m._native.info().device,
+      /batches; 1 sample_many calls/,
+      'the three requests reached the device in one call',
+    );
     got.forEach((r, i) => {
       want[i]!.tokenIds.forEach((ids, g) => {
         assert.deepEqual(Array.from(r.tokenIds[g]!), Array.from(ids), `request ${i} sample ${g}: ids`);
-        assert.deepEqual(Array.from(r.logprobs[g]!), Array.from(want[i]!.logprobs[g]!), `request ${i} sample ${g}: log-probs`);
+        assert.deepEqual(
+          Array.from(r.logprobs[g]!),
+          Array.from(want[i]!.logprobs[g]!),
+          `request ${i} sample ${g}: log-probs`,
+        );
       });
       assert.deepEqual(r.finishReason, want[i]!.finishReason, `request ${i}: finish reasons`);
     });
-    assert.equal(events.length, got[0]!.tokenIds.reduce((s, t) => s + t.length, 0), 'the streaming request got each of its tokens');
+    assert.equal(
+      events.length,
+      got[0]!.tokenIds.reduce((s, t) => s + t.length, 0),
+      'the streaming request got each of its tokens',
+    );
     await m.sampleBatch([reqs[1]!, reqs[2]!]);
     assert.match(m._native.info().device, /batches; 2 sample_many calls/);
   } finally {
@@ -134,7 +174,7 @@ test('sampling runs hand a batching device (as the CUDA backend) each admitted g
   }
 });
 
-test('sampling runs on cuda: a batch goes through the device hook (sample_many) and gives the CPU engine\'s tokens (fp32)', async (t) => {
+test("sampling runs on cuda: a batch goes through the device hook (sample_many) and gives the CPU engine's tokens (fp32)", async (t) => {
   const state = cudaState();
   if (!state.available) return t.skip(state.reason);
   const dir = path.join(fixtures, 'untied_mqa_two_images', 'policy');
@@ -163,7 +203,12 @@ test('sampling runs on cuda: a batch goes through the device hook (sample_many) 
     got.forEach((r, i) => {
       want[i]!.tokenIds.forEach((ids, k) => {
         assert.deepEqual(Array.from(r.tokenIds[k]!), Array.from(ids), `request ${i} sample ${k}: ids`);
-        r.logprobs[k]!.forEach((lp, j) => assert.ok(Math.abs(lp - want[i]!.logprobs[k]![j]!) <= 1e-4, `request ${i} sample ${k} token ${j}: log-prob ${lp} vs ${want[i]!.logprobs[k]![j]}`));
+        r.logprobs[k]!.forEach((lp, j) =>
+          assert.ok(
+            Math.abs(lp - want[i]!.logprobs[k]![j]!) <= 1e-4,
+            `request ${i} sample ${k} token ${j}: log-prob ${lp} vs ${want[i]!.logprobs[k]![j]}`,
+          ),
+        );
       });
     });
   } finally {

@@ -7,11 +7,22 @@ import { scanJsonArray } from '../../src/data/json-stream.js';
 
 const dir = mkdtempSync(path.join(os.tmpdir(), 'vqalab-json-'));
 let k = 0;
-const file = (text: string | Buffer) => { const p = path.join(dir, `f${k++}.json`); writeFileSync(p, text); return p; };
+const file = (text: string | Buffer) => {
+  const p = path.join(dir, `f${k++}.json`);
+  writeFileSync(p, text);
+  return p;
+};
 
 async function collect(p: string, key: string, chunkSize?: number) {
   const items: unknown[] = [];
-  const r = await scanJsonArray(p, { arrayKey: key, chunkSize, onItem: (x, i) => { assert.equal(i, items.length); items.push(x); } });
+  const r = await scanJsonArray(p, {
+    arrayKey: key,
+    chunkSize,
+    onItem: (x, i) => {
+      assert.equal(i, items.length);
+      items.push(x);
+    },
+  });
   return { items, ...r };
 }
 
@@ -24,7 +35,12 @@ test('streams elements equal to JSON.parse at every chunk size, escapes and unic
       { image_id: 2, question: 'Ends with a backslash \\', question_id: 2000 },
       { image_id: 3, question: 'Two \\\\ and a quote \\" and {braces} [brackets]', question_id: 3000 },
       { image_id: 4, question: 'café ☕ 𝔘𝔫𝔦𝔠𝔬𝔡𝔢 \u0000 \n', question_id: 4000 },
-      [1, 2, { nested: [] }], 'a string', 42, -1.5e3, true, null,
+      [1, 2, { nested: [] }],
+      'a string',
+      42,
+      -1.5e3,
+      true,
+      null,
     ],
     license: { name: 'CC' },
   };
@@ -43,7 +59,10 @@ test('streams elements equal to JSON.parse at every chunk size, escapes and unic
 });
 
 test('a large other member is skipped, not held', async () => {
-  const big = { annotations: Array.from({ length: 50000 }, (_, i) => ({ question_id: i, answers: ['yes', 'no'] })), questions: [{ q: 1 }] };
+  const big = {
+    annotations: Array.from({ length: 50000 }, (_, i) => ({ question_id: i, answers: ['yes', 'no'] })),
+    questions: [{ q: 1 }],
+  };
   const r = await collect(file(JSON.stringify(big)), 'questions', 4096);
   assert.deepEqual(r.items, [{ q: 1 }]);
   assert.deepEqual(r.skippedKeys, ['annotations']);
@@ -52,10 +71,16 @@ test('a large other member is skipped, not held', async () => {
 
 test('wrong shapes and broken JSON fail naming the file, the byte and what was expected', async () => {
   const cases: [string, RegExp][] = [
-    ['[{"question_id": 1}]', /byte 0: expected a JSON object with a "questions" array at the top level, found an array/],
+    [
+      '[{"question_id": 1}]',
+      /byte 0: expected a JSON object with a "questions" array at the top level, found an array/,
+    ],
     ['{"annotations": [1]}', /no "questions" array at the top level \(keys: "annotations"\)/],
     ['{"questions": {"a": 1}}', /byte 14: "questions" must be an array, found '\{'/],
-    ['{"questions": [{"a": 1}, {"a": 2', /unexpected end of file at byte 32 inside "questions" \(after 1 complete elements\): the JSON is truncated/],
+    [
+      '{"questions": [{"a": 1}, {"a": 2',
+      /unexpected end of file at byte 32 inside "questions" \(after 1 complete elements\): the JSON is truncated/,
+    ],
     ['{"questions": [{"a": 1}, {"a": 2}]', /unexpected end of file at byte 34: the JSON is truncated/],
     ['{"questions": [{"a": 1} {"a": 2}]}', /byte 24: after questions\[0\]: expected ',' or '\]', found '\{'/],
     ['{"questions": [{"a": 1}, {"a": tru}]}', /byte 25: questions\[1\] is not valid JSON/],
@@ -65,18 +90,30 @@ test('wrong shapes and broken JSON fail naming the file, the byte and what was e
   ];
   for (const [text, re] of cases) {
     const p = file(text);
-    await assert.rejects(collect(p, 'questions', 5), (err: Error) => {
-      assert.ok(err.message.startsWith(p), `${err.message} should start with the file name`);
-      assert.match(err.message, re);
-      return true;
-    }, text);
+    await assert.rejects(
+      collect(p, 'questions', 5),
+      (err: Error) => {
+        assert.ok(err.message.startsWith(p), `${err.message} should start with the file name`);
+        assert.match(err.message, re);
+        return true;
+      },
+      text,
+    );
   }
   await assert.rejects(collect(path.join(dir, 'missing.json'), 'questions'), /ENOENT/);
 });
 
 test('onItem errors and abort stop the scan', async () => {
   const p = file(JSON.stringify({ questions: [1, 2, 3, 4] }));
-  await assert.rejects(scanJsonArray(p, { arrayKey: 'questions', onItem: (x) => { if (x === 3) throw new Error('bad item 3'); } }), /bad item 3/);
+  await assert.rejects(
+    scanJsonArray(p, {
+      arrayKey: 'questions',
+      onItem: (x) => {
+        if (x === 3) throw new Error('bad item 3');
+      },
+    }),
+    /bad item 3/,
+  );
   const ac = new AbortController();
   ac.abort(new Error('stop now'));
   await assert.rejects(scanJsonArray(p, { arrayKey: 'questions', signal: ac.signal, onItem: () => {} }), /stop now/);

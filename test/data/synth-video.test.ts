@@ -24,11 +24,17 @@ test.after(() => rmSync(work, { recursive: true, force: true }));
 /** Centre of the non-background pixels of a frame, or null when the circle is hidden. */
 async function centre(file: string): Promise<[number, number] | null> {
   const { data, width, height } = await decodeRgb(file);
-  let n = 0, sx = 0, sy = 0;
+  let n = 0,
+    sx = 0,
+    sy = 0;
   for (let y = 0; y < height; y++) {
     for (let x = 0; x < width; x++) {
       const i = 3 * (y * width + x);
-      if (data[i] !== 235 || data[i + 1] !== 235 || data[i + 2] !== 235) { n++; sx += x + 0.5; sy += y + 0.5; }
+      if (data[i] !== 235 || data[i + 1] !== 235 || data[i + 2] !== 235) {
+        n++;
+        sx += x + 0.5;
+        sy += y + 0.5;
+      }
     }
   }
   return n === 0 ? null : [sx / n, sy / n];
@@ -51,13 +57,18 @@ test('synthetic videos: the Parquet reads back with video paths; answers follow 
     if (family === 'motion') {
       assert.equal(s.question, 'Which way does the circle move?');
       const [a, b] = [cs[0]!, cs[7]!];
-      const dx = b[0] - a[0], dy = b[1] - a[1];
-      const seen = Math.abs(dx) > Math.abs(dy) ? (dx > 0 ? 'right' : 'left') : (dy > 0 ? 'down' : 'up');
+      const dx = b[0] - a[0],
+        dy = b[1] - a[1];
+      const seen = Math.abs(dx) > Math.abs(dy) ? (dx > 0 ? 'right' : 'left') : dy > 0 ? 'down' : 'up';
       assert.equal(s.answer, seen, s.id);
       // the first frame fits either direction: the circle has room to travel the same way both ways
-      const travel = Math.hypot(dx, dy), rad = r.clips[i]!.radius;
+      const travel = Math.hypot(dx, dy),
+        rad = r.clips[i]!.radius;
       const axis = Math.abs(dx) > Math.abs(dy) ? a[0] : a[1];
-      assert.ok(axis - travel >= rad - 1 && axis + travel <= 56 - rad + 1, `${s.id}: start ${axis} leaves room for ${travel} both ways`);
+      assert.ok(
+        axis - travel >= rad - 1 && axis + travel <= 56 - rad + 1,
+        `${s.id}: start ${axis} leaves room for ${travel} both ways`,
+      );
     } else {
       assert.equal(s.question, 'How many times does the circle blink?');
       let blinks = 0;
@@ -71,26 +82,66 @@ test('synthetic videos: the Parquet reads back with video paths; answers follow 
   const again = await writeSynthVideo(path.join(work, 'again'), { videos: 12, seed: 4 });
   for (const name of ['vid_000000', 'vid_000007']) {
     for (const f of readdirSync(path.join(dir, 'videos', name))) {
-      assert.ok(readFileSync(path.join(dir, 'videos', name, f)).equals(readFileSync(path.join(again.dir, 'videos', name, f))), `${name}/${f}`);
+      assert.ok(
+        readFileSync(path.join(dir, 'videos', name, f)).equals(readFileSync(path.join(again.dir, 'videos', name, f))),
+        `${name}/${f}`,
+      );
     }
   }
   // the video processor reads a clip: 8 frames of 56² at 2 fps → 4 temporal patches of 4 × 4 patches
-  const v = await new VideoProcessor({ family: 'qwen2_5_vl', minPixels: 3136 }).processFolder(ds.get(0).videoPaths![0]!);
+  const v = await new VideoProcessor({ family: 'qwen2_5_vl', minPixels: 3136 }).processFolder(
+    ds.get(0).videoPaths![0]!,
+  );
   assert.deepEqual(v.gridThw, [4, 4, 4]);
 });
 
 test('a video sample end to end: LocalPolicy on a tiny Qwen2.5-VL folder samples answers to a synthetic video question', async () => {
   const model = path.join(work, 'q25');
-  const init = spawnSync(process.execPath, [bin, 'model', 'init', model, '--preset', 'qwen2.5-vl-3b', '--hidden', '32', '--layers', '1', '--heads', '4',
-    '--kv-heads', '2', '--intermediate', '48', '--vocab', '151680', '--vision-depth', '2', '--vision-dim', '16', '--vision-heads', '2',
-    '--vision-intermediate', '24', '--dtype', 'f32', '--quiet'], { encoding: 'utf8' });
+  const init = spawnSync(
+    process.execPath,
+    [
+      bin,
+      'model',
+      'init',
+      model,
+      '--preset',
+      'qwen2.5-vl-3b',
+      '--hidden',
+      '32',
+      '--layers',
+      '1',
+      '--heads',
+      '4',
+      '--kv-heads',
+      '2',
+      '--intermediate',
+      '48',
+      '--vocab',
+      '151680',
+      '--vision-depth',
+      '2',
+      '--vision-dim',
+      '16',
+      '--vision-heads',
+      '2',
+      '--vision-intermediate',
+      '24',
+      '--dtype',
+      'f32',
+      '--quiet',
+    ],
+    { encoding: 'utf8' },
+  );
   assert.equal(init.status, 0, init.stderr);
   const set = await writeSynthVideo(path.join(work, 'e2e'), { videos: 2, seed: 1 });
   const policy = await LocalPolicy.load(model, { threads: 1 });
   try {
     const sample = set.samples[0]!;
     const messages = policy.messagesFor(sample);
-    assert.deepEqual((messages.at(-1)!.content as { type: string }[]).map((c) => c.type), ['video', 'text']);
+    assert.deepEqual(
+      (messages.at(-1)!.content as { type: string }[]).map((c) => c.type),
+      ['video', 'text'],
+    );
     const out = await policy.generate(sample, { n: 2, temperature: 1, maxTokens: 3, seed: 5 });
     assert.equal(out.length, 2);
     for (const c of out) assert.notEqual(c.finishReason, 'error', c.error);
@@ -106,11 +157,25 @@ test('a video sample end to end: LocalPolicy on a tiny Qwen2.5-VL folder samples
 
 test('vqalab data synth-video writes the set and shows it; bad options get clear messages', () => {
   const out = path.join(work, 'cli');
-  const r = spawnSync(process.execPath, [bin, 'data', 'synth-video', '--out', out, '--videos', '3', '--seed', '2', '--show', '3'], { encoding: 'utf8' });
+  const r = spawnSync(
+    process.execPath,
+    [bin, 'data', 'synth-video', '--out', out, '--videos', '3', '--seed', '2', '--show', '3'],
+    { encoding: 'utf8' },
+  );
   assert.equal(r.status, 0, r.stderr);
   assert.match(r.stdout, /data synth-video: 3 clips -> .*synth-video\.parquet/);
-  assert.match(r.stdout, /\[0\] synthvid_000000  vid_000000 \(video\)  Q: (Which way does the circle move\?|How many times does the circle blink\?)/);
-  const bad = spawnSync(process.execPath, [bin, 'data', 'synth-video', '--out', path.join(work, 'bad'), '--frames', '7'], { encoding: 'utf8' });
+  assert.match(
+    r.stdout,
+    /\[0\] synthvid_000000  vid_000000 \(video\)  Q: (Which way does the circle move\?|How many times does the circle blink\?)/,
+  );
+  const bad = spawnSync(
+    process.execPath,
+    [bin, 'data', 'synth-video', '--out', path.join(work, 'bad'), '--frames', '7'],
+    { encoding: 'utf8' },
+  );
   assert.equal(bad.status, 1);
-  assert.match(bad.stderr, /synth-video: Expected an even number of frames \(whole temporal patches of 2\) for frames but received 7/);
+  assert.match(
+    bad.stderr,
+    /synth-video: Expected an even number of frames \(whole temporal patches of 2\) for frames but received 7/,
+  );
 });

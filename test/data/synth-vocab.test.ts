@@ -5,7 +5,25 @@ import { synthTokens, synthVocabulary } from '../../src/data/synth-vocab.js';
 test('synthVocabulary is sorted, unique, and holds the template words, numbers and answers', () => {
   const v = synthVocabulary();
   assert.deepEqual(v, [...new Set(v)].sort());
-  for (const w of ['What', 'How', 'Is', 'Are', 'Which', '?', 'circle', 'circles', 'red', 'yes', 'no', '2', 'two', '10', 'ten', 'left', 'right']) {
+  for (const w of [
+    'What',
+    'How',
+    'Is',
+    'Are',
+    'Which',
+    '?',
+    'circle',
+    'circles',
+    'red',
+    'yes',
+    'no',
+    '2',
+    'two',
+    '10',
+    'ten',
+    'left',
+    'right',
+  ]) {
     assert.ok(v.includes(w), `missing ${w}`);
   }
   assert.ok(!v.some((w) => /\s/.test(w) || w === ''), 'no empty or spaced tokens');

@@ -19,27 +19,49 @@ test('nbconvert --to html shows the static fallback of every widget, readable wi
   try {
     const image = await fx.sceneImage();
     const bundles: MimeBundle[] = [
-      await sampleBundle(fx.sample(image)), bundleFor(MIME.group, fx.group(image)), bundleFor(MIME.rewards, fx.rewardTable()),
-      bundleFor(MIME.metrics, fx.metrics(image)), bundleFor(MIME.dataset, fx.dataset(image)),
+      await sampleBundle(fx.sample(image)),
+      bundleFor(MIME.group, fx.group(image)),
+      bundleFor(MIME.rewards, fx.rewardTable()),
+      bundleFor(MIME.metrics, fx.metrics(image)),
+      bundleFor(MIME.dataset, fx.dataset(image)),
     ];
     const nb = {
-      nbformat: 4, nbformat_minor: 5, metadata: { kernelspec: { name: 'vqalab', display_name: 'TypeScript (vqalab)', language: 'typescript' } },
-      cells: bundles.map((data, i) => ({ cell_type: 'code', id: `c${i}`, execution_count: i + 1, metadata: {}, source: `show(${i})`, outputs: [{ output_type: 'display_data', data, metadata: {} }] })),
+      nbformat: 4,
+      nbformat_minor: 5,
+      metadata: { kernelspec: { name: 'vqalab', display_name: 'TypeScript (vqalab)', language: 'typescript' } },
+      cells: bundles.map((data, i) => ({
+        cell_type: 'code',
+        id: `c${i}`,
+        execution_count: i + 1,
+        metadata: {},
+        source: `show(${i})`,
+        outputs: [{ output_type: 'display_data', data, metadata: {} }],
+      })),
     };
     writeFileSync(path.join(dir, 'widgets.ipynb'), JSON.stringify(nb));
-    execFileSync('/usr/bin/python3', ['-m', 'nbconvert', '--to', 'html', 'widgets.ipynb'], { cwd: dir, stdio: 'pipe', env: { ...process.env, JUPYTER_NO_CONFIG: '1' } });
+    execFileSync('/usr/bin/python3', ['-m', 'nbconvert', '--to', 'html', 'widgets.ipynb'], {
+      cwd: dir,
+      stdio: 'pipe',
+      env: { ...process.env, JUPYTER_NO_CONFIG: '1' },
+    });
     const html = (await import('node:fs')).readFileSync(path.join(dir, 'widgets.html'), 'utf8');
-    for (const name of ['sample', 'group', 'rewards', 'metrics', 'dataset']) assert.match(html, new RegExp(`<div class="vqa vqa-${name}" data-vqa="${name}">`), name);
+    for (const name of ['sample', 'group', 'rewards', 'metrics', 'dataset'])
+      assert.match(html, new RegExp(`<div class="vqa vqa-${name}" data-vqa="${name}">`), name);
     assert.doesNotMatch(html, /application\/vnd\.vqalab/, 'the vendor JSON is not what is shown');
     assert.ok((html.match(/<svg class="vqa-chart"/g) ?? []).length >= 6, 'metrics drawn as inline SVG');
 
     const b = await launch({ width: 1200, height: 900 });
     try {
-      await b.context.route('**/*', (route) => (route.request().url().startsWith('file:') ? route.continue() : route.abort()));
+      await b.context.route('**/*', (route) =>
+        route.request().url().startsWith('file:') ? route.continue() : route.abort(),
+      );
       await b.page.goto(`file://${path.join(dir, 'widgets.html')}`);
       // The widgets' own CSS applies (inlined in each fallback): the answers' bar, the advantage bars.
       assert.equal(await b.page.locator('.vqa-sample .vqa-answers tr.vqa-match').count(), 1);
-      const bar = await b.page.locator('.vqa-group .vqa-adv .vqa-pos').first().evaluate((el) => (el as unknown as { offsetWidth: number }).offsetWidth);
+      const bar = await b.page
+        .locator('.vqa-group .vqa-adv .vqa-pos')
+        .first()
+        .evaluate((el) => (el as unknown as { offsetWidth: number }).offsetWidth);
       assert.ok(bar > 20, `advantage bar drawn ${bar}px`);
       await b.page.screenshot({ path: artifactPath('nbconvert-fallbacks.png'), fullPage: true });
     } finally {

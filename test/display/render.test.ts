@@ -22,7 +22,12 @@ function assertBalanced(html: string): void {
     const [, close, name, rest] = m;
     const tag = name!.toLowerCase();
     if (voids.has(tag) || rest!.endsWith('/')) continue;
-    if (close) assert.equal(stack.pop(), tag, `unbalanced </${tag}> near ${body.slice(Math.max(0, m.index! - 80), m.index! + 20)}`);
+    if (close)
+      assert.equal(
+        stack.pop(),
+        tag,
+        `unbalanced </${tag}> near ${body.slice(Math.max(0, m.index! - 80), m.index! + 20)}`,
+      );
     else stack.push(tag);
   }
   assert.deepEqual(stack, [], 'every element is closed');
@@ -50,8 +55,14 @@ test('esc escapes the five HTML metacharacters and fmt prints numbers for people
 });
 
 test('countAnswers merges case and punctuation variants, most frequent first', () => {
-  assert.deepEqual(countAnswers(['Red', 'red.', 'blue', 'red', 'blue', 'green']).map((a) => [a.answer, a.count]),
-    [['Red', 3], ['blue', 2], ['green', 1]]);
+  assert.deepEqual(
+    countAnswers(['Red', 'red.', 'blue', 'red', 'blue', 'green']).map((a) => [a.answer, a.count]),
+    [
+      ['Red', 3],
+      ['blue', 2],
+      ['green', 1],
+    ],
+  );
 });
 
 for (const [mime, payload] of Object.entries(payloads) as [VendorMime, unknown][]) {
@@ -70,8 +81,16 @@ for (const [mime, payload] of Object.entries(payloads) as [VendorMime, unknown][
 
 test('hostile text is escaped everywhere: question, answers, alt text, completions, titles, reward names', () => {
   const evilImage = { ...image, alt: fx.EVIL };
-  const p = fx.sample(evilImage, { question: fx.EVIL, answers: [fx.EVIL, 'red'], prediction: fx.EVIL, id: fx.EVIL,
-    rewards: [{ name: fx.EVIL, score: 1, parts: { [fx.EVIL]: 1 } }, { name: 'x', score: null, error: fx.EVIL }] });
+  const p = fx.sample(evilImage, {
+    question: fx.EVIL,
+    answers: [fx.EVIL, 'red'],
+    prediction: fx.EVIL,
+    id: fx.EVIL,
+    rewards: [
+      { name: fx.EVIL, score: 1, parts: { [fx.EVIL]: 1 } },
+      { name: 'x', score: null, error: fx.EVIL },
+    ],
+  });
   const g = fx.group(evilImage);
   g.title = fx.EVIL;
   g.completions[0]!.text = fx.EVIL;
@@ -86,9 +105,17 @@ test('hostile text is escaped everywhere: question, answers, alt text, completio
   d.answerTypes = { [fx.EVIL]: 1 };
   const r = fx.rewardTable();
   r.rewards[0] = fx.EVIL;
-  r.rows.forEach((row) => { row.scores[fx.EVIL] = 1; });
+  r.rows.forEach((row) => {
+    row.scores[fx.EVIL] = 1;
+  });
   r.stats.mean[fx.EVIL] = 1;
-  for (const [mime, payload] of [[MIME.sample, p], [MIME.group, g], [MIME.metrics, m], [MIME.dataset, d], [MIME.rewards, r]] as const) {
+  for (const [mime, payload] of [
+    [MIME.sample, p],
+    [MIME.group, g],
+    [MIME.metrics, m],
+    [MIME.dataset, d],
+    [MIME.rewards, r],
+  ] as const) {
     for (const interactive of [false, true]) {
       const html = renderHtml(mime, payload, { interactive });
       assert.doesNotMatch(html, /<script|<img src=x/i, `${mime} leaks markup`);
@@ -100,31 +127,59 @@ test('hostile text is escaped everywhere: question, answers, alt text, completio
 
 test('sample card: image with alt and size, answers counted, prediction matched, rewards with parts and errors', () => {
   const html = renderSample(fx.sample(image));
-  assert.match(html, /<img src="data:image\/png;base64,[^"]+" alt="a red square left of a blue circle" width="288" height="192" class="vqa-px" data-scale="6"/);
+  assert.match(
+    html,
+    /<img src="data:image\/png;base64,[^"]+" alt="a red square left of a blue circle" width="288" height="192" class="vqa-px" data-scale="6"/,
+  );
   assert.match(html, /<figcaption>48×32 · shown 6×<\/figcaption>/);
-  assert.match(html, /<tr class="vqa-match"><td>red <span class="vqa-badge vqa-good">= prediction<\/span><\/td><td class="vqa-num">7<\/td>/);
+  assert.match(
+    html,
+    /<tr class="vqa-match"><td>red <span class="vqa-badge vqa-good">= prediction<\/span><\/td><td class="vqa-num">7<\/td>/,
+  );
   assert.match(html, /10 reference answers/);
   assert.match(html, /Prediction: <q>red<\/q> <span class="vqa-badge vqa-good">7\/10 annotators<\/span>/);
-  assert.match(html, /format <span class="vqa-muted">×0.200<\/span><\/td><td class="vqa-num">0.500<\/td><td class="vqa-parts">tagged=1, brevity=−0.500<\/td>/);
+  assert.match(
+    html,
+    /format <span class="vqa-muted">×0.200<\/span><\/td><td class="vqa-num">0.500<\/td><td class="vqa-parts">tagged=1, brevity=−0.500<\/td>/,
+  );
   assert.match(html, /<span class="vqa-badge vqa-bad">error<\/span> timeout after 30 s/);
   assert.doesNotMatch(html, /vqa-zoom/, 'static card has no dead buttons');
-  assert.match(renderSample(fx.sample(image), { interactive: true }), /<button type="button" class="vqa-zoom" data-vqa-zoom="0" aria-label="Zoom image 1: a red square/);
+  assert.match(
+    renderSample(fx.sample(image), { interactive: true }),
+    /<button type="button" class="vqa-zoom" data-vqa-zoom="0" aria-label="Zoom image 1: a red square/,
+  );
 });
 
 test('group view: completions sorted by reward (failures last), sign-coloured advantage bars, clipped and truncated marked, token log-probs', () => {
   const g = fx.group(image);
-  assert.deepEqual(sortCompletions(g.completions).map((s) => s.index), [0, 1, 3, 2, 5, 4]);
+  assert.deepEqual(
+    sortCompletions(g.completions).map((s) => s.index),
+    [0, 1, 3, 2, 5, 4],
+  );
   const html = renderGroup(g);
-  assert.deepEqual([...html.matchAll(/data-index="(\d+)"/g)].map((m) => Number(m[1])), [0, 1, 3, 2, 5, 4]);
+  assert.deepEqual(
+    [...html.matchAll(/data-index="(\d+)"/g)].map((m) => Number(m[1])),
+    [0, 1, 3, 2, 5, 4],
+  );
   assert.equal(count(html, /<span class="vqa-pos" style="width:50\.0%">/g), 1, 'largest advantage fills half the bar');
   assert.ok(count(html, /class="vqa-neg"/g) >= 2);
   assert.match(html, /clipped 25%/);
   assert.match(html, /<span class="vqa-badge" title="finish reason">length<\/span>/);
   assert.match(html, /1 reward failure/);
-  assert.match(html, /<span class="vqa-tok" data-i="0" data-lp="-0.1" style="background:rgba\(var\(--vqa-accent-rgb\),0\.048\)" title="&quot;red&quot; logp -0\.100 p 0\.905">red<\/span>/);
-  assert.doesNotMatch(renderGroup(g, { interactive: true }), /class="vqa-tok"[^>]*title=/, 'interactive view draws its own tooltip');
+  assert.match(
+    html,
+    /<span class="vqa-tok" data-i="0" data-lp="-0.1" style="background:rgba\(var\(--vqa-accent-rgb\),0\.048\)" title="&quot;red&quot; logp -0\.100 p 0\.905">red<\/span>/,
+  );
+  assert.doesNotMatch(
+    renderGroup(g, { interactive: true }),
+    /class="vqa-tok"[^>]*title=/,
+    'interactive view draws its own tooltip',
+  );
   const flat = fx.group(image);
-  flat.completions.forEach((c) => { c.reward = 1; c.advantage = 0; });
+  flat.completions.forEach((c) => {
+    c.reward = 1;
+    c.advantage = 0;
+  });
   assert.match(renderGroup(flat), /zero variance: no learning signal/);
 });
 
@@ -146,14 +201,24 @@ test('reward table: disagreements highlighted, stats and correlation shown, sort
 
 test('metrics: keys in a fixed order, one SVG panel per key with both runs, progress with ETA, latest group', () => {
   const p = fx.metrics(image);
-  assert.deepEqual(metricKeys(p), ['reward', 'kl', 'entropy', 'clip_ratio/high_mean', 'completion_length', 'grad_norm']);
+  assert.deepEqual(metricKeys(p), [
+    'reward',
+    'kl',
+    'entropy',
+    'clip_ratio/high_mean',
+    'completion_length',
+    'grad_norm',
+  ]);
   const html = renderMetrics(p);
   assert.equal(count(html, /<svg class="vqa-chart"/g), 6);
   assert.equal(count(html, /<polyline /g), 12);
   assert.match(html, /role="progressbar" aria-valuemin="0" aria-valuemax="50" aria-valuenow="30"/);
   assert.match(html, /step 30\/50 · 1m35s elapsed · ETA 1m03s · running/);
   assert.match(html, /<div class="vqa-latest"><div class="vqa vqa-group"/);
-  assert.match(renderMetrics(p, { interactive: true }), /<input type="range" class="vqa-smoothing" min="0" max="0.99" step="0.01" value="0.3"/);
+  assert.match(
+    renderMetrics(p, { interactive: true }),
+    /<input type="range" class="vqa-smoothing" min="0" max="0.99" step="0.01" value="0.3"/,
+  );
   assert.match(renderMetrics({ runs: [] }), /no metrics yet/);
 });
 
@@ -190,22 +255,47 @@ test('a missing or malformed field renders a readable error naming the field, ne
   const g = fx.group(image) as unknown as { completions: Record<string, unknown>[] };
   g.completions[2]!.advantage = 'x';
   const html = renderHtml(MIME.group, g);
-  assert.match(html, /^<div class="vqa vqa-error-box" role="alert" data-vqa="error"><strong>vqalab could not render application\/vnd\.vqalab\.group\.v1\+json<\/strong>/);
-  assert.match(html, /Expected finite number for group\.completions\[2\]\.advantage but received &quot;x&quot; of type string/);
+  assert.match(
+    html,
+    /^<div class="vqa vqa-error-box" role="alert" data-vqa="error"><strong>vqalab could not render application\/vnd\.vqalab\.group\.v1\+json<\/strong>/,
+  );
+  assert.match(
+    html,
+    /Expected finite number for group\.completions\[2\]\.advantage but received &quot;x&quot; of type string/,
+  );
   assert.match(renderHtml(MIME.sample, undefined), /Expected object for sample but received undefined/);
-  assert.match(renderHtml(MIME.metrics, { runs: [{ name: 'a', points: [{ loss: 1 }] }] }), /Expected finite number for metrics\.runs\[0\]\.points\[0\]\.step but received undefined/);
-  assert.match(renderHtml(MIME.rewards, { ...fx.rewardTable(), rows: [{ ...fx.rewardTable().rows[0], scores: { accuracy: 1 } }] }),
-    /Expected finite number or null \(every reward needs a score\) for rewards\.rows\[0\]\.scores\.format but received undefined/);
+  assert.match(
+    renderHtml(MIME.metrics, { runs: [{ name: 'a', points: [{ loss: 1 }] }] }),
+    /Expected finite number for metrics\.runs\[0\]\.points\[0\]\.step but received undefined/,
+  );
+  assert.match(
+    renderHtml(MIME.rewards, { ...fx.rewardTable(), rows: [{ ...fx.rewardTable().rows[0], scores: { accuracy: 1 } }] }),
+    /Expected finite number or null \(every reward needs a score\) for rewards\.rows\[0\]\.scores\.format but received undefined/,
+  );
   assert.match(renderHtml('application/vnd.vqalab.nope.v9+json', {}), /unknown MIME type/);
   assert.match(renderError('x', new Error('boom')), /This is a bug in the vqalab renderer/);
 });
 
 test('images must be inline raster data URLs: no payload points the page elsewhere', () => {
-  for (const src of ['javascript:alert(1)', 'https://example.invalid/a.png', 'data:image/svg+xml;base64,PHN2Zz4=', 'data:image/png;base64,AAA"onload="x']) {
+  for (const src of [
+    'javascript:alert(1)',
+    'https://example.invalid/a.png',
+    'data:image/svg+xml;base64,PHN2Zz4=',
+    'data:image/png;base64,AAA"onload="x',
+  ]) {
     assert.throws(() => checkSample(fx.sample({ ...image, src })), PayloadError);
   }
-  assert.throws(() => checkGroup({ ...fx.group(image), completions: [{ ...fx.group(image).completions[0], tokenLogprobs: [-1, -2, -3] }] }),
-    { message: /Expected an array of length 1 \(one per token\) for group\.completions\[0\]\.tokenLogprobs but received an array of length 3/ });
+  assert.throws(
+    () =>
+      checkGroup({
+        ...fx.group(image),
+        completions: [{ ...fx.group(image).completions[0], tokenLogprobs: [-1, -2, -3] }],
+      }),
+    {
+      message:
+        /Expected an array of length 1 \(one per token\) for group\.completions\[0\]\.tokenLogprobs but received an array of length 3/,
+    },
+  );
 });
 
 test('text/html fallback inlines the CSS before the static widget', () => {
@@ -223,5 +313,14 @@ test('fitImage enlarges small images by whole factors (pixelated) and shrinks la
 
 test('axis labels stay short and exact', async () => {
   const { tickLabel } = await import('../../src/display/render/metrics.js');
-  assert.deepEqual([0, 0.005, 0.015, 1.2, 350, 1.5e-4, -0.25, 2e5].map(tickLabel), ['0', '0.005', '0.015', '1.2', '350', '1.5e-4', '−0.25', '2.0e+5']);
+  assert.deepEqual([0, 0.005, 0.015, 1.2, 350, 1.5e-4, -0.25, 2e5].map(tickLabel), [
+    '0',
+    '0.005',
+    '0.015',
+    '1.2',
+    '350',
+    '1.5e-4',
+    '−0.25',
+    '2.0e+5',
+  ]);
 });

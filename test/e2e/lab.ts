@@ -35,7 +35,10 @@ export function ensureLabApp(log: (s: string) => void = () => {}): LabTreeTimes 
   if (!stamped(treeStamp, treeHash)) {
     log('installing the lab tree (npm ci in test/e2e/app)');
     const t = performance.now();
-    execFileSync('npm', ['ci', '--no-audit', '--no-fund', '--loglevel=error'], { cwd: APP, stdio: ['ignore', 'inherit', 'inherit'] });
+    execFileSync('npm', ['ci', '--no-audit', '--no-fund', '--loglevel=error'], {
+      cwd: APP,
+      stdio: ['ignore', 'inherit', 'inherit'],
+    });
     writeFileSync(treeStamp, treeHash);
     times.installSeconds = (performance.now() - t) / 1000;
   }
@@ -44,8 +47,11 @@ export function ensureLabApp(log: (s: string) => void = () => {}): LabTreeTimes 
   if (!stamped(buildStamp, buildHash)) {
     log('building the JupyterLab app (webpack)');
     const t = performance.now();
-    execFileSync(process.execPath, [path.join(APP, 'node_modules/webpack-cli/bin/cli.js'), '--config', 'webpack.config.js'],
-      { cwd: APP, stdio: ['ignore', 'ignore', 'inherit'] });
+    execFileSync(
+      process.execPath,
+      [path.join(APP, 'node_modules/webpack-cli/bin/cli.js'), '--config', 'webpack.config.js'],
+      { cwd: APP, stdio: ['ignore', 'ignore', 'inherit'] },
+    );
     mkdirSync(path.dirname(buildStamp), { recursive: true });
     writeFileSync(buildStamp, buildHash);
     times.buildSeconds = (performance.now() - t) / 1000;
@@ -76,9 +82,20 @@ export interface LabServer {
 export async function startLab(rootDir: string, env: NodeJS.ProcessEnv): Promise<LabServer> {
   const port = await freePort();
   const token = `vqalab-e2e-${process.pid}`;
-  const proc = spawn('/usr/bin/python3', [path.join(APP, 'main.py'),
-    '--ServerApp.ip=127.0.0.1', `--ServerApp.port=${port}`, '--ServerApp.port_retries=0', '--ServerApp.open_browser=False',
-    '--ServerApp.allow_root=True', `--ServerApp.token=${token}`, `--ServerApp.root_dir=${rootDir}`], { cwd: rootDir, env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const proc = spawn(
+    '/usr/bin/python3',
+    [
+      path.join(APP, 'main.py'),
+      '--ServerApp.ip=127.0.0.1',
+      `--ServerApp.port=${port}`,
+      '--ServerApp.port_retries=0',
+      '--ServerApp.open_browser=False',
+      '--ServerApp.allow_root=True',
+      `--ServerApp.token=${token}`,
+      `--ServerApp.root_dir=${rootDir}`,
+    ],
+    { cwd: rootDir, env, stdio: ['ignore', 'pipe', 'pipe'] },
+  );
   const output: string[] = [];
   proc.stdout!.on('data', (d: Buffer) => output.push(d.toString()));
   proc.stderr!.on('data', (d: Buffer) => output.push(d.toString()));
@@ -98,8 +115,13 @@ export async function startLab(rootDir: string, env: NodeJS.ProcessEnv): Promise
     try {
       const r = await fetch(`${url}/api/status?token=${token}`);
       if (r.ok) break;
-    } catch { /* not listening yet */ }
-    if (Date.now() > deadline) { await stop(); throw new Error(`jupyter server did not answer within 180 s:\n${output.join('')}`); }
+    } catch {
+      /* not listening yet */
+    }
+    if (Date.now() > deadline) {
+      await stop();
+      throw new Error(`jupyter server did not answer within 180 s:\n${output.join('')}`);
+    }
     await new Promise((r) => setTimeout(r, 200));
   }
   return { url, token, process: proc, output, stop };

@@ -35,7 +35,10 @@ function code(source: string): object {
 }
 
 /** Writes data/* and widgets.ipynb into `dir`; returns the notebook's file name. */
-export async function writeNotebook(dir: string, kernel = { name: 'vqalab', display_name: 'TypeScript (vqalab)' }): Promise<string> {
+export async function writeNotebook(
+  dir: string,
+  kernel = { name: 'vqalab', display_name: 'TypeScript (vqalab)' },
+): Promise<string> {
   const image = await fx.sceneImage();
   const data = path.join(dir, 'data');
   mkdirSync(data, { recursive: true });
@@ -56,12 +59,18 @@ export async function writeNotebook(dir: string, kernel = { name: 'vqalab', disp
     'baseline-points': fx.points(40, 1),
     'lr-points': fx.points(30, 0),
   };
-  for (const [name, value] of Object.entries(files)) writeFileSync(path.join(data, `${name}.json`), JSON.stringify(value));
+  for (const [name, value] of Object.entries(files))
+    writeFileSync(path.join(data, `${name}.json`), JSON.stringify(value));
   const nb = {
-    nbformat: 4, nbformat_minor: 5,
+    nbformat: 4,
+    nbformat_minor: 5,
     metadata: { kernelspec: { ...kernel, language: 'typescript' } },
     cells: [
-      { cell_type: 'markdown', metadata: {}, source: '# vqalab widgets\nEvery widget of the display contract, from the runtime\'s own helpers.' },
+      {
+        cell_type: 'markdown',
+        metadata: {},
+        source: "# vqalab widgets\nEvery widget of the display contract, from the runtime's own helpers.",
+      },
       code(`import { readFileSync } from 'fs';
 const load = (name: string) => JSON.parse(readFileSync(\`data/\${name}.json\`, 'utf8'));
 const square = { id: '42001', imagePath: 'data/scene.png', question: 'What color is the square?', answer: 'red',
@@ -91,7 +100,9 @@ for (const point of live) {
   await e2eGate('widgets');
 }
 d.finish();`),
-      code(`plot([{ name: 'baseline', points: load('baseline-points') }, { name: 'lr=1e-5', points: load('lr-points') }], { title: 'GRPO on shapes', smoothing: 0.3 });`),
+      code(
+        `plot([{ name: 'baseline', points: load('baseline-points') }, { name: 'lr=1e-5', points: load('lr-points') }], { title: 'GRPO on shapes', smoothing: 0.3 });`,
+      ),
     ],
   };
   writeFileSync(path.join(dir, 'widgets.ipynb'), JSON.stringify(nb, null, 1));
@@ -105,8 +116,14 @@ export const QUICKSTART_STEPS = 50;
  * Copies notebooks/quickstart.ipynb into `dir` as it is, except the parameter `steps`; returns the
  * file name and the index (among all cells) of the cell whose source contains each marker.
  */
-export function writeQuickstart(dir: string, root: string, markers: Record<string, string>): { file: string; cells: Record<string, number> } {
-  const nb = JSON.parse(readFileSync(path.join(root, 'notebooks', 'quickstart.ipynb'), 'utf8')) as { cells: { source: string | string[] }[] };
+export function writeQuickstart(
+  dir: string,
+  root: string,
+  markers: Record<string, string>,
+): { file: string; cells: Record<string, number> } {
+  const nb = JSON.parse(readFileSync(path.join(root, 'notebooks', 'quickstart.ipynb'), 'utf8')) as {
+    cells: { source: string | string[] }[];
+  };
   const text = (c: { source: string | string[] }) => (Array.isArray(c.source) ? c.source.join('') : c.source);
   const params = nb.cells.find((c) => /^let steps = \d+;/m.test(text(c)));
   if (!params) throw new Error('notebooks/quickstart.ipynb: no parameters cell with "let steps = N;"');

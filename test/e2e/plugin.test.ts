@@ -20,7 +20,8 @@ import { ensureLabApp, ROOT, startLab, type LabServer } from './lab.js';
 /* eslint-disable @typescript-eslint/no-explicit-any */
 declare const window: any, document: any;
 
-const cli = (args: string[], env: NodeJS.ProcessEnv) => execFileSync(process.execPath, [path.join(ROOT, 'bin/vqalab.js'), ...args], { env, encoding: 'utf8' }).trim();
+const cli = (args: string[], env: NodeJS.ProcessEnv) =>
+  execFileSync(process.execPath, [path.join(ROOT, 'bin/vqalab.js'), ...args], { env, encoding: 'utf8' }).trim();
 const t0 = performance.now();
 const log = (s: string) => process.stderr.write(`[e2e-plugin ${((performance.now() - t0) / 1000).toFixed(1)}s] ${s}\n`);
 
@@ -36,12 +37,32 @@ function code(source: string): object {
 }
 
 function notebook(cells: object[]): string {
-  return JSON.stringify({ nbformat: 4, nbformat_minor: 5, metadata: { kernelspec: { name: 'vqalab', display_name: 'TypeScript (vqalab)', language: 'typescript' } }, cells }, null, 1);
+  return JSON.stringify(
+    {
+      nbformat: 4,
+      nbformat_minor: 5,
+      metadata: { kernelspec: { name: 'vqalab', display_name: 'TypeScript (vqalab)', language: 'typescript' } },
+      cells,
+    },
+    null,
+    1,
+  );
 }
 
 /** metrics.jsonl lines as the trainer writes them (src/grpo/metrics.ts: one StepMetrics object per line). */
 function metricsLines(steps: number, base: number): string {
-  return Array.from({ length: steps }, (_, step) => JSON.stringify({ step, time: new Date(0).toISOString(), rewardMean: base + 0.04 * step, rewardStd: 0.1, loss: 1 / (step + 1), rewardParts: { vqa: base } }) + '\n').join('');
+  return Array.from(
+    { length: steps },
+    (_, step) =>
+      JSON.stringify({
+        step,
+        time: new Date(0).toISOString(),
+        rewardMean: base + 0.04 * step,
+        rewardStd: 0.1,
+        loss: 1 / (step + 1),
+        rewardParts: { vqa: base },
+      }) + '\n',
+  ).join('');
 }
 
 /**
@@ -72,25 +93,41 @@ before(async () => {
   for (const d of Object.values(dirs)) mkdirSync(d, { recursive: true });
   nbDir = dirs.notebooks!;
   const env: NodeJS.ProcessEnv = {
-    ...process.env, JUPYTER_NO_CONFIG: '1', JUPYTER_DATA_DIR: dirs.data, JUPYTER_CONFIG_DIR: dirs.config,
-    JUPYTER_RUNTIME_DIR: dirs.runtime, VQALAB_E2E_RUNTIME: dirs.lab, PYDEVD_DISABLE_FILE_VALIDATION: '1',
+    ...process.env,
+    JUPYTER_NO_CONFIG: '1',
+    JUPYTER_DATA_DIR: dirs.data,
+    JUPYTER_CONFIG_DIR: dirs.config,
+    JUPYTER_RUNTIME_DIR: dirs.runtime,
+    VQALAB_E2E_RUNTIME: dirs.lab,
+    PYDEVD_DISABLE_FILE_VALIDATION: '1',
   };
   log(cli(['lab', 'install', '--user'], env));
   log(cli(['kernel', 'install', '--user'], env));
   // Two finished runs: alpha (metrics only) and beta (with a checkpoint whose trainer.json holds its config).
-  for (const [name, base] of [['alpha', 0.2], ['beta', 0.25]] as const) {
+  for (const [name, base] of [
+    ['alpha', 0.2],
+    ['beta', 0.25],
+  ] as const) {
     mkdirSync(path.join(nbDir, 'runs', name), { recursive: true });
     writeFileSync(path.join(nbDir, 'runs', name, 'metrics.jsonl'), metricsLines(6, base));
   }
   const ckpt = path.join(nbDir, 'runs/beta/checkpoints/checkpoint-000006');
   mkdirSync(ckpt, { recursive: true });
   writeFileSync(path.join(nbDir, 'runs/beta/checkpoints/latest'), 'checkpoint-000006\n');
-  writeFileSync(path.join(ckpt, 'trainer.json'), JSON.stringify({ step: 6, config: { learningRate: 1e-5, groupSize: 4, klBeta: 0 }, seed: 7, metrics: [] }, null, 1));
+  writeFileSync(
+    path.join(ckpt, 'trainer.json'),
+    JSON.stringify({ step: 6, config: { learningRate: 1e-5, groupSize: 4, klBeta: 0 }, seed: 7, metrics: [] }, null, 1),
+  );
   writeFileSync(path.join(nbDir, 'train.ipynb'), notebook([code(TRAIN_CELL)]));
-  writeFileSync(path.join(nbDir, 'report-me.ipynb'), notebook([
-    { ...code('let points = 4;'), metadata: { tags: ['parameters'] } },
-    code('const xs = Array.from({ length: points }, (_, i) => i);\ndisplay({ "application/vnd.plotly.v1+json": { data: [{ type: "scatter", mode: "lines", x: xs, y: xs.map((x) => x * x) }], layout: { title: { text: "squares" } } }, "text/plain": "squares" });'),
-  ]));
+  writeFileSync(
+    path.join(nbDir, 'report-me.ipynb'),
+    notebook([
+      { ...code('let points = 4;'), metadata: { tags: ['parameters'] } },
+      code(
+        'const xs = Array.from({ length: points }, (_, i) => i);\ndisplay({ "application/vnd.plotly.v1+json": { data: [{ type: "scatter", mode: "lines", x: xs, y: xs.map((x) => x * x) }], layout: { title: { text: "squares" } } }, "text/plain": "squares" });',
+      ),
+    ]),
+  );
   server = await startLab(nbDir, env);
   browser = await launch({ width: 1400, height: 1000 });
   page = browser.page;
@@ -112,7 +149,11 @@ async function openNotebook(file: string): Promise<void> {
     await w.context.ready;
     await w.sessionContext.ready;
   }, file);
-  await page.waitForFunction(() => window.jupyterapp.shell.currentWidget?.sessionContext?.session?.kernel?.status === 'idle', null, { timeout: 120_000 });
+  await page.waitForFunction(
+    () => window.jupyterapp.shell.currentWidget?.sessionContext?.session?.kernel?.status === 'idle',
+    null,
+    { timeout: 120_000 },
+  );
 }
 
 const runItem = (name: string) => page.locator(`.vqa-runs-item[data-run="runs/${name}"]`);
@@ -125,11 +166,21 @@ test('the plugin is loaded: Runs panel, export command in the palette, File menu
   assert.deepEqual(has, { command: true, panel: true });
 });
 
-test('the Runs panel lists the two runs of the notebook\'s folder and overlays them; details show a run\'s config', async () => {
+test("the Runs panel lists the two runs of the notebook's folder and overlays them; details show a run's config", async () => {
   await openNotebook('train.ipynb');
-  assert.equal(await page.locator('.jp-NotebookPanel-toolbar .vqa-export-button').count(), 1, 'the notebook toolbar has the export button');
+  assert.equal(
+    await page.locator('.jp-NotebookPanel-toolbar .vqa-export-button').count(),
+    1,
+    'the notebook toolbar has the export button',
+  );
   await page.evaluate(() => window.jupyterapp.shell.activateById('vqalab-runs'));
-  await page.waitForFunction(() => document.querySelectorAll('#vqalab-runs .vqa-runs-item').length === 2 && document.querySelector('#vqalab-runs .vqa-runs-plot')?.dataset.runs === '2', null, { timeout: 60_000 });
+  await page.waitForFunction(
+    () =>
+      document.querySelectorAll('#vqalab-runs .vqa-runs-item').length === 2 &&
+      document.querySelector('#vqalab-runs .vqa-runs-plot')?.dataset.runs === '2',
+    null,
+    { timeout: 60_000 },
+  );
   assert.match(await runItem('alpha').innerText(), /6 steps/);
   assert.match(await runItem('beta').innerText(), /6 steps · checkpoint-000006/);
   // One metrics widget overlays both runs (its legend names them).
@@ -147,39 +198,73 @@ test('the Runs panel lists the two runs of the notebook\'s folder and overlays t
 
 test('a third run appears and updates while it trains; the status bar shows it; stop ends it at a step boundary, the kernel alive', async () => {
   // Not awaited: the command's promise settles when the cell ends, and the cell waits for the gates.
-  await page.evaluate(() => { void window.jupyterapp.commands.execute('notebook:run-all-cells'); });
+  await page.evaluate(() => {
+    void window.jupyterapp.commands.execute('notebook:run-all-cells');
+  });
   const gate = (i: number) => writeFileSync(path.join(nbDir, `gate-${i}`), '');
   gate(0);
   gate(1);
-  await page.waitForFunction(() => /2 steps/.test(document.querySelector('.vqa-runs-item[data-run="runs/gamma"]')?.textContent ?? '')
-    && document.querySelector('#vqalab-runs .vqa-runs-plot')?.dataset.runs === '3', null, { timeout: 120_000 });
+  await page.waitForFunction(
+    () =>
+      /2 steps/.test(document.querySelector('.vqa-runs-item[data-run="runs/gamma"]')?.textContent ?? '') &&
+      document.querySelector('#vqalab-runs .vqa-runs-plot')?.dataset.runs === '3',
+    null,
+    { timeout: 120_000 },
+  );
   // The panel follows the file while it grows.
   gate(2);
-  await page.waitForFunction(() => /3 steps/.test(document.querySelector('.vqa-runs-item[data-run="runs/gamma"]')?.textContent ?? ''), null, { timeout: 60_000 });
+  await page.waitForFunction(
+    () => /3 steps/.test(document.querySelector('.vqa-runs-item[data-run="runs/gamma"]')?.textContent ?? ''),
+    null,
+    { timeout: 60_000 },
+  );
   const status = page.locator('.vqa-run-status');
-  await page.waitForFunction((t: number) => new RegExp(`^step 3/${t}`).test(document.querySelector('.vqa-run-status-text')?.textContent ?? ''), TOTAL, { timeout: 60_000 });
+  await page.waitForFunction(
+    (t: number) => new RegExp(`^step 3/${t}`).test(document.querySelector('.vqa-run-status-text')?.textContent ?? ''),
+    TOTAL,
+    { timeout: 60_000 },
+  );
   assert.match(await status.innerText(), /reward 0\.400/);
   assert.ok(await page.locator('.vqa-run-stop').isVisible());
   await page.screenshot({ path: artifactPath('lab-runs-live-status.png') });
   // The loop is waiting for gate-3: the stop button interrupts it at that step boundary.
   await page.locator('.vqa-run-stop').click();
-  await page.waitForFunction(() => /\[\d+\]/.test(document.querySelector('.jp-NotebookPanel .jp-CodeCell .jp-InputArea-prompt')?.textContent ?? ''), null, { timeout: 60_000 });
+  await page.waitForFunction(
+    () =>
+      /\[\d+\]/.test(document.querySelector('.jp-NotebookPanel .jp-CodeCell .jp-InputArea-prompt')?.textContent ?? ''),
+    null,
+    { timeout: 60_000 },
+  );
   const out = await page.locator('.jp-NotebookPanel .jp-CodeCell .jp-OutputArea').first().innerText();
   assert.match(out, /stopped after 3 steps/);
   assert.match(out, /InterruptedError/);
-  assert.equal(readFileSync(path.join(nbDir, 'runs/gamma/metrics.jsonl'), 'utf8').trim().split('\n').length, 3, 'three whole steps, nothing half-written');
-  await page.waitForFunction(() => /stopped/.test(document.querySelector('.vqa-run-status-text')?.textContent ?? ''), null, { timeout: 30_000 });
+  assert.equal(
+    readFileSync(path.join(nbDir, 'runs/gamma/metrics.jsonl'), 'utf8').trim().split('\n').length,
+    3,
+    'three whole steps, nothing half-written',
+  );
+  await page.waitForFunction(
+    () => /stopped/.test(document.querySelector('.vqa-run-status-text')?.textContent ?? ''),
+    null,
+    { timeout: 30_000 },
+  );
   // The kernel is alive and keeps its state.
   const reply = await page.evaluate(async () => {
     const kernel = window.jupyterapp.shell.currentWidget.sessionContext.session.kernel;
     let text = '';
     const future = kernel.requestExecute({ code: 'step * 10' });
-    future.onIOPub = (msg: any) => { if (msg.header.msg_type === 'execute_result') text = msg.content.data['text/plain']; };
+    future.onIOPub = (msg: any) => {
+      if (msg.header.msg_type === 'execute_result') text = msg.content.data['text/plain'];
+    };
     const r = await future.done;
     return { status: r.content.status, text };
   });
   assert.deepEqual(reply, { status: 'ok', text: '30' });
-  await page.waitForFunction(() => window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.status === 'idle', null, { timeout: 30_000 });
+  await page.waitForFunction(
+    () => window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.status === 'idle',
+    null,
+    { timeout: 30_000 },
+  );
   await page.screenshot({ path: artifactPath('lab-run-stopped.png') });
 });
 
@@ -196,7 +281,11 @@ test('Export as Reproducible Report saves the notebook, runs vqalab report run a
   await tab.locator('.vq-plotly.vq-rendered .main-svg').first().waitFor({ timeout: 30_000 });
   assert.ok(await tab.locator('.vq-plotly .gtitle', { hasText: 'squares' }).isVisible());
   await tab.screenshot({ path: artifactPath('lab-exported-report.png'), fullPage: true });
-  await page.locator('.jp-toast-message', { hasText: 'Report written' }).first().waitFor({ timeout: 30_000 }).catch(() => undefined);
+  await page
+    .locator('.jp-toast-message', { hasText: 'Report written' })
+    .first()
+    .waitFor({ timeout: 30_000 })
+    .catch(() => undefined);
   await page.screenshot({ path: artifactPath('lab-export-notification.png') });
   await tab.close();
 });

@@ -25,10 +25,16 @@ for (const name of ['tied_gqa2_one_image', 'untied_mqa_two_images']) {
     try {
       await trainStep(m, c, 1);
       await m.save(dir);
-      assert.equal(readFileSync(path.join(dir, 'config.json'), 'utf8'), readFileSync(path.join(c.dir, 'policy', 'config.json'), 'utf8'));
+      assert.equal(
+        readFileSync(path.join(dir, 'config.json'), 'utf8'),
+        readFileSync(path.join(c.dir, 'policy', 'config.json'), 'utf8'),
+      );
       const keys = Object.keys(native()._readSafetensors(path.join(dir, 'model.safetensors')).tensors);
       const internal = m.namingScheme === 'internal';
-      assert.equal(keys.some((k) => k.startsWith('model.language_model.')), internal);
+      assert.equal(
+        keys.some((k) => k.startsWith('model.language_model.')),
+        internal,
+      );
       assert.equal(keys.includes('lm_head.weight'), !m.config.tieWordEmbeddings);
       const back = await loadModel(dir);
       try {
@@ -44,7 +50,10 @@ for (const name of ['tied_gqa2_one_image', 'untied_mqa_two_images']) {
       const other = tmpDir();
       await m.save(other, { naming: internal ? 'published' : 'internal' });
       const keys2 = Object.keys(native()._readSafetensors(path.join(other, 'model.safetensors')).tensors);
-      assert.equal(keys2.some((k) => k.startsWith('model.language_model.')), !internal);
+      assert.equal(
+        keys2.some((k) => k.startsWith('model.language_model.')),
+        !internal,
+      );
       const back2 = await loadModel(other);
       assert.deepEqual(back2._native._get('model.norm.weight'), m._native._get('model.norm.weight'));
       back2.dispose();
@@ -70,7 +79,11 @@ test('optimizer state: save after one step, load, step again = two steps without
       await trainStep(resumed, c, 2);
       assert.equal(resumed.stepCount, 2);
       for (const n of straight._native._names()) {
-        assert.ok(maxAbsDiff(resumed._native._get(n), straight._native._get(n)) <= 1e-7 * Math.max(1, maxAbs(straight._native._get(n))), n);
+        assert.ok(
+          maxAbsDiff(resumed._native._get(n), straight._native._get(n)) <=
+            1e-7 * Math.max(1, maxAbs(straight._native._get(n))),
+          n,
+        );
       }
     } finally {
       resumed.dispose();
@@ -95,7 +108,10 @@ test('sharded checkpoints load through model.safetensors.index.json', async () =
     for (const n of ns) weightMap[n] = file;
   });
   rmSync(path.join(dir, 'model.safetensors'));
-  writeFileSync(path.join(dir, 'model.safetensors.index.json'), JSON.stringify({ metadata: {}, weight_map: weightMap }));
+  writeFileSync(
+    path.join(dir, 'model.safetensors.index.json'),
+    JSON.stringify({ metadata: {}, weight_map: weightMap }),
+  );
   const a = await loadModel(`${c.dir}/policy`);
   const b = await loadModel(dir);
   try {
@@ -110,21 +126,23 @@ test('sharded checkpoints load through model.safetensors.index.json', async () =
 
 /** Writes tensors as F16 (for the loader's half-precision path). */
 function writeF16(file: string, tensors: Record<string, { shape: number[]; data: Float32Array }>) {
-  const f32 = new Float32Array(1), u32 = new Uint32Array(f32.buffer);
+  const f32 = new Float32Array(1),
+    u32 = new Uint32Array(f32.buffer);
   const toHalf = (v: number) => {
     f32[0] = v;
     const x = u32[0]!;
     const sign = (x >>> 16) & 0x8000;
     let exp = ((x >>> 23) & 0xff) - 127 + 15;
     let mant = x & 0x7fffff;
-    if (exp <= 0) {  // subnormal half
+    if (exp <= 0) {
+      // subnormal half
       if (exp < -10) return sign;
       mant = (mant | 0x800000) >> (1 - exp);
       return sign | ((mant + 0x1000) >> 13);
     }
     if (exp >= 31) return sign | 0x7c00;
     const h = sign | (exp << 10) | (mant >> 13);
-    return (mant & 0x1000) ? h + 1 : h;  // round half up (good enough here)
+    return mant & 0x1000 ? h + 1 : h; // round half up (good enough here)
   };
   const header: Record<string, unknown> = {};
   let off = 0;
@@ -140,7 +158,11 @@ function writeF16(file: string, tensors: Record<string, { shape: number[]; data:
   buf.writeBigUInt64LE(BigInt(h.length), 0);
   buf.write(h, 8, 'utf8');
   let p = 8 + h.length;
-  for (const n of names) for (const v of tensors[n]!.data) { buf.writeUInt16LE(toHalf(v), p); p += 2; }
+  for (const n of names)
+    for (const v of tensors[n]!.data) {
+      buf.writeUInt16LE(toHalf(v), p);
+      p += 2;
+    }
   writeFileSync(file, buf);
 }
 

@@ -12,16 +12,22 @@ import { checkEngineCase, engineChecker } from '../../src/parity/engine.js';
 import { FIXTURES } from './helpers.js';
 
 const familyCases = existsSync(FIXTURES)
-  ? readdirSync(FIXTURES, { withFileTypes: true }).filter((e) => e.isDirectory()).map((e) => e.name).filter((name) => {
-    const cfg = path.join(FIXTURES, name, 'policy', 'config.json');
-    if (!existsSync(cfg)) return false;
-    const t = (JSON.parse(readFileSync(cfg, 'utf8')) as { model_type?: string }).model_type;
-    return t === 'qwen2_5_vl' || t === 'qwen3_vl';
-  })
+  ? readdirSync(FIXTURES, { withFileTypes: true })
+      .filter((e) => e.isDirectory())
+      .map((e) => e.name)
+      .filter((name) => {
+        const cfg = path.join(FIXTURES, name, 'policy', 'config.json');
+        if (!existsSync(cfg)) return false;
+        const t = (JSON.parse(readFileSync(cfg, 'utf8')) as { model_type?: string }).model_type;
+        return t === 'qwen2_5_vl' || t === 'qwen3_vl';
+      })
   : [];
 
 if (familyCases.length === 0) {
-  test('parity with transformers: Qwen2.5-VL / Qwen3-VL fixtures', (t) => t.skip('no qwen2_5_vl / qwen3_vl cases in test/fixtures/engine yet (scripts/gen/engine_fixtures.py makes them on a machine with transformers)'));
+  test('parity with transformers: Qwen2.5-VL / Qwen3-VL fixtures', (t) =>
+    t.skip(
+      'no qwen2_5_vl / qwen3_vl cases in test/fixtures/engine yet (scripts/gen/engine_fixtures.py makes them on a machine with transformers)',
+    ));
 }
 
 for (const name of familyCases) {
@@ -33,6 +39,9 @@ for (const name of familyCases) {
     assert.ok(ms.length > 20);
     const bad = ms.filter((m) => !(m.value <= m.tolerance));
     assert.deepEqual(bad, [], `beyond tolerance: ${JSON.stringify(bad)}`);
-    assert.ok(ms.some((m) => m.name.startsWith('grad.')), 'gradients compared');
+    assert.ok(
+      ms.some((m) => m.name.startsWith('grad.')),
+      'gradients compared',
+    );
   });
 }

@@ -16,23 +16,47 @@ import { loadModel } from '../../src/engine/model.js';
 import { native } from '../../src/engine/native.js';
 import type { ImageInput } from '../../src/engine/types.js';
 import { initTensors } from '../../src/model/init.js';
-import { familyConfigJson, familyTensorSpecs, FAMILY_PRESETS, type FamilyDims } from '../../src/model/presets-family.js';
+import {
+  familyConfigJson,
+  familyTensorSpecs,
+  FAMILY_PRESETS,
+  type FamilyDims,
+} from '../../src/model/presets-family.js';
 import { parseConfig } from '../../src/engine/config.js';
 import { maxAbsDiff, randn, rng, tmpDir } from './helpers.js';
 
-const V = 64, IMAGE = 60, VSTART = 58, VEND = 59;
+const V = 64,
+  IMAGE = 60,
+  VSTART = 58,
+  VEND = 59;
 
 interface Tiny {
   family: 'qwen2_5_vl' | 'qwen3_vl';
-  hidden: number; inter: number; layers: number; heads: number; kv: number; headDim: number;
+  hidden: number;
+  inter: number;
+  layers: number;
+  heads: number;
+  kv: number;
+  headDim: number;
   section: [number, number, number];
-  vdepth: number; vembed: number; vheads: number; vinter: number; patch: number;
-  window?: number; fullatt?: number[]; npos?: number; deepstack?: number[];
+  vdepth: number;
+  vembed: number;
+  vheads: number;
+  vinter: number;
+  patch: number;
+  window?: number;
+  fullatt?: number[];
+  npos?: number;
+  deepstack?: number[];
   tied: boolean;
 }
 
 function tensors(c: Tiny): [string, number[]][] {
-  const E = c.vembed, M = E * 4, H = c.hidden, D = c.headDim, q3 = c.family === 'qwen3_vl';
+  const E = c.vembed,
+    M = E * 4,
+    H = c.hidden,
+    D = c.headDim,
+    q3 = c.family === 'qwen3_vl';
   const out: [string, number[]][] = [['visual.patch_embed.proj.weight', [E, 3, 2, c.patch, c.patch]]];
   const lin = (n: string, i: number, o: number, bias = true) => {
     out.push([`${n}.weight`, [o, i]]);
@@ -95,31 +119,79 @@ function writeTiny(c: Tiny, seed: number): string {
   for (const [n, shape] of tensors(c)) {
     const size = shape.reduce((a, b) => a * b, 1);
     let data: Float32Array;
-    if (shape.length >= 2) data = randn(size, r, (/embed_tokens|lm_head/.test(n) ? 0.5 : 1) / (/embed_tokens|lm_head/.test(n) ? 1 : Math.sqrt(size / shape[0]!)));
+    if (shape.length >= 2)
+      data = randn(
+        size,
+        r,
+        (/embed_tokens|lm_head/.test(n) ? 0.5 : 1) / (/embed_tokens|lm_head/.test(n) ? 1 : Math.sqrt(size / shape[0]!)),
+      );
     else if (n.endsWith('.bias')) data = randn(size, r, 0.1);
     else data = Float32Array.from(randn(size, r, 0.1), (x) => 1 + x);
     t[n] = { shape, data };
   }
   native()._writeSafetensors(path.join(dir, 'model.safetensors'), t);
   const text = {
-    vocab_size: V, hidden_size: c.hidden, intermediate_size: c.inter, num_hidden_layers: c.layers,
-    num_attention_heads: c.heads, num_key_value_heads: c.kv, rms_norm_eps: 1e-6, max_position_embeddings: 256,
+    vocab_size: V,
+    hidden_size: c.hidden,
+    intermediate_size: c.inter,
+    num_hidden_layers: c.layers,
+    num_attention_heads: c.heads,
+    num_key_value_heads: c.kv,
+    rms_norm_eps: 1e-6,
+    max_position_embeddings: 256,
     tie_word_embeddings: c.tied,
     ...(c.family === 'qwen3_vl'
-      ? { head_dim: c.headDim, attention_bias: false, rope_parameters: { rope_type: 'default', rope_theta: 5e6, mrope_section: c.section, mrope_interleaved: true } }
+      ? {
+          head_dim: c.headDim,
+          attention_bias: false,
+          rope_parameters: { rope_type: 'default', rope_theta: 5e6, mrope_section: c.section, mrope_interleaved: true },
+        }
       : { rope_parameters: { rope_type: 'default', rope_theta: 1e4, mrope_section: c.section } }),
   };
-  const vision = c.family === 'qwen3_vl'
-    ? { depth: c.vdepth, hidden_size: c.vembed, hidden_act: 'gelu_pytorch_tanh', intermediate_size: c.vinter, num_heads: c.vheads,
-      in_channels: 3, patch_size: 16, spatial_merge_size: 2, temporal_patch_size: 2, out_hidden_size: c.hidden,
-      num_position_embeddings: c.npos, deepstack_visual_indexes: c.deepstack }
-    : { depth: c.vdepth, hidden_size: c.vembed, hidden_act: 'silu', intermediate_size: c.vinter, num_heads: c.vheads,
-      in_channels: 3, patch_size: 14, spatial_merge_size: 2, temporal_patch_size: 2, out_hidden_size: c.hidden,
-      window_size: c.window, fullatt_block_indexes: c.fullatt, tokens_per_second: 2 };
-  writeFileSync(path.join(dir, 'config.json'), JSON.stringify({
-    model_type: c.family, text_config: text, vision_config: vision, image_token_id: IMAGE, video_token_id: 61,
-    vision_start_token_id: VSTART, vision_end_token_id: VEND, tie_word_embeddings: c.tied,
-  }));
+  const vision =
+    c.family === 'qwen3_vl'
+      ? {
+          depth: c.vdepth,
+          hidden_size: c.vembed,
+          hidden_act: 'gelu_pytorch_tanh',
+          intermediate_size: c.vinter,
+          num_heads: c.vheads,
+          in_channels: 3,
+          patch_size: 16,
+          spatial_merge_size: 2,
+          temporal_patch_size: 2,
+          out_hidden_size: c.hidden,
+          num_position_embeddings: c.npos,
+          deepstack_visual_indexes: c.deepstack,
+        }
+      : {
+          depth: c.vdepth,
+          hidden_size: c.vembed,
+          hidden_act: 'silu',
+          intermediate_size: c.vinter,
+          num_heads: c.vheads,
+          in_channels: 3,
+          patch_size: 14,
+          spatial_merge_size: 2,
+          temporal_patch_size: 2,
+          out_hidden_size: c.hidden,
+          window_size: c.window,
+          fullatt_block_indexes: c.fullatt,
+          tokens_per_second: 2,
+        };
+  writeFileSync(
+    path.join(dir, 'config.json'),
+    JSON.stringify({
+      model_type: c.family,
+      text_config: text,
+      vision_config: vision,
+      image_token_id: IMAGE,
+      video_token_id: 61,
+      vision_start_token_id: VSTART,
+      vision_end_token_id: VEND,
+      tie_word_embeddings: c.tied,
+    }),
+  );
   return dir;
 }
 
@@ -137,19 +209,49 @@ function promptFor(images: ImageInput[], r: () => number) {
 }
 
 const Q25: Tiny = {
-  family: 'qwen2_5_vl', hidden: 32, inter: 40, layers: 2, heads: 4, kv: 2, headDim: 8, section: [2, 1, 1],
-  vdepth: 3, vembed: 16, vheads: 2, vinter: 24, patch: 14, window: 56, fullatt: [1], tied: false,
+  family: 'qwen2_5_vl',
+  hidden: 32,
+  inter: 40,
+  layers: 2,
+  heads: 4,
+  kv: 2,
+  headDim: 8,
+  section: [2, 1, 1],
+  vdepth: 3,
+  vembed: 16,
+  vheads: 2,
+  vinter: 24,
+  patch: 14,
+  window: 56,
+  fullatt: [1],
+  tied: false,
 };
 const Q3: Tiny = {
-  family: 'qwen3_vl', hidden: 32, inter: 40, layers: 3, heads: 4, kv: 2, headDim: 16, section: [3, 3, 2],
-  vdepth: 3, vembed: 16, vheads: 2, vinter: 24, patch: 16, npos: 16, deepstack: [2, 0], tied: true,
+  family: 'qwen3_vl',
+  hidden: 32,
+  inter: 40,
+  layers: 3,
+  heads: 4,
+  kv: 2,
+  headDim: 16,
+  section: [3, 3, 2],
+  vdepth: 3,
+  vembed: 16,
+  vheads: 2,
+  vinter: 24,
+  patch: 16,
+  npos: 16,
+  deepstack: [2, 0],
+  tied: true,
 };
 
 const PATTERNS: Record<Tiny['family'], RegExp> = {
   // block 0 windowed, block 1 full attention; RMSNorm; the gated MLP; the merger's RMSNorm
-  qwen2_5_vl: /patch_embed|blocks\.[01]\.(attn\.qkv\.weight|norm1\.weight)|blocks\.2\.mlp\.(gate_proj|up_proj)\.weight|blocks\.2\.mlp\.down_proj\.bias|merger\.ln_q|merger\.mlp\.0\.weight|layers\.0\.self_attn\.k_proj\.bias|layers\.1\.mlp\.up_proj/,
+  qwen2_5_vl:
+    /patch_embed|blocks\.[01]\.(attn\.qkv\.weight|norm1\.weight)|blocks\.2\.mlp\.(gate_proj|up_proj)\.weight|blocks\.2\.mlp\.down_proj\.bias|merger\.ln_q|merger\.mlp\.0\.weight|layers\.0\.self_attn\.k_proj\.bias|layers\.1\.mlp\.up_proj/,
   // position embeddings, patch bias, both DeepStack mergers, q/k norms, the tanh-gelu MLP
-  qwen3_vl: /patch_embed\.proj\.bias|pos_embed|blocks\.1\.(mlp\.linear_fc1\.weight|norm1\.bias)|deepstack_merger_list\.[01]\.(norm\.weight|linear_fc1\.weight)|merger\.norm\.weight|layers\.[02]\.self_attn\.(q_norm|k_norm)|layers\.1\.self_attn\.q_proj|embed_tokens/,
+  qwen3_vl:
+    /patch_embed\.proj\.bias|pos_embed|blocks\.1\.(mlp\.linear_fc1\.weight|norm1\.bias)|deepstack_merger_list\.[01]\.(norm\.weight|linear_fc1\.weight)|merger\.norm\.weight|layers\.[02]\.self_attn\.(q_norm|k_norm)|layers\.1\.self_attn\.q_proj|embed_tokens/,
 };
 
 for (const c of [Q25, Q3]) {
@@ -159,14 +261,19 @@ for (const c of [Q25, Q3]) {
     try {
       const r = rng(7);
       // two images: one with windows padded at the edges (grid 6x10 patches = 3x5 merged), one small
-      const images = c.family === 'qwen2_5_vl' ? [image(c, 6, 10, 1), image(c, 2, 2, 2)] : [image(c, 6, 4, 1), image(c, 2, 6, 2)];
+      const images =
+        c.family === 'qwen2_5_vl' ? [image(c, 6, 10, 1), image(c, 2, 2, 2)] : [image(c, 6, 4, 1), image(c, 2, 6, 2)];
       const prompt = promptFor(images, r);
       const comps = [Int32Array.from([5, 9, 33, 57]), Int32Array.from([12, 40])];
       const w = comps.map((cc, i) => Float32Array.from(cc, (_, t) => Math.sin(1 + i * 3 + t)));
       const objective = async () => {
         const [res] = await m.forward([{ prompt, completions: comps }]);
         let s = 0;
-        res!.logprobs.forEach((lp, i) => lp.forEach((v, t) => { s += v * w[i]![t]!; }));
+        res!.logprobs.forEach((lp, i) =>
+          lp.forEach((v, t) => {
+            s += v * w[i]![t]!;
+          }),
+        );
         return s;
       };
       await m.forward([{ prompt, completions: comps, keepForBackward: true }]);
@@ -193,7 +300,10 @@ for (const c of [Q25, Q3]) {
           p[i] = orig;
           m._native._set(n, p);
           const fd = (lp - lm) / (2 * eps);
-          assert.ok(Math.abs(fd - g[i]!) <= 2e-2 * Math.max(Math.abs(g[big]!), 1e-3), `${n}[${i}]: analytic ${g[i]} vs finite difference ${fd}`);
+          assert.ok(
+            Math.abs(fd - g[i]!) <= 2e-2 * Math.max(Math.abs(g[big]!), 1e-3),
+            `${n}[${i}]: analytic ${g[i]} vs finite difference ${fd}`,
+          );
         }
       }
     } finally {
@@ -237,11 +347,24 @@ test('presets-family: the released dims parse; a shrunk folder of each layout lo
     assert.equal(full.modelType, p.dims.modelType);
     assert.equal(full.headDim, p.dims.headDim);
     const d: FamilyDims = {
-      ...p.dims, hiddenSize: 32, intermediateSize: 48, numHiddenLayers: 3,
-      numAttentionHeads: 4, numKeyValueHeads: 2, headDim: p.dims.modelType === 'qwen3_vl' ? 16 : 8,
+      ...p.dims,
+      hiddenSize: 32,
+      intermediateSize: 48,
+      numHiddenLayers: 3,
+      numAttentionHeads: 4,
+      numKeyValueHeads: 2,
+      headDim: p.dims.modelType === 'qwen3_vl' ? 16 : 8,
       mropeSection: p.dims.modelType === 'qwen3_vl' ? [4, 2, 2] : [2, 1, 1],
-      vision: { ...p.dims.vision, depth: 3, hiddenSize: 16, intermediateSize: 24, numHeads: 2,
-        ...(p.dims.modelType === 'qwen3_vl' ? { deepstackVisualIndexes: [0, 2], numPositionEmbeddings: 16 } : { fullattBlockIndexes: [2] }) },
+      vision: {
+        ...p.dims.vision,
+        depth: 3,
+        hiddenSize: 16,
+        intermediateSize: 24,
+        numHeads: 2,
+        ...(p.dims.modelType === 'qwen3_vl'
+          ? { deepstackVisualIndexes: [0, 2], numPositionEmbeddings: 16 }
+          : { fullattBlockIndexes: [2] }),
+      },
     };
     const dir = path.join(tmpDir('vqalab-preset-'), name);
     mkdirSync(dir, { recursive: true });
@@ -256,9 +379,14 @@ test('presets-family: the released dims parse; a shrunk folder of each layout lo
       assert.equal(m._native._names().length, specs.length, name);
       const c: Tiny = { ...Q3, family: d.modelType, patch: d.vision.patchSize };
       const prompt = promptFor([image(c, 4, 4, 1)], rng(2));
-      prompt.ids = Int32Array.from(prompt.ids, (x) => (x === IMAGE ? 151655 : x === VSTART ? 151652 : x === VEND ? 151653 : x));
+      prompt.ids = Int32Array.from(prompt.ids, (x) =>
+        x === IMAGE ? 151655 : x === VSTART ? 151652 : x === VEND ? 151653 : x,
+      );
       const [r] = await m.forward([{ prompt, completions: [Int32Array.from([1, 2, 3])] }]);
-      assert.ok(r!.logprobs[0]!.every((x) => Number.isFinite(x) && x < 0), name);
+      assert.ok(
+        r!.logprobs[0]!.every((x) => Number.isFinite(x) && x < 0),
+        name,
+      );
     } finally {
       m.dispose();
     }

@@ -17,7 +17,8 @@ export const rng = mulberry32;
 export function randn(n: number, r: () => number, scale = 1): Float32Array {
   const out = new Float32Array(n);
   for (let i = 0; i < n; i++) {
-    const u = Math.max(r(), 1e-12), v = r();
+    const u = Math.max(r(), 1e-12),
+      v = r();
     out[i] = scale * Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * v);
   }
   return out;
@@ -26,8 +27,13 @@ export function randn(n: number, r: () => number, scale = 1): Float32Array {
 export interface FixtureCase {
   dir: string;
   meta: {
-    prefix: number[]; completions: number[][]; advantages: number[]; beta: number; model_images: string[];
-    images: Record<string, { grid_thw: [number, number, number] }>; greedy_completion?: number[];
+    prefix: number[];
+    completions: number[][];
+    advantages: number[];
+    beta: number;
+    model_images: string[];
+    images: Record<string, { grid_thw: [number, number, number] }>;
+    greedy_completion?: number[];
   };
   prompt: Prompt;
   completions: Int32Array[];
@@ -39,9 +45,17 @@ export function fixture(name: string): FixtureCase {
   let images: ImageInput[] = [];
   if (meta.model_images.length > 0) {
     const inputs = native()._readSafetensors(path.join(dir, 'inputs.safetensors')).tensors;
-    images = meta.model_images.map((n) => ({ pixels: inputs[`${n}.pixel_values`]!.data, gridThw: meta.images[n]!.grid_thw }));
+    images = meta.model_images.map((n) => ({
+      pixels: inputs[`${n}.pixel_values`]!.data,
+      gridThw: meta.images[n]!.grid_thw,
+    }));
   }
-  return { dir, meta, prompt: { ids: Int32Array.from(meta.prefix), images }, completions: meta.completions.map((c) => Int32Array.from(c)) };
+  return {
+    dir,
+    meta,
+    prompt: { ids: Int32Array.from(meta.prefix), images },
+    completions: meta.completions.map((c) => Int32Array.from(c)),
+  };
 }
 
 /** A scratch folder removed at exit. */

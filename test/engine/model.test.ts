@@ -12,11 +12,17 @@ for (const name of CASES) {
   test(`parity with transformers 5.17: ${name}`, async () => {
     const c = fixture(name);
     assert.ok(engineChecker.applies(c.dir, c.meta as unknown as Record<string, unknown>));
-    const ms = await checkEngineCase(c.dir, c.meta as unknown as Record<string, unknown>, { device: 'cpu', settings: {} });
+    const ms = await checkEngineCase(c.dir, c.meta as unknown as Record<string, unknown>, {
+      device: 'cpu',
+      settings: {},
+    });
     assert.ok(ms.length > 20);
     const bad = ms.filter((m) => !(m.value <= m.tolerance));
     assert.deepEqual(bad, [], `beyond tolerance: ${JSON.stringify(bad)}`);
-    assert.ok(ms.some((m) => m.name.startsWith('grad.')), 'gradients compared');
+    assert.ok(
+      ms.some((m) => m.name.startsWith('grad.')),
+      'gradients compared',
+    );
   });
 }
 
@@ -46,7 +52,9 @@ for (const name of ['untied_mqa_two_images', 'tied_gqa2_one_image']) {
       shared.zeroGrad();
       await shared.backward([w]);
       // every completion as its own request: the prompt recomputed each time
-      const sep = await separate.forward(c.completions.map((comp) => ({ prompt: c.prompt, completions: [comp], keepForBackward: true })));
+      const sep = await separate.forward(
+        c.completions.map((comp) => ({ prompt: c.prompt, completions: [comp], keepForBackward: true })),
+      );
       separate.zeroGrad();
       await separate.backward(w.map((wi) => [wi]));
       c.completions.forEach((_, i) => {
@@ -54,7 +62,8 @@ for (const name of ['untied_mqa_two_images', 'tied_gqa2_one_image']) {
         assert.ok(maxAbsDiff(s!.entropy[i]!, sep[i]!.entropy[0]!) < 1e-5, `entropy ${i}`);
       });
       for (const n of shared._native._names()) {
-        const a = shared._native._grad(n)!, b = separate._native._grad(n)!;
+        const a = shared._native._grad(n)!,
+          b = separate._native._grad(n)!;
         const scale = Math.max(maxAbs(b), 1e-6);
         assert.ok(maxAbsDiff(a, b) / scale < 1e-4, `gradient of ${n}: ${maxAbsDiff(a, b)} (scale ${scale})`);
       }
@@ -73,14 +82,24 @@ test('model-level finite differences: d(Σ w·logp)/dθ for a sample of every te
     const objective = async () => {
       const [r] = await m.forward([{ prompt: c.prompt, completions: c.completions }]);
       let s = 0;
-      r!.logprobs.forEach((lp, i) => lp.forEach((v, t) => { s += v * w[i]![t]!; }));
+      r!.logprobs.forEach((lp, i) =>
+        lp.forEach((v, t) => {
+          s += v * w[i]![t]!;
+        }),
+      );
       return s;
     };
     await m.forward([{ prompt: c.prompt, completions: c.completions, keepForBackward: true }]);
     m.zeroGrad();
     await m.backward([w]);
     const r = rng(9);
-    const names = m._native._names().filter((n) => /patch_embed|blocks\.1\.(attn\.qkv\.weight|mlp\.fc1\.bias|norm1\.weight)|merger\.mlp\.0\.weight|embed_tokens|layers\.0\.(self_attn\.(k_proj\.bias|o_proj)|mlp\.up_proj|input_layernorm)|model\.norm/.test(n));
+    const names = m._native
+      ._names()
+      .filter((n) =>
+        /patch_embed|blocks\.1\.(attn\.qkv\.weight|mlp\.fc1\.bias|norm1\.weight)|merger\.mlp\.0\.weight|embed_tokens|layers\.0\.(self_attn\.(k_proj\.bias|o_proj)|mlp\.up_proj|input_layernorm)|model\.norm/.test(
+          n,
+        ),
+      );
     assert.ok(names.length >= 10, names.join(','));
     for (const n of names) {
       const p = m._native._get(n);
@@ -100,7 +119,10 @@ test('model-level finite differences: d(Σ w·logp)/dθ for a sample of every te
         p[i] = orig;
         m._native._set(n, p);
         const fd = (lp - lm) / (2 * eps);
-        assert.ok(Math.abs(fd - g[i]!) <= 2e-2 * Math.max(Math.abs(g[big]!), 1e-3), `${n}[${i}]: analytic ${g[i]} vs finite difference ${fd}`);
+        assert.ok(
+          Math.abs(fd - g[i]!) <= 2e-2 * Math.max(Math.abs(g[big]!), 1e-3),
+          `${n}[${i}]: analytic ${g[i]} vs finite difference ${fd}`,
+        );
       }
     }
   } finally {
@@ -109,11 +131,18 @@ test('model-level finite differences: d(Σ w·logp)/dθ for a sample of every te
 });
 
 test('forward of several requests at once equals one at a time', async () => {
-  const a = fixture('mha_odd_grid_text_after'), b = fixture('mha_odd_grid_text_after');
+  const a = fixture('mha_odd_grid_text_after'),
+    b = fixture('mha_odd_grid_text_after');
   const m = await loadModel(`${a.dir}/policy`);
   try {
-    const other = { ids: Int32Array.from(b.meta.prefix.map((x) => (x === 60 ? 60 : (x * 7) % 57))), images: b.prompt.images };
-    const both = await m.forward([{ prompt: a.prompt, completions: a.completions }, { prompt: other, completions: b.completions.slice(1) }]);
+    const other = {
+      ids: Int32Array.from(b.meta.prefix.map((x) => (x === 60 ? 60 : (x * 7) % 57))),
+      images: b.prompt.images,
+    };
+    const both = await m.forward([
+      { prompt: a.prompt, completions: a.completions },
+      { prompt: other, completions: b.completions.slice(1) },
+    ]);
     const [one] = await m.forward([{ prompt: other, completions: b.completions.slice(1) }]);
     one!.logprobs.forEach((lp, i) => assert.ok(maxAbsDiff(lp, both[1]!.logprobs[i]!) === 0));
   } finally {
@@ -148,7 +177,9 @@ test('edge cases: empty completions, no completions, a text-only prompt on a vis
   const c = fixture('tied_gqa2_one_image');
   const m = await loadModel(`${c.dir}/policy`);
   try {
-    const [r] = await m.forward([{ prompt: c.prompt, completions: [new Int32Array(0), c.completions[0]!], keepForBackward: true }]);
+    const [r] = await m.forward([
+      { prompt: c.prompt, completions: [new Int32Array(0), c.completions[0]!], keepForBackward: true },
+    ]);
     assert.equal(r!.logprobs[0]!.length, 0);
     const [ref] = await m.forward([{ prompt: c.prompt, completions: [c.completions[0]!] }]);
     assert.ok(maxAbsDiff(r!.logprobs[1]!, ref!.logprobs[0]!) < 1e-5);

@@ -32,10 +32,14 @@ async function twin(m: M): Promise<M> {
 test('packed cache: a write through _set reaches the next sampling run and forward', async () => {
   const m = await loadModel(`${c.dir}/policy`);
   try {
-    const before = await greedy(m);  // packs
-    await greedy(m);                 // reuses
+    const before = await greedy(m); // packs
+    await greedy(m); // reuses
     const r = rng(3);
-    for (const n of ['model.layers.0.self_attn.q_proj.weight', 'model.layers.1.mlp.down_proj.weight', 'model.embed_tokens.weight']) {
+    for (const n of [
+      'model.layers.0.self_attn.q_proj.weight',
+      'model.layers.1.mlp.down_proj.weight',
+      'model.embed_tokens.weight',
+    ]) {
       const p = m._native._get(n);
       const noise = randn(p.length, r);
       for (let i = 0; i < p.length; i++) p[i] = p[i]! + 0.5 * noise[i]!;
@@ -58,12 +62,15 @@ test('packed cache: a write through _set reaches the next sampling run and forwa
 test('packed cache: a full-parameter optimizer step reaches the next sampling run', async () => {
   const m = await loadModel(`${c.dir}/policy`);
   try {
-    const before = await greedy(m);  // packs
+    const before = await greedy(m); // packs
     await m.forward([{ prompt: c.prompt, completions: c.completions, keepForBackward: true }]);
     const r = rng(1);
     m.zeroGrad();
     await m.backward([c.completions.map((comp) => randn(comp.length, r))]);
-    assert.equal((await m.step({ lr: 0.05, beta1: 0.9, beta2: 0.99, eps: 1e-8, weightDecay: 0, maxGradNorm: 0 })).skipped, false);
+    assert.equal(
+      (await m.step({ lr: 0.05, beta1: 0.9, beta2: 0.99, eps: 1e-8, weightDecay: 0, maxGradNorm: 0 })).skipped,
+      false,
+    );
     const after = await greedy(m);
     assert.notDeepEqual(after.lps, before.lps);
     const t = await twin(m);
@@ -84,7 +91,11 @@ test('packed cache: LoRA toggled on and off between runs gives the adapter and t
   try {
     // B starts at zero: give every adapter non-zero B so that it changes the output
     const r = rng(5);
-    for (const n of m._native._names().filter((x) => x.endsWith('lora_B.weight'))) m._native._set(n, randn(m._native._get(n).length, r).map((x) => x * 0.5));
+    for (const n of m._native._names().filter((x) => x.endsWith('lora_B.weight')))
+      m._native._set(
+        n,
+        randn(m._native._get(n).length, r).map((x) => x * 0.5),
+      );
     const on = await greedy(m);
     m.setLoraEnabled(false);
     const off = await greedy(m);

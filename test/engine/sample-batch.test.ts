@@ -14,7 +14,10 @@ const IMG = 60;
 
 /** Prompts of different shapes for the same model: two images, one image, text only, very short. */
 const twoImages = c.prompt;
-const oneImage: Prompt = { ids: Int32Array.from([21, 15, 36, 58, IMG, 59, 34, 40, 17, 8]), images: [c.prompt.images[0]!] };
+const oneImage: Prompt = {
+  ids: Int32Array.from([21, 15, 36, 58, IMG, 59, 34, 40, 17, 8]),
+  images: [c.prompt.images[0]!],
+};
 const textOnly: Prompt = { ids: Int32Array.from([21, 15, 36, 34, 40, 17, 8, 53, 7, 11, 40, 41]), images: [] };
 const short: Prompt = { ids: Int32Array.from([5, 9, 13]), images: [] };
 
@@ -27,7 +30,10 @@ function assertSameResult(got: SampleResult, want: SampleResult, what: string): 
   assert.equal(got.tokenIds.length, want.tokenIds.length, `${what}: number of samples`);
   want.tokenIds.forEach((ids, g) => {
     assert.deepEqual(Array.from(got.tokenIds[g]!), Array.from(ids), `${what}: sample ${g} ids`);
-    assert.ok(bits(got.logprobs[g]!).equals(bits(want.logprobs[g]!)), `${what}: sample ${g} log-probs differ in some bit`);
+    assert.ok(
+      bits(got.logprobs[g]!).equals(bits(want.logprobs[g]!)),
+      `${what}: sample ${g} log-probs differ in some bit`,
+    );
   });
   assert.deepEqual(got.finishReason, want.finishReason, `${what}: finish reasons`);
 }
@@ -87,7 +93,10 @@ test('continuous batching: requests made while a loop runs join it and still get
       onToken: () => {
         if (joinedAt) return;
         // the loop is running (its first tokens are out): these join it at its next step
-        joinedAt = Promise.all(late.map((r) => m.sample(r))).then((rs) => { settledLate = performance.now(); return rs; });
+        joinedAt = Promise.all(late.map((r) => m.sample(r))).then((rs) => {
+          settledLate = performance.now();
+          return rs;
+        });
       },
     });
     const got0 = await first;
@@ -115,21 +124,40 @@ test('streaming: token events add up to the result and arrive while the call is 
     const events: (TokenEvent & { at: number })[] = [];
     const packets = new Set<number>();
     const t0 = performance.now();
-    const got = await m.sampleBatch(reqs.map((r) => ({
-      ...r, onToken: (e: TokenEvent) => { const at = performance.now(); packets.add(at); events.push({ ...e, at }); },
-    })));
+    const got = await m.sampleBatch(
+      reqs.map((r) => ({
+        ...r,
+        onToken: (e: TokenEvent) => {
+          const at = performance.now();
+          packets.add(at);
+          events.push({ ...e, at });
+        },
+      })),
+    );
     const end = performance.now();
     got.forEach((r, i) => assertSameResult(r, want[i]!, `streamed request ${i}`));
     reqs.forEach((r, i) => {
       for (let g = 0; g < r.n; g++) {
         const mine = events.filter((e) => e.request === i && e.row === g);
-        assert.deepEqual(mine.map((e) => e.tokenId), Array.from(got[i]!.tokenIds[g]!), `request ${i} row ${g}: streamed ids`);
-        assert.deepEqual(Float32Array.from(mine.map((e) => e.logprob)), got[i]!.logprobs[g]!, `request ${i} row ${g}: streamed log-probs`);
+        assert.deepEqual(
+          mine.map((e) => e.tokenId),
+          Array.from(got[i]!.tokenIds[g]!),
+          `request ${i} row ${g}: streamed ids`,
+        );
+        assert.deepEqual(
+          Float32Array.from(mine.map((e) => e.logprob)),
+          got[i]!.logprobs[g]!,
+          `request ${i} row ${g}: streamed log-probs`,
+        );
       }
     });
-    const firstAt = events[0]!.at - t0, lastAt = events.at(-1)!.at - t0;
+    const firstAt = events[0]!.at - t0,
+      lastAt = events.at(-1)!.at - t0;
     assert.ok(packets.size >= 10, `tokens came in many deliveries (${packets.size}), not all at the end`);
-    assert.ok(firstAt < (end - t0) / 2, `the first token came early (${firstAt.toFixed(1)} ms of ${(end - t0).toFixed(1)} ms)`);
+    assert.ok(
+      firstAt < (end - t0) / 2,
+      `the first token came early (${firstAt.toFixed(1)} ms of ${(end - t0).toFixed(1)} ms)`,
+    );
     assert.ok(lastAt <= end - t0);
     // a request without onToken in the same batch gets no events, and the same result
     const mixed = await m.sampleBatch([reqs[0]!, { ...reqs[1]!, onToken: () => undefined }]);
@@ -151,7 +179,13 @@ test('cancelling one request of a batch: its rows leave, it rejects with the rea
     const before = m.sampleStats();
     const ac = new AbortController();
     let seen = 0;
-    const v = m.sample({ ...victim, signal: ac.signal, onToken: () => { if (++seen === 8 * 5) ac.abort(new Error('client went away')); } });
+    const v = m.sample({
+      ...victim,
+      signal: ac.signal,
+      onToken: () => {
+        if (++seen === 8 * 5) ac.abort(new Error('client went away'));
+      },
+    });
     const rest = others.map((r) => m.sample(r));
     await assert.rejects(v, { message: 'client went away' });
     const got = await Promise.all(rest);
@@ -164,12 +198,16 @@ test('cancelling one request of a batch: its rows leave, it rejects with the rea
     // a whole batch: options.signal cancels every request; the model works on
     const all = new AbortController();
     // Cancelled once its first token has streamed, whatever the machine's speed.
-    const b = m.sampleBatch([{ ...victim, onToken: () => all.abort(new Error('batch cancelled')) }, others[0]!], { signal: all.signal });
+    const b = m.sampleBatch([{ ...victim, onToken: () => all.abort(new Error('batch cancelled')) }, others[0]!], {
+      signal: all.signal,
+    });
     await assert.rejects(b, { message: 'batch cancelled' });
     const s = await m.sample(others[1]!);
     assertSameResult(s, want[1]!, 'after a cancelled batch');
     // aborted before it starts: rejects at once
-    await assert.rejects(m.sample({ ...others[0]!, signal: AbortSignal.abort(new Error('too late')) }), { message: 'too late' });
+    await assert.rejects(m.sample({ ...others[0]!, signal: AbortSignal.abort(new Error('too late')) }), {
+      message: 'too late',
+    });
   } finally {
     m.dispose();
   }
@@ -181,7 +219,16 @@ test('an onToken callback that throws ends its own request with that error; the 
     const ok: SampleRequest = { prompt: textOnly, n: 2, temperature: 1, maxTokens: 30, seed: 6 };
     const [want] = await alone(m, [ok]);
     const [bad, good] = [
-      m.sample({ prompt: twoImages, n: 2, temperature: 1, maxTokens: 50, seed: 1, onToken: () => { throw new Error('callback failed'); } }),
+      m.sample({
+        prompt: twoImages,
+        n: 2,
+        temperature: 1,
+        maxTokens: 50,
+        seed: 1,
+        onToken: () => {
+          throw new Error('callback failed');
+        },
+      }),
       m.sample(ok),
     ];
     await assert.rejects(bad!, { message: 'callback failed' });
@@ -197,14 +244,22 @@ test('a forward queued while sampling runs is not starved: later sampling reques
     const order: string[] = [];
     let fwd: Promise<unknown> | undefined, second: Promise<unknown> | undefined;
     const before = m.sampleStats();
-    const first = m.sample({
-      prompt: twoImages, n: 4, temperature: 1, maxTokens: 150, seed: 1,
-      onToken: () => {
-        if (fwd) return;
-        fwd = m.forward([{ prompt: c.prompt, completions: c.completions }]).then(() => order.push('forward'));
-        second = m.sample({ prompt: textOnly, n: 1, temperature: 1, maxTokens: 5, seed: 2 }).then(() => order.push('second sample'));
-      },
-    }).then(() => order.push('first sample'));
+    const first = m
+      .sample({
+        prompt: twoImages,
+        n: 4,
+        temperature: 1,
+        maxTokens: 150,
+        seed: 1,
+        onToken: () => {
+          if (fwd) return;
+          fwd = m.forward([{ prompt: c.prompt, completions: c.completions }]).then(() => order.push('forward'));
+          second = m
+            .sample({ prompt: textOnly, n: 1, temperature: 1, maxTokens: 5, seed: 2 })
+            .then(() => order.push('second sample'));
+        },
+      })
+      .then(() => order.push('first sample'));
     await Promise.all([first]);
     await Promise.all([fwd, second]);
     assert.deepEqual(order, ['first sample', 'forward', 'second sample']);
@@ -233,36 +288,73 @@ test('with a device attached, a run hands each request to the device: same resul
     const events: TokenEvent[] = [];
     let settled0 = false;
     const t0 = performance.now();
-    const got = await m.sampleBatch(reqs.map((r, i) => (i === 0 ? { ...r, onToken: (e: TokenEvent) => { assert.equal(settled0, false); events.push(e); } } : r)));
+    const got = await m.sampleBatch(
+      reqs.map((r, i) =>
+        i === 0
+          ? {
+              ...r,
+              onToken: (e: TokenEvent) => {
+                assert.equal(settled0, false);
+                events.push(e);
+              },
+            }
+          : r,
+      ),
+    );
     settled0 = true;
     const took = performance.now() - t0;
     assert.ok(took >= 3 * 40, `one request after another on the device (${took.toFixed(0)} ms for three)`);
     got.forEach((r, i) => assertSameResult(r, want[i]!, `device request ${i}`));
     for (let g = 0; g < reqs[0]!.n; g++) {
       const mine = events.filter((e) => e.row === g);
-      assert.deepEqual(mine.map((e) => e.tokenId), Array.from(got[0]!.tokenIds[g]!), `row ${g}: streamed ids`);
-      assert.deepEqual(Float32Array.from(mine.map((e) => e.logprob)), got[0]!.logprobs[g]!, `row ${g}: streamed log-probs`);
+      assert.deepEqual(
+        mine.map((e) => e.tokenId),
+        Array.from(got[0]!.tokenIds[g]!),
+        `row ${g}: streamed ids`,
+      );
+      assert.deepEqual(
+        Float32Array.from(mine.map((e) => e.logprob)),
+        got[0]!.logprobs[g]!,
+        `row ${g}: streamed log-probs`,
+      );
     }
     // tokens come in step order: every row's token t before any row's token t+1
     const steps = events.map((e, k) => events.slice(0, k).filter((x) => x.row === e.row).length);
-    assert.deepEqual(steps, [...steps].sort((a, b) => a - b));
+    assert.deepEqual(
+      steps,
+      [...steps].sort((a, b) => a - b),
+    );
     assert.equal(m.sampleStats().runs - before.runs, 1, 'the three requests went through one run');
 
     // The first request's tokens arrive once the device has finished it: cancelling the second then
     // (the device is busy with it) and the third (not started) drops both; the first is unchanged.
-    const ac2 = new AbortController(), ac3 = new AbortController();
+    const ac2 = new AbortController(),
+      ac3 = new AbortController();
     const mid = m.sampleStats();
     const [a, b, d] = [
-      m.sample({ ...reqs[0]!, onToken: () => { ac2.abort(new Error('second gone')); ac3.abort(new Error('third gone')); } }),
+      m.sample({
+        ...reqs[0]!,
+        onToken: () => {
+          ac2.abort(new Error('second gone'));
+          ac3.abort(new Error('third gone'));
+        },
+      }),
       m.sample({ ...reqs[1]!, signal: ac2.signal }),
       m.sample({ ...reqs[2]!, signal: ac3.signal }),
     ];
-    const at = (p: Promise<unknown>): Promise<number> => p.then(() => -1, () => performance.now());
+    const at = (p: Promise<unknown>): Promise<number> =>
+      p.then(
+        () => -1,
+        () => performance.now(),
+      );
     const [atB, atD] = await Promise.all([at(b!), at(d!)]);
     await assert.rejects(b!, { message: 'second gone' });
     await assert.rejects(d!, { message: 'third gone' });
     // the third never reached the device (it would have taken 40 ms more)
-    assert.ok(atD - atB < 30, `the third was dropped before it started (${(atD - atB).toFixed(1)} ms after the second)`);
+    assert.ok(
+      atD - atB < 30,
+      `the third was dropped before it started (${(atD - atB).toFixed(1)} ms after the second)`,
+    );
     assertSameResult(await a!, want[0]!, 'the request before the cancelled ones');
     const end = m.sampleStats();
     assert.equal(end.cancelled - mid.cancelled, 2);
@@ -289,7 +381,11 @@ test('a synchronous call right after an awaited sample finds the model free (the
       assert.equal(one.tokenIds.length, 1);
       // Deterministic form of the same check (the race above needs a slow native thread): with
       // nothing else sampling, the run has ended by the time the caller resumes.
-      assert.equal((m as unknown as { loop: { current: unknown } }).loop.current, null, 'the run is over when its last result settles');
+      assert.equal(
+        (m as unknown as { loop: { current: unknown } }).loop.current,
+        null,
+        'the run is over when its last result settles',
+      );
       m.zeroGrad();
     }
   } finally {
@@ -301,12 +397,25 @@ test('sampleBatch checks its arguments with exact messages', async () => {
   const m = await loadModel(`${c.dir}/policy`);
   try {
     const good = { prompt: short, n: 1, temperature: 0, maxTokens: 2, seed: 0 };
-    await assert.rejects(m.sampleBatch([]), { message: 'Expected non-empty array of sampling requests for requests but received an array of length 0' });
-    await assert.rejects(m.sampleBatch([good, { ...good, n: 0 }]), { message: 'Expected integer between 1 and 4096 for requests[1].n but received 0 of type number' });
-    await assert.rejects(m.sampleBatch([{ ...good, onToken: 3 as unknown as () => void }]), { message: 'Expected function for requests[0].onToken but received 3 of type number' });
-    await assert.rejects(m.sample({ ...good, onToken: 'x' as unknown as () => void }), { message: 'Expected function for request.onToken but received "x" of type string' });
-    await assert.rejects(m.sampleBatch([good], { signal: 1 as unknown as AbortSignal }), { message: 'Expected AbortSignal for options.signal but received 1 of type number' });
-    await assert.rejects(m.sampleBatch([{ ...good, maxTokens: 1e6 }]), /^RangeError: requests\[0\]: prompt \(3 tokens\) \+ maxTokens 1000000/);
+    await assert.rejects(m.sampleBatch([]), {
+      message: 'Expected non-empty array of sampling requests for requests but received an array of length 0',
+    });
+    await assert.rejects(m.sampleBatch([good, { ...good, n: 0 }]), {
+      message: 'Expected integer between 1 and 4096 for requests[1].n but received 0 of type number',
+    });
+    await assert.rejects(m.sampleBatch([{ ...good, onToken: 3 as unknown as () => void }]), {
+      message: 'Expected function for requests[0].onToken but received 3 of type number',
+    });
+    await assert.rejects(m.sample({ ...good, onToken: 'x' as unknown as () => void }), {
+      message: 'Expected function for request.onToken but received "x" of type string',
+    });
+    await assert.rejects(m.sampleBatch([good], { signal: 1 as unknown as AbortSignal }), {
+      message: 'Expected AbortSignal for options.signal but received 1 of type number',
+    });
+    await assert.rejects(
+      m.sampleBatch([{ ...good, maxTokens: 1e6 }]),
+      /^RangeError: requests\[0\]: prompt \(3 tokens\) \+ maxTokens 1000000/,
+    );
   } finally {
     m.dispose();
   }

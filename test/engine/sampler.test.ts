@@ -41,7 +41,8 @@ test('sampler: temperature 0 follows the argmax of the forward pass, and its log
     const s = await m.sample({ prompt: c.prompt, n: 2, temperature: 0, maxTokens: 7, seed: 1 });
     assert.deepEqual(s.tokenIds[0], s.tokenIds[1]);
     const [f] = await m.forward([{ prompt: c.prompt, completions: [s.tokenIds[0]!], returnLogits: true }]);
-    const V = m.config.vocabSize, Lp = c.prompt.ids.length;
+    const V = m.config.vocabSize,
+      Lp = c.prompt.ids.length;
     const logits = f!.logits![0]!;
     s.tokenIds[0]!.forEach((tok, t) => {
       const row = logits.subarray((Lp - 1 + t) * V, (Lp + t) * V);
@@ -78,7 +79,14 @@ test('sampler: a stop id ends a completion (and is its last token); the others g
     const free = await m.sample({ prompt: c.prompt, n: 6, temperature: 1.5, maxTokens: 10, seed: 11 });
     // choose as stop id the second token of sample 0: sample 0 must stop right there
     const stop = free.tokenIds[0]![1]!;
-    const s = await m.sample({ prompt: c.prompt, n: 6, temperature: 1.5, maxTokens: 10, seed: 11, stopTokenIds: [stop] });
+    const s = await m.sample({
+      prompt: c.prompt,
+      n: 6,
+      temperature: 1.5,
+      maxTokens: 10,
+      seed: 11,
+      stopTokenIds: [stop],
+    });
     s.tokenIds.forEach((toks, g) => {
       const full = Array.from(free.tokenIds[g]!);
       const at = full.indexOf(stop);
@@ -116,20 +124,40 @@ test('sampler and forward: an AbortSignal stops the call with its reason; the mo
   try {
     const ac = new AbortController();
     ac.abort(new Error('stop now'));
-    await assert.rejects(m.sample({ prompt: c.prompt, n: 2, temperature: 1, maxTokens: 4, seed: 0, signal: ac.signal }), { message: 'stop now' });
-    await assert.rejects(m.forward([{ prompt: c.prompt, completions: c.completions }], { signal: ac.signal }), { message: 'stop now' });
+    await assert.rejects(
+      m.sample({ prompt: c.prompt, n: 2, temperature: 1, maxTokens: 4, seed: 0, signal: ac.signal }),
+      { message: 'stop now' },
+    );
+    await assert.rejects(m.forward([{ prompt: c.prompt, completions: c.completions }], { signal: ac.signal }), {
+      message: 'stop now',
+    });
     // aborted while running: a long sampling run (32 samples x 200 tokens) stops early. The abort
     // comes from the run's own progress (after 5 tokens per sample), not from a clock.
     const long = { prompt: c.prompt, n: 32, temperature: 1, maxTokens: 200, seed: 1, stopTokenIds: [] };
     const live = new AbortController();
     let tokens = 0;
-    const started = m.sample({ ...long, signal: live.signal, onToken: () => { if (++tokens === 32 * 5) live.abort(new Error('interrupted by the test')); } });
+    const started = m.sample({
+      ...long,
+      signal: live.signal,
+      onToken: () => {
+        if (++tokens === 32 * 5) live.abort(new Error('interrupted by the test'));
+      },
+    });
     await assert.rejects(started, { message: 'interrupted by the test' });
-    assert.ok(tokens < 32 * 200 / 2, `the native call stopped early (${tokens} of ${32 * 200} tokens streamed)`);
+    assert.ok(tokens < (32 * 200) / 2, `the native call stopped early (${tokens} of ${32 * 200} tokens streamed)`);
     const s = await m.sample({ prompt: c.prompt, n: 1, temperature: 0, maxTokens: 3, seed: 0 });
     assert.equal(s.tokenIds[0]!.length, 3);
-    await assert.rejects(m.sample({ prompt: c.prompt, n: 1, temperature: 0, maxTokens: 3, seed: 0, signal: 'x' as unknown as AbortSignal }),
-      { message: 'Expected AbortSignal for request.signal but received "x" of type string' });
+    await assert.rejects(
+      m.sample({
+        prompt: c.prompt,
+        n: 1,
+        temperature: 0,
+        maxTokens: 3,
+        seed: 0,
+        signal: 'x' as unknown as AbortSignal,
+      }),
+      { message: 'Expected AbortSignal for request.signal but received "x" of type string' },
+    );
   } finally {
     m.dispose();
   }

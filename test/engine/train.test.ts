@@ -29,8 +29,17 @@ test('AdamW: the first step equals the hand computation; decay only on tensors o
   const m = await loadModel(`${c.dir}/policy`);
   try {
     await backwardOnce(m);
-    const names = ['model.layers.0.self_attn.q_proj.weight', 'model.layers.0.self_attn.q_proj.bias', 'model.norm.weight', 'visual.patch_embed.proj.weight'];
-    const before = names.map((n) => ({ p: m._native._get(n), g: m._native._grad(n)!, dims: m._native._shape(n).length }));
+    const names = [
+      'model.layers.0.self_attn.q_proj.weight',
+      'model.layers.0.self_attn.q_proj.bias',
+      'model.norm.weight',
+      'visual.patch_embed.proj.weight',
+    ];
+    const before = names.map((n) => ({
+      p: m._native._get(n),
+      g: m._native._grad(n)!,
+      dims: m._native._shape(n).length,
+    }));
     const res = await m.step(opts);
     assert.equal(res.skipped, false);
     assert.ok(Math.abs(res.gradNorm - normOf(m)) < 1e-6 * res.gradNorm);
@@ -40,8 +49,11 @@ test('AdamW: the first step equals the hand computation; decay only on tensors o
       const after = m._native._get(n);
       const wd = dims >= 2 ? opts.weightDecay : 0;
       for (let i = 0; i < p.length; i += Math.max(1, Math.floor(p.length / 50))) {
-        const mi = (1 - opts.beta1) * g[i]!, vi = (1 - opts.beta2) * g[i]! * g[i]!;
-        const want = p[i]! * (1 - opts.lr * wd) - (opts.lr / (1 - opts.beta1)) * mi / (Math.sqrt(vi) / Math.sqrt(1 - opts.beta2) + opts.eps);
+        const mi = (1 - opts.beta1) * g[i]!,
+          vi = (1 - opts.beta2) * g[i]! * g[i]!;
+        const want =
+          p[i]! * (1 - opts.lr * wd) -
+          ((opts.lr / (1 - opts.beta1)) * mi) / (Math.sqrt(vi) / Math.sqrt(1 - opts.beta2) + opts.eps);
         assert.ok(Math.abs(after[i]! - want) < 2e-6, `${n}[${i}]: ${after[i]} vs ${want}`);
       }
     });
@@ -63,7 +75,7 @@ test('clipping: gradNorm is reported before clipping, the moments see the clippe
     const st = native()._readSafetensors(path.join(dir, 'optimizer.safetensors'));
     assert.equal(st.metadata.step, '1');
     const mom = st.tensors['model.layers.1.mlp.down_proj.weight.exp_avg']!.data;
-    const scale = (norm / 4) / (norm + 1e-6);
+    const scale = norm / 4 / (norm + 1e-6);
     for (let i = 0; i < g.length; i += 7) assert.ok(Math.abs(mom[i]! - (1 - opts.beta1) * g[i]! * scale) < 1e-7);
   } finally {
     m.dispose();
@@ -102,7 +114,8 @@ test('gradients accumulate over backward calls until zeroGrad', async () => {
     const r = rng(4);
     await m.backward([c.completions.map((comp) => randn(comp.length, r))]);
     const twice = m._native._grad('model.layers.0.mlp.gate_proj.weight')!;
-    for (let i = 0; i < once.length; i += 5) assert.ok(Math.abs(twice[i]! - 2 * once[i]!) < 1e-5 * Math.max(1, Math.abs(once[i]!)));
+    for (let i = 0; i < once.length; i += 5)
+      assert.ok(Math.abs(twice[i]! - 2 * once[i]!) < 1e-5 * Math.max(1, Math.abs(once[i]!)));
   } finally {
     m.dispose();
   }
@@ -114,9 +127,14 @@ test('LoRA: adapters only are trainable, a fresh adapter changes nothing, the ba
   const base = await loadModel(`${c.dir}/policy`);
   const m = await loadModel(`${c.dir}/policy`, { lora });
   try {
-    const cfg = m.config, H = cfg.hiddenSize, D = cfg.headDim, E = cfg.vision.embedDim;
+    const cfg = m.config,
+      H = cfg.hiddenSize,
+      D = cfg.headDim,
+      E = cfg.vision.embedDim;
     const per = (i: number, o: number) => lora.rank * (i + o);
-    const want = cfg.numLayers * (per(H, cfg.numHeads * D) + per(H, cfg.numKvHeads * D) + per(cfg.intermediateSize, H)) + cfg.vision.depth * per(E, 3 * E);
+    const want =
+      cfg.numLayers * (per(H, cfg.numHeads * D) + per(H, cfg.numKvHeads * D) + per(cfg.intermediateSize, H)) +
+      cfg.vision.depth * per(E, 3 * E);
     assert.equal(m.numParameters.trainable, want);
     assert.equal(m.numParameters.total, base.numParameters.total);
     const names = m._native._names();
@@ -150,28 +168,41 @@ test('LoRA: adapter gradients by finite differences', async () => {
   const m = await loadModel(`${c.dir}/policy`, { lora });
   try {
     await backwardOnce(m, 20);
-    await m.step({ ...opts, lr: 0.05 });  // A and B both non-zero
+    await m.step({ ...opts, lr: 0.05 }); // A and B both non-zero
     const r = rng(21);
     const w = c.completions.map((comp) => randn(comp.length, r));
     const objective = async () => {
       const [f] = await m.forward([{ prompt: c.prompt, completions: c.completions }]);
       let s = 0;
-      f!.logprobs.forEach((lp, i) => lp.forEach((v, t) => { s += v * w[i]![t]!; }));
+      f!.logprobs.forEach((lp, i) =>
+        lp.forEach((v, t) => {
+          s += v * w[i]![t]!;
+        }),
+      );
       return s;
     };
     await m.forward([{ prompt: c.prompt, completions: c.completions, keepForBackward: true }]);
     m.zeroGrad();
     await m.backward([w]);
-    for (const n of ['model.layers.1.mlp.down_proj.lora_A.weight', 'model.layers.0.self_attn.v_proj.lora_B.weight', 'visual.blocks.0.attn.qkv.lora_B.weight']) {
-      const p = m._native._get(n), g = m._native._grad(n)!;
+    for (const n of [
+      'model.layers.1.mlp.down_proj.lora_A.weight',
+      'model.layers.0.self_attn.v_proj.lora_B.weight',
+      'visual.blocks.0.attn.qkv.lora_B.weight',
+    ]) {
+      const p = m._native._get(n),
+        g = m._native._grad(n)!;
       let big = 0;
       for (let i = 1; i < g.length; i++) if (Math.abs(g[i]!) > Math.abs(g[big]!)) big = i;
-      const eps = 1e-2, orig = p[big]!;
-      p[big] = orig + eps; m._native._set(n, p);
+      const eps = 1e-2,
+        orig = p[big]!;
+      p[big] = orig + eps;
+      m._native._set(n, p);
       const lp = await objective();
-      p[big] = orig - eps; m._native._set(n, p);
+      p[big] = orig - eps;
+      m._native._set(n, p);
       const lm = await objective();
-      p[big] = orig; m._native._set(n, p);
+      p[big] = orig;
+      m._native._set(n, p);
       const fd = (lp - lm) / (2 * eps);
       assert.ok(Math.abs(fd - g[big]!) < 2e-2 * Math.abs(g[big]!) + 1e-4, `${n}: ${g[big]} vs ${fd}`);
     }
@@ -181,7 +212,9 @@ test('LoRA: adapter gradients by finite differences', async () => {
 });
 
 test('LoRA: saveAdapter writes PEFT files that load back to the same model', async () => {
-  const m = await loadModel(`${c.dir}/policy`, { lora: { ...lora, vision: false, targetModules: ['q_proj', 'o_proj', 'up_proj'] } });
+  const m = await loadModel(`${c.dir}/policy`, {
+    lora: { ...lora, vision: false, targetModules: ['q_proj', 'o_proj', 'up_proj'] },
+  });
   const dir = tmpDir();
   try {
     await backwardOnce(m, 30);
@@ -194,10 +227,19 @@ test('LoRA: saveAdapter writes PEFT files that load back to the same model', asy
     assert.deepEqual(cfg.target_modules, ['q_proj', 'o_proj', 'up_proj']);
     const st = native()._readSafetensors(path.join(dir, 'adapter_model.safetensors'));
     const keys = Object.keys(st.tensors).sort();
-    assert.ok(keys.includes('base_model.model.model.language_model.layers.0.self_attn.q_proj.lora_A.weight'), keys.slice(0, 4).join(', '));
-    assert.deepEqual(st.tensors['base_model.model.model.language_model.layers.1.mlp.up_proj.lora_B.weight']!.shape, [m.config.intermediateSize, 4]);
+    assert.ok(
+      keys.includes('base_model.model.model.language_model.layers.0.self_attn.q_proj.lora_A.weight'),
+      keys.slice(0, 4).join(', '),
+    );
+    assert.deepEqual(st.tensors['base_model.model.model.language_model.layers.1.mlp.up_proj.lora_B.weight']!.shape, [
+      m.config.intermediateSize,
+      4,
+    ]);
     assert.equal(keys.length, 2 * 3 * m.config.numLayers);
-    const back = await loadModel(`${c.dir}/policy`, { lora: { ...lora, vision: false, targetModules: ['q_proj', 'o_proj', 'up_proj'] }, adapter: dir });
+    const back = await loadModel(`${c.dir}/policy`, {
+      lora: { ...lora, vision: false, targetModules: ['q_proj', 'o_proj', 'up_proj'] },
+      adapter: dir,
+    });
     try {
       const [a] = await m.forward([{ prompt: c.prompt, completions: c.completions, returnLogits: true }]);
       const [b] = await back.forward([{ prompt: c.prompt, completions: c.completions, returnLogits: true }]);

@@ -13,12 +13,21 @@ import { loadModel } from '../../src/engine/model.js';
 import { native } from '../../src/engine/native.js';
 import type { ImageInput } from '../../src/engine/types.js';
 import { initTensors } from '../../src/model/init.js';
-import { familyConfigJson, familyTensorSpecs, FAMILY_PRESETS, type FamilyDims } from '../../src/model/presets-family.js';
+import {
+  familyConfigJson,
+  familyTensorSpecs,
+  FAMILY_PRESETS,
+  type FamilyDims,
+} from '../../src/model/presets-family.js';
 import { MODEL_PRESETS, presetDims } from '../../src/model/presets.js';
 import { qwen2vlTensorSpecs } from '../../src/model/qwen2vl.js';
 import { randn, rng, tmpDir } from './helpers.js';
 
-const V = 64, IMAGE = 60, VIDEO = 61, VSTART = 58, VEND = 59;
+const V = 64,
+  IMAGE = 60,
+  VIDEO = 61,
+  VSTART = 58,
+  VEND = 59;
 type Family = 'qwen2_vl' | 'qwen2_5_vl' | 'qwen3_vl';
 
 /** A tiny random model of the family with a 64-token vocabulary (image 60, video 61, start 58, end 59). */
@@ -29,22 +38,54 @@ function writeTiny(family: Family): string {
   let specs;
   if (family === 'qwen2_vl') {
     const p = MODEL_PRESETS['qwen2-vl-2b']!;
-    const d = { ...presetDims(p, { hidden: 32, layers: 2, heads: 4, kvHeads: 2, intermediate: 48, visionDepth: 2, visionDim: 16, visionHeads: 2 }), vocabSize: V };
+    const d = {
+      ...presetDims(p, {
+        hidden: 32,
+        layers: 2,
+        heads: 4,
+        kvHeads: 2,
+        intermediate: 48,
+        visionDepth: 2,
+        visionDim: 16,
+        visionHeads: 2,
+      }),
+      vocabSize: V,
+    };
     config = p.configJson(d);
     specs = qwen2vlTensorSpecs(d);
   } else {
     const base = FAMILY_PRESETS[family === 'qwen3_vl' ? 'qwen3-vl-2b' : 'qwen2.5-vl-3b']!.dims;
     const q3 = family === 'qwen3_vl';
     const d: FamilyDims = {
-      ...base, vocabSize: V, hiddenSize: 32, intermediateSize: 48, numHiddenLayers: 2, numAttentionHeads: 4, numKeyValueHeads: 2,
-      headDim: 8, mropeSection: [2, 1, 1], tieWordEmbeddings: false,
-      vision: { ...base.vision, depth: 2, hiddenSize: 16, intermediateSize: 24, numHeads: 2,
-        ...(q3 ? { deepstackVisualIndexes: [0], numPositionEmbeddings: 16 } : { fullattBlockIndexes: [1] }) },
+      ...base,
+      vocabSize: V,
+      hiddenSize: 32,
+      intermediateSize: 48,
+      numHiddenLayers: 2,
+      numAttentionHeads: 4,
+      numKeyValueHeads: 2,
+      headDim: 8,
+      mropeSection: [2, 1, 1],
+      tieWordEmbeddings: false,
+      vision: {
+        ...base.vision,
+        depth: 2,
+        hiddenSize: 16,
+        intermediateSize: 24,
+        numHeads: 2,
+        ...(q3 ? { deepstackVisualIndexes: [0], numPositionEmbeddings: 16 } : { fullattBlockIndexes: [1] }),
+      },
     };
     config = familyConfigJson(d);
     specs = familyTensorSpecs(d);
   }
-  config = { ...config, image_token_id: IMAGE, video_token_id: VIDEO, vision_start_token_id: VSTART, vision_end_token_id: VEND };
+  config = {
+    ...config,
+    image_token_id: IMAGE,
+    video_token_id: VIDEO,
+    vision_start_token_id: VSTART,
+    vision_end_token_id: VEND,
+  };
   writeFileSync(path.join(dir, 'config.json'), JSON.stringify(config));
   const t = initTensors(specs, 7, 0.3);
   const out: Record<string, { shape: number[]; data: Float32Array }> = {};
@@ -57,15 +98,22 @@ const patchOf = (f: Family) => (f === 'qwen3_vl' ? 16 : 14);
 
 /** A random video of t temporal patches of h × w patches. */
 function video(f: Family, t: number, h: number, w: number, seed: number, secondPerGrid = 1): ImageInput {
-  return { pixels: randn(t * h * w * 3 * 2 * patchOf(f) ** 2, rng(seed)), gridThw: [t, h, w], video: true, secondPerGrid };
+  return {
+    pixels: randn(t * h * w * 3 * 2 * patchOf(f) ** 2, rng(seed)),
+    gridThw: [t, h, w],
+    video: true,
+    secondPerGrid,
+  };
 }
 
 /** The same video with its temporal patches in reverse order. */
 function reversed(v: ImageInput): ImageInput {
-  const [t, h, w] = v.gridThw, per = v.pixels.length / t;
+  const [t, h, w] = v.gridThw,
+    per = v.pixels.length / t;
   const px = new Float32Array(v.pixels.length);
   for (let i = 0; i < t; i++) px.set(v.pixels.subarray(i * per, (i + 1) * per), (t - 1 - i) * per);
-  void h; void w;
+  void h;
+  void w;
   return { ...v, pixels: px };
 }
 
@@ -80,14 +128,31 @@ function videoIds(f: Family, t: number): Int32Array {
 }
 
 test('M-RoPE positions of a video: Qwen2-VL temporal index, Qwen2.5-VL scaled by second_per_grid × tokens_per_second, Qwen3-VL per-patch runs', async () => {
-  const grid = (b: number, tp: number) => [[b + tp, b, b], [b + tp, b, b + 1], [b + tp, b + 1, b], [b + tp, b + 1, b + 1]];
+  const grid = (b: number, tp: number) => [
+    [b + tp, b, b],
+    [b + tp, b, b + 1],
+    [b + tp, b + 1, b],
+    [b + tp, b + 1, b + 1],
+  ];
   const expected: Record<Family, number[][]> = {
     // [3, VSTART, 8 pads, VEND, 9]: text 0, 1; video from 2 (t index 0 and 1); next = 2 + max(1, 1, 1) + 1 = 4
     qwen2_vl: [[0, 0, 0], [1, 1, 1], ...grid(2, 0), ...grid(2, 1).map(([t, h, w]) => [t, h, w]), [4, 4, 4], [5, 5, 5]],
     // tokens_per_second 2, second_per_grid 1: t index 0 and 2; next = 2 + max(2, 1, 1) + 1 = 5
     qwen2_5_vl: [[0, 0, 0], [1, 1, 1], ...grid(2, 0), ...grid(2, 2), [5, 5, 5], [6, 6, 6]],
     // [3, 20, 21, VSTART, 4 pads, VEND, 22, VSTART, 4 pads, VEND, 9]: patch 0 from 4, patch 1 from 9 (time 0 each)
-    qwen3_vl: [[0, 0, 0], [1, 1, 1], [2, 2, 2], [3, 3, 3], ...grid(4, 0), [6, 6, 6], [7, 7, 7], [8, 8, 8], ...grid(9, 0), [11, 11, 11], [12, 12, 12]],
+    qwen3_vl: [
+      [0, 0, 0],
+      [1, 1, 1],
+      [2, 2, 2],
+      [3, 3, 3],
+      ...grid(4, 0),
+      [6, 6, 6],
+      [7, 7, 7],
+      [8, 8, 8],
+      ...grid(9, 0),
+      [11, 11, 11],
+      [12, 12, 12],
+    ],
   };
   // grid() gives (t, h, w) with t = base + tp for the first coordinate
   for (const f of ['qwen2_vl', 'qwen2_5_vl', 'qwen3_vl'] as Family[]) {
@@ -95,7 +160,10 @@ test('M-RoPE positions of a video: Qwen2-VL temporal index, Qwen2.5-VL scaled by
     try {
       const v = video(f, 2, 4, 4, 1);
       const ids = videoIds(f, 2);
-      const pos = m._native._ropeIndex({ ids, images: [{ pixels: v.pixels, gridThw: v.gridThw, video: true, secondPerGrid: 1 }] });
+      const pos = m._native._ropeIndex({
+        ids,
+        images: [{ pixels: v.pixels, gridThw: v.gridThw, video: true, secondPerGrid: 1 }],
+      });
       const L = ids.length;
       const got = Array.from({ length: L }, (_, i) => [pos[i]!, pos[L + i]!, pos[2 * L + i]!]);
       assert.deepEqual(got, expected[f], f);
@@ -108,7 +176,10 @@ test('M-RoPE positions of a video: Qwen2-VL temporal index, Qwen2.5-VL scaled by
   try {
     const v = video('qwen2_5_vl', 3, 4, 4, 2, 0.5);
     const ids = videoIds('qwen2_5_vl', 3);
-    const pos = m._native._ropeIndex({ ids, images: [{ pixels: v.pixels, gridThw: v.gridThw, video: true, secondPerGrid: 0.5 }] });
+    const pos = m._native._ropeIndex({
+      ids,
+      images: [{ pixels: v.pixels, gridThw: v.gridThw, video: true, secondPerGrid: 0.5 }],
+    });
     assert.deepEqual([pos[2], pos[6], pos[10]], [2, 3, 4]);
     assert.equal(pos[ids.length - 1], 2 + 2 + 1 + 1, 'next text after max(t 2, h 1, w 1) + 1, then VEND');
   } finally {
@@ -131,7 +202,10 @@ for (const f of ['qwen2_vl', 'qwen2_5_vl', 'qwen3_vl'] as Family[]) {
       const diff = Math.max(...a!.logprobs[0]!.map((x, i) => Math.abs(x - b!.logprobs[0]![i]!)));
       assert.ok(diff > 1e-5, `reversing the frames changed the log-probs by ${diff}`);
       // the same pixels as an image pair would be two images with image pads: the video's own tokens are required
-      await assert.rejects(m.forward([{ prompt: { ids, images: [{ ...v, video: false }] }, completions }]), /image tokens .* need 8|has 0 image tokens/);
+      await assert.rejects(
+        m.forward([{ prompt: { ids, images: [{ ...v, video: false }] }, completions }]),
+        /image tokens .* need 8|has 0 image tokens/,
+      );
       const s = await m.sample({ prompt: { ids, images: [v] }, n: 1, temperature: 0, maxTokens: 3, seed: 0 });
       assert.equal(s.tokenIds[0]!.length, 3);
       // a training step on a video prompt reaches the vision tower
@@ -155,10 +229,19 @@ test('video prompts that do not match their inputs are refused with what was exp
     const mixed = Int32Array.from([3, VSTART, IMAGE, IMAGE, IMAGE, IMAGE, VEND, ...videoIds('qwen3_vl', 2)]);
     const [ok] = await m.forward([{ prompt: { ids: mixed, images: [img, v] }, completions }]);
     assert.ok(Number.isFinite(ok!.logprobs[0]![0]!));
-    await assert.rejects(m.forward([{ prompt: { ids: mixed, images: [v, img] }, completions }]), /video 0 frame 0 needs 4 consecutive video tokens from position 2, found a run of 0/);
+    await assert.rejects(
+      m.forward([{ prompt: { ids: mixed, images: [v, img] }, completions }]),
+      /video 0 frame 0 needs 4 consecutive video tokens from position 2, found a run of 0/,
+    );
     const short = Int32Array.from([3, VSTART, ...new Array<number>(4).fill(VIDEO), VEND]);
-    await assert.rejects(m.forward([{ prompt: { ids: short, images: [v] }, completions }]), /has 4 video tokens \(id 61\) but its 1 video\(s\) of grid \[2, 4, 4\] need 8/);
-    await assert.rejects(m.forward([{ prompt: { ids: videoIds('qwen3_vl', 2), images: [{ ...v, secondPerGrid: 0 }] }, completions }]), /secondPerGrid/);
+    await assert.rejects(
+      m.forward([{ prompt: { ids: short, images: [v] }, completions }]),
+      /has 4 video tokens \(id 61\) but its 1 video\(s\) of grid \[2, 4, 4\] need 8/,
+    );
+    await assert.rejects(
+      m.forward([{ prompt: { ids: videoIds('qwen3_vl', 2), images: [{ ...v, secondPerGrid: 0 }] }, completions }]),
+      /secondPerGrid/,
+    );
   } finally {
     m.dispose();
   }
@@ -166,6 +249,10 @@ test('video prompts that do not match their inputs are refused with what was exp
 
 test('device cuda: Qwen2.5-VL and Qwen3-VL are refused at load with the family and the way out (device cpu)', async () => {
   for (const f of ['qwen2_5_vl', 'qwen3_vl'] as Family[]) {
-    await assert.rejects(loadModel(writeTiny(f), { device: 'cuda' }), { message: new RegExp(`the CUDA backend runs qwen2_vl models only so far; load this model \\(${f}\\) with device 'cpu'`) });
+    await assert.rejects(loadModel(writeTiny(f), { device: 'cuda' }), {
+      message: new RegExp(
+        `the CUDA backend runs qwen2_vl models only so far; load this model \\(${f}\\) with device 'cpu'`,
+      ),
+    });
   }
 });

@@ -33,11 +33,16 @@ function ours(c: VqaCase, dialect: PythonDialect): VqaEvalResult | { error: stri
 export function compare(official: OfficialOutcome, mine: VqaEvalResult | { error: string }): string[] {
   const diffs: string[] = [];
   if (official.error || 'error' in mine) {
-    if (!(official.error && 'error' in mine)) diffs.push(`official: ${official.error ?? 'ok'}; ours: ${'error' in mine ? mine.error : 'ok'}`);
+    if (!(official.error && 'error' in mine))
+      diffs.push(`official: ${official.error ?? 'ok'}; ours: ${'error' in mine ? mine.error : 'ok'}`);
     return diffs;
   }
-  if (official.overall !== mine.overall.text) diffs.push(`overall: official ${official.overall}, ours ${mine.overall.text}`);
-  for (const [name, off, ourMap] of [['answer type', official.perAnswerType!, mine.perAnswerType], ['question type', official.perQuestionType!, mine.perQuestionType]] as const) {
+  if (official.overall !== mine.overall.text)
+    diffs.push(`overall: official ${official.overall}, ours ${mine.overall.text}`);
+  for (const [name, off, ourMap] of [
+    ['answer type', official.perAnswerType!, mine.perAnswerType],
+    ['question type', official.perQuestionType!, mine.perQuestionType],
+  ] as const) {
     const o = Object.fromEntries([...ourMap].map(([k, a]) => [k, a.text]));
     for (const k of new Set([...Object.keys(off), ...Object.keys(o)])) {
       if (off[k] !== o[k]) diffs.push(`${name} ${JSON.stringify(k)}: official ${off[k]}, ours ${o[k]}`);
@@ -45,9 +50,11 @@ export function compare(official: OfficialOutcome, mine: VqaEvalResult | { error
   }
   const evalQA = Object.fromEntries([...mine.perQuestion].map(([k, v]) => [String(k), v]));
   for (const k of new Set([...Object.keys(official.evalQA!), ...Object.keys(evalQA)])) {
-    if (Number(official.evalQA![k]) !== evalQA[k]) diffs.push(`evalQA[${k}]: official ${official.evalQA![k]}, ours ${evalQA[k]}`);
+    if (Number(official.evalQA![k]) !== evalQA[k])
+      diffs.push(`evalQA[${k}]: official ${official.evalQA![k]}, ours ${evalQA[k]}`);
   }
-  if (official.raw!.length !== mine.accuracies.length) diffs.push(`questions scored: official ${official.raw!.length}, ours ${mine.accuracies.length}`);
+  if (official.raw!.length !== mine.accuracies.length)
+    diffs.push(`questions scored: official ${official.raw!.length}, ours ${mine.accuracies.length}`);
   official.raw!.forEach((r, i) => {
     if (Number(r) !== mine.accuracies[i]) diffs.push(`accuracy #${i}: official ${r}, ours ${mine.accuracies[i]}`);
   });
@@ -56,9 +63,12 @@ export function compare(official: OfficialOutcome, mine: VqaEvalResult | { error
 
 for (const dialect of ['python2', 'python3', 'python3.12'] as const) {
   const python = setup?.pythons[dialect];
-  test(`official evaluator (${dialect}) and ours agree on ${cases} random adversarial cases`, { skip: !python && 'set VQALAB_OFFICIAL_VQA and the interpreter variables to run' }, () => {
+  test(`official evaluator (${dialect}) and ours agree on ${cases} random adversarial cases`, {
+    skip: !python && 'set VQALAB_OFFICIAL_VQA and the interpreter variables to run',
+  }, () => {
     const all: VqaCase[] = [];
-    for (let i = 0; i < cases; i++) all.push(randomVqaCase(seed0 + i, i % 5 === 0 ? { binary: true, questions: 16 * (1 + (i % 13)) } : {}));
+    for (let i = 0; i < cases; i++)
+      all.push(randomVqaCase(seed0 + i, i % 5 === 0 ? { binary: true, questions: 16 * (1 + (i % 13)) } : {}));
     const failures: string[] = [];
     const batch = 200;
     for (let start = 0; start < all.length; start += batch) {

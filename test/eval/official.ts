@@ -77,25 +77,32 @@ export function officialSetup(): { dir: string; pythons: Record<string, string> 
 
 function port(source: string): string {
   // Python 2 reads a tab as "to the next multiple of 8"; make that explicit, then print → print().
-  return source.split('\n').map((line) => {
-    let col = 0, out = '';
-    let i = 0;
-    for (; i < line.length && (line[i] === ' ' || line[i] === '\t'); i++) {
-      const w = line[i] === '\t' ? 8 - (col % 8) : 1;
-      out += ' '.repeat(w);
-      col += w;
-    }
-    const rest = line.slice(i);
-    const m = /^print (.*)$/.exec(rest);
-    return out + (m ? `print(${m[1]})` : rest);
-  }).join('\n');
+  return source
+    .split('\n')
+    .map((line) => {
+      let col = 0,
+        out = '';
+      let i = 0;
+      for (; i < line.length && (line[i] === ' ' || line[i] === '\t'); i++) {
+        const w = line[i] === '\t' ? 8 - (col % 8) : 1;
+        out += ' '.repeat(w);
+        col += w;
+      }
+      const rest = line.slice(i);
+      const m = /^print (.*)$/.exec(rest);
+      return out + (m ? `print(${m[1]})` : rest);
+    })
+    .join('\n');
 }
 
 /** Prepare a directory holding vqa.py and vqaEval.py for the given interpreter major version. */
 export function prepareOfficial(officialDir: string, python3: boolean, into: string): string {
   const dir = path.join(into, python3 ? 'official-py3' : 'official-py2');
   mkdirSync(dir, { recursive: true });
-  for (const [from, to] of [['PythonHelperTools/vqaTools/vqa.py', 'vqa.py'], ['PythonEvaluationTools/vqaEvaluation/vqaEval.py', 'vqaEval.py']] as const) {
+  for (const [from, to] of [
+    ['PythonHelperTools/vqaTools/vqa.py', 'vqa.py'],
+    ['PythonEvaluationTools/vqaEvaluation/vqaEval.py', 'vqaEval.py'],
+  ] as const) {
     const src = readFileSync(path.join(officialDir, from), 'utf8');
     writeFileSync(path.join(dir, to), python3 ? port(src) : src);
   }
@@ -104,7 +111,12 @@ export function prepareOfficial(officialDir: string, python3: boolean, into: str
 }
 
 /** Run the official evaluator on each case; returns one outcome per case. */
-export function runOfficial(cases: VqaCase[], officialDir: string, python: string, python3: boolean): OfficialOutcome[] {
+export function runOfficial(
+  cases: VqaCase[],
+  officialDir: string,
+  python: string,
+  python3: boolean,
+): OfficialOutcome[] {
   const tmp = mkdtempSync(path.join(os.tmpdir(), 'vqalab-official-'));
   try {
     const code = prepareOfficial(officialDir, python3, tmp);
@@ -117,9 +129,14 @@ export function runOfficial(cases: VqaCase[], officialDir: string, python: strin
       return d;
     });
     const out = execFileSync(python, [path.join(code, 'harness.py'), code, ...dirs], {
-      encoding: 'utf8', maxBuffer: 1 << 28, env: { ...process.env, PYTHONIOENCODING: 'utf-8', PYTHONWARNINGS: 'ignore' },
+      encoding: 'utf8',
+      maxBuffer: 1 << 28,
+      env: { ...process.env, PYTHONIOENCODING: 'utf-8', PYTHONWARNINGS: 'ignore' },
     });
-    return out.trim().split('\n').map((l) => JSON.parse(l) as OfficialOutcome);
+    return out
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as OfficialOutcome);
   } finally {
     rmSync(tmp, { recursive: true, force: true });
   }
@@ -128,7 +145,11 @@ export function runOfficial(cases: VqaCase[], officialDir: string, python: strin
 /** Write a case as the three official files (for the CLI). */
 export function writeCase(c: VqaCase, dir: string): { annotations: string; questions: string; predictions: string } {
   mkdirSync(dir, { recursive: true });
-  const files = { annotations: path.join(dir, 'ann.json'), questions: path.join(dir, 'ques.json'), predictions: path.join(dir, 'res.json') };
+  const files = {
+    annotations: path.join(dir, 'ann.json'),
+    questions: path.join(dir, 'ques.json'),
+    predictions: path.join(dir, 'res.json'),
+  };
   writeFileSync(files.annotations, JSON.stringify(c.annotations));
   writeFileSync(files.questions, JSON.stringify(c.questions));
   writeFileSync(files.predictions, JSON.stringify(c.results));

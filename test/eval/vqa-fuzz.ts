@@ -10,15 +10,141 @@ import { mulberry32 } from '../../src/util/rng.js';
 export const rng = mulberry32;
 
 const WORDS = [
-  'red', 'Red', 'RED', 'blue', 'yes', 'Yes', 'no', 'No', 'two', 'Two', '2', 'none', 'None', 'zero', '0', 'ten', '10',
-  'eleven', 'one', 'a', 'an', 'the', 'The', 'A', 'dont', "don't", 'Im', 'im', "let's", "somebody'd", 'somebodyd',
-  'yall', "y'all", 'twas', 'oclock', 'cat', 'cats', 'dog', 'frisbee', 'tennis', 'man', 'woman', 'left', 'right',
-  '1,000', '1000', '2.5', '2,5', '3.', '.5', 'a.5', 'U.S.A.', 'usa', 'mr.', 'e.g.', '10:30', '$5', '50%', '#1',
-  'İstanbul', 'istanbul', 'ΟΔΟΣ', 'οδος', 'ΣΑΣ', 'Σ', 'Ärger', 'ärger', 'ǅ', '١٢', '١,٢', '２', '٣.', 'ẞ',
-  'Ა', 'ა', 'Ꭰ', '𐐀', '𐐨', 'Ⓐ', 'ⓐ', 'ﬀ', 'K', 'Å', 'Ω',
+  'red',
+  'Red',
+  'RED',
+  'blue',
+  'yes',
+  'Yes',
+  'no',
+  'No',
+  'two',
+  'Two',
+  '2',
+  'none',
+  'None',
+  'zero',
+  '0',
+  'ten',
+  '10',
+  'eleven',
+  'one',
+  'a',
+  'an',
+  'the',
+  'The',
+  'A',
+  'dont',
+  "don't",
+  'Im',
+  'im',
+  "let's",
+  "somebody'd",
+  'somebodyd',
+  'yall',
+  "y'all",
+  'twas',
+  'oclock',
+  'cat',
+  'cats',
+  'dog',
+  'frisbee',
+  'tennis',
+  'man',
+  'woman',
+  'left',
+  'right',
+  '1,000',
+  '1000',
+  '2.5',
+  '2,5',
+  '3.',
+  '.5',
+  'a.5',
+  'U.S.A.',
+  'usa',
+  'mr.',
+  'e.g.',
+  '10:30',
+  '$5',
+  '50%',
+  '#1',
+  'İstanbul',
+  'istanbul',
+  'ΟΔΟΣ',
+  'οδος',
+  'ΣΑΣ',
+  'Σ',
+  'Ärger',
+  'ärger',
+  'ǅ',
+  '١٢',
+  '١,٢',
+  '２',
+  '٣.',
+  'ẞ',
+  'Ა',
+  'ა',
+  'Ꭰ',
+  '𐐀',
+  '𐐨',
+  'Ⓐ',
+  'ⓐ',
+  'ﬀ',
+  'K',
+  'Å',
+  'Ω',
 ];
-const PUNCT = [';', '/', '[', ']', '"', '{', '}', '(', ')', '=', '+', '\\', '_', '-', '>', '<', '@', '`', ',', '?', '!', '.', ':', "'", '*', '&', '|', '~'];
-const SPACES = [' ', ' ', ' ', '  ', '\t', '\n', '\u00a0', '\x1c', '\x1f', '\u2003', '\u3000', '\x85', '\ufeff', '\u180e', '\u200b', '\r', '\x0b', '\x0c'];
+const PUNCT = [
+  ';',
+  '/',
+  '[',
+  ']',
+  '"',
+  '{',
+  '}',
+  '(',
+  ')',
+  '=',
+  '+',
+  '\\',
+  '_',
+  '-',
+  '>',
+  '<',
+  '@',
+  '`',
+  ',',
+  '?',
+  '!',
+  '.',
+  ':',
+  "'",
+  '*',
+  '&',
+  '|',
+  '~',
+];
+const SPACES = [
+  ' ',
+  ' ',
+  ' ',
+  '  ',
+  '\t',
+  '\n',
+  '\u00a0',
+  '\x1c',
+  '\x1f',
+  '\u2003',
+  '\u3000',
+  '\x85',
+  '\ufeff',
+  '\u180e',
+  '\u200b',
+  '\r',
+  '\x0b',
+  '\x0c',
+];
 
 function pick<T>(r: () => number, xs: readonly T[]): T {
   return xs[Math.floor(r() * xs.length)]!;
@@ -28,7 +154,8 @@ function pick<T>(r: () => number, xs: readonly T[]): T {
 export function randomAnswer(r: () => number): string {
   const kind = r();
   if (kind < 0.05) return '.'.repeat(1 + Math.floor(r() * 45)) + pick(r, WORDS) + '.'.repeat(Math.floor(r() * 40));
-  if (kind < 0.08) return Array.from({ length: 1 + Math.floor(r() * 40) }, () => pick(r, ['a.', 'b.', '1.', '.2', '.'])).join('');
+  if (kind < 0.08)
+    return Array.from({ length: 1 + Math.floor(r() * 40) }, () => pick(r, ['a.', 'b.', '1.', '.2', '.'])).join('');
   if (kind < 0.1) return '';
   const n = 1 + Math.floor(r() * 4);
   let s = r() < 0.15 ? pick(r, SPACES) : '';
@@ -115,7 +242,8 @@ export function randomVqaCase(seed: number, options: FuzzOptions = {}): VqaCase 
   // Repeated question ids (official: each repeat is scored again on the mutated answers).
   if (r() < 0.1 && anns.length > 1) anns.push(JSON.parse(JSON.stringify(anns[Math.floor(r() * anns.length)])));
   // Repeated predictions (official: the last wins).
-  if (r() < 0.1 && results.length > 1) results.push({ ...results[Math.floor(r() * results.length)]!, answer: randomAnswer(r) });
+  if (r() < 0.1 && results.length > 1)
+    results.push({ ...results[Math.floor(r() * results.length)]!, answer: randomAnswer(r) });
   // Shuffle results: their order must not matter.
   for (let i = results.length - 1; i > 0; i--) {
     const j = Math.floor(r() * (i + 1));
@@ -123,7 +251,14 @@ export function randomVqaCase(seed: number, options: FuzzOptions = {}): VqaCase 
   }
   return {
     annotations: { info: {}, license: {}, data_subtype: 'val2014', annotations: anns },
-    questions: { info: {}, task_type: 'Open-Ended', data_type: 'mscoco', data_subtype: 'val2014', license: {}, questions },
+    questions: {
+      info: {},
+      task_type: 'Open-Ended',
+      data_type: 'mscoco',
+      data_subtype: 'val2014',
+      license: {},
+      questions,
+    },
     results,
   };
 }

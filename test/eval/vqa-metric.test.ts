@@ -8,24 +8,48 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { PYTHON_DIALECTS, pyRound, pySum, pythonDialect, type PythonDialect } from '../../src/eval/python.js';
 import {
-  cleanWhitespace, CONTRACTIONS, normalizeAnswer, processDigitArticle, processPunctuation, scoreVqa,
+  cleanWhitespace,
+  CONTRACTIONS,
+  normalizeAnswer,
+  processDigitArticle,
+  processPunctuation,
+  scoreVqa,
 } from '../../src/eval/vqa-metric.js';
 import { evaluateVqa, pythonEqualityKey, type VqaAnswerRecord } from '../../src/eval/vqa-eval.js';
 
 interface Cases {
-  texts: { rule: string; text: string; expected: Record<PythonDialect, { punct: string; digitArticle: string; both: string }> }[];
-  questions: { rule: string; answers: VqaAnswerRecord[]; prediction: string; expected: Record<PythonDialect, { accuracy: number; evalQA: number; processedAnswers: string[] }> }[];
+  texts: {
+    rule: string;
+    text: string;
+    expected: Record<PythonDialect, { punct: string; digitArticle: string; both: string }>;
+  }[];
+  questions: {
+    rule: string;
+    answers: VqaAnswerRecord[];
+    prediction: string;
+    expected: Record<PythonDialect, { accuracy: number; evalQA: number; processedAnswers: string[] }>;
+  }[];
   rounding: { value: string; round2: Record<PythonDialect, string> }[];
   sums: { values: string[]; sum: Record<PythonDialect, string> }[];
 }
-const cases = JSON.parse(readFileSync(new URL('../../../test/eval/fixtures/vqa-metric-cases.json', import.meta.url), 'utf8')) as Cases;
+const cases = JSON.parse(
+  readFileSync(new URL('../../../test/eval/fixtures/vqa-metric-cases.json', import.meta.url), 'utf8'),
+) as Cases;
 
 for (const dialect of PYTHON_DIALECTS) {
   test(`processPunctuation, processDigitArticle and both match the official code (${dialect}), ${cases.texts.length} rules`, () => {
     for (const c of cases.texts) {
       const e = c.expected[dialect];
-      assert.equal(processPunctuation(c.text, dialect), e.punct, `processPunctuation: ${c.rule}: ${JSON.stringify(c.text)}`);
-      assert.equal(processDigitArticle(c.text, dialect), e.digitArticle, `processDigitArticle: ${c.rule}: ${JSON.stringify(c.text)}`);
+      assert.equal(
+        processPunctuation(c.text, dialect),
+        e.punct,
+        `processPunctuation: ${c.rule}: ${JSON.stringify(c.text)}`,
+      );
+      assert.equal(
+        processDigitArticle(c.text, dialect),
+        e.digitArticle,
+        `processDigitArticle: ${c.rule}: ${JSON.stringify(c.text)}`,
+      );
       assert.equal(normalizeAnswer(c.text, dialect), e.both, `both: ${c.rule}: ${JSON.stringify(c.text)}`);
     }
   });
@@ -41,7 +65,11 @@ for (const dialect of PYTHON_DIALECTS) {
       assert.equal(result.accuracies[0], e.accuracy, `accuracy: ${c.rule}`);
       assert.equal(result.perQuestion.get(1), e.evalQA, `evalQA: ${c.rule}`);
       const keys = c.answers.map(({ answer: _a, ...rest }) => pythonEqualityKey(rest));
-      const scored = scoreVqa(c.prediction, c.answers.map((a) => a.answer), { dialect, entryKeys: keys });
+      const scored = scoreVqa(
+        c.prediction,
+        c.answers.map((a) => a.answer),
+        { dialect, entryKeys: keys },
+      );
       assert.equal(scored.accuracy, e.accuracy, `scoreVqa: ${c.rule}`);
       assert.deepEqual(scored.answers, e.processedAnswers, `processed answers: ${c.rule}`);
     }
@@ -57,7 +85,11 @@ for (const dialect of PYTHON_DIALECTS) {
   test(`sum() of floats matches CPython (${dialect})`, () => {
     const d = pythonDialect(dialect);
     for (const s of cases.sums) {
-      assert.equal(pySum(s.values.map(Number), d.compensatedSum), Number(s.sum[dialect]), `sum(${s.values.join(', ')})`);
+      assert.equal(
+        pySum(s.values.map(Number), d.compensatedSum),
+        Number(s.sum[dialect]),
+        `sum(${s.values.join(', ')})`,
+      );
     }
   });
 }

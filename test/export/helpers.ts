@@ -19,7 +19,8 @@ export async function synthOnDisk(dir: string, count: number, seed = 3): Promise
 /** Largest |a - b| and largest |a|. */
 export function maxDiff(a: Float32Array, b: Float32Array): { diff: number; scale: number } {
   if (a.length !== b.length) throw new Error(`lengths differ: ${a.length} vs ${b.length}`);
-  let diff = 0, scale = 0;
+  let diff = 0,
+    scale = 0;
   for (let i = 0; i < a.length; i++) {
     diff = Math.max(diff, Math.abs(a[i]! - b[i]!));
     scale = Math.max(scale, Math.abs(a[i]!));

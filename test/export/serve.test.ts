@@ -21,13 +21,23 @@ import { synthOnDisk } from './helpers.js';
 const BIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'bin', 'vqalab.js');
 
 function start(args: string[]) {
-  const child = spawn(process.execPath, [BIN, 'serve', '--threads', '1', '--port', '0', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let stdout = '', stderr = '';
-  child.stdout.on('data', (d) => { stdout += d; });
-  child.stderr.on('data', (d) => { stderr += d; });
+  const child = spawn(process.execPath, [BIN, 'serve', '--threads', '1', '--port', '0', ...args], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stdout = '',
+    stderr = '';
+  child.stdout.on('data', (d) => {
+    stdout += d;
+  });
+  child.stderr.on('data', (d) => {
+    stderr += d;
+  });
   const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
   const ready = new Promise<string>((resolve, reject) => {
-    child.stdout.on('data', () => { const m = /listening on (\S+)/.exec(stdout); if (m) resolve(m[1]!); });
+    child.stdout.on('data', () => {
+      const m = /listening on (\S+)/.exec(stdout);
+      if (m) resolve(m[1]!);
+    });
     void exited.then((code) => reject(new Error(`exited with ${code}: ${stderr}`)));
   });
   ready.catch(() => undefined);
@@ -47,7 +57,11 @@ before(async () => {
   dataUrl = `data:image/png;base64,${readFileSync(sample!.imagePath).toString('base64')}`;
   exported = path.join(work, 'onnx');
   await exportOnnx({ model: DEFAULT_MODEL_DIR, out: exported, threads: 1 });
-  engine = await serve({ policy: await LocalPolicy.load(DEFAULT_MODEL_DIR, { threads: 1 }), port: 0, disposeOnClose: true });
+  engine = await serve({
+    policy: await LocalPolicy.load(DEFAULT_MODEL_DIR, { threads: 1 }),
+    port: 0,
+    disposeOnClose: true,
+  });
   onnx = start(['--backend', 'onnx', '--model', exported, '--name', 'vqalab', '--quiet']);
   onnxUrl = await onnx.ready;
 });
@@ -60,38 +74,71 @@ after(async () => {
 });
 
 async function chat(url: string, body: Record<string, unknown>): Promise<any> {
-  const r = await fetch(`${url}/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+  const r = await fetch(`${url}/chat/completions`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify(body),
+  });
   const json = await r.json();
   assert.equal(r.status, 200, JSON.stringify(json));
   return json;
 }
 
-const messages = () => [{ role: 'user', content: [{ type: 'image_url', image_url: { url: dataUrl } }, { type: 'text', text: 'what color is the largest shape?' }] }];
+const messages = () => [
+  {
+    role: 'user',
+    content: [
+      { type: 'image_url', image_url: { url: dataUrl } },
+      { type: 'text', text: 'what color is the largest shape?' },
+    ],
+  },
+];
 
 test('serve --backend onnx: starts on loopback, names its backend, lists the model', async () => {
   assert.match(onnxUrl, /^http:\/\/127\.0\.0\.1:\d+\/v1$/);
   assert.match(onnx.out().stdout, /onnxruntime-node backend/);
-  const models = await (await fetch(`${onnxUrl}/models`)).json() as { data: { id: string }[] };
-  assert.deepEqual(models.data.map((m) => m.id), ['vqalab']);
+  const models = (await (await fetch(`${onnxUrl}/models`)).json()) as { data: { id: string }[] };
+  assert.deepEqual(
+    models.data.map((m) => m.id),
+    ['vqalab'],
+  );
 });
 
 test('serve --backend onnx: the same answers as the engine (greedy and seeded, n = 2, logprobs with top_logprobs)', async () => {
   for (const sampling of [{ temperature: 0 }, { temperature: 1, seed: 7, top_p: 0.9 }]) {
-    const body = { model: 'vqalab', messages: messages(), n: 2, max_tokens: 6, logprobs: true, top_logprobs: 2, ...sampling };
+    const body = {
+      model: 'vqalab',
+      messages: messages(),
+      n: 2,
+      max_tokens: 6,
+      logprobs: true,
+      top_logprobs: 2,
+      ...sampling,
+    };
     const [a, b] = await Promise.all([chat(engine.url, body), chat(onnxUrl, body)]);
     assert.equal(b.choices.length, 2);
     assert.equal(b.usage.prompt_tokens, a.usage.prompt_tokens);
     for (let i = 0; i < 2; i++) {
-      const ca = a.choices[i], cb = b.choices[i];
+      const ca = a.choices[i],
+        cb = b.choices[i];
       assert.equal(cb.message.content, ca.message.content, `choice ${i} (${JSON.stringify(sampling)})`);
       assert.equal(cb.finish_reason, ca.finish_reason);
-      const ta = ca.logprobs.content, tb = cb.logprobs.content;
+      const ta = ca.logprobs.content,
+        tb = cb.logprobs.content;
       assert.ok(tb.length > 0);
-      assert.deepEqual(tb.map((t: any) => t.token), ta.map((t: any) => t.token));
+      assert.deepEqual(
+        tb.map((t: any) => t.token),
+        ta.map((t: any) => t.token),
+      );
       tb.forEach((t: any, k: number) => {
         assert.ok(Math.abs(t.logprob - ta[k].logprob) < 1e-4, `token ${k}: ${t.logprob} vs ${ta[k].logprob}`);
-        assert.deepEqual(t.top_logprobs.map((x: any) => x.token), ta[k].top_logprobs.map((x: any) => x.token));
-        t.top_logprobs.forEach((x: any, j: number) => assert.ok(Math.abs(x.logprob - ta[k].top_logprobs[j].logprob) < 1e-4));
+        assert.deepEqual(
+          t.top_logprobs.map((x: any) => x.token),
+          ta[k].top_logprobs.map((x: any) => x.token),
+        );
+        t.top_logprobs.forEach((x: any, j: number) =>
+          assert.ok(Math.abs(x.logprob - ta[k].top_logprobs[j].logprob) < 1e-4),
+        );
       });
     }
   }
@@ -100,10 +147,17 @@ test('serve --backend onnx: the same answers as the engine (greedy and seeded, n
 test('serve --backend onnx: a stream adds up to the whole answer', async () => {
   const body = { model: 'vqalab', messages: messages(), max_tokens: 6, temperature: 0 };
   const whole = await chat(onnxUrl, body);
-  const r = await fetch(`${onnxUrl}/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ ...body, stream: true }) });
+  const r = await fetch(`${onnxUrl}/chat/completions`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ ...body, stream: true }),
+  });
   assert.equal(r.status, 200);
   const text = await r.text();
-  const chunks = text.split('\n\n').filter((l) => l.startsWith('data: ') && l !== 'data: [DONE]').map((l) => JSON.parse(l.slice(6)));
+  const chunks = text
+    .split('\n\n')
+    .filter((l) => l.startsWith('data: ') && l !== 'data: [DONE]')
+    .map((l) => JSON.parse(l.slice(6)));
   assert.ok(text.trimEnd().endsWith('data: [DONE]'));
   const streamed = chunks.map((c) => c.choices[0]?.delta?.content ?? '').join('');
   assert.equal(streamed, whole.choices[0].message.content);
@@ -119,5 +173,8 @@ test('serve --backend: an unknown backend, a missing --model and a folder that i
   assert.match(noModel.out().stderr, /--backend onnx needs --model DIR: a folder written by `vqalab export onnx`/);
   const notExport = start(['--backend', 'onnx', '--model', path.join(work, 'synth')]);
   assert.equal(await notExport.exited, 1);
-  assert.match(notExport.out().stderr, /cannot load --model .*synth: .*not an exported model folder \(no config\.json\)/);
+  assert.match(
+    notExport.out().stderr,
+    /cannot load --model .*synth: .*not an exported model folder \(no config\.json\)/,
+  );
 });

@@ -17,7 +17,15 @@ import { VlmTokenizer } from '../../src/text/tokenizer.js';
 import { CHROMIUM, launch } from '../extension/chromium.js';
 import { synthOnDisk } from './helpers.js';
 
-const TYPES: Record<string, string> = { '.html': 'text/html', '.js': 'text/javascript', '.mjs': 'text/javascript', '.json': 'application/json', '.wasm': 'application/wasm', '.onnx': 'application/octet-stream', '.png': 'image/png' };
+const TYPES: Record<string, string> = {
+  '.html': 'text/html',
+  '.js': 'text/javascript',
+  '.mjs': 'text/javascript',
+  '.json': 'application/json',
+  '.wasm': 'application/wasm',
+  '.onnx': 'application/octet-stream',
+  '.png': 'image/png',
+};
 let work: string;
 let server: Server;
 let base: string;
@@ -26,8 +34,13 @@ before(async () => {
   work = mkdtempSync(path.join(tmpdir(), 'vqalab-web-'));
   server = createServer((req, res) => {
     const file = path.join(work, decodeURIComponent(new URL(req.url!, 'http://x').pathname));
-    if (!file.startsWith(work) || !existsSync(file) || !statSync(file).isFile()) { res.writeHead(404).end(); return; }
-    res.writeHead(200, { 'content-type': TYPES[path.extname(file)] ?? 'application/octet-stream' }).end(readFileSync(file));
+    if (!file.startsWith(work) || !existsSync(file) || !statSync(file).isFile()) {
+      res.writeHead(404).end();
+      return;
+    }
+    res
+      .writeHead(200, { 'content-type': TYPES[path.extname(file)] ?? 'application/octet-stream' })
+      .end(readFileSync(file));
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
@@ -38,7 +51,9 @@ after(async () => {
   rmSync(work, { recursive: true, force: true });
 });
 
-test('the --web demo answers in Chromium with the engine\'s greedy tokens, offline', { skip: !existsSync(CHROMIUM) && `no Chromium at ${CHROMIUM}` }, async () => {
+test("the --web demo answers in Chromium with the engine's greedy tokens, offline", {
+  skip: !existsSync(CHROMIUM) && `no Chromium at ${CHROMIUM}`,
+}, async () => {
   await exportOnnx({ model: DEFAULT_MODEL_DIR, out: path.join(work, 'demo'), web: true });
   const [sample] = await synthOnDisk(path.join(work, 'synth'), 1, 9);
   const local = await LocalPolicy.load(DEFAULT_MODEL_DIR, { threads: 2 });
@@ -56,7 +71,9 @@ test('the --web demo answers in Chromium with the engine\'s greedy tokens, offli
   });
   try {
     await b.page.goto(`${base}/demo/index.html`);
-    await b.page.waitForFunction("document.querySelector('#status').textContent.startsWith('ready')", undefined, { timeout: 180_000 });
+    await b.page.waitForFunction("document.querySelector('#status').textContent.startsWith('ready')", undefined, {
+      timeout: 180_000,
+    });
     await b.page.setInputFiles('#file', sample!.imagePath);
     await b.page.waitForSelector('#drop[data-loaded]');
     await b.page.fill('#q', sample!.question);
@@ -64,10 +81,13 @@ test('the --web demo answers in Chromium with the engine\'s greedy tokens, offli
     await b.page.waitForSelector('#answer[data-done]', { timeout: 120_000 });
     const ids = JSON.parse((await b.page.getAttribute('#answer', 'data-ids'))!) as number[];
     const text = await b.page.textContent('#answer');
-    assert.deepEqual(ids, expected.tokenIds, 'the page generated the engine\'s greedy tokens');
+    assert.deepEqual(ids, expected.tokenIds, "the page generated the engine's greedy tokens");
     assert.equal(text, expected.text.trim());
     assert.deepEqual(outside, [], 'no request left 127.0.0.1');
-    assert.deepEqual(b.problems.filter((p) => !/onnxruntime|Unknown CPU vendor|powerPreference/.test(p)), []);
+    assert.deepEqual(
+      b.problems.filter((p) => !/onnxruntime|Unknown CPU vendor|powerPreference/.test(p)),
+      [],
+    );
   } finally {
     await b.close();
   }

@@ -10,20 +10,35 @@ const root = path.resolve(import.meta.dirname, '../../..');
 const cli = path.join(root, 'bin/vqalab.js');
 
 test('the committed prebuilt extension matches its sources (else: npm run lab:setup && npm run build:lab, and commit)', async () => {
-  const { sourceHash } = (await import(path.join(root, 'extension/source-hash.mjs'))) as { sourceHash(root: string): string };
-  const info = JSON.parse(readFileSync(path.join(root, 'extension/labextension/vqalab-build.json'), 'utf8')) as { sourceHash: string; coreMeta: string };
-  assert.equal(info.sourceHash, sourceHash(root), 'extension/labextension is stale: rebuild it with "npm run build:lab" and commit it');
+  const { sourceHash } = (await import(path.join(root, 'extension/source-hash.mjs'))) as {
+    sourceHash(root: string): string;
+  };
+  const info = JSON.parse(readFileSync(path.join(root, 'extension/labextension/vqalab-build.json'), 'utf8')) as {
+    sourceHash: string;
+    coreMeta: string;
+  };
+  assert.equal(
+    info.sourceHash,
+    sourceHash(root),
+    'extension/labextension is stale: rebuild it with "npm run build:lab" and commit it',
+  );
   assert.equal(info.coreMeta, '4.6.4');
 });
 
 test('the prebuilt extension is a federated mime extension with its remote entry and a lazy plotly chunk', () => {
   const ext = prebuiltExtension(root);
   assert.match(ext.load, /^static\/remoteEntry\.[0-9a-f]{20}\.js$/);
-  const pkg = JSON.parse(readFileSync(path.join(ext.dir, 'package.json'), 'utf8')) as { name: string; jupyterlab: { _build: { mimeExtension: string } } };
+  const pkg = JSON.parse(readFileSync(path.join(ext.dir, 'package.json'), 'utf8')) as {
+    name: string;
+    jupyterlab: { _build: { mimeExtension: string } };
+  };
   assert.equal(pkg.name, EXTENSION_NAME);
   assert.equal(pkg.jupyterlab._build.mimeExtension, './mimeExtension');
   const statics = readdirSync(path.join(ext.dir, 'static'));
-  assert.ok(statics.some((f) => /^plotly\.[0-9a-f]{20}\.js$/.test(f)), `plotly chunk among ${statics.join(', ')}`);
+  assert.ok(
+    statics.some((f) => /^plotly\.[0-9a-f]{20}\.js$/.test(f)),
+    `plotly chunk among ${statics.join(', ')}`,
+  );
   const entry = readFileSync(path.join(ext.dir, ext.load), 'utf8');
   assert.match(entry, /_JUPYTERLAB/);
   assert.match(entry, /vqalab-jupyterlab/);
@@ -36,8 +51,13 @@ test('vqalab lab install/path/uninstall: the labextensions layout for --prefix a
     const run = (...args: string[]) => execFileSync(process.execPath, [cli, 'lab', ...args], { env, encoding: 'utf8' });
     const out = run('install', '--prefix', path.join(dir, 'env'));
     const target = path.join(dir, 'env/share/jupyter/labextensions', EXTENSION_NAME);
-    assert.match(out, new RegExp(`^installed vqalab-jupyterlab 0\\.1\\.0 into ${target} \\(\\d+ files, \\d+\\.\\d MB\\)`));
-    const installed = JSON.parse(readFileSync(path.join(target, 'package.json'), 'utf8')) as { jupyterlab: { _build: { load: string } } };
+    assert.match(
+      out,
+      new RegExp(`^installed vqalab-jupyterlab 0\\.1\\.0 into ${target} \\(\\d+ files, \\d+\\.\\d MB\\)`),
+    );
+    const installed = JSON.parse(readFileSync(path.join(target, 'package.json'), 'utf8')) as {
+      jupyterlab: { _build: { load: string } };
+    };
     assert.ok(existsSync(path.join(target, installed.jupyterlab._build.load)));
     assert.equal(JSON.parse(readFileSync(path.join(target, 'install.json'), 'utf8')).packageName, 'vqalab');
     // Installing again replaces the copy (no leftovers from a temp folder).
@@ -48,7 +68,10 @@ test('vqalab lab install/path/uninstall: the labextensions layout for --prefix a
     assert.ok(existsSync(path.join(dir, 'data/labextensions', EXTENSION_NAME, 'package.json')));
     assert.match(run('uninstall', '--user'), /^removed /);
     assert.ok(!existsSync(path.join(dir, 'data/labextensions', EXTENSION_NAME)));
-    assert.throws(() => execFileSync(process.execPath, [cli, 'lab', 'uninstall', '--user'], { env, stdio: 'pipe' }), /not installed/);
+    assert.throws(
+      () => execFileSync(process.execPath, [cli, 'lab', 'uninstall', '--user'], { env, stdio: 'pipe' }),
+      /not installed/,
+    );
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
@@ -56,8 +79,14 @@ test('vqalab lab install/path/uninstall: the labextensions layout for --prefix a
 
 test('lab options: one location flag, clear errors; data dir as jupyter_core finds it', () => {
   assert.deepEqual(parseWhere([]), { mode: 'user', python: 'python3' });
-  assert.deepEqual(parseWhere(['--prefix=/opt/x', '--python', '/usr/bin/python3']), { mode: 'prefix', prefix: '/opt/x', python: '/usr/bin/python3' });
-  assert.throws(() => parseWhere(['--user', '--sys-prefix']), { message: '--user and --sys-prefix exclude each other; give one' });
+  assert.deepEqual(parseWhere(['--prefix=/opt/x', '--python', '/usr/bin/python3']), {
+    mode: 'prefix',
+    prefix: '/opt/x',
+    python: '/usr/bin/python3',
+  });
+  assert.throws(() => parseWhere(['--user', '--sys-prefix']), {
+    message: '--user and --sys-prefix exclude each other; give one',
+  });
   assert.throws(() => parseWhere(['--prefix']), { message: '--prefix needs a folder' });
   assert.throws(() => parseWhere(['--global']), { message: 'unknown option --global; run "vqalab lab --help"' });
   assert.equal(jupyterDataDir({}, 'linux', '/home/u'), '/home/u/.local/share/jupyter');

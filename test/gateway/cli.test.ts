@@ -12,28 +12,76 @@ import { UsageError } from '../../src/util/errors.js';
 import { runTrainAgent } from '../../src/cli/train-agent.js';
 import { trainCommand } from '../../src/cli/train.js';
 
-const EXAMPLE = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'examples', 'agents', 'vqa-agent.js');
+const EXAMPLE = path.resolve(
+  path.dirname(fileURLToPath(import.meta.url)),
+  '..',
+  '..',
+  'examples',
+  'agents',
+  'vqa-agent.js',
+);
 
 test('usage errors', async () => {
-  await assert.rejects(runTrainAgent([]), (e: unknown) => e instanceof UsageError && /--agent "CMD" is required/.test(e.message));
-  await assert.rejects(runTrainAgent(['--agent', 'x', '--env', 'NOEQUALS']), (e: unknown) => e instanceof UsageError && /--env must be KEY=VALUE; got "NOEQUALS"/.test(e.message));
-  await assert.rejects(runTrainAgent(['--agent', 'x', '--lr', 'fast']), (e: unknown) => e instanceof UsageError && /--lr must be a positive number/.test(e.message));
-  await assert.rejects(runTrainAgent(['--agent', 'x', '--bogus']), (e: unknown) => e instanceof UsageError && /bogus/.test(e.message));
+  await assert.rejects(
+    runTrainAgent([]),
+    (e: unknown) => e instanceof UsageError && /--agent "CMD" is required/.test(e.message),
+  );
+  await assert.rejects(
+    runTrainAgent(['--agent', 'x', '--env', 'NOEQUALS']),
+    (e: unknown) => e instanceof UsageError && /--env must be KEY=VALUE; got "NOEQUALS"/.test(e.message),
+  );
+  await assert.rejects(
+    runTrainAgent(['--agent', 'x', '--lr', 'fast']),
+    (e: unknown) => e instanceof UsageError && /--lr must be a positive number/.test(e.message),
+  );
+  await assert.rejects(
+    runTrainAgent(['--agent', 'x', '--bogus']),
+    (e: unknown) => e instanceof UsageError && /bogus/.test(e.message),
+  );
   // `vqalab train --agent` is the same command.
-  await assert.rejects(trainCommand.run(['--agent', 'x', '--env', 'NOEQUALS']), (e: unknown) => e instanceof UsageError && /--env must be KEY=VALUE; got "NOEQUALS"/.test(e.message));
+  await assert.rejects(
+    trainCommand.run(['--agent', 'x', '--env', 'NOEQUALS']),
+    (e: unknown) => e instanceof UsageError && /--env must be KEY=VALUE; got "NOEQUALS"/.test(e.message),
+  );
 });
 
 test('one step with the example agent', async () => {
   const out = mkdtempSync(path.join(tmpdir(), 'vqalab-train-agent-'));
   try {
-    const lines: string[] = [], errs: string[] = [];
-    const code = await runTrainAgent(['--agent', `"${process.execPath}" "${EXAMPLE}"`, '--steps', '1', '--prompts', '1', '--group', '2', '--synth-images', '1',
-      '--threads', '1', '--out', out, '--env', 'AGENT_MAX_TOKENS=3'], { out: (l) => lines.push(l), err: (l) => errs.push(l) });
+    const lines: string[] = [],
+      errs: string[] = [];
+    const code = await runTrainAgent(
+      [
+        '--agent',
+        `"${process.execPath}" "${EXAMPLE}"`,
+        '--steps',
+        '1',
+        '--prompts',
+        '1',
+        '--group',
+        '2',
+        '--synth-images',
+        '1',
+        '--threads',
+        '1',
+        '--out',
+        out,
+        '--env',
+        'AGENT_MAX_TOKENS=3',
+      ],
+      { out: (l) => lines.push(l), err: (l) => errs.push(l) },
+    );
     assert.equal(code, 0, errs.join('\n'));
     const result = JSON.parse(lines.at(-1)!) as { steps: number; failedAttempts: number };
     assert.deepEqual([result.steps, result.failedAttempts], [1, 0]);
-    const metrics = readFileSync(path.join(out, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { step: number; attempts: number });
-    assert.deepEqual(metrics.map((m) => [m.step, m.attempts]), [[0, 2]]);
+    const metrics = readFileSync(path.join(out, 'metrics.jsonl'), 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as { step: number; attempts: number });
+    assert.deepEqual(
+      metrics.map((m) => [m.step, m.attempts]),
+      [[0, 2]],
+    );
     assert.ok(existsSync(path.join(out, 'model', 'config.json')));
     assert.match(errs.join('\n'), /step 0: reward \d\.\d{3}, 2\/2 attempts succeeded/);
   } finally {

@@ -31,18 +31,41 @@ after(async () => {
 });
 
 function userTurn(text = 'what color is the circle?'): OpenAI.Chat.ChatCompletionMessageParam[] {
-  return [{ role: 'user', content: [{ type: 'image_url', image_url: { url: fx.dataUrl } }, { type: 'text', text }] }];
+  return [
+    {
+      role: 'user',
+      content: [
+        { type: 'image_url', image_url: { url: fx.dataUrl } },
+        { type: 'text', text },
+      ],
+    },
+  ];
 }
 
-async function postEvent(ep: Pick<AttemptEndpoint, 'eventUrl'>, body: string, key: string | null): Promise<{ status: number; json: any; headers: Headers }> {
-  const res = await fetch(ep.eventUrl, { method: 'POST', headers: { 'content-type': 'application/json', ...(key === null ? {} : { authorization: `Bearer ${key}` }) }, body });
+async function postEvent(
+  ep: Pick<AttemptEndpoint, 'eventUrl'>,
+  body: string,
+  key: string | null,
+): Promise<{ status: number; json: any; headers: Headers }> {
+  const res = await fetch(ep.eventUrl, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', ...(key === null ? {} : { authorization: `Bearer ${key}` }) },
+    body,
+  });
   const text = await res.text();
   let json: any;
-  try { json = JSON.parse(text); } catch { json = text; }
+  try {
+    json = JSON.parse(text);
+  } catch {
+    json = text;
+  }
   return { status: res.status, json, headers: res.headers };
 }
 
-function errorOf(r: { status: number; json: any }, status: number): { message: string; code: string | null; param: string | null } {
+function errorOf(
+  r: { status: number; json: any },
+  status: number,
+): { message: string; code: string | null; param: string | null } {
   assert.equal(r.status, status, JSON.stringify(r.json));
   assert.equal(typeof r.json?.error?.message, 'string', JSON.stringify(r.json));
   return r.json.error;
@@ -52,7 +75,12 @@ function errorOf(r: { status: number; json: any }, status: number): { message: s
 async function stillServes(): Promise<void> {
   const ep = gw.gateway.openAttempt();
   const client = new OpenAI({ baseURL: ep.baseUrl, apiKey: ep.key, maxRetries: 0 });
-  const r = await client.chat.completions.create({ model: 'auto', messages: userTurn(), max_tokens: 2, temperature: 0 });
+  const r = await client.chat.completions.create({
+    model: 'auto',
+    messages: userTurn(),
+    max_tokens: 2,
+    temperature: 0,
+  });
   assert.equal(r.choices.length, 1);
   const e = await postEvent(ep, JSON.stringify({ event_type: 'reward', data: { value: 0.5 } }), ep.key);
   assert.equal(e.status, 200, JSON.stringify(e.json));
@@ -66,15 +94,31 @@ describe('per-attempt base URLs', () => {
     assert.match(ep.eventUrl, /\/rollouts\/r1\/attempts\/a0\/events$/);
     const client = new OpenAI({ baseURL: ep.baseUrl, apiKey: ep.key, maxRetries: 0 });
     const models = await client.models.list();
-    assert.deepEqual(models.data.map((m) => m.id), ['vqalab']);
+    assert.deepEqual(
+      models.data.map((m) => m.id),
+      ['vqalab'],
+    );
     // "auto" as Agent Lightning's examples send it; token ids and log-probs asked for, to compare with the record.
     const res = await client.chat.completions.create({
-      model: 'auto', messages: userTurn(), n: 2, temperature: 1, seed: 5, max_tokens: 6, logprobs: true,
+      model: 'auto',
+      messages: userTurn(),
+      n: 2,
+      temperature: 1,
+      seed: 5,
+      max_tokens: 6,
+      logprobs: true,
       // @ts-expect-error vLLM's extension
       return_token_ids: true,
     });
     // A second call, streamed, without log-probs: recorded all the same.
-    const stream = await client.chat.completions.create({ model: 'whatever', messages: userTurn('is there a circle?'), max_tokens: 5, temperature: 1, seed: 9, stream: true });
+    const stream = await client.chat.completions.create({
+      model: 'whatever',
+      messages: userTurn('is there a circle?'),
+      max_tokens: 5,
+      temperature: 1,
+      seed: 9,
+      stream: true,
+    });
     let streamed = '';
     for await (const chunk of stream) streamed += chunk.choices[0]?.delta?.content ?? '';
     const rec = gw.gateway.attempt('r1', 'a0')!;
@@ -90,11 +134,17 @@ describe('per-attempt base URLs', () => {
     res.choices.forEach((ch, i) => {
       const recorded = c0!.choices[i]!;
       assert.deepEqual(Array.from(recorded.tokenIds), (ch as unknown as { token_ids: number[] }).token_ids);
-      assert.deepEqual(Array.from(recorded.logprobs), ch.logprobs!.content!.map((e) => Math.fround(e.logprob)));
+      assert.deepEqual(
+        Array.from(recorded.logprobs),
+        ch.logprobs!.content!.map((e) => Math.fround(e.logprob)),
+      );
       assert.equal(recorded.text, ch.message.content);
     });
     // The recorded prompt is exactly what the chat template gives for the conversation.
-    const expected = policy.prompt([{ role: 'user', content: [{ type: 'image' }, { type: 'text', text: 'what color is the circle?' }] }], c0!.prompt.images);
+    const expected = policy.prompt(
+      [{ role: 'user', content: [{ type: 'image' }, { type: 'text', text: 'what color is the circle?' }] }],
+      c0!.prompt.images,
+    );
     assert.deepEqual(Array.from(c0!.prompt.ids), Array.from(expected.ids));
     assert.equal(c1!.sampling.stream, true);
     assert.equal(c1!.choices[0]!.text, streamed);
@@ -108,14 +158,25 @@ describe('per-attempt base URLs', () => {
     const r1 = await postEvent(ep, JSON.stringify({ event_type: 'reward', data: { value: 0.25 } }), ep.key);
     assert.equal(r1.status, 200, JSON.stringify(r1.json));
     assert.match(r1.json.event_id, /^ev-/);
-    const r2 = await postEvent(ep, JSON.stringify({ event_type: 'agent_output', data: { text: 'done', reason: 'two turns' } }), ep.key);
+    const r2 = await postEvent(
+      ep,
+      JSON.stringify({ event_type: 'agent_output', data: { text: 'done', reason: 'two turns' } }),
+      ep.key,
+    );
     assert.equal(r2.status, 200);
-    const r3 = await postEvent(ep, JSON.stringify({ event_type: 'reward', data: { value: 1, reason: 'checked' } }), ep.key);
+    const r3 = await postEvent(
+      ep,
+      JSON.stringify({ event_type: 'reward', data: { value: 1, reason: 'checked' } }),
+      ep.key,
+    );
     assert.equal(r3.status, 200);
     const rec = gw.gateway.finishAttempt(ep.rolloutId, ep.attemptId, { exitCode: 0, stderrTail: '' });
     assert.equal(rec.status, 'succeeded');
     assert.equal(rec.reward, 1, 'the last reward event counts');
-    assert.deepEqual(rec.events.map((e) => e.eventType), ['reward', 'agent_output', 'reward']);
+    assert.deepEqual(
+      rec.events.map((e) => e.eventType),
+      ['reward', 'agent_output', 'reward'],
+    );
     assert.equal(JSON.stringify(rec).includes(ep.key), false, 'the key is not serialised with the record');
     // A finished attempt takes nothing more.
     const late = await postEvent(ep, JSON.stringify({ event_type: 'reward', data: { value: 0 } }), ep.key);
@@ -124,9 +185,15 @@ describe('per-attempt base URLs', () => {
 
   test('an attempt that exits without a reward is failed, with its stderr tail', async () => {
     const ep = gw.gateway.openAttempt();
-    const rec = gw.gateway.finishAttempt(ep.rolloutId, ep.attemptId, { exitCode: 1, stderrTail: 'Traceback: something\nValueError: bad image\n' });
+    const rec = gw.gateway.finishAttempt(ep.rolloutId, ep.attemptId, {
+      exitCode: 1,
+      stderrTail: 'Traceback: something\nValueError: bad image\n',
+    });
     assert.equal(rec.status, 'failed');
-    assert.match(rec.error!, /exited with code 1 without posting a reward \(0 calls recorded\); stderr tail:\nTraceback: something\nValueError: bad image/);
+    assert.match(
+      rec.error!,
+      /exited with code 1 without posting a reward \(0 calls recorded\); stderr tail:\nTraceback: something\nValueError: bad image/,
+    );
     const ep2 = gw.gateway.openAttempt();
     await postEvent(ep2, JSON.stringify({ event_type: 'reward', data: { value: 1 } }), ep2.key);
     const rec2 = gw.gateway.finishAttempt(ep2.rolloutId, ep2.attemptId, { exitCode: 3, stderrTail: 'late crash' });
@@ -134,23 +201,45 @@ describe('per-attempt base URLs', () => {
     assert.match(rec2.error!, /posted a reward but exited with code 3; stderr tail:\nlate crash/);
   });
 
-  test('tool results come back as observations (user turns in Qwen\'s format); tool definitions are taken (test/gateway/tools.test.ts)', async () => {
+  test("tool results come back as observations (user turns in Qwen's format); tool definitions are taken (test/gateway/tools.test.ts)", async () => {
     const ep = gw.gateway.openAttempt();
     const client = new OpenAI({ baseURL: ep.baseUrl, apiKey: ep.key, maxRetries: 0 });
     await client.chat.completions.create({
-      model: 'auto', max_tokens: 2, temperature: 0,
-      messages: [...userTurn(), { role: 'assistant', content: 'red' }, { role: 'tool', tool_call_id: 'c1', content: 'the zoomed crop is red' }],
+      model: 'auto',
+      max_tokens: 2,
+      temperature: 0,
+      messages: [
+        ...userTurn(),
+        { role: 'assistant', content: 'red' },
+        { role: 'tool', tool_call_id: 'c1', content: 'the zoomed crop is red' },
+      ],
     });
     const rec = gw.gateway.attempt(ep.rolloutId, ep.attemptId)!;
-    assert.deepEqual(rec.calls[0]!.messages.at(-1), { role: 'user', content: '<tool_response>\nthe zoomed crop is red\n</tool_response>' });
+    assert.deepEqual(rec.calls[0]!.messages.at(-1), {
+      role: 'user',
+      content: '<tool_response>\nthe zoomed crop is red\n</tool_response>',
+    });
     const withTools = await client.chat.completions.create({
-      model: 'auto', messages: userTurn(), max_tokens: 2, tools: [{ type: 'function', function: { name: 'zoom', parameters: { type: 'object' } } }],
+      model: 'auto',
+      messages: userTurn(),
+      max_tokens: 2,
+      tools: [{ type: 'function', function: { name: 'zoom', parameters: { type: 'object' } } }],
     });
     assert.equal(withTools.choices.length, 1);
-    assert.match(rec.calls[1]!.messages[0]!.content as string, /^You are a helpful assistant\.\n\n# Tools\n[^]*"name": "zoom"/);
-    await assert.rejects(client.chat.completions.create({
-      model: 'auto', messages: userTurn(), max_tokens: 2, tools: [{ type: 'function', function: { name: 'zoom' } }], tool_choice: 'required',
-    }), (err: any) => err.status === 400 && /tool_choice "required" is not supported/.test(err.message));
+    assert.match(
+      rec.calls[1]!.messages[0]!.content as string,
+      /^You are a helpful assistant\.\n\n# Tools\n[^]*"name": "zoom"/,
+    );
+    await assert.rejects(
+      client.chat.completions.create({
+        model: 'auto',
+        messages: userTurn(),
+        max_tokens: 2,
+        tools: [{ type: 'function', function: { name: 'zoom' } }],
+        tool_choice: 'required',
+      }),
+      (err: any) => err.status === 400 && /tool_choice "required" is not supported/.test(err.message),
+    );
   });
 });
 
@@ -163,8 +252,17 @@ describe('an answer sent back verbatim continues from its sampled ids', () => {
     const call = ep.record.calls[0]!;
     const tok = policy.tokenizer;
     // As if the model had sampled `ids` then <|im_end|> (the record is the gateway's own; only the choice is replaced).
-    call.choices[0] = { text: tok.decode(ids), tokenIds: Int32Array.from([...ids, tok.special.imEnd]), logprobs: new Float32Array(ids.length + 1).fill(-1), finishReason: 'stop' };
-    const messages: OpenAI.Chat.ChatCompletionMessageParam[] = [...userTurn(), { role: 'assistant', content: call.choices[0].text }, { role: 'user', content: 'sure?' }];
+    call.choices[0] = {
+      text: tok.decode(ids),
+      tokenIds: Int32Array.from([...ids, tok.special.imEnd]),
+      logprobs: new Float32Array(ids.length + 1).fill(-1),
+      finishReason: 'stop',
+    };
+    const messages: OpenAI.Chat.ChatCompletionMessageParam[] = [
+      ...userTurn(),
+      { role: 'assistant', content: call.choices[0].text },
+      { role: 'user', content: 'sure?' },
+    ];
     await client.chat.completions.create({ model: 'auto', messages, max_tokens: 2, temperature: 0 });
     return { call, next: ep.record.calls[1]! };
   }
@@ -176,16 +274,27 @@ describe('an answer sent back verbatim continues from its sampled ids', () => {
     const { call, next } = await attemptAnswered(split);
     const base = call.prompt.ids.length;
     assert.deepEqual(Array.from(next.prompt.ids.slice(0, base)), Array.from(call.prompt.ids));
-    assert.deepEqual(Array.from(next.prompt.ids.slice(base, base + 3)), [...split, tok.special.imEnd], 'the sampled ids, then the template\'s end of turn');
-    assert.deepEqual(Array.from(next.templateIds.slice(base, base + 2)), [...tok.encode('red'), tok.special.imEnd], 'the template alone re-encodes the text');
+    assert.deepEqual(
+      Array.from(next.prompt.ids.slice(base, base + 3)),
+      [...split, tok.special.imEnd],
+      "the sampled ids, then the template's end of turn",
+    );
+    assert.deepEqual(
+      Array.from(next.templateIds.slice(base, base + 2)),
+      [...tok.encode('red'), tok.special.imEnd],
+      'the template alone re-encodes the text',
+    );
     assert.equal(next.prompt.ids.length, next.templateIds.length + 1);
   });
 
-  test('an answer holding a special token (a sampled image pad) is not put back: the template\'s ids are used', async () => {
+  test("an answer holding a special token (a sampled image pad) is not put back: the template's ids are used", async () => {
     const tok = policy.tokenizer;
     const { next } = await attemptAnswered([...tok.encode('red'), tok.special.imagePad]);
     assert.deepEqual(Array.from(next.prompt.ids), Array.from(next.templateIds));
-    assert.equal(Array.from(next.prompt.ids).filter((t) => t === tok.special.imagePad).length, (next.prompt.images[0]!.gridThw.reduce((a, b) => a * b, 1)) / 4);
+    assert.equal(
+      Array.from(next.prompt.ids).filter((t) => t === tok.special.imagePad).length,
+      next.prompt.images[0]!.gridThw.reduce((a, b) => a * b, 1) / 4,
+    );
   });
 });
 
@@ -197,7 +306,10 @@ describe('hostile input: clear errors, the gateway keeps serving', () => {
     assert.match(nan.message, /has NaN, which is not JSON; a reward must be a finite number/);
     const inf = errorOf(await postEvent(ep, '{"event_type": "reward", "data": {"value": -Infinity}}', ep.key), 400);
     assert.match(inf.message, /-Infinity/);
-    const str = errorOf(await postEvent(ep, JSON.stringify({ event_type: 'reward', data: { value: 'NaN' } }), ep.key), 400);
+    const str = errorOf(
+      await postEvent(ep, JSON.stringify({ event_type: 'reward', data: { value: 'NaN' } }), ep.key),
+      400,
+    );
     assert.equal(str.param, 'data.value');
     assert.match(str.message, /data.value must be a finite number; got string "NaN"/);
     const none = errorOf(await postEvent(ep, JSON.stringify({ event_type: 'reward', data: {} }), ep.key), 400);
@@ -220,11 +332,21 @@ describe('hostile input: clear errors, the gateway keeps serving', () => {
     const wrong = errorOf(await postEvent(ep, body, other.key), 401);
     assert.match(wrong.message, /Incorrect key for attempt/);
     const client = new OpenAI({ baseURL: ep.baseUrl, apiKey: 'not-the-key', maxRetries: 0 });
-    await assert.rejects(client.chat.completions.create({ model: 'auto', messages: userTurn(), max_tokens: 2 }), (err: any) => err.status === 401);
-    const unknown = errorOf(await postEvent({ eventUrl: ep.eventUrl.replace(ep.attemptId, 'nope') }, body, ep.key), 404);
+    await assert.rejects(
+      client.chat.completions.create({ model: 'auto', messages: userTurn(), max_tokens: 2 }),
+      (err: any) => err.status === 401,
+    );
+    const unknown = errorOf(
+      await postEvent({ eventUrl: ep.eventUrl.replace(ep.attemptId, 'nope') }, body, ep.key),
+      404,
+    );
     assert.equal(unknown.code, 'attempt_not_found');
     assert.match(unknown.message, /unknown attempt "nope" of rollout/);
-    const route = await fetch(`${ep.baseUrl}/embeddings`, { method: 'POST', headers: { authorization: `Bearer ${ep.key}` }, body: '{}' });
+    const route = await fetch(`${ep.baseUrl}/embeddings`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${ep.key}` },
+      body: '{}',
+    });
     assert.equal(route.status, 404);
     assert.equal(gw.gateway.attempt(ep.rolloutId, ep.attemptId)!.events.length, 0);
     await stillServes();
@@ -241,7 +363,9 @@ describe('hostile input: clear errors, the gateway keeps serving', () => {
     const url = new URL(ep.eventUrl);
     const reply = await new Promise<string>((resolve, reject) => {
       const sock = net.connect(Number(url.port), url.hostname, () => {
-        sock.write(`POST ${url.pathname} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer ${ep.key}\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n`);
+        sock.write(
+          `POST ${url.pathname} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer ${ep.key}\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n`,
+        );
         const chunk = 'y'.repeat(1 << 20);
         let sent = 0;
         const pump = () => {
@@ -254,7 +378,9 @@ describe('hostile input: clear errors, the gateway keeps serving', () => {
         pump();
       });
       let data = '';
-      sock.on('data', (d) => { data += d.toString(); });
+      sock.on('data', (d) => {
+        data += d.toString();
+      });
       sock.on('close', () => resolve(data));
       sock.on('error', (err) => (data ? resolve(data) : reject(err)));
     });
@@ -263,11 +389,19 @@ describe('hostile input: clear errors, the gateway keeps serving', () => {
     await stillServes();
   });
 
-  test('the server\'s own routes are unchanged beside the gateway', async () => {
+  test("the server's own routes are unchanged beside the gateway", async () => {
     const client = new OpenAI({ baseURL: gw.server.url, apiKey: 'unused', maxRetries: 0 });
-    const r = await client.chat.completions.create({ model: 'vqalab', messages: userTurn(), max_tokens: 2, temperature: 0 });
+    const r = await client.chat.completions.create({
+      model: 'vqalab',
+      messages: userTurn(),
+      max_tokens: 2,
+      temperature: 0,
+    });
     assert.equal(r.choices.length, 1);
-    await assert.rejects(client.chat.completions.create({ model: 'auto', messages: userTurn(), max_tokens: 2 }), (err: any) => err.status === 404);
+    await assert.rejects(
+      client.chat.completions.create({ model: 'auto', messages: userTurn(), max_tokens: 2 }),
+      (err: any) => err.status === 404,
+    );
     const s = gw.gateway.stats();
     assert.ok(s.refused >= 8, JSON.stringify(s));
   });

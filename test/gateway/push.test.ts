@@ -35,12 +35,19 @@ let dir: string;
 let full: string, lora: string;
 
 function startServe(args: string[]): Promise<string> {
-  const server = spawn(process.execPath, [BIN, 'serve', '--port', '0', '--threads', '1', '--quiet', '--gateway-key-env', 'GW_ADMIN', ...args], {
-    env: { ...process.env, GW_ADMIN: ADMIN }, stdio: ['ignore', 'pipe', 'pipe'],
-  });
+  const server = spawn(
+    process.execPath,
+    [BIN, 'serve', '--port', '0', '--threads', '1', '--quiet', '--gateway-key-env', 'GW_ADMIN', ...args],
+    {
+      env: { ...process.env, GW_ADMIN: ADMIN },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  );
   servers.push(server);
   let err = '';
-  server.stderr!.on('data', (d: Buffer) => { err += d.toString(); });
+  server.stderr!.on('data', (d: Buffer) => {
+    err += d.toString();
+  });
   return new Promise<string>((resolve, reject) => {
     let out = '';
     server.stdout!.on('data', (d: Buffer) => {
@@ -67,27 +74,50 @@ before(async () => {
 });
 
 after(async () => {
-  await Promise.all(servers.filter((s) => s.exitCode === null).map((s) => {
-    const gone = new Promise((r) => s.once('exit', r));
-    s.kill('SIGTERM');
-    return gone;
-  }));
+  await Promise.all(
+    servers
+      .filter((s) => s.exitCode === null)
+      .map((s) => {
+        const gone = new Promise((r) => s.once('exit', r));
+        s.kill('SIGTERM');
+        return gone;
+      }),
+  );
   for (const m of models) m.dispose();
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
 
-async function call(method: string, url: string, key: string | null, body?: unknown): Promise<{ status: number; json: any; headers: Headers }> {
-  const res = await fetch(url, { method, headers: { 'content-type': 'application/json', ...(key ? { authorization: `Bearer ${key}` } : {}) }, body: body === undefined ? undefined : JSON.stringify(body) });
+async function call(
+  method: string,
+  url: string,
+  key: string | null,
+  body?: unknown,
+): Promise<{ status: number; json: any; headers: Headers }> {
+  const res = await fetch(url, {
+    method,
+    headers: { 'content-type': 'application/json', ...(key ? { authorization: `Bearer ${key}` } : {}) },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
   const text = await res.text();
   let json: any;
-  try { json = JSON.parse(text); } catch { json = text; }
+  try {
+    json = JSON.parse(text);
+  } catch {
+    json = text;
+  }
   return { status: res.status, json, headers: res.headers };
 }
 
 function options(m: EngineModel, extra: Partial<TrainerOptions> = {}): TrainerOptions {
   return {
-    model: m, tokenizer, train: tinySamples(16), rewards: [tinyShaped], loadImages: tinyImages, recordFacts: false,
-    config: { promptsPerStep: 2, numGenerations: 4, maxCompletionLength: 3, learningRate: 2e-2, seed: 11 }, ...extra,
+    model: m,
+    tokenizer,
+    train: tinySamples(16),
+    rewards: [tinyShaped],
+    loadImages: tinyImages,
+    recordFacts: false,
+    config: { promptsPerStep: 2, numGenerations: 4, maxCompletionLength: 3, learningRate: 2e-2, seed: 11 },
+    ...extra,
   };
 }
 
@@ -105,9 +135,13 @@ const MESSAGES = [{ role: 'user', content: 'What color is the circle?' }];
 /** Max |recorded log-prob − the model's forward log-prob| over a recorded call's tokens. */
 async function drift(m: EngineModel, c: any): Promise<number> {
   const ids = Int32Array.from(c.choices[0].token_ids as number[]);
-  const [r] = await m.forward([{ prompt: { ids: Int32Array.from(c.prompt_ids as number[]), images: [] }, completions: [ids] }]);
+  const [r] = await m.forward([
+    { prompt: { ids: Int32Array.from(c.prompt_ids as number[]), images: [] }, completions: [ids] },
+  ]);
   let d = 0;
-  (c.choices[0].logprobs as number[]).forEach((lp, k) => { d = Math.max(d, Math.abs(lp - r!.logprobs[0]![k]!)); });
+  (c.choices[0].logprobs as number[]).forEach((lp, k) => {
+    d = Math.max(d, Math.abs(lp - r!.logprobs[0]![k]!));
+  });
   return d;
 }
 
@@ -128,20 +162,30 @@ test('full weights pushed by the trainer after its updates: the server samples w
   assert.equal((await call('GET', `${full}/admin/weights`, 'wrong')).status, 401);
 
   // A plain /v1 reply names its version (body and header).
-  const plain = await call('POST', `${full}/v1/chat/completions`, null, { model: 'vqalab', messages: MESSAGES, max_tokens: 4, seed: 1 });
+  const plain = await call('POST', `${full}/v1/chat/completions`, null, {
+    model: 'vqalab',
+    messages: MESSAGES,
+    max_tokens: 4,
+    seed: 1,
+  });
   assert.equal(plain.status, 200, JSON.stringify(plain.json));
   assert.equal(plain.json.weight_version, m.stepCount);
   assert.equal(plain.headers.get(WEIGHT_VERSION_HEADER), String(m.stepCount));
 
   // A recorded call: its log-probs are the trainer model's, not the starting weights'.
   const a = await open(full);
-  const r = await call('POST', `${a.base}/chat/completions`, a.key, { model: 'auto', messages: MESSAGES, max_tokens: 12, seed: 5 });
+  const r = await call('POST', `${a.base}/chat/completions`, a.key, {
+    model: 'auto',
+    messages: MESSAGES,
+    max_tokens: 12,
+    seed: 5,
+  });
   assert.equal(r.status, 200, JSON.stringify(r.json));
   const rec = (await call('GET', a.at, ADMIN)).json;
   const c = rec.calls[0];
   assert.equal(c.weight_version, m.stepCount);
-  assert.ok(await drift(m, c) < 1e-4, `drift against the trainer's weights: ${await drift(m, c)}`);
-  assert.ok(await drift(base, c) > 1e-3, `the starting weights give other log-probs (drift ${await drift(base, c)})`);
+  assert.ok((await drift(m, c)) < 1e-4, `drift against the trainer's weights: ${await drift(m, c)}`);
+  assert.ok((await drift(base, c)) > 1e-3, `the starting weights give other log-probs (drift ${await drift(base, c)})`);
 });
 
 test('stale samples: an attempt bound to an older version is refused, and so is a push of an old version', async () => {
@@ -156,24 +200,52 @@ test('stale samples: an attempt bound to an older version is refused, and so is 
   assert.equal(pushed!.kind, 'full', 'a model without LoRA pushes all its tensors');
 
   const a = await open(full, served + 1);
-  const ok = await call('POST', `${a.base}/chat/completions`, a.key, { model: 'auto', messages: MESSAGES, max_tokens: 3, seed: 2 });
+  const ok = await call('POST', `${a.base}/chat/completions`, a.key, {
+    model: 'auto',
+    messages: MESSAGES,
+    max_tokens: 3,
+    seed: 2,
+  });
   assert.equal(ok.status, 200, JSON.stringify(ok.json));
   await trainer.sft({ steps: 1, batchSize: 4, learningRate: 1e-2 });
   await pusher.sync(m);
-  const stale = await call('POST', `${a.base}/chat/completions`, a.key, { model: 'auto', messages: MESSAGES, max_tokens: 3, seed: 2 });
+  const stale = await call('POST', `${a.base}/chat/completions`, a.key, {
+    model: 'auto',
+    messages: MESSAGES,
+    max_tokens: 3,
+    seed: 2,
+  });
   assert.equal(stale.status, 409);
   assert.equal(stale.json.error.code, 'stale_weights');
-  assert.match(stale.json.error.message, new RegExp(`bound to weight version ${served + 1}, but the server now serves version ${served + 2}`));
+  assert.match(
+    stale.json.error.message,
+    new RegExp(`bound to weight version ${served + 1}, but the server now serves version ${served + 2}`),
+  );
   const rec = (await call('GET', a.at, ADMIN)).json;
   assert.equal(rec.weight_version, served + 1);
-  assert.deepEqual(rec.calls.map((c: any) => c.weight_version), [served + 1], 'the refused call is not recorded');
+  assert.deepEqual(
+    rec.calls.map((c: any) => c.weight_version),
+    [served + 1],
+    'the refused call is not recorded',
+  );
 
-  await assert.rejects(pushWeights(m, [{ url: full, adminKey: ADMIN }], { version: served + 1 }), /HTTP 409: weight version \d+ is not newer than the version served now/);
+  await assert.rejects(
+    pushWeights(m, [{ url: full, adminKey: ADMIN }], { version: served + 1 }),
+    /HTTP 409: weight version \d+ is not newer than the version served now/,
+  );
   await assert.rejects(pushWeights(m, [{ url: full, adminKey: 'wrong' }], { version: served + 9 }), /HTTP 401/);
-  const bad = await fetch(`${full}/admin/weights`, { method: 'PUT', body: 'not safetensors', headers: { authorization: `Bearer ${ADMIN}` } });
+  const bad = await fetch(`${full}/admin/weights`, {
+    method: 'PUT',
+    body: 'not safetensors',
+    headers: { authorization: `Bearer ${ADMIN}` },
+  });
   assert.equal(bad.status, 400);
   assert.match(((await bad.json()) as any).error.message, /safetensors/);
-  assert.equal((await call('GET', `${full}/health`, null)).json.weight_version, served + 2, 'refused pushes change nothing');
+  assert.equal(
+    (await call('GET', `${full}/health`, null)).json.weight_version,
+    served + 2,
+    'refused pushes change nothing',
+  );
 });
 
 test('LoRA adapters pushed to a server started on the adapter folder', async () => {
@@ -185,17 +257,25 @@ test('LoRA adapters pushed to a server started on the adapter folder', async () 
   assert.equal(p!.kind, 'lora');
   assert.equal(p!.tensors, 2 * 2 * m.config.numLayers, 'A and B of q_proj and v_proj in each layer');
   const a = await open(lora, p!.version);
-  const r = await call('POST', `${a.base}/chat/completions`, a.key, { model: 'auto', messages: MESSAGES, max_tokens: 12, seed: 5 });
+  const r = await call('POST', `${a.base}/chat/completions`, a.key, {
+    model: 'auto',
+    messages: MESSAGES,
+    max_tokens: 12,
+    seed: 5,
+  });
   assert.equal(r.status, 200, JSON.stringify(r.json));
   const c = (await call('GET', a.at, ADMIN)).json.calls[0];
   assert.equal(c.weight_version, p!.version);
-  assert.ok(await drift(m, c) < 1e-4, `drift against the trainer's adapters: ${await drift(m, c)}`);
+  assert.ok((await drift(m, c)) < 1e-4, `drift against the trainer's adapters: ${await drift(m, c)}`);
   m.setLoraEnabled(false);
   const off = await drift(m, c);
   m.setLoraEnabled(true);
   assert.ok(off > 1e-3, `the base alone gives other log-probs (drift ${off})`);
   // The full server has no adapters: a LoRA push to it is refused with the fix named.
-  await assert.rejects(pushWeights(m, [{ url: full, adminKey: ADMIN }], { version: 10_000 }), /has no LoRA adapters.*--model ADAPTER_FOLDER/);
+  await assert.rejects(
+    pushWeights(m, [{ url: full, adminKey: ADMIN }], { version: 10_000 }),
+    /has no LoRA adapters.*--model ADAPTER_FOLDER/,
+  );
 });
 
 test('a push that arrives while a completion streams waits for it: the completion comes from one version', async (t) => {
@@ -209,8 +289,15 @@ test('a push that arrives while a completion streams waits for it: the completio
 
   const a = await open(full);
   const res = await fetch(`${a.base}/chat/completions`, {
-    method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${a.key}` },
-    body: JSON.stringify({ model: 'auto', messages: [{ role: 'user', content: 'Describe the picture in detail.' }], max_tokens: 400, seed: 9, stream: true }),
+    method: 'POST',
+    headers: { 'content-type': 'application/json', authorization: `Bearer ${a.key}` },
+    body: JSON.stringify({
+      model: 'auto',
+      messages: [{ role: 'user', content: 'Describe the picture in detail.' }],
+      max_tokens: 400,
+      seed: 9,
+      stream: true,
+    }),
   });
   assert.equal(res.headers.get(WEIGHT_VERSION_HEADER), String(served + 1));
   const reader = res.body!.getReader();
@@ -230,10 +317,15 @@ test('a push that arrives while a completion streams waits for it: the completio
   assert.equal(c.weight_version, served + 1);
   assert.ok(c.choices[0].token_ids.length > 1);
   t.diagnostic(`streamed ${c.choices[0].token_ids.length} tokens, finish ${c.choices[0].finish_reason}`);
-  assert.ok(await drift(old, c) < 1e-4, `every token comes from the old weights (drift ${await drift(old, c)})`);
+  assert.ok((await drift(old, c)) < 1e-4, `every token comes from the old weights (drift ${await drift(old, c)})`);
   const after = await open(full);
-  await call('POST', `${after.base}/chat/completions`, after.key, { model: 'auto', messages: MESSAGES, max_tokens: 8, seed: 9 });
+  await call('POST', `${after.base}/chat/completions`, after.key, {
+    model: 'auto',
+    messages: MESSAGES,
+    max_tokens: 8,
+    seed: 9,
+  });
   const c2 = (await call('GET', after.at, ADMIN)).json.calls[0];
   assert.equal(c2.weight_version, served + 2);
-  assert.ok(await drift(m, c2) < 1e-4);
+  assert.ok((await drift(m, c2)) < 1e-4);
 });

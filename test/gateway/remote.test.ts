@@ -22,11 +22,18 @@ let origin: string;
 
 before(async () => {
   fx = await makeFixture();
-  server = spawn(process.execPath, [BIN, 'serve', '--port', '0', '--threads', '1', '--quiet', '--gateway-key-env', 'GW_ADMIN'], {
-    env: { ...process.env, GW_ADMIN: ADMIN }, stdio: ['ignore', 'pipe', 'pipe'],
-  });
+  server = spawn(
+    process.execPath,
+    [BIN, 'serve', '--port', '0', '--threads', '1', '--quiet', '--gateway-key-env', 'GW_ADMIN'],
+    {
+      env: { ...process.env, GW_ADMIN: ADMIN },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  );
   let err = '';
-  server.stderr!.on('data', (d: Buffer) => { err += d.toString(); });
+  server.stderr!.on('data', (d: Buffer) => {
+    err += d.toString();
+  });
   origin = await new Promise<string>((resolve, reject) => {
     let out = '';
     server.stdout!.on('data', (d: Buffer) => {
@@ -47,11 +54,24 @@ after(async () => {
   fx?.cleanup();
 });
 
-async function call(method: string, url: string, key: string | null, body?: unknown): Promise<{ status: number; json: any }> {
-  const res = await fetch(url, { method, headers: { 'content-type': 'application/json', ...(key ? { authorization: `Bearer ${key}` } : {}) }, body: body === undefined ? undefined : JSON.stringify(body) });
+async function call(
+  method: string,
+  url: string,
+  key: string | null,
+  body?: unknown,
+): Promise<{ status: number; json: any }> {
+  const res = await fetch(url, {
+    method,
+    headers: { 'content-type': 'application/json', ...(key ? { authorization: `Bearer ${key}` } : {}) },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
   const text = await res.text();
   let json: any;
-  try { json = JSON.parse(text); } catch { json = text; }
+  try {
+    json = JSON.parse(text);
+  } catch {
+    json = text;
+  }
   return { status: res.status, json };
 }
 
@@ -66,15 +86,28 @@ test('a remote runner opens an attempt, runs the example agent against it and re
   assert.equal((await call('POST', at, ADMIN, {})).json.error.code, 'attempt_exists');
   const agent = spawn(process.execPath, [EXAMPLE], {
     env: {
-      ...process.env, AGL_OPENAI_BASE_URL: opened.json.base_url, AGL_EVENT_URL: opened.json.event_url, AGL_KEY: opened.json.key,
-      QUESTION: sample.question, ANSWER: sample.answer, IMAGE_PATH: sample.imagePath, ID: sample.id, TASK_JSON: JSON.stringify({ answers: sample.answers }),
-      AGENT_ALWAYS_REFINE: '1', AGENT_MAX_TOKENS: '4',
+      ...process.env,
+      AGL_OPENAI_BASE_URL: opened.json.base_url,
+      AGL_EVENT_URL: opened.json.event_url,
+      AGL_KEY: opened.json.key,
+      QUESTION: sample.question,
+      ANSWER: sample.answer,
+      IMAGE_PATH: sample.imagePath,
+      ID: sample.id,
+      TASK_JSON: JSON.stringify({ answers: sample.answers }),
+      AGENT_ALWAYS_REFINE: '1',
+      AGENT_MAX_TOKENS: '4',
     },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
-  let stdout = '', stderr = '';
-  agent.stdout!.on('data', (d: Buffer) => { stdout += d.toString(); });
-  agent.stderr!.on('data', (d: Buffer) => { stderr += d.toString(); });
+  let stdout = '',
+    stderr = '';
+  agent.stdout!.on('data', (d: Buffer) => {
+    stdout += d.toString();
+  });
+  agent.stderr!.on('data', (d: Buffer) => {
+    stderr += d.toString();
+  });
   const code = await new Promise<number | null>((r) => agent.on('close', (c) => r(c)));
   assert.equal(code, 0, stderr);
   const finished = await call('POST', `${at}/finish`, ADMIN, { exit_code: code, stderr_tail: stderr });
@@ -85,7 +118,10 @@ test('a remote runner opens an attempt, runs the example agent against it and re
   assert.equal(rec.calls.length, 3);
   for (const [k, c] of (rec.calls as any[]).entries()) {
     assert.equal(c.weight_version, 0);
-    assert.deepEqual(c.images.map((i: any) => i.grid_thw), [[1, 8, 8]]);
+    assert.deepEqual(
+      c.images.map((i: any) => i.grid_thw),
+      [[1, 8, 8]],
+    );
     assert.equal(c.choices[0].token_ids.length, c.choices[0].logprobs.length);
     if (k > 0) {
       // Each call continues from the previous one's prompt and sampled ids (unless those held a
@@ -97,6 +133,9 @@ test('a remote runner opens an attempt, runs the example agent against it and re
     }
   }
   // The attempt is closed: its key no longer works for calls.
-  const late = await call('POST', `${opened.json.base_url}/chat/completions`, opened.json.key, { model: 'auto', messages: [{ role: 'user', content: 'hi' }] });
+  const late = await call('POST', `${opened.json.base_url}/chat/completions`, opened.json.key, {
+    model: 'auto',
+    messages: [{ role: 'user', content: 'hi' }],
+  });
   assert.equal(late.json.error.code, 'attempt_finished');
 });

@@ -60,20 +60,48 @@ after(() => {
 test('Trainer({ agent }): the reward goes up over a short run of agent rollouts through the gateway', async () => {
   const tokenizer = VlmTokenizer.load(DEFAULT_MODEL_DIR);
   const trainer = new Trainer({
-    model, tokenizer, train: fx.samples, rewards: [], recordFacts: false,
-    loadImages: async () => { throw new Error('not used: the agent reads its image'); },
+    model,
+    tokenizer,
+    train: fx.samples,
+    rewards: [],
+    recordFacts: false,
+    loadImages: async () => {
+      throw new Error('not used: the agent reads its image');
+    },
     agent: { command: [process.execPath, path.join(dir, 'short.mjs')], concurrency: 8, timeoutMs: 120_000 },
     config: { promptsPerStep: 2, numGenerations: 6, learningRate: 5e-3, seed: 3 },
   });
   const steps: StepMetrics[] = [];
   await trainer.run({
-    steps: 12, dashboard: false, handleSigint: false,
+    steps: 12,
+    dashboard: false,
+    handleSigint: false,
     onStep: (out) => {
-      const m = out.metrics, agent = m.extra!.agent as { failedAttempts: number; turnsMean: number; maxLogprobDrift: number; policyTokens: number; maskedTokens: number; offPolicyTrajectories: number };
-      assert.equal(agent.failedAttempts, 0, trainer.lastAgentGroups.flatMap((g) => g.attempts).map((a) => a.error ?? '').join('\n'));
+      const m = out.metrics,
+        agent = m.extra!.agent as {
+          failedAttempts: number;
+          turnsMean: number;
+          maxLogprobDrift: number;
+          policyTokens: number;
+          maskedTokens: number;
+          offPolicyTrajectories: number;
+        };
+      assert.equal(
+        agent.failedAttempts,
+        0,
+        trainer.lastAgentGroups
+          .flatMap((g) => g.attempts)
+          .map((a) => a.error ?? '')
+          .join('\n'),
+      );
       assert.equal(agent.turnsMean, 2);
       assert.equal(agent.offPolicyTrajectories, 0);
-      for (const g of trainer.lastAgentGroups) for (const a of g.attempts) assert.ok(a.calls.every((c) => c.weightVersion === out.step), 'sampled by this step\'s weights');
+      for (const g of trainer.lastAgentGroups)
+        for (const a of g.attempts)
+          assert.ok(
+            a.calls.every((c) => c.weightVersion === out.step),
+            "sampled by this step's weights",
+          );
       if (agent.policyTokens > 0) {
         assert.ok(agent.maxLogprobDrift < 1e-4, `step ${out.step}: drift ${agent.maxLogprobDrift}`);
         assert.ok(agent.maskedTokens > 0);
@@ -83,7 +111,11 @@ test('Trainer({ agent }): the reward goes up over a short run of agent rollouts 
   });
   assert.equal(trainer.globalStep, 12);
   const mean = (xs: number[]) => xs.reduce((s, x) => s + x, 0) / xs.length;
-  const first = mean(steps.slice(0, 3).map((m) => m.rewardMean)), last = mean(steps.slice(-3).map((m) => m.rewardMean));
+  const first = mean(steps.slice(0, 3).map((m) => m.rewardMean)),
+    last = mean(steps.slice(-3).map((m) => m.rewardMean));
   assert.ok(steps.filter((m) => Number.isFinite(m.loss)).length >= 5, 'most steps updated');
-  assert.ok(last > first + 0.15, `reward ${steps.map((m) => m.rewardMean.toFixed(3)).join(' ')}: first 3 steps ${first.toFixed(3)}, last 3 ${last.toFixed(3)}`);
+  assert.ok(
+    last > first + 0.15,
+    `reward ${steps.map((m) => m.rewardMean.toFixed(3)).join(' ')}: first 3 steps ${first.toFixed(3)}, last 3 ${last.toFixed(3)}`,
+  );
 });

@@ -22,7 +22,15 @@ import type { GrpoConfig } from '../../src/grpo/config.js';
 import { DEFAULT_MODEL_DIR } from '../../src/model/default.js';
 import type { RewardFn } from '../../src/reward/types.js';
 import type { VqaSample } from '../../src/data/types.js';
-import { loadTiny, tinyExact, tinyImages, tinyModel, tinySamples, tinyShaped, tinyTokenizer } from './helpers/tiny-task.js';
+import {
+  loadTiny,
+  tinyExact,
+  tinyImages,
+  tinyModel,
+  tinySamples,
+  tinyShaped,
+  tinyTokenizer,
+} from './helpers/tiny-task.js';
 
 const tokenizer = tinyTokenizer();
 const models: EngineModel[] = [];
@@ -44,12 +52,34 @@ function tmp(): string {
   return d;
 }
 
-function options(model: EngineModel, config: Partial<GrpoConfig> = {}, extra: Partial<TrainerOptions> = {}): TrainerOptions {
+function options(
+  model: EngineModel,
+  config: Partial<GrpoConfig> = {},
+  extra: Partial<TrainerOptions> = {},
+): TrainerOptions {
   return {
-    model, tokenizer, train: tinySamples(32), evalSets: { val: tinySamples(12, 1000) }, rewards: [tinyShaped],
-    loadImages: tinyImages, loadModel: async (dir, info) => { const m = await loadTiny(dir, info); models.push(m); return m; },
-    config: { promptsPerStep: 4, numGenerations: 4, maxCompletionLength: 3, learningRate: 1e-3, seed: 5, evalMaxTokens: 3, ...config },
-    recordFacts: false, ...extra,
+    model,
+    tokenizer,
+    train: tinySamples(32),
+    evalSets: { val: tinySamples(12, 1000) },
+    rewards: [tinyShaped],
+    loadImages: tinyImages,
+    loadModel: async (dir, info) => {
+      const m = await loadTiny(dir, info);
+      models.push(m);
+      return m;
+    },
+    config: {
+      promptsPerStep: 4,
+      numGenerations: 4,
+      maxCompletionLength: 3,
+      learningRate: 1e-3,
+      seed: 5,
+      evalMaxTokens: 3,
+      ...config,
+    },
+    recordFacts: false,
+    ...extra,
   };
 }
 
@@ -67,15 +97,46 @@ async function weightsOf(model: EngineModel): Promise<Buffer> {
 
 /** What a step produced, without wall-clock numbers. */
 function content(out: StepOutput): unknown {
-  const { time, stepSeconds, rolloutSeconds, rewardSeconds, trainSeconds, tokensPerSecond, trainTokensPerSecond, memoryMiB, gpuPeakMiB, ...m } = out.metrics;
-  void [time, stepSeconds, rolloutSeconds, rewardSeconds, trainSeconds, tokensPerSecond, trainTokensPerSecond, memoryMiB, gpuPeakMiB];
+  const {
+    time,
+    stepSeconds,
+    rolloutSeconds,
+    rewardSeconds,
+    trainSeconds,
+    tokensPerSecond,
+    trainTokensPerSecond,
+    memoryMiB,
+    gpuPeakMiB,
+    ...m
+  } = out.metrics;
+  void [
+    time,
+    stepSeconds,
+    rolloutSeconds,
+    rewardSeconds,
+    trainSeconds,
+    tokensPerSecond,
+    trainTokensPerSecond,
+    memoryMiB,
+    gpuPeakMiB,
+  ];
   return {
-    step: out.step, metrics: m, skipped: out.skipped,
+    step: out.step,
+    metrics: m,
+    skipped: out.skipped,
     groups: out.groups.map((g) => ({
-      id: g.sample.id, prompt: Array.from(g.promptIds), zeroVariance: g.zeroVariance,
+      id: g.sample.id,
+      prompt: Array.from(g.promptIds),
+      zeroVariance: g.zeroVariance,
       completions: g.completions.map((c) => ({
-        text: c.text, ids: Array.from(c.tokenIds), finish: c.finishReason, reward: c.reward, parts: c.rewardParts, advantage: c.advantage,
-        logprobs: Array.from(c.logprobs ?? []), errors: c.errors,
+        text: c.text,
+        ids: Array.from(c.tokenIds),
+        finish: c.finishReason,
+        reward: c.reward,
+        parts: c.rewardParts,
+        advantage: c.advantage,
+        logprobs: Array.from(c.logprobs ?? []),
+        errors: c.errors,
       })),
     })),
   };
@@ -86,10 +147,13 @@ test('a batched step equals the sequential step: same groups, rewards, advantage
   const b = await warmStarted();
   assert.ok((await weightsOf(a)).equals(await weightsOf(b)), 'the same start');
   const batched = new Trainer(options(a, { dynamicSampling: true, maxSamplingRounds: 2 }));
-  const sequential = new Trainer(options(b, { dynamicSampling: true, maxSamplingRounds: 2 }, { rolloutMode: 'sequential' }));
+  const sequential = new Trainer(
+    options(b, { dynamicSampling: true, maxSamplingRounds: 2 }, { rolloutMode: 'sequential' }),
+  );
   const stats = (m: EngineModel) => m.sampleStats!();
   for (let s = 0; s < 3; s++) {
-    const runsA = stats(a).runs, runsB = stats(b).runs;
+    const runsA = stats(a).runs,
+      runsB = stats(b).runs;
     const x = await batched.step();
     const y = await sequential.step();
     assert.deepEqual(content(x), content(y), `step ${s}`);
@@ -101,13 +165,23 @@ test('a batched step equals the sequential step: same groups, rewards, advantage
   assert.ok((await weightsOf(a)).equals(await weightsOf(b)), 'the same weights after three steps');
   // Step metrics carry the time split and throughput.
   const m = batched.metrics.last!;
-  for (const k of ['rolloutSeconds', 'rewardSeconds', 'trainSeconds', 'tokensPerSecond', 'trainTokensPerSecond'] as const) assert.ok(Number.isFinite(m[k]) && m[k]! >= 0, `${k} ${m[k]}`);
+  for (const k of [
+    'rolloutSeconds',
+    'rewardSeconds',
+    'trainSeconds',
+    'tokensPerSecond',
+    'trainTokensPerSecond',
+  ] as const)
+    assert.ok(Number.isFinite(m[k]) && m[k]! >= 0, `${k} ${m[k]}`);
   assert.ok(Number.isNaN(m.gpuPeakMiB), 'no GPU peak on the CPU engine');
 
   // evaluate(): many questions at once, the same answers as one at a time.
   const many = await batched.evaluate('val');
   const one = await new Trainer(options(a, {}, { evalBatchSize: 1 })).evaluate('val');
-  assert.deepEqual(many.rows.map((r) => r.prediction), one.rows.map((r) => r.prediction));
+  assert.deepEqual(
+    many.rows.map((r) => r.prediction),
+    one.rows.map((r) => r.prediction),
+  );
   assert.equal(many.overall, one.overall);
 });
 
@@ -123,10 +197,16 @@ test('checkpointEvery before any optimizer update saves (empty optimizer state),
   assert.equal(r.checkpoints.length, 1);
   assert.ok(existsSync(path.join(r.checkpoints[0]!, 'model', 'optimizer.safetensors')));
   await t.run({ steps: 1, handleSigint: false });
-  const resumed = await Trainer.resume(r.checkpoints[0]!, { ...options(model, {}, { rewards: [lateReward] }), loadModel: options(model).loadModel! });
+  const resumed = await Trainer.resume(r.checkpoints[0]!, {
+    ...options(model, {}, { rewards: [lateReward] }),
+    loadModel: options(model).loadModel!,
+  });
   assert.equal(resumed.globalStep, 1);
   await resumed.step();
-  assert.ok((await weightsOf(resumed.model)).equals(await weightsOf(model)), 'resumed from before the first update, the same weights');
+  assert.ok(
+    (await weightsOf(resumed.model)).equals(await weightsOf(model)),
+    'resumed from before the first update, the same weights',
+  );
 });
 
 /** A fresh model with no optimizer state at all (no SFT). */
@@ -154,11 +234,17 @@ test('temporary folders of a killed save are removed by the next save and by res
   plant(`.checkpoint-000001.tmp-${process.pid}-0a1b2c3d`); // this process's: a save in progress
   const t = new Trainer(options(await warmStarted(), {}, { outputDir: dir }));
   await t.save();
-  assert.deepEqual(readdirSync(ckpts).filter((n) => n.includes('.tmp-')), [`.checkpoint-000001.tmp-${process.pid}-0a1b2c3d`]);
+  assert.deepEqual(
+    readdirSync(ckpts).filter((n) => n.includes('.tmp-')),
+    [`.checkpoint-000001.tmp-${process.pid}-0a1b2c3d`],
+  );
   plant(`.checkpoint-000000.tmp-${dead}-ffff0000`);
   const r = await Trainer.resume(dir, { ...options(t.model), loadModel: options(t.model).loadModel! });
   assert.equal(r.globalStep, 0);
-  assert.deepEqual(readdirSync(ckpts).filter((n) => n.includes('.tmp-')), [`.checkpoint-000001.tmp-${process.pid}-0a1b2c3d`]);
+  assert.deepEqual(
+    readdirSync(ckpts).filter((n) => n.includes('.tmp-')),
+    [`.checkpoint-000001.tmp-${process.pid}-0a1b2c3d`],
+  );
 });
 
 test('bad rows are skipped by sample id; the step trains on the others; too many stop the step with a clear error', async () => {
@@ -174,17 +260,35 @@ test('bad rows are skipped by sample id; the step trains on the others; too many
     return tinyImages(s);
   };
   const lines: string[] = [];
-  const t = new Trainer(options(model, { maxBadSampleFraction: 0.5, learningRate: 1e-2 }, { train, loadImages, rewards: [tinyShaped], log: (l) => lines.push(l) }));
+  const t = new Trainer(
+    options(
+      model,
+      { maxBadSampleFraction: 0.5, learningRate: 1e-2 },
+      { train, loadImages, rewards: [tinyShaped], log: (l) => lines.push(l) },
+    ),
+  );
   const before = await weightsOf(model);
   const out = await t.step();
-  assert.deepEqual(out.skipped.map((s) => [s.sampleId, s.kind]).sort(), [['broken-1', 'image'], ['long-2', 'length']]);
-  assert.match(out.skipped.find((s) => s.kind === 'length')!.message, /^sample long-2: its prompt has \d+ tokens \(images included\) and maxCompletionLength is 3; the model takes at most 96 tokens/);
-  assert.match(out.skipped.find((s) => s.kind === 'image')!.message, /^sample broken-1: cannot load its image .*not a PNG file$/);
+  assert.deepEqual(out.skipped.map((s) => [s.sampleId, s.kind]).sort(), [
+    ['broken-1', 'image'],
+    ['long-2', 'length'],
+  ]);
+  assert.match(
+    out.skipped.find((s) => s.kind === 'length')!.message,
+    /^sample long-2: its prompt has \d+ tokens \(images included\) and maxCompletionLength is 3; the model takes at most 96 tokens/,
+  );
+  assert.match(
+    out.skipped.find((s) => s.kind === 'image')!.message,
+    /^sample broken-1: cannot load its image .*not a PNG file$/,
+  );
   assert.equal(out.metrics.badSamples, 2);
   assert.deepEqual((out.metrics.extra!.skipped as { id: string }[]).map((s) => s.id).sort(), ['broken-1', 'long-2']);
   assert.deepEqual(out.groups.map((g) => g.sample.id).sort(), [good[0]!.id, good[3]!.id]);
   assert.ok(!(await weightsOf(model)).equals(before), 'the step trained on the good samples');
-  assert.ok(lines.some((l) => l.startsWith('step 0: skipped sample long-2')), lines.join('\n'));
+  assert.ok(
+    lines.some((l) => l.startsWith('step 0: skipped sample long-2')),
+    lines.join('\n'),
+  );
 
   // Three of four bad: more than half → the step stops, naming each; the trainer is as before it.
   const worse = [broken, long, { ...broken, id: 'broken-3' }, good[0]!];
@@ -201,31 +305,71 @@ test('bad rows are skipped by sample id; the step trains on the others; too many
   assert.equal((await v.step()).skipped.length, 3);
 
   // SFT skips them too, by id; evaluate scores them 0 and names them.
-  const sft = await new Trainer(options(model, {}, { train, loadImages })).sft({ steps: 1, batchSize: 4, learningRate: 1e-4 });
+  const sft = await new Trainer(options(model, {}, { train, loadImages })).sft({
+    steps: 1,
+    batchSize: 4,
+    learningRate: 1e-4,
+  });
   assert.equal(sft[0]!.badSamples, 2);
   assert.equal(sft[0]!.groups, 2);
   const e = await new Trainer(options(model, {}, { train, loadImages, evalSets: { val: train } })).evaluate('val');
   assert.equal(e.n, 4);
-  assert.deepEqual(e.rows.filter((r) => (r as { error?: string }).error).map((r) => r.id).sort(), ['broken-1', 'long-2']);
+  assert.deepEqual(
+    e.rows
+      .filter((r) => (r as { error?: string }).error)
+      .map((r) => r.id)
+      .sort(),
+    ['broken-1', 'long-2'],
+  );
 });
 
 test('run() events: subscribers see every step, evaluation and checkpoint; control.shouldStop ends the run at a step boundary', async () => {
   const dir = tmp();
   const seen: string[] = [];
-  const t = new Trainer(options(await warmStarted(), {}, {
-    outputDir: dir,
-    callbacks: [{
-      onRunBegin: (_t, run) => { seen.push(`begin ${run.firstStep}+${run.steps}`); },
-      onStepEnd: (_t, out, control) => { seen.push(`step ${out.step}`); if (out.step === 2) control.shouldStop = true; },
-      onEvaluate: (_t, s, info) => { seen.push(`eval ${s.split} ${info.at}`); },
-      onSave: (_t, d, info) => { seen.push(`save ${path.basename(d)} ${info.step}`); },
-      onRunEnd: (_t, r) => { seen.push(`end ${r.stoppedBy} ${r.stepsRun}`); },
-    }],
-  }));
+  const t = new Trainer(
+    options(
+      await warmStarted(),
+      {},
+      {
+        outputDir: dir,
+        callbacks: [
+          {
+            onRunBegin: (_t, run) => {
+              seen.push(`begin ${run.firstStep}+${run.steps}`);
+            },
+            onStepEnd: (_t, out, control) => {
+              seen.push(`step ${out.step}`);
+              if (out.step === 2) control.shouldStop = true;
+            },
+            onEvaluate: (_t, s, info) => {
+              seen.push(`eval ${s.split} ${info.at}`);
+            },
+            onSave: (_t, d, info) => {
+              seen.push(`save ${path.basename(d)} ${info.step}`);
+            },
+            onRunEnd: (_t, r) => {
+              seen.push(`end ${r.stoppedBy} ${r.stepsRun}`);
+            },
+          },
+        ],
+      },
+    ),
+  );
   const r = await t.run({ steps: 10, evalEvery: 2, checkpointEvery: 2, handleSigint: false });
   assert.equal(r.stepsRun, 3);
-  assert.deepEqual(seen, ['begin 0+10', 'step 0', 'step 1', 'eval val grpo2', 'save checkpoint-000002 2', 'step 2', 'end abort 3']);
-  await assert.rejects(t.run({ steps: 1, handleSigint: false, wandb: true } as never), /run\(\{ wandb \}\) needs the layer that reads it/);
+  assert.deepEqual(seen, [
+    'begin 0+10',
+    'step 0',
+    'step 1',
+    'eval val grpo2',
+    'save checkpoint-000002 2',
+    'step 2',
+    'end abort 3',
+  ]);
+  await assert.rejects(
+    t.run({ steps: 1, handleSigint: false, wandb: true } as never),
+    /run\(\{ wandb \}\) needs the layer that reads it/,
+  );
   void tinyExact;
 });
 
@@ -238,10 +382,11 @@ test('src/grpo imports nothing from src/display or src/report (they subscribe to
   }
 });
 
-test('with a Policy, a round\'s requests go out concurrently, at most policyConcurrency at a time, and give the sequential groups', async () => {
+test("with a Policy, a round's requests go out concurrently, at most policyConcurrency at a time, and give the sequential groups", async () => {
   // A policy that answers from the seed it is given (a deterministic stand-in for a server), and
   // counts the requests in flight.
-  let inFlight = 0, most = 0;
+  let inFlight = 0,
+    most = 0;
   const colors = ['red', 'green', 'blue', 'yellow'];
   const policy = {
     name: 'seeded',
@@ -250,15 +395,22 @@ test('with a Policy, a round\'s requests go out concurrently, at most policyConc
       most = Math.max(most, inFlight);
       await new Promise((r) => setImmediate(r));
       inFlight--;
-      return Array.from({ length: o.n }, (_, i) => ({ text: colors[((o.seed ?? 0) + i * 7) % 4]!, finishReason: 'stop' as const }));
+      return Array.from({ length: o.n }, (_, i) => ({
+        text: colors[((o.seed ?? 0) + i * 7) % 4]!,
+        finishReason: 'stop' as const,
+      }));
     },
   };
   const model = await fresh();
   const run = async (extra: Partial<TrainerOptions>) => {
-    inFlight = 0; most = 0;
+    inFlight = 0;
+    most = 0;
     const t = new Trainer(options(model, { promptsPerStep: 8, learningRate: 0 }, { policy, ...extra }));
     const out = await t.step();
-    return { groups: out.groups.map((g) => [g.sample.id, g.completions.map((c) => [c.text, c.reward, c.advantage])]), most };
+    return {
+      groups: out.groups.map((g) => [g.sample.id, g.completions.map((c) => [c.text, c.reward, c.advantage])]),
+      most,
+    };
   };
   const bounded = await run({ policyConcurrency: 3 });
   assert.equal(bounded.most, 3);
@@ -270,7 +422,9 @@ test('with a Policy, a round\'s requests go out concurrently, at most policyConc
 
 test('rolloutMode, evalBatchSize and policyConcurrency are checked', async () => {
   const model = await fresh();
-  assert.throws(() => new Trainer(options(model, {}, { rolloutMode: 'parallel' as never })), { message: 'Expected one of "batched", "sequential" for rolloutMode but received "parallel" of type string' });
+  assert.throws(() => new Trainer(options(model, {}, { rolloutMode: 'parallel' as never })), {
+    message: 'Expected one of "batched", "sequential" for rolloutMode but received "parallel" of type string',
+  });
   assert.throws(() => new Trainer(options(model, {}, { evalBatchSize: 0 })), /evalBatchSize/);
   assert.throws(() => new Trainer(options(model, {}, { policyConcurrency: 1.5 })), /policyConcurrency/);
 });

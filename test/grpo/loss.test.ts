@@ -4,7 +4,15 @@ import { aggregationWeights, grpoLoss, sftLoss, type LossOptions } from '../../s
 import { LOSS_AGGREGATIONS, KL_ESTIMATORS } from '../../src/grpo/config.js';
 import { Rng } from '../../src/util/rng.js';
 
-const base: LossOptions = { epsilonLow: 0.2, epsilonHigh: 0.2, dualClip: 0, beta: 0, klEstimator: 'k3', aggregation: 'token-mean', maxCompletionLength: 4 };
+const base: LossOptions = {
+  epsilonLow: 0.2,
+  epsilonHigh: 0.2,
+  dualClip: 0,
+  beta: 0,
+  klEstimator: 'k3',
+  aggregation: 'token-mean',
+  maxCompletionLength: 4,
+};
 const near = (a: number, b: number, tol = 1e-6) => assert.ok(Math.abs(a - b) < tol, `${a} vs ${b}`);
 
 test('PPO clip, A > 0: a ratio below 1 − ε is not clipped (only ratios above 1 + ε are)', () => {
@@ -63,7 +71,8 @@ test('aggregations on lengths [1, 3] with token losses −1 | 2, 2, 2', () => {
     'seq-mean-token-mean': (-1 + 2) / 2,
     'seq-mean-token-sum-norm': (-1 / 4 + 6 / 4) / 2,
   };
-  for (const aggregation of LOSS_AGGREGATIONS) near(grpoLoss(batch, { ...base, aggregation }).loss, expected[aggregation]!);
+  for (const aggregation of LOSS_AGGREGATIONS)
+    near(grpoLoss(batch, { ...base, aggregation }).loss, expected[aggregation]!);
   assert.deepEqual(aggregationWeights([1, 3], 'seq-mean-token-mean', 4), [0.5, 1 / 6]);
   assert.throws(() => aggregationWeights([5], 'seq-mean-token-sum-norm', 4), /more than maxCompletionLength 4/);
 });
@@ -75,30 +84,55 @@ test('KL in the loss: β · k3 per token, and its metric', () => {
   near(r.gradLogprobs[0]![0]!, 0.03934693);
   near(r.metrics.kl, 0.1065307);
   near(r.metrics.klLoss, 0.01065307);
-  assert.throws(() => grpoLoss({ logprobs: [[-1]], advantages: [0] }, { ...base, beta: 0.1 }), /beta > 0 needs refLogprobs/);
+  assert.throws(
+    () => grpoLoss({ logprobs: [[-1]], advantages: [0] }, { ...base, beta: 0.1 }),
+    /beta > 0 needs refLogprobs/,
+  );
 });
 
 test('dL/dlp matches central finite differences of the loss value for every variant', () => {
   const rng = new Rng(7);
   const lengths = [3, 1, 5, 2];
-  const mk = (scale: number, offset: number) => lengths.map((n) => Array.from({ length: n }, () => offset + scale * (rng.uniform() - 0.5)));
-  const logprobs = mk(1.2, -1.5), old = logprobs.map((row) => row.map((v) => v + 0.3 * (rng.uniform() - 0.5)));
-  const ref = mk(1.0, -1.5), entropy = mk(0.5, 1);
+  const mk = (scale: number, offset: number) =>
+    lengths.map((n) => Array.from({ length: n }, () => offset + scale * (rng.uniform() - 0.5)));
+  const logprobs = mk(1.2, -1.5),
+    old = logprobs.map((row) => row.map((v) => v + 0.3 * (rng.uniform() - 0.5)));
+  const ref = mk(1.0, -1.5),
+    entropy = mk(0.5, 1);
   const advantages = [1.3, -0.7, 0.4, -1.9];
   for (const aggregation of LOSS_AGGREGATIONS) {
     for (const klEstimator of KL_ESTIMATORS) {
       for (const dualClip of [0, 1.05]) {
-        const options: LossOptions = { epsilonLow: 0.1, epsilonHigh: 0.12, dualClip, beta: 0.05, klEstimator, aggregation, maxCompletionLength: 6 };
-        const at = (lp: number[][]) => grpoLoss({ logprobs: lp, oldLogprobs: old, refLogprobs: ref, advantages, entropy }, options).loss;
-        const { gradLogprobs } = grpoLoss({ logprobs, oldLogprobs: old, refLogprobs: ref, advantages, entropy }, options);
+        const options: LossOptions = {
+          epsilonLow: 0.1,
+          epsilonHigh: 0.12,
+          dualClip,
+          beta: 0.05,
+          klEstimator,
+          aggregation,
+          maxCompletionLength: 6,
+        };
+        const at = (lp: number[][]) =>
+          grpoLoss({ logprobs: lp, oldLogprobs: old, refLogprobs: ref, advantages, entropy }, options).loss;
+        const { gradLogprobs } = grpoLoss(
+          { logprobs, oldLogprobs: old, refLogprobs: ref, advantages, entropy },
+          options,
+        );
         const h = 1e-6;
-        logprobs.forEach((row, i) => row.forEach((_, t) => {
-          const plus = logprobs.map((r) => [...r]), minus = logprobs.map((r) => [...r]);
-          plus[i]![t]! += h; minus[i]![t]! -= h;
-          const fd = (at(plus) - at(minus)) / (2 * h);
-          const g = gradLogprobs[i]![t]!;
-          assert.ok(Math.abs(fd - g) < 1e-5 + 1e-4 * Math.abs(fd), `${aggregation}/${klEstimator}/c=${dualClip} token ${i},${t}: analytic ${g} vs numeric ${fd}`);
-        }));
+        logprobs.forEach((row, i) =>
+          row.forEach((_, t) => {
+            const plus = logprobs.map((r) => [...r]),
+              minus = logprobs.map((r) => [...r]);
+            plus[i]![t]! += h;
+            minus[i]![t]! -= h;
+            const fd = (at(plus) - at(minus)) / (2 * h);
+            const g = gradLogprobs[i]![t]!;
+            assert.ok(
+              Math.abs(fd - g) < 1e-5 + 1e-4 * Math.abs(fd),
+              `${aggregation}/${klEstimator}/c=${dualClip} token ${i},${t}: analytic ${g} vs numeric ${fd}`,
+            );
+          }),
+        );
       }
     }
   }
@@ -107,18 +141,29 @@ test('dL/dlp matches central finite differences of the loss value for every vari
 test('SFT cross-entropy: −mean lp, dL/dlp = −1/N', () => {
   const r = sftLoss([[-1, -2], [-3]]);
   near(r.loss, 2);
-  assert.deepEqual(r.gradLogprobs.map((g) => Array.from(g)), [[-1 / 3, -1 / 3].map(Math.fround), [Math.fround(-1 / 3)]]);
+  assert.deepEqual(
+    r.gradLogprobs.map((g) => Array.from(g)),
+    [[-1 / 3, -1 / 3].map(Math.fround), [Math.fround(-1 / 3)]],
+  );
   assert.equal(r.tokens, 3);
 });
 
 test('mismatched shapes are named', () => {
-  assert.throws(() => grpoLoss({ logprobs: [[-1, -2]], oldLogprobs: [[-1]], advantages: [1] }, base), { message: 'completion 0: 2 log-probs but 1 oldLogprobs' });
-  assert.throws(() => grpoLoss({ logprobs: [[-1]], advantages: [1, 2] }, base), { message: '1 completions but 2 advantages' });
+  assert.throws(() => grpoLoss({ logprobs: [[-1, -2]], oldLogprobs: [[-1]], advantages: [1] }, base), {
+    message: 'completion 0: 2 log-probs but 1 oldLogprobs',
+  });
+  assert.throws(() => grpoLoss({ logprobs: [[-1]], advantages: [1, 2] }, base), {
+    message: '1 completions but 2 advantages',
+  });
 });
 
 test('sequences left out for a zero advantage still count in the denominators', () => {
   // Forwarded: one token with A = 1 (loss −1). Left out: sequences of 3 and 2 tokens (loss 0).
-  const run = (aggregation: LossOptions['aggregation']) => grpoLoss({ logprobs: [[-1]], advantages: [1], skippedLengths: [3, 2] }, { ...base, aggregation, maxCompletionLength: 4 });
+  const run = (aggregation: LossOptions['aggregation']) =>
+    grpoLoss(
+      { logprobs: [[-1]], advantages: [1], skippedLengths: [3, 2] },
+      { ...base, aggregation, maxCompletionLength: 4 },
+    );
   near(run('token-mean').loss, -1 / 6);
   near(run('seq-mean-token-sum').loss, -1 / 3);
   near(run('seq-mean-token-mean').loss, -1 / 3);

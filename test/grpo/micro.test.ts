@@ -24,7 +24,13 @@ after(() => {
 });
 
 function cost(groups: readonly SplitGroup[], piece: { group: number; from: number; to: number }[]): number {
-  return piece.reduce((a, p) => a + groups[p.group]!.promptTokens + groups[p.group]!.completionTokens.slice(p.from, p.to).reduce((x, y) => x + y, 0), 0);
+  return piece.reduce(
+    (a, p) =>
+      a +
+      groups[p.group]!.promptTokens +
+      groups[p.group]!.completionTokens.slice(p.from, p.to).reduce((x, y) => x + y, 0),
+    0,
+  );
 }
 
 test('splitMinibatch: every completion once, in order, each piece within the budget unless it is one completion', () => {
@@ -34,30 +40,55 @@ test('splitMinibatch: every completion once, in order, each piece within the bud
     { promptTokens: 30, completionTokens: [2, 2] },
     { promptTokens: 6, completionTokens: [9, 1, 1, 1, 1] },
   ];
-  assert.deepEqual(splitMinibatch(groups, Infinity), [groups.map((g, i) => ({ group: i, from: 0, to: g.completionTokens.length }))]);
+  assert.deepEqual(splitMinibatch(groups, Infinity), [
+    groups.map((g, i) => ({ group: i, from: 0, to: g.completionTokens.length })),
+  ]);
   for (const budget of [1, 5, 12, 17, 20, 33, 40, 64, 200]) {
     const pieces = splitMinibatch(groups, budget);
-    const seen = pieces.flat().flatMap((p) => Array.from({ length: p.to - p.from }, (_, k) => `${p.group}:${p.from + k}`));
+    const seen = pieces
+      .flat()
+      .flatMap((p) => Array.from({ length: p.to - p.from }, (_, k) => `${p.group}:${p.from + k}`));
     const all = groups.flatMap((g, i) => g.completionTokens.map((_, k) => `${i}:${k}`));
     assert.deepEqual(seen, all, `budget ${budget}: each completion once, in order`);
     for (const piece of pieces) {
       assert.ok(piece.length > 0 && piece.every((p) => p.to > p.from), `budget ${budget}: no empty piece`);
       const single = piece.length === 1 && piece[0]!.to - piece[0]!.from === 1;
-      assert.ok(single || cost(groups, piece) <= budget, `budget ${budget}: piece ${JSON.stringify(piece)} costs ${cost(groups, piece)}`);
+      assert.ok(
+        single || cost(groups, piece) <= budget,
+        `budget ${budget}: piece ${JSON.stringify(piece)} costs ${cost(groups, piece)}`,
+      );
     }
     // Greedy: two neighbouring pieces would not have fit as one.
     for (let i = 1; i < pieces.length; i++) {
       const merged = [...pieces[i - 1]!, ...pieces[i]!];
-      const saving = pieces[i - 1]!.at(-1)!.group === pieces[i]![0]!.group ? groups[pieces[i]![0]!.group]!.promptTokens : 0;
-      assert.ok(cost(groups, merged) - saving > budget, `budget ${budget}: pieces ${i - 1} and ${i} would fit together`);
+      const saving =
+        pieces[i - 1]!.at(-1)!.group === pieces[i]![0]!.group ? groups[pieces[i]![0]!.group]!.promptTokens : 0;
+      assert.ok(
+        cost(groups, merged) - saving > budget,
+        `budget ${budget}: pieces ${i - 1} and ${i} would fit together`,
+      );
     }
   }
 });
 
 function options(model: EngineModel, reference: EngineModel, config: Partial<GrpoConfig>): TrainerOptions {
   return {
-    model, reference, tokenizer: tinyTokenizer(), train: tinySamples(32), rewards: [tinyShaped], loadImages: tinyImages, recordFacts: false,
-    config: { promptsPerStep: 4, numGenerations: 4, maxCompletionLength: 3, learningRate: 1e-3, seed: 5, beta: 0.04, ...config },
+    model,
+    reference,
+    tokenizer: tinyTokenizer(),
+    train: tinySamples(32),
+    rewards: [tinyShaped],
+    loadImages: tinyImages,
+    recordFacts: false,
+    config: {
+      promptsPerStep: 4,
+      numGenerations: 4,
+      maxCompletionLength: 3,
+      learningRate: 1e-3,
+      seed: 5,
+      beta: 0.04,
+      ...config,
+    },
   };
 }
 
@@ -77,19 +108,34 @@ test('a step in micro-batches of a few tokens makes the update of the unsplit st
   const whole = new Trainer(options(a, refA, {}));
   const split = new Trainer(options(b, refB, { microBatchTokens: 40 }));
   for (let s = 0; s < 2; s++) {
-    const x = await whole.step(), y = await split.step();
-    assert.deepEqual(y.groups.map((g) => g.completions.map((c) => c.text)), x.groups.map((g) => g.completions.map((c) => c.text)), `step ${s}: the same rollouts`);
-    assert.ok(Math.abs(x.metrics.loss - y.metrics.loss) <= 1e-5 * Math.max(1, Math.abs(x.metrics.loss)), `step ${s}: loss ${x.metrics.loss} vs ${y.metrics.loss}`);
+    const x = await whole.step(),
+      y = await split.step();
+    assert.deepEqual(
+      y.groups.map((g) => g.completions.map((c) => c.text)),
+      x.groups.map((g) => g.completions.map((c) => c.text)),
+      `step ${s}: the same rollouts`,
+    );
+    assert.ok(
+      Math.abs(x.metrics.loss - y.metrics.loss) <= 1e-5 * Math.max(1, Math.abs(x.metrics.loss)),
+      `step ${s}: loss ${x.metrics.loss} vs ${y.metrics.loss}`,
+    );
     assert.ok(Math.abs(x.metrics.kl - y.metrics.kl) <= 1e-6, `step ${s}: kl ${x.metrics.kl} vs ${y.metrics.kl}`);
-    assert.ok(Math.abs(x.metrics.gradNorm - y.metrics.gradNorm) <= 1e-4 * x.metrics.gradNorm, `step ${s}: gradient norm ${x.metrics.gradNorm} vs ${y.metrics.gradNorm}`);
+    assert.ok(
+      Math.abs(x.metrics.gradNorm - y.metrics.gradNorm) <= 1e-4 * x.metrics.gradNorm,
+      `step ${s}: gradient norm ${x.metrics.gradNorm} vs ${y.metrics.gradNorm}`,
+    );
     assert.equal(y.metrics.skippedUpdates, 0);
     assert.ok(y.metrics.trainTokensPerSecond! > 0);
   }
-  const wa = await weights(a), wb = await weights(b);
+  const wa = await weights(a),
+    wb = await weights(b);
   const start = await weights(refA);
-  let moved = 0, diff2 = 0, step2 = 0;
+  let moved = 0,
+    diff2 = 0,
+    step2 = 0;
   for (const [name, va] of wa) {
-    const vb = wb.get(name)!, v0 = start.get(name)!;
+    const vb = wb.get(name)!,
+      v0 = start.get(name)!;
     for (let i = 0; i < va.length; i++) {
       if (va[i] !== v0[i]) moved++;
       diff2 += (va[i]! - vb[i]!) ** 2;

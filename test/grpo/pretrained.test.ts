@@ -29,7 +29,14 @@ const config = { seed: 1, promptsPerStep: 2, numGenerations: 2, maxCompletionLen
 
 test('fromPretrained(dir): model, tokenizer and images from the folder; datasets as they are; a step and an evaluation run', async () => {
   const { train, val } = dataset.split({ train: 0.5, val: 0.5 }, { seed: 1 });
-  const trainer = await Trainer.fromPretrained(DEFAULT_MODEL_DIR, { train, evalSets: { val }, rewards: [vqaAccuracy()], config, threads: 1, recordFacts: false });
+  const trainer = await Trainer.fromPretrained(DEFAULT_MODEL_DIR, {
+    train,
+    evalSets: { val },
+    rewards: [vqaAccuracy()],
+    config,
+    threads: 1,
+    recordFacts: false,
+  });
   try {
     assert.ok(trainer instanceof Trainer);
     assert.equal(trainer.tokenizer.decode(trainer.tokenizer.encode('a red circle')), 'a red circle');
@@ -44,10 +51,15 @@ test('fromPretrained(dir): model, tokenizer and images from the folder; datasets
   }
 });
 
-test('fromPretrained(policy) trains the policy\'s own model', async () => {
+test("fromPretrained(policy) trains the policy's own model", async () => {
   const policy = await LocalPolicy.load(DEFAULT_MODEL_DIR, { threads: 1 });
   try {
-    const trainer = await Trainer.fromPretrained(policy, { train: dataset, rewards: [vqaAccuracy()], config, recordFacts: false });
+    const trainer = await Trainer.fromPretrained(policy, {
+      train: dataset,
+      rewards: [vqaAccuracy()],
+      config,
+      recordFacts: false,
+    });
     assert.equal(trainer.model, policy.model);
     assert.equal(trainer.tokenizer, policy.tokenizer);
     await trainer.step();
@@ -58,7 +70,16 @@ test('fromPretrained(policy) trains the policy\'s own model', async () => {
 });
 
 test('fromPretrained: bad input names what was expected', async () => {
-  await assert.rejects(() => Trainer.fromPretrained(DEFAULT_MODEL_DIR, { train: 5 as never, rewards: [vqaAccuracy()] }), /Expected a dataset or an iterable of samples for options\.train but received 5/);
-  await assert.rejects(() => Trainer.fromPretrained(path.join(dir, 'nothing-here'), { train: dataset, rewards: [vqaAccuracy()] }), /nothing-here: no such folder/);
-  await assert.rejects(() => Trainer.fromPretrained({ model: 1 } as never, { train: dataset, rewards: [vqaAccuracy()] }), /Expected a model folder or \{ model, tokenizer, image \} \(a LocalPolicy\) for source/);
+  await assert.rejects(
+    () => Trainer.fromPretrained(DEFAULT_MODEL_DIR, { train: 5 as never, rewards: [vqaAccuracy()] }),
+    /Expected a dataset or an iterable of samples for options\.train but received 5/,
+  );
+  await assert.rejects(
+    () => Trainer.fromPretrained(path.join(dir, 'nothing-here'), { train: dataset, rewards: [vqaAccuracy()] }),
+    /nothing-here: no such folder/,
+  );
+  await assert.rejects(
+    () => Trainer.fromPretrained({ model: 1 } as never, { train: dataset, rewards: [vqaAccuracy()] }),
+    /Expected a model folder or \{ model, tokenizer, image \} \(a LocalPolicy\) for source/,
+  );
 });

@@ -25,19 +25,39 @@ test('SFT then GRPO steps on the tiny Qwen2-VL change every tensor', async () =>
   try {
     const before = await tensorsOf(model, path.join(dir, 'before'));
     const t = new Trainer({
-      model, tokenizer: tinyTokenizer(), train: tinySamples(16), evalSets: { val: tinySamples(4, 100) }, rewards: [tinyShaped],
-      loadImages: tinyImages, loadModel: loadTiny, recordFacts: false,
-      config: { promptsPerStep: 2, numGenerations: 4, maxCompletionLength: 4, learningRate: 1e-3, seed: 1, numIterations: 2, evalMaxTokens: 4 },
+      model,
+      tokenizer: tinyTokenizer(),
+      train: tinySamples(16),
+      evalSets: { val: tinySamples(4, 100) },
+      rewards: [tinyShaped],
+      loadImages: tinyImages,
+      loadModel: loadTiny,
+      recordFacts: false,
+      config: {
+        promptsPerStep: 2,
+        numGenerations: 4,
+        maxCompletionLength: 4,
+        learningRate: 1e-3,
+        seed: 1,
+        numIterations: 2,
+        evalMaxTokens: 4,
+      },
     });
     await t.sft({ steps: 2, batchSize: 4, learningRate: 1e-3 });
     const out = await t.run({ steps: 2, handleSigint: false });
     assert.equal(out.stepsRun, 2);
     const m = t.metrics.history.filter((x) => x.kind === 'grpo');
-    assert.ok(m.every((x) => Number.isFinite(x.loss) && x.skippedUpdates === 0), JSON.stringify(m.map((x) => [x.loss, x.skippedUpdates])));
+    assert.ok(
+      m.every((x) => Number.isFinite(x.loss) && x.skippedUpdates === 0),
+      JSON.stringify(m.map((x) => [x.loss, x.skippedUpdates])),
+    );
     const after = await tensorsOf(model, path.join(dir, 'after'));
     assert.equal(after.size, before.size);
     for (const [name, old] of before) {
-      assert.ok(after.get(name)!.some((v, i) => v !== old[i]), `Parameter ${name} has not changed.`);
+      assert.ok(
+        after.get(name)!.some((v, i) => v !== old[i]),
+        `Parameter ${name} has not changed.`,
+      );
     }
     const e = await t.evaluate('val');
     assert.equal(e.n, 4);

@@ -19,7 +19,15 @@ import { readSafetensors } from '../../src/util/safetensors.js';
 import type { RewardFn } from '../../src/reward/types.js';
 import { ToyEngine } from './helpers/toy-engine.js';
 import { shapedReward, toyImages, toySamples, toyTokenizer } from './helpers/toy-task.js';
-import { loadTiny, tinyExact, tinyImages, tinyModel, tinySamples, tinyShaped, tinyTokenizer } from './helpers/tiny-task.js';
+import {
+  loadTiny,
+  tinyExact,
+  tinyImages,
+  tinyModel,
+  tinySamples,
+  tinyShaped,
+  tinyTokenizer,
+} from './helpers/tiny-task.js';
 
 const tokenizer = tinyTokenizer();
 const models: EngineModel[] = [];
@@ -42,11 +50,32 @@ function tmp(): string {
   return d;
 }
 
-function options(model: EngineModel, config: Partial<GrpoConfig> = {}, extra: Partial<TrainerOptions> = {}): TrainerOptions {
+function options(
+  model: EngineModel,
+  config: Partial<GrpoConfig> = {},
+  extra: Partial<TrainerOptions> = {},
+): TrainerOptions {
   return {
-    model, tokenizer, train: tinySamples(32), evalSets: { val: tinySamples(8, 1000) }, rewards: [tinyExact],
-    loadImages: tinyImages, loadModel: async (dir, info) => { const m = await loadTiny(dir, info); models.push(m); return m; },
-    config: { promptsPerStep: 4, numGenerations: 4, maxCompletionLength: 3, learningRate: 1e-3, seed: 3, evalMaxTokens: 3, ...config },
+    model,
+    tokenizer,
+    train: tinySamples(32),
+    evalSets: { val: tinySamples(8, 1000) },
+    rewards: [tinyExact],
+    loadImages: tinyImages,
+    loadModel: async (dir, info) => {
+      const m = await loadTiny(dir, info);
+      models.push(m);
+      return m;
+    },
+    config: {
+      promptsPerStep: 4,
+      numGenerations: 4,
+      maxCompletionLength: 3,
+      learningRate: 1e-3,
+      seed: 3,
+      evalMaxTokens: 3,
+      ...config,
+    },
     ...extra,
   };
 }
@@ -67,16 +96,25 @@ async function weightsOf(model: EngineModel): Promise<Buffer> {
 
 test('a step returns groups with completions, rewards, advantages, log-probs, and complete metrics', async () => {
   const model = await warmStarted();
-  const t = new Trainer(options(model, {}, { rewards: [tinyExact, { reward: tinyShaped, weight: 0.5, name: 'shaped' }] }));
+  const t = new Trainer(
+    options(model, {}, { rewards: [tinyExact, { reward: tinyShaped, weight: 0.5, name: 'shaped' }] }),
+  );
   const out = await t.step();
   assert.equal(out.step, 0);
   assert.equal(t.globalStep, 1);
   assert.equal(out.groups.length, 4);
   for (const g of out.groups) {
     assert.equal(g.completions.length, 4);
-    assert.match(g.promptText, /<\|vision_start\|><\|image_pad\|><\|vision_end\|>What color is the circle\?<\|im_end\|>\n<\|im_start\|>assistant\n$/);
+    assert.match(
+      g.promptText,
+      /<\|vision_start\|><\|image_pad\|><\|vision_end\|>What color is the circle\?<\|im_end\|>\n<\|im_start\|>assistant\n$/,
+    );
     assert.equal(g.imagePaths.length, 1);
-    assert.equal(g.prompt.ids.filter((id) => id === tokenizer.special.imagePad).length, 16, 'a 112×112 image is 16 image tokens');
+    assert.equal(
+      g.prompt.ids.filter((id) => id === tokenizer.special.imagePad).length,
+      16,
+      'a 112×112 image is 16 image tokens',
+    );
     for (const c of g.completions) {
       assert.ok(c.tokenIds.length >= 1 && c.tokenIds.length <= 3);
       assert.equal(c.logprobs!.length, c.tokenIds.length);
@@ -89,7 +127,18 @@ test('a step returns groups with completions, rewards, advantages, log-probs, an
     assert.ok(Math.abs(sum) < 1e-9, 'advantages of a group sum to 0');
   }
   const m = out.metrics;
-  for (const key of ['rewardMean', 'rewardStd', 'accuracy', 'entropy', 'learningRate', 'completionLength', 'zeroVarianceFraction', 'tokensPerSecond', 'stepSeconds', 'memoryMiB'] as const) {
+  for (const key of [
+    'rewardMean',
+    'rewardStd',
+    'accuracy',
+    'entropy',
+    'learningRate',
+    'completionLength',
+    'zeroVarianceFraction',
+    'tokensPerSecond',
+    'stepSeconds',
+    'memoryMiB',
+  ] as const) {
     assert.ok(Number.isFinite(m[key]), `${key} is ${m[key]}`);
   }
   assert.equal(m.kind, 'grpo');
@@ -100,14 +149,19 @@ test('a step returns groups with completions, rewards, advantages, log-probs, an
 
 test('GRPO raises the reward after a short warm start (the sampled policy gets the colours right)', async () => {
   const model = await warmStarted();
-  const t = new Trainer(options(model, { promptsPerStep: 8, numGenerations: 8 }, { evalSets: { val: tinySamples(16, 1000) } }));
+  const t = new Trainer(
+    options(model, { promptsPerStep: 8, numGenerations: 8 }, { evalSets: { val: tinySamples(16, 1000) } }),
+  );
   const before = await t.evaluate('val');
   await t.run({ steps: 8, handleSigint: false });
   const after = await t.evaluate('val');
   const rewards = t.metrics.history.filter((m) => m.kind === 'grpo').map((m) => m.rewardMean);
   const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
   // The warm start's greedy answers are mostly right already; its samples at temperature 1 are not.
-  assert.ok(mean(rewards.slice(-2)) > mean(rewards.slice(0, 2)) + 0.3, `sampled reward by step: ${rewards.map((r) => r.toFixed(2)).join(' ')}`);
+  assert.ok(
+    mean(rewards.slice(-2)) > mean(rewards.slice(0, 2)) + 0.3,
+    `sampled reward by step: ${rewards.map((r) => r.toFixed(2)).join(' ')}`,
+  );
   assert.ok(after.overall >= before.overall, `held-out accuracy ${before.overall} → ${after.overall}`);
   assert.deepEqual(Object.keys(after.perAnswerType), ['other']);
 });
@@ -126,11 +180,21 @@ test('resume from a checkpoint equals the uninterrupted run, bit for bit (μ = 2
   assert.equal(c.globalStep, 2);
   await c.run({ steps: 2, handleSigint: false });
 
-  assert.ok((await weightsOf(c.model)).equals(await weightsOf(a.model)), 'weights after 2 + resume + 2 steps differ from 4 uninterrupted steps');
-  const strip = (m: typeof a.metrics.history) => m.filter((x) => x.kind === 'grpo').map((x) => [x.step, x.rewardMean, x.loss, x.gradNorm, x.entropy, x.groups]);
+  assert.ok(
+    (await weightsOf(c.model)).equals(await weightsOf(a.model)),
+    'weights after 2 + resume + 2 steps differ from 4 uninterrupted steps',
+  );
+  const strip = (m: typeof a.metrics.history) =>
+    m.filter((x) => x.kind === 'grpo').map((x) => [x.step, x.rewardMean, x.loss, x.gradNorm, x.entropy, x.groups]);
   assert.deepEqual(strip(c.metrics.history), strip(a.metrics.history));
-  const lines = readFileSync(path.join(run, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { kind: string; step: number });
-  assert.deepEqual(lines.filter((l) => l.kind === 'grpo').map((l) => l.step), [0, 1, 2, 3]);
+  const lines = readFileSync(path.join(run, 'metrics.jsonl'), 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l) as { kind: string; step: number });
+  assert.deepEqual(
+    lines.filter((l) => l.kind === 'grpo').map((l) => l.step),
+    [0, 1, 2, 3],
+  );
 });
 
 test('an abort during a rollout leaves the trainer as before the step; going on equals never stopping', async () => {
@@ -139,11 +203,14 @@ test('an abort during a rollout leaves the trainer as before the step; going on 
 
   const controller = new AbortController();
   let calls = 0;
-  const aborting = { reward: ((s, c, ctx) => {
-    // Abort in the middle of step 1's rewards.
-    if (ctx.step === 1 && ++calls === 3) controller.abort();
-    return tinyExact(s, c, ctx);
-  }) as RewardFn, name: 'tinyExact' };
+  const aborting = {
+    reward: ((s, c, ctx) => {
+      // Abort in the middle of step 1's rewards.
+      if (ctx.step === 1 && ++calls === 3) controller.abort();
+      return tinyExact(s, c, ctx);
+    }) as RewardFn,
+    name: 'tinyExact',
+  };
   const b = new Trainer(options(await warmStarted(), {}, { rewards: [aborting] }));
   const r = await b.run({ steps: 3, signal: controller.signal, handleSigint: false });
   assert.equal(r.stoppedBy, 'abort');
@@ -152,24 +219,42 @@ test('an abort during a rollout leaves the trainer as before the step; going on 
   await assert.rejects(b.step({ signal: controller.signal }), AbortError);
   assert.equal(b.globalStep, 1);
   await b.run({ steps: 2, handleSigint: false });
-  assert.ok((await weightsOf(b.model)).equals(await weightsOf(a.model)), 'weights differ from the run that was never stopped');
+  assert.ok(
+    (await weightsOf(b.model)).equals(await weightsOf(a.model)),
+    'weights differ from the run that was never stopped',
+  );
 });
 
 test('a throwing reward is counted and excluded; the trainer goes on', async () => {
   const lines: string[] = [];
-  const flaky = { reward: ((s, c) => {
-    if (s.id.endsWith('1')) throw new Error('judge unavailable');
-    return c.trim() === s.answer ? 1 : 0;
-  }) as RewardFn, name: 'flaky' };
+  const flaky = {
+    reward: ((s, c) => {
+      if (s.id.endsWith('1')) throw new Error('judge unavailable');
+      return c.trim() === s.answer ? 1 : 0;
+    }) as RewardFn,
+    name: 'flaky',
+  };
   const t = new Trainer(options(await warmStarted(), {}, { rewards: [flaky], log: (l) => lines.push(l) }));
   const r = await t.run({ steps: 3, handleSigint: false });
   assert.equal(r.stepsRun, 3);
   const failures = t.metrics.history.filter((m) => m.kind === 'grpo').reduce((a, m) => a + m.rewardFailures, 0);
   assert.ok(failures > 0, 'failures are counted');
-  assert.ok(lines.some((l) => /^reward "flaky" on sample tiny-\d*1 \(group \d+, completion \d+\): threw Error: judge unavailable; completion excluded$/.test(l)), lines[0]);
-  for (const g of t.lastGroups) for (const c of g.completions) {
-    if (g.sample.id.endsWith('1')) { assert.ok(Number.isNaN(c.reward)); assert.equal(c.advantage, 0); assert.equal(c.errors.length, 1); }
-  }
+  assert.ok(
+    lines.some((l) =>
+      /^reward "flaky" on sample tiny-\d*1 \(group \d+, completion \d+\): threw Error: judge unavailable; completion excluded$/.test(
+        l,
+      ),
+    ),
+    lines[0],
+  );
+  for (const g of t.lastGroups)
+    for (const c of g.completions) {
+      if (g.sample.id.endsWith('1')) {
+        assert.ok(Number.isNaN(c.reward));
+        assert.equal(c.advantage, 0);
+        assert.equal(c.errors.length, 1);
+      }
+    }
   // With a fallback score instead.
   const f = new Trainer(options(await warmStarted(), {}, { rewards: [flaky], onRewardError: { fallback: -1 } }));
   const out = await f.step();
@@ -180,8 +265,14 @@ test('a NaN loss skips the update, leaves the weights untouched, and the next st
   const toyTok = toyTokenizer();
   const model = new ToyEngine(toyTok.vocabSize, 16, 7);
   const toy = (extra: Partial<TrainerOptions>): TrainerOptions => ({
-    model, tokenizer: toyTok, train: toySamples(32), rewards: [shapedReward], loadImages: toyImages,
-    config: { promptsPerStep: 8, numGenerations: 8, maxCompletionLength: 4, learningRate: 0.05, seed: 3 }, recordFacts: false, ...extra,
+    model,
+    tokenizer: toyTok,
+    train: toySamples(32),
+    rewards: [shapedReward],
+    loadImages: toyImages,
+    config: { promptsPerStep: 8, numGenerations: 8, maxCompletionLength: 4, learningRate: 0.05, seed: 3 },
+    recordFacts: false,
+    ...extra,
   });
   await new Trainer(toy({})).sft({ steps: 4, batchSize: 8, learningRate: 0.05 });
   const lines: string[] = [];
@@ -199,7 +290,13 @@ test('a NaN loss skips the update, leaves the weights untouched, and the next st
 
 test('SIGINT (the process-wide interrupt) stops run() at the next step boundary', async () => {
   const t = new Trainer(options(await warmStarted()));
-  const r = await t.run({ steps: 50, handleSigint: true, onStep: (o) => { if (o.step === 1) process.emit('SIGINT', 'SIGINT'); } });
+  const r = await t.run({
+    steps: 50,
+    handleSigint: true,
+    onStep: (o) => {
+      if (o.step === 1) process.emit('SIGINT', 'SIGINT');
+    },
+  });
   assert.equal(r.stoppedBy, 'abort');
   assert.equal(r.stepsRun, 2);
   assert.equal(t.globalStep, 2);
@@ -227,13 +324,22 @@ test('dynamic sampling drops tied groups and refills; metrics still describe eve
 
 test('β > 0 loads a frozen reference copy; KL starts at 0 and grows', async () => {
   const dir = tmp();
-  const t = new Trainer(options(await warmStarted(), { beta: 0.1, promptsPerStep: 8, numGenerations: 8 }, { rewards: [tinyShaped], outputDir: dir }));
+  const t = new Trainer(
+    options(
+      await warmStarted(),
+      { beta: 0.1, promptsPerStep: 8, numGenerations: 8 },
+      { rewards: [tinyShaped], outputDir: dir },
+    ),
+  );
   const first = await t.step();
   assert.ok(Math.abs(first.metrics.kl) < 1e-6, `kl ${first.metrics.kl}`);
   await t.step();
   const third = await t.step();
   assert.ok(third.metrics.kl > 0, `kl ${third.metrics.kl}`);
-  assert.ok(readFileSync(path.join(dir, 'reference', 'model.safetensors')).length > 0, 'the reference copy is saved in the run folder');
+  assert.ok(
+    readFileSync(path.join(dir, 'reference', 'model.safetensors')).length > 0,
+    'the reference copy is saved in the run folder',
+  );
   const noRef = new Trainer(options(await warmStarted(), { beta: 0 }, { loadModel: undefined }));
   assert.ok(Number.isNaN((await noRef.step()).metrics.kl));
 });
@@ -253,11 +359,20 @@ test('SFT lowers the answer cross-entropy; evaluate reports per answer type', as
 });
 
 test('with LoRA, β > 0 takes reference log-probs from the base (adapters disabled) and trains only the adapters', async () => {
-  const model = await loadModel(DEFAULT_MODEL_DIR, { threads: 2, lora: { rank: 4, alpha: 8, targetModules: ['q_proj', 'v_proj', 'up_proj'], vision: false } });
+  const model = await loadModel(DEFAULT_MODEL_DIR, {
+    threads: 2,
+    lora: { rank: 4, alpha: 8, targetModules: ['q_proj', 'v_proj', 'up_proj'], vision: false },
+  });
   models.push(model);
   assert.ok(model.numParameters.trainable < model.numParameters.total);
   const base = await weightsOf(model);
-  const t = new Trainer(options(model, { beta: 0.2, promptsPerStep: 8, numGenerations: 8, learningRate: 5e-3 }, { rewards: [tinyShaped], loadModel: undefined }));
+  const t = new Trainer(
+    options(
+      model,
+      { beta: 0.2, promptsPerStep: 8, numGenerations: 8, learningRate: 5e-3 },
+      { rewards: [tinyShaped], loadModel: undefined },
+    ),
+  );
   const first = await t.step();
   assert.ok(Math.abs(first.metrics.kl) < 1e-6, `kl ${first.metrics.kl}`);
   await t.run({ steps: 3, handleSigint: false });
@@ -267,10 +382,15 @@ test('with LoRA, β > 0 takes reference log-probs from the base (adapters disabl
   await model.saveAdapter(adapter);
   const { tensors } = await readSafetensors(path.join(adapter, 'adapter_model.safetensors'));
   const b = [...tensors].filter(([name]) => name.includes('lora_B'));
-  assert.ok(b.length > 0 && b.some(([, x]) => (x.data as Float32Array).some((v) => v !== 0)), 'the adapters trained (B starts at 0)');
+  assert.ok(
+    b.length > 0 && b.some(([, x]) => (x.data as Float32Array).some((v) => v !== 0)),
+    'the adapters trained (B starts at 0)',
+  );
   const full = await fresh();
-  assert.throws(() => new Trainer(options(full, { beta: 0.1, reference: 'lora-base' })),
-    { message: 'reference "lora-base" needs a LoRA model (the base with adapters disabled); load the model with LoRA or set reference: "copy"' });
+  assert.throws(() => new Trainer(options(full, { beta: 0.1, reference: 'lora-base' })), {
+    message:
+      'reference "lora-base" needs a LoRA model (the base with adapters disabled); load the model with LoRA or set reference: "copy"',
+  });
 });
 
 test('rollouts from another Policy (text only) are tokenized for training, the stop token appended', async () => {
@@ -279,19 +399,39 @@ test('rollouts from another Policy (text only) are tokenized for training, the s
   // A policy that returns text only, as an OpenAI-compatible server without token ids would.
   const textPolicy = {
     name: 'text-only',
-    async generate(sample: Parameters<RewardFn>[0], o: { n: number; temperature: number; maxTokens: number; seed?: number }) {
-      const prompt = tokenizer.buildPrompt([{ role: 'user', content: [{ type: 'image' as const }, { type: 'text' as const, text: sample.question }] }], await tinyImages(sample));
-      const r = await model.sample({ prompt, n: o.n, temperature: o.temperature, maxTokens: o.maxTokens, stopTokenIds: tokenizer.stopTokenIds, seed: o.seed ?? 0 });
-      return r.tokenIds.map((ids, i) => ({ text: tokenizer.decodeCompletion(ids).text, finishReason: r.finishReason[i]! }));
+    async generate(
+      sample: Parameters<RewardFn>[0],
+      o: { n: number; temperature: number; maxTokens: number; seed?: number },
+    ) {
+      const prompt = tokenizer.buildPrompt(
+        [{ role: 'user', content: [{ type: 'image' as const }, { type: 'text' as const, text: sample.question }] }],
+        await tinyImages(sample),
+      );
+      const r = await model.sample({
+        prompt,
+        n: o.n,
+        temperature: o.temperature,
+        maxTokens: o.maxTokens,
+        stopTokenIds: tokenizer.stopTokenIds,
+        seed: o.seed ?? 0,
+      });
+      return r.tokenIds.map((ids, i) => ({
+        text: tokenizer.decodeCompletion(ids).text,
+        finishReason: r.finishReason[i]!,
+      }));
     },
   };
   const t = new Trainer(options(model, {}, { policy: textPolicy, rewards: [tinyShaped] }));
   const out = await t.step();
   let stopped = 0;
-  for (const g of out.groups) for (const c of g.completions) {
-    if (c.finishReason === 'stop') { stopped++; assert.equal(c.tokenIds.at(-1), tokenizer.special.imEnd); }
-    assert.equal(c.logprobs, undefined);
-  }
+  for (const g of out.groups)
+    for (const c of g.completions) {
+      if (c.finishReason === 'stop') {
+        stopped++;
+        assert.equal(c.tokenIds.at(-1), tokenizer.special.imEnd);
+      }
+      assert.equal(c.logprobs, undefined);
+    }
   assert.ok(stopped > 0);
   assert.equal(out.metrics.skippedUpdates, 0);
   assert.ok(!(await weightsOf(model)).equals(before), 'the policy trained on the re-tokenized completions');

@@ -165,7 +165,13 @@ export async function startOpenAIServer(options: OpenAIServerOptions = {}): Prom
     const next = queue.shift() ?? handler ?? options.defaultReply;
     const reply = typeof next === 'function' ? await next(req) : next;
     if (!reply) {
-      sendJson(res, 500, { error: { message: `openai-server: no reply scripted for request #${req.index}`, type: 'server_error', code: null } });
+      sendJson(res, 500, {
+        error: {
+          message: `openai-server: no reply scripted for request #${req.index}`,
+          type: 'server_error',
+          code: null,
+        },
+      });
       return;
     }
     if ('hang' in reply) return; // the socket stays open until the client or close() ends it
@@ -180,36 +186,85 @@ export async function startOpenAIServer(options: OpenAIServerOptions = {}): Prom
       return;
     }
     if ('status' in reply) {
-      const body = reply.body !== undefined ? reply.body
-        : { error: { message: `scripted error ${reply.status}`, type: reply.status === 429 ? 'rate_limit_exceeded' : 'server_error', code: null, ...reply.error } };
+      const body =
+        reply.body !== undefined
+          ? reply.body
+          : {
+              error: {
+                message: `scripted error ${reply.status}`,
+                type: reply.status === 429 ? 'rate_limit_exceeded' : 'server_error',
+                code: null,
+                ...reply.error,
+              },
+            };
       if (typeof body === 'string') {
         res.writeHead(reply.status, { 'content-type': 'text/plain', ...reply.headers });
         res.end(body);
       } else sendJson(res, reply.status, body, reply.headers);
       return;
     }
-    const body = (req.body ?? {}) as { model?: string; n?: number; stream?: boolean; logprobs?: boolean; stream_options?: { include_usage?: boolean }; messages?: { content?: unknown }[] };
+    const body = (req.body ?? {}) as {
+      model?: string;
+      n?: number;
+      stream?: boolean;
+      logprobs?: boolean;
+      stream_options?: { include_usage?: boolean };
+      messages?: { content?: unknown }[];
+    };
     const n = Array.isArray(reply.content) ? reply.content.length : Math.max(1, Number(body.n ?? 1));
-    const contents = Array.isArray(reply.content) ? reply.content : Array.from({ length: n }, () => reply.content as string | null);
-    const finish = (i: number) => (Array.isArray(reply.finishReason) ? reply.finishReason[i] : reply.finishReason) ?? 'stop';
+    const contents = Array.isArray(reply.content)
+      ? reply.content
+      : Array.from({ length: n }, () => reply.content as string | null);
+    const finish = (i: number) =>
+      (Array.isArray(reply.finishReason) ? reply.finishReason[i] : reply.finishReason) ?? 'stop';
     const model = reply.model ?? body.model ?? models[0]!;
     const id = `chatcmpl-test-${req.index}`;
     const created = Math.floor(Date.now() / 1000);
     const promptText = JSON.stringify(body.messages ?? []);
-    const usage = reply.usage ?? { prompt_tokens: roughTokens(promptText), completion_tokens: contents.reduce((s, c) => s + roughTokens(c ?? ''), 0) };
-    const logprobsOf = (i: number) => (body.logprobs && reply.logprobs?.[i]
-      ? { content: reply.logprobs[i]!.map((t) => ({ token: t.token, logprob: t.logprob, bytes: [...Buffer.from(t.token)], top_logprobs: [] })), refusal: null }
-      : null);
+    const usage = reply.usage ?? {
+      prompt_tokens: roughTokens(promptText),
+      completion_tokens: contents.reduce((s, c) => s + roughTokens(c ?? ''), 0),
+    };
+    const logprobsOf = (i: number) =>
+      body.logprobs && reply.logprobs?.[i]
+        ? {
+            content: reply.logprobs[i]!.map((t) => ({
+              token: t.token,
+              logprob: t.logprob,
+              bytes: [...Buffer.from(t.token)],
+              top_logprobs: [],
+            })),
+            refusal: null,
+          }
+        : null;
 
     if (!body.stream) {
-      sendJson(res, 200, {
-        id, object: 'chat.completion', created, model,
-        choices: contents.map((content, i) => ({ index: i, message: { role: 'assistant', content, refusal: null }, finish_reason: finish(i), logprobs: logprobsOf(i) })),
-        usage: { ...usage, total_tokens: usage.prompt_tokens + usage.completion_tokens },
-      }, reply.headers);
+      sendJson(
+        res,
+        200,
+        {
+          id,
+          object: 'chat.completion',
+          created,
+          model,
+          choices: contents.map((content, i) => ({
+            index: i,
+            message: { role: 'assistant', content, refusal: null },
+            finish_reason: finish(i),
+            logprobs: logprobsOf(i),
+          })),
+          usage: { ...usage, total_tokens: usage.prompt_tokens + usage.completion_tokens },
+        },
+        reply.headers,
+      );
       return;
     }
-    res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive', ...reply.headers });
+    res.writeHead(200, {
+      'content-type': 'text/event-stream',
+      'cache-control': 'no-cache',
+      connection: 'keep-alive',
+      ...reply.headers,
+    });
     const size = Math.max(1, reply.chunkSize ?? 4);
     let sent = 0;
     const event = async (data: unknown) => {
@@ -218,8 +273,18 @@ export async function startOpenAIServer(options: OpenAIServerOptions = {}): Prom
       sent++;
       if (reply.chunkDelayMs) await wait(reply.chunkDelayMs);
     };
-    const chunk = (i: number, delta: Record<string, unknown>, finishReason: string | null, logprobs: unknown = null) =>
-      ({ id, object: 'chat.completion.chunk', created, model, choices: [{ index: i, delta, finish_reason: finishReason, logprobs }] });
+    const chunk = (
+      i: number,
+      delta: Record<string, unknown>,
+      finishReason: string | null,
+      logprobs: unknown = null,
+    ) => ({
+      id,
+      object: 'chat.completion.chunk',
+      created,
+      model,
+      choices: [{ index: i, delta, finish_reason: finishReason, logprobs }],
+    });
     try {
       for (let i = 0; i < contents.length; i++) {
         await event(chunk(i, { role: 'assistant', content: '' }, null));
@@ -227,14 +292,22 @@ export async function startOpenAIServer(options: OpenAIServerOptions = {}): Prom
         const lp = logprobsOf(i);
         if (lp) {
           // One chunk per token, each with its log-prob, when the request asked for them.
-          for (const t of lp.content) await event(chunk(i, { content: t.token }, null, { content: [t], refusal: null }));
+          for (const t of lp.content)
+            await event(chunk(i, { content: t.token }, null, { content: [t], refusal: null }));
         } else {
           for (let k = 0; k < text.length; k += size) await event(chunk(i, { content: text.slice(k, k + size) }, null));
         }
         await event(chunk(i, {}, finish(i)));
       }
       if (body.stream_options?.include_usage) {
-        await event({ id, object: 'chat.completion.chunk', created, model, choices: [], usage: { ...usage, total_tokens: usage.prompt_tokens + usage.completion_tokens } });
+        await event({
+          id,
+          object: 'chat.completion.chunk',
+          created,
+          model,
+          choices: [],
+          usage: { ...usage, total_tokens: usage.prompt_tokens + usage.completion_tokens },
+        });
       }
       res.end('data: [DONE]\n\n');
     } catch {
@@ -254,20 +327,47 @@ export async function startOpenAIServer(options: OpenAIServerOptions = {}): Prom
         body = rawBody;
       }
       const recorded: RecordedRequest = {
-        index: counter++, method: req.method ?? 'GET', path: (req.url ?? '/').split('?')[0]!, headers: req.headers, body, rawBody, receivedAt: performance.now(),
+        index: counter++,
+        method: req.method ?? 'GET',
+        path: (req.url ?? '/').split('?')[0]!,
+        headers: req.headers,
+        body,
+        rawBody,
+        receivedAt: performance.now(),
       };
       requests.push(recorded);
-      for (const w of [...waiters]) if (requests.length >= w.n) { waiters.splice(waiters.indexOf(w), 1); w.resolve(); }
+      for (const w of [...waiters])
+        if (requests.length >= w.n) {
+          waiters.splice(waiters.indexOf(w), 1);
+          w.resolve();
+        }
       const route = recorded.path.replace(/\/+$/, '');
       let work: Promise<void>;
-      if (req.method === 'POST' && (route === '/v1/chat/completions' || route === '/chat/completions')) work = chat(recorded, res);
+      if (req.method === 'POST' && (route === '/v1/chat/completions' || route === '/chat/completions'))
+        work = chat(recorded, res);
       else if (req.method === 'GET' && (route === '/v1/models' || route === '/models')) {
-        work = Promise.resolve(sendJson(res, 200, { object: 'list', data: models.map((id) => ({ id, object: 'model', created: 0, owned_by: 'vqalab-test' })) }));
+        work = Promise.resolve(
+          sendJson(res, 200, {
+            object: 'list',
+            data: models.map((id) => ({ id, object: 'model', created: 0, owned_by: 'vqalab-test' })),
+          }),
+        );
       } else {
-        work = Promise.resolve(sendJson(res, 404, { error: { message: `openai-server: no route ${req.method} ${recorded.path}`, type: 'invalid_request_error', code: null } }));
+        work = Promise.resolve(
+          sendJson(res, 404, {
+            error: {
+              message: `openai-server: no route ${req.method} ${recorded.path}`,
+              type: 'invalid_request_error',
+              code: null,
+            },
+          }),
+        );
       }
       work.catch((err: unknown) => {
-        if (!res.headersSent) sendJson(res, 500, { error: { message: `openai-server: ${(err as Error).message}`, type: 'server_error', code: null } });
+        if (!res.headersSent)
+          sendJson(res, 500, {
+            error: { message: `openai-server: ${(err as Error).message}`, type: 'server_error', code: null },
+          });
         else res.socket?.destroy();
       });
     });
@@ -287,18 +387,37 @@ export async function startOpenAIServer(options: OpenAIServerOptions = {}): Prom
     port,
     requests,
     chatRequests: () => requests.filter((r) => r.path.endsWith('/chat/completions')),
-    enqueue: (...replies) => { queue.push(...replies); },
+    enqueue: (...replies) => {
+      queue.push(...replies);
+    },
     pending: () => queue.length,
-    setHandler: (h) => { handler = h; },
-    reset: () => { requests.length = 0; queue.length = 0; counter = 0; },
-    waitForRequests: (n, timeoutMs = 5000) => new Promise<void>((resolve, reject) => {
-      if (requests.length >= n) return resolve();
-      const t = setTimeout(() => reject(new Error(`openai-server: ${requests.length} of ${n} requests after ${timeoutMs} ms`)), timeoutMs);
-      waiters.push({ n, resolve: () => { clearTimeout(t); resolve(); } });
-    }),
-    close: () => new Promise<void>((resolve) => {
-      for (const s of sockets) s.destroy();
-      server.close(() => resolve());
-    }),
+    setHandler: (h) => {
+      handler = h;
+    },
+    reset: () => {
+      requests.length = 0;
+      queue.length = 0;
+      counter = 0;
+    },
+    waitForRequests: (n, timeoutMs = 5000) =>
+      new Promise<void>((resolve, reject) => {
+        if (requests.length >= n) return resolve();
+        const t = setTimeout(
+          () => reject(new Error(`openai-server: ${requests.length} of ${n} requests after ${timeoutMs} ms`)),
+          timeoutMs,
+        );
+        waiters.push({
+          n,
+          resolve: () => {
+            clearTimeout(t);
+            resolve();
+          },
+        });
+      }),
+    close: () =>
+      new Promise<void>((resolve) => {
+        for (const s of sockets) s.destroy();
+        server.close(() => resolve());
+      }),
   };
 }

@@ -24,10 +24,19 @@ let file: string;
 before(async () => {
   dir = mkdtempSync(path.join(os.tmpdir(), 'vqalab-hostile-data-'));
   const good = path.join(dir, 'good.png');
-  await sharp({ create: { width: 64, height: 48, channels: 3, background: '#3366cc' } }).png().toFile(good);
+  await sharp({ create: { width: 64, height: 48, channels: 3, background: '#3366cc' } })
+    .png()
+    .toFile(good);
   const bomb = path.join(dir, 'bomb.png');
   writeFileSync(bomb, bombPng(16000, 16000));
-  const s = (id: string, imagePath: string, question: string): VqaSample => ({ id, imagePath, question, answer: 'a', answers: ['a'], answerType: 'other' });
+  const s = (id: string, imagePath: string, question: string): VqaSample => ({
+    id,
+    imagePath,
+    question,
+    answer: 'a',
+    answers: ['a'],
+    answerType: 'other',
+  });
   const samples = [
     s('ok-1', good, 'What color is it?'),
     s('huge-question', good, 'why '.repeat(262_144)), // 1 MiB
@@ -45,20 +54,34 @@ test('verify --model flags a 1 MB question, a too-long prompt and a 16000x16000 
   const t0 = performance.now();
   const r = await verifyDataset(file, { quiet: true, model: DEFAULT_MODEL_DIR });
   const ms = performance.now() - t0;
-  assert.deepEqual(r.issues.map((i) => [i.id, i.field, i.problem]), [
-    ['huge-question', 'question', 'prompt too long'],
-    ['bomb', 'image_path', 'image too large'],
-    ['long-question', 'question', 'prompt too long'],
-  ]);
-  assert.match(r.issues[0]!.detail, /the question has 1,048,576 characters; no prompt that long fits .*context of 1024 tokens/);
-  assert.match(r.issues[1]!.detail, /16000x16000 = 256,000,000 pixels, more than the limit of 16,777,216 \(--max-image-pixels\)/);
-  assert.match(r.issues[2]!.detail, /the prompt is [\d,]+ tokens \(images included\) \+ 1 new > the context of 1024 tokens/);
+  assert.deepEqual(
+    r.issues.map((i) => [i.id, i.field, i.problem]),
+    [
+      ['huge-question', 'question', 'prompt too long'],
+      ['bomb', 'image_path', 'image too large'],
+      ['long-question', 'question', 'prompt too long'],
+    ],
+  );
+  assert.match(
+    r.issues[0]!.detail,
+    /the question has 1,048,576 characters; no prompt that long fits .*context of 1024 tokens/,
+  );
+  assert.match(
+    r.issues[1]!.detail,
+    /16000x16000 = 256,000,000 pixels, more than the limit of 16,777,216 \(--max-image-pixels\)/,
+  );
+  assert.match(
+    r.issues[2]!.detail,
+    /the prompt is [\d,]+ tokens \(images included\) \+ 1 new > the context of 1024 tokens/,
+  );
   assert.equal(r.badRows, 3);
   assert.ok(ms < 20_000, `took ${ms} ms`); // decoding the bomb alone costs seconds and ~900 MB
 });
 
 test('without --model the pixel budget still applies; the CLI prints the row ids and exits 1', () => {
-  const r = spawnSync(process.execPath, [BIN, 'data', 'verify', file, '--model', DEFAULT_MODEL_DIR, '--quiet'], { encoding: 'utf8' });
+  const r = spawnSync(process.execPath, [BIN, 'data', 'verify', file, '--model', DEFAULT_MODEL_DIR, '--quiet'], {
+    encoding: 'utf8',
+  });
   assert.equal(r.status, 1, r.stderr);
   assert.match(r.stdout, /row 1 \(id huge-question\): question: prompt too long/);
   assert.match(r.stdout, /row 2 \(id bomb\): image_path: image too large/);
@@ -83,7 +106,23 @@ test('corrupt Parquet and JSON files are clear errors (exit 2), not crashes', ()
   assert.match(r.stderr, /truncated\.parquet/);
   const badJson = path.join(dir, 'questions.json');
   writeFileSync(badJson, '{"questions": [ {"question_id": 1, "question": "x"');
-  r = spawnSync(process.execPath, [BIN, 'data', 'convert', '--questions', badJson, '--annotations', badJson, '--image-dir', dir, '--output', path.join(dir, 'o.parquet')], { encoding: 'utf8' });
+  r = spawnSync(
+    process.execPath,
+    [
+      BIN,
+      'data',
+      'convert',
+      '--questions',
+      badJson,
+      '--annotations',
+      badJson,
+      '--image-dir',
+      dir,
+      '--output',
+      path.join(dir, 'o.parquet'),
+    ],
+    { encoding: 'utf8' },
+  );
   assert.notEqual(r.status, 0);
   assert.match(r.stderr, /questions\.json/);
   assert.ok(!/\n\s+at /.test(r.stderr), `no stack trace: ${r.stderr}`);

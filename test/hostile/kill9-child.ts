@@ -8,8 +8,14 @@ import { loadTiny, tinyImages, tinyModel, tinySamples, tinyShaped, tinyTokenizer
 const outputDir = process.argv[2]!;
 const model = await tinyModel();
 const t = new Trainer({
-  model, tokenizer: tinyTokenizer(), train: tinySamples(4), rewards: [tinyShaped], loadImages: tinyImages, loadModel: loadTiny,
-  recordFacts: false, outputDir,
+  model,
+  tokenizer: tinyTokenizer(),
+  train: tinySamples(4),
+  rewards: [tinyShaped],
+  loadImages: tinyImages,
+  loadModel: loadTiny,
+  recordFacts: false,
+  outputDir,
   config: { promptsPerStep: 1, numGenerations: 2, maxCompletionLength: 2, learningRate: 1e-3, seed: 1 },
 });
 await t.sft({ steps: 1, batchSize: 2, learningRate: 1e-3 }); // an optimizer step, so there is optimizer state to save

@@ -18,15 +18,23 @@ const CHILD = path.join(path.dirname(fileURLToPath(import.meta.url)), 'kill9-chi
 
 async function killDuringSave(outputDir: string, afterSaves: number): Promise<void> {
   const child = spawn(process.execPath, [CHILD, outputDir], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '', err = '';
-  child.stderr!.on('data', (d) => { err += d; });
+  let out = '',
+    err = '';
+  child.stderr!.on('data', (d) => {
+    err += d;
+  });
   await new Promise<void>((resolve, reject) => {
     child.stdout!.on('data', (d) => {
       out += d;
       // "saving N" is printed as save N starts: kill it then, mid-save
-      if (new RegExp(`saving ${afterSaves}\\n`).test(out)) { child.kill('SIGKILL'); resolve(); }
+      if (new RegExp(`saving ${afterSaves}\\n`).test(out)) {
+        child.kill('SIGKILL');
+        resolve();
+      }
     });
-    child.on('exit', (code, signal) => { if (signal !== 'SIGKILL') reject(new Error(`the child exited (${code}) before it was killed:\n${out}\n${err}`)); });
+    child.on('exit', (code, signal) => {
+      if (signal !== 'SIGKILL') reject(new Error(`the child exited (${code}) before it was killed:\n${out}\n${err}`));
+    });
   });
   await new Promise((r) => child.once('exit', r));
 }

@@ -21,8 +21,10 @@ const JWT = 'eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl
 const STRIPE = `tok_live_${'4eC39HqLyjWDarjtT1zdp7dc'}`;
 
 test('names containing KEY, TOKEN, SECRET, PASSWORD or AUTH are secret env vars; look-alikes are not', () => {
-  for (const n of ['SERVICE_KEY', 'DEPLOY_AUTH', 'APIKEY', 'HF_TOKEN', 'DB_PASSWORD', 'MY_SECRET_VALUE', 'AUTH_HEADER']) assert.ok(isSecretEnvName(n), n);
-  for (const n of ['KEYBOARD', 'GIT_AUTHOR_NAME', 'MAX_TOKENS', 'TOKENIZERS_PARALLELISM', 'HOME']) assert.ok(!isSecretEnvName(n), n);
+  for (const n of ['SERVICE_KEY', 'DEPLOY_AUTH', 'APIKEY', 'HF_TOKEN', 'DB_PASSWORD', 'MY_SECRET_VALUE', 'AUTH_HEADER'])
+    assert.ok(isSecretEnvName(n), n);
+  for (const n of ['KEYBOARD', 'GIT_AUTHOR_NAME', 'MAX_TOKENS', 'TOKENIZERS_PARALLELISM', 'HOME'])
+    assert.ok(!isSecretEnvName(n), n);
 });
 
 test('secret shapes: SERVICE_KEY= / DEPLOY_AUTH: assignments, AWS secret key, bare JWT, Bearer tok_live_', () => {
@@ -47,7 +49,8 @@ test('an environment secret printed in two halves (two writes, two lines) is scr
   w.write(`${secret.slice(0, 17)}\n`);
   w.write(secret.slice(17));
   w.write('\n');
-  w.write('ab'); w.write('c\n');
+  w.write('ab');
+  w.write('c\n');
   w.flush();
   const all = out.join('');
   assert.ok(!all.includes(secret.slice(0, 17)) && !all.includes(secret.slice(17)), all);
@@ -62,22 +65,35 @@ const k = process.env.SERVICE_KEY;
 console.log(k.slice(0, 15)); console.log(k.slice(15));
 process.stdout.write(k.slice(0, 5)); process.stdout.write(k.slice(5) + '\\n');
 console.error('Authorization: Bearer ${STRIPE}');`;
-  const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { env: { ...process.env, SERVICE_KEY: secret }, encoding: 'utf8' });
+  const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], {
+    env: { ...process.env, SERVICE_KEY: secret },
+    encoding: 'utf8',
+  });
   assert.equal(r.status, 0, r.stderr);
-  for (const piece of [secret.slice(0, 15), secret.slice(15), secret.slice(0, 5) + secret.slice(5)]) assert.ok(!r.stdout.includes(piece), r.stdout);
+  for (const piece of [secret.slice(0, 15), secret.slice(15), secret.slice(0, 5) + secret.slice(5)])
+    assert.ok(!r.stdout.includes(piece), r.stdout);
   assert.ok(!r.stderr.includes('tok_live'), r.stderr);
   assert.equal(r.stdout.split('\n').filter(Boolean).length, 3);
 });
 
-test('vqalab report run: the failing cell\'s Bearer token is not printed on stderr', () => {
+test("vqalab report run: the failing cell's Bearer token is not printed on stderr", () => {
   const dir = mkdtempSync(path.join(tmpdir(), 'vqalab-hostile-redact-'));
   try {
-    const nb = pythonNotebook([{
-      cell_type: 'code', metadata: {}, execution_count: null, outputs: [],
-      source: `raise RuntimeError("401 from the API with Authorization: Bearer ${STRIPE}")`,
-    } as any]);
+    const nb = pythonNotebook([
+      {
+        cell_type: 'code',
+        metadata: {},
+        execution_count: null,
+        outputs: [],
+        source: `raise RuntimeError("401 from the API with Authorization: Bearer ${STRIPE}")`,
+      } as any,
+    ]);
     writeFileSync(path.join(dir, 'leak.ipynb'), JSON.stringify(nb));
-    const r = spawnSync(process.execPath, [CLI, 'report', 'run', 'leak.ipynb', '--out', 'out'], { cwd: dir, encoding: 'utf8', timeout: 180_000 });
+    const r = spawnSync(process.execPath, [CLI, 'report', 'run', 'leak.ipynb', '--out', 'out'], {
+      cwd: dir,
+      encoding: 'utf8',
+      timeout: 180_000,
+    });
     assert.equal(r.status, 1, r.stderr);
     assert.match(r.stderr, /cell 0 failed: RuntimeError: 401 from the API with Authorization: Bearer \[REDACTED\]/);
     assert.ok(!r.stderr.includes('tok_live') && !r.stdout.includes('tok_live'), r.stderr);

@@ -1,7 +1,15 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import {
-  ProtocolError, childMessage, codePointsToUtf16, decode, encode, orphanMessage, sign, utf16ToCodePoints, type Message,
+  ProtocolError,
+  childMessage,
+  codePointsToUtf16,
+  decode,
+  encode,
+  orphanMessage,
+  sign,
+  utf16ToCodePoints,
+  type Message,
 } from '../../src/jupyter/message.js';
 
 const KEY = 'a0436f6c-1916-498b-8eb9-e81ab9368e84';
@@ -25,7 +33,7 @@ test('encode → decode round-trips and keeps routing identities and buffers', (
   assert.deepEqual(back.buffers, [Buffer.from([1, 2, 3])]);
 });
 
-test('the signature is the HMAC-SHA256 of the four JSON frames (value computed by Python\'s hmac)', () => {
+test("the signature is the HMAC-SHA256 of the four JSON frames (value computed by Python's hmac)", () => {
   const parts = ['{"a":1}', '{}', '{}', '{"b":2}'];
   assert.equal(sign('key', 'hmac-sha256', parts), '0206f42f4ae2a48f6054ab91271f90c100f7022f55fb1f23de6377624d533752');
   assert.equal(sign('', 'hmac-sha256', parts), '', 'no key: signing disabled');
@@ -35,8 +43,18 @@ test('decode rejects tampered, unsigned and malformed messages', () => {
   const frames = encode(request(), KEY);
   const tampered = [...frames];
   tampered[tampered.length - 1] = Buffer.from('{"code":"evil"}');
-  assert.throws(() => decode(tampered, KEY), { name: 'ProtocolError', message: 'message signature does not match the connection key' });
-  assert.throws(() => decode(frames.filter((f) => f.toString() !== '<IDS|MSG>'), KEY), { message: 'message has no <IDS|MSG> delimiter' });
+  assert.throws(() => decode(tampered, KEY), {
+    name: 'ProtocolError',
+    message: 'message signature does not match the connection key',
+  });
+  assert.throws(
+    () =>
+      decode(
+        frames.filter((f) => f.toString() !== '<IDS|MSG>'),
+        KEY,
+      ),
+    { message: 'message has no <IDS|MSG> delimiter' },
+  );
   assert.throws(() => decode(frames.slice(0, 4), KEY), ProtocolError);
   // With signing disabled any signature is accepted.
   assert.equal(decode(tampered, '').content.code, 'evil');

@@ -25,8 +25,10 @@ export function findPython(modules: string[]): string {
     const r = spawnSync(python, ['-c', modules.map((m) => `import ${m}`).join('; ')], { encoding: 'utf8' });
     if (r.status === 0) return python;
   }
-  throw new Error(`no Python 3 with ${modules.join(', ')} (tried ${candidates.join(', ')}); `
-    + 'run scripts/system-deps.sh as root, or set VQALAB_PYTHON');
+  throw new Error(
+    `no Python 3 with ${modules.join(', ')} (tried ${candidates.join(', ')}); ` +
+      'run scripts/system-deps.sh as root, or set VQALAB_PYTHON',
+  );
 }
 
 export interface TempKernel {
@@ -60,14 +62,29 @@ export interface RunResult {
 }
 
 /** Run a Python script to completion (killing it after `timeoutMs`). */
-export function runPython(python: string, args: string[], options: { env: NodeJS.ProcessEnv; cwd: string; timeoutMs: number }): Promise<RunResult> {
+export function runPython(
+  python: string,
+  args: string[],
+  options: { env: NodeJS.ProcessEnv; cwd: string; timeoutMs: number },
+): Promise<RunResult> {
   return new Promise((resolve, reject) => {
     const child = spawn(python, args, { env: options.env, cwd: options.cwd, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '', stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (d: string) => { stdout += d; });
-    child.stderr.setEncoding('utf8').on('data', (d: string) => { stderr += d; });
-    const timer = setTimeout(() => { stderr += `\n[killed after ${options.timeoutMs} ms]`; child.kill('SIGKILL'); }, options.timeoutMs);
+    let stdout = '',
+      stderr = '';
+    child.stdout.setEncoding('utf8').on('data', (d: string) => {
+      stdout += d;
+    });
+    child.stderr.setEncoding('utf8').on('data', (d: string) => {
+      stderr += d;
+    });
+    const timer = setTimeout(() => {
+      stderr += `\n[killed after ${options.timeoutMs} ms]`;
+      child.kill('SIGKILL');
+    }, options.timeoutMs);
     child.on('error', reject);
-    child.on('close', (code) => { clearTimeout(timer); resolve({ code, stdout, stderr }); });
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    });
   });
 }

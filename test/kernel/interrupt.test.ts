@@ -4,10 +4,19 @@ import { once } from 'node:events';
 import { afterEach, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import {
-  InterruptedError, interrupt, interruptSignal, interruptible, isInterrupted, onInterrupt, resetInterrupt, throwIfInterrupted,
+  InterruptedError,
+  interrupt,
+  interruptSignal,
+  interruptible,
+  isInterrupted,
+  onInterrupt,
+  resetInterrupt,
+  throwIfInterrupted,
 } from '../../src/util/interrupt.js';
 
-afterEach(() => { resetInterrupt(); });
+afterEach(() => {
+  resetInterrupt();
+});
 
 test('interrupt aborts the current scope once; reset opens a fresh one', () => {
   const signal = interruptSignal();
@@ -25,12 +34,15 @@ test('interrupt aborts the current scope once; reset opens a fresh one', () => {
 
 test('listeners hear interrupts until released; a failing listener does not stop the others', () => {
   const heard: string[] = [];
-  const off1 = onInterrupt(() => { throw new Error('bad listener'); });
+  const off1 = onInterrupt(() => {
+    throw new Error('bad listener');
+  });
   const off2 = onInterrupt((r) => heard.push(r.message));
   interrupt('one');
   resetInterrupt();
   interrupt('two');
-  off1(); off2();
+  off1();
+  off2();
   resetInterrupt();
   interrupt('three');
   assert.deepEqual(heard, ['one', 'two']);
@@ -57,12 +69,20 @@ test('interruptible: aborts on interrupt or on the parent signal, and cleans up'
 
 const script = fileURLToPath(new URL('./fixtures/interrupt-script.js', import.meta.url));
 
-async function runScript(args: string[], sigints: number): Promise<{ code: number | null; signal: string | null; out: string; err: string }> {
+async function runScript(
+  args: string[],
+  sigints: number,
+): Promise<{ code: number | null; signal: string | null; out: string; err: string }> {
   const child = spawn(process.execPath, [script, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
   const exited = once(child, 'exit') as Promise<[number | null, string | null]>;
-  let out = '', err = '';
-  child.stdout.setEncoding('utf8').on('data', (d: string) => { out += d; });
-  child.stderr.setEncoding('utf8').on('data', (d: string) => { err += d; });
+  let out = '',
+    err = '';
+  child.stdout.setEncoding('utf8').on('data', (d: string) => {
+    out += d;
+  });
+  child.stderr.setEncoding('utf8').on('data', (d: string) => {
+    err += d;
+  });
   // Wait until the loop runs before interrupting.
   while (!out.includes('step 2') && child.exitCode === null) await new Promise((r) => setTimeout(r, 10));
   // Signals do not queue: a second SIGINT sent before the first was handled would merge with it.
@@ -71,7 +91,8 @@ async function runScript(args: string[], sigints: number): Promise<{ code: numbe
     const reported = err.split('vqalab: interrupted;').length - 1;
     child.kill('SIGINT');
     if (i + 1 < sigints) {
-      while (err.split('vqalab: interrupted;').length - 1 === reported && child.exitCode === null) await new Promise((r) => setTimeout(r, 10));
+      while (err.split('vqalab: interrupted;').length - 1 === reported && child.exitCode === null)
+        await new Promise((r) => setTimeout(r, 10));
     }
   }
   const [code, signal] = await exited;

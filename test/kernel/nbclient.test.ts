@@ -14,13 +14,19 @@ import { findPython, installTempKernel, type TempKernel } from './helpers.js';
 import { executeNotebook, notebook, notebookProblems, textOf, type NotebookOutput } from './notebook.js';
 
 let kernel: TempKernel;
-before(async () => { kernel = await installTempKernel(); });
+before(async () => {
+  kernel = await installTempKernel();
+});
 after(() => kernel?.cleanup());
 
-test('nbclient executes a notebook; the executed file keeps vendor types, fallbacks and display updates', { timeout: 600_000 }, async () => {
+test('nbclient executes a notebook; the executed file keeps vendor types, fallbacks and display updates', {
+  timeout: 600_000,
+}, async () => {
   const python = findPython(['nbclient', 'nbformat', 'nbconvert']);
   const image = path.join(kernel.workDir, 'red.png');
-  await sharp({ create: { width: 32, height: 24, channels: 3, background: { r: 200, g: 30, b: 30 } } }).png().toFile(image);
+  await sharp({ create: { width: 32, height: 24, channels: 3, background: { r: 200, g: 30, b: 30 } } })
+    .png()
+    .toFile(image);
   const nb = notebook([
     { md: '# A notebook run by nbclient' },
     'const n = 3;\nconsole.log("n =", n);',
@@ -36,31 +42,61 @@ test('nbclient executes a notebook; the executed file keeps vendor types, fallba
   const html = path.join(kernel.workDir, 'smoke.html');
   writeFileSync(input, JSON.stringify(nb));
 
-  const { summary, executed } = await executeNotebook(python, kernel.env, input, output, { cwd: kernel.workDir, allowErrors: true, html });
+  const { summary, executed } = await executeNotebook(python, kernel.env, input, output, {
+    cwd: kernel.workDir,
+    allowErrors: true,
+    html,
+  });
   assert.equal(summary.error, null);
   const cells = executed.cells;
   const outs = (i: number): NotebookOutput[] => cells[i]!.outputs ?? [];
 
   // Every code cell ran, in order, with consecutive execution counts (execute_input is sent).
-  assert.deepEqual(cells.filter((c) => c.cell_type === 'code').map((c) => c.execution_count), [1, 2, 3, 4, 5, 6, 7]);
-  assert.deepEqual(outs(1).map((o) => [o.output_type, o.name, textOf(o)]), [['stream', 'stdout', 'n = 3\n']]);
-  assert.deepEqual(outs(2).map((o) => [o.output_type, textOf(o)]), [['execute_result', '{ n: 3 }']]);
+  assert.deepEqual(
+    cells.filter((c) => c.cell_type === 'code').map((c) => c.execution_count),
+    [1, 2, 3, 4, 5, 6, 7],
+  );
+  assert.deepEqual(
+    outs(1).map((o) => [o.output_type, o.name, textOf(o)]),
+    [['stream', 'stdout', 'n = 3\n']],
+  );
+  assert.deepEqual(
+    outs(2).map((o) => [o.output_type, textOf(o)]),
+    [['execute_result', '{ n: 3 }']],
+  );
 
   // The plot: one output with the vendor type and both fallbacks; no echo of the returned bundle.
   assert.equal(outs(3).length, 1);
   const plotOut = outs(3)[0]!;
   assert.equal(plotOut.output_type, 'display_data');
-  assert.deepEqual(Object.keys(plotOut.data!).sort(), ['application/vnd.vqalab.metrics.v1+json', 'text/html', 'text/plain']);
+  assert.deepEqual(Object.keys(plotOut.data!).sort(), [
+    'application/vnd.vqalab.metrics.v1+json',
+    'text/html',
+    'text/plain',
+  ]);
   assert.equal((plotOut.data!['application/vnd.vqalab.metrics.v1+json'] as { title: string }).title, 'loss');
 
   // The sample card: the image is the point, so a PNG rides along.
   const card = outs(4)[0]!;
-  assert.deepEqual(Object.keys(card.data!).sort(), ['application/vnd.vqalab.sample.v1+json', 'image/png', 'text/html', 'text/plain']);
-  assert.deepEqual([...Buffer.from(String(card.data!['image/png']), 'base64').subarray(1, 4)].map((b) => String.fromCharCode(b)).join(''), 'PNG');
+  assert.deepEqual(Object.keys(card.data!).sort(), [
+    'application/vnd.vqalab.sample.v1+json',
+    'image/png',
+    'text/html',
+    'text/plain',
+  ]);
+  assert.deepEqual(
+    [...Buffer.from(String(card.data!['image/png']), 'base64').subarray(1, 4)]
+      .map((b) => String.fromCharCode(b))
+      .join(''),
+    'PNG',
+  );
 
   // The dashboard was shown once and updated in place: the file holds its final state.
   assert.equal(outs(5).length, 1);
-  const dash = outs(5)[0]!.data!['application/vnd.vqalab.metrics.v1+json'] as { runs: { points: unknown[] }[]; progress: { status: string; step: number } };
+  const dash = outs(5)[0]!.data!['application/vnd.vqalab.metrics.v1+json'] as {
+    runs: { points: unknown[] }[];
+    progress: { status: string; step: number };
+  };
   assert.equal(dash.runs[0]!.points.length, 2);
   assert.equal(dash.progress.status, 'done');
 

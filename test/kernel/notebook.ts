@@ -38,9 +38,11 @@ export interface Notebook {
 /** A notebook of the given cells (strings are code; `{ md }` is markdown) for the vqalab kernel. */
 export function notebook(cells: (string | { md: string })[]): Notebook {
   return {
-    cells: cells.map((c) => (typeof c === 'string'
-      ? { cell_type: 'code', source: c, metadata: {}, execution_count: null, outputs: [] }
-      : { cell_type: 'markdown', source: c.md, metadata: {} })),
+    cells: cells.map((c) =>
+      typeof c === 'string'
+        ? { cell_type: 'code', source: c, metadata: {}, execution_count: null, outputs: [] }
+        : { cell_type: 'markdown', source: c.md, metadata: {} },
+    ),
     metadata: {
       kernelspec: { name: 'vqalab', display_name: 'TypeScript (vqalab)', language: 'typescript' },
       language_info: { name: 'typescript', file_extension: '.ts' },
@@ -53,12 +55,29 @@ export function notebook(cells: (string | { md: string })[]): Notebook {
 export interface RunSummary {
   seconds: number;
   error: string | null;
-  cells: { cell_type: string; execution_count: number | null; outputs: { output_type: string; mimes: string[]; ename: string | null }[] }[];
+  cells: {
+    cell_type: string;
+    execution_count: number | null;
+    outputs: { output_type: string; mimes: string[]; ename: string | null }[];
+  }[];
 }
 
-export async function executeNotebook(python: string, env: NodeJS.ProcessEnv, input: string, output: string,
-  options: { cwd: string; allowErrors?: boolean; html?: string; cellTimeoutS?: number; timeoutMs?: number }): Promise<{ summary: RunSummary; executed: Notebook; stderr: string }> {
-  const args = [path.join(pythonDir, 'run_notebook.py'), input, output, '--cwd', options.cwd, '--timeout', String(options.cellTimeoutS ?? 600)];
+export async function executeNotebook(
+  python: string,
+  env: NodeJS.ProcessEnv,
+  input: string,
+  output: string,
+  options: { cwd: string; allowErrors?: boolean; html?: string; cellTimeoutS?: number; timeoutMs?: number },
+): Promise<{ summary: RunSummary; executed: Notebook; stderr: string }> {
+  const args = [
+    path.join(pythonDir, 'run_notebook.py'),
+    input,
+    output,
+    '--cwd',
+    options.cwd,
+    '--timeout',
+    String(options.cellTimeoutS ?? 600),
+  ];
   if (options.allowErrors) args.push('--allow-errors');
   if (options.html) args.push('--html', options.html);
   const r = await runPython(python, args, { env, cwd: options.cwd, timeoutMs: options.timeoutMs ?? 900_000 });
@@ -86,13 +105,15 @@ export function notebookProblems(nb: Notebook, name: string): string[] {
   nb.cells.forEach((cell, i) => {
     if (cell.cell_type !== 'code') return;
     const where = `${name} cell ${i + 1}`;
-    if (typeof cell.execution_count !== 'number') problems.push(`${where}: not executed (execution_count ${String(cell.execution_count)})`);
+    if (typeof cell.execution_count !== 'number')
+      problems.push(`${where}: not executed (execution_count ${String(cell.execution_count)})`);
     for (const out of cell.outputs ?? []) {
       if (out.output_type === 'error') problems.push(`${where}: ${out.ename}: ${out.evalue}`);
       const mimes = Object.keys(out.data ?? {});
       for (const vendor of mimes.filter((m) => VENDOR.test(m))) {
         for (const fallback of WIDGETS.has(vendor) ? ['text/html', 'text/plain'] : ['text/plain']) {
-          if (!mimes.includes(fallback)) problems.push(`${where}: output with ${vendor} lacks its ${fallback} fallback`);
+          if (!mimes.includes(fallback))
+            problems.push(`${where}: output with ${vendor} lacks its ${fallback} fallback`);
         }
       }
     }

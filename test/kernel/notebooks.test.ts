@@ -17,7 +17,11 @@ import { executeNotebook, notebookProblems, type Notebook } from './notebook.js'
 
 const notebooksDir = path.join(repoRoot, 'notebooks');
 const artifacts = path.join(repoRoot, 'test-artifacts', 'notebooks');
-const names = existsSync(notebooksDir) ? readdirSync(notebooksDir).filter((f) => f.endsWith('.ipynb')).sort() : [];
+const names = existsSync(notebooksDir)
+  ? readdirSync(notebooksDir)
+      .filter((f) => f.endsWith('.ipynb'))
+      .sort()
+  : [];
 
 let kernel: TempKernel;
 let workDir: string;
@@ -41,11 +45,17 @@ describe('notebooks/', () => {
     test(`${name} runs headless with no errors`, { timeout: 3_600_000 }, async () => {
       const python = findPython(['nbclient', 'nbformat']);
       const source = JSON.parse(readFileSync(path.join(notebooksDir, name), 'utf8')) as Notebook;
-      assert.equal((source.metadata.kernelspec as { name?: string } | undefined)?.name, 'vqalab', `${name}: kernelspec name must be "vqalab"`);
+      assert.equal(
+        (source.metadata.kernelspec as { name?: string } | undefined)?.name,
+        'vqalab',
+        `${name}: kernelspec name must be "vqalab"`,
+      );
       const cellTimeoutS = (source.metadata.vqalab as { timeoutSeconds?: number } | undefined)?.timeoutSeconds ?? 600;
       const output = path.join(artifacts, name);
       const { summary, executed } = await executeNotebook(python, kernel.env, path.join(workDir, name), output, {
-        cwd: workDir, cellTimeoutS, timeoutMs: 3_500_000,
+        cwd: workDir,
+        cellTimeoutS,
+        timeoutMs: 3_500_000,
       });
       assert.equal(summary.error, null, `${name} failed:\n${summary.error}`);
       assert.deepEqual(notebookProblems(executed, name), []);

@@ -1,16 +1,35 @@
 import assert from 'node:assert/strict';
 import { afterEach, test } from 'node:test';
 import {
-  DISPLAYED, MIME_BUNDLE, clearOutput, display, getDisplaySink, hasMimeBundle, newDisplayId, setDisplaySink,
-  type DisplayOptions, type DisplaySink,
+  DISPLAYED,
+  MIME_BUNDLE,
+  clearOutput,
+  display,
+  getDisplaySink,
+  hasMimeBundle,
+  newDisplayId,
+  setDisplaySink,
+  type DisplayOptions,
+  type DisplaySink,
 } from '../../src/display/sink.js';
 import type { MimeBundle } from '../../src/display/types.js';
 
-afterEach(() => { setDisplaySink(undefined); });
+afterEach(() => {
+  setDisplaySink(undefined);
+});
 
 function recorder(): DisplaySink & { calls: [MimeBundle, DisplayOptions | undefined][]; clears: number } {
   const calls: [MimeBundle, DisplayOptions | undefined][] = [];
-  const r = { calls, clears: 0, display: (b: MimeBundle, o?: DisplayOptions) => { calls.push([b, o]); }, clear: () => { r.clears++; } };
+  const r = {
+    calls,
+    clears: 0,
+    display: (b: MimeBundle, o?: DisplayOptions) => {
+      calls.push([b, o]);
+    },
+    clear: () => {
+      r.clears++;
+    },
+  };
   return r;
 }
 
@@ -45,14 +64,25 @@ test('the sink is process-wide (shared through a registered symbol)', () => {
 });
 
 test('bad bundles and options fail with exact messages', () => {
-  assert.throws(() => display(null as never), { message: 'Expected a MIME bundle (object of MIME type → data) for bundle but received null' });
-  assert.throws(() => display({}), { message: 'Expected a MIME bundle with at least one MIME type for bundle but received an object of type Object' });
-  assert.throws(() => display({ html: 'x' }), { message: 'Expected a MIME type like "text/html" for bundle key but received "html" of type string' });
-  assert.throws(() => display({ 'text/html': 3 }), { message: 'Expected string for bundle["text/html"] but received 3 of type number' });
+  assert.throws(() => display(null as never), {
+    message: 'Expected a MIME bundle (object of MIME type → data) for bundle but received null',
+  });
+  assert.throws(() => display({}), {
+    message: 'Expected a MIME bundle with at least one MIME type for bundle but received an object of type Object',
+  });
+  assert.throws(() => display({ html: 'x' }), {
+    message: 'Expected a MIME type like "text/html" for bundle key but received "html" of type string',
+  });
+  assert.throws(() => display({ 'text/html': 3 }), {
+    message: 'Expected string for bundle["text/html"] but received 3 of type number',
+  });
   assert.throws(() => display({ 'text/plain': 'x' }, { update: true }), {
     message: 'Expected non-empty string (required with update: true) for options.displayId but received undefined',
   });
-  assert.throws(() => setDisplaySink({} as never), { message: 'Expected an object with a display(bundle, options) method, or undefined for sink but received an object of type Object' });
+  assert.throws(() => setDisplaySink({} as never), {
+    message:
+      'Expected an object with a display(bundle, options) method, or undefined for sink but received an object of type Object',
+  });
 });
 
 test('display ids are unique and the rich-value protocol is detected', () => {

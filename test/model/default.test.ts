@@ -35,9 +35,15 @@ test('tensor names and shapes follow the published Qwen2-VL checkpoints', () => 
   assert.deepEqual(shape('model.layers.0.input_layernorm.weight'), [128]);
   assert.deepEqual(shape('model.norm.weight'), [128]);
   assert.equal(specs.has('lm_head.weight'), false, 'tied embeddings: no lm_head');
-  assert.deepEqual(qwen2vlTensorSpecs({ ...d, tieWordEmbeddings: false }).at(-1), { name: 'lm_head.weight', shape: [539, 128], init: 'normal' });
+  assert.deepEqual(qwen2vlTensorSpecs({ ...d, tieWordEmbeddings: false }).at(-1), {
+    name: 'lm_head.weight',
+    shape: [539, 128],
+    init: 'normal',
+  });
   assert.equal(specs.size, 1 + 2 * 12 + 6 + 1 + 4 * 12 + 1);
-  assert.throws(() => checkDims({ ...d, mropeSection: [4, 6, 4] }), { message: 'Qwen2-VL dims: mropeSection [4,6,4] sums to 14, but head_dim / 2 is 16' });
+  assert.throws(() => checkDims({ ...d, mropeSection: [4, 6, 4] }), {
+    message: 'Qwen2-VL dims: mropeSection [4,6,4] sums to 14, but head_dim / 2 is 16',
+  });
 });
 
 test('config.json is the flat published form', () => {
@@ -57,7 +63,9 @@ test('config.json is the flat published form', () => {
 
 test('initialisation: N(0, 0.02) weights, zero biases, unit norms; a seed fixes every value', () => {
   const specs = qwen2vlTensorSpecs(tinyDims(100));
-  const a = initTensors(specs, 5, 0.02), b = initTensors(specs, 5, 0.02), c = initTensors(specs, 6, 0.02);
+  const a = initTensors(specs, 5, 0.02),
+    b = initTensors(specs, 5, 0.02),
+    c = initTensors(specs, 6, 0.02);
   assert.deepEqual(a.get('model.layers.0.mlp.up_proj.weight'), b.get('model.layers.0.mlp.up_proj.weight'));
   assert.notDeepEqual(a.get('model.layers.0.mlp.up_proj.weight'), c.get('model.layers.0.mlp.up_proj.weight'));
   const w = a.get('model.layers.0.mlp.up_proj.weight')!;
@@ -74,8 +82,18 @@ test('the committed assets are what the generator writes (regenerate: node dist/
   const dir = mkdtempSync(path.join(tmpdir(), 'vqalab-default-'));
   try {
     await writeDefaultAssets(dir);
-    for (const f of ['config.json', 'tokenizer.json', 'tokenizer_config.json', 'generation_config.json', 'preprocessor_config.json', 'model.safetensors']) {
-      assert.ok(readFileSync(path.join(dir, f)).equals(readFileSync(path.join(DEFAULT_MODEL_DIR, f))), `${f} differs from assets/tiny-qwen2-vl/${f}`);
+    for (const f of [
+      'config.json',
+      'tokenizer.json',
+      'tokenizer_config.json',
+      'generation_config.json',
+      'preprocessor_config.json',
+      'model.safetensors',
+    ]) {
+      assert.ok(
+        readFileSync(path.join(dir, f)).equals(readFileSync(path.join(DEFAULT_MODEL_DIR, f))),
+        `${f} differs from assets/tiny-qwen2-vl/${f}`,
+      );
     }
   } finally {
     rmSync(dir, { recursive: true, force: true });
@@ -86,14 +104,23 @@ test('the default folder loads: every synthetic word is one token, 112×112 imag
   const t = VlmTokenizer.load(DEFAULT_MODEL_DIR);
   for (const w of synthVocabulary()) {
     // Qwen2's pre-tokenizer splits numerals into single digits and keeps a space before them apart.
-    if (/^\d+$/.test(w)) { assert.equal(t.encode(w).length, w.length, `"${w}"`); continue; }
+    if (/^\d+$/.test(w)) {
+      assert.equal(t.encode(w).length, w.length, `"${w}"`);
+      continue;
+    }
     assert.equal(t.encode(w).length, 1, `"${w}"`);
     assert.equal(t.encode(` ${w}`).length, 1, `" ${w}"`);
   }
-  const p = t.buildPrompt(VlmTokenizer.vqaMessages('How many circles are there?'), [{ pixels: new Float32Array(64 * 1176), gridThw: [1, 8, 8] }]);
+  const p = t.buildPrompt(VlmTokenizer.vqaMessages('How many circles are there?'), [
+    { pixels: new Float32Array(64 * 1176), gridThw: [1, 8, 8] },
+  ]);
   assert.equal(Array.from(p.ids).filter((x) => x === t.special.imagePad).length, 16);
   assert.ok(p.ids.length < 48, `prompt of ${p.ids.length} tokens`);
-  const config = JSON.parse(readFileSync(path.join(DEFAULT_MODEL_DIR, 'config.json'), 'utf8')) as { vocab_size: number; image_token_id: number; eos_token_id: number };
+  const config = JSON.parse(readFileSync(path.join(DEFAULT_MODEL_DIR, 'config.json'), 'utf8')) as {
+    vocab_size: number;
+    image_token_id: number;
+    eos_token_id: number;
+  };
   assert.equal(config.vocab_size, t.vocabSize);
   assert.equal(config.image_token_id, t.special.imagePad);
   assert.equal(config.eos_token_id, t.special.imEnd);

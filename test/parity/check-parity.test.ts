@@ -16,7 +16,10 @@ test('check-parity passes on the committed vision fixtures and prints the worst 
   assert.equal(r.status, 0, r.stdout + r.stderr);
   assert.match(r.stdout, /^ok   vision   qwen2vl-pil: 21 measurements$/m);
   assert.match(r.stdout, /worst 21 of 21 measurements/);
-  assert.match(r.stdout, /odd_61x47 mean_abs: 0 \/ 0\.01000  \(resized HxW 61x47 -> 56x56 \(pil-bicubic\); max_abs 0\.000e\+0/);
+  assert.match(
+    r.stdout,
+    /odd_61x47 mean_abs: 0 \/ 0\.01000  \(resized HxW 61x47 -> 56x56 \(pil-bicubic\); max_abs 0\.000e\+0/,
+  );
   assert.match(r.stdout, /toowide_30x6100 refused: 0 \/ 0 +\(both refuse/);
   assert.match(r.stdout, /check-parity: all 1 checks passed/);
 });
@@ -32,7 +35,10 @@ test('check-parity fails, naming the image, when a fixture value is off by more 
   const r = cli(dir, '--top', '3');
   assert.equal(r.status, 1);
   assert.match(r.stdout, /^FAIL vision   case: 21 measurements, 1 beyond tolerance$/m);
-  assert.match(r.stdout, /FAIL case plain_56x84 max_abs: 1\.00e-4 \/ 1\.00e-6 +\(no resize \(HxW 56x84\); .*worst at patch 1, value 58\)/);
+  assert.match(
+    r.stdout,
+    /FAIL case plain_56x84 max_abs: 1\.00e-4 \/ 1\.00e-6 +\(no resize \(HxW 56x84\); .*worst at patch 1, value 58\)/,
+  );
   assert.match(r.stdout, /check-parity: 1 of 1 checks FAILED/);
 });
 
@@ -47,20 +53,39 @@ test('the libvips resampler is measured too, and fails the mean tolerance on ups
 test('cases: discovery, malformed meta, and a case no checker applies to', async () => {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'vqalab-par-'));
   mkdirSync(path.join(dir, 'a', 'images'), { recursive: true });
-  writeFileSync(path.join(dir, 'a', 'meta.json'), '{"images": {"x": {"grid_thw": [1, 2, 2], "min_pixels": 1, "max_pixels": 9}}');
+  writeFileSync(
+    path.join(dir, 'a', 'meta.json'),
+    '{"images": {"x": {"grid_thw": [1, 2, 2], "min_pixels": 1, "max_pixels": 9}}',
+  );
   mkdirSync(path.join(dir, 'b', 'deeper'), { recursive: true });
   writeFileSync(path.join(dir, 'b', 'deeper', 'meta.json'), '{"prefix": [1, 2]}');
   mkdirSync(path.join(dir, 'c'), { recursive: true });
   writeFileSync(path.join(dir, 'c', 'meta.json'), '[]');
-  assert.deepEqual(findCases(dir).map((d) => path.relative(dir, d)), ['a', 'b/deeper', 'c']);
+  assert.deepEqual(
+    findCases(dir).map((d) => path.relative(dir, d)),
+    ['a', 'b/deeper', 'c'],
+  );
   const results = await runParity(dir, { device: 'cpu', settings: {} });
-  assert.deepEqual(results.map((r) => [r.caseName, r.ok]), [['a', false], ['b/deeper', false], ['c', false]]);
+  assert.deepEqual(
+    results.map((r) => [r.caseName, r.ok]),
+    [
+      ['a', false],
+      ['b/deeper', false],
+      ['c', false],
+    ],
+  );
   assert.match(results[0]!.error!, /a\/meta\.json: not valid JSON/);
   assert.match(results[1]!.error!, /no checker applies to this case \(registered: vision, engine\)/);
   assert.match(results[2]!.error!, /c\/meta\.json: expected a JSON object/);
   // A vision case whose meta misses a field names the file and the field.
-  writeFileSync(path.join(dir, 'a', 'meta.json'), '{"images": {"x": {"grid_thw": [1, 2], "min_pixels": 1, "max_pixels": 9}}}');
-  writeFileSync(path.join(dir, 'a', 'inputs.safetensors'), readFileSync(path.join(FIX, 'qwen2vl-pil', 'inputs.safetensors')));
+  writeFileSync(
+    path.join(dir, 'a', 'meta.json'),
+    '{"images": {"x": {"grid_thw": [1, 2], "min_pixels": 1, "max_pixels": 9}}}',
+  );
+  writeFileSync(
+    path.join(dir, 'a', 'inputs.safetensors'),
+    readFileSync(path.join(FIX, 'qwen2vl-pil', 'inputs.safetensors')),
+  );
   cpSync(path.join(FIX, 'qwen2vl-pil', 'images', 'plain_56x84.png'), path.join(dir, 'a', 'images', 'x.png'));
   const [a] = await runParity(path.join(dir, 'a'), { device: 'cpu', settings: {} });
   assert.match(a!.error!, /a\/meta\.json: images\.x\.grid_thw: expected \[t, h, w\] positive integers, got \[1,2\]/);

@@ -13,15 +13,26 @@ export interface OpenedPage {
 }
 
 export class Browser {
-  private constructor(private readonly ctx: BrowserContext, private readonly profile: string) {}
+  private constructor(
+    private readonly ctx: BrowserContext,
+    private readonly profile: string,
+  ) {}
 
   static async launch(): Promise<Browser> {
     const profile = mkdtempSync(path.join(os.tmpdir(), 'vq-chromium-'));
     const ctx = await chromium.launchPersistentContext(profile, {
       executablePath: '/usr/bin/chromium',
       headless: true,
-      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
-        '--disable-component-update', '--disable-sync'], // the fresh profile dir is passed as --user-data-dir by playwright
+      args: [
+        '--headless',
+        '--no-sandbox',
+        '--disable-gpu',
+        '--disable-quic',
+        '--no-first-run',
+        '--disable-background-networking',
+        '--disable-component-update',
+        '--disable-sync',
+      ], // the fresh profile dir is passed as --user-data-dir by playwright
       viewport: { width: 1200, height: 900 },
     });
     return new Browser(ctx, profile);

@@ -10,13 +10,28 @@ import { Browser } from './browser.js';
 import { pythonNotebook } from './notebooks.js';
 
 function data(nb: Notebook): ReportData {
-  return { schema: 'vqalab.report.v1', title: 't', stamp: { facts: {} }, source: { notebook: nb, notebookName: 'n.ipynb', parameters: {}, kernel: 'python3' }, metrics: {} };
+  return {
+    schema: 'vqalab.report.v1',
+    title: 't',
+    stamp: { facts: {} },
+    source: { notebook: nb, notebookName: 'n.ipynb', parameters: {}, kernel: 'python3' },
+    metrics: {},
+  };
 }
 
-const cell = (outputs: any[]) => ({ cell_type: 'code' as const, execution_count: 1, metadata: {}, source: 'x', outputs });
+const cell = (outputs: any[]) => ({
+  cell_type: 'code' as const,
+  execution_count: 1,
+  metadata: {},
+  source: 'x',
+  outputs,
+});
 
 test('JSON in script elements cannot close them', async () => {
-  assert.equal(scriptJson({ a: '</script><script>alert(1)</script>' }), '{"a":"\\u003c/script>\\u003cscript>alert(1)\\u003c/script>"}');
+  assert.equal(
+    scriptJson({ a: '</script><script>alert(1)</script>' }),
+    '{"a":"\\u003c/script>\\u003cscript>alert(1)\\u003c/script>"}',
+  );
   const nb = pythonNotebook([{ cell_type: 'markdown', metadata: {}, source: '</script> in a cell' }]);
   const html = (await renderReport(nb, data(nb))).html;
   assert.deepEqual(readReportData(html, 'r.html').source.notebook.cells[0]!.source, '</script> in a cell');
@@ -28,28 +43,65 @@ test('plotly.js is inlined only when a plot is present', async () => {
   assert.equal(r1.plotlyInlined, false);
   assert.ok(!r1.html.includes('* plotly.js'));
   assert.ok(r1.html.length < 100_000, `small report: ${r1.html.length} bytes`);
-  const plot = pythonNotebook([cell([{ output_type: 'display_data', data: { 'application/vnd.plotly.v1+json': { data: [] }, 'text/plain': 'p' }, metadata: {} }])]);
+  const plot = pythonNotebook([
+    cell([
+      {
+        output_type: 'display_data',
+        data: { 'application/vnd.plotly.v1+json': { data: [] }, 'text/plain': 'p' },
+        metadata: {},
+      },
+    ]),
+  ]);
   const r2 = await renderReport(plot, data(plot));
   assert.equal(r2.plotlyInlined, true);
   assert.equal(r2.html.split('* plotly.js (basic - minified) v').length - 1, 1, 'the partial (basic) bundle, once');
   // The partial bundle keeps a report with plots small (the full plotly.js alone is 4.8 MB).
-  assert.ok(Buffer.byteLength(r2.html) <= 1.5e6, `a report with a plot is ${Buffer.byteLength(r2.html)} bytes (≤ 1.5 MB)`);
+  assert.ok(
+    Buffer.byteLength(r2.html) <= 1.5e6,
+    `a report with a plot is ${Buffer.byteLength(r2.html)} bytes (≤ 1.5 MB)`,
+  );
 });
 
 test('a vendor output carries its payload for the renderers and its fallback for readers without JavaScript', async () => {
-  const nb = pythonNotebook([cell([{ output_type: 'display_data', data: { 'application/vnd.vqalab.sample.v1+json': { id: 'q</script>' }, 'text/html': '<p class="fb">fallback</p>', 'text/plain': 's' }, metadata: {} }])]);
+  const nb = pythonNotebook([
+    cell([
+      {
+        output_type: 'display_data',
+        data: {
+          'application/vnd.vqalab.sample.v1+json': { id: 'q</script>' },
+          'text/html': '<p class="fb">fallback</p>',
+          'text/plain': 's',
+        },
+        metadata: {},
+      },
+    ]),
+  ]);
   const r = await renderReport(nb, data(nb));
-  assert.ok(r.html.includes('<div class="vq-vendor" data-mime="application/vnd.vqalab.sample.v1+json"><script type="application/json" class="vq-payload">{"id":"q\\u003c/script>"}</script><div class="vq-fallback"><div class="vq-html"><p class="fb">fallback</p></div></div></div>'));
+  assert.ok(
+    r.html.includes(
+      '<div class="vq-vendor" data-mime="application/vnd.vqalab.sample.v1+json"><script type="application/json" class="vq-payload">{"id":"q\\u003c/script>"}</script><div class="vq-fallback"><div class="vq-html"><p class="fb">fallback</p></div></div></div>',
+    ),
+  );
   assert.equal(r.vendorOutputs, 1);
   assert.ok(r.renderers === null || r.renderers.endsWith('display/browser.js'), String(r.renderers));
 });
 
 test('an unknown vendor type falls back to its text/html; ANSI tracebacks become coloured HTML; images are embedded', async () => {
-  const nb = pythonNotebook([cell([
-    { output_type: 'display_data', data: { 'application/vnd.vqalab.future.v9+json': {}, 'text/html': '<b class="fb">fallback</b>' }, metadata: {} },
-    { output_type: 'error', ename: 'E', evalue: 'v', traceback: ['\u001b[0;31mE\u001b[0m: v'] },
-    { output_type: 'display_data', data: { 'image/png': 'iVBORw0KGgo=', 'text/plain': 'pic' }, metadata: { 'image/png': { width: 10 } } },
-  ])]);
+  const nb = pythonNotebook([
+    cell([
+      {
+        output_type: 'display_data',
+        data: { 'application/vnd.vqalab.future.v9+json': {}, 'text/html': '<b class="fb">fallback</b>' },
+        metadata: {},
+      },
+      { output_type: 'error', ename: 'E', evalue: 'v', traceback: ['\u001b[0;31mE\u001b[0m: v'] },
+      {
+        output_type: 'display_data',
+        data: { 'image/png': 'iVBORw0KGgo=', 'text/plain': 'pic' },
+        metadata: { 'image/png': { width: 10 } },
+      },
+    ]),
+  ]);
   const html = (await renderReport(nb, data(nb))).html;
   assert.ok(html.includes('<b class="fb">fallback</b>'));
   assert.match(html, /<span class="ansi-red-fg">E<\/span>: v/);
@@ -65,7 +117,27 @@ test('stamp parts that were not recorded are marked, never silently absent', asy
 });
 
 test('the partial plotly.js draws scatter traces; another trace type keeps its fallback with a note naming it', async () => {
-  const fig = (type: string) => ({ output_type: 'display_data', data: { 'application/vnd.plotly.v1+json': { data: [{ type, x: [1, 2, 3], y: [2, 1, 3], z: [[1, 2], [3, 4]] }], layout: { title: { text: `${type} plot` } } }, 'text/plain': `${type} fallback` }, metadata: {} });
+  const fig = (type: string) => ({
+    output_type: 'display_data',
+    data: {
+      'application/vnd.plotly.v1+json': {
+        data: [
+          {
+            type,
+            x: [1, 2, 3],
+            y: [2, 1, 3],
+            z: [
+              [1, 2],
+              [3, 4],
+            ],
+          },
+        ],
+        layout: { title: { text: `${type} plot` } },
+      },
+      'text/plain': `${type} fallback`,
+    },
+    metadata: {},
+  });
   const nb = pythonNotebook([cell([fig('scatter')]), cell([fig('heatmap')])]);
   const dir = mkdtempSync(path.join(os.tmpdir(), 'vq-html-'));
   const browser = await Browser.launch();
@@ -78,7 +150,10 @@ test('the partial plotly.js draws scatter traces; another trace type keeps its f
     assert.ok(scatter && scatter.width > 300 && scatter.height > 200, `scatter drawn: ${JSON.stringify(scatter)}`);
     assert.equal(await plots.nth(0).locator('.scatterlayer .trace').count(), 1, 'one scatter trace drawn');
     assert.equal(await plots.nth(1).evaluate((el) => el.classList.contains('vq-rendered')), false);
-    assert.match(await plots.nth(1).locator('.vq-render-error').innerText(), /trace type "heatmap" not in this report's plotly\.js \(it draws scatter, bar, pie\)/);
+    assert.match(
+      await plots.nth(1).locator('.vq-render-error').innerText(),
+      /trace type "heatmap" not in this report's plotly\.js \(it draws scatter, bar, pie\)/,
+    );
     assert.ok(await plots.nth(1).locator('.vq-fallback', { hasText: 'heatmap fallback' }).isVisible());
     assert.deepEqual(errors, []);
   } finally {

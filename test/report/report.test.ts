@@ -20,12 +20,27 @@ const CLI = path.join(ROOT, 'bin', 'vqalab.js');
 const ARTIFACTS = path.join(ROOT, 'test-artifacts');
 
 function vqalab(args: string[], opts: { cwd: string; env?: Record<string, string> }) {
-  const r = spawnSync(process.execPath, [CLI, ...args], { cwd: opts.cwd, env: { ...process.env, ...opts.env }, encoding: 'utf8', timeout: 180_000 });
+  const r = spawnSync(process.execPath, [CLI, ...args], {
+    cwd: opts.cwd,
+    env: { ...process.env, ...opts.env },
+    encoding: 'utf8',
+    timeout: 180_000,
+  });
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
 function git(cwd: string, ...args: string[]): string {
-  return execFileSync('git', args, { cwd, encoding: 'utf8', env: { ...process.env, GIT_AUTHOR_NAME: 't', GIT_AUTHOR_EMAIL: 't@t', GIT_COMMITTER_NAME: 't', GIT_COMMITTER_EMAIL: 't@t' } }).trim();
+  return execFileSync('git', args, {
+    cwd,
+    encoding: 'utf8',
+    env: {
+      ...process.env,
+      GIT_AUTHOR_NAME: 't',
+      GIT_AUTHOR_EMAIL: 't@t',
+      GIT_COMMITTER_NAME: 't',
+      GIT_COMMITTER_EMAIL: 't@t',
+    },
+  }).trim();
 }
 
 describe('vqalab report', { timeout: 600_000 }, () => {
@@ -43,7 +58,9 @@ describe('vqalab report', { timeout: 600_000 }, () => {
     commit = git(dir, 'rev-parse', 'HEAD');
     writeFileSync(path.join(dir, 'scratch.txt'), 'uncommitted'); // makes the tree dirty
     mkdirSync(ARTIFACTS, { recursive: true });
-    run = vqalab(['report', 'run', 'demo.ipynb', '--out', 'out', '--param', 'steps=5', '--param', 'run_name=toy'], { cwd: dir });
+    run = vqalab(['report', 'run', 'demo.ipynb', '--out', 'out', '--param', 'steps=5', '--param', 'run_name=toy'], {
+      cwd: dir,
+    });
     browser = await Browser.launch();
   });
   after(async () => {
@@ -57,23 +74,43 @@ describe('vqalab report', { timeout: 600_000 }, () => {
     const nb = JSON.parse(readFileSync(path.join(dir, 'out', 'demo.ipynb'), 'utf8'));
     const tags = nb.cells.map((c: any) => (c.metadata.tags ?? []).join(','));
     assert.equal(tags.indexOf('injected-parameters'), tags.indexOf('parameters') + 1);
-    assert.deepEqual(nb.cells[tags.indexOf('injected-parameters')].source, ['# Parameters\n', 'steps = 5\n', 'run_name = "toy"\n']);
+    assert.deepEqual(nb.cells[tags.indexOf('injected-parameters')].source, [
+      '# Parameters\n',
+      'steps = 5\n',
+      'run_name = "toy"\n',
+    ]);
     const code = nb.cells.filter((c: any) => c.cell_type === 'code');
-    assert.deepEqual(code.map((c: any) => c.execution_count), code.map((_: unknown, i: number) => i + 1));
+    assert.deepEqual(
+      code.map((c: any) => c.execution_count),
+      code.map((_: unknown, i: number) => i + 1),
+    );
     // The live-updated metrics display is kept in its final state: 5 steps.
-    const metrics = code.flatMap((c: any) => c.outputs).find((o: any) => o.data?.['application/vnd.vqalab.metrics.v1+json']);
+    const metrics = code
+      .flatMap((c: any) => c.outputs)
+      .find((o: any) => o.data?.['application/vnd.vqalab.metrics.v1+json']);
     assert.equal(metrics.data['application/vnd.vqalab.metrics.v1+json'].runs[0].points.length, 5);
     assert.ok(metrics.data['text/html'].join('').includes('vq-fallback-metrics'));
     // The progress line's carriage returns leave only its last state.
-    assert.ok(code.flatMap((c: any) => c.outputs).some((o: any) => o.output_type === 'stream' && o.text.join('') === 'step 5/5\n'));
+    assert.ok(
+      code
+        .flatMap((c: any) => c.outputs)
+        .some((o: any) => o.output_type === 'stream' && o.text.join('') === 'step 5/5\n'),
+    );
     assert.deepEqual(nb.metadata.papermill.parameters, { steps: 5, run_name: 'toy' });
   });
 
   test('report.html renders in Chromium offline: no console errors, plot and widget fallbacks visible', async () => {
     const file = path.join(dir, 'out', 'report.html');
     const html = readFileSync(file, 'utf8');
-    assert.equal(html.split('* plotly.js (basic - minified) v').length - 1, 1, 'the partial plotly.js (scatter, bar, pie) is inlined exactly once');
-    assert.ok(Buffer.byteLength(html) <= 1.5e6, `report.html with two plots and a metrics widget: ${Buffer.byteLength(html)} bytes (≤ 1.5 MB)`);
+    assert.equal(
+      html.split('* plotly.js (basic - minified) v').length - 1,
+      1,
+      'the partial plotly.js (scatter, bar, pie) is inlined exactly once',
+    );
+    assert.ok(
+      Buffer.byteLength(html) <= 1.5e6,
+      `report.html with two plots and a metrics widget: ${Buffer.byteLength(html)} bytes (≤ 1.5 MB)`,
+    );
     const { page, errors, requests } = await browser.open(file);
     try {
       const plot = await page.locator('.vq-plotly.vq-rendered .main-svg').first().boundingBox();
@@ -82,12 +119,26 @@ describe('vqalab report', { timeout: 600_000 }, () => {
       const img = page.locator('.vq-vendor[data-mime="application/vnd.vqalab.sample.v1+json"] img').first();
       assert.ok(await img.isVisible());
       await img.scrollIntoViewIfNeeded(); // the widget's images load lazily
-      assert.equal(await img.evaluate(async (el: any) => { await el.decode(); return el.naturalWidth as number; }), 48, 'the embedded image decoded');
+      assert.equal(
+        await img.evaluate(async (el: any) => {
+          await el.decode();
+          return el.naturalWidth as number;
+        }),
+        48,
+        'the embedded image decoded',
+      );
       // The metrics widget (the display renderers' code, as in JupyterLab) draws its plotly panels.
-      const metrics = page.locator('.vq-vendor[data-mime="application/vnd.vqalab.metrics.v1+json"] [data-vqa="metrics"]');
+      const metrics = page.locator(
+        '.vq-vendor[data-mime="application/vnd.vqalab.metrics.v1+json"] [data-vqa="metrics"]',
+      );
       assert.ok(await metrics.isVisible());
-      await page.waitForSelector('.vq-vendor[data-mime="application/vnd.vqalab.metrics.v1+json"] .main-svg', { timeout: 15_000 });
-      const panel = await page.locator('.vq-vendor[data-mime="application/vnd.vqalab.metrics.v1+json"] .main-svg').first().boundingBox();
+      await page.waitForSelector('.vq-vendor[data-mime="application/vnd.vqalab.metrics.v1+json"] .main-svg', {
+        timeout: 15_000,
+      });
+      const panel = await page
+        .locator('.vq-vendor[data-mime="application/vnd.vqalab.metrics.v1+json"] .main-svg')
+        .first()
+        .boundingBox();
       assert.ok(panel && panel.height > 100, `metrics panel drawn: ${JSON.stringify(panel)}`);
       assert.ok(await page.locator('.vq-markdown-cell table').isVisible(), 'markdown rendered (a table)');
       assert.equal(await page.locator('h1').first().textContent(), 'Demo report');
@@ -105,7 +156,11 @@ describe('vqalab report', { timeout: 600_000 }, () => {
       for (const part of ['parameters', 'configs', 'seeds', 'datasets', 'models', 'versions', 'git', 'host', 'time']) {
         const section = page.locator(`[data-stamp="${part}"]`);
         assert.equal(await section.count(), 1, part);
-        assert.equal(await section.evaluate((el) => el.classList.contains('vq-empty')), false, `stamp part "${part}" is recorded`);
+        assert.equal(
+          await section.evaluate((el) => el.classList.contains('vq-empty')),
+          false,
+          `stamp part "${part}" is recorded`,
+        );
       }
       const text = (part: string) => page.locator(`[data-stamp="${part}"]`).innerText();
       assert.match(await text('parameters'), /steps\s+5/);
@@ -125,7 +180,10 @@ describe('vqalab report', { timeout: 600_000 }, () => {
     }
     const data = readReportData(readFileSync(path.join(dir, 'out', 'report.html'), 'utf8'), 'report.html');
     assert.deepEqual(data.source.parameters, { steps: 5, run_name: 'toy' });
-    assert.equal(data.source.notebook.cells.some((c) => (c.metadata.tags ?? []).includes('injected-parameters')), false);
+    assert.equal(
+      data.source.notebook.cells.some((c) => (c.metadata.tags ?? []).includes('injected-parameters')),
+      false,
+    );
     assert.equal(Object.keys(data.metrics).length, 11, '5 steps × (reward, loss) + final_reward');
   });
 
@@ -153,11 +211,18 @@ describe('vqalab report', { timeout: 600_000 }, () => {
     const original = readFileSync(path.join(dir, 'out', 'report.html'), 'utf8');
     let at = 0;
     while (at < original.length && original[at] === exported[at]) at++;
-    assert.ok(at === original.length && exported.length === original.length, `identical HTML; first difference at ${at}: ${JSON.stringify(original.slice(at - 80, at + 80))} vs ${JSON.stringify(exported.slice(at - 80, at + 80))}`);
+    assert.ok(
+      at === original.length && exported.length === original.length,
+      `identical HTML; first difference at ${at}: ${JSON.stringify(original.slice(at - 80, at + 80))} vs ${JSON.stringify(exported.slice(at - 80, at + 80))}`,
+    );
   });
 
   test("nbconvert's own HTML export of the executed notebook still shows the fallbacks", () => {
-    execFileSync('/usr/bin/python3', ['-m', 'nbconvert', '--to', 'html', '--output', 'nbconvert.html', 'out/demo.ipynb'], { cwd: dir, stdio: 'pipe' });
+    execFileSync(
+      '/usr/bin/python3',
+      ['-m', 'nbconvert', '--to', 'html', '--output', 'nbconvert.html', 'out/demo.ipynb'],
+      { cwd: dir, stdio: 'pipe' },
+    );
     const html = readFileSync(path.join(dir, 'out', 'nbconvert.html'), 'utf8');
     assert.ok(html.includes('vq-fallback-metrics'), 'metrics table fallback');
     assert.ok(html.includes('vq-fallback-sample'), 'sample card fallback');
@@ -173,8 +238,14 @@ describe('vqalab report', { timeout: 600_000 }, () => {
     assert.ok(!html.includes('* plotly.js'), 'no plot, no plotly');
     const { page, errors } = await browser.open(path.join(dir, 'fail', 'report.html'));
     try {
-      assert.match(await page.locator('.vq-banner-error').innerText(), /The run stopped at cell 1: ValueError: planted failure 42/);
-      assert.match(await page.locator('#cell-1.vq-failed .vq-error').innerText(), /ValueError\s+Traceback[\s\S]*boom\(\)[\s\S]*ValueError: planted failure 42/);
+      assert.match(
+        await page.locator('.vq-banner-error').innerText(),
+        /The run stopped at cell 1: ValueError: planted failure 42/,
+      );
+      assert.match(
+        await page.locator('#cell-1.vq-failed .vq-error').innerText(),
+        /ValueError\s+Traceback[\s\S]*boom\(\)[\s\S]*ValueError: planted failure 42/,
+      );
       assert.equal(await page.locator('#cell-2 .vq-output').count(), 0, 'the cell after the failure did not run');
       await page.screenshot({ path: path.join(ARTIFACTS, 'report-failed-cell.png'), fullPage: true });
       assert.deepEqual(errors, []);
@@ -191,13 +262,17 @@ describe('vqalab report', { timeout: 600_000 }, () => {
     const key = `sk-test-${randomBytes(16).toString('hex')}`;
     const token = `tok_${randomBytes(12).toString('hex')}`;
     writeFileSync(path.join(dir, 'secrets.ipynb'), JSON.stringify(secretsNotebook('VQALAB_PLANTED_API_KEY'), null, 1));
-    const r = vqalab(['report', 'run', 'secrets.ipynb', '--out', 'secrets', '--param', `api_token=${token}`], { cwd: dir, env: { VQALAB_PLANTED_API_KEY: key } });
+    const r = vqalab(['report', 'run', 'secrets.ipynb', '--out', 'secrets', '--param', `api_token=${token}`], {
+      cwd: dir,
+      env: { VQALAB_PLANTED_API_KEY: key },
+    });
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stderr, /\d+ secret\(s\) redacted/);
     const reversed = [...key].reverse().join('');
     for (const file of ['report.html', 'secrets.ipynb']) {
       const text = readFileSync(path.join(dir, 'secrets', file), 'utf8');
-      for (const secret of [key, token, reversed]) assert.ok(!text.includes(secret), `${file} leaks ${secret.slice(0, 8)}…`);
+      for (const secret of [key, token, reversed])
+        assert.ok(!text.includes(secret), `${file} leaks ${secret.slice(0, 8)}…`);
       assert.ok(text.includes('[REDACTED:VQALAB_PLANTED_API_KEY]'), `${file} shows where the key was`);
     }
     const data = readReportData(readFileSync(path.join(dir, 'secrets', 'report.html'), 'utf8'), 'report.html');
@@ -205,19 +280,34 @@ describe('vqalab report', { timeout: 600_000 }, () => {
     assert.equal((data.stamp.facts.configs as any).openai.model, 'toy');
     assert.equal(data.source.parameters.api_token, '[REDACTED]');
     // Re-running needs the secret again, and says so.
-    const v = vqalab(['report', 'verify', 'secrets/report.html', '-q'], { cwd: dir, env: { VQALAB_PLANTED_API_KEY: key } });
+    const v = vqalab(['report', 'verify', 'secrets/report.html', '-q'], {
+      cwd: dir,
+      env: { VQALAB_PLANTED_API_KEY: key },
+    });
     assert.equal(v.code, 1);
-    assert.match(v.stderr, /parameter "api_token" was redacted from the report \(a secret\); pass it again with --param api_token=…/);
+    assert.match(
+      v.stderr,
+      /parameter "api_token" was redacted from the report \(a secret\); pass it again with --param api_token=…/,
+    );
   });
 
   test('Ctrl-C interrupts the running cell, keeps what ran, and exits 130', async () => {
     const nb = pythonNotebook([
       { cell_type: 'code', metadata: {}, source: 'print("first")', outputs: [], execution_count: null },
-      { cell_type: 'code', metadata: {}, source: 'import time\nprint("sleeping", flush=True)\ntime.sleep(120)', outputs: [], execution_count: null },
+      {
+        cell_type: 'code',
+        metadata: {},
+        source: 'import time\nprint("sleeping", flush=True)\ntime.sleep(120)',
+        outputs: [],
+        execution_count: null,
+      },
       { cell_type: 'code', metadata: {}, source: 'print("never")', outputs: [], execution_count: null },
     ]);
     writeFileSync(path.join(dir, 'slow.ipynb'), JSON.stringify(nb));
-    const child = spawn(process.execPath, [CLI, 'report', 'run', 'slow.ipynb', '--out', 'slow'], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [CLI, 'report', 'run', 'slow.ipynb', '--out', 'slow'], {
+      cwd: dir,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let stderr = '';
     child.stderr.on('data', (b: Buffer) => {
       stderr += b.toString();
@@ -230,9 +320,15 @@ describe('vqalab report', { timeout: 600_000 }, () => {
     assert.equal(code, 130, stderr);
     assert.ok(Date.now() - t0 < 60_000, 'stopped long before the cell would have ended');
     const out = JSON.parse(readFileSync(path.join(dir, 'slow', 'slow.ipynb'), 'utf8'));
-    assert.deepEqual(out.cells[1].outputs.map((o: any) => o.ename ?? o.name), ['stdout', 'KeyboardInterrupt']);
+    assert.deepEqual(
+      out.cells[1].outputs.map((o: any) => o.ename ?? o.name),
+      ['stdout', 'KeyboardInterrupt'],
+    );
     assert.deepEqual(out.cells[2].outputs, []);
     assert.equal(out.metadata.vqalab.report.stamp.run.status, 'interrupted');
-    assert.match(readFileSync(path.join(dir, 'slow', 'report.html'), 'utf8'), /The run stopped at <a href="#cell-1">cell 1<\/a>: interrupted/);
+    assert.match(
+      readFileSync(path.join(dir, 'slow', 'report.html'), 'utf8'),
+      /The run stopped at <a href="#cell-1">cell 1<\/a>: interrupted/,
+    );
   });
 });

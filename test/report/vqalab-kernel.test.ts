@@ -31,19 +31,39 @@ const tsNotebook = {
   metadata: { kernelspec: { name: 'vqalab', language: 'typescript', display_name: 'TypeScript (vqalab)' } },
   cells: [
     { cell_type: 'markdown', id: 'm', metadata: {}, source: '# TypeScript report' },
-    { cell_type: 'code', id: 'p', metadata: { tags: ['parameters'] }, source: 'let steps = 3;\nlet seed = 1;', outputs: [], execution_count: null },
     {
-      cell_type: 'code', id: 'f', metadata: {}, outputs: [], execution_count: null,
-      source: "vqalab.report.recordFacts({ seeds: { trainer: seed }, configs: { grpo: { steps } }, devices: [{ kind: 'cpu' }] });\nconsole.log('steps', steps, typeof steps);",
+      cell_type: 'code',
+      id: 'p',
+      metadata: { tags: ['parameters'] },
+      source: 'let steps = 3;\nlet seed = 1;',
+      outputs: [],
+      execution_count: null,
     },
     {
-      cell_type: 'code', id: 'm2', metadata: {}, outputs: [], execution_count: null,
-      source: "const points = Array.from({ length: steps }, (_, i) => ({ step: i, reward: 0.1 * i + seed / 100, loss: 1 / (i + 1) }));\nplot({ runs: [{ name: 'ts', points }] })",
+      cell_type: 'code',
+      id: 'f',
+      metadata: {},
+      outputs: [],
+      execution_count: null,
+      source:
+        "vqalab.report.recordFacts({ seeds: { trainer: seed }, configs: { grpo: { steps } }, devices: [{ kind: 'cpu' }] });\nconsole.log('steps', steps, typeof steps);",
+    },
+    {
+      cell_type: 'code',
+      id: 'm2',
+      metadata: {},
+      outputs: [],
+      execution_count: null,
+      source:
+        "const points = Array.from({ length: steps }, (_, i) => ({ step: i, reward: 0.1 * i + seed / 100, loss: 1 / (i + 1) }));\nplot({ runs: [{ name: 'ts', points }] })",
     },
   ],
 };
 
-describe('reports on the vqalab kernel', { skip: haveKernel ? false : 'the vqalab kernel is not in this checkout (dist/kernel/main.js)', timeout: 900_000 }, () => {
+describe('reports on the vqalab kernel', {
+  skip: haveKernel ? false : 'the vqalab kernel is not in this checkout (dist/kernel/main.js)',
+  timeout: 900_000,
+}, () => {
   let dir: string;
   let prefix: string;
   let browser: Browser;
@@ -65,7 +85,10 @@ describe('reports on the vqalab kernel', { skip: haveKernel ? false : 'the vqala
 
   test('a TypeScript notebook runs into a report with typed parameters, widgets and facts, and verifies', async () => {
     writeFileSync(path.join(dir, 'ts.ipynb'), JSON.stringify(tsNotebook));
-    const run = vqalab(['report', 'run', 'ts.ipynb', '--prefix', prefix, '--out', 'out', '--param', 'steps=5', '-q'], dir);
+    const run = vqalab(
+      ['report', 'run', 'ts.ipynb', '--prefix', prefix, '--out', 'out', '--param', 'steps=5', '-q'],
+      dir,
+    );
     assert.equal(run.code, 0, run.stderr);
     const nb = JSON.parse(readFileSync(path.join(dir, 'out', 'ts.ipynb'), 'utf8'));
     assert.deepEqual(nb.cells[2].source, ['// Parameters\n', 'let steps = 5;\n']);
@@ -88,12 +111,14 @@ describe('reports on the vqalab kernel', { skip: haveKernel ? false : 'the vqala
     assert.equal(v.stdout, 'verified: 10 metrics match exactly (CPU run)\n');
   });
 
-  test('the quickstart notebook runs into a report that verifies', { skip: existsSync(QUICKSTART) ? false : 'notebooks/quickstart.ipynb is not in this checkout' }, async () => {
+  test('the quickstart notebook runs into a report that verifies', {
+    skip: existsSync(QUICKSTART) ? false : 'notebooks/quickstart.ipynb is not in this checkout',
+  }, async () => {
     const run = vqalab(['report', 'run', QUICKSTART, '--prefix', prefix, '--out', 'qs', '-q'], dir);
     assert.equal(run.code, 0, run.stderr);
     const { page, errors } = await browser.open(path.join(dir, 'qs', 'report.html'));
     try {
-      assert.ok(await page.locator('.vq-vendor').count() > 0, 'the quickstart shows widgets');
+      assert.ok((await page.locator('.vq-vendor').count()) > 0, 'the quickstart shows widgets');
       await page.screenshot({ path: path.join(ARTIFACTS, 'report-quickstart.png'), fullPage: true });
       assert.deepEqual(errors, []);
     } finally {

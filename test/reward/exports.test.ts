@@ -8,7 +8,18 @@ test('the package entry exports the reward API (everyday names at the top, the r
   for (const name of ['vqaAccuracy', 'defineReward', 'rewardLab']) {
     assert.equal(typeof (vqalab as Record<string, unknown>)[name], 'function', name);
   }
-  for (const name of ['exactMatch', 'similarity', 'numeric', 'brevity', 'llmJudge', 'weighted', 'gate', 'scoreGroups', 'format', 'max']) {
+  for (const name of [
+    'exactMatch',
+    'similarity',
+    'numeric',
+    'brevity',
+    'llmJudge',
+    'weighted',
+    'gate',
+    'scoreGroups',
+    'format',
+    'max',
+  ]) {
     assert.equal(typeof (vqalab.reward as Record<string, unknown>)[name], 'function', `reward.${name}`);
   }
   assert.equal(typeof vqalab.display.RewardTable, 'function');
@@ -25,7 +36,14 @@ test('the composition example of docs/rewards.md', () => {
     format: [format({ pattern: 'think-answer' }), 0.2],
     brevity: [brevity({ maxWords: 5 }), 0.5],
   });
-  const sample: VqaSample = { id: '1', imagePath: '/i.jpg', question: 'How many dogs?', answer: '2', answers: Array(10).fill('2'), answerType: 'number' };
+  const sample: VqaSample = {
+    id: '1',
+    imagePath: '/i.jpg',
+    question: 'How many dogs?',
+    answer: '2',
+    answers: Array(10).fill('2'),
+    answerType: 'number',
+  };
   const out = reward(sample, '<think>two dogs</think><answer>2</answer>', {}) as vqalab.reward.RewardBreakdown;
   assert.equal(out.score, 1);
   assert.equal(out.parts!.accuracy, 1);

@@ -50,16 +50,29 @@ function scripted(name: string, answer: (s: VqaSample) => string | Error, latenc
       const a = answer(sample);
       const id = `r${++k}`;
       if (a instanceof Error) return [{ text: '', finishReason: 'error', error: a.message }];
-      return [{ text: `<answer>${a}</answer>`, finishReason: 'stop', latencyMs: latencyMs * k, requestId: id, usage: { promptTokens: 100, completionTokens: 5 } }];
+      return [
+        {
+          text: `<answer>${a}</answer>`,
+          finishReason: 'stop',
+          latencyMs: latencyMs * k,
+          requestId: id,
+          usage: { promptTokens: 100, completionTokens: 5 },
+        },
+      ];
     },
   };
 }
 
 test('the official metric per answer type, exact match, errors, latency percentiles, tokens and cost', async () => {
   const oracle = scripted('oracle', (s) => s.answer);
-  const yellow = scripted('openai:always-yellow@http://127.0.0.1:1/v1', (s) => (s.answerType === 'yes/no' ? 'no' : 'Yellow'));
+  const yellow = scripted('openai:always-yellow@http://127.0.0.1:1/v1', (s) =>
+    s.answerType === 'yes/no' ? 'no' : 'Yellow',
+  );
   const flaky = scripted('flaky', (s) => (s.id.startsWith('1') ? new Error('HTTP 500: boom') : s.answer));
-  const cmp = await evaluatePolicies([oracle, yellow, flaky], fx.samples, { prices: { 'always-yellow': { input: 1, output: 10 } }, dataset: 'circles' });
+  const cmp = await evaluatePolicies([oracle, yellow, flaky], fx.samples, {
+    prices: { 'always-yellow': { input: 1, output: 10 } },
+    dataset: 'circles',
+  });
   assert.equal(cmp.questions, 8);
   assert.deepEqual(cmp.answerTypes, ['other', 'yes/no']);
   const [o, y, f] = cmp.policies;
@@ -87,9 +100,16 @@ test('the official metric per answer type, exact match, errors, latency percenti
   assert.match(b.table['text/html'] as string, /<table class="vqa-stats">/);
   assert.equal(b.table['text/plain'], text);
   const plot = b.plot[MIME.metrics] as { runs: { name: string; points: { step: number; accuracy: number }[] }[] };
-  assert.deepEqual(plot.runs.map((r) => r.name), ['oracle', 'openai:always-yellow@http://127.0.0.1:1/v1', 'flaky']);
+  assert.deepEqual(
+    plot.runs.map((r) => r.name),
+    ['oracle', 'openai:always-yellow@http://127.0.0.1:1/v1', 'flaky'],
+  );
   assert.equal(plot.runs[1]!.points.at(-1)!.accuracy, 0.125);
-  const table = b.questions[MIME.rewards] as { rewards: string[]; rows: { disagreement: number; errors?: Record<string, string> }[]; stats: { mean: Record<string, number> } };
+  const table = b.questions[MIME.rewards] as {
+    rewards: string[];
+    rows: { disagreement: number; errors?: Record<string, string> }[];
+    stats: { mean: Record<string, number> };
+  };
   assert.equal(table.rows.length, 8);
   assert.equal(table.stats.mean.oracle, 1);
   assert.equal(table.rows[2]!.errors!.flaky, 'HTTP 500: boom');
@@ -102,8 +122,20 @@ test('percentiles are nearest-rank', () => {
   assert.equal(percentile([], 50), null);
   assert.equal(percentile([5], 99), 5);
   assert.equal(percentile([4, 1, 3, 2], 50), 2);
-  assert.equal(percentile(Array.from({ length: 100 }, (_x, i) => i + 1), 99), 99);
-  assert.equal(percentile(Array.from({ length: 100 }, (_x, i) => i + 1), 100), 100);
+  assert.equal(
+    percentile(
+      Array.from({ length: 100 }, (_x, i) => i + 1),
+      99,
+    ),
+    99,
+  );
+  assert.equal(
+    percentile(
+      Array.from({ length: 100 }, (_x, i) => i + 1),
+      100,
+    ),
+    100,
+  );
 });
 
 test('the samples file: seed schema as JSON Lines (relative image paths) and as Parquet through the data layer; row-level errors', async () => {
@@ -112,29 +144,71 @@ test('the samples file: seed schema as JSON Lines (relative image paths) and as 
   const parquet = path.join(fx.dir, 'samples.parquet');
   await VqaDataset.fromSamples(fx.samples).writeParquet(parquet);
   const fromParquet = await readSamplesFile(parquet);
-  assert.deepEqual(fromParquet.map((s) => [s.id, s.imagePath, s.question, s.answers, s.answerType]), fx.samples.map((s) => [s.id, s.imagePath, s.question, s.answers, s.answerType]));
+  assert.deepEqual(
+    fromParquet.map((s) => [s.id, s.imagePath, s.question, s.answers, s.answerType]),
+    fx.samples.map((s) => [s.id, s.imagePath, s.question, s.answers, s.answerType]),
+  );
   const bad = path.join(fx.dir, 'bad.jsonl');
-  writeFileSync(bad, '{"id": "a", "image_path": "x.png", "question": "q?", "answer": "yes"}\n{"id": "b", "image_path": "x.png", "answer": "no"}\n');
+  writeFileSync(
+    bad,
+    '{"id": "a", "image_path": "x.png", "question": "q?", "answer": "yes"}\n{"id": "b", "image_path": "x.png", "answer": "no"}\n',
+  );
   await assert.rejects(readSamplesFile(bad), { message: `${bad}: line 2: missing field "question"` });
   const badJson = path.join(fx.dir, 'bad.json');
   writeFileSync(badJson, '[{"id": "a", "image_path": "x.png", "question": "q?", "answers": [{"answer": 3}]}]');
-  await assert.rejects(readSamplesFile(badJson), { message: `${badJson}: row 0: answers[0] must be a string or {answer: string}` });
+  await assert.rejects(readSamplesFile(badJson), {
+    message: `${badJson}: row 0: answers[0] must be a string or {answer: string}`,
+  });
 });
 
-function run(args: string[], env: Record<string, string | undefined> = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
+function run(
+  args: string[],
+  env: Record<string, string | undefined> = {},
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, [BIN, ...args], { env: { ...process.env, VQALAB_THREADS: '1', OPENAI_API_KEY: '', OPENAI_BASE_URL: '', ...env } });
-    let stdout = '', stderr = '';
-    child.stdout.on('data', (d) => { stdout += d; });
-    child.stderr.on('data', (d) => { stderr += d; });
+    const child = spawn(process.execPath, [BIN, ...args], {
+      env: { ...process.env, VQALAB_THREADS: '1', OPENAI_API_KEY: '', OPENAI_BASE_URL: '', ...env },
+    });
+    let stdout = '',
+      stderr = '';
+    child.stdout.on('data', (d) => {
+      stdout += d;
+    });
+    child.stderr.on('data', (d) => {
+      stderr += d;
+    });
     child.on('close', (code) => resolve({ code, stdout, stderr }));
   });
 }
 
 test('vqalab eval-policy: the local engine and the same engine behind vqalab serve agree; JSON, HTML and cost', async () => {
-  const out = path.join(fx.dir, 'cmp.json'), html = path.join(fx.dir, 'cmp.html');
-  const r = await run(['eval-policy', '--dataset', fx.file, '--policy', 'local:default', '--policy', `openai:vqalab@${server.url}`, '--limit', '6',
-    '--n-runners', '2', '--max-tokens', '4', '--price', 'vqalab=1,2', '--json', '--output', out, '--html', html, '--quiet', '--threads', '1']);
+  const out = path.join(fx.dir, 'cmp.json'),
+    html = path.join(fx.dir, 'cmp.html');
+  const r = await run([
+    'eval-policy',
+    '--dataset',
+    fx.file,
+    '--policy',
+    'local:default',
+    '--policy',
+    `openai:vqalab@${server.url}`,
+    '--limit',
+    '6',
+    '--n-runners',
+    '2',
+    '--max-tokens',
+    '4',
+    '--price',
+    'vqalab=1,2',
+    '--json',
+    '--output',
+    out,
+    '--html',
+    html,
+    '--quiet',
+    '--threads',
+    '1',
+  ]);
   assert.equal(r.code, 0, r.stderr);
   const json = JSON.parse(r.stdout);
   assert.deepEqual(JSON.parse(readFileSync(out, 'utf8')), json);
@@ -142,7 +216,11 @@ test('vqalab eval-policy: the local engine and the same engine behind vqalab ser
   const [a, b] = json.policies;
   assert.equal(a.name, 'local:default');
   assert.equal(b.name, `openai:vqalab@${server.url}`);
-  assert.deepEqual(b.rows.map((x: { prediction: string }) => x.prediction), a.rows.map((x: { prediction: string }) => x.prediction), 'greedy: the same answers');
+  assert.deepEqual(
+    b.rows.map((x: { prediction: string }) => x.prediction),
+    a.rows.map((x: { prediction: string }) => x.prediction),
+    'greedy: the same answers',
+  );
   assert.equal(b.overall, a.overall);
   assert.deepEqual(Object.keys(a.perAnswerType), ['other', 'yes/no']);
   assert.deepEqual(b.tokens, a.tokens);
@@ -159,12 +237,42 @@ test('vqalab eval-policy: the local engine and the same engine behind vqalab ser
 
 test('vqalab eval-policy: API key from --api-key-env; without it every request fails with 401 and the exit code says so', async () => {
   const spec = `openai:vqalab@${locked.url}`;
-  const ok = await run(['eval-policy', '--dataset', fx.file, '--policy', spec, '--limit', '2', '--max-tokens', '2', '--api-key-env', 'MY_KEY', '--quiet'], { MY_KEY: 'sk-env-key' });
+  const ok = await run(
+    [
+      'eval-policy',
+      '--dataset',
+      fx.file,
+      '--policy',
+      spec,
+      '--limit',
+      '2',
+      '--max-tokens',
+      '2',
+      '--api-key-env',
+      'MY_KEY',
+      '--quiet',
+    ],
+    { MY_KEY: 'sk-env-key' },
+  );
   assert.equal(ok.code, 0, ok.stderr);
   assert.match(ok.stdout, /0\/2/);
-  const fromDefault = await run(['eval-policy', '--dataset', fx.file, '--policy', spec, '--limit', '1', '--max-tokens', '2', '--quiet'], { OPENAI_API_KEY: 'sk-env-key' });
+  const fromDefault = await run(
+    ['eval-policy', '--dataset', fx.file, '--policy', spec, '--limit', '1', '--max-tokens', '2', '--quiet'],
+    { OPENAI_API_KEY: 'sk-env-key' },
+  );
   assert.equal(fromDefault.code, 0, fromDefault.stderr);
-  const denied = await run(['eval-policy', '--dataset', fx.file, '--policy', spec, '--limit', '2', '--max-tokens', '2', '--quiet']);
+  const denied = await run([
+    'eval-policy',
+    '--dataset',
+    fx.file,
+    '--policy',
+    spec,
+    '--limit',
+    '2',
+    '--max-tokens',
+    '2',
+    '--quiet',
+  ]);
   assert.equal(denied.code, 1);
   assert.match(denied.stdout, /2 failed request\(s\), e\.g\. sample 0c: HTTP 401: Incorrect API key provided/);
 });
@@ -179,8 +287,19 @@ test('vqalab eval-policy: usage errors', async () => {
   assert.match(r.stderr, /--price must be NAME=IN,OUT/);
   r = await run(['eval-policy', '--dataset', fx.file, '--policy', 'hf:some/model']);
   assert.equal(r.code, 1);
-  assert.match(r.stderr, /--policy hf:some\/model: unknown policy "hf:some\/model": expected local:<checkpoint> or openai:<model>@<base-url>/);
-  r = await run(['eval-policy', '--dataset', fx.file, '--policy', 'openai:m@http://127.0.0.1:1/v1', '--api-key-env', 'NOT_SET_ANYWHERE']);
+  assert.match(
+    r.stderr,
+    /--policy hf:some\/model: unknown policy "hf:some\/model": expected local:<checkpoint> or openai:<model>@<base-url>/,
+  );
+  r = await run([
+    'eval-policy',
+    '--dataset',
+    fx.file,
+    '--policy',
+    'openai:m@http://127.0.0.1:1/v1',
+    '--api-key-env',
+    'NOT_SET_ANYWHERE',
+  ]);
   assert.match(r.stderr, /the API key variable NOT_SET_ANYWHERE is empty or not set/);
   r = await run(['eval-policy', '--dataset', path.join(fx.dir, 'nope.jsonl'), '--policy', 'local:default']);
   assert.match(r.stderr, /nope\.jsonl: cannot read \(ENOENT\)/);

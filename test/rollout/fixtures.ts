@@ -10,7 +10,10 @@ import sharp from 'sharp';
 import type { VqaSample } from '../../src/data/types.js';
 
 export const COLORS: Record<string, [number, number, number]> = {
-  red: [220, 30, 30], green: [30, 160, 40], blue: [30, 60, 220], yellow: [240, 210, 20],
+  red: [220, 30, 30],
+  green: [30, 160, 40],
+  blue: [30, 60, 220],
+  yellow: [240, 210, 20],
 };
 
 export interface Fixture {
@@ -27,8 +30,9 @@ export interface Fixture {
 /** A PNG of a circle of `color` on white, `side` pixels square. */
 export async function circlePng(color: [number, number, number], side = 112): Promise<Buffer> {
   const [r, g, b] = color;
-  const svg = `<svg width="${side}" height="${side}" xmlns="http://www.w3.org/2000/svg"><rect width="${side}" height="${side}" fill="white"/>`
-    + `<circle cx="${side / 2}" cy="${side / 2}" r="${side / 4}" fill="rgb(${r},${g},${b})"/></svg>`;
+  const svg =
+    `<svg width="${side}" height="${side}" xmlns="http://www.w3.org/2000/svg"><rect width="${side}" height="${side}" fill="white"/>` +
+    `<circle cx="${side / 2}" cy="${side / 2}" r="${side / 4}" fill="rgb(${r},${g},${b})"/></svg>`;
   return sharp(Buffer.from(svg)).png().toBuffer();
 }
 
@@ -44,18 +48,41 @@ export async function makeFixture(): Promise<Fixture> {
     first ??= png;
     const file = `circle-${name}.png`;
     writeFileSync(path.join(dir, file), png);
-    for (const [suffix, question, answer, type] of [['c', 'what color is the circle?', name, 'other'], ['e', 'is there a circle?', 'yes', 'yes/no']] as const) {
+    for (const [suffix, question, answer, type] of [
+      ['c', 'what color is the circle?', name, 'other'],
+      ['e', 'is there a circle?', 'yes', 'yes/no'],
+    ] as const) {
       const id = `${i}${suffix}`;
       const answers = Array.from({ length: 10 }, (_x, k) => (k < 9 ? answer : `${answer}ish`));
-      rows.push({ id, image_path: file, question, answer, answers, answer_type: type, question_type: question.split(' ').slice(0, 3).join(' ') });
-      samples.push({ id, imagePath: path.join(dir, file), question, answer, answers, answerType: type, questionType: question.split(' ').slice(0, 3).join(' ') });
+      rows.push({
+        id,
+        image_path: file,
+        question,
+        answer,
+        answers,
+        answer_type: type,
+        question_type: question.split(' ').slice(0, 3).join(' '),
+      });
+      samples.push({
+        id,
+        imagePath: path.join(dir, file),
+        question,
+        answer,
+        answers,
+        answerType: type,
+        questionType: question.split(' ').slice(0, 3).join(' '),
+      });
     }
     i++;
   }
   const file = path.join(dir, 'samples.jsonl');
   writeFileSync(file, rows.map((r) => JSON.stringify(r)).join('\n') + '\n');
   return {
-    dir, file, samples, png: first!, dataUrl: `data:image/png;base64,${first!.toString('base64')}`,
+    dir,
+    file,
+    samples,
+    png: first!,
+    dataUrl: `data:image/png;base64,${first!.toString('base64')}`,
     cleanup: () => rmSync(dir, { recursive: true, force: true }),
   };
 }

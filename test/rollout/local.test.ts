@@ -40,37 +40,79 @@ test('a trainer checkpoint and its run folder load as policies, with the trained
   const policy = await LocalPolicy.load(undefined, { threads: 1 });
   const before = await policy.generate(fx.samples[0]!, { ...greedy, temperature: 1, seed: 4, n: 2 });
   const trainer = new Trainer({
-    model: policy.model, tokenizer: policy.tokenizer, train: fx.samples, rewards: [(s, c) => scoreVqa(c, s.answers).accuracy],
-    vqaAccuracy: (p, a) => scoreVqa(p, a).accuracy, loadImages: async (s) => [await policy.image(s.imagePath)], outputDir: path.join(work, 'run'),
+    model: policy.model,
+    tokenizer: policy.tokenizer,
+    train: fx.samples,
+    rewards: [(s, c) => scoreVqa(c, s.answers).accuracy],
+    vqaAccuracy: (p, a) => scoreVqa(p, a).accuracy,
+    loadImages: async (s) => [await policy.image(s.imagePath)],
+    outputDir: path.join(work, 'run'),
     config: { promptsPerStep: 2, numGenerations: 2, maxCompletionLength: 4, seed: 1 },
   });
   await trainer.sft({ steps: 3, batchSize: 4, learningRate: 1e-2 });
   const ckpt = await trainer.save();
   const after = await policy.generate(fx.samples[0]!, { ...greedy, temperature: 1, seed: 4, n: 2 });
-  assert.notDeepEqual(after.map((c) => c.logprobs), before.map((c) => c.logprobs), 'SFT changed the weights');
-  assert.deepEqual(resolveModelFolder(ckpt), { modelDir: path.join(ckpt, 'model'), tokenizerDir: path.join(ckpt, 'model') });
+  assert.notDeepEqual(
+    after.map((c) => c.logprobs),
+    before.map((c) => c.logprobs),
+    'SFT changed the weights',
+  );
+  assert.deepEqual(resolveModelFolder(ckpt), {
+    modelDir: path.join(ckpt, 'model'),
+    tokenizerDir: path.join(ckpt, 'model'),
+  });
   for (const dir of [ckpt, path.join(work, 'run')]) {
     const loaded = await LocalPolicy.load(dir, { threads: 1 });
     const got = await loaded.generate(fx.samples[0]!, { ...greedy, temperature: 1, seed: 4, n: 2 });
-    assert.deepEqual(got.map((c) => c.tokenIds), after.map((c) => c.tokenIds));
-    assert.deepEqual(got.map((c) => c.logprobs), after.map((c) => c.logprobs));
+    assert.deepEqual(
+      got.map((c) => c.tokenIds),
+      after.map((c) => c.tokenIds),
+    );
+    assert.deepEqual(
+      got.map((c) => c.logprobs),
+      after.map((c) => c.logprobs),
+    );
     loaded.dispose();
   }
   policy.dispose();
 
   // vqalab serve --model <run folder> answers with the trained weights.
-  const child = spawn(process.execPath, [BIN, 'serve', '--model', path.join(work, 'run'), '--port', '0', '--quiet', '--threads', '1'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(
+    process.execPath,
+    [BIN, 'serve', '--model', path.join(work, 'run'), '--port', '0', '--quiet', '--threads', '1'],
+    { stdio: ['ignore', 'pipe', 'pipe'] },
+  );
   try {
     const url = await new Promise<string>((resolve, reject) => {
       let out = '';
-      child.stdout.on('data', (d) => { out += d; const m = /listening on (\S+)/.exec(out); if (m) resolve(m[1]!); });
+      child.stdout.on('data', (d) => {
+        out += d;
+        const m = /listening on (\S+)/.exec(out);
+        if (m) resolve(m[1]!);
+      });
       child.on('exit', (code) => reject(new Error(`serve exited with ${code}: ${out}`)));
     });
     const res = await new OpenAI({ baseURL: url, apiKey: 'x' }).chat.completions.create({
-      model: 'vqalab', temperature: 1, seed: 4, n: 2, max_tokens: 6, logprobs: true,
-      messages: [{ role: 'user', content: [{ type: 'image_url', image_url: { url: fx.dataUrl } }, { type: 'text', text: fx.samples[0]!.question }] }],
+      model: 'vqalab',
+      temperature: 1,
+      seed: 4,
+      n: 2,
+      max_tokens: 6,
+      logprobs: true,
+      messages: [
+        {
+          role: 'user',
+          content: [
+            { type: 'image_url', image_url: { url: fx.dataUrl } },
+            { type: 'text', text: fx.samples[0]!.question },
+          ],
+        },
+      ],
     });
-    assert.deepEqual(res.choices.map((c) => c.logprobs!.content!.map((t) => t.logprob)), after.map((c) => c.logprobs));
+    assert.deepEqual(
+      res.choices.map((c) => c.logprobs!.content!.map((t) => t.logprob)),
+      after.map((c) => c.logprobs),
+    );
   } finally {
     child.kill('SIGTERM');
     await new Promise((r) => child.once('exit', r));
@@ -91,17 +133,25 @@ test('a PEFT adapter folder loads as LoRA on its base; fresh adapters (B = 0) le
   const base = await LocalPolicy.load(undefined, { threads: 1 });
   const a = await withAdapter.generate(fx.samples[1]!, { ...greedy, temperature: 1, seed: 9, n: 2 });
   const b = await base.generate(fx.samples[1]!, { ...greedy, temperature: 1, seed: 9, n: 2 });
-  assert.deepEqual(a.map((c) => c.tokenIds), b.map((c) => c.tokenIds));
+  assert.deepEqual(
+    a.map((c) => c.tokenIds),
+    b.map((c) => c.tokenIds),
+  );
   withAdapter.dispose();
   base.dispose();
-  assert.throws(() => resolveModelFolder(fx.dir), { message: `${fx.dir}: not a model folder (no config.json), a vqalab checkpoint (trainer.json + model/, or checkpoints/latest) nor a PEFT adapter (adapter_config.json)` });
+  assert.throws(() => resolveModelFolder(fx.dir), {
+    message: `${fx.dir}: not a model folder (no config.json), a vqalab checkpoint (trainer.json + model/, or checkpoints/latest) nor a PEFT adapter (adapter_config.json)`,
+  });
 });
 
-test('the LocalPolicy prompt is the trainer\'s, and top log-probs come with each token', async () => {
+test("the LocalPolicy prompt is the trainer's, and top log-probs come with each token", async () => {
   const policy = await LocalPolicy.load(undefined, { threads: 1 });
   const img = await policy.image(fx.samples[0]!.imagePath);
   const prompt = policy.prompt(policy.messagesFor(fx.samples[0]!), [img]);
-  assert.deepEqual(prompt.ids, policy.tokenizer.buildPrompt(VlmTokenizer.vqaMessages(fx.samples[0]!.question, 1), [img]).ids);
+  assert.deepEqual(
+    prompt.ids,
+    policy.tokenizer.buildPrompt(VlmTokenizer.vqaMessages(fx.samples[0]!.question, 1), [img]).ids,
+  );
   const [c] = await policy.generate(fx.samples[0]!, { n: 1, temperature: 1, seed: 2, maxTokens: 4, topLogprobs: 3 });
   assert.equal(c!.topLogprobs!.length, c!.tokenIds!.length);
   c!.topLogprobs!.forEach((row, k) => {
@@ -115,7 +165,8 @@ test('the package entry exports the rollout API', () => {
   for (const name of ['LocalPolicy', 'OpenAIPolicy', 'evaluatePolicies', 'serve']) {
     assert.equal(typeof (vqalab as Record<string, unknown>)[name], 'function', name);
   }
-  for (const name of ['RequestScheduler', 'rollout', 'policyFromSpec']) assert.equal(typeof (vqalab.rollout as Record<string, unknown>)[name], 'function', `rollout.${name}`);
+  for (const name of ['RequestScheduler', 'rollout', 'policyFromSpec'])
+    assert.equal(typeof (vqalab.rollout as Record<string, unknown>)[name], 'function', `rollout.${name}`);
   assert.equal(typeof vqalab.display.showComparison, 'function');
   assert.equal(typeof vqalab.rollout.runPool, 'function');
   assert.equal(typeof vqalab.rollout.readSamplesFile, 'function');

@@ -38,11 +38,28 @@ function policy(extra: Partial<ConstructorParameters<typeof OpenAIPolicy>[0]> = 
 
 test('the request: image as a data URL then the question; sampling fields; nothing a plain server would reject', async () => {
   server.enqueue({ content: 'red' });
-  const [c] = await policy({ systemPrompt: 'Answer in one word.' }).generate(fx.samples[0]!, { ...greedy, topP: 0.9, stop: ['\n'], seed: 3, stopTokenIds: [1, 2] });
+  const [c] = await policy({ systemPrompt: 'Answer in one word.' }).generate(fx.samples[0]!, {
+    ...greedy,
+    topP: 0.9,
+    stop: ['\n'],
+    seed: 3,
+    stopTokenIds: [1, 2],
+  });
   assert.equal(c!.text, 'red');
   const body = server.chatRequests()[0]!.body;
-  assert.deepEqual(Object.keys(body).sort(), ['max_tokens', 'messages', 'model', 'seed', 'stop', 'temperature', 'top_p']);
-  assert.deepEqual([body.model, body.temperature, body.top_p, body.max_tokens, body.seed, body.stop], ['m', 0, 0.9, 8, 3, ['\n']]);
+  assert.deepEqual(Object.keys(body).sort(), [
+    'max_tokens',
+    'messages',
+    'model',
+    'seed',
+    'stop',
+    'temperature',
+    'top_p',
+  ]);
+  assert.deepEqual(
+    [body.model, body.temperature, body.top_p, body.max_tokens, body.seed, body.stop],
+    ['m', 0, 0.9, 8, 3, ['\n']],
+  );
   assert.deepEqual(body.messages[0], { role: 'system', content: 'Answer in one word.' });
   const [img, txt] = body.messages[1].content;
   assert.equal(img.type, 'image_url');
@@ -51,10 +68,26 @@ test('the request: image as a data URL then the question; sampling fields; nothi
   assert.equal(server.chatRequests()[0]!.headers.authorization, 'Bearer k');
   // Opt-in extensions for vLLM / SGLang / vqalab serve.
   server.enqueue({ content: 'red' });
-  await policy({ sendStopTokenIds: true, tokenIds: true, logprobs: true, maxTokensField: 'max_completion_tokens', extraBody: { top_k: 5 } })
-    .generate(fx.samples[0]!, { ...greedy, stopTokenIds: [1, 2], topLogprobs: 2 });
+  await policy({
+    sendStopTokenIds: true,
+    tokenIds: true,
+    logprobs: true,
+    maxTokensField: 'max_completion_tokens',
+    extraBody: { top_k: 5 },
+  }).generate(fx.samples[0]!, { ...greedy, stopTokenIds: [1, 2], topLogprobs: 2 });
   const b2 = server.chatRequests()[1]!.body;
-  assert.deepEqual([b2.stop_token_ids, b2.return_token_ids, b2.logprobs, b2.top_logprobs, b2.max_completion_tokens, b2.max_tokens, b2.top_k], [[1, 2], true, true, 2, 8, undefined, 5]);
+  assert.deepEqual(
+    [
+      b2.stop_token_ids,
+      b2.return_token_ids,
+      b2.logprobs,
+      b2.top_logprobs,
+      b2.max_completion_tokens,
+      b2.max_tokens,
+      b2.top_k,
+    ],
+    [[1, 2], true, true, 2, 8, undefined, 5],
+  );
 });
 
 test('server errors are retried with backoff; a 400 is not', async () => {
@@ -73,12 +106,19 @@ test('server errors are retried with backoff; a 400 is not', async () => {
 });
 
 test('Retry-After (ms and seconds) is waited exactly; one longer than maxBackoffMs fails at once', async () => {
-  server.enqueue({ status: 429, headers: { 'retry-after-ms': '300' } }, { status: 429, headers: { 'retry-after': '1' } }, { content: 'ok' });
+  server.enqueue(
+    { status: 429, headers: { 'retry-after-ms': '300' } },
+    { status: 429, headers: { 'retry-after': '1' } },
+    { content: 'ok' },
+  );
   const p = policy({ backoffMs: 1 });
   const [c] = await p.generate(fx.samples[0]!, greedy);
   assert.equal(c!.text, 'ok');
   const [r0, r1, r2] = server.chatRequests();
-  assert.ok(r1!.receivedAt - r0!.receivedAt >= 295, `waited ${r1!.receivedAt - r0!.receivedAt} ms for retry-after-ms 300`);
+  assert.ok(
+    r1!.receivedAt - r0!.receivedAt >= 295,
+    `waited ${r1!.receivedAt - r0!.receivedAt} ms for retry-after-ms 300`,
+  );
   assert.ok(r2!.receivedAt - r1!.receivedAt >= 995, `waited ${r2!.receivedAt - r1!.receivedAt} ms for Retry-After: 1`);
   assert.deepEqual(p.stats().retryDelaysMs, [300, 1000]);
   assert.equal(p.stats().rateLimited, 2);
@@ -86,7 +126,10 @@ test('Retry-After (ms and seconds) is waited exactly; one longer than maxBackoff
   const t0 = performance.now();
   const [late] = await policy({ maxBackoffMs: 1000 }).generate(fx.samples[0]!, greedy);
   assert.ok(performance.now() - t0 < 60_000, 'did not wait the 120 s the server asked for');
-  assert.equal(late!.error, 'sample 0c: HTTP 429: scripted error 429; the server asked to retry after 120000 ms, more than maxBackoffMs 1000');
+  assert.equal(
+    late!.error,
+    'sample 0c: HTTP 429: scripted error 429; the server asked to retry after 120000 ms, more than maxBackoffMs 1000',
+  );
 });
 
 test('a 429 pauses every request to that server, not only the one that got it', async () => {
@@ -97,7 +140,10 @@ test('a 429 pauses every request to that server, not only the one that got it', 
   assert.ok(results.every((r) => r.completions[0]!.text === 'fine'));
   const reqs = server.chatRequests();
   assert.equal(reqs.length, 4);
-  assert.ok(reqs[1]!.receivedAt - reqs[0]!.receivedAt >= 390, `the next request waited ${reqs[1]!.receivedAt - reqs[0]!.receivedAt} ms`);
+  assert.ok(
+    reqs[1]!.receivedAt - reqs[0]!.receivedAt >= 390,
+    `the next request waited ${reqs[1]!.receivedAt - reqs[0]!.receivedAt} ms`,
+  );
 });
 
 test('a hanging attempt times out and is retried; when all hang the sample records the timeout', async () => {
@@ -114,7 +160,11 @@ test('a hanging attempt times out and is retried; when all hang the sample recor
 });
 
 test('replies that are not chat completions are retried (an HTML error page with status 200)', async () => {
-  server.enqueue({ raw: '<html>bad gateway</html>', contentType: 'text/html' }, { raw: '{"object":"chat.completion","choices":[]}' }, { content: 'good' });
+  server.enqueue(
+    { raw: '<html>bad gateway</html>', contentType: 'text/html' },
+    { raw: '{"object":"chat.completion","choices":[]}' },
+    { content: 'good' },
+  );
   const p = policy();
   const [c] = await p.generate(fx.samples[0]!, greedy);
   assert.deepEqual([c!.text, c!.attempts], ['good', 3]);
@@ -140,7 +190,8 @@ test('cancellation: an AbortSignal stops in-flight and queued requests at once',
 });
 
 test('the concurrency limit holds across samples and n; a rate limit spaces requests', async () => {
-  let active = 0, peak = 0;
+  let active = 0,
+    peak = 0;
   server.setHandler(async () => {
     active++;
     peak = Math.max(peak, active);
@@ -159,64 +210,146 @@ test('the concurrency limit holds across samples and n; a rate limit spaces requ
   server.setHandler(() => ({ content: 'y' }));
   const limited = policy({ concurrency: 8, requestsPerSecond: 10, burst: 1 });
   await rollout(limited, fx.samples.slice(0, 5), greedy, { nRunners: 5 });
-  const at = server.chatRequests().map((r) => r.receivedAt).sort((a, b) => a - b);
+  const at = server
+    .chatRequests()
+    .map((r) => r.receivedAt)
+    .sort((a, b) => a - b);
   // Request i starts i/10 s after the first (arrival jitter of a few ms allowed).
-  for (let i = 1; i < at.length; i++) assert.ok(at[i]! - at[0]! >= 100 * i - 30, `request ${i} arrived ${at[i]! - at[0]!} ms after the first at 10 requests/s`);
+  for (let i = 1; i < at.length; i++)
+    assert.ok(
+      at[i]! - at[0]! >= 100 * i - 30,
+      `request ${i} arrived ${at[i]! - at[0]!} ms after the first at 10 requests/s`,
+    );
 });
 
 test('a server that ignores n: the rest come from repeated requests (seed + k), and later calls repeat at once', async () => {
   server.setHandler((req) => ({ content: [`answer ${req.index}`] })); // always one choice
   const p = policy();
   const got = await p.generate(fx.samples[0]!, { n: 3, temperature: 1, maxTokens: 4, seed: 10 });
-  assert.deepEqual(got.map((c) => c.text), ['answer 0', 'answer 1', 'answer 2']);
+  assert.deepEqual(
+    got.map((c) => c.text),
+    ['answer 0', 'answer 1', 'answer 2'],
+  );
   assert.equal(new Set(got.map((c) => c.requestId)).size, 3);
   const bodies = server.chatRequests().map((r) => r.body);
-  assert.deepEqual(bodies.map((b) => [b.n, b.seed]), [[3, 10], [undefined, 11], [undefined, 12]]);
+  assert.deepEqual(
+    bodies.map((b) => [b.n, b.seed]),
+    [
+      [3, 10],
+      [undefined, 11],
+      [undefined, 12],
+    ],
+  );
   assert.equal(p.stats().ignoresN, true);
   server.reset();
   await p.generate(fx.samples[0]!, { n: 2, temperature: 1, maxTokens: 4 });
-  assert.deepEqual(server.chatRequests().map((r) => r.body.n), [undefined, undefined]);
+  assert.deepEqual(
+    server.chatRequests().map((r) => r.body.n),
+    [undefined, undefined],
+  );
 });
 
 test('log-probs, token ids ("token_id:N" tokens), usage split over choices', async () => {
   server.enqueue({
-    content: ['ab', 'cde'], logprobs: [[{ token: 'token_id:5', logprob: -0.5 }, { token: 'token_id:9', logprob: -1 }], [{ token: 'token_id:1', logprob: -0.1 }, { token: 'token_id:2', logprob: -0.2 }, { token: 'token_id:3', logprob: -0.3 }]],
+    content: ['ab', 'cde'],
+    logprobs: [
+      [
+        { token: 'token_id:5', logprob: -0.5 },
+        { token: 'token_id:9', logprob: -1 },
+      ],
+      [
+        { token: 'token_id:1', logprob: -0.1 },
+        { token: 'token_id:2', logprob: -0.2 },
+        { token: 'token_id:3', logprob: -0.3 },
+      ],
+    ],
     usage: { prompt_tokens: 40, completion_tokens: 5 },
   });
   const got = await policy({ logprobs: true }).generate(fx.samples[0]!, { n: 2, temperature: 1, maxTokens: 4 });
-  assert.deepEqual(got.map((c) => c.tokenIds), [[5, 9], [1, 2, 3]]);
-  assert.deepEqual(got.map((c) => c.logprobs), [[-0.5, -1], [-0.1, -0.2, -0.3]]);
-  assert.deepEqual(got.map((c) => c.usage), [{ promptTokens: 40, completionTokens: 2 }, { promptTokens: 40, completionTokens: 3 }]);
+  assert.deepEqual(
+    got.map((c) => c.tokenIds),
+    [
+      [5, 9],
+      [1, 2, 3],
+    ],
+  );
+  assert.deepEqual(
+    got.map((c) => c.logprobs),
+    [
+      [-0.5, -1],
+      [-0.1, -0.2, -0.3],
+    ],
+  );
+  assert.deepEqual(
+    got.map((c) => c.usage),
+    [
+      { promptTokens: 40, completionTokens: 2 },
+      { promptTokens: 40, completionTokens: 3 },
+    ],
+  );
   server.enqueue({ content: ['a', 'b', 'c'], usage: { prompt_tokens: 40, completion_tokens: 10 } });
   const split = await policy().generate(fx.samples[0]!, { n: 3, temperature: 1, maxTokens: 4 });
-  assert.deepEqual(split.map((c) => c.usage!.completionTokens), [3, 3, 4]);
-  assert.deepEqual(tokenIdsOf({ index: 0, finish_reason: 'stop', logprobs: null, message: { role: 'assistant', content: 'x', refusal: null }, token_ids: [7, 8] }), [7, 8]);
+  assert.deepEqual(
+    split.map((c) => c.usage!.completionTokens),
+    [3, 3, 4],
+  );
+  assert.deepEqual(
+    tokenIdsOf({
+      index: 0,
+      finish_reason: 'stop',
+      logprobs: null,
+      message: { role: 'assistant', content: 'x', refusal: null },
+      token_ids: [7, 8],
+    }),
+    [7, 8],
+  );
 });
 
 test('one bad request never sinks a batch: its sample records the error, the rest succeed', async () => {
   server.setHandler((req) => {
     const text = req.body.messages.at(-1).content.at(-1).text as string;
-    return text.includes('poison') ? { status: 400, error: { message: 'cannot process this image' } } : { content: 'fine' };
+    return text.includes('poison')
+      ? { status: 400, error: { message: 'cannot process this image' } }
+      : { content: 'fine' };
   });
   const batch: VqaSample[] = fx.samples.map((s, i) => (i === 3 ? { ...s, question: 'poison question' } : s));
   const results = await rollout(policy(), batch, greedy, { nRunners: 4 });
-  assert.deepEqual(results.map((r) => r.completions[0]!.finishReason === 'error'), [false, false, false, true, false, false, false, false]);
+  assert.deepEqual(
+    results.map((r) => r.completions[0]!.finishReason === 'error'),
+    [false, false, false, true, false, false, false, false],
+  );
   assert.equal(results[3]!.completions[0]!.error, 'sample 1e: HTTP 400: cannot process this image');
 });
 
 test('runPool: input order, errors per item, bounded concurrency; the scheduler validates its options', async () => {
-  let active = 0, peak = 0;
-  const out = await runPool([1, 2, 3, 4, 5, 6], async (x) => {
-    active++; peak = Math.max(peak, active);
-    await sleep(10 * (7 - x));
-    active--;
-    if (x === 4) throw new Error('four');
-    return x * 10;
-  }, { concurrency: 2 });
+  let active = 0,
+    peak = 0;
+  const out = await runPool(
+    [1, 2, 3, 4, 5, 6],
+    async (x) => {
+      active++;
+      peak = Math.max(peak, active);
+      await sleep(10 * (7 - x));
+      active--;
+      if (x === 4) throw new Error('four');
+      return x * 10;
+    },
+    { concurrency: 2 },
+  );
   assert.equal(peak, 2);
-  assert.deepEqual(out.map((r) => (r.ok ? r.value : r.error.message)), [10, 20, 30, 'four', 50, 60]);
-  assert.throws(() => new RequestScheduler({ concurrency: 0 }), { message: 'Expected integer between 1 and 100000 for concurrency but received 0 of type number' });
+  assert.deepEqual(
+    out.map((r) => (r.ok ? r.value : r.error.message)),
+    [10, 20, 30, 'four', 50, 60],
+  );
+  assert.throws(() => new RequestScheduler({ concurrency: 0 }), {
+    message: 'Expected integer between 1 and 100000 for concurrency but received 0 of type number',
+  });
   assert.throws(() => new RequestScheduler({ requestsPerSecond: -1 }), /for requestsPerSecond but received -1/);
   const s = new RequestScheduler({ maxRetries: 0 });
-  await assert.rejects(s.run(async () => { throw Object.assign(new Error('nope'), { status: 404 }); }), (e: unknown) => e instanceof RequestError && e.status === 404 && e.attempts === 1);
+  await assert.rejects(
+    s.run(async () => {
+      throw Object.assign(new Error('nope'), { status: 404 });
+    }),
+    (e: unknown) => e instanceof RequestError && e.status === 404 && e.attempts === 1,
+  );
 });

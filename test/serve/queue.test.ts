@@ -7,7 +7,9 @@ import { ApiError } from '../../src/serve/errors.js';
 
 function gate() {
   let open!: () => void;
-  const p = new Promise<void>((r) => { open = r; });
+  const p = new Promise<void>((r) => {
+    open = r;
+  });
   return { p, open };
 }
 
@@ -16,11 +18,33 @@ test('round robin between clients: a flood from one client delays another by at 
   const order: string[] = [];
   const first = gate();
   const jobs: Promise<unknown>[] = [];
-  jobs.push(q.submit('a', async () => { order.push('a0'); await first.p; }));
-  for (let i = 1; i <= 4; i++) jobs.push(q.submit('a', async () => { order.push(`a${i}`); }));
-  jobs.push(q.submit('b', async () => { order.push('b0'); }));
-  jobs.push(q.submit('c', async () => { order.push('c0'); }));
-  jobs.push(q.submit('b', async () => { order.push('b1'); }));
+  jobs.push(
+    q.submit('a', async () => {
+      order.push('a0');
+      await first.p;
+    }),
+  );
+  for (let i = 1; i <= 4; i++)
+    jobs.push(
+      q.submit('a', async () => {
+        order.push(`a${i}`);
+      }),
+    );
+  jobs.push(
+    q.submit('b', async () => {
+      order.push('b0');
+    }),
+  );
+  jobs.push(
+    q.submit('c', async () => {
+      order.push('c0');
+    }),
+  );
+  jobs.push(
+    q.submit('b', async () => {
+      order.push('b1');
+    }),
+  );
   assert.deepEqual(q.stats(), { pending: 7, running: 1, runningWeight: 1, completed: 0, dropped: 0, clients: 3 });
   first.open();
   await Promise.all(jobs);
@@ -31,10 +55,19 @@ test('round robin between clients: a flood from one client delays another by at 
 test('bounded: beyond maxPending a job is refused at once; results and errors reach their callers', async () => {
   const q = new FairQueue(2, 1);
   const g = gate();
-  const running = q.submit('x', async () => { await g.p; return 1; });
+  const running = q.submit('x', async () => {
+    await g.p;
+    return 1;
+  });
   const a = q.submit('x', async () => 2);
-  const b = q.submit('y', async () => { throw new Error('engine failed'); });
-  await assert.rejects(q.submit('z', async () => 3), (e: unknown) => e instanceof QueueFullError && e.message === 'the engine queue is full (2 requests waiting); retry later');
+  const b = q.submit('y', async () => {
+    throw new Error('engine failed');
+  });
+  await assert.rejects(
+    q.submit('z', async () => 3),
+    (e: unknown) =>
+      e instanceof QueueFullError && e.message === 'the engine queue is full (2 requests waiting); retry later',
+  );
   g.open();
   assert.equal(await running, 1);
   assert.equal(await a, 2);
@@ -47,7 +80,13 @@ test('a job whose signal aborts before it starts is dropped without running', as
   let ran = false;
   const first = q.submit('a', () => g.p);
   const ac = new AbortController();
-  const second = q.submit('b', async () => { ran = true; }, ac.signal);
+  const second = q.submit(
+    'b',
+    async () => {
+      ran = true;
+    },
+    ac.signal,
+  );
   ac.abort(new Error('client left'));
   await assert.rejects(second, { message: 'client left' });
   g.open();
@@ -60,12 +99,35 @@ test('data URLs: strict base64 (or base64url), image types only, size checked be
   const png = Buffer.from([0x89, 0x50, 0x4e, 0x47, 1, 2, 3]);
   assert.deepEqual(decodeDataUrl(`data:image/png;base64,${png.toString('base64')}`, 'p', 100), png);
   assert.deepEqual(decodeDataUrl(`data:image/png;base64,${png.toString('base64url')}`, 'p', 100), png);
-  const err = (f: () => unknown) => { try { f(); } catch (e) { assert.ok(e instanceof ApiError); return `${e.status} ${e.code}: ${e.message}`; } return 'no error'; };
-  assert.equal(err(() => decodeDataUrl('data:image/png,rawbytes', 'p', 100)), '400 invalid_image_url: p: only base64 data URLs are accepted (data:image/png;base64,...)');
-  assert.equal(err(() => decodeDataUrl('data:text/html;base64,PGI+', 'p', 100)), '400 invalid_image_url: p: the data URL\'s type is "text/html", not an image');
-  assert.equal(err(() => decodeDataUrl('data:image/png;base64,AAA$', 'p', 100)), '400 invalid_base64: p: the data URL is not valid base64 (character "$" at offset 3)');
-  assert.equal(err(() => decodeDataUrl('data:image/png;base64,AAAAA=', 'p', 100)), '400 invalid_base64: p: the data URL is not valid base64 (bad length or padding)');
-  assert.equal(err(() => decodeDataUrl(`data:image/png;base64,${'A'.repeat(200)}`, 'p', 100)), '400 image_too_large: p: the image is 150 bytes, more than this server\'s limit of 100 bytes per image');
+  const err = (f: () => unknown) => {
+    try {
+      f();
+    } catch (e) {
+      assert.ok(e instanceof ApiError);
+      return `${e.status} ${e.code}: ${e.message}`;
+    }
+    return 'no error';
+  };
+  assert.equal(
+    err(() => decodeDataUrl('data:image/png,rawbytes', 'p', 100)),
+    '400 invalid_image_url: p: only base64 data URLs are accepted (data:image/png;base64,...)',
+  );
+  assert.equal(
+    err(() => decodeDataUrl('data:text/html;base64,PGI+', 'p', 100)),
+    '400 invalid_image_url: p: the data URL\'s type is "text/html", not an image',
+  );
+  assert.equal(
+    err(() => decodeDataUrl('data:image/png;base64,AAA$', 'p', 100)),
+    '400 invalid_base64: p: the data URL is not valid base64 (character "$" at offset 3)',
+  );
+  assert.equal(
+    err(() => decodeDataUrl('data:image/png;base64,AAAAA=', 'p', 100)),
+    '400 invalid_base64: p: the data URL is not valid base64 (bad length or padding)',
+  );
+  assert.equal(
+    err(() => decodeDataUrl(`data:image/png;base64,${'A'.repeat(200)}`, 'p', 100)),
+    "400 image_too_large: p: the image is 150 bytes, more than this server's limit of 100 bytes per image",
+  );
 });
 
 test('capacity by weight: jobs start while their rows fit; the next in turn waits for room rather than being overtaken', async () => {

@@ -27,7 +27,15 @@ before(async () => {
   writeFileSync(path.join(fx.dir, 'media', 'inside.png'), fx.png);
   policy = await LocalPolicy.load(undefined, { threads: 1 });
   open = await serve({ policy, port: 0, allowedMediaRoot: path.join(fx.dir, 'media') });
-  locked = await serve({ policy, port: 0, apiKey: KEY, modelName: 'tiny', maxBodyBytes: 2 << 20, maxImageBytes: 256 << 10, maxImagePixels: 1 << 20 });
+  locked = await serve({
+    policy,
+    port: 0,
+    apiKey: KEY,
+    modelName: 'tiny',
+    maxBodyBytes: 2 << 20,
+    maxImageBytes: 256 << 10,
+    maxImagePixels: 1 << 20,
+  });
 });
 
 after(async () => {
@@ -38,21 +46,42 @@ after(async () => {
 });
 
 function userTurn(url: string, text = 'what color is the circle?'): OpenAI.Chat.ChatCompletionMessageParam[] {
-  return [{ role: 'user', content: [{ type: 'image_url', image_url: { url } }, { type: 'text', text }] }];
+  return [
+    {
+      role: 'user',
+      content: [
+        { type: 'image_url', image_url: { url } },
+        { type: 'text', text },
+      ],
+    },
+  ];
 }
 
-async function post(handle: ServeHandle, body: unknown, headers: Record<string, string> = {}): Promise<{ status: number; json: any; headers: Headers }> {
+async function post(
+  handle: ServeHandle,
+  body: unknown,
+  headers: Record<string, string> = {},
+): Promise<{ status: number; json: any; headers: Headers }> {
   const res = await fetch(`${handle.url}/chat/completions`, {
-    method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body: typeof body === 'string' ? body : JSON.stringify(body),
+    method: 'POST',
+    headers: { 'content-type': 'application/json', ...headers },
+    body: typeof body === 'string' ? body : JSON.stringify(body),
   });
   const text = await res.text();
   let json: any;
-  try { json = JSON.parse(text); } catch { json = text; }
+  try {
+    json = JSON.parse(text);
+  } catch {
+    json = text;
+  }
   return { status: res.status, json, headers: res.headers };
 }
 
 /** The error object of a failed request, checked to have OpenAI's shape. */
-function errorOf(r: { status: number; json: any }, status: number): { message: string; type: string; param: string | null; code: string | null } {
+function errorOf(
+  r: { status: number; json: any },
+  status: number,
+): { message: string; type: string; param: string | null; code: string | null } {
   assert.equal(r.status, status, JSON.stringify(r.json));
   assert.equal(typeof r.json?.error?.message, 'string', `OpenAI error shape: ${JSON.stringify(r.json)}`);
   assert.ok('type' in r.json.error && 'param' in r.json.error && 'code' in r.json.error);
@@ -60,7 +89,11 @@ function errorOf(r: { status: number; json: any }, status: number): { message: s
 }
 
 async function stillServes(handle: ServeHandle = open, headers: Record<string, string> = {}): Promise<void> {
-  const r = await post(handle, { model: handle.modelName, messages: userTurn(fx.dataUrl), max_tokens: 2, temperature: 0 }, headers);
+  const r = await post(
+    handle,
+    { model: handle.modelName, messages: userTurn(fx.dataUrl), max_tokens: 2, temperature: 0 },
+    headers,
+  );
   assert.equal(r.status, 200, JSON.stringify(r.json));
   assert.equal(r.json.choices.length, 1);
 }
@@ -69,9 +102,19 @@ describe('the openai package as a plain user', () => {
   test('lists the model and answers a chat with an image, n > 1, usage, log-probs and token ids', async () => {
     const client = new OpenAI({ baseURL: open.url, apiKey: 'unused' });
     const models = await client.models.list();
-    assert.deepEqual(models.data.map((m) => m.id), ['vqalab']);
+    assert.deepEqual(
+      models.data.map((m) => m.id),
+      ['vqalab'],
+    );
     const res = await client.chat.completions.create({
-      model: 'vqalab', messages: userTurn(fx.dataUrl), n: 3, temperature: 1, seed: 11, max_tokens: 6, logprobs: true, top_logprobs: 2,
+      model: 'vqalab',
+      messages: userTurn(fx.dataUrl),
+      n: 3,
+      temperature: 1,
+      seed: 11,
+      max_tokens: 6,
+      logprobs: true,
+      top_logprobs: 2,
       // @ts-expect-error vLLM's extension, passed through as a plain user of the package would
       return_token_ids: true,
     });
@@ -102,28 +145,58 @@ describe('the openai package as a plain user', () => {
     assert.equal(res.usage!.completion_tokens, total);
     assert.equal(res.usage!.total_tokens, total + prompt.ids.length);
     // The same seed gives the same completions; another seed, others.
-    const again = await client.chat.completions.create({ model: 'vqalab', messages: userTurn(fx.dataUrl), n: 3, temperature: 1, seed: 11, max_tokens: 6 });
-    assert.deepEqual(again.choices.map((c) => c.message.content), res.choices.map((c) => c.message.content));
-    const other = await client.chat.completions.create({ model: 'vqalab', messages: userTurn(fx.dataUrl), n: 3, temperature: 1, seed: 12, max_tokens: 6 });
-    assert.notDeepEqual(other.choices.map((c) => c.message.content), res.choices.map((c) => c.message.content));
+    const again = await client.chat.completions.create({
+      model: 'vqalab',
+      messages: userTurn(fx.dataUrl),
+      n: 3,
+      temperature: 1,
+      seed: 11,
+      max_tokens: 6,
+    });
+    assert.deepEqual(
+      again.choices.map((c) => c.message.content),
+      res.choices.map((c) => c.message.content),
+    );
+    const other = await client.chat.completions.create({
+      model: 'vqalab',
+      messages: userTurn(fx.dataUrl),
+      n: 3,
+      temperature: 1,
+      seed: 12,
+      max_tokens: 6,
+    });
+    assert.notDeepEqual(
+      other.choices.map((c) => c.message.content),
+      res.choices.map((c) => c.message.content),
+    );
   });
 
   test('streams in the chunk format: the deltas add up to the non-streamed answer, then usage and [DONE]', async () => {
     const client = new OpenAI({ baseURL: open.url, apiKey: 'unused' });
     const body = { model: 'vqalab', messages: userTurn(fx.dataUrl), n: 2, temperature: 1, seed: 3, max_tokens: 8 };
     const whole = await client.chat.completions.create({ ...body, logprobs: true });
-    const stream = await client.chat.completions.create({ ...body, logprobs: true, stream: true, stream_options: { include_usage: true } });
+    const stream = await client.chat.completions.create({
+      ...body,
+      logprobs: true,
+      stream: true,
+      stream_options: { include_usage: true },
+    });
     const text = ['', ''];
     const lps: number[][] = [[], []];
     const finish: (string | null)[] = [null, null];
-    let roles = 0, usage: OpenAI.CompletionUsage | undefined, chunks = 0;
+    let roles = 0,
+      usage: OpenAI.CompletionUsage | undefined,
+      chunks = 0;
     for await (const chunk of stream) {
       chunks++;
       assert.equal(chunk.object, 'chat.completion.chunk');
       assert.equal(chunk.id, (await Promise.resolve(chunk)).id);
       if (chunk.usage) usage = chunk.usage;
       for (const c of chunk.choices) {
-        if (c.delta.role) { roles++; assert.equal(c.delta.role, 'assistant'); }
+        if (c.delta.role) {
+          roles++;
+          assert.equal(c.delta.role, 'assistant');
+        }
         text[c.index] += c.delta.content ?? '';
         for (const t of c.logprobs?.content ?? []) lps[c.index]!.push(t.logprob);
         if (c.finish_reason) finish[c.index] = c.finish_reason;
@@ -131,16 +204,32 @@ describe('the openai package as a plain user', () => {
     }
     assert.equal(roles, 2);
     assert.ok(chunks > 4);
-    assert.deepEqual(text, whole.choices.map((c) => c.message.content));
-    assert.deepEqual(finish, whole.choices.map((c) => c.finish_reason));
-    assert.deepEqual(lps, whole.choices.map((c) => c.logprobs!.content!.map((t) => t.logprob)));
+    assert.deepEqual(
+      text,
+      whole.choices.map((c) => c.message.content),
+    );
+    assert.deepEqual(
+      finish,
+      whole.choices.map((c) => c.finish_reason),
+    );
+    assert.deepEqual(
+      lps,
+      whole.choices.map((c) => c.logprobs!.content!.map((t) => t.logprob)),
+    );
     assert.deepEqual({ ...usage }, { ...whole.usage });
   });
 
   test('the raw SSE stream ends with data: [DONE]', async () => {
     const res = await fetch(`${open.url}/chat/completions`, {
-      method: 'POST', headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ model: 'vqalab', messages: [{ role: 'user', content: 'hello' }], max_tokens: 3, stream: true, temperature: 0 }),
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({
+        model: 'vqalab',
+        messages: [{ role: 'user', content: 'hello' }],
+        max_tokens: 3,
+        stream: true,
+        temperature: 0,
+      }),
     });
     assert.equal(res.status, 200);
     assert.match(res.headers.get('content-type')!, /^text\/event-stream/);
@@ -154,9 +243,17 @@ describe('the openai package as a plain user', () => {
 
   test('stop strings cut the text; a one-token stop string ends generation at that token', async () => {
     // The untrained model's first seeds may stop at once; take the first seed with a long enough completion.
-    let base: Record<string, unknown> = {}, full: { json: any } = { json: undefined };
+    let base: Record<string, unknown> = {},
+      full: { json: any } = { json: undefined };
     for (let seed = 20; seed < 40; seed++) {
-      base = { model: 'vqalab', messages: userTurn(fx.dataUrl), temperature: 1, seed, max_tokens: 12, return_token_ids: true };
+      base = {
+        model: 'vqalab',
+        messages: userTurn(fx.dataUrl),
+        temperature: 1,
+        seed,
+        max_tokens: 12,
+        return_token_ids: true,
+      };
       full = await post(open, base);
       if (full.json.choices[0].token_ids.length >= 4 && full.json.choices[0].message.content.length >= 4) break;
     }
@@ -170,7 +267,10 @@ describe('the openai package as a plain user', () => {
     assert.equal(cut.json.choices[0].finish_reason, 'stop');
     // The second token, as a stop string that is a single token: generation stops there.
     const tok = policy.tokenizer.decode([ids[1]!], { skipSpecialTokens: false });
-    if (policy.tokenizer.encode(tok).length === 1 && !text.slice(0, policy.tokenizer.decode(ids.slice(0, 1)).length).includes(tok)) {
+    if (
+      policy.tokenizer.encode(tok).length === 1 &&
+      !text.slice(0, policy.tokenizer.decode(ids.slice(0, 1)).length).includes(tok)
+    ) {
       const one = await post(open, { ...base, stop: tok });
       assert.deepEqual(one.json.choices[0].token_ids, ids.slice(0, 2));
       assert.equal(one.json.choices[0].finish_reason, 'stop');
@@ -178,8 +278,20 @@ describe('the openai package as a plain user', () => {
   });
 
   test('a local file under --allowed-media-root is read like the same data URL', async () => {
-    const a = await post(open, { model: 'vqalab', messages: userTurn(`file://${path.join(fx.dir, 'media', 'inside.png')}`), temperature: 1, seed: 5, max_tokens: 5 });
-    const b = await post(open, { model: 'vqalab', messages: userTurn(fx.dataUrl), temperature: 1, seed: 5, max_tokens: 5 });
+    const a = await post(open, {
+      model: 'vqalab',
+      messages: userTurn(`file://${path.join(fx.dir, 'media', 'inside.png')}`),
+      temperature: 1,
+      seed: 5,
+      max_tokens: 5,
+    });
+    const b = await post(open, {
+      model: 'vqalab',
+      messages: userTurn(fx.dataUrl),
+      temperature: 1,
+      seed: 5,
+      max_tokens: 5,
+    });
     assert.equal(a.status, 200, JSON.stringify(a.json));
     assert.equal(a.json.choices[0].message.content, b.json.choices[0].message.content);
     assert.equal(a.json.usage.prompt_tokens, b.json.usage.prompt_tokens);
@@ -187,10 +299,23 @@ describe('the openai package as a plain user', () => {
 
   test('an EXIF-rotated JPEG is planned and processed upright (prompt tokens from the header match the pixels)', async () => {
     // 168x112 stored, orientation 6 (rotate 90°): 112x168 upright, 4x6 merged tokens = 24.
-    const jpeg = await sharp({ create: { width: 168, height: 112, channels: 3, background: '#c33' } }).jpeg().withMetadata({ orientation: 6 }).toBuffer();
+    const jpeg = await sharp({ create: { width: 168, height: 112, channels: 3, background: '#c33' } })
+      .jpeg()
+      .withMetadata({ orientation: 6 })
+      .toBuffer();
     const upright = await sharp(jpeg).rotate().png().toBuffer();
-    const a = await post(open, { model: 'vqalab', messages: userTurn(`data:image/jpeg;base64,${jpeg.toString('base64')}`), temperature: 0, max_tokens: 2 });
-    const b = await post(open, { model: 'vqalab', messages: userTurn(`data:image/png;base64,${upright.toString('base64')}`), temperature: 0, max_tokens: 2 });
+    const a = await post(open, {
+      model: 'vqalab',
+      messages: userTurn(`data:image/jpeg;base64,${jpeg.toString('base64')}`),
+      temperature: 0,
+      max_tokens: 2,
+    });
+    const b = await post(open, {
+      model: 'vqalab',
+      messages: userTurn(`data:image/png;base64,${upright.toString('base64')}`),
+      temperature: 0,
+      max_tokens: 2,
+    });
     assert.equal(a.status, 200, JSON.stringify(a.json));
     assert.equal(a.json.usage.prompt_tokens, b.json.usage.prompt_tokens);
     assert.equal((await policy.image(jpeg)).gridThw.join('x'), '1x12x8');
@@ -198,9 +323,18 @@ describe('the openai package as a plain user', () => {
 
   test('concurrent requests are all answered (queued onto the engine)', async () => {
     const client = new OpenAI({ baseURL: open.url, apiKey: 'unused' });
-    const replies = await Promise.all(Array.from({ length: 8 }, (_x, i) => client.chat.completions.create({
-      model: 'vqalab', messages: userTurn(fx.dataUrl), temperature: 1, seed: i, max_tokens: 4, user: `client-${i % 3}`,
-    })));
+    const replies = await Promise.all(
+      Array.from({ length: 8 }, (_x, i) =>
+        client.chat.completions.create({
+          model: 'vqalab',
+          messages: userTurn(fx.dataUrl),
+          temperature: 1,
+          seed: i,
+          max_tokens: 4,
+          user: `client-${i % 3}`,
+        }),
+      ),
+    );
     assert.equal(replies.length, 8);
     for (const r of replies) assert.equal(r.choices.length, 1);
   });
@@ -211,16 +345,27 @@ describe('auth', () => {
     const none = await post(locked, { model: 'tiny', messages: userTurn(fx.dataUrl), max_tokens: 2 });
     assert.equal(errorOf(none, 401).code, 'invalid_api_key');
     assert.equal(none.headers.get('www-authenticate'), 'Bearer');
-    const wrong = await post(locked, { model: 'tiny', messages: userTurn(fx.dataUrl), max_tokens: 2 }, { authorization: 'Bearer sk-wrong' });
+    const wrong = await post(
+      locked,
+      { model: 'tiny', messages: userTurn(fx.dataUrl), max_tokens: 2 },
+      { authorization: 'Bearer sk-wrong' },
+    );
     assert.equal(errorOf(wrong, 401).message, 'Incorrect API key provided');
     const models = await fetch(`${locked.url}/models`);
     assert.equal(models.status, 401);
-    await assert.rejects(new OpenAI({ baseURL: locked.url, apiKey: 'sk-wrong', maxRetries: 0 }).models.list(), OpenAI.AuthenticationError);
-    const ok = await new OpenAI({ baseURL: locked.url, apiKey: KEY }).chat.completions.create({ model: 'tiny', messages: userTurn(fx.dataUrl), max_tokens: 2 });
+    await assert.rejects(
+      new OpenAI({ baseURL: locked.url, apiKey: 'sk-wrong', maxRetries: 0 }).models.list(),
+      OpenAI.AuthenticationError,
+    );
+    const ok = await new OpenAI({ baseURL: locked.url, apiKey: KEY }).chat.completions.create({
+      model: 'tiny',
+      messages: userTurn(fx.dataUrl),
+      max_tokens: 2,
+    });
     assert.equal(ok.choices.length, 1);
     const health = await fetch(`http://127.0.0.1:${locked.port}/health`);
     assert.equal(health.status, 200);
-    assert.equal((await health.json() as { status: string }).status, 'ok');
+    assert.equal(((await health.json()) as { status: string }).status, 'ok');
   });
 
   test('binds loopback by default', () => {
@@ -246,7 +391,10 @@ describe('hostile requests get clear errors and the server keeps serving', () =>
     assert.equal(e.message, 'messages must be a non-empty array');
     e = errorOf(await post(open, { model: 'vqalab', messages: [{ role: 'robot', content: 'hi' }] }), 400);
     assert.equal(e.param, 'messages[0].role');
-    e = errorOf(await post(open, { model: 'vqalab', messages: [{ role: 'user', content: [{ type: 'audio', data: 'x' }] }] }), 400);
+    e = errorOf(
+      await post(open, { model: 'vqalab', messages: [{ role: 'user', content: [{ type: 'audio', data: 'x' }] }] }),
+      400,
+    );
     assert.equal(e.param, 'messages[0].content[0].type');
     e = errorOf(await post(open, { model: 'vqalab', messages: userTurn(fx.dataUrl), n: 1000 }), 400);
     assert.deepEqual([e.param, e.message], ['n', 'n must be between 1 and 64; got 1000']);
@@ -254,7 +402,15 @@ describe('hostile requests get clear errors and the server keeps serving', () =>
     assert.equal(e.param, 'temperature');
     e = errorOf(await post(open, { model: 'vqalab', messages: userTurn(fx.dataUrl), top_logprobs: 3 }), 400);
     assert.equal(e.message, 'top_logprobs needs logprobs: true');
-    e = errorOf(await post(open, { model: 'vqalab', messages: userTurn(fx.dataUrl), tools: [{ type: 'function', function: { name: 'f' } }], tool_choice: 'required' }), 400);
+    e = errorOf(
+      await post(open, {
+        model: 'vqalab',
+        messages: userTurn(fx.dataUrl),
+        tools: [{ type: 'function', function: { name: 'f' } }],
+        tool_choice: 'required',
+      }),
+      400,
+    );
     assert.deepEqual([e.param, e.code], ['tool_choice', 'unsupported_parameter']);
     e = errorOf(await post(open, { model: 'gpt-4o', messages: userTurn(fx.dataUrl) }), 404);
     assert.deepEqual([e.param, e.code, e.type], ['model', 'model_not_found', 'not_found_error']);
@@ -271,25 +427,48 @@ describe('hostile requests get clear errors and the server keeps serving', () =>
     assert.equal(e.code, 'invalid_base64');
     assert.equal(e.param, 'messages[0].content[0].image_url');
     assert.match(e.message, /not valid base64 \(character "!" at offset 5\)/);
-    e = errorOf(await post(locked, msg(`data:image/png;base64,${Buffer.from('definitely not an image').toString('base64')}`), auth), 400);
+    e = errorOf(
+      await post(
+        locked,
+        msg(`data:image/png;base64,${Buffer.from('definitely not an image').toString('base64')}`),
+        auth,
+      ),
+      400,
+    );
     assert.equal(e.code, 'invalid_image');
     assert.match(e.message, /^messages\[0\]\.content\[0\]\.image_url: cannot decode the image/);
     e = errorOf(await post(locked, msg('https://example.invalid/cat.png'), auth), 400);
     assert.equal(e.code, 'remote_media_disabled');
     // Bytes over --max-image-mb (256 KiB here): random pixels do not compress.
     let x = 2463534242;
-    const bytes = Buffer.alloc(400 * 400 * 3, 0).map(() => { x ^= x << 13; x ^= x >>> 17; x ^= x << 5; return x & 255; });
-    const noisy = await sharp(bytes, { raw: { width: 400, height: 400, channels: 3 } }).png().toBuffer();
+    const bytes = Buffer.alloc(400 * 400 * 3, 0).map(() => {
+      x ^= x << 13;
+      x ^= x >>> 17;
+      x ^= x << 5;
+      return x & 255;
+    });
+    const noisy = await sharp(bytes, { raw: { width: 400, height: 400, channels: 3 } })
+      .png()
+      .toBuffer();
     assert.ok(noisy.length > 256 << 10);
     e = errorOf(await post(locked, msg(`data:image/png;base64,${noisy.toString('base64')}`), auth), 400);
     assert.equal(e.code, 'image_too_large');
     assert.match(e.message, /more than this server's limit of 256\.0 KiB per image/);
     // Pixels over --max-image-pixels (1 Mi here), though the file is small.
-    const wide = await sharp({ create: { width: 2048, height: 1024, channels: 3, background: '#fff' } }).png().toBuffer();
+    const wide = await sharp({ create: { width: 2048, height: 1024, channels: 3, background: '#fff' } })
+      .png()
+      .toBuffer();
     e = errorOf(await post(locked, msg(`data:image/png;base64,${wide.toString('base64')}`), auth), 400);
-    assert.equal(e.message, 'messages[0].content[0].image_url: the image is 2048x1024 = 2,097,152 pixels, more than this server\'s limit of 1,048,576');
+    assert.equal(
+      e.message,
+      "messages[0].content[0].image_url: the image is 2048x1024 = 2,097,152 pixels, more than this server's limit of 1,048,576",
+    );
     // A body over --max-body-mb (2 MiB here): 413 before anything is parsed.
-    const huge = await post(locked, { model: 'tiny', messages: userTurn(`data:image/png;base64,${'A'.repeat(3 << 20)}`) }, auth);
+    const huge = await post(
+      locked,
+      { model: 'tiny', messages: userTurn(`data:image/png;base64,${'A'.repeat(3 << 20)}`) },
+      auth,
+    );
     assert.equal(errorOf(huge, 413).code, 'request_too_large');
     await stillServes(locked, auth);
   });
@@ -300,14 +479,33 @@ describe('hostile requests get clear errors and the server keeps serving', () =>
     assert.deepEqual([e.code, e.type], ['media_outside_root', 'permission_error']);
     e = errorOf(await post(open, { model: 'vqalab', messages: userTurn('/etc/passwd') }), 403);
     assert.equal(e.code, 'media_outside_root');
-    e = errorOf(await post(open, { model: 'vqalab', messages: userTurn(`file://${path.join(fx.dir, 'media', '..', 'circle-red.png')}`) }), 403);
+    e = errorOf(
+      await post(open, {
+        model: 'vqalab',
+        messages: userTurn(`file://${path.join(fx.dir, 'media', '..', 'circle-red.png')}`),
+      }),
+      403,
+    );
     assert.equal(e.code, 'media_outside_root');
     symlinkSync(outside, path.join(fx.dir, 'media', 'link.png'));
-    e = errorOf(await post(open, { model: 'vqalab', messages: userTurn(`file://${path.join(fx.dir, 'media', 'link.png')}`) }), 403);
+    e = errorOf(
+      await post(open, { model: 'vqalab', messages: userTurn(`file://${path.join(fx.dir, 'media', 'link.png')}`) }),
+      403,
+    );
     assert.equal(e.code, 'media_outside_root');
-    e = errorOf(await post(open, { model: 'vqalab', messages: userTurn(`file://${path.join(fx.dir, 'media', 'missing.png')}`) }), 400);
+    e = errorOf(
+      await post(open, { model: 'vqalab', messages: userTurn(`file://${path.join(fx.dir, 'media', 'missing.png')}`) }),
+      400,
+    );
     assert.equal(e.code, 'image_not_found');
-    e = errorOf(await post(locked, { model: 'tiny', messages: userTurn(`file://${path.join(fx.dir, 'media', 'inside.png')}`) }, auth), 403);
+    e = errorOf(
+      await post(
+        locked,
+        { model: 'tiny', messages: userTurn(`file://${path.join(fx.dir, 'media', 'inside.png')}`) },
+        auth,
+      ),
+      403,
+    );
     assert.equal(e.code, 'local_media_disabled');
     await stillServes();
   });
@@ -317,11 +515,20 @@ describe('hostile requests get clear errors and the server keeps serving', () =>
     assert.ok(policy.tokenizer.encode(long).length >= 1100);
     let e = errorOf(await post(open, { model: 'vqalab', messages: userTurn(fx.dataUrl, long), max_tokens: 4 }), 400);
     assert.equal(e.code, 'context_length_exceeded');
-    assert.match(e.message, /^this model's maximum context length is 1024 tokens, but the prompt has \d{4} tokens \(images included\); shorten it$/);
+    assert.match(
+      e.message,
+      /^this model's maximum context length is 1024 tokens, but the prompt has \d{4} tokens \(images included\); shorten it$/,
+    );
     // Far longer than any prompt that could fit: refused by its characters, before tokenising.
-    e = errorOf(await post(open, { model: 'vqalab', messages: userTurn(fx.dataUrl, 'red circle '.repeat(5000)), max_tokens: 4 }), 400);
+    e = errorOf(
+      await post(open, { model: 'vqalab', messages: userTurn(fx.dataUrl, 'red circle '.repeat(5000)), max_tokens: 4 }),
+      400,
+    );
     assert.deepEqual([e.code, e.param], ['context_length_exceeded', 'messages']);
-    assert.match(e.message, /^the messages hold 55,000 characters of text, more than this server's limit of [\d,]+ \(--max-prompt-chars\)/);
+    assert.match(
+      e.message,
+      /^the messages hold 55,000 characters of text, more than this server's limit of [\d,]+ \(--max-prompt-chars\)/,
+    );
     e = errorOf(await post(open, { model: 'vqalab', messages: userTurn(fx.dataUrl), max_tokens: 5000 }), 400);
     assert.deepEqual([e.code, e.param], ['context_length_exceeded', 'max_tokens']);
     assert.match(e.message, /lower max_tokens to \d+ or less$/);
@@ -332,7 +539,9 @@ describe('hostile requests get clear errors and the server keeps serving', () =>
     const reply = await new Promise<string>((resolve) => {
       const s: net.Socket = net.connect(open.port, '127.0.0.1', () => s.write('\x16\x03\x01 not http at all\r\n\r\n'));
       let data = '';
-      s.on('data', (d: Buffer) => { data += d.toString(); });
+      s.on('data', (d: Buffer) => {
+        data += d.toString();
+      });
       s.on('close', () => resolve(data));
       s.on('error', () => resolve(data));
     });
@@ -341,8 +550,13 @@ describe('hostile requests get clear errors and the server keeps serving', () =>
     const body = JSON.stringify({ model: 'vqalab', messages: userTurn(fx.dataUrl), max_tokens: 64, n: 4 });
     await new Promise<void>((resolve, reject) => {
       const s = net.connect(open.port, '127.0.0.1', () => {
-        s.write(`POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body.slice(0, body.length >> 1)}`,
-          () => { s.destroy(); resolve(); });
+        s.write(
+          `POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body.slice(0, body.length >> 1)}`,
+          () => {
+            s.destroy();
+            resolve();
+          },
+        );
       });
       s.on('error', reject);
     });
@@ -350,7 +564,9 @@ describe('hostile requests get clear errors and the server keeps serving', () =>
     // so it lands mid-generation however fast the model is (or after the end, which is also fine).
     const ac = new AbortController();
     const res = await fetch(`${open.url}/chat/completions`, {
-      method: 'POST', signal: ac.signal, headers: { 'content-type': 'application/json' },
+      method: 'POST',
+      signal: ac.signal,
+      headers: { 'content-type': 'application/json' },
       body: JSON.stringify({ model: 'vqalab', messages: userTurn(fx.dataUrl), max_tokens: 64, n: 4, stream: true }),
     });
     assert.equal(res.status, 200);

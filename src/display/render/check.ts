@@ -8,12 +8,26 @@
  */
 import { describeValue } from '../../util/validate.js';
 import type {
-  DatasetPayload, GroupCompletion, GroupPayload, ImageRef, MetricsPayload, MetricsPoint, MetricsProgress, MetricsRun,
-  RewardScore, RewardTablePayload, RewardTableRow, SamplePayload,
+  DatasetPayload,
+  GroupCompletion,
+  GroupPayload,
+  ImageRef,
+  MetricsPayload,
+  MetricsPoint,
+  MetricsProgress,
+  MetricsRun,
+  RewardScore,
+  RewardTablePayload,
+  RewardTableRow,
+  SamplePayload,
 } from '../types.js';
 
 export class PayloadError extends TypeError {
-  constructor(readonly path: string, readonly expected: string, readonly actual: unknown) {
+  constructor(
+    readonly path: string,
+    readonly expected: string,
+    readonly actual: unknown,
+  ) {
     super(`Expected ${expected} for ${path} but received ${describeValue(actual)}`);
     this.name = 'PayloadError';
   }
@@ -74,7 +88,8 @@ const DATA_URL = /^data:image\/(png|jpeg|gif|webp);base64,[A-Za-z0-9+/]+={0,2}$/
 export function checkImage(v: unknown, path: string): ImageRef {
   const o = obj(v, path);
   const src = str(o.src, `${path}.src`);
-  if (!DATA_URL.test(src)) throw new PayloadError(`${path}.src`, 'a base64 data: URL of a PNG, JPEG, GIF or WebP image', src);
+  if (!DATA_URL.test(src))
+    throw new PayloadError(`${path}.src`, 'a base64 data: URL of a PNG, JPEG, GIF or WebP image', src);
   nonNegInt(o.width, `${path}.width`);
   nonNegInt(o.height, `${path}.height`);
   str(o.alt, `${path}.alt`);
@@ -145,7 +160,8 @@ function checkRow(v: unknown, path: string, rewards: string[]): RewardTableRow {
   optStr(o.groupId, `${path}.groupId`);
   const scores = obj(o.scores, `${path}.scores`);
   for (const r of rewards) {
-    if (!(r in scores)) throw new PayloadError(`${path}.scores.${r}`, 'finite number or null (every reward needs a score)', undefined);
+    if (!(r in scores))
+      throw new PayloadError(`${path}.scores.${r}`, 'finite number or null (every reward needs a score)', undefined);
     numOrNull(scores[r], `${path}.scores.${r}`);
   }
   if (o.parts !== undefined) {
@@ -167,7 +183,11 @@ export function checkRewardTable(v: unknown, path = 'rewards'): RewardTablePaylo
   numOrNullRecord(stats.std, `${path}.stats.std`);
   const corr = arr(stats.correlation, `${path}.stats.correlation`, (row, p) => arr(row, p, numOrNull));
   if (corr.length !== rewards.length || corr.some((r) => r.length !== rewards.length)) {
-    throw new PayloadError(`${path}.stats.correlation`, `a ${rewards.length}×${rewards.length} matrix (one row and column per reward)`, stats.correlation);
+    throw new PayloadError(
+      `${path}.stats.correlation`,
+      `a ${rewards.length}×${rewards.length} matrix (one row and column per reward)`,
+      stats.correlation,
+    );
   }
   numOrNullRecord(stats.zeroVarianceGroupFraction, `${path}.stats.zeroVarianceGroupFraction`);
   return o as unknown as RewardTablePayload;

@@ -36,7 +36,8 @@ export function fmtPercent(fraction: number, digits = 0): string {
 export function fmtDuration(seconds: number | null | undefined): string {
   if (seconds === null || seconds === undefined || !Number.isFinite(seconds) || seconds < 0) return '?';
   if (seconds < 60) return `${seconds.toFixed(seconds < 10 ? 1 : 0)}s`;
-  const m = Math.floor(seconds / 60), s = Math.round(seconds % 60);
+  const m = Math.floor(seconds / 60),
+    s = Math.round(seconds % 60);
   if (m < 60) return `${m}m${String(s).padStart(2, '0')}s`;
   return `${Math.floor(m / 60)}h${String(m % 60).padStart(2, '0')}m`;
 }
@@ -70,22 +71,42 @@ export function signedTint(x: number): string {
  * The size to show an image at inside a box: small images are enlarged by a whole factor (drawn
  * with square pixels: `pixelated`), large ones scaled down to fit, smoothly.
  */
-export function fitImage(width: number, height: number, boxW: number, boxH: number): { width: number; height: number; scale: number; pixelated: boolean } {
-  const w = Math.max(1, width), h = Math.max(1, height);
+export function fitImage(
+  width: number,
+  height: number,
+  boxW: number,
+  boxH: number,
+): { width: number; height: number; scale: number; pixelated: boolean } {
+  const w = Math.max(1, width),
+    h = Math.max(1, height);
   let scale = Math.min(boxW / w, boxH / h);
   if (scale >= 1) scale = Math.floor(scale);
-  return { width: Math.max(1, Math.round(w * scale)), height: Math.max(1, Math.round(h * scale)), scale, pixelated: scale >= 2 };
+  return {
+    width: Math.max(1, Math.round(w * scale)),
+    height: Math.max(1, Math.round(h * scale)),
+    scale,
+    pixelated: scale >= 2,
+  };
 }
 
 /** An <img> of an ImageRef-like value fitted into a box (alt and src escaped). */
-export function imgTag(img: { src: string; width: number; height: number; alt: string }, boxW: number, boxH: number, extra = ''): string {
+export function imgTag(
+  img: { src: string; width: number; height: number; alt: string },
+  boxW: number,
+  boxH: number,
+  extra = '',
+): string {
   const f = fitImage(img.width, img.height, boxW, boxH);
   return `<img src="${esc(img.src)}" alt="${esc(img.alt)}" width="${f.width}" height="${f.height}"${f.pixelated ? ' class="vqa-px"' : ''} data-scale="${Number(f.scale.toFixed(4))}" loading="lazy"${extra}>`;
 }
 
 /** Normalise an answer the way VQA compares them loosely: case, surrounding space and punctuation. */
 export function normalizeAnswer(answer: string): string {
-  return answer.toLowerCase().trim().replace(/[.!?,;:]+$/g, '').replace(/\s+/g, ' ');
+  return answer
+    .toLowerCase()
+    .trim()
+    .replace(/[.!?,;:]+$/g, '')
+    .replace(/\s+/g, ' ');
 }
 
 /** Count duplicate answers; most frequent first, ties in first-seen order. */
@@ -97,7 +118,9 @@ export function countAnswers(answers: readonly string[]): { answer: string; coun
     if (entry) entry.count++;
     else byKey.set(key, { answer: a, count: 1, key, first: i });
   });
-  return [...byKey.values()].sort((x, y) => y.count - x.count || x.first - y.first).map(({ answer, count, key }) => ({ answer, count, key }));
+  return [...byKey.values()]
+    .sort((x, y) => y.count - x.count || x.first - y.first)
+    .map(({ answer, count, key }) => ({ answer, count, key }));
 }
 
 /** Mean and population standard deviation of the finite values (NaN for none). */

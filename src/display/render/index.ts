@@ -29,11 +29,35 @@ export interface Widget<M extends VendorMime> {
 }
 
 export const WIDGETS: { [M in VendorMime]: Widget<M> } = {
-  [MIME.sample]: { mime: MIME.sample, name: 'sample', check: (v) => checkSample(v), html: renderSample, text: sampleText },
+  [MIME.sample]: {
+    mime: MIME.sample,
+    name: 'sample',
+    check: (v) => checkSample(v),
+    html: renderSample,
+    text: sampleText,
+  },
   [MIME.group]: { mime: MIME.group, name: 'group', check: (v) => checkGroup(v), html: renderGroup, text: groupText },
-  [MIME.rewards]: { mime: MIME.rewards, name: 'rewards', check: (v) => checkRewardTable(v), html: renderRewardTable, text: rewardTableText },
-  [MIME.metrics]: { mime: MIME.metrics, name: 'metrics', check: (v) => checkMetrics(v), html: renderMetrics, text: metricsText },
-  [MIME.dataset]: { mime: MIME.dataset, name: 'dataset', check: (v) => checkDataset(v), html: renderDataset, text: datasetText },
+  [MIME.rewards]: {
+    mime: MIME.rewards,
+    name: 'rewards',
+    check: (v) => checkRewardTable(v),
+    html: renderRewardTable,
+    text: rewardTableText,
+  },
+  [MIME.metrics]: {
+    mime: MIME.metrics,
+    name: 'metrics',
+    check: (v) => checkMetrics(v),
+    html: renderMetrics,
+    text: metricsText,
+  },
+  [MIME.dataset]: {
+    mime: MIME.dataset,
+    name: 'dataset',
+    check: (v) => checkDataset(v),
+    html: renderDataset,
+    text: datasetText,
+  },
 };
 
 export function isVendorMime(mime: string): mime is VendorMime {
@@ -43,11 +67,14 @@ export function isVendorMime(mime: string): mime is VendorMime {
 /** The readable error drawn in place of a widget whose payload is missing or malformed. */
 export function renderError(mime: string, err: unknown): string {
   const message = err instanceof Error ? err.message : String(err);
-  const hint = err instanceof PayloadError
-    ? 'The payload does not match the display contract (docs/display.md); was it written by another vqalab version?'
-    : 'This is a bug in the vqalab renderer; please report it with the notebook.';
-  return `<div class="vqa vqa-error-box" role="alert" data-vqa="error"><strong>vqalab could not render ${esc(mime)}</strong>`
-    + `<p><code>${esc(message)}</code></p><p class="vqa-muted">${esc(hint)}</p></div>`;
+  const hint =
+    err instanceof PayloadError
+      ? 'The payload does not match the display contract (docs/display.md); was it written by another vqalab version?'
+      : 'This is a bug in the vqalab renderer; please report it with the notebook.';
+  return (
+    `<div class="vqa vqa-error-box" role="alert" data-vqa="error"><strong>vqalab could not render ${esc(mime)}</strong>` +
+    `<p><code>${esc(message)}</code></p><p class="vqa-muted">${esc(hint)}</p></div>`
+  );
 }
 
 /** Check and render; never throws (a bad payload gives the error box). */

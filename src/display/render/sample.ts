@@ -23,12 +23,18 @@ export function renderImage(img: ImageRef, index: number, opts: RenderOptions): 
 /** One reward per row: score (×weight), parts as `name=value`, or the error it raised. */
 export function renderRewardScores(rewards: readonly RewardScore[]): string {
   if (rewards.length === 0) return '';
-  const rows = rewards.map((r) => {
-    const parts = r.parts ? Object.entries(r.parts).map(([k, v]) => `${esc(k)}=${fmt(v)}`).join(', ') : '';
-    const weight = r.weight !== undefined ? ` <span class="vqa-muted">×${fmt(r.weight)}</span>` : '';
-    const detail = r.error ? `<span class="vqa-badge vqa-bad">error</span> ${esc(r.error)}` : parts;
-    return `<tr><td>${esc(r.name)}${weight}</td><td class="vqa-num">${fmt(r.score)}</td><td class="vqa-parts">${detail}</td></tr>`;
-  }).join('');
+  const rows = rewards
+    .map((r) => {
+      const parts = r.parts
+        ? Object.entries(r.parts)
+            .map(([k, v]) => `${esc(k)}=${fmt(v)}`)
+            .join(', ')
+        : '';
+      const weight = r.weight !== undefined ? ` <span class="vqa-muted">×${fmt(r.weight)}</span>` : '';
+      const detail = r.error ? `<span class="vqa-badge vqa-bad">error</span> ${esc(r.error)}` : parts;
+      return `<tr><td>${esc(r.name)}${weight}</td><td class="vqa-num">${fmt(r.score)}</td><td class="vqa-parts">${detail}</td></tr>`;
+    })
+    .join('');
   return `<table class="vqa-reward-scores"><thead><tr><th>reward</th><th class="vqa-num">score</th><th>parts</th></tr></thead><tbody>${rows}</tbody></table>`;
 }
 
@@ -37,13 +43,19 @@ export function renderAnswers(answers: readonly string[], prediction: string | u
   if (counted.length === 0) return '<p class="vqa-muted">no reference answers</p>';
   const pred = prediction !== undefined ? normalizeAnswer(prediction) : undefined;
   const max = counted[0]!.count;
-  const rows = counted.map(({ answer, count, key }) => {
-    const match = key === pred;
-    return `<tr class="${classes(match && 'vqa-match')}"><td>${esc(answer)}${match ? ' <span class="vqa-badge vqa-good">= prediction</span>' : ''}</td>`
-      + `<td class="vqa-num">${count}</td><td class="vqa-bar"><span style="width:${Math.round((80 * count) / max)}px"></span></td></tr>`;
-  }).join('');
-  return `<table class="vqa-answers"><caption class="vqa-muted" style="text-align:left">${answers.length} reference answer${answers.length === 1 ? '' : 's'}</caption>`
-    + `<thead><tr><th>answer</th><th class="vqa-num">count</th><th></th></tr></thead><tbody>${rows}</tbody></table>`;
+  const rows = counted
+    .map(({ answer, count, key }) => {
+      const match = key === pred;
+      return (
+        `<tr class="${classes(match && 'vqa-match')}"><td>${esc(answer)}${match ? ' <span class="vqa-badge vqa-good">= prediction</span>' : ''}</td>` +
+        `<td class="vqa-num">${count}</td><td class="vqa-bar"><span style="width:${Math.round((80 * count) / max)}px"></span></td></tr>`
+      );
+    })
+    .join('');
+  return (
+    `<table class="vqa-answers"><caption class="vqa-muted" style="text-align:left">${answers.length} reference answer${answers.length === 1 ? '' : 's'}</caption>` +
+    `<thead><tr><th>answer</th><th class="vqa-num">count</th><th></th></tr></thead><tbody>${rows}</tbody></table>`
+  );
 }
 
 /** How many annotators gave the prediction (normalised); VQA accuracy is min(1, matches / 3). */
@@ -68,22 +80,40 @@ export function renderSample(p: SamplePayload, opts: RenderOptions = {}): string
   if (p.prediction !== undefined) {
     const n = predictionMatches(p);
     const verdict = n >= 3 ? 'vqa-good' : n > 0 ? 'vqa-warnb' : 'vqa-bad';
-    prediction = `<p class="vqa-prediction">Prediction: <q>${esc(p.prediction)}</q> `
-      + `<span class="vqa-badge ${verdict}">${n}/${p.answers.length} annotators</span></p>`;
+    prediction =
+      `<p class="vqa-prediction">Prediction: <q>${esc(p.prediction)}</q> ` +
+      `<span class="vqa-badge ${verdict}">${n}/${p.answers.length} annotators</span></p>`;
   }
   const title = p.title ? `<h3>${esc(p.title)}</h3>` : '';
-  return `<div class="vqa vqa-sample" data-vqa="sample">${images}<div class="vqa-sample-body">${title}${renderSampleMeta(p)}`
-    + `<p class="vqa-question">${esc(p.question)}</p>${renderAnswers(p.answers, p.prediction)}${prediction}`
-    + `${p.rewards ? renderRewardScores(p.rewards) : ''}</div></div>`;
+  return (
+    `<div class="vqa vqa-sample" data-vqa="sample">${images}<div class="vqa-sample-body">${title}${renderSampleMeta(p)}` +
+    `<p class="vqa-question">${esc(p.question)}</p>${renderAnswers(p.answers, p.prediction)}${prediction}` +
+    `${p.rewards ? renderRewardScores(p.rewards) : ''}</div></div>`
+  );
 }
 
 export function sampleText(p: SamplePayload): string {
-  const answers = countAnswers(p.answers).map(({ answer, count }) => (count > 1 ? `${answer} ×${count}` : answer)).join(', ');
-  const lines = [`Sample #${p.id}${p.answerType ? ` (${p.answerType})` : ''}: ${p.question}`, `  answers: ${answers || '(none)'}`];
-  if (p.images.length) lines.push(`  image${p.images.length > 1 ? 's' : ''}: ${p.images.map((i) => `${i.width}×${i.height} ${JSON.stringify(i.alt)}`).join('; ')}`);
-  if (p.prediction !== undefined) lines.push(`  prediction: ${JSON.stringify(p.prediction)} (${predictionMatches(p)}/${p.answers.length} annotators)`);
+  const answers = countAnswers(p.answers)
+    .map(({ answer, count }) => (count > 1 ? `${answer} ×${count}` : answer))
+    .join(', ');
+  const lines = [
+    `Sample #${p.id}${p.answerType ? ` (${p.answerType})` : ''}: ${p.question}`,
+    `  answers: ${answers || '(none)'}`,
+  ];
+  if (p.images.length)
+    lines.push(
+      `  image${p.images.length > 1 ? 's' : ''}: ${p.images.map((i) => `${i.width}×${i.height} ${JSON.stringify(i.alt)}`).join('; ')}`,
+    );
+  if (p.prediction !== undefined)
+    lines.push(
+      `  prediction: ${JSON.stringify(p.prediction)} (${predictionMatches(p)}/${p.answers.length} annotators)`,
+    );
   for (const r of p.rewards ?? []) {
-    const parts = r.parts ? ` [${Object.entries(r.parts).map(([k, v]) => `${k}=${fmt(v)}`).join(', ')}]` : '';
+    const parts = r.parts
+      ? ` [${Object.entries(r.parts)
+          .map(([k, v]) => `${k}=${fmt(v)}`)
+          .join(', ')}]`
+      : '';
     lines.push(`  ${r.name}: ${r.error ? `error: ${r.error}` : fmt(r.score)}${parts}`);
   }
   return lines.join('\n');

@@ -13,7 +13,10 @@
 // The project compiles without the DOM lib (it would retype Node's streams for everyone); the few
 // DOM names used here stay module-local.
 /* eslint-disable @typescript-eslint/no-explicit-any */
-import type { RenderContext as RenderContextContract, Renderer as RendererContract } from '../../display/render/contract.js';
+import type {
+  RenderContext as RenderContextContract,
+  Renderer as RendererContract,
+} from '../../display/render/contract.js';
 
 declare const window: any, document: any;
 type HTMLElement = any;
@@ -48,14 +51,27 @@ function traceTypes(): Set<string> | null {
 }
 
 async function drawPlotly(el: HTMLElement, Plotly: any, types: Set<string> | null): Promise<void> {
-  const spec = payloadOf(el) as { data?: { type?: string }[]; layout?: Record<string, unknown>; config?: Record<string, unknown> } | null;
+  const spec = payloadOf(el) as {
+    data?: { type?: string }[];
+    layout?: Record<string, unknown>;
+    config?: Record<string, unknown>;
+  } | null;
   // plotly.js silently draws nothing for a trace type it was built without; say so instead.
-  const missing = [...new Set((spec?.data ?? []).map((t) => t?.type ?? 'scatter'))].filter((t) => types && !types.has(t));
+  const missing = [...new Set((spec?.data ?? []).map((t) => t?.type ?? 'scatter'))].filter(
+    (t) => types && !types.has(t),
+  );
   if (missing.length) {
-    throw new Error(`trace type${missing.length > 1 ? 's' : ''} ${missing.map((t) => JSON.stringify(t)).join(', ')} not in this report's plotly.js (it draws ${[...types!].join(', ')}); showing the fallback.`);
+    throw new Error(
+      `trace type${missing.length > 1 ? 's' : ''} ${missing.map((t) => JSON.stringify(t)).join(', ')} not in this report's plotly.js (it draws ${[...types!].join(', ')}); showing the fallback.`,
+    );
   }
   const target = el.querySelector('.vq-plot')!;
-  await Plotly.newPlot(target, spec?.data ?? [], { autosize: true, ...(spec?.layout ?? {}) }, { responsive: true, displaylogo: false, ...(spec?.config ?? {}) });
+  await Plotly.newPlot(
+    target,
+    spec?.data ?? [],
+    { autosize: true, ...(spec?.layout ?? {}) },
+    { responsive: true, displaylogo: false, ...(spec?.config ?? {}) },
+  );
   el.classList.add('vq-rendered');
 }
 
@@ -64,7 +80,8 @@ export async function hydrate(opts: HydrateOptions = {}): Promise<void> {
   const renderers: Record<string, Renderer> = { ...(w.vqalabRenderers ?? {}), ...(opts.renderers ?? {}) };
   // The page follows the reader's colour scheme; the widgets key their dark palette on data-theme.
   const root = document.documentElement;
-  if (!root.dataset.theme) root.dataset.theme = window.matchMedia?.('(prefers-color-scheme: dark)').matches ? 'dark' : 'light';
+  if (!root.dataset.theme)
+    root.dataset.theme = window.matchMedia?.('(prefers-color-scheme: dark)').matches ? 'dark' : 'light';
   const theme: 'light' | 'dark' = root.dataset.theme === 'dark' ? 'dark' : 'light';
   const Plotly = w.Plotly;
   const types = traceTypes();
@@ -104,7 +121,9 @@ export async function hydrate(opts: HydrateOptions = {}): Promise<void> {
   const data = document.getElementById('vqalab-report');
   if (link && data) {
     const report = JSON.parse(data.textContent ?? '{}');
-    const blob = new Blob([JSON.stringify(report.source?.notebook ?? {}, null, 1)], { type: 'application/x-ipynb+json' });
+    const blob = new Blob([JSON.stringify(report.source?.notebook ?? {}, null, 1)], {
+      type: 'application/x-ipynb+json',
+    });
     link.href = URL.createObjectURL(blob);
   }
   document.documentElement.dataset.hydrated = 'true';

@@ -60,7 +60,13 @@ export async function newConnectionInfo(kernelName: string, ip = '127.0.0.1'): P
 }
 
 export function channelUrl(info: ConnectionInfo, channel: Channel): string {
-  const port = { shell: info.shell_port, iopub: info.iopub_port, stdin: info.stdin_port, control: info.control_port, hb: info.hb_port }[channel];
+  const port = {
+    shell: info.shell_port,
+    iopub: info.iopub_port,
+    stdin: info.stdin_port,
+    control: info.control_port,
+    hb: info.hb_port,
+  }[channel];
   return `${info.transport}://${info.ip}:${port}`;
 }
 

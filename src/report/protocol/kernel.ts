@@ -20,14 +20,23 @@ import { DisplayRegistry, OutputCollector } from './outputs.js';
 import type { Output } from '../nbformat.js';
 
 export class KernelDiedError extends Error {
-  constructor(readonly exitCode: number | null, readonly signal: NodeJS.Signals | null, readonly stderrTail: string) {
-    super(`kernel died (${signal ? `signal ${signal}` : `exit code ${exitCode}`})${stderrTail ? `; its last stderr:\n${stderrTail}` : ''}`);
+  constructor(
+    readonly exitCode: number | null,
+    readonly signal: NodeJS.Signals | null,
+    readonly stderrTail: string,
+  ) {
+    super(
+      `kernel died (${signal ? `signal ${signal}` : `exit code ${exitCode}`})${stderrTail ? `; its last stderr:\n${stderrTail}` : ''}`,
+    );
     this.name = 'KernelDiedError';
   }
 }
 
 export class KernelTimeoutError extends Error {
-  constructor(what: string, readonly timeoutMs: number) {
+  constructor(
+    what: string,
+    readonly timeoutMs: number,
+  ) {
     super(`${what} timed out after ${(timeoutMs / 1000).toFixed(1)} s`);
     this.name = 'KernelTimeoutError';
   }
@@ -151,7 +160,9 @@ export class Kernel extends EventEmitter {
     const runtimeDir = mkdtempSync(path.join(os.tmpdir(), 'vqalab-kernel-'));
     const connectionFile = path.join(runtimeDir, `kernel-${process.pid}-${Date.now()}.json`);
     await writeConnectionFile(connectionFile, connection);
-    const argv = spec.argv.map((a) => a.replaceAll('{connection_file}', connectionFile).replaceAll('{resource_dir}', spec.resourceDir));
+    const argv = spec.argv.map((a) =>
+      a.replaceAll('{connection_file}', connectionFile).replaceAll('{resource_dir}', spec.resourceDir),
+    );
     // Its own process group: a Ctrl-C at our terminal reaches us, and we decide what the kernel gets.
     const child = spawn(argv[0]!, argv.slice(1), {
       cwd: opts.cwd,
@@ -167,7 +178,11 @@ export class Kernel extends EventEmitter {
     };
     child.stdout!.on('data', onChunk);
     child.stderr!.on('data', onChunk);
-    const spawnError = new Promise<never>((_, reject) => child.once('error', (err) => reject(new Error(`cannot start kernel "${spec.name}" (${argv[0]}): ${err.message}`))));
+    const spawnError = new Promise<never>((_, reject) =>
+      child.once('error', (err) =>
+        reject(new Error(`cannot start kernel "${spec.name}" (${argv[0]}): ${err.message}`)),
+      ),
+    );
     // Leaving the kernel behind when we exit would orphan it in its own process group.
     const reap = () => kernel.killNow();
     process.once('exit', reap);
@@ -213,7 +228,11 @@ export class Kernel extends EventEmitter {
         if (!this.alive) throw this.deathError!;
         const msg = this.codec.create('kernel_info_request', {});
         ours.add(msg.header.msg_id);
-        const reply = await this.send('shell', msg, Math.min(attempt === 0 ? 1000 : 500, Math.max(1, deadline - Date.now()))).catch((err) => {
+        const reply = await this.send(
+          'shell',
+          msg,
+          Math.min(attempt === 0 ? 1000 : 500, Math.max(1, deadline - Date.now())),
+        ).catch((err) => {
           if (err instanceof KernelTimeoutError) return null;
           throw err;
         });
@@ -225,13 +244,19 @@ export class Kernel extends EventEmitter {
           if (sawIopub) return;
         }
       }
-      throw new KernelTimeoutError(`kernel "${this.spec.name}" start (kernel_info handshake${this.info ? ', iopub never answered' : ''})`, timeoutMs);
+      throw new KernelTimeoutError(
+        `kernel "${this.spec.name}" start (kernel_info handshake${this.info ? ', iopub never answered' : ''})`,
+        timeoutMs,
+      );
     } finally {
       this.off('iopub', onIopub);
     }
   }
 
-  private async receiveLoop(socket: zmq.Dealer | zmq.Subscriber, channel: 'shell' | 'control' | 'stdin' | 'iopub'): Promise<void> {
+  private async receiveLoop(
+    socket: zmq.Dealer | zmq.Subscriber,
+    channel: 'shell' | 'control' | 'stdin' | 'iopub',
+  ): Promise<void> {
     try {
       for await (const frames of socket) {
         let msg: Message;
@@ -284,7 +309,12 @@ export class Kernel extends EventEmitter {
   }
 
   /** Any shell or control request (complete_request, inspect_request, …); resolves with the reply. */
-  request(channel: 'shell' | 'control', msgType: string, content: Record<string, unknown>, timeoutMs = 30_000): Promise<Message> {
+  request(
+    channel: 'shell' | 'control',
+    msgType: string,
+    content: Record<string, unknown>,
+    timeoutMs = 30_000,
+  ): Promise<Message> {
     return this.send(channel, this.codec.create(msgType, content), timeoutMs);
   }
 
@@ -337,14 +367,16 @@ export class Kernel extends EventEmitter {
           timedOut = true;
           await this.interrupt().catch(() => undefined);
           const late = await raceTimeout(work, opts.interruptGraceMs ?? 5000);
-          if (late === TIMEOUT) throw new KernelTimeoutError('cell execution (kernel did not stop after an interrupt)', opts.timeoutMs);
+          if (late === TIMEOUT)
+            throw new KernelTimeoutError('cell execution (kernel did not stop after an interrupt)', opts.timeoutMs);
           reply = late;
         }
       }
       const status = reply.content.status === 'ok' ? 'ok' : reply.content.status === 'error' ? 'error' : 'aborted';
       const outcome: ExecuteOutcome = {
         status,
-        executionCount: typeof reply.content.execution_count === 'number' ? reply.content.execution_count : collector.executionCount,
+        executionCount:
+          typeof reply.content.execution_count === 'number' ? reply.content.execution_count : collector.executionCount,
         outputs: collector.outputs,
         reply,
         startedAt,
@@ -356,7 +388,11 @@ export class Kernel extends EventEmitter {
         outcome.error = { ename: 'CellTimeoutError', evalue, traceback: [`CellTimeoutError: ${evalue}`] };
         collector.outputs.push({ output_type: 'error', ...outcome.error });
       } else if (status === 'error') {
-        outcome.error = { ename: String(reply.content.ename ?? 'Error'), evalue: String(reply.content.evalue ?? ''), traceback: (Array.isArray(reply.content.traceback) ? reply.content.traceback : []).map(String) };
+        outcome.error = {
+          ename: String(reply.content.ename ?? 'Error'),
+          evalue: String(reply.content.evalue ?? ''),
+          traceback: (Array.isArray(reply.content.traceback) ? reply.content.traceback : []).map(String),
+        };
         // Some kernels only put the error in the reply; the cell must still show it.
         if (!collector.outputs.some((o) => o.output_type === 'error')) {
           collector.outputs.push({ output_type: 'error', ...outcome.error });
@@ -401,7 +437,12 @@ export class Kernel extends EventEmitter {
     const beat = async () => {
       if (this.closed || !this.alive) return;
       if (!this.hb) {
-        this.hb = new zmq.Request({ linger: 0, receiveTimeout: Math.max(intervalMs, 500), relaxed: true, correlate: true });
+        this.hb = new zmq.Request({
+          linger: 0,
+          receiveTimeout: Math.max(intervalMs, 500),
+          relaxed: true,
+          correlate: true,
+        });
         this.hb.connect(channelUrl(this.connection, 'hb'));
       }
       try {
@@ -429,10 +470,16 @@ export class Kernel extends EventEmitter {
   async shutdown(timeoutMs = 5000): Promise<void> {
     if (this.alive && !this.closed) {
       await this.request('control', 'shutdown_request', { restart: false }, timeoutMs).catch(() => undefined);
-      const exited = await Promise.race([this.exited.then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), timeoutMs).unref())]);
+      const exited = await Promise.race([
+        this.exited.then(() => true),
+        new Promise<boolean>((r) => setTimeout(() => r(false), timeoutMs).unref()),
+      ]);
       if (!exited) {
         this.signal('SIGTERM');
-        const gone = await Promise.race([this.exited.then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), 2000).unref())]);
+        const gone = await Promise.race([
+          this.exited.then(() => true),
+          new Promise<boolean>((r) => setTimeout(() => r(false), 2000).unref()),
+        ]);
         if (!gone) this.signal('SIGKILL');
       }
     }

@@ -70,15 +70,25 @@ export class OutputCollector {
         if (last && last.output_type === 'stream' && last.name === name) {
           last.text = applyCarriageReturns(String(last.text) + String(c.text ?? ''));
         } else {
-          this.push({ output_type: 'stream', name, text: applyCarriageReturns(String(c.text ?? '')) } satisfies StreamOutput);
+          this.push({
+            output_type: 'stream',
+            name,
+            text: applyCarriageReturns(String(c.text ?? '')),
+          } satisfies StreamOutput);
         }
         return true;
       }
       case 'display_data':
       case 'execute_result': {
-        const o: Displayable = msg.header.msg_type === 'execute_result'
-          ? { output_type: 'execute_result', execution_count: c.execution_count ?? null, data: c.data ?? {}, metadata: c.metadata ?? {} }
-          : { output_type: 'display_data', data: c.data ?? {}, metadata: c.metadata ?? {} };
+        const o: Displayable =
+          msg.header.msg_type === 'execute_result'
+            ? {
+                output_type: 'execute_result',
+                execution_count: c.execution_count ?? null,
+                data: c.data ?? {},
+                metadata: c.metadata ?? {},
+              }
+            : { output_type: 'display_data', data: c.data ?? {}, metadata: c.metadata ?? {} };
         if (o.output_type === 'execute_result') this.executionCount = o.execution_count;
         this.push(o);
         const id = c.transient?.display_id;
@@ -90,7 +100,12 @@ export class OutputCollector {
         return typeof id === 'string' && this.displays.update(id, c.data ?? {}, c.metadata ?? {}) > 0;
       }
       case 'error':
-        this.push({ output_type: 'error', ename: String(c.ename ?? 'Error'), evalue: String(c.evalue ?? ''), traceback: Array.isArray(c.traceback) ? c.traceback.map(String) : [] });
+        this.push({
+          output_type: 'error',
+          ename: String(c.ename ?? 'Error'),
+          evalue: String(c.evalue ?? ''),
+          traceback: Array.isArray(c.traceback) ? c.traceback.map(String) : [],
+        });
         return true;
       case 'clear_output':
         if (c.wait) this.clearOnNext = true;

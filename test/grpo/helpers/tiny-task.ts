@@ -14,7 +14,10 @@ import { VlmTokenizer } from '../../../src/text/tokenizer.js';
 import { Qwen2VLImageProcessor } from '../../../src/vision/qwen2vl.js';
 
 export const TINY_COLORS: Record<string, [number, number, number]> = {
-  red: [214, 39, 40], green: [44, 160, 44], blue: [31, 95, 214], yellow: [242, 210, 27],
+  red: [214, 39, 40],
+  green: [44, 160, 44],
+  blue: [31, 95, 214],
+  yellow: [242, 210, 27],
 };
 
 let tokenizer: VlmTokenizer | undefined;
@@ -38,8 +41,14 @@ export function tinySamples(n: number, offset = 0): VqaSample[] {
   return Array.from({ length: n }, (_, i) => {
     const color = names[(i + offset) % names.length]!;
     return {
-      id: `tiny-${i + offset}`, imagePath: `memory:${color}-${i + offset}`, question: 'What color is the circle?', answer: color,
-      answers: Array.from({ length: 10 }, () => color), answerType: 'other', questionType: 'what color is the', extra: { color },
+      id: `tiny-${i + offset}`,
+      imagePath: `memory:${color}-${i + offset}`,
+      question: 'What color is the circle?',
+      answer: color,
+      answers: Array.from({ length: 10 }, () => color),
+      answerType: 'other',
+      questionType: 'what color is the',
+      extra: { color },
     };
   });
 }
@@ -51,7 +60,8 @@ export async function tinyImages(sample: VqaSample): Promise<ImageInput[]> {
   const rgb = TINY_COLORS[(sample.extra as { color: string }).color]!;
   const rng = new Rng(Number(sample.id.split('-')[1]));
   const data = new Uint8Array(112 * 112 * 3);
-  for (let p = 0; p < 112 * 112; p++) for (let c = 0; c < 3; c++) data[p * 3 + c] = Math.max(0, Math.min(255, rgb[c]! + rng.int(41) - 20));
+  for (let p = 0; p < 112 * 112; p++)
+    for (let c = 0; c < 3; c++) data[p * 3 + c] = Math.max(0, Math.min(255, rgb[c]! + rng.int(41) - 20));
   const img = await processor.process({ data, width: 112, height: 112 });
   return [{ pixels: img.pixels, gridThw: img.gridThw }];
 }

@@ -9,7 +9,15 @@
 import { mkdirSync, readFileSync, writeFileSync, existsSync } from 'node:fs';
 import path from 'node:path';
 import type {
-  AdamWOptions, Device, EngineConfig, EngineModel, ForwardRequest, ForwardResult, SampleRequest, SampleResult, StepResult,
+  AdamWOptions,
+  Device,
+  EngineConfig,
+  EngineModel,
+  ForwardRequest,
+  ForwardResult,
+  SampleRequest,
+  SampleResult,
+  StepResult,
 } from '../../../src/engine/types.js';
 import { Rng } from '../../../src/util/rng.js';
 
@@ -39,18 +47,52 @@ export class ToyEngine implements EngineModel {
    * `lora`: train only a low-rank-free stand-in for adapters — a delta added to `out` — on a
    * frozen base; `setLoraEnabled(false)` gives the base policy (the reference).
    */
-  constructor(readonly vocab: number, readonly dim: number, seed: number, readonly lora = false) {
+  constructor(
+    readonly vocab: number,
+    readonly dim: number,
+    seed: number,
+    readonly lora = false,
+  ) {
     this.config = {
-      modelType: 'qwen2_vl', vocabSize: vocab, hiddenSize: dim, intermediateSize: 0, numLayers: 0, numHeads: 1, numKvHeads: 1, headDim: dim,
-      rmsNormEps: 1e-6, ropeTheta: 1e6, mropeSection: [0, 0, 0], tieWordEmbeddings: false, maxPositionEmbeddings: 4096,
-      imageTokenId: -1, visionStartTokenId: -1, visionEndTokenId: -1,
-      vision: { depth: 0, embedDim: 3, numHeads: 1, mlpHidden: 0, hiddenSize: dim, hiddenAct: 'quick_gelu', inChannels: 3, patchSize: 14, temporalPatchSize: 2, spatialMergeSize: 2, ropeTheta: 10000 },
+      modelType: 'qwen2_vl',
+      vocabSize: vocab,
+      hiddenSize: dim,
+      intermediateSize: 0,
+      numLayers: 0,
+      numHeads: 1,
+      numKvHeads: 1,
+      headDim: dim,
+      rmsNormEps: 1e-6,
+      ropeTheta: 1e6,
+      mropeSection: [0, 0, 0],
+      tieWordEmbeddings: false,
+      maxPositionEmbeddings: 4096,
+      imageTokenId: -1,
+      visionStartTokenId: -1,
+      visionEndTokenId: -1,
+      vision: {
+        depth: 0,
+        embedDim: 3,
+        numHeads: 1,
+        mlpHidden: 0,
+        hiddenSize: dim,
+        hiddenAct: 'quick_gelu',
+        inChannels: 3,
+        patchSize: 14,
+        temporalPatchSize: 2,
+        spatialMergeSize: 2,
+        ropeTheta: 10000,
+      },
       form: 'flat',
     };
     const rng = new Rng(seed);
     const rand = (n: number, std: number) => Float32Array.from({ length: n }, () => rng.normal() * std);
     this.params = {
-      emb: rand(vocab * dim, 0.1), bag: rand(vocab * dim, 0.1), img: rand(3 * dim, 0.1), out: rand(vocab * dim, 0.1), bias: new Float32Array(vocab),
+      emb: rand(vocab * dim, 0.1),
+      bag: rand(vocab * dim, 0.1),
+      img: rand(3 * dim, 0.1),
+      out: rand(vocab * dim, 0.1),
+      bias: new Float32Array(vocab),
       lora: new Float32Array(lora ? vocab * dim : 0),
     };
     this.grads = this.zeros();
@@ -59,7 +101,10 @@ export class ToyEngine implements EngineModel {
   }
 
   private zeros(): Record<Name, Float32Array> {
-    return Object.fromEntries(NAMES.map((n) => [n, new Float32Array(this.params[n].length)])) as Record<Name, Float32Array>;
+    return Object.fromEntries(NAMES.map((n) => [n, new Float32Array(this.params[n].length)])) as Record<
+      Name,
+      Float32Array
+    >;
   }
 
   get stepCount(): number {
@@ -82,25 +127,32 @@ export class ToyEngine implements EngineModel {
 
   /** Shared prompt part of h: mean of bag rows + image projection. */
   private promptVector(req: { prompt: ForwardRequest['prompt'] }): { base: Float32Array; feats: number[] } {
-    const D = this.dim, ids = req.prompt.ids, base = new Float32Array(D);
+    const D = this.dim,
+      ids = req.prompt.ids,
+      base = new Float32Array(D);
     for (const t of ids) for (let d = 0; d < D; d++) base[d]! += this.params.bag[t * D + d]! / ids.length;
     const feats = [0, 0, 0];
     for (const img of req.prompt.images) {
       const n = img.pixels.length / 1176;
-      for (let p = 0; p < n; p++) for (let c = 0; c < 3; c++) for (let k = 0; k < 392; k++) feats[c]! += img.pixels[p * 1176 + c * 392 + k]! / (392 * n);
+      for (let p = 0; p < n; p++)
+        for (let c = 0; c < 3; c++)
+          for (let k = 0; k < 392; k++) feats[c]! += img.pixels[p * 1176 + c * 392 + k]! / (392 * n);
     }
     for (let c = 0; c < 3; c++) for (let d = 0; d < D; d++) base[d]! += feats[c]! * this.params.img[c * D + d]!;
     return { base, feats };
   }
 
   private hidden(base: Float32Array, prev: number): Float32Array {
-    const D = this.dim, h = new Float32Array(D);
+    const D = this.dim,
+      h = new Float32Array(D);
     for (let d = 0; d < D; d++) h[d] = base[d]! + this.params.emb[prev * D + d]!;
     return h;
   }
 
   private logits(h: Float32Array): Float64Array {
-    const V = this.vocab, D = this.dim, out = new Float64Array(V);
+    const V = this.vocab,
+      D = this.dim,
+      out = new Float64Array(V);
     for (let v = 0; v < V; v++) {
       let s = this.params.bias[v]!;
       for (let d = 0; d < D; d++) s += this.outAt(v * D + d) * h[d]!;
@@ -121,7 +173,8 @@ export class ToyEngine implements EngineModel {
   private checkIds(ids: ArrayLike<number>, what: string): void {
     for (let i = 0; i < ids.length; i++) {
       const t = ids[i]!;
-      if (!Number.isInteger(t) || t < 0 || t >= this.vocab) throw new Error(`${what}: token id ${t} at ${i} is out of range [0, ${this.vocab})`);
+      if (!Number.isInteger(t) || t < 0 || t >= this.vocab)
+        throw new Error(`${what}: token id ${t} at ${i} is out of range [0, ${this.vocab})`);
     }
   }
 
@@ -133,10 +186,12 @@ export class ToyEngine implements EngineModel {
       this.checkIds(req.prompt.ids, `request ${r} prompt`);
       const { base } = this.promptVector(req);
       const last = req.prompt.ids[req.prompt.ids.length - 1]!;
-      const logprobs: Float32Array[] = [], entropy: Float32Array[] = [];
+      const logprobs: Float32Array[] = [],
+        entropy: Float32Array[] = [];
       for (const [ci, comp] of req.completions.entries()) {
         this.checkIds(comp, `request ${r} completion ${ci}`);
-        const lp = new Float32Array(comp.length), ent = new Float32Array(comp.length);
+        const lp = new Float32Array(comp.length),
+          ent = new Float32Array(comp.length);
         for (let t = 0; t < comp.length; t++) {
           const ls = ToyEngine.logSoftmax(this.logits(this.hidden(base, t === 0 ? last : comp[t - 1]!)));
           lp[t] = poison ? NaN : ls[comp[t]!]!;
@@ -157,15 +212,21 @@ export class ToyEngine implements EngineModel {
     this.calls.backward++;
     const reqs = this.kept;
     if (!reqs) throw new Error('backward() needs a forward() with keepForBackward first');
-    if (gradLogprobs.length !== reqs.length) throw new Error(`backward: ${gradLogprobs.length} rows for ${reqs.length} requests`);
-    const D = this.dim, V = this.vocab, G = this.grads;
+    if (gradLogprobs.length !== reqs.length)
+      throw new Error(`backward: ${gradLogprobs.length} rows for ${reqs.length} requests`);
+    const D = this.dim,
+      V = this.vocab,
+      G = this.grads;
     reqs.forEach((req, r) => {
       const { base, feats } = this.promptVector(req);
       const last = req.prompt.ids[req.prompt.ids.length - 1]!;
       const dBase = new Float64Array(D);
       req.completions.forEach((comp, ci) => {
         const g = gradLogprobs[r]![ci]!;
-        if (g.length !== comp.length) throw new Error(`backward: request ${r} completion ${ci} has ${comp.length} tokens but ${g.length} gradients`);
+        if (g.length !== comp.length)
+          throw new Error(
+            `backward: request ${r} completion ${ci} has ${comp.length} tokens but ${g.length} gradients`,
+          );
         for (let t = 0; t < comp.length; t++) {
           if (g[t] === 0) continue;
           const prev = t === 0 ? last : comp[t - 1]!;
@@ -175,9 +236,16 @@ export class ToyEngine implements EngineModel {
           for (let v = 0; v < V; v++) {
             const dz = g[t]! * ((v === comp[t] ? 1 : 0) - Math.exp(ls[v]!));
             G.bias[v]! += dz;
-            for (let d = 0; d < D; d++) { G.out[v * D + d]! += dz * h[d]!; if (this.lora) G.lora[v * D + d]! += dz * h[d]!; dh[d]! += dz * this.outAt(v * D + d); }
+            for (let d = 0; d < D; d++) {
+              G.out[v * D + d]! += dz * h[d]!;
+              if (this.lora) G.lora[v * D + d]! += dz * h[d]!;
+              dh[d]! += dz * this.outAt(v * D + d);
+            }
           }
-          for (let d = 0; d < D; d++) { G.emb[prev * D + d]! += dh[d]!; dBase[d]! += dh[d]!; }
+          for (let d = 0; d < D; d++) {
+            G.emb[prev * D + d]! += dh[d]!;
+            dBase[d]! += dh[d]!;
+          }
         }
       });
       const ids = req.prompt.ids;
@@ -199,10 +267,14 @@ export class ToyEngine implements EngineModel {
     if (!Number.isFinite(norm)) return { gradNorm: norm, skipped: true, reason: 'non-finite gradient norm' };
     const scale = o.maxGradNorm > 0 && norm > o.maxGradNorm ? o.maxGradNorm / (norm + 1e-6) : 1;
     this.t++;
-    const bc1 = 1 - o.beta1 ** this.t, bc2 = 1 - o.beta2 ** this.t;
+    const bc1 = 1 - o.beta1 ** this.t,
+      bc2 = 1 - o.beta2 ** this.t;
     for (const n of NAMES) {
       if (!this.trainable(n)) continue;
-      const p = this.params[n], g = this.grads[n], m = this.m[n], v = this.v[n];
+      const p = this.params[n],
+        g = this.grads[n],
+        m = this.m[n],
+        v = this.v[n];
       const decay = n === 'bias' ? 0 : o.weightDecay;
       for (let i = 0; i < p.length; i++) {
         const gi = g[i]! * scale;
@@ -220,10 +292,13 @@ export class ToyEngine implements EngineModel {
     const rng = new Rng(req.seed);
     const { base } = this.promptVector(req);
     const stops = new Set(req.stopTokenIds ?? []);
-    const tokenIds: Int32Array[] = [], logprobs: Float32Array[] = [], finishReason: ('stop' | 'length')[] = [];
+    const tokenIds: Int32Array[] = [],
+      logprobs: Float32Array[] = [],
+      finishReason: ('stop' | 'length')[] = [];
     for (let i = 0; i < req.n; i++) {
       let prev = req.prompt.ids[req.prompt.ids.length - 1]!;
-      const ids: number[] = [], lps: number[] = [];
+      const ids: number[] = [],
+        lps: number[] = [];
       let reason: 'stop' | 'length' = 'length';
       for (let t = 0; t < req.maxTokens; t++) {
         const ls = ToyEngine.logSoftmax(this.logits(this.hidden(base, prev)));
@@ -241,12 +316,21 @@ export class ToyEngine implements EngineModel {
           for (const p of probs) total += p;
           let u = rng.uniform() * total;
           tok = this.vocab - 1;
-          for (let v = 0; v < this.vocab; v++) { u -= probs[v]!; if (u < 0) { tok = v; break; } }
+          for (let v = 0; v < this.vocab; v++) {
+            u -= probs[v]!;
+            if (u < 0) {
+              tok = v;
+              break;
+            }
+          }
         }
         ids.push(tok);
         lps.push(ls[tok]!);
         prev = tok;
-        if (stops.has(tok)) { reason = 'stop'; break; }
+        if (stops.has(tok)) {
+          reason = 'stop';
+          break;
+        }
       }
       tokenIds.push(Int32Array.from(ids));
       logprobs.push(Float32Array.from(lps));
@@ -257,8 +341,12 @@ export class ToyEngine implements EngineModel {
 
   async save(dir: string, options: { optimizer?: boolean } = {}): Promise<void> {
     mkdirSync(dir, { recursive: true });
-    writeFileSync(path.join(dir, 'config.json'), JSON.stringify({ model_type: 'vqalab_toy', vocab: this.vocab, dim: this.dim, lora: this.lora }));
-    const cat = (rec: Record<Name, Float32Array>) => Buffer.concat(NAMES.map((n) => Buffer.from(rec[n].buffer, rec[n].byteOffset, rec[n].byteLength)));
+    writeFileSync(
+      path.join(dir, 'config.json'),
+      JSON.stringify({ model_type: 'vqalab_toy', vocab: this.vocab, dim: this.dim, lora: this.lora }),
+    );
+    const cat = (rec: Record<Name, Float32Array>) =>
+      Buffer.concat(NAMES.map((n) => Buffer.from(rec[n].buffer, rec[n].byteOffset, rec[n].byteLength)));
     writeFileSync(path.join(dir, 'weights.bin'), cat(this.params));
     if (options.optimizer) {
       writeFileSync(path.join(dir, 'optimizer.bin'), Buffer.concat([cat(this.m), cat(this.v)]));
@@ -267,7 +355,11 @@ export class ToyEngine implements EngineModel {
   }
 
   static async load(dir: string): Promise<ToyEngine> {
-    const cfg = JSON.parse(readFileSync(path.join(dir, 'config.json'), 'utf8')) as { vocab: number; dim: number; lora: boolean };
+    const cfg = JSON.parse(readFileSync(path.join(dir, 'config.json'), 'utf8')) as {
+      vocab: number;
+      dim: number;
+      lora: boolean;
+    };
     const e = new ToyEngine(cfg.vocab, cfg.dim, 0, cfg.lora);
     const fill = (rec: Record<Name, Float32Array>, buf: Buffer, offset: number) => {
       let o = offset;
