@@ -12,7 +12,7 @@
 import { randomInt } from 'node:crypto';
 import path from 'node:path';
 import type { VqaSample } from '../data/types.js';
-import type { EngineModel, ImageInput, LoadOptions, Prompt, TokenEvent } from '../engine/types.js';
+import type { EngineModel, ImageInput, LoadOptions, Prompt, SampleRequest, TokenEvent } from '../engine/types.js';
 import { resolveModelFolder } from '../engine/folder.js';
 import { DEFAULT_MODEL_DIR } from '../model/default.js';
 import { CHAR_TO_BYTE } from '../text/byte-level.js';
@@ -26,25 +26,18 @@ import { ChoiceTextStream, firstIndexOf } from './local-stream.js';
 import { abortReason } from './runner.js';
 import type { Completion, Policy, SamplingOptions } from './types.js';
 
-/** Sampling for one prompt on the engine. */
-export interface LocalSampling {
-  n: number;
-  temperature: number;
-  topP?: number;
-  topK?: number;
-  maxTokens: number;
-  /** Extra stop ids (the tokenizer's own always stop). */
-  stopTokenIds?: number[];
+/**
+ * Sampling for one prompt on the engine: the engine's own options (SampleRequest: n, temperature,
+ * topP, topK, maxTokens, extra stop ids, cancellation) with what the policy adds above the engine.
+ */
+export interface LocalSampling
+  extends Pick<SampleRequest, 'n' | 'temperature' | 'topP' | 'topK' | 'maxTokens' | 'stopTokenIds' | 'signal'> {
+  /** Stop strings, looked for in the decoded text (a one-token string also stops the engine early). */
   stop?: string[];
   /** Random when absent. */
   seed?: number;
   /** Top alternatives per generated token (0: none). Needs a forward pass with full logits. */
   topLogprobs?: number;
-  /**
-   * Cancels the request: its rows leave the engine's batch at the next decode step (other requests
-   * go on) and complete rejects with the signal's reason.
-   */
-  signal?: AbortSignal;
   /**
    * Each token as the engine produces it (`choice`: which of the n). These are raw engine tokens:
    * stop strings are applied to the returned choices only; {@link LocalPolicy.textStream} turns the

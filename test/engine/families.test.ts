@@ -376,7 +376,18 @@ test('presets-family: the released dims parse; a shrunk folder of each layout lo
     native()._writeSafetensors(path.join(dir, 'model.safetensors'), out);
     const m = await loadModel(dir);
     try {
-      assert.equal(m._native._names().length, specs.length, name);
+      // One description of the checkpoint layout (familyTensorSpecs, which `model init` writes) and the
+      // native loader's own table must agree name for name and shape for shape.
+      const nativeLayout = m._native
+        ._names()
+        .map((n) => `${n} ${m._native._shape(n).join('x')}`)
+        .sort();
+      // The native table names tensors as published (model.*, visual.*); Qwen3-VL folders use
+      // transformers 5's internal names (model.language_model.*, model.visual.*), which load the same.
+      const published = (n: string) =>
+        n.replace(/^model\.language_model\./, 'model.').replace(/^model\.visual\./, 'visual.');
+      const written = specs.map((sp) => `${published(sp.name)} ${sp.shape.join('x')}`).sort();
+      assert.deepEqual(nativeLayout, written, `${name}: the native layout equals the TypeScript one`);
       const c: Tiny = { ...Q3, family: d.modelType, patch: d.vision.patchSize };
       const prompt = promptFor([image(c, 4, 4, 1)], rng(2));
       prompt.ids = Int32Array.from(prompt.ids, (x) =>
