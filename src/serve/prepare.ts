@@ -3,7 +3,7 @@
  * event loop (small requests) or in a worker thread (src/serve/offload.ts), with every budget
  * checked before the work it bounds:
  *
- *   body bytes (src/serve/server.ts, while reading) → JSON → fields (protocol.ts: n, stop strings
+ *   body bytes (src/serve/body.ts, while reading) → JSON → fields (protocol.ts: n, stop strings
  *   by count and length, ...) → the model name → stop_token_ids inside the vocabulary → prompt
  *   characters (before tokenising) → each image's bytes and pixels from its header (before any
  *   decode; media.ts) → the prompt ids, from the chat template → the prompt length against the context.
