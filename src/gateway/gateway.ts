@@ -20,118 +20,37 @@
  * limit (413, connection closed), invalid JSON or a reward that is not a finite number (400;
  * JSON has no NaN, so `{"value": NaN}` is named as such).
  */
-import { randomBytes, timingSafeEqual } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { ImageInput, Prompt } from '../engine/types.js';
-import type { ChatMessage } from '../text/tokenizer.js';
-import { ApiError, badRequest, sendJson } from '../serve/errors.js';
-import type { ChatHooks, ServeHandle, ServeOptions, ServeRouteApi } from '../serve/server.js';
-import type { ChatRequest } from '../serve/protocol.js';
+import { ApiError, sendJson } from '../serve/errors.js';
+import type { ServeHandle, ServeOptions, ServeRouteApi } from '../serve/server.js';
 import type { WeightSwitch } from '../serve/weights.js';
-import type { LocalGeneration, LocalPolicy } from '../rollout/local.js';
+import type { LocalPolicy } from '../rollout/local.js';
 import type { VlmTokenizer } from '../text/tokenizer.js';
+import { adminRoute } from './admin.js';
+import { type ChatContext, chatHooks } from './chat.js';
+import { acceptEvent } from './events.js';
+import {
+  type AttemptEndpoint,
+  type AttemptRecord,
+  type FinishInfo,
+  type GatewayStats,
+  finishRecord,
+} from './records.js';
+import { keyOk, MiB } from './request.js';
 
-const MiB = 1 << 20;
-
-/** One choice of a recorded call, as sampled. */
-export interface RecordedChoice {
-  text: string;
-  /** Completion ids as the engine produced them; a stop token that ended it is the last one. */
-  tokenIds: Int32Array;
-  /** Log-prob of each id under the sampling (temperature-1, unfiltered) policy. */
-  logprobs: Float32Array;
-  finishReason: 'stop' | 'length';
-}
-
-/** One chat completion made under an attempt. */
-export interface RecordedCall {
-  /** Position among the attempt's calls (completion order). */
-  index: number;
-  /** The reply's id (chatcmpl-...). */
-  id: string;
-  /** The conversation as the chat template saw it (images as placeholders). */
-  messages: ChatMessage[];
-  /** The prompt as the engine saw it: ids with each image's pad tokens, and the processed images. */
-  prompt: Prompt;
-  /**
-   * The chat template's ids for the conversation as sent (text re-encoded). They differ from
-   * `prompt.ids` where an earlier answer of the attempt came back and its sampled ids were put back.
-   */
-  templateIds: Int32Array;
-  choices: RecordedChoice[];
-  sampling: {
-    n: number;
-    temperature: number;
-    topP: number;
-    topK: number;
-    maxTokens: number | undefined;
-    seed: number | undefined;
-    stream: boolean;
-  };
-  /** The weight version that sampled the call (the server's, see Gateway.weightVersion); the weights cannot change during a call. */
-  weightVersion: number;
-  /** ms since the epoch, when the reply was ready. */
-  at: number;
-}
-
-export interface GatewayEvent {
-  eventId: string;
-  eventType: string;
-  data: Record<string, unknown>;
-  /** ms since the epoch. */
-  timestamp: number;
-}
-
-export type AttemptStatus = 'running' | 'succeeded' | 'failed';
-
-export interface AttemptRecord {
-  rolloutId: string;
-  attemptId: string;
-  status: AttemptStatus;
-  /** The task the attempt ran (the dataset row), as given to openAttempt. */
-  task?: unknown;
-  /**
-   * The weight version the attempt is bound to (openAttempt's `weightVersion`): its calls are
-   * sampled by that version or refused (409 `stale_weights`). Undefined: any version, recorded per call.
-   */
-  weightVersion?: number;
-  calls: RecordedCall[];
-  events: GatewayEvent[];
-  /** The last reward event's value; undefined until one arrives. */
-  reward?: number;
-  /** Why the attempt failed. */
-  error?: string;
-  exitCode?: number | null;
-  signal?: string | null;
-  timedOut?: boolean;
-  stdoutTail?: string;
-  stderrTail?: string;
-  startedAt: number;
-  endedAt?: number;
-}
-
-/** What an agent process needs to reach its attempt (Agent Lightning's variable names). */
-export interface AttemptEndpoint {
-  rolloutId: string;
-  attemptId: string;
-  /** AGL_OPENAI_BASE_URL: ends in /v1. */
-  baseUrl: string;
-  /** AGL_EVENT_URL. */
-  eventUrl: string;
-  /** AGL_KEY: this attempt's bearer key. */
-  key: string;
-  record: AttemptRecord;
-}
-
-export interface FinishInfo {
-  exitCode?: number | null;
-  signal?: string | null;
-  timedOut?: boolean;
-  /** A failure found by the runner (spawn error, timeout), reported as the attempt's error. */
-  error?: string;
-  stdoutTail?: string;
-  stderrTail?: string;
-}
+// The record types lived here before the split; they stay importable from this module.
+export type {
+  AttemptEndpoint,
+  AttemptRecord,
+  AttemptStatus,
+  FinishInfo,
+  GatewayEvent,
+  GatewayStats,
+  RecordedCall,
+  RecordedChoice,
+} from './records.js';
+export { attemptToJson } from './records.js';
 
 export interface GatewayOptions {
   /** Largest event body (default 1 MiB). Larger ones get 413 and their connection closed. */
@@ -170,122 +89,8 @@ export interface GatewayOptions {
   log?: (line: string) => void;
 }
 
-/** An attempt's record as JSON (the admin route's reply): ids and log-probs as arrays, images as their grids. */
-export function attemptToJson(rec: AttemptRecord): Record<string, unknown> {
-  return {
-    rollout_id: rec.rolloutId,
-    attempt_id: rec.attemptId,
-    status: rec.status,
-    reward: rec.reward ?? null,
-    error: rec.error ?? null,
-    weight_version: rec.weightVersion ?? null,
-    exit_code: rec.exitCode ?? null,
-    timed_out: rec.timedOut ?? false,
-    stdout_tail: rec.stdoutTail ?? null,
-    stderr_tail: rec.stderrTail ?? null,
-    started_at: rec.startedAt / 1000,
-    ended_at: rec.endedAt === undefined ? null : rec.endedAt / 1000,
-    events: rec.events.map((e) => ({
-      event_id: e.eventId,
-      event_type: e.eventType,
-      data: e.data,
-      timestamp: e.timestamp / 1000,
-    })),
-    calls: rec.calls.map((c) => ({
-      index: c.index,
-      id: c.id,
-      weight_version: c.weightVersion,
-      messages: c.messages,
-      sampling: c.sampling,
-      prompt_ids: Array.from(c.prompt.ids),
-      template_ids: Array.from(c.templateIds),
-      images: c.prompt.images.map((im) => ({ grid_thw: im.gridThw })),
-      choices: c.choices.map((ch) => ({
-        text: ch.text,
-        token_ids: Array.from(ch.tokenIds),
-        logprobs: Array.from(ch.logprobs),
-        finish_reason: ch.finishReason,
-      })),
-    })),
-  };
-}
-
-/** FNV-1a over a string, as a seed below 2^47. */
-function seedOf(text: string): number {
-  let h = 0xcbf29ce484222325n;
-  for (const b of Buffer.from(text, 'utf8')) h = ((h ^ BigInt(b)) * 0x100000001b3n) & 0xffffffffffffffffn;
-  return Number(h & ((1n << 47n) - 1n));
-}
-
-export interface GatewayStats {
-  attemptsOpen: number;
-  attemptsSucceeded: number;
-  attemptsFailed: number;
-  calls: number;
-  events: number;
-  /** Requests refused (any 4xx) on per-attempt routes. */
-  refused: number;
-}
-
 const ID_RE = /^[A-Za-z0-9._~-]{1,128}$/;
 const ROUTE_RE = /^\/rollouts\/([^/]+)\/attempts\/([^/]+)(\/.*)?$/;
-
-function keyOk(req: IncomingMessage, key: string): 'missing' | 'wrong' | 'ok' {
-  const m = /^Bearer\s+(.+)$/i.exec(req.headers.authorization ?? '');
-  if (!m) return 'missing';
-  const a = Buffer.from(m[1]!.trim()),
-    b = Buffer.from(key);
-  return a.length === b.length && timingSafeEqual(a, b) ? 'ok' : 'wrong';
-}
-
-/**
- * Read at most `max` bytes; more is 413. A body up to 16× the limit is read to its end first (and
- * dropped), so the client, still sending, gets the 413 rather than a reset connection; a larger
- * one is cut off.
- */
-function readLimited(req: IncomingMessage, max: number): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    const tooLarge = (n: number) =>
-      new ApiError(
-        413,
-        `the event body is ${n > 0 ? `${(n / MiB).toFixed(1)} MiB` : 'too large'}, more than the gateway's limit of ${(max / MiB).toFixed(2)} MiB`,
-        'invalid_request_error',
-        null,
-        'request_too_large',
-        { connection: 'close' },
-      );
-    const declared = Number(req.headers['content-length']);
-    if (Number.isFinite(declared) && declared > 16 * max) {
-      req.resume();
-      return reject(tooLarge(declared));
-    }
-    const chunks: Buffer[] = [];
-    let size = 0;
-    let over = false;
-    req.on('data', (c: Buffer) => {
-      size += c.length;
-      if (size > max) {
-        if (!over) {
-          over = true;
-          chunks.length = 0;
-        }
-        if (size > 16 * max) req.destroy();
-        return;
-      }
-      chunks.push(c);
-    });
-    req.on('end', () => (over ? reject(tooLarge(size)) : resolve(Buffer.concat(chunks))));
-    req.on('error', reject);
-  });
-}
-
-function typeName(v: unknown): string {
-  return v === null ? 'null' : Array.isArray(v) ? 'array' : typeof v;
-}
-
-function tail(text: string, max = 2000): string {
-  return text.length > max ? `…${text.slice(-max)}` : text;
-}
 
 export class Gateway {
   /** Pass to `serve({ routes: gateway.routes })`. */
@@ -314,14 +119,25 @@ export class Gateway {
   private modelName = 'vqalab';
   private readonly maxEventBytes: number;
   private readonly maxEvents: number;
-  private readonly toolResponse: { prefix: string; suffix: string } | undefined;
   private readonly counters = { calls: 0, events: 0, refused: 0 };
   private nextRollout = 0;
+  /** What the per-request chat hooks read of this gateway (src/gateway/chat.ts). */
+  private readonly chat: ChatContext;
 
   constructor(private readonly options: GatewayOptions = {}) {
     this.maxEventBytes = options.maxEventBytes ?? MiB;
     this.maxEvents = options.maxEventsPerAttempt ?? 1024;
-    this.toolResponse = options.toolResponse;
+    this.chat = {
+      tokenizer: () => this.tokenizer,
+      modelName: () => this.modelName,
+      seed: options.seed,
+      reuseSampledIds: options.reuseSampledIds,
+      toolResponse: options.toolResponse,
+      log: options.log,
+      countCall: () => {
+        this.counters.calls++;
+      },
+    };
     this.routes = (req, res, url, api) => this.route(req, res, url, api);
   }
 
@@ -405,32 +221,7 @@ export class Gateway {
   finishAttempt(rolloutId: string, attemptId: string, info: FinishInfo = {}): AttemptRecord {
     const rec = this.attemptsById.get(Gateway.keyOf(rolloutId, attemptId));
     if (!rec) throw new Error(`unknown attempt ${attemptId} of rollout ${rolloutId}`);
-    if (rec.status !== 'running') return rec;
-    rec.exitCode = info.exitCode ?? null;
-    rec.signal = info.signal ?? null;
-    rec.timedOut = info.timedOut ?? false;
-    if (info.stdoutTail !== undefined) rec.stdoutTail = tail(info.stdoutTail);
-    if (info.stderrTail !== undefined) rec.stderrTail = tail(info.stderrTail);
-    rec.endedAt = Date.now();
-    const how = info.timedOut
-      ? 'was stopped after its timeout'
-      : info.signal
-        ? `was killed by ${info.signal}`
-        : `exited with code ${info.exitCode ?? '?'}`;
-    const stderr = rec.stderrTail?.trim() ? `; stderr tail:\n${rec.stderrTail.trim()}` : '; its stderr was empty';
-    if (info.error) {
-      rec.status = 'failed';
-      rec.error = `${info.error}${stderr}`;
-    } else if (rec.reward === undefined) {
-      rec.status = 'failed';
-      rec.error = `the agent ${how} without posting a reward (${rec.calls.length} call${rec.calls.length === 1 ? '' : 's'} recorded)${stderr}`;
-    } else if (info.timedOut || info.signal || info.exitCode !== 0) {
-      rec.status = 'failed';
-      rec.error = `the agent posted a reward but ${how}${stderr}`;
-    } else {
-      rec.status = 'succeeded';
-    }
-    return rec;
+    return finishRecord(rec, info);
   }
 
   /** Forget a rollout's attempts (after training on them) so memory stays bounded. */
@@ -496,7 +287,7 @@ export class Gateway {
     }
     const rest = m[3] ?? '';
     if (this.options.adminKey !== undefined && keyOk(req, this.options.adminKey) === 'ok')
-      return this.admin(req, res, method, url, rolloutId, attemptId, rest);
+      return adminRoute(this, this.maxEventBytes, req, res, method, url, rolloutId, attemptId, rest);
     const rec = this.attemptsById.get(Gateway.keyOf(rolloutId, attemptId));
     if (!rec) {
       throw new ApiError(
@@ -553,7 +344,7 @@ export class Gateway {
         req.resume();
         throw finished();
       }
-      return api.chatCompletions(req, res, this.hooks(rec));
+      return api.chatCompletions(req, res, chatHooks(this.chat, rec));
     }
     if (rest === '/v1/models') {
       allow('GET');
@@ -571,338 +362,9 @@ export class Gateway {
     );
   }
 
-  private async admin(
-    req: IncomingMessage,
-    res: ServerResponse,
-    method: string,
-    url: string,
-    rolloutId: string,
-    attemptId: string,
-    rest: string,
-  ): Promise<void> {
-    const body = async (): Promise<Record<string, unknown>> => {
-      const raw = (await readLimited(req, this.maxEventBytes)).toString('utf8');
-      if (raw.trim() === '') return {};
-      let v: unknown;
-      try {
-        v = JSON.parse(raw);
-      } catch (err) {
-        throw badRequest(`the body is not valid JSON: ${(err as Error).message}`, null, 'invalid_json');
-      }
-      if (typeof v !== 'object' || v === null || Array.isArray(v))
-        throw badRequest(`the body must be a JSON object; got ${typeName(v)}`, null, 'invalid_body');
-      return v as Record<string, unknown>;
-    };
-    const rec = () => {
-      const r = this.attemptsById.get(Gateway.keyOf(rolloutId, attemptId));
-      if (!r)
-        throw new ApiError(
-          404,
-          `unknown attempt ${JSON.stringify(attemptId)} of rollout ${JSON.stringify(rolloutId)}`,
-          'not_found_error',
-          null,
-          'attempt_not_found',
-        );
-      return r;
-    };
-    if (rest === '' && method === 'POST') {
-      const b = await body();
-      if (this.attemptsById.has(Gateway.keyOf(rolloutId, attemptId))) {
-        throw new ApiError(
-          409,
-          `attempt ${attemptId} of rollout ${rolloutId} already exists`,
-          'invalid_request_error',
-          null,
-          'attempt_exists',
-        );
-      }
-      let ep: AttemptEndpoint;
-      try {
-        ep = this.openAttempt({
-          rolloutId,
-          attemptId,
-          task: b.task,
-          ...(b.weight_version !== undefined && b.weight_version !== null
-            ? { weightVersion: b.weight_version as number }
-            : {}),
-        });
-      } catch (err) {
-        throw badRequest((err as Error).message, null, 'invalid_value');
-      }
-      return sendJson(res, 201, {
-        rollout_id: ep.rolloutId,
-        attempt_id: ep.attemptId,
-        base_url: ep.baseUrl,
-        event_url: ep.eventUrl,
-        key: ep.key,
-        weight_version: ep.record.weightVersion ?? null,
-        serving_version: this.weightVersion,
-      });
-    }
-    if (rest === '' && method === 'GET') return sendJson(res, 200, attemptToJson(rec()));
-    if (rest === '/finish' && method === 'POST') {
-      const b = await body();
-      const r = rec();
-      const str = (k: string) => (typeof b[k] === 'string' ? (b[k] as string) : undefined);
-      const done = this.finishAttempt(r.rolloutId, r.attemptId, {
-        exitCode: typeof b.exit_code === 'number' ? b.exit_code : null,
-        signal: str('signal') ?? null,
-        timedOut: b.timed_out === true,
-        error: str('error'),
-        stdoutTail: str('stdout_tail'),
-        stderrTail: str('stderr_tail'),
-      });
-      return sendJson(res, 200, attemptToJson(done));
-    }
-    throw new ApiError(
-      404,
-      `no admin route ${method} ${url}; use POST or GET /rollouts/{r}/attempts/{a}, POST …/finish`,
-      'not_found_error',
-      null,
-      'unknown_url',
-    );
-  }
-
-  /** The serve hooks of one request of an attempt: any model name, tool results as observations, sampled ids put back, record the generation. */
-  private hooks(rec: AttemptRecord): ChatHooks {
-    let templateIds: Int32Array | undefined;
-    return {
-      transformBody: (raw) => this.rewriteBody(rec, raw),
-      checkWeightVersion: (version) => {
-        if (rec.weightVersion !== undefined && version !== rec.weightVersion) {
-          throw new ApiError(
-            409,
-            `attempt ${rec.attemptId} of rollout ${rec.rolloutId} is bound to weight version ${rec.weightVersion}, but the server now serves version ${version}: ` +
-              'its samples would not come from the weights being trained (stale), so the call is refused',
-            'invalid_request_error',
-            null,
-            'stale_weights',
-          );
-        }
-      },
-      rewritePrompt: (prompt) => {
-        templateIds = prompt.ids;
-        return this.options.reuseSampledIds === false ? prompt : this.sampledIdsBack(rec, prompt);
-      },
-      onGeneration: ({ id, chat, prompt, generation, weightVersion }) =>
-        this.record(rec, id, chat, prompt, templateIds ?? prompt.ids, generation, weightVersion),
-    };
-  }
-
-  /**
-   * The most recent call whose conversation this one continues with that call's first answer sent
-   * back verbatim: its template ids, then the answer's text re-encoded, start the new template
-   * ids. Those are replaced by the call's prompt as sampled and the answer's sampled ids (without
-   * a final stop token: the template's own end-of-turn follows).
-   */
-  private sampledIdsBack(rec: AttemptRecord, prompt: Prompt): Prompt {
-    const tok = this.tokenizer;
-    if (!tok) return prompt;
-    const q = prompt.ids;
-    for (let k = rec.calls.length - 1; k >= 0; k--) {
-      const call = rec.calls[k]!,
-        choice = call.choices[0];
-      if (!choice) continue;
-      const t = call.templateIds;
-      if (q.length <= t.length) continue;
-      let same = true;
-      for (let i = 0; i < t.length && same; i++) same = q[i] === t[i];
-      if (!same) continue;
-      const body =
-        choice.finishReason === 'stop' &&
-        choice.tokenIds.length > 0 &&
-        tok.stopTokenIds.includes(choice.tokenIds[choice.tokenIds.length - 1]!)
-          ? choice.tokenIds.subarray(0, choice.tokenIds.length - 1)
-          : choice.tokenIds;
-      // Only an answer whose ids decode to exactly the text sent: no stop string cut from it, no
-      // special token in it (an image pad the model sampled would become an image slot).
-      if (tok.decode(Array.from(body), { skipSpecialTokens: false }) !== choice.text) continue;
-      const enc = tok.encode(choice.text);
-      if (q.length < t.length + enc.length) continue;
-      for (let i = 0; i < enc.length && same; i++) same = q[t.length + i] === enc[i];
-      if (!same) continue;
-      const ids = new Int32Array(call.prompt.ids.length + body.length + q.length - t.length - enc.length);
-      ids.set(call.prompt.ids, 0);
-      ids.set(body, call.prompt.ids.length);
-      ids.set(q.subarray(t.length + enc.length), call.prompt.ids.length + body.length);
-      return { ids, images: prompt.images };
-    }
-    return prompt;
-  }
-
-  /**
-   * The request as the server checks it: JSON (else a clear 400), any `model` name taken as the
-   * served model (agents send "auto" or their own), tool results as observations, a seed when asked.
-   */
-  private rewriteBody(rec: AttemptRecord, raw: Buffer): Buffer {
-    let body: unknown;
-    try {
-      body = JSON.parse(raw.toString('utf8'));
-    } catch (err) {
-      throw badRequest(`the request body is not valid JSON: ${(err as Error).message}`, null, 'invalid_json');
-    }
-    if (typeof body !== 'object' || body === null || Array.isArray(body)) return raw; // the server names the problem
-    const b = this.withSeed(rec, this.toolMessages(body)) as Record<string, unknown>;
-    return Buffer.from(
-      JSON.stringify(typeof b.model === 'string' && b.model !== '' ? { ...b, model: this.modelName } : b),
-      'utf8',
-    );
-  }
-
-  /**
-   * With the `toolResponse` option: tool results (role "tool") become user turns wrapped in its
-   * prefix and suffix. Without it the server renders tools, tool calls and tool results itself
-   * (Qwen's format, src/serve/tools.ts).
-   */
-  private toolMessages(body: unknown): unknown {
-    if (!this.toolResponse || typeof body !== 'object' || body === null || Array.isArray(body)) return body;
-    const b = body as Record<string, unknown>;
-    if (
-      !Array.isArray(b.messages) ||
-      !b.messages.some((m) => typeof m === 'object' && m !== null && (m as { role?: unknown }).role === 'tool')
-    )
-      return body;
-    const { prefix, suffix } = this.toolResponse;
-    const messages = b.messages.map((m: unknown, i: number) => {
-      if (typeof m !== 'object' || m === null || (m as { role?: unknown }).role !== 'tool') return m;
-      const c = (m as { content?: unknown }).content;
-      const text =
-        typeof c === 'string'
-          ? c
-          : Array.isArray(c) &&
-              c.every(
-                (p) =>
-                  typeof p === 'object' &&
-                  p !== null &&
-                  (p as { type?: unknown }).type === 'text' &&
-                  typeof (p as { text?: unknown }).text === 'string',
-              )
-            ? c.map((p) => (p as { text: string }).text).join('')
-            : undefined;
-      if (text === undefined)
-        throw badRequest(
-          `messages[${i}].content of a tool message must be a string or text parts; got ${typeName(c)}`,
-          `messages[${i}].content`,
-          'invalid_type',
-        );
-      return { role: 'user', content: `${prefix}${text}${suffix}` };
-    });
-    return { ...b, messages };
-  }
-
-  private withSeed(rec: AttemptRecord, body: unknown): unknown {
-    if (this.options.seed === undefined || typeof body !== 'object' || body === null || Array.isArray(body))
-      return body;
-    const b = body as Record<string, unknown>;
-    if (b.seed !== undefined && b.seed !== null) return body;
-    return { ...b, seed: seedOf(`${this.options.seed}/${rec.rolloutId}/${rec.attemptId}/${rec.calls.length}`) };
-  }
-
-  private record(
-    rec: AttemptRecord,
-    id: string,
-    chat: ChatRequest,
-    prompt: Prompt,
-    templateIds: Int32Array,
-    gen: LocalGeneration,
-    weightVersion: number,
-  ): void {
-    if (rec.status !== 'running') {
-      this.options.log?.(`gateway: a call of attempt ${rec.attemptId} completed after it finished; not recorded`);
-      return;
-    }
-    const images: ImageInput[] = prompt.images.slice();
-    rec.calls.push({
-      index: rec.calls.length,
-      id,
-      messages: chat.messages,
-      prompt: { ids: Int32Array.from(prompt.ids), images },
-      templateIds: Int32Array.from(templateIds),
-      choices: gen.choices.map((c) => ({
-        text: c.text,
-        tokenIds: Int32Array.from(c.tokenIds),
-        logprobs: Float32Array.from(c.logprobs),
-        finishReason: c.finishReason,
-      })),
-      sampling: {
-        n: chat.n,
-        temperature: chat.temperature,
-        topP: chat.topP,
-        topK: chat.topK,
-        maxTokens: chat.maxTokens,
-        seed: chat.seed,
-        stream: chat.stream,
-      },
-      weightVersion,
-      at: Date.now(),
-    });
-    this.counters.calls++;
-  }
-
+  /** An agent's event, checked (src/gateway/events.ts) and appended; the reply names it. */
   private async event(req: IncomingMessage, res: ServerResponse, rec: AttemptRecord): Promise<void> {
-    const raw = await readLimited(req, this.maxEventBytes);
-    const text = raw.toString('utf8');
-    let body: unknown;
-    try {
-      body = JSON.parse(text);
-    } catch (err) {
-      const bad = /(?<![A-Za-z"])(-?Infinity|NaN)(?![A-Za-z"])/.exec(text);
-      if (bad)
-        throw badRequest(
-          `the event body has ${bad[1]}, which is not JSON; a reward must be a finite number`,
-          'data.value',
-          'invalid_reward',
-        );
-      throw badRequest(`the event body is not valid JSON: ${(err as Error).message}`, null, 'invalid_json');
-    }
-    if (typeof body !== 'object' || body === null || Array.isArray(body))
-      throw badRequest(
-        `the event must be a JSON object {"event_type", "data"}; got ${typeName(body)}`,
-        null,
-        'invalid_body',
-      );
-    const ev = body as Record<string, unknown>;
-    if (typeof ev.event_type !== 'string' || ev.event_type === '' || ev.event_type.length > 128) {
-      throw badRequest(
-        `event_type must be a non-empty string of at most 128 characters (e.g. "reward"); got ${ev.event_type === undefined ? 'nothing' : typeName(ev.event_type)}`,
-        'event_type',
-        ev.event_type === undefined ? 'missing_required_parameter' : 'invalid_type',
-      );
-    }
-    const data = ev.data === undefined || ev.data === null ? {} : ev.data;
-    if (typeof data !== 'object' || Array.isArray(data))
-      throw badRequest(`data must be an object; got ${typeName(data)}`, 'data', 'invalid_type');
-    const d = data as Record<string, unknown>;
-    if (ev.event_type === 'reward') {
-      const v = d.value;
-      if (v === undefined)
-        throw badRequest(
-          'a reward event needs data.value (a finite number)',
-          'data.value',
-          'missing_required_parameter',
-        );
-      if (typeof v !== 'number' || !Number.isFinite(v)) {
-        throw badRequest(
-          `data.value must be a finite number; got ${typeName(v)} ${JSON.stringify(v)?.slice(0, 40)}`,
-          'data.value',
-          'invalid_reward',
-        );
-      }
-    }
-    if (rec.events.length >= this.maxEvents)
-      throw badRequest(
-        `attempt ${rec.attemptId} already posted ${this.maxEvents} events, the most one attempt may`,
-        null,
-        'too_many_events',
-      );
-    const event: GatewayEvent = {
-      eventId: `ev-${randomBytes(8).toString('hex')}`,
-      eventType: ev.event_type,
-      data: d,
-      timestamp: Date.now(),
-    };
-    rec.events.push(event);
-    if (event.eventType === 'reward') rec.reward = d.value as number;
+    const event = await acceptEvent(req, rec, { maxEventBytes: this.maxEventBytes, maxEvents: this.maxEvents });
     this.counters.events++;
     sendJson(res, 200, {
       event_id: event.eventId,
