@@ -37,6 +37,7 @@ import type { Prompt } from '../src/engine/types.js';
 import { exportOnnx } from '../src/export/index.js';
 import { Rng } from '../src/util/rng.js';
 import { DEFAULT_MODEL_DIR } from '../src/model/default.js';
+import { MODEL_PRESETS } from '../src/model/presets.js';
 import { numelOf, qwen2vlConfigJson, qwen2vlTensorSpecs, type Qwen2VLDims } from '../src/model/qwen2vl.js';
 import { OnnxModel } from '../src/rollout/onnx.js';
 import { VlmTokenizer } from '../src/text/tokenizer.js';
@@ -69,30 +70,8 @@ const resetPeak = () => {
 };
 
 const tiny = JSON.parse(readFileSync(path.join(DEFAULT_MODEL_DIR, 'config.json'), 'utf8')) as Record<string, number>;
-const dims: Qwen2VLDims = {
-  vocabSize: 151936,
-  hiddenSize: 1536,
-  intermediateSize: 8960,
-  numHiddenLayers: 28,
-  numAttentionHeads: 12,
-  numKeyValueHeads: 2,
-  mropeSection: [16, 24, 24],
-  tieWordEmbeddings: true,
-  rmsNormEps: 1e-6,
-  ropeTheta: 1_000_000,
-  maxPositionEmbeddings: 32768,
-  initializerRange: 0.02,
-  vision: {
-    depth: 32,
-    embedDim: 1280,
-    numHeads: 16,
-    mlpRatio: 4,
-    patchSize: 14,
-    temporalPatchSize: 2,
-    spatialMergeSize: 2,
-    inChannels: 3,
-  },
-};
+// Qwen2-VL-2B's dims, as `vqalab model init --preset qwen2-vl-2b` writes them.
+const dims: Qwen2VLDims = MODEL_PRESETS['qwen2-vl-2b']!.dims;
 
 /** The random folder, one tensor in memory at a time: safetensors header first, then each tensor as BF16. */
 function writeRandomFolder(): void {

@@ -29,6 +29,7 @@ import { loadModel } from '../engine/model.js';
 import type { NativeModel } from '../engine/native.js';
 import type { EngineModel } from '../engine/types.js';
 import { resolveModelFolder } from '../engine/folder.js';
+import { preprocessorConfig } from '../model/default.js';
 import { tempPathFor } from '../util/fs.js';
 import type { ExternalSink, Graph } from './graph.js';
 import { writeWebDemo } from './web.js';
@@ -383,27 +384,12 @@ export async function exportOnnx(o: ExportOptions): Promise<ExportResult> {
 
 /** Qwen2-VL's image processor settings, for a model folder that has no preprocessor_config.json. */
 function defaultPreprocessorConfig(cfg: EngineConfig): string {
-  return (
-    JSON.stringify(
-      {
-        image_processor_type: 'Qwen2VLImageProcessor',
-        processor_class: 'Qwen2VLProcessor',
-        do_resize: true,
-        do_rescale: true,
-        do_normalize: true,
-        do_convert_rgb: true,
-        rescale_factor: 1 / 255,
-        resample: 3,
-        image_mean: [0.48145466, 0.4578275, 0.40821073],
-        image_std: [0.26862954, 0.26130258, 0.27577711],
-        min_pixels: 56 * 56,
-        max_pixels: 28 * 28 * 1280,
-        patch_size: cfg.vision.patchSize,
-        temporal_patch_size: cfg.vision.temporalPatchSize,
-        merge_size: cfg.vision.spatialMergeSize,
-      },
-      null,
-      2,
-    ) + '\n'
-  );
+  // Qwen2-VL's processor settings (the same file model init writes), at this model's patch sizes.
+  const config = {
+    ...preprocessorConfig(),
+    patch_size: cfg.vision.patchSize,
+    temporal_patch_size: cfg.vision.temporalPatchSize,
+    merge_size: cfg.vision.spatialMergeSize,
+  };
+  return JSON.stringify(config, null, 2) + '\n';
 }
