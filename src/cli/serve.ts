@@ -4,7 +4,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { DEFAULT_MODEL_DIR } from '../model/default.js';
 import { LocalPolicy } from '../rollout/local.js';
-import { loadOnnxLocalPolicy } from '../rollout/onnx.js';
+import { loadOnnxLocalPolicy } from '../rollout/onnx-engine.js';
 import { serve } from '../serve/server.js';
 import { Gateway } from '../gateway/gateway.js';
 import { type Command } from './command.js';

@@ -5,13 +5,13 @@
  * leaves its temporary folder (`.checkpoint-NNNNNN.tmp-PID-HEX`); the next save or resume in the
  * same folder removes those whose process is gone.
  */
-import { copyFileSync, existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import type { EngineModel } from '../engine/types.js';
 import type { VlmTokenizer } from '../text/tokenizer.js';
 import { resolveCheckpoint } from '../engine/folder.js';
-import { withAtomicOutput } from '../util/fs.js';
+import { withAtomicOutput, writeFileAtomic } from '../util/fs.js';
 import type { GrpoConfig } from './config.js';
 import type { CursorState } from './cursor.js';
 import type { StepMetrics } from './metrics.js';
@@ -117,6 +117,26 @@ export async function writeCheckpoint(
     }
     await fsp.writeFile(path.join(tmp, 'trainer.json'), JSON.stringify(file, null, 1));
   });
+}
+
+/**
+ * Trainer.save(): the checkpoint goes to `dir`, or by default to
+ * outputDir/checkpoints/checkpoint-NNNNNN (the state's step), recorded in checkpoints/latest.
+ * Returns the checkpoint's folder.
+ */
+export async function saveCheckpoint(
+  dir: string | undefined,
+  outputDir: string | undefined,
+  o: Parameters<typeof writeCheckpoint>[1],
+): Promise<string> {
+  if (!dir && !outputDir) throw new Error('save() needs a directory: pass one, or give the Trainer an outputDir');
+  const target = path.resolve(
+    dir ?? path.join(outputDir!, 'checkpoints', `checkpoint-${String(o.state.step).padStart(6, '0')}`),
+  );
+  mkdirSync(path.dirname(target), { recursive: true });
+  await writeCheckpoint(target, o);
+  if (!dir) await writeFileAtomic(path.join(path.dirname(target), 'latest'), `${path.basename(target)}\n`);
+  return target;
 }
 
 /** Read and check a checkpoint's trainer.json (after removing what killed saves left beside it). */

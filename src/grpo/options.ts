@@ -4,6 +4,7 @@
 import type { EngineModel, ImageInput } from '../engine/types.js';
 import type { VqaSample } from '../data/types.js';
 import type { Policy } from '../rollout/types.js';
+import { expectInteger, expectOneOf } from '../util/validate.js';
 import type { AgentOptions } from './agent-step.js';
 import type { VlmTokenizer } from '../text/tokenizer.js';
 import type { OnRewardError, RewardSet } from '../reward/runner.js';
@@ -139,4 +140,17 @@ export class BadSamplesError extends Error {
     super(message);
     this.name = 'BadSamplesError';
   }
+}
+
+/** The Trainer's checks of its options (required fields, rolloutMode, evalBatchSize, policyConcurrency). */
+export function checkTrainerOptions(options: TrainerOptions): void {
+  if (!options || typeof options !== 'object')
+    throw new TypeError('Trainer needs options: {model, tokenizer, train, rewards, loadImages}');
+  for (const key of ['model', 'tokenizer', 'train', 'rewards', 'loadImages'] as const) {
+    if (options[key] === undefined || options[key] === null) throw new TypeError(`Trainer option "${key}" is required`);
+  }
+  if (options.rolloutMode !== undefined)
+    expectOneOf('rolloutMode', options.rolloutMode, ['batched', 'sequential'] as const);
+  if (options.evalBatchSize !== undefined) expectInteger('evalBatchSize', options.evalBatchSize, 1);
+  if (options.policyConcurrency !== undefined) expectInteger('policyConcurrency', options.policyConcurrency, 1);
 }

@@ -7,7 +7,10 @@ import type { EngineModel, ForwardRequest } from '../engine/types.js';
 import type { VqaSample } from '../data/types.js';
 import type { VlmTokenizer } from '../text/tokenizer.js';
 import type { GrpoConfig } from './config.js';
+import type { DataCursor } from './cursor.js';
 import { sftLoss } from './loss.js';
+import type { SftOptions } from './options.js';
+import { learningRateAt } from './schedule.js';
 import { emptyMetrics } from './update.js';
 import { meanStd, residentMiB, type StepMetrics } from './metrics.js';
 import { checkPromptLength, SampleError, type PromptBuilder, type SkippedSample } from './rollout.js';
@@ -79,4 +82,31 @@ export async function sftUpdate(
   m.trainSeconds = m.stepSeconds;
   m.memoryMiB = residentMiB();
   return m;
+}
+
+/**
+ * The SFT warm start's updates: `options.steps` batches drawn from `draw.cursor`, a constant learning
+ * rate after `warmupSteps` of linear warm-up; stops at an update boundary on abort. `onUpdate` gets
+ * each update's metrics (the trainer counts the step and records them there).
+ */
+export async function sftLoop(
+  inputs: SftInputs,
+  draw: { train: readonly VqaSample[]; cursor: DataCursor },
+  options: SftOptions & { batchSize: number },
+  firstStep: number,
+  onUpdate: (metrics: StepMetrics) => Promise<void>,
+): Promise<void> {
+  for (let s = 0; s < options.steps; s++) {
+    if (options.signal?.aborted) break;
+    const samples = draw.cursor.take(options.batchSize).map((i) => draw.train[i]!);
+    const lr = learningRateAt(s, {
+      learningRate: options.learningRate,
+      warmupSteps: options.warmupSteps ?? 0,
+      totalSteps: options.steps,
+      schedule: 'constant',
+      minLrRatio: 0,
+    });
+    const m = await sftUpdate(inputs, samples, lr, firstStep + s);
+    await onUpdate(m);
+  }
 }

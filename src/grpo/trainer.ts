@@ -7,59 +7,33 @@
  *   → advantages → μ passes of minibatch updates (old log-probs when the ratio can leave 1,
  *   reference log-probs when β > 0) → metrics.
  *
- * Where this departs from the GRPO paper (Shao et al. 2024, DeepSeekMath), by default or by design:
- *
- * - β = 0 by default: no KL term, no reference model (as TRL and DAPO do). With β > 0 the KL uses
- *   k3 (the paper's estimator) per token in the loss, or, with klPlacement 'reward', β·Σ_t KL_t is
- *   subtracted from each completion's reward.
- * - Loss aggregation defaults to token-mean over the minibatch (DAPO), not the paper's mean over
- *   sequences of per-sequence token means ('seq-mean-token-mean', available).
- * - Advantages divide by the unbiased group std + 1e-4 (TRL), or the batch std, or nothing.
- * - μ = 1 with one minibatch per step is the default: old log-probs equal the current ones, the
- *   ratio is 1 and clipping never acts (TRL's default). Old log-probs are recomputed by the
- *   engine's forward (not taken from the sampler) whenever the ratio can depart from 1.
- * - The trained policy is the temperature-1 policy: rollouts sampled at another temperature are
- *   slightly off-policy (TRL instead divides training logits by the temperature).
- * - Minibatches are whole groups (all completions of a prompt), so each prompt's prefix — image
- *   included — is computed once per forward and its gradients are summed exactly.
- * - Groups whose advantages are all 0 are not forwarded when no KL term is in the loss: their
- *   loss and gradient are exactly 0; they still count in the aggregation's denominators, so the
- *   loss equals TRL's. Token metrics (entropy, clip fractions) cover forwarded tokens only.
- * - A completion whose reward fails is dropped from its group (or scored with a fallback); the
- *   group's statistics use the rest.
- * - The learning rate changes per trainer step (verl), not per optimizer update (TRL).
- * - A sample that cannot be rolled out (unreadable image, prompt too long, generation or rewards
- *   failing for the whole group) is skipped and named in the step's metrics and output; the step
- *   trains on the others (config.maxBadSampleFraction stops a run that has too many).
+ * Where this departs from the GRPO paper (Shao et al. 2024, DeepSeekMath), by default or by design
+ * (β = 0, token-mean aggregation, μ = 1, whole-group minibatches, skipped samples, ...): docs/grpo.md,
+ * "Where vqalab departs from the paper".
  *
  * The pieces are free functions with explicit inputs: rollout.ts (prompts, batched rollout,
- * rewards), update.ts (advantages, minibatch updates, step metrics), sft.ts, evaluate.ts,
- * checkpoint.ts. The trainer raises events (events.ts) that the dashboard and report facts
- * subscribe to from their own layers.
+ * rewards), rollout-step.ts (a step's rounds), update.ts (advantages, minibatch updates, step
+ * metrics), reference.ts, sft.ts, evaluate.ts and eval-split.ts, checkpoint.ts, run-callbacks.ts.
+ * The trainer raises events (events.ts) that the dashboard and report facts subscribe to from
+ * their own layers.
  */
-import { existsSync, mkdirSync } from 'node:fs';
-import { promises as fsp } from 'node:fs';
-import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type { EngineModel } from '../engine/types.js';
 import type { VqaSample } from '../data/types.js';
 import type { VlmTokenizer } from '../text/tokenizer.js';
 import { VlmTokenizer as Tokenizer } from '../text/tokenizer.js';
-import { writeFileAtomic, withAtomicOutput } from '../util/fs.js';
 import { interruptible } from '../util/interrupt.js';
-import { expectInteger, expectOneOf } from '../util/validate.js';
 import { grpoConfig, type GrpoConfig } from './config.js';
-import { learningRateAt } from './schedule.js';
 import { Rng, type RngState } from '../util/rng.js';
 import { DataCursor, type CursorState } from './cursor.js';
 import { MetricsLog, metricsFromJson, residentMiB, type StepMetrics } from './metrics.js';
 import { scoreAnswer } from '../eval/vqa-metric.js';
-import { evaluateSamples, summarize, type EvalSummary } from './evaluate.js';
-import { PromptBuilder, rolloutRound, type RolloutGroup, type RolloutInputs, type SkippedSample } from './rollout.js';
-import { emptyMetrics, fillStepMetrics, grpoUpdate, logprobsUnder } from './update.js';
+import type { EvalSummary } from './evaluate.js';
+import { PromptBuilder, type RolloutGroup, type RolloutInputs } from './rollout.js';
+import { emptyMetrics, fillStepMetrics, grpoUpdate } from './update.js';
 import { MicroBatchSizer } from './micro.js';
-import { sftUpdate } from './sft.js';
-import { readCheckpoint, removeStaleTemps, writeCheckpoint, type TrainerState } from './checkpoint.js';
+import { sftLoop } from './sft.js';
+import { readCheckpoint, saveCheckpoint, type TrainerState } from './checkpoint.js';
 import {
   trainerPlugins,
   type RunState,
@@ -81,22 +55,22 @@ export {
 } from './options.js';
 import {
   AbortError,
-  BadSamplesError,
+  checkTrainerOptions,
   type RunOptions,
   type RunResult,
   type SftOptions,
   type TrainerOptions,
 } from './options.js';
 import { agentStep } from './agent-step.js';
+import { rolloutStep, type StepRollout } from './rollout-step.js';
+import { runCallbacks } from './run-callbacks.js';
+import { evaluateSplit } from './eval-split.js';
+import { ReferencePolicy } from './reference.js';
 import { fromPretrained } from './pretrained.js';
 import type { AgentGroup } from './agent-step.js';
 
 function now(): number {
   return performance.now();
-}
-
-function throwIfAborted(signal?: AbortSignal): void {
-  if (signal?.aborted) throw new AbortError();
 }
 
 /** Peak GPU memory of the engine's pool since the last call, MiB (NaN on the CPU). */
@@ -119,7 +93,7 @@ export class Trainer implements TrainerView {
   private readonly cursor: DataCursor;
   private readonly sftCursor: DataCursor;
   private state: TrainerState;
-  private reference: EngineModel | undefined;
+  private readonly reference: ReferencePolicy;
   private busy = false;
   private readonly prompts: PromptBuilder;
   private readonly sizer: MicroBatchSizer;
@@ -129,31 +103,12 @@ export class Trainer implements TrainerView {
   static readonly fromPretrained = fromPretrained; // model folder → trainer in one call (src/grpo/pretrained.ts)
 
   constructor(options: TrainerOptions, restored?: { state: TrainerState; metrics: StepMetrics[] }) {
-    if (!options || typeof options !== 'object')
-      throw new TypeError('Trainer needs options: {model, tokenizer, train, rewards, loadImages}');
-    for (const key of ['model', 'tokenizer', 'train', 'rewards', 'loadImages'] as const) {
-      if (options[key] === undefined || options[key] === null)
-        throw new TypeError(`Trainer option "${key}" is required`);
-    }
+    checkTrainerOptions(options);
     this.config = grpoConfig(options.config);
-    if (options.rolloutMode !== undefined)
-      expectOneOf('rolloutMode', options.rolloutMode, ['batched', 'sequential'] as const);
-    if (options.evalBatchSize !== undefined) expectInteger('evalBatchSize', options.evalBatchSize, 1);
-    if (options.policyConcurrency !== undefined) expectInteger('policyConcurrency', options.policyConcurrency, 1);
     this.opts = options;
     this.model = options.model;
     this.tokenizer = options.tokenizer;
-    this.reference = options.reference;
     this.sizer = new MicroBatchSizer(this.model, this.config.microBatchTokens);
-    if (
-      this.config.beta > 0 &&
-      this.referenceKind() === 'lora-base' &&
-      this.model.numParameters.trainable >= this.model.numParameters.total
-    ) {
-      throw new Error(
-        'reference "lora-base" needs a LoRA model (the base with adapters disabled); load the model with LoRA or set reference: "copy"',
-      );
-    }
     this.state = restored?.state ?? {
       step: 0,
       sftStep: 0,
@@ -161,6 +116,14 @@ export class Trainer implements TrainerView {
       cursor: { epoch: 0, index: 0 },
       sftCursor: { epoch: 0, index: 0 },
     };
+    this.reference = new ReferencePolicy({
+      model: this.model,
+      config: this.config,
+      state: this.state,
+      reference: options.reference,
+      loadModel: options.loadModel,
+      outputDir: options.outputDir,
+    });
     this.rng = new Rng(this.state.rng);
     this.cursor = new DataCursor(options.train.length, this.config.seed, this.state.cursor);
     this.sftCursor = new DataCursor(options.train.length, this.config.seed + 1, this.state.sftCursor);
@@ -208,12 +171,6 @@ export class Trainer implements TrainerView {
 
   private accuracyOf = (prediction: string, answers: readonly string[]): number =>
     this.opts.vqaAccuracy ? this.opts.vqaAccuracy(prediction, answers) : scoreAnswer(prediction, answers).accuracy;
-
-  private referenceKind(): 'copy' | 'lora-base' {
-    const kind = this.config.reference;
-    if (kind !== 'auto') return kind;
-    return this.model.numParameters.trainable < this.model.numParameters.total ? 'lora-base' : 'copy';
-  }
 
   // ───────────────────────── events ─────────────────────────
 
@@ -302,48 +259,21 @@ export class Trainer implements TrainerView {
     gpuPeakMiB(this.model); // resets the peak
 
     // ── Rollout (abortable) ──
-    const kept: RolloutGroup[] = [];
-    const sampled: RolloutGroup[] = [];
-    const skipped: SkippedSample[] = [];
-    let rounds = 0,
-      drawn = 0,
-      genTokens = 0,
-      genSeconds = 0,
-      rewardSeconds = 0;
+    let r: StepRollout;
     try {
-      const maxRounds = c.dynamicSampling ? c.maxSamplingRounds : 1;
-      while (kept.length < c.promptsPerStep && rounds < maxRounds) {
-        rounds++;
-        const samples = this.cursor.take(c.promptsPerStep - kept.length).map((i) => this.opts.train[i]!);
-        // Seeds drawn in sample order before any request goes out: a batched round samples exactly
-        // what one prompt at a time would.
-        const seeds = samples.map(() => this.rng.seed());
-        drawn += samples.length;
-        const r = await rolloutRound(this.rolloutInputs(), samples, seeds, step, signal);
-        genTokens += r.genTokens;
-        genSeconds += r.genSeconds;
-        rewardSeconds += r.rewardSeconds;
-        skipped.push(...r.skipped);
-        for (const g of r.groups) {
-          sampled.push(g);
-          if (!c.dynamicSampling || !g.zeroVariance) kept.push(g);
-        }
-      }
-      throwIfAborted(signal);
-      for (const s of skipped) this.log(`step ${step}: skipped ${s.message}`);
-      if (skipped.length > c.maxBadSampleFraction * drawn) {
-        throw new BadSamplesError(
-          `step ${step}: ${skipped.length} of ${drawn} samples failed, more than maxBadSampleFraction (${c.maxBadSampleFraction}) allows; ` +
-            `fix or remove them (or raise maxBadSampleFraction):\n${skipped.map((s) => `  ${s.message}`).join('\n')}`,
-          skipped,
-        );
-      }
+      r = await rolloutStep(
+        this.rolloutInputs(),
+        { train: this.opts.train, cursor: this.cursor, rng: this.rng },
+        step,
+        signal,
+      );
     } catch (err) {
       this.rng.restore(snapshot.rng);
       this.cursor.position = snapshot.cursor;
       if (signal?.aborted) throw new AbortError();
       throw err;
     }
+    const { kept, sampled, skipped, rounds, genTokens, genSeconds, rewardSeconds } = r;
 
     // ── Advantages → updates ──
     const tTrain = now();
@@ -352,7 +282,7 @@ export class Trainer implements TrainerView {
         model: this.model,
         config: c,
         rng: this.rng,
-        referenceLogprobs: (groups) => this.referenceLogprobs(groups),
+        referenceLogprobs: (groups) => this.reference.logprobs(groups),
         log: (l) => this.log(l),
         sizer: this.sizer,
       },
@@ -429,43 +359,6 @@ export class Trainer implements TrainerView {
     this.state.sftCursor = this.sftCursor.position;
   }
 
-  // ───────────────────────── reference policy ─────────────────────────
-
-  private async referenceModel(): Promise<EngineModel> {
-    if (this.reference) return this.reference;
-    if (!this.opts.loadModel)
-      throw new Error(
-        'beta > 0 with reference "copy" needs a reference model: pass `reference` or `loadModel` to the Trainer',
-      );
-    let dir = this.state.referenceDir;
-    if (!dir || !existsSync(path.join(dir, 'config.json'))) {
-      if (this.opts.outputDir) {
-        removeStaleTemps(this.opts.outputDir);
-        dir = path.join(this.opts.outputDir, 'reference');
-      } else {
-        dir = await fsp.mkdtemp(path.join(tmpdir(), 'vqalab-reference-'));
-      }
-      await withAtomicOutput(dir, async (tmp) => {
-        await this.model.save(tmp, { optimizer: false });
-      });
-      this.state.referenceDir = dir;
-    }
-    this.reference = await this.opts.loadModel(dir, { role: 'reference' });
-    return this.reference;
-  }
-
-  private async referenceLogprobs(groups: readonly RolloutGroup[]): Promise<Float32Array[][]> {
-    if (this.referenceKind() === 'lora-base') {
-      this.model.setLoraEnabled(false);
-      try {
-        return await logprobsUnder(this.model, groups, this.config.miniBatchPrompts);
-      } finally {
-        this.model.setLoraEnabled(true);
-      }
-    }
-    return logprobsUnder(await this.referenceModel(), groups, this.config.miniBatchPrompts);
-  }
-
   // ───────────────────────── SFT warm start ─────────────────────────
 
   /**
@@ -486,35 +379,26 @@ export class Trainer implements TrainerView {
     });
     this.busy = true;
     try {
-      for (let s = 0; s < options.steps; s++) {
-        if (options.signal?.aborted) break;
-        const samples = this.sftCursor.take(batchSize).map((i) => this.opts.train[i]!);
-        const lr = learningRateAt(s, {
-          learningRate: options.learningRate,
-          warmupSteps: options.warmupSteps ?? 0,
-          totalSteps: options.steps,
-          schedule: 'constant',
-          minLrRatio: 0,
-        });
-        const m = await sftUpdate(
-          {
-            model: this.model,
-            tokenizer: this.tokenizer,
-            config: this.config,
-            prompts: this.prompts,
-            log: (l) => this.log(l),
-          },
-          samples,
-          lr,
-          this.state.sftStep,
-        );
-        this.state.sftStep++;
-        this.syncState();
-        this.metrics.push(m);
-        out.push(m);
-        await this.emit(this.callbacks(), 'onSftStepEnd', m);
-        await options.onStep?.(m);
-      }
+      await sftLoop(
+        {
+          model: this.model,
+          tokenizer: this.tokenizer,
+          config: this.config,
+          prompts: this.prompts,
+          log: (l) => this.log(l),
+        },
+        { train: this.opts.train, cursor: this.sftCursor },
+        { ...options, batchSize },
+        this.state.sftStep,
+        async (m) => {
+          this.state.sftStep++;
+          this.syncState();
+          this.metrics.push(m);
+          out.push(m);
+          await this.emit(this.callbacks(), 'onSftStepEnd', m);
+          await options.onStep?.(m);
+        },
+      );
     } finally {
       this.busy = false;
     }
@@ -541,58 +425,23 @@ export class Trainer implements TrainerView {
     cbs: readonly TrainerCallback[],
     control: TrainerControl,
   ): Promise<EvalSummary> {
-    let name: string, samples: readonly VqaSample[];
-    if (typeof split === 'string') {
-      const set = this.opts.evalSets?.[split];
-      if (!set)
-        throw new Error(
-          `no evaluation split "${split}"; the trainer has ${
-            Object.keys(this.opts.evalSets ?? {})
-              .map((s) => `"${s}"`)
-              .join(', ') || 'none (pass evalSets)'
-          }`,
-        );
-      name = split;
-      samples = set;
-    } else {
-      // Samples given directly: `options.name` names them in the summary and the metrics log.
-      name = options.name ?? 'samples';
-      samples = split;
-    }
-    if (options.limit !== undefined) samples = samples.slice(0, options.limit);
-    throwIfAborted(options.signal);
-    const t0 = now();
-    let rows;
-    try {
-      rows = await evaluateSamples(
-        {
-          model: this.model,
-          tokenizer: this.tokenizer,
-          prompts: this.prompts,
-          maxTokens: this.config.evalMaxTokens,
-          accuracyOf: this.accuracyOf,
-          policy: this.opts.policy,
-          batchSize: this.opts.evalBatchSize,
-          signal: options.signal,
-        },
-        samples,
-      );
-    } catch (err) {
-      if (options.signal?.aborted) throw new AbortError('evaluation aborted');
-      throw err;
-    }
-    for (const r of rows) if (r.error) this.log(`evaluate ${name}: ${r.error}`);
-    const summary = summarize(name, rows, (now() - t0) / 1000);
-    const m = emptyMetrics(this.state.step, 'eval');
-    m.accuracy = summary.overall / 100;
-    m.extra = { split: name, overall: summary.overall, perAnswerType: summary.perAnswerType, n: summary.n };
-    const failed = rows.filter((r) => r.error).map((r) => r.id);
-    if (failed.length) {
-      m.badSamples = failed.length;
-      m.extra.skipped = failed;
-    }
-    m.stepSeconds = summary.seconds;
-    this.metrics.push(m);
+    const { summary, metrics } = await evaluateSplit(
+      {
+        model: this.model,
+        tokenizer: this.tokenizer,
+        prompts: this.prompts,
+        maxTokens: this.config.evalMaxTokens,
+        accuracyOf: this.accuracyOf,
+        policy: this.opts.policy,
+        batchSize: this.opts.evalBatchSize,
+        evalSets: this.opts.evalSets,
+        step: this.state.step,
+        log: (l) => this.log(l),
+      },
+      split,
+      options,
+    );
+    this.metrics.push(metrics);
     // Keyed by where training stood, so the warm start's and the final evaluation both stay apart.
     const at = this.state.step > 0 || this.state.sftStep === 0 ? `grpo${this.state.step}` : `sft${this.state.sftStep}`;
     await this.emit(
@@ -635,34 +484,7 @@ export class Trainer implements TrainerView {
       ...(options.evalSplit !== undefined ? { evalSplit: options.evalSplit } : {}),
     };
     // Run subscribers (the dashboard), then the trainer's, then this run's own.
-    const plugins = trainerPlugins();
-    const known = new Set([
-      'steps',
-      'evalEvery',
-      'evalSplit',
-      'checkpointEvery',
-      'onStep',
-      'onEval',
-      'signal',
-      'handleSigint',
-      'callbacks',
-      ...plugins.flatMap((p) => p.runOptions ?? []),
-    ]);
-    for (const [k, v] of Object.entries(options)) {
-      if (!known.has(k) && v !== undefined && !(k === 'dashboard' && (v === 'auto' || v === false))) {
-        throw new Error(
-          `run({ ${k} }) needs the layer that reads it: import "vqalab" (the package entry loads the dashboard and report layers) before running`,
-        );
-      }
-    }
-    const runCbs: TrainerCallback[] = [];
-    for (const p of plugins) {
-      const made = p.forRun?.(this, options as unknown as Record<string, unknown>, run);
-      if (made) {
-        runCbs.push(made.callback);
-        Object.assign(result, made.attach ?? {});
-      }
-    }
+    const runCbs = runCallbacks(this, options, run, result);
     const user: TrainerCallback = {
       onStepEnd: options.onStep ? (_t, out) => options.onStep!(out) : undefined,
       onEvaluate: options.onEval ? (_t, summary) => options.onEval!(summary) : undefined,
@@ -727,17 +549,11 @@ export class Trainer implements TrainerView {
 
   private async saveWith(dir: string | undefined, cbs: readonly TrainerCallback[]): Promise<string> {
     if (this.busy) throw new Error('a step is running; save() between steps');
-    if (!dir && !this.opts.outputDir)
-      throw new Error('save() needs a directory: pass one, or give the Trainer an outputDir');
-    const defaultDir = !dir;
-    const target = path.resolve(
-      dir ?? path.join(this.opts.outputDir!, 'checkpoints', `checkpoint-${String(this.state.step).padStart(6, '0')}`),
-    );
-    mkdirSync(path.dirname(target), { recursive: true });
     this.syncState();
     this.busy = true;
+    let target: string;
     try {
-      await writeCheckpoint(target, {
+      target = await saveCheckpoint(dir, this.opts.outputDir, {
         model: this.model,
         tokenizer: this.tokenizer,
         tokenizerDir: this.opts.tokenizerDir,
@@ -748,7 +564,6 @@ export class Trainer implements TrainerView {
     } finally {
       this.busy = false;
     }
-    if (defaultDir) await writeFileAtomic(path.join(path.dirname(target), 'latest'), `${path.basename(target)}\n`);
     await this.emit(cbs, 'onSave', target, { step: this.state.step });
     return target;
   }
