@@ -70,6 +70,8 @@ export class MicroBatchSizer {
   private measured = false;
   /** Set after an out-of-memory: never go above it again. */
   private ceiling = Infinity;
+  /** The pool's peak (MiB) seen since takePeak(): begin() resets the pool's own peak window. */
+  private seenPeak = Number.NEGATIVE_INFINITY;
   /** A fixed budget from the config (tokens), or 0 for sizing from memory. */
   constructor(
     private readonly model: EngineModel,
@@ -95,7 +97,20 @@ export class MicroBatchSizer {
 
   /** Call before a pass: starts the peak window. Returns the pool's use before it (MiB). */
   begin(): number | undefined {
-    return this.model.deviceMemory?.(true)?.usedMiB;
+    const mem = this.model.deviceMemory?.(true);
+    if (mem) this.seenPeak = Math.max(this.seenPeak, mem.peakMiB);
+    return mem?.usedMiB;
+  }
+
+  /**
+   * The pool's peak (MiB, NaN on the CPU) since the last call, then a new window starts. The passes
+   * reset the pool's own window (begin()), so the peaks they saw count too.
+   */
+  takePeak(): number {
+    const pool = this.model.deviceMemory?.(true)?.peakMiB ?? Number.NaN;
+    const peak = Math.max(pool, this.seenPeak);
+    this.seenPeak = Number.NEGATIVE_INFINITY;
+    return peak;
   }
 
   /** After a pass of `tokens` forwarded tokens that began at `usedBefore` MiB: learn its cost. */
@@ -103,6 +118,7 @@ export class MicroBatchSizer {
     if (usedBefore === undefined || tokens <= 0) return;
     const mem = this.model.deviceMemory?.(false);
     if (!mem) return;
+    this.seenPeak = Math.max(this.seenPeak, mem.peakMiB);
     const perToken = (Math.max(0, mem.peakMiB - usedBefore) * 1024 * 1024) / tokens;
     if (perToken <= 0) return;
     // A larger piece can cost more per token (attention's spans); keep 15 % on top of the largest seen.

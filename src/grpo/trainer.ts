@@ -73,11 +73,6 @@ function now(): number {
   return performance.now();
 }
 
-/** Peak GPU memory of the engine's pool since the last call, MiB (NaN on the CPU). */
-function gpuPeakMiB(model: EngineModel): number {
-  return model.deviceMemory?.(true)?.peakMiB ?? NaN;
-}
-
 export class Trainer implements TrainerView {
   readonly config: Readonly<GrpoConfig>;
   readonly model: EngineModel;
@@ -256,7 +251,7 @@ export class Trainer implements TrainerView {
     const t0 = now();
     const step = this.state.step;
     const metrics = emptyMetrics(step, 'grpo');
-    gpuPeakMiB(this.model); // resets the peak
+    this.sizer.takePeak(); // the step's peak window starts here
 
     // ── Rollout (abortable) ──
     let r: StepRollout;
@@ -304,7 +299,7 @@ export class Trainer implements TrainerView {
     metrics.trainSeconds = trainSeconds;
     metrics.tokensPerSecond = genSeconds > 0 ? genTokens / genSeconds : NaN;
     metrics.trainTokensPerSecond = trainSeconds > 0 && acc.trainTokens > 0 ? acc.trainTokens / trainSeconds : NaN;
-    metrics.gpuPeakMiB = gpuPeakMiB(this.model);
+    metrics.gpuPeakMiB = this.sizer.takePeak();
     metrics.stepSeconds = (now() - t0) / 1000;
     metrics.memoryMiB = residentMiB();
     metrics.time = new Date().toISOString();

@@ -10,7 +10,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type { EngineModel } from '../../src/engine/types.js';
-import { splitMinibatch, type SplitGroup } from '../../src/grpo/micro.js';
+import { MicroBatchSizer, splitMinibatch, type SplitGroup } from '../../src/grpo/micro.js';
 import { Trainer, type TrainerOptions } from '../../src/grpo/trainer.js';
 import type { GrpoConfig } from '../../src/grpo/config.js';
 import { readSafetensors } from '../../src/util/safetensors.js';
@@ -99,6 +99,39 @@ async function weights(model: EngineModel): Promise<Map<string, Float32Array>> {
   const { tensors } = await readSafetensors(path.join(dir, 'model.safetensors'));
   return new Map([...tensors].map(([k, t]) => [k, t.data as Float32Array]));
 }
+
+/** A device pool as the CUDA engine reports it: reading with reset starts a new peak window. */
+function fakePool() {
+  const pool = { used: 100, peak: 100 };
+  const model = {
+    config: { hiddenSize: 8, intermediateSize: 16, numLayers: 1, vocabSize: 32 },
+    deviceMemory(reset = false) {
+      const m = { usedMiB: pool.used, peakMiB: pool.peak, availableMiB: 10_000 - pool.used, totalMiB: 10_000 };
+      if (reset) pool.peak = pool.used;
+      return m;
+    },
+  } as unknown as EngineModel;
+  const alloc = (mib: number) => {
+    pool.used += mib;
+    pool.peak = Math.max(pool.peak, pool.used);
+  };
+  return { model, alloc };
+}
+
+test("MicroBatchSizer.takePeak: a step's peak counts what came before a pass reset the pool's window", () => {
+  const { model, alloc } = fakePool();
+  const sizer = new MicroBatchSizer(model, 0);
+  sizer.takePeak(); // the step starts
+  alloc(800); // the rollout's KV caches
+  alloc(-800);
+  const before = sizer.begin(); // a training pass: resets the pool's window
+  alloc(300);
+  alloc(-300);
+  sizer.end(before, 100);
+  assert.equal(sizer.takePeak(), 900);
+  // The next window starts at the pool's use, not at the last step's peak.
+  assert.equal(sizer.takePeak(), 100);
+});
 
 test('a step in micro-batches of a few tokens makes the update of the unsplit step', async () => {
   const [a, b, refA, refB] = await Promise.all([tinyModel(), tinyModel(), tinyModel(), tinyModel()]);
