@@ -208,6 +208,12 @@ class DeviceModel {
   virtual void pull_grads() = 0;  // device gradients -> the host Model (before _grad)
   virtual void push() = 0;        // host weights and moments -> the device (after _set, load_optimizer)
   virtual std::string name() const = 0;  // "cuda:0 (bf16)"
+  // Keep only each layer's input in a training forward and recompute the rest in the backward (less
+  // memory, one more forward of compute). Returns false on a device that cannot.
+  virtual bool set_checkpoint_activations(bool on) {
+    (void)on;
+    return false;
+  }
 };
 template <typename T> class CudaModel;  // native/src/cuda/model_cuda.cu
 

@@ -345,6 +345,7 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
                            InstanceMethod("loadOptimizer", &NativeModel::LoadOptimizer),
                            InstanceMethod("saveLora", &NativeModel::SaveLora),
                            InstanceMethod("setLoraEnabled", &NativeModel::SetLoraEnabled),
+                           InstanceMethod("setCheckpointActivations", &NativeModel::SetCheckpointActivations),
                            InstanceMethod("info", &NativeModel::Info),
                            InstanceMethod("dispose", &NativeModel::Dispose),
                            InstanceMethod("cancel", &NativeModel::Cancel),
@@ -550,6 +551,15 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
     auto lk = lock_now(info.Env(), m);
     m->set_lora_enabled(info[0].As<Napi::Boolean>().Value());
     return info.Env().Undefined();
+  }
+
+  // setCheckpointActivations(on) -> whether the device took it (false on the CPU engine, which keeps
+  // every activation: its memory is the host's).
+  Napi::Value SetCheckpointActivations(const Napi::CallbackInfo& info) {
+    ModelPtr m = live(info.Env());
+    auto lk = lock_now(info.Env(), m);
+    const bool on = info.Length() > 0 && info[0].IsBoolean() && info[0].As<Napi::Boolean>().Value();
+    return Napi::Boolean::New(info.Env(), m->device() != nullptr && m->device()->set_checkpoint_activations(on));
   }
 
   Napi::Value Info(const Napi::CallbackInfo& info) {

@@ -404,6 +404,12 @@ class NativeEngineModel implements EngineModel {
     this.nm.setLoraEnabled(enabled);
   }
 
+  setCheckpointActivations(on: boolean): boolean {
+    expectBoolean('on', on);
+    if (this.disposed) throw new Error('this model was disposed');
+    return this.nm.setCheckpointActivations(on);
+  }
+
   dispose(): void {
     if (this.disposed) return;
     this.disposed = true;

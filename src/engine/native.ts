@@ -149,6 +149,7 @@ export interface NativeModel {
   loadOptimizer(file: string): Promise<void>;
   saveLora(file: string, internalNames: boolean): Promise<void>;
   setLoraEnabled(on: boolean): void;
+  setCheckpointActivations(on: boolean): boolean;
   info(): {
     numParameters: number;
     numTrainable: number;

@@ -242,6 +242,11 @@ export interface EngineModel {
    * Undefined on the CPU.
    */
   deviceMemory?(resetPeak?: boolean): DeviceMemory | undefined;
+  /**
+   * Keep only each layer's input in training forwards and recompute the rest in the backward (less
+   * memory, one more forward of compute). Returns whether the device took it: false on the CPU.
+   */
+  setCheckpointActivations?(on: boolean): boolean;
   zeroGrad(): void;
   step(options: AdamWOptions): Promise<StepResult>;
   /**

@@ -9,6 +9,11 @@
  * keeps for reuse) divided by the bytes a token costs: first a conservative estimate from the model's
  * dims, then what the last pieces measured (the pool's peak over the tokens forwarded). An
  * out-of-memory halves the budget and the minibatch starts again (see update.ts).
+ *
+ * Activation checkpointing (each layer's input kept, the rest recomputed in the backward) costs one
+ * more forward, while more pieces cost little once a piece fills the GPU: so it is turned on only
+ * when needed — when a piece that cannot be split (a prompt and one completion) does not fit the
+ * budget, or runs out of memory — and stays on for the trainer's life.
  */
 import type { EngineModel } from '../engine/types.js';
 
@@ -70,6 +75,8 @@ export class MicroBatchSizer {
   private measured = false;
   /** Set after an out-of-memory: never go above it again. */
   private ceiling = Infinity;
+  /** Whether this sizer turned the device's activation checkpointing on. */
+  checkpointing = false;
   /** The pool's peak (MiB) seen since takePeak(): begin() resets the pool's own peak window. */
   private seenPeak = Number.NEGATIVE_INFINITY;
   /** A fixed budget from the config (tokens), or 0 for sizing from memory. */
@@ -82,6 +89,34 @@ export class MicroBatchSizer {
     // gate, up, act, their grads ≈ 4 I), plus one vocabulary row of logits: an upper estimate until
     // the first pass measures.
     this.bytesPerToken = 4 * ((6 * c.hiddenSize + 4 * c.intermediateSize) * c.numLayers + c.vocabSize);
+  }
+
+  /**
+   * The budget for a minibatch of these groups. When its largest unsplittable piece (a prompt and its
+   * longest completion) is over the budget, turns activation checkpointing on if the device has it
+   * (`switched`), and the budget is the one with checkpointing.
+   */
+  budgetFor(groups: readonly SplitGroup[]): { budget: number; switched: boolean; unsplittable: number } {
+    const budget = this.budget();
+    const unsplittable = Math.max(0, ...groups.map((g) => g.promptTokens + Math.max(0, ...g.completionTokens)));
+    if (unsplittable <= budget || !this.checkpoint()) return { budget, switched: false, unsplittable };
+    return { budget: this.budget(), switched: true, unsplittable };
+  }
+
+  /**
+   * Turns activation checkpointing on (after an out-of-memory at a piece of one completion, or from
+   * budgetFor). Returns false when it is on already, the budget is fixed, or the device cannot.
+   */
+  checkpoint(): boolean {
+    if (this.checkpointing || this.fixed > 0 || !this.model.setCheckpointActivations?.(true)) return false;
+    this.checkpointing = true;
+    const c = this.model.config;
+    // Kept per token: every layer's input, one layer's internals while it is recomputed, a logits
+    // row — measured again from the next pass.
+    this.bytesPerToken = 4 * (c.hiddenSize * c.numLayers + 6 * c.hiddenSize + 4 * c.intermediateSize + c.vocabSize);
+    this.measured = false;
+    this.ceiling = Infinity;
+    return true;
   }
 
   /** The budget in forwarded tokens for the next pass (Infinity: one piece). */

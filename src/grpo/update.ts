@@ -204,7 +204,12 @@ export async function grpoUpdate(
         completionTokens: validOf(gi).map((x) => x.tokenIds.length),
       }));
       for (;;) {
-        const pieces = splitMinibatch(shape, inp.sizer.budget());
+        const { budget, switched, unsplittable } = inp.sizer.budgetFor(shape);
+        if (switched)
+          inp.log(
+            `step ${step}: activation checkpointing on: a prompt with one completion (${unsplittable} tokens) did not fit the free memory without it`,
+          );
+        const pieces = splitMinibatch(shape, budget);
         try {
           await minibatchUpdate(
             inp,
@@ -223,10 +228,18 @@ export async function grpoUpdate(
           break;
         } catch (err) {
           const largest = Math.max(...pieces.map((p) => piecesTokens(shape, p)));
-          // A piece of one completion that does not fit cannot be split further.
-          if (!isOutOfMemory(err) || pieces.every((p) => p.length === 1 && p[0]!.to - p[0]!.from === 1)) throw err;
-          const ceiling = inp.sizer.outOfMemory(largest);
+          if (!isOutOfMemory(err)) throw err;
           model.zeroGrad();
+          // A piece of one completion that does not fit cannot be split further: checkpointing is
+          // the last resort.
+          if (pieces.every((p) => p.length === 1 && p[0]!.to - p[0]!.from === 1)) {
+            if (!inp.sizer.checkpoint()) throw err;
+            inp.log(
+              `step ${step}: out of GPU memory in a micro-batch of one completion (${largest} tokens); the minibatch starts again with activation checkpointing on`,
+            );
+            continue;
+          }
+          const ceiling = inp.sizer.outOfMemory(largest);
           inp.log(
             `step ${step}: out of GPU memory in a micro-batch of ${largest} tokens; the minibatch starts again in micro-batches of at most ${ceiling} tokens`,
           );

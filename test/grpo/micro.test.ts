@@ -101,15 +101,22 @@ async function weights(model: EngineModel): Promise<Map<string, Float32Array>> {
 }
 
 /** A device pool as the CUDA engine reports it: reading with reset starts a new peak window. */
-function fakePool() {
+function fakePool(totalMiB = 10_000, checkpointCalls?: boolean[]) {
   const pool = { used: 100, peak: 100 };
   const model = {
-    config: { hiddenSize: 8, intermediateSize: 16, numLayers: 1, vocabSize: 32 },
+    // Qwen2-VL-2B's text dims: checkpointing cuts the sizer's per-token estimate about 6×.
+    config: { hiddenSize: 1536, intermediateSize: 8960, numLayers: 28, vocabSize: 151936 },
     deviceMemory(reset = false) {
-      const m = { usedMiB: pool.used, peakMiB: pool.peak, availableMiB: 10_000 - pool.used, totalMiB: 10_000 };
+      const m = { usedMiB: pool.used, peakMiB: pool.peak, availableMiB: totalMiB - pool.used, totalMiB };
       if (reset) pool.peak = pool.used;
       return m;
     },
+    ...(checkpointCalls && {
+      setCheckpointActivations(on: boolean) {
+        checkpointCalls.push(on);
+        return true;
+      },
+    }),
   } as unknown as EngineModel;
   const alloc = (mib: number) => {
     pool.used += mib;
@@ -131,6 +138,89 @@ test("MicroBatchSizer.takePeak: a step's peak counts what came before a pass res
   assert.equal(sizer.takePeak(), 900);
   // The next window starts at the pool's use, not at the last step's peak.
   assert.equal(sizer.takePeak(), 100);
+});
+
+test('MicroBatchSizer.budgetFor turns activation checkpointing on only when a prompt with one completion does not fit', () => {
+  // 100 MiB beyond the 1 GiB reserve: 16 tokens at the plain estimate, 98 with checkpointing.
+  const calls: boolean[] = [];
+  const sizer = new MicroBatchSizer(fakePool(1224, calls).model, 0);
+  const small = [{ promptTokens: 10, completionTokens: [3, 5] }];
+  assert.deepEqual(sizer.budgetFor(small), { budget: 16, switched: false, unsplittable: 15 });
+  assert.deepEqual(calls, []);
+  const long = [{ promptTokens: 30, completionTokens: [5, 10] }, small[0]!];
+  assert.deepEqual(sizer.budgetFor(long), { budget: 98, switched: true, unsplittable: 40 });
+  assert.deepEqual(calls, [true]);
+  assert.equal(sizer.budgetFor(long).switched, false, 'on once, for good');
+  assert.equal(sizer.checkpoint(), false);
+  assert.deepEqual(calls, [true]);
+  // A device without checkpointing, or a fixed budget: nothing to switch.
+  assert.equal(new MicroBatchSizer(fakePool(1224).model, 0).budgetFor(long).switched, false);
+  assert.equal(new MicroBatchSizer(fakePool(1224, calls).model, 12).budgetFor(long).switched, false);
+  assert.deepEqual(calls, [true]);
+});
+
+/**
+ * The tiny CPU model behind a simulated device with `freeMiB` beyond the sizer's 1 GiB reserve: a
+ * training forward of n tokens needs n × `plainMiB` (n × `ckptMiB` with checkpointing on) and throws
+ * the engine's out-of-memory error when that is more. Everything else is the real model.
+ */
+function simulatedDevice(model: EngineModel, o: { freeMiB: number; plainMiB: number; ckptMiB: number }) {
+  const state = { checkpointing: false, peak: 0, outOfMemory: 0 };
+  const device = new Proxy(model, {
+    get(target, key) {
+      if (key === 'deviceMemory')
+        return (reset = false) => {
+          const m = { usedMiB: 0, peakMiB: state.peak, availableMiB: 1024 + o.freeMiB, totalMiB: 1024 + o.freeMiB };
+          if (reset) state.peak = 0;
+          return m;
+        };
+      if (key === 'setCheckpointActivations')
+        return (on: boolean) => {
+          state.checkpointing = on;
+          return true;
+        };
+      if (key === 'forward')
+        return async (reqs: Parameters<EngineModel['forward']>[0]) => {
+          if (reqs.some((r) => r.keepForBackward)) {
+            const n = reqs.reduce(
+              (a, r) => a + r.prompt.ids.length + r.completions.reduce((x, c) => x + c.length, 0),
+              0,
+            );
+            const need = n * (state.checkpointing ? o.ckptMiB : o.plainMiB);
+            if (need > o.freeMiB) {
+              state.outOfMemory++;
+              throw new Error(`out of GPU memory (simulated: ${n} tokens need ${need} MiB)`);
+            }
+            state.peak = Math.max(state.peak, need);
+          }
+          return target.forward(reqs);
+        };
+      const v = Reflect.get(target, key, target);
+      return typeof v === 'function' ? v.bind(target) : v;
+    },
+  });
+  return { device, state };
+}
+
+test('out of memory at one completion a piece: the minibatch starts again with checkpointing on and makes the same update', async () => {
+  const [a, b, refA, refB] = await Promise.all([tinyModel(), tinyModel(), tinyModel(), tinyModel()]);
+  models.push(a, b, refA, refB);
+  // A prompt with one completion is ~33 tokens: over 20 MiB without checkpointing, ~1.7 MiB with.
+  const { device, state } = simulatedDevice(b, { freeMiB: 20, plainMiB: 1, ckptMiB: 0.05 });
+  const logs: string[] = [];
+  const whole = new Trainer(options(a, refA, {}));
+  const limited = new Trainer({ ...options(device, refB, {}), log: (m: string) => logs.push(m) });
+  const x = await whole.step(),
+    y = await limited.step();
+  assert.ok(state.outOfMemory >= 2, `halved first, then checkpointed (${state.outOfMemory} out-of-memory errors)`);
+  assert.ok(state.checkpointing);
+  assert.ok(
+    logs.some((l) => /activation checkpointing on/.test(l)),
+    logs.join('\n'),
+  );
+  assert.ok(Math.abs(x.metrics.loss - y.metrics.loss) <= 1e-5 * Math.max(1, Math.abs(x.metrics.loss)));
+  assert.ok(Math.abs(x.metrics.gradNorm - y.metrics.gradNorm) <= 1e-4 * x.metrics.gradNorm);
+  assert.ok(Number.isFinite(y.metrics.gpuPeakMiB!) && y.metrics.gpuPeakMiB! <= 20);
 });
 
 test('a step in micro-batches of a few tokens makes the update of the unsplit step', async () => {

@@ -339,6 +339,11 @@ class CudaModel final : public DeviceModel {
     cudaStreamDestroy(st_);
   }
 
+  bool set_checkpoint_activations(bool on) override {
+    opt_.checkpoint = on;  // read at each training forward (layer_forward's `ckpt`)
+    return true;
+  }
+
   std::string name() const override {
     return "cuda:" + std::to_string(dev_) + (std::is_same<T, float>::value ? " (fp32)" : " (bf16)");
   }
