@@ -11,12 +11,26 @@ import { formatVerifyReport, verifyDataset } from '../data/verify.js';
 
 type Spec = Record<string, 'string' | 'int' | 'flag'>;
 
-/** Parse `--name value` / `--flag` options and positionals; unknown options are usage errors. */
+/**
+ * The options a usage text lists, one a line under "Options:": `  --name N` takes a non-negative
+ * integer, `  --name VALUE` (one space, then a word in capitals) a string, a bare `  --name` is a
+ * flag. The help and the parser read the same lines, so they cannot disagree.
+ */
+function optionsOf(usage: string): Spec {
+  const spec: Spec = {};
+  const section = usage.split(/^Options:$/m)[1] ?? '';
+  for (const [, name, value] of section.matchAll(/^ {2}--([a-z][a-z-]*)(?: ([A-Z]+)\b)?/gm))
+    spec[name!] = value === undefined ? 'flag' : value === 'N' ? 'int' : 'string';
+  return spec;
+}
+
+/** Parse `--name value` / `--flag` options (those `usage` lists) and positionals; unknown options are usage errors. */
 function parseArgs(
   cmd: string,
   argv: string[],
-  spec: Spec,
+  usage: string,
 ): { opts: Record<string, string | number | boolean>; positional: string[] } {
+  const spec = optionsOf(usage);
   const opts: Record<string, string | number | boolean> = {};
   const positional: string[] = [];
   for (let i = 0; i < argv.length; i++) {
@@ -91,17 +105,7 @@ const convertCommand: Command = {
   summary: 'VQAv2 JSON + COCO images -> Parquet (streaming)',
   usage: convertUsage,
   async run(argv) {
-    const { opts, positional } = parseArgs('convert', argv, {
-      questions: 'string',
-      annotations: 'string',
-      'image-dir': 'string',
-      output: 'string',
-      limit: 'int',
-      'image-prefix': 'string',
-      'keep-missing': 'flag',
-      'row-group-size': 'int',
-      quiet: 'flag',
-    });
+    const { opts, positional } = parseArgs('convert', argv, convertUsage);
     if (positional.length) throw new UsageError(`convert: unexpected argument "${positional[0]}"`);
     for (const k of ['questions', 'image-dir', 'output'])
       if (opts[k] === undefined) throw new UsageError(`convert: --${k} is required`);
@@ -160,6 +164,7 @@ Options:
                     processor) and check it fits DIR's context
   --max-sequence-length N  the context to check against (default: the model's)
   --max-new-tokens N       completion tokens a run adds after the prompt (default 1)
+  --n-samples N     accepted for the seed's data_utils.py verify; every row is checked
   --quiet           no progress output
 `;
 
@@ -168,18 +173,7 @@ const verifyCommand: Command = {
   summary: 'check a VQA Parquet file (schema, ids, questions, images)',
   usage: verifyUsage,
   async run(argv) {
-    const { opts, positional } = parseArgs('verify', argv, {
-      'drop-bad': 'string',
-      'no-decode': 'flag',
-      'max-issues': 'int',
-      file: 'string',
-      quiet: 'flag',
-      'n-samples': 'int',
-      'max-image-pixels': 'int',
-      model: 'string',
-      'max-sequence-length': 'int',
-      'max-new-tokens': 'int',
-    });
+    const { opts, positional } = parseArgs('verify', argv, verifyUsage);
     const file = (opts.file as string | undefined) ?? positional[0];
     if (!file) throw new UsageError('verify: missing FILE');
     if (positional.length > (opts.file ? 0 : 1)) throw new UsageError(`verify: one FILE expected`);
@@ -229,17 +223,7 @@ const synthCommand: Command = {
   summary: 'generate the synthetic shapes VQA set',
   usage: synthUsage,
   async run(argv) {
-    const { opts, positional } = parseArgs('synth', argv, {
-      out: 'string',
-      images: 'int',
-      'questions-per-image': 'int',
-      seed: 'int',
-      difficulty: 'string',
-      'image-size': 'int',
-      families: 'string',
-      show: 'int',
-      quiet: 'flag',
-    });
+    const { opts, positional } = parseArgs('synth', argv, synthUsage);
     if (positional.length) throw new UsageError(`synth: unexpected argument "${positional[0]}"`);
     if (!opts.out) throw new UsageError('synth: --out DIR is required');
     const { signal, done } = abortOnSigint();
@@ -300,16 +284,7 @@ const synthVideoCommand: Command = {
   summary: 'generate the synthetic video set (moving and blinking circles)',
   usage: synthVideoUsage,
   async run(argv) {
-    const { opts, positional } = parseArgs('synth-video', argv, {
-      out: 'string',
-      videos: 'int',
-      frames: 'int',
-      'frame-size': 'int',
-      fps: 'int',
-      families: 'string',
-      seed: 'int',
-      show: 'int',
-    });
+    const { opts, positional } = parseArgs('synth-video', argv, synthVideoUsage);
     if (positional.length) throw new UsageError(`synth-video: unexpected argument "${positional[0]}"`);
     if (!opts.out) throw new UsageError('synth-video: --out DIR is required');
     try {
@@ -365,6 +340,9 @@ export function describeDataset(ds: VqaDataset, n: number): string {
 const showUsage = `Usage: vqalab data show FILE [--n N]
 
 Prints a look at a VQA Parquet file: size, answer types, fingerprint and the first N samples.
+
+Options:
+  --n N    how many samples to print (default 5)
 `;
 
 const showCommand: Command = {
@@ -372,7 +350,7 @@ const showCommand: Command = {
   summary: 'print a look at a VQA Parquet file',
   usage: showUsage,
   async run(argv) {
-    const { opts, positional } = parseArgs('show', argv, { n: 'int' });
+    const { opts, positional } = parseArgs('show', argv, showUsage);
     if (positional.length !== 1) throw new UsageError('show: one FILE expected');
     try {
       process.stdout.write(

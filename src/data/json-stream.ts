@@ -56,6 +56,11 @@ function isWs(c: number): boolean {
   return c === 0x20 || c === 0x0a || c === 0x0d || c === 0x09;
 }
 
+/** The phases in which the scanner reads a key, a value or an element. */
+function inToken(p: Phase): boolean {
+  return p === Phase.Key || p === Phase.Value || p === Phase.Item;
+}
+
 function isDelimiter(c: number): boolean {
   return isWs(c) || c === 0x2c || c === 0x7d || c === 0x5d;
 }
@@ -232,13 +237,15 @@ export async function scanJsonArray(file: string, options: JsonArrayScanOptions)
       buf = rest.length ? Buffer.concat([rest, chunk]) : chunk;
       const n = buf.length;
       scan: while (pos < n) {
+        // White space between tokens is skipped here, whatever the phase expects next; inside a key,
+        // value or element it belongs to the token and the scanner reads it.
+        if (isWs(buf[pos]!) && !inToken(phase)) {
+          pos++;
+          continue;
+        }
         switch (phase) {
           case Phase.Start: {
             const c = buf[pos]!;
-            if (isWs(c)) {
-              pos++;
-              break;
-            }
             const at = base + pos; // a UTF-8 byte order mark may open the file
             if ((at === 0 && c === 0xef) || (at === 1 && c === 0xbb) || (at === 2 && c === 0xbf)) {
               pos++;
@@ -255,7 +262,7 @@ export async function scanJsonArray(file: string, options: JsonArrayScanOptions)
           }
           case Phase.BeforeKey: {
             const c = buf[pos]!;
-            if (isWs(c) || c === 0x2c) {
+            if (c === 0x2c) {
               pos++;
               break;
             }
@@ -287,10 +294,6 @@ export async function scanJsonArray(file: string, options: JsonArrayScanOptions)
           }
           case Phase.Colon: {
             const c = buf[pos]!;
-            if (isWs(c)) {
-              pos++;
-              break;
-            }
             if (c !== 0x3a) throw new Error(`${where(base + pos)}: expected ':' after key "${key}", found ${show(c)}`);
             pos++;
             phase = Phase.BeforeValue;
@@ -298,10 +301,6 @@ export async function scanJsonArray(file: string, options: JsonArrayScanOptions)
           }
           case Phase.BeforeValue: {
             const c = buf[pos]!;
-            if (isWs(c)) {
-              pos++;
-              break;
-            }
             if (key === arrayKey) {
               if (c !== 0x5b) throw new Error(`${where(base + pos)}: "${arrayKey}" must be an array, found ${show(c)}`);
               foundArray = true;
@@ -341,10 +340,6 @@ export async function scanJsonArray(file: string, options: JsonArrayScanOptions)
           }
           case Phase.BeforeItem: {
             const c = buf[pos]!;
-            if (isWs(c)) {
-              pos++;
-              break;
-            }
             if (c === 0x5d) {
               pos++;
               phase = Phase.BeforeKey;
@@ -372,10 +367,6 @@ export async function scanJsonArray(file: string, options: JsonArrayScanOptions)
           }
           case Phase.AfterItem: {
             const c = buf[pos]!;
-            if (isWs(c)) {
-              pos++;
-              break;
-            }
             if (c === 0x2c) {
               pos++;
               phase = Phase.BeforeItem;
@@ -394,10 +385,6 @@ export async function scanJsonArray(file: string, options: JsonArrayScanOptions)
           }
           case Phase.End: {
             const c = buf[pos]!;
-            if (isWs(c)) {
-              pos++;
-              break;
-            }
             throw new Error(`${where(base + pos)}: unexpected ${show(c)} after the end of the top-level object`);
           }
         }

@@ -73,110 +73,117 @@ export const FAMILY_TOKEN_IDS = {
   video: 151656,
 } as const;
 
-/** Qwen/Qwen2.5-VL-3B-Instruct. */
-export const QWEN25VL_3B: FamilyDims = {
-  modelType: 'qwen2_5_vl',
+/**
+ * What the Qwen2.5-VL and Qwen3-VL releases share: the Qwen vocabulary (the 7B pads it), norms,
+ * initialisation, heads of 128, a tied head (the 7B and 8B untie it).
+ */
+const QWEN_VL_COMMON = {
   vocabSize: 151936,
-  hiddenSize: 2048,
-  intermediateSize: 11008,
-  numHiddenLayers: 36,
-  numAttentionHeads: 16,
-  numKeyValueHeads: 2,
-  headDim: 128,
-  mropeSection: [16, 24, 24],
-  tieWordEmbeddings: true,
   rmsNormEps: 1e-6,
+  initializerRange: 0.02,
+  headDim: 128,
+  tieWordEmbeddings: true,
+};
+
+/** The vision patching both families share: 2 frames a temporal patch, 2 × 2 merge, RGB. */
+const QWEN_VL_PATCHING = { temporalPatchSize: 2, spatialMergeSize: 2, inChannels: 3 };
+
+/** The fields a released size sets; its family gives the rest. */
+type SizeField = 'hiddenSize' | 'intermediateSize' | 'numHiddenLayers' | 'numAttentionHeads' | 'numKeyValueHeads';
+type Family = Omit<FamilyDims, SizeField>;
+
+/** A released size in the terms of `vqalab model init`'s overrides: the language model's depth, width, MLP, heads. */
+type ReleasedSize = Required<Pick<DimOverrides, 'layers' | 'hidden' | 'intermediate' | 'heads' | 'kvHeads'>>;
+
+/** A family at one released size; `rest`: what the size changes beyond that (vocabulary, head, vision tower). */
+function sized(family: Family, size: ReleasedSize, rest: Partial<FamilyDims> = {}): FamilyDims {
+  return {
+    ...family,
+    numHiddenLayers: size.layers,
+    hiddenSize: size.hidden,
+    intermediateSize: size.intermediate,
+    numAttentionHeads: size.heads,
+    numKeyValueHeads: size.kvHeads,
+    ...rest,
+  };
+}
+
+/** The vision tower of every Qwen2.5-VL size: 32 × 1280, windows of 112 px, full attention at 7/15/23/31. */
+const QWEN25VL_VISION: FamilyDims['vision'] = {
+  ...QWEN_VL_PATCHING,
+  depth: 32,
+  hiddenSize: 1280,
+  intermediateSize: 3420,
+  numHeads: 16,
+  patchSize: 14,
+  windowSize: 112,
+  fullattBlockIndexes: [7, 15, 23, 31],
+  tokensPerSecond: 2,
+};
+
+/** The vision tower of Qwen3-VL-2B and -4B: 24 × 1024, learned positions, DeepStack at 5/11/17. */
+const QWEN3VL_VISION: FamilyDims['vision'] = {
+  ...QWEN_VL_PATCHING,
+  depth: 24,
+  hiddenSize: 1024,
+  intermediateSize: 4096,
+  numHeads: 16,
+  patchSize: 16,
+  numPositionEmbeddings: 2304,
+  deepstackVisualIndexes: [5, 11, 17],
+};
+
+/** Every Qwen2.5-VL size: rope, context and vision tower. */
+const QWEN25VL: Family = {
+  ...QWEN_VL_COMMON,
+  modelType: 'qwen2_5_vl',
+  mropeSection: [16, 24, 24],
   ropeTheta: 1_000_000,
   maxPositionEmbeddings: 128000,
-  initializerRange: 0.02,
-  vision: {
-    depth: 32,
-    hiddenSize: 1280,
-    intermediateSize: 3420,
-    numHeads: 16,
-    patchSize: 14,
-    temporalPatchSize: 2,
-    spatialMergeSize: 2,
-    inChannels: 3,
-    windowSize: 112,
-    fullattBlockIndexes: [7, 15, 23, 31],
-    tokensPerSecond: 2,
-  },
+  vision: QWEN25VL_VISION,
 };
 
-/** Qwen/Qwen3-VL-2B-Instruct. */
-export const QWEN3VL_2B: FamilyDims = {
+/** Every Qwen3-VL size: rope and context (interleaved M-RoPE), the small sizes' vision tower. */
+const QWEN3VL: Family = {
+  ...QWEN_VL_COMMON,
   modelType: 'qwen3_vl',
-  vocabSize: 151936,
-  hiddenSize: 2048,
-  intermediateSize: 6144,
-  numHiddenLayers: 28,
-  numAttentionHeads: 16,
-  numKeyValueHeads: 8,
-  headDim: 128,
   mropeSection: [24, 20, 20],
-  tieWordEmbeddings: true,
-  rmsNormEps: 1e-6,
   ropeTheta: 5_000_000,
   maxPositionEmbeddings: 262144,
-  initializerRange: 0.02,
-  vision: {
-    depth: 24,
-    hiddenSize: 1024,
-    intermediateSize: 4096,
-    numHeads: 16,
-    patchSize: 16,
-    temporalPatchSize: 2,
-    spatialMergeSize: 2,
-    inChannels: 3,
-    numPositionEmbeddings: 2304,
-    deepstackVisualIndexes: [5, 11, 17],
-  },
+  vision: QWEN3VL_VISION,
 };
+
+/** Qwen/Qwen2.5-VL-3B-Instruct. */
+export const QWEN25VL_3B = sized(QWEN25VL, { layers: 36, hidden: 2048, intermediate: 11008, heads: 16, kvHeads: 2 });
 
 /** Qwen/Qwen2.5-VL-7B-Instruct: untied head, vocab 152064, max_window_layers 28. */
-export const QWEN25VL_7B: FamilyDims = {
-  ...QWEN25VL_3B,
-  vocabSize: 152064,
-  hiddenSize: 3584,
-  intermediateSize: 18944,
-  numHiddenLayers: 28,
-  numAttentionHeads: 28,
-  numKeyValueHeads: 4,
-  headDim: 128,
-  tieWordEmbeddings: false,
-  maxWindowLayers: 28,
-  vision: { ...QWEN25VL_3B.vision },
-};
+export const QWEN25VL_7B = sized(
+  QWEN25VL,
+  { layers: 28, hidden: 3584, intermediate: 18944, heads: 28, kvHeads: 4 },
+  { vocabSize: 152064, tieWordEmbeddings: false, maxWindowLayers: 28 },
+);
+
+/** Qwen/Qwen3-VL-2B-Instruct. */
+export const QWEN3VL_2B = sized(QWEN3VL, { layers: 28, hidden: 2048, intermediate: 6144, heads: 16, kvHeads: 8 });
 
 /** Qwen/Qwen3-VL-4B-Instruct: the 2B's vision tower, a 36 × 2560 language model, tied head. */
-export const QWEN3VL_4B: FamilyDims = {
-  ...QWEN3VL_2B,
-  hiddenSize: 2560,
-  intermediateSize: 9728,
-  numHiddenLayers: 36,
-  numAttentionHeads: 32,
-  numKeyValueHeads: 8,
-  vision: { ...QWEN3VL_2B.vision },
-};
+export const QWEN3VL_4B = sized(QWEN3VL, { layers: 36, hidden: 2560, intermediate: 9728, heads: 32, kvHeads: 8 });
 
 /** Qwen/Qwen3-VL-8B-Instruct: vision 27 × 1152 (DeepStack at 8/16/24), 36 × 4096, untied head. */
-export const QWEN3VL_8B: FamilyDims = {
-  ...QWEN3VL_2B,
-  hiddenSize: 4096,
-  intermediateSize: 12288,
-  numHiddenLayers: 36,
-  numAttentionHeads: 32,
-  numKeyValueHeads: 8,
-  tieWordEmbeddings: false,
-  vision: {
-    ...QWEN3VL_2B.vision,
-    depth: 27,
-    hiddenSize: 1152,
-    intermediateSize: 4304,
-    deepstackVisualIndexes: [8, 16, 24],
+export const QWEN3VL_8B = sized(
+  QWEN3VL,
+  { layers: 36, hidden: 4096, intermediate: 12288, heads: 32, kvHeads: 8 },
+  {
+    tieWordEmbeddings: false,
+    vision: {
+      ...QWEN3VL_VISION,
+      depth: 27,
+      hiddenSize: 1152,
+      intermediateSize: 4304,
+      deepstackVisualIndexes: [8, 16, 24],
+    },
   },
-};
+);
 
 /**
  * The presets by CLI name, for the presets mechanism to list.

@@ -41,31 +41,33 @@ function runProgram(name: string, args: string[] = []): { skip?: string; status?
   return { status: r.status ?? -1, out };
 }
 
-test('CUDA op tests: every op against the CPU reference (fp32 and bf16, fused attention and cuBLASLt paths)', (t) => {
-  const r = runProgram('test_ops');
-  if (r.skip) return t.skip(r.skip);
-  const summary = /ops: (\d+) passed, (\d+) failed/.exec(r.out ?? '');
-  assert.ok(summary, `no summary line in test_ops output:\n${r.out?.slice(-2000)}`);
+/**
+ * Asserts that a program's summary line (`<label>: N passed, M failed`) counts no failure (the
+ * message lists its FAIL lines) and that it exited 0; returns N.
+ */
+function assertNoFailures(r: { status?: number; out?: string }, name: string, label: string, what: string): number {
+  const summary = new RegExp(`${label}: (\\d+) passed, (\\d+) failed`).exec(r.out ?? '');
+  assert.ok(summary, `no summary line in ${name} output:\n${r.out?.slice(-2000)}`);
   const fails = (r.out ?? '')
     .split('\n')
     .filter((l) => l.startsWith('FAIL'))
     .join('\n');
-  assert.equal(summary![2], '0', `failing op checks:\n${fails}`);
+  assert.equal(summary[2], '0', `failing ${what} checks:\n${fails}`);
   assert.equal(r.status, 0);
-  assert.ok(Number(summary![1]) > 400, `only ${summary![1]} op checks ran`);
+  return Number(summary[1]);
+}
+
+test('CUDA op tests: every op against the CPU reference (fp32 and bf16, fused attention and cuBLASLt paths)', (t) => {
+  const r = runProgram('test_ops');
+  if (r.skip) return t.skip(r.skip);
+  const passed = assertNoFailures(r, 'test_ops', 'ops', 'op');
+  assert.ok(passed > 400, `only ${passed} op checks ran`);
 });
 
 test('CUDA model checks: the model on the GPU against the CPU engine (packing, checkpointing, sample_many, offload)', (t) => {
   const r = runProgram('test_model');
   if (r.skip) return t.skip(r.skip);
-  const summary = /model: (\d+) passed, (\d+) failed/.exec(r.out ?? '');
-  assert.ok(summary, `no summary line in test_model output:\n${r.out?.slice(-2000)}`);
-  const fails = (r.out ?? '')
-    .split('\n')
-    .filter((l) => l.startsWith('FAIL'))
-    .join('\n');
-  assert.equal(summary![2], '0', `failing model checks:\n${fails}`);
-  assert.equal(r.status, 0);
+  assertNoFailures(r, 'test_model', 'model', 'model');
 });
 
 test('engine parity on cuda: the transformers fixtures through loadModel({ device: "cuda" })', async (t) => {

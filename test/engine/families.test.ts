@@ -23,7 +23,7 @@ import {
   type FamilyDims,
 } from '../../src/model/presets-family.js';
 import { parseConfig } from '../../src/engine/config.js';
-import { maxAbsDiff, randn, rng, tmpDir } from './helpers.js';
+import { checkFiniteDifferences, maxAbsDiff, randn, rng, tmpDir, weightedLogp } from './helpers.js';
 
 const V = 64,
   IMAGE = 60,
@@ -208,37 +208,26 @@ function promptFor(images: ImageInput[], r: () => number) {
   return { ids: Int32Array.from(ids), images };
 }
 
+/** What both tiny checkpoints share: a 32-wide language model (4 heads over 2 KV heads), 3 vision blocks 16 wide. */
+const TINY_SIZES = { hidden: 32, inter: 40, heads: 4, kv: 2, vdepth: 3, vembed: 16, vheads: 2, vinter: 24 };
+
 const Q25: Tiny = {
+  ...TINY_SIZES,
   family: 'qwen2_5_vl',
-  hidden: 32,
-  inter: 40,
   layers: 2,
-  heads: 4,
-  kv: 2,
   headDim: 8,
   section: [2, 1, 1],
-  vdepth: 3,
-  vembed: 16,
-  vheads: 2,
-  vinter: 24,
   patch: 14,
   window: 56,
   fullatt: [1],
   tied: false,
 };
 const Q3: Tiny = {
+  ...TINY_SIZES,
   family: 'qwen3_vl',
-  hidden: 32,
-  inter: 40,
   layers: 3,
-  heads: 4,
-  kv: 2,
   headDim: 16,
   section: [3, 3, 2],
-  vdepth: 3,
-  vembed: 16,
-  vheads: 2,
-  vinter: 24,
   patch: 16,
   npos: 16,
   deepstack: [2, 0],
@@ -266,46 +255,13 @@ for (const c of [Q25, Q3]) {
       const prompt = promptFor(images, r);
       const comps = [Int32Array.from([5, 9, 33, 57]), Int32Array.from([12, 40])];
       const w = comps.map((cc, i) => Float32Array.from(cc, (_, t) => Math.sin(1 + i * 3 + t)));
-      const objective = async () => {
-        const [res] = await m.forward([{ prompt, completions: comps }]);
-        let s = 0;
-        res!.logprobs.forEach((lp, i) =>
-          lp.forEach((v, t) => {
-            s += v * w[i]![t]!;
-          }),
-        );
-        return s;
-      };
+      const objective = () => weightedLogp(m, prompt, comps, w);
       await m.forward([{ prompt, completions: comps, keepForBackward: true }]);
       m.zeroGrad();
       await m.backward([w]);
       const names = m._native._names().filter((n) => PATTERNS[c.family].test(n));
       assert.ok(names.length >= 10, names.join(','));
-      for (const n of names) {
-        const p = m._native._get(n);
-        const g = m._native._grad(n)!;
-        assert.ok(g, `${n}: no gradient`);
-        let big = 0;
-        for (let i = 1; i < g.length; i++) if (Math.abs(g[i]!) > Math.abs(g[big]!)) big = i;
-        assert.ok(Math.abs(g[big]!) > 1e-5, `${n}: the gradient is zero (the tensor does not reach the output)`);
-        for (const i of [big, Math.floor(r() * g.length)]) {
-          const eps = 1e-2 * Math.max(1, Math.abs(p[i]!));
-          const orig = p[i]!;
-          p[i] = orig + eps;
-          m._native._set(n, p);
-          const lp = await objective();
-          p[i] = orig - eps;
-          m._native._set(n, p);
-          const lm = await objective();
-          p[i] = orig;
-          m._native._set(n, p);
-          const fd = (lp - lm) / (2 * eps);
-          assert.ok(
-            Math.abs(fd - g[i]!) <= 2e-2 * Math.max(Math.abs(g[big]!), 1e-3),
-            `${n}[${i}]: analytic ${g[i]} vs finite difference ${fd}`,
-          );
-        }
-      }
+      await checkFiniteDifferences(m, names, objective, r, { nonZero: true });
     } finally {
       m.dispose();
     }

@@ -3,6 +3,8 @@ import { cpSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import assert from 'node:assert/strict';
+import type { loadModel } from '../../src/engine/model.js';
 import { native } from '../../src/engine/native.js';
 import type { ImageInput, Prompt } from '../../src/engine/types.js';
 import { mulberry32 } from '../../src/util/rng.js';
@@ -83,4 +85,65 @@ export function maxAbs(a: ArrayLike<number>): number {
   let m = 0;
   for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]!));
   return m;
+}
+
+/** A model as loadModel returns it (with the native handle the gradient checks read and write). */
+export type LoadedModel = Awaited<ReturnType<typeof loadModel>>;
+
+/** Σ w·logp over the completions of one prompt: the scalar whose gradient `backward([w])` computes. */
+export async function weightedLogp(
+  m: LoadedModel,
+  prompt: Prompt,
+  completions: Int32Array[],
+  w: Float32Array[],
+): Promise<number> {
+  const [res] = await m.forward([{ prompt, completions }]);
+  let s = 0;
+  res!.logprobs.forEach((lp, i) =>
+    lp.forEach((v, t) => {
+      s += v * w[i]![t]!;
+    }),
+  );
+  return s;
+}
+
+/**
+ * Checks the gradient the model holds for each named tensor against central finite differences of
+ * `objective`, at two coordinates: the largest gradient's and one drawn from `r`. With `nonZero`,
+ * a tensor whose gradient is missing or zero fails too (it does not reach the output).
+ */
+export async function checkFiniteDifferences(
+  m: LoadedModel,
+  names: string[],
+  objective: () => Promise<number>,
+  r: () => number,
+  options: { nonZero?: boolean } = {},
+): Promise<void> {
+  for (const n of names) {
+    const p = m._native._get(n);
+    const g = m._native._grad(n)!;
+    if (options.nonZero) assert.ok(g, `${n}: no gradient`);
+    // the coordinate with the largest gradient, and one at random
+    let big = 0;
+    for (let i = 1; i < g.length; i++) if (Math.abs(g[i]!) > Math.abs(g[big]!)) big = i;
+    if (options.nonZero)
+      assert.ok(Math.abs(g[big]!) > 1e-5, `${n}: the gradient is zero (the tensor does not reach the output)`);
+    for (const i of [big, Math.floor(r() * g.length)]) {
+      const eps = 1e-2 * Math.max(1, Math.abs(p[i]!));
+      const orig = p[i]!;
+      p[i] = orig + eps;
+      m._native._set(n, p);
+      const lp = await objective();
+      p[i] = orig - eps;
+      m._native._set(n, p);
+      const lm = await objective();
+      p[i] = orig;
+      m._native._set(n, p);
+      const fd = (lp - lm) / (2 * eps);
+      assert.ok(
+        Math.abs(fd - g[i]!) <= 2e-2 * Math.max(Math.abs(g[big]!), 1e-3),
+        `${n}[${i}]: analytic ${g[i]} vs finite difference ${fd}`,
+      );
+    }
+  }
 }

@@ -6,7 +6,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { loadModel } from '../../src/engine/model.js';
 import { checkEngineCase, engineChecker } from '../../src/parity/engine.js';
-import { CASES, fixture, maxAbs, maxAbsDiff, randn, rng } from './helpers.js';
+import { CASES, checkFiniteDifferences, fixture, maxAbs, maxAbsDiff, randn, rng, weightedLogp } from './helpers.js';
 
 for (const name of CASES) {
   test(`parity with transformers 5.17: ${name}`, async () => {
@@ -79,16 +79,7 @@ test('model-level finite differences: d(Σ w·logp)/dθ for a sample of every te
   const m = await loadModel(`${c.dir}/policy`);
   try {
     const w = weights(c.completions, 5);
-    const objective = async () => {
-      const [r] = await m.forward([{ prompt: c.prompt, completions: c.completions }]);
-      let s = 0;
-      r!.logprobs.forEach((lp, i) =>
-        lp.forEach((v, t) => {
-          s += v * w[i]![t]!;
-        }),
-      );
-      return s;
-    };
+    const objective = () => weightedLogp(m, c.prompt, c.completions, w);
     await m.forward([{ prompt: c.prompt, completions: c.completions, keepForBackward: true }]);
     m.zeroGrad();
     await m.backward([w]);
@@ -101,30 +92,7 @@ test('model-level finite differences: d(Σ w·logp)/dθ for a sample of every te
         ),
       );
     assert.ok(names.length >= 10, names.join(','));
-    for (const n of names) {
-      const p = m._native._get(n);
-      const g = m._native._grad(n)!;
-      // the coordinate with the largest gradient, and one at random
-      let big = 0;
-      for (let i = 1; i < g.length; i++) if (Math.abs(g[i]!) > Math.abs(g[big]!)) big = i;
-      for (const i of [big, Math.floor(r() * g.length)]) {
-        const eps = 1e-2 * Math.max(1, Math.abs(p[i]!));
-        const orig = p[i]!;
-        p[i] = orig + eps;
-        m._native._set(n, p);
-        const lp = await objective();
-        p[i] = orig - eps;
-        m._native._set(n, p);
-        const lm = await objective();
-        p[i] = orig;
-        m._native._set(n, p);
-        const fd = (lp - lm) / (2 * eps);
-        assert.ok(
-          Math.abs(fd - g[i]!) <= 2e-2 * Math.max(Math.abs(g[big]!), 1e-3),
-          `${n}[${i}]: analytic ${g[i]} vs finite difference ${fd}`,
-        );
-      }
-    }
+    await checkFiniteDifferences(m, names, objective, r);
   } finally {
     m.dispose();
   }

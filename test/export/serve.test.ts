@@ -7,42 +7,18 @@
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { exportOnnx } from '../../src/export/index.js';
 import { DEFAULT_MODEL_DIR } from '../../src/model/default.js';
 import { LocalPolicy } from '../../src/rollout/local.js';
 import { serve, type ServeHandle } from '../../src/serve/server.js';
 import { synthOnDisk } from './helpers.js';
+import { startServe } from '../helpers/serve-command.js';
 
-const BIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'bin', 'vqalab.js');
-
-function start(args: string[]) {
-  const child = spawn(process.execPath, [BIN, 'serve', '--threads', '1', '--port', '0', ...args], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let stdout = '',
-    stderr = '';
-  child.stdout.on('data', (d) => {
-    stdout += d;
-  });
-  child.stderr.on('data', (d) => {
-    stderr += d;
-  });
-  const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
-  const ready = new Promise<string>((resolve, reject) => {
-    child.stdout.on('data', () => {
-      const m = /listening on (\S+)/.exec(stdout);
-      if (m) resolve(m[1]!);
-    });
-    void exited.then((code) => reject(new Error(`exited with ${code}: ${stderr}`)));
-  });
-  ready.catch(() => undefined);
-  return { child, ready, exited, out: () => ({ stdout, stderr }) };
-}
+/** On any free port. */
+const start = (args: string[]) => startServe(['--port', '0', ...args]);
 
 let work: string;
 let exported: string;

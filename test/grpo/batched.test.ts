@@ -9,91 +9,27 @@
  * - bad rows (an unreadable image, a prompt too long) are skipped by sample id, the step trains
  *   on the others, and maxBadSampleFraction stops a step with too many.
  */
-import { after, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { loadModel } from '../../src/engine/index.js';
 import type { EngineModel } from '../../src/engine/types.js';
 import { Trainer, type StepOutput, type TrainerOptions } from '../../src/grpo/trainer.js';
-import type { GrpoConfig } from '../../src/grpo/config.js';
 import { DEFAULT_MODEL_DIR } from '../../src/model/default.js';
 import type { RewardFn } from '../../src/reward/types.js';
 import type { VqaSample } from '../../src/data/types.js';
-import {
-  loadTiny,
-  tinyExact,
-  tinyImages,
-  tinyModel,
-  tinySamples,
-  tinyShaped,
-  tinyTokenizer,
-} from './helpers/tiny-task.js';
+import { tinyExact, tinyImages, tinySamples, tinyShaped } from './helpers/tiny-task.js';
+import { tinyTrainer } from './helpers/tiny-trainer.js';
 
-const tokenizer = tinyTokenizer();
-const models: EngineModel[] = [];
-const dirs: string[] = [];
-after(() => {
-  for (const m of models) m.dispose();
-  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+const { fresh, own, tmp, options, warmStarted, weightsOf } = tinyTrainer({
+  tmpPrefix: 'vqalab-batched-',
+  evalSize: 12,
+  rewards: [tinyShaped],
+  seed: 5,
+  extra: { recordFacts: false },
 });
-
-async function fresh(): Promise<EngineModel & { sampleStats?: EngineModel['sampleStats'] }> {
-  const m = await tinyModel();
-  models.push(m);
-  return m;
-}
-
-function tmp(): string {
-  const d = mkdtempSync(path.join(tmpdir(), 'vqalab-batched-'));
-  dirs.push(d);
-  return d;
-}
-
-function options(
-  model: EngineModel,
-  config: Partial<GrpoConfig> = {},
-  extra: Partial<TrainerOptions> = {},
-): TrainerOptions {
-  return {
-    model,
-    tokenizer,
-    train: tinySamples(32),
-    evalSets: { val: tinySamples(12, 1000) },
-    rewards: [tinyShaped],
-    loadImages: tinyImages,
-    loadModel: async (dir, info) => {
-      const m = await loadTiny(dir, info);
-      models.push(m);
-      return m;
-    },
-    config: {
-      promptsPerStep: 4,
-      numGenerations: 4,
-      maxCompletionLength: 3,
-      learningRate: 1e-3,
-      seed: 5,
-      evalMaxTokens: 3,
-      ...config,
-    },
-    recordFacts: false,
-    ...extra,
-  };
-}
-
-async function warmStarted(): Promise<EngineModel> {
-  const model = await fresh();
-  await new Trainer(options(model)).sft({ steps: 2, batchSize: 8, learningRate: 1e-3 });
-  return model;
-}
-
-async function weightsOf(model: EngineModel): Promise<Buffer> {
-  const dir = path.join(tmp(), 'weights');
-  await model.save(dir);
-  return readFileSync(path.join(dir, 'model.safetensors'));
-}
 
 /** What a step produced, without wall-clock numbers. */
 function content(out: StepOutput): unknown {
@@ -250,7 +186,7 @@ test('temporary folders of a killed save are removed by the next save and by res
 test('bad rows are skipped by sample id; the step trains on the others; too many stop the step with a clear error', async () => {
   // A context of 96 tokens: the tiny prompts (~40 tokens with 16 image pads) fit, a long question does not.
   const model = await loadModel(DEFAULT_MODEL_DIR, { threads: 2, maxSequenceLength: 96 });
-  models.push(model);
+  own(model);
   const good = tinySamples(6);
   const broken: VqaSample = { ...good[1]!, id: 'broken-1' };
   const long: VqaSample = { ...good[2]!, id: 'long-2', question: 'What color is the circle? '.repeat(40) };

@@ -4,95 +4,28 @@
  * Only the NaN-loss test uses the TypeScript toy engine: it needs a forward that returns NaN on
  * demand, which a correct engine never does.
  */
-import { after, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { loadModel } from '../../src/engine/index.js';
-import type { EngineModel } from '../../src/engine/types.js';
 import { Trainer, AbortError, type TrainerOptions } from '../../src/grpo/trainer.js';
 import { resetInterrupt } from '../../src/util/interrupt.js';
-import type { GrpoConfig } from '../../src/grpo/config.js';
 import { DEFAULT_MODEL_DIR } from '../../src/model/default.js';
 import { readSafetensors } from '../../src/util/safetensors.js';
 import type { RewardFn } from '../../src/reward/types.js';
 import { ToyEngine } from './helpers/toy-engine.js';
 import { shapedReward, toyImages, toySamples, toyTokenizer } from './helpers/toy-task.js';
-import {
-  loadTiny,
-  tinyExact,
-  tinyImages,
-  tinyModel,
-  tinySamples,
-  tinyShaped,
-  tinyTokenizer,
-} from './helpers/tiny-task.js';
+import { tinyExact, tinyImages, tinySamples, tinyShaped, tinyTokenizer } from './helpers/tiny-task.js';
+import { tinyTrainer } from './helpers/tiny-trainer.js';
 
 const tokenizer = tinyTokenizer();
-const models: EngineModel[] = [];
-const dirs: string[] = [];
-after(() => {
-  for (const m of models) m.dispose();
-  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+const { fresh, own, tmp, options, warmStarted, weightsOf } = tinyTrainer({
+  tmpPrefix: 'vqalab-trainer-',
+  evalSize: 8,
+  rewards: [tinyExact],
+  seed: 3,
 });
-
-/** A fresh tiny model, disposed when the file's tests end. */
-async function fresh(): Promise<EngineModel> {
-  const m = await tinyModel();
-  models.push(m);
-  return m;
-}
-
-function tmp(): string {
-  const d = mkdtempSync(path.join(tmpdir(), 'vqalab-trainer-'));
-  dirs.push(d);
-  return d;
-}
-
-function options(
-  model: EngineModel,
-  config: Partial<GrpoConfig> = {},
-  extra: Partial<TrainerOptions> = {},
-): TrainerOptions {
-  return {
-    model,
-    tokenizer,
-    train: tinySamples(32),
-    evalSets: { val: tinySamples(8, 1000) },
-    rewards: [tinyExact],
-    loadImages: tinyImages,
-    loadModel: async (dir, info) => {
-      const m = await loadTiny(dir, info);
-      models.push(m);
-      return m;
-    },
-    config: {
-      promptsPerStep: 4,
-      numGenerations: 4,
-      maxCompletionLength: 3,
-      learningRate: 1e-3,
-      seed: 3,
-      evalMaxTokens: 3,
-      ...config,
-    },
-    ...extra,
-  };
-}
-
-/** The tiny model after a short SFT warm start (2 updates of 8: some answers right, the rest spread). */
-async function warmStarted(steps = 2): Promise<EngineModel> {
-  const model = await fresh();
-  await new Trainer(options(model, {}, { recordFacts: false })).sft({ steps, batchSize: 8, learningRate: 1e-3 });
-  return model;
-}
-
-/** The model's weights as saved (the bytes of model.safetensors). */
-async function weightsOf(model: EngineModel): Promise<Buffer> {
-  const dir = path.join(tmp(), 'weights');
-  await model.save(dir);
-  return readFileSync(path.join(dir, 'model.safetensors'));
-}
 
 test('a step returns groups with completions, rewards, advantages, log-probs, and complete metrics', async () => {
   const model = await warmStarted();
@@ -363,7 +296,7 @@ test('with LoRA, β > 0 takes reference log-probs from the base (adapters disabl
     threads: 2,
     lora: { rank: 4, alpha: 8, targetModules: ['q_proj', 'v_proj', 'up_proj'], vision: false },
   });
-  models.push(model);
+  own(model);
   assert.ok(model.numParameters.trainable < model.numParameters.total);
   const base = await weightsOf(model);
   const t = new Trainer(
