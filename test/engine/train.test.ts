@@ -5,7 +5,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { loadModel } from '../../src/engine/model.js';
 import { native } from '../../src/engine/native.js';
-import { fixture, maxAbsDiff, randn, rng, tmpDir } from './helpers.js';
+import { fixture, maxAbsDiff, randn, rng, tmpDir, weightedLogp } from './helpers.js';
 
 const c = fixture('tied_gqa2_one_image');
 const opts = { lr: 1e-2, beta1: 0.9, beta2: 0.99, eps: 1e-8, weightDecay: 0.1, maxGradNorm: 0 };
@@ -171,16 +171,7 @@ test('LoRA: adapter gradients by finite differences', async () => {
     await m.step({ ...opts, lr: 0.05 }); // A and B both non-zero
     const r = rng(21);
     const w = c.completions.map((comp) => randn(comp.length, r));
-    const objective = async () => {
-      const [f] = await m.forward([{ prompt: c.prompt, completions: c.completions }]);
-      let s = 0;
-      f!.logprobs.forEach((lp, i) =>
-        lp.forEach((v, t) => {
-          s += v * w[i]![t]!;
-        }),
-      );
-      return s;
-    };
+    const objective = () => weightedLogp(m, c.prompt, c.completions, w);
     await m.forward([{ prompt: c.prompt, completions: c.completions, keepForBackward: true }]);
     m.zeroGrad();
     await m.backward([w]);
