@@ -143,8 +143,8 @@ async function runAll(): Promise<void> {
   await page.evaluate(() => window.jupyterapp.commands.execute('notebook:run-all-cells'));
   await page.waitForFunction(
     () =>
-      [...document.querySelectorAll('.jp-NotebookPanel .jp-CodeCell .jp-InputArea-prompt')].every((p: any) =>
-        /\[\d+\]/.test(p.textContent),
+      [...document.querySelectorAll('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-CodeCell .jp-InputArea-prompt')].every(
+        (p: any) => /\[\d+\]/.test(p.textContent),
       ),
     null,
     { timeout: 300_000 },
@@ -163,24 +163,30 @@ interface CellView {
   itemsShown: number;
 }
 
+/** The cells of the notebook in front (another one left open by a failed test stays behind, hidden). */
+const ACTIVE_CELLS = '.jp-NotebookPanel:not(.lm-mod-hidden) .jp-Cell';
+
 async function view(index: number): Promise<CellView> {
-  await page.locator('.jp-NotebookPanel .jp-Cell').nth(index).scrollIntoViewIfNeeded();
-  return page.evaluate((i: number) => {
-    const cell = document.querySelectorAll('.jp-NotebookPanel .jp-Cell')[i];
-    const takesRoom = (el: any) => {
-      const r = el.getBoundingClientRect();
-      return getComputedStyle(el).display !== 'none' && r.height > 0;
-    };
-    const items = [...cell.querySelectorAll('.jp-OutputArea-child')];
-    const factsItems = items.filter((it: any) => it.querySelector('.vqa-facts-output'));
-    return {
-      text: (cell.querySelector('.jp-Cell-outputArea')?.innerText ?? '').replace(/\s+/g, ' ').trim(),
-      facts: factsItems.length,
-      factsShown: factsItems.filter(takesRoom).length,
-      outputArea: takesRoom(cell.querySelector('.jp-Cell-outputWrapper')),
-      itemsShown: items.filter(takesRoom).length,
-    };
-  }, index);
+  await page.locator(ACTIVE_CELLS).nth(index).scrollIntoViewIfNeeded();
+  return page.evaluate(
+    ({ i, cells }: { i: number; cells: string }) => {
+      const cell = document.querySelectorAll(cells)[i];
+      const takesRoom = (el: any) => {
+        const r = el.getBoundingClientRect();
+        return getComputedStyle(el).display !== 'none' && r.height > 0;
+      };
+      const items = [...cell.querySelectorAll('.jp-OutputArea-child')];
+      const factsItems = items.filter((it: any) => it.querySelector('.vqa-facts-output'));
+      return {
+        text: (cell.querySelector('.jp-Cell-outputArea')?.innerText ?? '').replace(/\s+/g, ' ').trim(),
+        facts: factsItems.length,
+        factsShown: factsItems.filter(takesRoom).length,
+        outputArea: takesRoom(cell.querySelector('.jp-Cell-outputWrapper')),
+        itemsShown: items.filter(takesRoom).length,
+      };
+    },
+    { i: index, cells: ACTIVE_CELLS },
+  );
 }
 
 /** Save the open notebook, shut its kernel down, close it; the saved file as read from disk. */
@@ -189,11 +195,10 @@ async function saveAndClose(file: string): Promise<any> {
     const w = window.jupyterapp.shell.currentWidget;
     await w.context.save();
     await w.sessionContext.shutdown();
+    window.__closing = w;
     w.close();
   });
-  await page.waitForFunction(() => document.querySelectorAll('.jp-NotebookPanel').length === 0, null, {
-    timeout: 60_000,
-  });
+  await page.waitForFunction(() => window.__closing.isDisposed, null, { timeout: 60_000 });
   return JSON.parse(readFileSync(path.join(nbDir, file), 'utf8'));
 }
 
@@ -242,19 +247,17 @@ test('cells recording facts (recordFacts, recordSeed between prints, a trainer r
   assert.doesNotMatch(run.text, /report facts/);
   assert.match(run.text, /trained 1 step$/);
   assert.equal(
-    await page
-      .locator('.jp-NotebookPanel .jp-Cell')
-      .nth(CELL.run)
-      .locator('.vqa-lab-output [data-vqa="metrics"]')
-      .count(),
+    await page.locator(ACTIVE_CELLS).nth(CELL.run).locator('.vqa-lab-output [data-vqa="metrics"]').count(),
     1,
     "the run's dashboard is there",
   );
   const outputs = await page.evaluate(() =>
-    [...document.querySelectorAll('.jp-NotebookPanel .jp-OutputArea')].map((a: any) => a.innerText).join('\n'),
+    [...document.querySelectorAll('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-OutputArea')]
+      .map((a: any) => a.innerText)
+      .join('\n'),
   );
   assert.doesNotMatch(outputs, /report facts|notebookSeed|legacy/i, 'no output shows any of the facts');
-  await page.locator('.jp-NotebookPanel .jp-Cell').nth(CELL.only).scrollIntoViewIfNeeded();
+  await page.locator(ACTIVE_CELLS).nth(CELL.only).scrollIntoViewIfNeeded();
   await page.screenshot({ path: artifactPath('lab-facts-hidden.png') });
 
   const saved = await saveAndClose('facts.ipynb');
