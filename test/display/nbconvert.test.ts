@@ -115,7 +115,9 @@ test('nbconvert --to html shows nothing for report facts: no line of text, the f
       await b.page.goto(`file://${path.join(dir, 'facts.html')}`);
       const shown = await b.page
         .locator('.jp-Cell-outputArea')
-        .evaluateAll((areas) => areas.map((a) => (a as unknown as { innerText: string }).innerText.replace(/\s+/g, ' ').trim()));
+        .evaluateAll((areas) =>
+          areas.map((a) => (a as unknown as { innerText: string }).innerText.replace(/\s+/g, ' ').trim()),
+        );
       assert.deepEqual(shown, ['', 'before the facts after the facts']);
     } finally {
       await b.close();
