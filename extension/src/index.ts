@@ -1,10 +1,12 @@
 /**
  * vqalab's JupyterLab 4 MIME renderer extension: one renderer factory per vendor MIME type of the
- * display contract (src/display/types.ts). Rank 0 puts them ahead of the text/html fallback.
+ * display contract (src/display/types.ts), and one for report facts that shows nothing (facts.ts).
+ * Rank 0 puts them ahead of the text/html and text/plain fallbacks.
  */
 import type { IRenderMime } from '@jupyterlab/rendermime-interfaces';
 import { WIDGETS } from '../../src/display/render/index.js';
 import type { VendorMime } from '../../src/display/types.js';
+import { factsExtension } from './facts.js';
 import { setPlotlyLoader, type PlotlyLike } from './plotly.js';
 import { VqaRenderer } from './widget.js';
 
@@ -16,7 +18,7 @@ setPlotlyLoader(() =>
   ),
 );
 
-const extensions: IRenderMime.IExtension[] = (Object.keys(WIDGETS) as VendorMime[]).map((mime) => ({
+const widgets: IRenderMime.IExtension[] = (Object.keys(WIDGETS) as VendorMime[]).map((mime) => ({
   id: `vqalab-jupyterlab:${WIDGETS[mime].name}`,
   description: `Renders ${mime} (vqalab ${WIDGETS[mime].name} widget)`,
   rendererFactory: {
@@ -28,5 +30,7 @@ const extensions: IRenderMime.IExtension[] = (Object.keys(WIDGETS) as VendorMime
   rank: 0,
   dataType: 'json',
 }));
+
+const extensions: IRenderMime.IExtension[] = [...widgets, factsExtension];
 
 export default extensions;

@@ -19,6 +19,15 @@ export const MIME = {
 
 export type VendorMime = (typeof MIME)[keyof typeof MIME];
 
+/**
+ * Report facts (src/report/facts.ts): the one vendor type that is data, not a view. Its output
+ * carries no fallback and shows nothing anywhere: the JupyterLab extension's renderer for it draws
+ * nothing and hides its output item, the HTML report leaves it out of the body (the facts go into
+ * the header stamp), and viewers without the extension (nbconvert, GitHub) find no type they can
+ * show. The output is still saved with the notebook, which is how `vqalab report export` finds it.
+ */
+export const STAMP_MIME = 'application/vnd.vqalab.stamp.v1+json';
+
 /** A Jupyter MIME bundle: MIME type → data (string for text types, JSON for vendor types). */
 export type MimeBundle = Record<string, unknown>;
 

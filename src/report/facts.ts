@@ -1,20 +1,24 @@
 /**
  * How a run tells its report what it used: cells and trainers call `recordFacts({...})` (or the
  * narrower helpers) with configs, seeds, dataset fingerprints, model/checkpoint hashes, versions,
- * devices and final metrics. Each call becomes one output carrying the MIME type
- * `application/vnd.vqalab.stamp.v1+json` (plus a one-line text/plain fallback); the report runner
- * and `vqalab report export` gather every such output of a notebook into the header stamp.
+ * devices and final metrics. Each call becomes one output carrying only the MIME type
+ * `application/vnd.vqalab.stamp.v1+json` (`STAMP_MIME`, src/display/types.ts): it is saved with the
+ * notebook, where the report runner and `vqalab report export` gather every such output into the
+ * header stamp, but shown nowhere: no text/plain fallback, so viewers without the extension
+ * (nbconvert, GitHub) have nothing to print, and the JupyterLab extension's renderer for the type
+ * draws nothing and hides the output item. Facts belong in the stamp, not in the cell.
  *
  * This module knows nothing about Jupyter: it hands the MIME bundle to the display sink
  * (src/display/sink.ts), which the vqalab kernel installs; in a plain script there is no sink and
  * the facts are only kept in memory (`recordedFacts()`), so the same trainer code runs in both.
  *
- * Any kernel can take part: a Python cell writes the same MIME type with
- * `IPython.display.display({MIME: facts, 'text/plain': '…'}, raw=True)`.
+ * Any kernel can take part: a Python cell writes the same MIME type, alone, with
+ * `IPython.display.display({MIME: facts}, raw=True)`.
  */
 import { display } from '../display/sink.js';
+import { STAMP_MIME } from '../display/types.js';
 
-export const STAMP_MIME = 'application/vnd.vqalab.stamp.v1+json';
+export { STAMP_MIME };
 
 export interface DatasetFact {
   name: string;
@@ -70,28 +74,12 @@ export interface StampFacts {
 
 const kept: StampFacts[] = [];
 
-function summary(facts: StampFacts): string {
-  const parts: string[] = [];
-  const n = (label: string, v: object | undefined) => {
-    if (v && Object.keys(v).length)
-      parts.push(
-        `${label} ${Array.isArray(v) ? v.map((x: any) => x.name ?? x.kind).join(', ') : Object.keys(v).join(', ')}`,
-      );
-  };
-  n('configs', facts.configs);
-  n('seeds', facts.seeds);
-  n('datasets', facts.datasets);
-  n('models', facts.models);
-  n('versions', facts.versions);
-  n('devices', facts.devices);
-  n('metrics', facts.metrics);
-  n('notes', facts.notes);
-  return `vqalab report facts: ${parts.join('; ') || 'none'}`;
-}
-
-/** The MIME bundle one `recordFacts` call produces. */
+/**
+ * The MIME bundle one `recordFacts` call produces: the facts under `STAMP_MIME` and nothing else.
+ * A text/plain summary would be what nbconvert, GitHub and JupyterLab without the extension print.
+ */
 export function factsBundle(facts: StampFacts): Record<string, unknown> {
-  return { [STAMP_MIME]: structuredClone(facts), 'text/plain': summary(facts) };
+  return { [STAMP_MIME]: structuredClone(facts) };
 }
 
 function checkFacts(facts: StampFacts): void {

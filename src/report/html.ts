@@ -102,9 +102,6 @@ class OutputRenderer {
   }
 
   bundle(data: MimeBundle, metadata: Record<string, any>): string {
-    if (data[STAMP_MIME] !== undefined) {
-      return `<div class="vq-stamp-note" title="recorded into the report stamp">⟶ ${escapeHtml(text(data['text/plain'] ?? 'recorded facts'))}</div>`;
-    }
     const vendor = Object.keys(data).find((m) => m.startsWith(VENDOR_PREFIX));
     if (vendor) {
       this.vendor++;
@@ -144,6 +141,14 @@ function markdownCell(cell: Cell): string {
   return md.render(src);
 }
 
+/**
+ * Report facts (`recordFacts`, or a Python cell writing STAMP_MIME) belong in the header stamp,
+ * not in the body: such an output is left out, whatever fallback an older notebook saved with it.
+ */
+function factsOutput(o: Output): boolean {
+  return (o.output_type === 'display_data' || o.output_type === 'execute_result') && o.data[STAMP_MIME] !== undefined;
+}
+
 function renderCell(cell: Cell, index: number, r: OutputRenderer): string {
   const tags = Array.isArray(cell.metadata?.tags) ? (cell.metadata.tags as string[]) : [];
   const tagHtml = tags.length
@@ -154,7 +159,10 @@ function renderCell(cell: Cell, index: number, r: OutputRenderer): string {
   if (cell.cell_type === 'raw')
     return `<section class="vq-cell vq-raw-cell" id="cell-${index}"><pre>${escapeHtml(joinText(cell.source))}</pre></section>`;
   const failed = cell.outputs.some((o) => o.output_type === 'error');
-  const outputs = cell.outputs.map((o) => `<div class="vq-output">${r.output(o, cell.execution_count)}</div>`).join('');
+  const outputs = cell.outputs
+    .filter((o) => !factsOutput(o))
+    .map((o) => `<div class="vq-output">${r.output(o, cell.execution_count)}</div>`)
+    .join('');
   return (
     `<section class="vq-cell vq-code-cell${failed ? ' vq-failed' : ''}" id="cell-${index}" data-tags="${escapeHtml(tags.join(' '))}">` +
     `<div class="vq-input"><div class="vq-prompt">In&nbsp;[${cell.execution_count ?? '&nbsp;'}]:</div><div class="vq-body">${tagHtml}<pre class="vq-source"><code>${escapeHtml(joinText(cell.source))}</code></pre></div></div>` +
@@ -480,7 +488,6 @@ table.vq-kv,table.vq-table{border-collapse:collapse;font-size:13px}
 .vq-image{max-width:100%;height:auto}
 .vq-html table{border-collapse:collapse}
 .vq-html th,.vq-html td{border:1px solid var(--border);padding:2px 6px}
-.vq-stamp-note{color:var(--muted);font-size:12px;font-style:italic}
 .vq-tags{margin-bottom:2px}.vq-tag{display:inline-block;font-size:11px;border:1px solid var(--border);border-radius:10px;padding:0 6px;margin-right:4px;color:var(--muted)}
 .vq-render-error{background:var(--err-bg);color:var(--err);padding:4px 8px;border-radius:4px;margin-bottom:4px}
 .vq-plot{min-height:360px}

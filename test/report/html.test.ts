@@ -4,8 +4,10 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { factsBundle, STAMP_MIME } from '../../src/report/facts.js';
 import { readReportData, renderReport, scriptJson, type ReportData } from '../../src/report/html.js';
 import type { Notebook } from '../../src/report/nbformat.js';
+import { exportNotebook } from '../../src/report/runner.js';
 import { Browser } from './browser.js';
 import { pythonNotebook } from './notebooks.js';
 
@@ -158,6 +160,43 @@ test('the partial plotly.js draws scatter traces; another trace type keeps its f
     assert.deepEqual(errors, []);
   } finally {
     await browser.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('report facts go into the header stamp and nowhere in the body, also those an older vqalab saved with a text line', async () => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'vq-facts-'));
+  try {
+    const legacy = {
+      [STAMP_MIME]: { seeds: { data: 3 }, notes: { saved: 'with a text/plain line' } },
+      'text/plain': 'vqalab report facts: seeds data; notes saved',
+    };
+    const nb = pythonNotebook([
+      cell([{ output_type: 'display_data', data: factsBundle({ configs: { grpo: { lr: 0.5 } } }), metadata: {} }]),
+      cell([
+        { output_type: 'stream', name: 'stdout', text: 'before\n' },
+        { output_type: 'display_data', data: legacy, metadata: {} },
+        { output_type: 'stream', name: 'stdout', text: 'after\n' },
+      ]),
+    ]);
+    const file = path.join(dir, 'saved.ipynb');
+    writeFileSync(file, JSON.stringify(nb));
+    const { html } = await exportNotebook(file);
+    const facts = readReportData(html, file).stamp.facts;
+    assert.deepEqual(facts.configs, { grpo: { lr: 0.5 } });
+    assert.deepEqual(facts.seeds, { data: 3 });
+    assert.match(
+      html,
+      /class="vq-stamp-part[^"]*" data-stamp="configs">((?!<\/section>).)*grpo/s,
+      'the stamp shows them',
+    );
+    const body = html.slice(html.indexOf('<section class="vq-cell'));
+    assert.doesNotMatch(body, /report facts|recorded into the report stamp|vq-stamp-note/);
+    const section = (i: number) =>
+      body.slice(body.indexOf(`id="cell-${i}"`), body.indexOf('</section>', body.indexOf(`id="cell-${i}"`)));
+    assert.doesNotMatch(section(0), /vq-outputs/, 'a cell whose only output is facts shows no output box');
+    assert.equal(section(1).split('<div class="vq-output">').length - 1, 2, 'the two stream outputs, not the facts');
+  } finally {
     rmSync(dir, { recursive: true, force: true });
   }
 });

@@ -37,7 +37,7 @@ def png(w, h, f):
     return base64.b64encode(data).decode()
 
 def facts(**f):
-    display({'application/vnd.vqalab.stamp.v1+json': f, 'text/plain': 'vqalab report facts: ' + ', '.join(f)}, raw=True)
+    display({'application/vnd.vqalab.stamp.v1+json': f}, raw=True)
 
 def metrics_bundle(name, points):
     rows = ''.join('<tr><td>%d</td><td>%.6f</td><td>%.6f</td></tr>' % (p['step'], p['reward'], p['loss']) for p in points)

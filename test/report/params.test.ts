@@ -121,7 +121,7 @@ test('metrics compare exactly on CPU and within tolerance on GPU, with a readabl
   assert.match(table, /r\/loss@1\s+0\.5\s+0\.5000001\s+differs/);
 });
 
-test('recordFacts: validated, kept in a script, sent through the display sink as one MIME bundle', () => {
+test('recordFacts: validated, kept in a script, sent through the display sink as one MIME bundle of the stamp type alone', () => {
   const sent: Record<string, unknown>[] = [];
   const previous = setDisplaySink({
     display: (b) => {
@@ -135,12 +135,15 @@ test('recordFacts: validated, kept in a script, sent through the display sink as
     });
     assert.equal(sent.length, 1);
     assert.deepEqual(sent[0]![STAMP_MIME], { seeds: { trainer: 3 }, configs: { grpo: { lr: 0.1 } } });
-    assert.equal(sent[0]!['text/plain'], 'vqalab report facts: configs grpo; seeds trainer');
+    // The facts alone: no text/plain line for viewers without the extension to print.
+    assert.deepEqual(Object.keys(sent[0]!), [STAMP_MIME]);
     assert.equal(recordedFacts().length, 1);
   } finally {
     setDisplaySink(previous);
   }
-  assert.equal(factsBundle({ models: [{ name: 'm', hash: 'h' }] })['text/plain'], 'vqalab report facts: models m');
+  assert.deepEqual(factsBundle({ models: [{ name: 'm', hash: 'h' }] }), {
+    [STAMP_MIME]: { models: [{ name: 'm', hash: 'h' }] },
+  });
   const merged = mergeFacts([
     { seeds: { a: 1 }, datasets: [{ name: 'd', fingerprint: 'f' }] },
     { seeds: { a: 2 }, datasets: [{ name: 'd', fingerprint: 'f' }] },
