@@ -196,6 +196,11 @@ def image_processor(family):
     errors = []
     for name in ("Qwen2VLImageProcessorPil", "Qwen2VLImageProcessor", "Qwen2VLImageProcessorFast"):
         cls = getattr(transformers, name, None)
+        if cls is None and name == "Qwen2VLImageProcessorPil":
+            try:  # transformers 5's PIL backend (the resampling ours follows), if not exported at the top
+                from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil as cls
+            except ImportError:
+                cls = None
         if cls is None:
             continue
         try:
@@ -216,14 +221,24 @@ def video_processor(family, pixels):
         base["cap_pixels_per_frame"] = False  # the uncapped budget (5.17's default; ours)
     if mn is None:
         attempts = [base]
+    elif family == "qwen3_vl":
+        attempts = [dict(size={"shortest_edge": mn, "longest_edge": mx}, **base)]
     else:
-        attempts = [dict(size={"shortest_edge": mn, "longest_edge": mx}, **base),
+        # Qwen2VLVideoProcessor has read its budget from size and from min_pixels / max_pixels in different
+        # versions: give both, the same (a fresh dict: some versions mutate the class default)
+        attempts = [dict(size={"shortest_edge": mn, "longest_edge": mx}, min_pixels=mn, max_pixels=mx, **base),
+                    dict(size={"shortest_edge": mn, "longest_edge": mx}, **base),
                     dict(min_pixels=mn, max_pixels=mx, **base)]
     vp, kw, _ = construct(cls, attempts)
     size = getattr(vp, "size", None)
     size = dict(size) if size is not None and not isinstance(size, dict) and hasattr(size, "keys") else size
     if not isinstance(size, dict):
         size = {k: getattr(size, k, None) for k in ("shortest_edge", "longest_edge")}
+    for k, attr in (("shortest_edge", "min_pixels"), ("longest_edge", "max_pixels")):
+        other = getattr(vp, attr, None)
+        if other is not None and size.get(k) is not None and other != size.get(k):
+            raise RuntimeError(f"{cls.__name__}: size[{k!r}] is {size.get(k)} but {attr} is {other}: which one "
+                               "the processor uses is unclear, so the budget written to the fixture could be wrong")
     effective = dict(min_pixels=size.get("shortest_edge"), max_pixels=size.get("longest_edge"),
                      min_frames=getattr(vp, "min_frames", None), max_frames=getattr(vp, "max_frames", None), **s)
     return vp, f"{cls.__name__}({kw})", effective
@@ -256,9 +271,15 @@ def tiny_model(family):
         vision = dict(depth=1, hidden_size=16, hidden_act="gelu_pytorch_tanh", intermediate_size=24, num_heads=2,
                       in_channels=3, patch_size=16, spatial_merge_size=2, temporal_patch_size=2,
                       out_hidden_size=32, num_position_embeddings=16, deepstack_visual_indexes=[0])
-    config = cfg_cls(model_type=family, text_config=text, vision_config=vision, image_token_id=IMAGE,
-                     video_token_id=VIDEO, vision_start_token_id=VSTART, vision_end_token_id=VEND,
-                     tie_word_embeddings=True)
+    # rope as transformers 5 names it (rope_parameters), else as the released 4.x files do (rope_scaling)
+    legacy = dict(text, rope_theta=10000.0, rope_scaling=dict(text["rope_parameters"], type="mrope"))
+    del legacy["rope_parameters"]
+    if family == "qwen3_vl":
+        legacy["rope_scaling"] = dict(text["rope_parameters"])
+    config, _, _ = construct(cfg_cls, [
+        dict(model_type=family, text_config=t, vision_config=vision, image_token_id=IMAGE, video_token_id=VIDEO,
+             vision_start_token_id=VSTART, vision_end_token_id=VEND, tie_word_embeddings=True)
+        for t in (text, legacy)])
     torch.manual_seed(0)
     model = model_cls(config).eval()
     if family == "qwen2_5_vl":
