@@ -1,0 +1,84 @@
+/**
+ * `vqalab export onnx` for Qwen2.5-VL and Qwen3-VL: onnxruntime-node's logits on the exported files
+ * against the CPU engine's forward (every position of prompt + continuation), fp32 ≤ 1e-4 of scale,
+ * for a text-only prompt, one image, two images of different grids and a video, on tiny random
+ * models of each family (test/export/family-models.ts). The images are sized so that Qwen2.5-VL's
+ * windows split them unevenly (edge windows smaller than 4 × 4 merged patches) and Qwen3-VL's 4 × 4
+ * position grid is interpolated up and down.
+ */
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { loadModel } from '../../src/engine/model.js';
+import type { ImageInput, Prompt } from '../../src/engine/types.js';
+import { exportOnnx, graphParameters } from '../../src/export/index.js';
+import { readConfig } from '../../src/engine/config.js';
+import { decodeModel } from '../../src/export/onnx-schema.js';
+import { OnnxModel } from '../../src/rollout/onnx.js';
+import type { FamilyModelType } from '../../src/model/presets-family.js';
+import { promptIds, randomVisual, writeFamilyModel } from './family-models.js';
+import { maxDiff } from './helpers.js';
+
+let work: string;
+const continuation = Int32Array.from([5, 17, 99, 3, 250]);
+
+before(() => {
+  work = mkdtempSync(path.join(tmpdir(), 'vqalab-export-families-'));
+});
+after(() => rmSync(work, { recursive: true, force: true }));
+
+function cases(family: FamilyModelType): [string, Prompt][] {
+  const a = randomVisual(family, [1, 10, 12], 1); // 5 × 6 merged patches: windows of 4 and 1 rows, 4 and 2 columns
+  const b = randomVisual(family, [1, 4, 6], 2);
+  const v = randomVisual(family, [2, 6, 4], 3, true);
+  const prompt = (images: ImageInput[], seed: number): Prompt => ({ ids: promptIds(family, images, seed), images });
+  return [
+    ['text only', prompt([], 10)],
+    ['one image', prompt([a], 11)],
+    ['two images', prompt([a, b], 12)],
+    ['a video', prompt([v], 13)],
+  ];
+}
+
+for (const family of ['qwen2_5_vl', 'qwen3_vl'] as const) {
+  test(`${family}: exported graphs load in onnxruntime and their logits equal the engine's (text, one image, two images, video)`, async (t) => {
+    const model = writeFamilyModel(path.join(work, family), family);
+    const out = path.join(work, `${family}-onnx`);
+    const r = await exportOnnx({ model, out });
+    assert.equal(r.externalData, false);
+    const cfg = JSON.parse(readFileSync(path.join(out, 'config.json'), 'utf8'));
+    assert.equal(cfg.model_type, family);
+    // the grid input under transformers.js's name for these families
+    const vision = decodeModel(readFileSync(path.join(out, 'onnx/vision_encoder.onnx')));
+    assert.deepEqual(
+      vision.graph.input.map((v: { name: string }) => v.name),
+      ['pixel_values', 'image_grid_thw'],
+    );
+    const engine = await loadModel(model, { threads: 2 });
+    const om = await OnnxModel.load(out, { threads: 2 });
+    try {
+      // the size estimate that decides external data counts every weight of the family
+      const counts = graphParameters(readConfig(path.join(model, 'config.json')));
+      const tied = readConfig(path.join(model, 'config.json')).tieWordEmbeddings;
+      assert.equal(
+        counts.vision_encoder + counts.decoder_model_merged + (tied ? 0 : counts.embed_tokens),
+        engine.numParameters.total,
+      );
+      for (const [name, prompt] of cases(family)) {
+        const [ref] = await engine.forward([{ prompt, completions: [continuation], returnLogits: true }]);
+        const got = await om.logits(prompt, continuation);
+        const d = maxDiff(ref!.logits![0]!, got);
+        t.diagnostic(
+          `${family} ${name}: max |Δlogit| ${d.diff.toExponential(2)} of scale ${d.scale.toFixed(2)} = ${(d.diff / d.scale).toExponential(2)}`,
+        );
+        assert.ok(d.scale > 0.5, `${name}: logits of a real scale (${d.scale})`);
+        assert.ok(d.diff <= 1e-4 * d.scale, `${family} ${name}: max |Δlogit| ${d.diff} > 1e-4 × ${d.scale}`);
+      }
+    } finally {
+      engine.dispose();
+      await om.dispose();
+    }
+  });
+}
