@@ -345,7 +345,7 @@ export async function exportOnnx(o: ExportOptions): Promise<ExportResult> {
       files.push(...(await writeGraph(build, path.join(tmp, 'onnx'), `${name}${suffix}`, ext)));
       external ||= ext;
     }
-    const config = { ...raw };
+    const config = withTextConfig(raw);
     config['transformers.js_config'] = {
       ...(typeof raw['transformers.js_config'] === 'object' ? raw['transformers.js_config'] : {}),
       dtype,
@@ -400,6 +400,19 @@ export async function exportOnnx(o: ExportOptions): Promise<ExportResult> {
     adapterMerged: Boolean(lora),
     seconds: (performance.now() - t0) / 1000,
   };
+}
+
+/**
+ * The config.json written beside the graphs. transformers.js reads a Qwen2.5-VL's (and Qwen3-VL's)
+ * language-model settings from `text_config` only; a flat Qwen2.5-VL config (the published files'
+ * form) gets one with the same text fields (model_type "qwen2_5_vl_text"), which the engine's parser
+ * reads the same way.
+ */
+function withTextConfig(raw: Record<string, any>): Record<string, any> {
+  if (raw.model_type !== 'qwen2_5_vl' || (typeof raw.text_config === 'object' && raw.text_config !== null))
+    return { ...raw };
+  const { vision_config: _v, 'transformers.js_config': _t, architectures: _a, ...text } = raw;
+  return { ...raw, text_config: { ...text, model_type: 'qwen2_5_vl_text' } };
 }
 
 /** Qwen2-VL's image processor settings, for a model folder that has no preprocessor_config.json. */

@@ -22,6 +22,8 @@ import { promptIds, randomVisual, writeFamilyModel } from './family-models.js';
 import { maxDiff } from './helpers.js';
 
 let work: string;
+/** The engine's logits per `${family} ${case}`, for the later tests. */
+const references = new Map<string, Float32Array>();
 const continuation = Int32Array.from([5, 17, 99, 3, 250]);
 
 before(() => {
@@ -70,6 +72,7 @@ for (const family of ['qwen2_5_vl', 'qwen3_vl'] as const) {
         const [ref] = await engine.forward([{ prompt, completions: [continuation], returnLogits: true }]);
         const got = await om.logits(prompt, continuation);
         const d = maxDiff(ref!.logits![0]!, got);
+        references.set(`${family} ${name}`, ref!.logits![0]!);
         t.diagnostic(
           `${family} ${name}: max |Δlogit| ${d.diff.toExponential(2)} of scale ${d.scale.toFixed(2)} = ${(d.diff / d.scale).toExponential(2)}`,
         );
@@ -79,6 +82,67 @@ for (const family of ['qwen2_5_vl', 'qwen3_vl'] as const) {
     } finally {
       engine.dispose();
       await om.dispose();
+    }
+  });
+}
+
+for (const family of ['qwen2_5_vl', 'qwen3_vl'] as const) {
+  test(`${family}: fp16 and int8 exports within their tolerances (1e-2 and 0.15 of scale)`, async (t) => {
+    const model = path.join(work, family);
+    const prompt = cases(family)[2]![1];
+    const ref = references.get(`${family} two images`);
+    assert.ok(ref, 'the fp32 test ran first');
+    for (const [dtype, tol] of [
+      ['fp16', 1e-2],
+      ['int8', 0.15],
+    ] as const) {
+      const out = path.join(work, `${family}-${dtype}`);
+      await exportOnnx({ model, out, dtype });
+      const om = await OnnxModel.load(out, { threads: 2 });
+      try {
+        const d = maxDiff(ref, await om.logits(prompt, continuation));
+        t.diagnostic(`${family} ${dtype}, two images: ${(d.diff / d.scale).toExponential(2)} of scale`);
+        assert.ok(d.diff <= tol * d.scale, `${family} ${dtype}: max |Δlogit| ${d.diff} > ${tol} × ${d.scale}`);
+      } finally {
+        await om.dispose();
+      }
+    }
+  });
+
+  test(`${family}: transformers.js (npm) runs the exported folder (its own M-RoPE positions and image merge) with the engine's logits`, async (t) => {
+    const tjs = await import('@huggingface/transformers');
+    tjs.env.allowRemoteModels = false;
+    tjs.env.localModelPath = work;
+    const model = await tjs.AutoModelForImageTextToText.from_pretrained(`${family}-onnx`, {
+      local_files_only: true,
+      dtype: 'fp32',
+    });
+    try {
+      for (const [name, prompt] of cases(family).slice(0, 3)) {
+        const ids = [...prompt.ids, ...continuation];
+        const L = ids.length;
+        const inputs: Record<string, unknown> = {
+          input_ids: new tjs.Tensor('int64', BigInt64Array.from(ids.map(BigInt)), [1, L]),
+          attention_mask: new tjs.Tensor('int64', new BigInt64Array(L).fill(1n), [1, L]),
+        };
+        if (prompt.images.length > 0) {
+          const pixels = Float32Array.from(prompt.images.flatMap((im) => Array.from(im.pixels)));
+          const N = prompt.images.reduce((a, im) => a + im.gridThw[0] * im.gridThw[1] * im.gridThw[2], 0);
+          inputs.pixel_values = new tjs.Tensor('float32', pixels, [N, pixels.length / N]);
+          inputs.image_grid_thw = new tjs.Tensor(
+            'int64',
+            BigInt64Array.from(prompt.images.flatMap((im) => im.gridThw.map(BigInt))),
+            [prompt.images.length, 3],
+          );
+        }
+        // its own get_rope_index, image merge into inputs_embeds and decoder call
+        const out = (await model(inputs as never)) as { logits: { data: Float32Array } };
+        const d = maxDiff(references.get(`${family} ${name}`)!, out.logits.data);
+        t.diagnostic(`${family} ${name} via transformers.js: ${(d.diff / d.scale).toExponential(2)} of scale`);
+        assert.ok(d.diff <= 1e-4 * d.scale, `${family} ${name}: max |Δlogit| ${d.diff} > 1e-4 × ${d.scale}`);
+      }
+    } finally {
+      await model.dispose();
     }
   });
 }
