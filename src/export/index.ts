@@ -1,5 +1,5 @@
 /**
- * `exportOnnx`: a Qwen2-VL checkpoint (optionally with a PEFT LoRA adapter, merged) as an ONNX folder
+ * `exportOnnx`: a Qwen2-VL, Qwen2.5-VL or Qwen3-VL checkpoint (optionally with a PEFT LoRA adapter, merged) as an ONNX folder
  * in the transformers.js layout:
  *
  *   OUT/config.json                 the model's config.json (+ "transformers.js_config")
@@ -415,11 +415,13 @@ function withTextConfig(raw: Record<string, any>): Record<string, any> {
   return { ...raw, text_config: { ...text, model_type: 'qwen2_5_vl_text' } };
 }
 
-/** Qwen2-VL's image processor settings, for a model folder that has no preprocessor_config.json. */
+/** The image processor settings, for a model folder that has no preprocessor_config.json. */
 function defaultPreprocessorConfig(cfg: EngineConfig): string {
-  // Qwen2-VL's processor settings (the same file model init writes), at this model's patch sizes.
+  // Qwen2-VL's processor settings (the same file model init writes), at this model's patch sizes;
+  // Qwen3-VL normalises with mean and std 0.5 (src/model/presets-family.ts familyPreprocessorConfig)
   const config = {
     ...preprocessorConfig(),
+    ...(cfg.modelType === 'qwen3_vl' ? { image_mean: [0.5, 0.5, 0.5], image_std: [0.5, 0.5, 0.5] } : {}),
     patch_size: cfg.vision.patchSize,
     temporal_patch_size: cfg.vision.temporalPatchSize,
     merge_size: cfg.vision.spatialMergeSize,

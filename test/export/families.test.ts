@@ -4,7 +4,9 @@
  * for a text-only prompt, one image, two images of different grids and a video, on tiny random
  * models of each family (test/export/family-models.ts). The images are sized so that Qwen2.5-VL's
  * windows split them unevenly (edge windows smaller than 4 × 4 merged patches) and Qwen3-VL's 4 × 4
- * position grid is interpolated up and down.
+ * position grid is interpolated up and down. Then fp16 and int8 within their tolerances,
+ * transformers.js (npm) on the same folders (its own positions and image merge, Qwen3-VL's DeepStack
+ * carried in the packed inputs_embeds), and OnnxPolicy's greedy tokens against LocalPolicy's.
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -16,10 +18,11 @@ import type { ImageInput, Prompt } from '../../src/engine/types.js';
 import { exportOnnx, graphParameters } from '../../src/export/index.js';
 import { readConfig } from '../../src/engine/config.js';
 import { decodeModel } from '../../src/export/onnx-schema.js';
-import { OnnxModel } from '../../src/rollout/onnx.js';
+import { LocalPolicy } from '../../src/rollout/local.js';
+import { OnnxModel, OnnxPolicy } from '../../src/rollout/onnx.js';
 import type { FamilyModelType } from '../../src/model/presets-family.js';
 import { promptIds, randomVisual, writeFamilyModel } from './family-models.js';
-import { maxDiff } from './helpers.js';
+import { maxDiff, synthOnDisk } from './helpers.js';
 
 let work: string;
 /** The engine's logits per `${family} ${case}`, for the later tests. */
@@ -146,3 +149,24 @@ for (const family of ['qwen2_5_vl', 'qwen3_vl'] as const) {
     }
   });
 }
+
+test("OnnxPolicy on the exported Qwen2.5-VL and Qwen3-VL folders answers with the engine's greedy tokens", async () => {
+  const samples = await synthOnDisk(path.join(work, 'synth'), 4);
+  for (const family of ['qwen2_5_vl', 'qwen3_vl'] as const) {
+    const local = await LocalPolicy.load(path.join(work, family), { threads: 2 });
+    const onnx = await OnnxPolicy.load(path.join(work, `${family}-onnx`), { threads: 2 });
+    try {
+      for (const s of samples) {
+        const greedy = { n: 1, temperature: 0, maxTokens: 6 };
+        const [a] = await local.generate(s, greedy);
+        const [b] = await onnx.generate(s, greedy);
+        assert.deepEqual(b!.tokenIds, a!.tokenIds, `${family} ${s.id}`);
+        for (let t = 0; t < a!.logprobs!.length; t++)
+          assert.ok(Math.abs(b!.logprobs![t]! - a!.logprobs![t]!) < 1e-4, `${family} ${s.id}: log-prob ${t}`);
+      }
+    } finally {
+      local.dispose();
+      await onnx.dispose();
+    }
+  }
+});
