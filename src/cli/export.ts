@@ -1,4 +1,4 @@
-/** `vqalab export onnx`: a Qwen2-VL checkpoint (LoRA adapter merged) as ONNX files in the transformers.js layout. */
+/** `vqalab export onnx`: a Qwen2-VL, Qwen2.5-VL or Qwen3-VL checkpoint (LoRA adapter merged) as ONNX files in the transformers.js layout. */
 import { parseArgs } from 'node:util';
 import { DEFAULT_MODEL_DIR } from '../model/default.js';
 import { EXPORT_DTYPES, exportOnnx, type ExportDtype } from '../export/index.js';
@@ -14,7 +14,7 @@ fp16 and int8 files carry transformers.js's suffixes (_fp16, _int8). A graph ove
 weights in external data (onnx/<name>.onnx_data). Written to a temporary folder, renamed when done.
 
 Options:
-  --model DIR          a Qwen2-VL model folder, a vqalab checkpoint or run folder, or a PEFT adapter
+  --model DIR          a Qwen2-VL, Qwen2.5-VL or Qwen3-VL model folder, a vqalab checkpoint or run folder, or a PEFT adapter
                        folder naming its local base (default: the embedded tiny model)
   --adapter DIR        a PEFT LoRA adapter of that model, merged into the weights
   --out DIR            the output folder (must not exist unless --overwrite)

@@ -1,5 +1,5 @@
 /**
- * `exportOnnx`: a Qwen2-VL checkpoint (optionally with a PEFT LoRA adapter, merged) as an ONNX folder
+ * `exportOnnx`: a Qwen2-VL, Qwen2.5-VL or Qwen3-VL checkpoint (optionally with a PEFT LoRA adapter, merged) as an ONNX folder
  * in the transformers.js layout:
  *
  *   OUT/config.json                 the model's config.json (+ "transformers.js_config")
@@ -33,15 +33,17 @@ import { preprocessorConfig } from '../model/default.js';
 import { tempPathFor } from '../util/fs.js';
 import type { ExternalSink, Graph } from './graph.js';
 import { writeWebDemo } from './web.js';
-import { buildDecoder, buildEmbedTokens, buildVisionEncoder, type ExportDtype, type WeightSource } from './qwen2vl.js';
+import type { ExportDtype, WeightSource } from './builder.js';
+import { buildDecoder, buildEmbedTokens } from './decoder.js';
+import { buildVisionEncoder } from './vision.js';
 
-export type { ExportDtype } from './qwen2vl.js';
+export type { ExportDtype } from './builder.js';
 
 export const EXPORT_DTYPES: readonly ExportDtype[] = ['fp32', 'fp16', 'int8'];
 /** transformers.js's file suffix per dtype (DEFAULT_DTYPE_SUFFIX_MAPPING). */
 export const DTYPE_SUFFIX: Record<ExportDtype, string> = { fp32: '', fp16: '_fp16', int8: '_int8' };
 /** Architectures `exportOnnx` writes (config.json model_type). */
-export const EXPORT_MODEL_TYPES = ['qwen2_vl'] as const;
+export const EXPORT_MODEL_TYPES = ['qwen2_vl', 'qwen2_5_vl', 'qwen3_vl'] as const;
 
 const AUX_FILES = [
   'generation_config.json',
@@ -198,17 +200,35 @@ export function graphParameters(
     F = v.mlpHidden,
     M = E * v.spatialMergeSize ** 2;
   const PD = v.inChannels * v.temporalPatchSize * v.patchSize ** 2;
+  const q3 = cfg.modelType === 'qwen3_vl';
+  const norm = (n: number) => (v.rmsNorm ? n : 2 * n); // RMSNorm: weight; LayerNorm: weight and bias
+  const mlp = v.hiddenAct === 'silu' ? 3 * E * F + 2 * F + E : 2 * E * F + F + E; // gated: gate, up, down
+  const block = 2 * norm(E) + 3 * E * E + 3 * E + E * E + E + mlp;
+  const merger = (normParams: number) => normParams + M * M + M + M * v.hiddenSize + v.hiddenSize;
+  const deepstack = (v.deepstackVisualIndexes ?? []).length;
   const vision =
     v.depth === 0
       ? 0
-      : PD * E + v.depth * (4 * E * E + 2 * E * F + 9 * E + F) + 2 * E + M * M + M + M * v.hiddenSize + v.hiddenSize;
+      : PD * E +
+        (q3 ? E + (v.numPositionEmbeddings ?? 0) * E : 0) +
+        v.depth * block +
+        merger(norm(E)) +
+        deepstack * merger(2 * M);
   const H = cfg.hiddenSize,
     D = cfg.headDim,
     NH = cfg.numHeads,
     KV = cfg.numKvHeads,
     I = cfg.intermediateSize,
     V = cfg.vocabSize;
-  const layer = H * NH * D + NH * D + 2 * (H * KV * D + KV * D) + NH * D * H + 3 * H * I + 2 * H;
+  const bias = cfg.attentionBias !== false ? 1 : 0;
+  const layer =
+    H * NH * D +
+    bias * NH * D +
+    2 * (H * KV * D + bias * KV * D) +
+    NH * D * H +
+    3 * H * I +
+    2 * H +
+    (cfg.qkNorm ? 2 * D : 0);
   return { vision_encoder: vision, embed_tokens: V * H, decoder_model_merged: cfg.numLayers * layer + H + V * H };
 }
 
@@ -325,7 +345,7 @@ export async function exportOnnx(o: ExportOptions): Promise<ExportResult> {
       files.push(...(await writeGraph(build, path.join(tmp, 'onnx'), `${name}${suffix}`, ext)));
       external ||= ext;
     }
-    const config = { ...raw };
+    const config = withTextConfig(raw);
     config['transformers.js_config'] = {
       ...(typeof raw['transformers.js_config'] === 'object' ? raw['transformers.js_config'] : {}),
       dtype,
@@ -382,11 +402,26 @@ export async function exportOnnx(o: ExportOptions): Promise<ExportResult> {
   };
 }
 
-/** Qwen2-VL's image processor settings, for a model folder that has no preprocessor_config.json. */
+/**
+ * The config.json written beside the graphs. transformers.js reads a Qwen2.5-VL's (and Qwen3-VL's)
+ * language-model settings from `text_config` only; a flat Qwen2.5-VL config (the published files'
+ * form) gets one with the same text fields (model_type "qwen2_5_vl_text"), which the engine's parser
+ * reads the same way.
+ */
+function withTextConfig(raw: Record<string, any>): Record<string, any> {
+  if (raw.model_type !== 'qwen2_5_vl' || (typeof raw.text_config === 'object' && raw.text_config !== null))
+    return { ...raw };
+  const { vision_config: _v, 'transformers.js_config': _t, architectures: _a, ...text } = raw;
+  return { ...raw, text_config: { ...text, model_type: 'qwen2_5_vl_text' } };
+}
+
+/** The image processor settings, for a model folder that has no preprocessor_config.json. */
 function defaultPreprocessorConfig(cfg: EngineConfig): string {
-  // Qwen2-VL's processor settings (the same file model init writes), at this model's patch sizes.
+  // Qwen2-VL's processor settings (the same file model init writes), at this model's patch sizes;
+  // Qwen3-VL normalises with mean and std 0.5 (src/model/presets-family.ts familyPreprocessorConfig)
   const config = {
     ...preprocessorConfig(),
+    ...(cfg.modelType === 'qwen3_vl' ? { image_mean: [0.5, 0.5, 0.5], image_std: [0.5, 0.5, 0.5] } : {}),
     patch_size: cfg.vision.patchSize,
     temporal_patch_size: cfg.vision.temporalPatchSize,
     merge_size: cfg.vision.spatialMergeSize,

@@ -22,6 +22,9 @@ import { expectInteger, expectNumber, invalidParameterError } from '../util/vali
 import { Qwen2VLImageProcessor, type ImageSource } from '../vision/qwen2vl.js';
 import { processorOptionsFrom } from '../vision/processor-config.js';
 import { firstIndexOf } from './local-stream.js';
+import { ropeIndex } from './onnx-rope.js';
+
+export { ropeIndex } from './onnx-rope.js';
 import type { Completion, Policy, SamplingOptions } from './types.js';
 
 type Ort = typeof OrtTypes;
@@ -135,43 +138,6 @@ export function sampleToken(
   return { id: tok, logprob: Math.fround(logits[tok]! - lse) };
 }
 
-// ---- M-RoPE positions (transformers' get_rope_index; native/src/model.cc rope_index) -----------------
-
-/** [3, L] positions of a prompt (axis-major) and the next position after it. */
-export function ropeIndex(
-  ids: Int32Array,
-  images: readonly ImageInput[],
-  imageTokenId: number,
-  merge: number,
-): { pos: BigInt64Array; next: number } {
-  const L = ids.length;
-  const pos = new BigInt64Array(3 * L);
-  let st = 0,
-    cur = 0;
-  const set = (i: number, a: number, b: number, c: number) => {
-    pos[i] = BigInt(a);
-    pos[L + i] = BigInt(b);
-    pos[2 * L + i] = BigInt(c);
-  };
-  for (const im of images) {
-    let ed = st;
-    while (ed < L && ids[ed] !== imageTokenId) ed++;
-    for (let i = st; i < ed; i++) set(i, cur + i - st, cur + i - st, cur + i - st);
-    const base = cur + ed - st;
-    const [t, h, w] = im.gridThw;
-    const gh = h / merge,
-      gw = w / merge;
-    let idx = ed;
-    for (let ti = 0; ti < t; ti++)
-      for (let hi = 0; hi < gh; hi++) for (let wi = 0; wi < gw; wi++, idx++) set(idx, base + ti, base + hi, base + wi);
-    cur = base + Math.max(t - 1, gh - 1, gw - 1) + 1;
-    st = idx;
-  }
-  for (let i = st; i < L; i++) set(i, cur + i - st, cur + i - st, cur + i - st);
-  if (st < L) cur += L - st;
-  return { pos, next: cur };
-}
-
 // ---- the three sessions ------------------------------------------------------------------------------
 
 export interface OnnxModelOptions {
@@ -250,9 +216,19 @@ export class OnnxModel {
     return new this.ort.Tensor('int64', a, dims);
   }
 
-  /** inputs_embeds [1, L, H] of a prompt, image features put at its image tokens. */
+  /**
+   * Width of inputs_embeds: hidden, or hidden · (1 + K) with Qwen3-VL's K DeepStack slots
+   * (src/export/decoder.ts).
+   */
+  get embedWidth(): number {
+    const dims = this.decoder.inputMetadata?.find((m) => m.name === 'inputs_embeds');
+    const w = dims && 'shape' in dims ? dims.shape[2] : undefined;
+    return typeof w === 'number' ? w : this.config.hiddenSize;
+  }
+
+  /** inputs_embeds [1, L, W] of a prompt, image (and video) features put at its image (video) tokens. */
   async promptEmbeds(prompt: Prompt, extra: Int32Array = new Int32Array(0)): Promise<OrtTensor> {
-    const H = this.config.hiddenSize;
+    const H = this.embedWidth;
     const ids = new Int32Array(prompt.ids.length + extra.length);
     ids.set(prompt.ids);
     ids.set(extra, prompt.ids.length);
@@ -272,21 +248,23 @@ export class OnnxModel {
         off += im.pixels.length;
       }
       const grid = prompt.images.flatMap((im) => im.gridThw);
+      const gridName = this.vision.inputNames.includes('image_grid_thw') ? 'image_grid_thw' : 'grid_thw';
       const v = await this.vision.run({
         pixel_values: new this.ort.Tensor('float32', pixels, [N, PD]),
-        grid_thw: this.i64(grid, [prompt.images.length, 3]),
+        [gridName]: this.i64(grid, [prompt.images.length, 3]),
       });
       const feats = v.image_features!.data as Float32Array;
       let k = 0;
       for (let i = 0; i < prompt.ids.length; i++) {
-        if (prompt.ids[i] !== this.config.imageTokenId) continue;
+        const id = prompt.ids[i];
+        if (id !== this.config.imageTokenId && id !== this.config.videoTokenId) continue;
         if ((k + 1) * H > feats.length)
-          throw new Error(`the prompt has more image tokens than its images give features (${feats.length / H})`);
+          throw new Error(`the prompt has more visual tokens than its images give features (${feats.length / H})`);
         embeds.set(feats.subarray(k * H, (k + 1) * H), i * H);
         k++;
       }
       if (k * H !== feats.length)
-        throw new Error(`the prompt has ${k} image tokens but its images give ${feats.length / H} features`);
+        throw new Error(`the prompt has ${k} visual tokens but its images give ${feats.length / H} features`);
     }
     return new this.ort.Tensor('float32', embeds, [1, ids.length, H]);
   }
@@ -306,12 +284,7 @@ export class OnnxModel {
    * check against the engine's forward(returnLogits).
    */
   async logits(prompt: Prompt, continuation: Int32Array = new Int32Array(0)): Promise<Float32Array> {
-    const { pos, next } = ropeIndex(
-      prompt.ids,
-      prompt.images,
-      this.config.imageTokenId,
-      this.config.vision.spatialMergeSize,
-    );
+    const { pos, next } = ropeIndex(prompt.ids, prompt.images, this.config);
     const Lp = prompt.ids.length,
       L = Lp + continuation.length;
     const all = new BigInt64Array(3 * L);
@@ -350,13 +323,8 @@ export class OnnxModel {
     decodeMs: number;
   }> {
     const t0 = performance.now();
-    const { numLayers, numKvHeads: KVH, headDim: D, vocabSize: V, hiddenSize: H } = this.config;
-    const { pos, next } = ropeIndex(
-      prompt.ids,
-      prompt.images,
-      this.config.imageTokenId,
-      this.config.vision.spatialMergeSize,
-    );
+    const { numLayers, numKvHeads: KVH, headDim: D, vocabSize: V } = this.config;
+    const { pos, next } = ropeIndex(prompt.ids, prompt.images, this.config);
     const Lp = prompt.ids.length;
     const n = o.n;
     const pre = await this.decoder.run({
@@ -406,7 +374,7 @@ export class OnnxModel {
       const T = Lp + t + 1;
       const emb = await this.embed.run({ input_ids: this.i64(step, [n, 1]) });
       const out = await this.decoder.run({
-        inputs_embeds: new this.ort.Tensor('float32', emb.inputs_embeds!.data as Float32Array, [n, 1, H]),
+        inputs_embeds: new this.ort.Tensor('float32', emb.inputs_embeds!.data as Float32Array, [n, 1, this.embedWidth]),
         attention_mask: this.i64(new BigInt64Array(n * T).fill(1n), [n, T]),
         position_ids: this.i64(new BigInt64Array(3 * n).fill(BigInt(next + t)), [3, n, 1]),
         num_logits_to_keep: this.i64([1], []),
