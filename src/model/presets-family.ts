@@ -21,7 +21,7 @@
  */
 import type { TensorSpec } from './qwen2vl.js';
 import { scaleMropeSection, type DimOverrides } from './presets.js';
-import { QWEN2VL_SPECIAL_IDS } from './qwen-tokenizer.js';
+import { QWEN_TOKENIZER_FAMILIES } from './qwen-tokenizer.js';
 
 export type FamilyModelType = 'qwen2_5_vl' | 'qwen3_vl';
 
@@ -471,26 +471,49 @@ export function familyTensorSpecs(d: FamilyDims, { internal = d.modelType === 'q
   return out;
 }
 
-/** preprocessor_config.json of the family (Qwen3-VL: patch 16, mean/std 0.5). */
+/**
+ * preprocessor_config.json as the released Instruct checkpoints ship it: Qwen2.5-VL min/max_pixels
+ * (3136 to 12845056), CLIP mean/std, patch 14; Qwen3-VL `size` {shortest_edge 65536, longest_edge
+ * 16777216} (pixels), mean/std 0.5, patch 16, the fast image processor. Public copies of these
+ * files agree on every value (src/vision reads either form).
+ */
 export function familyPreprocessorConfig(d: FamilyDims): Record<string, unknown> {
-  const q3 = d.modelType === 'qwen3_vl';
-  const f = d.vision.patchSize * d.vision.spatialMergeSize;
+  const v = d.vision;
+  const grid = { patch_size: v.patchSize, temporal_patch_size: v.temporalPatchSize, merge_size: v.spatialMergeSize };
+  if (d.modelType === 'qwen3_vl') {
+    return {
+      size: { longest_edge: 16777216, shortest_edge: 65536 },
+      ...grid,
+      image_mean: [0.5, 0.5, 0.5],
+      image_std: [0.5, 0.5, 0.5],
+      processor_class: 'Qwen3VLProcessor',
+      image_processor_type: 'Qwen2VLImageProcessorFast',
+    };
+  }
   return {
-    image_processor_type: q3 ? 'Qwen2VLImageProcessorFast' : 'Qwen2VLImageProcessor',
-    processor_class: q3 ? 'Qwen3VLProcessor' : 'Qwen2_5_VLProcessor',
-    do_resize: true,
-    do_rescale: true,
-    do_normalize: true,
-    do_convert_rgb: true,
-    rescale_factor: 1 / 255,
-    resample: 3,
-    image_mean: q3 ? [0.5, 0.5, 0.5] : [0.48145466, 0.4578275, 0.40821073],
-    image_std: q3 ? [0.5, 0.5, 0.5] : [0.26862954, 0.26130258, 0.27577711],
-    min_pixels: q3 ? f * f * 64 : 56 * 56,
-    max_pixels: q3 ? f * f * 16384 : 28 * 28 * 1280,
-    patch_size: d.vision.patchSize,
-    temporal_patch_size: d.vision.temporalPatchSize,
-    merge_size: d.vision.spatialMergeSize,
+    min_pixels: 3136,
+    max_pixels: 12845056,
+    ...grid,
+    image_mean: [0.48145466, 0.4578275, 0.40821073],
+    image_std: [0.26862954, 0.26130258, 0.27577711],
+    image_processor_type: 'Qwen2VLImageProcessor',
+    processor_class: 'Qwen2_5_VLProcessor',
+  };
+}
+
+/** Qwen3-VL's video_preprocessor_config.json (frames of 4096 to 25165824 pixels); Qwen2.5-VL ships none. */
+export function familyVideoPreprocessorConfig(d: FamilyDims): Record<string, unknown> | undefined {
+  if (d.modelType !== 'qwen3_vl') return undefined;
+  const v = d.vision;
+  return {
+    size: { longest_edge: 25165824, shortest_edge: 4096 },
+    patch_size: v.patchSize,
+    temporal_patch_size: v.temporalPatchSize,
+    merge_size: v.spatialMergeSize,
+    image_mean: [0.5, 0.5, 0.5],
+    image_std: [0.5, 0.5, 0.5],
+    processor_class: 'Qwen3VLProcessor',
+    video_processor_type: 'Qwen3VLVideoProcessor',
   };
 }
 
@@ -569,9 +592,10 @@ export function familyPresetDims(base: FamilyDims, o: DimOverrides): FamilyDims 
   } else {
     v.fullattBlockIndexes = shrinkIndexes(base.vision.fullattBlockIndexes ?? [], base.vision.depth, v.depth, 'period');
   }
-  if (d.vocabSize < QWEN2VL_SPECIAL_IDS['<|video_pad|>']! + 1) {
+  const tokenizerIds = QWEN_TOKENIZER_FAMILIES[d.modelType].lastAddedId + 1;
+  if (d.vocabSize < tokenizerIds) {
     throw new Error(
-      `--vocab ${d.vocabSize} is smaller than the Qwen tokenizer (${QWEN2VL_SPECIAL_IDS['<|video_pad|>']! + 1} ids); it must hold every token id`,
+      `--vocab ${d.vocabSize} is smaller than the ${d.modelType} tokenizer (${tokenizerIds} ids); it must hold every token id`,
     );
   }
   checkFamilyDims(d);
