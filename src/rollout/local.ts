@@ -20,7 +20,7 @@ import { loadModel } from '../engine/model.js';
 import { VlmTokenizer, type ChatMessage } from '../text/tokenizer.js';
 import { checkTokenizerFamily } from '../text/family.js';
 import { describeValue, expectInteger, expectNumber, invalidParameterError } from '../util/validate.js';
-import { processorOptionsFrom } from '../vision/processor-config.js';
+import { processorOptionsFrom, videoProcessorOptionsFrom } from '../vision/processor-config.js';
 import { Qwen2VLImageProcessor, type ImageSource } from '../vision/qwen2vl.js';
 import { sampleVisuals, videoProcessorFor, visualKinds, type VideoProcessor } from '../vision/video.js';
 import { ChoiceTextStream, firstIndexOf } from './local-stream.js';
@@ -140,7 +140,11 @@ export class LocalPolicy implements Policy {
     this.processor = options.processor ?? new Qwen2VLImageProcessor(processorOptionsFrom(options.tokenizer.source));
     this.videoProcessor =
       options.videoProcessor ??
-      videoProcessorFor(this.model.config?.modelType ?? 'qwen2_vl', processorOptionsFrom(options.tokenizer.source));
+      videoProcessorFor(
+        this.model.config?.modelType ?? 'qwen2_vl',
+        processorOptionsFrom(options.tokenizer.source),
+        videoProcessorOptionsFrom(options.tokenizer.source),
+      );
     this.name = options.name ?? `local:${options.tokenizer.source}`;
     this.systemPrompt = options.systemPrompt;
     this.mergeSize = this.model.config?.vision?.spatialMergeSize ?? 2;

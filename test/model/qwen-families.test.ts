@@ -25,6 +25,8 @@ import { LocalPolicy } from '../../src/rollout/local.js';
 import { extractAnswer } from '../../src/reward/extract.js';
 import type { EngineModel, ImageInput } from '../../src/engine/types.js';
 import type { TrainerOptions } from '../../src/grpo/options.js';
+import { presetLayout } from '../../src/model/init-folder.js';
+import { processorOptionsFrom, videoProcessorOptionsFrom } from '../../src/vision/processor-config.js';
 
 const work = mkdtempSync(path.join(tmpdir(), 'vqalab-qwen-families-'));
 test.after(() => rmSync(work, { recursive: true, force: true }));
@@ -276,4 +278,36 @@ test('a tokenizer of one family beside a model of another is refused, naming bot
     }) as unknown as TrainerOptions;
   assert.throws(() => checkTrainerOptions(trainer('qwen2_5_vl', q3)), /Qwen3-VL tokenizer/);
   checkTrainerOptions(trainer('qwen2_5_vl', folder('qwen2_5_vl')));
+});
+
+test('qwen3_vl: the processor configs as released, read by the image and video processors', () => {
+  const layout = presetLayout('qwen3-vl-2b');
+  assert.deepEqual(layout.preprocessor, {
+    size: { longest_edge: 16777216, shortest_edge: 65536 },
+    patch_size: 16,
+    temporal_patch_size: 2,
+    merge_size: 2,
+    image_mean: [0.5, 0.5, 0.5],
+    image_std: [0.5, 0.5, 0.5],
+    processor_class: 'Qwen3VLProcessor',
+    image_processor_type: 'Qwen2VLImageProcessorFast',
+  });
+  assert.deepEqual(layout.videoPreprocessor?.size, { longest_edge: 25165824, shortest_edge: 4096 });
+  assert.equal(presetLayout('qwen2.5-vl-3b').videoPreprocessor, undefined);
+  assert.equal(presetLayout('qwen2.5-vl-3b').preprocessor.max_pixels, 12845056);
+  const dir = path.join(work, 'q3-processor');
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(path.join(dir, 'preprocessor_config.json'), JSON.stringify(layout.preprocessor));
+  writeFileSync(path.join(dir, 'video_preprocessor_config.json'), JSON.stringify(layout.videoPreprocessor));
+  assert.deepEqual(processorOptionsFrom(dir), {
+    minPixels: 65536,
+    maxPixels: 16777216,
+    patchSize: 16,
+    temporalPatchSize: 2,
+    mergeSize: 2,
+    imageMean: [0.5, 0.5, 0.5],
+    imageStd: [0.5, 0.5, 0.5],
+  });
+  assert.deepEqual(videoProcessorOptionsFrom(dir), { minPixels: 4096, maxPixels: 25165824 });
+  assert.deepEqual(videoProcessorOptionsFrom(work), {}, 'no video_preprocessor_config.json: the family defaults');
 });
