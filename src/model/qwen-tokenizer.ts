@@ -229,7 +229,7 @@ export function qwenTokenizerConfig(family: QwenFamily): Record<string, unknown>
       special: t.special,
     };
   }
-  return {
+  const config: Record<string, unknown> = {
     add_prefix_space: false,
     added_tokens_decoder: decoder,
     additional_special_tokens: Object.keys(QWEN2VL_SPECIAL_IDS).slice(1),
@@ -246,6 +246,8 @@ export function qwenTokenizerConfig(family: QwenFamily): Record<string, unknown>
     unk_token: null,
     ...spec.extraConfig,
   };
+  // keys in alphabetical order, as transformers' save_pretrained writes them
+  return Object.fromEntries(Object.entries(config).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
 }
 
 /** A family's generation_config.json (stops at <|im_end|> and <|endoftext|> in every family). */
