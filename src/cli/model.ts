@@ -21,8 +21,9 @@ the size), and the tokenizer-side files of the preset's released Instruct checkp
 BPE tokenizer (151,643 tokens) with that family's added tokens (Qwen2-VL 151643-151656, Qwen2.5-VL
 to 151664 with <tool_call> and FIM, Qwen3-VL to 151668 with <tool_response>, <think>, </think>),
 its tokenizer_config.json and chat template, generation_config.json and preprocessor_config.json
-(Qwen3-VL also video_preprocessor_config.json). The folder loads, tokenises, templates, samples, trains and checkpoints exactly as a downloaded
-checkpoint would: check a pipeline before downloading weights.
+(Qwen3-VL also video_preprocessor_config.json). The folder loads, tokenises, templates, samples,
+trains and checkpoints exactly as a downloaded checkpoint would: check a pipeline before
+downloading weights.
 
 Presets:
 ${presetLines}
