@@ -23,11 +23,10 @@ import {
   FAMILY_PRESETS,
   familyConfigJson,
   familyPresetDims,
-  familyPreprocessorConfig,
   familyTensorSpecs,
-  familyVideoPreprocessorConfig,
   type FamilyDims,
 } from './presets-family.js';
+import { familyPreprocessorConfig, familyVideoPreprocessorConfig } from './processor-files.js';
 import { qwen2vlPreprocessorConfig, qwenTokenizerFiles, type QwenFamily } from './qwen-tokenizer.js';
 
 /** Values drawn and written per chunk (4 MiB of f32 scratch, 2 MiB of bf16 output). */
