@@ -17,10 +17,13 @@ const initUsage = `Usage: vqalab model init DIR [--preset NAME] [size overrides]
 
 Writes a model folder with random weights at a real architecture's dimensions: config.json exactly
 as the Hugging Face checkpoint's, model.safetensors (bf16, streamed: a few MiB of memory whatever
-the size), the real Qwen BPE tokenizer (151,643 tokens + Qwen2-VL's special tokens 151643-151656),
-Qwen2-VL-2B-Instruct's chat template, generation_config.json and preprocessor_config.json. The
-folder loads, tokenises, templates, samples, trains and checkpoints exactly as a downloaded
-checkpoint would: check a pipeline before downloading weights.
+the size), and the tokenizer-side files of the preset's released Instruct checkpoint: the real Qwen
+BPE tokenizer (151,643 tokens) with that family's added tokens (Qwen2-VL 151643-151656, Qwen2.5-VL
+to 151664 with <tool_call> and FIM, Qwen3-VL to 151668 with <tool_response>, <think>, </think>),
+its tokenizer_config.json and chat template, generation_config.json and preprocessor_config.json
+(Qwen3-VL also video_preprocessor_config.json). The folder loads, tokenises, templates, samples,
+trains and checkpoints exactly as a downloaded checkpoint would: check a pipeline before
+downloading weights.
 
 Presets:
 ${presetLines}
@@ -36,7 +39,7 @@ Size overrides (the config keeps the checkpoint's form with these numbers):
   --vision-heads N    vision_config.num_heads
   --vision-intermediate N  vision_config.intermediate_size (Qwen2.5-VL, Qwen3-VL; default scaled with --vision-dim)
   --head-dim N        text_config.head_dim (Qwen3-VL; default --hidden / --heads when either is given)
-  --vocab N           vocab_size (at least 151657, the tokenizer's ids)
+  --vocab N           vocab_size (at least the tokenizer's ids: 151657, Qwen2.5-VL 151665, Qwen3-VL 151669)
   --max-positions N   max_position_embeddings
   --init-std X        initializer_range (default the checkpoint's 0.02)
 
@@ -44,7 +47,7 @@ Options:
   --preset NAME       default qwen2-vl-2b
   --seed N            seed of the weights (default 0; same seed → same bytes)
   --dtype D           bf16 (default, as released) or f32
-  --max-pixels N      preprocessor max_pixels (default the checkpoint's 12845056)
+  --max-pixels N      preprocessor max_pixels / size.longest_edge (default the checkpoint's: 12845056, Qwen3-VL 16777216)
   --threads N         worker threads drawing the weights (default: all cores; same bytes either way)
   --force             replace DIR if it exists and is not empty
   --quiet             no progress line

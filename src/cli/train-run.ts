@@ -19,7 +19,7 @@ import { Trainer, type StepOutput } from '../grpo/trainer.js';
 import { DEFAULT_MODEL_DIR } from '../model/default.js';
 import { vqaAccuracy } from '../reward/basic.js';
 import { resolveModelFolder } from '../engine/folder.js';
-import { processorOptionsFrom } from '../vision/processor-config.js';
+import { processorOptionsFrom, videoProcessorOptionsFrom } from '../vision/processor-config.js';
 import { VlmTokenizer } from '../text/tokenizer.js';
 import { writeFileAtomic } from '../util/fs.js';
 import { interruptible } from '../util/interrupt.js';
@@ -265,6 +265,7 @@ export async function runTrain(
         videoProcessor ??= videoProcessorFor(
           readConfig(path.join(modelDir, 'config.json')).modelType,
           processorOptionsFrom(tokenizerDir),
+          videoProcessorOptionsFrom(tokenizerDir),
         );
         const v = await videoProcessor.processFolder(d, s.videoFps);
         images.push({

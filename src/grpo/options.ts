@@ -7,6 +7,7 @@ import type { Policy } from '../rollout/types.js';
 import { expectInteger, expectOneOf } from '../util/validate.js';
 import type { AgentOptions } from './agent-step.js';
 import type { VlmTokenizer } from '../text/tokenizer.js';
+import { checkTokenizerFamily } from '../text/family.js';
 import type { OnRewardError, RewardSet } from '../reward/runner.js';
 import type { GrpoConfig } from './config.js';
 import type { EvalSummary } from './evaluate.js';
@@ -149,6 +150,9 @@ export function checkTrainerOptions(options: TrainerOptions): void {
   for (const key of ['model', 'tokenizer', 'train', 'rewards', 'loadImages'] as const) {
     if (options[key] === undefined || options[key] === null) throw new TypeError(`Trainer option "${key}" is required`);
   }
+  // a folder whose tokenizer is another Qwen-VL family's would train on prompts of the wrong template
+  const modelType = options.model.config?.modelType;
+  if (modelType && options.tokenizer.config) checkTokenizerFamily(options.tokenizer, modelType);
   if (options.rolloutMode !== undefined)
     expectOneOf('rolloutMode', options.rolloutMode, ['batched', 'sequential'] as const);
   if (options.evalBatchSize !== undefined) expectInteger('evalBatchSize', options.evalBatchSize, 1);

@@ -1,7 +1,8 @@
 /**
  * `vqalab model init`: a model folder with random weights at a real architecture's dims — config.json,
- * model.safetensors, the real Qwen tokenizer, chat template, generation and preprocessor configs —
- * so tokenizer, template, the 151,936-row head, image pads and checkpoints run exactly as with a
+ * model.safetensors, and the tokenizer-side files of the preset's family (the real Qwen tokenizer with
+ * that checkpoint's added tokens, its chat template, generation and preprocessor configs;
+ * src/model/qwen-tokenizer.ts) — so tokenizer, template, the 151,936-row head, image pads and checkpoints run exactly as with a
  * downloaded checkpoint, before any weights are downloaded.
  *
  * Weights are streamed: the safetensors header is laid out from the tensor shapes, then each tensor
@@ -22,16 +23,11 @@ import {
   FAMILY_PRESETS,
   familyConfigJson,
   familyPresetDims,
-  familyPreprocessorConfig,
   familyTensorSpecs,
   type FamilyDims,
 } from './presets-family.js';
-import {
-  qwen2vlGenerationConfig,
-  qwen2vlPreprocessorConfig,
-  qwen2vlTokenizerConfig,
-  qwen2vlTokenizerJson,
-} from './qwen-tokenizer.js';
+import { familyPreprocessorConfig, familyVideoPreprocessorConfig } from './processor-files.js';
+import { qwen2vlPreprocessorConfig, qwenTokenizerFiles, type QwenFamily } from './qwen-tokenizer.js';
 
 /** Values drawn and written per chunk (4 MiB of f32 scratch, 2 MiB of bf16 output). */
 const CHUNK = 1 << 20;
@@ -81,6 +77,10 @@ export interface PresetLayout {
   config: Record<string, unknown>;
   specs: TensorSpec[];
   preprocessor: Record<string, unknown>;
+  /** video_preprocessor_config.json, where the checkpoint ships one (Qwen3-VL). */
+  videoPreprocessor?: Record<string, unknown>;
+  /** Whose tokenizer files the folder gets (config.json model_type). */
+  family: QwenFamily;
 }
 
 export function presetLayout(name: string, overrides: DimOverrides = {}, maxPixels?: number): PresetLayout {
@@ -89,13 +89,24 @@ export function presetLayout(name: string, overrides: DimOverrides = {}, maxPixe
     const dims = familyPresetDims(fam.dims, overrides);
     const preprocessor = familyPreprocessorConfig(dims);
     if (maxPixels !== undefined) {
-      if (maxPixels < (preprocessor.min_pixels as number))
-        throw new Error(
-          `--max-pixels ${maxPixels} is below the ${name} processor's min_pixels ${preprocessor.min_pixels}`,
-        );
-      preprocessor.max_pixels = maxPixels;
+      // Qwen3-VL's file gives the bounds as size {shortest_edge, longest_edge}, Qwen2.5-VL's as min/max_pixels
+      const size = preprocessor.size as { shortest_edge: number; longest_edge: number } | undefined;
+      const min = size ? size.shortest_edge : (preprocessor.min_pixels as number);
+      if (maxPixels < min)
+        throw new Error(`--max-pixels ${maxPixels} is below the ${name} processor's min_pixels ${min}`);
+      if (size) size.longest_edge = maxPixels;
+      else preprocessor.max_pixels = maxPixels;
     }
-    return { name, dims, config: familyConfigJson(dims), specs: familyTensorSpecs(dims), preprocessor };
+    const videoPreprocessor = familyVideoPreprocessorConfig(dims);
+    return {
+      name,
+      dims,
+      config: familyConfigJson(dims),
+      specs: familyTensorSpecs(dims),
+      preprocessor,
+      ...(videoPreprocessor ? { videoPreprocessor } : {}),
+      family: dims.modelType,
+    };
   }
   const preset = modelPreset(name);
   const dims = presetDims(preset, overrides);
@@ -105,6 +116,7 @@ export function presetLayout(name: string, overrides: DimOverrides = {}, maxPixe
     config: preset.configJson(dims),
     specs: qwen2vlTensorSpecs(dims),
     preprocessor: qwen2vlPreprocessorConfig(maxPixels),
+    family: 'qwen2_vl',
   };
 }
 
@@ -336,17 +348,20 @@ export async function initModelFolder(
       throw new Error(`${dir} exists and is not empty; choose a new folder or pass --force to replace it`);
   }
   // Read the tokenizer first: a missing package fails before 4 GB are written.
-  const tokenizerJson = qwen2vlTokenizerJson();
+  const tokenizerFiles = qwenTokenizerFiles(layout.family);
   let bytes = 0;
   await withAtomicOutput(target, async (tmp) => {
     await fsp.mkdir(tmp, { recursive: true });
     const json = (name: string, value: unknown) =>
       fsp.writeFile(path.join(tmp, name), JSON.stringify(value, null, 2) + '\n');
     await json('config.json', config);
-    await fsp.writeFile(path.join(tmp, 'tokenizer.json'), JSON.stringify(tokenizerJson));
-    await json('tokenizer_config.json', qwen2vlTokenizerConfig());
-    await json('generation_config.json', qwen2vlGenerationConfig());
+    for (const [name, value] of Object.entries(tokenizerFiles)) {
+      // tokenizer.json is 11 MB: written compact, as the released file
+      if (name === 'tokenizer.json') await fsp.writeFile(path.join(tmp, name), JSON.stringify(value));
+      else await json(name, value);
+    }
     await json('preprocessor_config.json', layout.preprocessor);
+    if (layout.videoPreprocessor) await json('video_preprocessor_config.json', layout.videoPreprocessor);
     bytes = await writeRandomSafetensors(path.join(tmp, 'model.safetensors'), specs, {
       seed,
       std: dims.initializerRange,

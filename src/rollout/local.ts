@@ -18,8 +18,9 @@ import { DEFAULT_MODEL_DIR } from '../model/default.js';
 import { CHAR_TO_BYTE } from '../text/byte-level.js';
 import { loadModel } from '../engine/model.js';
 import { VlmTokenizer, type ChatMessage } from '../text/tokenizer.js';
+import { checkTokenizerFamily } from '../text/family.js';
 import { describeValue, expectInteger, expectNumber, invalidParameterError } from '../util/validate.js';
-import { processorOptionsFrom } from '../vision/processor-config.js';
+import { processorOptionsFrom, videoProcessorOptionsFrom } from '../vision/processor-config.js';
 import { Qwen2VLImageProcessor, type ImageSource } from '../vision/qwen2vl.js';
 import { sampleVisuals, videoProcessorFor, visualKinds, type VideoProcessor } from '../vision/video.js';
 import { ChoiceTextStream, firstIndexOf } from './local-stream.js';
@@ -139,12 +140,17 @@ export class LocalPolicy implements Policy {
     this.processor = options.processor ?? new Qwen2VLImageProcessor(processorOptionsFrom(options.tokenizer.source));
     this.videoProcessor =
       options.videoProcessor ??
-      videoProcessorFor(this.model.config?.modelType ?? 'qwen2_vl', processorOptionsFrom(options.tokenizer.source));
+      videoProcessorFor(
+        this.model.config?.modelType ?? 'qwen2_vl',
+        processorOptionsFrom(options.tokenizer.source),
+        videoProcessorOptionsFrom(options.tokenizer.source),
+      );
     this.name = options.name ?? `local:${options.tokenizer.source}`;
     this.systemPrompt = options.systemPrompt;
     this.mergeSize = this.model.config?.vision?.spatialMergeSize ?? 2;
     this.cacheSize =
       options.imageCacheSize === undefined ? 256 : expectInteger('imageCacheSize', options.imageCacheSize, 0);
+    if (this.model.config) checkTokenizerFamily(this.tokenizer, this.model.config.modelType);
     if (this.model.config && this.tokenizer.vocabSize > this.model.config.vocabSize) {
       throw new Error(
         `${this.tokenizer.source}: the tokenizer has ${this.tokenizer.vocabSize} ids but the model's vocab_size is ${this.model.config.vocabSize}`,

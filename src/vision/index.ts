@@ -1,3 +1,3 @@
 /** The Qwen2-VL image processor: pixels → patches + grid_thw (see docs/engine.md). */
 export * from './qwen2vl.js';
-export { processorOptionsFrom } from './processor-config.js';
+export { processorOptionsFrom, videoProcessorOptionsFrom } from './processor-config.js';

@@ -7,7 +7,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -91,6 +91,11 @@ test("family presets: the released dims give the published parameter counts; con
     familyPresetDims(FAMILY_PRESETS['qwen3-vl-2b']!.dims, { hidden: 64, heads: 4, kvHeads: 2 }).mropeSection,
     [3, 3, 2],
   );
+  // the vocabulary must hold the family's tokenizer: Qwen3-VL's added tokens run to 151668
+  assert.throws(() => familyPresetDims(FAMILY_PRESETS['qwen3-vl-2b']!.dims, { vocab: 151665 }), {
+    message: '--vocab 151665 is smaller than the qwen3_vl tokenizer (151669 ids); it must hold every token id',
+  });
+  assert.equal(familyPresetDims(FAMILY_PRESETS['qwen2.5-vl-3b']!.dims, { vocab: 151665 }).vocabSize, 151665);
   assert.throws(() => presetLayout('qwen3-vl-2b', {}, 50176), {
     message: "--max-pixels 50176 is below the qwen3-vl-2b processor's min_pixels 65536",
   });
@@ -154,7 +159,15 @@ for (const name of Object.keys(FAMILY_PRESETS)) {
     }
     const pre = JSON.parse(readFileSync(path.join(dir, 'preprocessor_config.json'), 'utf8')) as Record<string, any>;
     assert.equal(pre.patch_size, q3 ? 16 : 14);
-    assert.equal(pre.max_pixels, 65536);
+    // Qwen3-VL's file gives the pixel bounds as size {shortest_edge, longest_edge}, as released
+    assert.equal(q3 ? pre.size.longest_edge : pre.max_pixels, 65536);
+    assert.equal(pre.processor_class, q3 ? 'Qwen3VLProcessor' : 'Qwen2_5_VLProcessor');
+    // the family's own tokenizer-side files (test/model/qwen-families.test.ts checks their contents)
+    const json = (name: string) => JSON.parse(readFileSync(path.join(dir, name), 'utf8')) as Record<string, any>;
+    assert.equal(json('tokenizer_config.json').processor_class, pre.processor_class);
+    assert.equal(json('chat_template.json').chat_template, json('tokenizer_config.json').chat_template);
+    assert.equal(existsSync(path.join(dir, 'video_preprocessor_config.json')), q3);
+    if (q3) assert.equal(json('video_preprocessor_config.json').video_processor_type, 'Qwen3VLVideoProcessor');
 
     const tok = VlmTokenizer.load(dir);
     const processor = new Qwen2VLImageProcessor(processorOptionsFrom(dir));

@@ -16,10 +16,16 @@ const sample = (answer: string, answers: string[] = [answer], extra: Partial<Vqa
 });
 const ten = ['2', '2', 'two', '2', '3', '2', '2', '2', '2', '2'];
 
-test('extractAnswer takes the last <answer> tag, else the whole completion', () => {
+test('extractAnswer takes the last <answer> tag, else the whole completion; <think> blocks are not the answer', () => {
   assert.equal(extractAnswer('<think>a</think><answer> 2 </answer>'), '2');
   assert.equal(extractAnswer('<answer>1</answer> then <ANSWER>3</ANSWER>'), '3');
   assert.equal(extractAnswer('two dogs'), 'two dogs');
+  // reasoning is not the answer: <think> blocks go first; a completion cut off inside one has none
+  assert.equal(extractAnswer('<think>\nmaybe three\n</think>\n\ntwo dogs'), 'two dogs');
+  assert.equal(extractAnswer('<think>1</think>a <think>2</think> b'), 'a  b');
+  assert.equal(extractAnswer('<think><answer>3</answer></think><answer>2</answer>'), '2');
+  assert.equal(extractAnswer('<think>I count <answer>3</answer>'), '');
+  assert.equal(extractAnswer('<think>still counting'), '');
 });
 
 test('vqaAccuracy is the official per-question accuracy, with parts', () => {
