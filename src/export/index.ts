@@ -418,7 +418,7 @@ function withTextConfig(raw: Record<string, any>): Record<string, any> {
 /** The image processor settings, for a model folder that has no preprocessor_config.json. */
 function defaultPreprocessorConfig(cfg: EngineConfig): string {
   // Qwen2-VL's processor settings (the same file model init writes), at this model's patch sizes;
-  // Qwen3-VL normalises with mean and std 0.5 (src/model/presets-family.ts familyPreprocessorConfig)
+  // Qwen3-VL normalises with mean and std 0.5 (src/model/processor-files.ts familyPreprocessorConfig)
   const config = {
     ...preprocessorConfig(),
     ...(cfg.modelType === 'qwen3_vl' ? { image_mean: [0.5, 0.5, 0.5], image_std: [0.5, 0.5, 0.5] } : {}),

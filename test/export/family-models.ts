@@ -10,9 +10,9 @@ import path from 'node:path';
 import { native } from '../../src/engine/native.js';
 import type { ImageInput } from '../../src/engine/types.js';
 import { DEFAULT_MODEL_DIR } from '../../src/model/default.js';
+import { familyPreprocessorConfig } from '../../src/model/processor-files.js';
 import {
   familyConfigJson,
-  familyPreprocessorConfig,
   familyTensorSpecs,
   FAMILY_PRESETS,
   type FamilyDims,
