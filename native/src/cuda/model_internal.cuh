@@ -1,6 +1,7 @@
 // Internal to the CUDA model (native/src/cuda/model_*.cu): the CudaModel class, its activations and the
 // host-side helpers they share. The files by layer: model_cuda.cu (construction, forward/backward entry
-// points, factory), model_vision.cu (vision tower), model_text.cu (text decoder),
+// points, factory), model_vision.cu (vision tower), model_text.cu (text decoder), model_family.cu (what
+// differs per Qwen-VL family: vision MLP and norms, position embeddings, q/k norms, DeepStack),
 // model_pack.cu (packing requests, head and log-probs), model_optimizer.cu (AdamW, offload, host sync),
 // model_sample.cu (batched sampling), model_profile.cu (phase timings).
 #pragma once
@@ -160,6 +161,20 @@ struct CuTextLayer {
       att{"text activations"}, h2{"text activations"}, gate{"text activations"}, up{"text activations"},
       act{"text activations"};
   DArray<float> rstd1{"text activations"}, lse{"text activations"}, rstd2{"text activations"};
+  // Qwen3-VL: q and k before their per-head RMSNorm, and its rstd (rows, heads)
+  DArray<T> qraw{"text activations"}, kraw{"text activations"};
+  DArray<float> qrstd{"text activations"}, krstd{"text activations"};
+};
+// One DeepStack merger (Qwen3-VL): its input is a block's output (fp32, x: a buffer of the tower kept
+// for backward), normed over each merged row (E * merge^2), then fc1, gelu, fc2 -> out (Nm, H).
+template <typename T>
+struct CuMergerActs {
+  const float* x = nullptr;
+  int block = -1, merger = -1;  // the vision block it reads, the merger (index into deepstack) it uses
+  DArray<T> ln{"DeepStack activations"}, h{"DeepStack activations"}, hact{"DeepStack activations"},
+      out{"DeepStack features"};
+  DArray<float> mean{"DeepStack activations"}, rstd{"DeepStack activations"};
+  DArray<T> dout{"DeepStack gradients"};  // the gradient of out (text_backward fills it)
 };
 // One pack: the requests of a forward call packed into one sequence (their images into one vision
 // batch), or the prompts of a sampling batch.
@@ -177,6 +192,11 @@ struct CuActs {
   DArray<int64_t> win{"window order"};
   std::vector<Span> wspans;
   DArray<Span> dwspans{"attention spans"};
+  // Qwen3-VL: learned position embeddings, 4 interpolated rows per patch (idx, weights (N, 4))
+  DArray<int32_t> pidx{"position embeddings"};
+  DArray<float> pw{"position embeddings"};
+  // Qwen3-VL DeepStack features, in the order they are made (= the text layer after which each is added)
+  std::vector<CuMergerActs<T>> ds;
   std::vector<CuVisionBlock<T>> vblocks;
   DArray<float> vxf{"vision activations"}, mmean{"vision activations"}, mrstd{"vision activations"};
   DArray<T> mln{"vision activations"}, m0{"vision activations"}, m0act{"vision activations"}, img{"image embeddings"};
@@ -352,8 +372,10 @@ class CudaModel final : public DeviceModel {
   void vision_block(size_t bi, CuVisionBlock<T>& A, CuActs<T>& a, float* x, const float* xprev, const T* rprev,
                     float* xmid, T* mlp_out);
   void vision_backward(CuActs<T>& a, const T* dimg);
+  // deepstack: add a.ds's features at a.img_rows after the first layers (Qwen3-VL; not in decode steps)
   void text_forward(CuActs<T>& a, int64_t n, DArray<float>& x0, const float* cos, const float* sin, const Span* spans,
-                    const Span* dspans, bool keep, T* kcache, T* vcache, int64_t cache_rows, const int64_t* slots);
+                    const Span* dspans, bool keep, T* kcache, T* vcache, int64_t cache_rows, const int64_t* slots,
+                    bool deepstack = false);
   void text_layer(size_t li, CuTextLayer<T>& A, int64_t n, float* x, const float* xprev, const T* rprev, float* xmid,
                   T* mlp_out, const float* cos, const float* sin, const Span* spans, const Span* dspans, T* kcache,
                   T* vcache, int64_t cache_rows, const int64_t* slots);
@@ -362,6 +384,32 @@ class CudaModel final : public DeviceModel {
                     std::vector<ForwardResult>& out, bool keep);
   void backward_pack(CuActs<T>& a, const std::vector<std::vector<std::vector<float>>>& grads, size_t r0);
   void embed_prompts(CuActs<T>& a, DArray<float>& x, const int32_t* dids, int64_t n);
+
+  // ---- what differs per family (model_family.cu) ----
+  // The vision MLP up to its activation: act = f(fc1(ln2)) (Qwen2-VL quick_gelu / gelu, Qwen3-VL gelu_tanh)
+  // or silu(fc1(ln2)) * up(ln2) (Qwen2.5-VL); and its backward into dln (overwritten).
+  void vision_mlp_forward(const VisionBlockW& B, CuVisionBlock<T>& A, int64_t N);
+  void vision_mlp_backward(const VisionBlockW& B, CuVisionBlock<T>& A, T* dln, const T* dact, T* dfc1, T* dup, int64_t N);
+  // Qwen3-VL learned position embeddings: the interpolation rows and weights of every patch (hpos, wpos
+  // and the grid of its image, in the tower's row order), added to x (N, E) fp32; their gradient.
+  void pos_embed_prepare(CuActs<T>& a, const std::vector<int32_t>& hw, const std::vector<int32_t>& grid);
+  void pos_embed_forward(CuActs<T>& a, float* x);
+  void pos_embed_backward(CuActs<T>& a, const float* dx);
+  // Qwen3-VL per-head q/k RMSNorm: q, k from the projections (A.qraw, A.kraw) into A.q, A.k; backward from
+  // the gradients of the normed q, k (dq, dk) into those of the projections (dqn, dkn, overwritten).
+  void qk_norm_forward(const TextLayerW& L, CuTextLayer<T>& A, int64_t n);
+  void qk_norm_backward(const TextLayerW& L, CuTextLayer<T>& A, const T* dq, const T* dk, T* dqn, T* dkn, int64_t n);
+  // DeepStack, vision side: after block bi, its output x (fp32, N rows) through the mergers that read it.
+  void deepstack_merge(CuActs<T>& a, size_t bi, const float* x);
+  // ... and their backward into dx (the gradient of block bi's output; dxT gets its T copy).
+  void deepstack_merge_backward(CuActs<T>& a, size_t bi, float* dx, T* dxT);
+  // Text side: after layer li, x (fp32, the layer's output) += feature li at the image rows; in backward
+  // the feature's gradient is dx's image rows.
+  bool deepstack_after(const CuActs<T>& a, size_t li) const {
+    return li < a.ds.size() && !a.img_rows_h.empty();
+  }
+  void deepstack_add(CuActs<T>& a, size_t li, float* x);
+  void deepstack_grad(CuActs<T>& a, size_t li, const float* dx);
 };
 
 }  // namespace vq

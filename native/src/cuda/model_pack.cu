@@ -78,7 +78,7 @@ void CudaModel<T>::forward_pack(CuActs<T>& a, const std::vector<ForwardRequest>&
   embed_prompts(a, x, dids.p, Tn);
   {
     Phase ph(keep ? "LM forward (keep)" : "LM forward");
-    text_forward(a, Tn, x, a.cos.p, a.sin.p, a.spans.data(), a.dspans.p, keep, nullptr, nullptr, 0, nullptr);
+    text_forward(a, Tn, x, a.cos.p, a.sin.p, a.spans.data(), a.dspans.p, keep, nullptr, nullptr, 0, nullptr, true);
   }
   Phase ph_head("head + log-probs forward");
   std::vector<float> hlp(R), hent(R);

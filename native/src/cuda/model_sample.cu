@@ -71,7 +71,8 @@ std::vector<SampleResult> CudaModel<T>::sample_many(const std::vector<SampleRequ
   embed_prompts(a, x, dids.p, NP);
   {
     Phase ph("sample: LM prefill");
-    text_forward(a, NP, x, a.cos.p, a.sin.p, a.spans.data(), a.dspans.p, false, kc_.p, vc_.p, rows_total, dslots.p);
+    text_forward(a, NP, x, a.cos.p, a.sin.p, a.spans.data(), a.dspans.p, false, kc_.p, vc_.p, rows_total, dslots.p,
+                 true);
   }
 
   // rows: (request, sample); step 0 draws from the prompt's last row
@@ -195,7 +196,7 @@ std::vector<SampleResult> CudaModel<T>::sample_many(const std::vector<SampleRequ
     }
     std::memcpy(H_(o_spans), sp.data(), B * sizeof(Span));
     rope_mrope_table(reinterpret_cast<float*>(H_(o_cos)), reinterpret_cast<float*>(H_(o_sin)), bpos.data(),
-                     tc().section, B, D, tc().theta);
+                     tc().section, B, D, tc().theta, tc().mrope_interleaved);
     stage_params(active, t);
     CU_CHECK(cudaMemcpyAsync(ds, hs, total, cudaMemcpyHostToDevice, st_), "decode step inputs");
     auto step = [&] {

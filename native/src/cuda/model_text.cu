@@ -14,8 +14,14 @@ void CudaModel<T>::text_layer(size_t li, CuTextLayer<T>& A, int64_t n, float* x,
     cu::residual_rmsnorm_forward(A.h1.fit(n * H), A.rstd1.fit(n), x, xprev, rprev, P(L.ln1), n, H, tc().eps);
   else
     cu::rmsnorm_forward(A.h1.fit(n * H), A.rstd1.fit(n), static_cast<const float*>(x), P(L.ln1), n, H, tc().eps);
-  lin_forward(L.q, A.q.fit(n * NH * D), A.h1.p, n);
-  lin_forward(L.k, A.k.fit(n * KVD), A.h1.p, n);
+  if (tc().qk_norm) {  // Qwen3-VL: per-head RMSNorm of q and k before the rotary embedding
+    lin_forward(L.q, A.qraw.fit(n * NH * D), A.h1.p, n);
+    lin_forward(L.k, A.kraw.fit(n * KVD), A.h1.p, n);
+    qk_norm_forward(L, A, n);
+  } else {
+    lin_forward(L.q, A.q.fit(n * NH * D), A.h1.p, n);
+    lin_forward(L.k, A.k.fit(n * KVD), A.h1.p, n);
+  }
   lin_forward(L.v, A.v.fit(n * KVD), A.h1.p, n);
   cu::rope_forward(A.q.p, A.q.p, cos, sin, n, NH, D);
   cu::rope_forward(A.k.p, A.k.p, cos, sin, n, KVH, D);
@@ -45,7 +51,7 @@ void CudaModel<T>::text_layer(size_t li, CuTextLayer<T>& A, int64_t n, float* x,
 template <typename T>
 void CudaModel<T>::text_forward(CuActs<T>& a, int64_t n, DArray<float>& x0, const float* cos, const float* sin,
                                 const Span* spans, const Span* dspans, bool keep, T* kcache, T* vcache,
-                                int64_t cache_rows, const int64_t* slots) {
+                                int64_t cache_rows, const int64_t* slots, bool deepstack) {
   const int64_t H = tc().hidden;
   const bool full = keep && !a.ckpt;
   const size_t nl = h_.layers_.size();
@@ -69,6 +75,15 @@ void CudaModel<T>::text_forward(CuActs<T>& a, int64_t n, DArray<float>& x0, cons
     text_layer(li, A, n, x, xprev, rprev, xm, mlp, cos, sin, spans, dspans, kcache, vcache, cache_rows, slots);
     xprev = xm;
     rprev = mlp;
+    if (deepstack && deepstack_after(a, li)) {
+      // Qwen3-VL: the layer's output, materialised where the next layer (or the final norm) reads it, plus
+      // DeepStack feature li at the image rows
+      float* out = keep ? (li + 1 < nl ? a.layers[li + 1].x.fit(n * H) : a.xf.fit(n * H)) : x0p;
+      cu::residual_add(out, xm, mlp, n * H);
+      deepstack_add(a, li, out);
+      xprev = out;
+      rprev = nullptr;
+    }
   }
   if (nl == 0) {
     if (keep) { a.xf = std::move(x0); x0p = a.xf.p; }
@@ -87,6 +102,9 @@ void CudaModel<T>::text_backward(CuActs<T>& a, int64_t n, float* dx, T* dxT) {
       dkr("text gradients");
   dact.fit(n * I); dgate.fit(n * I); dup.fit(n * I); dh.fit(n * H); datt.fit(n * NH * D);
   dq.fit(n * NH * D); dk.fit(n * KVD); dv.fit(n * KVD); dqr.fit(n * NH * D); dkr.fit(n * KVD);
+  DArray<T> dqn("text gradients"), dkn("text gradients");  // Qwen3-VL: of q, k before their norms
+  if (tc().qk_norm) { dqn.fit(n * NH * D); dkn.fit(n * KVD); }
+  const bool ds_grads = vision_trainable();  // DeepStack features need gradients only for the tower
   for (size_t li = h_.layers_.size(); li-- > 0;) {
     h_.check_cancel();
     const TextLayerW& L = h_.layers_[li];
@@ -98,6 +116,7 @@ void CudaModel<T>::text_backward(CuActs<T>& a, int64_t n, float* dx, T* dxT) {
       Ap = &tscr_;
     }
     CuTextLayer<T>& A = *Ap;
+    if (ds_grads && deepstack_after(a, li)) deepstack_grad(a, li, dx);  // dx: of this layer's output
     lin_backward(L.down, dact.p, dxT, A.act.p, n, false);
     cu::swiglu_backward(dgate.p, dup.p, dact.p, A.gate.p, A.up.p, n * I, false);
     lin_backward(L.gate, dh.p, dgate.p, A.h2.p, n, false);
@@ -114,8 +133,14 @@ void CudaModel<T>::text_backward(CuActs<T>& a, int64_t n, float* dx, T* dxT) {
     }
     cu::rope_backward(dqr.p, dq.p, a.cos.p, a.sin.p, n, NH, D, false);
     cu::rope_backward(dkr.p, dk.p, a.cos.p, a.sin.p, n, KVH, D, false);
-    lin_backward(L.q, dh.p, dqr.p, A.h1.p, n, false);
-    lin_backward(L.k, dh.p, dkr.p, A.h1.p, n, true);
+    if (tc().qk_norm) {
+      qk_norm_backward(L, A, dqr.p, dkr.p, dqn.p, dkn.p, n);
+      lin_backward(L.q, dh.p, dqn.p, A.h1.p, n, false);
+      lin_backward(L.k, dh.p, dkn.p, A.h1.p, n, true);
+    } else {
+      lin_backward(L.q, dh.p, dqr.p, A.h1.p, n, false);
+      lin_backward(L.k, dh.p, dkr.p, A.h1.p, n, true);
+    }
     lin_backward(L.v, dh.p, dv.p, A.h1.p, n, true);
     cu::rmsnorm_backward(dx, G(L.ln1), dh.p, x, P(L.ln1), A.rstd1.p, n, H, dxT);
   }
@@ -140,7 +165,8 @@ void CudaModel<T>::lm_prepare(CuActs<T>& a, DArray<int32_t>& dids, const std::ve
   upload(a.dspans, a.spans.data(), n);
   DArray<int32_t> dpos("positions");
   upload(dpos, pos.data(), 3 * n);
-  cu::rope_mrope_table(a.cos.fit(n * D / 2), a.sin.fit(n * D / 2), dpos.p, tc().section, n, D, tc().theta);
+  cu::rope_mrope_table(a.cos.fit(n * D / 2), a.sin.fit(n * D / 2), dpos.p, tc().section, n, D, tc().theta,
+                       tc().mrope_interleaved);
 }
 
 // Embeddings of n packed rows (dids on the device) with the image rows a.img_rows replaced by a.img,
@@ -155,7 +181,7 @@ void CudaModel<T>::embed_prompts(CuActs<T>& a, DArray<float>& x, const int32_t* 
 
 #define VQ_INST(T) \
   template void CudaModel<T>::text_layer(size_t, CuTextLayer<T>&, int64_t, float*, const float*, const T*, float*, T*, const float*, const float*, const Span*, const Span*, T*, T*, int64_t, const int64_t*); \
-  template void CudaModel<T>::text_forward(CuActs<T>&, int64_t, DArray<float>&, const float*, const float*, const Span*, const Span*, bool, T*, T*, int64_t, const int64_t*); \
+  template void CudaModel<T>::text_forward(CuActs<T>&, int64_t, DArray<float>&, const float*, const float*, const Span*, const Span*, bool, T*, T*, int64_t, const int64_t*, bool); \
   template void CudaModel<T>::text_backward(CuActs<T>&, int64_t, float*, T*); \
   template void CudaModel<T>::lm_prepare(CuActs<T>&, DArray<int32_t>&, const std::vector<int32_t>&, const std::vector<int32_t>&, int64_t); \
   template void CudaModel<T>::embed_prompts(CuActs<T>&, DArray<float>&, const int32_t*, int64_t);

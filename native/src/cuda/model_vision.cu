@@ -10,7 +10,7 @@ template <typename T>
 void CudaModel<T>::vision_block(size_t bi, CuVisionBlock<T>& A, CuActs<T>& a, float* x, const float* xprev,
                                 const T* rprev, float* xmid, T* mlp_out) {
   const VisionConfig& vc = h_.cfg_.vision;
-  const int64_t E = vc.embed_dim, NH = vc.num_heads, hd = E / NH, F = vc.mlp_hidden, N = a.N;
+  const int64_t E = vc.embed_dim, NH = vc.num_heads, hd = E / NH, N = a.N;
   const VisionBlockW& B = h_.blocks_[bi];
   const bool rms = B.n1b < 0;  // Qwen2.5-VL: RMSNorm (weight only)
   if (rms) cu::residual_rmsnorm_forward(A.ln1.fit(N * E), A.rstd1.fit(N), x, rprev ? xprev : x, rprev, P(B.n1w), N, E, 1e-6f);
@@ -36,12 +36,7 @@ void CudaModel<T>::vision_block(size_t bi, CuVisionBlock<T>& A, CuActs<T>& a, fl
   else
     cu::residual_layernorm_forward(A.ln2.fit(N * E), A.mean2.fit(N), A.rstd2.fit(N), xmid, x, tmp_.p, P(B.n2w), P(B.n2b),
                                    N, E, 1e-6f);
-  lin_forward(B.fc1, A.fc1.fit(N * F), A.ln2.p, N);
-  if (vc.act == VisionAct::silu) {  // gated: down(silu(gate) * up)
-    lin_forward(B.up, A.up.fit(N * F), A.ln2.p, N);
-    cu::swiglu_forward(A.act.fit(N * F), A.fc1.p, A.up.p, N * F);
-  } else if (vc.quick_gelu) cu::quick_gelu_forward(A.act.fit(N * F), A.fc1.p, N * F);
-  else cu::gelu_forward(A.act.fit(N * F), A.fc1.p, N * F);
+  vision_mlp_forward(B, A, N);
   if (mlp_out) lin_forward(B.fc2, mlp_out, A.act.p, N);
 }
 
@@ -56,7 +51,8 @@ void CudaModel<T>::vision_prepare(CuActs<T>& a, const std::vector<const Image*>&
   int64_t N = 0;
   for (const Image* im : imgs) N += static_cast<int64_t>(im->t) * im->h * im->w;
   a.N = N;
-  std::vector<int32_t> hw(2 * N);  // hpos, then wpos
+  std::vector<int32_t> hw(2 * N);    // hpos, then wpos
+  std::vector<int32_t> grid(2 * N);  // the grid h, then w, of each row's image (Qwen3-VL position embeddings)
   a.vspans.resize(N);
   int64_t row = 0;
   for (const Image* im : imgs) {
@@ -68,6 +64,8 @@ void CudaModel<T>::vision_prepare(CuActs<T>& a, const std::vector<const Image*>&
             for (int j = 0; j < m; j++, row++) {
               hw[row] = bh * m + i;
               hw[N + row] = bw * m + j;
+              grid[row] = im->h;
+              grid[N + row] = im->w;
             }
       for (int64_t r = frame; r < row; r++) a.vspans[r] = Span{0, 0, static_cast<int32_t>(frame), static_cast<int32_t>(row)};
     }
@@ -97,14 +95,17 @@ void CudaModel<T>::vision_prepare(CuActs<T>& a, const std::vector<const Image*>&
           }
       unit0 += static_cast<int64_t>(im->t) * lh * lw;
     }
-    std::vector<int32_t> hwp(2 * N);
+    std::vector<int32_t> hwp(2 * N), gridp(2 * N);
     for (size_t u = 0; u < a.win_h.size(); u++)
       for (int64_t r = 0; r < mm; r++) {
         const int64_t dst = static_cast<int64_t>(u) * mm + r, src = a.win_h[u] * mm + r;
         hwp[dst] = hw[src];
         hwp[N + dst] = hw[N + src];
+        gridp[dst] = grid[src];
+        gridp[N + dst] = grid[N + src];
       }
     hw = std::move(hwp);
+    grid = std::move(gridp);
   }
   {
     T* patches = a.patches.fit(N * PD);
@@ -133,6 +134,7 @@ void CudaModel<T>::vision_prepare(CuActs<T>& a, const std::vector<const Image*>&
     a.patches = std::move(ordered);
   }
   upload(a.dvspans, a.vspans.data(), N);
+  if (h_.pos_embed_ >= 0) pos_embed_prepare(a, hw, grid);
   DArray<int32_t> dhw("patch positions");
   upload(dhw, hw.data(), 2 * N);
   cu::rope_vision_table(a.vcos.fit(N * hd / 2), a.vsin.fit(N * hd / 2), dhw.p, dhw.p + N, N, hd, vc.theta);
@@ -148,12 +150,16 @@ void CudaModel<T>::vision_forward(CuActs<T>& a, bool keep) {
   const bool full = keep && !a.ckpt;
   const size_t nb = h_.blocks_.size();
   a.vblocks.resize(keep ? nb : 0);
-  // the patch embedding, then the fp32 residual stream
+  a.ds.clear();
+  // the patch embedding (Qwen3-VL: with a bias, plus the interpolated position embeddings), then the fp32
+  // residual stream
   DArray<float> x0("vision activations");
   {
     T* pe = tmp_.fit(N * E);
-    cu::linear_forward(pe, a.patches.p, P(h_.patch_), static_cast<const T*>(nullptr), N, PD, E);
+    cu::linear_forward(pe, a.patches.p, P(h_.patch_), h_.patch_b_ >= 0 ? P(h_.patch_b_) : static_cast<const T*>(nullptr),
+                       N, PD, E);
     cu::convert(x0.fit(N * E), static_cast<const T*>(pe), N * E);
+    if (h_.pos_embed_ >= 0) pos_embed_forward(a, x0.p);
   }
   const float* xprev = nullptr;
   const T* rprev = nullptr;
@@ -173,6 +179,14 @@ void CudaModel<T>::vision_forward(CuActs<T>& a, bool keep) {
     vision_block(bi, A, a, x, xprev, rprev, xm, mlp);
     xprev = xm;
     rprev = mlp;
+    if (std::find(vc.deepstack.begin(), vc.deepstack.end(), static_cast<int>(bi)) != vc.deepstack.end()) {
+      // DeepStack reads this block's output: materialised where the next block (or the merger) reads it
+      float* out = keep ? (bi + 1 < nb ? a.vblocks[bi + 1].x.fit(N * E) : a.vxf.fit(N * E)) : x0.p;
+      cu::residual_add(out, xm, mlp, N * E);
+      deepstack_merge(a, bi, out);
+      xprev = out;
+      rprev = nullptr;
+    }
   }
   const int64_t Nm = N / (m * m), M = E * m * m, H = vc.out_hidden;
   float* xf = keep ? a.vxf.fit(N * E) : x0.p;
@@ -244,16 +258,9 @@ void CudaModel<T>::vision_backward(CuActs<T>& a, const T* dimg) {
     }
     CuVisionBlock<T>& A = *Ap;
     const bool rms = B.n1b < 0;
+    deepstack_merge_backward(a, bi, dx.p, dxT.p);  // Qwen3-VL: the mergers that read this block's output
     lin_backward(B.fc2, dact.p, dxT.p, A.act.p, N, false);
-    if (vc.act == VisionAct::silu) {
-      cu::swiglu_backward(dfc1.p, dup.p, dact.p, A.fc1.p, A.up.p, N * F, false);
-      lin_backward(B.fc1, dln.p, dfc1.p, A.ln2.p, N, false);
-      lin_backward(B.up, dln.p, dup.p, A.ln2.p, N, true);
-    } else {
-      if (vc.quick_gelu) cu::quick_gelu_backward(dfc1.p, dact.p, A.fc1.p, N * F, false);
-      else cu::gelu_backward(dfc1.p, dact.p, A.fc1.p, N * F, false);
-      lin_backward(B.fc1, dln.p, dfc1.p, A.ln2.p, N, false);
-    }
+    vision_mlp_backward(B, A, dln.p, dact.p, dfc1.p, dup.p, N);
     if (rms)
       cu::rmsnorm_backward(dx.p, G(B.n2w), dln.p, static_cast<const float*>(A.xmid.p), P(B.n2w), A.rstd2.p, N, E, dxT.p);
     else
@@ -277,9 +284,11 @@ void CudaModel<T>::vision_backward(CuActs<T>& a, const T* dimg) {
     if (rms) cu::rmsnorm_backward(dx.p, G(B.n1w), dln.p, x, P(B.n1w), A.rstd1.p, N, E, dxT.p);
     else cu::layernorm_backward(dx.p, G(B.n1w), G(B.n1b), dln.p, x, P(B.n1w), A.mean1.p, A.rstd1.p, N, E, dxT.p);
   }
-  if (float* dw = G(h_.patch_))
-    cu::linear_backward(static_cast<T*>(nullptr), dw, static_cast<float*>(nullptr), dxT.p, a.patches.p, P(h_.patch_), N,
-                        PD, E);
+  if (h_.pos_embed_ >= 0) pos_embed_backward(a, dx.p);
+  float* dw = G(h_.patch_);
+  float* db = h_.patch_b_ >= 0 ? G(h_.patch_b_) : nullptr;
+  if (dw || db)
+    cu::linear_backward(static_cast<T*>(nullptr), dw, db, dxT.p, a.patches.p, P(h_.patch_), N, PD, E);
 }
 
 #define VQ_INST(T) \

@@ -417,7 +417,7 @@ __global__ void swiglu_bwd_k(T* dgate, T* dup, const T* dout, const T* gate, con
     st8(dup, b, i, N, vec);
   }
 }
-// kind 0: quick_gelu, 1: gelu (erf)
+// kind 0: quick_gelu, 1: gelu (erf), 2: gelu (tanh approximation)
 template <typename T, int KIND>
 __global__ void gelu_fwd_k(T* out, const T* inp, int64_t N, bool vec) {
   CHUNKS(i, N) {
@@ -425,7 +425,9 @@ __global__ void gelu_fwd_k(T* out, const T* inp, int64_t N, bool vec) {
     ld8(x, inp, i, N, vec);
 #pragma unroll
     for (int j = 0; j < 8; j++)
-      o[j] = KIND == 0 ? x[j] / (1.0f + expf(-1.702f * x[j])) : 0.5f * x[j] * (1.0f + erff(x[j] * 0.70710678118654752f));
+      o[j] = KIND == 0   ? x[j] / (1.0f + expf(-1.702f * x[j]))
+             : KIND == 1 ? 0.5f * x[j] * (1.0f + erff(x[j] * 0.70710678118654752f))
+                         : 0.5f * x[j] * (1.0f + tanhf(0.7978845608028654f * (x[j] + 0.044715f * x[j] * x[j] * x[j])));
     st8(out, o, i, N, vec);
   }
 }
@@ -442,6 +444,10 @@ __global__ void gelu_bwd_k(T* dinp, const T* dout, const T* inp, int64_t N, bool
       if (KIND == 0) {
         const float s = 1.0f / (1.0f + expf(-1.702f * x[j]));
         gr = d[j] * (s + 1.702f * x[j] * s * (1.0f - s));
+      } else if (KIND == 2) {
+        const float t = tanhf(0.7978845608028654f * (x[j] + 0.044715f * x[j] * x[j] * x[j]));
+        const float dinner = 0.7978845608028654f * (1.0f + 3.0f * 0.044715f * x[j] * x[j]);
+        gr = d[j] * (0.5f * (1.0f + t) + 0.5f * x[j] * (1.0f - t * t) * dinner);
       } else {
         const float cdf = 0.5f * (1.0f + erff(x[j] * 0.70710678118654752f));
         const float pdf = 0.39894228040143268f * expf(-0.5f * x[j] * x[j]);
@@ -1048,13 +1054,14 @@ void rope_backward(T* dinp, const T* dout, const float* cos, const float* sin, i
 }
 
 void rope_mrope_table(float* cos, float* sin, const int32_t* pos, const int32_t* section, int64_t Tn, int64_t D,
-                      float theta) {
+                      float theta, bool interleaved) {
   const int64_t half = D / 2;
   VQ_CHECK(half <= 256, "rope_mrope_table: head_dim " << D << " above 512 is not supported");
   Freqs f;
   for (int64_t j = 0; j < half; j++) {  // the CPU's fp32 formula, evaluated on the host
     f.inv[j] = 1.0f / std::pow(theta, static_cast<float>(2 * j) / static_cast<float>(D));
-    f.axis[j] = j < section[0] ? 0 : (j < section[0] + section[1] ? 1 : 2);
+    if (interleaved) f.axis[j] = (j % 3 == 1 && j < 3 * section[1]) ? 1 : (j % 3 == 2 && j < 3 * section[2]) ? 2 : 0;
+    else f.axis[j] = j < section[0] ? 0 : (j < section[0] + section[1] ? 1 : 2);
   }
   if (Tn == 0) return;
   mrope_table_k<<<blocks_for(Tn * half), 256, 0, stream()>>>(cos, sin, pos, f, Tn, half);
@@ -1275,6 +1282,16 @@ template <typename T> void gelu_backward(T* dinp, const T* dout, const T* inp, i
   gelu_bwd_k<T, 1><<<chunks_for(N), 256, 0, stream()>>>(dinp, dout, inp, N, al16(dinp) && al16(dout) && al16(inp), accumulate);
   CU_LAUNCHED("gelu_backward");
 }
+template <typename T> void gelu_tanh_forward(T* out, const T* inp, int64_t N) {
+  if (!N) return;
+  gelu_fwd_k<T, 2><<<chunks_for(N), 256, 0, stream()>>>(out, inp, N, al16(out) && al16(inp));
+  CU_LAUNCHED("gelu_tanh_forward");
+}
+template <typename T> void gelu_tanh_backward(T* dinp, const T* dout, const T* inp, int64_t N, bool accumulate) {
+  if (!N) return;
+  gelu_bwd_k<T, 2><<<chunks_for(N), 256, 0, stream()>>>(dinp, dout, inp, N, al16(dinp) && al16(dout) && al16(inp), accumulate);
+  CU_LAUNCHED("gelu_tanh_backward");
+}
 template <typename T> void residual_forward(T* out, const T* a, const T* b, int64_t N) {
   if (!N) return;
   residual_k<<<chunks_for(N), 256, 0, stream()>>>(out, a, b, N, al16(out) && al16(a) && al16(b));
@@ -1444,6 +1461,8 @@ void sample_rows_multi(int32_t* tok, float* logprob, const T* logits, const floa
   template void quick_gelu_backward<T>(T*, const T*, const T*, int64_t, bool);                                       \
   template void gelu_forward<T>(T*, const T*, int64_t);                                                              \
   template void gelu_backward<T>(T*, const T*, const T*, int64_t, bool);                                             \
+  template void gelu_tanh_forward<T>(T*, const T*, int64_t);                                                         \
+  template void gelu_tanh_backward<T>(T*, const T*, const T*, int64_t, bool);                                        \
   template void residual_forward<T>(T*, const T*, const T*, int64_t);                                                \
   template void add_inplace<T>(T*, const T*, int64_t);                                                               \
   template void logprob_forward<T>(float*, float*, float*, const T*, const int32_t*, int64_t, int64_t);              \
