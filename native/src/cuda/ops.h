@@ -3,7 +3,10 @@
 //
 // defines: embedding, rmsnorm, layernorm, linear (+bias, cuBLASLt), lora, rope (+ M-RoPE and 2D
 // tables), attention over spans, swiglu, quick_gelu, gelu, residual, logprob (+ entropy), adamw,
-// sum_squares, all_finite, and the sampler's per-row pick (ops.cu); what only Qwen3-VL needs (ops_qwen3.cu).
+// sum_squares, all_finite, and the sampler's per-row pick; what only Qwen3-VL needs. One file per op family:
+// ops_norm.cu, ops_linear.cu (+ LoRA), ops_rope.cu, ops_attention.cu (the tile path; the fused kernels are
+// flash.cu), ops_activations.cu, ops_logprob.cu, ops_adamw.cu, ops_rows.cu (embedding, gathers, conversions),
+// ops_sampling.cu, ops_qwen3.cu; shared device helpers in ops_common.cuh.
 //
 // Precision: T holds activations and the weights' working copy; every reduction and every GEMM
 // accumulates in fp32; parameter gradients (dweight, dbias, dwte, dA, dB) are fp32; rstd, mean and
