@@ -150,8 +150,9 @@ template <typename T> void test_embedding() {
   }
 }
 
+// (96, 8) and (4096, 128): the shapes of Qwen3-VL's per-head q/k norms (rows = tokens x heads, C = head_dim)
 template <typename T> void test_norms() {
-  for (auto [Tn, C] : std::vector<std::array<int64_t, 2>>{{1, 7}, {5, 64}, {33, 1536}, {130, 1280}, {3, 5000}}) {
+  for (auto [Tn, C] : std::vector<std::array<int64_t, 2>>{{1, 7}, {5, 64}, {33, 1536}, {130, 1280}, {3, 5000}, {96, 8}, {4096, 128}}) {
     auto x = rnd(Tn * C, -2, 2), w = rnd(C, 0.5, 1.5), b = rnd(C);
     Dt<T> dx(x), dw(w), db(b);
     {  // rmsnorm
