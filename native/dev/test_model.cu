@@ -2,9 +2,14 @@
 // tower with an odd 4x6 patch grid, GQA 6/2, M-RoPE, untied head) packed with a shared prefix and 3
 // completions; fp32 and bf16 backends. Checks logits, log-probs and entropy (relative to the logits'
 // scale), every gradient tensor (fp32: relative L2; bf16: cosine), an AdamW step with clipping,
-// greedy and seeded sampling, LoRA forward/backward, and the out-of-memory message. Exit 1 on failure.
+// greedy and seeded sampling, LoRA forward/backward, and the out-of-memory message. The same checks, a GRPO
+// loss with its gradients, packing, checkpointing and sampling options run on tiny Qwen2.5-VL and Qwen3-VL
+// models too (weights and inputs from a fresh seed each run: VQALAB_TEST_SEED repeats one; it is printed).
+// Exit 1 on failure.
+#include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <random>
 #include <string>
@@ -17,6 +22,7 @@ using namespace vq;
 
 namespace {
 int failures = 0, checks = 0;
+uint64_t g_seed = 0;  // the families' weights and inputs (main sets it)
 
 void report(bool ok, const std::string& what, const std::string& detail) {
   checks++;
@@ -95,6 +101,38 @@ ModelConfig tiny25() {
   return c;
 }
 
+// Qwen3-VL: patch 16, a 4 x 4 table of learned position embeddings interpolated to the 4 x 6 grid, gelu_tanh
+// MLP, DeepStack from both blocks into text layers 0 and 1 of 3 (a feature added after the last layer would
+// get no gradient: image rows are no head rows), q/k norms without qkv bias, interleaved M-RoPE (section
+// 2/1/1 of the 4 frequencies), videos as runs of one temporal patch each.
+ModelConfig tiny3() {
+  ModelConfig c = tiny();
+  c.family = Family::qwen3_vl;
+  c.text.layers = 3;
+  c.vision.act = VisionAct::gelu_tanh;
+  c.vision.quick_gelu = false;
+  c.vision.patch_size = 16;
+  c.vision.num_pos = 16;
+  c.vision.deepstack = {1, 0};  // made in block order: block 0's feature goes to layer 0, block 1's to layer 1
+  c.text.qkv_bias = false;
+  c.text.qk_norm = true;
+  c.text.mrope_interleaved = true;
+  c.text.section[0] = 2;
+  c.text.section[1] = 1;
+  c.text.section[2] = 1;
+  c.video_token_id = 298;
+  return c;
+}
+
+const char* family_name(const ModelConfig& c) {
+  switch (c.family) {
+    case Family::qwen2_vl: return "qwen2-vl";
+    case Family::qwen2_5_vl: return "qwen2.5-vl";
+    case Family::qwen3_vl: return "qwen3-vl";
+  }
+  return "?";
+}
+
 void fill_random(Model& m, uint64_t seed) {
   std::mt19937_64 r(seed);
   for (const auto& n : m.tensor_names()) {
@@ -112,8 +150,8 @@ void copy_params(Model& dst, Model& src) {
     std::memcpy(dst.tensor_data(n), src.tensor_data(n), numel(src.tensor_shape(n)) * sizeof(float));
 }
 
-ForwardRequest request(const ModelConfig& c) {
-  std::mt19937_64 r(7);
+ForwardRequest request(const ModelConfig& c, uint64_t seed = 7) {
+  std::mt19937_64 r(seed);
   ForwardRequest q;
   Image im;
   im.t = 1; im.h = 4; im.w = 6;
@@ -141,14 +179,15 @@ ForwardRequest request(const ModelConfig& c) {
 }
 
 void run(bool bf16, const ModelConfig& c = tiny()) {
-  const std::string tagstr = std::string(bf16 ? "bf16" : "fp32") + (c.family == Family::qwen2_5_vl ? " qwen2.5-vl" : "");
+  const bool family = c.family != Family::qwen2_vl;  // the newer families: a fresh seed
+  const std::string tagstr = std::string(bf16 ? "bf16" : "fp32") + (family ? std::string(" ") + family_name(c) : "");
   const char* tag = tagstr.c_str();
   const double tol_logit = bf16 ? 2e-2 : 1e-4;
   Model cpu(c, 4096), gpu(c, 4096);
-  fill_random(cpu, 11);
+  fill_random(cpu, family ? g_seed : 11);
   copy_params(gpu, cpu);
   gpu.attach_device(make_cuda_model(gpu, 0, bf16));
-  const ForwardRequest q = request(c);
+  const ForwardRequest q = request(c, family ? g_seed + 1 : 7);
 
   auto a = cpu.forward({q}, true);
   auto b = gpu.forward({q}, true);
@@ -269,6 +308,18 @@ ModelConfig tiny16() {  // head dim 16: the LM's attention takes the fused kerne
   return c;
 }
 
+// A family's config with the LM at head dim 16 (tiny16's heads): bf16 attention takes the fused kernels and
+// sampling's decode steps the CUDA graphs, which head dim 8 does not.
+ModelConfig with_head16(ModelConfig c) {
+  c.text.heads = 3;
+  c.text.kv_heads = 1;
+  c.text.head_dim = 16;
+  c.text.section[0] = 2;
+  c.text.section[1] = 3;
+  c.text.section[2] = 3;
+  return c;
+}
+
 ForwardRequest request_text(int seed) {
   std::mt19937_64 r(seed);
   ForwardRequest q;
@@ -308,12 +359,13 @@ void grad_diff(Model& a, Model& b, double& rel, double& omc, std::string& where)
 
 // Packed requests, checkpointing, packs of one, batched sampling (graphs on and off), the offloaded
 // and bf16-moment optimizer states: each against the CPU engine or against the plain device path.
-void run_options(bool bf16) {
-  const char* tag = bf16 ? "bf16" : "fp32";
+void run_options(bool bf16, const ModelConfig& c = tiny16()) {
+  const std::string tagstr = std::string(bf16 ? "bf16" : "fp32") +
+                             (c.family != Family::qwen2_vl ? std::string(" ") + family_name(c) : "");
+  const char* tag = tagstr.c_str();
   const double tol_logit = bf16 ? 2e-2 : 1e-4;
-  const ModelConfig c = tiny16();
   Model cpu(c, 4096);
-  fill_random(cpu, 31);
+  fill_random(cpu, c.family != Family::qwen2_vl ? g_seed + 2 : 31);
   CudaOptions base;
   auto make = [&](const CudaOptions& o) {
     auto m = std::make_unique<Model>(c, 4096);
@@ -460,6 +512,89 @@ void run_options(bool bf16) {
   }
 }
 
+// A GRPO loss on the log-probs of each engine: per token -min(r A, clip(r, 0.8, 1.2) A), r = exp(logp - old),
+// averaged over each completion's tokens and over the completions; old = the CPU's log-probs shifted by
+// +-0.1 or +-0.3 (some tokens clipped, none near the clip edges), advantages A in [-1, 1]. Compares the
+// loss and, after backward of dloss/dlogp on each engine, every gradient (fp32: per tensor rel_l2 <= 1e-3;
+// bf16: the whole gradient's rel_l2 <= 2e-2 and every tensor's cosine >= 0.999).
+void run_grpo(bool bf16, const ModelConfig& c) {
+  const std::string tagstr = std::string(bf16 ? "bf16 " : "fp32 ") + family_name(c);
+  const char* tag = tagstr.c_str();
+  Model cpu(c, 4096), gpu(c, 4096);
+  fill_random(cpu, g_seed + 3);
+  copy_params(gpu, cpu);
+  gpu.attach_device(make_cuda_model(gpu, 0, bf16));
+  const std::vector<ForwardRequest> qs = {request(c, g_seed + 4), request_text(static_cast<int>(g_seed % 1000))};
+  const auto a = cpu.forward(qs, true);
+  const auto b = gpu.forward(qs, true);
+  std::mt19937_64 r(g_seed + 5);
+  const float shifts[4] = {-0.3f, -0.1f, 0.1f, 0.3f};
+  std::vector<std::vector<std::vector<float>>> old(qs.size());
+  std::vector<std::vector<float>> adv(qs.size());
+  for (size_t i = 0; i < qs.size(); i++)
+    for (size_t g = 0; g < qs[i].completions.size(); g++) {
+      adv[i].push_back(std::uniform_real_distribution<float>(-1, 1)(r));
+      std::vector<float> o = a[i].logprobs[g];
+      for (auto& x : o) x += shifts[r() % 4];
+      old[i].push_back(o);
+    }
+  auto loss = [&](const std::vector<ForwardResult>& f, std::vector<std::vector<std::vector<float>>>& dl, int& clipped) {
+    double L = 0;
+    size_t G = 0;
+    for (const auto& q : qs) G += q.completions.size();
+    dl.assign(qs.size(), {});
+    clipped = 0;
+    for (size_t i = 0; i < qs.size(); i++)
+      for (size_t g = 0; g < qs[i].completions.size(); g++) {
+        const auto& lp = f[i].logprobs[g];
+        const double A = adv[i][g], n = static_cast<double>(lp.size());
+        std::vector<float> d(lp.size());
+        for (size_t t = 0; t < lp.size(); t++) {
+          const double ratio = std::exp(double(lp[t]) - old[i][g][t]);
+          const double un = ratio * A, cl = std::min(std::max(ratio, 0.8), 1.2) * A;
+          const bool clip = cl < un;
+          clipped += clip;
+          L += -std::min(un, cl) / (n * G);
+          d[t] = clip ? 0.0f : static_cast<float>(-A * ratio / (n * G));
+        }
+        dl[i].push_back(d);
+      }
+    return L;
+  };
+  std::vector<std::vector<std::vector<float>>> ga, gb;
+  int ca = 0, cb = 0;
+  const double La = loss(a, ga, ca), Lb = loss(b, gb, cb);
+  const double dL = std::fabs(La - Lb) / std::max(std::fabs(La), 1e-3);
+  report(dL <= (bf16 ? 2e-2 : 1e-5) && ca == cb, std::string("GRPO loss ") + tag,
+         fmt("%.3e (cpu %.6f, ", dL, La) + fmt("gpu %.6f); clipped tokens %.0f", Lb, ca) + " vs " + std::to_string(cb));
+  cpu.zero_grad();
+  gpu.zero_grad();
+  cpu.backward(ga);
+  gpu.backward(gb);
+  double worst_rel = 0, worst_cos = 1, dd = 0, nn = 0;
+  std::string wr, wc;
+  int n = 0;
+  for (const auto& name : cpu.tensor_names()) {
+    const int64_t k = numel(cpu.tensor_shape(name));
+    const float* x = cpu.tensor_grad(name);
+    const float* y = gpu.tensor_grad(name);
+    if (!x || !y) { report(false, std::string("GRPO gradient ") + name + " " + tag, "missing"); continue; }
+    double rel, cs;
+    rel_cos(y, x, k, rel, cs);
+    for (int64_t i = 0; i < k; i++) { dd += (double(y[i]) - x[i]) * (double(y[i]) - x[i]); nn += double(x[i]) * x[i]; }
+    if (!(rel <= worst_rel)) { worst_rel = rel; wr = name; }
+    if (!(cs >= worst_cos)) { worst_cos = cs; wc = name; }
+    n++;
+  }
+  const double whole = nn > 0 ? std::sqrt(dd / nn) : NAN;
+  if (bf16)
+    report(whole <= 2e-2 && worst_cos >= 0.999, std::string("GRPO gradients ") + tag,
+           fmt("whole rel_l2 %.2e, worst cosine %.6f", whole, worst_cos) + " at " + wc + " of " + std::to_string(n));
+  else
+    report(worst_rel <= 1e-3, std::string("GRPO gradients ") + tag,
+           fmt("worst rel_l2 %.2e (whole %.2e)", worst_rel, whole) + " at " + wr + " of " + std::to_string(n));
+}
+
 void run_lora(bool bf16) {
   const char* tag = bf16 ? "bf16" : "fp32";
   const ModelConfig c = tiny();
@@ -524,17 +659,36 @@ void run_lora(bool bf16) {
 
 }  // namespace
 
-int main() {
+int main(int argc, char** argv) {
   int n = 0;
   if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0) {
     std::printf("skipped: no CUDA device\n");
     return 0;
   }
+  // families: run only the newer families' checks (scripts/gpu/test-families.sh)
+  const bool families_only = argc > 1 && std::string(argv[1]) == "families";
+  const char* es = std::getenv("VQALAB_TEST_SEED");
+  g_seed = es && *es ? std::strtoull(es, nullptr, 10)
+                     : static_cast<uint64_t>(std::chrono::system_clock::now().time_since_epoch().count()) % 1000000007ull;
+  std::printf("seed %llu (VQALAB_TEST_SEED=%llu repeats this run)\n", static_cast<unsigned long long>(g_seed),
+              static_cast<unsigned long long>(g_seed));
   try {
-    run(false);
-    run(true);
-    run(false, tiny25());
-    run(true, tiny25());
+    if (!families_only) {
+      run(false);
+      run(true);
+    }
+    for (const ModelConfig& c : {tiny25(), tiny3()}) {
+      run(false, c);
+      run(true, c);
+      run_grpo(false, c);
+      run_grpo(true, c);
+      run_options(false, with_head16(c));
+      run_options(true, with_head16(c));
+    }
+    if (families_only) {
+      std::printf("\nmodel: %d passed, %d failed\n", checks - failures, failures);
+      return failures ? 1 : 0;
+    }
     run_lora(false);
     run_lora(true);
     run_options(false);

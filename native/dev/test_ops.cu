@@ -150,8 +150,9 @@ template <typename T> void test_embedding() {
   }
 }
 
+// (96, 8) and (4096, 128): the shapes of Qwen3-VL's per-head q/k norms (rows = tokens x heads, C = head_dim)
 template <typename T> void test_norms() {
-  for (auto [Tn, C] : std::vector<std::array<int64_t, 2>>{{1, 7}, {5, 64}, {33, 1536}, {130, 1280}, {3, 5000}}) {
+  for (auto [Tn, C] : std::vector<std::array<int64_t, 2>>{{1, 7}, {5, 64}, {33, 1536}, {130, 1280}, {3, 5000}, {96, 8}, {4096, 128}}) {
     auto x = rnd(Tn * C, -2, 2), w = rnd(C, 0.5, 1.5), b = rnd(C);
     Dt<T> dx(x), dw(w), db(b);
     {  // rmsnorm
@@ -426,6 +427,13 @@ template <typename T> void test_rope() {
       cu::rope_mrope_table(dc.p, ds.p, dpos.p, sec, Tn, D, 1e6f);
       compare("rope_mrope_table cos" + shp({Tn, D}), dc.get(), c, 1e-5);
       compare("rope_mrope_table sin" + shp({Tn, D}), ds.get(), s, 1e-5);
+      {  // Qwen3-VL's interleaved map of frequencies to axes
+        std::vector<float> ci(Tn * half), si(Tn * half);
+        rope_mrope_table(ci.data(), si.data(), pos.data(), sec, Tn, D, 1e6f, true);
+        cu::rope_mrope_table(dc.p, ds.p, dpos.p, sec, Tn, D, 1e6f, true);
+        compare("rope_mrope_table interleaved cos" + shp({Tn, D}), dc.get(), ci, 1e-5);
+        compare("rope_mrope_table interleaved sin" + shp({Tn, D}), ds.get(), si, 1e-5);
+      }
       if (D % 4 == 0) {
         std::vector<float> vc(Tn * half), vs(Tn * half);
         rope_vision_table(vc.data(), vs.data(), hpos.data(), wpos.data(), Tn, D, 10000.0f);
@@ -579,7 +587,8 @@ template <typename T> void test_activations() {
     using Bwd = void (*)(float*, const float*, const float*, int64_t);
     struct Act { const char* name; Fwd f; Bwd b; void (*cf)(T*, const T*, int64_t); void (*cb)(T*, const T*, const T*, int64_t, bool); };
     for (const Act& act : {Act{"quick_gelu", quick_gelu_forward, quick_gelu_backward, cu::quick_gelu_forward<T>, cu::quick_gelu_backward<T>},
-                           Act{"gelu", gelu_forward, gelu_backward, cu::gelu_forward<T>, cu::gelu_backward<T>}}) {
+                           Act{"gelu", gelu_forward, gelu_backward, cu::gelu_forward<T>, cu::gelu_backward<T>},
+                           Act{"gelu_tanh", gelu_tanh_forward, gelu_tanh_backward, cu::gelu_tanh_forward<T>, cu::gelu_tanh_backward<T>}}) {
       std::vector<float> ref(N);
       act.f(ref.data(), a.data(), N);
       Dt<T> out;
@@ -605,6 +614,77 @@ template <typename T> void test_activations() {
       out.poison(N);
       cu::residual_forward(out.p, da.p, db.p, N);
       compare("residual_forward" + sh, out.get(), ref, tol<T>());
+    }
+  }
+}
+
+// Qwen3-VL's ops (ops_qwen3.cu) against model.cc's loops: the residual add of a T branch, DeepStack's row
+// adds, the interpolated position embeddings and their gradient.
+template <typename T> void test_qwen3() {
+  for (auto [N, E, S] : std::vector<std::array<int64_t, 3>>{{1, 4, 2}, {24, 32, 4}, {4096, 1152, 48}}) {
+    const std::string sh = std::string(" ") + tname<T>() + shp({N, E});
+    auto x = rnd(N * E), r = rnd(N * E);
+    Dt<T> dr(r);  // r rounded to T on the host too
+    {
+      std::vector<float> ref(N * E);
+      for (int64_t i = 0; i < N * E; i++) ref[i] = x[i] + r[i];
+      Dt<float> dx(x), out;
+      out.poison(N * E);
+      cu::residual_add(out.p, dx.p, dr.p, N * E);
+      compare("residual_add" + sh, out.get(), ref, 1e-6);
+      cu::residual_add(dx.p, dx.p, dr.p, N * E);  // in place
+      compare("residual_add (in place)" + sh, dx.get(), ref, 1e-6);
+    }
+    {  // DeepStack: a feature per image row, added at distinct rows of x
+      std::vector<int64_t> rows;
+      for (int64_t i = 0; i < N; i++)
+        if (rng() % 3 != 0) rows.push_back(i);
+      const int64_t n = static_cast<int64_t>(rows.size());
+      auto f = rnd(n * E);
+      Dt<T> df(f);
+      std::vector<float> ref = x;
+      for (int64_t i = 0; i < n; i++)
+        for (int64_t c = 0; c < E; c++) ref[rows[i] * E + c] += f[i * E + c];
+      Dt<float> dx(x);
+      Di<int64_t> drows(rows);
+      cu::add_rows(dx.p, df.p, drows.p, n, E);
+      compare("add_rows" + sh, dx.get(), ref, 1e-6, &x);
+    }
+    {  // position embeddings: 4 table rows per patch with bilinear weights
+      auto pe = rnd(S * S * E);
+      Dt<T> dpe(pe);
+      std::vector<int32_t> idx(N * 4);
+      std::vector<float> w(N * 4);
+      for (int64_t i = 0; i < N; i++) {
+        float s = 0;
+        for (int k = 0; k < 4; k++) {
+          idx[i * 4 + k] = static_cast<int32_t>(rng() % (S * S));
+          w[i * 4 + k] = static_cast<float>(rng() % 1000) / 1000.0f;
+          s += w[i * 4 + k];
+        }
+        for (int k = 0; k < 4; k++) w[i * 4 + k] /= s > 0 ? s : 1.0f;
+      }
+      std::vector<float> ref = x;
+      for (int64_t i = 0; i < N; i++)
+        for (int64_t c = 0; c < E; c++) {
+          float s = 0.0f;
+          for (int k = 0; k < 4; k++) s += pe[idx[i * 4 + k] * E + c] * w[i * 4 + k];
+          ref[i * E + c] += s;
+        }
+      Dt<float> dx(x), dw(w);
+      Di<int32_t> didx(idx);
+      cu::pos_embed_forward(dx.p, dpe.p, didx.p, dw.p, N, E);
+      compare("pos_embed_forward" + sh, dx.get(), ref, 1e-5, &x);
+      if (std::is_same<T, float>::value) {  // the gradient is fp32 whatever T is
+        auto g = rnd(N * E), base = rnd(S * S * E, -0.1f, 0.1f);
+        std::vector<float> rg = base;
+        for (int64_t i = 0; i < N; i++)
+          for (int k = 0; k < 4; k++)
+            for (int64_t c = 0; c < E; c++) rg[idx[i * 4 + k] * E + c] += w[i * 4 + k] * g[i * E + c];
+        Dt<float> dg(g), ddpe(base);
+        cu::pos_embed_backward(ddpe.p, dg.p, didx.p, dw.p, N, E);
+        compare("pos_embed_backward" + shp({N, E}), ddpe.get(), rg, 1e-5, &base);
+      }
     }
   }
 }
@@ -899,6 +979,7 @@ int main(int argc, char** argv) {
       att_path = "";
     }
     if (want("act")) { test_activations<float>(); test_activations<bf16>(); }
+    if (want("qwen3")) { test_qwen3<float>(); test_qwen3<bf16>(); }
     if (want("logprob")) { test_logprob<float>(); test_logprob<bf16>(); }
     if (want("sampl")) { test_sampling<float>(); test_sampling<bf16>(); test_sampling_multi<float>(); test_sampling_multi<bf16>(); }
     if (want("adamw")) test_adamw();

@@ -17,7 +17,8 @@ NVFLAGS := -std=c++17 -O3 $(ARCH) -I$(SRC) -I$(CUBLAS_INC) -Xcompiler -fPIC -Xco
            -diag-suppress 3357 --expt-relaxed-constexpr
 CXXFLAGS := -std=c++17 -O3 -fPIC -fopenmp-simd -fno-math-errno -Wall -Wextra -Wno-unused-parameter -I$(SRC)
 
-CU_SRCS := cuda_common gemm ops flash model_cuda
+# every .cu of native/src/cuda (by layer: docs/cuda.md, "Source layout")
+CU_SRCS := $(sort $(basename $(notdir $(wildcard $(SRC)/cuda/*.cu))))
 CU_OBJS := $(patsubst %,$(OUT)/cu_%.o,$(CU_SRCS))
 CPU_SRCS := common json safetensors cpu/threadpool cpu/gemm ops/embedding ops/norm ops/linear ops/rope \
             ops/attention ops/activation ops/logprob ops/adamw model model_load sampler
@@ -28,7 +29,7 @@ all: lib tests
 lib: $(OUT)/libvqalab_cuda.a
 tests: $(OUT)/test_ops $(OUT)/test_model $(OUT)/bench_grpo
 
-$(OUT)/cu_%.o: $(SRC)/cuda/%.cu $(wildcard $(SRC)/cuda/*.h) $(SRC)/model.h $(SRC)/ops/ops.h
+$(OUT)/cu_%.o: $(SRC)/cuda/%.cu $(wildcard $(SRC)/cuda/*.h $(SRC)/cuda/*.cuh) $(SRC)/model.h $(SRC)/ops/ops.h
 	@mkdir -p $(OUT)
 	$(NVCC) $(NVFLAGS) -c $< -o $@
 
@@ -45,7 +46,7 @@ $(OUT)/cpu_gemm_avx2.o: $(SRC)/cpu/gemm_avx2.cc
 	@mkdir -p $(OUT)
 	$(CXX) $(CXXFLAGS) -mavx2 -mfma -c $< -o $@
 
-$(OUT)/dev_%.o: native/dev/%.cu $(wildcard $(SRC)/cuda/*.h) $(SRC)/model.h
+$(OUT)/dev_%.o: native/dev/%.cu $(wildcard $(SRC)/cuda/*.h $(SRC)/cuda/*.cuh) $(SRC)/model.h
 	@mkdir -p $(OUT)
 	$(NVCC) $(NVFLAGS) -c $< -o $@
 

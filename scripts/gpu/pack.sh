@@ -12,7 +12,7 @@ mkdir -p "$dest/test/fixtures" "$dest/bench" "$dest/napi" "$dest/native"
 cp -r native/src native/dev "$dest/native/"
 cp -r scripts "$dest/"
 # nvcc objects compiled here (scripts/gpu/prebuild.sh), if they are newer than every CUDA source
-if [ -d native/build/prebuilt ] && [ -z "$(find native/src native/dev -newer native/build/prebuilt/.stamp -name '*.cu' -o -newer native/build/prebuilt/.stamp -name '*.h' | head -1)" ]; then
+if [ -d native/build/prebuilt ] && [ -z "$(find native/src native/dev -newer native/build/prebuilt/.stamp -name '*.cu' -o -newer native/build/prebuilt/.stamp -name '*.h' -o -newer native/build/prebuilt/.stamp -name '*.cuh' | head -1)" ]; then
   mkdir -p "$dest/prebuilt" && cp native/build/prebuilt/*.o "$dest/prebuilt/"
 fi
 cp -r bench/torch "$dest/bench/"

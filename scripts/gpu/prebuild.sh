@@ -8,7 +8,13 @@ out=native/build/prebuilt
 mkdir -p "$out"
 flags="-std=c++17 -O3 -gencode=arch=compute_90,code=sm_90 -Inative/src -Xcompiler -fPIC -Xcompiler -Wall -diag-suppress 3357 --expt-relaxed-constexpr"
 touch "$out/.stamp.new"
-for f in cuda_common ops flash model_cuda; do nvcc $flags -c native/src/cuda/$f.cu -o "$out/cu_$f.o" & done
+# every .cu of native/src/cuda but gemm.cu, J at a time (default: nproc)
+for src in native/src/cuda/*.cu; do
+  f=$(basename "$src" .cu)
+  [ "$f" = gemm ] && continue
+  while [ "$(jobs -rp | wc -l)" -ge "${J:-$(nproc)}" ]; do wait -n; done
+  nvcc $flags -c "$src" -o "$out/cu_$f.o" &
+done
 wait
 for f in test_ops test_model bench_grpo; do nvcc $flags -c native/dev/$f.cu -o "$out/dev_$f.o" & done
 wait

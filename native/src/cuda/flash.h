@@ -6,7 +6,7 @@
 // the spans are DEVICE memory (so a decode step can be captured in a CUDA graph).
 //
 // Supported: bf16, head dim D in {16, 64, 80, 128} (the fixtures' 16, the vision tower's 80, the LM's 128). flash_supported() says whether a call
-// can take this path; ops.cu falls back to the cuBLASLt tile path otherwise (fp32, other D) or when
+// can take this path; ops_attention.cu falls back to the cuBLASLt tile path otherwise (fp32, other D) or when
 // VQALAB_CUDA_ATTN=gemm.
 //
 // A query tile's key range is the union of its rows' spans (at most two intervals); key blocks that

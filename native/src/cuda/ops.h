@@ -3,7 +3,10 @@
 //
 // defines: embedding, rmsnorm, layernorm, linear (+bias, cuBLASLt), lora, rope (+ M-RoPE and 2D
 // tables), attention over spans, swiglu, quick_gelu, gelu, residual, logprob (+ entropy), adamw,
-// sum_squares, all_finite, and the sampler's per-row pick.
+// sum_squares, all_finite, and the sampler's per-row pick; what only Qwen3-VL needs. One file per op family:
+// ops_norm.cu, ops_linear.cu (+ LoRA), ops_rope.cu, ops_attention.cu (the tile path; the fused kernels are
+// flash.cu), ops_activations.cu, ops_logprob.cu, ops_adamw.cu, ops_rows.cu (embedding, gathers, conversions),
+// ops_sampling.cu, ops_qwen3.cu; shared device helpers in ops_common.cuh.
 //
 // Precision: T holds activations and the weights' working copy; every reduction and every GEMM
 // accumulates in fp32; parameter gradients (dweight, dbias, dwte, dA, dB) are fp32; rstd, mean and
@@ -90,8 +93,9 @@ template <typename T>
 void rope_backward(T* dinp, const T* dout, const float* cos, const float* sin, int64_t Tn, int64_t NH, int64_t D,
                    bool accumulate = true);
 // Tables as on the CPU; pos (3, T), section (3), hpos, wpos (T) on the device; section is read on the host.
+// interleaved: Qwen3-VL's frequency-to-axis map (ops/ops.h).
 void rope_mrope_table(float* cos, float* sin, const int32_t* pos, const int32_t* section_host, int64_t Tn, int64_t D,
-                      float theta);
+                      float theta, bool interleaved = false);
 void rope_vision_table(float* cos, float* sin, const int32_t* hpos, const int32_t* wpos, int64_t Tn, int64_t D,
                        float theta);
 
@@ -126,6 +130,9 @@ template <typename T> void quick_gelu_forward(T* out, const T* inp, int64_t N);
 template <typename T> void quick_gelu_backward(T* dinp, const T* dout, const T* inp, int64_t N, bool accumulate = true);
 template <typename T> void gelu_forward(T* out, const T* inp, int64_t N);
 template <typename T> void gelu_backward(T* dinp, const T* dout, const T* inp, int64_t N, bool accumulate = true);
+// gelu with the tanh approximation (Qwen3-VL's vision MLP: gelu_pytorch_tanh)
+template <typename T> void gelu_tanh_forward(T* out, const T* inp, int64_t N);
+template <typename T> void gelu_tanh_backward(T* dinp, const T* dout, const T* inp, int64_t N, bool accumulate = true);
 template <typename T> void residual_forward(T* out, const T* a, const T* b, int64_t N);
 // out (N) += a (N) (gradient sums between buffers).
 template <typename T> void add_inplace(T* out, const T* a, int64_t N);
@@ -184,6 +191,18 @@ void sample_rows(int32_t* tok, float* logprob, const T* logits, const int64_t* g
 template <typename T>
 void sample_rows_multi(int32_t* tok, float* logprob, const T* logits, const float* temps, const uint64_t* seeds,
                        const int64_t* gs, const int64_t* ts, int64_t B, int64_t V);
+
+// ---- Qwen3-VL (ops_qwen3.cu) ----
+// xout (N) = xin + r: the fp32 residual stream plus a branch of type T (xout may equal xin).
+template <typename T> void residual_add(float* xout, const float* xin, const T* r, int64_t N);
+// DeepStack: x[rows[i]] (C) += feat[i] (C), rows distinct (the image rows), x fp32.
+template <typename T> void add_rows(float* x, const T* feat, const int64_t* rows, int64_t n, int64_t C);
+// Learned position embeddings interpolated to the grid: x[r] (E) += sum_k w[r, k] * pe[idx[r, k]], k < 4
+// (idx, w (N, 4) on the device, from the host's bilinear weights).
+template <typename T>
+void pos_embed_forward(float* x, const T* pe, const int32_t* idx, const float* w, int64_t N, int64_t E);
+// dpe (num_pos, E) fp32 += the same weights times dx (N, E) (atomics: rows share table entries).
+void pos_embed_backward(float* dpe, const float* dx, const int32_t* idx, const float* w, int64_t N, int64_t E);
 
 }  // namespace cu
 }  // namespace vq

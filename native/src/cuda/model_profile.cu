@@ -1,0 +1,63 @@
+// Phase timings of the CUDA model (VQALAB_CUDA_PROFILE=1): events around named phases, summed by name.
+#include "cuda/model_internal.cuh"
+
+namespace vq {
+
+namespace {
+struct ProfRec {
+  const char* name;
+  cudaEvent_t a, b;
+};
+std::mutex g_prof_mu;
+std::vector<ProfRec> g_prof;
+bool prof_on() {
+  static const bool on = env_flag("VQALAB_CUDA_PROFILE", false);
+  return on;
+}
+}  // namespace
+
+Phase::Phase(const char* name) {
+  if (!prof_on()) return;
+  cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
+  if (cudaStreamIsCapturing(cu::stream(), &cs) != cudaSuccess || cs != cudaStreamCaptureStatusNone) return;
+  cudaEvent_t a = nullptr, b = nullptr;
+  if (cudaEventCreate(&a) != cudaSuccess || cudaEventCreate(&b) != cudaSuccess) return;
+  cudaEventRecord(a, cu::stream());
+  std::lock_guard<std::mutex> l(g_prof_mu);
+  g_prof.push_back(ProfRec{name, a, b});
+  idx = static_cast<long>(g_prof.size()) - 1;
+}
+Phase::~Phase() {
+  if (idx < 0) return;
+  std::lock_guard<std::mutex> l(g_prof_mu);
+  cudaEventRecord(g_prof[idx].b, cu::stream());
+}
+
+std::string cuda_profile_report() {
+  std::lock_guard<std::mutex> l(g_prof_mu);
+  if (g_prof.empty()) return prof_on() ? "profile: nothing recorded\n" : "profile: off (VQALAB_CUDA_PROFILE=1)\n";
+  cudaDeviceSynchronize();
+  std::map<std::string, std::pair<double, int>> sum;
+  std::vector<std::string> order;
+  for (const ProfRec& r : g_prof) {
+    float ms = 0.0f;
+    cudaEventElapsedTime(&ms, r.a, r.b);
+    auto it = sum.find(r.name);
+    if (it == sum.end()) { order.push_back(r.name); it = sum.emplace(r.name, std::make_pair(0.0, 0)).first; }
+    it->second.first += ms;
+    it->second.second++;
+    cudaEventDestroy(r.a);
+    cudaEventDestroy(r.b);
+  }
+  g_prof.clear();
+  std::string out;
+  for (const std::string& n : order) {
+    char b[160];
+    std::snprintf(b, sizeof b, "  %-28s %9.2f ms  (%d)\n", n.c_str(), sum[n].first, sum[n].second);
+    out += b;
+  }
+  return out;
+}
+
+
+}  // namespace vq
