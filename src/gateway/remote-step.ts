@@ -21,6 +21,7 @@ import { LocalPolicy } from '../rollout/local.js';
 import { pushWeights, type PushResult } from '../serve/weights.js';
 import { invalidParameterError } from '../util/validate.js';
 import { type AgentStepOutput, runAgentStep } from './loop.js';
+import { pushLine } from './push.js';
 import { originOf, RemoteAttempts, remoteWeightVersion } from './remote.js';
 
 export interface RemoteStepOutput extends AgentStepOutput {
@@ -65,9 +66,7 @@ export async function remoteAgentStep(o: AgentStepInputs): Promise<RemoteStepOut
   const target = { url: g.url, adminKey: g.adminKey };
   const push = async (version: number): Promise<PushResult> => {
     const [r] = await pushWeights(o.model, [target], { version, kind: g.weights, signal: o.signal });
-    o.log?.(
-      `weights version ${r!.version} (${r!.kind}, ${r!.tensors} tensors, ${(r!.bytes / 1048576).toFixed(1)} MiB) pushed to ${r!.url} in ${r!.ms.toFixed(0)} ms`,
-    );
+    o.log?.(pushLine(r!));
     return r!;
   };
   const pushes: PushResult[] = [];
@@ -83,7 +82,7 @@ export async function remoteAgentStep(o: AgentStepInputs): Promise<RemoteStepOut
   if (served < version) pushes.push(await push(version));
   const out = await runAgentStep({
     model: o.model,
-    attempts: new RemoteAttempts({ target, weightVersion: version, images: taskImages(o), signal: o.signal }),
+    attempts: new RemoteAttempts({ target, weightVersion: version, images: taskImages(o) }),
     version,
     agent: o.agent,
     config: { ...o.config },

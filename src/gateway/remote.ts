@@ -189,7 +189,6 @@ export interface RemoteAttemptsOptions {
   weightVersion: number;
   /** The task's images as this side processes them (see the file comment). */
   images: (sample: VqaSample) => Promise<ImageInput[]>;
-  signal?: AbortSignal;
 }
 
 const path = (ids: { rolloutId: string; attemptId: string }) =>
