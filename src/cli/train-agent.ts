@@ -20,6 +20,7 @@ import { VlmTokenizer } from '../text/tokenizer.js';
 import { Qwen2VLImageProcessor } from '../vision/qwen2vl.js';
 import { UsageError } from '../util/errors.js';
 import type { Command } from './command.js';
+import { rolloutAgentGroups } from '../gateway/agent.js';
 import { AgentTraining } from '../gateway/loop.js';
 import { remoteWeightVersion } from '../gateway/remote.js';
 import '../gateway/trainer-step.js'; // registers the agent step Trainer({ agent }) runs
@@ -61,13 +62,17 @@ GRPO:
   --group G            attempts per task (default 4)
   --lr X               learning rate (default 5e-4)
   --seed N             seed of the data order and of the calls' sampling (default 0)
+  --eval-attempts N    before and after training, run every task N times with the same seeds
+                       (the calls' seeds come from the attempt ids) and report the mean reward of
+                       each (evalBefore, evalAfter): a paired comparison, only the weights differ
 
 Output:
   --out DIR            metrics.jsonl and the final model (default out/train-agent)
   --quiet              no per-step lines
   -h, --help           show this help
 
-Ends with one JSON line: {"steps", "rewardFirst", "rewardLast", "failedAttempts", "seconds"}.
+Ends with one JSON line: {"steps", "rewardFirst", "rewardLast", "failedAttempts", "seconds"} (and
+"evalBefore", "evalAfter" with --eval-attempts).
 `;
 
 function int(name: string, v: string | undefined, def: number, min = 0): number {
@@ -131,6 +136,7 @@ export async function runTrainAgent(
         gateway: { type: 'string' },
         'gateway-key-env': { type: 'string' },
         push: { type: 'string' },
+        'eval-attempts': { type: 'string' },
       },
       allowPositionals: false,
     }).values;
@@ -153,6 +159,8 @@ export async function runTrainAgent(
     throw new UsageError(`--device must be cpu, cuda or cuda:N; got "${device}"`);
   const seed = int('seed', v.seed as string | undefined, 0);
   const remote = remoteOption(v);
+  const evalAttempts = int('eval-attempts', v['eval-attempts'] as string | undefined, 0);
+  if (remote && evalAttempts > 0) throw new UsageError('--eval-attempts is not available with --gateway yet');
   // A server that is down or refuses the key: said now, before the data and the model load.
   if (remote) await remoteWeightVersion(remote);
   const out = path.resolve((v.out as string | undefined) ?? path.join('out', 'train-agent'));
@@ -221,6 +229,7 @@ export async function runTrainAgent(
     writeFileSync(metricsFile, '');
     const nSteps = int('steps', v.steps as string | undefined, 20, 1);
     let steps: { rewardMean: number; failedAttempts: number; attempts: number }[];
+    const evaluation: { before?: number; after?: number } = {};
     if (remote) {
       steps = await runRemote({ model, tokenizer, train, agent: { ...agent, gateway: remote }, config }, nSteps, {
         metricsFile,
@@ -236,6 +245,7 @@ export async function runTrainAgent(
         log: quiet ? undefined : io.err,
       });
       try {
+        if (evalAttempts > 0) evaluation.before = await evalReward(training, train, evalAttempts);
         steps = await training.run(nSteps, (o) => {
           const m = o.metrics;
           appendFileSync(metricsFile, `${JSON.stringify({ ...m, update: { ...m.update } })}\n`);
@@ -246,6 +256,7 @@ export async function runTrainAgent(
             );
           }
         });
+        if (evalAttempts > 0) evaluation.after = await evalReward(training, train, evalAttempts);
       } finally {
         await training.close();
       }
@@ -258,6 +269,7 @@ export async function runTrainAgent(
       rewardFirst: avg(steps.slice(0, k).map((m) => m.rewardMean)),
       rewardLast: avg(steps.slice(-k).map((m) => m.rewardMean)),
       failedAttempts: steps.reduce((s, m) => s + m.failedAttempts, 0),
+      ...(evaluation.before !== undefined ? { evalBefore: evaluation.before, evalAfter: evaluation.after } : {}),
       seconds: Math.round((performance.now() - t0) / 100) / 10,
     };
     io.out(JSON.stringify(result));
@@ -265,6 +277,20 @@ export async function runTrainAgent(
   } finally {
     model.dispose();
   }
+}
+
+/**
+ * Mean reward of every task run `n` times on the training gateway. The rollout ids are the same
+ * each time, so are the calls' seeds: two evaluations differ by the weights only.
+ */
+async function evalReward(training: AgentTraining, tasks: readonly VqaSample[], n: number): Promise<number> {
+  const groups = await rolloutAgentGroups(training.gateway, tasks, n, training.agent, { rolloutPrefix: 'eval' });
+  for (const g of groups) training.gateway.release(g.rolloutId);
+  const r = groups
+    .flatMap((g) => g.attempts)
+    .filter((a) => a.status === 'succeeded')
+    .map((a) => a.reward!);
+  return r.length ? r.reduce((a, b) => a + b, 0) / r.length : NaN;
 }
 
 /** --gateway URL with --gateway-key-env VAR (and --push): the remote gateway, the key read from VAR. */

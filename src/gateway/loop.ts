@@ -174,6 +174,11 @@ export class AgentTraining {
     return this.gw.gateway;
   }
 
+  /** The agent the steps run. */
+  get agent(): AgentOptions {
+    return this.o.agent;
+  }
+
   get globalStep(): number {
     return this.nextStep;
   }

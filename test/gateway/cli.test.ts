@@ -66,6 +66,10 @@ test('remote rollouts: --gateway and --gateway-key-env usage errors (the key is 
       ['--gateway', 'http://127.0.0.1:9', '--gateway-key-env', 'VQALAB_TEST_KEY', '--push', 'half'],
       /--push must be lora or full; got "half"/,
     );
+    await usage(
+      ['--gateway', 'http://127.0.0.1:9', '--gateway-key-env', 'VQALAB_TEST_KEY', '--eval-attempts', '2'],
+      /--eval-attempts is not available with --gateway/,
+    );
     // `vqalab train --agent` is the same command.
     await assert.rejects(
       trainCommand.run(['--agent', 'x', '--gateway', 'http://127.0.0.1:9']),
