@@ -38,6 +38,8 @@ Model and data:
 
 Agents:
   --agent "CMD"          train through the gateway on what an agent command does (vqalab train-agent's options)
+  --gateway URL          with --agent: on-policy remote rollouts on that \`vqalab serve --gateway-key-env\`
+  --gateway-key-env VAR  the variable holding its admin key (weights are pushed there after each update)
 
 Training:
   --max-steps N          GRPO steps in all, a resumed run included (default 100)

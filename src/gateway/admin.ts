@@ -1,7 +1,7 @@
 /**
  * The admin routes, for a runner in another process (another machine) that holds the admin key:
  * POST /rollouts/{r}/attempts/{a} opens an attempt (its URLs and key come back), POST …/finish
- * closes it, GET …/ returns its record as JSON. They go through the Gateway's public methods only,
+ * closes it, GET …/ returns its record as JSON, DELETE …/ forgets it (after training on it). They go through the Gateway's public methods only,
  * so a remote runner gets exactly what an in-process one does.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
@@ -71,6 +71,19 @@ export async function adminRoute(
     });
   }
   if (rest === '' && method === 'GET') return sendJson(res, 200, attemptToJson(rec()));
+  if (rest === '' && method === 'DELETE') {
+    const r = rec();
+    if (r.status === 'running')
+      throw new ApiError(
+        409,
+        `attempt ${attemptId} of rollout ${rolloutId} is still running; finish it before releasing its record`,
+        'invalid_request_error',
+        null,
+        'attempt_running',
+      );
+    gw.release(rolloutId, attemptId);
+    return sendJson(res, 200, { rollout_id: rolloutId, attempt_id: attemptId, released: true });
+  }
   if (rest === '/finish' && method === 'POST') {
     const b = await readJsonObject(req, maxBodyBytes);
     const r = rec();
@@ -87,7 +100,7 @@ export async function adminRoute(
   }
   throw new ApiError(
     404,
-    `no admin route ${method} ${url}; use POST or GET /rollouts/{r}/attempts/{a}, POST …/finish`,
+    `no admin route ${method} ${url}; use POST, GET or DELETE /rollouts/{r}/attempts/{a}, POST …/finish`,
     'not_found_error',
     null,
     'unknown_url',

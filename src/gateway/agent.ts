@@ -17,10 +17,12 @@
  * declared in src/grpo/agent-step.ts (it is the Trainer's `agent` option) and re-exported here.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import type { VqaSample } from '../data/types.js';
 import type { AgentOptions } from '../grpo/agent-step.js';
-import type { AttemptRecord, Gateway } from './gateway.js';
+import type { AttemptRecord, FinishInfo, Gateway } from './gateway.js';
+import { attemptHost, type AttemptHost } from './host.js';
 import { trajectoryOf, type Trajectory, type TrajectoryOptions } from './trajectory.js';
 import { expectInteger, invalidParameterError } from '../util/validate.js';
 
@@ -132,16 +134,23 @@ function checkAgent(o: AgentOptions): void {
   }
 }
 
-/** Run the agent once for an attempt opened on `gateway`; resolves with the finished record (never rejects for the agent's failures). */
-export function runAgentAttempt(
-  gateway: Gateway,
+/**
+ * Run the agent once for an attempt opened on `gateway` (a Gateway here, or any AttemptHost: a
+ * remote one); resolves with the finished record (never rejects for the agent's failures).
+ */
+export async function runAgentAttempt(
+  gateway: Gateway | AttemptHost,
   sample: VqaSample,
   o: AgentOptions,
   ids: { rolloutId: string; attemptId?: string },
   signal?: AbortSignal,
 ): Promise<AttemptRecord> {
   checkAgent(o);
-  const ep = gateway.openAttempt({ rolloutId: ids.rolloutId, attemptId: ids.attemptId, task: sample });
+  const host = attemptHost(gateway);
+  const ep = await host.open(
+    { rolloutId: ids.rolloutId, attemptId: ids.attemptId ?? `at-${randomBytes(6).toString('hex')}` },
+    sample,
+  );
   const env: Record<string, string | undefined> = {
     ...(o.inheritEnv === false ? {} : process.env),
     ...o.env,
@@ -156,11 +165,8 @@ export function runAgentAttempt(
   const out = new Tail(max),
     err = new Tail(max);
   const timeoutMs = o.timeoutMs ?? 120_000;
-  return new Promise((resolve) => {
-    const finish = (info: Parameters<Gateway['finishAttempt']>[2]) =>
-      resolve(
-        gateway.finishAttempt(ep.rolloutId, ep.attemptId, { ...info, stdoutTail: out.text(), stderrTail: err.text() }),
-      );
+  const info = await new Promise<FinishInfo>((resolve) => {
+    const finish = (i: FinishInfo) => resolve({ ...i, stdoutTail: out.text(), stderrTail: err.text() });
     if (signal?.aborted) return finish({ error: 'cancelled before the agent started' });
     const argv = typeof o.command === 'string' ? ['/bin/sh', '-c', o.command] : [...o.command];
     let child: ChildProcess;
@@ -219,6 +225,7 @@ export function runAgentAttempt(
       });
     });
   });
+  return host.finish({ rolloutId: ep.rolloutId, attemptId: ep.attemptId }, info);
 }
 
 /**
@@ -226,7 +233,7 @@ export function runAgentAttempt(
  * sample order, attempts in attempt order.
  */
 export async function rolloutAgentGroups(
-  gateway: Gateway,
+  gateway: Gateway | AttemptHost,
   samples: readonly VqaSample[],
   G: number,
   agent: AgentOptions,
@@ -234,6 +241,7 @@ export async function rolloutAgentGroups(
 ): Promise<AgentGroup[]> {
   checkAgent(agent);
   expectInteger('G', G, 1, 4096);
+  const host = attemptHost(gateway);
   const sem = new Semaphore(agent.concurrency ?? 8);
   const groups = samples.map((sample, i) => {
     const rolloutId = `${options.rolloutPrefix ?? 'ro'}-${i}-${sample.id.replace(/[^A-Za-z0-9._~-]/g, '_').slice(0, 60)}`;
@@ -244,7 +252,7 @@ export async function rolloutAgentGroups(
       Array.from({ length: G }, (_, k) =>
         sem.run(async () => {
           const rec = await runAgentAttempt(
-            gateway,
+            host,
             g.sample,
             agent,
             { rolloutId: g.rolloutId, attemptId: `a${k}` },

@@ -224,10 +224,11 @@ export class Gateway {
     return finishRecord(rec, info);
   }
 
-  /** Forget a rollout's attempts (after training on them) so memory stays bounded. */
-  release(rolloutId: string): void {
+  /** Forget a rollout's finished attempts (or one of them) after training on them, so memory stays bounded. */
+  release(rolloutId: string, attemptId?: string): void {
     for (const [k, r] of this.attemptsById)
-      if (r.rolloutId === rolloutId && r.status !== 'running') this.attemptsById.delete(k);
+      if (r.rolloutId === rolloutId && (attemptId === undefined || r.attemptId === attemptId) && r.status !== 'running')
+        this.attemptsById.delete(k);
   }
 
   stats(): GatewayStats {

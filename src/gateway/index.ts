@@ -29,6 +29,7 @@ export {
 } from './train.js';
 export {
   agentGrpoStep,
+  runAgentStep,
   AgentTraining,
   type AgentStepMetrics,
   type AgentStepOutput,
@@ -45,3 +46,13 @@ export {
 export { agentGroupPayload, showAgentGroup, attemptTurns, type AgentGroupViewOptions } from './view.js';
 export { agentTrainerStep, type AgentTrainerStepInputs } from './trainer-step.js';
 export { weightPush, type WeightPushOptions, type WeightPusher } from './push.js';
+export { attemptHost, localAttempts, type AttemptHost, type OpenedAttempt } from './host.js';
+export {
+  RemoteAttempts,
+  recordFromJson,
+  remoteWeightVersion,
+  StaleWeightsError,
+  type RemoteAttemptsOptions,
+  type RemoteGatewayTarget,
+} from './remote.js';
+export { remoteAgentStep, checkRemoteGateway, type RemoteStepOutput } from './remote-step.js';

@@ -7,8 +7,10 @@
  *   this step) → trajectories (token-exact, masked) → advantages per trajectory → update → the
  *   gateway's weight version moves on, so the next step's calls are recorded under the new weights.
  *
- * Rollouts and updates share one engine model in this process, so every call is sampled by the
- * weights being trained (on-policy); a trajectory recorded under another version is refused.
+ * `runAgentStep` is the step on any AttemptHost (src/gateway/host.ts); `agentGrpoStep` runs it on a
+ * gateway in this process, where rollouts and updates share one engine model, so every call is
+ * sampled by the weights being trained; src/gateway/remote-step.ts runs it on a remote gateway and
+ * pushes the weights after the update. A trajectory recorded under another version is refused.
  */
 import type { VqaSample } from '../data/types.js';
 import type { EngineModel } from '../engine/types.js';
@@ -21,6 +23,7 @@ import type { ServeOptions } from '../serve/server.js';
 import type { VlmTokenizer } from '../text/tokenizer.js';
 import { invalidParameterError } from '../util/validate.js';
 import type { Gateway, GatewayOptions } from './gateway.js';
+import { type AttemptHost, localAttempts } from './host.js';
 import { startGateway, type StartedGateway } from './start.js';
 import { updateOnAgentGroups, type AgentUpdateResult } from './train.js';
 
@@ -48,25 +51,29 @@ export interface AgentStepOutput {
 }
 
 /**
- * One GRPO step of agent rollouts: `samples` each run G = config.numGenerations times through
- * `gateway`, trained on with the masked update. The gateway's weightVersion is `step` while the
- * agents run and `step + 1` after the update.
+ * One GRPO step of agent rollouts on any AttemptHost (a gateway in this process, or a remote one):
+ * `samples` each run G = config.numGenerations times, the recorded trajectories trained on with
+ * the masked update; every trajectory must come from weight version `version` (others are refused).
+ * The records are released afterwards unless `keepRecords`.
  */
-export async function agentGrpoStep(ctx: {
+export async function runAgentStep(ctx: {
   model: EngineModel;
-  gateway: Gateway;
+  attempts: AttemptHost;
+  version: number;
   agent: AgentOptions;
   config: GrpoConfig;
   samples: readonly VqaSample[];
   step: number;
+  /** Rollout ids start with this (default `s<step>`); they must be new on the gateway. */
+  rolloutPrefix?: string;
+  keepRecords?: boolean;
   signal?: AbortSignal;
   log?: (line: string) => void;
 }): Promise<AgentStepOutput> {
-  const { model, gateway, config: c, step } = ctx;
+  const { model, config: c, step } = ctx;
   const t0 = performance.now();
-  gateway.weightVersion = step;
-  const groups = await rolloutAgentGroups(gateway, ctx.samples, c.numGenerations, ctx.agent, {
-    rolloutPrefix: `s${step}`,
+  const groups = await rolloutAgentGroups(ctx.attempts, ctx.samples, c.numGenerations, ctx.agent, {
+    rolloutPrefix: ctx.rolloutPrefix ?? `s${step}`,
     signal: ctx.signal,
   });
   const t1 = performance.now();
@@ -78,9 +85,8 @@ export async function agentGrpoStep(ctx: {
     schedule: c.lrSchedule,
     minLrRatio: c.minLrRatio,
   });
-  const update = await updateOnAgentGroups(model, groups, c, { lr, expectedVersion: step, log: ctx.log });
-  gateway.weightVersion = step + 1;
-  for (const g of groups) gateway.release(g.rolloutId);
+  const update = await updateOnAgentGroups(model, groups, c, { lr, expectedVersion: ctx.version, log: ctx.log });
+  if (!ctx.keepRecords) await ctx.attempts.release(groups.flatMap((g) => g.attempts));
   const attempts = groups.flatMap((g) => g.attempts);
   const ok = attempts.filter((a) => a.status === 'succeeded');
   for (const a of attempts)
@@ -102,6 +108,27 @@ export async function agentGrpoStep(ctx: {
       trainSeconds: (performance.now() - t1) / 1000,
     },
   };
+}
+
+/**
+ * One GRPO step of agent rollouts through a gateway in this process (runAgentStep). The
+ * gateway's weightVersion is `step` while the agents run and `step + 1` after the update.
+ */
+export async function agentGrpoStep(ctx: {
+  model: EngineModel;
+  gateway: Gateway;
+  agent: AgentOptions;
+  config: GrpoConfig;
+  samples: readonly VqaSample[];
+  step: number;
+  signal?: AbortSignal;
+  log?: (line: string) => void;
+}): Promise<AgentStepOutput> {
+  const { gateway, step } = ctx;
+  gateway.weightVersion = step;
+  const out = await runAgentStep({ ...ctx, attempts: localAttempts(gateway), version: step });
+  gateway.weightVersion = step + 1;
+  return out;
 }
 
 export interface TrainAgentOptions {
@@ -145,6 +172,11 @@ export class AgentTraining {
 
   get gateway(): Gateway {
     return this.gw.gateway;
+  }
+
+  /** The agent the steps run. */
+  get agent(): AgentOptions {
+    return this.o.agent;
   }
 
   get globalStep(): number {

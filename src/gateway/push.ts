@@ -27,6 +27,11 @@ export interface WeightPusher extends TrainerCallback {
   readonly version: number;
 }
 
+/** The log line of a push. */
+export function pushLine(x: PushResult): string {
+  return `weights version ${x.version} (${x.kind}, ${x.tensors} tensors, ${(x.bytes / 1048576).toFixed(1)} MiB) pushed to ${x.url} in ${x.ms.toFixed(0)} ms`;
+}
+
 /** A trainer callback that keeps `servers` on the trainer's weights: before a run and after every step. */
 export function weightPush(o: WeightPushOptions): WeightPusher {
   if (!o || !Array.isArray(o.servers) || o.servers.length === 0)
@@ -54,10 +59,7 @@ export function weightPush(o: WeightPushOptions): WeightPusher {
     },
     async onStepEnd(trainer) {
       const r = await sync(trainer.model);
-      for (const x of r)
-        trainer.log(
-          `weights version ${x.version} (${x.kind}, ${x.tensors} tensors, ${(x.bytes / 1048576).toFixed(1)} MiB) pushed to ${x.url} in ${x.ms.toFixed(0)} ms`,
-        );
+      for (const x of r) trainer.log(pushLine(x));
     },
   };
 }

@@ -3,7 +3,8 @@
  * record as JSON. Plain data and pure functions, so the trajectory builder, the viewer and the
  * agent runner read records without the HTTP side (src/gateway/gateway.ts) coming along.
  */
-import type { Prompt } from '../engine/types.js';
+import { createHash } from 'node:crypto';
+import type { ImageInput, Prompt } from '../engine/types.js';
 import type { ChatMessage } from '../text/tokenizer.js';
 
 /** One choice of a recorded call, as sampled. */
@@ -116,6 +117,18 @@ export interface GatewayStats {
   refused: number;
 }
 
+/**
+ * A processed image's identity: sha256 over its grid and pixels. The admin record names each
+ * image of a call by it, so a trainer elsewhere, which processes the task's image files again
+ * (the pixels are not sent), can check that it trains on the pixels the server sampled with.
+ */
+export function imageDigest(img: ImageInput): string {
+  const h = createHash('sha256');
+  h.update(JSON.stringify(img.gridThw));
+  h.update(Buffer.from(img.pixels.buffer, img.pixels.byteOffset, img.pixels.byteLength));
+  return h.digest('hex');
+}
+
 /** An attempt's record as JSON (the admin route's reply): ids and log-probs as arrays, images as their grids. */
 export function attemptToJson(rec: AttemptRecord): Record<string, unknown> {
   return {
@@ -145,7 +158,7 @@ export function attemptToJson(rec: AttemptRecord): Record<string, unknown> {
       sampling: c.sampling,
       prompt_ids: Array.from(c.prompt.ids),
       template_ids: Array.from(c.templateIds),
-      images: c.prompt.images.map((im) => ({ grid_thw: im.gridThw })),
+      images: c.prompt.images.map((im) => ({ grid_thw: im.gridThw, sha256: imageDigest(im) })),
       choices: c.choices.map((ch) => ({
         text: ch.text,
         token_ids: Array.from(ch.tokenIds),

@@ -3,12 +3,15 @@
  * StepMetrics. The trainer draws the samples (its data cursor) and counts the step; this starts a
  * gateway over the trainer's model for the step (loopback, any free port; the server holds no
  * state between steps), runs the agents, trains on their trajectories and closes the gateway.
+ * With `agent.gateway` the attempts live on that remote server instead, and the weights are
+ * pushed there after the update (src/gateway/remote-step.ts).
  */
 import { registerAgentStep, type AgentStepInputs } from '../grpo/agent-step.js';
 import { meanStd, residentMiB, type StepMetrics } from '../grpo/metrics.js';
 import type { AgentGroup } from './agent.js';
 import { LocalPolicy } from '../rollout/local.js';
-import { agentGrpoStep } from './loop.js';
+import { agentGrpoStep, type AgentStepOutput } from './loop.js';
+import { remoteAgentStep } from './remote-step.js';
 import { startGateway } from './start.js';
 
 /** The inputs of one agent step (defined beside the trainer, which calls it). */
@@ -19,24 +22,8 @@ export async function agentTrainerStep(
   o: AgentTrainerStepInputs,
 ): Promise<{ metrics: StepMetrics; groups: AgentGroup[] }> {
   const t0 = performance.now();
-  const gw = await startGateway(new LocalPolicy({ model: o.model, tokenizer: o.tokenizer }), {
-    gateway: { seed: o.config.seed },
-  });
-  let out;
-  try {
-    out = await agentGrpoStep({
-      model: o.model,
-      gateway: gw.gateway,
-      agent: o.agent,
-      config: { ...o.config },
-      samples: o.samples,
-      step: o.step,
-      signal: o.signal,
-      log: o.log,
-    });
-  } finally {
-    await gw.close();
-  }
+  const remote = o.agent.gateway ? await remoteAgentStep(o) : undefined;
+  const out = remote ?? (await localStep(o));
   const m = out.metrics,
     u = m.update;
   const rewards = out.groups.flatMap((g) => g.trajectories.map((t) => t.reward)).filter(Number.isFinite);
@@ -86,10 +73,38 @@ export async function agentTrainerStep(
         maskedTokens: u.maskedTokens,
         maxLogprobDrift: u.maxLogprobDrift,
         offPolicyTrajectories: u.offPolicyTrajectories,
+        ...(remote
+          ? {
+              weightVersion: remote.version,
+              pushedVersion: remote.pushes.at(-1)?.version ?? null,
+              pushSeconds: remote.pushes.reduce((s, p) => s + p.ms, 0) / 1000,
+            }
+          : {}),
       },
     },
   };
   return { metrics, groups: out.groups };
+}
+
+/** The local mode: a gateway over the trainer's model for this step. */
+async function localStep(o: AgentTrainerStepInputs): Promise<AgentStepOutput> {
+  const gw = await startGateway(new LocalPolicy({ model: o.model, tokenizer: o.tokenizer }), {
+    gateway: { seed: o.config.seed },
+  });
+  try {
+    return await agentGrpoStep({
+      model: o.model,
+      gateway: gw.gateway,
+      agent: o.agent,
+      config: { ...o.config },
+      samples: o.samples,
+      step: o.step,
+      signal: o.signal,
+      log: o.log,
+    });
+  } finally {
+    await gw.close();
+  }
 }
 
 registerAgentStep(agentTrainerStep);

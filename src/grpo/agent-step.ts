@@ -30,6 +30,24 @@ export interface AgentOptions {
   outputBytes?: number;
   /** The task's variables (default: the VQA fields above). */
   taskEnv?: (sample: VqaSample) => Record<string, string>;
+  /**
+   * Remote rollouts (docs/agents.md): the attempts are opened on this `vqalab serve
+   * --gateway-key-env VAR` (its URL and the value of VAR) instead of a gateway over the trainer's
+   * model in this process; the agents still run here. After each update the trainer pushes its
+   * weights there, so the next step's rollouts are on-policy.
+   */
+  gateway?: RemoteAgentGateway;
+}
+
+export interface RemoteAgentGateway {
+  /** The server's URL (with or without /v1). */
+  url: string;
+  /** Its admin key (the value of `--gateway-key-env`'s variable). */
+  adminKey: string;
+  /** What a push sends: "lora" (default for a LoRA model: the adapters) or "full" (every tensor; default otherwise). */
+  weights?: 'lora' | 'full';
+  /** Leave the records on the server after training on them (default: released). */
+  keepRecords?: boolean;
 }
 
 /**

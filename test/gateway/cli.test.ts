@@ -45,6 +45,49 @@ test('usage errors', async () => {
   );
 });
 
+test('remote rollouts: --gateway and --gateway-key-env usage errors (the key is never printed)', async () => {
+  const usage = (args: string[], re: RegExp) =>
+    assert.rejects(
+      runTrainAgent(['--agent', 'x', ...args]),
+      (e: unknown) => e instanceof UsageError && re.test(e.message),
+    );
+  await usage(['--gateway', 'http://127.0.0.1:9'], /--gateway needs --gateway-key-env VAR/);
+  await usage(['--gateway-key-env', 'K'], /--gateway-key-env is for remote rollouts: give --gateway URL too/);
+  await usage(['--push', 'full'], /--push is for remote rollouts/);
+  await usage(['--gateway', 'localhost:8000', '--gateway-key-env', 'K'], /--gateway must be the http\(s\) URL/);
+  delete process.env.VQALAB_TEST_UNSET_KEY;
+  await usage(
+    ['--gateway', 'http://127.0.0.1:9', '--gateway-key-env', 'VQALAB_TEST_UNSET_KEY'],
+    /--gateway-key-env VQALAB_TEST_UNSET_KEY: that environment variable is empty or not set/,
+  );
+  process.env.VQALAB_TEST_KEY = 'secret-admin-key-value';
+  try {
+    await usage(
+      ['--gateway', 'http://127.0.0.1:9', '--gateway-key-env', 'VQALAB_TEST_KEY', '--push', 'half'],
+      /--push must be lora or full; got "half"/,
+    );
+    await usage(
+      ['--gateway', 'http://127.0.0.1:9', '--gateway-key-env', 'VQALAB_TEST_KEY', '--eval-attempts', '2'],
+      /--eval-attempts is not available with --gateway/,
+    );
+    // `vqalab train --agent` is the same command.
+    await assert.rejects(
+      trainCommand.run(['--agent', 'x', '--gateway', 'http://127.0.0.1:9']),
+      (e: unknown) => e instanceof UsageError && /--gateway needs --gateway-key-env VAR/.test(e.message),
+    );
+    // Nothing listens there: said before the data and the model load, without the key.
+    await assert.rejects(
+      runTrainAgent(['--agent', 'x', '--gateway', 'http://127.0.0.1:9', '--gateway-key-env', 'VQALAB_TEST_KEY']),
+      (e: unknown) =>
+        e instanceof Error &&
+        /cannot reach the remote gateway: GET http:\/\/127\.0\.0\.1:9\/admin\/weights/.test(e.message) &&
+        !e.message.includes('secret-admin-key-value'),
+    );
+  } finally {
+    delete process.env.VQALAB_TEST_KEY;
+  }
+});
+
 test('one step with the example agent', async () => {
   const out = mkdtempSync(path.join(tmpdir(), 'vqalab-train-agent-'));
   try {
