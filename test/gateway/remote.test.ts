@@ -124,12 +124,18 @@ test('a remote runner opens an attempt, runs the example agent against it and re
     );
     assert.equal(c.choices[0].token_ids.length, c.choices[0].logprobs.length);
     if (k > 0) {
-      // Each call continues from the previous one's prompt and sampled ids (unless those held a
-      // special token: then the chat template's ids are used as they are).
-      const prev = rec.calls[k - 1];
-      const head = [...prev.prompt_ids, ...prev.choices[0].token_ids];
-      const extends_ = JSON.stringify(c.prompt_ids.slice(0, head.length)) === JSON.stringify(head);
-      assert.ok(extends_ || JSON.stringify(c.prompt_ids) === JSON.stringify(c.template_ids), `call ${k}`);
+      // Each call continues from an earlier call's prompt and sampled ids: the previous one's, or,
+      // when those do not decode to the text the agent sent back (a special token, or a byte of a
+      // character cut off by the token limit), the latest earlier one's that do; with none, the
+      // chat template's ids are used as they are.
+      const extended = (rec.calls as any[]).slice(0, k).findLastIndex((prev) => {
+        const head = [...prev.prompt_ids, ...prev.choices[0].token_ids];
+        return JSON.stringify(c.prompt_ids.slice(0, head.length)) === JSON.stringify(head);
+      });
+      assert.ok(
+        extended >= 0 || JSON.stringify(c.prompt_ids) === JSON.stringify(c.template_ids),
+        `call ${k}: neither an earlier call's ids nor the template's; answers ${JSON.stringify(rec.calls.map((x: any) => x.choices[0].text))}`,
+      );
     }
   }
   // The attempt is closed: its key no longer works for calls.
