@@ -13,6 +13,7 @@
 #include "model.h"
 #include "napi_util.h"
 #include "sampler.h"
+#include "test_device.h"
 #ifdef VQALAB_CUDA
 #include "cuda/model_cuda.h"
 #endif
@@ -281,51 +282,6 @@ std::vector<std::pair<int32_t, SampleRequest>> parse_run_requests(const Napi::Ar
   }
   return out;
 }
-
-// For tests of the device routing on a machine without a device (_attachTestDevice): a device that
-// samples with another, CPU-only model (optionally after a delay, so that tests can cancel between
-// requests); the other heavy calls are refused. With `batch` it says it batches (as the CUDA backend):
-// a run hands it each admitted group in one sample_many call (one delay per call), and its name
-// counts those calls.
-class TestDevice : public DeviceModel {
- public:
-  TestDevice(ModelPtr cpu, int delay_ms, bool batch = false) : cpu_(std::move(cpu)), delay_ms_(delay_ms), batch_(batch) {}
-  bool batches() const override { return batch_; }
-  std::vector<SampleResult> sample_many(const std::vector<SampleRequest>& qs) override {
-    if (!batch_) return DeviceModel::sample_many(qs);
-    calls_++;
-    if (delay_ms_ > 0) std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms_));
-    std::lock_guard<std::mutex> lk(cpu_->mutex());
-    cpu_->begin_call(0);
-    std::vector<SampleResult> r;
-    for (const auto& q : qs) r.push_back(cpu_->sample(q));
-    return r;
-  }
-  std::vector<ForwardResult> forward(const std::vector<ForwardRequest>&, bool) override { refuse("forward"); }
-  void backward(const std::vector<std::vector<std::vector<float>>>&) override { refuse("backward"); }
-  SampleResult sample(const SampleRequest& q) override {
-    if (delay_ms_ > 0) std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms_));
-    std::lock_guard<std::mutex> lk(cpu_->mutex());
-    cpu_->begin_call(0);
-    return cpu_->sample(q);
-  }
-  void zero_grad() override { refuse("zero_grad"); }
-  StepResult step(const AdamWOptions&) override { refuse("step"); }
-  void pull() override {}
-  void pull_grads() override {}
-  void push() override {}
-  std::string name() const override {
-    return batch_ ? "test (samples with another CPU model; batches; " + std::to_string(calls_.load()) + " sample_many calls)"
-                  : "test (samples with another CPU model)";
-  }
-
- private:
-  ModelPtr cpu_;
-  int delay_ms_;
-  bool batch_;
-  std::atomic<int> calls_{0};
-  [[noreturn]] static void refuse(const char* what) { throw Error(std::string("the test device only samples (") + what + ")"); }
-};
 
 class NativeModel : public Napi::ObjectWrap<NativeModel> {
  public:

@@ -14,6 +14,7 @@
 # scripts/gen/engine_fixtures.py (if carried as gen/engine_fixtures.py) into $OUT/fixtures.tgz;
 # VIDEO_FIXTURES=1 (or a family list) runs scripts/gen/video_fixtures.py (gen/video_fixtures.py) into
 # $OUT/video-fixtures.tgz, whose case folders go under test/fixtures/video.
+# FIXTURES_ONLY=1 starts only those two and waits for them (scripts/gpu/session.sh).
 # Logs under $OUT; time limits per stage: *_S variables.
 set -u
 OUT=${OUT:-$PWD/gpu-out}
@@ -40,6 +41,8 @@ if [ -n "${VIDEO_FIXTURES:-}" ] && [ -f gen/video_fixtures.py ]; then
     echo "exit $?" >> "$OUT/video-fixtures.log"; tar -C /tmp/vfx -czf "$OUT/video-fixtures.tgz" . ) &
   VFX=$!
 fi
+# FIXTURES_ONLY=1: only the fixture jobs above (another script runs the rest of the call meanwhile).
+if [ "${FIXTURES_ONLY:-0}" = 1 ]; then wait; ls -la "$OUT"/*.tgz; exit 0; fi
 ( bash .gpu/with-node.sh node trainer.mjs make-model $MODEL > "$OUT/make-model.log" 2>&1; echo "exit $?" >> "$OUT/make-model.log" ) &
 MK=$!
 { time make -f scripts/gpu/cuda.mk -j"$J" native/build/cuda/bench_grpo addon NODE_API_INCLUDE=$PWD/.gpu/include NAPI_INCLUDE=$PWD/napi 2>&1 | grep -v "^g++ \|^/usr/local/cuda/bin/nvcc "; } >> "$OUT/build.log" 2>&1

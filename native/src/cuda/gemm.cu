@@ -152,13 +152,5 @@ void gemm(const GemmArgs& g, const char* op) {
   if (debug_sync()) CU_CHECK(cudaStreamSynchronize(stream()), op);
 }
 
-void gemm_shutdown() {
-  for (auto& kv : handles) {
-    if (kv.second.workspace) cudaFree(kv.second.workspace);
-    if (kv.second.lt) cublasLtDestroy(kv.second.lt);
-  }
-  handles.clear();
-}
-
 }  // namespace cu
 }  // namespace vq

@@ -31,8 +31,5 @@ double gemm_flops(bool reset);
 // Adds FLOPs done outside cuBLASLt (the fused attention kernels) to the same counter.
 void add_flops(double f);
 
-// Releases the handle and workspace of this thread's device (tests).
-void gemm_shutdown();
-
 }  // namespace cu
 }  // namespace vq

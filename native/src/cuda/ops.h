@@ -134,8 +134,6 @@ template <typename T> void gelu_backward(T* dinp, const T* dout, const T* inp, i
 template <typename T> void gelu_tanh_forward(T* out, const T* inp, int64_t N);
 template <typename T> void gelu_tanh_backward(T* dinp, const T* dout, const T* inp, int64_t N, bool accumulate = true);
 template <typename T> void residual_forward(T* out, const T* a, const T* b, int64_t N);
-// out (N) += a (N) (gradient sums between buffers).
-template <typename T> void add_inplace(T* out, const T* a, int64_t N);
 
 // ---- log-probabilities ----
 // logp, entropy, lse (R) fp32; logits (R, V); targets (R) on the device. Sums in fp32 per thread,
@@ -162,10 +160,7 @@ void adamw_update_bf16m(float* params, const float* grads, bf16* m, bf16* v, int
 
 // ---- conversions and small helpers ----
 void to_bf16(bf16* out, const float* in, int64_t n);
-void to_f32(float* out, const bf16* in, int64_t n);
 template <typename T> void fill(T* out, float value, int64_t n);
-// out (n) = fp32 -> T (a plain copy when T is float).
-template <typename T> void from_f32(T* out, const float* in, int64_t n);
 // Gathers rows: out (n, C) = in[rows[i]] ; rows on the device. Types may differ (converted).
 template <typename O, typename I> void gather_rows(O* out, const I* in, const int64_t* rows, int64_t n, int64_t C);
 // Scatter-add rows: out[rows[i]] += in (n, C), rows may repeat (one thread per column walks the rows).

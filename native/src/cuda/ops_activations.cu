@@ -92,17 +92,6 @@ __global__ void residual_k(T* out, const T* a, const T* b, int64_t N, bool vec) 
     st8(out, x, i, N, vec);
   }
 }
-template <typename T>
-__global__ void add_k(T* out, const T* a, int64_t N, bool vec) {
-  CHUNKS(i, N) {
-    float x[8], y[8];
-    ld8(x, out, i, N, vec);
-    ld8(y, a, i, N, vec);
-#pragma unroll
-    for (int j = 0; j < 8; j++) x[j] += y[j];
-    st8(out, x, i, N, vec);
-  }
-}
 
 }  // namespace
 
@@ -153,11 +142,6 @@ template <typename T> void residual_forward(T* out, const T* a, const T* b, int6
   residual_k<<<chunks_for(N), 256, 0, stream()>>>(out, a, b, N, al16(out) && al16(a) && al16(b));
   CU_LAUNCHED("residual_forward");
 }
-template <typename T> void add_inplace(T* out, const T* a, int64_t N) {
-  if (!N) return;
-  add_k<<<chunks_for(N), 256, 0, stream()>>>(out, a, N, al16(out) && al16(a));
-  CU_LAUNCHED("add_inplace");
-}
 
 #define VQ_INST(T) \
   template void swiglu_forward<T>(T*, const T*, const T*, int64_t); \
@@ -168,8 +152,7 @@ template <typename T> void add_inplace(T* out, const T* a, int64_t N) {
   template void gelu_backward<T>(T*, const T*, const T*, int64_t, bool); \
   template void gelu_tanh_forward<T>(T*, const T*, int64_t); \
   template void gelu_tanh_backward<T>(T*, const T*, const T*, int64_t, bool); \
-  template void residual_forward<T>(T*, const T*, const T*, int64_t); \
-  template void add_inplace<T>(T*, const T*, int64_t);
+  template void residual_forward<T>(T*, const T*, const T*, int64_t);
 VQ_INST(float)
 VQ_INST(bf16)
 

@@ -27,7 +27,6 @@ __global__ void embedding_bwd_k(float* dwte, const T* dout, const int32_t* ids, 
 
 // ---- helpers ----
 __global__ void to_bf16_k(bf16* out, const float* in, int64_t n) { GRID_STRIDE(i, n) out[i] = __float2bfloat16(in[i]); }
-__global__ void to_f32_k(float* out, const bf16* in, int64_t n) { GRID_STRIDE(i, n) out[i] = __bfloat162float(in[i]); }
 template <typename T>
 __global__ void fill_k(T* out, float v, int64_t n) { GRID_STRIDE(i, n) st(out + i, v); }
 template <typename O, typename I>
@@ -88,20 +87,11 @@ void to_bf16(bf16* out, const float* in, int64_t n) {
   to_bf16_k<<<blocks_for(n), 256, 0, stream()>>>(out, in, n);
   CU_LAUNCHED("to_bf16");
 }
-void to_f32(float* out, const bf16* in, int64_t n) {
-  if (!n) return;
-  to_f32_k<<<blocks_for(n), 256, 0, stream()>>>(out, in, n);
-  CU_LAUNCHED("to_f32");
-}
 template <typename T> void fill(T* out, float value, int64_t n) {
   if (!n) return;
   fill_k<<<blocks_for(n), 256, 0, stream()>>>(out, value, n);
   CU_LAUNCHED("fill");
 }
-template <> void from_f32<float>(float* out, const float* in, int64_t n) {
-  if (n && out != in) CU_CHECK(cudaMemcpyAsync(out, in, n * sizeof(float), cudaMemcpyDeviceToDevice, stream()), "from_f32");
-}
-template <> void from_f32<bf16>(bf16* out, const float* in, int64_t n) { to_bf16(out, in, n); }
 template <typename O, typename I> void gather_rows(O* out, const I* in, const int64_t* rows, int64_t n, int64_t C) {
   if (!n) return;
   gather_k<<<blocks_for(n * C), 256, 0, stream()>>>(out, in, rows, n, C);
