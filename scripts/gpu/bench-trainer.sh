@@ -26,7 +26,7 @@ MODEL=/tmp/vqalab-qwen2-vl-2b-random
 {
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
   python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)"
-  if [ -d prebuilt ]; then mkdir -p native/build/cuda && cp prebuilt/*.o native/build/cuda/ && touch native/build/cuda/*.o; echo "prebuilt: $(ls prebuilt | tr '\n' ' ')"; fi
+  if [ "${FIXTURES_ONLY:-0}" != 1 ] && [ -d prebuilt ]; then mkdir -p native/build/cuda && cp prebuilt/*.o native/build/cuda/ && touch native/build/cuda/*.o; echo "prebuilt: $(ls prebuilt | tr '\n' ' ')"; fi
 } > "$OUT/build.log" 2>&1
 head -3 "$OUT/build.log"
 if [ -n "${FIXTURES:-}" ] && [ -f gen/engine_fixtures.py ]; then
