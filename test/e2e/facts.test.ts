@@ -16,8 +16,9 @@ import path from 'node:path';
 import type { Page } from 'playwright-core';
 import { STAMP_MIME } from '../../src/display/types.js';
 import { readReportData } from '../../src/report/html.js';
-import { artifactPath, launch, type Browser } from '../extension/chromium.js';
+import { artifactPath, type Browser } from '../extension/chromium.js';
 import { ensureLabApp, ROOT, startLab, type LabServer } from './lab.js';
+import { openLab, openNotebook } from './page.js';
 
 /* eslint-disable @typescript-eslint/no-explicit-any */
 declare const window: any, document: any;
@@ -111,11 +112,7 @@ before(async () => {
     ]),
   );
   server = await startLab(nbDir, env);
-  browser = await launch({ width: 1400, height: 1000 });
-  page = browser.page;
-  await page.goto(`${server.url}/lab?reset&token=${server.token}`);
-  await page.waitForFunction(() => window.jupyterapp, null, { timeout: 60_000 });
-  await page.evaluate(() => window.jupyterapp.restored);
+  ({ browser, page } = await openLab(server));
   log('JupyterLab restored');
 });
 
@@ -124,19 +121,6 @@ after(async () => {
   await server?.stop();
   if (tmp) rmSync(tmp, { recursive: true, force: true });
 });
-
-async function openNotebook(file: string): Promise<void> {
-  await page.evaluate(async (f: string) => {
-    const w = await window.jupyterapp.commands.execute('docmanager:open', { path: f, factory: 'Notebook' });
-    await w.context.ready;
-    await w.sessionContext.ready;
-  }, file);
-  await page.waitForFunction(
-    () => window.jupyterapp.shell.currentWidget?.sessionContext?.session?.kernel?.status === 'idle',
-    null,
-    { timeout: 120_000 },
-  );
-}
 
 /** Run all cells and wait until every code cell shows an execution count (the command settles when they ran). */
 async function runAll(): Promise<void> {
@@ -218,7 +202,7 @@ function exportReport(file: string): { html: string; data: ReturnType<typeof rea
 }
 
 test('facts saved by an older vqalab with a text line show nothing when the notebook is opened', async () => {
-  await openNotebook('facts.ipynb');
+  await openNotebook(page, 'facts.ipynb');
   const legacy = await view(CELL.legacy);
   assert.deepEqual(legacy, { text: '', facts: 1, factsShown: 0, outputArea: false, itemsShown: 0 });
 });
@@ -287,7 +271,7 @@ test('cells recording facts (recordFacts, recordSeed between prints, a trainer r
 });
 
 test('a Python cell writing the facts MIME type shows only its print; the saved notebook carries the facts to the report', async () => {
-  await openNotebook('facts-python.ipynb');
+  await openNotebook(page, 'facts-python.ipynb');
   await runAll();
   const cell = await view(0);
   assert.deepEqual(cell, { text: 'python cell ran', facts: 1, factsShown: 0, outputArea: true, itemsShown: 1 });

@@ -19,8 +19,9 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type { Locator, Page } from 'playwright-core';
 import { MIME } from '../../src/display/types.js';
-import { artifactPath, launch, type Browser } from '../extension/chromium.js';
+import { artifactPath, type Browser } from '../extension/chromium.js';
 import { ensureLabApp, ROOT, startLab, type LabServer } from './lab.js';
+import { openLab, openNotebook } from './page.js';
 import {
   DASHBOARD_STEPS,
   GATED_STEPS,
@@ -83,12 +84,8 @@ before(async () => {
   const s = performance.now();
   server = await startLab(dirs.notebooks!, env);
   timings.serverStartSeconds = (performance.now() - s) / 1000;
-  browser = await launch({ width: 1400, height: 1000 });
-  page = browser.page;
   const p = performance.now();
-  await page.goto(`${server.url}/lab?reset&token=${server.token}`);
-  await page.waitForFunction(() => window.jupyterapp, null, { timeout: 60_000 });
-  await page.evaluate(() => window.jupyterapp.restored);
+  ({ browser, page } = await openLab(server));
   timings.pageRestoredSeconds = (performance.now() - p) / 1000;
   log('JupyterLab restored');
 });
@@ -185,19 +182,6 @@ async function dashboardStates(): Promise<
   });
 }
 
-async function openNotebook(file: string): Promise<void> {
-  await page.evaluate(async (f: string) => {
-    const w = await window.jupyterapp.commands.execute('docmanager:open', { path: f, factory: 'Notebook' });
-    await w.context.ready;
-    await w.sessionContext.ready;
-  }, file);
-  await page.waitForFunction(
-    () => window.jupyterapp.shell.currentWidget?.sessionContext?.session?.kernel?.status === 'idle',
-    null,
-    { timeout: 60_000 },
-  );
-}
-
 const allCellsRan = () =>
   page.waitForFunction(
     () =>
@@ -234,7 +218,7 @@ async function saveAndClose(): Promise<string[][]> {
 }
 
 test("the quickstart notebook runs all: dataset, sample, rewards, the step's group, the live training dashboard and the plot render; dark theme", async () => {
-  await openNotebook(quick.file);
+  await openNotebook(page, quick.file);
   try {
     await checkQuickstart();
   } finally {
@@ -374,7 +358,7 @@ async function checkQuickstart(): Promise<void> {
 }
 
 test('running the notebook renders every widget with the extension; the dashboard updates in place while the loop runs', async () => {
-  await openNotebook('widgets.ipynb');
+  await openNotebook(page, 'widgets.ipynb');
   // Watch the dashboard from inside the page while the notebook runs: each change of its progress
   // label, with the plot's revision and the cell's prompt ([*] while running).
   await watchDashboard(6);

@@ -14,8 +14,9 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type { Page } from 'playwright-core';
-import { artifactPath, launch, type Browser } from '../extension/chromium.js';
+import { artifactPath, type Browser } from '../extension/chromium.js';
 import { ensureLabApp, ROOT, startLab, type LabServer } from './lab.js';
+import { openLab, openNotebook } from './page.js';
 
 /* eslint-disable @typescript-eslint/no-explicit-any */
 declare const window: any, document: any;
@@ -129,11 +130,7 @@ before(async () => {
     ]),
   );
   server = await startLab(nbDir, env);
-  browser = await launch({ width: 1400, height: 1000 });
-  page = browser.page;
-  await page.goto(`${server.url}/lab?reset&token=${server.token}`);
-  await page.waitForFunction(() => window.jupyterapp, null, { timeout: 60_000 });
-  await page.evaluate(() => window.jupyterapp.restored);
+  ({ browser, page } = await openLab(server));
   log('JupyterLab restored');
 });
 
@@ -142,19 +139,6 @@ after(async () => {
   await server?.stop();
   if (tmp) rmSync(tmp, { recursive: true, force: true });
 });
-
-async function openNotebook(file: string): Promise<void> {
-  await page.evaluate(async (f: string) => {
-    const w = await window.jupyterapp.commands.execute('docmanager:open', { path: f, factory: 'Notebook' });
-    await w.context.ready;
-    await w.sessionContext.ready;
-  }, file);
-  await page.waitForFunction(
-    () => window.jupyterapp.shell.currentWidget?.sessionContext?.session?.kernel?.status === 'idle',
-    null,
-    { timeout: 120_000 },
-  );
-}
 
 const runItem = (name: string) => page.locator(`.vqa-runs-item[data-run="runs/${name}"]`);
 
@@ -167,7 +151,7 @@ test('the plugin is loaded: Runs panel, export command in the palette, File menu
 });
 
 test("the Runs panel lists the two runs of the notebook's folder and overlays them; details show a run's config", async () => {
-  await openNotebook('train.ipynb');
+  await openNotebook(page, 'train.ipynb');
   assert.equal(
     await page.locator('.jp-NotebookPanel-toolbar .vqa-export-button').count(),
     1,
@@ -269,7 +253,7 @@ test('a third run appears and updates while it trains; the status bar shows it; 
 });
 
 test('Export as Reproducible Report saves the notebook, runs vqalab report run and opens the report in a new tab', async () => {
-  await openNotebook('report-me.ipynb');
+  await openNotebook(page, 'report-me.ipynb');
   const popup = page.context().waitForEvent('page', { timeout: 300_000 });
   const reportPath = await page.evaluate(() => window.jupyterapp.commands.execute('vqalab:export-report'));
   assert.equal(reportPath, 'reports/report-me/report.html', String(reportPath));

@@ -7,11 +7,10 @@
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
+import { startServe, type ServeCommand } from '../helpers/serve-command.js';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { runTrainAgent } from '../../src/cli/train-agent.js';
 import { loadModel } from '../../src/engine/index.js';
 import type { EngineModel, ImageInput } from '../../src/engine/types.js';
@@ -26,13 +25,11 @@ import { UsageError } from '../../src/util/errors.js';
 import { makeFixture, type Fixture } from '../rollout/fixtures.js';
 import { twoTurnAgent } from './helpers/two-turn-agent.js';
 
-const here = path.dirname(fileURLToPath(import.meta.url));
-const BIN = path.resolve(here, '..', '..', '..', 'bin', 'vqalab.js');
 const ADMIN = 'admin-key-for-the-remote-train-test';
 
 let fx: Fixture;
 let dir: string;
-let server: ChildProcess;
+let server: ServeCommand;
 let origin: string;
 const models: EngineModel[] = [];
 
@@ -42,32 +39,12 @@ before(async () => {
   // The reward is the final answer's length: it differs between attempts, so every group carries a
   // signal and every step updates (this test is about the plumbing, not about learning).
   writeFileSync(path.join(dir, 'agent.mjs'), twoTurnAgent('Math.min(1, text.length / 40)'));
-  server = spawn(
-    process.execPath,
-    [BIN, 'serve', '--port', '0', '--threads', '1', '--quiet', '--gateway-key-env', 'GW_ADMIN'],
-    { env: { ...process.env, GW_ADMIN: ADMIN }, stdio: ['ignore', 'pipe', 'pipe'] },
-  );
-  let err = '';
-  server.stderr!.on('data', (d: Buffer) => {
-    err += d.toString();
-  });
-  origin = await new Promise<string>((resolve, reject) => {
-    let out = '';
-    server.stdout!.on('data', (d: Buffer) => {
-      out += d.toString();
-      const m = /listening on (http:\/\/\S+)\/v1/.exec(out);
-      if (m) resolve(m[1]!);
-    });
-    server.on('exit', (code) => reject(new Error(`vqalab serve exited with ${code}: ${err}`)));
-  });
+  server = startServe(['--port', '0', '--quiet', '--gateway-key-env', 'GW_ADMIN'], { GW_ADMIN: ADMIN });
+  origin = (await server.ready).replace(/\/v1$/, '');
 });
 
 after(async () => {
-  if (server && server.exitCode === null) {
-    const gone = new Promise((r) => server.once('exit', r));
-    server.kill('SIGTERM');
-    await gone;
-  }
+  await server?.stop();
   for (const m of models) m.dispose();
   fx?.cleanup();
   if (dir) rmSync(dir, { recursive: true, force: true });

@@ -6,51 +6,28 @@
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn } from 'node:child_process';
+import { startServe, type ServeCommand } from '../helpers/serve-command.js';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { makeFixture, type Fixture } from '../rollout/fixtures.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
-const BIN = path.resolve(here, '..', '..', '..', 'bin', 'vqalab.js');
 const EXAMPLE = path.resolve(here, '..', '..', 'examples', 'agents', 'vqa-agent.js');
 const ADMIN = 'admin-key-for-the-test';
 
 let fx: Fixture;
-let server: ChildProcess;
+let server: ServeCommand;
 let origin: string;
 
 before(async () => {
   fx = await makeFixture();
-  server = spawn(
-    process.execPath,
-    [BIN, 'serve', '--port', '0', '--threads', '1', '--quiet', '--gateway-key-env', 'GW_ADMIN'],
-    {
-      env: { ...process.env, GW_ADMIN: ADMIN },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    },
-  );
-  let err = '';
-  server.stderr!.on('data', (d: Buffer) => {
-    err += d.toString();
-  });
-  origin = await new Promise<string>((resolve, reject) => {
-    let out = '';
-    server.stdout!.on('data', (d: Buffer) => {
-      out += d.toString();
-      const m = /listening on (http:\/\/\S+)\/v1/.exec(out);
-      if (m) resolve(m[1]!);
-    });
-    server.on('exit', (code) => reject(new Error(`vqalab serve exited with ${code}: ${err}`)));
-  });
+  server = startServe(['--port', '0', '--quiet', '--gateway-key-env', 'GW_ADMIN'], { GW_ADMIN: ADMIN });
+  origin = (await server.ready).replace(/\/v1$/, '');
 });
 
 after(async () => {
-  if (server && server.exitCode === null) {
-    const gone = new Promise((r) => server.once('exit', r));
-    server.kill('SIGTERM');
-    await gone;
-  }
+  await server?.stop();
   fx?.cleanup();
 });
 

@@ -16,6 +16,8 @@ export interface ServeCommand {
   exited: Promise<number | null>;
   /** What it has written so far. */
   out(): { stdout: string; stderr: string };
+  /** SIGTERM (if it still runs), then its exit. */
+  stop(): Promise<void>;
 }
 
 /** Starts `vqalab serve --threads 1 ...args` with `env` added to this process's environment. */
@@ -41,5 +43,9 @@ export function startServe(args: string[], env: Record<string, string> = {}): Se
     void exited.then((code) => reject(new Error(`exited with ${code}: ${stderr}`)));
   });
   ready.catch(() => undefined); // awaited only by tests that expect a start
-  return { child, ready, exited, out: () => ({ stdout, stderr }) };
+  const stop = async () => {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
+    await exited;
+  };
+  return { child, ready, exited, out: () => ({ stdout, stderr }), stop };
 }
