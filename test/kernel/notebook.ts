@@ -5,7 +5,7 @@
  */
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
-import { MIME } from '../../src/display/types.js';
+import { MIME, STAMP_MIME } from '../../src/display/types.js';
 import { pythonDir, runPython } from './helpers.js';
 
 export interface NotebookCell {
@@ -92,13 +92,16 @@ export async function executeNotebook(
 }
 
 const VENDOR = /^application\/vnd\.vqalab\./;
-/** Widgets (drawn by the extension) need an HTML fallback; other vendor types (the report stamp) need text. */
+/** Widgets (drawn by the extension) need an HTML fallback; other vendor types need text. */
 const WIDGETS = new Set<string>(Object.values(MIME));
+/** Report facts are shown nowhere, on purpose (src/report/facts.ts): only the stamp type, no fallback. */
+const SHOWN_NOWHERE = new Set<string>([STAMP_MIME]);
 
 /**
  * What must hold for any executed notebook: every code cell has an execution count, every output
  * with one of our widget types also has text/html and text/plain (viewers without our extension
- * show those), any other vendor type has text/plain. Returns the problems found, naming the cell.
+ * show those), any other vendor type has text/plain, except report facts, which carry their type
+ * alone (shown nowhere). Returns the problems found, naming the cell.
  */
 export function notebookProblems(nb: Notebook, name: string): string[] {
   const problems: string[] = [];
@@ -110,7 +113,9 @@ export function notebookProblems(nb: Notebook, name: string): string[] {
     for (const out of cell.outputs ?? []) {
       if (out.output_type === 'error') problems.push(`${where}: ${out.ename}: ${out.evalue}`);
       const mimes = Object.keys(out.data ?? {});
-      for (const vendor of mimes.filter((m) => VENDOR.test(m))) {
+      if (mimes.includes(STAMP_MIME) && mimes.length > 1)
+        problems.push(`${where}: report facts carry ${mimes.join(', ')}: they would be shown`);
+      for (const vendor of mimes.filter((m) => VENDOR.test(m) && !SHOWN_NOWHERE.has(m))) {
         for (const fallback of WIDGETS.has(vendor) ? ['text/html', 'text/plain'] : ['text/plain']) {
           if (!mimes.includes(fallback))
             problems.push(`${where}: output with ${vendor} lacks its ${fallback} fallback`);
