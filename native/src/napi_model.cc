@@ -660,14 +660,14 @@ Napi::Value LoadModel(const Napi::CallbackInfo& info) {
     if (c.Get("graphs").IsBoolean()) copts.graphs = c.Get("graphs").As<Napi::Boolean>();
   }
 #endif
-  // The CUDA paths of Qwen2.5-VL and Qwen3-VL (native/src/cuda/model_family.cu) are built but not yet checked
-  // on a GPU (scripts/gpu/test-families.sh runs native/dev/test_model on them): refused until they pass.
+  // The CUDA path of Qwen3-VL (native/src/cuda/model_family.cu) is built, but its bf16 gradients of the
+  // q/k norm weights miss the per-tensor check of native/dev/test_model (cosine 0.9986 against 0.999 on an
+  // H200, 2026-12-07; fp32 passes): refused until they pass. Qwen2.5-VL passed every check there.
   // Lifting the refusal of a family is adding it to this line:
-  const bool cuda_family_checked = cfg.family == Family::qwen2_vl;
+  const bool cuda_family_checked = cfg.family == Family::qwen2_vl || cfg.family == Family::qwen2_5_vl;
   if (cuda_index >= 0 && !cuda_family_checked)
-    throw Napi::Error::New(env, "device " + device + ": the CUDA backend runs qwen2_vl models only so far; load this "
-                                "model (" + (cfg.family == Family::qwen2_5_vl ? "qwen2_5_vl" : "qwen3_vl") +
-                                ") with device 'cpu'");
+    throw Napi::Error::New(env, "device " + device + ": the CUDA backend runs qwen2_vl and qwen2_5_vl models so far; "
+                                "load this model (qwen3_vl) with device 'cpu'");
 #ifndef VQALAB_CUDA
   if (cuda_index >= 0)
     throw Napi::Error::New(env, "device " + device + " is not available: this build of the native engine has no CUDA "

@@ -9,7 +9,8 @@
 #   2. LoRA r 64 through the Trainer (16 tokens);
 #   3. 256-token completions, full fine-tune: the reference and the Trainer (micro-batches sized
 #      from free memory).
-# SKIP_LORA=1 / SKIP_LONG=1 leave out 2 / 3 (a short budget); EVAL_N sets the batched evaluate() size.
+# SKIP_LORA=1 / SKIP_LONG=1 leave out 2 / 3 (a short budget); SKIP_NATIVE=1 / SKIP_REF=1 leave out
+# bench_grpo / the 16-token reference (measured in an earlier call); EVAL_N sets the batched evaluate() size.
 # Optional, in the background from the start: FIXTURES="qwen2_5_vl,qwen3_vl" runs
 # scripts/gen/engine_fixtures.py (if carried as gen/engine_fixtures.py) into $OUT/fixtures.tgz;
 # VIDEO_FIXTURES=1 (or a family list) runs scripts/gen/video_fixtures.py (gen/video_fixtures.py) into
@@ -48,7 +49,7 @@ MK=$!
 { time make -f scripts/gpu/cuda.mk -j"$J" native/build/cuda/bench_grpo addon NODE_API_INCLUDE=$PWD/.gpu/include NAPI_INCLUDE=$PWD/napi 2>&1 | grep -v "^g++ \|^/usr/local/cuda/bin/nvcc "; } >> "$OUT/build.log" 2>&1
 echo "build: $(ls native/build/cuda/bench_grpo native/build/Release/vqalab.node 2>/dev/null | wc -l)/2 targets ($(el))"; grep -m5 "error" "$OUT/build.log"
 export VQALAB_ADDON=$PWD/native/build/Release/vqalab.node
-if [ -x native/build/cuda/bench_grpo ]; then
+if [ -x native/build/cuda/bench_grpo ] && [ "${SKIP_NATIVE:-0}" != 1 ]; then
   timeout -k 5 "${NATIVE_S:-120}" native/build/cuda/bench_grpo 16 8 > "$OUT/native.log" 2>&1
   echo "bench_grpo exit $? ($(el))"; grep -v '^{' "$OUT/native.log" | tail -8 | cut -c1-250
 fi
@@ -65,10 +66,10 @@ trainer() {  # log name, time limit, bench args...
   kill $smi 2>/dev/null
   grep -v '^{"\(mode\|warmup\|imagesProcessed\)' "$OUT/$log" | tail -8 | cut -c1-300
 }
-reference 16 reference-16.log
+[ "${SKIP_REF:-0}" != 1 ] && reference 16 reference-16.log
 wait $MK; tail -2 "$OUT/make-model.log"; echo "($(el))"; du -sh $MODEL
 if [ -f native/build/Release/vqalab.node ]; then
-  trainer trainer-16.log "${TRAINER_S:-170}" --steps 3 --max 16 --eval "${EVAL_N:-512}" --eval-one 16
+  [ "${SKIP_T16:-0}" != 1 ] && trainer trainer-16.log "${TRAINER_S:-170}" --steps 3 --max 16 --eval "${EVAL_N:-512}" --eval-one 16
   [ "${SKIP_LORA:-0}" != 1 ] && trainer trainer-lora.log "${LORA_S:-80}" --steps 3 --max 16 --lora 64 --seq 0 --eval 0
 fi
 if [ "${SKIP_LONG:-0}" != 1 ]; then

@@ -20,7 +20,7 @@ CXXFLAGS := -std=c++17 -O3 -fPIC -fopenmp-simd -fno-math-errno -Wall -Wextra -Wn
 # every .cu of native/src/cuda (by layer: docs/cuda.md, "Source layout")
 CU_SRCS := $(sort $(basename $(notdir $(wildcard $(SRC)/cuda/*.cu))))
 CU_OBJS := $(patsubst %,$(OUT)/cu_%.o,$(CU_SRCS))
-CPU_SRCS := common json safetensors cpu/threadpool cpu/gemm ops/embedding ops/norm ops/linear ops/rope \
+CPU_SRCS := common json config_check safetensors cpu/threadpool cpu/gemm ops/embedding ops/norm ops/linear ops/rope \
             ops/attention ops/activation ops/logprob ops/adamw model model_load sampler
 CPU_OBJS := $(patsubst %,$(OUT)/cpu_%.o,$(subst /,_,$(CPU_SRCS))) $(OUT)/cpu_gemm_avx2.o
 LINK := -L$(CUBLAS_LIB) -L$(CUDA_LIB) -lcublasLt -lcudart -lpthread -Wl,-rpath,$(CUBLAS_LIB) -Wl,-rpath,$(CUDA_LIB)
