@@ -76,7 +76,7 @@ export class MicroBatchSizer {
   /** Set after an out-of-memory: never go above it again. */
   private ceiling = Infinity;
   /** Whether this sizer turned the device's activation checkpointing on. */
-  checkpointing = false;
+  private checkpointing = false;
   /** The pool's peak (MiB) seen since takePeak(): begin() resets the pool's own peak window. */
   private seenPeak = Number.NEGATIVE_INFINITY;
   /** A fixed budget from the config (tokens), or 0 for sizing from memory. */
