@@ -214,6 +214,9 @@ class DeviceModel {
     (void)on;
     return false;
   }
+  // Most LM rows one training forward pack holds (its activations live together): the trainer sizes
+  // its micro-batches to it. 0: no such limit (one pack per call).
+  virtual int64_t pack_rows() const { return 0; }
 };
 template <typename T> class CudaModel;  // native/src/cuda/model_cuda.cu
 

@@ -529,6 +529,7 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
     o.Set("loraEnabled", Napi::Boolean::New(env, m->lora_enabled()));
     o.Set("step", Napi::Number::New(env, static_cast<double>(m->step_count())));
     o.Set("device", Napi::String::New(env, m->device() ? m->device()->name() : "cpu"));
+    o.Set("packRows", Napi::Number::New(env, m->device() ? static_cast<double>(m->device()->pack_rows()) : 0.0));
     return o;
   }
 

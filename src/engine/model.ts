@@ -404,6 +404,12 @@ class NativeEngineModel implements EngineModel {
     this.nm.setLoraEnabled(enabled);
   }
 
+  get packRows(): number | undefined {
+    if (this.device === 'cpu') return undefined;
+    const rows = this.nm.info().packRows;
+    return rows > 0 ? rows : undefined;
+  }
+
   setCheckpointActivations(on: boolean): boolean {
     expectBoolean('on', on);
     if (this.disposed) throw new Error('this model was disposed');

@@ -158,6 +158,8 @@ export interface NativeModel {
     loraEnabled: boolean;
     step: number;
     device: string;
+    /** The device's training pack size in LM rows; 0 on the CPU. */
+    packRows: number;
   };
   /** Asks call `callId` to stop at its next layer / decode step, whether it runs already or not yet
    *  (it rejects with "interrupted"); a finished call is not affected. */
@@ -215,6 +217,8 @@ export interface NativeAddon {
   _cudaMemory(
     resetPeak?: boolean,
   ): { peakBytes: number; usedBytes: number; freeBytes: number; poolIdleBytes: number; totalBytes: number } | null;
+  /** Phase times of the CUDA model since the last call (VQALAB_CUDA_PROFILE=1), then reset; null without CUDA. */
+  _cudaProfile(): string | null;
   _writeSafetensors(
     file: string,
     tensors: Record<string, { shape: number[]; data: Float32Array }>,

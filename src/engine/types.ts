@@ -247,6 +247,12 @@ export interface EngineModel {
    * memory, one more forward of compute). Returns whether the device took it: false on the CPU.
    */
   setCheckpointActivations?(on: boolean): boolean;
+  /**
+   * Most tokens one training forward pack of the device holds (its activations live together; a
+   * larger call is split into packs at request boundaries and keeps them all until the backward).
+   * The trainer sizes its micro-batches to it. Undefined on the CPU (no limit).
+   */
+  readonly packRows?: number;
   zeroGrad(): void;
   step(options: AdamWOptions): Promise<StepResult>;
   /**

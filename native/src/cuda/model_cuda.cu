@@ -126,6 +126,7 @@ void CudaModel<T>::randomize(uint64_t seed, float scale) {
 
 template <typename T>
 std::vector<ForwardResult> CudaModel<T>::forward(const std::vector<ForwardRequest>& reqs, bool keep) {
+  HostPhase hp_whole("forward (whole call)");
   DevGuard g(dev_, st_);
   if (keep) { saved_.clear(); nreq_saved_ = 0; }
   std::vector<ForwardResult> out(reqs.size());
@@ -156,6 +157,7 @@ std::vector<ForwardResult> CudaModel<T>::forward(const std::vector<ForwardReques
 
 template <typename T>
 void CudaModel<T>::backward(const std::vector<std::vector<std::vector<float>>>& grads) {
+  HostPhase hp_whole("backward (whole call)");
   VQ_CHECK(!saved_.empty(), "backward needs a forward with keepForBackward: true first");
   VQ_CHECK(grads.size() == nreq_saved_, "backward got gradients for " << grads.size()
                                             << " requests but the last forward had " << nreq_saved_);

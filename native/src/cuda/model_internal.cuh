@@ -142,6 +142,16 @@ struct Phase {
   ~Phase();
   Phase(const Phase&) = delete;
 };
+// Host wall time of a named section (VQALAB_CUDA_PROFILE=1), summed by name into the same report:
+// where the host, not the device, spends a call (staging, uploads, waits on the device).
+struct HostPhase {
+  const char* name = nullptr;
+  double t0 = 0;
+  explicit HostPhase(const char* name);
+  ~HostPhase() { stop(); }
+  void stop();  // records now (once)
+  HostPhase(const HostPhase&) = delete;
+};
 
 // Activations. The residual stream (x: a layer's input, xmid: after its attention) is fp32 whatever
 // T is; the rest is T. With checkpointing only x is kept per layer.
@@ -221,6 +231,7 @@ class CudaModel final : public DeviceModel {
   CudaModel(Model& h, int dev, const CudaOptions& opt);
   ~CudaModel() override;
 
+  int64_t pack_rows() const override { return opt_.pack_rows; }
   bool set_checkpoint_activations(bool on) override {
     opt_.checkpoint = on;  // read at each training forward (layer_forward's `ckpt`)
     return true;

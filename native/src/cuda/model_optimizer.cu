@@ -15,6 +15,7 @@ void CudaModel<T>::zero_grad() {
 
 template <typename T>
 StepResult CudaModel<T>::step(const AdamWOptions& o) {
+  HostPhase hp_whole("optimizer step (whole call)");
   DevGuard g(dev_, st_);
   Phase ph("optimizer step");
   StepResult r;

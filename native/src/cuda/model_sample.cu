@@ -14,6 +14,7 @@ namespace vq {
 template <typename T>
 std::vector<SampleResult> CudaModel<T>::sample_many(const std::vector<SampleRequest>& qs) {
   DevGuard guard(dev_, st_);
+  HostPhase hp_all("sample_many (whole call)");
   const int64_t H = tc().hidden, V = tc().vocab, D = tc().head_dim, KVD = tc().kv_heads * tc().head_dim, half = D / 2;
   const size_t nq = qs.size();
   std::vector<SampleResult> res(nq);
@@ -29,8 +30,12 @@ std::vector<SampleResult> CudaModel<T>::sample_many(const std::vector<SampleRequ
   // Zeroed: a tile of query rows reads whole key blocks over the union of its rows' ranges, which can
   // cover slots not written yet (other samples' future tokens, the gap between prompts' regions).
   // Their probabilities are 0, but 0 * NaN is NaN: stale pool memory must not hold NaN patterns there.
-  zero(kc_.fit(tc().layers * rows_total * KVD), tc().layers * rows_total * KVD);
-  zero(vc_.fit(tc().layers * rows_total * KVD), tc().layers * rows_total * KVD);
+  {
+    HostPhase hp("sample: KV cache fit + zero");
+    zero(kc_.fit(tc().layers * rows_total * KVD), tc().layers * rows_total * KVD);
+    zero(vc_.fit(tc().layers * rows_total * KVD), tc().layers * rows_total * KVD);
+  }
+  HostPhase hp_stage("sample: prompt staging");
 
   CuActs<T> a;
   std::vector<const Image*> imgs;
@@ -62,7 +67,9 @@ std::vector<SampleResult> CudaModel<T>::sample_many(const std::vector<SampleRequ
   lm_prepare(a, dids, ids, pos, NP);
   DArray<int64_t> dslots("cache slots");
   upload(dslots, slots.data(), NP);
+  hp_stage.stop();
   if (!imgs.empty()) {
+    HostPhase hp("sample: vision (host)");
     vision_prepare(a, imgs);
     Phase ph("sample: vision");
     vision_forward(a, false);
@@ -166,6 +173,7 @@ std::vector<SampleResult> CudaModel<T>::sample_many(const std::vector<SampleRequ
     return go;
   };
   {
+    HostPhase hp("sample: first token (host)");
     std::vector<int64_t> src(Bmax);
     for (int64_t b = 0; b < Bmax; b++) src[b] = last[active[b].r];
     DArray<int64_t> dsrc("sampling");
@@ -180,6 +188,7 @@ std::vector<SampleResult> CudaModel<T>::sample_many(const std::vector<SampleRequ
   const bool graphs = opt_.graphs && std::is_same<T, cu::bf16>::value && cu::flash_enabled() && cu::flash_supported(D);
   std::vector<Span> sp;
   Phase ph_decode("sample: decode steps");
+  HostPhase hp_decode("sample: decode steps (host)");
   for (int64_t t = 1; !active.empty(); t++) {
     h_.check_cancel();
     const int64_t B = static_cast<int64_t>(active.size());
@@ -213,6 +222,7 @@ std::vector<SampleResult> CudaModel<T>::sample_many(const std::vector<SampleRequ
     if (it != graphs_.end()) {
       CU_CHECK(cudaGraphLaunch(it->second, st_), "decode step (graph)");
     } else {
+      HostPhase hp("sample: eager step + capture");
       step();  // eager: also sizes every buffer, so a capture afterwards allocates nothing
       if (graphs && t >= 1) {
         cudaGraph_t gr = nullptr;
