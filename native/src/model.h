@@ -65,8 +65,36 @@ struct ModelConfig {
 };
 
 // ---- inputs ------------------------------------------------------------------------------------
+// An image's pixel values: owned, or a view of memory that the caller keeps alive and unchanged until
+// the call that reads it has returned (the N-API layer: a JavaScript Float32Array, held by a reference
+// until the call settles — a step's images are not copied once per call).
+class Pixels {
+ public:
+  // Owned values (the view, if any, is dropped).
+  void resize(size_t n) {
+    view_ = nullptr;
+    n_ = 0;
+    own_.resize(n);
+  }
+  std::vector<float>::iterator begin() { return own_.begin(); }
+  std::vector<float>::iterator end() { return own_.end(); }
+  // A view of n values at p (the owned values are freed).
+  void view(const float* p, size_t n) {
+    std::vector<float>().swap(own_);
+    view_ = p;
+    n_ = n;
+  }
+  const float* data() const { return view_ ? view_ : own_.data(); }
+  size_t size() const { return view_ ? n_ : own_.size(); }
+
+ private:
+  std::vector<float> own_;
+  const float* view_ = nullptr;
+  size_t n_ = 0;
+};
+
 struct Image {
-  std::vector<float> pixels;  // (t*h*w, patch_dim), the processor's order
+  Pixels pixels;  // (t*h*w, patch_dim), the processor's order
   int t = 1, h = 0, w = 0;    // grid_thw in patches
   // A video: its tokens are video_token_id. Qwen2-VL: time position = temporal patch index; Qwen2.5-VL:
   // floor(index * second_per_grid * tokens_per_second); Qwen3-VL: every temporal patch is its own run

@@ -1,5 +1,6 @@
-// N-API surface of the model: loadModel() and the NativeModel class. Every heavy call copies its
-// (already validated) inputs on the JS thread, runs in a PromiseWorker off the JS thread under the
+// N-API surface of the model: loadModel() and the NativeModel class. Every heavy call takes its
+// (already validated) inputs on the JS thread — copied, except image pixels, which are read in place
+// and held (JsHold) until the call settles — runs in a PromiseWorker off the JS thread under the
 // model's mutex, and converts results back on the JS thread.
 #include <atomic>
 #include <chrono>
@@ -84,7 +85,16 @@ ModelConfig parse_config(const Napi::Object& c) {
   return cfg;
 }
 
-Prompt parse_prompt(const Napi::Object& o) {
+// JavaScript arrays that a native call reads in place (no copy), held by references until the call
+// has settled. References are made and dropped on the JS thread only: a holder is owned by what runs
+// there (a PromiseWorker's completion, a sampling run's finalizer).
+struct JsHold {
+  std::vector<Napi::ObjectReference> refs;
+};
+using JsHoldPtr = std::shared_ptr<JsHold>;
+
+// With `hold`: image pixels are views of their Float32Arrays, each held by `hold`; without: copied.
+Prompt parse_prompt(const Napi::Object& o, JsHold* hold = nullptr) {
   Prompt p;
   p.ids = to_ints(o.Get("ids"));
   Napi::Value imv = o.Get("images");
@@ -93,7 +103,14 @@ Prompt parse_prompt(const Napi::Object& o) {
     for (uint32_t i = 0; i < ims.Length(); i++) {
       Napi::Object im = ims.Get(i).As<Napi::Object>();
       Image img;
-      img.pixels = to_floats(im.Get("pixels"));
+      Napi::Float32Array px = im.Get("pixels").As<Napi::Float32Array>();
+      if (hold) {
+        img.pixels.view(px.Data(), px.ElementLength());
+        hold->refs.push_back(Napi::Persistent(px.As<Napi::Object>()));
+      } else {
+        img.pixels.resize(px.ElementLength());
+        std::copy(px.Data(), px.Data() + px.ElementLength(), img.pixels.begin());
+      }
       std::vector<int32_t> g = to_ints(im.Get("gridThw"));
       img.t = g.at(0);
       img.h = g.at(1);
@@ -106,9 +123,9 @@ Prompt parse_prompt(const Napi::Object& o) {
   return p;
 }
 
-SampleRequest parse_sample(const Napi::Object& o) {
+SampleRequest parse_sample(const Napi::Object& o, JsHold* hold) {
   SampleRequest q;
-  q.prompt = parse_prompt(o.Get("prompt").As<Napi::Object>());
+  q.prompt = parse_prompt(o.Get("prompt").As<Napi::Object>(), hold);
   q.n = static_cast<int>(num(o, "n"));
   q.temperature = static_cast<float>(num(o, "temperature"));
   q.top_p = static_cast<float>(num(o, "topP"));
@@ -232,6 +249,7 @@ class PacketSink : public SampleSink {
 
 struct SampleRunState {
   SampleInbox inbox;
+  JsHold* hold = nullptr;  // JS thread only; owned by the run's ThreadSafeFunction finalizer
 };
 using RunHandle = std::shared_ptr<SampleRunState>;
 
@@ -274,11 +292,11 @@ class SampleRunWorker : public Napi::AsyncWorker {
 
 RunHandle& run_of(const Napi::Value& v) { return *v.As<Napi::External<RunHandle>>().Data(); }
 
-std::vector<std::pair<int32_t, SampleRequest>> parse_run_requests(const Napi::Array& a) {
+std::vector<std::pair<int32_t, SampleRequest>> parse_run_requests(const Napi::Array& a, JsHold* hold) {
   std::vector<std::pair<int32_t, SampleRequest>> out;
   for (uint32_t i = 0; i < a.Length(); i++) {
     Napi::Object o = a.Get(i).As<Napi::Object>();
-    out.emplace_back(static_cast<int32_t>(num(o, "id")), parse_sample(o));
+    out.emplace_back(static_cast<int32_t>(num(o, "id")), parse_sample(o, hold));
   }
   return out;
 }
@@ -340,9 +358,10 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
     const bool keep = info[1].As<Napi::Boolean>().Value();
     const uint64_t id = info.Length() > 2 && info[2].IsNumber() ? static_cast<uint64_t>(info[2].As<Napi::Number>().Int64Value()) : 0;
     auto in = std::make_shared<std::vector<ForwardRequest>>(reqs.Length());
+    auto hold = std::make_shared<JsHold>();
     for (uint32_t i = 0; i < reqs.Length(); i++) {
       Napi::Object r = reqs.Get(i).As<Napi::Object>();
-      (*in)[i].prompt = parse_prompt(r.Get("prompt").As<Napi::Object>());
+      (*in)[i].prompt = parse_prompt(r.Get("prompt").As<Napi::Object>(), hold.get());
       Napi::Array cs = r.Get("completions").As<Napi::Array>();
       for (uint32_t g = 0; g < cs.Length(); g++) (*in)[i].completions.push_back(to_ints(cs.Get(g)));
       (*in)[i].return_logits = flag(r, "returnLogits");
@@ -355,7 +374,8 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
           m->begin_call(id);
           *out = m->forward(*in, keep);
         },
-        [out](Napi::Env env) -> Napi::Value {
+        // `hold` lives in the completion (run and destroyed on the JS thread), not in the work.
+        [out, hold](Napi::Env env) -> Napi::Value {
           Napi::Array res = Napi::Array::New(env, out->size());
           for (size_t i = 0; i < out->size(); i++) {
             const ForwardResult& r = (*out)[i];
@@ -401,7 +421,8 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
   Napi::Value Sample(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     ModelPtr m = live(env);
-    auto q = std::make_shared<SampleRequest>(parse_sample(info[0].As<Napi::Object>()));
+    auto hold = std::make_shared<JsHold>();
+    auto q = std::make_shared<SampleRequest>(parse_sample(info[0].As<Napi::Object>(), hold.get()));
     q->stream = false;
     const uint64_t id = info.Length() > 1 && info[1].IsNumber() ? static_cast<uint64_t>(info[1].As<Napi::Number>().Int64Value()) : 0;
     auto out = std::make_shared<SampleResult>();
@@ -412,7 +433,7 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
           m->begin_call(id);
           *out = m->sample(*q);
         },
-        [out](Napi::Env env) -> Napi::Value { return result_object(env, *out); });
+        [out, hold](Napi::Env env) -> Napi::Value { return result_object(env, *out); });
   }
 
   // sampleRun(requests [{id, prompt, n, ..., stream}], onPacket, callId) -> handle
@@ -420,9 +441,14 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
     Napi::Env env = info.Env();
     ModelPtr m = live(env);
     auto run = std::make_shared<SampleRunState>();
-    run->inbox.add(parse_run_requests(info[0].As<Napi::Array>()));
+    // The run's held arrays: dropped by the finalizer, which runs on the JS thread once the worker has
+    // released the function (after the run ended).
+    auto hold = std::make_unique<JsHold>();
+    run->inbox.add(parse_run_requests(info[0].As<Napi::Array>(), hold.get()));
     const uint64_t id = info.Length() > 2 && info[2].IsNumber() ? static_cast<uint64_t>(info[2].As<Napi::Number>().Int64Value()) : 0;
-    auto tsfn = Napi::ThreadSafeFunction::New(env, info[1].As<Napi::Function>(), "vqalab-sample", 0, 1);
+    run->hold = hold.get();
+    auto tsfn = Napi::ThreadSafeFunction::New(env, info[1].As<Napi::Function>(), "vqalab-sample", 0, 1,
+                                              [](Napi::Env, JsHold* h) { delete h; }, hold.release());
     auto* w = new SampleRunWorker(env, m, run, tsfn, id);
     w->Queue();
     return Napi::External<RunHandle>::New(env, new RunHandle(run), [](Napi::Env, RunHandle* h) { delete h; });
@@ -431,7 +457,13 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
   // sampleRunAdd(handle, requests) -> false when the run has ended (the caller starts another)
   Napi::Value SampleRunAdd(const Napi::CallbackInfo& info) {
     RunHandle& run = run_of(info[0]);
-    return Napi::Boolean::New(info.Env(), run->inbox.add(parse_run_requests(info[1].As<Napi::Array>())));
+    // Parsed into a local holder first: the run's own may be gone (finalized) when it has ended.
+    JsHold local;
+    const bool added = run->inbox.add(parse_run_requests(info[1].As<Napi::Array>(), &local));
+    // Added: the run had not ended, so its finalizer cannot have run yet (it runs on this thread, later).
+    if (added)
+      for (auto& r : local.refs) run->hold->refs.push_back(std::move(r));
+    return Napi::Boolean::New(info.Env(), added);
   }
 
   // sampleRunCancel(handle, id): the request leaves at the run's next step

@@ -25,7 +25,7 @@ bool prof_on() {
 }  // namespace
 
 Phase::Phase(const char* name) {
-  if (!prof_on()) return;
+  if (!name || !prof_on()) return;
   cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
   if (cudaStreamIsCapturing(cu::stream(), &cs) != cudaSuccess || cs != cudaStreamCaptureStatusNone) return;
   cudaEvent_t a = nullptr, b = nullptr;

@@ -213,7 +213,11 @@ std::vector<SampleResult> CudaModel<T>::sample_many(const std::vector<SampleRequ
       text_forward(a, B, xs, reinterpret_cast<const float*>(D_(o_cos)), reinterpret_cast<const float*>(D_(o_sin)),
                    sp.data(), reinterpret_cast<const Span*>(D_(o_spans)), false, kc_.p, vc_.p, rows_total,
                    reinterpret_cast<const int64_t*>(D_(o_slots)));
-      cu::linear_forward(logits.p, a.hf.p, P(h_.head_), static_cast<const T*>(nullptr), B, H, V);
+      {
+        Phase ph("  decode: head");
+        cu::linear_forward(logits.p, a.hf.p, P(h_.head_), static_cast<const T*>(nullptr), B, H, V);
+      }
+      Phase ph("  decode: sampling");
       cu::sample_rows_multi(dtok.p, dlp.p, logits.p, reinterpret_cast<const float*>(D_(o_temp)),
                             reinterpret_cast<const uint64_t*>(D_(o_seed)), reinterpret_cast<const int64_t*>(D_(o_g)),
                             reinterpret_cast<const int64_t*>(D_(o_t)), B, V);
