@@ -181,22 +181,9 @@ if (dirs.length === 0) {
   }, () => {});
 }
 
-/**
- * Known differences from transformers 5.17 (its fixtures of 2026-12-07), open in issue 14: these
- * cases run and report, but do not fail the suite until the engine follows transformers there.
- */
-const KNOWN_MISMATCH: Partial<Record<string, string>> = {
-  qwen2_5_vl:
-    'Qwen2.5-VL video: transformers 5.17 takes second_per_grid_ts from the sampled fps (1 s where we say 2 s) and truncates the time interval (temporal positions 19 where we have 20)',
-  qwen3_vl: 'Qwen3-VL video: the prompt ids differ from the processor (its timestamp text around each frame)',
-};
-
 for (const dir of dirs) {
   const c = readCase(dir);
-  const todo = KNOWN_MISMATCH[c.family];
-  test(`${path.basename(dir)} (${c.family}, transformers ${c.generator?.transformers ?? '?'}): frames, grids, prompt ids and M-RoPE positions as transformers`, {
-    todo,
-  }, async (t) => {
+  test(`${path.basename(dir)} (${c.family}, transformers ${c.generator?.transformers ?? '?'}): frames, grids, prompt ids and M-RoPE positions as transformers`, async (t) => {
     const e = c.expected;
     const inputs = await ourInputs(dir, c);
     const images = inputs.filter((x) => !x.video),
