@@ -97,10 +97,13 @@ struct Image {
   Pixels pixels;  // (t*h*w, patch_dim), the processor's order
   int t = 1, h = 0, w = 0;    // grid_thw in patches
   // A video: its tokens are video_token_id. Qwen2-VL: time position = temporal patch index; Qwen2.5-VL:
-  // floor(index * second_per_grid * tokens_per_second); Qwen3-VL: every temporal patch is its own run
-  // of tokens (the processor puts a timestamp text and vision start/end between them), time position 0.
+  // index * tokens_per_second * int(second_per_grid) (transformers 5 truncates the seconds); Qwen3-VL:
+  // every temporal patch is its own run of tokens (the processor puts a timestamp text and vision
+  // start/end between them), time position 0.
   bool video = false;
-  float second_per_grid = 1.0f;  // seconds one temporal patch spans (temporal_patch_size / fps)
+  // seconds one temporal patch spans: temporal_patch_size / the sampled fps (frames kept / frames in
+  // the clip * the clip's fps), transformers' second_per_grid_ts (a float32 there too)
+  float second_per_grid = 1.0f;
 };
 
 // One contiguous run of visual tokens in a prompt (visual_runs): an image, a video, or (Qwen3-VL) one

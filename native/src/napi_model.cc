@@ -648,8 +648,11 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
     Prompt p = parse_prompt(info[0].As<Napi::Object>());
     m->check_prompt(p, "_ropeIndex");
     std::vector<int32_t> pos;
-    m->rope_index(p, pos);
-    return from_ints(env, pos);
+    const int32_t next = m->rope_index(p, pos);
+    Napi::Object out = Napi::Object::New(env);
+    out.Set("positions", from_ints(env, pos));
+    out.Set("next", Napi::Number::New(env, next));
+    return out;
   }
 };
 

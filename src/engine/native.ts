@@ -170,7 +170,8 @@ export interface NativeModel {
   _get(name: string): Float32Array;
   _set(name: string, data: Float32Array): void;
   _grad(name: string): Float32Array | null;
-  _ropeIndex(prompt: NativePrompt): Int32Array;
+  /** transformers' get_rope_index: [3, L] positions (axis-major) and where generation goes on (the largest + 1). */
+  _ropeIndex(prompt: NativePrompt): { positions: Int32Array; next: number };
   /**
    * Tests only: attach a device that samples with `cpu` (another CPU model), after `delayMs` per
    * request, so that sampling runs take the device routing of native/src/sampler.cc on any machine.

@@ -73,7 +73,10 @@ export interface ImageInput {
    * patch, each after its timestamp text); M-RoPE time positions follow the temporal patches.
    */
   video?: boolean;
-  /** Video: seconds one temporal patch spans (temporal_patch_size / fps); Qwen2.5-VL scales time positions by it. Default 1. */
+  /**
+   * Video: seconds one temporal patch spans (temporal_patch_size / the sampled fps); Qwen2.5-VL's time
+   * positions step by tokens_per_second · int(secondPerGrid), as transformers 5. Default 1.
+   */
   secondPerGrid?: number;
   /** Video, Qwen3-VL: each temporal patch's time in seconds; the prompt builder writes them as text (the engine ignores them). */
   timestamps?: number[];
