@@ -348,8 +348,10 @@ test('with a device attached, a run hands each request to the device: same resul
     await assert.rejects(b!, { message: 'second gone' });
     await assert.rejects(d!, { message: 'third gone' });
     await a!;
-    // the first and the second reached the device; the third was dropped before it started
-    assert.equal(handed() - handedBefore, 2, m._native.info().device);
+    // the first reached the device, the second too unless its cancel came first (a race between
+    // this thread and the run's); the third never did: it was dropped before it started
+    const n = handed() - handedBefore;
+    assert.ok(n === 1 || n === 2, `${n} requests handed to the device (${m._native.info().device})`);
     assertSameResult(await a!, want[0]!, 'the request before the cancelled ones');
     const end = m.sampleStats();
     assert.equal(end.cancelled - mid.cancelled, 2);
