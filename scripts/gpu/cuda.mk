@@ -18,7 +18,7 @@ NVFLAGS := -std=c++17 -O3 $(ARCH) -I$(SRC) -I$(CUBLAS_INC) -Xcompiler -fPIC -Xco
            -diag-suppress 3357 --expt-relaxed-constexpr
 CXXFLAGS := -std=c++17 -O3 -fPIC -fopenmp-simd -fno-math-errno -Wall -Wextra -Wno-unused-parameter -I$(SRC)
 
-# every .cu of native/src/cuda (by layer: docs/cuda.md, "Source layout")
+# every .cu of native/src/cuda (by layer: docs/cuda.md, "Design")
 CU_SRCS := $(sort $(basename $(notdir $(wildcard $(SRC)/cuda/*.cu))))
 CU_OBJS := $(patsubst %,$(OUT)/cu_%.o,$(CU_SRCS))
 CPU_SRCS := common json config_check safetensors cpu/threadpool cpu/gemm ops/embedding ops/norm ops/linear ops/rope \
