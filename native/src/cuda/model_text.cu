@@ -11,7 +11,7 @@ void CudaModel<T>::text_layer(size_t li, CuTextLayer<T>& A, int64_t n, float* x,
   const int64_t H = tc().hidden, NH = tc().heads, KVH = tc().kv_heads, D = tc().head_dim, I = tc().inter, KVD = KVH * D;
   const TextLayerW& L = h_.text_layers()[li];
   // Decode steps (a cache and few rows) are profiled op by op: with graphs off (opt_.graphs) these
-  // phases say where a step's time goes (docs/cuda.md, "Profiling").
+  // phases say where a step's time goes (docs/cuda.md, Design, "Profile").
   const bool dec = kcache && n <= 512;
   auto dph = [&](const char* name) { return std::make_unique<Phase>(opt_.profile, dec ? name : nullptr); };
   auto ph_norm = dph("  decode: norm 1");
