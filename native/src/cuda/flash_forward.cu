@@ -173,7 +173,7 @@ void forward_d(bf16* out, float* lse, const bf16* q, const bf16* k, const bf16* 
   if (wide_call(Tq, NH)) {
     // measured on an H200 (test_ops --bench): the two stages pay at D 80 (vision, 92 -> 138 TFLOP/s) but
     // not at D 128 (LM, 41 -> 36: twice the shared memory, fewer blocks per SM)
-    if (D == 128) launch_tiles<D, 4>(fwd_k<D, 4>, 1, out, lse, q, k, v, spans, Tq, Tk, NH, KVH, sl2);
+    if constexpr (D == 128) launch_tiles<D, 4>(fwd_k<D, 4>, 1, out, lse, q, k, v, spans, Tq, Tk, NH, KVH, sl2);
     else launch_tiles<D, 4>(fwd_p<D, 4>, 2, out, lse, q, k, v, spans, Tq, Tk, NH, KVH, sl2);
   } else {
     const size_t sm = (16 + 4 * 2 * 64) * (D + 8) * sizeof(bf16);
