@@ -685,15 +685,24 @@ Napi::Value LoadModel(const Napi::CallbackInfo& info) {
   [[maybe_unused]] const bool cuda_fp32 = spec.Get("precision").IsString() && spec.Get("precision").As<Napi::String>().Utf8Value() == "fp32";
   const int cuda_index = device.rfind("cuda:", 0) == 0 ? std::stoi(device.substr(5)) : -1;
 #ifdef VQALAB_CUDA
-  // CUDA options: the environment's defaults, overridden by the spec's `cuda` fields (validated in TS)
-  CudaOptions copts = cuda_options_from_env();
+  // CUDA options: cuda_options.h's defaults, overridden by the spec's `cuda` fields (validated, with their
+  // environment fallbacks, in src/engine/cuda-options.ts)
+  CudaOptions copts;
   if (spec.Get("cuda").IsObject()) {
     Napi::Object c = spec.Get("cuda").As<Napi::Object>();
-    if (c.Get("offloadOptimizer").IsBoolean()) copts.offload_optimizer = c.Get("offloadOptimizer").As<Napi::Boolean>();
-    if (c.Get("bf16Moments").IsBoolean()) copts.bf16_moments = c.Get("bf16Moments").As<Napi::Boolean>();
-    if (c.Get("checkpointActivations").IsBoolean()) copts.checkpoint = c.Get("checkpointActivations").As<Napi::Boolean>();
+    auto set = [&](const char* name, bool& field) {
+      if (c.Get(name).IsBoolean()) field = c.Get(name).As<Napi::Boolean>();
+    };
+    set("offloadOptimizer", copts.offload_optimizer);
+    set("bf16Moments", copts.bf16_moments);
+    set("checkpointActivations", copts.checkpoint);
     if (c.Get("packRows").IsNumber()) copts.pack_rows = static_cast<int64_t>(num(c, "packRows"));
-    if (c.Get("graphs").IsBoolean()) copts.graphs = c.Get("graphs").As<Napi::Boolean>();
+    set("graphs", copts.graphs);
+    set("loraSingleRounding", copts.lora_single_rounding);
+    if (c.Get("attention").IsString())
+      copts.attention = c.Get("attention").As<Napi::String>().Utf8Value() == "gemm" ? CudaAttention::gemm : CudaAttention::fused;
+    set("syncEveryOp", copts.sync_every_op);
+    set("profile", copts.profile);
   }
 #endif
   // The CUDA path of Qwen3-VL (native/src/cuda/model_family.cu) is built, but its bf16 gradients of the

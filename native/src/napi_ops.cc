@@ -314,7 +314,7 @@ Napi::Value CudaInfo(const Napi::CallbackInfo& info) {
   return o;
 }
 
-// _cudaProfile() -> the phase times since the last call (VQALAB_CUDA_PROFILE=1 at load; see
+// _cudaProfile() -> the phase times since the last call of every model loaded with the `profile` option (see
 // model_profile.cu), then resets; null in a build without CUDA. For benchmarks: where a call's time goes.
 Napi::Value CudaProfile(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();

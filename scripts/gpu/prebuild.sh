@@ -16,7 +16,7 @@ for src in native/src/cuda/*.cu; do
   nvcc $flags -c "$src" -o "$out/cu_$f.o" &
 done
 wait
-for f in test_ops test_model bench_grpo; do nvcc $flags -c native/dev/$f.cu -o "$out/dev_$f.o" & done
+for f in test_ops test_model bench_grpo flash_variants; do nvcc $flags -c native/dev/$f.cu -o "$out/dev_$f.o" & done
 wait
 mv "$out/.stamp.new" "$out/.stamp"
 ls -la "$out"

@@ -68,13 +68,17 @@ export interface NativeLoadSpec {
   device?: string;
   /** The CUDA backend's precision: bf16 weights/activations with fp32 master (default) or fp32 throughout. */
   precision?: 'bf16' | 'fp32';
-  /** CUDA backend options (validated in TypeScript; absent fields keep the VQALAB_CUDA_* defaults). */
+  /** CUDA backend options (validated in src/engine/cuda-options.ts; absent fields keep native's defaults). */
   cuda?: {
     offloadOptimizer?: boolean;
     bf16Moments?: boolean;
     checkpointActivations?: boolean;
     packRows?: number;
     graphs?: boolean;
+    loraSingleRounding?: boolean;
+    attention?: 'fused' | 'gemm';
+    syncEveryOp?: boolean;
+    profile?: boolean;
   };
 }
 
@@ -218,7 +222,7 @@ export interface NativeAddon {
   _cudaMemory(
     resetPeak?: boolean,
   ): { peakBytes: number; usedBytes: number; freeBytes: number; poolIdleBytes: number; totalBytes: number } | null;
-  /** Phase times of the CUDA model since the last call (VQALAB_CUDA_PROFILE=1), then reset; null without CUDA. */
+  /** Phase times of the models loaded with `cuda.profile` since the last call, then reset; null without CUDA. */
   _cudaProfile(): string | null;
   _writeSafetensors(
     file: string,

@@ -45,12 +45,17 @@ export interface LoadOptions {
   adapter?: string;
   /** Resume AdamW from optimizer.safetensors in the model folder (written by save(dir, {optimizer: true})). */
   loadOptimizer?: boolean;
-  /** Options of the CUDA backend (device 'cuda'); each defaults to its VQALAB_CUDA_* variable (docs/cuda.md). */
+  /** Options of the CUDA backend (device 'cuda'): validated always, used with a CUDA device (docs/cuda.md). */
   cuda?: CudaOptions;
 }
 
-/** Memory and speed trade-offs of the CUDA backend (docs/cuda.md). */
+/**
+ * Options of the CUDA backend (docs/cuda.md, "Options"), one set per model. An absent field takes its
+ * VQALAB_CUDA_* variable when set (the GPU scripts' fallback), else the default below.
+ */
 export interface CudaOptions {
+  /** bf16 weights and activations with an fp32 residual stream and fp32 master weights, or fp32 throughout (parity checks). Default 'bf16'. */
+  precision?: 'bf16' | 'fp32';
   /** Keep AdamW's fp32 master weights and moments in pinned host memory and stream them through the step. Default false. */
   offloadOptimizer?: boolean;
   /** Store AdamW's moments in bf16 (fp32 arithmetic): half their memory. Default false. */
@@ -61,6 +66,14 @@ export interface CudaOptions {
   packRows?: number;
   /** Replay each decode step of a batched sample as a CUDA graph. Default true. */
   graphs?: boolean;
+  /** bf16 with LoRA: base and adapter products summed in fp32 and rounded once; false rounds after each (faster, less exact). Default true. */
+  loraSingleRounding?: boolean;
+  /** bf16 attention: the fused (flash) kernels, or the cuBLASLt tile path (what fp32 always takes). Default 'fused'. */
+  attention?: 'fused' | 'gemm';
+  /** Debug: synchronise after every op, so an asynchronous fault names the op that caused it (slow). Default false. */
+  syncEveryOp?: boolean;
+  /** Record the time of the model's phases (CUDA events); the addon's `_cudaProfile()` reports and resets them. Default false. */
+  profile?: boolean;
 }
 
 /** One image, already processed by src/vision (Qwen2-VL patches in transformers' order). */

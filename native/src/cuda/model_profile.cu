@@ -1,4 +1,4 @@
-// Phase timings of the CUDA model (VQALAB_CUDA_PROFILE=1): events around named phases, summed by name.
+// Phase timings of the CUDA models with CudaOptions::profile: events around named phases, summed by name.
 #include <chrono>
 #include <map>
 
@@ -18,14 +18,10 @@ std::vector<std::string> g_host_order;
 double wall_ms() {
   return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
-bool prof_on() {
-  static const bool on = env_flag("VQALAB_CUDA_PROFILE", false);
-  return on;
-}
 }  // namespace
 
-Phase::Phase(const char* name) {
-  if (!name || !prof_on()) return;
+Phase::Phase(bool on, const char* name) {
+  if (!name || !on) return;
   cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
   if (cudaStreamIsCapturing(cu::stream(), &cs) != cudaSuccess || cs != cudaStreamCaptureStatusNone) return;
   cudaEvent_t a = nullptr, b = nullptr;
@@ -41,8 +37,8 @@ Phase::~Phase() {
   cudaEventRecord(g_prof[idx].b, cu::stream());
 }
 
-HostPhase::HostPhase(const char* n) {
-  if (!prof_on()) return;
+HostPhase::HostPhase(bool on, const char* n) {
+  if (!on) return;
   name = n;
   t0 = wall_ms();
 }
@@ -71,7 +67,7 @@ std::string cuda_profile_report() {
   }
   g_host.clear();
   g_host_order.clear();
-  if (g_prof.empty()) return host.size() ? host : prof_on() ? "profile: nothing recorded\n" : "profile: off (VQALAB_CUDA_PROFILE=1)\n";
+  if (g_prof.empty()) return host.size() ? host : "profile: nothing recorded (no model with the profile option ran)\n";
   cudaDeviceSynchronize();
   std::map<std::string, std::pair<double, int>> sum;
   std::vector<std::string> order;
