@@ -252,16 +252,19 @@ export class RendezvousServer {
         }
         return;
       case 'gather':
-        return this.gather(rank, m.seq as number, m.value);
+        this.gather(rank, m.seq as number, m.value);
+        return;
       case 'reply':
-        return this.reply(rank, m);
+        this.reply(rank, m);
+        return;
       case 'fatal':
-        return this.fail(
+        this.fail(
           new DistributedError(
             `${describeRank(this.ranks[rank], rank)} failed during ${this.current}: ${String(m.message)}`,
             rank,
           ),
         );
+        return;
     }
   }
 
