@@ -8,7 +8,7 @@
  *   node multi-gpu.js equivalence DIR [--gpus 2]
  *        fp32 (run with VQALAB_CUDA_PRECISION=fp32): 2 steps on N ranks and on 1, the same prompts and
  *        seeds: the losses, and ‖w_N − w_1‖ / ‖w_1‖ of the saved weights (the issue: within 1e-6).
- *   node multi-gpu.js fault DIR [--gpus 2]
+ *   node multi-gpu.js fault - [--gpus 2] [--recipe FILE]
  *        the test recipe's crash (rank 1 exits in step 1) and hang (rank 0 blocks in step 0, 60 s timeout):
  *        the error must name the rank and every rank process must be gone.
  *
@@ -116,7 +116,8 @@ async function equivalence(dir: string, args: string[]): Promise<void> {
 
 async function fault(args: string[]): Promise<void> {
   const n = Number(flag(args, '--gpus', '2'));
-  const recipe = path.join(here, '..', 'test', 'distributed', 'fixtures', 'recipe.js');
+  // the CPU tests' recipe (test/distributed/fixtures/recipe.ts), on the GPUs; packed beside this file
+  const recipe = flag(args, '--recipe', path.join(here, '..', 'test', 'distributed', 'fixtures', 'recipe.js'));
   for (const kind of ['crash', 'hang'] as const) {
     const d = await DistributedTrainer.launch({
       devices: cudas(n),
