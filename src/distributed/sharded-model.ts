@@ -173,17 +173,15 @@ export class ShardedModel implements EngineModel {
 
   async sampleBatch(requests: SampleRequest[], options?: CallOptions): Promise<SampleResult[]> {
     const [a, b] = shardOf(requests.length, this.o.rank, this.o.size);
-    const own = requests
-      .slice(a, b)
-      .map((r) =>
-        r.onToken
-          ? {
-              ...r,
-              onToken: (e: Parameters<NonNullable<SampleRequest['onToken']>>[0]) =>
-                r.onToken!({ ...e, request: e.request + a }),
-            }
-          : r,
-      );
+    const own = requests.slice(a, b).map((r) =>
+      r.onToken
+        ? {
+            ...r,
+            onToken: (e: Parameters<NonNullable<SampleRequest['onToken']>>[0]) =>
+              r.onToken!({ ...e, request: e.request + a }),
+          }
+        : r,
+    );
     const batch = this.inner.sampleBatch?.bind(this.inner);
     const parts = await this.shared('sampleBatch', async () =>
       own.length === 0 ? [] : batch ? batch(own, options) : Promise.all(own.map((r) => this.inner.sample(r))),

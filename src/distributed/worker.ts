@@ -250,14 +250,19 @@ export class Worker {
       device: e.device,
       args: a.recipe.args,
     });
-    const wrap = async (m: EngineModel) => {
+    // The policy and a reference copy (β > 0) both share their calls between the ranks; the reference
+    // is loaded at the same step on every rank, so its gathers line up.
+    const shard = async (m: EngineModel) => {
       if (typeof (m as Partial<NativeBacked>)._withNative !== 'function')
         throw new Error('recipe: load() must return a model of the native engine (loadModel)');
-      this.model = await ShardedModel.create(m as NativeBacked, this.client, this.collective!, {
+      return ShardedModel.create(m as NativeBacked, this.client, this.collective!, {
         rank: e.rank,
         size: e.worldSize,
         ...(a.bucketFloats ? { bucketFloats: a.bucketFloats } : {}),
       });
+    };
+    const wrap = async (m: EngineModel) => {
+      this.model = await shard(m);
       return this.model;
     };
     const base = {
@@ -270,14 +275,16 @@ export class Worker {
       this.trainer = await Trainer.resume(a.resume, {
         ...base,
         loadModel: async (dir, { role }) =>
-          role === 'resume' ? wrap(await r.load(dir, { loadOptimizer: true })) : r.load(dir, { loadOptimizer: false }),
+          role === 'resume'
+            ? wrap(await r.load(dir, { loadOptimizer: true }))
+            : shard(await r.load(dir, { loadOptimizer: false })),
       });
     } else {
       const model = await wrap(await r.load(r.modelDir, { loadOptimizer: false }));
       this.trainer = new Trainer({
         ...base,
         model,
-        loadModel: (dir, { role }) => r.load(dir, { loadOptimizer: role === 'resume' }),
+        loadModel: async (dir, { role }) => shard(await r.load(dir, { loadOptimizer: role === 'resume' })),
       });
     }
     return {

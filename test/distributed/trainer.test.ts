@@ -184,3 +184,37 @@ test('a rank that hangs is named once the others have waited the timeout; every 
   assert.match(err.message, /rank 0 \(pid \d+ on .*\) did not (reach gather|finish step)/);
   for (const pid of pids) assert.equal(alive(pid), false, `rank process ${pid} still runs`);
 });
+
+test('with β > 0 the reference copy is shared too: two ranks take the one-rank step (loss, KL, weights)', async () => {
+  const config = { beta: 0.04, numIterations: 2 }; // a frozen reference and old log-probs: every forward kind
+  const one = recipe({ rank: 0, worldSize: 1, localRank: 0, nodeRank: 0, device: 'cpu', args: { config } });
+  const model = await one.load(one.modelDir, { loadOptimizer: false });
+  const ref = new Trainer({
+    ...one.options,
+    model,
+    loadModel: (dir, { role }) => one.load(dir, { loadOptimizer: role === 'resume' }),
+  });
+  const want = await ref.step();
+  const refDir = path.join(tmp(), 'w');
+  await model.save(refDir);
+  model.dispose();
+  assert.ok(Number.isFinite(want.metrics.kl), 'the reference step has a KL term');
+
+  const out = tmp();
+  const two = await launch(2, { outputDir: out, args: { config } });
+  const got = await two.step();
+  const ckpt = await two.save();
+  await two.close();
+  assert.deepEqual(trained(got), trained(want));
+  // μ = 2: the second pass sees weights updated once, which differ from one rank's by rounding (the
+  // summation order of the gradient): its loss and KL agree to about 1e-6, not to the bit.
+  const close = (a: number, b: number, what: string) =>
+    assert.ok(Math.abs(a - b) <= 1e-5 * Math.abs(b), `${what}: ${a} on two ranks, ${b} on one`);
+  close(got.metrics.loss, want.metrics.loss, 'loss');
+  close(got.metrics.kl, want.metrics.kl, 'kl');
+  const d = distance(
+    weights(path.join(ckpt, 'model', 'model.safetensors')),
+    weights(path.join(refDir, 'model.safetensors')),
+  );
+  assert.ok(d.relative <= 1e-6, `weights: ${JSON.stringify(d)}`);
+});
