@@ -37,7 +37,7 @@ export interface DistributedOptions {
   masterPort?: number;
   /** A rank that has not joined, reached a gather the others wait in, or replied within this is at fault. Default 300000. */
   timeoutMs?: number;
-  /** Compare the ranks' weight hashes every this many steps (0: never). Default 10. */
+  /** Compare the ranks' weight hashes every this many steps (0: never). Default 50 (a hash reads every weight back from the device). */
   hashEvery?: number;
   /** Floats per all-reduce of the gradients (default 2^25). */
   bucketFloats?: number;
@@ -170,7 +170,7 @@ export class DistributedTrainer {
   async step(): Promise<StepOutput> {
     const out = (await this.all('step'))[0] as StepOutput;
     this.step_ = out.step + 1;
-    const every = this.o.hashEvery ?? 10;
+    const every = this.o.hashEvery ?? 50;
     if (every > 0 && this.step_ % every === 0) await this.checkWeights();
     return out;
   }
