@@ -2,6 +2,7 @@
  * The ranks' recipe of bench/multi-gpu.ts: the issue 13 workload (bench/trainer.ts) — Qwen2-VL-2B
  * dimensions, random weights, full fine-tune, 448² random images, 16-token completions, rewards that
  * never tie — with `prompts` prompts per step (16·N at N ranks) in one minibatch (one optimizer step).
+ * `crash` / `hang` make one rank fail for real (the fault check), as test/distributed/fixtures/recipe.ts.
  */
 import { loadModel } from '../src/engine/model.js';
 import type { Recipe, RecipeContext } from '../src/distributed/worker.js';
@@ -20,6 +21,9 @@ export interface BenchArgs {
   side: number;
   steps: number;
   learningRate?: number;
+  /** The fault check: this rank exits, or blocks for good, in its reward function during this step (0-based). */
+  crash?: { rank: number; step: number };
+  hang?: { rank: number; step: number };
 }
 
 export function recipe(ctx: RecipeContext): Recipe {
@@ -42,7 +46,13 @@ export function recipe(ctx: RecipeContext): Recipe {
     const img = await processor.process({ data, width: a.side, height: a.side });
     return [{ pixels: img.pixels, gridThw: img.gridThw }];
   };
-  const spread: RewardFn = (_s, c, rc) => (rc.index ?? 0) / a.g + 0.001 * c.length;
+  let stepsDone = 0;
+  const spread: RewardFn = (_s, c, rc) => {
+    if (a.crash?.rank === ctx.rank && a.crash.step === stepsDone) process.exit(3);
+    if (a.hang?.rank === ctx.rank && a.hang.step === stepsDone)
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0);
+    return (rc.index ?? 0) / a.g + 0.001 * c.length;
+  };
   return {
     modelDir: a.modelDir,
     load: (dir, o) => loadModel(dir, { device: ctx.device, loadOptimizer: o.loadOptimizer }),
@@ -52,6 +62,13 @@ export function recipe(ctx: RecipeContext): Recipe {
       rewards: [spread],
       loadImages,
       recordFacts: false,
+      callbacks: [
+        {
+          onStepEnd: () => {
+            stepsDone++;
+          },
+        },
+      ],
       config: {
         promptsPerStep: a.prompts,
         miniBatchPrompts: a.prompts,

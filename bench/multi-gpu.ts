@@ -8,8 +8,8 @@
  *   node multi-gpu.js equivalence DIR [--gpus 2]
  *        fp32 (run with VQALAB_CUDA_PRECISION=fp32): 2 steps on N ranks and on 1, the same prompts and
  *        seeds: the losses, and ‖w_N − w_1‖ / ‖w_1‖ of the saved weights (the issue: within 1e-6).
- *   node multi-gpu.js fault - [--gpus 2] [--recipe FILE]
- *        the test recipe's crash (rank 1 exits in step 1) and hang (rank 0 blocks in step 0, 60 s timeout):
+ *   node multi-gpu.js fault DIR [--gpus 2]
+ *        the recipe's crash (rank 1 exits in step 1) and hang (rank 0 blocks in step 0, 60 s timeout):
  *        the error must name the rank and every rank process must be gone.
  *
  * ZeRO-1 (sharded AdamW state) is not implemented yet: the peak memory reported is plain data parallel's.
@@ -21,6 +21,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { DistributedTrainer } from '../src/distributed/driver.js';
 import { native } from '../src/engine/native.js';
+import type { Device } from '../src/engine/types.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const out = (o: Record<string, unknown>) => process.stdout.write(`${JSON.stringify(o)}\n`);
@@ -29,7 +30,9 @@ function flag(args: string[], name: string, def: string): string {
   const i = args.indexOf(name);
   return i >= 0 && args[i + 1] !== undefined ? args[i + 1]! : def;
 }
-const cudas = (n: number) => Array.from({ length: n }, (_, i) => `cuda:${i}` as const);
+// --device cpu: N CPU ranks (the cpu collective), to try the packed tree on any machine
+const onCpu = process.argv.includes('--device') && process.argv[process.argv.indexOf('--device') + 1] === 'cpu';
+const cudas = (n: number): Device[] => Array.from({ length: n }, (_, i): Device => (onCpu ? 'cpu' : `cuda:${i}`));
 
 async function scaling(dir: string, args: string[]): Promise<void> {
   const gpus = flag(args, '--gpus', '1,2,4').split(',').map(Number);
@@ -114,16 +117,22 @@ async function equivalence(dir: string, args: string[]): Promise<void> {
   });
 }
 
-async function fault(args: string[]): Promise<void> {
+async function fault(dir: string, args: string[]): Promise<void> {
   const n = Number(flag(args, '--gpus', '2'));
-  // the CPU tests' recipe (test/distributed/fixtures/recipe.ts), on the GPUs; packed beside this file
-  const recipe = flag(args, '--recipe', path.join(here, '..', 'test', 'distributed', 'fixtures', 'recipe.js'));
   for (const kind of ['crash', 'hang'] as const) {
     const d = await DistributedTrainer.launch({
       devices: cudas(n),
       recipe: {
-        module: recipe,
-        args: kind === 'crash' ? { crash: { rank: 1, step: 1 } } : { hang: { rank: 0, step: 0 } },
+        module: path.join(here, 'multi-gpu-recipe.js'),
+        args: {
+          modelDir: dir,
+          prompts: 16 * n,
+          g: 8,
+          maxTokens: 16,
+          side: 448,
+          steps: 2,
+          ...(kind === 'crash' ? { crash: { rank: 1, step: 1 } } : { hang: { rank: 0, step: 0 } }),
+        },
       },
       timeoutMs: 60_000,
     });
@@ -161,7 +170,7 @@ const run =
     : cmd === 'equivalence'
       ? equivalence(dir!, rest)
       : cmd === 'fault'
-        ? fault([dir ?? '', ...rest])
+        ? fault(dir!, rest)
         : undefined;
 if (!run) {
   process.stderr.write(readFileSync(fileURLToPath(import.meta.url), 'utf8').split('*/')[0]!);

@@ -29,11 +29,11 @@ echo "addon: $(ls native/build/Release/vqalab.node 2>/dev/null || echo missing) 
 export VQALAB_ADDON=$PWD/native/build/Release/vqalab.node
 wait $MK; tail -1 "$OUT/make-model.log"
 node_run() { timeout -k 5 "$1" bash .gpu/with-node.sh node "${@:2}"; }
-node_run "${SCALING_S:-420}" multi-gpu.mjs scaling $MODEL --gpus $LIST --steps 3 > "$OUT/scaling.log" 2>&1
+node_run "${SCALING_S:-420}" multi-gpu.js scaling $MODEL --gpus $LIST --steps 3 > "$OUT/scaling.log" 2>&1
 echo "scaling exit $? ($(el))"; grep '^|' "$OUT/scaling.log"
 if [ "$NG" -ge 2 ]; then
-  VQALAB_CUDA_PRECISION=fp32 node_run "${EQUIV_S:-300}" multi-gpu.mjs equivalence $MODEL --gpus 2 > "$OUT/equivalence.log" 2>&1
+  VQALAB_CUDA_PRECISION=fp32 node_run "${EQUIV_S:-300}" multi-gpu.js equivalence $MODEL --gpus 2 > "$OUT/equivalence.log" 2>&1
   echo "equivalence exit $? ($(el))"; grep equivalence "$OUT/equivalence.log"
-  node_run "${FAULT_S:-200}" multi-gpu.mjs fault - --gpus 2 --recipe "$PWD/recipe.mjs" > "$OUT/fault.log" 2>&1
+  node_run "${FAULT_S:-300}" multi-gpu.js fault $MODEL --gpus 2 > "$OUT/fault.log" 2>&1
   echo "fault exit $? ($(el))"; grep '"fault"' "$OUT/fault.log" | cut -c1-400
 fi

@@ -2,10 +2,11 @@
 # Packs issue 15's multi-GPU measurements (bench/multi-gpu.ts) into DEST (default /work/main/.dev-h15multi)
 # as pack-trainer.sh packs bench/trainer.ts: the native sources and scripts/gpu (the CUDA addon is built
 # there), prebuilt nvcc objects when current, node-addon-api's headers, Node (.gpu/), the Qwen tokenizer
-# package's tokenizer.json, bench/trainer.ts (make-model) and, bundled with esbuild into one folder, the
-# four entry points a multi-GPU run needs: multi-gpu.mjs (the driver), worker-main.js (each rank: the
-# launcher starts the file of that name beside it), multi-gpu-recipe.mjs and recipe.mjs (the ranks'
-# recipes, loaded by path). Then scripts/gpu/bench-multi-gpu.sh runs there.
+# package's tokenizer.json, bench/trainer.ts (make-model) and, bundled with esbuild into one folder (ES
+# modules: a package.json of type module beside them), the three entry points a multi-GPU run needs:
+# multi-gpu.js (the driver), worker-main.js (each rank: the launcher starts the file of that name beside
+# the code that holds it) and multi-gpu-recipe.js (the ranks' recipe, loaded by path). Then
+# scripts/gpu/bench-multi-gpu.sh runs there.
 set -euo pipefail
 root=$(git rev-parse --show-toplevel)
 dest=${1:-/work/main/.dev-h15multi}
@@ -19,10 +20,8 @@ bundle() {  # entry, output file
     --banner:js="import { createRequire as __cr } from 'node:module'; const require = __cr(import.meta.url);" \
     --outfile="$dest/$2"
 }
-bundle bench/multi-gpu.ts multi-gpu.mjs
+bundle bench/multi-gpu.ts multi-gpu.js
 bundle src/distributed/worker-main.ts worker-main.js
-bundle bench/multi-gpu-recipe.ts multi-gpu-recipe.mjs
-bundle test/distributed/fixtures/recipe.ts recipe.mjs
-# the tiny model of the fault check's recipe
-mkdir -p "$dest/assets" && cp -r assets/tiny-qwen2-vl "$dest/assets/"
+bundle bench/multi-gpu-recipe.ts multi-gpu-recipe.js
+[ -f "$dest/package.json" ] || echo '{ "type": "module" }' > "$dest/package.json"
 du -sh "$dest"
