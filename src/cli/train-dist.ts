@@ -84,6 +84,7 @@ export async function runTrainDistributed(o: TrainOptions, io: { out: Write; err
         d.run({
           steps: Math.max(0, maxSteps - startStep),
           checkpointEvery: o.checkpointEvery ?? 0,
+          handleSigint: false,
           ...(signal ? { signal } : {}),
           onStep: (s) => {
             if (Number.isFinite(s.metrics.stepSeconds)) {

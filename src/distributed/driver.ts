@@ -16,6 +16,7 @@ import type { GrpoConfig } from '../grpo/config.js';
 import type { EvalSummary } from '../grpo/evaluate.js';
 import type { StepMetrics } from '../grpo/metrics.js';
 import type { SftOptions, StepOutput } from '../grpo/trainer.js';
+import { interruptible } from '../util/interrupt.js';
 import { describeExit, LocalRanks } from './launcher.js';
 import { DistributedError, RendezvousServer } from './rendezvous.js';
 import type { RecipeRef } from './worker.js';
@@ -54,6 +55,8 @@ export interface DistributedRunOptions {
   onStep?: (out: StepOutput) => void | Promise<void>;
   /** Stops at the next step boundary. */
   signal?: AbortSignal;
+  /** Also stop at the next step boundary on an interrupt of the process (Ctrl-C, the kernel's interrupt). Default true. */
+  handleSigint?: boolean;
 }
 
 export interface DistributedRunResult {
@@ -212,6 +215,11 @@ export class DistributedTrainer {
 
   /** Steps until `steps` are done or `signal` stops it at a step boundary; checkpoints as asked and at the end. */
   async run(o: DistributedRunOptions): Promise<DistributedRunResult> {
+    if (o.handleSigint ?? true) return interruptible((signal) => this.runLoop({ ...o, signal }), o.signal);
+    return this.runLoop(o);
+  }
+
+  private async runLoop(o: DistributedRunOptions): Promise<DistributedRunResult> {
     const result: DistributedRunResult = { stepsRun: 0, stoppedBy: 'steps', lastStep: this.step_ - 1, checkpoints: [] };
     let savedAt = -1;
     for (let i = 0; i < o.steps; i++) {

@@ -4,6 +4,10 @@
  */
 import { Worker, workerEnv } from './worker.js';
 
+// Ctrl-C in a terminal reaches the whole process group: the driver decides (it stops the run at the
+// next step boundary and ends the ranks); a rank that died of it would be a fault.
+process.on('SIGINT', () => undefined);
+
 Worker.run(workerEnv()).then(
   () => process.exit(0),
   (err: unknown) => {

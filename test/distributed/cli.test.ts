@@ -139,3 +139,31 @@ test('two nodes on loopback: node 0 drives, node 1 runs its rank through the nod
   assert.ok(existsSync(path.join(out, 'checkpoints', 'checkpoint-000002')));
   assert.equal(existsSync(path.join(work, 'unused')), false, 'only node 0 writes --out');
 });
+
+test('Ctrl-C to the whole process group: the driver stops at a step boundary, saves, exits 130; the ranks end with it', async () => {
+  const out = path.join(work, 'interrupted');
+  const child = spawn(process.execPath, [bin, 'train', ...common, '--gpus', '2', '--max-steps', '400', '--out', out], {
+    env: { ...process.env, VQALAB_THREADS: '1' },
+    detached: true, // its own process group, which the terminal's Ctrl-C reaches as a whole
+  });
+  let stdout = '',
+    stderr = '',
+    sent = false;
+  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  const code = await new Promise<number | null>((resolve) => {
+    child.stdout.on('data', (d: Buffer) => {
+      stdout += d.toString();
+      if (!sent && /\nstep 1\/400 /.test(stdout)) {
+        sent = true;
+        process.kill(-child.pid!, 'SIGINT');
+      }
+    });
+    child.on('close', (c) => resolve(c));
+  });
+  assert.ok(sent, `no step line: ${stdout}${stderr}`);
+  assert.equal(code, 130, stdout + stderr);
+  const m = /interrupted after step (\d+): checkpoint (\S+); continue with --resume/.exec(stdout);
+  assert.ok(m, stdout);
+  assert.ok(existsSync(m[2]!), `${m[2]} was not written`);
+  assert.doesNotMatch(stderr, /distributed run stopped/);
+});
