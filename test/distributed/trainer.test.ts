@@ -86,6 +86,7 @@ test('two CPU ranks train as one rank; their checkpoint resumes on one rank as t
   const model = await one.load(one.modelDir, { loadOptimizer: false });
   const ref = new Trainer({ ...one.options, model });
   const refSteps = [await ref.step(), await ref.step()];
+  const refEval = await ref.evaluate('val');
   const refAt2 = path.join(tmp(), 'w2');
   await model.save(refAt2);
   refSteps.push(await ref.step());
@@ -102,6 +103,7 @@ test('two CPU ranks train as one rank; their checkpoint resumes on one rank as t
   const two = await launch(2, { outputDir: out });
   assert.equal(two.worldSize, 2);
   const steps = [await two.step(), await two.step()];
+  const evaluated = await two.evaluate('val'); // greedy answers shared between the ranks too
   const ckpt = await two.save();
   const hash = await two.checkWeights();
   await two.close();
@@ -112,6 +114,11 @@ test('two CPU ranks train as one rank; their checkpoint resumes on one rank as t
     assert.equal(steps[i]!.metrics.loss, refSteps[i]!.metrics.loss, `step ${i}: the loss`);
     assert.equal(steps[i]!.metrics.rewardMean, refSteps[i]!.metrics.rewardMean);
   }
+  assert.deepEqual(
+    evaluated.rows.map((r) => [r.id, r.prediction, r.accuracy]),
+    refEval.rows.map((r) => [r.id, r.prediction, r.accuracy]),
+  );
+  assert.equal(evaluated.overall, refEval.overall);
   const d2 = distance(
     weights(path.join(ckpt, 'model', 'model.safetensors')),
     weights(path.join(refAt2, 'model.safetensors')),
