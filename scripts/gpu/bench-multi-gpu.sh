@@ -8,6 +8,8 @@
 # Logs and the table under $OUT. GPUS (default: all visible) caps N; *_S variables bound each stage.
 # Not run yet (no multi-GPU host was lent when it was written): expect to fix paths on the first call.
 set -u
+# NVLink multicast stays off (it can put a shared host's GPUs out of service): keep these set.
+export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 OUT=${OUT:-$PWD/gpu-out}
 mkdir -p "$OUT"
 J=$(nproc)

@@ -63,6 +63,9 @@ export class LocalRanks {
       const child = spawn(process.execPath, [entry], {
         stdio: ['ignore', 'pipe', 'pipe'],
         env: {
+          // NCCL's NVLink multicast (NVLS) stays off unless asked for: on a shared host a program using it
+          // can put the host's GPUs out of service.
+          NCCL_NVLS_ENABLE: '0',
           ...process.env,
           ...o.env,
           VQALAB_DIST_MASTER_ADDR: o.masterAddr,
