@@ -12,6 +12,8 @@
  *        the recipe's crash (rank 1 exits in step 1) and hang (rank 0 blocks in step 0, 60 s timeout):
  *        the error must name the rank and every rank process must be gone.
  *
+ * `--device cpu` runs the ranks on the CPU (the cpu collective); `--same-gpu` puts every rank on cuda:0 with
+ * the cpu collective (a one-GPU machine; NCCL refuses two ranks on one GPU).
  * ZeRO-1 (sharded AdamW state) is not implemented yet: the peak memory reported is plain data parallel's.
  * Prints one JSON line per measurement and a table.
  */
@@ -32,7 +34,12 @@ function flag(args: string[], name: string, def: string): string {
 }
 // --device cpu: N CPU ranks (the cpu collective), to try the packed tree on any machine
 const onCpu = process.argv.includes('--device') && process.argv[process.argv.indexOf('--device') + 1] === 'cpu';
-const cudas = (n: number): Device[] => Array.from({ length: n }, (_, i): Device => (onCpu ? 'cpu' : `cuda:${i}`));
+// --same-gpu: every rank on cuda:0, the cpu collective staging the gradients through host memory (NCCL
+// refuses two ranks on one GPU): the multi-rank path of the CUDA engine on a one-GPU machine
+const sameGpu = process.argv.includes('--same-gpu');
+if (sameGpu) process.env.VQALAB_DIST_BACKEND = 'cpu'; // the ranks inherit it
+const cudas = (n: number): Device[] =>
+  Array.from({ length: n }, (_, i): Device => (onCpu ? 'cpu' : sameGpu ? 'cuda:0' : `cuda:${i}`));
 
 async function scaling(dir: string, args: string[]): Promise<void> {
   const gpus = flag(args, '--gpus', '1,2,4').split(',').map(Number);

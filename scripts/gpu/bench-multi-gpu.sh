@@ -5,6 +5,7 @@
 #   1. the scaling table: 16·N prompts × G 8, 16-token completions, full fine-tune, N = 1, 2 (, 4);
 #   2. the equivalence: fp32 (VQALAB_CUDA_PRECISION=fp32), 2 steps on N ranks against 1 rank;
 #   3. the faults: a rank that crashes, a rank that hangs (named; every rank process gone).
+# On a one-GPU machine only 1. (N = 1) and 2. with both ranks on the GPU (the cpu collective) run.
 # Logs and the table under $OUT. GPUS (default: all visible) caps N; *_S variables bound each stage.
 # Not run yet (no multi-GPU host was lent when it was written): expect to fix paths on the first call.
 set -u
@@ -33,6 +34,10 @@ wait $MK; tail -1 "$OUT/make-model.log"
 node_run() { timeout -k 5 "$1" bash .gpu/with-node.sh node "${@:2}"; }
 node_run "${SCALING_S:-420}" multi-gpu.js scaling $MODEL --gpus $LIST --steps 3 > "$OUT/scaling.log" 2>&1
 echo "scaling exit $? ($(el))"; grep '^|' "$OUT/scaling.log"
+if [ "$NG" -lt 2 ]; then  # one GPU: the multi-rank path with both ranks on it (the cpu collective)
+  VQALAB_CUDA_PRECISION=fp32 node_run "${EQUIV_S:-300}" multi-gpu.js equivalence $MODEL --gpus 2 --same-gpu > "$OUT/equivalence.log" 2>&1
+  echo "equivalence (2 ranks on one GPU) exit $? ($(el))"; grep equivalence "$OUT/equivalence.log"
+fi
 if [ "$NG" -ge 2 ]; then
   VQALAB_CUDA_PRECISION=fp32 node_run "${EQUIV_S:-300}" multi-gpu.js equivalence $MODEL --gpus 2 > "$OUT/equivalence.log" 2>&1
   echo "equivalence exit $? ($(el))"; grep equivalence "$OUT/equivalence.log"
