@@ -18,6 +18,7 @@
  * questions batched and of `eval-one` questions one at a time.
  */
 import { loadModel } from '../src/engine/model.js';
+import { native } from '../src/engine/native.js';
 import { Trainer } from '../src/grpo/trainer.js';
 import { Rng } from '../src/util/rng.js';
 import { VlmTokenizer } from '../src/text/tokenizer.js';
@@ -55,6 +56,10 @@ async function bench(dir: string, args: string[]): Promise<void> {
   const micro = Number(flag(args, '--micro', '0'));
   // The KL term of bench_grpo and the PyTorch reference (beta 0.04 with a frozen reference forward).
   const beta = Number(flag(args, '--beta', '0.04'));
+  // --profile 1: per-call wall times of the engine calls of each step and the CUDA model's phase
+  // times (VQALAB_CUDA_PROFILE=1 must be set before the model loads: the bench sets it).
+  const profile = flag(args, '--profile', '0') !== '0';
+  if (profile) process.env.VQALAB_CUDA_PROFILE = '1';
   const out = (o: Record<string, unknown>) => process.stdout.write(`${JSON.stringify(o)}\n`);
 
   let t = performance.now();
@@ -77,6 +82,45 @@ async function bench(dir: string, args: string[]): Promise<void> {
     memory: model.deviceMemory?.(),
   });
   const reference = beta > 0 && !lora ? await loadModel(dir, { device }) : undefined;
+  const calls: { what: string; start: number; ms: number }[] = [];
+  let callsT0 = performance.now();
+  if (profile)
+    for (const [m, tag] of [
+      [model, 'policy'],
+      [reference, 'reference'],
+    ] as const) {
+      if (!m) continue;
+      for (const k of ['sample', 'forward', 'backward', 'step'] as const) {
+        const orig = (m[k] as (...a: unknown[]) => Promise<unknown>).bind(m);
+        (m as unknown as Record<string, unknown>)[k] = (...a: unknown[]) => {
+          const start = performance.now();
+          return orig(...a).finally(() =>
+            calls.push({ what: `${tag}.${k}`, start: start - callsT0, ms: performance.now() - start }),
+          );
+        };
+      }
+    }
+  const profileReport = (label: string) => {
+    if (!profile) return;
+    const by = new Map<string, { n: number; ms: number; first: number; last: number }>();
+    for (const c of calls) {
+      const e = by.get(c.what) ?? { n: 0, ms: 0, first: Infinity, last: 0 };
+      e.n++;
+      e.ms += c.ms;
+      e.first = Math.min(e.first, c.start);
+      e.last = Math.max(e.last, c.start + c.ms);
+      by.set(c.what, e);
+    }
+    const lines = [...by].map(
+      ([k, e]) =>
+        `  ${k.padEnd(20)} ${e.n} calls, ${e.ms.toFixed(1)} ms summed, from +${e.first.toFixed(1)} to +${e.last.toFixed(1)} ms`,
+    );
+    process.stdout.write(
+      `profile ${label} (engine calls, wall ms from the step's start):\n${lines.join('\n')}\n${native()._cudaProfile() ?? ''}\n`,
+    );
+    calls.length = 0;
+    callsT0 = performance.now();
+  };
   const tokenizer = VlmTokenizer.load(dir);
   const processor = new Qwen2VLImageProcessor();
   const samples = (count: number, offset: number): VqaSample[] =>
@@ -106,6 +150,9 @@ async function bench(dir: string, args: string[]): Promise<void> {
     rewards: [spread],
     loadImages,
     recordFacts: false,
+    // Every image the bench processes stays cached (about 5 MB each at 448²): what is timed is the
+    // engine path, not reprocessing images evicted by a small cache.
+    imageCacheSize: prompts * (steps + 3) + nEval + nEvalOne + 16,
     config: {
       promptsPerStep: prompts,
       numGenerations: G,
@@ -124,13 +171,16 @@ async function bench(dir: string, args: string[]): Promise<void> {
   t = performance.now();
   await Promise.all([...train, ...base.evalSets.val].map((s) => trainer['prompts'].images(s)));
   out({ imagesProcessed: train.length + nEval, seconds: (performance.now() - t) / 1000 });
+  profileReport('(before the warm-up)');
   const warm = await trainer.step();
   out({ warmup: true, ...pick(warm.metrics) });
+  profileReport('warm-up step');
   const rows: ReturnType<typeof pick>[] = [];
   for (let s = 0; s < steps; s++) {
     const o = await trainer.step();
     rows.push(pick(o.metrics));
     out({ mode: 'batched', ...rows.at(-1)! });
+    profileReport(`step ${o.metrics.step}`);
   }
   let seqRollout = NaN;
   if (withSequential) {
@@ -140,6 +190,7 @@ async function bench(dir: string, args: string[]): Promise<void> {
     const so = await seq.step();
     seqRollout = so.metrics.rolloutSeconds;
     out({ mode: 'sequential', ...pick(so.metrics) });
+    profileReport('sequential step');
   }
 
   let evalBatched = NaN,
@@ -150,6 +201,7 @@ async function bench(dir: string, args: string[]): Promise<void> {
     const e = await trainer.evaluate('val');
     evalN = e.n;
     evalBatched = (performance.now() - t) / 1000;
+    profileReport('evaluate (batched)');
     const one = new Trainer({ ...base, evalBatchSize: 1, evalSets: { val: samples(nEvalOne, 100_000) } });
     await Promise.all(samples(nEvalOne, 100_000).map((s) => one['prompts'].images(s)));
     t = performance.now();

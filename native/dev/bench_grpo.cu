@@ -13,8 +13,8 @@
 //         prefilled once, all 128 rows decoded together; and, for comparison, one sample() per prompt
 //   lora: the step with LoRA r = 64 on every LM linear (base frozen, bf16 only), micro-batches of 4
 //
-//   native/build/cuda/bench_grpo [prompts=16] [micro-batch=8] [profile]   (profile: with VQALAB_CUDA_PROFILE=1,
-//   one rollout and one step with the time of each phase)
+//   native/build/cuda/bench_grpo [prompts=16] [micro-batch=8] [profile]   (profile: one rollout and one step with
+//   the time of each phase). The models' CudaOptions: the defaults and the VQALAB_CUDA_* variables (dev_options.h).
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -27,6 +27,7 @@
 #include <cuda_runtime.h>
 
 #include "cuda/model_cuda.h"
+#include "dev_options.h"
 #include "model.h"
 
 using namespace vq;
@@ -184,8 +185,8 @@ int main(int argc, char** argv) {
   const int prompts = argc > 1 ? std::atoi(argv[1]) : 16, G = 8, maxT = 16;
   const size_t mb = argc > 2 ? static_cast<size_t>(std::atoi(argv[2])) : 8;
   const size_t mb4 = 4;  // the memory and LoRA configurations, and the comparison step
-  // "profile" (with VQALAB_CUDA_PROFILE=1): one rollout and one step after their warm-ups, with the
-  // phase times of each; nothing else
+  // "profile": one rollout and one step after their warm-ups, with the phase times of each (the models'
+  // profile option); nothing else
   const bool profile = argc > 3 && std::string(argv[3]) == "profile";
   const ModelConfig c = qwen2vl_2b();
   std::string json = "{";
@@ -203,13 +204,9 @@ int main(int argc, char** argv) {
   {
     cudaDeviceProp prop;
     if (cudaGetDeviceProperties(&prop, 0) == cudaSuccess) add_str("card", prop.name);
-    const char* attn = std::getenv("VQALAB_CUDA_ATTN");
-    const char* fl = std::getenv("VQALAB_CUDA_FLASH");
-    add_str("attention", attn && std::string(attn) == "gemm"        ? "cuBLASLt tiles"
-                         : fl && std::string(fl) == "simple" ? "fused (simple)"
-                                                             : "fused (pipelined)");
-    const char* gr = std::getenv("VQALAB_CUDA_GRAPH");
-    add_str("graphs", gr && gr[0] == '0' ? "off" : "on");
+    const CudaOptions o = dev::cuda_options_from_env();
+    add_str("attention", o.attention == CudaAttention::gemm ? "cuBLASLt tiles" : "fused");
+    add_str("graphs", o.graphs ? "on" : "off");
   }
   // each part on its own: a failing part is reported and the others still run
   int errors = 0;
@@ -228,10 +225,10 @@ int main(int argc, char** argv) {
     std::printf("workload: %d prompts x %d completions of %d tokens, prompt %zu tokens (1024 patches)\n", prompts, G, maxT,
                 w.reqs[0].prompt.ids.size());
     add("micro_batch", static_cast<double>(mb));
-    CudaOptions env = cuda_options_from_env();
-    add("pack_rows", static_cast<double>(env.pack_rows > 0 ? env.pack_rows : cuda_default_pack_rows(0)));
-    CudaOptions plain = cuda_options_from_env();
+    CudaOptions plain = dev::cuda_options_from_env();
+    add("pack_rows", static_cast<double>(plain.pack_rows > 0 ? plain.pack_rows : cuda_default_pack_rows(0)));
     plain.offload_optimizer = plain.bf16_moments = plain.checkpoint = false;
+    plain.profile = plain.profile || profile;
     auto reference = std::make_unique<Model>(c, 4096);
     reference->attach_device(make_cuda_model(*reference, 0, true, plain));
     cuda_randomize(*reference->device(), 1, 0.02f);
@@ -343,21 +340,16 @@ int main(int argc, char** argv) {
       add("lora_step_peak_bytes", static_cast<double>(s.peak));
       add("lora_trainable", static_cast<double>(policy->num_trainable()));
     });
-    part("lora_step_two_roundings", [&] {  // the same with VQALAB_CUDA_LORA_PAIRS=0 (what one rounding costs)
-      const char* prev = std::getenv("VQALAB_CUDA_LORA_PAIRS");
-      const std::string keep = prev ? prev : "";
-      setenv("VQALAB_CUDA_LORA_PAIRS", "0", 1);
-      struct Restore {
-        const char* p; std::string v;
-        ~Restore() { if (p) setenv("VQALAB_CUDA_LORA_PAIRS", v.c_str(), 1); else unsetenv("VQALAB_CUDA_LORA_PAIRS"); }
-      } restore{prev, keep};
+    part("lora_step_two_roundings", [&] {  // the same with loraSingleRounding off (what one rounding costs)
+      CudaOptions two = plain;
+      two.lora_single_rounding = false;
       auto policy = std::make_unique<Model>(c, 4096);
       LoraOptions lo;
       lo.rank = 64;
       lo.alpha = 128;
       lo.targets = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
       policy->add_lora(lo);
-      policy->attach_device(make_cuda_model(*policy, 0, true, plain));
+      policy->attach_device(make_cuda_model(*policy, 0, true, two));
       cuda_randomize(*policy->device(), 1, 0.02f);
       grpo_step(*policy, nullptr, w, 0.0f, mb4);  // warm-up
       StepStats s = grpo_step(*policy, nullptr, w, 0.0f, mb4);

@@ -16,6 +16,7 @@
 
 #include "cuda/cuda_common.h"
 #include "cuda/model_cuda.h"
+#include "dev_options.h"
 #include "model.h"
 
 using namespace vq;
@@ -186,7 +187,7 @@ void run(bool bf16, const ModelConfig& c = tiny()) {
   Model cpu(c, 4096), gpu(c, 4096);
   fill_random(cpu, family ? g_seed : 11);
   copy_params(gpu, cpu);
-  gpu.attach_device(make_cuda_model(gpu, 0, bf16));
+  gpu.attach_device(make_cuda_model(gpu, 0, bf16, dev::cuda_options_from_env()));
   const ForwardRequest q = request(c, family ? g_seed + 1 : 7);
 
   auto a = cpu.forward({q}, true);
@@ -523,7 +524,7 @@ void run_grpo(bool bf16, const ModelConfig& c) {
   Model cpu(c, 4096), gpu(c, 4096);
   fill_random(cpu, g_seed + 3);
   copy_params(gpu, cpu);
-  gpu.attach_device(make_cuda_model(gpu, 0, bf16));
+  gpu.attach_device(make_cuda_model(gpu, 0, bf16, dev::cuda_options_from_env()));
   const std::vector<ForwardRequest> qs = {request(c, g_seed + 4), request_text(static_cast<int>(g_seed % 1000))};
   const auto a = cpu.forward(qs, true);
   const auto b = gpu.forward(qs, true);
@@ -612,7 +613,7 @@ void run_lora(bool bf16) {
     }
   gpu.add_lora(lo);
   copy_params(gpu, cpu);
-  gpu.attach_device(make_cuda_model(gpu, 0, bf16));
+  gpu.attach_device(make_cuda_model(gpu, 0, bf16, dev::cuda_options_from_env()));
   const ForwardRequest q = request(c);
   auto a = cpu.forward({q}, true);
   auto b = gpu.forward({q}, true);

@@ -16,6 +16,8 @@
 
 #include "cuda/cuda_common.h"
 #include "cuda/flash.h"
+#include "dev_options.h"
+#include "flash_variants.h"
 #include "cuda/gemm.h"
 #include "cuda/ops.h"
 #include "model.h"
@@ -29,7 +31,37 @@ namespace {
 std::mt19937_64 rng(20261120);
 int failures = 0, checks = 0;
 std::string filter;
-const char* att_path = "";  // which attention path test_attention<bf16> runs (name suffix)
+// Which attention test_attention<bf16> runs: the engine's (its fused kernels, or the cuBLASLt tile path that
+// CudaOptions::attention = gemm takes) or a variant of native/dev/flash_variants.cu.
+enum class AttRun { engine_fused, engine_gemm, pipelined_variant, simple_variant };
+AttRun att_run = AttRun::engine_fused;
+const char* att_path = "";  // its name suffix in the checks
+
+template <typename T>
+void run_attention_forward(T* out, float* lse, const T* q, const T* k, const T* v, const Span* spans, int64_t Tq,
+                           int64_t Tk, int64_t NH, int64_t KVH, int64_t D) {
+  if constexpr (std::is_same<T, bf16>::value) {
+    if ((att_run == AttRun::pipelined_variant || att_run == AttRun::simple_variant) && cu::flash_supported(D)) {
+      const auto var = att_run == AttRun::pipelined_variant ? dev::FlashVariant::pipelined : dev::FlashVariant::simple;
+      return dev::attention_forward(var, out, lse, q, k, v, spans, Tq, Tk, NH, KVH, D);
+    }
+  }
+  cu::attention_forward(out, lse, q, k, v, spans, Tq, Tk, NH, KVH, D,
+                        att_run == AttRun::engine_gemm ? CudaAttention::gemm : CudaAttention::fused);
+}
+template <typename T>
+void run_attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* q, const T* k, const T* v, const T* out,
+                            const float* lse, const Span* spans, int64_t Tq, int64_t Tk, int64_t NH, int64_t KVH,
+                            int64_t D) {
+  if constexpr (std::is_same<T, bf16>::value) {
+    if ((att_run == AttRun::pipelined_variant || att_run == AttRun::simple_variant) && cu::flash_supported(D)) {
+      const auto var = att_run == AttRun::pipelined_variant ? dev::FlashVariant::pipelined : dev::FlashVariant::simple;
+      return dev::attention_backward(var, dq, dk, dv, dout, q, k, v, out, lse, spans, Tq, Tk, NH, KVH, D);
+    }
+  }
+  cu::attention_backward(dq, dk, dv, dout, q, k, v, out, lse, spans, Tq, Tk, NH, KVH, D,
+                         att_run == AttRun::engine_gemm ? CudaAttention::gemm : CudaAttention::fused);
+}
 
 std::vector<float> rnd(int64_t n, float lo = -1.0f, float hi = 1.0f) {
   std::uniform_real_distribution<float> U(lo, hi);
@@ -535,7 +567,7 @@ template <typename T> void test_attention() {
     out.poison(Tq * NH * D);
     Dt<float> dl;
     dl.poison(Tq * NH);
-    cu::attention_forward(out.p, dl.p, dq.p, dk.p, dv.p, ac.spans.data(), Tq, Tk, NH, KVH, D);
+    run_attention_forward(out.p, dl.p, dq.p, dk.p, dv.p, ac.spans.data(), Tq, Tk, NH, KVH, D);
     const std::string sh = std::string(" ") + tname<T>() + att_path + " " + ac.what + shp({Tq, Tk, NH, KVH, D});
     compare("attention_forward" + sh, out.get(), ref, tol<T>());
     compare("attention_forward lse" + sh, dl.get(), lse, tol<T>());
@@ -548,7 +580,7 @@ template <typename T> void test_attention() {
     auto lh = dl.get();
     attention_backward(rq.data(), rk.data(), rv.data(), dout.data(), q.data(), k.data(), v.data(), oh.data(), lh.data(),
                        ac.spans.data(), Tq, Tk, NH, KVH, D);
-    cu::attention_backward(gq.p, gk.p, gv.p, ddout.p, dq.p, dk.p, dv.p, out.p, dl.p, ac.spans.data(), Tq, Tk, NH, KVH, D);
+    run_attention_backward(gq.p, gk.p, gv.p, ddout.p, dq.p, dk.p, dv.p, out.p, dl.p, ac.spans.data(), Tq, Tk, NH, KVH, D);
     compare("attention_backward dq" + sh, gq.get(), rq, tol<T>(), &bq);
     compare("attention_backward dk" + sh, gk.get(), rk, tol<T>(), &bk);
     compare("attention_backward dv" + sh, gv.get(), rv, tol<T>(), &bv);
@@ -606,14 +638,6 @@ template <typename T> void test_activations() {
       d0.poison(N);
       act.cb(d0.p, dg.p, da.p, N, false);
       compare(std::string(act.name) + "_backward (overwrite)" + sh, d0.get(), r0, tol<T>());
-    }
-    {
-      std::vector<float> ref(N);
-      residual_forward(ref.data(), a.data(), b.data(), N);
-      Dt<T> out;
-      out.poison(N);
-      cu::residual_forward(out.p, da.p, db.p, N);
-      compare("residual_forward" + sh, out.get(), ref, tol<T>());
     }
   }
 }
@@ -730,7 +754,12 @@ template <typename T> void test_sampling() {
   std::vector<int64_t> gs(B);
   for (int64_t b = 0; b < B; b++) gs[b] = b * 3 + 1;
   Di<int64_t> dgs(gs);
-  for (float temp : {0.0f, 1.0f, 0.7f}) {
+  const std::vector<int64_t> steps(B, 3);
+  const std::vector<uint64_t> seeds(B, 1234);
+  Di<int64_t> dts(steps);
+  Di<uint64_t> dsd(seeds);
+  for (float temp : {0.0f, 1.0f, 0.7f}) {  // one temperature, seed and step for every row (a single request)
+    Di<float> dtm(std::vector<float>(B, temp));
     SampleRequest q;
     q.temperature = temp;
     q.seed = 1234;
@@ -741,7 +770,7 @@ template <typename T> void test_sampling() {
     glp.poison(B);
     int32_t* dtok = nullptr;
     CU_CHECK(cudaMalloc(&dtok, B * sizeof(int32_t)), "alloc");
-    cu::sample_rows(dtok, glp.p, dx.p, dgs.p, B, V, temp, 1234, 3);
+    cu::sample_rows_multi(dtok, glp.p, dx.p, dtm.p, dsd.p, dgs.p, dts.p, B, V);
     std::vector<int32_t> gt(B);
     CU_CHECK(cudaMemcpy(gt.data(), dtok, B * sizeof(int32_t), cudaMemcpyDeviceToHost), "download");
     cudaFree(dtok);
@@ -751,7 +780,7 @@ template <typename T> void test_sampling() {
     const bool ok = same >= B - 1;  // an inverse-CDF boundary within rounding may differ, rarely
     if (!ok) failures++;
     std::printf("%-4s %-64s %d/%d tokens equal\n", ok ? "ok" : "FAIL",
-                (std::string("sample_rows ") + tname<T>() + " temperature " + std::to_string(temp).substr(0, 3)).c_str(), same, int(B));
+                (std::string("sample_rows_multi (one request) ") + tname<T>() + " temperature " + std::to_string(temp).substr(0, 3)).c_str(), same, int(B));
     std::vector<float> lpr(B);  // log-probs of the device's tokens, on the CPU
     // recompute the exact log-prob of the device's token on the CPU
     for (int64_t b = 0; b < B; b++) {
@@ -760,7 +789,7 @@ template <typename T> void test_sampling() {
       for (int64_t j = 0; j < V; j++) s += std::exp(x[b * V + j] - mx);
       lpr[b] = static_cast<float>(x[b * V + gt[b]] - (mx + std::log(s)));
     }
-    compare(std::string("sample_rows logprob ") + tname<T>() + " temperature " + std::to_string(temp).substr(0, 3), glp.get(), lpr, tol<T>());
+    compare(std::string("sample_rows_multi (one request) logprob ") + tname<T>() + " temperature " + std::to_string(temp).substr(0, 3), glp.get(), lpr, tol<T>());
   }
 }
 
@@ -899,21 +928,22 @@ void bench_ops() {
       Dt<float> lse;
       lse.poison(T * c.NH);
       const double fl = cu::attention_flops(s.data(), T, c.NH, c.D);
-      for (int variant = 3; variant >= 0; variant--) {  // 3 default, 2 pipelined, 1 simple (all fused), 0 cuBLASLt tiles
-        cu::flash_override(variant > 0 ? 1 : 0);
-        cu::flash_pipeline_override(variant == 3 ? -1 : variant == 2 ? 1 : 0);
-        const float f = time([&] { cu::attention_forward(out.p, lse.p, dq.p, dk.p, dv.p, s.data(), T, Tk, c.NH, c.KVH, c.D); }, 10);
-        const char* name = variant == 3 ? "default" : variant == 2 ? "pipelined" : variant == 1 ? "simple" : "gemm";
+      const struct { AttRun run; const char* name; } runs[] = {{AttRun::engine_fused, "default"},
+                                                                {AttRun::pipelined_variant, "pipelined"},
+                                                                {AttRun::simple_variant, "simple"},
+                                                                {AttRun::engine_gemm, "gemm"}};
+      for (const auto& r : runs) {  // the engine's kernels, the variants of flash_variants.cu, the cuBLASLt tiles
+        att_run = r.run;
+        const float f = time([&] { run_attention_forward(out.p, lse.p, dq.p, dk.p, dv.p, s.data(), T, Tk, c.NH, c.KVH, c.D); }, 10);
         if (c.kind == 2) {  // decode: forward only
-          std::printf("  attention %-44s %-9s fwd %7.3f ms (%6.1f TFLOP/s)\n", c.n, name, f, fl / f / 1e9);
+          std::printf("  attention %-44s %-9s fwd %7.3f ms (%6.1f TFLOP/s)\n", c.n, r.name, f, fl / f / 1e9);
           continue;
         }
-        const float bw = time([&] { cu::attention_backward(gq.p, gk.p, gv.p, dq.p, dq.p, dk.p, dv.p, out.p, lse.p, s.data(), T, T, c.NH, c.KVH, c.D); }, 10);
+        const float bw = time([&] { run_attention_backward(gq.p, gk.p, gv.p, dq.p, dq.p, dk.p, dv.p, out.p, lse.p, s.data(), T, T, c.NH, c.KVH, c.D); }, 10);
         std::printf("  attention %-44s %-9s fwd %7.3f ms (%6.1f TFLOP/s)  bwd %7.3f ms (%6.1f TFLOP/s)\n", c.n,
-                    name, f, fl / f / 1e9, bw, 2.5 * fl / bw / 1e9);
+                    r.name, f, fl / f / 1e9, bw, 2.5 * fl / bw / 1e9);
       }
-      cu::flash_override(-1);
-      cu::flash_pipeline_override(-1);
+      att_run = AttRun::engine_fused;
     }
   }
   {  // element-wise and norm kernels: GB/s on (4096, 5120) bf16 and (1704, 1536) rows
@@ -951,6 +981,7 @@ int main(int argc, char** argv) {
     if (std::string(argv[i]) == "--bench") bench = true;
     else filter = argv[i];
   }
+  cu::set_debug_sync(dev::cuda_options_from_env().sync_every_op);  // VQALAB_CUDA_SYNC=1: every op synchronises
   cudaDeviceProp prop;
   cudaGetDeviceProperties(&prop, 0);
   std::printf("device: %s (sm_%d%d, %d SMs, %.1f GiB)\n", prop.name, prop.major, prop.minor, prop.multiProcessorCount,
@@ -963,19 +994,18 @@ int main(int argc, char** argv) {
     if (want("rope")) { test_rope<float>(); test_rope<bf16>(); }
     if (want("attention")) {
       test_attention<float>();
-      att_path = " (default kernels)";  // fused where D allows (small calls: the split decode kernel)
+      att_path = " (default kernels)";  // the engine's: fused where D allows (small calls: the split decode kernel)
       test_attention<bf16>();
-      cu::flash_pipeline_override(1);  // the pipelined kernels at every D (the default takes them where they pay)
-      att_path = "";
+      att_run = AttRun::pipelined_variant;  // flash_variants.cu: the pipelined kernels at every D
+      att_path = " (pipelined variant)";
       test_attention<bf16>();
-      cu::flash_pipeline_override(0);
+      att_run = AttRun::simple_variant;
       att_path = " (simple flash)";
       test_attention<bf16>();
-      cu::flash_pipeline_override(-1);
-      cu::flash_override(0);
+      att_run = AttRun::engine_gemm;  // the engine with CudaOptions::attention = gemm
       att_path = " (cuBLASLt tiles)";
       test_attention<bf16>();
-      cu::flash_override(-1);
+      att_run = AttRun::engine_fused;
       att_path = "";
     }
     if (want("act")) { test_activations<float>(); test_activations<bf16>(); }

@@ -76,8 +76,10 @@ std::vector<VisualRun> Model::visual_runs(const Prompt& p) const {
       continue;
     }
     r.t = im.t;
+    // Qwen2.5-VL (transformers 5): time interval tokens_per_second * int(second_per_grid), the seconds
+    // truncated to whole ones first (0.5 s -> every temporal patch at time 0; 4/3 s -> steps of 1 s)
     if (im.video && cfg_.family == Family::qwen2_5_vl)
-      r.tscale = static_cast<double>(im.second_per_grid) * static_cast<double>(cfg_.tokens_per_second);
+      r.tscale = std::trunc(static_cast<double>(im.second_per_grid)) * static_cast<double>(cfg_.tokens_per_second);
     runs.push_back(r);
   }
   return runs;
@@ -137,13 +139,15 @@ void Model::check_prompt(const Prompt& p, const char* what) const {
 }
 
 int32_t Model::rope_index(const Prompt& p, std::vector<int32_t>& pos) const {
-  // transformers' get_rope_index: text runs count up from where the previous run ended; a visual run's
-  // tokens take (t, h, w) grid positions (after merging) offset by the position where it starts; the
-  // next run starts at the largest position used so far + 1. Video time positions: see Image.
+  // transformers' get_rope_index (5.x): text runs count up from where the previous run ended; a visual
+  // run's tokens take (t, h, w) grid positions (after merging) offset by the position where it starts,
+  // and the next run starts max(h, w) after that start: the time axis does not move it, so a video's
+  // later time positions may pass the text after it. Returns the largest position + 1, where
+  // generation goes on (transformers' rope delta + length). Video time positions: see Image.
   const int64_t L = static_cast<int64_t>(p.ids.size());
   pos.assign(3 * L, 0);
   int64_t st = 0;
-  int32_t cur = 0;
+  int32_t cur = 0, top = -1;
   for (const VisualRun& r : visual_runs(p)) {
     int64_t ed = st;
     while (ed < L && p.ids[ed] != r.token) ed++;
@@ -162,13 +166,14 @@ int32_t Model::rope_index(const Prompt& p, std::vector<int32_t>& pos) const {
           pos[2 * L + idx] = base + wi;
         }
     }
-    cur = base + std::max(tmax, std::max(r.gh - 1, r.gw - 1)) + 1;
+    top = std::max(top, base + std::max(tmax, std::max(r.gh - 1, r.gw - 1)));
+    cur = base + std::max(r.gh, r.gw);
     st = idx;
   }
   for (int64_t i = st; i < L; i++)
     for (int a = 0; a < 3; a++) pos[a * L + i] = cur + static_cast<int32_t>(i - st);
-  if (st < L) cur += static_cast<int32_t>(L - st);
-  return cur;
+  if (st < L) top = std::max(top, cur + static_cast<int32_t>(L - st) - 1);
+  return top + 1;
 }
 
 // ---- vision tower ------------------------------------------------------------------------------

@@ -65,14 +65,45 @@ struct ModelConfig {
 };
 
 // ---- inputs ------------------------------------------------------------------------------------
+// An image's pixel values: owned, or a view of memory that the caller keeps alive and unchanged until
+// the call that reads it has returned (the N-API layer: a JavaScript Float32Array, held by a reference
+// until the call settles — a step's images are not copied once per call).
+class Pixels {
+ public:
+  // Owned values (the view, if any, is dropped).
+  void resize(size_t n) {
+    view_ = nullptr;
+    n_ = 0;
+    own_.resize(n);
+  }
+  std::vector<float>::iterator begin() { return own_.begin(); }
+  std::vector<float>::iterator end() { return own_.end(); }
+  // A view of n values at p (the owned values are freed).
+  void view(const float* p, size_t n) {
+    std::vector<float>().swap(own_);
+    view_ = p;
+    n_ = n;
+  }
+  const float* data() const { return view_ ? view_ : own_.data(); }
+  size_t size() const { return view_ ? n_ : own_.size(); }
+
+ private:
+  std::vector<float> own_;
+  const float* view_ = nullptr;
+  size_t n_ = 0;
+};
+
 struct Image {
-  std::vector<float> pixels;  // (t*h*w, patch_dim), the processor's order
+  Pixels pixels;  // (t*h*w, patch_dim), the processor's order
   int t = 1, h = 0, w = 0;    // grid_thw in patches
   // A video: its tokens are video_token_id. Qwen2-VL: time position = temporal patch index; Qwen2.5-VL:
-  // floor(index * second_per_grid * tokens_per_second); Qwen3-VL: every temporal patch is its own run
-  // of tokens (the processor puts a timestamp text and vision start/end between them), time position 0.
+  // index * tokens_per_second * int(second_per_grid) (transformers 5 truncates the seconds); Qwen3-VL:
+  // every temporal patch is its own run of tokens (the processor puts a timestamp text and vision
+  // start/end between them), time position 0.
   bool video = false;
-  float second_per_grid = 1.0f;  // seconds one temporal patch spans (temporal_patch_size / fps)
+  // seconds one temporal patch spans: temporal_patch_size / the sampled fps (frames kept / frames in
+  // the clip * the clip's fps), transformers' second_per_grid_ts (a float32 there too)
+  float second_per_grid = 1.0f;
 };
 
 // One contiguous run of visual tokens in a prompt (visual_runs): an image, a video, or (Qwen3-VL) one
@@ -179,6 +210,16 @@ struct MergerW {
   Lin fc1, fc2;
 };
 
+// The host fp32 arrays of one parameter set (all weights, or the LoRA adapters): values, gradients and
+// AdamW moments. Gradients and moments stay empty until first used; a device backend sizes and fills
+// them when it brings its state back (DeviceModel::pull, pull_grads).
+struct HostArrays {
+  std::vector<float>& values;
+  std::vector<float>& grads;
+  std::vector<float>& m;
+  std::vector<float>& v;
+};
+
 struct Activations;  // model.cc
 struct MergerActs;   // activations.h
 class SampleInbox;   // sampler.h
@@ -215,11 +256,13 @@ class DeviceModel {
     (void)on;
     return false;
   }
+  // Most LM rows one training forward pack holds (its activations live together): the trainer sizes
+  // its micro-batches to it. 0: no such limit (one pack per call).
+  virtual int64_t pack_rows() const { return 0; }
   // Data parallel (docs/multi-gpu.md): the gradients (LoRA's with adapters) summed over the collective's
   // ranks, in buckets of `bucket` floats, on the device's stream (NCCL) or staged through the host (cpu).
   virtual void all_reduce_grads(Collective& c, int64_t bucket);  // model_dist.cc: throws (this device cannot)
 };
-template <typename T> class CudaModel;  // native/src/cuda/model_cuda.cu
 
 class Model {
  public:
@@ -296,8 +339,40 @@ class Model {
   // True for the tokens whose embeddings the vision tower replaces.
   bool is_visual(int32_t id) const { return id == cfg_.image_token_id || (cfg_.video_token_id >= 0 && id == cfg_.video_token_id); }
 
+  // ---- what a device backend (DeviceModel: native/src/cuda) reads and writes of its host Model ----
+  // (with config(), rope_index, text_rope_table, is_visual, check_cancel, lora_enabled above). It gets no
+  // other access: the host's activations, packed weights and CPU paths stay private.
+  // The parameter table: name, shape and offset of every weight in the one fp32 buffer.
+  const std::vector<ParamInfo>& param_table() const { return info_; }
+  // The weights by role: indices into param_table(), -1 where the family has none.
+  int embed_param() const { return embed_; }
+  int final_norm_param() const { return norm_; }
+  int head_param() const { return head_; }
+  int patch_param() const { return patch_; }
+  int patch_bias_param() const { return patch_b_; }    // Qwen3-VL
+  int pos_embed_param() const { return pos_embed_; }   // Qwen3-VL
+  int merger_norm_param() const { return mln_w_; }
+  int merger_norm_bias_param() const { return mln_b_; }  // -1 with RMSNorm (Qwen2.5-VL)
+  const Lin& merger_fc1() const { return m0_; }
+  const Lin& merger_fc2() const { return m2_; }
+  const std::vector<TextLayerW>& text_layers() const { return layers_; }
+  const std::vector<VisionBlockW>& vision_blocks() const { return blocks_; }
+  const std::vector<MergerW>& deepstack_mergers() const { return ds_mergers_; }  // Qwen3-VL
+  // The host arrays of the weights (lora = false) or of the LoRA adapters: what a backend uploads at
+  // load and push(), and writes back in pull() and pull_grads() (the checkpoint side).
+  HostArrays host_arrays(bool lora) {
+    return lora ? HostArrays{lparams_, lgrads_, lm_, lv_} : HostArrays{params_, grads_, m_, v_};
+  }
+  // LoRA: the adapters' slots (offsets of A and B in the adapter buffer), rank and alpha / rank.
+  const std::vector<LoraInfo>& lora_slots() const { return lora_; }
+  int lora_rank() const { return lora_rank_; }
+  float lora_scale() const { return lora_scale_; }
+  // False when LoRA freezes the vision tower (no gradient flows into it).
+  bool vision_trainable() const;
+  // A backend's step() made one AdamW update (the bias corrections read step_count()).
+  void count_step() { step_++; }
+
  private:
-  friend struct Activations;
   ModelConfig cfg_;
   int max_seq_;
   std::vector<ParamInfo> info_;
@@ -343,7 +418,6 @@ class Model {
   const float* P(int i) const { return params_.data() + info_[i].offset; }
   float* P(int i) { return params_.data() + info_[i].offset; }
   float* G(int i);  // null when frozen or not allocated
-  bool vision_trainable() const;
   void ensure_grads();
 
   // model.cc
@@ -365,7 +439,6 @@ class Model {
   void forward_one(Activations& a, const ForwardRequest& r, ForwardResult& out, bool keep);
   void backward_one(Activations& a, const std::vector<std::vector<float>>& g);
 
-  template <typename T> friend class CudaModel;
   std::unique_ptr<DeviceModel> device_;  // last: destroyed first, while the tables it reads still exist
 };
 

@@ -1,5 +1,6 @@
-// N-API surface of the model: loadModel() and the NativeModel class. Every heavy call copies its
-// (already validated) inputs on the JS thread, runs in a PromiseWorker off the JS thread under the
+// N-API surface of the model: loadModel() and the NativeModel class. Every heavy call takes its
+// (already validated) inputs on the JS thread — copied, except image pixels, which are read in place
+// and held (JsHold) until the call settles — runs in a PromiseWorker off the JS thread under the
 // model's mutex, and converts results back on the JS thread.
 #include <atomic>
 #include <chrono>
@@ -85,7 +86,16 @@ ModelConfig parse_config(const Napi::Object& c) {
   return cfg;
 }
 
-Prompt parse_prompt(const Napi::Object& o) {
+// JavaScript arrays that a native call reads in place (no copy), held by references until the call
+// has settled. References are made and dropped on the JS thread only: a holder is owned by what runs
+// there (a PromiseWorker's completion, a sampling run's finalizer).
+struct JsHold {
+  std::vector<Napi::ObjectReference> refs;
+};
+using JsHoldPtr = std::shared_ptr<JsHold>;
+
+// With `hold`: image pixels are views of their Float32Arrays, each held by `hold`; without: copied.
+Prompt parse_prompt(const Napi::Object& o, JsHold* hold = nullptr) {
   Prompt p;
   p.ids = to_ints(o.Get("ids"));
   Napi::Value imv = o.Get("images");
@@ -94,7 +104,14 @@ Prompt parse_prompt(const Napi::Object& o) {
     for (uint32_t i = 0; i < ims.Length(); i++) {
       Napi::Object im = ims.Get(i).As<Napi::Object>();
       Image img;
-      img.pixels = to_floats(im.Get("pixels"));
+      Napi::Float32Array px = im.Get("pixels").As<Napi::Float32Array>();
+      if (hold) {
+        img.pixels.view(px.Data(), px.ElementLength());
+        hold->refs.push_back(Napi::Persistent(px.As<Napi::Object>()));
+      } else {
+        img.pixels.resize(px.ElementLength());
+        std::copy(px.Data(), px.Data() + px.ElementLength(), img.pixels.begin());
+      }
       std::vector<int32_t> g = to_ints(im.Get("gridThw"));
       img.t = g.at(0);
       img.h = g.at(1);
@@ -107,9 +124,9 @@ Prompt parse_prompt(const Napi::Object& o) {
   return p;
 }
 
-SampleRequest parse_sample(const Napi::Object& o) {
+SampleRequest parse_sample(const Napi::Object& o, JsHold* hold) {
   SampleRequest q;
-  q.prompt = parse_prompt(o.Get("prompt").As<Napi::Object>());
+  q.prompt = parse_prompt(o.Get("prompt").As<Napi::Object>(), hold);
   q.n = static_cast<int>(num(o, "n"));
   q.temperature = static_cast<float>(num(o, "temperature"));
   q.top_p = static_cast<float>(num(o, "topP"));
@@ -233,6 +250,7 @@ class PacketSink : public SampleSink {
 
 struct SampleRunState {
   SampleInbox inbox;
+  JsHold* hold = nullptr;  // JS thread only; owned by the run's ThreadSafeFunction finalizer
 };
 using RunHandle = std::shared_ptr<SampleRunState>;
 
@@ -275,11 +293,11 @@ class SampleRunWorker : public Napi::AsyncWorker {
 
 RunHandle& run_of(const Napi::Value& v) { return *v.As<Napi::External<RunHandle>>().Data(); }
 
-std::vector<std::pair<int32_t, SampleRequest>> parse_run_requests(const Napi::Array& a) {
+std::vector<std::pair<int32_t, SampleRequest>> parse_run_requests(const Napi::Array& a, JsHold* hold) {
   std::vector<std::pair<int32_t, SampleRequest>> out;
   for (uint32_t i = 0; i < a.Length(); i++) {
     Napi::Object o = a.Get(i).As<Napi::Object>();
-    out.emplace_back(static_cast<int32_t>(num(o, "id")), parse_sample(o));
+    out.emplace_back(static_cast<int32_t>(num(o, "id")), parse_sample(o, hold));
   }
   return out;
 }
@@ -343,9 +361,10 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
     const bool keep = info[1].As<Napi::Boolean>().Value();
     const uint64_t id = info.Length() > 2 && info[2].IsNumber() ? static_cast<uint64_t>(info[2].As<Napi::Number>().Int64Value()) : 0;
     auto in = std::make_shared<std::vector<ForwardRequest>>(reqs.Length());
+    auto hold = std::make_shared<JsHold>();
     for (uint32_t i = 0; i < reqs.Length(); i++) {
       Napi::Object r = reqs.Get(i).As<Napi::Object>();
-      (*in)[i].prompt = parse_prompt(r.Get("prompt").As<Napi::Object>());
+      (*in)[i].prompt = parse_prompt(r.Get("prompt").As<Napi::Object>(), hold.get());
       Napi::Array cs = r.Get("completions").As<Napi::Array>();
       for (uint32_t g = 0; g < cs.Length(); g++) (*in)[i].completions.push_back(to_ints(cs.Get(g)));
       (*in)[i].return_logits = flag(r, "returnLogits");
@@ -358,7 +377,8 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
           m->begin_call(id);
           *out = m->forward(*in, keep);
         },
-        [out](Napi::Env env) -> Napi::Value {
+        // `hold` lives in the completion (run and destroyed on the JS thread), not in the work.
+        [out, hold](Napi::Env env) -> Napi::Value {
           Napi::Array res = Napi::Array::New(env, out->size());
           for (size_t i = 0; i < out->size(); i++) {
             const ForwardResult& r = (*out)[i];
@@ -404,7 +424,8 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
   Napi::Value Sample(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     ModelPtr m = live(env);
-    auto q = std::make_shared<SampleRequest>(parse_sample(info[0].As<Napi::Object>()));
+    auto hold = std::make_shared<JsHold>();
+    auto q = std::make_shared<SampleRequest>(parse_sample(info[0].As<Napi::Object>(), hold.get()));
     q->stream = false;
     const uint64_t id = info.Length() > 1 && info[1].IsNumber() ? static_cast<uint64_t>(info[1].As<Napi::Number>().Int64Value()) : 0;
     auto out = std::make_shared<SampleResult>();
@@ -415,7 +436,7 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
           m->begin_call(id);
           *out = m->sample(*q);
         },
-        [out](Napi::Env env) -> Napi::Value { return result_object(env, *out); });
+        [out, hold](Napi::Env env) -> Napi::Value { return result_object(env, *out); });
   }
 
   // sampleRun(requests [{id, prompt, n, ..., stream}], onPacket, callId) -> handle
@@ -423,9 +444,14 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
     Napi::Env env = info.Env();
     ModelPtr m = live(env);
     auto run = std::make_shared<SampleRunState>();
-    run->inbox.add(parse_run_requests(info[0].As<Napi::Array>()));
+    // The run's held arrays: dropped by the finalizer, which runs on the JS thread once the worker has
+    // released the function (after the run ended).
+    auto hold = std::make_unique<JsHold>();
+    run->inbox.add(parse_run_requests(info[0].As<Napi::Array>(), hold.get()));
     const uint64_t id = info.Length() > 2 && info[2].IsNumber() ? static_cast<uint64_t>(info[2].As<Napi::Number>().Int64Value()) : 0;
-    auto tsfn = Napi::ThreadSafeFunction::New(env, info[1].As<Napi::Function>(), "vqalab-sample", 0, 1);
+    run->hold = hold.get();
+    auto tsfn = Napi::ThreadSafeFunction::New(env, info[1].As<Napi::Function>(), "vqalab-sample", 0, 1,
+                                              [](Napi::Env, JsHold* h) { delete h; }, hold.release());
     auto* w = new SampleRunWorker(env, m, run, tsfn, id);
     w->Queue();
     return Napi::External<RunHandle>::New(env, new RunHandle(run), [](Napi::Env, RunHandle* h) { delete h; });
@@ -434,7 +460,13 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
   // sampleRunAdd(handle, requests) -> false when the run has ended (the caller starts another)
   Napi::Value SampleRunAdd(const Napi::CallbackInfo& info) {
     RunHandle& run = run_of(info[0]);
-    return Napi::Boolean::New(info.Env(), run->inbox.add(parse_run_requests(info[1].As<Napi::Array>())));
+    // Parsed into a local holder first: the run's own may be gone (finalized) when it has ended.
+    JsHold local;
+    const bool added = run->inbox.add(parse_run_requests(info[1].As<Napi::Array>(), &local));
+    // Added: the run had not ended, so its finalizer cannot have run yet (it runs on this thread, later).
+    if (added)
+      for (auto& r : local.refs) run->hold->refs.push_back(std::move(r));
+    return Napi::Boolean::New(info.Env(), added);
   }
 
   // sampleRunCancel(handle, id): the request leaves at the run's next step
@@ -532,6 +564,7 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
     o.Set("loraEnabled", Napi::Boolean::New(env, m->lora_enabled()));
     o.Set("step", Napi::Number::New(env, static_cast<double>(m->step_count())));
     o.Set("device", Napi::String::New(env, m->device() ? m->device()->name() : "cpu"));
+    o.Set("packRows", Napi::Number::New(env, m->device() ? static_cast<double>(m->device()->pack_rows()) : 0.0));
     return o;
   }
 
@@ -647,8 +680,11 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
     Prompt p = parse_prompt(info[0].As<Napi::Object>());
     m->check_prompt(p, "_ropeIndex");
     std::vector<int32_t> pos;
-    m->rope_index(p, pos);
-    return from_ints(env, pos);
+    const int32_t next = m->rope_index(p, pos);
+    Napi::Object out = Napi::Object::New(env);
+    out.Set("positions", from_ints(env, pos));
+    out.Set("next", Napi::Number::New(env, next));
+    return out;
   }
 };
 
@@ -681,15 +717,24 @@ Napi::Value LoadModel(const Napi::CallbackInfo& info) {
   [[maybe_unused]] const bool cuda_fp32 = spec.Get("precision").IsString() && spec.Get("precision").As<Napi::String>().Utf8Value() == "fp32";
   const int cuda_index = device.rfind("cuda:", 0) == 0 ? std::stoi(device.substr(5)) : -1;
 #ifdef VQALAB_CUDA
-  // CUDA options: the environment's defaults, overridden by the spec's `cuda` fields (validated in TS)
-  CudaOptions copts = cuda_options_from_env();
+  // CUDA options: cuda_options.h's defaults, overridden by the spec's `cuda` fields (validated, with their
+  // environment fallbacks, in src/engine/cuda-options.ts)
+  CudaOptions copts;
   if (spec.Get("cuda").IsObject()) {
     Napi::Object c = spec.Get("cuda").As<Napi::Object>();
-    if (c.Get("offloadOptimizer").IsBoolean()) copts.offload_optimizer = c.Get("offloadOptimizer").As<Napi::Boolean>();
-    if (c.Get("bf16Moments").IsBoolean()) copts.bf16_moments = c.Get("bf16Moments").As<Napi::Boolean>();
-    if (c.Get("checkpointActivations").IsBoolean()) copts.checkpoint = c.Get("checkpointActivations").As<Napi::Boolean>();
+    auto set = [&](const char* name, bool& field) {
+      if (c.Get(name).IsBoolean()) field = c.Get(name).As<Napi::Boolean>();
+    };
+    set("offloadOptimizer", copts.offload_optimizer);
+    set("bf16Moments", copts.bf16_moments);
+    set("checkpointActivations", copts.checkpoint);
     if (c.Get("packRows").IsNumber()) copts.pack_rows = static_cast<int64_t>(num(c, "packRows"));
-    if (c.Get("graphs").IsBoolean()) copts.graphs = c.Get("graphs").As<Napi::Boolean>();
+    set("graphs", copts.graphs);
+    set("loraSingleRounding", copts.lora_single_rounding);
+    if (c.Get("attention").IsString())
+      copts.attention = c.Get("attention").As<Napi::String>().Utf8Value() == "gemm" ? CudaAttention::gemm : CudaAttention::fused;
+    set("syncEveryOp", copts.sync_every_op);
+    set("profile", copts.profile);
   }
 #endif
   // The CUDA path of Qwen3-VL (native/src/cuda/model_family.cu) is built, but its bf16 gradients of the

@@ -314,6 +314,17 @@ Napi::Value CudaInfo(const Napi::CallbackInfo& info) {
   return o;
 }
 
+// _cudaProfile() -> the phase times since the last call of every model loaded with the `profile` option (see
+// model_profile.cu), then resets; null in a build without CUDA. For benchmarks: where a call's time goes.
+Napi::Value CudaProfile(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+#ifdef VQALAB_CUDA
+  return Napi::String::New(env, cuda_profile_report());
+#else
+  return env.Null();
+#endif
+}
+
 // _cudaMemory(resetPeak) -> { peakBytes, usedBytes, freeBytes, poolIdleBytes, totalBytes } of the current
 // device: the pool's high-water mark since the last reset, what the pool's allocations use now, the
 // device's free memory, what the pool keeps for reuse beyond its use, and the device's total; null in a build without CUDA. The trainer reports the peak per step and sizes its
@@ -344,6 +355,7 @@ Napi::Value CudaMemory(const Napi::CallbackInfo& info) {
 void register_ops(Napi::Env env, Napi::Object exports) {
   exports.Set("_cuda", Napi::Function::New(env, CudaInfo));
   exports.Set("_cudaMemory", Napi::Function::New(env, CudaMemory));
+  exports.Set("_cudaProfile", Napi::Function::New(env, CudaProfile));
   exports.Set("_op", Napi::Function::New(env, Op));
   exports.Set("_sgemm", Napi::Function::New(env, Sgemm));
   exports.Set("_gemmKernel", Napi::Function::New(env, GemmKernel));

@@ -19,7 +19,7 @@ namespace vq {
 // samples with another, CPU-only model (optionally after a delay, so that tests can cancel between
 // requests); the other heavy calls are refused. With `batch` it says it batches (as the CUDA backend):
 // a run hands it each admitted group in one sample_many call (one delay per call), and its name
-// counts those calls.
+// counts those calls; without, its name counts the requests it was handed.
 class TestDevice : public DeviceModel {
  public:
   TestDevice(std::shared_ptr<Model> cpu, int delay_ms, bool batch = false) : cpu_(std::move(cpu)), delay_ms_(delay_ms), batch_(batch) {}
@@ -37,6 +37,7 @@ class TestDevice : public DeviceModel {
   std::vector<ForwardResult> forward(const std::vector<ForwardRequest>&, bool) override { refuse("forward"); }
   void backward(const std::vector<std::vector<std::vector<float>>>&) override { refuse("backward"); }
   SampleResult sample(const SampleRequest& q) override {
+    samples_++;
     if (delay_ms_ > 0) std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms_));
     std::lock_guard<std::mutex> lk(cpu_->mutex());
     cpu_->begin_call(0);
@@ -49,7 +50,7 @@ class TestDevice : public DeviceModel {
   void push() override {}
   std::string name() const override {
     return batch_ ? "test (samples with another CPU model; batches; " + std::to_string(calls_.load()) + " sample_many calls)"
-                  : "test (samples with another CPU model)";
+                  : "test (samples with another CPU model; " + std::to_string(samples_.load()) + " sample calls)";
   }
 
  private:
@@ -57,6 +58,7 @@ class TestDevice : public DeviceModel {
   int delay_ms_;
   bool batch_;
   std::atomic<int> calls_{0};
+  std::atomic<int> samples_{0};  // requests handed to sample() (without batching)
   [[noreturn]] static void refuse(const char* what) { throw Error(std::string("the test device only samples (") + what + ")"); }
 };
 

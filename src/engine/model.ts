@@ -18,6 +18,7 @@ import {
 } from './check.js';
 import { readConfig, toNativeConfig, type EngineConfig } from './config.js';
 import { checkModelBudget } from './config-check.js';
+import { checkCudaOptions, cudaOptionsWithEnv } from './cuda-options.js';
 import { native, nativeError, type NativeModel, type NativePrompt } from './native.js';
 import { SampleLoop, type LoopRequest } from './sampling.js';
 import type {
@@ -404,6 +405,12 @@ class NativeEngineModel implements EngineModel {
     this.nm.setLoraEnabled(enabled);
   }
 
+  get packRows(): number | undefined {
+    if (this.device === 'cpu') return undefined;
+    const rows = this.nm.info().packRows;
+    return rows > 0 ? rows : undefined;
+  }
+
   setCheckpointActivations(on: boolean): boolean {
     expectBoolean('on', on);
     if (this.disposed) throw new Error('this model was disposed');
@@ -444,30 +451,6 @@ async function isEmptyOptimizer(file: string): Promise<boolean> {
   }
 }
 
-/** Validates loadModel's `cuda` options (native code trusts what it gets). */
-function checkCudaOptions(o: unknown): NonNullable<LoadOptions['cuda']> {
-  if (o === null || typeof o !== 'object' || Array.isArray(o)) throw invalidParameterError('options.cuda', 'object', o);
-  const c = o as Record<string, unknown>;
-  const out: NonNullable<LoadOptions['cuda']> = {};
-  for (const k of Object.keys(c)) {
-    if (!['offloadOptimizer', 'bf16Moments', 'checkpointActivations', 'packRows', 'graphs'].includes(k)) {
-      throw invalidParameterError(
-        `options.cuda.${k}`,
-        'one of offloadOptimizer, bf16Moments, checkpointActivations, packRows, graphs',
-        c[k],
-      );
-    }
-  }
-  if (c.offloadOptimizer !== undefined)
-    out.offloadOptimizer = expectBoolean('options.cuda.offloadOptimizer', c.offloadOptimizer);
-  if (c.bf16Moments !== undefined) out.bf16Moments = expectBoolean('options.cuda.bf16Moments', c.bf16Moments);
-  if (c.checkpointActivations !== undefined)
-    out.checkpointActivations = expectBoolean('options.cuda.checkpointActivations', c.checkpointActivations);
-  if (c.packRows !== undefined) out.packRows = expectInteger('options.cuda.packRows', c.packRows, 1);
-  if (c.graphs !== undefined) out.graphs = expectBoolean('options.cuda.graphs', c.graphs);
-  return out;
-}
-
 /** Loads a Qwen2-VL checkpoint folder (config.json + model.safetensors[.index.json]) on the CPU engine. */
 export async function loadModel(
   dir: string,
@@ -482,9 +465,8 @@ export async function loadModel(
   if (typeof device !== 'string' || !/^(cpu|cuda(:\d+)?)$/.test(device)) {
     throw invalidParameterError('options.device', "'cpu', 'cuda' or 'cuda:N'", device);
   }
-  // 'cuda' is cuda:0; bf16 weights and activations unless VQALAB_CUDA_PRECISION=fp32 (parity checks)
+  // 'cuda' is cuda:0
   const nativeDevice = device === 'cuda' ? 'cuda:0' : device;
-  const precision = process.env.VQALAB_CUDA_PRECISION === 'fp32' ? 'fp32' : 'bf16';
   const threads =
     options.threads === undefined ? undefined : expectInteger('options.threads', options.threads, 1, 1024);
   const lora = options.lora === undefined ? null : checkLora(options.lora);
@@ -494,7 +476,9 @@ export async function loadModel(
     throw invalidParameterError('options.lora', 'a LoRA config (options.adapter needs one)', options.lora);
   const loadOpt =
     options.loadOptimizer === undefined ? false : expectBoolean('options.loadOptimizer', options.loadOptimizer);
-  const cuda = options.cuda === undefined ? undefined : checkCudaOptions(options.cuda);
+  // the CUDA options, with their VQALAB_CUDA_* fallbacks on a CUDA device (cuda-options.ts)
+  const given = options.cuda === undefined ? {} : checkCudaOptions(options.cuda);
+  const { precision = 'bf16', ...cuda } = nativeDevice === 'cpu' ? given : cudaOptionsWithEnv(given);
 
   const configFile = path.join(dir, 'config.json');
   const config = readConfig(configFile);
@@ -528,7 +512,7 @@ export async function loadModel(
       ...(lora ? { lora } : {}),
       ...(loraFile ? { loraFile } : {}),
       ...(optimizerFile ? { optimizerFile } : {}),
-      ...(cuda ? { cuda } : {}),
+      cuda,
     });
   } catch (err) {
     throw nativeError(err, stack);

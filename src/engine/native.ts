@@ -68,13 +68,17 @@ export interface NativeLoadSpec {
   device?: string;
   /** The CUDA backend's precision: bf16 weights/activations with fp32 master (default) or fp32 throughout. */
   precision?: 'bf16' | 'fp32';
-  /** CUDA backend options (validated in TypeScript; absent fields keep the VQALAB_CUDA_* defaults). */
+  /** CUDA backend options (validated in src/engine/cuda-options.ts; absent fields keep native's defaults). */
   cuda?: {
     offloadOptimizer?: boolean;
     bf16Moments?: boolean;
     checkpointActivations?: boolean;
     packRows?: number;
     graphs?: boolean;
+    loraSingleRounding?: boolean;
+    attention?: 'fused' | 'gemm';
+    syncEveryOp?: boolean;
+    profile?: boolean;
   };
 }
 
@@ -158,6 +162,8 @@ export interface NativeModel {
     loraEnabled: boolean;
     step: number;
     device: string;
+    /** The device's training pack size in LM rows; 0 on the CPU. */
+    packRows: number;
   };
   /** Asks call `callId` to stop at its next layer / decode step, whether it runs already or not yet
    *  (it rejects with "interrupted"); a finished call is not affected. */
@@ -172,7 +178,8 @@ export interface NativeModel {
   allReduceGrads(collective: NativeCollective, bucketFloats: number): Promise<void>;
   /** 16 hex digits of the trainable weights and the step count (ranks in step compare equal). */
   weightsHash(): Promise<string>;
-  _ropeIndex(prompt: NativePrompt): Int32Array;
+  /** transformers' get_rope_index: [3, L] positions (axis-major) and where generation goes on (the largest + 1). */
+  _ropeIndex(prompt: NativePrompt): { positions: Int32Array; next: number };
   /**
    * Tests only: attach a device that samples with `cpu` (another CPU model), after `delayMs` per
    * request, so that sampling runs take the device routing of native/src/sampler.cc on any machine.
@@ -243,6 +250,8 @@ export interface NativeAddon {
   _cudaMemory(
     resetPeak?: boolean,
   ): { peakBytes: number; usedBytes: number; freeBytes: number; poolIdleBytes: number; totalBytes: number } | null;
+  /** Phase times of the models loaded with `cuda.profile` since the last call, then reset; null without CUDA. */
+  _cudaProfile(): string | null;
   _writeSafetensors(
     file: string,
     tensors: Record<string, { shape: number[]; data: Float32Array }>,

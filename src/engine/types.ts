@@ -45,12 +45,17 @@ export interface LoadOptions {
   adapter?: string;
   /** Resume AdamW from optimizer.safetensors in the model folder (written by save(dir, {optimizer: true})). */
   loadOptimizer?: boolean;
-  /** Options of the CUDA backend (device 'cuda'); each defaults to its VQALAB_CUDA_* variable (docs/cuda.md). */
+  /** Options of the CUDA backend (device 'cuda'): validated always, used with a CUDA device (docs/cuda.md). */
   cuda?: CudaOptions;
 }
 
-/** Memory and speed trade-offs of the CUDA backend (docs/cuda.md). */
+/**
+ * Options of the CUDA backend (docs/cuda.md, "Options"), one set per model. An absent field takes its
+ * VQALAB_CUDA_* variable when set (the GPU scripts' fallback), else the default below.
+ */
 export interface CudaOptions {
+  /** bf16 weights and activations with an fp32 residual stream and fp32 master weights, or fp32 throughout (parity checks). Default 'bf16'. */
+  precision?: 'bf16' | 'fp32';
   /** Keep AdamW's fp32 master weights and moments in pinned host memory and stream them through the step. Default false. */
   offloadOptimizer?: boolean;
   /** Store AdamW's moments in bf16 (fp32 arithmetic): half their memory. Default false. */
@@ -61,6 +66,14 @@ export interface CudaOptions {
   packRows?: number;
   /** Replay each decode step of a batched sample as a CUDA graph. Default true. */
   graphs?: boolean;
+  /** bf16 with LoRA: base and adapter products summed in fp32 and rounded once; false rounds after each (faster, less exact). Default true. */
+  loraSingleRounding?: boolean;
+  /** bf16 attention: the fused (flash) kernels, or the cuBLASLt tile path (what fp32 always takes). Default 'fused'. */
+  attention?: 'fused' | 'gemm';
+  /** Debug: synchronise after every op, so an asynchronous fault names the op that caused it (slow). Default false. */
+  syncEveryOp?: boolean;
+  /** Record the time of the model's phases (CUDA events); the addon's `_cudaProfile()` reports and resets them. Default false. */
+  profile?: boolean;
 }
 
 /** One image, already processed by src/vision (Qwen2-VL patches in transformers' order). */
@@ -73,7 +86,10 @@ export interface ImageInput {
    * patch, each after its timestamp text); M-RoPE time positions follow the temporal patches.
    */
   video?: boolean;
-  /** Video: seconds one temporal patch spans (temporal_patch_size / fps); Qwen2.5-VL scales time positions by it. Default 1. */
+  /**
+   * Video: seconds one temporal patch spans (temporal_patch_size / the sampled fps); Qwen2.5-VL's time
+   * positions step by tokens_per_second · int(secondPerGrid), as transformers 5. Default 1.
+   */
   secondPerGrid?: number;
   /** Video, Qwen3-VL: each temporal patch's time in seconds; the prompt builder writes them as text (the engine ignores them). */
   timestamps?: number[];
@@ -247,6 +263,12 @@ export interface EngineModel {
    * memory, one more forward of compute). Returns whether the device took it: false on the CPU.
    */
   setCheckpointActivations?(on: boolean): boolean;
+  /**
+   * Most tokens one training forward pack of the device holds (its activations live together; a
+   * larger call is split into packs at request boundaries and keeps them all until the backward).
+   * The trainer sizes its micro-batches to it. Undefined on the CPU (no limit).
+   */
+  readonly packRows?: number;
   zeroGrad(): void;
   step(options: AdamWOptions): Promise<StepResult>;
   /**

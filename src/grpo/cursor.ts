@@ -43,6 +43,16 @@ export class DataCursor {
     return out;
   }
 
+  /** The next `n` sample indices, as take(n) would give them, without moving the cursor. */
+  peek(n: number): number[] {
+    const saved = this.position;
+    try {
+      return this.take(n);
+    } finally {
+      this.position = saved;
+    }
+  }
+
   get position(): CursorState {
     return { ...this.state };
   }

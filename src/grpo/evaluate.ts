@@ -59,36 +59,27 @@ export interface EvaluateInputs {
 }
 
 /**
- * Greedy answers of `samples`, many at a time: a chunk's prompts go to the engine in the same tick
- * (one batched run, as a rollout round), or concurrently to a policy. A sample that cannot be
- * answered (unreadable image, too long) scores 0 with an empty prediction and its reason in
- * `error`. Rows come back in the samples' order.
+ * Greedy answers of `samples`, many at a time, in the samples' order. On the engine a chunk of
+ * `batchSize` questions has its prompts built first and then goes out in one turn of the event
+ * loop (one batched run, as a rollout round); the next chunk is already queued behind it, so the
+ * device goes from one chunk to the next without waiting for this side (prompts, decoding, scoring).
+ * A policy gets `batchSize` requests at a time, concurrently. A sample that cannot be answered
+ * (unreadable image, too long) scores 0 with an empty prediction and its reason in `error`.
  */
 export async function evaluateSamples(
   inp: EvaluateInputs,
   samples: readonly VqaSample[],
 ): Promise<(EvalRow & { error?: string })[]> {
-  const rows: (EvalRow & { error?: string })[] = [];
   const size = Math.max(1, inp.batchSize ?? 64);
   const stop = inp.tokenizer.stopTokenIds;
-  const answer = async (sample: VqaSample): Promise<{ text: string; error?: string }> => {
+  const failed = (sample: VqaSample, err: unknown): Answer => {
+    if (inp.signal?.aborted) throw err;
+    const msg = err instanceof Error ? err.message : String(err);
+    return { text: '', error: msg.includes(sample.id) ? msg : `sample ${sample.id}: ${msg}` };
+  };
+  const viaPolicy = async (policy: Policy, sample: VqaSample): Promise<Answer> => {
     try {
-      if (inp.policy) {
-        const [c] = await inp.policy.generate(sample, {
-          n: 1,
-          temperature: 0,
-          maxTokens: inp.maxTokens,
-          stopTokenIds: stop,
-          seed: 0,
-          signal: inp.signal,
-        });
-        if (!c || c.finishReason === 'error') return { text: '', error: c?.error ?? 'generation failed' };
-        return { text: c.text };
-      }
-      const { prompt } = await inp.prompts.promptFor(sample);
-      checkPromptLength(sample, prompt, inp.maxTokens, inp.model.maxSequenceLength, 'evalMaxTokens');
-      const res = await inp.model.sample({
-        prompt,
+      const [c] = await policy.generate(sample, {
         n: 1,
         temperature: 0,
         maxTokens: inp.maxTokens,
@@ -96,21 +87,73 @@ export async function evaluateSamples(
         seed: 0,
         signal: inp.signal,
       });
-      const ids = completionIds(inp.tokenizer, res.tokenIds[0]!, res.finishReason[0]!, inp.maxTokens);
-      return { text: inp.tokenizer.decodeCompletion(ids).text };
+      if (!c || c.finishReason === 'error') return { text: '', error: c?.error ?? 'generation failed' };
+      return { text: c.text };
     } catch (err) {
-      if (inp.signal?.aborted) throw err;
-      const msg = err instanceof Error ? err.message : String(err);
-      return { text: '', error: msg.includes(sample.id) ? msg : `sample ${sample.id}: ${msg}` };
+      return failed(sample, err);
     }
   };
-  for (let i = 0; i < samples.length; i += size) {
-    const chunk = samples.slice(i, i + size);
-    // Every request of the chunk is made in the same turn of the event loop: on the engine they
-    // share one batched run (a request made while it runs joins it); a policy gets them concurrently.
-    const answers = await Promise.all(chunk.map(answer));
-    if (inp.signal?.aborted) throw inp.signal.reason instanceof Error ? inp.signal.reason : new Error('interrupted');
-    chunk.forEach((sample, k) => {
+  // A chunk on the engine: every prompt built (images load concurrently), then every request in the
+  // same tick, so they enter one run together.
+  const viaEngine = async (chunk: readonly VqaSample[]): Promise<Answer[]> => {
+    const prompts = await Promise.all(
+      chunk.map(async (sample) => {
+        try {
+          const { prompt } = await inp.prompts.promptFor(sample);
+          checkPromptLength(sample, prompt, inp.maxTokens, inp.model.maxSequenceLength, 'evalMaxTokens');
+          return prompt;
+        } catch (err) {
+          return failed(sample, err);
+        }
+      }),
+    );
+    if (inp.signal?.aborted) throw abortReason(inp.signal);
+    return Promise.all(
+      chunk.map(async (sample, k): Promise<Answer> => {
+        const prompt = prompts[k]!;
+        if ('text' in prompt) return prompt;
+        try {
+          const res = await inp.model.sample({
+            prompt,
+            n: 1,
+            temperature: 0,
+            maxTokens: inp.maxTokens,
+            stopTokenIds: stop,
+            seed: 0,
+            signal: inp.signal,
+          });
+          const ids = completionIds(inp.tokenizer, res.tokenIds[0]!, res.finishReason[0]!, inp.maxTokens);
+          return { text: inp.tokenizer.decodeCompletion(ids).text };
+        } catch (err) {
+          return failed(sample, err);
+        }
+      }),
+    );
+  };
+  const answerChunk = (chunk: readonly VqaSample[]): Promise<Answer[]> => {
+    const policy = inp.policy;
+    return policy ? Promise.all(chunk.map((s) => viaPolicy(policy, s))) : viaEngine(chunk);
+  };
+
+  const chunks: VqaSample[][] = [];
+  for (let i = 0; i < samples.length; i += size) chunks.push(samples.slice(i, i + size));
+  const rows: (EvalRow & { error?: string })[] = [];
+  // Engine: two chunks in flight (the running one and the next, queued); a policy: one at a time.
+  const depth = inp.policy ? 1 : 2;
+  const pending: Promise<Answer[]>[] = [];
+  // A rejection (an abort) is taken where the chunk is awaited; until then it must not count as unhandled.
+  const launch = (c: VqaSample[]) => {
+    const p = answerChunk(c);
+    p.catch(() => {});
+    pending.push(p);
+  };
+  let next = 0;
+  while (next < chunks.length && pending.length < depth) launch(chunks[next++]!);
+  for (let c = 0; c < chunks.length; c++) {
+    const answers = await pending.shift()!;
+    if (inp.signal?.aborted) throw abortReason(inp.signal);
+    if (next < chunks.length) launch(chunks[next++]!);
+    chunks[c]!.forEach((sample, k) => {
       const a = answers[k]!;
       rows.push({
         id: sample.id,
@@ -125,3 +168,11 @@ export async function evaluateSamples(
   }
   return rows;
 }
+
+interface Answer {
+  text: string;
+  error?: string;
+}
+
+const abortReason = (signal: AbortSignal): Error =>
+  signal.reason instanceof Error ? signal.reason : new Error('interrupted');

@@ -7,8 +7,10 @@
  * The size is a budget of forwarded tokens (prompt once per piece + completions). On the CPU there is
  * no budget. On a GPU it comes from the memory the device can still give (free + what the engine's pool
  * keeps for reuse) divided by the bytes a token costs: first a conservative estimate from the model's
- * dims, then what the last pieces measured (the pool's peak over the tokens forwarded). An
- * out-of-memory halves the budget and the minibatch starts again (see update.ts).
+ * dims, then what the last pieces measured (the pool's peak over the tokens forwarded); and it is never
+ * more than the device's training pack (`EngineModel.packRows`). An out-of-memory halves the budget
+ * and the minibatch starts again (see update.ts). Groups are kept whole when they fit, in pieces as
+ * even as whole groups allow.
  *
  * Activation checkpointing (each layer's input kept, the rest recomputed in the backward) costs one
  * more forward, while more pieces cost little once a piece fills the GPU: so it is turned on only
@@ -30,12 +32,64 @@ export interface SplitGroup {
   completionTokens: readonly number[];
 }
 
+/** Forwarded tokens of a whole group: its prompt once, then every completion. */
+function groupCost(g: SplitGroup): number {
+  return g.promptTokens + g.completionTokens.reduce((a, b) => a + b, 0);
+}
+
+/** Whole groups, in order, into pieces of at most `cap` tokens (greedy: the fewest such pieces). */
+function packWhole(costs: readonly number[], cap: number): number[][] {
+  const out: number[][] = [];
+  let cur: number[] = [];
+  let used = 0;
+  for (const [i, c] of costs.entries()) {
+    if (cur.length > 0 && used + c > cap) {
+      out.push(cur);
+      cur = [];
+      used = 0;
+    }
+    cur.push(i);
+    used += c;
+  }
+  if (cur.length > 0) out.push(cur);
+  return out;
+}
+
 /**
- * Pieces of at most `budget` forwarded tokens, in order; a group is split between completions when
- * it does not fit (the next piece pays its prompt again). A single completion that alone exceeds the
- * budget gets a piece of its own.
+ * Pieces of at most `budget` forwarded tokens, in order.
+ *
+ * When every group fits the budget whole, groups are never split (a split group pays its prompt and
+ * its images again in the next piece): the pieces are as few as the budget allows and as even as
+ * whole groups can make them — the smallest largest piece for that count — since a step's time
+ * follows its packs, and one large and one small piece cost about two large ones.
+ *
+ * Otherwise a group is split between completions where it does not fit (the next piece pays its
+ * prompt again), and a single completion that alone exceeds the budget gets a piece of its own.
  */
 export function splitMinibatch(groups: readonly SplitGroup[], budget: number): Piece[][] {
+  const costs = groups.map(groupCost);
+  const whole = (ix: number[]) => ix.map((group) => ({ group, from: 0, to: groups[group]!.completionTokens.length }));
+  if (costs.every((c) => c <= budget)) {
+    const fewest = packWhole(costs, budget);
+    if (fewest.length <= 1) return fewest.map(whole);
+    // The smallest cap that still gives this many pieces (greedy packing's count only falls as the cap rises).
+    let lo = Math.max(...costs),
+      hi = Math.min(
+        budget,
+        costs.reduce((a, b) => a + b, 0),
+      );
+    while (lo < hi) {
+      const mid = Math.floor((lo + hi) / 2);
+      if (packWhole(costs, mid).length <= fewest.length) hi = mid;
+      else lo = mid + 1;
+    }
+    return packWhole(costs, lo).map(whole);
+  }
+  return splitBetweenCompletions(groups, budget);
+}
+
+/** The general split: pieces filled in order, a group cut between completions where it does not fit. */
+function splitBetweenCompletions(groups: readonly SplitGroup[], budget: number): Piece[][] {
   const out: Piece[][] = [];
   let cur: Piece[] = [];
   let used = 0;
@@ -92,15 +146,21 @@ export class MicroBatchSizer {
   }
 
   /**
-   * The budget for a minibatch of these groups. When its largest unsplittable piece (a prompt and its
-   * longest completion) is over the budget, turns activation checkpointing on if the device has it
-   * (`switched`), and the budget is the one with checkpointing.
+   * The budget for a minibatch of these groups: what the memory allows, and no more than the device's
+   * training pack (a bigger piece is forwarded as several packs anyway, whose activations all wait for
+   * the backward: memory for no speed) unless one unsplittable piece is bigger. When that piece (a
+   * prompt and its longest completion) is over the memory's budget, turns activation checkpointing
+   * on if the device has it (`switched`), and the budget is the one with checkpointing.
    */
   budgetFor(groups: readonly SplitGroup[]): { budget: number; switched: boolean; unsplittable: number } {
-    const budget = this.budget();
     const unsplittable = Math.max(0, ...groups.map((g) => g.promptTokens + Math.max(0, ...g.completionTokens)));
-    if (unsplittable <= budget || !this.checkpoint()) return { budget, switched: false, unsplittable };
-    return { budget: this.budget(), switched: true, unsplittable };
+    const memory = this.budget();
+    // The pack cap never turns checkpointing on: a piece larger than a pack is only slower, not out of memory.
+    // A fixed budget (the config's microBatchTokens) is taken as it is.
+    const capped = (b: number) =>
+      this.fixed > 0 ? b : Math.min(b, Math.max(this.model.packRows ?? Infinity, unsplittable));
+    if (unsplittable <= memory || !this.checkpoint()) return { budget: capped(memory), switched: false, unsplittable };
+    return { budget: capped(this.budget()), switched: true, unsplittable };
   }
 
   /**
@@ -119,7 +179,7 @@ export class MicroBatchSizer {
     return true;
   }
 
-  /** The budget in forwarded tokens for the next pass (Infinity: one piece). */
+  /** What the free memory allows a pass, in forwarded tokens (Infinity: one piece). */
   budget(): number {
     if (this.fixed > 0) return this.fixed;
     const mem = this.model.deviceMemory?.(false);

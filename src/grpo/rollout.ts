@@ -82,6 +82,8 @@ type Generated = Omit<RolloutCompletion, 'reward' | 'rewardParts' | 'accuracy' |
 /** Builds (and caches) the engine prompt of a sample: the trainer's chat template over its images. */
 export class PromptBuilder {
   private readonly cache = new Map<string, ImageInput[]>();
+  /** Loads in flight (a prefetch, or a round's own), so that the same sample is never loaded twice at once. */
+  private readonly loading = new Map<string, Promise<ImageInput[]>>();
 
   constructor(
     private readonly o: {
@@ -98,7 +100,14 @@ export class PromptBuilder {
     if (hit) return hit;
     let imgs: ImageInput[];
     try {
-      imgs = await this.o.loadImages(sample);
+      let load = this.loading.get(sample.id);
+      if (!load) {
+        load = this.o.loadImages(sample);
+        this.loading.set(sample.id, load);
+        const forget = () => this.loading.delete(sample.id);
+        load.then(forget, forget);
+      }
+      imgs = await load;
     } catch (err) {
       throw new SampleError(
         sample.id,
@@ -112,6 +121,14 @@ export class PromptBuilder {
       this.cache.set(sample.id, imgs);
     }
     return imgs;
+  }
+
+  /**
+   * Starts loading the images of `samples` that are not cached (the next step's, while this step's
+   * update keeps the device busy); failures are left for the real call to report.
+   */
+  prefetch(samples: readonly VqaSample[]): void {
+    for (const s of samples) if (!this.cache.has(s.id)) this.images(s).catch(() => {});
   }
 
   async promptFor(sample: VqaSample): Promise<{ prompt: Prompt; text: string }> {

@@ -269,6 +269,8 @@ export class Trainer implements TrainerView {
       throw err;
     }
     const { kept, sampled, skipped, rounds, genTokens, genSeconds, rewardSeconds } = r;
+    // The next step's images load while this step's update keeps the engine busy.
+    if (!this.opts.policy) this.prompts.prefetch(this.cursor.peek(c.promptsPerStep).map((i) => this.opts.train[i]!));
 
     // ── Advantages → updates ──
     const tTrain = now();

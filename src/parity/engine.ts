@@ -176,10 +176,8 @@ export async function checkEngineCase(
       }
       const pos = exp.tensors[`seq${i}.position_ids`];
       if (pos) {
-        const ours = policy._native._ropeIndex({ ids: prompt.ids, images });
+        const { positions: ours, next } = policy._native._ropeIndex({ ids: prompt.ids, images });
         const L = prefix.length + c.length;
-        let next = 0;
-        for (let j = 0; j < ours.length; j++) next = Math.max(next, ours[j]! + 1);
         let bad = 0;
         for (let a = 0; a < 3; a++) {
           for (let t = 0; t < L; t++) {

@@ -1,11 +1,13 @@
 /**
  * M-RoPE positions of a prompt for the exported decoder: transformers' get_rope_index, as the engine
- * computes it (native/src/model.cc `visual_runs` and `rope_index`). Text runs count up from where the
- * previous run ended; a visual run's tokens take (t, h, w) grid positions (after merging) offset by
- * the position where it starts; the next run starts at the largest position used so far + 1.
- * Videos: Qwen2-VL's time position is the temporal patch index, Qwen2.5-VL's
- * floor(index · second_per_grid · tokens_per_second), and Qwen3-VL splits a video into one run of
- * one temporal patch per frame group (each after its timestamp text), all at time 0.
+ * computes it (native/src/model.cc `visual_runs` and `rope_index`), as of transformers 5. Text runs
+ * count up from where the previous run ended; a visual run's tokens take (t, h, w) grid positions
+ * (after merging) offset by the position where it starts, and the next run starts max(h, w) after
+ * that start (the time axis does not move it). Videos: Qwen2-VL's time position is the temporal
+ * patch index, Qwen2.5-VL's index · tokens_per_second · int(second_per_grid) (the seconds truncated
+ * to whole ones, as transformers 5 does), and Qwen3-VL splits a video into one run of one temporal
+ * patch per frame group (each after its timestamp text), all at time 0. Generation goes on at the
+ * largest position + 1.
  */
 import type { EngineConfig } from '../engine/config.js';
 import type { ImageInput } from '../engine/types.js';
@@ -34,14 +36,15 @@ function visualRuns(images: readonly ImageInput[], cfg: RopeConfig): VisualRun[]
       for (let i = 0; i < t; i++) runs.push({ ...run, t: 1 });
       continue;
     }
+    // second_per_grid_ts is a float32 tensor in transformers, truncated there to whole seconds
     if (im.video && cfg.modelType === 'qwen2_5_vl')
-      run.tscale = (im.secondPerGrid ?? 1) * (cfg.vision.tokensPerSecond ?? 1);
+      run.tscale = Math.trunc(Math.fround(im.secondPerGrid ?? 1)) * (cfg.vision.tokensPerSecond ?? 1);
     runs.push(run);
   }
   return runs;
 }
 
-/** [3, L] positions of a prompt (axis-major) and the next position after it. */
+/** [3, L] positions of a prompt (axis-major) and the next position after it (the largest + 1). */
 export function ropeIndex(
   ids: Int32Array,
   images: readonly ImageInput[],
@@ -50,7 +53,8 @@ export function ropeIndex(
   const L = ids.length;
   const pos = new BigInt64Array(3 * L);
   let st = 0,
-    cur = 0;
+    cur = 0,
+    top = -1;
   const set = (i: number, a: number, b: number, c: number) => {
     pos[i] = BigInt(a);
     pos[L + i] = BigInt(b);
@@ -69,10 +73,11 @@ export function ropeIndex(
       for (let hi = 0; hi < r.gh; hi++)
         for (let wi = 0; wi < r.gw; wi++, idx++) set(idx, base + tp, base + hi, base + wi);
     }
-    cur = base + Math.max(tmax, r.gh - 1, r.gw - 1) + 1;
+    top = Math.max(top, base + Math.max(tmax, r.gh - 1, r.gw - 1));
+    cur = base + Math.max(r.gh, r.gw);
     st = idx;
   }
   for (let i = st; i < L; i++) set(i, cur + i - st, cur + i - st, cur + i - st);
-  if (st < L) cur += L - st;
-  return { pos, next: cur };
+  if (st < L) top = Math.max(top, cur + L - st - 1);
+  return { pos, next: top + 1 };
 }

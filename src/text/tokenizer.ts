@@ -50,6 +50,13 @@ export interface SpecialIds {
   videoPad: number;
 }
 
+const IMAGE_PAD = '<|image_pad|>',
+  VIDEO_PAD = '<|video_pad|>',
+  VISION_START = '<|vision_start|>',
+  VISION_END = '<|vision_end|>';
+/** The placeholders the processor replaces, in the text's order (transformers' regex over both tokens). */
+const PAD_RE = /<\|image_pad\|>|<\|video_pad\|>/g;
+
 /**
  * Python's `f"{x:.1f}"` (Qwen3VLProcessor's timestamp text): the exact binary value rounded half to
  * even; JavaScript's toFixed rounds exact ties up, and ties at one decimal are m + 0.25 and m + 0.75.
@@ -107,10 +114,10 @@ export class VlmTokenizer {
       endOfText: id('<|endoftext|>'),
       imStart: id('<|im_start|>'),
       imEnd: id('<|im_end|>'),
-      visionStart: id('<|vision_start|>'),
-      visionEnd: id('<|vision_end|>'),
-      imagePad: id('<|image_pad|>'),
-      videoPad: id('<|video_pad|>'),
+      visionStart: id(VISION_START),
+      visionEnd: id(VISION_END),
+      imagePad: id(IMAGE_PAD),
+      videoPad: id(VIDEO_PAD),
     };
     const eos = generationConfig?.eos_token_id;
     const stops = Array.isArray(eos)
@@ -206,21 +213,24 @@ export class VlmTokenizer {
   /**
    * Prompt ids for the engine: the rendered conversation, each <|image_pad|> expanded to the
    * number of merged vision tokens of its image and each <|video_pad|> to its video's (inputs in
-   * prompt order, videos marked `video: true`). A video with `timestamps` (Qwen3-VL) becomes, per
-   * temporal patch, `<t.t seconds>` + <|vision_start|> + its pads + <|vision_end|>, replacing the
-   * template's <|vision_start|><|video_pad|><|vision_end|> as Qwen3VLProcessor does.
+   * prompt order, videos marked `video: true`). A video with `timestamps` (Qwen3-VL) has its
+   * <|video_pad|> replaced, as Qwen3VLProcessor (transformers 5) does, by one
+   * `<t.t seconds><|vision_start|>` + the temporal patch's pads + `<|vision_end|>` per temporal patch;
+   * the template's own <|vision_start|> and <|vision_end|> around it stay. The replacement is made in
+   * the text before it is tokenized, as there, so the timestamp text tokenizes with its neighbours.
    */
   buildPrompt(messages: readonly ChatMessage[], images: readonly ImageInput[], options: PromptOptions = {}): Prompt {
     const merge = expectInteger('mergeSize', options.mergeSize ?? 2, 1);
-    const ids = this.encode(this.applyChatTemplate(messages, options));
-    const { imagePad, videoPad, visionStart, visionEnd } = this.special;
-    const pads = ids.filter((t) => t === imagePad).length,
-      vpads = ids.filter((t) => t === videoPad).length;
+    const text = this.applyChatTemplate(messages, options);
+    const { imagePad, videoPad } = this.special;
+    const pads = [...text.matchAll(PAD_RE)];
+    const nPads = pads.filter((m) => m[0] === IMAGE_PAD).length,
+      vpads = pads.length - nPads;
     const nImages = images.filter((im) => !im.video).length,
       nVideos = images.length - nImages;
-    if (pads !== nImages) {
+    if (nPads !== nImages) {
       throw new Error(
-        `the conversation has ${pads} image${pads === 1 ? '' : 's'} but ${nImages} image${nImages === 1 ? ' was' : 's were'} given`,
+        `the conversation has ${nPads} image${nPads === 1 ? '' : 's'} but ${nImages} image${nImages === 1 ? ' was' : 's were'} given`,
       );
     }
     if (vpads !== nVideos) {
@@ -238,38 +248,48 @@ export class VlmTokenizer {
       if (img.timestamps && img.timestamps.length !== t)
         throw new Error(`video ${i}: ${img.timestamps.length} timestamps for ${t} temporal patches`);
     });
+    // the text with each input's placeholder written out (one pad per run), and each run's length
+    const runs: number[] = [];
+    let expanded = '',
+      last = 0;
+    pads.forEach((m, next) => {
+      const img = images[next]!,
+        isVideo = m[0] === VIDEO_PAD;
+      if (Boolean(img.video) !== isVideo) {
+        throw new Error(
+          `input ${next} is ${img.video ? 'a video' : 'an image'} but the conversation has ${isVideo ? 'a video' : 'an image'} there (give images and videos in the conversation's order)`,
+        );
+      }
+      const [gt, gh, gw] = img.gridThw;
+      const frame = (gh * gw) / (merge * merge);
+      expanded += text.slice(last, m.index);
+      last = m.index! + m[0].length;
+      if (!img.timestamps) {
+        expanded += m[0];
+        runs.push(gt * frame);
+        return;
+      }
+      for (const ts of img.timestamps) {
+        expanded += `<${formatTenths(ts)} seconds>${VISION_START}${VIDEO_PAD}${VISION_END}`;
+        runs.push(frame);
+      }
+    });
+    expanded += text.slice(last);
     const out: number[] = [];
-    let next = 0;
-    for (let k = 0; k < ids.length; k++) {
-      const t = ids[k]!;
+    let run = 0;
+    for (const t of this.encode(expanded)) {
       if (t !== imagePad && t !== videoPad) {
         out.push(t);
         continue;
       }
-      const img = images[next]!;
-      if (Boolean(img.video) !== (t === videoPad)) {
-        throw new Error(
-          `input ${next} is ${img.video ? 'a video' : 'an image'} but the conversation has ${t === videoPad ? 'a video' : 'an image'} there (give images and videos in the conversation's order)`,
-        );
-      }
-      next++;
-      const [gt, gh, gw] = img.gridThw;
-      const frame = (gh * gw) / (merge * merge);
-      if (!img.timestamps) {
-        for (let j = 0; j < gt * frame; j++) out.push(t);
-        continue;
-      }
-      const wrapped = out[out.length - 1] === visionStart && ids[k + 1] === visionEnd;
-      if (wrapped) {
-        out.pop();
-        k++;
-      }
-      for (const ts of img.timestamps) {
-        out.push(...this.encode(`<${formatTenths(ts)} seconds>`), visionStart);
-        for (let j = 0; j < frame; j++) out.push(videoPad);
-        out.push(visionEnd);
-      }
+      const n = runs[run++];
+      if (n === undefined) break;
+      for (let j = 0; j < n; j++) out.push(t);
     }
+    if (run !== runs.length)
+      throw new Error(
+        `${this.source}: the tokenizer made ${run} image/video pad tokens of ${runs.length} placeholders (${IMAGE_PAD} and ${VIDEO_PAD} must be added tokens)`,
+      );
     return { ids: Int32Array.from(out), images: [...images] };
   }
 

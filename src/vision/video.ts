@@ -27,7 +27,10 @@
  *    each row (channel, frame of the temporal patch, y, x).
  * Qwen3-VL also gets each temporal patch's timestamp (mean of its frames' times, in seconds), which
  * the prompt writes as `<t.t seconds>` before the patch's vision tokens; Qwen2.5-VL gets
- * `secondPerGrid` = temporal_patch_size / fps for its M-RoPE time positions.
+ * `secondPerGrid` = temporal_patch_size / the sampled fps for its M-RoPE time positions, as
+ * transformers 5's Qwen2_5_VLProcessor: the sampled fps is frames kept / frames in the clip · the
+ * clip's fps (`VideoMetadata.sampled_fps`), not the fps asked for (4 frames kept of 12 at 6 fps is
+ * 2 fps, whatever fps was asked).
  */
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
@@ -67,7 +70,7 @@ export interface VideoProcessorOptions {
 /** A processed video, ready for the engine (an ImageInput with `video: true`). */
 export interface ProcessedVideo extends ImageInput {
   video: true;
-  /** temporal_patch_size / fps: seconds one temporal patch spans. */
+  /** Seconds one temporal patch spans: temporal_patch_size / the sampled fps (frames kept / frames in the clip · its fps). */
   secondPerGrid: number;
   /** Qwen3-VL: the time of each temporal patch in seconds (the prompt writes `<t seconds>`). */
   timestamps?: number[];
@@ -287,7 +290,7 @@ export class VideoProcessor {
     const frames: RgbImage[] = [];
     for (const i of indices) frames.push(await decodeRgb(files[i]!));
     try {
-      return this.processFrames(frames, srcFps, indices);
+      return this.processFrames(frames, srcFps, indices, files.length);
     } catch (err) {
       throw new Error(`${dir}: ${(err as Error).message}`);
     }
@@ -295,14 +298,26 @@ export class VideoProcessor {
 
   /**
    * Process already sampled frames (steps 2–5). `indices`: the frames' indices in the source at
-   * `srcFps` (for the timestamps; default 0, 1, 2, ...).
+   * `srcFps` (for the timestamps; default 0, 1, 2, ...); `totalFrames`: how many frames the source
+   * has (for the sampled fps behind `secondPerGrid`; default the frames given, i.e. they are the
+   * whole clip).
    */
-  processFrames(frames: readonly RgbImage[], srcFps: number, indices?: readonly number[]): ProcessedVideo {
+  processFrames(
+    frames: readonly RgbImage[],
+    srcFps: number,
+    indices?: readonly number[],
+    totalFrames: number = frames.length,
+  ): ProcessedVideo {
     const { temporalPatchSize: tp, patchSize: p, mergeSize: m } = this.o;
     if (!Array.isArray(frames) || frames.length === 0)
       throw invalidParameterError('frames', 'a non-empty array of RGB frames', frames);
     const idx = indices ? [...indices] : frames.map((_, i) => i);
     if (idx.length !== frames.length) throw new RangeError(`${frames.length} frames but ${idx.length} indices`);
+    expectInteger('totalFrames', totalFrames, frames.length);
+    if (!(typeof srcFps === 'number' && Number.isFinite(srcFps) && srcFps > 0))
+      throw invalidParameterError('srcFps', 'positive number', srcFps);
+    // VideoMetadata.sampled_fps, before padding to the temporal patch size
+    const sampledFps = (frames.length / totalFrames) * srcFps;
     const { width: W0, height: H0 } = frames[0]!;
     frames.forEach((f, i) => {
       if (f.width !== W0 || f.height !== H0)
@@ -324,7 +339,7 @@ export class VideoProcessor {
       pixels,
       gridThw,
       video: true,
-      secondPerGrid: tp / this.o.fps,
+      secondPerGrid: tp / sampledFps,
       frameIndices: idx,
       resizedSize: size,
       numTokens: (gridThw[0] * gridThw[1] * gridThw[2]) / (m * m),

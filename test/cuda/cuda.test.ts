@@ -111,7 +111,7 @@ test('loadModel: cuda options are checked before any native call', async () => {
   });
   await assert.rejects(loadModel(policy, { device: 'cuda', cuda: { offload: true } as never }), {
     message:
-      'Expected one of offloadOptimizer, bf16Moments, checkpointActivations, packRows, graphs for options.cuda.offload but received true of type boolean',
+      'Expected one of precision, offloadOptimizer, bf16Moments, checkpointActivations, packRows, graphs, loraSingleRounding, attention, syncEveryOp, profile for options.cuda.offload but received true of type boolean',
   });
   await assert.rejects(loadModel(policy, { device: 'cuda', cuda: [] as never }), {
     message: 'Expected object for options.cuda but received an array of length 0',
@@ -180,15 +180,7 @@ test("sampling runs on cuda: a batch goes through the device hook (sample_many) 
   const state = cudaState();
   if (!state.available) return t.skip(state.reason);
   const dir = path.join(fixtures, 'untied_mqa_two_images', 'policy');
-  const prev = process.env.VQALAB_CUDA_PRECISION;
-  process.env.VQALAB_CUDA_PRECISION = 'fp32';
-  let g: Awaited<ReturnType<typeof loadModel>>;
-  try {
-    g = await loadModel(dir, { device: 'cuda' });
-  } finally {
-    if (prev === undefined) delete process.env.VQALAB_CUDA_PRECISION;
-    else process.env.VQALAB_CUDA_PRECISION = prev;
-  }
+  const g = await loadModel(dir, { device: 'cuda', cuda: { precision: 'fp32' } });
   const cpu = await loadModel(dir);
   try {
     assert.match(g._native.info().device, /^cuda:0 \(fp32\)/);

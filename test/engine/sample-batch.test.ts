@@ -331,6 +331,8 @@ test('with a device attached, a run hands each request to the device: same resul
     const ac2 = new AbortController(),
       ac3 = new AbortController();
     const mid = m.sampleStats();
+    const handed = () => Number(/; (\d+) sample calls/.exec(m._native.info().device)?.[1]);
+    const handedBefore = handed();
     const [a, b, d] = [
       m.sample({
         ...reqs[0]!,
@@ -342,19 +344,14 @@ test('with a device attached, a run hands each request to the device: same resul
       m.sample({ ...reqs[1]!, signal: ac2.signal }),
       m.sample({ ...reqs[2]!, signal: ac3.signal }),
     ];
-    const at = (p: Promise<unknown>): Promise<number> =>
-      p.then(
-        () => -1,
-        () => performance.now(),
-      );
-    const [atB, atD] = await Promise.all([at(b!), at(d!)]);
+    await Promise.allSettled([b!, d!]);
     await assert.rejects(b!, { message: 'second gone' });
     await assert.rejects(d!, { message: 'third gone' });
-    // the third never reached the device (it would have taken 40 ms more)
-    assert.ok(
-      atD - atB < 30,
-      `the third was dropped before it started (${(atD - atB).toFixed(1)} ms after the second)`,
-    );
+    await a!;
+    // the first reached the device, the second too unless its cancel came first (a race between
+    // this thread and the run's); the third never did: it was dropped before it started
+    const n = handed() - handedBefore;
+    assert.ok(n === 1 || n === 2, `${n} requests handed to the device (${m._native.info().device})`);
     assertSameResult(await a!, want[0]!, 'the request before the cancelled ones');
     const end = m.sampleStats();
     assert.equal(end.cancelled - mid.cancelled, 2);

@@ -1,9 +1,10 @@
 /**
  * Videos in the CPU engine, for the three families: video pads, M-RoPE time positions (Qwen2-VL:
- * the temporal patch index; Qwen2.5-VL: floor(index · second_per_grid · tokens_per_second);
- * Qwen3-VL: one run per temporal patch, each after its timestamp text, time 0) checked against
- * positions worked out by hand from transformers' get_rope_index; the frames' order reaches the
- * output; prompts that do not match their videos are refused with what was expected.
+ * the temporal patch index; Qwen2.5-VL: index · tokens_per_second · int(second_per_grid); Qwen3-VL:
+ * one run per temporal patch, each after its timestamp text, time 0; the text after a visual run
+ * max(h, w) after its start) checked against positions worked out by hand from transformers 5's
+ * get_rope_index; the frames' order reaches the output; prompts that do not match their videos are
+ * refused with what was expected.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -61,10 +62,11 @@ test('M-RoPE positions of a video: Qwen2-VL temporal index, Qwen2.5-VL scaled by
     [b + tp, b + 1, b + 1],
   ];
   const expected: Record<Family, number[][]> = {
-    // [3, VSTART, 8 pads, VEND, 9]: text 0, 1; video from 2 (t index 0 and 1); next = 2 + max(1, 1, 1) + 1 = 4
+    // [3, VSTART, 8 pads, VEND, 9]: text 0, 1; video from 2 (t index 0 and 1); text from 2 + max(h 2, w 2) = 4
     qwen2_vl: [[0, 0, 0], [1, 1, 1], ...grid(2, 0), ...grid(2, 1).map(([t, h, w]) => [t, h, w]), [4, 4, 4], [5, 5, 5]],
-    // tokens_per_second 2, second_per_grid 1: t index 0 and 2; next = 2 + max(2, 1, 1) + 1 = 5
-    qwen2_5_vl: [[0, 0, 0], [1, 1, 1], ...grid(2, 0), ...grid(2, 2), [5, 5, 5], [6, 6, 6]],
+    // tokens_per_second 2, second_per_grid 1: t index 0 and 2; the text from 2 + max(h 2, w 2) = 4, not
+    // past the time axis (transformers 5): VEND shares position 4 with the second temporal patch
+    qwen2_5_vl: [[0, 0, 0], [1, 1, 1], ...grid(2, 0), ...grid(2, 2), [4, 4, 4], [5, 5, 5]],
     // [3, 20, 21, VSTART, 4 pads, VEND, 22, VSTART, 4 pads, VEND, 9]: patch 0 from 4, patch 1 from 9 (time 0 each)
     qwen3_vl: [
       [0, 0, 0],
@@ -86,28 +88,39 @@ test('M-RoPE positions of a video: Qwen2-VL temporal index, Qwen2.5-VL scaled by
     try {
       const v = video(f, 2, 4, 4, 1);
       const ids = videoIds(f, 2);
-      const pos = m._native._ropeIndex({
+      const { positions: pos, next } = m._native._ropeIndex({
         ids,
         images: [{ pixels: v.pixels, gridThw: v.gridThw, video: true, secondPerGrid: 1 }],
       });
       const L = ids.length;
       const got = Array.from({ length: L }, (_, i) => [pos[i]!, pos[L + i]!, pos[2 * L + i]!]);
       assert.deepEqual(got, expected[f], f);
+      assert.equal(next, Math.max(...expected[f]!.flat()) + 1, `${f}: generation goes on at the largest position + 1`);
     } finally {
       m.dispose();
     }
   }
-  // Qwen2.5-VL at 4 fps (second_per_grid 0.5): time index floor(i · 0.5 · 2) = i
+  // Qwen2.5-VL's seconds are truncated before scaling (transformers 5): second_per_grid 0.5 (4 fps) puts
+  // every temporal patch at time 0; 4/3 s (1.5 fps) steps by 1 s · tokens_per_second 2 = 2; 2.5 s by 4
   const m = await loadModel(writeTiny('qwen2_5_vl'), { threads: 1 });
   try {
-    const v = video('qwen2_5_vl', 3, 4, 4, 2, 0.5);
-    const ids = videoIds('qwen2_5_vl', 3);
-    const pos = m._native._ropeIndex({
-      ids,
-      images: [{ pixels: v.pixels, gridThw: v.gridThw, video: true, secondPerGrid: 0.5 }],
-    });
-    assert.deepEqual([pos[2], pos[6], pos[10]], [2, 3, 4]);
-    assert.equal(pos[ids.length - 1], 2 + 2 + 1 + 1, 'next text after max(t 2, h 1, w 1) + 1, then VEND');
+    const cases: [number, number[]][] = [
+      [0.5, [2, 2, 2, 2]],
+      [4 / 3, [2, 4, 6, 8]],
+      [2.5, [2, 6, 10, 14]],
+    ];
+    for (const [spg, times] of cases) {
+      const v = video('qwen2_5_vl', 4, 4, 4, 2, spg);
+      const ids = videoIds('qwen2_5_vl', 4);
+      const L = ids.length;
+      const { positions: pos, next } = m._native._ropeIndex({
+        ids,
+        images: [{ pixels: v.pixels, gridThw: v.gridThw, video: true, secondPerGrid: spg }],
+      });
+      assert.deepEqual([pos[2], pos[6], pos[10], pos[14]], times, `second_per_grid ${spg}: time positions`);
+      assert.deepEqual([pos[L - 2], pos[L - 1]], [4, 5], `second_per_grid ${spg}: text from 2 + max(h 2, w 2)`);
+      assert.equal(next, Math.max(times[3]!, 5) + 1, `second_per_grid ${spg}: generation after the largest position`);
+    }
   } finally {
     m.dispose();
   }

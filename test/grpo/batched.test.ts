@@ -121,6 +121,38 @@ test('a batched step equals the sequential step: same groups, rewards, advantage
   assert.equal(many.overall, one.overall);
 });
 
+test("the next step's images load during this step's update, once: the next rollout finds them cached", async () => {
+  const model = await fresh();
+  const loads: { id: string; at: string }[] = [];
+  let phase = 'before';
+  const trainer = new Trainer(
+    options(
+      model,
+      { promptsPerStep: 4 },
+      {
+        loadImages: (s: VqaSample) => {
+          loads.push({ id: s.id, at: phase });
+          return tinyImages(s);
+        },
+        // a small cache: only what a step needs
+        imageCacheSize: 16,
+      },
+    ),
+  );
+  phase = 'step 0';
+  await trainer.step();
+  phase = 'step 1';
+  const out = await trainer.step();
+  const step1 = [...out.groups.map((g) => g.sample.id), ...out.skipped.map((x) => x.sampleId)];
+  assert.equal(step1.length, 4);
+  // Step 1's samples were asked for during step 0 (after its rollout), each once.
+  for (const id of step1) {
+    const mine = loads.filter((l) => l.id === id);
+    assert.equal(mine.length, 1, `${id}: loaded ${mine.length} times`);
+    assert.equal(mine[0]!.at, 'step 0', `${id}: loaded during step 0`);
+  }
+});
+
 test('checkpointEvery before any optimizer update saves (empty optimizer state), and the resumed run continues bit-exactly', async () => {
   // Step 0's rewards all tie (an untrained model's first steps often do): no update happens.
   const lateReward: RewardFn = (s, c, ctx) => (ctx.step === 0 ? 0 : (tinyShaped(s, c, ctx) as { score: number }).score);

@@ -58,17 +58,94 @@ test('splitMinibatch: every completion once, in order, each piece within the bud
         `budget ${budget}: piece ${JSON.stringify(piece)} costs ${cost(groups, piece)}`,
       );
     }
-    // Greedy: two neighbouring pieces would not have fit as one.
-    for (let i = 1; i < pieces.length; i++) {
-      const merged = [...pieces[i - 1]!, ...pieces[i]!];
-      const saving =
-        pieces[i - 1]!.at(-1)!.group === pieces[i]![0]!.group ? groups[pieces[i]![0]!.group]!.promptTokens : 0;
+    const groupCost = (g: SplitGroup) => g.promptTokens + g.completionTokens.reduce((a, b) => a + b, 0);
+    if (groups.every((g) => groupCost(g) <= budget)) {
+      // Every group fits whole: none is split, and the pieces are the fewest and most even that whole
+      // groups in order allow (checked against every way to cut the list).
       assert.ok(
-        cost(groups, merged) - saving > budget,
-        `budget ${budget}: pieces ${i - 1} and ${i} would fit together`,
+        pieces.every((piece) => piece.every((p) => p.from === 0 && p.to === groups[p.group]!.completionTokens.length)),
+        `budget ${budget}: a group was split`,
       );
+      const best = bestWholeSplit(groups.map(groupCost), budget);
+      assert.equal(pieces.length, best.count, `budget ${budget}: the fewest pieces`);
+      assert.equal(Math.max(...pieces.map((p) => cost(groups, p))), best.largest, `budget ${budget}: the most even`);
+    } else {
+      // Greedy: two neighbouring pieces would not have fit as one.
+      for (let i = 1; i < pieces.length; i++) {
+        const merged = [...pieces[i - 1]!, ...pieces[i]!];
+        const saving =
+          pieces[i - 1]!.at(-1)!.group === pieces[i]![0]!.group ? groups[pieces[i]![0]!.group]!.promptTokens : 0;
+        assert.ok(
+          cost(groups, merged) - saving > budget,
+          `budget ${budget}: pieces ${i - 1} and ${i} would fit together`,
+        );
+      }
     }
   }
+});
+
+/** Every cut of `costs` (in order) into pieces within `budget`: the fewest pieces, then the smallest largest one. */
+function bestWholeSplit(costs: number[], budget: number): { count: number; largest: number } {
+  let best = { count: Infinity, largest: Infinity };
+  for (let mask = 0; mask < 1 << (costs.length - 1); mask++) {
+    const sums = [costs[0]!];
+    for (let i = 1; i < costs.length; i++) {
+      if (mask & (1 << (i - 1))) sums.push(costs[i]!);
+      else sums[sums.length - 1]! += costs[i]!;
+    }
+    const largest = Math.max(...sums);
+    if (largest > budget) continue;
+    if (sums.length < best.count || (sums.length === best.count && largest < best.largest))
+      best = { count: sums.length, largest };
+  }
+  return best;
+}
+
+test('splitMinibatch: the trainer workload (16 groups of 298 + 8 × 16 tokens) in two even pieces of whole groups', () => {
+  const groups: SplitGroup[] = Array.from({ length: 16 }, () => ({
+    promptTokens: 298,
+    completionTokens: Array(8).fill(16),
+  }));
+  // The free memory's budget would take 8 groups and a third of the ninth; the old greedy split cut it.
+  const pieces = splitMinibatch(groups, 4096);
+  assert.deepEqual(
+    pieces.map((p) => p.map((x) => x.group)),
+    [
+      [0, 1, 2, 3, 4, 5, 6, 7],
+      [8, 9, 10, 11, 12, 13, 14, 15],
+    ],
+  );
+  // Many unequal groups: more pieces only when needed.
+  const mixed: SplitGroup[] = [5, 1, 9, 2, 2, 7, 3, 3, 8, 1].map((n) => ({
+    promptTokens: 10,
+    completionTokens: Array(n).fill(4),
+  }));
+  for (const budget of [50, 60, 80, 100, 150, 400]) {
+    const got = splitMinibatch(mixed, budget);
+    const best = bestWholeSplit(
+      mixed.map((g) => g.promptTokens + 4 * g.completionTokens.length),
+      budget,
+    );
+    assert.equal(got.length, best.count, `budget ${budget}`);
+    assert.equal(Math.max(...got.map((p) => cost(mixed, p))), best.largest, `budget ${budget}`);
+  }
+});
+
+test('MicroBatchSizer: the budget is at most the device pack, unless one prompt and completion is larger', () => {
+  const { model } = fakePool(1_000_000);
+  const packed = { ...model, packRows: 4096 } as EngineModel;
+  const sizer = new MicroBatchSizer(packed, 0);
+  const small = [{ promptTokens: 298, completionTokens: [16, 16] }];
+  assert.ok(sizer.budget() > 4096, 'the free memory alone would allow more');
+  assert.equal(sizer.budgetFor(small).budget, 4096);
+  const long = [{ promptTokens: 298, completionTokens: [5000] }];
+  const b = sizer.budgetFor(long);
+  assert.equal(b.budget, 5298);
+  assert.equal(b.switched, false, 'the pack cap never turns checkpointing on');
+  // A fixed budget stays as configured.
+  assert.equal(new MicroBatchSizer(packed, 9000).budgetFor(small).budget, 9000);
+  // No pack size (the CPU): the memory's budget.
+  assert.equal(new MicroBatchSizer(model, 0).budgetFor(small).budget, new MicroBatchSizer(model, 0).budget());
 });
 
 function options(model: EngineModel, reference: EngineModel, config: Partial<GrpoConfig>): TrainerOptions {

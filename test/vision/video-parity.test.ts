@@ -3,8 +3,9 @@
  * scripts/gen/video_fixtures.py with the family's transformers processor and get_rope_index) is run
  * through our pipeline on the same frames and settings — VideoProcessor (sampling, sizing, patches,
  * second_per_grid, timestamps), the image processor, the chat template and VlmTokenizer.buildPrompt
- * (video pads, Qwen3-VL's `<t seconds>` text), the CPU engine's rope_index — and must give the same
- * input_ids, grids, sampled frames, positions and rope delta, and pixel values within 1e-5 where
+ * (video pads, Qwen3-VL's `<t seconds>` text), the CPU engine's rope_index and the ONNX rollout's
+ * (src/rollout/onnx-rope.ts) — and must give the same input_ids, grids, sampled frames, second_per_grid,
+ * positions and rope delta (where generation goes on), and pixel values within 1e-5 where
  * transformers did not resize the clip (it resizes videos with torchvision, we with PIL's bicubic).
  * VQALAB_VIDEO_FIXTURES points at another folder of such cases.
  */
@@ -19,6 +20,7 @@ import {
   qwen2vlTokenizerConfig,
   qwen2vlTokenizerJson,
 } from '../../src/model/qwen-tokenizer.js';
+import { ropeIndex } from '../../src/rollout/onnx-rope.js';
 import { VlmTokenizer } from '../../src/text/tokenizer.js';
 import { Qwen2VLImageProcessor } from '../../src/vision/qwen2vl.js';
 import { VideoProcessor } from '../../src/vision/video.js';
@@ -181,22 +183,9 @@ if (dirs.length === 0) {
   }, () => {});
 }
 
-/**
- * Known differences from transformers 5.17 (its fixtures of 2026-12-07), open in issue 14: these
- * cases run and report, but do not fail the suite until the engine follows transformers there.
- */
-const KNOWN_MISMATCH: Partial<Record<string, string>> = {
-  qwen2_5_vl:
-    'Qwen2.5-VL video: transformers 5.17 takes second_per_grid_ts from the sampled fps (1 s where we say 2 s) and truncates the time interval (temporal positions 19 where we have 20)',
-  qwen3_vl: 'Qwen3-VL video: the prompt ids differ from the processor (its timestamp text around each frame)',
-};
-
 for (const dir of dirs) {
   const c = readCase(dir);
-  const todo = KNOWN_MISMATCH[c.family];
-  test(`${path.basename(dir)} (${c.family}, transformers ${c.generator?.transformers ?? '?'}): frames, grids, prompt ids and M-RoPE positions as transformers`, {
-    todo,
-  }, async (t) => {
+  test(`${path.basename(dir)} (${c.family}, transformers ${c.generator?.transformers ?? '?'}): frames, grids, prompt ids and M-RoPE positions as transformers`, async (t) => {
     const e = c.expected;
     const inputs = await ourInputs(dir, c);
     const images = inputs.filter((x) => !x.video),
@@ -263,17 +252,28 @@ for (const dir of dirs) {
 
     const m = await tinyModel(c.family, c.model.tokens_per_second);
     const ids = tinyIds(e.input_ids, c.model);
-    const pos = m._native._ropeIndex({ ids, images: inputs });
+    const { positions: pos, next } = m._native._ropeIndex({ ids, images: inputs });
     const L = ids.length;
-    const rows: number[][] = [0, 1, 2].map((a) => Array.from(pos.subarray(a * L, (a + 1) * L)));
-    ['temporal', 'height', 'width'].forEach((axis, a) => {
-      const at = rows[a]!.findIndex((x, i) => x !== e.position_ids[a]![i]);
-      assert.equal(
-        at,
-        -1,
-        `${axis} positions first differ at ${at}: ours ${rows[a]![at]}, transformers ${e.position_ids[a]![at]}`,
-      );
+    const samePositions = (what: string, at: (a: number, i: number) => number) =>
+      ['temporal', 'height', 'width'].forEach((axis, a) => {
+        const i = e.position_ids[a]!.findIndex((x, i) => x !== at(a, i));
+        assert.equal(
+          i,
+          -1,
+          `${what}: ${axis} positions first differ at ${i}: ours ${at(a, i)}, transformers ${e.position_ids[a]![i]}`,
+        );
+      });
+    samePositions('the engine', (a, i) => pos[a * L + i]!);
+    // generation goes on at transformers' rope delta + the prompt's length
+    assert.equal(next - L, e.rope_deltas, 'the engine: rope delta (next position - length)');
+    // the ONNX rollout's positions (src/rollout/onnx-rope.ts), on transformers' own ids
+    const onnx = ropeIndex(Int32Array.from(e.input_ids), inputs, {
+      modelType: c.family,
+      imageTokenId: c.model.image_token_id,
+      videoTokenId: c.model.video_token_id,
+      vision: { spatialMergeSize: c.video_processor.merge_size, tokensPerSecond: c.model.tokens_per_second ?? 1 },
     });
-    assert.equal(Math.max(...rows.flat()) + 1 - L, e.rope_deltas, 'rope delta (max position + 1 - length)');
+    samePositions('onnx-rope', (a, i) => Number(onnx.pos[a * L + i]));
+    assert.equal(onnx.next - L, e.rope_deltas, 'onnx-rope: rope delta (next position - length)');
   });
 }

@@ -118,6 +118,16 @@ test('frame folders: natural order, video.json or a given fps, clear errors', as
   assert.equal(v.pixels[0], red(0));
   assert.equal(v.pixels[14 * 14], red(2), 'second frame of the first temporal patch is frame 2');
   assert.equal(v.pixels[16 * dim], red(4), 'temporal patch 1 starts at frame 4');
+  // second_per_grid from the sampled fps (transformers 5's VideoMetadata.sampled_fps): 6 of 12 frames at 4 fps = 2 fps
+  assert.equal(v.secondPerGrid, 1);
+  // asked 1 fps of 12 frames at 6 fps: 2 frames, raised to min_frames 4 (0, 3, 6, 9) = 2 fps sampled, 1 s per temporal patch
+  const slow = await new VideoProcessor({ family: 'qwen2_5_vl', fps: 1, minPixels: 3136 }).processFolder(dir, 6);
+  assert.deepEqual(slow.frameIndices, [0, 3, 6, 9]);
+  assert.equal(slow.secondPerGrid, 1);
+  // Qwen3-VL the same way: int(2 s · 1 fps) = 2 frames, raised to 4 (linspace 0, 4, 7, 11) = 2 fps sampled
+  const q3 = await new VideoProcessor({ family: 'qwen3_vl', fps: 1, minPixels: 32 * 32 }).processFolder(dir, 6);
+  assert.deepEqual(q3.frameIndices, [0, 4, 7, 11]);
+  assert.equal(q3.secondPerGrid, 1);
   writeFileSync(path.join(dir, 'video.json'), '{"fps": 4}');
   assert.deepEqual((await p.processFolder(dir)).frameIndices, [0, 2, 4, 6, 8, 10]);
   writeFileSync(path.join(dir, 'video.json'), '{"rate": 4}');
@@ -153,25 +163,24 @@ test('prompts with videos: video pads; Qwen3-VL writes <t seconds> before each t
   assert.deepEqual(ids.slice(at - 1, at + 5), [VS, VP, VP, VP, VP, VE]);
   assert.throws(() => tok.buildPrompt(msgs, [vid, img]), /input 0 is a video but the conversation has an image there/);
   assert.throws(() => tok.buildPrompt(msgs, [img]), /the conversation has 1 video but 0 videos were given/);
-  // Qwen3-VL: per temporal patch "<0.2 seconds>" <|vision_start|> pads <|vision_end|>, replacing the template's start/pad/end
+  // Qwen3-VL (Qwen3VLProcessor, transformers 5): the template's <|video_pad|> alone becomes, per temporal
+  // patch, "<0.2 seconds>" <|vision_start|> pads <|vision_end|>; the template's start and end stay around them
   const q3 = tok.buildPrompt(msgs, [img, { ...vid, timestamps: [0.25, 1.3] }]);
   const t0 = [...tok.encode('<0.2 seconds>')],
     t1 = [...tok.encode('<1.3 seconds>')];
   const from = [...q3.ids].indexOf(IP) + 2; // after the image pad and its <|vision_end|>
-  assert.deepEqual([...q3.ids].slice(from, from + t0.length + t1.length + 8), [
-    ...t0,
-    VS,
-    VP,
-    VP,
-    VE,
-    ...t1,
-    VS,
-    VP,
-    VP,
-    VE,
-  ]);
-  assert.equal(tok.decode([...q3.ids].slice(from + t0.length + t1.length + 8)).startsWith('Which way?'), true);
-  assert.equal([...q3.ids].filter((t) => t === VS).length, 3);
+  const run = [VS, ...t0, VS, VP, VP, VE, ...t1, VS, VP, VP, VE, VE];
+  assert.deepEqual([...q3.ids].slice(from, from + run.length), run);
+  assert.equal(tok.decode([...q3.ids].slice(from + run.length)).startsWith('Which way?'), true);
+  assert.equal([...q3.ids].filter((t) => t === VS).length, 4);
+  // the same ids as tokenizing the processor's expanded text in one piece
+  const text = tok
+    .applyChatTemplate(msgs)
+    .replace(
+      '<|video_pad|>',
+      '<0.2 seconds><|vision_start|><|video_pad|><|video_pad|><|vision_end|><1.3 seconds><|vision_start|><|video_pad|><|video_pad|><|vision_end|>',
+    );
+  assert.deepEqual([...q3.ids], tok.encode(text));
   assert.throws(
     () => tok.buildPrompt(msgs, [img, { ...vid, timestamps: [0.5] }]),
     /video 1: 1 timestamps for 2 temporal patches/,

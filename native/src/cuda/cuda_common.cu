@@ -1,5 +1,4 @@
 // Errors, the per-thread stream and the stream-ordered memory pool (see cuda_common.h).
-#include <cstdlib>
 #include <sstream>
 
 #include "cuda/cuda_common.h"
@@ -9,18 +8,13 @@ namespace cu {
 
 namespace {
 thread_local cudaStream_t g_stream = nullptr;
-}
+thread_local bool g_debug_sync = false;
+}  // namespace
 
 cudaStream_t stream() { return g_stream; }
 void set_stream(cudaStream_t s) { g_stream = s; }
-
-bool debug_sync() {
-  static const bool on = [] {
-    const char* e = std::getenv("VQALAB_CUDA_SYNC");
-    return e && e[0] == '1';
-  }();
-  return on;
-}
+bool debug_sync() { return g_debug_sync; }
+void set_debug_sync(bool on) { g_debug_sync = on; }
 
 void cuda_fail(cudaError_t e, const char* what, const char* file, int line) {
   std::ostringstream os;

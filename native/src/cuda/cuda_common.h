@@ -3,8 +3,8 @@
 //
 // A failed CUDA call or launch throws vq::Error naming the op ("CUDA error in attention_forward: ...
 // [file:line]"), which the N-API layer turns into a JS Error. Launch errors are checked after every
-// launch; with VQALAB_CUDA_SYNC=1 every op also synchronises, so an asynchronous fault is reported
-// by the op that caused it (the debug mode).
+// launch; in debug mode (CudaOptions::sync_every_op) every op also synchronises, so an asynchronous fault is
+// reported by the op that caused it.
 #pragma once
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -20,9 +20,8 @@ namespace cu {
 using bf16 = __nv_bfloat16;
 
 [[noreturn]] void cuda_fail(cudaError_t e, const char* what, const char* file, int line);
-// After a launch: the launch error, and in debug mode (VQALAB_CUDA_SYNC=1) the kernel's own.
+// After a launch: the launch error, and in debug mode the kernel's own.
 void check_launch(const char* op, const char* file, int line);
-bool debug_sync();
 
 #define CU_CHECK(call, what)                                                   \
   do {                                                                         \
@@ -32,9 +31,13 @@ bool debug_sync();
 
 #define CU_LAUNCHED(op) ::vq::cu::check_launch(op, __FILE__, __LINE__)
 
-// The stream every op of this thread runs on (set by the model before its calls; default: legacy 0).
+// The launch context of the ops this thread runs: the stream (default: legacy 0) and the debug mode (default off).
+// Per thread, not arguments: the ops keep the CPU ops' signatures, and a model sets both for the duration of each
+// of its calls (DevGuard, model_internal.cuh), so they are per model; the test programs set them directly.
 cudaStream_t stream();
 void set_stream(cudaStream_t s);
+bool debug_sync();
+void set_debug_sync(bool on);
 
 // Device memory from the stream-ordered pool. On failure: "out of GPU memory: <what> needs N MiB
 // (free F of T MiB on cuda:D); hint: ..." as vq::Error.

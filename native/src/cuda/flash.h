@@ -5,9 +5,15 @@
 // row sums D = rowsum(dO * O). Same contract as cu::attention_forward/backward (ops.h), except that
 // the spans are DEVICE memory (so a decode step can be captured in a CUDA graph).
 //
-// Supported: bf16, head dim D in {16, 64, 80, 128} (the fixtures' 16, the vision tower's 80, the LM's 128). flash_supported() says whether a call
-// can take this path; ops_attention.cu falls back to the cuBLASLt tile path otherwise (fp32, other D) or when
-// VQALAB_CUDA_ATTN=gemm.
+// Supported: bf16, head dim D in {16, 64, 80, 128} (the fixtures' 16, the vision tower's 80, the LM's 128).
+// flash_supported() says whether a call can take this path; ops_attention.cu takes the cuBLASLt tile path
+// otherwise (fp32, other D) or when the model's CudaOptions::attention is gemm.
+//
+// The kernels (one choice per call, no switch): calls with enough 64-row query tiles to fill the card take the
+// 4-warp tile kernels, pipelined (the next key block is copied while the current one is computed; full blocks
+// skip the mask) except the forward at D 128, where one stage is faster; smaller calls (decode steps) take the
+// split decode kernel. The alternatives measured against these (pipelined everywhere, one stage everywhere,
+// single-warp blocks for small calls) live in native/dev/flash_variants.cu with test_ops' comparison.
 //
 // A query tile's key range is the union of its rows' spans (at most two intervals); key blocks that
 // none of the tile's rows reads are skipped, the rest are masked per element, so the work done is
@@ -22,14 +28,6 @@ namespace vq {
 namespace cu {
 
 bool flash_supported(int64_t D);
-// True unless VQALAB_CUDA_ATTN=gemm (read once), or as set by flash_override (tests, benchmarks:
-// 1 on, 0 off, -1 back to the environment's choice).
-bool flash_enabled();
-void flash_override(int mode);
-// The kernels: pipelined (default: the next key block or query tile is copied while the current one
-// is computed; full blocks skip the mask) or simple (one stage; VQALAB_CUDA_FLASH=simple). Tests and
-// benchmarks: 1 pipelined, 0 simple, -1 the environment's choice.
-void flash_pipeline_override(int mode);
 
 // out (Tq, NH, D), lse (Tq, NH) fp32 natural log; q (Tq, NH, D); k, v (Tk, KVH, D); spans (Tq) device.
 void flash_forward(bf16* out, float* lse, const bf16* q, const bf16* k, const bf16* v, const Span* spans, int64_t Tq,

@@ -1,4 +1,5 @@
-// Internal to the fused attention (flash.cu, flash_forward.cu, flash_backward.cu): the kernels' common step.
+// Internal to the fused attention (flash_forward*.cu*, flash_backward*.cu*, native/dev/flash_variants.cu): the
+// kernels' common step.
 //
 // Fragments follow the PTX layout of mma.m16n8k16 (bf16): with g = lane / 4 and t = lane % 4, a
 // thread holds rows g and g + 8 of a 16-row tile and columns 2t, 2t + 1 of each 8-column tile of the
@@ -23,14 +24,6 @@
 
 namespace vq {
 namespace cu {
-
-// Chosen in flash.cu (environment and test overrides): the two-stage kernels, forced at every D, the split
-// decode kernel for small calls.
-namespace flash_detail {
-bool pipelined();
-bool pipeline_forced();
-bool split_decode();
-}  // namespace flash_detail
 
 namespace {
 
@@ -138,7 +131,8 @@ __device__ __forceinline__ void add_pair(bf16* p, float x, float y) {
 // ---- the pipelined kernels (default): the next key block (forward, dq) or query tile (dk dv) is
 // copied into a second shared-memory stage while the current one is computed, and blocks that every
 // row of a warp reads in full skip the per-element mask (vision frames, the causal prefix away from
-// the diagonal). Same fragments and arithmetic as the kernels above. ----
+// the diagonal). Same fragments and arithmetic as the one-stage kernels (fwd_k; dq_k, dkdv_k in
+// native/dev/flash_variants.cu). ----
 
 // [k0, k1) inside one of the span's ranges
 __device__ __forceinline__ bool covers(const Span& s, int k0, int k1) {

@@ -37,16 +37,6 @@ int64_t cuda_default_pack_rows(int device) {
   return prop.totalGlobalMem >= (40ull << 30) ? 4096 : 2048;
 }
 
-CudaOptions cuda_options_from_env() {
-  CudaOptions o;
-  o.offload_optimizer = env_flag("VQALAB_CUDA_OFFLOAD", false);
-  o.bf16_moments = env_flag("VQALAB_CUDA_BF16_MOMENTS", false);
-  o.checkpoint = env_flag("VQALAB_CUDA_CHECKPOINT", false);
-  o.pack_rows = env_int("VQALAB_CUDA_PACK_ROWS", o.pack_rows);
-  o.graphs = env_flag("VQALAB_CUDA_GRAPH", true);
-  return o;
-}
-
 template <typename T>
 CudaModel<T>::CudaModel(Model& h, int dev, const CudaOptions& opt) : h_(h), dev_(dev), opt_(opt) {
   int n = 0;
@@ -64,17 +54,18 @@ CudaModel<T>::CudaModel(Model& h, int dev, const CudaOptions& opt) : h_(h), dev_
   }
   if (std::is_same<T, float>::value) opt_.offload_optimizer = opt_.bf16_moments = false;  // the fp32 parity mode
   if (opt_.pack_rows <= 0) opt_.pack_rows = cuda_default_pack_rows(dev);
-  DevGuard g(dev_, st_);
+  DevGuard g(dev_, st_, opt_.sync_every_op);
   w_.what = "the model's weights";
-  w_.fit(static_cast<int64_t>(h_.params_.size()));
-  upload_f32(w_.p, h_.params_.data(), w_.n);
-  if (!h_.lora_.empty()) {
+  const std::vector<float>& hw = h_.host_arrays(false).values;
+  w_.fit(static_cast<int64_t>(hw.size()));
+  upload_f32(w_.p, hw.data(), w_.n);
+  if (h_.lora_active()) {
     lw_.what = "the LoRA adapters";
-    lw_.fit(static_cast<int64_t>(h_.lparams_.size()));
-    upload_f32(lw_.p, h_.lparams_.data(), lw_.n);
+    lw_.fit(static_cast<int64_t>(h_.host_arrays(true).values.size()));
+    upload_f32(lw_.p, h_.host_arrays(true).values.data(), lw_.n);
     if constexpr (std::is_same<T, cu::bf16>::value) {  // the fp32 master from the start: the hi/lo pairs need it
       lmaster_.what = "the fp32 master of the LoRA adapters";
-      upload(lmaster_, h_.lparams_.data(), lw_.n);
+      upload(lmaster_, h_.host_arrays(true).values.data(), lw_.n);
       split_lora();
     }
   }
@@ -85,7 +76,7 @@ CudaModel<T>::CudaModel(Model& h, int dev, const CudaOptions& opt) : h_(h), dev_
 template <typename T>
 CudaModel<T>::~CudaModel() {
   {
-    DevGuard g(dev_, st_);
+    DevGuard g(dev_, st_, opt_.sync_every_op);
     for (auto& kv : graphs_) cudaGraphExecDestroy(kv.second);
     graphs_.clear();
     saved_.clear();
@@ -103,12 +94,13 @@ CudaModel<T>::~CudaModel() {
 
 template <typename T>
 void CudaModel<T>::randomize(uint64_t seed, float scale) {
-  DevGuard g(dev_, st_);
+  DevGuard g(dev_, st_, opt_.sync_every_op);
   int64_t biggest = 0;
-  for (const ParamInfo& p : h_.info_) biggest = std::max(biggest, p.size);
+  for (const ParamInfo& p : h_.param_table()) biggest = std::max(biggest, p.size);
   DArray<float> tmp("randomize staging");
+  std::vector<float>& hw = h_.host_arrays(false).values;
   tmp.fit(biggest);
-  for (const ParamInfo& p : h_.info_) {
+  for (const ParamInfo& p : h_.param_table()) {
     float* dst = tmp.p;
     const bool norm = p.shape.size() == 1 && p.name.find("bias") == std::string::npos;
     if (norm) cu::fill(dst, 1.0f, p.size);
@@ -117,16 +109,17 @@ void CudaModel<T>::randomize(uint64_t seed, float scale) {
       CU_LAUNCHED("randomize");
     }
     cu::convert(w_.p + p.offset, static_cast<const float*>(dst), p.size);
-    download(h_.params_.data() + p.offset, dst, p.size);  // synchronises before tmp is reused
+    download(hw.data() + p.offset, dst, p.size);  // synchronises before tmp is reused
   }
-  if (master_.p) CU_CHECK(cudaMemcpyAsync(master_.p, h_.params_.data(), master_.n * sizeof(float), cudaMemcpyHostToDevice, st_), "randomize");
-  if (hmaster_.p) std::memcpy(hmaster_.p, h_.params_.data(), h_.params_.size() * sizeof(float));
+  if (master_.p) CU_CHECK(cudaMemcpyAsync(master_.p, hw.data(), master_.n * sizeof(float), cudaMemcpyHostToDevice, st_), "randomize");
+  if (hmaster_.p) std::memcpy(hmaster_.p, hw.data(), hw.size() * sizeof(float));
   CU_CHECK(cudaStreamSynchronize(st_), "randomize");
 }
 
 template <typename T>
 std::vector<ForwardResult> CudaModel<T>::forward(const std::vector<ForwardRequest>& reqs, bool keep) {
-  DevGuard g(dev_, st_);
+  HostPhase hp_whole(opt_.profile, "forward (whole call)");
+  DevGuard g(dev_, st_, opt_.sync_every_op);
   if (keep) { saved_.clear(); nreq_saved_ = 0; }
   std::vector<ForwardResult> out(reqs.size());
   std::vector<std::unique_ptr<CuActs<T>>> kept;
@@ -156,6 +149,7 @@ std::vector<ForwardResult> CudaModel<T>::forward(const std::vector<ForwardReques
 
 template <typename T>
 void CudaModel<T>::backward(const std::vector<std::vector<std::vector<float>>>& grads) {
+  HostPhase hp_whole(opt_.profile, "backward (whole call)");
   VQ_CHECK(!saved_.empty(), "backward needs a forward with keepForBackward: true first");
   VQ_CHECK(grads.size() == nreq_saved_, "backward got gradients for " << grads.size()
                                             << " requests but the last forward had " << nreq_saved_);
@@ -174,7 +168,7 @@ void CudaModel<T>::backward(const std::vector<std::vector<std::vector<float>>>& 
                  "request " << r << " completion " << gi << ": " << grads[r][gi].size() << " gradients for "
                             << a->comp_len[c] << " tokens");
   }
-  DevGuard g(dev_, st_);
+  DevGuard g(dev_, st_, opt_.sync_every_op);
   ensure_grads();
   try {
     size_t r0 = 0;
@@ -210,9 +204,6 @@ std::unique_ptr<DeviceModel> make_cuda_model(Model& host, int device, bool bf16,
   VQ_CHECK(cuda_available(&why), "device cuda:" << device << " is not available: " << why);
   if (bf16) return std::make_unique<CudaModel<cu::bf16>>(host, device, opts);
   return std::make_unique<CudaModel<float>>(host, device, opts);
-}
-std::unique_ptr<DeviceModel> make_cuda_model(Model& host, int device, bool bf16) {
-  return make_cuda_model(host, device, bf16, cuda_options_from_env());
 }
 
 void cuda_randomize(DeviceModel& d, uint64_t seed, float scale) {

@@ -23,7 +23,7 @@ float linspace_at(float end, int64_t steps, int64_t i) {
 // ---- vision MLP ----
 template <typename T>
 void CudaModel<T>::vision_mlp_forward(const VisionBlockW& B, CuVisionBlock<T>& A, int64_t N) {
-  const VisionConfig& vc = h_.cfg_.vision;
+  const VisionConfig& vc = h_.config().vision;
   const int64_t NF = N * vc.mlp_hidden;
   lin_forward(B.fc1, A.fc1.fit(NF), A.ln2.p, N);
   switch (vc.act) {
@@ -40,7 +40,7 @@ void CudaModel<T>::vision_mlp_forward(const VisionBlockW& B, CuVisionBlock<T>& A
 template <typename T>
 void CudaModel<T>::vision_mlp_backward(const VisionBlockW& B, CuVisionBlock<T>& A, T* dln, const T* dact, T* dfc1,
                                        T* dup, int64_t N) {
-  const VisionConfig& vc = h_.cfg_.vision;
+  const VisionConfig& vc = h_.config().vision;
   const int64_t NF = N * vc.mlp_hidden;
   switch (vc.act) {
     case VisionAct::silu:
@@ -61,7 +61,7 @@ void CudaModel<T>::vision_mlp_backward(const VisionBlockW& B, CuVisionBlock<T>& 
 template <typename T>
 void CudaModel<T>::pos_embed_prepare(CuActs<T>& a, const std::vector<int32_t>& hw, const std::vector<int32_t>& grid) {
   const int64_t N = a.N;
-  const int S = static_cast<int>(std::lround(std::sqrt(static_cast<double>(h_.cfg_.vision.num_pos))));
+  const int S = static_cast<int>(std::lround(std::sqrt(static_cast<double>(h_.config().vision.num_pos))));
   std::vector<int32_t> idx(static_cast<size_t>(4 * N));
   std::vector<float> w(static_cast<size_t>(4 * N));
   for (int64_t r = 0; r < N; r++) {
@@ -83,12 +83,12 @@ void CudaModel<T>::pos_embed_prepare(CuActs<T>& a, const std::vector<int32_t>& h
 
 template <typename T>
 void CudaModel<T>::pos_embed_forward(CuActs<T>& a, float* x) {
-  cu::pos_embed_forward(x, P(h_.pos_embed_), a.pidx.p, a.pw.p, a.N, h_.cfg_.vision.embed_dim);
+  cu::pos_embed_forward(x, P(h_.pos_embed_param()), a.pidx.p, a.pw.p, a.N, h_.config().vision.embed_dim);
 }
 
 template <typename T>
 void CudaModel<T>::pos_embed_backward(CuActs<T>& a, const float* dx) {
-  if (float* dpe = G(h_.pos_embed_)) cu::pos_embed_backward(dpe, dx, a.pidx.p, a.pw.p, a.N, h_.cfg_.vision.embed_dim);
+  if (float* dpe = G(h_.pos_embed_param())) cu::pos_embed_backward(dpe, dx, a.pidx.p, a.pw.p, a.N, h_.config().vision.embed_dim);
 }
 
 // ---- Qwen3-VL q/k norms ----
@@ -112,12 +112,12 @@ void CudaModel<T>::qk_norm_backward(const TextLayerW& L, CuTextLayer<T>& A, cons
 // ---- Qwen3-VL DeepStack ----
 template <typename T>
 void CudaModel<T>::deepstack_merge(CuActs<T>& a, size_t bi, const float* x) {
-  const VisionConfig& vc = h_.cfg_.vision;
+  const VisionConfig& vc = h_.config().vision;
   const int64_t E = vc.embed_dim, mm = static_cast<int64_t>(vc.merge) * vc.merge, N = a.N, Nm = N / mm, M = E * mm,
                 H = vc.out_hidden;
   for (size_t k = 0; k < vc.deepstack.size(); k++) {
     if (vc.deepstack[k] != static_cast<int>(bi)) continue;
-    const MergerW& mw = h_.ds_mergers_[k];
+    const MergerW& mw = h_.deepstack_mergers()[k];
     a.ds.emplace_back();
     CuMergerActs<T>& m = a.ds.back();
     m.x = x;
@@ -134,11 +134,11 @@ void CudaModel<T>::deepstack_merge(CuActs<T>& a, size_t bi, const float* x) {
 
 template <typename T>
 void CudaModel<T>::deepstack_merge_backward(CuActs<T>& a, size_t bi, float* dx, T* dxT) {
-  const VisionConfig& vc = h_.cfg_.vision;
+  const VisionConfig& vc = h_.config().vision;
   const int64_t E = vc.embed_dim, mm = static_cast<int64_t>(vc.merge) * vc.merge, N = a.N, Nm = N / mm, M = E * mm;
   for (CuMergerActs<T>& m : a.ds) {
     if (m.block != static_cast<int>(bi) || !m.dout.p) continue;
-    const MergerW& mw = h_.ds_mergers_[m.merger];
+    const MergerW& mw = h_.deepstack_mergers()[m.merger];
     const int64_t rows = mw.postshuffle ? Nm : N, C = mw.postshuffle ? M : E;
     DArray<T> dhact("DeepStack gradients"), dh("DeepStack gradients"), dln("DeepStack gradients");
     lin_backward(mw.fc2, dhact.fit(Nm * M), m.dout.p, m.hact.p, Nm, false);

@@ -27,16 +27,22 @@ namespace vq {
 
 using cu::DArray;
 
+// For the duration of one call of a model: its device, its stream and its debug mode (CudaOptions::sync_every_op)
+// for every op this thread launches (cuda_common.h says why these are per thread).
 struct DevGuard {
   int prev = -1;
   cudaStream_t prev_stream;
-  DevGuard(int dev, cudaStream_t s) {
+  bool prev_sync;
+  DevGuard(int dev, cudaStream_t s, bool sync) {
     cudaGetDevice(&prev);
     CU_CHECK(cudaSetDevice(dev), "cudaSetDevice");
     prev_stream = cu::stream();
+    prev_sync = cu::debug_sync();
     cu::set_stream(s);
+    cu::set_debug_sync(sync);
   }
   ~DevGuard() {
+    cu::set_debug_sync(prev_sync);
     cu::set_stream(prev_stream);
     if (prev >= 0) cudaSetDevice(prev);
   }
@@ -93,17 +99,6 @@ template <typename U>
 inline void zero(U* p, int64_t n) {
   if (n) CU_CHECK(cudaMemsetAsync(p, 0, n * sizeof(U), cu::stream()), "memset");
 }
-inline bool env_flag(const char* name, bool def) {
-  const char* e = std::getenv(name);
-  if (!e || !*e) return def;
-  return !(e[0] == '0' || e[0] == 'n' || e[0] == 'N' || e[0] == 'f' || e[0] == 'F');
-}
-inline int64_t env_int(const char* name, int64_t def) {
-  const char* e = std::getenv(name);
-  if (!e || !*e) return def;
-  const long long v = std::atoll(e);
-  return v > 0 ? v : def;
-}
 
 // Pinned host memory that frees itself (the offloaded optimizer state, decode-step staging).
 struct Pinned {
@@ -134,13 +129,24 @@ struct Pinned {
   template <typename U> U* as() const { return static_cast<U*>(p); }
 };
 
-// Phase timings (VQALAB_CUDA_PROFILE=1, model_profile.cu): CUDA events around the model's phases, summed by
-// name when cuda_profile_report() is called; nothing is recorded while a stream is being captured (graphs).
+// Phase timings (CudaOptions::profile, model_profile.cu): CUDA events around the model's phases, summed by
+// name when cuda_profile_report() is called; nothing is recorded when `on` is false, `name` is null, or while a
+// stream is being captured (graphs).
 struct Phase {
   long idx = -1;
-  explicit Phase(const char* name);
+  Phase(bool on, const char* name);
   ~Phase();
   Phase(const Phase&) = delete;
+};
+// Host wall time of a named section (CudaOptions::profile), summed by name into the same report:
+// where the host, not the device, spends a call (staging, uploads, waits on the device).
+struct HostPhase {
+  const char* name = nullptr;
+  double t0 = 0;
+  HostPhase(bool on, const char* name);
+  ~HostPhase() { stop(); }
+  void stop();  // records now (once)
+  HostPhase(const HostPhase&) = delete;
 };
 
 // Activations. The residual stream (x: a layer's input, xmid: after its attention) is fp32 whatever
@@ -221,6 +227,7 @@ class CudaModel final : public DeviceModel {
   CudaModel(Model& h, int dev, const CudaOptions& opt);
   ~CudaModel() override;
 
+  int64_t pack_rows() const override { return opt_.pack_rows; }
   bool set_checkpoint_activations(bool on) override {
     opt_.checkpoint = on;  // read at each training forward (layer_forward's `ckpt`)
     return true;
@@ -273,7 +280,6 @@ class CudaModel final : public DeviceModel {
   // bf16: each adapter as hi/lo bf16 pairs of its fp32 master (cu::lora_split), rebuilt after every change
   // of the adapters (load, push, step), and the scratch of cu::linear_lora_forward
   DArray<cu::bf16> lsplit_{"the LoRA adapters (hi/lo pairs)"};
-  bool lora_pairs_ = env_flag("VQALAB_CUDA_LORA_PAIRS", true);  // 0: linear_forward + lora_forward (two roundings)
   std::vector<int64_t> lsplit_off_;
   DArray<float> lacc_{"LoRA activations"}, lxa2_{"LoRA activations"};
   DArray<cu::bf16> lxcat_{"LoRA activations"};
@@ -311,13 +317,13 @@ class CudaModel final : public DeviceModel {
   template <typename M>
   void step_offload(const AdamWOptions& o, float scale);
 
-  const T* P(int i) const { return w_.p + h_.info_[i].offset; }
-  float* G(int i) { return (h_.lora_.empty() && grads_.p) ? grads_.p + h_.info_[i].offset : nullptr; }
+  const T* P(int i) const { return w_.p + h_.param_table()[i].offset; }
+  float* G(int i) { return (!h_.lora_active() && grads_.p) ? grads_.p + h_.param_table()[i].offset : nullptr; }
   bool vision_trainable() const { return h_.vision_trainable(); }
-  const TextConfig& tc() const { return h_.cfg_.text; }
+  const TextConfig& tc() const { return h_.config().text; }
 
   void ensure_grads() {
-    if (!h_.lora_.empty()) {
+    if (h_.lora_active()) {
       if (!lgrads_.p) { lgrads_.what = "the LoRA gradients"; lgrads_.fit(lw_.n); zero(lgrads_.p, lgrads_.n); }
     } else if (!grads_.p) {
       grads_.what = "the gradients (fp32, one per weight)";
@@ -327,22 +333,22 @@ class CudaModel final : public DeviceModel {
   }
 
   void lin_forward(const Lin& l, T* out, const T* inp, int64_t n) {
-    if constexpr (std::is_same<T, cu::bf16>::value) {  // bf16 with an adapter: one rounding (ops.h)
-      if (l.lora >= 0 && h_.lora_enabled_ && lora_pairs_) {
-        const LoraInfo& li = h_.lora_[l.lora];
-        const int64_t R = h_.lora_rank_;
+    if constexpr (std::is_same<T, cu::bf16>::value) {  // bf16 with an adapter: one rounding (ops.h) unless opted out
+      if (l.lora >= 0 && h_.lora_enabled() && opt_.lora_single_rounding) {
+        const LoraInfo& li = h_.lora_slots()[l.lora];
+        const int64_t R = h_.lora_rank();
         const cu::bf16* A = lsplit_.p + lsplit_off_[l.lora];
         cu::linear_lora_forward(out, nullptr, inp, P(l.w), l.b >= 0 ? P(l.b) : nullptr, A, A + 2 * R * li.in, n, l.in,
-                                l.out, R, h_.lora_scale_, lacc_.fit(n * l.out), lxa2_.fit(n * 2 * R),
+                                l.out, R, h_.lora_scale(), lacc_.fit(n * l.out), lxa2_.fit(n * 2 * R),
                                 lxcat_.fit(n * 3 * R));
         return;
       }
     }
     cu::linear_forward(out, inp, P(l.w), l.b >= 0 ? P(l.b) : static_cast<const T*>(nullptr), n, l.in, l.out);
-    if (l.lora >= 0 && h_.lora_enabled_) {
-      const LoraInfo& li = h_.lora_[l.lora];
-      cu::lora_forward(out, xa_.fit(n * h_.lora_rank_), inp, lw_.p + li.a_off, lw_.p + li.b_off, n, l.in, l.out,
-                       h_.lora_rank_, h_.lora_scale_);
+    if (l.lora >= 0 && h_.lora_enabled()) {
+      const LoraInfo& li = h_.lora_slots()[l.lora];
+      cu::lora_forward(out, xa_.fit(n * h_.lora_rank()), inp, lw_.p + li.a_off, lw_.p + li.b_off, n, l.in, l.out,
+                       h_.lora_rank(), h_.lora_scale());
     }
   }
   // acc = false: dinp is overwritten by this linear (the first of several that add into it)
@@ -350,22 +356,22 @@ class CudaModel final : public DeviceModel {
     float* dw = G(l.w);
     float* db = l.b >= 0 ? G(l.b) : nullptr;
     if (dinp || dw || db) cu::linear_backward(dinp, dw, db, dout, inp, P(l.w), n, l.in, l.out, acc);
-    if (l.lora >= 0 && h_.lora_enabled_) {
-      const LoraInfo& li = h_.lora_[l.lora];
+    if (l.lora >= 0 && h_.lora_enabled()) {
+      const LoraInfo& li = h_.lora_slots()[l.lora];
       const T* A = lw_.p + li.a_off;
       const T* B = lw_.p + li.b_off;
-      T* xa = xa_.fit(n * h_.lora_rank_);
-      cu::linear_forward(xa, inp, A, static_cast<const T*>(nullptr), n, l.in, h_.lora_rank_);
+      T* xa = xa_.fit(n * h_.lora_rank());
+      cu::linear_forward(xa, inp, A, static_cast<const T*>(nullptr), n, l.in, h_.lora_rank());
       float* dA = lgrads_.p ? lgrads_.p + li.a_off : nullptr;
       float* dB = lgrads_.p ? lgrads_.p + li.b_off : nullptr;
-      cu::lora_backward(dinp, dA, dB, dout, inp, xa, A, B, n, l.in, l.out, h_.lora_rank_, h_.lora_scale_);
+      cu::lora_backward(dinp, dA, dB, dout, inp, xa, A, B, n, l.in, l.out, h_.lora_rank(), h_.lora_scale());
     }
   }
 
   void vision_prepare(CuActs<T>& a, const std::vector<const Image*>& imgs);
   // Qwen2.5-VL: block bi attends within windows (not one of fullatt_block_indexes)
   bool windowed_block(const CuActs<T>& a, size_t bi) const {
-    const auto& f = h_.cfg_.vision.fullatt;
+    const auto& f = h_.config().vision.fullatt;
     return !a.win_h.empty() && std::find(f.begin(), f.end(), static_cast<int>(bi)) == f.end();
   }
   void vision_forward(CuActs<T>& a, bool keep);

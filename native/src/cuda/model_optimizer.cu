@@ -8,7 +8,7 @@ namespace vq {
 
 template <typename T>
 void CudaModel<T>::zero_grad() {
-  DevGuard g(dev_, st_);
+  DevGuard g(dev_, st_, opt_.sync_every_op);
   if (grads_.p) zero(grads_.p, grads_.n);
   if (lgrads_.p) zero(lgrads_.p, lgrads_.n);
   CU_CHECK(cudaStreamSynchronize(st_), "zero_grad");
@@ -16,10 +16,11 @@ void CudaModel<T>::zero_grad() {
 
 template <typename T>
 StepResult CudaModel<T>::step(const AdamWOptions& o) {
-  DevGuard g(dev_, st_);
-  Phase ph("optimizer step");
+  HostPhase hp_whole(opt_.profile, "optimizer step (whole call)");
+  DevGuard g(dev_, st_, opt_.sync_every_op);
+  Phase ph(opt_.profile, "optimizer step");
   StepResult r;
-  const bool lora = !h_.lora_.empty();
+  const bool lora = h_.lora_active();
   DArray<float>& gr = lora ? lgrads_ : grads_;
   if (!gr.p) {
     r.skipped = true;
@@ -31,19 +32,19 @@ StepResult CudaModel<T>::step(const AdamWOptions& o) {
   if (!std::isfinite(ss)) {
     std::string where;
     if (lora) {
-      for (const auto& li : h_.lora_) {
-        if (!cu::all_finite(gr.p + li.a_off, h_.lora_rank_ * li.in)) { where = li.module + ".lora_A.weight"; break; }
-        if (!cu::all_finite(gr.p + li.b_off, li.out * h_.lora_rank_)) { where = li.module + ".lora_B.weight"; break; }
+      for (const auto& li : h_.lora_slots()) {
+        if (!cu::all_finite(gr.p + li.a_off, h_.lora_rank() * li.in)) { where = li.module + ".lora_A.weight"; break; }
+        if (!cu::all_finite(gr.p + li.b_off, li.out * h_.lora_rank())) { where = li.module + ".lora_B.weight"; break; }
       }
     } else {
-      for (const auto& pi : h_.info_)
+      for (const auto& pi : h_.param_table())
         if (!cu::all_finite(gr.p + pi.offset, pi.size)) { where = pi.name; break; }
     }
     r.skipped = true;
     r.reason = "non-finite gradient (NaN or Inf) in " + where;
     return r;
   }
-  h_.step_++;
+  h_.count_step();
   float scale = 1.0f;
   if (o.max_grad_norm > 0.0f) {
     const double coef = o.max_grad_norm / (r.grad_norm + 1e-6);
@@ -66,7 +67,7 @@ StepResult CudaModel<T>::step(const AdamWOptions& o) {
     if (!master.p) {  // the host copy is exact until the first step
       master.what = "the fp32 master weights";
       master.fit(w.n);
-      const std::vector<float>& hp = lora ? h_.lparams_ : h_.params_;
+      const std::vector<float>& hp = h_.host_arrays(lora).values;
       CU_CHECK(cudaMemcpyAsync(master.p, hp.data(), w.n * sizeof(float), cudaMemcpyHostToDevice, st_), "master weights");
     }
     p32 = master.p;
@@ -89,18 +90,18 @@ StepResult CudaModel<T>::step(const AdamWOptions& o) {
     }
   }
   if (lora) {
-    cu::adamw_update(p32, gr.p, lm_.p, lv_.p, w.n, o.lr, o.beta1, o.beta2, o.eps, o.weight_decay, h_.step_, scale, copy);
+    cu::adamw_update(p32, gr.p, lm_.p, lv_.p, w.n, o.lr, o.beta1, o.beta2, o.eps, o.weight_decay, h_.step_count(), scale, copy);
     split_lora();
   } else {
-    for (const auto& pi : h_.info_) {
+    for (const auto& pi : h_.param_table()) {
       const float wd = pi.shape.size() >= 2 ? o.weight_decay : 0.0f;
       cu::bf16* cp = copy ? copy + pi.offset : nullptr;
       if (bm)
         cu::adamw_update_bf16m(p32 + pi.offset, gr.p + pi.offset, mb_.p + pi.offset, vb_.p + pi.offset, pi.size, o.lr,
-                               o.beta1, o.beta2, o.eps, wd, h_.step_, scale, cp);
+                               o.beta1, o.beta2, o.eps, wd, h_.step_count(), scale, cp);
       else
         cu::adamw_update(p32 + pi.offset, gr.p + pi.offset, m_.p + pi.offset, v_.p + pi.offset, pi.size, o.lr, o.beta1,
-                         o.beta2, o.eps, wd, h_.step_, scale, cp);
+                         o.beta2, o.eps, wd, h_.step_count(), scale, cp);
     }
   }
   CU_CHECK(cudaStreamSynchronize(st_), "step");
@@ -111,9 +112,9 @@ StepResult CudaModel<T>::step(const AdamWOptions& o) {
 template <typename T>
 void CudaModel<T>::pull() {
   if (!host_stale_) return;
-  DevGuard g(dev_, st_);
-  const bool lora = !h_.lora_.empty();
-  std::vector<float>& hp = lora ? h_.lparams_ : h_.params_;
+  DevGuard g(dev_, st_, opt_.sync_every_op);
+  const bool lora = h_.lora_active();
+  std::vector<float>& hp = h_.host_arrays(lora).values;
   const size_t n = hp.size();
   if (!lora && hmaster_.p) {
     std::memcpy(hp.data(), hmaster_.p, n * sizeof(float));
@@ -122,8 +123,8 @@ void CudaModel<T>::pull() {
     if constexpr (std::is_same<T, float>::value) download(hp.data(), (lora ? lw_ : w_).p, static_cast<int64_t>(n));
     else if (master.p) download(hp.data(), master.p, static_cast<int64_t>(n));
   }
-  std::vector<float>& hm = lora ? h_.lm_ : h_.m_;
-  std::vector<float>& hv = lora ? h_.lv_ : h_.v_;
+  std::vector<float>& hm = h_.host_arrays(lora).m;
+  std::vector<float>& hv = h_.host_arrays(lora).v;
   auto from_bf16 = [&](std::vector<float>& dst, const cu::bf16* src) {
     for (size_t i = 0; i < n; i++) dst[i] = __bfloat162float(src[i]);
   };
@@ -157,10 +158,10 @@ void CudaModel<T>::pull() {
 
 template <typename T>
 void CudaModel<T>::pull_grads() {
-  DevGuard g(dev_, st_);
-  const bool lora = !h_.lora_.empty();
+  DevGuard g(dev_, st_, opt_.sync_every_op);
+  const bool lora = h_.lora_active();
   DArray<float>& gr = lora ? lgrads_ : grads_;
-  std::vector<float>& hg = lora ? h_.lgrads_ : h_.grads_;
+  std::vector<float>& hg = h_.host_arrays(lora).grads;
   if (!gr.p) return;
   hg.resize(static_cast<size_t>(gr.n));
   download(hg.data(), gr.p, gr.n);
@@ -168,12 +169,14 @@ void CudaModel<T>::pull_grads() {
 
 template <typename T>
 void CudaModel<T>::push() {
-  DevGuard g(dev_, st_);
-  upload_f32(w_.p, h_.params_.data(), w_.n);
-  if (master_.p) CU_CHECK(cudaMemcpyAsync(master_.p, h_.params_.data(), master_.n * sizeof(float), cudaMemcpyHostToDevice, st_), "push");
-  if (hmaster_.p) std::memcpy(hmaster_.p, h_.params_.data(), h_.params_.size() * sizeof(float));
-  if (lw_.p) upload_f32(lw_.p, h_.lparams_.data(), lw_.n);
-  if (lmaster_.p) CU_CHECK(cudaMemcpyAsync(lmaster_.p, h_.lparams_.data(), lmaster_.n * sizeof(float), cudaMemcpyHostToDevice, st_), "push");
+  DevGuard g(dev_, st_, opt_.sync_every_op);
+  const std::vector<float>& hw = h_.host_arrays(false).values;
+  const std::vector<float>& hl = h_.host_arrays(true).values;
+  upload_f32(w_.p, hw.data(), w_.n);
+  if (master_.p) CU_CHECK(cudaMemcpyAsync(master_.p, hw.data(), master_.n * sizeof(float), cudaMemcpyHostToDevice, st_), "push");
+  if (hmaster_.p) std::memcpy(hmaster_.p, hw.data(), hw.size() * sizeof(float));
+  if (lw_.p) upload_f32(lw_.p, hl.data(), lw_.n);
+  if (lmaster_.p) CU_CHECK(cudaMemcpyAsync(lmaster_.p, hl.data(), lmaster_.n * sizeof(float), cudaMemcpyHostToDevice, st_), "push");
   split_lora();
   push_moments();
   CU_CHECK(cudaStreamSynchronize(st_), "push");
@@ -183,18 +186,18 @@ void CudaModel<T>::push() {
 template <typename T>
 void CudaModel<T>::split_lora() {
   if constexpr (std::is_same<T, cu::bf16>::value) {
-    if (h_.lora_.empty() || !lmaster_.p) return;
-    const int64_t R = h_.lora_rank_;
+    if (!h_.lora_active() || !lmaster_.p || !opt_.lora_single_rounding) return;
+    const int64_t R = h_.lora_rank();
     if (lsplit_off_.empty()) {
       int64_t off = 0;
-      for (const auto& li : h_.lora_) {
+      for (const auto& li : h_.lora_slots()) {
         lsplit_off_.push_back(off);
         off += 2 * R * li.in + 3 * li.out * R;
       }
       lsplit_.fit(off);
     }
-    for (size_t k = 0; k < h_.lora_.size(); k++) {
-      const LoraInfo& li = h_.lora_[k];
+    for (size_t k = 0; k < h_.lora_slots().size(); k++) {
+      const LoraInfo& li = h_.lora_slots()[k];
       cu::bf16* A = lsplit_.p + lsplit_off_[k];
       cu::lora_split(A, A + 2 * R * li.in, lmaster_.p + li.a_off, lmaster_.p + li.b_off, li.in, li.out, R);
     }
@@ -203,9 +206,9 @@ void CudaModel<T>::split_lora() {
 
 template <typename T>
 void CudaModel<T>::push_moments() {
-  const bool lora = !h_.lora_.empty();
-  const std::vector<float>& hm = lora ? h_.lm_ : h_.m_;
-  const std::vector<float>& hv = lora ? h_.lv_ : h_.v_;
+  const bool lora = h_.lora_active();
+  const std::vector<float>& hm = h_.host_arrays(lora).m;
+  const std::vector<float>& hv = h_.host_arrays(lora).v;
   if (hm.empty()) return;
   const int64_t n = static_cast<int64_t>(hm.size());
   if (!lora && opt_.offload_optimizer) {  // into the host state now if it exists, else at the first step
@@ -230,18 +233,19 @@ void CudaModel<T>::push_moments() {
 
 template <typename T>
 void CudaModel<T>::copy_host_moments() {
-  const size_t n = h_.params_.size();
-  if (h_.m_.size() != n) {
+  const HostArrays h = h_.host_arrays(false);
+  const size_t n = h.values.size();
+  if (h.m.size() != n) {
     std::memset(hm_.p, 0, hm_.bytes);
     std::memset(hv_.p, 0, hv_.bytes);
   } else if (opt_.bf16_moments) {
     for (size_t i = 0; i < n; i++) {
-      hm_.as<cu::bf16>()[i] = __float2bfloat16(h_.m_[i]);
-      hv_.as<cu::bf16>()[i] = __float2bfloat16(h_.v_[i]);
+      hm_.as<cu::bf16>()[i] = __float2bfloat16(h.m[i]);
+      hv_.as<cu::bf16>()[i] = __float2bfloat16(h.v[i]);
     }
   } else {
-    std::memcpy(hm_.p, h_.m_.data(), n * sizeof(float));
-    std::memcpy(hv_.p, h_.v_.data(), n * sizeof(float));
+    std::memcpy(hm_.p, h.m.data(), n * sizeof(float));
+    std::memcpy(hv_.p, h.v.data(), n * sizeof(float));
   }
 }
 
@@ -259,7 +263,7 @@ void CudaModel<T>::step_offload(const AdamWOptions& o, float scale) {
       CU_CHECK(cudaStreamSynchronize(st_), "offload");
       master_.release();
     } else {
-      std::memcpy(hmaster_.p, h_.params_.data(), n * sizeof(float));
+      std::memcpy(hmaster_.p, h_.host_arrays(false).values.data(), n * sizeof(float));
     }
     hm_.fit(n * sizeof(M), "the offloaded AdamW moments");
     hv_.fit(n * sizeof(M), "the offloaded AdamW moments");
@@ -268,7 +272,7 @@ void CudaModel<T>::step_offload(const AdamWOptions& o, float scale) {
   struct Piece { int64_t off, size; float wd; };
   const int64_t chunk = 32ll << 20;
   std::vector<Piece> pieces;
-  for (const auto& pi : h_.info_)
+  for (const auto& pi : h_.param_table())
     for (int64_t s = 0; s < pi.size; s += chunk)
       pieces.push_back({pi.offset + s, std::min(chunk, pi.size - s), pi.shape.size() >= 2 ? o.weight_decay : 0.0f});
   std::sort(pieces.begin(), pieces.end(), [](const Piece& a, const Piece& b) { return a.off < b.off; });
@@ -301,11 +305,11 @@ void CudaModel<T>::step_offload(const AdamWOptions& o, float scale) {
       const int64_t rel = pieces[k].off - c0;
       if constexpr (std::is_same<M, float>::value)
         cu::adamw_update(sp[b].p + rel, grads_.p + pieces[k].off, sm[b].p + rel, sv[b].p + rel, pieces[k].size, o.lr,
-                         o.beta1, o.beta2, o.eps, pieces[k].wd, h_.step_, scale,
+                         o.beta1, o.beta2, o.eps, pieces[k].wd, h_.step_count(), scale,
                          reinterpret_cast<cu::bf16*>(w_.p) + pieces[k].off);
       else
         cu::adamw_update_bf16m(sp[b].p + rel, grads_.p + pieces[k].off, sm[b].p + rel, sv[b].p + rel, pieces[k].size,
-                               o.lr, o.beta1, o.beta2, o.eps, pieces[k].wd, h_.step_, scale,
+                               o.lr, o.beta1, o.beta2, o.eps, pieces[k].wd, h_.step_count(), scale,
                                reinterpret_cast<cu::bf16*>(w_.p) + pieces[k].off);
     }
     CU_CHECK(cudaEventRecord(done[b], st_), "offload");
@@ -329,9 +333,9 @@ void CudaModel<T>::step_offload(const AdamWOptions& o, float scale) {
 // stream; a host collective (cpu) gets each bucket staged through host memory.
 template <typename T>
 void CudaModel<T>::all_reduce_grads(Collective& c, int64_t bucket) {
-  DevGuard g(dev_, st_);
+  DevGuard g(dev_, st_, opt_.sync_every_op);
   ensure_grads();  // a rank with no backward this update takes part with zeros
-  DArray<float>& gr = h_.lora_.empty() ? grads_ : lgrads_;
+  DArray<float>& gr = h_.lora_active() ? lgrads_ : grads_;
   const int64_t n = static_cast<int64_t>(gr.n);
   std::vector<float> host;
   for (int64_t off = 0; off < n; off += bucket) {

@@ -71,20 +71,20 @@ void CudaModel<T>::forward_pack(CuActs<T>& a, const std::vector<ForwardRequest>&
     vision_prepare(a, imgs);
     // the vision tower keeps its activations only when its gradients are wanted (backward_pack skips
     // it for a frozen tower: LoRA on the LM alone)
-    Phase ph(keep ? "vision forward (keep)" : "vision forward");
+    Phase ph(opt_.profile, keep ? "vision forward (keep)" : "vision forward");
     vision_forward(a, keep && vision_trainable());
   }
   DArray<float> x("text activations");
   embed_prompts(a, x, dids.p, Tn);
   {
-    Phase ph(keep ? "LM forward (keep)" : "LM forward");
+    Phase ph(opt_.profile, keep ? "LM forward (keep)" : "LM forward");
     text_forward(a, Tn, x, a.cos.p, a.sin.p, a.spans.data(), a.dspans.p, keep, nullptr, nullptr, 0, nullptr, true);
   }
-  Phase ph_head("head + log-probs forward");
+  Phase ph_head(opt_.profile, "head + log-probs forward");
   std::vector<float> hlp(R), hent(R);
   if (R > 0) {
     cu::gather_rows(a.hrows.fit(R * H), static_cast<const T*>(a.hf.p), a.head_rows.p, R, H);
-    cu::linear_forward(a.logits.fit(R * V), a.hrows.p, P(h_.head_), static_cast<const T*>(nullptr), R, H, V);
+    cu::linear_forward(a.logits.fit(R * V), a.hrows.p, P(h_.head_param()), static_cast<const T*>(nullptr), R, H, V);
     DArray<float> lp("log-probs"), ent("log-probs");
     cu::logprob_forward(lp.fit(R), ent.fit(R), a.lse.fit(R), a.logits.p, a.targets.p, R, V);
     download(hlp.data(), lp.p, R);
@@ -106,7 +106,7 @@ void CudaModel<T>::forward_pack(CuActs<T>& a, const std::vector<ForwardRequest>&
       for (const auto& cc : reqs[r].completions) rows += static_cast<int64_t>(cc.size());
       DArray<T> all("full logits (returnLogits)");
       all.fit(rows * V);
-      cu::linear_forward(all.p, a.hf.p + o0 * H, P(h_.head_), static_cast<const T*>(nullptr), rows, H, V);
+      cu::linear_forward(all.p, a.hf.p + o0 * H, P(h_.head_param()), static_cast<const T*>(nullptr), rows, H, V);
       const std::vector<float> hall = download_f32(all.p, rows * V);
       o.logits.resize(G);
       for (size_t gi = 0; gi < G; gi++) {
@@ -133,7 +133,7 @@ void CudaModel<T>::backward_pack(CuActs<T>& a, const std::vector<std::vector<std
   zero(dx.fit(Tn * H), Tn * H);
   zero(dxT.fit(Tn * H), Tn * H);
   if (R > 0) {
-    Phase ph("head backward");
+    Phase ph(opt_.profile, "head backward");
     std::vector<float> dlogp(R, 0.0f);
     size_t c = 0;
     for (size_t k = 0; k < a.req_ncomp.size(); k++)
@@ -145,26 +145,26 @@ void CudaModel<T>::backward_pack(CuActs<T>& a, const std::vector<std::vector<std
     upload(ddlogp, dlogp.data(), R);
     cu::logprob_backward(a.logits.p, ddlogp.p, a.logits.p, a.lse.p, a.targets.p, R, V);  // in place
     DArray<T> dhrows("head gradients"), dhf("head gradients");
-    cu::linear_backward(dhrows.fit(R * H), G(h_.head_), static_cast<float*>(nullptr), a.logits.p,
-                        a.hrows.p, P(h_.head_), R, H, V, false);
+    cu::linear_backward(dhrows.fit(R * H), G(h_.head_param()), static_cast<float*>(nullptr), a.logits.p,
+                        a.hrows.p, P(h_.head_param()), R, H, V, false);
     a.logits.release();
     zero(dhf.fit(Tn * H), Tn * H);
     cu::scatter_add_rows(dhf.p, dhrows.p, a.head_rows.p, R, H);
-    cu::rmsnorm_backward(dx.p, G(h_.norm_), dhf.p, static_cast<const float*>(a.xf.p), P(h_.norm_), a.rstdf.p, Tn, H,
+    cu::rmsnorm_backward(dx.p, G(h_.final_norm_param()), dhf.p, static_cast<const float*>(a.xf.p), P(h_.final_norm_param()), a.rstdf.p, Tn, H,
                          dxT.p);
   }
   {
-    Phase ph("LM backward");
+    Phase ph(opt_.profile, "LM backward");
     text_backward(a, Tn, dx.p, dxT.p);
   }
-  if (float* dwte = G(h_.embed_)) cu::embedding_backward(dwte, static_cast<const float*>(dx.p), a.ids.p, Tn, H);
+  if (float* dwte = G(h_.embed_param())) cu::embedding_backward(dwte, static_cast<const float*>(dx.p), a.ids.p, Tn, H);
   if (!a.img_rows_h.empty() && vision_trainable()) {
     const int64_t ni = static_cast<int64_t>(a.img_rows_h.size());
     DArray<T> dimg("vision gradients");
     cu::gather_rows(dimg.fit(ni * H), static_cast<const float*>(dx.p), a.img_rows.p, ni, H);
     dx.release();
     dxT.release();
-    Phase ph("vision backward");
+    Phase ph(opt_.profile, "vision backward");
     vision_backward(a, dimg.p);
   }
 }

@@ -1,4 +1,7 @@
-// Phase timings of the CUDA model (VQALAB_CUDA_PROFILE=1): events around named phases, summed by name.
+// Phase timings of the CUDA models with CudaOptions::profile: events around named phases, summed by name.
+#include <chrono>
+#include <map>
+
 #include "cuda/model_internal.cuh"
 
 namespace vq {
@@ -10,14 +13,15 @@ struct ProfRec {
 };
 std::mutex g_prof_mu;
 std::vector<ProfRec> g_prof;
-bool prof_on() {
-  static const bool on = env_flag("VQALAB_CUDA_PROFILE", false);
-  return on;
+std::map<std::string, std::pair<double, int>> g_host;  // host sections: wall ms, count
+std::vector<std::string> g_host_order;
+double wall_ms() {
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 }  // namespace
 
-Phase::Phase(const char* name) {
-  if (!prof_on()) return;
+Phase::Phase(bool on, const char* name) {
+  if (!name || !on) return;
   cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
   if (cudaStreamIsCapturing(cu::stream(), &cs) != cudaSuccess || cs != cudaStreamCaptureStatusNone) return;
   cudaEvent_t a = nullptr, b = nullptr;
@@ -33,9 +37,37 @@ Phase::~Phase() {
   cudaEventRecord(g_prof[idx].b, cu::stream());
 }
 
+HostPhase::HostPhase(bool on, const char* n) {
+  if (!on) return;
+  name = n;
+  t0 = wall_ms();
+}
+void HostPhase::stop() {
+  if (!name) return;
+  const double ms = wall_ms() - t0;
+  const char* n = name;
+  name = nullptr;
+  std::lock_guard<std::mutex> l(g_prof_mu);
+  auto it = g_host.find(n);
+  if (it == g_host.end()) {
+    g_host_order.push_back(n);
+    it = g_host.emplace(n, std::make_pair(0.0, 0)).first;
+  }
+  it->second.first += ms;
+  it->second.second++;
+}
+
 std::string cuda_profile_report() {
   std::lock_guard<std::mutex> l(g_prof_mu);
-  if (g_prof.empty()) return prof_on() ? "profile: nothing recorded\n" : "profile: off (VQALAB_CUDA_PROFILE=1)\n";
+  std::string host;
+  for (const std::string& n : g_host_order) {
+    char b[160];
+    std::snprintf(b, sizeof b, "  host %-23s %9.2f ms  (%d)\n", n.c_str(), g_host[n].first, g_host[n].second);
+    host += b;
+  }
+  g_host.clear();
+  g_host_order.clear();
+  if (g_prof.empty()) return host.size() ? host : "profile: nothing recorded (no model with the profile option ran)\n";
   cudaDeviceSynchronize();
   std::map<std::string, std::pair<double, int>> sum;
   std::vector<std::string> order;
@@ -50,7 +82,7 @@ std::string cuda_profile_report() {
     cudaEventDestroy(r.b);
   }
   g_prof.clear();
-  std::string out;
+  std::string out = host;
   for (const std::string& n : order) {
     char b[160];
     std::snprintf(b, sizeof b, "  %-28s %9.2f ms  (%d)\n", n.c_str(), sum[n].first, sum[n].second);

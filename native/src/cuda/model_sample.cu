@@ -13,7 +13,8 @@ namespace vq {
 // CUDA graph and replayed. Tokens come back every step (stop ids, max_tokens).
 template <typename T>
 std::vector<SampleResult> CudaModel<T>::sample_many(const std::vector<SampleRequest>& qs) {
-  DevGuard guard(dev_, st_);
+  DevGuard guard(dev_, st_, opt_.sync_every_op);
+  HostPhase hp_all(opt_.profile, "sample_many (whole call)");
   const int64_t H = tc().hidden, V = tc().vocab, D = tc().head_dim, KVD = tc().kv_heads * tc().head_dim, half = D / 2;
   const size_t nq = qs.size();
   std::vector<SampleResult> res(nq);
@@ -29,8 +30,12 @@ std::vector<SampleResult> CudaModel<T>::sample_many(const std::vector<SampleRequ
   // Zeroed: a tile of query rows reads whole key blocks over the union of its rows' ranges, which can
   // cover slots not written yet (other samples' future tokens, the gap between prompts' regions).
   // Their probabilities are 0, but 0 * NaN is NaN: stale pool memory must not hold NaN patterns there.
-  zero(kc_.fit(tc().layers * rows_total * KVD), tc().layers * rows_total * KVD);
-  zero(vc_.fit(tc().layers * rows_total * KVD), tc().layers * rows_total * KVD);
+  {
+    HostPhase hp(opt_.profile, "sample: KV cache fit + zero");
+    zero(kc_.fit(tc().layers * rows_total * KVD), tc().layers * rows_total * KVD);
+    zero(vc_.fit(tc().layers * rows_total * KVD), tc().layers * rows_total * KVD);
+  }
+  HostPhase hp_stage(opt_.profile, "sample: prompt staging");
 
   CuActs<T> a;
   std::vector<const Image*> imgs;
@@ -62,15 +67,17 @@ std::vector<SampleResult> CudaModel<T>::sample_many(const std::vector<SampleRequ
   lm_prepare(a, dids, ids, pos, NP);
   DArray<int64_t> dslots("cache slots");
   upload(dslots, slots.data(), NP);
+  hp_stage.stop();
   if (!imgs.empty()) {
+    HostPhase hp(opt_.profile, "sample: vision (host)");
     vision_prepare(a, imgs);
-    Phase ph("sample: vision");
+    Phase ph(opt_.profile, "sample: vision");
     vision_forward(a, false);
   }
   DArray<float> x("text activations");
   embed_prompts(a, x, dids.p, NP);
   {
-    Phase ph("sample: LM prefill");
+    Phase ph(opt_.profile, "sample: LM prefill");
     text_forward(a, NP, x, a.cos.p, a.sin.p, a.spans.data(), a.dspans.p, false, kc_.p, vc_.p, rows_total, dslots.p,
                  true);
   }
@@ -166,20 +173,23 @@ std::vector<SampleResult> CudaModel<T>::sample_many(const std::vector<SampleRequ
     return go;
   };
   {
+    HostPhase hp(opt_.profile, "sample: first token (host)");
     std::vector<int64_t> src(Bmax);
     for (int64_t b = 0; b < Bmax; b++) src[b] = last[active[b].r];
     DArray<int64_t> dsrc("sampling");
     upload(dsrc, src.data(), Bmax);
     cu::gather_rows(hrep.p, static_cast<const T*>(a.hf.p), dsrc.p, Bmax, H);
-    cu::linear_forward(logits.p, hrep.p, P(h_.head_), static_cast<const T*>(nullptr), Bmax, H, V);
+    cu::linear_forward(logits.p, hrep.p, P(h_.head_param()), static_cast<const T*>(nullptr), Bmax, H, V);
     stage_params(active, 0);
     CU_CHECK(cudaMemcpyAsync(ds, hs, total, cudaMemcpyHostToDevice, st_), "decode step inputs");
     active = pick(active, 0, false);
   }
   // graphs need the flash path (device spans; the cuBLASLt path plans tiles on the host)
-  const bool graphs = opt_.graphs && std::is_same<T, cu::bf16>::value && cu::flash_enabled() && cu::flash_supported(D);
+  const bool graphs = opt_.graphs && std::is_same<T, cu::bf16>::value && opt_.attention == CudaAttention::fused &&
+                      cu::flash_supported(D);
   std::vector<Span> sp;
-  Phase ph_decode("sample: decode steps");
+  Phase ph_decode(opt_.profile, "sample: decode steps");
+  HostPhase hp_decode(opt_.profile, "sample: decode steps (host)");
   for (int64_t t = 1; !active.empty(); t++) {
     h_.check_cancel();
     const int64_t B = static_cast<int64_t>(active.size());
@@ -200,11 +210,15 @@ std::vector<SampleResult> CudaModel<T>::sample_many(const std::vector<SampleRequ
     stage_params(active, t);
     CU_CHECK(cudaMemcpyAsync(ds, hs, total, cudaMemcpyHostToDevice, st_), "decode step inputs");
     auto step = [&] {
-      cu::embedding_forward(xs.p, reinterpret_cast<const int32_t*>(D_(o_ids)), P(h_.embed_), B, H);
+      cu::embedding_forward(xs.p, reinterpret_cast<const int32_t*>(D_(o_ids)), P(h_.embed_param()), B, H);
       text_forward(a, B, xs, reinterpret_cast<const float*>(D_(o_cos)), reinterpret_cast<const float*>(D_(o_sin)),
                    sp.data(), reinterpret_cast<const Span*>(D_(o_spans)), false, kc_.p, vc_.p, rows_total,
                    reinterpret_cast<const int64_t*>(D_(o_slots)));
-      cu::linear_forward(logits.p, a.hf.p, P(h_.head_), static_cast<const T*>(nullptr), B, H, V);
+      {
+        Phase ph(opt_.profile, "  decode: head");
+        cu::linear_forward(logits.p, a.hf.p, P(h_.head_param()), static_cast<const T*>(nullptr), B, H, V);
+      }
+      Phase ph(opt_.profile, "  decode: sampling");
       cu::sample_rows_multi(dtok.p, dlp.p, logits.p, reinterpret_cast<const float*>(D_(o_temp)),
                             reinterpret_cast<const uint64_t*>(D_(o_seed)), reinterpret_cast<const int64_t*>(D_(o_g)),
                             reinterpret_cast<const int64_t*>(D_(o_t)), B, V);
@@ -213,6 +227,7 @@ std::vector<SampleResult> CudaModel<T>::sample_many(const std::vector<SampleRequ
     if (it != graphs_.end()) {
       CU_CHECK(cudaGraphLaunch(it->second, st_), "decode step (graph)");
     } else {
+      HostPhase hp(opt_.profile, "sample: eager step + capture");
       step();  // eager: also sizes every buffer, so a capture afterwards allocates nothing
       if (graphs && t >= 1) {
         cudaGraph_t gr = nullptr;

@@ -9,11 +9,18 @@ void CudaModel<T>::text_layer(size_t li, CuTextLayer<T>& A, int64_t n, float* x,
                               float* xmid, T* mlp_out, const float* cos, const float* sin, const Span* spans,
                               const Span* dspans, T* kcache, T* vcache, int64_t cache_rows, const int64_t* slots) {
   const int64_t H = tc().hidden, NH = tc().heads, KVH = tc().kv_heads, D = tc().head_dim, I = tc().inter, KVD = KVH * D;
-  const TextLayerW& L = h_.layers_[li];
+  const TextLayerW& L = h_.text_layers()[li];
+  // Decode steps (a cache and few rows) are profiled op by op: with graphs off (opt_.graphs) these
+  // phases say where a step's time goes (docs/cuda.md, Design, "Profile").
+  const bool dec = kcache && n <= 512;
+  auto dph = [&](const char* name) { return std::make_unique<Phase>(opt_.profile, dec ? name : nullptr); };
+  auto ph_norm = dph("  decode: norm 1");
   if (rprev)
     cu::residual_rmsnorm_forward(A.h1.fit(n * H), A.rstd1.fit(n), x, xprev, rprev, P(L.ln1), n, H, tc().eps);
   else
     cu::rmsnorm_forward(A.h1.fit(n * H), A.rstd1.fit(n), static_cast<const float*>(x), P(L.ln1), n, H, tc().eps);
+  ph_norm.reset();
+  auto ph_qkv = dph("  decode: q/k/v linear");
   if (tc().qk_norm) {  // Qwen3-VL: per-head RMSNorm of q and k before the rotary embedding
     lin_forward(L.q, A.qraw.fit(n * NH * D), A.h1.p, n);
     lin_forward(L.k, A.kraw.fit(n * KVD), A.h1.p, n);
@@ -23,6 +30,8 @@ void CudaModel<T>::text_layer(size_t li, CuTextLayer<T>& A, int64_t n, float* x,
     lin_forward(L.k, A.k.fit(n * KVD), A.h1.p, n);
   }
   lin_forward(L.v, A.v.fit(n * KVD), A.h1.p, n);
+  ph_qkv.reset();
+  auto ph_rope = dph("  decode: rope + cache write");
   cu::rope_forward(A.q.p, A.q.p, cos, sin, n, NH, D);
   cu::rope_forward(A.k.p, A.k.p, cos, sin, n, KVH, D);
   A.att.fit(n * NH * D);
@@ -32,17 +41,29 @@ void CudaModel<T>::text_layer(size_t li, CuTextLayer<T>& A, int64_t n, float* x,
     T* vc = vcache + static_cast<int64_t>(li) * cache_rows * KVD;
     cu::scatter_rows(kc, static_cast<const T*>(A.k.p), slots, n, KVD);
     cu::scatter_rows(vc, static_cast<const T*>(A.v.p), slots, n, KVD);
-    Phase ph("  LM attention fwd (cache)");
-    cu::attention_forward_dev(A.att.p, A.lse.p, A.q.p, kc, vc, spans, dspans, n, cache_rows, NH, KVH, D);
+    ph_rope.reset();
+    Phase ph(opt_.profile, dec ? "  decode: attention" : "  LM attention fwd (cache)");
+    cu::attention_forward_dev(A.att.p, A.lse.p, A.q.p, kc, vc, spans, dspans, n, cache_rows, NH, KVH, D,
+                              opt_.attention);
   } else {
-    Phase ph("  LM attention fwd");
-    cu::attention_forward_dev(A.att.p, A.lse.p, A.q.p, A.k.p, A.v.p, spans, dspans, n, n, NH, KVH, D);
+    Phase ph(opt_.profile, "  LM attention fwd");
+    cu::attention_forward_dev(A.att.p, A.lse.p, A.q.p, A.k.p, A.v.p, spans, dspans, n, n, NH, KVH, D, opt_.attention);
   }
+  ph_rope.reset();
+  auto ph_o = dph("  decode: o linear");
   lin_forward(L.o, tmp_.fit(n * H), A.att.p, n);
+  ph_o.reset();
+  auto ph_n2 = dph("  decode: norm 2");
   cu::residual_rmsnorm_forward(A.h2.fit(n * H), A.rstd2.fit(n), xmid, x, tmp_.p, P(L.ln2), n, H, tc().eps);
+  ph_n2.reset();
+  auto ph_gu = dph("  decode: gate/up linear");
   lin_forward(L.gate, A.gate.fit(n * I), A.h2.p, n);
   lin_forward(L.up, A.up.fit(n * I), A.h2.p, n);
+  ph_gu.reset();
+  auto ph_act = dph("  decode: swiglu");
   cu::swiglu_forward(A.act.fit(n * I), A.gate.p, A.up.p, n * I);
+  ph_act.reset();
+  auto ph_down = dph("  decode: down linear");
   if (mlp_out) lin_forward(L.down, mlp_out, A.act.p, n);
 }
 
@@ -54,7 +75,7 @@ void CudaModel<T>::text_forward(CuActs<T>& a, int64_t n, DArray<float>& x0, cons
                                 int64_t cache_rows, const int64_t* slots, bool deepstack) {
   const int64_t H = tc().hidden;
   const bool full = keep && !a.ckpt;
-  const size_t nl = h_.layers_.size();
+  const size_t nl = h_.text_layers().size();
   a.layers.resize(keep ? nl : 0);
   const float* xprev = nullptr;
   const T* rprev = nullptr;
@@ -87,11 +108,11 @@ void CudaModel<T>::text_forward(CuActs<T>& a, int64_t n, DArray<float>& x0, cons
   }
   if (nl == 0) {
     if (keep) { a.xf = std::move(x0); x0p = a.xf.p; }
-    cu::rmsnorm_forward(a.hf.fit(n * H), a.rstdf.fit(n), static_cast<const float*>(x0p), P(h_.norm_), n, H, tc().eps);
+    cu::rmsnorm_forward(a.hf.fit(n * H), a.rstdf.fit(n), static_cast<const float*>(x0p), P(h_.final_norm_param()), n, H, tc().eps);
     return;
   }
   float* xf = keep ? a.xf.fit(n * H) : x0p;
-  cu::residual_rmsnorm_forward(a.hf.fit(n * H), a.rstdf.fit(n), xf, xprev, rprev, P(h_.norm_), n, H, tc().eps);
+  cu::residual_rmsnorm_forward(a.hf.fit(n * H), a.rstdf.fit(n), xf, xprev, rprev, P(h_.final_norm_param()), n, H, tc().eps);
 }
 
 template <typename T>
@@ -105,9 +126,9 @@ void CudaModel<T>::text_backward(CuActs<T>& a, int64_t n, float* dx, T* dxT) {
   DArray<T> dqn("text gradients"), dkn("text gradients");  // Qwen3-VL: of q, k before their norms
   if (tc().qk_norm) { dqn.fit(n * NH * D); dkn.fit(n * KVD); }
   const bool ds_grads = vision_trainable();  // DeepStack features need gradients only for the tower
-  for (size_t li = h_.layers_.size(); li-- > 0;) {
+  for (size_t li = h_.text_layers().size(); li-- > 0;) {
     h_.check_cancel();
-    const TextLayerW& L = h_.layers_[li];
+    const TextLayerW& L = h_.text_layers()[li];
     const float* x = a.layers[li].x.p;
     CuTextLayer<T>* Ap = &a.layers[li];
     if (a.ckpt) {  // recompute the layer from its input (no MLP output needed)
@@ -127,9 +148,9 @@ void CudaModel<T>::text_backward(CuActs<T>& a, int64_t n, float* dx, T* dxT) {
     zero(dk.p, n * KVD);
     zero(dv.p, n * KVD);
     {
-      Phase ph("  LM attention bwd");
+      Phase ph(opt_.profile, "  LM attention bwd");
       cu::attention_backward_dev(dq.p, dk.p, dv.p, datt.p, A.q.p, A.k.p, A.v.p, A.att.p, A.lse.p, a.spans.data(),
-                                 a.dspans.p, n, n, NH, KVH, D);
+                                 a.dspans.p, n, n, NH, KVH, D, opt_.attention);
     }
     cu::rope_backward(dqr.p, dq.p, a.cos.p, a.sin.p, n, NH, D, false);
     cu::rope_backward(dkr.p, dk.p, a.cos.p, a.sin.p, n, KVH, D, false);
@@ -174,7 +195,7 @@ void CudaModel<T>::lm_prepare(CuActs<T>& a, DArray<int32_t>& dids, const std::ve
 template <typename T>
 void CudaModel<T>::embed_prompts(CuActs<T>& a, DArray<float>& x, const int32_t* dids, int64_t n) {
   const int64_t H = tc().hidden;
-  cu::embedding_forward(x.fit(n * H), dids, P(h_.embed_), n, H);
+  cu::embedding_forward(x.fit(n * H), dids, P(h_.embed_param()), n, H);
   if (!a.img_rows_h.empty())
     cu::scatter_rows(x.p, static_cast<const T*>(a.img.p), a.img_rows.p, static_cast<int64_t>(a.img_rows_h.size()), H);
 }

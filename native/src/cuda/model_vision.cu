@@ -9,9 +9,9 @@ namespace vq {
 template <typename T>
 void CudaModel<T>::vision_block(size_t bi, CuVisionBlock<T>& A, CuActs<T>& a, float* x, const float* xprev,
                                 const T* rprev, float* xmid, T* mlp_out) {
-  const VisionConfig& vc = h_.cfg_.vision;
+  const VisionConfig& vc = h_.config().vision;
   const int64_t E = vc.embed_dim, NH = vc.num_heads, hd = E / NH, N = a.N;
-  const VisionBlockW& B = h_.blocks_[bi];
+  const VisionBlockW& B = h_.vision_blocks()[bi];
   const bool rms = B.n1b < 0;  // Qwen2.5-VL: RMSNorm (weight only)
   if (rms) cu::residual_rmsnorm_forward(A.ln1.fit(N * E), A.rstd1.fit(N), x, rprev ? xprev : x, rprev, P(B.n1w), N, E, 1e-6f);
   else if (rprev)
@@ -25,11 +25,11 @@ void CudaModel<T>::vision_block(size_t bi, CuVisionBlock<T>& A, CuActs<T>& a, fl
   cu::rope_forward(A.q.p, A.q.p, a.vcos.p, a.vsin.p, N, NH, hd);
   cu::rope_forward(A.k.p, A.k.p, a.vcos.p, a.vsin.p, N, NH, hd);
   {
-    Phase ph("  vision attention fwd");
+    Phase ph(opt_.profile, "  vision attention fwd");
     const bool windowed = windowed_block(a, bi);
     cu::attention_forward_dev(A.att.fit(N * E), A.lse.fit(N * NH), A.q.p, A.k.p, A.v.p,
                               windowed ? a.wspans.data() : a.vspans.data(), windowed ? a.dwspans.p : a.dvspans.p,
-                              N, N, NH, NH, hd);
+                              N, N, NH, NH, hd, opt_.attention);
   }
   lin_forward(B.proj, tmp_.fit(N * E), A.att.p, N);
   if (rms) cu::residual_rmsnorm_forward(A.ln2.fit(N * E), A.rstd2.fit(N), xmid, x, tmp_.p, P(B.n2w), N, E, 1e-6f);
@@ -45,7 +45,7 @@ void CudaModel<T>::vision_block(size_t bi, CuVisionBlock<T>& A, CuActs<T>& a, fl
 // Called before any of the call's kernels is queued: a copy from pageable memory waits for the stream.
 template <typename T>
 void CudaModel<T>::vision_prepare(CuActs<T>& a, const std::vector<const Image*>& imgs) {
-  const VisionConfig& vc = h_.cfg_.vision;
+  const VisionConfig& vc = h_.config().vision;
   const int64_t E = vc.embed_dim, NH = vc.num_heads, hd = E / NH, PD = vc.patch_dim();
   const int m = vc.merge;
   int64_t N = 0;
@@ -134,7 +134,7 @@ void CudaModel<T>::vision_prepare(CuActs<T>& a, const std::vector<const Image*>&
     a.patches = std::move(ordered);
   }
   upload(a.dvspans, a.vspans.data(), N);
-  if (h_.pos_embed_ >= 0) pos_embed_prepare(a, hw, grid);
+  if (h_.pos_embed_param() >= 0) pos_embed_prepare(a, hw, grid);
   DArray<int32_t> dhw("patch positions");
   upload(dhw, hw.data(), 2 * N);
   cu::rope_vision_table(a.vcos.fit(N * hd / 2), a.vsin.fit(N * hd / 2), dhw.p, dhw.p + N, N, hd, vc.theta);
@@ -143,12 +143,12 @@ void CudaModel<T>::vision_prepare(CuActs<T>& a, const std::vector<const Image*>&
 // The tower over the prepared inputs (vision_prepare).
 template <typename T>
 void CudaModel<T>::vision_forward(CuActs<T>& a, bool keep) {
-  const VisionConfig& vc = h_.cfg_.vision;
+  const VisionConfig& vc = h_.config().vision;
   const int64_t E = vc.embed_dim, PD = vc.patch_dim();
   const int m = vc.merge;
   const int64_t N = a.N;
   const bool full = keep && !a.ckpt;
-  const size_t nb = h_.blocks_.size();
+  const size_t nb = h_.vision_blocks().size();
   a.vblocks.resize(keep ? nb : 0);
   a.ds.clear();
   // the patch embedding (Qwen3-VL: with a bias, plus the interpolated position embeddings), then the fp32
@@ -156,10 +156,10 @@ void CudaModel<T>::vision_forward(CuActs<T>& a, bool keep) {
   DArray<float> x0("vision activations");
   {
     T* pe = tmp_.fit(N * E);
-    cu::linear_forward(pe, a.patches.p, P(h_.patch_), h_.patch_b_ >= 0 ? P(h_.patch_b_) : static_cast<const T*>(nullptr),
+    cu::linear_forward(pe, a.patches.p, P(h_.patch_param()), h_.patch_bias_param() >= 0 ? P(h_.patch_bias_param()) : static_cast<const T*>(nullptr),
                        N, PD, E);
     cu::convert(x0.fit(N * E), static_cast<const T*>(pe), N * E);
-    if (h_.pos_embed_ >= 0) pos_embed_forward(a, x0.p);
+    if (h_.pos_embed_param() >= 0) pos_embed_forward(a, x0.p);
   }
   const float* xprev = nullptr;
   const T* rprev = nullptr;
@@ -190,34 +190,34 @@ void CudaModel<T>::vision_forward(CuActs<T>& a, bool keep) {
   }
   const int64_t Nm = N / (m * m), M = E * m * m, H = vc.out_hidden;
   float* xf = keep ? a.vxf.fit(N * E) : x0.p;
-  const bool rms = h_.mln_b_ < 0;  // Qwen2.5-VL: the merger's ln_q is an RMSNorm
+  const bool rms = h_.merger_norm_bias_param() < 0;  // Qwen2.5-VL: the merger's ln_q is an RMSNorm
   if (nb == 0) {  // no blocks: the merger reads the patch embedding
     if (keep) a.vxf = std::move(x0);
     xf = keep ? a.vxf.p : x0.p;
-    if (rms) cu::rmsnorm_forward(a.mln.fit(N * E), a.mrstd.fit(N), static_cast<const float*>(xf), P(h_.mln_w_), N, E, 1e-6f);
+    if (rms) cu::rmsnorm_forward(a.mln.fit(N * E), a.mrstd.fit(N), static_cast<const float*>(xf), P(h_.merger_norm_param()), N, E, 1e-6f);
     else
-      cu::layernorm_forward(a.mln.fit(N * E), a.mmean.fit(N), a.mrstd.fit(N), static_cast<const float*>(xf), P(h_.mln_w_),
-                            P(h_.mln_b_), N, E, 1e-6f);
+      cu::layernorm_forward(a.mln.fit(N * E), a.mmean.fit(N), a.mrstd.fit(N), static_cast<const float*>(xf), P(h_.merger_norm_param()),
+                            P(h_.merger_norm_bias_param()), N, E, 1e-6f);
   } else if (rms) {
-    cu::residual_rmsnorm_forward(a.mln.fit(N * E), a.mrstd.fit(N), xf, xprev, rprev, P(h_.mln_w_), N, E, 1e-6f);
+    cu::residual_rmsnorm_forward(a.mln.fit(N * E), a.mrstd.fit(N), xf, xprev, rprev, P(h_.merger_norm_param()), N, E, 1e-6f);
   } else {
-    cu::residual_layernorm_forward(a.mln.fit(N * E), a.mmean.fit(N), a.mrstd.fit(N), xf, xprev, rprev, P(h_.mln_w_),
-                                   P(h_.mln_b_), N, E, 1e-6f);
+    cu::residual_layernorm_forward(a.mln.fit(N * E), a.mmean.fit(N), a.mrstd.fit(N), xf, xprev, rprev, P(h_.merger_norm_param()),
+                                   P(h_.merger_norm_bias_param()), N, E, 1e-6f);
   }
-  lin_forward(h_.m0_, a.m0.fit(Nm * M), a.mln.p, Nm);
+  lin_forward(h_.merger_fc1(), a.m0.fit(Nm * M), a.mln.p, Nm);
   cu::gelu_forward(a.m0act.fit(Nm * M), a.m0.p, Nm * M);
   if (a.win_h.empty()) {
-    lin_forward(h_.m2_, a.img.fit(Nm * H), a.m0act.p, Nm);
+    lin_forward(h_.merger_fc2(), a.img.fit(Nm * H), a.m0act.p, Nm);
   } else {  // back to the processor's order: img[win[u]] = merged unit u
     DArray<T> w("image embeddings");
-    lin_forward(h_.m2_, w.fit(Nm * H), a.m0act.p, Nm);
+    lin_forward(h_.merger_fc2(), w.fit(Nm * H), a.m0act.p, Nm);
     cu::scatter_rows(a.img.fit(Nm * H), static_cast<const T*>(w.p), a.win.p, Nm, H);
   }
 }
 
 template <typename T>
 void CudaModel<T>::vision_backward(CuActs<T>& a, const T* dimg) {
-  const VisionConfig& vc = h_.cfg_.vision;
+  const VisionConfig& vc = h_.config().vision;
   const int64_t E = vc.embed_dim, NH = vc.num_heads, hd = E / NH, F = vc.mlp_hidden, PD = vc.patch_dim();
   const int m = vc.merge;
   const int64_t N = a.N, Nm = N / (m * m), M = E * m * m;
@@ -231,14 +231,14 @@ void CudaModel<T>::vision_backward(CuActs<T>& a, const T* dimg) {
       cu::gather_rows(dwin.fit(Nm * vc.out_hidden), dimg, a.win.p, Nm, vc.out_hidden);
       dimg = dwin.p;
     }
-    lin_backward(h_.m2_, dm0act.fit(Nm * M), dimg, a.m0act.p, Nm, false);
+    lin_backward(h_.merger_fc2(), dm0act.fit(Nm * M), dimg, a.m0act.p, Nm, false);
     cu::gelu_backward(dm0.fit(Nm * M), dm0act.p, a.m0.p, Nm * M, false);
-    lin_backward(h_.m0_, dmln.fit(N * E), dm0.p, a.mln.p, Nm, false);
-    if (h_.mln_b_ < 0)
-      cu::rmsnorm_backward(dx.p, G(h_.mln_w_), dmln.p, static_cast<const float*>(a.vxf.p), P(h_.mln_w_), a.mrstd.p, N, E,
+    lin_backward(h_.merger_fc1(), dmln.fit(N * E), dm0.p, a.mln.p, Nm, false);
+    if (h_.merger_norm_bias_param() < 0)
+      cu::rmsnorm_backward(dx.p, G(h_.merger_norm_param()), dmln.p, static_cast<const float*>(a.vxf.p), P(h_.merger_norm_param()), a.mrstd.p, N, E,
                            dxT.p);
     else
-      cu::layernorm_backward(dx.p, G(h_.mln_w_), G(h_.mln_b_), dmln.p, static_cast<const float*>(a.vxf.p), P(h_.mln_w_),
+      cu::layernorm_backward(dx.p, G(h_.merger_norm_param()), G(h_.merger_norm_bias_param()), dmln.p, static_cast<const float*>(a.vxf.p), P(h_.merger_norm_param()),
                              a.mmean.p, a.mrstd.p, N, E, dxT.p);
   }
   DArray<T> dact("vision gradients"), dfc1("vision gradients"), dln("vision gradients"), datt("vision gradients"),
@@ -247,9 +247,9 @@ void CudaModel<T>::vision_backward(CuActs<T>& a, const T* dimg) {
   if (vc.act == VisionAct::silu) dup.fit(N * F);
   dact.fit(N * F); dfc1.fit(N * F); dln.fit(N * E); datt.fit(N * E); dq.fit(N * E); dk.fit(N * E); dv.fit(N * E);
   dqr.fit(N * E); dkr.fit(N * E); dqkv.fit(N * 3 * E);
-  for (size_t bi = h_.blocks_.size(); bi-- > 0;) {
+  for (size_t bi = h_.vision_blocks().size(); bi-- > 0;) {
     h_.check_cancel();
-    const VisionBlockW& B = h_.blocks_[bi];
+    const VisionBlockW& B = h_.vision_blocks()[bi];
     const float* x = a.vblocks[bi].x.p;
     CuVisionBlock<T>* Ap = &a.vblocks[bi];
     if (a.ckpt) {  // recompute the block from its input
@@ -271,11 +271,11 @@ void CudaModel<T>::vision_backward(CuActs<T>& a, const T* dimg) {
     zero(dk.p, N * E);
     zero(dv.p, N * E);
     {
-      Phase ph("  vision attention bwd");
+      Phase ph(opt_.profile, "  vision attention bwd");
       const bool windowed = windowed_block(a, bi);
       cu::attention_backward_dev(dq.p, dk.p, dv.p, datt.p, A.q.p, A.k.p, A.v.p, A.att.p, A.lse.p,
                                  windowed ? a.wspans.data() : a.vspans.data(), windowed ? a.dwspans.p : a.dvspans.p,
-                                 N, N, NH, NH, hd);
+                                 N, N, NH, NH, hd, opt_.attention);
     }
     cu::rope_backward(dqr.p, dq.p, a.vcos.p, a.vsin.p, N, NH, hd, false);
     cu::rope_backward(dkr.p, dk.p, a.vcos.p, a.vsin.p, N, NH, hd, false);
@@ -284,11 +284,11 @@ void CudaModel<T>::vision_backward(CuActs<T>& a, const T* dimg) {
     if (rms) cu::rmsnorm_backward(dx.p, G(B.n1w), dln.p, x, P(B.n1w), A.rstd1.p, N, E, dxT.p);
     else cu::layernorm_backward(dx.p, G(B.n1w), G(B.n1b), dln.p, x, P(B.n1w), A.mean1.p, A.rstd1.p, N, E, dxT.p);
   }
-  if (h_.pos_embed_ >= 0) pos_embed_backward(a, dx.p);
-  float* dw = G(h_.patch_);
-  float* db = h_.patch_b_ >= 0 ? G(h_.patch_b_) : nullptr;
+  if (h_.pos_embed_param() >= 0) pos_embed_backward(a, dx.p);
+  float* dw = G(h_.patch_param());
+  float* db = h_.patch_bias_param() >= 0 ? G(h_.patch_bias_param()) : nullptr;
   if (dw || db)
-    cu::linear_backward(static_cast<T*>(nullptr), dw, db, dxT.p, a.patches.p, P(h_.patch_), N, PD, E);
+    cu::linear_backward(static_cast<T*>(nullptr), dw, db, dxT.p, a.patches.p, P(h_.patch_param()), N, PD, E);
 }
 
 #define VQ_INST(T) \

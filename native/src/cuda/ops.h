@@ -2,7 +2,7 @@
 // order (outputs, inputs, dims), on device pointers, for activations of type T = float or bf16.
 //
 // defines: embedding, rmsnorm, layernorm, linear (+bias, cuBLASLt), lora, rope (+ M-RoPE and 2D
-// tables), attention over spans, swiglu, quick_gelu, gelu, residual, logprob (+ entropy), adamw,
+// tables), attention over spans, swiglu, quick_gelu, gelu, logprob (+ entropy), adamw,
 // sum_squares, all_finite, and the sampler's per-row pick; what only Qwen3-VL needs. One file per op family:
 // ops_norm.cu, ops_linear.cu (+ LoRA), ops_rope.cu, ops_attention.cu (the tile path; the fused kernels are
 // flash.cu), ops_activations.cu, ops_logprob.cu, ops_adamw.cu, ops_rows.cu (embedding, gathers, conversions),
@@ -16,6 +16,7 @@
 #include <cstdint>
 
 #include "cuda/cuda_common.h"
+#include "cuda/cuda_options.h"
 #include "ops/ops.h"
 
 namespace vq {
@@ -44,7 +45,8 @@ template <typename T, typename X>
 void layernorm_backward(X* dinp, float* dweight, float* dbias, const T* dout, const X* inp, const T* weight,
                         const float* mean, const float* rstd, int64_t Tn, int64_t C, T* dinp_copy = nullptr);
 // Fused residual add and norm over the fp32 residual stream: xout = xin + r (r may be null: xout = xin;
-// xout may equal xin), then out = norm(xout). One pass instead of residual_forward + norm.
+// xout may equal xin), then out = norm(xout). One pass instead of a residual add + norm (the engine has no
+// separate residual op: the adds are fused here, or residual_add below).
 template <typename T>
 void residual_rmsnorm_forward(T* out, float* rstd, float* xout, const float* xin, const T* r, const T* weight,
                               int64_t Tn, int64_t C, float eps);
@@ -101,24 +103,27 @@ void rope_vision_table(float* cos, float* sin, const int32_t* hpos, const int32_
 
 // ---- attention over spans ----
 // As on the CPU; spans are HOST memory (the op plans its tiles from them and uploads them itself).
-// Scores are formed per tile of query rows over the tile's key range with cuBLASLt (fp32 scores,
-// softmax in fp32, probabilities in T), so memory stays bounded and no masked tile is computed.
+// path (the model's CudaOptions::attention): bf16 at a head dim flash_supported() takes the fused kernels of
+// flash.h unless path is gemm; everything else takes the cuBLASLt tile path: scores formed per tile of query
+// rows over the tile's key range (fp32 scores, softmax in fp32, probabilities in T), so memory stays bounded
+// and no masked tile is computed.
 template <typename T>
 void attention_forward(T* out, float* lse, const T* q, const T* k, const T* v, const Span* spans, int64_t Tq,
-                       int64_t Tk, int64_t NH, int64_t KVH, int64_t D);
+                       int64_t Tk, int64_t NH, int64_t KVH, int64_t D, CudaAttention path = CudaAttention::fused);
 template <typename T>
 void attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* q, const T* k, const T* v, const T* out,
                         const float* lse, const Span* spans, int64_t Tq, int64_t Tk, int64_t NH, int64_t KVH,
-                        int64_t D);
-// The same with the spans already on the device too (spans_dev, Tq of them): the flash path (bf16,
-// supported head dims) reads them there and uploads nothing; the cuBLASLt path plans from the host's.
+                        int64_t D, CudaAttention path = CudaAttention::fused);
+// The same with the spans already on the device too (spans_dev, Tq of them): the fused path reads them there
+// and uploads nothing; the cuBLASLt path plans from the host's.
 template <typename T>
 void attention_forward_dev(T* out, float* lse, const T* q, const T* k, const T* v, const Span* spans_host,
-                           const Span* spans_dev, int64_t Tq, int64_t Tk, int64_t NH, int64_t KVH, int64_t D);
+                           const Span* spans_dev, int64_t Tq, int64_t Tk, int64_t NH, int64_t KVH, int64_t D,
+                           CudaAttention path);
 template <typename T>
 void attention_backward_dev(T* dq, T* dk, T* dv, const T* dout, const T* q, const T* k, const T* v, const T* out,
                             const float* lse, const Span* spans_host, const Span* spans_dev, int64_t Tq, int64_t Tk,
-                            int64_t NH, int64_t KVH, int64_t D);
+                            int64_t NH, int64_t KVH, int64_t D, CudaAttention path);
 
 // ---- activations ----
 // Element-wise, 8 elements per thread with 16-byte accesses when the pointers allow. Backward passes
@@ -133,7 +138,6 @@ template <typename T> void gelu_backward(T* dinp, const T* dout, const T* inp, i
 // gelu with the tanh approximation (Qwen3-VL's vision MLP: gelu_pytorch_tanh)
 template <typename T> void gelu_tanh_forward(T* out, const T* inp, int64_t N);
 template <typename T> void gelu_tanh_backward(T* dinp, const T* dout, const T* inp, int64_t N, bool accumulate = true);
-template <typename T> void residual_forward(T* out, const T* a, const T* b, int64_t N);
 
 // ---- log-probabilities ----
 // logp, entropy, lse (R) fp32; logits (R, V); targets (R) on the device. Sums in fp32 per thread,
@@ -176,13 +180,9 @@ template <typename T> void join_qkv(T* qkv, const T* q, const T* k, const T* v, 
 // ---- sampling ----
 // One token per row of logits (B, V): temperature 0 = argmax (lowest index on ties); otherwise an
 // inverse-CDF draw over softmax(logits / temperature) in index order with u = uniform01(seed, g, t)
-// (the CPU's counter-based hash). logprob: of the unfiltered temperature-1 distribution.
-// gs (B) sample indices (device); tok, logprob (B) out (device). top-k/top-p are done on the host.
-template <typename T>
-void sample_rows(int32_t* tok, float* logprob, const T* logits, const int64_t* gs, int64_t B, int64_t V,
-                 float temperature, uint64_t seed, uint64_t t);
-// The same with per-row parameters on the device (several requests in one batch; CUDA-graph friendly):
-// temps (B) fp32, seeds (B), gs (B) sample indices, ts (B) steps.
+// (the CPU's counter-based hash). logprob: of the unfiltered temperature-1 distribution. top-k/top-p are
+// done on the host. Per-row parameters on the device (several requests in one batch; CUDA-graph friendly):
+// temps (B) fp32, seeds (B), gs (B) sample indices, ts (B) steps; tok, logprob (B) out (device).
 template <typename T>
 void sample_rows_multi(int32_t* tok, float* logprob, const T* logits, const float* temps, const uint64_t* seeds,
                        const int64_t* gs, const int64_t* ts, int64_t B, int64_t V);

@@ -81,17 +81,6 @@ __global__ void gelu_bwd_k(T* dinp, const T* dout, const T* inp, int64_t N, bool
     st8(dinp, a, i, N, vec);
   }
 }
-template <typename T>
-__global__ void residual_k(T* out, const T* a, const T* b, int64_t N, bool vec) {
-  CHUNKS(i, N) {
-    float x[8], y[8];
-    ld8(x, a, i, N, vec);
-    ld8(y, b, i, N, vec);
-#pragma unroll
-    for (int j = 0; j < 8; j++) x[j] += y[j];
-    st8(out, x, i, N, vec);
-  }
-}
 
 }  // namespace
 
@@ -137,11 +126,6 @@ template <typename T> void gelu_tanh_backward(T* dinp, const T* dout, const T* i
   gelu_bwd_k<T, 2><<<chunks_for(N), 256, 0, stream()>>>(dinp, dout, inp, N, al16(dinp) && al16(dout) && al16(inp), accumulate);
   CU_LAUNCHED("gelu_tanh_backward");
 }
-template <typename T> void residual_forward(T* out, const T* a, const T* b, int64_t N) {
-  if (!N) return;
-  residual_k<<<chunks_for(N), 256, 0, stream()>>>(out, a, b, N, al16(out) && al16(a) && al16(b));
-  CU_LAUNCHED("residual_forward");
-}
 
 #define VQ_INST(T) \
   template void swiglu_forward<T>(T*, const T*, const T*, int64_t); \
@@ -151,8 +135,7 @@ template <typename T> void residual_forward(T* out, const T* a, const T* b, int6
   template void gelu_forward<T>(T*, const T*, int64_t); \
   template void gelu_backward<T>(T*, const T*, const T*, int64_t, bool); \
   template void gelu_tanh_forward<T>(T*, const T*, int64_t); \
-  template void gelu_tanh_backward<T>(T*, const T*, const T*, int64_t, bool); \
-  template void residual_forward<T>(T*, const T*, const T*, int64_t);
+  template void gelu_tanh_backward<T>(T*, const T*, const T*, int64_t, bool);
 VQ_INST(float)
 VQ_INST(bf16)
 

@@ -137,20 +137,21 @@ struct HeadGemm {
 // ---- attention ----
 template <typename T>
 void attention_forward(T* out, float* lse, const T* q, const T* k, const T* v, const Span* spans, int64_t Tq,
-                       int64_t Tk, int64_t NH, int64_t KVH, int64_t D) {
+                       int64_t Tk, int64_t NH, int64_t KVH, int64_t D, CudaAttention path) {
   if (Tq == 0) return;
   AttScratch& sc = att_scratch();
   Span* dsp = sc.spans.fit(Tq);
   CU_CHECK(cudaMemcpyAsync(dsp, spans, Tq * sizeof(Span), cudaMemcpyHostToDevice, stream()), "attention_forward (spans)");
-  attention_forward_dev(out, lse, q, k, v, spans, dsp, Tq, Tk, NH, KVH, D);
+  attention_forward_dev(out, lse, q, k, v, spans, dsp, Tq, Tk, NH, KVH, D, path);
 }
 
 template <typename T>
 void attention_forward_dev(T* out, float* lse, const T* q, const T* k, const T* v, const Span* spans,
-                           const Span* dsp, int64_t Tq, int64_t Tk, int64_t NH, int64_t KVH, int64_t D) {
+                           const Span* dsp, int64_t Tq, int64_t Tk, int64_t NH, int64_t KVH, int64_t D,
+                           CudaAttention path) {
   if (Tq == 0) return;
   if constexpr (std::is_same<T, bf16>::value) {
-    if (flash_enabled() && flash_supported(D)) {
+    if (path == CudaAttention::fused && flash_supported(D)) {
       flash_forward(out, lse, q, k, v, dsp, Tq, Tk, NH, KVH, D);
       if (spans) add_flops(attention_flops(spans, Tq, NH, D));
       return;
@@ -196,21 +197,21 @@ void attention_forward_dev(T* out, float* lse, const T* q, const T* k, const T* 
 template <typename T>
 void attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* q, const T* k, const T* v, const T* out,
                         const float* lse, const Span* spans, int64_t Tq, int64_t Tk, int64_t NH, int64_t KVH,
-                        int64_t D) {
+                        int64_t D, CudaAttention path) {
   if (Tq == 0) return;
   AttScratch& sc = att_scratch();
   Span* dsp = sc.spans.fit(Tq);
   CU_CHECK(cudaMemcpyAsync(dsp, spans, Tq * sizeof(Span), cudaMemcpyHostToDevice, stream()), "attention_backward (spans)");
-  attention_backward_dev(dq, dk, dv, dout, q, k, v, out, lse, spans, dsp, Tq, Tk, NH, KVH, D);
+  attention_backward_dev(dq, dk, dv, dout, q, k, v, out, lse, spans, dsp, Tq, Tk, NH, KVH, D, path);
 }
 
 template <typename T>
 void attention_backward_dev(T* dq, T* dk, T* dv, const T* dout, const T* q, const T* k, const T* v, const T* out,
                             const float* lse, const Span* spans, const Span* dsp, int64_t Tq, int64_t Tk, int64_t NH,
-                            int64_t KVH, int64_t D) {
+                            int64_t KVH, int64_t D, CudaAttention path) {
   if (Tq == 0) return;
   if constexpr (std::is_same<T, bf16>::value) {
-    if (flash_enabled() && flash_supported(D)) {
+    if (path == CudaAttention::fused && flash_supported(D)) {
       flash_backward(dq, dk, dv, dout, q, k, v, out, lse, dsp, Tq, Tk, NH, KVH, D);
       if (spans) add_flops(2.5 * attention_flops(spans, Tq, NH, D));
       return;
@@ -302,14 +303,14 @@ void attention_backward_dev(T* dq, T* dk, T* dv, const T* dout, const T* q, cons
 
 #define VQ_INST(T) \
   template void attention_forward<T>(T*, float*, const T*, const T*, const T*, const Span*, int64_t, int64_t, \
-  int64_t, int64_t, int64_t); \
+  int64_t, int64_t, int64_t, CudaAttention); \
   template void attention_backward<T>(T*, T*, T*, const T*, const T*, const T*, const T*, const T*, const float*, \
-  const Span*, int64_t, int64_t, int64_t, int64_t, int64_t); \
+  const Span*, int64_t, int64_t, int64_t, int64_t, int64_t, CudaAttention); \
   template void attention_forward_dev<T>(T*, float*, const T*, const T*, const T*, const Span*, const Span*, \
-  int64_t, int64_t, int64_t, int64_t, int64_t); \
+  int64_t, int64_t, int64_t, int64_t, int64_t, CudaAttention); \
   template void attention_backward_dev<T>(T*, T*, T*, const T*, const T*, const T*, const T*, const T*, \
   const float*, const Span*, const Span*, int64_t, int64_t, int64_t, \
-  int64_t, int64_t);
+  int64_t, int64_t, CudaAttention);
 VQ_INST(float)
 VQ_INST(bf16)
 

@@ -22,11 +22,6 @@ template <typename T>
 __device__ void sample_row(int32_t* tok, float* logprob, const T* logits, int64_t b, uint64_t g, int64_t V,
                            float temperature, uint64_t seed, uint64_t t);
 template <typename T>
-__global__ void sample_k(int32_t* tok, float* logprob, const T* logits, const int64_t* gs, int64_t V, float temperature,
-                         uint64_t seed, uint64_t t) {
-  sample_row(tok, logprob, logits, blockIdx.x, static_cast<uint64_t>(gs[blockIdx.x]), V, temperature, seed, t);
-}
-template <typename T>
 __global__ void sample_multi_k(int32_t* tok, float* logprob, const T* logits, const float* temps, const uint64_t* seeds,
                                const int64_t* gs, const int64_t* ts, int64_t V) {
   const int64_t b = blockIdx.x;
@@ -107,13 +102,6 @@ __device__ void sample_row(int32_t* tok, float* logprob, const T* logits, int64_
 }  // namespace
 
 template <typename T>
-void sample_rows(int32_t* tok, float* logprob, const T* logits, const int64_t* gs, int64_t B, int64_t V,
-                 float temperature, uint64_t seed, uint64_t t) {
-  if (!B) return;
-  sample_k<<<static_cast<unsigned>(B), 1024, 0, stream()>>>(tok, logprob, logits, gs, V, temperature, seed, t);
-  CU_LAUNCHED("sample_rows");
-}
-template <typename T>
 void sample_rows_multi(int32_t* tok, float* logprob, const T* logits, const float* temps, const uint64_t* seeds,
                        const int64_t* gs, const int64_t* ts, int64_t B, int64_t V) {
   if (!B) return;
@@ -122,7 +110,6 @@ void sample_rows_multi(int32_t* tok, float* logprob, const T* logits, const floa
 }
 
 #define VQ_INST(T) \
-  template void sample_rows<T>(int32_t*, float*, const T*, const int64_t*, int64_t, int64_t, float, uint64_t, uint64_t); \
   template void sample_rows_multi<T>(int32_t*, float*, const T*, const float*, const uint64_t*, const int64_t*, \
   const int64_t*, int64_t, int64_t); \
   
