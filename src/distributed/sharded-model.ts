@@ -76,6 +76,11 @@ export class ShardedModel implements EngineModel {
   readonly namingScheme;
   readonly maxSequenceLength;
   readonly numParameters;
+  /**
+   * The device's training pack times the ranks: the trainer's micro-batches are the whole minibatch's,
+   * and each rank forwards about 1/N of one (undefined on the CPU, as the engine's).
+   */
+  readonly packRows?: number;
   private readonly bucket: number;
   /** Requests of the last keepForBackward forward, and whether this rank kept any. */
   private kept: { n: number; own: boolean } | undefined;
@@ -92,6 +97,7 @@ export class ShardedModel implements EngineModel {
     this.namingScheme = inner.namingScheme;
     this.maxSequenceLength = inner.maxSequenceLength;
     this.numParameters = inner.numParameters;
+    if (inner.packRows !== undefined) this.packRows = inner.packRows * o.size;
     this.bucket = o.bucketFloats ?? 2 ** 25;
     if (!inner.deviceMemory) this.deviceMemory = undefined;
   }
