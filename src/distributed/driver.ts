@@ -38,6 +38,8 @@ export interface DistributedOptions {
   masterPort?: number;
   /** A rank that has not joined, reached a gather the others wait in, or replied within this is at fault. Default 300000. */
   timeoutMs?: number;
+  /** Longest wait for every rank to start, join and create the collective. Default: timeoutMs. */
+  startupTimeoutMs?: number;
   /** Compare the ranks' weight hashes every this many steps (0: never). Default 50 (a hash reads every weight back from the device). */
   hashEvery?: number;
   /** Floats per all-reduce of the gradients (default 2^25). */
@@ -101,6 +103,7 @@ export class DistributedTrainer {
       port: o.masterPort ?? 0,
       worldSize,
       timeoutMs,
+      ...(o.startupTimeoutMs !== undefined ? { startupTimeoutMs: o.startupTimeoutMs } : {}),
     });
     const local = new LocalRanks({
       devices: o.devices,

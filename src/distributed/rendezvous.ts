@@ -64,6 +64,8 @@ export interface ServerOptions {
   worldSize: number;
   /** Longest wait for a rank at startup, at a gather round, or for a command's reply after the others. */
   timeoutMs: number;
+  /** Longest wait for every rank to join and create its collective. Default: timeoutMs. */
+  startupTimeoutMs?: number;
   /** How long a dropped connection waits for the launcher's exit report before it is the fault. Default 1000. */
   disconnectGraceMs?: number;
 }
@@ -125,17 +127,18 @@ export class RendezvousServer {
     if (this.ready === this.o.worldSize) return Promise.resolve();
     return new Promise((resolve, reject) => {
       this.readyWaiter = { resolve, reject };
+      const limit = this.o.startupTimeoutMs ?? this.o.timeoutMs;
       this.startupTimer = setTimeout(() => {
         const missing = this.ranks.flatMap((r, i) => (r ? [] : [i]));
         this.fail(
           new DistributedError(
             missing.length
-              ? `rendezvous: rank(s) ${missing.join(', ')} did not connect within ${this.o.timeoutMs / 1000} s`
-              : `rendezvous: the ranks did not create their collective within ${this.o.timeoutMs / 1000} s`,
+              ? `rendezvous: rank(s) ${missing.join(', ')} did not connect within ${limit / 1000} s`
+              : `rendezvous: the ranks did not create their collective within ${limit / 1000} s`,
             missing[0],
           ),
         );
-      }, this.o.timeoutMs);
+      }, limit);
     });
   }
 

@@ -180,7 +180,8 @@ test('a rank that crashes stops the run naming it; every rank ends; the last che
 });
 
 test('a rank that hangs is named once the others have waited the timeout; every rank ends', async () => {
-  const d = await launch(2, { timeoutMs: 20_000, args: { hang: { rank: 0, step: 0 } } });
+  // 20 s for the hang; starting the ranks on a busy machine may take longer, and is no fault here
+  const d = await launch(2, { timeoutMs: 20_000, startupTimeoutMs: 300_000, args: { hang: { rank: 0, step: 0 } } });
   const pids = d.pids;
   const err = await d.step().then(
     () => assert.fail('the step with a hung rank succeeded'),
