@@ -13,6 +13,7 @@ const LAYERS = [
   ['model', 'reward', 'parity'],
   ['rollout'],
   ['grpo', 'export'],
+  ['distributed'],
   ['display'],
   ['report'],
   ['serve'],

@@ -24,6 +24,9 @@
         "src/addon.cc",
         "src/napi_model.cc",
         "src/napi_ops.cc",
+        "src/napi_collective.cc",
+        "src/collective_cpu.cc",
+        "src/model_dist.cc",
         "src/common.cc",
         "src/json.cc",
         "src/safetensors.cc",
@@ -53,7 +56,7 @@
       "conditions": [
         ["cuda_lib!=''", {
           "defines": ["VQALAB_CUDA"],
-          "libraries": ["<(cuda_lib)", "-L<(cublas_libdir)", "-L<(cuda_libdir)", "-lcublasLt", "-lcudart",
+          "libraries": ["<(cuda_lib)", "-L<(cublas_libdir)", "-L<(cuda_libdir)", "-lcublasLt", "-lcudart", "-ldl",
                         "-Wl,-rpath,<(cublas_libdir)", "-Wl,-rpath,<(cuda_libdir)"],
         }],
       ],

@@ -34,6 +34,7 @@ export * as parity from './parity/index.js';
 export * as rollout from './rollout/index.js';
 export * as grpo from './grpo/index.js';
 export * as export from './export/index.js';
+export * as distributed from './distributed/index.js';
 export * as display from './display/index.js';
 // The light facts API only (recordFacts, stamp …); the report runner is src/report/index.ts, not loaded here.
 export * as report from './report/facts.js';

@@ -224,6 +224,7 @@ struct Activations;  // model.cc
 struct MergerActs;   // activations.h
 class SampleInbox;   // sampler.h
 class SampleSink;    // sampler.h
+class Collective;    // collective.h
 
 // The heavy calls on another device (the CUDA backend, native/src/cuda/model_cuda.cu). A Model with a
 // device keeps its host tables (names, shapes, LoRA layout) and its host copy of the weights as the
@@ -258,6 +259,9 @@ class DeviceModel {
   // Most LM rows one training forward pack holds (its activations live together): the trainer sizes
   // its micro-batches to it. 0: no such limit (one pack per call).
   virtual int64_t pack_rows() const { return 0; }
+  // Data parallel (docs/multi-gpu.md): the gradients (LoRA's with adapters) summed over the collective's
+  // ranks, in buckets of `bucket` floats, on the device's stream (NCCL) or staged through the host (cpu).
+  virtual void all_reduce_grads(Collective& c, int64_t bucket);  // model_dist.cc: throws (this device cannot)
 };
 
 class Model {
@@ -282,6 +286,12 @@ class Model {
   void sample_run(SampleInbox& inbox, SampleSink& sink);
   void zero_grad();
   StepResult step(const AdamWOptions& o);
+  // Data parallel (model_dist.cc): sums the gradients over the ranks of `c` (zeros where this rank had no
+  // backward), in buckets of `bucket` floats; then every rank's step() is the same.
+  void all_reduce_grads(Collective& c, int64_t bucket);
+  // A 64-bit hash of the trainable weights (the LoRA adapters with LoRA, else every weight) and the step
+  // count, as 16 hex digits: ranks that trained in step compare equal. Pulls from the device first.
+  std::string weights_hash();
 
   // Checkpoints (the caller writes config.json / adapter_config.json).
   void save_weights(const std::string& file, bool internal_names) const;

@@ -12,6 +12,7 @@
 #include "cpu/threadpool.h"
 #include "config_check.h"
 #include "model.h"
+#include "napi_collective.h"
 #include "napi_util.h"
 #include "sampler.h"
 #include "test_device.h"
@@ -328,6 +329,8 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
                            InstanceMethod("_get", &NativeModel::Get),
                            InstanceMethod("_set", &NativeModel::Set),
                            InstanceMethod("_grad", &NativeModel::Grad),
+                           InstanceMethod("allReduceGrads", &NativeModel::AllReduceGrads),
+                           InstanceMethod("weightsHash", &NativeModel::WeightsHash),
                            InstanceMethod("_ropeIndex", &NativeModel::RopeIndex),
                            InstanceMethod("_attachTestDevice", &NativeModel::AttachTestDevice),
                        });
@@ -640,6 +643,35 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
     const float* g = m->tensor_grad(name);
     if (!g) return env.Null();
     return from_floats(env, g, static_cast<size_t>(numel(m->tensor_shape(name))));
+  }
+
+  // allReduceGrads(collective, bucketFloats): the gradients summed over the ranks (docs/multi-gpu.md).
+  Napi::Value AllReduceGrads(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    ModelPtr m = live(env);
+    std::shared_ptr<Collective> c = collective_of(info[0]);
+    const int64_t bucket = static_cast<int64_t>(info[1].As<Napi::Number>().Int64Value());
+    return PromiseWorker::Run(
+        env,
+        [m, c, bucket] {
+          std::lock_guard<std::mutex> lk(m->mutex());
+          m->all_reduce_grads(*c, bucket);
+        },
+        [](Napi::Env env) -> Napi::Value { return env.Undefined(); });
+  }
+
+  // weightsHash() -> 16 hex digits of the trainable weights and step count (ranks compare them).
+  Napi::Value WeightsHash(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    ModelPtr m = live(env);
+    auto out = std::make_shared<std::string>();
+    return PromiseWorker::Run(
+        env,
+        [m, out] {
+          std::lock_guard<std::mutex> lk(m->mutex());
+          *out = m->weights_hash();
+        },
+        [out](Napi::Env env) -> Napi::Value { return Napi::String::New(env, *out); });
   }
 
   Napi::Value RopeIndex(const Napi::CallbackInfo& info) {

@@ -22,9 +22,9 @@ CXXFLAGS := -std=c++17 -O3 -fPIC -fopenmp-simd -fno-math-errno -Wall -Wextra -Wn
 CU_SRCS := $(sort $(basename $(notdir $(wildcard $(SRC)/cuda/*.cu))))
 CU_OBJS := $(patsubst %,$(OUT)/cu_%.o,$(CU_SRCS))
 CPU_SRCS := common json config_check safetensors cpu/threadpool cpu/gemm ops/embedding ops/norm ops/linear ops/rope \
-            ops/attention ops/activation ops/logprob ops/adamw model model_load sampler
+            ops/attention ops/activation ops/logprob ops/adamw model model_load model_dist collective_cpu sampler
 CPU_OBJS := $(patsubst %,$(OUT)/cpu_%.o,$(subst /,_,$(CPU_SRCS))) $(OUT)/cpu_gemm_avx2.o
-LINK := -L$(CUBLAS_LIB) -L$(CUDA_LIB) -lcublasLt -lcudart -lpthread -Wl,-rpath,$(CUBLAS_LIB) -Wl,-rpath,$(CUDA_LIB)
+LINK := -L$(CUBLAS_LIB) -L$(CUDA_LIB) -lcublasLt -lcudart -ldl -lpthread -Wl,-rpath,$(CUBLAS_LIB) -Wl,-rpath,$(CUDA_LIB)
 
 all: lib tests
 lib: $(OUT)/libvqalab_cuda.a
@@ -57,7 +57,7 @@ $(OUT)/%: $(OUT)/dev_%.o $(DEV_OBJS) $(OUT)/libvqalab_cuda.a $(CPU_OBJS)
 
 # The addon, as node-gyp would build it (binding.gyp's flags), plus the CUDA backend.
 NAPI_DEFS := -DNAPI_VERSION=8 -DNAPI_CPP_EXCEPTIONS -DNODE_ADDON_API_DISABLE_DEPRECATED -DVQALAB_CUDA
-NAPI_SRCS := addon napi_model napi_ops
+NAPI_SRCS := addon napi_model napi_ops napi_collective
 NAPI_OBJS := $(patsubst %,$(OUT)/napi_%.o,$(NAPI_SRCS))
 $(OUT)/napi_%.o: $(SRC)/%.cc
 	@mkdir -p $(OUT)

@@ -3,30 +3,19 @@
  * (a Parquet split, or the embedded default's synthetic shapes), trains through the Trainer's public
  * API, prints one progress line per step and writes result.json under --out.
  */
-import { existsSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
-import { VqaDataset } from '../data/dataset.js';
-import { synthSamples } from '../data/synth.js';
-import type { VqaSample } from '../data/types.js';
-import { loadModel } from '../engine/index.js';
-import { readConfig } from '../engine/config.js';
-import { sampleVisuals, videoProcessorFor, type VideoProcessor } from '../vision/video.js';
-import type { Device, EngineModel, ImageInput, LoadOptions } from '../engine/types.js';
-import { scoreAnswer } from '../eval/vqa-metric.js';
-import { grpoConfig, type GrpoConfig } from '../grpo/config.js';
+import { type GrpoConfig } from '../grpo/config.js';
 import type { EvalSummary } from '../grpo/evaluate.js';
 import { Trainer, type StepOutput } from '../grpo/trainer.js';
 import { DEFAULT_MODEL_DIR } from '../model/default.js';
-import { vqaAccuracy } from '../reward/basic.js';
 import { resolveModelFolder } from '../engine/folder.js';
-import { processorOptionsFrom, videoProcessorOptionsFrom } from '../vision/processor-config.js';
-import { VlmTokenizer } from '../text/tokenizer.js';
 import { writeFileAtomic } from '../util/fs.js';
 import { interruptible } from '../util/interrupt.js';
 import { formatDuration } from '../util/progress.js';
-import { Qwen2VLImageProcessor } from '../vision/qwen2vl.js';
 import { checkDemoTarget, DEMO_DEFAULTS } from './demo.js';
 import { UsageError } from '../util/errors.js';
+import { trainSetup } from './train-setup.js';
 
 export interface TrainOptions {
   /** A Qwen2-VL model folder; default the embedded tiny model. */
@@ -60,6 +49,13 @@ export interface TrainOptions {
   seed?: number;
   quiet?: boolean;
   signal?: AbortSignal;
+  /** Ranks on this node (one per GPU: cuda:0 … cuda:N−1; with --device cpu, N CPU ranks): src/cli/train-dist.ts. */
+  gpus?: number;
+  /** Several hosts: nodes in the run, this one's rank (0 runs the driver), and where node 0 listens. */
+  nodes?: number;
+  nodeRank?: number;
+  masterAddr?: string;
+  masterPort?: number;
 }
 
 export interface TrainResult {
@@ -75,7 +71,7 @@ export interface TrainResult {
 
 type Write = (line: string) => void;
 
-const LORA_TARGETS = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'];
+const _LORA_TARGETS = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'];
 
 function fail(message: string, code = 2): never {
   throw new UsageError(message, code);
@@ -100,73 +96,6 @@ export function readTrainConfig(file: string): Partial<GrpoConfig> {
       `--config ${file}: expected a JSON object of trainer config fields (docs/grpo.md), e.g. {"learningRate": 1e-5, "numGenerations": 8}`,
     );
   return raw as Partial<GrpoConfig>;
-}
-
-/** Load a Parquet split; errors name the flag, the file and what was expected. */
-async function readSplit(flag: string, file: string, limit: number | undefined): Promise<VqaSample[]> {
-  if (!existsSync(file)) fail(`--${flag} ${file}: no such file`);
-  if (statSync(file).isDirectory())
-    fail(`--${flag} ${file}: is a folder; expected a Parquet file (vqalab data convert / vqalab data synth write one)`);
-  let ds: VqaDataset;
-  try {
-    ds = await VqaDataset.fromParquet(file);
-  } catch (err) {
-    fail(`--${flag} ${(err as Error).message.startsWith(file) ? '' : `${file}: `}${(err as Error).message}`);
-  }
-  if (ds.size === 0) fail(`--${flag} ${file}: no rows`);
-  const n = Math.min(ds.size, limit ?? ds.size);
-  const out: VqaSample[] = [];
-  for (let i = 0; i < n; i++) {
-    const s = ds.get(i);
-    if (s.answers.length === 0)
-      fail(`--${flag} ${file}: row ${i} (id ${s.id}): no answer; every row needs "answer" (or "answers")`);
-    const visuals = sampleVisuals(s);
-    for (const p of visuals.images) {
-      if (!existsSync(p))
-        fail(
-          `--${flag} ${file}: row ${i} (id ${s.id}): image ${p} does not exist (image_path resolves against the Parquet file's folder)`,
-        );
-    }
-    for (const p of visuals.videos) {
-      if (!existsSync(p))
-        fail(
-          `--${flag} ${file}: row ${i} (id ${s.id}): video folder ${p} does not exist (video_path resolves against the Parquet file's folder)`,
-        );
-    }
-    out.push(s);
-  }
-  return out;
-}
-
-/** Synthetic shapes with processed images in memory (the embedded default's data, as the demo makes it). */
-async function synthSplit(
-  questions: number,
-  perImage: number,
-  seed: number,
-  processor: Qwen2VLImageProcessor,
-  into: Map<string, ImageInput[]>,
-): Promise<VqaSample[]> {
-  const out: VqaSample[] = [];
-  let current: ImageInput[] | undefined;
-  const images = Math.ceil(questions / perImage);
-  const d = DEMO_DEFAULTS;
-  for await (const { sample, png } of synthSamples({
-    images,
-    questionsPerImage: perImage,
-    seed,
-    difficulty: d.difficulty,
-    shapeCount: d.shapeCount,
-    shapeSize: d.shapeSize,
-    families: d.families,
-  })) {
-    if (png) {
-      const p = await processor.process(png);
-      current = [{ pixels: p.pixels, gridThw: p.gridThw }];
-    }
-    into.set(sample.id, current!);
-    if (out.length < questions) out.push(sample);
-  }
-  return out;
 }
 
 function fmt(x: number, digits: number): string {
@@ -213,103 +142,16 @@ export async function runTrain(
       `--out ${out} already holds a run (${path.join(out, 'checkpoints', 'latest')}); pass --resume to continue it, or choose another --out`,
     );
 
-  // Config: defaults of the embedded recipe, then the --config file; --max-steps spans the LR schedule.
-  const config: Partial<GrpoConfig> = {
-    ...(embeddedData ? DEMO_DEFAULTS.grpo : {}),
+  const { config, tokenizer, train, val, lora, load, common } = await trainSetup(o, {
+    modelArg,
+    resolved,
+    device,
+    out,
+    maxSteps,
     seed,
-    totalSteps: maxSteps,
-    ...o.config,
-  };
-  // Check the config before loading anything: grpoConfig's errors name the field and the fix.
-  try {
-    grpoConfig(config);
-  } catch (err) {
-    fail(`trainer config${o.config ? ' (--config)' : ''}: ${(err as Error).message}`);
-  }
-
-  let tokenizer: VlmTokenizer;
-  try {
-    tokenizer = VlmTokenizer.load(resolved.tokenizerDir);
-  } catch (err) {
-    fail(`--model ${modelArg}: ${(err as Error).message}`);
-  }
-  const processor = new Qwen2VLImageProcessor(processorOptionsFrom(resolved.tokenizerDir));
-  const { modelDir, tokenizerDir } = resolved;
-  let videoProcessor: VideoProcessor | undefined;
-  const memory = new Map<string, ImageInput[]>();
-  let train: VqaSample[], val: VqaSample[] | undefined;
-  if (embeddedData) {
-    train = await synthSplit(o.limitTrain ?? DEMO_DEFAULTS.trainImages * 2, 2, seed + 1, processor, memory);
-    val = await synthSplit(o.limitVal ?? DEMO_DEFAULTS.evalQuestions, 1, seed + 2, processor, memory);
-  } else {
-    train = await readSplit('data-path', o.dataPath!, o.limitTrain);
-    val = o.valDataPath === undefined ? undefined : await readSplit('val-data-path', o.valDataPath, o.limitVal);
-  }
-  const loadImages = async (s: VqaSample): Promise<ImageInput[]> => {
-    const held = memory.get(s.id);
-    if (held) return held;
-    const visuals = sampleVisuals(s);
-    const images: ImageInput[] = [];
-    for (const f of visuals.images) {
-      try {
-        const p = await processor.process(f);
-        images.push({ pixels: p.pixels, gridThw: p.gridThw });
-      } catch (err) {
-        throw new Error(
-          `sample ${s.id}${s.row === undefined ? '' : ` (row ${s.row})`}: cannot read image ${f}: ${(err as Error).message}`,
-        );
-      }
-    }
-    for (const d of visuals.videos) {
-      try {
-        videoProcessor ??= videoProcessorFor(
-          readConfig(path.join(modelDir, 'config.json')).modelType,
-          processorOptionsFrom(tokenizerDir),
-          videoProcessorOptionsFrom(tokenizerDir),
-        );
-        const v = await videoProcessor.processFolder(d, s.videoFps);
-        images.push({
-          pixels: v.pixels,
-          gridThw: v.gridThw,
-          video: true,
-          secondPerGrid: v.secondPerGrid,
-          ...(v.timestamps ? { timestamps: v.timestamps } : {}),
-        });
-      } catch (err) {
-        throw new Error(
-          `sample ${s.id}${s.row === undefined ? '' : ` (row ${s.row})`}: cannot read video ${d}: ${(err as Error).message}`,
-        );
-      }
-    }
-    return images;
-  };
-
-  const lora: LoadOptions['lora'] = o.loraRank
-    ? { rank: o.loraRank, alpha: 2 * o.loraRank, targetModules: LORA_TARGETS, vision: false, seed }
-    : undefined;
-  const load = async (dir: string, opts: { loadOptimizer?: boolean } = {}): Promise<EngineModel> => {
-    const r = resolveModelFolder(dir);
-    const l = r.lora ?? lora;
-    return loadModel(r.modelDir, {
-      device: device as Device,
-      ...(o.threads === undefined ? {} : { threads: o.threads }),
-      ...(l ? { lora: l } : {}),
-      ...(r.adapterDir ? { adapter: r.adapterDir } : {}),
-      ...(opts.loadOptimizer ? { loadOptimizer: true } : {}),
-    });
-  };
-  const common = {
-    train,
-    ...(val ? { evalSets: { val } } : {}),
-    rewards: [vqaAccuracy()],
-    // Accuracy that fits the data: the official formula with 10 answers, exact match with fewer.
-    vqaAccuracy: (p: string, a: readonly string[]) => scoreAnswer(p, a).accuracy,
-    loadImages,
-    imageCacheSize: embeddedData ? 0 : 512,
-    outputDir: out,
-    tokenizerDir: resolved.tokenizerDir,
+    embeddedData,
     log: o.quiet ? undefined : io.err,
-  };
+  });
   let trainer: Trainer;
   try {
     if (o.resume) {

@@ -14,6 +14,7 @@
 import { parseArgs } from 'node:util';
 import { runTrainAgent } from './train-agent.js';
 import { readTrainConfig, runTrain, type TrainOptions } from './train-run.js';
+import { runTrainDistributed } from './train-dist.js';
 import { type Command } from './command.js';
 import { UsageError } from '../util/errors.js';
 
@@ -48,6 +49,13 @@ Training:
   --sft-steps N          SFT warm-start steps first (default 25 on the embedded data, else 0)
   --sft-lr X             the warm start's learning rate (default 2e-3)
   --device D             cpu (default), cuda or cuda:N
+
+Several GPUs and hosts (docs/multi-gpu.md):
+  --gpus N               data parallel over N ranks on this node: cuda:0 … cuda:N-1 (N CPU ranks with --device cpu)
+  --nodes K              hosts in the run (default 1); start the same command on each with its --node-rank
+  --node-rank R          this host's place (0: the driver, which prints, writes --out and checkpoints)
+  --master-addr HOST     where node 0 listens (with --nodes > 1)
+  --master-port P        its port (with --nodes > 1)
   --threads N            engine threads on CPU (default: all cores)
   --seed N               default 0
 
@@ -101,6 +109,11 @@ export const trainCommand: Command = {
           threads: { type: 'string' },
           seed: { type: 'string' },
           quiet: { type: 'boolean' },
+          gpus: { type: 'string' },
+          nodes: { type: 'string' },
+          'node-rank': { type: 'string' },
+          'master-addr': { type: 'string' },
+          'master-port': { type: 'string' },
         },
       }));
     } catch (err) {
@@ -147,7 +160,18 @@ export const trainCommand: Command = {
         '--val-data-path needs --data-path (the embedded default brings its own held-out questions)',
       );
     }
-    const r = await runTrain(o);
+    set('gpus', 'gpus', 1);
+    set('nodes', 'nodes', 1);
+    set('nodeRank', 'node-rank', 0);
+    set('masterPort', 'master-port', 1);
+    if (str('master-addr') !== undefined) o.masterAddr = str('master-addr');
+    const distributed = (o.gpus ?? 1) > 1 || (o.nodes ?? 1) > 1;
+    const r = distributed
+      ? await runTrainDistributed(o, {
+          out: (l) => process.stdout.write(`${l}\n`),
+          err: (l) => process.stderr.write(`${l}\n`),
+        })
+      : await runTrain(o);
     return r.interrupted ? 130 : 0;
   },
 };

@@ -174,6 +174,10 @@ export interface NativeModel {
   _get(name: string): Float32Array;
   _set(name: string, data: Float32Array): void;
   _grad(name: string): Float32Array | null;
+  /** Data parallel (docs/multi-gpu.md): the gradients summed over the collective's ranks, in buckets of `bucketFloats`. */
+  allReduceGrads(collective: NativeCollective, bucketFloats: number): Promise<void>;
+  /** 16 hex digits of the trainable weights and the step count (ranks in step compare equal). */
+  weightsHash(): Promise<string>;
   /** transformers' get_rope_index: [3, L] positions (axis-major) and where generation goes on (the largest + 1). */
   _ropeIndex(prompt: NativePrompt): { positions: Int32Array; next: number };
   /**
@@ -185,6 +189,18 @@ export interface NativeModel {
   _attachTestDevice(cpu: NativeModel, delayMs?: number, batch?: boolean): void;
 }
 
+/** A collective between the ranks of a data-parallel run (native/src/collective.h). */
+export interface NativeCollective {
+  /** The sum over ranks (host arrays whatever the backend). */
+  allReduce(data: Float32Array): Promise<Float32Array>;
+  broadcast(data: Float32Array, root: number): Promise<Float32Array>;
+  barrier(): Promise<void>;
+  /** Fails the call in progress and every later one (another rank died). */
+  abort(): void;
+  destroy(): void;
+  info(): { rank: number; size: number; backend: string };
+}
+
 export interface SafetensorsContent {
   tensors: Record<string, { dtype: string; shape: number[]; data: Float32Array }>;
   metadata: Record<string, string>;
@@ -192,6 +208,18 @@ export interface SafetensorsContent {
 
 export interface NativeAddon {
   loadModel(spec: NativeLoadSpec): Promise<NativeModel>;
+  /** Rank 0: the 128-byte id the ranks share (cpu: a listener on `host`; nccl: ncclGetUniqueId on `device`). */
+  collectiveId(backend: 'cpu', host: string): Uint8Array;
+  collectiveId(backend: 'nccl', device: number): Uint8Array;
+  /** Every rank, with rank 0's id: resolves once all ranks have joined (or rejects at the timeout). */
+  createCollective(spec: {
+    backend: 'cpu' | 'nccl';
+    id: Uint8Array;
+    rank: number;
+    size: number;
+    device?: number;
+    timeoutMs: number;
+  }): Promise<NativeCollective>;
   _op(
     name: string,
     inputs: Record<string, Float32Array | Int32Array>,

@@ -255,6 +255,8 @@ class CudaModel final : public DeviceModel {
 
   void pull_grads() override;
 
+  void all_reduce_grads(Collective& c, int64_t bucket) override;
+
   void push() override;
 
   SampleResult sample(const SampleRequest& q) override { return sample_many({q})[0]; }

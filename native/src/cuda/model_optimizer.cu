@@ -1,6 +1,7 @@
 // The CUDA model's optimizer and host synchronisation: AdamW on the device (fp32 or bf16 moments) or with
 // its state offloaded to pinned host memory, gradient zeroing, pull/push of weights and moments, and the
 // bf16 hi/lo pairs of the LoRA adapters.
+#include "collective.h"
 #include "cuda/model_internal.cuh"
 
 namespace vq {
@@ -328,11 +329,36 @@ void CudaModel<T>::step_offload(const AdamWOptions& o, float scale) {
   }
 }
 
+// Data parallel: the gradient buffer summed over the ranks in buckets. NCCL reduces in place on the model's
+// stream; a host collective (cpu) gets each bucket staged through host memory.
+template <typename T>
+void CudaModel<T>::all_reduce_grads(Collective& c, int64_t bucket) {
+  DevGuard g(dev_, st_, opt_.sync_every_op);
+  ensure_grads();  // a rank with no backward this update takes part with zeros
+  DArray<float>& gr = h_.lora_active() ? lgrads_ : grads_;
+  const int64_t n = static_cast<int64_t>(gr.n);
+  std::vector<float> host;
+  for (int64_t off = 0; off < n; off += bucket) {
+    const int64_t m = std::min(bucket, n - off);
+    if (c.device_buffers()) {
+      c.all_reduce_sum(gr.p + off, m, st_);
+      continue;
+    }
+    host.resize(static_cast<size_t>(m));
+    CU_CHECK(cudaMemcpyAsync(host.data(), gr.p + off, m * sizeof(float), cudaMemcpyDeviceToHost, st_), "all_reduce stage");
+    CU_CHECK(cudaStreamSynchronize(st_), "all_reduce stage");
+    c.all_reduce_sum(host.data(), m, nullptr);
+    CU_CHECK(cudaMemcpyAsync(gr.p + off, host.data(), m * sizeof(float), cudaMemcpyHostToDevice, st_), "all_reduce stage");
+  }
+  CU_CHECK(cudaStreamSynchronize(st_), "all_reduce");
+}
+
 #define VQ_INST(T) \
   template void CudaModel<T>::zero_grad(); \
   template StepResult CudaModel<T>::step(const AdamWOptions&); \
   template void CudaModel<T>::pull(); \
   template void CudaModel<T>::pull_grads(); \
+  template void CudaModel<T>::all_reduce_grads(Collective&, int64_t); \
   template void CudaModel<T>::push(); \
   template void CudaModel<T>::split_lora(); \
   template void CudaModel<T>::push_moments(); \

@@ -39,11 +39,20 @@ __global__ void adamw_bf16m_k(float* p, const float* g, bf16* m, bf16* v, int64_
     if (copy) copy[i] = __float2bfloat16(pi);
   }
 }
-__global__ void sumsq_k(double* out, const float* x, int64_t n) {
+// Each block's partial sum to its own slot, then one block adds the slots in order: the same bits on
+// every run and every rank of a data-parallel run (an atomicAdd of the partials would add them in
+// whatever order the blocks finish, and the ranks' gradient-clipping scales would differ in the last bit).
+__global__ void sumsq_k(double* partial, const float* x, int64_t n) {
   double s = 0.0;
   GRID_STRIDE(i, n) s += static_cast<double>(x[i]) * x[i];
   s = block_sum(s);
-  if (threadIdx.x == 0) atomicAdd(out, s);
+  if (threadIdx.x == 0) partial[blockIdx.x] = s;
+}
+__global__ void sum_partials_k(double* out, const double* partial, int n) {
+  double s = 0.0;
+  for (int i = threadIdx.x; i < n; i += blockDim.x) s += partial[i];
+  s = block_sum(s);
+  if (threadIdx.x == 0) *out = s;
 }
 __global__ void finite_k(int* bad, const float* x, int64_t n) {
   GRID_STRIDE(i, n) if (!isfinite(x[i])) { *bad = 1; return; }
@@ -53,10 +62,13 @@ __global__ void finite_k(int* bad, const float* x, int64_t n) {
 
 double sum_squares(const float* x, int64_t n) {
   thread_local DArray<double> acc("sum_squares");
-  double* d = acc.fit(1);
+  double* d = acc.fit(1 + 1024);  // the sum, then one partial per block
   CU_CHECK(cudaMemsetAsync(d, 0, sizeof(double), stream()), "sum_squares");
   if (n > 0) {
-    sumsq_k<<<std::min<unsigned>(blocks_for(n), 1024), 256, 0, stream()>>>(d, x, n);
+    const unsigned blocks = std::min<unsigned>(blocks_for(n), 1024);
+    sumsq_k<<<blocks, 256, 0, stream()>>>(d + 1, x, n);
+    CU_LAUNCHED("sum_squares");
+    sum_partials_k<<<1, 256, 0, stream()>>>(d, d + 1, static_cast<int>(blocks));
     CU_LAUNCHED("sum_squares");
   }
   double h = 0.0;
