@@ -56,3 +56,4 @@ export {
   type PreparedReferences,
   type ScoringRule,
 } from './vqa-metric.js';
+export { answerAfterThinking } from './thinking.js';

@@ -6,6 +6,7 @@ import type { VqaSample } from '../data/types.js';
 import type { EngineModel } from '../engine/types.js';
 import type { Policy } from '../rollout/types.js';
 import type { VlmTokenizer } from '../text/tokenizer.js';
+import { answerAfterThinking } from '../eval/thinking.js';
 import { checkPromptLength, completionIds, type PromptBuilder } from './rollout.js';
 
 export interface EvalRow {
@@ -161,7 +162,7 @@ export async function evaluateSamples(
         prediction: a.text,
         answers: sample.answers,
         answerType: sample.answerType ?? 'other',
-        accuracy: inp.accuracyOf(a.text, sample.answers),
+        accuracy: inp.accuracyOf(answerAfterThinking(a.text), sample.answers), // not the reasoning
         ...(a.error ? { error: a.error } : {}),
       });
     });

@@ -30,7 +30,7 @@ export interface TrainerOptions {
   rewards: RewardSet;
   /** What a failing reward does to its completion: 'exclude' (default) or `{ fallback: score }`. */
   onRewardError?: OnRewardError;
-  /** Per-question accuracy in [0, 1] for metrics and evaluate(); default `scoreAnswer` (src/eval): the official VQA metric with 10 answers, normalised exact match against any reference with fewer. */
+  /** Per-question accuracy in [0, 1] for metrics and evaluate(); default `scoreAnswer` (src/eval): the official VQA metric with 10 answers, normalised exact match against any reference with fewer. It gets the answer after a `<think>…</think>` block (`answerAfterThinking`; '' for an unclosed one), rewards the whole text. */
   vqaAccuracy?: (prediction: string, answers: readonly string[]) => number;
   /** The processed images of a sample (src/vision's Qwen2-VL processor), in prompt order. */
   loadImages: (sample: VqaSample) => Promise<ImageInput[]>;

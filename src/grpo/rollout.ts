@@ -23,6 +23,7 @@ import type { Completion, Policy } from '../rollout/types.js';
 import type { VlmTokenizer } from '../text/tokenizer.js';
 import { VlmTokenizer as Tokenizer } from '../text/tokenizer.js';
 import { scoreGroups, type OnRewardError, type RewardSet } from '../reward/runner.js';
+import { answerAfterThinking } from '../eval/thinking.js';
 import type { GrpoConfig } from './config.js';
 import { isZeroVariance } from './advantages.js';
 
@@ -266,7 +267,8 @@ async function scoreGroup(inp: RolloutInputs, g: RolloutGroup, step: number, sig
   }
   g.completions.forEach((comp, ci) => {
     const s = batch.groups[0]!.completions[ci]!;
-    comp.accuracy = inp.accuracyOf(comp.text, g.sample.answers);
+    // Accuracy scores the answer, not a thinking model's reasoning; rewards got the whole text.
+    comp.accuracy = inp.accuracyOf(answerAfterThinking(comp.text), g.sample.answers);
     if (comp.finishReason === 'error') return;
     comp.reward = s.total ?? NaN;
     for (const r of s.rewards) {

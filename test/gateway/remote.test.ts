@@ -102,9 +102,10 @@ test('a remote runner opens an attempt, runs the example agent against it and re
     assert.equal(c.choices[0].token_ids.length, c.choices[0].logprobs.length);
     if (k > 0) {
       // Each call continues from an earlier call's prompt and sampled ids: the previous one's, or,
-      // when those do not decode to the text the agent sent back (a special token, or a byte of a
-      // character cut off by the token limit), the latest earlier one's that do; with none, the
-      // chat template's ids are used as they are.
+      // when those do not decode to the text the agent sent back (the tiny model often samples a
+      // special token, which the text leaves out), the latest earlier one's that do; with none, the
+      // chat template's ids are used as they are. (A character cut by the token limit is no
+      // reason: the text holds it as U+FFFD, the decode of its ids; test/gateway/cut-character.)
       const extended = (rec.calls as any[]).slice(0, k).findLastIndex((prev) => {
         const head = [...prev.prompt_ids, ...prev.choices[0].token_ids];
         return JSON.stringify(c.prompt_ids.slice(0, head.length)) === JSON.stringify(head);
