@@ -5,7 +5,9 @@
 #      fp32 (VQALAB_CUDA_PRECISION=fp32): is the gap to the CPU run bf16, or seed noise?
 #   2. a larger random-init Qwen2-VL (LARGE="HIDDEN LAYERS INTER HEADS KV VDEPTH VDIM", default
 #      768 12 2048 12 2 4 256: 75 M parameters) through `vqalab train` on the embedded synthetic data,
-#      one run per recipe of RECIPES (';'-separated `vqalab train` flags).
+#      one run per recipe of RECIPES (';'-separated `vqalab train` flags), and with LARGE_DEMO (e.g.
+#      "--sft-lr 5e-4 --grpo-lr 1e-4 --grpo-steps 150") through `vqalab demo --model` for the
+#      mismatched-image control that `vqalab train` does not run.
 # Logs and each run's result.json/metrics.jsonl go under $OUT (one archive). Limits: *_S variables.
 set -u
 OUT=${OUT:-$PWD/gpu-out}
@@ -16,7 +18,9 @@ el() { echo "+$(( $(date +%s) - T0 )) s"; }
 SEEDS=${SEEDS:-"0 1"}
 LARGE=${LARGE:-"768 12 2048 12 2 4 256"}
 LARGE_DIR=/tmp/vqalab-large
-RECIPES=${RECIPES:-"--sft-steps 300 --sft-lr 1e-3 --grpo-lr 1e-5;--sft-steps 300 --sft-lr 5e-4 --grpo-lr 5e-5;--sft-steps 600 --sft-lr 5e-4 --grpo-lr 2e-5 --dynamic"}
+# The recipe that learned on an H100 (bench/results/trainer/h100-2026-12-07) and one that collapsed there.
+RECIPES=${RECIPES:-"--sft-steps 25 --sft-lr 5e-4 --grpo-lr 1e-4 --dynamic;--sft-steps 25 --sft-lr 1e-3 --grpo-lr 2e-4 --dynamic"}
+LARGE_DEMO=${LARGE_DEMO-"--sft-lr 5e-4 --grpo-lr 1e-4 --grpo-steps 150"}
 {
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
   if [ -d prebuilt ]; then mkdir -p native/build/cuda && cp prebuilt/*.o native/build/cuda/ && touch native/build/cuda/*.o; echo "prebuilt: $(ls prebuilt | tr '\n' ' ')"; fi
@@ -47,5 +51,13 @@ for r in "${sets[@]}"; do
     --config "/tmp/$name.json" --out "$OUT/$name" --quiet $flags > "$OUT/$name.log" 2>&1
   echo "$name ($r) exit $? ($(el))"; grep -v "━\|steps/s\|^\s*$" "$OUT/$name.log" | tail -6 | cut -c1-300
 done
-( cd "$OUT" && items=$(ls -A | grep -v '^run.out$\|^runs.tgz$'); [ -n "$items" ] && tar -czf runs.tgz $items && rm -rf $items )
+# The same model through `vqalab demo --model` (warm start, GRPO, and both again with every question
+# shown another question's image: does the policy read the image?), for LARGE_DEMO's flags.
+if [ -n "${LARGE_DEMO:-}" ]; then
+  timeout -k 5 "${LARGE_S:-150}" bash .gpu/with-node.sh node demo.mjs demo --model $LARGE_DIR --device cuda --quiet \
+    --out "$OUT/large-demo" $LARGE_DEMO > "$OUT/large-demo.log" 2>&1
+  echo "large-demo ($LARGE_DEMO) exit $? ($(el)): $(result "$OUT/large-demo/result.json")"
+fi
+# checkpoints stay behind: a run's weights and optimizer state would push the archive past what a call returns
+( cd "$OUT" && items=$(ls -A | grep -v '^run.out$\|^runs.tgz$'); [ -n "$items" ] && tar --exclude=checkpoints -czf runs.tgz $items && rm -rf $items )
 echo "total $(el)"
