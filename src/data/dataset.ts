@@ -371,17 +371,20 @@ export class VqaDataset implements Iterable<VqaSample> {
   }
 
   /**
-   * Write this view to Parquet (atomically, in row groups). Image paths are written as they are
-   * (absolute), or relative to the output's folder with `relativePaths`.
+   * Write this view to Parquet (atomically, in row groups). Image and video paths are written as
+   * they are (absolute), or relative to the output's folder with `relativePaths`; rows with videos
+   * keep them (`video_paths`, `video_fps`).
    */
   async writeParquet(
     file: string,
     options: ParquetWriteOptions & { relativePaths?: boolean } = {},
   ): Promise<ParquetWriteResult> {
     let multi = false,
-      vqa = false;
+      vqa = false,
+      videos = false;
     for (const s of this) {
       if (s.imagePaths && s.imagePaths.length > 1) multi = true;
+      if ((s.videoPaths && s.videoPaths.length > 0) || s.videoFps !== undefined) videos = true;
       if (
         s.answerType !== undefined ||
         s.questionType !== undefined ||
@@ -408,9 +411,12 @@ export class VqaDataset implements Iterable<VqaSample> {
       }
       extras[c] = type;
     }
+    // The video columns are written by the builder: a source's own video_path extra is not copied twice.
+    if (videos) for (const c of ['video_path', 'video_paths', 'video_fps']) delete extras[c];
     const builder = new VqaTableBuilder({
       imagePaths: multi,
       vqaColumns: vqa,
+      videos,
       extras,
       relativeTo: options.relativePaths ? path.dirname(path.resolve(file)) : undefined,
     });

@@ -256,7 +256,9 @@ export interface VqaTableBuilderOptions {
   vqaColumns?: boolean;
   /** Extra columns, in order, with their types; values come from `sample.extra[name]`. */
   extras?: Record<string, ExtraColumnType>;
-  /** Write image paths relative to this folder (portable datasets); default: as given. */
+  /** Write `video_paths` (each row's frame folders; empty for a row without video) and `video_fps`. */
+  videos?: boolean;
+  /** Write image (and video) paths relative to this folder (portable datasets); default: as given. */
   relativeTo?: string;
 }
 
@@ -372,6 +374,8 @@ export class VqaTableBuilder {
   private at = new Utf8ColumnBuilder();
   private qt = new Utf8ColumnBuilder();
   private imageIds: (number | null)[] = [];
+  private videoPaths = new Utf8ListColumnBuilder();
+  private videoFps: (number | null)[] = [];
   private extras: Record<string, unknown[]> = {};
 
   constructor(private readonly o: VqaTableBuilderOptions = {}) {
@@ -399,6 +403,10 @@ export class VqaTableBuilder {
       this.at.append(s.answerType ?? null);
       this.qt.append(s.questionType ?? null);
       this.imageIds.push(s.imageId ?? null);
+    }
+    if (this.o.videos) {
+      this.videoPaths.append((s.videoPaths ?? []).map((p) => this.rel(p)));
+      this.videoFps.push(s.videoFps ?? null);
     }
     for (const k of Object.keys(this.extras)) this.extras[k]!.push(s.extra?.[k] ?? null);
   }
@@ -432,6 +440,11 @@ export class VqaTableBuilder {
       cols.image_id = arrow.makeVector(
         arrow.makeData({ type: new arrow.Int64(), length: n, nullCount: nulls, data: ids, nullBitmap: bitmap }),
       );
+    }
+    if (this.o.videos) {
+      cols.video_paths = arrow.makeVector(this.videoPaths.finish());
+      cols.video_fps = arrow.vectorFromArray(this.videoFps, new arrow.Float64() as arrow.DataType);
+      this.videoFps = [];
     }
     for (const [k, type] of Object.entries(this.o.extras ?? {})) {
       const raw = this.extras[k]!;

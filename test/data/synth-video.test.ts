@@ -95,6 +95,27 @@ test('synthetic videos: the Parquet reads back with video paths; answers follow 
   assert.deepEqual(v.gridThw, [4, 4, 4]);
 });
 
+test('a dataset with videos written back to Parquet keeps them: frame folders (relative or not), fps, rows without video', async () => {
+  const dir = path.join(work, 'rewrite');
+  const r = await writeSynthVideo(dir, { videos: 4, seed: 7 });
+  const ds = await VqaDataset.fromParquet(r.parquet);
+  const rows = [...ds];
+  // two folders on one row, an fps on another, a row with no video at all
+  rows[1] = { ...rows[1]!, videoPaths: [rows[1]!.videoPaths![0]!, rows[2]!.videoPaths![0]!] };
+  rows[2] = { ...rows[2]!, videoFps: 4 };
+  rows[3] = { ...rows[3]!, videoPaths: undefined };
+  for (const relativePaths of [false, true]) {
+    const out = path.join(dir, `again-${relativePaths}.parquet`);
+    await VqaDataset.fromSamples(rows).writeParquet(out, { relativePaths });
+    const back = [...(await VqaDataset.fromParquet(out))];
+    assert.deepEqual(
+      back.map((s) => [s.id, s.videoPaths, s.videoFps, s.extra?.family]),
+      rows.map((s) => [s.id, s.videoPaths, s.videoFps, s.extra?.family]),
+      `relativePaths ${relativePaths}`,
+    );
+  }
+});
+
 test('a video sample end to end: LocalPolicy on a tiny Qwen2.5-VL folder samples answers to a synthetic video question', async () => {
   const model = path.join(work, 'q25');
   const init = spawnSync(
