@@ -28,7 +28,8 @@ echo '{"learningRate": 5e-4, "dynamicSampling": true}' > "$dir/grpo.json"
 v train "${train[@]}" --max-steps 100 --config "$dir/grpo.json" --out "$dir/grpo" > "$dir/grpo.log" 2>&1
 mismatched() {  # checkpoint, name
   v eval-policy --dataset "$dir/val-mismatched.parquet" --policy "local:$1" --max-tokens 8 > "$dir/$2-mismatched.log" 2>&1 || true
-  grep -m1 -o '[0-9.]*%' "$dir/$2-mismatched.log" || echo "(see $dir/$2-mismatched.log)"
+  # the table's last row: policy, overall, ...
+  tail -1 "$dir/$2-mismatched.log" | awk '{print $2 "%"}'
 }
 echo "warm start:          $(grep -o 'val accuracy [0-9.]*%' "$dir/warm.log")"
 echo "warm start, mismatched clips: $(mismatched "$(ls -d "$dir"/warm/checkpoints/checkpoint-* | tail -1)" warm)"
