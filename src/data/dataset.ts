@@ -411,8 +411,6 @@ export class VqaDataset implements Iterable<VqaSample> {
       }
       extras[c] = type;
     }
-    // The video columns are written by the builder: a source's own video_path extra is not copied twice.
-    if (videos) for (const c of ['video_path', 'video_paths', 'video_fps']) delete extras[c];
     const builder = new VqaTableBuilder({
       imagePaths: multi,
       vqaColumns: vqa,

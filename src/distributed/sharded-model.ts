@@ -31,6 +31,7 @@ import type {
   StepResult,
 } from '../engine/types.js';
 import type { NativeCollective, NativeModel } from '../engine/native.js';
+import { noSamples } from '../engine/sampling.js';
 
 /** The all-gather of small values between the ranks (RendezvousClient.gather). */
 export interface Gather {
@@ -205,18 +206,7 @@ export class ShardedModel implements EngineModel {
   }
 
   sampleStats(): SampleStats {
-    return (
-      this.inner.sampleStats?.() ?? {
-        runs: 0,
-        requests: 0,
-        joined: 0,
-        completed: 0,
-        cancelled: 0,
-        failed: 0,
-        maxConcurrent: 0,
-        tokens: 0,
-      }
-    );
+    return this.inner.sampleStats?.() ?? noSamples();
   }
 
   deviceMemory?(resetPeak?: boolean): DeviceMemory | undefined {

@@ -94,6 +94,7 @@ class NativeEngineModel implements EngineModel {
   readonly device: Device;
   readonly numParameters: { total: number; trainable: number };
   readonly namingScheme: 'published' | 'internal';
+  readonly packRows?: number;
   private queue: Promise<unknown> = Promise.resolve();
   private lastForward: number[][] | null = null;
   private calls = 0;
@@ -115,6 +116,8 @@ class NativeEngineModel implements EngineModel {
     const info = nm.info();
     this.numParameters = { total: info.numParameters, trainable: info.numTrainable };
     this.namingScheme = info.internalNames ? 'internal' : 'published';
+    // Fixed when the device is attached (at load): no limit on the CPU.
+    if (device !== 'cpu' && info.packRows > 0) this.packRows = info.packRows;
     this.loop = new SampleLoop({
       nm,
       schedule: (fn) => {
@@ -403,12 +406,6 @@ class NativeEngineModel implements EngineModel {
     if (this.disposed) throw new Error('this model was disposed');
     if (!this.lora) throw new Error('setLoraEnabled needs a model loaded with options.lora');
     this.nm.setLoraEnabled(enabled);
-  }
-
-  get packRows(): number | undefined {
-    if (this.device === 'cpu') return undefined;
-    const rows = this.nm.info().packRows;
-    return rows > 0 ? rows : undefined;
   }
 
   setCheckpointActivations(on: boolean): boolean {

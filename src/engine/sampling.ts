@@ -63,6 +63,11 @@ export interface LoopHost {
   waitingCalls(): number;
 }
 
+/** Counters of a loop that has sampled nothing. */
+export function noSamples(): SampleStats {
+  return { runs: 0, requests: 0, joined: 0, completed: 0, cancelled: 0, failed: 0, maxConcurrent: 0, tokens: 0 };
+}
+
 const reasonOf = (signal: AbortSignal): unknown =>
   signal.reason instanceof Error ? signal.reason : new Error('interrupted');
 
@@ -71,16 +76,7 @@ export class SampleLoop {
   private waiting: Pending[] = [];
   private scheduled = false;
   private nextId = 1;
-  private readonly counts: SampleStats = {
-    runs: 0,
-    requests: 0,
-    joined: 0,
-    completed: 0,
-    cancelled: 0,
-    failed: 0,
-    maxConcurrent: 0,
-    tokens: 0,
-  };
+  private readonly counts: SampleStats = noSamples();
 
   constructor(private readonly host: LoopHost) {}
 

@@ -72,7 +72,15 @@ export async function evaluateSamples(
   samples: readonly VqaSample[],
 ): Promise<(EvalRow & { error?: string })[]> {
   const size = Math.max(1, inp.batchSize ?? 64);
-  const stop = inp.tokenizer.stopTokenIds;
+  // One greedy answer a question, the same through the engine and a policy.
+  const greedy = {
+    n: 1,
+    temperature: 0,
+    maxTokens: inp.maxTokens,
+    stopTokenIds: inp.tokenizer.stopTokenIds,
+    seed: 0,
+    signal: inp.signal,
+  };
   const failed = (sample: VqaSample, err: unknown): Answer => {
     if (inp.signal?.aborted) throw err;
     const msg = err instanceof Error ? err.message : String(err);
@@ -80,14 +88,7 @@ export async function evaluateSamples(
   };
   const viaPolicy = async (policy: Policy, sample: VqaSample): Promise<Answer> => {
     try {
-      const [c] = await policy.generate(sample, {
-        n: 1,
-        temperature: 0,
-        maxTokens: inp.maxTokens,
-        stopTokenIds: stop,
-        seed: 0,
-        signal: inp.signal,
-      });
+      const [c] = await policy.generate(sample, greedy);
       if (!c || c.finishReason === 'error') return { text: '', error: c?.error ?? 'generation failed' };
       return { text: c.text };
     } catch (err) {
@@ -114,15 +115,7 @@ export async function evaluateSamples(
         const prompt = prompts[k]!;
         if ('text' in prompt) return prompt;
         try {
-          const res = await inp.model.sample({
-            prompt,
-            n: 1,
-            temperature: 0,
-            maxTokens: inp.maxTokens,
-            stopTokenIds: stop,
-            seed: 0,
-            signal: inp.signal,
-          });
+          const res = await inp.model.sample({ prompt, ...greedy });
           const ids = completionIds(inp.tokenizer, res.tokenIds[0]!, res.finishReason[0]!, inp.maxTokens);
           return { text: inp.tokenizer.decodeCompletion(ids).text };
         } catch (err) {

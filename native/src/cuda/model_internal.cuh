@@ -135,7 +135,8 @@ struct Pinned {
 struct Phase {
   long idx = -1;
   Phase(bool on, const char* name);
-  ~Phase();
+  ~Phase() { stop(); }
+  void stop();  // records the end now (once)
   Phase(const Phase&) = delete;
 };
 // Host wall time of a named section (CudaOptions::profile), summed by name into the same report:

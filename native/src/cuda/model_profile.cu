@@ -31,10 +31,11 @@ Phase::Phase(bool on, const char* name) {
   g_prof.push_back(ProfRec{name, a, b});
   idx = static_cast<long>(g_prof.size()) - 1;
 }
-Phase::~Phase() {
+void Phase::stop() {
   if (idx < 0) return;
   std::lock_guard<std::mutex> l(g_prof_mu);
   cudaEventRecord(g_prof[idx].b, cu::stream());
+  idx = -1;
 }
 
 HostPhase::HostPhase(bool on, const char* n) {

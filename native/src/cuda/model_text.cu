@@ -12,15 +12,14 @@ void CudaModel<T>::text_layer(size_t li, CuTextLayer<T>& A, int64_t n, float* x,
   const TextLayerW& L = h_.text_layers()[li];
   // Decode steps (a cache and few rows) are profiled op by op: with graphs off (opt_.graphs) these
   // phases say where a step's time goes (docs/cuda.md, Design, "Profile").
-  const bool dec = kcache && n <= 512;
-  auto dph = [&](const char* name) { return std::make_unique<Phase>(opt_.profile, dec ? name : nullptr); };
-  auto ph_norm = dph("  decode: norm 1");
+  const bool dec = opt_.profile && kcache && n <= 512;
+  Phase ph_norm(dec, "  decode: norm 1");
   if (rprev)
     cu::residual_rmsnorm_forward(A.h1.fit(n * H), A.rstd1.fit(n), x, xprev, rprev, P(L.ln1), n, H, tc().eps);
   else
     cu::rmsnorm_forward(A.h1.fit(n * H), A.rstd1.fit(n), static_cast<const float*>(x), P(L.ln1), n, H, tc().eps);
-  ph_norm.reset();
-  auto ph_qkv = dph("  decode: q/k/v linear");
+  ph_norm.stop();
+  Phase ph_qkv(dec, "  decode: q/k/v linear");
   if (tc().qk_norm) {  // Qwen3-VL: per-head RMSNorm of q and k before the rotary embedding
     lin_forward(L.q, A.qraw.fit(n * NH * D), A.h1.p, n);
     lin_forward(L.k, A.kraw.fit(n * KVD), A.h1.p, n);
@@ -30,8 +29,8 @@ void CudaModel<T>::text_layer(size_t li, CuTextLayer<T>& A, int64_t n, float* x,
     lin_forward(L.k, A.k.fit(n * KVD), A.h1.p, n);
   }
   lin_forward(L.v, A.v.fit(n * KVD), A.h1.p, n);
-  ph_qkv.reset();
-  auto ph_rope = dph("  decode: rope + cache write");
+  ph_qkv.stop();
+  Phase ph_rope(dec, "  decode: rope + cache write");
   cu::rope_forward(A.q.p, A.q.p, cos, sin, n, NH, D);
   cu::rope_forward(A.k.p, A.k.p, cos, sin, n, KVH, D);
   A.att.fit(n * NH * D);
@@ -41,7 +40,7 @@ void CudaModel<T>::text_layer(size_t li, CuTextLayer<T>& A, int64_t n, float* x,
     T* vc = vcache + static_cast<int64_t>(li) * cache_rows * KVD;
     cu::scatter_rows(kc, static_cast<const T*>(A.k.p), slots, n, KVD);
     cu::scatter_rows(vc, static_cast<const T*>(A.v.p), slots, n, KVD);
-    ph_rope.reset();
+    ph_rope.stop();
     Phase ph(opt_.profile, dec ? "  decode: attention" : "  LM attention fwd (cache)");
     cu::attention_forward_dev(A.att.p, A.lse.p, A.q.p, kc, vc, spans, dspans, n, cache_rows, NH, KVH, D,
                               opt_.attention);
@@ -49,21 +48,21 @@ void CudaModel<T>::text_layer(size_t li, CuTextLayer<T>& A, int64_t n, float* x,
     Phase ph(opt_.profile, "  LM attention fwd");
     cu::attention_forward_dev(A.att.p, A.lse.p, A.q.p, A.k.p, A.v.p, spans, dspans, n, n, NH, KVH, D, opt_.attention);
   }
-  ph_rope.reset();
-  auto ph_o = dph("  decode: o linear");
+  ph_rope.stop();
+  Phase ph_o(dec, "  decode: o linear");
   lin_forward(L.o, tmp_.fit(n * H), A.att.p, n);
-  ph_o.reset();
-  auto ph_n2 = dph("  decode: norm 2");
+  ph_o.stop();
+  Phase ph_n2(dec, "  decode: norm 2");
   cu::residual_rmsnorm_forward(A.h2.fit(n * H), A.rstd2.fit(n), xmid, x, tmp_.p, P(L.ln2), n, H, tc().eps);
-  ph_n2.reset();
-  auto ph_gu = dph("  decode: gate/up linear");
+  ph_n2.stop();
+  Phase ph_gu(dec, "  decode: gate/up linear");
   lin_forward(L.gate, A.gate.fit(n * I), A.h2.p, n);
   lin_forward(L.up, A.up.fit(n * I), A.h2.p, n);
-  ph_gu.reset();
-  auto ph_act = dph("  decode: swiglu");
+  ph_gu.stop();
+  Phase ph_act(dec, "  decode: swiglu");
   cu::swiglu_forward(A.act.fit(n * I), A.gate.p, A.up.p, n * I);
-  ph_act.reset();
-  auto ph_down = dph("  decode: down linear");
+  ph_act.stop();
+  Phase ph_down(dec, "  decode: down linear");
   if (mlp_out) lin_forward(L.down, mlp_out, A.act.p, n);
 }
 
