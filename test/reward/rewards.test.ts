@@ -20,9 +20,13 @@ test('extractAnswer takes the last <answer> tag, else the whole completion; <thi
   assert.equal(extractAnswer('<think>a</think><answer> 2 </answer>'), '2');
   assert.equal(extractAnswer('<answer>1</answer> then <ANSWER>3</ANSWER>'), '3');
   assert.equal(extractAnswer('two dogs'), 'two dogs');
-  // reasoning is not the answer: <think> blocks go first; a completion cut off inside one has none
+  // reasoning is not the answer: only what follows the last </think> is read (as the accuracy reads
+  // it: answerAfterThinking); a completion cut off inside <think> has none
   assert.equal(extractAnswer('<think>\nmaybe three\n</think>\n\ntwo dogs'), 'two dogs');
-  assert.equal(extractAnswer('<think>1</think>a <think>2</think> b'), 'a  b');
+  assert.equal(extractAnswer('<think>1</think>a <think>2</think> b'), 'b');
+  // Qwen3's thinking templates open <think> in the prompt: the completion has only the closing tag
+  assert.equal(extractAnswer('maybe three\n</think>\n\ntwo dogs'), 'two dogs');
+  assert.equal(extractAnswer('maybe three</think><answer>2</answer>'), '2');
   assert.equal(extractAnswer('<think><answer>3</answer></think><answer>2</answer>'), '2');
   assert.equal(extractAnswer('<think>I count <answer>3</answer>'), '');
   assert.equal(extractAnswer('<think>still counting'), '');
