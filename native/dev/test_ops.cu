@@ -5,6 +5,8 @@
 // same numbers). Exit status 1 on any failure; with no GPU it prints "skipped" and exits 0.
 //
 //   build: scripts/gpu/prebuild.sh compiles it, scripts/gpu/run-all.sh links and runs it;  run: native/build/cuda/test_ops [filter]
+//   [--bench]: the checks whose op name contains the filter (attention: all attention, decode: the decode kernel), then
+//   with --bench the timings of the sections the filter names (linear, attention, decode, act, norm; any other: all)
 #include <algorithm>
 #include <array>
 #include <cmath>
@@ -1074,9 +1076,10 @@ void bench_ops() {
     cudaEventElapsedTime(&ms, a, b);
     return ms / reps;
   };
-  if (want("decode_attention")) bench_decode(time);
+  // a filter that names sections (linear, attention, decode, act, norm) times those; any other (none, no-checks) all
+  const bool all = !(want("linear") || want("attention") || want("decode_attention") || want("act") || want("norm"));
   std::printf("\nop throughput (bf16, fp32 accumulation):\n");
-  if (want("linear")) {
+  if (all || want("linear")) {
     for (auto d3 : std::vector<std::array<int64_t, 3>>{{426, 1536, 8960}, {426, 8960, 1536}, {1024, 1280, 3840}, {1024, 1280, 5120}, {8192, 8192, 8192}}) {
       const int64_t Tn = d3[0], IC = d3[1], OC = d3[2];
       auto x = rnd(Tn * IC), w = rnd(OC * IC, -0.05f, 0.05f);
@@ -1086,7 +1089,7 @@ void bench_ops() {
       std::printf("  linear_forward %-22s %8.3f ms  %7.1f TFLOP/s\n", shp({Tn, IC, OC}).c_str(), ms, 2.0 * Tn * IC * OC / ms / 1e9);
     }
   }
-  if (want("attention")) {  // attention at the step's shapes: the fused kernel against the cuBLASLt tile path, FLOPs as the spans need
+  if (all || want("attention")) {  // attention at the step's shapes: the fused kernel against the cuBLASLt tile path, FLOPs as the spans need
     struct A { const char* n; int64_t reqs, NH, KVH, D; int kind; };  // kind 0 LM, 1 vision, 2 decode
     for (A c : {A{"vision: 4 frames of 1024, 16x80", 4, 16, 16, 80, 1}, A{"LM: 4 packed requests 298+8x16, 12/2x128", 4, 12, 2, 128, 0},
                 A{"decode: 16 prompts x 8 rows, cache 298+8x16", 16, 12, 2, 128, 2}}) {
@@ -1129,7 +1132,8 @@ void bench_ops() {
       att_run = AttRun::engine_fused;
     }
   }
-  if (want("act") || want("norm")) {  // element-wise and norm kernels: GB/s on (4096, 5120) bf16 and (1704, 1536) rows
+  if (all || want("decode_attention")) bench_decode(time);
+  if (all || want("act") || want("norm")) {  // element-wise and norm kernels: GB/s on (4096, 5120) bf16 and (1704, 1536) rows
     const int64_t N = 4096ll * 5120;
     auto a = rnd(N), b = rnd(N);
     Dt<bf16> da(a), db(b), o1, o2;
