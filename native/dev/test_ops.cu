@@ -5,6 +5,9 @@
 // same numbers). Exit status 1 on any failure; with no GPU it prints "skipped" and exits 0.
 //
 //   build: scripts/gpu/prebuild.sh compiles it, scripts/gpu/run-all.sh links and runs it;  run: native/build/cuda/test_ops [filter]
+//   [--bench]: the checks whose op name contains the filter (attention: all attention, decode: the decode kernel), then
+//   with --bench the timings of the sections the filter names (linear, attention, decode, act, norm; any other: all)
+#include <algorithm>
 #include <array>
 #include <cmath>
 #include <cstdio>
@@ -587,6 +590,142 @@ template <typename T> void test_attention() {
   }
 }
 
+// ---- the decode kernel (cuda/flash_decode.cuh: (row, query head) pairs of one KV head per tile) at decode-shaped
+// spans, forward only: the engine's entry (cu::attention_forward, which takes it for these small calls), every
+// tile layout it can pick, and the per-head kernel it replaced (native/dev/flash_variants.cu, which --bench times
+// against it). ----
+struct DecSpans {
+  std::string what;
+  std::vector<Span> spans;
+  int64_t Tk;
+};
+
+// G groups of n rows; a group's cache region holds its prompt (Lp rows) and then each row's own maxT slots (as
+// the engine's sampler lays the cache out); row i of a group reads the prompt and t(g, i) of its own slots.
+DecSpans dec_groups(const std::string& what, int G, int n, int Lp, int maxT, const std::function<int(int, int)>& t) {
+  DecSpans d{what, {}, 0};
+  for (int g = 0; g < G; g++) {
+    const int32_t region = static_cast<int32_t>(d.Tk);
+    for (int i = 0; i < n; i++) {
+      const int32_t base = region + Lp + i * maxT;
+      d.spans.push_back({region, region + Lp, base, base + t(g, i)});
+    }
+    d.Tk += Lp + static_cast<int64_t>(n) * maxT;
+  }
+  return d;
+}
+
+std::vector<DecSpans> decode_span_sets() {
+  std::vector<DecSpans> cs;
+  // groups of 5 (tiles straddle groups), own lengths 1..40 (partial key blocks everywhere)
+  cs.push_back(dec_groups("3 groups x 5 rows, prompt 298 + own 1-40", 3, 5, 298, 40,
+                          [](int g, int i) { return 1 + (i * 17 + g * 11) % 40; }));
+  // the rollout's step 16: 16 groups of 8 rows over one prompt each
+  cs.push_back(dec_groups("16 groups x 8 rows, prompt 298 + own 16", 16, 8, 298, 24, [](int, int) { return 16; }));
+  // evaluate's rows: every row its own prompt, its tokens right after it (the two ranges meet)
+  cs.push_back(dec_groups("64 distinct prompts 298 + own 1-32", 64, 1, 298, 32, [](int g, int) { return 1 + (g * 7) % 32; }));
+  {  // long contexts: 3 rows over a 2100-row prompt, then 2 rows of 2500 keys each, one with its ranges swapped
+    DecSpans d = dec_groups("long: prompt 2100 x 3 rows + 2 rows of 2500", 1, 3, 2100, 200,
+                            [](int, int i) { return std::array<int, 3>{57, 130, 200}[i]; });
+    for (int r = 0; r < 2; r++) {
+      const int32_t off = static_cast<int32_t>(d.Tk);
+      d.spans.push_back(r == 0 ? Span{off, off + 2400, off + 2400, off + 2500} : Span{off + 2450, off + 2500, off, off + 2450});
+      d.Tk += 2500;
+    }
+    cs.push_back(d);
+  }
+  {  // empty spans: a row with none, rows with only one range, then 33 rows with none (whole tiles without a key)
+    DecSpans d{"empty spans (40 rows, 33 of them empty)", {}, 300};
+    d.spans.push_back({0, 0, 0, 0});
+    d.spans.push_back({3, 3, 10, 50});
+    d.spans.push_back({10, 90, 7, 7});
+    for (int i = 0; i < 33; i++) d.spans.push_back({0, 0, 0, 0});
+    for (int i = 0; i < 4; i++) d.spans.push_back({0, 100 + 30 * i, 250, 251 + 10 * i});
+    cs.push_back(d);
+  }
+  {  // random disjoint ranges (either order, some empty) over 1500 keys, 37 rows
+    DecSpans d{"37 rows of random ranges over 1500 keys", {}, 1500};
+    for (int i = 0; i < 37; i++) {
+      std::array<int32_t, 4> x;
+      for (auto& e : x) e = static_cast<int32_t>(rng() % 1501);
+      std::sort(x.begin(), x.end());
+      Span s{x[0], x[1], x[2], x[3]};
+      if (i % 5 == 1) s.a1 = s.a0;
+      if (i % 7 == 2) s.b1 = s.b0;
+      if (i % 2) s = Span{s.b0, s.b1, s.a0, s.a1};
+      d.spans.push_back(s);
+    }
+    cs.push_back(d);
+  }
+  // one row (a batch of one), the last key block partial (Tk 1001)
+  cs.push_back({"1 row, 901 keys up to Tk 1001", {Span{0, 700, 800, 1001}}, 1001});
+  return cs;
+}
+
+// rel L2 of out and of lse (where the reference's lse is -inf, the kernel's must be -inf too); one check
+void compare_decode(const std::string& name, const std::vector<float>& out, const std::vector<float>& ref,
+                    const std::vector<float>& lse, const std::vector<float>& lref) {
+  checks++;
+  auto rel = [](const std::vector<float>& got, const std::vector<float>& want) {
+    double dn = 0, rn = 0;
+    if (got.size() != want.size()) return double(NAN);
+    for (size_t i = 0; i < want.size(); i++) {
+      if (std::isinf(want[i]) && want[i] < 0) {
+        if (!(std::isinf(got[i]) && got[i] < 0)) return double(NAN);
+        continue;
+      }
+      if (!std::isfinite(got[i])) return double(NAN);
+      dn += double(got[i] - want[i]) * (got[i] - want[i]);
+      rn += double(want[i]) * want[i];
+    }
+    return rn > 0 ? std::sqrt(dn / rn) : std::sqrt(dn);
+  };
+  const double eo = rel(out, ref), el = rel(lse, lref);
+  const bool ok = eo <= tol<bf16>() && el <= tol<bf16>();  // false for NaN
+  if (!ok) failures++;
+  std::printf("%-4s %-80s out %.2e lse %.2e  tol %.0e\n", ok ? "ok" : "FAIL", name.c_str(), eo, el, tol<bf16>());
+}
+
+void test_decode_attention() {
+  // (NH, KVH, D): Qwen2-VL-2B 12/2x128 (rep 6), Qwen2.5-VL-3B 16/2 (rep 8), Qwen3-VL-2B 16/8 (rep 2), MHA, the
+  // other head dims, reps that do not divide 16 (3, 7) and reps over 16 (20, 32: chunks of heads)
+  const std::vector<std::array<int64_t, 3>> heads = {{12, 2, 128}, {16, 2, 128}, {16, 8, 128}, {8, 8, 64},
+                                                     {12, 2, 80},  {16, 2, 64},  {6, 2, 80},   {14, 2, 128},
+                                                     {20, 1, 64},  {32, 1, 128}, {4, 2, 16}};
+  for (const DecSpans& ds : decode_span_sets()) {
+    for (const auto& hd : heads) {
+      const int64_t NH = hd[0], KVH = hd[1], D = hd[2];
+      const int64_t Tq = static_cast<int64_t>(ds.spans.size()), Tk = ds.Tk;
+      auto q = rnd(Tq * NH * D, -2, 2), k = rnd(Tk * KVH * D, -2, 2), v = rnd(Tk * KVH * D);
+      Dt<bf16> dq(q), dk(k), dv(v);  // rounds the host copies to bf16: the reference sees the same numbers
+      std::vector<float> ref(Tq * NH * D, 0.0f), lref(Tq * NH);
+      attention_forward(ref.data(), lref.data(), q.data(), k.data(), v.data(), ds.spans.data(), Tq, Tk, NH, KVH, D);
+      Di<Span> dsp(ds.spans);
+      const std::string sh = " " + ds.what + " " + shp({Tq, Tk, NH, KVH, D});
+      Dt<bf16> out;
+      Dt<float> dl;
+      auto run = [&](const std::string& how, const std::function<void()>& f) {
+        out.poison(Tq * NH * D);
+        dl.poison(Tq * NH);
+        f();
+        compare_decode("decode_attention" + sh + " " + how, out.get(), ref, dl.get(), lref);
+      };
+      run("engine", [&] { cu::attention_forward(out.p, dl.p, dq.p, dk.p, dv.p, ds.spans.data(), Tq, Tk, NH, KVH, D); });
+      const int rmax = dev::decode_max_tile_rows(NH, KVH);
+      std::vector<int> layouts = {-1};  // flattened pairs, then whole rows per tile
+      for (int r : {rmax, rmax / 2, 3, 2, 1})
+        if (r >= 1 && r <= rmax && std::find(layouts.begin(), layouts.end(), r) == layouts.end()) layouts.push_back(r);
+      for (int r : layouts)
+        run(r < 0 ? "16 pairs a tile" : std::to_string(r) + " rows a tile", [&] {
+          dev::decode_forward(dev::DecodeKernel::packed, r, out.p, dl.p, dq.p, dk.p, dv.p, dsp.p, Tq, Tk, NH, KVH, D);
+        });
+      run("per-head kernel (the old one)", [&] {
+        dev::decode_forward(dev::DecodeKernel::per_head, 0, out.p, dl.p, dq.p, dk.p, dv.p, dsp.p, Tq, Tk, NH, KVH, D);
+      });
+    }
+  }
+}
+
 template <typename T> void test_activations() {
   for (int64_t N : {1, 7, 4097, 1000003}) {
     auto a = rnd(N, -4, 4), b = rnd(N, -2, 2), g = rnd(N);
@@ -879,6 +1018,49 @@ void test_adamw() {
   }
 }
 
+// ---- the decode kernel against the per-head one it replaced, at the decode steps we run (device spans, as the
+// engine's captured steps pass them): us per call and the ratio; then every tile layout of the packed kernel, to
+// check the engine's choice ----
+void bench_decode(const std::function<float(const std::function<void()>&, int)>& time) {
+  std::printf("\ndecode attention (bf16, one layer's call; old = per-head kernel, new = GQA-packed, the engine's):\n");
+  struct W { const char* n; int G, rows, Lp, maxT, t; int64_t NH, KVH, D; };
+  for (W w : {W{"rollout 16 groups x 8 rows, context 314", 16, 8, 298, 256, 16, 12, 2, 128},
+              W{"rollout 16 groups x 8 rows, context 554", 16, 8, 298, 256, 256, 12, 2, 128},
+              W{"evaluate 64 distinct prompts, context 314", 64, 1, 298, 256, 16, 12, 2, 128},
+              W{"rollout 16x8, ctx 554, Qwen2.5-VL-3B 16/2", 16, 8, 298, 256, 256, 16, 2, 128},
+              W{"rollout 16x8, ctx 554, Qwen3-VL-2B 16/8", 16, 8, 298, 256, 256, 16, 8, 128}}) {
+    const DecSpans ds = dec_groups(w.n, w.G, w.rows, w.Lp, w.maxT, [&](int, int) { return w.t; });
+    const int64_t Tq = static_cast<int64_t>(ds.spans.size()), Tk = ds.Tk;
+    auto q = rnd(Tq * w.NH * w.D), k = rnd(Tk * w.KVH * w.D), v = rnd(Tk * w.KVH * w.D);
+    Dt<bf16> dq(q), dk(k), dv(v), out;
+    out.poison(Tq * w.NH * w.D);
+    Dt<float> lse;
+    lse.poison(Tq * w.NH);
+    Di<Span> dsp(ds.spans);
+    auto per_call = [&](const std::function<void()>& f) { return 1000.0f * time(f, 200); };  // us
+    const float old_us = per_call([&] {
+      dev::decode_forward(dev::DecodeKernel::per_head, 0, out.p, lse.p, dq.p, dk.p, dv.p, dsp.p, Tq, Tk, w.NH, w.KVH, w.D);
+    });
+    const float new_us = per_call([&] { cu::flash_forward(out.p, lse.p, dq.p, dk.p, dv.p, dsp.p, Tq, Tk, w.NH, w.KVH, w.D); });
+    const int rows = dev::decode_tile_rows(Tq, w.NH, w.KVH, 0);
+    std::printf("  %-44s %s: old %8.2f us  new %8.2f us  (%s)  old/new %5.2fx\n", w.n,
+                shp({Tq, Tk, w.NH, w.KVH, w.D}).c_str(), old_us, new_us,
+                rows < 0 ? "16 pairs a tile" : (std::to_string(rows) + " rows a tile").c_str(), old_us / new_us);
+    const int rmax = dev::decode_max_tile_rows(w.NH, w.KVH);
+    std::string lay = "      layouts:";
+    for (int r = -1; r <= rmax; r++) {
+      if (r == 0) continue;
+      const float us = per_call([&] {
+        dev::decode_forward(dev::DecodeKernel::packed, r, out.p, lse.p, dq.p, dk.p, dv.p, dsp.p, Tq, Tk, w.NH, w.KVH, w.D);
+      });
+      char b[64];
+      std::snprintf(b, sizeof b, " %s %.2f us", r < 0 ? "16 pairs" : (std::to_string(r) + " rows").c_str(), us);
+      lay += b;
+    }
+    std::printf("%s\n", lay.c_str());
+  }
+}
+
 // ---- op-level throughput at Qwen2-VL-2B shapes (bf16) ----
 void bench_ops() {
   cudaEvent_t a, b;
@@ -894,16 +1076,20 @@ void bench_ops() {
     cudaEventElapsedTime(&ms, a, b);
     return ms / reps;
   };
+  // a filter that names sections (linear, attention, decode, act, norm) times those; any other (none, no-checks) all
+  const bool all = !(want("linear") || want("attention") || want("decode_attention") || want("act") || want("norm"));
   std::printf("\nop throughput (bf16, fp32 accumulation):\n");
-  for (auto d3 : std::vector<std::array<int64_t, 3>>{{426, 1536, 8960}, {426, 8960, 1536}, {1024, 1280, 3840}, {1024, 1280, 5120}, {8192, 8192, 8192}}) {
-    const int64_t Tn = d3[0], IC = d3[1], OC = d3[2];
-    auto x = rnd(Tn * IC), w = rnd(OC * IC, -0.05f, 0.05f);
-    Dt<bf16> dx(x), dw(w), out;
-    out.poison(Tn * OC);
-    const float ms = time([&] { cu::linear_forward(out.p, dx.p, dw.p, static_cast<const bf16*>(nullptr), Tn, IC, OC); }, 20);
-    std::printf("  linear_forward %-22s %8.3f ms  %7.1f TFLOP/s\n", shp({Tn, IC, OC}).c_str(), ms, 2.0 * Tn * IC * OC / ms / 1e9);
+  if (all || want("linear")) {
+    for (auto d3 : std::vector<std::array<int64_t, 3>>{{426, 1536, 8960}, {426, 8960, 1536}, {1024, 1280, 3840}, {1024, 1280, 5120}, {8192, 8192, 8192}}) {
+      const int64_t Tn = d3[0], IC = d3[1], OC = d3[2];
+      auto x = rnd(Tn * IC), w = rnd(OC * IC, -0.05f, 0.05f);
+      Dt<bf16> dx(x), dw(w), out;
+      out.poison(Tn * OC);
+      const float ms = time([&] { cu::linear_forward(out.p, dx.p, dw.p, static_cast<const bf16*>(nullptr), Tn, IC, OC); }, 20);
+      std::printf("  linear_forward %-22s %8.3f ms  %7.1f TFLOP/s\n", shp({Tn, IC, OC}).c_str(), ms, 2.0 * Tn * IC * OC / ms / 1e9);
+    }
   }
-  {  // attention at the step's shapes: the fused kernel against the cuBLASLt tile path, FLOPs as the spans need
+  if (all || want("attention")) {  // attention at the step's shapes: the fused kernel against the cuBLASLt tile path, FLOPs as the spans need
     struct A { const char* n; int64_t reqs, NH, KVH, D; int kind; };  // kind 0 LM, 1 vision, 2 decode
     for (A c : {A{"vision: 4 frames of 1024, 16x80", 4, 16, 16, 80, 1}, A{"LM: 4 packed requests 298+8x16, 12/2x128", 4, 12, 2, 128, 0},
                 A{"decode: 16 prompts x 8 rows, cache 298+8x16", 16, 12, 2, 128, 2}}) {
@@ -946,7 +1132,8 @@ void bench_ops() {
       att_run = AttRun::engine_fused;
     }
   }
-  {  // element-wise and norm kernels: GB/s on (4096, 5120) bf16 and (1704, 1536) rows
+  if (all || want("decode_attention")) bench_decode(time);
+  if (all || want("act") || want("norm")) {  // element-wise and norm kernels: GB/s on (4096, 5120) bf16 and (1704, 1536) rows
     const int64_t N = 4096ll * 5120;
     auto a = rnd(N), b = rnd(N);
     Dt<bf16> da(a), db(b), o1, o2;
@@ -1008,6 +1195,7 @@ int main(int argc, char** argv) {
       att_run = AttRun::engine_fused;
       att_path = "";
     }
+    if (want("decode_attention")) test_decode_attention();
     if (want("act")) { test_activations<float>(); test_activations<bf16>(); }
     if (want("qwen3")) { test_qwen3<float>(); test_qwen3<bf16>(); }
     if (want("logprob")) { test_logprob<float>(); test_logprob<bf16>(); }

@@ -12,8 +12,10 @@
 // The kernels (one choice per call, no switch): calls with enough 64-row query tiles to fill the card take the
 // 4-warp tile kernels, pipelined (the next key block is copied while the current one is computed; full blocks
 // skip the mask) except the forward at D 128, where one stage is faster; smaller calls (decode steps) take the
-// split decode kernel. The alternatives measured against these (pipelined everywhere, one stage everywhere,
-// single-warp blocks for small calls) live in native/dev/flash_variants.cu with test_ops' comparison.
+// decode kernel (flash_decode.cuh), whose tiles pack the (row, query head) pairs of one KV head so that each
+// key/value block it loads serves every query head of that KV head. The alternatives measured against these
+// (pipelined everywhere, one stage everywhere, single-warp blocks for small calls, the per-head decode kernel the
+// packed one replaced) live in native/dev/flash_variants.cu with test_ops' comparison.
 //
 // A query tile's key range is the union of its rows' spans (at most two intervals); key blocks that
 // none of the tile's rows reads are skipped, the rest are masked per element, so the work done is
