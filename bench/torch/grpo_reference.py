@@ -7,14 +7,14 @@ Qwen2.5-VL-3B's, --family qwen3_vl: Qwen3-VL-2B's; issue 14), as `vqalab model i
   - every one of the 16 prompts x G = 8 completions is its own full sequence (prompt + image +
     completion: the Trainer's prompt length for the family, family_dims.prompt_tokens), micro-batches of
     16 sequences (halved until one fits the card: --micro-batch is the first tried); per-token log-probs
-    of the completion tokens
-    (logits_to_keep, as TRL), a reference forward under no_grad for the KL term, the token-mean loss
+    of the completion tokens (logits_to_keep, as TRL), a reference forward under no_grad for the KL term,
+    the token-mean loss
     -A * ratio + beta * (exp(ref - logp) - (ref - logp) - 1), backward, gradient clipping at 1.0,
     torch.optim.AdamW;
   - the rollout: model.generate for the 16 prompts with num_return_sequences = 8, 16 new tokens each
     (sampling, temperature 1; min_new_tokens so that every sample has 16).
-It also measures the card's bf16 GEMM rate (8192^3) for MFU, and FLOPs with torch's FlopCounterMode
-on one micro-batch. Prints a table and, last, one JSON line.
+It also measures the card's bf16 GEMM rate (8192^3) for MFU, and counts the step's FLOPs analytically
+(step_flops). Prints a table and, last, one JSON line.
 
   python3 bench/torch/grpo_reference.py [--family qwen2_vl] [--prompts 16] [--steps 2] [--out result.json]
 """
@@ -109,6 +109,10 @@ def grpo_step(policy, ref, opt, batches, comp, beta, mm, total_tokens):
     return float(gn)
 
 
+def is_out_of_memory(e):
+    return isinstance(e, torch.cuda.OutOfMemoryError) or "out of memory" in str(e) or "ALLOC_FAILED" in str(e)
+
+
 def step_flops(policy, cfg, family, n_patches, L, comp):
     """FLOPs of one sequence's forward, counted analytically (torch's FlopCounterMode rejects SDPA with
     GQA): 2 * params * rows for every linear (the vision blocks on every patch, the mergers on the merged
@@ -201,8 +205,8 @@ def main():
         try:
             grpo_step(policy, ref, opt, mbs, args.completion, 0.04, mm, total)
             torch.cuda.synchronize()
-        except torch.cuda.OutOfMemoryError:
-            if mb == 1:
+        except RuntimeError as e:  # torch.cuda.OutOfMemoryError, or a library's failed workspace allocation
+            if mb == 1 or not is_out_of_memory(e):
                 raise
             oom = True
         if not oom:
