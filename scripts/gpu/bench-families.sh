@@ -15,8 +15,10 @@
 # reference (15 GB), fp32 master and gradients (30 GB) and fp32 moments (30 GB) would leave an 80 GB H100
 # about 9 GB for activations, the rollout and cuBLAS; bf16 moments leave 24 GB (BF16_MOMENTS lists the
 # presets that get them; BF16_MOMENTS= runs every preset with fp32 moments).
-# PRESETS, BF16_MOMENTS, REF_S / TRAINER_S (time limits per run), STEPS change the defaults.
-# Logs under $OUT: build.log, make-P.log, reference-P.log (+ .json), trainer-P.log (+ .mem), ratios.txt.
+# PRESETS, BF16_MOMENTS, REF_S / TRAINER_S (time limits per run), STEPS change the defaults; MAKE_FLAGS
+# (size flags of make-model), DEVICE=cpu and BUILD=0 (an addon already in native/build/Release) run the script's own steps at toy sizes on a machine without
+# a GPU (the reference then fails for want of torch or CUDA; the rest runs: a check of the script).
+# TRAINER_ARGS: more bench arguments (e.g. "--profile 1"). Logs under $OUT: build.log, make-P.log, reference-P.log (+ .json), trainer-P.log (+ .mem), ratios.txt.
 set -u
 OUT=${OUT:-$PWD/gpu-out}
 mkdir -p "$OUT"
@@ -46,12 +48,12 @@ head -3 "$OUT/build.log"
 # thread keeps a core of its own while it runs.
 (
   for p in $PRESETS; do
-    bash .gpu/with-node.sh node trainer.mjs make-model "$(dir_of "$p")" --preset "$p" --threads "$(( J > 8 ? 8 : J ))" > "$OUT/make-$p.log" 2>&1
+    bash .gpu/with-node.sh node trainer.mjs make-model "$(dir_of "$p")" --preset "$p" --threads "$(( J > 8 ? 8 : J ))" ${MAKE_FLAGS:-} > "$OUT/make-$p.log" 2>&1
     echo "exit $?" >> "$OUT/make-$p.log"
   done
 ) &
 MK=$!
-{ time make -f scripts/gpu/cuda.mk -j"$J" addon NODE_API_INCLUDE=$PWD/.gpu/include NAPI_INCLUDE=$PWD/napi 2>&1 | grep -v "^g++ \|^/usr/local/cuda/bin/nvcc "; } >> "$OUT/build.log" 2>&1
+[ "${BUILD:-1}" = 1 ] && { time make -f scripts/gpu/cuda.mk -j"$J" addon NODE_API_INCLUDE=$PWD/.gpu/include NAPI_INCLUDE=$PWD/napi 2>&1 | grep -v "^g++ \|^/usr/local/cuda/bin/nvcc "; } >> "$OUT/build.log" 2>&1
 echo "build: $(ls native/build/Release/vqalab.node 2>/dev/null | wc -l)/1 targets ($(el))"; grep -m5 "error" "$OUT/build.log"
 export VQALAB_ADDON=$PWD/native/build/Release/vqalab.node
 : > "$OUT/ratios.txt"
@@ -70,8 +72,8 @@ for p in $PRESETS; do
   if [ -f native/build/Release/vqalab.node ]; then
     ( while sleep 1; do nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits; done ) > "$OUT/trainer-$p.mem" 2>/dev/null &
     smi=$!
-    timeout -k 5 "${TRAINER_S:-150}" bash .gpu/with-node.sh node trainer.mjs bench "$dir" --device cuda --steps "${STEPS:-3}" \
-      --max 16 --eval 0 --bf16-moments "$moments" > "$OUT/trainer-$p.log" 2>&1
+    timeout -k 5 "${TRAINER_S:-150}" bash .gpu/with-node.sh node trainer.mjs bench "$dir" --device "${DEVICE:-cuda}" \
+      --steps "${STEPS:-3}" --max 16 --eval 0 --bf16-moments "$moments" ${TRAINER_ARGS:-} > "$OUT/trainer-$p.log" 2>&1
     echo "trainer $p exit $? ($(el)); nvidia-smi peak $(sort -n "$OUT/trainer-$p.mem" | tail -1) MiB"
     kill $smi 2>/dev/null
     grep -v '^{"\(mode\|warmup\|imagesProcessed\|log\)' "$OUT/trainer-$p.log" | tail -7 | cut -c1-300
