@@ -4,42 +4,84 @@
  * (256 image tokens each), 16-token completions — the workload of the native `bench_grpo`
  * (native/dev/bench_grpo.cu), which scripts/gpu/bench-trainer.sh runs in the same call.
  *
- *   node trainer.mjs make-model DIR   what `vqalab model init DIR --preset qwen2-vl-2b` writes: config.json
- *        as the Hugging Face checkpoint's (vocab 151,936, hidden 1536, 28 layers, MLP 8960, 12/2 heads,
- *        vision 32 × 1280), BF16 random weights, the real Qwen tokenizer, chat template and configs
+ *   node trainer.mjs make-model DIR [--preset qwen2-vl-2b] [--threads N] [--hidden N --layers N ...]
+ *        what `vqalab model init DIR --preset NAME` writes (default qwen2-vl-2b: config.json as the Hugging
+ *        Face checkpoint's, vocab 151,936, hidden 1536, 28 layers, MLP 8960, 12/2 heads, vision 32 × 1280;
+ *        issue 14's qwen2.5-vl-3b and qwen3-vl-2b too), BF16 random weights, the real Qwen tokenizer, chat
+ *        template and configs; the size flags of `vqalab model init` shrink it (a CPU check of the bench)
  *   node trainer.mjs bench DIR [--device cuda] [--steps 3] [--prompts 16] [--g 8] [--max 16] [--eval 128] [--eval-one 16]
  *        [--lora RANK] (LoRA on every linear module of the language model, alpha 2·rank) [--seq 0] (skip the
  *        sequential step) [--micro TOKENS] (a fixed micro-batch budget; default: sized from free memory)
  *        [--beta 0.04] (as bench_grpo and bench/torch/grpo_reference.py: a reference forward per update;
  *        full fine-tune: a second copy of the model on the device; LoRA: the base with adapters off)
+ *        [--bf16-moments 1] (AdamW moments in bf16 on the device: what lets a 3B full fine-tune with its
+ *        reference copy fit 80 GB; docs/cuda.md "Memory")
+ *
+ * Images are processed as the folder's preprocessor_config.json says (patch 14 for Qwen2-VL and Qwen2.5-VL:
+ * 448² is 32 × 32 patches, 256 image tokens; patch 16 for Qwen3-VL: 28 × 28 patches, 196 tokens), and the
+ * prompt is the folder's chat template over them (the first JSON line after loading gives both counts).
  *
  * Prints one JSON line per measurement and a table: warm-up step excluded, then `steps` batched
  * steps, one sequential step (one prompt at a time: the old path), evaluate() of `eval`
  * questions batched and of `eval-one` questions one at a time.
  */
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
 import { loadModel } from '../src/engine/model.js';
 import { native } from '../src/engine/native.js';
 import { Trainer } from '../src/grpo/trainer.js';
 import { Rng } from '../src/util/rng.js';
 import { VlmTokenizer } from '../src/text/tokenizer.js';
 import { Qwen2VLImageProcessor } from '../src/vision/qwen2vl.js';
+import { processorOptionsFrom } from '../src/vision/processor-config.js';
 import { initModelFolder } from '../src/model/init-folder.js';
+import type { DimOverrides } from '../src/model/presets.js';
 import type { VqaSample } from '../src/data/types.js';
 import type { ImageInput } from '../src/engine/types.js';
 import type { RewardFn } from '../src/reward/types.js';
 
-/** `vqalab model init DIR --preset qwen2-vl-2b`: random BF16 weights, the real Qwen tokenizer and configs. */
-async function makeModel(dir: string): Promise<void> {
+/** The size flags of `vqalab model init` that make-model takes (for a narrow folder to check the bench on a CPU). */
+const SIZE_FLAGS: Record<string, keyof DimOverrides> = {
+  '--hidden': 'hidden',
+  '--layers': 'layers',
+  '--heads': 'heads',
+  '--kv-heads': 'kvHeads',
+  '--intermediate': 'intermediate',
+  '--head-dim': 'headDim',
+  '--vision-depth': 'visionDepth',
+  '--vision-dim': 'visionDim',
+  '--vision-heads': 'visionHeads',
+  '--vision-intermediate': 'visionIntermediate',
+};
+
+/** `vqalab model init DIR --preset NAME`: random BF16 weights, the real Qwen tokenizer and configs. */
+async function makeModel(dir: string, args: string[]): Promise<void> {
   const t0 = performance.now();
-  const r = await initModelFolder(dir, { preset: 'qwen2-vl-2b', force: true });
+  const preset = flag(args, '--preset', 'qwen2-vl-2b');
+  const overrides: DimOverrides = {};
+  for (const [name, key] of Object.entries(SIZE_FLAGS)) {
+    const v = flag(args, name, '');
+    if (v === '') continue;
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < 1) throw new Error(`${name} must be a positive integer; got "${v}"`);
+    (overrides as Record<string, number>)[key] = n;
+  }
+  const threads = Number(flag(args, '--threads', '0'));
+  const r = await initModelFolder(dir, { preset, overrides, force: true, ...(threads > 0 ? { threads } : {}) });
   process.stdout.write(
-    `${JSON.stringify({ made: dir, parameters: r.parameters, seconds: (performance.now() - t0) / 1000 })}\n`,
+    `${JSON.stringify({ made: dir, preset, parameters: r.parameters, seconds: (performance.now() - t0) / 1000 })}\n`,
   );
 }
 
 function flag(args: string[], name: string, def: string): string {
   const i = args.indexOf(name);
   return i >= 0 && args[i + 1] !== undefined ? args[i + 1]! : def;
+}
+
+/** config.json's model_type (the family), for the bench's report. */
+function modelType(dir: string): string {
+  const c = JSON.parse(readFileSync(path.join(dir, 'config.json'), 'utf8')) as { model_type?: unknown };
+  return typeof c.model_type === 'string' ? c.model_type : '?';
 }
 
 async function bench(dir: string, args: string[]): Promise<void> {
@@ -54,6 +96,7 @@ async function bench(dir: string, args: string[]): Promise<void> {
   const loraRank = Number(flag(args, '--lora', '0'));
   const withSequential = flag(args, '--seq', '1') !== '0';
   const micro = Number(flag(args, '--micro', '0'));
+  const bf16Moments = flag(args, '--bf16-moments', '0') !== '0';
   // The KL term of bench_grpo and the PyTorch reference (beta 0.04 with a frozen reference forward).
   const beta = Number(flag(args, '--beta', '0.04'));
   // --profile 1: per-call wall times of the engine calls of each step and the CUDA model's phase
@@ -72,16 +115,21 @@ async function bench(dir: string, args: string[]): Promise<void> {
           vision: false,
         }
       : undefined;
-  const model = await loadModel(dir, { device, lora });
+  const cuda = device === 'cuda' && bf16Moments ? { bf16Moments: true } : undefined;
+  const model = await loadModel(dir, { device, lora, ...(cuda ? { cuda } : {}) });
+  const family = modelType(dir);
   out({
     loaded: dir,
+    family,
     device,
+    bf16Moments: Boolean(cuda),
     seconds: (performance.now() - t) / 1000,
     parameters: model.numParameters.total,
     trainable: model.numParameters.trainable,
     memory: model.deviceMemory?.(),
   });
-  const reference = beta > 0 && !lora ? await loadModel(dir, { device }) : undefined;
+  // The reference only runs forward: it holds its bf16 weights, no optimizer state (the cuda options are the policy's).
+  const reference = beta > 0 && !lora ? await loadModel(dir, { device, ...(cuda ? { cuda } : {}) }) : undefined;
   const calls: { what: string; start: number; ms: number }[] = [];
   let callsT0 = performance.now();
   if (profile)
@@ -122,7 +170,8 @@ async function bench(dir: string, args: string[]): Promise<void> {
     callsT0 = performance.now();
   };
   const tokenizer = VlmTokenizer.load(dir);
-  const processor = new Qwen2VLImageProcessor();
+  // The folder's processor settings: Qwen3-VL's patch 16 makes 448² 28 × 28 patches (196 image tokens).
+  const processor = new Qwen2VLImageProcessor(processorOptionsFrom(dir));
   const samples = (count: number, offset: number): VqaSample[] =>
     Array.from({ length: count }, (_, i) => ({
       id: `b-${offset + i}`,
@@ -171,6 +220,11 @@ async function bench(dir: string, args: string[]): Promise<void> {
   t = performance.now();
   await Promise.all([...train, ...base.evalSets.val].map((s) => trainer['prompts'].images(s)));
   out({ imagesProcessed: train.length + nEval, seconds: (performance.now() - t) / 1000 });
+  // What one prompt is: the reference (bench/torch/grpo_reference.py) builds prompts of the same length.
+  const first = (await trainer['prompts'].promptFor(train[0]!)).prompt;
+  const grid = first.images[0]!.gridThw;
+  const imageTokens = (grid[0] * grid[1] * grid[2]) / 4;
+  out({ family, promptTokens: first.ids.length, imageTokens, patchGrid: grid });
   profileReport('(before the warm-up)');
   const warm = await trainer.step();
   out({ warmup: true, ...pick(warm.metrics) });
@@ -218,7 +272,7 @@ async function bench(dir: string, args: string[]): Promise<void> {
   const mean = (k: keyof ReturnType<typeof pick>) => rows.reduce((a, r) => a + (r[k] as number), 0) / rows.length;
   const peak = Math.max(...rows.map((r) => r.gpuPeakMiB));
   process.stdout.write(
-    `\nTrainer.step() ${prompts} prompts × G ${G}, ${maxT} tokens, ${side}² images, ${device}${lora ? `, LoRA r ${loraRank}` : ', full fine-tune'}, mean of ${steps} steps after a warm-up:\n` +
+    `\nTrainer.step() ${family}, ${prompts} prompts × G ${G}, ${maxT} tokens, ${side}² images (${imageTokens} image tokens, ${first.ids.length}-token prompts), ${device}${lora ? `, LoRA r ${loraRank}` : `, full fine-tune${cuda ? ' (bf16 moments)' : ''}`}, mean of ${steps} steps after a warm-up:\n` +
       `  step ${mean('stepSeconds').toFixed(3)} s = rollout ${mean('rolloutSeconds').toFixed(3)} + reward ${mean('rewardSeconds').toFixed(3)} + update ${mean('trainSeconds').toFixed(3)} s;` +
       ` ${mean('tokensPerSecond').toFixed(0)} sampled tokens/s; engine pool peak ${peak} MiB\n` +
       (withSequential
@@ -230,6 +284,10 @@ async function bench(dir: string, args: string[]): Promise<void> {
   );
   out({
     summary: {
+      family,
+      promptTokens: first.ids.length,
+      imageTokens,
+      bf16Moments: Boolean(cuda),
       prompts,
       G,
       maxT,
@@ -266,11 +324,11 @@ function pick(m: Trainer['metrics']['history'][number]) {
 }
 
 const [cmd, dir, ...rest] = process.argv.slice(2);
-if (cmd === 'make-model' && dir) await makeModel(dir);
+if (cmd === 'make-model' && dir) await makeModel(dir, rest);
 else if (cmd === 'bench' && dir) await bench(dir, rest);
 else {
   process.stdout.write(
-    'usage: trainer.mjs make-model DIR | bench DIR [--device cuda|cpu] [--steps N] [--prompts N] [--g N] [--max N] [--eval N] [--eval-one N] [--side PX]\n',
+    'usage: trainer.mjs make-model DIR [--preset NAME] [--threads N] [--hidden N ...] | bench DIR [--device cuda|cpu] [--steps N] [--prompts N] [--g N] [--max N] [--eval N] [--eval-one N] [--side PX] [--bf16-moments 1]\n',
   );
   process.exitCode = 2;
 }

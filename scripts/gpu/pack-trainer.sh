@@ -3,7 +3,8 @@
 # call carries): the native sources and scripts/gpu (the CUDA addon and bench_grpo are built there),
 # nvcc objects from scripts/gpu/prebuild.sh when they are current, node-addon-api's headers, Node
 # (.gpu/), bench/torch, the Qwen tokenizer package's tokenizer.json, and bench/trainer.ts bundled with esbuild (sharp aliased to a stub: the bench feeds raw RGB
-# at 448², which the processor handles without sharp). scripts/gpu/bench-trainer.sh runs it there.
+# at 448², which the processor handles without sharp). scripts/gpu/bench-trainer.sh runs it there
+# (Qwen2-VL-2B), scripts/gpu/bench-families.sh (Qwen2.5-VL-3B, Qwen3-VL-2B) and test-families.sh too.
 set -euo pipefail
 root=$(git rev-parse --show-toplevel)
 dest=${1:-/work/main/.dev-h13trainer}

@@ -6,7 +6,8 @@
 #      gelu_tanh and the others; rope: the interleaved M-RoPE table; norm: the per-head q/k norms' op);
 #   3. test_model families: tiny Qwen2.5-VL and Qwen3-VL against the CPU engine in one process, fp32 and
 #      bf16 (logits, log-probs, entropy, every gradient, a step, sampling, a GRPO loss and its gradients,
-#      packing, checkpointing, sampling options); a fresh seed each run (SEED=n repeats one);
+#      packing, checkpointing, sampling options, LoRA); a fresh seed each run (SEED=n repeats one;
+#      SEEDS=n runs them for n seeds, SEEDS=a,b,c for those, with a line per seed at the end of the log);
 #   4. FULL=1: the whole test_ops and test_model too (Qwen2-VL included: nothing regressed).
 # Logs under $OUT (build.log, test_ops.log, test_model.log, summary.txt); exit 1 if a check failed.
 set -u
@@ -42,7 +43,7 @@ else
   rc=1
 fi
 if [ -x native/build/cuda/test_model ]; then
-  export VQALAB_TEST_SEED=${SEED:-}
+  export VQALAB_TEST_SEED=${SEED:-} VQALAB_TEST_SEEDS=${SEEDS:-}
   { timeout -k 5 "${MODEL_S:-300}" native/build/cuda/test_model families; echo "exit $?"; } > "$OUT/test_model.log" 2>&1
   if [ "${FULL:-0}" = 1 ]; then
     { echo "=== test_model (all)"; timeout -k 5 300 native/build/cuda/test_model; echo "exit $?"; } >> "$OUT/test_model.log" 2>&1
@@ -50,6 +51,7 @@ if [ -x native/build/cuda/test_model ]; then
   grep -q "^FAIL\|^exit [^0]" "$OUT/test_model.log" && rc=1
   echo "test_model: $(grep -c '^ok' "$OUT/test_model.log") ok, $(grep -c '^FAIL' "$OUT/test_model.log") FAIL ($(el))"
   head -1 "$OUT/test_model.log"
+  sed -n '/^families per seed:/,/^families: /p' "$OUT/test_model.log"
 else
   rc=1
 fi
