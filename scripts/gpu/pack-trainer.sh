@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Packs bench/trainer.ts for the GPU machine into DEST (default /work/main/.dev-h13trainer, which a GPU
+# Packs bench/trainer.ts (and bench/cuda-parity.ts) for the GPU machine into DEST (default /work/main/.dev-h13trainer, which a GPU
 # call carries): the native sources and scripts/gpu (the CUDA addon and bench_grpo are built there),
 # nvcc objects from scripts/gpu/prebuild.sh when they are current, node-addon-api's headers, Node
 # (.gpu/), bench/torch, the Qwen tokenizer package's tokenizer.json, and bench/trainer.ts bundled with esbuild (sharp aliased to a stub: the bench feeds raw RGB
@@ -32,5 +32,10 @@ node_modules/.bin/esbuild bench/trainer.ts --bundle --platform=node --format=esm
   --alias:sharp="$stub" --external:parquet-wasm \
   --banner:js="import { createRequire as __cr } from 'node:module'; const require = __cr(import.meta.url);" \
   --outfile="$dest/trainer.mjs"
+# The engine's transformers parity cases on the device (the tree's test/fixtures/engine travels with the call):
+#   node parity.mjs ../test/fixtures/engine cuda   (VQALAB_CUDA_PRECISION=fp32 for fp32)
+node_modules/.bin/esbuild bench/cuda-parity.ts --bundle --platform=node --format=esm --log-level=warning \
+  --banner:js="import { createRequire as __cr } from 'node:module'; const require = __cr(import.meta.url);" \
+  --outfile="$dest/parity.mjs"
 bash "$(dirname "$0")/pack-node.sh" "$dest"
 du -sh "$dest"

@@ -75,12 +75,7 @@ test('engine parity on cuda: the transformers fixtures through loadModel({ devic
   if (!state.available) return t.skip(state.reason);
   const cases = readdirSync(fixtures, { withFileTypes: true })
     .filter((e) => e.isDirectory() && existsSync(path.join(fixtures, e.name, 'meta.json')))
-    .map((e) => path.join(fixtures, e.name))
-    // Qwen2.5-VL and Qwen3-VL are refused by the CUDA backend so far (docs/cuda.md)
-    .filter(
-      (dir) =>
-        !/"model_type":\s*"(qwen2_5_vl|qwen3_vl)"/.test(readFileSync(path.join(dir, 'policy', 'config.json'), 'utf8')),
-    );
+    .map((e) => path.join(fixtures, e.name));
   assert.ok(cases.length > 0);
   const bad: string[] = [];
   let total = 0;
