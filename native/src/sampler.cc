@@ -460,7 +460,7 @@ void Model::sample_run(SampleInbox& inbox, SampleSink& sink) {
       bool armed = true;
       ~Undo() { if (armed) kv.release(r.region, r.rows); }
     } undo{kv, r};
-    if (!p.images.empty()) vision_forward(a, p, false);
+    if (!p.images.empty()) image_features(a, p, false);
     const int64_t Lp = r.Lp;
     x.resize(static_cast<size_t>(Lp * H));
     embedding_forward(x.data(), p.ids.data(), P(embed_), Lp, H);

@@ -229,6 +229,11 @@ class CudaModel final : public DeviceModel {
   ~CudaModel() override;
 
   int64_t pack_rows() const override { return opt_.pack_rows; }
+  void set_vision_cache(size_t max_bytes) override {
+    DevGuard g(dev_, st_, opt_.sync_every_op);
+    vcache_.set_max_bytes(max_bytes);
+  }
+  VisionCacheStats vision_cache_stats() const override { return vcache_.stats(); }
   bool set_checkpoint_activations(bool on) override {
     opt_.checkpoint = on;  // read at each training forward (layer_forward's `ckpt`)
     return true;
@@ -292,6 +297,8 @@ class CudaModel final : public DeviceModel {
   Pinned steph_;
   DArray<char> stepd_{"decode step inputs"};
   std::map<int64_t, cudaGraphExec_t> graphs_;
+  // merged vision features by image key (vision_cache.h): the rollout's serve the update's forwards
+  VisionFeatureCache<DArray<T>> vcache_{default_vision_cache_bytes()};
 
   // Scratch goes back to the pool after each call (reused within it): a rollout's large batch does not
   // hold memory through the training step that follows.
@@ -376,6 +383,9 @@ class CudaModel final : public DeviceModel {
     return !a.win_h.empty() && std::find(f.begin(), f.end(), static_cast<int>(bi)) == f.end();
   }
   void vision_forward(CuActs<T>& a, bool keep);
+  // a.img for `imgs`: the cached features of those the cache holds (when h_.vision_cacheable(keep)), the
+  // tower (vision_prepare + vision_forward, timed as `phase`) for the others, which are then cached.
+  void image_features(CuActs<T>& a, const std::vector<const Image*>& imgs, bool keep, const char* phase);
   void lm_prepare(CuActs<T>& a, DArray<int32_t>& dids, const std::vector<int32_t>& ids, const std::vector<int32_t>& pos,
                   int64_t n);
   void vision_block(size_t bi, CuVisionBlock<T>& A, CuActs<T>& a, float* x, const float* xprev, const T* rprev,

@@ -70,9 +70,7 @@ std::vector<SampleResult> CudaModel<T>::sample_many(const std::vector<SampleRequ
   hp_stage.stop();
   if (!imgs.empty()) {
     HostPhase hp(opt_.profile, "sample: vision (host)");
-    vision_prepare(a, imgs);
-    Phase ph(opt_.profile, "sample: vision");
-    vision_forward(a, false);
+    image_features(a, imgs, false, "sample: vision");
   }
   DArray<float> x("text activations");
   embed_prompts(a, x, dids.p, NP);
