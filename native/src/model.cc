@@ -32,6 +32,10 @@ void Model::check_cancel() const {
 // ---- linear modules with optional LoRA -----------------------------------------------------------
 
 void Model::lin_forward(const Lin& l, float* out, const float* inp, int64_t T) const {
+  if (l.lora >= 0 && lora_enabled_ && !merged_.empty()) {  // a sampling run on merged weights (model.h)
+    auto mk = merged_.find(l.lora);
+    if (mk != merged_.end()) return linear_forward_packed(out, inp, mk->second, l.b >= 0 ? P(l.b) : nullptr, T, l.in, l.out);
+  }
   auto pk = packed_.find(l.w);
   if (pk != packed_.end()) linear_forward_packed(out, inp, pk->second, l.b >= 0 ? P(l.b) : nullptr, T, l.in, l.out);
   else linear_forward(out, inp, P(l.w), l.b >= 0 ? P(l.b) : nullptr, T, l.in, l.out);

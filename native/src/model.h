@@ -388,6 +388,8 @@ class Model {
   // True when a call may take an image's features from the cache: not for a training forward whose
   // vision activations the backward needs (a trainable tower), nor with DeepStack (Qwen3-VL: its
   // per-block features are not cached).
+  // CPU sampling runs on LoRA-merged weights (merged_ below); for tests and tools.
+  void set_lora_merged_sampling(bool on) { lora_merged_sampling_ = on; }
   bool vision_cacheable(bool keep) const { return !(keep && vision_trainable()) && cfg_.vision.deepstack.empty(); }
   // The bound of this model's cache in bytes (the device's with a device; 0: off) and its counts.
   void set_vision_cache(size_t max_bytes);
@@ -432,6 +434,13 @@ class Model {
   std::map<int, PackedB> packed_;
   bool keep_packed_ = true;
   void ensure_packed();  // sampler.cc: packs what is missing
+  // LoRA, a sampling run (set_lora_merged_sampling): each LM adapter merged into a packed copy of its weight,
+  // W + s B A (index: adapter slot), made at the run's start and dropped at its end; lin_forward takes it
+  // instead of the base product plus the adapter. Off by default on the CPU (its sampled log-probs then equal
+  // forward's bit for bit); the CUDA backend has its own (CudaOptions::lora_merged_sampling).
+  std::map<int, PackedB> merged_;
+  bool lora_merged_sampling_ = false;
+  void merge_lora_packed();  // sampler.cc
   void drop_packed() { packed_.clear(); }
   std::mutex mutex_;
   std::atomic<uint64_t> cancel_id_{0};

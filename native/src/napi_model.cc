@@ -331,6 +331,7 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
                            InstanceMethod("_set", &NativeModel::Set),
                            InstanceMethod("_grad", &NativeModel::Grad),
                            InstanceMethod("_visionCache", &NativeModel::VisionCache),
+                           InstanceMethod("_loraMergedSampling", &NativeModel::LoraMergedSampling),
                            InstanceMethod("allReduceGrads", &NativeModel::AllReduceGrads),
                            InstanceMethod("weightsHash", &NativeModel::WeightsHash),
                            InstanceMethod("_ropeIndex", &NativeModel::RopeIndex),
@@ -647,6 +648,15 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
     return from_floats(env, g, static_cast<size_t>(numel(m->tensor_shape(name))));
   }
 
+  // _loraMergedSampling(on): the CPU engine's sampling runs on LoRA-merged weights (model.h, merged_).
+  Napi::Value LoraMergedSampling(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    ModelPtr m = live(env);
+    auto lk = lock_now(env, m);
+    m->set_lora_merged_sampling(info[0].ToBoolean().Value());
+    return env.Undefined();
+  }
+
   // _visionCache([maxBytes]): the vision feature cache's counts (docs/engine.md); with maxBytes, its new
   // bound first (0: off).
   Napi::Value VisionCache(const Napi::CallbackInfo& info) {
@@ -754,6 +764,7 @@ Napi::Value LoadModel(const Napi::CallbackInfo& info) {
     if (c.Get("packRows").IsNumber()) copts.pack_rows = static_cast<int64_t>(num(c, "packRows"));
     set("graphs", copts.graphs);
     set("loraSingleRounding", copts.lora_single_rounding);
+    set("loraMergedSampling", copts.lora_merged_sampling);
     if (c.Get("attention").IsString())
       copts.attention = c.Get("attention").As<Napi::String>().Utf8Value() == "gemm" ? CudaAttention::gemm : CudaAttention::fused;
     set("syncEveryOp", copts.sync_every_op);

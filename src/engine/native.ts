@@ -83,6 +83,7 @@ export interface NativeLoadSpec {
     packRows?: number;
     graphs?: boolean;
     loraSingleRounding?: boolean;
+    loraMergedSampling?: boolean;
     attention?: 'fused' | 'gemm';
     syncEveryOp?: boolean;
     profile?: boolean;
@@ -185,6 +186,8 @@ export interface NativeModel {
    * The vision feature cache (docs/engine.md): hits and misses counted since load, entries and bytes
    * held, and its bound; with `maxBytes`, the new bound first (0 turns it off and empties it).
    */
+  /** CPU: sampling runs on LoRA-merged weights W + s·B·A (the CUDA backend: its `loraMergedSampling` option). Default off. */
+  _loraMergedSampling(on: boolean): void;
   _visionCache(maxBytes?: number): { hits: number; misses: number; entries: number; bytes: number; maxBytes: number };
   /** Data parallel (docs/multi-gpu.md): the gradients summed over the collective's ranks, in buckets of `bucketFloats`. */
   allReduceGrads(collective: NativeCollective, bucketFloats: number): Promise<void>;

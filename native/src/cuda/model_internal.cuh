@@ -289,6 +289,12 @@ class CudaModel final : public DeviceModel {
   std::vector<int64_t> lsplit_off_;
   DArray<float> lacc_{"LoRA activations"}, lxa2_{"LoRA activations"};
   DArray<cu::bf16> lxcat_{"LoRA activations"};
+  // LoRA-merged LM weights of the sampling call in progress (CudaOptions::lora_merged_sampling): W + s B A per
+  // adapter slot at merged_off_[slot] (-1: not merged, a vision slot), used by lin_forward while merged_on_
+  DArray<T> merged_{"the LoRA-merged weights (sampling)"};
+  std::vector<int64_t> merged_off_;
+  bool merged_on_ = false;
+  void merge_lora_weights();
   // scratch reused across layers and calls
   CuTextLayer<T> tscr_;
   CuVisionBlock<T> vscr_;
@@ -341,6 +347,11 @@ class CudaModel final : public DeviceModel {
   }
 
   void lin_forward(const Lin& l, T* out, const T* inp, int64_t n) {
+    if (merged_on_ && l.lora >= 0 && h_.lora_enabled() && merged_off_[l.lora] >= 0) {  // sampling: W + s B A
+      cu::linear_forward(out, inp, static_cast<const T*>(merged_.p + merged_off_[l.lora]),
+                         l.b >= 0 ? P(l.b) : static_cast<const T*>(nullptr), n, l.in, l.out);
+      return;
+    }
     if constexpr (std::is_same<T, cu::bf16>::value) {  // bf16 with an adapter: one rounding (ops.h) unless opted out
       if (l.lora >= 0 && h_.lora_enabled() && opt_.lora_single_rounding) {
         const LoraInfo& li = h_.lora_slots()[l.lora];
