@@ -2,7 +2,7 @@
 // tower with an odd 4x6 patch grid, GQA 6/2, M-RoPE, untied head) packed with a shared prefix and 3
 // completions; fp32 and bf16 backends. Checks logits, log-probs and entropy (relative to the logits'
 // scale), every gradient tensor (fp32: relative L2; bf16: cosine), an AdamW step with clipping,
-// greedy and seeded sampling, LoRA forward/backward, and the out-of-memory message. The same checks, a GRPO
+// greedy and seeded sampling, LoRA forward/backward and sampling on merged weights, and the out-of-memory message. The same checks, a GRPO
 // loss with its gradients, packing, checkpointing and sampling options run on tiny Qwen2.5-VL and Qwen3-VL
 // models too (weights and inputs from a fresh seed each run: VQALAB_TEST_SEED repeats one; it is printed).
 // Exit 1 on failure.
@@ -655,6 +655,37 @@ void run_lora(bool bf16) {
     }
     report(!sr.skipped && d2 / s2 <= (bf16 ? 2e-2 : 1e-4) && moved > 5 * d2, std::string("LoRA forward after a step ") + tag,
            fmt("max_abs/scale %.2e; the step moved the logits by %.2e of scale", d2 / s2, moved / s2));
+    // sampling on the LoRA-merged weights (CudaOptions::lora_merged_sampling, the default), after the step (the
+    // merge reads the stepped fp32 master): the CPU's tokens (its adapters unmerged) and log-probs, and the GPU
+    // forward's log-probs of the sampled tokens (the forward adds the adapters unmerged)
+    for (float temp : {0.0f, 1.0f}) {
+      SampleRequest s;
+      s.prompt = q.prompt;
+      s.n = 3;
+      s.temperature = temp;
+      s.max_tokens = 6;
+      s.seed = 5;
+      const SampleResult ra = cpu2.sample(s), rb = gpu.sample(s);
+      int same = 0, total = 0;
+      double dlp = 0;
+      for (int g = 0; g < s.n; g++) {
+        for (size_t t = 0; t < std::min(ra.tokens[g].size(), rb.tokens[g].size()); t++) {
+          same += ra.tokens[g][t] == rb.tokens[g][t];
+          if (ra.tokens[g][t] == rb.tokens[g][t]) dlp = std::max(dlp, std::fabs(double(ra.logprobs[g][t]) - rb.logprobs[g][t]));
+        }
+        total += static_cast<int>(std::max(ra.tokens[g].size(), rb.tokens[g].size()));
+      }
+      report(bf16 || (same == total && dlp <= 1e-4),
+             std::string("LoRA merged sampling vs CPU, temperature ") + (temp == 0 ? "0 " : "1 ") + tag + (bf16 ? " (reported)" : ""),
+             std::to_string(same) + "/" + std::to_string(total) + " tokens equal; log-prob max diff " + fmt("%.2e", dlp));
+      ForwardRequest fq;
+      fq.prompt = q.prompt;
+      fq.completions = rb.tokens;
+      const auto fb = gpu.forward({fq}, false);
+      double d = 0;
+      for (int g = 0; g < s.n; g++) d = std::max(d, max_diff(fb[0].logprobs[g], rb.logprobs[g]));
+      report(d <= (bf16 ? 5e-2 : 1e-4), std::string("LoRA merged sample log-probs = forward log-probs ") + tag, fmt("%.2e", d));
+    }
   }
 }
 
