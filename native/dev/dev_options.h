@@ -1,6 +1,6 @@
 // The CudaOptions of the C++ test and benchmark programs (native/dev): cuda_options.h's defaults, overridden by
 // the VQALAB_CUDA_* variables that src/engine/cuda-options.ts takes as its fallback, with the same names and
-// values (docs/cuda.md, "Options"): VQALAB_CUDA_OFFLOAD, _BF16_MOMENTS, _CHECKPOINT, _GRAPH, _LORA_PAIRS, _SYNC,
+// values (docs/cuda.md, "Options"): VQALAB_CUDA_OFFLOAD, _BF16_MOMENTS, _CHECKPOINT, _GRAPH, _LORA_PAIRS, _LORA_MERGED, _SYNC,
 // _PROFILE (0 or 1), _PACK_ROWS (a positive integer), _ATTN (fused or gemm). The engine itself (native/src)
 // reads none of them. A malformed value stops the program with a message naming the variable.
 #pragma once
@@ -38,6 +38,7 @@ inline CudaOptions cuda_options_from_env() {
   env_bool("VQALAB_CUDA_CHECKPOINT", o.checkpoint);
   env_bool("VQALAB_CUDA_GRAPH", o.graphs);
   env_bool("VQALAB_CUDA_LORA_PAIRS", o.lora_single_rounding);
+  env_bool("VQALAB_CUDA_LORA_MERGED", o.lora_merged_sampling);
   env_bool("VQALAB_CUDA_SYNC", o.sync_every_op);
   env_bool("VQALAB_CUDA_PROFILE", o.profile);
   if (const char* e = std::getenv("VQALAB_CUDA_PACK_ROWS"); e && *e) {

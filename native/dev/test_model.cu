@@ -2,7 +2,7 @@
 // tower with an odd 4x6 patch grid, GQA 6/2, M-RoPE, untied head) packed with a shared prefix and 3
 // completions; fp32 and bf16 backends. Checks logits, log-probs and entropy (relative to the logits'
 // scale), every gradient tensor (fp32: relative L2; bf16: cosine), an AdamW step with clipping,
-// greedy and seeded sampling, LoRA forward/backward, and the out-of-memory message. The same checks, a GRPO
+// greedy and seeded sampling, LoRA forward/backward and sampling on merged weights, and the out-of-memory message. The same checks, a GRPO
 // loss with its gradients, packing, checkpointing and sampling options run on tiny Qwen2.5-VL and Qwen3-VL
 // models too, and LoRA on each family (weights and inputs from a fresh seed each run: VQALAB_TEST_SEED
 // repeats one; it is printed; VQALAB_TEST_SEEDS=n runs the families' checks for n seeds in one process,
@@ -705,6 +705,37 @@ void run_lora(bool bf16, const ModelConfig& c = tiny()) {
     }
     report(!sr.skipped && d2 / s2 <= (bf16 ? 2e-2 : 1e-4) && moved > 5 * d2, std::string("LoRA forward after a step ") + tag,
            fmt("max_abs/scale %.2e; the step moved the logits by %.2e of scale", d2 / s2, moved / s2));
+    // sampling on the LoRA-merged weights (CudaOptions::lora_merged_sampling, the default), after the step (the
+    // merge reads the stepped fp32 master): the CPU's tokens (its adapters unmerged) and log-probs, and the GPU
+    // forward's log-probs of the sampled tokens (the forward adds the adapters unmerged)
+    for (float temp : {0.0f, 1.0f}) {
+      SampleRequest s;
+      s.prompt = q.prompt;
+      s.n = 3;
+      s.temperature = temp;
+      s.max_tokens = 6;
+      s.seed = 5;
+      const SampleResult ra = cpu2.sample(s), rb = gpu.sample(s);
+      int same = 0, total = 0;
+      double dlp = 0;
+      for (int g = 0; g < s.n; g++) {
+        for (size_t t = 0; t < std::min(ra.tokens[g].size(), rb.tokens[g].size()); t++) {
+          same += ra.tokens[g][t] == rb.tokens[g][t];
+          if (ra.tokens[g][t] == rb.tokens[g][t]) dlp = std::max(dlp, std::fabs(double(ra.logprobs[g][t]) - rb.logprobs[g][t]));
+        }
+        total += static_cast<int>(std::max(ra.tokens[g].size(), rb.tokens[g].size()));
+      }
+      report(bf16 || (same == total && dlp <= 1e-4),
+             std::string("LoRA merged sampling vs CPU, temperature ") + (temp == 0 ? "0 " : "1 ") + tag + (bf16 ? " (reported)" : ""),
+             std::to_string(same) + "/" + std::to_string(total) + " tokens equal; log-prob max diff " + fmt("%.2e", dlp));
+      ForwardRequest fq;
+      fq.prompt = q.prompt;
+      fq.completions = rb.tokens;
+      const auto fb = gpu.forward({fq}, false);
+      double d = 0;
+      for (int g = 0; g < s.n; g++) d = std::max(d, max_diff(fb[0].logprobs[g], rb.logprobs[g]));
+      report(d <= (bf16 ? 5e-2 : 1e-4), std::string("LoRA merged sample log-probs = forward log-probs ") + tag, fmt("%.2e", d));
+    }
   }
 }
 
@@ -749,6 +780,72 @@ std::vector<uint64_t> test_seeds() {
   seeds.push_back(first);
   while (static_cast<int>(seeds.size()) < count) seeds.push_back(r() % 1000000007ull);
   return seeds;
+}
+
+// The vision feature cache on the GPU (docs/engine.md): LoRA on the LM only, keyed images. A model with the cache
+// and one without, same weights: the rollout (sample_many) fills the cache, then the reference forward (adapters
+// off) and the policy forward + backward read it; log-probs equal bit for bit (same kernels on the same
+// features), adapter gradients within the backward's atomic-sum noise, and the counts show the cache was read.
+void run_vision_cache(bool bf16, const ModelConfig& c = tiny()) {
+  const char* tag = bf16 ? "bf16" : "fp32";
+  LoraOptions lo;
+  lo.rank = 4; lo.alpha = 8; lo.targets = {"q_proj", "v_proj", "down_proj"}; lo.seed = 3;
+  Model src(c, 4096), on(c, 4096), off(c, 4096);
+  fill_random(src, 23);
+  for (Model* m : {&src, &on, &off}) m->add_lora(lo);
+  std::mt19937_64 r(9);
+  std::uniform_real_distribution<float> U(-0.2f, 0.2f);
+  for (const auto& n : src.tensor_names())
+    if (n.find("lora_B") != std::string::npos) {
+      float* p = src.tensor_data(n);
+      for (int64_t i = 0; i < numel(src.tensor_shape(n)); i++) p[i] = U(r);
+    }
+  copy_params(on, src);
+  copy_params(off, src);
+  on.attach_device(make_cuda_model(on, 0, bf16, dev::cuda_options_from_env()));
+  off.attach_device(make_cuda_model(off, 0, bf16, dev::cuda_options_from_env()));
+  off.set_vision_cache(0);
+  ForwardRequest q = request(c);
+  q.return_logits = false;
+  uint64_t key = 1;
+  for (Image& im : q.prompt.images) im.key = key++;
+  const uint64_t nimg = q.prompt.images.size();
+  SampleRequest s;
+  s.prompt = q.prompt;
+  s.n = 2;
+  s.temperature = 0.0f;
+  s.max_tokens = 4;
+  const SampleResult sa = on.sample(s), sb = off.sample(s);
+  const VisionCacheStats s0 = on.vision_cache_stats();
+  on.set_lora_enabled(false);
+  off.set_lora_enabled(false);
+  const auto ra = on.forward({q}, false), rb = off.forward({q}, false);
+  on.set_lora_enabled(true);
+  off.set_lora_enabled(true);
+  on.zero_grad();
+  off.zero_grad();
+  const auto pa = on.forward({q}, true), pb = off.forward({q}, true);
+  std::vector<std::vector<std::vector<float>>> gr(1);
+  for (const auto& comp : q.completions) gr[0].push_back(std::vector<float>(comp.size(), 0.3f));
+  on.backward(gr);
+  off.backward(gr);
+  const VisionCacheStats s1 = on.vision_cache_stats();
+  bool same = sa.tokens == sb.tokens;
+  for (size_t g = 0; g < q.completions.size(); g++)
+    same = same && ra[0].logprobs[g] == rb[0].logprobs[g] && pa[0].logprobs[g] == pb[0].logprobs[g];
+  report(same && s0.misses == nimg && s1.hits - s0.hits == 2 * nimg && off.vision_cache_stats().hits == 0,
+         std::string("vision cache: rollout, reference and policy forward = no cache, bit for bit ") + tag,
+         "hits " + std::to_string(s1.hits) + ", misses " + std::to_string(s1.misses));
+  double worst = 1, wrel = 0;
+  for (const auto& n : on.tensor_names()) {
+    if (n.find("lora_") == std::string::npos) continue;
+    double rel, cs;
+    rel_cos(on.tensor_grad(n), off.tensor_grad(n), numel(on.tensor_shape(n)), rel, cs);
+    worst = std::min(worst, cs);
+    wrel = std::max(wrel, rel);
+  }
+  report(worst >= 0.99999 && wrel <= 1e-4, std::string("vision cache: LoRA gradients = no cache ") + tag,
+         fmt("worst cosine %.7f, worst rel_l2 %.2e", worst, wrel));
 }
 
 }  // namespace
@@ -804,6 +901,8 @@ int main(int argc, char** argv) {
     if (!families_only) {
       run_lora(false);
       run_lora(true);
+      run_vision_cache(false);
+      run_vision_cache(true);
       run_options(false);
       run_options(true);
       // out of memory: a readable message, and the process goes on

@@ -32,6 +32,10 @@ void Model::check_cancel() const {
 // ---- linear modules with optional LoRA -----------------------------------------------------------
 
 void Model::lin_forward(const Lin& l, float* out, const float* inp, int64_t T) const {
+  if (l.lora >= 0 && lora_enabled_ && !merged_.empty()) {  // a sampling run on merged weights (model.h)
+    auto mk = merged_.find(l.lora);
+    if (mk != merged_.end()) return linear_forward_packed(out, inp, mk->second, l.b >= 0 ? P(l.b) : nullptr, T, l.in, l.out);
+  }
   auto pk = packed_.find(l.w);
   if (pk != packed_.end()) linear_forward_packed(out, inp, pk->second, l.b >= 0 ? P(l.b) : nullptr, T, l.in, l.out);
   else linear_forward(out, inp, P(l.w), l.b >= 0 ? P(l.b) : nullptr, T, l.in, l.out);
@@ -399,6 +403,58 @@ void Model::vision_forward(Activations& a, const Prompt& p, bool keep) {
   }
 }
 
+void Model::image_features(Activations& a, const Prompt& p, bool keep) {
+  if (!vcache_.on() || !vision_cacheable(keep)) return vision_forward(a, p, keep);
+  const int64_t H = cfg_.vision.out_hidden, mm = static_cast<int64_t>(cfg_.vision.merge) * cfg_.vision.merge;
+  const uint64_t ver = vision_version();
+  const size_t n = p.images.size();
+  std::vector<int64_t> rows(n), first(n);
+  int64_t total = 0;
+  for (size_t k = 0; k < n; k++) {
+    const Image& im = p.images[k];
+    rows[k] = static_cast<int64_t>(im.t) * im.h * im.w / mm;
+    first[k] = total;
+    total += rows[k];
+  }
+  std::vector<float> img(static_cast<size_t>(total * H));
+  Prompt missing;  // the images the cache does not hold, in order (their pixels are views, not copies)
+  std::vector<size_t> which;
+  for (size_t k = 0; k < n; k++) {
+    const std::vector<float>* hit = vcache_.find(p.images[k], ver);
+    if (hit) {
+      std::memcpy(img.data() + first[k] * H, hit->data(), hit->size() * sizeof(float));
+    } else {
+      missing.images.emplace_back();
+      Image& im = missing.images.back();
+      im.pixels.view(p.images[k].pixels.data(), p.images[k].pixels.size());
+      im.t = p.images[k].t;
+      im.h = p.images[k].h;
+      im.w = p.images[k].w;
+      im.video = p.images[k].video;
+      im.second_per_grid = p.images[k].second_per_grid;
+      which.push_back(k);
+    }
+  }
+  if (!which.empty()) {
+    vision_forward(a, missing, false);  // nothing of the tower is kept: no gradient goes into it here
+    int64_t src = 0;
+    for (size_t k : which) {
+      const float* f = a.img.data() + src * H;
+      std::memcpy(img.data() + first[k] * H, f, rows[k] * H * sizeof(float));
+      vcache_.put(p.images[k], ver, std::vector<float>(f, f + rows[k] * H), static_cast<size_t>(rows[k] * H) * sizeof(float));
+      src += rows[k];
+    }
+  }
+  a.img = std::move(img);
+}
+
+void Model::set_vision_cache(size_t max_bytes) {
+  vcache_.set_max_bytes(max_bytes);
+  if (device_) device_->set_vision_cache(max_bytes);
+}
+
+VisionCacheStats Model::vision_cache_stats() const { return device_ ? device_->vision_cache_stats() : vcache_.stats(); }
+
 void Model::vision_backward(Activations& a, const float* dimg_in) {
   const VisionConfig& vc = cfg_.vision;
   const int64_t E = vc.embed_dim, NH = vc.num_heads, hd = E / NH, F = vc.mlp_hidden, PD = vc.patch_dim();
@@ -631,7 +687,7 @@ void Model::forward_one(Activations& a, const ForwardRequest& r, ForwardResult& 
   for (const auto& c : r.completions) T += static_cast<int64_t>(c.size());
   a.T = T;
 
-  if (!p.images.empty()) vision_forward(a, p, keep);
+  if (!p.images.empty()) image_features(a, p, keep);
 
   // rows: ids, embeddings, image rows
   a.ids.assign(p.ids.begin(), p.ids.end());

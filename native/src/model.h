@@ -12,6 +12,7 @@
 
 #include "cpu/gemm.h"
 #include "ops/ops.h"
+#include "vision_cache.h"
 
 namespace vq {
 
@@ -104,6 +105,9 @@ struct Image {
   // seconds one temporal patch spans: temporal_patch_size / the sampled fps (frames kept / frames in
   // the clip * the clip's fps), transformers' second_per_grid_ts (a float32 there too)
   float second_per_grid = 1.0f;
+  // Identifies these pixels for the vision feature cache (vision_cache.h): minted by TypeScript once per
+  // processed pixel array. 0: not cached.
+  uint64_t key = 0;
 };
 
 // One contiguous run of visual tokens in a prompt (visual_runs): an image, a video, or (Qwen3-VL) one
@@ -262,6 +266,9 @@ class DeviceModel {
   // Data parallel (docs/multi-gpu.md): the gradients (LoRA's with adapters) summed over the collective's
   // ranks, in buckets of `bucket` floats, on the device's stream (NCCL) or staged through the host (cpu).
   virtual void all_reduce_grads(Collective& c, int64_t bucket);  // model_dist.cc: throws (this device cannot)
+  // The device's vision feature cache (vision_cache.h): its bound in bytes (0: off, emptied) and counts.
+  virtual void set_vision_cache(size_t max_bytes) { (void)max_bytes; }
+  virtual VisionCacheStats vision_cache_stats() const { return {}; }
 };
 
 class Model {
@@ -372,6 +379,22 @@ class Model {
   // A backend's step() made one AdamW update (the bias corrections read step_count()).
   void count_step() { step_++; }
 
+  // ---- the vision feature cache (vision_cache.h, docs/engine.md) ----
+  // The version of what the vision tower computes: changes with every change that may touch a vision
+  // weight (load, a write through tensor_data, a step that trains the tower, adapters on the tower
+  // loaded or toggled). Cached features of another version are dropped.
+  uint64_t vision_version() const { return (vision_weights_ << 1) | ((lora_vision_ && lora_enabled_) ? 1u : 0u); }
+  void vision_weights_changed() { vision_weights_++; }
+  // True when a call may take an image's features from the cache: not for a training forward whose
+  // vision activations the backward needs (a trainable tower), nor with DeepStack (Qwen3-VL: its
+  // per-block features are not cached).
+  // CPU sampling runs on LoRA-merged weights (merged_ below); for tests and tools.
+  void set_lora_merged_sampling(bool on) { lora_merged_sampling_ = on; }
+  bool vision_cacheable(bool keep) const { return !(keep && vision_trainable()) && cfg_.vision.deepstack.empty(); }
+  // The bound of this model's cache in bytes (the device's with a device; 0: off) and its counts.
+  void set_vision_cache(size_t max_bytes);
+  VisionCacheStats vision_cache_stats() const;
+
  private:
   ModelConfig cfg_;
   int max_seq_;
@@ -399,6 +422,9 @@ class Model {
   std::vector<MergerW> ds_mergers_;  // Qwen3-VL DeepStack, one per vision.deepstack entry
 
   std::vector<std::unique_ptr<Activations>> saved_;
+  // merged image features by image key (the CPU engine's; a device keeps its own)
+  VisionFeatureCache<std::vector<float>> vcache_{default_vision_cache_bytes()};
+  uint64_t vision_weights_ = 0;
   // The language model's linear weights and head packed for the GEMM (index: parameter): packed by a
   // sampling run for its decode steps and kept for the next runs (and forward(), which uses them too;
   // the arithmetic is the same as unpacked, bit for bit). Dropped when the weights change: load(), a
@@ -408,6 +434,13 @@ class Model {
   std::map<int, PackedB> packed_;
   bool keep_packed_ = true;
   void ensure_packed();  // sampler.cc: packs what is missing
+  // LoRA, a sampling run (set_lora_merged_sampling): each LM adapter merged into a packed copy of its weight,
+  // W + s B A (index: adapter slot), made at the run's start and dropped at its end; lin_forward takes it
+  // instead of the base product plus the adapter. Off by default on the CPU (its sampled log-probs then equal
+  // forward's bit for bit); the CUDA backend has its own (CudaOptions::lora_merged_sampling).
+  std::map<int, PackedB> merged_;
+  bool lora_merged_sampling_ = false;
+  void merge_lora_packed();  // sampler.cc
   void drop_packed() { packed_.clear(); }
   std::mutex mutex_;
   std::atomic<uint64_t> cancel_id_{0};
@@ -424,6 +457,9 @@ class Model {
   void lin_forward(const Lin& l, float* out, const float* inp, int64_t T) const;
   void lin_backward(const Lin& l, float* dinp, const float* dout, const float* inp, int64_t T);
   void vision_forward(Activations& a, const Prompt& p, bool keep);
+  // a.img for the prompt's images: from the feature cache where it can, else vision_forward (which keeps
+  // the tower's activations when `keep` and the tower is trained)
+  void image_features(Activations& a, const Prompt& p, bool keep);
   void vision_backward(Activations& a, const float* dembeds);
   // ds_rows: the rows of x that hold image embeddings, in order (DeepStack adds to them); null or empty
   // when the rows hold no image (decode steps, text-only prompts).

@@ -170,6 +170,7 @@ void Model::load(const std::vector<std::string>& files) {
     plan.push_back({static_cast<int>(i), it->second});
   }
   drop_packed();
+  vision_weights_changed();
   for (const auto& pl : plan) pl.second.first->read_f32(*pl.second.second, P(pl.first));
 }
 
@@ -182,6 +183,7 @@ void Model::add_lora(const LoraOptions& o) {
   lora_scale_ = o.alpha / static_cast<float>(o.rank);
   lora_vision_ = o.vision;
   lora_opts_ = o;
+  vision_weights_changed();
   int64_t off = 0;
   auto attach = [&](Lin& l, bool vision) {
     const std::string leaf = l.module.substr(l.module.rfind('.') + 1);
@@ -230,6 +232,7 @@ static std::string peft_key(const std::string& module, bool internal, const char
 
 void Model::load_lora(const std::string& file) {
   SafetensorsFile st(file);
+  vision_weights_changed();  // adapters on the tower change its features
   for (const auto& li : lora_) {
     for (const char* ab : {"A", "B"}) {
       const std::vector<int64_t> shape = ab[0] == 'A' ? std::vector<int64_t>{lora_rank_, li.in}
@@ -298,6 +301,7 @@ std::vector<int64_t> Model::tensor_shape(const std::string& name) const {
 float* Model::tensor_data(const std::string& name) {
   if (device_) device_->pull();
   auto it = by_name_.find(name);
+  vision_weights_changed();  // the caller may write a vision weight (or a vision adapter)
   if (it != by_name_.end()) {
     packed_.erase(it->second);  // the caller may write: repacked by the next run
     return P(it->second);
@@ -365,6 +369,7 @@ void Model::zero_grad() {
 }
 
 StepResult Model::step(const AdamWOptions& o) {
+  if (vision_trainable()) vision_weights_changed();  // the update may move vision weights (or their adapters)
   if (device_) return device_->step(o);
   StepResult r;
   const bool lora = !lora_.empty();

@@ -118,6 +118,7 @@ Prompt parse_prompt(const Napi::Object& o, JsHold* hold = nullptr) {
       img.w = g.at(2);
       if (im.Get("video").IsBoolean()) img.video = im.Get("video").As<Napi::Boolean>().Value();
       if (im.Get("secondPerGrid").IsNumber()) img.second_per_grid = im.Get("secondPerGrid").As<Napi::Number>().FloatValue();
+      if (im.Get("key").IsNumber()) img.key = static_cast<uint64_t>(im.Get("key").As<Napi::Number>().Int64Value());
       p.images.push_back(std::move(img));
     }
   }
@@ -329,6 +330,8 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
                            InstanceMethod("_get", &NativeModel::Get),
                            InstanceMethod("_set", &NativeModel::Set),
                            InstanceMethod("_grad", &NativeModel::Grad),
+                           InstanceMethod("_visionCache", &NativeModel::VisionCache),
+                           InstanceMethod("_loraMergedSampling", &NativeModel::LoraMergedSampling),
                            InstanceMethod("allReduceGrads", &NativeModel::AllReduceGrads),
                            InstanceMethod("weightsHash", &NativeModel::WeightsHash),
                            InstanceMethod("_ropeIndex", &NativeModel::RopeIndex),
@@ -645,6 +648,36 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
     return from_floats(env, g, static_cast<size_t>(numel(m->tensor_shape(name))));
   }
 
+  // _loraMergedSampling(on): the CPU engine's sampling runs on LoRA-merged weights (model.h, merged_).
+  Napi::Value LoraMergedSampling(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    ModelPtr m = live(env);
+    auto lk = lock_now(env, m);
+    m->set_lora_merged_sampling(info[0].ToBoolean().Value());
+    return env.Undefined();
+  }
+
+  // _visionCache([maxBytes]): the vision feature cache's counts (docs/engine.md); with maxBytes, its new
+  // bound first (0: off).
+  Napi::Value VisionCache(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    ModelPtr m = live(env);
+    auto lk = lock_now(env, m);
+    if (info.Length() > 0 && info[0].IsNumber()) {
+      const double b = info[0].As<Napi::Number>().DoubleValue();
+      if (!(b >= 0)) throw Napi::Error::New(env, "_visionCache: maxBytes must be a number >= 0");
+      m->set_vision_cache(static_cast<size_t>(b));
+    }
+    const VisionCacheStats st = m->vision_cache_stats();
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("hits", Napi::Number::New(env, static_cast<double>(st.hits)));
+    o.Set("misses", Napi::Number::New(env, static_cast<double>(st.misses)));
+    o.Set("entries", Napi::Number::New(env, static_cast<double>(st.entries)));
+    o.Set("bytes", Napi::Number::New(env, static_cast<double>(st.bytes)));
+    o.Set("maxBytes", Napi::Number::New(env, static_cast<double>(st.max_bytes)));
+    return o;
+  }
+
   // allReduceGrads(collective, bucketFloats): the gradients summed over the ranks (docs/multi-gpu.md).
   Napi::Value AllReduceGrads(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
@@ -731,6 +764,7 @@ Napi::Value LoadModel(const Napi::CallbackInfo& info) {
     if (c.Get("packRows").IsNumber()) copts.pack_rows = static_cast<int64_t>(num(c, "packRows"));
     set("graphs", copts.graphs);
     set("loraSingleRounding", copts.lora_single_rounding);
+    set("loraMergedSampling", copts.lora_merged_sampling);
     if (c.Get("attention").IsString())
       copts.attention = c.Get("attention").As<Napi::String>().Utf8Value() == "gemm" ? CudaAttention::gemm : CudaAttention::fused;
     set("syncEveryOp", copts.sync_every_op);

@@ -397,6 +397,27 @@ void Model::ensure_packed() {
   pack(head_, tc.hidden, tc.vocab);
 }
 
+void Model::merge_lora_packed() {
+  merged_.clear();
+  for (const TextLayerW& L : layers_)
+    for (const Lin* l : {&L.q, &L.k, &L.v, &L.o, &L.gate, &L.up, &L.down}) {
+      if (l->lora < 0) continue;
+      const LoraInfo& li = lora_[l->lora];
+      const int64_t in = l->in, out = l->out, R = lora_rank_;
+      // B A (out, in) = B (out, R) x (A^T)^T: linear_forward with A^T (in, R) as the weight
+      std::vector<float> at(static_cast<size_t>(in * R)), ba(static_cast<size_t>(out * in));
+      const float* A = lparams_.data() + li.a_off;
+      for (int64_t r = 0; r < R; r++)
+        for (int64_t i = 0; i < in; i++) at[i * R + r] = A[r * in + i];
+      linear_forward(ba.data(), lparams_.data() + li.b_off, at.data(), nullptr, out, R, in);
+      const float* W = P(l->w);
+      for (int64_t k = 0; k < out * in; k++) ba[k] = W[k] + lora_scale_ * ba[k];
+      PackedB pb;
+      sgemm_pack_b(pb, true, in, out, ba.data(), in);
+      merged_[l->lora] = std::move(pb);
+    }
+}
+
 void Model::sample_run(SampleInbox& inbox, SampleSink& sink) {
   struct Closer {
     SampleInbox& in;
@@ -416,6 +437,11 @@ void Model::sample_run(SampleInbox& inbox, SampleSink& sink) {
     ~Unpack() { if (!m.keep_packed_) m.drop_packed(); }
   } unpack{*this};
   ensure_packed();
+  struct Unmerge {
+    Model& m;
+    ~Unmerge() { m.merged_.clear(); }
+  } unmerge{*this};
+  if (lora_merged_sampling_ && !lora_.empty() && lora_enabled_) merge_lora_packed();
 
   std::vector<std::unique_ptr<Live>> live;
   std::vector<LiveRow> rows, kept;
@@ -460,7 +486,7 @@ void Model::sample_run(SampleInbox& inbox, SampleSink& sink) {
       bool armed = true;
       ~Undo() { if (armed) kv.release(r.region, r.rows); }
     } undo{kv, r};
-    if (!p.images.empty()) vision_forward(a, p, false);
+    if (!p.images.empty()) image_features(a, p, false);
     const int64_t Lp = r.Lp;
     x.resize(static_cast<size_t>(Lp * H));
     embedding_forward(x.data(), p.ids.data(), P(embed_), Lp, H);

@@ -19,6 +19,7 @@ const FIELDS: { readonly [K in keyof Required<CudaOptions>]: { kind: Kind; env: 
   packRows: { kind: 'positive integer', env: 'VQALAB_CUDA_PACK_ROWS' },
   graphs: { kind: 'boolean', env: 'VQALAB_CUDA_GRAPH' },
   loraSingleRounding: { kind: 'boolean', env: 'VQALAB_CUDA_LORA_PAIRS' },
+  loraMergedSampling: { kind: 'boolean', env: 'VQALAB_CUDA_LORA_MERGED' },
   attention: { kind: ['fused', 'gemm'], env: 'VQALAB_CUDA_ATTN' },
   syncEveryOp: { kind: 'boolean', env: 'VQALAB_CUDA_SYNC' },
   profile: { kind: 'boolean', env: 'VQALAB_CUDA_PROFILE' },

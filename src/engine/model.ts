@@ -78,12 +78,30 @@ export function weightFiles(dir: string): string[] {
   throw new Error(`${dir}: no model.safetensors or model.safetensors.index.json`);
 }
 
+// The vision feature cache's key of a pixel array (docs/engine.md, "Vision feature cache"): one number
+// per Float32Array, minted the first time the engine is given it. A processed image is a new array
+// (whatever its path, bytes, size or processor settings), so the key names exactly those pixels; a
+// caller that writes into an array it gave before breaks that, and the engine's check of a few pixel
+// values per entry turns most such reuse into a miss.
+const pixelKeys = new WeakMap<Float32Array, number>();
+let nextPixelKey = 1;
+function imageKey(pixels: Float32Array): number | undefined {
+  if (pixels.length === 0) return undefined;
+  let k = pixelKeys.get(pixels);
+  if (k === undefined) {
+    k = nextPixelKey++;
+    pixelKeys.set(pixels, k);
+  }
+  return k;
+}
+
 function toNativePrompt(p: Prompt): NativePrompt {
   return {
     ids: p.ids,
     images: p.images.map((im) => ({
       pixels: im.pixels,
       gridThw: im.gridThw,
+      key: imageKey(im.pixels),
       ...(im.video ? { video: true, secondPerGrid: im.secondPerGrid ?? 1 } : {}),
     })),
   };

@@ -53,7 +53,14 @@ export interface NativeConfig {
 
 export interface NativePrompt {
   ids: Int32Array;
-  images: { pixels: Float32Array; gridThw: [number, number, number]; video?: boolean; secondPerGrid?: number }[];
+  images: {
+    pixels: Float32Array;
+    gridThw: [number, number, number];
+    video?: boolean;
+    secondPerGrid?: number;
+    /** The vision feature cache's key of these pixels (imageKey, src/engine/model.ts); absent: not cached. */
+    key?: number;
+  }[];
 }
 
 export interface NativeLoadSpec {
@@ -76,6 +83,7 @@ export interface NativeLoadSpec {
     packRows?: number;
     graphs?: boolean;
     loraSingleRounding?: boolean;
+    loraMergedSampling?: boolean;
     attention?: 'fused' | 'gemm';
     syncEveryOp?: boolean;
     profile?: boolean;
@@ -174,6 +182,13 @@ export interface NativeModel {
   _get(name: string): Float32Array;
   _set(name: string, data: Float32Array): void;
   _grad(name: string): Float32Array | null;
+  /**
+   * The vision feature cache (docs/engine.md): hits and misses counted since load, entries and bytes
+   * held, and its bound; with `maxBytes`, the new bound first (0 turns it off and empties it).
+   */
+  /** CPU: sampling runs on LoRA-merged weights W + s·B·A (the CUDA backend: its `loraMergedSampling` option). Default off. */
+  _loraMergedSampling(on: boolean): void;
+  _visionCache(maxBytes?: number): { hits: number; misses: number; entries: number; bytes: number; maxBytes: number };
   /** Data parallel (docs/multi-gpu.md): the gradients summed over the collective's ranks, in buckets of `bucketFloats`. */
   allReduceGrads(collective: NativeCollective, bucketFloats: number): Promise<void>;
   /** 16 hex digits of the trainable weights and the step count (ranks in step compare equal). */

@@ -68,6 +68,8 @@ export interface CudaOptions {
   graphs?: boolean;
   /** bf16 with LoRA: base and adapter products summed in fp32 and rounded once; false rounds after each (faster, less exact). Default true. */
   loraSingleRounding?: boolean;
+  /** LoRA: sampling runs on merged weights W + s·B·A (made once per sampling call, freed after it) instead of adding the adapters in every GEMM. Default true. */
+  loraMergedSampling?: boolean;
   /** bf16 attention: the fused (flash) kernels, or the cuBLASLt tile path (what fp32 always takes). Default 'fused'. */
   attention?: 'fused' | 'gemm';
   /** Debug: synchronise after every op, so an asynchronous fault names the op that caused it (slow). Default false. */

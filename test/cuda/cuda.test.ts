@@ -106,7 +106,7 @@ test('loadModel: cuda options are checked before any native call', async () => {
   });
   await assert.rejects(loadModel(policy, { device: 'cuda', cuda: { offload: true } as never }), {
     message:
-      'Expected one of precision, offloadOptimizer, bf16Moments, checkpointActivations, packRows, graphs, loraSingleRounding, attention, syncEveryOp, profile for options.cuda.offload but received true of type boolean',
+      'Expected one of precision, offloadOptimizer, bf16Moments, checkpointActivations, packRows, graphs, loraSingleRounding, loraMergedSampling, attention, syncEveryOp, profile for options.cuda.offload but received true of type boolean',
   });
   await assert.rejects(loadModel(policy, { device: 'cuda', cuda: [] as never }), {
     message: 'Expected object for options.cuda but received an array of length 0',

@@ -20,6 +20,7 @@ test('checkCudaOptions: every field is checked by name and type', () => {
     packRows: 1024,
     graphs: false,
     loraSingleRounding: false,
+    loraMergedSampling: false,
     attention: 'gemm',
     syncEveryOp: true,
     profile: true,
@@ -43,7 +44,7 @@ test('checkCudaOptions: every field is checked by name and type', () => {
   });
   assert.throws(() => checkCudaOptions({ flash: 'simple' }), {
     message:
-      'Expected one of precision, offloadOptimizer, bf16Moments, checkpointActivations, packRows, graphs, loraSingleRounding, attention, syncEveryOp, profile for options.cuda.flash but received "simple" of type string',
+      'Expected one of precision, offloadOptimizer, bf16Moments, checkpointActivations, packRows, graphs, loraSingleRounding, loraMergedSampling, attention, syncEveryOp, profile for options.cuda.flash but received "simple" of type string',
   });
   assert.throws(() => checkCudaOptions(null), { message: 'Expected object for options.cuda but received null' });
 });

@@ -10,7 +10,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type { EngineModel } from '../../src/engine/types.js';
-import { MicroBatchSizer, splitMinibatch, type SplitGroup } from '../../src/grpo/micro.js';
+import { FROZEN_BASE_PIECE_TOKENS, MicroBatchSizer, splitMinibatch, type SplitGroup } from '../../src/grpo/micro.js';
 import { Trainer, type TrainerOptions } from '../../src/grpo/trainer.js';
 import type { GrpoConfig } from '../../src/grpo/config.js';
 import { readSafetensors } from '../../src/util/safetensors.js';
@@ -146,6 +146,39 @@ test('MicroBatchSizer: the budget is at most the device pack, unless one prompt 
   assert.equal(new MicroBatchSizer(packed, 9000).budgetFor(small).budget, 9000);
   // No pack size (the CPU): the memory's budget.
   assert.equal(new MicroBatchSizer(model, 0).budgetFor(small).budget, new MicroBatchSizer(model, 0).budget());
+});
+
+test('MicroBatchSizer: a frozen base (LoRA) caps pieces at 2k tokens: the trainer workload in four pieces, not two', () => {
+  const { model } = fakePool(1_000_000);
+  const lora = {
+    ...model,
+    packRows: 4096,
+    numParameters: { total: 2_208_985_600, trainable: 73_859_072 },
+  } as EngineModel;
+  const full = {
+    ...model,
+    packRows: 4096,
+    numParameters: { total: 2_208_985_600, trainable: 2_208_985_600 },
+  } as EngineModel;
+  const groups: SplitGroup[] = Array.from({ length: 16 }, () => ({
+    promptTokens: 298,
+    completionTokens: Array(8).fill(16),
+  }));
+  const budgetLora = new MicroBatchSizer(lora, 0).budgetFor(groups).budget;
+  assert.equal(budgetLora, FROZEN_BASE_PIECE_TOKENS);
+  assert.equal(new MicroBatchSizer(full, 0).budgetFor(groups).budget, 4096, 'full fine-tuning keeps the pack cap');
+  const pieces = splitMinibatch(groups, budgetLora);
+  assert.deepEqual(
+    pieces.map((p) => p.length),
+    [4, 4, 4, 4],
+  );
+  assert.ok(pieces.every((p) => cost(groups, p) <= 2048));
+  // one prompt and completion over the cap still gets its own piece; a smaller pack stays the cap
+  assert.equal(new MicroBatchSizer(lora, 0).budgetFor([{ promptTokens: 298, completionTokens: [3000] }]).budget, 3298);
+  assert.equal(new MicroBatchSizer({ ...lora, packRows: 1024 } as EngineModel, 0).budgetFor(groups).budget, 1024);
+  // the CPU (no pack): no cap
+  const cpu = { ...model, numParameters: lora.numParameters } as EngineModel;
+  assert.equal(new MicroBatchSizer(cpu, 0).budgetFor(groups).budget, new MicroBatchSizer(cpu, 0).budget());
 });
 
 function options(model: EngineModel, reference: EngineModel, config: Partial<GrpoConfig>): TrainerOptions {

@@ -36,6 +36,12 @@ struct CudaOptions {
   // adapters' hi/lo bf16 pairs); false: linear_forward then lora_forward, rounded after each (about 9 % faster
   // LoRA steps, twice the rounding error: docs/cuda.md, "Numerics"). TS loraSingleRounding.
   bool lora_single_rounding = true;
+  // LoRA, sample_many: every adapted linear of the LM runs on its merged weight W + s B A (computed once per call
+  // from the adapters' fp32 master, rounded once to the working type, freed when the call returns) instead of the
+  // base product plus the adapter's two small GEMMs in every prefill and decode GEMM. The sampled tokens'
+  // log-probs then carry the merged weight's rounding (docs/cuda.md, "Numerics"); the trainer's old log-probs come
+  // from its own forward, not from the rollout. TS loraMergedSampling.
+  bool lora_merged_sampling = true;
   // TS attention: 'fused' | 'gemm'.
   CudaAttention attention = CudaAttention::fused;
   // Debug: every op synchronises after its launch, so an asynchronous fault is reported by the op that caused it

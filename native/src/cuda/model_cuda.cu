@@ -83,6 +83,7 @@ CudaModel<T>::~CudaModel() {
     w_.release(); master_.release(); grads_.release(); m_.release(); v_.release(); mb_.release(); vb_.release();
     lw_.release(); lmaster_.release(); lgrads_.release(); lm_.release(); lv_.release(); lsplit_.release();
     kc_.release(); vc_.release();
+    vcache_.clear();
     tscr_ = CuTextLayer<T>();
     vscr_ = CuVisionBlock<T>();
     tmp_.release(); mlp_.release(); qkv_.release(); xa_.release(); stepd_.release();
@@ -95,6 +96,7 @@ CudaModel<T>::~CudaModel() {
 template <typename T>
 void CudaModel<T>::randomize(uint64_t seed, float scale) {
   DevGuard g(dev_, st_, opt_.sync_every_op);
+  h_.vision_weights_changed();
   int64_t biggest = 0;
   for (const ParamInfo& p : h_.param_table()) biggest = std::max(biggest, p.size);
   DArray<float> tmp("randomize staging");

@@ -229,6 +229,11 @@ class CudaModel final : public DeviceModel {
   ~CudaModel() override;
 
   int64_t pack_rows() const override { return opt_.pack_rows; }
+  void set_vision_cache(size_t max_bytes) override {
+    DevGuard g(dev_, st_, opt_.sync_every_op);
+    vcache_.set_max_bytes(max_bytes);
+  }
+  VisionCacheStats vision_cache_stats() const override { return vcache_.stats(); }
   bool set_checkpoint_activations(bool on) override {
     opt_.checkpoint = on;  // read at each training forward (layer_forward's `ckpt`)
     return true;
@@ -284,6 +289,12 @@ class CudaModel final : public DeviceModel {
   std::vector<int64_t> lsplit_off_;
   DArray<float> lacc_{"LoRA activations"}, lxa2_{"LoRA activations"};
   DArray<cu::bf16> lxcat_{"LoRA activations"};
+  // LoRA-merged LM weights of the sampling call in progress (CudaOptions::lora_merged_sampling): W + s B A per
+  // adapter slot at merged_off_[slot] (-1: not merged, a vision slot), used by lin_forward while merged_on_
+  DArray<T> merged_{"the LoRA-merged weights (sampling)"};
+  std::vector<int64_t> merged_off_;
+  bool merged_on_ = false;
+  void merge_lora_weights();
   // scratch reused across layers and calls
   CuTextLayer<T> tscr_;
   CuVisionBlock<T> vscr_;
@@ -292,6 +303,8 @@ class CudaModel final : public DeviceModel {
   Pinned steph_;
   DArray<char> stepd_{"decode step inputs"};
   std::map<int64_t, cudaGraphExec_t> graphs_;
+  // merged vision features by image key (vision_cache.h): the rollout's serve the update's forwards
+  VisionFeatureCache<DArray<T>> vcache_{default_vision_cache_bytes()};
 
   // Scratch goes back to the pool after each call (reused within it): a rollout's large batch does not
   // hold memory through the training step that follows.
@@ -334,6 +347,11 @@ class CudaModel final : public DeviceModel {
   }
 
   void lin_forward(const Lin& l, T* out, const T* inp, int64_t n) {
+    if (merged_on_ && l.lora >= 0 && h_.lora_enabled() && merged_off_[l.lora] >= 0) {  // sampling: W + s B A
+      cu::linear_forward(out, inp, static_cast<const T*>(merged_.p + merged_off_[l.lora]),
+                         l.b >= 0 ? P(l.b) : static_cast<const T*>(nullptr), n, l.in, l.out);
+      return;
+    }
     if constexpr (std::is_same<T, cu::bf16>::value) {  // bf16 with an adapter: one rounding (ops.h) unless opted out
       if (l.lora >= 0 && h_.lora_enabled() && opt_.lora_single_rounding) {
         const LoraInfo& li = h_.lora_slots()[l.lora];
@@ -376,6 +394,9 @@ class CudaModel final : public DeviceModel {
     return !a.win_h.empty() && std::find(f.begin(), f.end(), static_cast<int>(bi)) == f.end();
   }
   void vision_forward(CuActs<T>& a, bool keep);
+  // a.img for `imgs`: the cached features of those the cache holds (when h_.vision_cacheable(keep)), the
+  // tower (vision_prepare + vision_forward, timed as `phase`) for the others, which are then cached.
+  void image_features(CuActs<T>& a, const std::vector<const Image*>& imgs, bool keep, const char* phase);
   void lm_prepare(CuActs<T>& a, DArray<int32_t>& dids, const std::vector<int32_t>& ids, const std::vector<int32_t>& pos,
                   int64_t n);
   void vision_block(size_t bi, CuVisionBlock<T>& A, CuActs<T>& a, float* x, const float* xprev, const T* rprev,

@@ -170,6 +170,7 @@ void CudaModel<T>::pull_grads() {
 template <typename T>
 void CudaModel<T>::push() {
   DevGuard g(dev_, st_, opt_.sync_every_op);
+  h_.vision_weights_changed();  // the host's weights (any of them) replace the device's
   const std::vector<float>& hw = h_.host_arrays(false).values;
   const std::vector<float>& hl = h_.host_arrays(true).values;
   upload_f32(w_.p, hw.data(), w_.n);

@@ -67,13 +67,9 @@ void CudaModel<T>::forward_pack(CuActs<T>& a, const std::vector<ForwardRequest>&
     upload(a.head_rows, head_rows.data(), R);
     upload(a.targets, targets.data(), R);
   }
-  if (!imgs.empty()) {
-    vision_prepare(a, imgs);
-    // the vision tower keeps its activations only when its gradients are wanted (backward_pack skips
-    // it for a frozen tower: LoRA on the LM alone)
-    Phase ph(opt_.profile, keep ? "vision forward (keep)" : "vision forward");
-    vision_forward(a, keep && vision_trainable());
-  }
+  // the vision tower keeps its activations only when its gradients are wanted (backward_pack skips it
+  // for a frozen tower: LoRA on the LM alone); then the rollout's cached features serve instead
+  if (!imgs.empty()) image_features(a, imgs, keep, keep && vision_trainable() ? "vision forward (keep)" : "vision forward");
   DArray<float> x("text activations");
   embed_prompts(a, x, dids.p, Tn);
   {

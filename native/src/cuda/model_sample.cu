@@ -11,6 +11,62 @@ namespace vq {
 // A step's inputs (ids, cache slots, spans, rope tables, sampling parameters) are staged in pinned
 // memory and go up in one copy; with the flash path the step is captured once per batch size as a
 // CUDA graph and replayed. Tokens come back every step (stop ids, max_tokens).
+// W' = W + s B A for every adapter of the LM, from the adapters' fp32 master (bf16: lmaster_; fp32: lw_), summed
+// in fp32 and rounded once. Column-major (gemm.h): W'^T (in, out) = s A^T (in, r) B^T (r, out) + W^T.
+template <typename T>
+void CudaModel<T>::merge_lora_weights() {
+  const auto& slots = h_.lora_slots();
+  std::vector<int> weight(slots.size(), -1);
+  for (const TextLayerW& L : h_.text_layers())
+    for (const Lin* l : {&L.q, &L.k, &L.v, &L.o, &L.gate, &L.up, &L.down})
+      if (l->lora >= 0) weight[l->lora] = l->w;
+  merged_off_.assign(slots.size(), -1);
+  int64_t total = 0, biggest = 0;
+  for (size_t i = 0; i < slots.size(); i++)
+    if (weight[i] >= 0) {
+      merged_off_[i] = total;
+      total += slots[i].in * slots[i].out;
+      biggest = std::max(biggest, slots[i].in * slots[i].out);
+    }
+  if (total == 0) return;
+  merged_.fit(total);
+  const float* ad = std::is_same<T, float>::value ? reinterpret_cast<const float*>(lw_.p) : lmaster_.p;
+  VQ_CHECK(ad, "LoRA merge: the adapters' fp32 values are not on the device");
+  DArray<float> acc("LoRA merge (fp32 scratch)");
+  if (!std::is_same<T, float>::value) acc.fit(biggest);
+  const int64_t R = h_.lora_rank();
+  for (size_t i = 0; i < slots.size(); i++) {
+    if (merged_off_[i] < 0) continue;
+    const LoraInfo& li = slots[i];
+    const int64_t n = li.in * li.out;
+    T* dst = merged_.p + merged_off_[i];
+    float* c;
+    if constexpr (std::is_same<T, float>::value) {
+      CU_CHECK(cudaMemcpyAsync(dst, P(weight[i]), n * sizeof(float), cudaMemcpyDeviceToDevice, cu::stream()), "LoRA merge");
+      c = dst;
+    } else {
+      c = acc.p;
+      cu::convert(c, P(weight[i]), n);
+    }
+    cu::GemmArgs g;
+    g.m = li.in;
+    g.n = li.out;
+    g.k = R;
+    g.alpha = h_.lora_scale();
+    g.beta = 1.0f;
+    g.A = ad + li.a_off;
+    g.lda = li.in;
+    g.B = ad + li.b_off;
+    g.ldb = R;
+    g.C = c;
+    g.ldc = li.in;
+    g.ab = cu::DType::F32;
+    g.c = cu::DType::F32;
+    cu::gemm(g, "LoRA merge");
+    if constexpr (!std::is_same<T, float>::value) cu::convert(dst, static_cast<const float*>(c), n);
+  }
+}
+
 template <typename T>
 std::vector<SampleResult> CudaModel<T>::sample_many(const std::vector<SampleRequest>& qs) {
   DevGuard guard(dev_, st_, opt_.sync_every_op);
@@ -37,6 +93,19 @@ std::vector<SampleResult> CudaModel<T>::sample_many(const std::vector<SampleRequ
   }
   HostPhase hp_stage(opt_.profile, "sample: prompt staging");
 
+  // LoRA: the adapters merged into a copy of their weights for this call (prefill and decode steps)
+  struct Unmerge {
+    CudaModel& m;
+    ~Unmerge() {
+      m.merged_on_ = false;
+      m.merged_.release();
+    }
+  } unmerge{*this};
+  if (opt_.lora_merged_sampling && h_.lora_active() && h_.lora_enabled()) {
+    Phase ph(opt_.profile, "sample: LoRA merge");
+    merge_lora_weights();
+    merged_on_ = true;
+  }
   CuActs<T> a;
   std::vector<const Image*> imgs;
   for (const auto& q : qs)
@@ -70,9 +139,7 @@ std::vector<SampleResult> CudaModel<T>::sample_many(const std::vector<SampleRequ
   hp_stage.stop();
   if (!imgs.empty()) {
     HostPhase hp(opt_.profile, "sample: vision (host)");
-    vision_prepare(a, imgs);
-    Phase ph(opt_.profile, "sample: vision");
-    vision_forward(a, false);
+    image_features(a, imgs, false, "sample: vision");
   }
   DArray<float> x("text activations");
   embed_prompts(a, x, dids.p, NP);
@@ -254,7 +321,8 @@ std::vector<SampleResult> CudaModel<T>::sample_many(const std::vector<SampleRequ
 }
 
 #define VQ_INST(T) \
-  template std::vector<SampleResult> CudaModel<T>::sample_many(const std::vector<SampleRequest>&);
+  template std::vector<SampleResult> CudaModel<T>::sample_many(const std::vector<SampleRequest>&); \
+  template void CudaModel<T>::merge_lora_weights();
 VQ_INST(float)
 VQ_INST(cu::bf16)
 

@@ -216,6 +216,56 @@ void CudaModel<T>::vision_forward(CuActs<T>& a, bool keep) {
 }
 
 template <typename T>
+void CudaModel<T>::image_features(CuActs<T>& a, const std::vector<const Image*>& imgs, bool keep, const char* phase) {
+  if (!vcache_.on() || !h_.vision_cacheable(keep)) {
+    vision_prepare(a, imgs);
+    Phase ph(opt_.profile, phase);
+    vision_forward(a, keep && vision_trainable());
+    return;
+  }
+  const VisionConfig& vc = h_.config().vision;
+  const int64_t H = vc.out_hidden, mm = static_cast<int64_t>(vc.merge) * vc.merge;
+  const uint64_t ver = h_.vision_version();
+  const size_t n = imgs.size();
+  std::vector<int64_t> rows(n), first(n);
+  int64_t total = 0;
+  for (size_t k = 0; k < n; k++) {
+    rows[k] = static_cast<int64_t>(imgs[k]->t) * imgs[k]->h * imgs[k]->w / mm;
+    first[k] = total;
+    total += rows[k];
+  }
+  std::vector<const DArray<T>*> hit(n);
+  std::vector<const Image*> missing;
+  for (size_t k = 0; k < n; k++) {
+    hit[k] = vcache_.find(*imgs[k], ver);
+    if (!hit[k]) missing.push_back(imgs[k]);
+  }
+  DArray<T> fresh("image embeddings");
+  if (!missing.empty()) {
+    vision_prepare(a, missing);
+    Phase ph(opt_.profile, phase);
+    vision_forward(a, false);  // nothing of the tower is kept: no gradient goes into it in this call
+    fresh = std::move(a.img);
+  }
+  Phase ph(opt_.profile, "vision features (cached + new)");
+  T* img = a.img.fit(total * H);
+  const auto d2d = [](T* dst, const T* src, int64_t count) {
+    CU_CHECK(cudaMemcpyAsync(dst, src, count * sizeof(T), cudaMemcpyDeviceToDevice, cu::stream()), "vision feature cache");
+  };
+  for (size_t k = 0; k < n; k++)  // every hit before the first put(), which may evict
+    if (hit[k]) d2d(img + first[k] * H, hit[k]->p, rows[k] * H);
+  int64_t src = 0;
+  for (size_t k = 0; k < n; k++) {
+    if (hit[k]) continue;
+    d2d(img + first[k] * H, fresh.p + src * H, rows[k] * H);
+    DArray<T> kept("the vision feature cache");
+    d2d(kept.fit(rows[k] * H), fresh.p + src * H, rows[k] * H);
+    vcache_.put(*imgs[k], ver, std::move(kept), static_cast<size_t>(rows[k] * H) * sizeof(T));
+    src += rows[k];
+  }
+}
+
+template <typename T>
 void CudaModel<T>::vision_backward(CuActs<T>& a, const T* dimg) {
   const VisionConfig& vc = h_.config().vision;
   const int64_t E = vc.embed_dim, NH = vc.num_heads, hd = E / NH, F = vc.mlp_hidden, PD = vc.patch_dim();
@@ -295,6 +345,7 @@ void CudaModel<T>::vision_backward(CuActs<T>& a, const T* dimg) {
   template void CudaModel<T>::vision_block(size_t, CuVisionBlock<T>&, CuActs<T>&, float*, const float*, const T*, float*, T*); \
   template void CudaModel<T>::vision_prepare(CuActs<T>&, const std::vector<const Image*>&); \
   template void CudaModel<T>::vision_forward(CuActs<T>&, bool); \
+  template void CudaModel<T>::image_features(CuActs<T>&, const std::vector<const Image*>&, bool, const char*); \
   template void CudaModel<T>::vision_backward(CuActs<T>&, const T*);
 VQ_INST(float)
 VQ_INST(cu::bf16)
