@@ -263,15 +263,16 @@ const synthCommand: Command = {
 const synthVideoUsage = `Usage: vqalab data synth-video --out DIR [options]
 
 Generates the synthetic video set: clips of one circle as folders of PNG frames (video.json gives
-their fps), with questions only several frames answer: "Which way does the circle move?" (motion)
-and "How many times does the circle blink?" (blink). Writes DIR/synth-video.parquet (video_path,
-family; image_path is each clip's first frame) and DIR/videos/vid_*/. Same options and seed,
-byte-identical files.
+their fps), with questions the first frame does not answer: "What color is the circle at the end?"
+(color: it changes colour once), "Which way does the circle move?" (motion: left or right, from the
+middle) and "How many times does the circle blink?" (blink: 1-3). Writes DIR/synth-video.parquet
+(video_path, family; image_path is each clip's first frame) and DIR/videos/vid_*/. Same options and
+seed, byte-identical files.
 
 Options:
   --out DIR              output folder (created; a previous output there is replaced)
   --videos N             number of clips (default 200)
-  --frames N             frames per clip, even, at least 6 (default 8)
+  --frames N             frames per clip, even, at least 6 (default 14; 3 blinks need 14)
   --frame-size N         frame side in pixels (default 56)
   --fps N                frame rate written to video.json (default 2)
   --families LIST        comma-separated subset of ${SYNTH_VIDEO_FAMILIES.join(',')}

@@ -16,6 +16,8 @@ import { existsSync } from 'node:fs';
 import sharp from 'sharp';
 import { synthSamples, type SynthDifficulty } from '../data/synth.js';
 import type { SynthFamily } from '../data/synth-vocab.js';
+import { SYNTH_VIDEO_FAMILIES, type SynthVideoFamily } from '../data/synth-video.js';
+import { synthVideoSet } from './demo-video.js';
 import { loadModel } from '../engine/index.js';
 import { native } from '../engine/native.js';
 import { Trainer } from '../grpo/trainer.js';
@@ -57,6 +59,14 @@ export interface DemoOptions {
    * question is left to learn from. The gap to a normal run is what the policy learned by looking.
    */
   blankImages: boolean;
+  /**
+   * Video questions instead of images: the synthetic video set (src/data/synth-video.ts; `trainImages`
+   * clips of one question each, `evalQuestions` held out), processed at the frames' own size.
+   */
+  video: boolean;
+  /** Video: frames per clip and families (src/data/synth-video.ts). */
+  videoFrames: number;
+  videoFamilies: SynthVideoFamily[];
   /** SFT warm start: updates of `sftBatch` samples at `sftLearningRate` (5 warmup steps). */
   sftSteps: number;
   sftBatch: number;
@@ -93,6 +103,9 @@ export const DEMO_DEFAULTS: DemoOptions = {
   shapeSize: [0.16, 0.22],
   families: ['color', 'shape'],
   blankImages: false,
+  video: false,
+  videoFrames: 14,
+  videoFamilies: [...SYNTH_VIDEO_FAMILIES],
   // Long enough to learn the answer format and the answers' frequencies, too short to learn to look.
   sftSteps: 25,
   sftBatch: 16,
@@ -172,14 +185,16 @@ async function blankImage(processor: Qwen2VLImageProcessor, size = 112): Promise
 }
 
 /**
- * The held-out questions, each paired with the next question's image (one question per image, so
- * always another scene): a policy that reads the image falls to chance, one that answers from the
- * question alone scores as before.
+ * The held-out questions, each paired with the image of the question `shift` places on (one
+ * question per image, so always another scene; videos: shift by the number of families, which come
+ * in turn, so each question gets a clip of its own family): a policy that reads the image falls to
+ * chance, one that answers from the question alone scores as before.
  */
-function mismatched(held: readonly VqaSample[], images: Map<string, ImageInput[]>): VqaSample[] {
+function mismatched(held: readonly VqaSample[], images: Map<string, ImageInput[]>, shift = 1): VqaSample[] {
   return held.map((s, i) => {
-    const id = `${s.id}#image-of-${held[(i + 1) % held.length]!.id}`;
-    images.set(id, images.get(held[(i + 1) % held.length]!.id)!);
+    const other = held[(i + shift) % held.length]!;
+    const id = `${s.id}#image-of-${other.id}`;
+    images.set(id, images.get(other.id)!);
     return { ...s, id };
   });
 }
@@ -238,6 +253,8 @@ export async function runDemo(
 ): Promise<DemoResult> {
   const o: DemoOptions = { ...DEMO_DEFAULTS, ...options, grpo: { ...DEMO_DEFAULTS.grpo, ...options.grpo } };
   checkDemoTarget(o);
+  if (o.video && o.blankImages)
+    throw new UsageError('--video and --blank-images do not combine (the video control is the mismatched clips)');
   const t0 = performance.now();
   const elapsed = () => (performance.now() - t0) / 1000;
   mkdirSync(o.out, { recursive: true });
@@ -250,13 +267,21 @@ export async function runDemo(
   const processor = new Qwen2VLImageProcessor(processorOptionsFrom(o.model));
   const images = new Map<string, ImageInput[]>();
   const blank = o.blankImages ? await blankImage(processor) : undefined;
-  const train = await synthSet(o, o.trainImages, 2, o.seed + 1, processor, images, blank);
-  const held = await synthSet(o, o.evalQuestions, 1, o.seed + 2, processor, images, blank);
-  const heldMismatched = o.imageCheck ? mismatched(held, images) : undefined;
+  const clips = (n: number, seed: number, idPrefix: string) =>
+    synthVideoSet({ videos: n, seed, frames: o.videoFrames, families: o.videoFamilies, idPrefix }, images);
+  const train = o.video
+    ? clips(o.trainImages, o.seed + 1, 'train')
+    : await synthSet(o, o.trainImages, 2, o.seed + 1, processor, images, blank);
+  const held = o.video
+    ? clips(o.evalQuestions, o.seed + 2, 'heldout')
+    : await synthSet(o, o.evalQuestions, 1, o.seed + 2, processor, images, blank);
+  const heldMismatched = o.imageCheck ? mismatched(held, images, o.video ? o.videoFamilies.length : 1) : undefined;
   const name = o.model === DEFAULT_MODEL_DIR ? 'tiny Qwen2-VL' : path.basename(path.resolve(o.model));
-  const scenes = `${o.shapeCount[0] === o.shapeCount[1] ? o.shapeCount[0] : o.shapeCount.join('-')} shape${o.shapeCount[1] > 1 ? 's' : ''} per image; ${o.families.join(', ')} questions`;
+  const scenes = o.video
+    ? `${o.videoFrames}-frame clips; ${o.videoFamilies.join(', ')} questions`
+    : `${o.shapeCount[0] === o.shapeCount[1] ? o.shapeCount[0] : o.shapeCount.join('-')} shape${o.shapeCount[1] > 1 ? 's' : ''} per image; ${o.families.join(', ')} questions`;
   io.out(
-    `vqalab demo: ${name} (${(model.numParameters.total / 1e6).toFixed(2)}M parameters, ${o.model}, ${o.device}) on synthetic shapes (${scenes}${o.blankImages ? '; CONTROL: every image blank' : ''}): ${train.length} training questions, ${held.length} held-out; data ready in ${elapsed().toFixed(1)}s`,
+    `vqalab demo: ${name} (${(model.numParameters.total / 1e6).toFixed(2)}M parameters, ${o.model}, ${o.device}) on synthetic ${o.video ? 'videos' : 'shapes'} (${scenes}${o.blankImages ? '; CONTROL: every image blank' : ''}): ${train.length} training questions, ${held.length} held-out; data ready in ${elapsed().toFixed(1)}s`,
   );
   const check = async (label: string): Promise<EvalSummary | undefined> => {
     if (!heldMismatched) return undefined;
@@ -264,7 +289,9 @@ export async function runDemo(
     const fams = Object.entries(perFamily(heldMismatched, e))
       .map(([f, v]) => `${f} ${v.toFixed(2)}`)
       .join(', ');
-    io.out(`  ${label}, each question shown another question's image: ${e.overall.toFixed(2)}% (${fams})`);
+    io.out(
+      `  ${label}, each question shown another question's ${o.video ? 'clip' : 'image'}: ${e.overall.toFixed(2)}% (${fams})`,
+    );
     return e;
   };
 
@@ -331,8 +358,8 @@ export async function runDemo(
       const gap = grpo.overall - grpoMismatched.overall;
       io.out(
         gap >= 5
-          ? `the image matters: shown the wrong image, the trained policy drops ${gap.toFixed(2)} points (${grpo.overall.toFixed(2)}% → ${grpoMismatched.overall.toFixed(2)}%); the warm start drops ${(warmStart.overall - warmStartMismatched.overall).toFixed(2)}`
-          : `the wrong image costs the trained policy only ${gap.toFixed(2)} points (${grpo.overall.toFixed(2)}% → ${grpoMismatched.overall.toFixed(2)}%): it answers mostly from the question`,
+          ? `the ${o.video ? 'clip' : 'image'} matters: shown the wrong ${o.video ? 'clip' : 'image'}, the trained policy drops ${gap.toFixed(2)} points (${grpo.overall.toFixed(2)}% → ${grpoMismatched.overall.toFixed(2)}%); the warm start drops ${(warmStart.overall - warmStartMismatched.overall).toFixed(2)}`
+          : `the wrong ${o.video ? 'clip' : 'image'} costs the trained policy only ${gap.toFixed(2)} points (${grpo.overall.toFixed(2)}% → ${grpoMismatched.overall.toFixed(2)}%): it answers mostly from the question`,
       );
     }
     const result = { warmStartAccuracy: warmStart.overall, grpoAccuracy: grpo.overall, seconds };
@@ -394,6 +421,10 @@ Options:
   --train-images N   synthetic training images, 2 questions each (default ${DEMO_DEFAULTS.trainImages})
   --eval-questions N held-out questions (default ${DEMO_DEFAULTS.evalQuestions})
   --blank-images     the control: every image blank, only the question to learn from
+  --video            video questions instead (the synthetic video set, one question a clip:
+                     --train-images clips to train on, --eval-questions held out)
+  --video-frames N   frames per clip, even (default ${DEMO_DEFAULTS.videoFrames})
+  --video-families L comma-separated subset of ${SYNTH_VIDEO_FAMILIES.join(',')}
   --quiet            no progress lines
   -h, --help         show this help
 `;
@@ -439,12 +470,26 @@ export const demoCommand: Command = {
           'sft-lr': { type: 'string' },
           'grpo-lr': { type: 'string' },
           'blank-images': { type: 'boolean' },
+          video: { type: 'boolean' },
+          'video-frames': { type: 'string' },
+          'video-families': { type: 'string' },
         },
       }));
     } catch (err) {
       throw new UsageError((err as Error).message);
     }
-    const opts: Partial<DemoOptions> = { quiet: Boolean(values.quiet), blankImages: Boolean(values['blank-images']) };
+    const opts: Partial<DemoOptions> = {
+      quiet: Boolean(values.quiet),
+      blankImages: Boolean(values['blank-images']),
+      video: Boolean(values.video),
+    };
+    if (typeof values['video-families'] === 'string') {
+      const fams = values['video-families'].split(',').map((f) => f.trim());
+      const bad = fams.find((f) => !SYNTH_VIDEO_FAMILIES.includes(f as SynthVideoFamily));
+      if (bad !== undefined)
+        throw new UsageError(`--video-families: "${bad}" is not one of ${SYNTH_VIDEO_FAMILIES.join(', ')}`);
+      opts.videoFamilies = fams as SynthVideoFamily[];
+    }
     if (typeof values.out === 'string') opts.out = values.out;
     if (typeof values.model === 'string') opts.model = values.model;
     if (typeof values.device === 'string') opts.device = values.device;
@@ -462,6 +507,9 @@ export const demoCommand: Command = {
     set('grpoSteps', 'grpo-steps', 0);
     set('trainImages', 'train-images', 1);
     set('evalQuestions', 'eval-questions', 1);
+    set('videoFrames', 'video-frames', 6);
+    if (opts.videoFrames !== undefined && opts.videoFrames % 2 !== 0)
+      throw new UsageError(`--video-frames must be even (whole temporal patches of 2); got ${opts.videoFrames}`);
     checkDemoTarget({ ...DEMO_DEFAULTS, ...opts });
     await runDemo(opts);
     return 0;

@@ -1,7 +1,7 @@
 /**
  * The synthetic video set: folders of frames + a Parquet of the VQA schema with video_path; every
- * answer follows from the frames (recomputed here from the decoded PNGs) and no single frame gives
- * it; the same seed gives the same bytes; a video sample runs end to end through LocalPolicy on a
+ * answer follows from the frames (recomputed here from the decoded PNGs), one state per temporal
+ * patch, and clips with the same first frame have different answers (blink: the same at any frame); the same seed gives the same bytes; a video sample runs end to end through LocalPolicy on a
  * tiny Qwen2.5-VL folder made by `vqalab model init`.
  */
 import { test } from 'node:test';
@@ -12,7 +12,14 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { VqaDataset } from '../../src/data/dataset.js';
-import { writeSynthVideo } from '../../src/data/synth-video.js';
+import {
+  renderFrame,
+  SYNTH_VIDEO_COLOURS,
+  SYNTH_VIDEO_FAMILIES,
+  type SynthClip,
+  synthClips,
+  writeSynthVideo,
+} from '../../src/data/synth-video.js';
 import { LocalPolicy } from '../../src/rollout/local.js';
 import { decodeRgb } from '../../src/vision/qwen2vl.js';
 import { frameFiles, VideoProcessor } from '../../src/vision/video.js';
@@ -21,12 +28,13 @@ const bin = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..
 const work = mkdtempSync(path.join(tmpdir(), 'vqalab-synth-video-'));
 test.after(() => rmSync(work, { recursive: true, force: true }));
 
-/** Centre of the non-background pixels of a frame, or null when the circle is hidden. */
-async function centre(file: string): Promise<[number, number] | null> {
+/** Centre and colour of the non-background pixels of a frame, or null when the circle is hidden. */
+async function circle(file: string): Promise<{ c: [number, number]; rgb: number[] } | null> {
   const { data, width, height } = await decodeRgb(file);
   let n = 0,
     sx = 0,
     sy = 0;
+  let rgb: number[] = [];
   for (let y = 0; y < height; y++) {
     for (let x = 0; x < width; x++) {
       const i = 3 * (y * width + x);
@@ -34,13 +42,17 @@ async function centre(file: string): Promise<[number, number] | null> {
         n++;
         sx += x + 0.5;
         sy += y + 0.5;
+        rgb = [data[i]!, data[i + 1]!, data[i + 2]!];
       }
     }
   }
-  return n === 0 ? null : [sx / n, sy / n];
+  return n === 0 ? null : { c: [sx / n, sy / n], rgb };
 }
 
-test('synthetic videos: the Parquet reads back with video paths; answers follow from the frames and from no single frame', async () => {
+const colourName = (rgb: number[]) =>
+  Object.entries(SYNTH_VIDEO_COLOURS).find(([, v]) => v.every((x, i) => x === rgb[i]))?.[0];
+
+test('synthetic videos: the Parquet reads back with video paths; answers follow from the frames; one state per temporal patch', async () => {
   const dir = path.join(work, 'set');
   const r = await writeSynthVideo(dir, { videos: 12, seed: 4 });
   const ds = await VqaDataset.fromParquet(r.parquet);
@@ -50,37 +62,36 @@ test('synthetic videos: the Parquet reads back with video paths; answers follow 
     assert.equal(s.videoPaths?.length, 1, s.id);
     assert.equal(s.imagePath, path.join(s.videoPaths![0]!, '00000.png'), 'the poster is the first frame');
     const files = frameFiles(s.videoPaths![0]!);
-    assert.equal(files.length, 8);
+    assert.equal(files.length, 14);
     assert.deepEqual(JSON.parse(readFileSync(path.join(s.videoPaths![0]!, 'video.json'), 'utf8')), { fps: 2 });
-    const cs = await Promise.all(files.map(centre));
+    // frames 2k and 2k + 1 are the same: each temporal patch shows one state
+    for (let f = 0; f < 14; f += 2) {
+      assert.ok(readFileSync(files[f]!).equals(readFileSync(files[f + 1]!)), `${s.id}: frames ${f}, ${f + 1}`);
+    }
+    const cs = await Promise.all(files.map(circle));
     const family = s.extra!.family;
-    if (family === 'motion') {
+    if (family === 'color') {
+      assert.equal(s.question, 'What color is the circle at the end?');
+      assert.equal(s.answer, colourName(cs[13]!.rgb), s.id);
+      assert.notEqual(colourName(cs[0]!.rgb), s.answer, `${s.id}: the first frame shows the other colour`);
+    } else if (family === 'motion') {
       assert.equal(s.question, 'Which way does the circle move?');
-      const [a, b] = [cs[0]!, cs[7]!];
-      const dx = b[0] - a[0],
-        dy = b[1] - a[1];
-      const seen = Math.abs(dx) > Math.abs(dy) ? (dx > 0 ? 'right' : 'left') : dy > 0 ? 'down' : 'up';
-      assert.equal(s.answer, seen, s.id);
-      // the first frame fits either direction: the circle has room to travel the same way both ways
-      const travel = Math.hypot(dx, dy),
-        rad = r.clips[i]!.radius;
-      const axis = Math.abs(dx) > Math.abs(dy) ? a[0] : a[1];
-      assert.ok(
-        axis - travel >= rad - 1 && axis + travel <= 56 - rad + 1,
-        `${s.id}: start ${axis} leaves room for ${travel} both ways`,
-      );
+      const [a, b] = [cs[0]!.c, cs[13]!.c];
+      assert.equal(a[0], 28, 'it starts in the middle');
+      assert.ok(Math.abs(b[0] - a[0]) >= 13 && b[1] === a[1], `${s.id}: moves ${b[0] - a[0]} px across`);
+      assert.equal(s.answer, b[0] > a[0] ? 'right' : 'left', s.id);
     } else {
       assert.equal(s.question, 'How many times does the circle blink?');
       let blinks = 0;
-      for (let f = 1; f < 8; f++) if (cs[f] === null && cs[f - 1] !== null) blinks++;
+      for (let f = 1; f < 14; f++) if (cs[f] === null && cs[f - 1] !== null) blinks++;
       assert.equal(s.answer, String(blinks), s.id);
-      assert.ok(cs[0] !== null && cs[7] !== null, 'first and last frames show the circle');
+      assert.ok(cs[0] !== null && cs[13] !== null, 'first and last frames show the circle');
     }
   }
-  assert.deepEqual(new Set(r.clips.map((c) => c.family)), new Set(['motion', 'blink']));
+  assert.deepEqual(new Set(r.clips.map((c) => c.family)), new Set(['color', 'motion', 'blink']));
   // same seed, same bytes
   const again = await writeSynthVideo(path.join(work, 'again'), { videos: 12, seed: 4 });
-  for (const name of ['vid_000000', 'vid_000007']) {
+  for (const name of ['vid_000000', 'vid_000007', 'vid_000011']) {
     for (const f of readdirSync(path.join(dir, 'videos', name))) {
       assert.ok(
         readFileSync(path.join(dir, 'videos', name, f)).equals(readFileSync(path.join(again.dir, 'videos', name, f))),
@@ -88,11 +99,42 @@ test('synthetic videos: the Parquet reads back with video paths; answers follow 
       );
     }
   }
-  // the video processor reads a clip: 8 frames of 56² at 2 fps → 4 temporal patches of 4 × 4 patches
+  // the video processor reads a clip: 14 frames of 56² at 2 fps → 7 temporal patches of 4 × 4 patches
   const v = await new VideoProcessor({ family: 'qwen2_5_vl', minPixels: 3136 }).processFolder(
     ds.get(0).videoPaths![0]!,
   );
-  assert.deepEqual(v.gridThw, [4, 4, 4]);
+  assert.deepEqual(v.gridThw, [7, 4, 4]);
+});
+
+test('every synthetic video question needs more than the first frame: clips that start alike have different answers', () => {
+  const frameKey = (clip: SynthClip, f: number) => Buffer.from(renderFrame(clip, f, 56)).toString('base64');
+  for (const family of SYNTH_VIDEO_FAMILIES) {
+    const clips = synthClips({ videos: 400, seed: 3, families: [family] });
+    // frames that some clips share while their answers differ: no such frame index answers the question
+    const ambiguousAt = (f: number) => {
+      const answers = new Map<string, Set<string>>();
+      for (const c of clips) {
+        const k = frameKey(c, f);
+        answers.set(k, (answers.get(k) ?? new Set()).add(c.answer));
+      }
+      return [...answers.values()].some((a) => a.size > 1);
+    };
+    assert.ok(ambiguousAt(0), `${family}: some clips with the same first frame have different answers`);
+    assert.ok(new Set(clips.map((c) => c.answer)).size > 1, `${family}: more than one answer`);
+    // blink: no single frame tells the count (each frame is the circle or nothing, at every index)
+    if (family === 'blink') for (let f = 0; f < 14; f++) assert.ok(ambiguousAt(f), `blink: frame ${f}`);
+  }
+  // the answers' vocabulary: 4 colours, 2 directions, 1-3 blinks
+  const all = synthClips({ videos: 300, seed: 5 });
+  const by = (f: string) => [...new Set(all.filter((c) => c.family === f).map((c) => c.answer))].sort();
+  assert.deepEqual(by('color'), ['blue', 'green', 'red', 'yellow']);
+  assert.deepEqual(by('motion'), ['left', 'right']);
+  assert.deepEqual(by('blink'), ['1', '2', '3']);
+  // in memory and on disk the same clips
+  assert.deepEqual(
+    synthClips({ videos: 5, seed: 9 }).map((c) => c.answer),
+    synthClips({ videos: 5, seed: 9 }).map((c) => c.answer),
+  );
 });
 
 test('a dataset with videos written back to Parquet keeps them: frame folders (relative or not), fps, rows without video', async () => {
@@ -185,10 +227,7 @@ test('vqalab data synth-video writes the set and shows it; bad options get clear
   );
   assert.equal(r.status, 0, r.stderr);
   assert.match(r.stdout, /data synth-video: 3 clips -> .*synth-video\.parquet/);
-  assert.match(
-    r.stdout,
-    /\[0\] synthvid_000000  vid_000000 \(video\)  Q: (Which way does the circle move\?|How many times does the circle blink\?)/,
-  );
+  assert.match(r.stdout, /\[0\] synthvid_000000  vid_000000 \(video\)  Q: What color is the circle at the end\?/);
   const bad = spawnSync(
     process.execPath,
     [bin, 'data', 'synth-video', '--out', path.join(work, 'bad'), '--frames', '7'],

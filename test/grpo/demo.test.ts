@@ -98,6 +98,33 @@ test('vqalab demo prints both accuracies, ends with the JSON line, writes its me
   }
 });
 
+test('vqalab demo --video: the same recipe and control on the synthetic video set (one question a clip)', () => {
+  const dir = mkdtempSync(path.join(tmpdir(), 'vqalab-demo-video-'));
+  try {
+    const lines = demo(path.join(dir, 'v'), '--video', '--video-frames', '8');
+    assert.match(
+      lines[0]!,
+      /^vqalab demo: tiny Qwen2-VL \(1\.13M parameters, .*, cpu\) on synthetic videos \(8-frame clips; color, motion, blink questions\): 12 training questions, 10 held-out/,
+    );
+    assert.match(
+      lines.find((l) => l.startsWith('warm start: '))!,
+      /^warm start: \d+\.\d\d% held-out accuracy \(official VQA metric, 10 questions; color \d+\.\d\d, motion \d+\.\d\d, blink \d+\.\d\d\)$/,
+    );
+    assert.match(
+      lines.find((l) => l.startsWith('  after GRPO, '))!,
+      /^  after GRPO, each question shown another question's clip: \d+\.\d\d% \(/,
+    );
+    const saved = JSON.parse(readFileSync(path.join(dir, 'v', 'result.json'), 'utf8')) as {
+      grpoMismatchedImageAccuracy: number;
+      recipe: { video: boolean; videoFrames: number };
+    };
+    assert.equal(typeof saved.grpoMismatchedImageAccuracy, 'number');
+    assert.deepEqual([saved.recipe.video, saved.recipe.videoFrames], [true, 8]);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 test('vqalab demo --help prints its usage; a bad option is a usage error', () => {
   assert.match(
     execFileSync(process.execPath, [bin, 'demo', '--help'], { encoding: 'utf8' }),
@@ -128,6 +155,18 @@ test('vqalab demo checks --device and --model before any work, with errors that 
     status: 2,
     stderr:
       'vqalab demo: --model /nonexistent/model: not a model folder (no config.json); give a Qwen2-VL checkpoint folder with its tokenizer files',
+  });
+  assert.deepEqual(fail(['--video', '--blank-images']), {
+    status: 2,
+    stderr: 'vqalab demo: --video and --blank-images do not combine (the video control is the mismatched clips)',
+  });
+  assert.deepEqual(fail(['--video', '--video-families', 'color,zoom']), {
+    status: 2,
+    stderr: 'vqalab demo: --video-families: "zoom" is not one of color, motion, blink',
+  });
+  assert.deepEqual(fail(['--video', '--video-frames', '7']), {
+    status: 2,
+    stderr: 'vqalab demo: --video-frames must be even (whole temporal patches of 2); got 7',
   });
   assert.deepEqual(fail(['--grpo-lr', '2']), {
     status: 2,
