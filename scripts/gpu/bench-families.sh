@@ -19,12 +19,7 @@
 # (size flags of make-model), DEVICE=cpu and BUILD=0 (an addon already in native/build/Release) run the script's own steps at toy sizes on a machine without
 # a GPU (the reference then fails for want of torch or CUDA; the rest runs: a check of the script).
 # TRAINER_ARGS: more bench arguments (e.g. "--profile 1"). Logs under $OUT: build.log, make-P.log, reference-P.log (+ .json), trainer-P.log (+ .mem), ratios.txt.
-set -u
-OUT=${OUT:-$PWD/gpu-out}
-mkdir -p "$OUT"
-J=$(nproc)
-T0=$(date +%s)
-el() { echo "+$(( $(date +%s) - T0 )) s"; }
+source "$(dirname "$0")/call-env.sh"  # set -u, OUT (made), J, T0, el
 PRESETS=${PRESETS:-qwen2.5-vl-3b qwen3-vl-2b}
 BF16_MOMENTS=${BF16_MOMENTS-qwen2.5-vl-3b}
 family_of() {

@@ -19,12 +19,7 @@
 # $OUT/video-fixtures.tgz, whose case folders go under test/fixtures/video.
 # FIXTURES_ONLY=1 starts only those two and waits for them (scripts/gpu/session.sh).
 # Logs under $OUT; time limits per stage: *_S variables.
-set -u
-OUT=${OUT:-$PWD/gpu-out}
-mkdir -p "$OUT"
-J=$(nproc)
-T0=$(date +%s)
-el() { echo "+$(( $(date +%s) - T0 )) s"; }
+source "$(dirname "$0")/call-env.sh"  # set -u, OUT (made), J, T0, el
 MODEL=/tmp/vqalab-qwen2-vl-2b-random
 {
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv

@@ -8,12 +8,7 @@
 #   4. scripts/gpu/bench-families.sh (qwen2.5-vl-3b, qwen3-vl-2b: reference and Trainer.step());
 #   5. the transformers parity cases of the tree's test/fixtures/engine on cuda, fp32 then bf16.
 # Logs under $OUT (test_ops.log, test_model.log, bench/, parity-*.log, summary.txt).
-set -u
-OUT=${OUT:-$PWD/gpu-out}
-mkdir -p "$OUT"
-J=$(nproc)
-T0=$(date +%s)
-el() { echo "+$(( $(date +%s) - T0 )) s"; }
+source "$(dirname "$0")/call-env.sh"  # set -u, OUT (made), J, T0, el
 {
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
   if [ -d prebuilt ]; then mkdir -p native/build/cuda && cp prebuilt/*.o native/build/cuda/ && touch native/build/cuda/*.o; fi

@@ -9,12 +9,7 @@
 #      "--sft-lr 5e-4 --grpo-lr 1e-4 --grpo-steps 150") through `vqalab demo --model` for the
 #      mismatched-image control that `vqalab train` does not run.
 # Logs and each run's result.json/metrics.jsonl go under $OUT (one archive). Limits: *_S variables.
-set -u
-OUT=${OUT:-$PWD/gpu-out}
-mkdir -p "$OUT"
-J=$(nproc)
-T0=$(date +%s)
-el() { echo "+$(( $(date +%s) - T0 )) s"; }
+source "$(dirname "$0")/call-env.sh"  # set -u, OUT (made), J, T0, el
 SEEDS=${SEEDS:-"0 1"}
 LARGE=${LARGE:-"768 12 2048 12 2 4 256"}
 LARGE_DIR=/tmp/vqalab-large

@@ -9,12 +9,7 @@
 #   4. the demo on this host's CPU when time is left (SKIP_CPU=1 leaves it out); then
 #      scripts/gpu/demo-summary.py's table of the runs.
 # Logs, metrics.jsonl and result.json of each run go under $OUT. Time limits: *_S variables.
-set -u
-OUT=${OUT:-$PWD/gpu-out}
-mkdir -p "$OUT"
-J=$(nproc)
-T0=$(date +%s)
-el() { echo "+$(( $(date +%s) - T0 )) s"; }
+source "$(dirname "$0")/call-env.sh"  # set -u, OUT (made), J, T0, el
 LARGE=${LARGE:-"1024 16 2816 16 2 4 256"}
 LARGE_DIR=/tmp/vqalab-large
 LARGE_ARGS=${LARGE_ARGS:-"--sft-lr 2e-4 --grpo-lr 2e-5"}
