@@ -4,9 +4,12 @@
  * esbuild. It runs the same checker as `vqalab check-parity DIR --device D` (src/parity/engine.ts)
  * without the CLI's other checkers (the vision checker needs sharp's native binary).
  *
- *   node dist/bench/cuda-parity.js test/fixtures/engine cuda     (VQALAB_CUDA_PRECISION=fp32 for fp32)
+ *   node dist/bench/cuda-parity.js test/fixtures/engine cuda [OUT.json]   (VQALAB_CUDA_PRECISION=fp32 for fp32)
+ *
+ * OUT.json: every case's measurements, in `vqalab check-parity --json`'s form (scripts/parity-table.py
+ * makes the per-family table of docs/engine.md from it).
  */
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { checkEngineCase } from '../src/parity/engine.js';
 
@@ -22,12 +25,15 @@ async function main(): Promise<number> {
     )
     .map((e) => path.join(root, e.name))
     .sort();
+  const jsonOut = process.argv[4];
+  const results: { checker: string; caseName: string; caseDir: string; measurements: unknown[] }[] = [];
   let failed = 0,
     passed = 0;
   for (const dir of cases) {
     const meta = JSON.parse(readFileSync(path.join(dir, 'meta.json'), 'utf8')) as Record<string, unknown>;
     const t0 = Date.now();
     const ms = await checkEngineCase(dir, meta, { device, settings: {} } as never);
+    results.push({ checker: 'engine', caseName: path.basename(dir), caseDir: dir, measurements: ms });
     const bad = ms.filter((m) => !(m.value <= m.tolerance));
     failed += bad.length;
     passed += ms.length - bad.length;
@@ -38,6 +44,7 @@ async function main(): Promise<number> {
     for (const m of bad) console.log(`     ${m.name}: ${m.value} > ${m.tolerance} ${m.note ?? ''}`);
   }
   console.log(`parity ${device}: ${passed} passed, ${failed} failed`);
+  if (jsonOut) writeFileSync(jsonOut, JSON.stringify(results));
   return failed ? 1 : 0;
 }
 

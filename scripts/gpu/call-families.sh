@@ -31,7 +31,7 @@ fi
 export VQALAB_ADDON=$PWD/native/build/Release/vqalab.node
 for prec in fp32 bf16; do
   VQALAB_CUDA_PRECISION=$prec timeout -k 5 "${PARITY_S:-100}" bash .gpu/with-node.sh node parity.mjs ../test/fixtures/engine cuda \
-    > "$OUT/parity-$prec.log" 2>&1
+    "$OUT/parity-$prec.json" > "$OUT/parity-$prec.log" 2>&1
   echo "parity $prec exit $? ($(el))"; grep "^ok\|^FAIL\|^parity\|^  " "$OUT/parity-$prec.log" | cut -c1-220 | head -24
 done
 { grep -h "^FAIL" "$OUT/test_ops.log" "$OUT/test_model.log" "$OUT"/parity-*.log 2>/dev/null; echo "total $(el)"; } > "$OUT/summary.txt"
