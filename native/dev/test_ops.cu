@@ -134,7 +134,7 @@ template <typename T> double tol() { return std::is_same<T, float>::value ? 1e-5
 void compare(const std::string& name, const std::vector<float>& got, const std::vector<float>& ref, double tolerance,
              const std::vector<float>* base = nullptr) {
   checks++;
-  double dn = 0, rn = 0;
+  double dn = 0, rn = 0, fn = 0;
   bool nan = got.size() != ref.size();
   for (size_t i = 0; i < ref.size() && !nan; i++) {
     const double b = base ? (*base)[i] : 0.0;
@@ -142,9 +142,14 @@ void compare(const std::string& name, const std::vector<float>& got, const std::
     if (!std::isfinite(got[i])) { nan = true; break; }
     dn += (g - r) * (g - r);
     rn += r * r;
+    fn += double(ref[i]) * ref[i];
   }
   const double err = nan ? NAN : (rn > 0 ? std::sqrt(dn / rn) : std::sqrt(dn));
-  const bool ok = !nan && err <= tolerance;
+  // An accumulating op in bf16 stores base + added rounded to bf16: the added part cannot be closer than
+  // that rounding (2^-8 of the sum), which over few elements whose added part nearly cancels the base is
+  // more than the tolerance (swiglu_backward dup bf16(1): rel_l2 1.75e-2 on one H200 run).
+  const bool bf16_sum = base && tolerance >= 1e-3;
+  const bool ok = !nan && (err <= tolerance || (bf16_sum && std::sqrt(dn) <= std::sqrt(fn) / 256.0));
   if (!ok) failures++;
   std::printf("%-4s %-64s rel_l2 %.2e  tol %.0e\n", ok ? "ok" : "FAIL", name.c_str(), err, tolerance);
 }
