@@ -4,11 +4,13 @@
 // place that writes and checks the stamp: `npm run lab:setup` runs this script, and the e2e set-up
 // (test/e2e/lab.ts) runs it with --if-changed, so a tree installed by either is not installed again.
 //
-//   node scripts/lab-tree.mjs [--if-changed] [APP_DIR]
+//   node scripts/lab-tree.mjs [--if-changed] [--build] [APP_DIR]
 //
 // APP_DIR defaults to test/e2e/app. npm's output goes to stderr; stdout gets one JSON line:
-// {"installed":true,"seconds":S} or {"installed":false} (--if-changed, the stamp matched). Callers
-// running at once take turns (a lock folder in APP_DIR): the second finds the first's stamp.
+// {"installed":true,"seconds":S} or {"installed":false} (--if-changed, the stamp matched). --build also
+// builds the app (webpack) when build/.vqalab-stamp does not match its inputs, and adds "built" and
+// "buildSeconds". Callers running at once take turns (a lock folder in APP_DIR): the second finds the
+// first's stamps (two webpack runs into one build folder break each other as two `npm ci` do).
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
@@ -17,9 +19,10 @@ import path from 'node:path';
 const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..');
 const args = process.argv.slice(2);
 const ifChanged = args.includes('--if-changed');
-const rest = args.filter((a) => a !== '--if-changed');
+const build = args.includes('--build');
+const rest = args.filter((a) => a !== '--if-changed' && a !== '--build');
 if (rest.length > 1 || rest.some((a) => a.startsWith('-'))) {
-  console.error(`lab-tree: expected [--if-changed] [APP_DIR]; got ${args.join(' ')}`);
+  console.error(`lab-tree: expected [--if-changed] [--build] [APP_DIR]; got ${args.join(' ')}`);
   process.exit(2);
 }
 const app = path.resolve(rest[0] ?? path.join(root, 'test/e2e/app'));
@@ -74,8 +77,15 @@ for (;;) {
 const release = () => rmSync(lock, { recursive: true, force: true });
 process.on('exit', release);
 
+// Temp file + rename: an interrupted write leaves no half stamp that could match.
+const writeStamp = (file, value) => {
+  mkdirSync(path.dirname(file), { recursive: true });
+  writeFileSync(`${file}.tmp`, value);
+  renameSync(`${file}.tmp`, file);
+};
+const result = {};
 if (ifChanged && existsSync(stamp) && readFileSync(stamp, 'utf8') === hash) {
-  process.stdout.write(`${JSON.stringify({ installed: false })}\n`);
+  result.installed = false;
 } else {
   const t = performance.now();
   // stdout carries only the result line: npm's own output goes to stderr.
@@ -83,9 +93,30 @@ if (ifChanged && existsSync(stamp) && readFileSync(stamp, 'utf8') === hash) {
     cwd: app,
     stdio: ['ignore', process.stderr, process.stderr],
   });
-  // Temp file + rename: an interrupted write leaves no half stamp that could match.
-  mkdirSync(path.dirname(stamp), { recursive: true }); // npm ci makes none for a tree without dependencies
-  writeFileSync(`${stamp}.tmp`, hash);
-  renameSync(`${stamp}.tmp`, stamp);
-  process.stdout.write(`${JSON.stringify({ installed: true, seconds: (performance.now() - t) / 1000 })}\n`);
+  writeStamp(stamp, hash); // npm ci makes no node_modules for a tree without dependencies: writeStamp does
+  result.installed = true;
+  result.seconds = (performance.now() - t) / 1000;
 }
+if (build) {
+  const b = createHash('sha256');
+  for (const f of ['package-lock.json', 'webpack.config.js', 'index.js', 'bootstrap.js'])
+    b.update(readFileSync(path.join(app, f)));
+  const buildHash = b.digest('hex').slice(0, 16);
+  const buildStamp = path.join(app, 'build/.vqalab-stamp');
+  if (existsSync(buildStamp) && readFileSync(buildStamp, 'utf8') === buildHash) result.built = false;
+  else {
+    const t = performance.now();
+    execFileSync(
+      process.execPath,
+      [path.join(app, 'node_modules/webpack-cli/bin/cli.js'), '--config', 'webpack.config.js'],
+      {
+        cwd: app,
+        stdio: ['ignore', process.stderr, process.stderr],
+      },
+    );
+    writeStamp(buildStamp, buildHash);
+    result.built = true;
+    result.buildSeconds = (performance.now() - t) / 1000;
+  }
+}
+process.stdout.write(`${JSON.stringify(result)}\n`);

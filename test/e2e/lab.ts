@@ -4,23 +4,11 @@
  * with Debian's jupyter-server + jupyterlab-server on a free loopback port.
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import path from 'node:path';
 
 export const ROOT = path.resolve(import.meta.dirname, '../../..');
 export const APP = path.join(ROOT, 'test/e2e/app');
-
-function hashFiles(files: string[]): string {
-  const h = createHash('sha256');
-  for (const f of files) h.update(readFileSync(path.join(APP, f)));
-  return h.digest('hex').slice(0, 16);
-}
-
-function stamped(stampFile: string, hash: string): boolean {
-  return existsSync(stampFile) && readFileSync(stampFile, 'utf8') === hash;
-}
 
 export interface LabTreeTimes {
   installSeconds: number | null;
@@ -41,26 +29,23 @@ export function ensureLabTree(app: string = APP): number | null {
   return r.installed ? r.seconds! : null;
 }
 
-/** npm ci + webpack when their inputs changed; returns what it had to do and how long it took. */
+/**
+ * npm ci + webpack when their inputs changed (scripts/lab-tree.mjs --build: under the lab tree's lock, so
+ * test files starting at once do not build into one folder together); returns what it had to do and how
+ * long it took.
+ */
 export function ensureLabApp(log: (s: string) => void = () => {}): LabTreeTimes {
-  const times: LabTreeTimes = { installSeconds: null, buildSeconds: null };
-  log('checking the lab tree (npm ci in test/e2e/app when its lock changed)');
-  times.installSeconds = ensureLabTree();
-  const buildHash = hashFiles(['package-lock.json', 'webpack.config.js', 'index.js', 'bootstrap.js']);
-  const buildStamp = path.join(APP, 'build/.vqalab-stamp');
-  if (!stamped(buildStamp, buildHash)) {
-    log('building the JupyterLab app (webpack)');
-    const t = performance.now();
-    execFileSync(
-      process.execPath,
-      [path.join(APP, 'node_modules/webpack-cli/bin/cli.js'), '--config', 'webpack.config.js'],
-      { cwd: APP, stdio: ['ignore', 'ignore', 'inherit'] },
-    );
-    mkdirSync(path.dirname(buildStamp), { recursive: true });
-    writeFileSync(buildStamp, buildHash);
-    times.buildSeconds = (performance.now() - t) / 1000;
-  }
-  return times;
+  log('checking the lab tree and app (npm ci in test/e2e/app when its lock changed, webpack when its inputs did)');
+  const out = execFileSync(
+    process.execPath,
+    [path.join(ROOT, 'scripts/lab-tree.mjs'), '--if-changed', '--build', APP],
+    {
+      stdio: ['ignore', 'pipe', 'inherit'],
+      encoding: 'utf8',
+    },
+  );
+  const r = JSON.parse(out) as { installed: boolean; seconds?: number; built: boolean; buildSeconds?: number };
+  return { installSeconds: r.installed ? r.seconds! : null, buildSeconds: r.built ? r.buildSeconds! : null };
 }
 
 export function freePort(): Promise<number> {
