@@ -192,6 +192,24 @@ void copy_params(Model& dst, Model& src) {
     std::memcpy(dst.tensor_data(n), src.tensor_data(n), numel(src.tensor_shape(n)) * sizeof(float));
 }
 
+// Two samplers' draws for one request: tokens equal position by position (of the longer draw's count),
+// and the largest log-prob difference where they are equal.
+struct SampleAgreement {
+  int same, total;
+  double dlp;
+};
+SampleAgreement sample_agreement(const SampleResult& ra, const SampleResult& rb) {
+  SampleAgreement r{0, 0, 0.0};
+  for (size_t g = 0; g < ra.tokens.size(); g++) {
+    for (size_t t = 0; t < std::min(ra.tokens[g].size(), rb.tokens[g].size()); t++) {
+      r.same += ra.tokens[g][t] == rb.tokens[g][t];
+      if (ra.tokens[g][t] == rb.tokens[g][t]) r.dlp = std::max(r.dlp, std::fabs(double(ra.logprobs[g][t]) - rb.logprobs[g][t]));
+    }
+    r.total += static_cast<int>(std::max(ra.tokens[g].size(), rb.tokens[g].size()));
+  }
+  return r;
+}
+
 ForwardRequest request(const ModelConfig& c, uint64_t seed = 7) {
   std::mt19937_64 r(seed);
   ForwardRequest q;
@@ -316,15 +334,7 @@ void run(bool bf16, const ModelConfig& c = tiny()) {
     s.seed = 5;
     s.stop = {17};
     const SampleResult ra = cpu.sample(s), rb = gpu.sample(s);
-    int same = 0, total = 0;
-    double dlp = 0;
-    for (int g = 0; g < s.n; g++) {
-      for (size_t t = 0; t < std::min(ra.tokens[g].size(), rb.tokens[g].size()); t++) {
-        same += ra.tokens[g][t] == rb.tokens[g][t];
-        if (ra.tokens[g][t] == rb.tokens[g][t]) dlp = std::max(dlp, std::fabs(double(ra.logprobs[g][t]) - rb.logprobs[g][t]));
-      }
-      total += static_cast<int>(std::max(ra.tokens[g].size(), rb.tokens[g].size()));
-    }
+    const auto [same, total, dlp] = sample_agreement(ra, rb);
     const bool ok = bf16 ? true : same == total;
     report(ok, std::string("sample temperature ") + (temp == 0 ? "0 " : "1 ") + tag + (bf16 ? " (reported)" : ""),
            std::to_string(same) + "/" + std::to_string(total) + " tokens equal; log-prob max diff " + fmt("%.2e", dlp));
@@ -716,15 +726,7 @@ void run_lora(bool bf16, const ModelConfig& c = tiny()) {
       s.max_tokens = 6;
       s.seed = 5;
       const SampleResult ra = cpu2.sample(s), rb = gpu.sample(s);
-      int same = 0, total = 0;
-      double dlp = 0;
-      for (int g = 0; g < s.n; g++) {
-        for (size_t t = 0; t < std::min(ra.tokens[g].size(), rb.tokens[g].size()); t++) {
-          same += ra.tokens[g][t] == rb.tokens[g][t];
-          if (ra.tokens[g][t] == rb.tokens[g][t]) dlp = std::max(dlp, std::fabs(double(ra.logprobs[g][t]) - rb.logprobs[g][t]));
-        }
-        total += static_cast<int>(std::max(ra.tokens[g].size(), rb.tokens[g].size()));
-      }
+      const auto [same, total, dlp] = sample_agreement(ra, rb);
       report(bf16 || (same == total && dlp <= 1e-4),
              std::string("LoRA merged sampling vs CPU, temperature ") + (temp == 0 ? "0 " : "1 ") + tag + (bf16 ? " (reported)" : ""),
              std::to_string(same) + "/" + std::to_string(total) + " tokens equal; log-prob max diff " + fmt("%.2e", dlp));

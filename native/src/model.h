@@ -379,6 +379,9 @@ class Model {
   // A backend's step() made one AdamW update (the bias corrections read step_count()).
   void count_step() { step_++; }
 
+  // CPU sampling runs on LoRA-merged weights (merged_ below); for tests and tools.
+  void set_lora_merged_sampling(bool on) { lora_merged_sampling_ = on; }
+
   // ---- the vision feature cache (vision_cache.h, docs/engine.md) ----
   // The version of what the vision tower computes: changes with every change that may touch a vision
   // weight (load, a write through tensor_data, a step that trains the tower, adapters on the tower
@@ -388,8 +391,6 @@ class Model {
   // True when a call may take an image's features from the cache: not for a training forward whose
   // vision activations the backward needs (a trainable tower), nor with DeepStack (Qwen3-VL: its
   // per-block features are not cached).
-  // CPU sampling runs on LoRA-merged weights (merged_ below); for tests and tools.
-  void set_lora_merged_sampling(bool on) { lora_merged_sampling_ = on; }
   bool vision_cacheable(bool keep) const { return !(keep && vision_trainable()) && cfg_.vision.deepstack.empty(); }
   // The bound of this model's cache in bytes (the device's with a device; 0: off) and its counts.
   void set_vision_cache(size_t max_bytes);

@@ -276,6 +276,7 @@ export async function runDemo(
     ? clips(o.evalQuestions, o.seed + 2, 'heldout')
     : await synthSet(o, o.evalQuestions, 1, o.seed + 2, processor, images, blank);
   const heldMismatched = o.imageCheck ? mismatched(held, images, o.video ? o.videoFamilies.length : 1) : undefined;
+  const input = o.video ? 'clip' : 'image'; // what the wrong-input control swaps, in its lines
   const name = o.model === DEFAULT_MODEL_DIR ? 'tiny Qwen2-VL' : path.basename(path.resolve(o.model));
   const scenes = o.video
     ? `${o.videoFrames}-frame clips; ${o.videoFamilies.join(', ')} questions`
@@ -289,9 +290,7 @@ export async function runDemo(
     const fams = Object.entries(perFamily(heldMismatched, e))
       .map(([f, v]) => `${f} ${v.toFixed(2)}`)
       .join(', ');
-    io.out(
-      `  ${label}, each question shown another question's ${o.video ? 'clip' : 'image'}: ${e.overall.toFixed(2)}% (${fams})`,
-    );
+    io.out(`  ${label}, each question shown another question's ${input}: ${e.overall.toFixed(2)}% (${fams})`);
     return e;
   };
 
@@ -358,8 +357,8 @@ export async function runDemo(
       const gap = grpo.overall - grpoMismatched.overall;
       io.out(
         gap >= 5
-          ? `the ${o.video ? 'clip' : 'image'} matters: shown the wrong ${o.video ? 'clip' : 'image'}, the trained policy drops ${gap.toFixed(2)} points (${grpo.overall.toFixed(2)}% → ${grpoMismatched.overall.toFixed(2)}%); the warm start drops ${(warmStart.overall - warmStartMismatched.overall).toFixed(2)}`
-          : `the wrong ${o.video ? 'clip' : 'image'} costs the trained policy only ${gap.toFixed(2)} points (${grpo.overall.toFixed(2)}% → ${grpoMismatched.overall.toFixed(2)}%): it answers mostly from the question`,
+          ? `the ${input} matters: shown the wrong ${input}, the trained policy drops ${gap.toFixed(2)} points (${grpo.overall.toFixed(2)}% → ${grpoMismatched.overall.toFixed(2)}%); the warm start drops ${(warmStart.overall - warmStartMismatched.overall).toFixed(2)}`
+          : `the wrong ${input} costs the trained policy only ${gap.toFixed(2)} points (${grpo.overall.toFixed(2)}% → ${grpoMismatched.overall.toFixed(2)}%): it answers mostly from the question`,
       );
     }
     const result = { warmStartAccuracy: warmStart.overall, grpoAccuracy: grpo.overall, seconds };

@@ -182,12 +182,12 @@ export interface NativeModel {
   _get(name: string): Float32Array;
   _set(name: string, data: Float32Array): void;
   _grad(name: string): Float32Array | null;
+  /** CPU: sampling runs on LoRA-merged weights W + s·B·A (the CUDA backend: its `loraMergedSampling` option). Default off. */
+  _loraMergedSampling(on: boolean): void;
   /**
    * The vision feature cache (docs/engine.md): hits and misses counted since load, entries and bytes
    * held, and its bound; with `maxBytes`, the new bound first (0 turns it off and empties it).
    */
-  /** CPU: sampling runs on LoRA-merged weights W + s·B·A (the CUDA backend: its `loraMergedSampling` option). Default off. */
-  _loraMergedSampling(on: boolean): void;
   _visionCache(maxBytes?: number): { hits: number; misses: number; entries: number; bytes: number; maxBytes: number };
   /** Data parallel (docs/multi-gpu.md): the gradients summed over the collective's ranks, in buckets of `bucketFloats`. */
   allReduceGrads(collective: NativeCollective, bucketFloats: number): Promise<void>;

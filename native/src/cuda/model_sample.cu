@@ -3,16 +3,9 @@
 
 namespace vq {
 
-// ---- sampling: every prompt's rows in one batch ----
-//
-// The prompts (and their images) are prefilled together, each into its own region of one KV cache
-// (region r holds its Lp rows, then n * max_tokens rows, sample g's from Lp + g * max_tokens). Every
-// decode step runs all active rows of all requests: a row attends to its prompt's rows and its own.
-// A step's inputs (ids, cache slots, spans, rope tables, sampling parameters) are staged in pinned
-// memory and go up in one copy; with the flash path the step is captured once per batch size as a
-// CUDA graph and replayed. Tokens come back every step (stop ids, max_tokens).
 // W' = W + s B A for every adapter of the LM, from the adapters' fp32 master (bf16: lmaster_; fp32: lw_), summed
 // in fp32 and rounded once. Column-major (gemm.h): W'^T (in, out) = s A^T (in, r) B^T (r, out) + W^T.
+// Held for one sampling call (lin_forward reads it while merged_on_).
 template <typename T>
 void CudaModel<T>::merge_lora_weights() {
   const auto& slots = h_.lora_slots();
@@ -67,6 +60,14 @@ void CudaModel<T>::merge_lora_weights() {
   }
 }
 
+// ---- sampling: every prompt's rows in one batch ----
+//
+// The prompts (and their images) are prefilled together, each into its own region of one KV cache
+// (region r holds its Lp rows, then n * max_tokens rows, sample g's from Lp + g * max_tokens). Every
+// decode step runs all active rows of all requests: a row attends to its prompt's rows and its own.
+// A step's inputs (ids, cache slots, spans, rope tables, sampling parameters) are staged in pinned
+// memory and go up in one copy; with the flash path the step is captured once per batch size as a
+// CUDA graph and replayed. Tokens come back every step (stop ids, max_tokens).
 template <typename T>
 std::vector<SampleResult> CudaModel<T>::sample_many(const std::vector<SampleRequest>& qs) {
   DevGuard guard(dev_, st_, opt_.sync_every_op);
