@@ -174,7 +174,7 @@ describe('a real ipykernel', { timeout: 120_000 }, () => {
       timeoutMs: 500,
       stopOnError: false,
     });
-    assert.ok(Date.now() - t0 < 25_000, "interrupted long before the 30 s the cell would run");
+    assert.ok(Date.now() - t0 < 25_000, 'interrupted long before the 30 s the cell would run');
     assert.equal(r.status, 'error');
     assert.deepEqual(
       r.outputs.filter((o) => o.output_type === 'error').map((o: any) => o.ename),
