@@ -134,6 +134,8 @@ struct Pinned {
 // stream is being captured (graphs).
 struct Phase {
   long idx = -1;
+  const char* prev_ctx = nullptr;  // the op profile's phase before this one (a top-level phase sets its own)
+  bool ctx = false;
   Phase(bool on, const char* name);
   ~Phase() { stop(); }
   void stop();  // records the end now (once)
