@@ -92,6 +92,12 @@ async function bench(dir: string, args: string[]): Promise<void> {
   const maxT = Number(flag(args, '--max', '16'));
   const nEval = Number(flag(args, '--eval', '128'));
   const nEvalOne = Number(flag(args, '--eval-one', '16'));
+  // --eval-batch 128,256: evaluate() again at these evalBatchSize values after the default's run (a
+  // comparison of chunk sizes; the table's row is the default's)
+  const evalBatches = flag(args, '--eval-batch', '')
+    .split(',')
+    .filter((x) => x !== '')
+    .map(Number);
   const side = Number(flag(args, '--side', '448'));
   const loraRank = Number(flag(args, '--lora', '0'));
   const withSequential = flag(args, '--seq', '1') !== '0';
@@ -261,6 +267,23 @@ async function bench(dir: string, args: string[]): Promise<void> {
     t = performance.now();
     await one.evaluate('val');
     evalOne = (performance.now() - t) / 1000;
+    for (const b of evalBatches) {
+      const other = new Trainer({ ...base, evalBatchSize: b });
+      await Promise.all(base.evalSets.val.map((s) => other['prompts'].images(s)));
+      t = performance.now();
+      const r = await other.evaluate('val');
+      const sec = (performance.now() - t) / 1000;
+      profileReport(`evaluate (evalBatchSize ${b})`);
+      out({
+        evaluateAt: {
+          evalBatchSize: b,
+          questions: r.n,
+          seconds: sec,
+          perQuestion: sec / r.n,
+          vsOne: evalOne / nEvalOne / (sec / r.n),
+        },
+      });
+    }
     out({
       evaluate: {
         batched: { questions: e.n, seconds: evalBatched, perQuestion: evalBatched / e.n },
@@ -328,7 +351,7 @@ if (cmd === 'make-model' && dir) await makeModel(dir, rest);
 else if (cmd === 'bench' && dir) await bench(dir, rest);
 else {
   process.stdout.write(
-    'usage: trainer.mjs make-model DIR [--preset NAME] [--threads N] [--hidden N ...] | bench DIR [--device cuda|cpu] [--steps N] [--prompts N] [--g N] [--max N] [--eval N] [--eval-one N] [--side PX] [--bf16-moments 1]\n',
+    'usage: trainer.mjs make-model DIR [--preset NAME] [--threads N] [--hidden N ...] | bench DIR [--device cuda|cpu] [--steps N] [--prompts N] [--g N] [--max N] [--eval N] [--eval-one N] [--eval-batch B,B] [--side PX] [--bf16-moments 1]\n',
   );
   process.exitCode = 2;
 }

