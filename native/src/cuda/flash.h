@@ -34,6 +34,16 @@ bool flash_supported(int64_t D);
 // out (Tq, NH, D), lse (Tq, NH) fp32 natural log; q (Tq, NH, D); k, v (Tk, KVH, D); spans (Tq) device.
 void flash_forward(bf16* out, float* lse, const bf16* q, const bf16* k, const bf16* v, const Span* spans, int64_t Tq,
                    int64_t Tk, int64_t NH, int64_t KVH, int64_t D);
+// Which kernel flash_forward takes for calls with enough query tiles to fill the card (smaller calls always take
+// the decode kernel): tile = fwd_k / fwd_p (16 query rows per warp, the default); wide = fwd_w with 4 warps of 32
+// rows (128-row tiles); wide64 = fwd_w with 2 warps of 32 rows (64-row tiles: as many blocks as tile).
+// (flash_forward_wide.cuh). Process-wide, for the A/B of native/dev (VQALAB_CUDA_FLASH_FWD, dev_options.h): the
+// engine's options do not set it.
+enum class FlashForward { tile, wide, wide64 };
+void set_flash_forward(FlashForward kind);
+FlashForward flash_forward_kind();
+const char* flash_forward_name(FlashForward kind);
+
 // dq (Tq, NH, D) +=, dk, dv (Tk, KVH, D) += (any may be null); spans device.
 void flash_backward(bf16* dq, bf16* dk, bf16* dv, const bf16* dout, const bf16* q, const bf16* k, const bf16* v,
                     const bf16* out, const float* lse, const Span* spans, int64_t Tq, int64_t Tk, int64_t NH,
