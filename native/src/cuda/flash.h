@@ -9,7 +9,8 @@
 // flash_supported() says whether a call can take this path; ops_attention.cu takes the cuBLASLt tile path
 // otherwise (fp32, other D) or when the model's CudaOptions::attention is gemm.
 //
-// The kernels (one choice per call, no switch): calls with enough 64-row query tiles to fill the card take the
+// The kernels (one choice per call; the only switch is set_flash_forward below, a dev A/B of the forward's tile
+// kernel that the engine's options never set): calls with enough 64-row query tiles to fill the card take the
 // 4-warp tile kernels, pipelined (the next key block is copied while the current one is computed; full blocks
 // skip the mask) except the forward at D 128, where one stage is faster; smaller calls (decode steps) take the
 // decode kernel (flash_decode.cuh), whose tiles pack the (row, query head) pairs of one KV head so that each
