@@ -858,6 +858,7 @@ int main(int argc, char** argv) {
     std::printf("skipped: no CUDA device\n");
     return 0;
   }
+  cu::set_flash_forward(dev::flash_forward_from_env());  // VQALAB_CUDA_FLASH_FWD: the fused forward's tile kernel
   // families: run only the newer families' checks (scripts/gpu/test-families.sh)
   const bool families_only = argc > 1 && std::string(argv[1]) == "families";
   const std::vector<uint64_t> seeds = test_seeds();
