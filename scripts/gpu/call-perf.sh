@@ -2,7 +2,7 @@
 # Issue 13's open rows (LoRA step, evaluate()) in one GPU call, from a tree scripts/gpu/pack-trainer.sh made:
 #   1. builds test_ops, test_model and the addon; meanwhile writes the qwen2-vl-2b random-weight folder;
 #   2. test_ops (every op against the CPU reference) and test_model (SEEDS family seeds);
-#   3. Trainer.step() with LoRA r 64, timed (no profile), then once more with the phase profile and the
+#   3. Trainer.step() with LoRA r 64, timed (no profile; again with the two-rounding linear), then with the phase profile and the
 #      op-level profile (VQALAB_CUDA_PROFILE_OPS=1: device and host time per phase and op);
 #   4. full fine-tune steps with evaluate() of EVAL_N questions (the default evalBatchSize and EVAL_BATCH's
 #      values) against one at a time; then evaluate() of 128 under both profiles.
@@ -29,7 +29,13 @@ if [ "${SKIP_TESTS:-0}" != 1 ]; then
   { VQALAB_TEST_SEEDS=${SEEDS:-1} timeout -k 5 "${MODEL_S:-150}" native/build/cuda/test_model; echo "exit $?"; } > "$OUT/test_model.log" 2>&1
   echo "test_model: $(grep -c '^ok' "$OUT/test_model.log") ok, $(grep -c '^FAIL' "$OUT/test_model.log") FAIL, $(tail -1 "$OUT/test_model.log") ($(el))"
   grep -h "^FAIL" "$OUT/test_ops.log" "$OUT/test_model.log" | head -20 | cut -c1-200
+  { timeout -k 5 "${OPSB_S:-90}" native/build/cuda/test_ops attention --bench; echo "exit $?"; } > "$OUT/attention-bench.log" 2>&1
+  echo "attention bench ($(el)):"; sed -n '/op throughput/,$p' "$OUT/attention-bench.log" | head -30 | cut -c1-200
 fi
+# the wide flash forward (VQALAB_CUDA_FLASH_FWD) joins the A/B only if every check of it passed
+WIDE=0
+[ -f "$OUT/test_ops.log" ] && [ "$(grep -c '^FAIL.*wide' "$OUT/test_ops.log")" = 0 ] && [ "$(grep -c '^ok.*wide' "$OUT/test_ops.log")" -gt 0 ] && WIDE=1
+echo "wide forward in the A/B: $WIDE"
 wait $MK; tail -1 "$OUT/make-model.log"
 trainer() {  # log name, time limit, bench args...
   local log=$1 lim=$2; shift 2
@@ -38,7 +44,12 @@ trainer() {  # log name, time limit, bench args...
   grep -v '^{"\(mode\|warmup\|imagesProcessed\|log\)' "$OUT/$log" | grep -v "^  \|^profile\|^ops" | tail -6 | cut -c1-300
 }
 trainer lora.log "${LORA_S:-80}" --steps 3 --max 16 --lora 64 --seq 0 --eval 0
+[ $WIDE = 1 ] && VQALAB_CUDA_FLASH_FWD=wide trainer lora-wide.log "${LORA_S:-80}" --steps 3 --max 16 --lora 64 --seq 0 --eval 0
+[ $WIDE = 1 ] && VQALAB_CUDA_FLASH_FWD=wide64 trainer lora-wide64.log "${LORA_S:-80}" --steps 3 --max 16 --lora 64 --seq 0 --eval 0
+# the same with the two-rounding LoRA linear (what one rounding costs at this workload)
+VQALAB_CUDA_LORA_PAIRS=0 trainer lora-two-roundings.log "${LORA_S:-80}" --steps 3 --max 16 --lora 64 --seq 0 --eval 0
 VQALAB_CUDA_PROFILE_OPS=1 trainer lora-profile.log "${LORA_S:-80}" --steps 1 --max 16 --lora 64 --seq 0 --eval 0 --profile 1
 trainer eval.log "${EVAL_S:-170}" --steps 1 --max 16 --seq 0 --eval "${EVAL_N:-512}" --eval-one 16 ${EVAL_BATCH:+--eval-batch $EVAL_BATCH}
+[ $WIDE = 1 ] && VQALAB_CUDA_FLASH_FWD=wide trainer eval-wide.log "${EVAL_S:-170}" --steps 1 --max 16 --seq 0 --eval "${EVAL_N:-512}" --eval-one 16 ${EVAL_BATCH:+--eval-batch $EVAL_BATCH}
 VQALAB_CUDA_PROFILE_OPS=1 trainer eval-profile.log "${EVAL_S:-170}" --steps 1 --max 16 --seq 0 --eval 128 --eval-one 4 --profile 1
 echo "total $(el)"

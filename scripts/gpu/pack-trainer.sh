@@ -38,4 +38,13 @@ node_modules/.bin/esbuild bench/cuda-parity.ts --bundle --platform=node --format
   --banner:js="import { createRequire as __cr } from 'node:module'; const require = __cr(import.meta.url);" \
   --outfile="$dest/parity.mjs"
 bash "$(dirname "$0")/pack-node.sh" "$dest"
+# DEMO=1: `vqalab demo` / `vqalab train` too (scripts/gpu/learn-gpu.sh), from scripts/gpu/pack-demo.sh's pack
+# (its bundle, starter and package tarball; Node and objects are already here). DEST must then sit two
+# folders below the checkout (e.g. .xfer/c1): the demo finds the embedded model at ../../assets.
+if [ "${DEMO:-0}" = 1 ]; then
+  tmp=$(mktemp -d)
+  PREBUILT=/nonexistent bash "$(dirname "$0")/pack-demo.sh" "$tmp/demo" > /dev/null
+  cp "$tmp/demo/demo.bundle.mjs" "$tmp/demo/demo.mjs" "$tmp/demo/node_modules.tar.xz" "$dest/"
+  rm -rf "$tmp"
+fi
 du -sh "$dest"

@@ -3,6 +3,9 @@
 // decode kernel for small calls: flash_decode.cuh).
 #include <atomic>
 
+#include <cstdlib>
+#include <string>
+
 #include "cuda/flash_decode.cuh"
 #include "cuda/flash_forward_kernels.cuh"
 #include "cuda/flash_forward_wide.cuh"
@@ -12,7 +15,14 @@ namespace cu {
 
 namespace {
 
-std::atomic<FlashForward> g_flash_forward{FlashForward::tile};
+// The starting choice: VQALAB_CUDA_FLASH_FWD=wide|wide64 (a dev A/B through the addon too; anything else: tile).
+FlashForward initial_flash_forward() {
+  const char* v = std::getenv("VQALAB_CUDA_FLASH_FWD");
+  if (v && std::string(v) == "wide") return FlashForward::wide;
+  if (v && std::string(v) == "wide64") return FlashForward::wide64;
+  return FlashForward::tile;
+}
+std::atomic<FlashForward> g_flash_forward{initial_flash_forward()};
 
 template <int D>
 void forward_d(bf16* out, float* lse, const bf16* q, const bf16* k, const bf16* v, const Span* spans, int Tq, int Tk,
