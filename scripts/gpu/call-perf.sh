@@ -36,20 +36,27 @@ fi
 WIDE=0
 [ -f "$OUT/test_ops.log" ] && [ "$(grep -c '^FAIL.*wide' "$OUT/test_ops.log")" = 0 ] && [ "$(grep -c '^ok.*wide' "$OUT/test_ops.log")" -gt 0 ] && WIDE=1
 echo "wide forward in the A/B: $WIDE"
+# the fused LoRA epilogue (ops_linear.cu) is the default; if its checks failed, the runs take the unfused path
+FUSED=1
+[ -f "$OUT/test_ops.log" ] && [ "$(grep -c '^FAIL.*linear_lora_forward' "$OUT/test_ops.log")" != 0 ] && FUSED=0 && export VQALAB_CUDA_LORA_FUSED=0
+echo "fused LoRA epilogue: $FUSED"
+# stages start only while the call has time left (LATEST_S: the last start, in seconds since the call began)
+left() { [ $(( $(date +%s) - T0 )) -lt "${LATEST_S:-470}" ]; }
 wait $MK; tail -1 "$OUT/make-model.log"
 trainer() {  # log name, time limit, bench args...
   local log=$1 lim=$2; shift 2
+  left || { echo "trainer $log: skipped (out of time, $(el))"; return; }
   timeout -k 5 "$lim" bash .gpu/with-node.sh node trainer.mjs bench $MODEL --device cuda "$@" > "$OUT/$log" 2>&1
   echo "trainer $* exit $? ($(el))"
   grep -v '^{"\(mode\|warmup\|imagesProcessed\|log\)' "$OUT/$log" | grep -v "^  \|^profile\|^ops" | tail -6 | cut -c1-300
 }
 trainer lora.log "${LORA_S:-80}" --steps 3 --max 16 --lora 64 --seq 0 --eval 0
 [ $WIDE = 1 ] && VQALAB_CUDA_FLASH_FWD=wide trainer lora-wide.log "${LORA_S:-80}" --steps 3 --max 16 --lora 64 --seq 0 --eval 0
-[ $WIDE = 1 ] && VQALAB_CUDA_FLASH_FWD=wide64 trainer lora-wide64.log "${LORA_S:-80}" --steps 3 --max 16 --lora 64 --seq 0 --eval 0
-# the same with the two-rounding LoRA linear (what one rounding costs at this workload)
-VQALAB_CUDA_LORA_PAIRS=0 trainer lora-two-roundings.log "${LORA_S:-80}" --steps 3 --max 16 --lora 64 --seq 0 --eval 0
 VQALAB_CUDA_PROFILE_OPS=1 trainer lora-profile.log "${LORA_S:-80}" --steps 1 --max 16 --lora 64 --seq 0 --eval 0 --profile 1
 trainer eval.log "${EVAL_S:-170}" --steps 1 --max 16 --seq 0 --eval "${EVAL_N:-512}" --eval-one 16 ${EVAL_BATCH:+--eval-batch $EVAL_BATCH}
 [ $WIDE = 1 ] && VQALAB_CUDA_FLASH_FWD=wide trainer eval-wide.log "${EVAL_S:-170}" --steps 1 --max 16 --seq 0 --eval "${EVAL_N:-512}" --eval-one 16 ${EVAL_BATCH:+--eval-batch $EVAL_BATCH}
 VQALAB_CUDA_PROFILE_OPS=1 trainer eval-profile.log "${EVAL_S:-170}" --steps 1 --max 16 --seq 0 --eval 128 --eval-one 4 --profile 1
+[ $FUSED = 1 ] && VQALAB_CUDA_LORA_FUSED=0 trainer lora-unfused.log "${LORA_S:-80}" --steps 3 --max 16 --lora 64 --seq 0 --eval 0
+# the same with the two-rounding LoRA linear (what one rounding costs at this workload)
+VQALAB_CUDA_LORA_PAIRS=0 trainer lora-two-roundings.log "${LORA_S:-80}" --steps 3 --max 16 --lora 64 --seq 0 --eval 0
 echo "total $(el)"
