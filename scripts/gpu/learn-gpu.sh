@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Issue 13 item 5 in one GPU call, from a tree scripts/gpu/pack-demo.sh made: does the GPU learn as
 # the CPU does?
-#   1. the tiny demo (`vqalab demo`, embedded model) on cuda for SEEDS, in bf16 (the default) and in
-#      fp32 (VQALAB_CUDA_PRECISION=fp32): is the gap to the CPU run bf16, or seed noise?
+#   1. the tiny demo (`vqalab demo`, embedded model) on cuda for SEEDS, in PRECS (default: bf16, the
+#      default, and fp32 by VQALAB_CUDA_PRECISION=fp32): is the gap to the CPU run bf16, or seed noise?
 #   2. a larger random-init Qwen2-VL (LARGE="HIDDEN LAYERS INTER HEADS KV VDEPTH VDIM", default
 #      768 12 2048 12 2 4 256: 75 M parameters) through `vqalab train` on the embedded synthetic data,
 #      one run per recipe of RECIPES (';'-separated `vqalab train` flags), and with LARGE_DEMO (e.g.
@@ -28,7 +28,7 @@ echo "build: $(ls native/build/Release/vqalab.node 2>/dev/null || echo 'NO ADDON
 export VQALAB_ADDON=$PWD/native/build/Release/vqalab.node
 result() { python3 -c "import json,sys; r=json.load(open(sys.argv[1])); print({k: r[k] for k in r if not isinstance(r[k], (dict, list))})" "$1" 2>/dev/null || echo "no result.json"; }
 for seed in $SEEDS; do
-  for prec in bf16 fp32; do
+  for prec in ${PRECS:-bf16 fp32}; do
     name=tiny-$prec-s$seed
     VQALAB_CUDA_PRECISION=$prec timeout -k 5 "${TINY_S:-60}" bash .gpu/with-node.sh node demo.mjs demo --device cuda --seed "$seed" --quiet --out "$OUT/$name" > "$OUT/$name.log" 2>&1
     echo "$name exit $? ($(el)): $(result "$OUT/$name/result.json")"
