@@ -392,8 +392,11 @@ template <typename T> void test_lora() {
 // were not rounded once from an fp32-accurate sum. The two-op path (linear_forward, then lora_forward with
 // bf16 adapters) is measured the same way for comparison (printed, not checked).
 void test_linear_lora() {
+  // lora_b_round_k (K = 3R): scalar loads (3R % 8 != 0) and 16-byte loads, one partial K chunk of 32 or a full one
+  // then a partial one (R 12: K 36, scalar; R 16: K 48, vector), partial row and output tiles, several of each
   for (auto [Tn, IC, OC, R] : std::vector<std::array<int64_t, 4>>{{1, 5, 3, 2}, {9, 64, 48, 8}, {33, 80, 200, 4},
-                                                                   {130, 1536, 256, 64}}) {
+                                                                   {130, 1536, 256, 64}, {70, 96, 130, 12},
+                                                                   {65, 64, 72, 16}}) {
     const std::string sh = shp({Tn, IC, OC, R});
     auto x = rnd(Tn * IC), w = rnd(OC * IC, -0.5f, 0.5f), b = rnd(OC, -0.5f, 0.5f);
     auto A = rnd(R * IC, -0.3f, 0.3f), B = rnd(OC * R, -0.3f, 0.3f);

@@ -6,7 +6,8 @@
 #      op-level profile (VQALAB_CUDA_PROFILE_OPS=1: device and host time per phase and op);
 #   4. full fine-tune steps with evaluate() of EVAL_N questions (the default evalBatchSize and EVAL_BATCH's
 #      values) against one at a time; then evaluate() of 128 under both profiles.
-# Logs under $OUT; time limits per stage: *_S variables. SKIP_TESTS=1 leaves out 2.
+# Logs under $OUT; time limits per stage: *_S variables (CALL_S, default 585: no trainer stage runs past it).
+# SKIP_TESTS=1 leaves out 2.
 source "$(dirname "$0")/call-env.sh"  # set -u, OUT (made), J, T0, el
 MODEL=/tmp/vqalab-qwen2-vl-2b-random
 {
@@ -46,6 +47,10 @@ wait $MK; tail -1 "$OUT/make-model.log"
 trainer() {  # log name, time limit, bench args...
   local log=$1 lim=$2; shift 2
   left || { echo "trainer $log: skipped (out of time, $(el))"; return; }
+  # and ends (its timeout cut to what is left of CALL_S) before the call's own limit kills the script mid-stage
+  local rest=$(( ${CALL_S:-585} - ($(date +%s) - T0) ))
+  [ "$rest" -ge 10 ] || { echo "trainer $log: skipped (CALL_S reached, $(el))"; return; }  # (timeout 0 = none)
+  [ "$lim" -gt "$rest" ] && lim=$rest
   timeout -k 5 "$lim" bash .gpu/with-node.sh node trainer.mjs bench $MODEL --device cuda "$@" > "$OUT/$log" 2>&1
   echo "trainer $* exit $? ($(el))"
   grep -v '^{"\(mode\|warmup\|imagesProcessed\|log\)' "$OUT/$log" | grep -v "^  \|^profile\|^ops" | tail -6 | cut -c1-300

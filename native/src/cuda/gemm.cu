@@ -91,6 +91,9 @@ struct Plan {
       LT_CHECK(cublasLtMatmulDescSetAttribute(desc.d, CUBLASLT_MATMUL_DESC_EPILOGUE, &ep, sizeof(ep)), op);
       const cudaDataType_t bt = cuda_type(g.c);
       LT_CHECK(cublasLtMatmulDescSetAttribute(desc.d, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bt, sizeof(bt)), op);
+      // the heuristic sees a real bias pointer (as before plans: its alignment may narrow the algorithms, and the
+      // key holds it); each call then sets its own
+      LT_CHECK(cublasLtMatmulDescSetAttribute(desc.d, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &g.bias, sizeof(g.bias)), op);
     }
   }
 };

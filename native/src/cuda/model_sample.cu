@@ -306,6 +306,7 @@ std::vector<SampleResult> CudaModel<T>::sample_many(const std::vector<SampleRequ
     auto it = graphs ? graphs_.find(B) : graphs_.end();
     if (it != graphs_.end()) {
       CU_CHECK(cudaGraphLaunch(it->second, st_), "decode step (graph)");
+      if (cu::op_profiling()) cu::op_mark("decode step (graph)");  // else the next op's mark takes the step's time
     } else {
       HostPhase hp(opt_.profile, "sample: eager step + capture");
       step();  // eager: also sizes every buffer, so a capture afterwards allocates nothing

@@ -10,8 +10,9 @@ void CudaModel<T>::text_layer(size_t li, CuTextLayer<T>& A, int64_t n, float* x,
                               const Span* dspans, T* kcache, T* vcache, int64_t cache_rows, const int64_t* slots) {
   const int64_t H = tc().hidden, NH = tc().heads, KVH = tc().kv_heads, D = tc().head_dim, I = tc().inter, KVD = KVH * D;
   const TextLayerW& L = h_.text_layers()[li];
-  // LoRA: each adapted linear's x A^T kept in A.lxa (slot k of 7: q k v o gate up down) for the backward
-  const int64_t R = h_.lora_active() && h_.lora_enabled() ? h_.lora_rank() : 0;
+  // LoRA: each adapted linear's x A^T kept in A.lxa (slot k of 7: q k v o gate up down) for the backward; not
+  // with a KV cache (sampling: no backward follows, and a decode step's eager run would size it for nothing)
+  const int64_t R = !kcache && h_.lora_active() && h_.lora_enabled() ? h_.lora_rank() : 0;
   T* lxa = R ? A.lxa.fit(7 * n * R) : nullptr;
   auto xk = [&](const Lin& l, int k) { return lxa && l.lora >= 0 ? lxa + k * n * R : nullptr; };
   // Decode steps (a cache and few rows) are profiled op by op: with graphs off (opt_.graphs) these
@@ -128,8 +129,8 @@ void CudaModel<T>::text_backward(CuActs<T>& a, int64_t n, float* dx, T* dxT) {
   dq.fit(n * NH * D); dk.fit(n * KVD); dv.fit(n * KVD); dqr.fit(n * NH * D); dkr.fit(n * KVD);
   DArray<T> dqn("text gradients"), dkn("text gradients");  // Qwen3-VL: of q, k before their norms
   if (tc().qk_norm) { dqn.fit(n * NH * D); dkn.fit(n * KVD); }
-  const bool ds_grads = vision_trainable();
-  const int64_t R = h_.lora_active() && h_.lora_enabled() ? h_.lora_rank() : 0;  // DeepStack features need gradients only for the tower
+  const bool ds_grads = vision_trainable();  // DeepStack features need gradients only for the tower
+  const int64_t R = h_.lora_active() && h_.lora_enabled() ? h_.lora_rank() : 0;
   for (size_t li = h_.text_layers().size(); li-- > 0;) {
     h_.check_cancel();
     const TextLayerW& L = h_.text_layers()[li];
