@@ -7,7 +7,8 @@
 #   4. full fine-tune steps with evaluate() of EVAL_N questions (the default evalBatchSize and EVAL_BATCH's
 #      values) against one at a time; then evaluate() of 128 under both profiles.
 # Logs under $OUT; time limits per stage: *_S variables (CALL_S, default 585: no trainer stage runs past it).
-# SKIP_TESTS=1 leaves out 2.
+# SKIP_TESTS=1 leaves out 2 (then WIDE=1 / FUSED=0 say what an earlier call's tests found); SKIP_PERF=1 runs
+# only 1 and 2. The whole script does not fit one 10-minute call: run SKIP_PERF=1, then SKIP_TESTS=1.
 source "$(dirname "$0")/call-env.sh"  # set -u, OUT (made), J, T0, el
 MODEL=/tmp/vqalab-qwen2-vl-2b-random
 {
@@ -34,15 +35,19 @@ if [ "${SKIP_TESTS:-0}" != 1 ]; then
   echo "attention bench ($(el)):"; sed -n '/op throughput/,$p' "$OUT/attention-bench.log" | head -30 | cut -c1-200
 fi
 # the wide flash forward (VQALAB_CUDA_FLASH_FWD) joins the A/B only if every check of it passed
-WIDE=0
+# (with SKIP_TESTS=1, WIDE=1 / FUSED=0 carry an earlier call's verdicts)
+WIDE=${WIDE:-0}
 [ -f "$OUT/test_ops.log" ] && [ "$(grep -c '^FAIL.*wide' "$OUT/test_ops.log")" = 0 ] && [ "$(grep -c '^ok.*wide' "$OUT/test_ops.log")" -gt 0 ] && WIDE=1
 echo "wide forward in the A/B: $WIDE"
 # the fused LoRA epilogue (ops_linear.cu) is the default; if its checks failed, the runs take the unfused path
-FUSED=1
+FUSED=${FUSED:-1}
+[ "$FUSED" = 0 ] && export VQALAB_CUDA_LORA_FUSED=0
 [ -f "$OUT/test_ops.log" ] && [ "$(grep -c '^FAIL.*linear_lora_forward' "$OUT/test_ops.log")" != 0 ] && FUSED=0 && export VQALAB_CUDA_LORA_FUSED=0
 echo "fused LoRA epilogue: $FUSED"
 # stages start only while the call has time left (LATEST_S: the last start, in seconds since the call began)
 left() { [ $(( $(date +%s) - T0 )) -lt "${LATEST_S:-470}" ]; }
+# SKIP_PERF=1: the tests only (a first call; the second runs SKIP_TESTS=1 with their verdicts)
+[ "${SKIP_PERF:-0}" = 1 ] && { echo "total $(el)"; exit 0; }
 wait $MK; tail -1 "$OUT/make-model.log"
 trainer() {  # log name, time limit, bench args...
   local log=$1 lim=$2; shift 2
