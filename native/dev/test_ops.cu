@@ -458,7 +458,8 @@ void test_linear_lora() {
 }
 
 template <typename T> void test_rope() {
-  for (auto [Tn, NH, D] : std::vector<std::array<int64_t, 3>>{{1, 1, 2}, {7, 3, 6}, {65, 12, 128}, {300, 16, 80}}) {
+  for (auto [Tn, NH, D] : std::vector<std::array<int64_t, 3>>{{1, 1, 2}, {7, 3, 6}, {65, 12, 128}, {300, 16, 80},
+                                                               {33, 16, 72}}) {
     // tables from random M-RoPE positions (device vs CPU), then the rotation with the CPU's tables
     const int64_t half = D / 2;
     std::vector<int32_t> pos(3 * Tn), hpos(Tn), wpos(Tn);
@@ -507,6 +508,27 @@ template <typename T> void test_rope() {
     rope_backward(rb.data(), x.data(), c.data(), s.data(), Tn, NH, D);
     cu::rope_backward(db.p, dx.p, dc.p, ds.p, Tn, NH, D);
     compare(std::string("rope_backward ") + tname<T>() + shp({Tn, NH, D}), db.get(), rb, tol<T>(), &base);
+    {  // the vision tower's split of its fused projection with the rotation of q and k (one pass in bf16)
+      const int64_t E = NH * D;
+      auto qkv = rnd(Tn * 3 * E);
+      Dt<T> dqkv(qkv);  // qkv now holds its T values
+      std::vector<float> rq(Tn * E), rk(Tn * E), rv(Tn * E), q0(Tn * E), k0(Tn * E);
+      for (int64_t t = 0; t < Tn; t++)
+        for (int64_t e = 0; e < E; e++) {
+          q0[t * E + e] = qkv[t * 3 * E + e];
+          k0[t * E + e] = qkv[t * 3 * E + E + e];
+          rv[t * E + e] = qkv[t * 3 * E + 2 * E + e];
+        }
+      rope_forward(rq.data(), q0.data(), c.data(), s.data(), Tn, NH, D);
+      rope_forward(rk.data(), k0.data(), c.data(), s.data(), Tn, NH, D);
+      Dt<T> gq, gk, gv;
+      gq.poison(Tn * E); gk.poison(Tn * E); gv.poison(Tn * E);
+      cu::split_qkv_rope(gq.p, gk.p, gv.p, dqkv.p, dc.p, ds.p, Tn, NH, D);
+      const std::string sh = std::string(" ") + tname<T>() + shp({Tn, NH, D});
+      compare("split_qkv_rope q" + sh, gq.get(), rq, tol<T>());
+      compare("split_qkv_rope k" + sh, gk.get(), rk, tol<T>());
+      compare("split_qkv_rope v" + sh, gv.get(), rv, 1e-7);
+    }
   }
 }
 
