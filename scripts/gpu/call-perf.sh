@@ -72,4 +72,5 @@ VQALAB_CUDA_PROFILE_OPS=1 trainer eval-profile.log "${EVAL_S:-170}" --steps 1 --
 [ $FUSED = 1 ] && VQALAB_CUDA_LORA_FUSED=0 trainer lora-unfused.log "${LORA_S:-80}" --steps 3 --max 16 --lora 64 --seq 0 --eval 0
 # the same with the two-rounding LoRA linear (what one rounding costs at this workload)
 VQALAB_CUDA_LORA_PAIRS=0 trainer lora-two-roundings.log "${LORA_S:-80}" --steps 3 --max 16 --lora 64 --seq 0 --eval 0
+python3 scripts/gpu/perf-table.py "$OUT" | tee "$OUT/table.md"
 echo "total $(el)"
