@@ -33,10 +33,10 @@ void cuda_fail(cudaError_t e, const char* what, const char* file, int line) {
 }
 
 void check_launch(const char* op, const char* file, int line) {
-  if (op_profiling()) op_mark(op);
   cudaError_t e = cudaGetLastError();
   if (e == cudaSuccess && debug_sync()) e = cudaStreamSynchronize(g_stream);
   if (e != cudaSuccess) cuda_fail(e, op, file, line);
+  if (op_profiling()) op_mark(op);
 }
 
 void* dmalloc(size_t bytes, const char* what) {

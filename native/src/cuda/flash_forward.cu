@@ -3,6 +3,7 @@
 // decode kernel for small calls: flash_decode.cuh).
 #include <atomic>
 
+#include <cstdio>
 #include <cstdlib>
 #include <string>
 
@@ -20,6 +21,8 @@ FlashForward initial_flash_forward() {
   const char* v = std::getenv("VQALAB_CUDA_FLASH_FWD");
   if (v && std::string(v) == "wide") return FlashForward::wide;
   if (v && std::string(v) == "wide64") return FlashForward::wide64;
+  if (v && *v && std::string(v) != "tile")  // a dev switch read at load: said once, not thrown
+    std::fprintf(stderr, "vqalab: VQALAB_CUDA_FLASH_FWD=%s is not one of tile, wide, wide64; using tile\n", v);
   return FlashForward::tile;
 }
 std::atomic<FlashForward> g_flash_forward{initial_flash_forward()};

@@ -232,20 +232,26 @@ __global__ void __launch_bounds__(128) lora_b_round_k(bf16* __restrict__ out, co
     }
     __syncthreads();
   }
+  // each thread holds outputs (col, col + 1) of its rows: one float2 load and one bf16 pair store when both
+  // exist and OC is even (8- and 4-byte aligned), else one at a time
+  const bool pairs = OC % 2 == 0;
 #pragma unroll
   for (int j = 0; j < kLbBN / 8; j++) {
     const int64_t col = o0 + j * 8 + 2 * t4;
+    float b0 = 0.0f, b1 = 0.0f;
+    if (bias && col < OC) b0 = __bfloat162float(bias[col]);
+    if (bias && col + 1 < OC) b1 = __bfloat162float(bias[col + 1]);
 #pragma unroll
     for (int h = 0; h < 2; h++) {
       const int64_t row = t0 + warp * 16 + g + h * 8;
-      if (row >= Tn) continue;
-#pragma unroll
-      for (int e = 0; e < 2; e++) {
-        const int64_t o = col + e;
-        if (o >= OC) continue;
-        float v = acc[row * OC + o] + scale * c[j][2 * h + e];
-        if (bias) v += __bfloat162float(bias[o]);
-        out[row * OC + o] = __float2bfloat16(v);
+      if (row >= Tn || col >= OC) continue;
+      const float s0 = scale * c[j][2 * h], s1 = scale * c[j][2 * h + 1];
+      if (pairs && col + 1 < OC) {
+        const float2 a = *reinterpret_cast<const float2*>(acc + row * OC + col);
+        *reinterpret_cast<__nv_bfloat162*>(out + row * OC + col) = __floats2bfloat162_rn(a.x + s0 + b0, a.y + s1 + b1);
+      } else {
+        out[row * OC + col] = __float2bfloat16(acc[row * OC + col] + s0 + b0);
+        if (col + 1 < OC) out[row * OC + col + 1] = __float2bfloat16(acc[row * OC + col + 1] + s1 + b1);
       }
     }
   }
