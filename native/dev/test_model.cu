@@ -210,6 +210,17 @@ SampleAgreement sample_agreement(const SampleResult& ra, const SampleResult& rb)
   return r;
 }
 
+// The largest difference between a draw's log-probs and those forward gives the same tokens after the prompt.
+double sample_forward_gap(Model& m, const Prompt& prompt, const SampleResult& r) {
+  ForwardRequest fq;
+  fq.prompt = prompt;
+  fq.completions = r.tokens;
+  const auto f = m.forward({fq}, false);
+  double d = 0;
+  for (size_t g = 0; g < r.tokens.size(); g++) d = std::max(d, max_diff(f[0].logprobs[g], r.logprobs[g]));
+  return d;
+}
+
 ForwardRequest request(const ModelConfig& c, uint64_t seed = 7) {
   std::mt19937_64 r(seed);
   ForwardRequest q;
@@ -339,12 +350,7 @@ void run(bool bf16, const ModelConfig& c = tiny()) {
     report(ok, std::string("sample temperature ") + (temp == 0 ? "0 " : "1 ") + tag + (bf16 ? " (reported)" : ""),
            std::to_string(same) + "/" + std::to_string(total) + " tokens equal; log-prob max diff " + fmt("%.2e", dlp));
     // the same tokens scored by forward: sample's log-probs must equal forward's
-    ForwardRequest fq;
-    fq.prompt = q.prompt;
-    fq.completions = rb.tokens;
-    const auto fb = gpu.forward({fq}, false);
-    double d = 0;
-    for (int g = 0; g < s.n; g++) d = std::max(d, max_diff(fb[0].logprobs[g], rb.logprobs[g]));
+    const double d = sample_forward_gap(gpu, q.prompt, rb);
     report(d <= (bf16 ? 5e-2 : 1e-4), std::string("sample log-probs = forward log-probs ") + tag, fmt("%.2e", d));
   }
 }
@@ -750,12 +756,7 @@ void run_lora(bool bf16, const ModelConfig& c = tiny()) {
       report(bf16 || (same == total && dlp <= 1e-4),
              std::string("LoRA merged sampling vs CPU, temperature ") + (temp == 0 ? "0 " : "1 ") + tag + (bf16 ? " (reported)" : ""),
              std::to_string(same) + "/" + std::to_string(total) + " tokens equal; log-prob max diff " + fmt("%.2e", dlp));
-      ForwardRequest fq;
-      fq.prompt = q.prompt;
-      fq.completions = rb.tokens;
-      const auto fb = gpu.forward({fq}, false);
-      double d = 0;
-      for (int g = 0; g < s.n; g++) d = std::max(d, max_diff(fb[0].logprobs[g], rb.logprobs[g]));
+      const double d = sample_forward_gap(gpu, q.prompt, rb);
       report(d <= (bf16 ? 5e-2 : 1e-4), std::string("LoRA merged sample log-probs = forward log-probs ") + tag, fmt("%.2e", d));
     }
   }

@@ -89,8 +89,7 @@ export class PromptBuilder {
    * now does while the previous step's update runs. A sample's prompt depends only on its question,
    * its images and this builder's tokenizer and system prompt, so it is built once.
    */
-  private readonly built = new Map<string, { prompt: Prompt; text: string }>();
-  private readonly builtFor = new Map<string, string>();
+  private readonly built = new Map<string, { prompt: Prompt; text: string; question: string }>();
   /** Loads in flight (a prefetch, or a round's own), so that the same sample is never loaded twice at once. */
   private readonly loading = new Map<string, Promise<ImageInput[]>>();
 
@@ -130,7 +129,6 @@ export class PromptBuilder {
         const oldest = this.cache.keys().next().value!;
         this.cache.delete(oldest);
         this.built.delete(oldest);
-        this.builtFor.delete(oldest);
       }
       this.cache.set(sample.id, imgs);
     }
@@ -148,7 +146,7 @@ export class PromptBuilder {
   async promptFor(sample: VqaSample): Promise<{ prompt: Prompt; text: string }> {
     const hit = this.built.get(sample.id);
     // the same id with another question (a data set edited in place) is built anew
-    if (hit && this.cache.has(sample.id) && this.builtFor.get(sample.id) === sample.question) return hit;
+    if (hit?.question === sample.question) return hit;
     const images = await this.images(sample);
     const messages = Tokenizer.vqaMessages(
       sample.question,
@@ -156,11 +154,9 @@ export class PromptBuilder {
       this.o.systemPrompt,
     );
     const prompt = this.o.tokenizer.buildPrompt(messages, images, { mergeSize: this.o.mergeSize ?? 2 });
-    const out = { prompt, text: this.o.tokenizer.applyChatTemplate(messages) };
-    if (this.cache.get(sample.id) === images) {
-      this.built.set(sample.id, out);
-      this.builtFor.set(sample.id, sample.question);
-    }
+    const out = { prompt, text: this.o.tokenizer.applyChatTemplate(messages), question: sample.question };
+    // kept only while its images are (built entries leave with them on eviction)
+    if (this.cache.get(sample.id) === images) this.built.set(sample.id, out);
     return out;
   }
 }
