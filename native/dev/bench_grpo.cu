@@ -220,6 +220,8 @@ int main(int argc, char** argv) {
     if (cudaGetDeviceProperties(&prop, 0) == cudaSuccess) add_str("card", prop.name);
     const CudaOptions o = dev::cuda_options_from_env();
     add_str("attention", o.attention == CudaAttention::gemm ? "cuBLASLt tiles" : "fused");
+    cu::set_flash_forward(dev::flash_forward_from_env());  // VQALAB_CUDA_FLASH_FWD: the fused forward's tile kernel
+    add_str("flash_forward", cu::flash_forward_name(cu::flash_forward_kind()));
     add_str("graphs", o.graphs ? "on" : "off");
   }
   // each part on its own: a failing part is reported and the others still run

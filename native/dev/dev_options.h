@@ -3,6 +3,9 @@
 // values (docs/cuda.md, "Options"): VQALAB_CUDA_OFFLOAD, _BF16_MOMENTS, _CHECKPOINT, _GRAPH, _LORA_PAIRS, _LORA_MERGED, _SYNC,
 // _PROFILE (0 or 1), _PACK_ROWS (a positive integer), _ATTN (fused or gemm). The engine itself (native/src)
 // reads none of them. A malformed value stops the program with a message naming the variable.
+// Not a CudaOptions field and not in TypeScript: VQALAB_CUDA_FLASH_FWD (tile, wide or wide64; unset: tile), the
+// forward tile kernel of the fused attention for the whole process (cu::set_flash_forward, flash.h), for an A/B
+// of fwd_w (cuda/flash_forward_wide.cuh) in test_ops, test_model and bench_grpo.
 #pragma once
 #include <cstdio>
 #include <cstdlib>
@@ -10,6 +13,7 @@
 #include <string>
 
 #include "cuda/cuda_options.h"
+#include "cuda/flash.h"
 
 namespace vq {
 namespace dev {
@@ -53,6 +57,14 @@ inline CudaOptions cuda_options_from_env() {
     else bad_env("VQALAB_CUDA_ATTN", e, "fused or gemm");
   }
   return o;
+}
+
+inline cu::FlashForward flash_forward_from_env() {
+  const char* e = std::getenv("VQALAB_CUDA_FLASH_FWD");
+  if (!e || !*e || std::strcmp(e, "tile") == 0) return cu::FlashForward::tile;
+  if (std::strcmp(e, "wide") == 0) return cu::FlashForward::wide;
+  if (std::strcmp(e, "wide64") == 0) return cu::FlashForward::wide64;
+  bad_env("VQALAB_CUDA_FLASH_FWD", e, "tile, wide or wide64");
 }
 
 }  // namespace dev

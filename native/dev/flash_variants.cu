@@ -5,6 +5,7 @@
 #include "cuda/flash_backward_steps.cuh"
 #include "cuda/flash_decode.cuh"
 #include "cuda/flash_forward_kernels.cuh"
+#include "cuda/flash_forward_wide.cuh"
 #include "flash_variants.h"
 
 namespace vq {
@@ -425,7 +426,9 @@ void forward_d(FlashVariant var, bf16* out, float* lse, const bf16* q, const bf1
                int Tq, int Tk, int NH, int KVH, float sl2) {
   const bool pipe = var == FlashVariant::pipelined;
   const int stages = pipe ? 2 : 1;
-  if (cu::wide_call(Tq, NH)) {
+  if (var == FlashVariant::wide) cu::launch_wide<D, 4>(out, lse, q, k, v, spans, Tq, Tk, NH, KVH, sl2);
+  else if (var == FlashVariant::wide64) cu::launch_wide<D, 2>(out, lse, q, k, v, spans, Tq, Tk, NH, KVH, sl2);
+  else if (cu::wide_call(Tq, NH)) {
     if (pipe) cu::launch_tiles<D, 4>(cu::fwd_p<D, 4>, stages, out, lse, q, k, v, spans, Tq, Tk, NH, KVH, sl2);
     else cu::launch_tiles<D, 4>(cu::fwd_k<D, 4>, stages, out, lse, q, k, v, spans, Tq, Tk, NH, KVH, sl2);
   } else {
@@ -477,7 +480,15 @@ int decode_max_tile_rows(int64_t NH, int64_t KVH) {
   return 16 / t.hc;
 }
 
-const char* variant_name(FlashVariant v) { return v == FlashVariant::pipelined ? "pipelined" : "simple"; }
+const char* variant_name(FlashVariant v) {
+  switch (v) {
+    case FlashVariant::pipelined: return "pipelined";
+    case FlashVariant::simple: return "simple";
+    case FlashVariant::wide: return "wide";
+    case FlashVariant::wide64: return "wide64";
+  }
+  return "?";
+}
 
 void attention_forward(FlashVariant var, bf16* out, float* lse, const bf16* q, const bf16* k, const bf16* v,
                        const Span* spans, int64_t Tq, int64_t Tk, int64_t NH, int64_t KVH, int64_t D) {
@@ -497,7 +508,7 @@ void attention_backward(FlashVariant var, bf16* dq, bf16* dk, bf16* dv, const bf
   const float sl2 = cu::kLog2e * scale;
   const int iTq = static_cast<int>(Tq), iTk = static_cast<int>(Tk), iNH = static_cast<int>(NH),
             iKVH = static_cast<int>(KVH);
-  if (var == FlashVariant::pipelined) {  // the engine's backward
+  if (var != FlashVariant::simple) {  // the engine's backward
     cu::flash_backward(dq, dk, dv, dout, q, k, v, out, lse, dsp, Tq, Tk, NH, KVH, D);
     return;
   }

@@ -17,6 +17,11 @@ enum class FlashVariant {
   // one stage everywhere, forward and backward (the backward's one-stage kernels live only here); single-warp
   // blocks for small calls
   simple,
+  // the forward fwd_w (cuda/flash_forward_wide.cuh: 32 query rows per warp) at every call size, with 4 warps
+  // (128-row tiles) or 2 (64-row tiles); the engine's backward. (The engine takes fwd_w only for calls that fill the
+  // card, and only when cu::set_flash_forward picks it.)
+  wide,
+  wide64,
 };
 const char* variant_name(FlashVariant v);
 

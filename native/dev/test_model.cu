@@ -702,6 +702,26 @@ void run_lora(bool bf16, const ModelConfig& c = tiny()) {
     wrel = std::max(wrel, rel);
   }
   report(bf16 ? worst >= 0.999 : wrel <= 1e-3, std::string("LoRA gradients ") + tag, fmt("worst cosine %.6f, worst rel_l2 %.2e", worst, wrel));
+  {  // activation checkpointing flipped: the layer recomputed in the shared scratch keeps x A^T in its slots as the
+     // forward did (down's, which the recompute does not reach, recomputed): the same adapter gradients
+    CudaOptions o = dev::cuda_options_from_env();
+    o.checkpoint = !o.checkpoint;
+    Model ck(c, 4096);
+    ck.add_lora(lo);
+    copy_params(ck, cpu);
+    ck.attach_device(make_cuda_model(ck, 0, bf16, o));
+    ck.forward({q}, true);
+    ck.backward(gr);
+    double crel = 0;
+    for (const auto& n : cpu.tensor_names()) {
+      if (n.find("lora_") == std::string::npos) continue;
+      double rel, cs;
+      rel_cos(ck.tensor_grad(n), gpu.tensor_grad(n), numel(cpu.tensor_shape(n)), rel, cs);
+      crel = std::max(crel, rel);
+    }
+    report(crel <= (bf16 ? 1e-2 : 1e-5), std::string("LoRA gradients, checkpointing ") + (o.checkpoint ? "on" : "off") +
+           " vs " + (o.checkpoint ? "off " : "on ") + tag, fmt("worst rel_l2 %.2e", crel));
+  }
   {  // after a step, the adapters the GPU's forward uses (bf16: the hi/lo pairs of the master) are the
      // stepped ones: a CPU model given the pulled weights agrees with it, and the step moved the logits
     AdamWOptions o;
@@ -859,6 +879,7 @@ int main(int argc, char** argv) {
     std::printf("skipped: no CUDA device\n");
     return 0;
   }
+  cu::set_flash_forward(dev::flash_forward_from_env());  // VQALAB_CUDA_FLASH_FWD: the fused forward's tile kernel
   // families: run only the newer families' checks (scripts/gpu/test-families.sh)
   const bool families_only = argc > 1 && std::string(argv[1]) == "families";
   const std::vector<uint64_t> seeds = test_seeds();

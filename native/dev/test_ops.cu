@@ -36,18 +36,26 @@ int failures = 0, checks = 0;
 std::string filter;
 // Which attention test_attention<bf16> runs: the engine's (its fused kernels, or the cuBLASLt tile path that
 // CudaOptions::attention = gemm takes) or a variant of native/dev/flash_variants.cu.
-enum class AttRun { engine_fused, engine_gemm, pipelined_variant, simple_variant };
+// (wide_variant, wide64_variant: the forward fwd_w of cuda/flash_forward_wide.cuh at every call size.)
+enum class AttRun { engine_fused, engine_gemm, pipelined_variant, simple_variant, wide_variant, wide64_variant };
 AttRun att_run = AttRun::engine_fused;
 const char* att_path = "";  // its name suffix in the checks
+
+dev::FlashVariant att_variant() {
+  switch (att_run) {
+    case AttRun::simple_variant: return dev::FlashVariant::simple;
+    case AttRun::wide_variant: return dev::FlashVariant::wide;
+    case AttRun::wide64_variant: return dev::FlashVariant::wide64;
+    default: return dev::FlashVariant::pipelined;
+  }
+}
 
 template <typename T>
 void run_attention_forward(T* out, float* lse, const T* q, const T* k, const T* v, const Span* spans, int64_t Tq,
                            int64_t Tk, int64_t NH, int64_t KVH, int64_t D) {
   if constexpr (std::is_same<T, bf16>::value) {
-    if ((att_run == AttRun::pipelined_variant || att_run == AttRun::simple_variant) && cu::flash_supported(D)) {
-      const auto var = att_run == AttRun::pipelined_variant ? dev::FlashVariant::pipelined : dev::FlashVariant::simple;
-      return dev::attention_forward(var, out, lse, q, k, v, spans, Tq, Tk, NH, KVH, D);
-    }
+    if (att_run != AttRun::engine_fused && att_run != AttRun::engine_gemm && cu::flash_supported(D))
+      return dev::attention_forward(att_variant(), out, lse, q, k, v, spans, Tq, Tk, NH, KVH, D);
   }
   cu::attention_forward(out, lse, q, k, v, spans, Tq, Tk, NH, KVH, D,
                         att_run == AttRun::engine_gemm ? CudaAttention::gemm : CudaAttention::fused);
@@ -57,10 +65,8 @@ void run_attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* q, cons
                             const float* lse, const Span* spans, int64_t Tq, int64_t Tk, int64_t NH, int64_t KVH,
                             int64_t D) {
   if constexpr (std::is_same<T, bf16>::value) {
-    if ((att_run == AttRun::pipelined_variant || att_run == AttRun::simple_variant) && cu::flash_supported(D)) {
-      const auto var = att_run == AttRun::pipelined_variant ? dev::FlashVariant::pipelined : dev::FlashVariant::simple;
-      return dev::attention_backward(var, dq, dk, dv, dout, q, k, v, out, lse, spans, Tq, Tk, NH, KVH, D);
-    }
+    if (att_run != AttRun::engine_fused && att_run != AttRun::engine_gemm && cu::flash_supported(D))
+      return dev::attention_backward(att_variant(), dq, dk, dv, dout, q, k, v, out, lse, spans, Tq, Tk, NH, KVH, D);
   }
   cu::attention_backward(dq, dk, dv, dout, q, k, v, out, lse, spans, Tq, Tk, NH, KVH, D,
                          att_run == AttRun::engine_gemm ? CudaAttention::gemm : CudaAttention::fused);
@@ -386,8 +392,11 @@ template <typename T> void test_lora() {
 // were not rounded once from an fp32-accurate sum. The two-op path (linear_forward, then lora_forward with
 // bf16 adapters) is measured the same way for comparison (printed, not checked).
 void test_linear_lora() {
+  // lora_b_round_k (K = 3R): scalar loads (3R % 8 != 0) and 16-byte loads, one partial K chunk of 32 or a full one
+  // then a partial one (R 12: K 36, scalar; R 16: K 48, vector), partial row and output tiles, several of each
   for (auto [Tn, IC, OC, R] : std::vector<std::array<int64_t, 4>>{{1, 5, 3, 2}, {9, 64, 48, 8}, {33, 80, 200, 4},
-                                                                   {130, 1536, 256, 64}}) {
+                                                                   {130, 1536, 256, 64}, {70, 96, 130, 12},
+                                                                   {65, 64, 72, 16}}) {
     const std::string sh = shp({Tn, IC, OC, R});
     auto x = rnd(Tn * IC), w = rnd(OC * IC, -0.5f, 0.5f), b = rnd(OC, -0.5f, 0.5f);
     auto A = rnd(R * IC, -0.3f, 0.3f), B = rnd(OC * R, -0.3f, 0.3f);
@@ -449,7 +458,8 @@ void test_linear_lora() {
 }
 
 template <typename T> void test_rope() {
-  for (auto [Tn, NH, D] : std::vector<std::array<int64_t, 3>>{{1, 1, 2}, {7, 3, 6}, {65, 12, 128}, {300, 16, 80}}) {
+  for (auto [Tn, NH, D] : std::vector<std::array<int64_t, 3>>{{1, 1, 2}, {7, 3, 6}, {65, 12, 128}, {300, 16, 80},
+                                                               {33, 16, 72}}) {
     // tables from random M-RoPE positions (device vs CPU), then the rotation with the CPU's tables
     const int64_t half = D / 2;
     std::vector<int32_t> pos(3 * Tn), hpos(Tn), wpos(Tn);
@@ -498,6 +508,27 @@ template <typename T> void test_rope() {
     rope_backward(rb.data(), x.data(), c.data(), s.data(), Tn, NH, D);
     cu::rope_backward(db.p, dx.p, dc.p, ds.p, Tn, NH, D);
     compare(std::string("rope_backward ") + tname<T>() + shp({Tn, NH, D}), db.get(), rb, tol<T>(), &base);
+    {  // the vision tower's split of its fused projection with the rotation of q and k (one pass in bf16)
+      const int64_t E = NH * D;
+      auto qkv = rnd(Tn * 3 * E);
+      Dt<T> dqkv(qkv);  // qkv now holds its T values
+      std::vector<float> rq(Tn * E), rk(Tn * E), rv(Tn * E), q0(Tn * E), k0(Tn * E);
+      for (int64_t t = 0; t < Tn; t++)
+        for (int64_t e = 0; e < E; e++) {
+          q0[t * E + e] = qkv[t * 3 * E + e];
+          k0[t * E + e] = qkv[t * 3 * E + E + e];
+          rv[t * E + e] = qkv[t * 3 * E + 2 * E + e];
+        }
+      rope_forward(rq.data(), q0.data(), c.data(), s.data(), Tn, NH, D);
+      rope_forward(rk.data(), k0.data(), c.data(), s.data(), Tn, NH, D);
+      Dt<T> gq, gk, gv;
+      gq.poison(Tn * E); gk.poison(Tn * E); gv.poison(Tn * E);
+      cu::split_qkv_rope(gq.p, gk.p, gv.p, dqkv.p, dc.p, ds.p, Tn, NH, D);
+      const std::string sh = std::string(" ") + tname<T>() + shp({Tn, NH, D});
+      compare("split_qkv_rope q" + sh, gq.get(), rq, tol<T>());
+      compare("split_qkv_rope k" + sh, gk.get(), rk, tol<T>());
+      compare("split_qkv_rope v" + sh, gv.get(), rv, 1e-7);
+    }
   }
 }
 
@@ -689,6 +720,37 @@ void compare_decode(const std::string& name, const std::vector<float>& out, cons
   const bool ok = eo <= tol<bf16>() && el <= tol<bf16>();  // false for NaN
   if (!ok) failures++;
   std::printf("%-4s %-80s out %.2e lse %.2e  tol %.0e\n", ok ? "ok" : "FAIL", name.c_str(), eo, el, tol<bf16>());
+}
+
+// ---- fwd_w (cuda/flash_forward_wide.cuh: 32 query rows per warp, two 16-row atoms) where rows that read no key
+// (lse -inf, zero output) share warps and atoms with rows that do, a warp's rows are all empty, one empty row breaks
+// a full block, and the last tile ends before 128 / 64 rows; the 16-row pipelined kernel on the same calls.
+// test_attention's cases hold no empty row (compare() takes no -inf). ----
+void test_wide_empty_rows() {
+  std::vector<Span> s;
+  for (int i = 0; i < 40; i++) s.push_back({0, 0, 0, 0});          // warp 0 and half of warp 1: no keys
+  for (int i = 0; i < 50; i++) s.push_back({0, 0, 40, 90});        // a frame (bidirectional), rows 40..89
+  s[60] = {0, 0, 0, 0};                                            // one empty row among the frame's
+  for (int i = 0; i < 20; i++) s.push_back({0, 0, 0, 0});
+  for (int i = 0; i < 30; i++) s.push_back({40, 90, 110, 110 + i + 1});  // prefix + causal completion
+  s.push_back({7, 8, 0, 0});                                       // one key
+  const int64_t Tq = static_cast<int64_t>(s.size()), Tk = Tq, NH = 4, KVH = 2;
+  for (int64_t D : {16, 64, 80, 128}) {
+    auto q = rnd(Tq * NH * D, -2, 2), k = rnd(Tk * KVH * D, -2, 2), v = rnd(Tk * KVH * D);
+    Dt<bf16> dq(q), dk(k), dv(v);
+    std::vector<float> ref(Tq * NH * D), lref(Tq * NH);
+    attention_forward(ref.data(), lref.data(), q.data(), k.data(), v.data(), s.data(), Tq, Tk, NH, KVH, D);
+    for (auto var : {dev::FlashVariant::wide, dev::FlashVariant::wide64, dev::FlashVariant::pipelined}) {
+      Dt<bf16> out;
+      out.poison(Tq * NH * D);
+      Dt<float> dl;
+      dl.poison(Tq * NH);
+      dev::attention_forward(var, out.p, dl.p, dq.p, dk.p, dv.p, s.data(), Tq, Tk, NH, KVH, D);
+      compare_decode(std::string("attention_forward empty rows (") + dev::variant_name(var) + ")" +
+                         shp({Tq, Tk, NH, KVH, D}),
+                     out.get(), ref, dl.get(), lref);
+    }
+  }
 }
 
 void test_decode_attention() {
@@ -1119,13 +1181,28 @@ void bench_ops() {
       Dt<float> lse;
       lse.poison(T * c.NH);
       const double fl = cu::attention_flops(s.data(), T, c.NH, c.D);
-      const struct { AttRun run; const char* name; } runs[] = {{AttRun::engine_fused, "default"},
-                                                                {AttRun::pipelined_variant, "pipelined"},
-                                                                {AttRun::simple_variant, "simple"},
-                                                                {AttRun::engine_gemm, "gemm"}};
-      for (const auto& r : runs) {  // the engine's kernels, the variants of flash_variants.cu, the cuBLASLt tiles
+      // the engine's kernels (its forward tile kernel as cu::set_flash_forward picks: tile = the default, wide and
+      // wide64 = fwd_w), the variants of flash_variants.cu, the cuBLASLt tiles
+      const struct { AttRun run; cu::FlashForward fwd; const char* name; } runs[] = {
+          {AttRun::engine_fused, cu::FlashForward::tile, "default"}, {AttRun::engine_fused, cu::FlashForward::wide, "wide"},
+          {AttRun::engine_fused, cu::FlashForward::wide64, "wide64"}, {AttRun::pipelined_variant, cu::FlashForward::tile, "pipelined"},
+          {AttRun::simple_variant, cu::FlashForward::tile, "simple"}, {AttRun::engine_gemm, cu::FlashForward::tile, "gemm"}};
+      std::vector<float> tile_out, tile_lse;
+      for (const auto& r : runs) {
+        if (r.fwd != cu::FlashForward::tile && c.kind == 2) continue;  // decode calls never take the tile kernels
         att_run = r.run;
+        cu::set_flash_forward(r.fwd);
         const float f = time([&] { run_attention_forward(out.p, lse.p, dq.p, dk.p, dv.p, s.data(), T, Tk, c.NH, c.KVH, c.D); }, 10);
+        if (r.fwd != cu::FlashForward::tile) {  // fwd_w: its output against the default's at this shape; forward only
+          compare(std::string("attention_forward ") + r.name + " vs default, " + c.n, out.get(), tile_out, tol<bf16>());
+          compare(std::string("attention_forward lse ") + r.name + " vs default, " + c.n, lse.get(), tile_lse, tol<bf16>());
+          std::printf("  attention %-44s %-9s fwd %7.3f ms (%6.1f TFLOP/s)\n", c.n, r.name, f, fl / f / 1e9);
+          continue;
+        }
+        if (tile_out.empty()) {
+          tile_out = out.get();
+          tile_lse = lse.get();
+        }
         if (c.kind == 2) {  // decode: forward only
           std::printf("  attention %-44s %-9s fwd %7.3f ms (%6.1f TFLOP/s)\n", c.n, r.name, f, fl / f / 1e9);
           continue;
@@ -1135,6 +1212,7 @@ void bench_ops() {
                     r.name, f, fl / f / 1e9, bw, 2.5 * fl / bw / 1e9);
       }
       att_run = AttRun::engine_fused;
+      cu::set_flash_forward(dev::flash_forward_from_env());
     }
   }
   if (all || want("decode_attention")) bench_decode(time);
@@ -1174,6 +1252,7 @@ int main(int argc, char** argv) {
     else filter = argv[i];
   }
   cu::set_debug_sync(dev::cuda_options_from_env().sync_every_op);  // VQALAB_CUDA_SYNC=1: every op synchronises
+  cu::set_flash_forward(dev::flash_forward_from_env());  // VQALAB_CUDA_FLASH_FWD: the engine's forward tile kernel
   cudaDeviceProp prop;
   cudaGetDeviceProperties(&prop, 0);
   std::printf("device: %s (sm_%d%d, %d SMs, %.1f GiB)\n", prop.name, prop.major, prop.minor, prop.multiProcessorCount,
@@ -1194,6 +1273,13 @@ int main(int argc, char** argv) {
       att_run = AttRun::simple_variant;
       att_path = " (simple flash)";
       test_attention<bf16>();
+      att_run = AttRun::wide_variant;  // fwd_w, 4 warps of 32 rows (128-row tiles), at every call size
+      att_path = " (wide forward)";
+      test_attention<bf16>();
+      att_run = AttRun::wide64_variant;  // fwd_w, 2 warps of 32 rows (64-row tiles)
+      att_path = " (wide64 forward)";
+      test_attention<bf16>();
+      test_wide_empty_rows();
       att_run = AttRun::engine_gemm;  // the engine with CudaOptions::attention = gemm
       att_path = " (cuBLASLt tiles)";
       test_attention<bf16>();

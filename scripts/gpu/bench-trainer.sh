@@ -68,7 +68,7 @@ trainer() {  # log name, time limit, bench args...
 [ "${SKIP_REF:-0}" != 1 ] && reference 16 reference-16.log
 wait $MK; tail -2 "$OUT/make-model.log"; echo "($(el))"; du -sh $MODEL
 if [ -f native/build/Release/vqalab.node ]; then
-  [ "${SKIP_T16:-0}" != 1 ] && trainer trainer-16.log "${TRAINER_S:-170}" --steps 3 --max 16 --eval "${EVAL_N:-512}" --eval-one 16
+  [ "${SKIP_T16:-0}" != 1 ] && trainer trainer-16.log "${TRAINER_S:-170}" --steps 3 --max 16 --eval "${EVAL_N:-512}" --eval-one 16 ${EVAL_BATCH:+--eval-batch $EVAL_BATCH}
   [ "${SKIP_LORA:-0}" != 1 ] && trainer trainer-lora.log "${LORA_S:-80}" --steps 3 --max 16 --lora 64 --seq 0 --eval 0
 fi
 if [ "${SKIP_LONG:-0}" != 1 ]; then

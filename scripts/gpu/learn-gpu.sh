@@ -19,7 +19,7 @@ LARGE_DEMO=${LARGE_DEMO-"--sft-lr 5e-4 --grpo-lr 1e-4 --grpo-steps 150"}
 {
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
   if [ -d prebuilt ]; then mkdir -p native/build/cuda && cp prebuilt/*.o native/build/cuda/ && touch native/build/cuda/*.o; echo "prebuilt: $(ls prebuilt | tr '\n' ' ')"; fi
-  [ -f node_modules.tar.xz ] && [ ! -d node_modules ] && xz -d -c node_modules.tar.xz | tar -xf - && echo "unpacked node_modules"
+  [ -f node_modules.tar.xz ] && [ ! -d node_modules/sharp ] && xz -d -c node_modules.tar.xz | tar -xf - && echo "unpacked node_modules"
 } > "$OUT/build.log" 2>&1
 ( bash .gpu/with-node.sh node demo.mjs make-model $LARGE_DIR $LARGE > "$OUT/make-model.log" 2>&1; echo "exit $?" >> "$OUT/make-model.log" ) &
 MK=$!

@@ -36,6 +36,7 @@ void check_launch(const char* op, const char* file, int line) {
   cudaError_t e = cudaGetLastError();
   if (e == cudaSuccess && debug_sync()) e = cudaStreamSynchronize(g_stream);
   if (e != cudaSuccess) cuda_fail(e, op, file, line);
+  if (op_profiling()) op_mark(op);
 }
 
 void* dmalloc(size_t bytes, const char* what) {

@@ -39,6 +39,17 @@ void set_stream(cudaStream_t s);
 bool debug_sync();
 void set_debug_sync(bool on);
 
+// Op-level timing (env VQALAB_CUDA_PROFILE_OPS=1, read once; op_profile.cu): every checked launch and every
+// GEMM records an event on its stream, and the report sums, per (phase, op), the device time from the previous
+// mark of that stream (the op's own time, plus any idle gap before it) and the host time between the two
+// marks (what issuing it cost). Off: one load of a flag per op.
+bool op_profiling();
+void op_mark(const char* op);
+// The named phase the next marks belong to (Phase sets it while it runs); returns the previous one.
+const char* set_op_context(const char* phase);
+// Per (phase, op): device ms, host ms, count, largest first; clears the marks. Empty when off.
+std::string op_profile_report();
+
 // Device memory from the stream-ordered pool. On failure: "out of GPU memory: <what> needs N MiB
 // (free F of T MiB on cuda:D); hint: ..." as vq::Error.
 void* dmalloc(size_t bytes, const char* what);

@@ -134,6 +134,8 @@ struct Pinned {
 // stream is being captured (graphs).
 struct Phase {
   long idx = -1;
+  const char* prev_ctx = nullptr;  // the op profile's phase before this one (a top-level phase sets its own)
+  bool ctx = false;
   Phase(bool on, const char* name);
   ~Phase() { stop(); }
   void stop();  // records the end now (once)
@@ -171,6 +173,9 @@ struct CuTextLayer {
   // Qwen3-VL: q and k before their per-head RMSNorm, and its rstd (rows, heads)
   DArray<T> qraw{"text activations"}, kraw{"text activations"};
   DArray<float> qrstd{"text activations"}, krstd{"text activations"};
+  // LoRA: x A^T of the seven adapted linears (q k v o gate up down; rows, rank each), which their
+  // backward reads instead of recomputing it
+  DArray<T> lxa{"LoRA activations"};
 };
 // One DeepStack merger (Qwen3-VL): its input is a block's output (fp32, x: a buffer of the tower kept
 // for backward), normed over each merged row (E * merge^2), then fc1, gelu, fc2 -> out (Nm, H).
@@ -346,7 +351,8 @@ class CudaModel final : public DeviceModel {
     }
   }
 
-  void lin_forward(const Lin& l, T* out, const T* inp, int64_t n) {
+  // xa_keep: where x A^T of the adapter goes (for lin_backward's xa_saved); nullptr: scratch
+  void lin_forward(const Lin& l, T* out, const T* inp, int64_t n, T* xa_keep = nullptr) {
     if (merged_on_ && l.lora >= 0 && h_.lora_enabled() && merged_off_[l.lora] >= 0) {  // sampling: W + s B A
       cu::linear_forward(out, inp, static_cast<const T*>(merged_.p + merged_off_[l.lora]),
                          l.b >= 0 ? P(l.b) : static_cast<const T*>(nullptr), n, l.in, l.out);
@@ -357,7 +363,7 @@ class CudaModel final : public DeviceModel {
         const LoraInfo& li = h_.lora_slots()[l.lora];
         const int64_t R = h_.lora_rank();
         const cu::bf16* A = lsplit_.p + lsplit_off_[l.lora];
-        cu::linear_lora_forward(out, nullptr, inp, P(l.w), l.b >= 0 ? P(l.b) : nullptr, A, A + 2 * R * li.in, n, l.in,
+        cu::linear_lora_forward(out, xa_keep, inp, P(l.w), l.b >= 0 ? P(l.b) : nullptr, A, A + 2 * R * li.in, n, l.in,
                                 l.out, R, h_.lora_scale(), lacc_.fit(n * l.out), lxa2_.fit(n * 2 * R),
                                 lxcat_.fit(n * 3 * R));
         return;
@@ -366,12 +372,14 @@ class CudaModel final : public DeviceModel {
     cu::linear_forward(out, inp, P(l.w), l.b >= 0 ? P(l.b) : static_cast<const T*>(nullptr), n, l.in, l.out);
     if (l.lora >= 0 && h_.lora_enabled()) {
       const LoraInfo& li = h_.lora_slots()[l.lora];
-      cu::lora_forward(out, xa_.fit(n * h_.lora_rank()), inp, lw_.p + li.a_off, lw_.p + li.b_off, n, l.in, l.out,
+      cu::lora_forward(out, xa_keep ? xa_keep : xa_.fit(n * h_.lora_rank()), inp, lw_.p + li.a_off, lw_.p + li.b_off, n, l.in, l.out,
                        h_.lora_rank(), h_.lora_scale());
     }
   }
   // acc = false: dinp is overwritten by this linear (the first of several that add into it)
-  void lin_backward(const Lin& l, T* dinp, const T* dout, const T* inp, int64_t n, bool acc = true) {
+  // xa_saved: the forward's x A^T of this adapter (lin_forward's xa_keep); nullptr: recomputed here
+  void lin_backward(const Lin& l, T* dinp, const T* dout, const T* inp, int64_t n, bool acc = true,
+                    const T* xa_saved = nullptr) {
     float* dw = G(l.w);
     float* db = l.b >= 0 ? G(l.b) : nullptr;
     if (dinp || dw || db) cu::linear_backward(dinp, dw, db, dout, inp, P(l.w), n, l.in, l.out, acc);
@@ -379,8 +387,12 @@ class CudaModel final : public DeviceModel {
       const LoraInfo& li = h_.lora_slots()[l.lora];
       const T* A = lw_.p + li.a_off;
       const T* B = lw_.p + li.b_off;
-      T* xa = xa_.fit(n * h_.lora_rank());
-      cu::linear_forward(xa, inp, A, static_cast<const T*>(nullptr), n, l.in, h_.lora_rank());
+      const T* xa = xa_saved;
+      if (!xa) {
+        T* r = xa_.fit(n * h_.lora_rank());
+        cu::linear_forward(r, inp, A, static_cast<const T*>(nullptr), n, l.in, h_.lora_rank());
+        xa = r;
+      }
       float* dA = lgrads_.p ? lgrads_.p + li.a_off : nullptr;
       float* dB = lgrads_.p ? lgrads_.p + li.b_off : nullptr;
       cu::lora_backward(dinp, dA, dB, dout, inp, xa, A, B, n, l.in, l.out, h_.lora_rank(), h_.lora_scale());

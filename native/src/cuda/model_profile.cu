@@ -22,6 +22,10 @@ double wall_ms() {
 
 Phase::Phase(bool on, const char* name) {
   if (!name || !on) return;
+  if (name[0] != ' ') {  // top-level phases name the ops they issue (sub-phases are indented)
+    prev_ctx = cu::set_op_context(name);
+    ctx = true;
+  }
   cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
   if (cudaStreamIsCapturing(cu::stream(), &cs) != cudaSuccess || cs != cudaStreamCaptureStatusNone) return;
   cudaEvent_t a = nullptr, b = nullptr;
@@ -32,6 +36,10 @@ Phase::Phase(bool on, const char* name) {
   idx = static_cast<long>(g_prof.size()) - 1;
 }
 void Phase::stop() {
+  if (ctx) {
+    cu::set_op_context(prev_ctx);
+    ctx = false;
+  }
   if (idx < 0) return;
   std::lock_guard<std::mutex> l(g_prof_mu);
   cudaEventRecord(g_prof[idx].b, cu::stream());
@@ -89,7 +97,7 @@ std::string cuda_profile_report() {
     std::snprintf(b, sizeof b, "  %-28s %9.2f ms  (%d)\n", n.c_str(), sum[n].first, sum[n].second);
     out += b;
   }
-  return out;
+  return out + cu::op_profile_report();
 }
 
 

@@ -10,6 +10,11 @@ void CudaModel<T>::text_layer(size_t li, CuTextLayer<T>& A, int64_t n, float* x,
                               const Span* dspans, T* kcache, T* vcache, int64_t cache_rows, const int64_t* slots) {
   const int64_t H = tc().hidden, NH = tc().heads, KVH = tc().kv_heads, D = tc().head_dim, I = tc().inter, KVD = KVH * D;
   const TextLayerW& L = h_.text_layers()[li];
+  // LoRA: each adapted linear's x A^T kept in A.lxa (slot k of 7: q k v o gate up down) for the backward; not
+  // with a KV cache (sampling: no backward follows, and a decode step's eager run would size it for nothing)
+  const int64_t R = !kcache && h_.lora_active() && h_.lora_enabled() ? h_.lora_rank() : 0;
+  T* lxa = R ? A.lxa.fit(7 * n * R) : nullptr;
+  auto xk = [&](const Lin& l, int k) { return lxa && l.lora >= 0 ? lxa + k * n * R : nullptr; };
   // Decode steps (a cache and few rows) are profiled op by op: with graphs off (opt_.graphs) these
   // phases say where a step's time goes (docs/cuda.md, Design, "Profile").
   const bool dec = opt_.profile && kcache && n <= 512;
@@ -21,14 +26,14 @@ void CudaModel<T>::text_layer(size_t li, CuTextLayer<T>& A, int64_t n, float* x,
   ph_norm.stop();
   Phase ph_qkv(dec, "  decode: q/k/v linear");
   if (tc().qk_norm) {  // Qwen3-VL: per-head RMSNorm of q and k before the rotary embedding
-    lin_forward(L.q, A.qraw.fit(n * NH * D), A.h1.p, n);
-    lin_forward(L.k, A.kraw.fit(n * KVD), A.h1.p, n);
+    lin_forward(L.q, A.qraw.fit(n * NH * D), A.h1.p, n, xk(L.q, 0));
+    lin_forward(L.k, A.kraw.fit(n * KVD), A.h1.p, n, xk(L.k, 1));
     qk_norm_forward(L, A, n);
   } else {
-    lin_forward(L.q, A.q.fit(n * NH * D), A.h1.p, n);
-    lin_forward(L.k, A.k.fit(n * KVD), A.h1.p, n);
+    lin_forward(L.q, A.q.fit(n * NH * D), A.h1.p, n, xk(L.q, 0));
+    lin_forward(L.k, A.k.fit(n * KVD), A.h1.p, n, xk(L.k, 1));
   }
-  lin_forward(L.v, A.v.fit(n * KVD), A.h1.p, n);
+  lin_forward(L.v, A.v.fit(n * KVD), A.h1.p, n, xk(L.v, 2));
   ph_qkv.stop();
   Phase ph_rope(dec, "  decode: rope + cache write");
   cu::rope_forward(A.q.p, A.q.p, cos, sin, n, NH, D);
@@ -50,20 +55,20 @@ void CudaModel<T>::text_layer(size_t li, CuTextLayer<T>& A, int64_t n, float* x,
   }
   ph_rope.stop();
   Phase ph_o(dec, "  decode: o linear");
-  lin_forward(L.o, tmp_.fit(n * H), A.att.p, n);
+  lin_forward(L.o, tmp_.fit(n * H), A.att.p, n, xk(L.o, 3));
   ph_o.stop();
   Phase ph_n2(dec, "  decode: norm 2");
   cu::residual_rmsnorm_forward(A.h2.fit(n * H), A.rstd2.fit(n), xmid, x, tmp_.p, P(L.ln2), n, H, tc().eps);
   ph_n2.stop();
   Phase ph_gu(dec, "  decode: gate/up linear");
-  lin_forward(L.gate, A.gate.fit(n * I), A.h2.p, n);
-  lin_forward(L.up, A.up.fit(n * I), A.h2.p, n);
+  lin_forward(L.gate, A.gate.fit(n * I), A.h2.p, n, xk(L.gate, 4));
+  lin_forward(L.up, A.up.fit(n * I), A.h2.p, n, xk(L.up, 5));
   ph_gu.stop();
   Phase ph_act(dec, "  decode: swiglu");
   cu::swiglu_forward(A.act.fit(n * I), A.gate.p, A.up.p, n * I);
   ph_act.stop();
   Phase ph_down(dec, "  decode: down linear");
-  if (mlp_out) lin_forward(L.down, mlp_out, A.act.p, n);
+  if (mlp_out) lin_forward(L.down, mlp_out, A.act.p, n, xk(L.down, 6));
 }
 
 // x0: the embeddings (n, H) fp32; with keep it becomes layer 0's saved input. Leaves the final norm's
@@ -125,6 +130,7 @@ void CudaModel<T>::text_backward(CuActs<T>& a, int64_t n, float* dx, T* dxT) {
   DArray<T> dqn("text gradients"), dkn("text gradients");  // Qwen3-VL: of q, k before their norms
   if (tc().qk_norm) { dqn.fit(n * NH * D); dkn.fit(n * KVD); }
   const bool ds_grads = vision_trainable();  // DeepStack features need gradients only for the tower
+  const int64_t R = h_.lora_active() && h_.lora_enabled() ? h_.lora_rank() : 0;
   for (size_t li = h_.text_layers().size(); li-- > 0;) {
     h_.check_cancel();
     const TextLayerW& L = h_.text_layers()[li];
@@ -136,13 +142,17 @@ void CudaModel<T>::text_backward(CuActs<T>& a, int64_t n, float* dx, T* dxT) {
       Ap = &tscr_;
     }
     CuTextLayer<T>& A = *Ap;
+    // the forward's x A^T per adapted linear (text_layer's slots); the checkpointed recompute above wrote them too,
+    // except down's (it ran without an MLP output): that one is recomputed
+    const T* lxa = R && A.lxa.n == 7 * n * R ? A.lxa.p : nullptr;
+    auto xs = [&](const Lin& l, int k) -> const T* { return lxa && l.lora >= 0 ? lxa + k * n * R : nullptr; };
     if (ds_grads && deepstack_after(a, li)) deepstack_grad(a, li, dx);  // dx: of this layer's output
-    lin_backward(L.down, dact.p, dxT, A.act.p, n, false);
+    lin_backward(L.down, dact.p, dxT, A.act.p, n, false, a.ckpt ? nullptr : xs(L.down, 6));
     cu::swiglu_backward(dgate.p, dup.p, dact.p, A.gate.p, A.up.p, n * I, false);
-    lin_backward(L.gate, dh.p, dgate.p, A.h2.p, n, false);
-    lin_backward(L.up, dh.p, dup.p, A.h2.p, n, true);
+    lin_backward(L.gate, dh.p, dgate.p, A.h2.p, n, false, xs(L.gate, 4));
+    lin_backward(L.up, dh.p, dup.p, A.h2.p, n, true, xs(L.up, 5));
     cu::rmsnorm_backward(dx, G(L.ln2), dh.p, static_cast<const float*>(A.xmid.p), P(L.ln2), A.rstd2.p, n, H, dxT);
-    lin_backward(L.o, datt.p, dxT, A.att.p, n, false);
+    lin_backward(L.o, datt.p, dxT, A.att.p, n, false, xs(L.o, 3));
     zero(dq.p, n * NH * D);
     zero(dk.p, n * KVD);
     zero(dv.p, n * KVD);
@@ -155,13 +165,13 @@ void CudaModel<T>::text_backward(CuActs<T>& a, int64_t n, float* dx, T* dxT) {
     cu::rope_backward(dkr.p, dk.p, a.cos.p, a.sin.p, n, KVH, D, false);
     if (tc().qk_norm) {
       qk_norm_backward(L, A, dqr.p, dkr.p, dqn.p, dkn.p, n);
-      lin_backward(L.q, dh.p, dqn.p, A.h1.p, n, false);
-      lin_backward(L.k, dh.p, dkn.p, A.h1.p, n, true);
+      lin_backward(L.q, dh.p, dqn.p, A.h1.p, n, false, xs(L.q, 0));
+      lin_backward(L.k, dh.p, dkn.p, A.h1.p, n, true, xs(L.k, 1));
     } else {
-      lin_backward(L.q, dh.p, dqr.p, A.h1.p, n, false);
-      lin_backward(L.k, dh.p, dkr.p, A.h1.p, n, true);
+      lin_backward(L.q, dh.p, dqr.p, A.h1.p, n, false, xs(L.q, 0));
+      lin_backward(L.k, dh.p, dkr.p, A.h1.p, n, true, xs(L.k, 1));
     }
-    lin_backward(L.v, dh.p, dv.p, A.h1.p, n, true);
+    lin_backward(L.v, dh.p, dv.p, A.h1.p, n, true, xs(L.v, 2));
     cu::rmsnorm_backward(dx, G(L.ln1), dh.p, x, P(L.ln1), A.rstd1.p, n, H, dxT);
   }
 }

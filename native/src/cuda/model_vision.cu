@@ -21,9 +21,7 @@ void CudaModel<T>::vision_block(size_t bi, CuVisionBlock<T>& A, CuActs<T>& a, fl
     cu::layernorm_forward(A.ln1.fit(N * E), A.mean1.fit(N), A.rstd1.fit(N), static_cast<const float*>(x), P(B.n1w),
                           P(B.n1b), N, E, 1e-6f);
   lin_forward(B.qkv, qkv_.fit(N * 3 * E), A.ln1.p, N);
-  cu::split_qkv(A.q.fit(N * E), A.k.fit(N * E), A.v.fit(N * E), qkv_.p, N, E);
-  cu::rope_forward(A.q.p, A.q.p, a.vcos.p, a.vsin.p, N, NH, hd);
-  cu::rope_forward(A.k.p, A.k.p, a.vcos.p, a.vsin.p, N, NH, hd);
+  cu::split_qkv_rope(A.q.fit(N * E), A.k.fit(N * E), A.v.fit(N * E), qkv_.p, a.vcos.p, a.vsin.p, N, NH, hd);
   {
     Phase ph(opt_.profile, "  vision attention fwd");
     const bool windowed = windowed_block(a, bi);

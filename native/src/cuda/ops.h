@@ -176,6 +176,11 @@ template <typename O, typename I> void convert(O* out, const I* in, int64_t n);
 // qkv (N, 3, E) -> q, k, v (N, E) and back (the vision tower's fused projection).
 template <typename T> void split_qkv(T* q, T* k, T* v, const T* qkv, int64_t N, int64_t E);
 template <typename T> void join_qkv(T* qkv, const T* q, const T* k, const T* v, int64_t N, int64_t E);
+// split_qkv, then rope_forward of q and of k with (cos, sin), in one pass (the vision tower's forward: q, k, v
+// (N, NH, D), E = NH D): bf16 with D / 2 a multiple of 8 moves 16-byte chunks; anything else runs the three ops.
+template <typename T>
+void split_qkv_rope(T* q, T* k, T* v, const T* qkv, const float* cos, const float* sin, int64_t N, int64_t NH,
+                    int64_t D);
 
 // ---- sampling ----
 // One token per row of logits (B, V): temperature 0 = argmax (lowest index on ties); otherwise an

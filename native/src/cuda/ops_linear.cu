@@ -1,9 +1,11 @@
 // Linear layers on cuBLASLt with bias and LoRA, and the bf16 one-rounding linear + LoRA (cuda/ops.h).
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <vector>
 
 #include "cuda/gemm.h"
+#include "cuda/mma.cuh"
 #include "cuda/ops_common.cuh"
 
 namespace vq {
@@ -178,6 +180,91 @@ __global__ void lora_xcat_k(bf16* xcat, bf16* xa, const float* xa2, int64_t Tn, 
     if (xa) xa[i] = h;
   }
 }
+// out (T, OC) = bf16(acc + scale * xcat (T, K) @ Bcat (OC, K)^T + bias): the adapter's product added to the base's
+// fp32 sums and rounded once, in one pass over the outputs (the adapter GEMM into an fp32 C and a rounding pass
+// after it moved 14 bytes an output, this 6). Tiles of 64 rows x 64 outputs, 4 warps of 16 rows, K through
+// shared memory 32 at a time (rows padded to 40: the 8 rows of an ldmatrix fall in distinct bank groups).
+constexpr int kLbBM = 64, kLbBN = 64, kLbBK = 32, kLbSD = kLbBK + 8;
+__global__ void __launch_bounds__(128) lora_b_round_k(bf16* __restrict__ out, const float* __restrict__ acc,
+                                                      const bf16* __restrict__ xcat, const bf16* __restrict__ Bcat,
+                                                      const bf16* __restrict__ bias, int64_t Tn, int64_t OC,
+                                                      int64_t K, float scale) {
+  __shared__ __align__(16) bf16 sX[kLbBM * kLbSD];
+  __shared__ __align__(16) bf16 sB[kLbBN * kLbSD];
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t4 = lane & 3;
+  const int64_t t0 = static_cast<int64_t>(blockIdx.y) * kLbBM, o0 = static_cast<int64_t>(blockIdx.x) * kLbBN;
+  // rows of whole 16-byte chunks (the pairs are 3R wide: a rank that is a multiple of 8, aligned buffers)
+  const bool vec = K % 8 == 0 && (reinterpret_cast<uintptr_t>(xcat) | reinterpret_cast<uintptr_t>(Bcat)) % 16 == 0;
+  float c[kLbBN / 8][4];
+#pragma unroll
+  for (int j = 0; j < kLbBN / 8; j++) c[j][0] = c[j][1] = c[j][2] = c[j][3] = 0.0f;
+  for (int64_t k0 = 0; k0 < K; k0 += kLbBK) {
+    if (vec) {  // 64 rows x 4 chunks of 8, for each operand: 2 chunks a thread
+      for (int i = tid; i < kLbBM * (kLbBK / 8); i += 128) {
+        const int r = i / (kLbBK / 8), kc = (i % (kLbBK / 8)) * 8;
+        const int64_t k = k0 + kc, t = t0 + r, o = o0 + r;
+        const uint4 zero4 = make_uint4(0, 0, 0, 0);
+        *reinterpret_cast<uint4*>(sX + r * kLbSD + kc) =
+            t < Tn && k < K ? *reinterpret_cast<const uint4*>(xcat + t * K + k) : zero4;
+        *reinterpret_cast<uint4*>(sB + r * kLbSD + kc) =
+            o < OC && k < K ? *reinterpret_cast<const uint4*>(Bcat + o * K + k) : zero4;
+      }
+    } else {
+      for (int i = tid; i < kLbBM * kLbBK; i += 128) {
+        const int r = i / kLbBK, kk = i % kLbBK;
+        const int64_t k = k0 + kk, t = t0 + r, o = o0 + r;
+        sX[r * kLbSD + kk] = t < Tn && k < K ? xcat[t * K + k] : __float2bfloat16(0.0f);
+        sB[r * kLbSD + kk] = o < OC && k < K ? Bcat[o * K + k] : __float2bfloat16(0.0f);
+      }
+    }
+    __syncthreads();
+#pragma unroll
+    for (int kk = 0; kk < kLbBK; kk += 16) {
+      uint32_t a[4];
+      ldsm4(a, sX + (warp * 16 + (lane & 15)) * kLbSD + kk + (lane >> 4) * 8);
+#pragma unroll
+      for (int np = 0; np < kLbBN / 16; np++) {
+        uint32_t b[4];
+        ldsm4(b, sB + (np * 16 + (lane & 7) + (lane >> 4) * 8) * kLbSD + kk + ((lane >> 3) & 1) * 8);
+        mma(c[2 * np], a, b[0], b[1]);
+        mma(c[2 * np + 1], a, b[2], b[3]);
+      }
+    }
+    __syncthreads();
+  }
+  // each thread holds outputs (col, col + 1) of its rows: one float2 load and one bf16 pair store when both
+  // exist and OC is even (8- and 4-byte aligned), else one at a time
+  const bool pairs = OC % 2 == 0;
+#pragma unroll
+  for (int j = 0; j < kLbBN / 8; j++) {
+    const int64_t col = o0 + j * 8 + 2 * t4;
+    float b0 = 0.0f, b1 = 0.0f;
+    if (bias && col < OC) b0 = __bfloat162float(bias[col]);
+    if (bias && col + 1 < OC) b1 = __bfloat162float(bias[col + 1]);
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+      const int64_t row = t0 + warp * 16 + g + h * 8;
+      if (row >= Tn || col >= OC) continue;
+      const float s0 = scale * c[j][2 * h], s1 = scale * c[j][2 * h + 1];
+      if (pairs && col + 1 < OC) {
+        const float2 a = *reinterpret_cast<const float2*>(acc + row * OC + col);
+        *reinterpret_cast<__nv_bfloat162*>(out + row * OC + col) = __floats2bfloat162_rn(a.x + s0 + b0, a.y + s1 + b1);
+      } else {
+        out[row * OC + col] = __float2bfloat16(acc[row * OC + col] + s0 + b0);
+        if (col + 1 < OC) out[row * OC + col + 1] = __float2bfloat16(acc[row * OC + col + 1] + s1 + b1);
+      }
+    }
+  }
+}
+// The fused epilogue above unless VQALAB_CUDA_LORA_FUSED=0 (the adapter GEMM and a rounding pass: a dev A/B)
+bool lora_fused_epilogue() {
+  static const bool on = [] {
+    const char* v = std::getenv("VQALAB_CUDA_LORA_FUSED");
+    return !(v && v[0] == '0');
+  }();
+  return on;
+}
+
 // out = bf16(acc + bias): the one rounding
 __global__ void bias_round_k(bf16* out, const float* acc, const bf16* bias, int64_t Tn, int64_t OC) {
   GRID_STRIDE(i, Tn * OC) {
@@ -221,6 +308,12 @@ void linear_lora_forward(bf16* out, bf16* xa, const bf16* inp, const bf16* W, co
   }
   lora_xcat_k<<<blocks_for(Tn * R), 256, 0, stream()>>>(xcat, xa, xa2, Tn, R);
   CU_LAUNCHED("linear_lora_forward (x A^T pairs)");
+  if (lora_fused_epilogue()) {
+    const dim3 grid(static_cast<unsigned>((OC + kLbBN - 1) / kLbBN), static_cast<unsigned>((Tn + kLbBM - 1) / kLbBM));
+    lora_b_round_k<<<grid, 128, 0, stream()>>>(out, acc, xcat, Bcat, bias, Tn, OC, 3 * R, scale);
+    CU_LAUNCHED("linear_lora_forward (B + round)");
+    return;
+  }
   {  // acc^T (OC, T) += scale * [B_hi | B_hi | B_lo] (OC, 3R) @ [v_hi | v_lo | v_hi]^T (3R, T)
     GemmArgs g;
     g.ta = true;
