@@ -2,11 +2,11 @@
 # Issue 13's open rows (LoRA step, evaluate()) in one GPU call, from a tree scripts/gpu/pack-trainer.sh made:
 #   1. builds test_ops, test_model and the addon; meanwhile writes the qwen2-vl-2b random-weight folder;
 #   2. test_ops (every op against the CPU reference) and test_model (SEEDS family seeds);
-#   3. Trainer.step() with LoRA r 64, timed (no profile; again with the two-rounding linear), then with the phase profile and the
+#   3. Trainer.step() with LoRA r 64, timed (no profile; again with the one-rounding linear), then with the phase profile and the
 #      op-level profile (VQALAB_CUDA_PROFILE_OPS=1: device and host time per phase and op);
 #   4. full fine-tune steps with evaluate() of EVAL_N questions (the default evalBatchSize and EVAL_BATCH's
 #      values) against one at a time; then evaluate() of 128 under both profiles.
-# Logs under $OUT; time limits per stage: *_S variables (CALL_S, default 585: no trainer stage runs past it).
+# SKIP_ATTN=1 leaves out the attention bench of 2. Logs under $OUT; time limits per stage: *_S variables (CALL_S, default 585: no trainer stage runs past it).
 # SKIP_TESTS=1 leaves out 2 (then WIDE=1 / FUSED=0 say what an earlier call's tests found); SKIP_PERF=1 runs
 # only 1 and 2. The whole script does not fit one 10-minute call: run SKIP_PERF=1, then SKIP_TESTS=1.
 source "$(dirname "$0")/call-env.sh"  # set -u, OUT (made), J, T0, el
@@ -34,8 +34,10 @@ if [ "${SKIP_TESTS:-0}" != 1 ]; then
   { VQALAB_TEST_SEEDS=${SEEDS:-1} timeout -k 5 "${MODEL_S:-150}" native/build/cuda/test_model; echo "exit $?"; } > "$OUT/test_model.log" 2>&1
   echo "test_model: $(grep -c '^ok' "$OUT/test_model.log") ok, $(grep -c '^FAIL' "$OUT/test_model.log") FAIL, $(tail -1 "$OUT/test_model.log") ($(el))"
   grep -h "^FAIL" "$OUT/test_ops.log" "$OUT/test_model.log" | head -20 | cut -c1-200
-  { timeout -k 5 "${OPSB_S:-90}" native/build/cuda/test_ops attention --bench; echo "exit $?"; } > "$OUT/attention-bench.log" 2>&1
-  echo "attention bench ($(el)):"; sed -n '/op throughput/,$p' "$OUT/attention-bench.log" | head -30 | cut -c1-200
+  if [ "${SKIP_ATTN:-0}" != 1 ]; then
+    { timeout -k 5 "${OPSB_S:-90}" native/build/cuda/test_ops attention --bench; echo "exit $?"; } > "$OUT/attention-bench.log" 2>&1
+    echo "attention bench ($(el)):"; sed -n '/op throughput/,$p' "$OUT/attention-bench.log" | head -30 | cut -c1-200
+  fi
 fi
 # the wide flash forward (VQALAB_CUDA_FLASH_FWD) joins the A/B only if every check of it passed
 # (with SKIP_TESTS=1, WIDE=1 / FUSED=0 carry an earlier call's verdicts)
@@ -65,12 +67,13 @@ trainer() {  # log name, time limit, bench args...
 }
 trainer lora.log "${LORA_S:-80}" --steps 3 --max 16 --lora 64 --seq 0 --eval 0
 [ $WIDE = 1 ] && VQALAB_CUDA_FLASH_FWD=wide trainer lora-wide.log "${LORA_S:-80}" --steps 3 --max 16 --lora 64 --seq 0 --eval 0
-VQALAB_CUDA_PROFILE_OPS=1 trainer lora-profile.log "${LORA_S:-80}" --steps 1 --max 16 --lora 64 --seq 0 --eval 0 --profile 1
 trainer eval.log "${EVAL_S:-170}" --steps 1 --max 16 --seq 0 --eval "${EVAL_N:-512}" --eval-one 16 ${EVAL_BATCH:+--eval-batch $EVAL_BATCH}
 [ $WIDE = 1 ] && VQALAB_CUDA_FLASH_FWD=wide trainer eval-wide.log "${EVAL_S:-170}" --steps 1 --max 16 --seq 0 --eval "${EVAL_N:-512}" --eval-one 16 ${EVAL_BATCH:+--eval-batch $EVAL_BATCH}
+VQALAB_CUDA_PROFILE_OPS=1 trainer lora-profile.log "${LORA_S:-80}" --steps 1 --max 16 --lora 64 --seq 0 --eval 0 --profile 1
 VQALAB_CUDA_PROFILE_OPS=1 trainer eval-profile.log "${EVAL_S:-170}" --steps 1 --max 16 --seq 0 --eval 128 --eval-one 4 --profile 1
-[ $FUSED = 1 ] && VQALAB_CUDA_LORA_FUSED=0 trainer lora-unfused.log "${LORA_S:-80}" --steps 3 --max 16 --lora 64 --seq 0 --eval 0
-# the same with the two-rounding LoRA linear (what one rounding costs at this workload)
-VQALAB_CUDA_LORA_PAIRS=0 trainer lora-two-roundings.log "${LORA_S:-80}" --steps 3 --max 16 --lora 64 --seq 0 --eval 0
+# the same with the one-rounding LoRA linear (loraSingleRounding; what it costs at this workload), with and
+# without its fused epilogue (lora_b_round_k)
+VQALAB_CUDA_LORA_PAIRS=1 trainer lora-one-rounding.log "${LORA_S:-80}" --steps 3 --max 16 --lora 64 --seq 0 --eval 0
+[ $FUSED = 1 ] && VQALAB_CUDA_LORA_PAIRS=1 VQALAB_CUDA_LORA_FUSED=0 trainer lora-one-rounding-unfused.log "${LORA_S:-80}" --steps 3 --max 16 --lora 64 --seq 0 --eval 0
 python3 scripts/gpu/perf-table.py "$OUT" | tee "$OUT/table.md"
 echo "total $(el)"

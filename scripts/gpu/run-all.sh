@@ -70,8 +70,8 @@ if [ $have_node = 1 ] && [ -f parity.mjs ]; then
     VQALAB_CUDA_PRECISION=fp32 lim 150 bash .gpu/with-node.sh node parity.mjs test/fixtures/engine cuda
     echo "=== bf16"
     lim 150 bash .gpu/with-node.sh node parity.mjs test/fixtures/engine cuda
-    echo "=== bf16, LoRA through linear_forward + lora_forward (loraSingleRounding off: VQALAB_CUDA_LORA_PAIRS=0)"
-    VQALAB_CUDA_LORA_PAIRS=0 lim 150 bash .gpu/with-node.sh node parity.mjs test/fixtures/engine cuda
+    echo "=== bf16, LoRA in one rounding (linear_lora_forward; loraSingleRounding on: VQALAB_CUDA_LORA_PAIRS=1)"
+    VQALAB_CUDA_LORA_PAIRS=1 lim 150 bash .gpu/with-node.sh node parity.mjs test/fixtures/engine cuda
   } > "$OUT/parity.log" 2>&1
   grep "^parity\|^FAIL\|_cuda\|^===\|lora_logits" "$OUT/parity.log" | cut -c1-200 | head -24
 fi

@@ -66,7 +66,7 @@ export interface CudaOptions {
   packRows?: number;
   /** Replay each decode step of a batched sample as a CUDA graph. Default true. */
   graphs?: boolean;
-  /** bf16 with LoRA: base and adapter products summed in fp32 and rounded once; false rounds after each (faster, less exact). Default true. */
+  /** bf16 with LoRA: true sums base and adapter products in fp32 and rounds once (closer to fp32, ~10 % slower LoRA steps); false rounds after each, as PEFT does in bf16. Default false. */
   loraSingleRounding?: boolean;
   /** LoRA: sampling runs on merged weights W + s·B·A (made once per sampling call, freed after it) instead of adding the adapters in every GEMM. Default true. */
   loraMergedSampling?: boolean;

@@ -32,10 +32,10 @@ struct CudaOptions {
   int64_t pack_rows = 0;
   // Decode steps of sample_many replay a captured CUDA graph (bf16 with the fused attention only). TS graphs.
   bool graphs = true;
-  // bf16 with LoRA: base and adapter products summed in fp32 and rounded once (cu::linear_lora_forward over the
-  // adapters' hi/lo bf16 pairs); false: linear_forward then lora_forward, rounded after each (about 9 % faster
-  // LoRA steps, twice the rounding error: docs/cuda.md, "Numerics"). TS loraSingleRounding.
-  bool lora_single_rounding = true;
+  // bf16 with LoRA: true sums base and adapter products in fp32 and rounds once (cu::linear_lora_forward over the
+  // adapters' hi/lo bf16 pairs; 9-11 % slower LoRA steps, +0.35 GiB); false (the default): linear_forward then
+  // lora_forward, rounded after each, as PEFT computes a bf16 LoRA linear (docs/cuda.md, "Numerics"). TS loraSingleRounding.
+  bool lora_single_rounding = false;
   // LoRA, sample_many: every adapted linear of the LM runs on its merged weight W + s B A (computed once per call
   // from the adapters' fp32 master, rounded once to the working type, freed when the call returns) instead of the
   // base product plus the adapter's two small GEMMs in every prefill and decode GEMM. The sampled tokens'
