@@ -7,6 +7,7 @@ import type { EngineModel } from '../engine/types.js';
 import type { Policy } from '../rollout/types.js';
 import type { VlmTokenizer } from '../text/tokenizer.js';
 import { answerAfterThinking } from '../eval/thinking.js';
+import { isOutOfMemory } from './micro.js';
 import { checkPromptLength, completionIds, type PromptBuilder } from './rollout.js';
 
 export interface EvalRow {
@@ -61,6 +62,8 @@ export interface EvaluateInputs {
    */
   batchSize?: number;
   signal?: AbortSignal;
+  /** Told when a chunk ran out of GPU memory and evaluation goes on in smaller chunks. */
+  log?: (line: string) => void;
 }
 
 /**
@@ -68,6 +71,8 @@ export interface EvaluateInputs {
  * `batchSize` questions has its prompts built first and then goes out in one turn of the event
  * loop (one batched run, as a rollout round); the next chunk is already queued behind it, so the
  * device goes from one chunk to the next without waiting for this side (prompts, decoding, scoring).
+ * A chunk that runs out of GPU memory is answered again in halves (its questions that failed so),
+ * and later chunks take the smaller size: `batchSize` is a ceiling, not a promise the card must keep.
  * A policy gets `batchSize` requests at a time, concurrently. A sample that cannot be answered
  * (unreadable image, too long) scores 0 with an empty prediction and its reason in `error`.
  */
@@ -88,7 +93,9 @@ export async function evaluateSamples(
   const failed = (sample: VqaSample, err: unknown): Answer => {
     if (inp.signal?.aborted) throw err;
     const msg = err instanceof Error ? err.message : String(err);
-    return { text: '', error: msg.includes(sample.id) ? msg : `sample ${sample.id}: ${msg}` };
+    const answer: Answer = { text: '', error: msg.includes(sample.id) ? msg : `sample ${sample.id}: ${msg}` };
+    if (isOutOfMemory(err)) answer.outOfMemory = true;
+    return answer;
   };
   const viaPolicy = async (policy: Policy, sample: VqaSample): Promise<Answer> => {
     try {
@@ -128,9 +135,33 @@ export async function evaluateSamples(
       }),
     );
   };
+  // The engine's chunk size after an out-of-memory (it only shrinks). A chunk larger than it goes out
+  // in pieces, one after another; the questions of a chunk that ran out of memory are asked again in
+  // halves, down to one at a time (whose failure stays its answer).
+  let ceiling = size;
+  const viaEngineFitting = async (chunk: readonly VqaSample[]): Promise<Answer[]> => {
+    if (chunk.length > ceiling) {
+      const piece = ceiling; // (a piece that runs out of memory lowers the ceiling for the next chunks, not this split)
+      const out: Answer[] = [];
+      for (let i = 0; i < chunk.length; i += piece) out.push(...(await viaEngineFitting(chunk.slice(i, i + piece))));
+      return out;
+    }
+    const answers = await viaEngine(chunk);
+    const oom = answers.flatMap((a, k) => (a.outOfMemory ? [k] : []));
+    if (oom.length === 0 || chunk.length === 1) return answers;
+    if (ceiling >= chunk.length) {
+      ceiling = Math.max(1, Math.floor(chunk.length / 2));
+      inp.log?.(
+        `evaluate: out of GPU memory answering ${chunk.length} questions at once; going on in chunks of ${ceiling} (evalBatchSize ${size})`,
+      );
+    }
+    const again = await viaEngineFitting(oom.map((k) => chunk[k]!));
+    oom.forEach((k, j) => (answers[k] = again[j]!));
+    return answers;
+  };
   const answerChunk = (chunk: readonly VqaSample[]): Promise<Answer[]> => {
     const policy = inp.policy;
-    return policy ? Promise.all(chunk.map((s) => viaPolicy(policy, s))) : viaEngine(chunk);
+    return policy ? Promise.all(chunk.map((s) => viaPolicy(policy, s))) : viaEngineFitting(chunk);
   };
 
   const chunks: VqaSample[][] = [];
@@ -170,6 +201,8 @@ export async function evaluateSamples(
 interface Answer {
   text: string;
   error?: string;
+  /** The engine ran out of GPU memory for it (asked again in a smaller chunk). */
+  outOfMemory?: boolean;
 }
 
 const abortReason = (signal: AbortSignal): Error =>

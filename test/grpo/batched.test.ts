@@ -121,6 +121,51 @@ test('a batched step equals the sequential step: same groups, rewards, advantage
   assert.equal(many.overall, one.overall);
 });
 
+test('evaluate(): a chunk that runs out of GPU memory is asked again in halves, and later chunks take the smaller size', async () => {
+  const model = await fresh();
+  // The card's limit, played by a wrapper (no GPU here): a sample call made while 5 others are running
+  // fails as the CUDA backend's allocator fails. All 12 questions form one chunk, so the pieces it is
+  // split into run one after another and what fails is known: 7 of 12, then 1 of 6, then none.
+  const limit = 5;
+  let inFlight = 0,
+    peak = 0,
+    refused = 0;
+  const tight = new Proxy(model, {
+    get(target, key) {
+      if (key === 'sample')
+        return async (req: Parameters<EngineModel['sample']>[0]) => {
+          inFlight++;
+          try {
+            if (inFlight > limit) {
+              refused++;
+              throw new Error('out of GPU memory: sampling needs 512 MiB (free 0 of 81079 MiB on cuda:0)');
+            }
+            peak = Math.max(peak, inFlight);
+            return await target.sample(req);
+          } finally {
+            inFlight--;
+          }
+        };
+      const v = Reflect.get(target, key, target);
+      return typeof v === 'function' ? v.bind(target) : v;
+    },
+  });
+  const logs: string[] = [];
+  const got = await new Trainer(options(tight, {}, { evalBatchSize: 12, log: (l) => logs.push(l) })).evaluate('val');
+  const want = await new Trainer(options(model, {}, { evalBatchSize: 1 })).evaluate('val');
+  assert.deepEqual(
+    got.rows.map((r) => [r.prediction, 'error' in r]),
+    want.rows.map((r) => [r.prediction, false]),
+    'every question answered, as one at a time',
+  );
+  assert.equal(got.overall, want.overall);
+  assert.deepEqual([refused, peak], [8, limit]);
+  assert.deepEqual(logs, [
+    'evaluate: out of GPU memory answering 12 questions at once; going on in chunks of 6 (evalBatchSize 12)',
+    'evaluate: out of GPU memory answering 6 questions at once; going on in chunks of 3 (evalBatchSize 12)',
+  ]);
+});
+
 test("the next step's images load during this step's update, once: the next rollout finds them cached", async () => {
   const model = await fresh();
   const loads: { id: string; at: string }[] = [];
