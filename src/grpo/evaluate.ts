@@ -56,9 +56,9 @@ export interface EvaluateInputs {
   /** Answer with this policy instead of the engine. */
   policy?: Policy;
   /**
-   * Questions in flight at once: on the engine one batched run each (default 256: 11.4x the one-at-a-time
-   * path at 2B dims on an H100, against 8.5x at 64; bench/results/trainer/h100-2026-12-07c); through a
-   * policy, concurrent requests (default 64; its scheduler may limit them further).
+   * Questions in flight at once: on the engine one batched run each (default 256 on a GPU: 11.4x the
+   * one-at-a-time path at 2B dims on an H100, against 8.5x at 64, bench/results/trainer/h100-2026-12-07c;
+   * 64 on the CPU); through a policy, concurrent requests (default 64; its scheduler may limit them further).
    */
   batchSize?: number;
   signal?: AbortSignal;
@@ -80,7 +80,10 @@ export async function evaluateSamples(
   inp: EvaluateInputs,
   samples: readonly VqaSample[],
 ): Promise<(EvalRow & { error?: string })[]> {
-  const size = Math.max(1, inp.batchSize ?? (inp.policy ? 64 : 256));
+  // A GPU gains from large chunks (its vision tower and prefill run a chunk's images together); the CPU
+  // engine is compute-bound at any size and would only hold more activations in host memory.
+  const onGpu = !inp.policy && inp.model.device.startsWith('cuda');
+  const size = Math.max(1, inp.batchSize ?? (onGpu ? 256 : 64));
   // One greedy answer a question, the same through the engine and a policy.
   const greedy = {
     n: 1,

@@ -44,7 +44,7 @@ export interface TrainerOptions {
    * decode loop). 'sequential': one prompt at a time — the same groups, slower; for comparisons.
    */
   rolloutMode?: 'batched' | 'sequential';
-  /** Questions answered at once by `evaluate()`. Default 256 on the engine (one batched run), 64 through a policy. */
+  /** Questions answered at once by `evaluate()`. Default 256 on a GPU engine (one batched run), 64 on the CPU and through a policy. */
   evalBatchSize?: number;
   /**
    * Loads a checkpoint folder into a fresh engine model: the frozen reference copy (β > 0, role
