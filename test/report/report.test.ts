@@ -7,7 +7,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -297,7 +297,9 @@ describe('vqalab report', { timeout: 600_000 }, () => {
       {
         cell_type: 'code',
         metadata: {},
-        source: 'import time\nprint("sleeping", flush=True)\ntime.sleep(120)',
+        // The cell says it is running by a file the test waits for (an event, not a guess at how long
+        // the kernel takes to start on a busy machine).
+        source: `import pathlib, time\nprint("sleeping", flush=True)\npathlib.Path(${JSON.stringify(path.join(dir, 'started'))}).touch()\ntime.sleep(120)`,
         outputs: [],
         execution_count: null,
       },
@@ -312,13 +314,16 @@ describe('vqalab report', { timeout: 600_000 }, () => {
     child.stderr.on('data', (b: Buffer) => {
       stderr += b.toString();
     });
+    const exited = new Promise<number | null>((r) => child.on('exit', (c) => r(c)));
+    let gone = false;
+    void exited.then(() => (gone = true));
+    while (!existsSync(path.join(dir, 'started')) && !gone) await new Promise((r) => setTimeout(r, 50));
+    assert.ok(!gone, `the run ended before the slow cell started: ${stderr}`);
     const t0 = Date.now();
-    while (!stderr.includes('cell 1 (2/3)') && Date.now() - t0 < 60_000) await new Promise((r) => setTimeout(r, 100));
-    await new Promise((r) => setTimeout(r, 1500));
     child.kill('SIGINT');
-    const code = await new Promise<number | null>((r) => child.on('exit', (c) => r(c)));
+    const code = await exited;
     assert.equal(code, 130, stderr);
-    assert.ok(Date.now() - t0 < 60_000, 'stopped long before the cell would have ended');
+    assert.ok(Date.now() - t0 < 100_000, 'stopped long before the 120 s cell would have ended');
     const out = JSON.parse(readFileSync(path.join(dir, 'slow', 'slow.ipynb'), 'utf8'));
     assert.deepEqual(
       out.cells[1].outputs.map((o: any) => o.ename ?? o.name),
