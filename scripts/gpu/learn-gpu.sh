@@ -8,7 +8,9 @@
 #      one run per recipe of RECIPES (';'-separated `vqalab train` flags), and with LARGE_DEMO (e.g.
 #      "--sft-lr 5e-4 --grpo-lr 1e-4 --grpo-steps 150") through `vqalab demo --model` for the
 #      mismatched-image control that `vqalab train` does not run.
-# Logs and each run's result.json/metrics.jsonl go under $OUT (one archive). Limits: *_S variables.
+# Order: LARGE_DEMO first (its mismatched-image control is the measurement still missing), then 1, then
+# the RECIPES of 2 (RECIPES="" for none). Logs and each run's result.json/metrics.jsonl go under $OUT
+# (one archive). Limits: *_S variables.
 source "$(dirname "$0")/call-env.sh"  # set -u, OUT (made), J, T0, el
 SEEDS=${SEEDS:-"0 1"}
 LARGE=${LARGE:-"768 12 2048 12 2 4 256"}
@@ -27,6 +29,14 @@ MK=$!
 echo "build: $(ls native/build/Release/vqalab.node 2>/dev/null || echo 'NO ADDON') ($(el))"; grep -m5 "error" "$OUT/build.log"
 export VQALAB_ADDON=$PWD/native/build/Release/vqalab.node
 result() { python3 -c "import json,sys; r=json.load(open(sys.argv[1])); print({k: r[k] for k in r if not isinstance(r[k], (dict, list))})" "$1" 2>/dev/null || echo "no result.json"; }
+wait $MK; tail -2 "$OUT/make-model.log"
+# The same model through `vqalab demo --model` (warm start, GRPO, and both again with every question
+# shown another question's image: does the policy read the image?), for LARGE_DEMO's flags.
+if [ -n "${LARGE_DEMO:-}" ]; then
+  timeout -k 5 "${LARGE_S:-150}" bash .gpu/with-node.sh node demo.mjs demo --model $LARGE_DIR --device cuda --quiet \
+    --out "$OUT/large-demo" $LARGE_DEMO > "$OUT/large-demo.log" 2>&1
+  echo "large-demo ($LARGE_DEMO) exit $? ($(el)): $(result "$OUT/large-demo/result.json")"
+fi
 for seed in $SEEDS; do
   for prec in ${PRECS:-bf16 fp32}; do
     name=tiny-$prec-s$seed
@@ -34,7 +44,6 @@ for seed in $SEEDS; do
     echo "$name exit $? ($(el)): $(result "$OUT/$name/result.json")"
   done
 done
-wait $MK; tail -2 "$OUT/make-model.log"
 IFS=';' read -ra sets <<< "$RECIPES"; k=0
 for r in "${sets[@]}"; do
   k=$((k + 1)); name=large-$k
@@ -46,13 +55,6 @@ for r in "${sets[@]}"; do
     --config "/tmp/$name.json" --out "$OUT/$name" --quiet $flags > "$OUT/$name.log" 2>&1
   echo "$name ($r) exit $? ($(el))"; grep -v "━\|steps/s\|^\s*$" "$OUT/$name.log" | tail -6 | cut -c1-300
 done
-# The same model through `vqalab demo --model` (warm start, GRPO, and both again with every question
-# shown another question's image: does the policy read the image?), for LARGE_DEMO's flags.
-if [ -n "${LARGE_DEMO:-}" ]; then
-  timeout -k 5 "${LARGE_S:-150}" bash .gpu/with-node.sh node demo.mjs demo --model $LARGE_DIR --device cuda --quiet \
-    --out "$OUT/large-demo" $LARGE_DEMO > "$OUT/large-demo.log" 2>&1
-  echo "large-demo ($LARGE_DEMO) exit $? ($(el)): $(result "$OUT/large-demo/result.json")"
-fi
 # checkpoints stay behind: a run's weights and optimizer state would push the archive past what a call returns
 ( cd "$OUT" && items=$(ls -A | grep -v '^run.out$\|^runs.tgz$'); [ -n "$items" ] && tar --exclude=checkpoints -czf runs.tgz $items && rm -rf $items )
 echo "total $(el)"
